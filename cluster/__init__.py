@@ -1,0 +1,1 @@
+"""etcd coordination and the pure models of cronmesh."""

@@ -1,0 +1,69 @@
+"""One exception root for cronmesh; the API maps these to HTTP answers in one place."""
+
+from __future__ import annotations
+
+
+class CronmeshError(Exception):
+    """Root of every error cronmesh raises on purpose.
+
+    ``code`` is a stable machine-readable name, ``status`` the HTTP status the API answers with,
+    ``field`` the dotted path of the offending input field when there is one.
+    """
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+class InvalidInput(CronmeshError, ValueError):
+    """The request or document is malformed or violates a rule."""
+
+    code = "invalid"
+    status = 400
+
+
+class InvalidSchedule(InvalidInput):
+    """A cron expression, time zone, duration or one-shot time cannot be used."""
+
+    code = "invalid_schedule"
+
+
+class NotFound(CronmeshError, LookupError):
+    code = "not_found"
+    status = 404
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class Conflict(CronmeshError):
+    """The request is valid but the current state forbids it (already exists, already finished)."""
+
+    code = "conflict"
+    status = 409
+
+
+class Unavailable(CronmeshError):
+    """etcd (or another node) cannot be reached right now; retrying later may succeed."""
+
+    code = "unavailable"
+    status = 503
+
+
+class LostOwnership(CronmeshError):
+    """A fenced write failed: this node no longer holds the lease, claim or leadership it used."""
+
+    code = "lost_ownership"
+    status = 409

@@ -1,0 +1,448 @@
+"""The only module that talks to etcd.
+
+Built on the gRPC stubs that ``aetcd`` ships (``aetcd.rpc``), not on its high-level client: we need
+range requests with ``limit``/``revision``/create-revision bounds, one watch stream per watcher that
+reports the revision it has seen, and precise control of timeouts. Everything else in cronmesh uses
+the small vocabulary below (``KV``, ``Compare``, ``Op``, ``Etcd``) and never imports ``aetcd``.
+
+Errors: a call that fails because etcd is unreachable or too slow raises :class:`Unavailable`. A
+transaction that may or may not have been applied raises :class:`OutcomeUnknown` (a subclass): the
+caller must read the state back and decide, never retry blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import grpc
+from aetcd import rpc
+
+from cluster.errors import CronmeshError, Unavailable
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class OutcomeUnknown(Unavailable):
+    """A write was sent but its reply was lost: it may have been applied. Read back, then decide."""
+
+    code = "outcome_unknown"
+
+
+class Compacted(CronmeshError):
+    """A watch asked for a revision that etcd has already compacted away; re-read and re-watch."""
+
+    code = "compacted"
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"revision compacted below {revision}")
+        self.revision = revision
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+    @classmethod
+    def from_pb(cls, kv: Any) -> KV:
+        return cls(
+            kv.key.decode(),
+            bytes(kv.value),
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version,
+            kv.lease,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    kvs: list[KV]
+    revision: int  # the store revision the range was read at
+    more: bool
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: Literal["put", "delete"]
+    kv: KV  # for a delete: the key and the deletion's mod_revision; value is empty
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    events: list[Event]
+    revision: int  # header revision: every change up to it has been delivered
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    responses: list[Any]  # raw ResponseOp messages, in the order of the ops that ran
+
+    def range_kvs(self, index: int) -> list[KV]:
+        return [KV.from_pb(kv) for kv in self.responses[index].response_range.kvs]
+
+
+def prefix_end(prefix: str) -> bytes:
+    """The range end that selects every key starting with ``prefix``."""
+    raw = bytearray(prefix.encode())
+    for i in reversed(range(len(raw))):
+        if raw[i] < 0xFF:
+            raw[i] += 1
+            return bytes(raw[: i + 1])
+    return b"\0"
+
+
+class Compare:
+    """Builders for transaction guards."""
+
+    @staticmethod
+    def _make(key: str, target: int, result: int, **value: Any) -> Any:
+        return rpc.Compare(key=key.encode(), target=target, result=result, **value)
+
+    @classmethod
+    def created(cls, key: str, revision: int) -> Any:
+        """The key exists and was created at ``revision`` (fencing on ownership keys)."""
+        return cls._make(key, rpc.Compare.CREATE, rpc.Compare.EQUAL, create_revision=revision)
+
+    @classmethod
+    def modified(cls, key: str, revision: int) -> Any:
+        """The key was last written at ``revision`` (0: the key does not exist)."""
+        return cls._make(key, rpc.Compare.MOD, rpc.Compare.EQUAL, mod_revision=revision)
+
+    @classmethod
+    def absent(cls, key: str) -> Any:
+        return cls._make(key, rpc.Compare.VERSION, rpc.Compare.EQUAL, version=0)
+
+    @classmethod
+    def exists(cls, key: str) -> Any:
+        return cls._make(key, rpc.Compare.VERSION, rpc.Compare.GREATER, version=0)
+
+
+class Op:
+    """Builders for transaction operations."""
+
+    @staticmethod
+    def put(key: str, value: bytes | str, lease: int = 0) -> Any:
+        data = value.encode() if isinstance(value, str) else value
+        return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=data, lease=lease))
+
+    @staticmethod
+    def delete(key: str, *, prefix: bool = False) -> Any:
+        req = rpc.DeleteRangeRequest(key=key.encode())
+        if prefix:
+            req.range_end = prefix_end(key)
+        return rpc.RequestOp(request_delete_range=req)
+
+    @staticmethod
+    def delete_range(start: str, end: str) -> Any:
+        """Delete every key in ``[start, end)``."""
+        return rpc.RequestOp(
+            request_delete_range=rpc.DeleteRangeRequest(key=start.encode(), range_end=end.encode())
+        )
+
+    @staticmethod
+    def get(key: str, *, prefix: bool = False, keys_only: bool = False) -> Any:
+        req = rpc.RangeRequest(key=key.encode(), keys_only=keys_only)
+        if prefix:
+            req.range_end = prefix_end(key)
+        return rpc.RequestOp(request_range=req)
+
+
+def _target(endpoints: Sequence[str]) -> str:
+    """A gRPC target over every endpoint, so the channel fails over between etcd members."""
+    addrs: list[str] = []
+    family = "ipv4"
+    for endpoint in endpoints:
+        hostport = endpoint.split("://", 1)[-1].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        if not host:
+            host, port = hostport, "2379"
+        host = host.strip("[]")
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (socket.gaierror, ValueError) as exc:
+            raise Unavailable(f"cannot resolve etcd endpoint {endpoint!r}: {exc}") from exc
+        info = infos[0]
+        if info[0] == socket.AF_INET6:
+            family = "ipv6"
+            addrs.append(f"[{info[4][0]}]:{port}")
+        else:
+            addrs.append(f"{info[4][0]}:{port}")
+    return f"{family}:{','.join(addrs)}"
+
+
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
+    return Unavailable(f"etcd {what}: {exc.code().name}: {exc.details()}")
+
+
+_NOT_SENT = {grpc.StatusCode.UNAVAILABLE}
+
+
+class Etcd:
+    """An etcd v3 client over one gRPC channel (several endpoints: the channel fails over)."""
+
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is required")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._kv: Any = None
+        self._lease: Any = None
+        self._watch: Any = None
+        self._maint: Any = None
+
+    async def connect(self) -> None:
+        if self._channel is not None:
+            return
+        self._channel = grpc.aio.insecure_channel(_target(self.endpoints), options=_CHANNEL_OPTIONS)
+        self._kv = rpc.KVStub(self._channel)
+        self._lease = rpc.LeaseStub(self._channel)
+        self._watch = rpc.WatchStub(self._channel)
+        self._maint = rpc.MaintenanceStub(self._channel)
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close(grace=None)
+
+    async def __aenter__(self) -> Etcd:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _stubs(self) -> tuple[Any, Any, Any, Any]:
+        if self._channel is None:
+            raise Unavailable("etcd client is not connected")
+        return self._kv, self._lease, self._watch, self._maint
+
+    # -- key/value -----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> KV | None:
+        res = await self.range(key, prefix=False)
+        return res.kvs[0] if res.kvs else None
+
+    async def range(
+        self,
+        key: str,
+        *,
+        prefix: bool = True,
+        end: str | None = None,
+        limit: int = 0,
+        revision: int = 0,
+        descending: bool = False,
+        sort: Literal["key", "create", "mod"] = "key",
+        keys_only: bool = False,
+        count_only: bool = False,
+        max_create_revision: int = 0,
+        serializable: bool = False,
+    ) -> Range:
+        """Read one key, a prefix, or ``[key, end)``; newest-first paging uses ``descending``."""
+        kv, _, _, _ = self._stubs()
+        req = rpc.RangeRequest(
+            key=key.encode(),
+            limit=limit,
+            revision=revision,
+            keys_only=keys_only,
+            count_only=count_only,
+            max_create_revision=max_create_revision,
+            serializable=serializable,
+        )
+        if end is not None:
+            req.range_end = end.encode()
+        elif prefix:
+            req.range_end = prefix_end(key)
+        if descending or sort != "key":
+            req.sort_order = rpc.RangeRequest.DESCEND if descending else rpc.RangeRequest.ASCEND
+            req.sort_target = {
+                "key": rpc.RangeRequest.KEY,
+                "create": rpc.RangeRequest.CREATE,
+                "mod": rpc.RangeRequest.MOD,
+            }[sort]
+        try:
+            resp = await kv.Range(req, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "range") from exc
+        return Range(
+            [KV.from_pb(item) for item in resp.kvs], resp.header.revision, resp.more, resp.count
+        )
+
+    async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
+        kv, _, _, _ = self._stubs()
+        data = value.encode() if isinstance(value, str) else value
+        try:
+            resp = await kv.Put(
+                rpc.PutRequest(key=key.encode(), value=data, lease=lease), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "put") from exc
+        return int(resp.header.revision)
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        kv, _, _, _ = self._stubs()
+        req = rpc.DeleteRangeRequest(key=key.encode())
+        if prefix:
+            req.range_end = prefix_end(key)
+        try:
+            resp = await kv.DeleteRange(req, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "delete") from exc
+        return int(resp.deleted)
+
+    async def txn(
+        self, compare: Iterable[Any], success: Iterable[Any], failure: Iterable[Any] = ()
+    ) -> TxnResult:
+        """Run one transaction. Raises OutcomeUnknown when the reply may have been lost."""
+        kv, _, _, _ = self._stubs()
+        req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        try:
+            resp = await kv.Txn(req, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _NOT_SENT and "connect" in (exc.details() or "").lower():
+                raise _unavailable(exc, "txn") from exc
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT or (
+                exc.code() == grpc.StatusCode.NOT_FOUND
+            ):
+                # Rejected before it ran (e.g. "requested lease not found").
+                raise LeaseGone(f"etcd txn rejected: {exc.details()}") from exc
+            raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {exc.details()}") from exc
+        return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
+
+    # -- leases --------------------------------------------------------------------------------
+
+    async def grant(self, ttl: int) -> int:
+        _, lease, _, _ = self._stubs()
+        try:
+            resp = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "lease grant") from exc
+        if resp.error:
+            raise Unavailable(f"etcd lease grant: {resp.error}")
+        return int(resp.ID)
+
+    async def keepalive(self, lease_id: int) -> int:
+        """Refresh a lease once; answers the new TTL, 0 when the lease no longer exists."""
+        _, lease, _, _ = self._stubs()
+        call = lease.LeaseKeepAlive(timeout=self.timeout)
+        try:
+            await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
+            await call.done_writing()
+            async for reply in call:
+                return int(reply.TTL)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "lease keepalive") from exc
+        finally:
+            call.cancel()
+        return 0
+
+    async def revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        _, lease, _, _ = self._stubs()
+        try:
+            await lease.LeaseRevoke(
+                rpc.LeaseRevokeRequest(ID=lease_id), timeout=timeout or self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return
+            raise _unavailable(exc, "lease revoke") from exc
+
+    # -- watches -------------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        key: str,
+        *,
+        start_revision: int,
+        prefix: bool = True,
+        progress_notify: bool = True,
+    ) -> AsyncIterator[WatchBatch]:
+        """Stream changes from ``start_revision`` on, in order; ends only by error or cancel.
+
+        Raises :class:`Compacted` when ``start_revision`` is gone, :class:`Unavailable` when the
+        stream breaks; the caller re-reads and re-watches from the last revision it saw.
+        """
+        _, _, watch, _ = self._stubs()
+        create = rpc.WatchCreateRequest(
+            key=key.encode(), start_revision=start_revision, progress_notify=progress_notify
+        )
+        if prefix:
+            create.range_end = prefix_end(key)
+        call = watch.Watch()
+        try:
+            await call.write(rpc.WatchRequest(create_request=create))
+            async for resp in call:
+                if resp.compact_revision:
+                    raise Compacted(int(resp.compact_revision))
+                if resp.canceled:
+                    raise Unavailable(f"etcd watch canceled: {resp.cancel_reason}")
+                if resp.created and not resp.events:
+                    continue
+                events = [
+                    Event("delete" if ev.type == rpc.Event.DELETE else "put", KV.from_pb(ev.kv))
+                    for ev in resp.events
+                ]
+                yield WatchBatch(events, int(resp.header.revision))
+            raise Unavailable("etcd watch stream ended")
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "watch") from exc
+        finally:
+            call.cancel()
+
+    async def status(self) -> dict[str, Any]:
+        _, _, _, maint = self._stubs()
+        try:
+            resp = await maint.Status(rpc.StatusRequest(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "status") from exc
+        return {
+            "version": resp.version,
+            "db_size": int(resp.dbSize),
+            "leader": int(resp.leader),
+            "raft_term": int(resp.raftTerm),
+            "revision": int(resp.header.revision),
+        }
+
+    async def wait_ready(self, deadline: float) -> None:
+        """Poll until etcd answers, with backoff, or raise Unavailable at ``deadline`` (loop time)."""
+        loop = asyncio.get_running_loop()
+        delay = 0.05
+        while True:
+            try:
+                await self.status()
+                return
+            except Unavailable:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+class LeaseGone(Unavailable):
+    """A write bound to a lease was rejected because the lease no longer exists."""
+
+    code = "lease_gone"

@@ -1,0 +1,132 @@
+"""Every etcd key cronmesh uses, in one place (docs/etcd-layout.md describes them for operators).
+
+Values are JSON so ``etcdctl get --prefix /cronmesh/…`` is readable. Run ids are fixed-width
+snowflakes, so a range scan over run keys is chronological.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ELECTION_SCHEDULER = "scheduler"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "/cronmesh"
+
+    def __post_init__(self) -> None:
+        if not self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise ValueError("key prefix must start with '/' and not end with '/'")
+
+    # membership
+    def nodes(self) -> str:
+        return f"{self.prefix}/nodes/"
+
+    def node(self, node_id: str) -> str:
+        """The live record of a node, bound to its lease: present means up."""
+        return f"{self.prefix}/nodes/{node_id}"
+
+    def node_infos(self) -> str:
+        return f"{self.prefix}/node-info/"
+
+    def node_info(self, node_id: str) -> str:
+        """The last known record of a node, kept after it goes down."""
+        return f"{self.prefix}/node-info/{node_id}"
+
+    def machine_ids(self) -> str:
+        return f"{self.prefix}/machine-ids/"
+
+    def machine_id(self, n: int) -> str:
+        return f"{self.prefix}/machine-ids/{n:04d}"
+
+    # election
+    def election(self, name: str = ELECTION_SCHEDULER) -> str:
+        return f"{self.prefix}/election/{name}/"
+
+    def candidate(self, lease_id: int, name: str = ELECTION_SCHEDULER) -> str:
+        return f"{self.prefix}/election/{name}/{lease_id:016x}"
+
+    # metadata
+    def projects(self) -> str:
+        return f"{self.prefix}/projects/"
+
+    def project(self, project: str) -> str:
+        return f"{self.prefix}/projects/{project}"
+
+    def jobs(self, project: str | None = None) -> str:
+        return f"{self.prefix}/jobs/" + (f"{project}/" if project else "")
+
+    def job(self, project: str, job: str) -> str:
+        return f"{self.prefix}/jobs/{project}/{job}"
+
+    def schedule_states(self) -> str:
+        return f"{self.prefix}/schedule-state/"
+
+    def schedule_state(self, project: str, job: str) -> str:
+        return f"{self.prefix}/schedule-state/{project}/{job}"
+
+    def ticks(self, project: str, job: str) -> str:
+        return f"{self.prefix}/ticks/{project}/{job}/"
+
+    def tick(self, project: str, job: str, schedule: str, epoch_ms: int) -> str:
+        """The idempotency key of one tick of one schedule: written once, by whoever fires it."""
+        return f"{self.prefix}/ticks/{project}/{job}/{epoch_ms:015d}-{schedule}"
+
+    # runs
+    def runs(self, project: str) -> str:
+        return f"{self.prefix}/runs/{project}/"
+
+    def run(self, project: str, run_id: str) -> str:
+        return f"{self.prefix}/runs/{project}/{run_id}"
+
+    def job_runs(self, project: str | None = None, job: str | None = None) -> str:
+        if project is None:
+            return f"{self.prefix}/job-runs/"
+        return f"{self.prefix}/job-runs/{project}/" + (f"{job}/" if job else "")
+
+    def job_run(self, project: str, job: str, run_id: str) -> str:
+        """Index of a job's runs (value: status when created), for per-job listing and pruning."""
+        return f"{self.prefix}/job-runs/{project}/{job}/{run_id}"
+
+    def actives(self, project: str | None = None, job: str | None = None) -> str:
+        if project is None:
+            return f"{self.prefix}/active/"
+        return f"{self.prefix}/active/{project}/" + (f"{job}/" if job else "")
+
+    def active(self, project: str, job: str, run_id: str) -> str:
+        """Present from creation until the run is finished: the set of pending and running runs."""
+        return f"{self.prefix}/active/{project}/{job}/{run_id}"
+
+    def queue(self) -> str:
+        return f"{self.prefix}/queue/"
+
+    def queue_entry(self, priority: int, run_id: str) -> str:
+        """Queue order: higher priority first (the segment sorts ascending), then oldest run."""
+        return f"{self.prefix}/queue/{1000 - priority:04d}/{run_id}"
+
+    def claims(self) -> str:
+        return f"{self.prefix}/claims/"
+
+    def claim(self, run_id: str) -> str:
+        return f"{self.prefix}/claims/{run_id}"
+
+    def slots(self, project: str, job: str) -> str:
+        return f"{self.prefix}/slots/{project}/{job}/"
+
+    def slot(self, project: str, job: str, index: int) -> str:
+        """One of a job's ``max_parallel`` execution slots, bound to the lease of the holder."""
+        return f"{self.prefix}/slots/{project}/{job}/{index:04d}"
+
+    def controls(self) -> str:
+        return f"{self.prefix}/control/"
+
+    def control(self, run_id: str) -> str:
+        return f"{self.prefix}/control/{run_id}"
+
+    # parsing helpers
+    def tail(self, key: str, base: str) -> list[str]:
+        """The path segments of ``key`` below ``base``."""
+        if not key.startswith(base):
+            raise ValueError(f"{key!r} is not under {base!r}")
+        return key[len(base) :].split("/")

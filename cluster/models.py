@@ -1,0 +1,257 @@
+"""The documents of cronmesh, defined once: they validate API input and the CLI's YAML, shape the
+errors, and are what is stored (as JSON) in etcd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cluster.errors import InvalidInput, InvalidSchedule
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"
+PARAM_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_COMMAND = 64 * 1024
+MAX_SCHEDULES = 32
+
+M = TypeVar("M", bound=BaseModel)
+
+Overlap = Literal["allow", "forbid", "replace", "queue"]
+Catchup = Literal["none", "latest", "all"]
+RunStatus = Literal[
+    "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
+]
+RunSource = Literal["schedule", "manual", "retry", "backfill", "catch-up"]
+FINISHED: frozenset[str] = frozenset(
+    {"succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"}
+)
+
+
+def _scalar_to_str(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _params(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not PARAM_PATTERN.match(key):
+                raise ValueError(
+                    f"parameter name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (max 64)"
+                )
+        return {k: _scalar_to_str(v) for k, v in value.items()}
+    return value
+
+
+Params = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], BeforeValidator(_params)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class ScheduleSpec(Strict):
+    cron: str | None = Field(default=None, max_length=256)
+    at: datetime | None = None
+    timezone: str = "UTC"
+    parameters: Params = Field(default_factory=dict)
+    enabled: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from cluster.cron import validate_timezone
+
+        validate_timezone(value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cluster.cron import parse_schedule
+
+            parse_schedule(cron=value, timezone="UTC", hash_key="validate")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleSpec:
+        if (self.cron is None) == (self.at is None):
+            raise ValueError("a schedule needs exactly one of 'cron' or 'at'")
+        return self
+
+    def fingerprint(self) -> str:
+        """Identity of the schedule's timing: its fire state survives reordering and edits of
+        parameters, but a changed expression or time zone starts afresh."""
+        basis = f"{self.cron}|{self.at.isoformat() if self.at else ''}|{self.timezone}"
+        return hashlib.sha1(basis.encode()).hexdigest()[:10]
+
+
+class PythonTarget(Strict):
+    callable: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", max_length=256)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Target(Strict):
+    selector: str = Field(default="", max_length=1024)
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        from cluster.selector import parse_selector
+
+        parse_selector(value)
+        return value
+
+
+class JobSpec(Strict):
+    """What a user writes: the job document of the API and of ``cronmesh job apply``."""
+
+    name: Name
+    description: str = Field(default="", max_length=4096)
+    command: str | None = Field(default=None, min_length=1, max_length=MAX_COMMAND)
+    python: PythonTarget | None = None
+    schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=MAX_SCHEDULES)
+    max_runs: int = Field(default=0, ge=0)
+    parameters: Params = Field(default_factory=dict)
+    timeout: float = Field(default=0, ge=0, le=30 * 86400)
+    retries: int = Field(default=0, ge=0, le=100)
+    retry_interval: float = Field(default=10, ge=0, le=86400)
+    retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
+    overlap: Overlap = "allow"
+    max_parallel: int = Field(default=0, ge=0, le=1000)
+    catchup: Catchup = "latest"
+    starting_deadline: float = Field(default=0, ge=0)
+    catchup_limit: int = Field(default=100, ge=1, le=10_000)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    target: Target = Field(default_factory=Target)
+    kill_grace: float = Field(default=10, ge=0, le=3600)
+    keep_runs: int = Field(default=100, ge=1, le=100_000)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_action(self) -> JobSpec:
+        if (self.command is None) == (self.python is None):
+            raise ValueError("a job needs exactly one of 'command' or 'python'")
+        return self
+
+
+READ_ONLY_JOB_FIELDS = ("project", "created_at", "updated_at", "active_since")
+
+
+class Job(JobSpec):
+    """A stored job: the spec plus what the server keeps about it."""
+
+    project: Name
+    created_at: datetime
+    updated_at: datetime
+    # Ticks before this instant never fire: set at creation, when the job is enabled again, and
+    # when its schedules change (so a re-enabled job does not catch up its disabled period).
+    active_since: datetime
+
+    def spec(self) -> JobSpec:
+        return JobSpec.model_validate(self.model_dump(exclude=set(READ_ONLY_JOB_FIELDS)))
+
+
+class Attempt(BaseModel):
+    attempt: int
+    status: RunStatus
+    node: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    claim_revision: int | None = None
+
+
+class Run(BaseModel):
+    id: str
+    project: str
+    job: str
+    status: RunStatus = "pending"
+    attempt: int = 1
+    node: str | None = None
+    source: RunSource
+    schedule: str | None = None  # fingerprint of the schedule that fired it
+    scheduled_at: datetime | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    not_before: datetime | None = None  # a retry waits until then
+    exit_code: int | None = None
+    signal: int | None = None
+    result: Any = None
+    error: str | None = None
+    parameters: dict[str, str] = Field(default_factory=dict)
+    claim_revision: int | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    snapshot: JobSpec
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class TriggerRequest(Strict):
+    parameters: Params = Field(default_factory=dict)
+
+
+class BackfillRequest(Strict):
+    from_: datetime = Field(alias="from")
+    to: datetime
+
+    @model_validator(mode="after")
+    def _order(self) -> BackfillRequest:
+        for name in ("from_", "to"):
+            if getattr(self, name).tzinfo is None:
+                setattr(self, name, getattr(self, name).replace(tzinfo=UTC))
+        if self.to < self.from_:
+            raise ValueError("'to' must not be before 'from'")
+        return self
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def validation_to_error(exc: ValidationError) -> InvalidInput:
+    """The first pydantic error as one InvalidInput naming the field."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ()) if p != "from_") or None
+    if err.get("loc") and err["loc"][-1] == "from_":
+        field = ".".join([*map(str, err["loc"][:-1]), "from"])
+    msg = str(err.get("msg", "invalid"))
+    ctx_err = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, InvalidSchedule):
+        msg = ctx_err.message
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    return InvalidInput(f"{field}: {msg}" if field else msg, field=field)
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_to_error(exc) from None

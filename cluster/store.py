@@ -1,0 +1,440 @@
+"""Typed access to what cronmesh keeps in etcd: jobs, runs, queue, claims, ticks.
+
+The functions that *build* operations (``create_run_ops``, ``finish_ops``) are shared by the API,
+the scheduler and the worker, so every path that changes a run keeps the same invariants:
+
+- a run is *active* (``active/…`` key present) from creation until it is finished;
+- a pending run has exactly one queue entry, and a pending run's record only changes together with
+  its queue entry (so claiming, cancelling and retrying can compare that one key);
+- a running run has exactly one claim key, bound to the worker's lease; only a write that compares
+  that claim's create revision may finish the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
+from cluster.etcd import KV, Compare, Etcd, Op
+from cluster.ids import Snowflake
+from cluster.keys import Keys
+from cluster.models import (
+    FINISHED,
+    Attempt,
+    Job,
+    JobSpec,
+    Run,
+    parse_model,
+)
+from cluster.plan import retry_delay
+
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+RETRYABLE = frozenset({"failed", "timed_out", "lost"})
+MAX_BACKFILL = 1000
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A decoded value with the revisions needed to compare-and-swap it."""
+
+    run: Run
+    mod_revision: int
+
+
+class Store:
+    def __init__(
+        self, etcd: Etcd, keys: Keys, ids: Snowflake, clock: Callable[[], datetime]
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.ids = ids
+        self.clock = clock
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    async def get_job_kv(self, project: str, name: str) -> tuple[Job, int]:
+        kv = await self.etcd.get(self.keys.job(project, name))
+        if kv is None:
+            raise JobNotFound(f"job {name!r} not found in project {project!r}", field="name")
+        return Job.model_validate_json(kv.value), kv.mod_revision
+
+    async def get_job(self, project: str, name: str) -> Job:
+        return (await self.get_job_kv(project, name))[0]
+
+    async def list_jobs(self, project: str) -> list[Job]:
+        res = await self.etcd.range(self.keys.jobs(project))
+        return [Job.model_validate_json(kv.value) for kv in res.kvs]
+
+    async def list_projects(self) -> list[str]:
+        res = await self.etcd.range(self.keys.projects(), keys_only=True)
+        return [kv.key.rsplit("/", 1)[-1] for kv in res.kvs]
+
+    def _merge(self, project: str, spec: JobSpec, old: Job | None) -> Job:
+        now = self.clock()
+        active_since = now
+        if old is not None:
+            same_schedules = [s.fingerprint() for s in old.schedules if s.enabled] == [
+                s.fingerprint() for s in spec.schedules if s.enabled
+            ]
+            if same_schedules and (old.enabled or not spec.enabled):
+                active_since = old.active_since
+        return Job(
+            **spec.model_dump(),
+            project=project,
+            created_at=old.created_at if old else now,
+            updated_at=now,
+            active_since=active_since,
+        )
+
+    async def put_job(
+        self, project: str, spec: JobSpec, *, create_only: bool = False
+    ) -> tuple[Job, bool]:
+        """Create or replace a job atomically; answers (job, created)."""
+        key = self.keys.job(project, spec.name)
+        for _ in range(5):
+            kv = await self.etcd.get(key)
+            if kv is not None and create_only:
+                raise Conflict(f"job {spec.name!r} already exists", field="name")
+            old = Job.model_validate_json(kv.value) if kv else None
+            job = self._merge(project, spec, old)
+            ops = [Op.put(key, job.model_dump_json())]
+            compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
+            if kv is None:
+                ops.append(Op.put(self.keys.project(project), dumps({"name": project})))
+            res = await self.etcd.txn(compares, ops)
+            if res.succeeded:
+                return job, kv is None
+        raise Conflict(f"job {spec.name!r} is being changed concurrently; retry", field="name")
+
+    async def patch_job(self, project: str, name: str, patch: dict[str, Any]) -> Job:
+        if "name" in patch and patch["name"] != name:
+            raise InvalidInput("name: cannot be changed by a patch", field="name")
+        for _ in range(5):
+            old, rev = await self.get_job_kv(project, name)
+            merged = {**old.spec().model_dump(mode="json", exclude_unset=False), **patch}
+            spec = parse_model(JobSpec, merged)
+            job = self._merge(project, spec, old)
+            key = self.keys.job(project, name)
+            res = await self.etcd.txn(
+                [Compare.modified(key, rev)], [Op.put(key, job.model_dump_json())]
+            )
+            if res.succeeded:
+                return job
+        raise Conflict(f"job {name!r} is being changed concurrently; retry", field="name")
+
+    async def delete_job(self, project: str, name: str) -> None:
+        key = self.keys.job(project, name)
+        res = await self.etcd.txn(
+            [Compare.exists(key)],
+            [
+                Op.delete(key),
+                Op.delete(self.keys.schedule_state(project, name)),
+                Op.delete(self.keys.ticks(project, name), prefix=True),
+            ],
+        )
+        if not res.succeeded:
+            raise JobNotFound(f"job {name!r} not found in project {project!r}", field="name")
+
+    # -- runs: building operations ------------------------------------------------------------
+
+    def new_run(
+        self,
+        job: Job,
+        *,
+        source: str,
+        parameters: dict[str, str] | None = None,
+        scheduled_at: datetime | None = None,
+        schedule: str | None = None,
+        status: str = "pending",
+    ) -> Run:
+        now = self.clock()
+        params = {**job.parameters, **(parameters or {})}
+        run = Run(
+            id=self.ids.next(),
+            project=job.project,
+            job=job.name,
+            status=status,  # type: ignore[arg-type]
+            source=source,  # type: ignore[arg-type]
+            schedule=schedule,
+            scheduled_at=scheduled_at,
+            created_at=now,
+            parameters=params,
+            snapshot=job.spec(),
+        )
+        if status in FINISHED:
+            run.finished_at = now
+        return run
+
+    def queue_key(self, run: Run) -> str:
+        return self.keys.queue_entry(run.snapshot.priority, run.id)
+
+    def create_run_ops(self, run: Run) -> list[Any]:
+        """Ops that create a run: record, per-job index, and (unless finished) active + queue."""
+        doc = run.model_dump_json()
+        ops = [
+            Op.put(self.keys.run(run.project, run.id), doc),
+            Op.put(self.keys.job_run(run.project, run.job, run.id), run.status),
+        ]
+        if not run.finished:
+            ops.append(Op.put(self.keys.active(run.project, run.job, run.id), run.status))
+            ops.append(Op.put(self.queue_key(run), doc))
+        return ops
+
+    def finish_ops(
+        self,
+        run: Run,
+        *,
+        status: str,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        error: str | None = None,
+        result: Any = None,
+        claim_revision: int | None = None,
+        slot: str | None = None,
+    ) -> tuple[Run, list[Any]]:
+        """Close the current attempt; either finish the run or queue its next attempt."""
+        now = self.clock()
+        attempt = Attempt(
+            attempt=run.attempt,
+            status=status,  # type: ignore[arg-type]
+            node=run.node,
+            started_at=run.started_at,
+            finished_at=now,
+            exit_code=exit_code,
+            signal=signal,
+            error=error,
+            claim_revision=claim_revision or run.claim_revision,
+        )
+        updated = run.model_copy(deep=True)
+        updated.attempts.append(attempt)
+        updated.exit_code, updated.signal, updated.error = exit_code, signal, error
+        updated.claim_revision = attempt.claim_revision
+        if result is not None:
+            updated.result = result
+        ops: list[Any] = [
+            Op.delete(self.keys.claim(run.id)),
+            Op.delete(self.keys.control(run.id)),
+        ]
+        if slot:
+            ops.append(Op.delete(slot))
+        spec = run.snapshot
+        if status in RETRYABLE and run.attempt <= spec.retries:
+            delay = retry_delay(spec.retry_interval, spec.retry_backoff, run.attempt)
+            updated.status = "pending"
+            updated.attempt = run.attempt + 1
+            updated.node = None
+            updated.started_at = None
+            updated.finished_at = None
+            updated.not_before = now + timedelta(seconds=delay)
+            doc = updated.model_dump_json()
+            ops += [
+                Op.put(self.keys.run(run.project, run.id), doc),
+                Op.put(self.queue_key(updated), doc),
+            ]
+        else:
+            updated.status = status  # type: ignore[assignment]
+            updated.finished_at = now
+            updated.not_before = None
+            ops += [
+                Op.put(self.keys.run(run.project, run.id), updated.model_dump_json()),
+                Op.put(self.keys.job_run(run.project, run.job, run.id), status),
+                Op.delete(self.keys.active(run.project, run.job, run.id)),
+            ]
+        return updated, ops
+
+    # -- runs: reading -------------------------------------------------------------------------
+
+    async def get_run_kv(self, project: str, run_id: str) -> Stored:
+        if not run_id.isdigit() or len(run_id) > 19:
+            raise RunNotFound(f"run {run_id!r} not found", field="run_id")
+        kv = await self.etcd.get(self.keys.run(project, run_id))
+        if kv is None:
+            raise RunNotFound(f"run {run_id!r} not found in project {project!r}", field="run_id")
+        return Stored(Run.model_validate_json(kv.value), kv.mod_revision)
+
+    async def get_run(self, project: str, run_id: str) -> Run:
+        return (await self.get_run_kv(project, run_id)).run
+
+    async def get_many(self, keys: Sequence[str]) -> list[KV]:
+        """Read many single keys in a few round trips (one transaction per batch)."""
+        out: list[KV] = []
+        for i in range(0, len(keys), MAX_TXN_OPS):
+            chunk = keys[i : i + MAX_TXN_OPS]
+            res = await self.etcd.txn([], [Op.get(k) for k in chunk])
+            for j in range(len(chunk)):
+                out.extend(res.range_kvs(j))
+        return out
+
+    async def list_runs(
+        self,
+        project: str,
+        *,
+        job: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        """Runs newest first; ``before`` pages (a run id: answers older runs only)."""
+        runs: list[Run] = []
+        base = self.keys.job_runs(project, job) if job else self.keys.runs(project)
+        end = base + before if before else None
+        scanned = 0
+        while len(runs) < limit and scanned < 20 * limit + 1000:
+            page = max(limit * (4 if status else 1), 20)
+            res = await self.etcd.range(
+                base,
+                end=end,
+                limit=page,
+                descending=True,
+                keys_only=bool(job),
+            )
+            if not res.kvs:
+                break
+            scanned += len(res.kvs)
+            if job:
+                ids = [kv.key.rsplit("/", 1)[-1] for kv in res.kvs]
+                kvs = await self.get_many([self.keys.run(project, i) for i in ids])
+                batch = sorted(
+                    (Run.model_validate_json(kv.value) for kv in kvs),
+                    key=lambda r: r.id,
+                    reverse=True,
+                )
+            else:
+                batch = [Run.model_validate_json(kv.value) for kv in res.kvs]
+            runs.extend(r for r in batch if status is None or r.status == status)
+            if not res.more:
+                break
+            end = res.kvs[-1].key
+        return runs[:limit]
+
+    # -- runs: changing ------------------------------------------------------------------------
+
+    async def trigger(self, project: str, name: str, parameters: dict[str, str]) -> Run:
+        job, rev = await self.get_job_kv(project, name)
+        run = self.new_run(job, source="manual", parameters=parameters)
+        res = await self.etcd.txn(
+            [Compare.modified(self.keys.job(project, name), rev)], self.create_run_ops(run)
+        )
+        if not res.succeeded:
+            raise Conflict(f"job {name!r} changed while triggering; retry", field="name")
+        return run
+
+    async def cancel_run(self, project: str, run_id: str, action: str = "cancel") -> Run:
+        """Cancel (SIGTERM, grace, SIGKILL) or abort (SIGKILL) a run, pending or running."""
+        for _ in range(10):
+            stored = await self.get_run_kv(project, run_id)
+            run = stored.run
+            if run.finished:
+                raise Conflict(f"run {run_id} already finished ({run.status})", field="run_id")
+            if run.status == "pending":
+                done = await self.cancel_pending(stored, f"{action}led before it started")
+                if done is not None:
+                    return done
+                continue
+            claim = self.keys.claim(run_id)
+            res = await self.etcd.txn(
+                [Compare.exists(claim), Compare.modified(self.keys.run(project, run_id), stored.mod_revision)],
+                [Op.put(self.keys.control(run_id), dumps({"action": action, "at": self.clock()}))],
+            )
+            if res.succeeded:
+                return run
+        raise Conflict(f"run {run_id} keeps changing; retry", field="run_id")
+
+    async def cancel_pending(self, stored: Stored, why: str) -> Run | None:
+        """Finish a pending run as cancelled, if it is still pending; None when it moved on."""
+        run = stored.run
+        queue = self.queue_key(run)
+        updated = run.model_copy(deep=True)
+        updated.status = "cancelled"
+        updated.finished_at = self.clock()
+        updated.error = why
+        res = await self.etcd.txn(
+            [
+                Compare.exists(queue),
+                Compare.modified(self.keys.run(run.project, run.id), stored.mod_revision),
+            ],
+            [
+                Op.delete(queue),
+                Op.delete(self.keys.control(run.id)),
+                Op.delete(self.keys.active(run.project, run.job, run.id)),
+                Op.put(self.keys.run(run.project, run.id), updated.model_dump_json()),
+                Op.put(self.keys.job_run(run.project, run.job, run.id), "cancelled"),
+            ],
+        )
+        return updated if res.succeeded else None
+
+    # -- ticks ---------------------------------------------------------------------------------
+
+    async def tick_records(self, project: str, name: str, limit: int) -> list[dict[str, Any]]:
+        res = await self.etcd.range(self.keys.ticks(project, name), limit=limit, descending=True)
+        return [json.loads(kv.value) for kv in res.kvs]
+
+    async def schedule_state(self, project: str, name: str) -> dict[str, Any]:
+        kv = await self.etcd.get(self.keys.schedule_state(project, name))
+        return json.loads(kv.value) if kv else {}
+
+    async def backfill(
+        self, project: str, name: str, start: datetime, end: datetime
+    ) -> dict[str, Any]:
+        """One run per tick in ``[start, end]``; a tick that already has a run is left alone."""
+        from cluster.cron import parse_schedule, ticks_between
+
+        job, _ = await self.get_job_kv(project, name)
+        wanted: list[tuple[datetime, str, dict[str, str]]] = []
+        for spec in job.schedules:
+            if not spec.enabled:
+                continue
+            sched = parse_schedule(
+                cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
+            )
+            fp = spec.fingerprint()
+            for tick in ticks_between(sched, start - timedelta(microseconds=1), end, MAX_BACKFILL + 1):
+                wanted.append((tick, fp, spec.parameters))
+        if len(wanted) > MAX_BACKFILL:
+            raise InvalidInput(
+                f"the range holds more than {MAX_BACKFILL} ticks; backfill a shorter range",
+                field="to",
+            )
+        created: list[str] = []
+        existing = 0
+        per_txn = 16
+        for i in range(0, len(wanted), per_txn):
+            chunk = wanted[i : i + per_txn]
+            for _ in range(5):
+                tick_keys = [
+                    self.keys.tick(project, name, fp, int(t.timestamp() * 1000)) for t, fp, _ in chunk
+                ]
+                have = {kv.key for kv in await self.get_many(tick_keys)}
+                todo = [(c, k) for c, k in zip(chunk, tick_keys, strict=True) if k not in have]
+                ops: list[Any] = []
+                runs = []
+                for (tick, fp, params), key in todo:
+                    run = self.new_run(
+                        job, source="backfill", parameters=params, scheduled_at=tick, schedule=fp
+                    )
+                    runs.append(run)
+                    ops += self.create_run_ops(run)
+                    ops.append(Op.put(key, tick_record(tick, fp, "backfill", run.id)))
+                if not todo:
+                    existing += len(chunk)
+                    break
+                res = await self.etcd.txn([Compare.absent(k) for _, k in todo], ops)
+                if res.succeeded:
+                    created += [r.id for r in runs]
+                    existing += len(chunk) - len(todo)
+                    break
+            else:
+                raise Unavailable("backfill kept conflicting with the scheduler; retry")
+        return {"created": created, "existing": existing, "ticks": len(wanted)}
+
+
+def tick_record(tick: datetime, schedule: str, fate: str, run_id: str | None) -> str:
+    return dumps({"tick": tick.isoformat(), "schedule": schedule, "fate": fate, "run": run_id})

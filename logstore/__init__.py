@@ -1,0 +1,1 @@
+"""Capture, spool and read the output of runs."""

@@ -1,0 +1,388 @@
+"""The HTTP API every node serves (JSON under /api/v1, plus /healthz, /readyz, /status, /metrics).
+
+Errors are always ``{"error": {"code", "message", "field"}}`` with a 4xx status for bad input;
+they are mapped from ``CronmeshError`` in one middleware.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from cluster.cron import next_times, parse_schedule
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cluster.election import current_leader
+from cluster.errors import CronmeshError, InvalidInput, NotFound, Unavailable
+from cluster.models import (
+    NAME_PATTERN,
+    READ_ONLY_JOB_FIELDS,
+    BackfillRequest,
+    Job,
+    JobSpec,
+    TriggerRequest,
+    parse_model,
+)
+from cluster.store import Store
+from logstore.local import render_text
+from nodes import metrics
+
+if TYPE_CHECKING:
+    from nodes.daemon import Node
+
+log = structlog.get_logger(__name__)
+
+NODE: web.AppKey[Node] = web.AppKey("node")
+_NAME = re.compile(NAME_PATTERN)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message, "field": field}}, status=status
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CronmeshError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "http_error"
+        )
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error in API handler", path=request.path)
+        return error_response(500, "internal", "internal error; see the node's log")
+
+
+def dump(model: Any) -> Any:
+    return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda v: json.dumps(v, default=str))
+
+
+async def body_json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        raise InvalidInput("request body must be a JSON object", field=None)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return data
+
+
+def project_of(request: web.Request) -> str:
+    project = request.match_info["project"]
+    if not _NAME.match(project):
+        raise InvalidInput(f"invalid project name {project!r}", field="project")
+    return project
+
+
+def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", field=name) from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be within {lo}..{hi}", field=name)
+    return value
+
+
+class Api:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def store(self) -> Store:
+        if not self.node.ready or self.node.store is None:
+            raise Unavailable("this node is not connected to etcd yet")
+        return self.node.store
+
+    # -- health ---------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return ok({"status": "ok", "node": self.node.node_id})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.node.ready and self.node.session is not None and not self.node.session.lost.is_set()
+        return ok({"ready": ready, "node": self.node.node_id}, 200 if ready else 503)
+
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        keys, etcd = self.node.keys, self.node.etcd
+        infos = await etcd.range(keys.node_infos())
+        live = await etcd.range(keys.nodes(), revision=infos.revision)
+        up = {kv.key.rsplit("/", 1)[-1]: json.loads(kv.value) for kv in live.kvs}
+        out = []
+        for kv in infos.kvs:
+            rec = json.loads(kv.value)
+            rec.update(up.get(rec["id"], {}))
+            rec["up"] = rec["id"] in up
+            out.append(rec)
+        return out
+
+    async def status(self, request: web.Request) -> web.Response:
+        node = self.node
+        data: dict[str, Any] = {
+            "node": {
+                "id": node.node_id,
+                "address": node.config.advertise_address,
+                "ready": node.ready,
+                "leader": node.leading,
+                "running": len(node.worker.running) if node.worker else 0,
+                "capacity": node.config.capacity,
+                "started_at": node.started_at.isoformat(),
+            },
+            "leader": None,
+            "nodes": [],
+            "queue_depth": None,
+            "etcd": {"endpoints": node.config.etcd, "connected": False},
+        }
+        try:
+            data["leader"] = await current_leader(node.etcd, node.keys)
+            data["nodes"] = await self.nodes()
+            queue = await node.etcd.range(node.keys.queue(), count_only=True)
+            data["queue_depth"] = queue.count
+            data["etcd"]["connected"] = True
+        except Unavailable as exc:
+            data["etcd"]["error"] = str(exc)
+            return ok(data, 503)
+        return ok(data)
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        self.store()
+        return ok({"nodes": await self.nodes()})
+
+    async def list_projects(self, request: web.Request) -> web.Response:
+        return ok({"projects": await self.store().list_projects()})
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        jobs = await self.store().list_jobs(project_of(request))
+        return ok({"jobs": [dump(j) for j in jobs]})
+
+    @staticmethod
+    def _spec(data: dict[str, Any], name: str | None) -> JobSpec:
+        data = {k: v for k, v in data.items() if k not in READ_ONLY_JOB_FIELDS}
+        if name is not None:
+            if "name" in data and data["name"] != name:
+                raise InvalidInput(
+                    f"name {data['name']!r} in the body differs from {name!r} in the path",
+                    field="name",
+                )
+            data["name"] = name
+        return parse_model(JobSpec, data)
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        spec = self._spec(await body_json(request), None)
+        job, _ = await self.store().put_job(project, spec, create_only=True)
+        return ok(dump(job), 201)
+
+    async def put_job(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        spec = self._spec(await body_json(request), request.match_info["job"])
+        job, created = await self.store().put_job(project, spec)
+        return ok(dump(job), 201 if created else 200)
+
+    async def patch_job(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        patch = await body_json(request)
+        for key in READ_ONLY_JOB_FIELDS:
+            patch.pop(key, None)
+        job = await self.store().patch_job(project, request.match_info["job"], patch)
+        return ok(dump(job))
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        job = await self.store().get_job(project_of(request), request.match_info["job"])
+        return ok(dump(job))
+
+    async def delete_job(self, request: web.Request) -> web.Response:
+        await self.store().delete_job(project_of(request), request.match_info["job"])
+        return web.Response(status=204)
+
+    async def trigger(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        raw = await request.read()
+        data = await body_json(request) if raw.strip() else {}
+        req = parse_model(TriggerRequest, data)
+        run = await self.store().trigger(project, request.match_info["job"], req.parameters)
+        return ok(dump(run), 201)
+
+    async def ticks(self, request: web.Request) -> web.Response:
+        project, name = project_of(request), request.match_info["job"]
+        limit = int_query(request, "limit", 50, 1, 1000)
+        store = self.store()
+        job: Job = await store.get_job(project, name)
+        records = await store.tick_records(project, name, limit)
+        state = await store.schedule_state(project, name)
+        events = list(reversed(state.get("events", [])))
+        upcoming: list[dict[str, Any]] = []
+        now = store.clock()
+        for spec in job.schedules if job.enabled else []:
+            if not spec.enabled:
+                continue
+            sched = parse_schedule(
+                cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
+            )
+            upcoming += [
+                {"tick": t.isoformat(), "schedule": spec.fingerprint(), "cron": spec.cron}
+                for t in next_times(sched, now, 10)
+            ]
+        upcoming.sort(key=lambda t: t["tick"])
+        return ok(
+            {
+                "job": name,
+                "enabled": job.enabled,
+                "ticks": records,
+                "not_fired": events,
+                "next": upcoming[:10],
+            }
+        )
+
+    async def backfill(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        req = parse_model(BackfillRequest, await body_json(request))
+        out = await self.store().backfill(project, request.match_info["job"], req.from_, req.to)
+        return ok(out, 201 if out["created"] else 200)
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def list_runs(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        job = request.query.get("job") or None
+        if job is not None and not _NAME.match(job):
+            raise InvalidInput(f"invalid job name {job!r}", field="job")
+        status = request.query.get("status") or None
+        if status is not None and status not in (
+            "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
+        ):
+            raise InvalidInput(f"unknown status {status!r}", field="status")
+        before = request.query.get("before") or None
+        if before is not None and not before.isdigit():
+            raise InvalidInput("before must be a run id", field="before")
+        limit = int_query(request, "limit", 50, 1, 1000)
+        runs = await self.store().list_runs(project, job=job, status=status, limit=limit, before=before)
+        return ok({"runs": [dump(r) for r in runs]})
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        run = await self.store().get_run(project_of(request), request.match_info["run"])
+        return ok(dump(run))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        action = "abort" if request.path.endswith("/abort") else "cancel"
+        run = await self.store().cancel_run(project_of(request), request.match_info["run"], action)
+        return ok(dump(run), 202)
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        project = project_of(request)
+        run = await self.store().get_run(project, request.match_info["run"])
+        attempt = int_query(request, "attempt", run.attempt, 1, 1000)
+        fmt = request.query.get("format", "text")
+        if fmt not in ("text", "json"):
+            raise InvalidInput("format must be text or json", field="format")
+        node = self.node
+        if node.logs.exists(project, run.id, attempt):
+            frames = node.logs.frames(project, run.id, attempt)
+            if fmt == "json":
+                return ok(
+                    {
+                        "run": run.id,
+                        "attempt": attempt,
+                        "frames": [
+                            {"ts": ts, "stream": s, "text": d.decode("utf-8", "replace")}
+                            for ts, s, d in frames
+                        ],
+                    }
+                )
+            return web.Response(text="".join(render_text(frames)), content_type="text/plain")
+        ran_on = run.node
+        if attempt != run.attempt:
+            ran_on = next((a.node for a in run.attempts if a.attempt == attempt), ran_on)
+        if ran_on is None or request.query.get("local"):
+            raise NotFound(f"no log for attempt {attempt} of run {run.id} yet", field="attempt")
+        if ran_on == node.node_id:
+            raise NotFound(f"the log of run {run.id} attempt {attempt} is gone", field="attempt")
+        return await self._proxy_logs(request, ran_on)
+
+    async def _proxy_logs(self, request: web.Request, node_id: str) -> web.Response:
+        kv = await self.node.etcd.get(self.node.keys.node(node_id))
+        if kv is None:
+            raise Unavailable(f"the log is on node {node_id}, which is down")
+        address = json.loads(kv.value)["address"]
+        query = dict(request.query)
+        query["local"] = "1"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+                http.get(f"http://{address}{request.path}", params=query) as resp,
+            ):
+                body = await resp.read()
+                return web.Response(
+                    body=body, status=resp.status, content_type=resp.content_type
+                )
+        except aiohttp.ClientError as exc:
+            raise Unavailable(f"cannot reach node {node_id} at {address}: {exc}") from exc
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def routes(self, app: web.Application) -> None:
+        r = app.router
+        base = "/api/v1/projects/{project}"
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/status", self.status)
+        r.add_get("/metrics", self.metrics_view)
+        r.add_get("/api/v1/nodes", self.list_nodes)
+        r.add_get("/api/v1/projects", self.list_projects)
+        r.add_get(f"{base}/jobs", self.list_jobs)
+        r.add_post(f"{base}/jobs", self.create_job)
+        r.add_get(f"{base}/jobs/{{job}}", self.get_job)
+        r.add_put(f"{base}/jobs/{{job}}", self.put_job)
+        r.add_patch(f"{base}/jobs/{{job}}", self.patch_job)
+        r.add_delete(f"{base}/jobs/{{job}}", self.delete_job)
+        r.add_post(f"{base}/jobs/{{job}}/runs", self.trigger)
+        r.add_get(f"{base}/jobs/{{job}}/ticks", self.ticks)
+        r.add_post(f"{base}/jobs/{{job}}/backfill", self.backfill)
+        r.add_get(f"{base}/runs", self.list_runs)
+        r.add_get(f"{base}/runs/{{run}}", self.get_run)
+        r.add_post(f"{base}/runs/{{run}}/cancel", self.cancel)
+        r.add_post(f"{base}/runs/{{run}}/abort", self.cancel)
+        r.add_get(f"{base}/runs/{{run}}/logs", self.logs)
+
+
+def make_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
+    app[NODE] = node
+    Api(node).routes(app)
+    return app
+
+
+async def start_api(node: Node) -> web.AppRunner:
+    runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, node.config.listen_host, node.config.listen_port, reuse_address=True)
+    await site.start()
+    return runner

@@ -1,0 +1,130 @@
+"""Node configuration: defaults < YAML file < environment (CRONMESH_*) < command-line flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cluster.errors import InvalidInput
+from cluster.models import parse_model
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+    etcd: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"], min_length=1)
+    listen: str = "127.0.0.1:8080"
+    advertise: str | None = None  # host:port other nodes use to reach this one
+    prefix: str = Field(default="/cronmesh", pattern=r"^/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.\-]$")
+    lease_ttl: int = Field(default=5, ge=2, le=300)
+    capacity: int = Field(default=16, ge=1, le=10_000)
+    properties: dict[str, str] = Field(default_factory=dict)
+    data_dir: str = ".cronmesh"
+    log_dir: str | None = None
+    work_dir: str | None = None
+    drain_timeout: float = Field(default=30.0, ge=0)
+    etcd_timeout: float = Field(default=5.0, gt=0)
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+
+    @field_validator("etcd", mode="before")
+    @classmethod
+    def _split_etcd(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _split_props(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            out = {}
+            for item in value:
+                key, sep, val = str(item).partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"property {item!r} must look like key=value")
+                out[key.strip()] = val.strip()
+            return out
+        return value
+
+    @field_validator("listen", "advertise")
+    @classmethod
+    def _hostport(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"{value!r} must look like HOST:PORT")
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def advertise_address(self) -> str:
+        if self.advertise:
+            return self.advertise
+        host = self.listen_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"{host}:{self.listen_port}"
+
+    @property
+    def logs_path(self) -> Path:
+        return Path(self.log_dir) if self.log_dir else Path(self.data_dir) / self.node_id / "logs"
+
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir) if self.work_dir else Path(self.data_dir) / self.node_id / "work"
+
+
+ENV = {
+    "CRONMESH_NODE_ID": "node_id",
+    "CRONMESH_ETCD": "etcd",
+    "CRONMESH_LISTEN": "listen",
+    "CRONMESH_ADVERTISE": "advertise",
+    "CRONMESH_PREFIX": "prefix",
+    "CRONMESH_LEASE_TTL": "lease_ttl",
+    "CRONMESH_CAPACITY": "capacity",
+    "CRONMESH_PROPERTIES": "properties",
+    "CRONMESH_DATA_DIR": "data_dir",
+    "CRONMESH_LOG_DIR": "log_dir",
+    "CRONMESH_WORK_DIR": "work_dir",
+    "CRONMESH_DRAIN_TIMEOUT": "drain_timeout",
+    "CRONMESH_LOG_FORMAT": "log_format",
+}
+
+
+def load_config(
+    flags: Mapping[str, Any], env: Mapping[str, str] | None = None, file: str | None = None
+) -> NodeConfig:
+    """Merge the three sources; ``flags`` holds only the flags the user actually gave."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = file or env.get("CRONMESH_CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"cannot read config file {path}: {exc}", field="config") from exc
+        if not isinstance(loaded, dict):
+            raise InvalidInput(f"config file {path} must hold a mapping", field="config")
+        data.update(loaded)
+    for var, name in ENV.items():
+        if env.get(var):
+            data[name] = env[var]
+    data.update({k: v for k, v in flags.items() if v is not None})
+    return parse_model(NodeConfig, data)

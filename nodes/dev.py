@@ -1,0 +1,92 @@
+"""``cronmesh dev``: an embedded etcd and N nodes on this machine, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from nodes.embedded import EtcdProcess
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def main(args: argparse.Namespace) -> int:
+    data = Path(args.data).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    etcd = EtcdProcess(
+        data / "etcd", client_port=args.etcd_port, peer_port=args.etcd_port + 1,
+        log_file=data / "etcd.log",
+    )
+    print(f"starting etcd on {etcd.endpoint} (data in {data / 'etcd'}) ...", flush=True)
+    etcd.start()
+    nodes: list[subprocess.Popen[bytes]] = []
+    ports = [args.port + i for i in range(args.nodes)]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for i, port in enumerate(ports, 1):
+            log = open(data / f"node-{i}.log", "ab")
+            env = dict(os.environ, CRONMESH_LOG_FORMAT="json")
+            nodes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable, "-m", "nodes.cli", "node",
+                        "--etcd", etcd.endpoint,
+                        "--listen", f"127.0.0.1:{port}",
+                        "--node-id", f"node-{i}",
+                        "--data-dir", str(data),
+                    ],
+                    stdout=log, stderr=subprocess.STDOUT, env=env,
+                )
+            )
+        deadline = time.monotonic() + 30
+        while not all(_ready(p) for p in ports):
+            if stopping or time.monotonic() > deadline:
+                print("nodes did not become ready; see the logs in", data, file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        print(
+            f"\ncronmesh is running: {args.nodes} node(s), API http://127.0.0.1:{ports[0]}"
+            + (f" (also {', '.join(str(p) for p in ports[1:])})" if len(ports) > 1 else "")
+            + f"\n  etcd {etcd.endpoint}, logs in {data}"
+            + "\n  try: .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"
+            + "\n       .venv/bin/cronmesh run list"
+            + "\nPress Ctrl-C to stop.",
+            flush=True,
+        )
+        while not stopping:
+            for i, node in enumerate(nodes, 1):
+                if node.poll() is not None:
+                    print(f"node-{i} exited with {node.returncode}; see {data}/node-{i}.log")
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        print("\nstopping ...", flush=True)
+        for node in nodes:
+            if node.poll() is None:
+                node.terminate()
+        for node in nodes:
+            try:
+                node.wait(60)
+            except subprocess.TimeoutExpired:
+                node.kill()
+        etcd.stop()
+    return 0

@@ -1,0 +1,459 @@
+"""Run one job process and control its whole process tree (Linux only).
+
+A job is started with ``subprocess.Popen(..., start_new_session=True)`` and without a
+``preexec_fn``, so CPython spawns it with ``vfork`` + ``exec`` (never a full fork of a large
+parent). The child becomes the leader of a new session whose id equals its pid.
+
+*The tree* of a job is every process whose session id (field 6 of ``/proc/<pid>/stat``) is
+the main pid. Descendants inherit the session even when they move to another process group
+with ``setpgid``, so they are found by a ``/proc`` scan; the main process group is also
+signalled with ``killpg`` as a belt. A descendant that calls ``setsid()`` itself leaves the
+session and escapes: that is accepted. Such an escaped process may also keep the output
+pipes open; :meth:`Process.wait` then gives up draining them after :attr:`Process.drain_timeout`.
+
+Waiting uses no threads and no SIGCHLD: the main process is watched through a pidfd
+(``os.pidfd_open``) registered with ``loop.add_reader``; the output pipes are non-blocking
+fds registered the same way. This works with the default asyncio loop and with uvloop.
+
+Pid safety: once the pidfd reports the exit, the exit status is read with
+``waitid(..., WNOWAIT)``, which leaves the main process a zombie. While it is a zombie its pid
+(and therefore the session id and the process group id) cannot be reused, so the tree can be
+found and signalled without racing pid reuse. The zombie is reaped (only that pid, never
+``waitpid(-1)``) once the leftovers of the tree are gone; from then on signalling is a no-op.
+
+After the main process exits, processes still in its session (``sleep 100 &``) are sent
+SIGTERM, given :attr:`Process.leftover_grace` seconds, then SIGKILL, so a run leaves no
+stragglers and its pipes reach EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal as _signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+import structlog
+
+__all__ = ["ExitStatus", "OutputCallback", "Process", "session_members"]
+
+log = structlog.get_logger(__name__)
+
+OutputCallback = Callable[[str, bytes], None]
+"""``(stream, chunk)`` with stream ``"stdout"`` or ``"stderr"``; called on the loop thread."""
+
+_READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How the main process of a job ended."""
+
+    exit_code: int | None  # None when killed by a signal (or when the status was lost)
+    signal: int | None  # the signal that killed the main process, else None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def _parse_stat(data: bytes) -> tuple[bytes, int] | None:
+    """Return (state, session id) from the contents of a ``/proc/<pid>/stat`` file.
+
+    ``comm`` (field 2) is in parentheses and may itself contain spaces and parentheses, so the
+    line is split after the LAST ``)``.
+    """
+    end = data.rfind(b")")
+    if end < 0:
+        return None
+    fields = data[end + 1 :].split()
+    # fields[0] = state (3), [1] = ppid (4), [2] = pgrp (5), [3] = session (6)
+    if len(fields) < 4:
+        return None
+    try:
+        return fields[0], int(fields[3])
+    except ValueError:
+        return None
+
+
+def session_members(sid: int, *, include_zombies: bool = False) -> list[int]:
+    """Pids of the processes whose session id is ``sid`` (zombies left out by default)."""
+    members: list[int] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return members
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+        except OSError:  # vanished, or hidden
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        parsed = _parse_stat(data)
+        if parsed is None:
+            continue
+        state, session = parsed
+        if session != sid:
+            continue
+        if not include_zombies and state in (b"Z", b"X"):
+            continue
+        members.append(int(name))
+    return members
+
+
+class _Pipe:
+    """One non-blocking output pipe read through ``loop.add_reader``."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        file: IO[bytes],
+        emit: Callable[[str, bytes], None],
+    ) -> None:
+        self.loop = loop
+        self.name = name
+        self.file = file
+        self.fd = file.fileno()
+        self.emit = emit
+        self.eof: asyncio.Future[None] = loop.create_future()
+        self.watching = False
+        os.set_blocking(self.fd, False)
+        loop.add_reader(self.fd, self._on_readable)
+        self.watching = True
+
+    def _on_readable(self) -> None:
+        self._read_once()
+
+    def _read_once(self) -> bool:
+        """Read one chunk; return False when nothing more is available right now."""
+        if self.eof.done():
+            return False
+        try:
+            data = os.read(self.fd, _READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            log.warning("error reading job output", stream=self.name, error=str(exc))
+            data = b""
+        if not data:
+            self._unwatch()
+            self.eof.set_result(None)
+            return False
+        self.emit(self.name, data)
+        return True
+
+    def drain_available(self) -> None:
+        """Read whatever is already buffered in the pipe without waiting."""
+        while self._read_once():
+            pass
+
+    def _unwatch(self) -> None:
+        if self.watching:
+            self.watching = False
+            self.loop.remove_reader(self.fd)
+
+    def close(self) -> None:
+        self._unwatch()
+        if not self.eof.done():
+            self.eof.cancel()
+        self.file.close()
+
+
+class Process:
+    """One running job and its process tree. Create it with :meth:`start`."""
+
+    leftover_grace: float = 0.5
+    """Seconds leftovers get between SIGTERM and SIGKILL once the main process has exited."""
+    kill_timeout: float = 2.0
+    """Seconds to keep SIGKILLing leftovers that do not go away (e.g. uninterruptible sleep)."""
+    drain_timeout: float = 2.0
+    """Seconds to wait for EOF on stdout/stderr once the tree is gone (escaped processes)."""
+
+    pid: int
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        pidfd: int,
+        on_output: OutputCallback,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        assert popen.stdout is not None and popen.stderr is not None
+        self.pid = popen.pid
+        self._popen = popen
+        self._pidfd: int | None = pidfd
+        self._on_output = on_output
+        self._loop = loop
+        self._reaped = False
+        self._kill_requested = False
+        self._callback_failed = False
+        self._status: ExitStatus | None = None
+        self._exited: asyncio.Future[None] = loop.create_future()
+        self._pipes: list[_Pipe] = []
+        try:
+            self._pipes.append(_Pipe(loop, "stdout", popen.stdout, self._emit))
+            self._pipes.append(_Pipe(loop, "stderr", popen.stderr, self._emit))
+            loop.add_reader(pidfd, self._on_pidfd)
+        except BaseException:
+            for pipe in self._pipes:
+                pipe.close()
+            raise
+        self._task: asyncio.Task[ExitStatus] = loop.create_task(self._supervise())
+
+    # ----------------------------------------------------------------------------- public
+
+    @classmethod
+    async def start(
+        cls,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str | None,
+        on_output: OutputCallback,
+    ) -> Process:
+        """Spawn ``argv`` in a new session. Raises OSError when it cannot be started."""
+        loop = asyncio.get_running_loop()
+        # No preexec_fn: CPython uses vfork+exec, so this returns as soon as the child has
+        # exec'd (or failed to); it never copies the parent's address space. That is short
+        # enough to do on the loop (asyncio.create_subprocess_exec does the same).
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd=cwd,
+        )
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except OSError:
+            _abandon(popen)
+            raise
+        try:
+            proc = cls(popen, pidfd, on_output, loop)
+        except BaseException:
+            os.close(pidfd)
+            _abandon(popen)
+            raise
+        log.debug("job process started", pid=proc.pid, argv=argv[:1])
+        return proc
+
+    @property
+    def returncode_ready(self) -> bool:
+        """True once the main process has exited (the tree may still be cleaned up)."""
+        return self._exited.done()
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the main process, clean up the rest of the tree, drain the output.
+
+        Cancelling a caller does not cancel the supervision; every caller gets the same result.
+        """
+        return await asyncio.shield(self._task)
+
+    def signal_tree(self, sig: int) -> None:
+        """Send ``sig`` to every process of the tree. Never raises for vanished processes."""
+        if self._reaped:
+            return  # the pid may be reused from now on: never signal it again
+        pids = set(session_members(self.pid))
+        pids.add(self.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+        for pid in sorted(pids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the tree, give the main process ``grace`` seconds, then SIGKILL the tree."""
+        if self._reaped:
+            return
+        self.signal_tree(_signal.SIGTERM)
+        if not self._exited.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exited), max(0.0, grace))
+        if not self._exited.done():
+            log.info("job ignored SIGTERM: killing its tree", pid=self.pid, grace=grace)
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the tree at once."""
+        self._kill_requested = True
+        self.signal_tree(_signal.SIGKILL)
+
+    # ---------------------------------------------------------------------------- internal
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        try:
+            self._on_output(stream, data)
+        except Exception:
+            if not self._callback_failed:  # keep reading so the job never blocks on a full pipe
+                self._callback_failed = True
+                log.exception("output callback failed", pid=self.pid, stream=stream)
+
+    def _on_pidfd(self) -> None:
+        if self._exited.done():
+            return
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            # Someone else reaped our child (waitpid(-1) elsewhere): the status is lost.
+            log.warning("job exit status lost: reaped elsewhere", pid=self.pid)
+            self._mark_reaped(None)
+            self._status = ExitStatus(exit_code=None, signal=None)
+            self._close_pidfd()
+            self._exited.set_result(None)
+            return
+        if info is None:  # readable but not waitable yet: look again shortly
+            self._unwatch_pidfd()
+            self._loop.call_later(0.05, self._rewatch_pidfd)
+            return
+        if info.si_code == os.CLD_EXITED:
+            self._status = ExitStatus(exit_code=info.si_status, signal=None)
+        else:  # CLD_KILLED / CLD_DUMPED
+            self._status = ExitStatus(exit_code=None, signal=info.si_status)
+        self._close_pidfd()
+        self._exited.set_result(None)
+
+    def _rewatch_pidfd(self) -> None:
+        if self._pidfd is not None and not self._exited.done():
+            self._loop.add_reader(self._pidfd, self._on_pidfd)
+
+    def _unwatch_pidfd(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            self._unwatch_pidfd()
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    async def _supervise(self) -> ExitStatus:
+        try:
+            await self._exited
+            await self._clean_leftovers()
+            self._reap()
+            await self._drain()
+        except asyncio.CancelledError:
+            # The loop is going away (or someone cancelled the supervisor): leave nothing
+            # behind. SIGKILL is quick, so the bounded blocking reap below is short.
+            self.kill()
+            self._reap(block=1.0)
+            raise
+        finally:
+            self._close_pidfd()
+            for pipe in self._pipes:
+                pipe.close()
+        assert self._status is not None
+        return self._status
+
+    async def _clean_leftovers(self) -> None:
+        leftovers = self._leftovers()
+        if not leftovers:
+            return
+        loop = self._loop
+        if not self._kill_requested:
+            log.info("killing leftover job processes", pid=self.pid, leftovers=leftovers)
+            self.signal_tree(_signal.SIGTERM)
+            if await self._wait_gone(loop.time() + self.leftover_grace):
+                return
+        deadline = loop.time() + self.kill_timeout
+        while True:
+            self.signal_tree(_signal.SIGKILL)
+            if await self._wait_gone(min(deadline, loop.time() + 0.1)):
+                return
+            if loop.time() >= deadline:
+                log.warning(
+                    "job processes survive SIGKILL", pid=self.pid, leftovers=self._leftovers()
+                )
+                return
+
+    def _leftovers(self) -> list[int]:
+        return [p for p in session_members(self.pid) if p != self.pid]
+
+    async def _wait_gone(self, deadline: float) -> bool:
+        """Poll until no leftover remains (True) or the deadline passes (False)."""
+        delay = 0.005
+        while True:
+            if not self._leftovers():
+                return True
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+
+    def _reap(self, block: float = 0.0) -> None:
+        """Reap the main pid (only that pid, never ``waitpid(-1)``); then never signal it again.
+
+        ``block`` > 0 is only used on the cancellation path, right after SIGKILL.
+        """
+        if self._reaped:
+            return
+        end = time.monotonic() + block
+        while True:
+            try:
+                pid, wstatus = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped elsewhere
+                self._mark_reaped(None)
+                return
+            if pid:
+                self._mark_reaped(wstatus)
+                return
+            if time.monotonic() >= end:
+                return  # still running; Popen's own bookkeeping reaps it later
+            time.sleep(0.01)
+
+    def _mark_reaped(self, wstatus: int | None) -> None:
+        self._reaped = True
+        if self._popen.returncode is None:  # keeps Popen.__del__ from reporting it as running
+            self._popen.returncode = (
+                os.waitstatus_to_exitcode(wstatus) if wstatus is not None else 0
+            )
+
+    async def _drain(self) -> None:
+        pending = [p.eof for p in self._pipes if not p.eof.done()]
+        if not pending:
+            return
+        _done, not_done = await asyncio.wait(pending, timeout=self.drain_timeout)
+        if not_done:
+            for pipe in self._pipes:
+                pipe.drain_available()
+            log.warning(
+                "job output still open after the tree exited (escaped process?): giving up",
+                pid=self.pid,
+                timeout=self.drain_timeout,
+            )
+
+
+def _abandon(popen: subprocess.Popen[bytes]) -> None:
+    """Kill and reap a child we cannot supervise, closing its pipes (start-up failure path)."""
+    with contextlib.suppress(OSError):
+        os.killpg(popen.pid, _signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        popen.kill()
+    for f in (popen.stdout, popen.stderr):
+        if f is not None:
+            f.close()
+    try:
+        popen.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ECHILD:
+            raise

@@ -1,0 +1,515 @@
+"""The scheduling loop that runs on the elected leader only.
+
+It keeps an in-memory picture of jobs, schedule states and active runs (one consistent read, then
+watches from that revision), sleeps until the next tick is due, decides with the pure functions of
+``cluster.plan`` and writes each job's decision in ONE transaction that compares
+
+- the leader's election key create revision (fencing: a deposed leader's write fails),
+- the job's schedule-state mod revision (CAS: a tick is handled once),
+- every tick key it creates is absent (idempotency key per tick).
+
+A transaction whose reply is lost is never retried blindly: the loop re-reads the schedule state
+and plans again, which finds the tick already handled if the write went through.
+
+The leader also reaps lost runs (a claim that vanished with its worker's lease while the run still
+says ``running``) and prunes finished runs beyond each job's ``keep_runs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from cluster.cron import Schedule, parse_schedule
+
+from cluster.election import Leadership
+from cluster.errors import LostOwnership, Unavailable
+from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
+from cluster.keys import Keys
+from cluster.models import Job, Run, ScheduleSpec
+from cluster.plan import TickSpan, overlap_action, plan_schedule
+from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
+from nodes import metrics
+
+log = structlog.get_logger(__name__)
+
+RUNS_PER_TXN = 16
+EVENTS_KEPT = 20
+RECONCILE_EVERY = 10.0
+PRUNE_EVERY = 60.0
+
+JobKey = tuple[str, str]
+
+
+@dataclass
+class JobEntry:
+    job: Job
+    schedules: list[tuple[ScheduleSpec, Schedule]]
+    state: dict[str, Any] = field(default_factory=dict)
+    state_rev: int = 0
+    next_due: datetime | None = None
+    generation: int = 0
+
+
+def _parse_job(job: Job) -> list[tuple[ScheduleSpec, Schedule]]:
+    out = []
+    for spec in job.schedules:
+        if spec.enabled:
+            sched = parse_schedule(
+                cron=spec.cron,
+                at=spec.at,
+                timezone=spec.timezone,
+                hash_key=f"{job.project}/{job.name}",
+            )
+            out.append((spec, sched))
+    return out
+
+
+def _span(span: TickSpan, fate: str, fp: str) -> dict[str, Any]:
+    return {
+        "fate": fate,
+        "schedule": fp,
+        "first": span.first.isoformat(),
+        "last": span.last.isoformat(),
+        "count": span.count,
+        "more": span.more,
+    }
+
+
+class Scheduler:
+    def __init__(
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        store: Store,
+        leadership: Leadership,
+        *,
+        clock: Callable[[], datetime],
+        node_id: str,
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.store = store
+        self.lead = leadership
+        self.clock = clock
+        self.node_id = node_id
+        self.jobs: dict[JobKey, JobEntry] = {}
+        self.active: dict[JobKey, set[str]] = defaultdict(set)
+        self.active_job: dict[str, JobKey] = {}
+        self._heap: list[tuple[datetime, int, JobKey]] = []
+        self._wake = asyncio.Event()
+        self._lost_checks: set[str] = set()
+        self._sem = asyncio.Semaphore(64)
+        self.fired = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    async def _load(self) -> int:
+        jobs = await self.etcd.range(self.keys.jobs())
+        rev = jobs.revision
+        states = await self.etcd.range(self.keys.schedule_states(), revision=rev)
+        actives = await self.etcd.range(self.keys.actives(), revision=rev, keys_only=True)
+        for kv in jobs.kvs:
+            self._on_job(kv.key, kv.value)
+        for kv in states.kvs:
+            self._on_state(kv.key, kv.value, kv.mod_revision)
+        for kv in actives.kvs:
+            self._on_active(kv.key, True)
+        for key in list(self.jobs):
+            self._reschedule(key, self.clock())
+        return rev
+
+    def _key_of(self, key: str, base: str) -> tuple[str, ...]:
+        return tuple(self.keys.tail(key, base))
+
+    def _on_job(self, key: str, value: bytes | None) -> None:
+        project, name = self._key_of(key, self.keys.jobs())[:2]
+        jk = (project, name)
+        if value is None:
+            self.jobs.pop(jk, None)
+            return
+        try:
+            job = Job.model_validate_json(value)
+            schedules = _parse_job(job)
+        except Exception as exc:  # a job written by a newer version, or corrupted by hand
+            log.error("cannot read job; ignoring it", job=f"{project}/{name}", error=str(exc))
+            self.jobs.pop(jk, None)
+            return
+        old = self.jobs.get(jk)
+        entry = JobEntry(job, schedules)
+        if old is not None:
+            entry.state, entry.state_rev, entry.generation = old.state, old.state_rev, old.generation
+        self.jobs[jk] = entry
+        self._reschedule(jk, self.clock())
+
+    def _on_state(self, key: str, value: bytes | None, rev: int) -> None:
+        project, name = self._key_of(key, self.keys.schedule_states())[:2]
+        entry = self.jobs.get((project, name))
+        if entry is None or rev <= entry.state_rev:
+            return
+        entry.state = json.loads(value) if value else {}
+        entry.state_rev = rev if value else 0
+        self._reschedule((project, name), self.clock())
+
+    def _on_active(self, key: str, present: bool) -> None:
+        project, job, run_id = self._key_of(key, self.keys.actives())[:3]
+        if present:
+            self.active[(project, job)].add(run_id)
+            self.active_job[run_id] = (project, job)
+        else:
+            self.active[(project, job)].discard(run_id)
+            self.active_job.pop(run_id, None)
+
+    def _reschedule(self, jk: JobKey, now: datetime) -> None:
+        entry = self.jobs.get(jk)
+        if entry is None:
+            return
+        entry.generation += 1
+        entry.next_due = now if entry.job.enabled and entry.schedules else None
+        if entry.next_due is not None:
+            heapq.heappush(self._heap, (entry.next_due, entry.generation, jk))
+        self._wake.set()
+
+    async def _watch(self, prefix: str, rev: int, handle: Callable[[Any], None]) -> None:
+        async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
+            for ev in batch.events:
+                handle(ev)
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Lead until cancelled; raises LostOwnership when a fenced write shows we were deposed."""
+        rev = await self._load()
+        log.info("scheduler leading", jobs=len(self.jobs), revision=rev)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(
+                self._watch(
+                    self.keys.jobs(),
+                    rev,
+                    lambda ev: self._on_job(ev.kv.key, ev.kv.value if ev.kind == "put" else None),
+                )
+            )
+            tg.create_task(
+                self._watch(
+                    self.keys.schedule_states(),
+                    rev,
+                    lambda ev: self._on_state(
+                        ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+                    ),
+                )
+            )
+            tg.create_task(
+                self._watch(self.keys.actives(), rev, lambda ev: self._on_active(ev.kv.key, ev.kind == "put"))
+            )
+            tg.create_task(self._watch(self.keys.claims(), rev, self._on_claim_event))
+            tg.create_task(self._periodic(RECONCILE_EVERY, self.reconcile))
+            tg.create_task(self._periodic(PRUNE_EVERY, self.prune))
+            tg.create_task(self._tick_loop())
+
+    async def _periodic(self, every: float, fn: Callable[[], Any]) -> None:
+        while True:
+            try:
+                await fn()
+            except (Unavailable, Compacted) as exc:
+                log.warning("periodic leader task failed", task=fn.__name__, error=str(exc))
+            await asyncio.sleep(every)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self.clock()
+            due: list[JobKey] = []
+            while self._heap and self._heap[0][0] <= now:
+                _, gen, jk = heapq.heappop(self._heap)
+                entry = self.jobs.get(jk)
+                if entry is not None and entry.generation == gen:
+                    due.append(jk)
+            if due:
+                await asyncio.gather(*(self._fire_guarded(jk) for jk in due))
+                continue
+            self._wake.clear()
+            delay = 3600.0
+            if self._heap:
+                delay = max(0.0, (self._heap[0][0] - self.clock()).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def _fire_guarded(self, jk: JobKey) -> None:
+        async with self._sem:
+            try:
+                await self.fire(jk)
+            except (Unavailable, OutcomeUnknown) as exc:
+                # Re-read and plan again shortly: a lost reply may have applied.
+                log.warning("tick write failed; re-reading", job="/".join(jk), error=str(exc))
+                await self._refresh_state(jk)
+                self._schedule_at(jk, self.clock() + timedelta(seconds=0.5))
+
+    def _schedule_at(self, jk: JobKey, when: datetime | None) -> None:
+        entry = self.jobs.get(jk)
+        if entry is None:
+            return
+        entry.generation += 1
+        entry.next_due = when
+        if when is not None:
+            heapq.heappush(self._heap, (when, entry.generation, jk))
+
+    async def _refresh_state(self, jk: JobKey) -> None:
+        with contextlib.suppress(Unavailable):
+            kv = await self.etcd.get(self.keys.schedule_state(*jk))
+            entry = self.jobs.get(jk)
+            if entry is not None:
+                entry.state = json.loads(kv.value) if kv else {}
+                entry.state_rev = kv.mod_revision if kv else 0
+
+    # -- firing --------------------------------------------------------------------------------
+
+    async def fire(self, jk: JobKey) -> None:
+        """Plan one job at ``now`` and write the decision in one fenced transaction."""
+        entry = self.jobs.get(jk)
+        if entry is None or not entry.job.enabled:
+            return
+        job, now = entry.job, self.clock()
+        state = json.loads(json.dumps(entry.state)) if entry.state else {}
+        sched_state: dict[str, Any] = state.setdefault("schedules", {})
+        events: list[dict[str, Any]] = state.setdefault("events", [])
+        fired_total = int(state.get("fired", 0))
+        active = len(self.active.get(jk, ()))
+        runs: list[tuple[Run, str]] = []  # (run, tick key)
+        cancels: list[str] = []
+        next_due: datetime | None = None
+        changed = False
+        truncated = False
+        for spec, sched in entry.schedules:
+            fp = spec.fingerprint()
+            last = sched_state.get(fp, {}).get("last_tick")
+            plan = plan_schedule(
+                sched,
+                last_tick=datetime.fromisoformat(last) if last else None,
+                active_since=job.active_since,
+                now=now,
+                catchup=job.catchup,
+                starting_deadline=job.starting_deadline,
+                limit=job.catchup_limit,
+            )
+            for span, fate in ((plan.disabled, "disabled"), (plan.missed, "missed")):
+                if span is not None:
+                    events.append(_span(span, fate, fp))
+                    metrics.TICKS.labels(fate).inc(span.count)
+            new_last = plan.last_tick
+            for tick, source in plan.fire:
+                if len(runs) >= RUNS_PER_TXN:
+                    truncated = True
+                    break
+                if job.max_runs and fired_total >= job.max_runs:
+                    events.append(_span(TickSpan(tick, tick, 1), "max_runs", fp))
+                    new_last = tick
+                    continue
+                action = overlap_action(job.overlap, active, job.max_parallel)
+                tick_key = self.keys.tick(job.project, job.name, fp, int(tick.timestamp() * 1000))
+                if action == "skip":
+                    run = self.store.new_run(
+                        job,
+                        source=source,
+                        parameters=spec.parameters,
+                        scheduled_at=tick,
+                        schedule=fp,
+                        status="skipped",
+                    )
+                    run.error = f"skipped by overlap policy 'forbid': {active} run(s) still active"
+                else:
+                    if action == "replace":
+                        cancels.extend(self.active.get(jk, ()))
+                    run = self.store.new_run(
+                        job, source=source, parameters=spec.parameters, scheduled_at=tick, schedule=fp
+                    )
+                    active += 1
+                    fired_total += 1
+                runs.append((run, tick_key))
+                new_last = tick
+            if truncated:
+                # The rest of this schedule's due ticks go in the next transaction, at once.
+                next_due = now
+            elif plan.next_due is not None:
+                next_due = plan.next_due if next_due is None else min(next_due, plan.next_due)
+            if new_last is not None and (last is None or new_last.isoformat() != last):
+                sched_state[fp] = {"last_tick": new_last.isoformat()}
+                changed = True
+            if truncated:
+                break
+        if not changed and not runs:
+            self._schedule_at(jk, next_due)
+            return
+        # Forget state of schedules that no longer exist.
+        live = {spec.fingerprint() for spec, _ in entry.schedules}
+        for fp in list(sched_state):
+            if fp not in live:
+                del sched_state[fp]
+        state["events"] = events[-EVENTS_KEPT:]
+        state["fired"] = fired_total
+        await self._write(jk, entry, state, runs, cancels)
+        self._schedule_at(jk, next_due)
+
+    async def _write(
+        self,
+        jk: JobKey,
+        entry: JobEntry,
+        state: dict[str, Any],
+        runs: list[tuple[Run, str]],
+        cancels: list[str],
+    ) -> None:
+        state_key = self.keys.schedule_state(*jk)
+        compares = [self.lead.fence(), Compare.modified(state_key, entry.state_rev)]
+        ops: list[Any] = [Op.put(state_key, dumps(state))]
+        for run, tick_key in runs:
+            compares.append(Compare.absent(tick_key))
+            fate = "skipped" if run.status == "skipped" else run.source
+            ops += self.store.create_run_ops(run)
+            ops.append(Op.put(tick_key, tick_record(run.scheduled_at or run.created_at, run.schedule or "", fate, run.id)))
+        for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
+            ops.append(
+                Op.put(
+                    self.keys.control(run_id),
+                    dumps({"action": "cancel", "at": self.clock(), "reason": "replaced"}),
+                )
+            )
+        res = await self.etcd.txn(
+            compares, ops, [Op.get(self.lead.key), Op.get(state_key)]
+        )
+        if not res.succeeded:
+            leader = res.range_kvs(0)
+            if not leader or leader[0].create_revision != self.lead.revision:
+                raise LostOwnership("leadership lost: fenced tick write rejected")
+            current = res.range_kvs(1)
+            entry.state = json.loads(current[0].value) if current else {}
+            entry.state_rev = current[0].mod_revision if current else 0
+            log.info("schedule state moved under us; planning again", job="/".join(jk))
+            self._schedule_at(jk, self.clock())
+            return
+        entry.state, entry.state_rev = state, res.revision
+        wall = time.time()
+        for run, _ in runs:
+            if run.status != "skipped":
+                self.active[jk].add(run.id)
+                self.active_job[run.id] = jk
+                self.fired += 1
+            metrics.TICKS.labels("skipped" if run.status == "skipped" else "fired").inc()
+            if run.scheduled_at is not None:
+                metrics.FIRE_LAG.observe(max(0.0, wall - run.scheduled_at.timestamp()))
+            log.info(
+                "tick fired" if run.status != "skipped" else "tick skipped",
+                job="/".join(jk),
+                run=run.id,
+                tick=run.scheduled_at.isoformat() if run.scheduled_at else None,
+                source=run.source,
+            )
+
+    # -- lost runs -----------------------------------------------------------------------------
+
+    def _on_claim_event(self, ev: Any) -> None:
+        if ev.kind != "delete":
+            return
+        run_id = ev.kv.key.rsplit("/", 1)[-1]
+        if run_id in self.active_job and run_id not in self._lost_checks:
+            self._lost_checks.add(run_id)
+            asyncio.get_running_loop().create_task(self._check_lost_task(run_id))
+
+    async def _check_lost_task(self, run_id: str) -> None:
+        try:
+            await self.check_lost(run_id)
+        except (Unavailable, OutcomeUnknown) as exc:
+            log.warning("lost-run check failed; reconcile will retry", run=run_id, error=str(exc))
+        finally:
+            self._lost_checks.discard(run_id)
+
+    async def check_lost(self, run_id: str) -> None:
+        jk = self.active_job.get(run_id)
+        if jk is None:
+            return
+        try:
+            stored = await self.store.get_run_kv(jk[0], run_id)
+        except LookupError:
+            return
+        run = stored.run
+        if run.status != "running":
+            return
+        claim = self.keys.claim(run_id)
+        if await self.etcd.get(claim) is not None:
+            return
+        updated, ops = self.store.finish_ops(
+            run, status="lost", error=f"node {run.node} stopped holding the run (lease expired)"
+        )
+        res = await self.etcd.txn(
+            [
+                self.lead.fence(),
+                Compare.absent(claim),
+                Compare.modified(self.keys.run(jk[0], run_id), stored.mod_revision),
+            ],
+            ops,
+        )
+        if res.succeeded:
+            metrics.RUNS.labels("lost").inc()
+            log.warning(
+                "run lost",
+                job="/".join(jk),
+                run=run_id,
+                node=run.node,
+                attempt=run.attempt,
+                retry=updated.status == "pending",
+            )
+
+    async def reconcile(self) -> None:
+        """Find active runs that are neither queued nor claimed (their worker died)."""
+        actives = await self.etcd.range(self.keys.actives(), keys_only=True)
+        rev = actives.revision
+        queued = await self.etcd.range(self.keys.queue(), keys_only=True, revision=rev)
+        claimed = await self.etcd.range(self.keys.claims(), keys_only=True, revision=rev)
+        held = {kv.key.rsplit("/", 1)[-1] for kv in queued.kvs + claimed.kvs}
+        for kv in actives.kvs:
+            project, job, run_id = self.keys.tail(kv.key, self.keys.actives())[:3]
+            self.active[(project, job)].add(run_id)
+            self.active_job[run_id] = (project, job)
+            if run_id not in held and run_id not in self._lost_checks:
+                self._lost_checks.add(run_id)
+                await self._check_lost_task(run_id)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def prune(self) -> None:
+        """Delete finished runs beyond each job's ``keep_runs`` (oldest first) and old ticks."""
+        index = await self.etcd.range(self.keys.job_runs(), keys_only=True)
+        by_job: dict[JobKey, list[str]] = defaultdict(list)
+        for kv in index.kvs:
+            project, job, run_id = self.keys.tail(kv.key, self.keys.job_runs())[:3]
+            by_job[(project, job)].append(run_id)
+        doomed: list[Any] = []
+        for jk, ids in by_job.items():
+            entry = self.jobs.get(jk)
+            keep = entry.job.keep_runs if entry else 0
+            excess = sorted(ids)[: max(0, len(ids) - keep)]
+            active = self.active.get(jk, set())
+            for run_id in excess:
+                if run_id in active:
+                    continue
+                doomed.append(Op.delete(self.keys.run(jk[0], run_id)))
+                doomed.append(Op.delete(self.keys.job_run(jk[0], jk[1], run_id)))
+            if entry is not None:
+                ticks = await self.etcd.range(
+                    self.keys.ticks(*jk), keys_only=True, descending=True, limit=keep * 2 + 1
+                )
+                if len(ticks.kvs) > keep * 2:
+                    # Keys sort by tick time: delete everything older than the oldest kept.
+                    oldest_kept = ticks.kvs[keep * 2 - 1].key
+                    doomed.append(Op.delete_range(self.keys.ticks(*jk), oldest_kept))
+        for i in range(0, len(doomed), MAX_TXN_OPS):
+            await self.etcd.txn([self.lead.fence()], doomed[i : i + MAX_TXN_OPS])
+        if doomed:
+            log.info("pruned finished runs", ops=len(doomed))
+

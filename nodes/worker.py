@@ -1,0 +1,473 @@
+"""The worker: claims queued runs with a lease-bound transaction, executes them, and finishes them
+with a write that compares its claim (only the current claim may finish a run).
+
+Three etcd writes per run: the leader's creation, the worker's claim, the worker's completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cluster.errors import Unavailable
+from cluster.etcd import KV, Compacted, Compare, Etcd, LeaseGone, Op, OutcomeUnknown
+from cluster.keys import Keys
+from cluster.models import Run
+from cluster.plan import slot_limit
+from cluster.selector import matches, parse_selector
+from cluster.session import Session
+from cluster.store import Store, Stored, dumps
+from logstore.local import LocalLogStore
+from nodes import metrics
+from nodes.executor import ExitStatus, Process
+
+log = structlog.get_logger(__name__)
+
+MAX_RESULT = 64 * 1024
+
+
+@dataclass
+class Execution:
+    run: Run
+    claim_revision: int
+    slot: str | None
+    proc: Process | None = None
+    requested: str | None = None  # "cancel" | "abort" | "shutdown"
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopper: asyncio.Task[None] | None = None
+
+    def request(self, action: str) -> None:
+        if self.requested is not None and action != "abort":
+            return
+        self.requested = action
+        if self.proc is None:
+            return
+        if action == "abort":
+            self.proc.kill()
+        else:
+            grace = self.run.snapshot.kill_grace
+            self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        etcd: Etcd,
+        keys: Keys,
+        store: Store,
+        session: Session,
+        node_id: str,
+        properties: Mapping[str, str],
+        capacity: int,
+        logs: LocalLogStore,
+        work_dir: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.store = store
+        self.session = session
+        self.node_id = node_id
+        self.properties = dict(properties)
+        self.capacity = capacity
+        self.logs = logs
+        self.work_dir = work_dir
+        self.clock = clock
+        self.running: dict[str, Execution] = {}
+        self.candidates: dict[str, KV] = {}
+        self.claiming: set[str] = set()
+        self.accepting = True
+        self._parsed: dict[str, tuple[int, Run]] = {}
+        self._kick = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        self._result_dir = Path(work_dir) / ".results"
+        self._result_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._follow(self.keys.queue(), self._on_queue, reset=self._reset_queue))
+            tg.create_task(self._follow(self.keys.controls(), self._on_control))
+            tg.create_task(self._dispatch_loop())
+
+    async def _follow(
+        self,
+        prefix: str,
+        handle: Callable[[str, KV | None], None],
+        reset: Callable[[], None] | None = None,
+    ) -> None:
+        """Read a prefix, then watch it from that revision; start over when the watch breaks."""
+        delay = 0.1
+        while True:
+            try:
+                res = await self.etcd.range(prefix)
+                if reset is not None:
+                    reset()
+                for kv in res.kvs:
+                    handle(kv.key, kv)
+                async for batch in self.etcd.watch(prefix, start_revision=res.revision + 1):
+                    delay = 0.1
+                    for ev in batch.events:
+                        handle(ev.kv.key, ev.kv if ev.kind == "put" else None)
+            except (Unavailable, Compacted) as exc:
+                log.info("watch interrupted; re-reading", prefix=prefix, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _reset_queue(self) -> None:
+        self.candidates.clear()
+
+    def _on_queue(self, key: str, kv: KV | None) -> None:
+        if kv is None:
+            self.candidates.pop(key, None)
+            self._parsed.pop(key, None)
+        else:
+            self.candidates[key] = kv
+        self.kick()
+
+    def _on_control(self, key: str, kv: KV | None) -> None:
+        if kv is None:
+            return
+        run_id = key.rsplit("/", 1)[-1]
+        ex = self.running.get(run_id)
+        if ex is not None:
+            action = json.loads(kv.value).get("action", "cancel")
+            log.info("control request", run=run_id, action=action)
+            ex.request("abort" if action == "abort" else "cancel")
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def _kick_at(self, delay: float) -> None:
+        """Dispatch again after ``delay`` (one pending timer: the earliest wins)."""
+        loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            if self._timer.when() <= loop.time() + delay:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.kick()
+
+    def _run_of(self, key: str, kv: KV) -> Run | None:
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == kv.mod_revision:
+            return cached[1]
+        try:
+            run = Run.model_validate_json(kv.value)
+        except ValueError as exc:
+            log.error("unreadable queue entry", key=key, error=str(exc))
+            return None
+        self._parsed[key] = (kv.mod_revision, run)
+        return run
+
+    def eligible(self, run: Run) -> bool:
+        return matches(parse_selector(run.snapshot.target.selector), self.properties)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        if not self.accepting or self.session.lost.is_set():
+            return
+        now = self.clock()
+        for key in sorted(self.candidates):
+            if len(self.running) + len(self.claiming) >= self.capacity:
+                return
+            if key in self.claiming:
+                continue
+            kv = self.candidates[key]
+            run = self._run_of(key, kv)
+            if run is None or not self.eligible(run):
+                continue
+            if run.not_before is not None and run.not_before > now:
+                self._kick_at((run.not_before - now).total_seconds())
+                continue
+            self.claiming.add(key)
+            self._spawn(self._claim(key, kv, run))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    async def _free_slot(self, run: Run) -> tuple[bool, str | None]:
+        limit = slot_limit(run.snapshot.overlap, run.snapshot.max_parallel)
+        if not limit:
+            return True, None
+        res = await self.etcd.range(self.keys.slots(run.project, run.job), keys_only=True)
+        used = {int(kv.key.rsplit("/", 1)[-1]) for kv in res.kvs}
+        for i in range(limit):
+            if i not in used:
+                return True, self.keys.slot(run.project, run.job, i)
+        return False, None
+
+    async def _claim(self, key: str, kv: KV, run: Run) -> None:
+        try:
+            ok, slot = await self._free_slot(run)
+            if not ok:
+                metrics.CLAIMS.labels("no_slot").inc()
+                self._kick_at(0.2)
+                return
+            now = self.clock()
+            started = run.model_copy()
+            started.status = "running"
+            started.node = self.node_id
+            started.started_at = now
+            started.not_before = None
+            lease = self.session.lease_id
+            control = self.keys.control(run.id)
+            compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
+            ops = [
+                Op.delete(key),
+                Op.put(
+                    self.keys.claim(run.id),
+                    dumps({"node": self.node_id, "project": run.project, "job": run.job, "attempt": run.attempt}),
+                    lease,
+                ),
+                Op.put(self.keys.run(run.project, run.id), started.model_dump_json()),
+            ]
+            if slot is not None:
+                compares.append(Compare.absent(slot))
+                ops.append(Op.put(slot, run.id, lease))
+            res = await self.etcd.txn(compares, ops, [Op.get(control), Op.get(key)])
+            if not res.succeeded:
+                if res.range_kvs(0) and res.range_kvs(1):
+                    # Cancelled while queued: finish it as cancelled instead of running it.
+                    await self.store.cancel_pending(Stored(run, kv.mod_revision), "cancelled before it started")
+                metrics.CLAIMS.labels("lost_race").inc()
+                if slot is not None:
+                    self._kick_at(0.05)
+                return
+            metrics.CLAIMS.labels("won").inc()
+            self.candidates.pop(key, None)
+            self._spawn(self._execute(started, res.revision, slot))
+        except LeaseGone:
+            log.warning("claim rejected: lease gone")
+            self.session.lost.set()
+        except (Unavailable, OutcomeUnknown) as exc:
+            # An unknown claim outcome is read back: if the claim key is ours, the run is ours.
+            log.warning("claim failed", run=run.id, error=str(exc))
+            with contextlib.suppress(Unavailable):
+                mine = await self.etcd.get(self.keys.claim(run.id))
+                if mine is not None and mine.lease == self.session.lease_id:
+                    cur = await self.store.get_run(run.project, run.id)
+                    slot_kv = None
+                    res2 = await self.etcd.range(self.keys.slots(run.project, run.job))
+                    for s in res2.kvs:
+                        if s.value.decode() == run.id:
+                            slot_kv = s.key
+                    self._spawn(self._execute(cur, mine.create_revision, slot_kv))
+        finally:
+            self.claiming.discard(key)
+            self.kick()
+
+    # -- executing -----------------------------------------------------------------------------
+
+    def _command(self, run: Run, claim_rev: int, result_file: Path) -> tuple[list[str], dict[str, str]]:
+        env = dict(os.environ)
+        env.update(
+            CRONMESH_RUN_ID=run.id,
+            CRONMESH_PROJECT=run.project,
+            CRONMESH_JOB=run.job,
+            CRONMESH_ATTEMPT=str(run.attempt),
+            CRONMESH_SCHEDULED_AT=(
+                run.scheduled_at.isoformat().replace("+00:00", "Z") if run.scheduled_at else ""
+            ),
+            CRONMESH_NODE=self.node_id,
+            CRONMESH_CLAIM_REVISION=str(claim_rev),
+            CRONMESH_RESULT_FILE=str(result_file),
+        )
+        for name, value in run.parameters.items():
+            env[f"CRONMESH_PARAM_{name.upper()}"] = value
+        spec = run.snapshot
+        if spec.python is not None:
+            env["CRONMESH_PYTHON"] = spec.python.model_dump_json()
+            return [sys.executable, "-m", "nodes.pyjob"], env
+        return ["/bin/sh", "-c", spec.command or ""], env
+
+    async def _execute(self, run: Run, claim_rev: int, slot: str | None) -> None:
+        ex = Execution(run, claim_rev, slot)
+        self.running[run.id] = ex
+        metrics.RUNNING.set(len(self.running))
+        result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
+        writer = self.logs.writer(run.project, run.id, run.attempt)
+        status, error = "failed", None
+        exit_status: ExitStatus | None = None
+        t0 = time.monotonic()
+        structlog.contextvars.bind_contextvars(run=run.id, job=f"{run.project}/{run.job}")
+        try:
+            argv, env = self._command(run, claim_rev, result_file)
+            spawn_t = time.perf_counter()
+            try:
+                ex.proc = await Process.start(argv, env=env, cwd=self.work_dir, on_output=writer.write)
+            except OSError as exc:
+                error = f"cannot start the process: {exc}"
+            else:
+                metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+                if run.scheduled_at is not None and run.source == "schedule":
+                    metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
+                if ex.requested:  # a cancel arrived while spawning
+                    ex.request(ex.requested)
+                timeout = run.snapshot.timeout or None
+                try:
+                    exit_status = await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
+                except TimeoutError:
+                    writer.note(f"timeout after {run.snapshot.timeout:g}s: stopping the process tree")
+                    ex.requested = ex.requested or "timeout"
+                    await ex.proc.stop(run.snapshot.kill_grace)
+                    exit_status = await ex.proc.wait()
+                status, error = self._outcome(ex, exit_status)
+        except asyncio.CancelledError:
+            # The node lost its lease or is going away: kill everything, write nothing.
+            if ex.proc is not None:
+                ex.proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(ex.proc.wait()), 5)
+            writer.close()
+            self.running.pop(run.id, None)
+            raise
+        finally:
+            structlog.contextvars.unbind_contextvars("run", "job")
+        if ex.requested in ("cancel", "abort", "timeout", "shutdown"):
+            writer.note(f"run {status}: {error}")
+        writer.close()
+        result, result_error = self._read_result(result_file)
+        if result_error and status == "succeeded":
+            error = result_error
+        try:
+            await self._complete(ex, status, exit_status, error, result)
+        finally:
+            self.running.pop(run.id, None)
+            metrics.RUNNING.set(len(self.running))
+            ex.done.set()
+            self.kick()
+        log.info(
+            "run finished",
+            run=run.id,
+            job=f"{run.project}/{run.job}",
+            attempt=run.attempt,
+            status=status,
+            exit_code=exit_status.exit_code if exit_status else None,
+            duration=round(time.monotonic() - t0, 3),
+        )
+
+    @staticmethod
+    def _outcome(ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
+        if ex.requested == "timeout":
+            return "timed_out", f"timed out after {ex.run.snapshot.timeout:g}s"
+        if ex.requested in ("cancel", "abort"):
+            return "cancelled", f"{ex.requested}ed by request"
+        if ex.requested == "shutdown":
+            return "lost", "the node shut down before the run finished"
+        if st.ok:
+            return "succeeded", None
+        if st.signal is not None:
+            return "failed", f"killed by signal {st.signal}"
+        return "failed", f"exit code {st.exit_code}"
+
+    @staticmethod
+    def _read_result(path: Path) -> tuple[Any, str | None]:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None, None
+        try:
+            if size > MAX_RESULT:
+                return None, f"result file larger than {MAX_RESULT} bytes; ignored"
+            return json.loads(path.read_bytes() or b"null"), None
+        except ValueError as exc:
+            return None, f"result file is not JSON: {exc}"
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def _complete(
+        self, ex: Execution, status: str, st: ExitStatus | None, error: str | None, result: Any
+    ) -> None:
+        """One write that finishes the attempt, guarded by our claim; retried while we hold it."""
+        run = ex.run
+        updated, ops = self.store.finish_ops(
+            run,
+            status=status,
+            exit_code=st.exit_code if st else None,
+            signal=st.signal if st else None,
+            error=error,
+            result=result,
+            claim_revision=ex.claim_revision,
+            slot=ex.slot,
+        )
+        claim = self.keys.claim(run.id)
+        delay = 0.1
+        while not self.session.lost.is_set():
+            try:
+                res = await self.etcd.txn([Compare.created(claim, ex.claim_revision)], ops)
+            except OutcomeUnknown as exc:
+                log.warning("completion outcome unknown; reading back", error=str(exc))
+                with contextlib.suppress(Unavailable):
+                    if await self.etcd.get(claim) is None:
+                        return  # applied (claim gone with our write) or lost: nothing more to do
+                await asyncio.sleep(delay)
+            except (Unavailable, LeaseGone) as exc:
+                log.warning("completion write failed; retrying", error=str(exc))
+                await asyncio.sleep(delay)
+            else:
+                if not res.succeeded:
+                    log.warning("claim lost before completion; result discarded", run=run.id)
+                    return
+                metrics.RUNS.labels(status).inc()
+                return
+            delay = min(delay * 2, 2.0)
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Stop claiming, let running processes finish up to ``timeout``, then stop them."""
+        self.accepting = False
+        pending = [ex.done.wait() for ex in self.running.values()]
+        if pending:
+            log.info("draining", running=len(pending), timeout=timeout)
+            _, still = await asyncio.wait(
+                [asyncio.ensure_future(p) for p in pending], timeout=timeout
+            )
+            for task in still:
+                task.cancel()
+        for ex in list(self.running.values()):
+            ex.request("shutdown")
+        waits = [ex.done.wait() for ex in self.running.values()]
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=30)
+
+    async def close(self) -> None:
+        """Kill whatever still runs (used when the lease is lost); writes nothing."""
+        self.accepting = False
+        for ex in self.running.values():
+            if ex.proc is not None:
+                ex.proc.kill()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
