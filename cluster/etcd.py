@@ -360,11 +360,11 @@ class Etcd:
             call.cancel()
         return 0
 
-    async def revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+    async def revoke(self, lease_id: int, *, deadline: float | None = None) -> None:
         _, lease, _, _ = self._stubs()
         try:
             await lease.LeaseRevoke(
-                rpc.LeaseRevokeRequest(ID=lease_id), timeout=timeout or self.timeout
+                rpc.LeaseRevokeRequest(ID=lease_id), timeout=deadline or self.timeout
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -428,7 +428,7 @@ class Etcd:
         }
 
     async def wait_ready(self, deadline: float) -> None:
-        """Poll until etcd answers, with backoff, or raise Unavailable at ``deadline`` (loop time)."""
+        """Poll until etcd answers (with backoff) or raise Unavailable at loop time ``deadline``."""
         loop = asyncio.get_running_loop()
         delay = 0.05
         while True:

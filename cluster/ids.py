@@ -36,7 +36,9 @@ class Snowflake:
         else:
             self._seq = 0
         self._last_ms = ms
-        value = (ms << (MACHINE_BITS + SEQUENCE_BITS)) | (self.machine_id << SEQUENCE_BITS) | self._seq
+        value = (
+            (ms << (MACHINE_BITS + SEQUENCE_BITS)) | (self.machine_id << SEQUENCE_BITS) | self._seq
+        )
         return f"{value:019d}"
 
 

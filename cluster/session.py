@@ -42,7 +42,9 @@ class Session:
         self._closed = False
 
     @classmethod
-    async def open(cls, etcd: Etcd, ttl: int, *, clock: Callable[[], float] = time.monotonic) -> Session:
+    async def open(
+        cls, etcd: Etcd, ttl: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> Session:
         sent = clock()
         lease_id = await etcd.grant(ttl)
         session = cls(etcd, lease_id, ttl, clock=clock, granted_at=sent)
@@ -93,7 +95,7 @@ class Session:
                 await self._task
         if not self.lost.is_set():
             try:
-                await self.etcd.revoke(self.lease_id, timeout=float(self.ttl))
+                await self.etcd.revoke(self.lease_id, deadline=float(self.ttl))
             except Unavailable as exc:
                 log.info("lease revoke failed; it will expire", error=str(exc))
         self.lost.set()

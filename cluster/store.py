@@ -341,7 +341,10 @@ class Store:
                 continue
             claim = self.keys.claim(run_id)
             res = await self.etcd.txn(
-                [Compare.exists(claim), Compare.modified(self.keys.run(project, run_id), stored.mod_revision)],
+                [
+                    Compare.exists(claim),
+                    Compare.modified(self.keys.run(project, run_id), stored.mod_revision),
+                ],
                 [Op.put(self.keys.control(run_id), dumps({"action": action, "at": self.clock()}))],
             )
             if res.succeeded:
@@ -396,7 +399,9 @@ class Store:
                 cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
             )
             fp = spec.fingerprint()
-            for tick in ticks_between(sched, start - timedelta(microseconds=1), end, MAX_BACKFILL + 1):
+            for tick in ticks_between(
+                sched, start - timedelta(microseconds=1), end, MAX_BACKFILL + 1
+            ):
                 wanted.append((tick, fp, spec.parameters))
         if len(wanted) > MAX_BACKFILL:
             raise InvalidInput(
@@ -410,7 +415,8 @@ class Store:
             chunk = wanted[i : i + per_txn]
             for _ in range(5):
                 tick_keys = [
-                    self.keys.tick(project, name, fp, int(t.timestamp() * 1000)) for t, fp, _ in chunk
+                    self.keys.tick(project, name, fp, int(t.timestamp() * 1000))
+                    for t, fp, _ in chunk
                 ]
                 have = {kv.key for kv in await self.get_many(tick_keys)}
                 todo = [(c, k) for c, k in zip(chunk, tick_keys, strict=True) if k not in have]

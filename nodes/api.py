@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 from aiohttp import web
-from cluster.cron import next_times, parse_schedule
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
 from cluster.errors import CronmeshError, InvalidInput, NotFound, Unavailable
 from cluster.models import (
@@ -122,7 +122,11 @@ class Api:
         return ok({"status": "ok", "node": self.node.node_id})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.node.ready and self.node.session is not None and not self.node.session.lost.is_set()
+        ready = (
+            self.node.ready
+            and self.node.session is not None
+            and not self.node.session.lost.is_set()
+        )
         return ok({"ready": ready, "node": self.node.node_id}, 200 if ready else 503)
 
     async def metrics_view(self, request: web.Request) -> web.Response:
@@ -277,14 +281,23 @@ class Api:
             raise InvalidInput(f"invalid job name {job!r}", field="job")
         status = request.query.get("status") or None
         if status is not None and status not in (
-            "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
+            "pending",
+            "running",
+            "succeeded",
+            "failed",
+            "timed_out",
+            "cancelled",
+            "lost",
+            "skipped",
         ):
             raise InvalidInput(f"unknown status {status!r}", field="status")
         before = request.query.get("before") or None
         if before is not None and not before.isdigit():
             raise InvalidInput("before must be a run id", field="before")
         limit = int_query(request, "limit", 50, 1, 1000)
-        runs = await self.store().list_runs(project, job=job, status=status, limit=limit, before=before)
+        runs = await self.store().list_runs(
+            project, job=job, status=status, limit=limit, before=before
+        )
         return ok({"runs": [dump(r) for r in runs]})
 
     async def get_run(self, request: web.Request) -> web.Response:
@@ -340,9 +353,7 @@ class Api:
                 http.get(f"http://{address}{request.path}", params=query) as resp,
             ):
                 body = await resp.read()
-                return web.Response(
-                    body=body, status=resp.status, content_type=resp.content_type
-                )
+                return web.Response(body=body, status=resp.status, content_type=resp.content_type)
         except aiohttp.ClientError as exc:
             raise Unavailable(f"cannot reach node {node_id} at {address}: {exc}") from exc
 

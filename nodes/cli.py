@@ -99,7 +99,9 @@ class ApiError(Exception):
         super().__init__(err.get("message") or str(body))
 
 
-def call(args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bool = False) -> Any:
+def call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bool = False
+) -> Any:
     url = args.api.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -176,9 +178,12 @@ def cmd_job(args: argparse.Namespace) -> int:
         if args.output == "table":
             table(
                 [
-                    [j["name"], "yes" if j["enabled"] else "no",
-                     "; ".join(s.get("cron") or str(s.get("at")) for s in j["schedules"]) or "-",
-                     ",".join(j["tags"])]
+                    [
+                        j["name"],
+                        "yes" if j["enabled"] else "no",
+                        "; ".join(s.get("cron") or str(s.get("at")) for s in j["schedules"]) or "-",
+                        ",".join(j["tags"]),
+                    ]
                     for j in jobs
                 ],
                 ["NAME", "ENABLED", "SCHEDULES", "TAGS"],
@@ -194,7 +199,9 @@ def cmd_job(args: argparse.Namespace) -> int:
         call(args, "PATCH", f"{base}/jobs/{args.name}", {"enabled": args.action == "enable"})
         print(f"job {args.project}/{args.name} {args.action}d")
     elif args.action == "trigger":
-        run = call(args, "POST", f"{base}/jobs/{args.name}/runs", {"parameters": params(args.param)})
+        run = call(
+            args, "POST", f"{base}/jobs/{args.name}/runs", {"parameters": params(args.param)}
+        )
         if args.output == "table":
             print(run["id"])
         else:
@@ -210,14 +217,25 @@ def cmd_job(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     base = proj(args)
     if args.action == "list":
-        query = {k: v for k, v in (("job", args.job), ("status", args.status), ("limit", args.limit)) if v}
+        query = {
+            k: v
+            for k, v in (("job", args.job), ("status", args.status), ("limit", args.limit))
+            if v
+        }
         runs = call(args, "GET", f"{base}/runs?{urllib.parse.urlencode(query)}")["runs"]
         if args.output == "table":
             table(
                 [
-                    [r["id"], r["job"], r["status"], str(r["attempt"]), r["node"] or "-",
-                     r["scheduled_at"] or "-", r["source"],
-                     "-" if r["exit_code"] is None else str(r["exit_code"])]
+                    [
+                        r["id"],
+                        r["job"],
+                        r["status"],
+                        str(r["attempt"]),
+                        r["node"] or "-",
+                        r["scheduled_at"] or "-",
+                        r["source"],
+                        "-" if r["exit_code"] is None else str(r["exit_code"]),
+                    ]
                     for r in runs
                 ],
                 ["ID", "JOB", "STATUS", "ATTEMPT", "NODE", "SCHEDULED", "SOURCE", "EXIT"],
@@ -245,8 +263,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.output == "table":
         print(f"node {data['node']['id']}  leader: {data['leader']}  queue: {data['queue_depth']}")
         table(
-            [[n["id"], "up" if n["up"] else "down", n.get("address", "-"), n.get("version", "-")]
-             for n in data["nodes"]],
+            [
+                [n["id"], "up" if n["up"] else "down", n.get("address", "-"), n.get("version", "-")]
+                for n in data["nodes"]
+            ],
             ["NODE", "STATE", "ADDRESS", "VERSION"],
         )
     else:
@@ -303,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     for parser in j.choices.values():
         parser.set_defaults(func=cmd_job)
 
-    r = sub.add_parser("run", help="inspect and control runs").add_subparsers(dest="action", required=True)
+    r = sub.add_parser("run", help="inspect and control runs").add_subparsers(
+        dest="action", required=True
+    )
     rl = r.add_parser("list")
     rl.add_argument("--job")
     rl.add_argument("--status")
@@ -323,7 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("node", "dev") and args.output == "table" and args.command == "job" and args.action in ("get", "ticks", "backfill"):
+    if (
+        args.command not in ("node", "dev")
+        and args.output == "table"
+        and args.command == "job"
+        and args.action in ("get", "ticks", "backfill")
+    ):
         args.output = "yaml"
     if args.command == "run" and args.action == "get" and args.output == "table":
         args.output = "yaml"

@@ -18,7 +18,9 @@ from cluster.models import parse_model
 class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    node_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
+    node_id: str = Field(
+        default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+    )
     etcd: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"], min_length=1)
     listen: str = "127.0.0.1:8080"
     advertise: str | None = None  # host:port other nodes use to reach this one
@@ -60,7 +62,7 @@ class NodeConfig(BaseModel):
     def _hostport(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"{value!r} must look like HOST:PORT")
         return value

@@ -181,7 +181,9 @@ class Node:
             self.ready = False
             for task in (campaign_task, worker_task, stop_task, lost_task):
                 task.cancel()
-            await asyncio.gather(campaign_task, worker_task, stop_task, lost_task, return_exceptions=True)
+            await asyncio.gather(
+                campaign_task, worker_task, stop_task, lost_task, return_exceptions=True
+            )
             await self.worker.close()
 
     async def _graceful(self, session: Session, campaign_task: asyncio.Task[None]) -> None:

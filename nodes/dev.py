@@ -17,7 +17,7 @@ from nodes.embedded import EtcdProcess
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
     except OSError:
         return False
 
@@ -26,7 +26,9 @@ def main(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
     etcd = EtcdProcess(
-        data / "etcd", client_port=args.etcd_port, peer_port=args.etcd_port + 1,
+        data / "etcd",
+        client_port=args.etcd_port,
+        peer_port=args.etcd_port + 1,
         log_file=data / "etcd.log",
     )
     print(f"starting etcd on {etcd.endpoint} (data in {data / 'etcd'}) ...", flush=True)
@@ -48,13 +50,22 @@ def main(args: argparse.Namespace) -> int:
             nodes.append(
                 subprocess.Popen(
                     [
-                        sys.executable, "-m", "nodes.cli", "node",
-                        "--etcd", etcd.endpoint,
-                        "--listen", f"127.0.0.1:{port}",
-                        "--node-id", f"node-{i}",
-                        "--data-dir", str(data),
+                        sys.executable,
+                        "-m",
+                        "nodes.cli",
+                        "node",
+                        "--etcd",
+                        etcd.endpoint,
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                        "--node-id",
+                        f"node-{i}",
+                        "--data-dir",
+                        str(data),
                     ],
-                    stdout=log, stderr=subprocess.STDOUT, env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
                 )
             )
         deadline = time.monotonic() + 30

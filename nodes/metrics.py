@@ -9,31 +9,38 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1, 2, 5, 10, 30)
 
 RUNS = Counter(
-    "cronmesh_runs_finished", "Runs finished by this node (or reaped as lost by the leader)",
-    ["status"], registry=REGISTRY,
+    "cronmesh_runs_finished",
+    "Runs finished by this node (or reaped as lost by the leader)",
+    ["status"],
+    registry=REGISTRY,
 )
 TICKS = Counter(
     "cronmesh_ticks", "Ticks handled by the leader, by fate", ["fate"], registry=REGISTRY
 )
 FIRE_LAG = Histogram(
-    "cronmesh_fire_lag_seconds", "Tick time to run creation", buckets=_LAG_BUCKETS,
+    "cronmesh_fire_lag_seconds",
+    "Tick time to run creation",
+    buckets=_LAG_BUCKETS,
     registry=REGISTRY,
 )
 START_LAG = Histogram(
-    "cronmesh_start_lag_seconds", "Tick time to process start (scheduled runs)",
-    buckets=_LAG_BUCKETS, registry=REGISTRY,
+    "cronmesh_start_lag_seconds",
+    "Tick time to process start (scheduled runs)",
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
 )
-CLAIMS = Counter(
-    "cronmesh_claims", "Claim attempts by outcome", ["outcome"], registry=REGISTRY
-)
+CLAIMS = Counter("cronmesh_claims", "Claim attempts by outcome", ["outcome"], registry=REGISTRY)
 RUNNING = Gauge("cronmesh_running_runs", "Runs executing on this node", registry=REGISTRY)
 LEADER = Gauge("cronmesh_is_leader", "1 while this node leads the scheduler", registry=REGISTRY)
 LEADER_CHANGES = Counter(
-    "cronmesh_leadership_acquired", "Times this node became the scheduler leader",
+    "cronmesh_leadership_acquired",
+    "Times this node became the scheduler leader",
     registry=REGISTRY,
 )
 SPAWN = Histogram(
-    "cronmesh_spawn_seconds", "Time to spawn a job process", registry=REGISTRY,
+    "cronmesh_spawn_seconds",
+    "Time to spawn a job process",
+    registry=REGISTRY,
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5),
 )
 ETCD_ERRORS = Counter(

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from typing import Any
 
 
 def main() -> int:
@@ -19,7 +20,7 @@ def main() -> int:
     module_name, _, attr = spec["callable"].partition(":")
     sys.path.insert(0, os.getcwd())
     try:
-        target = importlib.import_module(module_name)
+        target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
         value = target(*spec.get("args", []), **spec.get("kwargs", {}))

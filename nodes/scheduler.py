@@ -29,8 +29,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from cluster.cron import Schedule, parse_schedule
 
+from cluster.cron import Schedule, parse_schedule
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
@@ -147,7 +147,11 @@ class Scheduler:
         old = self.jobs.get(jk)
         entry = JobEntry(job, schedules)
         if old is not None:
-            entry.state, entry.state_rev, entry.generation = old.state, old.state_rev, old.generation
+            entry.state, entry.state_rev, entry.generation = (
+                old.state,
+                old.state_rev,
+                old.generation,
+            )
         self.jobs[jk] = entry
         self._reschedule(jk, self.clock())
 
@@ -208,7 +212,11 @@ class Scheduler:
                 )
             )
             tg.create_task(
-                self._watch(self.keys.actives(), rev, lambda ev: self._on_active(ev.kv.key, ev.kind == "put"))
+                self._watch(
+                    self.keys.actives(),
+                    rev,
+                    lambda ev: self._on_active(ev.kv.key, ev.kind == "put"),
+                )
             )
             tg.create_task(self._watch(self.keys.claims(), rev, self._on_claim_event))
             tg.create_task(self._periodic(RECONCILE_EVERY, self.reconcile))
@@ -328,7 +336,11 @@ class Scheduler:
                     if action == "replace":
                         cancels.extend(self.active.get(jk, ()))
                     run = self.store.new_run(
-                        job, source=source, parameters=spec.parameters, scheduled_at=tick, schedule=fp
+                        job,
+                        source=source,
+                        parameters=spec.parameters,
+                        scheduled_at=tick,
+                        schedule=fp,
                     )
                     active += 1
                     fired_total += 1
@@ -372,7 +384,14 @@ class Scheduler:
             compares.append(Compare.absent(tick_key))
             fate = "skipped" if run.status == "skipped" else run.source
             ops += self.store.create_run_ops(run)
-            ops.append(Op.put(tick_key, tick_record(run.scheduled_at or run.created_at, run.schedule or "", fate, run.id)))
+            ops.append(
+                Op.put(
+                    tick_key,
+                    tick_record(
+                        run.scheduled_at or run.created_at, run.schedule or "", fate, run.id
+                    ),
+                )
+            )
         for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
             ops.append(
                 Op.put(
@@ -380,9 +399,7 @@ class Scheduler:
                     dumps({"action": "cancel", "at": self.clock(), "reason": "replaced"}),
                 )
             )
-        res = await self.etcd.txn(
-            compares, ops, [Op.get(self.lead.key), Op.get(state_key)]
-        )
+        res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key), Op.get(state_key)])
         if not res.succeeded:
             leader = res.range_kvs(0)
             if not leader or leader[0].create_revision != self.lead.revision:
@@ -512,4 +529,3 @@ class Scheduler:
             await self.etcd.txn([self.lead.fence()], doomed[i : i + MAX_TXN_OPS])
         if doomed:
             log.info("pruned finished runs", ops=len(doomed))
-

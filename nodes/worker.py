@@ -244,7 +244,14 @@ class Worker:
                 Op.delete(key),
                 Op.put(
                     self.keys.claim(run.id),
-                    dumps({"node": self.node_id, "project": run.project, "job": run.job, "attempt": run.attempt}),
+                    dumps(
+                        {
+                            "node": self.node_id,
+                            "project": run.project,
+                            "job": run.job,
+                            "attempt": run.attempt,
+                        }
+                    ),
                     lease,
                 ),
                 Op.put(self.keys.run(run.project, run.id), started.model_dump_json()),
@@ -256,7 +263,9 @@ class Worker:
             if not res.succeeded:
                 if res.range_kvs(0) and res.range_kvs(1):
                     # Cancelled while queued: finish it as cancelled instead of running it.
-                    await self.store.cancel_pending(Stored(run, kv.mod_revision), "cancelled before it started")
+                    await self.store.cancel_pending(
+                        Stored(run, kv.mod_revision), "cancelled before it started"
+                    )
                 metrics.CLAIMS.labels("lost_race").inc()
                 if slot is not None:
                     self._kick_at(0.05)
@@ -286,7 +295,9 @@ class Worker:
 
     # -- executing -----------------------------------------------------------------------------
 
-    def _command(self, run: Run, claim_rev: int, result_file: Path) -> tuple[list[str], dict[str, str]]:
+    def _command(
+        self, run: Run, claim_rev: int, result_file: Path
+    ) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
         env.update(
             CRONMESH_RUN_ID=run.id,
@@ -322,7 +333,9 @@ class Worker:
             argv, env = self._command(run, claim_rev, result_file)
             spawn_t = time.perf_counter()
             try:
-                ex.proc = await Process.start(argv, env=env, cwd=self.work_dir, on_output=writer.write)
+                ex.proc = await Process.start(
+                    argv, env=env, cwd=self.work_dir, on_output=writer.write
+                )
             except OSError as exc:
                 error = f"cannot start the process: {exc}"
             else:
@@ -335,7 +348,9 @@ class Worker:
                 try:
                     exit_status = await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
                 except TimeoutError:
-                    writer.note(f"timeout after {run.snapshot.timeout:g}s: stopping the process tree")
+                    writer.note(
+                        f"timeout after {run.snapshot.timeout:g}s: stopping the process tree"
+                    )
                     ex.requested = ex.requested or "timeout"
                     await ex.proc.stop(run.snapshot.kill_grace)
                     exit_status = await ex.proc.wait()
@@ -408,7 +423,7 @@ class Worker:
     ) -> None:
         """One write that finishes the attempt, guarded by our claim; retried while we hold it."""
         run = ex.run
-        updated, ops = self.store.finish_ops(
+        _, ops = self.store.finish_ops(
             run,
             status=status,
             exit_code=st.exit_code if st else None,
@@ -442,14 +457,14 @@ class Worker:
 
     # -- stopping ------------------------------------------------------------------------------
 
-    async def drain(self, timeout: float) -> None:
-        """Stop claiming, let running processes finish up to ``timeout``, then stop them."""
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, let running processes finish up to ``grace`` s, then stop them."""
         self.accepting = False
         pending = [ex.done.wait() for ex in self.running.values()]
         if pending:
-            log.info("draining", running=len(pending), timeout=timeout)
+            log.info("draining", running=len(pending), grace=grace)
             _, still = await asyncio.wait(
-                [asyncio.ensure_future(p) for p in pending], timeout=timeout
+                [asyncio.ensure_future(p) for p in pending], timeout=grace
             )
             for task in still:
                 task.cancel()

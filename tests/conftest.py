@@ -109,7 +109,9 @@ class InProcessCluster:
         node = node or self.nodes[0][0]
         return f"http://{node.config.listen}{path}"
 
-    async def request(self, method: str, path: str, node: Node | None = None, **kw: Any) -> tuple[int, Any]:
+    async def request(
+        self, method: str, path: str, node: Node | None = None, **kw: Any
+    ) -> tuple[int, Any]:
         async with self.http.request(method, self.url(node, path), **kw) as resp:
             if resp.content_type == "application/json":
                 return resp.status, await resp.json()
@@ -188,13 +190,20 @@ class ProcessCluster:
     def start(self, node_id: str, *extra: str, lease_ttl: int = 3) -> NodeProcess:
         port = free_port()
         args = [
-            "--etcd", ",".join(self.endpoints),
-            "--listen", f"127.0.0.1:{port}",
-            "--node-id", node_id,
-            "--prefix", self.prefix,
-            "--lease-ttl", str(lease_ttl),
-            "--data-dir", str(self.tmp / "data"),
-            "--drain-timeout", "5",
+            "--etcd",
+            ",".join(self.endpoints),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--node-id",
+            node_id,
+            "--prefix",
+            self.prefix,
+            "--lease-ttl",
+            str(lease_ttl),
+            "--data-dir",
+            str(self.tmp / "data"),
+            "--drain-timeout",
+            "5",
             *extra,
         ]
         proc = NodeProcess(node_id, args, self.tmp / f"{node_id}.log", port)

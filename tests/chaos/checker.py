@@ -14,10 +14,10 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from cluster.cron import parse_schedule, ticks_between
-
 from cluster.etcd import Etcd
 from cluster.keys import Keys
 
@@ -79,12 +79,14 @@ def check(
         elif len(ids) > 1:
             report.duplicates[tick.isoformat()] = ids
     started.sort()
-    gaps = [(b - a).total_seconds() for a, b in zip(started, started[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in pairwise(started)]
     report.largest_gap = max(gaps, default=0.0)
     return report
 
 
-async def load_runs(etcd: Etcd, keys: Keys, project: str, job: str | None = None) -> list[dict[str, Any]]:
+async def load_runs(
+    etcd: Etcd, keys: Keys, project: str, job: str | None = None
+) -> list[dict[str, Any]]:
     res = await etcd.range(keys.runs(project))
     runs = [json.loads(kv.value) for kv in res.kvs]
     return [r for r in runs if job is None or r["job"] == job]

@@ -139,7 +139,11 @@ def main() -> int:
             procs.start(f"node-{i + 1}")
         async with Etcd([etcd_proc.endpoint]) as etcd:
             return await scenario(
-                procs, etcd, Keys(prefix), duration=args.duration, every=args.every,
+                procs,
+                etcd,
+                Keys(prefix),
+                duration=args.duration,
+                every=args.every,
                 settle=args.lease_ttl + 4,
             )
 

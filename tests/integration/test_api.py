@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ JOBS = "/api/v1/projects/default/jobs"
 RUNS = "/api/v1/projects/default/runs"
 
 
-async def run_done(cluster, run_id, statuses=("succeeded", "failed", "timed_out", "cancelled", "lost")):
+async def run_done(
+    cluster, run_id, statuses=("succeeded", "failed", "timed_out", "cancelled", "lost")
+):
     async def finished():
         status, run = await cluster.request("GET", f"{RUNS}/{run_id}")
         return run if status == 200 and run["status"] in statuses else None
@@ -25,7 +28,12 @@ async def run_done(cluster, run_id, statuses=("succeeded", "failed", "timed_out"
 
 async def test_job_crud_roundtrip(cluster):
     await cluster.start()
-    job = {"name": "hello", "command": "echo hi", "schedules": [{"cron": "0 3 * * *"}], "tags": ["a"]}
+    job = {
+        "name": "hello",
+        "command": "echo hi",
+        "schedules": [{"cron": "0 3 * * *"}],
+        "tags": ["a"],
+    }
     status, body = await cluster.request("POST", JOBS, json=job)
     assert status == 201, body
     assert body["project"] == "default" and body["tags"] == ["a"]
@@ -48,15 +56,37 @@ BAD_JOBS = [
     (b"[1, 2]", "invalid", None),
     (json.dumps({"name": "x", "command": "true", "colour": "red"}), "invalid", "colour"),
     (json.dumps({"name": "x", "command": "true", "retries": "many"}), "invalid", "retries"),
-    (json.dumps({"name": "x", "command": "true", "schedules": [{"cron": "*/0 * * * *"}]}), "invalid", "schedules.0.cron"),
-    (json.dumps({"name": "x", "command": "true", "schedules": [{"cron": "1 2 3"}]}), "invalid", "schedules.0.cron"),
-    (json.dumps({"name": "x", "command": "true", "schedules": [{"cron": "* * * * *", "timezone": "Nowhere/City"}]}), "invalid", "schedules.0.timezone"),
+    (
+        json.dumps({"name": "x", "command": "true", "schedules": [{"cron": "*/0 * * * *"}]}),
+        "invalid",
+        "schedules.0.cron",
+    ),
+    (
+        json.dumps({"name": "x", "command": "true", "schedules": [{"cron": "1 2 3"}]}),
+        "invalid",
+        "schedules.0.cron",
+    ),
+    (
+        json.dumps(
+            {
+                "name": "x",
+                "command": "true",
+                "schedules": [{"cron": "* * * * *", "timezone": "Nowhere/City"}],
+            }
+        ),
+        "invalid",
+        "schedules.0.timezone",
+    ),
     (json.dumps({"name": "x", "command": "true", "timeout": -5}), "invalid", "timeout"),
     (json.dumps({"name": "x", "command": "x" * 70_000}), "invalid", "command"),
     (json.dumps({"name": "x"}), "invalid", None),
     (json.dumps({"name": "UPPER", "command": "true"}), "invalid", "name"),
     (json.dumps({"name": "x", "command": "true", "priority": 5000}), "invalid", "priority"),
-    (json.dumps({"name": "x", "command": "true", "schedules": "0 * * * *"}), "invalid", "schedules"),
+    (
+        json.dumps({"name": "x", "command": "true", "schedules": "0 * * * *"}),
+        "invalid",
+        "schedules",
+    ),
 ]
 
 
@@ -104,7 +134,12 @@ async def test_other_bad_requests(cluster):
         ("POST", f"{JOBS}/j/runs", {"parameters": {"1bad": "x"}}, "parameters"),
         ("POST", f"{JOBS}/j/runs", {"params": {}}, "params"),
         ("POST", f"{JOBS}/j/backfill", {"from": "yesterday", "to": "2026-01-01T00:00:00Z"}, "from"),
-        ("POST", f"{JOBS}/j/backfill", {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, None),
+        (
+            "POST",
+            f"{JOBS}/j/backfill",
+            {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            None,
+        ),
     ]
     for method, path, body, field in bad:
         status, resp = await cluster.request(method, path, json=body)
@@ -113,7 +148,10 @@ async def test_other_bad_requests(cluster):
     status, job = await cluster.request("GET", f"{JOBS}/j")
     assert job["timeout"] == 0  # the rejected patch changed nothing
     status, resp = await cluster.request(
-        "POST", JOBS, data=io.BytesIO(b"x" * (2 * 1024 * 1024)), headers={"Content-Type": "application/json"}
+        "POST",
+        JOBS,
+        data=io.BytesIO(b"x" * (2 * 1024 * 1024)),
+        headers={"Content-Type": "application/json"},
     )
     assert status == 413 and resp["error"]["code"] == "too_large"
 
@@ -126,7 +164,9 @@ async def test_trigger_runs_with_environment_parameters_and_logs(cluster, tmp_pa
         "parameters": {"day": "today", "who": "me"},
     }
     assert (await cluster.request("POST", JOBS, json=job))[0] == 201
-    status, run = await cluster.request("POST", f"{JOBS}/env/runs", json={"parameters": {"day": "monday"}})
+    status, run = await cluster.request(
+        "POST", f"{JOBS}/env/runs", json={"parameters": {"day": "monday"}}
+    )
     assert status == 201 and run["status"] == "pending" and run["source"] == "manual"
     done = await run_done(cluster, run["id"])
     assert done["status"] == "succeeded" and done["exit_code"] == 0 and done["node"] == "n1"
@@ -147,16 +187,19 @@ async def test_trigger_runs_with_environment_parameters_and_logs(cluster, tmp_pa
 
 async def test_failures_retry_with_attempt_history(cluster):
     await cluster.start()
-    job = {"name": "flaky", "command": "exit 3", "retries": 2, "retry_interval": 0.2, "retry_backoff": 2}
+    job = {
+        "name": "flaky",
+        "command": "exit 3",
+        "retries": 2,
+        "retry_interval": 0.2,
+        "retry_backoff": 2,
+    }
     await cluster.request("POST", JOBS, json=job)
     _, run = await cluster.request("POST", f"{JOBS}/flaky/runs", json={})
     done = await run_done(cluster, run["id"], ("failed",))
     assert done["attempt"] == 3 and done["exit_code"] == 3
     assert [a["status"] for a in done["attempts"]] == ["failed"] * 3
-    gaps = [
-        (_ts(b["started_at"]) - _ts(a["finished_at"]))
-        for a, b in zip(done["attempts"], done["attempts"][1:], strict=False)
-    ]
+    gaps = [(_ts(b["started_at"]) - _ts(a["finished_at"])) for a, b in pairwise(done["attempts"])]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # interval, then backoff x2
 
 
@@ -171,9 +214,27 @@ async def test_result_file_and_python_callable(cluster, tmp_path, monkeypatch):
     mod.write_text("def compute(a, b=1):\n    print('computing')\n    return {'sum': a + b}\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     await cluster.start()
-    await cluster.request("POST", JOBS, json={"name": "py", "python": {"callable": "work_mod_cm:compute", "args": [2], "kwargs": {"b": 5}}})
-    await cluster.request("POST", JOBS, json={"name": "res", "command": 'echo \'{"rows": 42}\' > "$CRONMESH_RESULT_FILE"'})
-    await cluster.request("POST", JOBS, json={"name": "big", "command": 'head -c 70000 /dev/zero | tr "\\0" a > "$CRONMESH_RESULT_FILE"'})
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={
+            "name": "py",
+            "python": {"callable": "work_mod_cm:compute", "args": [2], "kwargs": {"b": 5}},
+        },
+    )
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={"name": "res", "command": 'echo \'{"rows": 42}\' > "$CRONMESH_RESULT_FILE"'},
+    )
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={
+            "name": "big",
+            "command": 'head -c 70000 /dev/zero | tr "\\0" a > "$CRONMESH_RESULT_FILE"',
+        },
+    )
     _, r1 = await cluster.request("POST", f"{JOBS}/py/runs", json={})
     _, r2 = await cluster.request("POST", f"{JOBS}/res/runs", json={})
     _, r3 = await cluster.request("POST", f"{JOBS}/big/runs", json={})
@@ -195,7 +256,9 @@ async def test_timeout_kills_the_whole_process_tree(cluster, tmp_path):
     await cluster.start()
     pids = tmp_path / "pids"
     cmd = f"sh -c 'sleep 300 & echo $! >> {pids}; wait' & echo $! >> {pids}; sleep 300"
-    await cluster.request("POST", JOBS, json={"name": "slow", "command": cmd, "timeout": 1, "kill_grace": 1})
+    await cluster.request(
+        "POST", JOBS, json={"name": "slow", "command": cmd, "timeout": 1, "kill_grace": 1}
+    )
     _, run = await cluster.request("POST", f"{JOBS}/slow/runs", json={})
     done = await run_done(cluster, run["id"])
     assert done["status"] == "timed_out"
@@ -223,7 +286,11 @@ async def test_cancel_and_abort_a_running_run(cluster, tmp_path, action):
 
 async def test_cancel_a_pending_run(cluster):
     await cluster.start(capacity=1)
-    await cluster.request("POST", JOBS, json={"name": "q", "command": "sleep 30", "max_parallel": 1, "overlap": "queue"})
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={"name": "q", "command": "sleep 30", "max_parallel": 1, "overlap": "queue"},
+    )
     _, first = await cluster.request("POST", f"{JOBS}/q/runs", json={})
     _, second = await cluster.request("POST", f"{JOBS}/q/runs", json={})
     await wait_for(lambda: _status(cluster, first["id"], "running"), 10, what="first running")
@@ -243,7 +310,13 @@ async def _status(cluster, run_id, want):
 async def test_schedule_fires_and_ticks_explain(cluster):
     await cluster.start()
     await cluster.request(
-        "POST", JOBS, json={"name": "tick", "command": "true", "schedules": [{"cron": "* * * * * *", "parameters": {"src": "cron"}}]}
+        "POST",
+        JOBS,
+        json={
+            "name": "tick",
+            "command": "true",
+            "schedules": [{"cron": "* * * * * *", "parameters": {"src": "cron"}}],
+        },
     )
 
     async def fired():
@@ -271,17 +344,27 @@ async def test_overlap_forbid_skips_and_never_overlaps(cluster):
     await cluster.request(
         "POST",
         JOBS,
-        json={"name": "fb", "command": "sleep 1.6", "overlap": "forbid", "schedules": [{"cron": "* * * * * *"}]},
+        json={
+            "name": "fb",
+            "command": "sleep 1.6",
+            "overlap": "forbid",
+            "schedules": [{"cron": "* * * * * *"}],
+        },
     )
 
     async def enough():
         _, body = await cluster.request("GET", f"{RUNS}?job=fb&limit=100")
-        return body["runs"] if sum(r["status"] == "skipped" for r in body["runs"]) >= 2 and sum(r["status"] == "succeeded" for r in body["runs"]) >= 2 else None
+        return (
+            body["runs"]
+            if sum(r["status"] == "skipped" for r in body["runs"]) >= 2
+            and sum(r["status"] == "succeeded" for r in body["runs"]) >= 2
+            else None
+        )
 
     runs = await wait_for(enough, 20, what="skips and successes")
     await cluster.request("PATCH", f"{JOBS}/fb", json={"enabled": False})
     ran = sorted((r for r in runs if r["status"] == "succeeded"), key=lambda r: r["started_at"])
-    for a, b in zip(ran, ran[1:], strict=False):
+    for a, b in pairwise(ran):
         assert b["started_at"] >= a["finished_at"]
     skipped = [r for r in runs if r["status"] == "skipped"]
     assert all("forbid" in r["error"] for r in skipped)
@@ -289,23 +372,25 @@ async def test_overlap_forbid_skips_and_never_overlaps(cluster):
 
 async def test_overlap_queue_runs_one_at_a_time(cluster):
     await cluster.start()
-    await cluster.request("POST", JOBS, json={"name": "qq", "command": "sleep 0.3", "overlap": "queue"})
+    await cluster.request(
+        "POST", JOBS, json={"name": "qq", "command": "sleep 0.3", "overlap": "queue"}
+    )
     ids = [(await cluster.request("POST", f"{JOBS}/qq/runs", json={}))[1]["id"] for _ in range(4)]
     runs = [await run_done(cluster, i) for i in ids]
     assert all(r["status"] == "succeeded" for r in runs)
     ordered = sorted(runs, key=lambda r: r["started_at"])
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in pairwise(ordered):
         assert b["started_at"] >= a["finished_at"]
 
 
 async def test_max_parallel_bounds_concurrency(cluster, tmp_path):
     await cluster.start()
-    await cluster.request("POST", JOBS, json={"name": "mp", "command": "sleep 0.5", "max_parallel": 2})
+    await cluster.request(
+        "POST", JOBS, json={"name": "mp", "command": "sleep 0.5", "max_parallel": 2}
+    )
     ids = [(await cluster.request("POST", f"{JOBS}/mp/runs", json={}))[1]["id"] for _ in range(6)]
     runs = [await run_done(cluster, i) for i in ids]
-    events = sorted(
-        [(r["started_at"], 1) for r in runs] + [(r["finished_at"], -1) for r in runs]
-    )
+    events = sorted([(r["started_at"], 1) for r in runs] + [(r["finished_at"], -1) for r in runs])
     level = peak = 0
     for _, d in events:
         level += d
@@ -318,7 +403,13 @@ async def test_overlap_replace_cancels_the_running_one(cluster):
     await cluster.request(
         "POST",
         JOBS,
-        json={"name": "rp", "command": "sleep 30", "overlap": "replace", "kill_grace": 1, "schedules": [{"cron": "*/2 * * * * *"}]},
+        json={
+            "name": "rp",
+            "command": "sleep 30",
+            "overlap": "replace",
+            "kill_grace": 1,
+            "schedules": [{"cron": "*/2 * * * * *"}],
+        },
     )
 
     async def replaced():
@@ -332,7 +423,9 @@ async def test_overlap_replace_cancels_the_running_one(cluster):
 
 async def test_backfill_is_idempotent(cluster):
     await cluster.start()
-    await cluster.request("POST", JOBS, json={"name": "bf", "command": "true", "schedules": [{"cron": "0 * * * *"}]})
+    await cluster.request(
+        "POST", JOBS, json={"name": "bf", "command": "true", "schedules": [{"cron": "0 * * * *"}]}
+    )
     body = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T05:00:00Z"}
     status, first = await cluster.request("POST", f"{JOBS}/bf/backfill", json=body)
     assert status == 201 and len(first["created"]) == 6 and first["existing"] == 0
@@ -372,7 +465,9 @@ def test_node_config_precedence(tmp_path: Path):
     from nodes.config import load_config
 
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("node_id: from-file\nlisten: 127.0.0.1:9000\ncapacity: 3\netcd: [http://a:1]\n")
+    cfg_file.write_text(
+        "node_id: from-file\nlisten: 127.0.0.1:9000\ncapacity: 3\netcd: [http://a:1]\n"
+    )
     env = {"CRONMESH_LISTEN": "127.0.0.1:9100", "CRONMESH_ETCD": "http://b:1,http://c:2"}
     cfg = load_config({"listen": "127.0.0.1:9200", "node_id": None}, env=env, file=str(cfg_file))
     assert cfg.node_id == "from-file" and cfg.capacity == 3

@@ -21,7 +21,9 @@ RUNS = "/api/v1/projects/default/runs"
 
 async def get(http, url):
     async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
-        return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
+        return r.status, (
+            await r.json() if r.content_type == "application/json" else await r.text()
+        )
 
 
 @pytest.mark.slow
@@ -68,7 +70,9 @@ async def test_status_shows_peers_and_sigterm_hands_off_leadership_at_once(procs
 
 
 @pytest.mark.slow
-async def test_worker_killed_mid_run_turns_lost_and_is_retried_elsewhere(procs, etcd, keys, tmp_path):
+async def test_worker_killed_mid_run_turns_lost_and_is_retried_elsewhere(
+    procs, etcd, keys, tmp_path
+):
     a = procs.start("node-a", lease_ttl=2)
     async with aiohttp.ClientSession() as http:
         await wait_ready(http, a)
@@ -111,10 +115,27 @@ async def test_node_waits_for_etcd_and_recovers_from_an_outage(tmp_path, prefix)
     api = free_port()
     log = open(tmp_path / "node.log", "ab")
     node = subprocess.Popen(
-        [sys.executable, "-m", "nodes.cli", "node", "--etcd", server.endpoint, "--listen",
-         f"127.0.0.1:{api}", "--node-id", "lonely", "--prefix", prefix, "--lease-ttl", "3",
-         "--data-dir", str(tmp_path / "data")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+        [
+            sys.executable,
+            "-m",
+            "nodes.cli",
+            "node",
+            "--etcd",
+            server.endpoint,
+            "--listen",
+            f"127.0.0.1:{api}",
+            "--node-id",
+            "lonely",
+            "--prefix",
+            prefix,
+            "--lease-ttl",
+            "3",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(ROOT),
     )
     url = f"http://127.0.0.1:{api}"
     try:
@@ -159,12 +180,17 @@ async def test_cli_roundtrip(procs, tmp_path):
     async with aiohttp.ClientSession() as http:
         await wait_ready(http, node)
     job = tmp_path / "job.yaml"
-    job.write_text("name: greet\ncommand: echo \"hello $CRONMESH_PARAM_WHO\"\nparameters: {who: world}\n")
+    job.write_text(
+        'name: greet\ncommand: echo "hello $CRONMESH_PARAM_WHO"\nparameters: {who: world}\n'
+    )
 
     def cli(*args):
         res = subprocess.run(
             [sys.executable, "-m", "nodes.cli", "--api", node.url, *args],
-            capture_output=True, text=True, cwd=str(ROOT), timeout=30,
+            capture_output=True,
+            text=True,
+            cwd=str(ROOT),
+            timeout=30,
         )
         return res.returncode, res.stdout, res.stderr
 
@@ -185,7 +211,7 @@ async def test_cli_roundtrip(procs, tmp_path):
     code, _, err = cli("job", "get", "nope")
     assert code == 1 and "not found" in err
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\ncommand: \"true\"\ntimeout: -1\n")
+    bad.write_text('name: bad\ncommand: "true"\ntimeout: -1\n')
     code, _, err = cli("job", "apply", "-f", str(bad))
     assert code == 1 and "timeout" in err
     assert cli("job", "delete", "greet")[0] == 0

@@ -26,7 +26,12 @@ def test_issue_example_document_is_accepted():
             "description": "Build the report",
             "command": './report.sh --day "$CRONMESH_PARAM_DAY"',
             "schedules": [
-                {"cron": "0 30 2 * * *", "timezone": "Europe/Paris", "parameters": {"day": "yesterday"}, "enabled": True},
+                {
+                    "cron": "0 30 2 * * *",
+                    "timezone": "Europe/Paris",
+                    "parameters": {"day": "yesterday"},
+                    "enabled": True,
+                },
                 {"at": "2026-12-24T18:00:00+01:00"},
             ],
             "max_runs": 0,
@@ -59,7 +64,11 @@ def test_issue_example_document_is_accepted():
         ({"name": "a"}, None, "exactly one of 'command' or 'python'"),
         ({**GOOD, "schedules": [{"cron": "61 * * * *"}]}, "schedules.0.cron", "minute"),
         ({**GOOD, "schedules": [{"cron": "* * * *"}]}, "schedules.0.cron", "5 or 6"),
-        ({**GOOD, "schedules": [{"cron": "* * * * *", "timezone": "Mars/Base"}]}, "schedules.0.timezone", "Mars/Base"),
+        (
+            {**GOOD, "schedules": [{"cron": "* * * * *", "timezone": "Mars/Base"}]},
+            "schedules.0.timezone",
+            "Mars/Base",
+        ),
         ({**GOOD, "schedules": [{}]}, "schedules.0", "exactly one of 'cron' or 'at'"),
         ({**GOOD, "overlap": "sometimes"}, "overlap", "allow"),
         ({**GOOD, "parameters": {"bad-name": "x"}}, "parameters", "parameter name"),

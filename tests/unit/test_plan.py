@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cluster.cron import parse_schedule
 
+from cluster.cron import parse_schedule
 from cluster.plan import overlap_action, plan_schedule, retry_delay, slot_limit
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -18,7 +18,16 @@ def at(minutes: float = 0, seconds: float = 0) -> datetime:
     return T0 + timedelta(minutes=minutes, seconds=seconds)
 
 
-def plan(sched=EVERY_MIN, *, last=None, since=T0 - timedelta(days=1), now, catchup="latest", deadline=0, limit=100):
+def plan(
+    sched=EVERY_MIN,
+    *,
+    last=None,
+    since=T0 - timedelta(days=1),
+    now,
+    catchup="latest",
+    deadline=0,
+    limit=100,
+):
     return plan_schedule(
         sched,
         last_tick=last,

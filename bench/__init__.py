@@ -1,0 +1,1 @@
+"""Benchmarks of cronmesh against the numbers in the project goals (``python -m bench.run``)."""
