@@ -187,6 +187,7 @@ class Node:
             await self.worker.close()
 
     async def _graceful(self, session: Session, campaign_task: asyncio.Task[None]) -> None:
+        self.ready = False  # load balancers stop sending requests while we drain
         self.worker.accepting = False  # type: ignore[union-attr]
         campaign_task.cancel()
         await asyncio.gather(campaign_task, return_exceptions=True)

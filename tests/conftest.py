@@ -106,7 +106,8 @@ class InProcessCluster:
         return node
 
     def url(self, node: Node | None = None, path: str = "") -> str:
-        node = node or self.nodes[0][0]
+        if node is None:  # the first node still running
+            node = next((n for n, task in self.nodes if not task.done()), self.nodes[0][0])
         return f"http://{node.config.listen}{path}"
 
     async def request(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 from itertools import pairwise
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -478,3 +480,91 @@ def test_node_config_precedence(tmp_path: Path):
     with pytest.raises(InvalidInput) as exc:
         load_config({"listen": "nowhere"}, env={})
     assert exc.value.field == "listen"
+
+
+async def test_downtime_is_caught_up_per_policy_and_explained(cluster):
+    """The whole cluster (one node) is down for ~6 s: `all` catches every tick up, `none` reports
+    them missed, `latest` runs one; a job disabled meanwhile reports `disabled` ticks."""
+    node = await cluster.start()
+    every = [{"cron": "* * * * * *"}]
+    for name, policy in (("c-all", "all"), ("c-none", "none"), ("c-latest", "latest")):
+        job = {"name": name, "command": "true", "catchup": policy, "schedules": every}
+        await cluster.request("POST", JOBS, json=job)
+    await cluster.request(
+        "POST", JOBS, json={"name": "c-off", "command": "true", "schedules": every}
+    )
+
+    async def has_runs(job):
+        _, body = await cluster.request("GET", f"{RUNS}?job={job}&limit=5")
+        return body["runs"]
+
+    for name in ("c-all", "c-none", "c-latest", "c-off"):
+        await wait_for(lambda n=name: has_runs(n), 10, what=f"{name} running")
+    await cluster.request("PATCH", f"{JOBS}/c-off", json={"enabled": False})
+    await cluster.stop(node)
+    await asyncio.sleep(6)  # the outage itself: what is measured is what happens after it
+    await cluster.start("n2")
+    await cluster.request("PATCH", f"{JOBS}/c-off", json={"enabled": True})
+
+    async def ticks(job, pred):
+        _, body = await cluster.request("GET", f"{JOBS}/{job}/ticks?limit=200")
+        return body if pred(body) else None
+
+    caught = await wait_for(
+        lambda: ticks("c-all", lambda b: sum(t["fate"] == "catch-up" for t in b["ticks"]) >= 3),
+        10,
+        what="catch-up runs",
+    )
+    assert not caught["not_fired"]
+    missed = await wait_for(lambda: ticks("c-none", lambda b: b["not_fired"]), 10, what="missed")
+    assert missed["not_fired"][0]["fate"] == "missed" and missed["not_fired"][0]["count"] >= 3
+    assert not any(t["fate"] == "catch-up" for t in missed["ticks"])
+    # `latest` runs only the newest due tick (on time at restart, so a plain `schedule` run);
+    # everything older is reported missed.
+    latest = await wait_for(lambda: ticks("c-latest", lambda b: b["not_fired"]), 10, what="latest")
+    assert sum(t["fate"] == "catch-up" for t in latest["ticks"]) <= 1
+    assert latest["not_fired"][0]["fate"] == "missed" and latest["not_fired"][0]["count"] >= 3
+    off = await wait_for(lambda: ticks("c-off", lambda b: b["not_fired"]), 10, what="disabled")
+    assert off["not_fired"][0]["fate"] == "disabled" and off["not_fired"][0]["count"] >= 3
+    assert not any(t["fate"] == "catch-up" for t in off["ticks"])
+    for name in ("c-all", "c-none", "c-latest", "c-off"):
+        await cluster.request("PATCH", f"{JOBS}/{name}", json={"enabled": False})
+
+
+async def test_max_runs_and_one_shot(cluster):
+    await cluster.start()
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={
+            "name": "few",
+            "command": "true",
+            "max_runs": 2,
+            "schedules": [{"cron": "* * * * * *"}],
+        },
+    )
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={"name": "once", "command": "true", "schedules": [{"at": soon.isoformat()}]},
+    )
+
+    async def count(job, n):
+        _, body = await cluster.request("GET", f"{RUNS}?job={job}")
+        return len(body["runs"]) >= n and body["runs"]
+
+    await wait_for(lambda: count("few", 2), 10, what="two runs")
+    once = await wait_for(lambda: count("once", 1), 10, what="one-shot")
+    assert once[0]["scheduled_at"] == soon.isoformat().replace("+00:00", "Z")
+    _, body = await wait_for(
+        lambda: _ticks_with(cluster, "few", "max_runs"), 10, what="max_runs reported"
+    )
+    assert len((await count("few", 2))) == 2
+    _, ticks = await cluster.request("GET", f"{JOBS}/once/ticks")
+    assert ticks["next"] == []
+
+
+async def _ticks_with(cluster, job, fate):
+    status, body = await cluster.request("GET", f"{JOBS}/{job}/ticks")
+    return (status, body) if any(e["fate"] == fate for e in body["not_fired"]) else None

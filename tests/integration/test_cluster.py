@@ -215,3 +215,58 @@ async def test_cli_roundtrip(procs, tmp_path):
     code, _, err = cli("job", "apply", "-f", str(bad))
     assert code == 1 and "timeout" in err
     assert cli("job", "delete", "greet")[0] == 0
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_running_runs_before_exiting(procs, tmp_path):
+    node = procs.start("drainer")
+    async with aiohttp.ClientSession() as http:
+        await wait_ready(http, node)
+        marker = tmp_path / "began"
+        job = {"name": "slowish", "command": f"touch {marker}; sleep 2; echo finished"}
+        async with http.post(f"{node.url}{JOBS}", json=job) as r:
+            assert r.status == 201
+        async with http.post(f"{node.url}{JOBS}/slowish/runs", json={}) as r:
+            run = await r.json()
+        await wait_for(marker.exists, 10, what="run started")
+        node.signal(signal.SIGTERM)
+        # Not ready any more while draining, but still answering.
+        await wait_for(lambda: _status_is(http, f"{node.url}/readyz", 503), 5, what="draining")
+        await asyncio.to_thread(node.proc.wait, 20)
+        assert node.proc.returncode == 0
+    other = procs.start("reader")
+    async with aiohttp.ClientSession() as http:
+        await wait_ready(http, other)
+        status, body = await get(http, f"{other.url}{RUNS}/{run['id']}")
+        assert body["status"] == "succeeded" and body["node"] == "drainer"
+
+
+@pytest.mark.slow
+async def test_etcdctl_answers_who_leads(procs, etcd_server, prefix):
+    """The docs/etcd-layout.md recipe for the leader agrees with /status."""
+    from nodes.embedded import etcd_binary
+
+    nodes = [procs.start(f"e-{i}") for i in range(2)]
+    async with aiohttp.ClientSession() as http:
+        for n in nodes:
+            await wait_ready(http, n)
+        leader = await wait_for(lambda: leader_of(http, nodes), 10, what="leader")
+    out = subprocess.run(
+        [
+            etcd_binary("etcdctl"),
+            "--endpoints",
+            etcd_server.endpoint,
+            "get",
+            "--prefix",
+            f"{prefix}/election/scheduler/",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+            "--limit",
+            "1",
+            "--print-value-only",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == leader

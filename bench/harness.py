@@ -1,0 +1,378 @@
+"""Processes and probes of a benchmark run: an etcd, ``cronmesh node`` processes, Prometheus text,
+CPU time from ``/proc``, and run records read straight from etcd.
+
+Every process started here is registered in a :class:`Procs`; ``Procs.stop_all()`` (called from a
+``finally`` in ``bench.run``, from ``atexit`` and on SIGTERM/SIGHUP) stops them all, so an
+exception or Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from cluster.etcd import KV, Etcd, prefix_end
+from nodes.embedded import EtcdProcess, etcd_binary, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# -- process registry ----------------------------------------------------------------------------
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+class Procs:
+    """Everything this benchmark started; stopped in reverse order, each at most once."""
+
+    def __init__(self) -> None:
+        self._items: list[Stoppable] = []
+
+    def add(self, item: Stoppable) -> None:
+        self._items.append(item)
+
+    def remove(self, item: Stoppable) -> None:
+        with contextlib.suppress(ValueError):
+            self._items.remove(item)
+
+    def stop_all(self) -> None:
+        while self._items:
+            item = self._items.pop()
+            try:
+                item.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"bench: could not stop {item!r}: {exc}", file=sys.stderr)
+
+
+class BenchEtcd:
+    """The etcd of a benchmark run (``nodes.embedded.EtcdProcess``: its own session, so a Ctrl-C
+    in the terminal reaches only the benchmark, which then stops it)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.server = EtcdProcess(tmp / "etcd-data", log_file=tmp / "etcd.log")
+
+    def start(self) -> BenchEtcd:
+        self.server.start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    @property
+    def pid(self) -> int:
+        assert self.server.proc is not None
+        return self.server.proc.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def compact(self, revision: int) -> None:
+        """Drop the history of earlier scenarios (physically) so it does not weigh on the next."""
+        subprocess.run(
+            [etcd_binary("etcdctl"), "--endpoints", self.endpoint, "compact", str(revision),
+             "--physical"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def __repr__(self) -> str:
+        return f"etcd({self.endpoint})"
+
+
+class NodeProc:
+    """One ``cronmesh node`` process (in its own session; stopped by SIGTERM, then SIGKILL)."""
+
+    def __init__(
+        self,
+        *,
+        etcd: str,
+        prefix: str,
+        node_id: str,
+        data_dir: Path,
+        log_path: Path,
+        capacity: int,
+        properties: Mapping[str, str] | None = None,
+        lease_ttl: int = 3,
+        drain_timeout: float = 2.0,
+        profile: Path | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.profile = profile
+        self.port = free_port()
+        self.log_path = log_path
+        args = [
+            "--etcd", etcd,
+            "--listen", f"127.0.0.1:{self.port}",
+            "--node-id", node_id,
+            "--prefix", prefix,
+            "--lease-ttl", str(lease_ttl),
+            "--data-dir", str(data_dir),
+            "--capacity", str(capacity),
+            "--drain-timeout", str(drain_timeout),
+            "--log-format", "json",
+        ]
+        for key, value in (properties or {}).items():
+            args += ["--property", f"{key}={value}"]
+        self._log = open(log_path, "ab")
+        launcher = ["bench.profnode", str(profile)] if profile else ["nodes.cli"]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *launcher, "node", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            start_new_session=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+
+    def __repr__(self) -> str:
+        return f"node({self.node_id}, pid {self.proc.pid})"
+
+    def profiling(self, on: bool) -> None:
+        """Switch cProfile on or off (and write the profile) when started with ``profile``."""
+        if self.profile is not None and self.alive():
+            self.proc.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
+
+    async def wait_leading(self, http: aiohttp.ClientSession, within: float = 30.0) -> None:
+        """Until the node is ready and leads the scheduler (it is the only candidate)."""
+        deadline = time.monotonic() + within
+        while True:
+            if not self.alive():
+                code = self.proc.returncode
+                raise RuntimeError(f"{self!r} exited with {code}; see {self.log_path}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(f"{self.url}/metrics") as resp:
+                    text = await resp.text()
+                if "\ncronmesh_is_leader 1.0" in text:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self!r} did not become leader in {within}s")
+            await asyncio.sleep(0.1)
+
+
+# -- Prometheus text -----------------------------------------------------------------------------
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_prom(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+def by_label(samples: Samples, name: str, label: str, **labels: str) -> dict[str, float]:
+    want = set(labels.items())
+    out: dict[str, float] = {}
+    for (n, lab), v in samples.items():
+        if n == name and want <= set(lab):
+            key = dict(lab).get(label, "")
+            out[key] = out.get(key, 0.0) + v
+    return out
+
+
+def diff(after: Samples, before: Samples) -> Samples:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+# -- CPU -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProcCpu:
+    self_s: float  # user + system of the process itself
+    children_s: float  # user + system of its reaped children (the job processes of a node)
+
+
+def proc_cpu(pid: int) -> ProcCpu:
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    fields = data[data.rfind(b")") + 2 :].split()
+    # fields[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return ProcCpu((utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK)
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(x) for x in first[:8]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / CLK_TCK, sum(ticks) / CLK_TCK
+
+
+# -- machine -------------------------------------------------------------------------------------
+
+
+def machine_info(etcd_version: str) -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 1024**2, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "etcd": etcd_version,
+    }
+
+
+async def etcd_version(http: aiohttp.ClientSession, endpoint: str) -> str:
+    async with http.get(f"{endpoint}/version") as resp:
+        data = json.loads(await resp.text())
+    return str(data.get("etcdserver", "?"))
+
+
+# -- run records ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunDoc:
+    id: str
+    job: str
+    status: str
+    source: str
+    scheduled_at: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+def _ts(text: str | None) -> float | None:
+    return datetime.fromisoformat(text).timestamp() if text else None
+
+
+def run_doc(raw: bytes) -> RunDoc:
+    d = json.loads(raw)
+    return RunDoc(
+        id=d["id"],
+        job=d["job"],
+        status=d["status"],
+        source=d["source"],
+        scheduled_at=_ts(d.get("scheduled_at")),
+        created_at=_ts(d["created_at"]) or 0.0,
+        started_at=_ts(d.get("started_at")),
+        finished_at=_ts(d.get("finished_at")),
+    )
+
+
+async def scan(etcd: Etcd, prefix: str, *, page: int = 2000, keys_only: bool = False) -> list[KV]:
+    """Every key under ``prefix``, read in pages."""
+    end = prefix_end(prefix).decode()
+    key = prefix
+    out: list[KV] = []
+    while True:
+        res = await etcd.range(key, end=end, limit=page, keys_only=keys_only)
+        out.extend(res.kvs)
+        if not res.more or not res.kvs:
+            return out
+        key = res.kvs[-1].key + "\0"
+
+
+async def read_runs(etcd: Etcd, prefix: str, project: str) -> list[RunDoc]:
+    return [run_doc(kv.value) for kv in await scan(etcd, f"{prefix}/runs/{project}/")]
+
+
+async def count(etcd: Etcd, prefix: str) -> int:
+    res = await etcd.range(prefix, count_only=True)
+    return res.count
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+async def put_jobs(
+    http: aiohttp.ClientSession,
+    node: NodeProc,
+    project: str,
+    n: int,
+    *,
+    command: str = "true",
+    cron: str = "* * * * * *",
+    selector: str = "",
+    concurrency: int = 16,
+) -> list[str]:
+    """Create ``n`` jobs through the HTTP API; answers their names."""
+    names = [f"j{i:05d}" for i in range(n)]
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(name: str) -> None:
+        body: dict[str, Any] = {
+            "name": name,
+            "command": command,
+            "schedules": [{"cron": cron}],
+            "keep_runs": 10_000,  # nothing is pruned before the benchmark reads it
+        }
+        if selector:
+            body["target"] = {"selector": selector}
+        async with sem:
+            url = f"{node.url}/api/v1/projects/{project}/jobs/{name}"
+            async with http.put(url, json=body) as resp:
+                if resp.status >= 300:
+                    raise RuntimeError(f"PUT {url}: {resp.status} {await resp.text()}")
+
+    await asyncio.gather(*(one(name) for name in names))
+    return names
+
+
+# -- time ----------------------------------------------------------------------------------------
+
+
+async def sleep_until(wall: float) -> None:
+    delay = wall - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)

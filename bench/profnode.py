@@ -1,0 +1,37 @@
+"""``cronmesh node`` under cProfile, switched on and off by signals (for ``bench.run --profile``).
+
+    python -m bench.profnode OUT.prof node --etcd ... (the arguments of ``cronmesh``)
+
+SIGUSR1 starts profiling, SIGUSR2 stops it and writes OUT.prof, so only a measurement window is
+profiled (not start-up or job creation). cProfile roughly doubles the CPU a node uses: read the
+shares of time, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import signal
+import sys
+from types import FrameType
+
+
+def main() -> int:
+    out, argv = sys.argv[1], sys.argv[2:]
+    prof = cProfile.Profile()
+
+    def start(signum: int, frame: FrameType | None) -> None:
+        prof.enable()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        prof.disable()
+        prof.dump_stats(out)
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+    from nodes.cli import main as cronmesh
+
+    return cronmesh(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

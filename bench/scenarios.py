@@ -1,0 +1,483 @@
+"""The scenarios: each starts its own node on a fresh key prefix of the shared etcd, loads jobs
+through the HTTP API, measures over a window aligned on whole seconds, stops the node and removes
+its keys. Measurements come from the run records in etcd (exact per-run timestamps), the node's
+and etcd's /metrics, and CPU counters in /proc, taken at the window's edges only, so the
+benchmark itself adds no etcd traffic inside a window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import pstats
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.harness import (
+    BenchEtcd,
+    NodeProc,
+    ProcCpu,
+    Procs,
+    RunDoc,
+    Samples,
+    by_label,
+    count,
+    diff,
+    machine_cpu,
+    parse_prom,
+    proc_cpu,
+    put_jobs,
+    read_runs,
+    sleep_until,
+    value,
+)
+from bench.stats import histogram_summary_ms, summary_ms
+from cluster.etcd import Etcd
+
+PROJECT = "bench"
+RESULTS = Path(__file__).resolve().parent / "results"
+ETCD_COUNTERS = (
+    "etcd_mvcc_put_total",
+    "etcd_mvcc_txn_total",
+    "etcd_mvcc_range_total",
+    "etcd_mvcc_delete_total",
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    quick: bool
+    profile: bool = False
+    sched_jobs: int = 500
+    e2e_jobs: int = 800
+    e2e_capacity: int = 64
+    lag_jobs: int = 100
+    lag_capacity: int = 64
+
+    @property
+    def warmup(self) -> float:
+        return 3.0 if self.quick else 5.0
+
+    @property
+    def sched_window(self) -> int:
+        return 8 if self.quick else 20
+
+    @property
+    def e2e_window(self) -> int:
+        return 8 if self.quick else 20
+
+    @property
+    def lag_window(self) -> int:
+        return 10 if self.quick else 30
+
+
+@dataclass
+class Context:
+    etcd_server: BenchEtcd
+    etcd: Etcd
+    http: aiohttp.ClientSession
+    tmp: Path
+    procs: Procs
+    mode: Mode
+    log: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {text}"
+        self.log.append(line)
+        print(line, flush=True)
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    wall: float
+    node_text: str
+    etcd_text: str
+    node_cpu: ProcCpu
+    etcd_cpu: ProcCpu
+    machine: tuple[float, float]
+    log_bytes: int
+
+    @property
+    def node(self) -> Samples:
+        return parse_prom(self.node_text)
+
+    @property
+    def etcd(self) -> Samples:
+        return parse_prom(self.etcd_text)
+
+
+async def snapshot(ctx: Context, node: NodeProc) -> Snapshot:
+    """Counters at one instant: texts are fetched first, parsed only when used."""
+
+    async def get(url: str) -> str:
+        async with ctx.http.get(url) as resp:
+            return await resp.text()
+
+    wall = time.time()
+    node_text, etcd_text = await asyncio.gather(
+        get(f"{node.url}/metrics"), get(f"{ctx.etcd_server.endpoint}/metrics")
+    )
+    return Snapshot(
+        wall=wall,
+        node_text=node_text,
+        etcd_text=etcd_text,
+        node_cpu=proc_cpu(node.pid),
+        etcd_cpu=proc_cpu(ctx.etcd_server.pid),
+        machine=machine_cpu(),
+        log_bytes=node.log_path.stat().st_size,
+    )
+
+
+def cpu_delta(before: Snapshot, after: Snapshot, runs: int) -> dict[str, Any]:
+    seconds = after.wall - before.wall
+    node_s = after.node_cpu.self_s - before.node_cpu.self_s
+    jobs_s = after.node_cpu.children_s - before.node_cpu.children_s
+    etcd_s = after.etcd_cpu.self_s - before.etcd_cpu.self_s
+    busy = after.machine[0] - before.machine[0]
+    total = after.machine[1] - before.machine[1]
+    per = max(runs, 1)
+    return {
+        "seconds": round(seconds, 3),
+        "runs": runs,
+        "node_cpu_s": round(node_s, 3),
+        "job_processes_cpu_s": round(jobs_s, 3),
+        "etcd_cpu_s": round(etcd_s, 3),
+        "node_ms_per_run": round(node_s / per * 1000, 3),
+        "etcd_ms_per_run": round(etcd_s / per * 1000, 3),
+        "node_plus_etcd_ms_per_run": round((node_s + etcd_s) / per * 1000, 3),
+        "job_processes_ms_per_run": round(jobs_s / per * 1000, 3),
+        "node_cores": round(node_s / seconds, 3) if seconds else None,
+        "etcd_cores": round(etcd_s / seconds, 3) if seconds else None,
+        "machine_busy_fraction": round(busy / total, 3) if total else None,
+        "node_log_bytes_per_run": round((after.log_bytes - before.log_bytes) / per, 1),
+    }
+
+
+def etcd_delta(before: Snapshot, after: Snapshot, runs: int) -> dict[str, Any]:
+    d = diff(after.etcd, before.etcd)
+    per = max(runs, 1)
+    rev = value(after.etcd, "etcd_debugging_mvcc_current_revision") - value(
+        before.etcd, "etcd_debugging_mvcc_current_revision"
+    )
+    grpc = {
+        m: int(v)
+        for m, v in sorted(by_label(d, "grpc_server_handled_total", "grpc_method").items())
+        if v
+    }
+    msgs = {
+        m: int(v)
+        for m, v in sorted(by_label(d, "grpc_server_msg_received_total", "grpc_method").items())
+        if v
+    }
+    totals = {name: int(value(d, name)) for name in ETCD_COUNTERS}
+    return {
+        "runs": runs,
+        "revision_delta": int(rev),
+        "write_txns_per_run": round(rev / per, 3),
+        "totals": totals,
+        "per_run": {name: round(v / per, 3) for name, v in totals.items()},
+        "grpc_handled_by_method": grpc,
+        "grpc_handled_per_run": {m: round(v / per, 3) for m, v in grpc.items()},
+        "grpc_msgs_received_by_method": msgs,
+        "grpc_msgs_received_per_run": {m: round(v / per, 3) for m, v in msgs.items()},
+    }
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def new_prefix(name: str) -> str:
+    return f"/bench-{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def start_node(
+    ctx: Context, prefix: str, name: str, *, capacity: int, properties: dict[str, str]
+) -> NodeProc:
+    node = NodeProc(
+        etcd=ctx.etcd_server.endpoint,
+        prefix=prefix,
+        node_id=name,
+        data_dir=ctx.tmp / f"data-{name}",
+        log_path=ctx.tmp / f"{name}.log",
+        capacity=capacity,
+        properties=properties,
+        profile=ctx.tmp / f"{name}.prof" if ctx.mode.profile else None,
+    )
+    ctx.procs.add(node)
+    await node.wait_leading(ctx.http)
+    return node
+
+
+async def profile_report(ctx: Context, node: NodeProc, name: str) -> None:
+    """Top functions of the node's profile of the window, to bench/results/<name>.profile.txt."""
+    if node.profile is None:
+        return
+    for _ in range(50):
+        if node.profile.exists():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        ctx.say(f"no profile written by {node!r}")
+        return
+    buf = io.StringIO()
+    stats = pstats.Stats(str(node.profile), stream=buf)
+    stats.strip_dirs()
+    for key in ("tottime", "cumulative"):
+        buf.write(f"\n==== by {key} ====\n")
+        stats.sort_stats(key).print_stats(45)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.profile.txt"
+    path.write_text(buf.getvalue())
+    ctx.say(f"wrote {path}")
+
+
+async def cleanup(ctx: Context, node: NodeProc, prefix: str) -> None:
+    """Stop the node, delete every key of the scenario and compact etcd's history away."""
+    await asyncio.to_thread(node.stop)
+    ctx.procs.remove(node)
+    await ctx.etcd.delete(prefix + "/", prefix=True)
+    status = await ctx.etcd.status()
+    await asyncio.to_thread(ctx.etcd_server.compact, int(status["revision"]))
+
+
+def window_start(warmup_end: float) -> int:
+    return math.ceil(warmup_end) + 1
+
+
+def per_second(times: Iterable[float], t0: int, t1: int) -> list[int]:
+    counts = Counter(int(t) for t in times if t0 <= t < t1)
+    return [counts.get(s, 0) for s in range(t0, t1)]
+
+
+def series_stats(series: list[int]) -> dict[str, Any]:
+    if not series:
+        return {}
+    return {"min": min(series), "max": max(series), "first": series[0], "last": series[-1]}
+
+
+# -- 1. the scheduler alone ----------------------------------------------------------------------
+
+
+async def scheduler_throughput(ctx: Context) -> dict[str, Any]:
+    """Leader only: jobs whose selector no node matches, so runs stay queued and nobody runs
+    them. Measures runs created per second and how late each tick was fired."""
+    mode = ctx.mode
+    prefix = new_prefix("sched")
+    n = mode.sched_jobs
+    ctx.say(f"scheduler: {n} jobs every second, selector role=none (no worker claims them)")
+    node = await start_node(ctx, prefix, "sched", capacity=64, properties={"role": "bench"})
+    try:
+        t = time.monotonic()
+        await put_jobs(ctx.http, node, PROJECT, n, selector="role=none")
+        create_s = time.monotonic() - t
+        await asyncio.sleep(mode.warmup)
+        t0 = window_start(time.time())
+        t1 = t0 + mode.sched_window
+        await sleep_until(t0)
+        before = await snapshot(ctx, node)
+        q0 = await count(ctx.etcd, f"{prefix}/queue/")
+        node.profiling(True)
+        await sleep_until(t1)
+        node.profiling(False)
+        after = await snapshot(ctx, node)
+        q1 = await count(ctx.etcd, f"{prefix}/queue/")
+    finally:
+        await asyncio.to_thread(node.stop)
+    await profile_report(ctx, node, "scheduler_throughput")
+    runs = await read_runs(ctx.etcd, prefix, PROJECT)
+    await cleanup(ctx, node, prefix)
+
+    seconds = after.wall - before.wall
+    created = [r for r in runs if t0 <= r.created_at < t1]
+    nd = diff(after.node, before.node)
+    fired = value(nd, "cronmesh_ticks_total", fate="fired")
+    missed = value(nd, "cronmesh_ticks_total", fate="missed")
+    series = per_second((r.created_at for r in runs), t0, t1)
+    fire_lag = [r.created_at - r.scheduled_at for r in created if r.scheduled_at is not None]
+    sources = Counter(r.source for r in created)
+    return {
+        "scenario": "scheduler_throughput",
+        "jobs": n,
+        "offered_ticks_per_s": n,
+        "window_s": t1 - t0,
+        "job_creation_s": round(create_s, 2),
+        "runs_created_in_window": len(created),
+        "runs_created_per_s": round(len(created) / (t1 - t0), 1),
+        "ticks_fired_per_s_metric": round(fired / seconds, 1),
+        "ticks_missed_in_window_metric": int(missed),
+        "sources": dict(sources),
+        "created_per_second": series,
+        "created_per_second_stats": series_stats(series),
+        "fire_lag": summary_ms(fire_lag),
+        "fire_lag_histogram": histogram_summary_ms(nd, "cronmesh_fire_lag_seconds"),
+        "queue_depth_start": q0,
+        "queue_depth_end": q1,
+        "cpu": cpu_delta(before, after, len(created)),
+        "etcd": etcd_delta(before, after, len(created)),
+    }
+
+
+# -- 2. trivial runs end to end ------------------------------------------------------------------
+
+
+async def e2e_throughput(ctx: Context) -> dict[str, Any]:
+    """One node schedules and runs ``true`` for many every-second jobs; counts runs finished."""
+    mode = ctx.mode
+    prefix = new_prefix("e2e")
+    n = mode.e2e_jobs
+    ctx.say(f"end to end: {n} jobs every second running `true`, capacity {mode.e2e_capacity}")
+    node = await start_node(ctx, prefix, "e2e", capacity=mode.e2e_capacity, properties={})
+    try:
+        t = time.monotonic()
+        await put_jobs(ctx.http, node, PROJECT, n)
+        create_s = time.monotonic() - t
+        await asyncio.sleep(mode.warmup)
+        t0 = window_start(time.time())
+        t1 = t0 + mode.e2e_window
+        await sleep_until(t0)
+        before = await snapshot(ctx, node)
+        q0 = await count(ctx.etcd, f"{prefix}/queue/")
+        node.profiling(True)
+        await sleep_until(t1)
+        node.profiling(False)
+        after = await snapshot(ctx, node)
+        q1 = await count(ctx.etcd, f"{prefix}/queue/")
+    finally:
+        await asyncio.to_thread(node.stop)
+    await profile_report(ctx, node, "e2e_throughput")
+    runs = await read_runs(ctx.etcd, prefix, PROJECT)
+    await cleanup(ctx, node, prefix)
+
+    seconds = after.wall - before.wall
+    finished = [
+        r for r in runs
+        if r.status == "succeeded" and r.finished_at is not None and t0 <= r.finished_at < t1
+    ]
+    created = [r for r in runs if t0 <= r.created_at < t1]
+    failed = Counter(
+        r.status for r in runs
+        if r.status not in ("succeeded", "pending", "running")
+        and r.finished_at is not None and t0 <= r.finished_at < t1
+    )
+    nd = diff(after.node, before.node)
+    series = per_second((r.finished_at for r in finished if r.finished_at is not None), t0, t1)
+    start_lag = [r.started_at - r.scheduled_at for r in finished
+                 if r.started_at is not None and r.scheduled_at is not None]
+    return {
+        "scenario": "e2e_throughput",
+        "jobs": n,
+        "offered_runs_per_s": n,
+        "capacity": mode.e2e_capacity,
+        "window_s": t1 - t0,
+        "job_creation_s": round(create_s, 2),
+        "succeeded_in_window": len(finished),
+        "succeeded_per_s": round(len(finished) / (t1 - t0), 1),
+        "succeeded_per_s_metric": round(
+            value(nd, "cronmesh_runs_finished_total", status="succeeded") / seconds, 1
+        ),
+        "other_finished_in_window": dict(failed),
+        "runs_created_per_s": round(len(created) / (t1 - t0), 1),
+        "ticks_missed_in_window_metric": int(value(nd, "cronmesh_ticks_total", fate="missed")),
+        "claims": {k: int(v) for k, v in by_label(nd, "cronmesh_claims_total", "outcome").items()},
+        "finished_per_second": series,
+        "finished_per_second_stats": series_stats(series),
+        "queue_depth_start": q0,
+        "queue_depth_end": q1,
+        "start_lag_of_finished": summary_ms(start_lag),
+        "cpu": cpu_delta(before, after, len(finished)),
+        "etcd": etcd_delta(before, after, len(finished)),
+    }
+
+
+# -- 3-5. lag at a steady rate, etcd requests and CPU per run ------------------------------------
+
+
+def tick_accounting(
+    runs: list[RunDoc], jobs: list[str], t0: int, t1: int
+) -> tuple[list[RunDoc], int, int, int]:
+    """Runs of ticks in [t0, t1), missed ticks, ticks with more than one run, extra runs."""
+    in_window = [r for r in runs if r.scheduled_at is not None and t0 <= r.scheduled_at < t1]
+    per_tick = Counter((r.job, round(r.scheduled_at or 0, 3)) for r in in_window)
+    expected = {(j, float(s)) for j in jobs for s in range(t0, t1)}
+    missed = len(expected - set(per_tick))
+    dupes = sum(1 for c in per_tick.values() if c > 1)
+    extra = sum(c - 1 for c in per_tick.values() if c > 1)
+    return in_window, missed, dupes, extra
+
+
+async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
+    """``lag_jobs`` jobs every second for ``lag_window`` seconds; answers three result documents:
+    lag, etcd requests per run and CPU per run, all over the same window."""
+    mode = ctx.mode
+    prefix = new_prefix("lag")
+    n = mode.lag_jobs
+    ctx.say(f"steady lag: {n} jobs every second (= {n} runs/s) for {mode.lag_window} s")
+    node = await start_node(ctx, prefix, "lag", capacity=mode.lag_capacity, properties={})
+    try:
+        jobs = await put_jobs(ctx.http, node, PROJECT, n)
+        await asyncio.sleep(mode.warmup)
+        t0 = window_start(time.time())
+        t1 = t0 + mode.lag_window
+        # Edges half a second before each tick boundary: the ticks of [t0, t1) are spawned and
+        # finished between the two snapshots, as long as lag stays well under 0.5 s.
+        await sleep_until(t0 - 0.5)
+        before = await snapshot(ctx, node)
+        node.profiling(True)
+        await sleep_until(t1 - 0.5)
+        node.profiling(False)
+        after = await snapshot(ctx, node)
+        await sleep_until(t1 + 2.0)
+    finally:
+        await asyncio.to_thread(node.stop)
+    await profile_report(ctx, node, "lag_100")
+    runs = await read_runs(ctx.etcd, prefix, PROJECT)
+    await cleanup(ctx, node, prefix)
+
+    in_window, missed, dupes, extra = tick_accounting(runs, jobs, t0, t1)
+    ok = [r for r in in_window if r.status == "succeeded"]
+    start_lag = [r.started_at - r.scheduled_at for r in ok
+                 if r.started_at is not None and r.scheduled_at is not None]
+    fire_lag = [r.created_at - r.scheduled_at for r in ok if r.scheduled_at is not None]
+    claim_lag = [r.started_at - r.created_at for r in ok if r.started_at is not None]
+    run_time = [r.finished_at - r.started_at for r in ok
+                if r.finished_at is not None and r.started_at is not None]
+    nd = diff(after.node, before.node)
+    expected = n * (t1 - t0)
+    lag = {
+        "scenario": "lag_100",
+        "jobs": n,
+        "rate_per_s": n,
+        "capacity": mode.lag_capacity,
+        "window_s": t1 - t0,
+        "expected_ticks": expected,
+        "runs_for_window_ticks": len(in_window),
+        "succeeded": len(ok),
+        "statuses": dict(Counter(r.status for r in in_window)),
+        "sources": dict(Counter(r.source for r in in_window)),
+        "missed_ticks": missed,
+        "duplicate_ticks": dupes,
+        "extra_runs": extra,
+        "missed_ticks_metric": int(value(nd, "cronmesh_ticks_total", fate="missed")),
+        "start_lag": summary_ms(start_lag),
+        "fire_lag": summary_ms(fire_lag),
+        "create_to_claim": summary_ms(claim_lag),
+        "claim_to_finish": summary_ms(run_time),
+        "start_lag_histogram": histogram_summary_ms(nd, "cronmesh_start_lag_seconds"),
+        "fire_lag_histogram": histogram_summary_ms(nd, "cronmesh_fire_lag_seconds"),
+        "spawn_histogram": histogram_summary_ms(nd, "cronmesh_spawn_seconds"),
+        "claims": {k: int(v) for k, v in by_label(nd, "cronmesh_claims_total", "outcome").items()},
+    }
+    etcd = {"scenario": "etcd_per_run", "window_s": t1 - t0, **etcd_delta(before, after, len(ok))}
+    cpu = {"scenario": "cpu_per_run", "window_s": t1 - t0, **cpu_delta(before, after, len(ok))}
+    return {"lag_100": lag, "etcd_per_run": etcd, "cpu_per_run": cpu}
