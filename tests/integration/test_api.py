@@ -6,8 +6,8 @@ import asyncio
 import io
 import json
 import os
-from itertools import pairwise
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -560,7 +560,7 @@ async def test_max_runs_and_one_shot(cluster):
     _, body = await wait_for(
         lambda: _ticks_with(cluster, "few", "max_runs"), 10, what="max_runs reported"
     )
-    assert len((await count("few", 2))) == 2
+    assert len(await count("few", 2)) == 2
     _, ticks = await cluster.request("GET", f"{JOBS}/once/ticks")
     assert ticks["next"] == []
 
