@@ -26,7 +26,9 @@ from typing import Any, Protocol
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.etcd import KV, Etcd, prefix_end
+from bench import USER_GRPC_VERBOSITY
+from cluster.errors import Unavailable
+from cluster.etcd import KV, Etcd, Range, prefix_end
 from nodes.embedded import EtcdProcess, etcd_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +100,14 @@ class BenchEtcd:
         return f"etcd({self.endpoint})"
 
 
+def node_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("GRPC_VERBOSITY", None)
+    if USER_GRPC_VERBOSITY is not None:
+        env["GRPC_VERBOSITY"] = USER_GRPC_VERBOSITY
+    return env
+
+
 class NodeProc:
     """One ``cronmesh node`` process (in its own session; stopped by SIGTERM, then SIGKILL)."""
 
@@ -139,7 +149,7 @@ class NodeProc:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=str(ROOT),
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            env=node_env(),
             start_new_session=True,
         )
 
@@ -310,13 +320,25 @@ def run_doc(raw: bytes) -> RunDoc:
     )
 
 
+async def _range(etcd: Etcd, key: str, **kw: Any) -> Range:
+    """A read of the benchmark itself, retried: its idle client can be sent a GOAWAY by etcd."""
+    for attempt in range(5):
+        try:
+            return await etcd.range(key, **kw)
+        except Unavailable:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
 async def scan(etcd: Etcd, prefix: str, *, page: int = 2000, keys_only: bool = False) -> list[KV]:
     """Every key under ``prefix``, read in pages."""
     end = prefix_end(prefix).decode()
     key = prefix
     out: list[KV] = []
     while True:
-        res = await etcd.range(key, end=end, limit=page, keys_only=keys_only)
+        res = await _range(etcd, key, end=end, limit=page, keys_only=keys_only)
         out.extend(res.kvs)
         if not res.more or not res.kvs:
             return out
@@ -328,7 +350,7 @@ async def read_runs(etcd: Etcd, prefix: str, project: str) -> list[RunDoc]:
 
 
 async def count(etcd: Etcd, prefix: str) -> int:
-    res = await etcd.range(prefix, count_only=True)
+    res = await _range(etcd, prefix, count_only=True)
     return res.count
 
 

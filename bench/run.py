@@ -46,26 +46,32 @@ def _verdict(ok: bool, how: str = "") -> str:
 def goal_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     rows: list[Row] = []
     s = results.get("scheduler_throughput")
-    if s:
-        fired = s["runs_created_per_s"]
-        offered = s["offered_ticks_per_s"]
-        keeps_up = fired >= 0.99 * offered and s["ticks_missed_in_window_metric"] == 0
+    for lv in s["levels"] if s else []:
+        fl = lv["fire_lag"]
         rows.append((
-            f"scheduler alone: ticks fired/s ({s['jobs']} jobs every second)",
-            "none of its own; e2e needs ≥ 800/s",
-            f"{fired:g}/s (fire lag p50 {s['fire_lag'].get('p50_ms')} ms, "
-            f"p99 {s['fire_lag'].get('p99_ms')} ms; {s['ticks_missed_in_window_metric']} missed)",
-            "keeps up with the offered rate" if keeps_up else "falls behind the offered rate",
+            f"scheduler alone: ticks fired/s, {lv['jobs']} jobs every second",
+            "(e2e needs ≥ 800/s)",
+            f"{lv['runs_created_per_s']:g}/s, fire lag p50 {fl.get('p50_ms')} ms / p99 "
+            f"{fl.get('p99_ms')} ms, {lv['ticks_missed_in_window_metric']} missed",
+            "keeps up" if lv["keeps_up"] else "falls behind",
         ))
     e = results.get("e2e_throughput")
     if e:
-        rate = e["succeeded_per_s"]
+        best = e["max_sustained_per_s"]
         rows.append((
-            f"trivial runs end to end, sustained ({e['jobs']} jobs/s offered)",
+            "trivial runs end to end, sustained (best level with a stable queue)",
             "≥ 800 runs/s",
-            f"{rate:g} runs/s",
-            _verdict(rate >= 800, f"{rate / 800:.0%} of goal"),
+            f"{best:g} runs/s (offered {e['max_sustained_offered']}/s)",
+            _verdict(best >= 800, f"{best / 800:.0%} of goal"),
         ))
+        for lv in e["levels"]:
+            rows.append((
+                f"  {lv['jobs']} runs/s offered: finished/s, queue growth",
+                "",
+                f"{lv['succeeded_per_s']:g}/s, queue {lv['queue_depth_start']} → "
+                f"{lv['queue_depth_end']}, lag p50 {lv['start_lag_of_finished'].get('p50_ms')} ms",
+                "sustained" if lv["sustained"] else "overloaded",
+            ))
     lag = results.get("lag_100")
     if lag:
         sl = lag["start_lag"]

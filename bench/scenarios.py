@@ -11,6 +11,7 @@ import asyncio
 import io
 import math
 import pstats
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -44,6 +45,7 @@ from cluster.etcd import Etcd
 
 PROJECT = "bench"
 RESULTS = Path(__file__).resolve().parent / "results"
+EDGE = 0.2  # the lag window's snapshots are taken this long before a tick
 ETCD_COUNTERS = (
     "etcd_mvcc_put_total",
     "etcd_mvcc_txn_total",
@@ -56,8 +58,6 @@ ETCD_COUNTERS = (
 class Mode:
     quick: bool
     profile: bool = False
-    sched_jobs: int = 500
-    e2e_jobs: int = 800
     e2e_capacity: int = 64
     lag_jobs: int = 100
     lag_capacity: int = 64
@@ -67,12 +67,22 @@ class Mode:
         return 3.0 if self.quick else 5.0
 
     @property
+    def sched_levels(self) -> tuple[int, ...]:
+        """Jobs every second offered to the scheduler alone (one fresh node per level)."""
+        return (500,) if self.quick else (500, 1000)
+
+    @property
+    def e2e_levels(self) -> tuple[int, ...]:
+        """Jobs every second offered end to end (one fresh node per level)."""
+        return (150, 800) if self.quick else (150, 200, 400, 800)
+
+    @property
     def sched_window(self) -> int:
         return 8 if self.quick else 20
 
     @property
     def e2e_window(self) -> int:
-        return 8 if self.quick else 20
+        return 8 if self.quick else 15
 
     @property
     def lag_window(self) -> int:
@@ -101,6 +111,7 @@ class Context:
 @dataclass
 class Snapshot:
     wall: float
+    took: float
     node_text: str
     etcd_text: str
     node_cpu: ProcCpu
@@ -125,11 +136,14 @@ async def snapshot(ctx: Context, node: NodeProc) -> Snapshot:
             return await resp.text()
 
     wall = time.time()
+    t = time.perf_counter()
     node_text, etcd_text = await asyncio.gather(
         get(f"{node.url}/metrics"), get(f"{ctx.etcd_server.endpoint}/metrics")
     )
+    took = time.perf_counter() - t
     return Snapshot(
         wall=wall,
+        took=took,
         node_text=node_text,
         etcd_text=etcd_text,
         node_cpu=proc_cpu(node.pid),
@@ -149,6 +163,7 @@ def cpu_delta(before: Snapshot, after: Snapshot, runs: int) -> dict[str, Any]:
     per = max(runs, 1)
     return {
         "seconds": round(seconds, 3),
+        "snapshot_s": [round(before.took, 3), round(after.took, 3)],
         "runs": runs,
         "node_cpu_s": round(node_s, 3),
         "job_processes_cpu_s": round(jobs_s, 3),
@@ -237,6 +252,7 @@ async def profile_report(ctx: Context, node: NodeProc, name: str) -> None:
         buf.write(f"\n==== by {key} ====\n")
         stats.sort_stats(key).print_stats(45)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(node.profile, RESULTS / f"{name}.prof")
     path = RESULTS / f"{name}.profile.txt"
     path.write_text(buf.getvalue())
     ctx.say(f"wrote {path}")
@@ -271,12 +287,20 @@ def series_stats(series: list[int]) -> dict[str, Any]:
 
 async def scheduler_throughput(ctx: Context) -> dict[str, Any]:
     """Leader only: jobs whose selector no node matches, so runs stay queued and nobody runs
-    them. Measures runs created per second and how late each tick was fired."""
+    them. Measures runs created per second and how late each tick was fired, per load level."""
+    levels = [await scheduler_level(ctx, n) for n in ctx.mode.sched_levels]
+    return {
+        "scenario": "scheduler_throughput",
+        "max_fired_per_s": max(lv["runs_created_per_s"] for lv in levels),
+        "levels": levels,
+    }
+
+
+async def scheduler_level(ctx: Context, n: int) -> dict[str, Any]:
     mode = ctx.mode
     prefix = new_prefix("sched")
-    n = mode.sched_jobs
     ctx.say(f"scheduler: {n} jobs every second, selector role=none (no worker claims them)")
-    node = await start_node(ctx, prefix, "sched", capacity=64, properties={"role": "bench"})
+    node = await start_node(ctx, prefix, f"sched-{n}", capacity=64, properties={"role": "bench"})
     try:
         t = time.monotonic()
         await put_jobs(ctx.http, node, PROJECT, n, selector="role=none")
@@ -294,7 +318,7 @@ async def scheduler_throughput(ctx: Context) -> dict[str, Any]:
         q1 = await count(ctx.etcd, f"{prefix}/queue/")
     finally:
         await asyncio.to_thread(node.stop)
-    await profile_report(ctx, node, "scheduler_throughput")
+    await profile_report(ctx, node, f"scheduler_throughput-{n}")
     runs = await read_runs(ctx.etcd, prefix, PROJECT)
     await cleanup(ctx, node, prefix)
 
@@ -306,10 +330,11 @@ async def scheduler_throughput(ctx: Context) -> dict[str, Any]:
     series = per_second((r.created_at for r in runs), t0, t1)
     fire_lag = [r.created_at - r.scheduled_at for r in created if r.scheduled_at is not None]
     sources = Counter(r.source for r in created)
+    keeps_up = len(created) >= 0.99 * n * (t1 - t0) and missed == 0
     return {
-        "scenario": "scheduler_throughput",
         "jobs": n,
         "offered_ticks_per_s": n,
+        "keeps_up": keeps_up,
         "window_s": t1 - t0,
         "job_creation_s": round(create_s, 2),
         "runs_created_in_window": len(created),
@@ -332,12 +357,25 @@ async def scheduler_throughput(ctx: Context) -> dict[str, Any]:
 
 
 async def e2e_throughput(ctx: Context) -> dict[str, Any]:
-    """One node schedules and runs ``true`` for many every-second jobs; counts runs finished."""
+    """One node schedules and runs ``true`` for many every-second jobs; counts runs finished, per
+    load level. A level is *sustained* when (nearly) every offered run finishes in the window and
+    the queue does not grow."""
+    levels = [await e2e_level(ctx, n) for n in ctx.mode.e2e_levels]
+    sustained = [lv for lv in levels if lv["sustained"]]
+    return {
+        "scenario": "e2e_throughput",
+        "max_sustained_per_s": max((lv["succeeded_per_s"] for lv in sustained), default=0.0),
+        "max_sustained_offered": max((lv["jobs"] for lv in sustained), default=0),
+        "peak_succeeded_per_s": max(lv["succeeded_per_s"] for lv in levels),
+        "levels": levels,
+    }
+
+
+async def e2e_level(ctx: Context, n: int) -> dict[str, Any]:
     mode = ctx.mode
     prefix = new_prefix("e2e")
-    n = mode.e2e_jobs
     ctx.say(f"end to end: {n} jobs every second running `true`, capacity {mode.e2e_capacity}")
-    node = await start_node(ctx, prefix, "e2e", capacity=mode.e2e_capacity, properties={})
+    node = await start_node(ctx, prefix, f"e2e-{n}", capacity=mode.e2e_capacity, properties={})
     try:
         t = time.monotonic()
         await put_jobs(ctx.http, node, PROJECT, n)
@@ -355,7 +393,7 @@ async def e2e_throughput(ctx: Context) -> dict[str, Any]:
         q1 = await count(ctx.etcd, f"{prefix}/queue/")
     finally:
         await asyncio.to_thread(node.stop)
-    await profile_report(ctx, node, "e2e_throughput")
+    await profile_report(ctx, node, f"e2e_throughput-{n}")
     runs = await read_runs(ctx.etcd, prefix, PROJECT)
     await cleanup(ctx, node, prefix)
 
@@ -374,9 +412,14 @@ async def e2e_throughput(ctx: Context) -> dict[str, Any]:
     series = per_second((r.finished_at for r in finished if r.finished_at is not None), t0, t1)
     start_lag = [r.started_at - r.scheduled_at for r in finished
                  if r.started_at is not None and r.scheduled_at is not None]
+    window = t1 - t0
+    missed = int(value(nd, "cronmesh_ticks_total", fate="missed"))
+    sustained = (
+        len(finished) >= 0.95 * n * window and q1 - q0 <= 0.05 * n * window and missed == 0
+    )
     return {
-        "scenario": "e2e_throughput",
         "jobs": n,
+        "sustained": sustained,
         "offered_runs_per_s": n,
         "capacity": mode.e2e_capacity,
         "window_s": t1 - t0,
@@ -388,7 +431,7 @@ async def e2e_throughput(ctx: Context) -> dict[str, Any]:
         ),
         "other_finished_in_window": dict(failed),
         "runs_created_per_s": round(len(created) / (t1 - t0), 1),
-        "ticks_missed_in_window_metric": int(value(nd, "cronmesh_ticks_total", fate="missed")),
+        "ticks_missed_in_window_metric": missed,
         "claims": {k: int(v) for k, v in by_label(nd, "cronmesh_claims_total", "outcome").items()},
         "finished_per_second": series,
         "finished_per_second_stats": series_stats(series),
@@ -429,12 +472,13 @@ async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
         await asyncio.sleep(mode.warmup)
         t0 = window_start(time.time())
         t1 = t0 + mode.lag_window
-        # Edges half a second before each tick boundary: the ticks of [t0, t1) are spawned and
-        # finished between the two snapshots, as long as lag stays well under 0.5 s.
-        await sleep_until(t0 - 0.5)
+        # Edges just before a tick boundary, when the node is idle: the ticks of [t0, t1) are
+        # fired, run and finished between the two snapshots (as long as each second's burst is
+        # done within ~0.8 s).
+        await sleep_until(t0 - EDGE)
         before = await snapshot(ctx, node)
         node.profiling(True)
-        await sleep_until(t1 - 0.5)
+        await sleep_until(t1 - EDGE)
         node.profiling(False)
         after = await snapshot(ctx, node)
         await sleep_until(t1 + 2.0)

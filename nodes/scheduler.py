@@ -366,8 +366,8 @@ class Scheduler:
                 del sched_state[fp]
         state["events"] = events[-EVENTS_KEPT:]
         state["fired"] = fired_total
-        await self._write(jk, entry, state, runs, cancels)
-        self._schedule_at(jk, next_due)
+        if await self._write(jk, entry, state, runs, cancels):
+            self._schedule_at(jk, next_due)
 
     async def _write(
         self,
@@ -376,7 +376,8 @@ class Scheduler:
         state: dict[str, Any],
         runs: list[tuple[Run, str]],
         cancels: list[str],
-    ) -> None:
+    ) -> bool:
+        """One fenced transaction; False when the state moved (re-planned at once)."""
         state_key = self.keys.schedule_state(*jk)
         compares = [self.lead.fence(), Compare.modified(state_key, entry.state_rev)]
         ops: list[Any] = [Op.put(state_key, dumps(state))]
@@ -409,7 +410,7 @@ class Scheduler:
             entry.state_rev = current[0].mod_revision if current else 0
             log.info("schedule state moved under us; planning again", job="/".join(jk))
             self._schedule_at(jk, self.clock())
-            return
+            return False
         entry.state, entry.state_rev = state, res.revision
         wall = time.time()
         for run, _ in runs:
@@ -427,6 +428,7 @@ class Scheduler:
                 tick=run.scheduled_at.isoformat() if run.scheduled_at else None,
                 source=run.source,
             )
+        return True
 
     # -- lost runs -----------------------------------------------------------------------------
 

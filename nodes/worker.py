@@ -48,14 +48,18 @@ class Execution:
     _stopper: asyncio.Task[None] | None = None
 
     def request(self, action: str) -> None:
+        """Record a cancel/abort/shutdown; act on the process now, or as soon as it exists."""
         if self.requested is not None and action != "abort":
             return
         self.requested = action
-        if self.proc is None:
+        self.act()
+
+    def act(self) -> None:
+        if self.proc is None or self.requested is None:
             return
-        if action == "abort":
+        if self.requested == "abort":
             self.proc.kill()
-        else:
+        elif self._stopper is None:
             grace = self.run.snapshot.kill_grace
             self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
 
@@ -90,6 +94,7 @@ class Worker:
         self.claiming: set[str] = set()
         self.accepting = True
         self._parsed: dict[str, tuple[int, Run]] = {}
+        self._controls: dict[str, str] = {}  # run id -> requested action (control keys present)
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -141,14 +146,18 @@ class Worker:
         self.kick()
 
     def _on_control(self, key: str, kv: KV | None) -> None:
-        if kv is None:
-            return
         run_id = key.rsplit("/", 1)[-1]
+        if kv is None:
+            self._controls.pop(run_id, None)
+            return
+        action = "abort" if json.loads(kv.value).get("action") == "abort" else "cancel"
+        # Remembered even if the run is not (yet) ours: the watch may deliver a request before
+        # the claim's reply is processed; a new execution looks here when it registers.
+        self._controls[run_id] = action
         ex = self.running.get(run_id)
         if ex is not None:
-            action = json.loads(kv.value).get("action", "cancel")
             log.info("control request", run=run_id, action=action)
-            ex.request("abort" if action == "abort" else "cancel")
+            ex.request(action)
 
     def kick(self) -> None:
         self._kick.set()
@@ -272,7 +281,7 @@ class Worker:
                 return
             metrics.CLAIMS.labels("won").inc()
             self.candidates.pop(key, None)
-            self._spawn(self._execute(started, res.revision, slot))
+            self._start(started, res.revision, slot)
         except LeaseGone:
             log.warning("claim rejected: lease gone")
             self.session.lost.set()
@@ -288,12 +297,21 @@ class Worker:
                     for s in res2.kvs:
                         if s.value.decode() == run.id:
                             slot_kv = s.key
-                    self._spawn(self._execute(cur, mine.create_revision, slot_kv))
+                    self._start(cur, mine.create_revision, slot_kv)
         finally:
             self.claiming.discard(key)
             self.kick()
 
     # -- executing -----------------------------------------------------------------------------
+
+    def _start(self, run: Run, claim_rev: int, slot: str | None) -> None:
+        """Register the execution at once (so control requests find it), then run it."""
+        ex = Execution(run, claim_rev, slot)
+        self.running[run.id] = ex
+        metrics.RUNNING.set(len(self.running))
+        if run.id in self._controls:
+            ex.request(self._controls[run.id])
+        self._spawn(self._execute(ex))
 
     def _command(
         self, run: Run, claim_rev: int, result_file: Path
@@ -319,10 +337,8 @@ class Worker:
             return [sys.executable, "-m", "nodes.pyjob"], env
         return ["/bin/sh", "-c", spec.command or ""], env
 
-    async def _execute(self, run: Run, claim_rev: int, slot: str | None) -> None:
-        ex = Execution(run, claim_rev, slot)
-        self.running[run.id] = ex
-        metrics.RUNNING.set(len(self.running))
+    async def _execute(self, ex: Execution) -> None:
+        run, claim_rev = ex.run, ex.claim_revision
         result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
         writer = self.logs.writer(run.project, run.id, run.attempt)
         status, error = "failed", None
@@ -342,8 +358,7 @@ class Worker:
                 metrics.SPAWN.observe(time.perf_counter() - spawn_t)
                 if run.scheduled_at is not None and run.source == "schedule":
                     metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
-                if ex.requested:  # a cancel arrived while spawning
-                    ex.request(ex.requested)
+                ex.act()  # a cancel that arrived before the process existed
                 timeout = run.snapshot.timeout or None
                 try:
                     exit_status = await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
