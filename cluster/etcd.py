@@ -199,6 +199,15 @@ def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
 
 
 _NOT_SENT = {grpc.StatusCode.UNAVAILABLE}
+# Definitely not applied: the request itself is unacceptable (too large, duplicate key, too many
+# operations). Retrying the same request can never succeed.
+_REJECTED = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.OUT_OF_RANGE,
+}
 
 
 class Etcd:
@@ -323,14 +332,14 @@ class Etcd:
         try:
             resp = await kv.Txn(req, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _NOT_SENT and "connect" in (exc.details() or "").lower():
-                raise _unavailable(exc, "txn") from exc
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT or (
-                exc.code() == grpc.StatusCode.NOT_FOUND
-            ):
-                # Rejected before it ran (e.g. "requested lease not found").
-                raise LeaseGone(f"etcd txn rejected: {exc.details()}") from exc
-            raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {exc.details()}") from exc
+            details = exc.details() or ""
+            if exc.code() in _NOT_SENT and "failed to connect" in details.lower():
+                raise _unavailable(exc, "txn") from exc  # never left this process
+            if "lease not found" in details:
+                raise LeaseGone(f"etcd txn rejected: {details}") from exc
+            if exc.code() in _REJECTED:
+                raise Rejected(f"etcd rejected the transaction: {details}") from exc
+            raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {details}") from exc
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
 
     # -- leases --------------------------------------------------------------------------------
@@ -446,3 +455,10 @@ class LeaseGone(Unavailable):
     """A write bound to a lease was rejected because the lease no longer exists."""
 
     code = "lease_gone"
+
+
+class Rejected(CronmeshError):
+    """etcd refused a request that can never succeed as it is (too large, malformed)."""
+
+    code = "rejected"
+    status = 422

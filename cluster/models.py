@@ -58,12 +58,17 @@ def _params(value: Any) -> Any:
     return value
 
 
-Params = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], BeforeValidator(_params)]
+Params = Annotated[
+    dict[str, Annotated[str, Field(max_length=4096)]],
+    BeforeValidator(_params),
+    Field(max_length=64),
+]
+MAX_JOB_BYTES = 256 * 1024
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
 
 
 class ScheduleSpec(Strict):
@@ -97,9 +102,11 @@ class ScheduleSpec(Strict):
         return self
 
     def fingerprint(self) -> str:
-        """Identity of the schedule's timing: its fire state survives reordering and edits of
-        parameters, but a changed expression or time zone starts afresh."""
-        basis = f"{self.cron}|{self.at.isoformat() if self.at else ''}|{self.timezone}"
+        """Identity of a schedule: its fire state survives reordering, while a changed expression,
+        time zone or parameter set starts afresh (two schedules with the same timing but
+        different parameters are distinct)."""
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.parameters.items()))
+        basis = f"{self.cron}|{self.at.isoformat() if self.at else ''}|{self.timezone}|{params}"
         return hashlib.sha1(basis.encode()).hexdigest()[:10]
 
 
@@ -138,7 +145,7 @@ class JobSpec(Strict):
     overlap: Overlap = "allow"
     max_parallel: int = Field(default=0, ge=0, le=1000)
     catchup: Catchup = "latest"
-    starting_deadline: float = Field(default=0, ge=0)
+    starting_deadline: float = Field(default=0, ge=0, le=366 * 86400)
     catchup_limit: int = Field(default=100, ge=1, le=10_000)
     priority: int = Field(default=0, ge=-1000, le=1000)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
@@ -151,6 +158,9 @@ class JobSpec(Strict):
     def _one_action(self) -> JobSpec:
         if (self.command is None) == (self.python is None):
             raise ValueError("a job needs exactly one of 'command' or 'python'")
+        size = len(self.model_dump_json())
+        if size > MAX_JOB_BYTES:
+            raise ValueError(f"the job document is {size} bytes; at most {MAX_JOB_BYTES} allowed")
         return self
 
 
@@ -226,6 +236,8 @@ class BackfillRequest(Strict):
                 setattr(self, name, getattr(self, name).replace(tzinfo=UTC))
         if self.to < self.from_:
             raise ValueError("'to' must not be before 'from'")
+        if self.from_.year < 1970:
+            raise ValueError("'from' must not be before 1970")
         return self
 
 

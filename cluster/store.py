@@ -321,7 +321,11 @@ class Store:
         job, rev = await self.get_job_kv(project, name)
         run = self.new_run(job, source="manual", parameters=parameters)
         res = await self.etcd.txn(
-            [Compare.modified(self.keys.job(project, name), rev)], self.create_run_ops(run)
+            [
+                Compare.modified(self.keys.job(project, name), rev),
+                Compare.absent(self.keys.run(project, run.id)),
+            ],
+            self.create_run_ops(run),
         )
         if not res.succeeded:
             raise Conflict(f"job {name!r} changed while triggering; retry", field="name")
@@ -391,6 +395,11 @@ class Store:
         from cluster.cron import parse_schedule, ticks_between
 
         job, _ = await self.get_job_kv(project, name)
+        if end > self.clock():
+            raise InvalidInput(
+                "'to' is in the future; backfill only covers ticks that are already due",
+                field="to",
+            )
         wanted: list[tuple[datetime, str, dict[str, str]]] = []
         for spec in job.schedules:
             if not spec.enabled:

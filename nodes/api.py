@@ -82,6 +82,8 @@ async def body_json(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except ValueError as exc:
         raise InvalidInput(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object")
     return data
@@ -89,7 +91,7 @@ async def body_json(request: web.Request) -> dict[str, Any]:
 
 def project_of(request: web.Request) -> str:
     project = request.match_info["project"]
-    if not _NAME.match(project):
+    if not _NAME.fullmatch(project):
         raise InvalidInput(f"invalid project name {project!r}", field="project")
     return project
 
@@ -112,9 +114,11 @@ class Api:
         self.node = node
 
     def store(self) -> Store:
-        if not self.node.ready or self.node.store is None:
-            raise Unavailable("this node is not connected to etcd yet")
-        return self.node.store
+        # Usable while the node holds a session, also while it drains (readiness is separate).
+        session, store = self.node.session, self.node.store
+        if store is None or session is None or session.lost.is_set():
+            raise Unavailable("this node is not connected to etcd")
+        return store
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -277,7 +281,7 @@ class Api:
     async def list_runs(self, request: web.Request) -> web.Response:
         project = project_of(request)
         job = request.query.get("job") or None
-        if job is not None and not _NAME.match(job):
+        if job is not None and not _NAME.fullmatch(job):
             raise InvalidInput(f"invalid job name {job!r}", field="job")
         status = request.query.get("status") or None
         if status is not None and status not in (
@@ -354,8 +358,8 @@ class Api:
             ):
                 body = await resp.read()
                 return web.Response(body=body, status=resp.status, content_type=resp.content_type)
-        except aiohttp.ClientError as exc:
-            raise Unavailable(f"cannot reach node {node_id} at {address}: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"cannot reach node {node_id} at {address}: {exc!r}") from exc
 
     # -- wiring ---------------------------------------------------------------------------------
 

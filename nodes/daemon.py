@@ -52,6 +52,7 @@ class Node:
         self.started_at = clock()
         self._stop = asyncio.Event()
         self._election: Election | None = None
+        self._stale_lease = 0
 
     @property
     def node_id(self) -> str:
@@ -95,8 +96,15 @@ class Node:
                 await self.etcd.connect()
                 await self.etcd.status()
                 session = await Session.open(self.etcd, self.config.lease_ttl)
+                if self._stale_lease:
+                    # A lease we gave up on may still be alive (etcd extends leases when it
+                    # restarts): revoke it so its claims and candidacy go now, not a TTL later.
+                    with contextlib.suppress(Unavailable):
+                        await self.etcd.revoke(self._stale_lease)
+                    self._stale_lease = 0
             except Unavailable as exc:
                 log.warning("etcd unavailable; retrying", error=str(exc), retry_in=delay)
+                await self.etcd.close()  # the next connect resolves the endpoints afresh
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
@@ -110,6 +118,8 @@ class Node:
                 self.ready = False
                 self.leading = False
                 metrics.LEADER.set(0)
+                if session.lost.is_set():
+                    self._stale_lease = session.lease_id
                 await session.close()
 
     async def _allocate_machine_id(self, session: Session) -> int:
@@ -187,12 +197,23 @@ class Node:
             await self.worker.close()
 
     async def _graceful(self, session: Session, campaign_task: asyncio.Task[None]) -> None:
+        assert self.worker is not None
         self.ready = False  # load balancers stop sending requests while we drain
-        self.worker.accepting = False  # type: ignore[union-attr]
+        self.worker.accepting = False
         campaign_task.cancel()
         await asyncio.gather(campaign_task, return_exceptions=True)
         await self._resign()
-        await self.worker.drain(self.config.drain_timeout)  # type: ignore[union-attr]
+        # Drain, unless the lease goes first: then our runs belong to nobody and will be
+        # retried elsewhere, so our processes must die at once (no two attempts at a time).
+        drain = asyncio.create_task(self.worker.drain(self.config.drain_timeout))
+        lost = asyncio.create_task(session.lost.wait())
+        await asyncio.wait([drain, lost], return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():
+            log.warning("lease lost while draining: killing the remaining runs")
+            drain.cancel()
+            await self.worker.close()
+        lost.cancel()
+        await asyncio.gather(drain, lost, return_exceptions=True)
 
     async def _resign(self) -> None:
         election, self._election = self._election, None

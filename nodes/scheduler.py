@@ -43,6 +43,7 @@ from nodes import metrics
 log = structlog.get_logger(__name__)
 
 RUNS_PER_TXN = 16
+TXN_BYTES = 512 * 1024
 EVENTS_KEPT = 20
 RECONCILE_EVERY = 10.0
 PRUNE_EVERY = 60.0
@@ -109,6 +110,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._lost_checks: set[str] = set()
         self._sem = asyncio.Semaphore(64)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.fired = 0
 
     # -- state ---------------------------------------------------------------------------------
@@ -184,9 +186,38 @@ class Scheduler:
         self._wake.set()
 
     async def _watch(self, prefix: str, rev: int, handle: Callable[[Any], None]) -> None:
-        async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
-            for ev in batch.events:
-                handle(ev)
+        """Follow a prefix from ``rev``; on a broken stream resume from the last revision seen,
+        and after a compaction re-read the whole prefix (deletions seen as a diff)."""
+        delay = 0.1
+        while True:
+            try:
+                async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
+                    delay = 0.1
+                    for ev in batch.events:
+                        handle(ev)
+                    rev = max(rev, batch.revision)
+            except Compacted:
+                rev = await self._resync(prefix, handle)
+            except Unavailable as exc:
+                log.info("leader watch interrupted; resuming", prefix=prefix, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _resync(self, prefix: str, handle: Callable[[Any], None]) -> int:
+        from cluster.etcd import KV, Event
+
+        res = await self.etcd.range(prefix)
+        present = {kv.key for kv in res.kvs}
+        known: set[str] = set()
+        if prefix == self.keys.jobs():
+            known = {self.keys.job(*jk) for jk in self.jobs}
+        elif prefix == self.keys.actives():
+            known = {self.keys.active(*jk, r) for jk, runs in self.active.items() for r in runs}
+        for key in known - present:
+            handle(Event("delete", KV(key, b"", 0, res.revision, 0, 0)))
+        for kv in res.kvs:
+            handle(Event("put", kv))
+        return res.revision
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -254,11 +285,18 @@ class Scheduler:
         async with self._sem:
             try:
                 await self.fire(jk)
+            except LostOwnership:
+                raise
             except (Unavailable, OutcomeUnknown) as exc:
                 # Re-read and plan again shortly: a lost reply may have applied.
                 log.warning("tick write failed; re-reading", job="/".join(jk), error=str(exc))
                 await self._refresh_state(jk)
                 self._schedule_at(jk, self.clock() + timedelta(seconds=0.5))
+            except Exception:
+                # One broken job must never stop the others: park it and try again later.
+                log.exception("cannot schedule job; retrying in 30 s", job="/".join(jk))
+                metrics.TICKS.labels("error").inc()
+                self._schedule_at(jk, self.clock() + timedelta(seconds=30))
 
     def _schedule_at(self, jk: JobKey, when: datetime | None) -> None:
         entry = self.jobs.get(jk)
@@ -290,6 +328,9 @@ class Scheduler:
         events: list[dict[str, Any]] = state.setdefault("events", [])
         fired_total = int(state.get("fired", 0))
         active = len(self.active.get(jk, ()))
+        # A run is written twice (record + queue entry): keep a transaction well under etcd's
+        # 1.5 MiB request limit whatever the job's size.
+        per_txn = max(1, min(RUNS_PER_TXN, TXN_BYTES // (2 * len(job.model_dump_json()) + 512)))
         runs: list[tuple[Run, str]] = []  # (run, tick key)
         cancels: list[str] = []
         next_due: datetime | None = None
@@ -313,7 +354,7 @@ class Scheduler:
                     metrics.TICKS.labels(fate).inc(span.count)
             new_last = plan.last_tick
             for tick, source in plan.fire:
-                if len(runs) >= RUNS_PER_TXN:
+                if len(runs) >= per_txn:
                     truncated = True
                     break
                 if job.max_runs and fired_total >= job.max_runs:
@@ -334,7 +375,7 @@ class Scheduler:
                     run.error = f"skipped by overlap policy 'forbid': {active} run(s) still active"
                 else:
                     if action == "replace":
-                        cancels.extend(self.active.get(jk, ()))
+                        cancels.extend(r for r in self.active.get(jk, ()) if r not in cancels)
                     run = self.store.new_run(
                         job,
                         source=source,
@@ -383,6 +424,7 @@ class Scheduler:
         ops: list[Any] = [Op.put(state_key, dumps(state))]
         for run, tick_key in runs:
             compares.append(Compare.absent(tick_key))
+            compares.append(Compare.absent(self.keys.run(run.project, run.id)))
             fate = "skipped" if run.status == "skipped" else run.source
             ops += self.store.create_run_ops(run)
             ops.append(
@@ -400,16 +442,27 @@ class Scheduler:
                     dumps({"action": "cancel", "at": self.clock(), "reason": "replaced"}),
                 )
             )
-        res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key), Op.get(state_key)])
+        tick_keys = [tick_key for _, tick_key in runs]
+        probes = [Op.get(self.lead.key), Op.get(state_key)]
+        probes += [Op.get(k, keys_only=True) for k in tick_keys]
+        res = await self.etcd.txn(compares, ops, probes)
         if not res.succeeded:
             leader = res.range_kvs(0)
             if not leader or leader[0].create_revision != self.lead.revision:
                 raise LostOwnership("leadership lost: fenced tick write rejected")
             current = res.range_kvs(1)
+            current_rev = current[0].mod_revision if current else 0
+            taken = {k for i, k in enumerate(tick_keys) if res.range_kvs(2 + i)}
+            if current_rev == entry.state_rev and taken:
+                # Those ticks already have a run (a backfill made it): they are handled. Write
+                # the state and the other runs without them.
+                log.info("ticks already handled elsewhere", job="/".join(jk), ticks=len(taken))
+                kept = [(r, k) for r, k in runs if k not in taken]
+                return await self._write(jk, entry, state, kept, cancels)
             entry.state = json.loads(current[0].value) if current else {}
-            entry.state_rev = current[0].mod_revision if current else 0
+            entry.state_rev = current_rev
             log.info("schedule state moved under us; planning again", job="/".join(jk))
-            self._schedule_at(jk, self.clock())
+            self._schedule_at(jk, self.clock() + timedelta(seconds=0.05))
             return False
         entry.state, entry.state_rev = state, res.revision
         wall = time.time()
@@ -436,27 +489,28 @@ class Scheduler:
         if ev.kind != "delete":
             return
         run_id = ev.kv.key.rsplit("/", 1)[-1]
-        if run_id in self.active_job and run_id not in self._lost_checks:
+        jk = self.active_job.get(run_id)
+        if jk is not None and run_id not in self._lost_checks:
             self._lost_checks.add(run_id)
-            asyncio.get_running_loop().create_task(self._check_lost_task(run_id))
+            task = asyncio.get_running_loop().create_task(self._check_lost_task(run_id, jk[0]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _check_lost_task(self, run_id: str) -> None:
+    async def _check_lost_task(self, run_id: str, project: str) -> None:
         try:
-            await self.check_lost(run_id)
+            await self.check_lost(run_id, project)
         except (Unavailable, OutcomeUnknown) as exc:
             log.warning("lost-run check failed; reconcile will retry", run=run_id, error=str(exc))
         finally:
             self._lost_checks.discard(run_id)
 
-    async def check_lost(self, run_id: str) -> None:
-        jk = self.active_job.get(run_id)
-        if jk is None:
-            return
+    async def check_lost(self, run_id: str, project: str) -> None:
         try:
-            stored = await self.store.get_run_kv(jk[0], run_id)
+            stored = await self.store.get_run_kv(project, run_id)
         except LookupError:
             return
         run = stored.run
+        jk = (project, run.job)
         if run.status != "running":
             return
         claim = self.keys.claim(run_id)
@@ -492,12 +546,11 @@ class Scheduler:
         claimed = await self.etcd.range(self.keys.claims(), keys_only=True, revision=rev)
         held = {kv.key.rsplit("/", 1)[-1] for kv in queued.kvs + claimed.kvs}
         for kv in actives.kvs:
-            project, job, run_id = self.keys.tail(kv.key, self.keys.actives())[:3]
-            self.active[(project, job)].add(run_id)
-            self.active_job[run_id] = (project, job)
+            # The watch owns the in-memory active set; this only looks for orphans.
+            project, _, run_id = self.keys.tail(kv.key, self.keys.actives())[:3]
             if run_id not in held and run_id not in self._lost_checks:
                 self._lost_checks.add(run_id)
-                await self._check_lost_task(run_id)
+                await self._check_lost_task(run_id, project)
 
     # -- retention -----------------------------------------------------------------------------
 

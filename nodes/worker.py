@@ -35,6 +35,7 @@ from nodes.executor import ExitStatus, Process
 log = structlog.get_logger(__name__)
 
 MAX_RESULT = 64 * 1024
+ORPHAN_CHECK_EVERY = 5.0
 
 
 @dataclass
@@ -43,7 +44,8 @@ class Execution:
     claim_revision: int
     slot: str | None
     proc: Process | None = None
-    requested: str | None = None  # "cancel" | "abort" | "shutdown"
+    requested: str | None = None  # "cancel" | "abort" | "shutdown" | "timeout"
+    acted: bool = False  # the request reached a live process (else the exit status decides)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _stopper: asyncio.Task[None] | None = None
 
@@ -55,8 +57,9 @@ class Execution:
         self.act()
 
     def act(self) -> None:
-        if self.proc is None or self.requested is None:
+        if self.proc is None or self.requested is None or self.proc.returncode_ready:
             return
+        self.acted = True
         if self.requested == "abort":
             self.proc.kill()
         elif self._stopper is None:
@@ -94,7 +97,9 @@ class Worker:
         self.claiming: set[str] = set()
         self.accepting = True
         self._parsed: dict[str, tuple[int, Run]] = {}
-        self._controls: dict[str, str] = {}  # run id -> requested action (control keys present)
+        self._controls: dict[str, str] = {}
+        self._claiming_runs: set[str] = set()
+        self._orphan_check = asyncio.Event()  # run id -> requested action (control keys present)
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -107,7 +112,10 @@ class Worker:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._follow(self.keys.queue(), self._on_queue, reset=self._reset_queue))
-            tg.create_task(self._follow(self.keys.controls(), self._on_control))
+            tg.create_task(
+                self._follow(self.keys.controls(), self._on_control, reset=self._controls.clear)
+            )
+            tg.create_task(self._adopt_orphans())
             tg.create_task(self._dispatch_loop())
 
     async def _follow(
@@ -213,12 +221,18 @@ class Worker:
                 self._kick_at((run.not_before - now).total_seconds())
                 continue
             self.claiming.add(key)
+            self._claiming_runs.add(run.id)
             self._spawn(self._claim(key, kv, run))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker task failed", error=repr(task.exception()))
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -286,26 +300,49 @@ class Worker:
             log.warning("claim rejected: lease gone")
             self.session.lost.set()
         except (Unavailable, OutcomeUnknown) as exc:
-            # An unknown claim outcome is read back: if the claim key is ours, the run is ours.
-            log.warning("claim failed", run=run.id, error=str(exc))
-            with contextlib.suppress(Unavailable):
-                mine = await self.etcd.get(self.keys.claim(run.id))
-                if mine is not None and mine.lease == self.session.lease_id:
-                    cur = await self.store.get_run(run.project, run.id)
-                    slot_kv = None
-                    res2 = await self.etcd.range(self.keys.slots(run.project, run.job))
-                    for s in res2.kvs:
-                        if s.value.decode() == run.id:
-                            slot_kv = s.key
-                    self._start(cur, mine.create_revision, slot_kv)
+            # An unknown claim outcome is resolved by reading back: _adopt_orphans finds a claim
+            # of ours that no execution holds and runs it.
+            log.warning("claim outcome unknown; will read back", run=run.id, error=str(exc))
+            self._orphan_check.set()
         finally:
             self.claiming.discard(key)
+            self._claiming_runs.discard(run.id)
             self.kick()
+
+    async def _adopt_orphans(self) -> None:
+        """Claims bound to our lease that no execution holds (a claim whose reply was lost) are
+        adopted: the run is started as if the claim had answered."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._orphan_check.wait(), ORPHAN_CHECK_EVERY)
+            self._orphan_check.clear()
+            try:
+                res = await self.etcd.range(self.keys.claims())
+                for kv in res.kvs:
+                    run_id = kv.key.rsplit("/", 1)[-1]
+                    if kv.lease != self.session.lease_id or run_id in self.running:
+                        continue
+                    if run_id in self._claiming_runs:
+                        continue
+                    project = json.loads(kv.value)["project"]
+                    run = await self.store.get_run(project, run_id)
+                    if run.status != "running" or run.node != self.node_id:
+                        continue
+                    slots = await self.etcd.range(self.keys.slots(run.project, run.job))
+                    slot = next((s.key for s in slots.kvs if s.value.decode() == run_id), None)
+                    log.warning("adopting a claim whose reply was lost", run=run_id)
+                    self._start(run, kv.create_revision, slot)
+            except (Unavailable, LookupError) as exc:
+                log.info("orphan check failed", error=str(exc))
+                self._orphan_check.set()
+                await asyncio.sleep(1)
 
     # -- executing -----------------------------------------------------------------------------
 
     def _start(self, run: Run, claim_rev: int, slot: str | None) -> None:
         """Register the execution at once (so control requests find it), then run it."""
+        if self.session.lost.is_set():
+            return  # the claim vanished with the lease; the leader will reap and retry it
         ex = Execution(run, claim_rev, slot)
         self.running[run.id] = ex
         metrics.RUNNING.set(len(self.running))
@@ -338,55 +375,32 @@ class Worker:
         return ["/bin/sh", "-c", spec.command or ""], env
 
     async def _execute(self, ex: Execution) -> None:
-        run, claim_rev = ex.run, ex.claim_revision
-        result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
-        writer = self.logs.writer(run.project, run.id, run.attempt)
-        status, error = "failed", None
-        exit_status: ExitStatus | None = None
+        run = ex.run
         t0 = time.monotonic()
         structlog.contextvars.bind_contextvars(run=run.id, job=f"{run.project}/{run.job}")
+        exit_status: ExitStatus | None = None
+        result: Any = None
         try:
-            argv, env = self._command(run, claim_rev, result_file)
-            spawn_t = time.perf_counter()
-            try:
-                ex.proc = await Process.start(
-                    argv, env=env, cwd=self.work_dir, on_output=writer.write
-                )
-            except OSError as exc:
-                error = f"cannot start the process: {exc}"
-            else:
-                metrics.SPAWN.observe(time.perf_counter() - spawn_t)
-                if run.scheduled_at is not None and run.source == "schedule":
-                    metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
-                ex.act()  # a cancel that arrived before the process existed
-                timeout = run.snapshot.timeout or None
-                try:
-                    exit_status = await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
-                except TimeoutError:
-                    writer.note(
-                        f"timeout after {run.snapshot.timeout:g}s: stopping the process tree"
-                    )
-                    ex.requested = ex.requested or "timeout"
-                    await ex.proc.stop(run.snapshot.kill_grace)
-                    exit_status = await ex.proc.wait()
-                status, error = self._outcome(ex, exit_status)
+            status, error, exit_status, result = await self._run_process(ex)
         except asyncio.CancelledError:
             # The node lost its lease or is going away: kill everything, write nothing.
             if ex.proc is not None:
                 ex.proc.kill()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(ex.proc.wait()), 5)
-            writer.close()
             self.running.pop(run.id, None)
+            ex.done.set()
             raise
+        except Exception as exc:
+            # A local failure (disk full, unreadable files): the run fails, it never leaks.
+            log.exception("run failed on this node", run=run.id)
+            if ex.proc is not None:
+                ex.proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(ex.proc.wait()), 5)
+            status, error = "failed", f"node {self.node_id} could not run it: {exc!r}"
         finally:
             structlog.contextvars.unbind_contextvars("run", "job")
-        if ex.requested in ("cancel", "abort", "timeout", "shutdown"):
-            writer.note(f"run {status}: {error}")
-        writer.close()
-        result, result_error = self._read_result(result_file)
-        if result_error and status == "succeeded":
-            error = result_error
         try:
             await self._complete(ex, status, exit_status, error, result)
         finally:
@@ -404,13 +418,51 @@ class Worker:
             duration=round(time.monotonic() - t0, 3),
         )
 
+    async def _run_process(self, ex: Execution) -> tuple[str, str | None, ExitStatus | None, Any]:
+        run = ex.run
+        result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
+        writer = self.logs.writer(run.project, run.id, run.attempt)
+        try:
+            argv, env = self._command(run, ex.claim_revision, result_file)
+            spawn_t = time.perf_counter()
+            try:
+                ex.proc = await Process.start(
+                    argv, env=env, cwd=self.work_dir, on_output=writer.write
+                )
+            except OSError as exc:
+                writer.note(f"cannot start the process: {exc}")
+                return "failed", f"cannot start the process: {exc}", None, None
+            metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            if run.scheduled_at is not None and run.source == "schedule":
+                metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
+            ex.act()  # a cancel that arrived before the process existed
+            timeout = run.snapshot.timeout or None
+            try:
+                exit_status = await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
+            except TimeoutError:
+                writer.note(f"timeout after {run.snapshot.timeout:g}s: stopping the process tree")
+                ex.requested, ex.acted = "timeout", True
+                await ex.proc.stop(run.snapshot.kill_grace)
+                exit_status = await ex.proc.wait()
+            status, error = self._outcome(ex, exit_status)
+            if ex.acted:
+                writer.note(f"run {status}: {error}")
+        finally:
+            writer.close()
+        result, result_error = self._read_result(result_file)
+        if result_error and status == "succeeded":
+            error = result_error
+        return status, error, exit_status, result
+
     @staticmethod
     def _outcome(ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
-        if ex.requested == "timeout":
+        if not ex.acted:
+            pass  # a request that came after the process had exited changes nothing
+        elif ex.requested == "timeout":
             return "timed_out", f"timed out after {ex.run.snapshot.timeout:g}s"
-        if ex.requested in ("cancel", "abort"):
+        elif ex.requested in ("cancel", "abort"):
             return "cancelled", f"{ex.requested}ed by request"
-        if ex.requested == "shutdown":
+        elif ex.requested == "shutdown":
             return "lost", "the node shut down before the run finished"
         if st.ok:
             return "succeeded", None
@@ -424,14 +476,17 @@ class Worker:
             size = path.stat().st_size
         except FileNotFoundError:
             return None, None
+        except OSError as exc:
+            return None, f"cannot read the result file: {exc}"
         try:
             if size > MAX_RESULT:
                 return None, f"result file larger than {MAX_RESULT} bytes; ignored"
             return json.loads(path.read_bytes() or b"null"), None
-        except ValueError as exc:
-            return None, f"result file is not JSON: {exc}"
+        except (ValueError, OSError) as exc:
+            return None, f"result file unusable: {exc}"
         finally:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     async def _complete(
         self, ex: Execution, status: str, st: ExitStatus | None, error: str | None, result: Any
@@ -475,6 +530,11 @@ class Worker:
     async def drain(self, grace: float) -> None:
         """Stop claiming, let running processes finish up to ``grace`` s, then stop them."""
         self.accepting = False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 10
+        # Claims in flight become runs to drain (bounded, short: a claim is one transaction).
+        while self.claiming and loop.time() < until:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         pending = [ex.done.wait() for ex in self.running.values()]
         if pending:
             log.info("draining", running=len(pending), grace=grace)
