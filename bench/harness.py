@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ from cluster.etcd import KV, Etcd, Range, prefix_end
 from nodes.embedded import EtcdProcess, etcd_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = ("cluster", "nodes", "logstore")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # -- process registry ----------------------------------------------------------------------------
@@ -278,6 +280,32 @@ def machine_info(etcd_version: str) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "etcd": etcd_version,
+    }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit under test, the product files changed since it, and a hash of the product's
+    source as it is on disk (other people may edit the tree while a benchmark runs)."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+            )
+        except OSError:
+            return ""
+        return out.stdout.strip()
+
+    digest = hashlib.sha1()
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode())
+            digest.update(path.read_bytes())
+    dirty = git("status", "--porcelain", "--", *PRODUCT)
+    return {
+        "commit": git("rev-parse", "--short=12", "HEAD"),
+        "changed_since_commit": [line[3:] for line in dirty.splitlines()],
+        "source_sha1": digest.hexdigest()[:12],
     }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import BenchEtcd, Procs, etcd_version, machine_info
+from bench.harness import BenchEtcd, Procs, code_version, etcd_version, machine_info
 from bench.scenarios import Context, Mode, e2e_throughput, scheduler_throughput, steady_lag
 from cluster.etcd import Etcd
 
@@ -141,12 +141,15 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         machine = machine_info(await etcd_version(http, etcd_server.endpoint))
+        code = code_version()
         common = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": ("quick" if args.quick else "default") + (" + profile" if args.profile else ""),
             "machine": machine,
+            "code": code,
         }
         print(f"machine: {machine}")
+        print(f"code: {code}")
         ctx = Context(etcd_server, etcd, http, tmp, procs, mode)
         results: dict[str, dict[str, Any]] = {}
         plan: list[tuple[str, Callable[[Context], Any]]] = [
@@ -167,6 +170,11 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
                     ctx.say(f"wrote {path.relative_to(RESULTS.parent.parent)}")
         finally:
             await etcd.close()
+        after = code_version()
+        if after["source_sha1"] != code["source_sha1"]:
+            common["code_changed_during_run"] = after
+            print(f"WARNING: the product's source changed while the benchmark ran: {after}; "
+                  "numbers may mix versions", file=sys.stderr)
         rows = goal_rows(results)
         write("summary", {"rows": [dict(zip(("metric", "goal", "measured", "verdict"), r,
                                             strict=True)) for r in rows],

@@ -229,6 +229,13 @@ class BackfillRequest(Strict):
     from_: datetime = Field(alias="from")
     to: datetime
 
+    @field_validator("from_", "to")
+    @classmethod
+    def _sane(cls, value: datetime) -> datetime:
+        if value.year < 1970:
+            raise ValueError("must not be before 1970")
+        return value
+
     @model_validator(mode="after")
     def _order(self) -> BackfillRequest:
         for name in ("from_", "to"):
@@ -236,8 +243,7 @@ class BackfillRequest(Strict):
                 setattr(self, name, getattr(self, name).replace(tzinfo=UTC))
         if self.to < self.from_:
             raise ValueError("'to' must not be before 'from'")
-        if self.from_.year < 1970:
-            raise ValueError("'from' must not be before 1970")
+
         return self
 
 

@@ -568,3 +568,83 @@ async def test_max_runs_and_one_shot(cluster):
 async def _ticks_with(cluster, job, fate):
     status, body = await cluster.request("GET", f"{JOBS}/{job}/ticks")
     return (status, body) if any(e["fate"] == fate for e in body["not_fired"]) else None
+
+
+async def test_review_regressions_inputs_that_once_broke_things(cluster):
+    await cluster.start()
+    bad = [
+        (
+            "POST",
+            JOBS,
+            {"name": "x", "command": "true", "starting_deadline": 1e11},
+            "starting_deadline",
+        ),
+        ("POST", "/api/v1/projects/abc%0A/jobs", {"name": "x", "command": "true"}, "project"),
+        (
+            "POST",
+            JOBS,
+            {"name": "x", "command": "true", "parameters": {f"p{i}": "v" for i in range(65)}},
+            "parameters",
+        ),
+        (
+            "POST",
+            JOBS,
+            {
+                "name": "x",
+                "command": "true",
+                "description": "d" * 4000,
+                "schedules": [
+                    {"cron": f"{m} * * * *", "parameters": {f"p{i}": "v" * 4000 for i in range(64)}}
+                    for m in (1, 2)
+                ],
+            },
+            None,
+        ),
+    ]
+    for method, path, body, field in bad:
+        status, resp = await cluster.request(method, path, json=body)
+        assert status == 400, (path, resp)
+        assert resp["error"]["field"] == field, resp
+    for raw in (b'{"name": "x", "command": "true", "timeout": Infinity}', b"[" * 200_000):
+        status, resp = await cluster.request(
+            "POST", JOBS, data=raw, headers={"Content-Type": "application/json"}
+        )
+        assert status == 400, resp
+    await cluster.request(
+        "POST", JOBS, json={"name": "bf", "command": "true", "schedules": [{"cron": "0 * * * *"}]}
+    )
+    for body, field in (
+        ({"from": "0001-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from"),
+        ({"from": "2026-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}, "to"),
+    ):
+        status, resp = await cluster.request("POST", f"{JOBS}/bf/backfill", json=body)
+        assert status == 400 and resp["error"]["field"] == field, resp
+    _, body = await cluster.request("GET", JOBS)
+    assert [j["name"] for j in body["jobs"]] == ["bf"]
+
+
+async def test_same_timing_different_parameters_both_fire_and_replace_does_not_wedge(cluster):
+    await cluster.start()
+    schedules = [
+        {"cron": "* * * * * *", "parameters": {"region": "eu"}},
+        {"cron": "* * * * * *", "parameters": {"region": "us"}},
+    ]
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={
+            "name": "two",
+            "command": "sleep 5",
+            "overlap": "replace",
+            "kill_grace": 0,
+            "schedules": schedules,
+        },
+    )
+
+    async def both():
+        _, body = await cluster.request("GET", f"{RUNS}?job=two&limit=100")
+        regions = [r["parameters"]["region"] for r in body["runs"]]
+        return regions.count("eu") >= 3 and regions.count("us") >= 3
+
+    await wait_for(both, 15, what="both schedules firing repeatedly")
+    await cluster.request("PATCH", f"{JOBS}/two", json={"enabled": False})
