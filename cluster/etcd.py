@@ -183,9 +183,12 @@ def _target(endpoints: Sequence[str]) -> str:
 
 
 _CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 5_000),
-    ("grpc.keepalive_timeout_ms", 3_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # etcd's server enforces >= 5 s between pings and no pings without active calls
+    # (GOAWAY "too_many_pings" otherwise); nodes always hold watch streams, so pinging only with
+    # calls in flight still detects a dead connection.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
