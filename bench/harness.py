@@ -91,8 +91,14 @@ class BenchEtcd:
     def compact(self, revision: int) -> None:
         """Drop the history of earlier scenarios (physically) so it does not weigh on the next."""
         subprocess.run(
-            [etcd_binary("etcdctl"), "--endpoints", self.endpoint, "compact", str(revision),
-             "--physical"],
+            [
+                etcd_binary("etcdctl"),
+                "--endpoints",
+                self.endpoint,
+                "compact",
+                str(revision),
+                "--physical",
+            ],
             check=False,
             capture_output=True,
             timeout=60,
@@ -132,15 +138,24 @@ class NodeProc:
         self.port = free_port()
         self.log_path = log_path
         args = [
-            "--etcd", etcd,
-            "--listen", f"127.0.0.1:{self.port}",
-            "--node-id", node_id,
-            "--prefix", prefix,
-            "--lease-ttl", str(lease_ttl),
-            "--data-dir", str(data_dir),
-            "--capacity", str(capacity),
-            "--drain-timeout", str(drain_timeout),
-            "--log-format", "json",
+            "--etcd",
+            etcd,
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--node-id",
+            node_id,
+            "--prefix",
+            prefix,
+            "--lease-ttl",
+            str(lease_ttl),
+            "--data-dir",
+            str(data_dir),
+            "--capacity",
+            str(capacity),
+            "--drain-timeout",
+            str(drain_timeout),
+            "--log-format",
+            "json",
         ]
         for key, value in (properties or {}).items():
             args += ["--property", f"{key}={value}"]

@@ -48,62 +48,115 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     s = results.get("scheduler_throughput")
     for lv in s["levels"] if s else []:
         fl = lv["fire_lag"]
-        rows.append((
-            f"scheduler alone: ticks fired/s, {lv['jobs']} jobs every second",
-            "(e2e needs ≥ 800/s)",
-            f"{lv['runs_created_per_s']:g}/s, fire lag p50 {fl.get('p50_ms')} ms / p99 "
-            f"{fl.get('p99_ms')} ms, {lv['ticks_missed_in_window_metric']} missed",
-            "keeps up" if lv["keeps_up"] else "falls behind",
-        ))
+        rows.append(
+            (
+                f"scheduler alone: ticks fired/s, {lv['jobs']} jobs every second",
+                "(e2e needs ≥ 800/s)",
+                f"{lv['runs_created_per_s']:g}/s, fire lag p50 {fl.get('p50_ms')} ms / p99 "
+                f"{fl.get('p99_ms')} ms, {lv['ticks_missed_in_window_metric']} missed",
+                "keeps up" if lv["keeps_up"] else "falls behind",
+            )
+        )
     e = results.get("e2e_throughput")
     if e:
         best = e["max_sustained_per_s"]
-        rows.append((
-            "trivial runs end to end, sustained (best level with a stable queue)",
-            "≥ 800 runs/s",
-            f"{best:g} runs/s (offered {e['max_sustained_offered']}/s)",
-            _verdict(best >= 800, f"{best / 800:.0%} of goal"),
-        ))
+        rows.append(
+            (
+                "trivial runs end to end, sustained (best level with a stable queue)",
+                "≥ 800 runs/s",
+                f"{best:g} runs/s (offered {e['max_sustained_offered']}/s)",
+                _verdict(best >= 800, f"{best / 800:.0%} of goal"),
+            )
+        )
         for lv in e["levels"]:
-            rows.append((
-                f"  {lv['jobs']} runs/s offered: finished/s, queue growth",
-                "",
-                f"{lv['succeeded_per_s']:g}/s, queue {lv['queue_depth_start']} → "
-                f"{lv['queue_depth_end']}, lag p50 {lv['start_lag_of_finished'].get('p50_ms')} ms",
-                "sustained" if lv["sustained"] else "overloaded",
-            ))
+            rows.append(
+                (
+                    f"  {lv['jobs']} runs/s offered: finished/s, queue growth",
+                    "",
+                    f"{lv['succeeded_per_s']:g}/s, queue {lv['queue_depth_start']} → "
+                    f"{lv['queue_depth_end']}, lag p50 "
+                    f"{lv['start_lag_of_finished'].get('p50_ms')} ms",
+                    "sustained" if lv["sustained"] else "overloaded",
+                )
+            )
     lag = results.get("lag_100")
     if lag:
         sl = lag["start_lag"]
         p50, p99 = sl.get("p50_ms", float("nan")), sl.get("p99_ms", float("nan"))
-        rows.append(("lag p50 at 100 runs/s (tick → started_at)", "≤ 10 ms", f"{p50} ms",
-                     _verdict(p50 <= 10)))
-        rows.append(("lag p99 at 100 runs/s", "≤ 40 ms", f"{p99} ms (max {sl.get('max_ms')} ms)",
-                     _verdict(p99 <= 40)))
+        rows.append(
+            (
+                "lag p50 at 100 runs/s (tick → started_at)",
+                "≤ 10 ms",
+                f"{p50} ms",
+                _verdict(p50 <= 10),
+            )
+        )
+        rows.append(
+            (
+                "lag p99 at 100 runs/s",
+                "≤ 40 ms",
+                f"{p99} ms (max {sl.get('max_ms')} ms)",
+                _verdict(p99 <= 40),
+            )
+        )
         h = lag["start_lag_histogram"]
-        rows.append(("  cross-check: cronmesh_start_lag_seconds p50/p99", "(same)",
-                     f"{h.get('p50_ms')} / {h.get('p99_ms')} ms (bucket estimate)", ""))
-        rows.append(("missed ticks at 100 runs/s", "0",
-                     f"{lag['missed_ticks']} of {lag['expected_ticks']}",
-                     _verdict(lag["missed_ticks"] == 0)))
-        rows.append(("duplicate ticks at 100 runs/s", "0", str(lag["duplicate_ticks"]),
-                     _verdict(lag["duplicate_ticks"] == 0)))
+        rows.append(
+            (
+                "  cross-check: cronmesh_start_lag_seconds p50/p99",
+                "(same)",
+                f"{h.get('p50_ms')} / {h.get('p99_ms')} ms (bucket estimate)",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "missed ticks at 100 runs/s",
+                "0",
+                f"{lag['missed_ticks']} of {lag['expected_ticks']}",
+                _verdict(lag["missed_ticks"] == 0),
+            )
+        )
+        rows.append(
+            (
+                "duplicate ticks at 100 runs/s",
+                "0",
+                str(lag["duplicate_ticks"]),
+                _verdict(lag["duplicate_ticks"] == 0),
+            )
+        )
     ed = results.get("etcd_per_run")
     if ed:
         w = ed["write_txns_per_run"]
-        rows.append(("etcd write txns per run (revision delta / runs)", "≤ 3 (≤ 2 amortized)",
-                     f"{w:g}", _verdict(w <= 3, "≤ 2 amortized" if w <= 2 else "")))
+        rows.append(
+            (
+                "etcd write txns per run (revision delta / runs)",
+                "≤ 3 (≤ 2 amortized)",
+                f"{w:g}",
+                _verdict(w <= 3, "≤ 2 amortized" if w <= 2 else ""),
+            )
+        )
         pr = ed["per_run"]
-        rows.append(("  etcd mvcc per run: put / txn / range / delete", "",
-                     f"{pr['etcd_mvcc_put_total']:g} / {pr['etcd_mvcc_txn_total']:g} / "
-                     f"{pr['etcd_mvcc_range_total']:g} / {pr['etcd_mvcc_delete_total']:g}", ""))
+        rows.append(
+            (
+                "  etcd mvcc per run: put / txn / range / delete",
+                "",
+                f"{pr['etcd_mvcc_put_total']:g} / {pr['etcd_mvcc_txn_total']:g} / "
+                f"{pr['etcd_mvcc_range_total']:g} / {pr['etcd_mvcc_delete_total']:g}",
+                "",
+            )
+        )
     c = results.get("cpu_per_run")
     if c:
         total = c["node_plus_etcd_ms_per_run"]
-        rows.append(("CPU per run, node + etcd", "≤ 1.5 ms",
-                     f"{total:g} ms (node {c['node_ms_per_run']:g}, etcd {c['etcd_ms_per_run']:g};"
-                     f" job processes {c['job_processes_ms_per_run']:g})",
-                     _verdict(total <= 1.5, f"{total / 1.5:.1f} times the budget")))
+        rows.append(
+            (
+                "CPU per run, node + etcd",
+                "≤ 1.5 ms",
+                f"{total:g} ms (node {c['node_ms_per_run']:g}, etcd {c['etcd_ms_per_run']:g};"
+                f" job processes {c['job_processes_ms_per_run']:g})",
+                _verdict(total <= 1.5, f"{total / 1.5:.1f} times the budget"),
+            )
+        )
     return rows
 
 
@@ -173,16 +226,29 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
         after = code_version()
         if after["source_sha1"] != code["source_sha1"]:
             common["code_changed_during_run"] = after
-            print(f"WARNING: the product's source changed while the benchmark ran: {after}; "
-                  "numbers may mix versions", file=sys.stderr)
+            print(
+                f"WARNING: the product's source changed while the benchmark ran: {after}; "
+                "numbers may mix versions",
+                file=sys.stderr,
+            )
         rows = goal_rows(results)
-        write("summary", {"rows": [dict(zip(("metric", "goal", "measured", "verdict"), r,
-                                            strict=True)) for r in rows],
-                          "elapsed_s": round(time.monotonic() - started, 1)}, common)
+        write(
+            "summary",
+            {
+                "rows": [
+                    dict(zip(("metric", "goal", "measured", "verdict"), r, strict=True))
+                    for r in rows
+                ],
+                "elapsed_s": round(time.monotonic() - started, 1),
+            },
+            common,
+        )
         print()
-        print(f"cronmesh benchmarks, {common['date']} ({common['mode']} mode), "
-              f"{machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}, "
-              f"etcd {machine['etcd']}")
+        print(
+            f"cronmesh benchmarks, {common['date']} ({common['mode']} mode), "
+            f"{machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}, "
+            f"etcd {machine['etcd']}"
+        )
         print_table(rows)
         print(f"elapsed {time.monotonic() - started:.0f} s; details in {RESULTS}")
     return 0
@@ -195,11 +261,17 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short windows (about a minute)")
-    ap.add_argument("--only", default=",".join(SCENARIOS),
-                    help=f"comma-separated subset of {', '.join(SCENARIOS)}")
-    ap.add_argument("--profile", action="store_true",
-                    help="profile each node over its window (cProfile: slows the node; the "
-                    "numbers of such a run are not comparable)")
+    ap.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {', '.join(SCENARIOS)}",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile each node over its window (cProfile: slows the node; the "
+        "numbers of such a run are not comparable)",
+    )
     ap.add_argument("--keep-tmp", action="store_true", help="keep etcd data and node logs")
     args = ap.parse_args(argv)
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -399,24 +399,28 @@ async def e2e_level(ctx: Context, n: int) -> dict[str, Any]:
 
     seconds = after.wall - before.wall
     finished = [
-        r for r in runs
+        r
+        for r in runs
         if r.status == "succeeded" and r.finished_at is not None and t0 <= r.finished_at < t1
     ]
     created = [r for r in runs if t0 <= r.created_at < t1]
     failed = Counter(
-        r.status for r in runs
+        r.status
+        for r in runs
         if r.status not in ("succeeded", "pending", "running")
-        and r.finished_at is not None and t0 <= r.finished_at < t1
+        and r.finished_at is not None
+        and t0 <= r.finished_at < t1
     )
     nd = diff(after.node, before.node)
     series = per_second((r.finished_at for r in finished if r.finished_at is not None), t0, t1)
-    start_lag = [r.started_at - r.scheduled_at for r in finished
-                 if r.started_at is not None and r.scheduled_at is not None]
+    start_lag = [
+        r.started_at - r.scheduled_at
+        for r in finished
+        if r.started_at is not None and r.scheduled_at is not None
+    ]
     window = t1 - t0
     missed = int(value(nd, "cronmesh_ticks_total", fate="missed"))
-    sustained = (
-        len(finished) >= 0.95 * n * window and q1 - q0 <= 0.05 * n * window and missed == 0
-    )
+    sustained = len(finished) >= 0.95 * n * window and q1 - q0 <= 0.05 * n * window and missed == 0
     return {
         "jobs": n,
         "sustained": sustained,
@@ -490,12 +494,18 @@ async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
 
     in_window, missed, dupes, extra = tick_accounting(runs, jobs, t0, t1)
     ok = [r for r in in_window if r.status == "succeeded"]
-    start_lag = [r.started_at - r.scheduled_at for r in ok
-                 if r.started_at is not None and r.scheduled_at is not None]
+    start_lag = [
+        r.started_at - r.scheduled_at
+        for r in ok
+        if r.started_at is not None and r.scheduled_at is not None
+    ]
     fire_lag = [r.created_at - r.scheduled_at for r in ok if r.scheduled_at is not None]
     claim_lag = [r.started_at - r.created_at for r in ok if r.started_at is not None]
-    run_time = [r.finished_at - r.started_at for r in ok
-                if r.finished_at is not None and r.started_at is not None]
+    run_time = [
+        r.finished_at - r.started_at
+        for r in ok
+        if r.finished_at is not None and r.started_at is not None
+    ]
     nd = diff(after.node, before.node)
     expected = n * (t1 - t0)
     lag = {
