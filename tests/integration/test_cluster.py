@@ -270,3 +270,36 @@ async def test_etcdctl_answers_who_leads(procs, etcd_server, prefix):
         check=True,
     )
     assert out.stdout.strip() == leader
+
+
+@pytest.mark.slow
+async def test_target_selector_places_runs_and_any_node_serves_their_logs(procs):
+    a = procs.start("node-a", "--property", "role=batch", "--property", "zone=eu1")
+    b = procs.start("node-b", "--property", "role=web")
+    async with aiohttp.ClientSession() as http:
+        for n in (a, b):
+            await wait_ready(http, n)
+        job = {
+            "name": "placed",
+            "command": "echo ran on $CRONMESH_NODE",
+            "target": {"selector": "role=batch, zone in (eu1, eu2)"},
+        }
+        async with http.post(f"{b.url}{JOBS}", json=job) as r:
+            assert r.status == 201
+        ids = []
+        for _ in range(5):
+            async with http.post(f"{b.url}{JOBS}/placed/runs", json={}) as r:
+                ids.append((await r.json())["id"])
+
+        async def all_done():
+            runs = [(await get(http, f"{b.url}{RUNS}/{i}"))[1] for i in ids]
+            return runs if all(r["status"] == "succeeded" for r in runs) else None
+
+        runs = await wait_for(all_done, 15, what="placed runs")
+        assert {r["node"] for r in runs} == {"node-a"}
+        status, text = await get(http, f"{b.url}{RUNS}/{ids[0]}/logs")  # proxied from node-a
+        assert status == 200 and "ran on node-a" in text
+        a.signal(signal.SIGTERM)
+        await asyncio.to_thread(a.proc.wait, 20)
+        status, body = await get(http, f"{b.url}{RUNS}/{ids[0]}/logs")
+        assert status == 503 and "node-a" in body["error"]["message"]
