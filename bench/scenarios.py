@@ -282,6 +282,54 @@ def series_stats(series: list[int]) -> dict[str, Any]:
     return {"min": min(series), "max": max(series), "first": series[0], "last": series[-1]}
 
 
+@dataclass
+class Window:
+    """One measured window of a throughput level: edges, snapshots, queue depth, the runs."""
+
+    t0: int
+    t1: int
+    create_s: float
+    before: Snapshot
+    after: Snapshot
+    q0: int
+    q1: int
+    runs: list[Any]
+
+
+async def measure_window(
+    ctx: Context,
+    node: NodeProc,
+    prefix: str,
+    name: str,
+    n: int,
+    seconds: int,
+    selector: str = "",
+) -> Window:
+    """Create ``n`` every-second jobs, warm up, measure ``seconds`` on whole-second edges, then
+    stop the node, read the runs and clean the prefix away."""
+    try:
+        t = time.monotonic()
+        await put_jobs(ctx.http, node, PROJECT, n, selector=selector)
+        create_s = time.monotonic() - t
+        await asyncio.sleep(ctx.mode.warmup)
+        t0 = window_start(time.time())
+        t1 = t0 + seconds
+        await sleep_until(t0)
+        before = await snapshot(ctx, node)
+        q0 = await count(ctx.etcd, f"{prefix}/queue/")
+        node.profiling(True)
+        await sleep_until(t1)
+        node.profiling(False)
+        after = await snapshot(ctx, node)
+        q1 = await count(ctx.etcd, f"{prefix}/queue/")
+    finally:
+        await asyncio.to_thread(node.stop)
+    await profile_report(ctx, node, name)
+    runs = await read_runs(ctx.etcd, prefix, PROJECT)
+    await cleanup(ctx, node, prefix)
+    return Window(t0, t1, create_s, before, after, q0, q1, runs)
+
+
 # -- 1. the scheduler alone ----------------------------------------------------------------------
 
 
@@ -301,26 +349,19 @@ async def scheduler_level(ctx: Context, n: int) -> dict[str, Any]:
     prefix = new_prefix("sched")
     ctx.say(f"scheduler: {n} jobs every second, selector role=none (no worker claims them)")
     node = await start_node(ctx, prefix, f"sched-{n}", capacity=64, properties={"role": "bench"})
-    try:
-        t = time.monotonic()
-        await put_jobs(ctx.http, node, PROJECT, n, selector="role=none")
-        create_s = time.monotonic() - t
-        await asyncio.sleep(mode.warmup)
-        t0 = window_start(time.time())
-        t1 = t0 + mode.sched_window
-        await sleep_until(t0)
-        before = await snapshot(ctx, node)
-        q0 = await count(ctx.etcd, f"{prefix}/queue/")
-        node.profiling(True)
-        await sleep_until(t1)
-        node.profiling(False)
-        after = await snapshot(ctx, node)
-        q1 = await count(ctx.etcd, f"{prefix}/queue/")
-    finally:
-        await asyncio.to_thread(node.stop)
-    await profile_report(ctx, node, f"scheduler_throughput-{n}")
-    runs = await read_runs(ctx.etcd, prefix, PROJECT)
-    await cleanup(ctx, node, prefix)
+    w = await measure_window(
+        ctx, node, prefix, f"scheduler_throughput-{n}", n, mode.sched_window, "role=none"
+    )
+    t0, t1, create_s, before, after, q0, q1, runs = (
+        w.t0,
+        w.t1,
+        w.create_s,
+        w.before,
+        w.after,
+        w.q0,
+        w.q1,
+        w.runs,
+    )
 
     seconds = after.wall - before.wall
     created = [r for r in runs if t0 <= r.created_at < t1]
@@ -376,26 +417,17 @@ async def e2e_level(ctx: Context, n: int) -> dict[str, Any]:
     prefix = new_prefix("e2e")
     ctx.say(f"end to end: {n} jobs every second running `true`, capacity {mode.e2e_capacity}")
     node = await start_node(ctx, prefix, f"e2e-{n}", capacity=mode.e2e_capacity, properties={})
-    try:
-        t = time.monotonic()
-        await put_jobs(ctx.http, node, PROJECT, n)
-        create_s = time.monotonic() - t
-        await asyncio.sleep(mode.warmup)
-        t0 = window_start(time.time())
-        t1 = t0 + mode.e2e_window
-        await sleep_until(t0)
-        before = await snapshot(ctx, node)
-        q0 = await count(ctx.etcd, f"{prefix}/queue/")
-        node.profiling(True)
-        await sleep_until(t1)
-        node.profiling(False)
-        after = await snapshot(ctx, node)
-        q1 = await count(ctx.etcd, f"{prefix}/queue/")
-    finally:
-        await asyncio.to_thread(node.stop)
-    await profile_report(ctx, node, f"e2e_throughput-{n}")
-    runs = await read_runs(ctx.etcd, prefix, PROJECT)
-    await cleanup(ctx, node, prefix)
+    w = await measure_window(ctx, node, prefix, f"e2e_throughput-{n}", n, mode.e2e_window)
+    t0, t1, create_s, before, after, q0, q1, runs = (
+        w.t0,
+        w.t1,
+        w.create_s,
+        w.before,
+        w.after,
+        w.q0,
+        w.q1,
+        w.runs,
+    )
 
     seconds = after.wall - before.wall
     finished = [

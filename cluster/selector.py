@@ -6,6 +6,7 @@ Grammar (comma-separated terms, all must hold): ``k=v``, ``k==v``, ``k!=v``, ``k
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ def _split_terms(text: str) -> list[str]:
     return terms
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_selector(text: str, field: str = "target.selector") -> tuple[Term, ...]:
+    """Parse once per distinct text (cached: workers match every queued run on each dispatch)."""
     if not text.strip():
         return ()
     terms = []
