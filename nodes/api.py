@@ -11,7 +11,6 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,6 +30,7 @@ from cluster.models import (
 from cluster.store import Store
 from logstore.local import render_text
 from nodes import metrics
+from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -320,46 +320,51 @@ class Api:
         fmt = request.query.get("format", "text")
         if fmt not in ("text", "json"):
             raise InvalidInput("format must be text or json", field="format")
-        node = self.node
-        if node.logs.exists(project, run.id, attempt):
-            frames = node.logs.frames(project, run.id, attempt)
-            if fmt == "json":
-                return ok(
-                    {
-                        "run": run.id,
-                        "attempt": attempt,
-                        "frames": [
-                            {"ts": ts, "stream": s, "text": d.decode("utf-8", "replace")}
-                            for ts, s, d in frames
-                        ],
-                    }
-                )
-            return web.Response(text="".join(render_text(frames)), content_type="text/plain")
+        local = self._local_logs(project, run.id, attempt, fmt)
+        if local is not None:
+            return local
         ran_on = run.node
         if attempt != run.attempt:
             ran_on = next((a.node for a in run.attempts if a.attempt == attempt), ran_on)
-        if ran_on is None or request.query.get("local"):
+        if ran_on is None:
             raise NotFound(f"no log for attempt {attempt} of run {run.id} yet", field="attempt")
-        if ran_on == node.node_id:
+        if ran_on == self.node.node_id:
             raise NotFound(f"the log of run {run.id} attempt {attempt} is gone", field="attempt")
-        return await self._proxy_logs(request, ran_on)
+        path = f"{INTERNAL_PREFIX}/projects/{project}/runs/{run.id}/logs"
+        params = {"attempt": str(attempt), "format": fmt}
+        async with self.node.peers.request("GET", ran_on, path, params=params) as resp:
+            body = await resp.read()
+            return web.Response(body=body, status=resp.status, content_type=resp.content_type)
 
-    async def _proxy_logs(self, request: web.Request, node_id: str) -> web.Response:
-        kv = await self.node.etcd.get(self.node.keys.node(node_id))
-        if kv is None:
-            raise Unavailable(f"the log is on node {node_id}, which is down")
-        address = json.loads(kv.value)["address"]
-        query = dict(request.query)
-        query["local"] = "1"
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-                http.get(f"http://{address}{request.path}", params=query) as resp,
-            ):
-                body = await resp.read()
-                return web.Response(body=body, status=resp.status, content_type=resp.content_type)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"cannot reach node {node_id} at {address}: {exc!r}") from exc
+    def _local_logs(self, project: str, run_id: str, attempt: int, fmt: str) -> web.Response | None:
+        logs = self.node.logs
+        if not logs.exists(project, run_id, attempt):
+            return None
+        frames = logs.frames(project, run_id, attempt)
+        if fmt == "json":
+            return ok(
+                {
+                    "run": run_id,
+                    "attempt": attempt,
+                    "frames": [
+                        {"ts": ts, "stream": s, "text": d.decode("utf-8", "replace")}
+                        for ts, s, d in frames
+                    ],
+                }
+            )
+        return web.Response(text="".join(render_text(frames)), content_type="text/plain")
+
+    async def internal_logs(self, request: web.Request) -> web.StreamResponse:
+        """A peer asks for a log held by this node (no proxying onwards)."""
+        project, run_id = project_of(request), request.match_info["run"]
+        attempt = int_query(request, "attempt", 1, 1, 1000)
+        fmt = request.query.get("format", "text")
+        if fmt not in ("text", "json"):
+            raise InvalidInput("format must be text or json", field="format")
+        local = self._local_logs(project, run_id, attempt, fmt)
+        if local is None:
+            raise NotFound(f"no log for run {run_id} attempt {attempt} on this node")
+        return local
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -386,6 +391,8 @@ class Api:
         r.add_post(f"{base}/runs/{{run}}/cancel", self.cancel)
         r.add_post(f"{base}/runs/{{run}}/abort", self.cancel)
         r.add_get(f"{base}/runs/{{run}}/logs", self.logs)
+        internal = f"{INTERNAL_PREFIX}/projects/{{project}}"
+        r.add_get(f"{internal}/runs/{{run}}/logs", self.internal_logs)
 
 
 def make_app(node: Node) -> web.Application:

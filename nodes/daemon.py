@@ -30,6 +30,7 @@ from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
 from nodes import __version__, metrics
 from nodes.config import NodeConfig
+from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
 
@@ -43,6 +44,7 @@ class Node:
         self.keys = Keys(config.prefix)
         self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout)
         self.logs = LocalLogStore(config.logs_path)
+        self.peers = PeerClient(self)
         self.ready = False
         self.leading = False
         self.session: Session | None = None
@@ -86,6 +88,7 @@ class Node:
             await self._sessions()
         finally:
             await runner.cleanup()
+            await self.peers.close()
             await self.etcd.close()
             log.info("node stopped")
 

@@ -51,6 +51,29 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+def api_session(**kw: Any) -> aiohttp.ClientSession:
+    """The HTTP client every test uses to call a node's API: one place to add credentials."""
+    return aiohttp.ClientSession(**kw)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for a `cronmesh` CLI subprocess started by a test (one place for credentials)."""
+    return dict(os.environ, **extra)
+
+
+def run_cli(api_url: str, *args: str, timeout: float = 30) -> tuple[int, str, str]:
+    """Run ``cronmesh --api URL ARGS…`` as a subprocess; returns (exit code, stdout, stderr)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "nodes.cli", "--api", api_url, *args],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        env=cli_env(),
+        timeout=timeout,
+    )
+    return res.returncode, res.stdout, res.stderr
+
+
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     server = EtcdProcess(tmp_path_factory.mktemp("etcd") / "data").start()
@@ -84,7 +107,7 @@ class InProcessCluster:
         self.prefix = prefix
         self.tmp = tmp
         self.nodes: list[tuple[Node, asyncio.Task[None]]] = []
-        self.http = aiohttp.ClientSession()
+        self.http = api_session()
 
     async def start(self, node_id: str = "n1", **overrides: Any) -> Node:
         config = NodeConfig(

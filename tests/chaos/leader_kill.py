@@ -25,6 +25,7 @@ from cluster.etcd import Etcd
 from cluster.keys import Keys
 from nodes.embedded import EtcdProcess
 from tests.chaos.checker import Report, check, load_runs
+from tests.conftest import api_session
 
 JOB = {
     "name": "tick",
@@ -67,7 +68,7 @@ async def scenario(
 ) -> tuple[Report, dict[str, Any]]:
     """Drive the scenario on a started ProcessCluster-like object with node processes."""
     kills: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         for node in cluster.procs:
             await wait_ready(http, node)
         async with http.put(

@@ -13,7 +13,7 @@ import pytest
 
 from nodes.embedded import EtcdProcess, free_port
 from tests.chaos.leader_kill import leader_of, scenario, wait_ready
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, api_session, run_cli, wait_for
 
 JOBS = "/api/v1/projects/default/jobs"
 RUNS = "/api/v1/projects/default/runs"
@@ -42,7 +42,7 @@ async def test_leader_killed_repeatedly_every_tick_runs_exactly_once(procs, etcd
 @pytest.mark.slow
 async def test_status_shows_peers_and_sigterm_hands_off_leadership_at_once(procs, etcd, keys):
     nodes = [procs.start(f"node-{i + 1}", lease_ttl=5) for i in range(3)]
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         for n in nodes:
             await wait_ready(http, n)
         leader = await wait_for(lambda: leader_of(http, nodes), 10, what="leader")
@@ -74,7 +74,7 @@ async def test_worker_killed_mid_run_turns_lost_and_is_retried_elsewhere(
     procs, etcd, keys, tmp_path
 ):
     a = procs.start("node-a", lease_ttl=2)
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         await wait_ready(http, a)
         marker = tmp_path / "started"
         job = {
@@ -139,7 +139,7 @@ async def test_node_waits_for_etcd_and_recovers_from_an_outage(tmp_path, prefix)
     )
     url = f"http://127.0.0.1:{api}"
     try:
-        async with aiohttp.ClientSession() as http:
+        async with api_session() as http:
             await wait_for(lambda: _status_is(http, f"{url}/healthz", 200), 15, what="healthz")
             assert (await get(http, f"{url}/readyz"))[0] == 503
             assert (await get(http, f"{url}{JOBS}"))[0] == 503
@@ -177,7 +177,7 @@ async def _status_is(http, url, want):
 @pytest.mark.slow
 async def test_cli_roundtrip(procs, tmp_path):
     node = procs.start("cli-node")
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         await wait_ready(http, node)
     job = tmp_path / "job.yaml"
     job.write_text(
@@ -185,14 +185,7 @@ async def test_cli_roundtrip(procs, tmp_path):
     )
 
     def cli(*args):
-        res = subprocess.run(
-            [sys.executable, "-m", "nodes.cli", "--api", node.url, *args],
-            capture_output=True,
-            text=True,
-            cwd=str(ROOT),
-            timeout=30,
-        )
-        return res.returncode, res.stdout, res.stderr
+        return run_cli(node.url, *args)
 
     assert cli("job", "apply", "-f", str(job))[0] == 0
     code, out, _ = cli("job", "list")
@@ -220,7 +213,7 @@ async def test_cli_roundtrip(procs, tmp_path):
 @pytest.mark.slow
 async def test_sigterm_drains_running_runs_before_exiting(procs, tmp_path):
     node = procs.start("drainer")
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         await wait_ready(http, node)
         marker = tmp_path / "began"
         job = {"name": "slowish", "command": f"touch {marker}; sleep 2; echo finished"}
@@ -235,7 +228,7 @@ async def test_sigterm_drains_running_runs_before_exiting(procs, tmp_path):
         await asyncio.to_thread(node.proc.wait, 20)
         assert node.proc.returncode == 0
     other = procs.start("reader")
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         await wait_ready(http, other)
         status, body = await get(http, f"{other.url}{RUNS}/{run['id']}")
         assert body["status"] == "succeeded" and body["node"] == "drainer"
@@ -247,7 +240,7 @@ async def test_etcdctl_answers_who_leads(procs, etcd_server, prefix):
     from nodes.embedded import etcd_binary
 
     nodes = [procs.start(f"e-{i}") for i in range(2)]
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         for n in nodes:
             await wait_ready(http, n)
         leader = await wait_for(lambda: leader_of(http, nodes), 10, what="leader")
@@ -276,7 +269,7 @@ async def test_etcdctl_answers_who_leads(procs, etcd_server, prefix):
 async def test_target_selector_places_runs_and_any_node_serves_their_logs(procs):
     a = procs.start("node-a", "--property", "role=batch", "--property", "zone=eu1")
     b = procs.start("node-b", "--property", "role=web")
-    async with aiohttp.ClientSession() as http:
+    async with api_session() as http:
         for n in (a, b):
             await wait_ready(http, n)
         job = {

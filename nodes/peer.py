@@ -1,0 +1,77 @@
+"""Node-to-node HTTP calls: every call one node makes to another goes through ``PeerClient``.
+
+Peers serve such calls under ``/internal/v1/…`` only; the public API never trusts a peer. Keeping
+the client in one place gives one spot to add request signing (security levels) and one
+middleware on the server side to check it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from cluster.errors import Unavailable
+
+if TYPE_CHECKING:
+    from nodes.daemon import Node
+
+INTERNAL_PREFIX = "/internal/v1"
+
+
+class PeerClient:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._http: aiohttp.ClientSession | None = None
+
+    async def address(self, node_id: str) -> str:
+        """The advertised ``host:port`` of a live node (from its lease-bound registry key)."""
+        kv = await self.node.etcd.get(self.node.keys.node(node_id))
+        if kv is None:
+            raise Unavailable(f"node {node_id} is down")
+        return str(json.loads(kv.value)["address"])
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        node_id: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Call ``path`` (below ``/internal/v1``) on node ``node_id``; yields the open response.
+
+        Raises ``Unavailable`` when the node is down or cannot be reached.
+        """
+        if not path.startswith(INTERNAL_PREFIX + "/"):
+            raise ValueError(f"peer calls go to {INTERNAL_PREFIX}/…, not {path!r}")
+        address = await self.address(node_id)
+        headers: dict[str, Any] = {}
+        try:
+            async with self._session().request(
+                method,
+                f"http://{address}{path}",
+                params=params,
+                data=body or None,
+                headers=headers,
+                timeout=client_timeout or aiohttp.ClientTimeout(total=30),
+            ) as resp:
+                yield resp
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"cannot reach node {node_id} at {address}: {exc!r}") from exc
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
