@@ -51,9 +51,14 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+def api_headers() -> dict[str, str]:
+    """Headers that authenticate a test's HTTP calls (for clients other than ``api_session``)."""
+    return {}
+
+
 def api_session(**kw: Any) -> aiohttp.ClientSession:
     """The HTTP client every test uses to call a node's API: one place to add credentials."""
-    return aiohttp.ClientSession(**kw)
+    return aiohttp.ClientSession(headers=api_headers(), **kw)
 
 
 def cli_env(**extra: str) -> dict[str, str]:
