@@ -67,3 +67,26 @@ class LostOwnership(CronmeshError):
 
     code = "lost_ownership"
     status = 409
+
+
+class Unauthenticated(CronmeshError):
+    """No valid credentials (missing, unknown, expired or revoked token; wrong password)."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(CronmeshError):
+    """Valid credentials without the role this request needs."""
+
+    code = "forbidden"
+    status = 403
+
+
+class TooManyRequests(CronmeshError):
+    code = "too_many_requests"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after

@@ -13,10 +13,11 @@ caller must read the state back and decide, never retry blindly.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import grpc
 from aetcd import rpc
@@ -24,6 +25,39 @@ from aetcd import rpc
 from cluster.errors import CronmeshError, Unavailable
 
 DEFAULT_TIMEOUT = 5.0
+
+
+class ChangeObserver(Protocol):
+    def add(self, key: str, before: bytes | None, after: bytes | None) -> None: ...
+
+
+# While set (the audit log sets it per API request), every put and delete asks etcd for the
+# previous value and reports (key, before, after) here.
+OBSERVER: contextvars.ContextVar[ChangeObserver | None] = contextvars.ContextVar(
+    "cronmesh_etcd_observer", default=None
+)
+
+
+def _observe_ops(ops: list[Any]) -> None:
+    for op in ops:
+        if op.HasField("request_put"):
+            op.request_put.prev_kv = True
+        elif op.HasField("request_delete_range"):
+            op.request_delete_range.prev_kv = True
+        elif op.HasField("request_txn"):
+            _observe_ops(list(op.request_txn.success))
+            _observe_ops(list(op.request_txn.failure))
+
+
+def _report(observer: ChangeObserver, ops: list[Any], responses: list[Any]) -> None:
+    for op, resp in zip(ops, responses, strict=False):
+        if op.HasField("request_put"):
+            put = resp.response_put
+            prev = bytes(put.prev_kv.value) if put.HasField("prev_kv") else None
+            observer.add(op.request_put.key.decode(), prev, bytes(op.request_put.value))
+        elif op.HasField("request_delete_range"):
+            for kv in resp.response_delete_range.prev_kvs:
+                observer.add(kv.key.decode(), bytes(kv.value), None)
 
 
 class OutcomeUnknown(Unavailable):
@@ -307,23 +341,34 @@ class Etcd:
     async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
         kv, _, _, _ = self._stubs()
         data = value.encode() if isinstance(value, str) else value
+        observer = OBSERVER.get()
         try:
             resp = await kv.Put(
-                rpc.PutRequest(key=key.encode(), value=data, lease=lease), timeout=self.timeout
+                rpc.PutRequest(
+                    key=key.encode(), value=data, lease=lease, prev_kv=observer is not None
+                ),
+                timeout=self.timeout,
             )
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "put") from exc
+        if observer is not None:
+            prev = bytes(resp.prev_kv.value) if resp.HasField("prev_kv") else None
+            observer.add(key, prev, data)
         return int(resp.header.revision)
 
     async def delete(self, key: str, *, prefix: bool = False) -> int:
         kv, _, _, _ = self._stubs()
-        req = rpc.DeleteRangeRequest(key=key.encode())
+        observer = OBSERVER.get()
+        req = rpc.DeleteRangeRequest(key=key.encode(), prev_kv=observer is not None)
         if prefix:
             req.range_end = prefix_end(key)
         try:
             resp = await kv.DeleteRange(req, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "delete") from exc
+        if observer is not None:
+            for item in resp.prev_kvs:
+                observer.add(item.key.decode(), bytes(item.value), None)
         return int(resp.deleted)
 
     async def txn(
@@ -332,6 +377,10 @@ class Etcd:
         """Run one transaction. Raises OutcomeUnknown when the reply may have been lost."""
         kv, _, _, _ = self._stubs()
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        observer = OBSERVER.get()
+        if observer is not None:
+            _observe_ops(list(req.success))
+            _observe_ops(list(req.failure))
         try:
             resp = await kv.Txn(req, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -343,6 +392,9 @@ class Etcd:
             if exc.code() in _REJECTED:
                 raise Rejected(f"etcd rejected the transaction: {details}") from exc
             raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {details}") from exc
+        if observer is not None:
+            ran = req.success if resp.succeeded else req.failure
+            _report(observer, list(ran), list(resp.responses))
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
 
     # -- leases --------------------------------------------------------------------------------

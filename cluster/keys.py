@@ -124,6 +124,35 @@ class Keys:
     def control(self, run_id: str) -> str:
         return f"{self.prefix}/control/{run_id}"
 
+    # identity and access (issue 6)
+    def users(self) -> str:
+        return f"{self.prefix}/users/"
+
+    def user(self, name: str) -> str:
+        return f"{self.prefix}/users/{name}"
+
+    def tokens(self) -> str:
+        return f"{self.prefix}/tokens/"
+
+    def token(self, token_id: str) -> str:
+        """A token's record (user, kind, expiry, SHA-256 digest); the id is the digest's head."""
+        return f"{self.prefix}/tokens/{token_id}"
+
+    def audits(self) -> str:
+        return f"{self.prefix}/audit/"
+
+    def audit(self, entry_id: str) -> str:
+        """One audit entry; snowflake ids, so the prefix reads oldest first."""
+        return f"{self.prefix}/audit/{entry_id}"
+
+    def bootstrapped(self) -> str:
+        """Written once, with the first admin, by the node that wins the bootstrap."""
+        return f"{self.prefix}/identity/bootstrapped"
+
+    def peer_secret(self) -> str:
+        """The cluster's shared HMAC secret for node-to-node calls, when none is configured."""
+        return f"{self.prefix}/identity/peer-secret"
+
     # parsing helpers
     def tail(self, key: str, base: str) -> list[str]:
         """The path segments of ``key`` below ``base``."""

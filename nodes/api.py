@@ -182,9 +182,6 @@ class Api:
         self.store()
         return ok({"nodes": await self.nodes()})
 
-    async def list_projects(self, request: web.Request) -> web.Response:
-        return ok({"projects": await self.store().list_projects()})
-
     # -- jobs -----------------------------------------------------------------------------------
 
     async def list_jobs(self, request: web.Request) -> web.Response:
@@ -376,7 +373,6 @@ class Api:
         r.add_get("/status", self.status)
         r.add_get("/metrics", self.metrics_view)
         r.add_get("/api/v1/nodes", self.list_nodes)
-        r.add_get("/api/v1/projects", self.list_projects)
         r.add_get(f"{base}/jobs", self.list_jobs)
         r.add_post(f"{base}/jobs", self.create_job)
         r.add_get(f"{base}/jobs/{{job}}", self.get_job)
@@ -399,6 +395,7 @@ def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
     Api(node).routes(app)
+    __import__("nodes.api_auth").api_auth.add_routes(app, node)  # identity and access (issue 6)
     return app
 
 

@@ -22,6 +22,7 @@ import structlog
 import yaml
 
 from cluster.errors import CronmeshError
+from nodes import cli_auth
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
@@ -105,6 +106,9 @@ def call(
     url = args.api.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
+    token = cli_auth.token_for(args)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -116,6 +120,13 @@ def call(
             parsed = json.loads(payload)
         except ValueError:
             parsed = payload.decode(errors="replace")
+        if exc.code == 401 and not token:
+            parsed = {
+                "error": {
+                    "message": "not logged in: run `cronmesh login`, or give --token / "
+                    "CRONMESH_TOKEN"
+                }
+            }
         raise ApiError(exc.code, parsed) from None
     except urllib.error.URLError as exc:
         raise ApiError(0, {"error": {"message": f"cannot reach {url}: {exc.reason}"}}) from None
@@ -282,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api", default=os.environ.get("CRONMESH_API", "http://127.0.0.1:8080"))
     p.add_argument("-p", "--project", default=os.environ.get("CRONMESH_PROJECT", "default"))
     p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p.add_argument("--token", help="API token (else CRONMESH_TOKEN, else `cronmesh login`'s)")
     sub = p.add_subparsers(dest="command", required=True)
+    cli_auth.add_commands(sub)
 
     n = sub.add_parser("node", help="run a cronmesh peer")
     n.add_argument("--config", help="YAML config file (also CRONMESH_CONFIG)")

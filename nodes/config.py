@@ -34,6 +34,21 @@ class NodeConfig(BaseModel):
     drain_timeout: float = Field(default=30.0, ge=0)
     etcd_timeout: float = Field(default=5.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    # identity and access (docs/security.md)
+    admin_user: str = Field(default="admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
+    admin_password: str | None = Field(default=None, min_length=8, repr=False)
+    admin_password_file: str | None = None
+    admin_token: str | None = Field(default=None, min_length=20, repr=False)
+    session_ttl: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
+    security_level: int = Field(default=1, ge=0, le=1)
+    peer_secret: str | None = Field(default=None, min_length=16, repr=False)
+    peer_secret_file: str | None = None
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    etcd_user: str | None = None
+    etcd_password: str | None = Field(default=None, repr=False)
+    etcd_password_file: str | None = None
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -107,7 +122,36 @@ ENV = {
     "CRONMESH_WORK_DIR": "work_dir",
     "CRONMESH_DRAIN_TIMEOUT": "drain_timeout",
     "CRONMESH_LOG_FORMAT": "log_format",
+    "CRONMESH_ADMIN_USER": "admin_user",
+    "CRONMESH_ADMIN_PASSWORD": "admin_password",
+    "CRONMESH_ADMIN_PASSWORD_FILE": "admin_password_file",
+    "CRONMESH_ADMIN_TOKEN": "admin_token",
+    "CRONMESH_SESSION_TTL": "session_ttl",
+    "CRONMESH_SECURITY_LEVEL": "security_level",
+    "CRONMESH_PEER_SECRET": "peer_secret",
+    "CRONMESH_PEER_SECRET_FILE": "peer_secret_file",
+    "CRONMESH_ETCD_CA": "etcd_ca",
+    "CRONMESH_ETCD_CERT": "etcd_cert",
+    "CRONMESH_ETCD_KEY": "etcd_key",
+    "CRONMESH_ETCD_USER": "etcd_user",
+    "CRONMESH_ETCD_PASSWORD": "etcd_password",
+    "CRONMESH_ETCD_PASSWORD_FILE": "etcd_password_file",
 }
+
+
+def read_secret(value: str | None, file: str | None, field: str) -> str | None:
+    """A secret given inline or as a file (first line, stripped)."""
+    if value:
+        return value
+    if not file:
+        return None
+    try:
+        text = Path(file).read_text().strip()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {field} file {file}: {exc}", field=field) from exc
+    if not text:
+        raise InvalidInput(f"{field} file {file} is empty", field=field)
+    return text.splitlines()[0].strip()
 
 
 def load_config(

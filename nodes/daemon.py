@@ -29,6 +29,7 @@ from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
 from nodes import __version__, metrics
+from nodes.access import Access
 from nodes.config import NodeConfig
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
@@ -45,6 +46,7 @@ class Node:
         self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout)
         self.logs = LocalLogStore(config.logs_path)
         self.peers = PeerClient(self)
+        self.access = Access(self)
         self.ready = False
         self.leading = False
         self.session: Session | None = None
@@ -154,6 +156,7 @@ class Node:
         self.session = session
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
+        await self.access.on_session(self.store)  # first admin, peer secret
         record = dumps(self.node_record(machine_id))
         await self.etcd.txn(
             [],

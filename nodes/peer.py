@@ -1,8 +1,8 @@
 """Node-to-node HTTP calls: every call one node makes to another goes through ``PeerClient``.
 
-Peers serve such calls under ``/internal/v1/…`` only; the public API never trusts a peer. Keeping
-the client in one place gives one spot to add request signing (security levels) and one
-middleware on the server side to check it.
+Peers serve such calls under ``/internal/v1/…`` only; the public API never trusts a peer. At
+security level 1 every call is signed here (``Access.sign``: HMAC over method, path and query, body
+hash, timestamp and nonce) and checked by ``access_middleware`` on the receiving node.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import aiohttp
+from yarl import URL
 
 from cluster.errors import Unavailable
 
@@ -57,12 +59,12 @@ class PeerClient:
         if not path.startswith(INTERNAL_PREFIX + "/"):
             raise ValueError(f"peer calls go to {INTERNAL_PREFIX}/…, not {path!r}")
         address = await self.address(node_id)
-        headers: dict[str, Any] = {}
+        path_qs = path + (f"?{urlencode(dict(params))}" if params else "")
+        headers: dict[str, Any] = self.node.access.sign(method, path_qs, body)
         try:
             async with self._session().request(
                 method,
-                f"http://{address}{path}",
-                params=params,
+                URL(f"http://{address}{path_qs}", encoded=True),
                 data=body or None,
                 headers=headers,
                 timeout=client_timeout or aiohttp.ClientTimeout(total=30),

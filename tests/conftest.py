@@ -51,9 +51,20 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-def api_headers() -> dict[str, str]:
+# Every node the fixtures start creates its first admin with this API token (a bootstrap token,
+# CRONMESH_ADMIN_TOKEN), so tests and the CLI authenticate as that cluster admin.
+TEST_ADMIN = "admin"
+TEST_ADMIN_TOKEN = "cm_test-admin-token-0123456789abcdef"
+
+
+def node_env() -> dict[str, str]:
+    """Environment a `cronmesh node` process started by a test needs (credentials included)."""
+    return dict(os.environ, CRONMESH_ADMIN_TOKEN=TEST_ADMIN_TOKEN)
+
+
+def api_headers(token: str | None = TEST_ADMIN_TOKEN) -> dict[str, str]:
     """Headers that authenticate a test's HTTP calls (for clients other than ``api_session``)."""
-    return {}
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def api_session(**kw: Any) -> aiohttp.ClientSession:
@@ -63,7 +74,9 @@ def api_session(**kw: Any) -> aiohttp.ClientSession:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for a `cronmesh` CLI subprocess started by a test (one place for credentials)."""
-    return dict(os.environ, **extra)
+    env = dict(os.environ, CRONMESH_TOKEN=TEST_ADMIN_TOKEN)
+    env.pop("CRONMESH_CREDENTIALS", None)
+    return dict(env, **extra)
 
 
 def run_cli(api_url: str, *args: str, timeout: float = 30) -> tuple[int, str, str]:
@@ -123,6 +136,7 @@ class InProcessCluster:
             data_dir=str(self.tmp / "data"),
             lease_ttl=overrides.pop("lease_ttl", 3),
             drain_timeout=overrides.pop("drain_timeout", 5),
+            admin_token=overrides.pop("admin_token", TEST_ADMIN_TOKEN),
             **overrides,
         )
         node = Node(config)
@@ -178,7 +192,7 @@ class NodeProcess:
         self.port = port
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        env = dict(os.environ, CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+        env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nodes.cli", "node", *args],
             stdout=self._log,

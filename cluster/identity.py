@@ -1,0 +1,320 @@
+"""Users, tokens and the first admin, as stored in etcd (``users/``, ``tokens/``, ``identity/``).
+
+A user record holds the password *hash* only; tokens are stored as SHA-256 digests under an id
+derived from the digest (cluster/tokens.py). A token with an expiry is also bound to an etcd lease
+that outlives it by a minute, so expired session tokens vanish by themselves (bounded growth);
+``resolve`` still checks the expiry itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cluster import tokens
+from cluster.errors import Conflict, InvalidInput, NotFound
+from cluster.etcd import Compare, Etcd, Op
+from cluster.keys import Keys
+from cluster.models import NAME_PATTERN, parse_model
+from cluster.permissions import GRANT_KEY, Role
+
+USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$"
+MAX_TOKENS_PER_USER = 100
+LEASE_SLACK = 60
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+class TokenNotFound(NotFound):
+    code = "token_not_found"
+
+
+def _grants(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not GRANT_KEY.match(key):
+                raise ValueError(f"role grant key {key!r} must be a project name or '*'")
+    return value
+
+
+class UserFields(BaseModel):
+    """What an admin may set on a user (all optional: also the PATCH body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    mobile: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9 ()\-]{3,40}$")
+    enabled: bool | None = None
+    roles: dict[str, Role] | None = Field(default=None, max_length=1000)
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+
+    _check_roles = field_validator("roles", mode="before")(classmethod(lambda cls, v: _grants(v)))
+
+
+class UserSpec(UserFields):
+    name: str = Field(pattern=USER_PATTERN)
+
+
+class User(BaseModel):
+    """A stored user. ``password_hash`` never leaves the node (see ``public``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    display_name: str = ""
+    email: str | None = None
+    mobile: str | None = None
+    enabled: bool = True
+    roles: dict[str, Role] = Field(default_factory=dict)
+    password_hash: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude={"password_hash"})
+        data["has_password"] = self.password_hash is not None
+        return data
+
+
+class TokenSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=200)
+    expires_in: int | None = Field(default=None, ge=60, le=10 * 366 * 86400)  # seconds
+    expires_at: datetime | None = None
+
+
+class TokenRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    digest: str
+    user: str
+    kind: Literal["api", "session", "bootstrap"] = "api"
+    description: str = ""
+    created_at: datetime
+    expires_at: datetime | None = None
+    csrf: str | None = None  # session tokens used as a cookie
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"digest", "csrf"})
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+def dumps(model: BaseModel) -> str:
+    return model.model_dump_json()
+
+
+class IdentityStore:
+    def __init__(self, etcd: Etcd, keys: Keys, clock: Callable[[], datetime]) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.clock = clock
+
+    # -- users -----------------------------------------------------------------------------------
+
+    async def get_user_kv(self, name: str) -> tuple[User, int]:
+        kv = await self.etcd.get(self.keys.user(name))
+        if kv is None:
+            raise UserNotFound(f"user {name!r} not found", field="name")
+        return User.model_validate_json(kv.value), kv.mod_revision
+
+    async def find_user(self, name: str) -> User | None:
+        kv = await self.etcd.get(self.keys.user(name))
+        return None if kv is None else User.model_validate_json(kv.value)
+
+    async def list_users(self) -> list[User]:
+        res = await self.etcd.range(self.keys.users())
+        return [User.model_validate_json(kv.value) for kv in res.kvs]
+
+    def new_user(self, spec: UserSpec, password_hash: str | None) -> User:
+        now = self.clock()
+        return User(
+            name=spec.name,
+            display_name=spec.display_name or "",
+            email=spec.email,
+            mobile=spec.mobile,
+            enabled=True if spec.enabled is None else spec.enabled,
+            roles=spec.roles or {},
+            password_hash=password_hash,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def create_user(self, user: User) -> User:
+        key = self.keys.user(user.name)
+        res = await self.etcd.txn([Compare.absent(key)], [Op.put(key, dumps(user))])
+        if not res.succeeded:
+            raise Conflict(f"user {user.name!r} already exists", field="name")
+        return user
+
+    async def update_user(
+        self, name: str, fields: UserFields, password_hash: str | None = None
+    ) -> User:
+        for _ in range(10):
+            old, rev = await self.get_user_kv(name)
+            changes = fields.model_dump(exclude_unset=True, exclude={"password"})
+            if password_hash is not None:
+                changes["password_hash"] = password_hash
+            user = old.model_copy(update={**changes, "updated_at": self.clock()})
+            user = User.model_validate(user.model_dump())
+            key = self.keys.user(name)
+            res = await self.etcd.txn([Compare.modified(key, rev)], [Op.put(key, dumps(user))])
+            if res.succeeded:
+                if user.enabled is False or password_hash is not None:
+                    # a disabled user, or one whose password changed, loses their sessions
+                    await self.revoke_tokens(name, kinds=("session",))
+                return user
+        raise Conflict(f"user {name!r} is changing concurrently; retry", field="name")
+
+    async def delete_user(self, name: str) -> None:
+        deleted = await self.etcd.delete(self.keys.user(name))
+        if not deleted:
+            raise UserNotFound(f"user {name!r} not found", field="name")
+        await self.revoke_tokens(name)
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    async def _all_tokens(self) -> list[TokenRecord]:
+        res = await self.etcd.range(self.keys.tokens())
+        return [TokenRecord.model_validate_json(kv.value) for kv in res.kvs]
+
+    async def list_tokens(self, user: str) -> list[TokenRecord]:
+        now = self.clock()
+        return [t for t in await self._all_tokens() if t.user == user and not t.expired(now)]
+
+    async def create_token(
+        self,
+        user: str,
+        *,
+        kind: Literal["api", "session", "bootstrap"] = "api",
+        description: str = "",
+        expires_at: datetime | None = None,
+        csrf: str | None = None,
+        token: str | None = None,
+    ) -> tuple[str, TokenRecord]:
+        """Store a new token (or the given one) for ``user``; answers the secret, shown once."""
+        now = self.clock()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput("expires_at must be in the future", field="expires_at")
+        if kind == "api" and len(await self.list_tokens(user)) >= MAX_TOKENS_PER_USER:
+            raise Conflict(f"user {user!r} has {MAX_TOKENS_PER_USER} tokens; revoke some first")
+        secret = token or tokens.new_token()
+        record = TokenRecord(
+            id=tokens.token_id(secret),
+            digest=tokens.digest(secret),
+            user=user,
+            kind=kind,
+            description=description,
+            created_at=now,
+            expires_at=expires_at,
+            csrf=csrf,
+        )
+        lease = 0
+        if expires_at is not None:
+            ttl = int((expires_at - now).total_seconds()) + LEASE_SLACK
+            lease = await self.etcd.grant(ttl)
+        key = self.keys.token(record.id)
+        ops = [Op.put(key, dumps(record), lease)]
+        res = await self.etcd.txn([Compare.absent(key), Compare.exists(self.keys.user(user))], ops)
+        if not res.succeeded:
+            if lease:
+                await self.etcd.revoke(lease)
+            raise Conflict(f"cannot create the token: user {user!r} is gone or the id is taken")
+        return secret, record
+
+    async def resolve(self, token: str) -> tuple[TokenRecord, User] | None:
+        """The token's record and its user, or None (unknown, expired, or a disabled user)."""
+        if not token or len(token) > 512:
+            return None
+        kv = await self.etcd.get(self.keys.token(tokens.token_id(token)))
+        if kv is None:
+            return None
+        record = TokenRecord.model_validate_json(kv.value)
+        if not tokens.matches(token, record.digest) or record.expired(self.clock()):
+            return None
+        user = await self.find_user(record.user)
+        if user is None or not user.enabled:
+            return None
+        return record, user
+
+    async def revoke_token(self, user: str, token_id: str) -> None:
+        key = self.keys.token(token_id)
+        kv = await self.etcd.get(key)
+        if kv is None or TokenRecord.model_validate_json(kv.value).user != user:
+            raise TokenNotFound(f"token {token_id!r} of user {user!r} not found", field="id")
+        await self.etcd.txn([Compare.modified(key, kv.mod_revision)], [Op.delete(key)])
+
+    async def revoke_tokens(self, user: str, kinds: tuple[str, ...] | None = None) -> int:
+        doomed = [
+            t.id
+            for t in await self._all_tokens()
+            if t.user == user and (kinds is None or t.kind in kinds)
+        ]
+        for i in range(0, len(doomed), 100):
+            await self.etcd.txn([], [Op.delete(self.keys.token(t)) for t in doomed[i : i + 100]])
+        return len(doomed)
+
+    # -- first admin -----------------------------------------------------------------------------
+
+    async def bootstrap(
+        self, admin: str, password_hash: str | None, token: str | None
+    ) -> User | None:
+        """Create the first admin unless the cluster was bootstrapped; None when another did."""
+        now = self.clock()
+        user = User(
+            name=admin,
+            display_name="Administrator",
+            roles={"*": "admin"},
+            password_hash=password_hash,
+            created_at=now,
+            updated_at=now,
+        )
+        ops = [
+            Op.put(self.keys.bootstrapped(), json.dumps({"admin": admin, "at": now.isoformat()})),
+            Op.put(self.keys.user(admin), dumps(user)),
+        ]
+        if token is not None:
+            record = TokenRecord(
+                id=tokens.token_id(token),
+                digest=tokens.digest(token),
+                user=admin,
+                kind="bootstrap",
+                description="bootstrap token from configuration",
+                created_at=now,
+            )
+            ops.append(Op.put(self.keys.token(record.id), dumps(record)))
+        res = await self.etcd.txn(
+            [Compare.absent(self.keys.bootstrapped()), Compare.absent(self.keys.user(admin))], ops
+        )
+        return user if res.succeeded else None
+
+
+def parse_user_spec(data: Any) -> UserSpec:
+    return parse_model(UserSpec, data)
+
+
+def parse_user_fields(data: Any) -> UserFields:
+    return parse_model(UserFields, data)
+
+
+def token_expiry(spec: TokenSpec, now: datetime) -> datetime | None:
+    if spec.expires_at is not None and spec.expires_in is not None:
+        raise InvalidInput("give expires_at or expires_in, not both", field="expires_at")
+    if spec.expires_in is not None:
+        return now + timedelta(seconds=spec.expires_in)
+    if spec.expires_at is not None and spec.expires_at.tzinfo is None:
+        raise InvalidInput("expires_at needs a time zone (e.g. Z)", field="expires_at")
+    return spec.expires_at
+
+
+PROJECT_NAME = NAME_PATTERN

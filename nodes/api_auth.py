@@ -1,0 +1,328 @@
+"""HTTP routes of identity and access: login/logout, users, tokens, projects, audit.
+
+Who may call what is decided by the rule table (cluster/permissions.py) in ``access_middleware``,
+not here; handlers only do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from cluster import passwords
+from cluster.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from cluster.etcd import Compare, Op
+from cluster.identity import (
+    TokenSpec,
+    User,
+    UserFields,
+    parse_user_fields,
+    parse_user_spec,
+    token_expiry,
+)
+from cluster.models import NAME_PATTERN, parse_model
+from cluster.permissions import is_admin, visible_projects
+from nodes.access import (
+    ACCESS,
+    COOKIE,
+    Access,
+    access_middleware,
+    client_address,
+    principal,
+    whoami,
+)
+from nodes.api import body_json, int_query, ok, project_of
+
+if TYPE_CHECKING:
+    from nodes.daemon import Node
+
+LOGIN_FAILED = "invalid user name or password"
+PROJECT_NAME = re.compile(NAME_PATTERN)
+
+
+class AuthApi:
+    def __init__(self, node: Node, access: Access) -> None:
+        self.node = node
+        self.access = access
+
+    # -- login ----------------------------------------------------------------------------------
+
+    async def login(self, request: web.Request) -> web.Response:
+        data = await body_json(request)
+        username, password = data.get("username"), data.get("password")
+        if not isinstance(username, str) or not username or len(username) > 64:
+            raise InvalidInput("username is required", field="username")
+        if not isinstance(password, str) or not password or len(password) > 1024:
+            raise InvalidInput("password is required", field="password")
+        address = client_address(request)
+        now = time.monotonic()
+        wait = self.access.limiter.retry_after(username, address, now)
+        if wait is not None:
+            raise TooManyRequests(
+                f"too many failed logins; retry in {int(wait) + 1} s", retry_after=wait
+            )
+        store = self.access.store()
+        user = await store.find_user(username)
+        stored = user.password_hash if user is not None and user.password_hash else None
+        good = await asyncio.to_thread(
+            passwords.verify_password, password, stored or passwords.dummy_hash()
+        )
+        if not good or user is None or stored is None or not user.enabled:
+            self.access.limiter.failed(username, address, time.monotonic())
+            await self.access.record(
+                {
+                    "actor": username,
+                    "method": "POST",
+                    "path": request.path,
+                    "status": 401,
+                    "outcome": "login_failed",
+                    "address": address,
+                }
+            )
+            raise Unauthenticated(LOGIN_FAILED)
+        self.access.limiter.succeeded(username)
+        if passwords.needs_rehash(stored):
+            rehashed = await asyncio.to_thread(passwords.hash_password, password)
+            await store.update_user(user.name, UserFields(), password_hash=rehashed)
+        expires = store.clock() + timedelta(seconds=self.node.config.session_ttl)
+        csrf = secrets.token_urlsafe(24)
+        secret, record = await store.create_token(
+            user.name, kind="session", description="login", expires_at=expires, csrf=csrf
+        )
+        await self.access.record(
+            {
+                "actor": user.name,
+                "method": "POST",
+                "path": request.path,
+                "status": 200,
+                "outcome": "login",
+                "token": record.id,
+                "address": address,
+            }
+        )
+        resp = ok(
+            {
+                "token": secret,
+                "expires_at": expires.isoformat(),
+                "csrf_token": csrf,
+                "user": user.public(),
+            }
+        )
+        if data.get("cookie", True):
+            resp.set_cookie(
+                COOKIE,
+                secret,
+                max_age=self.node.config.session_ttl,
+                path="/",
+                httponly=True,
+                samesite="Strict",
+                secure=request.secure,
+            )
+        return resp
+
+    async def logout(self, request: web.Request) -> web.Response:
+        who = principal(request)
+        await self.access.store().revoke_token(who.name, who.token.id)
+        resp = web.Response(status=204)
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    async def me(self, request: web.Request) -> web.Response:
+        return ok(whoami(principal(request)))
+
+    # -- users ----------------------------------------------------------------------------------
+
+    async def list_users(self, request: web.Request) -> web.Response:
+        users = await self.access.store().list_users()
+        return ok({"users": [u.public() for u in users]})
+
+    async def create_user(self, request: web.Request) -> web.Response:
+        spec = parse_user_spec(await body_json(request))
+        hashed = None
+        if spec.password is not None:
+            passwords.check_password_rules(spec.password)
+            hashed = await asyncio.to_thread(passwords.hash_password, spec.password)
+        store = self.access.store()
+        user = await store.create_user(store.new_user(spec, hashed))
+        return ok(user.public(), 201)
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        user, _ = await self.access.store().get_user_kv(request.match_info["user"])
+        return ok(user.public())
+
+    async def _keeps_an_admin(self, name: str, after: User | None) -> None:
+        """Refuse a change that would leave the cluster without an enabled cluster admin."""
+        users = await self.access.store().list_users()
+        admins = [u for u in users if u.enabled and is_admin(u.roles) and u.name != name]
+        if after is not None and after.enabled and is_admin(after.roles):
+            admins.append(after)
+        if not admins:
+            raise Conflict("this would leave no enabled cluster admin", field="name")
+
+    async def patch_user(self, request: web.Request) -> web.Response:
+        name = request.match_info["user"]
+        fields = parse_user_fields(await body_json(request))
+        store = self.access.store()
+        old, _ = await store.get_user_kv(name)
+        preview = old.model_copy(update=fields.model_dump(exclude_unset=True, exclude={"password"}))
+        await self._keeps_an_admin(name, preview)
+        hashed = None
+        if fields.password is not None:
+            passwords.check_password_rules(fields.password)
+            hashed = await asyncio.to_thread(passwords.hash_password, fields.password)
+        user = await store.update_user(name, fields, password_hash=hashed)
+        return ok(user.public())
+
+    async def delete_user(self, request: web.Request) -> web.Response:
+        name = request.match_info["user"]
+        await self.access.store().get_user_kv(name)
+        await self._keeps_an_admin(name, None)
+        await self.access.store().delete_user(name)
+        return web.Response(status=204)
+
+    async def set_password(self, request: web.Request) -> web.Response:
+        """A user changes their own password (giving the current one); an admin sets anyone's."""
+        name = request.match_info["user"]
+        who = principal(request)
+        data = await body_json(request)
+        new = data.get("password")
+        if not isinstance(new, str):
+            raise InvalidInput("password is required", field="password")
+        passwords.check_password_rules(new)
+        store = self.access.store()
+        user, _ = await store.get_user_kv(name)
+        if not is_admin(who.user.roles):
+            current = data.get("current_password")
+            if not isinstance(current, str) or not user.password_hash:
+                raise InvalidInput("current_password is required", field="current_password")
+            good = await asyncio.to_thread(passwords.verify_password, current, user.password_hash)
+            if not good:
+                raise InvalidInput("current_password is wrong", field="current_password")
+        hashed = await asyncio.to_thread(passwords.hash_password, new)
+        await store.update_user(name, UserFields(), password_hash=hashed)
+        return web.Response(status=204)
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        found = await self.access.store().list_tokens(request.match_info["user"])
+        return ok({"tokens": [t.public() for t in found]})
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        name = request.match_info["user"]
+        raw = await request.read()
+        spec = parse_model(TokenSpec, await body_json(request) if raw.strip() else {})
+        store = self.access.store()
+        await store.get_user_kv(name)
+        expires = token_expiry(spec, store.clock())
+        secret, record = await store.create_token(
+            name, description=spec.description, expires_at=expires
+        )
+        return ok({**record.public(), "token": secret}, 201)
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        await self.access.store().revoke_token(
+            request.match_info["user"], request.match_info["token"]
+        )
+        return web.Response(status=204)
+
+    # -- projects -------------------------------------------------------------------------------
+
+    async def list_projects(self, request: web.Request) -> web.Response:
+        res = await self.node.etcd.range(self.node.keys.projects(), keys_only=True)
+        names = sorted(kv.key.rsplit("/", 1)[-1] for kv in res.kvs)
+        return ok({"projects": visible_projects(principal(request).user.roles, names)})
+
+    async def create_project(self, request: web.Request) -> web.Response:
+        data = await body_json(request)
+        name = data.get("name")
+        if not isinstance(name, str):
+            raise InvalidInput("name is required", field="name")
+        if not PROJECT_NAME.fullmatch(name):
+            raise InvalidInput(f"invalid project name {name!r}", field="name")
+        return await self._put_project(name, data, create_only=True)
+
+    async def put_project(self, request: web.Request) -> web.Response:
+        name = project_of(request)
+        raw = await request.read()
+        data = await body_json(request) if raw.strip() else {}
+        return await self._put_project(name, data, create_only=False)
+
+    async def _put_project(
+        self, name: str, data: dict[str, Any], create_only: bool
+    ) -> web.Response:
+        description = data.get("description", "")
+        if not isinstance(description, str) or len(description) > 1000:
+            raise InvalidInput("description must be a string (max 1000)", field="description")
+        key = self.node.keys.project(name)
+        doc = json.dumps({"name": name, "description": description})
+        res = await self.node.etcd.txn([Compare.absent(key)], [Op.put(key, doc)])
+        if not res.succeeded:
+            if create_only:
+                raise Conflict(f"project {name!r} already exists", field="name")
+            await self.node.etcd.put(key, doc)
+        return ok({"name": name, "description": description}, 201 if res.succeeded else 200)
+
+    async def get_project(self, request: web.Request) -> web.Response:
+        name = project_of(request)
+        kv = await self.node.etcd.get(self.node.keys.project(name))
+        if kv is None:
+            raise NotFound(f"project {name!r} not found", field="project")
+        doc = json.loads(kv.value)
+        return ok({"name": name, "description": doc.get("description", "")})
+
+    async def delete_project(self, request: web.Request) -> web.Response:
+        name = project_of(request)
+        keys, etcd = self.node.keys, self.node.etcd
+        jobs = await etcd.range(keys.jobs(name), count_only=True)
+        if jobs.count:
+            raise Conflict(f"project {name!r} still has {jobs.count} job(s)", field="project")
+        if not await etcd.delete(keys.project(name)):
+            raise NotFound(f"project {name!r} not found", field="project")
+        return web.Response(status=204)
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    async def audit(self, request: web.Request) -> web.Response:
+        if self.access.audit is None:
+            raise Unauthenticated("this node is not connected to etcd")
+        limit = int_query(request, "limit", 100, 1, 1000)
+        before = request.query.get("before") or None
+        if before is not None and not before.isdigit():
+            raise InvalidInput("before must be an audit entry id", field="before")
+        actor = request.query.get("actor") or None
+        entries = await self.access.audit.list(limit=limit, before=before, actor=actor)
+        return ok({"entries": entries})
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    access = node.access
+    app[ACCESS] = access
+    app.middlewares.append(access_middleware)
+    api = AuthApi(node, access)
+    r = app.router
+    r.add_post("/api/v1/auth/login", api.login)
+    r.add_post("/api/v1/auth/logout", api.logout)
+    r.add_get("/api/v1/auth/me", api.me)
+    r.add_get("/api/v1/users", api.list_users)
+    r.add_post("/api/v1/users", api.create_user)
+    r.add_get("/api/v1/users/{user}", api.get_user)
+    r.add_patch("/api/v1/users/{user}", api.patch_user)
+    r.add_delete("/api/v1/users/{user}", api.delete_user)
+    r.add_put("/api/v1/users/{user}/password", api.set_password)
+    r.add_get("/api/v1/users/{user}/tokens", api.list_tokens)
+    r.add_post("/api/v1/users/{user}/tokens", api.create_token)
+    r.add_delete("/api/v1/users/{user}/tokens/{token}", api.revoke_token)
+    r.add_get("/api/v1/projects", api.list_projects)
+    r.add_post("/api/v1/projects", api.create_project)
+    r.add_get("/api/v1/projects/{project}", api.get_project)
+    r.add_put("/api/v1/projects/{project}", api.put_project)
+    r.add_delete("/api/v1/projects/{project}", api.delete_project)
+    r.add_get("/api/v1/audit", api.audit)

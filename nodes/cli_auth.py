@@ -1,0 +1,222 @@
+"""CLI credentials and identity commands: ``login``, ``logout``, ``whoami``, ``user``, ``token``.
+
+A token comes from ``--token``, else ``CRONMESH_TOKEN``, else the credentials file written by
+``cronmesh login`` (``$CRONMESH_CREDENTIALS`` or ``~/.config/cronmesh/credentials.json``, mode
+0600, one token per API URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def credentials_path() -> Path:
+    custom = os.environ.get("CRONMESH_CREDENTIALS")
+    if custom:
+        return Path(custom)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "cronmesh" / "credentials.json"
+
+
+def _load() -> dict[str, Any]:
+    try:
+        data = json.loads(credentials_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save(data: dict[str, Any]) -> None:
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def token_for(args: argparse.Namespace) -> str | None:
+    explicit = getattr(args, "token", None) or os.environ.get("CRONMESH_TOKEN")
+    if explicit:
+        return str(explicit)
+    entry = _load().get(args.api.rstrip("/"))
+    return str(entry["token"]) if isinstance(entry, dict) and entry.get("token") else None
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from nodes.cli import call
+
+    username = args.username or input("user name: ")
+    password = os.environ.get("CRONMESH_PASSWORD") if args.password_stdin is False else None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        password = getpass.getpass("password: ")
+    reply = call(args, "POST", "/api/v1/auth/login", {"username": username, "password": password})
+    data = _load()
+    data[args.api.rstrip("/")] = {
+        "user": username,
+        "token": reply["token"],
+        "expires_at": reply["expires_at"],
+    }
+    _save(data)
+    print(f"logged in to {args.api} as {username} (until {reply['expires_at']})")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from nodes.cli import ApiError, call
+
+    data = _load()
+    entry = data.pop(args.api.rstrip("/"), None)
+    if entry is not None:
+        args.token = entry.get("token")
+        try:
+            call(args, "POST", "/api/v1/auth/logout")
+        except ApiError as exc:
+            if exc.status not in (401, 0):
+                raise
+        _save(data)
+    print(f"logged out of {args.api}")
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    from nodes.cli import call, show
+
+    me = call(args, "GET", "/api/v1/auth/me")
+    if args.output == "table":
+        roles = ", ".join(f"{p}={r}" for p, r in sorted(me["user"]["roles"].items())) or "-"
+        print(f"{me['user']['name']}  roles: {roles}")
+    else:
+        show(args, me)
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from nodes.cli import call, show, table
+
+    if args.action == "list":
+        users = call(args, "GET", "/api/v1/users")["users"]
+        if args.output == "table":
+            rows = [
+                [
+                    u["name"],
+                    "yes" if u["enabled"] else "no",
+                    ", ".join(f"{p}={r}" for p, r in sorted(u["roles"].items())) or "-",
+                ]
+                for u in users
+            ]
+            table(rows, ["NAME", "ENABLED", "ROLES"])
+        else:
+            show(args, users)
+        return 0
+    if args.action == "create":
+        body: dict[str, Any] = {"name": args.name, "roles": _grants(args.role)}
+        if args.password_stdin:
+            body["password"] = sys.stdin.readline().rstrip("\n")
+        for field in ("display_name", "email"):
+            if getattr(args, field):
+                body[field] = getattr(args, field)
+        call(args, "POST", "/api/v1/users", body)
+        print(f"user {args.name} created")
+    elif args.action == "grant":
+        user = call(args, "GET", f"/api/v1/users/{args.name}")
+        roles = {**user["roles"], **_grants(args.role)}
+        call(args, "PATCH", f"/api/v1/users/{args.name}", {"roles": roles})
+        print(f"user {args.name}: roles {roles}")
+    elif args.action in ("enable", "disable"):
+        call(args, "PATCH", f"/api/v1/users/{args.name}", {"enabled": args.action == "enable"})
+        print(f"user {args.name} {args.action}d")
+    elif args.action == "delete":
+        call(args, "DELETE", f"/api/v1/users/{args.name}")
+        print(f"user {args.name} deleted")
+    return 0
+
+
+def _grants(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        project, sep, role = item.partition("=")
+        if not sep:
+            raise SystemExit(f"cronmesh: --role {item!r} must look like PROJECT=ROLE (or *=ROLE)")
+        out[project] = role
+    return out
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from nodes.cli import call, show, table
+
+    user = args.user or call(args, "GET", "/api/v1/auth/me")["user"]["name"]
+    base = f"/api/v1/users/{user}/tokens"
+    if args.action == "create":
+        body: dict[str, Any] = {"description": args.description or ""}
+        if args.expires_in:
+            body["expires_in"] = args.expires_in
+        created = call(args, "POST", base, body)
+        if args.output == "table":
+            print(created["token"])
+            print(f"(token {created['id']}; shown once, store it now)", file=sys.stderr)
+        else:
+            show(args, created)
+    elif args.action == "list":
+        found = call(args, "GET", base)["tokens"]
+        if args.output == "table":
+            rows = [
+                [t["id"], t["kind"], t["description"] or "-", t["expires_at"] or "never"]
+                for t in found
+            ]
+            table(rows, ["ID", "KIND", "DESCRIPTION", "EXPIRES"])
+        else:
+            show(args, found)
+    elif args.action == "revoke":
+        call(args, "DELETE", f"{base}/{args.id}")
+        print(f"token {args.id} revoked")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    lg = sub.add_parser("login", help="log in and store a token for this API URL (0600 file)")
+    lg.add_argument("-u", "--username")
+    lg.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    lg.set_defaults(func=cmd_login)
+    sub.add_parser("logout", help="revoke and forget the stored token").set_defaults(
+        func=cmd_logout
+    )
+    sub.add_parser("whoami", help="the authenticated user and roles").set_defaults(func=cmd_whoami)
+
+    u = sub.add_parser("user", help="manage users (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    u.add_parser("list")
+    cr = u.add_parser("create")
+    cr.add_argument("name")
+    cr.add_argument("--role", action="append", help="PROJECT=ROLE or *=ROLE (repeatable)")
+    cr.add_argument("--password-stdin", action="store_true")
+    cr.add_argument("--display-name", dest="display_name")
+    cr.add_argument("--email")
+    gr = u.add_parser("grant", help="add or change role grants")
+    gr.add_argument("name")
+    gr.add_argument("--role", action="append", required=True, help="PROJECT=ROLE (repeatable)")
+    for action in ("enable", "disable", "delete"):
+        u.add_parser(action).add_argument("name")
+    for parser in u.choices.values():
+        parser.set_defaults(func=cmd_user)
+
+    t = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    tc = t.add_parser("create", help="create an API token (printed once)")
+    tc.add_argument("--description")
+    tc.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
+    t.add_parser("list")
+    t.add_parser("revoke").add_argument("id")
+    for parser in t.choices.values():
+        parser.add_argument("--user", help="whose tokens (default: yourself)")
+        parser.set_defaults(func=cmd_token)
