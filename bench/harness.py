@@ -108,8 +108,16 @@ class BenchEtcd:
         return f"etcd({self.endpoint})"
 
 
+# The first admin of every benchmark cluster gets this API token (CRONMESH_ADMIN_TOKEN).
+BENCH_ADMIN_TOKEN = "cm_bench-admin-token-0123456789abcdef"
+
+
+def auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {BENCH_ADMIN_TOKEN}"}
+
+
 def node_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CRONMESH_ADMIN_TOKEN=BENCH_ADMIN_TOKEN)
     env.pop("GRPC_VERBOSITY", None)
     if USER_GRPC_VERBOSITY is not None:
         env["GRPC_VERBOSITY"] = USER_GRPC_VERBOSITY

@@ -25,7 +25,14 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import BenchEtcd, Procs, code_version, etcd_version, machine_info
+from bench.harness import (
+    BenchEtcd,
+    Procs,
+    auth_headers,
+    code_version,
+    etcd_version,
+    machine_info,
+)
 from bench.scenarios import Context, Mode, e2e_throughput, scheduler_throughput, steady_lag
 from cluster.etcd import Etcd
 
@@ -192,7 +199,7 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
     etcd = Etcd([etcd_server.endpoint])
     await etcd.connect()
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as http:
         machine = machine_info(await etcd_version(http, etcd_server.endpoint))
         code = code_version()
         common = {

@@ -96,8 +96,9 @@ RULES: tuple[Rule, ...] = (
     Rule(ANY, "/api/v1/users/{user}/tokens/**", "self"),
     Rule(frozenset({"PUT", "POST"}), "/api/v1/users/{user}/password", "self"),
     Rule(READ, "/api/v1/users/{user}", "self"),
-    # inside a project
-    Rule(READ, f"{P}", "project", "viewer"),
+    # inside a project (creating, changing and deleting projects themselves: cluster admin)
+    Rule(WRITE, P, "cluster"),
+    Rule(READ, P, "project", "viewer"),
     Rule(READ, f"{P}/**", "project", "viewer"),
     Rule(frozenset({"POST"}), f"{P}/jobs/{{job}}/runs", "project", "operator"),
     Rule(frozenset({"POST"}), f"{P}/jobs/{{job}}/backfill", "project", "operator"),

@@ -13,7 +13,7 @@ import pytest
 
 from nodes.embedded import EtcdProcess, free_port
 from tests.chaos.leader_kill import leader_of, scenario, wait_ready
-from tests.conftest import ROOT, api_session, run_cli, wait_for
+from tests.conftest import ROOT, api_session, node_env, run_cli, wait_for
 
 JOBS = "/api/v1/projects/default/jobs"
 RUNS = "/api/v1/projects/default/runs"
@@ -136,6 +136,7 @@ async def test_node_waits_for_etcd_and_recovers_from_an_outage(tmp_path, prefix)
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=str(ROOT),
+        env=node_env(),
     )
     url = f"http://127.0.0.1:{api}"
     try:

@@ -1,0 +1,415 @@
+"""Identity and access against a real node and etcd: the authorization matrix (every endpoint x
+every role x own/other project), tokens (expiry, revocation), disabled users, login with password
+and cookie + CSRF, login rate limits, the audit log, and signed node-to-node requests."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+
+from cluster.permissions import RANK
+from nodes import signing
+from nodes.api import make_app
+from tests.conftest import TEST_ADMIN_TOKEN, api_headers, api_session, wait_for
+
+OWN, OTHER = "own", "other"
+JOB = {"name": "j", "command": "true"}
+
+
+def p(project: str, rest: str = "") -> str:
+    return f"/api/v1/projects/{project}{rest}"
+
+
+# (method, path template, body, who may: "public" | "auth" | "cluster" | "self" | role name)
+# ``{p}`` is filled with the own or the other project; ``victim`` is a user that is not the caller.
+ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
+    ("GET", "/healthz", None, "public"),
+    ("GET", "/readyz", None, "public"),
+    ("GET", "/status", None, "public"),
+    ("GET", "/metrics", None, "public"),
+    ("GET", "/api/v1/auth/me", None, "auth"),
+    ("GET", "/api/v1/nodes", None, "auth"),
+    ("GET", "/api/v1/projects", None, "auth"),
+    ("POST", "/api/v1/projects", {"name": "made-by-matrix"}, "cluster"),
+    ("GET", "/api/v1/users", None, "cluster"),
+    ("POST", "/api/v1/users", {"name": "made-by-matrix"}, "cluster"),
+    ("GET", "/api/v1/users/victim", None, "self"),
+    ("PATCH", "/api/v1/users/victim", {"display_name": "V"}, "cluster"),
+    ("DELETE", "/api/v1/users/nobody", None, "cluster"),
+    ("PUT", "/api/v1/users/victim/password", {"password": "long enough pw"}, "self"),
+    ("GET", "/api/v1/users/victim/tokens", None, "self"),
+    ("POST", "/api/v1/users/victim/tokens", {"description": "m"}, "self"),
+    ("DELETE", "/api/v1/users/victim/tokens/0000000000000000", None, "self"),
+    ("GET", "/api/v1/audit", None, "cluster"),
+    ("GET", "{p}", None, "viewer"),
+    ("PUT", "{p}", {"description": "d"}, "cluster"),
+    ("DELETE", "{p}", None, "cluster"),
+    ("GET", "{p}/jobs", None, "viewer"),
+    ("POST", "{p}/jobs", JOB, "editor"),
+    ("GET", "{p}/jobs/j", None, "viewer"),
+    ("PUT", "{p}/jobs/j", JOB, "editor"),
+    ("PATCH", "{p}/jobs/j", {"description": "x"}, "editor"),
+    ("DELETE", "{p}/jobs/absent", None, "editor"),
+    ("POST", "{p}/jobs/j/runs", {}, "operator"),
+    ("GET", "{p}/jobs/j/ticks", None, "viewer"),
+    (
+        "POST",
+        "{p}/jobs/j/backfill",
+        {"from": "2025-01-01T00:00:00Z", "to": "2025-01-01T00:00:01Z"},
+        "operator",
+    ),
+    ("GET", "{p}/runs", None, "viewer"),
+    ("GET", "{p}/runs/1", None, "viewer"),
+    ("POST", "{p}/runs/1/cancel", None, "operator"),
+    ("POST", "{p}/runs/1/abort", None, "operator"),
+    ("GET", "{p}/runs/1/logs", None, "viewer"),
+]
+# Not in the matrix on purpose: POST /api/v1/auth/login (public, tested below), POST
+# /api/v1/auth/logout (ends the caller's session; tested below), /internal/v1/… (peers only).
+UNLISTED = {
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/logout"),
+    ("GET", "/internal/v1/projects/{project}/runs/{run}/logs"),
+}
+
+
+def canonical(template: str) -> str:
+    out = template.replace("{p}", "/api/v1/projects/{project}")
+    out = out.replace("/jobs/j", "/jobs/{job}").replace("/jobs/absent", "/jobs/{job}")
+    out = out.replace("/runs/1", "/runs/{run}")
+    out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
+    return out.replace("/tokens/0000000000000000", "/tokens/{token}")
+
+
+async def make_user(cluster, name: str, roles: dict[str, str]) -> str:
+    status, body = await cluster.request(
+        "POST", "/api/v1/users", json={"name": name, "roles": roles}
+    )
+    assert status == 201, body
+    status, body = await cluster.request("POST", f"/api/v1/users/{name}/tokens", json={})
+    assert status == 201, body
+    return body["token"]
+
+
+async def call(cluster, method: str, path: str, token: str | None, **kw):
+    url = cluster.url(None, path)
+    async with aiohttp.ClientSession(headers=api_headers(token)) as http:
+        async with http.request(method, url, **kw) as resp:
+            return resp.status, await resp.text()
+
+
+async def test_authorization_matrix(cluster):
+    node = await cluster.start()
+    for project in (OWN, OTHER):
+        status, body = await cluster.request("PUT", p(project, "/jobs/j"), json=JOB)
+        assert status == 201, body
+    await make_user(cluster, "victim", {})
+    principals: dict[str, tuple[str | None, dict[str, str]]] = {
+        "anonymous": (None, {}),
+        "cluster-admin": (TEST_ADMIN_TOKEN, {"*": "admin"}),
+        "nothing": (await make_user(cluster, "nothing", {}), {}),
+        "all-viewer": (await make_user(cluster, "all-viewer", {"*": "viewer"}), {"*": "viewer"}),
+    }
+    for role in ("viewer", "operator", "editor", "admin"):
+        grants = {OWN: role}
+        principals[role] = (await make_user(cluster, f"r-{role}", grants), grants)
+
+    # every route the node serves is in the matrix (or deliberately left out of it)
+    served = {
+        (r.method, r.resource.canonical)
+        for r in make_app(node).router.routes()
+        if r.method != "HEAD" and r.resource is not None
+    }
+    covered = {(m, canonical(t)) for m, t, _, _ in ENDPOINTS} | UNLISTED
+    assert served - covered == set(), "add these routes to the authorization matrix"
+
+    def allowed(who: str, need: str, project: str | None) -> bool:
+        _, grants = principals[who]
+        if need == "public":
+            return True
+        if who == "anonymous":
+            return False
+        if need == "auth":
+            return True
+        if need in ("cluster", "self"):  # "victim" is never the caller here
+            return grants.get("*") == "admin"
+        best = max(RANK.get(grants.get("*", ""), -1), RANK.get(grants.get(project or "", ""), -1))
+        return best >= RANK[need]
+
+    failures = []
+    for method, template, body, need in ENDPOINTS:
+        projects = (OWN, OTHER) if "{p}" in template else (None,)
+        for project in projects:
+            path = template.replace("{p}", p(project)) if project else template
+            # run as the weakest principal first, so the allowed calls change state last
+            for who in (
+                "anonymous",
+                "nothing",
+                "all-viewer",
+                "viewer",
+                "operator",
+                "editor",
+                "admin",
+                "cluster-admin",
+            ):
+                token, _ = principals[who]
+                status, text = await call(cluster, method, path, token, json=body)
+                ok = allowed(who, need, project)
+                if ok and status in (401, 403):
+                    failures.append(f"{who} {method} {path}: {status}, expected allowed: {text}")
+                if not ok:
+                    want = 401 if who == "anonymous" else 403
+                    if status != want:
+                        failures.append(f"{who} {method} {path}: {status}, expected {want}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_unknown_paths_fail_closed(cluster):
+    await cluster.start()
+    viewer = await make_user(cluster, "v", {"*": "viewer"})
+    editor = await make_user(cluster, "e", {"*": "editor"})
+    assert (await call(cluster, "GET", "/api/v1/somewhere-new", None))[0] == 401
+    assert (await call(cluster, "GET", "/api/v1/somewhere-new", viewer))[0] == 403
+    assert (await call(cluster, "POST", "/api/v1/groups/g", editor))[0] == 403
+    # an admin reaches the router (404: no such route), nobody else gets that far
+    assert (await call(cluster, "GET", "/api/v1/somewhere-new", TEST_ADMIN_TOKEN))[0] == 404
+    # a user token never opens the peers' API
+    status, _ = await call(cluster, "GET", "/internal/v1/projects/x/runs/1/logs", TEST_ADMIN_TOKEN)
+    assert status == 403
+
+
+async def test_token_expiry_revocation_and_disabled_user(cluster):
+    clock_skew = {"s": 0.0}
+    node = await cluster.start()
+    token = await make_user(cluster, "alice", {OWN: "editor"})
+    assert (await call(cluster, "GET", p(OWN, "/jobs"), token))[0] == 200
+
+    # revoke: the token fails at once
+    status, body = await cluster.request("GET", "/api/v1/users/alice/tokens")
+    assert status == 200 and len(body["tokens"]) == 1
+    token_id = body["tokens"][0]["id"]
+    assert "digest" not in body["tokens"][0] and "token" not in body["tokens"][0]
+    status, _ = await cluster.request("DELETE", f"/api/v1/users/alice/tokens/{token_id}")
+    assert status == 204
+    assert (await call(cluster, "GET", p(OWN, "/jobs"), token))[0] == 401
+
+    # expiry: a token past its expires_at fails (the node's clock is moved, not the test's)
+    status, body = await cluster.request(
+        "POST", "/api/v1/users/alice/tokens", json={"description": "short", "expires_in": 60}
+    )
+    assert status == 201, body
+    short = body["token"]
+    assert (await call(cluster, "GET", p(OWN, "/jobs"), short))[0] == 200
+    store = node.access.store()
+    real_clock = store.clock
+    store.clock = lambda: real_clock() + timedelta(seconds=61 + clock_skew["s"])
+    try:
+        assert (await call(cluster, "GET", p(OWN, "/jobs"), short))[0] == 401
+    finally:
+        store.clock = real_clock
+    # the token is bound to an etcd lease outliving it by a minute, so etcd drops it by itself
+    kv = await node.etcd.get(node.keys.token(body["id"]))
+    assert kv is not None and kv.lease != 0
+
+    # a disabled user can do nothing, with any token
+    status, body = await cluster.request("POST", "/api/v1/users/alice/tokens", json={})
+    fresh = body["token"]
+    status, _ = await cluster.request("PATCH", "/api/v1/users/alice", json={"enabled": False})
+    assert status == 200
+    for method, path in (("GET", p(OWN, "/jobs")), ("GET", "/api/v1/auth/me")):
+        assert (await call(cluster, method, path, fresh))[0] == 401
+    status, _ = await cluster.request("PATCH", "/api/v1/users/alice", json={"enabled": True})
+    assert (await call(cluster, "GET", "/api/v1/auth/me", fresh))[0] == 200
+
+    # bad input names the field; the last admin cannot be removed
+    status, body = await cluster.request(
+        "POST", "/api/v1/users", json={"name": "x", "roles": {"own": "god"}}
+    )
+    assert status == 400 and body["error"]["field"].startswith("roles"), body
+    status, body = await cluster.request("PATCH", "/api/v1/users/admin", json={"enabled": False})
+    assert status == 409, body
+
+
+async def test_login_cookie_csrf_and_rate_limit(cluster):
+    await cluster.start()
+    status, body = await cluster.request(
+        "POST",
+        "/api/v1/users",
+        json={"name": "bob", "password": "correct horse", "roles": {OWN: "operator"}},
+    )
+    assert status == 201 and body["has_password"] and "password_hash" not in body, body
+
+    jar = aiohttp.CookieJar(unsafe=True)  # the node is an IP address
+    async with aiohttp.ClientSession(cookie_jar=jar) as anon:  # no credentials, own cookies
+        url = cluster.url(None, "/api/v1/auth/login")
+        async with anon.post(url, json={"username": "bob", "password": "wrong pass"}) as r:
+            wrong_pw = (r.status, await r.json())
+        async with anon.post(url, json={"username": "nobody", "password": "wrong pass"}) as r:
+            no_user = (r.status, await r.json())
+        assert wrong_pw[0] == no_user[0] == 401
+        assert wrong_pw[1]["error"]["message"] == no_user[1]["error"]["message"]
+
+        async with anon.post(url, json={"username": "bob", "password": "correct horse"}) as r:
+            assert r.status == 200
+            login = await r.json()
+            cookie = r.cookies["cronmesh_session"]
+            assert cookie["httponly"] and cookie["samesite"] == "Strict"
+        assert datetime.fromisoformat(login["expires_at"]) > datetime.now(UTC)
+        # the bearer token works
+        status, text = await call(cluster, "GET", "/api/v1/auth/me", login["token"])
+        assert status == 200 and '"bob"' in text
+        # the cookie works for reads; changes need the CSRF header
+        async with anon.get(cluster.url(None, p(OWN, "/jobs"))) as r:
+            assert r.status == 200
+        trigger = cluster.url(None, p(OWN, "/runs/1/cancel"))
+        async with anon.post(trigger) as r:
+            assert r.status == 403 and "CSRF" in (await r.text())
+        async with anon.post(trigger, headers={"X-CSRF-Token": login["csrf_token"]}) as r:
+            assert r.status == 404  # allowed through; there is no run 1
+        # log out: the session token is revoked
+        async with anon.post(
+            cluster.url(None, "/api/v1/auth/logout"),
+            headers={"X-CSRF-Token": login["csrf_token"]},
+        ) as r:
+            assert r.status == 204
+        assert (await call(cluster, "GET", "/api/v1/auth/me", login["token"]))[0] == 401
+
+        # per-user rate limit: after 10 failures even the right password is refused for a while
+        for _ in range(10):
+            async with anon.post(url, json={"username": "bob", "password": "nope nope"}) as r:
+                assert r.status == 401
+        async with anon.post(url, json={"username": "bob", "password": "correct horse"}) as r:
+            assert r.status == 429
+
+
+async def test_audit_records_changes_with_before_and_after(cluster):
+    await cluster.start()
+    token = await make_user(cluster, "carol", {OWN: "editor"})
+    async with aiohttp.ClientSession(headers=api_headers(token)) as http:
+        async with http.put(
+            cluster.url(None, p(OWN, "/jobs/audited")), json=JOB | {"name": "audited"}
+        ) as r:
+            assert r.status == 201
+        async with http.patch(
+            cluster.url(None, p(OWN, "/jobs/audited")), json={"command": "false"}
+        ) as r:
+            assert r.status == 200
+        async with http.delete(cluster.url(None, p(OTHER, "/jobs/audited"))) as r:
+            assert r.status == 403
+
+    async def entries():
+        status, body = await cluster.request("GET", "/api/v1/audit?actor=carol")
+        assert status == 200
+        return body["entries"] if len(body["entries"]) >= 3 else None
+
+    found = await wait_for(entries, 10, what="audit entries")
+    denied, patched, created = found[:3]  # newest first
+    assert denied["outcome"] == "denied" and denied["status"] == 403
+    assert patched["method"] == "PATCH" and patched["project"] == OWN
+    change = next(c for c in patched["changes"] if c["key"].endswith("/jobs/own/audited"))
+    assert change["before"]["command"] == "true" and change["after"]["command"] == "false"
+    assert created["changes"][0]["before"] is None
+    # an admin's user change is audited without secrets
+    await cluster.request(
+        "POST", "/api/v1/users", json={"name": "dan", "password": "secret pass 1"}
+    )
+    status, body = await cluster.request("GET", "/api/v1/audit?actor=admin&limit=5")
+    user_entry = next(e for e in body["entries"] if e["path"] == "/api/v1/users")
+    assert user_entry["changes"][0]["after"]["password_hash"] == "<redacted>"
+    # non-admins cannot read it
+    assert (await call(cluster, "GET", "/api/v1/audit", token))[0] == 403
+
+
+async def test_audit_retention(etcd, keys):
+    from cluster.audit import AuditLog, Retention
+    from cluster.ids import Snowflake
+
+    now = {"t": datetime(2026, 1, 1, tzinfo=UTC)}
+    ids = Snowflake(1, clock=lambda: now["t"].timestamp())
+    log = AuditLog(
+        etcd,
+        keys,
+        ids,
+        lambda: now["t"],
+        Retention(max_entries=5, max_age=timedelta(days=1), every=1000),
+    )
+    for i in range(8):
+        await log.record({"actor": "x", "n": i})
+    assert await log.prune() == 3
+    assert [e["n"] for e in await log.list()] == [7, 6, 5, 4, 3]
+    now["t"] += timedelta(days=2)
+    await log.record({"actor": "x", "n": 8})
+    assert await log.prune() == 5
+    assert [e["n"] for e in await log.list()] == [8]
+
+
+async def test_peer_requests_are_signed_and_checked(cluster):
+    node = await cluster.start()
+    await wait_for(lambda: node.access.peer_secret is not None, 10, what="peer secret")
+    secret = node.access.peer_secret
+    path = "/internal/v1/projects/own/runs/1/logs?attempt=1&format=text"
+    url = cluster.url(None, path)
+
+    async def send(headers, body=b""):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, headers=headers, data=body or None) as r:
+                return r.status, await r.text()
+
+    good = signing.sign(secret, "GET", path, b"", time.time(), "n9")
+    assert (await send({}))[0] == 403  # unsigned
+    status, text = await send(good)
+    assert status == 404, text  # authentic: reaches the handler (no such log)
+    status, text = await send(good)
+    assert status == 403 and "replayed" in text
+    tampered = signing.sign(
+        secret, "GET", path.replace("attempt=1", "attempt=2"), b"", time.time(), "n9"
+    )
+    status, text = await send(tampered)
+    assert status == 403 and "signature" in text
+    old = signing.sign(secret, "GET", path, b"", time.time() - 120, "n9")
+    status, text = await send(old)
+    assert status == 403 and "window" in text
+    wrong = signing.sign(b"another cluster's secret", "GET", path, b"", time.time(), "n9")
+    assert (await send(wrong))[0] == 403
+
+
+async def test_first_admin_gets_a_generated_password_once(cluster):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        await cluster.start("a1", admin_token=None)
+        await cluster.start("a2", admin_token=None)
+    printed = [e for e in logs if e.get("password")]
+    assert len(printed) == 1, printed  # only the node that won the bootstrap prints it
+    async with api_session() as http:
+        async with http.post(
+            cluster.url(None, "/api/v1/auth/login"),
+            json={"username": "admin", "password": printed[0]["password"]},
+        ) as r:
+            assert r.status == 200
+            token = (await r.json())["token"]
+    status, text = await call(cluster, "GET", "/api/v1/users", token)
+    assert status == 200 and "password_hash" not in text and "scrypt" not in text
+
+
+@pytest.mark.parametrize("level", [0, 1])
+async def test_log_proxy_between_nodes_at_each_security_level(cluster, level):
+    a = await cluster.start("pa", security_level=level, properties={"side": "a"})
+    b = await cluster.start("pb", security_level=level, properties={"side": "b"})
+    job = {"name": "where", "command": "echo from-b", "target": {"selector": "side=b"}}
+    status, body = await cluster.request("PUT", p(OWN, "/jobs/where"), json=job)
+    assert status == 201, body
+    status, run = await cluster.request("POST", p(OWN, "/jobs/where/runs"), json={})
+    assert status == 201, run
+
+    async def finished():
+        s, r = await cluster.request("GET", p(OWN, f"/runs/{run['id']}"), node=a)
+        return r if s == 200 and r["status"] == "succeeded" else None
+
+    await wait_for(finished, 20, what="run on b")
+    status, text = await cluster.request("GET", p(OWN, f"/runs/{run['id']}/logs"), node=a)
+    assert status == 200 and "from-b" in text
+    assert b.node_id == "pb"
