@@ -193,6 +193,14 @@ class Op:
         return rpc.RequestOp(request_range=req)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
 def _target(endpoints: Sequence[str]) -> str:
     """A gRPC target over every endpoint, so the channel fails over between etcd members."""
     addrs: list[str] = []
@@ -247,14 +255,84 @@ _REJECTED = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Security:
+    """How to reach a secured etcd: TLS (server CA, optional client certificate) and/or a user.
+
+    Paths are read at connect time. ``https://`` endpoints use TLS even without a CA (then the
+    system roots verify the server).
+    """
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def tls(self, endpoints: Sequence[str]) -> bool:
+        return bool(self.ca or self.cert) or any(e.startswith("https://") for e in endpoints)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                raise Unavailable(f"cannot read etcd TLS file {path}: {exc}") from exc
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca),
+            private_key=read(self.key),
+            certificate_chain=read(self.cert),
+        )
+
+
+_AUTHENTICATE = "/etcdserverpb.Auth/Authenticate"
+
+
+def _token_expired(code: grpc.StatusCode | None, details: str | None) -> bool:
+    return code == grpc.StatusCode.UNAUTHENTICATED or "invalid auth token" in (details or "")
+
+
+class _AuthInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the etcd auth token to every unary call; on an expired token (etcd restarted, TTL
+    passed) authenticates again and retries once (etcd rejected the call: nothing was applied)."""
+
+    def __init__(self, client: Etcd) -> None:
+        self.client = client
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if details.method in (_AUTHENTICATE, _AUTHENTICATE.encode()):
+            return await continuation(details, request)
+        if self.client._token is None:
+            await self.client._authenticate()
+        call = await continuation(self.client._with_token(details), request)
+        code = await call.code()
+        if not _token_expired(code, await call.details()):
+            return call
+        await self.client._authenticate(force=True)
+        return await continuation(self.client._with_token(details), request)
+
+
 class Etcd:
     """An etcd v3 client over one gRPC channel (several endpoints: the channel fails over)."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: Security | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.security = security or Security()
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
         self._channel: grpc.aio.Channel | None = None
         self._kv: Any = None
         self._lease: Any = None
@@ -264,11 +342,55 @@ class Etcd:
     async def connect(self) -> None:
         if self._channel is not None:
             return
-        self._channel = grpc.aio.insecure_channel(_target(self.endpoints), options=_CHANNEL_OPTIONS)
+        sec = self.security
+        interceptors = [_AuthInterceptor(self)] if sec.user else None
+        target = _target(self.endpoints)
+        if sec.tls(self.endpoints):
+            options: list[tuple[str, Any]] = list(_CHANNEL_OPTIONS)
+            host = self.endpoints[0].split("://", 1)[-1].rpartition(":")[0].strip("[]")
+            if host and not _is_ip(host):  # the target is resolved to addresses: check the name
+                options.append(("grpc.ssl_target_name_override", host))
+            self._channel = grpc.aio.secure_channel(
+                target, sec.credentials(), options=options, interceptors=interceptors
+            )
+        else:
+            self._channel = grpc.aio.insecure_channel(
+                target, options=_CHANNEL_OPTIONS, interceptors=interceptors
+            )
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
         self._maint = rpc.MaintenanceStub(self._channel)
+        self._auth = rpc.AuthStub(self._channel)
+        self._token = None
+
+    async def _authenticate(self, *, force: bool = False) -> str | None:
+        """Get (or renew) the etcd auth token of ``security.user``; None without a user."""
+        sec = self.security
+        if not sec.user:
+            return None
+        async with self._auth_lock:
+            if self._token is not None and not force:
+                return self._token
+            try:
+                resp = await self._auth.Authenticate(
+                    rpc.AuthenticateRequest(name=sec.user, password=sec.password or ""),
+                    timeout=self.timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise _unavailable(exc, "authenticate") from exc
+            self._token = str(resp.token)
+            return self._token
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("token", self._token),) if self._token else None
+
+    def _with_token(self, details: Any) -> Any:
+        if not self._token:
+            return details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata["token"] = self._token
+        return details._replace(metadata=metadata)
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
@@ -286,6 +408,13 @@ class Etcd:
         if self._channel is None:
             raise Unavailable("etcd client is not connected")
         return self._kv, self._lease, self._watch, self._maint
+
+    async def _stream_auth(self, exc: grpc.aio.AioRpcError | None = None) -> None:
+        """Streams carry the token as metadata: get one first, renew it after it expired."""
+        if exc is not None and _token_expired(exc.code(), exc.details()):
+            await self._authenticate(force=True)
+        elif self.security.user and self._token is None:
+            await self._authenticate()
 
     # -- key/value -----------------------------------------------------------------------------
 
@@ -412,13 +541,15 @@ class Etcd:
     async def keepalive(self, lease_id: int) -> int:
         """Refresh a lease once; answers the new TTL, 0 when the lease no longer exists."""
         _, lease, _, _ = self._stubs()
-        call = lease.LeaseKeepAlive(timeout=self.timeout)
+        await self._stream_auth()
+        call = lease.LeaseKeepAlive(timeout=self.timeout, metadata=self._metadata())
         try:
             await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
             await call.done_writing()
             async for reply in call:
                 return int(reply.TTL)
         except grpc.aio.AioRpcError as exc:
+            await self._stream_auth(exc)
             raise _unavailable(exc, "lease keepalive") from exc
         finally:
             call.cancel()
@@ -456,7 +587,8 @@ class Etcd:
         )
         if prefix:
             create.range_end = prefix_end(key)
-        call = watch.Watch()
+        await self._stream_auth()
+        call = watch.Watch(metadata=self._metadata())
         try:
             await call.write(rpc.WatchRequest(create_request=create))
             async for resp in call:
@@ -473,6 +605,7 @@ class Etcd:
                 yield WatchBatch(events, int(resp.header.revision))
             raise Unavailable("etcd watch stream ended")
         except grpc.aio.AioRpcError as exc:
+            await self._stream_auth(exc)
             raise _unavailable(exc, "watch") from exc
         finally:
             call.cancel()

@@ -68,6 +68,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "log_dir": args.log_dir,
         "drain_timeout": args.drain_timeout,
         "log_format": args.log_format,
+        **cli_auth.node_flags(args),
     }
     try:
         config = load_config(flags, file=args.config)
@@ -311,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")
     n.add_argument("--log-format", choices=["auto", "json", "console"])
+    cli_auth.add_node_flags(n)
     n.set_defaults(func=cmd_node)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")

@@ -220,3 +220,28 @@ def add_commands(sub: Any) -> None:
     for parser in t.choices.values():
         parser.add_argument("--user", help="whose tokens (default: yourself)")
         parser.set_defaults(func=cmd_token)
+
+
+NODE_FLAGS = {
+    "admin_user": ("--admin-user", "first admin's user name (CRONMESH_ADMIN_USER, default admin)"),
+    "admin_password_file": ("--admin-password-file", "file holding the first admin's password"),
+    "security_level": ("--security-level", "node-to-node security: 0 none, 1 signed (default)"),
+    "peer_secret_file": ("--peer-secret-file", "file holding the cluster's peer HMAC secret"),
+    "etcd_ca": ("--etcd-ca", "CA certificate that signed etcd's server certificate"),
+    "etcd_cert": ("--etcd-cert", "client certificate for etcd"),
+    "etcd_key": ("--etcd-key", "client certificate key for etcd"),
+    "etcd_user": ("--etcd-user", "etcd user (with --etcd-password-file)"),
+    "etcd_password_file": ("--etcd-password-file", "file holding the etcd user's password"),
+}
+
+
+def add_node_flags(parser: argparse.ArgumentParser) -> None:
+    """Identity and security flags of ``cronmesh node`` (each also has a CRONMESH_* variable)."""
+    for name, (flag, help_text) in NODE_FLAGS.items():
+        parser.add_argument(
+            flag, dest=name, help=help_text, type=int if name == "security_level" else str
+        )
+
+
+def node_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name, None) for name in NODE_FLAGS}

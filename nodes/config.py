@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cluster.errors import InvalidInput
+from cluster.etcd import Security
 from cluster.models import parse_model
 
 
@@ -174,3 +175,19 @@ def load_config(
             data[name] = env[var]
     data.update({k: v for k, v in flags.items() if v is not None})
     return parse_model(NodeConfig, data)
+
+
+def etcd_security(config: NodeConfig) -> Security:
+    """TLS files and etcd user of a node's etcd client (docs/security.md)."""
+    password = read_secret(config.etcd_password, config.etcd_password_file, "etcd_password")
+    if config.etcd_user and password is None:
+        raise InvalidInput("etcd_user needs etcd_password or etcd_password_file", field="etcd_user")
+    if bool(config.etcd_cert) != bool(config.etcd_key):
+        raise InvalidInput("etcd_cert and etcd_key go together", field="etcd_cert")
+    return Security(
+        ca=config.etcd_ca,
+        cert=config.etcd_cert,
+        key=config.etcd_key,
+        user=config.etcd_user,
+        password=password,
+    )

@@ -30,7 +30,7 @@ from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
 from nodes import __version__, metrics
 from nodes.access import Access
-from nodes.config import NodeConfig
+from nodes.config import NodeConfig, etcd_security
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
@@ -43,7 +43,7 @@ class Node:
         self.config = config
         self.clock = clock
         self.keys = Keys(config.prefix)
-        self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout)
+        self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout, security=etcd_security(config))
         self.logs = LocalLogStore(config.logs_path)
         self.peers = PeerClient(self)
         self.access = Access(self)

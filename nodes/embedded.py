@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -57,7 +58,14 @@ class EtcdProcess:
         name: str = "default",
         host: str = "127.0.0.1",
         log_file: str | Path | None = None,
+        scheme: str = "http",
+        extra_args: Sequence[str] = (),
+        health_url: str | None = None,
     ) -> None:
+        """``scheme``/``extra_args``: e.g. TLS flags; then give a plain ``health_url`` (metrics)."""
+        self.scheme = scheme
+        self.extra_args = list(extra_args)
+        self.health_url = health_url
         self.data_dir = Path(data_dir)
         self.host = host
         self.client_port = client_port or free_port(host)
@@ -68,11 +76,11 @@ class EtcdProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> EtcdProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        client = f"http://{self.host}:{self.client_port}"
+        client = self.endpoint
         peer = f"http://{self.host}:{self.peer_port}"
         argv = [
             etcd_binary(),
@@ -98,6 +106,7 @@ class EtcdProcess:
             str(2 * 1024**3),
             "--log-level",
             "warn",
+            *self.extra_args,
         ]
         with open(self.log_file, "ab") as log:
             # A small parent-death hook; etcd is started rarely, so losing vfork here is fine.
@@ -117,7 +126,9 @@ class EtcdProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}; see {self.log_file}")
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as resp:
+                with urllib.request.urlopen(
+                    self.health_url or f"{self.endpoint}/health", timeout=1
+                ) as resp:
                     if b'"true"' in resp.read():
                         return
             except OSError:
