@@ -121,7 +121,7 @@ def call(
             parsed = json.loads(payload)
         except ValueError:
             parsed = payload.decode(errors="replace")
-        if exc.code == 401 and not token:
+        if exc.code == 401 and not token and path != "/api/v1/auth/login":
             parsed = {
                 "error": {
                     "message": "not logged in: run `cronmesh login`, or give --token / "
@@ -384,4 +384,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nodes import cli  # one module object, so cli_auth's imports share its classes
+
+    sys.exit(cli.main())

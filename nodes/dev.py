@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,23 @@ def _ready(port: int) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def _admin_password(data: Path) -> tuple[str, str]:
+    """The dev cluster's admin password: CRONMESH_ADMIN_PASSWORD, else one generated once and kept
+    (0600) in the data folder, so a restarted dev cluster keeps the same admin."""
+    path = data / "admin-password"
+    given = os.environ.get("CRONMESH_ADMIN_PASSWORD")
+    if given:
+        password = given
+    elif path.exists():
+        password = path.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return str(path), password
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,10 +61,13 @@ def main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    password_file, password = _admin_password(data)
     try:
         for i, port in enumerate(ports, 1):
             log = open(data / f"node-{i}.log", "ab")
-            env = dict(os.environ, CRONMESH_LOG_FORMAT="json")
+            env = dict(
+                os.environ, CRONMESH_LOG_FORMAT="json", CRONMESH_ADMIN_PASSWORD_FILE=password_file
+            )
             nodes.append(
                 subprocess.Popen(
                     [
@@ -78,6 +99,10 @@ def main(args: argparse.Namespace) -> int:
             f"\ncronmesh is running: {args.nodes} node(s), API http://127.0.0.1:{ports[0]}"
             + (f" (also {', '.join(str(p) for p in ports[1:])})" if len(ports) > 1 else "")
             + f"\n  etcd {etcd.endpoint}, logs in {data}"
+            + f"\n  admin: {os.environ.get('CRONMESH_ADMIN_USER', 'admin')} / {password}"
+            + f" (kept in {password_file}); node-to-node calls are signed (security level 1)"
+            + f"\n  log in: .venv/bin/cronmesh --api http://127.0.0.1:{ports[0]} login -u "
+            + os.environ.get("CRONMESH_ADMIN_USER", "admin")
             + "\n  try: .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"
             + "\n       .venv/bin/cronmesh run list"
             + "\nPress Ctrl-C to stop.",
