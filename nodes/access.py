@@ -209,6 +209,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         await access.check_peer(request)
         response = await handler(request)
         return response
+    # the router may split the path differently (an encoded "/" in a segment): its project and user
+    # must be the ones this check is about
+    for name, checked in (("project", need.project), ("user", need.user)):
+        routed = request.match_info.get(name)
+        if checked is not None and routed is not None and routed != checked:
+            raise Forbidden(f"ambiguous {name} in the path", field=name)
     who = await access.authenticate(request)
     request[PRINCIPAL] = who
     entry: dict[str, Any] = {

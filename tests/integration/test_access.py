@@ -181,6 +181,54 @@ async def test_unknown_paths_fail_closed(cluster):
     assert status == 403
 
 
+async def test_encoded_slashes_cannot_reach_another_project(cluster):
+    await cluster.start()
+    viewer = await make_user(cluster, "v", {OWN: "viewer"})
+    await cluster.request("PUT", p(OTHER, "/jobs/j"), json=JOB)
+    for path in (
+        "/api/v1/projects/own%2F..%2Fother/jobs",
+        "/api/v1/projects/own%2Fx/jobs/j",
+        "/api/v1/projects/own/../other/jobs",
+    ):
+        status, text = await call(cluster, "GET", path, viewer)
+        assert status in (400, 403, 404), (path, status, text)
+        assert '"j"' not in text
+
+
+async def test_a_route_that_does_not_validate_names_is_still_confined(cluster):
+    """A route added by another module, trusting match_info as is, behind the same middleware."""
+    from aiohttp import web
+
+    from nodes.access import ACCESS, access_middleware
+    from nodes.api import errors_middleware
+    from nodes.embedded import free_port
+
+    node = await cluster.start()
+    viewer = await make_user(cluster, "v", {OWN: "viewer"})
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"project": request.match_info["project"]})
+
+    app = web.Application(middlewares=[errors_middleware, access_middleware])
+    app[ACCESS] = node.access
+    app.router.add_get("/api/v1/projects/{project}/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession(headers=api_headers(viewer)) as http:
+            base = f"http://127.0.0.1:{port}/api/v1/projects"
+            async with http.get(f"{base}/own/echo") as r:
+                assert r.status == 200 and (await r.json())["project"] == OWN
+            async with http.get(f"{base}/other/echo") as r:
+                assert r.status == 403
+            async with http.get(f"{base}/own%2F..%2Fother/echo") as r:
+                assert r.status in (403, 404), await r.text()
+    finally:
+        await runner.cleanup()
+
+
 async def test_token_expiry_revocation_and_disabled_user(cluster):
     clock_skew = {"s": 0.0}
     node = await cluster.start()
