@@ -38,13 +38,19 @@ from nodes.access import (
     principal,
     whoami,
 )
-from nodes.api import body_json, int_query, ok, project_of
+from nodes.api import body_json, error_response, int_query, ok, project_of
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
 
 LOGIN_FAILED = "invalid user name or password"
 PROJECT_NAME = re.compile(NAME_PATTERN)
+
+
+def _verify(password: str, stored: str | None) -> bool:
+    """In a thread: check against the stored hash, or a dummy one (same cost, always False)."""
+    ok = passwords.verify_password(password, stored or passwords.dummy_hash())
+    return ok and stored is not None
 
 
 class AuthApi:
@@ -65,15 +71,16 @@ class AuthApi:
         now = time.monotonic()
         wait = self.access.limiter.retry_after(username, address, now)
         if wait is not None:
-            raise TooManyRequests(
+            exc = TooManyRequests(
                 f"too many failed logins; retry in {int(wait) + 1} s", retry_after=wait
             )
+            resp = error_response(exc.status, exc.code, exc.message)
+            resp.headers["Retry-After"] = str(int(wait) + 1)
+            return resp
         store = self.access.store()
         user = await store.find_user(username)
         stored = user.password_hash if user is not None and user.password_hash else None
-        good = await asyncio.to_thread(
-            passwords.verify_password, password, stored or passwords.dummy_hash()
-        )
+        good = await asyncio.to_thread(_verify, password, stored)
         if not good or user is None or stored is None or not user.enabled:
             self.access.limiter.failed(username, address, time.monotonic())
             await self.access.record(
