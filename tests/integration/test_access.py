@@ -461,3 +461,79 @@ async def test_log_proxy_between_nodes_at_each_security_level(cluster, level):
     status, text = await cluster.request("GET", p(OWN, f"/runs/{run['id']}/logs"), node=a)
     assert status == 200 and "from-b" in text
     assert b.node_id == "pb"
+
+
+async def test_projects_crud_and_visibility(cluster):
+    await cluster.start()
+    status, body = await cluster.request(
+        "POST", "/api/v1/projects", json={"name": "web", "description": "the site"}
+    )
+    assert status == 201, body
+    status, body = await cluster.request("POST", "/api/v1/projects", json={"name": "web"})
+    assert status == 409 and body["error"]["field"] == "name"
+    status, body = await cluster.request("POST", "/api/v1/projects", json={"name": "Bad Name"})
+    assert status == 400 and body["error"]["field"] == "name"
+    await cluster.request("POST", "/api/v1/projects", json={"name": "api"})
+    status, body = await cluster.request("GET", "/api/v1/projects/web")
+    assert status == 200 and body["description"] == "the site"
+
+    only_web = await make_user(cluster, "w", {"web": "viewer"})
+    status, text = await call(cluster, "GET", "/api/v1/projects", only_web)
+    assert status == 200 and '"web"' in text and '"api"' not in text
+    status, body = await cluster.request("GET", "/api/v1/projects")
+    assert {"web", "api"} <= set(body["projects"])
+
+    await cluster.request("PUT", p("web", "/jobs/j"), json=JOB)
+    status, body = await cluster.request("DELETE", "/api/v1/projects/web")
+    assert status == 409, body
+    await cluster.request("DELETE", p("web", "/jobs/j"))
+    assert (await cluster.request("DELETE", "/api/v1/projects/web"))[0] == 204
+    assert (await cluster.request("GET", "/api/v1/projects/web"))[0] == 404
+
+
+async def test_users_change_their_own_password(cluster):
+    await cluster.start()
+    status, _ = await cluster.request(
+        "POST", "/api/v1/users", json={"name": "fay", "password": "first password"}
+    )
+    assert status == 201
+    status, body = await cluster.request("POST", "/api/v1/users/fay/tokens", json={})
+    token = body["token"]
+    path = "/api/v1/users/fay/password"
+    status, text = await call(cluster, "PUT", path, token, json={"password": "second password"})
+    assert status == 400 and "current_password" in text
+    status, text = await call(
+        cluster,
+        "PUT",
+        path,
+        token,
+        json={"password": "second password", "current_password": "wrong password"},
+    )
+    assert status == 400 and "current_password" in text
+    status, text = await call(
+        cluster, "PUT", path, token, json={"password": "short", "current_password": "x"}
+    )
+    assert status == 400 and '"password"' in text
+    status, _ = await call(
+        cluster,
+        "PUT",
+        path,
+        token,
+        json={"password": "second password", "current_password": "first password"},
+    )
+    assert status == 204
+    login = cluster.url(None, "/api/v1/auth/login")
+    async with aiohttp.ClientSession() as anon:
+        async with anon.post(login, json={"username": "fay", "password": "first password"}) as r:
+            assert r.status == 401
+        async with anon.post(login, json={"username": "fay", "password": "second password"}) as r:
+            assert r.status == 200
+    # nobody else's password, except as cluster admin
+    status, _ = await call(
+        cluster,
+        "PUT",
+        "/api/v1/users/admin/password",
+        token,
+        json={"password": "hijacked pass", "current_password": "second password"},
+    )
+    assert status == 403

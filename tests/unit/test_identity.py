@@ -129,3 +129,32 @@ def test_login_limiter_per_user_and_per_address():
     lim.failed("carl", "3.3.3.3", 0.0)
     lim.succeeded("carl")
     assert "carl" not in lim.users.hits
+
+
+def test_etcd_security_from_config(tmp_path):
+    from cluster.errors import InvalidInput
+    from nodes.config import NodeConfig, etcd_security, load_config
+
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    cfg = load_config(
+        {},
+        env={
+            "CRONMESH_ETCD_USER": "cm",
+            "CRONMESH_ETCD_PASSWORD_FILE": str(pw),
+            "CRONMESH_ETCD_CA": "/ca.crt",
+            "CRONMESH_SECURITY_LEVEL": "0",
+        },
+    )
+    sec = etcd_security(cfg)
+    assert (sec.user, sec.password, sec.ca) == ("cm", "s3cret", "/ca.crt")
+    assert sec.tls(["http://x:2379"]) and cfg.security_level == 0
+    assert not etcd_security(NodeConfig()).tls(["http://x:2379"])
+    assert etcd_security(NodeConfig()).tls(["https://x:2379"])
+    with pytest.raises(InvalidInput, match="etcd_password"):
+        etcd_security(NodeConfig(etcd_user="cm"))
+    with pytest.raises(InvalidInput, match="go together"):
+        etcd_security(NodeConfig(etcd_cert="/c.crt"))
+    with pytest.raises(InvalidInput):
+        load_config({}, env={"CRONMESH_SECURITY_LEVEL": "2"})
+    assert "s3cret" not in repr(NodeConfig(etcd_password="s3cret", admin_password="12345678"))
