@@ -30,6 +30,7 @@ class Changes:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0
+    closed: bool = False
 
     def add(self, key: str, before: bytes | None, after: bytes | None) -> None:
         if len(self.items) >= MAX_CHANGES:

@@ -28,6 +28,8 @@ DEFAULT_TIMEOUT = 5.0
 
 
 class ChangeObserver(Protocol):
+    closed: bool  # set when its request ended (tasks it spawned inherit the variable)
+
     def add(self, key: str, before: bytes | None, after: bytes | None) -> None: ...
 
 
@@ -36,6 +38,11 @@ class ChangeObserver(Protocol):
 OBSERVER: contextvars.ContextVar[ChangeObserver | None] = contextvars.ContextVar(
     "cronmesh_etcd_observer", default=None
 )
+
+
+def _observer() -> ChangeObserver | None:
+    observer = OBSERVER.get()
+    return None if observer is None or observer.closed else observer
 
 
 def _observe_ops(ops: list[Any]) -> None:
@@ -470,7 +477,7 @@ class Etcd:
     async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
         kv, _, _, _ = self._stubs()
         data = value.encode() if isinstance(value, str) else value
-        observer = OBSERVER.get()
+        observer = _observer()
         try:
             resp = await kv.Put(
                 rpc.PutRequest(
@@ -487,7 +494,7 @@ class Etcd:
 
     async def delete(self, key: str, *, prefix: bool = False) -> int:
         kv, _, _, _ = self._stubs()
-        observer = OBSERVER.get()
+        observer = _observer()
         req = rpc.DeleteRangeRequest(key=key.encode(), prev_kv=observer is not None)
         if prefix:
             req.range_end = prefix_end(key)
@@ -506,7 +513,7 @@ class Etcd:
         """Run one transaction. Raises OutcomeUnknown when the reply may have been lost."""
         kv, _, _, _ = self._stubs()
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
-        observer = OBSERVER.get()
+        observer = _observer()
         if observer is not None:
             _observe_ops(list(req.success))
             _observe_ops(list(req.failure))

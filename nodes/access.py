@@ -251,6 +251,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     finally:
         OBSERVER.reset(token)
+        changes.closed = True  # tasks the handler spawned keep the variable, not the recording
         if changes.items or status < 400:
             entry.update(
                 status=status,
