@@ -72,6 +72,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     }
     try:
         config = load_config(flags, file=args.config)
+        cli_auth.check_node_config(config)
     except CronmeshError as exc:
         print(f"cronmesh: {exc.message}", file=sys.stderr)
         return 2

@@ -245,3 +245,15 @@ def add_node_flags(parser: argparse.ArgumentParser) -> None:
 
 def node_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in NODE_FLAGS}
+
+
+def check_node_config(config: Any) -> None:
+    """Fail at start, with a clear message, on unreadable or unusable security settings."""
+    from cluster.passwords import check_password_rules
+    from nodes.config import etcd_security, read_secret
+
+    etcd_security(config)
+    read_secret(config.peer_secret, config.peer_secret_file, "peer_secret")
+    password = read_secret(config.admin_password, config.admin_password_file, "admin_password")
+    if password is not None:
+        check_password_rules(password, "admin_password")
