@@ -62,6 +62,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         "prefix": args.prefix,
         "lease_ttl": args.lease_ttl,
         "capacity": args.capacity,
+        "weight_budget": args.weight_budget,
+        "owner": args.owner,
+        "machine_id": args.machine_id,
+        "handoff_delay": args.handoff_delay,
         "properties": args.property or None,
         "data_dir": args.data_dir,
         "log_dir": args.log_dir,
@@ -83,6 +87,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.shutdown)
         await node.run()
+        if node.fatal:
+            print(f"cronmesh: {node.fatal}", file=sys.stderr)
+            raise SystemExit(2)
 
     uvloop.run(main())
     return 0
@@ -294,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--lease-ttl", type=int, help="lease TTL in seconds (default 5)")
     n.add_argument("--capacity", type=int, help="max concurrent runs on this node (default 16)")
     n.add_argument("--property", action="append", help="node property key=value (repeatable)")
+    n.add_argument("--weight-budget", type=int, help="units of binding weight runs may hold")
+    n.add_argument("--owner", help="who runs this node (shown in node list)")
+    n.add_argument("--machine-id", type=int, help="snowflake machine id 0..1023 (default: auto)")
+    n.add_argument("--handoff-delay", type=float, help="s before a non-preferred node takes a run")
     n.add_argument("--data-dir", help="where logs and work files go (default .cronmesh)")
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")

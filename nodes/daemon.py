@@ -22,6 +22,7 @@ import structlog
 from cluster.election import Election
 from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import Compare, Etcd, Op
+from cluster.groups import NodeState
 from cluster.ids import MAX_MACHINE_ID, Snowflake
 from cluster.keys import Keys
 from cluster.models import now_utc
@@ -29,12 +30,20 @@ from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
 from nodes import __version__, metrics
+from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
 
 log = structlog.get_logger(__name__)
+
+
+class MachineIdConflict(CronmeshError):
+    """The machine id set in the config is held by another live node."""
+
+    code = "machine_id_conflict"
+    status = 409
 
 
 class Node:
@@ -55,6 +64,9 @@ class Node:
         self._stop = asyncio.Event()
         self._election: Election | None = None
         self._stale_lease = 0
+        self.view: ClusterView | None = None
+        self.fatal: str | None = None  # why the node stopped on its own (exit code 2)
+        self._disconnecting = False
 
     @property
     def node_id(self) -> str:
@@ -115,6 +127,10 @@ class Node:
             delay = 0.2
             try:
                 await self._serve(session)
+            except MachineIdConflict as exc:
+                log.error("cannot start", error=exc.message)
+                self.fatal = exc.message
+                self._stop.set()
             except Exception as exc:
                 log.exception("session failed", error=str(exc))
             finally:
@@ -126,6 +142,8 @@ class Node:
                 await session.close()
 
     async def _allocate_machine_id(self, session: Session) -> int:
+        if self.config.machine_id is not None:
+            return await self._claim_machine_id(session, self.config.machine_id)
         start = zlib.crc32(self.node_id.encode()) % (MAX_MACHINE_ID + 1)
         for i in range(MAX_MACHINE_ID + 1):
             n = (start + i) % (MAX_MACHINE_ID + 1)
@@ -137,12 +155,36 @@ class Node:
                 return n
         raise Unavailable("no free machine id: 1024 nodes are registered")
 
+    async def _claim_machine_id(self, session: Session, n: int) -> int:
+        """The machine id set in the config: taken, or a clear error naming its holder. Our own
+        previous incarnation may still hold it until its lease expires: wait for that."""
+        key = self.keys.machine_id(n)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3 * self.config.lease_ttl + 5
+        while True:
+            res = await self.etcd.txn(
+                [Compare.absent(key)], [Op.put(key, self.node_id, session.lease_id)], [Op.get(key)]
+            )
+            if res.succeeded:
+                return n
+            held = res.range_kvs(0)
+            holder = held[0].value.decode() if held else "?"
+            if holder != self.node_id or loop.time() > until:
+                raise MachineIdConflict(
+                    f"machine id {n} (config machine_id) is already held by live node {holder!r}; "
+                    "give each node its own id within 0..1023, or leave it unset to allocate one"
+                )
+            log.info("machine id still held by our previous lease; waiting", machine_id=n)
+            await asyncio.sleep(0.5)
+
     def node_record(self, machine_id: int) -> dict[str, Any]:
         return {
             "id": self.node_id,
             "address": self.config.advertise_address,
             "properties": self.config.properties,
             "capacity": self.config.capacity,
+            "weight_budget": self.config.weight_budget,
+            "owner": self.config.owner,
             "version": __version__,
             "machine_id": machine_id,
             "pid": os.getpid(),
@@ -162,6 +204,8 @@ class Node:
                 Op.put(self.keys.node_info(self.node_id), record),
             ],
         )
+        self.view = ClusterView(self.etcd, self.keys, self.node_id)
+        self.view.on_own_state = self._on_own_state
         self.worker = Worker(
             etcd=self.etcd,
             keys=self.keys,
@@ -173,6 +217,9 @@ class Node:
             logs=self.logs,
             work_dir=str(self.config.work_path),
             clock=self.clock,
+            view=self.view,
+            weight_budget=self.config.weight_budget,
+            handoff_delay=self.config.handoff_delay,
         )
         self.ready = True
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)
@@ -198,6 +245,23 @@ class Node:
                 campaign_task, worker_task, stop_task, lost_task, return_exceptions=True
             )
             await self.worker.close()
+
+    def _on_own_state(self, state: NodeState | None, revision: int) -> None:
+        """An operator asked this node to disconnect: acknowledge, then stop gracefully."""
+        if state is None or not state.disconnect or self._disconnecting:
+            return
+        self._disconnecting = True
+        log.warning("remote shutdown requested", reason=state.reason)
+        task = asyncio.get_running_loop().create_task(self._acknowledge_disconnect(state, revision))
+        task.add_done_callback(lambda _: self.shutdown())
+
+    async def _acknowledge_disconnect(self, state: NodeState, revision: int) -> None:
+        key = self.keys.node_state(self.node_id)
+        done = state.model_copy(update={"disconnect": False, "changed_at": self.clock()})
+        with contextlib.suppress(CronmeshError):
+            await self.etcd.txn(
+                [Compare.modified(key, revision)], [Op.put(key, done.model_dump_json())]
+            )
 
     async def _graceful(self, session: Session, campaign_task: asyncio.Task[None]) -> None:
         assert self.worker is not None
