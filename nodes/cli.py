@@ -22,6 +22,7 @@ import structlog
 import yaml
 
 from cluster.errors import CronmeshError
+from nodes import cli_placement
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
@@ -50,6 +51,9 @@ def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
 
 def cmd_node(args: argparse.Namespace) -> int:
     import uvloop
+
+    if args.node_action:  # `cronmesh node list|get|enable|disable|drain|shutdown`
+        return cli_placement.cmd_node_admin(args)
 
     from nodes.config import load_config
     from nodes.daemon import Node
@@ -309,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")
     n.add_argument("--log-format", choices=["auto", "json", "console"])
+    cli_placement.add_node_actions(n)
     n.set_defaults(func=cmd_node)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")
@@ -349,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     for parser in r.choices.values():
         parser.set_defaults(func=cmd_run)
 
+    cli_placement.add_group_commands(sub)
     s = sub.add_parser("status", help="cluster status as seen by a node")
     s.set_defaults(func=cmd_status)
     return p
