@@ -25,6 +25,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cluster.selector import Term, matches, parse_selector
 
@@ -79,6 +80,21 @@ class Topology:
     nodes: Mapping[str, NodeView]
     groups: frozenset[str] = frozenset()
     bindings: Mapping[str, tuple[Binding, ...]] = field(default_factory=dict)  # group -> bindings
+
+
+class TargetLike(Protocol):
+    """Anything that says where its runs go: a job's ``target``, a workflow task's."""
+
+    @property
+    def group(self) -> str | None: ...
+
+    @property
+    def selector(self) -> str: ...
+
+
+def for_target(target: TargetLike, topo: Topology) -> Placement:
+    """THE mapping from a target to its placement decision (jobs and workflow tasks alike)."""
+    return place(target.group, target.selector, topo)
 
 
 def _why_not(node: NodeView | None, node_id: str, terms: tuple[Term, ...]) -> str | None:

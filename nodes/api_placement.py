@@ -32,7 +32,7 @@ from cluster.groups import (
     NodeNotFound,
 )
 from cluster.models import NAME_PATTERN, parse_model
-from cluster.placement import Placement, Topology, admin_status, place, preferred
+from cluster.placement import Placement, admin_status, for_target, place, preferred
 from nodes.cluster_view import read_topology
 
 if TYPE_CHECKING:
@@ -73,12 +73,6 @@ def placement_doc(run_id: str | None, placement: Placement) -> dict[str, Any]:
         "preferred": best.node if best else None,
         "reason": placement.reason,
     }
-
-
-def target_placement(target: Any, topo: Topology) -> Placement:
-    """THE mapping from a target (``group`` and/or ``selector``) to its placement decision:
-    shared by jobs and workflow tasks (anything with those two attributes)."""
-    return place(getattr(target, "group", None), getattr(target, "selector", "") or "", topo)
 
 
 async def annotate_runs(node: Node, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -261,7 +255,7 @@ class PlacementApi:
         )
         topo, _ = await read_topology(self.node.etcd, self.node.keys)
         run = request.query.get("run") or None
-        return _json(placement_doc(run, target_placement(target, topo)))
+        return _json(placement_doc(run, for_target(target, topo)))
 
 
 def add_routes(app: web.Application, node: Node) -> None:

@@ -67,6 +67,7 @@ class Node:
         self.view: ClusterView | None = None
         self.fatal: str | None = None  # why the node stopped on its own (exit code 2)
         self._disconnecting = False
+        self._record: dict[str, Any] = {}
 
     @property
     def node_id(self) -> str:
@@ -196,7 +197,8 @@ class Node:
         self.session = session
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
-        record = dumps(self.node_record(machine_id))
+        self._record = self.node_record(machine_id)
+        record = dumps(self._record)
         await self.etcd.txn(
             [],
             [
@@ -281,6 +283,11 @@ class Node:
             await self.worker.close()
         lost.cancel()
         await asyncio.gather(drain, lost, return_exceptions=True)
+        if not session.lost.is_set():
+            # The last sign of life of a node that is down (`node list` shows it).
+            info = {**self._record, "stopped_at": self.clock().isoformat()}
+            with contextlib.suppress(CronmeshError):
+                await self.etcd.put(self.keys.node_info(self.node_id), dumps(info))
 
     async def _resign(self) -> None:
         election, self._election = self._election, None

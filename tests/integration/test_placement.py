@@ -354,6 +354,7 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         assert rc == 0
         _, body = await call(http, "GET", f"{base}/api/v1/nodes/node-a")
         assert body["up"] is False and body["disconnect_requested"] is False
+        assert body["last_heartbeat"]  # when it stopped
     assert all(r["status"] == "succeeded" and r["node"] == "node-b" for r in shorts_done)
     # The runs that were running when the drain began finished normally (not killed).
     assert all(r["status"] == "succeeded" and r["node"] == "node-a" for r in longs_done)

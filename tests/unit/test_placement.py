@@ -16,6 +16,7 @@ from cluster.placement import (
     admin_status,
     decide_claim,
     fits,
+    for_target,
     place,
     preferred,
 )
@@ -195,3 +196,11 @@ def test_decide_claim_preferred_now_others_after_the_hand_off_delay():
 )
 def test_admin_status(admin, running, shown):
     assert admin_status(admin, running) == shown
+
+
+def test_for_target_maps_a_job_target():
+    from cluster.models import Target
+
+    cluster = topo(A, B, groups={"g": [("one", "a", 4)]})
+    assert nodes_of(for_target(Target(group="g"), cluster)) == [("a", 4)]
+    assert nodes_of(for_target(Target(selector="zone=eu2"), cluster)) == [("b", 1)]
