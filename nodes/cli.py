@@ -386,4 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the importable module, so CLI helper modules share its classes (ApiError).
+    from nodes.cli import main as _main
+
+    sys.exit(_main())

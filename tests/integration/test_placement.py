@@ -158,6 +158,69 @@ async def test_changing_a_binding_moves_the_groups_jobs_from_the_next_run_on(clu
     assert [await ran_on(j) for j in ("a", "b", "c")] == ["n2"] * 3
 
 
+async def test_a_full_preferred_node_hands_runs_off_after_the_delay(cluster, tmp_path):
+    busy = await cluster.start("busy", capacity=1, handoff_delay=0.3)
+    await cluster.start("spare", handoff_delay=0.3)
+    req = cluster.request
+    await req("PUT", f"{GROUPS}/pin", json={})
+    await req("PUT", f"{GROUPS}/pin/bindings/only", json={"node": "busy"})
+    await req("PUT", f"{GROUPS}/lopsided", json={})
+    await req("PUT", f"{GROUPS}/lopsided/bindings/big", json={"node": "busy", "weight": 1000})
+    await req("PUT", f"{GROUPS}/lopsided/bindings/small", json={"node": "spare", "weight": 1})
+    blocker = f"touch {tmp_path}/blocking; sleep 5"
+    await req("PUT", f"{JOBS}/block", json={"command": blocker, "target": {"group": "pin"}})
+    await req("PUT", f"{JOBS}/work", json={"command": "true", "target": {"group": "lopsided"}})
+    await wait_for(
+        lambda: busy.view and len(busy.view.placement("lopsided", "").candidates) == 2,
+        what="bindings seen",
+    )
+    _, block_run = await req("POST", f"{JOBS}/block/runs", json={})
+    await wait_for(lambda: (tmp_path / "blocking").exists(), 20, what="busy is full")
+    ids = [(await req("POST", f"{JOBS}/work/runs", json={}))[1]["id"] for _ in range(5)]
+
+    async def all_done() -> Any:
+        runs = [(await req("GET", f"{RUNS}/{i}"))[1] for i in ids]
+        return runs if all(r["status"] == "succeeded" for r in runs) else None
+
+    runs = await wait_for(all_done, 20, what="handed-off runs finished")
+    # "busy" is preferred for (nearly) all of them (weight 1000:1) but full: "spare" took them
+    # once the hand-off delay had passed.
+    assert {r["node"] for r in runs} == {"spare"}
+    _, blocked = await req("GET", f"{RUNS}/{block_run['id']}")
+    assert blocked["status"] == "running" and blocked["node"] == "busy"
+
+
+async def test_group_cli_apply_bind_list_unbind(cluster, tmp_path):
+    node = await cluster.start("n1")
+    url = cluster.url(node)
+    doc = tmp_path / "groups.yaml"
+    doc.write_text(
+        "name: etl\ndescription: batch\nbindings:\n  - {name: primary, node: n1, weight: 3}\n"
+        "---\nname: web\n"
+    )
+    code, out, err = await asyncio.to_thread(run_cli, url, "group", "apply", "-f", str(doc))
+    assert code == 0, err
+    assert "group etl applied (1 bindings)" in out
+    code, out, _ = await asyncio.to_thread(
+        run_cli, url, "group", "bind", "web", "front", "--node", "n1", "--weight", "2"
+    )
+    assert code == 0 and "binding web/front -> n1 (weight 2)" in out
+    code, out, _ = await asyncio.to_thread(run_cli, url, "group", "list")
+    assert "primary->n1(w3)" in out and "front->n1(w2)" in out
+    code, out, err = await asyncio.to_thread(
+        run_cli, url, "group", "bind", "nope", "x", "--node", "n1"
+    )
+    assert code == 1 and "(field: group)" in err
+    code, out, _ = await asyncio.to_thread(run_cli, url, "group", "unbind", "web", "front")
+    assert code == 0
+    code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "group", "get", "web")
+    assert code == 0 and '"bindings": []' in out
+    code, out, _ = await asyncio.to_thread(run_cli, url, "node", "disable", "n1")
+    assert code == 0 and "n1: disabled" in out
+    code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "node", "get", "n1")
+    assert code == 0 and '"state": "disabled"' in out
+
+
 async def test_explicit_machine_id_conflict_is_a_clear_error(cluster):
     first = await cluster.start("n1", machine_id=7)
     assert first.store is not None and first.store.ids.machine_id == 7
