@@ -209,13 +209,16 @@ def decide_claim(
     *,
     waited: float,
     handoff_delay: float,
+    best: Candidate | None = None,
 ) -> ClaimDecision:
     """Whether ``me`` claims a run now: at once when it is the preferred node, after
-    ``handoff_delay`` seconds of the run being claimable when it is another candidate."""
+    ``handoff_delay`` seconds of the run being claimable when it is another candidate.
+    ``best``: the run's preferred candidate when the caller has it cached."""
     mine = placement.for_node(me)
     if not mine:
         return ClaimDecision(False)
-    best = preferred(run_id, placement.candidates)
+    if best is None:
+        best = preferred(run_id, placement.candidates)
     if best is not None and best.node == me:
         return ClaimDecision(True, best, preferred=True)
     if waited >= handoff_delay:

@@ -24,7 +24,7 @@ from cluster.errors import Unavailable
 from cluster.etcd import KV, Compacted, Compare, Etcd, LeaseGone, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Run
-from cluster.placement import Candidate, decide_claim, fits
+from cluster.placement import Candidate, decide_claim, fits, preferred
 from cluster.plan import slot_limit
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
@@ -104,6 +104,7 @@ class Worker:
         self.handoff_delay = handoff_delay
         self._seen: dict[str, float] = {}  # queue key -> when this worker first found it claimable
         self._claim_cost: dict[str, int] = {}
+        self._best: dict[str, tuple[int, Candidate | None]] = {}  # key -> (view version, pref.)
         if view is not None:
             view.on_change = self.kick
         self.running: dict[str, Execution] = {}
@@ -161,12 +162,14 @@ class Worker:
     def _reset_queue(self) -> None:
         self.candidates.clear()
         self._seen.clear()
+        self._best.clear()
 
     def _on_queue(self, key: str, kv: KV | None) -> None:
         if kv is None:
             self.candidates.pop(key, None)
             self._parsed.pop(key, None)
             self._seen.pop(key, None)
+            self._best.pop(key, None)
         else:
             self.candidates[key] = kv
         self.kick()
@@ -221,6 +224,10 @@ class Worker:
                 return Candidate(self.node_id, 1)
             return None
         placement = self.view.placement(target.group, target.selector)
+        cached = self._best.get(key)
+        if cached is None or cached[0] != self.view.version:
+            cached = (self.view.version, preferred(run.id, placement.candidates))
+            self._best[key] = cached
         mono = time.monotonic()
         first = self._seen.setdefault(key, mono)
         decision = decide_claim(
@@ -229,6 +236,7 @@ class Worker:
             placement,
             waited=mono - first,
             handoff_delay=self.handoff_delay,
+            best=cached[1],
         )
         if decision.wait is not None:
             self._kick_at(decision.wait)
