@@ -156,6 +156,12 @@ def place(group: str | None, selector: str, topo: Topology) -> Placement:
     return Placement(tuple(out))
 
 
+def attempt_key(run_id: str, attempt: int) -> str:
+    """What the preferred node is drawn from: each attempt draws afresh, so a retry is not sent
+    back to the node it failed on just because the run id is the same."""
+    return f"{run_id}.{attempt}"
+
+
 def _unit(run_id: str, key: str) -> float:
     """A uniform value in (0, 1), fixed for (run, candidate)."""
     digest = hashlib.blake2b(f"{run_id}\0{key}".encode(), digest_size=8).digest()

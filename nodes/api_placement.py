@@ -32,7 +32,14 @@ from cluster.groups import (
     NodeNotFound,
 )
 from cluster.models import NAME_PATTERN, parse_model
-from cluster.placement import Placement, admin_status, for_target, place, preferred
+from cluster.placement import (
+    Placement,
+    admin_status,
+    attempt_key,
+    for_target,
+    place,
+    preferred,
+)
 from nodes.cluster_view import read_topology
 
 if TYPE_CHECKING:
@@ -63,9 +70,9 @@ def _node_id(request: web.Request) -> str:
     return value
 
 
-def placement_doc(run_id: str | None, placement: Placement) -> dict[str, Any]:
+def placement_doc(draw: str | None, placement: Placement) -> dict[str, Any]:
     """What the API shows about where a run goes (or why it cannot go anywhere)."""
-    best = preferred(run_id, placement.candidates) if run_id else None
+    best = preferred(draw, placement.candidates) if draw else None
     return {
         "candidates": [
             {"node": c.node, "weight": c.weight, "binding": c.binding} for c in placement.candidates
@@ -84,7 +91,8 @@ async def annotate_runs(node: Node, docs: list[dict[str, Any]]) -> list[dict[str
     for doc in pending:
         target = (doc.get("snapshot") or {}).get("target") or {}
         placement = place(target.get("group"), target.get("selector") or "", topo)
-        doc["placement"] = placement_doc(doc.get("id"), placement)
+        draw = attempt_key(str(doc.get("id")), int(doc.get("attempt") or 1))
+        doc["placement"] = placement_doc(draw, placement)
     return docs
 
 
@@ -240,6 +248,7 @@ class PlacementApi:
     async def explain(self, request: web.Request) -> web.Response:
         """Where runs of a target would go now: ``?group=g&selector=zone%3Deu1&run=<id>``."""
         from cluster.models import Target
+        from nodes.api import int_query
 
         self.groups()
         target = parse_model(
@@ -255,7 +264,9 @@ class PlacementApi:
         )
         topo, _ = await read_topology(self.node.etcd, self.node.keys)
         run = request.query.get("run") or None
-        return _json(placement_doc(run, for_target(target, topo)))
+        attempt = int_query(request, "attempt", 1, 1, 1000)
+        draw = attempt_key(run, attempt) if run else None
+        return _json(placement_doc(draw, for_target(target, topo)))
 
 
 def add_routes(app: web.Application, node: Node) -> None:

@@ -24,7 +24,7 @@ from cluster.errors import Unavailable
 from cluster.etcd import KV, Compacted, Compare, Etcd, LeaseGone, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Run
-from cluster.placement import Candidate, decide_claim, fits, preferred
+from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
@@ -226,13 +226,14 @@ class Worker:
         placement = self.view.placement(target.group, target.selector)
         cached = self._best.get(key)
         if cached is None or cached[0] != self.view.version:
-            cached = (self.view.version, preferred(run.id, placement.candidates))
+            draw = attempt_key(run.id, run.attempt)
+            cached = (self.view.version, preferred(draw, placement.candidates))
             self._best[key] = cached
         mono = time.monotonic()
         first = self._seen.setdefault(key, mono)
         decision = decide_claim(
             self.node_id,
-            run.id,
+            attempt_key(run.id, run.attempt),
             placement,
             waited=mono - first,
             handoff_delay=self.handoff_delay,

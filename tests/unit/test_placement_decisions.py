@@ -14,6 +14,7 @@ from cluster.placement import (
     Placement,
     Topology,
     admin_status,
+    attempt_key,
     decide_claim,
     fits,
     for_target,
@@ -204,3 +205,13 @@ def test_for_target_maps_a_job_target():
     cluster = topo(A, B, groups={"g": [("one", "a", 4)]})
     assert nodes_of(for_target(Target(group="g"), cluster)) == [("a", 4)]
     assert nodes_of(for_target(Target(selector="zone=eu2"), cluster)) == [("b", 1)]
+
+
+def test_each_attempt_draws_its_preferred_node_afresh():
+    cands = [Candidate("a", 1), Candidate("b", 1), Candidate("c", 1)]
+    same = sum(
+        preferred(attempt_key(f"{i:019d}", 1), cands)
+        == preferred(attempt_key(f"{i:019d}", 2), cands)
+        for i in range(3000)
+    )
+    assert math.isclose(same / 3000, 1 / 3, abs_tol=0.05)
