@@ -29,7 +29,7 @@ from typing import Protocol
 
 from cluster.selector import Term, matches, parse_selector
 
-ADMIN_STATES = ("enabled", "disabled", "draining")
+ADMIN_STATES = ("enabled", "disabled", "draining", "stopping")
 MAX_WEIGHT = 1000
 
 
@@ -41,7 +41,7 @@ class NodeView:
     properties: Mapping[str, str] = field(default_factory=dict)
     capacity: int = 16
     weight_budget: int | None = None  # None: no budget
-    admin: str = "enabled"  # "enabled" | "disabled" | "draining"
+    admin: str = "enabled"  # "enabled" | "disabled" | "draining" | "stopping" (shutting down)
     up: bool = True
 
 

@@ -29,7 +29,7 @@ def node_view(record: dict[str, Any], state: NodeState | None, up: bool) -> Node
         properties=dict(record.get("properties") or {}),
         capacity=int(record.get("capacity") or 16),
         weight_budget=int(budget) if budget else None,
-        admin=state.admin if state else "enabled",
+        admin="stopping" if record.get("stopping") else (state.admin if state else "enabled"),
         up=up,
     )
 

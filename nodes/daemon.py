@@ -272,6 +272,11 @@ class Node:
         campaign_task.cancel()
         await asyncio.gather(campaign_task, return_exceptions=True)
         await self._resign()
+        # Tell the other workers at once (one write), so runs that would prefer this node go
+        # elsewhere without waiting for the hand-off delay while we drain.
+        with contextlib.suppress(CronmeshError):
+            stopping = dumps({**self._record, "stopping": True})
+            await self.etcd.put(self.keys.node(self.node_id), stopping, lease=session.lease_id)
         # Drain, unless the lease goes first: then our runs belong to nobody and will be
         # retried elsewhere, so our processes must die at once (no two attempts at a time).
         drain = asyncio.create_task(self.worker.drain(self.config.drain_timeout))

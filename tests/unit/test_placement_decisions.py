@@ -28,6 +28,7 @@ C = NodeView("c", {"zone": "us1"}, weight_budget=2)
 DOWN = NodeView("d", {"zone": "eu1"}, up=False)
 OFF = NodeView("e", {"zone": "eu1"}, admin="disabled")
 DRAIN = NodeView("f", {"zone": "eu1"}, admin="draining")
+STOPPING = NodeView("g", {"zone": "eu1"}, admin="stopping")
 
 
 def topo(*nodes: NodeView, groups: dict[str, list[tuple[str, str, int]]] | None = None) -> Topology:
@@ -56,9 +57,9 @@ def nodes_of(p: Placement) -> list[tuple[str, int]]:
         (
             None,
             "zone=eu1",
-            topo(DOWN, OFF, DRAIN),
+            topo(DOWN, OFF, DRAIN, STOPPING),
             [],
-            "no eligible node: e is disabled; f is draining",
+            "no eligible node: e is disabled; f is draining; g is stopping",
         ),
         ("g", "", topo(A), [], "no eligible node: group 'g' does not exist"),
         ("g", "", topo(A, groups={"g": []}), [], "no eligible node: group 'g' has no bindings"),
