@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -40,7 +40,7 @@ class NodeNotFound(NotFound):
 class GroupSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=4096)
-    tags: list[str] = Field(default_factory=list, max_length=64)
+    tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
 
 
 class BindingSpec(Strict):
@@ -155,6 +155,20 @@ class GroupStore:
             raise BindingNotFound(f"binding {name!r} not found in group {group!r}", field="binding")
 
     # -- node admin state ----------------------------------------------------------------------
+
+    async def forget_node(self, node: str) -> None:
+        """Remove a node that is down from the listing (its info and admin state)."""
+        info = self.keys.node_info(node)
+        res = await self.etcd.txn(
+            [Compare.absent(self.keys.node(node)), Compare.exists(info)],
+            [Op.delete(info), Op.delete(self.keys.node_state(node))],
+            [Op.get(info, keys_only=True)],
+        )
+        if res.succeeded:
+            return
+        if not res.range_kvs(0):
+            raise NodeNotFound(f"node {node!r} has never registered", field="node")
+        raise Conflict(f"node {node!r} is up; stop it before forgetting it", field="node")
 
     async def get_node_state(self, node: str) -> tuple[NodeState, int]:
         kv = await self.etcd.get(self.keys.node_state(node))

@@ -5,6 +5,7 @@ Routes:
   GET    /api/v1/nodes                      every node ever seen, with state and load
   GET    /api/v1/nodes/{node}
   POST   /api/v1/nodes/{node}/enable|disable|drain|shutdown
+  DELETE /api/v1/nodes/{node}               forget a node that is down
   GET    /api/v1/groups                     groups with their bindings
   GET    /api/v1/groups/{group}
   PUT    /api/v1/groups/{group}             {"description", "tags"}
@@ -174,6 +175,10 @@ class PlacementApi:
                 return _json(doc)
         raise NodeNotFound(f"node {nid!r} has never registered", field="node")
 
+    async def forget_node(self, request: web.Request) -> web.Response:
+        await self.groups().forget_node(_node_id(request))
+        return web.Response(status=204)
+
     async def node_action(self, request: web.Request) -> web.Response:
         nid, action = _node_id(request), request.match_info["action"]
         if action not in NODE_ACTIONS:
@@ -274,6 +279,7 @@ def add_routes(app: web.Application, node: Node) -> None:
     r = app.router
     r.add_get("/api/v1/nodes", api.list_nodes)
     r.add_get("/api/v1/nodes/{node}", api.get_node)
+    r.add_delete("/api/v1/nodes/{node}", api.forget_node)
     r.add_post("/api/v1/nodes/{node}/{action}", api.node_action)
     r.add_get("/api/v1/groups", api.list_groups)
     r.add_get("/api/v1/groups/{group}", api.get_group)

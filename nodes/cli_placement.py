@@ -7,7 +7,7 @@ import argparse
 import urllib.parse
 from typing import Any
 
-NODE_ACTIONS = ("list", "get", "enable", "disable", "drain", "shutdown")
+NODE_ACTIONS = ("list", "get", "enable", "disable", "drain", "shutdown", "forget")
 
 
 def add_node_actions(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +74,10 @@ def cmd_node_admin(args: argparse.Namespace) -> int:
     path = f"/api/v1/nodes/{urllib.parse.quote(args.node_target)}"
     if action == "get":
         show(args, call(args, "GET", path))
+        return 0
+    if action == "forget":
+        call(args, "DELETE", path)
+        print(f"node {args.node_target}: forgotten")
         return 0
     query = f"?{urllib.parse.urlencode({'reason': args.reason})}" if args.reason else ""
     doc = call(args, "POST", f"{path}/{action}{query}")

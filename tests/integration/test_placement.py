@@ -221,6 +221,22 @@ async def test_group_cli_apply_bind_list_unbind(cluster, tmp_path):
     assert code == 0 and '"state": "disabled"' in out
 
 
+async def test_forget_a_node_that_is_down(cluster):
+    await cluster.start("n1")
+    n2 = await cluster.start("n2")
+    await cluster.request("POST", "/api/v1/nodes/n2/disable")
+    status, body = await cluster.request("DELETE", "/api/v1/nodes/n2")
+    assert (status, body["error"]["field"]) == (409, "node")
+    await cluster.stop(n2)
+    _, listed = await cluster.request("GET", "/api/v1/nodes")
+    assert [(n["id"], n["up"]) for n in listed["nodes"]] == [("n1", True), ("n2", False)]
+    assert (await cluster.request("DELETE", "/api/v1/nodes/n2"))[0] == 204
+    _, listed = await cluster.request("GET", "/api/v1/nodes")
+    assert [n["id"] for n in listed["nodes"]] == ["n1"]
+    status, body = await cluster.request("DELETE", "/api/v1/nodes/n2")
+    assert (status, body["error"]["field"]) == (404, "node")
+
+
 async def test_explicit_machine_id_conflict_is_a_clear_error(cluster):
     first = await cluster.start("n1", machine_id=7)
     assert first.store is not None and first.store.ids.machine_id == 7
