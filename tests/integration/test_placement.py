@@ -93,6 +93,11 @@ async def test_groups_and_bindings_api_with_errors_naming_the_field(cluster):
         ("POST", "/api/v1/nodes/n1/explode", None, 400, "action"),
         ("POST", "/api/v1/nodes/ghost/drain", None, 404, "node"),
         ("GET", "/api/v1/nodes/ghost", None, 404, "node"),
+        ("POST", "/api/v1/nodes/n1/drain?reason=" + "x" * 2000, None, 400, "reason"),
+        ("GET", "/api/v1/placement?selector=a%20((", None, 400, "selector"),
+        ("GET", "/api/v1/placement?group=Bad!", None, 400, "group"),
+        ("GET", "/api/v1/placement?run=1&attempt=x", None, 400, "attempt"),
+        ("PUT", f"{GROUPS}/etl", {"tags": ["x" * 65]}, 400, "tags.0"),
         ("PUT", f"{JOBS}/j", {"command": "true", "target": {"group": "Bad!"}}, 400, "target.group"),
     ]
     for method, path, data, code, field in cases:
