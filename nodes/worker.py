@@ -216,12 +216,13 @@ class Worker:
         self._parsed[key] = (kv.mod_revision, run)
         return run
 
-    def _choose(self, key: str, run: Run) -> Candidate | None:
-        """Whether this node should claim ``run`` now, and through which binding (its cost)."""
+    def _choose(self, key: str, run: Run) -> tuple[Candidate, str] | None:
+        """Whether this node should claim ``run`` now, through which binding (its cost), and
+        why (``preferred`` or ``handoff``)."""
         target = run.snapshot.target
         if self.view is None:
             if target.group is None and matches(parse_selector(target.selector), self.properties):
-                return Candidate(self.node_id, 1)
+                return Candidate(self.node_id, 1), "preferred"
             return None
         placement = self.view.placement(target.group, target.selector)
         cached = self._best.get(key)
@@ -241,7 +242,9 @@ class Worker:
         )
         if decision.wait is not None:
             self._kick_at(decision.wait)
-        return decision.candidate if decision.claim else None
+        if not decision.claim or decision.candidate is None:
+            return None
+        return decision.candidate, "preferred" if decision.preferred else "handoff"
 
     def used_weight(self) -> int:
         return sum(ex.cost for ex in self.running.values()) + sum(self._claim_cost.values())
@@ -270,9 +273,10 @@ class Worker:
             if run.not_before is not None and run.not_before > now:
                 self._kick_at((run.not_before - now).total_seconds())
                 continue
-            chosen = self._choose(key, run)
-            if chosen is None:
+            choice = self._choose(key, run)
+            if choice is None:
                 continue
+            chosen, via = choice
             if not fits(
                 running=len(self.running) + len(self.claiming),
                 used_weight=self.used_weight(),
@@ -284,7 +288,7 @@ class Worker:
             self.claiming.add(key)
             self._claiming_runs.add(run.id)
             self._claim_cost[key] = chosen.weight
-            self._spawn(self._claim(key, kv, run, chosen.weight))
+            self._spawn(self._claim(key, kv, run, chosen.weight, via))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -309,7 +313,9 @@ class Worker:
                 return True, self.keys.slot(run.project, run.job, i)
         return False, None
 
-    async def _claim(self, key: str, kv: KV, run: Run, cost: int = 1) -> None:
+    async def _claim(
+        self, key: str, kv: KV, run: Run, cost: int = 1, via: str = "preferred"
+    ) -> None:
         try:
             ok, slot = await self._free_slot(run)
             if not ok:
@@ -362,6 +368,7 @@ class Worker:
                     self._kick_at(0.05)
                 return
             metrics.CLAIMS.labels("won").inc()
+            metrics.PLACED.labels(via).inc()
             self.candidates.pop(key, None)
             self._start(started, res.revision, slot, cost)
         except LeaseGone:

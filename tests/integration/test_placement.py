@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cluster.placement import attempt_key, preferred
+from nodes import metrics
 from tests.chaos.leader_kill import wait_ready
 from tests.conftest import api_session, run_cli, wait_for
 
@@ -64,6 +66,12 @@ def max_overlap(runs: list[dict[str, Any]]) -> int:
         cur += delta
         best = max(best, cur)
     return best
+
+
+def handoffs() -> float:
+    """Runs taken by a non-preferred node, over the in-process nodes of this test process."""
+    value = metrics.REGISTRY.get_sample_value("cronmesh_placement_claims_total", {"via": "handoff"})
+    return value or 0.0
 
 
 # -- API, in-process nodes ----------------------------------------------------------------------
@@ -181,6 +189,7 @@ async def test_a_full_preferred_node_hands_runs_off_after_the_delay(cluster, tmp
     )
     _, block_run = await req("POST", f"{JOBS}/block/runs", json={})
     await wait_for(lambda: (tmp_path / "blocking").exists(), 20, what="busy is full")
+    handoffs_before = handoffs()
     ids = [(await req("POST", f"{JOBS}/work/runs", json={}))[1]["id"] for _ in range(5)]
 
     async def all_done() -> Any:
@@ -191,6 +200,9 @@ async def test_a_full_preferred_node_hands_runs_off_after_the_delay(cluster, tmp
     # "busy" is preferred for (nearly) all of them (weight 1000:1) but full: "spare" took them
     # once the hand-off delay had passed.
     assert {r["node"] for r in runs} == {"spare"}
+    candidates = busy.view.placement("lopsided", "").candidates
+    expected = sum(preferred(attempt_key(i, 1), candidates).node == "busy" for i in ids)
+    assert handoffs() - handoffs_before == expected
     _, blocked = await req("GET", f"{RUNS}/{block_run['id']}")
     assert blocked["status"] == "running" and blocked["node"] == "busy"
 
