@@ -562,6 +562,17 @@ class Etcd:
             call.cancel()
         return 0
 
+    async def time_to_live(self, lease_id: int) -> tuple[int, int]:
+        """(remaining TTL, granted TTL) of a lease in seconds; remaining is -1 when it is gone."""
+        _, lease, _, _ = self._stubs()
+        try:
+            resp = await lease.LeaseTimeToLive(
+                rpc.LeaseTimeToLiveRequest(ID=lease_id), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "lease ttl") from exc
+        return int(resp.TTL), int(resp.grantedTTL)
+
     async def revoke(self, lease_id: int, *, deadline: float | None = None) -> None:
         _, lease, _, _ = self._stubs()
         try:

@@ -40,6 +40,27 @@ class Keys:
     def machine_id(self, n: int) -> str:
         return f"{self.prefix}/machine-ids/{n:04d}"
 
+    def node_states(self) -> str:
+        return f"{self.prefix}/node-state/"
+
+    def node_state(self, node_id: str) -> str:
+        """Operator's wishes for a node (enabled/disabled/draining, disconnect); permanent."""
+        return f"{self.prefix}/node-state/{node_id}"
+
+    # placement
+    def groups(self) -> str:
+        return f"{self.prefix}/groups/"
+
+    def group(self, name: str) -> str:
+        return f"{self.prefix}/groups/{name}"
+
+    def bindings(self, group: str | None = None) -> str:
+        return f"{self.prefix}/bindings/" + (f"{group}/" if group else "")
+
+    def binding(self, group: str, name: str) -> str:
+        """One binding of a group to a node, with its weight."""
+        return f"{self.prefix}/bindings/{group}/{name}"
+
     # election
     def election(self, name: str = ELECTION_SCHEDULER) -> str:
         return f"{self.prefix}/election/{name}/"

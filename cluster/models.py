@@ -117,6 +117,9 @@ class PythonTarget(Strict):
 
 
 class Target(Strict):
+    """Where runs may go: the nodes bound to ``group`` (weighted) and/or matching ``selector``."""
+
+    group: str | None = Field(default=None, pattern=NAME_PATTERN)
     selector: str = Field(default="", max_length=1024)
 
     @field_validator("selector")

@@ -91,6 +91,7 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/groups", "authenticated"),
     Rule(READ, "/api/v1/groups/**", "authenticated"),
     Rule(READ, "/api/v1/projects", "authenticated"),
+    Rule(READ, "/api/v1/placement", "authenticated"),
     # a user manages their own password and tokens; admins manage everyone's
     Rule(ANY, "/api/v1/users/{user}/tokens", "self"),
     Rule(ANY, "/api/v1/users/{user}/tokens/**", "self"),

@@ -29,7 +29,7 @@ from cluster.models import (
 )
 from cluster.store import Store
 from logstore.local import render_text
-from nodes import metrics
+from nodes import api_placement, metrics
 from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
@@ -178,10 +178,6 @@ class Api:
             return ok(data, 503)
         return ok(data)
 
-    async def list_nodes(self, request: web.Request) -> web.Response:
-        self.store()
-        return ok({"nodes": await self.nodes()})
-
     # -- jobs -----------------------------------------------------------------------------------
 
     async def list_jobs(self, request: web.Request) -> web.Response:
@@ -299,11 +295,11 @@ class Api:
         runs = await self.store().list_runs(
             project, job=job, status=status, limit=limit, before=before
         )
-        return ok({"runs": [dump(r) for r in runs]})
+        return ok({"runs": await api_placement.annotate_runs(self.node, [dump(r) for r in runs])})
 
     async def get_run(self, request: web.Request) -> web.Response:
         run = await self.store().get_run(project_of(request), request.match_info["run"])
-        return ok(dump(run))
+        return ok((await api_placement.annotate_runs(self.node, [dump(run)]))[0])
 
     async def cancel(self, request: web.Request) -> web.Response:
         action = "abort" if request.path.endswith("/abort") else "cancel"
@@ -372,7 +368,6 @@ class Api:
         r.add_get("/readyz", self.readyz)
         r.add_get("/status", self.status)
         r.add_get("/metrics", self.metrics_view)
-        r.add_get("/api/v1/nodes", self.list_nodes)
         r.add_get(f"{base}/jobs", self.list_jobs)
         r.add_post(f"{base}/jobs", self.create_job)
         r.add_get(f"{base}/jobs/{{job}}", self.get_job)
@@ -394,8 +389,11 @@ class Api:
 def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
+    from nodes import api_auth  # it builds on this module's helpers
+
     Api(node).routes(app)
-    __import__("nodes.api_auth").api_auth.add_routes(app, node)  # identity and access (issue 6)
+    api_auth.add_routes(app, node)  # identity and access (issue 6)
+    api_placement.add_routes(app, node)  # placement (issue 5)
     return app
 
 

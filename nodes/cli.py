@@ -22,7 +22,7 @@ import structlog
 import yaml
 
 from cluster.errors import CronmeshError
-from nodes import cli_auth
+from nodes import cli_auth, cli_placement
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
@@ -52,6 +52,9 @@ def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
 def cmd_node(args: argparse.Namespace) -> int:
     import uvloop
 
+    if args.node_action:  # `cronmesh node list|get|enable|disable|drain|shutdown`
+        return cli_placement.cmd_node_admin(args)
+
     from nodes.config import load_config
     from nodes.daemon import Node
 
@@ -63,6 +66,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         "prefix": args.prefix,
         "lease_ttl": args.lease_ttl,
         "capacity": args.capacity,
+        "weight_budget": args.weight_budget,
+        "owner": args.owner,
+        "machine_id": args.machine_id,
+        "handoff_delay": args.handoff_delay,
         "properties": args.property or None,
         "data_dir": args.data_dir,
         "log_dir": args.log_dir,
@@ -86,6 +93,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.shutdown)
         await node.run()
+        if node.fatal:
+            print(f"cronmesh: {node.fatal}", file=sys.stderr)
+            raise SystemExit(2)
 
     uvloop.run(main())
     return 0
@@ -309,11 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--lease-ttl", type=int, help="lease TTL in seconds (default 5)")
     n.add_argument("--capacity", type=int, help="max concurrent runs on this node (default 16)")
     n.add_argument("--property", action="append", help="node property key=value (repeatable)")
+    n.add_argument("--weight-budget", type=int, help="units of binding weight runs may hold")
+    n.add_argument("--owner", help="who runs this node (shown in node list)")
+    n.add_argument("--machine-id", type=int, help="snowflake machine id 0..1023 (default: auto)")
+    n.add_argument("--handoff-delay", type=float, help="s before a non-preferred node takes a run")
     n.add_argument("--data-dir", help="where logs and work files go (default .cronmesh)")
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")
     n.add_argument("--log-format", choices=["auto", "json", "console"])
     cli_auth.add_node_flags(n)
+    cli_placement.add_node_actions(n)
     n.set_defaults(func=cmd_node)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")
@@ -354,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     for parser in r.choices.values():
         parser.set_defaults(func=cmd_run)
 
+    cli_placement.add_group_commands(sub)
     s = sub.add_parser("status", help="cluster status as seen by a node")
     s.set_defaults(func=cmd_status)
     return p
@@ -385,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nodes import cli  # one module object, so cli_auth's imports share its classes
+    # Through the importable module, so CLI helper modules share its classes (ApiError).
+    from nodes.cli import main as _main
 
-    sys.exit(cli.main())
+    sys.exit(_main())

@@ -28,6 +28,10 @@ class NodeConfig(BaseModel):
     prefix: str = Field(default="/cronmesh", pattern=r"^/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.\-]$")
     lease_ttl: int = Field(default=5, ge=2, le=300)
     capacity: int = Field(default=16, ge=1, le=10_000)
+    weight_budget: int | None = Field(default=None, ge=1, le=1_000_000)  # None: no budget
+    owner: str = Field(default="", max_length=256)
+    machine_id: int | None = Field(default=None, ge=0, le=1023)  # None: allocated through etcd
+    handoff_delay: float = Field(default=1.0, ge=0, le=3600)  # see docs/placement.md
     properties: dict[str, str] = Field(default_factory=dict)
     data_dir: str = ".cronmesh"
     log_dir: str | None = None
@@ -117,6 +121,10 @@ ENV = {
     "CRONMESH_PREFIX": "prefix",
     "CRONMESH_LEASE_TTL": "lease_ttl",
     "CRONMESH_CAPACITY": "capacity",
+    "CRONMESH_WEIGHT_BUDGET": "weight_budget",
+    "CRONMESH_OWNER": "owner",
+    "CRONMESH_MACHINE_ID": "machine_id",
+    "CRONMESH_HANDOFF_DELAY": "handoff_delay",
     "CRONMESH_PROPERTIES": "properties",
     "CRONMESH_DATA_DIR": "data_dir",
     "CRONMESH_LOG_DIR": "log_dir",

@@ -22,6 +22,7 @@ import structlog
 from cluster.election import Election
 from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import Compare, Etcd, Op
+from cluster.groups import NodeState
 from cluster.ids import MAX_MACHINE_ID, Snowflake
 from cluster.keys import Keys
 from cluster.models import now_utc
@@ -30,12 +31,20 @@ from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
 from nodes import __version__, metrics
 from nodes.access import Access
+from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
 
 log = structlog.get_logger(__name__)
+
+
+class MachineIdConflict(CronmeshError):
+    """The machine id set in the config is held by another live node."""
+
+    code = "machine_id_conflict"
+    status = 409
 
 
 class Node:
@@ -57,6 +66,10 @@ class Node:
         self._stop = asyncio.Event()
         self._election: Election | None = None
         self._stale_lease = 0
+        self.view: ClusterView | None = None
+        self.fatal: str | None = None  # why the node stopped on its own (exit code 2)
+        self._disconnecting = False
+        self._record: dict[str, Any] = {}
 
     @property
     def node_id(self) -> str:
@@ -117,6 +130,10 @@ class Node:
             delay = 0.2
             try:
                 await self._serve(session)
+            except MachineIdConflict as exc:
+                log.error("cannot start", error=exc.message)
+                self.fatal = exc.message
+                self._stop.set()
             except Exception as exc:
                 log.exception("session failed", error=str(exc))
             finally:
@@ -128,6 +145,8 @@ class Node:
                 await session.close()
 
     async def _allocate_machine_id(self, session: Session) -> int:
+        if self.config.machine_id is not None:
+            return await self._claim_machine_id(session, self.config.machine_id)
         start = zlib.crc32(self.node_id.encode()) % (MAX_MACHINE_ID + 1)
         for i in range(MAX_MACHINE_ID + 1):
             n = (start + i) % (MAX_MACHINE_ID + 1)
@@ -139,12 +158,36 @@ class Node:
                 return n
         raise Unavailable("no free machine id: 1024 nodes are registered")
 
+    async def _claim_machine_id(self, session: Session, n: int) -> int:
+        """The machine id set in the config: taken, or a clear error naming its holder. Our own
+        previous incarnation may still hold it until its lease expires: wait for that."""
+        key = self.keys.machine_id(n)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3 * self.config.lease_ttl + 5
+        while True:
+            res = await self.etcd.txn(
+                [Compare.absent(key)], [Op.put(key, self.node_id, session.lease_id)], [Op.get(key)]
+            )
+            if res.succeeded:
+                return n
+            held = res.range_kvs(0)
+            holder = held[0].value.decode() if held else "?"
+            if holder != self.node_id or loop.time() > until:
+                raise MachineIdConflict(
+                    f"machine id {n} (config machine_id) is already held by live node {holder!r}; "
+                    "give each node its own id within 0..1023, or leave it unset to allocate one"
+                )
+            log.info("machine id still held by our previous lease; waiting", machine_id=n)
+            await asyncio.sleep(0.5)
+
     def node_record(self, machine_id: int) -> dict[str, Any]:
         return {
             "id": self.node_id,
             "address": self.config.advertise_address,
             "properties": self.config.properties,
             "capacity": self.config.capacity,
+            "weight_budget": self.config.weight_budget,
+            "owner": self.config.owner,
             "version": __version__,
             "machine_id": machine_id,
             "pid": os.getpid(),
@@ -157,7 +200,8 @@ class Node:
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
         await self.access.on_session(self.store)  # first admin, peer secret
-        record = dumps(self.node_record(machine_id))
+        self._record = self.node_record(machine_id)
+        record = dumps(self._record)
         await self.etcd.txn(
             [],
             [
@@ -165,6 +209,8 @@ class Node:
                 Op.put(self.keys.node_info(self.node_id), record),
             ],
         )
+        self.view = ClusterView(self.etcd, self.keys, self.node_id)
+        self.view.on_own_state = self._on_own_state
         self.worker = Worker(
             etcd=self.etcd,
             keys=self.keys,
@@ -176,6 +222,9 @@ class Node:
             logs=self.logs,
             work_dir=str(self.config.work_path),
             clock=self.clock,
+            view=self.view,
+            weight_budget=self.config.weight_budget,
+            handoff_delay=self.config.handoff_delay,
         )
         self.ready = True
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)
@@ -202,6 +251,23 @@ class Node:
             )
             await self.worker.close()
 
+    def _on_own_state(self, state: NodeState | None, revision: int) -> None:
+        """An operator asked this node to disconnect: acknowledge, then stop gracefully."""
+        if state is None or not state.disconnect or self._disconnecting:
+            return
+        self._disconnecting = True
+        log.warning("remote shutdown requested", reason=state.reason)
+        task = asyncio.get_running_loop().create_task(self._acknowledge_disconnect(state, revision))
+        task.add_done_callback(lambda _: self.shutdown())
+
+    async def _acknowledge_disconnect(self, state: NodeState, revision: int) -> None:
+        key = self.keys.node_state(self.node_id)
+        done = state.model_copy(update={"disconnect": False, "changed_at": self.clock()})
+        with contextlib.suppress(CronmeshError):
+            await self.etcd.txn(
+                [Compare.modified(key, revision)], [Op.put(key, done.model_dump_json())]
+            )
+
     async def _graceful(self, session: Session, campaign_task: asyncio.Task[None]) -> None:
         assert self.worker is not None
         self.ready = False  # load balancers stop sending requests while we drain
@@ -209,6 +275,11 @@ class Node:
         campaign_task.cancel()
         await asyncio.gather(campaign_task, return_exceptions=True)
         await self._resign()
+        # Tell the other workers at once (one write), so runs that would prefer this node go
+        # elsewhere without waiting for the hand-off delay while we drain.
+        with contextlib.suppress(CronmeshError):
+            stopping = dumps({**self._record, "stopping": True})
+            await self.etcd.put(self.keys.node(self.node_id), stopping, lease=session.lease_id)
         # Drain, unless the lease goes first: then our runs belong to nobody and will be
         # retried elsewhere, so our processes must die at once (no two attempts at a time).
         drain = asyncio.create_task(self.worker.drain(self.config.drain_timeout))
@@ -220,6 +291,11 @@ class Node:
             await self.worker.close()
         lost.cancel()
         await asyncio.gather(drain, lost, return_exceptions=True)
+        if not session.lost.is_set():
+            # The last sign of life of a node that is down (`node list` shows it).
+            info = {**self._record, "stopped_at": self.clock().isoformat()}
+            with contextlib.suppress(CronmeshError):
+                await self.etcd.put(self.keys.node_info(self.node_id), dumps(info))
 
     async def _resign(self) -> None:
         election, self._election = self._election, None

@@ -30,6 +30,12 @@ START_LAG = Histogram(
     registry=REGISTRY,
 )
 CLAIMS = Counter("cronmesh_claims", "Claim attempts by outcome", ["outcome"], registry=REGISTRY)
+PLACED = Counter(
+    "cronmesh_placement_claims",
+    "Runs claimed by this node as their preferred node, or handed off after the delay",
+    ["via"],
+    registry=REGISTRY,
+)
 RUNNING = Gauge("cronmesh_running_runs", "Runs executing on this node", registry=REGISTRY)
 LEADER = Gauge("cronmesh_is_leader", "1 while this node leads the scheduler", registry=REGISTRY)
 LEADER_CHANGES = Counter(

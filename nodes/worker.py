@@ -24,12 +24,14 @@ from cluster.errors import Unavailable
 from cluster.etcd import KV, Compacted, Compare, Etcd, LeaseGone, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Run
+from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store, Stored, dumps
 from logstore.local import LocalLogStore
 from nodes import metrics
+from nodes.cluster_view import ClusterView
 from nodes.executor import ExitStatus, Process
 
 log = structlog.get_logger(__name__)
@@ -47,6 +49,7 @@ class Execution:
     requested: str | None = None  # "cancel" | "abort" | "shutdown" | "timeout"
     acted: bool = False  # the request reached a live process (else the exit status decides)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    cost: int = 1  # units of the node's weight budget this run holds
     _stopper: asyncio.Task[None] | None = None
 
     def request(self, action: str) -> None:
@@ -81,6 +84,9 @@ class Worker:
         logs: LocalLogStore,
         work_dir: str,
         clock: Callable[[], datetime],
+        view: ClusterView | None = None,
+        weight_budget: int | None = None,
+        handoff_delay: float = 1.0,
     ) -> None:
         self.etcd = etcd
         self.keys = keys
@@ -92,6 +98,15 @@ class Worker:
         self.logs = logs
         self.work_dir = work_dir
         self.clock = clock
+        # Placement (docs/placement.md): the cluster view decides which queued runs are ours.
+        self.view = view
+        self.weight_budget = weight_budget
+        self.handoff_delay = handoff_delay
+        self._seen: dict[str, float] = {}  # queue key -> when this worker first found it claimable
+        self._claim_cost: dict[str, int] = {}
+        self._best: dict[str, tuple[int, Candidate | None]] = {}  # key -> (view version, pref.)
+        if view is not None:
+            view.on_change = self.kick
         self.running: dict[str, Execution] = {}
         self.candidates: dict[str, KV] = {}
         self.claiming: set[str] = set()
@@ -117,6 +132,8 @@ class Worker:
             )
             tg.create_task(self._adopt_orphans())
             tg.create_task(self._dispatch_loop())
+            if self.view is not None:
+                tg.create_task(self.view.run())
 
     async def _follow(
         self,
@@ -144,11 +161,15 @@ class Worker:
 
     def _reset_queue(self) -> None:
         self.candidates.clear()
+        self._seen.clear()
+        self._best.clear()
 
     def _on_queue(self, key: str, kv: KV | None) -> None:
         if kv is None:
             self.candidates.pop(key, None)
             self._parsed.pop(key, None)
+            self._seen.pop(key, None)
+            self._best.pop(key, None)
         else:
             self.candidates[key] = kv
         self.kick()
@@ -195,8 +216,38 @@ class Worker:
         self._parsed[key] = (kv.mod_revision, run)
         return run
 
-    def eligible(self, run: Run) -> bool:
-        return matches(parse_selector(run.snapshot.target.selector), self.properties)
+    def _choose(self, key: str, run: Run) -> tuple[Candidate, str] | None:
+        """Whether this node should claim ``run`` now, through which binding (its cost), and
+        why (``preferred`` or ``handoff``)."""
+        target = run.snapshot.target
+        if self.view is None:
+            if target.group is None and matches(parse_selector(target.selector), self.properties):
+                return Candidate(self.node_id, 1), "preferred"
+            return None
+        placement = self.view.placement(target.group, target.selector)
+        cached = self._best.get(key)
+        if cached is None or cached[0] != self.view.version:
+            draw = attempt_key(run.id, run.attempt)
+            cached = (self.view.version, preferred(draw, placement.candidates))
+            self._best[key] = cached
+        mono = time.monotonic()
+        first = self._seen.setdefault(key, mono)
+        decision = decide_claim(
+            self.node_id,
+            attempt_key(run.id, run.attempt),
+            placement,
+            waited=mono - first,
+            handoff_delay=self.handoff_delay,
+            best=cached[1],
+        )
+        if decision.wait is not None:
+            self._kick_at(decision.wait)
+        if not decision.claim or decision.candidate is None:
+            return None
+        return decision.candidate, "preferred" if decision.preferred else "handoff"
+
+    def used_weight(self) -> int:
+        return sum(ex.cost for ex in self.running.values()) + sum(self._claim_cost.values())
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -207,6 +258,8 @@ class Worker:
     def _dispatch(self) -> None:
         if not self.accepting or self.session.lost.is_set():
             return
+        if self.view is not None and not self.view.ready:
+            return  # kicked again when the view has loaded
         now = self.clock()
         for key in sorted(self.candidates):
             if len(self.running) + len(self.claiming) >= self.capacity:
@@ -215,14 +268,27 @@ class Worker:
                 continue
             kv = self.candidates[key]
             run = self._run_of(key, kv)
-            if run is None or not self.eligible(run):
+            if run is None:
                 continue
             if run.not_before is not None and run.not_before > now:
                 self._kick_at((run.not_before - now).total_seconds())
                 continue
+            choice = self._choose(key, run)
+            if choice is None:
+                continue
+            chosen, via = choice
+            if not fits(
+                running=len(self.running) + len(self.claiming),
+                used_weight=self.used_weight(),
+                cost=chosen.weight,
+                capacity=self.capacity,
+                weight_budget=self.weight_budget,
+            ):
+                continue  # over the weight budget: a lighter run further down may still fit
             self.claiming.add(key)
             self._claiming_runs.add(run.id)
-            self._spawn(self._claim(key, kv, run))
+            self._claim_cost[key] = chosen.weight
+            self._spawn(self._claim(key, kv, run, chosen.weight, via))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -247,7 +313,9 @@ class Worker:
                 return True, self.keys.slot(run.project, run.job, i)
         return False, None
 
-    async def _claim(self, key: str, kv: KV, run: Run) -> None:
+    async def _claim(
+        self, key: str, kv: KV, run: Run, cost: int = 1, via: str = "preferred"
+    ) -> None:
         try:
             ok, slot = await self._free_slot(run)
             if not ok:
@@ -263,6 +331,11 @@ class Worker:
             lease = self.session.lease_id
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
+            if self.view is not None:
+                # Drain/disable is exact: a claim made after the operator's write fails.
+                compares.append(
+                    Compare.modified(self.keys.node_state(self.node_id), self.view.own_state()[1])
+                )
             ops = [
                 Op.delete(key),
                 Op.put(
@@ -273,6 +346,7 @@ class Worker:
                             "project": run.project,
                             "job": run.job,
                             "attempt": run.attempt,
+                            "weight": cost,
                         }
                     ),
                     lease,
@@ -294,8 +368,9 @@ class Worker:
                     self._kick_at(0.05)
                 return
             metrics.CLAIMS.labels("won").inc()
+            metrics.PLACED.labels(via).inc()
             self.candidates.pop(key, None)
-            self._start(started, res.revision, slot)
+            self._start(started, res.revision, slot, cost)
         except LeaseGone:
             log.warning("claim rejected: lease gone")
             self.session.lost.set()
@@ -306,6 +381,7 @@ class Worker:
             self._orphan_check.set()
         finally:
             self.claiming.discard(key)
+            self._claim_cost.pop(key, None)
             self._claiming_runs.discard(run.id)
             self.kick()
 
@@ -324,14 +400,15 @@ class Worker:
                         continue
                     if run_id in self._claiming_runs:
                         continue
-                    project = json.loads(kv.value)["project"]
+                    claim = json.loads(kv.value)
+                    project = claim["project"]
                     run = await self.store.get_run(project, run_id)
                     if run.status != "running" or run.node != self.node_id:
                         continue
                     slots = await self.etcd.range(self.keys.slots(run.project, run.job))
                     slot = next((s.key for s in slots.kvs if s.value.decode() == run_id), None)
                     log.warning("adopting a claim whose reply was lost", run=run_id)
-                    self._start(run, kv.create_revision, slot)
+                    self._start(run, kv.create_revision, slot, int(claim.get("weight", 1)))
             except (Unavailable, LookupError) as exc:
                 log.info("orphan check failed", error=str(exc))
                 self._orphan_check.set()
@@ -339,11 +416,11 @@ class Worker:
 
     # -- executing -----------------------------------------------------------------------------
 
-    def _start(self, run: Run, claim_rev: int, slot: str | None) -> None:
+    def _start(self, run: Run, claim_rev: int, slot: str | None, cost: int = 1) -> None:
         """Register the execution at once (so control requests find it), then run it."""
         if self.session.lost.is_set():
             return  # the claim vanished with the lease; the leader will reap and retry it
-        ex = Execution(run, claim_rev, slot)
+        ex = Execution(run, claim_rev, slot, cost=cost)
         self.running[run.id] = ex
         metrics.RUNNING.set(len(self.running))
         if run.id in self._controls:

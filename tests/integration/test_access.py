@@ -32,6 +32,16 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("GET", "/metrics", None, "public"),
     ("GET", "/api/v1/auth/me", None, "auth"),
     ("GET", "/api/v1/nodes", None, "auth"),
+    ("GET", "/api/v1/nodes/n1", None, "auth"),
+    ("POST", "/api/v1/nodes/ghost/disable", None, "cluster"),
+    ("DELETE", "/api/v1/nodes/ghost", None, "cluster"),
+    ("GET", "/api/v1/groups", None, "auth"),
+    ("PUT", "/api/v1/groups/g", {"name": "g"}, "cluster"),
+    ("GET", "/api/v1/groups/g", None, "auth"),
+    ("PUT", "/api/v1/groups/g/bindings/b", {"name": "b", "node": "n1"}, "cluster"),
+    ("DELETE", "/api/v1/groups/g/bindings/absent", None, "cluster"),
+    ("DELETE", "/api/v1/groups/absent", None, "cluster"),
+    ("GET", "/api/v1/placement", None, "auth"),
     ("GET", "/api/v1/projects", None, "auth"),
     ("POST", "/api/v1/projects", {"name": "made-by-matrix"}, "cluster"),
     ("GET", "/api/v1/users", None, "cluster"),
@@ -80,6 +90,12 @@ def canonical(template: str) -> str:
     out = template.replace("{p}", "/api/v1/projects/{project}")
     out = out.replace("/jobs/j", "/jobs/{job}").replace("/jobs/absent", "/jobs/{job}")
     out = out.replace("/runs/1", "/runs/{run}")
+    out = out.replace("/nodes/n1", "/nodes/{node}").replace("/nodes/ghost", "/nodes/{node}")
+    out = out.replace("/{node}/disable", "/{node}/{action}")
+    out = out.replace("/groups/g/", "/groups/{group}/").replace("/groups/absent", "/groups/{group}")
+    out = out.replace("/bindings/b", "/bindings/{binding}")
+    out = out.replace("/bindings/absent", "/bindings/{binding}")
+    out = out.replace("/groups/g", "/groups/{group}")
     out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
     return out.replace("/tokens/0000000000000000", "/tokens/{token}")
 

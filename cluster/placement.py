@@ -1,0 +1,239 @@
+"""Placement decisions, pure: which nodes may take a run, which one is preferred, whether a node
+has room for it, and why a run waits.
+
+A target is a group (its bindings name nodes, each with a weight) and/or a property selector.
+Every worker computes the same answer from the same view of the cluster (live nodes, their admin
+state, groups and bindings), so no etcd write is needed to agree on a preferred node:
+
+- the *candidates* of a run are the bindings of its group (or, without a group, every node, with
+  weight 1) whose node is up, enabled and matches the selector;
+- the *preferred* candidate is chosen by weighted rendezvous hashing of the run id: candidate ``i``
+  wins with probability ``w_i / sum(w)``, independently for each run, and removing a node moves
+  only the runs that preferred it;
+- the preferred node claims at once; any other candidate only after ``handoff_delay`` (the
+  preferred node is full, slow or about to vanish), so the spread follows the weights while no
+  run waits for a node that cannot take it.
+
+A run through a binding costs the binding's weight out of the node's weight budget while it runs
+(a run without a group costs 1); a node never exceeds its capacity (concurrent runs) nor its
+budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cluster.selector import Term, matches, parse_selector
+
+ADMIN_STATES = ("enabled", "disabled", "draining", "stopping")
+MAX_WEIGHT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What placement needs to know about one node."""
+
+    id: str
+    properties: Mapping[str, str] = field(default_factory=dict)
+    capacity: int = 16
+    weight_budget: int | None = None  # None: no budget
+    admin: str = "enabled"  # "enabled" | "disabled" | "draining" | "stopping" (shutting down)
+    up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    group: str
+    name: str
+    node: str
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    node: str
+    weight: int  # share of the spread, and the cost out of the node's weight budget
+    binding: str | None = None
+
+    @property
+    def hash_key(self) -> str:
+        return f"{self.binding}@{self.node}" if self.binding else self.node
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    candidates: tuple[Candidate, ...]
+    reason: str | None = None  # set when there is no candidate: "no eligible node: …"
+
+    def for_node(self, node: str) -> list[Candidate]:
+        return [c for c in self.candidates if c.node == node]
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """A consistent picture of the cluster as one worker (or the API) sees it."""
+
+    nodes: Mapping[str, NodeView]
+    groups: frozenset[str] = frozenset()
+    bindings: Mapping[str, tuple[Binding, ...]] = field(default_factory=dict)  # group -> bindings
+
+
+class TargetLike(Protocol):
+    """Anything that says where its runs go: a job's ``target``, a workflow task's."""
+
+    @property
+    def group(self) -> str | None: ...
+
+    @property
+    def selector(self) -> str: ...
+
+
+def for_target(target: TargetLike, topo: Topology) -> Placement:
+    """THE mapping from a target to its placement decision (jobs and workflow tasks alike)."""
+    return place(target.group, target.selector, topo)
+
+
+def _why_not(node: NodeView | None, node_id: str, terms: tuple[Term, ...]) -> str | None:
+    if node is None or not node.up:
+        return f"{node_id} is down"
+    if node.admin != "enabled":
+        return f"{node_id} is {node.admin}"
+    if not matches(terms, node.properties):
+        return f"{node_id} does not match the selector"
+    return None
+
+
+def _summary(why: list[str], limit: int = 8) -> str:
+    more = f"; and {len(why) - limit} more" if len(why) > limit else ""
+    return "; ".join(why[:limit]) + more
+
+
+def place(group: str | None, selector: str, topo: Topology) -> Placement:
+    """The candidates of a target, or the reason there are none (``no eligible node: …``)."""
+    terms = parse_selector(selector)
+    why: list[str] = []
+    out: list[Candidate] = []
+    if group:
+        if group not in topo.groups:
+            return Placement((), f"no eligible node: group {group!r} does not exist")
+        bindings = topo.bindings.get(group, ())
+        if not bindings:
+            return Placement((), f"no eligible node: group {group!r} has no bindings")
+        for b in sorted(bindings, key=lambda b: b.name):
+            node = topo.nodes.get(b.node)
+            reason = _why_not(node, b.node, terms)
+            if reason is None and node is not None and not fits_ever(node, b.weight):
+                reason = (
+                    f"{b.node}: binding {b.name!r} weighs {b.weight}, "
+                    f"more than the node's weight budget {node.weight_budget}"
+                )
+            if reason is not None:
+                why.append(f"binding {b.name!r}: {reason}")
+            else:
+                out.append(Candidate(b.node, b.weight, b.name))
+        if not out:
+            return Placement((), f"no eligible node in group {group!r}: {_summary(why)}")
+        return Placement(tuple(out))
+    live = [n for n in topo.nodes.values() if n.up]
+    if not live:
+        return Placement((), "no eligible node: no node is up")
+    for node in sorted(live, key=lambda n: n.id):
+        reason = _why_not(node, node.id, terms)
+        if reason is None and not fits_ever(node, 1):
+            reason = f"{node.id} has a weight budget of {node.weight_budget}"
+        if reason is not None:
+            why.append(reason)
+        else:
+            out.append(Candidate(node.id, 1))
+    if not out:
+        if terms and all(r.endswith("does not match the selector") for r in why):
+            return Placement((), f"no eligible node: no live node matches {selector!r}")
+        return Placement((), f"no eligible node: {_summary(why)}")
+    return Placement(tuple(out))
+
+
+def attempt_key(run_id: str, attempt: int) -> str:
+    """What the preferred node is drawn from: each attempt draws afresh, so a retry is not sent
+    back to the node it failed on just because the run id is the same."""
+    return f"{run_id}.{attempt}"
+
+
+def _unit(run_id: str, key: str) -> float:
+    """A uniform value in (0, 1), fixed for (run, candidate)."""
+    digest = hashlib.blake2b(f"{run_id}\0{key}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / 2.0**64
+
+
+def rendezvous_score(run_id: str, candidate: Candidate) -> float:
+    """Weighted rendezvous hashing: the largest ``-w / ln(u)`` wins with probability
+    ``w / sum(w)`` (the minimum of exponentials with rates ``w``)."""
+    return -candidate.weight / math.log(_unit(run_id, candidate.hash_key))
+
+
+def preferred(run_id: str, candidates: Iterable[Candidate]) -> Candidate | None:
+    best: Candidate | None = None
+    best_score = -1.0
+    for c in candidates:
+        if c.weight <= 0:
+            continue
+        score = rendezvous_score(run_id, c)
+        if score > best_score or (score == best_score and best and c.hash_key < best.hash_key):
+            best, best_score = c, score
+    return best
+
+
+def fits_ever(node: NodeView, cost: int) -> bool:
+    return node.weight_budget is None or cost <= node.weight_budget
+
+
+def fits(
+    *, running: int, used_weight: int, cost: int, capacity: int, weight_budget: int | None
+) -> bool:
+    """Room for one more run of ``cost`` on a node running ``running`` runs worth
+    ``used_weight``."""
+    if running + 1 > capacity:
+        return False
+    return weight_budget is None or used_weight + cost <= weight_budget
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimDecision:
+    claim: bool
+    candidate: Candidate | None = None
+    wait: float | None = None  # look again after this many seconds
+    preferred: bool = False
+
+
+def decide_claim(
+    me: str,
+    run_id: str,
+    placement: Placement,
+    *,
+    waited: float,
+    handoff_delay: float,
+    best: Candidate | None = None,
+) -> ClaimDecision:
+    """Whether ``me`` claims a run now: at once when it is the preferred node, after
+    ``handoff_delay`` seconds of the run being claimable when it is another candidate.
+    ``best``: the run's preferred candidate when the caller has it cached."""
+    mine = placement.for_node(me)
+    if not mine:
+        return ClaimDecision(False)
+    if best is None:
+        best = preferred(run_id, placement.candidates)
+    if best is not None and best.node == me:
+        return ClaimDecision(True, best, preferred=True)
+    if waited >= handoff_delay:
+        return ClaimDecision(True, preferred(run_id, mine))
+    return ClaimDecision(False, wait=handoff_delay - waited)
+
+
+def admin_status(admin: str, running: int) -> str:
+    """What an operator sees: enabled, disabled, draining, or drained (nothing left running)."""
+    if admin == "draining" and running == 0:
+        return "drained"
+    return admin

@@ -1,0 +1,160 @@
+"""CLI of placement: ``cronmesh node list|get|enable|disable|drain|shutdown`` and
+``cronmesh group list|get|apply|delete|bind|unbind``."""
+
+from __future__ import annotations
+
+import argparse
+import urllib.parse
+from typing import Any
+
+NODE_ACTIONS = ("list", "get", "enable", "disable", "drain", "shutdown", "forget")
+
+
+def add_node_actions(parser: argparse.ArgumentParser) -> None:
+    """``cronmesh node`` alone runs a peer; with an action it talks to the API."""
+    parser.add_argument(
+        "node_action",
+        nargs="?",
+        metavar="ACTION",
+        help=f"instead of running a node: {', '.join(NODE_ACTIONS)}",
+    )
+    parser.add_argument("node_target", nargs="?", metavar="NODE", help="node id for ACTION")
+    parser.add_argument("--reason", help="why (shown in node list) for enable/disable/drain")
+
+
+def _ago(stamp: str | None) -> str:
+    return stamp[11:19] if stamp else "-"
+
+
+def cmd_node_admin(args: argparse.Namespace) -> int:
+    from nodes.cli import ApiError, call, show, table
+
+    action = args.node_action
+    if action not in NODE_ACTIONS:
+        raise ApiError(400, {"error": {"message": f"unknown node action {action!r}"}})
+    if action == "list":
+        nodes = call(args, "GET", "/api/v1/nodes")["nodes"]
+        if args.output == "table":
+            table(
+                [
+                    [
+                        n["id"],
+                        "up" if n["up"] else "down",
+                        n["state"],
+                        f"{n['running']}/{n['capacity']}",
+                        "-"
+                        if n["weight_budget"] is None
+                        else f"{n['used_weight']}/{n['weight_budget']}",
+                        ",".join(f"{k}={v}" for k, v in sorted(n["properties"].items())) or "-",
+                        n.get("version") or "-",
+                        n.get("owner") or "-",
+                        _ago(n.get("last_heartbeat")),
+                        n.get("address") or "-",
+                    ]
+                    for n in nodes
+                ],
+                [
+                    "NODE",
+                    "UP",
+                    "STATE",
+                    "RUNNING",
+                    "WEIGHT",
+                    "PROPERTIES",
+                    "VERSION",
+                    "OWNER",
+                    "HEARTBEAT",
+                    "ADDRESS",
+                ],
+            )
+        else:
+            show(args, nodes)
+        return 0
+    if not args.node_target:
+        raise ApiError(400, {"error": {"message": f"node {action} needs a NODE id"}})
+    path = f"/api/v1/nodes/{urllib.parse.quote(args.node_target)}"
+    if action == "get":
+        show(args, call(args, "GET", path))
+        return 0
+    if action == "forget":
+        call(args, "DELETE", path)
+        print(f"node {args.node_target}: forgotten")
+        return 0
+    query = f"?{urllib.parse.urlencode({'reason': args.reason})}" if args.reason else ""
+    doc = call(args, "POST", f"{path}/{action}{query}")
+    if action == "shutdown":
+        print(f"node {doc['id']}: shutdown requested")
+    else:
+        print(f"node {doc['id']}: {doc['state']}")
+    return 0
+
+
+def add_group_commands(sub: Any) -> None:
+    g = sub.add_parser("group", help="executor groups and their bindings to nodes")
+    ga = g.add_subparsers(dest="action", required=True)
+    ga.add_parser("list")
+    ga.add_parser("get").add_argument("name")
+    ga.add_parser("delete").add_argument("name")
+    ap = ga.add_parser("apply", help="create or update groups (with bindings) from YAML/JSON")
+    ap.add_argument("-f", "--file", required=True)
+    bd = ga.add_parser("bind", help="create or re-point a binding: GROUP BINDING --node N")
+    bd.add_argument("group")
+    bd.add_argument("binding")
+    bd.add_argument("--node", required=True)
+    bd.add_argument("--weight", type=int, default=1)
+    ub = ga.add_parser("unbind")
+    ub.add_argument("group")
+    ub.add_argument("binding")
+    for parser in ga.choices.values():
+        parser.set_defaults(func=cmd_group)
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+    from nodes.cli import ApiError, call, load_documents, show, table
+
+    base = "/api/v1/groups"
+    q = urllib.parse.quote
+    if args.action == "list":
+        groups = call(args, "GET", base)["groups"]
+        if args.output == "table":
+            table(
+                [
+                    [
+                        g["name"],
+                        ", ".join(
+                            f"{b['name']}->{b['node']}(w{b['weight']})" for b in g["bindings"]
+                        )
+                        or "-",
+                        g.get("description") or "",
+                    ]
+                    for g in groups
+                ],
+                ["GROUP", "BINDINGS", "DESCRIPTION"],
+            )
+        else:
+            show(args, groups)
+    elif args.action == "get":
+        show(args, call(args, "GET", f"{base}/{q(args.name)}"))
+    elif args.action == "delete":
+        call(args, "DELETE", f"{base}/{q(args.name)}")
+        print(f"group {args.name} deleted")
+    elif args.action == "apply":
+        for doc in load_documents(args.file):
+            name = doc.get("name") if isinstance(doc, dict) else None
+            if not name:
+                raise ApiError(400, {"error": {"message": "each group document needs a name"}})
+            bindings = doc.pop("bindings", None) or []
+            call(args, "PUT", f"{base}/{q(str(name))}", doc)
+            for b in bindings:
+                bname = b.get("name") if isinstance(b, dict) else None
+                if not bname:
+                    raise ApiError(400, {"error": {"message": "each binding needs a name"}})
+                call(args, "PUT", f"{base}/{q(str(name))}/bindings/{q(str(bname))}", b)
+            print(f"group {name} applied ({len(bindings)} bindings)")
+    elif args.action == "bind":
+        body = {"node": args.node, "weight": args.weight}
+        b = call(args, "PUT", f"{base}/{q(args.group)}/bindings/{q(args.binding)}", body)
+        print(f"binding {args.group}/{b['name']} -> {b['node']} (weight {b['weight']})")
+    elif args.action == "unbind":
+        call(args, "DELETE", f"{base}/{q(args.group)}/bindings/{q(args.binding)}")
+        print(f"binding {args.group}/{args.binding} deleted")
+    return 0
