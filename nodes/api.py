@@ -399,6 +399,7 @@ def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
     Api(node).routes(app)
+    __import__("nodes.api_workflows", fromlist=["add_routes"]).add_routes(app, node)
     return app
 
 
