@@ -340,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="cluster status as seen by a node")
     s.set_defaults(func=cmd_status)
+    __import__("nodes.cli_workflows", fromlist=["add_parsers"]).add_parsers(sub)
     return p
 
 
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         args.output = "yaml"
     if args.command == "run" and args.action == "get" and args.output == "table":
+        args.output = "yaml"
+    if args.command == "workflow" and args.action == "get" and args.output == "table":
         args.output = "yaml"
     try:
         return int(args.func(args) or 0)
@@ -369,4 +372,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nodes import cli  # one module instance, shared with the command modules importing it
+
+    sys.exit(cli.main())

@@ -3,12 +3,13 @@ between tasks, rerun from a task, cancel, external reports, flow control, bad do
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import run_cli, wait_for
 
 P = "/api/v1/projects/default"
 WFS = f"{P}/workflows"
@@ -312,3 +313,46 @@ async def test_bad_workflows_are_rejected_naming_the_problem(cluster, doc, field
     assert message in body["error"]["message"]
     status, body = await cluster.request("GET", WFS)
     assert body["workflows"] == []
+
+
+async def test_cli_apply_trigger_inspect_rerun(cluster, tmp_path):
+    await cluster.start()
+    flag = tmp_path / "fixed"
+    doc = tmp_path / "wf.yaml"
+    doc.write_text(
+        f"""
+name: nightly
+parameters: {{day: mon}}
+tasks:
+  - name: fetch
+    command: echo $CRONMESH_PARAM_DAY
+  - name: build
+    command: test -e {flag}
+    depends_on: [fetch]
+"""
+    )
+
+    async def cli(*args):
+        return await asyncio.to_thread(run_cli, cluster.url(), *args)
+
+    code, out, err = await cli("workflow", "apply", "-f", str(doc))
+    assert code == 0, err
+    assert "nightly applied (2 tasks)" in out
+    code, out, _ = await cli("workflow", "list")
+    assert out.splitlines()[1].split()[:2] == ["nightly", "2"]
+    code, out, err = await cli("workflow", "trigger", "nightly", "--param", "day=tue")
+    assert code == 0, err
+    exec_id = out.strip()
+    ex = await finished(cluster, exec_id)
+    assert ex["status"] == "failed" and ex["parameters"] == {"day": "tue"}
+    code, out, _ = await cli("execution", "get", exec_id)
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:]}
+    assert rows == {"fetch": "succeeded", "build": "failed"}
+    code, out, _ = await cli("workflow", "executions", "nightly")
+    assert exec_id in out and "failed" in out
+    flag.write_text("")
+    code, out, err = await cli("execution", "rerun", exec_id, "--failed-only")
+    assert code == 0, err
+    assert (await finished(cluster, exec_id))["status"] == "succeeded"
+    code, _, err = await cli("execution", "rerun", exec_id, "--from-task", "nope")
+    assert code == 1 and "unknown task 'nope'" in err and "from_task" in err
