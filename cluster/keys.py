@@ -138,7 +138,9 @@ class Keys:
         """A DAG execution: snapshot of the workflow plus per-task state (CAS target)."""
         return f"{self.prefix}/executions/{project}/{exec_id}"
 
-    def workflow_executions(self, project: str, workflow: str) -> str:
+    def workflow_executions(self, project: str | None = None, workflow: str = "") -> str:
+        if project is None:
+            return f"{self.prefix}/workflow-executions/"
         return f"{self.prefix}/workflow-executions/{project}/{workflow}/"
 
     def workflow_execution(self, project: str, workflow: str, exec_id: str) -> str:

@@ -114,6 +114,7 @@ class Scheduler:
         self._sem = asyncio.Semaphore(64)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fired = 0
+        self.workflows = WorkflowEngine(self)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -255,7 +256,7 @@ class Scheduler:
             tg.create_task(self._periodic(RECONCILE_EVERY, self.reconcile))
             tg.create_task(self._periodic(PRUNE_EVERY, self.prune))
             tg.create_task(self._tick_loop())
-            tg.create_task(WorkflowEngine(self).run())
+            tg.create_task(self.workflows.run())
 
     async def _periodic(self, every: float, fn: Callable[[], Any]) -> None:
         while True:

@@ -175,6 +175,15 @@ class WorkflowEngine:
         )
         for ek in list(self.execs):
             self.kick(ek)
+        try:
+            await self._lead(rev)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _lead(self, rev: int) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.sched._watch(self.keys.executions(), rev, self._on_exec_event))
             tg.create_task(self.sched._watch(self.keys.job_runs(), rev, self._on_run_event))
@@ -519,7 +528,7 @@ class WorkflowEngine:
     async def prune(self) -> None:
         """Delete finished executions beyond each workflow's ``keep_executions`` (oldest first),
         with their task runs, and old tick keys."""
-        base = self.keys.prefix + "/workflow-executions/"
+        base = self.keys.workflow_executions()
         index = await self.etcd.range(base, keys_only=True)
         by_wf: dict[WfKey, list[str]] = defaultdict(list)
         for kv in index.kvs:

@@ -356,3 +356,86 @@ tasks:
     assert (await finished(cluster, exec_id))["status"] == "succeeded"
     code, _, err = await cli("execution", "rerun", exec_id, "--from-task", "nope")
     assert code == 1 and "unknown task 'nope'" in err and "from_task" in err
+
+
+async def test_schedule_fires_one_execution_per_tick(cluster, tmp_path):
+    await cluster.start()
+    doc = {
+        "name": "ticker",
+        "schedules": [{"cron": "@every 1s", "parameters": {"via": "cron"}}],
+        "tasks": [{"name": "t", "command": f"echo $CRONMESH_SCHEDULED_AT >> {tmp_path}/ticks"}],
+    }
+    await put_wf(cluster, doc)
+
+    async def three():
+        status, body = await cluster.request("GET", f"{WFS}/ticker/executions")
+        done = [e for e in body["executions"] if e["status"] == "succeeded"]
+        return body["executions"] if len(done) >= 3 else None
+
+    execs = await wait_for(three, 30, what="three scheduled executions")
+    await cluster.request("PUT", f"{WFS}/ticker", json={**doc, "enabled": False})
+    assert {e["source"] for e in execs} <= {"schedule", "catch-up"}
+    ex = await execution(cluster, execs[-1]["id"])
+    assert ex["parameters"] == {"via": "cron"} and ex["scheduled_at"]
+    ticks = (tmp_path / "ticks").read_text().split()
+    assert len(ticks) == len(set(ticks))  # never one tick twice
+
+
+async def test_finished_executions_are_pruned_with_their_task_runs(cluster, etcd, keys):
+    node = await cluster.start()
+    doc = {"name": "small", "keep_executions": 2, "tasks": [{"name": "t", "command": "true"}]}
+    await put_wf(cluster, doc)
+    ids = []
+    for _ in range(4):
+        ids.append(await trigger(cluster, "small"))
+        await finished(cluster, ids[-1])
+    first = await execution(cluster, ids[0])
+    old_run = first["tasks"]["t"]["run_id"]
+    assert node.scheduler is not None
+    await node.scheduler.workflows.prune()
+    status, body = await cluster.request("GET", f"{WFS}/small/executions")
+    assert [e["id"] for e in body["executions"]] == ids[:1:-1]
+    status, _ = await cluster.request("GET", f"{EXECS}/{ids[0]}")
+    assert status == 404
+    assert await etcd.get(keys.run("default", old_run)) is None
+    assert await etcd.get(keys.job_run("default", "@small:t", old_run)) is None
+
+
+async def test_higher_priority_workflow_tasks_are_claimed_first(cluster, tmp_path):
+    await cluster.start(capacity=1)
+    gate = tmp_path / "gate"
+    log = tmp_path / "log"
+    await put_wf(
+        cluster,
+        {
+            "name": "blocker",
+            "tasks": [{"name": "b", "command": f"while [ ! -e {gate} ]; do sleep 0.05; done"}],
+        },
+    )
+    for name, prio in (("low", -5), ("high", 5), ("mid", 0)):
+        await put_wf(
+            cluster,
+            {
+                "name": name,
+                "priority": prio,
+                "tasks": [{"name": "t", "command": f"echo {name} >> {log}"}],
+            },
+        )
+    blocker = await trigger(cluster, "blocker")
+
+    async def running():
+        ex = await execution(cluster, blocker)
+        return ex["tasks"]["b"]["status"] == "running"
+
+    await wait_for(running, 20, what="blocker running")
+    ids = [await trigger(cluster, name) for name in ("low", "high", "mid")]
+
+    async def queued():
+        status, body = await cluster.request("GET", "/api/v1/projects/default/runs?status=pending")
+        return len(body["runs"]) == 3
+
+    await wait_for(queued, 20, what="three task runs queued")
+    gate.write_text("")
+    for exec_id in ids:
+        await finished(cluster, exec_id)
+    assert log.read_text().split() == ["high", "mid", "low"]
