@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.dag import ancestors, rerun_set
+from cluster.dag import Graph, ancestors, rerun_set
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
 from cluster.models import Run
@@ -75,7 +75,7 @@ def create_execution_ops(keys: Any, ex: Execution) -> list[Any]:
     ]
 
 
-def task_run(store: Store, ex: Execution, task: str) -> Run:
+def task_run(store: Store, ex: Execution, task: str, graph: Graph | None = None) -> Run:
     """The first attempt of one task: a run whose snapshot is the task as a job document."""
     spec = ex.snapshot
     t = spec.task(task)
@@ -84,7 +84,7 @@ def task_run(store: Store, ex: Execution, task: str) -> Run:
         "CRONMESH_WORKFLOW": ex.workflow,
         "CRONMESH_TASK": task,
     }
-    for up in ancestors(spec.graph(), task):
+    for up in ancestors(graph or spec.graph(), task):
         state = ex.tasks[up]
         env[f"CRONMESH_UPSTREAM_{env_name(up)}_STATUS"] = state.status
         if state.result is not None:

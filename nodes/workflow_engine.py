@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from cluster.cron import Schedule, parse_schedule
-from cluster.dag import admit, advance
+from cluster.dag import Graph, admit, advance
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Compare, Op, OutcomeUnknown
 from cluster.models import FINISHED, Run
@@ -63,6 +63,7 @@ class WorkflowEngine:
         self.workflows: dict[WfKey, Workflow] = {}
         self.reserved: dict[WfKey, set[str]] = defaultdict(set)  # admitted, write in flight
         self._written: dict[ExecKey, int] = {}
+        self._graphs: dict[str, Graph] = {}  # per execution: its snapshot never changes
         self._busy: set[ExecKey] = set()
         self._dirty: set[ExecKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,6 +126,9 @@ class WorkflowEngine:
         return ek
 
     def _on_exec_event(self, ev: Any) -> None:
+        project, exec_id = self.keys.tail(ev.kv.key, self.keys.executions())[:2]
+        if ev.kind == "put" and self._written.get((project, exec_id)) == ev.kv.mod_revision:
+            return  # our own write: cached already, and advanced as far as it goes
         ek = self._cache(ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision)
         if ek is None:
             return
@@ -133,8 +137,6 @@ class WorkflowEngine:
             self._forget_runs(ek)
             self._kick_queued()
             return
-        if self._written.get(ek) == ev.kv.mod_revision:
-            return  # our own write: already advanced as far as it goes
         self.kick(ek)
 
     def _forget_runs(self, ek: ExecKey) -> None:
@@ -299,7 +301,9 @@ class WorkflowEngine:
             ex.status = "running"
             ex.started_at = ex.started_at or now
         await self._fold_runs(ex)
-        graph = ex.snapshot.graph()
+        graph = self._graphs.get(ex.id)
+        if graph is None:
+            graph = self._graphs[ex.id] = ex.snapshot.graph()
         adv = advance(graph, ex.dag_states(), cancelled=ex.cancel_requested)
         for name in adv.upstream_failed:
             ex.tasks[name].status = "upstream_failed"
@@ -326,7 +330,7 @@ class WorkflowEngine:
                 state.report_key = f"{ex.id}.{name}"
                 state.started_at = now
                 continue
-            run = task_run(self.store, ex, name)
+            run = task_run(self.store, ex, name, graph)
             doc = len(run.model_dump_json())
             if len(runs) * 4 + 4 > budget or size + 2 * doc > TXN_BYTES:
                 more = True  # the rest start in the next transaction, at once
@@ -381,10 +385,11 @@ class WorkflowEngine:
         key = self.keys.execution(*ek)
         wk = (ex.project, ex.workflow)
         ops: list[Any] = [Op.put(key, ex.model_dump_json())]
+        was_queued = self.execs.get(ek, (ex, 0))[0].status == "queued"
         for run in runs:
             ops += self.store.create_run_ops(run)
         compares = [self.lead.fence(), Compare.modified(key, rev)]
-        admitted = ex.status != "queued" and self.execs.get(ek, (ex, 0))[0].status == "queued"
+        admitted = ex.status != "queued" and was_queued
         if admitted:
             self.reserved[wk].add(ex.id)
         try:
@@ -404,7 +409,11 @@ class WorkflowEngine:
         for t in ex.tasks.values():
             if t.run_id and t.status != "started":
                 self.done_runs.discard(t.run_id)
-        self._cache(key, ex.model_dump_json().encode(), res.revision)
+        if ex.finished:
+            self.execs.pop(ek, None)
+            self._graphs.pop(ex.id, None)
+        else:
+            self.execs[ek] = (ex, res.revision)
         if runs:
             log.info("tasks started", execution=ex.id, workflow=ex.workflow, runs=len(runs))
         if ex.finished:
