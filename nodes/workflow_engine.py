@@ -332,7 +332,7 @@ class WorkflowEngine:
                 continue
             run = task_run(self.store, ex, name, graph)
             doc = len(run.model_dump_json())
-            if len(runs) * 4 + 4 > budget or size + 2 * doc > TXN_BYTES:
+            if runs and (len(runs) * 4 + 4 > budget or size + 2 * doc > TXN_BYTES):
                 more = True  # the rest start in the next transaction, at once
                 break
             size += 2 * doc
