@@ -331,7 +331,8 @@ class WorkflowStore:
                 raise Conflict(f"task {task!r} is {state.status}, not waiting", field="key")
             from cluster.workflows import stored_result
 
-            kept, why = stored_result(result)
+            state.result = None
+            kept, why = stored_result(result, ex.result_bytes())
             state.status = "succeeded" if status == "succeeded" else "failed"
             state.result = kept
             state.error = error or why

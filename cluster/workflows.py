@@ -32,6 +32,7 @@ from cluster.models import (
 MAX_TASKS = 500
 MAX_WORKFLOW_BYTES = 512 * 1024
 MAX_STORED_RESULT = 8 * 1024  # per task, in the execution record (etcd values stay small)
+MAX_EXECUTION_RESULTS = 256 * 1024  # all tasks of one execution together
 TASK_JOB_PREFIX = "@"
 
 TaskStatus = Literal[
@@ -192,6 +193,9 @@ class Execution(BaseModel):
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
 
+    def result_bytes(self) -> int:
+        return sum(result_size(t.result) for t in self.tasks.values())
+
     def dag_states(self) -> dict[str, str]:
         """Task states as ``cluster.dag`` sees them."""
         return {
@@ -200,13 +204,22 @@ class Execution(BaseModel):
         }
 
 
-def stored_result(result: Any) -> tuple[Any, str | None]:
-    """A task's result as kept in the execution record; oversize results are dropped."""
-    if result is None:
-        return None, None
-    size = len(json.dumps(result, separators=(",", ":")))
+def result_size(result: Any) -> int:
+    return 0 if result is None else len(json.dumps(result, separators=(",", ":")))
+
+
+def stored_result(result: Any, used: int = 0) -> tuple[Any, str | None]:
+    """A task's result as kept in the execution record (``used``: bytes of results it holds
+    already); oversize results are dropped with a note, so the record stays well under etcd's
+    request limit whatever the tasks write."""
+    size = result_size(result)
     if size > MAX_STORED_RESULT:
         return None, f"result of {size} bytes exceeds {MAX_STORED_RESULT}; not passed downstream"
+    if used + size > MAX_EXECUTION_RESULTS:
+        return None, (
+            f"the execution already holds {used} bytes of results (at most "
+            f"{MAX_EXECUTION_RESULTS}); this result is not passed downstream"
+        )
     return result, None
 
 

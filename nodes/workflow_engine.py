@@ -280,8 +280,9 @@ class WorkflowEngine:
             self._cache(kv.key, kv.value, kv.mod_revision)
 
     async def _decide(self, ex: Execution) -> tuple[Execution, list[Run], bool] | None:
-        ex = ex.model_copy(deep=True)
-        before = ex.model_dump_json()
+        original = ex
+        # The snapshot never changes: share it; copy only the per-task states (cheap for 500).
+        ex = ex.model_copy(update={"tasks": {n: t.model_copy() for n, t in ex.tasks.items()}})
         now = self.clock()
         wk = (ex.project, ex.workflow)
         if ex.status == "queued" and not ex.cancel_requested:
@@ -321,7 +322,7 @@ class WorkflowEngine:
         runs: list[Run] = []
         more = False
         budget = MAX_TXN_OPS - 8
-        size = len(before)
+        size = len(original.model_dump_json())
         for name in adv.start:
             task = ex.snapshot.task(name)
             state = ex.tasks[name]
@@ -347,7 +348,7 @@ class WorkflowEngine:
                 ex.status = "cancelled"
             if ex.finished:
                 ex.finished_at = now
-        if ex.model_dump_json() == before:
+        if ex == original:
             return None
         return ex, runs, more
 
@@ -377,7 +378,7 @@ class WorkflowEngine:
             state.started_at = run.started_at
             state.finished_at = run.finished_at
             state.exit_code = run.exit_code
-            kept, why = stored_result(run.result)
+            kept, why = stored_result(run.result, ex.result_bytes())
             state.result = kept
             state.error = run.error or why
 
