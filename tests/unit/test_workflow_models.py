@@ -65,3 +65,15 @@ def test_report_keys_and_env_names():
         with pytest.raises(InvalidInput):
             parse_report_key(bad)
     assert env_name("load-db.v2") == "LOAD_DB_V2"
+
+
+def test_example_workflow_document_is_valid():
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load(
+        (Path(__file__).parents[2] / "docs/examples/etl-workflow.yaml").read_text()
+    )
+    wf = parse_workflow(doc)
+    assert wf.graph().order == ("extract", "transform", "load", "cleanup")
