@@ -68,7 +68,8 @@ async def run_once(
             raise TimeoutError(f"execution {ex['id']} did not finish")
         await asyncio.sleep(0.2)
     if body["status"] != "succeeded":
-        raise RuntimeError(f"execution {ex['id']} {body['status']}: {body['failed_tasks']}")
+        bad = {n: (t["status"], t["error"]) for n, t in body["tasks"].items() if t["error"]}
+        raise RuntimeError(f"execution {ex['id']} {body['status']}: {bad}")
     return dict(body)
 
 
@@ -83,11 +84,16 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
         data_dir=tmp / "data",
         log_path=tmp / "node.log",
         capacity=max(64, args.fanout + 8),
+        # 200 processes ending at once stall the node's loop for ~1-2 s on a busy 2-core machine
+        # (the executor's per-exit /proc scan): a 3 s lease would expire mid-measurement.
+        lease_ttl=10,
+        profile=RESULTS / "workflows.prof" if args.profile else None,
     )
     procs.add(node)
     out: dict[str, Any] = {"scenario": "workflows", "repeat": args.repeat}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
         await node.wait_leading(http)
+        node.profiling(True)
         edges: list[float] = []
         fan: list[float] = []
         fan_last: list[float] = []
@@ -132,6 +138,7 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
             "last_leaf_end_to_join_start": summary_ms(joins),
             "trigger_to_join_end": summary_ms(walls["fanout"]),
         }
+        node.profiling(False)
         out["machine"] = machine_info("3.5")
         out["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     return out
@@ -142,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="measured executions per scenario")
     ap.add_argument("--chain", type=int, default=50)
     ap.add_argument("--fanout", type=int, default=200)
+    ap.add_argument(
+        "--profile", action="store_true", help="cProfile the node: results/workflows.prof"
+    )
     ap.add_argument("--keep-tmp", action="store_true", help="keep etcd data and the node log")
     args = ap.parse_args(argv)
     procs = Procs()
+    RESULTS.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-bench-wf-"))
     try:
         out = asyncio.run(amain(args, procs, tmp))
