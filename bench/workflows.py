@@ -48,6 +48,10 @@ def fanout(n: int, stamp: str) -> dict[str, Any]:
     return {"name": f"fanout{n}", "tasks": tasks, "keep_executions": 5}
 
 
+def iso(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
 def stamp_of(folder: Path, task: str, kind: str) -> float:
     return int((folder / f"{task}.{kind}").read_text().strip()) / 1e9
 
@@ -95,6 +99,7 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
         await node.wait_leading(http)
         node.profiling(True)
         edges: list[float] = []
+        claimed: list[float] = []  # upstream run finished (record) → downstream run claimed
         fan: list[float] = []
         fan_last: list[float] = []
         joins: list[float] = []
@@ -109,14 +114,18 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
                 async with http.put(f"{node.url}{P}/workflows/{doc['name']}", json=doc) as r:
                     assert r.status in (200, 201), await r.text()
                 t0 = time.time()
-                await run_once(http, node.url, doc["name"], folder)
+                ex = await run_once(http, node.url, doc["name"], folder)
                 if rep == 0:
                     continue
                 if kind == "chain":
                     walls["chain"].append(
                         stamp_of(folder, f"c{size - 1}", "end") - stamp_of(folder, "c0", "start")
                     )
+                    ts = {n: t for n, t in ex["tasks"].items()}
                     for i in range(1, size):
+                        claimed.append(
+                            iso(ts[f"c{i}"]["started_at"]) - iso(ts[f"c{i - 1}"]["finished_at"])
+                        )
                         edges.append(
                             stamp_of(folder, f"c{i}", "start")
                             - stamp_of(folder, f"c{i - 1}", "end")
@@ -129,7 +138,11 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
                     last_end = max(stamp_of(folder, f"l{i}", "end") for i in range(size))
                     joins.append(stamp_of(folder, "join", "start") - last_end)
                     walls["fanout"].append(stamp_of(folder, "join", "end") - t0)
-        out["chain"] = {"tasks": args.chain, "edge_latency": summary_ms(edges)}
+        out["chain"] = {
+            "tasks": args.chain,
+            "edge_latency": summary_ms(edges),
+            "finished_to_claimed": summary_ms(claimed),
+        }
         out["chain"]["wall"] = summary_ms(walls["chain"])
         out["fanout"] = {
             "tasks": args.fanout,
