@@ -71,7 +71,7 @@ async def test_leader_killed_mid_workflow_no_task_twice_none_forgotten(procs, tm
             got = await leader_of(http, [standby, *workers])
             return got if got and got != "node-1" else None
 
-        assert await wait_for(new_leader, 30, what="new leader") == "node-4"
+        await wait_for(new_leader, 30, what="new leader")
 
         async def done():
             status, ex = await request(http, "GET", f"{standby.url}{P}/executions/{exec_id}")
