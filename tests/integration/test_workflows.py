@@ -439,3 +439,62 @@ async def test_higher_priority_workflow_tasks_are_claimed_first(cluster, tmp_pat
     for exec_id in ids:
         await finished(cluster, exec_id)
     assert log.read_text().split() == ["high", "mid", "low"]
+
+
+async def test_queued_execution_cancelled_never_runs_and_running_one_refuses_rerun(
+    cluster, tmp_path
+):
+    await cluster.start()
+    gate = tmp_path / "gate"
+    doc = {
+        "name": "one-at-a-time",
+        "max_active": 1,
+        "tasks": [
+            {
+                "name": "t",
+                "command": f"echo $CRONMESH_EXECUTION_ID >> {tmp_path}/ran; "
+                f"while [ ! -e {gate} ]; do sleep 0.05; done",
+            }
+        ],
+    }
+    await put_wf(cluster, doc)
+    first = await trigger(cluster, "one-at-a-time")
+    second = await trigger(cluster, "one-at-a-time")
+
+    async def first_running():
+        return (await execution(cluster, first))["tasks"]["t"]["status"] == "running"
+
+    await wait_for(first_running, 20, what="first execution running")
+    assert (await execution(cluster, second))["status"] == "queued"
+    status, body = await cluster.request("POST", f"{EXECS}/{first}/rerun", json={})
+    assert status == 409 and body["error"]["field"] == "execution_id"
+    status, _ = await cluster.request("POST", f"{EXECS}/{second}/cancel")
+    assert status == 200
+    ex = await finished(cluster, second)
+    assert ex["status"] == "cancelled" and ex["tasks"]["t"]["status"] == "cancelled"
+    gate.write_text("")
+    assert (await finished(cluster, first))["status"] == "succeeded"
+    assert (tmp_path / "ran").read_text().split() == [first]
+
+
+async def test_unknown_workflow_execution_and_bad_requests(cluster):
+    await cluster.start()
+    status, body = await cluster.request("POST", f"{WFS}/nope/executions", json={})
+    assert status == 404 and body["error"]["code"] == "workflow_not_found"
+    status, body = await cluster.request("GET", f"{EXECS}/123")
+    assert status == 404 and body["error"]["code"] == "execution_not_found"
+    status, body = await cluster.request("GET", f"{EXECS}/abc")
+    assert status == 404
+    await put_wf(cluster, {"name": "w", "tasks": [{"name": "a", "command": "true"}]})
+    status, body = await cluster.request(
+        "POST", f"{WFS}/w/executions", json={"parameters": {"bad-name": "x"}}
+    )
+    assert status == 400 and body["error"]["field"] == "parameters"
+    exec_id = await trigger(cluster, "w")
+    await finished(cluster, exec_id)
+    status, body = await cluster.request(
+        "POST", f"{EXECS}/{exec_id}/rerun", json={"from_task": "a", "failed_only": True}
+    )
+    assert status == 400
+    status, body = await cluster.request("PUT", f"{WFS}/other", json={"name": "w", "tasks": []})
+    assert status == 400 and body["error"]["field"] == "name"
