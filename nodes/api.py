@@ -399,7 +399,9 @@ def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
     Api(node).routes(app)
-    __import__("nodes.api_workflows", fromlist=["add_routes"]).add_routes(app, node)
+    from nodes import api_workflows  # imports this module: bound late
+
+    api_workflows.add_routes(app, node)
     return app
 
 

@@ -340,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="cluster status as seen by a node")
     s.set_defaults(func=cmd_status)
-    __import__("nodes.cli_workflows", fromlist=["add_parsers"]).add_parsers(sub)
+    from nodes import cli_workflows  # imports this module: bound late
+
+    cli_workflows.add_parsers(sub)
     return p
 
 
