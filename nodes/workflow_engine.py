@@ -210,6 +210,7 @@ class WorkflowEngine:
 
     async def reconcile(self) -> None:
         """Safety net behind the watches: fold in finished runs and retry stuck executions."""
+        self.done_runs &= set(self.run_exec)  # forget runs of executions no longer followed
         await self._find_done_runs(list(self.execs))
         for ek in list(self.execs):
             self.kick(ek)
