@@ -118,10 +118,11 @@ class WorkflowEngine:
             return ek
         if ex.finished:
             self.execs.pop(ek, None)
-        else:
-            self.execs[ek] = (ex, rev)
+            self._graphs.pop(ex.id, None)
+            return ek
+        self.execs[ek] = (ex, rev)
         for t in ex.tasks.values():
-            if t.run_id:
+            if t.run_id and t.status == "started":
                 self.run_exec[t.run_id] = ek
         return ek
 

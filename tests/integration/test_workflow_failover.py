@@ -26,10 +26,10 @@ async def test_leader_killed_mid_workflow_no_task_twice_none_forgotten(procs, tm
     # Tasks run only on worker nodes, so killing the leader kills no task process: every task
     # must then run exactly once (attempt 1). Candidates: node-1 leads, node-4 is next in line.
     leader = procs.start("node-1")
-    standby = procs.start("node-4")
     async with api_session() as http:
         await wait_ready(http, leader)
         assert await wait_for(lambda: leader_of(http, [leader]), 10, what="leader") == "node-1"
+        standby = procs.start("node-4")
         await wait_ready(http, standby)
         workers = [procs.start(f"node-{i}", "--property", "role=worker") for i in (2, 3)]
         for w in workers:
