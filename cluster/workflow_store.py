@@ -83,6 +83,9 @@ def task_run(store: Store, ex: Execution, task: str, graph: Graph | None = None)
         "CRONMESH_EXECUTION_ID": ex.id,
         "CRONMESH_WORKFLOW": ex.workflow,
         "CRONMESH_TASK": task,
+        "CRONMESH_SCHEDULED_AT": (
+            ex.scheduled_at.isoformat().replace("+00:00", "Z") if ex.scheduled_at else ""
+        ),
     }
     for up in ancestors(graph or spec.graph(), task):
         state = ex.tasks[up]
@@ -94,7 +97,9 @@ def task_run(store: Store, ex: Execution, task: str, graph: Graph | None = None)
         project=ex.project,
         job=task_job_name(ex.workflow, task),
         source="manual" if ex.source == "manual" else "schedule",
-        scheduled_at=ex.scheduled_at,
+        # The tick reaches the process through env; on the run it would count the DAG's
+        # progress as the run's start lag (cronmesh_start_lag_seconds is about ticks of jobs).
+        scheduled_at=None,
         created_at=store.clock(),
         parameters={**t.parameters, **ex.parameters},
         snapshot=spec.job_spec(t),
