@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from prometheus_client import Counter, Histogram
 
 from cluster.cron import Schedule, parse_schedule
 from cluster.dag import Graph, admit, advance
@@ -36,11 +37,30 @@ from cluster.plan import plan_schedule
 from cluster.store import MAX_TXN_OPS, dumps
 from cluster.workflow_store import create_execution_ops, new_execution, task_run
 from cluster.workflows import Execution, Workflow, is_task_job, stored_result, task_job_name
+from nodes import metrics
 
 if TYPE_CHECKING:
     from nodes.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
+
+EXECUTIONS = Counter(
+    "cronmesh_workflow_executions_finished",
+    "Workflow executions finished, by status (leader)",
+    ["status"],
+    registry=metrics.REGISTRY,
+)
+TASKS_STARTED = Counter(
+    "cronmesh_workflow_tasks_started",
+    "Task runs created by the workflow engine (leader)",
+    registry=metrics.REGISTRY,
+)
+ADVANCE_LAG = Histogram(
+    "cronmesh_dag_advance_seconds",
+    "Upstream task run finished to its downstream runs created (leader)",
+    buckets=metrics._LAG_BUCKETS,
+    registry=metrics.REGISTRY,
+)
 
 RECONCILE_EVERY = 10.0
 PRUNE_EVERY = 60.0
@@ -64,6 +84,7 @@ class WorkflowEngine:
         self.reserved: dict[WfKey, set[str]] = defaultdict(set)  # admitted, write in flight
         self._written: dict[ExecKey, int] = {}
         self._graphs: dict[str, Graph] = {}  # per execution: its snapshot never changes
+        self._upstream_end: dict[str, datetime | None] = {}  # decided, not yet written
         self._busy: set[ExecKey] = set()
         self._dirty: set[ExecKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -303,7 +324,7 @@ class WorkflowEngine:
                 return None
             ex.status = "running"
             ex.started_at = ex.started_at or now
-        await self._fold_runs(ex)
+        upstream_end = await self._fold_runs(ex)
         graph = self._graphs.get(ex.id)
         if graph is None:
             graph = self._graphs[ex.id] = ex.snapshot.graph()
@@ -352,17 +373,20 @@ class WorkflowEngine:
                 ex.finished_at = now
         if ex == original:
             return None
+        self._upstream_end[ex.id] = upstream_end
         return ex, runs, more
 
-    async def _fold_runs(self, ex: Execution) -> None:
-        """Copy the outcome of finished task runs into the execution record."""
+    async def _fold_runs(self, ex: Execution) -> datetime | None:
+        """Copy the outcome of finished task runs into the execution record; answers when the
+        newest of them finished."""
         done = {
             n: t.run_id
             for n, t in ex.tasks.items()
             if t.status == "started" and t.run_id and t.run_id in self.done_runs
         }
         if not done:
-            return
+            return None
+        newest: datetime | None = None
         kvs = await self.store.get_many([self.keys.run(ex.project, r) for r in done.values() if r])
         runs = {r.id: r for r in (Run.model_validate_json(kv.value) for kv in kvs)}
         for name, run_id in done.items():
@@ -383,6 +407,9 @@ class WorkflowEngine:
             kept, why = stored_result(run.result, ex.result_bytes())
             state.result = kept
             state.error = run.error or why
+            if run.finished_at is not None and (newest is None or run.finished_at > newest):
+                newest = run.finished_at
+        return newest
 
     async def _write(self, ek: ExecKey, rev: int, ex: Execution, runs: list[Run]) -> bool:
         key = self.keys.execution(*ek)
@@ -417,11 +444,16 @@ class WorkflowEngine:
             self._graphs.pop(ex.id, None)
         else:
             self.execs[ek] = (ex, res.revision)
+        upstream_end = self._upstream_end.pop(ex.id, None)
         if runs:
+            TASKS_STARTED.inc(len(runs))
+            if upstream_end is not None:
+                ADVANCE_LAG.observe(max(0.0, (self.clock() - upstream_end).total_seconds()))
             log.info("tasks started", execution=ex.id, workflow=ex.workflow, runs=len(runs))
         if ex.finished:
             self._forget_runs(ek)
             self._written.pop(ek, None)
+            EXECUTIONS.labels(ex.status).inc()
             log.info("execution finished", execution=ex.id, workflow=ex.workflow, status=ex.status)
             self._kick_queued()
         return True

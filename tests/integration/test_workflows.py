@@ -87,6 +87,15 @@ async def test_diamond_runs_in_dependency_order_and_passes_results(cluster, tmp_
     t = ex["tasks"]["extract"]
     assert t["result"] == {"rows": 3} and t["exit_code"] == 0 and t["node"] == "n1"
     assert t["logs"].endswith(f"/runs/{t['run_id']}/logs")
+    status, text = await cluster.request("GET", "/metrics")
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert values["cronmesh_dag_advance_seconds_count"] >= 2  # two advancing writes here
+    assert values['cronmesh_workflow_executions_finished_total{status="succeeded"}'] >= 1
+    assert values["cronmesh_workflow_tasks_started_total"] >= 4
 
 
 async def test_failure_marks_downstream_and_rerun_from_failed_task_keeps_upstream(
