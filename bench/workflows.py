@@ -27,8 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import BenchEtcd, NodeProc, Procs, machine_info
-from bench.stats import summary_ms
+from bench.harness import BenchEtcd, NodeProc, Procs, machine_info, parse_prom
+from bench.stats import histogram_summary_ms, summary_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
 P = "/api/v1/projects/bench"
@@ -152,6 +152,10 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
             "trigger_to_join_end": summary_ms(walls["fanout"]),
         }
         node.profiling(False)
+        async with http.get(f"{node.url}/metrics") as r:
+            samples = parse_prom(await r.text())
+        # The leader's own share (finished run read → runs created), over both scenarios.
+        out["engine_advance"] = histogram_summary_ms(samples, "cronmesh_dag_advance_seconds")
         out["machine"] = machine_info("3.5")
         out["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     return out
