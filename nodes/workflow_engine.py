@@ -36,7 +36,14 @@ from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
 from cluster.store import MAX_TXN_OPS, dumps
 from cluster.workflow_store import create_execution_ops, new_execution, task_run
-from cluster.workflows import Execution, Workflow, is_task_job, stored_result, task_job_name
+from cluster.workflows import (
+    Execution,
+    Workflow,
+    is_task_job,
+    result_size,
+    stored_result,
+    task_job_name,
+)
 from nodes import metrics
 
 if TYPE_CHECKING:
@@ -389,6 +396,7 @@ class WorkflowEngine:
         newest: datetime | None = None
         kvs = await self.store.get_many([self.keys.run(ex.project, r) for r in done.values() if r])
         runs = {r.id: r for r in (Run.model_validate_json(kv.value) for kv in kvs)}
+        used = ex.result_bytes()
         for name, run_id in done.items():
             state = ex.tasks[name]
             run = runs.get(run_id or "")
@@ -404,7 +412,8 @@ class WorkflowEngine:
             state.started_at = run.started_at
             state.finished_at = run.finished_at
             state.exit_code = run.exit_code
-            kept, why = stored_result(run.result, ex.result_bytes())
+            kept, why = stored_result(run.result, used)
+            used += result_size(kept)
             state.result = kept
             state.error = run.error or why
             if run.finished_at is not None and (newest is None or run.finished_at > newest):
