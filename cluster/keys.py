@@ -174,6 +174,39 @@ class Keys:
         """The cluster's shared HMAC secret for node-to-node calls, when none is configured."""
         return f"{self.prefix}/identity/peer-secret"
 
+    # workflows (docs/workflows.md)
+    def workflows(self, project: str | None = None) -> str:
+        return f"{self.prefix}/workflows/" + (f"{project}/" if project else "")
+
+    def workflow(self, project: str, workflow: str) -> str:
+        return f"{self.prefix}/workflows/{project}/{workflow}"
+
+    def executions(self, project: str | None = None) -> str:
+        return f"{self.prefix}/executions/" + (f"{project}/" if project else "")
+
+    def execution(self, project: str, exec_id: str) -> str:
+        """A DAG execution: snapshot of the workflow plus per-task state (CAS target)."""
+        return f"{self.prefix}/executions/{project}/{exec_id}"
+
+    def workflow_executions(self, project: str | None = None, workflow: str = "") -> str:
+        if project is None:
+            return f"{self.prefix}/workflow-executions/"
+        return f"{self.prefix}/workflow-executions/{project}/{workflow}/"
+
+    def workflow_execution(self, project: str, workflow: str, exec_id: str) -> str:
+        """Index of a workflow's executions, for per-workflow listing and pruning."""
+        return f"{self.prefix}/workflow-executions/{project}/{workflow}/{exec_id}"
+
+    def workflow_schedule_state(self, project: str, workflow: str) -> str:
+        return f"{self.prefix}/workflow-schedule-state/{project}/{workflow}"
+
+    def workflow_ticks(self, project: str, workflow: str) -> str:
+        return f"{self.prefix}/workflow-ticks/{project}/{workflow}/"
+
+    def workflow_tick(self, project: str, workflow: str, schedule: str, epoch_ms: int) -> str:
+        """Idempotency key of one workflow tick: written once, with the execution it created."""
+        return f"{self.prefix}/workflow-ticks/{project}/{workflow}/{epoch_ms:015d}-{schedule}"
+
     # parsing helpers
     def tail(self, key: str, base: str) -> list[str]:
         """The path segments of ``key`` below ``base``."""

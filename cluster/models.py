@@ -218,6 +218,10 @@ class Run(BaseModel):
     claim_revision: int | None = None
     attempts: list[Attempt] = Field(default_factory=list)
     snapshot: JobSpec
+    # A task attempt of a workflow execution (docs/workflows.md); env: upstream results.
+    execution: str | None = None
+    task: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
 
     @property
     def finished(self) -> bool:

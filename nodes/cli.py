@@ -372,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_placement.add_group_commands(sub)
     s = sub.add_parser("status", help="cluster status as seen by a node")
     s.set_defaults(func=cmd_status)
+    from nodes import cli_workflows  # imports this module: bound late
+
+    cli_workflows.add_parsers(sub)
     return p
 
 
@@ -385,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         args.output = "yaml"
     if args.command == "run" and args.action == "get" and args.output == "table":
+        args.output = "yaml"
+    if args.command == "workflow" and args.action == "get" and args.output == "table":
         args.output = "yaml"
     try:
         return int(args.func(args) or 0)

@@ -38,7 +38,9 @@ from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
+from cluster.workflows import is_task_job
 from nodes import metrics
+from nodes.workflow_engine import WorkflowEngine
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +114,7 @@ class Scheduler:
         self._sem = asyncio.Semaphore(64)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fired = 0
+        self.workflows = WorkflowEngine(self)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -253,6 +256,7 @@ class Scheduler:
             tg.create_task(self._periodic(RECONCILE_EVERY, self.reconcile))
             tg.create_task(self._periodic(PRUNE_EVERY, self.prune))
             tg.create_task(self._tick_loop())
+            tg.create_task(self.workflows.run())
 
     async def _periodic(self, every: float, fn: Callable[[], Any]) -> None:
         while True:
@@ -563,6 +567,8 @@ class Scheduler:
             by_job[(project, job)].append(run_id)
         doomed: list[Any] = []
         for jk, ids in by_job.items():
+            if is_task_job(jk[1]):
+                continue  # workflow task runs go with their execution (WorkflowEngine.prune)
             entry = self.jobs.get(jk)
             keep = entry.job.keep_runs if entry else 0
             excess = sorted(ids)[: max(0, len(ids) - keep)]

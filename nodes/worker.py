@@ -445,6 +445,7 @@ class Worker:
         )
         for name, value in run.parameters.items():
             env[f"CRONMESH_PARAM_{name.upper()}"] = value
+        env.update(run.env)  # workflow tasks: execution id, task name, upstream results
         spec = run.snapshot
         if spec.python is not None:
             env["CRONMESH_PYTHON"] = spec.python.model_dump_json()

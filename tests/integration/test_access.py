@@ -17,6 +17,7 @@ from tests.conftest import TEST_ADMIN_TOKEN, api_headers, api_session, wait_for
 
 OWN, OTHER = "own", "other"
 JOB = {"name": "j", "command": "true"}
+WF = {"name": "w", "tasks": [{"name": "a", "command": "true"}]}
 
 
 def p(project: str, rest: str = "") -> str:
@@ -76,6 +77,18 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("POST", "{p}/runs/1/cancel", None, "operator"),
     ("POST", "{p}/runs/1/abort", None, "operator"),
     ("GET", "{p}/runs/1/logs", None, "viewer"),
+    ("GET", "{p}/workflows", None, "viewer"),
+    ("POST", "{p}/workflows", WF, "editor"),
+    ("GET", "{p}/workflows/w", None, "viewer"),
+    ("PUT", "{p}/workflows/w", WF, "editor"),
+    ("DELETE", "{p}/workflows/absent", None, "editor"),
+    ("POST", "{p}/workflows/w/executions", {}, "operator"),
+    ("GET", "{p}/workflows/w/executions", None, "viewer"),
+    ("GET", "{p}/executions", None, "viewer"),
+    ("POST", "{p}/executions/report/k", {"status": "succeeded"}, "operator"),
+    ("GET", "{p}/executions/1", None, "viewer"),
+    ("POST", "{p}/executions/1/rerun", {}, "operator"),
+    ("POST", "{p}/executions/1/cancel", None, "operator"),
 ]
 # Not in the matrix on purpose: POST /api/v1/auth/login (public, tested below), POST
 # /api/v1/auth/logout (ends the caller's session; tested below), /internal/v1/… (peers only).
@@ -90,6 +103,10 @@ def canonical(template: str) -> str:
     out = template.replace("{p}", "/api/v1/projects/{project}")
     out = out.replace("/jobs/j", "/jobs/{job}").replace("/jobs/absent", "/jobs/{job}")
     out = out.replace("/runs/1", "/runs/{run}")
+    out = out.replace("/workflows/w", "/workflows/{workflow}")
+    out = out.replace("/workflows/absent", "/workflows/{workflow}")
+    out = out.replace("/executions/report/k", "/executions/report/{key}")
+    out = out.replace("/executions/1", "/executions/{execution}")
     out = out.replace("/nodes/n1", "/nodes/{node}").replace("/nodes/ghost", "/nodes/{node}")
     out = out.replace("/{node}/disable", "/{node}/{action}")
     out = out.replace("/groups/g/", "/groups/{group}/").replace("/groups/absent", "/groups/{group}")

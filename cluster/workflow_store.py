@@ -1,0 +1,354 @@
+"""Typed access to workflows and executions in etcd.
+
+Every change of an execution is a compare-and-swap on the execution record's mod revision; the
+leader's writes additionally compare its election key (fencing). User actions (trigger, rerun,
+cancel, report) only change the record; the leader's workflow engine reacts to the change and
+starts what is due.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.dag import Graph, ancestors, rerun_set
+from cluster.errors import Conflict, InvalidInput, NotFound
+from cluster.etcd import Compare, Op
+from cluster.models import Run
+from cluster.store import Store, dumps
+from cluster.workflows import (
+    Execution,
+    TaskState,
+    Workflow,
+    WorkflowSpec,
+    env_name,
+    parse_report_key,
+    task_job_name,
+)
+
+CAS_TRIES = 10
+
+
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"
+
+
+class ExecutionNotFound(NotFound):
+    code = "execution_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExecution:
+    execution: Execution
+    mod_revision: int
+
+
+def new_execution(
+    store: Store,
+    wf: Workflow,
+    *,
+    parameters: dict[str, str],
+    source: str = "manual",
+    scheduled_at: Any = None,
+) -> Execution:
+    spec = wf.spec()
+    return Execution(
+        id=store.ids.next(),
+        project=wf.project,
+        workflow=wf.name,
+        source=source,  # type: ignore[arg-type]
+        scheduled_at=scheduled_at,
+        created_at=store.clock(),
+        parameters={**spec.parameters, **parameters},
+        tasks={t.name: TaskState() for t in spec.tasks},
+        snapshot=spec,
+    )
+
+
+def create_execution_ops(keys: Any, ex: Execution) -> list[Any]:
+    return [
+        Op.put(keys.execution(ex.project, ex.id), ex.model_dump_json()),
+        Op.put(keys.workflow_execution(ex.project, ex.workflow, ex.id), ex.id),
+        Op.put(keys.project(ex.project), dumps({"name": ex.project})),
+    ]
+
+
+def task_run(store: Store, ex: Execution, task: str, graph: Graph | None = None) -> Run:
+    """The first attempt of one task: a run whose snapshot is the task as a job document."""
+    spec = ex.snapshot
+    t = spec.task(task)
+    env = {
+        "CRONMESH_EXECUTION_ID": ex.id,
+        "CRONMESH_WORKFLOW": ex.workflow,
+        "CRONMESH_TASK": task,
+        "CRONMESH_SCHEDULED_AT": (
+            ex.scheduled_at.isoformat().replace("+00:00", "Z") if ex.scheduled_at else ""
+        ),
+    }
+    for up in ancestors(graph or spec.graph(), task):
+        state = ex.tasks[up]
+        env[f"CRONMESH_UPSTREAM_{env_name(up)}_STATUS"] = state.status
+        if state.result is not None:
+            env[f"CRONMESH_RESULT_{env_name(up)}"] = json.dumps(state.result)
+    return Run(
+        id=store.ids.next(),
+        project=ex.project,
+        job=task_job_name(ex.workflow, task),
+        source="manual" if ex.source == "manual" else "schedule",
+        # The tick reaches the process through env; on the run it would count the DAG's
+        # progress as the run's start lag (cronmesh_start_lag_seconds is about ticks of jobs).
+        scheduled_at=None,
+        created_at=store.clock(),
+        parameters={**t.parameters, **ex.parameters},
+        snapshot=spec.job_spec(t),
+        execution=ex.id,
+        task=task,
+        env=env,
+    )
+
+
+class WorkflowStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.etcd = store.etcd
+        self.keys = store.keys
+
+    # -- templates -----------------------------------------------------------------------------
+
+    async def get_workflow_kv(self, project: str, name: str) -> tuple[Workflow, int]:
+        kv = await self.etcd.get(self.keys.workflow(project, name))
+        if kv is None:
+            raise WorkflowNotFound(
+                f"workflow {name!r} not found in project {project!r}", field="name"
+            )
+        return Workflow.model_validate_json(kv.value), kv.mod_revision
+
+    async def list_workflows(self, project: str) -> list[Workflow]:
+        res = await self.etcd.range(self.keys.workflows(project))
+        return [Workflow.model_validate_json(kv.value) for kv in res.kvs]
+
+    async def put_workflow(
+        self, project: str, spec: WorkflowSpec, *, create_only: bool = False
+    ) -> tuple[Workflow, bool]:
+        key = self.keys.workflow(project, spec.name)
+        for _ in range(5):
+            kv = await self.etcd.get(key)
+            if kv is not None and create_only:
+                raise Conflict(f"workflow {spec.name!r} already exists", field="name")
+            old = Workflow.model_validate_json(kv.value) if kv else None
+            now = self.store.clock()
+            active_since = now
+            if old is not None:
+                same = [s.fingerprint() for s in old.schedules if s.enabled] == [
+                    s.fingerprint() for s in spec.schedules if s.enabled
+                ]
+                if same and (old.enabled or not spec.enabled):
+                    active_since = old.active_since
+            wf = Workflow(
+                **spec.model_dump(),
+                project=project,
+                created_at=old.created_at if old else now,
+                updated_at=now,
+                active_since=active_since,
+            )
+            ops = [
+                Op.put(key, wf.model_dump_json()),
+                Op.put(self.keys.project(project), dumps({"name": project})),
+            ]
+            res = await self.etcd.txn([Compare.modified(key, kv.mod_revision if kv else 0)], ops)
+            if res.succeeded:
+                return wf, kv is None
+        raise Conflict(f"workflow {spec.name!r} is being changed concurrently; retry", field="name")
+
+    async def delete_workflow(self, project: str, name: str) -> None:
+        key = self.keys.workflow(project, name)
+        res = await self.etcd.txn(
+            [Compare.exists(key)],
+            [
+                Op.delete(key),
+                Op.delete(self.keys.workflow_schedule_state(project, name)),
+                Op.delete(self.keys.workflow_ticks(project, name), prefix=True),
+            ],
+        )
+        if not res.succeeded:
+            raise WorkflowNotFound(
+                f"workflow {name!r} not found in project {project!r}", field="name"
+            )
+
+    # -- executions ----------------------------------------------------------------------------
+
+    async def trigger(self, project: str, name: str, parameters: dict[str, str]) -> Execution:
+        wf, rev = await self.get_workflow_kv(project, name)
+        ex = new_execution(self.store, wf, parameters=parameters)
+        res = await self.etcd.txn(
+            [
+                Compare.modified(self.keys.workflow(project, name), rev),
+                Compare.absent(self.keys.execution(project, ex.id)),
+            ],
+            create_execution_ops(self.keys, ex),
+        )
+        if not res.succeeded:
+            raise Conflict(f"workflow {name!r} changed while triggering; retry", field="name")
+        return ex
+
+    async def get_kv(self, project: str, exec_id: str) -> StoredExecution:
+        if not exec_id.isdigit() or len(exec_id) > 19:
+            raise ExecutionNotFound(f"execution {exec_id!r} not found", field="execution_id")
+        kv = await self.etcd.get(self.keys.execution(project, exec_id))
+        if kv is None:
+            raise ExecutionNotFound(
+                f"execution {exec_id!r} not found in project {project!r}", field="execution_id"
+            )
+        return StoredExecution(Execution.model_validate_json(kv.value), kv.mod_revision)
+
+    async def view(self, project: str, exec_id: str) -> dict[str, Any]:
+        """An execution with the live state of its started tasks folded in from their runs."""
+        ex = (await self.get_kv(project, exec_id)).execution
+        data = ex.model_dump(mode="json")
+        started = {n: t.run_id for n, t in ex.tasks.items() if t.run_id}
+        runs: dict[str, Run] = {}
+        if started:
+            kvs = await self.store.get_many(
+                [self.keys.run(project, r) for r in started.values() if r]
+            )
+            runs = {r.id: r for r in (Run.model_validate_json(kv.value) for kv in kvs)}
+        for name, task in data["tasks"].items():
+            run = runs.get(started.get(name) or "")
+            if run is not None:
+                if task["status"] == "started":
+                    task["status"] = run.status
+                task["attempt"] = run.attempt
+                task["node"] = run.node
+                task["started_at"] = run.started_at.isoformat() if run.started_at else None
+                task["finished_at"] = run.finished_at.isoformat() if run.finished_at else None
+                task["exit_code"] = run.exit_code
+                task["error"] = task["error"] or run.error
+            if task["run_id"]:
+                task["logs"] = f"/api/v1/projects/{project}/runs/{task['run_id']}/logs"
+        failing = [
+            n
+            for n in ex.snapshot.graph().order
+            if data["tasks"][n]["status"] in ("failed", "timed_out", "lost")
+        ]
+        data["failed_tasks"] = failing
+        return data
+
+    async def list_executions(
+        self, project: str, workflow: str | None = None, limit: int = 50
+    ) -> list[Execution]:
+        if workflow:
+            idx = await self.etcd.range(
+                self.keys.workflow_executions(project, workflow),
+                keys_only=True,
+                descending=True,
+                limit=limit,
+            )
+            ids = [kv.key.rsplit("/", 1)[-1] for kv in idx.kvs]
+            kvs = await self.store.get_many([self.keys.execution(project, i) for i in ids])
+        else:
+            res = await self.etcd.range(self.keys.executions(project), descending=True, limit=limit)
+            kvs = res.kvs
+        out = [Execution.model_validate_json(kv.value) for kv in kvs]
+        return sorted(out, key=lambda e: e.id, reverse=True)
+
+    async def _change(
+        self,
+        project: str,
+        exec_id: str,
+        change: Callable[[Execution], Coroutine[Any, Any, Execution] | Execution],
+    ) -> Execution:
+        """Read, change, compare-and-swap; re-read and change again when it moved."""
+        for _ in range(CAS_TRIES):
+            stored = await self.get_kv(project, exec_id)
+            updated = change(stored.execution.model_copy(deep=True))
+            if not isinstance(updated, Execution):
+                updated = await updated
+            key = self.keys.execution(project, exec_id)
+            res = await self.etcd.txn(
+                [Compare.modified(key, stored.mod_revision)],
+                [Op.put(key, updated.model_dump_json())],
+            )
+            if res.succeeded:
+                return updated
+        raise Conflict(f"execution {exec_id} keeps changing; retry", field="execution_id")
+
+    async def rerun(
+        self, project: str, exec_id: str, *, from_task: str | None, failed_only: bool
+    ) -> Execution:
+        def change(ex: Execution) -> Execution:
+            if not ex.finished:
+                raise Conflict(
+                    f"execution {exec_id} is {ex.status}; cancel it or wait for it to finish",
+                    field="execution_id",
+                )
+            graph = ex.snapshot.graph()
+            reset = rerun_set(
+                graph,
+                {n: t.status for n, t in ex.tasks.items()},
+                from_task=from_task,
+                failed_only=failed_only,
+            )
+            if not reset:
+                raise Conflict(f"execution {exec_id} has no failed task", field="failed_only")
+            for name in reset:
+                old = ex.tasks[name]
+                history = [*old.previous_runs, *([old.run_id] if old.run_id else [])]
+                ex.tasks[name] = TaskState(previous_runs=history)
+            ex.status = "queued"
+            ex.finished_at = None
+            ex.cancel_requested = False
+            ex.reruns += 1
+            return ex
+
+        return await self._change(project, exec_id, change)
+
+    async def cancel(self, project: str, exec_id: str) -> Execution:
+        def change(ex: Execution) -> Execution:
+            if ex.finished:
+                raise Conflict(
+                    f"execution {exec_id} already finished ({ex.status})", field="execution_id"
+                )
+            ex.cancel_requested = True
+            return ex
+
+        ex = await self._change(project, exec_id, change)
+        # Running task runs get a cancel request; the leader finishes the execution once they end.
+        for task in ex.tasks.values():
+            if task.status == "started" and task.run_id:
+                try:
+                    await self.store.cancel_run(project, task.run_id)
+                except (Conflict, NotFound):
+                    pass  # finished meanwhile: the engine folds its result in
+        return ex
+
+    async def report(
+        self, project: str, key: str, status: str, result: Any, error: str | None
+    ) -> Execution:
+        exec_id, task = parse_report_key(key)
+
+        def change(ex: Execution) -> Execution:
+            state = ex.tasks.get(task)
+            if state is None or state.report_key != key:
+                raise NotFound(f"no task waits for report key {key!r}", field="key")
+            if state.status != "waiting":
+                raise Conflict(f"task {task!r} is {state.status}, not waiting", field="key")
+            from cluster.workflows import stored_result
+
+            state.result = None
+            kept, why = stored_result(result, ex.result_bytes())
+            state.status = "succeeded" if status == "succeeded" else "failed"
+            state.result = kept
+            state.error = error or why
+            state.finished_at = self.store.clock()
+            return ex
+
+        try:
+            return await self._change(project, exec_id, change)
+        except NotFound as exc:
+            raise NotFound(exc.message, field="key") from None
+
+    def require_task(self, ex: Execution, task: str) -> None:
+        if task not in ex.tasks:
+            raise InvalidInput(f"unknown task {task!r}", field="from_task")

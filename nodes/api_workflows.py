@@ -1,0 +1,144 @@
+"""HTTP routes of workflows and their executions (docs/workflows.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from cluster.models import parse_model
+from cluster.workflow_store import WorkflowStore
+from cluster.workflows import (
+    READ_ONLY_WORKFLOW_FIELDS,
+    ExecutionRequest,
+    ReportRequest,
+    RerunRequest,
+    WorkflowSpec,
+    parse_workflow,
+)
+from nodes.api import Api, body_json, dump, int_query, ok, project_of
+
+if TYPE_CHECKING:
+    from nodes.daemon import Node
+
+
+class WorkflowApi:
+    def __init__(self, node: Node) -> None:
+        self.api = Api(node)
+
+    def wf(self) -> WorkflowStore:
+        return WorkflowStore(self.api.store())
+
+    @staticmethod
+    def _spec(data: dict[str, Any], name: str | None) -> WorkflowSpec:
+        data = {k: v for k, v in data.items() if k not in READ_ONLY_WORKFLOW_FIELDS}
+        if name is not None:
+            if "name" in data and data["name"] != name:
+                from cluster.errors import InvalidInput
+
+                raise InvalidInput(
+                    f"name {data['name']!r} in the body differs from {name!r} in the path",
+                    field="name",
+                )
+            data["name"] = name
+        return parse_workflow(data)
+
+    async def list_workflows(self, request: web.Request) -> web.Response:
+        wfs = await self.wf().list_workflows(project_of(request))
+        return ok({"workflows": [dump(w) for w in wfs]})
+
+    async def create(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        spec = self._spec(await body_json(request), None)
+        wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
+        return ok(dump(wf), 201)
+
+    async def put(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        spec = self._spec(await body_json(request), request.match_info["workflow"])
+        wf, created = await self.wf().put_workflow(project, spec)
+        return ok(dump(wf), 201 if created else 200)
+
+    async def get(self, request: web.Request) -> web.Response:
+        wf, _ = await self.wf().get_workflow_kv(project_of(request), request.match_info["workflow"])
+        return ok(dump(wf))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self.wf().delete_workflow(project_of(request), request.match_info["workflow"])
+        return web.Response(status=204)
+
+    async def trigger(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        raw = await request.read()
+        req = parse_model(ExecutionRequest, await body_json(request) if raw.strip() else {})
+        ex = await self.wf().trigger(project, request.match_info["workflow"], req.parameters)
+        return ok(dump(ex), 201)
+
+    async def list_executions(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        limit = int_query(request, "limit", 50, 1, 1000)
+        workflow = request.match_info.get("workflow") or request.query.get("workflow")
+        execs = await self.wf().list_executions(project, workflow, limit)
+        return ok(
+            {
+                "executions": [
+                    {
+                        "id": e.id,
+                        "workflow": e.workflow,
+                        "status": e.status,
+                        "source": e.source,
+                        "created_at": e.created_at.isoformat(),
+                        "finished_at": e.finished_at.isoformat() if e.finished_at else None,
+                        "tasks": {n: t.status for n, t in e.tasks.items()},
+                    }
+                    for e in execs
+                ]
+            }
+        )
+
+    async def get_execution(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        return ok(await self.wf().view(project, request.match_info["execution"]))
+
+    async def rerun(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        raw = await request.read()
+        req = parse_model(RerunRequest, await body_json(request) if raw.strip() else {})
+        ex = await self.wf().rerun(
+            project,
+            request.match_info["execution"],
+            from_task=req.from_task,
+            failed_only=req.failed_only,
+        )
+        return ok(dump(ex))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        ex = await self.wf().cancel(project_of(request), request.match_info["execution"])
+        return ok(dump(ex))
+
+    async def report(self, request: web.Request) -> web.Response:
+        project = project_of(request)
+        raw = await request.read()
+        req = parse_model(ReportRequest, await body_json(request) if raw.strip() else {})
+        ex = await self.wf().report(
+            project, request.match_info["key"], req.status, req.result, req.error
+        )
+        return ok(dump(ex))
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    h = WorkflowApi(node)
+    r = app.router
+    base = "/api/v1/projects/{project}"
+    r.add_get(f"{base}/workflows", h.list_workflows)
+    r.add_post(f"{base}/workflows", h.create)
+    r.add_get(f"{base}/workflows/{{workflow}}", h.get)
+    r.add_put(f"{base}/workflows/{{workflow}}", h.put)
+    r.add_delete(f"{base}/workflows/{{workflow}}", h.delete)
+    r.add_post(f"{base}/workflows/{{workflow}}/executions", h.trigger)
+    r.add_get(f"{base}/workflows/{{workflow}}/executions", h.list_executions)
+    r.add_get(f"{base}/executions", h.list_executions)
+    r.add_post(f"{base}/executions/report/{{key}}", h.report)
+    r.add_get(f"{base}/executions/{{execution}}", h.get_execution)
+    r.add_post(f"{base}/executions/{{execution}}/rerun", h.rerun)
+    r.add_post(f"{base}/executions/{{execution}}/cancel", h.cancel)

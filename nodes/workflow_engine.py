@@ -1,0 +1,631 @@
+"""The leader's workflow engine: advances DAG executions, admits queued ones (flow control),
+fires workflow schedules and prunes finished executions.
+
+It reacts to two watches instead of polling:
+
+- ``job-runs/…/@<workflow>:<task>/<run>`` (the per-job run index, written once with the final
+  status when a run finishes): the execution of that run is advanced at once;
+- ``executions/…``: a new, rerun, cancelled or reported execution is advanced at once.
+
+Advancing is ``cluster.dag.advance`` (pure) on the execution read from the watch cache, written
+in ONE transaction that compares the leader's fencing key and the execution's mod revision and
+creates the runs of the tasks that became ready. A write that fails re-reads and decides again, so
+a task's run is created at most once (its id is in the execution record in the same transaction)
+and none is forgotten: a new leader loads every unfinished execution and folds in the runs that
+finished while nobody led.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from prometheus_client import Counter, Histogram
+
+from cluster.cron import Schedule, parse_schedule
+from cluster.dag import Graph, admit, advance
+from cluster.errors import LostOwnership, Unavailable
+from cluster.etcd import Compacted, Compare, Op, OutcomeUnknown
+from cluster.models import FINISHED, Run
+from cluster.plan import plan_schedule
+from cluster.store import MAX_TXN_OPS, dumps
+from cluster.workflow_store import create_execution_ops, new_execution, task_run
+from cluster.workflows import (
+    Execution,
+    Workflow,
+    is_task_job,
+    result_size,
+    stored_result,
+    task_job_name,
+)
+from nodes import metrics
+
+if TYPE_CHECKING:
+    from nodes.scheduler import Scheduler
+
+log = structlog.get_logger(__name__)
+
+EXECUTIONS = Counter(
+    "cronmesh_workflow_executions_finished",
+    "Workflow executions finished, by status (leader)",
+    ["status"],
+    registry=metrics.REGISTRY,
+)
+TASKS_STARTED = Counter(
+    "cronmesh_workflow_tasks_started",
+    "Task runs created by the workflow engine (leader)",
+    registry=metrics.REGISTRY,
+)
+ADVANCE_LAG = Histogram(
+    "cronmesh_dag_advance_seconds",
+    "Upstream task run finished to its downstream runs created (leader)",
+    buckets=metrics._LAG_BUCKETS,
+    registry=metrics.REGISTRY,
+)
+
+RECONCILE_EVERY = 10.0
+PRUNE_EVERY = 60.0
+TXN_BYTES = 1024 * 1024
+ExecKey = tuple[str, str]  # (project, execution id)
+WfKey = tuple[str, str]  # (project, workflow)
+
+
+class WorkflowEngine:
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.etcd = sched.etcd
+        self.keys = sched.keys
+        self.store = sched.store
+        self.lead = sched.lead
+        self.clock = sched.clock
+        self.execs: dict[ExecKey, tuple[Execution, int]] = {}  # unfinished executions
+        self.run_exec: dict[str, ExecKey] = {}
+        self.done_runs: set[str] = set()  # task runs that finished, not yet folded in
+        self.workflows: dict[WfKey, Workflow] = {}
+        self.reserved: dict[WfKey, set[str]] = defaultdict(set)  # admitted, write in flight
+        self._written: dict[ExecKey, int] = {}
+        self._graphs: dict[str, Graph] = {}  # per execution: its snapshot never changes
+        self._upstream_end: dict[str, datetime | None] = {}  # decided, not yet written
+        self._busy: set[ExecKey] = set()
+        self._dirty: set[ExecKey] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._error: BaseException | None = None
+        self._heap: list[tuple[datetime, int, WfKey]] = []
+        self._gen: dict[WfKey, int] = defaultdict(int)
+        self._wake = asyncio.Event()
+        self._failed = asyncio.Event()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    async def _load(self) -> int:
+        res = await self.etcd.range(self.keys.executions())
+        wfs = await self.etcd.range(self.keys.workflows(), revision=res.revision)
+        for kv in wfs.kvs:
+            self._on_workflow(kv.key, kv.value)
+        for kv in res.kvs:
+            self._cache(kv.key, kv.value, kv.mod_revision)
+        await self._find_done_runs(list(self.execs))
+        return res.revision
+
+    async def _find_done_runs(self, eks: list[ExecKey]) -> None:
+        """Read the final status of every started task run (a cheap index read) so runs that
+        finished while no leader watched are folded in."""
+        index: list[str] = []
+        for ek in eks:
+            cached = self.execs.get(ek)
+            if cached is None:
+                continue
+            ex = cached[0]
+            for name, t in ex.tasks.items():
+                if t.status == "started" and t.run_id:
+                    job = task_job_name(ex.workflow, name)
+                    index.append(self.keys.job_run(ex.project, job, t.run_id))
+        for kv in await self.store.get_many(index):
+            if kv.value.decode() in FINISHED:
+                self.done_runs.add(kv.key.rsplit("/", 1)[-1])
+
+    def _cache(self, key: str, value: bytes | None, rev: int) -> ExecKey | None:
+        project, exec_id = self.keys.tail(key, self.keys.executions())[:2]
+        ek = (project, exec_id)
+        if value is None:
+            self.execs.pop(ek, None)
+            return ek
+        try:
+            ex = Execution.model_validate_json(value)
+        except ValueError as exc:
+            log.error("cannot read execution; ignoring it", key=key, error=str(exc))
+            return None
+        old = self.execs.get(ek)
+        if old is not None and old[1] > rev:
+            return ek
+        if ex.finished:
+            self.execs.pop(ek, None)
+            self._graphs.pop(ex.id, None)
+            return ek
+        self.execs[ek] = (ex, rev)
+        for t in ex.tasks.values():
+            if t.run_id and t.status == "started":
+                self.run_exec[t.run_id] = ek
+        return ek
+
+    def _on_exec_event(self, ev: Any) -> None:
+        project, exec_id = self.keys.tail(ev.kv.key, self.keys.executions())[:2]
+        if ev.kind == "put" and self._written.get((project, exec_id)) == ev.kv.mod_revision:
+            return  # our own write: cached already, and advanced as far as it goes
+        ek = self._cache(ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision)
+        if ek is None:
+            return
+        cached = self.execs.get(ek)
+        if cached is None:  # finished or deleted: a slot of its workflow may be free
+            self._forget_runs(ek)
+            self._kick_queued()
+            return
+        self.kick(ek)
+
+    def _forget_runs(self, ek: ExecKey) -> None:
+        for run_id in [r for r, e in self.run_exec.items() if e == ek]:
+            self.run_exec.pop(run_id, None)
+            self.done_runs.discard(run_id)
+
+    def _on_run_event(self, ev: Any) -> None:
+        if ev.kind != "put":
+            return
+        _, job, run_id = self.keys.tail(ev.kv.key, self.keys.job_runs())[:3]
+        if not is_task_job(job) or ev.kv.value.decode() not in FINISHED:
+            return
+        self.done_runs.add(run_id)
+        ek = self.run_exec.get(run_id)
+        if ek is not None:
+            self.kick(ek)
+
+    def _on_workflow(self, key: str, value: bytes | None) -> None:
+        project, name = self.keys.tail(key, self.keys.workflows())[:2]
+        wk = (project, name)
+        if value is None:
+            self.workflows.pop(wk, None)
+        else:
+            try:
+                self.workflows[wk] = Workflow.model_validate_json(value)
+            except ValueError as exc:
+                log.error("cannot read workflow; ignoring it", key=key, error=str(exc))
+                self.workflows.pop(wk, None)
+        self._due_at(wk, self.clock())
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        rev = await self._load()
+        log.info(
+            "workflow engine leading", executions=len(self.execs), workflows=len(self.workflows)
+        )
+        for ek in list(self.execs):
+            self.kick(ek)
+        try:
+            await self._lead(rev)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _lead(self, rev: int) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.sched._watch(self.keys.executions(), rev, self._on_exec_event))
+            tg.create_task(self.sched._watch(self.keys.job_runs(), rev, self._on_run_event))
+            tg.create_task(
+                self.sched._watch(
+                    self.keys.workflows(),
+                    rev,
+                    lambda ev: self._on_workflow(
+                        ev.kv.key, ev.kv.value if ev.kind == "put" else None
+                    ),
+                )
+            )
+            tg.create_task(self.sched._periodic(RECONCILE_EVERY, self.reconcile))
+            tg.create_task(self.sched._periodic(PRUNE_EVERY, self.prune))
+            tg.create_task(self._schedule_loop())
+            tg.create_task(self._fail_on_lost_ownership())
+
+    async def _fail_on_lost_ownership(self) -> None:
+        await self._failed.wait()
+        assert self._error is not None
+        raise self._error
+
+    async def reconcile(self) -> None:
+        """Safety net behind the watches: fold in finished runs and retry stuck executions."""
+        self.done_runs &= set(self.run_exec)  # forget runs of executions no longer followed
+        await self._find_done_runs(list(self.execs))
+        for ek in list(self.execs):
+            self.kick(ek)
+
+    def kick(self, ek: ExecKey) -> None:
+        if ek in self._busy:
+            self._dirty.add(ek)
+            return
+        self._busy.add(ek)
+        task = asyncio.get_running_loop().create_task(self._process_loop(ek))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _kick_queued(self) -> None:
+        for ek, (ex, _) in list(self.execs.items()):
+            if ex.status == "queued":
+                self.kick(ek)
+
+    async def _process_loop(self, ek: ExecKey) -> None:
+        try:
+            while True:
+                self._dirty.discard(ek)
+                try:
+                    more = await self.process(ek)
+                except LostOwnership as exc:
+                    self._error = exc
+                    self._failed.set()
+                    return
+                except (Unavailable, OutcomeUnknown, Compacted) as exc:
+                    log.warning(
+                        "execution write failed; will retry", execution=ek[1], error=str(exc)
+                    )
+                    await asyncio.sleep(0.5)
+                    more = True
+                except Exception:
+                    log.exception("cannot advance execution; retrying in 30 s", execution=ek[1])
+                    await asyncio.sleep(30)
+                    more = True
+                if not more and ek not in self._dirty:
+                    return
+        finally:
+            self._busy.discard(ek)
+
+    # -- advancing -----------------------------------------------------------------------------
+
+    async def process(self, ek: ExecKey) -> bool:
+        """Advance one execution by one fenced write; True when there is more to do at once."""
+        for _ in range(20):
+            cached = self.execs.get(ek)
+            if cached is None:
+                return False
+            ex, rev = cached
+            decided = await self._decide(ex)
+            if decided is None:
+                return False
+            updated, runs, more = decided
+            ok = await self._write(ek, rev, updated, runs)
+            if ok:
+                return more
+            await self._reread(ek)
+        return True
+
+    async def _reread(self, ek: ExecKey) -> None:
+        kv = await self.etcd.get(self.keys.execution(*ek))
+        if kv is None:
+            self.execs.pop(ek, None)
+        else:
+            self._cache(kv.key, kv.value, kv.mod_revision)
+
+    async def _decide(self, ex: Execution) -> tuple[Execution, list[Run], bool] | None:
+        original = ex
+        # The snapshot never changes: share it; copy only the per-task states (cheap for 500).
+        ex = ex.model_copy(update={"tasks": {n: t.model_copy() for n, t in ex.tasks.items()}})
+        now = self.clock()
+        wk = (ex.project, ex.workflow)
+        if ex.status == "queued" and not ex.cancel_requested:
+            queued = [
+                (e.snapshot.priority, e.id)
+                for e, _ in self.execs.values()
+                if e.status == "queued" and (e.project, e.workflow) == wk and not e.cancel_requested
+            ]
+            running = sum(
+                1
+                for e, _ in self.execs.values()
+                if e.status == "running" and (e.project, e.workflow) == wk
+            )
+            running += len(self.reserved[wk] - {ex.id})
+            if ex.id not in admit(queued, running, ex.snapshot.max_active):
+                return None
+            ex.status = "running"
+            ex.started_at = ex.started_at or now
+        upstream_end = await self._fold_runs(ex)
+        graph = self._graphs.get(ex.id)
+        if graph is None:
+            graph = self._graphs[ex.id] = ex.snapshot.graph()
+        adv = advance(graph, ex.dag_states(), cancelled=ex.cancel_requested)
+        for name in adv.upstream_failed:
+            ex.tasks[name].status = "upstream_failed"
+            ex.tasks[name].finished_at = now
+        for name in adv.cancel:
+            ex.tasks[name].status = "cancelled"
+            ex.tasks[name].error = "the execution was cancelled before it started"
+            ex.tasks[name].finished_at = now
+        if ex.cancel_requested:
+            for t in ex.tasks.values():
+                if t.status == "waiting":
+                    t.status = "cancelled"
+                    t.finished_at = now
+            adv = advance(graph, ex.dag_states(), cancelled=True)
+        runs: list[Run] = []
+        more = False
+        budget = MAX_TXN_OPS - 8
+        size = len(original.model_dump_json())
+        for name in adv.start:
+            task = ex.snapshot.task(name)
+            state = ex.tasks[name]
+            if task.external:
+                state.status = "waiting"
+                state.report_key = f"{ex.id}.{name}"
+                state.started_at = now
+                continue
+            run = task_run(self.store, ex, name, graph)
+            doc = len(run.model_dump_json())
+            if runs and (len(runs) * 4 + 4 > budget or size + 2 * doc > TXN_BYTES):
+                more = True  # the rest start in the next transaction, at once
+                break
+            size += 2 * doc
+            runs.append(run)
+            state.status = "started"
+            state.run_id = run.id
+            state.attempt = 1
+        if not more:
+            final = advance(graph, ex.dag_states(), cancelled=ex.cancel_requested)
+            ex.status = final.status if ex.status != "queued" else ex.status
+            if ex.cancel_requested and ex.status == "queued":
+                ex.status = "cancelled"
+            if ex.finished:
+                ex.finished_at = now
+        if ex == original:
+            return None
+        self._upstream_end[ex.id] = upstream_end
+        return ex, runs, more
+
+    async def _fold_runs(self, ex: Execution) -> datetime | None:
+        """Copy the outcome of finished task runs into the execution record; answers when the
+        newest of them finished."""
+        done = {
+            n: t.run_id
+            for n, t in ex.tasks.items()
+            if t.status == "started" and t.run_id and t.run_id in self.done_runs
+        }
+        if not done:
+            return None
+        newest: datetime | None = None
+        kvs = await self.store.get_many([self.keys.run(ex.project, r) for r in done.values() if r])
+        runs = {r.id: r for r in (Run.model_validate_json(kv.value) for kv in kvs)}
+        used = ex.result_bytes()
+        for name, run_id in done.items():
+            state = ex.tasks[name]
+            run = runs.get(run_id or "")
+            if run is None:
+                state.status = "lost"
+                state.error = "the task's run record is gone"
+                continue
+            if not run.finished:
+                continue
+            state.status = run.status if run.status != "skipped" else "cancelled"  # type: ignore[assignment]
+            state.attempt = run.attempt
+            state.node = run.node
+            state.started_at = run.started_at
+            state.finished_at = run.finished_at
+            state.exit_code = run.exit_code
+            kept, why = stored_result(run.result, used)
+            used += result_size(kept)
+            state.result = kept
+            state.error = run.error or why
+            if run.finished_at is not None and (newest is None or run.finished_at > newest):
+                newest = run.finished_at
+        return newest
+
+    async def _write(self, ek: ExecKey, rev: int, ex: Execution, runs: list[Run]) -> bool:
+        key = self.keys.execution(*ek)
+        wk = (ex.project, ex.workflow)
+        ops: list[Any] = [Op.put(key, ex.model_dump_json())]
+        was_queued = self.execs.get(ek, (ex, 0))[0].status == "queued"
+        for run in runs:
+            ops += self.store.create_run_ops(run)
+        compares = [self.lead.fence(), Compare.modified(key, rev)]
+        admitted = ex.status != "queued" and was_queued
+        if admitted:
+            self.reserved[wk].add(ex.id)
+        try:
+            res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
+        finally:
+            self.reserved[wk].discard(ex.id)
+        if not res.succeeded:
+            leader = res.range_kvs(0)
+            if not leader or leader[0].create_revision != self.lead.revision:
+                raise LostOwnership("leadership lost: fenced execution write rejected")
+            return False
+        self._written[ek] = res.revision
+        for run in runs:
+            self.run_exec[run.id] = ek
+            if run.id in self.done_runs:  # finished before we saw our own reply
+                self._dirty.add(ek)
+        for t in ex.tasks.values():
+            if t.run_id and t.status != "started":
+                self.done_runs.discard(t.run_id)
+        if ex.finished:
+            self.execs.pop(ek, None)
+            self._graphs.pop(ex.id, None)
+        else:
+            self.execs[ek] = (ex, res.revision)
+        upstream_end = self._upstream_end.pop(ex.id, None)
+        if runs:
+            TASKS_STARTED.inc(len(runs))
+            if upstream_end is not None:
+                ADVANCE_LAG.observe(max(0.0, (self.clock() - upstream_end).total_seconds()))
+            log.info("tasks started", execution=ex.id, workflow=ex.workflow, runs=len(runs))
+        if ex.finished:
+            self._forget_runs(ek)
+            self._written.pop(ek, None)
+            EXECUTIONS.labels(ex.status).inc()
+            log.info("execution finished", execution=ex.id, workflow=ex.workflow, status=ex.status)
+            self._kick_queued()
+        return True
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    def _due_at(self, wk: WfKey, when: datetime | None) -> None:
+        self._gen[wk] += 1
+        if when is not None:
+            heapq.heappush(self._heap, (when, self._gen[wk], wk))
+        self._wake.set()
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            now = self.clock()
+            due: list[WfKey] = []
+            while self._heap and self._heap[0][0] <= now:
+                _, gen, wk = heapq.heappop(self._heap)
+                if self._gen[wk] == gen:
+                    due.append(wk)
+            for wk in due:
+                try:
+                    await self.fire(wk)
+                except LostOwnership:
+                    raise
+                except (Unavailable, OutcomeUnknown) as exc:
+                    log.warning("workflow tick failed; re-planning", workflow=wk[1], error=str(exc))
+                    self._due_at(wk, self.clock() + timedelta(seconds=0.5))
+                except Exception:
+                    log.exception("cannot schedule workflow; retrying in 30 s", workflow=wk[1])
+                    self._due_at(wk, self.clock() + timedelta(seconds=30))
+            if due:
+                continue
+            self._wake.clear()
+            delay = 3600.0
+            if self._heap:
+                delay = max(0.0, (self._heap[0][0] - self.clock()).total_seconds())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def fire(self, wk: WfKey) -> None:
+        """Plan a workflow's schedules (the same catch-up rules as jobs) and create one execution
+        per due tick in one fenced transaction that compares the schedule state (CAS) and creates
+        each tick's idempotency key."""
+        wf = self.workflows.get(wk)
+        if wf is None or not wf.enabled:
+            return
+        schedules: list[tuple[str, Schedule, Any]] = [
+            (
+                s.fingerprint(),
+                parse_schedule(
+                    cron=s.cron, at=s.at, timezone=s.timezone, hash_key=f"wf/{wf.project}/{wf.name}"
+                ),
+                s,
+            )
+            for s in wf.schedules
+            if s.enabled
+        ]
+        if not schedules:
+            return
+        state_key = self.keys.workflow_schedule_state(*wk)
+        kv = await self.etcd.get(state_key)
+        state: dict[str, Any] = json.loads(kv.value) if kv else {}
+        rev = kv.mod_revision if kv else 0
+        now = self.clock()
+        sched_state: dict[str, Any] = state.setdefault("schedules", {})
+        execs: list[tuple[Execution, str]] = []
+        next_due: datetime | None = None
+        for fp, sched, spec in schedules:
+            last = sched_state.get(fp, {}).get("last_tick")
+            plan = plan_schedule(
+                sched,
+                last_tick=datetime.fromisoformat(last) if last else None,
+                active_since=wf.active_since,
+                now=now,
+                catchup=wf.catchup,
+                starting_deadline=wf.starting_deadline,
+                limit=wf.catchup_limit,
+            )
+            for tick, source in plan.fire[:8]:
+                ex = new_execution(
+                    self.store, wf, parameters=spec.parameters, source=source, scheduled_at=tick
+                )
+                tick_key = self.keys.workflow_tick(*wk, fp, int(tick.timestamp() * 1000))
+                execs.append((ex, tick_key))
+            if plan.last_tick is not None:
+                newest = plan.fire[:8][-1][0] if len(plan.fire) > 8 else plan.last_tick
+                sched_state[fp] = {"last_tick": newest.isoformat()}
+            if len(plan.fire) > 8:
+                next_due = now
+            elif plan.next_due is not None:
+                next_due = plan.next_due if next_due is None else min(next_due, plan.next_due)
+        live = {fp for fp, _, _ in schedules}
+        for fp in list(sched_state):
+            if fp not in live:
+                del sched_state[fp]
+        compares = [self.lead.fence(), Compare.modified(state_key, rev)]
+        ops: list[Any] = [Op.put(state_key, dumps(state))]
+        for ex, tick_key in execs:
+            compares.append(Compare.absent(tick_key))
+            ops += create_execution_ops(self.keys, ex)
+            ops.append(Op.put(tick_key, dumps({"execution": ex.id, "tick": ex.scheduled_at})))
+        res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
+        if not res.succeeded:
+            leader = res.range_kvs(0)
+            if not leader or leader[0].create_revision != self.lead.revision:
+                raise LostOwnership("leadership lost: fenced workflow tick rejected")
+            self._due_at(wk, self.clock() + timedelta(seconds=0.05))
+            return
+        for ex, _ in execs:
+            log.info("workflow tick fired", workflow=wf.name, execution=ex.id, tick=ex.scheduled_at)
+        self._due_at(wk, next_due)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def prune(self) -> None:
+        """Delete finished executions beyond each workflow's ``keep_executions`` (oldest first),
+        with their task runs, and old tick keys."""
+        base = self.keys.workflow_executions()
+        index = await self.etcd.range(base, keys_only=True)
+        by_wf: dict[WfKey, list[str]] = defaultdict(list)
+        for kv in index.kvs:
+            project, name, exec_id = self.keys.tail(kv.key, base)[:3]
+            by_wf[(project, name)].append(exec_id)
+        doomed: list[Any] = []
+        for wk, ids in by_wf.items():
+            wf = self.workflows.get(wk)
+            keep = wf.keep_executions if wf else 0
+            excess = sorted(ids)[: max(0, len(ids) - keep)]
+            if not excess:
+                continue
+            kvs = await self.store.get_many([self.keys.execution(wk[0], i) for i in excess])
+            found = {kv.key.rsplit("/", 1)[-1] for kv in kvs}
+            for exec_id in excess:
+                if exec_id not in found:
+                    doomed.append(Op.delete(self.keys.workflow_execution(*wk, exec_id)))
+            for kv in kvs:
+                ex = Execution.model_validate_json(kv.value)
+                if not ex.finished:
+                    continue
+                group = [
+                    Op.delete(kv.key),
+                    Op.delete(self.keys.workflow_execution(*wk, ex.id)),
+                ]
+                for name, t in ex.tasks.items():
+                    for run_id in [*t.previous_runs, *([t.run_id] if t.run_id else [])]:
+                        group.append(Op.delete(self.keys.run(ex.project, run_id)))
+                        group.append(
+                            Op.delete(
+                                self.keys.job_run(
+                                    ex.project, task_job_name(ex.workflow, name), run_id
+                                )
+                            )
+                        )
+                doomed += group
+            ticks = await self.etcd.range(
+                self.keys.workflow_ticks(*wk), keys_only=True, descending=True, limit=keep * 2 + 1
+            )
+            if keep and len(ticks.kvs) > keep * 2:
+                doomed.append(
+                    Op.delete_range(self.keys.workflow_ticks(*wk), ticks.kvs[keep * 2 - 1].key)
+                )
+        for i in range(0, len(doomed), MAX_TXN_OPS):
+            await self.etcd.txn([self.lead.fence()], doomed[i : i + MAX_TXN_OPS])
+        if doomed:
+            log.info("pruned finished executions", ops=len(doomed))
