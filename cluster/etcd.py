@@ -216,11 +216,18 @@ _REJECTED = {
 class Etcd:
     """An etcd v3 client over one gRPC channel (several endpoints: the channel fails over)."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        interceptors: Sequence[Any] = (),
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.interceptors = list(interceptors)  # gRPC client interceptors (e.g. metrics)
         self._channel: grpc.aio.Channel | None = None
         self._kv: Any = None
         self._lease: Any = None
@@ -230,7 +237,11 @@ class Etcd:
     async def connect(self) -> None:
         if self._channel is not None:
             return
-        self._channel = grpc.aio.insecure_channel(_target(self.endpoints), options=_CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(
+            _target(self.endpoints),
+            options=_CHANNEL_OPTIONS,
+            interceptors=self.interceptors or None,
+        )
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)

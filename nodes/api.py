@@ -29,7 +29,7 @@ from cluster.models import (
 )
 from cluster.store import Store
 from logstore.local import render_text
-from nodes import metrics
+from nodes import api_ops, metrics
 from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
@@ -399,6 +399,7 @@ def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
     Api(node).routes(app)
+    api_ops.add_routes(app, node)
     return app
 
 

@@ -30,6 +30,7 @@ from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
 from nodes import __version__, metrics
 from nodes.config import NodeConfig
+from nodes.etcd_metrics import EtcdMetricsInterceptor
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
@@ -42,7 +43,9 @@ class Node:
         self.config = config
         self.clock = clock
         self.keys = Keys(config.prefix)
-        self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout)
+        self.etcd = Etcd(
+            config.etcd, timeout=config.etcd_timeout, interceptors=[EtcdMetricsInterceptor()]
+        )
         self.logs = LocalLogStore(config.logs_path)
         self.peers = PeerClient(self)
         self.ready = False

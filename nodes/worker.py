@@ -521,7 +521,7 @@ class Worker:
                 if not res.succeeded:
                     log.warning("claim lost before completion; result discarded", run=run.id)
                     return
-                metrics.RUNS.labels(status).inc()
+                metrics.run_finished(status, run.project, run.job)
                 return
             delay = min(delay * 2, 2.0)
 
