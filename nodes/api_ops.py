@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from nodes import metrics
+from nodes import api_notify, metrics
 from nodes.openapi import build_openapi
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         return web.json_response(cache["doc"])
 
     app.router.add_get("/api/v1/openapi.json", openapi)
+    api_notify.add_routes(app, node)
 
     def queue_depth() -> float:
         worker = node.worker

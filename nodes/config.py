@@ -34,6 +34,7 @@ class NodeConfig(BaseModel):
     drain_timeout: float = Field(default=30.0, ge=0)
     etcd_timeout: float = Field(default=5.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    smtp_url: str | None = None  # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -107,6 +108,7 @@ ENV = {
     "CRONMESH_WORK_DIR": "work_dir",
     "CRONMESH_DRAIN_TIMEOUT": "drain_timeout",
     "CRONMESH_LOG_FORMAT": "log_format",
+    "CRONMESH_SMTP_URL": "smtp_url",
 }
 
 

@@ -31,6 +31,7 @@ from logstore.local import LocalLogStore
 from nodes import __version__, metrics
 from nodes.config import NodeConfig
 from nodes.etcd_metrics import EtcdMetricsInterceptor
+from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
@@ -252,7 +253,7 @@ class Node:
                     clock=self.clock,
                     node_id=self.node_id,
                 )
-                await self.scheduler.run()
+                await lead_with_notifier(self.scheduler.run(), self, leadership)
             except asyncio.CancelledError:
                 raise
             except (CronmeshError, Exception) as exc:  # includes ExceptionGroup from the loop

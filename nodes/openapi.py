@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from cluster.models import BackfillRequest, Job, JobSpec, Run, TriggerRequest
+from cluster.notify import ProjectNotifications
 from nodes import __version__
 
 
@@ -62,6 +63,7 @@ BODY: dict[str, type[BaseModel] | dict[str, Any]] = {
     "patch_job": {"type": "object", "description": "Fields of a job to change"},
     "trigger": TriggerRequest,
     "backfill": BackfillRequest,
+    "put_defaults": ProjectNotifications,
 }
 ANSWER: dict[str, type[BaseModel]] = {
     "healthz": Health,
@@ -76,6 +78,8 @@ ANSWER: dict[str, type[BaseModel]] = {
     "get_run": Run,
     "cancel": Run,
     "list_projects": ProjectList,
+    "get_defaults": ProjectNotifications,
+    "put_defaults": ProjectNotifications,
 }
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
@@ -94,6 +98,7 @@ STATUS: dict[str, str] = {
     "trigger": "201",
     "cancel": "202",
     "delete_job": "204",
+    "delete_defaults": "204",
 }
 TEXT: dict[str, str] = {"metrics_view": "text/plain", "logs": "text/plain"}
 INTERNAL = "/internal/"
