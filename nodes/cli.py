@@ -22,6 +22,7 @@ import structlog
 import yaml
 
 from cluster.errors import CronmeshError
+from nodes.cli_ops import add_ops_parsers
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="cluster status as seen by a node")
     s.set_defaults(func=cmd_status)
+    add_ops_parsers(sub)
     return p
 
 

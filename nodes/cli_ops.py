@@ -1,0 +1,12 @@
+"""The operations commands of the CLI (inspect, apply/diff/export), added to the parser here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_ops_parsers(sub: Any) -> None:
+    from nodes import cli_gitops, cli_inspect
+
+    cli_inspect.add_parser(sub)
+    cli_gitops.add_parsers(sub)
