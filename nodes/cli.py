@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import structlog
 import yaml
 
 from cluster.errors import CronmeshError
@@ -26,24 +25,9 @@ from nodes.cli_ops import add_ops_parsers
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
-    json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json_out
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    from nodes.logs import configure
+
+    configure(fmt, level)
 
 
 # -- node ---------------------------------------------------------------------------------------

@@ -297,7 +297,7 @@ class Worker:
             self.candidates.pop(key, None)
             self._start(started, res.revision, slot)
         except LeaseGone:
-            log.warning("claim rejected: lease gone")
+            log.warning("claim rejected: lease gone", run=run.id)
             self.session.lost.set()
         except (Unavailable, OutcomeUnknown) as exc:
             # An unknown claim outcome is resolved by reading back: _adopt_orphans finds a claim
