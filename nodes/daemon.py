@@ -253,7 +253,7 @@ class Node:
                     clock=self.clock,
                     node_id=self.node_id,
                 )
-                await lead_with_notifier(self.scheduler.run(), self, leadership)
+                await lead_with_notifier(self.scheduler, self, leadership)
             except asyncio.CancelledError:
                 raise
             except (CronmeshError, Exception) as exc:  # includes ExceptionGroup from the loop

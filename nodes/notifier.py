@@ -53,6 +53,7 @@ from nodes import metrics
 if TYPE_CHECKING:
     from cluster.election import Leadership
     from nodes.daemon import Node
+    from nodes.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
 
@@ -115,8 +116,11 @@ class SmtpSettings:
 
 
 class Notifier:
-    def __init__(self, node: Node, leadership: Leadership) -> None:
+    def __init__(
+        self, node: Node, leadership: Leadership, scheduler: Scheduler | None = None
+    ) -> None:
         assert node.store is not None
+        self.scheduler = scheduler  # its job cache spares a run read when nobody is to be told
         self.node = node
         self.etcd = node.etcd
         self.keys = node.keys
@@ -208,16 +212,26 @@ class Notifier:
 
     # -- one finished run ------------------------------------------------------------------------
 
-    async def _rules(self, run: Run) -> list[NotificationRule]:
-        if run.snapshot.notifications is not None:
-            return run.snapshot.notifications
-        cached = self._defaults.get(run.project)
+    async def _project_rules(self, project: str) -> list[NotificationRule]:
+        cached = self._defaults.get(project)
         if cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
             return cached[1]
-        kv = await self.etcd.get(self.keys.notification_defaults(run.project))
+        kv = await self.etcd.get(self.keys.notification_defaults(project))
         rules = ProjectNotifications.model_validate_json(kv.value).rules if kv else []
-        self._defaults[run.project] = (time.monotonic(), rules)
+        self._defaults[project] = (time.monotonic(), rules)
         return rules
+
+    async def _rules(self, project: str, job: str, run: Run | None) -> list[NotificationRule]:
+        """The job's rules (the current definition when the leader knows the job, else the
+        run's snapshot), or the project's defaults when the job sets none."""
+        entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
+        if entry is not None:
+            own = entry.job.notifications
+        elif run is not None:
+            own = run.snapshot.notifications
+        else:
+            own = None
+        return own if own is not None else await self._project_rules(project)
 
     async def _previous_status(self, project: str, job: str, key: str) -> str | None:
         res = await self.etcd.range(
@@ -232,8 +246,11 @@ class Notifier:
     async def _handle(self, project: str, job: str, run_id: str, status: str, key: str) -> None:
         with structlog.contextvars.bound_contextvars(run=run_id, job=f"{project}/{job}"):
             try:
+                known = self.scheduler is not None and (project, job) in self.scheduler.jobs
+                if known and not await self._rules(project, job, None):
+                    return  # the common case: nobody to tell, no read
                 run = await self.store.get_run(project, run_id)
-                rules = await self._rules(run)
+                rules = await self._rules(project, job, run)
                 if not rules:
                     return
                 previous = None
@@ -335,8 +352,8 @@ class Notifier:
         await asyncio.to_thread(self.smtp.send, msg)
 
 
-async def lead_with_notifier(scheduler_run: Any, node: Node, leadership: Leadership) -> None:
+async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leadership) -> None:
     """Run the scheduler loop and the notifier together for one term of leadership."""
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(scheduler_run)
-        tg.create_task(Notifier(node, leadership).run())
+        tg.create_task(scheduler.run())
+        tg.create_task(Notifier(node, leadership, scheduler).run())
