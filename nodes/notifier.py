@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
-from cluster.errors import InvalidInput, LostOwnership, Unavailable
+from cluster.errors import InvalidInput, LostOwnership
 from cluster.etcd import Compacted, Op
 from cluster.models import Run
 from cluster.notify import (
@@ -131,7 +131,8 @@ class Notifier:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._defaults: dict[str, tuple[float, list[NotificationRule]]] = {}
         self._http: aiohttp.ClientSession | None = None
-        self._cursor = 0
+        self._cursor = 0  # saved in etcd
+        self._done = 0  # every event up to here is handled
 
     # -- following finished runs -----------------------------------------------------------------
 
@@ -139,7 +140,7 @@ class Notifier:
         """Notify until cancelled (leadership ends); never raises for a delivery problem."""
         self._http = aiohttp.ClientSession()
         try:
-            self._cursor = await self._load_cursor()
+            self._cursor = self._done = await self._load_cursor()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow())
                 tg.create_task(self._commit_loop())
@@ -151,19 +152,43 @@ class Notifier:
             await self._http.close()
 
     async def _load_cursor(self) -> int:
-        kv = await self.etcd.get(self.keys.notifier_cursor())
-        if kv is not None:
-            return int(json.loads(kv.value)["revision"])
-        # First leader ever: start now (history is not notified), and record that.
-        rev = (await self.etcd.range(self.keys.notifier_cursor(), count_only=True)).revision
-        await self._write_cursor(rev)
-        return rev
+        """The stored cursor; retried while etcd is unreachable (a notifier problem must never
+        end the scheduler's term, which runs beside it)."""
+        delay = 0.2
+        while True:
+            try:
+                kv = await self.etcd.get(self.keys.notifier_cursor())
+                if kv is not None:
+                    return int(json.loads(kv.value)["revision"])
+                # First leader ever: start now (history is not notified), and record that.
+                key = self.keys.notifier_cursor()
+                rev = (await self.etcd.range(key, count_only=True)).revision
+                await self._write_cursor(rev)
+                return rev
+            except LostOwnership:
+                raise
+            except Exception as exc:
+                log.warning("notifier cannot read its cursor; retrying", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _follow(self) -> None:
         rev, delay = self._cursor, 0.1
         prefix = self.keys.job_runs()
+        compacted: int | None = None
         while True:
             try:
+                if compacted is not None:
+                    now = (await self.etcd.range(prefix, count_only=True)).revision
+                    log.error(
+                        "notifier cursor compacted away: runs finished in between are not notified",
+                        cursor=rev,
+                        compacted=compacted,
+                        resume=now,
+                    )
+                    metrics.NOTIFICATIONS.labels("any", "dropped").inc()
+                    rev, compacted = now, None
+                    self._pending.append((rev, None))
                 async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
                     delay = 0.1
                     for ev in batch.events:
@@ -172,18 +197,9 @@ class Notifier:
                     rev = max(rev, batch.revision)
                     self._pending.append((rev, None))
             except Compacted as exc:
-                now = (await self.etcd.range(prefix, count_only=True)).revision
-                log.error(
-                    "notifier cursor compacted away: finished runs in between are not notified",
-                    cursor=rev,
-                    compacted=exc.args[0] if exc.args else None,
-                    resume=now,
-                )
-                metrics.NOTIFICATIONS.labels("any", "dropped").inc()
-                rev = now
-                self._pending.append((rev, None))
-            except Unavailable as exc:
-                log.info("notifier watch interrupted; resuming", error=str(exc))
+                compacted = exc.args[0] if exc.args else 0
+            except Exception as exc:  # Unavailable mostly; never end the leader's term
+                log.info("notifier watch interrupted; resuming", error=repr(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -195,12 +211,17 @@ class Notifier:
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(CURSOR_EVERY)
-            done_rev = self._cursor
             while self._pending and (self._pending[0][1] is None or self._pending[0][1].done()):
-                done_rev = max(done_rev, self._pending.popleft()[0])
-            if done_rev > self._cursor:
-                await self._write_cursor(done_rev)
-                self._cursor = done_rev
+                self._done = max(self._done, self._pending.popleft()[0])
+            if self._done > self._cursor:
+                try:
+                    await self._write_cursor(self._done)
+                except LostOwnership:
+                    raise
+                except Exception as exc:  # retried at the next round
+                    log.info("notifier cursor not saved; retrying", error=repr(exc))
+                    continue
+                self._cursor = self._done
 
     async def _write_cursor(self, revision: int) -> None:
         res = await self.etcd.txn(
