@@ -14,7 +14,7 @@ import yaml
 from cluster.errors import CronmeshError
 from cluster.etcd import Etcd
 from cluster.keys import Keys
-from nodes import inspect
+from nodes import state_view
 
 
 def add_parser(sub: Any) -> None:
@@ -41,21 +41,21 @@ async def _gather(args: argparse.Namespace) -> Any:
     keys = Keys(args.prefix)
     async with Etcd([e.strip() for e in args.etcd.split(",") if e.strip()], timeout=5) as etcd:
         if args.what == "nodes":
-            return await inspect.nodes(etcd, keys)
+            return await state_view.nodes(etcd, keys)
         if args.what == "leader":
-            return await inspect.election(etcd, keys)
+            return await state_view.election(etcd, keys)
         if args.what == "queue":
-            return await inspect.queue(etcd, keys)
+            return await state_view.queue(etcd, keys)
         if args.what == "claims":
-            return await inspect.claims(etcd, keys)
+            return await state_view.claims(etcd, keys)
         if args.what == "job":
             if not args.name:
                 raise CronmeshError("inspect job needs a job name", field="name")
-            found = await inspect.job(etcd, keys, args.project, args.name)
+            found = await state_view.job(etcd, keys, args.project, args.name)
             if found is None:
                 raise CronmeshError(f"no job {args.project}/{args.name} under {args.prefix}")
             return found
-        return await inspect.overview(etcd, keys)
+        return await state_view.overview(etcd, keys)
 
 
 def _table(what: str, data: Any) -> None:

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from cluster.models import BackfillRequest, Job, JobSpec, Run, TriggerRequest
 from cluster.notify import ProjectNotifications
@@ -50,10 +50,6 @@ class Health(BaseModel):
 class Ready(BaseModel):
     ready: bool
     node: str
-
-
-class BackfillResult(BaseModel):
-    created: list[Any] = Field(default_factory=list)
 
 
 # What handlers read (request bodies) and answer (2xx bodies), by handler name.
