@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -221,13 +222,14 @@ class Etcd:
         endpoints: Sequence[str],
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        interceptors: Sequence[Any] = (),
+        observer: Callable[[str, float, str], None] | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        self.interceptors = list(interceptors)  # gRPC client interceptors (e.g. metrics)
+        # Told (method, seconds, outcome) after each unary call: "ok" or the gRPC status name.
+        self.observer = observer
         self._channel: grpc.aio.Channel | None = None
         self._kv: Any = None
         self._lease: Any = None
@@ -237,11 +239,7 @@ class Etcd:
     async def connect(self) -> None:
         if self._channel is not None:
             return
-        self._channel = grpc.aio.insecure_channel(
-            _target(self.endpoints),
-            options=_CHANNEL_OPTIONS,
-            interceptors=self.interceptors or None,
-        )
+        self._channel = grpc.aio.insecure_channel(_target(self.endpoints), options=_CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
@@ -258,6 +256,26 @@ class Etcd:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def _call(self, method: str, stub: Any, request: Any, deadline: float) -> Any:
+        """One unary RPC, timed for the observer when there is one (metrics)."""
+        if self.observer is None:
+            return await stub(request, timeout=deadline)
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await stub(request, timeout=deadline)
+        except grpc.aio.AioRpcError as exc:
+            outcome = exc.code().name
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            self.observer(method, time.perf_counter() - start, outcome)
 
     def _stubs(self) -> tuple[Any, Any, Any, Any]:
         if self._channel is None:
@@ -308,7 +326,7 @@ class Etcd:
                 "mod": rpc.RangeRequest.MOD,
             }[sort]
         try:
-            resp = await kv.Range(req, timeout=self.timeout)
+            resp = await self._call("Range", kv.Range, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "range") from exc
         return Range(
@@ -319,9 +337,8 @@ class Etcd:
         kv, _, _, _ = self._stubs()
         data = value.encode() if isinstance(value, str) else value
         try:
-            resp = await kv.Put(
-                rpc.PutRequest(key=key.encode(), value=data, lease=lease), timeout=self.timeout
-            )
+            req = rpc.PutRequest(key=key.encode(), value=data, lease=lease)
+            resp = await self._call("Put", kv.Put, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "put") from exc
         return int(resp.header.revision)
@@ -332,7 +349,7 @@ class Etcd:
         if prefix:
             req.range_end = prefix_end(key)
         try:
-            resp = await kv.DeleteRange(req, timeout=self.timeout)
+            resp = await self._call("DeleteRange", kv.DeleteRange, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "delete") from exc
         return int(resp.deleted)
@@ -344,7 +361,7 @@ class Etcd:
         kv, _, _, _ = self._stubs()
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
         try:
-            resp = await kv.Txn(req, timeout=self.timeout)
+            resp = await self._call("Txn", kv.Txn, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
             if exc.code() in _NOT_SENT and "failed to connect" in details.lower():
@@ -361,7 +378,8 @@ class Etcd:
     async def grant(self, ttl: int) -> int:
         _, lease, _, _ = self._stubs()
         try:
-            resp = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=self.timeout)
+            req = rpc.LeaseGrantRequest(TTL=ttl)
+            resp = await self._call("LeaseGrant", lease.LeaseGrant, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "lease grant") from exc
         if resp.error:
@@ -386,9 +404,8 @@ class Etcd:
     async def revoke(self, lease_id: int, *, deadline: float | None = None) -> None:
         _, lease, _, _ = self._stubs()
         try:
-            await lease.LeaseRevoke(
-                rpc.LeaseRevokeRequest(ID=lease_id), timeout=deadline or self.timeout
-            )
+            req = rpc.LeaseRevokeRequest(ID=lease_id)
+            await self._call("LeaseRevoke", lease.LeaseRevoke, req, deadline or self.timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return
@@ -439,7 +456,7 @@ class Etcd:
     async def status(self) -> dict[str, Any]:
         _, _, _, maint = self._stubs()
         try:
-            resp = await maint.Status(rpc.StatusRequest(), timeout=self.timeout)
+            resp = await self._call("Status", maint.Status, rpc.StatusRequest(), self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "status") from exc
         return {

@@ -28,9 +28,8 @@ from cluster.models import now_utc
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
-from nodes import __version__, metrics
+from nodes import __version__, etcd_metrics, metrics
 from nodes.config import NodeConfig
-from nodes.etcd_metrics import EtcdMetricsInterceptor
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
@@ -44,9 +43,7 @@ class Node:
         self.config = config
         self.clock = clock
         self.keys = Keys(config.prefix)
-        self.etcd = Etcd(
-            config.etcd, timeout=config.etcd_timeout, interceptors=[EtcdMetricsInterceptor()]
-        )
+        self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout, observer=etcd_metrics.observe)
         self.logs = LocalLogStore(config.logs_path)
         self.peers = PeerClient(self)
         self.ready = False

@@ -135,3 +135,21 @@ def test_no_endpoint_answers_500(live_node):
     assert all(code < 500 or code == 503 for codes in statuses.values() for code in codes)
     # the fuzzing reached past validation somewhere (not only 4xx answers)
     assert sum(1 for codes in statuses.values() if any(c < 300 for c in codes)) >= 5
+
+
+async def test_etcd_observer_sees_every_call_with_its_outcome(etcd_server):
+    from cluster.errors import CronmeshError
+    from cluster.etcd import Etcd
+
+    seen: list[tuple[str, str]] = []
+    client = Etcd([etcd_server.endpoint], observer=lambda m, s, o: seen.append((m, o)))
+    await client.connect()
+    try:
+        await client.put("/observer/k", "v")
+        await client.get("/observer/k")
+        with pytest.raises(CronmeshError):
+            await client.put("/observer/k", "v", lease=0x1234)  # no such lease
+    finally:
+        await client.close()
+    assert seen[:2] == [("Put", "ok"), ("Range", "ok")]
+    assert seen[2][0] == "Put" and seen[2][1] not in ("ok", "cancelled")
