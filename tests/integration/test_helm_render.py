@@ -197,7 +197,7 @@ async def test_default_values_render_valid_manifests():
         assert svc["spec"]["selector"].items() <= labels.items()
     pdb = by_kind(objects, "PodDisruptionBudget")["rel-cronmesh"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert not any(k.startswith(("AWS_", "CRONMESH_NODE_SECRET")) for k in env)
+    assert not any(k.startswith(("AWS_", "CRONMESH_NODE_SECRET", "CRONMESH_SMTP")) for k in env)
 
 
 async def test_bundled_etcd_and_every_option_render_valid_manifests():

@@ -66,6 +66,7 @@ ETCD_ENABLED = {
         "adminPassword": "pw",
     },
     "node": {"properties": {"zone": "a", "gpu": "true"}},
+    "notifications": {"smtpUrl": "smtp://mail:25?from=cronmesh@example.com"},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
 }
@@ -127,7 +128,12 @@ def test_every_value_is_documented() -> None:
             continue
         indent = len(m.group(1))
         documented_at = [d for d in documented_at if d < indent]
-        has_comment = i > 0 and lines[i - 1].strip().startswith("# --")
+        j = i - 1
+        while (
+            j >= 0 and lines[j].strip().startswith("#") and not lines[j].strip().startswith("# --")
+        ):
+            j -= 1  # continuation lines of a comment block
+        has_comment = j >= 0 and lines[j].strip().startswith("# --")
         is_section = m.group(3).strip() == ""
         if has_comment:
             documented_at.append(indent)

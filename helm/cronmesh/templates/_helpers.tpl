@@ -86,3 +86,7 @@ app.kubernetes.io/component: etcd
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{- define "cronmesh.smtpSecretName" -}}
+{{- default (printf "%s-smtp" (include "cronmesh.fullname" .)) .Values.notifications.existingSecret -}}
+{{- end -}}
