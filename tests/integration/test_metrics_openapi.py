@@ -11,7 +11,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from nodes.embedded import EtcdProcess
 from tests.conftest import ProcessCluster, api_headers, wait_for
@@ -125,7 +130,14 @@ def test_no_endpoint_answers_500(live_node):
         )
         def fuzz(case):
             response = case.call_and_validate(
-                base_url=live_node, headers=api_headers(), checks=[not_a_server_error]
+                base_url=live_node,
+                headers=api_headers(),
+                checks=[
+                    not_a_server_error,
+                    response_schema_conformance,
+                    status_code_conformance,
+                    content_type_conformance,
+                ],
             )
             name = f"{case.operation.method.upper()} {case.operation.path}"
             statuses.setdefault(name, set()).add(response.status_code)
