@@ -212,3 +212,32 @@ async def test_outcomes_finished_while_no_leader_runs_are_notified_by_the_next_l
         delivered = await wait_for(lambda: hook.delivered(), 30, what="notified after the gap")
         assert delivered[0][1]["run"]["id"] == run.id
         assert delivered[0][1]["event"] == "failure"
+
+
+async def test_a_delivery_cut_short_by_a_leader_change_is_finished_by_the_next_leader(cluster):
+    """Leader a is still retrying a webhook when it stops: b resends it, same delivery id."""
+    async with Receiver(fail_first=10**6) as hook:
+        a = await cluster.start("a")
+        await wait_for(lambda: a.leading, 15, what="a leads")
+        b = await cluster.start("b")
+        job = {
+            "name": "handover",
+            "command": "exit 1",
+            "target": {"selector": "role=worker"},
+            "notifications": [{"webhook": {"url": hook.url, "retries": 20}}],
+        }
+        status, body = await cluster.request("POST", JOBS, json=job, node=b)
+        assert status == 201, body
+        worker = await cluster.start("w", properties={"role": "worker"})
+        _, run = await cluster.request("POST", f"{JOBS}/handover/runs", json={}, node=b)
+        await run_done(cluster, run["id"])
+        await wait_for(lambda: hook.requests, 30, what="a's first attempt")
+        first_id = hook.requests[0][0]["X-Cronmesh-Delivery"]
+
+        await cluster.stop(a)  # a resigns with the delivery unfinished
+        await wait_for(lambda: b.leading or worker.leading, 15, what="a new leader")
+        hook.fail_first = 0  # the receiver is healthy again
+        delivered = await wait_for(lambda: hook.delivered(), 30, what="delivered by new leader")
+        headers, payload = delivered[0]
+        assert headers["X-Cronmesh-Delivery"] == first_id
+        assert payload["run"]["id"] == run["id"] and payload["event"] == "failure"
