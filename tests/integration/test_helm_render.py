@@ -15,16 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import helm_sdkpy as helm  # installed by .ci/bootstrap (see there why not by pip -e)
+import kubernetes_validate
 import pytest
 from aiohttp import web
 
 from nodes.embedded import free_port
-
-helm = pytest.importorskip("helm_sdkpy", reason="installed by .ci/bootstrap")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-from tests.conftest import ROOT  # noqa: E402
-from tests.unit.test_helm_chart import ETCD_ENABLED  # noqa: E402
+from tests.conftest import ROOT
+from tests.unit.test_helm_chart import ETCD_ENABLED
 
 CHART = ROOT / "helm" / "cronmesh"
 K8S_VERSION = "1.31.0"

@@ -11,13 +11,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import helm_sdkpy as helm  # installed by .ci/bootstrap (see there why not by pip -e)
 import jsonschema
 import pytest
 import yaml
 
 from tests.conftest import ROOT
-
-helm = pytest.importorskip("helm_sdkpy", reason="installed by .ci/bootstrap")
 
 CHART = ROOT / "helm" / "cronmesh"
 ERROR, WARNING = 3, 2
