@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
-from cluster.errors import InvalidInput, LostOwnership
+from cluster.errors import InvalidInput, LostOwnership, Unavailable
 from cluster.etcd import Compacted, Op
 from cluster.models import Run
 from cluster.notify import (
@@ -59,6 +59,7 @@ log = structlog.get_logger(__name__)
 
 MAX_IN_FLIGHT = 64
 EMAIL_RETRIES = 5
+HANDLE_ATTEMPTS = 8  # reading what to send, while etcd is unreachable (about 15 s in all)
 CURSOR_EVERY = 0.5
 DEFAULTS_TTL = 5.0
 NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
@@ -266,32 +267,46 @@ class Notifier:
 
     async def _handle(self, project: str, job: str, run_id: str, status: str, key: str) -> None:
         with structlog.contextvars.bound_contextvars(run=run_id, job=f"{project}/{job}"):
-            try:
-                known = self.scheduler is not None and (project, job) in self.scheduler.jobs
-                if known and not await self._rules(project, job, None):
-                    return  # the common case: nobody to tell, no read
-                run = await self.store.get_run(project, run_id)
-                rules = await self._rules(project, job, run)
-                if not rules:
+            delay = 0.2
+            for attempt in range(1, HANDLE_ATTEMPTS + 1):
+                try:
+                    todo = await self._plan(project, job, run_id, status, key)
+                except LookupError:
+                    return  # pruned before we got to it
+                except Unavailable as exc:  # etcd blip: the cursor waits for us meanwhile
+                    if attempt < HANDLE_ATTEMPTS:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    error: Exception = exc
+                except Exception as exc:
+                    error = exc
+                else:
+                    await asyncio.gather(*(self._deliver(*item) for item in todo))
                     return
-                previous = None
-                if status == "succeeded" and wants_previous(rules):
-                    previous = await self._previous_status(project, job, key)
-                todo = matching(rules, events_for(status, previous))
-                doc = run.model_dump(mode="json")
-                await asyncio.gather(
-                    *(
-                        self._deliver(
-                            rules[i], event, doc, delivery_id(run_id, run.attempt, event, i)
-                        )
-                        for event, i in todo
-                    )
-                )
-            except LookupError:
-                return  # pruned before we got to it
-            except Exception as exc:
-                log.warning("notification skipped", error=repr(exc), status=status)
+                log.warning("notification skipped", error=repr(error), status=status)
                 metrics.NOTIFICATIONS.labels("any", "failed").inc()
+                return
+
+    async def _plan(
+        self, project: str, job: str, run_id: str, status: str, key: str
+    ) -> list[tuple[NotificationRule, str, dict[str, Any], str]]:
+        """What to send for one finished run: (rule, event, run document, delivery id)."""
+        known = self.scheduler is not None and (project, job) in self.scheduler.jobs
+        if known and not await self._rules(project, job, None):
+            return []  # the common case: nobody to tell, no read
+        run = await self.store.get_run(project, run_id)
+        rules = await self._rules(project, job, run)
+        if not rules:
+            return []
+        previous = None
+        if status == "succeeded" and wants_previous(rules):
+            previous = await self._previous_status(project, job, key)
+        doc = run.model_dump(mode="json")
+        return [
+            (rules[i], event, doc, delivery_id(run_id, run.attempt, event, i))
+            for event, i in matching(rules, events_for(status, previous))
+        ]
 
     async def _deliver(
         self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
