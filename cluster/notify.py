@@ -38,10 +38,18 @@ class Webhook(_Strict):
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
     # HMAC-SHA256 key: the receiver checks X-Cronmesh-Signature (see docs/operations.md).
     secret: str | None = Field(default=None, min_length=1, max_length=256)
+    # …or the name of an environment variable of the nodes that holds the key (kept out of etcd).
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     format: Literal["json", "slack"] = "json"
     headers: dict[str, str] = Field(default_factory=dict, max_length=16)
     retries: int = Field(default=5, ge=0, le=20)
     timeout: float = Field(default=10, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Webhook:
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give 'secret' or 'secret_env', not both")
+        return self
 
 
 class Email(_Strict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import smtplib
 import ssl
 import time
@@ -364,8 +365,13 @@ class Notifier:
             DELIVERY_HEADER: delivery,
             TIMESTAMP_HEADER: stamp,
         }
-        if hook.secret:
-            headers[SIGNATURE_HEADER] = sign(hook.secret, stamp, body)
+        secret = hook.secret
+        if hook.secret_env:
+            secret = os.environ.get(hook.secret_env)
+            if not secret:
+                raise RuntimeError(f"environment variable {hook.secret_env} is not set")
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret, stamp, body)
         timeout = aiohttp.ClientTimeout(total=hook.timeout)
         async with self._http.post(hook.url, data=body, headers=headers, timeout=timeout) as resp:
             if resp.status >= 300:

@@ -241,3 +241,34 @@ async def test_a_delivery_cut_short_by_a_leader_change_is_finished_by_the_next_l
         headers, payload = delivered[0]
         assert headers["X-Cronmesh-Delivery"] == first_id
         assert payload["run"]["id"] == run["id"] and payload["event"] == "failure"
+
+
+async def test_signing_key_from_the_nodes_environment(cluster, monkeypatch):
+    """`secret_env` keeps the key out of etcd: the node reads it from its environment."""
+    monkeypatch.setenv("CRONMESH_TEST_HOOK_KEY", "from-env")
+    await cluster.start()
+    async with Receiver() as hook:
+        rules = [
+            {"webhook": {"url": hook.url, "secret_env": "CRONMESH_TEST_HOOK_KEY"}},
+            {"webhook": {"url": hook.url, "secret_env": "CRONMESH_TEST_UNSET", "retries": 0}},
+        ]
+        job = {"name": "envkey", "command": "exit 1", "notifications": rules}
+        status, body = await cluster.request("POST", JOBS, json=job)
+        assert status == 201 and "from-env" not in json.dumps(body)
+        _, text = await cluster.request("GET", "/metrics")
+        base = notification_counts(text).get(("webhook", "failed"), 0)
+        _, run = await cluster.request("POST", f"{JOBS}/envkey/runs", json={})
+        await run_done(cluster, run["id"])
+        delivered = await wait_for(lambda: hook.delivered(), 30, what="signed delivery")
+        headers, _ = delivered[0]
+        raw = next(b for h, b, s in hook.requests if s == 200)
+        assert verify(
+            "from-env", headers["X-Cronmesh-Timestamp"], raw, headers["X-Cronmesh-Signature"]
+        )
+
+        async def unset_key_counted():
+            _, text = await cluster.request("GET", "/metrics")
+            return notification_counts(text).get(("webhook", "failed"), 0) >= base + 1
+
+        await wait_for(unset_key_counted, 30, what="missing key counted as a failure")
+        assert len(hook.requests) == 1  # nothing was sent without its key

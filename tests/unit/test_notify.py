@@ -76,6 +76,14 @@ def test_default_events_are_the_bad_outcomes():
         ({"email": {"to": ["not-an-address"]}}, "notifications.0.email"),
         ({"webhook": {"url": "http://x", "format": "teams"}}, "notifications.0.webhook.format"),
         ({"webhook": {"url": "http://x"}, "email": {"to": ["a@b.c"]}}, "notifications.0"),
+        (
+            {"webhook": {"url": "http://x", "secret": "a", "secret_env": "B"}},
+            "notifications.0.webhook",
+        ),
+        (
+            {"webhook": {"url": "http://x", "secret_env": "not valid"}},
+            "notifications.0.webhook.secret_env",
+        ),
     ],
 )
 def test_bad_rules_are_rejected_naming_the_field(doc, field):
