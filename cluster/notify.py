@@ -71,6 +71,14 @@ class NotificationRule(_Strict):
     webhook: Webhook | None = None
     email: Email | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml11_on(cls, data: Any) -> Any:
+        """YAML 1.1 loaders read the key ``on`` as the boolean true; take it back."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _one_channel(self) -> NotificationRule:
         if (self.webhook is None) == (self.email is None):

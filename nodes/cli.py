@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from cluster.errors import CronmeshError
+from nodes import yamlio
 from nodes.cli_ops import add_ops_parsers
 
 
@@ -129,7 +130,7 @@ def table(rows: list[list[str]], header: list[str]) -> None:
 def load_documents(path: str) -> list[dict[str, Any]]:
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     docs: list[dict[str, Any]] = []
-    for doc in yaml.safe_load_all(text):
+    for doc in yamlio.load_all(text):  # only true/false are booleans (`on:` stays a key)
         if doc is None:
             continue
         if isinstance(doc, list):

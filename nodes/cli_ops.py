@@ -1,4 +1,4 @@
-"""The operations commands of the CLI (inspect, apply/diff/export), added to the parser here."""
+"""Operations commands of the CLI: inspect, apply/diff/export, notifications."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 
 def add_ops_parsers(sub: Any) -> None:
-    from nodes import cli_gitops, cli_inspect
+    from nodes import cli_gitops, cli_inspect, cli_notify
 
     cli_inspect.add_parser(sub)
     cli_gitops.add_parsers(sub)
+    cli_notify.add_parser(sub)

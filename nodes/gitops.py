@@ -20,6 +20,7 @@ import yaml
 
 from cluster.errors import InvalidInput
 from cluster.models import READ_ONLY_JOB_FIELDS, JobSpec, parse_model
+from nodes import yamlio
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def parse_documents(texts: Iterable[tuple[str, str]], default_project: str) -> l
     seen: dict[tuple[str, str, str], str] = {}
     for source, text in texts:
         try:
-            loaded = list(yaml.safe_load_all(text))
+            loaded = list(yamlio.load_all(text))
         except yaml.YAMLError as exc:
             raise InvalidInput(f"{source}: not valid YAML: {exc}") from None
         for item in loaded:

@@ -125,3 +125,21 @@ async def test_inspect_decodes_nodes_leader_queue_claims_and_a_job(cluster, etcd
     for run in (running, queued):
         await cluster.request("POST", f"/api/v1/projects/default/runs/{run['id']}/abort")
     await run_done(cluster, queued["id"], ("cancelled",))
+
+
+async def test_cli_project_notification_defaults(cluster, tmp_path: Path):
+    await cluster.start()
+    url = cluster.url()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - on: [failure]\n    email: {to: [ops@example.com]}\n")
+    code, out, err = await cli(url, "notifications", "set", "-f", str(rules))
+    assert code == 0, err
+    code, out, _ = await cli(url, "notifications", "get")
+    assert yaml.safe_load(out)["rules"][0]["email"]["to"] == ["ops@example.com"]
+    rules.write_text("rules:\n  - on: [never]\n    email: {to: [ops@example.com]}\n")
+    code, _, err = await cli(url, "notifications", "set", "-f", str(rules))
+    assert code == 1 and "rules.0.on.0" in err
+    code, _, _ = await cli(url, "notifications", "clear")
+    assert code == 0
+    _, body = await cluster.request("GET", "/api/v1/projects/default/notifications")
+    assert body == {"rules": []}

@@ -87,3 +87,12 @@ def test_export_writes_minimal_documents_that_plan_to_nothing():
     assert "created_at" not in text and "overlap" not in text and "retries: 3" in text
     again = parse_documents([("x", text)], "ignored")
     assert plan(again, current, prune=True) == []
+
+
+def test_notification_rules_written_in_yaml_parse():
+    d = docs(
+        "name: a\ncommand: x\nnotifications:\n  - on: [failure, recovery]\n"
+        "    webhook: {url: 'http://h/', format: slack}\n"
+    )
+    assert d[0].body["notifications"][0]["on"] == ["failure", "recovery"]
+    assert plan(d, {}, prune=False)[0].action == "create"

@@ -146,3 +146,15 @@ def test_smtp_url_parsing():
         SmtpSettings.from_url("http://m?from=a@b.c")
     with pytest.raises(InvalidInput):
         SmtpSettings.from_url("smtp://m:25")
+
+
+def test_yaml_on_key_is_not_a_boolean():
+    from nodes.yamlio import load
+
+    doc = load("on: [failure]\nemail: {to: [a@b.co]}\nflag: yes\n")
+    assert doc["on"] == ["failure"] and doc["flag"] == "yes"
+    assert load("x: true\ny: False\n") == {"x": True, "y": False}
+    # a document read by a YAML 1.1 loader (the key became True) is taken back too
+    assert NotificationRule.model_validate({True: ["lost"], "email": {"to": ["a@b.co"]}}).on == [
+        "lost"
+    ]
