@@ -272,3 +272,41 @@ async def test_signing_key_from_the_nodes_environment(cluster, monkeypatch):
 
         await wait_for(unset_key_counted, 30, what="missing key counted as a failure")
         assert len(hook.requests) == 1  # nothing was sent without its key
+
+
+@pytest.mark.slow
+async def test_sigkilled_leader_mid_delivery_loses_no_notification(procs):
+    """Real node processes: the leader is SIGKILLed while it retries a webhook; the next leader
+    (after the lease expires) delivers it, with the same delivery id."""
+    import signal
+
+    from tests.chaos.leader_kill import leader_of, wait_ready
+    from tests.conftest import api_session
+
+    async with Receiver(fail_first=10**6) as hook, api_session() as http:
+        first = procs.start("k1", lease_ttl=3)
+        await wait_ready(http, first)
+        await wait_for(lambda: leader_of(http, [first]), 15, what="k1 leads")
+        second = procs.start("k2", "--property", "role=worker", lease_ttl=3)
+        await wait_ready(http, second)
+        job = {
+            "name": "killed",
+            "command": "exit 4",
+            "target": {"selector": "role=worker"},
+            "notifications": [{"webhook": {"url": hook.url, "retries": 20}}],
+        }
+        async with http.post(f"{second.url}{JOBS}", json=job) as r:
+            assert r.status == 201, await r.text()
+        async with http.post(f"{second.url}{JOBS}/killed/runs", json={}) as r:
+            run = await r.json()
+        await wait_for(lambda: hook.requests, 30, what="k1's first attempt")
+        first_id = hook.requests[0][0]["X-Cronmesh-Delivery"]
+
+        first.signal(signal.SIGKILL)
+        await asyncio.to_thread(first.proc.wait, 10)  # dead before the receiver heals
+        hook.fail_first = 0
+        await wait_for(lambda: leader_of(http, [second]), 20, what="k2 leads")
+        delivered = await wait_for(lambda: hook.delivered(), 30, what="delivered by k2")
+        assert delivered[0][0]["X-Cronmesh-Delivery"] == first_id
+        assert delivered[0][1]["run"]["id"] == run["id"]
+        assert delivered[0][1]["run"]["exit_code"] == 4
