@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import subprocess
 from pathlib import Path
 
 import yaml
 
+from nodes.embedded import etcd_binary
 from tests.conftest import run_cli, wait_for
 from tests.integration.test_api import JOBS, run_done
 
@@ -108,6 +111,30 @@ async def test_inspect_decodes_nodes_leader_queue_claims_and_a_job(cluster, etcd
     assert [n["id"] for n in data["nodes"] if n["up"]] == ["insp-1"]
     assert data["queue"]["depth"] == 1 and data["queue"]["entries"][0]["run"] == queued["id"]
     assert [(c["run"], c["node"]) for c in data["claims"]] == [(running["id"], "insp-1")]
+
+    # the etcdctl recipes of docs/etcd-layout.md answer the same
+    ctl = [etcd_binary("etcdctl"), "--endpoints", etcd_server.endpoint]
+    count = await asyncio.to_thread(
+        subprocess.run,
+        [*ctl, "get", "--prefix", f"{prefix}/queue/", "--count-only", "-w", "fields"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"Count" : 1' in count.stdout
+    claims = await asyncio.to_thread(
+        subprocess.run,
+        [*ctl, "get", "--prefix", f"{prefix}/claims/", "-w", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kvs = json.loads(claims.stdout)["kvs"]
+    assert [base64.b64decode(kv["key"]).decode().rsplit("/", 1)[-1] for kv in kvs] == [
+        running["id"]
+    ]
+    assert format(kvs[0]["lease"], "x") == data["claims"][0]["lease"]
+    assert kvs[0]["create_revision"] == data["claims"][0]["claim_revision"]
 
     code, out, _ = await cli(url, "-o", "json", "inspect", "job", "sleepy", *base)
     assert code == 0
