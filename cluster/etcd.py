@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -332,6 +333,7 @@ class Etcd:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         security: Security | None = None,
+        observer: Callable[[str, float, str], None] | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
@@ -340,6 +342,8 @@ class Etcd:
         self.security = security or Security()
         self._token: str | None = None
         self._auth_lock = asyncio.Lock()
+        # Told (method, seconds, outcome) after each unary call: "ok" or the gRPC status name.
+        self.observer = observer
         self._channel: grpc.aio.Channel | None = None
         self._kv: Any = None
         self._lease: Any = None
@@ -411,6 +415,26 @@ class Etcd:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _call(self, method: str, stub: Any, request: Any, deadline: float) -> Any:
+        """One unary RPC, timed for the observer when there is one (metrics)."""
+        if self.observer is None:
+            return await stub(request, timeout=deadline)
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await stub(request, timeout=deadline)
+        except grpc.aio.AioRpcError as exc:
+            outcome = exc.code().name
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            self.observer(method, time.perf_counter() - start, outcome)
+
     def _stubs(self) -> tuple[Any, Any, Any, Any]:
         if self._channel is None:
             raise Unavailable("etcd client is not connected")
@@ -467,7 +491,7 @@ class Etcd:
                 "mod": rpc.RangeRequest.MOD,
             }[sort]
         try:
-            resp = await kv.Range(req, timeout=self.timeout)
+            resp = await self._call("Range", kv.Range, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "range") from exc
         return Range(
@@ -479,12 +503,10 @@ class Etcd:
         data = value.encode() if isinstance(value, str) else value
         observer = _observer()
         try:
-            resp = await kv.Put(
-                rpc.PutRequest(
-                    key=key.encode(), value=data, lease=lease, prev_kv=observer is not None
-                ),
-                timeout=self.timeout,
+            req = rpc.PutRequest(
+                key=key.encode(), value=data, lease=lease, prev_kv=observer is not None
             )
+            resp = await self._call("Put", kv.Put, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "put") from exc
         if observer is not None:
@@ -499,7 +521,7 @@ class Etcd:
         if prefix:
             req.range_end = prefix_end(key)
         try:
-            resp = await kv.DeleteRange(req, timeout=self.timeout)
+            resp = await self._call("DeleteRange", kv.DeleteRange, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "delete") from exc
         if observer is not None:
@@ -518,7 +540,7 @@ class Etcd:
             _observe_ops(list(req.success))
             _observe_ops(list(req.failure))
         try:
-            resp = await kv.Txn(req, timeout=self.timeout)
+            resp = await self._call("Txn", kv.Txn, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
             if exc.code() in _NOT_SENT and "failed to connect" in details.lower():
@@ -538,7 +560,8 @@ class Etcd:
     async def grant(self, ttl: int) -> int:
         _, lease, _, _ = self._stubs()
         try:
-            resp = await lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=self.timeout)
+            req = rpc.LeaseGrantRequest(TTL=ttl)
+            resp = await self._call("LeaseGrant", lease.LeaseGrant, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "lease grant") from exc
         if resp.error:
@@ -576,9 +599,8 @@ class Etcd:
     async def revoke(self, lease_id: int, *, deadline: float | None = None) -> None:
         _, lease, _, _ = self._stubs()
         try:
-            await lease.LeaseRevoke(
-                rpc.LeaseRevokeRequest(ID=lease_id), timeout=deadline or self.timeout
-            )
+            req = rpc.LeaseRevokeRequest(ID=lease_id)
+            await self._call("LeaseRevoke", lease.LeaseRevoke, req, deadline or self.timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return
@@ -631,7 +653,7 @@ class Etcd:
     async def status(self) -> dict[str, Any]:
         _, _, _, maint = self._stubs()
         try:
-            resp = await maint.Status(rpc.StatusRequest(), timeout=self.timeout)
+            resp = await self._call("Status", maint.Status, rpc.StatusRequest(), self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "status") from exc
         return {

@@ -207,6 +207,15 @@ class Keys:
         """Idempotency key of one workflow tick: written once, with the execution it created."""
         return f"{self.prefix}/workflow-ticks/{project}/{workflow}/{epoch_ms:015d}-{schedule}"
 
+    # notifications
+    def notification_defaults(self, project: str) -> str:
+        """A project's default notification rules (for jobs that set none)."""
+        return f"{self.prefix}/notify-defaults/{project}"
+
+    def notifier_cursor(self) -> str:
+        """The etcd revision up to which the leader has handled finished runs' notifications."""
+        return f"{self.prefix}/notifier/cursor"
+
     # parsing helpers
     def tail(self, key: str, base: str) -> list[str]:
         """The path segments of ``key`` below ``base``."""

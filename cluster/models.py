@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from cluster.errors import InvalidInput, InvalidSchedule
+from cluster.notify import NotificationRule
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"
 PARAM_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -155,6 +156,8 @@ class JobSpec(Strict):
     target: Target = Field(default_factory=Target)
     kill_grace: float = Field(default=10, ge=0, le=3600)
     keep_runs: int = Field(default=100, ge=1, le=100_000)
+    # None: the project's default notifications apply; []: none for this job.
+    notifications: list[NotificationRule] | None = Field(default=None, max_length=32)
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ from cluster.models import (
 )
 from cluster.store import Store
 from logstore.local import render_text
-from nodes import api_placement, metrics
+from nodes import api_ops, api_placement, metrics
 from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
@@ -395,6 +395,7 @@ def make_app(node: Node) -> web.Application:
     api_auth.add_routes(app, node)  # identity and access (issue 6)
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
+    api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)
     return app
 
 

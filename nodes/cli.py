@@ -18,32 +18,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import structlog
 import yaml
 
 from cluster.errors import CronmeshError
-from nodes import cli_auth, cli_placement
+from nodes import cli_auth, cli_placement, yamlio
+from nodes.cli_ops import add_ops_parsers
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
-    json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json_out
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    from nodes.logs import configure
+
+    configure(fmt, level)
 
 
 # -- node ---------------------------------------------------------------------------------------
@@ -167,7 +152,7 @@ def table(rows: list[list[str]], header: list[str]) -> None:
 def load_documents(path: str) -> list[dict[str, Any]]:
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     docs: list[dict[str, Any]] = []
-    for doc in yaml.safe_load_all(text):
+    for doc in yamlio.load_all(text):  # only true/false are booleans (`on:` stays a key)
         if doc is None:
             continue
         if isinstance(doc, list):
@@ -375,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nodes import cli_workflows  # imports this module: bound late
 
     cli_workflows.add_parsers(sub)
+    add_ops_parsers(sub)
     return p
 
 

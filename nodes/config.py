@@ -54,6 +54,7 @@ class NodeConfig(BaseModel):
     etcd_user: str | None = None
     etcd_password: str | None = Field(default=None, repr=False)
     etcd_password_file: str | None = None
+    smtp_url: str | None = None  # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -145,6 +146,7 @@ ENV = {
     "CRONMESH_ETCD_USER": "etcd_user",
     "CRONMESH_ETCD_PASSWORD": "etcd_password",
     "CRONMESH_ETCD_PASSWORD_FILE": "etcd_password_file",
+    "CRONMESH_SMTP_URL": "smtp_url",
 }
 
 

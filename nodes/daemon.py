@@ -29,10 +29,11 @@ from cluster.models import now_utc
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.local import LocalLogStore
-from nodes import __version__, metrics
+from nodes import __version__, etcd_metrics, metrics
 from nodes.access import Access
 from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
+from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
@@ -52,7 +53,12 @@ class Node:
         self.config = config
         self.clock = clock
         self.keys = Keys(config.prefix)
-        self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout, security=etcd_security(config))
+        self.etcd = Etcd(
+            config.etcd,
+            timeout=config.etcd_timeout,
+            security=etcd_security(config),
+            observer=etcd_metrics.observe,
+        )
         self.logs = LocalLogStore(config.logs_path)
         self.peers = PeerClient(self)
         self.access = Access(self)
@@ -328,7 +334,7 @@ class Node:
                     clock=self.clock,
                     node_id=self.node_id,
                 )
-                await self.scheduler.run()
+                await lead_with_notifier(self.scheduler, self, leadership)
             except asyncio.CancelledError:
                 raise
             except (CronmeshError, Exception) as exc:  # includes ExceptionGroup from the loop

@@ -52,3 +52,33 @@ SPAWN = Histogram(
 ETCD_ERRORS = Counter(
     "cronmesh_etcd_errors", "etcd calls that failed", ["where"], registry=REGISTRY
 )
+JOB_RUNS = Counter(
+    "cronmesh_job_runs_finished",
+    "Runs finished by this node (or reaped as lost by the leader), by job and status",
+    ["project", "job", "status"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "cronmesh_queue_depth",
+    "Runs waiting in the queue, as this node's watch sees it",
+    registry=REGISTRY,
+)
+ETCD_LATENCY = Histogram(
+    "cronmesh_etcd_request_seconds",
+    "etcd unary requests by method and outcome (ok or the gRPC status)",
+    ["method", "outcome"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+NOTIFICATIONS = Counter(
+    "cronmesh_notifications",
+    "Notifications by channel (webhook, email) and outcome (sent, failed, dropped)",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+
+
+def run_finished(status: str, project: str, job: str) -> None:
+    """Count one finished run, in total and per job."""
+    RUNS.labels(status).inc()
+    JOB_RUNS.labels(project, job, status).inc()

@@ -532,7 +532,7 @@ class Scheduler:
             ops,
         )
         if res.succeeded:
-            metrics.RUNS.labels("lost").inc()
+            metrics.run_finished("lost", project, run.job)
             log.warning(
                 "run lost",
                 job="/".join(jk),

@@ -372,7 +372,7 @@ class Worker:
             self.candidates.pop(key, None)
             self._start(started, res.revision, slot, cost)
         except LeaseGone:
-            log.warning("claim rejected: lease gone")
+            log.warning("claim rejected: lease gone", run=run.id)
             self.session.lost.set()
         except (Unavailable, OutcomeUnknown) as exc:
             # An unknown claim outcome is resolved by reading back: _adopt_orphans finds a claim
@@ -599,7 +599,7 @@ class Worker:
                 if not res.succeeded:
                     log.warning("claim lost before completion; result discarded", run=run.id)
                     return
-                metrics.RUNS.labels(status).inc()
+                metrics.run_finished(status, run.project, run.job)
                 return
             delay = min(delay * 2, 2.0)
 

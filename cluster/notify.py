@@ -1,0 +1,194 @@
+"""Notifications: what a job (or a project, as defaults) asks to be told, and the pure decisions
+about which events a finished run raises and what the messages look like.
+
+Delivery (webhooks over HTTP, e-mail over SMTP) lives in ``nodes/notifier.py``; everything here
+is free of I/O and tested with plain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NotifyEvent = Literal["failure", "timeout", "lost", "success", "recovery"]
+DEFAULT_EVENTS: tuple[NotifyEvent, ...] = ("failure", "timeout", "lost")
+# Final statuses that say "something is wrong" (a later success is then a recovery).
+BAD = frozenset({"failed", "timed_out", "lost"})
+_EVENT_OF_STATUS: dict[str, NotifyEvent] = {
+    "failed": "failure",
+    "timed_out": "timeout",
+    "lost": "lost",
+    "succeeded": "success",
+}
+SIGNATURE_HEADER = "X-Cronmesh-Signature"
+TIMESTAMP_HEADER = "X-Cronmesh-Timestamp"
+DELIVERY_HEADER = "X-Cronmesh-Delivery"
+EVENT_HEADER = "X-Cronmesh-Event"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Webhook(_Strict):
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    # HMAC-SHA256 key: the receiver checks X-Cronmesh-Signature (see docs/operations.md).
+    secret: str | None = Field(default=None, min_length=1, max_length=256)
+    # …or the name of an environment variable of the nodes that holds the key (kept out of etcd).
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    format: Literal["json", "slack"] = "json"
+    headers: dict[str, str] = Field(default_factory=dict, max_length=16)
+    retries: int = Field(default=5, ge=0, le=20)
+    timeout: float = Field(default=10, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Webhook:
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give 'secret' or 'secret_env', not both")
+        return self
+
+
+class Email(_Strict):
+    to: list[str] = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _addresses(self) -> Email:
+        for addr in self.to:
+            local, at, domain = addr.partition("@")
+            if not at or not local or "." not in domain or any(c.isspace() for c in addr):
+                raise ValueError(f"{addr!r} is not an e-mail address")
+        return self
+
+
+class NotificationRule(_Strict):
+    """One rule: on these events, send to this webhook or these mail boxes."""
+
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(DEFAULT_EVENTS), min_length=1)
+    webhook: Webhook | None = None
+    email: Email | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml11_on(cls, data: Any) -> Any:
+        """YAML 1.1 loaders read the key ``on`` as the boolean true; take it back."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> NotificationRule:
+        if (self.webhook is None) == (self.email is None):
+            raise ValueError("a notification rule needs exactly one of 'webhook' or 'email'")
+        return self
+
+
+class ProjectNotifications(_Strict):
+    """Project defaults: apply to every job of the project that sets no ``notifications``."""
+
+    rules: list[NotificationRule] = Field(default_factory=list, max_length=32)
+
+
+def events_for(status: str, previous: str | None) -> list[NotifyEvent]:
+    """The events a run that finished with ``status`` raises; ``previous`` is the final status of
+    the job's run before it (None when unknown or none)."""
+    event = _EVENT_OF_STATUS.get(status)
+    if event is None:  # cancelled, skipped: a person or a policy did it; nobody is told
+        return []
+    if event == "success" and previous in BAD:
+        return ["success", "recovery"]
+    return [event]
+
+
+def wants_previous(rules: list[NotificationRule]) -> bool:
+    return any("recovery" in r.on for r in rules)
+
+
+def matching(rules: list[NotificationRule], events: list[NotifyEvent]) -> list[tuple[str, int]]:
+    """(event, rule index) pairs to deliver: each rule once per run, for its most specific event
+    (a recovery is also a success; a rule that asks for both gets the recovery)."""
+    out: list[tuple[str, int]] = []
+    for i, rule in enumerate(rules):
+        hit = [e for e in reversed(events) if e in rule.on]
+        if hit:
+            out.append((hit[0], i))
+    return out
+
+
+def delivery_id(run_id: str, attempt: int, event: str, rule: int) -> str:
+    """Stable across retries and leader changes: receivers use it to drop duplicates."""
+    return f"{run_id}-{attempt}-{event}-{rule}"
+
+
+def payload(event: str, run: dict[str, Any], delivery: str) -> dict[str, Any]:
+    keep = (
+        "id",
+        "project",
+        "job",
+        "status",
+        "attempt",
+        "node",
+        "source",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "signal",
+        "error",
+    )
+    return {
+        "delivery": delivery,
+        "event": event,
+        "project": run["project"],
+        "job": run["job"],
+        "run": {k: run.get(k) for k in keep},
+    }
+
+
+def headline(event: str, run: dict[str, Any]) -> str:
+    what = {
+        "failure": "failed",
+        "timeout": "timed out",
+        "lost": "was lost (its node stopped)",
+        "success": "succeeded",
+        "recovery": "recovered (succeeded after a failure)",
+    }[event]
+    detail = []
+    if run.get("exit_code") is not None:
+        detail.append(f"exit code {run['exit_code']}")
+    if run.get("node"):
+        detail.append(f"on {run['node']}")
+    tail = f" ({', '.join(detail)})" if detail else ""
+    return f"cronmesh: job {run['project']}/{run['job']} {what}: run {run['id']}{tail}"
+
+
+def slack_body(event: str, run: dict[str, Any]) -> dict[str, Any]:
+    """A Slack incoming-webhook message (also accepted by Mattermost and similar)."""
+    icon = {"success": ":white_check_mark:", "recovery": ":white_check_mark:"}.get(event, ":x:")
+    text = f"{icon} {headline(event, run)}"
+    if run.get("error"):
+        text += f"\n> {run['error']}"
+    return {"text": text}
+
+
+def webhook_body(hook: Webhook, event: str, run: dict[str, Any], delivery: str) -> bytes:
+    body = slack_body(event, run) if hook.format == "slack" else payload(event, run, delivery)
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256 over ``<timestamp>.<body>`` (the timestamp stops replays)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): 0.5, 1, 2, 4 … capped."""
+    return float(min(cap, base * 2 ** (attempt - 1)))

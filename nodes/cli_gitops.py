@@ -1,0 +1,163 @@
+"""``cronmesh apply -f DIR``, ``cronmesh diff -f DIR``, ``cronmesh export DIR`` (GitOps)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from cluster.errors import InvalidInput
+from nodes.gitops import KINDS, Change, Doc, Kind, export_files, plan, read_folder
+
+
+def add_parsers(sub: Any) -> None:
+    for name, helptext in (
+        ("apply", "make the cluster match a folder of job/workflow YAML files"),
+        ("diff", "show what `apply` would change (exit code 1 when something would)"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("-f", "--file", required=True, help="a folder (read recursively) or a file")
+        p.add_argument(
+            "--prune",
+            action="store_true",
+            help="also delete objects of the folder's projects that the folder no longer has",
+        )
+        if name == "apply":
+            p.add_argument("--dry-run", action="store_true", help="print the plan only")
+        p.set_defaults(func=_guarded(cmd_apply if name == "apply" else cmd_diff))
+    e = sub.add_parser("export", help="write the cluster's jobs (and workflows) as a folder")
+    e.add_argument("dir", help="target folder (created; existing files are overwritten)")
+    e.add_argument("--all-projects", action="store_true", help="every project, not just -p")
+    e.set_defaults(func=_guarded(cmd_export))
+
+
+def _guarded(fn: Any) -> Any:
+    """Errors exit with 2 (``diff`` uses 1 for "there are changes", like ``kubectl diff``)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from nodes.cli import ApiError
+
+        try:
+            return int(fn(args))
+        except InvalidInput as exc:
+            print(f"cronmesh: {exc.message}", file=sys.stderr)
+        except ApiError as exc:
+            err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
+            field = f" (field: {err['field']})" if err.get("field") else ""
+            print(f"cronmesh: {exc}{field}", file=sys.stderr)
+        except OSError as exc:
+            print(f"cronmesh: {exc}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    from nodes.cli import call
+
+    return call(args, method, path, body)
+
+
+def _base(project: str, kind: Kind) -> str:
+    return f"/api/v1/projects/{urllib.parse.quote(project)}/{kind.collection}"
+
+
+def _list(args: argparse.Namespace, kind: Kind, project: str) -> list[dict[str, Any]] | None:
+    """Objects of a kind in a project; None when this server has no such collection."""
+    from nodes.cli import ApiError
+
+    try:
+        data = _call(args, "GET", _base(project, kind))
+    except ApiError as exc:
+        if exc.status in (404, 405):
+            return None
+        raise
+    items = data.get(kind.collection) if isinstance(data, dict) else None
+    return items if isinstance(items, list) else []
+
+
+def _current(
+    args: argparse.Namespace, desired: list[Doc], prune: bool
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    # With --prune, every kind of each project the folder names is compared.
+    scope = {(d.kind.name, d.project) for d in desired}
+    if prune:
+        scope |= {(k, d.project) for d in desired for k in KINDS}
+    current: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for kind_name, project in sorted(scope):
+        kind = KINDS[kind_name]
+        items = _list(args, kind, project)
+        if items is None:
+            if any(d.kind is kind for d in desired):
+                raise InvalidInput(f"this cronmesh server has no {kind.collection} API")
+            continue
+        for item in items:
+            current[(kind.name, project, item["name"])] = item
+    return current
+
+
+def _plan(args: argparse.Namespace) -> list[Change]:
+    desired = read_folder(Path(args.file), args.project)
+    current = _current(args, desired, args.prune)
+    scope = {(k, d.project) for d in desired for k in KINDS}
+    return plan(desired, current, prune=args.prune, pruned_scope=scope)
+
+
+def _print(changes: list[Change]) -> None:
+    for ch in changes:
+        print(ch.title())
+        for line in ch.diff:
+            sys.stdout.write("    " + line if line.endswith("\n") else "    " + line + "\n")
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    changes = _plan(args)
+    _print(changes)
+    if not changes:
+        print("no changes")
+    return 1 if changes else 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    changes = _plan(args)
+    if not changes:
+        print("no changes")
+        return 0
+    # Jobs before workflows (workflows refer to jobs); deletions last, workflows first.
+    order = {"Job": 0, "Workflow": 1}
+    writes = sorted(
+        (c for c in changes if c.action != "delete"), key=lambda c: order.get(c.kind.name, 2)
+    )
+    deletes = sorted(
+        (c for c in changes if c.action == "delete"), key=lambda c: -order.get(c.kind.name, 2)
+    )
+    for ch in [*writes, *deletes]:
+        print(ch.title() + (" [dry run]" if args.dry_run else ""))
+        if args.dry_run:
+            continue
+        path = f"{_base(ch.project, ch.kind)}/{urllib.parse.quote(ch.name)}"
+        if ch.action == "delete":
+            _call(args, "DELETE", path)
+        else:
+            _call(args, "PUT", path, ch.body)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    projects = (
+        _call(args, "GET", "/api/v1/projects")["projects"] if args.all_projects else [args.project]
+    )
+    objects: list[tuple[Kind, str, dict[str, Any]]] = []
+    for project in projects:
+        for kind in KINDS.values():
+            for item in _list(args, kind, project) or []:
+                objects.append((kind, project, item))
+    root = Path(args.dir)
+    for rel, text in export_files(objects).items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    print(f"exported {len(objects)} objects to {root}")
+    return 0

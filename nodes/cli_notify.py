@@ -1,0 +1,64 @@
+"""``cronmesh notifications get|set -f FILE|clear``: a project's default notification rules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nodes import yamlio
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("notifications", help="the project's default notification rules")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("get", help="print the rules")
+    s = actions.add_parser("set", help="replace the rules from a YAML/JSON file (- for stdin)")
+    s.add_argument("-f", "--file", required=True)
+    actions.add_parser("clear", help="remove the rules")
+    for parser in (p, *actions.choices.values()):
+        parser.set_defaults(func=cmd_notifications)
+
+
+def cmd_notifications(args: argparse.Namespace) -> int:
+    # Imported here, and its ApiError caught here: under `python -m nodes.cli` the module that
+    # runs main() is __main__, a different module object from nodes.cli.
+    from nodes.cli import ApiError
+
+    try:
+        return _run(args)
+    except ApiError as exc:
+        err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
+        field = f" (field: {err['field']})" if err.get("field") else ""
+        print(f"cronmesh: {exc}{field}", file=sys.stderr)
+        return 1
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"cronmesh: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nodes.cli import call, show
+
+    path = f"/api/v1/projects/{urllib.parse.quote(args.project)}/notifications"
+    if args.action == "get":
+        data = call(args, "GET", path)
+        if args.output == "json":
+            show(args, data)
+        else:
+            print(yaml.safe_dump(data, sort_keys=False), end="")
+    elif args.action == "set":
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        doc = yamlio.load(text) or {}
+        if isinstance(doc, list):
+            doc = {"rules": doc}
+        call(args, "PUT", path, doc)
+        print(f"notifications of project {args.project} set ({len(doc.get('rules', []))} rules)")
+    else:
+        call(args, "DELETE", path)
+        print(f"notifications of project {args.project} cleared")
+    return 0

@@ -1,0 +1,401 @@
+"""The leader's notifier: tells webhooks and mail boxes about finished runs.
+
+Who sends: the scheduler leader, the one node that sees every outcome (including ``lost``, which
+only it decides). It follows the per-job run index (``job-runs/…``, whose value turns into the
+final status in the same transaction that finishes a run) with an etcd watch, starting from a
+cursor revision kept in etcd (``notifier/cursor``). The cursor moves only past events whose
+deliveries are all done (delivered or given up), and only by a write fenced on leadership. So a
+new leader resumes where the old one stopped: nothing is lost across leader changes, and what the
+old leader sent but had not yet recorded is sent again, with the same ``X-Cronmesh-Delivery`` id
+so receivers can drop the duplicate (at-least-once). Deliveries run in their own tasks, retried
+with backoff; they never block runs, and failures are logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import smtplib
+import ssl
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+
+from cluster.errors import InvalidInput, LostOwnership, Unavailable
+from cluster.etcd import Compacted, Op
+from cluster.models import Run
+from cluster.notify import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Email,
+    NotificationRule,
+    ProjectNotifications,
+    Webhook,
+    backoff,
+    delivery_id,
+    events_for,
+    headline,
+    matching,
+    sign,
+    wants_previous,
+    webhook_body,
+)
+from nodes import metrics
+
+if TYPE_CHECKING:
+    from cluster.election import Leadership
+    from nodes.daemon import Node
+    from nodes.scheduler import Scheduler
+
+log = structlog.get_logger(__name__)
+
+MAX_IN_FLIGHT = 64
+EMAIL_RETRIES = 5
+HANDLE_ATTEMPTS = 8  # reading what to send, while etcd is unreachable (about 15 s in all)
+CURSOR_EVERY = 0.5
+DEFAULTS_TTL = 5.0
+NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str
+    port: int
+    sender: str
+    username: str | None = None
+    password: str | None = None
+    tls: str = "none"  # none | starttls | ssl
+    timeout: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpSettings:
+        """``smtp://[user:pass@]host[:port]?from=ADDR[&starttls=1]`` or ``smtps://…``."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise InvalidInput(
+                "smtp_url must look like smtp://host:port?from=addr", field="smtp_url"
+            )
+        query = urllib.parse.parse_qs(parts.query)
+        sender = (query.get("from") or [""])[0]
+        if "@" not in sender:
+            raise InvalidInput("smtp_url needs ?from=ADDRESS", field="smtp_url")
+        tls = "ssl" if parts.scheme == "smtps" else "none"
+        if (query.get("starttls") or ["0"])[0] in ("1", "true", "yes"):
+            tls = "starttls"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if tls == "ssl" else 25),
+            sender=sender,
+            username=urllib.parse.unquote(parts.username) if parts.username else None,
+            password=urllib.parse.unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    def send(self, message: EmailMessage) -> None:
+        """Blocking: call in a thread."""
+        smtp: smtplib.SMTP
+        if self.tls == "ssl":
+            smtp = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        with smtp:
+            if self.tls == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+            if self.username:
+                smtp.login(self.username, self.password or "")
+            smtp.send_message(message)
+
+
+class Notifier:
+    def __init__(
+        self, node: Node, leadership: Leadership, scheduler: Scheduler | None = None
+    ) -> None:
+        assert node.store is not None
+        self.scheduler = scheduler  # its job cache spares a run read when nobody is to be told
+        self.node = node
+        self.etcd = node.etcd
+        self.keys = node.keys
+        self.store = node.store
+        self.lead = leadership
+        self.smtp = SmtpSettings.from_url(node.config.smtp_url) if node.config.smtp_url else None
+        self._pending: deque[tuple[int, asyncio.Task[None] | None]] = deque()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._defaults: dict[str, tuple[float, list[NotificationRule]]] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._cursor = 0  # saved in etcd
+        self._done = 0  # every event up to here is handled
+
+    # -- following finished runs -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Notify until cancelled (leadership ends); never raises for a delivery problem."""
+        self._http = aiohttp.ClientSession()
+        try:
+            self._cursor = self._done = await self._load_cursor()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._follow())
+                tg.create_task(self._commit_loop())
+        finally:
+            for _, task in self._pending:
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for _, t in self._pending if t), return_exceptions=True)
+            await self._http.close()
+
+    async def _load_cursor(self) -> int:
+        """The stored cursor; retried while etcd is unreachable (a notifier problem must never
+        end the scheduler's term, which runs beside it)."""
+        delay = 0.2
+        while True:
+            try:
+                kv = await self.etcd.get(self.keys.notifier_cursor())
+                if kv is not None:
+                    return int(json.loads(kv.value)["revision"])
+                # First leader ever: start now (history is not notified), and record that.
+                key = self.keys.notifier_cursor()
+                rev = (await self.etcd.range(key, count_only=True)).revision
+                await self._write_cursor(rev)
+                return rev
+            except LostOwnership:
+                raise
+            except Exception as exc:
+                log.warning("notifier cannot read its cursor; retrying", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _follow(self) -> None:
+        rev, delay = self._cursor, 0.1
+        prefix = self.keys.job_runs()
+        compacted: int | None = None
+        while True:
+            try:
+                if compacted is not None:
+                    now = (await self.etcd.range(prefix, count_only=True)).revision
+                    log.error(
+                        "notifier cursor compacted away: runs finished in between are not notified",
+                        cursor=rev,
+                        compacted=compacted,
+                        resume=now,
+                    )
+                    metrics.NOTIFICATIONS.labels("any", "dropped").inc()
+                    rev, compacted = now, None
+                    self._pending.append((rev, None))
+                async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
+                    delay = 0.1
+                    for ev in batch.events:
+                        if ev.kind == "put" and ev.kv.value.decode() in NOTIFY_STATUSES:
+                            self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
+                    rev = max(rev, batch.revision)
+                    self._pending.append((rev, None))
+            except Compacted as exc:
+                compacted = exc.args[0] if exc.args else 0
+            except Exception as exc:  # Unavailable mostly; never end the leader's term
+                log.info("notifier watch interrupted; resuming", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _start(self, revision: int, key: str, status: str) -> None:
+        project, job, run_id = self.keys.tail(key, self.keys.job_runs())[:3]
+        task = asyncio.create_task(self._handle(project, job, run_id, status, key))
+        self._pending.append((revision, task))
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CURSOR_EVERY)
+            while self._pending and (self._pending[0][1] is None or self._pending[0][1].done()):
+                self._done = max(self._done, self._pending.popleft()[0])
+            if self._done > self._cursor:
+                try:
+                    await self._write_cursor(self._done)
+                except LostOwnership:
+                    raise
+                except Exception as exc:  # retried at the next round
+                    log.info("notifier cursor not saved; retrying", error=repr(exc))
+                    continue
+                self._cursor = self._done
+
+    async def _write_cursor(self, revision: int) -> None:
+        res = await self.etcd.txn(
+            [self.lead.fence()],
+            [Op.put(self.keys.notifier_cursor(), json.dumps({"revision": revision}))],
+        )
+        if not res.succeeded:
+            raise LostOwnership("notifier: no longer the leader")
+
+    # -- one finished run ------------------------------------------------------------------------
+
+    async def _project_rules(self, project: str) -> list[NotificationRule]:
+        cached = self._defaults.get(project)
+        if cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
+            return cached[1]
+        kv = await self.etcd.get(self.keys.notification_defaults(project))
+        rules = ProjectNotifications.model_validate_json(kv.value).rules if kv else []
+        self._defaults[project] = (time.monotonic(), rules)
+        return rules
+
+    async def _rules(self, project: str, job: str, run: Run | None) -> list[NotificationRule]:
+        """The job's rules (the current definition when the leader knows the job, else the
+        run's snapshot), or the project's defaults when the job sets none."""
+        entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
+        if entry is not None:
+            own = entry.job.notifications
+        elif run is not None:
+            own = run.snapshot.notifications
+        else:
+            own = None
+        return own if own is not None else await self._project_rules(project)
+
+    async def _previous_status(self, project: str, job: str, key: str) -> str | None:
+        res = await self.etcd.range(
+            self.keys.job_runs(project, job), end=key, limit=50, descending=True
+        )
+        for kv in res.kvs:
+            status = kv.value.decode()
+            if status in NOTIFY_STATUSES:
+                return status
+        return None
+
+    async def _handle(self, project: str, job: str, run_id: str, status: str, key: str) -> None:
+        with structlog.contextvars.bound_contextvars(run=run_id, job=f"{project}/{job}"):
+            delay = 0.2
+            for attempt in range(1, HANDLE_ATTEMPTS + 1):
+                try:
+                    todo = await self._plan(project, job, run_id, status, key)
+                except LookupError:
+                    return  # pruned before we got to it
+                except Unavailable as exc:  # etcd blip: the cursor waits for us meanwhile
+                    if attempt < HANDLE_ATTEMPTS:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    error: Exception = exc
+                except Exception as exc:
+                    error = exc
+                else:
+                    await asyncio.gather(*(self._deliver(*item) for item in todo))
+                    return
+                log.warning("notification skipped", error=repr(error), status=status)
+                metrics.NOTIFICATIONS.labels("any", "failed").inc()
+                return
+
+    async def _plan(
+        self, project: str, job: str, run_id: str, status: str, key: str
+    ) -> list[tuple[NotificationRule, str, dict[str, Any], str]]:
+        """What to send for one finished run: (rule, event, run document, delivery id)."""
+        known = self.scheduler is not None and (project, job) in self.scheduler.jobs
+        if known and not await self._rules(project, job, None):
+            return []  # the common case: nobody to tell, no read
+        run = await self.store.get_run(project, run_id)
+        rules = await self._rules(project, job, run)
+        if not rules:
+            return []
+        previous = None
+        if status == "succeeded" and wants_previous(rules):
+            previous = await self._previous_status(project, job, key)
+        doc = run.model_dump(mode="json")
+        return [
+            (rules[i], event, doc, delivery_id(run_id, run.attempt, event, i))
+            for event, i in matching(rules, events_for(status, previous))
+        ]
+
+    async def _deliver(
+        self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
+    ) -> None:
+        async with self._slots:
+            hook, mail = rule.webhook, rule.email
+            if hook is not None:
+                await self._retrying(
+                    "webhook",
+                    hook.retries,
+                    delivery,
+                    event,
+                    lambda: self._post(hook, event, run, delivery),
+                )
+            elif mail is not None:
+                await self._retrying(
+                    "email", EMAIL_RETRIES, delivery, event, lambda: self._mail(mail, event, run)
+                )
+
+    async def _retrying(
+        self, channel: str, retries: int, delivery: str, event: str, send: Any
+    ) -> None:
+        for attempt in range(1, retries + 2):
+            try:
+                await send()
+            except Exception as exc:
+                log.warning(
+                    "notification failed",
+                    channel=channel,
+                    delivery=delivery,
+                    notify_event=event,
+                    attempt=attempt,
+                    error=str(exc) or repr(exc),
+                )
+                if attempt > retries:
+                    metrics.NOTIFICATIONS.labels(channel, "failed").inc()
+                    return
+                await asyncio.sleep(backoff(attempt))
+            else:
+                metrics.NOTIFICATIONS.labels(channel, "sent").inc()
+                log.info(
+                    "notification sent", channel=channel, delivery=delivery, notify_event=event
+                )
+                return
+
+    async def _post(self, hook: Webhook, event: str, run: dict[str, Any], delivery: str) -> None:
+        assert self._http is not None
+        body = webhook_body(hook, event, run, delivery)
+        stamp = str(int(time.time()))
+        headers = {
+            **hook.headers,
+            "Content-Type": "application/json",
+            "User-Agent": "cronmesh-notifier",
+            EVENT_HEADER: event,
+            DELIVERY_HEADER: delivery,
+            TIMESTAMP_HEADER: stamp,
+        }
+        secret = hook.secret
+        if hook.secret_env:
+            secret = os.environ.get(hook.secret_env)
+            if not secret:
+                raise RuntimeError(f"environment variable {hook.secret_env} is not set")
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret, stamp, body)
+        timeout = aiohttp.ClientTimeout(total=hook.timeout)
+        async with self._http.post(hook.url, data=body, headers=headers, timeout=timeout) as resp:
+            if resp.status >= 300:
+                text = (await resp.text())[:200]
+                raise RuntimeError(f"webhook answered {resp.status}: {text}")
+
+    async def _mail(self, email: Email, event: str, run: dict[str, Any]) -> None:
+        if self.smtp is None:
+            raise RuntimeError("no SMTP server configured (smtp_url / CRONMESH_SMTP_URL)")
+        msg = EmailMessage()
+        msg["From"] = self.smtp.sender
+        msg["To"] = ", ".join(email.to)
+        msg["Subject"] = f"[cronmesh] {run['project']}/{run['job']}: {event}"
+        lines = [headline(event, run), ""]
+        for k in ("status", "attempt", "node", "scheduled_at", "started_at", "finished_at"):
+            lines.append(f"{k}: {run.get(k)}")
+        if run.get("error"):
+            lines.append(f"error: {run['error']}")
+        msg.set_content("\n".join(lines) + "\n")
+        await asyncio.to_thread(self.smtp.send, msg)
+
+
+async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leadership) -> None:
+    """Run the scheduler loop and the notifier together for one term of leadership."""
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(scheduler.run())
+        tg.create_task(Notifier(node, leadership, scheduler).run())
