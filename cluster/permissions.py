@@ -92,6 +92,7 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/groups/**", "authenticated"),
     Rule(READ, "/api/v1/projects", "authenticated"),
     Rule(READ, "/api/v1/placement", "authenticated"),
+    Rule(READ, "/api/v1/openapi.json", "authenticated"),
     # a user manages their own password and tokens; admins manage everyone's
     Rule(ANY, "/api/v1/users/{user}/tokens", "self"),
     Rule(ANY, "/api/v1/users/{user}/tokens/**", "self"),
@@ -117,6 +118,7 @@ RULES: tuple[Rule, ...] = (
     Rule(WRITE, f"{P}/jobs/**", "project", "editor"),
     Rule(WRITE, f"{P}/workflows", "project", "editor"),
     Rule(WRITE, f"{P}/workflows/**", "project", "editor"),
+    Rule(WRITE, f"{P}/notifications", "project", "editor"),
     Rule(WRITE, f"{P}/**", "project", "admin"),
     # everything else (projects, users, audit, groups, bindings, node state): cluster admin
 )
