@@ -62,6 +62,10 @@ MAX_IN_FLIGHT = 64
 EMAIL_RETRIES = 5
 HANDLE_ATTEMPTS = 8  # reading what to send, while etcd is unreachable (about 15 s in all)
 CURSOR_EVERY = 0.5
+# With nothing delivered since the last save, the cursor is saved this rarely: a new leader then
+# re-reads at most this much history, which sends nothing (no rule matched it), and a steady
+# load without notification rules costs no cursor writes per run.
+CURSOR_IDLE_EVERY = 60.0
 DEFAULTS_TTL = 5.0
 NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
 
@@ -135,6 +139,8 @@ class Notifier:
         self._http: aiohttp.ClientSession | None = None
         self._cursor = 0  # saved in etcd
         self._done = 0  # every event up to here is handled
+        self._delivered = False  # something was sent since the cursor was last saved
+        self._saved_at = time.monotonic()
 
     # -- following finished runs -----------------------------------------------------------------
 
@@ -215,15 +221,19 @@ class Notifier:
             await asyncio.sleep(CURSOR_EVERY)
             while self._pending and (self._pending[0][1] is None or self._pending[0][1].done()):
                 self._done = max(self._done, self._pending.popleft()[0])
-            if self._done > self._cursor:
+            idle = time.monotonic() - self._saved_at < CURSOR_IDLE_EVERY
+            if self._done > self._cursor and (self._delivered or not idle):
+                self._delivered = False
                 try:
                     await self._write_cursor(self._done)
                 except LostOwnership:
                     raise
                 except Exception as exc:  # retried at the next round
                     log.info("notifier cursor not saved; retrying", error=repr(exc))
+                    self._delivered = True
                     continue
                 self._cursor = self._done
+                self._saved_at = time.monotonic()
 
     async def _write_cursor(self, revision: int) -> None:
         res = await self.etcd.txn(
@@ -284,6 +294,8 @@ class Notifier:
                     error = exc
                 else:
                     await asyncio.gather(*(self._deliver(*item) for item in todo))
+                    if todo:  # after the sends: the next cursor save covers them
+                        self._delivered = True
                     return
                 log.warning("notification skipped", error=repr(error), status=status)
                 metrics.NOTIFICATIONS.labels("any", "failed").inc()
