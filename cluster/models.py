@@ -191,6 +191,7 @@ class Attempt(BaseModel):
     signal: int | None = None
     error: str | None = None
     claim_revision: int | None = None
+    log: str | None = None  # where the attempt's log object is (s3://… or file://…)
 
 
 class Run(BaseModel):

@@ -67,6 +67,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         "log_dir": args.log_dir,
         "drain_timeout": args.drain_timeout,
         "log_format": args.log_format,
+        "log_store": args.log_store,
+        "s3_endpoint": args.s3_endpoint,
+        "s3_region": args.s3_region,
     }
     try:
         config = load_config(flags, file=args.config)
@@ -298,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")
     n.add_argument("--log-format", choices=["auto", "json", "console"])
+    n.add_argument("--log-store", help="s3://bucket/prefix or a folder (default: --log-dir)")
+    n.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    n.add_argument("--s3-region", help="S3 region (else AWS_REGION)")
     n.set_defaults(func=cmd_node)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")

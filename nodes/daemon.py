@@ -27,7 +27,7 @@ from cluster.keys import Keys
 from cluster.models import now_utc
 from cluster.session import Session
 from cluster.store import Store, dumps
-from logstore.local import LocalLogStore
+from logstore.service import build_logs
 from nodes import __version__, metrics
 from nodes.config import NodeConfig
 from nodes.peer import PeerClient
@@ -43,7 +43,7 @@ class Node:
         self.clock = clock
         self.keys = Keys(config.prefix)
         self.etcd = Etcd(config.etcd, timeout=config.etcd_timeout)
-        self.logs = LocalLogStore(config.logs_path)
+        self.logs = build_logs(config)
         self.peers = PeerClient(self)
         self.ready = False
         self.leading = False
@@ -77,6 +77,7 @@ class Node:
 
         structlog.contextvars.bind_contextvars(node=self.node_id)
         runner = await start_api(self)
+        self.logs.start()
         log.info(
             "node started",
             listen=self.config.listen,
@@ -87,6 +88,7 @@ class Node:
         try:
             await self._sessions()
         finally:
+            await self.logs.stop(within=min(10.0, self.config.drain_timeout))
             await runner.cleanup()
             await self.peers.close()
             await self.etcd.close()

@@ -1,0 +1,199 @@
+"""Ships spools to the log store: segments while an attempt runs, one object when it ends.
+
+- Every ``segment_interval`` seconds, the new output of each running attempt is rendered to text
+  and written as the next segment object, so a worker whose disk is lost loses at most that
+  interval of output.
+- When an attempt ends, its whole spool is rendered to a temporary text file and uploaded as the
+  attempt's object (multipart when big); then the segments and the spool are deleted.
+- A failed upload is retried with exponential backoff (``retry_min`` doubling to ``retry_max``);
+  the spool stays on disk until its object is written, also across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from logstore import metrics
+from logstore.frames import TextRenderer, pack, read_frames
+from logstore.spool import LogRef, Spool, SpoolWriter
+from logstore.store import LogStore, StoreUnavailable, log_key, segment_key, segments_prefix
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Shipping:
+    offset: int = 0
+    seq: int = 0
+    renderer: TextRenderer = field(default_factory=TextRenderer)
+    last: float = 0.0
+
+
+@dataclass
+class _Backoff:
+    delay: float
+    next_try: float
+
+
+def render_file(spool_path: Path, out_path: Path) -> int:
+    """Render a spool file to a text file; returns the text size."""
+    renderer = TextRenderer()
+    size = 0
+    with open(spool_path, "rb") as src, open(out_path, "w", encoding="utf-8", newline="") as out:
+        for (ts, stream, data), _ in read_frames(src):
+            text = renderer.feed(ts, stream, data)
+            if text:
+                size += out.write(text)
+        size += out.write(renderer.flush())
+    return size
+
+
+class Uploader:
+    def __init__(
+        self,
+        spool: Spool,
+        store: LogStore,
+        *,
+        segment_interval: float = 2.0,
+        retry_min: float = 0.5,
+        retry_max: float = 30.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spool = spool
+        self.store = store
+        self.segment_interval = segment_interval
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.now = now
+        self._shipping: dict[LogRef, _Shipping] = {}
+        self._backoff: dict[LogRef, _Backoff] = {}
+        self.uploaded: asyncio.Event = asyncio.Event()  # set after each final upload (tests)
+
+    def recover(self) -> int:
+        """Close spools left open by a crashed process (at start-up, before any run starts)."""
+        n = 0
+        for _, path in list(self.spool.orphans()):
+            with open(path, "ab") as f:
+                note = b"the node stopped before this attempt ended; log ends here"
+                f.write(pack(time.time(), "cronmesh", note))
+                f.flush()
+                os.fsync(f.fileno())
+            self.spool.done_path(path).write_bytes(b"")
+            n += 1
+        if n:
+            log.info("found leftover spools of a crashed process", count=n)
+        return n
+
+    async def run(self) -> None:
+        while True:
+            self.spool.changed.clear()
+            await self.pass_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.spool.changed.wait(), self._sleep())
+
+    def _sleep(self) -> float:
+        waits = [self.segment_interval]
+        now = self.now()
+        waits += [b.next_try - now for b in self._backoff.values()]
+        return max(0.05, min(waits))
+
+    async def pass_once(self) -> None:
+        """One round: ship due segments of running attempts, upload finished spools."""
+        for ref, writer in list(self.spool.active.items()):
+            await self._segment(ref, writer)
+        backlog = 0
+        for ref, path in list(self.spool.complete()):
+            backlog += 1
+            b = self._backoff.get(ref)
+            if b is not None and b.next_try > self.now():
+                continue
+            if await self._final(ref, path):
+                backlog -= 1
+        metrics.SPOOL_BACKLOG_FILES.set(backlog)
+        metrics.SPOOL_BACKLOG_BYTES.set(self.spool.backlog_bytes)
+
+    def _failed(self, ref: LogRef, exc: Exception, kind: str) -> None:
+        b = self._backoff.get(ref)
+        delay = self.retry_min if b is None else min(b.delay * 2, self.retry_max)
+        self._backoff[ref] = _Backoff(delay, self.now() + delay)
+        metrics.UPLOADS.labels(kind, "error").inc()
+        log.warning(
+            "log upload failed; will retry", log=ref.rel, kind=kind, retry_in=delay, error=str(exc)
+        )
+
+    async def _segment(self, ref: LogRef, writer: SpoolWriter) -> None:
+        st = self._shipping.setdefault(ref, _Shipping(last=self.now()))
+        b = self._backoff.get(ref)
+        if self.now() - st.last < self.segment_interval or (b and b.next_try > self.now()):
+            return
+        if writer.size <= st.offset:
+            st.last = self.now()
+            return
+        renderer = st.renderer.copy()  # commit the renderer's state only once the segment is in
+        text, offset = await asyncio.to_thread(self._render_from, writer.path, st.offset, renderer)
+        if text:
+            try:
+                await self.store.put_bytes(segment_key(ref, st.seq), text.encode())
+            except StoreUnavailable as exc:
+                self._failed(ref, exc, "segment")
+                return
+            metrics.UPLOADS.labels("segment", "ok").inc()
+            metrics.UPLOADED_BYTES.inc(len(text))
+            st.seq += 1
+        self._backoff.pop(ref, None)
+        st.offset, st.renderer, st.last = offset, renderer, self.now()
+
+    @staticmethod
+    def _render_from(path: Path, offset: int, renderer: TextRenderer) -> tuple[str, int]:
+        out: list[str] = []
+        end = offset
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for (ts, stream, data), tell in read_frames(f):
+                out.append(renderer.feed(ts, stream, data))
+                end = offset + tell
+        return "".join(out), end
+
+    async def _final(self, ref: LogRef, path: Path) -> bool:
+        fd, tmp_name = tempfile.mkstemp(prefix="cronmesh-log-", suffix=".txt")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            size = await asyncio.to_thread(render_file, path, tmp)
+            await self.store.put_file(log_key(ref), tmp)
+            segments = await self.store.keys(segments_prefix(ref))
+            if segments:
+                await self.store.delete(segments)
+        except StoreUnavailable as exc:
+            self._failed(ref, exc, "final")
+            return False
+        except FileNotFoundError:
+            return False  # removed meanwhile
+        finally:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        metrics.UPLOADS.labels("final", "ok").inc()
+        metrics.UPLOADED_BYTES.inc(size)
+        self._backoff.pop(ref, None)
+        self._shipping.pop(ref, None)
+        self.spool.remove(path)
+        log.debug("log uploaded", log=ref.rel, bytes=size)
+        self.uploaded.set()
+        return True
+
+    async def drain(self, within: float) -> None:
+        """Try to upload what is left before the node stops (the rest waits for a restart)."""
+        deadline = self.now() + within
+        self._backoff.clear()
+        while self.now() < deadline and any(True for _ in self.spool.complete()):
+            await self.pass_once()
+            if any(True for _ in self.spool.complete()):
+                await asyncio.sleep(min(0.5, max(0.0, deadline - self.now())))
