@@ -53,8 +53,8 @@ class TextRenderer:
         self._partial: dict[str, tuple[float, bytes]] = {}
 
     def feed(self, ts: float, stream: str, data: bytes) -> str:
-        if stream == "cronmesh":
-            return line(ts, stream, data)
+        if stream == "cronmesh":  # a note ends the lines in progress, so it shows after them
+            return self.flush() + line(ts, stream, data)
         out: list[str] = []
         start_ts, buf = self._partial.pop(stream, (ts, b""))
         buf += data

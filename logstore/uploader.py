@@ -131,7 +131,7 @@ class Uploader:
         )
 
     async def _segment(self, ref: LogRef, writer: SpoolWriter) -> None:
-        st = self._shipping.setdefault(ref, _Shipping(last=self.now()))
+        st = self._shipping.setdefault(ref, _Shipping())
         b = self._backoff.get(ref)
         if self.now() - st.last < self.segment_interval or (b and b.next_try > self.now()):
             return

@@ -22,6 +22,7 @@ import structlog
 import yaml
 
 from cluster.errors import CronmeshError
+from nodes import cli_logs
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
@@ -248,8 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.action == "get":
         show(args, call(args, "GET", f"{base}/runs/{args.id}"))
     elif args.action == "logs":
-        q = f"?attempt={args.attempt}" if args.attempt else ""
-        print(call(args, "GET", f"{base}/runs/{args.id}/logs{q}", raw=True), end="")
+        return cli_logs.print_logs(args, f"{base}/runs/{args.id}/logs")
     elif args.action in ("cancel", "abort"):
         call(args, "POST", f"{base}/runs/{args.id}/{args.action}")
         print(f"run {args.id}: {args.action} requested")
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_parser(action).add_argument("id")
     lg = r.add_parser("logs")
     lg.add_argument("id")
-    lg.add_argument("--attempt", type=int)
+    cli_logs.add_log_args(lg)
     for parser in r.choices.values():
         parser.set_defaults(func=cmd_run)
 
