@@ -65,7 +65,7 @@ class Uploader:
         *,
         segment_interval: float = 2.0,
         retry_min: float = 0.5,
-        retry_max: float = 30.0,
+        retry_max: float = 10.0,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool = spool
