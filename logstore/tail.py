@@ -89,10 +89,17 @@ def window(chunks: Iterator[str], start: int, length: int | None) -> Iterator[by
         yield data[max(0, start - lo) : None if end is None else end - lo]
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines with their ``\\n`` (only ``\\n`` ends a line; ``\\r`` and friends are output)."""
+    parts = [p + "\n" for p in text.split("\n")]
+    parts[-1] = parts[-1][:-1]
+    return parts if parts[-1] else parts[:-1]
+
+
 def last_lines(chunks: Iterator[str], n: int) -> bytes:
     kept: deque[str] = deque(maxlen=n)
     for chunk in chunks:
-        kept.extend(chunk.splitlines(keepends=True))
+        kept.extend(split_lines(chunk))
     return "".join(kept).encode()
 
 
@@ -114,7 +121,7 @@ async def follow_spool(
             done = writer is None or writer.closed
             text, offset = await asyncio.to_thread(_read_from, path, offset, renderer)
             if first and skip_lines is not None:
-                text = "".join(text.splitlines(keepends=True)[-skip_lines:]) if skip_lines else ""
+                text = "".join(split_lines(text)[-skip_lines:]) if skip_lines else ""
             first = False
             if text:
                 yield text

@@ -25,7 +25,14 @@ import structlog
 from logstore import metrics
 from logstore.frames import TextRenderer, pack, read_frames
 from logstore.spool import LogRef, Spool, SpoolWriter
-from logstore.store import LogStore, StoreUnavailable, log_key, segment_key, segments_prefix
+from logstore.store import (
+    LogStore,
+    ObjectMissing,
+    StoreUnavailable,
+    log_key,
+    segment_key,
+    segments_prefix,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +103,11 @@ class Uploader:
     async def run(self) -> None:
         while True:
             self.spool.changed.clear()
-            await self.pass_once()
+            try:
+                await self.pass_once()
+            except Exception:  # a bug or a full disk must not stop shipping for good
+                log.exception("log upload pass failed; retrying")
+                await asyncio.sleep(self.retry_max)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.spool.changed.wait(), self._sleep())
 
@@ -143,7 +154,7 @@ class Uploader:
         if text:
             try:
                 await self.store.put_bytes(segment_key(ref, st.seq), text.encode())
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, ObjectMissing) as exc:  # 404 on a put: no bucket
                 self._failed(ref, exc, "segment")
                 return
             metrics.UPLOADS.labels("segment", "ok").inc()
@@ -173,7 +184,7 @@ class Uploader:
             segments = await self.store.keys(segments_prefix(ref))
             if segments:
                 await self.store.delete(segments)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, ObjectMissing) as exc:
             self._failed(ref, exc, "final")
             return False
         except FileNotFoundError:

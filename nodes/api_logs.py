@@ -233,7 +233,9 @@ class LogsApi:
     @staticmethod
     def _reply(data: bytes, q: Query, ref: LogRef) -> web.Response:
         if q.fmt == "json":
-            lines = data.decode("utf-8", "replace").splitlines()
+            lines = data.decode("utf-8", "replace").split("\n")
+            if lines and not lines[-1]:
+                lines.pop()
             return ok(
                 {"run": ref.run, "attempt": ref.attempt, "frames": [parse_line(x) for x in lines]}
             )

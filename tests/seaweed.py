@@ -76,6 +76,8 @@ class SeaweedS3:
             f"-s3.port={p['s3']}",
             f"-s3.port.grpc={g['s3']}",
             f"-s3.config={self.config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-metricsPort=0",
         ]
         log = open(self.data / "weed.log", "ab")
@@ -127,8 +129,11 @@ class SeaweedS3:
         except (ClientError, BotoCoreError):
             return False
 
-    def stop(self) -> None:
+    def stop(self, crash: bool = False) -> None:
+        """Stop the server (SIGTERM, or SIGKILL with ``crash``); its data stays for a restart."""
         if self.proc is not None and self.proc.poll() is None:
+            if crash:
+                self.proc.kill()
             self.proc.terminate()
             try:
                 self.proc.wait(20)
