@@ -152,6 +152,7 @@ class JobSpec(Strict):
     target: Target = Field(default_factory=Target)
     kill_grace: float = Field(default=10, ge=0, le=3600)
     keep_runs: int = Field(default=100, ge=1, le=100_000)
+    keep_days: float = Field(default=0, ge=0, le=36_500)  # 0: no age limit (issue 3)
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from logstore.archive import archive_runs
 from logstore.local import LocalFolderStore
 from logstore.s3 import S3Store
 from logstore.spool import LogRef, Spool, SpoolWriter
@@ -43,6 +44,9 @@ class Logs:
 
     def open(self, ref: LogRef) -> SpoolWriter:
         return self.spool.open(ref)
+
+    async def archive(self, project: str, job: str, records: dict[str, bytes]) -> str:
+        return await archive_runs(self.store, project, job, records)
 
     def url(self, ref: LogRef) -> str:
         return self.store.url(log_key(ref))

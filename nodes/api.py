@@ -277,6 +277,10 @@ class Api:
     # -- runs -----------------------------------------------------------------------------------
 
     async def list_runs(self, request: web.Request) -> web.Response:
+        if request.query.get("archived", "0") not in ("0", "false", ""):
+            from nodes.api_logs import list_archived  # imports this module
+
+            return await list_archived(self.node, request)
         project = project_of(request)
         job = request.query.get("job") or None
         if job is not None and not _NAME.fullmatch(job):

@@ -13,14 +13,17 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
-from cluster.errors import InvalidInput, NotFound, Unavailable
+from cluster.errors import InvalidInput, NotFound, RunNotFound, Unavailable
+from cluster.ids import id_floor
 from cluster.models import Run
+from logstore.archive import archived_runs
 from logstore.frames import parse_line
 from logstore.spool import LogRef
 from logstore.store import ObjectMissing, StoreUnavailable, log_key
@@ -34,7 +37,7 @@ from logstore.tail import (
     spool_lines,
     window,
 )
-from nodes.api import Api, int_query, ok, project_of
+from nodes.api import _NAME, Api, int_query, ok, project_of
 from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
@@ -100,7 +103,13 @@ class LogsApi:
         project = project_of(request)
         q = Query.parse(request)
         store = Api(self.node).store()
-        run = await store.get_run(project, request.match_info["run"])
+        try:
+            run = await store.get_run(project, request.match_info["run"])
+        except RunNotFound:
+            archived = await self._archived(request, project, q)
+            if archived is None:
+                raise
+            return archived
         attempt = q.attempt or run.attempt
         if q.follow:
             run = await self._started(run, attempt)
@@ -134,6 +143,21 @@ class LogsApi:
         if isinstance(store_error, StoreUnavailable):
             raise Unavailable(f"the log store is unavailable: {store_error}")
         raise NotFound(f"the log of run {run.id} attempt {attempt} is gone", field="attempt")
+
+    async def _archived(
+        self, request: web.Request, project: str, q: Query
+    ) -> web.StreamResponse | None:
+        """A run pruned from etcd (archived): its log is still in the store, given ``job``."""
+        job = request.query.get("job")
+        if not job or not _NAME.fullmatch(job):
+            return None
+        ref = LogRef(project, job, request.match_info["run"], q.attempt or 1)
+        try:
+            return await self._stored(request, ref, q)
+        except ObjectMissing:
+            return None
+        except StoreUnavailable as exc:
+            raise Unavailable(f"the log store is unavailable: {exc}") from None
 
     async def _started(self, run: Run, attempt: int) -> Run:
         """For ``follow``: wait while the attempt has not started yet."""
@@ -284,6 +308,47 @@ def _spool_bytes(path: Path, q: Query) -> bytes:
     if q.tail is not None:
         return last_lines(spool_lines(path), q.tail)
     return b"".join(window(spool_lines(path), q.offset, q.length))
+
+
+def _when(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def list_archived(node: Node, request: web.Request) -> web.Response:
+    """``GET …/runs?archived=1[&job=J][&from=T][&to=T][&before=ID][&limit=N]``: archived runs,
+    newest first, read from the log store."""
+    project = project_of(request)
+    job = request.query.get("job") or None
+    if job is not None and not _NAME.fullmatch(job):
+        raise InvalidInput(f"invalid job name {job!r}", field="job")
+    since, until = _when(request, "from"), _when(request, "to")
+    if since and until and since >= until:
+        raise InvalidInput("from must be before to", field="from")
+    before = request.query.get("before") or None
+    if before is not None and not before.isdigit():
+        raise InvalidInput("before must be a run id", field="before")
+    upper = id_floor(until) if until else "9" * 19
+    if before is not None:
+        upper = min(upper, before.zfill(19))
+    try:
+        runs = await archived_runs(
+            node.logs.store,
+            project,
+            job,
+            since=id_floor(since) if since else "0",
+            until=upper,
+            limit=int_query(request, "limit", 50, 1, 1000),
+        )
+    except StoreUnavailable as exc:
+        raise Unavailable(f"the log store is unavailable: {exc}") from None
+    return ok({"runs": runs, "archived": True})
 
 
 def add_routes(app: web.Application, node: Node) -> None:

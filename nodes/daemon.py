@@ -250,6 +250,7 @@ class Node:
                     leadership,
                     clock=self.clock,
                     node_id=self.node_id,
+                    archive=self.logs.archive,
                 )
                 await self.scheduler.run()
             except asyncio.CancelledError:

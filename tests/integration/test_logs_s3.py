@@ -283,3 +283,39 @@ async def test_live_tail_from_any_of_three_nodes_then_the_stored_object(procs, a
         assert events[-1] == "event: end\ndata: {}"
         data = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
         assert [d["text"] for d in data if d["stream"] == "stdout"][-1] == f"tick-{n}"
+
+
+async def test_runs_beyond_retention_are_archived_as_json_lines_and_listable(cluster, aws_env):
+    bucket = new_bucket(aws_env)
+    node = await cluster.start(log_store=f"s3://{bucket}/arch")
+    job = {"name": "kept", "command": "echo $CRONMESH_RUN_ID", "keep_runs": 2}
+    ids = []
+    for _ in range(5):
+        ids.append(await trigger(cluster, job))
+    for run_id in ids:
+        assert (await finished_run(cluster, run_id))["status"] == "succeeded"
+    scheduler = await wait_for(lambda: node.scheduler, 15, what="leader")
+    await scheduler.prune()
+    status, body = await cluster.request("GET", f"{RUNS}?job=kept")
+    assert sorted(r["id"] for r in body["runs"]) == sorted(ids)[3:]
+    listing = s3_client(aws_env).list_objects_v2(Bucket=bucket, Prefix="arch/default/kept/runs/")
+    keys = [o["Key"] for o in listing["Contents"]]
+    old = sorted(ids)[:3]
+    assert keys == [f"arch/default/kept/runs/{old[0]}-{old[-1]}.jsonl"]
+    lines = get_object(aws_env, bucket, keys[0]).decode().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == old
+    assert all(json.loads(x)["status"] == "succeeded" for x in lines)
+    status, body = await cluster.request("GET", f"{RUNS}?archived=1&job=kept")
+    assert status == 200 and [r["id"] for r in body["runs"]] == old[::-1]
+    assert body["runs"][0]["attempts"][0]["log"].startswith(f"s3://{bucket}/arch/default/kept/")
+    status, body = await cluster.request("GET", f"{RUNS}?archived=1&limit=1")
+    assert [r["id"] for r in body["runs"]] == [old[-1]]
+    status, body = await cluster.request("GET", f"{RUNS}?archived=1&from=2099-01-01T00:00:00Z")
+    assert status == 200 and body["runs"] == []
+    status, body = await cluster.request("GET", f"{RUNS}?archived=1&from=yesterday")
+    assert status == 400 and body["error"]["field"] == "from"
+    # the logs of an archived run are still there (the job names the object)
+    status, text = await cluster.request("GET", f"{RUNS}/{old[0]}/logs")
+    assert status == 404
+    status, text = await cluster.request("GET", f"{RUNS}/{old[0]}/logs?job=kept")
+    assert status == 200 and stream_of(text, "stdout") == [old[0]]
