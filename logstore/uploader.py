@@ -181,9 +181,11 @@ class Uploader:
         try:
             size = await asyncio.to_thread(render_file, path, tmp)
             await self.store.put_file(log_key(ref), tmp)
-            segments = await self.store.keys(segments_prefix(ref))
-            if segments:
-                await self.store.delete(segments)
+            shipped = self._shipping.get(ref)
+            if shipped is None or shipped.seq:  # unknown after a restart, or some were shipped
+                segments = await self.store.keys(segments_prefix(ref))
+                if segments:
+                    await self.store.delete(segments)
         except (StoreUnavailable, ObjectMissing) as exc:
             self._failed(ref, exc, "final")
             return False

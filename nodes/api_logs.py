@@ -245,12 +245,19 @@ class LogsApi:
         async with self.node.peers.request(
             "GET", node_id, path, params=params, client_timeout=timeout
         ) as upstream:
-            if upstream.status != 200 or not q.follow:
+            if upstream.status != 200 or upstream.content_type == "application/json":
                 body = await upstream.read()
                 return web.Response(
                     body=body, status=upstream.status, content_type=upstream.content_type
                 )
-            return await self._stream(request, _decoded(upstream.content.iter_any()), q.sse)
+            if q.follow:
+                return await self._stream(request, _decoded(upstream.content.iter_any()), q.sse)
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_chunked(256 * 1024):
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
 
     # -- responses -----------------------------------------------------------------------------
 

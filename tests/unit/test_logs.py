@@ -195,3 +195,37 @@ async def test_follow_spool_streams_until_the_writer_closes(tmp_path):
     w.close()
     await asyncio.wait_for(task, 5)
     assert bodies("".join(got)) == [("stdout", "first"), ("stdout", "second")]
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("s3://ops-logs/cronmesh", True),
+        ("s3://ops-logs", True),
+        ("file:///var/log/cronmesh", True),
+        ("/var/log/cronmesh", True),
+        ("s3://", False),
+        ("s3://Bad_Bucket/x", False),
+        ("http://example.com/x", False),
+        ("logs", False),
+    ],
+)
+def test_log_store_setting_is_validated(url, ok):
+    from cluster.errors import InvalidInput
+    from nodes.config import load_config
+
+    if ok:
+        assert load_config({"log_store": url}, env={}).log_store == url
+    else:
+        with pytest.raises(InvalidInput) as err:
+            load_config({"log_store": url}, env={})
+        assert err.value.field == "log_store"
+
+
+def test_parse_s3_url():
+    from logstore.s3 import parse_s3_url
+
+    assert parse_s3_url("s3://b/some/prefix/") == ("b", "some/prefix")
+    assert parse_s3_url("s3://b") == ("b", "")
+    with pytest.raises(ValueError):
+        parse_s3_url("s3:///x")
