@@ -152,6 +152,9 @@ class LogsApi:
         if not job or not _NAME.fullmatch(job):
             return None
         ref = LogRef(project, job, request.match_info["run"], q.attempt or 1)
+        local = await self._local(request, ref, q)  # its upload may still be pending
+        if local is not None:
+            return local
         try:
             return await self._stored(request, ref, q)
         except ObjectMissing:
