@@ -51,6 +51,7 @@ class TextRenderer:
 
     def __init__(self) -> None:
         self._partial: dict[str, tuple[float, bytes]] = {}
+        self._stamp: tuple[float, str] = (-1.0, "")
 
     def feed(self, ts: float, stream: str, data: bytes) -> str:
         if stream == "cronmesh":  # a note ends the lines in progress, so it shows after them
@@ -59,15 +60,27 @@ class TextRenderer:
         start_ts, buf = self._partial.pop(stream, (ts, b""))
         buf += data
         *lines, rest = buf.split(b"\n")
-        for raw in lines:
-            out.append(self._long(start_ts, stream, raw))
+        if lines:
+            out.append(self._long(start_ts, stream, lines[0]))
             start_ts = ts
+        if len(lines) > 1:
+            out.append(self._same_time(ts, stream, lines[1:]))
         while len(rest) > MAX_LINE:
             out.append(line(start_ts, stream, rest[:MAX_LINE]))
             rest = rest[MAX_LINE:]
         if rest:
             self._partial[stream] = (start_ts, rest)
         return "".join(out)
+
+    def _same_time(self, ts: float, stream: str, lines: list[bytes]) -> str:
+        """Many lines of one frame: one time stamp, one decode (the hot path of big outputs)."""
+        if max(map(len, lines)) > MAX_LINE:
+            return "".join(self._long(ts, stream, raw) for raw in lines)
+        if self._stamp[0] != ts:
+            self._stamp = (ts, stamp(ts))
+        prefix = f"{self._stamp[1]} {stream} "
+        text = b"\n".join(lines).decode("utf-8", "backslashreplace")
+        return prefix + ("\n" + prefix).join(text.split("\n")) + "\n"
 
     @staticmethod
     def _long(ts: float, stream: str, raw: bytes) -> str:

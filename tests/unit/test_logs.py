@@ -18,7 +18,10 @@ REF = LogRef("p", "j", "0001", 1)
 
 
 def bodies(text: str) -> list[tuple[str, str]]:
-    return [(d["stream"], d["text"]) for d in map(parse_line, text.splitlines())]
+    lines = text.split("\n")
+    return [
+        (d["stream"], d["text"]) for d in map(parse_line, lines[:-1] if not lines[-1] else lines)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -229,3 +232,22 @@ def test_parse_s3_url():
     assert parse_s3_url("s3://b") == ("b", "")
     with pytest.raises(ValueError):
         parse_s3_url("s3:///x")
+
+
+def test_rendering_random_bytes_keeps_every_line_and_byte():
+    import random
+
+    rng = random.Random(7)
+    frames, expected = [], {"stdout": b"", "stderr": b""}
+    for i in range(300):
+        stream = rng.choice(["stdout", "stderr"])
+        data = bytes(rng.choice(b"ab\n\xff\xe2\x82\xac ") for _ in range(rng.randint(0, 200)))
+        frames.append((1000.0 + i, stream, data))
+        expected[stream] += data
+    text = "".join(render_text(frames))
+    for stream, raw in expected.items():
+        got = [body for s, body in bodies(text) if s == stream]
+        want = raw.split(b"\n")
+        if want and want[-1] == b"":
+            want.pop()
+        assert got == [w.decode("utf-8", "backslashreplace") for w in want]
