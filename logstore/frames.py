@@ -1,7 +1,8 @@
 """Log frames and their text form.
 
 A frame is the msgpack array ``[unix_time, stream, bytes]`` with stream 1 = stdout, 2 = stderr,
-0 = a note from cronmesh itself (truncation, timeout, kill). The spool holds frames; the store
+0 = a note from cronmesh itself (truncation, timeout, kill), 3 = the end of the attempt (empty,
+not rendered). The spool holds frames; the store
 holds text: one line per output line, ``<UTC time> <stream> <text>``, so plain S3 tools can read
 it. ``TextRenderer`` turns frames into lines incrementally, so segments rendered while a run
 goes on concatenate to exactly the text of the whole log.
@@ -15,7 +16,8 @@ from typing import BinaryIO
 
 import msgpack
 
-STREAMS = {0: "cronmesh", 1: "stdout", 2: "stderr"}
+STREAMS = {0: "cronmesh", 1: "stdout", 2: "stderr", 3: "end"}
+END = "end"  # the last frame of an attempt that ended (a spool without it was cut by a crash)
 STREAM_IDS = {name: sid for sid, name in STREAMS.items()}
 MAX_LINE = 64 * 1024
 """A line longer than this is cut into several lines (memory of the renderer stays bounded)."""
@@ -52,8 +54,12 @@ class TextRenderer:
     def __init__(self) -> None:
         self._partial: dict[str, tuple[float, bytes]] = {}
         self._stamp: tuple[float, str] = (-1.0, "")
+        self.ended = False
 
     def feed(self, ts: float, stream: str, data: bytes) -> str:
+        if stream == END:
+            self.ended = True
+            return ""
         if stream == "cronmesh":  # a note ends the lines in progress, so it shows after them
             return self.flush() + line(ts, stream, data)
         out: list[str] = []

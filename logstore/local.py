@@ -25,7 +25,23 @@ class LocalFolderStore:
         return self._path(key).as_uri()
 
     async def put_file(self, key: str, path: Path) -> None:
-        await asyncio.to_thread(self._copy, path, self._path(key))
+        await asyncio.to_thread(self._move_or_copy, path, self._path(key))
+
+    @classmethod
+    def _move_or_copy(cls, src: Path, dst: Path) -> None:
+        """Move the uploader's temporary file into place; copy it across file systems."""
+        try:
+            try:
+                os.replace(src, dst)
+            except FileNotFoundError:
+                if not src.exists():
+                    raise
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+        except FileNotFoundError:
+            raise
+        except OSError:  # another file system (EXDEV) or a refusal: copy instead
+            cls._copy(src, dst)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._write, self._path(key), data)

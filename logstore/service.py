@@ -62,7 +62,7 @@ class Logs:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        left = sum(1 for _ in self.spool.complete())
+        left = len(self.spool.ready)
         if left:
             log.warning("logs not uploaded yet; they go at the next start", count=left)
 

@@ -1,18 +1,20 @@
 """The local spool: every byte of output is written here first, before anything else.
 
-One file of msgpack frames per attempt, at ``<spool>/<project>/<job>/<run>/<attempt>.spool``.
-When the attempt ends the writer renames nothing; it writes a ``.done`` marker next to it, so the
-uploader knows the spool is complete. A spool file (and its marker) is deleted only after its
-final object is in the store, so a node that restarts finds its leftovers and uploads them.
+One file of msgpack frames per attempt, at ``<spool>/<project>/<job>/<run>.<attempt>.spool``
+(no folder per run: a run costs one file creation). When the attempt ends the writer appends an
+*end* frame; a spool without one was cut by a crash. A spool file is deleted only after its
+object is in the store, so a node that restarts finds every leftover and uploads it (a cut one
+gets a ``cronmesh`` line saying the node stopped).
 
 Durability (fsync policy): every frame is written to the file at once (a crash of cronmesh loses
-nothing that reached the page cache); the file is fsynced at most every ``fsync_interval``
-seconds while output flows and always when the attempt ends, so a machine crash loses at most
-that interval — and what the uploader already shipped as segments survives even the disk.
+nothing that reached the page cache); while output flows the file is fsynced at most every
+``fsync_interval`` seconds, so a machine crash loses at most that interval, and what the uploader
+already shipped as segments survives even the disk. The end of an attempt is not fsynced on the
+event loop: the uploader fsyncs a spool whose upload failed, before it waits for the store.
 
 Caps: a run's output is cut at ``run_cap`` bytes with a visible ``cronmesh`` note; when the
-spool folder as a whole holds more than ``disk_cap`` bytes not yet uploaded (the store has been
-down a long time), new output is dropped with a note instead of filling the disk.
+spool as a whole holds more than ``disk_cap`` bytes not yet uploaded (the store has been down a
+long time), new output is dropped with a note instead of filling the disk.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from logstore.frames import pack
+from logstore.frames import END, pack
 
 DEFAULT_RUN_CAP = 64 * 1024 * 1024
 DEFAULT_DISK_CAP = 4 * 1024 * 1024 * 1024
@@ -54,7 +56,6 @@ class SpoolWriter:
         run_cap: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.spool = spool
         self.ref = ref
         self.path = path
@@ -64,7 +65,11 @@ class SpoolWriter:
         self.size = 0
         self.truncated = False
         self.closed = False
-        self._file: BinaryIO | None = open(path, "ab")
+        try:
+            self._file: BinaryIO | None = open(path, "ab")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "ab")
         self._synced = time.monotonic()
         self._waiters: set[asyncio.Event] = set()
 
@@ -77,7 +82,6 @@ class SpoolWriter:
             self.truncated = True
         if data and not self.spool.has_room(len(data)):
             self.truncated = True
-            data = b""
             self._frame("cronmesh", b"spool disk cap reached: further output dropped")
             return
         if data:
@@ -115,11 +119,9 @@ class SpoolWriter:
     def close(self) -> None:
         if self._file is None:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._frame(END, b"")
         self._file.close()
         self._file = None
-        self.spool.done_path(self.path).write_bytes(b"")
         self.closed = True
         self.spool.finished(self)
         for ev in self._waiters:
@@ -141,15 +143,12 @@ class Spool:
         self.disk_cap = disk_cap
         self.fsync_interval = fsync_interval
         self.active: dict[LogRef, SpoolWriter] = {}
+        self.ready: dict[LogRef, Path] = {}  # ended attempts whose object is not written yet
         self.changed = asyncio.Event()  # set when a spool is opened or finished (uploader wakes)
-        self._pending_bytes = sum(p.stat().st_size for p in self.root.rglob("*.spool"))
+        self._pending_bytes = 0
 
     def path(self, ref: LogRef) -> Path:
-        return self.root / f"{ref.rel}.spool"
-
-    @staticmethod
-    def done_path(path: Path) -> Path:
-        return path.with_suffix(".done")
+        return self.root / ref.project / ref.job / f"{ref.run}.{ref.attempt}.spool"
 
     def open(self, ref: LogRef) -> SpoolWriter:
         writer = SpoolWriter(self, ref, self.path(ref), self.run_cap)
@@ -165,42 +164,43 @@ class Spool:
 
     def finished(self, writer: SpoolWriter) -> None:
         self.active.pop(writer.ref, None)
+        self.ready[writer.ref] = writer.path
         self.changed.set()
 
-    def complete(self) -> Iterator[tuple[LogRef, Path]]:
-        """Spools whose attempt has ended (including leftovers of an earlier process)."""
-        for done in sorted(self.root.glob("*/*/*/*.done")):
-            path = done.with_suffix(".spool")
+    def scan(self) -> int:
+        """Take every spool on disk without a writer as ready (leftovers of an earlier process);
+        called at start-up. Returns how many were found."""
+        found = 0
+        for tmp in self.root.glob("*/*/.*.txt"):  # renderings a crash interrupted
+            tmp.unlink(missing_ok=True)
+        for path in sorted(self.root.glob("*/*/*.spool")):
             ref = self.ref_of(path)
-            if ref is not None and ref not in self.active:
-                yield ref, path
-
-    def orphans(self) -> Iterator[tuple[LogRef, Path]]:
-        """Spools without a marker and without a writer: their process died with a crash."""
-        for path in sorted(self.root.glob("*/*/*/*.spool")):
-            ref = self.ref_of(path)
-            if ref is not None and ref not in self.active and not self.done_path(path).exists():
-                yield ref, path
+            if ref is None or ref in self.active or ref in self.ready:
+                continue
+            self.ready[ref] = path
+            self._pending_bytes += path.stat().st_size
+            found += 1
+        if found:
+            self.changed.set()
+        return found
 
     def ref_of(self, path: Path) -> LogRef | None:
         try:
-            project, job, run = path.relative_to(self.root).parts[:3]
-            return LogRef(project, job, run, int(path.stem))
+            project, job, name = path.relative_to(self.root).parts
+            run, attempt, _ = name.split(".")
+            return LogRef(project, job, run, int(attempt))
         except ValueError:
             return None
 
-    def remove(self, path: Path) -> None:
-        size = path.stat().st_size if path.exists() else 0
-        path.unlink(missing_ok=True)
-        self.done_path(path).unlink(missing_ok=True)
+    def remove(self, ref: LogRef) -> None:
+        """The attempt's object is in the store: forget its spool."""
+        path = self.ready.pop(ref, None) or self.path(ref)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            size = 0
         self._pending_bytes = max(0, self._pending_bytes - size)
-        parent = path.parent
-        for _ in range(3):  # run, job, project folders, when empty
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
 
     @property
     def backlog_bytes(self) -> int:
@@ -208,6 +208,6 @@ class Spool:
 
     def find(self, project: str, run: str, attempt: int) -> Path | None:
         """The spool file of an attempt (any job), if this node still holds it."""
-        for path in self.root.glob(f"{project}/*/{run}/{attempt}.spool"):
+        for path in self.root.glob(f"{project}/*/{run}.{attempt}.spool"):
             return path
         return None

@@ -52,7 +52,10 @@ class LogStore(Protocol):
         ...
 
     async def put_file(self, key: str, path: Path) -> None:
-        """Upload a local file as the whole object (multipart for big files), replacing it."""
+        """Upload a local file as the whole object (multipart for big files), replacing it.
+
+        The file may be moved into place (the caller passes a file it no longer needs).
+        """
         ...
 
     async def put_bytes(self, key: str, data: bytes) -> None:

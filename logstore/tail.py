@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from logstore.frames import TextRenderer, read_frames
@@ -104,9 +104,13 @@ def last_lines(chunks: Iterator[str], n: int) -> bytes:
 
 
 async def follow_spool(
-    path: Path, writer: SpoolWriter | None, skip_lines: int | None = None
+    path: Path,
+    writer: SpoolWriter | None,
+    skip_lines: int | None = None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[str]:
-    """The text of a spool, then its new lines as the job writes them, until the attempt ends.
+    """The text of a spool, then its new lines as the job writes them, until the attempt ends
+    (or ``alive()`` turns false: the client went away).
 
     ``skip_lines`` N: start with only the last N lines of what is there already.
     """
@@ -129,6 +133,8 @@ async def follow_spool(
                 tail = renderer.flush()
                 if tail:
                     yield tail
+                return
+            if not alive():
                 return
             assert ev is not None
             with contextlib.suppress(TimeoutError):

@@ -5,6 +5,7 @@
   interval of output.
 - When an attempt ends, its whole spool is rendered to a temporary text file and uploaded as the
   attempt's object (multipart when big); then the segments and the spool are deleted.
+- Up to ``concurrency`` uploads run at once (boto3 calls run in threads).
 - A failed upload is retried with exponential backoff (``retry_min`` doubling to ``retry_max``);
   the spool stays on disk until its object is written, also across restarts.
 """
@@ -14,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from logstore import metrics
-from logstore.frames import TextRenderer, pack, read_frames
+from logstore.frames import TextRenderer, read_frames
 from logstore.spool import LogRef, Spool, SpoolWriter
 from logstore.store import (
     LogStore,
@@ -51,15 +51,23 @@ class _Backoff:
     next_try: float
 
 
+CUT_NOTE = b"the node stopped before this attempt ended; log ends here"
+
+
 def render_file(spool_path: Path, out_path: Path) -> int:
-    """Render a spool file to a text file; returns the text size."""
+    """Render a spool file to a text file; returns the text size. A spool without its end frame
+    (cut by a crash) gets a ``cronmesh`` line saying so."""
     renderer = TextRenderer()
     size = 0
+    last_ts = 0.0
     with open(spool_path, "rb") as src, open(out_path, "w", encoding="utf-8", newline="") as out:
         for (ts, stream, data), _ in read_frames(src):
             text = renderer.feed(ts, stream, data)
+            last_ts = ts
             if text:
                 size += out.write(text)
+        if not renderer.ended:
+            size += out.write(renderer.feed(max(last_ts, time.time()), "cronmesh", CUT_NOTE))
         size += out.write(renderer.flush())
     return size
 
@@ -74,7 +82,9 @@ class Uploader:
         retry_min: float = 0.5,
         retry_max: float = 10.0,
         now: Callable[[], float] = time.monotonic,
+        concurrency: int = 8,
     ) -> None:
+        self.concurrency = concurrency
         self.spool = spool
         self.store = store
         self.segment_interval = segment_interval
@@ -86,18 +96,10 @@ class Uploader:
         self.uploaded: asyncio.Event = asyncio.Event()  # set after each final upload (tests)
 
     def recover(self) -> int:
-        """Close spools left open by a crashed process (at start-up, before any run starts)."""
-        n = 0
-        for _, path in list(self.spool.orphans()):
-            with open(path, "ab") as f:
-                note = b"the node stopped before this attempt ended; log ends here"
-                f.write(pack(time.time(), "cronmesh", note))
-                f.flush()
-                os.fsync(f.fileno())
-            self.spool.done_path(path).write_bytes(b"")
-            n += 1
+        """Queue the spools an earlier process left (at start-up, before any run starts)."""
+        n = self.spool.scan()
         if n:
-            log.info("found leftover spools of a crashed process", count=n)
+            log.info("uploading leftover spools", count=n)
         return n
 
     async def run(self) -> None:
@@ -119,21 +121,26 @@ class Uploader:
 
     async def pass_once(self) -> None:
         """One round: ship due segments of running attempts, upload finished spools."""
-        for ref, writer in list(self.spool.active.items()):
-            await self._segment(ref, writer)
-        backlog = 0
-        for ref, path in list(self.spool.complete()):
-            backlog += 1
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def bounded(coro: Awaitable[object]) -> None:
+            async with sem:
+                await coro
+
+        jobs = [bounded(self._segment(ref, w)) for ref, w in list(self.spool.active.items())]
+        now = self.now()
+        for ref, path in list(self.spool.ready.items()):
             b = self._backoff.get(ref)
-            if b is not None and b.next_try > self.now():
-                continue
-            if await self._final(ref, path):
-                backlog -= 1
-        metrics.SPOOL_BACKLOG_FILES.set(backlog)
+            if b is None or b.next_try <= now:
+                jobs.append(bounded(self._final(ref, path)))
+        await asyncio.gather(*jobs)
+        metrics.SPOOL_BACKLOG_FILES.set(len(self.spool.ready))
         metrics.SPOOL_BACKLOG_BYTES.set(self.spool.backlog_bytes)
 
     def _failed(self, ref: LogRef, exc: Exception, kind: str) -> None:
         b = self._backoff.get(ref)
+        if b is None and kind == "final":
+            self._sync(ref)
         delay = self.retry_min if b is None else min(b.delay * 2, self.retry_max)
         self._backoff[ref] = _Backoff(delay, self.now() + delay)
         metrics.UPLOADS.labels(kind, "error").inc()
@@ -163,6 +170,20 @@ class Uploader:
         self._backoff.pop(ref, None)
         st.offset, st.renderer, st.last = offset, renderer, self.now()
 
+    def _sync(self, ref: LogRef) -> None:
+        """The spool will wait for the store: make it durable first."""
+        path = self.spool.ready.get(ref)
+        if path is None:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("cannot fsync a spool", path=str(path), error=str(exc))
+
     @staticmethod
     def _render_from(path: Path, offset: int, renderer: TextRenderer) -> tuple[str, int]:
         out: list[str] = []
@@ -175,9 +196,7 @@ class Uploader:
         return "".join(out), end
 
     async def _final(self, ref: LogRef, path: Path) -> bool:
-        fd, tmp_name = tempfile.mkstemp(prefix="cronmesh-log-", suffix=".txt")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = path.with_name(f".{path.name}.txt")  # same file system: the folder store moves it
         try:
             size = await asyncio.to_thread(render_file, path, tmp)
             await self.store.put_file(log_key(ref), tmp)
@@ -190,14 +209,15 @@ class Uploader:
             self._failed(ref, exc, "final")
             return False
         except FileNotFoundError:
-            return False  # removed meanwhile
+            self.spool.ready.pop(ref, None)  # removed meanwhile
+            return False
         finally:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
         metrics.UPLOADS.labels("final", "ok").inc()
         metrics.UPLOADED_BYTES.inc(size)
         self._backoff.pop(ref, None)
         self._shipping.pop(ref, None)
-        self.spool.remove(path)
+        self.spool.remove(ref)
         log.debug("log uploaded", log=ref.rel, bytes=size)
         self.uploaded.set()
         return True
@@ -206,7 +226,7 @@ class Uploader:
         """Try to upload what is left before the node stops (the rest waits for a restart)."""
         deadline = self.now() + within
         self._backoff.clear()
-        while self.now() < deadline and any(True for _ in self.spool.complete()):
+        while self.now() < deadline and self.spool.ready:
             await self.pass_once()
-            if any(True for _ in self.spool.complete()):
+            if self.spool.ready:
                 await asyncio.sleep(min(0.5, max(0.0, deadline - self.now())))

@@ -112,13 +112,15 @@ class LogsApi:
             return archived
         attempt = q.attempt or run.attempt
         if q.follow:
-            run = await self._started(run, attempt)
+            run = await self._started(request, run, attempt)
         ref = LogRef(project, run.job, run.id, attempt)
         ran_on = self._ran_on(run, attempt)
+        live = attempt == run.attempt and run.status == "running"
+        if live and ran_on == self.node.node_id:
+            await self._opened(request, ref)  # claimed a moment ago: the spool opens next
         local = await self._local(request, ref, q)
         if local is not None:
             return local
-        live = attempt == run.attempt and run.status == "running"
         if ran_on is not None and ran_on != self.node.node_id and live:
             return await self._proxy(request, ran_on, ref, q)
         try:
@@ -162,10 +164,21 @@ class LogsApi:
         except StoreUnavailable as exc:
             raise Unavailable(f"the log store is unavailable: {exc}") from None
 
-    async def _started(self, run: Run, attempt: int) -> Run:
+    async def _opened(self, request: web.Request, ref: LogRef, within: float = 10.0) -> None:
+        """Wait (bounded) for the spool of an attempt this node has just claimed."""
+        spool, loop = self.node.logs.spool, asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while ref not in spool.active and not spool.path(ref).exists():
+            if loop.time() > deadline or not _connected(request):
+                return
+            await asyncio.sleep(0.05)
+
+    async def _started(self, request: web.Request, run: Run, attempt: int) -> Run:
         """For ``follow``: wait while the attempt has not started yet."""
-        store = self.node.store
-        while store is not None and run.status == "pending" and run.attempt <= attempt:
+        store = Api(self.node).store()
+        while run.status == "pending" and run.attempt <= attempt:
+            if not _connected(request):
+                raise Unavailable("the client went away")  # nobody reads this answer
             await asyncio.sleep(0.2)
             run = await store.get_run(run.project, run.id)
         return run
@@ -187,7 +200,7 @@ class LogsApi:
             path = self.node.logs.spool.find(project, run_id, attempt)
             if path is None:
                 raise NotFound(f"no log for run {run_id} attempt {attempt} on this node")
-            job = path.parent.parent.name
+            job = path.parent.name
         ref = LogRef(project, job, run_id, attempt)
         local = await self._local(request, ref, q)
         if local is not None:
@@ -195,7 +208,13 @@ class LogsApi:
         try:
             return await self._stored(request, ref, q)
         except (ObjectMissing, StoreUnavailable):
-            raise NotFound(f"no log for run {run_id} attempt {attempt} on this node") from None
+            pass
+        if q.follow:  # claimed here a moment ago: the spool opens next
+            await self._opened(request, ref)
+            local = await self._local(request, ref, q)
+            if local is not None:
+                return local
+        raise NotFound(f"no log for run {run_id} attempt {attempt} on this node")
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -208,7 +227,8 @@ class LogsApi:
         if writer is None and not path.exists():
             return None
         if q.follow:
-            return await self._stream(request, follow_spool(path, writer, q.tail), q.sse)
+            live = follow_spool(path, writer, q.tail, alive=lambda: _connected(request))
+            return await self._stream(request, live, q.sse)
         lines = await asyncio.to_thread(_spool_bytes, path, q)
         return self._reply(lines, q, ref)
 
@@ -312,6 +332,10 @@ async def _decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
     tail = dec.decode(b"", final=True)
     if tail:
         yield tail
+
+
+def _connected(request: web.Request) -> bool:
+    return request.transport is not None and not request.transport.is_closing()
 
 
 def _spool_bytes(path: Path, q: Query) -> bytes:

@@ -76,7 +76,7 @@ def test_spool_caps_a_run_with_a_visible_note(tmp_path):
     text = "".join(spool_lines(w.path))
     assert bodies(text)[0] == ("stdout", "12345678ab")
     assert bodies(text)[-1][0] == "cronmesh" and "truncated at 10 bytes" in text
-    assert spool.done_path(w.path).exists() and REF not in spool.active
+    assert spool.ready == {REF: w.path} and REF not in spool.active
 
 
 def test_spool_disk_cap_drops_output_with_a_note(tmp_path):
@@ -97,7 +97,7 @@ def test_a_frame_cut_by_a_crash_ends_the_log(tmp_path):
     with open(w.path, "ab") as f:
         f.write(b"\x93\xcb")  # start of a frame, then nothing
     with open(w.path, "rb") as f:
-        assert [fr[2] for fr, _ in read_frames(f)] == [b"kept\n"]
+        assert [fr[1:] for fr, _ in read_frames(f)] == [("stdout", b"kept\n"), ("end", b"")]
 
 
 def test_window_and_last_lines():
@@ -167,7 +167,7 @@ async def test_recover_closes_spools_of_a_crashed_process(tmp_path):
     spool = Spool(tmp_path / "spool")
     w = spool.open(REF)
     w.write("stdout", b"before the crash\n")
-    w._file.close()  # the process dies: no close(), no marker
+    w._file.close()  # the process dies: no close(), no end frame
     spool2 = Spool(tmp_path / "spool")
     store = LocalFolderStore(tmp_path / "store")
     up = Uploader(spool2, store)
