@@ -122,7 +122,15 @@ class LogsApi:
         if local is not None:
             return local
         if ran_on is not None and ran_on != self.node.node_id and live:
-            return await self._proxy(request, ran_on, ref, q)
+            try:
+                return await self._proxy(request, ran_on, ref, q)
+            except Unavailable:  # crashed, its lease not expired yet: what it shipped
+                try:
+                    return await self._segments(request, ref, q)
+                except (ObjectMissing, StoreUnavailable):
+                    raise Unavailable(
+                        f"node {ran_on} that runs run {run.id} cannot be reached"
+                    ) from None
         try:
             return await self._stored(request, ref, q)
         except (ObjectMissing, StoreUnavailable) as exc:
@@ -137,7 +145,7 @@ class LogsApi:
                     raise
                 try:
                     return await self._segments(request, ref, q)
-                except ObjectMissing:
+                except (ObjectMissing, StoreUnavailable):
                     raise Unavailable(
                         f"node {ran_on} that ran run {run.id} is down and its log is not in "
                         "the store yet"

@@ -166,6 +166,13 @@ async def test_s3_outage_loses_no_byte_and_keeps_the_order(cluster, tmp_path, mo
         assert len(node.logs.spool.ready) == 4
         status, text = await cluster.request("GET", f"{RUNS}/{others[0]}/logs")
         assert status == 200 and stream_of(text, "stdout")[-1] == "end"  # served from the spool
+
+        async def backlog_is(n):
+            _, text = await cluster.request("GET", "/metrics")
+            m = re.search(r"^cronmesh_log_spool_backlog_files (\S+)$", text, re.M)
+            return m is not None and float(m.group(1)) == n
+
+        await wait_for(lambda: backlog_is(4), 15, what="backlog metric at 4")
         await asyncio.to_thread(s3.start)
 
         def objects():
@@ -181,6 +188,7 @@ async def test_s3_outage_loses_no_byte_and_keeps_the_order(cluster, tmp_path, mo
                 "end"
             ]
         await wait_for(lambda: not list(node.logs.spool.root.rglob("*.spool")), 10)
+        await wait_for(lambda: backlog_is(0), 15, what="backlog metric back to 0")
         listing = s3_client(s3).list_objects_v2(Bucket=bucket, Prefix="x/")
         assert not [o["Key"] for o in listing["Contents"] if ".parts/" in o["Key"]]
     finally:
@@ -191,10 +199,16 @@ async def test_s3_outage_loses_no_byte_and_keeps_the_order(cluster, tmp_path, mo
 @pytest.mark.timeout(150)
 async def test_leftover_spool_of_a_killed_node_is_uploaded_when_it_starts_again(procs, aws_env):
     bucket = new_bucket(aws_env)
-    a = procs.start("node-a", "--log-store", f"s3://{bucket}/p")
+    a = procs.start("node-a", "--log-store", f"s3://{bucket}/p", "--property", "role=runner")
+    b = procs.start("node-b", "--log-store", f"s3://{bucket}/p")
     async with api_session() as http:
         await wait_ready(http, a)
-        job = {"name": "crash", "command": "echo before-the-crash; sleep 60"}
+        await wait_ready(http, b)
+        job = {
+            "name": "crash",
+            "command": "echo before-the-crash; sleep 60",
+            "target": {"selector": "role=runner"},
+        }
         async with http.put(f"{a.url}{JOBS}/crash", json=job) as r:
             assert r.status == 201
         async with http.post(f"{a.url}{JOBS}/crash/runs", json={}) as r:
@@ -205,10 +219,17 @@ async def test_leftover_spool_of_a_killed_node_is_uploaded_when_it_starts_again(
                 return r.status == 200 and "before-the-crash" in await r.text()
 
         await wait_for(writing, 20, what="the job writing")
+        key = f"p/default/crash/{run_id}/1.log"
+        segment = f"{key}.parts/00000000"
+        await wait_for(lambda: get_object(aws_env, bucket, segment), 20, what="a segment")
         a.signal(signal.SIGKILL)
         await asyncio.to_thread(a.proc.wait, 10)
-        key = f"p/default/crash/{run_id}/1.log"
         assert get_object(aws_env, bucket, key) is None
+        # the worker is gone: another node serves what it shipped while the job ran
+        async with http.get(f"{b.url}{RUNS}/{run_id}/logs") as r:
+            text = await r.text()
+            assert r.status == 200, text
+        assert "before-the-crash" in text and "shipped segments only" in text
         a = procs.restart(a)
         obj = await wait_for(lambda: get_object(aws_env, bucket, key), 30, what="leftover upload")
         lines = parsed(obj.decode())
