@@ -9,6 +9,8 @@ a summary and writes ``bench/results/logs.json``. Everything it started is stopp
   can. Measured: the capture rate (bytes the jobs wrote / time until every run finished) and the
   shipping rate (bytes of log objects in S3 / time until the last object was there), and the
   node's peak RSS (memory stays bounded while 100s of MiB pass through).
+- small logs: many short runs triggered at once on one node; runs per second whose log object is
+  in S3 (the "runs/s with logs shipped to S3" goal, with manual triggers instead of cron ticks).
 - live tail: a job on node A prints its own clock every 100 ms; clients follow it on A (direct)
   and on B (proxied through A). Delay = arrival at the client - time printed by the job.
 """
@@ -153,6 +155,51 @@ async def shipping(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quic
     }
 
 
+async def small_logs(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
+    """Many short runs, one small log object each: how many objects per second reach S3."""
+    runs = 200 if quick else 600
+    bucket = f"b{uuid.uuid4().hex[:10]}"
+    s3_client(s3).create_bucket(Bucket=bucket)
+    cfg = tmp / "small.yaml"
+    cfg.write_text(f"log_store: s3://{bucket}/bench\n")
+    os.environ["CRONMESH_CONFIG"] = str(cfg)
+    node = start_node(procs, etcd, tmp, f"/bench-{uuid.uuid4().hex[:8]}", "small")
+    del os.environ["CRONMESH_CONFIG"]
+    async with aiohttp.ClientSession() as http:
+        await wait_ready(http, node)
+        job = {"name": "hello", "command": "echo hello from $CRONMESH_RUN_ID"}
+        async with http.put(f"{node.url}{API}/jobs/hello", json=job) as r:
+            assert r.status in (200, 201)
+        sem = asyncio.Semaphore(16)
+
+        async def one() -> str:
+            async with sem, http.post(f"{node.url}{API}/jobs/hello/runs", json={}) as r:
+                return str((await r.json())["id"])
+
+        t0 = time.monotonic()
+        await asyncio.gather(*[one() for _ in range(runs)])
+        t_created = time.monotonic()
+        client = s3_client(s3)
+
+        def count() -> int:
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix="bench/bench/hello/"
+            )
+            return sum(len(p.get("Contents", [])) for p in pages)
+
+        while (n := await asyncio.to_thread(count)) < runs:  # noqa: ASYNC110 (polls S3)
+            await asyncio.sleep(0.2)
+        t_done = time.monotonic()
+    node.stop()
+    procs.remove(node)
+    return {
+        "runs": runs,
+        "objects": n,
+        "created_per_s": round(runs / (t_created - t0), 1),
+        "runs_with_log_in_s3_per_s": round(runs / (t_done - t0), 1),
+    }
+
+
 async def live_tail(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
     lines = 50 if quick else 150
     bucket = f"b{uuid.uuid4().hex[:10]}"
@@ -213,6 +260,7 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
         "quick": args.quick,
         "shipping": await shipping(procs, etcd, s3, tmp, args.quick),
         "live_tail": await live_tail(procs, etcd, s3, tmp, args.quick),
+        "small_logs": await small_logs(procs, etcd, s3, tmp, args.quick),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "logs.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -56,7 +56,9 @@ class S3Store:
             "s3", endpoint_url=endpoint or None, region_name=region or None, config=config
         )
         self.transfer = TransferConfig(
-            multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024
+            multipart_threshold=16 * 1024 * 1024,
+            multipart_chunksize=8 * 1024 * 1024,
+            max_concurrency=2,  # per upload; the uploader runs several uploads at once
         )
 
     def _key(self, key: str) -> str:

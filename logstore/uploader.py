@@ -37,6 +37,10 @@ from logstore.store import (
 log = structlog.get_logger(__name__)
 
 
+SEGMENT_MAX = 8 * 1024 * 1024
+SEGMENTS_PER_PASS = 8
+
+
 @dataclass
 class _Shipping:
     offset: int = 0
@@ -153,22 +157,29 @@ class Uploader:
         b = self._backoff.get(ref)
         if self.now() - st.last < self.segment_interval or (b and b.next_try > self.now()):
             return
-        if writer.size <= st.offset:
-            st.last = self.now()
-            return
-        renderer = st.renderer.copy()  # commit the renderer's state only once the segment is in
-        text, offset = await asyncio.to_thread(self._render_from, writer.path, st.offset, renderer)
-        if text:
-            try:
-                await self.store.put_bytes(segment_key(ref, st.seq), text.encode())
-            except (StoreUnavailable, ObjectMissing) as exc:  # 404 on a put: no bucket
-                self._failed(ref, exc, "segment")
-                return
-            metrics.UPLOADS.labels("segment", "ok").inc()
-            metrics.UPLOADED_BYTES.inc(len(text))
-            st.seq += 1
-        self._backoff.pop(ref, None)
-        st.offset, st.renderer, st.last = offset, renderer, self.now()
+        # A fast writer is shipped in segments of at most SEGMENT_MAX bytes of frames, several
+        # per pass, so memory stays bounded however much it wrote since the last pass.
+        for _ in range(SEGMENTS_PER_PASS):
+            if writer.size <= st.offset:
+                break
+            renderer = st.renderer.copy()  # commit the renderer's state once the segment is in
+            text, offset = await asyncio.to_thread(
+                self._render_from, writer.path, st.offset, renderer, SEGMENT_MAX
+            )
+            if offset == st.offset:
+                break
+            if text:
+                try:
+                    await self.store.put_bytes(segment_key(ref, st.seq), text.encode())
+                except (StoreUnavailable, ObjectMissing) as exc:  # 404 on a put: no bucket
+                    self._failed(ref, exc, "segment")
+                    return
+                metrics.UPLOADS.labels("segment", "ok").inc()
+                metrics.UPLOADED_BYTES.inc(len(text))
+                st.seq += 1
+            self._backoff.pop(ref, None)
+            st.offset, st.renderer = offset, renderer
+        st.last = self.now()
 
     def _sync(self, ref: LogRef) -> None:
         """The spool will wait for the store: make it durable first."""
@@ -185,7 +196,10 @@ class Uploader:
             log.warning("cannot fsync a spool", path=str(path), error=str(exc))
 
     @staticmethod
-    def _render_from(path: Path, offset: int, renderer: TextRenderer) -> tuple[str, int]:
+    def _render_from(
+        path: Path, offset: int, renderer: TextRenderer, limit: int
+    ) -> tuple[str, int]:
+        """Text of the frames from ``offset``, stopping after about ``limit`` bytes of frames."""
         out: list[str] = []
         end = offset
         with open(path, "rb") as f:
@@ -193,6 +207,8 @@ class Uploader:
             for (ts, stream, data), tell in read_frames(f):
                 out.append(renderer.feed(ts, stream, data))
                 end = offset + tell
+                if end - offset >= limit:
+                    break
         return "".join(out), end
 
     async def _final(self, ref: LogRef, path: Path) -> bool:
