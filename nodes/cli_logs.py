@@ -9,6 +9,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from nodes import cli_auth
+
 
 def add_log_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attempt", type=int)
@@ -26,8 +28,12 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
         query["tail"] = str(args.tail)
     url = args.api.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
     timeout = None if args.follow else 60
+    req = urllib.request.Request(url)
+    token = cli_auth.token_for(args)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             out = sys.stdout.buffer
             while chunk := resp.read1(64 * 1024):
                 out.write(chunk)
