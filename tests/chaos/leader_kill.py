@@ -50,7 +50,7 @@ async def leader_of(http: aiohttp.ClientSession, nodes: list[Any]) -> str | None
     return None
 
 
-async def wait_ready(http: aiohttp.ClientSession, node: Any, timeout: float = 30) -> None:
+async def wait_ready(http: aiohttp.ClientSession, node: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
