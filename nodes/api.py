@@ -389,13 +389,14 @@ class Api:
 def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
-    from nodes import api_auth, api_workflows  # they build on this module's helpers
+    from nodes import api_auth, api_ui, api_workflows  # they build on this module's helpers
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)
+    api_ui.add_routes(app, node)  # web UI and cron preview (issue 7)
     return app
 
 
