@@ -42,6 +42,7 @@ class LogWriter:
             self.written += len(data)
         if self.truncated:
             self.note(f"output truncated at {self.cap} bytes")
+        self._file.flush()  # readers (the live log view) and a crash see what arrived so far
 
     def note(self, text: str) -> None:
         if self._file is not None:

@@ -64,3 +64,97 @@ async def test_login_dashboard_and_viewer_is_not_offered_changes(cluster, ui_fac
     await expect(viewer.page.get_by_label("User name")).to_be_visible()
     await viewer.go("#/jobs")
     await expect(viewer.page.get_by_label("User name")).to_be_visible()
+
+
+async def test_create_a_job_in_the_form_trigger_it_and_read_its_log(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await page.get_by_role("link", name="Jobs", exact=True).click()
+    await page.get_by_role("link", name="New job").click()
+    await page.get_by_label("Name").fill("greet")
+    # the cron field validates as one types: a bad expression shows the parser's error inline
+    cron = page.get_by_label("Cron schedule")
+    await cron.fill("61 * * * *")
+    await expect(cron).to_have_attribute("aria-invalid", "true")
+    error = page.locator(".field[data-field=cron] .field-error")
+    await expect(error).to_contain_text("minute")
+    await page.get_by_label("Time zone").fill("Mars/Olympus")
+    await cron.fill("30 9 * * 1-5")
+    await expect(page.locator(".field[data-field=timezone] .field-error")).to_contain_text(
+        "unknown time zone"
+    )
+    await page.get_by_label("Time zone").fill("Asia/Kolkata")
+    times = page.locator("#cron-preview ol.fire-times li")
+    await expect(times).to_have_count(5)
+    await expect(error).to_have_text("")
+    first = await times.first.inner_text()
+    assert re.search(r" 09:30:00\+05:30$", first), first  # shown in the schedule's time zone
+    await page.get_by_label("Command").fill("echo hello from $CRONMESH_PARAM_GREETING; echo warn-line >&2")
+    await page.get_by_label("Tags").fill("demo, ui")
+    await ui.shot("job-form")
+    await page.get_by_role("button", name="Create job").click()
+    await expect(page.get_by_role("heading", name="Definition")).to_be_visible()
+    status, job = await cluster.request("GET", f"{JOBS}/greet")
+    assert status == 200, job
+    assert job["schedules"][0]["cron"] == "30 9 * * 1-5"
+    assert job["schedules"][0]["timezone"] == "Asia/Kolkata"
+    assert job["tags"] == ["demo", "ui"]
+
+    # trigger with a parameter; the run page shows it finish and its log, streams told apart
+    await page.get_by_role("button", name="Run now").click()
+    await page.get_by_label("Parameters").fill("GREETING=browser")
+    await page.get_by_role("dialog").get_by_role("button", name="Run now").click()
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    await expect(page.locator("#run-exit")).to_have_text("0")
+    await expect(page.locator("pre.log .stdout")).to_contain_text("hello from browser")
+    await expect(page.locator("pre.log .stderr")).to_contain_text("warn-line")
+    await ui.shot("run")
+
+    await page.get_by_role("link", name="Jobs", exact=True).click()
+    await expect(page.locator("tr[data-job=greet]")).to_contain_text("succeeded")
+    await page.get_by_placeholder("Search name, command, description").fill("nothing-like-it")
+    await expect(page.locator("tr[data-job=greet]")).to_have_count(0)
+    await page.get_by_placeholder("Search name, command, description").fill("hello")
+    await expect(page.locator("tr[data-job=greet]")).to_have_count(1)
+    await ui.shot("jobs")
+    # disable from the list, then delete from the job page with a confirmation
+    await page.locator("tr[data-job=greet]").get_by_role("button", name="Disable").click()
+    await expect(page.locator("tr[data-job=greet]").get_by_role("button", name="Enable")).to_be_visible()
+    _, job = await cluster.request("GET", f"{JOBS}/greet")
+    assert job["enabled"] is False
+    await page.get_by_role("link", name="greet").click()
+    await page.get_by_role("button", name="Delete").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    assert (await cluster.request("GET", f"{JOBS}/greet"))[0] == 200
+    await page.get_by_role("button", name="Delete").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    assert (await cluster.request("GET", f"{JOBS}/greet"))[0] == 404
+
+
+async def test_cancel_a_long_run_while_its_log_streams(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "olga", {"default": "operator"})
+    job = {"name": "long", "command": "echo started; sleep 120", "kill_grace": 2}
+    status, body = await cluster.request("POST", JOBS, json=job)
+    assert status == 201, body
+    ui = await ui_factory(cluster.url())
+    await ui.login("olga")
+    page = ui.page
+    await ui.go("#/jobs/long")
+    await expect(page.get_by_role("button", name="Edit")).to_have_count(0)  # operator: no edits
+    await page.get_by_role("button", name="Run now").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Run now").click()
+    await expect(page.locator("#run-status")).to_have_text("running")
+    await expect(page.locator("pre.log .stdout")).to_contain_text("started")  # live, mid-run
+    await ui.shot("run-live")
+    await page.get_by_role("button", name="Cancel").click()
+    await expect(page.locator("#run-status")).to_have_text("cancelled")
+    await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    await page.get_by_role("link", name="Runs", exact=True).click()
+    await page.get_by_label("Status").select_option("cancelled")
+    await expect(page.locator("tbody tr")).to_have_count(1)
+    await ui.shot("runs")
