@@ -158,3 +158,136 @@ async def test_cancel_a_long_run_while_its_log_streams(cluster, ui_factory):
     await page.get_by_label("Status").select_option("cancelled")
     await expect(page.locator("tbody tr")).to_have_count(1)
     await ui.shot("runs")
+
+
+async def test_a_failed_workflow_task_is_shown_and_rerun_from_it(cluster, ui_factory, tmp_path):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    marker = tmp_path / "fixed"
+    wf = {
+        "name": "etl",
+        "tasks": [
+            {"name": "extract", "command": "echo extracted"},
+            {"name": "transform", "command": f"echo transforming; test -f {marker} || exit 3"},
+            {"name": "audit", "command": "echo audited", "depends_on": ["extract"]},
+            {"name": "load", "command": "echo loaded", "depends_on": ["transform", "audit"]},
+        ],
+        "edges": [["extract", "transform"]],
+    }
+    status, body = await cluster.request("POST", WORKFLOWS, json=wf)
+    assert status == 201, body
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await page.get_by_role("link", name="Workflows").click()
+    await page.get_by_role("link", name="etl").click()
+    await expect(page.locator("svg.dag g.task")).to_have_count(4)
+    await page.get_by_role("button", name="Run now").click()
+    # the execution page: the graph coloured by state, updating live
+    task = page.locator("svg.dag g.task")
+    await expect(task.and_(page.locator("[data-task=transform]"))).to_have_attribute("data-state", "failed")
+    await expect(page.locator("g[data-task=extract]")).to_have_attribute("data-state", "succeeded")
+    await expect(page.locator("g[data-task=audit]")).to_have_attribute("data-state", "succeeded")
+    await expect(page.locator("g[data-task=load]")).to_have_attribute("data-state", "upstream_failed")
+    await expect(page.locator("h1 .badge")).to_have_text("failed")
+    # layered by longest path: extract | transform, audit | load
+    xs = {}
+    for name in ("extract", "transform", "audit", "load"):
+        box = await page.locator(f"g[data-task={name}]").bounding_box()
+        xs[name] = box["x"]
+    assert xs["extract"] < xs["transform"] == xs["audit"] < xs["load"], xs
+    # click the failed task: its details and its log
+    await page.locator("g[data-task=transform]").click()
+    await expect(page.locator(".task-panel")).to_contain_text("Exit code")
+    await expect(page.locator(".task-panel pre.log")).to_contain_text("transforming")
+    await expect(page.locator(".task-panel dl")).to_contain_text("3")
+    await expect(page.locator("svg.timeline rect.bar")).to_have_count(3)
+    await ui.shot("execution-failed")
+    marker.write_text("ok")
+    await page.get_by_role("button", name="Rerun from transform").click()
+    await expect(page.locator("g[data-task=load]")).to_have_attribute("data-state", "succeeded")
+    await expect(page.locator("g[data-task=transform]")).to_have_attribute("data-state", "succeeded")
+    await expect(page.locator("h1 .badge")).to_have_text("succeeded")
+    await page.locator("g[data-task=load]").click()
+    await expect(page.locator(".task-panel pre.log")).to_contain_text("loaded")
+    await ui.shot("execution")
+    await page.get_by_role("link", name="Workflows").click()
+    await expect(page.locator("tr[data-execution]")).to_have_count(1)
+    await ui.shot("workflows")
+
+
+async def test_drain_a_node_and_edit_group_bindings_from_the_machines_page(cluster, ui_factory):
+    await cluster.start("n1")
+    await cluster.start("n2")
+    await make_user(cluster, "alice", {"*": "admin"})
+    status, body = await cluster.request("PUT", "/api/v1/groups/gpu", json={"name": "gpu"})
+    assert status == 201, body
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await page.get_by_role("link", name="Machines").click()
+    n2 = page.locator("tr[data-node=n2]")
+    await expect(n2.locator(".node-state")).to_have_text("enabled")
+    await n2.get_by_role("button", name="Drain").click()
+    await expect(n2.locator(".node-state")).to_have_text(re.compile("drain"))
+    _, doc = await cluster.request("GET", "/api/v1/nodes/n2")
+    assert doc["state"] in ("draining", "drained") and doc["enabled"] is False
+    # bind n1 to the group with weight 3, then change the weight to 5
+    group = page.locator("div[data-group=gpu]")
+    await group.get_by_label("Node").select_option("n1")
+    await group.get_by_label("Weight").fill("3")
+    await group.get_by_role("button", name="Add binding").click()
+    binding = group.locator("tr[data-binding=n1]")
+    await expect(binding.get_by_label("Weight of n1")).to_have_value("3")
+    await binding.get_by_label("Weight of n1").fill("5")
+    await binding.get_by_role("button", name="Save").click()
+
+    async def weight_is_5():
+        _, g = await cluster.request("GET", "/api/v1/groups/gpu")
+        return [b["weight"] for b in g["bindings"]] == [5]
+
+    await wait_for(weight_is_5, 20, what="binding weight 5")
+    await ui.shot("machines")
+    await n2.get_by_role("button", name="Enable").click()
+    await expect(n2.locator(".node-state")).to_have_text("enabled")
+
+
+async def test_users_tokens_audit_and_a_narrow_screen(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await page.get_by_role("link", name="Users").click()
+    await page.get_by_role("button", name="New user").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Name").fill("bob")
+    await dialog.get_by_label("Password").fill("bob's long password")
+    await dialog.get_by_label("Roles").fill("default=editor")
+    await dialog.get_by_role("button", name="Create").click()
+    row = page.locator("tr[data-user=bob]")
+    await expect(row).to_contain_text("default=editor")
+    await row.get_by_role("button", name="Tokens").click()
+    await page.get_by_role("button", name="New token").click()
+    await page.get_by_role("dialog").get_by_label("Description").fill("ci")
+    await page.get_by_role("dialog").get_by_role("button", name="Create").click()
+    secret = await page.locator(".secret code").inner_text()
+    assert secret
+    async with __import__("aiohttp").ClientSession() as http:
+        url = cluster.url(None, "/api/v1/auth/me")
+        async with http.get(url, headers={"Authorization": f"Bearer {secret}"}) as resp:
+            assert resp.status == 200 and (await resp.json())["user"]["name"] == "bob"
+    await ui.shot("users")
+    await page.get_by_role("link", name="Audit").click()
+    await expect(page.locator("tbody tr", has_text="POST /api/v1/users").first).to_contain_text("alice")
+    await ui.shot("audit")
+
+    phone = await ui_factory(cluster.url(), width=390, height=844)
+    await phone.login("alice")
+    await expect(phone.page.get_by_role("link", name="Jobs", exact=True)).to_be_hidden()
+    await phone.page.get_by_role("button", name="Menu").click()
+    await expect(phone.page.get_by_role("link", name="Jobs", exact=True)).to_be_visible()
+    width = await phone.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone: {width}px"
+    await phone.page.get_by_role("button", name="Menu").click()
+    await phone.shot("dashboard-narrow")
