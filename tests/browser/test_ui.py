@@ -291,3 +291,41 @@ async def test_users_tokens_audit_and_a_narrow_screen(cluster, ui_factory):
     assert width <= 390, f"the page scrolls sideways on a phone: {width}px"
     await phone.page.get_by_role("button", name="Menu").click()
     await phone.shot("dashboard-narrow")
+
+
+async def test_pure_drawing_logic_in_the_browser(cluster, ui_factory):
+    """The layered DAG layout and the run bucketing, run as the browser runs them."""
+    await cluster.start()
+    ui = await ui_factory(cluster.url())
+    await ui.go("")
+    layout = await ui.page.evaluate(
+        """async () => {
+            const m = await import('/ui/js/dag.js');
+            const deps = m.dependencies({tasks: [
+                {name: 'a'}, {name: 'b', depends_on: ['a']}, {name: 'c', depends_on: ['a']},
+                {name: 'd', depends_on: ['b']}, {name: 'e', depends_on: ['d', 'c']}, {name: 'f'}],
+                edges: [['f', 'c']]});
+            return m.layout(deps);
+        }"""
+    )
+    assert layout["layers"] == [["a", "f"], ["b", "c"], ["d"], ["e"]]  # longest path, not shortest
+    assert layout["pos"]["e"] == {"x": 3, "y": 0}
+    buckets = await ui.page.evaluate(
+        """async () => {
+            const m = await import('/ui/js/chart.js');
+            const now = Date.parse('2026-01-02T00:00:00Z');
+            const runs = [
+                {status: 'succeeded', finished_at: '2026-01-01T23:30:00Z'},
+                {status: 'failed', finished_at: '2026-01-01T23:59:00Z'},
+                {status: 'failed', finished_at: '2026-01-01T00:30:00Z'},
+                {status: 'running', created_at: '2026-01-01T23:00:00Z'},
+                {status: 'skipped', created_at: '2026-01-01T12:10:00Z'},
+                {status: 'failed', finished_at: '2025-12-31T23:00:00Z'},
+            ];
+            return m.bucketRuns(runs, now, 24 * 3600e3, 24).map(b => b.counts);
+        }"""
+    )
+    assert len(buckets) == 24
+    assert buckets[23]["succeeded"] == 1 and buckets[23]["failed"] == 1
+    assert buckets[0]["failed"] == 1 and buckets[12]["skipped"] == 1
+    assert sum(sum(b.values()) for b in buckets) == 4  # running and too-old runs are not counted
