@@ -35,10 +35,19 @@ PASSWORD = "correct horse battery"
 expect.set_options(timeout=20_000)  # a shared 2-core machine: generous, still a deadline
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+def _check_chromium() -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run .ci/bootstrap (it installs Debian's chromium)")
+
+
+def _shot_path(name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS / f"{name}.png"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    _check_chromium()
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -68,13 +77,16 @@ class UI:
         await expect(self.page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
     async def shot(self, name: str, **kw: Any) -> Path:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        path = SHOTS / f"{name}.png"
+        path = _shot_path(name)
         await self.page.screenshot(path=str(path), full_page=True, **kw)
         if os.environ.get("CRONMESH_DOC_IMAGES") == "1":
-            DOC_IMAGES.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, DOC_IMAGES / path.name)
+            _keep_for_docs(path)
         return path
+
+
+def _keep_for_docs(path: Path) -> None:
+    DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, DOC_IMAGES / path.name)
 
 
 @pytest.fixture
