@@ -20,8 +20,9 @@ export function bucketRuns(runs, now, span, count) {
   return buckets;
 }
 
-export function runsChart(buckets, label) {
-  const W = 1000, H = 180, pad = 28, bw = (W - pad) / buckets.length;
+export function runsChart(buckets, label, width = 1000) {
+  const W = Math.max(300, width), H = W < 600 ? 140 : 180, pad = 28, bw = (W - pad) / buckets.length;
+  const every = Math.ceil(buckets.length / Math.max(2, Math.floor(W / 140)));
   const max = Math.max(1, ...buckets.map((b) => STATUSES.reduce((n, st) => n + b.counts[st], 0)));
   const svg = s("svg", { viewBox: `0 0 ${W} ${H + 20}`, class: "chart", role: "img", "aria-label": label });
   svg.append(s("text", { x: 0, y: 12, class: "axis" }, String(max)));
@@ -42,7 +43,7 @@ export function runsChart(buckets, label) {
         ),
       );
     }
-    if (i % Math.ceil(buckets.length / 6) === 0) {
+    if (i % every === 0) {
       const text = buckets.length > 24 ? when.toLocaleDateString() : `${when.getHours()}:00`;
       svg.append(s("text", { x: pad + i * bw, y: H + 16, class: "axis" }, text));
     }

@@ -41,7 +41,7 @@ export async function render(root, ctx) {
       get("/status").catch((e) => null),
     ]);
     const [ms, n] = SPANS[span];
-    fill(chartBox, runsChart(bucketRuns(runs, Date.now(), ms, n), `Runs by status, last ${span}`));
+    fill(chartBox, runsChart(bucketRuns(runs, Date.now(), ms, n), `Runs by status, last ${span}`, chartBox.clientWidth || 1000));
     const live = runs.filter((r) => r.status === "running" || r.status === "pending");
     fill(
       running,
