@@ -104,6 +104,19 @@ async def test_create_a_job_in_the_form_trigger_it_and_read_its_log(cluster, ui_
     assert job["schedules"][0]["cron"] == "30 9 * * 1-5"
     assert job["schedules"][0]["timezone"] == "Asia/Kolkata"
     assert job["tags"] == ["demo", "ui"]
+    # edit: the form starts from the stored job and keeps what it does not show
+    status, _ = await cluster.request("PATCH", f"{JOBS}/greet", json={"priority": 7})
+    assert status == 200
+    await page.get_by_role("link", name="Edit").click()
+    await expect(page.get_by_label("Name")).to_have_value("greet")
+    await page.get_by_label("Cron schedule").fill("@hourly")
+    await expect(times).to_have_count(5)
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("heading", name="Definition")).to_be_visible()
+    _, job = await cluster.request("GET", f"{JOBS}/greet")
+    assert job["schedules"][0]["cron"] == "@hourly"
+    assert job["schedules"][0]["timezone"] == "Asia/Kolkata"
+    assert job["priority"] == 7 and job["tags"] == ["demo", "ui"]
 
     # trigger with a parameter; the run page shows it finish and its log, streams told apart
     await page.get_by_role("button", name="Run now").click()

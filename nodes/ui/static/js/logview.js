@@ -39,6 +39,8 @@ export class LogView {
       this.stop();
       this.attempt = run.attempt;
       this.count = 0;
+      this.finished = false;
+      this.streaming = false;
       clear(this.pre);
     }
     const live = run.status === "running";
