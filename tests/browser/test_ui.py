@@ -42,6 +42,12 @@ async def test_login_dashboard_and_viewer_is_not_offered_changes(cluster, ui_fac
     await expect(page.locator("svg.chart rect.bar.st-succeeded")).to_have_count(1)
     await expect(page.locator("section", has_text="Next due")).to_contain_text("report")
     await expect(page.get_by_role("link", name="Users")).to_be_visible()
+    await page.get_by_role("button", name="7d").click()
+    await expect(page.get_by_role("button", name="7d")).to_have_attribute("aria-pressed", "true")
+    await expect(page.get_by_role("img", name="Runs by status, last 7d")).to_be_visible()
+    await expect(page.locator("svg.chart rect.bar.st-succeeded")).to_have_count(1)
+    await page.get_by_role("button", name="24h").click()
+    await expect(page.get_by_role("img", name="Runs by status, last 24h")).to_be_visible()
     await ui.shot("dashboard")
 
     viewer = await ui_factory(cluster.url())
@@ -92,6 +98,13 @@ async def test_create_a_job_in_the_form_trigger_it_and_read_its_log(cluster, ui_
     await expect(error).to_have_text("")
     first = await times.first.inner_text()
     assert re.search(r" 09:30:00\+05:30$", first), first  # shown in the schedule's time zone
+    # a script file's text becomes the command
+    await page.get_by_label("Script file").set_input_files(
+        files=[
+            {"name": "run.sh", "mimeType": "text/x-sh", "buffer": b"#!/bin/sh\necho from-file\n"}
+        ]
+    )
+    await expect(page.get_by_label("Command")).to_have_value("#!/bin/sh\necho from-file\n")
     await page.get_by_label("Command").fill(
         "echo hello from $CRONMESH_PARAM_GREETING; echo warn-line >&2"
     )
@@ -228,7 +241,9 @@ async def test_a_failed_workflow_task_is_shown_and_rerun_from_it(cluster, ui_fac
         "data-state", "succeeded"
     )
     await expect(page.locator("h1 .badge")).to_have_text("succeeded")
-    await page.locator("g[data-task=load]").click()
+    await page.locator("g[data-task=load]").focus()  # tasks are buttons for the keyboard too
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".task-panel h3")).to_contain_text("Task load")
     await expect(page.locator(".task-panel pre.log")).to_contain_text("loaded")
     await ui.shot("execution")
     await page.get_by_role("link", name="Workflows").click()

@@ -43,7 +43,9 @@ export async function render(root, ctx) {
   }
   function drawAll() {
     const states = Object.fromEntries(Object.entries(ex.tasks).map(([n, t]) => [n, t.status]));
+    const focused = graph.contains(document.activeElement) ? document.activeElement.dataset.task : null;
     fill(graph, drawDag(ex.snapshot, states, pick, selected));
+    if (focused) graph.querySelector(`g[data-task="${CSS.escape(focused)}"]`)?.focus();
     const order = layout(dependencies(ex.snapshot)).layers.flat();
     fill(timeline, drawTimeline(ex, order));
     if (!selected || !ex.tasks[selected]) return fill(panel);
@@ -79,7 +81,7 @@ export async function render(root, ctx) {
   async function load() {
     const fresh = await get(path);
     const sig = JSON.stringify(fresh);
-    if (sig === seen && !fresh.tasks[selected]?.started_at) return;
+    if (sig === seen) return;
     seen = sig;
     ex = fresh;
     const finished = DONE.includes(ex.status);
