@@ -1,7 +1,7 @@
 // The log of one run attempt: streams live while the run runs, stdout and stderr told apart.
 //
-// Live: EventSource on `…/logs?follow=1` (Server-Sent Events; each event's data is a JSON frame
-// {ts, stream, text} or plain text; an "end" event closes it). If the node does not stream (the
+// Live: EventSource on `…/logs?follow=1` (Server-Sent Events; each event's data is a JSON line
+// {time, stream, text}, a raw frame {ts, stream, text}, or plain text; an "end" event closes it). If the node does not stream (the
 // response is not text/event-stream, so EventSource fails before any message), it falls back to
 // polling `…/logs?format=json` once a second. When the run is over, one final full read.
 import { ApiError, get, projectPath } from "./api.js";
@@ -117,7 +117,10 @@ export class LogView {
   render(frames) {
     if (!frames.length) return;
     for (const f of frames) {
-      this.pre.append(h("span", { class: f.stream === "stderr" ? "stderr" : "stdout" }, f.text));
+      // raw chunks ({ts, stream, text}) carry their newlines; line frames ({time, stream, text}) do not
+      const text = f.time !== undefined && !f.text.endsWith("\n") ? `${f.text}\n` : f.text;
+      const cls = f.stream === "stderr" ? "stderr" : f.stream === "cronmesh" ? "note" : "stdout";
+      this.pre.append(h("span", { class: cls }, text));
     }
     if (this.follow.checked) this.pre.scrollTop = this.pre.scrollHeight;
   }
