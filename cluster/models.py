@@ -158,6 +158,7 @@ class JobSpec(Strict):
     keep_runs: int = Field(default=100, ge=1, le=100_000)
     # None: the project's default notifications apply; []: none for this job.
     notifications: list[NotificationRule] | None = Field(default=None, max_length=32)
+    keep_days: float = Field(default=0, ge=0, le=36_500)  # 0: no age limit (issue 3)
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -197,6 +198,7 @@ class Attempt(BaseModel):
     signal: int | None = None
     error: str | None = None
     claim_revision: int | None = None
+    log: str | None = None  # where the attempt's log object is (s3://… or file://…)
 
 
 class Run(BaseModel):

@@ -199,6 +199,7 @@ class Store:
         result: Any = None,
         claim_revision: int | None = None,
         slot: str | None = None,
+        log: str | None = None,
     ) -> tuple[Run, list[Any]]:
         """Close the current attempt; either finish the run or queue its next attempt."""
         now = self.clock()
@@ -212,6 +213,7 @@ class Store:
             signal=signal,
             error=error,
             claim_revision=claim_revision or run.claim_revision,
+            log=log,
         )
         updated = run.model_copy(deep=True)
         updated.attempts.append(attempt)

@@ -1,108 +1,112 @@
-"""The local log folder: one file of msgpack frames per run attempt.
-
-A frame is ``[unix_time, stream, bytes]`` with stream 1 = stdout, 2 = stderr, 0 = a note from
-cronmesh itself (truncation, kill). Frames are appended as output arrives, so a crash loses at most
-what was still in the process's pipe. ``render_text`` turns frames into readable lines.
-"""
+"""The local-folder log store (the default of ``cronmesh dev`` and of a node without
+``--log-store``): objects are plain files under a root folder. See ``LogStore`` for the methods."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import shutil
 from pathlib import Path
-from typing import BinaryIO
 
-import msgpack
-
-STREAMS = {0: "cronmesh", 1: "stdout", 2: "stderr"}
-STREAM_IDS = {name: sid for sid, name in STREAMS.items()}
-DEFAULT_CAP = 64 * 1024 * 1024
+from logstore.store import ObjectMissing, StoreUnavailable
 
 
-class LogWriter:
-    def __init__(self, path: Path, cap: int = DEFAULT_CAP) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.cap = cap
-        self.written = 0
-        self.truncated = False
-        self._file: BinaryIO | None = open(path, "ab")
-        self._packer = msgpack.Packer()
-
-    def write(self, stream: str, data: bytes) -> None:
-        if self._file is None or self.truncated:
-            return
-        if self.written + len(data) > self.cap:
-            data = data[: max(0, self.cap - self.written)]
-            self.truncated = True
-        if data:
-            self._file.write(self._packer.pack([time.time(), STREAM_IDS[stream], data]))
-            self.written += len(data)
-        if self.truncated:
-            self.note(f"output truncated at {self.cap} bytes")
-        self._file.flush()  # readers (the live log view) and a crash see what arrived so far
-
-    def note(self, text: str) -> None:
-        if self._file is not None:
-            self._file.write(self._packer.pack([time.time(), 0, text.encode()]))
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-class LocalLogStore:
-    """Logs kept in a folder on the node that ran the run."""
-
+class LocalFolderStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
 
-    def path(self, project: str, run_id: str, attempt: int) -> Path:
-        return self.root / project / run_id / f"{attempt}.log"
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"key {key!r} leaves the store")
+        return path
 
-    def writer(self, project: str, run_id: str, attempt: int) -> LogWriter:
-        return LogWriter(self.path(project, run_id, attempt))
+    def url(self, key: str) -> str:
+        return self._path(key).as_uri()
 
-    def exists(self, project: str, run_id: str, attempt: int) -> bool:
-        return self.path(project, run_id, attempt).exists()
+    async def put_file(self, key: str, path: Path) -> None:
+        await asyncio.to_thread(self._move_or_copy, path, self._path(key))
 
-    def frames(self, project: str, run_id: str, attempt: int) -> Iterator[tuple[float, str, bytes]]:
-        path = self.path(project, run_id, attempt)
-        with open(path, "rb") as f:
-            unpacker = msgpack.Unpacker(f, raw=False)
+    @classmethod
+    def _move_or_copy(cls, src: Path, dst: Path) -> None:
+        """Move the uploader's temporary file into place; copy it across file systems."""
+        try:
             try:
-                for ts, sid, data in unpacker:
-                    yield float(ts), STREAMS.get(sid, "?"), bytes(data)
-            except (msgpack.OutOfData, ValueError):
-                return  # a frame cut by a crash ends the log
+                os.replace(src, dst)
+            except FileNotFoundError:
+                if not src.exists():
+                    raise
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+        except FileNotFoundError:
+            raise
+        except OSError:  # another file system (EXDEV) or a refusal: copy instead
+            cls._copy(src, dst)
 
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self._path(key), data)
 
-def render_text(frames: Iterator[tuple[float, str, bytes]]) -> Iterator[str]:
-    """Lines as ``<time> <stream> <text>``; a partial line is held until its stream continues."""
-    partial: dict[str, tuple[float, bytes]] = {}
+    @staticmethod
+    def _copy(src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except OSError as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
-    def line(ts: float, stream: str, raw: bytes) -> str:
-        stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-        return f"{stamp.replace('+00:00', 'Z')} {stream} {raw.decode('utf-8', 'replace')}\n"
+    @staticmethod
+    def _write(dst: Path, data: bytes) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, dst)
+        except OSError as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
-    for ts, stream, data in frames:
-        if stream == "cronmesh":
-            yield line(ts, stream, data)
-            continue
-        start_ts, buf = partial.pop(stream, (ts, b""))
-        buf += data
-        *lines, rest = buf.split(b"\n")
-        for raw in lines:
-            yield line(start_ts, stream, raw)
-            start_ts = ts
-        if rest:
-            partial[stream] = (start_ts, rest)
-    for stream, (ts, rest) in partial.items():
-        yield line(ts, stream, rest)
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        return await asyncio.to_thread(self._read, self._path(key), start, end)
+
+    @staticmethod
+    def _read(path: Path, start: int, end: int | None) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                if start < 0:
+                    f.seek(max(0, f.seek(0, os.SEEK_END) + start))
+                else:
+                    f.seek(start)
+                return f.read() if end is None else f.read(max(0, end - max(start, 0)))
+        except FileNotFoundError:
+            raise ObjectMissing(str(path)) from None
+
+    async def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+
+    async def keys(self, prefix: str) -> list[str]:
+        def walk() -> list[str]:
+            base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+            if not base.exists():
+                return []
+            found = [base] if base.is_file() else list(base.rglob("*"))
+            return sorted(
+                str(p.relative_to(self.root))
+                for p in found
+                if p.is_file() and not p.name.endswith(".tmp")
+            )
+
+        return await asyncio.to_thread(walk)
+
+    async def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    async def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(str(exc)) from exc

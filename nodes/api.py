@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
-from cluster.errors import CronmeshError, InvalidInput, NotFound, Unavailable
+from cluster.errors import CronmeshError, InvalidInput, Unavailable
 from cluster.models import (
     NAME_PATTERN,
     READ_ONLY_JOB_FIELDS,
@@ -28,9 +28,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from logstore.local import render_text
 from nodes import api_ops, api_placement, metrics
-from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -272,6 +270,10 @@ class Api:
     # -- runs -----------------------------------------------------------------------------------
 
     async def list_runs(self, request: web.Request) -> web.Response:
+        if request.query.get("archived", "0") not in ("0", "false", ""):
+            from nodes.api_logs import list_archived  # imports this module
+
+            return await list_archived(self.node, request)
         project = project_of(request)
         job = request.query.get("job") or None
         if job is not None and not _NAME.fullmatch(job):
@@ -306,59 +308,6 @@ class Api:
         run = await self.store().cancel_run(project_of(request), request.match_info["run"], action)
         return ok(dump(run), 202)
 
-    async def logs(self, request: web.Request) -> web.StreamResponse:
-        project = project_of(request)
-        run = await self.store().get_run(project, request.match_info["run"])
-        attempt = int_query(request, "attempt", run.attempt, 1, 1000)
-        fmt = request.query.get("format", "text")
-        if fmt not in ("text", "json"):
-            raise InvalidInput("format must be text or json", field="format")
-        local = self._local_logs(project, run.id, attempt, fmt)
-        if local is not None:
-            return local
-        ran_on = run.node
-        if attempt != run.attempt:
-            ran_on = next((a.node for a in run.attempts if a.attempt == attempt), ran_on)
-        if ran_on is None:
-            raise NotFound(f"no log for attempt {attempt} of run {run.id} yet", field="attempt")
-        if ran_on == self.node.node_id:
-            raise NotFound(f"the log of run {run.id} attempt {attempt} is gone", field="attempt")
-        path = f"{INTERNAL_PREFIX}/projects/{project}/runs/{run.id}/logs"
-        params = {"attempt": str(attempt), "format": fmt}
-        async with self.node.peers.request("GET", ran_on, path, params=params) as resp:
-            body = await resp.read()
-            return web.Response(body=body, status=resp.status, content_type=resp.content_type)
-
-    def _local_logs(self, project: str, run_id: str, attempt: int, fmt: str) -> web.Response | None:
-        logs = self.node.logs
-        if not logs.exists(project, run_id, attempt):
-            return None
-        frames = logs.frames(project, run_id, attempt)
-        if fmt == "json":
-            return ok(
-                {
-                    "run": run_id,
-                    "attempt": attempt,
-                    "frames": [
-                        {"ts": ts, "stream": s, "text": d.decode("utf-8", "replace")}
-                        for ts, s, d in frames
-                    ],
-                }
-            )
-        return web.Response(text="".join(render_text(frames)), content_type="text/plain")
-
-    async def internal_logs(self, request: web.Request) -> web.StreamResponse:
-        """A peer asks for a log held by this node (no proxying onwards)."""
-        project, run_id = project_of(request), request.match_info["run"]
-        attempt = int_query(request, "attempt", 1, 1, 1000)
-        fmt = request.query.get("format", "text")
-        if fmt not in ("text", "json"):
-            raise InvalidInput("format must be text or json", field="format")
-        local = self._local_logs(project, run_id, attempt, fmt)
-        if local is None:
-            raise NotFound(f"no log for run {run_id} attempt {attempt} on this node")
-        return local
-
     # -- wiring ---------------------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
@@ -381,21 +330,19 @@ class Api:
         r.add_get(f"{base}/runs/{{run}}", self.get_run)
         r.add_post(f"{base}/runs/{{run}}/cancel", self.cancel)
         r.add_post(f"{base}/runs/{{run}}/abort", self.cancel)
-        r.add_get(f"{base}/runs/{{run}}/logs", self.logs)
-        internal = f"{INTERNAL_PREFIX}/projects/{{project}}"
-        r.add_get(f"{internal}/runs/{{run}}/logs", self.internal_logs)
 
 
 def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
-    from nodes import api_auth, api_ui, api_workflows  # they build on this module's helpers
+    from nodes import api_auth, api_logs, api_ui, api_workflows  # use this module's helpers
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)
+    api_logs.add_routes(app, node)  # logs: live tail, store, archive (issue 3)
     api_ui.add_routes(app, node)  # web UI and cron preview (issue 7)
     return app
 

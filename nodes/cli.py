@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from cluster.errors import CronmeshError
-from nodes import cli_auth, cli_placement, yamlio
+from nodes import cli_auth, cli_logs, cli_placement, yamlio
 from nodes.cli_ops import add_ops_parsers
 
 
@@ -61,6 +61,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         "drain_timeout": args.drain_timeout,
         "log_format": args.log_format,
         **cli_auth.node_flags(args),
+        "log_store": args.log_store,
+        "s3_endpoint": args.s3_endpoint,
+        "s3_region": args.s3_region,
     }
     try:
         config = load_config(flags, file=args.config)
@@ -253,8 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.action == "get":
         show(args, call(args, "GET", f"{base}/runs/{args.id}"))
     elif args.action == "logs":
-        q = f"?attempt={args.attempt}" if args.attempt else ""
-        print(call(args, "GET", f"{base}/runs/{args.id}/logs{q}", raw=True), end="")
+        return cli_logs.print_logs(args, f"{base}/runs/{args.id}/logs")
     elif args.action in ("cancel", "abort"):
         call(args, "POST", f"{base}/runs/{args.id}/{args.action}")
         print(f"run {args.id}: {args.action} requested")
@@ -314,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-format", choices=["auto", "json", "console"])
     cli_auth.add_node_flags(n)
     cli_placement.add_node_actions(n)
+    n.add_argument("--log-store", help="s3://bucket/prefix or a folder (default: --log-dir)")
+    n.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    n.add_argument("--s3-region", help="S3 region (else AWS_REGION)")
     n.set_defaults(func=cmd_node)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")
@@ -350,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_parser(action).add_argument("id")
     lg = r.add_parser("logs")
     lg.add_argument("id")
-    lg.add_argument("--attempt", type=int)
+    cli_logs.add_log_args(lg)
     for parser in r.choices.values():
         parser.set_defaults(func=cmd_run)
 

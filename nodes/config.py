@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,6 +56,15 @@ class NodeConfig(BaseModel):
     etcd_password: str | None = Field(default=None, repr=False)
     etcd_password_file: str | None = None
     smtp_url: str | None = None  # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
+    # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default the local
+    # log_dir), S3 endpoint/region (else the AWS_* variables), spool folder and caps.
+    log_store: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    spool_dir: str | None = None
+    log_run_cap: int = Field(default=64 * 1024 * 1024, ge=1024)
+    spool_disk_cap: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024 * 1024)
+    log_segment_interval: float = Field(default=2.0, gt=0, le=300)
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -76,6 +86,15 @@ class NodeConfig(BaseModel):
                     raise ValueError(f"property {item!r} must look like key=value")
                 out[key.strip()] = val.strip()
             return out
+        return value
+
+    @field_validator("log_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(("file:///", "/")):
+            return value
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[^\s]*)?", value):
+            raise ValueError("must look like s3://bucket/prefix, file:///path or /path")
         return value
 
     @field_validator("listen", "advertise")
@@ -108,6 +127,12 @@ class NodeConfig(BaseModel):
     @property
     def logs_path(self) -> Path:
         return Path(self.log_dir) if self.log_dir else Path(self.data_dir) / self.node_id / "logs"
+
+    @property
+    def spool_path(self) -> Path:
+        return (
+            Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / self.node_id / "spool"
+        )
 
     @property
     def work_path(self) -> Path:
@@ -147,6 +172,10 @@ ENV = {
     "CRONMESH_ETCD_PASSWORD": "etcd_password",
     "CRONMESH_ETCD_PASSWORD_FILE": "etcd_password_file",
     "CRONMESH_SMTP_URL": "smtp_url",
+    "CRONMESH_LOG_STORE": "log_store",
+    "CRONMESH_S3_ENDPOINT": "s3_endpoint",
+    "CRONMESH_S3_REGION": "s3_region",
+    "CRONMESH_SPOOL_DIR": "spool_dir",
 }
 
 

@@ -28,7 +28,7 @@ from cluster.keys import Keys
 from cluster.models import now_utc
 from cluster.session import Session
 from cluster.store import Store, dumps
-from logstore.local import LocalLogStore
+from logstore.service import build_logs
 from nodes import __version__, etcd_metrics, metrics
 from nodes.access import Access
 from nodes.cluster_view import ClusterView
@@ -59,7 +59,7 @@ class Node:
             security=etcd_security(config),
             observer=etcd_metrics.observe,
         )
-        self.logs = LocalLogStore(config.logs_path)
+        self.logs = build_logs(config)
         self.peers = PeerClient(self)
         self.access = Access(self)
         self.ready = False
@@ -98,6 +98,7 @@ class Node:
 
         structlog.contextvars.bind_contextvars(node=self.node_id)
         runner = await start_api(self)
+        self.logs.start()
         log.info(
             "node started",
             listen=self.config.listen,
@@ -108,6 +109,7 @@ class Node:
         try:
             await self._sessions()
         finally:
+            await self.logs.stop(within=min(10.0, self.config.drain_timeout))
             await runner.cleanup()
             await self.peers.close()
             await self.etcd.close()
@@ -333,6 +335,7 @@ class Node:
                     leadership,
                     clock=self.clock,
                     node_id=self.node_id,
+                    archive=self.logs.archive,
                 )
                 await lead_with_notifier(self.scheduler, self, leadership)
             except asyncio.CancelledError:

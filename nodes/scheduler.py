@@ -23,7 +23,7 @@ import heapq
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,12 +37,16 @@ from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
+from cluster.retention import expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.workflows import is_task_job
 from nodes import metrics
 from nodes.workflow_engine import WorkflowEngine
 
 log = structlog.get_logger(__name__)
+
+Archiver = Callable[[str, str, dict[str, bytes]], Awaitable[object]]
+"""``(project, job, {run_id: record JSON})``: keeps records safe before they leave etcd."""
 
 RUNS_PER_TXN = 16
 TXN_BYTES = 512 * 1024
@@ -98,7 +102,9 @@ class Scheduler:
         *,
         clock: Callable[[], datetime],
         node_id: str,
+        archive: Archiver | None = None,
     ) -> None:
+        self.archive = archive
         self.etcd = etcd
         self.keys = keys
         self.store = store
@@ -558,6 +564,25 @@ class Scheduler:
 
     # -- retention -----------------------------------------------------------------------------
 
+    async def _archive(self, jk: JobKey, run_ids: list[str]) -> bool:
+        """Copy the records to the log store (``archive``); False when that failed."""
+        assert self.archive is not None
+        records: dict[str, bytes] = {}
+        for run_id in run_ids:
+            kv = await self.etcd.get(self.keys.run(jk[0], run_id))
+            if kv is not None:
+                records[run_id] = kv.value
+        if not records:
+            return True
+        try:
+            await self.archive(jk[0], jk[1], records)
+        except Exception as exc:
+            log.warning(
+                "archiving runs failed; pruning later", job=f"{jk[0]}/{jk[1]}", error=str(exc)
+            )
+            return False
+        return True
+
     async def prune(self) -> None:
         """Delete finished runs beyond each job's ``keep_runs`` (oldest first) and old ticks."""
         index = await self.etcd.range(self.keys.job_runs(), keys_only=True)
@@ -571,11 +596,16 @@ class Scheduler:
                 continue  # workflow task runs go with their execution (WorkflowEngine.prune)
             entry = self.jobs.get(jk)
             keep = entry.job.keep_runs if entry else 0
-            excess = sorted(ids)[: max(0, len(ids) - keep)]
-            active = self.active.get(jk, set())
+            excess = expired_runs(
+                ids,
+                keep=keep,
+                keep_days=entry.job.keep_days if entry else 0,
+                now=self.clock(),
+                active=self.active.get(jk, set()),
+            )
+            if excess and self.archive is not None and not await self._archive(jk, excess):
+                continue  # records stay in etcd until they are archived
             for run_id in excess:
-                if run_id in active:
-                    continue
                 doomed.append(Op.delete(self.keys.run(jk[0], run_id)))
                 doomed.append(Op.delete(self.keys.job_run(jk[0], jk[1], run_id)))
             if entry is not None:

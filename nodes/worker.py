@@ -29,7 +29,8 @@ from cluster.plan import slot_limit
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store, Stored, dumps
-from logstore.local import LocalLogStore
+from logstore.service import Logs
+from logstore.spool import LogRef
 from nodes import metrics
 from nodes.cluster_view import ClusterView
 from nodes.executor import ExitStatus, Process
@@ -81,7 +82,7 @@ class Worker:
         node_id: str,
         properties: Mapping[str, str],
         capacity: int,
-        logs: LocalLogStore,
+        logs: Logs,
         work_dir: str,
         clock: Callable[[], datetime],
         view: ClusterView | None = None,
@@ -499,7 +500,7 @@ class Worker:
     async def _run_process(self, ex: Execution) -> tuple[str, str | None, ExitStatus | None, Any]:
         run = ex.run
         result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
-        writer = self.logs.writer(run.project, run.id, run.attempt)
+        writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
         try:
             argv, env = self._command(run, ex.claim_revision, result_file)
             spawn_t = time.perf_counter()
@@ -580,6 +581,7 @@ class Worker:
             result=result,
             claim_revision=ex.claim_revision,
             slot=ex.slot,
+            log=self.logs.url(LogRef(run.project, run.job, run.id, run.attempt)),
         )
         claim = self.keys.claim(run.id)
         delay = 0.1

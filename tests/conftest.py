@@ -292,3 +292,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3 server (SeaweedFS on 127.0.0.1) shared by the session; see tests/seaweed.py."""
+    from tests.seaweed import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()

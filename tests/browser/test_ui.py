@@ -139,6 +139,8 @@ async def test_create_a_job_in_the_form_trigger_it_and_read_its_log(cluster, ui_
     await expect(page.locator("#run-exit")).to_have_text("0")
     await expect(page.locator("pre.log .stdout")).to_contain_text("hello from browser")
     await expect(page.locator("pre.log .stderr")).to_contain_text("warn-line")
+    lines = (await page.locator("pre.log").inner_text()).splitlines()
+    assert "hello from browser" in lines and "warn-line" in lines, lines
     await ui.shot("run")
 
     await page.get_by_role("link", name="Jobs", exact=True).click()
@@ -180,6 +182,7 @@ async def test_cancel_a_long_run_while_its_log_streams(cluster, ui_factory):
     await page.get_by_role("dialog").get_by_role("button", name="Run now").click()
     await expect(page.locator("#run-status")).to_have_text("running")
     await expect(page.locator("pre.log .stdout")).to_contain_text("started")  # live, mid-run
+    await expect(page.locator(".log-state")).to_have_text("live")  # Server-Sent Events, no polling
     await ui.shot("run-live")
     await page.get_by_role("button", name="Cancel").click()
     await expect(page.locator("#run-status")).to_have_text("cancelled")

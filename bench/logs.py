@@ -1,0 +1,284 @@
+"""Log benchmarks: shipping throughput (MB/s per node into S3) and live-tail delay.
+
+    .venv/bin/python -m bench.logs [--quick]
+
+Starts its own etcd, a SeaweedFS S3 server (127.0.0.1) and ``cronmesh node`` processes, prints
+a summary and writes ``bench/results/logs.json``. Everything it started is stopped on exit.
+
+- shipping: ``jobs`` runs at once on one node, each writing ``mb`` MiB of text lines as fast as it
+  can. Measured: the capture rate (bytes the jobs wrote / time until every run finished) and the
+  shipping rate (bytes of log objects in S3 / time until the last object was there), and the
+  node's peak RSS (memory stays bounded while 100s of MiB pass through).
+- small logs: many short runs triggered at once on one node; runs per second whose log object is
+  in S3 (the "runs/s with logs shipped to S3" goal, with manual triggers instead of cron ticks).
+- live tail: a job on node A prints its own clock every 100 ms; clients follow it on A (direct)
+  and on B (proxied through A). Delay = arrival at the client - time printed by the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+from botocore.config import Config
+
+from bench.harness import BenchEtcd, NodeProc, Procs
+from bench.stats import summary_ms
+from tests.seaweed import SeaweedS3
+
+RESULTS = Path(__file__).resolve().parent / "results"
+API = "/api/v1/projects/bench"
+
+
+def s3_client(s3: SeaweedS3) -> Any:
+    env = s3.env()
+    return boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+async def wait_ready(http: aiohttp.ClientSession, node: NodeProc, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            async with http.get(f"{node.url}/readyz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{node!r} not ready; see {node.log_path}")
+
+
+async def trigger(http: aiohttp.ClientSession, url: str, job: dict[str, Any]) -> str:
+    async with http.put(f"{url}{API}/jobs/{job['name']}", json=job) as r:
+        assert r.status in (200, 201), await r.text()
+    async with http.post(f"{url}{API}/jobs/{job['name']}/runs", json={}) as r:
+        assert r.status == 201, await r.text()
+        return str((await r.json())["id"])
+
+
+async def wait_finished(http: aiohttp.ClientSession, url: str, ids: list[str]) -> float:
+    while True:
+        states = []
+        for run_id in ids:
+            async with http.get(f"{url}{API}/runs/{run_id}") as r:
+                states.append((await r.json())["status"])
+        if all(s not in ("pending", "running") for s in states):
+            assert all(s == "succeeded" for s in states), states
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def start_node(
+    procs: Procs, etcd: BenchEtcd, tmp: Path, prefix: str, node_id: str, **props: str
+) -> NodeProc:
+    node = NodeProc(
+        etcd=etcd.endpoint,
+        prefix=prefix,
+        node_id=node_id,
+        data_dir=tmp / "data",
+        log_path=tmp / f"{node_id}.log",
+        capacity=16,
+        properties=props,
+    )
+    procs.add(node)
+    return node
+
+
+async def shipping(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
+    jobs, mb = (2, 16) if quick else (4, 48)
+    bucket = f"b{uuid.uuid4().hex[:10]}"
+    s3_client(s3).create_bucket(Bucket=bucket)
+    cfg = tmp / "ship.yaml"
+    cfg.write_text(f"log_store: s3://{bucket}/bench\nlog_run_cap: {512 * 1024 * 1024}\n")
+    os.environ["CRONMESH_CONFIG"] = str(cfg)
+    node = start_node(procs, etcd, tmp, f"/bench-{uuid.uuid4().hex[:8]}", "ship")
+    del os.environ["CRONMESH_CONFIG"]
+    line = "the quick brown fox jumps over the lazy dog 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    async with aiohttp.ClientSession() as http:
+        await wait_ready(http, node)
+        t0 = time.monotonic()
+        ids = []
+        for i in range(jobs):
+            cmd = f"yes '{line}' | head -c {mb * 1024 * 1024}"
+            ids.append(await trigger(http, node.url, {"name": f"flood{i}", "command": cmd}))
+        t_runs = await wait_finished(http, node.url, ids)
+        client = s3_client(s3)
+        sizes: dict[str, int] = {}
+        while len(sizes) < len(ids):
+            for i, run_id in enumerate(ids):
+                key = f"bench/bench/flood{i}/{run_id}/1.log"
+                if key not in sizes:
+                    try:
+                        sizes[key] = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+                    except client.exceptions.ClientError:
+                        pass
+            await asyncio.sleep(0.05)
+        t_objects = time.monotonic()
+        rss = peak_rss_mb(node.pid)
+    node.stop()
+    procs.remove(node)
+    written = jobs * mb * 1024 * 1024
+    shipped = sum(sizes.values())
+    return {
+        "jobs": jobs,
+        "mib_per_job": mb,
+        "output_mib": round(written / 2**20, 1),
+        "object_mib": round(shipped / 2**20, 1),
+        "capture_mib_s": round(written / 2**20 / (t_runs - t0), 1),
+        "shipping_mib_s": round(shipped / 2**20 / (t_objects - t0), 1),
+        "upload_after_runs_s": round(t_objects - t_runs, 2),
+        "node_peak_rss_mib": rss,
+    }
+
+
+async def small_logs(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
+    """Many short runs, one small log object each: how many objects per second reach S3."""
+    runs = 200 if quick else 600
+    bucket = f"b{uuid.uuid4().hex[:10]}"
+    s3_client(s3).create_bucket(Bucket=bucket)
+    cfg = tmp / "small.yaml"
+    cfg.write_text(f"log_store: s3://{bucket}/bench\n")
+    os.environ["CRONMESH_CONFIG"] = str(cfg)
+    node = start_node(procs, etcd, tmp, f"/bench-{uuid.uuid4().hex[:8]}", "small")
+    del os.environ["CRONMESH_CONFIG"]
+    async with aiohttp.ClientSession() as http:
+        await wait_ready(http, node)
+        job = {"name": "hello", "command": "echo hello from $CRONMESH_RUN_ID"}
+        async with http.put(f"{node.url}{API}/jobs/hello", json=job) as r:
+            assert r.status in (200, 201)
+        sem = asyncio.Semaphore(16)
+
+        async def one() -> str:
+            async with sem, http.post(f"{node.url}{API}/jobs/hello/runs", json={}) as r:
+                return str((await r.json())["id"])
+
+        t0 = time.monotonic()
+        await asyncio.gather(*[one() for _ in range(runs)])
+        t_created = time.monotonic()
+        client = s3_client(s3)
+
+        def count() -> int:
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix="bench/bench/hello/"
+            )
+            return sum(len(p.get("Contents", [])) for p in pages)
+
+        while (n := await asyncio.to_thread(count)) < runs:  # noqa: ASYNC110 (polls S3)
+            await asyncio.sleep(0.2)
+        t_done = time.monotonic()
+    node.stop()
+    procs.remove(node)
+    return {
+        "runs": runs,
+        "objects": n,
+        "created_per_s": round(runs / (t_created - t0), 1),
+        "runs_with_log_in_s3_per_s": round(runs / (t_done - t0), 1),
+    }
+
+
+async def live_tail(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
+    lines = 50 if quick else 150
+    bucket = f"b{uuid.uuid4().hex[:10]}"
+    s3_client(s3).create_bucket(Bucket=bucket)
+    cfg = tmp / "tail.yaml"
+    cfg.write_text(f"log_store: s3://{bucket}/bench\n")
+    os.environ["CRONMESH_CONFIG"] = str(cfg)
+    prefix = f"/bench-{uuid.uuid4().hex[:8]}"
+    a = start_node(procs, etcd, tmp, prefix, "tail-a", role="runner")
+    b = start_node(procs, etcd, tmp, prefix, "tail-b")
+    del os.environ["CRONMESH_CONFIG"]
+    delays: dict[str, list[float]] = {"direct": [], "proxied": []}
+
+    async def follow(http: aiohttp.ClientSession, url: str, run_id: str, into: list[float]) -> None:
+        pending = b""
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with http.get(f"{url}{API}/runs/{run_id}/logs?follow=1", timeout=timeout) as r:
+            async for chunk in r.content.iter_any():
+                now = time.time()
+                pending += chunk
+                *done, pending = pending.split(b"\n")
+                for raw in done:
+                    _, stream, body = raw.decode().split(" ", 2)
+                    if stream == "stdout":
+                        into.append(now - float(body))
+
+    async with aiohttp.ClientSession() as http:
+        for n in (a, b):
+            await wait_ready(http, n)
+        cmd = f"for i in $(seq 1 {lines}); do date +%s.%N; sleep 0.1; done"
+        job = {"name": "ticker", "command": cmd, "target": {"selector": "role=runner"}}
+        run_id = await trigger(http, b.url, job)
+        while True:  # follow from the start: wait until it runs
+            async with http.get(f"{b.url}{API}/runs/{run_id}") as r:
+                if (await r.json())["status"] != "pending":
+                    break
+            await asyncio.sleep(0.02)
+        await asyncio.gather(
+            follow(http, a.url, run_id, delays["direct"]),
+            follow(http, b.url, run_id, delays["proxied"]),
+        )
+    for n in (a, b):
+        n.stop()
+        procs.remove(n)
+    return {"lines": lines, **{k: summary_ms(v) for k, v in delays.items()}}
+
+
+async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
+    etcd = BenchEtcd(tmp).start()
+    procs.add(etcd)
+    s3 = SeaweedS3(tmp / "s3").start()
+    procs.add(s3)
+    for k, v in s3.env().items():
+        os.environ[k] = v
+    results = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "shipping": await shipping(procs, etcd, s3, tmp, args.quick),
+        "live_tail": await live_tail(procs, etcd, s3, tmp, args.quick),
+        "small_logs": await small_logs(procs, etcd, s3, tmp, args.quick),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "logs.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.logs")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    procs = Procs()
+    with tempfile.TemporaryDirectory(prefix="cronmesh-bench-logs-") as tmp:
+        try:
+            return asyncio.run(amain(args, procs, Path(tmp)))
+        finally:
+            procs.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

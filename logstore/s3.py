@@ -1,0 +1,159 @@
+"""The S3 log store (AWS, MinIO, SeaweedFS, Ceph…): boto3 calls run in threads.
+
+Configured by ``--log-store s3://bucket/prefix``; endpoint, region and credentials come from the
+node config (``s3_endpoint``, ``s3_region``) or boto3's usual sources (``AWS_ENDPOINT_URL``,
+``AWS_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``). Path-style
+addressing is the default, since self-hosted servers rarely have wildcard DNS for buckets.
+See ``LogStore`` for the methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from logstore.store import ObjectMissing, StoreUnavailable
+
+T = TypeVar("T")
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"{url!r} is not an s3:// URL")
+    bucket, _, prefix = url[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"{url!r} names no bucket")
+    return bucket, prefix.strip("/")
+
+
+class S3Store:
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        addressing_style: str = "path",
+    ) -> None:
+        self.bucket, self.prefix = parse_s3_url(url)
+        config = Config(
+            s3={"addressing_style": addressing_style},
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=15,
+            max_pool_connections=16,
+        )
+        self.client: Any = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint or None, region_name=region or None, config=config
+        )
+        self.transfer = TransferConfig(
+            multipart_threshold=16 * 1024 * 1024,
+            multipart_chunksize=8 * 1024 * 1024,
+            max_concurrency=2,  # per upload; the uploader runs several uploads at once
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        def guarded() -> T:
+            try:
+                return fn()
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in _MISSING:
+                    raise ObjectMissing(code) from None
+                raise StoreUnavailable(f"S3 refused: {exc}") from None
+            except BotoCoreError as exc:
+                raise StoreUnavailable(f"S3 unreachable: {exc}") from None
+
+        return await asyncio.to_thread(guarded)
+
+    async def put_file(self, key: str, path: Path) -> None:
+        await self._call(
+            lambda: self.client.upload_file(
+                str(path),
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"ContentType": "text/plain; charset=utf-8"},
+                Config=self.transfer,
+            )
+        )
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await self._call(
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentType="text/plain; charset=utf-8",
+            )
+        )
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        if start < 0:
+            rng = f"bytes={start}"
+        elif end is None:
+            rng = f"bytes={start}-" if start else ""
+        elif end <= start:
+            return b""
+        else:
+            rng = f"bytes={start}-{end - 1}"
+
+        def get() -> bytes:
+            kw: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
+            if rng:
+                kw["Range"] = rng
+            try:
+                return bytes(self.client.get_object(**kw)["Body"].read())
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""
+                raise
+
+        return await self._call(get)
+
+    async def size(self, key: str) -> int:
+        head = await self._call(
+            lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        )
+        return int(head["ContentLength"])
+
+    async def keys(self, prefix: str) -> list[str]:
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+
+        def walk() -> list[str]:
+            out: list[str] = []
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                out += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+            return sorted(out)
+
+        return await self._call(walk)
+
+    async def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": self._key(k)} for k in keys[i : i + 1000]]
+            await self._call(
+                lambda batch=batch: self.client.delete_objects(  # type: ignore[misc]
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            )
+
+    async def check(self) -> None:
+        await self._call(lambda: self.client.head_bucket(Bucket=self.bucket))

@@ -1,0 +1,75 @@
+"""A node's logs: the spool, the store and the uploader, built from the node config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from logstore.archive import archive_runs
+from logstore.local import LocalFolderStore
+from logstore.s3 import S3Store
+from logstore.spool import LogRef, Spool, SpoolWriter
+from logstore.store import LogStore, log_key
+from logstore.uploader import Uploader
+
+if TYPE_CHECKING:
+    from nodes.config import NodeConfig
+
+log = structlog.get_logger(__name__)
+
+
+def make_store(
+    url: str | None, local_root: Path, *, endpoint: str | None = None, region: str | None = None
+) -> LogStore:
+    """``s3://bucket/prefix``: S3; ``file:///path`` or a path: a folder; None: ``local_root``."""
+    if url is None or url == "":
+        return LocalFolderStore(local_root)
+    if url.startswith("s3://"):
+        return S3Store(url, endpoint=endpoint, region=region)
+    if url.startswith("file://"):
+        return LocalFolderStore(url[7:])
+    return LocalFolderStore(url)
+
+
+class Logs:
+    def __init__(self, spool: Spool, store: LogStore, uploader: Uploader) -> None:
+        self.spool = spool
+        self.store = store
+        self.uploader = uploader
+        self._task: asyncio.Task[None] | None = None
+
+    def open(self, ref: LogRef) -> SpoolWriter:
+        return self.spool.open(ref)
+
+    async def archive(self, project: str, job: str, records: dict[str, bytes]) -> str:
+        return await archive_runs(self.store, project, job, records)
+
+    def url(self, ref: LogRef) -> str:
+        return self.store.url(log_key(ref))
+
+    def start(self) -> None:
+        self.uploader.recover()
+        self._task = asyncio.create_task(self.uploader.run(), name="log-uploader")
+
+    async def stop(self, within: float) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.uploader.drain(within), within + 1)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        left = len(self.spool.ready)
+        if left:
+            log.warning("logs not uploaded yet; they go at the next start", count=left)
+
+
+def build_logs(config: NodeConfig) -> Logs:
+    spool = Spool(config.spool_path, run_cap=config.log_run_cap, disk_cap=config.spool_disk_cap)
+    store = make_store(
+        config.log_store, config.logs_path, endpoint=config.s3_endpoint, region=config.s3_region
+    )
+    return Logs(spool, store, Uploader(spool, store, segment_interval=config.log_segment_interval))

@@ -1,0 +1,155 @@
+"""Reading logs: whole, a byte range, the last N lines, or live (following a spool as it grows).
+
+Everything here yields text in bounded chunks; nothing holds a whole log in memory except
+``tail`` (N lines) and the JSON form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+from logstore.frames import TextRenderer, read_frames
+from logstore.spool import LogRef, SpoolWriter
+from logstore.store import LogStore, ObjectMissing, segments_prefix
+
+CHUNK = 1024 * 1024
+MAX_TAIL = 100_000
+
+
+async def object_text(
+    store: LogStore, key: str, start: int = 0, length: int | None = None
+) -> AsyncIterator[bytes]:
+    """A stored object (or a byte range of it) in chunks of at most ``CHUNK`` bytes."""
+    size = await store.size(key)
+    end = size if length is None else min(size, start + length)
+    pos = start
+    while pos < end:
+        chunk = await store.read(key, pos, min(end, pos + CHUNK))
+        if not chunk:
+            return
+        yield chunk
+        pos += len(chunk)
+
+
+async def object_tail(store: LogStore, key: str, lines: int) -> bytes:
+    """The last ``lines`` lines of an object, read backwards in growing ranges."""
+    size = await store.size(key)
+    want = 64 * 1024
+    while True:
+        n = min(size, want)
+        data = await store.read(key, size - n) if n else b""
+        if n == size or data.count(b"\n") > lines:
+            break
+        want *= 4
+    parts = data.split(b"\n")
+    trailing = parts[-1] == b""
+    if trailing:
+        parts.pop()
+    keep = parts[-lines:] if lines else []
+    return b"\n".join(keep) + (b"\n" if keep and trailing else b"")
+
+
+async def segments_text(store: LogStore, ref: LogRef) -> AsyncIterator[bytes]:
+    """What a crashed worker had shipped while it ran (concatenated segments)."""
+    keys = await store.keys(segments_prefix(ref))
+    if not keys:
+        raise ObjectMissing(segments_prefix(ref))
+    for key in keys:
+        yield await store.read(key)
+
+
+def spool_lines(path: Path) -> Iterator[str]:
+    renderer = TextRenderer()
+    with open(path, "rb") as f:
+        for (ts, stream, data), _ in read_frames(f):
+            text = renderer.feed(ts, stream, data)
+            if text:
+                yield text
+    tail = renderer.flush()
+    if tail:
+        yield tail
+
+
+def window(chunks: Iterator[str], start: int, length: int | None) -> Iterator[bytes]:
+    """Bytes ``start``..``start+length`` of the text the chunks make up."""
+    pos = 0
+    end = None if length is None else start + length
+    for chunk in chunks:
+        data = chunk.encode()
+        lo, hi = pos, pos + len(data)
+        pos = hi
+        if hi <= start:
+            continue
+        if end is not None and lo >= end:
+            return
+        yield data[max(0, start - lo) : None if end is None else end - lo]
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their ``\\n`` (only ``\\n`` ends a line; ``\\r`` and friends are output)."""
+    parts = [p + "\n" for p in text.split("\n")]
+    parts[-1] = parts[-1][:-1]
+    return parts if parts[-1] else parts[:-1]
+
+
+def last_lines(chunks: Iterator[str], n: int) -> bytes:
+    kept: deque[str] = deque(maxlen=n)
+    for chunk in chunks:
+        kept.extend(split_lines(chunk))
+    return "".join(kept).encode()
+
+
+async def follow_spool(
+    path: Path,
+    writer: SpoolWriter | None,
+    skip_lines: int | None = None,
+    alive: Callable[[], bool] = lambda: True,
+) -> AsyncIterator[str]:
+    """The text of a spool, then its new lines as the job writes them, until the attempt ends
+    (or ``alive()`` turns false: the client went away).
+
+    ``skip_lines`` N: start with only the last N lines of what is there already.
+    """
+    ev = writer.waiter() if writer is not None else None
+    renderer = TextRenderer()
+    offset = 0
+    try:
+        first = True
+        while True:
+            if ev is not None:
+                ev.clear()
+            done = writer is None or writer.closed
+            text, offset = await asyncio.to_thread(_read_from, path, offset, renderer)
+            if first and skip_lines is not None:
+                text = "".join(split_lines(text)[-skip_lines:]) if skip_lines else ""
+            first = False
+            if text:
+                yield text
+            if done:
+                tail = renderer.flush()
+                if tail:
+                    yield tail
+                return
+            if not alive():
+                return
+            assert ev is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), 1.0)
+    finally:
+        if ev is not None and writer is not None:
+            writer.forget(ev)
+
+
+def _read_from(path: Path, offset: int, renderer: TextRenderer) -> tuple[str, int]:
+    out: list[str] = []
+    end = offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for (ts, stream, data), tell in read_frames(f):
+            out.append(renderer.feed(ts, stream, data))
+            end = offset + tell
+    return "".join(out), end

@@ -1,0 +1,248 @@
+"""Ships spools to the log store: segments while an attempt runs, one object when it ends.
+
+- Every ``segment_interval`` seconds, the new output of each running attempt is rendered to text
+  and written as the next segment object, so a worker whose disk is lost loses at most that
+  interval of output.
+- When an attempt ends, its whole spool is rendered to a temporary text file and uploaded as the
+  attempt's object (multipart when big); then the segments and the spool are deleted.
+- Up to ``concurrency`` uploads run at once (boto3 calls run in threads).
+- A failed upload is retried with exponential backoff (``retry_min`` doubling to ``retry_max``);
+  the spool stays on disk until its object is written, also across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from logstore import metrics
+from logstore.frames import TextRenderer, read_frames
+from logstore.spool import LogRef, Spool, SpoolWriter
+from logstore.store import (
+    LogStore,
+    ObjectMissing,
+    StoreUnavailable,
+    log_key,
+    segment_key,
+    segments_prefix,
+)
+
+log = structlog.get_logger(__name__)
+
+
+SEGMENT_MAX = 8 * 1024 * 1024
+SEGMENTS_PER_PASS = 8
+
+
+@dataclass
+class _Shipping:
+    offset: int = 0
+    seq: int = 0
+    renderer: TextRenderer = field(default_factory=TextRenderer)
+    last: float = 0.0
+
+
+@dataclass
+class _Backoff:
+    delay: float
+    next_try: float
+
+
+CUT_NOTE = b"the node stopped before this attempt ended; log ends here"
+
+
+def render_file(spool_path: Path, out_path: Path) -> int:
+    """Render a spool file to a text file; returns the text size. A spool without its end frame
+    (cut by a crash) gets a ``cronmesh`` line saying so."""
+    renderer = TextRenderer()
+    size = 0
+    last_ts = 0.0
+    with open(spool_path, "rb") as src, open(out_path, "w", encoding="utf-8", newline="") as out:
+        for (ts, stream, data), _ in read_frames(src):
+            text = renderer.feed(ts, stream, data)
+            last_ts = ts
+            if text:
+                size += out.write(text)
+        if not renderer.ended:
+            size += out.write(renderer.feed(max(last_ts, time.time()), "cronmesh", CUT_NOTE))
+        size += out.write(renderer.flush())
+    return size
+
+
+class Uploader:
+    def __init__(
+        self,
+        spool: Spool,
+        store: LogStore,
+        *,
+        segment_interval: float = 2.0,
+        retry_min: float = 0.5,
+        retry_max: float = 10.0,
+        now: Callable[[], float] = time.monotonic,
+        concurrency: int = 8,
+    ) -> None:
+        self.concurrency = concurrency
+        self.spool = spool
+        self.store = store
+        self.segment_interval = segment_interval
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.now = now
+        self._shipping: dict[LogRef, _Shipping] = {}
+        self._backoff: dict[LogRef, _Backoff] = {}
+        self.uploaded: asyncio.Event = asyncio.Event()  # set after each final upload (tests)
+
+    def recover(self) -> int:
+        """Queue the spools an earlier process left (at start-up, before any run starts)."""
+        n = self.spool.scan()
+        if n:
+            log.info("uploading leftover spools", count=n)
+        return n
+
+    async def run(self) -> None:
+        while True:
+            self.spool.changed.clear()
+            try:
+                await self.pass_once()
+            except Exception:  # a bug or a full disk must not stop shipping for good
+                log.exception("log upload pass failed; retrying")
+                await asyncio.sleep(self.retry_max)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.spool.changed.wait(), self._sleep())
+
+    def _sleep(self) -> float:
+        waits = [self.segment_interval]
+        now = self.now()
+        waits += [b.next_try - now for b in self._backoff.values()]
+        return max(0.05, min(waits))
+
+    async def pass_once(self) -> None:
+        """One round: ship due segments of running attempts, upload finished spools."""
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def bounded(coro: Awaitable[object]) -> None:
+            async with sem:
+                await coro
+
+        jobs = [bounded(self._segment(ref, w)) for ref, w in list(self.spool.active.items())]
+        now = self.now()
+        for ref, path in list(self.spool.ready.items()):
+            b = self._backoff.get(ref)
+            if b is None or b.next_try <= now:
+                jobs.append(bounded(self._final(ref, path)))
+        await asyncio.gather(*jobs)
+        metrics.SPOOL_BACKLOG_FILES.set(len(self.spool.ready))
+        metrics.SPOOL_BACKLOG_BYTES.set(self.spool.backlog_bytes)
+
+    def _failed(self, ref: LogRef, exc: Exception, kind: str) -> None:
+        b = self._backoff.get(ref)
+        if b is None and kind == "final":
+            self._sync(ref)
+        delay = self.retry_min if b is None else min(b.delay * 2, self.retry_max)
+        self._backoff[ref] = _Backoff(delay, self.now() + delay)
+        metrics.UPLOADS.labels(kind, "error").inc()
+        log.warning(
+            "log upload failed; will retry", log=ref.rel, kind=kind, retry_in=delay, error=str(exc)
+        )
+
+    async def _segment(self, ref: LogRef, writer: SpoolWriter) -> None:
+        st = self._shipping.setdefault(ref, _Shipping())
+        b = self._backoff.get(ref)
+        if self.now() - st.last < self.segment_interval or (b and b.next_try > self.now()):
+            return
+        # A fast writer is shipped in segments of at most SEGMENT_MAX bytes of frames, several
+        # per pass, so memory stays bounded however much it wrote since the last pass.
+        for _ in range(SEGMENTS_PER_PASS):
+            if writer.size <= st.offset:
+                break
+            renderer = st.renderer.copy()  # commit the renderer's state once the segment is in
+            text, offset = await asyncio.to_thread(
+                self._render_from, writer.path, st.offset, renderer, SEGMENT_MAX
+            )
+            if offset == st.offset:
+                break
+            if text:
+                try:
+                    await self.store.put_bytes(segment_key(ref, st.seq), text.encode())
+                except (StoreUnavailable, ObjectMissing) as exc:  # 404 on a put: no bucket
+                    self._failed(ref, exc, "segment")
+                    return
+                metrics.UPLOADS.labels("segment", "ok").inc()
+                metrics.UPLOADED_BYTES.inc(len(text))
+                st.seq += 1
+            self._backoff.pop(ref, None)
+            st.offset, st.renderer = offset, renderer
+        st.last = self.now()
+
+    def _sync(self, ref: LogRef) -> None:
+        """The spool will wait for the store: make it durable first."""
+        path = self.spool.ready.get(ref)
+        if path is None:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("cannot fsync a spool", path=str(path), error=str(exc))
+
+    @staticmethod
+    def _render_from(
+        path: Path, offset: int, renderer: TextRenderer, limit: int
+    ) -> tuple[str, int]:
+        """Text of the frames from ``offset``, stopping after about ``limit`` bytes of frames."""
+        out: list[str] = []
+        end = offset
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for (ts, stream, data), tell in read_frames(f):
+                out.append(renderer.feed(ts, stream, data))
+                end = offset + tell
+                if end - offset >= limit:
+                    break
+        return "".join(out), end
+
+    async def _final(self, ref: LogRef, path: Path) -> bool:
+        tmp = path.with_name(f".{path.name}.txt")  # same file system: the folder store moves it
+        try:
+            size = await asyncio.to_thread(render_file, path, tmp)
+            await self.store.put_file(log_key(ref), tmp)
+            shipped = self._shipping.get(ref)
+            if shipped is None or shipped.seq:  # unknown after a restart, or some were shipped
+                segments = await self.store.keys(segments_prefix(ref))
+                if segments:
+                    await self.store.delete(segments)
+        except (StoreUnavailable, ObjectMissing) as exc:
+            self._failed(ref, exc, "final")
+            return False
+        except FileNotFoundError:
+            self.spool.ready.pop(ref, None)  # removed meanwhile
+            return False
+        finally:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        metrics.UPLOADS.labels("final", "ok").inc()
+        metrics.UPLOADED_BYTES.inc(size)
+        self._backoff.pop(ref, None)
+        self._shipping.pop(ref, None)
+        self.spool.remove(ref)
+        log.debug("log uploaded", log=ref.rel, bytes=size)
+        self.uploaded.set()
+        return True
+
+    async def drain(self, within: float) -> None:
+        """Try to upload what is left before the node stops (the rest waits for a restart)."""
+        deadline = self.now() + within
+        self._backoff.clear()
+        while self.now() < deadline and self.spool.ready:
+            await self.pass_once()
+            if self.spool.ready:
+                await asyncio.sleep(min(0.5, max(0.0, deadline - self.now())))

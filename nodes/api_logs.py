@@ -1,0 +1,401 @@
+"""Run logs over HTTP: whole, ranged (``offset``/``length`` bytes, ``tail`` lines) or live
+(``follow=1``, chunked text or Server-Sent Events), from any node.
+
+Where a log is read from, in order: this node's spool (the attempt runs here, or its upload is
+still pending), the log store, and otherwise the node that ran the attempt, through
+``node.peers`` to ``/internal/v1/…/logs`` (which serves only what that node holds itself). When
+that node is gone, the segments it shipped while the attempt ran are the last resort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from cluster.errors import InvalidInput, NotFound, RunNotFound, Unavailable
+from cluster.ids import id_floor
+from cluster.models import Run
+from logstore.archive import archived_runs
+from logstore.frames import parse_line
+from logstore.spool import LogRef
+from logstore.store import ObjectMissing, StoreUnavailable, log_key
+from logstore.tail import (
+    MAX_TAIL,
+    follow_spool,
+    last_lines,
+    object_tail,
+    object_text,
+    segments_text,
+    spool_lines,
+    window,
+)
+from nodes.api import _NAME, Api, int_query, ok, project_of
+from nodes.peer import INTERNAL_PREFIX
+
+if TYPE_CHECKING:
+    from nodes.daemon import Node
+
+_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
+
+
+@dataclass(frozen=True)
+class Query:
+    attempt: int | None
+    fmt: str  # text | json
+    follow: bool
+    sse: bool
+    tail: int | None
+    offset: int
+    length: int | None
+
+    @classmethod
+    def parse(cls, request: web.Request) -> Query:
+        q = request.query
+        fmt = q.get("format", "text")
+        if fmt not in ("text", "json"):
+            raise InvalidInput("format must be text or json", field="format")
+        follow = q.get("follow", "0").lower()
+        if follow not in ("0", "1", "true", "false", ""):
+            raise InvalidInput("follow must be 1 or 0", field="follow")
+        tail = int_query(request, "tail", -1, 0, MAX_TAIL)
+        length = int_query(request, "length", -1, 0, 2**62)
+        query = cls(
+            attempt=int_query(request, "attempt", 0, 1, 1000) or None,
+            fmt=fmt,
+            follow=follow in ("1", "true"),
+            sse="text/event-stream" in request.headers.get("Accept", ""),
+            tail=None if tail < 0 else tail,
+            offset=int_query(request, "offset", 0, 0, 2**62),
+            length=None if length < 0 else length,
+        )
+        if query.tail is not None and (query.offset or query.length is not None):
+            raise InvalidInput("tail cannot be combined with offset/length", field="tail")
+        if query.follow and (query.fmt == "json" or query.offset or query.length is not None):
+            raise InvalidInput("follow streams text; drop format/offset/length", field="follow")
+        return query
+
+    def params(self, attempt: int) -> dict[str, str]:
+        out = {"attempt": str(attempt), "format": self.fmt, "offset": str(self.offset)}
+        if self.follow:
+            out["follow"] = "1"
+        if self.tail is not None:
+            out["tail"] = str(self.tail)
+        if self.length is not None:
+            out["length"] = str(self.length)
+        return out
+
+
+class LogsApi:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    # -- public -------------------------------------------------------------------------------
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        project = project_of(request)
+        q = Query.parse(request)
+        store = Api(self.node).store()
+        try:
+            run = await store.get_run(project, request.match_info["run"])
+        except RunNotFound:
+            archived = await self._archived(request, project, q)
+            if archived is None:
+                raise
+            return archived
+        attempt = q.attempt or run.attempt
+        if q.follow:
+            run = await self._started(request, run, attempt)
+        ref = LogRef(project, run.job, run.id, attempt)
+        ran_on = self._ran_on(run, attempt)
+        live = attempt == run.attempt and run.status == "running"
+        if live and ran_on == self.node.node_id:
+            await self._opened(request, ref)  # claimed a moment ago: the spool opens next
+        local = await self._local(request, ref, q)
+        if local is not None:
+            return local
+        if ran_on is not None and ran_on != self.node.node_id and live:
+            try:
+                return await self._proxy(request, ran_on, ref, q)
+            except Unavailable:  # crashed, its lease not expired yet: what it shipped
+                try:
+                    return await self._segments(request, ref, q)
+                except (ObjectMissing, StoreUnavailable):
+                    raise Unavailable(
+                        f"node {ran_on} that runs run {run.id} cannot be reached"
+                    ) from None
+        try:
+            return await self._stored(request, ref, q)
+        except (ObjectMissing, StoreUnavailable) as exc:
+            store_error = exc
+        if ran_on is None:
+            raise NotFound(f"no log for attempt {attempt} of run {run.id} yet", field="attempt")
+        if ran_on != self.node.node_id:
+            try:
+                return await self._proxy(request, ran_on, ref, q)
+            except Unavailable:
+                if isinstance(store_error, StoreUnavailable):
+                    raise
+                try:
+                    return await self._segments(request, ref, q)
+                except (ObjectMissing, StoreUnavailable):
+                    raise Unavailable(
+                        f"node {ran_on} that ran run {run.id} is down and its log is not in "
+                        "the store yet"
+                    ) from None
+        if isinstance(store_error, StoreUnavailable):
+            raise Unavailable(f"the log store is unavailable: {store_error}")
+        raise NotFound(f"the log of run {run.id} attempt {attempt} is gone", field="attempt")
+
+    async def _archived(
+        self, request: web.Request, project: str, q: Query
+    ) -> web.StreamResponse | None:
+        """A run pruned from etcd (archived): its log is still in the store, given ``job``."""
+        job = request.query.get("job")
+        if not job or not _NAME.fullmatch(job):
+            return None
+        ref = LogRef(project, job, request.match_info["run"], q.attempt or 1)
+        local = await self._local(request, ref, q)  # its upload may still be pending
+        if local is not None:
+            return local
+        try:
+            return await self._stored(request, ref, q)
+        except ObjectMissing:
+            return None
+        except StoreUnavailable as exc:
+            raise Unavailable(f"the log store is unavailable: {exc}") from None
+
+    async def _opened(self, request: web.Request, ref: LogRef, within: float = 10.0) -> None:
+        """Wait (bounded) for the spool of an attempt this node has just claimed."""
+        spool, loop = self.node.logs.spool, asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while ref not in spool.active and not spool.path(ref).exists():
+            if loop.time() > deadline or not _connected(request):
+                return
+            await asyncio.sleep(0.05)
+
+    async def _started(self, request: web.Request, run: Run, attempt: int) -> Run:
+        """For ``follow``: wait while the attempt has not started yet."""
+        store = Api(self.node).store()
+        while run.status == "pending" and run.attempt <= attempt:
+            if not _connected(request):
+                raise Unavailable("the client went away")  # nobody reads this answer
+            await asyncio.sleep(0.2)
+            run = await store.get_run(run.project, run.id)
+        return run
+
+    @staticmethod
+    def _ran_on(run: Run, attempt: int) -> str | None:
+        if attempt == run.attempt:
+            return run.node
+        return next((a.node for a in run.attempts if a.attempt == attempt), None)
+
+    # -- internal (a peer asks what this node holds) -------------------------------------------
+
+    async def internal_logs(self, request: web.Request) -> web.StreamResponse:
+        project, run_id = project_of(request), request.match_info["run"]
+        q = Query.parse(request)
+        job = request.query.get("job")
+        attempt = q.attempt or 1
+        if job is None:
+            path = self.node.logs.spool.find(project, run_id, attempt)
+            if path is None:
+                raise NotFound(f"no log for run {run_id} attempt {attempt} on this node")
+            job = path.parent.name
+        ref = LogRef(project, job, run_id, attempt)
+        local = await self._local(request, ref, q)
+        if local is not None:
+            return local
+        try:
+            return await self._stored(request, ref, q)
+        except (ObjectMissing, StoreUnavailable):
+            pass
+        if q.follow:  # claimed here a moment ago: the spool opens next
+            await self._opened(request, ref)
+            local = await self._local(request, ref, q)
+            if local is not None:
+                return local
+        raise NotFound(f"no log for run {run_id} attempt {attempt} on this node")
+
+    # -- sources -------------------------------------------------------------------------------
+
+    async def _local(
+        self, request: web.Request, ref: LogRef, q: Query
+    ) -> web.StreamResponse | None:
+        spool = self.node.logs.spool
+        writer = spool.active.get(ref)
+        path = writer.path if writer is not None else spool.path(ref)
+        if writer is None and not path.exists():
+            return None
+        if q.follow:
+            live = follow_spool(path, writer, q.tail, alive=lambda: _connected(request))
+            return await self._stream(request, live, q.sse)
+        lines = await asyncio.to_thread(_spool_bytes, path, q)
+        return self._reply(lines, q, ref)
+
+    async def _stored(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
+        store, key = self.node.logs.store, log_key(ref)
+        if q.tail is not None:
+            return self._reply(await object_tail(store, key, q.tail), q, ref)
+        if q.fmt == "json":
+            data = b"".join([c async for c in object_text(store, key, q.offset, q.length)])
+            return self._reply(data, q, ref)
+        size = await store.size(key)  # raises ObjectMissing before the response starts
+        if q.follow:
+            return await self._stream(request, _decoded(object_text(store, key)), q.sse)
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        resp.headers["X-Log-Size"] = str(size)
+        await resp.prepare(request)
+        async for chunk in object_text(store, key, q.offset, q.length):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    async def _segments(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
+        data = b"".join([c async for c in segments_text(self.node.logs.store, ref)])
+        if q.tail is not None:
+            data = last_lines(iter([data.decode()]), q.tail)
+        elif q.offset or q.length is not None:
+            data = data[q.offset : None if q.length is None else q.offset + q.length]
+        note = b"(the node that ran this attempt is down: shipped segments only)\n"
+        return self._reply(data + note if q.fmt == "text" else data, q, ref)
+
+    async def _proxy(
+        self, request: web.Request, node_id: str, ref: LogRef, q: Query
+    ) -> web.StreamResponse:
+        path = f"{INTERNAL_PREFIX}/projects/{ref.project}/runs/{ref.run}/logs"
+        params = {**q.params(ref.attempt), "job": ref.job}
+        timeout = _STREAM_TIMEOUT if q.follow else None
+        async with self.node.peers.request(
+            "GET", node_id, path, params=params, client_timeout=timeout
+        ) as upstream:
+            if upstream.status != 200 or upstream.content_type == "application/json":
+                body = await upstream.read()
+                return web.Response(
+                    body=body, status=upstream.status, content_type=upstream.content_type
+                )
+            if q.follow:
+                return await self._stream(request, _decoded(upstream.content.iter_any()), q.sse)
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_chunked(256 * 1024):
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+
+    # -- responses -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _reply(data: bytes, q: Query, ref: LogRef) -> web.Response:
+        if q.fmt == "json":
+            lines = data.decode("utf-8", "replace").split("\n")
+            if lines and not lines[-1]:
+                lines.pop()
+            return ok(
+                {"run": ref.run, "attempt": ref.attempt, "frames": [parse_line(x) for x in lines]}
+            )
+        return web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+    @staticmethod
+    async def _stream(
+        request: web.Request, chunks: AsyncIterator[str], sse: bool
+    ) -> web.StreamResponse:
+        ctype = "text/event-stream" if sse else "text/plain; charset=utf-8"
+        resp = web.StreamResponse(headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        pending = ""
+        async for text in chunks:
+            if not sse:
+                await resp.write(text.encode())
+                continue
+            pending += text
+            *lines, pending = pending.split("\n")
+            if lines:
+                await resp.write(
+                    "".join(f"data: {json.dumps(parse_line(x))}\n\n" for x in lines).encode()
+                )
+        if sse:
+            if pending:
+                await resp.write(f"data: {json.dumps(parse_line(pending))}\n\n".encode())
+            await resp.write(b"event: end\ndata: {}\n\n")
+        await resp.write_eof()
+        return resp
+
+
+async def _decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")("replace")
+    async for chunk in chunks:
+        text = dec.decode(chunk)
+        if text:
+            yield text
+    tail = dec.decode(b"", final=True)
+    if tail:
+        yield tail
+
+
+def _connected(request: web.Request) -> bool:
+    return request.transport is not None and not request.transport.is_closing()
+
+
+def _spool_bytes(path: Path, q: Query) -> bytes:
+    if q.tail is not None:
+        return last_lines(spool_lines(path), q.tail)
+    return b"".join(window(spool_lines(path), q.offset, q.length))
+
+
+def _when(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def list_archived(node: Node, request: web.Request) -> web.Response:
+    """``GET …/runs?archived=1[&job=J][&from=T][&to=T][&before=ID][&limit=N]``: archived runs,
+    newest first, read from the log store."""
+    project = project_of(request)
+    job = request.query.get("job") or None
+    if job is not None and not _NAME.fullmatch(job):
+        raise InvalidInput(f"invalid job name {job!r}", field="job")
+    since, until = _when(request, "from"), _when(request, "to")
+    if since and until and since >= until:
+        raise InvalidInput("from must be before to", field="from")
+    before = request.query.get("before") or None
+    if before is not None and not before.isdigit():
+        raise InvalidInput("before must be a run id", field="before")
+    upper = id_floor(until) if until else "9" * 19
+    if before is not None:
+        upper = min(upper, before.zfill(19))
+    try:
+        runs = await archived_runs(
+            node.logs.store,
+            project,
+            job,
+            since=id_floor(since) if since else "0",
+            until=upper,
+            limit=int_query(request, "limit", 50, 1, 1000),
+        )
+    except StoreUnavailable as exc:
+        raise Unavailable(f"the log store is unavailable: {exc}") from None
+    return ok({"runs": runs, "archived": True})
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    api = LogsApi(node)
+    app.router.add_get("/api/v1/projects/{project}/runs/{run}/logs", api.logs)
+    app.router.add_get(
+        f"{INTERNAL_PREFIX}/projects/{{project}}/runs/{{run}}/logs", api.internal_logs
+    )
