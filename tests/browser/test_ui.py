@@ -39,6 +39,7 @@ async def test_login_dashboard_and_viewer_is_not_offered_changes(cluster, ui_fac
     await expect(page.get_by_role("heading", name="Cluster health")).to_be_visible()
     await expect(page.locator(".stat", has_text="Nodes up")).to_contain_text("1 / 1")
     await expect(page.locator(".stat", has_text="Leader")).to_contain_text("n1")
+    await expect(page.locator(".stat", has_text="Spool backlog")).to_contain_text(" files, ")
     await expect(page.locator("svg.chart rect.bar.st-succeeded")).to_have_count(1)
     await expect(page.locator("section", has_text="Next due")).to_contain_text("report")
     await expect(page.get_by_role("link", name="Users")).to_be_visible()

@@ -36,9 +36,10 @@ export async function render(root, ctx) {
 
   let jobs = [];
   async function refresh() {
-    const [{ runs }, status] = await Promise.all([
+    const [{ runs }, status, metrics] = await Promise.all([
       get(projectPath(project, "/runs?limit=1000")),
-      get("/status").catch((e) => null),
+      get("/status").catch(() => null),
+      get("/metrics").catch(() => ""),
     ]);
     const [ms, n] = SPANS[span];
     fill(chartBox, runsChart(bucketRuns(runs, Date.now(), ms, n), `Runs by status, last ${span}`, chartBox.clientWidth || 1000));
@@ -86,7 +87,7 @@ export async function render(root, ctx) {
         stat("Leader", (status.leader && (status.leader.node || status.leader.id || status.leader)) || "none", status.leader ? "ok" : "warn"),
         stat("Queue depth", status.queue_depth ?? "—"),
         stat("etcd", status.etcd.connected ? "connected" : "unreachable", status.etcd.connected ? "ok" : "warn"),
-        status.spool_backlog !== undefined ? stat("Spool backlog", status.spool_backlog) : null,
+        spoolBacklog(metrics),
       );
     }
   }
@@ -119,4 +120,16 @@ export async function render(root, ctx) {
 
 function stat(label, value, kind = "") {
   return h("div", { class: `stat ${kind}` }, h("div", { class: "stat-value" }, String(value)), h("div", { class: "stat-label" }, label));
+}
+
+// The log spool waiting for upload, from this node's Prometheus metrics (absent: no log store).
+function spoolBacklog(text) {
+  const num = (name) => {
+    const m = typeof text === "string" ? text.match(new RegExp(`^${name} ([0-9.eE+-]+)$`, "m")) : null;
+    return m ? Number(m[1]) : null;
+  };
+  const files = num("cronmesh_log_spool_backlog_files");
+  if (files === null) return null;
+  const kib = (num("cronmesh_log_spool_backlog_bytes") || 0) / 1024;
+  return stat("Spool backlog (this node)", `${files} files, ${kib.toFixed(0)} KiB`, files > 100 ? "warn" : "");
 }
