@@ -306,6 +306,12 @@ async def test_users_tokens_audit_and_a_narrow_screen(cluster, ui_factory):
     await dialog.get_by_role("button", name="Create").click()
     row = page.locator("tr[data-user=bob]")
     await expect(row).to_contain_text("default=editor")
+    await row.get_by_role("button", name="Roles").click()
+    await page.get_by_role("dialog").get_by_label("Roles").fill("default=operator\nops=viewer")
+    await page.get_by_role("dialog").get_by_role("button", name="Save").click()
+    await expect(row).to_contain_text("ops=viewer")
+    _, bob = await cluster.request("GET", "/api/v1/users/bob")
+    assert bob["roles"] == {"default": "operator", "ops": "viewer"}
     await row.get_by_role("button", name="Tokens").click()
     await page.get_by_role("button", name="New token").click()
     await page.get_by_role("dialog").get_by_label("Description").fill("ci")

@@ -34,6 +34,19 @@ export async function render(root, ctx) {
       toast(err.message, "error");
     }
   }
+  async function editRoles(u) {
+    const text = Object.entries(u.roles || {}).map(([p, r]) => `${p}=${r}`).join("\n");
+    const roles = h("textarea", { name: "roles", rows: 4 }, text);
+    const v = await modal(`Roles of ${u.name}`, field("Roles", roles, "project=role a line (viewer, operator, editor, admin); *=admin for cluster admins."), "Save");
+    if (!v) return;
+    try {
+      await patch(`/api/v1/users/${enc(u.name)}`, { roles: parseKeyValues(v.roles) });
+      toast(`roles of ${u.name} saved`, "ok");
+      load();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
   async function showTokens(user) {
     const { tokens: list } = await get(`/api/v1/users/${enc(user)}/tokens`);
     const secret = h("div");
@@ -76,6 +89,7 @@ export async function render(root, ctx) {
               "td",
               { class: "actions" },
               h("button", { class: "small secondary", onclick: () => showTokens(u.name) }, "Tokens"),
+              h("button", { class: "small secondary", onclick: () => editRoles(u) }, "Roles"),
               h("button", { class: "small secondary", onclick: async () => { try { await patch(`/api/v1/users/${enc(u.name)}`, { enabled: !u.enabled }); load(); } catch (err) { toast(err.message, "error"); } } }, u.enabled ? "Disable" : "Enable"),
             ),
           ),
