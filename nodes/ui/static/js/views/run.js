@@ -28,7 +28,11 @@ export async function render(root, ctx) {
   async function load() {
     const run = await get(path);
     const sig = JSON.stringify(run);
-    if (sig === seen) return;
+    if (sig === seen) {
+      const cell = props.querySelector("#run-duration");
+      if (cell && run.started_at && !run.finished_at) cell.textContent = fmtDuration(duration(run.started_at));
+      return;
+    }
     seen = sig;
     const live = !DONE.includes(run.status);
     const buttons = [];
@@ -55,7 +59,7 @@ export async function render(root, ctx) {
         h("dt", null, "Created"), h("dd", null, fmtTime(run.created_at)),
         h("dt", null, "Started"), h("dd", null, fmtTime(run.started_at)),
         h("dt", null, "Finished"), h("dd", null, fmtTime(run.finished_at)),
-        h("dt", null, "Duration"), h("dd", null, fmtDuration(duration(run.started_at, run.finished_at))),
+        h("dt", null, "Duration"), h("dd", { id: "run-duration" }, fmtDuration(duration(run.started_at, run.finished_at))),
         Object.keys(run.parameters).length ? [h("dt", null, "Parameters"), h("dd", null, h("code", null, Object.entries(run.parameters).map(([k, v]) => `${k}=${v}`).join(" ")))] : null,
         run.error ? [h("dt", null, "Error"), h("dd", { class: "error" }, run.error)] : null,
       ),
