@@ -54,7 +54,7 @@ class Requirement:
 
 
 def match_path(pattern: str, path: str) -> dict[str, str] | None:
-    want = pattern.strip("/").split("/")
+    want = pattern.strip("/").split("/") if pattern.strip("/") else []
     got = path.strip("/").split("/") if path.strip("/") else []
     bound: dict[str, str] = {}
     for i, seg in enumerate(want):
@@ -81,6 +81,7 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/metrics", "public"),
     Rule(READ, "/status", "public"),
     Rule(frozenset({"POST"}), "/api/v1/auth/login", "public"),
+    Rule(READ, "/", "public"),  # redirects to the web UI
     Rule(READ, "/ui/**", "public"),
     # node to node: checked by the peer security level, never by user credentials
     Rule(ANY, "/internal/v1/**", "peer"),
@@ -93,6 +94,7 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/projects", "authenticated"),
     Rule(READ, "/api/v1/placement", "authenticated"),
     Rule(READ, "/api/v1/openapi.json", "authenticated"),
+    Rule(READ, "/api/v1/cron/preview", "authenticated"),
     # a user manages their own password and tokens; admins manage everyone's
     Rule(ANY, "/api/v1/users/{user}/tokens", "self"),
     Rule(ANY, "/api/v1/users/{user}/tokens/**", "self"),

@@ -335,7 +335,7 @@ class Api:
 def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
-    from nodes import api_auth, api_logs, api_workflows  # they build on this module's helpers
+    from nodes import api_auth, api_logs, api_ui, api_workflows  # use this module's helpers
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
@@ -343,6 +343,7 @@ def make_app(node: Node) -> web.Application:
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)
     api_logs.add_routes(app, node)  # logs: live tail, store, archive (issue 3)
+    api_ui.add_routes(app, node)  # web UI and cron preview (issue 7)
     return app
 
 

@@ -88,6 +88,11 @@ QUERY: dict[str, dict[str, dict[str, Any]]] = {
         "limit": {**_INT, "minimum": 1, "maximum": 1000},
     },
     "logs": {"attempt": {**_INT, "minimum": 1}, "format": {"enum": ["text", "json"]}},
+    "cron_preview": {
+        "expr": _STR,
+        "timezone": _STR,
+        "count": {**_INT, "minimum": 1, "maximum": 50},
+    },
 }
 STATUS: dict[str, str] = {
     "create_job": "201",
@@ -98,6 +103,7 @@ STATUS: dict[str, str] = {
 }
 TEXT: dict[str, str] = {"metrics_view": "text/plain", "logs": "text/plain"}
 INTERNAL = "/internal/"
+NOT_API = ("/", "/ui", "/ui/{path}")  # the web UI's pages and files (nodes/api_ui.py)
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 
@@ -192,6 +198,8 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         if not path or path.startswith(INTERNAL) or route.method in ("HEAD", "*", "OPTIONS"):
             continue
         path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
+        if path in NOT_API:
+            continue
         paths.setdefault(path, {})[route.method.lower()] = _operation(route, path, schemas)
     return {
         "openapi": "3.1.0",

@@ -44,6 +44,10 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("DELETE", "/api/v1/groups/absent", None, "cluster"),
     ("GET", "/api/v1/placement", None, "auth"),
     ("GET", "/api/v1/openapi.json", None, "auth"),
+    ("GET", "/api/v1/cron/preview", None, "auth"),
+    ("GET", "/", None, "public"),
+    ("GET", "/ui", None, "public"),
+    ("GET", "/ui/index.html", None, "public"),
     ("GET", "{p}/notifications", None, "viewer"),
     ("PUT", "{p}/notifications", {"rules": []}, "editor"),
     ("DELETE", "{p}/notifications", None, "editor"),
@@ -118,6 +122,7 @@ def canonical(template: str) -> str:
     out = out.replace("/bindings/absent", "/bindings/{binding}")
     out = out.replace("/groups/g", "/groups/{group}")
     out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
+    out = out.replace("/ui/index.html", "/ui/{path}")
     return out.replace("/tokens/0000000000000000", "/tokens/{token}")
 
 

@@ -44,7 +44,11 @@ P = "/api/v1/projects/web"
         ("POST", f"{P}/secrets/s", Requirement("project", "admin", project="web")),
         ("GET", "/api/v1/projects/*/jobs", Requirement("cluster")),
         ("GET", "/api/v1/brand-new", Requirement("cluster")),
-        ("GET", "/", Requirement("cluster")),
+        ("GET", "/", Requirement("public")),  # redirects to the web UI
+        ("POST", "/", Requirement("cluster")),
+        ("GET", "//", Requirement("public")),
+        ("GET", "/ui/js/app.js", Requirement("public")),
+        ("GET", "/api/v1/cron/preview", Requirement("authenticated")),
     ],
 )
 def test_rule_table(method, path, want):
@@ -53,6 +57,9 @@ def test_rule_table(method, path, want):
 
 def test_match_path_binds_segments_and_rest():
     assert match_path("/a/{x}/c", "/a/b/c") == {"x": "b"}
+    assert match_path("/", "/") == {}
+    assert match_path("/", "/a") is None
+    assert match_path("/a", "/") is None
     assert match_path("/a/{x}/c", "/a/b/c/d") is None
     assert match_path("/a/{x}/**", "/a/b") == {"x": "b"}
     assert match_path("/a/{x}", "/a//") is None

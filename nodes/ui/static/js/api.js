@@ -1,0 +1,60 @@
+// The one place the UI talks to the node: JSON in and out, the session cookie, and the CSRF header.
+const CSRF_KEY = "cronmesh.csrf";
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const err = (body && body.error) || {};
+    super(err.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = err.code || "http_error";
+    this.field = err.field || null;
+  }
+}
+
+const listeners = new Set();
+export const onUnauthenticated = (fn) => listeners.add(fn);
+
+export async function request(method, path, body, { text = false } = {}) {
+  const headers = { Accept: text ? "text/plain" : "application/json" };
+  const init = { method, headers, credentials: "same-origin" };
+  if (method !== "GET" && method !== "HEAD") {
+    headers["X-CSRF-Token"] = localStorage.getItem(CSRF_KEY) || "";
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+  }
+  const resp = await fetch(path, init);
+  if (resp.status === 204) return null;
+  const type = resp.headers.get("Content-Type") || "";
+  const data = type.includes("application/json") ? await resp.json() : await resp.text();
+  if (!resp.ok) {
+    const err = new ApiError(resp.status, typeof data === "object" ? data : null);
+    if (resp.status === 401 && !path.endsWith("/auth/login")) listeners.forEach((fn) => fn(err));
+    throw err;
+  }
+  return data;
+}
+
+export const get = (path) => request("GET", path);
+export const post = (path, body) => request("POST", path, body);
+export const put = (path, body) => request("PUT", path, body);
+export const patch = (path, body) => request("PATCH", path, body);
+export const del = (path) => request("DELETE", path);
+
+export async function login(username, password) {
+  const data = await request("POST", "/api/v1/auth/login", { username, password, cookie: true });
+  localStorage.setItem(CSRF_KEY, data.csrf_token);
+  return data;
+}
+
+export async function logout() {
+  try {
+    await request("POST", "/api/v1/auth/logout");
+  } finally {
+    localStorage.removeItem(CSRF_KEY);
+  }
+}
+
+export const enc = encodeURIComponent;
+export const projectPath = (project, rest = "") => `/api/v1/projects/${enc(project)}${rest}`;

@@ -1,0 +1,164 @@
+// Tiny DOM helpers: build elements from plain values (text is always set as text, never HTML).
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function apply(el, attrs) {
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") {
+      el.addEventListener(key.slice(2).toLowerCase(), value);
+    } else if (key === "dataset") {
+      Object.assign(el.dataset, value);
+    } else if (key === "value" && "value" in el) {
+      el.value = value;
+    } else if (key === "checked" || key === "disabled" || key === "selected") {
+      el[key] = Boolean(value);
+      if (value) el.setAttribute(key, "");
+    } else {
+      el.setAttribute(key, value === true ? "" : String(value));
+    }
+  }
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  apply(el, attrs);
+  append(el, children);
+  return el;
+}
+
+export function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  apply(el, attrs);
+  append(el, children);
+  return el;
+}
+
+export function clear(el) {
+  while (el.firstChild) el.firstChild.remove();
+  return el;
+}
+
+export function fill(el, ...children) {
+  clear(el);
+  append(el, children);
+  return el;
+}
+
+export function fmtTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return d.toLocaleString(undefined, { hour12: false });
+}
+
+export function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+export function duration(start, end) {
+  if (!start) return null;
+  const t1 = end ? new Date(end) : new Date();
+  return (t1 - new Date(start)) / 1000;
+}
+
+export function badge(status) {
+  return h("span", { class: `badge st-${status || "unknown"}` }, (status || "unknown").replace("_", " "));
+}
+
+export function table(headers, rows, empty = "Nothing here yet.") {
+  if (!rows.length) return h("p", { class: "empty" }, empty);
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      null,
+      h("thead", null, h("tr", null, headers.map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", null, rows),
+    ),
+  );
+}
+
+export function field(label, input, hint) {
+  const id = input.id || `f-${label.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
+  input.id = id;
+  const error = h("div", { class: "field-error", id: `${id}-error`, "aria-live": "polite" });
+  input.setAttribute("aria-describedby", `${id}-error`);
+  return h(
+    "div",
+    { class: "field", dataset: { field: input.name || "" } },
+    h("label", { for: id }, label),
+    input,
+    hint ? h("div", { class: "hint" }, hint) : null,
+    error,
+  );
+}
+
+export function showFieldError(form, name, message) {
+  for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  const box = name ? form.querySelector(`.field[data-field="${CSS.escape(name)}"]`) : null;
+  const target = box ? box.querySelector(".field-error") : form.querySelector(".form-error");
+  if (box) box.querySelector("input,textarea,select")?.setAttribute("aria-invalid", "true");
+  if (target) target.textContent = message;
+}
+
+export function toast(message, kind = "info") {
+  const box = document.getElementById("toast");
+  const item = h("div", { class: `toast ${kind}` }, message);
+  box.append(item);
+  setTimeout(() => item.remove(), 5000);
+}
+
+// A modal built on <dialog>: resolves to the submitted form's values, or null when dismissed.
+export function modal(title, body, okLabel = "OK", danger = false) {
+  return new Promise((resolve) => {
+    const form = h(
+      "form",
+      { method: "dialog" },
+      h("h2", null, title),
+      body,
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { value: "cancel", type: "submit", class: "secondary", formnovalidate: true }, "Cancel"),
+        h("button", { value: "ok", type: "submit", class: danger ? "danger" : "primary" }, okLabel),
+      ),
+    );
+    const dlg = h("dialog", { class: "modal", "aria-label": title }, form);
+    document.body.append(dlg);
+    dlg.addEventListener("close", () => {
+      const data = dlg.returnValue === "ok" ? Object.fromEntries(new FormData(form)) : null;
+      dlg.remove();
+      resolve(data);
+    });
+    dlg.showModal();
+  });
+}
+
+export const confirmDialog = (title, text, okLabel = "Delete") =>
+  modal(title, h("p", null, text), okLabel, true).then((v) => v !== null);
+
+export function parseKeyValues(text) {
+  const out = {};
+  for (const line of (text || "").split("\n")) {
+    const t = line.trim();
+    if (!t) continue;
+    const i = t.indexOf("=");
+    if (i <= 0) throw new Error(`"${t}" is not key=value`);
+    out[t.slice(0, i).trim()] = t.slice(i + 1).trim();
+  }
+  return out;
+}

@@ -1,0 +1,75 @@
+import { get } from "../api.js";
+import { deleteJob, jobPath, setEnabled, triggerJob } from "../actions.js";
+import { badge, duration, fill, fmtDuration, fmtTime, h, table } from "../dom.js";
+import { session } from "../session.js";
+
+export async function render(root, ctx) {
+  const project = session.project;
+  const name = ctx.params[0];
+  const head = h("div");
+  const info = h("div");
+  const runs = h("div");
+  const next = h("div");
+  root.append(
+    head,
+    h("div", { class: "grid2" }, h("section", { class: "card", "aria-labelledby": "h-info" }, h("h2", { id: "h-info" }, "Definition"), info), h("section", { class: "card", "aria-labelledby": "h-nextf" }, h("h2", { id: "h-nextf" }, "Next fire times"), next)),
+    h("section", { class: "card", "aria-labelledby": "h-runs" }, h("h2", { id: "h-runs" }, "Recent runs"), runs),
+  );
+  async function load() {
+    const [job, rr, ticks] = await Promise.all([
+      get(jobPath(project, name)),
+      get(`/api/v1/projects/${encodeURIComponent(project)}/runs?job=${encodeURIComponent(name)}&limit=25`),
+      get(jobPath(project, name, "/ticks?limit=10")),
+    ]);
+    const actions = [];
+    if (session.can("operator")) actions.push(h("button", { class: "primary", onclick: async () => { const r = await triggerJob(project, job); if (r) location.hash = `#/runs/${r.id}`; } }, "Run now"));
+    if (session.can("editor")) {
+      actions.push(
+        h("a", { class: "button secondary", href: `#/jobs/${encodeURIComponent(name)}/edit` }, "Edit"),
+        h("button", { class: "secondary", onclick: async () => { if (await setEnabled(project, job, !job.enabled)) load(); } }, job.enabled ? "Disable" : "Enable"),
+        h("button", { class: "danger", onclick: async () => { if (await deleteJob(project, job)) location.hash = "#/jobs"; } }, "Delete"),
+      );
+    }
+    fill(head, h("div", { class: "row" }, h("h1", null, name, job.enabled ? null : h("small", null, " (disabled)")), h("div", { class: "actions" }, actions)));
+    fill(
+      info,
+      h(
+        "dl",
+        { class: "props" },
+        h("dt", null, "Description"), h("dd", null, job.description || "—"),
+        h("dt", null, "Command"), h("dd", null, h("pre", { class: "mono" }, job.command || (job.python ? `python ${job.python.callable}` : "—"))),
+        h("dt", null, "Schedules"), h("dd", null, job.schedules.length ? job.schedules.map((s) => h("div", null, h("code", null, s.cron || `at ${s.at}`), ` (${s.timezone})`)) : "manual only"),
+        h("dt", null, "Tags"), h("dd", null, job.tags.length ? job.tags.map((t) => h("span", { class: "tag" }, t)) : "—"),
+        h("dt", null, "Timeout / retries"), h("dd", null, `${job.timeout ? `${job.timeout} s` : "none"} / ${job.retries}`),
+        h("dt", null, "Overlap"), h("dd", null, job.overlap),
+        h("dt", null, "Target"), h("dd", null, job.target.group ? `group ${job.target.group}` : "any node", job.target.selector ? ` where ${job.target.selector}` : ""),
+      ),
+    );
+    fill(next, ticks.next.length ? h("ol", { class: "fire-times" }, ticks.next.map((t) => h("li", null, fmtTime(t.tick)))) : h("p", { class: "muted" }, "Nothing scheduled."));
+    fill(runs, runTable(rr.runs));
+  }
+  await load();
+  ctx.every(3000, load);
+}
+
+export function runTable(runs, withJob = false) {
+  return table(
+    ["Run", ...(withJob ? ["Job"] : []), "Status", "Source", "Created", "Duration", "Node", "Attempt", "Exit"],
+    runs.map((r) =>
+      h(
+        "tr",
+        { dataset: { run: r.id } },
+        h("td", null, h("a", { href: `#/runs/${r.id}` }, r.id)),
+        withJob ? h("td", null, h("a", { href: `#/jobs/${encodeURIComponent(r.job)}` }, r.job)) : null,
+        h("td", null, badge(r.status)),
+        h("td", null, r.source),
+        h("td", null, fmtTime(r.created_at)),
+        h("td", null, fmtDuration(duration(r.started_at, r.finished_at))),
+        h("td", null, r.node || "—"),
+        h("td", null, String(r.attempt)),
+        h("td", null, r.exit_code ?? "—"),
+      ),
+    ),
+    "No runs yet.",
+  );
+}

@@ -1,0 +1,84 @@
+import { ApiError, get, post, projectPath, put } from "../api.js";
+import { jobPath } from "../actions.js";
+import { cronPreview } from "../cronfield.js";
+import { field, h, showFieldError, toast } from "../dom.js";
+import { session } from "../session.js";
+
+const READ_ONLY = ["project", "created_at", "updated_at", "active_since"];
+
+export async function render(root, ctx) {
+  const project = session.project;
+  const editing = ctx.params[0] || null;
+  const job = editing ? await get(jobPath(project, editing)) : null;
+  const first = (job && job.schedules[0]) || { cron: "", timezone: "UTC" };
+  const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+
+  const name = h("input", { name: "name", required: true, value: job?.name || "", readonly: Boolean(job), pattern: "[a-z0-9][a-z0-9_.\\-]*", autocomplete: "off" });
+  const description = h("input", { name: "description", value: job?.description || "" });
+  const command = h("textarea", { name: "command", rows: 6, spellcheck: "false", class: "mono" }, job?.command || "");
+  const upload = h("input", { type: "file", name: "script", accept: ".sh,.py,.bash,.txt,text/*" });
+  const cron = h("input", { name: "cron", value: first.cron || "", class: "mono", autocomplete: "off", placeholder: "*/5 * * * *" });
+  const timezone = h("input", { name: "timezone", value: first.timezone || (job ? "UTC" : tz), list: "tz-list", autocomplete: "off" });
+  const preview = h("div", { class: "preview", "aria-live": "polite", id: "cron-preview" });
+  const tags = h("input", { name: "tags", value: (job?.tags || []).join(", "), placeholder: "comma separated" });
+  const timeout = h("input", { name: "timeout", type: "number", min: 0, step: "any", value: job?.timeout ?? 0 });
+  const retries = h("input", { name: "retries", type: "number", min: 0, max: 100, value: job?.retries ?? 0 });
+  const overlap = h("select", { name: "overlap" }, ["allow", "forbid", "replace", "queue"].map((o) => h("option", { value: o, selected: (job?.overlap || "allow") === o }, o)));
+  const enabled = h("input", { name: "enabled", type: "checkbox", checked: job ? job.enabled : true });
+  upload.addEventListener("change", async () => {
+    const file = upload.files[0];
+    if (file) command.value = await file.text();
+  });
+
+  const form = h(
+    "form",
+    { class: "card form", novalidate: true, "aria-label": editing ? `Edit ${editing}` : "New job" },
+    field("Name", name, editing ? null : "Lower-case letters, digits, '-', '_' and '.'."),
+    field("Description", description),
+    field("Command", command, "A shell command; or upload a script file below."),
+    field("Script file", upload, "Its text replaces the command."),
+    h(
+      "div",
+      { class: "grid2" },
+      field("Cron schedule", cron, "Five fields, @daily, @every 10m, or H for a spread minute. Empty: manual only."),
+      field("Time zone", timezone, "IANA name, e.g. Europe/Berlin."),
+    ),
+    preview,
+    h("datalist", { id: "tz-list" }, (Intl.supportedValuesOf ? Intl.supportedValuesOf("timeZone") : ["UTC"]).map((z) => h("option", { value: z }))),
+    h("div", { class: "grid3" }, field("Tags", tags), field("Timeout (s, 0: none)", timeout), field("Retries", retries)),
+    h("div", { class: "grid3" }, field("Overlap", overlap), h("div", { class: "field check", dataset: { field: "enabled" } }, h("label", null, enabled, " Enabled"))),
+    h("div", { class: "form-error", role: "alert" }),
+    h("div", { class: "actions" }, h("a", { class: "button secondary", href: editing ? `#/jobs/${encodeURIComponent(editing)}` : "#/jobs" }, "Cancel"), h("button", { type: "submit", class: "primary" }, editing ? "Save" : "Create job")),
+  );
+  root.append(h("h1", null, editing ? `Edit ${editing}` : "New job"), form);
+  cronPreview(cron, timezone, preview);
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const spec = job ? Object.fromEntries(Object.entries(job).filter(([k]) => !READ_ONLY.includes(k))) : {};
+    spec.name = name.value.trim();
+    spec.description = description.value;
+    spec.command = command.value.trim() ? command.value : null;
+    const rest = job ? job.schedules.slice(1) : [];
+    spec.schedules = cron.value.trim()
+      ? [{ ...(job?.schedules[0] || {}), cron: cron.value.trim(), at: null, timezone: timezone.value.trim() || "UTC" }, ...rest]
+      : rest;
+    spec.tags = tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+    spec.timeout = Number(timeout.value || 0);
+    spec.retries = Number(retries.value || 0);
+    spec.overlap = overlap.value;
+    spec.enabled = enabled.checked;
+    try {
+      const saved = editing ? await put(jobPath(project, editing), spec) : await post(projectPath(project, "/jobs"), spec);
+      toast(`${saved.name} saved`, "ok");
+      location.hash = `#/jobs/${encodeURIComponent(saved.name)}`;
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      const f = (err.field || "").split(".");
+      const known = { name: "name", command: "command", description: "description", tags: "tags", timeout: "timeout", retries: "retries", overlap: "overlap" };
+      let target = known[f[0]] || null;
+      if (f[0] === "schedules") target = f.includes("timezone") ? "timezone" : "cron";
+      showFieldError(form, target, err.message);
+    }
+  });
+}

@@ -1,0 +1,125 @@
+import { del, get, post, put } from "../api.js";
+import { badge, confirmDialog, field, fill, fmtTime, h, modal, table, toast } from "../dom.js";
+import { session } from "../session.js";
+
+const enc = encodeURIComponent;
+
+export async function render(root, ctx) {
+  const nodesBox = h("div");
+  const groupsBox = h("div");
+  root.append(
+    h("h1", null, "Machines"),
+    h("section", { class: "card", "aria-labelledby": "h-nodes" }, h("h2", { id: "h-nodes" }, "Nodes"), nodesBox),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "h-groups" },
+      h("div", { class: "row" }, h("h2", { id: "h-groups" }, "Groups and bindings"), session.admin ? h("button", { class: "secondary", onclick: newGroup }, "New group") : null),
+      groupsBox,
+    ),
+  );
+  async function nodeAction(id, action) {
+    try {
+      await post(`/api/v1/nodes/${enc(id)}/${action}`);
+      toast(`${id}: ${action} done`, "ok");
+      await load();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+  async function newGroup() {
+    const name = h("input", { name: "name", required: true });
+    const values = await modal("New group", [field("Name", name), field("Description", h("input", { name: "description" }))], "Create");
+    if (!values) return;
+    try {
+      await put(`/api/v1/groups/${enc(values.name)}`, { name: values.name, description: values.description });
+      await load();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+  async function saveBinding(group, name, node, weight) {
+    try {
+      await put(`/api/v1/groups/${enc(group)}/bindings/${enc(name)}`, { name, node, weight: Number(weight) });
+      toast(`binding ${name} saved`, "ok");
+      await load();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+  let nodeIds = [];
+  async function load() {
+    const [{ nodes }, { groups }] = await Promise.all([get("/api/v1/nodes"), get("/api/v1/groups")]);
+    nodeIds = nodes.map((n) => n.id);
+    fill(
+      nodesBox,
+      table(
+        ["Node", "Up", "State", "Running / capacity", "Properties", "Version", "Last heartbeat", ...(session.admin ? ["Actions"] : [])],
+        nodes.map((n) =>
+          h(
+            "tr",
+            { dataset: { node: n.id } },
+            h("td", null, h("strong", null, n.id), h("div", { class: "muted small" }, n.address || "")),
+            h("td", null, badge(n.up ? "up" : "down")),
+            h("td", { class: "node-state" }, badge(n.state)),
+            h("td", null, `${n.running} / ${n.capacity}`),
+            h("td", null, Object.entries(n.properties).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`))),
+            h("td", null, n.version || "—"),
+            h("td", null, fmtTime(n.last_heartbeat)),
+            session.admin
+              ? h(
+                  "td",
+                  { class: "actions" },
+                  n.enabled ? null : h("button", { class: "small", onclick: () => nodeAction(n.id, "enable") }, "Enable"),
+                  n.enabled ? h("button", { class: "small secondary", onclick: () => nodeAction(n.id, "disable") }, "Disable") : null,
+                  n.state === "draining" || n.state === "drained" ? null : h("button", { class: "small secondary", onclick: () => nodeAction(n.id, "drain") }, "Drain"),
+                )
+              : null,
+          ),
+        ),
+        "No node has registered.",
+      ),
+    );
+    fill(groupsBox, groups.length ? groups.map((g) => groupCard(g)) : h("p", { class: "empty" }, "No groups: runs go to any enabled node."));
+  }
+  function groupCard(g) {
+    const rows = g.bindings.map((b) => {
+      const weight = h("input", { type: "number", min: 1, value: b.weight, class: "narrow", "aria-label": `Weight of ${b.name}` });
+      return h(
+        "tr",
+        { dataset: { binding: b.name } },
+        h("td", null, b.name),
+        h("td", null, b.node),
+        h("td", null, session.admin ? weight : String(b.weight)),
+        session.admin
+          ? h(
+              "td",
+              { class: "actions" },
+              h("button", { class: "small", onclick: () => saveBinding(g.name, b.name, b.node, weight.value) }, "Save"),
+              h("button", { class: "small danger", onclick: async () => { if (await confirmDialog(`Remove binding ${b.name}?`, `${b.node} leaves group ${g.name}.`, "Remove")) { await del(`/api/v1/groups/${enc(g.name)}/bindings/${enc(b.name)}`).catch((e) => toast(e.message, "error")); load(); } } }, "Remove"),
+            )
+          : null,
+      );
+    });
+    const add = session.admin
+      ? (() => {
+          const node = h("select", { "aria-label": "Node" }, nodeIds.map((id) => h("option", { value: id }, id)));
+          const weight = h("input", { type: "number", min: 1, value: 1, class: "narrow", "aria-label": "Weight" });
+          return h(
+            "form",
+            { class: "filters", onsubmit: (e) => { e.preventDefault(); saveBinding(g.name, node.value, node.value, weight.value); } },
+            h("span", null, "Bind "), node, h("span", null, " weight "), weight, h("button", { type: "submit", class: "small" }, "Add binding"),
+          );
+        })()
+      : null;
+    return h(
+      "div",
+      { class: "group", dataset: { group: g.name } },
+      h("div", { class: "row" }, h("h3", null, g.name, g.description ? h("small", null, ` — ${g.description}`) : null),
+        session.admin ? h("button", { class: "small danger", onclick: async () => { if (await confirmDialog(`Delete group ${g.name}?`, "The group and its bindings are removed.")) { await del(`/api/v1/groups/${enc(g.name)}`).catch((e) => toast(e.message, "error")); load(); } } }, "Delete group") : null),
+      table(["Binding", "Node", "Weight", ...(session.admin ? [""] : [])], rows, "No bindings."),
+      add,
+    );
+  }
+  await load();
+  ctx.every(3000, load);
+}
