@@ -114,6 +114,7 @@ class TcpProxy:
         self.port = free_port()
         self.drop_rate = 0.0  # per reply chunk, after a request was forwarded on the connection
         self.delay = 0.0  # seconds added to every chunk, both ways
+        self.armed = 0  # drop the next ``armed`` replies (each: one connection cut)
         self.stats = ProxyStats()
         self._rng = random.Random(seed)
         self._server: asyncio.AbstractServer | None = None
@@ -143,7 +144,7 @@ class TcpProxy:
                 if self.delay:
                     self.stats.delayed_chunks += 1
                     await asyncio.sleep(self.delay)
-                if not up and sent.is_set() and self._rng.random() < self.drop_rate:
+                if not up and sent.is_set() and self._drop():
                     self.stats.replies_dropped += 1
                     return  # the reply is lost: cut both sides without forwarding it
                 dst.write(data)
@@ -168,6 +169,12 @@ class TcpProxy:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
                     await t
+
+    def _drop(self) -> bool:
+        if self.armed > 0:
+            self.armed -= 1
+            return True
+        return self._rng.random() < self.drop_rate
 
     def cut_all(self) -> None:
         """Cut every open connection at once (a network blip)."""
@@ -230,6 +237,7 @@ class HistoryReport:
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # tick -> committed executions
     phantoms: list[str] = field(default_factory=list)  # a committed success no execution backs
     stale: list[str] = field(default_factory=list)  # executions whose claim never committed
+    executed_twice: dict[str, list[str]] = field(default_factory=dict)  # tick -> executions
 
     @property
     def ok(self) -> bool:
@@ -243,6 +251,7 @@ class HistoryReport:
             "duplicates": self.duplicates,
             "phantoms": self.phantoms,
             "stale_fenced": len(self.stale),
+            "executed_twice": self.executed_twice,
         }
 
 
@@ -268,6 +277,11 @@ def check_history(runs: list[dict[str, Any]], history: list[Execution]) -> Histo
             tick = run.get("scheduled_at") or run["id"]
             by_tick.setdefault(str(tick), []).append(f"{run['id']}@{token[1]}")
     report.duplicates = {t: ids for t, ids in by_tick.items() if len(ids) > 1}
+    per_tick: dict[str, set[str]] = {}
+    for e in starts:
+        if e.tick != "-":
+            per_tick.setdefault(e.tick, set()).add(f"{e.run}@{e.claim_revision}/{e.node}")
+    report.executed_twice = {t: sorted(x) for t, x in per_tick.items() if len(x) > 1}
     report.stale = sorted(
         f"{e.run}@{e.claim_revision}/{e.node}"
         for e in starts
