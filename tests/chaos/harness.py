@@ -317,6 +317,32 @@ async def api(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> 
         return r.status, body
 
 
+async def api_until_ok(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    method: str,
+    path: str,
+    timeout: float = 60,
+    **kw: Any,
+) -> Any:
+    """Call ``path`` on any of ``urls`` until one answers 2xx (a node that is still reconnecting
+    to etcd answers 503 meanwhile); the body of the first success."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        for url in urls:
+            try:
+                status, body = await api(http, method, f"{url}{path}", **kw)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = exc
+                continue
+            if 200 <= status < 300:
+                return body
+            last = (status, body)
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"{method} {path}: no success within {timeout}s; last: {last!r}")
+
+
 @contextlib.contextmanager
 def scratch(prefix: str = "cronmesh-chaos-") -> Iterator[Path]:
     """A directory for a command-line run; kept afterwards (logs, history, summary)."""

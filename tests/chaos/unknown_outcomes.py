@@ -25,6 +25,7 @@ from tests.chaos.checker import check, load_runs
 from tests.chaos.harness import (
     TcpProxy,
     api,
+    api_until_ok,
     check_history,
     history_command,
     key_prefix,
@@ -88,8 +89,9 @@ async def scenario(
             proxy.armed, proxy.delay = 0, 0.0
         await asyncio.sleep(settle)
         await wait_all_ready(cluster)
-        status, body = await api(http, "PATCH", f"{base}/jobs/{JOB}", json={"enabled": False})
-        assert status == 200, body
+        urls = [p.url for p in cluster.procs]
+        path = f"/api/v1/projects/default/jobs/{JOB}"
+        await api_until_ok(http, urls, "PATCH", path, json={"enabled": False})
     runs = await load_runs(etcd, keys, "default", JOB)
     report = check(runs, CRON, start, end)
     hist = check_history(runs, read_history(history))
@@ -142,7 +144,9 @@ def main() -> int:
         finally:
             server.stop()
         report, hist = result.pop("report"), result.pop("history")
-        print(json.dumps({**result, "checker": report.as_dict(), "history": hist.as_dict()}, indent=2))
+        print(
+            json.dumps({**result, "checker": report.as_dict(), "history": hist.as_dict()}, indent=2)
+        )
         faults = result["replies_dropped"] + result["cuts"]
         print_summary([summary_row("unknown_outcomes", faults, report)], tmp / "summary.json")
         print(f"logs, history and summary.json in {tmp}")
