@@ -48,6 +48,10 @@ def job_spec(history: Path, work: float) -> dict[str, Any]:
     }
 
 
+def first_claim(run: dict[str, Any]) -> int | None:
+    return run["attempts"][0].get("claim_revision") if run["attempts"] else None
+
+
 async def _poll(cond: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -100,11 +104,17 @@ async def scenario(
             live = next(p.url for p in cluster.procs if p is not victim and p.alive())
             live_run = f"{live}/api/v1/projects/default/runs/{run_id}"
 
+            # A killed node is restarted with its id at once, so its retry may land on the new
+            # process (a new lease, a new claim); a frozen node's retry must land elsewhere.
+            elsewhere = None if kind == "kill" else victim.node_id
+
             async def moved(
-                live_run: str = live_run, node: str = victim.node_id
+                live_run: str = live_run, elsewhere: str | None = elsewhere
             ) -> dict[str, Any] | None:
                 s, r = await api(http, "GET", live_run)
-                return r if s == 200 and r["attempt"] > 1 and r.get("node") != node else None
+                if s != 200 or r["attempt"] < 2 or not r.get("node"):
+                    return None
+                return r if r["node"] != elsewhere else None
 
             try:
                 await _poll(moved, 60, f"run {run_id} retried elsewhere")
@@ -120,8 +130,10 @@ async def scenario(
             if final["status"] != "succeeded":
                 failures.append(f"{run_id}: {final['status']} {final.get('error')}")
             wins = [a for a in final["attempts"] if a["status"] == "succeeded"]
-            if len(wins) != 1 or wins[0]["node"] == victim.node_id:
+            if len(wins) != 1 or wins[0]["node"] == elsewhere:
                 failures.append(f"{run_id}: successful attempts {wins}")
+            if wins and wins[0]["claim_revision"] == first_claim(final):
+                failures.append(f"{run_id}: the lost claim finished the run")
             first = final["attempts"][0]
             if first["node"] != victim.node_id or first["status"] != "lost":
                 failures.append(f"{run_id}: first attempt {first}")
