@@ -28,6 +28,7 @@ from tests.chaos.harness import (
     check_history,
     history_command,
     key_prefix,
+    lease_losses,
     print_summary,
     read_history,
     scratch,
@@ -99,6 +100,10 @@ async def scenario(
     def note(kind: str, member: int) -> None:
         faults.append({"fault": kind, "member": member, "at": datetime.now(UTC).isoformat()})
 
+    def losses_since(before: dict[str, int]) -> int:
+        now = lease_losses(cluster)
+        return sum(n - before.get(node, 0) for node, n in now.items())
+
     await wait_all_ready(cluster)
     async with api_session() as http:
         base = f"{cluster.procs[0].url}/api/v1/projects/default"
@@ -117,11 +122,13 @@ async def scenario(
             await _healthy(etcd_cluster)
             await asyncio.sleep(1)
 
-            paused = (r + 1) % size
+            paused = r % size
             note("pause", paused)
+            before = lease_losses(cluster)
             etcd_cluster.pause(paused)
             await asyncio.sleep(down)
             etcd_cluster.resume(paused)
+            faults[-1]["lease_losses"] = losses_since(before)
             await _healthy(etcd_cluster)
             await asyncio.sleep(1)
 

@@ -311,6 +311,15 @@ async def wait_all_ready(cluster: ProcessCluster, timeout: float = 60) -> None:
                 await asyncio.sleep(0.2)
 
 
+def lease_losses(cluster: ProcessCluster) -> dict[str, int]:
+    """How many times each node has lost its lease so far (from its JSON log)."""
+    out: dict[str, int] = {}
+    for p in cluster.procs:
+        with contextlib.suppress(OSError):
+            out[p.node_id] = p.log_path.read_text().count('"event": "lease lost"')
+    return out
+
+
 async def api(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, Any]:
     async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=10), **kw) as r:
         body = await r.json() if r.content_type == "application/json" else await r.text()
