@@ -48,6 +48,7 @@ def job_spec(history: Path) -> dict[str, Any]:
         "schedules": [{"cron": CRON}],
         "catchup": "all",
         "overlap": "allow",
+        "keep_runs": 100_000,  # the checker reads every run of the window back
         # A node whose lease expires while etcd is unavailable stops its runs: they are lost and
         # retried by policy (at-least-once for lost runs), never run twice as two ticks.
         "retries": 2,

@@ -34,6 +34,7 @@ JOB = {
     "schedules": [{"cron": "* * * * * *"}],
     "catchup": "all",
     "overlap": "allow",
+    "keep_runs": 100_000,  # the checker reads every run of the window back
 }
 
 

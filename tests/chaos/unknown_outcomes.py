@@ -48,6 +48,7 @@ def job_spec(history: Path) -> dict[str, Any]:
         "schedules": [{"cron": CRON}],
         "catchup": "all",
         "overlap": "allow",
+        "keep_runs": 100_000,  # the checker reads every run of the window back
         "retries": 0,
     }
 
