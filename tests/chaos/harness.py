@@ -237,7 +237,8 @@ class HistoryReport:
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # tick -> committed executions
     phantoms: list[str] = field(default_factory=list)  # a committed success no execution backs
     stale: list[str] = field(default_factory=list)  # executions whose claim never committed
-    executed_twice: dict[str, list[str]] = field(default_factory=dict)  # tick -> executions
+    # tick -> executions, leaving out attempts etcd committed as lost (retried by policy)
+    executed_twice: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -277,9 +278,17 @@ def check_history(runs: list[dict[str, Any]], history: list[Execution]) -> Histo
             tick = run.get("scheduled_at") or run["id"]
             by_tick.setdefault(str(tick), []).append(f"{run['id']}@{token[1]}")
     report.duplicates = {t: ids for t, ids in by_tick.items() if len(ids) > 1}
+    # Re-executing an attempt that etcd committed as lost (its node lost its lease and killed
+    # it) is the retry policy at work; any other second execution of a tick is unexplained.
+    lost = {
+        (run["id"], int(att.get("claim_revision") or 0))
+        for run in runs
+        for att in run.get("attempts", [])
+        if att["status"] == "lost"
+    }
     per_tick: dict[str, set[str]] = {}
     for e in starts:
-        if e.tick != "-":
+        if e.tick != "-" and (e.run, e.claim_revision) not in lost:
             per_tick.setdefault(e.tick, set()).add(f"{e.run}@{e.claim_revision}/{e.node}")
     report.executed_twice = {t: sorted(x) for t, x in per_tick.items() if len(x) > 1}
     report.stale = sorted(
