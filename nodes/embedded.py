@@ -61,8 +61,11 @@ class EtcdProcess:
         scheme: str = "http",
         extra_args: Sequence[str] = (),
         health_url: str | None = None,
+        initial_cluster: str | None = None,
     ) -> None:
-        """``scheme``/``extra_args``: e.g. TLS flags; then give a plain ``health_url`` (metrics)."""
+        """``scheme``/``extra_args``: e.g. TLS flags; then give a plain ``health_url`` (metrics).
+        ``initial_cluster``: ``name=peer-url,…`` of every member, for a multi-member cluster."""
+        self.initial_cluster = initial_cluster
         self.scheme = scheme
         self.extra_args = list(extra_args)
         self.health_url = health_url
@@ -78,10 +81,15 @@ class EtcdProcess:
     def endpoint(self) -> str:
         return f"{self.scheme}://{self.host}:{self.client_port}"
 
-    def start(self, timeout: float = 20.0) -> EtcdProcess:
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    def start(self, timeout: float = 20.0, *, wait: bool = True) -> EtcdProcess:
+        """Start the member; ``wait=False`` for a cluster member (healthy only with a quorum)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         client = self.endpoint
-        peer = f"http://{self.host}:{self.peer_port}"
+        peer = self.peer_url
         argv = [
             etcd_binary(),
             "--name",
@@ -97,7 +105,7 @@ class EtcdProcess:
             "--initial-advertise-peer-urls",
             peer,
             "--initial-cluster",
-            f"{self.name}={peer}",
+            self.initial_cluster or f"{self.name}={peer}",
             "--auto-compaction-mode",
             "periodic",
             "--auto-compaction-retention",
@@ -117,7 +125,8 @@ class EtcdProcess:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        self.wait_healthy(timeout)
+        if wait:
+            self.wait_healthy(timeout)
         return self
 
     def wait_healthy(self, timeout: float) -> None:

@@ -25,6 +25,7 @@ from cluster.etcd import Etcd
 from cluster.keys import Keys
 from nodes.embedded import EtcdProcess
 from tests.chaos.checker import Report, check, load_runs
+from tests.chaos.harness import print_summary, summary_row
 from tests.conftest import api_session
 
 JOB = {
@@ -33,6 +34,7 @@ JOB = {
     "schedules": [{"cron": "* * * * * *"}],
     "catchup": "all",
     "overlap": "allow",
+    "keep_runs": 100_000,  # the checker reads every run of the window back
 }
 
 
@@ -154,6 +156,7 @@ def main() -> int:
         procs.close()
         etcd_proc.stop()
     print(json.dumps({**report.as_dict(), **info, "logs": str(tmp)}, indent=2))
+    print_summary([summary_row("leader_kill", len(info["kills"]), report)], tmp / "summary.json")
     return 0 if report.ok and not report.unfinished else 1
 
 

@@ -1,0 +1,403 @@
+"""Chaos harness: a 3-member etcd cluster on loopback, a TCP proxy that loses replies, and the
+per-execution history that jobs write (checked against the run records in etcd).
+
+The history: every execution of a harness job appends one ``start`` and one ``end`` line to a
+shared file, built from the ``CRONMESH_*`` variables the worker passes (the fencing token is
+``CRONMESH_RUN_ID`` + ``CRONMESH_CLAIM_REVISION``). A line is short and written with one
+``O_APPEND`` write, so lines of concurrent executions never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from nodes.embedded import EtcdProcess, free_port
+from tests.conftest import ProcessCluster, api_session
+
+# -- etcd cluster -------------------------------------------------------------------------------
+
+
+class EtcdCluster:
+    """``size`` etcd members on loopback; members can be killed, paused and restarted."""
+
+    def __init__(self, root: Path, size: int = 3) -> None:
+        self.members = [
+            EtcdProcess(
+                root / f"etcd-{i + 1}", name=f"m{i + 1}", log_file=root / f"etcd-{i + 1}.log"
+            )
+            for i in range(size)
+        ]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.initial_cluster = initial
+        self.paused: set[int] = set()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self, timeout: float = 30) -> EtcdCluster:
+        for m in self.members:
+            m.start(wait=False)
+        for m in self.members:
+            m.wait_healthy(timeout)
+        return self
+
+    def kill(self, i: int) -> None:
+        self.resume(i)
+        self.members[i].kill()
+
+    def restart(self, i: int, timeout: float = 30) -> None:
+        """Start a killed member again on its data dir (it rejoins with its identity)."""
+        self.members[i].start(wait=False)
+
+    def pause(self, i: int) -> None:
+        proc = self.members[i].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGSTOP)
+            self.paused.add(i)
+
+    def resume(self, i: int) -> None:
+        proc = self.members[i].proc
+        if i in self.paused and proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+        self.paused.discard(i)
+
+    def alive(self, i: int) -> bool:
+        proc = self.members[i].proc
+        return proc is not None and proc.poll() is None and i not in self.paused
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        for i, m in enumerate(self.members):
+            if self.alive(i):
+                m.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        for i in range(len(self.members)):
+            self.resume(i)
+        for m in self.members:
+            m.stop()
+
+
+# -- TCP proxy ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ProxyStats:
+    connections: int = 0
+    replies_dropped: int = 0  # connections cut after the request went through, reply discarded
+    cuts: int = 0  # connections cut by ``cut_all``
+    delayed_chunks: int = 0
+
+
+class TcpProxy:
+    """A byte proxy in front of one etcd member. gRPC multiplexes every call of a node over one
+    HTTP/2 connection, so "drop a reply" means: the request bytes reached etcd (it may apply the
+    transaction), the reply bytes are thrown away and the connection is cut. The client cannot
+    tell whether its transaction applied: its outcome is unknown."""
+
+    def __init__(self, target_host: str, target_port: int, *, seed: int = 0) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.drop_rate = 0.0  # per reply chunk, after a request was forwarded on the connection
+        self.delay = 0.0  # seconds added to every chunk, both ways
+        self.armed = 0  # drop the next ``armed`` replies (each: one connection cut)
+        self.stats = ProxyStats()
+        self._rng = random.Random(seed)
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        pair = (writer, up_writer)
+        self._conns.add(pair)
+        sent = asyncio.Event()  # a request went upstream since the last reply
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            while data := await src.read(65536):
+                if self.delay:
+                    self.stats.delayed_chunks += 1
+                    await asyncio.sleep(self.delay)
+                if not up and sent.is_set() and self._drop():
+                    self.stats.replies_dropped += 1
+                    return  # the reply is lost: cut both sides without forwarding it
+                dst.write(data)
+                await dst.drain()
+                if up:
+                    sent.set()
+                else:
+                    sent.clear()
+
+        tasks = [
+            asyncio.create_task(pump(reader, up_writer, True)),
+            asyncio.create_task(pump(up_reader, writer, False)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for w in pair:
+                w.transport.abort()
+            self._conns.discard(pair)
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
+                    await t
+
+    def _drop(self) -> bool:
+        if self.armed > 0:
+            self.armed -= 1
+            return True
+        return self._rng.random() < self.drop_rate
+
+    def cut_all(self) -> None:
+        """Cut every open connection at once (a network blip)."""
+        for pair in list(self._conns):
+            self.stats.cuts += 1
+            for w in pair:
+                w.transport.abort()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self.cut_all()
+            await self._server.wait_closed()
+
+
+# -- history ------------------------------------------------------------------------------------
+
+
+def history_command(path: Path, work: float = 0.0) -> str:
+    """A job command that records its execution in ``path`` (start, ``work`` s of sleep, end)."""
+    fields = (
+        '"$CRONMESH_JOB" "${CRONMESH_SCHEDULED_AT:--}" "$CRONMESH_RUN_ID" "$CRONMESH_ATTEMPT" '
+        '"$CRONMESH_CLAIM_REVISION" "$CRONMESH_NODE"'
+    )
+    line = f"printf '%s %s %s %s %s %s %s %s\\n' PHASE {fields} \"$(date +%s.%N)\" >> {path}"
+    sleep = f"sleep {work:g}; " if work else ""
+    return f"{line.replace('PHASE', 'start')}; {sleep}{line.replace('PHASE', 'end')}"
+
+
+@dataclass(frozen=True)
+class Execution:
+    phase: str
+    job: str
+    tick: str
+    run: str
+    attempt: int
+    claim_revision: int
+    node: str
+    at: float
+
+
+def read_history(path: Path) -> list[Execution]:
+    out: list[Execution] = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 8:
+                continue
+            phase, job, tick, run, attempt, rev, node, at = parts
+            out.append(Execution(phase, job, tick, run, int(attempt), int(rev), node, float(at)))
+    return out
+
+
+@dataclass
+class HistoryReport:
+    """The executions of the history against the attempts etcd committed."""
+
+    executions: int = 0
+    committed_successes: int = 0
+    duplicates: dict[str, list[str]] = field(default_factory=dict)  # tick -> committed executions
+    phantoms: list[str] = field(default_factory=list)  # a committed success no execution backs
+    stale: list[str] = field(default_factory=list)  # executions whose claim never committed
+    # tick -> executions, leaving out attempts etcd committed as lost (retried by policy)
+    executed_twice: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.duplicates or self.phantoms)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "executions": self.executions,
+            "committed_successes": self.committed_successes,
+            "duplicates": self.duplicates,
+            "phantoms": self.phantoms,
+            "stale_fenced": len(self.stale),
+            "executed_twice": self.executed_twice,
+        }
+
+
+def check_history(runs: list[dict[str, Any]], history: list[Execution]) -> HistoryReport:
+    """Merge the runs in etcd with the executions: every committed success must be backed by an
+    execution that finished with the same fencing token (run id + claim revision); no tick may have
+    two committed successful executions; executions whose claim etcd never committed are stale
+    (their node lost the claim) and are only counted."""
+    ends = {(e.run, e.claim_revision): e for e in history if e.phase == "end"}
+    starts = [e for e in history if e.phase == "start"]
+    report = HistoryReport(executions=len(starts))
+    committed: set[tuple[str, int]] = set()
+    by_tick: dict[str, list[str]] = {}
+    for run in runs:
+        for att in run.get("attempts", []):
+            token = (run["id"], int(att.get("claim_revision") or 0))
+            committed.add(token)
+            if att["status"] != "succeeded":
+                continue
+            report.committed_successes += 1
+            if token not in ends:
+                report.phantoms.append(f"{run['id']}@{token[1]}")
+            tick = run.get("scheduled_at") or run["id"]
+            by_tick.setdefault(str(tick), []).append(f"{run['id']}@{token[1]}")
+    report.duplicates = {t: ids for t, ids in by_tick.items() if len(ids) > 1}
+    # Re-executing an attempt that etcd committed as lost (its node lost its lease and killed
+    # it) is the retry policy at work; any other second execution of a tick is unexplained.
+    lost = {
+        (run["id"], int(att.get("claim_revision") or 0))
+        for run in runs
+        for att in run.get("attempts", [])
+        if att["status"] == "lost"
+    }
+    per_tick: dict[str, set[str]] = {}
+    for e in starts:
+        if e.tick != "-" and (e.run, e.claim_revision) not in lost:
+            per_tick.setdefault(e.tick, set()).add(f"{e.run}@{e.claim_revision}/{e.node}")
+    report.executed_twice = {t: sorted(x) for t, x in per_tick.items() if len(x) > 1}
+    report.stale = sorted(
+        f"{e.run}@{e.claim_revision}/{e.node}"
+        for e in starts
+        if (e.run, e.claim_revision) not in committed
+    )
+    return report
+
+
+# -- node processes -----------------------------------------------------------------------------
+
+
+async def node_ready(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return r.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def wait_all_ready(cluster: ProcessCluster, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with api_session() as http:
+        for node in cluster.procs:
+            while not await node_ready(http, node.url):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.node_id} not ready after {timeout}s")
+                await asyncio.sleep(0.2)
+
+
+def lease_losses(cluster: ProcessCluster) -> dict[str, int]:
+    """How many times each node has lost its lease so far (from its JSON log)."""
+    out: dict[str, int] = {}
+    for p in cluster.procs:
+        with contextlib.suppress(OSError):
+            out[p.node_id] = p.log_path.read_text().count('"event": "lease lost"')
+    return out
+
+
+async def api(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, Any]:
+    async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=10), **kw) as r:
+        body = await r.json() if r.content_type == "application/json" else await r.text()
+        return r.status, body
+
+
+async def api_until_ok(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    method: str,
+    path: str,
+    timeout: float = 60,
+    **kw: Any,
+) -> Any:
+    """Call ``path`` on any of ``urls`` until one answers 2xx (a node that is still reconnecting
+    to etcd answers 503 meanwhile); the body of the first success."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        for url in urls:
+            try:
+                status, body = await api(http, method, f"{url}{path}", **kw)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = exc
+                continue
+            if 200 <= status < 300:
+                return body
+            last = (status, body)
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"{method} {path}: no success within {timeout}s; last: {last!r}")
+
+
+@contextlib.contextmanager
+def scratch(prefix: str = "cronmesh-chaos-") -> Iterator[Path]:
+    """A directory for a command-line run; kept afterwards (logs, history, summary)."""
+    yield Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def key_prefix() -> str:
+    return f"/chaos{uuid.uuid4().hex[:6]}"
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+COLUMNS = ("scenario", "faults", "ticks_due", "runs", "duplicates", "misses", "lost", "max_gap_s")
+
+
+def summary_row(scenario: str, faults: int, report: Any | None, extra: int = 0) -> dict[str, Any]:
+    """One row of the summary table from a checker ``Report`` (None: no tick window)."""
+    if report is None:
+        return dict(zip(COLUMNS, (scenario, faults, 0, extra, 0, 0, 0, 0.0), strict=True))
+    return {
+        "scenario": scenario,
+        "faults": faults,
+        "ticks_due": report.ticks,
+        "runs": report.runs,
+        "duplicates": len(report.duplicates),
+        "misses": len(report.missed),
+        "lost": len(report.lost_final),
+        "max_gap_s": round(report.largest_gap, 2),
+    }
+
+
+def print_summary(rows: list[dict[str, Any]], out: Path | None = None) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS}
+    lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in COLUMNS) for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2))
+    return text

@@ -1,0 +1,23 @@
+"""Criterion 2 of the reliability suite (short version; long: python -m tests.chaos.worker_faults)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.worker_faults import scenario
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_killed_or_frozen_worker_run_retried_elsewhere_stale_worker_commits_nothing(
+    procs, etcd, keys, tmp_path
+):
+    for i in range(3):
+        procs.start(f"node-{i + 1}", lease_ttl=2)
+    result = await scenario(procs, etcd, keys, tmp_path / "history", trials=2, work=3)
+    assert result["failures"] == [], result
+    hist = result["history"]
+    assert hist["duplicates"] == {} and hist["phantoms"] == [], result
+    assert hist["committed_successes"] == 2
+    # The frozen worker's process finished its work, but its claim was gone: fenced, not committed.
+    assert hist["stale_fenced"] >= 1, result
