@@ -2,7 +2,8 @@
 
 It keeps an in-memory picture of jobs, schedule states and active runs (one consistent read, then
 watches from that revision), sleeps until the next tick is due, decides with the pure functions of
-``cluster.plan`` and writes each job's decision in ONE transaction that compares
+``cluster.plan`` and writes each job's decision in ONE transaction (jobs due together share
+transactions, each job keeping its own compares, D91) that compares
 
 - the leader's election key create revision (fencing: a deposed leader's write fails),
 - the job's schedule-state mod revision (CAS: a tick is handled once),
