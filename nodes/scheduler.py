@@ -346,7 +346,7 @@ class Scheduler:
         alone: list[JobKey] = []
         chunks: list[list[_Planned]] = []
         chunk: list[_Planned] = []
-        n_cmp = n_ops = n_probes = n_bytes = 0
+        n_cmp = n_ops = n_bytes = 0
         for jk in due:
             try:
                 plan = self._plan(jk)
@@ -365,14 +365,12 @@ class Scheduler:
             if chunk and (
                 n_cmp + len(compares) > MAX_TXN_OPS - 1
                 or n_ops + len(ops) > MAX_TXN_OPS
-                or n_probes + 1 > MAX_TXN_OPS - 1
                 or n_bytes + size > TXN_BYTES
             ):
                 chunks.append(chunk)
-                chunk, n_cmp, n_ops, n_probes, n_bytes = [], 0, 0, 0, 0
+                chunk, n_cmp, n_ops, n_bytes = [], 0, 0, 0
             chunk.append(plan)
-            n_cmp, n_ops, n_probes = n_cmp + len(compares), n_ops + len(ops), n_probes + 1
-            n_bytes += size
+            n_cmp, n_ops, n_bytes = n_cmp + len(compares), n_ops + len(ops), n_bytes + size
         if chunk:
             chunks.append(chunk)
         await asyncio.gather(
@@ -399,6 +397,10 @@ class Scheduler:
             for plan in chunk:
                 await self._refresh_state(plan.jk)
                 self._schedule_at(plan.jk, self.clock() + timedelta(seconds=0.5))
+            return
+        except Exception:  # e.g. a request etcd refuses: nothing applied; go job by job
+            log.exception("batched tick write refused; writing its jobs one by one")
+            await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
             return
         if res.succeeded:
             for plan in chunk:
