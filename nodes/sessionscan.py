@@ -8,7 +8,7 @@ event loop, once per exit, stalls the loop for seconds when a few hundred jobs e
 
 :class:`SessionScanner` coalesces those lookups: every session asked for while a scan is
 running is served by the *next* scan, a single pass over ``/proc`` that answers for all of them,
-and the pass runs in a worker thread (its ``open``/``read`` calls release the GIL). A request is
+and the pass runs in a thread of its own (its ``open``/``read`` calls release the GIL). A request is
 only ever answered by a scan that started after it was made, so a scan never reports an answer
 older than the question (the guarantee of the per-exit scan is kept).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["SessionScanner", "parse_stat", "scan_sessions", "scanner", "session_members"]
 
@@ -84,6 +85,17 @@ def session_members(sid: int, *, include_zombies: bool = False) -> list[int]:
     return scan_sessions((sid,), include_zombies=include_zombies).get(sid, [])
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """A thread of its own: the default executor may be busy (password hashing, SMTP)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cronmesh-procscan")
+    return _POOL
+
+
 class SessionScanner:
     """Coalesces session lookups of one event loop into shared scans run in a thread."""
 
@@ -117,7 +129,7 @@ class SessionScanner:
         while self._pending:
             batch, self._pending = self._pending, {}
             try:
-                found = await loop.run_in_executor(None, self._scan, tuple(batch))
+                found = await loop.run_in_executor(_pool(), self._scan, tuple(batch))
             except asyncio.CancelledError:  # the loop is going away: so are the callers
                 for fut in [*batch.values(), *self._pending.values()]:
                     fut.cancel()
