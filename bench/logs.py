@@ -32,7 +32,7 @@ import aiohttp
 import boto3
 from botocore.config import Config
 
-from bench.harness import BenchEtcd, NodeProc, Procs
+from bench.harness import BenchEtcd, NodeProc, Procs, auth_headers
 from bench.stats import summary_ms
 from tests.seaweed import SeaweedS3
 
@@ -118,7 +118,7 @@ async def shipping(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quic
     node = start_node(procs, etcd, tmp, f"/bench-{uuid.uuid4().hex[:8]}", "ship")
     del os.environ["CRONMESH_CONFIG"]
     line = "the quick brown fox jumps over the lazy dog 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=auth_headers()) as http:
         await wait_ready(http, node)
         t0 = time.monotonic()
         ids = []
@@ -165,7 +165,7 @@ async def small_logs(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, qu
     os.environ["CRONMESH_CONFIG"] = str(cfg)
     node = start_node(procs, etcd, tmp, f"/bench-{uuid.uuid4().hex[:8]}", "small")
     del os.environ["CRONMESH_CONFIG"]
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=auth_headers()) as http:
         await wait_ready(http, node)
         job = {"name": "hello", "command": "echo hello from $CRONMESH_RUN_ID"}
         async with http.put(f"{node.url}{API}/jobs/hello", json=job) as r:
@@ -226,7 +226,7 @@ async def live_tail(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, qui
                     if stream == "stdout":
                         into.append(now - float(body))
 
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=auth_headers()) as http:
         for n in (a, b):
             await wait_ready(http, n)
         cmd = f"for i in $(seq 1 {lines}); do date +%s.%N; sleep 0.1; done"

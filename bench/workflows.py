@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import BenchEtcd, NodeProc, Procs, machine_info, parse_prom
+from bench.harness import BenchEtcd, NodeProc, Procs, auth_headers, machine_info, parse_prom
 from bench.stats import histogram_summary_ms, summary_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,7 +95,8 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
     )
     procs.add(node)
     out: dict[str, Any] = {"scenario": "workflows", "repeat": args.repeat}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as http:
         await node.wait_leading(http)
         node.profiling(True)
         edges: list[float] = []

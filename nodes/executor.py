@@ -23,7 +23,9 @@ found and signalled without racing pid reuse. The zombie is reaped (only that pi
 
 After the main process exits, processes still in its session (``sleep 100 &``) are sent
 SIGTERM, given :attr:`Process.leftover_grace` seconds, then SIGKILL, so a run leaves no
-stragglers and its pipes reach EOF.
+stragglers and its pipes reach EOF. The leftover lookups go through
+:mod:`nodes.sessionscan`, which answers the lookups of all the jobs that exit at about the same
+time with one pass over ``/proc`` in a worker thread, so a burst of exits never stalls the loop.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from dataclasses import dataclass
 from typing import IO
 
 import structlog
+
+from nodes.sessionscan import scanner, session_members
 
 __all__ = ["ExitStatus", "OutputCallback", "Process", "session_members"]
 
@@ -61,57 +65,6 @@ class ExitStatus:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
-
-
-def _parse_stat(data: bytes) -> tuple[bytes, int] | None:
-    """Return (state, session id) from the contents of a ``/proc/<pid>/stat`` file.
-
-    ``comm`` (field 2) is in parentheses and may itself contain spaces and parentheses, so the
-    line is split after the LAST ``)``.
-    """
-    end = data.rfind(b")")
-    if end < 0:
-        return None
-    fields = data[end + 1 :].split()
-    # fields[0] = state (3), [1] = ppid (4), [2] = pgrp (5), [3] = session (6)
-    if len(fields) < 4:
-        return None
-    try:
-        return fields[0], int(fields[3])
-    except ValueError:
-        return None
-
-
-def session_members(sid: int, *, include_zombies: bool = False) -> list[int]:
-    """Pids of the processes whose session id is ``sid`` (zombies left out by default)."""
-    members: list[int] = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return members
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
-        except OSError:  # vanished, or hidden
-            continue
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        parsed = _parse_stat(data)
-        if parsed is None:
-            continue
-        state, session = parsed
-        if session != sid:
-            continue
-        if not include_zombies and state in (b"Z", b"X"):
-            continue
-        members.append(int(name))
-    return members
 
 
 class _Pipe:
@@ -363,7 +316,7 @@ class Process:
         return self._status
 
     async def _clean_leftovers(self) -> None:
-        leftovers = self._leftovers()
+        leftovers = await self._leftovers()
         if not leftovers:
             return
         loop = self._loop
@@ -379,18 +332,19 @@ class Process:
                 return
             if loop.time() >= deadline:
                 log.warning(
-                    "job processes survive SIGKILL", pid=self.pid, leftovers=self._leftovers()
+                    "job processes survive SIGKILL", pid=self.pid, leftovers=await self._leftovers()
                 )
                 return
 
-    def _leftovers(self) -> list[int]:
-        return [p for p in session_members(self.pid) if p != self.pid]
+    async def _leftovers(self) -> list[int]:
+        """Live processes of the session other than the main one (a shared, off-loop scan)."""
+        return [p for p in await scanner().members(self.pid) if p != self.pid]
 
     async def _wait_gone(self, deadline: float) -> bool:
         """Poll until no leftover remains (True) or the deadline passes (False)."""
         delay = 0.005
         while True:
-            if not self._leftovers():
+            if not await self._leftovers():
                 return True
             remaining = deadline - self._loop.time()
             if remaining <= 0:

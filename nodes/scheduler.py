@@ -2,7 +2,8 @@
 
 It keeps an in-memory picture of jobs, schedule states and active runs (one consistent read, then
 watches from that revision), sleeps until the next tick is due, decides with the pure functions of
-``cluster.plan`` and writes each job's decision in ONE transaction that compares
+``cluster.plan`` and writes each job's decision in ONE transaction (jobs due together share
+transactions, each job keeping its own compares, D91) that compares
 
 - the leader's election key create revision (fencing: a deposed leader's write fails),
 - the job's schedule-state mod revision (CAS: a tick is handled once),
@@ -50,6 +51,7 @@ Archiver = Callable[[str, str, dict[str, bytes]], Awaitable[object]]
 
 RUNS_PER_TXN = 16
 TXN_BYTES = 512 * 1024
+BATCH_RUNS_PER_JOB = 2  # plans with more runs (catch-up) keep a transaction of their own
 EVENTS_KEPT = 20
 RECONCILE_EVERY = 10.0
 PRUNE_EVERY = 60.0
@@ -90,6 +92,18 @@ def _span(span: TickSpan, fate: str, fp: str) -> dict[str, Any]:
         "count": span.count,
         "more": span.more,
     }
+
+
+@dataclass
+class _Planned:
+    """One job's decision at a tick: the new schedule state and the runs to create."""
+
+    jk: JobKey
+    entry: JobEntry
+    state: dict[str, Any]
+    runs: list[tuple[Run, str]]  # (run, tick key)
+    cancels: list[str]
+    next_due: datetime | None
 
 
 class Scheduler:
@@ -281,8 +295,11 @@ class Scheduler:
                 entry = self.jobs.get(jk)
                 if entry is not None and entry.generation == gen:
                     due.append(jk)
+            if len(due) > 1:
+                await self._fire_batch(due)
+                continue
             if due:
-                await asyncio.gather(*(self._fire_guarded(jk) for jk in due))
+                await self._fire_guarded(due[0])
                 continue
             self._wake.clear()
             delay = 3600.0
@@ -292,9 +309,19 @@ class Scheduler:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     async def _fire_guarded(self, jk: JobKey) -> None:
+        await self._guarded(jk, lambda: self.fire(jk))
+
+    async def _write_guarded(self, plan: _Planned) -> None:
+        async def write() -> None:
+            if await self._write(plan.jk, plan.entry, plan.state, plan.runs, plan.cancels):
+                self._schedule_at(plan.jk, plan.next_due)
+
+        await self._guarded(plan.jk, write)
+
+    async def _guarded(self, jk: JobKey, action: Callable[[], Awaitable[None]]) -> None:
         async with self._sem:
             try:
-                await self.fire(jk)
+                await action()
             except LostOwnership:
                 raise
             except (Unavailable, OutcomeUnknown) as exc:
@@ -307,6 +334,84 @@ class Scheduler:
                 log.exception("cannot schedule job; retrying in 30 s", job="/".join(jk))
                 metrics.TICKS.labels("error").inc()
                 self._schedule_at(jk, self.clock() + timedelta(seconds=30))
+
+    async def _fire_batch(self, due: list[JobKey]) -> None:
+        """Fire several due jobs: small plans share fenced transactions (≤ MAX_TXN_OPS each).
+
+        A shared transaction carries every job's own compares (state CAS, absent tick and run
+        keys) and one fence, so it commits all of its jobs or none. When etcd rejects it while
+        we still lead (one job's state moved, a backfill took a tick), each of its jobs is
+        written again alone, where the single-job path sorts it out.
+        """
+        alone: list[JobKey] = []
+        chunks: list[list[_Planned]] = []
+        chunk: list[_Planned] = []
+        n_cmp = n_ops = n_bytes = 0
+        for jk in due:
+            try:
+                plan = self._plan(jk)
+            except Exception:
+                alone.append(jk)  # the single-job path logs it and parks the job
+                continue
+            if plan is None:
+                continue
+            if plan.cancels or len(plan.runs) > BATCH_RUNS_PER_JOB:
+                alone.append(jk)
+                continue
+            compares, ops = self._write_ops(
+                plan.entry, self.keys.schedule_state(*jk), plan.state, plan.runs
+            )
+            size = sum(op.ByteSize() for op in ops)
+            if chunk and (
+                n_cmp + len(compares) > MAX_TXN_OPS - 1
+                or n_ops + len(ops) > MAX_TXN_OPS
+                or n_bytes + size > TXN_BYTES
+            ):
+                chunks.append(chunk)
+                chunk, n_cmp, n_ops, n_bytes = [], 0, 0, 0
+            chunk.append(plan)
+            n_cmp, n_ops, n_bytes = n_cmp + len(compares), n_ops + len(ops), n_bytes + size
+        if chunk:
+            chunks.append(chunk)
+        await asyncio.gather(
+            *(self._fire_guarded(jk) for jk in alone),
+            *(self._write_chunk(c) if len(c) > 1 else self._write_guarded(c[0]) for c in chunks),
+        )
+
+    async def _write_chunk(self, chunk: list[_Planned]) -> None:
+        """One fenced transaction for several jobs' plans (see :meth:`_fire_batch`)."""
+        compares: list[Any] = [self.lead.fence()]
+        ops: list[Any] = []
+        for plan in chunk:
+            c, o = self._write_ops(
+                plan.entry, self.keys.schedule_state(*plan.jk), plan.state, plan.runs
+            )
+            compares += c
+            ops += o
+        try:
+            async with self._sem:
+                res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
+        except (Unavailable, OutcomeUnknown) as exc:
+            # A lost reply may have applied: re-read each job's state and plan again shortly.
+            log.warning("batched tick write failed; re-reading", jobs=len(chunk), error=str(exc))
+            for plan in chunk:
+                await self._refresh_state(plan.jk)
+                self._schedule_at(plan.jk, self.clock() + timedelta(seconds=0.5))
+            return
+        except Exception:  # e.g. a request etcd refuses: nothing applied; go job by job
+            log.exception("batched tick write refused; writing its jobs one by one")
+            await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
+            return
+        if res.succeeded:
+            for plan in chunk:
+                self._committed(plan.jk, plan.entry, plan.state, plan.runs, res.revision)
+                self._schedule_at(plan.jk, plan.next_due)
+            return
+        leader = res.range_kvs(0)
+        if not leader or leader[0].create_revision != self.lead.revision:
+            raise LostOwnership("leadership lost: fenced tick write rejected")
+        log.info("batched tick write rejected; writing its jobs one by one", jobs=len(chunk))
+        await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
 
     def _schedule_at(self, jk: JobKey, when: datetime | None) -> None:
         entry = self.jobs.get(jk)
@@ -329,9 +434,17 @@ class Scheduler:
 
     async def fire(self, jk: JobKey) -> None:
         """Plan one job at ``now`` and write the decision in one fenced transaction."""
+        plan = self._plan(jk)
+        if plan is not None and await self._write(
+            jk, plan.entry, plan.state, plan.runs, plan.cancels
+        ):
+            self._schedule_at(jk, plan.next_due)
+
+    def _plan(self, jk: JobKey) -> _Planned | None:
+        """Decide one job's due ticks at ``now``; None when there is nothing to write."""
         entry = self.jobs.get(jk)
         if entry is None or not entry.job.enabled:
-            return
+            return None
         job, now = entry.job, self.clock()
         state = json.loads(json.dumps(entry.state)) if entry.state else {}
         sched_state: dict[str, Any] = state.setdefault("schedules", {})
@@ -409,7 +522,7 @@ class Scheduler:
                 break
         if not changed and not runs:
             self._schedule_at(jk, next_due)
-            return
+            return None
         # Forget state of schedules that no longer exist.
         live = {spec.fingerprint() for spec, _ in entry.schedules}
         for fp in list(sched_state):
@@ -417,8 +530,7 @@ class Scheduler:
                 del sched_state[fp]
         state["events"] = events[-EVENTS_KEPT:]
         state["fired"] = fired_total
-        if await self._write(jk, entry, state, runs, cancels):
-            self._schedule_at(jk, next_due)
+        return _Planned(jk, entry, state, runs, cancels, next_due)
 
     async def _write(
         self,
@@ -430,21 +542,8 @@ class Scheduler:
     ) -> bool:
         """One fenced transaction; False when the state moved (re-planned at once)."""
         state_key = self.keys.schedule_state(*jk)
-        compares = [self.lead.fence(), Compare.modified(state_key, entry.state_rev)]
-        ops: list[Any] = [Op.put(state_key, dumps(state))]
-        for run, tick_key in runs:
-            compares.append(Compare.absent(tick_key))
-            compares.append(Compare.absent(self.keys.run(run.project, run.id)))
-            fate = "skipped" if run.status == "skipped" else run.source
-            ops += self.store.create_run_ops(run)
-            ops.append(
-                Op.put(
-                    tick_key,
-                    tick_record(
-                        run.scheduled_at or run.created_at, run.schedule or "", fate, run.id
-                    ),
-                )
-            )
+        compares, ops = self._write_ops(entry, state_key, state, runs)
+        compares.insert(0, self.lead.fence())
         for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
             ops.append(
                 Op.put(
@@ -474,7 +573,40 @@ class Scheduler:
             log.info("schedule state moved under us; planning again", job="/".join(jk))
             self._schedule_at(jk, self.clock() + timedelta(seconds=0.05))
             return False
-        entry.state, entry.state_rev = state, res.revision
+        self._committed(jk, entry, state, runs, res.revision)
+        return True
+
+    def _write_ops(
+        self, entry: JobEntry, state_key: str, state: dict[str, Any], runs: list[tuple[Run, str]]
+    ) -> tuple[list[Any], list[Any]]:
+        """Compares (state CAS, absent tick and run keys; no fence) and ops of one job's plan."""
+        compares: list[Any] = [Compare.modified(state_key, entry.state_rev)]
+        ops: list[Any] = [Op.put(state_key, dumps(state))]
+        for run, tick_key in runs:
+            compares.append(Compare.absent(tick_key))
+            compares.append(Compare.absent(self.keys.run(run.project, run.id)))
+            fate = "skipped" if run.status == "skipped" else run.source
+            ops += self.store.create_run_ops(run)
+            ops.append(
+                Op.put(
+                    tick_key,
+                    tick_record(
+                        run.scheduled_at or run.created_at, run.schedule or "", fate, run.id
+                    ),
+                )
+            )
+        return compares, ops
+
+    def _committed(
+        self,
+        jk: JobKey,
+        entry: JobEntry,
+        state: dict[str, Any],
+        runs: list[tuple[Run, str]],
+        revision: int,
+    ) -> None:
+        """Book-keeping once a job's plan is written at ``revision``."""
+        entry.state, entry.state_rev = state, revision
         wall = time.time()
         for run, _ in runs:
             if run.status != "skipped":
@@ -491,7 +623,6 @@ class Scheduler:
                 tick=run.scheduled_at.isoformat() if run.scheduled_at else None,
                 source=run.source,
             )
-        return True
 
     # -- lost runs -----------------------------------------------------------------------------
 

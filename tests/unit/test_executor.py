@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from nodes.executor import ExitStatus, Process, _parse_stat, session_members
+from nodes.executor import ExitStatus, Process, session_members
+from nodes.sessionscan import parse_stat as _parse_stat
+from nodes.sessionscan import scanner
 
 T = TypeVar("T")
 PY = sys.executable
@@ -498,3 +500,33 @@ def test_parse_stat_splits_at_the_last_paren() -> None:
     assert _parse_stat(b"42 (x y) Z 1 7 7 0 0\n") == (b"Z", 7)
     assert _parse_stat(b"garbage") is None
     assert _parse_stat(b"1 (x) S 1") is None
+
+
+def test_many_exits_together_share_leftover_scans_and_leave_no_stragglers(
+    run: Runner[None], tmp_path: Path
+) -> None:
+    """60 jobs end at once, every other one leaving a background `sleep`: every leftover is
+    killed before its wait() returns, and the /proc scans are shared instead of one per exit."""
+    n = 60
+
+    async def scenario() -> None:
+        go = tmp_path / "go"
+        procs = []
+        for i in range(n):
+            bg = f"sleep 100 & echo $! > bg{i}; " if i % 2 else ""
+            cmd = f"{bg}while [ ! -e go ]; do sleep 0.01; done"
+            procs.append(await start(["/bin/sh", "-c", cmd], Output(), cwd=tmp_path))
+        for p in procs:
+            p.drain_timeout = 30
+        for i in range(1, n, 2):
+            await wait_until(pid_file(tmp_path / f"bg{i}"), what=f"bg{i}")
+        before = scanner().scans
+        go.touch()
+        statuses = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), 60)
+        assert all(st.ok for st in statuses)
+        for i in range(1, n, 2):
+            leftover = pid_file(tmp_path / f"bg{i}")()
+            assert leftover is not None and not alive(leftover)
+        assert scanner().scans - before < n  # one scan per exit before the scanner
+
+    run(scenario())
