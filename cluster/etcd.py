@@ -66,6 +66,10 @@ def _report(observer: ChangeObserver, ops: list[Any], responses: list[Any]) -> N
         elif op.HasField("request_delete_range"):
             for kv in resp.response_delete_range.prev_kvs:
                 observer.add(kv.key.decode(), bytes(kv.value), None)
+        elif op.HasField("request_txn"):
+            inner, txn = op.request_txn, resp.response_txn
+            ran = inner.success if txn.succeeded else inner.failure
+            _report(observer, list(ran), list(txn.responses))
 
 
 class OutcomeUnknown(Unavailable):
@@ -178,6 +182,16 @@ class Op:
     def put(key: str, value: bytes | str, lease: int = 0) -> Any:
         data = value.encode() if isinstance(value, str) else value
         return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=data, lease=lease))
+
+    @classmethod
+    def put_if_absent(cls, key: str, value: bytes | str) -> Any:
+        """A nested transaction that creates ``key`` unless it exists, leaving a present value be.
+
+        For records other writes create on the way (a project on its first job), so the caller's
+        own guards still decide the outer transaction and an existing document is never reset.
+        """
+        txn = rpc.TxnRequest(compare=[Compare.absent(key)], success=[cls.put(key, value)])
+        return rpc.RequestOp(request_txn=txn)
 
     @staticmethod
     def delete(key: str, *, prefix: bool = False) -> Any:

@@ -291,6 +291,9 @@ class AuthApi:
         jobs = await etcd.range(keys.jobs(name), count_only=True)
         if jobs.count:
             raise Conflict(f"project {name!r} still has {jobs.count} job(s)", field="project")
+        flows = await etcd.range(keys.workflows(name), count_only=True)
+        if flows.count:
+            raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
         if not await etcd.delete(keys.project(name)):
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)

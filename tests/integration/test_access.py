@@ -503,6 +503,13 @@ async def test_log_proxy_between_nodes_at_each_security_level(cluster, level):
     status, text = await cluster.request("GET", p(OWN, f"/runs/{run['id']}/logs"), node=a)
     assert status == 200 and "from-b" in text
     assert b.node_id == "pb"
+    if level == 1:
+        # b no longer trusts a's signature: the user is not told they lack rights (403) but
+        # that a peer refused the call, naming it
+        b.access.peer_secret = b"another cluster's secret"
+        status, body = await cluster.request("GET", p(OWN, f"/runs/{run['id']}/logs"), node=a)
+        assert status == 502, body
+        assert body["error"]["code"] == "peer_rejected" and "node pb" in body["error"]["message"]
 
 
 async def test_projects_crud_and_visibility(cluster):
@@ -525,10 +532,23 @@ async def test_projects_crud_and_visibility(cluster):
     status, body = await cluster.request("GET", "/api/v1/projects")
     assert {"web", "api"} <= set(body["projects"])
 
-    await cluster.request("PUT", p("web", "/jobs/j"), json=JOB)
+    # records created inside the project keep its document (a job, a workflow, an execution)
+    assert (await cluster.request("PUT", p("web", "/jobs/j"), json=JOB))[0] == 201
+    assert (await cluster.request("PUT", p("web", "/workflows/w"), json=WF))[0] == 201
+    status, body = await cluster.request("POST", p("web", "/workflows/w/executions"), json={})
+    assert status == 201, body
+    status, body = await cluster.request("GET", "/api/v1/projects/web")
+    assert status == 200 and body["description"] == "the site", body
+    # a first job in a new project still creates the project
+    assert (await cluster.request("PUT", p("fresh", "/jobs/j"), json=JOB))[0] == 201
+    status, body = await cluster.request("GET", "/api/v1/projects/fresh")
+    assert status == 200 and body == {"name": "fresh", "description": ""}, body
     status, body = await cluster.request("DELETE", "/api/v1/projects/web")
-    assert status == 409, body
+    assert status == 409 and "job" in body["error"]["message"], body
     await cluster.request("DELETE", p("web", "/jobs/j"))
+    status, body = await cluster.request("DELETE", "/api/v1/projects/web")
+    assert status == 409 and "workflow" in body["error"]["message"], body
+    await cluster.request("DELETE", p("web", "/workflows/w"))
     assert (await cluster.request("DELETE", "/api/v1/projects/web"))[0] == 204
     assert (await cluster.request("GET", "/api/v1/projects/web"))[0] == 404
 
