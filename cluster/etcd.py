@@ -33,6 +33,9 @@ class ChangeObserver(Protocol):
 
     def add(self, key: str, before: bytes | None, after: bytes | None) -> None: ...
 
+    def journal(self, ops: list[Any]) -> Any | None:
+        """An op to run in the same transaction as ``ops`` (the audit entry's draft), or None."""
+
 
 # While set (the audit log sets it per API request), every put and delete asks etcd for the
 # previous value and reports (key, before, after) here.
@@ -516,6 +519,8 @@ class Etcd:
         kv, _, _, _ = self._stubs()
         data = value.encode() if isinstance(value, str) else value
         observer = _observer()
+        if observer is not None:  # observed writes go as transactions, to carry the journal
+            return (await self.txn([], [Op.put(key, data, lease)])).revision
         try:
             req = rpc.PutRequest(
                 key=key.encode(), value=data, lease=lease, prev_kv=observer is not None
@@ -531,6 +536,9 @@ class Etcd:
     async def delete(self, key: str, *, prefix: bool = False) -> int:
         kv, _, _, _ = self._stubs()
         observer = _observer()
+        if observer is not None:
+            res = await self.txn([], [Op.delete(key, prefix=prefix)])
+            return int(res.responses[0].response_delete_range.deleted)
         req = rpc.DeleteRangeRequest(key=key.encode(), prev_kv=observer is not None)
         if prefix:
             req.range_end = prefix_end(key)
@@ -550,9 +558,14 @@ class Etcd:
         kv, _, _, _ = self._stubs()
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
         observer = _observer()
+        ran_ops = {True: list(req.success), False: list(req.failure)}  # without the journal
         if observer is not None:
-            _observe_ops(list(req.success))
-            _observe_ops(list(req.failure))
+            _observe_ops(ran_ops[True])
+            _observe_ops(ran_ops[False])
+            for branch in (req.success, req.failure):
+                entry = observer.journal(list(branch))
+                if entry is not None:
+                    branch.append(entry)
         try:
             resp = await self._call("Txn", kv.Txn, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -565,8 +578,7 @@ class Etcd:
                 raise Rejected(f"etcd rejected the transaction: {details}") from exc
             raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {details}") from exc
         if observer is not None:
-            ran = req.success if resp.succeeded else req.failure
-            _report(observer, list(ran), list(resp.responses))
+            _report(observer, ran_ops[bool(resp.succeeded)], list(resp.responses))
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
 
     # -- leases --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from logstore.tail import (
     window,
 )
 from nodes.api import _NAME, Api, int_query, ok, project_of
+from nodes.openapi import documented
 from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class LogsApi:
 
     # -- public -------------------------------------------------------------------------------
 
+    @documented(
+        text="text/plain",
+        json_too=True,
+        query={"attempt": {"type": "integer", "minimum": 1}, "format": {"enum": ["text", "json"]}},
+    )
     async def logs(self, request: web.Request) -> web.StreamResponse:
         project = project_of(request)
         q = Query.parse(request)

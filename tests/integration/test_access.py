@@ -436,6 +436,39 @@ async def test_audit_retention(etcd, keys):
     assert [e["n"] for e in await log.list()] == [8]
 
 
+async def test_audit_entry_is_written_with_the_change_it_records(etcd, keys):
+    """A node dying between a change and its audit record leaves the entry, marked incomplete."""
+    import json
+
+    from cluster.audit import AuditLog, Changes
+    from cluster.etcd import OBSERVER, Compare, Op
+    from cluster.ids import Snowflake
+
+    log = AuditLog(etcd, keys, Snowflake(2), lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    entry = {"actor": "eve", "method": "PUT", "path": "/x"}
+    changes = Changes(draft=log.draft(entry))
+    await etcd.put("/t/audited/b", "old")
+    token = OBSERVER.set(changes)
+    try:
+        await etcd.put("/t/audited/a", "1")
+        failed = await etcd.txn([Compare.absent("/t/audited/b")], [Op.put("/t/audited/b", "x")])
+        await etcd.delete("/t/audited/b")
+    finally:
+        OBSERVER.reset(token)
+    assert not failed.succeeded
+    # the "crash": the request never recorded its entry, yet the last change carried it
+    draft = json.loads((await etcd.get(changes.draft[0])).value)
+    assert draft["outcome"] == "incomplete" and draft["actor"] == "eve"
+    assert [c["key"] for c in draft["changes"]] == ["/t/audited/a", "/t/audited/b"]
+    assert draft["changes"][1]["after"] is None
+    assert [c["key"] for c in changes.items] == ["/t/audited/a", "/t/audited/b"]
+    # the request's end completes the same entry with the values before
+    await log.record({**entry, "outcome": "ok", "changes": changes.items}, changes.draft)
+    (done,) = [e for e in await log.list() if e["actor"] == "eve"]
+    assert done["id"] == draft["id"] and done["outcome"] == "ok"
+    assert done["changes"][1]["before"] == "old"
+
+
 async def test_peer_requests_are_signed_and_checked(cluster):
     node = await cluster.start()
     await wait_for(lambda: node.access.peer_secret is not None, 10, what="peer secret")
