@@ -33,6 +33,9 @@ class ChangeObserver(Protocol):
 
     def add(self, key: str, before: bytes | None, after: bytes | None) -> None: ...
 
+    def journal(self, ops: list[Any]) -> Any | None:
+        """An op to run in the same transaction as ``ops`` (the audit entry's draft), or None."""
+
 
 # While set (the audit log sets it per API request), every put and delete asks etcd for the
 # previous value and reports (key, before, after) here.
@@ -66,6 +69,10 @@ def _report(observer: ChangeObserver, ops: list[Any], responses: list[Any]) -> N
         elif op.HasField("request_delete_range"):
             for kv in resp.response_delete_range.prev_kvs:
                 observer.add(kv.key.decode(), bytes(kv.value), None)
+        elif op.HasField("request_txn"):
+            inner, txn = op.request_txn, resp.response_txn
+            ran = inner.success if txn.succeeded else inner.failure
+            _report(observer, list(ran), list(txn.responses))
 
 
 class OutcomeUnknown(Unavailable):
@@ -178,6 +185,16 @@ class Op:
     def put(key: str, value: bytes | str, lease: int = 0) -> Any:
         data = value.encode() if isinstance(value, str) else value
         return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=data, lease=lease))
+
+    @classmethod
+    def put_if_absent(cls, key: str, value: bytes | str) -> Any:
+        """A nested transaction that creates ``key`` unless it exists, leaving a present value be.
+
+        For records other writes create on the way (a project on its first job), so the caller's
+        own guards still decide the outer transaction and an existing document is never reset.
+        """
+        txn = rpc.TxnRequest(compare=[Compare.absent(key)], success=[cls.put(key, value)])
+        return rpc.RequestOp(request_txn=txn)
 
     @staticmethod
     def delete(key: str, *, prefix: bool = False) -> Any:
@@ -502,6 +519,8 @@ class Etcd:
         kv, _, _, _ = self._stubs()
         data = value.encode() if isinstance(value, str) else value
         observer = _observer()
+        if observer is not None:  # observed writes go as transactions, to carry the journal
+            return (await self.txn([], [Op.put(key, data, lease)])).revision
         try:
             req = rpc.PutRequest(
                 key=key.encode(), value=data, lease=lease, prev_kv=observer is not None
@@ -517,6 +536,9 @@ class Etcd:
     async def delete(self, key: str, *, prefix: bool = False) -> int:
         kv, _, _, _ = self._stubs()
         observer = _observer()
+        if observer is not None:
+            res = await self.txn([], [Op.delete(key, prefix=prefix)])
+            return int(res.responses[0].response_delete_range.deleted)
         req = rpc.DeleteRangeRequest(key=key.encode(), prev_kv=observer is not None)
         if prefix:
             req.range_end = prefix_end(key)
@@ -536,9 +558,14 @@ class Etcd:
         kv, _, _, _ = self._stubs()
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
         observer = _observer()
+        ran_ops = {True: list(req.success), False: list(req.failure)}  # without the journal
         if observer is not None:
-            _observe_ops(list(req.success))
-            _observe_ops(list(req.failure))
+            _observe_ops(ran_ops[True])
+            _observe_ops(ran_ops[False])
+            for branch in (req.success, req.failure):
+                entry = observer.journal(list(branch))
+                if entry is not None:
+                    branch.append(entry)
         try:
             resp = await self._call("Txn", kv.Txn, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -551,8 +578,7 @@ class Etcd:
                 raise Rejected(f"etcd rejected the transaction: {details}") from exc
             raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {details}") from exc
         if observer is not None:
-            ran = req.success if resp.succeeded else req.failure
-            _report(observer, list(ran), list(resp.responses))
+            _report(observer, ran_ops[bool(resp.succeeded)], list(resp.responses))
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
 
     # -- leases --------------------------------------------------------------------------------
