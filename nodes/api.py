@@ -154,6 +154,7 @@ class Api:
 
     @documented(text="text/plain")
     async def metrics_view(self, request: web.Request) -> web.Response:
+        metrics.ETCD_SWITCHES.set(self.node.etcd.switches)
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -186,7 +187,12 @@ class Api:
             "leader": None,
             "nodes": [],
             "queue_depth": None,
-            "etcd": {"endpoints": node.config.etcd, "connected": False},
+            "etcd": {
+                "endpoints": node.config.etcd,
+                "connected": False,
+                "member": node.etcd.current_endpoint,  # where this node's calls go now
+                "member_switches": node.etcd.switches,
+            },
         }
         try:
             data["leader"] = await current_leader(node.etcd, node.keys)
