@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from cluster.etcd import Etcd
-from cluster.keys import Keys
 from tests.chaos.etcd_faults import scenario
 from tests.chaos.harness import EtcdCluster, api, api_until_ok, lease_losses, wait_all_ready
+from tests.chaos.scenario import stage
 from tests.conftest import ProcessCluster, api_session, wait_for
 
 PROJECT = "/api/v1/projects/default"
@@ -17,21 +16,9 @@ PROJECT = "/api/v1/projects/default"
 
 @pytest.mark.slow
 @pytest.mark.timeout(170)
-async def test_etcd_member_kill_pause_and_quorum_loss_no_duplicates_outage_caught_up(
-    prefix, tmp_path
-):
-    etcd_cluster = EtcdCluster(tmp_path).start()
-    cluster = ProcessCluster(etcd_cluster.endpoints, prefix, tmp_path)
-    try:
-        for i in range(3):
-            cluster.start(f"node-{i + 1}", lease_ttl=5)
-        async with Etcd(etcd_cluster.endpoints) as etcd:
-            result = await scenario(
-                cluster, etcd_cluster, etcd, Keys(prefix), tmp_path / "history", rounds=1
-            )
-    finally:
-        cluster.close()
-        etcd_cluster.stop()
+async def test_etcd_member_kill_pause_and_quorum_loss_no_duplicates_outage_caught_up(tmp_path):
+    async with stage(tmp_path, lease_ttl=5) as st:
+        result = await scenario(st, rounds=1)
     report, hist = result["report"], result["history"]
     assert [f["fault"] for f in result["faults"]] == [
         "kill-leader",
