@@ -40,9 +40,10 @@ log = structlog.get_logger(__name__)
 MAX_RESULT = 64 * 1024
 ORPHAN_CHECK_EVERY = 5.0
 # A run due at a known instant (``not_before``: materialised ahead by the leader, or a retry's
-# backoff) is claimed up to this long before it, so the claim's round trip is over by then and
-# the process starts on a local timer at the instant itself.
-CLAIM_AHEAD = 2.0
+# backoff) is claimed this long before it, so the claim's round trip is over by then and the
+# process starts on a local timer at the instant itself. Short on purpose: a node that dies
+# holding a claimed run that has not started yet loses it like a running one (D120).
+CLAIM_AHEAD = 0.75
 
 
 @dataclass
