@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -273,9 +274,12 @@ class Api:
             sched = parse_schedule(
                 cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
             )
+            # a tick already planned (runs are written ahead of their tick, D120) is not next
+            last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
+            after = max(now, datetime.fromisoformat(last)) if last else now
             upcoming += [
                 {"tick": t.isoformat(), "schedule": spec.fingerprint(), "cron": spec.cron}
-                for t in next_times(sched, now, 10)
+                for t in next_times(sched, after, 10)
             ]
         upcoming.sort(key=lambda t: t["tick"])
         return ok(

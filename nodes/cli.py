@@ -56,6 +56,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "owner": args.owner,
         "machine_id": args.machine_id,
         "handoff_delay": args.handoff_delay,
+        "materialize_ahead": args.materialize_ahead,
         "properties": args.property or None,
         "data_dir": args.data_dir,
         "log_dir": args.log_dir,
@@ -321,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--owner", help="who runs this node (shown in node list)")
     n.add_argument("--machine-id", type=int, help="snowflake machine id 0..1023 (default: auto)")
     n.add_argument("--handoff-delay", type=float, help="s before a non-preferred node takes a run")
+    n.add_argument(
+        "--materialize-ahead", type=float, help="s before its tick a run is written (default 1.5)"
+    )
     n.add_argument("--data-dir", help="where logs and work files go (default .cronmesh)")
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")

@@ -37,7 +37,7 @@ from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
-from cluster.plan import TickSpan, overlap_action, plan_schedule
+from cluster.plan import ON_TIME_GRACE, TickSpan, overlap_action, plan_schedule
 from cluster.retention import expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.workflows import is_task_job
@@ -117,8 +117,10 @@ class Scheduler:
         clock: Callable[[], datetime],
         node_id: str,
         archive: Archiver | None = None,
+        ahead: float = 0.0,
     ) -> None:
         self.archive = archive
+        self.ahead = ahead  # seconds: runs are written this long before their tick (D120)
         self.etcd = etcd
         self.keys = keys
         self.store = store
@@ -446,6 +448,12 @@ class Scheduler:
         if entry is None or not entry.job.enabled:
             return None
         job, now = entry.job, self.clock()
+        # Ticks are planned `ahead` of time as if it were already `horizon`; grace and starting
+        # deadline are widened by as much, so which tick fires and which is missed is the same as
+        # at the tick itself. Only jobs whose overlap decision cannot change meanwhile (allow,
+        # no parallel limit) are planned early.
+        ahead = self.ahead if job.overlap == "allow" and not job.max_parallel else 0.0
+        horizon = now + timedelta(seconds=ahead)
         state = json.loads(json.dumps(entry.state)) if entry.state else {}
         sched_state: dict[str, Any] = state.setdefault("schedules", {})
         events: list[dict[str, Any]] = state.setdefault("events", [])
@@ -466,10 +474,11 @@ class Scheduler:
                 sched,
                 last_tick=datetime.fromisoformat(last) if last else None,
                 active_since=job.active_since,
-                now=now,
+                now=horizon,
                 catchup=job.catchup,
-                starting_deadline=job.starting_deadline,
+                starting_deadline=job.starting_deadline + ahead if job.starting_deadline else 0,
                 limit=job.catchup_limit,
+                grace=ON_TIME_GRACE + ahead,
             )
             for span, fate in ((plan.disabled, "disabled"), (plan.missed, "missed")):
                 if span is not None:
@@ -506,6 +515,8 @@ class Scheduler:
                         scheduled_at=tick,
                         schedule=fp,
                     )
+                    if tick > now:
+                        run.not_before = tick  # the worker claims it now and starts it then
                     active += 1
                     fired_total += 1
                 runs.append((run, tick_key))
@@ -514,7 +525,8 @@ class Scheduler:
                 # The rest of this schedule's due ticks go in the next transaction, at once.
                 next_due = now
             elif plan.next_due is not None:
-                next_due = plan.next_due if next_due is None else min(next_due, plan.next_due)
+                wake = plan.next_due - timedelta(seconds=ahead)
+                next_due = wake if next_due is None else min(next_due, wake)
             if new_last is not None and (last is None or new_last.isoformat() != last):
                 sched_state[fp] = {"last_tick": new_last.isoformat()}
                 changed = True
