@@ -31,13 +31,13 @@ from typing import Any
 
 import structlog
 
-from cluster.cron import Schedule, parse_schedule
+from cluster.cron import Schedule, parse_schedule, ticks_between
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
-from cluster.plan import ON_TIME_GRACE, TickSpan, overlap_action, plan_schedule
+from cluster.plan import TickSpan, overlap_action, plan_schedule
 from cluster.retention import expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.workflows import is_task_job
@@ -448,10 +448,10 @@ class Scheduler:
         if entry is None or not entry.job.enabled:
             return None
         job, now = entry.job, self.clock()
-        # Ticks are planned `ahead` of time as if it were already `horizon`; grace and starting
-        # deadline are widened by as much, so which tick fires and which is missed is the same as
-        # at the tick itself. Only jobs whose overlap decision cannot change meanwhile (allow,
-        # no parallel limit) are planned early.
+        # Ticks due by now are decided exactly as without planning ahead (catch-up, grace,
+        # deadline); the ticks of the next `ahead` seconds are added as on-time ticks, to be
+        # started at their instant (D120). Only jobs whose overlap decision cannot change
+        # meanwhile (allow, no parallel limit) are planned early.
         ahead = self.ahead if job.overlap == "allow" and not job.max_parallel else 0.0
         horizon = now + timedelta(seconds=ahead)
         state = json.loads(json.dumps(entry.state)) if entry.state else {}
@@ -474,18 +474,25 @@ class Scheduler:
                 sched,
                 last_tick=datetime.fromisoformat(last) if last else None,
                 active_since=job.active_since,
-                now=horizon,
+                now=now,
                 catchup=job.catchup,
-                starting_deadline=job.starting_deadline + ahead if job.starting_deadline else 0,
+                starting_deadline=job.starting_deadline,
                 limit=job.catchup_limit,
-                grace=ON_TIME_GRACE + ahead,
             )
+            fire = list(plan.fire)
+            plan_next = plan.next_due
+            if ahead:
+                since = plan.last_tick or (datetime.fromisoformat(last) if last else None)
+                since = max(since or job.active_since, job.active_since, now)
+                coming = ticks_between(sched, since, horizon, RUNS_PER_TXN)
+                fire += [(tick, "schedule") for tick in coming]
+                plan_next = sched.next_after(coming[-1] if coming else since)
             for span, fate in ((plan.disabled, "disabled"), (plan.missed, "missed")):
                 if span is not None:
                     events.append(_span(span, fate, fp))
                     metrics.TICKS.labels(fate).inc(span.count)
             new_last = plan.last_tick
-            for tick, source in plan.fire:
+            for tick, source in fire:
                 if len(runs) >= per_txn:
                     truncated = True
                     break
@@ -524,8 +531,8 @@ class Scheduler:
             if truncated:
                 # The rest of this schedule's due ticks go in the next transaction, at once.
                 next_due = now
-            elif plan.next_due is not None:
-                wake = plan.next_due - timedelta(seconds=ahead)
+            elif plan_next is not None:
+                wake = plan_next - timedelta(seconds=ahead)
                 next_due = wake if next_due is None else min(next_due, wake)
             if new_last is not None and (last is None or new_last.isoformat() != last):
                 sched_state[fp] = {"last_tick": new_last.isoformat()}

@@ -33,8 +33,9 @@ from tests.conftest import ProcessCluster, api_session
 class EtcdCluster:
     """``size`` etcd members on loopback; members can be killed, paused and restarted."""
 
-    def __init__(self, root: Path, size: int = 3) -> None:
-        self.root, self.size = root, size
+    def __init__(self, root: Path, size: int = 3, also_on: str | None = None) -> None:
+        """``also_on``: a second address every member also serves clients on (a veth)."""
+        self.root, self.size, self.also_on = root, size, also_on
         self.members = self._members("")
         self.paused: set[int] = set()
 
@@ -50,7 +51,13 @@ class EtcdCluster:
         initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
         for m in members:
             m.initial_cluster = initial
+            if self.also_on:  # given twice, etcd takes the last list
+                both = f"{m.endpoint},http://{self.also_on}:{m.client_port}"
+                m.extra_args += ["--listen-client-urls", both]
         return members
+
+    def endpoints_on(self, host: str) -> list[str]:
+        return [f"http://{host}:{m.client_port}" for m in self.members]
 
     @property
     def endpoints(self) -> list[str]:

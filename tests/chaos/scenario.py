@@ -114,11 +114,14 @@ async def stage(
     members: int = 3,
     node_endpoints: list[str] | None = None,
     checker_endpoints: list[str] | None = None,
+    also_on: str | None = None,
 ) -> AsyncIterator[Stage]:
     """A ``members``-member etcd cluster on loopback (none when ``checker_endpoints`` are given)
     and ``nodes`` node processes, which reach etcd through ``node_endpoints`` if given (a proxy).
     Everything is stopped afterwards, also on failure."""
-    etcd_cluster = None if checker_endpoints else EtcdCluster(tmp, size=members).start()
+    etcd_cluster = (
+        None if checker_endpoints else EtcdCluster(tmp, size=members, also_on=also_on).start()
+    )
     direct = checker_endpoints or etcd_cluster.endpoints  # type: ignore[union-attr]
     prefix = key_prefix()
     cluster = ProcessCluster(node_endpoints or direct, prefix, tmp)
