@@ -33,9 +33,13 @@ from tests.conftest import ProcessCluster, api_session
 class EtcdCluster:
     """``size`` etcd members on loopback; members can be killed, paused and restarted."""
 
-    def __init__(self, root: Path, size: int = 3, also_on: str | None = None) -> None:
-        """``also_on``: a second address every member also serves clients on (a veth)."""
+    def __init__(
+        self, root: Path, size: int = 3, also_on: str | None = None, compaction: str | None = None
+    ) -> None:
+        """``also_on``: a second address every member also serves clients on (a veth);
+        ``compaction``: the auto-compaction retention (e.g. ``30s``; default that of EtcdProcess)."""
         self.root, self.size, self.also_on = root, size, also_on
+        self.compaction = compaction
         self.members = self._members("")
         self.paused: set[int] = set()
 
@@ -51,6 +55,8 @@ class EtcdCluster:
         initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
         for m in members:
             m.initial_cluster = initial
+            if self.compaction:  # given twice, etcd takes the last value
+                m.extra_args += ["--auto-compaction-retention", self.compaction]
             if self.also_on:  # given twice, etcd takes the last list
                 both = f"{m.endpoint},http://{self.also_on}:{m.client_port}"
                 m.extra_args += ["--listen-client-urls", both]

@@ -115,12 +115,15 @@ async def stage(
     node_endpoints: list[str] | None = None,
     checker_endpoints: list[str] | None = None,
     also_on: str | None = None,
+    compaction: str | None = None,
 ) -> AsyncIterator[Stage]:
     """A ``members``-member etcd cluster on loopback (none when ``checker_endpoints`` are given)
     and ``nodes`` node processes, which reach etcd through ``node_endpoints`` if given (a proxy).
     Everything is stopped afterwards, also on failure."""
     etcd_cluster = (
-        None if checker_endpoints else EtcdCluster(tmp, size=members, also_on=also_on).start()
+        None
+        if checker_endpoints
+        else EtcdCluster(tmp, size=members, also_on=also_on, compaction=compaction).start()
     )
     direct = checker_endpoints or etcd_cluster.endpoints  # type: ignore[union-attr]
     prefix = key_prefix()
