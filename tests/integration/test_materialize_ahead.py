@@ -54,7 +54,7 @@ async def test_scheduled_runs_are_written_early_and_start_at_their_tick_never_be
 
 async def test_a_run_cancelled_while_armed_never_starts(cluster, tmp_path: Path):
     node = await cluster.start(materialize_ahead=8)
-    node.worker.claim_ahead = 8  # a wide window to cancel in (2 s by default)
+    node.worker.claim_ahead = 8  # a wide window to cancel in (0.75 s by default)
     marks = tmp_path / "starts"
     job = {
         "name": "armed",
