@@ -327,7 +327,7 @@ def code_version() -> dict[str, Any]:
     dirty = git("status", "--porcelain", "--", *PRODUCT)
     return {
         "commit": git("rev-parse", "--short=12", "HEAD"),
-        "changed_since_commit": [line[3:] for line in dirty.splitlines()],
+        "changed_since_commit": [line.split(maxsplit=1)[-1] for line in dirty.splitlines()],
         "source_sha1": digest.hexdigest()[:12],
     }
 

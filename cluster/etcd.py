@@ -479,6 +479,12 @@ class Etcd:
         """
         if exc.code() not in _MOVE_ON or member.retired:
             return
+        if len(self.endpoints) == 1 and exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            # A slow answer from the only member: there is nowhere to move to, and retiring the
+            # channel would end every watch stream, whose owners then re-read everything, which
+            # adds load exactly when the member (or this process) is already overloaded.
+            self._failed_at[member.index] = time.monotonic()
+            return
         self._failed_at[member.index] = time.monotonic()
         member.retired = True
         if self._members[member.index] is member:

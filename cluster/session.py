@@ -58,7 +58,10 @@ class Session:
 
     @property
     def attempt_deadline(self) -> float:
-        """How long one refresh may take before it is tried on another etcd member."""
+        """How long one refresh may take before it is tried on another etcd member. With a
+        single member there is no other one: an attempt may use the whole time left."""
+        if len(self.etcd.endpoints) == 1:
+            return float(self.ttl)
         return min(2.0, max(0.5, self.ttl / 5))
 
     def remaining(self) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -78,6 +79,39 @@ class Execution:
             self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
 
 
+class Alarm:
+    """One pending call of ``callback`` at a loop time; asking for an earlier time moves it, a
+    later one is ignored. Keeps the deadline itself: uvloop answers ``call_later(0)`` with a
+    plain ``Handle``, which has no ``when()``."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._handle: asyncio.Handle | None = None
+        self._when = math.inf
+
+    @property
+    def when(self) -> float:
+        return self._when
+
+    def at(self, when: float) -> None:
+        if self._handle is not None:
+            if self._when <= when:
+                return
+            self._handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._when = when
+        self._handle = loop.call_later(max(0.0, when - loop.time()), self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._when = None, math.inf
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._when = None, math.inf
+
+
 class Worker:
     def __init__(
         self,
@@ -126,7 +160,7 @@ class Worker:
         self._orphan_check = asyncio.Event()  # run id -> requested action (control keys present)
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._alarm = Alarm(self.kick)
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         self._result_dir = Path(work_dir) / ".results"
         self._result_dir.mkdir(parents=True, exist_ok=True)
@@ -202,16 +236,7 @@ class Worker:
 
     def _kick_at(self, delay: float) -> None:
         """Dispatch again after ``delay`` (one pending timer: the earliest wins)."""
-        loop = asyncio.get_running_loop()
-        if self._timer is not None:
-            if self._timer.when() <= loop.time() + delay:
-                return
-            self._timer.cancel()
-        self._timer = loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.kick()
+        self._alarm.at(asyncio.get_running_loop().time() + delay)
 
     def _run_of(self, key: str, kv: KV) -> Run | None:
         cached = self._parsed.get(key)
@@ -666,5 +691,4 @@ class Worker:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._alarm.cancel()
