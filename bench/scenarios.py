@@ -60,7 +60,7 @@ class Mode:
     profile: bool = False
     e2e_capacity: int = 64
     lag_jobs: int = 100
-    lag_capacity: int = 64
+    lag_capacity: int = 128
 
     @property
     def warmup(self) -> float:

@@ -10,7 +10,7 @@ by count and by age (``prune``); ids are snowflakes, so the prefix reads oldest 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,17 +26,57 @@ SECRET_FIELDS = frozenset({"password", "password_hash", "digest", "token", "csrf
 
 @dataclass
 class Changes:
-    """The keys one request changed, in order, with their values before and after."""
+    """The keys one request changed, in order, with their values before and after.
+
+    With a ``draft`` (the entry's key and its fields known when the request starts), every write
+    the request makes carries the entry along in its own transaction (``journal``): a node that
+    dies right after a change leaves an entry marked ``incomplete`` listing the keys written and
+    their new values, instead of no entry at all. The full entry overwrites it when the request
+    ends.
+    """
 
     items: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0
     closed: bool = False
+    draft: tuple[str, dict[str, Any]] | None = None
 
     def add(self, key: str, before: bytes | None, after: bytes | None) -> None:
         if len(self.items) >= MAX_CHANGES:
             self.dropped += 1
             return
         self.items.append({"key": key, "before": _value(before), "after": _value(after)})
+
+    def journal(self, ops: list[Any]) -> Any | None:
+        """The put of the draft entry to add to a transaction running ``ops``, if any."""
+        if self.draft is None:
+            return None
+        key, fields = self.draft
+        pending = list(_writes(ops))
+        if not pending:
+            return None
+        doc = {
+            **fields,
+            "outcome": "incomplete",
+            "changes": (self.items + pending)[:MAX_CHANGES],
+            "changes_dropped": self.dropped + max(0, len(self.items) + len(pending) - MAX_CHANGES),
+        }
+        return Op.put(key, json.dumps(doc, default=str))
+
+
+def _writes(ops: list[Any]) -> Iterator[dict[str, Any]]:
+    """What ``ops`` will write, as draft change items (the values before are not known yet)."""
+    for op in ops:
+        if op.HasField("request_put"):
+            put = op.request_put
+            yield {"key": put.key.decode(), "after": _value(bytes(put.value))}
+        elif op.HasField("request_delete_range"):
+            rng = op.request_delete_range
+            item = {"key": rng.key.decode(), "after": None}
+            if rng.range_end:
+                item["range_end"] = rng.range_end.decode("utf-8", "replace")
+            yield item
+        elif op.HasField("request_txn"):
+            yield from _writes(list(op.request_txn.success))
 
 
 def redact(value: Any) -> Any:
@@ -84,9 +124,19 @@ class AuditLog:
         self.retention = retention
         self._writes = 0
 
-    async def record(self, entry: dict[str, Any]) -> str:
+    def draft(self, entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """An entry's key and fields, fixed when its request starts (``Changes.draft``)."""
         entry_id = self.ids.next()
         doc = {"id": entry_id, "at": self.clock().isoformat(), **redact(entry)}
+        return self.keys.audit(entry_id), doc
+
+    async def record(
+        self, entry: dict[str, Any], draft: tuple[str, dict[str, Any]] | None = None
+    ) -> str:
+        """Write an entry; with the ``draft`` its request began with, complete that one."""
+        entry_id = draft[1]["id"] if draft else self.ids.next()
+        at = draft[1]["at"] if draft else self.clock().isoformat()
+        doc = {"id": entry_id, "at": at, **redact(entry)}
         token = OBSERVER.set(None)  # the audit write itself is not a change to audit
         try:
             await self.etcd.put(self.keys.audit(entry_id), json.dumps(doc, default=str))

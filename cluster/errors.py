@@ -62,6 +62,17 @@ class Unavailable(CronmeshError):
     status = 503
 
 
+class PeerRejected(Unavailable):
+    """Another node refused this node's signed call (peer secret or clock out of step).
+
+    The user's own rights were checked here already, so passing the peer's 401/403 on would blame
+    the user for a fault between nodes: the API answers 502 and names the peer instead.
+    """
+
+    code = "peer_rejected"
+    status = 502
+
+
 class LostOwnership(CronmeshError):
     """A fenced write failed: this node no longer holds the lease, claim or leadership it used."""
 

@@ -8,6 +8,12 @@ the small vocabulary below (``KV``, ``Compare``, ``Op``, ``Etcd``) and never imp
 Errors: a call that fails because etcd is unreachable or too slow raises :class:`Unavailable`. A
 transaction that may or may not have been applied raises :class:`OutcomeUnknown` (a subclass): the
 caller must read the state back and decide, never retry blindly.
+
+Members: the client keeps one gRPC channel per endpoint and sends every call to the *current*
+one. A call that times out or finds its member unreachable makes the client move on to the next
+member (the one that failed longest ago), so a member that is frozen with its connections open
+(SIGSTOP, a hung disk) costs one short deadline, not the node's lease. Watches on the member left
+behind end with :class:`Unavailable`; their owners resume from their last revision elsewhere.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ import contextvars
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import grpc
+import structlog
 from aetcd import rpc
 
 from cluster.errors import CronmeshError, Unavailable
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -32,6 +41,9 @@ class ChangeObserver(Protocol):
     closed: bool  # set when its request ended (tasks it spawned inherit the variable)
 
     def add(self, key: str, before: bytes | None, after: bytes | None) -> None: ...
+
+    def journal(self, ops: list[Any]) -> Any | None:
+        """An op to run in the same transaction as ``ops`` (the audit entry's draft), or None."""
 
 
 # While set (the audit log sets it per API request), every put and delete asks etcd for the
@@ -66,6 +78,10 @@ def _report(observer: ChangeObserver, ops: list[Any], responses: list[Any]) -> N
         elif op.HasField("request_delete_range"):
             for kv in resp.response_delete_range.prev_kvs:
                 observer.add(kv.key.decode(), bytes(kv.value), None)
+        elif op.HasField("request_txn"):
+            inner, txn = op.request_txn, resp.response_txn
+            ran = inner.success if txn.succeeded else inner.failure
+            _report(observer, list(ran), list(txn.responses))
 
 
 class OutcomeUnknown(Unavailable):
@@ -179,6 +195,16 @@ class Op:
         data = value.encode() if isinstance(value, str) else value
         return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=data, lease=lease))
 
+    @classmethod
+    def put_if_absent(cls, key: str, value: bytes | str) -> Any:
+        """A nested transaction that creates ``key`` unless it exists, leaving a present value be.
+
+        For records other writes create on the way (a project on its first job), so the caller's
+        own guards still decide the outer transaction and an existing document is never reset.
+        """
+        txn = rpc.TxnRequest(compare=[Compare.absent(key)], success=[cls.put(key, value)])
+        return rpc.RequestOp(request_txn=txn)
+
     @staticmethod
     def delete(key: str, *, prefix: bool = False) -> Any:
         req = rpc.DeleteRangeRequest(key=key.encode())
@@ -210,7 +236,7 @@ def _is_ip(host: str) -> bool:
 
 
 def _target(endpoints: Sequence[str]) -> str:
-    """A gRPC target over every endpoint, so the channel fails over between etcd members."""
+    """A gRPC target over the endpoints' addresses (each endpoint resolved to its first)."""
     addrs: list[str] = []
     family = "ipv4"
     for endpoint in endpoints:
@@ -245,6 +271,36 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1_000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
+
+
+# A call ending with these says nothing good about the member it went to: try another one next.
+_MOVE_ON = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def next_member(current: int, failed_at: Sequence[float]) -> int:
+    """The member to use after ``current`` failed: the one whose last failure is oldest (never
+    failed: 0), ties broken by endpoint order after ``current``. One member: itself."""
+    n = len(failed_at)
+    others = [(current + step) % n for step in range(1, n)]
+    if not others:
+        return current
+    return min(others, key=lambda i: (failed_at[i], (i - current) % n))
+
+
+@dataclass(eq=False)
+class _Member:
+    """One endpoint's channel and stubs; ``retired`` once the client moved away from it."""
+
+    index: int
+    endpoint: str
+    channel: grpc.aio.Channel
+    kv: Any
+    lease: Any
+    watch: Any
+    maint: Any
+    auth: Any
+    retired: bool = False
+    streams: set[Any] = field(default_factory=set)  # open watch calls, ended when it retires
 
 
 def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
@@ -325,7 +381,8 @@ class _AuthInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[mi
 
 
 class Etcd:
-    """An etcd v3 client over one gRPC channel (several endpoints: the channel fails over)."""
+    """An etcd v3 client over one gRPC channel per endpoint, moving to another member when the
+    current one stops answering (see the module's docstring)."""
 
     def __init__(
         self,
@@ -344,36 +401,107 @@ class Etcd:
         self._auth_lock = asyncio.Lock()
         # Told (method, seconds, outcome) after each unary call: "ok" or the gRPC status name.
         self.observer = observer
-        self._channel: grpc.aio.Channel | None = None
-        self._kv: Any = None
-        self._lease: Any = None
-        self._watch: Any = None
-        self._maint: Any = None
+        self._connected = False
+        self._members: list[_Member | None] = [None] * len(self.endpoints)
+        self._failed_at = [0.0] * len(self.endpoints)  # monotonic time of each one's last failure
+        self._current = 0
+        self.switches = 0  # how often the client moved to another member
+        # members left behind, each closing once the calls in flight on it had their deadline
+        self._retired: dict[_Member, asyncio.Task[None]] = {}
+
+    @property
+    def current_endpoint(self) -> str:
+        return self.endpoints[self._current]
 
     async def connect(self) -> None:
-        if self._channel is not None:
+        if self._connected:
             return
+        self._connected = True
+        self._token = None
+        self._stubs()  # resolve and open the first member now: bad endpoints fail early
+
+    def _open(self, index: int) -> _Member:
         sec = self.security
+        endpoint = self.endpoints[index]
         interceptors = [_AuthInterceptor(self)] if sec.user else None
-        target = _target(self.endpoints)
+        target = _target([endpoint])
         if sec.tls(self.endpoints):
             options: list[tuple[str, Any]] = list(_CHANNEL_OPTIONS)
-            host = self.endpoints[0].split("://", 1)[-1].rpartition(":")[0].strip("[]")
+            host = endpoint.split("://", 1)[-1].rpartition(":")[0].strip("[]")
             if host and not _is_ip(host):  # the target is resolved to addresses: check the name
                 options.append(("grpc.ssl_target_name_override", host))
-            self._channel = grpc.aio.secure_channel(
+            channel = grpc.aio.secure_channel(
                 target, sec.credentials(), options=options, interceptors=interceptors
             )
         else:
-            self._channel = grpc.aio.insecure_channel(
+            channel = grpc.aio.insecure_channel(
                 target, options=_CHANNEL_OPTIONS, interceptors=interceptors
             )
-        self._kv = rpc.KVStub(self._channel)
-        self._lease = rpc.LeaseStub(self._channel)
-        self._watch = rpc.WatchStub(self._channel)
-        self._maint = rpc.MaintenanceStub(self._channel)
-        self._auth = rpc.AuthStub(self._channel)
-        self._token = None
+        return _Member(
+            index,
+            endpoint,
+            channel,
+            rpc.KVStub(channel),
+            rpc.LeaseStub(channel),
+            rpc.WatchStub(channel),
+            rpc.MaintenanceStub(channel),
+            rpc.AuthStub(channel),
+        )
+
+    def _stubs(self) -> _Member:
+        """The current member, its channel opened on first use."""
+        if not self._connected:
+            raise Unavailable("etcd client is not connected")
+        for _ in range(len(self.endpoints)):
+            member = self._members[self._current]
+            if member is not None:
+                return member
+            try:
+                member = self._open(self._current)
+            except Unavailable as exc:  # the name does not resolve (now): try the next one
+                if len(self.endpoints) == 1:
+                    raise
+                log.warning(
+                    "etcd endpoint unusable", endpoint=self.current_endpoint, error=str(exc)
+                )
+                self._failed_at[self._current] = time.monotonic()
+                self._current = next_member(self._current, self._failed_at)
+                continue
+            self._members[self._current] = member
+            return member
+        raise Unavailable(f"no usable etcd endpoint among {self.endpoints}")
+
+    def _failed(self, member: _Member, exc: grpc.aio.AioRpcError) -> None:
+        """A call on ``member`` timed out or found it unreachable: move the client elsewhere.
+
+        The member's channel is retired: its watch streams end (their owners resume on the new
+        member) and it is closed once calls still in flight had their deadline.
+        """
+        if exc.code() not in _MOVE_ON or member.retired:
+            return
+        self._failed_at[member.index] = time.monotonic()
+        member.retired = True
+        if self._members[member.index] is member:
+            self._members[member.index] = None
+        if self._current == member.index:
+            self._current = next_member(member.index, self._failed_at)
+            self.switches += 1
+            if len(self.endpoints) > 1:
+                log.warning(
+                    "etcd member not answering; switching",
+                    left=member.endpoint,
+                    now=self.current_endpoint,
+                    error=exc.code().name,
+                )
+        for call in list(member.streams):
+            call.cancel()
+        self._retired[member] = asyncio.get_running_loop().create_task(self._retire(member))
+
+    async def _retire(self, member: _Member) -> None:
+        try:
+            await member.channel.close(grace=self.timeout)
+        finally:
+            self._retired.pop(member, None)
 
     async def _authenticate(self, *, force: bool = False) -> str | None:
         """Get (or renew) the etcd auth token of ``security.user``; None without a user."""
@@ -383,12 +511,14 @@ class Etcd:
         async with self._auth_lock:
             if self._token is not None and not force:
                 return self._token
+            member = self._stubs()
             try:
-                resp = await self._auth.Authenticate(
+                resp = await member.auth.Authenticate(
                     rpc.AuthenticateRequest(name=sec.user, password=sec.password or ""),
                     timeout=self.timeout,
                 )
             except grpc.aio.AioRpcError as exc:
+                self._failed(member, exc)
                 raise _unavailable(exc, "authenticate") from exc
             self._token = str(resp.token)
             return self._token
@@ -404,9 +534,14 @@ class Etcd:
         return details._replace(metadata=metadata)
 
     async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.close(grace=None)
+        self._connected = False
+        members, self._members = self._members, [None] * len(self.endpoints)
+        for member in members:
+            if member is not None:
+                member.retired = True
+                await member.channel.close(grace=None)
+        for member in list(self._retired):
+            await member.channel.close(grace=None)
 
     async def __aenter__(self) -> Etcd:
         await self.connect()
@@ -415,16 +550,18 @@ class Etcd:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: str, stub: Any, request: Any, deadline: float) -> Any:
-        """One unary RPC, timed for the observer when there is one (metrics)."""
-        if self.observer is None:
-            return await stub(request, timeout=deadline)
+    async def _call(
+        self, method: str, member: _Member, stub: Any, request: Any, deadline: float
+    ) -> Any:
+        """One unary RPC on ``member``, timed for the observer when there is one (metrics); a
+        timeout or an unreachable member moves the client to another one."""
         start = time.perf_counter()
         outcome = "ok"
         try:
             return await stub(request, timeout=deadline)
         except grpc.aio.AioRpcError as exc:
             outcome = exc.code().name
+            self._failed(member, exc)
             raise
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -433,12 +570,8 @@ class Etcd:
             outcome = "error"
             raise
         finally:
-            self.observer(method, time.perf_counter() - start, outcome)
-
-    def _stubs(self) -> tuple[Any, Any, Any, Any]:
-        if self._channel is None:
-            raise Unavailable("etcd client is not connected")
-        return self._kv, self._lease, self._watch, self._maint
+            if self.observer is not None:
+                self.observer(method, time.perf_counter() - start, outcome)
 
     async def _stream_auth(self, exc: grpc.aio.AioRpcError | None = None) -> None:
         """Streams carry the token as metadata: get one first, renew it after it expired."""
@@ -469,7 +602,7 @@ class Etcd:
         serializable: bool = False,
     ) -> Range:
         """Read one key, a prefix, or ``[key, end)``; newest-first paging uses ``descending``."""
-        kv, _, _, _ = self._stubs()
+        m = self._stubs()
         req = rpc.RangeRequest(
             key=key.encode(),
             limit=limit,
@@ -491,7 +624,7 @@ class Etcd:
                 "mod": rpc.RangeRequest.MOD,
             }[sort]
         try:
-            resp = await self._call("Range", kv.Range, req, self.timeout)
+            resp = await self._call("Range", m, m.kv.Range, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "range") from exc
         return Range(
@@ -499,14 +632,16 @@ class Etcd:
         )
 
     async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
-        kv, _, _, _ = self._stubs()
+        m = self._stubs()
         data = value.encode() if isinstance(value, str) else value
         observer = _observer()
+        if observer is not None:  # observed writes go as transactions, to carry the journal
+            return (await self.txn([], [Op.put(key, data, lease)])).revision
         try:
             req = rpc.PutRequest(
                 key=key.encode(), value=data, lease=lease, prev_kv=observer is not None
             )
-            resp = await self._call("Put", kv.Put, req, self.timeout)
+            resp = await self._call("Put", m, m.kv.Put, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "put") from exc
         if observer is not None:
@@ -515,13 +650,16 @@ class Etcd:
         return int(resp.header.revision)
 
     async def delete(self, key: str, *, prefix: bool = False) -> int:
-        kv, _, _, _ = self._stubs()
+        m = self._stubs()
         observer = _observer()
+        if observer is not None:
+            res = await self.txn([], [Op.delete(key, prefix=prefix)])
+            return int(res.responses[0].response_delete_range.deleted)
         req = rpc.DeleteRangeRequest(key=key.encode(), prev_kv=observer is not None)
         if prefix:
             req.range_end = prefix_end(key)
         try:
-            resp = await self._call("DeleteRange", kv.DeleteRange, req, self.timeout)
+            resp = await self._call("DeleteRange", m, m.kv.DeleteRange, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "delete") from exc
         if observer is not None:
@@ -533,14 +671,19 @@ class Etcd:
         self, compare: Iterable[Any], success: Iterable[Any], failure: Iterable[Any] = ()
     ) -> TxnResult:
         """Run one transaction. Raises OutcomeUnknown when the reply may have been lost."""
-        kv, _, _, _ = self._stubs()
+        m = self._stubs()
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
         observer = _observer()
+        ran_ops = {True: list(req.success), False: list(req.failure)}  # without the journal
         if observer is not None:
-            _observe_ops(list(req.success))
-            _observe_ops(list(req.failure))
+            _observe_ops(ran_ops[True])
+            _observe_ops(ran_ops[False])
+            for branch in (req.success, req.failure):
+                entry = observer.journal(list(branch))
+                if entry is not None:
+                    branch.append(entry)
         try:
-            resp = await self._call("Txn", kv.Txn, req, self.timeout)
+            resp = await self._call("Txn", m, m.kv.Txn, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
             if exc.code() in _NOT_SENT and "failed to connect" in details.lower():
@@ -551,34 +694,38 @@ class Etcd:
                 raise Rejected(f"etcd rejected the transaction: {details}") from exc
             raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {details}") from exc
         if observer is not None:
-            ran = req.success if resp.succeeded else req.failure
-            _report(observer, list(ran), list(resp.responses))
+            _report(observer, ran_ops[bool(resp.succeeded)], list(resp.responses))
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
 
     # -- leases --------------------------------------------------------------------------------
 
     async def grant(self, ttl: int) -> int:
-        _, lease, _, _ = self._stubs()
+        m = self._stubs()
         try:
             req = rpc.LeaseGrantRequest(TTL=ttl)
-            resp = await self._call("LeaseGrant", lease.LeaseGrant, req, self.timeout)
+            resp = await self._call("LeaseGrant", m, m.lease.LeaseGrant, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "lease grant") from exc
         if resp.error:
             raise Unavailable(f"etcd lease grant: {resp.error}")
         return int(resp.ID)
 
-    async def keepalive(self, lease_id: int) -> int:
-        """Refresh a lease once; answers the new TTL, 0 when the lease no longer exists."""
-        _, lease, _, _ = self._stubs()
+    async def keepalive(self, lease_id: int, *, deadline: float | None = None) -> int:
+        """Refresh a lease once; answers the new TTL, 0 when the lease no longer exists.
+
+        ``deadline`` should be a fraction of the TTL: a member that does not answer in time is
+        left for another one while the lease still has time to be refreshed there.
+        """
+        m = self._stubs()
         await self._stream_auth()
-        call = lease.LeaseKeepAlive(timeout=self.timeout, metadata=self._metadata())
+        call = m.lease.LeaseKeepAlive(timeout=deadline or self.timeout, metadata=self._metadata())
         try:
             await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
             await call.done_writing()
             async for reply in call:
                 return int(reply.TTL)
         except grpc.aio.AioRpcError as exc:
+            self._failed(m, exc)
             await self._stream_auth(exc)
             raise _unavailable(exc, "lease keepalive") from exc
         finally:
@@ -587,20 +734,21 @@ class Etcd:
 
     async def time_to_live(self, lease_id: int) -> tuple[int, int]:
         """(remaining TTL, granted TTL) of a lease in seconds; remaining is -1 when it is gone."""
-        _, lease, _, _ = self._stubs()
+        m = self._stubs()
         try:
-            resp = await lease.LeaseTimeToLive(
-                rpc.LeaseTimeToLiveRequest(ID=lease_id), timeout=self.timeout
+            req = rpc.LeaseTimeToLiveRequest(ID=lease_id)
+            resp = await self._call(
+                "LeaseTimeToLive", m, m.lease.LeaseTimeToLive, req, self.timeout
             )
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "lease ttl") from exc
         return int(resp.TTL), int(resp.grantedTTL)
 
     async def revoke(self, lease_id: int, *, deadline: float | None = None) -> None:
-        _, lease, _, _ = self._stubs()
+        m = self._stubs()
         try:
             req = rpc.LeaseRevokeRequest(ID=lease_id)
-            await self._call("LeaseRevoke", lease.LeaseRevoke, req, deadline or self.timeout)
+            await self._call("LeaseRevoke", m, m.lease.LeaseRevoke, req, deadline or self.timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return
@@ -621,14 +769,15 @@ class Etcd:
         Raises :class:`Compacted` when ``start_revision`` is gone, :class:`Unavailable` when the
         stream breaks; the caller re-reads and re-watches from the last revision it saw.
         """
-        _, _, watch, _ = self._stubs()
+        m = self._stubs()
         create = rpc.WatchCreateRequest(
             key=key.encode(), start_revision=start_revision, progress_notify=progress_notify
         )
         if prefix:
             create.range_end = prefix_end(key)
         await self._stream_auth()
-        call = watch.Watch(metadata=self._metadata())
+        call = m.watch.Watch(metadata=self._metadata())
+        m.streams.add(call)
         try:
             await call.write(rpc.WatchRequest(create_request=create))
             async for resp in call:
@@ -645,15 +794,23 @@ class Etcd:
                 yield WatchBatch(events, int(resp.header.revision))
             raise Unavailable("etcd watch stream ended")
         except grpc.aio.AioRpcError as exc:
+            self._failed(m, exc)
             await self._stream_auth(exc)
             raise _unavailable(exc, "watch") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if m.retired and (task is None or not task.cancelling()):
+                # the client left this member (``_retire`` cancelled the stream), not our caller
+                raise Unavailable(f"etcd watch moved off member {m.endpoint}") from None
+            raise
         finally:
+            m.streams.discard(call)
             call.cancel()
 
     async def status(self) -> dict[str, Any]:
-        _, _, _, maint = self._stubs()
+        m = self._stubs()
         try:
-            resp = await self._call("Status", maint.Status, rpc.StatusRequest(), self.timeout)
+            resp = await self._call("Status", m, m.maint.Status, rpc.StatusRequest(), self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(exc, "status") from exc
         return {

@@ -56,6 +56,11 @@ class Session:
         """Safety margin: the node considers the lease lost this long before etcd would."""
         return min(1.0, self.ttl * 0.2)
 
+    @property
+    def attempt_deadline(self) -> float:
+        """How long one refresh may take before it is tried on another etcd member."""
+        return min(2.0, max(0.5, self.ttl / 5))
+
     def remaining(self) -> float:
         return self._expires - self._clock()
 
@@ -72,9 +77,12 @@ class Session:
             if self.remaining() <= self.margin:
                 self._mark_lost("no successful refresh within the lease TTL")
                 return
+            # one attempt gets a fraction of the TTL: a member that does not answer by then is
+            # left (the client moves on) while the lease can still be refreshed on another one
+            deadline = max(0.2, min(self.attempt_deadline, self.remaining() - self.margin))
             try:
                 ttl = await asyncio.wait_for(
-                    self.etcd.keepalive(self.lease_id), max(0.2, self.remaining() - self.margin)
+                    self.etcd.keepalive(self.lease_id, deadline=deadline), deadline + 1.0
                 )
             except (Unavailable, TimeoutError) as exc:
                 log.info("lease refresh failed", lease=f"{self.lease_id:x}", error=str(exc))

@@ -108,7 +108,7 @@ class Store:
             ops = [Op.put(key, job.model_dump_json())]
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
             if kv is None:
-                ops.append(Op.put(self.keys.project(project), dumps({"name": project})))
+                ops.append(Op.put_if_absent(self.keys.project(project), dumps({"name": project})))
             res = await self.etcd.txn(compares, ops)
             if res.succeeded:
                 return job, kv is None

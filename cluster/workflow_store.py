@@ -71,7 +71,7 @@ def create_execution_ops(keys: Any, ex: Execution) -> list[Any]:
     return [
         Op.put(keys.execution(ex.project, ex.id), ex.model_dump_json()),
         Op.put(keys.workflow_execution(ex.project, ex.workflow, ex.id), ex.id),
-        Op.put(keys.project(ex.project), dumps({"name": ex.project})),
+        Op.put_if_absent(keys.project(ex.project), dumps({"name": ex.project})),
     ]
 
 
@@ -155,7 +155,7 @@ class WorkflowStore:
             )
             ops = [
                 Op.put(key, wf.model_dump_json()),
-                Op.put(self.keys.project(project), dumps({"name": project})),
+                Op.put_if_absent(self.keys.project(project), dumps({"name": project})),
             ]
             res = await self.etcd.txn([Compare.modified(key, kv.mod_revision if kv else 0)], ops)
             if res.succeeded:

@@ -175,11 +175,15 @@ class Access:
                 raise Forbidden(f"missing or wrong {CSRF_HEADER} header", field=CSRF_HEADER)
         return Principal(user, record, via)
 
-    async def record(self, entry: dict[str, Any]) -> None:
+    def changes(self, entry: dict[str, Any]) -> Changes:
+        """The collector of one write request, journaling its entry into each change it makes."""
+        return Changes(draft=self.audit.draft(entry) if self.audit is not None else None)
+
+    async def record(self, entry: dict[str, Any], changes: Changes | None = None) -> None:
         if self.audit is None:
             return
         try:
-            await self.audit.record(entry)
+            await self.audit.record(entry, changes.draft if changes is not None else None)
         except Exception as exc:  # an audit write must not turn a done change into an error
             log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
 
@@ -236,7 +240,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     if request.method not in WRITE:
         response = await handler(request)
         return response
-    changes = Changes()
+    changes = access.changes(entry)
     token = OBSERVER.set(changes)
     status = 500
     try:
@@ -259,7 +263,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
                 changes=changes.items,
                 changes_dropped=changes.dropped,
             )
-            await access.record(entry)
+            await access.record(entry, changes)
 
 
 def whoami(who: Principal) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -24,11 +25,13 @@ from cluster.models import (
     BackfillRequest,
     Job,
     JobSpec,
+    Run,
     TriggerRequest,
     parse_model,
 )
 from cluster.store import Store
 from nodes import api_ops, api_placement, metrics
+from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -72,9 +75,12 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda v: json.dumps(v, default=str))
 
 
-async def body_json(request: web.Request) -> dict[str, Any]:
+async def body_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object; with ``optional`` an empty body reads as ``{}``."""
     raw = await request.read()
     if not raw.strip():
+        if optional:
+            return {}
         raise InvalidInput("request body must be a JSON object", field=None)
     try:
         data = json.loads(raw)
@@ -84,6 +90,20 @@ async def body_json(request: web.Request) -> dict[str, Any]:
         raise InvalidInput("malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object")
+    return data
+
+
+def named_body(data: dict[str, Any], name: str | None, read_only: Iterable[str]) -> dict[str, Any]:
+    """A document's body without its read-only fields; its name is the one in the path, if any."""
+    skip = set(read_only)
+    data = {k: v for k, v in data.items() if k not in skip}
+    if name is not None:
+        if "name" in data and data["name"] != name:
+            raise InvalidInput(
+                f"name {data['name']!r} in the body differs from {name!r} in the path",
+                field="name",
+            )
+        data["name"] = name
     return data
 
 
@@ -120,9 +140,11 @@ class Api:
 
     # -- health ---------------------------------------------------------------------------------
 
+    @documented(answer=Health)
     async def healthz(self, request: web.Request) -> web.Response:
         return ok({"status": "ok", "node": self.node.node_id})
 
+    @documented(answer=Ready, not_ready=True)
     async def readyz(self, request: web.Request) -> web.Response:
         ready = (
             self.node.ready
@@ -131,7 +153,9 @@ class Api:
         )
         return ok({"ready": ready, "node": self.node.node_id}, 200 if ready else 503)
 
+    @documented(text="text/plain")
     async def metrics_view(self, request: web.Request) -> web.Response:
+        metrics.ETCD_SWITCHES.set(self.node.etcd.switches)
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -148,6 +172,7 @@ class Api:
             out.append(rec)
         return out
 
+    @documented(not_ready=True)
     async def status(self, request: web.Request) -> web.Response:
         node = self.node
         data: dict[str, Any] = {
@@ -163,7 +188,12 @@ class Api:
             "leader": None,
             "nodes": [],
             "queue_depth": None,
-            "etcd": {"endpoints": node.config.etcd, "connected": False},
+            "etcd": {
+                "endpoints": node.config.etcd,
+                "connected": False,
+                "member": node.etcd.current_endpoint,  # where this node's calls go now
+                "member_switches": node.etcd.switches,
+            },
         }
         try:
             data["leader"] = await current_leader(node.etcd, node.keys)
@@ -178,34 +208,30 @@ class Api:
 
     # -- jobs -----------------------------------------------------------------------------------
 
+    @documented(answer=JobList)
     async def list_jobs(self, request: web.Request) -> web.Response:
         jobs = await self.store().list_jobs(project_of(request))
         return ok({"jobs": [dump(j) for j in jobs]})
 
     @staticmethod
     def _spec(data: dict[str, Any], name: str | None) -> JobSpec:
-        data = {k: v for k, v in data.items() if k not in READ_ONLY_JOB_FIELDS}
-        if name is not None:
-            if "name" in data and data["name"] != name:
-                raise InvalidInput(
-                    f"name {data['name']!r} in the body differs from {name!r} in the path",
-                    field="name",
-                )
-            data["name"] = name
-        return parse_model(JobSpec, data)
+        return parse_model(JobSpec, named_body(data, name, READ_ONLY_JOB_FIELDS))
 
+    @documented(body=JobSpec, answer=Job, status="201")
     async def create_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), None)
         job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(dump(job), 201)
 
+    @documented(body=JobSpec, answer=Job, also=("201",))
     async def put_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), request.match_info["job"])
         job, created = await self.store().put_job(project, spec)
         return ok(dump(job), 201 if created else 200)
 
+    @documented(body={"type": "object", "description": "Fields of a job to change"}, answer=Job)
     async def patch_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
         patch = await body_json(request)
@@ -214,22 +240,24 @@ class Api:
         job = await self.store().patch_job(project, request.match_info["job"], patch)
         return ok(dump(job))
 
+    @documented(answer=Job)
     async def get_job(self, request: web.Request) -> web.Response:
         job = await self.store().get_job(project_of(request), request.match_info["job"])
         return ok(dump(job))
 
+    @documented(status="204")
     async def delete_job(self, request: web.Request) -> web.Response:
         await self.store().delete_job(project_of(request), request.match_info["job"])
         return web.Response(status=204)
 
+    @documented(body=TriggerRequest, body_required=False, answer=Run, status="201")
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        raw = await request.read()
-        data = await body_json(request) if raw.strip() else {}
-        req = parse_model(TriggerRequest, data)
+        req = parse_model(TriggerRequest, await body_json(request, optional=True))
         run = await self.store().trigger(project, request.match_info["job"], req.parameters)
         return ok(dump(run), 201)
 
+    @documented(query={"limit": LIMIT})
     async def ticks(self, request: web.Request) -> web.Response:
         project, name = project_of(request), request.match_info["job"]
         limit = int_query(request, "limit", 50, 1, 1000)
@@ -246,9 +274,12 @@ class Api:
             sched = parse_schedule(
                 cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
             )
+            # a tick already planned (runs are written ahead of their tick, D120) is not next
+            last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
+            after = max(now, datetime.fromisoformat(last)) if last else now
             upcoming += [
                 {"tick": t.isoformat(), "schedule": spec.fingerprint(), "cron": spec.cron}
-                for t in next_times(sched, now, 10)
+                for t in next_times(sched, after, 10)
             ]
         upcoming.sort(key=lambda t: t["tick"])
         return ok(
@@ -261,6 +292,7 @@ class Api:
             }
         )
 
+    @documented(body=BackfillRequest, also=("201",))
     async def backfill(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(BackfillRequest, await body_json(request))
@@ -269,6 +301,7 @@ class Api:
 
     # -- runs -----------------------------------------------------------------------------------
 
+    @documented(answer=RunList, query={"job": STR, "status": STR, "before": STR, "limit": LIMIT})
     async def list_runs(self, request: web.Request) -> web.Response:
         if request.query.get("archived", "0") not in ("0", "false", ""):
             from nodes.api_logs import list_archived  # imports this module
@@ -299,10 +332,12 @@ class Api:
         )
         return ok({"runs": await api_placement.annotate_runs(self.node, [dump(r) for r in runs])})
 
+    @documented(answer=Run)
     async def get_run(self, request: web.Request) -> web.Response:
         run = await self.store().get_run(project_of(request), request.match_info["run"])
         return ok((await api_placement.annotate_runs(self.node, [dump(run)]))[0])
 
+    @documented(answer=Run, status="202")
     async def cancel(self, request: web.Request) -> web.Response:
         action = "abort" if request.path.endswith("/abort") else "cancel"
         run = await self.store().cancel_run(project_of(request), request.match_info["run"], action)

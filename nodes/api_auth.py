@@ -39,6 +39,7 @@ from nodes.access import (
     whoami,
 )
 from nodes.api import body_json, error_response, int_query, ok, project_of
+from nodes.openapi import LIMIT, STR, ProjectList, documented
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -134,6 +135,7 @@ class AuthApi:
             )
         return resp
 
+    @documented(status="204")
     async def logout(self, request: web.Request) -> web.Response:
         who = principal(request)
         await self.access.store().revoke_token(who.name, who.token.id)
@@ -141,15 +143,18 @@ class AuthApi:
         resp.del_cookie(COOKIE, path="/")
         return resp
 
+    @documented()
     async def me(self, request: web.Request) -> web.Response:
         return ok(whoami(principal(request)))
 
     # -- users ----------------------------------------------------------------------------------
 
+    @documented()
     async def list_users(self, request: web.Request) -> web.Response:
         users = await self.access.store().list_users()
         return ok({"users": [u.public() for u in users]})
 
+    @documented(status="201")
     async def create_user(self, request: web.Request) -> web.Response:
         spec = parse_user_spec(await body_json(request))
         hashed = None
@@ -160,6 +165,7 @@ class AuthApi:
         user = await store.create_user(store.new_user(spec, hashed))
         return ok(user.public(), 201)
 
+    @documented()
     async def get_user(self, request: web.Request) -> web.Response:
         user, _ = await self.access.store().get_user_kv(request.match_info["user"])
         return ok(user.public())
@@ -173,6 +179,7 @@ class AuthApi:
         if not admins:
             raise Conflict("this would leave no enabled cluster admin", field="name")
 
+    @documented()
     async def patch_user(self, request: web.Request) -> web.Response:
         name = request.match_info["user"]
         fields = parse_user_fields(await body_json(request))
@@ -187,6 +194,7 @@ class AuthApi:
         user = await store.update_user(name, fields, password_hash=hashed)
         return ok(user.public())
 
+    @documented(status="204")
     async def delete_user(self, request: web.Request) -> web.Response:
         name = request.match_info["user"]
         await self.access.store().get_user_kv(name)
@@ -194,6 +202,7 @@ class AuthApi:
         await self.access.store().delete_user(name)
         return web.Response(status=204)
 
+    @documented(status="204")
     async def set_password(self, request: web.Request) -> web.Response:
         """A user changes their own password (giving the current one); an admin sets anyone's."""
         name = request.match_info["user"]
@@ -218,14 +227,15 @@ class AuthApi:
 
     # -- tokens ---------------------------------------------------------------------------------
 
+    @documented()
     async def list_tokens(self, request: web.Request) -> web.Response:
         found = await self.access.store().list_tokens(request.match_info["user"])
         return ok({"tokens": [t.public() for t in found]})
 
+    @documented(status="201")
     async def create_token(self, request: web.Request) -> web.Response:
         name = request.match_info["user"]
-        raw = await request.read()
-        spec = parse_model(TokenSpec, await body_json(request) if raw.strip() else {})
+        spec = parse_model(TokenSpec, await body_json(request, optional=True))
         store = self.access.store()
         await store.get_user_kv(name)
         expires = token_expiry(spec, store.clock())
@@ -234,6 +244,7 @@ class AuthApi:
         )
         return ok({**record.public(), "token": secret}, 201)
 
+    @documented(status="204")
     async def revoke_token(self, request: web.Request) -> web.Response:
         await self.access.store().revoke_token(
             request.match_info["user"], request.match_info["token"]
@@ -242,11 +253,13 @@ class AuthApi:
 
     # -- projects -------------------------------------------------------------------------------
 
+    @documented(answer=ProjectList)
     async def list_projects(self, request: web.Request) -> web.Response:
         res = await self.node.etcd.range(self.node.keys.projects(), keys_only=True)
         names = sorted(kv.key.rsplit("/", 1)[-1] for kv in res.kvs)
         return ok({"projects": visible_projects(principal(request).user.roles, names)})
 
+    @documented(status="201")
     async def create_project(self, request: web.Request) -> web.Response:
         data = await body_json(request)
         name = data.get("name")
@@ -256,10 +269,10 @@ class AuthApi:
             raise InvalidInput(f"invalid project name {name!r}", field="name")
         return await self._put_project(name, data, create_only=True)
 
+    @documented(also=("201",))
     async def put_project(self, request: web.Request) -> web.Response:
         name = project_of(request)
-        raw = await request.read()
-        data = await body_json(request) if raw.strip() else {}
+        data = await body_json(request, optional=True)
         return await self._put_project(name, data, create_only=False)
 
     async def _put_project(
@@ -277,6 +290,7 @@ class AuthApi:
             await self.node.etcd.put(key, doc)
         return ok({"name": name, "description": description}, 201 if res.succeeded else 200)
 
+    @documented()
     async def get_project(self, request: web.Request) -> web.Response:
         name = project_of(request)
         kv = await self.node.etcd.get(self.node.keys.project(name))
@@ -285,18 +299,23 @@ class AuthApi:
         doc = json.loads(kv.value)
         return ok({"name": name, "description": doc.get("description", "")})
 
+    @documented(status="204")
     async def delete_project(self, request: web.Request) -> web.Response:
         name = project_of(request)
         keys, etcd = self.node.keys, self.node.etcd
         jobs = await etcd.range(keys.jobs(name), count_only=True)
         if jobs.count:
             raise Conflict(f"project {name!r} still has {jobs.count} job(s)", field="project")
+        flows = await etcd.range(keys.workflows(name), count_only=True)
+        if flows.count:
+            raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
         if not await etcd.delete(keys.project(name)):
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)
 
     # -- audit ----------------------------------------------------------------------------------
 
+    @documented(query={"limit": LIMIT, "before": STR, "actor": STR})
     async def audit(self, request: web.Request) -> web.Response:
         if self.access.audit is None:
             raise Unauthenticated("this node is not connected to etcd")

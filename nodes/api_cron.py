@@ -14,6 +14,7 @@ from aiohttp import web
 from cluster.cron import next_times, parse_schedule, validate_timezone
 from cluster.errors import InvalidInput, InvalidSchedule
 from nodes.api import int_query, ok
+from nodes.openapi import STR, documented
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -25,6 +26,13 @@ class CronApi:
     def __init__(self, node: Node) -> None:
         self.node = node
 
+    @documented(
+        query={
+            "expr": STR,
+            "timezone": STR,
+            "count": {"type": "integer", "minimum": 1, "maximum": 50},
+        }
+    )
     async def cron_preview(self, request: web.Request) -> web.Response:
         """Next fire times of ``expr`` in ``timezone`` (an error names the bad field)."""
         expr = request.query.get("expr", "").strip()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from cluster.errors import InvalidInput, NotFound, RunNotFound, Unavailable
+from cluster.errors import InvalidInput, NotFound, PeerRejected, RunNotFound, Unavailable
 from cluster.ids import id_floor
 from cluster.models import Run
 from logstore.archive import archived_runs
@@ -38,6 +38,7 @@ from logstore.tail import (
     window,
 )
 from nodes.api import _NAME, Api, int_query, ok, project_of
+from nodes.openapi import documented
 from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class LogsApi:
 
     # -- public -------------------------------------------------------------------------------
 
+    @documented(
+        text="text/plain",
+        json_too=True,
+        query={"attempt": {"type": "integer", "minimum": 1}, "format": {"enum": ["text", "json"]}},
+    )
     async def logs(self, request: web.Request) -> web.StreamResponse:
         project = project_of(request)
         q = Query.parse(request)
@@ -124,12 +130,12 @@ class LogsApi:
         if ran_on is not None and ran_on != self.node.node_id and live:
             try:
                 return await self._proxy(request, ran_on, ref, q)
-            except Unavailable:  # crashed, its lease not expired yet: what it shipped
+            except Unavailable as exc:  # crashed, its lease not expired yet: what it shipped
                 try:
                     return await self._segments(request, ref, q)
                 except (ObjectMissing, StoreUnavailable):
-                    raise Unavailable(
-                        f"node {ran_on} that runs run {run.id} cannot be reached"
+                    raise _peer_error(
+                        exc, f"node {ran_on} that runs run {run.id} cannot be reached"
                     ) from None
         try:
             return await self._stored(request, ref, q)
@@ -140,15 +146,16 @@ class LogsApi:
         if ran_on != self.node.node_id:
             try:
                 return await self._proxy(request, ran_on, ref, q)
-            except Unavailable:
+            except Unavailable as exc:
                 if isinstance(store_error, StoreUnavailable):
                     raise
                 try:
                     return await self._segments(request, ref, q)
                 except (ObjectMissing, StoreUnavailable):
-                    raise Unavailable(
+                    raise _peer_error(
+                        exc,
                         f"node {ran_on} that ran run {run.id} is down and its log is not in "
-                        "the store yet"
+                        "the store yet",
                     ) from None
         if isinstance(store_error, StoreUnavailable):
             raise Unavailable(f"the log store is unavailable: {store_error}")
@@ -399,3 +406,8 @@ def add_routes(app: web.Application, node: Node) -> None:
     app.router.add_get(
         f"{INTERNAL_PREFIX}/projects/{{project}}/runs/{{run}}/logs", api.internal_logs
     )
+
+
+def _peer_error(exc: Unavailable, down: str) -> Unavailable:
+    """What to answer when neither the peer nor the store has the log: a refusal stays one."""
+    return exc if isinstance(exc, PeerRejected) else Unavailable(down)

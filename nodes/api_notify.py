@@ -9,6 +9,7 @@ from aiohttp import web
 from cluster.errors import Unavailable
 from cluster.models import parse_model
 from cluster.notify import ProjectNotifications
+from nodes.openapi import documented
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -21,6 +22,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         if node.store is None or node.session is None or node.session.lost.is_set():
             raise Unavailable("this node is not connected to etcd")
 
+    @documented(answer=ProjectNotifications)
     async def get_defaults(request: web.Request) -> web.Response:
         """The project's default notification rules (for jobs without their own)"""
         project = project_of(request)
@@ -29,6 +31,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         doc = ProjectNotifications.model_validate_json(kv.value) if kv else ProjectNotifications()
         return ok(doc.model_dump(mode="json"))
 
+    @documented(body=ProjectNotifications, answer=ProjectNotifications)
     async def put_defaults(request: web.Request) -> web.Response:
         """Replace the project's default notification rules"""
         project = project_of(request)
@@ -37,6 +40,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         await node.etcd.put(node.keys.notification_defaults(project), doc.model_dump_json())
         return ok(doc.model_dump(mode="json"))
 
+    @documented(status="204")
     async def delete_defaults(request: web.Request) -> web.Response:
         """Remove the project's default notification rules"""
         project = project_of(request)

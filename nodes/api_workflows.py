@@ -10,13 +10,16 @@ from cluster.models import parse_model
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import (
     READ_ONLY_WORKFLOW_FIELDS,
+    Execution,
     ExecutionRequest,
     ReportRequest,
     RerunRequest,
+    Workflow,
     WorkflowSpec,
     parse_workflow,
 )
-from nodes.api import Api, body_json, dump, int_query, ok, project_of
+from nodes.api import Api, body_json, dump, int_query, named_body, ok, project_of
+from nodes.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -31,49 +34,45 @@ class WorkflowApi:
 
     @staticmethod
     def _spec(data: dict[str, Any], name: str | None) -> WorkflowSpec:
-        data = {k: v for k, v in data.items() if k not in READ_ONLY_WORKFLOW_FIELDS}
-        if name is not None:
-            if "name" in data and data["name"] != name:
-                from cluster.errors import InvalidInput
+        return parse_workflow(named_body(data, name, READ_ONLY_WORKFLOW_FIELDS))
 
-                raise InvalidInput(
-                    f"name {data['name']!r} in the body differs from {name!r} in the path",
-                    field="name",
-                )
-            data["name"] = name
-        return parse_workflow(data)
-
+    @documented()
     async def list_workflows(self, request: web.Request) -> web.Response:
         wfs = await self.wf().list_workflows(project_of(request))
         return ok({"workflows": [dump(w) for w in wfs]})
 
+    @documented(body=WorkflowSpec, answer=Workflow, status="201")
     async def create(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), None)
         wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
         return ok(dump(wf), 201)
 
+    @documented(body=WorkflowSpec, answer=Workflow, also=("201",))
     async def put(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), request.match_info["workflow"])
         wf, created = await self.wf().put_workflow(project, spec)
         return ok(dump(wf), 201 if created else 200)
 
+    @documented(answer=Workflow)
     async def get(self, request: web.Request) -> web.Response:
         wf, _ = await self.wf().get_workflow_kv(project_of(request), request.match_info["workflow"])
         return ok(dump(wf))
 
+    @documented(status="204")
     async def delete(self, request: web.Request) -> web.Response:
         await self.wf().delete_workflow(project_of(request), request.match_info["workflow"])
         return web.Response(status=204)
 
+    @documented(body=ExecutionRequest, body_required=False, answer=Execution, status="201")
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        raw = await request.read()
-        req = parse_model(ExecutionRequest, await body_json(request) if raw.strip() else {})
+        req = parse_model(ExecutionRequest, await body_json(request, optional=True))
         ex = await self.wf().trigger(project, request.match_info["workflow"], req.parameters)
         return ok(dump(ex), 201)
 
+    @documented(query={"limit": LIMIT, "workflow": STR})
     async def list_executions(self, request: web.Request) -> web.Response:
         project = project_of(request)
         limit = int_query(request, "limit", 50, 1, 1000)
@@ -96,14 +95,15 @@ class WorkflowApi:
             }
         )
 
+    @documented()
     async def get_execution(self, request: web.Request) -> web.Response:
         project = project_of(request)
         return ok(await self.wf().view(project, request.match_info["execution"]))
 
+    @documented(body=RerunRequest, body_required=False, answer=Execution)
     async def rerun(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        raw = await request.read()
-        req = parse_model(RerunRequest, await body_json(request) if raw.strip() else {})
+        req = parse_model(RerunRequest, await body_json(request, optional=True))
         ex = await self.wf().rerun(
             project,
             request.match_info["execution"],
@@ -112,14 +112,15 @@ class WorkflowApi:
         )
         return ok(dump(ex))
 
+    @documented(answer=Execution)
     async def cancel(self, request: web.Request) -> web.Response:
         ex = await self.wf().cancel(project_of(request), request.match_info["execution"])
         return ok(dump(ex))
 
+    @documented(body=ReportRequest, body_required=False, answer=Execution)
     async def report(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        raw = await request.read()
-        req = parse_model(ReportRequest, await body_json(request) if raw.strip() else {})
+        req = parse_model(ReportRequest, await body_json(request, optional=True))
         ex = await self.wf().report(
             project, request.match_info["key"], req.status, req.result, req.error
         )

@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "owner": args.owner,
         "machine_id": args.machine_id,
         "handoff_delay": args.handoff_delay,
+        "materialize_ahead": args.materialize_ahead,
         "properties": args.property or None,
         "data_dir": args.data_dir,
         "log_dir": args.log_dir,
@@ -175,14 +177,24 @@ def params(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def apply_documents(args: argparse.Namespace, kind: str) -> Iterator[dict[str, Any]]:
+    """PUT each document of ``args.file`` as a ``kind`` of the project; yields what was stored."""
+    for doc in load_documents(args.file):
+        name = doc.get("name") if isinstance(doc, dict) else None
+        if not name:
+            raise ApiError(400, {"error": {"message": f"each {kind} document needs a name"}})
+        path = f"{proj(args)}/{kind}s/{urllib.parse.quote(str(name), safe='')}"
+        yield call(args, "PUT", path, doc)
+
+
+def schedules_text(doc: dict[str, Any]) -> str:
+    return "; ".join(s.get("cron") or str(s.get("at")) for s in doc["schedules"]) or "-"
+
+
 def cmd_job(args: argparse.Namespace) -> int:
     base = proj(args)
     if args.action == "apply":
-        for doc in load_documents(args.file):
-            name = doc.get("name") if isinstance(doc, dict) else None
-            if not name:
-                raise ApiError(400, {"error": {"message": "each job document needs a name"}})
-            job = call(args, "PUT", f"{base}/jobs/{urllib.parse.quote(str(name))}", doc)
+        for job in apply_documents(args, "job"):
             print(f"job {args.project}/{job['name']} applied")
     elif args.action == "list":
         jobs = call(args, "GET", f"{base}/jobs")["jobs"]
@@ -192,7 +204,7 @@ def cmd_job(args: argparse.Namespace) -> int:
                     [
                         j["name"],
                         "yes" if j["enabled"] else "no",
-                        "; ".join(s.get("cron") or str(s.get("at")) for s in j["schedules"]) or "-",
+                        schedules_text(j),
                         ",".join(j["tags"]),
                     ]
                     for j in jobs
@@ -310,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--owner", help="who runs this node (shown in node list)")
     n.add_argument("--machine-id", type=int, help="snowflake machine id 0..1023 (default: auto)")
     n.add_argument("--handoff-delay", type=float, help="s before a non-preferred node takes a run")
+    n.add_argument(
+        "--materialize-ahead", type=float, help="s before its tick a run is written (default 1.5)"
+    )
     n.add_argument("--data-dir", help="where logs and work files go (default .cronmesh)")
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")

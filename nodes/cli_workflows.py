@@ -6,7 +6,7 @@ import argparse
 import urllib.parse
 from typing import Any
 
-from nodes.cli import ApiError, call, load_documents, params, proj, show, table
+from nodes.cli import apply_documents, call, params, proj, schedules_text, show, table
 
 
 def _q(name: str) -> str:
@@ -16,11 +16,7 @@ def _q(name: str) -> str:
 def cmd_workflow(args: argparse.Namespace) -> int:
     base = proj(args)
     if args.action == "apply":
-        for doc in load_documents(args.file):
-            name = doc.get("name") if isinstance(doc, dict) else None
-            if not name:
-                raise ApiError(400, {"error": {"message": "each workflow document needs a name"}})
-            wf = call(args, "PUT", f"{base}/workflows/{_q(str(name))}", doc)
+        for wf in apply_documents(args, "workflow"):
             print(f"workflow {args.project}/{wf['name']} applied ({len(wf['tasks'])} tasks)")
     elif args.action == "list":
         wfs = call(args, "GET", f"{base}/workflows")["workflows"]
@@ -31,7 +27,7 @@ def cmd_workflow(args: argparse.Namespace) -> int:
                         w["name"],
                         str(len(w["tasks"])),
                         "yes" if w["enabled"] else "no",
-                        "; ".join(s.get("cron") or str(s.get("at")) for s in w["schedules"]) or "-",
+                        schedules_text(w),
                         str(w["priority"]),
                         str(w["max_active"] or "-"),
                     ]

@@ -33,6 +33,8 @@ class NodeConfig(BaseModel):
     owner: str = Field(default="", max_length=256)
     machine_id: int | None = Field(default=None, ge=0, le=1023)  # None: allocated through etcd
     handoff_delay: float = Field(default=1.0, ge=0, le=3600)  # see docs/placement.md
+    # the leader writes a tick's run this long before it; workers start it on a local timer
+    materialize_ahead: float = Field(default=1.5, ge=0, le=30)
     properties: dict[str, str] = Field(default_factory=dict)
     data_dir: str = ".cronmesh"
     log_dir: str | None = None
@@ -151,6 +153,7 @@ ENV = {
     "CRONMESH_OWNER": "owner",
     "CRONMESH_MACHINE_ID": "machine_id",
     "CRONMESH_HANDOFF_DELAY": "handoff_delay",
+    "CRONMESH_MATERIALIZE_AHEAD": "materialize_ahead",
     "CRONMESH_PROPERTIES": "properties",
     "CRONMESH_DATA_DIR": "data_dir",
     "CRONMESH_LOG_DIR": "log_dir",

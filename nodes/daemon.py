@@ -336,6 +336,7 @@ class Node:
                     clock=self.clock,
                     node_id=self.node_id,
                     archive=self.logs.archive,
+                    ahead=self.config.materialize_ahead,
                 )
                 await lead_with_notifier(self.scheduler, self, leadership)
             except asyncio.CancelledError:

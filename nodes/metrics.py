@@ -52,6 +52,11 @@ SPAWN = Histogram(
 ETCD_ERRORS = Counter(
     "cronmesh_etcd_errors", "etcd calls that failed", ["where"], registry=REGISTRY
 )
+ETCD_SWITCHES = Gauge(
+    "cronmesh_etcd_member_switches",
+    "Times this node's etcd client left a member that timed out or was unreachable",
+    registry=REGISTRY,
+)
 JOB_RUNS = Counter(
     "cronmesh_job_runs_finished",
     "Runs finished by this node (or reaped as lost by the leader), by job and status",

@@ -2,21 +2,22 @@
 models (served at /api/v1/openapi.json): nothing here lists the routes by hand.
 
 Every route of the application appears, whoever added it. What a route reads and answers is
-learnt from the handler: ``BODY``/``ANSWER`` map a handler's name to its pydantic models, and
-``QUERY`` to its query parameters; a handler absent from them is still documented (any JSON in,
-a JSON object out), so a new route is never missing from the document.
+declared on the handler itself with ``@documented(body=…, answer=…, status=…, query=…)``; a handler
+without a declaration is still documented (any JSON in, "2XX" out), so a new route is never
+missing from the document.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from cluster.models import BackfillRequest, Job, JobSpec, Run, TriggerRequest
-from cluster.notify import ProjectNotifications
+from cluster.models import Job, Run
 from nodes import __version__
 
 
@@ -52,56 +53,40 @@ class Ready(BaseModel):
     node: str
 
 
-# What handlers read (request bodies) and answer (2xx bodies), by handler name.
-BODY: dict[str, type[BaseModel] | dict[str, Any]] = {
-    "create_job": JobSpec,
-    "put_job": JobSpec,
-    "patch_job": {"type": "object", "description": "Fields of a job to change"},
-    "trigger": TriggerRequest,
-    "backfill": BackfillRequest,
-    "put_defaults": ProjectNotifications,
-}
-ANSWER: dict[str, type[BaseModel]] = {
-    "healthz": Health,
-    "readyz": Ready,
-    "list_jobs": JobList,
-    "create_job": Job,
-    "put_job": Job,
-    "patch_job": Job,
-    "get_job": Job,
-    "trigger": Run,
-    "list_runs": RunList,
-    "get_run": Run,
-    "cancel": Run,
-    "list_projects": ProjectList,
-    "get_defaults": ProjectNotifications,
-    "put_defaults": ProjectNotifications,
-}
-_INT = {"type": "integer"}
-_STR = {"type": "string"}
-QUERY: dict[str, dict[str, dict[str, Any]]] = {
-    "ticks": {"limit": {**_INT, "minimum": 1, "maximum": 1000}},
-    "list_runs": {
-        "job": _STR,
-        "status": _STR,
-        "before": _STR,
-        "limit": {**_INT, "minimum": 1, "maximum": 1000},
-    },
-    "logs": {"attempt": {**_INT, "minimum": 1}, "format": {"enum": ["text", "json"]}},
-    "cron_preview": {
-        "expr": _STR,
-        "timezone": _STR,
-        "count": {**_INT, "minimum": 1, "maximum": 50},
-    },
-}
-STATUS: dict[str, str] = {
-    "create_job": "201",
-    "trigger": "201",
-    "cancel": "202",
-    "delete_job": "204",
-    "delete_defaults": "204",
-}
-TEXT: dict[str, str] = {"metrics_view": "text/plain", "logs": "text/plain"}
+STR = {"type": "string"}
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+Schema = type[BaseModel] | dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Doc:
+    """What one handler reads and answers, declared next to it with ``@documented(...)``."""
+
+    body: Schema | None = None  # the JSON request body
+    body_required: bool = True
+    answer: Schema | None = None  # the JSON body of its success answer
+    status: str = "200"
+    also: tuple[str, ...] = ()  # other success statuses with the same body (PUT: 200 or 201)
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    text: str | None = None  # media type of a text answer
+    json_too: bool = False  # a text answer that can also be JSON (``format=json``)
+    not_ready: bool = False  # answers 503 with a status object when the node is not ready
+
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def documented(**fields: Any) -> Callable[[H], H]:
+    """Declare a handler's request and answer for the OpenAPI document (see ``Doc``)."""
+    doc = Doc(**fields)
+
+    def mark(handler: H) -> H:
+        handler.__openapi__ = doc  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
 INTERNAL = "/internal/"
 NOT_API = ("/", "/ui", "/ui/{path}")  # the web UI's pages and files (nodes/api_ui.py)
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
@@ -135,13 +120,14 @@ class _Schemas:
 
 def _operation(route: web.AbstractRoute, path: str, schemas: _Schemas) -> dict[str, Any]:
     name = _handler_name(route)
+    doc: Doc | None = getattr(route.handler, "__openapi__", None)
     params: list[dict[str, Any]] = [
         {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
         for p in _PARAM.findall(path)
     ]
     params += [
         {"name": q, "in": "query", "required": False, "schema": schema}
-        for q, schema in QUERY.get(name, {}).items()
+        for q, schema in (doc.query if doc else {}).items()
     ]
     op: dict[str, Any] = {
         "operationId": _operation_id(route.method, path),
@@ -149,38 +135,35 @@ def _operation(route: web.AbstractRoute, path: str, schemas: _Schemas) -> dict[s
         "parameters": params,
     }
     error = {"content": {"application/json": {"schema": schemas.ref(ErrorBody)}}}
-    # Handlers this module knows answer exactly; others (new modules) are documented as "2XX".
-    known = name in STATUS or name in ANSWER or name in TEXT
-    status = STATUS.get(name, "200" if known else "2XX")
-    if status == "204":
-        ok: dict[str, Any] = {"description": "done"}
-    elif not known:
-        ok = {"description": "success (JSON, or empty for 204)"}
-    elif name in TEXT:
-        ok = {"description": "text", "content": {TEXT[name]: {"schema": {"type": "string"}}}}
-        if name == "logs":
-            ok["content"]["application/json"] = {"schema": {"type": "object"}}
+    responses: dict[str, Any] = {}
+    if doc is None:  # undeclared: still listed, loosely
+        responses["2XX"] = {"description": "success (JSON, or empty for 204)"}
+    elif doc.status == "204":
+        responses["204"] = {"description": "done"}
+    elif doc.text is not None:
+        content: dict[str, Any] = {doc.text: {"schema": {"type": "string"}}}
+        if doc.json_too:
+            content["application/json"] = {"schema": {"type": "object"}}
+        responses[doc.status] = {"description": "text", "content": content}
     else:
-        answer = schemas.ref(ANSWER[name]) if name in ANSWER else {"type": "object"}
+        answer = schemas.ref(doc.answer) if doc.answer is not None else {"type": "object"}
         ok = {"description": "success", "content": {"application/json": {"schema": answer}}}
-    responses: dict[str, Any] = {status: ok}
-    if name == "put_job":
-        responses["201"] = ok
-    if name in ("readyz", "status"):
+        for status in (doc.status, *doc.also):
+            responses[status] = ok
+    responses["4XX"] = {"description": "bad input or state", **error}
+    if doc is not None and doc.not_ready:
         responses["503"] = {
             "description": "not ready / etcd unreachable",
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
-    responses["4XX"] = {"description": "bad input or state", **error}
-    responses["503"] = responses.get("503") or {"description": "etcd unreachable", **error}
+    else:
+        responses["503"] = {"description": "etcd unreachable", **error}
     op["responses"] = responses
-    if route.method in ("POST", "PUT", "PATCH"):
-        body = BODY.get(name)
-        if body is not None:
-            op["requestBody"] = {
-                "required": name != "trigger",
-                "content": {"application/json": {"schema": schemas.ref(body)}},
-            }
+    if route.method in ("POST", "PUT", "PATCH") and doc is not None and doc.body is not None:
+        op["requestBody"] = {
+            "required": doc.body_required,
+            "content": {"application/json": {"schema": schemas.ref(doc.body)}},
+        }
     return op
 
 

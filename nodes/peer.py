@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from cluster.errors import Unavailable
+from cluster.errors import PeerRejected, Unavailable
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -54,7 +54,8 @@ class PeerClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Call ``path`` (below ``/internal/v1``) on node ``node_id``; yields the open response.
 
-        Raises ``Unavailable`` when the node is down or cannot be reached.
+        Raises ``Unavailable`` when the node is down or cannot be reached, ``PeerRejected`` when
+        it refuses this node's signature (401/403 from a peer is never the user's fault).
         """
         if not path.startswith(INTERNAL_PREFIX + "/"):
             raise ValueError(f"peer calls go to {INTERNAL_PREFIX}/…, not {path!r}")
@@ -69,6 +70,12 @@ class PeerClient:
                 headers=headers,
                 timeout=client_timeout or aiohttp.ClientTimeout(total=30),
             ) as resp:
+                if resp.status in (401, 403):
+                    raise PeerRejected(
+                        f"node {node_id} at {address} rejected this node's call"
+                        f" ({resp.status}: {_reason(await resp.read())}); check that the nodes'"
+                        " clocks agree and that they share the cluster's peer secret"
+                    )
                 yield resp
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"cannot reach node {node_id} at {address}: {exc!r}") from exc
@@ -77,3 +84,12 @@ class PeerClient:
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+
+def _reason(body: bytes) -> str:
+    """The message of a peer's JSON error, else the start of its body."""
+    try:
+        doc = json.loads(body)
+        return str(doc.get("error", doc).get("message", doc))
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")

@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from cluster.cron import Schedule, parse_schedule
+from cluster.cron import Schedule, parse_schedule, ticks_between
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
@@ -117,8 +117,10 @@ class Scheduler:
         clock: Callable[[], datetime],
         node_id: str,
         archive: Archiver | None = None,
+        ahead: float = 0.0,
     ) -> None:
         self.archive = archive
+        self.ahead = ahead  # seconds: runs are written this long before their tick (D120)
         self.etcd = etcd
         self.keys = keys
         self.store = store
@@ -446,6 +448,12 @@ class Scheduler:
         if entry is None or not entry.job.enabled:
             return None
         job, now = entry.job, self.clock()
+        # Ticks due by now are decided exactly as without planning ahead (catch-up, grace,
+        # deadline); the ticks of the next `ahead` seconds are added as on-time ticks, to be
+        # started at their instant (D120). Only jobs whose overlap decision cannot change
+        # meanwhile (allow, no parallel limit) are planned early.
+        ahead = self.ahead if job.overlap == "allow" and not job.max_parallel else 0.0
+        horizon = now + timedelta(seconds=ahead)
         state = json.loads(json.dumps(entry.state)) if entry.state else {}
         sched_state: dict[str, Any] = state.setdefault("schedules", {})
         events: list[dict[str, Any]] = state.setdefault("events", [])
@@ -471,12 +479,20 @@ class Scheduler:
                 starting_deadline=job.starting_deadline,
                 limit=job.catchup_limit,
             )
+            fire = list(plan.fire)
+            plan_next = plan.next_due
+            if ahead:
+                since = plan.last_tick or (datetime.fromisoformat(last) if last else None)
+                since = max(since or job.active_since, job.active_since, now)
+                coming = ticks_between(sched, since, horizon, RUNS_PER_TXN)
+                fire += [(tick, "schedule") for tick in coming]
+                plan_next = sched.next_after(coming[-1] if coming else since)
             for span, fate in ((plan.disabled, "disabled"), (plan.missed, "missed")):
                 if span is not None:
                     events.append(_span(span, fate, fp))
                     metrics.TICKS.labels(fate).inc(span.count)
             new_last = plan.last_tick
-            for tick, source in plan.fire:
+            for tick, source in fire:
                 if len(runs) >= per_txn:
                     truncated = True
                     break
@@ -506,6 +522,8 @@ class Scheduler:
                         scheduled_at=tick,
                         schedule=fp,
                     )
+                    if tick > now:
+                        run.not_before = tick  # the worker claims it now and starts it then
                     active += 1
                     fired_total += 1
                 runs.append((run, tick_key))
@@ -513,8 +531,9 @@ class Scheduler:
             if truncated:
                 # The rest of this schedule's due ticks go in the next transaction, at once.
                 next_due = now
-            elif plan.next_due is not None:
-                next_due = plan.next_due if next_due is None else min(next_due, plan.next_due)
+            elif plan_next is not None:
+                wake = plan_next - timedelta(seconds=ahead)
+                next_due = wake if next_due is None else min(next_due, wake)
             if new_last is not None and (last is None or new_last.isoformat() != last):
                 sched_state[fp] = {"last_tick": new_last.isoformat()}
                 changed = True

@@ -39,6 +39,11 @@ log = structlog.get_logger(__name__)
 
 MAX_RESULT = 64 * 1024
 ORPHAN_CHECK_EVERY = 5.0
+# A run due at a known instant (``not_before``: materialised ahead by the leader, or a retry's
+# backoff) is claimed this long before it, so the claim's round trip is over by then and the
+# process starts on a local timer at the instant itself. Short on purpose: a node that dies
+# holding a claimed run that has not started yet loses it like a running one (D120).
+CLAIM_AHEAD = 0.75
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Execution:
     requested: str | None = None  # "cancel" | "abort" | "shutdown" | "timeout"
     acted: bool = False  # the request reached a live process (else the exit status decides)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # a request while waiting to start
     cost: int = 1  # units of the node's weight budget this run holds
     _stopper: asyncio.Task[None] | None = None
 
@@ -58,6 +64,7 @@ class Execution:
         if self.requested is not None and action != "abort":
             return
         self.requested = action
+        self.wake.set()
         self.act()
 
     def act(self) -> None:
@@ -103,6 +110,7 @@ class Worker:
         self.view = view
         self.weight_budget = weight_budget
         self.handoff_delay = handoff_delay
+        self.claim_ahead = CLAIM_AHEAD
         self._seen: dict[str, float] = {}  # queue key -> when this worker first found it claimable
         self._claim_cost: dict[str, int] = {}
         self._best: dict[str, tuple[int, Candidate | None]] = {}  # key -> (view version, pref.)
@@ -271,9 +279,11 @@ class Worker:
             run = self._run_of(key, kv)
             if run is None:
                 continue
-            if run.not_before is not None and run.not_before > now:
-                self._kick_at((run.not_before - now).total_seconds())
-                continue
+            if run.not_before is not None:
+                early = (run.not_before - now).total_seconds() - self.claim_ahead
+                if early > 0:
+                    self._kick_at(early)
+                    continue
             choice = self._choose(key, run)
             if choice is None:
                 continue
@@ -327,8 +337,10 @@ class Worker:
             started = run.model_copy()
             started.status = "running"
             started.node = self.node_id
-            started.started_at = now
-            started.not_before = None
+            # claimed ahead of its instant: it starts then (``_run_process`` waits)
+            due = run.not_before if run.not_before is not None and run.not_before > now else None
+            started.started_at = due or now
+            started.not_before = due
             lease = self.session.lease_id
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
@@ -503,6 +515,19 @@ class Worker:
         writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
         try:
             argv, env = self._command(run, ex.claim_revision, result_file)
+            if run.not_before is not None:
+                # Claimed ahead, its log open and its command ready: start it on a local timer
+                # at the due instant, with nothing left to do then but the spawn (D120).
+                delay = (run.not_before - self.clock()).total_seconds()
+                if delay > 0 and ex.requested is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ex.wake.wait(), delay)
+                if ex.requested is not None:
+                    why = {"shutdown": "the node shut down"}.get(ex.requested, "")
+                    why = why or f"{ex.requested}ed by request"
+                    writer.note(f"{why} before it started")
+                    status = "lost" if ex.requested == "shutdown" else "cancelled"
+                    return status, f"{why} before it started", None, None
             spawn_t = time.perf_counter()
             try:
                 ex.proc = await Process.start(
@@ -512,6 +537,8 @@ class Worker:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            if run.not_before is not None:
+                run.started_at = self.clock()  # armed ahead: the record gets the real start
             if run.scheduled_at is not None and run.source == "schedule":
                 metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
             ex.act()  # a cancel that arrived before the process existed

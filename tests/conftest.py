@@ -187,14 +187,26 @@ async def cluster(
 class NodeProcess:
     """A real `cronmesh node` process."""
 
-    def __init__(self, node_id: str, args: list[str], log_path: Path, port: int) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        args: list[str],
+        log_path: Path,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        wrapper: list[str] | None = None,
+    ) -> None:
+        """``wrapper``: a command the node runs under (``ip netns exec NS``); ``host`` its
+        listening address there."""
         self.node_id = node_id
         self.port = port
+        self.host = host
         self.log_path = log_path
         self._log = open(log_path, "ab")
         env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nodes.cli", "node", *args],
+            [*(wrapper or []), sys.executable, "-m", "nodes.cli", "node", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -203,7 +215,7 @@ class NodeProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -230,13 +242,21 @@ class ProcessCluster:
         self.tmp = tmp
         self.procs: list[NodeProcess] = []
 
-    def start(self, node_id: str, *extra: str, lease_ttl: int = 3) -> NodeProcess:
+    def start(
+        self,
+        node_id: str,
+        *extra: str,
+        lease_ttl: int = 3,
+        host: str = "127.0.0.1",
+        endpoints: list[str] | None = None,
+        wrapper: list[str] | None = None,
+    ) -> NodeProcess:
         port = free_port()
         args = [
             "--etcd",
-            ",".join(self.endpoints),
+            ",".join(endpoints or self.endpoints),
             "--listen",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             "--node-id",
             node_id,
             "--prefix",
@@ -249,7 +269,8 @@ class ProcessCluster:
             "5",
             *extra,
         ]
-        proc = NodeProcess(node_id, args, self.tmp / f"{node_id}.log", port)
+        log_path = self.tmp / f"{node_id}.log"
+        proc = NodeProcess(node_id, args, log_path, port, host=host, wrapper=wrapper)
         proc.extra = (extra, lease_ttl)  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc

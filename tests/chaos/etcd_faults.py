@@ -12,48 +12,16 @@ import argparse
 import asyncio
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cluster.etcd import Etcd
-from cluster.keys import Keys
 from nodes.embedded import etcd_binary
-from tests.chaos.checker import check, load_runs
-from tests.chaos.harness import (
-    EtcdCluster,
-    api,
-    api_until_ok,
-    check_history,
-    history_command,
-    key_prefix,
-    lease_losses,
-    print_summary,
-    read_history,
-    scratch,
-    summary_row,
-    wait_all_ready,
-)
-from tests.conftest import ProcessCluster, api_session
+from tests.chaos.harness import EtcdCluster, lease_losses
+from tests.chaos.scenario import EVERY_SECOND, Stage, recorded_job, run_command, stage
+from tests.conftest import api_session
 
 JOB = "tick"
-CRON = "* * * * * *"
-
-
-def job_spec(history: Path) -> dict[str, Any]:
-    return {
-        "name": JOB,
-        "command": history_command(history),
-        "schedules": [{"cron": CRON}],
-        "catchup": "all",
-        "overlap": "allow",
-        "keep_runs": 100_000,  # the checker reads every run of the window back
-        # A node whose lease expires while etcd is unavailable stops its runs: they are lost and
-        # retried by policy (at-least-once for lost runs), never run twice as two ticks.
-        "retries": 2,
-        "retry_interval": 0,
-    }
 
 
 def etcd_leader(etcd_cluster: EtcdCluster) -> int | None:
@@ -83,11 +51,7 @@ async def _healthy(etcd_cluster: EtcdCluster, timeout: float = 60) -> None:
 
 
 async def scenario(
-    cluster: ProcessCluster,
-    etcd_cluster: EtcdCluster,
-    etcd: Etcd,
-    keys: Keys,
-    history: Path,
+    st: Stage,
     *,
     rounds: int,
     down: float = 3,
@@ -95,7 +59,9 @@ async def scenario(
     settle: float = 12,
 ) -> dict[str, Any]:
     """Each round: kill the etcd leader, restart it; pause a member, resume it; stop two members
-    (no quorum) for ``no_quorum`` s, restart them. Returns the checker's findings."""
+    (no quorum) for ``no_quorum`` s, restart them. Returns the checkers' findings."""
+    etcd_cluster, cluster = st.etcd_cluster, st.cluster
+    assert etcd_cluster is not None, "etcd faults need the stage's own etcd cluster"
     faults: list[dict[str, Any]] = []
 
     def note(kind: str, member: int) -> None:
@@ -105,11 +71,8 @@ async def scenario(
         now = lease_losses(cluster)
         return sum(n - before.get(node, 0) for node, n in now.items())
 
-    await wait_all_ready(cluster)
     async with api_session() as http:
-        base = f"{cluster.procs[0].url}/api/v1/projects/default"
-        status, body = await api(http, "PUT", f"{base}/jobs/{JOB}", json=job_spec(history))
-        assert status in (200, 201), body
+        await st.put_job(http, recorded_job(JOB, st.history))
         start = datetime.now(UTC) + timedelta(seconds=1)
         await asyncio.sleep(2)
         size = len(etcd_cluster.members)
@@ -145,13 +108,7 @@ async def scenario(
         end = datetime.now(UTC) - timedelta(seconds=1)
         # Nodes recover by themselves; the ticks of the outage are caught up (catch-up `all`).
         await asyncio.sleep(settle)
-        await wait_all_ready(cluster, 60)
-        urls = [p.url for p in cluster.procs]
-        path = f"/api/v1/projects/default/jobs/{JOB}"
-        await api_until_ok(http, urls, "PATCH", path, json={"enabled": False})
-    runs = await load_runs(etcd, keys, "default", JOB)
-    report = check(runs, CRON, start, end)
-    hist = check_history(runs, read_history(history))
+        report, hist = await st.close_window(http, JOB, EVERY_SECOND, start, end)
     alive = [p.node_id for p in cluster.procs if p.alive()]
     return {
         "report": report,
@@ -162,49 +119,20 @@ async def scenario(
     }
 
 
-def main() -> int:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--down", type=float, default=3)
     p.add_argument("--no-quorum", type=float, default=15)
-    args = p.parse_args()
-    with scratch() as tmp:
-        etcd_cluster = EtcdCluster(tmp).start()
-        prefix = key_prefix()
-        cluster = ProcessCluster(etcd_cluster.endpoints, prefix, tmp)
 
-        async def run() -> dict[str, Any]:
-            for i in range(args.nodes):
-                cluster.start(f"node-{i + 1}", lease_ttl=args.lease_ttl)
-            async with Etcd(etcd_cluster.endpoints) as etcd:
-                return await scenario(
-                    cluster,
-                    etcd_cluster,
-                    etcd,
-                    Keys(prefix),
-                    tmp / "history",
-                    rounds=args.rounds,
-                    down=args.down,
-                    no_quorum=args.no_quorum,
-                )
+    async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+        async with stage(tmp, nodes=args.nodes, lease_ttl=args.lease_ttl) as st:
+            return await scenario(st, rounds=args.rounds, down=args.down, no_quorum=args.no_quorum)
 
-        try:
-            result = asyncio.run(run())
-        finally:
-            cluster.close()
-            etcd_cluster.stop()
-        report, hist = result.pop("report"), result.pop("history")
-        print(
-            json.dumps({**result, "checker": report.as_dict(), "history": hist.as_dict()}, indent=2)
-        )
-        print_summary(
-            [summary_row("etcd_faults", len(result["faults"]), report)], tmp / "summary.json"
-        )
-        print(f"logs, history and summary.json in {tmp}")
-    return 0 if result["ok"] else 1
+    run_command("etcd_faults", p, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -33,27 +33,57 @@ from tests.conftest import ProcessCluster, api_session
 class EtcdCluster:
     """``size`` etcd members on loopback; members can be killed, paused and restarted."""
 
-    def __init__(self, root: Path, size: int = 3) -> None:
-        self.members = [
-            EtcdProcess(
-                root / f"etcd-{i + 1}", name=f"m{i + 1}", log_file=root / f"etcd-{i + 1}.log"
-            )
-            for i in range(size)
-        ]
-        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        for m in self.members:
-            m.initial_cluster = initial
+    def __init__(
+        self, root: Path, size: int = 3, also_on: str | None = None, compaction: str | None = None
+    ) -> None:
+        """``also_on``: a second address every member also serves clients on (a veth);
+        ``compaction``: the auto-compaction retention (e.g. ``30s``; default that of EtcdProcess)."""
+        self.root, self.size, self.also_on = root, size, also_on
+        self.compaction = compaction
+        self.members = self._members("")
         self.paused: set[int] = set()
+
+    def _members(self, suffix: str) -> list[EtcdProcess]:
+        members = [
+            EtcdProcess(
+                self.root / f"etcd-{i + 1}{suffix}",
+                name=f"m{i + 1}",
+                log_file=self.root / f"etcd-{i + 1}{suffix}.log",
+            )
+            for i in range(self.size)
+        ]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+        for m in members:
+            m.initial_cluster = initial
+            if self.compaction:  # given twice, etcd takes the last value
+                m.extra_args += ["--auto-compaction-retention", self.compaction]
+            if self.also_on:  # given twice, etcd takes the last list
+                both = f"{m.endpoint},http://{self.also_on}:{m.client_port}"
+                m.extra_args += ["--listen-client-urls", both]
+        return members
+
+    def endpoints_on(self, host: str) -> list[str]:
+        return [f"http://{host}:{m.client_port}" for m in self.members]
 
     @property
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members]
 
-    def start(self, timeout: float = 30) -> EtcdCluster:
-        for m in self.members:
-            m.start(wait=False)
-        for m in self.members:
-            m.wait_healthy(timeout)
+    def start(self, timeout: float = 30, attempts: int = 3) -> EtcdCluster:
+        """Start every member; a member that cannot start (a free port taken by another process
+        between choosing and binding it) costs a fresh set of ports, never a leaked member."""
+        for attempt in range(attempts):
+            try:
+                for m in self.members:
+                    m.start(wait=False)
+                for m in self.members:
+                    m.wait_healthy(timeout)
+                return self
+            except RuntimeError:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+                self.members = self._members(f"-retry{attempt + 1}")
         return self
 
     def kill(self, i: int) -> None:
@@ -308,6 +338,29 @@ async def node_ready(http: aiohttp.ClientSession, url: str) -> bool:
             return r.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
+
+
+async def leader_of(http: aiohttp.ClientSession, nodes: list[Any]) -> str | None:
+    """The scheduling leader as the first live node that answers ``/status`` reports it."""
+    for node in nodes:
+        if not node.alive():
+            continue
+        try:
+            async with http.get(f"{node.url}/status", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                body = await r.json()
+                if body.get("leader"):
+                    return str(body["leader"])
+        except (aiohttp.ClientError, TimeoutError):
+            continue
+    return None
+
+
+async def wait_ready(http: aiohttp.ClientSession, node: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await node_ready(http, node.url):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{node.node_id} not ready after {timeout}s")
+        await asyncio.sleep(0.1)
 
 
 async def wait_all_ready(cluster: ProcessCluster, timeout: float = 60) -> None:

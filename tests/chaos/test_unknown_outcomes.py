@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos.harness import TcpProxy
+from tests.chaos.scenario import Stage
 from tests.chaos.unknown_outcomes import scenario
 from tests.conftest import ProcessCluster
 
@@ -19,9 +20,8 @@ async def test_lost_replies_and_cut_connections_never_duplicate_a_tick(
     try:
         for i in range(3):
             cluster.start(f"node-{i + 1}", lease_ttl=3)
-        result = await scenario(
-            cluster, [proxy], etcd, keys, tmp_path / "history", duration=15, every=0.4
-        )
+        st = Stage(cluster, etcd, keys, tmp_path / "history")
+        result = await scenario(st, [proxy], duration=15, every=0.4)
     finally:
         cluster.close()
         await proxy.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.chaos.scenario import Stage
 from tests.chaos.worker_faults import scenario
 
 
@@ -14,7 +15,8 @@ async def test_killed_or_frozen_worker_run_retried_elsewhere_stale_worker_commit
 ):
     for i in range(3):
         procs.start(f"node-{i + 1}", lease_ttl=2)
-    result = await scenario(procs, etcd, keys, tmp_path / "history", trials=2, work=3)
+    st = Stage(procs, etcd, keys, tmp_path / "history")
+    result = await scenario(st, trials=2, work=3)
     assert result["failures"] == [], result
     hist = result["history"]
     assert hist["duplicates"] == {} and hist["phantoms"] == [], result

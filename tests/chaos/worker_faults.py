@@ -9,44 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from cluster.etcd import Etcd
-from cluster.keys import Keys
 from tests.chaos.checker import load_runs
-from tests.chaos.harness import (
-    EtcdCluster,
-    api,
-    check_history,
-    history_command,
-    key_prefix,
-    node_ready,
-    print_summary,
-    read_history,
-    scratch,
-    summary_row,
-    wait_all_ready,
-)
-from tests.conftest import ProcessCluster, api_session
+from tests.chaos.harness import api, check_history, node_ready, read_history
+from tests.chaos.scenario import PROJECT, Stage, recorded_job, run_command, stage
+from tests.conftest import api_session
 
 JOB = "work"
-
-
-def job_spec(history: Path, work: float) -> dict[str, Any]:
-    return {
-        "name": JOB,
-        "command": history_command(history, work),
-        "schedules": [],
-        "retries": 3,
-        "retry_interval": 0,
-        "overlap": "allow",
-        "keep_runs": 100_000,  # the checker reads every run of the window back
-    }
 
 
 def first_claim(run: dict[str, Any]) -> int | None:
@@ -64,31 +37,28 @@ async def _poll(cond: Any, timeout: float, what: str) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def scenario(
-    cluster: ProcessCluster, etcd: Etcd, keys: Keys, history: Path, *, trials: int, work: float = 3
-) -> dict[str, Any]:
+async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]:
     """Alternate SIGKILL and SIGSTOP of the worker running a fresh run; return the findings."""
     faults: list[dict[str, Any]] = []
     failures: list[str] = []
-    await wait_all_ready(cluster)
+    cluster = st.cluster
     async with api_session() as http:
-        base = f"{cluster.procs[0].url}/api/v1/projects/default"
-        status, body = await api(http, "PUT", f"{base}/jobs/{JOB}", json=job_spec(history, work))
-        assert status in (200, 201), body
+        spec = recorded_job(JOB, st.history, cron=None, work=work, retries=3)
+        await st.put_job(http, spec)
         for trial in range(trials):
             kind = "kill" if trial % 2 == 0 else "stop"
             url = next(p.url for p in cluster.procs if p.alive())
-            status, body = await api(http, "POST", f"{url}/api/v1/projects/default/jobs/{JOB}/runs")
+            status, body = await api(http, "POST", f"{url}{PROJECT}/jobs/{JOB}/runs")
             assert status in (200, 201, 202), body
             run_id = body["id"]
-            run_url = f"{url}/api/v1/projects/default/runs/{run_id}"
+            run_url = f"{url}{PROJECT}/runs/{run_id}"
 
             async def started(run_url: str = run_url) -> dict[str, Any] | None:
                 # Running and its process started (the start line is in the history).
                 s, r = await api(http, "GET", run_url)
                 if s != 200 or r["status"] != "running" or not r.get("node"):
                     return None
-                lines = read_history(history)
+                lines = read_history(st.history)
                 ok = any(e.run == r["id"] and e.node == r["node"] for e in lines)
                 return r if ok else None
 
@@ -103,7 +73,7 @@ async def scenario(
                 victim.signal(signal.SIGSTOP)
 
             live = next(p.url for p in cluster.procs if p is not victim and p.alive())
-            live_run = f"{live}/api/v1/projects/default/runs/{run_id}"
+            live_run = f"{live}{PROJECT}/runs/{run_id}"
 
             # A killed node is restarted with its id at once, so its retry may land on the new
             # process (a new lease, a new claim); a frozen node's retry must land elsewhere.
@@ -144,8 +114,8 @@ async def scenario(
         # Let the stale executions (processes of frozen/killed workers) finish their side effects.
         await asyncio.sleep(work + 1)
         # The stale worker's completion must not have changed any record afterwards.
-    runs = await load_runs(etcd, keys, "default", JOB)
-    hist = check_history(runs, read_history(history))
+    runs = await load_runs(st.etcd, st.keys, "default", JOB)
+    hist = check_history(runs, read_history(st.history))
     for run in runs:
         if run["status"] != "succeeded":
             failures.append(f"{run['id']} ended {run['status']}")
@@ -157,39 +127,25 @@ async def scenario(
     }
 
 
-def main() -> int:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--lease-ttl", type=int, default=3)
     p.add_argument("--work", type=float, default=3)
-    args = p.parse_args()
-    with scratch() as tmp:
-        etcd_cluster = EtcdCluster(tmp).start()
-        prefix = key_prefix()
-        cluster = ProcessCluster(etcd_cluster.endpoints, prefix, tmp)
 
-        async def run() -> dict[str, Any]:
-            for i in range(args.nodes):
-                cluster.start(f"node-{i + 1}", lease_ttl=args.lease_ttl)
-            async with Etcd(etcd_cluster.endpoints) as etcd:
-                return await scenario(
-                    cluster, etcd, Keys(prefix), tmp / "history", trials=args.trials, work=args.work
-                )
+    async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+        async with stage(tmp, nodes=args.nodes, lease_ttl=args.lease_ttl) as st:
+            result = await scenario(st, trials=args.trials, work=args.work)
+        result["summary"] = {
+            "runs": len(result["faults"]),
+            "duplicates": len(result["history"]["duplicates"]),
+            "lost": len(result["failures"]),
+        }
+        return result
 
-        try:
-            result = asyncio.run(run())
-        finally:
-            cluster.close()
-            etcd_cluster.stop()
-        print(json.dumps(result, indent=2))
-        row = summary_row("worker_faults", len(result["faults"]), None, len(result["faults"]))
-        row["duplicates"] = len(result["history"]["duplicates"])
-        row["lost"] = len(result["failures"])
-        print_summary([row], tmp / "summary.json")
-        print(f"logs, history and summary.json in {tmp}")
-    return 0 if result["ok"] else 1
+    run_command("worker_faults", p, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -436,6 +436,39 @@ async def test_audit_retention(etcd, keys):
     assert [e["n"] for e in await log.list()] == [8]
 
 
+async def test_audit_entry_is_written_with_the_change_it_records(etcd, keys):
+    """A node dying between a change and its audit record leaves the entry, marked incomplete."""
+    import json
+
+    from cluster.audit import AuditLog, Changes
+    from cluster.etcd import OBSERVER, Compare, Op
+    from cluster.ids import Snowflake
+
+    log = AuditLog(etcd, keys, Snowflake(2), lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    entry = {"actor": "eve", "method": "PUT", "path": "/x"}
+    changes = Changes(draft=log.draft(entry))
+    await etcd.put("/t/audited/b", "old")
+    token = OBSERVER.set(changes)
+    try:
+        await etcd.put("/t/audited/a", "1")
+        failed = await etcd.txn([Compare.absent("/t/audited/b")], [Op.put("/t/audited/b", "x")])
+        await etcd.delete("/t/audited/b")
+    finally:
+        OBSERVER.reset(token)
+    assert not failed.succeeded
+    # the "crash": the request never recorded its entry, yet the last change carried it
+    draft = json.loads((await etcd.get(changes.draft[0])).value)
+    assert draft["outcome"] == "incomplete" and draft["actor"] == "eve"
+    assert [c["key"] for c in draft["changes"]] == ["/t/audited/a", "/t/audited/b"]
+    assert draft["changes"][1]["after"] is None
+    assert [c["key"] for c in changes.items] == ["/t/audited/a", "/t/audited/b"]
+    # the request's end completes the same entry with the values before
+    await log.record({**entry, "outcome": "ok", "changes": changes.items}, changes.draft)
+    (done,) = [e for e in await log.list() if e["actor"] == "eve"]
+    assert done["id"] == draft["id"] and done["outcome"] == "ok"
+    assert done["changes"][1]["before"] == "old"
+
+
 async def test_peer_requests_are_signed_and_checked(cluster):
     node = await cluster.start()
     await wait_for(lambda: node.access.peer_secret is not None, 10, what="peer secret")
@@ -503,6 +536,13 @@ async def test_log_proxy_between_nodes_at_each_security_level(cluster, level):
     status, text = await cluster.request("GET", p(OWN, f"/runs/{run['id']}/logs"), node=a)
     assert status == 200 and "from-b" in text
     assert b.node_id == "pb"
+    if level == 1:
+        # b no longer trusts a's signature: the user is not told they lack rights (403) but
+        # that a peer refused the call, naming it
+        b.access.peer_secret = b"another cluster's secret"
+        status, body = await cluster.request("GET", p(OWN, f"/runs/{run['id']}/logs"), node=a)
+        assert status == 502, body
+        assert body["error"]["code"] == "peer_rejected" and "node pb" in body["error"]["message"]
 
 
 async def test_projects_crud_and_visibility(cluster):
@@ -525,10 +565,23 @@ async def test_projects_crud_and_visibility(cluster):
     status, body = await cluster.request("GET", "/api/v1/projects")
     assert {"web", "api"} <= set(body["projects"])
 
-    await cluster.request("PUT", p("web", "/jobs/j"), json=JOB)
+    # records created inside the project keep its document (a job, a workflow, an execution)
+    assert (await cluster.request("PUT", p("web", "/jobs/j"), json=JOB))[0] == 201
+    assert (await cluster.request("PUT", p("web", "/workflows/w"), json=WF))[0] == 201
+    status, body = await cluster.request("POST", p("web", "/workflows/w/executions"), json={})
+    assert status == 201, body
+    status, body = await cluster.request("GET", "/api/v1/projects/web")
+    assert status == 200 and body["description"] == "the site", body
+    # a first job in a new project still creates the project
+    assert (await cluster.request("PUT", p("fresh", "/jobs/j"), json=JOB))[0] == 201
+    status, body = await cluster.request("GET", "/api/v1/projects/fresh")
+    assert status == 200 and body == {"name": "fresh", "description": ""}, body
     status, body = await cluster.request("DELETE", "/api/v1/projects/web")
-    assert status == 409, body
+    assert status == 409 and "job" in body["error"]["message"], body
     await cluster.request("DELETE", p("web", "/jobs/j"))
+    status, body = await cluster.request("DELETE", "/api/v1/projects/web")
+    assert status == 409 and "workflow" in body["error"]["message"], body
+    await cluster.request("DELETE", p("web", "/workflows/w"))
     assert (await cluster.request("DELETE", "/api/v1/projects/web"))[0] == 204
     assert (await cluster.request("GET", "/api/v1/projects/web"))[0] == 404
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from nodes.embedded import EtcdProcess, free_port
-from tests.chaos.leader_kill import leader_of, scenario, wait_ready
+from tests.chaos.harness import leader_of, wait_ready
 from tests.conftest import ROOT, api_session, node_env, run_cli, wait_for
 
 JOBS = "/api/v1/projects/default/jobs"
@@ -24,19 +24,6 @@ async def get(http, url):
         return r.status, (
             await r.json() if r.content_type == "application/json" else await r.text()
         )
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(150)
-async def test_leader_killed_repeatedly_every_tick_runs_exactly_once(procs, etcd, keys):
-    for i in range(3):
-        procs.start(f"node-{i + 1}", lease_ttl=3)
-    report, info = await scenario(procs, etcd, keys, duration=30, every=6, settle=8)
-    assert len(info["kills"]) >= 3, info
-    assert report.ticks >= 29
-    assert report.duplicates == {}, report.as_dict()
-    assert report.missed == [], report.as_dict()
-    assert report.lost_final == []
 
 
 @pytest.mark.slow

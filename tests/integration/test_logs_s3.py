@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.chaos.leader_kill import wait_ready
+from tests.chaos.harness import wait_ready
 from tests.conftest import api_session, run_cli, wait_for
 from tests.seaweed import SeaweedS3
 

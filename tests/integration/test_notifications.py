@@ -280,7 +280,7 @@ async def test_sigkilled_leader_mid_delivery_loses_no_notification(procs):
     (after the lease expires) delivers it, with the same delivery id."""
     import signal
 
-    from tests.chaos.leader_kill import leader_of, wait_ready
+    from tests.chaos.harness import leader_of, wait_ready
     from tests.conftest import api_session
 
     async with Receiver(fail_first=10**6) as hook, api_session() as http:

@@ -13,7 +13,7 @@ import pytest
 
 from cluster.placement import attempt_key, preferred
 from nodes import metrics
-from tests.chaos.leader_kill import wait_ready
+from tests.chaos.harness import wait_ready
 from tests.conftest import api_session, run_cli, wait_for
 
 JOBS = "/api/v1/projects/default/jobs"

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.chaos.leader_kill import leader_of, wait_ready
+from tests.chaos.harness import leader_of, wait_ready
 from tests.conftest import api_session, wait_for
 
 P = "/api/v1/projects/default"

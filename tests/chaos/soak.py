@@ -1,0 +1,124 @@
+"""Soak (criterion 8): steady load on 3 nodes over a 3-member etcd — ``jobs`` jobs every second
+(``echo``), so ``jobs`` runs/s — for a long while. etcd's database (the part in use, after
+compaction) and every node's memory must plateau, and every tick must still run exactly once.
+
+Plateau: over the last third of the run, the highest sample may exceed the highest of the middle
+third by at most ``GROWTH`` (relative) plus a small absolute slack; etcd compacts every
+``retention`` (the chart's default is 1 h; the soak uses a short one so it is seen to work).
+
+Long mode: ``python -m tests.chaos.soak --minutes 30``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.chaos.checker import check, load_runs
+from tests.chaos.scenario import EVERY_SECOND, PROJECT, Stage, run_command, stage
+from tests.conftest import api_session
+
+GROWTH = 0.10
+SLACK = {"etcd_in_use_bytes": 2 * 1024 * 1024, "node_rss_bytes": 16 * 1024 * 1024}
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def etcd_in_use(http: aiohttp.ClientSession, endpoint: str) -> int:
+    async with http.get(f"{endpoint}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+        text = await r.text()
+    m = re.search(r"^etcd_mvcc_db_total_size_in_use_in_bytes (\S+)$", text, re.M)
+    return int(float(m.group(1))) if m else 0
+
+
+def plateau(samples: list[int], slack: int) -> dict[str, Any]:
+    third = max(1, len(samples) // 3)
+    middle, last = samples[third : 2 * third], samples[2 * third :]
+    ref, top = max(middle or samples), max(last or samples)
+    return {
+        "first": samples[0] if samples else 0,
+        "middle_max": ref,
+        "last_max": top,
+        "growth": round((top - ref) / ref, 4) if ref else 0.0,
+        "ok": top <= ref * (1 + GROWTH) + slack,
+    }
+
+
+async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) -> dict[str, Any]:
+    assert st.etcd_cluster is not None
+    samples: dict[str, list[int]] = {"etcd_in_use_bytes": []}
+    async with api_session() as http:
+        for i in range(jobs):
+            spec = {
+                "name": f"soak-{i}",
+                "command": "echo soak",
+                "schedules": [{"cron": EVERY_SECOND}],
+            }
+            await st.put_job(http, spec | {"keep_runs": 20})
+        start = datetime.now(UTC) + timedelta(seconds=1)
+        deadline = time.monotonic() + minutes * 60
+        while time.monotonic() < deadline:
+            sizes = [await etcd_in_use(http, m.endpoint) for m in st.etcd_cluster.members]
+            samples["etcd_in_use_bytes"].append(max(sizes))
+            for p in st.cluster.procs:
+                samples.setdefault(f"rss {p.node_id}", []).append(rss(p.proc.pid))
+            await asyncio.sleep(every)
+        end = datetime.now(UTC) - timedelta(seconds=1)
+        for i in range(jobs):
+            await st.put_job(http, {"name": f"soak-{i}", "command": "echo soak", "enabled": False})
+        runs = await load_runs(st.etcd, st.keys, "default", "soak-0")
+        # keep_runs prunes old runs: check the ticks of the last 15 s, which are all still kept
+        report = check(runs, EVERY_SECOND, end - timedelta(seconds=15), end)
+        status, body = await _get(http, st.urls[0], f"{PROJECT}/jobs/soak-0/ticks")
+    verdicts = {
+        name: plateau(
+            values, SLACK["etcd_in_use_bytes" if name.startswith("etcd") else "node_rss_bytes"]
+        )
+        for name, values in samples.items()
+    }
+    return {
+        "report": report,
+        "plateau": verdicts,
+        "samples": samples,
+        "window": [start.isoformat(), end.isoformat()],
+        "faults": 0,
+        "not_fired": [e for e in body.get("not_fired", []) if e.get("fate") == "missed"]
+        if status == 200
+        else None,
+        "ok": report.ok and all(v["ok"] for v in verdicts.values()),
+    }
+
+
+async def _get(http: aiohttp.ClientSession, url: str, path: str) -> tuple[int, Any]:
+    async with http.get(f"{url}{path}") as r:
+        return r.status, await r.json()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--minutes", type=float, default=30)
+    p.add_argument("--jobs", type=int, default=30, help="jobs every second (= runs/s)")
+    p.add_argument("--retention", default="2m", help="etcd auto-compaction retention")
+    p.add_argument("--lease-ttl", type=int, default=5)
+
+    async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+        async with stage(tmp, lease_ttl=args.lease_ttl, compaction=args.retention) as st:
+            return await scenario(st, minutes=args.minutes, jobs=args.jobs, every=10)
+
+    run_command("soak", p, run)
+
+
+if __name__ == "__main__":
+    main()

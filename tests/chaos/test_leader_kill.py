@@ -1,0 +1,24 @@
+"""Criterion 1 of the reliability suite (short; long: python -m tests.chaos.leader_kill)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.leader_kill import scenario
+from tests.chaos.scenario import stage
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_leader_kill_storm_every_tick_exactly_once_gaps_within_ttl(tmp_path):
+    ttl = 3
+    async with stage(tmp_path, lease_ttl=ttl) as st:
+        result = await scenario(st, duration=30, every=5, lease_ttl=ttl)
+    report, hist = result["report"], result["history"]
+    assert len(result["faults"]) >= 4, result["faults"]
+    assert report.ticks >= 29
+    assert report.duplicates == {}, report.as_dict()
+    assert report.missed == [], report.as_dict()
+    assert report.lost_final == [] and report.unfinished == [], report.as_dict()
+    assert hist.duplicates == {} and hist.phantoms == [], hist.as_dict()
+    assert report.largest_gap <= ttl + 2, report.as_dict()

@@ -1,0 +1,20 @@
+"""Criterion 8 of the reliability suite (short; long: python -m tests.chaos.soak --minutes 30)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.scenario import stage
+from tests.chaos.soak import scenario
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_steady_load_etcd_and_node_memory_plateau_every_tick_once(tmp_path):
+    async with stage(tmp_path, lease_ttl=5, compaction="20s") as st:
+        result = await scenario(st, minutes=2.5, jobs=20, every=5)
+    report = result["report"]
+    assert report.ticks >= 14 and report.duplicates == {} and report.missed == [], report.as_dict()
+    assert result["not_fired"] == [], result["not_fired"]
+    for name, verdict in result["plateau"].items():
+        assert verdict["ok"], (name, verdict, result["samples"][name])
