@@ -125,6 +125,7 @@ def _run(quick: bool, only: set[str], cronmesh: str, procs: Procs, tmp: Path) ->
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"peers_{stamp}.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    shutil.copyfile(path, RESULTS / "peers.json")  # the latest, for bench.run's table
 
     print()
     print(
