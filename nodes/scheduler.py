@@ -680,7 +680,12 @@ class Scheduler:
         if await self.etcd.get(claim) is not None:
             return
         updated, ops = self.store.finish_ops(
-            run, status="lost", error=f"node {run.node} stopped holding the run (lease expired)"
+            run,
+            status="lost",
+            error=f"node {run.node} stopped holding the run (lease expired)",
+            # a running record was last written by its claim: that write's revision is the
+            # attempt's fencing token, which the lost attempt records like a finished one
+            claim_revision=run.claim_revision or stored.mod_revision,
         )
         res = await self.etcd.txn(
             [
