@@ -1,16 +1,18 @@
-"""nodes.worker.Alarm: one pending wake-up, the earliest wins, under asyncio and uvloop (whose
-``call_later(0)`` answers a plain Handle without ``when()``: a worker once crashed on it)."""
+"""nodes.worker's timers, under asyncio and uvloop: Alarm (one pending wake-up, the earliest wins;
+uvloop's ``call_later(0)`` answers a plain Handle without ``when()``: a worker once crashed on it)
+and Releases (armed processes due at one instant released together, never early)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import uvloop
 
-from nodes.worker import Alarm
+from nodes.worker import Alarm, Releases
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -52,5 +54,32 @@ def test_earliest_wins_and_cancel(run: Runner) -> None:
         alarm.cancel()
         await asyncio.sleep(0.1)
         assert fired == ["x"]
+
+    run(main())
+
+
+class FakeProc:
+    def __init__(self, ok: bool = True) -> None:
+        self.ok = ok
+        self.released = 0
+
+    def release(self) -> bool:
+        self.released += 1
+        return self.ok
+
+
+def test_releases_start_a_batch_together_never_early_and_skip_withdrawn(run: Runner) -> None:
+    async def main() -> None:
+        now = lambda: datetime.now(UTC)  # noqa: E731
+        releases = Releases(now)
+        when = now() + timedelta(milliseconds=80)
+        procs = [FakeProc(), FakeProc(), FakeProc(ok=False), FakeProc()]
+        futs = [releases.add(when, p) for p in procs]  # type: ignore[arg-type]
+        futs[3].cancel()  # withdrawn: a cancel before the tick
+        async with asyncio.timeout(2):
+            results = await asyncio.gather(*futs[:3])
+        assert results[0] == results[1] and results[0] is not None and results[0] >= when
+        assert results[2] is None  # it could not be released (its process died)
+        assert [p.released for p in procs] == [1, 1, 1, 0]
 
     run(main())
