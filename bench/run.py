@@ -300,7 +300,7 @@ def more_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
         rows.append(
             ("log shipping to S3, one node", "≥ 50 MB/s", f"{mib} MiB/s", _verdict(mib >= 50))
         )
-        small = lg.get("small_logs", {}).get("created_per_s")
+        small = lg.get("small_logs", {}).get("runs_with_log_in_s3_per_s")
         if small is not None:
             rows.append(
                 (
@@ -424,7 +424,8 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
         comparison = results.get("peers", {}).get("comparison")
         if comparison:
             print("side by side (bench.peers, same machine; ratio = cronmesh / peer):")
-            print(measure.format_table([tuple(r[h] for h in measure.HEAD) for r in comparison]))
+            known = [r for r in comparison if r["peer value"] != "—"]  # a peer without the case
+            print(measure.format_table([tuple(r[h] for h in measure.HEAD) for r in known]))
         print(f"elapsed {time.monotonic() - started:.0f} s; details in {RESULTS}")
     return 0
 

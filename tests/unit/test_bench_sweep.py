@@ -101,3 +101,14 @@ def test_capacity_grows_with_nodes_and_shards_until_etcd_bounds_it():
     four = shardsim.capacity(4, 16, **costs)
     assert four > 3 * one
     assert shardsim.capacity(64, 64, **costs, etcd_cores=2.0) == pytest.approx(2000.0)
+
+
+def test_log_rows_use_runs_whose_object_is_in_s3():
+    logs = {
+        "shipping": {"shipping_mib_s": 53.7},
+        "small_logs": {"created_per_s": 63.6, "runs_with_log_in_s3_per_s": 42.6},
+    }
+    rows = {r[0]: r for r in more_rows({"logs": logs})}
+    assert rows["log shipping to S3, one node"][3] == "meets"
+    small = rows["short runs with their logs shipped to S3"]
+    assert small[2] == "42.6 runs/s" and small[3] == "misses"
