@@ -24,7 +24,15 @@ from typing import Any
 import aiohttp
 
 from bench.harness import NodeProc, count, put_jobs, read_runs, sleep_until
-from bench.scenarios import PROJECT, Context, cleanup, new_prefix, sample, start_node
+from bench.scenarios import (
+    PROJECT,
+    Context,
+    cleanup,
+    new_prefix,
+    node_proc,
+    sample,
+    start_node,
+)
 from bench.stats import summary_ms
 
 FAILOVER_TTL = 5
@@ -106,17 +114,7 @@ async def leader_of(ctx: Context, nodes: list[NodeProc], within: float = 30.0) -
 
 
 def failover_node(ctx: Context, prefix: str, name: str) -> NodeProc:
-    node = NodeProc(
-        etcd=ctx.etcd_server.endpoint,
-        prefix=prefix,
-        node_id=name,
-        data_dir=ctx.tmp / f"data-{name}",
-        log_path=ctx.tmp / f"{name}.log",
-        capacity=64,
-        lease_ttl=FAILOVER_TTL,
-    )
-    ctx.procs.add(node)
-    return node
+    return node_proc(ctx, prefix, name, capacity=64, lease_ttl=FAILOVER_TTL)
 
 
 async def wait_ready(ctx: Context, node: NodeProc, within: float = 30.0) -> None:

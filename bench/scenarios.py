@@ -231,9 +231,17 @@ def new_prefix(name: str) -> str:
     return f"/bench-{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def start_node(
-    ctx: Context, prefix: str, name: str, *, capacity: int, properties: dict[str, str]
+def node_proc(
+    ctx: Context,
+    prefix: str,
+    name: str,
+    *,
+    capacity: int,
+    properties: dict[str, str] | None = None,
+    lease_ttl: int = 3,
 ) -> NodeProc:
+    """A ``cronmesh node`` on the bench's etcd, its data and log in the run's folder; stopped
+    with everything else the run started."""
     node = NodeProc(
         etcd=ctx.etcd_server.endpoint,
         prefix=prefix,
@@ -242,9 +250,18 @@ async def start_node(
         log_path=ctx.tmp / f"{name}.log",
         capacity=capacity,
         properties=properties,
+        lease_ttl=lease_ttl,
         profile=ctx.tmp / f"{name}.prof" if ctx.mode.profile else None,
     )
     ctx.procs.add(node)
+    return node
+
+
+async def start_node(
+    ctx: Context, prefix: str, name: str, *, capacity: int, properties: dict[str, str]
+) -> NodeProc:
+    """The one node of a scenario, once it leads."""
+    node = node_proc(ctx, prefix, name, capacity=capacity, properties=properties)
     await node.wait_leading(ctx.http)
     return node
 

@@ -97,17 +97,32 @@ class Session:
             log.warning("lease lost", lease=f"{self.lease_id:x}", why=why)
             self.lost.set()
 
-    async def _keepalive(self) -> None:
+    def _wait_s(self) -> float:
+        """Until the next refresh: a third of the TTL, or soon when the last one failed."""
         interval = self.ttl / 3
+        return interval if self.remaining() > interval + self.margin else 0.2
+
+    def _attempt_s(self) -> float:
+        """The deadline of the refresh about to be sent: a fraction of the TTL, so a member
+        that does not answer by then is left while the lease can still be refreshed on
+        another one, and never past the local expiry margin."""
+        return max(0.2, min(self.attempt_deadline, self.remaining() - self.margin))
+
+    def _refreshed(self, sent: float, ttl: int) -> bool:
+        """Apply a refresh's answer; False when etcd says the lease is gone."""
+        if ttl <= 0:
+            return False
+        self._expires = sent + ttl
+        return True
+
+    async def _keepalive(self) -> None:
         while not self._closed:
-            await asyncio.sleep(interval if self.remaining() > interval + self.margin else 0.2)
+            await asyncio.sleep(self._wait_s())
             sent = self._clock()
             if self.remaining() <= self.margin:
                 self._mark_lost("no successful refresh within the lease TTL")
                 return
-            # one attempt gets a fraction of the TTL: a member that does not answer by then is
-            # left (the client moves on) while the lease can still be refreshed on another one
-            deadline = max(0.2, min(self.attempt_deadline, self.remaining() - self.margin))
+            deadline = self._attempt_s()
             try:
                 ttl = await asyncio.wait_for(
                     self.etcd.keepalive(self.lease_id, deadline=deadline), deadline + 1.0
@@ -115,10 +130,9 @@ class Session:
             except (Unavailable, TimeoutError) as exc:
                 log.info("lease refresh failed", lease=f"{self.lease_id:x}", error=str(exc))
                 continue
-            if ttl <= 0:
+            if not self._refreshed(sent, ttl):
                 self._mark_lost("etcd reports the lease expired")
                 return
-            self._expires = sent + ttl
 
     async def _heartbeat(self) -> None:
         """Proof for the refresh thread that this event loop still runs."""
@@ -139,9 +153,8 @@ class Session:
             lease.close()
 
     def _refresh_until_closed(self, lease: BlockingLease) -> None:
-        interval = self.ttl / 3
         while not self._closed:
-            if self._stop.wait(interval if self.remaining() > interval + self.margin else 0.2):
+            if self._stop.wait(self._wait_s()):
                 return
             sent = self._clock()
             if self.remaining() <= self.margin:
@@ -155,7 +168,7 @@ class Session:
                     stalled_s=round(stalled, 1),
                 )
                 continue
-            deadline = max(0.2, min(self.attempt_deadline, self.remaining() - self.margin))
+            deadline = self._attempt_s()
             try:
                 try:
                     ttl = lease.keepalive(self.lease_id, deadline)
@@ -164,10 +177,9 @@ class Session:
             except (Unavailable, TimeoutError) as exc:
                 log.info("lease refresh failed", lease=f"{self.lease_id:x}", error=str(exc))
                 continue
-            if ttl <= 0:
+            if not self._refreshed(sent, ttl):
                 self._lost_from_thread("etcd reports the lease expired")
                 return
-            self._expires = sent + ttl
 
     def _keepalive_on_loop(self, deadline: float) -> int:
         assert self._loop is not None
