@@ -327,7 +327,7 @@ def code_version() -> dict[str, Any]:
     dirty = git("status", "--porcelain", "--", *PRODUCT)
     return {
         "commit": git("rev-parse", "--short=12", "HEAD"),
-        "changed_since_commit": [line[3:] for line in dirty.splitlines()],
+        "changed_since_commit": [line.split(maxsplit=1)[-1] for line in dirty.splitlines()],
         "source_sha1": digest.hexdigest()[:12],
     }
 
@@ -418,6 +418,7 @@ async def put_jobs(
     cron: str = "* * * * * *",
     selector: str = "",
     concurrency: int = 16,
+    extra: dict[str, Any] | None = None,
 ) -> list[str]:
     """Create ``n`` jobs through the HTTP API; answers their names."""
     names = [f"j{i:05d}" for i in range(n)]
@@ -432,6 +433,7 @@ async def put_jobs(
         }
         if selector:
             body["target"] = {"selector": selector}
+        body.update(extra or {})
         async with sem:
             url = f"{node.url}/api/v1/projects/{project}/jobs/{name}"
             async with http.put(url, json=body) as resp:

@@ -1,8 +1,11 @@
-"""Run the benchmarks: ``python -m bench.run [--quick] [--only scheduler,e2e,lag]``.
+"""Run the benchmarks: ``python -m bench.run [--quick] [--only lag,burst,...]``.
 
-Starts its own etcd (in a temporary folder) and one ``cronmesh node`` process per scenario, runs
+Starts its own etcd (in a temporary folder) and ``cronmesh node`` processes per scenario, runs
 the scenarios one after the other (the machine has 2 cores: nothing runs side by side), prints a
-table against the goals of GOALS.md and writes one JSON document per scenario to bench/results/.
+table against the goals of GOALS.md and writes one JSON document and one PNG plot per scenario to
+bench/results/. The DAG, log-shipping and side-by-side scenarios are their own commands
+(``bench.workflows``, ``bench.logs``, ``bench.peers``, each with its own etcd, S3 or peers); this
+command runs them as child processes and reads their results into the same table.
 Every process it started is stopped on exit, on an exception, on Ctrl-C and on SIGTERM.
 """
 
@@ -25,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.burst_failover import burst, failover
 from bench.harness import (
     BenchEtcd,
     Procs,
@@ -33,11 +37,32 @@ from bench.harness import (
     etcd_version,
     machine_info,
 )
+from bench.peers import measure
+from bench.plots import plot
 from bench.scenarios import Context, Mode, e2e_throughput, scheduler_throughput, steady_lag
 from cluster.etcd import Etcd
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("scheduler", "e2e", "lag")
+IN_PROCESS = ("scheduler", "e2e", "lag", "burst", "failover")
+# name: (module, arguments in quick mode, in default mode, the JSON file it writes)
+CHILDREN: dict[str, tuple[str, list[str], list[str], str]] = {
+    "dag": (
+        "bench.workflows",
+        ["--repeat", "1", "--chain", "20", "--fanout", "50"],
+        [],
+        "workflows",
+    ),
+    "logs": ("bench.logs", ["--quick"], [], "logs"),
+    # the peers always in their quick mode: Airflow's SequentialExecutor needs ~15 minutes for the
+    # default 200-task fan-out; cronmesh's side is read from this run's results ("latest")
+    "peers": (
+        "bench.peers",
+        ["--quick", "--cronmesh", "latest"],
+        ["--quick", "--cronmesh", "latest"],
+        "peers",
+    ),
+}
+SCENARIOS = (*IN_PROCESS, *CHILDREN)
 
 
 # -- the table against the goals ----------------------------------------------------------------
@@ -131,6 +156,7 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
                 _verdict(lag["duplicate_ticks"] == 0),
             )
         )
+    rows += more_rows(results)
     ed = results.get("etcd_per_run")
     if ed:
         w = ed["write_txns_per_run"]
@@ -164,6 +190,129 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
                 _verdict(total <= 1.5, f"{total / 1.5:.1f} times the budget"),
             )
         )
+    return rows
+
+
+def _ms(d: dict[str, Any] | None, key: str) -> float:
+    v = (d or {}).get(key)
+    return float("nan") if v is None else float(v)
+
+
+def more_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
+    """Rows of the rate sweep, the bursts, fail-over, the DAG and the log shipping."""
+    rows: list[Row] = []
+    rates = sorted(int(k[4:]) for k in results if k.startswith("lag_") and k[4:].isdigit())
+    for n in rates:
+        if n == 100:
+            continue
+        d = results[f"lag_{n}"]
+        p50, p99 = _ms(d["start_lag"], "p50_ms"), _ms(d["start_lag"], "p99_ms")
+        cpu = d.get("cpu", {}).get("node_plus_etcd_ms_per_run")
+        started = d["succeeded"]
+        if started < 0.95 * d["expected_ticks"]:  # the node fell behind: lag grows without end
+            measured = (
+                f"overloaded: {started} of {d['expected_ticks']} ticks ran within the window "
+                f"({d['missed_ticks']} without a run)"
+            )
+        else:
+            measured = (
+                f"{p50} / {p99} ms, {d['missed_ticks']} missed of {d['expected_ticks']}, "
+                f"CPU {cpu} ms per run"
+            )
+        ok = p99 <= 150 and d["missed_ticks"] == 0 and started >= 0.95 * d["expected_ticks"]
+        rows.append(
+            (
+                f"lag at {n} runs/s: p50 / p99, missed, CPU per run",
+                "p99 ≤ 150 ms" if n == 500 else "",
+                measured,
+                _verdict(ok) if n == 500 else "",
+            )
+        )
+    for n, limit in ((1000, 1.0), (5000, 5.0)):
+        b = results.get(f"burst_{n}")
+        if not b:
+            continue
+        within = b.get("all_started_s")
+        ok = within is not None and within <= limit and b["missed"] == 0
+        rows.append(
+            (
+                f"burst: {n} jobs due in the same second, all started within",
+                f"≤ {limit:g} s, none missed",
+                f"{within if within is not None else 'not all'} s (p50 "
+                f"{b['start_offset'].get('p50_ms')} ms), {b['missed']} missed, "
+                f"{b['duplicates']} duplicates",
+                _verdict(ok),
+            )
+        )
+    f = results.get("failover")
+    if f:
+        k, g = f["resume_after_kill"], f["resume_after_stop"]
+        rows.append(
+            (
+                f"leader SIGKILL (TTL {f['lease_ttl_s']} s): scheduling resumed, p50 / p99",
+                "p99 ≤ 6 s",
+                f"{_ms(k, 'p50_ms') / 1000:.2f} / {_ms(k, 'p99_ms') / 1000:.2f} s over "
+                f"{k.get('count', 0)} kills",
+                _verdict(_ms(k, "p99_ms") <= 6000),
+            )
+        )
+        rows.append(
+            (
+                "leader stopped gracefully: hand-off",
+                "≤ 1 s",
+                f"{_ms(g, 'max_ms') / 1000:.2f} s (max of {g.get('count', 0)})",
+                _verdict(_ms(g, "max_ms") <= 1000),
+            )
+        )
+        rows.append(
+            (
+                "  ticks over the fail-over period: missed / duplicates",
+                "0 / 0",
+                f"{f['missed']} / {f['duplicates']} of {f['ticks_due']} "
+                f"({f['late_runs']} caught up late)",
+                _verdict(f["missed"] == 0 and f["duplicates"] == 0),
+            )
+        )
+    w = results.get("workflows")
+    if w and "chain" in w:
+        e = w["chain"]["edge_latency"]
+        rows.append(
+            (
+                f"DAG: chain of {w['chain']['tasks']}, upstream end → downstream start p50 / p99",
+                "≤ 10 / ≤ 50 ms",
+                f"{e.get('p50_ms')} / {e.get('p99_ms')} ms",
+                _verdict(_ms(e, "p50_ms") <= 10 and _ms(e, "p99_ms") <= 50),
+            )
+        )
+        fo = w["fanout"]
+        rows.append(
+            (
+                f"  DAG: fan-out of {fo['tasks']}: root end → leaf start p50, → last leaf",
+                "",
+                f"{fo['root_end_to_leaf_start'].get('p50_ms')} ms, "
+                f"{fo['root_end_to_last_leaf_start'].get('p50_ms')} ms",
+                "",
+            )
+        )
+    lg = results.get("logs")
+    if lg and "shipping" in lg:
+        mib = lg["shipping"]["shipping_mib_s"]
+        rows.append(
+            ("log shipping to S3, one node", "≥ 50 MB/s", f"{mib} MiB/s", _verdict(mib >= 50))
+        )
+        small = lg.get("small_logs", {}).get("runs_with_log_in_s3_per_s")
+        if small is not None:
+            rows.append(
+                (
+                    "short runs with their logs shipped to S3",
+                    "≥ 300 runs/s",
+                    f"{small} runs/s",
+                    _verdict(small >= 300),
+                )
+            )
+    for name in ("workflows", "logs", "peers"):
+        if results.get(name, {}).get("error"):
+            rows.append((f"{name}: did not complete", "", results[name]["error"], "error"))
     return rows
 
 
@@ -216,6 +365,8 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
             ("scheduler", scheduler_throughput),
             ("e2e", e2e_throughput),
             ("lag", steady_lag),
+            ("burst", burst),
+            ("failover", failover),
         ]
         started = time.monotonic()
         try:
@@ -223,13 +374,26 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
                 if name not in args.only:
                     continue
                 out = await fn(ctx)
-                docs = out if name == "lag" else {out["scenario"]: out}
+                docs = out if "scenario" not in out else {out["scenario"]: out}
                 for doc_name, doc in docs.items():
                     results[doc_name] = doc
                     path = write(doc_name, doc, common)
                     ctx.say(f"wrote {path.relative_to(RESULTS.parent.parent)}")
+                    png = plot(doc_name, doc, RESULTS)
+                    if png is not None:
+                        ctx.say(f"wrote {png.relative_to(RESULTS.parent.parent)}")
         finally:
             await etcd.close()
+        for name, (module, quick_args, default_args, out_name) in CHILDREN.items():
+            if name not in args.only or args.profile:
+                continue
+            doc = await run_child(ctx, module, quick_args if args.quick else default_args)
+            if doc is None:
+                doc = json.loads((RESULTS / f"{out_name}.json").read_text())
+            results[out_name] = doc
+            png = plot(out_name, doc, RESULTS)
+            if png is not None:
+                ctx.say(f"wrote {png.relative_to(RESULTS.parent.parent)}")
         after = code_version()
         if after["source_sha1"] != code["source_sha1"]:
             common["code_changed_during_run"] = after
@@ -257,8 +421,34 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
             f"etcd {machine['etcd']}"
         )
         print_table(rows)
+        comparison = results.get("peers", {}).get("comparison")
+        if comparison:
+            print("side by side (bench.peers, same machine; ratio = cronmesh / peer):")
+            known = [r for r in comparison if r["peer value"] != "—"]  # a peer without the case
+            print(measure.format_table([tuple(r[h] for h in measure.HEAD) for r in known]))
         print(f"elapsed {time.monotonic() - started:.0f} s; details in {RESULTS}")
     return 0
+
+
+async def run_child(ctx: Context, module: str, argv: list[str]) -> dict[str, Any] | None:
+    """``python -m module argv`` (its output goes to bench/results/<module>.out); answers None
+    when it succeeded (its JSON is read by the caller), an error document otherwise."""
+    ctx.say(f"running `python -m {module} {' '.join(argv)}`")
+    out = RESULTS / f"{module.split('.')[-1]}.out"
+    with open(out, "wb") as f:  # noqa: ASYNC230 (opened once, before the child starts)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, *argv, stdout=f, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+    if code != 0:
+        ctx.say(f"{module} failed ({code}); see {out}")
+        return {"error": f"exit {code}, see {out}"}
+    return None
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

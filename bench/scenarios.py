@@ -88,6 +88,21 @@ class Mode:
     def lag_window(self) -> int:
         return 10 if self.quick else 30
 
+    @property
+    def lag_rates(self) -> tuple[int, ...]:
+        """The steady rate sweep (runs/s); ``lag_jobs`` gives the CPU and etcd per run too."""
+        return (100, 500) if self.quick else (50, 100, 200, 500, 1000)
+
+    @property
+    def bursts(self) -> tuple[int, ...]:
+        """Jobs due at the same instant (one fresh node per size)."""
+        return (1000,) if self.quick else (1000, 5000)
+
+    @property
+    def kills(self) -> int:
+        """Leader kills (SIGKILL) of the fail-over scenario; graceful stops are a third of it."""
+        return 3 if self.quick else 10
+
 
 @dataclass
 class Context:
@@ -216,9 +231,17 @@ def new_prefix(name: str) -> str:
     return f"/bench-{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def start_node(
-    ctx: Context, prefix: str, name: str, *, capacity: int, properties: dict[str, str]
+def node_proc(
+    ctx: Context,
+    prefix: str,
+    name: str,
+    *,
+    capacity: int,
+    properties: dict[str, str] | None = None,
+    lease_ttl: int = 3,
 ) -> NodeProc:
+    """A ``cronmesh node`` on the bench's etcd, its data and log in the run's folder; stopped
+    with everything else the run started."""
     node = NodeProc(
         etcd=ctx.etcd_server.endpoint,
         prefix=prefix,
@@ -227,9 +250,18 @@ async def start_node(
         log_path=ctx.tmp / f"{name}.log",
         capacity=capacity,
         properties=properties,
+        lease_ttl=lease_ttl,
         profile=ctx.tmp / f"{name}.prof" if ctx.mode.profile else None,
     )
     ctx.procs.add(node)
+    return node
+
+
+async def start_node(
+    ctx: Context, prefix: str, name: str, *, capacity: int, properties: dict[str, str]
+) -> NodeProc:
+    """The one node of a scenario, once it leads."""
+    node = node_proc(ctx, prefix, name, capacity=capacity, properties=properties)
     await node.wait_leading(ctx.http)
     return node
 
@@ -496,13 +528,29 @@ def tick_accounting(
 
 
 async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
-    """``lag_jobs`` jobs every second for ``lag_window`` seconds; answers three result documents:
-    lag, etcd requests per run and CPU per run, all over the same window."""
+    """The rate sweep: ``steady_lag_at`` for each rate of the mode (one fresh node per rate)."""
+    docs: dict[str, dict[str, Any]] = {}
+    for n in ctx.mode.lag_rates:
+        docs.update(await steady_lag_at(ctx, n))
+    return docs
+
+
+def sample(values: list[float], limit: int = 5000) -> list[float]:
+    """At most ``limit`` of ``values`` (every k-th), rounded to 0.1 ms, for plots in the JSON."""
+    step = max(1, math.ceil(len(values) / limit))
+    return [round(v * 1000, 1) for v in values[::step]]
+
+
+async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
+    """``n`` jobs every second for ``lag_window`` seconds; answers the lag document ``lag_<n>``,
+    and at the reference rate (``lag_jobs``) the etcd requests and the CPU per run over the
+    same window."""
     mode = ctx.mode
-    prefix = new_prefix("lag")
-    n = mode.lag_jobs
+    prefix = new_prefix(f"lag{n}")
     ctx.say(f"steady lag: {n} jobs every second (= {n} runs/s) for {mode.lag_window} s")
-    node = await start_node(ctx, prefix, "lag", capacity=mode.lag_capacity, properties={})
+    node = await start_node(
+        ctx, prefix, f"lag-{n}", capacity=max(mode.lag_capacity, n + n // 4), properties={}
+    )
     try:
         jobs = await put_jobs(ctx.http, node, PROJECT, n)
         await asyncio.sleep(mode.warmup)
@@ -520,7 +568,7 @@ async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
         await sleep_until(t1 + 2.0)
     finally:
         await asyncio.to_thread(node.stop)
-    await profile_report(ctx, node, "lag_100")
+    await profile_report(ctx, node, f"lag_{n}")
     runs = await read_runs(ctx.etcd, prefix, PROJECT)
     await cleanup(ctx, node, prefix)
 
@@ -540,8 +588,8 @@ async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
     ]
     nd = diff(after.node, before.node)
     expected = n * (t1 - t0)
-    lag = {
-        "scenario": "lag_100",
+    lag: dict[str, Any] = {
+        "scenario": f"lag_{n}",
         "jobs": n,
         "rate_per_s": n,
         "capacity": mode.lag_capacity,
@@ -563,7 +611,14 @@ async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
         "fire_lag_histogram": histogram_summary_ms(nd, "cronmesh_fire_lag_seconds"),
         "spawn_histogram": histogram_summary_ms(nd, "cronmesh_spawn_seconds"),
         "claims": {k: int(v) for k, v in by_label(nd, "cronmesh_claims_total", "outcome").items()},
+        "cpu": cpu_delta(before, after, len(ok)),
+        "started_per_s": per_second(
+            (r.started_at for r in ok if r.started_at is not None), t0, t1 + 1
+        ),
+        "start_lag_ms_sample": sample(start_lag),
     }
+    if n != mode.lag_jobs:
+        return {f"lag_{n}": lag}
     etcd = {"scenario": "etcd_per_run", "window_s": t1 - t0, **etcd_delta(before, after, len(ok))}
-    cpu = {"scenario": "cpu_per_run", "window_s": t1 - t0, **cpu_delta(before, after, len(ok))}
-    return {"lag_100": lag, "etcd_per_run": etcd, "cpu_per_run": cpu}
+    cpu = {"scenario": "cpu_per_run", "window_s": t1 - t0, **lag["cpu"]}
+    return {f"lag_{n}": lag, "etcd_per_run": etcd, "cpu_per_run": cpu}

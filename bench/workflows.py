@@ -143,6 +143,7 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
             "tasks": args.chain,
             "edge_latency": summary_ms(edges),
             "finished_to_claimed": summary_ms(claimed),
+            "edge_ms_sample": [round(e * 1000, 1) for e in edges],
         }
         out["chain"]["wall"] = summary_ms(walls["chain"])
         out["fanout"] = {
@@ -151,6 +152,7 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
             "root_end_to_last_leaf_start": summary_ms(fan_last),
             "last_leaf_end_to_join_start": summary_ms(joins),
             "trigger_to_join_end": summary_ms(walls["fanout"]),
+            "edge_ms_sample": [round(e * 1000, 1) for e in fan],
         }
         node.profiling(False)
         async with http.get(f"{node.url}/metrics") as r:

@@ -420,23 +420,28 @@ class Etcd:
         self._token = None
         self._stubs()  # resolve and open the first member now: bad endpoints fail early
 
-    def _open(self, index: int) -> _Member:
+    def channel_args(self, index: int) -> tuple[str, list[tuple[str, Any]], Any]:
+        """(target, options, TLS credentials or None) of the channel to member ``index``."""
         sec = self.security
         endpoint = self.endpoints[index]
-        interceptors = [_AuthInterceptor(self)] if sec.user else None
-        target = _target([endpoint])
-        if sec.tls(self.endpoints):
-            options: list[tuple[str, Any]] = list(_CHANNEL_OPTIONS)
-            host = endpoint.split("://", 1)[-1].rpartition(":")[0].strip("[]")
-            if host and not _is_ip(host):  # the target is resolved to addresses: check the name
-                options.append(("grpc.ssl_target_name_override", host))
+        options: list[tuple[str, Any]] = list(_CHANNEL_OPTIONS)
+        if not sec.tls(self.endpoints):
+            return _target([endpoint]), options, None
+        host = endpoint.split("://", 1)[-1].rpartition(":")[0].strip("[]")
+        if host and not _is_ip(host):  # the target is resolved to addresses: check the name
+            options.append(("grpc.ssl_target_name_override", host))
+        return _target([endpoint]), options, sec.credentials()
+
+    def _open(self, index: int) -> _Member:
+        endpoint = self.endpoints[index]
+        interceptors = [_AuthInterceptor(self)] if self.security.user else None
+        target, options, creds = self.channel_args(index)
+        if creds is not None:
             channel = grpc.aio.secure_channel(
-                target, sec.credentials(), options=options, interceptors=interceptors
+                target, creds, options=options, interceptors=interceptors
             )
         else:
-            channel = grpc.aio.insecure_channel(
-                target, options=_CHANNEL_OPTIONS, interceptors=interceptors
-            )
+            channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
         return _Member(
             index,
             endpoint,
@@ -478,6 +483,12 @@ class Etcd:
         member) and it is closed once calls still in flight had their deadline.
         """
         if exc.code() not in _MOVE_ON or member.retired:
+            return
+        if len(self.endpoints) == 1 and exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            # A slow answer from the only member: there is nowhere to move to, and retiring the
+            # channel would end every watch stream, whose owners then re-read everything, which
+            # adds load exactly when the member (or this process) is already overloaded.
+            self._failed_at[member.index] = time.monotonic()
             return
         self._failed_at[member.index] = time.monotonic()
         member.retired = True
@@ -847,3 +858,65 @@ class Rejected(CronmeshError):
 
     code = "rejected"
     status = 422
+
+
+class AuthExpired(Unavailable):
+    """The blocking lease client's token was refused: the asyncio client must renew it."""
+
+
+class BlockingLease:
+    """Lease refreshes over blocking gRPC channels, for a thread of its own (``Session``): a
+    node whose event loop is saturated still refreshes its lease on time.
+
+    It starts on the asyncio client's current member and moves to the member that failed longest
+    ago when one does not answer (``next_member``); the auth token is the asyncio client's.
+    """
+
+    def __init__(self, etcd: Etcd) -> None:
+        self._etcd = etcd
+        self._channels: dict[int, grpc.Channel] = {}
+        self._failed_at = [0.0] * len(etcd.endpoints)
+        self._index = etcd._current
+
+    @property
+    def endpoint(self) -> str:
+        return self._etcd.endpoints[self._index]
+
+    def _stub(self) -> Any:
+        channel = self._channels.get(self._index)
+        if channel is None:
+            target, options, creds = self._etcd.channel_args(self._index)
+            if creds is not None:
+                channel = grpc.secure_channel(target, creds, options=options)
+            else:
+                channel = grpc.insecure_channel(target, options=options)
+            self._channels[self._index] = channel
+        return rpc.LeaseStub(channel)
+
+    def keepalive(self, lease_id: int, deadline: float) -> int:
+        """Refresh once; answers the new TTL, 0 when the lease no longer exists."""
+        try:
+            replies = self._stub().LeaseKeepAlive(
+                iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
+                timeout=deadline,
+                metadata=self._etcd._metadata(),
+            )
+            try:
+                for reply in replies:
+                    return int(reply.TTL)
+            finally:
+                replies.cancel()
+            return 0
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details()
+            if _token_expired(code, details):
+                raise AuthExpired(f"etcd lease keepalive: {details}") from exc
+            if code in _MOVE_ON and len(self._failed_at) > 1:
+                self._failed_at[self._index] = time.monotonic()
+                self._index = next_member(self._index, self._failed_at)
+            raise Unavailable(f"etcd lease keepalive: {code.name}: {details}") from exc
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()

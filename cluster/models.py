@@ -185,7 +185,13 @@ class Job(JobSpec):
     active_since: datetime
 
     def spec(self) -> JobSpec:
-        return JobSpec.model_validate(self.model_dump(exclude=set(READ_ONLY_JOB_FIELDS)))
+        """The spec part, without validating it again (a stored job was validated when it was
+        read; re-parsing its cron expressions for every run it creates was a hot path)."""
+        names = JobSpec.model_fields
+        return JobSpec.model_construct(
+            _fields_set=self.model_fields_set & names.keys(),
+            **{name: getattr(self, name) for name in names},
+        )
 
 
 class Attempt(BaseModel):

@@ -5,19 +5,27 @@ lease, so it all vanishes together when the node dies. ``lost`` is set as soon a
 longer prove the lease is alive: when etcd says it is gone, or when no refresh succeeded for
 almost a whole TTL (the local deadline runs from the moment the last successful refresh was *sent*,
 so the node gives up before etcd can expire the lease and hand its work to someone else).
+
+The refreshes run in a thread of their own, over a blocking gRPC channel (``BlockingLease``):
+an event loop saturated by work (a burst of thousands of runs) delays everything on it, and a
+lease refresh that waits its turn behind that work would expire the lease of a node that is
+merely busy, killing every process it runs. The thread refreshes only while the event loop
+shows signs of life (a heartbeat task at least once per TTL), so a wedged loop still loses its
+lease. ``threaded=False`` keeps the refreshes on the event loop (tests with an injected clock).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 
 import structlog
 
 from cluster.errors import Unavailable
-from cluster.etcd import Etcd
+from cluster.etcd import AuthExpired, BlockingLease, Etcd
 
 log = structlog.get_logger(__name__)
 
@@ -40,15 +48,32 @@ class Session:
         self._expires = (granted_at if granted_at is not None else clock()) + ttl
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._beat_at = clock()
 
     @classmethod
     async def open(
-        cls, etcd: Etcd, ttl: int, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        etcd: Etcd,
+        ttl: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        threaded: bool = True,
     ) -> Session:
         sent = clock()
         lease_id = await etcd.grant(ttl)
         session = cls(etcd, lease_id, ttl, clock=clock, granted_at=sent)
-        session._task = asyncio.create_task(session._keepalive(), name=f"lease-{lease_id:x}")
+        name = f"lease-{lease_id:x}"
+        if threaded:
+            session._loop = asyncio.get_running_loop()
+            session._task = asyncio.create_task(session._heartbeat(), name=name)
+            session._thread = threading.Thread(target=session._keep_in_thread, name=name)
+            session._thread.daemon = True
+            session._thread.start()
+        else:
+            session._task = asyncio.create_task(session._keepalive(), name=name)
         return session
 
     @property
@@ -58,7 +83,10 @@ class Session:
 
     @property
     def attempt_deadline(self) -> float:
-        """How long one refresh may take before it is tried on another etcd member."""
+        """How long one refresh may take before it is tried on another etcd member. With a
+        single member there is no other one: an attempt may use the whole time left."""
+        if len(self.etcd.endpoints) == 1:
+            return float(self.ttl)
         return min(2.0, max(0.5, self.ttl / 5))
 
     def remaining(self) -> float:
@@ -69,17 +97,32 @@ class Session:
             log.warning("lease lost", lease=f"{self.lease_id:x}", why=why)
             self.lost.set()
 
-    async def _keepalive(self) -> None:
+    def _wait_s(self) -> float:
+        """Until the next refresh: a third of the TTL, or soon when the last one failed."""
         interval = self.ttl / 3
+        return interval if self.remaining() > interval + self.margin else 0.2
+
+    def _attempt_s(self) -> float:
+        """The deadline of the refresh about to be sent: a fraction of the TTL, so a member
+        that does not answer by then is left while the lease can still be refreshed on
+        another one, and never past the local expiry margin."""
+        return max(0.2, min(self.attempt_deadline, self.remaining() - self.margin))
+
+    def _refreshed(self, sent: float, ttl: int) -> bool:
+        """Apply a refresh's answer; False when etcd says the lease is gone."""
+        if ttl <= 0:
+            return False
+        self._expires = sent + ttl
+        return True
+
+    async def _keepalive(self) -> None:
         while not self._closed:
-            await asyncio.sleep(interval if self.remaining() > interval + self.margin else 0.2)
+            await asyncio.sleep(self._wait_s())
             sent = self._clock()
             if self.remaining() <= self.margin:
                 self._mark_lost("no successful refresh within the lease TTL")
                 return
-            # one attempt gets a fraction of the TTL: a member that does not answer by then is
-            # left (the client moves on) while the lease can still be refreshed on another one
-            deadline = max(0.2, min(self.attempt_deadline, self.remaining() - self.margin))
+            deadline = self._attempt_s()
             try:
                 ttl = await asyncio.wait_for(
                     self.etcd.keepalive(self.lease_id, deadline=deadline), deadline + 1.0
@@ -87,16 +130,76 @@ class Session:
             except (Unavailable, TimeoutError) as exc:
                 log.info("lease refresh failed", lease=f"{self.lease_id:x}", error=str(exc))
                 continue
-            if ttl <= 0:
+            if not self._refreshed(sent, ttl):
                 self._mark_lost("etcd reports the lease expired")
                 return
-            self._expires = sent + ttl
+
+    async def _heartbeat(self) -> None:
+        """Proof for the refresh thread that this event loop still runs."""
+        while True:
+            self._beat_at = self._clock()
+            await asyncio.sleep(min(0.25, self.ttl / 10))
+
+    def _lost_from_thread(self, why: str) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                self._loop.call_soon_threadsafe(self._mark_lost, why)
+
+    def _keep_in_thread(self) -> None:
+        lease = BlockingLease(self.etcd)
+        try:
+            self._refresh_until_closed(lease)
+        finally:
+            lease.close()
+
+    def _refresh_until_closed(self, lease: BlockingLease) -> None:
+        while not self._closed:
+            if self._stop.wait(self._wait_s()):
+                return
+            sent = self._clock()
+            if self.remaining() <= self.margin:
+                self._lost_from_thread("no successful refresh within the lease TTL")
+                return
+            stalled = sent - self._beat_at
+            if stalled > self.ttl:
+                log.warning(
+                    "event loop stalled; lease not refreshed",
+                    lease=f"{self.lease_id:x}",
+                    stalled_s=round(stalled, 1),
+                )
+                continue
+            deadline = self._attempt_s()
+            try:
+                try:
+                    ttl = lease.keepalive(self.lease_id, deadline)
+                except AuthExpired:  # the event loop's client renews the token
+                    ttl = self._keepalive_on_loop(deadline)
+            except (Unavailable, TimeoutError) as exc:
+                log.info("lease refresh failed", lease=f"{self.lease_id:x}", error=str(exc))
+                continue
+            if not self._refreshed(sent, ttl):
+                self._lost_from_thread("etcd reports the lease expired")
+                return
+
+    def _keepalive_on_loop(self, deadline: float) -> int:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(
+            self.etcd.keepalive(self.lease_id, deadline=deadline), self._loop
+        )
+        try:
+            return future.result(deadline + 1.0)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     async def close(self) -> None:
         """Stop refreshing and revoke the lease (bounded by the TTL); idempotent."""
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, self.ttl + 2.0)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -196,8 +196,8 @@ class Spool:
         """The attempt's object is in the store: forget its spool."""
         path = self.ready.pop(ref, None) or self.path(ref)
         try:
-            size = path.stat().st_size
-            path.unlink()
+            size = os.stat(path).st_size
+            os.unlink(path)
         except FileNotFoundError:
             size = 0
         self._pending_bytes = max(0, self._pending_bytes - size)

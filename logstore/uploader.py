@@ -97,11 +97,14 @@ class Uploader:
         self.now = now
         self._shipping: dict[LogRef, _Shipping] = {}
         self._backoff: dict[LogRef, _Backoff] = {}
+        # spools an earlier process left: it may have shipped segments of them
+        self._recovered: set[LogRef] = set()
         self.uploaded: asyncio.Event = asyncio.Event()  # set after each final upload (tests)
 
     def recover(self) -> int:
         """Queue the spools an earlier process left (at start-up, before any run starts)."""
         n = self.spool.scan()
+        self._recovered.update(self.spool.ready)
         if n:
             log.info("uploading leftover spools", count=n)
         return n
@@ -213,11 +216,17 @@ class Uploader:
 
     async def _final(self, ref: LogRef, path: Path) -> bool:
         tmp = path.with_name(f".{path.name}.txt")  # same file system: the folder store moves it
+        put_now = getattr(self.store, "put_file_now", None)
         try:
-            size = await asyncio.to_thread(render_file, path, tmp)
-            await self.store.put_file(log_key(ref), tmp)
+            if put_now is not None:  # a local folder: render, move and clean up in one hop
+                size = await asyncio.to_thread(self._render_and_put, put_now, ref, path, tmp)
+            else:
+                size = await asyncio.to_thread(render_file, path, tmp)
+                await self.store.put_file(log_key(ref), tmp)
             shipped = self._shipping.get(ref)
-            if shipped is None or shipped.seq:  # unknown after a restart, or some were shipped
+            # segments to clean up: some were shipped, or an earlier process may have shipped
+            # some (a short attempt this process saw start and end has none: no listing)
+            if (shipped is not None and shipped.seq) or ref in self._recovered:
                 segments = await self.store.keys(segments_prefix(ref))
                 if segments:
                     await self.store.delete(segments)
@@ -228,15 +237,29 @@ class Uploader:
             self.spool.ready.pop(ref, None)  # removed meanwhile
             return False
         finally:
-            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            if put_now is None:
+                await asyncio.to_thread(tmp.unlink, missing_ok=True)
         metrics.UPLOADS.labels("final", "ok").inc()
         metrics.UPLOADED_BYTES.inc(size)
         self._backoff.pop(ref, None)
         self._shipping.pop(ref, None)
+        self._recovered.discard(ref)
         self.spool.remove(ref)
         log.debug("log uploaded", log=ref.rel, bytes=size)
         self.uploaded.set()
         return True
+
+    @staticmethod
+    def _render_and_put(
+        put_now: Callable[[str, Path], None], ref: LogRef, path: Path, tmp: Path
+    ) -> int:
+        try:
+            size = render_file(path, tmp)
+            put_now(log_key(ref), tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return size
 
     async def drain(self, within: float) -> None:
         """Try to upload what is left before the node stops (the rest waits for a restart)."""

@@ -126,6 +126,27 @@ class _Pipe:
         self.file.close()
 
 
+ARMED_EXIT = 125
+"""Exit status of an armed process whose node went away (or disarmed it) before its release."""
+
+# Reads one line from stdin (the node's go pipe): end of file means the node is gone or gave
+# up, and nothing runs. Then stdin is /dev/null again, as for any job, and the command runs:
+# a shell command in this very shell (no second exec: ``eval`` of ``sh -c``'s string, with no
+# positional parameter and no variable of ours left), any other argv through exec.
+_GO = f"IFS= read -r _ || exit {ARMED_EXIT}; exec </dev/null; "
+_ARMED_SH = _GO + '__cronmesh_cmd=$1; shift; eval "unset __cronmesh_cmd; $__cronmesh_cmd"'
+_ARMED_EXEC = _GO + 'exec "$@"'
+
+
+def armed_argv(argv: list[str]) -> list[str]:
+    """``argv`` held until released: the process is spawned ahead and, at the due instant, one
+    write on its stdin starts the command, so starting a burst costs the node a write per run
+    instead of a spawn per run at that instant."""
+    if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
+        return ["/bin/sh", "-c", _ARMED_SH, "sh", argv[2]]
+    return ["/bin/sh", "-c", _ARMED_EXEC, "sh", *argv]
+
+
 class Process:
     """One running job and its process tree. Create it with :meth:`start`."""
 
@@ -177,15 +198,20 @@ class Process:
         env: dict[str, str],
         cwd: str | None,
         on_output: OutputCallback,
+        armed: bool = False,
     ) -> Process:
-        """Spawn ``argv`` in a new session. Raises OSError when it cannot be started."""
+        """Spawn ``argv`` in a new session. Raises OSError when it cannot be started.
+
+        ``armed``: spawn now but hold the command until :meth:`release` (see ``armed_argv``);
+        the process waits on its stdin, which is /dev/null again once it is released.
+        """
         loop = asyncio.get_running_loop()
         # No preexec_fn: CPython uses vfork+exec, so this returns as soon as the child has
         # exec'd (or failed to); it never copies the parent's address space. That is short
         # enough to do on the loop (asyncio.create_subprocess_exec does the same).
         popen = subprocess.Popen(  # noqa: ASYNC220
-            argv,
-            stdin=subprocess.DEVNULL,
+            armed_argv(argv) if armed else argv,
+            stdin=subprocess.PIPE if armed else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -206,6 +232,27 @@ class Process:
             raise
         log.debug("job process started", pid=proc.pid, argv=argv[:1])
         return proc
+
+    def release(self) -> bool:
+        """Let an armed process run its command (one write; nothing else happens on the loop).
+        False when it cannot be released (it died meanwhile): it then runs nothing."""
+        stdin = self._popen.stdin
+        if stdin is None:
+            return True  # not armed: it runs already
+        self._popen.stdin = None
+        try:
+            os.write(stdin.fileno(), b"go\n")
+        except OSError:
+            return False
+        finally:
+            stdin.close()
+        return True
+
+    def disarm(self) -> None:
+        """Close an armed process's stdin unreleased: it exits (125) without running anything."""
+        stdin, self._popen.stdin = self._popen.stdin, None
+        if stdin is not None:
+            stdin.close()
 
     @property
     def returncode_ready(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -30,7 +31,7 @@ from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store, Stored, dumps
 from logstore.service import Logs
-from logstore.spool import LogRef
+from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
 from nodes.cluster_view import ClusterView
 from nodes.executor import ExitStatus, Process
@@ -76,6 +77,73 @@ class Execution:
         elif self._stopper is None:
             grace = self.run.snapshot.kill_grace
             self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
+
+
+class Releases:
+    """Armed processes due at the same instant, released together by one timer callback: at the
+    instant the loop does nothing but one write per process, before any of their coroutines
+    resumes (100 runs due together are all released within about a millisecond)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._due: dict[datetime, list[tuple[Process, asyncio.Future[datetime | None]]]] = {}
+
+    def add(self, when: datetime, proc: Process) -> asyncio.Future[datetime | None]:
+        """A future set at the release: its time, or None when the process could not be
+        released (it died). Cancel the future to withdraw the process."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[datetime | None] = loop.create_future()
+        batch = self._due.get(when)
+        if batch is None:
+            batch = self._due[when] = []
+            delay = (when - self._clock()).total_seconds()
+            loop.call_later(max(0.0, delay), self._release, when)
+        batch.append((proc, fut))
+        return fut
+
+    def _release(self, when: datetime) -> None:
+        early = (when - self._clock()).total_seconds()
+        if early > 0:  # loop timers may fire a hair early (uvloop's cached time): never start early
+            asyncio.get_running_loop().call_later(early, self._release, when)
+            return
+        batch = [(p, f) for p, f in self._due.pop(when, []) if not f.done()]
+        ok = [p.release() for p, _ in batch]
+        now = self._clock()
+        for (_, fut), released in zip(batch, ok, strict=True):
+            fut.set_result(now if released else None)
+
+
+class Alarm:
+    """One pending call of ``callback`` at a loop time; asking for an earlier time moves it, a
+    later one is ignored. Keeps the deadline itself: uvloop answers ``call_later(0)`` with a
+    plain ``Handle``, which has no ``when()``."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._handle: asyncio.Handle | None = None
+        self._when = math.inf
+
+    @property
+    def when(self) -> float:
+        return self._when
+
+    def at(self, when: float) -> None:
+        if self._handle is not None:
+            if self._when <= when:
+                return
+            self._handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._when = when
+        self._handle = loop.call_later(max(0.0, when - loop.time()), self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._when = None, math.inf
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._when = None, math.inf
 
 
 class Worker:
@@ -126,7 +194,8 @@ class Worker:
         self._orphan_check = asyncio.Event()  # run id -> requested action (control keys present)
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._alarm = Alarm(self.kick)
+        self._releases = Releases(clock)
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         self._result_dir = Path(work_dir) / ".results"
         self._result_dir.mkdir(parents=True, exist_ok=True)
@@ -202,16 +271,7 @@ class Worker:
 
     def _kick_at(self, delay: float) -> None:
         """Dispatch again after ``delay`` (one pending timer: the earliest wins)."""
-        loop = asyncio.get_running_loop()
-        if self._timer is not None:
-            if self._timer.when() <= loop.time() + delay:
-                return
-            self._timer.cancel()
-        self._timer = loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.kick()
+        self._alarm.at(asyncio.get_running_loop().time() + delay)
 
     def _run_of(self, key: str, kv: KV) -> Run | None:
         cached = self._parsed.get(key)
@@ -515,30 +575,45 @@ class Worker:
         writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
         try:
             argv, env = self._command(run, ex.claim_revision, result_file)
-            if run.not_before is not None:
-                # Claimed ahead, its log open and its command ready: start it on a local timer
-                # at the due instant, with nothing left to do then but the spawn (D120).
-                delay = (run.not_before - self.clock()).total_seconds()
-                if delay > 0 and ex.requested is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(ex.wake.wait(), delay)
-                if ex.requested is not None:
-                    why = {"shutdown": "the node shut down"}.get(ex.requested, "")
-                    why = why or f"{ex.requested}ed by request"
-                    writer.note(f"{why} before it started")
-                    status = "lost" if ex.requested == "shutdown" else "cancelled"
-                    return status, f"{why} before it started", None, None
+            # Claimed ahead (D120): spawn now, armed, and release it at the due instant, so the
+            # instant costs one write per run instead of one spawn per run (D121).
+            if run.not_before is not None and ex.requested is not None:
+                return self._not_started(ex, writer)
+            armed = run.not_before is not None and run.not_before > self.clock()
             spawn_t = time.perf_counter()
             try:
                 ex.proc = await Process.start(
-                    argv, env=env, cwd=self.work_dir, on_output=writer.write
+                    argv, env=env, cwd=self.work_dir, on_output=writer.write, armed=armed
                 )
             except OSError as exc:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
-            if run.not_before is not None:
-                run.started_at = self.clock()  # armed ahead: the record gets the real start
+            if armed:
+                assert run.not_before is not None
+                released = self._releases.add(run.not_before, ex.proc)
+                woken: asyncio.Future[Any] = asyncio.ensure_future(ex.wake.wait())
+                pending: set[asyncio.Future[Any]] = {released, woken}
+                try:
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                except BaseException:  # cancelled (lease lost): never release it
+                    released.cancel()
+                    raise
+                finally:
+                    woken.cancel()
+                if not released.done():  # cancelled, or the node shuts down, before the tick
+                    released.cancel()  # the batch skips it
+                    ex.proc.disarm()  # it exits without running anything
+                    await ex.proc.wait()
+                    return self._not_started(ex, writer)
+                started = released.result()
+                if started is None:
+                    writer.note("the armed process died before its start")
+                    await ex.proc.wait()
+                    return "failed", "the armed process died before its start", None, None
+                run.started_at = started  # the record gets the real start
+            elif run.not_before is not None:
+                run.started_at = self.clock()
             if run.scheduled_at is not None and run.source == "schedule":
                 metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
             ex.act()  # a cancel that arrived before the process existed
@@ -559,6 +634,17 @@ class Worker:
         if result_error and status == "succeeded":
             error = result_error
         return status, error, exit_status, result
+
+    @staticmethod
+    def _not_started(
+        ex: Execution, writer: SpoolWriter
+    ) -> tuple[str, str | None, ExitStatus | None, Any]:
+        """A run claimed ahead and cancelled (or its node shut down) before its instant."""
+        why = {"shutdown": "the node shut down"}.get(ex.requested or "", "")
+        why = why or f"{ex.requested}ed by request"
+        writer.note(f"{why} before it started")
+        status = "lost" if ex.requested == "shutdown" else "cancelled"
+        return status, f"{why} before it started", None, None
 
     @staticmethod
     def _outcome(ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
@@ -666,5 +752,4 @@ class Worker:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._alarm.cancel()

@@ -289,8 +289,9 @@ class HistoryReport:
 def check_history(runs: list[dict[str, Any]], history: list[Execution]) -> HistoryReport:
     """Merge the runs in etcd with the executions: every committed success must be backed by an
     execution that finished with the same fencing token (run id + claim revision); no tick may have
-    two committed successful executions; executions whose claim etcd never committed are stale
-    (their node lost the claim) and are only counted."""
+    two committed successful executions; executions that committed nothing themselves are stale
+    (their node lost the claim: etcd never took their claim, or the leader recorded the attempt
+    as lost under the same fencing token) and are only counted."""
     ends = {(e.run, e.claim_revision): e for e in history if e.phase == "end"}
     starts = [e for e in history if e.phase == "start"]
     report = HistoryReport(executions=len(starts))
@@ -299,7 +300,8 @@ def check_history(runs: list[dict[str, Any]], history: list[Execution]) -> Histo
     for run in runs:
         for att in run.get("attempts", []):
             token = (run["id"], int(att.get("claim_revision") or 0))
-            committed.add(token)
+            if att["status"] != "lost":  # a lost attempt is the leader's verdict, not its own
+                committed.add(token)
             if att["status"] != "succeeded":
                 continue
             report.committed_successes += 1

@@ -40,6 +40,7 @@ def test_stale_execution_is_fenced_not_a_duplicate():
     report = check_history([run("r1", ("lost", 10), ("succeeded", 20))], hist)
     assert report.ok and report.duplicates == {}
     assert report.executed_twice == {}  # the lost attempt was retried by policy
+    assert report.stale == ["r1@10/n1"]  # it committed nothing itself: the leader said "lost"
     # Without a committed lost attempt the second execution is unexplained.
     report = check_history([run("r1", ("failed", 10), ("succeeded", 20))], hist)
     assert report.executed_twice == {"T1": ["r1@10/n1", "r1@20/n2"]}

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from nodes.executor import ExitStatus, Process, session_members
+from nodes.executor import ARMED_EXIT, ExitStatus, Process, session_members
 from nodes.sessionscan import parse_stat as _parse_stat
 from nodes.sessionscan import scanner
 
@@ -530,3 +530,54 @@ def test_many_exits_together_share_leftover_scans_and_leave_no_stragglers(
         assert scanner().scans - before < n  # one scan per exit before the scanner
 
     run(scenario())
+
+
+# -- armed processes (spawned ahead, released at the instant) -------------------------------------
+
+
+async def start_armed(argv: list[str], out: Output, tmp: Path) -> Process:
+    return await Process.start(argv, env=dict(ENV), cwd=str(tmp), on_output=out, armed=True)
+
+
+def test_an_armed_command_runs_only_once_released_exactly_as_sh_c_would(run, tmp_path):
+    marker = tmp_path / "ran"
+    script = f'echo "args=$# var=${{__cronmesh_cmd-unset}}"; read x; echo "stdin=$?"; : > {marker}'
+
+    async def main() -> None:
+        out = Output()
+        proc = await start_armed(["/bin/sh", "-c", script], out, tmp_path)
+        await asyncio.sleep(0.3)
+        assert not marker.exists() and out.stdout == b""  # held
+        assert proc.release()
+        st = await proc.wait()
+        assert st.exit_code == 0 and marker.exists()
+        # no positional parameter, no variable of ours, stdin is /dev/null (read fails at EOF)
+        assert out.stdout == b"args=0 var=unset\nstdin=1\n"
+
+    run(main())
+
+
+def test_an_armed_argv_is_executed_with_its_arguments(run, tmp_path):
+    async def main() -> None:
+        out = Output()
+        proc = await start_armed(
+            [PY, "-c", "import sys; print(sys.argv[1:])", "a b", "c"], out, tmp_path
+        )
+        assert proc.release()
+        assert (await proc.wait()).exit_code == 0
+        assert out.stdout == b"['a b', 'c']\n"
+
+    run(main())
+
+
+def test_a_disarmed_process_exits_without_running_anything(run, tmp_path):
+    marker = tmp_path / "ran"
+
+    async def main() -> None:
+        out = Output()
+        proc = await start_armed(["/bin/sh", "-c", f": > {marker}"], out, tmp_path)
+        proc.disarm()  # as when the run is cancelled, or the node goes away, before its instant
+        st = await proc.wait()
+        assert st.exit_code == ARMED_EXIT and not marker.exists()
+
+    run(main())

@@ -1,0 +1,203 @@
+"""Two scenarios of ``bench.run``: a same-second burst, and fail-over of the scheduling leader.
+
+- burst: ``n`` jobs whose one cron tick is the same instant (a 6-field cron naming that second),
+  on one fresh node. Measured: when each tick's process started relative to the instant (p50,
+  p99, the last one: "all started within"), how many ticks got no run or more than one.
+- failover: three ``cronmesh node`` processes with lease TTL 5 s on one prefix, ``jobs`` jobs
+  every second with ``catchup: all``. The leader is killed with SIGKILL ``kills`` times (and
+  stopped with SIGTERM a third as many times); after each, the time until scheduling resumed is
+  the ``created_at`` of the first run created after the fault minus the fault's instant (the dead
+  leader creates nothing, so the first new run is the new leader's). The killed node is started
+  again before the next fault. At the end every tick of the whole period is accounted for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from bench.harness import NodeProc, count, put_jobs, read_runs, sleep_until
+from bench.scenarios import (
+    PROJECT,
+    Context,
+    cleanup,
+    new_prefix,
+    node_proc,
+    sample,
+    start_node,
+)
+from bench.stats import summary_ms
+
+FAILOVER_TTL = 5
+
+
+# -- burst ---------------------------------------------------------------------------------------
+
+
+def cron_at(instant: float) -> str:
+    """A 6-field cron whose only tick in the next day is ``instant`` (a whole second, UTC)."""
+    t = datetime.fromtimestamp(instant, UTC)
+    return f"{t.second} {t.minute} {t.hour} {t.day} {t.month} *"
+
+
+async def burst(ctx: Context) -> dict[str, dict[str, Any]]:
+    return {f"burst_{n}": await burst_of(ctx, n) for n in ctx.mode.bursts}
+
+
+async def burst_of(ctx: Context, n: int) -> dict[str, Any]:
+    prefix = new_prefix(f"burst{n}")
+    node = await start_node(ctx, prefix, f"burst-{n}", capacity=256, properties={})
+    try:
+        # How fast this node takes job definitions, to place the instant after the last one.
+        t = time.monotonic()
+        await put_jobs(ctx.http, node, "warmup", 50, cron="0 0 1 1 *")
+        per_job = (time.monotonic() - t) / 50
+        due = float(int(time.time() + n * per_job * 1.5 + 8))
+        ctx.say(f"burst: {n} jobs due at the same instant ({due - time.time():.0f} s from now)")
+        t = time.monotonic()
+        jobs = await put_jobs(ctx.http, node, PROJECT, n, cron=cron_at(due))
+        create_s = time.monotonic() - t
+        if time.time() > due - 2:
+            raise RuntimeError(f"creating {n} jobs took {create_s:.1f} s: past the due instant")
+        deadline = due + 120
+        while time.time() < deadline:
+            await asyncio.sleep(1.0)
+            if time.time() > due + 2 and await count(ctx.etcd, f"{prefix}/active/") == 0:
+                break
+    finally:
+        await asyncio.to_thread(node.stop)
+    runs = [r for r in await read_runs(ctx.etcd, prefix, PROJECT) if r.scheduled_at == due]
+    await cleanup(ctx, node, prefix)
+    per_job_runs = Counter(r.job for r in runs)
+    started = sorted(r.started_at - due for r in runs if r.started_at is not None)
+    created = sorted(r.created_at - due for r in runs)
+    return {
+        "scenario": f"burst_{n}",
+        "jobs": n,
+        "job_creation_s": round(create_s, 1),
+        "runs": len(runs),
+        "missed": sum(1 for j in jobs if j not in per_job_runs),
+        "duplicates": sum(1 for c in per_job_runs.values() if c > 1),
+        "statuses": dict(Counter(r.status for r in runs)),
+        "all_created_s": round(created[-1], 3) if created else None,
+        "all_started_s": round(started[-1], 3) if len(started) == n else None,
+        "start_offset": summary_ms(started),
+        "start_offset_ms_sample": sample(started),
+    }
+
+
+# -- failover ------------------------------------------------------------------------------------
+
+
+async def is_leader(http: aiohttp.ClientSession, node: NodeProc) -> bool:
+    with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        async with http.get(f"{node.url}/metrics", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return "\ncronmesh_is_leader 1.0" in await r.text()
+    return False
+
+
+async def leader_of(ctx: Context, nodes: list[NodeProc], within: float = 30.0) -> NodeProc:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for node in nodes:
+            if node.alive() and await is_leader(ctx.http, node):
+                return node
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no leader among {nodes} within {within} s")
+
+
+def failover_node(ctx: Context, prefix: str, name: str) -> NodeProc:
+    return node_proc(ctx, prefix, name, capacity=64, lease_ttl=FAILOVER_TTL)
+
+
+async def wait_ready(ctx: Context, node: NodeProc, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async with ctx.http.get(f"{node.url}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{node!r} not ready within {within} s")
+
+
+async def failover(ctx: Context) -> dict[str, dict[str, Any]]:
+    kills, stops, jobs_n = ctx.mode.kills, max(1, ctx.mode.kills // 3), 10
+    prefix = new_prefix("failover")
+    names = ["fo-a", "fo-b", "fo-c"]
+    nodes = {name: failover_node(ctx, prefix, name) for name in names}
+    faults: list[dict[str, Any]] = []
+    ctx.say(f"fail-over: 3 nodes, lease TTL {FAILOVER_TTL} s, {kills} SIGKILLs, {stops} SIGTERMs")
+    try:
+        for node in nodes.values():
+            await wait_ready(ctx, node)
+        first = await leader_of(ctx, list(nodes.values()))
+        jobs = await put_jobs(
+            ctx.http, first, PROJECT, jobs_n, extra={"catchup": "all", "overlap": "allow"}
+        )
+        await asyncio.sleep(3.0)
+        t_begin = float(int(time.time()) + 1)
+        for i in range(kills + stops):
+            kind = "SIGKILL" if i < kills else "SIGTERM"
+            leader = await leader_of(ctx, list(nodes.values()))
+            await sleep_until(int(time.time()) + 1.3)  # mid-second: not on a tick boundary
+            at = time.time()
+            leader.proc.send_signal(signal.SIGKILL if kind == "SIGKILL" else signal.SIGTERM)
+            new = await leader_of(
+                ctx, [n for n in nodes.values() if n is not leader], within=FAILOVER_TTL + 20
+            )
+            faults.append({"kind": kind, "at": at, "old": leader.node_id, "new": new.node_id})
+            await asyncio.to_thread(leader.stop)
+            ctx.procs.remove(leader)
+            nodes[leader.node_id] = failover_node(ctx, prefix, leader.node_id)
+            await wait_ready(ctx, nodes[leader.node_id])
+            await asyncio.sleep(2.0)
+        t_end = float(int(time.time()) - 3)
+        await asyncio.sleep(4.0)
+    finally:
+        for node in nodes.values():
+            await asyncio.to_thread(node.stop)
+            ctx.procs.remove(node)
+    runs = await read_runs(ctx.etcd, prefix, PROJECT)
+    await cleanup_prefix(ctx, prefix)
+    created = sorted(r.created_at for r in runs)
+    for f in faults:
+        after = [c for c in created if c > f["at"]]
+        f["resumed_after_s"] = round(after[0] - f["at"], 3) if after else None
+    window = [r for r in runs if r.scheduled_at is not None and t_begin <= r.scheduled_at < t_end]
+    per_tick = Counter((r.job, round(r.scheduled_at or 0, 3)) for r in window)
+    expected = {(j, float(s)) for j in jobs for s in range(int(t_begin), int(t_end))}
+
+    def resumed(kind: str) -> list[float]:
+        return [f["resumed_after_s"] for f in faults if f["kind"] == kind and f["resumed_after_s"]]
+
+    return {
+        "failover": {
+            "scenario": "failover",
+            "lease_ttl_s": FAILOVER_TTL,
+            "jobs": jobs_n,
+            "kills": kills,
+            "graceful_stops": stops,
+            "faults": faults,
+            "resume_after_kill": summary_ms(resumed("SIGKILL")),
+            "resume_after_stop": summary_ms(resumed("SIGTERM")),
+            "resume_after_kill_ms_sample": sample(resumed("SIGKILL")),
+            "ticks_due": len(expected),
+            "missed": len(expected - set(per_tick)),
+            "duplicates": sum(1 for c in per_tick.values() if c > 1),
+            "late_runs": sum(1 for r in window if r.source != "schedule"),
+        }
+    }
+
+
+async def cleanup_prefix(ctx: Context, prefix: str) -> None:
+    await ctx.etcd.delete(prefix + "/", prefix=True)
+    status = await ctx.etcd.status()
+    await asyncio.to_thread(ctx.etcd_server.compact, int(status["revision"]))
