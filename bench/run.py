@@ -168,6 +168,15 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
                 _verdict(w <= 3, "≤ 2 amortized" if w <= 2 else ""),
             )
         )
+        if "bytes_received_per_run" in ed:
+            rows.append(
+                (
+                    "  etcd bytes per run: received / sent (clients' gRPC)",
+                    "",
+                    f"{ed['bytes_received_per_run']:,} / {ed['bytes_sent_per_run']:,} B",
+                    "",
+                )
+            )
         pr = ed["per_run"]
         rows.append(
             (

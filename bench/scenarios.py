@@ -211,8 +211,12 @@ def etcd_delta(before: Snapshot, after: Snapshot, runs: int) -> dict[str, Any]:
         if v
     }
     totals = {name: int(value(d, name)) for name in ETCD_COUNTERS}
+    received = value(d, "etcd_network_client_grpc_received_bytes_total")
+    sent = value(d, "etcd_network_client_grpc_sent_bytes_total")
     return {
         "runs": runs,
+        "bytes_received_per_run": round(received / per),
+        "bytes_sent_per_run": round(sent / per),
         "revision_delta": int(rev),
         "write_txns_per_run": round(rev / per, 3),
         "totals": totals,

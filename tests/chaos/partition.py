@@ -33,6 +33,7 @@ from tests.conftest import NodeProcess, api_session
 
 JOB = "tick"
 CUT = "node-1"
+WORK = 4.0  # seconds each run of the job takes
 
 
 def _ip(*args: str, ns: str | None = None) -> None:
@@ -133,13 +134,27 @@ async def scenario(
         for i in (2, 3):
             st.cluster.start(f"node-{i}", lease_ttl=lease_ttl)
         others: list[NodeProcess] = [p for p in st.cluster.procs if p is not part]
-        await st.put_job(http, recorded_job(JOB, st.history, work=4.0))
+        await st.put_job(http, recorded_job(JOB, st.history, work=WORK))
         start = datetime.now(UTC) + timedelta(seconds=1)
         await asyncio.sleep(3)
         for r in range(rounds):
             # the first round cuts off the leader; later ones most likely a follower, which must
             # stop claiming all the same
             led = await leader_of(http, st.cluster.procs) == CUT
+
+            async def cut_node_busy() -> bool:
+                # it runs a job that still has a second or more to go: the cut must kill it
+                history = read_history(st.history)
+                ended = {(e.run, e.claim_revision) for e in history if e.phase == "end"}
+                return any(
+                    e.node == CUT
+                    and e.phase == "start"
+                    and (e.run, e.claim_revision) not in ended
+                    and e.at > time.time() - (WORK - 1.0)
+                    for e in history
+                )
+
+            await _until(cut_node_busy, 30, f"{CUT} to run a job before the cut", every=0.05)
             losses = lease_losses(st.cluster).get(CUT, 0)
             cut_at = time.time()
             net.drop(ports)
