@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -38,6 +39,29 @@ async def test_session_keeps_lease_alive_past_its_ttl(etcd, keys):
     assert await etcd.get(keys.node("a")) is not None
     await session.close()
     assert await etcd.get(keys.node("a")) is None
+
+
+async def test_a_busy_event_loop_keeps_its_lease_a_wedged_one_loses_it(etcd, keys):
+    """D109: the refreshes run in their own thread, so a loop blocked for most of a TTL (a
+    burst of work) keeps the lease; a loop blocked for longer than a TTL (wedged) loses it."""
+    session = await Session.open(etcd, 3)
+    await etcd.put(keys.node("a"), "x", lease=session.lease_id)
+    for _ in range(3):  # 3 times 2.2 s of a blocked loop, more than two TTLs in all
+        time.sleep(2.2)  # the point: nothing on this loop runs meanwhile
+        await asyncio.sleep(0.3)
+    assert not session.lost.is_set()
+    ttl, _ = await etcd.time_to_live(session.lease_id)
+    assert ttl > 0 and await etcd.get(keys.node("a")) is not None
+    # wedged: refreshes stop once the loop is silent for a TTL, and the lease runs out a TTL
+    # (less the margin) after the last one
+    time.sleep(7.0)
+    await asyncio.wait_for(session.lost.wait(), 5)
+
+    async def gone() -> bool:
+        return await etcd.get(keys.node("a")) is None
+
+    await wait_for(gone, 5, what="the lease's key to go")
+    await session.close()
 
 
 async def test_election_order_and_resign_hand_off(etcd, keys):
