@@ -11,7 +11,7 @@ an event loop saturated by work (a burst of thousands of runs) delays everything
 lease refresh that waits its turn behind that work would expire the lease of a node that is
 merely busy, killing every process it runs. The thread refreshes only while the event loop
 shows signs of life (a heartbeat task at least once per TTL), so a wedged loop still loses its
-lease. ``threaded=False`` keeps the refreshes on the event loop (tests with an injected clock).
+lease.
 """
 
 from __future__ import annotations
@@ -60,20 +60,16 @@ class Session:
         ttl: int,
         *,
         clock: Callable[[], float] = time.monotonic,
-        threaded: bool = True,
     ) -> Session:
         sent = clock()
         lease_id = await etcd.grant(ttl)
         session = cls(etcd, lease_id, ttl, clock=clock, granted_at=sent)
         name = f"lease-{lease_id:x}"
-        if threaded:
-            session._loop = asyncio.get_running_loop()
-            session._task = asyncio.create_task(session._heartbeat(), name=name)
-            session._thread = threading.Thread(target=session._keep_in_thread, name=name)
-            session._thread.daemon = True
-            session._thread.start()
-        else:
-            session._task = asyncio.create_task(session._keepalive(), name=name)
+        session._loop = asyncio.get_running_loop()
+        session._task = asyncio.create_task(session._heartbeat(), name=name)
+        session._thread = threading.Thread(target=session._keep_in_thread, name=name)
+        session._thread.daemon = True
+        session._thread.start()
         return session
 
     @property
@@ -107,32 +103,6 @@ class Session:
         that does not answer by then is left while the lease can still be refreshed on
         another one, and never past the local expiry margin."""
         return max(0.2, min(self.attempt_deadline, self.remaining() - self.margin))
-
-    def _refreshed(self, sent: float, ttl: int) -> bool:
-        """Apply a refresh's answer; False when etcd says the lease is gone."""
-        if ttl <= 0:
-            return False
-        self._expires = sent + ttl
-        return True
-
-    async def _keepalive(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self._wait_s())
-            sent = self._clock()
-            if self.remaining() <= self.margin:
-                self._mark_lost("no successful refresh within the lease TTL")
-                return
-            deadline = self._attempt_s()
-            try:
-                ttl = await asyncio.wait_for(
-                    self.etcd.keepalive(self.lease_id, deadline=deadline), deadline + 1.0
-                )
-            except (Unavailable, TimeoutError) as exc:
-                log.info("lease refresh failed", lease=f"{self.lease_id:x}", error=str(exc))
-                continue
-            if not self._refreshed(sent, ttl):
-                self._mark_lost("etcd reports the lease expired")
-                return
 
     async def _heartbeat(self) -> None:
         """Proof for the refresh thread that this event loop still runs."""
@@ -177,9 +147,10 @@ class Session:
             except (Unavailable, TimeoutError) as exc:
                 log.info("lease refresh failed", lease=f"{self.lease_id:x}", error=str(exc))
                 continue
-            if not self._refreshed(sent, ttl):
+            if ttl <= 0:
                 self._lost_from_thread("etcd reports the lease expired")
                 return
+            self._expires = sent + ttl
 
     def _keepalive_on_loop(self, deadline: float) -> int:
         assert self._loop is not None
