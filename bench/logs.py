@@ -1,6 +1,6 @@
 """Log benchmarks: shipping throughput (MB/s per node into S3) and live-tail delay.
 
-    .venv/bin/python -m bench.logs [--quick]
+    .venv/bin/python -m bench.logs [--quick] [--only shipping,live_tail,small_logs,big_follow]
 
 Starts its own etcd, a SeaweedFS S3 server (127.0.0.1) and ``cronmesh node`` processes, prints
 a summary and writes ``bench/results/logs.json``. Everything it started is stopped on exit.
@@ -11,6 +11,9 @@ a summary and writes ``bench/results/logs.json``. Everything it started is stopp
   node's peak RSS (memory stays bounded while 100s of MiB pass through).
 - small logs: many short runs triggered at once on one node; runs per second whose log object is
   in S3 (the "runs/s with logs shipped to S3" goal, with manual triggers instead of cron ticks).
+- big follow: one job writes 1 GiB (256 MiB with --quick) while clients follow it on its node
+  and through another node, then the stored object is read through the API; the nodes' resident
+  memory before and at peak (the goal: flat while a 1 GB log streams).
 - live tail: a job on node A prints its own clock every 100 ms; clients follow it on A (direct)
   and on B (proxied through A). Delay = arrival at the client - time printed by the job.
 """
@@ -108,15 +111,31 @@ def start_node(
     return node
 
 
-async def shipping(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
-    jobs, mb = (2, 16) if quick else (4, 48)
+def s3_nodes(
+    procs: Procs,
+    etcd: BenchEtcd,
+    s3: SeaweedS3,
+    tmp: Path,
+    nodes: dict[str, dict[str, str]],
+    extra_config: str = "",
+) -> tuple[str, list[NodeProc]]:
+    """A fresh bucket, and nodes on one fresh key prefix that ship their logs to it."""
     bucket = f"b{uuid.uuid4().hex[:10]}"
     s3_client(s3).create_bucket(Bucket=bucket)
-    cfg = tmp / "ship.yaml"
-    cfg.write_text(f"log_store: s3://{bucket}/bench\nlog_run_cap: {512 * 1024 * 1024}\n")
+    cfg = tmp / f"{bucket}.yaml"
+    cfg.write_text(f"log_store: s3://{bucket}/bench\n{extra_config}")
+    prefix = f"/bench-{uuid.uuid4().hex[:8]}"
     os.environ["CRONMESH_CONFIG"] = str(cfg)
-    node = start_node(procs, etcd, tmp, f"/bench-{uuid.uuid4().hex[:8]}", "ship")
-    del os.environ["CRONMESH_CONFIG"]
+    try:
+        return bucket, [start_node(procs, etcd, tmp, prefix, n, **p) for n, p in nodes.items()]
+    finally:
+        del os.environ["CRONMESH_CONFIG"]
+
+
+async def shipping(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
+    jobs, mb = (2, 16) if quick else (4, 48)
+    cap = f"log_run_cap: {512 * 1024 * 1024}\n"
+    bucket, (node,) = s3_nodes(procs, etcd, s3, tmp, {"ship": {}}, cap)
     line = "the quick brown fox jumps over the lazy dog 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     async with aiohttp.ClientSession(headers=auth_headers()) as http:
         await wait_ready(http, node)
@@ -158,13 +177,7 @@ async def shipping(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quic
 async def small_logs(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
     """Many short runs, one small log object each: how many objects per second reach S3."""
     runs = 200 if quick else 600
-    bucket = f"b{uuid.uuid4().hex[:10]}"
-    s3_client(s3).create_bucket(Bucket=bucket)
-    cfg = tmp / "small.yaml"
-    cfg.write_text(f"log_store: s3://{bucket}/bench\n")
-    os.environ["CRONMESH_CONFIG"] = str(cfg)
-    node = start_node(procs, etcd, tmp, f"/bench-{uuid.uuid4().hex[:8]}", "small")
-    del os.environ["CRONMESH_CONFIG"]
+    bucket, (node,) = s3_nodes(procs, etcd, s3, tmp, {"small": {}})
     async with aiohttp.ClientSession(headers=auth_headers()) as http:
         await wait_ready(http, node)
         job = {"name": "hello", "command": "echo hello from $CRONMESH_RUN_ID"}
@@ -202,15 +215,7 @@ async def small_logs(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, qu
 
 async def live_tail(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
     lines = 50 if quick else 150
-    bucket = f"b{uuid.uuid4().hex[:10]}"
-    s3_client(s3).create_bucket(Bucket=bucket)
-    cfg = tmp / "tail.yaml"
-    cfg.write_text(f"log_store: s3://{bucket}/bench\n")
-    os.environ["CRONMESH_CONFIG"] = str(cfg)
-    prefix = f"/bench-{uuid.uuid4().hex[:8]}"
-    a = start_node(procs, etcd, tmp, prefix, "tail-a", role="runner")
-    b = start_node(procs, etcd, tmp, prefix, "tail-b")
-    del os.environ["CRONMESH_CONFIG"]
+    _, (a, b) = s3_nodes(procs, etcd, s3, tmp, {"tail-a": {"role": "runner"}, "tail-b": {}})
     delays: dict[str, list[float]] = {"direct": [], "proxied": []}
 
     async def follow(http: aiohttp.ClientSession, url: str, run_id: str, into: list[float]) -> None:
@@ -247,6 +252,74 @@ async def live_tail(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, qui
     return {"lines": lines, **{k: summary_ms(v) for k, v in delays.items()}}
 
 
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+async def big_follow(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:
+    """One job writes ``mib`` MiB while a client follows it on the running node and another
+    follows it through a second node; then the stored object is read whole through the API.
+    Measured: bytes each client got, their rates, and both nodes' memory (resident before the
+    job, peak during it): the goal is a node's memory flat while it streams a 1 GB log."""
+    mib = 256 if quick else 1024
+    nodes = {"big-a": {"role": "runner"}, "big-b": {}}
+    cap = f"log_run_cap: {2 * mib * 1024 * 1024}\n"
+    bucket, (a, b) = s3_nodes(procs, etcd, s3, tmp, nodes, cap)
+    got: dict[str, int] = {"direct": 0, "proxied": 0, "stored": 0}
+    took: dict[str, float] = {}
+
+    async def read(
+        http: aiohttp.ClientSession, url: str, run_id: str, into: str, follow: bool
+    ) -> None:
+        t0 = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=900)
+        query = "?follow=1" if follow else ""
+        async with http.get(f"{url}{API}/runs/{run_id}/logs{query}", timeout=timeout) as r:
+            assert r.status == 200, await r.text()
+            async for chunk in r.content.iter_chunked(1 << 20):
+                got[into] += len(chunk)
+        took[into] = time.monotonic() - t0
+
+    line = "the quick brown fox jumps over the lazy dog 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    async with aiohttp.ClientSession(headers=auth_headers()) as http:
+        for n in (a, b):
+            await wait_ready(http, n)
+        before = {n.node_id: rss_mb(n.pid) for n in (a, b)}
+        # a slow start, so both followers are attached before the flood
+        cmd = f"sleep 1; yes '{line}' | head -c {mib * 1024 * 1024}"
+        job = {"name": "big", "command": cmd, "target": {"selector": "role=runner"}}
+        run_id = await trigger(http, b.url, job)
+        await asyncio.gather(
+            read(http, a.url, run_id, "direct", True), read(http, b.url, run_id, "proxied", True)
+        )
+        peak_following = {n.node_id: rss_mb(n.pid, "VmHWM") for n in (a, b)}
+        key = f"bench/bench/big/{run_id}/1.log"
+        client = s3_client(s3)
+        while True:
+            try:
+                size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+                break
+            except client.exceptions.ClientError:
+                await asyncio.sleep(0.2)
+        await read(http, b.url, run_id, "stored", False)
+        peak = {n.node_id: rss_mb(n.pid, "VmHWM") for n in (a, b)}
+    for n in (a, b):
+        n.stop()
+        procs.remove(n)
+    return {
+        "output_mib": mib,
+        "object_mib": round(size / 2**20, 1),
+        "received_mib": {k: round(v / 2**20, 1) for k, v in got.items()},
+        "mib_per_s": {k: round(got[k] / 2**20 / took[k], 1) for k in took},
+        "node_rss_before_mib": before,
+        "node_peak_rss_following_mib": peak_following,
+        "node_peak_rss_after_stored_read_mib": peak,
+    }
+
+
 async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
     etcd = BenchEtcd(tmp).start()
     procs.add(etcd)
@@ -254,23 +327,40 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
     procs.add(s3)
     for k, v in s3.env().items():
         os.environ[k] = v
-    results = {
+    results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpus": os.cpu_count(),
         "quick": args.quick,
-        "shipping": await shipping(procs, etcd, s3, tmp, args.quick),
-        "live_tail": await live_tail(procs, etcd, s3, tmp, args.quick),
-        "small_logs": await small_logs(procs, etcd, s3, tmp, args.quick),
     }
+    for name, scenario in SCENARIOS.items():
+        if not args.only or name in args.only:
+            results[name] = await scenario(procs, etcd, s3, tmp, args.quick)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "logs.json").write_text(json.dumps(results, indent=2) + "\n")
+    out = RESULTS / "logs.json"
+    if args.only and out.exists():  # keep the other scenarios' latest results
+        results = json.loads(out.read_text()) | results
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return 0
+
+
+SCENARIOS = {
+    "shipping": shipping,
+    "live_tail": live_tail,
+    "small_logs": small_logs,
+    "big_follow": big_follow,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.logs")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only",
+        type=lambda v: v.split(","),
+        default=[],
+        help=f"comma-separated scenarios of {', '.join(SCENARIOS)}",
+    )
     args = parser.parse_args(argv)
     procs = Procs()
     with tempfile.TemporaryDirectory(prefix="cronmesh-bench-logs-") as tmp:

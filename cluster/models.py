@@ -205,6 +205,9 @@ class Attempt(BaseModel):
     error: str | None = None
     claim_revision: int | None = None
     log: str | None = None  # where the attempt's log object is (s3://… or file://…)
+    # Bytes the job wrote to stdout and stderr (None: unknown, e.g. its node was lost). An
+    # attempt that wrote nothing (0, and no ``log``) has no log object: its log is empty.
+    output_bytes: int | None = None
 
 
 class Run(BaseModel):

@@ -200,6 +200,7 @@ class Store:
         claim_revision: int | None = None,
         slot: str | None = None,
         log: str | None = None,
+        output_bytes: int | None = None,
     ) -> tuple[Run, list[Any]]:
         """Close the current attempt; either finish the run or queue its next attempt."""
         now = self.clock()
@@ -214,6 +215,7 @@ class Store:
             error=error,
             claim_revision=claim_revision or run.claim_revision,
             log=log,
+            output_bytes=output_bytes,
         )
         # shallow: the copy's own fields are replaced below, nested ones only read (a deep copy
         # of the whole run was a tenth of a worker's CPU per run)

@@ -60,6 +60,9 @@ class S3Store:
             multipart_chunksize=8 * 1024 * 1024,
             max_concurrency=2,  # per upload; the uploader runs several uploads at once
         )
+        # parts read ahead into memory per upload (s3transfer's default, 10, held 80 MiB per big
+        # log; a node's memory must stay flat however big a log is); not a boto3 argument
+        self.transfer.max_in_memory_upload_chunks = 2
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -1,7 +1,8 @@
 """The local spool: every byte of output is written here first, before anything else.
 
 One file of msgpack frames per attempt, at ``<spool>/<project>/<job>/<run>.<attempt>.spool``
-(no folder per run: a run costs one file creation). When the attempt ends the writer appends an
+(no folder per run: a run costs one file creation, made at its first frame: an attempt that
+writes nothing has no spool and no log object). When the attempt ends the writer appends an
 *end* frame; a spool without one was cut by a crash. A spool file is deleted only after its
 object is in the store, so a node that restarts finds every leftover and uploads it (a cut one
 gets a ``cronmesh`` line saying the node stopped).
@@ -65,17 +66,31 @@ class SpoolWriter:
         self.size = 0
         self.truncated = False
         self.closed = False
-        try:
-            self._file: BinaryIO | None = open(path, "ab")
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "ab")
+        # Created on the first frame: an attempt that prints nothing costs no file at all (no
+        # spool, no object; its record says ``output_bytes: 0``), and a crash before any output
+        # has nothing to lose. Creating a file is most of a quiet run's log cost (D132).
+        self._file: BinaryIO | None = None
         self._synced = time.monotonic()
         self._waiters: set[asyncio.Event] = set()
 
+    @property
+    def empty(self) -> bool:
+        """Nothing was written (no output, no note): there is no spool file and will be no
+        log object."""
+        return self.size == 0
+
+    def _open(self) -> BinaryIO:
+        try:
+            self._file = open(self.path, "ab")
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")
+        self._synced = time.monotonic()
+        return self._file
+
     def write(self, stream: str, data: bytes) -> None:
         """Append output (on the loop thread, as the job writes; never waits for the store)."""
-        if self._file is None or self.truncated:
+        if self.closed or self.truncated:
             return
         if self.written + len(data) > self.cap:
             data = data[: max(0, self.cap - self.written)]
@@ -94,15 +109,16 @@ class SpoolWriter:
         self._frame("cronmesh", text.encode())
 
     def _frame(self, stream: str, data: bytes) -> None:
-        if self._file is None:
+        if self.closed:
             return
         frame = pack(self.clock(), stream, data)
-        self._file.write(frame)
-        self._file.flush()
+        file = self._file or self._open()
+        file.write(frame)
+        file.flush()
         self.size += len(frame)
         self.spool.grew(len(frame))
         if time.monotonic() - self._synced >= self.spool.fsync_interval:
-            os.fsync(self._file.fileno())
+            os.fsync(file.fileno())
             self._synced = time.monotonic()
         for ev in self._waiters:
             ev.set()
@@ -117,11 +133,12 @@ class SpoolWriter:
         self._waiters.discard(ev)
 
     def close(self) -> None:
-        if self._file is None:
+        if self.closed:
             return
-        self._frame(END, b"")
-        self._file.close()
-        self._file = None
+        if self._file is not None:
+            self._frame(END, b"")
+            self._file.close()
+            self._file = None
         self.closed = True
         self.spool.finished(self)
         for ev in self._waiters:
@@ -164,7 +181,8 @@ class Spool:
 
     def finished(self, writer: SpoolWriter) -> None:
         self.active.pop(writer.ref, None)
-        self.ready[writer.ref] = writer.path
+        if writer.size:  # an attempt that wrote nothing has nothing to upload
+            self.ready[writer.ref] = writer.path
         self.changed.set()
 
     def scan(self) -> int:

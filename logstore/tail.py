@@ -74,21 +74,6 @@ def spool_lines(path: Path) -> Iterator[str]:
         yield tail
 
 
-def window(chunks: Iterator[str], start: int, length: int | None) -> Iterator[bytes]:
-    """Bytes ``start``..``start+length`` of the text the chunks make up."""
-    pos = 0
-    end = None if length is None else start + length
-    for chunk in chunks:
-        data = chunk.encode()
-        lo, hi = pos, pos + len(data)
-        pos = hi
-        if hi <= start:
-            continue
-        if end is not None and lo >= end:
-            return
-        yield data[max(0, start - lo) : None if end is None else end - lo]
-
-
 def split_lines(text: str) -> list[str]:
     """Lines with their ``\\n`` (only ``\\n`` ends a line; ``\\r`` and friends are output)."""
     parts = [p + "\n" for p in text.split("\n")]
@@ -123,12 +108,20 @@ async def follow_spool(
             if ev is not None:
                 ev.clear()
             done = writer is None or writer.closed
-            text, offset = await asyncio.to_thread(_read_from, path, offset, renderer)
+            # at most CHUNK of spool per read: a follower far behind a fast job (or joining a
+            # big log) catches up in bounded steps, never by rendering the whole backlog at once
+            text, offset, more = await asyncio.to_thread(_read_from, path, offset, renderer)
             if first and skip_lines is not None:
-                text = "".join(split_lines(text)[-skip_lines:]) if skip_lines else ""
+                kept = deque(split_lines(text), maxlen=skip_lines)
+                while more:
+                    text, offset, more = await asyncio.to_thread(_read_from, path, offset, renderer)
+                    kept.extend(split_lines(text))
+                text = "".join(kept)
             first = False
             if text:
                 yield text
+            if more:
+                continue
             if done:
                 tail = renderer.flush()
                 if tail:
@@ -144,12 +137,42 @@ async def follow_spool(
             writer.forget(ev)
 
 
-def _read_from(path: Path, offset: int, renderer: TextRenderer) -> tuple[str, int]:
+async def spool_text(path: Path, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    """A spool's text as it is now (or bytes ``start``..``start+length`` of it), rendered in
+    bounded steps."""
+    renderer = TextRenderer()
+    offset, pos, more = 0, 0, True
+    end = None if length is None else start + length
+    while more:
+        text, offset, more = await asyncio.to_thread(_read_from, path, offset, renderer)
+        if not more:
+            text += renderer.flush()
+        data = text.encode()
+        lo, pos = pos, pos + len(data)
+        if pos <= start:
+            continue
+        if end is not None and lo >= end:
+            return
+        piece = data[max(0, start - lo) : None if end is None else end - lo]
+        if piece:
+            yield piece
+
+
+def _read_from(path: Path, offset: int, renderer: TextRenderer) -> tuple[str, int, bool]:
+    """Text of the frames from ``offset``, about ``CHUNK`` bytes of spool at most; the offset
+    after them, and whether more frames may follow at once."""
+    limit = CHUNK
     out: list[str] = []
     end = offset
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return "", offset, False  # a running attempt's spool is created at its first output
+    with f:
         f.seek(offset)
         for (ts, stream, data), tell in read_frames(f):
             out.append(renderer.feed(ts, stream, data))
             end = offset + tell
-    return "".join(out), end
+            if end - offset >= limit:
+                return "".join(out), end, True
+    return "".join(out), end, False

@@ -3,8 +3,9 @@
 - Every ``segment_interval`` seconds, the new output of each running attempt is rendered to text
   and written as the next segment object, so a worker whose disk is lost loses at most that
   interval of output.
-- When an attempt ends, its whole spool is rendered to a temporary text file and uploaded as the
-  attempt's object (multipart when big); then the segments and the spool are deleted.
+- When an attempt ends, its whole spool is rendered (in memory when small, else to a temporary text
+  file) and uploaded as the attempt's object (multipart when big); then the segments and the
+  spool are deleted.
 - Up to ``concurrency`` uploads run at once (boto3 calls run in threads).
 - A failed upload is retried with exponential backoff (``retry_min`` doubling to ``retry_max``);
   the spool stays on disk until its object is written, also across restarts.
@@ -38,6 +39,9 @@ log = structlog.get_logger(__name__)
 
 
 SEGMENT_MAX = 8 * 1024 * 1024
+# A spool up to this size is rendered in memory and written with one PUT (D133); larger ones go
+# through a temporary text file and boto3's transfer manager (multipart above 16 MiB).
+SMALL_OBJECT = 2 * 1024 * 1024
 SEGMENTS_PER_PASS = 8
 
 
@@ -58,22 +62,36 @@ class _Backoff:
 CUT_NOTE = b"the node stopped before this attempt ended; log ends here"
 
 
-def render_file(spool_path: Path, out_path: Path) -> int:
-    """Render a spool file to a text file; returns the text size. A spool without its end frame
-    (cut by a crash) gets a ``cronmesh`` line saying so."""
+def _render(spool_path: Path, write: Callable[[str], object]) -> None:
     renderer = TextRenderer()
-    size = 0
     last_ts = 0.0
-    with open(spool_path, "rb") as src, open(out_path, "w", encoding="utf-8", newline="") as out:
+    with open(spool_path, "rb") as src:
         for (ts, stream, data), _ in read_frames(src):
             text = renderer.feed(ts, stream, data)
             last_ts = ts
             if text:
-                size += out.write(text)
+                write(text)
         if not renderer.ended:
-            size += out.write(renderer.feed(max(last_ts, time.time()), "cronmesh", CUT_NOTE))
-        size += out.write(renderer.flush())
-    return size
+            write(renderer.feed(max(last_ts, time.time()), "cronmesh", CUT_NOTE))
+        write(renderer.flush())
+
+
+def render_file(spool_path: Path, out_path: Path) -> int:
+    """Render a spool file to a text file; returns the text's size in bytes. A spool without
+    its end frame (cut by a crash) gets a ``cronmesh`` line saying so."""
+    with open(out_path, "w", encoding="utf-8", newline="") as out:
+        _render(spool_path, out.write)
+        out.flush()
+        return os.fstat(out.fileno()).st_size
+
+
+def render_small(spool_path: Path, limit: int) -> bytes | None:
+    """The rendered text of a spool of at most ``limit`` bytes, in memory (None: larger)."""
+    if os.stat(spool_path).st_size > limit:
+        return None
+    parts: list[str] = []
+    _render(spool_path, parts.append)
+    return "".join(parts).encode()
 
 
 class Uploader:
@@ -217,10 +235,16 @@ class Uploader:
     async def _final(self, ref: LogRef, path: Path) -> bool:
         tmp = path.with_name(f".{path.name}.txt")  # same file system: the folder store moves it
         put_now = getattr(self.store, "put_file_now", None)
+        used_tmp = False
         try:
             if put_now is not None:  # a local folder: render, move and clean up in one hop
                 size = await asyncio.to_thread(self._render_and_put, put_now, ref, path, tmp)
+            elif (data := await asyncio.to_thread(render_small, path, SMALL_OBJECT)) is not None:
+                # most logs are small: one PUT of bytes, no temporary file, no transfer manager
+                size = len(data)
+                await self.store.put_bytes(log_key(ref), data)
             else:
+                used_tmp = True
                 size = await asyncio.to_thread(render_file, path, tmp)
                 await self.store.put_file(log_key(ref), tmp)
             shipped = self._shipping.get(ref)
@@ -237,7 +261,7 @@ class Uploader:
             self.spool.ready.pop(ref, None)  # removed meanwhile
             return False
         finally:
-            if put_now is None:
+            if used_tmp:
                 await asyncio.to_thread(tmp.unlink, missing_ok=True)
         metrics.UPLOADS.labels("final", "ok").inc()
         metrics.UPLOADED_BYTES.inc(size)

@@ -35,7 +35,7 @@ from logstore.tail import (
     object_text,
     segments_text,
     spool_lines,
-    window,
+    spool_text,
 )
 from nodes.api import _NAME, Api, int_query, ok, project_of
 from nodes.openapi import documented
@@ -137,6 +137,8 @@ class LogsApi:
                     raise _peer_error(
                         exc, f"node {ran_on} that runs run {run.id} cannot be reached"
                     ) from None
+        if _quiet(run, attempt):
+            return await self._empty(request, ref, q)
         try:
             return await self._stored(request, ref, q)
         except (ObjectMissing, StoreUnavailable) as exc:
@@ -244,8 +246,19 @@ class LogsApi:
         if q.follow:
             live = follow_spool(path, writer, q.tail, alive=lambda: _connected(request))
             return await self._stream(request, live, q.sse)
-        lines = await asyncio.to_thread(_spool_bytes, path, q)
-        return self._reply(lines, q, ref)
+        if writer is not None and writer.empty:
+            return self._reply(b"", q, ref)  # nothing written yet: no spool file yet
+        if q.tail is not None:
+            return self._reply(await asyncio.to_thread(_spool_tail, path, q.tail), q, ref)
+        if q.fmt == "json":
+            data = b"".join([c async for c in spool_text(path, q.offset, q.length)])
+            return self._reply(data, q, ref)
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        async for chunk in spool_text(path, q.offset, q.length):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
     async def _stored(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
         store, key = self.node.logs.store, log_key(ref)
@@ -298,6 +311,12 @@ class LogsApi:
             return resp
 
     # -- responses -----------------------------------------------------------------------------
+
+    async def _empty(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
+        """The log of an attempt that wrote nothing (it has no object)."""
+        if q.follow:
+            return await self._stream(request, _nothing(), q.sse)
+        return self._reply(b"", q, ref)
 
     @staticmethod
     def _reply(data: bytes, q: Query, ref: LogRef) -> web.Response:
@@ -353,10 +372,21 @@ def _connected(request: web.Request) -> bool:
     return request.transport is not None and not request.transport.is_closing()
 
 
-def _spool_bytes(path: Path, q: Query) -> bytes:
-    if q.tail is not None:
-        return last_lines(spool_lines(path), q.tail)
-    return b"".join(window(spool_lines(path), q.offset, q.length))
+def _quiet(run: Run, attempt: int) -> bool:
+    """The attempt finished having written nothing, so it has no log object (D132)."""
+    for a in run.attempts:
+        if a.attempt == attempt:
+            return a.output_bytes == 0 and a.log is None
+    return False
+
+
+async def _nothing() -> AsyncIterator[str]:
+    return
+    yield  # an async generator that yields nothing
+
+
+def _spool_tail(path: Path, lines: int) -> bytes:
+    return last_lines(spool_lines(path), lines)
 
 
 def _when(request: web.Request, name: str) -> datetime | None:

@@ -58,6 +58,8 @@ class Execution:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # a request while waiting to start
     cost: int = 1  # units of the node's weight budget this run holds
+    output_bytes: int | None = None  # what the job wrote, once its log is closed
+    logged: bool = True  # False: nothing at all was written, so no log object will exist
     _stopper: asyncio.Task[None] | None = None
 
     def request(self, action: str) -> None:
@@ -199,6 +201,7 @@ class Worker:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         self._result_dir = Path(work_dir) / ".results"
         self._result_dir.mkdir(parents=True, exist_ok=True)
+        self._base_env = dict(os.environ)
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -503,7 +506,7 @@ class Worker:
     def _command(
         self, run: Run, claim_rev: int, result_file: Path
     ) -> tuple[list[str], dict[str, str]]:
-        env = dict(os.environ)
+        env = self._base_env.copy()  # a dict copy, not a re-decoding of os.environ per run
         env.update(
             CRONMESH_RUN_ID=run.id,
             CRONMESH_PROJECT=run.project,
@@ -630,6 +633,7 @@ class Worker:
                 writer.note(f"run {status}: {error}")
         finally:
             writer.close()
+            ex.output_bytes, ex.logged = writer.written, not writer.empty
         result, result_error = self._read_result(result_file)
         if result_error and status == "succeeded":
             error = result_error
@@ -694,7 +698,10 @@ class Worker:
             result=result,
             claim_revision=ex.claim_revision,
             slot=ex.slot,
-            log=self.logs.url(LogRef(run.project, run.job, run.id, run.attempt)),
+            log=self.logs.url(LogRef(run.project, run.job, run.id, run.attempt))
+            if ex.logged
+            else None,
+            output_bytes=ex.output_bytes,
         )
         claim = self.keys.claim(run.id)
         delay = 0.1

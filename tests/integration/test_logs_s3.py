@@ -126,6 +126,30 @@ async def test_attempt_log_is_one_text_object_byte_for_byte_with_ranged_reads(cl
     assert [o["Key"] for o in listing["Contents"]] == [key]
 
 
+async def test_an_attempt_that_prints_nothing_has_an_empty_log_and_no_object(cluster, aws_env):
+    bucket = new_bucket(aws_env)
+    await cluster.start(log_store=f"s3://{bucket}/logs")
+    quiet = await trigger(cluster, {"name": "quiet", "command": "true"})
+    loud = await trigger(cluster, {"name": "loud", "command": "echo hi"})
+    run = await finished_run(cluster, quiet)
+    assert run["status"] == "succeeded"
+    assert run["attempts"][0]["output_bytes"] == 0 and run["attempts"][0]["log"] is None
+    assert (await finished_run(cluster, loud))["attempts"][0]["output_bytes"] == 3
+    status, text = await cluster.request("GET", f"{RUNS}/{quiet}/logs")
+    assert (status, text) == (200, "")
+    status, body = await cluster.request("GET", f"{RUNS}/{quiet}/logs?format=json")
+    assert status == 200 and body["frames"] == []
+    status, text = await cluster.request("GET", f"{RUNS}/{quiet}/logs?follow=1", timeout=10)
+    assert (status, text) == (200, "")  # ends at once: the attempt is over
+    # the loud run's object is shipped; the quiet one never had a spool or an object
+    loud_key = f"logs/default/loud/{loud}/1.log"
+    await wait_for(lambda: get_object(aws_env, bucket, loud_key), 20, what="the loud run's log")
+    spool = cluster.nodes[0][0].logs.spool
+    await wait_for(lambda: not list(spool.root.rglob("*.spool")), 10, what="the spool removed")
+    listing = s3_client(aws_env).list_objects_v2(Bucket=bucket, Prefix="logs/")
+    assert [o["Key"] for o in listing["Contents"]] == [loud_key]
+
+
 @pytest.mark.timeout(180)
 async def test_a_fast_100mb_writer_is_drained_and_capped_with_a_marker(cluster, aws_env):
     bucket = new_bucket(aws_env)
@@ -272,6 +296,12 @@ async def test_live_tail_from_any_of_three_nodes_then_the_stored_object(procs, a
                 if status_at_first_line is None and b"tick-1\n" in streamed:
                     async with http.get(f"{c.url}{RUNS}/{run_id}") as rr:
                         status_at_first_line = (await rr.json())["status"]
+                    # a plain read of the running attempt: what its spool holds now, whole or
+                    # a byte range, on the node running it and through another
+                    async with http.get(f"{a.url}{RUNS}/{run_id}/logs") as rr:
+                        partial = await rr.read()
+                    async with http.get(f"{c.url}{RUNS}/{run_id}/logs?offset=3&length=20") as rr:
+                        partial_range = await rr.read()
         assert status_at_first_line == "running"  # it was live, not the finished object
         text = streamed.decode()
         assert stream_of(text, "stdout") == [f"tick-{i}" for i in range(1, n + 1)]
@@ -291,6 +321,8 @@ async def test_live_tail_from_any_of_three_nodes_then_the_stored_object(procs, a
         key = f"live/default/ticker/{run_id}/1.log"
         obj = await wait_for(lambda: get_object(aws_env, bucket, key), 20, what="object")
         assert obj == streamed  # the live stream and the stored object are the same bytes
+        assert b"tick-1\n" in partial and obj.startswith(partial)
+        assert partial_range == obj[3:23]
 
         # after the run: any node serves it from the store, whole or as SSE
         async with http.get(f"{b.url}{RUNS}/{run_id}/logs") as r:

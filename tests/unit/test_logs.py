@@ -11,7 +11,7 @@ from logstore.frames import MAX_LINE, TextRenderer, parse_line, read_frames, ren
 from logstore.local import LocalFolderStore
 from logstore.spool import LogRef, Spool
 from logstore.store import StoreUnavailable, log_key, segments_prefix
-from logstore.tail import follow_spool, last_lines, object_tail, spool_lines, window
+from logstore.tail import follow_spool, last_lines, object_tail, spool_lines, spool_text
 from logstore.uploader import Uploader
 
 REF = LogRef("p", "j", "0001", 1)
@@ -100,12 +100,77 @@ def test_a_frame_cut_by_a_crash_ends_the_log(tmp_path):
         assert [fr[1:] for fr, _ in read_frames(f)] == [("stdout", b"kept\n"), ("end", b"")]
 
 
-def test_window_and_last_lines():
+def test_an_attempt_that_writes_nothing_has_no_spool_file_and_nothing_to_upload(tmp_path):
+    spool = Spool(tmp_path)
+    quiet = spool.open(REF)
+    assert quiet.empty and not quiet.path.exists()
+    quiet.write("stdout", b"")  # an empty read is not output
+    quiet.close()
+    assert quiet.empty and quiet.closed and not quiet.path.exists()
+    assert REF not in spool.ready and REF not in spool.active
+    loud = spool.open(LogRef("p", "j", "0002", 1))
+    loud.write("stderr", b"x")
+    assert not loud.empty and loud.path.exists()
+    loud.close()
+    assert spool.ready == {loud.ref: loud.path}
+
+
+async def test_following_a_quiet_running_attempt_sees_its_first_output(tmp_path):
+    spool = Spool(tmp_path)
+    w = spool.open(REF)
+    got: list[str] = []
+
+    async def follow():
+        async for text in follow_spool(w.path, w):
+            got.append(text)
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)  # the follower is waiting on a spool that does not exist yet
+    assert not task.done() and not w.path.exists()
+    w.write("stdout", b"late\n")
+    w.close()
+    await asyncio.wait_for(task, 5)
+    assert bodies("".join(got)) == [("stdout", "late")]
+
+
+def test_last_lines():
     chunks = ["ab\n", "cd\n", "ef\n"]
-    assert b"".join(window(iter(chunks), 1, 4)) == b"b\ncd"
-    assert b"".join(window(iter(chunks), 7, None)) == b"f\n"
     assert last_lines(iter(chunks), 2) == b"cd\nef\n"
     assert last_lines(iter(chunks), 0) == b""
+
+
+async def test_spool_text_whole_and_in_ranges_across_bounded_reads(tmp_path, monkeypatch):
+    spool = Spool(tmp_path)
+    w = spool.open(REF)
+    for i in range(300):
+        w.write("stdout" if i % 3 else "stderr", f"line {i}\n".encode())
+    w.write("stdout", b"no newline")
+    w.close()
+    whole = "".join(spool_lines(w.path)).encode()
+    monkeypatch.setattr("logstore.tail.CHUNK", 1000)  # many reads, each cut between frames
+    assert b"".join([c async for c in spool_text(w.path)]) == whole
+    chunks = [c async for c in spool_text(w.path)]
+    assert len(chunks) > 5 and max(map(len, chunks)) < 3000
+    for start, length in [(0, 10), (5, 2500), (2999, None), (len(whole) - 3, 100), (len(whole), 5)]:
+        got = b"".join([c async for c in spool_text(w.path, start, length)])
+        assert got == whole[start : None if length is None else start + length], (start, length)
+    assert [c async for c in spool_text(tmp_path / "missing.spool")] == []
+
+
+async def test_a_follower_far_behind_catches_up_in_bounded_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr("logstore.tail.CHUNK", 4096)
+    spool = Spool(tmp_path)
+    w = spool.open(REF)
+    for i in range(2000):  # ~60 KiB of spool written before the follower starts
+        w.write("stdout", f"{i:06d} {'x' * 16}\n".encode())
+    w.close()
+    got = [text async for text in follow_spool(w.path, w)]
+    assert len(got) > 10 and max(map(len, got)) < 4 * 4096
+    assert [b for _, b in bodies("".join(got))] == [f"{i:06d} {'x' * 16}" for i in range(2000)]
+    tail = [text async for text in follow_spool(w.path, w, skip_lines=3)]
+    assert [b for _, b in bodies("".join(tail))] == [
+        f"{i:06d} {'x' * 16}" for i in range(1997, 2000)
+    ]
 
 
 async def test_object_tail_reads_only_the_end(tmp_path):
