@@ -130,13 +130,16 @@ class SeaweedS3:
             return False
 
     def stop(self, crash: bool = False) -> None:
-        """Stop the server (SIGTERM, or SIGKILL with ``crash``); its data stays for a restart."""
+        """Stop the server (SIGTERM, or SIGKILL with ``crash``); its data stays for a restart.
+
+        ``weed server`` does not exit on SIGTERM or SIGINT within 20 s (its shutdown hooks
+        hang); what it stored is already on disk, so after a short grace it is killed."""
         if self.proc is not None and self.proc.poll() is None:
             if crash:
                 self.proc.kill()
             self.proc.terminate()
             try:
-                self.proc.wait(20)
+                self.proc.wait(2)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

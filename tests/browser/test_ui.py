@@ -142,7 +142,19 @@ async def test_create_a_job_in_the_form_trigger_it_and_read_its_log(cluster, ui_
     await expect(page.locator("pre.log .stderr")).to_contain_text("warn-line")
     lines = (await page.locator("pre.log").inner_text()).splitlines()
     assert "hello from browser" in lines and "warn-line" in lines, lines
+    await expect(page.locator(".log-state")).to_have_text("2 line(s)")
     await ui.shot("run")
+    # a run that printed nothing says so (it has no log object, D132)
+    status, _ = await cluster.request(
+        "PUT", f"{JOBS}/quiet", json={"name": "quiet", "command": "true"}
+    )
+    assert status == 201
+    status, quiet = await cluster.request("POST", f"{JOBS}/quiet/runs", json={})
+    assert status == 201, quiet
+    await page.goto(f"{cluster.url()}/#/runs/{quiet['id']}")
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    await expect(page.locator(".log-state")).to_have_text("no output")
+    await expect(page.locator("pre.log")).to_have_text("")
 
     await page.get_by_role("link", name="Jobs", exact=True).click()
     await expect(page.locator("tr[data-job=greet]")).to_contain_text("succeeded")

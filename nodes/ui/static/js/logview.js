@@ -107,7 +107,7 @@ export class LogView {
       }
       this.count = data.frames.length;
       this.streaming = false;
-      if (this.finished) this.state.textContent = `${this.count} line(s)`;
+      if (this.finished) this.state.textContent = this.count ? `${this.count} line(s)` : "no output";
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) this.state.textContent = "no log yet";
       else this.state.textContent = err.message;
