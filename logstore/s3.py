@@ -10,6 +10,8 @@ See ``LogStore`` for the methods.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,10 +21,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from logstore.s3put import PutFailed, SignedPut
 from logstore.store import ObjectMissing, StoreUnavailable
 
 T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+TEXT = "text/plain; charset=utf-8"
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -52,9 +57,22 @@ class S3Store:
             read_timeout=15,
             max_pool_connections=16,
         )
-        self.client: Any = boto3.session.Session().client(
+        session = boto3.session.Session()
+        self.client: Any = session.client(
             "s3", endpoint_url=endpoint or None, region_name=region or None, config=config
         )
+        # small objects (most logs, segments) skip boto3: one signed request (D135)
+        credentials = session.get_credentials()
+        self._signed: SignedPut | None = None
+        if credentials is not None and not any(os.environ.get(v) for v in _PROXIES):
+            self._signed = SignedPut(
+                self.client.meta.endpoint_url,
+                self.bucket,
+                self.client.meta.region_name or "us-east-1",
+                credentials,
+                addressing_style=addressing_style,
+                timeout=15.0,
+            )
         self.transfer = TransferConfig(
             multipart_threshold=16 * 1024 * 1024,
             multipart_chunksize=8 * 1024 * 1024,
@@ -90,20 +108,37 @@ class S3Store:
                 str(path),
                 self.bucket,
                 self._key(key),
-                ExtraArgs={"ContentType": "text/plain; charset=utf-8"},
+                ExtraArgs={"ContentType": TEXT},
                 Config=self.transfer,
             )
         )
 
     async def put_bytes(self, key: str, data: bytes) -> None:
+        if self._signed is not None:
+            await asyncio.to_thread(self._put_signed, self._signed, self._key(key), data)
+            return
         await self._call(
             lambda: self.client.put_object(
                 Bucket=self.bucket,
                 Key=self._key(key),
                 Body=data,
-                ContentType="text/plain; charset=utf-8",
+                ContentType=TEXT,
             )
         )
+
+    @staticmethod
+    def _put_signed(signed: SignedPut, key: str, data: bytes) -> None:
+        try:
+            signed.put(key, data, TEXT)
+        except PutFailed as exc:
+            raise StoreUnavailable(f"S3 refused: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise StoreUnavailable(f"S3 unreachable: {exc!r}") from None
+
+    def close(self) -> None:
+        """Close the kept-alive connections of small PUTs (boto3 keeps its own pool)."""
+        if self._signed is not None:
+            self._signed.close()
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         if start < 0:
