@@ -88,9 +88,9 @@ async def wait_finished(http: aiohttp.ClientSession, url: str, ids: list[str]) -
         await asyncio.sleep(0.05)
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
@@ -157,7 +157,7 @@ async def shipping(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quic
                         pass
             await asyncio.sleep(0.05)
         t_objects = time.monotonic()
-        rss = peak_rss_mb(node.pid)
+        rss = rss_mb(node.pid, "VmHWM")
     node.stop()
     procs.remove(node)
     written = jobs * mb * 1024 * 1024
@@ -254,13 +254,6 @@ async def live_tail(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, qui
         n.stop()
         procs.remove(n)
     return {"lines": lines, **{k: summary_ms(v) for k, v in delays.items()}}
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 async def big_follow(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, quick: bool) -> Any:

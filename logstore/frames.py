@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import BinaryIO
 
 import msgpack
@@ -123,3 +124,20 @@ def parse_line(text: str) -> dict[str, str]:
     when, _, rest = text.rstrip("\n").partition(" ")
     stream, _, body = rest.partition(" ")
     return {"time": when, "stream": stream, "text": body}
+
+
+def render_from(
+    path: Path, offset: int, renderer: TextRenderer, limit: int
+) -> tuple[str, int, bool]:
+    """Text of a spool's frames from ``offset``, stopping after about ``limit`` bytes of them;
+    the offset after the last frame read, and whether it stopped at the limit (more may follow)."""
+    out: list[str] = []
+    end = offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for (ts, stream, data), tell in read_frames(f):
+            out.append(renderer.feed(ts, stream, data))
+            end = offset + tell
+            if end - offset >= limit:
+                return "".join(out), end, True
+    return "".join(out), end, False

@@ -120,6 +120,9 @@ class LocalFolderStore:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
 
+    def close(self) -> None:
+        """Nothing to release: files are opened per call."""
+
     async def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)

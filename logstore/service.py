@@ -62,9 +62,7 @@ class Logs:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        close = getattr(self.store, "close", None)
-        if close is not None:
-            close()
+        self.store.close()
         left = len(self.spool.ready)
         if left:
             log.warning("logs not uploaded yet; they go at the next start", count=left)

@@ -181,7 +181,7 @@ class Spool:
 
     def finished(self, writer: SpoolWriter) -> None:
         self.active.pop(writer.ref, None)
-        if writer.size:  # an attempt that wrote nothing has nothing to upload
+        if not writer.empty:  # an attempt that wrote nothing has nothing to upload
             self.ready[writer.ref] = writer.path
         self.changed.set()
 

@@ -81,6 +81,10 @@ class LogStore(Protocol):
         """Delete objects; missing ones are ignored."""
         ...
 
+    def close(self) -> None:
+        """Release connections (the node is stopping); nothing else is called afterwards."""
+        ...
+
     async def check(self) -> None:
         """Raise ``StoreUnavailable`` unless the store is reachable and writable."""
         ...

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-from logstore.frames import TextRenderer, read_frames
+from logstore.frames import TextRenderer, read_frames, render_from
 from logstore.spool import LogRef, SpoolWriter
 from logstore.store import LogStore, ObjectMissing, segments_prefix
 
@@ -159,20 +159,8 @@ async def spool_text(path: Path, start: int = 0, length: int | None = None) -> A
 
 
 def _read_from(path: Path, offset: int, renderer: TextRenderer) -> tuple[str, int, bool]:
-    """Text of the frames from ``offset``, about ``CHUNK`` bytes of spool at most; the offset
-    after them, and whether more frames may follow at once."""
-    limit = CHUNK
-    out: list[str] = []
-    end = offset
+    """At most ``CHUNK`` of spool from ``offset`` (see ``render_from``)."""
     try:
-        f = open(path, "rb")
+        return render_from(path, offset, renderer, CHUNK)
     except FileNotFoundError:
         return "", offset, False  # a running attempt's spool is created at its first output
-    with f:
-        f.seek(offset)
-        for (ts, stream, data), tell in read_frames(f):
-            out.append(renderer.feed(ts, stream, data))
-            end = offset + tell
-            if end - offset >= limit:
-                return "".join(out), end, True
-    return "".join(out), end, False

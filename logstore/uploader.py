@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 
 from logstore import metrics
-from logstore.frames import TextRenderer, read_frames
+from logstore.frames import TextRenderer, read_frames, render_from
 from logstore.spool import LogRef, Spool, SpoolWriter
 from logstore.store import (
     LogStore,
@@ -184,8 +184,8 @@ class Uploader:
             if writer.size <= st.offset:
                 break
             renderer = st.renderer.copy()  # commit the renderer's state once the segment is in
-            text, offset = await asyncio.to_thread(
-                self._render_from, writer.path, st.offset, renderer, SEGMENT_MAX
+            text, offset, _ = await asyncio.to_thread(
+                render_from, writer.path, st.offset, renderer, SEGMENT_MAX
             )
             if offset == st.offset:
                 break
@@ -216,26 +216,9 @@ class Uploader:
         except OSError as exc:
             log.warning("cannot fsync a spool", path=str(path), error=str(exc))
 
-    @staticmethod
-    def _render_from(
-        path: Path, offset: int, renderer: TextRenderer, limit: int
-    ) -> tuple[str, int]:
-        """Text of the frames from ``offset``, stopping after about ``limit`` bytes of frames."""
-        out: list[str] = []
-        end = offset
-        with open(path, "rb") as f:
-            f.seek(offset)
-            for (ts, stream, data), tell in read_frames(f):
-                out.append(renderer.feed(ts, stream, data))
-                end = offset + tell
-                if end - offset >= limit:
-                    break
-        return "".join(out), end
-
     async def _final(self, ref: LogRef, path: Path) -> bool:
         tmp = path.with_name(f".{path.name}.txt")  # same file system: the folder store moves it
         put_now = getattr(self.store, "put_file_now", None)
-        used_tmp = False
         try:
             if put_now is not None:  # a local folder: render, move and clean up in one hop
                 size = await asyncio.to_thread(self._render_and_put, put_now, ref, path, tmp)
@@ -244,9 +227,7 @@ class Uploader:
                 size = len(data)
                 await self.store.put_bytes(log_key(ref), data)
             else:
-                used_tmp = True
-                size = await asyncio.to_thread(render_file, path, tmp)
-                await self.store.put_file(log_key(ref), tmp)
+                size = await self._render_and_upload(ref, path, tmp)
             shipped = self._shipping.get(ref)
             # segments to clean up: some were shipped, or an earlier process may have shipped
             # some (a short attempt this process saw start and end has none: no listing)
@@ -260,9 +241,6 @@ class Uploader:
         except FileNotFoundError:
             self.spool.ready.pop(ref, None)  # removed meanwhile
             return False
-        finally:
-            if used_tmp:
-                await asyncio.to_thread(tmp.unlink, missing_ok=True)
         metrics.UPLOADS.labels("final", "ok").inc()
         metrics.UPLOADED_BYTES.inc(size)
         self._backoff.pop(ref, None)
@@ -272,6 +250,15 @@ class Uploader:
         log.debug("log uploaded", log=ref.rel, bytes=size)
         self.uploaded.set()
         return True
+
+    async def _render_and_upload(self, ref: LogRef, path: Path, tmp: Path) -> int:
+        """A big log: rendered to a temporary file, uploaded (multipart), the file removed."""
+        try:
+            size = await asyncio.to_thread(render_file, path, tmp)
+            await self.store.put_file(log_key(ref), tmp)
+        finally:
+            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        return size
 
     @staticmethod
     def _render_and_put(

@@ -253,12 +253,7 @@ class LogsApi:
         if q.fmt == "json":
             data = b"".join([c async for c in spool_text(path, q.offset, q.length)])
             return self._reply(data, q, ref)
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
-        async for chunk in spool_text(path, q.offset, q.length):
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
+        return await self._send(request, spool_text(path, q.offset, q.length))
 
     async def _stored(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
         store, key = self.node.logs.store, log_key(ref)
@@ -270,13 +265,9 @@ class LogsApi:
         size = await store.size(key)  # raises ObjectMissing before the response starts
         if q.follow:
             return await self._stream(request, _decoded(object_text(store, key)), q.sse)
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        resp.headers["X-Log-Size"] = str(size)
-        await resp.prepare(request)
-        async for chunk in object_text(store, key, q.offset, q.length):
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
+        return await self._send(
+            request, object_text(store, key, q.offset, q.length), {"X-Log-Size": str(size)}
+        )
 
     async def _segments(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
         data = b"".join([c async for c in segments_text(self.node.logs.store, ref)])
@@ -303,12 +294,7 @@ class LogsApi:
                 )
             if q.follow:
                 return await self._stream(request, _decoded(upstream.content.iter_any()), q.sse)
-            resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-            await resp.prepare(request)
-            async for chunk in upstream.content.iter_chunked(256 * 1024):
-                await resp.write(chunk)
-            await resp.write_eof()
-            return resp
+            return await self._send(request, upstream.content.iter_chunked(256 * 1024))
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -317,6 +303,20 @@ class LogsApi:
         if q.follow:
             return await self._stream(request, _nothing(), q.sse)
         return self._reply(b"", q, ref)
+
+    @staticmethod
+    async def _send(
+        request: web.Request, chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None
+    ) -> web.StreamResponse:
+        """Plain text, written as the chunks come (never the whole log in memory)."""
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
+        )
+        await resp.prepare(request)
+        async for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
     @staticmethod
     def _reply(data: bytes, q: Query, ref: LogRef) -> web.Response:
