@@ -58,7 +58,7 @@ ETCD_COUNTERS = (
 class Mode:
     quick: bool
     profile: bool = False
-    e2e_capacity: int = 64
+    e2e_capacity: int = 256
     lag_jobs: int = 100
     lag_capacity: int = 128
 

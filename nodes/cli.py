@@ -67,9 +67,12 @@ def cmd_node(args: argparse.Namespace) -> int:
         "s3_endpoint": args.s3_endpoint,
         "s3_region": args.s3_region,
     }
+    from nodes import gctune
+
     try:
         config = load_config(flags, file=args.config)
         cli_auth.check_node_config(config)
+        gctune.tune()  # after start-up: what it built is frozen out of the collector (D138)
     except CronmeshError as exc:
         print(f"cronmesh: {exc.message}", file=sys.stderr)
         return 2

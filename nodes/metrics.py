@@ -49,6 +49,12 @@ SPAWN = Histogram(
     registry=REGISTRY,
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5),
 )
+TXN_BATCH = Histogram(
+    "cronmesh_worker_txn_batch_size",
+    "Claims and completions sent to etcd together in one transaction (D137)",
+    registry=REGISTRY,
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 ETCD_ERRORS = Counter(
     "cronmesh_etcd_errors", "etcd calls that failed", ["where"], registry=REGISTRY
 )

@@ -30,6 +30,7 @@ from cluster.plan import slot_limit
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store, Stored, dumps
+from cluster.txnbatch import TxnBatcher
 from logstore.service import Logs
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
@@ -169,6 +170,8 @@ class Worker:
         self.etcd = etcd
         self.keys = keys
         self.store = store
+        # Claims and completions go to etcd together when several wait (group commit, D137).
+        self.batch = TxnBatcher(etcd, observe=metrics.TXN_BATCH.observe)
         self.session = session
         self.node_id = node_id
         self.properties = dict(properties)
@@ -432,7 +435,7 @@ class Worker:
             if slot is not None:
                 compares.append(Compare.absent(slot))
                 ops.append(Op.put(slot, run.id, lease))
-            res = await self.etcd.txn(compares, ops, [Op.get(control), Op.get(key)])
+            res = await self.batch.txn(compares, ops, [Op.get(control), Op.get(key)])
             if not res.succeeded:
                 if res.range_kvs(0) and res.range_kvs(1):
                     # Cancelled while queued: finish it as cancelled instead of running it.
@@ -707,7 +710,7 @@ class Worker:
         delay = 0.1
         while not self.session.lost.is_set():
             try:
-                res = await self.etcd.txn([Compare.created(claim, ex.claim_revision)], ops)
+                res = await self.batch.txn([Compare.created(claim, ex.claim_revision)], ops)
             except OutcomeUnknown as exc:
                 log.warning("completion outcome unknown; reading back", error=str(exc))
                 with contextlib.suppress(Unavailable):

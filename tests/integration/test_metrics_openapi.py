@@ -60,6 +60,8 @@ async def test_metrics_cover_runs_lag_queue_claims_leader_etcd_and_spawn(cluster
     assert s["cronmesh_leadership_acquired_total"][0].value >= 1
     assert "cronmesh_queue_depth" in s
     assert s["cronmesh_spawn_seconds_count"][0].value >= 1
+    # every claim and every completion went through the worker's group commit (D137)
+    assert s["cronmesh_worker_txn_batch_size_sum"][0].value >= 2
     methods = {x.labels["method"] for x in s["cronmesh_etcd_request_seconds_count"]}
     assert {"Range", "Txn", "LeaseGrant"} <= methods
     assert all(x.labels["outcome"] for x in s["cronmesh_etcd_request_seconds_count"])

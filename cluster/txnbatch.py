@@ -1,0 +1,183 @@
+"""Group commit of independent guarded transactions (D137).
+
+A worker writes two transactions per run: its claim and its completion. Each is small, and each
+cost the node a gRPC call and etcd a raft entry of its own; at a few hundred runs per second those
+per-call costs were most of both processes' CPU. :class:`TxnBatcher` sends the transactions that
+are waiting as *one* etcd transaction whose operations are the waiting transactions, nested: each
+keeps its own guards and its own success and failure branches, and each caller gets its own
+answer, exactly as if it had been sent alone. The outer transaction has no guards, so one
+caller's failed compare never affects another's.
+
+Nothing waits for a batch to fill: a transaction submitted while none is in flight goes out on
+the next turn of the event loop (so the ones submitted in the same turn travel together); while
+``inflight`` batches are out, new ones wait and leave together when one comes back. Under a light
+load every transaction goes alone and at once; under a heavy one, batches grow by themselves.
+
+Limits: at most ``max_items`` nested transactions (etcd refuses more than ``--max-txn-ops``, 128
+by default, per level) and about ``max_bytes`` per batch (etcd's request limit is 1.5 MiB). etcd
+also refuses a transaction that writes one key twice, so a transaction writing a key that one
+already in the batch writes waits for the next batch.
+
+Errors are the batch's: when the outer transaction fails (etcd unreachable, lease gone, reply
+lost) every caller in it gets that exception, and handles it as it would its own (an unknown
+outcome is resolved by reading back, never by blind retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aetcd import rpc
+
+from cluster.etcd import Etcd, TxnResult
+
+MAX_ITEMS = 64
+MAX_BYTES = 512 * 1024
+INFLIGHT = 2
+
+
+@dataclass(slots=True)
+class _Item:
+    request: Any  # rpc.TxnRequest
+    keys: frozenset[bytes] | None  # keys it writes; None: a range delete (goes alone)
+    size: int
+    future: asyncio.Future[TxnResult] = field(repr=False)
+
+
+def _written(ops: Iterable[Any]) -> frozenset[bytes] | None:
+    keys: set[bytes] = set()
+    for op in ops:
+        if op.HasField("request_put"):
+            keys.add(op.request_put.key)
+        elif op.HasField("request_delete_range"):
+            if op.request_delete_range.range_end:
+                return None
+            keys.add(op.request_delete_range.key)
+        elif op.HasField("request_txn"):
+            inner = _written([*op.request_txn.success, *op.request_txn.failure])
+            if inner is None:
+                return None
+            keys |= inner
+    return frozenset(keys)
+
+
+class TxnBatcher:
+    def __init__(
+        self,
+        etcd: Etcd,
+        *,
+        max_items: int = MAX_ITEMS,
+        max_bytes: int = MAX_BYTES,
+        inflight: int = INFLIGHT,
+        observe: Callable[[int], None] | None = None,
+    ) -> None:
+        self.etcd = etcd
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.inflight = inflight
+        self.observe = observe  # called with each batch's size (metrics)
+        self._waiting: list[_Item] = []
+        self._out = 0
+        self._scheduled = False
+
+    async def txn(
+        self, compare: Iterable[Any], success: Iterable[Any], failure: Iterable[Any] = ()
+    ) -> TxnResult:
+        """Like :meth:`Etcd.txn`, sent together with the others waiting. The result's
+        ``revision`` is the batch's (every write in it has that revision)."""
+        request = rpc.TxnRequest(
+            compare=list(compare), success=list(success), failure=list(failure)
+        )
+        loop = asyncio.get_running_loop()
+        item = _Item(
+            request,
+            _written([*request.success, *request.failure]),
+            request.ByteSize(),
+            loop.create_future(),
+        )
+        self._waiting.append(item)
+        self._schedule(loop)
+        return await item.future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._waiting and not self._scheduled and self._out < self.inflight:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop)
+
+    def _take(self) -> list[_Item]:
+        """The waiting transactions that go in the next batch, in order; a range delete goes
+        alone, and one that writes a key of an earlier waiting one goes after it."""
+        batch: list[_Item] = []
+        rest: list[_Item] = []
+        keys: set[bytes] = set()  # written by the batch or by one left waiting
+        size = 0
+        for item in self._waiting:
+            if not batch:
+                fits = True
+            elif batch[0].keys is None or item.keys is None:
+                fits = False
+            else:
+                fits = (
+                    len(batch) < self.max_items
+                    and size + item.size <= self.max_bytes
+                    and not keys & item.keys
+                )
+            (batch if fits else rest).append(item)
+            keys |= item.keys or frozenset()
+            size += item.size if fits else 0
+        self._waiting = rest
+        return batch
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        batch = self._take()
+        if not batch:
+            return
+        self._out += 1
+        # A fresh context: the batch belongs to no caller (an audit observer set by one API
+        # request must not journal another's writes).
+        loop.create_task(self._send(batch), context=contextvars.Context())
+        self._schedule(loop)
+
+    async def _send(self, batch: list[_Item]) -> None:
+        try:
+            if self.observe is not None:
+                self.observe(len(batch))
+            if len(batch) == 1:
+                only = batch[0].request
+                res = await self.etcd.txn(only.compare, only.success, only.failure)
+                _settle(batch[0].future, result=res)
+                return
+            ops = [rpc.RequestOp(request_txn=item.request) for item in batch]
+            res = await self.etcd.txn([], ops)
+            for item, resp in zip(batch, res.responses, strict=True):
+                inner = resp.response_txn
+                result = TxnResult(bool(inner.succeeded), res.revision, list(inner.responses))
+                _settle(item.future, result=result)
+        except BaseException as exc:
+            for item in batch:
+                _settle(item.future, error=exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._out -= 1
+            self._schedule(asyncio.get_running_loop())
+
+
+def _settle(
+    future: asyncio.Future[TxnResult],
+    *,
+    result: TxnResult | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if future.done():
+        return  # its caller was cancelled; the write's outcome is read back by whoever needs it
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)

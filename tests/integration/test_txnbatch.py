@@ -1,0 +1,105 @@
+"""Group commit (D137) against a real etcd: transactions submitted together travel as one, and
+each keeps its own guards and its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cluster.etcd import Compare, LeaseGone, Op
+from cluster.txnbatch import TxnBatcher
+
+
+async def test_waiting_transactions_share_one_revision_and_keep_their_own_guards(etcd, prefix):
+    sizes: list[int] = []
+    batcher = TxnBatcher(etcd, observe=sizes.append)
+    await etcd.put(f"{prefix}taken", "x")
+    before = (await etcd.range(prefix)).revision
+
+    results = await asyncio.gather(
+        batcher.txn([Compare.absent(f"{prefix}a")], [Op.put(f"{prefix}a", "1")]),
+        # its guard fails: its failure branch runs, the others are untouched
+        batcher.txn(
+            [Compare.absent(f"{prefix}taken")],
+            [Op.put(f"{prefix}never", "1")],
+            [Op.get(f"{prefix}taken")],
+        ),
+        batcher.txn([Compare.absent(f"{prefix}b")], [Op.put(f"{prefix}b", "2")]),
+    )
+
+    assert [r.succeeded for r in results] == [True, False, True]
+    assert results[1].range_kvs(0)[0].value == b"x"
+    assert sizes == [3]
+    # one transaction: one revision for both writes, and it is the one each caller was told
+    a, b = await etcd.get(f"{prefix}a"), await etcd.get(f"{prefix}b")
+    assert a is not None and b is not None
+    assert a.create_revision == b.create_revision == results[0].revision == before + 1
+    assert await etcd.get(f"{prefix}never") is None
+
+
+async def test_one_alone_goes_at_once_and_unbatched(etcd, prefix):
+    sizes: list[int] = []
+    batcher = TxnBatcher(etcd, observe=sizes.append)
+    res = await batcher.txn([], [Op.put(f"{prefix}k", "v")], [])
+    assert res.succeeded and sizes == [1]
+    kv = await etcd.get(f"{prefix}k")
+    assert kv is not None and kv.mod_revision == res.revision
+
+
+async def test_batches_respect_the_item_limit_and_a_key_written_twice_waits(etcd, prefix):
+    sizes: list[int] = []
+    batcher = TxnBatcher(etcd, max_items=4, inflight=1, observe=sizes.append)
+    puts = [batcher.txn([], [Op.put(f"{prefix}n{i}", str(i))]) for i in range(10)]
+    # the same key twice: etcd would refuse the whole batch; the second waits for the next one
+    twice = [batcher.txn([], [Op.put(f"{prefix}same", v)]) for v in ("first", "second")]
+    results = await asyncio.gather(*puts, *twice)
+
+    assert all(r.succeeded for r in results)
+    assert sum(sizes) == 12 and max(sizes) <= 4
+    same = await etcd.get(f"{prefix}same")
+    assert same is not None and same.value == b"second"  # submitted in order, applied in order
+    assert results[-1].revision > results[-2].revision
+    assert len((await etcd.range(f"{prefix}n")).kvs) == 10
+
+
+async def test_a_range_delete_goes_alone(etcd, prefix):
+    sizes: list[int] = []
+    batcher = TxnBatcher(etcd, observe=sizes.append)
+    await etcd.put(f"{prefix}d/1", "x")
+    results = await asyncio.gather(
+        batcher.txn([], [Op.put(f"{prefix}p1", "1")]),
+        batcher.txn([], [Op.delete(f"{prefix}d/", prefix=True)]),
+        batcher.txn([], [Op.put(f"{prefix}p2", "2")]),
+    )
+    assert all(r.succeeded for r in results)
+    assert sorted(sizes) == [1, 2]
+    assert results[1].responses[0].response_delete_range.deleted == 1
+
+
+async def test_a_failed_batch_fails_each_caller_with_its_error(etcd, prefix):
+    batcher = TxnBatcher(etcd)
+    lease = await etcd.grant(5)
+    await etcd.revoke(lease)
+    results = await asyncio.gather(
+        batcher.txn([], [Op.put(f"{prefix}x", "1", lease)]),
+        batcher.txn([], [Op.put(f"{prefix}y", "1")]),
+        return_exceptions=True,
+    )
+    # a put bound to a revoked lease makes etcd refuse the whole transaction: both callers hear it
+    assert all(isinstance(r, LeaseGone) for r in results), results
+    assert await etcd.get(f"{prefix}y") is None
+
+
+@pytest.mark.parametrize("n", [200])
+async def test_many_concurrent_callers_all_answered(etcd, prefix, n):
+    batcher = TxnBatcher(etcd)
+    results = await asyncio.gather(
+        *(
+            batcher.txn([Compare.absent(f"{prefix}c{i}")], [Op.put(f"{prefix}c{i}", "v")])
+            for i in range(n)
+        )
+    )
+    assert all(r.succeeded for r in results)
+    assert len({r.revision for r in results}) < n  # they did share transactions
+    assert (await etcd.range(f"{prefix}c", count_only=True)).count == n
