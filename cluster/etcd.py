@@ -310,6 +310,9 @@ def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
 _NOT_SENT = {grpc.StatusCode.UNAVAILABLE}
 # Definitely not applied: the request itself is unacceptable (too large, duplicate key, too many
 # operations). Retrying the same request can never succeed.
+# RESOURCE_EXHAUSTED answers that pass: etcd is overloaded or out of space (an alarm an operator
+# clears); nothing was applied, and the same request may succeed later.
+_BUSY = ("too many requests", "database space exceeded")
 _REJECTED = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -701,6 +704,10 @@ class Etcd:
                 raise _unavailable(exc, "txn") from exc  # never left this process
             if "lease not found" in details:
                 raise LeaseGone(f"etcd txn rejected: {details}") from exc
+            if any(word in details for word in _BUSY):
+                # refused for now, not for ever: nothing applied, and the same request can
+                # succeed later (the caller retries as after any unavailability)
+                raise _unavailable(exc, "txn") from exc
             if exc.code() in _REJECTED:
                 raise Rejected(f"etcd rejected the transaction: {details}") from exc
             raise OutcomeUnknown(f"etcd txn: {exc.code().name}: {details}") from exc

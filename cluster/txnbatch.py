@@ -20,7 +20,9 @@ already in the batch writes waits for the next batch.
 
 Errors are the batch's: when the outer transaction fails (etcd unreachable, lease gone, reply
 lost) every caller in it gets that exception, and handles it as it would its own (an unknown
-outcome is resolved by reading back, never by blind retry).
+outcome is resolved by reading back, never by blind retry). A batch etcd refuses as a request
+(``Rejected``: nothing applied) is sent again one transaction at a time, so only the
+unacceptable one fails. A transaction whose caller was cancelled while it waited is never sent.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 from aetcd import rpc
 
-from cluster.etcd import Etcd, TxnResult
+from cluster.etcd import Etcd, Rejected, TxnResult
 
 MAX_ITEMS = 64
 MAX_BYTES = 512 * 1024
@@ -115,8 +117,13 @@ class TxnBatcher:
         rest: list[_Item] = []
         keys: set[bytes] = set()  # written by the batch or by one left waiting
         size = 0
+        held = False  # a range delete is left waiting: nothing after it may pass it
         for item in self._waiting:
-            if not batch:
+            if item.future.done():
+                continue  # its caller was cancelled while it waited: never sent
+            if held:
+                fits = False
+            elif not batch:
                 fits = True
             elif batch[0].keys is None or item.keys is None:
                 fits = False
@@ -129,6 +136,7 @@ class TxnBatcher:
             (batch if fits else rest).append(item)
             keys |= item.keys or frozenset()
             size += item.size if fits else 0
+            held = held or (not fits and item.keys is None)
         self._waiting = rest
         return batch
 
@@ -145,6 +153,13 @@ class TxnBatcher:
 
     async def _send(self, batch: list[_Item]) -> None:
         try:
+            await self._deliver(batch)
+        finally:
+            self._out -= 1
+            self._schedule(asyncio.get_running_loop())
+
+    async def _deliver(self, batch: list[_Item]) -> None:
+        try:
             if self.observe is not None:
                 self.observe(len(batch))
             if len(batch) == 1:
@@ -153,7 +168,13 @@ class TxnBatcher:
                 _settle(batch[0].future, result=res)
                 return
             ops = [rpc.RequestOp(request_txn=item.request) for item in batch]
-            res = await self.etcd.txn([], ops)
+            try:
+                res = await self.etcd.txn([], ops)
+            except Rejected:
+                # Nothing was applied, but the refusal may be one member's doing: each goes
+                # alone, so one unacceptable transaction fails only its own caller.
+                await asyncio.gather(*(self._deliver([item]) for item in batch))
+                return
             for item, resp in zip(batch, res.responses, strict=True):
                 inner = resp.response_txn
                 result = TxnResult(bool(inner.succeeded), res.revision, list(inner.responses))
@@ -163,9 +184,6 @@ class TxnBatcher:
                 _settle(item.future, error=exc)
             if not isinstance(exc, Exception):
                 raise
-        finally:
-            self._out -= 1
-            self._schedule(asyncio.get_running_loop())
 
 
 def _settle(

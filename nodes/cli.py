@@ -85,7 +85,11 @@ def cmd_node(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.shutdown)
-        await node.run()
+        collections = asyncio.create_task(gctune.full_collections())
+        try:
+            await node.run()
+        finally:
+            collections.cancel()
         if node.fatal:
             print(f"cronmesh: {node.fatal}", file=sys.stderr)
             raise SystemExit(2)

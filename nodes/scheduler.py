@@ -702,13 +702,16 @@ class Scheduler:
         claim = self.keys.claim(run_id)
         if await self.etcd.get(claim) is not None:
             return
+        # A running record was last written by its claim: that write's revision is the
+        # attempt's fencing token, which the lost attempt records like a finished one. (The
+        # record's own ``claim_revision`` is the previous attempt's on a retry: not this one.)
+        earlier = {a.claim_revision for a in run.attempts}
+        token = run.claim_revision if run.claim_revision not in earlier else None
         updated, ops = self.store.finish_ops(
             run,
             status="lost",
             error=f"node {run.node} stopped holding the run (lease expired)",
-            # a running record was last written by its claim: that write's revision is the
-            # attempt's fencing token, which the lost attempt records like a finished one
-            claim_revision=run.claim_revision or stored.mod_revision,
+            claim_revision=token or stored.mod_revision,
         )
         res = await self.etcd.txn(
             [

@@ -22,7 +22,16 @@ from typing import Any
 import structlog
 
 from cluster.errors import Unavailable
-from cluster.etcd import KV, Compacted, Compare, Etcd, LeaseGone, Op, OutcomeUnknown
+from cluster.etcd import (
+    KV,
+    Compacted,
+    Compare,
+    Etcd,
+    LeaseGone,
+    Op,
+    OutcomeUnknown,
+    Rejected,
+)
 from cluster.keys import Keys
 from cluster.models import Run
 from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
@@ -41,6 +50,7 @@ log = structlog.get_logger(__name__)
 
 MAX_RESULT = 64 * 1024
 ORPHAN_CHECK_EVERY = 5.0
+EXECUTED_KEPT = 4096  # attempts remembered as run here, so the orphan check never reruns one
 # A run due at a known instant (``not_before``: materialised ahead by the leader, or a retry's
 # backoff) is claimed this long before it, so the claim's round trip is over by then and the
 # process starts on a local timer at the instant itself. Short on purpose: a node that dies
@@ -190,12 +200,14 @@ class Worker:
         if view is not None:
             view.on_change = self.kick
         self.running: dict[str, Execution] = {}
+        self._executed: dict[str, int] = {}  # run id -> attempt, the latest EXECUTED_KEPT ended
         self.candidates: dict[str, KV] = {}
         self.claiming: set[str] = set()
         self.accepting = True
         self._parsed: dict[str, tuple[int, Run]] = {}
         self._controls: dict[str, str] = {}
         self._claiming_runs: set[str] = set()
+        self._claiming_jobs: set[tuple[str, str]] = set()  # limited jobs with a claim in flight
         self._orphan_check = asyncio.Event()  # run id -> requested action (control keys present)
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -350,6 +362,11 @@ class Worker:
                 if early > 0:
                     self._kick_at(early)
                     continue
+            limited = slot_limit(run.snapshot.overlap, run.snapshot.max_parallel) > 0
+            if limited and (run.project, run.job) in self._claiming_jobs:
+                # One claim at a time per limited job, the oldest first: two claims in flight
+                # could both see the same slot free, and the later run could win it.
+                continue
             choice = self._choose(key, run)
             if choice is None:
                 continue
@@ -364,6 +381,8 @@ class Worker:
                 continue  # over the weight budget: a lighter run further down may still fit
             self.claiming.add(key)
             self._claiming_runs.add(run.id)
+            if limited:
+                self._claiming_jobs.add((run.project, run.job))
             self._claim_cost[key] = chosen.weight
             self._spawn(self._claim(key, kv, run, chosen.weight, via))
 
@@ -462,6 +481,7 @@ class Worker:
             self.claiming.discard(key)
             self._claim_cost.pop(key, None)
             self._claiming_runs.discard(run.id)
+            self._claiming_jobs.discard((run.project, run.job))
             self.kick()
 
     async def _adopt_orphans(self) -> None:
@@ -480,6 +500,15 @@ class Worker:
                     if run_id in self._claiming_runs:
                         continue
                     claim = json.loads(kv.value)
+                    if self._executed.get(run_id) == claim.get("attempt"):
+                        # We ran this attempt and could not record its end: never run it again
+                        # here. Giving the claim up lets the leader record the attempt as lost
+                        # (retried if its policy says so), as if this node had died.
+                        log.error("giving up the claim of an attempt already run", run=run_id)
+                        await self.etcd.txn(
+                            [Compare.created(kv.key, kv.create_revision)], [Op.delete(kv.key)]
+                        )
+                        continue
                     project = claim["project"]
                     run = await self.store.get_run(project, run_id)
                     if run.status != "running" or run.node != self.node_id:
@@ -561,6 +590,9 @@ class Worker:
         try:
             await self._complete(ex, status, exit_status, error, result)
         finally:
+            self._executed[run.id] = run.attempt
+            if len(self._executed) > EXECUTED_KEPT:
+                self._executed.pop(next(iter(self._executed)))
             self.running.pop(run.id, None)
             metrics.RUNNING.set(len(self.running))
             ex.done.set()
@@ -720,6 +752,11 @@ class Worker:
             except (Unavailable, LeaseGone) as exc:
                 log.warning("completion write failed; retrying", error=str(exc))
                 await asyncio.sleep(delay)
+            except Rejected as exc:
+                # Nothing applied. Giving up would leave our claim with no execution holding
+                # it, and the orphan check would run the attempt again: keep trying instead.
+                log.error("completion write refused; retrying", run=run.id, error=str(exc))
+                await asyncio.sleep(max(delay, 1.0))
             else:
                 if not res.succeeded:
                     log.warning("claim lost before completion; result discarded", run=run.id)

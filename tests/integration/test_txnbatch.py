@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from cluster.etcd import Compare, LeaseGone, Op
+from cluster.etcd import Compare, LeaseGone, Op, Rejected
 from cluster.txnbatch import TxnBatcher
 
 
@@ -73,7 +73,7 @@ async def test_a_range_delete_goes_alone(etcd, prefix):
         batcher.txn([], [Op.put(f"{prefix}p2", "2")]),
     )
     assert all(r.succeeded for r in results)
-    assert sorted(sizes) == [1, 2]
+    assert sizes == [1, 1, 1]  # alone, and what came after it waits for it
     assert results[1].responses[0].response_delete_range.deleted == 1
 
 
@@ -103,3 +103,44 @@ async def test_many_concurrent_callers_all_answered(etcd, prefix, n):
     assert all(r.succeeded for r in results)
     assert len({r.revision for r in results}) < n  # they did share transactions
     assert (await etcd.range(f"{prefix}c", count_only=True)).count == n
+
+
+async def test_a_refused_batch_goes_again_one_by_one_only_the_bad_one_fails(etcd, prefix):
+    sizes: list[int] = []
+    batcher = TxnBatcher(etcd, observe=sizes.append)
+    bad = [Op.put(f"{prefix}dup", "1"), Op.put(f"{prefix}dup", "2")]  # etcd refuses this one
+    good, refused = await asyncio.gather(
+        batcher.txn([], [Op.put(f"{prefix}good", "1")]),
+        batcher.txn([], bad),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, Rejected)
+    assert not isinstance(good, BaseException) and good.succeeded
+    assert await etcd.get(f"{prefix}good") is not None
+    assert sizes == [2, 1, 1]  # the batch, then each alone
+
+
+async def test_a_caller_cancelled_while_waiting_never_has_its_write_sent(etcd, prefix):
+    batcher = TxnBatcher(etcd, inflight=1)
+    first = asyncio.ensure_future(batcher.txn([], [Op.put(f"{prefix}first", "1")]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the first batch is out: the next one waits for it
+    waiting = asyncio.ensure_future(batcher.txn([], [Op.put(f"{prefix}cancelled", "1")]))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await first
+    after = await batcher.txn([], [Op.put(f"{prefix}after", "1")])  # the queue moves on
+    assert after.succeeded and waiting.cancelled()
+    assert await etcd.get(f"{prefix}cancelled") is None
+
+
+async def test_nothing_passes_a_waiting_range_delete(etcd, prefix):
+    batcher = TxnBatcher(etcd)
+    # a put, the range delete (cannot join the put's batch), then a put inside its range: the
+    # last must be applied after the delete, or the delete would remove it
+    await asyncio.gather(
+        batcher.txn([], [Op.put(f"{prefix}other", "1")]),
+        batcher.txn([], [Op.delete(f"{prefix}r/", prefix=True)]),
+        batcher.txn([], [Op.put(f"{prefix}r/kept", "1")]),
+    )
+    assert await etcd.get(f"{prefix}r/kept") is not None
