@@ -685,8 +685,12 @@ class Etcd:
         self, compare: Iterable[Any], success: Iterable[Any], failure: Iterable[Any] = ()
     ) -> TxnResult:
         """Run one transaction. Raises OutcomeUnknown when the reply may have been lost."""
-        m = self._stubs()
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        return await self.txn_request(req)
+
+    async def txn_request(self, req: Any) -> TxnResult:
+        """:meth:`txn` of a prepared ``rpc.TxnRequest`` (the group commit builds its own)."""
+        m = self._stubs()
         observer = _observer()
         ran_ops = {True: list(req.success), False: list(req.failure)}  # without the journal
         if observer is not None:

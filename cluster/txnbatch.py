@@ -163,13 +163,12 @@ class TxnBatcher:
             if self.observe is not None:
                 self.observe(len(batch))
             if len(batch) == 1:
-                only = batch[0].request
-                res = await self.etcd.txn(only.compare, only.success, only.failure)
+                res = await self.etcd.txn_request(batch[0].request)
                 _settle(batch[0].future, result=res)
                 return
             ops = [rpc.RequestOp(request_txn=item.request) for item in batch]
             try:
-                res = await self.etcd.txn([], ops)
+                res = await self.etcd.txn_request(rpc.TxnRequest(success=ops))
             except Rejected:
                 # Nothing was applied, but the refusal may be one member's doing: each goes
                 # alone, so one unacceptable transaction fails only its own caller.
