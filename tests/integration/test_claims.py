@@ -218,9 +218,7 @@ async def test_the_claim_and_slot_vanish_with_the_workers_lease(etcd, keys, rig,
 # -- slot keys of limited jobs ------------------------------------------------------------------
 
 
-async def test_two_workers_that_picked_the_same_free_slot_never_both_run(
-    etcd, keys, rig, tmp_path
-):
+async def test_two_workers_that_picked_the_same_free_slot_never_both_run(etcd, keys, rig, tmp_path):
     """``max_parallel: 1``: A and B both saw slot 0 free (B read the slots before A's claim
     committed); the claim compares the slot key absent, so only A runs."""
     book = tmp_path / "ledger"
@@ -322,4 +320,3 @@ async def test_completion_after_the_claim_is_gone_leaves_the_record_alone(
     assert after is not None and before is not None
     assert after.mod_revision == before.mod_revision
     assert await etcd.get(keys.active(P, "j", run.id)) is not None
-
