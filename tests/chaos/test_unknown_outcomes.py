@@ -23,8 +23,10 @@ async def test_lost_replies_and_cut_connections_never_duplicate_a_tick(
         st = Stage(cluster, etcd, keys, tmp_path / "history")
         result = await scenario(st, [proxy], duration=15, every=0.4)
     finally:
-        cluster.close()
-        await proxy.close()
+        try:
+            cluster.close_and_check()
+        finally:
+            await proxy.close()
     report, hist = result["report"], result["history"]
     assert result["replies_dropped"] >= 15, result
     assert report.ticks >= 14

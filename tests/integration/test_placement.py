@@ -257,6 +257,7 @@ async def test_forget_a_node_that_is_down(cluster):
 async def test_explicit_machine_id_conflict_is_a_clear_error(cluster):
     first = await cluster.start("n1", machine_id=7)
     assert first.store is not None and first.store.ids.machine_id == 7
+    cluster.expected_fatal.add("n2")  # it must refuse to start: a fatal stop, on purpose
     second = await cluster.start("n2", machine_id=7)
     assert not second.ready
     assert second.fatal is not None
