@@ -235,6 +235,7 @@ class NodeProcess:
         self.sent: set[int] = set()  # signals the test sent (their deaths are expected)
         self.expected_codes: set[int] = set()  # other exit codes the test expects
         self.problems: list[str] = []
+        self._terminated = False
         self._log = open(log_path, "ab")
         env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
@@ -255,11 +256,18 @@ class NodeProcess:
     def signal(self, sig: int) -> None:
         if self.alive():
             self.sent.add(sig)
+            self._terminated |= sig == signal.SIGTERM
             self.proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        """SIGTERM once (a second one could hit the node after its loop closed: exit -15)."""
+        if self.alive() and not self._terminated:
+            self._terminated = True
+            self.proc.terminate()
 
     def stop(self, timeout: float = 20) -> None:
         if self.alive():
-            self.proc.terminate()
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -346,8 +354,7 @@ class ProcessCluster:
 
     def close(self) -> None:
         for p in self.procs:
-            if p.alive():
-                p.proc.send_signal(signal.SIGTERM)  # not "sent by the test": must exit 0
+            p.terminate()  # not "sent by the test": a node must then exit 0
         for p in self.procs:
             p.stop()
 

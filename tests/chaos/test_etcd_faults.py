@@ -69,5 +69,7 @@ async def test_one_paused_etcd_member_costs_no_node_its_lease(prefix, tmp_path):
             etcd_cluster.resume(0)
         assert lease_losses(cluster) == before
     finally:
-        cluster.close_and_check()
-        etcd_cluster.stop()
+        try:
+            cluster.close_and_check()
+        finally:
+            etcd_cluster.stop()
