@@ -10,7 +10,6 @@ import pytest
 
 from cluster.election import Election, current_leader
 from cluster.errors import LostOwnership
-from cluster.etcd import Compare, Op
 from cluster.ids import Snowflake
 from cluster.models import JobSpec
 from cluster.session import Session
@@ -130,7 +129,8 @@ async def test_tick_fires_once_even_with_two_schedulers_sharing_state(etcd, keys
     await b.fire(("p", "j"))  # b re-read the state after losing the CAS: nothing new
     runs = await etcd.range(keys.runs("p"))
     ticks = sorted(r.scheduled_at for r in (store_run(kv) for kv in runs.kvs))
-    assert len(ticks) == len(set(ticks))
+    # the race had something to decide (a test that passes with no run proves nothing)
+    assert ticks == [datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC)], ticks
     await session.close()
 
 
@@ -140,16 +140,5 @@ def store_run(kv):
     return Run.model_validate_json(kv.value)
 
 
-async def test_claim_vanishes_with_the_workers_lease(etcd, keys):
-    session = await Session.open(etcd, 2)
-    claim = keys.claim("0000000000000000001")
-    res = await etcd.txn([Compare.absent(claim)], [Op.put(claim, "n1", session.lease_id)])
-    assert res.succeeded
-    # The worker dies: no more keep-alives. Simulate by stopping refreshes without revoking.
-    session._closed = True
-    session._task.cancel()
-    await wait_for(lambda: _absent(etcd, claim), 6, what="claim gone")
-
-
-async def _absent(etcd, key):
-    return await etcd.get(key) is None
+# The claim's lease binding is tested on the worker itself (not on etcd's leases): see
+# tests/integration/test_claims.py::test_the_claim_and_slot_vanish_with_the_workers_lease.
