@@ -475,6 +475,7 @@ async def test_node_list_shows_every_node_and_machine_id_conflict_exits(procs):
     async with api_session() as http:
         await wait_ready(http, a)
         clash = procs.start("clasher", "--machine-id", "42")
+        clash.expected_codes.add(2)  # refusing to start is what this test wants
         rc = await asyncio.to_thread(clash.proc.wait, 30)
         assert rc == 2
         assert "machine id 42" in clash.log_path.read_text()
