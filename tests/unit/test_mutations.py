@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.mutations import MUTATIONS, Mutation, PatternGone, check_patterns, mutate
+from tests.mutations import MUTATIONS, ROOT, Mutation, PatternGone, check_patterns, mutate
 
 
 def test_every_entry_matches_the_code_and_names_existing_tests():
@@ -25,3 +25,8 @@ def test_a_pattern_that_no_longer_matches_fails_loudly():
         mutate(m, "compare(b)\n")
     with pytest.raises(PatternGone, match="matches 2 time"):
         mutate(m, "compare(a)\ncompare(a)\n")
+
+
+def test_docs_list_every_mutation():
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    assert [m.name for m in MUTATIONS if f"| `{m.name}` |" not in doc] == []
