@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from cluster.etcd import Etcd
 from cluster.keys import Keys
@@ -204,13 +205,41 @@ class InProcessCluster:
             raise NodeTeardownError("\n".join(problems))
 
 
+class LogWatch:
+    """A structlog processor put first while in-process nodes run: it records the entries that
+    show an unexpected exception (logged with a traceback, a crashed worker task)."""
+
+    EVENTS = frozenset({"worker task failed", "worker stopped", "session failed"})
+
+    def __init__(self, allow: list[re.Pattern[str]]) -> None:
+        self.allow = allow
+        self.found: list[str] = []
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("exc_info") or "exception" in event or event.get("event") in self.EVENTS:
+            exc = sys.exc_info()[1]
+            line = f"{event.get('event')!s} {exc!r}" if exc else repr(event)[:400]
+            if not any(a.search(line) for a in self.allow) and len(self.found) < 5:
+                self.found.append(line)
+        return event
+
+
 @pytest.fixture
 async def cluster(
-    etcd_server: EtcdProcess, prefix: str, tmp_path: Path
+    etcd_server: EtcdProcess, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[InProcessCluster]:
+    marker = request.node.get_closest_marker("node_log_allows")
+    watch = LogWatch([re.compile(a) for a in (marker.args if marker else ())])
+    config = structlog.get_config()
+    structlog.configure(processors=[watch, *config["processors"]])
     c = InProcessCluster(etcd_server.endpoint, prefix, tmp_path)
-    yield c
-    await c.close()
+    try:
+        yield c
+        await c.close()
+    finally:
+        structlog.configure(processors=config["processors"])
+    if watch.found:
+        raise NodeTeardownError("unexpected exceptions logged:\n" + "\n".join(watch.found))
 
 
 class NodeProcess:
