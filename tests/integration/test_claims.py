@@ -192,6 +192,27 @@ async def test_three_workers_without_handoff_delay_run_each_of_40_runs_once(
     assert len({n for _, _, n in ledger(book)}) >= 2  # the race was real: several workers won
 
 
+async def test_a_run_cancelled_while_its_claim_is_in_flight_never_starts(
+    etcd, keys, rig, tmp_path
+):
+    """The claim compares the run's control key absent: a cancel written while the claim was
+    on its way (the leader replacing an active run, D40) wins, and the worker finishes the run
+    as cancelled instead of starting it."""
+    book = tmp_path / "ledger"
+    store = Store(etcd, keys, Snowflake(7), now)
+    await put_job(store, name="j", command=ledger_command(book))
+    a = await rig.worker("a")
+    run = await store.trigger(P, "j", {})
+    key, kv, parsed = await queued(etcd, keys)
+    await etcd.put(keys.control(run.id), '{"action": "cancel", "reason": "replaced"}')
+    await a._claim(key, kv, parsed)
+    await wait_for(lambda: idle(a), 10, what="the claim")
+    await asyncio.sleep(0.3)  # a started process would have written its line by now
+    assert ledger(book) == []
+    done = await store.get_run(P, run.id)
+    assert done.status == "cancelled" and done.attempts == []
+
+
 # -- the claim's lease binding ------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from cluster.election import Election, current_leader
 from cluster.errors import LostOwnership
+from cluster.etcd import Etcd
 from cluster.ids import Snowflake
 from cluster.models import JobSpec
 from cluster.session import Session
@@ -142,3 +143,28 @@ def store_run(kv):
 
 # The claim's lease binding is tested on the worker itself (not on etcd's leases): see
 # tests/integration/test_claims.py::test_the_claim_and_slot_vanish_with_the_workers_lease.
+
+
+async def test_a_node_cut_off_from_etcd_gives_its_lease_up_before_etcd_expires_it(
+    etcd_server, etcd, keys
+):
+    """The session's local deadline: with every refresh failing (etcd unreachable), ``lost`` is
+    set before the TTL has run out at etcd, so nothing the node holds is handed to another node
+    while this one still acts on it."""
+    from tests.chaos.harness import TcpProxy
+
+    proxy = await TcpProxy("127.0.0.1", etcd_server.client_port).start()
+    cut_off = Etcd([proxy.endpoint], timeout=1.0)
+    await cut_off.connect()
+    try:
+        session = await Session.open(cut_off, 3)
+        await etcd.put(keys.node("a"), "x", lease=session.lease_id)
+        granted = time.monotonic()
+        await proxy.close()  # no more refresh reaches etcd
+        await asyncio.wait_for(session.lost.wait(), 6)
+        gave_up = time.monotonic() - granted
+        # etcd still holds the lease and the key bound to it: the node gave up first
+        assert await etcd.get(keys.node("a")) is not None, "lost only after etcd expired it"
+        assert gave_up < 3, gave_up
+    finally:
+        await cut_off.close()

@@ -78,6 +78,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a claim dies with its worker: it is bound to the worker's lease",
     ),
     Mutation(
+        "claim-control-absent",
+        "nodes/worker.py",
+        r"(Compare\.modified\(key, kv\.mod_revision\)), Compare\.absent\(control\)\]",
+        r"\1]",
+        (f"{CLAIMS}::test_a_run_cancelled_while_its_claim_is_in_flight_never_starts",),
+        "a run cancelled while queued never starts: the claim compares its control key absent",
+    ),
+    Mutation(
         "slot-lease",
         "nodes/worker.py",
         r"Op\.put\(slot, run\.id, lease\)",
@@ -169,6 +177,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "compares = [self.lead.fence()]",
         (f"{FENCING}::test_two_leaders_with_stale_views_start_each_task_once",),
         "a task run is created once: advancing compares the execution's revision",
+    ),
+    Mutation(
+        "session-local-deadline",
+        "cluster/session.py",
+        r"if self\.remaining\(\) <= self\.margin:",
+        "if False:",
+        (
+            "tests/integration/test_coordination.py::"
+            "test_a_node_cut_off_from_etcd_gives_its_lease_up_before_etcd_expires_it",
+        ),
+        "a node gives its work up before etcd can expire its lease and hand the work on",
     ),
     Mutation(
         "election-predecessor",
