@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from cluster.election import Election
 from cluster.etcd import Etcd
@@ -30,7 +31,7 @@ from nodes.config import NodeConfig
 from nodes.embedded import EtcdProcess
 from nodes.scheduler import Scheduler
 from nodes.worker import Worker
-from tests.conftest import wait_for
+from tests.conftest import LogWatch, NodeTeardownError, wait_for
 
 P = "p"
 
@@ -114,9 +115,18 @@ class Rig:
 
 @pytest.fixture
 async def rig(etcd_server: EtcdProcess, keys: Keys, tmp_path: Path) -> AsyncIterator[Rig]:
+    """Workers of the test; a worker task that crashed (logged) fails the test at teardown."""
+    watch = LogWatch([])
+    config = structlog.get_config()
+    structlog.configure(processors=[watch, *config["processors"]])
     r = Rig(etcd_server.endpoint, keys, tmp_path)
-    yield r
-    await r.close()
+    try:
+        yield r
+        await r.close()
+    finally:
+        structlog.configure(processors=config["processors"])
+    if watch.found:
+        raise NodeTeardownError("unexpected exceptions logged:\n" + "\n".join(watch.found))
 
 
 async def put_job(store: Store, **spec: Any) -> Any:
@@ -192,9 +202,7 @@ async def test_three_workers_without_handoff_delay_run_each_of_40_runs_once(
     assert len({n for _, _, n in ledger(book)}) >= 2  # the race was real: several workers won
 
 
-async def test_a_run_cancelled_while_its_claim_is_in_flight_never_starts(
-    etcd, keys, rig, tmp_path
-):
+async def test_a_run_cancelled_while_its_claim_is_in_flight_never_starts(etcd, keys, rig, tmp_path):
     """The claim compares the run's control key absent: a cancel written while the claim was
     on its way (the leader replacing an active run, D40) wins, and the worker finishes the run
     as cancelled instead of starting it."""
@@ -291,6 +299,7 @@ async def test_a_worker_whose_claim_was_taken_away_commits_nothing(etcd, keys, r
     # The claim goes (lease expiry), and the leader reaps the attempt: lost, queued again.
     await etcd.delete(keys.claim(run.id))
     session = await Session.open(etcd, 5)
+    rig.sessions.append(session)
     lead = await Election(etcd, keys, session, "leader").campaign()
     sched = Scheduler(etcd, keys, store, lead, clock=now, node_id="leader")
     await sched.check_lost(run.id, P)
@@ -317,7 +326,6 @@ async def test_a_worker_whose_claim_was_taken_away_commits_nothing(etcd, keys, r
     assert final.status == "succeeded"
     assert [(x.status, x.node) for x in final.attempts] == [("lost", "a"), ("succeeded", "b")]
     assert final.attempts[1].claim_revision != a_rev
-    await session.close()
 
 
 async def test_completion_after_the_claim_is_gone_leaves_the_record_alone(
