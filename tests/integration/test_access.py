@@ -41,6 +41,9 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("GET", "/api/v1/groups/g", None, "auth"),
     ("PUT", "/api/v1/groups/g/bindings/b", {"name": "b", "node": "n1"}, "cluster"),
     ("DELETE", "/api/v1/groups/g/bindings/absent", None, "cluster"),
+    ("PUT", "/api/v1/groups/g/projects/granted", None, "cluster"),
+    ("DELETE", "/api/v1/groups/g/projects/granted", None, "cluster"),
+    ("GET", "{p}/targets", None, "viewer"),
     ("DELETE", "/api/v1/groups/absent", None, "cluster"),
     ("GET", "/api/v1/placement", None, "auth"),
     ("GET", "/api/v1/openapi.json", None, "auth"),
@@ -121,6 +124,7 @@ def canonical(template: str) -> str:
     out = out.replace("/bindings/b", "/bindings/{binding}")
     out = out.replace("/bindings/absent", "/bindings/{binding}")
     out = out.replace("/groups/g", "/groups/{group}")
+    out = out.replace("/projects/granted", "/projects/{project}")
     out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
     out = out.replace("/ui/index.html", "/ui/{path}")
     return out.replace("/tokens/0000000000000000", "/tokens/{token}")
