@@ -12,7 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nodes.embedded import EtcdAuthError, EtcdProcess, enable_auth, write_secret_file
+from nodes.embedded import EtcdProcess
+from nodes.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
 
 ETCD_USER = "cronmesh"
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
-import secrets
 import shutil
 import signal
 import socket
@@ -40,80 +38,6 @@ def _die_with_parent() -> None:
     test run or dev command never leaves an etcd behind (Linux prctl PR_SET_PDEATHSIG)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def write_secret_file(path: Path, value: str) -> None:
-    """Write ``value`` to a file only its owner can read (created 0600, never readable first)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    os.chmod(path, 0o600)
-
-
-def etcdctl(
-    endpoint: str, *args: str, user: str | None = None, password: str | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """Run etcdctl against ``endpoint``; credentials go through its environment, not argv (which
-    every local user can read in ``ps``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    if user is not None:
-        env.update(ETCDCTL_USER=user, ETCDCTL_PASSWORD=password or "")
-    return subprocess.run(
-        [etcd_binary("etcdctl"), "--endpoints", endpoint, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-    )
-
-
-class EtcdAuthError(RuntimeError):
-    pass
-
-
-def enable_auth(
-    endpoint: str, data: Path, *, prefix: str = "/cronmesh", user: str = "cronmesh"
-) -> Path:
-    """Turn on etcd authentication for a local etcd, once (D156): a ``root`` user with a random
-    password (``<data>/etcd-root-password``, 0600, for the operator) and ``user`` whose role may
-    read and write ``prefix/`` only (password in ``<data>/etcd-password``, 0600, which the nodes
-    read). Answers the node password file. Idempotent: an etcd that already has auth on is checked
-    with the stored root password and left as it is."""
-    root_file = data / "etcd-root-password"
-    node_file = data / "etcd-password"
-    root_pw = root_file.read_text().strip() if root_file.exists() else None
-    if root_pw is not None:
-        status = etcdctl(endpoint, "auth", "status", user="root", password=root_pw)
-        if status.returncode == 0 and "Status: true" in status.stdout and node_file.exists():
-            return node_file
-    probe = etcdctl(endpoint, "auth", "status")
-    if probe.returncode != 0:
-        raise EtcdAuthError(
-            f"etcd at {endpoint} has authentication on, but {root_file} does not open it "
-            f"({probe.stderr.strip()[-200:]}); remove the data folder to start afresh"
-        )
-    root_pw = secrets.token_urlsafe(24)
-    node_pw = secrets.token_urlsafe(24)
-    write_secret_file(root_file, root_pw)
-    write_secret_file(node_file, node_pw)
-    steps: list[tuple[tuple[str, ...], str]] = [
-        (("user", "delete", "root"), ""),
-        (("user", "delete", user), ""),
-        (("role", "delete", user), ""),
-        (("user", "add", "root", "--interactive=false"), root_pw + "\n"),
-        (("user", "grant-role", "root", "root"), ""),
-        (("role", "add", user), ""),
-        (("role", "grant-permission", user, "--prefix=true", "readwrite", f"{prefix}/"), ""),
-        (("user", "add", user, "--interactive=false"), node_pw + "\n"),
-        (("user", "grant-role", user, user), ""),
-        (("auth", "enable"), ""),
-    ]
-    for args, stdin in steps:
-        res = etcdctl(endpoint, *args, stdin=stdin)
-        if res.returncode != 0 and args[1] != "delete":
-            raise EtcdAuthError(f"etcdctl {' '.join(args[:2])} failed: {res.stderr.strip()}")
-    return node_file
 
 
 def free_port(host: str = "127.0.0.1") -> int:

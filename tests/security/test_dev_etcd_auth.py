@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from nodes.embedded import etcd_binary, etcdctl, free_port
+from nodes.embedded import etcd_binary, free_port
+from nodes.etcd_auth import etcdctl
 from tests.conftest import ROOT, wait_for
 
 P = "/api/v1/projects/default"
@@ -131,3 +132,25 @@ async def test_a_job_in_a_dev_cluster_cannot_read_or_write_etcd(dev_cluster):
     assert res.returncode == 0, res
     res = etcdctl(etcd, "put", "/elsewhere", "1", user="cronmesh", password=node_pw)
     assert res.returncode != 0 and "permission denied" in res.stderr, res
+
+
+def test_enable_auth_is_idempotent_across_restarts(tmp_path: Path):
+    """`cronmesh dev` restarted on the same data folder keeps its etcd users and passwords."""
+    from nodes.embedded import EtcdProcess
+    from nodes.etcd_auth import EtcdAuthError, enable_auth
+
+    server = EtcdProcess(tmp_path / "etcd").start()
+    try:
+        first = enable_auth(server.endpoint, tmp_path)
+        pw = first.read_text()
+        server.stop()
+        server.start()
+        assert enable_auth(server.endpoint, tmp_path) == first and first.read_text() == pw
+        res = etcdctl(server.endpoint, "get", "/cronmesh/x", user="cronmesh", password=pw.strip())
+        assert res.returncode == 0, res
+        # the root password lost: a clear error, never a silent reset of a secured etcd
+        (tmp_path / "etcd-root-password").write_text("wrong\n")
+        with pytest.raises(EtcdAuthError, match="remove the data folder"):
+            enable_auth(server.endpoint, tmp_path)
+    finally:
+        server.stop()
