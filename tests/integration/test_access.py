@@ -485,21 +485,29 @@ async def test_peer_requests_are_signed_and_checked(cluster):
             async with http.get(url, headers=headers, data=body or None) as r:
                 return r.status, await r.text()
 
-    good = signing.sign(secret, "GET", path, b"", time.time(), "n9")
+    good = signing.sign(secret, "GET", path, b"", time.time(), "n9", to=node.node_id)
     assert (await send({}))[0] == 403  # unsigned
     status, text = await send(good)
     assert status == 404, text  # authentic: reaches the handler (no such log)
     status, text = await send(good)
     assert status == 403 and "replayed" in text
     tampered = signing.sign(
-        secret, "GET", path.replace("attempt=1", "attempt=2"), b"", time.time(), "n9"
+        secret,
+        "GET",
+        path.replace("attempt=1", "attempt=2"),
+        b"",
+        time.time(),
+        "n9",
+        to=node.node_id,
     )
     status, text = await send(tampered)
     assert status == 403 and "signature" in text
-    old = signing.sign(secret, "GET", path, b"", time.time() - 120, "n9")
+    old = signing.sign(secret, "GET", path, b"", time.time() - 120, "n9", to=node.node_id)
     status, text = await send(old)
     assert status == 403 and "window" in text
-    wrong = signing.sign(b"another cluster's secret", "GET", path, b"", time.time(), "n9")
+    wrong = signing.sign(
+        b"another cluster's secret", "GET", path, b"", time.time(), "n9", to=node.node_id
+    )
     assert (await send(wrong))[0] == 403
 
 
