@@ -12,6 +12,7 @@ the projects granted one of its groups; a node bound to no group is shared by ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -223,6 +224,20 @@ class GroupStore:
         )
         if not res.succeeded:
             raise GroupNotFound(f"group {name!r} not found", field="group")
+
+    async def forget_project(self, project: str) -> list[str]:
+        """Revoke ``project`` from every group (the project is deleted: a new project of the same
+        name must not inherit its machines). Answers the groups it was revoked from."""
+        res = await self.etcd.range(self.keys.groups())
+        revoked = []
+        for kv in res.kvs:
+            doc = json.loads(kv.value)
+            if project in doc.get("projects") or ():
+                group = str(doc["name"])
+                with contextlib.suppress(GrantNotFound, GroupNotFound):
+                    await self.set_grant(group, project, granted=False)
+                    revoked.append(group)
+        return revoked
 
     # -- bindings ------------------------------------------------------------------------------
 

@@ -129,3 +129,18 @@ async def test_an_editor_of_a_cannot_get_a_run_onto_a_node_granted_only_to_b(pro
         assert status == 403
         status, _ = await call(http, "PUT", f"{base}/api/v1/groups/gb/projects/a", token)
         assert status == 403
+
+
+async def test_a_deleted_projects_grants_do_not_pass_to_a_new_project_of_that_name(cluster):
+    await cluster.start("n1")
+    req = cluster.request
+    assert (await req("POST", "/api/v1/projects", json={"name": "gone"}))[0] == 201
+    await req("PUT", "/api/v1/groups/gpu", json={"projects": ["gone", "kept"]})
+    assert (await req("DELETE", "/api/v1/projects/gone"))[0] == 204
+    status, group = await req("GET", "/api/v1/groups/gpu")
+    assert group["projects"] == ["kept"]
+    # recreated under the same name: nothing granted
+    assert (await req("POST", "/api/v1/projects", json={"name": "gone"}))[0] == 201
+    job = {"command": "true", "target": {"group": "gpu"}}
+    status, body = await req("PUT", "/api/v1/projects/gone/jobs/j", json=job)
+    assert (status, body["error"]["code"]) == (403, "group_not_granted"), body
