@@ -155,6 +155,46 @@ async def test_claim_guard_unchanged_since_a_revision(etcd, keys):
     assert (await etcd.txn([Compare.unchanged_since(prefix, rev)], [])).succeeded
 
 
+async def test_claim_guards_fail_once_a_grant_is_revoked_or_a_shared_node_is_bound(cluster):
+    """The compares a worker adds to its claim (D155), from its own view: they hold while the
+    view is current and fail after a revocation or a new binding the view has not applied."""
+    from cluster.models import JobSpec, Run
+    from cluster.placement import Candidate
+
+    node = await cluster.start("n1")
+    req = cluster.request
+    await req("PUT", f"{GROUPS}/ga", json={"projects": ["a"]})
+    await req("PUT", f"{GROUPS}/ga/bindings/x", json={"node": "n1"})
+    worker, view = node.worker, node.view
+    assert worker is not None and view is not None
+    await wait_for(lambda: view.group_revision("ga") > 0 and "ga" in view.grants, what="view")
+
+    def run(group: str | None) -> Run:
+        spec = JobSpec(name="j", command="true", target={"group": group})
+        return Run(
+            id="1",
+            project="a",
+            job="j",
+            status="pending",
+            source="manual",
+            created_at=node.clock(),
+            snapshot=spec,
+        )
+
+    via_group = worker._grant_guards(run("ga"), Candidate("n1", 1, "x", grant="ga"))
+    shared = worker._grant_guards(run(None), Candidate("n2", 1))
+    assert (await node.etcd.txn(via_group, [])).succeeded
+    assert (await node.etcd.txn(shared, [])).succeeded
+    await req("DELETE", f"{GROUPS}/ga/projects/a")
+    assert not (await node.etcd.txn(via_group, [])).succeeded  # revoked: the claim fails
+    await req("PUT", f"{GROUPS}/gb", json={"projects": ["b"]})
+    await req("PUT", f"{GROUPS}/gb/bindings/y", json={"node": "n2"})
+    assert not (await node.etcd.txn(shared, [])).succeeded  # n2 is reserved now
+    # the view catches up; fresh guards hold again
+    await wait_for(lambda: "n2" in view.topology().reach("a")[0], what="view caught up")
+    assert (await node.etcd.txn(worker._grant_guards(run(None), Candidate("n1", 1)), [])).succeeded
+
+
 async def test_unplaceable_run_waits_with_a_reason_and_runs_when_a_node_appears(cluster):
     await cluster.start("n1", properties={"zone": "eu1"})
     job = {"command": "true", "target": {"selector": "gpu=true"}}
