@@ -21,7 +21,11 @@ from cluster.keys import Keys
 
 MAX_VALUE = 4096  # bytes of a before/after value kept in an entry
 MAX_CHANGES = 50  # keys listed per entry
-SECRET_FIELDS = frozenset({"password", "password_hash", "digest", "token", "csrf", "secret"})
+# ``ciphertext``/``nonce``: a sealed project secret (secrets/…) is redacted too, so an audit
+# reader never holds even the encrypted value (D147).
+SECRET_FIELDS = frozenset(
+    {"password", "password_hash", "digest", "token", "csrf", "secret", "ciphertext", "nonce"}
+)
 
 
 @dataclass

@@ -370,7 +370,13 @@ class Api:
 def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
-    from nodes import api_auth, api_logs, api_ui, api_workflows  # use this module's helpers
+    from nodes import (  # they use this module's helpers
+        api_auth,
+        api_logs,
+        api_secrets,
+        api_ui,
+        api_workflows,
+    )
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
@@ -379,6 +385,7 @@ def make_app(node: Node) -> web.Application:
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)
     api_logs.add_routes(app, node)  # logs: live tail, store, archive (issue 3)
     api_ui.add_routes(app, node)  # web UI and cron preview (issue 7)
+    api_secrets.add_routes(app, node)  # project secrets (issue 18)
     return app
 
 
