@@ -9,7 +9,7 @@ so a live follower sees ordinary output without delay.
 
 Overlapping occurrences (of one value, or of two values) are masked as their union, so no byte of
 any occurrence is ever emitted; a masked stretch that continues into the next chunk is written as
-one ``***``. Only exact bytes are matched (not encodings of a value: base64, URL-quoting, ...).
+one ``***``, so the output does not depend on how the stream was cut. Only exact bytes are matched (not encodings of a value: base64, URL-quoting, ...).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Masker:
         self.keep = max((len(v) for v in self.values), default=1) - 1
         self._held = b""
         self._marks: list[tuple[int, int]] = []  # masked stretches inside ``_held``
-        self._open = False  # the last emitted bytes are a mask that continues into ``_held``
+        self._open = False  # the output so far ends with a mask (a stretch at 0 joins it)
 
     @property
     def held(self) -> int:
@@ -97,9 +97,12 @@ class Masker:
             pos = min(e, cut)
             if e > cut:
                 marks.append((0, e - cut))  # the same stretch continues in what is held
+            if e >= cut:  # the output ends with this mask: a stretch right after joins it
                 self._open = True
         if pos < cut:
             out.append(buf[pos:cut])
+        if cut == 0:  # nothing emitted: the output still ends as it did
+            self._open = was_open
         self._held = buf[cut:]
         self._marks = marks
         return b"".join(out)
