@@ -9,7 +9,8 @@ so a live follower sees ordinary output without delay.
 
 Overlapping occurrences (of one value, or of two values) are masked as their union, so no byte of
 any occurrence is ever emitted; a masked stretch that continues into the next chunk is written as
-one ``***``, so the output does not depend on how the stream was cut. Only exact bytes are matched (not encodings of a value: base64, URL-quoting, ...).
+one ``***``, so the output does not depend on how the stream was cut. Only exact bytes are
+matched (not encodings of a value: base64, URL-quoting, ...).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from cluster.errors import InvalidInput
-from cluster.masking import MASK, Masker, MaskedOutput
+from cluster.masking import MASK, MaskedOutput, Masker
 from cluster.models import JobSpec, SecretRef, parse_model, secret_refs
 from cluster.secret_store import check_value, references
 from cluster.secretbox import KeyRing, Sealed, SecretUnreadable, key_id, new_key
