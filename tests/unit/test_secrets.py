@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
@@ -249,3 +250,14 @@ def test_workflow_task_env_reaches_the_task_run_snapshot():
     )
     assert references(wf.model_dump(mode="json")) == {"tasks.0.env.TOKEN.secret": "api"}
     assert secret_refs(wf.job_spec(wf.task("a")).env) == {"TOKEN": "api"}
+
+
+def test_dev_creates_one_key_ring_0600_and_keeps_it(tmp_path, monkeypatch):
+    from nodes.dev import _secrets_key
+
+    monkeypatch.delenv("CRONMESH_SECRETS_KEY_FILE", raising=False)
+    path = _secrets_key(tmp_path)
+    assert (Path(path).stat().st_mode & 0o777) == 0o600
+    first = Path(path).read_text()
+    assert KeyRing.parse(first).current
+    assert _secrets_key(tmp_path) == path and Path(path).read_text() == first
