@@ -127,6 +127,14 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
+def _secrets_status(node: Node) -> dict[str, Any]:
+    """Which secrets keys this node holds (ids only): what a rotation checks on every node."""
+    ring = node.secret_keys.ring()
+    if ring is None:
+        return {"key_file": False, "current_key": None, "keys": []}
+    return {"key_file": True, "current_key": ring.current, "keys": ring.ids}
+
+
 class Api:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -184,6 +192,7 @@ class Api:
                 "running": len(node.worker.running) if node.worker else 0,
                 "capacity": node.config.capacity,
                 "started_at": node.started_at.isoformat(),
+                "secrets": _secrets_status(node),
             },
             "leader": None,
             "nodes": [],

@@ -192,6 +192,12 @@ async def test_key_rotation_procedure(cluster, tmp_path):
     await cluster.request("PUT", "/api/v1/projects/two/secrets/b", json={"value": "vb"})
 
     key_file(path, old, new)  # 1. the new key is known (reads), the old one still seals
+    status, body = await cluster.request("GET", "/status")  # each node shows the keys it holds
+    assert body["node"]["secrets"] == {
+        "key_file": True,
+        "current_key": old_id,
+        "keys": [old_id, new_id],
+    }
     status, body = await cluster.request(
         "PUT", "/api/v1/projects/one/secrets/c", json={"value": "vc"}
     )
@@ -335,3 +341,36 @@ def test_cli_set_list_delete_and_keygen(procs, tmp_path):
     assert rc == 1 and "not found" in err
     rc, out, _ = run_cli(node.url, "secret", "keygen")
     assert rc == 0 and len(base64.b64decode(out.strip())) == 32
+
+
+async def test_workflow_tasks_and_binary_values_are_injected_and_masked(cluster, tmp_path):
+    from tests.integration.test_workflows import finished, trigger
+
+    await cluster.start(secrets_key_file=key_file(tmp_path / "k", new_key()))
+    binary = b"\xfe\xffAB"  # not UTF-8: goes into env byte for byte
+    body = {"value_base64": base64.b64encode(binary).decode()}
+    assert (await cluster.request("PUT", f"{P}/secrets/bin", json=body))[0] == 201
+    assert (await cluster.request("PUT", f"{P}/secrets/tok", json={"value": VALUE}))[0] == 201
+    wf = {
+        "name": "uses-secrets",
+        "tasks": [
+            {
+                "name": "a",
+                "command": 'printf "%s" "$B" | od -An -tx1; echo "token=$T"; '
+                'echo "{\\"t\\": \\"$T\\"}" > "$CRONMESH_RESULT_FILE"',
+                "env": {"B": {"secret": "bin"}, "T": {"secret": "tok"}},
+            },
+            {"name": "b", "command": 'echo "upstream=$CRONMESH_RESULT_A"', "depends_on": ["a"]},
+        ],
+    }
+    assert (await cluster.request("PUT", f"{P}/workflows/uses-secrets", json=wf))[0] == 201
+    ex = await finished(cluster, await trigger(cluster, "uses-secrets"))
+    assert ex["status"] == "succeeded", ex
+    logs = {}
+    for task in ("a", "b"):
+        run_id = ex["tasks"][task]["run_id"]
+        status, logs[task] = await cluster.request("GET", f"{P}/runs/{run_id}/logs")
+        assert status == 200
+    assert "fe ff 41 42" in logs["a"] and "token=***" in logs["a"], logs
+    assert '"t": "***"' in logs["b"].replace('\\"', '"'), logs  # the masked result flowed on
+    assert_nowhere(json.dumps(ex) + logs["a"] + logs["b"], VALUE)
