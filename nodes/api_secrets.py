@@ -66,7 +66,9 @@ def secret_name(request: web.Request) -> str:
 
 async def secret_body(request: web.Request, name: str) -> bytes:
     """The value of a PUT, checked for size before it is parsed."""
-    raw = await request.content.read(MAX_BODY + 1)
+    if (request.content_length or 0) > MAX_BODY:
+        raise InvalidInput(f"value: at most {MAX_SECRET_BYTES} bytes", field="value")
+    raw = await request.read()  # bounded by the app's client_max_size (1 MiB) as well
     if len(raw) > MAX_BODY:
         raise InvalidInput(f"value: at most {MAX_SECRET_BYTES} bytes", field="value")
     try:
