@@ -374,3 +374,33 @@ async def test_workflow_tasks_and_binary_values_are_injected_and_masked(cluster,
     assert "fe ff 41 42" in logs["a"] and "token=***" in logs["a"], logs
     assert '"t": "***"' in logs["b"].replace('\\"', '"'), logs  # the masked result flowed on
     assert_nowhere(json.dumps(ex) + logs["a"] + logs["b"], VALUE)
+
+
+async def test_a_reference_written_during_a_deletion_wins(etcd, keys):
+    """The deletion scans jobs, then deletes; a job that starts referencing the secret between
+    the two makes the deletion's range compare fail, and the re-scan refuses with 409."""
+    from datetime import UTC, datetime
+
+    from cluster.errors import Conflict
+    from cluster.ids import Snowflake
+    from cluster.models import JobSpec
+    from cluster.store import Store
+
+    ring = KeyRing.parse(new_key())
+    secrets = SecretStore(etcd, keys, lambda: datetime.now(UTC), lambda: ring)
+    store = Store(etcd, keys, Snowflake(1), lambda: datetime.now(UTC))
+    await secrets.put("p", "db", b"v")
+    scan = secrets.users
+    raced = []
+
+    async def users_then_a_write(project, name):
+        found = await scan(project, name)
+        if not raced:
+            spec = JobSpec(name="late", command="true", env={"DB": {"secret": "db"}})
+            raced.append(await store.put_job("p", spec))
+        return found
+
+    secrets.users = users_then_a_write  # type: ignore[method-assign]
+    with pytest.raises(Conflict, match="job late"):
+        await secrets.delete("p", "db")
+    assert raced and await etcd.get(keys.secret("p", "db")) is not None
