@@ -261,3 +261,15 @@ def test_dev_creates_one_key_ring_0600_and_keeps_it(tmp_path, monkeypatch):
     first = Path(path).read_text()
     assert KeyRing.parse(first).current
     assert _secrets_key(tmp_path) == path and Path(path).read_text() == first
+
+
+def test_audit_redaction_keeps_secret_references_and_drops_sealed_values():
+    from cluster.audit import redact
+
+    job = {"name": "j", "env": {"DB": {"secret": "db-password"}, "X": "plain"}}
+    assert redact(job) == job  # which secret a job uses is worth auditing; it is not a value
+    sealed = {"name": "db", "key_id": "k1", "nonce": "bm9uY2U=", "ciphertext": "Y3Q="}
+    assert redact(sealed) == {**sealed, "nonce": "<redacted>", "ciphertext": "<redacted>"}
+    hook = {"url": "https://h", "secret": "hmac-key"}
+    assert redact({"env": {"W": hook}, "webhook": hook})["webhook"]["secret"] == "<redacted>"
+    assert redact({"env": {"W": hook}})["env"]["W"]["secret"] == "<redacted>"
