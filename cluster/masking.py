@@ -16,6 +16,7 @@ matched (not encodings of a value: base64, URL-quoting, ...).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 MASK = b"***"
 
@@ -130,3 +131,18 @@ class MaskedOutput:
             out = masker.flush()
             if out:
                 self.sink(stream, out)
+
+
+def mask_result(value: Any, secrets: list[bytes]) -> Any:
+    """A run's JSON result with every secret value in its strings replaced by ``***`` (the
+    result is stored in the run record and shown by the API, like output)."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogateescape")
+        for secret in sorted(secrets, key=len, reverse=True):
+            raw = raw.replace(secret, MASK)
+        return raw.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [mask_result(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {mask_result(k, secrets): mask_result(v, secrets) for k, v in value.items()}
+    return value

@@ -33,7 +33,7 @@ from cluster.etcd import (
     Rejected,
 )
 from cluster.keys import Keys
-from cluster.masking import MaskedOutput
+from cluster.masking import MaskedOutput, mask_result
 from cluster.models import Run, secret_refs
 from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
@@ -92,21 +92,6 @@ class Execution:
         elif self._stopper is None:
             grace = self.run.snapshot.kill_grace
             self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
-
-
-def mask_result(value: Any, secrets: list[bytes]) -> Any:
-    """A run's JSON result with every secret value in its strings replaced by ``***`` (the
-    result is stored in the run record and shown by the API, like output)."""
-    if isinstance(value, str):
-        raw = value.encode("utf-8", "surrogateescape")
-        for secret in sorted(secrets, key=len, reverse=True):
-            raw = raw.replace(secret, b"***")
-        return raw.decode("utf-8", "replace")
-    if isinstance(value, list):
-        return [mask_result(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {mask_result(k, secrets): mask_result(v, secrets) for k, v in value.items()}
-    return value
 
 
 class Releases:

@@ -273,3 +273,14 @@ def test_audit_redaction_keeps_secret_references_and_drops_sealed_values():
     hook = {"url": "https://h", "secret": "hmac-key"}
     assert redact({"env": {"W": hook}, "webhook": hook})["webhook"]["secret"] == "<redacted>"
     assert redact({"env": {"W": hook}})["env"]["W"]["secret"] == "<redacted>"
+
+
+def test_a_result_is_masked_in_keys_and_values_at_any_depth():
+    from cluster.masking import mask_result
+
+    result = {"k": ["x-hunter2-y", {"hunter2": 1, "n": 2}], "s": "hunter", "b": True}
+    assert mask_result(result, [b"hunter2", b"hunt"]) == {
+        "k": ["x-***-y", {"***": 1, "n": 2}],
+        "s": "***er",
+        "b": True,
+    }
