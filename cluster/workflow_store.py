@@ -18,6 +18,7 @@ from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
 from cluster.groups import target_guards
 from cluster.models import Run
+from cluster.secret_store import reference_guards, references
 from cluster.store import Store, dumps
 from cluster.workflows import (
     Execution,
@@ -169,6 +170,8 @@ class WorkflowStore:
                     if t.target.group is not None
                 ],
             )
+            refs = references(spec.model_dump(mode="json", include={"tasks"}))
+            guards += await reference_guards(self.etcd, self.keys, project, refs)
             compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
             res = await self.etcd.txn(compares, ops)
             if res.succeeded:

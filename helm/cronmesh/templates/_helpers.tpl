@@ -108,3 +108,11 @@ app.kubernetes.io/component: etcd
 {{- define "cronmesh.etcdTls" -}}
 {{- if and .Values.etcd.enabled .Values.etcd.tls.enabled -}}true{{- end -}}
 {{- end -}}
+
+{{- define "cronmesh.secretsKeyName" -}}
+{{- default (printf "%s-secrets-key" (include "cronmesh.fullname" .)) .Values.secretsKey.existingSecret -}}
+{{- end -}}
+
+{{- define "cronmesh.hasSecretsKey" -}}
+{{- if or .Values.secretsKey.existingSecret .Values.secretsKey.create -}}true{{- end -}}
+{{- end -}}
