@@ -183,13 +183,6 @@ class Compare:
         return cls._make(key, rpc.Compare.VERSION, rpc.Compare.EQUAL, version=0)
 
     @classmethod
-    def unchanged_since(cls, prefix: str, revision: int) -> Any:
-        """No key under ``prefix`` was written after ``revision`` (an empty range holds)."""
-        cmp = cls._make(prefix, rpc.Compare.MOD, rpc.Compare.LESS, mod_revision=revision + 1)
-        cmp.range_end = prefix_end(prefix)
-        return cmp
-
-    @classmethod
     def exists(cls, key: str) -> Any:
         return cls._make(key, rpc.Compare.VERSION, rpc.Compare.GREATER, version=0)
 
