@@ -197,6 +197,39 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/integration/test_coordination.py::test_election_order_and_resign_hand_off",),
         "one leader at a time: a candidate waits for its predecessor",
     ),
+    # -- secrets (issue 18: masking) -------------------------------------------------------------
+    Mutation(
+        "masking-split-holdback",
+        "cluster/masking.py",
+        r"cut = len\(buf\) - self\._tail\(buf\)",
+        "cut = len(buf)",
+        ("tests/unit/test_secrets.py::test_every_single_split_point",),
+        "a secret split across output chunks is still masked (the masker holds its prefix back)",
+    ),
+    Mutation(
+        "masking-output-wiring",
+        "nodes/worker.py",
+        r"on_output = masked\.write",
+        "on_output = writer.write",
+        (
+            "tests/security/test_secrets.py::"
+            "test_workflow_tasks_and_binary_values_are_injected_and_masked",
+        ),
+        "a job's output is masked before it reaches the spool",
+    ),
+    Mutation(
+        "masking-result",
+        "nodes/worker.py",
+        r"result = mask_result\(result, list\(secrets\.values\(\)\)\)",
+        "pass",
+        (
+            "tests/security/test_secrets.py::"
+            "test_a_job_printing_its_secret_byte_by_byte_shows_only_masks",
+            "tests/security/test_secrets.py::"
+            "test_workflow_tasks_and_binary_values_are_injected_and_masked",
+        ),
+        "a job's result file is masked before it is stored in the run record",
+    ),
     # -- access ----------------------------------------------------------------------------------
     Mutation(
         "auth-rule-role",
@@ -221,6 +254,26 @@ MUTATIONS: tuple[Mutation, ...] = (
         'return Requirement(rule.access, rule.role)\n    return Requirement("authenticated")',
         ("tests/unit/test_identity.py::test_rule_table",),
         "a path no rule matches needs cluster admin",
+    ),
+    Mutation(
+        "peer-signature",
+        "nodes/signing.py",
+        r"if not hmac\.compare_digest\(mac\.hexdigest\(\), sig\):",
+        "if False:",
+        ("tests/unit/test_identity.py::test_signature_covers_everything_and_replays_fail",),
+        "a node-to-node request is authentic: its signature is checked",
+    ),
+    Mutation(
+        "peer-replay",
+        "nodes/signing.py",
+        r"if not nonces\.add\(nonce, now\):",
+        "if False:",
+        (
+            "tests/unit/test_identity.py::test_signature_covers_everything_and_replays_fail",
+            "tests/security/test_peer_hardening.py::"
+            "test_a_signed_request_cannot_be_replayed_to_another_node",
+        ),
+        "a signed node-to-node request cannot be replayed",
     ),
     Mutation(
         "auth-ambiguous-project",
