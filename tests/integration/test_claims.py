@@ -71,8 +71,8 @@ class Rig:
         self.workers: list[Worker] = []
         self.loops: list[asyncio.Task[None]] = []
 
-    async def client(self) -> Etcd:
-        etcd = Etcd([self.endpoint])
+    async def client(self, endpoint: str | None = None) -> Etcd:
+        etcd = Etcd([endpoint or self.endpoint])
         await etcd.connect()
         self.clients.append(etcd)
         return etcd
@@ -218,6 +218,48 @@ async def test_a_run_cancelled_while_its_claim_is_in_flight_never_starts(etcd, k
     assert ledger(book) == []
     done = await store.get_run(P, run.id)
     assert done.status == "cancelled" and done.attempts == []
+
+
+async def test_a_claim_whose_reply_was_lost_is_read_back_and_run_once(
+    etcd_server, etcd, keys, rig, tmp_path
+):
+    """The claim's reply is lost (the connection is cut after the request went out): the worker
+    counts the unknown outcome (``cronmesh_outcome_unknown_total{where="claim"}``), never starts
+    the run on a guess nor retries blindly; reading back (orphan adoption) or the queue decides,
+    and the run executes once."""
+    from nodes import metrics
+    from tests.chaos.harness import TcpProxy
+
+    book = tmp_path / "ledger"
+    store = Store(etcd, keys, Snowflake(8), now)
+    await put_job(store, name="j", command=ledger_command(book))
+    proxy = await TcpProxy("127.0.0.1", etcd_server.client_port).start()
+    try:
+        a = await rig.worker("a")
+        a.etcd = a.batch.etcd = await rig.client(proxy.endpoint)  # its writes pass the proxy
+        run = await store.trigger(P, "j", {})
+        key, kv, parsed = await queued(etcd, keys)
+        await a.etcd.get(key)  # the connection is up: the claim's request surely reaches etcd
+        unknown = metrics.OUTCOME_UNKNOWN.labels("claim")
+        before = unknown._value.get()
+        proxy.armed = 1  # the next reply (the claim's) is thrown away and the connection cut
+        await a._claim(key, kv, parsed)
+        assert proxy.stats.replies_dropped == 1 and unknown._value.get() == before + 1
+        assert not a.running  # not started on a guess
+        # Either it applied (the claim is ours: adopted by reading back) or it did not (the
+        # entry is still queued: claimed again through the queue). Never both, never neither.
+        claim = await etcd.get(keys.claim(run.id))
+        entry = await etcd.get(key)
+        assert (claim is None) != (entry is None), (claim, entry)
+        assert claim is None or claim.lease == a.session.lease_id
+        rig.loops.append(asyncio.create_task(a.run()))
+        await wait_for(lambda: len(ledger(book)) == 1, 15, what="the run, once")
+        await wait_for(lambda: idle(a), 10, what="its completion")
+        done = await store.get_run(P, run.id)
+        assert done.status == "succeeded" and len(done.attempts) == 1
+        assert [(r, n) for r, _, n in ledger(book)] == [(run.id, "a")]
+    finally:
+        await proxy.close()
 
 
 # -- the claim's lease binding ------------------------------------------------------------------

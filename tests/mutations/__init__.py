@@ -190,6 +190,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a node gives its work up before etcd can expire its lease and hand the work on",
     ),
     Mutation(
+        "txn-maybe-sent",
+        "cluster/etcd.py",
+        r"\s*and not any\(word in low for word in _MAYBE_SENT\)",
+        "",
+        (
+            "tests/unit/test_etcd_members.py::"
+            "test_a_write_is_never_sent_only_when_no_connection_ever_carried_it",
+        ),
+        "a write whose connection closed after sending is an unknown outcome (read back)",
+    ),
+    Mutation(
         "election-predecessor",
         "cluster/election.py",
         r"if not pred\.kvs:",
