@@ -92,7 +92,9 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
         window = end - timedelta(seconds=15)
         report = check(runs, EVERY_SECOND, window, end)
         # soak-0 records its executions: none of the window's ticks executed twice
-        kept = [r for r in runs if r.get("scheduled_at") and _utc(r["scheduled_at"]) > window]
+        kept = [
+            r for r in runs if r.get("scheduled_at") and window < _utc(r["scheduled_at"]) <= end
+        ]
         executions = [
             e
             for e in read_history(st.history)
