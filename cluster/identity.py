@@ -74,6 +74,9 @@ class User(BaseModel):
     enabled: bool = True
     roles: dict[str, Role] = Field(default_factory=dict)
     password_hash: str | None = None
+    # set on a generated first-admin password: the API answers 403 password_change_required to
+    # everything but the password change, logout and "me" until it is changed (D169)
+    must_change_password: bool = False
     created_at: datetime
     updated_at: datetime
 
@@ -158,19 +161,29 @@ class IdentityStore:
         return user
 
     async def update_user(
-        self, name: str, fields: UserFields, password_hash: str | None = None
+        self,
+        name: str,
+        fields: UserFields,
+        password_hash: str | None = None,
+        must_change: bool | None = None,
     ) -> User:
         for _ in range(10):
             old, rev = await self.get_user_kv(name)
             changes = fields.model_dump(exclude_unset=True, exclude={"password"})
             if password_hash is not None:
                 changes["password_hash"] = password_hash
+            if must_change is not None:
+                changes["must_change_password"] = must_change
             user = old.model_copy(update={**changes, "updated_at": self.clock()})
             user = User.model_validate(user.model_dump())
             key = self.keys.user(name)
             res = await self.etcd.txn([Compare.modified(key, rev)], [Op.put(key, dumps(user))])
             if res.succeeded:
-                if user.enabled is False or password_hash is not None:
+                if user.enabled != old.enabled:
+                    # disabled or re-enabled: every token goes, API tokens too, so re-enabling an
+                    # account never revives credentials issued before it was disabled (D167)
+                    await self.revoke_tokens(name)
+                elif user.enabled is False or password_hash is not None:
                     # a disabled user, or one whose password changed, loses their sessions
                     await self.revoke_tokens(name, kinds=("session",))
                 return user

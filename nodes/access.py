@@ -25,13 +25,14 @@ from aiohttp import web
 
 from cluster import passwords
 from cluster.audit import AuditLog, Changes
-from cluster.errors import Forbidden, Unauthenticated, Unavailable
+from cluster.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated, Unavailable
 from cluster.etcd import OBSERVER, Compare, Op
 from cluster.identity import IdentityStore, TokenRecord, User
 from cluster.permissions import WRITE, Requirement, allows, requirement
-from nodes import signing
+from nodes import proxy, signing
 from nodes.config import read_secret
-from nodes.ratelimit import LoginLimiter
+from nodes.hashing import HashPool
+from nodes.ratelimit import Attempt, LoginLimiter
 
 if TYPE_CHECKING:
     from cluster.store import Store
@@ -62,6 +63,8 @@ class Access:
         self.identity: IdentityStore | None = None
         self.audit: AuditLog | None = None
         self.limiter = LoginLimiter()
+        self.hashing = HashPool()  # password hashing, apart from the default thread pool (D165)
+        self.proxies = proxy.parse_networks(self.config.trusted_proxies)
         self.nonces = signing.NonceCache()
         self.peer_secret: bytes | None = None
         configured = read_secret(
@@ -175,6 +178,44 @@ class Access:
                 raise Forbidden(f"missing or wrong {CSRF_HEADER} header", field=CSRF_HEADER)
         return Principal(user, record, via)
 
+    async def check_password(
+        self, request: web.Request, username: str, password: str, stored: str | None, what: str
+    ) -> bool:
+        """Verify a password (a login, or a user's ``current_password``) under the login limits.
+
+        The attempt takes its slot *before* the ~0.1 s hash runs, so concurrent guesses cannot all
+        slip under the limit; the hash runs in the bounded hashing pool (429 ``busy`` when full,
+        and then the attempt does not count). A failure is audited. Unknown users (``stored`` None)
+        are verified against a dummy hash: same cost, always False.
+        """
+        address = client_address(request)
+        attempt = self.limiter.reserve(username, address, time.monotonic())
+        if not isinstance(attempt, Attempt):
+            raise TooManyRequests(
+                f"too many failed password attempts; retry in {int(attempt) + 1} s",
+                retry_after=attempt,
+            )
+        try:
+            good = await self.hashing.run(_verify, password, stored)
+        except BaseException:
+            self.limiter.release(attempt)
+            raise
+        if good:
+            self.limiter.succeeded(attempt)
+            return True
+        log.info("password check failed", user=username, address=address, what=what)
+        await self.record(
+            {
+                "actor": username,
+                "method": request.method,
+                "path": request.path,
+                "status": 401 if what == "login" else 400,
+                "outcome": "login_failed" if what == "login" else "password_check_failed",
+                "address": address,
+            }
+        )
+        return False
+
     def changes(self, entry: dict[str, Any]) -> Changes:
         """The collector of one write request, journaling its entry into each change it makes."""
         return Changes(draft=self.audit.draft(entry) if self.audit is not None else None)
@@ -188,6 +229,12 @@ class Access:
             log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
 
 
+def _verify(password: str, stored: str | None) -> bool:
+    """In the hashing pool: check against the stored hash, or a dummy one (same cost, False)."""
+    ok = passwords.verify_password(password, stored or passwords.dummy_hash())
+    return ok and stored is not None
+
+
 ACCESS: web.AppKey[Access] = web.AppKey("access")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
@@ -199,7 +246,55 @@ def principal(request: web.Request) -> Principal:
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address; behind a configured trusted proxy, from its X-Forwarded-For."""
+    networks = request.app[ACCESS].proxies
+    return proxy.client_address(request.remote, request.headers.get("X-Forwarded-For"), networks)
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
+    status = 415
+
+
+def check_login_origin(request: web.Request) -> None:
+    """Login CSRF (D168): a login must be a JSON request from this site.
+
+    A form or ``text/plain`` POST is what another site can make a browser send without a CORS
+    preflight; ``application/json`` cannot be sent cross-site without one (and no CORS is served).
+    Browsers also say where a request comes from: ``Sec-Fetch-Site: cross-site`` or an ``Origin``
+    naming another host is refused. Clients that send neither header (the CLI, curl) pass.
+    """
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType(
+            "login needs Content-Type: application/json", field="Content-Type"
+        )
+    if request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site":
+        raise Forbidden("cross-site login refused", field="Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(origin, request):
+        raise Forbidden("login from another origin refused", field="Origin")
+
+
+def same_origin(origin: str, request: web.Request) -> bool:
+    """Does the ``Origin`` header name the host the request was sent to?"""
+    scheme, sep, host = origin.strip().partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not host:
+        return False  # "null" (sandboxed frames, file:) and garbage
+    sent_to = request.headers.get("X-Forwarded-Host") if is_trusted_proxy(request) else None
+    return host.lower() == (sent_to or request.host or "").split(",")[0].strip().lower()
+
+
+def is_trusted_proxy(request: web.Request) -> bool:
+    return proxy.trusted(request.remote, request.app[ACCESS].proxies)
+
+
+def is_tls(request: web.Request) -> bool:
+    """Did the client use TLS: to this node, or to a trusted proxy (X-Forwarded-Proto)?"""
+    told = proxy.forwarded_tls(
+        request.remote, request.headers.get("X-Forwarded-Proto"), request.app[ACCESS].proxies
+    )
+    return request.secure if told is None else told
 
 
 @web.middleware

@@ -6,18 +6,16 @@ not here; handlers only do the work.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
-import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from cluster import passwords
-from cluster.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from cluster.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from cluster.etcd import Compare, Op
 from cluster.identity import (
     TokenSpec,
@@ -34,11 +32,13 @@ from nodes.access import (
     COOKIE,
     Access,
     access_middleware,
+    check_login_origin,
     client_address,
+    is_tls,
     principal,
     whoami,
 )
-from nodes.api import body_json, error_response, int_query, ok, project_of
+from nodes.api import body_json, int_query, ok, project_of
 from nodes.openapi import LIMIT, STR, ProjectList, documented
 
 if TYPE_CHECKING:
@@ -46,12 +46,6 @@ if TYPE_CHECKING:
 
 LOGIN_FAILED = "invalid user name or password"
 PROJECT_NAME = re.compile(NAME_PATTERN)
-
-
-def _verify(password: str, stored: str | None) -> bool:
-    """In a thread: check against the stored hash, or a dummy one (same cost, always False)."""
-    ok = passwords.verify_password(password, stored or passwords.dummy_hash())
-    return ok and stored is not None
 
 
 class AuthApi:
@@ -62,6 +56,7 @@ class AuthApi:
     # -- login ----------------------------------------------------------------------------------
 
     async def login(self, request: web.Request) -> web.Response:
+        check_login_origin(request)
         data = await body_json(request)
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not username or len(username) > 64:
@@ -69,35 +64,14 @@ class AuthApi:
         if not isinstance(password, str) or not password or len(password) > 1024:
             raise InvalidInput("password is required", field="password")
         address = client_address(request)
-        now = time.monotonic()
-        wait = self.access.limiter.retry_after(username, address, now)
-        if wait is not None:
-            exc = TooManyRequests(
-                f"too many failed logins; retry in {int(wait) + 1} s", retry_after=wait
-            )
-            resp = error_response(exc.status, exc.code, exc.message)
-            resp.headers["Retry-After"] = str(int(wait) + 1)
-            return resp
         store = self.access.store()
         user = await store.find_user(username)
         stored = user.password_hash if user is not None and user.password_hash else None
-        good = await asyncio.to_thread(_verify, password, stored)
+        good = await self.access.check_password(request, username, password, stored, what="login")
         if not good or user is None or stored is None or not user.enabled:
-            self.access.limiter.failed(username, address, time.monotonic())
-            await self.access.record(
-                {
-                    "actor": username,
-                    "method": "POST",
-                    "path": request.path,
-                    "status": 401,
-                    "outcome": "login_failed",
-                    "address": address,
-                }
-            )
             raise Unauthenticated(LOGIN_FAILED)
-        self.access.limiter.succeeded(username)
         if passwords.needs_rehash(stored):
-            rehashed = await asyncio.to_thread(passwords.hash_password, password)
+            rehashed = await self.access.hashing.run(passwords.hash_password, password)
             await store.update_user(user.name, UserFields(), password_hash=rehashed)
         expires = store.clock() + timedelta(seconds=self.node.config.session_ttl)
         csrf = secrets.token_urlsafe(24)
@@ -131,7 +105,7 @@ class AuthApi:
                 path="/",
                 httponly=True,
                 samesite="Strict",
-                secure=request.secure,
+                secure=is_tls(request),
             )
         return resp
 
@@ -160,7 +134,7 @@ class AuthApi:
         hashed = None
         if spec.password is not None:
             passwords.check_password_rules(spec.password)
-            hashed = await asyncio.to_thread(passwords.hash_password, spec.password)
+            hashed = await self.access.hashing.run(passwords.hash_password, spec.password)
         store = self.access.store()
         user = await store.create_user(store.new_user(spec, hashed))
         return ok(user.public(), 201)
@@ -190,8 +164,10 @@ class AuthApi:
         hashed = None
         if fields.password is not None:
             passwords.check_password_rules(fields.password)
-            hashed = await asyncio.to_thread(passwords.hash_password, fields.password)
+            hashed = await self.access.hashing.run(passwords.hash_password, fields.password)
         user = await store.update_user(name, fields, password_hash=hashed)
+        if hashed is not None:  # an admin reset: the account's API tokens go too (D167)
+            await store.revoke_tokens(name, kinds=("api", "bootstrap"))
         return ok(user.public())
 
     @documented(status="204")
@@ -214,15 +190,25 @@ class AuthApi:
         passwords.check_password_rules(new)
         store = self.access.store()
         user, _ = await store.get_user_kv(name)
+        revoke = data.get("revoke_tokens", False)
+        if not isinstance(revoke, bool):
+            raise InvalidInput("revoke_tokens must be true or false", field="revoke_tokens")
+        own = who.name == name
         if not is_admin(who.user.roles):
+            # a user proves the current password; guesses are throttled and audited like logins
             current = data.get("current_password")
-            if not isinstance(current, str) or not user.password_hash:
+            if not isinstance(current, str) or not current or len(current) > 1024:
                 raise InvalidInput("current_password is required", field="current_password")
-            good = await asyncio.to_thread(passwords.verify_password, current, user.password_hash)
+            good = await self.access.check_password(
+                request, name, current, user.password_hash, what="current_password"
+            )
             if not good:
                 raise InvalidInput("current_password is wrong", field="current_password")
-        hashed = await asyncio.to_thread(passwords.hash_password, new)
-        await store.update_user(name, UserFields(), password_hash=hashed)
+        hashed = await self.access.hashing.run(passwords.hash_password, new)
+        await store.update_user(name, UserFields(), password_hash=hashed, must_change=False)
+        if not own or revoke:
+            # an admin reset means the account may be in the wrong hands: its API tokens go too
+            await store.revoke_tokens(name, kinds=("api", "bootstrap"))
         return web.Response(status=204)
 
     # -- tokens ---------------------------------------------------------------------------------

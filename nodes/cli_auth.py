@@ -232,6 +232,8 @@ NODE_FLAGS = {
     "etcd_key": ("--etcd-key", "client certificate key for etcd"),
     "etcd_user": ("--etcd-user", "etcd user (with --etcd-password-file)"),
     "etcd_password_file": ("--etcd-password-file", "file holding the etcd user's password"),
+    "trusted_proxies": ("--trusted-proxies", "CIDRs of proxies whose X-Forwarded-* are believed"),
+    "admin_password_out": ("--admin-password-out", "file for a generated first-admin password"),
 }
 
 

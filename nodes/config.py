@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cluster.errors import InvalidInput
 from cluster.etcd import Security
 from cluster.models import parse_model
+from nodes.proxy import parse_networks
 
 
 class NodeConfig(BaseModel):
@@ -51,6 +52,10 @@ class NodeConfig(BaseModel):
     security_level: int = Field(default=1, ge=0, le=1)
     peer_secret: str | None = Field(default=None, min_length=16, repr=False)
     peer_secret_file: str | None = None
+    # reverse proxies (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed (D165)
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
+    # where a generated first-admin password is written (0600); default DATA_DIR/admin-password
+    admin_password_out: str | None = None
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
@@ -88,6 +93,15 @@ class NodeConfig(BaseModel):
                     raise ValueError(f"property {item!r} must look like key=value")
                 out[key.strip()] = val.strip()
             return out
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            parse_networks([str(v) for v in value])  # ValueError names the bad one
         return value
 
     @field_validator("log_store")
@@ -168,6 +182,8 @@ ENV = {
     "CRONMESH_SECURITY_LEVEL": "security_level",
     "CRONMESH_PEER_SECRET": "peer_secret",
     "CRONMESH_PEER_SECRET_FILE": "peer_secret_file",
+    "CRONMESH_TRUSTED_PROXIES": "trusted_proxies",
+    "CRONMESH_ADMIN_PASSWORD_OUT": "admin_password_out",
     "CRONMESH_ETCD_CA": "etcd_ca",
     "CRONMESH_ETCD_CERT": "etcd_cert",
     "CRONMESH_ETCD_KEY": "etcd_key",
