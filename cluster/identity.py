@@ -86,10 +86,15 @@ class User(BaseModel):
         return data
 
 
+TokenScope = Literal["all", "metrics"]
+
+
 class TokenSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=200)
+    # "metrics": may read /metrics and /status only (for a Prometheus scrape); cluster admins only
+    scope: TokenScope = "all"
     expires_in: int | None = Field(default=None, ge=60, le=10 * 366 * 86400)  # seconds
     expires_at: datetime | None = None
 
@@ -105,6 +110,7 @@ class TokenRecord(BaseModel):
     created_at: datetime
     expires_at: datetime | None = None
     csrf: str | None = None  # session tokens used as a cookie
+    scope: TokenScope = "all"
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"digest", "csrf"})
@@ -214,6 +220,7 @@ class IdentityStore:
         expires_at: datetime | None = None,
         csrf: str | None = None,
         token: str | None = None,
+        scope: TokenScope = "all",
     ) -> tuple[str, TokenRecord]:
         """Store a new token (or the given one) for ``user``; answers the secret, shown once."""
         now = self.clock()
@@ -231,6 +238,7 @@ class IdentityStore:
             created_at=now,
             expires_at=expires_at,
             csrf=csrf,
+            scope=scope,
         )
         lease = 0
         if expires_at is not None:

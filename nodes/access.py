@@ -28,7 +28,7 @@ from cluster.audit import AuditLog, Changes
 from cluster.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated, Unavailable
 from cluster.etcd import OBSERVER, Compare, Op
 from cluster.identity import IdentityStore, TokenRecord, User
-from cluster.permissions import WRITE, Requirement, allows, requirement
+from cluster.permissions import WRITE, Requirement, allows, metrics_scope_allows, requirement
 from nodes import proxy, signing
 from nodes.config import read_secret
 from nodes.hashing import HashPool
@@ -72,6 +72,9 @@ class Access:
         )
         if configured:
             self.peer_secret = configured.encode()
+        self.metrics_token = read_secret(
+            self.config.metrics_token, self.config.metrics_token_file, "metrics_token"
+        )
 
     # -- session start -------------------------------------------------------------------------
 
@@ -216,6 +219,15 @@ class Access:
         )
         return False
 
+    def is_metrics_token(self, request: web.Request) -> bool:
+        """Does the request carry the configured metrics token (no etcd read needed)?"""
+        if not self.metrics_token:
+            return False
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(
+            secret.strip().encode(errors="replace"), self.metrics_token.encode()
+        )
+
     def changes(self, entry: dict[str, Any]) -> Changes:
         """The collector of one write request, journaling its entry into each change it makes."""
         return Changes(draft=self.audit.draft(entry) if self.audit is not None else None)
@@ -308,6 +320,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         await access.check_peer(request)
         response = await handler(request)
         return response
+    if need.access == "metrics" and access.is_metrics_token(request):
+        response = await handler(request)
+        return response
     # the router may split the path differently (an encoded "/" in a segment): its project and user
     # must be the ones this check is about
     for name, checked in (("project", need.project), ("user", need.user)):
@@ -325,12 +340,21 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         "project": need.project,
         "address": client_address(request),
     }
+    if who.token.scope == "metrics":
+        # a metrics-only token: the read-outs and nothing else, whoever's it is (D166)
+        if not metrics_scope_allows(need, request.path):
+            raise Forbidden("this token may only read /metrics and /status", field="token")
+        if need.access == "metrics":
+            response = await handler(request)
+            return response
     if not allows(need, who.name, who.user.roles):
         if request.method in WRITE:
             await access.record({**entry, "status": 403, "outcome": "denied"})
         what = f"{need.role} on project {need.project!r}" if need.project else "cluster admin"
         if need.access == "self":
             what = f"to be {need.user!r} or a cluster admin"
+        if need.access == "metrics":
+            what = "viewer on '*' or a metrics token"
         raise Forbidden(f"user {who.name!r} needs {what} for {request.method} {request.path}")
     if request.method not in WRITE:
         response = await handler(request)

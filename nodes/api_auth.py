@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from cluster import passwords
-from cluster.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from cluster.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from cluster.etcd import Compare, Op
 from cluster.identity import (
     TokenSpec,
@@ -224,9 +224,11 @@ class AuthApi:
         spec = parse_model(TokenSpec, await body_json(request, optional=True))
         store = self.access.store()
         await store.get_user_kv(name)
+        if spec.scope != "all" and not is_admin(principal(request).user.roles):
+            raise Forbidden("only a cluster admin may create a metrics token", field="scope")
         expires = token_expiry(spec, store.clock())
         secret, record = await store.create_token(
-            name, description=spec.description, expires_at=expires
+            name, description=spec.description, expires_at=expires, scope=spec.scope
         )
         return ok({**record.public(), "token": secret}, 201)
 

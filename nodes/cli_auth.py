@@ -161,6 +161,8 @@ def cmd_token(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"description": args.description or ""}
         if args.expires_in:
             body["expires_in"] = args.expires_in
+        if args.scope:
+            body["scope"] = args.scope
         created = call(args, "POST", base, body)
         if args.output == "table":
             print(created["token"])
@@ -171,7 +173,12 @@ def cmd_token(args: argparse.Namespace) -> int:
         found = call(args, "GET", base)["tokens"]
         if args.output == "table":
             rows = [
-                [t["id"], t["kind"], t["description"] or "-", t["expires_at"] or "never"]
+                [
+                    t["id"],
+                    t["kind"] if t.get("scope", "all") == "all" else f"{t['kind']}/{t['scope']}",
+                    t["description"] or "-",
+                    t["expires_at"] or "never",
+                ]
                 for t in found
             ]
             table(rows, ["ID", "KIND", "DESCRIPTION", "EXPIRES"])
@@ -215,6 +222,9 @@ def add_commands(sub: Any) -> None:
     tc = t.add_parser("create", help="create an API token (printed once)")
     tc.add_argument("--description")
     tc.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
+    tc.add_argument(
+        "--scope", choices=["all", "metrics"], help="metrics: reads /metrics and /status only"
+    )
     t.add_parser("list")
     t.add_parser("revoke").add_argument("id")
     for parser in t.choices.values():
@@ -232,6 +242,7 @@ NODE_FLAGS = {
     "etcd_key": ("--etcd-key", "client certificate key for etcd"),
     "etcd_user": ("--etcd-user", "etcd user (with --etcd-password-file)"),
     "etcd_password_file": ("--etcd-password-file", "file holding the etcd user's password"),
+    "metrics_token_file": ("--metrics-token-file", "file with a token for /metrics, /status only"),
     "trusted_proxies": ("--trusted-proxies", "CIDRs of proxies whose X-Forwarded-* are believed"),
     "admin_password_out": ("--admin-password-out", "file for a generated first-admin password"),
 }
@@ -251,11 +262,15 @@ def node_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_node_config(config: Any) -> None:
     """Fail at start, with a clear message, on unreadable or unusable security settings."""
+    from cluster.errors import InvalidInput
     from cluster.passwords import check_password_rules
     from nodes.config import etcd_security, read_secret
 
     etcd_security(config)
     read_secret(config.peer_secret, config.peer_secret_file, "peer_secret")
+    metrics = read_secret(config.metrics_token, config.metrics_token_file, "metrics_token")
+    if metrics is not None and len(metrics) < 20:
+        raise InvalidInput("metrics_token must be at least 20 characters", field="metrics_token")
     password = read_secret(config.admin_password, config.admin_password_file, "admin_password")
     if password is not None:
         check_password_rules(password, "admin_password")

@@ -48,6 +48,9 @@ class NodeConfig(BaseModel):
     admin_password: str | None = Field(default=None, min_length=8, repr=False)
     admin_password_file: str | None = None
     admin_token: str | None = Field(default=None, min_length=20, repr=False)
+    # a static credential that reads /metrics and /status only (Prometheus; D166)
+    metrics_token: str | None = Field(default=None, min_length=20, max_length=512, repr=False)
+    metrics_token_file: str | None = None
     session_ttl: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
     security_level: int = Field(default=1, ge=0, le=1)
     peer_secret: str | None = Field(default=None, min_length=16, repr=False)
@@ -179,6 +182,8 @@ ENV = {
     "CRONMESH_ADMIN_PASSWORD_FILE": "admin_password_file",
     "CRONMESH_ADMIN_TOKEN": "admin_token",
     "CRONMESH_SESSION_TTL": "session_ttl",
+    "CRONMESH_METRICS_TOKEN": "metrics_token",
+    "CRONMESH_METRICS_TOKEN_FILE": "metrics_token_file",
     "CRONMESH_SECURITY_LEVEL": "security_level",
     "CRONMESH_PEER_SECRET": "peer_secret",
     "CRONMESH_PEER_SECRET_FILE": "peer_secret_file",

@@ -170,6 +170,7 @@ async def test_default_values_render_valid_manifests():
     validate_all(objects)
     assert sorted(o["kind"] for o in objects) == [
         "PodDisruptionBudget",
+        "Secret",  # the generated metrics token (D166)
         "Service",
         "Service",
         "ServiceAccount",
@@ -227,6 +228,7 @@ async def test_bundled_etcd_and_every_option_render_valid_manifests():
         "CRONMESH_NODE_SECRET",
         "CRONMESH_ADMIN_USER",
         "CRONMESH_ADMIN_PASSWORD",
+        "CRONMESH_METRICS_TOKEN",
     ):
         ref = env[name]["secretKeyRef"]
         assert ref["key"] in secrets[ref["name"]]["stringData"], name
@@ -234,6 +236,10 @@ async def test_bundled_etcd_and_every_option_render_valid_manifests():
     monitor = by_kind(objects, "ServiceMonitor")["rel-cronmesh"]
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # /metrics needs a token (issue 19 item 17): the monitor sends the nodes' metrics token
+    bearer = monitor["spec"]["endpoints"][0]["bearerTokenSecret"]
+    assert bearer == env["CRONMESH_METRICS_TOKEN"]["secretKeyRef"]
+    assert len(secrets[bearer["name"]]["stringData"]["token"]) >= 20
 
 
 async def test_helm_refuses_values_the_schema_forbids():

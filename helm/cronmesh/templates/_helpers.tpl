@@ -90,3 +90,8 @@ app.kubernetes.io/component: etcd
 {{- define "cronmesh.smtpSecretName" -}}
 {{- default (printf "%s-smtp" (include "cronmesh.fullname" .)) .Values.notifications.existingSecret -}}
 {{- end -}}
+
+{{/* The Secret holding the token /metrics and /status need (key "token"; D166). */}}
+{{- define "cronmesh.metricsSecretName" -}}
+{{- default (printf "%s-metrics" (include "cronmesh.fullname" .)) .Values.metrics.existingSecret -}}
+{{- end -}}
