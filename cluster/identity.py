@@ -288,7 +288,7 @@ class IdentityStore:
     # -- first admin -----------------------------------------------------------------------------
 
     async def bootstrap(
-        self, admin: str, password_hash: str | None, token: str | None
+        self, admin: str, password_hash: str | None, token: str | None, must_change: bool = False
     ) -> User | None:
         """Create the first admin unless the cluster was bootstrapped; None when another did."""
         now = self.clock()
@@ -297,6 +297,7 @@ class IdentityStore:
             display_name="Administrator",
             roles={"*": "admin"},
             password_hash=password_hash,
+            must_change_password=must_change and password_hash is not None,
             created_at=now,
             updated_at=now,
         )

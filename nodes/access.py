@@ -15,9 +15,11 @@ cluster and loads the peer secret.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,7 +27,14 @@ from aiohttp import web
 
 from cluster import passwords
 from cluster.audit import AuditLog, Changes
-from cluster.errors import Forbidden, InvalidInput, TooManyRequests, Unauthenticated, Unavailable
+from cluster.errors import (
+    Forbidden,
+    InvalidInput,
+    PasswordChangeRequired,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+)
 from cluster.etcd import OBSERVER, Compare, Op
 from cluster.identity import IdentityStore, TokenRecord, User
 from cluster.permissions import WRITE, Requirement, allows, metrics_scope_allows, requirement
@@ -93,18 +102,34 @@ class Access:
         cfg = self.config
         password = read_secret(cfg.admin_password, cfg.admin_password_file, "admin_password")
         generated = password is None and cfg.admin_token is None
+        out = cfg.admin_password_path
         if generated:
             password = secrets.token_urlsafe(18)
-        hashed = await asyncio.to_thread(passwords.hash_password, password) if password else None
-        user = await self.identity.bootstrap(cfg.admin_user, hashed, cfg.admin_token)
+            # the password goes to a 0600 file, never to the log (D169); written before the
+            # transaction, so a node that cannot write it does not create an admin nobody can use
+            try:
+                await asyncio.to_thread(write_private, out, password)
+            except OSError as exc:
+                log.error(
+                    "cannot write the generated first-admin password; set "
+                    "CRONMESH_ADMIN_PASSWORD(_FILE) or make the folder writable",
+                    path=str(out),
+                    error=str(exc),
+                )
+                return
+        hashed = await self.hashing.run(passwords.hash_password, password) if password else None
+        must_change = generated or cfg.admin_must_change
+        user = await self.identity.bootstrap(cfg.admin_user, hashed, cfg.admin_token, must_change)
         if user is None:
-            return  # another node (or an earlier start) created the first admin
+            if generated:  # another node (or an earlier start) created the first admin
+                await asyncio.to_thread(out.unlink, missing_ok=True)
+            return
         if generated:
-            # printed once, by the one node that won the create-if-absent transaction
             log.warning(
-                "first admin created with a generated password; change it after logging in",
+                "first admin created with a generated password, in a file only this user may "
+                "read; log in with it, choose a new one (required), then delete the file",
                 user=cfg.admin_user,
-                password=password,
+                password_file=str(out),
             )
         else:
             log.info("first admin created from configuration", user=cfg.admin_user)
@@ -241,6 +266,15 @@ class Access:
             log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner may read (0600, also when it existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text + "\n")
+
+
 def _verify(password: str, stored: str | None) -> bool:
     """In the hashing pool: check against the stored hash, or a dummy one (same cost, False)."""
     ok = passwords.verify_password(password, stored or passwords.dummy_hash())
@@ -340,6 +374,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         "project": need.project,
         "address": client_address(request),
     }
+    if who.user.must_change_password and not _may_before_change(request, who.name):
+        raise PasswordChangeRequired(
+            f"user {who.name!r} must change the generated password first: "
+            f"PUT /api/v1/users/{who.name}/password",
+            field="password",
+        )
     if who.token.scope == "metrics":
         # a metrics-only token: the read-outs and nothing else, whoever's it is (D166)
         if not metrics_scope_allows(need, request.path):
@@ -383,6 +423,16 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
                 changes_dropped=changes.dropped,
             )
             await access.record(entry, changes)
+
+
+def _may_before_change(request: web.Request, name: str) -> bool:
+    """What an account that must change its password may do: that, who-am-I and log out."""
+    allowed = {
+        ("PUT", f"/api/v1/users/{name}/password"),
+        ("GET", "/api/v1/auth/me"),
+        ("POST", "/api/v1/auth/logout"),
+    }
+    return (request.method, request.path) in allowed
 
 
 def whoami(who: Principal) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""CLI credentials and identity commands: ``login``, ``logout``, ``whoami``, ``user``, ``token``.
+"""CLI credentials and identity commands: ``login``, ``logout``, ``whoami``, ``passwd``, ``user``,
+``token``.
 
 A token comes from ``--token``, else ``CRONMESH_TOKEN``, else the credentials file written by
 ``cronmesh login`` (``$CRONMESH_CREDENTIALS`` or ``~/.config/cronmesh/credentials.json``, mode
@@ -52,15 +53,35 @@ def token_for(args: argparse.Namespace) -> str | None:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from nodes.cli import call
-
     username = args.username or input("user name: ")
     password = os.environ.get("CRONMESH_PASSWORD") if args.password_stdin is False else None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     if not password:
         password = getpass.getpass("password: ")
-    reply = call(args, "POST", "/api/v1/auth/login", {"username": username, "password": password})
+    reply = _log_in(args, username, password)
+    if reply["user"].get("must_change_password"):
+        # a generated first-admin password: nothing works until it is changed (D169)
+        if args.password_stdin or not sys.stdin.isatty():
+            print(
+                "this account must choose a new password before anything else: run "
+                "`cronmesh passwd`",
+                file=sys.stderr,
+            )
+            return 0
+        print("this account must choose a new password now", file=sys.stderr)
+        reply = _change_password(args, username, password, _ask_new_password())
+    print(f"logged in to {args.api} as {username} (until {reply['expires_at']})")
+    return 0
+
+
+def _log_in(args: argparse.Namespace, username: str, password: str) -> dict[str, Any]:
+    """Log in and store the session token for this API URL."""
+    from nodes.cli import call
+
+    reply: dict[str, Any] = call(
+        args, "POST", "/api/v1/auth/login", {"username": username, "password": password}
+    )
     data = _load()
     data[args.api.rstrip("/")] = {
         "user": username,
@@ -68,7 +89,45 @@ def cmd_login(args: argparse.Namespace) -> int:
         "expires_at": reply["expires_at"],
     }
     _save(data)
-    print(f"logged in to {args.api} as {username} (until {reply['expires_at']})")
+    args.token = reply["token"]
+    return reply
+
+
+def _ask_new_password() -> str:
+    new = getpass.getpass("new password: ")
+    if new != getpass.getpass("new password again: "):
+        raise SystemExit("cronmesh: the two passwords differ")
+    return new
+
+
+def _change_password(
+    args: argparse.Namespace, username: str, current: str, new: str
+) -> dict[str, Any]:
+    """Change one's own password, then log in again (the change ends every session)."""
+    from nodes.cli import call
+
+    call(
+        args,
+        "PUT",
+        f"/api/v1/users/{username}/password",
+        {"password": new, "current_password": current},
+    )
+    return _log_in(args, username, new)
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """``cronmesh passwd``: change your own password (``--password-stdin``: current, then new)."""
+    from nodes.cli import call
+
+    username = call(args, "GET", "/api/v1/auth/me")["user"]["name"]
+    if args.password_stdin:
+        current = sys.stdin.readline().rstrip("\n")
+        new = sys.stdin.readline().rstrip("\n")
+    else:
+        current = getpass.getpass("current password: ")
+        new = _ask_new_password()
+    _change_password(args, username, current, new)
+    print(f"password of {username} changed; logged in again")
     return 0
 
 
@@ -199,6 +258,11 @@ def add_commands(sub: Any) -> None:
         func=cmd_logout
     )
     sub.add_parser("whoami", help="the authenticated user and roles").set_defaults(func=cmd_whoami)
+    pw = sub.add_parser("passwd", help="change your own password (then logs in again)")
+    pw.add_argument(
+        "--password-stdin", action="store_true", help="read the current, then the new from stdin"
+    )
+    pw.set_defaults(func=cmd_passwd)
 
     u = sub.add_parser("user", help="manage users (admin)").add_subparsers(
         dest="action", required=True

@@ -57,8 +57,11 @@ class NodeConfig(BaseModel):
     peer_secret_file: str | None = None
     # reverse proxies (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed (D165)
     trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
-    # where a generated first-admin password is written (0600); default DATA_DIR/admin-password
+    # where a generated first-admin password is written (0600; D169);
+    # default DATA_DIR/NODE/initial-admin-password
     admin_password_out: str | None = None
+    # the configured first-admin password must be changed at first login (Helm sets it)
+    admin_must_change: bool = False
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
@@ -148,6 +151,12 @@ class NodeConfig(BaseModel):
         return Path(self.log_dir) if self.log_dir else Path(self.data_dir) / self.node_id / "logs"
 
     @property
+    def admin_password_path(self) -> Path:
+        if self.admin_password_out:
+            return Path(self.admin_password_out)
+        return Path(self.data_dir) / self.node_id / "initial-admin-password"
+
+    @property
     def spool_path(self) -> Path:
         return (
             Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / self.node_id / "spool"
@@ -189,6 +198,7 @@ ENV = {
     "CRONMESH_PEER_SECRET_FILE": "peer_secret_file",
     "CRONMESH_TRUSTED_PROXIES": "trusted_proxies",
     "CRONMESH_ADMIN_PASSWORD_OUT": "admin_password_out",
+    "CRONMESH_ADMIN_MUST_CHANGE": "admin_must_change",
     "CRONMESH_ETCD_CA": "etcd_ca",
     "CRONMESH_ETCD_CERT": "etcd_cert",
     "CRONMESH_ETCD_KEY": "etcd_key",

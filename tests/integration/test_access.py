@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -500,19 +501,29 @@ async def test_peer_requests_are_signed_and_checked(cluster):
     assert (await send(wrong))[0] == 403
 
 
+def read_text(path: Path) -> str:
+    return path.read_text().strip()
+
+
 async def test_first_admin_gets_a_generated_password_once(cluster):
     from structlog.testing import capture_logs
 
     with capture_logs() as logs:
         await cluster.start("a1", admin_token=None)
         await cluster.start("a2", admin_token=None)
-    printed = [e for e in logs if e.get("password")]
-    assert len(printed) == 1, printed  # only the node that won the bootstrap prints it
+    printed = [e for e in logs if e.get("password_file")]
+    assert len(printed) == 1, printed  # only the node that won the bootstrap writes it
+    password = read_text(Path(printed[0]["password_file"]))
+    login = cluster.url(None, "/api/v1/auth/login")
     async with api_session() as http:
-        async with http.post(
-            cluster.url(None, "/api/v1/auth/login"),
-            json={"username": "admin", "password": printed[0]["password"]},
-        ) as r:
+        async with http.post(login, json={"username": "admin", "password": password}) as r:
+            assert r.status == 200
+            token = (await r.json())["token"]
+    # the generated password must be changed first (issue 19 item 20)
+    new = {"password": "the admin's own", "current_password": password}
+    assert (await call(cluster, "PUT", "/api/v1/users/admin/password", token, json=new))[0] == 204
+    async with api_session() as http:
+        async with http.post(login, json={"username": "admin", "password": new["password"]}) as r:
             assert r.status == 200
             token = (await r.json())["token"]
     status, text = await call(cluster, "GET", "/api/v1/users", token)

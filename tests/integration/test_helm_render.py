@@ -170,6 +170,7 @@ async def test_default_values_render_valid_manifests():
     validate_all(objects)
     assert sorted(o["kind"] for o in objects) == [
         "PodDisruptionBudget",
+        "Secret",  # the generated first-admin password (D169)
         "Secret",  # the generated metrics token (D166)
         "Service",
         "Service",
@@ -197,6 +198,10 @@ async def test_default_values_render_valid_manifests():
     pdb = by_kind(objects, "PodDisruptionBudget")["rel-cronmesh"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert not any(k.startswith(("AWS_", "CRONMESH_NODE_SECRET", "CRONMESH_SMTP")) for k in env)
+    # no admin password given: a generated one in a Secret, to be changed at first login
+    ref = env["CRONMESH_ADMIN_PASSWORD"]["secretKeyRef"]
+    admin = by_kind(objects, "Secret")[ref["name"]]["stringData"][ref["key"]]
+    assert len(admin) >= 20 and env["CRONMESH_ADMIN_MUST_CHANGE"] == "true"
 
 
 async def test_bundled_etcd_and_every_option_render_valid_manifests():

@@ -95,3 +95,8 @@ app.kubernetes.io/component: etcd
 {{- define "cronmesh.metricsSecretName" -}}
 {{- default (printf "%s-metrics" (include "cronmesh.fullname" .)) .Values.metrics.existingSecret -}}
 {{- end -}}
+
+{{/* The Secret with the generated first-admin password, when none is configured (D169). */}}
+{{- define "cronmesh.adminSecretName" -}}
+{{- printf "%s-admin" (include "cronmesh.fullname" .) -}}
+{{- end -}}
