@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 
 from cluster import passwords
-from cluster.audit import AuditLog, Changes
+from cluster.audit import AuditLog, Burst, Changes, DenialMerger
 from cluster.errors import (
     Forbidden,
     InvalidInput,
@@ -74,6 +74,9 @@ class Access:
         self.limiter = LoginLimiter()
         self.hashing = HashPool()  # password hashing, apart from the default thread pool (D165)
         self.proxies = proxy.parse_networks(self.config.trusted_proxies)
+        self.denials = DenialMerger()  # repeated refusals: one entry with a count (D168)
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self.nonces = signing.NonceCache()
         self.peer_secret: bytes | None = None
         configured = read_secret(
@@ -232,7 +235,7 @@ class Access:
             self.limiter.succeeded(attempt)
             return True
         log.info("password check failed", user=username, address=address, what=what)
-        await self.record(
+        await self.record_denial(
             {
                 "actor": username,
                 "method": request.method,
@@ -240,7 +243,8 @@ class Access:
                 "status": 401 if what == "login" else 400,
                 "outcome": "login_failed" if what == "login" else "password_check_failed",
                 "address": address,
-            }
+            },
+            source=f"address:{address}",  # the user name is the guesser's choice, the address not
         )
         return False
 
@@ -256,6 +260,66 @@ class Access:
     def changes(self, entry: dict[str, Any]) -> Changes:
         """The collector of one write request, journaling its entry into each change it makes."""
         return Changes(draft=self.audit.draft(entry) if self.audit is not None else None)
+
+    async def record_denial(self, entry: dict[str, Any], source: str) -> None:
+        """Audit a refused request or failed password check: the first of its kind in a window
+        gets an entry (in the denials' own budget), repeats only raise its ``count``."""
+        now = time.monotonic()
+        key = tuple(str(entry.get(f)) for f in ("outcome", "actor", "method", "path", "address"))
+        burst = self.denials.admit(key, source, entry, now)
+        if burst is None:
+            return
+        if self.audit is None:
+            return
+        try:
+            burst.at = self.audit.clock().isoformat()
+            burst.entry_id = await self.audit.record(burst.doc, at=burst.at)
+        except Exception as exc:
+            log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
+        self._arm_flush()
+
+    def _arm_flush(self) -> None:
+        if self._flush_timer is None and self.denials.open:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.denials.window, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_timer = None
+        task = asyncio.get_running_loop().create_task(self.flush_denials(time.monotonic()))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def flush_denials(self, now: float) -> None:
+        """Rewrite the entries of bursts whose window ended with their final count."""
+        for burst in self.denials.due(now):
+            await self._rewrite(burst)
+        if self.denials.dropped:
+            log.warning(
+                "refused requests not audited: too many at once", count=self.denials.dropped
+            )
+            self.denials.dropped = 0
+        self._arm_flush()
+
+    async def _rewrite(self, burst: Burst) -> None:
+        if self.audit is None or burst.entry_id is None:
+            return
+        try:
+            await self.audit.record(
+                {**burst.doc, "count": burst.count}, entry_id=burst.entry_id, at=burst.at
+            )
+            burst.written = burst.count
+        except Exception as exc:
+            log.error("audit write failed", error=repr(exc), entry=burst.doc.get("path"))
+
+    async def close(self) -> None:
+        """The node stops: write the final counts of open bursts."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for task in list(self._flushes):
+            task.cancel()
+        for burst in self.denials.due(float("inf")):
+            await self._rewrite(burst)
 
     async def record(self, entry: dict[str, Any], changes: Changes | None = None) -> None:
         if self.audit is None:
@@ -303,7 +367,7 @@ class UnsupportedMediaType(InvalidInput):
 
 
 def check_login_origin(request: web.Request) -> None:
-    """Login CSRF (D168): a login must be a JSON request from this site.
+    """Login CSRF (D167): a login must be a JSON request from this site.
 
     A form or ``text/plain`` POST is what another site can make a browser send without a CORS
     preflight; ``application/json`` cannot be sent cross-site without one (and no CORS is served).
@@ -389,7 +453,8 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             return response
     if not allows(need, who.name, who.user.roles):
         if request.method in WRITE:
-            await access.record({**entry, "status": 403, "outcome": "denied"})
+            denied = {**entry, "status": 403, "outcome": "denied"}
+            await access.record_denial(denied, source=f"actor:{who.name}")
         what = f"{need.role} on project {need.project!r}" if need.project else "cluster admin"
         if need.access == "self":
             what = f"to be {need.user!r} or a cluster admin"

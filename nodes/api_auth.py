@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from cluster import passwords
-from cluster.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from cluster.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from cluster.etcd import Compare, Op
 from cluster.identity import (
     TokenSpec,
@@ -27,6 +34,7 @@ from cluster.identity import (
 )
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
+from logstore.store import StoreUnavailable
 from nodes.access import (
     ACCESS,
     COOKIE,
@@ -303,17 +311,40 @@ class AuthApi:
 
     # -- audit ----------------------------------------------------------------------------------
 
-    @documented(query={"limit": LIMIT, "before": STR, "actor": STR})
+    @documented(query={"limit": LIMIT, "before": STR, "actor": STR, "kind": STR})
     async def audit(self, request: web.Request) -> web.Response:
         if self.access.audit is None:
-            raise Unauthenticated("this node is not connected to etcd")
+            raise Unavailable("this node is not connected to etcd")
         limit = int_query(request, "limit", 100, 1, 1000)
         before = request.query.get("before") or None
-        if before is not None and not before.isdigit():
+        if before is not None and (not before.isdigit() or len(before) > 20):
             raise InvalidInput("before must be an audit entry id", field="before")
         actor = request.query.get("actor") or None
-        entries = await self.access.audit.list(limit=limit, before=before, actor=actor)
+        if actor is not None and len(actor) > 256:
+            raise InvalidInput("actor is too long (max 256)", field="actor")
+        kind = request.query.get("kind", "all")
+        if kind not in ("all", "changes", "denied"):
+            raise InvalidInput("kind must be all, changes or denied", field="kind")
+        entries = await self.access.audit.list(
+            limit=limit,
+            before=before,
+            actor=actor,
+            kind=kind,  # type: ignore[arg-type]
+        )
         return ok({"entries": entries})
+
+    @documented()
+    async def audit_export(self, request: web.Request) -> web.Response:
+        """Copy audit entries newer than the last export to the log store (append-only)."""
+        if self.access.audit is None:
+            raise Unavailable("this node is not connected to etcd")
+        store = self.node.logs.store
+        try:
+            done = await self.access.audit.export(store.put_bytes)
+        except StoreUnavailable as exc:
+            raise Unavailable(f"the log store is unavailable: {exc}") from None
+        done["urls"] = [store.url(k) for k in done["objects"]]
+        return ok(done)
 
 
 def add_routes(app: web.Application, node: Node) -> None:
@@ -340,3 +371,4 @@ def add_routes(app: web.Application, node: Node) -> None:
     r.add_put("/api/v1/projects/{project}", api.put_project)
     r.add_delete("/api/v1/projects/{project}", api.delete_project)
     r.add_get("/api/v1/audit", api.audit)
+    r.add_post("/api/v1/audit/export", api.audit_export)

@@ -249,6 +249,43 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``cronmesh audit list`` (newest first) and ``cronmesh audit export`` (to the log store)."""
+    from urllib.parse import urlencode
+
+    from nodes.cli import call, show, table
+
+    if args.action == "export":
+        done = call(args, "POST", "/api/v1/audit/export")
+        if args.output == "table":
+            print(f"exported {done['exported']} entries (cursor {done['cursor'] or '-'})")
+            for url in done["urls"]:
+                print(url)
+        else:
+            show(args, done)
+        return 0
+    query = {"limit": args.limit, "kind": args.kind}
+    if args.actor:
+        query["actor"] = args.actor
+    entries = call(args, "GET", f"/api/v1/audit?{urlencode(query)}")["entries"]
+    if args.output == "table":
+        rows = [
+            [
+                e["id"],
+                e.get("at", "")[:19],
+                e.get("actor", "-"),
+                f"{e.get('method', '')} {e.get('path', '')}",
+                str(e.get("status", "")),
+                e.get("outcome", "") + (f" x{e['count']}" if e.get("count", 1) > 1 else ""),
+            ]
+            for e in entries
+        ]
+        table(rows, ["ID", "AT", "ACTOR", "REQUEST", "STATUS", "OUTCOME"])
+    else:
+        show(args, entries)
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     lg = sub.add_parser("login", help="log in and store a token for this API URL (0600 file)")
     lg.add_argument("-u", "--username")
@@ -281,6 +318,17 @@ def add_commands(sub: Any) -> None:
         u.add_parser(action).add_argument("name")
     for parser in u.choices.values():
         parser.set_defaults(func=cmd_user)
+
+    au = sub.add_parser("audit", help="the audit log (cluster admin)").add_subparsers(
+        dest="action", required=True
+    )
+    al = au.add_parser("list", help="entries, newest first")
+    al.add_argument("--actor")
+    al.add_argument("--kind", choices=["all", "changes", "denied"], default="all")
+    al.add_argument("--limit", type=int, default=50)
+    au.add_parser("export", help="copy entries newer than the last export to the log store")
+    for parser in au.choices.values():
+        parser.set_defaults(func=cmd_audit)
 
     t = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     tc = t.add_parser("create", help="create an API token (printed once)")

@@ -64,6 +64,7 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("POST", "/api/v1/users/victim/tokens", {"description": "m"}, "self"),
     ("DELETE", "/api/v1/users/victim/tokens/0000000000000000", None, "self"),
     ("GET", "/api/v1/audit", None, "cluster"),
+    ("POST", "/api/v1/audit/export", None, "cluster"),
     ("GET", "{p}", None, "viewer"),
     ("PUT", "{p}", {"description": "d"}, "cluster"),
     ("DELETE", "{p}", None, "cluster"),

@@ -1,7 +1,7 @@
 """Issue 19 item 19: login CSRF. Another site could make a visitor's browser log in to the
 attacker's account with a cross-site ``text/plain`` form POST (no CORS preflight), so whatever the
 victim then did was done as, and visible to, the attacker. Login now needs ``application/json``
-and refuses what the browser marks as cross-site (D168)."""
+and refuses what the browser marks as cross-site (D167)."""
 
 from __future__ import annotations
 
