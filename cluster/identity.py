@@ -25,6 +25,7 @@ from cluster.permissions import GRANT_KEY, Role
 USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$"
 MAX_TOKENS_PER_USER = 100
 LEASE_SLACK = 60
+MAX_TOKEN_LIFE = timedelta(days=10 * 366)  # also the bound of expires_in
 
 
 class UserNotFound(NotFound):
@@ -95,7 +96,7 @@ class TokenSpec(BaseModel):
     description: str = Field(default="", max_length=200)
     # "metrics": may read /metrics and /status only (for a Prometheus scrape); cluster admins only
     scope: TokenScope = "all"
-    expires_in: int | None = Field(default=None, ge=60, le=10 * 366 * 86400)  # seconds
+    expires_in: int | None = Field(default=None, ge=60, le=10 * 366 * 86400)  # MAX_TOKEN_LIFE
     expires_at: datetime | None = None
 
 
@@ -194,6 +195,28 @@ class IdentityStore:
                     await self.revoke_tokens(name, kinds=("session",))
                 return user
         raise Conflict(f"user {name!r} is changing concurrently; retry", field="name")
+
+    async def drop_grants(self, project: str) -> list[str]:
+        """Remove every user's grant on ``project`` (it was deleted: a new project of the same
+        name must not inherit them); the names of the users changed."""
+        changed = []
+        for user in await self.list_users():
+            if project not in user.roles:
+                continue
+            for _ in range(10):
+                old, rev = await self.get_user_kv(user.name)
+                if project not in old.roles:
+                    break
+                roles = {p: r for p, r in old.roles.items() if p != project}
+                new = old.model_copy(update={"roles": roles, "updated_at": self.clock()})
+                key = self.keys.user(user.name)
+                res = await self.etcd.txn([Compare.modified(key, rev)], [Op.put(key, dumps(new))])
+                if res.succeeded:
+                    changed.append(user.name)
+                    break
+            else:
+                raise Conflict(f"user {user.name!r} is changing concurrently; retry", field="name")
+        return changed
 
     async def delete_user(self, name: str) -> None:
         deleted = await self.etcd.delete(self.keys.user(name))
@@ -336,6 +359,11 @@ def token_expiry(spec: TokenSpec, now: datetime) -> datetime | None:
         return now + timedelta(seconds=spec.expires_in)
     if spec.expires_at is not None and spec.expires_at.tzinfo is None:
         raise InvalidInput("expires_at needs a time zone (e.g. Z)", field="expires_at")
+    if spec.expires_at is not None and not now < spec.expires_at <= now + MAX_TOKEN_LIFE:
+        # the expiry becomes an etcd lease TTL: far futures were refused by etcd (a 503)
+        raise InvalidInput(
+            "expires_at must be in the future and at most 10 years ahead", field="expires_at"
+        )
     return spec.expires_at
 
 

@@ -199,13 +199,19 @@ class Access:
                     "authentication required: log in (POST /api/v1/auth/login) or send "
                     "'Authorization: Bearer <token>'"
                 )
+        if not secret.isascii():  # tokens are ASCII; anything else cannot match (and must not 500)
+            raise Unauthenticated("invalid, expired or revoked credentials")
         found = await self.store().resolve(secret)
         if found is None:
             raise Unauthenticated("invalid, expired or revoked credentials")
         record, user = found
         if via == "cookie" and request.method in WRITE:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not record.csrf or not secrets.compare_digest(sent, record.csrf):
+            if (
+                not record.csrf
+                or not sent.isascii()
+                or not secrets.compare_digest(sent, record.csrf)
+            ):
                 raise Forbidden(f"missing or wrong {CSRF_HEADER} header", field=CSRF_HEADER)
         return Principal(user, record, via)
 

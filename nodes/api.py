@@ -31,7 +31,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from nodes import api_ops, api_placement, metrics
+from nodes import api_ops, api_placement, headers, metrics
 from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 
 if TYPE_CHECKING:
@@ -375,6 +375,8 @@ def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
     from nodes import api_auth, api_logs, api_ui, api_workflows  # use this module's helpers
+
+    headers.install(app)  # nosniff and a CSP on every answer (issue 19 item 21)
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)

@@ -305,7 +305,12 @@ class AuthApi:
         flows = await etcd.range(keys.workflows(name), count_only=True)
         if flows.count:
             raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
-        if not await etcd.delete(keys.project(name)):
+        deleted = await etcd.delete(keys.project(name))
+        # grants on a deleted project go with it: a new project of the same name starts with
+        # nobody's grants but those on "*" (D165). Also on a repeated DELETE, so a node that died
+        # between the two steps leaves nothing behind once the call is retried.
+        dropped = await self.access.store().drop_grants(name)
+        if not deleted and not dropped:
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)
 
