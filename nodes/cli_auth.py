@@ -357,6 +357,7 @@ NODE_FLAGS = {
     "metrics_token_file": ("--metrics-token-file", "file with a token for /metrics, /status only"),
     "trusted_proxies": ("--trusted-proxies", "CIDRs of proxies whose X-Forwarded-* are believed"),
     "admin_password_out": ("--admin-password-out", "file for a generated first-admin password"),
+    "secrets_key_file": ("--secrets-key-file", "key ring for project secrets (AES-256-GCM)"),
 }
 
 
@@ -379,6 +380,10 @@ def check_node_config(config: Any) -> None:
     from nodes.config import etcd_security, read_secret
 
     etcd_security(config)
+    if config.secrets_key_file:
+        from nodes.secretkeys import read_key_file
+
+        read_key_file(config.secrets_key_file)
     read_secret(config.peer_secret, config.peer_secret_file, "peer_secret")
     metrics = read_secret(config.metrics_token, config.metrics_token_file, "metrics_token")
     if metrics is not None and len(metrics) < 20:

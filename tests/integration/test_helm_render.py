@@ -10,6 +10,7 @@ properties the chart promises (probes, grace period, stable ids, selectors, Secr
 
 from __future__ import annotations
 
+import base64
 import json
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ import kubernetes_validate
 import pytest
 from aiohttp import web
 
+from cluster.secretbox import KeyRing
 from nodes.embedded import free_port
 from tests.conftest import ROOT
 from tests.unit.test_helm_chart import ETCD_ENABLED
@@ -172,6 +174,7 @@ async def test_default_values_render_valid_manifests():
         "PodDisruptionBudget",
         "Secret",  # the generated first-admin password (D169)
         "Secret",  # the generated metrics token (D166)
+        "Secret",  # the key ring of project secrets (secretsKey.create)
         "Service",
         "Service",
         "ServiceAccount",
@@ -202,6 +205,27 @@ async def test_default_values_render_valid_manifests():
     ref = env["CRONMESH_ADMIN_PASSWORD"]["secretKeyRef"]
     admin = by_kind(objects, "Secret")[ref["name"]]["stringData"][ref["key"]]
     assert len(admin) >= 20 and env["CRONMESH_ADMIN_MUST_CHANGE"] == "true"
+    # project secrets: a generated key ring, kept across upgrades, mounted read-only as a file
+    ring = by_kind(objects, "Secret")["rel-cronmesh-secrets-key"]
+    assert ring["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert KeyRing.parse(base64.b64decode(ring["data"]["keys"]).decode()).current
+    assert env["CRONMESH_SECRETS_KEY_FILE"] == "/etc/cronmesh/secrets-key/keys"
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "secrets-key")
+    assert volume["secret"]["secretName"] == "rel-cronmesh-secrets-key"
+    assert volume["secret"]["defaultMode"] == 0o400
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets-key")
+    assert mount["readOnly"] is True and mount["mountPath"] == "/etc/cronmesh/secrets-key"
+
+
+async def test_an_existing_secrets_key_secret_is_mounted_and_none_is_created():
+    objects = await render({"secretsKey": {"existingSecret": "my-ring", "secretKey": "ring"}})
+    validate_all(objects)
+    assert "rel-cronmesh-secrets-key" not in by_kind(objects, "Secret")  # (admin, metrics: D166/9)
+    pod = by_kind(objects, "StatefulSet")["rel-cronmesh"]["spec"]["template"]
+    env = env_of(pod["spec"]["containers"][0])
+    assert env["CRONMESH_SECRETS_KEY_FILE"] == "/etc/cronmesh/secrets-key/ring"
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "secrets-key")
+    assert volume["secret"]["secretName"] == "my-ring"
 
 
 async def test_bundled_etcd_and_every_option_render_valid_manifests():

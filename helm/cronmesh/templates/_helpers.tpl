@@ -100,3 +100,11 @@ app.kubernetes.io/component: etcd
 {{- define "cronmesh.adminSecretName" -}}
 {{- printf "%s-admin" (include "cronmesh.fullname" .) -}}
 {{- end -}}
+
+{{- define "cronmesh.secretsKeyName" -}}
+{{- default (printf "%s-secrets-key" (include "cronmesh.fullname" .)) .Values.secretsKey.existingSecret -}}
+{{- end -}}
+
+{{- define "cronmesh.hasSecretsKey" -}}
+{{- if or .Values.secretsKey.existingSecret .Values.secretsKey.create -}}true{{- end -}}
+{{- end -}}
