@@ -24,6 +24,7 @@ from cluster.errors import (
     Unavailable,
 )
 from cluster.etcd import Compare, Op
+from cluster.groups import GroupStore
 from cluster.identity import (
     TokenSpec,
     User,
@@ -310,6 +311,8 @@ class AuthApi:
         # nobody's grants but those on "*" (D165). Also on a repeated DELETE, so a node that died
         # between the two steps leaves nothing behind once the call is retried.
         dropped = await self.access.store().drop_grants(name)
+        # its node-group grants go with it (D155): a new project of that name starts with none
+        await GroupStore(etcd, keys, self.node.clock).forget_project(name)
         if not deleted and not dropped:
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)
