@@ -53,7 +53,7 @@ async def test_non_ascii_credential_headers_are_refused_not_500(cluster):
     ):
         status, text = await raw(cluster, "GET", "/api/v1/auth/me", headers)
         assert status == 401, (headers, status, text)
-    signed = signing.sign(b"x" * 32, "GET", "/internal/v1/x", b"", 0.0, "n1")
+    signed = signing.sign(b"x" * 32, "GET", "/internal/v1/x", b"", 0.0, "n1", to="n1")
     for name in (signing.H_SIG, signing.H_NONCE, signing.H_NODE):
         bad = {**signed, name: NON_ASCII}
         status, text = await raw(cluster, "GET", "/internal/v1/projects/a/runs/1/logs", bad)
