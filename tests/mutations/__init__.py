@@ -267,6 +267,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a path no rule matches needs cluster admin",
     ),
     Mutation(
+        "token-expiry",
+        "cluster/identity.py",
+        r" or record\.expired\(self\.clock\(\)\)",
+        "",
+        ("tests/integration/test_access.py::test_token_expiry_revocation_and_disabled_user",),
+        "an expired API token authenticates nobody",
+    ),
+    Mutation(
         "peer-signature",
         "nodes/signing.py",
         r"if not hmac\.compare_digest\(mac\.hexdigest\(\), sig\):",
