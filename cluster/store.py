@@ -20,7 +20,7 @@ from typing import Any
 
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
 from cluster.etcd import KV, Compare, Etcd, Op
-from cluster.ids import Snowflake
+from cluster.ids import Snowflake, is_id
 from cluster.keys import Keys
 from cluster.models import (
     FINISHED,
@@ -258,7 +258,7 @@ class Store:
     # -- runs: reading -------------------------------------------------------------------------
 
     async def get_run_kv(self, project: str, run_id: str) -> Stored:
-        if not run_id.isdigit() or len(run_id) > 19:
+        if not is_id(run_id):
             raise RunNotFound(f"run {run_id!r} not found", field="run_id")
         kv = await self.etcd.get(self.keys.run(project, run_id))
         if kv is None:

@@ -16,6 +16,7 @@ from typing import Any
 from cluster.dag import Graph, ancestors, rerun_set
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
+from cluster.ids import is_id
 from cluster.models import Run
 from cluster.store import Store, dumps
 from cluster.workflows import (
@@ -194,7 +195,7 @@ class WorkflowStore:
         return ex
 
     async def get_kv(self, project: str, exec_id: str) -> StoredExecution:
-        if not exec_id.isdigit() or len(exec_id) > 19:
+        if not is_id(exec_id):
             raise ExecutionNotFound(f"execution {exec_id!r} not found", field="execution_id")
         kv = await self.etcd.get(self.keys.execution(project, exec_id))
         if kv is None:

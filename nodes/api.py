@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
 from cluster.errors import CronmeshError, InvalidInput, Unavailable
+from cluster.ids import is_id
 from cluster.models import (
     NAME_PATTERN,
     READ_ONLY_JOB_FIELDS,
@@ -65,6 +66,26 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unhandled error in API handler", path=request.path)
         return error_response(500, "internal", "internal error; see the node's log")
+
+
+# Path parts that name a document, a run or a file (D160): checked before any handler sees them,
+# so no handler can build an etcd key, a spool path or an object key from a bad one.
+_NAMED_PARTS = ("project", "job", "workflow")
+_ID_PARTS = ("run", "execution")
+
+
+@web.middleware
+async def path_parts_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    info = request.match_info
+    for part in _NAMED_PARTS:
+        value = info.get(part)
+        if value is not None and not _NAME.fullmatch(value):
+            raise InvalidInput(f"invalid {part} name {value!r}", field=part)
+    for part in _ID_PARTS:
+        value = info.get(part)
+        if value is not None and not is_id(value):
+            raise InvalidInput(f"{part} must be an id (up to 19 digits), not {value!r}", field=part)
+    return await handler(request)
 
 
 def dump(model: Any) -> Any:
@@ -324,7 +345,7 @@ class Api:
         ):
             raise InvalidInput(f"unknown status {status!r}", field="status")
         before = request.query.get("before") or None
-        if before is not None and not before.isdigit():
+        if before is not None and not is_id(before):
             raise InvalidInput("before must be a run id", field="before")
         limit = int_query(request, "limit", 50, 1, 1000)
         runs = await self.store().list_runs(
@@ -374,6 +395,7 @@ def make_app(node: Node) -> web.Application:
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
+    app.middlewares.append(path_parts_middleware)  # after access: strangers get 401/403 first
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)

@@ -27,6 +27,7 @@ from cluster.identity import (
     parse_user_spec,
     token_expiry,
 )
+from cluster.ids import is_id
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
 from nodes.access import (
@@ -321,7 +322,7 @@ class AuthApi:
             raise Unauthenticated("this node is not connected to etcd")
         limit = int_query(request, "limit", 100, 1, 1000)
         before = request.query.get("before") or None
-        if before is not None and not before.isdigit():
+        if before is not None and not is_id(before):
             raise InvalidInput("before must be an audit entry id", field="before")
         actor = request.query.get("actor") or None
         entries = await self.access.audit.list(limit=limit, before=before, actor=actor)

@@ -21,11 +21,11 @@ import aiohttp
 from aiohttp import web
 
 from cluster.errors import InvalidInput, NotFound, PeerRejected, RunNotFound, Unavailable
-from cluster.ids import id_floor
+from cluster.ids import id_floor, is_id
 from cluster.models import Run
 from logstore.archive import archived_runs
 from logstore.frames import parse_line
-from logstore.spool import LogRef
+from logstore.spool import JOB_RE, LogRef
 from logstore.store import ObjectMissing, StoreUnavailable, log_key
 from logstore.tail import (
     MAX_TAIL,
@@ -167,8 +167,8 @@ class LogsApi:
         self, request: web.Request, project: str, q: Query
     ) -> web.StreamResponse | None:
         """A run pruned from etcd (archived): its log is still in the store, given ``job``."""
-        job = request.query.get("job")
-        if not job or not _NAME.fullmatch(job):
+        job = _job_query(request)
+        if job is None:
             return None
         ref = LogRef(project, job, request.match_info["run"], q.attempt or 1)
         local = await self._local(request, ref, q)  # its upload may still be pending
@@ -211,7 +211,7 @@ class LogsApi:
     async def internal_logs(self, request: web.Request) -> web.StreamResponse:
         project, run_id = project_of(request), request.match_info["run"]
         q = Query.parse(request)
-        job = request.query.get("job")
+        job = _job_query(request)
         attempt = q.attempt or 1
         if job is None:
             path = self.node.logs.spool.find(project, run_id, attempt)
@@ -368,6 +368,17 @@ async def _decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
         yield tail
 
 
+def _job_query(request: web.Request) -> str | None:
+    """The ``job`` query parameter (a job name, or ``@workflow:task``), checked: it becomes part
+    of a spool path and an object key (D160)."""
+    job = request.query.get("job")
+    if job is None or job == "":
+        return None
+    if not JOB_RE.fullmatch(job):
+        raise InvalidInput(f"invalid job name {job!r}", field="job")
+    return job
+
+
 def _connected(request: web.Request) -> bool:
     return request.transport is not None and not request.transport.is_closing()
 
@@ -411,7 +422,7 @@ async def list_archived(node: Node, request: web.Request) -> web.Response:
     if since and until and since >= until:
         raise InvalidInput("from must be before to", field="from")
     before = request.query.get("before") or None
-    if before is not None and not before.isdigit():
+    if before is not None and not is_id(before):
         raise InvalidInput("before must be a run id", field="before")
     upper = id_floor(until) if until else "9" * 19
     if before is not None:
