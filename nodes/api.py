@@ -148,6 +148,18 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
+DEFAULT_PAGE = 500
+MAX_PAGE = 1000
+
+
+def page_query(request: web.Request) -> tuple[str | None, int]:
+    """``after`` (a name: continue after it) and ``limit`` of a paged listing (D161)."""
+    after = request.query.get("after") or None
+    if after is not None and not _NAME.fullmatch(after):
+        raise InvalidInput(f"after must be a name, not {after!r}", field="after")
+    return after, int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+
+
 class Api:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -182,8 +194,8 @@ class Api:
 
     async def nodes(self) -> list[dict[str, Any]]:
         keys, etcd = self.node.keys, self.node.etcd
-        infos = await etcd.range(keys.node_infos())
-        live = await etcd.range(keys.nodes(), revision=infos.revision)
+        infos = await etcd.range_all(keys.node_infos())
+        live = await etcd.range_all(keys.nodes(), revision=infos.revision)
         up = {kv.key.rsplit("/", 1)[-1]: json.loads(kv.value) for kv in live.kvs}
         out = []
         for kv in infos.kvs:
@@ -229,10 +241,12 @@ class Api:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    @documented(answer=JobList)
+    @documented(answer=JobList, query={"after": STR, "limit": LIMIT})
     async def list_jobs(self, request: web.Request) -> web.Response:
-        jobs = await self.store().list_jobs(project_of(request))
-        return ok({"jobs": [dump(j) for j in jobs]})
+        project = project_of(request)
+        after, limit = page_query(request)
+        jobs, more = await self.store().list_jobs(project, after=after, limit=limit)
+        return ok({"jobs": [dump(j) for j in jobs], "next": more})
 
     @staticmethod
     def _spec(data: dict[str, Any], name: str | None) -> JobSpec:

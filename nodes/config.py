@@ -13,8 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cluster.errors import InvalidInput
-from cluster.etcd import Security
+from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
 from cluster.models import parse_model
+from cluster.quotas import DEFAULT_BYTES, DEFAULT_JOBS, DEFAULT_WORKFLOWS, MAX_QUOTA, Quotas
 
 
 class NodeConfig(BaseModel):
@@ -67,6 +68,18 @@ class NodeConfig(BaseModel):
     log_run_cap: int = Field(default=64 * 1024 * 1024, ge=1024)
     spool_disk_cap: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024 * 1024)
     log_segment_interval: float = Field(default=2.0, gt=0, le=300)
+    # Bulk reads and quotas (D161, D162): keys per page of a bulk etcd read, the largest etcd
+    # answer the client accepts, and the per-project quotas' cluster-wide defaults (a cluster
+    # admin overrides them per project). Every node of a cluster should use the same values.
+    etcd_page_keys: int = Field(default=PAGE_KEYS, ge=1, le=100_000)
+    etcd_max_message: int = Field(default=MAX_MESSAGE, ge=2 * 1024 * 1024, le=2**31 - 1)
+    quota_jobs: int = Field(default=DEFAULT_JOBS, ge=0, le=MAX_QUOTA)
+    quota_workflows: int = Field(default=DEFAULT_WORKFLOWS, ge=0, le=MAX_QUOTA)
+    quota_bytes: int = Field(default=DEFAULT_BYTES, ge=0, le=MAX_QUOTA)
+
+    @property
+    def quotas(self) -> Quotas:
+        return Quotas(jobs=self.quota_jobs, workflows=self.quota_workflows, bytes=self.quota_bytes)
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -179,6 +192,11 @@ ENV = {
     "CRONMESH_S3_ENDPOINT": "s3_endpoint",
     "CRONMESH_S3_REGION": "s3_region",
     "CRONMESH_SPOOL_DIR": "spool_dir",
+    "CRONMESH_ETCD_PAGE_KEYS": "etcd_page_keys",
+    "CRONMESH_ETCD_MAX_MESSAGE": "etcd_max_message",
+    "CRONMESH_QUOTA_JOBS": "quota_jobs",
+    "CRONMESH_QUOTA_WORKFLOWS": "quota_workflows",
+    "CRONMESH_QUOTA_BYTES": "quota_bytes",
 }
 
 

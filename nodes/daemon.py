@@ -58,6 +58,8 @@ class Node:
             timeout=config.etcd_timeout,
             security=etcd_security(config),
             observer=etcd_metrics.observe,
+            max_message=config.etcd_max_message,
+            page_keys=config.etcd_page_keys,
         )
         self.logs = build_logs(config)
         self.peers = PeerClient(self)
@@ -207,6 +209,7 @@ class Node:
         self.session = session
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
+        self.store.quotas = self.config.quotas
         await self.access.on_session(self.store)  # first admin, peer secret
         self._record = self.node_record(machine_id)
         record = dumps(self._record)
