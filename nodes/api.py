@@ -55,7 +55,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except CronmeshError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        resp = error_response(exc.status, exc.code, exc.message, exc.field)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            resp.headers["Retry-After"] = str(max(1, round(retry_after)))
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

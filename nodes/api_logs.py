@@ -10,8 +10,9 @@ that node is gone, the segments it shipped while the attempt ran are the last re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,14 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from cluster.errors import InvalidInput, NotFound, PeerRejected, RunNotFound, Unavailable
+from cluster.errors import (
+    InvalidInput,
+    NotFound,
+    PeerRejected,
+    RunNotFound,
+    TooManyRequests,
+    Unavailable,
+)
 from cluster.ids import id_floor, is_id
 from cluster.models import Run
 from logstore.archive import archived_runs
@@ -29,6 +37,7 @@ from logstore.spool import JOB_RE, LogRef
 from logstore.store import ObjectMissing, StoreUnavailable, log_key
 from logstore.tail import (
     MAX_TAIL,
+    TAIL_BYTES,
     follow_spool,
     last_lines,
     object_tail,
@@ -45,6 +54,31 @@ if TYPE_CHECKING:
     from nodes.daemon import Node
 
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
+# A line of the JSON form longer than this is split into several frames (bounded memory, D163).
+MAX_JSON_LINE = 1024 * 1024
+
+
+class Slots:
+    """At most ``limit`` of something at once on this node; ``take`` answers 429 when full
+    (never queues: a flood must not pile up waiting requests) (D163)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.used = 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        if self.used >= self.limit:
+            raise TooManyRequests(
+                f"{self.limit} {self.what} are running on this node; retry shortly",
+                retry_after=1.0,
+            )
+        self.used += 1
+        try:
+            yield
+        finally:
+            self.used -= 1
 
 
 @dataclass(frozen=True)
@@ -97,6 +131,7 @@ class Query:
 class LogsApi:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.reads = Slots(node.config.log_reads, "log reads")
 
     # -- public -------------------------------------------------------------------------------
 
@@ -108,6 +143,12 @@ class LogsApi:
     async def logs(self, request: web.Request) -> web.StreamResponse:
         project = project_of(request)
         q = Query.parse(request)
+        if q.follow:
+            return await self._logs(request, project, q)
+        with self.reads.take():
+            return await self._logs(request, project, q)
+
+    async def _logs(self, request: web.Request, project: str, q: Query) -> web.StreamResponse:
         store = Api(self.node).store()
         try:
             run = await store.get_run(project, request.match_info["run"])
@@ -209,8 +250,14 @@ class LogsApi:
     # -- internal (a peer asks what this node holds) -------------------------------------------
 
     async def internal_logs(self, request: web.Request) -> web.StreamResponse:
-        project, run_id = project_of(request), request.match_info["run"]
         q = Query.parse(request)
+        if q.follow:
+            return await self._internal_logs(request, q)
+        with self.reads.take():
+            return await self._internal_logs(request, q)
+
+    async def _internal_logs(self, request: web.Request, q: Query) -> web.StreamResponse:
+        project, run_id = project_of(request), request.match_info["run"]
         job = _job_query(request)
         attempt = q.attempt or 1
         if job is None:
@@ -251,8 +298,7 @@ class LogsApi:
         if q.tail is not None:
             return self._reply(await asyncio.to_thread(_spool_tail, path, q.tail), q, ref)
         if q.fmt == "json":
-            data = b"".join([c async for c in spool_text(path, q.offset, q.length)])
-            return self._reply(data, q, ref)
+            return await self._send_json(request, spool_text(path, q.offset, q.length), ref)
         return await self._send(request, spool_text(path, q.offset, q.length))
 
     async def _stored(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
@@ -260,8 +306,7 @@ class LogsApi:
         if q.tail is not None:
             return self._reply(await object_tail(store, key, q.tail), q, ref)
         if q.fmt == "json":
-            data = b"".join([c async for c in object_text(store, key, q.offset, q.length)])
-            return self._reply(data, q, ref)
+            return await self._send_json(request, object_text(store, key, q.offset, q.length), ref)
         size = await store.size(key)  # raises ObjectMissing before the response starts
         if q.follow:
             return await self._stream(request, _decoded(object_text(store, key)), q.sse)
@@ -270,13 +315,19 @@ class LogsApi:
         )
 
     async def _segments(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
-        data = b"".join([c async for c in segments_text(self.node.logs.store, ref)])
-        if q.tail is not None:
-            data = last_lines(iter([data.decode()]), q.tail)
-        elif q.offset or q.length is not None:
-            data = data[q.offset : None if q.length is None else q.offset + q.length]
+        """What a crashed worker shipped, streamed (or its tail, bounded), with a note."""
+        store = self.node.logs.store
         note = b"(the node that ran this attempt is down: shipped segments only)\n"
-        return self._reply(data + note if q.fmt == "text" else data, q, ref)
+        if q.tail is not None:
+            pieces = [
+                c.decode("utf-8", "replace") async for c in _bounded_tail(segments_text(store, ref))
+            ]
+            data = last_lines(iter(pieces), q.tail)
+            return self._reply(data + note if q.fmt == "text" else data, q, ref)
+        chunks = _sliced(segments_text(store, ref), q.offset, q.length)
+        if q.fmt == "json":
+            return await self._send_json(request, chunks, ref)
+        return await self._send(request, _then(chunks, note))
 
     async def _proxy(
         self, request: web.Request, node_id: str, ref: LogRef, q: Query
@@ -287,14 +338,15 @@ class LogsApi:
         async with self.node.peers.request(
             "GET", node_id, path, params=params, client_timeout=timeout
         ) as upstream:
-            if upstream.status != 200 or upstream.content_type == "application/json":
-                body = await upstream.read()
+            if upstream.status != 200:  # an error answer: small, read at most 64 KiB of it
+                body = await upstream.content.read(64 * 1024)
                 return web.Response(
                     body=body, status=upstream.status, content_type=upstream.content_type
                 )
             if q.follow:
                 return await self._stream(request, _decoded(upstream.content.iter_any()), q.sse)
-            return await self._send(request, upstream.content.iter_chunked(256 * 1024))
+            ctype = "application/json" if upstream.content_type == "application/json" else None
+            return await self._send(request, upstream.content.iter_chunked(256 * 1024), ctype=ctype)
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -306,15 +358,60 @@ class LogsApi:
 
     @staticmethod
     async def _send(
-        request: web.Request, chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None
+        request: web.Request,
+        chunks: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+        ctype: str | None = None,
     ) -> web.StreamResponse:
-        """Plain text, written as the chunks come (never the whole log in memory)."""
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
-        )
+        """Plain text (or ``ctype``), written as the chunks come (never the whole log in
+        memory)."""
+        content_type = f"{ctype or 'text/plain'}; charset=utf-8"
+        resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
         await resp.prepare(request)
         async for chunk in chunks:
             await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    async def _send_json(
+        request: web.Request, chunks: AsyncIterator[bytes], ref: LogRef
+    ) -> web.StreamResponse:
+        """The JSON form, written frame by frame as the text comes (never the whole log in
+        memory, D163). The first chunk is read before the answer starts, so a missing log is
+        still a 404."""
+        it = aiter(chunks)
+        first = await anext(it, None)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+        await resp.prepare(request)
+        await resp.write(
+            f'{{"run": {json.dumps(ref.run)}, "attempt": {ref.attempt}, "frames": ['.encode()
+        )
+        sep, pending = b"", b""
+
+        async def rest() -> AsyncIterator[bytes]:
+            if first is not None:
+                yield first
+            async for chunk in it:
+                yield chunk
+
+        async for chunk in rest():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > MAX_JSON_LINE:
+                lines.append(pending)
+                pending = b""
+            if lines:
+                body = b",".join(
+                    json.dumps(parse_line(x.decode("utf-8", "replace"))).encode() for x in lines
+                )
+                await resp.write(sep + body)
+                sep = b","
+        if pending:
+            await resp.write(
+                sep + json.dumps(parse_line(pending.decode("utf-8", "replace"))).encode()
+            )
+        await resp.write(b"]}")
         await resp.write_eof()
         return resp
 
@@ -366,6 +463,42 @@ async def _decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
     tail = dec.decode(b"", final=True)
     if tail:
         yield tail
+
+
+async def _sliced(
+    chunks: AsyncIterator[bytes], offset: int, length: int | None
+) -> AsyncIterator[bytes]:
+    """Bytes ``offset``..``offset+length`` of a chunked text, as chunks."""
+    pos = 0
+    end = None if length is None else offset + length
+    async for chunk in chunks:
+        lo, pos = pos, pos + len(chunk)
+        if pos <= offset:
+            continue
+        if end is not None and lo >= end:
+            return
+        piece = chunk[max(0, offset - lo) : None if end is None else end - lo]
+        if piece:
+            yield piece
+
+
+async def _bounded_tail(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks, keeping at most ``TAIL_BYTES`` of the newest in memory before yielding."""
+    kept: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        kept.append(chunk)
+        size += len(chunk)
+        while len(kept) > 1 and size - len(kept[0]) >= TAIL_BYTES:
+            size -= len(kept.pop(0))
+    for chunk in kept:
+        yield chunk
+
+
+async def _then(chunks: AsyncIterator[bytes], last: bytes) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield chunk
+    yield last
 
 
 def _job_query(request: web.Request) -> str | None:

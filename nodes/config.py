@@ -76,6 +76,8 @@ class NodeConfig(BaseModel):
     quota_jobs: int = Field(default=DEFAULT_JOBS, ge=0, le=MAX_QUOTA)
     quota_workflows: int = Field(default=DEFAULT_WORKFLOWS, ge=0, le=MAX_QUOTA)
     quota_bytes: int = Field(default=DEFAULT_BYTES, ge=0, le=MAX_QUOTA)
+    # log reads served at once by this node (not follows): more answer 429 (D163)
+    log_reads: int = Field(default=16, ge=1, le=10_000)
 
     @property
     def quotas(self) -> Quotas:
@@ -197,6 +199,7 @@ ENV = {
     "CRONMESH_QUOTA_JOBS": "quota_jobs",
     "CRONMESH_QUOTA_WORKFLOWS": "quota_workflows",
     "CRONMESH_QUOTA_BYTES": "quota_bytes",
+    "CRONMESH_LOG_READS": "log_reads",
 }
 
 
