@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from cluster.errors import (
@@ -46,12 +47,15 @@ from logstore.tail import (
     spool_lines,
     spool_text,
 )
+from nodes.access import PRINCIPAL
 from nodes.api import _NAME, Api, int_query, ok, project_of
 from nodes.openapi import documented
 from nodes.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
+
+log = structlog.get_logger(__name__)
 
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
 # A line of the JSON form longer than this is split into several frames (bounded memory, D163).
@@ -128,10 +132,53 @@ class Query:
         return out
 
 
+class Followers:
+    """Live followers on this node: at most ``per_node`` in all and ``per_user`` per user (a
+    peer's proxied follow counts towards the node only: its user was counted where they asked);
+    more answer 429 (D164)."""
+
+    def __init__(self, per_node: int, per_user: int) -> None:
+        self.per_node = per_node
+        self.per_user = per_user
+        self.total = 0
+        self.by_user: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def take(self, user: str | None) -> Iterator[None]:
+        if self.total >= self.per_node:
+            raise TooManyRequests(
+                f"{self.per_node} log followers are open on this node; retry later",
+                retry_after=5.0,
+            )
+        if user is not None and self.by_user.get(user, 0) >= self.per_user:
+            raise TooManyRequests(
+                f"user {user!r} already follows {self.per_user} logs on this node; close one first",
+                retry_after=5.0,
+            )
+        self.total += 1
+        if user is not None:
+            self.by_user[user] = self.by_user.get(user, 0) + 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            if user is not None:
+                left = self.by_user.get(user, 1) - 1
+                if left > 0:
+                    self.by_user[user] = left
+                else:
+                    self.by_user.pop(user, None)
+
+
+class _ClientGone(Exception):
+    """The client closed its connection: the request ends quietly (not an error)."""
+
+
 class LogsApi:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.reads = Slots(node.config.log_reads, "log reads")
+        self.followers = Followers(node.config.log_followers, node.config.log_followers_per_user)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -143,10 +190,15 @@ class LogsApi:
     async def logs(self, request: web.Request) -> web.StreamResponse:
         project = project_of(request)
         q = Query.parse(request)
-        if q.follow:
-            return await self._logs(request, project, q)
-        with self.reads.take():
-            return await self._logs(request, project, q)
+        try:
+            if q.follow:
+                who = request.get(PRINCIPAL)
+                with self.followers.take(who.name if who is not None else None):
+                    return await self._logs(request, project, q)
+            with self.reads.take():
+                return await self._logs(request, project, q)
+        except _ClientGone:
+            return web.Response(status=204)  # nobody reads it
 
     async def _logs(self, request: web.Request, project: str, q: Query) -> web.StreamResponse:
         store = Api(self.node).store()
@@ -232,14 +284,37 @@ class LogsApi:
             await asyncio.sleep(0.05)
 
     async def _started(self, request: web.Request, run: Run, attempt: int) -> Run:
-        """For ``follow``: wait while the attempt has not started yet."""
+        """For ``follow``: wait while the attempt has not started yet, on a watch of the run's
+        key (not by reading it again and again), checking every second that the client is still
+        there (D164)."""
         store = Api(self.node).store()
+        key = self.node.keys.run(run.project, run.id)
         while run.status == "pending" and run.attempt <= attempt:
-            if not _connected(request):
-                raise Unavailable("the client went away")  # nobody reads this answer
-            await asyncio.sleep(0.2)
-            run = await store.get_run(run.project, run.id)
+            stored = await store.get_run_kv(run.project, run.id)
+            run = stored.run
+            if not (run.status == "pending" and run.attempt <= attempt):
+                break
+            waiter = asyncio.create_task(self._changed(key, stored.mod_revision))
+            try:
+                while not waiter.done():
+                    if not _connected(request):
+                        raise _ClientGone
+                    await asyncio.wait({waiter}, timeout=1.0)
+                if waiter.exception() is not None:  # the watch broke: read again shortly
+                    await asyncio.sleep(0.5)
+            finally:
+                waiter.cancel()
+                with contextlib.suppress(BaseException):
+                    await waiter
         return run
+
+    async def _changed(self, key: str, rev: int) -> None:
+        """Return at the first change of ``key`` after revision ``rev``."""
+        async for batch in self.node.etcd.watch(
+            key, start_revision=rev + 1, prefix=False, progress_notify=False
+        ):
+            if batch.events:
+                return
 
     @staticmethod
     def _ran_on(run: Run, attempt: int) -> str | None:
@@ -252,7 +327,8 @@ class LogsApi:
     async def internal_logs(self, request: web.Request) -> web.StreamResponse:
         q = Query.parse(request)
         if q.follow:
-            return await self._internal_logs(request, q)
+            with self.followers.take(None):
+                return await self._internal_logs(request, q)
         with self.reads.take():
             return await self._internal_logs(request, q)
 
@@ -368,9 +444,10 @@ class LogsApi:
         content_type = f"{ctype or 'text/plain'}; charset=utf-8"
         resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
         await resp.prepare(request)
-        async for chunk in chunks:
-            await resp.write(chunk)
-        await resp.write_eof()
+        with _until_gone():
+            async for chunk in chunks:
+                await resp.write(chunk)
+            await resp.write_eof()
         return resp
 
     @staticmethod
@@ -395,24 +472,8 @@ class LogsApi:
             async for chunk in it:
                 yield chunk
 
-        async for chunk in rest():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_JSON_LINE:
-                lines.append(pending)
-                pending = b""
-            if lines:
-                body = b",".join(
-                    json.dumps(parse_line(x.decode("utf-8", "replace"))).encode() for x in lines
-                )
-                await resp.write(sep + body)
-                sep = b","
-        if pending:
-            await resp.write(
-                sep + json.dumps(parse_line(pending.decode("utf-8", "replace"))).encode()
-            )
-        await resp.write(b"]}")
-        await resp.write_eof()
+        with _until_gone():
+            await _json_frames(resp, rest(), sep, pending)
         return resp
 
     @staticmethod
@@ -433,22 +494,23 @@ class LogsApi:
         ctype = "text/event-stream" if sse else "text/plain; charset=utf-8"
         resp = web.StreamResponse(headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        pending = ""
-        async for text in chunks:
-            if not sse:
-                await resp.write(text.encode())
-                continue
-            pending += text
-            *lines, pending = pending.split("\n")
-            if lines:
-                await resp.write(
-                    "".join(f"data: {json.dumps(parse_line(x))}\n\n" for x in lines).encode()
-                )
-        if sse:
-            if pending:
-                await resp.write(f"data: {json.dumps(parse_line(pending))}\n\n".encode())
-            await resp.write(b"event: end\ndata: {}\n\n")
-        await resp.write_eof()
+        with _until_gone():
+            pending = ""
+            async for text in chunks:
+                if not sse:
+                    await resp.write(text.encode())
+                    continue
+                pending += text
+                *lines, pending = pending.split("\n")
+                if lines:
+                    await resp.write(
+                        "".join(f"data: {json.dumps(parse_line(x))}\n\n" for x in lines).encode()
+                    )
+            if sse:
+                if pending:
+                    await resp.write(f"data: {json.dumps(parse_line(pending))}\n\n".encode())
+                await resp.write(b"event: end\ndata: {}\n\n")
+            await resp.write_eof()
         return resp
 
 
@@ -499,6 +561,38 @@ async def _then(chunks: AsyncIterator[bytes], last: bytes) -> AsyncIterator[byte
     async for chunk in chunks:
         yield chunk
     yield last
+
+
+async def _json_frames(
+    resp: web.StreamResponse, chunks: AsyncIterator[bytes], sep: bytes, pending: bytes
+) -> None:
+    """Write the frames of a chunked text, then close the JSON document."""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > MAX_JSON_LINE:
+            lines.append(pending)
+            pending = b""
+        if lines:
+            body = b",".join(
+                json.dumps(parse_line(x.decode("utf-8", "replace"))).encode() for x in lines
+            )
+            await resp.write(sep + body)
+            sep = b","
+    if pending:
+        await resp.write(sep + json.dumps(parse_line(pending.decode("utf-8", "replace"))).encode())
+    await resp.write(b"]}")
+    await resp.write_eof()
+
+
+@contextlib.contextmanager
+def _until_gone() -> Iterator[None]:
+    """A client that closes its connection mid-answer ends the answer: a normal end, not an
+    error with a traceback (D164)."""
+    try:
+        yield
+    except ConnectionResetError:  # aiohttp's ClientConnectionResetError included
+        log.debug("log reader went away")
 
 
 def _job_query(request: web.Request) -> str | None:

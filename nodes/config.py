@@ -78,6 +78,9 @@ class NodeConfig(BaseModel):
     quota_bytes: int = Field(default=DEFAULT_BYTES, ge=0, le=MAX_QUOTA)
     # log reads served at once by this node (not follows): more answer 429 (D163)
     log_reads: int = Field(default=16, ge=1, le=10_000)
+    # live log followers on one node, in all and per user: more answer 429 (D164)
+    log_followers: int = Field(default=256, ge=1, le=100_000)
+    log_followers_per_user: int = Field(default=16, ge=1, le=100_000)
 
     @property
     def quotas(self) -> Quotas:
@@ -200,6 +203,8 @@ ENV = {
     "CRONMESH_QUOTA_WORKFLOWS": "quota_workflows",
     "CRONMESH_QUOTA_BYTES": "quota_bytes",
     "CRONMESH_LOG_READS": "log_reads",
+    "CRONMESH_LOG_FOLLOWERS": "log_followers",
+    "CRONMESH_LOG_FOLLOWERS_PER_USER": "log_followers_per_user",
 }
 
 
