@@ -6,6 +6,7 @@ they are mapped from ``CronmeshError`` in one middleware.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.cron import next_times, parse_schedule
@@ -422,9 +424,96 @@ def make_app(node: Node) -> web.Application:
     return app
 
 
+class HeadDeadlineHandler(RequestHandler):
+    """aiohttp's request handler with a deadline on reading a request's head (request line and
+    headers): a connection that has not sent a whole head ``head_timeout`` seconds after it
+    opened, or after the first byte of its next request, is closed (slowloris, #19 item 16).
+    aiohttp has no such timeout of its own; idle keep-alive connections are closed by
+    ``keepalive_timeout``. Bodies are bounded by ``client_max_size``."""
+
+    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count
+        reading_head = self._payload_parser is None and not self._upgraded
+        super().data_received(data)
+        if not reading_head:
+            return
+        if self._request_count > heads:
+            self._disarm()  # a whole head arrived
+        elif data and self._head_timer is None:
+            self._arm()  # the first bytes of a next request: its head has the same deadline
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self._head_timeout, self._expire, self._request_count)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _expire(self, heads: int) -> None:
+        self._head_timer = None
+        if self._request_count == heads:  # still no whole head
+            log.info("closing a connection that sent no whole request in time")
+            self.force_close()
+
+
+class HeadDeadlineSite(web.TCPSite):
+    """``TCPSite`` whose connections are ``HeadDeadlineHandler``s."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        head_timeout: float,
+        keepalive_timeout: float,
+    ) -> None:
+        super().__init__(runner, host, port, reuse_address=True)
+        self._handler_args: dict[str, Any] = {
+            "head_timeout": head_timeout,
+            "keepalive_timeout": keepalive_timeout,
+            "access_log": None,
+        }
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        args = self._handler_args
+        self._server = await loop.create_server(
+            lambda: HeadDeadlineHandler(server, loop=loop, **args),
+            self._host,
+            self._port,
+            reuse_address=self._reuse_address,
+        )
+
+
 async def start_api(node: Node) -> web.AppRunner:
     runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, node.config.listen_host, node.config.listen_port, reuse_address=True)
+    site = HeadDeadlineSite(
+        runner,
+        node.config.listen_host,
+        node.config.listen_port,
+        head_timeout=node.config.http_head_timeout,
+        keepalive_timeout=node.config.http_keepalive_timeout,
+    )
     await site.start()
     return runner

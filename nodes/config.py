@@ -81,6 +81,10 @@ class NodeConfig(BaseModel):
     # live log followers on one node, in all and per user: more answer 429 (D164)
     log_followers: int = Field(default=256, ge=1, le=100_000)
     log_followers_per_user: int = Field(default=16, ge=1, le=100_000)
+    # HTTP: a connection must send a whole request head (line + headers) within this many
+    # seconds; idle keep-alive connections close after the keep-alive timeout (slowloris)
+    http_head_timeout: float = Field(default=10.0, gt=0, le=3600)
+    http_keepalive_timeout: float = Field(default=75.0, gt=0, le=3600)
 
     @property
     def quotas(self) -> Quotas:
@@ -205,6 +209,8 @@ ENV = {
     "CRONMESH_LOG_READS": "log_reads",
     "CRONMESH_LOG_FOLLOWERS": "log_followers",
     "CRONMESH_LOG_FOLLOWERS_PER_USER": "log_followers_per_user",
+    "CRONMESH_HTTP_HEAD_TIMEOUT": "http_head_timeout",
+    "CRONMESH_HTTP_KEEPALIVE_TIMEOUT": "http_keepalive_timeout",
 }
 
 
