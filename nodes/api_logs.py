@@ -442,10 +442,14 @@ class LogsApi:
         """Plain text (or ``ctype``), written as the chunks come (never the whole log in
         memory)."""
         content_type = f"{ctype or 'text/plain'}; charset=utf-8"
+        it = aiter(chunks)
+        first = await anext(it, None)  # a source that fails at once still gets an error answer
         resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
         await resp.prepare(request)
         with _until_gone():
-            async for chunk in chunks:
+            if first is not None:
+                await resp.write(first)
+            async for chunk in it:
                 await resp.write(chunk)
             await resp.write_eof()
         return resp
