@@ -26,6 +26,7 @@ from cluster.groups import NodeState
 from cluster.ids import MAX_MACHINE_ID, Snowflake
 from cluster.keys import Keys
 from cluster.models import now_utc
+from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
@@ -36,6 +37,7 @@ from nodes.config import NodeConfig, etcd_security
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
+from nodes.secretkeys import KeyFile
 from nodes.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -62,6 +64,8 @@ class Node:
             page_keys=config.etcd_page_keys,
         )
         self.logs = build_logs(config)
+        self.secret_keys = KeyFile(config.secrets_key_file)
+        self.secrets: SecretStore | None = None
         self.peers = PeerClient(self)
         self.access = Access(self)
         self.ready = False
@@ -108,6 +112,17 @@ class Node:
             prefix=self.config.prefix,
             version=__version__,
         )
+        if self.config.security_level == 0:
+            log.warning(
+                "SECURITY LEVEL 0: node-to-node calls (/internal/v1, every project's logs) are "
+                "not authenticated; allowed on a loopback address only, for development",
+                listen=self.config.listen,
+            )
+        if self.config.secrets_key_file is None:
+            log.warning(
+                "no secrets key (--secrets-key-file): this node cannot set secrets, and runs "
+                "that reference secrets fail on it"
+            )
         try:
             await self._sessions()
         finally:
@@ -211,6 +226,7 @@ class Node:
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
         self.store.quotas = self.config.quotas
         await self.access.on_session(self.store)  # first admin, peer secret
+        self.secrets = SecretStore(self.etcd, self.keys, self.clock, self.secret_keys.ring)
         self._record = self.node_record(machine_id)
         record = dumps(self._record)
         await self.etcd.txn(
@@ -236,6 +252,7 @@ class Node:
             view=self.view,
             weight_budget=self.config.weight_budget,
             handoff_delay=self.config.handoff_delay,
+            secrets=self.secrets,
         )
         self.ready = True
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)

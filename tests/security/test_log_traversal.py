@@ -107,12 +107,16 @@ async def test_peer_log_route_refuses_a_job_that_climbs_out(cluster, live_b):
         "job=..&attempt=1",
     ):
         path = f"/internal/v1/projects/a/runs/{run_id}/logs?{qs}"
-        headers = signing.sign(node.access.peer_secret, "GET", path, b"", time.time(), "n9")
+        headers = signing.sign(
+            node.access.peer_secret, "GET", path, b"", time.time(), "n9", to=node.node_id
+        )
         status, text = await _get(cluster.url(node, path), headers)
         assert SECRET not in text, (qs, text)
         assert status == 400 and '"field": "job"' in text, (qs, status, text)
     path = f"/internal/v1/projects/a/runs/..%2F..%2Fb%2Fbjob%2F{run_id}/logs?attempt=1"
-    headers = signing.sign(node.access.peer_secret, "GET", path, b"", time.time(), "n9")
+    headers = signing.sign(
+        node.access.peer_secret, "GET", path, b"", time.time(), "n9", to=node.node_id
+    )
     status, text = await _get(cluster.url(node, path), headers)
     assert status == 400 and '"field": "run"' in text and SECRET not in text, text
 
