@@ -421,6 +421,7 @@ class Etcd:
         self.timeout = timeout
         self.max_message = max_message
         self.page_keys = max(1, page_keys)
+        self._page_limits: dict[str, int] = {}  # prefix -> a page size that fitted
         self.security = security or Security()
         self._token: str | None = None
         self._auth_lock = asyncio.Lock()
@@ -687,7 +688,7 @@ class Etcd:
         any prefix is readable whatever its values weigh (a value is at most etcd's request
         limit, 1.5 MiB by default, well below the cap).
         """
-        limit = page_keys or self.page_keys
+        limit = page_keys or self._page_limits.get(key, self.page_keys)
         start = key
         stop = end if end is not None else prefix_end(key).decode("latin-1")
         while True:
@@ -698,6 +699,9 @@ class Etcd:
             except Unavailable as exc:
                 if limit > 1 and _too_large(exc):
                     limit = max(1, limit // 2)
+                    if len(self._page_limits) >= 256:  # bounded: forget what was learned
+                        self._page_limits.clear()
+                    self._page_limits[key] = limit  # the next read of this prefix starts here
                     continue
                 raise
             revision = res.revision

@@ -56,14 +56,14 @@ async def test_leader_starts_and_schedules_others_despite_a_huge_project(
         json={"name": "tick", "command": "true", "schedules": [{"cron": "* * * * * *"}]},
     )
     assert status == 201, body
-    await wait_for(lambda: node.leading and node.scheduler is not None, 20, what="leadership")
+    await wait_for(lambda: node.leading and node.scheduler is not None, 60, what="leadership")
     assert node.scheduler is not None
 
     async def fired() -> bool:
         s, b = await cluster.request("GET", "/api/v1/projects/small/runs?job=tick")
         return s == 200 and len(b["runs"]) > 0
 
-    await wait_for(fired, 30, what="small/tick fired by the new leader")
+    await wait_for(fired, 60, what="small/tick fired by the new leader")
     loaded = {jk for jk in node.scheduler.jobs if jk[0] == "big"}
     assert len(loaded) == 12
     # the list endpoint pages too (and never answers more than a page)
@@ -183,3 +183,23 @@ async def test_list_endpoints_are_paged(cluster):
     assert status == 400 and body["error"]["field"] == "after"
     status, body = await cluster.request("GET", "/api/v1/projects?limit=1")
     assert status == 200 and body["projects"] == ["p"] and body["next"] is None
+
+
+async def test_paged_reads_fit_any_values_under_the_cap(etcd_server, etcd, prefix):
+    """``range_all`` halves a page whose answer is over the cap, remembers the size that fitted,
+    and reads every key at one revision; ``range_page`` stops at its limit and says more follow."""
+    base = f"{prefix}/big/"
+    for i in range(12):
+        await etcd.put(f"{base}{i:02d}", b"v" * 250_000)
+    async with Etcd([etcd_server.endpoint], max_message=CAP, page_keys=500) as small:
+        with pytest.raises(Unavailable):
+            await small.range(base)
+        got = await small.range_all(base)
+        assert [kv.key for kv in got.kvs] == [f"{base}{i:02d}" for i in range(12)]
+        assert all(kv.mod_revision <= got.revision for kv in got.kvs)
+        assert small._page_limits[base] <= 8  # learned: the next read does not start at 500
+        page = await small.range_page(base, limit=5)
+        assert len(page.kvs) == 5 and page.more
+        rest = await small.range_page(base, after="04", limit=100)
+        assert [kv.key[len(base) :] for kv in rest.kvs] == [f"{i:02d}" for i in range(5, 12)]
+        assert not rest.more
