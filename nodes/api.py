@@ -176,6 +176,25 @@ def _secrets_status(node: Node) -> dict[str, Any]:
     return {"key_file": True, "current_key": ring.current, "keys": ring.ids}
 
 
+def paged(
+    request: web.Request,
+    items: Iterable[Any],
+    name: Callable[[Any], str],
+    pattern: re.Pattern[str] = _NAME,
+) -> tuple[list[Any], str | None]:
+    """A page of a list read whole (small ones: users, groups, visible projects) by name, and
+    the name to continue ``after``."""
+    after = request.query.get("after") or None
+    if after is not None and not pattern.fullmatch(after):
+        raise InvalidInput(f"after must be a name, not {after!r}", field="after")
+    limit = int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    ordered = sorted(items, key=name)
+    if after is not None:
+        ordered = [i for i in ordered if name(i) > after]
+    page = ordered[:limit]
+    return page, (name(page[-1]) if len(ordered) > limit else None)
+
+
 class Api:
     def __init__(self, node: Node) -> None:
         self.node = node

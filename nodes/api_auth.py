@@ -41,8 +41,10 @@ from nodes.access import (
     principal,
     whoami,
 )
-from nodes.api import body_json, error_response, int_query, ok, page_query, project_of
+from nodes.api import body_json, error_response, int_query, ok, paged, project_of
 from nodes.openapi import LIMIT, STR, ProjectList, documented
+
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}")
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -152,10 +154,11 @@ class AuthApi:
 
     # -- users ----------------------------------------------------------------------------------
 
-    @documented()
+    @documented(query={"after": STR, "limit": LIMIT})
     async def list_users(self, request: web.Request) -> web.Response:
         users = await self.access.store().list_users()
-        return ok({"users": [u.public() for u in users]})
+        page, more = paged(request, users, lambda u: u.name, _USER_NAME)
+        return ok({"users": [u.public() for u in page], "next": more})
 
     @documented(status="201")
     async def create_user(self, request: web.Request) -> web.Response:
@@ -258,14 +261,11 @@ class AuthApi:
 
     @documented(answer=ProjectList, query={"after": STR, "limit": LIMIT})
     async def list_projects(self, request: web.Request) -> web.Response:
-        after, limit = page_query(request)
         res = await self.node.etcd.range_all(self.node.keys.projects(), keys_only=True)
         names = sorted(kv.key.rsplit("/", 1)[-1] for kv in res.kvs)
-        visible = [n for n in visible_projects(principal(request).user.roles, names)]
-        if after is not None:
-            visible = [n for n in visible if n > after]
-        page = visible[:limit]
-        return ok({"projects": page, "next": page[-1] if len(visible) > limit else None})
+        visible = visible_projects(principal(request).user.roles, names)
+        page, more = paged(request, visible, str)
+        return ok({"projects": page, "next": more})
 
     @documented(status="201")
     async def create_project(self, request: web.Request) -> web.Response:
