@@ -505,7 +505,7 @@ class HeadDeadlineHandler(RequestHandler):
     def _expire(self, heads: int) -> None:
         self._head_timer = None
         if self._request_count == heads:  # still no whole head
-            log.info("closing a connection that sent no whole request in time")
+            log.debug("closing a connection that sent no whole request in time")
             self.force_close()
 
 
