@@ -96,6 +96,25 @@ async def path_parts_middleware(request: web.Request, handler: Handler) -> web.S
     return await handler(request)
 
 
+@web.middleware
+async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request body must arrive within ``http_body_timeout`` (a slowloris sending its body
+    byte by byte): read it here, with the deadline, before anything else reads it (aiohttp keeps
+    it for later reads); too slow answers 408 and closes the connection."""
+    if request.body_exists:
+        timeout = request.app[NODE].config.http_body_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await request.read()
+        except TimeoutError:
+            resp = error_response(
+                408, "request_timeout", f"the request body did not arrive within {timeout:g} s"
+            )
+            resp.force_close()
+            return resp
+    return await handler(request)
+
+
 def dump(model: Any) -> Any:
     return model.model_dump(mode="json") if hasattr(model, "model_dump") else model
 
@@ -439,7 +458,9 @@ class Api:
 
 
 def make_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[errors_middleware, body_deadline_middleware], client_max_size=1024 * 1024
+    )
     app[NODE] = node
     from nodes import (  # they use this module's helpers
         api_auth,
@@ -525,6 +546,9 @@ class HeadDeadlineSite(web.TCPSite):
         self._handler_args: dict[str, Any] = {
             "head_timeout": head_timeout,
             "keepalive_timeout": keepalive_timeout,
+            # after an early answer (408, 413) aiohttp reads what is left of the body this long
+            # (10 s by default) so the client sees the answer; a slow body needs no more
+            "lingering_time": 2.0,
             "access_log": None,
         }
 

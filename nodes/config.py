@@ -88,6 +88,7 @@ class NodeConfig(BaseModel):
     # seconds; idle keep-alive connections close after the keep-alive timeout (slowloris)
     http_head_timeout: float = Field(default=10.0, gt=0, le=3600)
     http_keepalive_timeout: float = Field(default=75.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
 
     @property
     def quotas(self) -> Quotas:
@@ -227,6 +228,7 @@ ENV = {
     "CRONMESH_LOG_FOLLOWERS_PER_USER": "log_followers_per_user",
     "CRONMESH_HTTP_HEAD_TIMEOUT": "http_head_timeout",
     "CRONMESH_HTTP_KEEPALIVE_TIMEOUT": "http_keepalive_timeout",
+    "CRONMESH_HTTP_BODY_TIMEOUT": "http_body_timeout",
 }
 
 

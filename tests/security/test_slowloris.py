@@ -89,3 +89,24 @@ async def test_whole_requests_and_keep_alive_still_work(cluster):
         await _closed_after(reader, DEADLINE + 10)
     finally:
         writer.close()
+
+
+async def test_a_body_sent_too_slowly_gets_408_and_the_connection_closes(cluster):
+    node = await cluster.start(http_head_timeout=DEADLINE, http_body_timeout=DEADLINE)
+    reader, writer = await _open(cluster, node)
+    try:
+        writer.write(
+            b"PUT /api/v1/projects/p/jobs/j HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + TEST_ADMIN_TOKEN.encode() + b"\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"name": '
+        )
+        await writer.drain()
+        start = time.monotonic()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE + 10)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert time.monotonic() - start < DEADLINE + 10
+        data = await asyncio.wait_for(reader.read(), 10)  # then the server closes
+        assert b"request_timeout" in data
+        assert time.monotonic() - start < DEADLINE + 2 + 10
+    finally:
+        writer.close()
