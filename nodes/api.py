@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -20,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
-from cluster.errors import CronmeshError, InvalidInput, Unavailable
+from cluster.errors import CronmeshError, InvalidInput, TooManyRequests, Unavailable
 from cluster.ids import is_id
 from cluster.models import (
     NAME_PATTERN,
@@ -33,7 +34,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from nodes import api_ops, api_placement, metrics
+from nodes import api_ops, api_placement, headers, metrics
 from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 
 if TYPE_CHECKING:
@@ -58,9 +59,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except CronmeshError as exc:
         resp = error_response(exc.status, exc.code, exc.message, exc.field)
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            resp.headers["Retry-After"] = str(max(1, round(retry_after)))
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return resp
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -470,6 +470,8 @@ def make_app(node: Node) -> web.Application:
         api_workflows,
     )
 
+    headers.install(app)  # nosniff and a CSP on every answer (issue 19 item 21)
+
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
     app.middlewares.append(path_parts_middleware)  # after access: strangers get 401/403 first
@@ -487,7 +489,7 @@ class HeadDeadlineHandler(RequestHandler):
     headers): a connection that has not sent a whole head ``head_timeout`` seconds after it
     opened, or after the first byte of its next request, is closed (slowloris, #19 item 16).
     aiohttp has no such timeout of its own; idle keep-alive connections are closed by
-    ``keepalive_timeout``. Bodies are bounded by ``client_max_size``."""
+    ``keepalive_timeout``; bodies by ``body_deadline_middleware`` and ``client_max_size``."""
 
     def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
