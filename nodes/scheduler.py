@@ -214,9 +214,16 @@ class Scheduler:
             heapq.heappush(self._heap, (entry.next_due, entry.generation, jk))
         self._wake.set()
 
-    async def _watch(self, prefix: str, rev: int, handle: Callable[[Any], None]) -> None:
+    async def _watch(
+        self,
+        prefix: str,
+        rev: int,
+        handle: Callable[[Any], None],
+        known: Callable[[], set[str]] | None = None,
+    ) -> None:
         """Follow a prefix from ``rev``; on a broken stream resume from the last revision seen,
-        and after a compaction re-read the whole prefix (deletions seen as a diff)."""
+        and after a compaction re-read the whole prefix: each key ``known()`` names (what the
+        caller's cache holds) that is gone is handed to ``handle`` as a deletion."""
         delay = 0.1
         while True:
             try:
@@ -226,23 +233,24 @@ class Scheduler:
                         handle(ev)
                     rev = max(rev, batch.revision)
             except Compacted:
-                rev = await self._resync(prefix, handle)
+                rev = await self._resync(prefix, handle, known)
             except Unavailable as exc:
                 log.info("leader watch interrupted; resuming", prefix=prefix, error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _resync(self, prefix: str, handle: Callable[[Any], None]) -> int:
+    async def _resync(
+        self,
+        prefix: str,
+        handle: Callable[[Any], None],
+        known: Callable[[], set[str]] | None,
+    ) -> int:
         from cluster.etcd import KV, Event
 
         res = await self.etcd.range_all(prefix)
         present = {kv.key for kv in res.kvs}
-        known: set[str] = set()
-        if prefix == self.keys.jobs():
-            known = {self.keys.job(*jk) for jk in self.jobs}
-        elif prefix == self.keys.actives():
-            known = {self.keys.active(*jk, r) for jk, runs in self.active.items() for r in runs}
-        for key in known - present:
+        cached = known() if known is not None else set()
+        for key in sorted(cached - present):
             handle(Event("delete", KV(key, b"", 0, res.revision, 0, 0)))
         for kv in res.kvs:
             handle(Event("put", kv))
@@ -260,6 +268,7 @@ class Scheduler:
                     self.keys.jobs(),
                     rev,
                     lambda ev: self._on_job(ev.kv.key, ev.kv.value if ev.kind == "put" else None),
+                    lambda: {self.keys.job(*jk) for jk in self.jobs},
                 )
             )
             tg.create_task(
@@ -269,6 +278,9 @@ class Scheduler:
                     lambda ev: self._on_state(
                         ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
                     ),
+                    lambda: {
+                        self.keys.schedule_state(*jk) for jk, e in self.jobs.items() if e.state_rev
+                    },
                 )
             )
             tg.create_task(
@@ -276,6 +288,9 @@ class Scheduler:
                     self.keys.actives(),
                     rev,
                     lambda ev: self._on_active(ev.kv.key, ev.kind == "put", ev.kv.mod_revision),
+                    lambda: {
+                        self.keys.active(*jk, r) for jk, runs in self.active.items() for r in runs
+                    },
                 )
             )
             tg.create_task(self._watch(self.keys.claims(), rev, self._on_claim_event))

@@ -216,7 +216,15 @@ class WorkflowEngine:
 
     async def _lead(self, rev: int) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.sched._watch(self.keys.executions(), rev, self._on_exec_event))
+            tg.create_task(
+                self.sched._watch(
+                    self.keys.executions(),
+                    rev,
+                    self._on_exec_event,
+                    lambda: {self.keys.execution(*ek) for ek in self.execs},
+                )
+            )
+            # finished runs only: a deleted run record changes nothing here
             tg.create_task(self.sched._watch(self.keys.job_runs(), rev, self._on_run_event))
             tg.create_task(
                 self.sched._watch(
@@ -225,6 +233,7 @@ class WorkflowEngine:
                     lambda ev: self._on_workflow(
                         ev.kv.key, ev.kv.value if ev.kind == "put" else None
                     ),
+                    lambda: {self.keys.workflow(*wk) for wk in self.workflows},
                 )
             )
             tg.create_task(self.sched._periodic(RECONCILE_EVERY, self.reconcile))
