@@ -1,27 +1,28 @@
-"""Metrics of log shipping (served with the node's other metrics)."""
+"""Metrics of log shipping. Created unregistered: the node registers `COLLECTORS` in its own
+registry (`nodes/metrics.py`), so `logstore` does not import `nodes` (D192)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from nodes.metrics import REGISTRY
-
 SPOOL_BACKLOG_BYTES = Gauge(
     "cronmesh_log_spool_backlog_bytes",
     "Bytes of spooled log frames not yet in the log store",
-    registry=REGISTRY,
+    registry=None,
 )
 SPOOL_BACKLOG_FILES = Gauge(
     "cronmesh_log_spool_backlog_files",
     "Finished attempts whose log waits for upload",
-    registry=REGISTRY,
+    registry=None,
 )
 UPLOADS = Counter(
     "cronmesh_log_uploads",
     "Log uploads by kind and outcome",
     ["kind", "outcome"],
-    registry=REGISTRY,
+    registry=None,
 )
 UPLOADED_BYTES = Counter(
-    "cronmesh_log_uploaded_bytes", "Bytes of log text written to the store", registry=REGISTRY
+    "cronmesh_log_uploaded_bytes", "Bytes of log text written to the store", registry=None
 )
+
+COLLECTORS = (SPOOL_BACKLOG_BYTES, SPOOL_BACKLOG_FILES, UPLOADS, UPLOADED_BYTES)

@@ -1,23 +1,20 @@
-"""A node's logs: the spool, the store and the uploader, built from the node config."""
+"""A node's logs: the spool, the store and the uploader, built from `LogSettings`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
 from logstore.archive import archive_runs
 from logstore.local import LocalFolderStore
 from logstore.s3 import S3Store
+from logstore.settings import LogSettings
 from logstore.spool import LogRef, Spool, SpoolWriter
 from logstore.store import LogStore, log_key
 from logstore.uploader import Uploader
-
-if TYPE_CHECKING:
-    from nodes.config import NodeConfig
 
 log = structlog.get_logger(__name__)
 
@@ -68,9 +65,13 @@ class Logs:
             log.warning("logs not uploaded yet; they go at the next start", count=left)
 
 
-def build_logs(config: NodeConfig) -> Logs:
-    spool = Spool(config.spool_path, run_cap=config.log_run_cap, disk_cap=config.spool_disk_cap)
+def build_logs(settings: LogSettings) -> Logs:
+    spool = Spool(settings.spool_path, run_cap=settings.run_cap, disk_cap=settings.disk_cap)
     store = make_store(
-        config.log_store, config.logs_path, endpoint=config.s3_endpoint, region=config.s3_region
+        settings.store_url,
+        settings.local_root,
+        endpoint=settings.s3_endpoint,
+        region=settings.s3_region,
     )
-    return Logs(spool, store, Uploader(spool, store, segment_interval=config.log_segment_interval))
+    uploader = Uploader(spool, store, segment_interval=settings.segment_interval)
+    return Logs(spool, store, uploader)

@@ -17,6 +17,7 @@ from cluster.errors import InvalidInput
 from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
 from cluster.models import parse_model
 from cluster.quotas import DEFAULT_BYTES, DEFAULT_JOBS, DEFAULT_WORKFLOWS, MAX_QUOTA, Quotas
+from logstore.settings import LogSettings
 from nodes.proxy import parse_networks
 
 
@@ -198,6 +199,19 @@ class NodeConfig(BaseModel):
     def spool_path(self) -> Path:
         return (
             Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / self.node_id / "spool"
+        )
+
+    def log_settings(self) -> LogSettings:
+        """What the log service (`logstore.service.build_logs`) is built from."""
+        return LogSettings(
+            spool_path=self.spool_path,
+            run_cap=self.log_run_cap,
+            disk_cap=self.spool_disk_cap,
+            store_url=self.log_store,
+            local_root=self.logs_path,
+            s3_endpoint=self.s3_endpoint,
+            s3_region=self.s3_region,
+            segment_interval=self.log_segment_interval,
         )
 
     @property

@@ -63,7 +63,7 @@ class Node:
             max_message=config.etcd_max_message,
             page_keys=config.etcd_page_keys,
         )
-        self.logs = build_logs(config)
+        self.logs = build_logs(config.log_settings())
         self.secret_keys = KeyFile(config.secrets_key_file)
         self.secrets: SecretStore | None = None
         self.peers = PeerClient(self)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from logstore import metrics as logstore_metrics
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1, 2, 5, 10, 30)
@@ -106,3 +108,7 @@ def run_finished(status: str, project: str, job: str) -> None:
     """Count one finished run, in total and per job."""
     RUNS.labels(status).inc()
     JOB_RUNS.labels(project, job, status).inc()
+
+
+for _collector in logstore_metrics.COLLECTORS:  # log shipping's metrics, served with the node's
+    REGISTRY.register(_collector)

@@ -91,7 +91,7 @@ class Rig:
             node_id=node_id,
             properties={},
             capacity=capacity,
-            logs=build_logs(cfg),
+            logs=build_logs(cfg.log_settings()),
             work_dir=str(self.tmp / node_id / "work"),
             clock=now,
             handoff_delay=0.0,

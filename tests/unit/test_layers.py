@@ -66,10 +66,7 @@ CYCLE_EDGES_ALLOWED: set[tuple[str, str]] = {
 }
 
 # Edges against ALLOWED_ARROWS that exist today.
-ARROWS_ALLOWED: set[tuple[str, str]] = {
-    ("logstore.metrics", "nodes.metrics"),
-    ("logstore.service", "nodes.config"),
-}
+ARROWS_ALLOWED: set[tuple[str, str]] = set()
 
 # Modules over MAX_LINES lines today.
 LONG_MODULES_ALLOWED: set[str] = {
