@@ -9,9 +9,10 @@ every write it makes (fencing): once its lease is gone, the key is gone and thos
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from cluster.errors import Unavailable
-from cluster.etcd import Compare, Etcd, Op
+from cluster.errors import LostOwnership, Unavailable
+from cluster.etcd import Compare, Etcd, Op, TxnResult
 from cluster.keys import ELECTION_SCHEDULER, Keys
 from cluster.session import Session
 
@@ -23,6 +24,19 @@ class Leadership:
 
     def fence(self) -> object:
         return Compare.created(self.key, self.revision)
+
+    def probe(self) -> Any:
+        """A read of the leader's key, for the reads of a fenced transaction (see
+        :meth:`check_fenced`)."""
+        return Op.get(self.key)
+
+    def check_fenced(self, res: TxnResult, what: str, probe: int = 0) -> None:
+        """After a fenced transaction failed: raise :class:`LostOwnership` when its read of the
+        leader's key (``probe``: the index of :meth:`probe` among its reads) shows the key gone or
+        another's; return when it was another compare that failed."""
+        leader = res.range_kvs(probe)
+        if not leader or leader[0].create_revision != self.revision:
+            raise LostOwnership(f"leadership lost: {what}")
 
 
 class Election:

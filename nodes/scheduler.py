@@ -34,14 +34,16 @@ import structlog
 from cluster.cron import Schedule, parse_schedule, ticks_between
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
-from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
+from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
 from cluster.retention import expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
+from cluster.watch import follow
 from cluster.workflows import is_task_job
 from nodes import metrics
+from nodes.leader.loops import periodic
 from nodes.workflow_engine import WorkflowEngine
 
 log = structlog.get_logger(__name__)
@@ -139,7 +141,7 @@ class Scheduler:
         self._sem = asyncio.Semaphore(64)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fired = 0
-        self.workflows = WorkflowEngine(self)
+        self.workflows = WorkflowEngine(etcd, keys, store, leadership, clock=clock)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -214,48 +216,6 @@ class Scheduler:
             heapq.heappush(self._heap, (entry.next_due, entry.generation, jk))
         self._wake.set()
 
-    async def _watch(
-        self,
-        prefix: str,
-        rev: int,
-        handle: Callable[[Any], None],
-        known: Callable[[], set[str]] | None = None,
-    ) -> None:
-        """Follow a prefix from ``rev``; on a broken stream resume from the last revision seen,
-        and after a compaction re-read the whole prefix: each key ``known()`` names (what the
-        caller's cache holds) that is gone is handed to ``handle`` as a deletion."""
-        delay = 0.1
-        while True:
-            try:
-                async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
-                    delay = 0.1
-                    for ev in batch.events:
-                        handle(ev)
-                    rev = max(rev, batch.revision)
-            except Compacted:
-                rev = await self._resync(prefix, handle, known)
-            except Unavailable as exc:
-                log.info("leader watch interrupted; resuming", prefix=prefix, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    async def _resync(
-        self,
-        prefix: str,
-        handle: Callable[[Any], None],
-        known: Callable[[], set[str]] | None,
-    ) -> int:
-        from cluster.etcd import KV, Event
-
-        res = await self.etcd.range_all(prefix)
-        present = {kv.key for kv in res.kvs}
-        cached = known() if known is not None else set()
-        for key in sorted(cached - present):
-            handle(Event("delete", KV(key, b"", 0, res.revision, 0, 0)))
-        for kv in res.kvs:
-            handle(Event("put", kv))
-        return res.revision
-
     # -- main loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -264,7 +224,8 @@ class Scheduler:
         log.info("scheduler leading", jobs=len(self.jobs), revision=rev)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(
-                self._watch(
+                follow(
+                    self.etcd,
                     self.keys.jobs(),
                     rev,
                     lambda ev: self._on_job(ev.kv.key, ev.kv.value if ev.kind == "put" else None),
@@ -272,7 +233,8 @@ class Scheduler:
                 )
             )
             tg.create_task(
-                self._watch(
+                follow(
+                    self.etcd,
                     self.keys.schedule_states(),
                     rev,
                     lambda ev: self._on_state(
@@ -284,7 +246,8 @@ class Scheduler:
                 )
             )
             tg.create_task(
-                self._watch(
+                follow(
+                    self.etcd,
                     self.keys.actives(),
                     rev,
                     lambda ev: self._on_active(ev.kv.key, ev.kind == "put", ev.kv.mod_revision),
@@ -293,19 +256,11 @@ class Scheduler:
                     },
                 )
             )
-            tg.create_task(self._watch(self.keys.claims(), rev, self._on_claim_event))
-            tg.create_task(self._periodic(RECONCILE_EVERY, self.reconcile))
-            tg.create_task(self._periodic(PRUNE_EVERY, self.prune))
+            tg.create_task(follow(self.etcd, self.keys.claims(), rev, self._on_claim_event))
+            tg.create_task(periodic(RECONCILE_EVERY, self.reconcile))
+            tg.create_task(periodic(PRUNE_EVERY, self.prune))
             tg.create_task(self._tick_loop())
             tg.create_task(self.workflows.run())
-
-    async def _periodic(self, every: float, fn: Callable[[], Any]) -> None:
-        while True:
-            try:
-                await fn()
-            except (Unavailable, Compacted) as exc:
-                log.warning("periodic leader task failed", task=fn.__name__, error=str(exc))
-            await asyncio.sleep(every)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -413,7 +368,7 @@ class Scheduler:
             ops += o
         try:
             async with self._sem:
-                res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
+                res = await self.etcd.txn(compares, ops, [self.lead.probe()])
         except (Unavailable, OutcomeUnknown) as exc:
             # A lost reply may have applied: re-read each job's state and plan again shortly.
             if isinstance(exc, OutcomeUnknown):
@@ -432,9 +387,7 @@ class Scheduler:
                 self._committed(plan.jk, plan.entry, plan.state, plan.runs, res.revision)
                 self._schedule_at(plan.jk, plan.next_due)
             return
-        leader = res.range_kvs(0)
-        if not leader or leader[0].create_revision != self.lead.revision:
-            raise LostOwnership("leadership lost: fenced tick write rejected")
+        self.lead.check_fenced(res, "fenced tick write rejected")
         log.info("batched tick write rejected; writing its jobs one by one", jobs=len(chunk))
         await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
 
@@ -594,13 +547,11 @@ class Scheduler:
                 )
             )
         tick_keys = [tick_key for _, tick_key in runs]
-        probes = [Op.get(self.lead.key), Op.get(state_key)]
+        probes = [self.lead.probe(), Op.get(state_key)]
         probes += [Op.get(k, keys_only=True) for k in tick_keys]
         res = await self.etcd.txn(compares, ops, probes)
         if not res.succeeded:
-            leader = res.range_kvs(0)
-            if not leader or leader[0].create_revision != self.lead.revision:
-                raise LostOwnership("leadership lost: fenced tick write rejected")
+            self.lead.check_fenced(res, "fenced tick write rejected")
             current = res.range_kvs(1)
             current_rev = current[0].mod_revision if current else 0
             taken = {k for i, k in enumerate(tick_keys) if res.range_kvs(2 + i)}

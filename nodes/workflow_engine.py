@@ -22,19 +22,23 @@ import contextlib
 import heapq
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
 
 from cluster.cron import Schedule, parse_schedule
 from cluster.dag import Graph, admit, advance
+from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
-from cluster.etcd import Compacted, Compare, Op, OutcomeUnknown
+from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
+from cluster.keys import Keys
 from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
-from cluster.store import MAX_TXN_OPS, dumps
+from cluster.store import MAX_TXN_OPS, Store, dumps
+from cluster.watch import follow
 from cluster.workflow_store import create_execution_ops, new_execution, task_run
 from cluster.workflows import (
     Execution,
@@ -45,9 +49,7 @@ from cluster.workflows import (
     task_job_name,
 )
 from nodes import metrics
-
-if TYPE_CHECKING:
-    from nodes.scheduler import Scheduler
+from nodes.leader.loops import periodic
 
 log = structlog.get_logger(__name__)
 
@@ -77,13 +79,20 @@ WfKey = tuple[str, str]  # (project, workflow)
 
 
 class WorkflowEngine:
-    def __init__(self, sched: Scheduler) -> None:
-        self.sched = sched
-        self.etcd = sched.etcd
-        self.keys = sched.keys
-        self.store = sched.store
-        self.lead = sched.lead
-        self.clock = sched.clock
+    def __init__(
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        store: Store,
+        leadership: Leadership,
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.store = store
+        self.lead = leadership
+        self.clock = clock
         self.execs: dict[ExecKey, tuple[Execution, int]] = {}  # unfinished executions
         self.run_exec: dict[str, ExecKey] = {}
         self.done_runs: set[str] = set()  # task runs that finished, not yet folded in
@@ -217,7 +226,8 @@ class WorkflowEngine:
     async def _lead(self, rev: int) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(
-                self.sched._watch(
+                follow(
+                    self.etcd,
                     self.keys.executions(),
                     rev,
                     self._on_exec_event,
@@ -225,9 +235,10 @@ class WorkflowEngine:
                 )
             )
             # finished runs only: a deleted run record changes nothing here
-            tg.create_task(self.sched._watch(self.keys.job_runs(), rev, self._on_run_event))
+            tg.create_task(follow(self.etcd, self.keys.job_runs(), rev, self._on_run_event))
             tg.create_task(
-                self.sched._watch(
+                follow(
+                    self.etcd,
                     self.keys.workflows(),
                     rev,
                     lambda ev: self._on_workflow(
@@ -236,8 +247,8 @@ class WorkflowEngine:
                     lambda: {self.keys.workflow(*wk) for wk in self.workflows},
                 )
             )
-            tg.create_task(self.sched._periodic(RECONCILE_EVERY, self.reconcile))
-            tg.create_task(self.sched._periodic(PRUNE_EVERY, self.prune))
+            tg.create_task(periodic(RECONCILE_EVERY, self.reconcile))
+            tg.create_task(periodic(PRUNE_EVERY, self.prune))
             tg.create_task(self._schedule_loop())
             tg.create_task(self._fail_on_lost_ownership())
 
@@ -443,13 +454,11 @@ class WorkflowEngine:
         if admitted:
             self.reserved[wk].add(ex.id)
         try:
-            res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
+            res = await self.etcd.txn(compares, ops, [self.lead.probe()])
         finally:
             self.reserved[wk].discard(ex.id)
         if not res.succeeded:
-            leader = res.range_kvs(0)
-            if not leader or leader[0].create_revision != self.lead.revision:
-                raise LostOwnership("leadership lost: fenced execution write rejected")
+            self.lead.check_fenced(res, "fenced execution write rejected")
             return False
         self._written[ek] = res.revision
         for run in runs:
@@ -576,11 +585,9 @@ class WorkflowEngine:
             compares.append(Compare.absent(tick_key))
             ops += create_execution_ops(self.keys, ex)
             ops.append(Op.put(tick_key, dumps({"execution": ex.id, "tick": ex.scheduled_at})))
-        res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
+        res = await self.etcd.txn(compares, ops, [self.lead.probe()])
         if not res.succeeded:
-            leader = res.range_kvs(0)
-            if not leader or leader[0].create_revision != self.lead.revision:
-                raise LostOwnership("leadership lost: fenced workflow tick rejected")
+            self.lead.check_fenced(res, "fenced workflow tick rejected")
             self._due_at(wk, self.clock() + timedelta(seconds=0.05))
             return
         for ex, _ in execs:

@@ -62,7 +62,6 @@ CYCLE_EDGES_ALLOWED: set[tuple[str, str]] = {
     ("nodes.daemon", "nodes.api"),
     ("nodes.notifier", "nodes.daemon"),
     ("nodes.peer", "nodes.daemon"),
-    ("nodes.workflow_engine", "nodes.scheduler"),
 }
 
 # Edges against ALLOWED_ARROWS that exist today.

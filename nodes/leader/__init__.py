@@ -1,0 +1,2 @@
+"""What runs only while this node leads: the tick scheduler, the workflow engine, the notifier,
+and the loops they share."""
