@@ -287,7 +287,12 @@ class Api:
             last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
             after = max(now, datetime.fromisoformat(last)) if last else now
             upcoming += [
-                {"tick": t.isoformat(), "schedule": spec.fingerprint(), "cron": spec.cron}
+                {
+                    "tick": t.isoformat(),
+                    "schedule": spec.fingerprint(),
+                    "cron": spec.cron,
+                    "timezone": spec.timezone,
+                }
                 for t in next_times(sched, after, 10)
             ]
         upcoming.sort(key=lambda t: t["tick"])

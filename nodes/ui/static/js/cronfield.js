@@ -1,7 +1,7 @@
 // A cron input that validates as the user types (with the node's own parser, through
 // GET /api/v1/cron/preview) and lists the next fire times in the schedule's time zone.
 import { ApiError, get } from "./api.js";
-import { fill, h } from "./dom.js";
+import { fill, h, timeEl } from "./dom.js";
 
 export function cronPreview(cronInput, tzInput, out) {
   let timer = null;
@@ -28,7 +28,7 @@ export function cronPreview(cronInput, tzInput, out) {
       fill(
         out,
         h("div", { class: "muted" }, `Next ${data.times.length} in ${data.timezone}:`),
-        h("ol", { class: "fire-times" }, data.times.map((t) => h("li", null, h("time", { datetime: t }, t.replace("T", " "))))),
+        h("ol", { class: "fire-times" }, data.times.map((t) => h("li", null, timeEl(t, data.timezone)))),
       );
     } catch (e) {
       if (mine !== seq || !(e instanceof ApiError)) return;

@@ -51,11 +51,62 @@ export function fill(el, ...children) {
   return el;
 }
 
-export function fmtTime(iso) {
+// Times always say their zone. The header switch picks which zone times are shown in: the
+// browser's, UTC, or the job's (a page about a job sets `timeZones.page`); schedule times pass
+// their schedule's own zone explicitly and ignore the switch.
+const ZONE_KEY = "cronmesh.timezone";
+export const timeZones = {
+  page: null,
+  get mode() {
+    const m = localStorage.getItem(ZONE_KEY);
+    return ["browser", "utc", "job"].includes(m) ? m : "browser";
+  },
+  set mode(m) {
+    localStorage.setItem(ZONE_KEY, m);
+  },
+  browser() {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  },
+  // The zone a time without its own is shown in, per the switch.
+  current() {
+    if (this.mode === "utc") return "UTC";
+    if (this.mode === "job" && this.page) return this.page;
+    return this.browser();
+  },
+};
+
+const formats = new Map();
+function formatter(zone) {
+  if (!formats.has(zone)) {
+    formats.set(zone, new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+      minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset",
+    }));
+  }
+  return formats.get(zone);
+}
+
+// "2026-12-07 09:00:00 GMT-5" in `zone` (default: the switch's zone); "UTC" for UTC.
+export function fmtTime(iso, zone = null) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  return d.toLocaleString(undefined, { hour12: false });
+  let fmt;
+  try {
+    fmt = formatter(zone || timeZones.current());
+  } catch {
+    fmt = formatter("UTC");
+  }
+  const p = Object.fromEntries(fmt.formatToParts(d).map((x) => [x.type, x.value]));
+  const name = fmt.resolvedOptions().timeZone === "UTC" ? "UTC" : p.timeZoneName;
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${name}`;
+}
+
+// A <time> element: the formatted text, the instant and the IANA zone in its tooltip.
+export function timeEl(iso, zone = null) {
+  if (!iso) return "—";
+  const z = zone || timeZones.current();
+  return h("time", { datetime: iso, title: `${z} · ${iso}` }, fmtTime(iso, z));
 }
 
 export function fmtDuration(seconds) {

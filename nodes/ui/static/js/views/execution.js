@@ -84,6 +84,7 @@ export async function render(root, ctx) {
     if (sig === seen) return;
     seen = sig;
     ex = fresh;
+    ctx.title(`Execution ${id} ${ex.status}`, ex.workflow);
     const finished = DONE.includes(ex.status);
     const buttons = [];
     if (session.can("operator")) {

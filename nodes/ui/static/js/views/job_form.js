@@ -9,6 +9,7 @@ const READ_ONLY = ["project", "created_at", "updated_at", "active_since"];
 export async function render(root, ctx) {
   const project = session.project;
   const editing = ctx.params[0] || null;
+  ctx.title(editing ? `Edit ${editing}` : "New job", "Jobs");
   const job = editing ? await get(jobPath(project, editing)) : null;
   const first = (job && job.schedules[0]) || { cron: "", timezone: "UTC" };
   const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";

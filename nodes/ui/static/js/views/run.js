@@ -1,7 +1,8 @@
 import { get, post, projectPath } from "../api.js";
-import { badge, duration, fill, fmtDuration, fmtTime, h, toast } from "../dom.js";
+import { badge, duration, fill, fmtDuration, h, timeEl, timeZones, toast } from "../dom.js";
 import { LogView } from "../logview.js";
 import { session } from "../session.js";
+import { exitText, jobLink } from "./job.js";
 
 const DONE = ["succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"];
 
@@ -25,8 +26,14 @@ export async function render(root, ctx) {
     }
   }
   let seen = "";
+  let zoneKnown = false;
   async function load() {
     const run = await get(path);
+    if (!zoneKnown) {
+      zoneKnown = true; // the job's zone, for the "job" time switch (a deleted job: none)
+      const job = await get(projectPath(project, `/jobs/${encodeURIComponent(run.job)}`)).catch(() => null);
+      timeZones.page = job?.schedules?.[0]?.timezone || null;
+    }
     const sig = JSON.stringify(run);
     if (sig === seen) {
       const cell = props.querySelector("#run-duration");
@@ -34,6 +41,7 @@ export async function render(root, ctx) {
       return;
     }
     seen = sig;
+    ctx.title(`Run ${run.id.length > 12 ? `${run.id.slice(0, 12)}…` : run.id} ${run.status.replace("_", " ")}`, run.execution ? jobLink(run).textContent : run.job);
     const live = !DONE.includes(run.status);
     const buttons = [];
     if (live && session.can("operator")) {
@@ -50,15 +58,15 @@ export async function render(root, ctx) {
       h(
         "dl",
         { class: "props cols" },
-        h("dt", null, "Job"), h("dd", null, h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)),
+        h("dt", null, "Job"), h("dd", null, jobLink(run)),
         h("dt", null, "Status"), h("dd", { id: "run-status" }, run.status),
         h("dt", null, "Source"), h("dd", null, run.source, run.execution ? [" of ", h("a", { href: `#/executions/${run.execution}` }, `execution ${run.execution}`), ` (${run.task})`] : null),
         h("dt", null, "Node"), h("dd", null, run.node || "—"),
         h("dt", null, "Attempt"), h("dd", null, String(run.attempt)),
-        h("dt", null, "Exit code"), h("dd", { id: "run-exit" }, run.exit_code ?? (run.signal ? `signal ${run.signal}` : "—")),
-        h("dt", null, "Created"), h("dd", null, fmtTime(run.created_at)),
-        h("dt", null, "Started"), h("dd", null, fmtTime(run.started_at)),
-        h("dt", null, "Finished"), h("dd", null, fmtTime(run.finished_at)),
+        h("dt", null, "Exit code"), h("dd", { id: "run-exit" }, exitText(run)),
+        h("dt", null, "Created"), h("dd", null, timeEl(run.created_at)),
+        h("dt", null, "Started"), h("dd", null, timeEl(run.started_at)),
+        h("dt", null, "Finished"), h("dd", null, timeEl(run.finished_at)),
         h("dt", null, "Duration"), h("dd", { id: "run-duration" }, fmtDuration(duration(run.started_at, run.finished_at))),
         Object.keys(run.parameters).length ? [h("dt", null, "Parameters"), h("dd", null, h("code", null, Object.entries(run.parameters).map(([k, v]) => `${k}=${v}`).join(" ")))] : null,
         run.error ? [h("dt", null, "Error"), h("dd", { class: "error" }, run.error)] : null,

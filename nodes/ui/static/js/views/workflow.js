@@ -9,6 +9,7 @@ export async function render(root, ctx) {
   const name = ctx.params[0];
   const wfPath = projectPath(project, `/workflows/${encodeURIComponent(name)}`);
   const wf = await get(wfPath);
+  ctx.title(name, "Workflows");
   const execs = h("div");
   root.append(
     h("div", { class: "row" }, h("h1", null, name), session.can("operator") ? h("button", { class: "primary", onclick: () => runWorkflow(project, name) }, "Run now") : null),

@@ -1,0 +1,115 @@
+"""What a user hits in a real browser (issue #26), each point reproduced in Debian's Chromium
+against a real node and etcd: times that say their zone (the browser in two zones), a link opened
+while logged out, page titles, workflow task runs in the runs list, a log that prints fast, a
+graph whose edges do not run through boxes, dead nodes, deleted jobs' runs, and forms."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+from playwright.async_api import expect
+
+from tests.browser.conftest import PASSWORD, make_user
+from tests.conftest import wait_for
+
+JOBS = "/api/v1/projects/default/jobs"
+RUNS = "/api/v1/projects/default/runs"
+WORKFLOWS = "/api/v1/projects/default/workflows"
+
+
+async def _login_form(ui, user: str = "alice") -> None:
+    await ui.page.get_by_label("User name").fill(user)
+    await ui.page.get_by_label("Password").fill(PASSWORD)
+    await ui.page.get_by_role("button", name="Log in").click()
+
+
+async def test_times_say_their_zone_in_two_browser_zones(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    job = {
+        "name": "ny",
+        "command": "true",
+        "schedules": [{"cron": "0 9 * * *", "timezone": "America/New_York"}],
+    }
+    status, body = await cluster.request("POST", JOBS, json=job)
+    assert status == 201, body
+    status, run = await cluster.request("POST", f"{JOBS}/ny/runs", json={})
+    assert status == 201, run
+    created = []
+    for zone, offset in (("Europe/Berlin", r"GMT\+[12]"), ("America/Los_Angeles", r"GMT-[78]")):
+        ui = await ui_factory(cluster.url(), timezone_id=zone)
+        await ui.login("alice")
+        page = ui.page
+        await ui.go("#/jobs/ny")
+        # the schedule's times are in the schedule's own zone, whatever the browser's
+        fire = page.locator("ol.fire-times li").first
+        await expect(fire).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d 09:00:00 GMT-[45]$"))
+        # other times in the browser's zone, saying so
+        cell = page.locator(f"tr[data-run='{run['id']}'] time")
+        await expect(cell).to_have_text(re.compile(rf" {offset}$"))
+        created.append(await cell.inner_text())
+        # the header switch: UTC, then the job's zone
+        await page.get_by_label("Show times in").select_option("utc")
+        await expect(cell).to_have_text(re.compile(r" UTC$"))
+        utc = await cell.inner_text()
+        await page.get_by_label("Show times in").select_option("job")
+        await expect(cell).to_have_text(re.compile(r" GMT-[45]$"))
+        await expect(fire).to_have_text(re.compile(r" 09:00:00 GMT-[45]$"))
+        # the run page follows the switch too (the job's zone)
+        await ui.go(f"#/runs/{run['id']}")
+        await expect(page.locator("dd time").first).to_have_text(re.compile(r" GMT-[45]$"))
+        # the form preview: the schedule's zone
+        await ui.go("#/jobs/ny/edit")
+        await expect(page.locator("#cron-preview li").first).to_have_text(
+            re.compile(r" 09:00:00 GMT-[45]$")
+        )
+        await page.get_by_label("Show times in").select_option("browser")
+    # the same instant, told in two zones (and in UTC both times)
+    assert created[0] != created[1], created
+    assert utc.endswith(" UTC")
+
+
+async def test_a_link_opened_logged_out_lands_on_its_page_and_titles(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    status, body = await cluster.request(
+        "POST", JOBS, json={"name": "ticker", "command": "exit 2"}
+    )
+    assert status == 201, body
+    status, run = await cluster.request("POST", f"{JOBS}/ticker/runs", json={})
+    assert status == 201, run
+
+    async def failed():
+        return (await cluster.request("GET", f"{RUNS}/{run['id']}"))[1]["status"] == "failed"
+
+    await wait_for(failed, 30, what="run failed")
+    ui = await ui_factory(cluster.url())
+    page = ui.page
+    # an alert e-mail's link, opened logged out
+    await ui.go(f"#/runs/{run['id']}")
+    await expect(page.get_by_label("User name")).to_be_visible()
+    hash_ = await page.evaluate("location.hash")
+    assert hash_.count("login") == 1, hash_  # `next` wrapped once
+    assert unquote(hash_) == f"#/login?next=#/runs/{run['id']}", hash_
+    # the login page shows no navigation and no "Log out"
+    await expect(page.get_by_role("button", name="Log out")).to_be_hidden()
+    await expect(page.get_by_role("navigation")).to_be_hidden()
+    assert await page.title() == "Log in · cronmesh"
+    await _login_form(ui)
+    await expect(page.get_by_role("heading", name=f"Run {run['id']}")).to_be_visible()
+    await expect(page).to_have_title(f"Run {run['id'][:12]}… failed · ticker · cronmesh")
+    await expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    # a link with its own query survives the login too
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_label("User name")).to_be_visible()
+    await ui.go("#/runs?status=failed")
+    await expect(page.get_by_label("User name")).to_be_visible()
+    await _login_form(ui)
+    await expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    await expect(page.get_by_label("Status")).to_have_value("failed")
+    await expect(page).to_have_title("Runs · cronmesh")
+    await ui.go("#/jobs")
+    await expect(page).to_have_title("Jobs · cronmesh")
+    await ui.go("#/jobs/ticker")
+    await expect(page).to_have_title("ticker · Jobs · cronmesh")
