@@ -113,3 +113,57 @@ async def test_a_link_opened_logged_out_lands_on_its_page_and_titles(cluster, ui
     await expect(page).to_have_title("Jobs · cronmesh")
     await ui.go("#/jobs/ticker")
     await expect(page).to_have_title("ticker · Jobs · cronmesh")
+
+
+async def test_a_fast_log_streams_5000_lines_and_the_page_stays_responsive(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    # 5,000 lines in bursts of 250 over ~4 s: the stream lasts long enough to click during it
+    command = (
+        'i=0; while [ $i -lt 5000 ]; do i=$((i+1)); echo "line $i"; '
+        "[ $((i % 250)) -eq 0 ] && sleep 0.2; done; true"
+    )
+    status, body = await cluster.request("POST", JOBS, json={"name": "chatty", "command": command})
+    assert status == 201, body
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await ui.go("#/jobs/chatty")
+    await page.evaluate(
+        """() => { window.lat = []; document.addEventListener('click', (e) => {
+            if (e.target.closest('button')?.textContent === 'Jump to end')
+                window.lat.push(performance.now() - e.timeStamp); }, true); }"""
+    )
+    await page.get_by_role("button", name="Run now").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Run now").click()
+    await expect(page.locator(".log-state")).to_have_text("live")
+    await expect(page.locator("pre.log span").first).to_be_visible()
+    jump = page.get_by_role("button", name="Jump to end")
+    clicks = 0
+    while await page.locator("#run-status").inner_text() == "running" and clicks < 10:
+        await jump.click()
+        clicks += 1
+    assert clicks >= 2, "the run ended before the page could be clicked during the stream"
+    latencies = await page.evaluate("window.lat")
+    assert len(latencies) == clicks, latencies
+    print(f"click latencies while streaming: {[round(x) for x in latencies]} ms")
+    assert max(latencies) < 200, f"clicks waited {latencies} ms while the log streamed"
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    await expect(page.locator(".log-state")).to_have_text("5000 line(s)")
+    # the page keeps a window of the log; the last line is there, numbered
+    last = page.locator("pre.log span").last
+    await expect(last).to_have_text("line 5000")
+    assert await last.get_attribute("data-n") == "5000"
+    count = await page.locator("pre.log span").count()
+    assert count <= 2000, count
+    await expect(page.locator(".log-hidden")).to_contain_text("3000 earlier line(s)")
+    # search within it, download the raw log
+    await page.get_by_label("Search the log").fill("line 4999")
+    await expect(page.locator(".log-hits")).to_have_text("1 match(es)")
+    await expect(page.locator("pre.log span.hit")).to_have_text("line 4999")
+    href = await page.get_by_role("link", name="Download").get_attribute("href")
+    assert href and "/logs?attempt=1" in href, href
+    raw = await page.evaluate("async (u) => (await fetch(u)).text()", href)
+    lines = raw.splitlines()  # the whole log, each line with its time and stream
+    assert len(lines) == 5000 and lines[-1].endswith(" stdout line 5000"), lines[-1:]
+    await ui.shot("run-log-fast")
