@@ -167,3 +167,79 @@ async def test_a_fast_log_streams_5000_lines_and_the_page_stays_responsive(clust
     lines = raw.splitlines()  # the whole log, each line with its time and stream
     assert len(lines) == 5000 and lines[-1].endswith(" stdout line 5000"), lines[-1:]
     await ui.shot("run-log-fast")
+
+
+# Every edge sampled along its length: no point strictly inside a box other than its two ends'.
+EDGE_HITS = """() => {
+    const boxes = [...document.querySelectorAll('svg.dag g.task')].map((g) => {
+        const m = /translate\\(([-\\d.]+),\\s*([-\\d.]+)\\)/.exec(g.getAttribute('transform'));
+        const r = g.querySelector('rect');
+        return {task: g.dataset.task, x: +m[1], y: +m[2], w: +r.getAttribute('width'),
+                h: +r.getAttribute('height')};
+    });
+    const hits = [];
+    for (const e of document.querySelectorAll('svg.dag path.edge')) {
+        const len = e.getTotalLength();
+        for (let i = 0; i <= 200; i++) {
+            const p = e.getPointAtLength((len * i) / 200);
+            for (const b of boxes) {
+                if (b.task === e.dataset.from || b.task === e.dataset.to) continue;
+                if (p.x > b.x + 1 && p.x < b.x + b.w - 1 && p.y > b.y + 1 && p.y < b.y + b.h - 1)
+                    hits.push(`${e.dataset.from} -> ${e.dataset.to} crosses ${b.task}`);
+            }
+        }
+    }
+    return {edges: document.querySelectorAll('svg.dag path.edge').length, hits: [...new Set(hits)]};
+}"""
+
+
+async def test_graph_edges_never_cross_a_box_and_task_runs_link_to_the_execution(
+    cluster, ui_factory
+):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    wf = {
+        "name": "etl",
+        "tasks": [
+            {"name": "extract", "command": "echo x"},
+            {"name": "transform", "command": "echo t", "depends_on": ["extract"]},
+            {"name": "report", "command": "echo r", "depends_on": ["extract"]},
+            {"name": "load", "command": "echo l", "depends_on": ["transform"]},
+            {"name": "cleanup", "command": "echo c", "depends_on": ["load", "report"]},
+            {"name": "notify", "command": "echo n", "depends_on": ["extract", "cleanup"]},
+        ],
+    }
+    status, body = await cluster.request("POST", WORKFLOWS, json=wf)
+    assert status == 201, body
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await ui.go("#/workflows/etl")
+    await expect(page.locator("svg.dag g.task")).to_have_count(6)
+    geometry = await page.evaluate(EDGE_HITS)
+    assert geometry["edges"] == 7, geometry
+    assert geometry["hits"] == [], geometry["hits"]
+    # report -> cleanup skips the layer of load: it is routed through a free row
+    boxes = {}
+    for name in ("report", "load", "cleanup"):
+        boxes[name] = await page.locator(f"g[data-task={name}]").bounding_box()
+    assert boxes["report"]["x"] < boxes["load"]["x"] < boxes["cleanup"]["x"], boxes
+    # hovering a task highlights its edges (and only those)
+    await page.locator("g[data-task=cleanup]").hover()
+    hl = page.locator("svg.dag path.edge.hl")
+    await expect(hl).to_have_count(3)  # load -> cleanup, report -> cleanup, cleanup -> notify
+    await expect(page.locator("svg.dag.dim")).to_have_count(1)
+    await page.mouse.move(1, 1)
+    await expect(hl).to_have_count(0)
+    await ui.shot("workflow-graph")
+
+    # a task's run in the runs list reads "etl › transform" and opens the execution at that task
+    await page.get_by_role("button", name="Run now").click()
+    await expect(page.locator("h1 .badge")).to_have_text("succeeded")
+    await ui.go("#/runs")
+    link = page.get_by_role("link", name="etl › transform")
+    await expect(link).to_have_count(1)
+    await link.click()
+    await expect(page.locator(".task-panel h3")).to_contain_text("Task transform")
+    assert "?task=transform" in await page.evaluate("location.hash")
+    await expect(page).to_have_title(re.compile(r"^Execution \S+ succeeded · etl · cronmesh$"))
