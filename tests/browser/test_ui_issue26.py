@@ -243,3 +243,35 @@ async def test_graph_edges_never_cross_a_box_and_task_runs_link_to_the_execution
     await expect(page.locator(".task-panel h3")).to_contain_text("Task transform")
     assert "?task=transform" in await page.evaluate("location.hash")
     await expect(page).to_have_title(re.compile(r"^Execution \S+ succeeded · etl · cronmesh$"))
+
+
+async def test_dead_nodes_and_a_lost_connection_on_the_machines_page(cluster, procs, ui_factory):
+    n1 = await cluster.start("n1")
+    n2 = procs.start("n2")  # a real process, to be killed without a goodbye
+    await make_user(cluster, "alice", {"*": "admin"})
+
+    async def n2_up():
+        status, doc = await cluster.request("GET", "/api/v1/nodes/n2")
+        return status == 200 and doc["up"]
+
+    await wait_for(n2_up, 30, what="n2 up")
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await ui.go("#/machines")
+    row = page.locator("tr[data-node=n2]")
+    await expect(row.get_by_role("button", name="Drain")).to_be_visible()
+    await expect(row.locator(".heartbeat time")).to_have_count(1)
+    n2.signal(9)  # SIGKILL: no stopped_at is written; its lease expires
+    await expect(row.locator(".badge", has_text=re.compile("^down$"))).to_be_visible()
+    # still says when it was last seen, and offers nothing to do to a dead node
+    await expect(row.locator(".heartbeat time")).to_have_text(re.compile(r"\d\d:\d\d:\d\d"))
+    await expect(row.locator(".heartbeat")).to_contain_text(" ago")
+    await expect(row.get_by_role("button", name="Drain")).to_have_count(0)
+    await expect(row.get_by_role("button", name="Disable")).to_have_count(0)
+    await ui.shot("machines-node-down")
+    # the node the browser talks to goes away: the page says so instead of showing stale "up"
+    await cluster.stop(n1)
+    banner = page.get_by_role("alert").filter(has_text="Connection to the node lost")
+    await expect(banner).to_be_visible()
+    await expect(page.locator("main.stale")).to_have_count(1)

@@ -1,6 +1,6 @@
 // The page shell: a hash router (#/jobs/nightly …), the header, and the life of each view.
-import { logout, onUnauthenticated } from "./api.js";
-import { fill, h, timeZones } from "./dom.js";
+import { logout, onConnection, onUnauthenticated } from "./api.js";
+import { fill, fmtTime, h, timeZones } from "./dom.js";
 import { session } from "./session.js";
 
 const TITLES = {
@@ -145,6 +145,13 @@ function start() {
   onUnauthenticated(() => {
     session.me = null;
     if (!location.hash.startsWith("#/login")) location.hash = loginHash(location.hash);
+  });
+  // a node that stops answering: say so, and grey out what the page last knew
+  onConnection((up) => {
+    const box = document.getElementById("conn-lost");
+    box.hidden = up;
+    document.getElementById("main").classList.toggle("stale", !up);
+    if (!up) box.textContent = `Connection to the node lost at ${fmtTime(new Date().toISOString())}: what this page shows may be out of date. Retrying…`;
   });
   const zone = document.getElementById("zone-select");
   zone.value = timeZones.mode;
