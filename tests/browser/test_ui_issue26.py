@@ -275,3 +275,37 @@ async def test_dead_nodes_and_a_lost_connection_on_the_machines_page(cluster, pr
     banner = page.get_by_role("alert").filter(has_text="Connection to the node lost")
     await expect(banner).to_be_visible()
     await expect(page.locator("main.stale")).to_have_count(1)
+
+
+async def test_a_deleted_jobs_runs_stay_listed_under_it(cluster, ui_factory):
+    node = await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    status, body = await cluster.request("POST", JOBS, json={"name": "gone", "command": "echo hi"})
+    assert status == 201, body
+    status, run = await cluster.request("POST", f"{JOBS}/gone/runs", json={})
+    assert status == 201, run
+
+    async def done():
+        return (await cluster.request("GET", f"{RUNS}/{run['id']}"))[1]["status"] == "succeeded"
+
+    await wait_for(done, 30, what="run succeeded")
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await ui.go("#/jobs/gone")
+    await page.get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("dialog")).to_contain_text("past runs stay")
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    assert (await cluster.request("GET", f"{JOBS}/gone"))[0] == 404
+    await wait_for(lambda: node.scheduler is not None, 20, what="scheduler leading")
+    await node.scheduler.prune()  # retention runs: the confirmation must have told the truth
+    status, kept = await cluster.request("GET", f"{RUNS}/{run['id']}")
+    assert status == 200 and kept["status"] == "succeeded", kept
+    await ui.go("#/jobs/gone")
+    await expect(page.get_by_role("heading", name="gone")).to_contain_text("deleted")
+    await expect(page.locator(f"tr[data-run='{run['id']}']")).to_be_visible()
+    await page.get_by_role("link", name=run["id"]).click()
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    await expect(page.locator("dd .badge.st-deleted")).to_have_text("deleted")
+    await expect(page.locator("pre.log")).to_contain_text("hi")

@@ -1,4 +1,4 @@
-import { get } from "../api.js";
+import { ApiError, get } from "../api.js";
 import { deleteJob, jobPath, setEnabled, triggerJob } from "../actions.js";
 import { badge, duration, fill, fmtDuration, h, table, timeEl, timeZones } from "../dom.js";
 import { session } from "../session.js";
@@ -16,11 +16,21 @@ export async function render(root, ctx) {
     h("section", { class: "card", "aria-labelledby": "h-runs" }, h("h2", { id: "h-runs" }, "Recent runs"), runs),
   );
   async function load() {
-    const [job, rr, ticks] = await Promise.all([
-      get(jobPath(project, name)),
-      get(`/api/v1/projects/${encodeURIComponent(project)}/runs?job=${encodeURIComponent(name)}&limit=25`),
-      get(jobPath(project, name, "/ticks?limit=10")),
-    ]);
+    const runsPath = `/api/v1/projects/${encodeURIComponent(project)}/runs?job=${encodeURIComponent(name)}&limit=25`;
+    let job, rr, ticks;
+    try {
+      [job, rr, ticks] = await Promise.all([get(jobPath(project, name)), get(runsPath), get(jobPath(project, name, "/ticks?limit=10"))]);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 404) throw err;
+      // a deleted job: its past runs stay until retention (D181), listed here
+      ctx.title(`${name} (deleted)`, "Jobs");
+      rr = await get(runsPath);
+      fill(head, h("div", { class: "row" }, h("h1", null, name, " ", h("span", { class: "badge st-deleted" }, "deleted"))));
+      fill(info, h("p", { class: "muted" }, "This job was deleted. Its past runs stay until they expire."));
+      fill(next, h("p", { class: "muted" }, "Nothing scheduled."));
+      fill(runs, runTable(rr.runs));
+      return;
+    }
     timeZones.page = job.schedules[0]?.timezone || null;
     ctx.title(name, "Jobs");
     const actions = [];

@@ -27,12 +27,15 @@ export async function render(root, ctx) {
   }
   let seen = "";
   let zoneKnown = false;
+  let jobGone = false;
   async function load() {
     const run = await get(path);
     if (!zoneKnown) {
       zoneKnown = true; // the job's zone, for the "job" time switch (a deleted job: none)
-      const job = await get(projectPath(project, `/jobs/${encodeURIComponent(run.job)}`)).catch(() => null);
-      timeZones.page = job?.schedules?.[0]?.timezone || null;
+      if (!run.execution) {
+        const job = await get(projectPath(project, `/jobs/${encodeURIComponent(run.job)}`)).catch((err) => (err.status === 404 ? (jobGone = true, null) : null));
+        timeZones.page = job?.schedules?.[0]?.timezone || null;
+      }
     }
     const sig = JSON.stringify(run);
     if (sig === seen) {
@@ -58,7 +61,7 @@ export async function render(root, ctx) {
       h(
         "dl",
         { class: "props cols" },
-        h("dt", null, "Job"), h("dd", null, jobLink(run)),
+        h("dt", null, "Job"), h("dd", null, jobLink(run), jobGone ? [" ", h("span", { class: "badge st-deleted" }, "deleted")] : null),
         h("dt", null, "Status"), h("dd", { id: "run-status" }, run.status),
         h("dt", null, "Source"), h("dd", null, run.source, run.execution ? [" of ", h("a", { href: `#/executions/${run.execution}` }, `execution ${run.execution}`), ` (${run.task})`] : null),
         h("dt", null, "Node"), h("dd", null, run.node || "—"),
