@@ -309,3 +309,54 @@ async def test_a_deleted_jobs_runs_stay_listed_under_it(cluster, ui_factory):
     await expect(page.locator("#run-status")).to_have_text("succeeded")
     await expect(page.locator("dd .badge.st-deleted")).to_have_text("deleted")
     await expect(page.locator("pre.log")).to_contain_text("hi")
+
+
+async def test_forms_keep_input_and_errors_stay_current(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    await make_user(cluster, "vera", {"default": "viewer"})
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await ui.go("#/jobs/new")
+    await expect(page).to_have_title("New job · Jobs · cronmesh")
+    # a fixed time zone loses its error even while the cron field is still wrong
+    tz_error = page.locator(".field[data-field=timezone] .field-error")
+    await page.get_by_label("Time zone").fill("Europe/Berln")
+    await page.get_by_label("Cron schedule").fill("0 9 * * *")
+    await expect(tz_error).to_contain_text("unknown time zone")
+    await page.get_by_label("Cron schedule").fill("0 99 * * *")
+    await page.get_by_label("Time zone").fill("Europe/Berlin")
+    await expect(page.locator(".field[data-field=cron] .field-error")).to_contain_text("hour")
+    await expect(tz_error).to_have_text("")
+    # an empty name: a sentence, not a regular expression
+    await page.get_by_label("Cron schedule").fill("0 9 * * *")
+    await page.get_by_role("button", name="Create job").click()
+    name_error = page.locator(".field[data-field=name] .field-error")
+    await expect(name_error).to_have_text("A job needs a name.")
+    await page.get_by_label("Name", exact=True).fill("ok-name")
+    await expect(name_error).to_have_text("")  # gone as soon as the field changes
+
+    # a server error keeps the new-user dialog open with what was typed; the roles are listed
+    await ui.go("#/users")
+    await page.get_by_role("button", name="New user").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("viewer, operator, editor, admin")
+    await dialog.get_by_label("Name").fill("bob")
+    await dialog.get_by_label("Password").fill("bob's long password")
+    await dialog.get_by_label("Roles").fill("default=boss")
+    await dialog.get_by_role("button", name="Create").click()
+    await expect(dialog.get_by_role("alert").filter(has_text=re.compile("."))).to_be_visible()
+    await expect(dialog.get_by_label("Name")).to_have_value("bob")
+    await expect(dialog.get_by_label("Roles")).to_have_value("default=boss")
+    await dialog.get_by_label("Roles").fill("default=editor")
+    await dialog.get_by_role("button", name="Create").click()
+    await expect(dialog).to_have_count(0)
+    await expect(page.locator("tr[data-user=bob]")).to_contain_text("default=editor")
+
+    # a viewer is told before filling the form
+    viewer = await ui_factory(cluster.url())
+    await viewer.login("vera")
+    await viewer.go("#/jobs/new")
+    await expect(viewer.page.get_by_role("alert")).to_contain_text("cannot create jobs")
+    await expect(viewer.page.get_by_label("Command")).to_have_count(0)

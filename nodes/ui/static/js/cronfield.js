@@ -34,6 +34,11 @@ export function cronPreview(cronInput, tzInput, out) {
       if (mine !== seq || !(e instanceof ApiError)) return;
       const bad = e.field === "timezone" ? tzInput : cronInput;
       const box = e.field === "timezone" ? tzErr : err;
+      if (bad === cronInput) {
+        // the node checks the zone first: a cron error means the zone is fine now (no stale error)
+        tzInput.removeAttribute("aria-invalid");
+        if (tzErr) tzErr.textContent = "";
+      }
       bad.setAttribute("aria-invalid", "true");
       if (box) box.textContent = e.message;
       fill(out);

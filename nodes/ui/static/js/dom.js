@@ -147,6 +147,11 @@ export function field(label, input, hint) {
   input.id = id;
   const error = h("div", { class: "field-error", id: `${id}-error`, "aria-live": "polite" });
   input.setAttribute("aria-describedby", `${id}-error`);
+  // an error goes once the user changes what it was about (never stale)
+  input.addEventListener("input", () => {
+    error.textContent = "";
+    input.removeAttribute("aria-invalid");
+  });
   return h(
     "div",
     { class: "field", dataset: { field: input.name || "" } },
@@ -174,13 +179,17 @@ export function toast(message, kind = "info") {
 }
 
 // A modal built on <dialog>: resolves to the submitted form's values, or null when dismissed.
-export function modal(title, body, okLabel = "OK", danger = false) {
+// With `onSubmit(values)` the dialog stays open while it runs; if it throws, the error is shown
+// in the dialog (on the field it names) and the input is kept; it resolves to onSubmit's result.
+export function modal(title, body, okLabel = "OK", danger = false, onSubmit = null) {
   return new Promise((resolve) => {
+    let result;
     const form = h(
       "form",
       { method: "dialog" },
       h("h2", null, title),
       body,
+      h("div", { class: "form-error", role: "alert" }),
       h(
         "div",
         { class: "actions" },
@@ -190,8 +199,23 @@ export function modal(title, body, okLabel = "OK", danger = false) {
     );
     const dlg = h("dialog", { class: "modal", "aria-label": title }, form);
     document.body.append(dlg);
+    if (onSubmit) {
+      form.addEventListener("submit", async (e) => {
+        if (e.submitter?.value !== "ok") return;
+        e.preventDefault();
+        const values = Object.fromEntries(new FormData(form));
+        try {
+          result = await onSubmit(values);
+          dlg.close("ok");
+        } catch (err) {
+          showFieldError(form, err.field || null, err.message);
+          if (err.field && !form.querySelector(`.field[data-field="${CSS.escape(err.field)}"]`)) showFieldError(form, null, err.message);
+        }
+      });
+    }
     dlg.addEventListener("close", () => {
-      const data = dlg.returnValue === "ok" ? Object.fromEntries(new FormData(form)) : null;
+      let data = dlg.returnValue === "ok" ? Object.fromEntries(new FormData(form)) : null;
+      if (onSubmit) data = dlg.returnValue === "ok" ? result : null;
       dlg.remove();
       resolve(data);
     });

@@ -10,6 +10,11 @@ export async function render(root, ctx) {
   const project = session.project;
   const editing = ctx.params[0] || null;
   ctx.title(editing ? `Edit ${editing}` : "New job", "Jobs");
+  if (!session.can("editor")) {
+    // say so before the user fills the form, not after
+    root.append(h("h1", null, editing ? `Edit ${editing}` : "New job"), h("p", { class: "warn", role: "alert" }, `Your role in project ${project} (${["viewer", "operator", "editor", "admin"][session.rank()] || "none"}) cannot ${editing ? "edit" : "create"} jobs: that takes editor.`));
+    return;
+  }
   const job = editing ? await get(jobPath(project, editing)) : null;
   const first = (job && job.schedules[0]) || { cron: "", timezone: "UTC" };
   const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
@@ -58,6 +63,11 @@ export async function render(root, ctx) {
     e.preventDefault();
     const spec = job ? Object.fromEntries(Object.entries(job).filter(([k]) => !READ_ONLY.includes(k))) : {};
     spec.name = name.value.trim();
+    if (!spec.name || !/^[a-z0-9][a-z0-9_.-]*$/.test(spec.name)) {
+      showFieldError(form, "name", spec.name ? "Use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit." : "A job needs a name.");
+      name.focus();
+      return;
+    }
     spec.description = description.value;
     spec.command = command.value.trim() ? command.value : null;
     const rest = job ? job.schedules.slice(1) : [];
