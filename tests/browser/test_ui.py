@@ -252,6 +252,7 @@ async def test_a_failed_workflow_task_is_shown_and_rerun_from_it(cluster, ui_fac
     await ui.shot("execution-failed")
     marker.write_text("ok")
     await page.get_by_role("button", name="Rerun from transform").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Rerun").click()
     await expect(page.locator("g[data-task=load]")).to_have_attribute("data-state", "succeeded")
     await expect(page.locator("g[data-task=transform]")).to_have_attribute(
         "data-state", "succeeded"

@@ -73,9 +73,7 @@ async def test_times_say_their_zone_in_two_browser_zones(cluster, ui_factory):
 async def test_a_link_opened_logged_out_lands_on_its_page_and_titles(cluster, ui_factory):
     await cluster.start()
     await make_user(cluster, "alice", {"*": "admin"})
-    status, body = await cluster.request(
-        "POST", JOBS, json={"name": "ticker", "command": "exit 2"}
-    )
+    status, body = await cluster.request("POST", JOBS, json={"name": "ticker", "command": "exit 2"})
     assert status == 201, body
     status, run = await cluster.request("POST", f"{JOBS}/ticker/runs", json={})
     assert status == 201, run
@@ -233,11 +231,11 @@ async def test_graph_edges_never_cross_a_box_and_task_runs_link_to_the_execution
     await expect(hl).to_have_count(0)
     await ui.shot("workflow-graph")
 
-    # a task's run in the runs list reads "etl › transform" and opens the execution at that task
+    # a task's run in the runs list reads "etl > transform" (a guillemet) and opens the execution at that task
     await page.get_by_role("button", name="Run now").click()
     await expect(page.locator("h1 .badge")).to_have_text("succeeded")
     await ui.go("#/runs")
-    link = page.get_by_role("link", name="etl › transform")
+    link = page.get_by_role("link", name="etl \u203a transform")
     await expect(link).to_have_count(1)
     await link.click()
     await expect(page.locator(".task-panel h3")).to_contain_text("Task transform")
@@ -360,3 +358,203 @@ async def test_forms_keep_input_and_errors_stay_current(cluster, ui_factory):
     await viewer.go("#/jobs/new")
     await expect(viewer.page.get_by_role("alert")).to_contain_text("cannot create jobs")
     await expect(viewer.page.get_by_label("Command")).to_have_count(0)
+
+
+async def _finished(cluster, run_id: str, status: str) -> None:
+    async def done():
+        return (await cluster.request("GET", f"{RUNS}/{run_id}"))[1]["status"] == status
+
+    await wait_for(done, 30, what=f"run {run_id} {status}")
+
+
+async def test_runs_history_search_range_paging_in_the_url_and_run_again(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    for job in (
+        {"name": "etl-daily", "command": "echo etl"},
+        {"name": "report", "command": "sleep 60", "kill_grace": 1},
+        {"name": "flaky", "command": "exit 1", "retries": 1, "retry_interval": 0},
+    ):
+        status, body = await cluster.request("POST", JOBS, json=job)
+        assert status == 201, body
+    etl = []
+    for _ in range(3):
+        status, run = await cluster.request("POST", f"{JOBS}/etl-daily/runs", json={})
+        assert status == 201, run
+        etl.append(run["id"])
+    _, slow = await cluster.request("POST", f"{JOBS}/report/runs", json={})
+    _, flaky = await cluster.request("POST", f"{JOBS}/flaky/runs", json={})
+    for rid in etl:
+        await _finished(cluster, rid, "succeeded")
+    await _finished(cluster, slow["id"], "running")
+    status, _ = await cluster.request("POST", f"{RUNS}/{slow['id']}/cancel")
+    assert status == 202
+    await _finished(cluster, slow["id"], "cancelled")
+    await _finished(cluster, flaky["id"], "failed")
+
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await ui.go("#/runs")
+    # the Exit column says what the run page says for a cancelled run
+    await expect(page.locator(f"tr[data-run='{slow['id']}'] td").last).to_have_text("signal 15")
+    # search by any part of the name; the filter lands in the URL and survives a reload
+    await page.get_by_placeholder("job name (any part)").fill("ETL")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("tbody tr")).to_have_count(3)
+    assert "q=ETL" in await page.evaluate("location.hash")
+    await page.reload()
+    await expect(page.get_by_placeholder("job name (any part)")).to_have_value("ETL")
+    await expect(page.locator("tbody tr")).to_have_count(3)
+    # pages: 2 a page, Older / Newer
+    await ui.go("#/runs?q=etl&limit=2")
+    await expect(page.locator("tbody tr")).to_have_count(2)
+    await page.get_by_role("button", name="Older").click()
+    await expect(page.locator("tbody tr")).to_have_count(1)
+    await expect(page.locator(f"tr[data-run='{etl[0]}']")).to_be_visible()
+    assert "before=" in await page.evaluate("location.hash")
+    await expect(page.get_by_role("button", name="Older")).to_have_count(0)
+    await page.get_by_role("button", name="Newer").click()
+    await expect(page.locator(f"tr[data-run='{etl[2]}']")).to_be_visible()
+    # a time range with nothing in it says so (not "No runs yet.")
+    await ui.go("#/runs")
+    await page.get_by_label("From").fill("2099-01-01T00:00")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator(".empty")).to_have_text("No runs match these filters.")
+    assert "from=2099-01-01T" in unquote(await page.evaluate("location.hash"))
+
+    # retries: every attempt listed on the run page
+    await ui.go(f"#/runs/{flaky['id']}")
+    await expect(page.locator(".attempts tbody tr")).to_have_count(2)
+    await expect(page.locator(".attempts tr[data-attempt='1']")).to_contain_text("failed")
+    # Run again on a finished run
+    await ui.go(f"#/runs/{etl[0]}")
+    await page.get_by_role("button", name="Run again").click()
+    await page.wait_for_function(f"location.hash !== '#/runs/{etl[0]}'")
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    again = await page.evaluate("location.hash")
+    assert again.startswith("#/runs/") and etl[0] not in again, again
+    # "Run now" from the jobs list: the toast links to the run
+    await ui.go("#/jobs")
+    await page.locator("tr[data-job=etl-daily]").get_by_role("button", name="Run now").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Run now").click()
+    await page.locator("#toast").get_by_role("link", name="open it").click()
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    # the audit log in words, the request still shown
+    await ui.go("#/audit")
+    await expect(
+        page.locator("tbody tr", has_text="ran job etl-daily in default").first
+    ).to_contain_text("POST /api/v1/projects/default/jobs/etl-daily/runs")
+    await ui.shot("runs-history")
+
+
+async def test_workflow_grid_tries_rerun_confirmation_and_phone_timeline(
+    cluster, ui_factory, tmp_path
+):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    marker = tmp_path / "fixed"
+    wf = {
+        "name": "etl-flaky",
+        "tasks": [
+            {"name": "extract", "command": "echo x"},
+            {
+                "name": "transform",
+                "command": f"test -f {marker} || exit 3",
+                "depends_on": ["extract"],
+            },
+            {"name": "load", "command": "echo l", "depends_on": ["transform"]},
+        ],
+    }
+    status, body = await cluster.request("POST", WORKFLOWS, json=wf)
+    assert status == 201, body
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await ui.go("#/workflows/etl-flaky")
+    await page.get_by_role("button", name="Run now").click()
+    await expect(page.locator("h1 .badge")).to_have_text("failed")
+    await page.locator("g[data-task=transform]").click()
+    assert "task=transform" in await page.evaluate("location.hash")  # the selection is in the URL
+    marker.write_text("ok")
+    await page.get_by_role("button", name="Rerun from transform").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("earlier tries stay")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(page.locator("g[data-task=transform]")).to_have_attribute("data-state", "failed")
+    await page.get_by_role("button", name="Rerun from transform").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Rerun").click()
+    await expect(page.locator("h1 .badge")).to_have_text("succeeded")
+    # the failed try is still there, under the task
+    await page.reload()
+    await expect(page.locator(".task-panel h3")).to_contain_text("Task transform")
+    tries = page.locator(".task-panel .tries li")
+    await expect(tries).to_have_count(1)
+    await expect(tries.first.locator(".badge")).to_have_text("failed")
+    await ui.shot("execution-tries")
+    # the grid: executions x tasks, coloured by state
+    await ui.go("#/workflows/etl-flaky")
+    await page.get_by_role("button", name="Run now").click()
+    await expect(page.locator("h1 .badge")).to_have_text("succeeded")
+    await ui.go("#/workflows/etl-flaky")
+    grid = page.locator("table.history-grid")
+    await expect(grid.locator("tbody a.cell")).to_have_count(6)
+    await expect(grid.locator("tbody tr").first.locator("th")).to_have_text("extract")
+    await expect(grid.locator("a.cell[data-task=transform][data-state=succeeded]")).to_have_count(2)
+    await ui.shot("workflow-grid")
+    await grid.locator("a.cell[data-task=load]").first.click()
+    await expect(page.locator(".task-panel h3")).to_contain_text("Task load")
+
+    # on a phone the timeline's text stays readable
+    phone = await ui_factory(cluster.url(), width=390, height=844)
+    await phone.login("alice")
+    await phone.go(page.url.split("/ui/", 1)[1])
+    label = phone.page.locator("svg.timeline text").first
+    await expect(label).to_be_visible()
+    box = await label.bounding_box()
+    assert box["height"] >= 9, f"timeline text is {box['height']:.1f} px tall on a phone"
+    width = await phone.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone: {width}px"
+
+
+async def test_schedule_picker_writes_cron(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "alice", {"*": "admin"})
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    table = await page.evaluate(
+        """async () => {
+            const m = await import('/ui/js/cronfield.js');
+            return [
+                m.buildCron('every', {n: 15}), m.buildCron('every', {n: 1}),
+                m.buildCron('every', {n: 60}), m.buildCron('hourly', {minute: 7}),
+                m.buildCron('daily', {time: '23:59'}), m.buildCron('weekdays', {time: '07:30'}),
+                m.buildCron('weekly', {day: 0, time: '06:00'}),
+                m.buildCron('monthly', {day: 31, time: '00:00'}),
+                m.buildCron('daily', {time: '24:00'}), m.buildCron('monthly', {day: 32}),
+            ];
+        }"""
+    )
+    assert table == [
+        "*/15 * * * *",
+        "* * * * *",
+        "",
+        "7 * * * *",
+        "59 23 * * *",
+        "30 7 * * 1-5",
+        "0 6 * * 0",
+        "0 0 31 * *",
+        "",
+        "",
+    ]
+    await ui.go("#/jobs/new")
+    await page.get_by_label("Time zone").fill("Europe/Berlin")
+    await page.get_by_label("Repeat").select_option("weekdays")
+    await page.get_by_label("Time of day").fill("07:30")
+    await page.get_by_role("button", name="Use").click()
+    await expect(page.get_by_label("Cron schedule")).to_have_value("30 7 * * 1-5")
+    await expect(page.locator("#cron-preview li")).to_have_count(5)
+    await expect(page.locator("#cron-preview li").first).to_have_text(
+        re.compile(r" 07:30:00 GMT\+[12]$")
+    )

@@ -12,7 +12,7 @@ export async function triggerJob(project, job) {
   if (values === null) return null;
   try {
     const run = await post(jobPath(project, job.name, "/runs"), { parameters: parseKeyValues(values.parameters) });
-    toast(`Run ${run.id} of ${job.name} created`, "ok");
+    toast(h("span", null, `Run ${run.id} of ${job.name} created: `, h("a", { href: `#/runs/${run.id}` }, "open it")), "ok");
     return run;
   } catch (err) {
     toast(err.message, "error");

@@ -114,9 +114,11 @@ async function route() {
   try {
     const mod = await import(`./views/${view}.js`);
     if (!ctx.alive) return;
-    const page = h("div", { class: `page page-${view}` });
+    const loading = h("p", { class: "muted loading" }, "Loading…"); // never a blank page
+    const page = h("div", { class: `page page-${view}` }, loading);
     fill(main, page);
     await mod.render(page, ctx);
+    loading.remove();
   } catch (err) {
     if (ctx.alive && err.status !== 401) {
       fill(main, h("h1", null, "Something went wrong"), h("p", { class: "error" }, err.message));

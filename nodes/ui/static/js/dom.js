@@ -118,6 +118,14 @@ export function fmtDuration(seconds) {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+export function fmtBytes(n) {
+  if (n === null || n === undefined || Number.isNaN(n)) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = Number(n), i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${i ? v.toFixed(1) : v} ${units[i]}`;
+}
+
 export function duration(start, end) {
   if (!start) return null;
   const t1 = end ? new Date(end) : new Date();

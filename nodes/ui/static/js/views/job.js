@@ -76,7 +76,7 @@ export function jobLink(r) {
 
 export const exitText = (r) => r.exit_code ?? (r.signal ? `signal ${r.signal}` : "—");
 
-export function runTable(runs, withJob = false) {
+export function runTable(runs, withJob = false, empty = "No runs yet.") {
   return table(
     ["Run", ...(withJob ? ["Job"] : []), "Status", "Source", "Created", "Duration", "Node", "Attempt", "Exit"],
     runs.map((r) =>
@@ -94,6 +94,6 @@ export function runTable(runs, withJob = false) {
         h("td", null, exitText(r)),
       ),
     ),
-    "No runs yet.",
+    empty,
   );
 }

@@ -1,6 +1,6 @@
 import { ApiError, get, post, projectPath, put } from "../api.js";
 import { jobPath } from "../actions.js";
-import { cronPreview } from "../cronfield.js";
+import { cronPreview, schedulePicker } from "../cronfield.js";
 import { field, h, showFieldError, toast } from "../dom.js";
 import { session } from "../session.js";
 
@@ -49,6 +49,7 @@ export async function render(root, ctx) {
       field("Cron schedule", cron, "Five fields, @daily, @every 10m, or H for a spread minute. Empty: manual only."),
       field("Time zone", timezone, "IANA name, e.g. Europe/Berlin."),
     ),
+    schedulePicker(cron),
     preview,
     h("datalist", { id: "tz-list" }, (Intl.supportedValuesOf ? Intl.supportedValuesOf("timeZone") : ["UTC"]).map((z) => h("option", { value: z }))),
     h("div", { class: "grid3" }, field("Tags", tags), field("Timeout (s, 0: none)", timeout), field("Retries", retries)),
