@@ -430,7 +430,7 @@ async def test_runs_history_search_range_paging_in_the_url_and_run_again(cluster
     # Run again on a finished run
     await ui.go(f"#/runs/{etl[0]}")
     await page.get_by_role("button", name="Run again").click()
-    await page.wait_for_function(f"location.hash !== '#/runs/{etl[0]}'")
+    await expect(page).not_to_have_url(re.compile(rf"#/runs/{etl[0]}$"))
     await expect(page.locator("#run-status")).to_have_text("succeeded")
     again = await page.evaluate("location.hash")
     assert again.startswith("#/runs/") and etl[0] not in again, again
@@ -446,6 +446,17 @@ async def test_runs_history_search_range_paging_in_the_url_and_run_again(cluster
         page.locator("tbody tr", has_text="ran job etl-daily in default").first
     ).to_contain_text("POST /api/v1/projects/default/jobs/etl-daily/runs")
     await ui.shot("runs-history")
+    # the jobs list's filters are in the URL too
+    await ui.go("#/jobs")
+    await page.get_by_placeholder("Search name, command, description").fill("sleep")
+    await expect(page.locator("tbody tr")).to_have_count(1)
+    assert "q=sleep" in await page.evaluate("location.hash")
+    await page.reload()
+    await expect(page.get_by_placeholder("Search name, command, description")).to_have_value(
+        "sleep"
+    )
+    await expect(page.locator("tr[data-job=report]")).to_have_count(1)
+    await expect(page.locator("tbody tr")).to_have_count(1)
 
 
 async def test_workflow_grid_tries_rerun_confirmation_and_phone_timeline(

@@ -68,7 +68,7 @@ export async function render(root, ctx) {
             h("td", null, h("strong", null, n.id), h("div", { class: "muted small" }, n.address || "")),
             h("td", null, badge(n.up ? "up" : "down")),
             h("td", { class: "node-state" }, badge(n.state)),
-            h("td", null, `${n.running} / ${n.capacity}`),
+            h("td", { class: "load" }, `${n.running} / ${n.capacity}`, n.capacity ? h("meter", { min: 0, max: n.capacity, value: n.running, high: n.capacity * 0.8, "aria-label": `${n.id} load` }) : null),
             h("td", null, Object.entries(n.properties).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`))),
             h("td", null, n.version || "—"),
             h("td", { class: "heartbeat" }, n.last_heartbeat ? [timeEl(n.last_heartbeat), h("div", { class: "muted small" }, ago(n.last_heartbeat))] : "never seen"),
