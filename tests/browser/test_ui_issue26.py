@@ -111,6 +111,12 @@ async def test_a_link_opened_logged_out_lands_on_its_page_and_titles(cluster, ui
     await expect(page).to_have_title("Jobs · cronmesh")
     await ui.go("#/jobs/ticker")
     await expect(page).to_have_title("ticker · Jobs · cronmesh")
+    # a crafted `next` cannot send the user anywhere but a page of this UI
+    await page.get_by_role("button", name="Log out").click()
+    await ui.go("#/login?next=https%3A%2F%2Fevil.example%2F")
+    await _login_form(ui)
+    await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    assert page.url.startswith(cluster.url()) and page.url.endswith("/ui/#/"), page.url
 
 
 async def test_a_fast_log_streams_5000_lines_and_the_page_stays_responsive(cluster, ui_factory):

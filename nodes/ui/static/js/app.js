@@ -138,7 +138,8 @@ function renderHeader() {
 export async function afterLogin(next) {
   await session.load();
   renderHeader();
-  const target = next && !next.startsWith("#/login") ? next : "#/";
+  // only a page of this UI: `next` sets the fragment, never another site or the login page
+  const target = next && next.startsWith("#/") && !next.startsWith("#/login") ? next : "#/";
   if (location.hash === target) route();
   else location.hash = target;
 }
