@@ -49,6 +49,8 @@ async def test_times_say_their_zone_in_two_browser_zones(cluster, ui_factory):
         cell = page.locator(f"tr[data-run='{run['id']}'] time")
         await expect(cell).to_have_text(re.compile(rf" {offset}$"))
         created.append(await cell.inner_text())
+        if zone == "Europe/Berlin":
+            await ui.shot("job-zones")
         # the header switch: UTC, then the job's zone
         await page.get_by_label("Show times in").select_option("utc")
         await expect(cell).to_have_text(re.compile(r" UTC$"))

@@ -14,7 +14,7 @@ export async function render(root, ctx) {
   const grid = h("div", { class: "grid-wrap" });
   root.append(
     h("div", { class: "row" }, h("h1", null, name), session.can("operator") ? h("button", { class: "primary", onclick: () => runWorkflow(project, name) }, "Run now") : null),
-    wf.description ? h("p", null, wf.description) : null,
+    wf.description ? h("p", null, wf.description) : "", // root.append would print a null
     h("section", { class: "card", "aria-labelledby": "h-graph" }, h("h2", { id: "h-graph" }, "Graph"), h("div", { class: "dag-wrap" }, drawDag(wf))),
     h("section", { class: "card", "aria-labelledby": "h-grid" }, h("h2", { id: "h-grid" }, "History"), grid),
     h("section", { class: "card", "aria-labelledby": "h-ex" }, h("h2", { id: "h-ex" }, "Executions"), execs),
