@@ -5,6 +5,7 @@ graph whose edges do not run through boxes, dead nodes, deleted jobs' runs, and 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import unquote
 
@@ -113,6 +114,20 @@ async def test_a_link_opened_logged_out_lands_on_its_page_and_titles(cluster, ui
     await expect(page).to_have_title("Jobs · cronmesh")
     await ui.go("#/jobs/ticker")
     await expect(page).to_have_title("ticker · Jobs · cronmesh")
+    # while a page's data is on its way the page says so (never blank)
+    release = asyncio.Event()
+
+    async def held(route):
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/api/v1/projects/default/jobs/ticker", held)
+    await ui.go("#/jobs/ticker?again")
+    await expect(page.locator("main .loading")).to_have_text("Loading…")
+    release.set()
+    await expect(page.get_by_role("heading", name="Definition")).to_be_visible()
+    await expect(page.locator("main .loading")).to_have_count(0)
+    await page.unroute("**/api/v1/projects/default/jobs/ticker", held)
     # a crafted `next` cannot send the user anywhere but a page of this UI
     await page.get_by_role("button", name="Log out").click()
     await ui.go("#/login?next=https%3A%2F%2Fevil.example%2F")
