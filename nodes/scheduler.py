@@ -31,15 +31,15 @@ from typing import Any
 
 import structlog
 
-from cluster.cron import Schedule, parse_schedule, ticks_between
+from cluster.cron import Schedule
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
-from cluster.plan import TickSpan, overlap_action, plan_schedule
 from cluster.retention import DELETED_JOB_KEEP_DAYS, DELETED_JOB_KEEP_RUNS, expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
+from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
 from cluster.workflows import is_task_job
 from nodes import metrics
@@ -51,10 +51,7 @@ log = structlog.get_logger(__name__)
 Archiver = Callable[[str, str, dict[str, bytes]], Awaitable[object]]
 """``(project, job, {run_id: record JSON})``: keeps records safe before they leave etcd."""
 
-RUNS_PER_TXN = 16
-TXN_BYTES = 512 * 1024
 BATCH_RUNS_PER_JOB = 2  # plans with more runs (catch-up) keep a transaction of their own
-EVENTS_KEPT = 20
 RECONCILE_EVERY = 10.0
 LOST_CHECK_DELAY = 0.5  # s after a claim's deletion before a still-active run is read back
 LOST_CHECK_MAX = 2.0  # ... or at most this long when the active keys' watch has not caught up
@@ -71,31 +68,6 @@ class JobEntry:
     state_rev: int = 0
     next_due: datetime | None = None
     generation: int = 0
-
-
-def _parse_job(job: Job) -> list[tuple[ScheduleSpec, Schedule]]:
-    out = []
-    for spec in job.schedules:
-        if spec.enabled:
-            sched = parse_schedule(
-                cron=spec.cron,
-                at=spec.at,
-                timezone=spec.timezone,
-                hash_key=f"{job.project}/{job.name}",
-            )
-            out.append((spec, sched))
-    return out
-
-
-def _span(span: TickSpan, fate: str, fp: str) -> dict[str, Any]:
-    return {
-        "fate": fate,
-        "schedule": fp,
-        "first": span.first.isoformat(),
-        "last": span.last.isoformat(),
-        "count": span.count,
-        "more": span.more,
-    }
 
 
 @dataclass
@@ -171,7 +143,7 @@ class Scheduler:
             return
         try:
             job = Job.model_validate_json(value)
-            schedules = _parse_job(job)
+            schedules = parse_job(job)
         except Exception as exc:  # a job written by a newer version, or corrupted by hand
             log.error("cannot read job; ignoring it", job=f"{project}/{name}", error=str(exc))
             self.jobs.pop(jk, None)
@@ -419,113 +391,27 @@ class Scheduler:
             self._schedule_at(jk, plan.next_due)
 
     def _plan(self, jk: JobKey) -> _Planned | None:
-        """Decide one job's due ticks at ``now``; None when there is nothing to write."""
+        """Decide one job's due ticks at ``now`` (``cluster.tickplan``); None when there is
+        nothing to write (the job is re-armed for its next due time then)."""
         entry = self.jobs.get(jk)
         if entry is None or not entry.job.enabled:
             return None
-        job, now = entry.job, self.clock()
-        # Ticks due by now are decided exactly as without planning ahead (catch-up, grace,
-        # deadline); the ticks of the next `ahead` seconds are added as on-time ticks, to be
-        # started at their instant (D120). Only jobs whose overlap decision cannot change
-        # meanwhile (allow, no parallel limit) are planned early.
-        ahead = self.ahead if job.overlap == "allow" and not job.max_parallel else 0.0
-        horizon = now + timedelta(seconds=ahead)
-        state = json.loads(json.dumps(entry.state)) if entry.state else {}
-        sched_state: dict[str, Any] = state.setdefault("schedules", {})
-        events: list[dict[str, Any]] = state.setdefault("events", [])
-        fired_total = int(state.get("fired", 0))
-        active = len(self.active.get(jk, ()))
-        # A run is written twice (record + queue entry): keep a transaction well under etcd's
-        # 1.5 MiB request limit whatever the job's size.
-        per_txn = max(1, min(RUNS_PER_TXN, TXN_BYTES // (2 * len(job.model_dump_json()) + 512)))
-        runs: list[tuple[Run, str]] = []  # (run, tick key)
-        cancels: list[str] = []
-        next_due: datetime | None = None
-        changed = False
-        truncated = False
-        for spec, sched in entry.schedules:
-            fp = spec.fingerprint()
-            last = sched_state.get(fp, {}).get("last_tick")
-            plan = plan_schedule(
-                sched,
-                last_tick=datetime.fromisoformat(last) if last else None,
-                active_since=job.active_since,
-                now=now,
-                catchup=job.catchup,
-                starting_deadline=job.starting_deadline,
-                limit=job.catchup_limit,
-            )
-            fire = list(plan.fire)
-            plan_next = plan.next_due
-            if ahead:
-                since = plan.last_tick or (datetime.fromisoformat(last) if last else None)
-                since = max(since or job.active_since, job.active_since, now)
-                coming = ticks_between(sched, since, horizon, RUNS_PER_TXN)
-                fire += [(tick, "schedule") for tick in coming]
-                plan_next = sched.next_after(coming[-1] if coming else since)
-            for span, fate in ((plan.disabled, "disabled"), (plan.missed, "missed")):
-                if span is not None:
-                    events.append(_span(span, fate, fp))
-                    metrics.TICKS.labels(fate).inc(span.count)
-            new_last = plan.last_tick
-            for tick, source in fire:
-                if len(runs) >= per_txn:
-                    truncated = True
-                    break
-                if job.max_runs and fired_total >= job.max_runs:
-                    events.append(_span(TickSpan(tick, tick, 1), "max_runs", fp))
-                    new_last = tick
-                    continue
-                action = overlap_action(job.overlap, active, job.max_parallel)
-                tick_key = self.keys.tick(job.project, job.name, fp, int(tick.timestamp() * 1000))
-                if action == "skip":
-                    run = self.store.new_run(
-                        job,
-                        source=source,
-                        parameters=spec.parameters,
-                        scheduled_at=tick,
-                        schedule=fp,
-                        status="skipped",
-                    )
-                    run.error = f"skipped by overlap policy 'forbid': {active} run(s) still active"
-                else:
-                    if action == "replace":
-                        cancels.extend(r for r in self.active.get(jk, ()) if r not in cancels)
-                    run = self.store.new_run(
-                        job,
-                        source=source,
-                        parameters=spec.parameters,
-                        scheduled_at=tick,
-                        schedule=fp,
-                    )
-                    if tick > now:
-                        run.not_before = tick  # the worker claims it now and starts it then
-                    active += 1
-                    fired_total += 1
-                runs.append((run, tick_key))
-                new_last = tick
-            if truncated:
-                # The rest of this schedule's due ticks go in the next transaction, at once.
-                next_due = now
-            elif plan_next is not None:
-                wake = plan_next - timedelta(seconds=ahead)
-                next_due = wake if next_due is None else min(next_due, wake)
-            if new_last is not None and (last is None or new_last.isoformat() != last):
-                sched_state[fp] = {"last_tick": new_last.isoformat()}
-                changed = True
-            if truncated:
-                break
-        if not changed and not runs:
-            self._schedule_at(jk, next_due)
+        plan = plan_job(
+            entry.job,
+            entry.schedules,
+            entry.state,
+            self.active.get(jk, ()),
+            now=self.clock(),
+            ahead=self.ahead,
+            keys=self.keys,
+            new_run=self.store.new_run,
+        )
+        for fate, count in plan.fates:
+            metrics.TICKS.labels(fate).inc(count)
+        if not plan.writes:
+            self._schedule_at(jk, plan.next_due)
             return None
-        # Forget state of schedules that no longer exist.
-        live = {spec.fingerprint() for spec, _ in entry.schedules}
-        for fp in list(sched_state):
-            if fp not in live:
-                del sched_state[fp]
-        state["events"] = events[-EVENTS_KEPT:]
-        state["fired"] = fired_total
-        return _Planned(jk, entry, state, runs, cancels, next_due)
+        return _Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due)
 
     async def _write(
         self,

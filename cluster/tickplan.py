@@ -1,0 +1,187 @@
+"""One job's decision at a tick, as a value (pure: no I/O, no clock; ``now`` is an argument).
+
+:func:`plan_job` composes the decisions of ``cluster.plan`` (catch-up, grace, deadline, overlap)
+for every enabled schedule of a job, adds the ticks of the next ``ahead`` seconds as on-time runs
+(D120), applies ``max_runs`` and caps the runs of one transaction. The leader writes the answer
+in one fenced transaction and counts its fates; nothing here touches etcd or metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cluster.cron import Schedule, parse_schedule, ticks_between
+from cluster.keys import Keys
+from cluster.models import Job, Run, ScheduleSpec
+from cluster.plan import TickSpan, overlap_action, plan_schedule
+
+RUNS_PER_TXN = 16
+TXN_BYTES = 512 * 1024
+EVENTS_KEPT = 20
+
+NewRun = Callable[..., Run]
+"""``Store.new_run``: mints a run of ``job`` (its id and ``created_at``) with the given fields."""
+
+
+@dataclass
+class JobPlan:
+    """What to write for one job: its new schedule state, the runs with their tick keys, the runs
+    to cancel (overlap ``replace``), when to look again; ``fates`` are tick counts by fate to add
+    to the metrics (``missed``, ``disabled``) whether or not anything is written."""
+
+    state: dict[str, Any]
+    runs: list[tuple[Run, str]] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    next_due: datetime | None = None
+    changed: bool = False
+    fates: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def writes(self) -> bool:
+        return self.changed or bool(self.runs)
+
+
+def parse_job(job: Job) -> list[tuple[ScheduleSpec, Schedule]]:
+    """The job's enabled schedules, parsed (hashed fields keyed by the job)."""
+    out = []
+    for spec in job.schedules:
+        if spec.enabled:
+            sched = parse_schedule(
+                cron=spec.cron,
+                at=spec.at,
+                timezone=spec.timezone,
+                hash_key=f"{job.project}/{job.name}",
+            )
+            out.append((spec, sched))
+    return out
+
+
+def span_event(span: TickSpan, fate: str, fp: str) -> dict[str, Any]:
+    return {
+        "fate": fate,
+        "schedule": fp,
+        "first": span.first.isoformat(),
+        "last": span.last.isoformat(),
+        "count": span.count,
+        "more": span.more,
+    }
+
+
+def plan_job(
+    job: Job,
+    schedules: Iterable[tuple[ScheduleSpec, Schedule]],
+    stored_state: dict[str, Any],
+    active: Iterable[str],
+    *,
+    now: datetime,
+    ahead: float,
+    keys: Keys,
+    new_run: NewRun,
+) -> JobPlan:
+    """Decide one enabled job's due ticks at ``now``.
+
+    ``stored_state`` is the job's schedule state as read (not changed: the answer holds a copy);
+    ``active`` the ids of its active runs. Ticks due by ``now`` are decided exactly as without
+    planning ahead; the ticks of the next ``ahead`` seconds are added as on-time ticks, to be
+    started at their instant, for jobs whose overlap decision cannot change meanwhile (``allow``,
+    no parallel limit)."""
+    schedules = list(schedules)
+    active_ids = list(active)
+    ahead = ahead if job.overlap == "allow" and not job.max_parallel else 0.0
+    horizon = now + timedelta(seconds=ahead)
+    state = json.loads(json.dumps(stored_state)) if stored_state else {}
+    sched_state: dict[str, Any] = state.setdefault("schedules", {})
+    events: list[dict[str, Any]] = state.setdefault("events", [])
+    fired_total = int(state.get("fired", 0))
+    n_active = len(active_ids)
+    # A run is written twice (record + queue entry): keep a transaction well under etcd's
+    # 1.5 MiB request limit whatever the job's size.
+    per_txn = max(1, min(RUNS_PER_TXN, TXN_BYTES // (2 * len(job.model_dump_json()) + 512)))
+    out = JobPlan(state)
+    truncated = False
+    for spec, sched in schedules:
+        fp = spec.fingerprint()
+        last = sched_state.get(fp, {}).get("last_tick")
+        plan = plan_schedule(
+            sched,
+            last_tick=datetime.fromisoformat(last) if last else None,
+            active_since=job.active_since,
+            now=now,
+            catchup=job.catchup,
+            starting_deadline=job.starting_deadline,
+            limit=job.catchup_limit,
+        )
+        fire = list(plan.fire)
+        plan_next = plan.next_due
+        if ahead:
+            since = plan.last_tick or (datetime.fromisoformat(last) if last else None)
+            since = max(since or job.active_since, job.active_since, now)
+            coming = ticks_between(sched, since, horizon, RUNS_PER_TXN)
+            fire += [(tick, "schedule") for tick in coming]
+            plan_next = sched.next_after(coming[-1] if coming else since)
+        for span, fate in ((plan.disabled, "disabled"), (plan.missed, "missed")):
+            if span is not None:
+                events.append(span_event(span, fate, fp))
+                out.fates.append((fate, span.count))
+        new_last = plan.last_tick
+        for tick, source in fire:
+            if len(out.runs) >= per_txn:
+                truncated = True
+                break
+            if job.max_runs and fired_total >= job.max_runs:
+                events.append(span_event(TickSpan(tick, tick, 1), "max_runs", fp))
+                new_last = tick
+                continue
+            action = overlap_action(job.overlap, n_active, job.max_parallel)
+            tick_key = keys.tick(job.project, job.name, fp, int(tick.timestamp() * 1000))
+            if action == "skip":
+                run = new_run(
+                    job,
+                    source=source,
+                    parameters=spec.parameters,
+                    scheduled_at=tick,
+                    schedule=fp,
+                    status="skipped",
+                )
+                run.error = f"skipped by overlap policy 'forbid': {n_active} run(s) still active"
+            else:
+                if action == "replace":
+                    out.cancels.extend(r for r in active_ids if r not in out.cancels)
+                run = new_run(
+                    job,
+                    source=source,
+                    parameters=spec.parameters,
+                    scheduled_at=tick,
+                    schedule=fp,
+                )
+                if tick > now:
+                    run.not_before = tick  # the worker claims it now and starts it then
+                n_active += 1
+                fired_total += 1
+            out.runs.append((run, tick_key))
+            new_last = tick
+        if truncated:
+            # The rest of this schedule's due ticks go in the next transaction, at once.
+            out.next_due = now
+        elif plan_next is not None:
+            wake = plan_next - timedelta(seconds=ahead)
+            out.next_due = wake if out.next_due is None else min(out.next_due, wake)
+        if new_last is not None and (last is None or new_last.isoformat() != last):
+            sched_state[fp] = {"last_tick": new_last.isoformat()}
+            out.changed = True
+        if truncated:
+            break
+    if not out.writes:
+        return out
+    # Forget state of schedules that no longer exist.
+    live = {spec.fingerprint() for spec, _ in schedules}
+    for fp in list(sched_state):
+        if fp not in live:
+            del sched_state[fp]
+    state["events"] = events[-EVENTS_KEPT:]
+    state["fired"] = fired_total
+    return out

@@ -1,0 +1,140 @@
+"""`cluster.tickplan.plan_job`: one job's decision at a tick, table-tested without etcd (the
+body of the leader's `_plan`, issue #20). Each case names the job, the stored state, the active
+runs, `now` and `ahead`, and what the plan must hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cluster.ids import Snowflake
+from cluster.keys import Keys
+from cluster.models import Job, JobSpec
+from cluster.store import Store
+from cluster.tickplan import RUNS_PER_TXN, parse_job, plan_job
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+KEYS = Keys("/u")
+
+
+def job(**spec: Any) -> Job:
+    spec.setdefault("schedules", [{"cron": "* * * * * *"}])
+    base = JobSpec(name="j", command="true", **spec)
+    return Job(**base.model_dump(), project="p", created_at=T0, updated_at=T0, active_since=T0)
+
+
+def state_at(j: Job, last: datetime, **extra: Any) -> dict[str, Any]:
+    fp = j.schedules[0].fingerprint()
+    return {"schedules": {fp: {"last_tick": last.isoformat()}}, **extra}
+
+
+def sec(n: float) -> datetime:
+    return T0 + timedelta(seconds=n)
+
+
+@dataclass
+class Case:
+    # job spec
+    spec: dict[str, Any] = field(default_factory=dict)
+    # stored state
+    last: float | None = None  # seconds after T0 of the last handled tick
+    fired: int = 0
+    dead_schedule: bool = False  # the state holds a schedule the job no longer has
+    # environment
+    active: tuple[str, ...] = ()
+    now: float = 1.005
+    ahead: float = 0.0
+    # expectations
+    ticks: list[float] = field(default_factory=list)  # seconds after T0, in order
+    statuses: set[str] = field(default_factory=lambda: {"pending"})
+    cancels: list[str] = field(default_factory=list)
+    next_due: float | None = 2.0
+    writes: bool = True
+    fates: list[tuple[str, int]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+
+CASES = {
+    "never ran, one tick due, fires on time": Case(ticks=[1.0]),
+    "tick already handled, nothing to write": Case(last=1.0, ticks=[], writes=False),
+    "nothing due yet": Case(now=0.5, ticks=[], writes=False, next_due=1.0),
+    "late, catch-up latest: newest fires, older missed": Case(
+        last=0.0, now=10.2, ticks=[10.0], next_due=11.0, fates=[("missed", 9)], events=["missed"]
+    ),
+    "late, catch-up none: all missed": Case(
+        spec={"catchup": "none"},
+        last=0.0,
+        now=10.5,
+        ticks=[10.0],  # the newest, on time (grace 2 s); no late one
+        next_due=11.0,
+        fates=[("missed", 9)],
+        events=["missed"],
+    ),
+    "catch-up all, more than one transaction: truncated, due again now": Case(
+        spec={"catchup": "all"},
+        last=0.0,
+        now=40.5,
+        ticks=[float(i) for i in range(1, RUNS_PER_TXN + 1)],
+        next_due=40.5,
+    ),
+    "overlap forbid with an active run: skipped": Case(
+        spec={"overlap": "forbid"}, active=("r1",), ticks=[1.0], statuses={"skipped"}
+    ),
+    "overlap replace with active runs: cancels them": Case(
+        spec={"overlap": "replace"}, active=("r1", "r2"), ticks=[1.0], cancels=["r1", "r2"]
+    ),
+    "max_runs reached: no run, the tick is consumed": Case(
+        spec={"max_runs": 3}, fired=3, ticks=[], events=["max_runs"]
+    ),
+    "ahead: the next ticks are planned, started at their instant": Case(
+        ahead=2.0, ticks=[1.0, 2.0, 3.0], next_due=2.0
+    ),
+    "ahead ignored when overlap is not allow": Case(
+        spec={"overlap": "forbid"}, ahead=2.0, ticks=[1.0]
+    ),
+    "a removed schedule's state is forgotten": Case(dead_schedule=True, ticks=[1.0]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_plan_job(name: str) -> None:
+    case = CASES[name]
+    j = job(**case.spec)
+    stored: dict[str, Any] = state_at(j, sec(case.last)) if case.last is not None else {}
+    if case.fired:
+        stored["fired"] = case.fired
+    if case.dead_schedule:
+        stored.setdefault("schedules", {})["gone"] = {"last_tick": T0.isoformat()}
+    before = repr(stored)
+    store = Store(None, KEYS, Snowflake(1), lambda: sec(case.now))  # type: ignore[arg-type]
+    plan = plan_job(
+        j,
+        parse_job(j),
+        stored,
+        case.active,
+        now=sec(case.now),
+        ahead=case.ahead,
+        keys=KEYS,
+        new_run=store.new_run,
+    )
+    assert repr(stored) == before, "the stored state is not changed in place"
+    assert plan.writes is case.writes
+    assert [r.scheduled_at for r, _ in plan.runs] == [sec(t) for t in case.ticks]
+    if case.ticks:
+        assert {r.status for r, _ in plan.runs} == case.statuses
+    for run, tick_key in plan.runs:
+        assert tick_key == KEYS.tick(
+            "p", "j", run.schedule, int(run.scheduled_at.timestamp() * 1000)
+        )
+        assert (run.not_before is not None) == (run.scheduled_at > sec(case.now))
+    assert plan.cancels == case.cancels
+    assert plan.next_due == (sec(case.next_due) if case.next_due is not None else None)
+    assert plan.fates == case.fates
+    if plan.writes:
+        assert [e["fate"] for e in plan.state["events"]] == case.events
+        assert set(plan.state["schedules"]) == {j.schedules[0].fingerprint()}
+        fired = sum(1 for r, _ in plan.runs if r.status != "skipped")
+        assert plan.state["fired"] == case.fired + fired
