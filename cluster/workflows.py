@@ -28,6 +28,7 @@ from cluster.models import (
     Target,
     parse_model,
 )
+from cluster.resources import Resources
 
 MAX_TASKS = 500
 MAX_WORKFLOW_BYTES = 512 * 1024
@@ -76,6 +77,7 @@ class TaskSpec(Strict):
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     target: Target = Field(default_factory=Target)
     kill_grace: float = Field(default=10, ge=0, le=3600)
+    resources: Resources | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> TaskSpec:
@@ -136,6 +138,7 @@ class WorkflowSpec(Strict):
             target=task.target,
             priority=self.priority,
             kill_grace=task.kill_grace,
+            resources=task.resources,
         )
 
 
