@@ -5,6 +5,46 @@ import { session } from "../session.js";
 
 const DONE = ["succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"];
 
+// What the run's cgroup counted (null where its node has no cgroups).
+export function fmtBytes(n) {
+  if (n === null || n === undefined) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
+function fmtCpu(s) {
+  return s === null || s === undefined ? "—" : `${s.toFixed(3)} s`;
+}
+
+function attemptsTable(run) {
+  if (!run.attempts || !run.attempts.length) return null;
+  return h(
+    "table",
+    { class: "attempts", id: "run-attempts" },
+    h("thead", null, h("tr", null, ["#", "Status", "Node", "Started", "Finished", "Peak memory", "CPU time", "Error"].map((t) => h("th", null, t)))),
+    h(
+      "tbody",
+      null,
+      run.attempts.map((a) =>
+        h(
+          "tr",
+          null,
+          h("td", null, String(a.attempt)),
+          h("td", null, badge(a.status), a.reason === "oom_killed" ? h("span", { class: "warn" }, " out of memory") : null),
+          h("td", null, a.node || "—"),
+          h("td", null, fmtTime(a.started_at)),
+          h("td", null, fmtTime(a.finished_at)),
+          h("td", { class: "peak-memory" }, fmtBytes(a.peak_memory)),
+          h("td", { class: "cpu-time" }, fmtCpu(a.cpu_seconds)),
+          h("td", null, a.error || ""),
+        ),
+      ),
+    ),
+  );
+}
+
 export async function render(root, ctx) {
   const project = session.project;
   const id = ctx.params[0];
@@ -62,7 +102,14 @@ export async function render(root, ctx) {
         h("dt", null, "Duration"), h("dd", { id: "run-duration" }, fmtDuration(duration(run.started_at, run.finished_at))),
         Object.keys(run.parameters).length ? [h("dt", null, "Parameters"), h("dd", null, h("code", null, Object.entries(run.parameters).map(([k, v]) => `${k}=${v}`).join(" ")))] : null,
         run.error ? [h("dt", null, "Error"), h("dd", { class: "error" }, run.error)] : null,
+        run.reason === "oom_killed" ? [h("dt", null, "Reason"), h("dd", { class: "error", id: "run-reason" }, "killed by the out-of-memory killer")] : null,
+        run.snapshot && run.snapshot.resources ? [h("dt", null, "Limits"), h("dd", null, [
+          run.snapshot.resources.memory ? `memory ${fmtBytes(run.snapshot.resources.memory)}` : null,
+          run.snapshot.resources.cpu ? `cpu ${run.snapshot.resources.cpu}` : null,
+          run.snapshot.resources.pids ? `pids ${run.snapshot.resources.pids}` : null,
+        ].filter(Boolean).join(", "))] : null,
       ),
+      attemptsTable(run),
     );
     logs.update(run);
     return live;
