@@ -128,7 +128,7 @@ async def test_the_command_runs_inside_its_cgroup_from_the_start(
         assert path.rsplit("/", 2)[-2:] == [cg.layout.subtrees()[0].rsplit("/", 1)[-1], cg.name]
         assert f"/{cg.name}\n" in text
     assert cg.remove()
-    assert not any(os.path.exists(p) for p in cg.paths())
+    assert cgroups.leftover_runs(layout) == []
 
 
 async def test_setsid_and_double_fork_do_not_escape_a_kill(layout: Layout, tmp_path: Path) -> None:
