@@ -21,5 +21,8 @@ async def test_killed_or_frozen_worker_run_retried_elsewhere_stale_worker_commit
     hist = result["history"]
     assert hist["duplicates"] == {} and hist["phantoms"] == [], result
     assert hist["committed_successes"] == 2
-    # The frozen worker's process finished its work, but its claim was gone: fenced, not committed.
+    # The frozen worker's process started, but its claim was gone: fenced, not committed.
     assert hist["stale_fenced"] >= 1, result
+    # Its fence killed it before its lease expired: no two attempts of a run overlap in time.
+    overlap = result["overlap"]
+    assert overlap["overlaps"] == [] and overlap["runs_with_retries"] == 2, result

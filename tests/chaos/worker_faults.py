@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.chaos.checker import load_runs
 from tests.chaos.harness import api, check_history, node_ready, read_history
+from tests.chaos.overlap import beating_command, check_file
 from tests.chaos.scenario import PROJECT, Stage, recorded_job, run_command, stage
 from tests.conftest import api_session
 
@@ -44,6 +45,8 @@ async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]
     cluster = st.cluster
     async with api_session() as http:
         spec = recorded_job(JOB, st.history, cron=None, work=work, retries=3)
+        # It says what it does every 50 ms: the attempts of one run must not overlap (D152).
+        spec["command"] = beating_command(st.history, work)
         await st.put_job(http, spec)
         for trial in range(trials):
             kind = "kill" if trial % 2 == 0 else "stop"
@@ -119,11 +122,13 @@ async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]
     for run in runs:
         if run["status"] != "succeeded":
             failures.append(f"{run['id']} ended {run['status']}")
+    overlap = check_file(st.history)
     return {
         "faults": faults,
         "failures": failures,
         "history": hist.as_dict(),
-        "ok": not failures and hist.ok,
+        "overlap": overlap.as_dict(),
+        "ok": not failures and hist.ok and overlap.ok,
     }
 
 
