@@ -146,6 +146,7 @@ async def test_frozen_node_kills_its_job_before_its_lease_expires(
             # nobody else can have been given the run yet.
             assert await etcd.get(keys.claim(run_id)) is not None, "killed after the expiry"
             assert killed_after < ttl
+            print(f"frozen node [{cgroups}]: job killed {killed_after:.2f}s after SIGSTOP")
             node.signal(signal.SIGCONT)
 
             async def retried_as_lost() -> dict[str, object] | None:
