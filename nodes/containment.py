@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import structlog
 
@@ -74,6 +75,9 @@ class Containment:
     def _spawn_fence(self) -> None:
         read_fd, write_fd = os.pipe()
         env = {k: os.environ[k] for k in _FENCE_ENV if k in os.environ}
+        # The fence imports nodes.fence from wherever this node's code is, installed or not.
+        here = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         try:
             self._fence = subprocess.Popen(
                 [sys.executable, "-m", "nodes.fence", self.layout.to_json(), self.node_id],
