@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 
-from nodes.cgroups import Layout, kill_subtree, reap, session_pids
+from nodes.cgroups import Layout, kill_subtree, reap, remove_subtree, session_pids
 
 MAX_LINE = 128
 
@@ -66,6 +66,7 @@ def serve(layout: Layout, node: str, fd: int = 0) -> int:
                     left = reap(layout)
                     if left:
                         _say(node, f"node gone: killed the runs of {len(left)} cgroups")
+                    remove_subtree(layout)  # a restarted node makes it again
                 return 0
             buf += data
             *lines, buf = buf.split(b"\n")
