@@ -33,7 +33,9 @@ import json
 import os
 import re
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +257,20 @@ def detect(
 
 
 # -------------------------------------------------------------------------------- run cgroups
+
+_io: ThreadPoolExecutor | None = None
+_io_lock = threading.Lock()
+
+
+def cgroup_io() -> ThreadPoolExecutor:
+    """The threads that do a node's cgroup writes and reads (creation, moves, usage, removal):
+    most take tens of microseconds, but a move or a stat flush may wait for the kernel for
+    milliseconds, which the event loop must not. Several threads: waits overlap."""
+    global _io
+    with _io_lock:
+        if _io is None:
+            _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cgroup-io")
+        return _io
 
 
 @dataclass(frozen=True)

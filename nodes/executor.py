@@ -43,7 +43,7 @@ from typing import IO
 
 import structlog
 
-from nodes.cgroups import RunCgroup
+from nodes.cgroups import RunCgroup, cgroup_io
 from nodes.sessionscan import scanner, session_members
 
 __all__ = ["ExitStatus", "OutputCallback", "Process", "session_members"]
@@ -230,9 +230,11 @@ class Process:
         )
         try:
             if cgroup is not None:
-                cgroup.add(popen.pid)  # still waiting on its stdin: nothing of the job ran yet
+                # Still waiting on its stdin: nothing of the job ran yet. Off the loop: moving a
+                # process between cgroups may wait for an RCU grace period (~10 ms, D150).
+                await loop.run_in_executor(cgroup_io(), cgroup.add, popen.pid)
             pidfd = os.pidfd_open(popen.pid)
-        except OSError:
+        except BaseException:  # OSError, or cancelled meanwhile: nothing may be left running
             _abandon(popen)
             raise
         try:

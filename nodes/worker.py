@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from cluster.txnbatch import TxnBatcher
 from logstore.service import Logs
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
-from nodes.cgroups import RunCgroup, Usage
+from nodes.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.cluster_view import ClusterView
 from nodes.containment import Containment
 from nodes.executor import ExitStatus, Process
@@ -614,7 +615,7 @@ class Worker:
             duration=round(time.monotonic() - t0, 3),
         )
 
-    def _cgroup(self, ex: Execution, writer: SpoolWriter) -> RunCgroup | None:
+    async def _cgroup(self, ex: Execution, writer: SpoolWriter) -> RunCgroup | None:
         """The attempt's cgroup, created with its limits (D150, D153). A limit this node cannot
         apply is said in the run's log and a metric, and the run goes on without it."""
         if self.containment is None:
@@ -626,10 +627,14 @@ class Worker:
         if cg is None:
             missing = sorted(asked)
         else:
-            missing = cg.create(
-                memory=res.memory if res else None,
-                cpu=res.cpu if res else None,
-                pids=res.pids if res else None,
+            missing = await asyncio.get_running_loop().run_in_executor(
+                cgroup_io(),
+                functools.partial(
+                    cg.create,
+                    memory=res.memory if res else None,
+                    cpu=res.cpu if res else None,
+                    pids=res.pids if res else None,
+                ),
             )
         if missing:
             for name in missing:
@@ -641,6 +646,12 @@ class Worker:
             )
             log.warning("resource limits not applied", run=run.id, missing=missing)
         return cg
+
+    @staticmethod
+    def _finish_cgroup(cg: RunCgroup) -> tuple[Usage, bool]:
+        """In a cgroup-io thread: what the run used, then its cgroups removed."""
+        usage = cg.usage()
+        return usage, cg.remove(timeout=0.5)
 
     async def _run_process(self, ex: Execution) -> tuple[str, str | None, ExitStatus | None, Any]:
         run = ex.run
@@ -656,7 +667,7 @@ class Worker:
             armed = run.not_before is not None and run.not_before > self.clock()
             spawn_t = time.perf_counter()
             try:
-                cg = self._cgroup(ex, writer)
+                cg = await self._cgroup(ex, writer)
                 ex.proc = await Process.start(
                     argv, env=env, cwd=self.work_dir, on_output=writer.write, armed=armed, cgroup=cg
                 )
@@ -703,14 +714,19 @@ class Worker:
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
             if cg is not None:
-                ex.usage = cg.usage()
+                ex.usage, removed = await asyncio.get_running_loop().run_in_executor(
+                    cgroup_io(), self._finish_cgroup, cg
+                )
+                if not removed:
+                    log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                cg = None
             status, error = self._outcome(ex, exit_status)
             if ex.acted or ex.reason:
                 writer.note(f"run {status}: {error}")
         finally:
             if cg is not None:
-                # Normally empty by now (the tree was waited for); otherwise what is left is
-                # killed. Bounded; a cgroup that cannot go is reaped when the node starts again.
+                # Not removed above (a failure or a cancellation on the way): what is left is
+                # killed, bounded; a cgroup that cannot go is reaped when the node starts again.
                 if not cg.remove(timeout=0.5):
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
             elif ex.proc is not None and self.containment is not None:
