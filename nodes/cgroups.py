@@ -306,9 +306,12 @@ class RunCgroup:
     def create(self, *, memory: int | None, cpu: float | None, pids: int | None) -> list[str]:
         """Make the cgroups and apply the limits; returns the limits that could not be applied.
         Raises OSError when a cgroup cannot be made (the run then cannot be contained)."""
+        wanted = {"memory": memory, "cpu": cpu, "pids": pids}
+        # v1 pids/cpu hierarchies only when their limit is asked for (each is one more mkdir,
+        # move and rmdir per run); memory always, for the peak (D154).
+        self.v1 = {c: p for c, p in self.v1.items() if c not in ("pids", "cpu") or wanted[c]}
         for path in self.paths():
             os.makedirs(path, exist_ok=True)
-        wanted = {"memory": memory, "cpu": cpu, "pids": pids}
         missing: list[str] = []
         for ctl, value in wanted.items():
             if value is None:
