@@ -8,8 +8,14 @@ parent). The child becomes the leader of a new session whose id equals its pid.
 the main pid. Descendants inherit the session even when they move to another process group
 with ``setpgid``, so they are found by a ``/proc`` scan; the main process group is also
 signalled with ``killpg`` as a belt. A descendant that calls ``setsid()`` itself leaves the
-session and escapes: that is accepted. Such an escaped process may also keep the output
+session and escapes the session kill. Such an escaped process may also keep the output
 pipes open; :meth:`Process.wait` then gives up draining them after :attr:`Process.drain_timeout`.
+
+*With a cgroup* (``cgroup=``, where the node has cgroups: D150) the tree is the cgroup instead:
+the process is spawned held on its stdin (``armed_argv``), moved into its cgroup, then released,
+so everything it forks is in there whatever it does with sessions; SIGKILL is ``cgroup.kill``
+(or a freezer sweep on v1), other signals go to every member, and the leftovers after the main
+process exits are the cgroup's members.
 
 Waiting uses no threads and no SIGCHLD: the main process is watched through a pidfd
 (``os.pidfd_open``) registered with ``loop.add_reader``; the output pipes are non-blocking
