@@ -16,7 +16,8 @@ async def test_killed_or_frozen_worker_run_retried_elsewhere_stale_worker_commit
     for i in range(3):
         procs.start(f"node-{i + 1}", lease_ttl=2)
     st = Stage(procs, etcd, keys, tmp_path / "history")
-    result = await scenario(st, trials=2, work=3)
+    # 8 s of work: a frozen node's job outlives its lease (TTL 2) by seconds unless it is fenced
+    result = await scenario(st, trials=2, work=8)
     assert result["failures"] == [], result
     hist = result["history"]
     assert hist["duplicates"] == {} and hist["phantoms"] == [], result
