@@ -292,6 +292,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         data = exc.body
     if args.output == "table":
         print(f"node {data['node']['id']}  leader: {data['leader']}  queue: {data['queue_depth']}")
+        held = data["node"].get("containment")
+        if held:  # how this node contains its runs (D150)
+            limits = ",".join(sorted(held.get("limits") or {})) or "none"
+            print(f"runs contained by: {held['mode']} (kill: {held['kill']}, limits: {limits})")
         table(
             [
                 [n["id"], "up" if n["up"] else "down", n.get("address", "-"), n.get("version", "-")]

@@ -62,6 +62,9 @@ async def test_status_and_metrics_show_the_containment(cluster):
     assert 0 < containment["fence"]["valid_for"] <= 3  # the lease TTL of the fixture
     status, text = await cluster.request("GET", "/metrics")
     assert f'cronmesh_cgroup_mode{{mode="{containment["mode"]}"}} 1.0' in text
+    code, out, err = await asyncio.to_thread(run_cli, cluster.url(), "status")
+    assert code == 0, err
+    assert f"runs contained by: {containment['mode']} (kill: {containment['kill']}" in out
 
 
 async def test_oom_killed_run_and_usage_on_each_attempt(cluster):
