@@ -17,6 +17,14 @@ RUNS = "/api/v1/projects/default/runs"
 WORKFLOWS = "/api/v1/projects/default/workflows"
 
 
+def counter(text: str, series: str) -> float:
+    """A sample of the Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 async def finished_run(cluster, run_id: str) -> dict:
     async def done():
         status, run = await cluster.request("GET", f"{RUNS}/{run_id}")
@@ -79,6 +87,8 @@ async def test_oom_killed_run_and_usage_on_each_attempt(cluster):
         "retries": 1,
         "retry_interval": 0,
     }
+    status, text = await cluster.request("GET", "/metrics")  # counters are per process
+    ooms_before = counter(text, "cronmesh_oom_killed_runs_total")
     status, body = await cluster.request("POST", JOBS, json=job)
     assert status == 201, body
     assert body["resources"] == {"memory": 48 << 20, "pids": 50, "cpu": 1.0}
@@ -94,7 +104,7 @@ async def test_oom_killed_run_and_usage_on_each_attempt(cluster):
     assert code == 0, err
     assert "reason: oom_killed" in out and "peak_memory:" in out and "cpu_seconds:" in out
     status, text = await cluster.request("GET", "/metrics")
-    assert "cronmesh_oom_killed_runs_total 2.0" in text
+    assert counter(text, "cronmesh_oom_killed_runs_total") - ooms_before == 2
 
 
 async def test_a_run_within_its_limits_succeeds_with_its_usage(cluster):
@@ -110,3 +120,25 @@ async def test_a_run_within_its_limits_succeeds_with_its_usage(cluster):
         assert attempt["peak_memory"] > 0 and attempt["cpu_seconds"] is not None
     else:
         assert attempt["peak_memory"] is None and attempt["cpu_seconds"] is None
+
+
+async def test_a_node_without_cgroups_runs_the_job_and_says_which_limits_it_skipped(cluster):
+    node = await cluster.start(cgroups="off")
+    assert node.containment.layout.mode == "none"
+    status, text = await cluster.request("GET", "/metrics")  # counters are per process
+    skipped = 'cronmesh_limits_not_applied_total{resource="memory"}'
+    before = counter(text, skipped)
+    job = {"name": "unlimited", "command": "echo ran", "resources": {"memory": "64Mi", "pids": 9}}
+    status, body = await cluster.request("POST", JOBS, json=job)
+    assert status == 201, body
+    status, run = await cluster.request("POST", f"{JOBS}/unlimited/runs", json={})
+    run = await finished_run(cluster, run["id"])
+    assert run["status"] == "succeeded", run
+    (attempt,) = run["attempts"]
+    assert attempt["peak_memory"] is None and attempt["cpu_seconds"] is None
+    status, text = await cluster.request("GET", f"{RUNS}/{run['id']}/logs")
+    assert status == 200
+    assert "cannot apply the limits memory, pids" in text and "ran" in text, text
+    status, metrics = await cluster.request("GET", "/metrics")
+    assert counter(metrics, skipped) - before == 1
+    assert 'cronmesh_cgroup_mode{mode="none"} 1.0' in metrics
