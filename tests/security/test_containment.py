@@ -131,8 +131,10 @@ async def test_frozen_node_kills_its_job_before_its_lease_expires(
     try:
         async with api_session() as http:
             await wait_ready(http, node)
+            async with http.get(f"{node.url}/status") as r:
+                mode = (await r.json())["node"]["containment"]["mode"]
             pids_file = tmp_path / "pids"
-            job = escaping_job("frozen-job", pids_file, setsid=cgroups != "off")
+            job = escaping_job("frozen-job", pids_file, setsid=mode != "none")
             run_id = await start_run(http, node.url, job)
             pids = await pids_of(pids_file)
             claim = await etcd.get(keys.claim(run_id))
