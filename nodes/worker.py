@@ -785,7 +785,10 @@ class Worker:
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
                 cg = None
             status, error = self._outcome(ex, exit_status)
-            if ex.acted or ex.reason:
+            if self._fenced(ex, exit_status):
+                status = "lost"
+                error = "killed by its node's fence: the lease was not renewed in time (D152)"
+            if ex.acted or ex.reason or status == "lost":
                 writer.note(f"run {status}: {error}")
         finally:
             if cg is not None:
@@ -816,6 +819,10 @@ class Worker:
         writer.note(f"{why} before it started")
         status = "lost" if ex.requested == "shutdown" else "cancelled"
         return status, f"{why} before it started", None, None
+
+    def _fenced(self, ex: Execution, st: ExitStatus) -> bool:
+        """SIGKILLed by nobody of ours while the lease deadline had passed: the fence did it."""
+        return not ex.acted and st.signal == 9 and self.session.remaining() <= self.session.margin
 
     @staticmethod
     def _oom(ex: Execution) -> bool:
