@@ -822,7 +822,9 @@ class Worker:
 
     def _fenced(self, ex: Execution, st: ExitStatus) -> bool:
         """SIGKILLed by nobody of ours while the lease deadline had passed: the fence did it."""
-        return not ex.acted and st.signal == 9 and self.session.remaining() <= self.session.margin
+        if ex.acted or ex.reason is not None or st.signal != 9:
+            return False
+        return self.session.remaining() <= self.session.margin
 
     @staticmethod
     def _oom(ex: Execution) -> bool:
