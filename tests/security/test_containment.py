@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +27,19 @@ from tests.unit.test_cgroups import alive
 
 JOBS = "/api/v1/projects/default/jobs"
 RUNS = "/api/v1/projects/default/runs"
+
+
+@pytest.fixture
+def pids_file(tmp_path: Path) -> Iterator[Path]:
+    """Where the job records its processes; whatever of them is left is killed at teardown (a
+    failing test, or the mutation check's broken code, must not leave `sleep 300`s behind)."""
+    path = tmp_path / "pids"
+    yield path
+    with contextlib.suppress(OSError, ValueError):
+        for pid in (int(x) for x in path.read_text().split()):
+            if alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def escaping_job(
@@ -78,7 +94,7 @@ async def get_run(http: aiohttp.ClientSession, url: str, run_id: str) -> dict[st
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cgroups", ["auto", "off"])
-async def test_sigkilled_node_leaves_no_job_process(procs, tmp_path, cgroups) -> None:
+async def test_sigkilled_node_leaves_no_job_process(procs, pids_file, cgroups) -> None:
     node = procs.start("victim", "--cgroups", cgroups, lease_ttl=3)
     async with api_session() as http:
         await wait_ready(http, node)
@@ -86,7 +102,6 @@ async def test_sigkilled_node_leaves_no_job_process(procs, tmp_path, cgroups) ->
             containment = (await r.json())["node"]["containment"]
         assert containment["fence"]["alive"]
         assert (containment["mode"] == "none") == (cgroups == "off")
-        pids_file = tmp_path / "pids"
         job = escaping_job("escape", pids_file, setsid=containment["mode"] != "none")
         await start_run(http, node.url, job)
         pids = await pids_of(pids_file)
@@ -100,14 +115,13 @@ async def test_sigkilled_node_leaves_no_job_process(procs, tmp_path, cgroups) ->
 
 
 @pytest.mark.slow
-async def test_cancel_kills_processes_that_left_the_session(procs, tmp_path) -> None:
+async def test_cancel_kills_processes_that_left_the_session(procs, pids_file) -> None:
     node = procs.start("canceller", lease_ttl=3)
     async with api_session() as http:
         await wait_ready(http, node)
         async with http.get(f"{node.url}/status") as r:
             if (await r.json())["node"]["containment"]["mode"] == "none":
                 pytest.skip("no cgroups here: a setsid() process escapes the session kill")
-        pids_file = tmp_path / "pids"
         run_id = await start_run(http, node.url, escaping_job("cancelled", pids_file, kill_grace=1))
         pids = await pids_of(pids_file)
         async with http.post(f"{node.url}{RUNS}/{run_id}/cancel") as r:
@@ -124,7 +138,7 @@ async def test_cancel_kills_processes_that_left_the_session(procs, tmp_path) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("cgroups", ["auto", "off"])
 async def test_frozen_node_kills_its_job_before_its_lease_expires(
-    procs, etcd, keys, tmp_path, cgroups
+    procs, etcd, keys, pids_file, cgroups
 ):
     ttl = 3
     node = procs.start("frozen", "--cgroups", cgroups, lease_ttl=ttl)
@@ -133,8 +147,7 @@ async def test_frozen_node_kills_its_job_before_its_lease_expires(
             await wait_ready(http, node)
             async with http.get(f"{node.url}/status") as r:
                 mode = (await r.json())["node"]["containment"]["mode"]
-            pids_file = tmp_path / "pids"
-            job = escaping_job("frozen-job", pids_file, setsid=mode != "none")
+                job = escaping_job("frozen-job", pids_file, setsid=mode != "none")
             run_id = await start_run(http, node.url, job)
             pids = await pids_of(pids_file)
             claim = await etcd.get(keys.claim(run_id))

@@ -10,7 +10,9 @@ own tests and by ``test_detect_without_cgroups``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -54,6 +56,19 @@ def read_pids(path: Path, count: int, within: float = 10.0) -> list[int]:
                 return pids
         time.sleep(0.01)
     raise AssertionError(f"{path} never listed {count} pids")
+
+
+@pytest.fixture
+def pids(tmp_path: Path) -> Iterator[Path]:
+    """Where a job records its processes; what is left of them is killed at teardown (a failing
+    test, or the mutation check's broken kill, must not leave `sleep 300`s behind)."""
+    path = tmp_path / "pids"
+    yield path
+    with contextlib.suppress(OSError, ValueError):
+        for pid in (int(x) for x in path.read_text().split()):
+            if alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(params=list(SHAPES))
@@ -131,10 +146,9 @@ async def test_the_command_runs_inside_its_cgroup_from_the_start(
     assert cgroups.leftover_runs(layout) == []
 
 
-async def test_setsid_and_double_fork_do_not_escape_a_kill(layout: Layout, tmp_path: Path) -> None:
+async def test_setsid_and_double_fork_do_not_escape_a_kill(layout: Layout, pids: Path) -> None:
     cg = RunCgroup(layout, "run-escape")
     cg.create(memory=None, cpu=None, pids=None)
-    pids = tmp_path / "pids"
     # One grandchild leaves the session (setsid), one is double-forked to init, one is plain.
     proc = await _start(
         cg,
@@ -153,11 +167,10 @@ async def test_setsid_and_double_fork_do_not_escape_a_kill(layout: Layout, tmp_p
 
 
 async def test_leftovers_that_left_the_session_are_killed_after_a_normal_exit(
-    layout: Layout, tmp_path: Path
+    layout: Layout, pids: Path
 ) -> None:
     cg = RunCgroup(layout, "run-leftover")
     cg.create(memory=None, cpu=None, pids=None)
-    pids = tmp_path / "pids"
     proc = await _start(cg, f"setsid sh -c 'echo $$ > {pids}; exec sleep 300' & sleep 0.2")
     status = await asyncio.wait_for(proc.wait(), 20)
     assert status.ok
@@ -220,11 +233,10 @@ def test_limits_a_shape_cannot_apply_are_returned(layout: Layout) -> None:
 
 
 async def test_reap_kills_and_removes_what_a_previous_incarnation_left(
-    layout: Layout, tmp_path: Path
+    layout: Layout, pids: Path
 ) -> None:
     cg = RunCgroup(layout, "run-left-behind")
     cg.create(memory=None, cpu=None, pids=None)
-    pids = tmp_path / "pids"
     proc = await _start(cg, f"setsid sh -c 'echo $$ > {pids}; exec sleep 300' & wait")
     left = read_pids(pids, 1)
     assert cgroups.leftover_runs(layout) == ["run-left-behind"]

@@ -5,6 +5,7 @@ it was told passes without a renewal (self-fencing); in cgroups and in the sessi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -16,6 +17,18 @@ import pytest
 from nodes.containment import Containment
 from nodes.executor import Process
 from tests.unit.test_cgroups import ENV, alive, read_pids, wait_gone
+
+
+@pytest.fixture
+def pids(tmp_path: Path) -> Iterator[Path]:
+    """Where the job records its processes; what is left of them is killed at teardown."""
+    path = tmp_path / "pids"
+    yield path
+    with contextlib.suppress(OSError, ValueError):
+        for pid in (int(x) for x in path.read_text().split()):
+            if alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(params=["cgroups", "sessions"])
@@ -46,10 +59,7 @@ async def _job(held: Containment, name: str, pids: Path) -> Process:
     return proc
 
 
-async def test_end_of_file_kills_every_run_within_a_second(
-    held: Containment, tmp_path: Path
-) -> None:
-    pids = tmp_path / "pids"
+async def test_end_of_file_kills_every_run_within_a_second(held: Containment, pids: Path) -> None:
     proc = await _job(held, "eof", pids)
     members = read_pids(pids, 2)
     fence = held.fence_pid
@@ -64,9 +74,8 @@ async def test_end_of_file_kills_every_run_within_a_second(
 
 
 async def test_a_lease_deadline_without_renewal_kills_the_runs_at_that_instant(
-    held: Containment, tmp_path: Path
+    held: Containment, pids: Path
 ) -> None:
-    pids = tmp_path / "pids"
     proc = await _job(held, "deadline", pids)
     members = read_pids(pids, 2)
     deadline = time.monotonic() + 1.0
@@ -82,8 +91,7 @@ async def test_a_lease_deadline_without_renewal_kills_the_runs_at_that_instant(
     assert alive(held.fence_pid or 0), "the fence goes on after fencing"
 
 
-async def test_renewals_keep_the_runs_alive(held: Containment, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
+async def test_renewals_keep_the_runs_alive(held: Containment, pids: Path) -> None:
     proc = await _job(held, "renewed", pids)
     members = read_pids(pids, 2)
     end = time.monotonic() + 1.5
@@ -100,7 +108,7 @@ async def test_renewals_keep_the_runs_alive(held: Containment, tmp_path: Path) -
 
 
 async def test_a_dead_fence_is_restarted_with_the_current_deadline(
-    held: Containment, tmp_path: Path
+    held: Containment, pids: Path
 ) -> None:
     first = held.fence_pid
     assert first is not None
@@ -114,7 +122,6 @@ async def test_a_dead_fence_is_restarted_with_the_current_deadline(
         assert held.fence_pid not in (first, None) and held.fence_restarts == 1
         valid_for = held.status()["fence"]["valid_for"]  # type: ignore[index]
         assert 20 < valid_for <= 30
-        pids = tmp_path / "pids"
         await _job(held, "after-restart", pids)
         members = read_pids(pids, 2)
         held.close()
