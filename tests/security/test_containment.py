@@ -54,7 +54,7 @@ def escaping_job(
         "command": (
             f"{leaver}sh -c 'echo $$ >> {pids}; exec sleep 300' & "
             f"(sh -c 'echo $$ >> {pids}; exec sleep 301' &) ; "
-            f"echo $$ >> {pids}; sleep 302"
+            f"echo $$ >> {pids}; exec sleep 302"
         ),
         **extra,
     }
