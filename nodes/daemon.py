@@ -37,7 +37,7 @@ from nodes.config import NodeConfig, etcd_security
 from nodes.containment import Containment
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
-from nodes.scheduler import Scheduler
+from nodes.leader.scheduler import Scheduler
 from nodes.secretkeys import KeyFile
 from nodes.worker import Worker
 

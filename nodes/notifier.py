@@ -54,7 +54,7 @@ from nodes import metrics
 if TYPE_CHECKING:
     from cluster.election import Leadership
     from nodes.daemon import Node
-    from nodes.scheduler import Scheduler
+    from nodes.leader.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
 

@@ -29,7 +29,7 @@ from cluster.store import Store
 from logstore.service import build_logs
 from nodes.config import NodeConfig
 from nodes.embedded import EtcdProcess
-from nodes.scheduler import Scheduler
+from nodes.leader.scheduler import Scheduler
 from nodes.worker import Worker
 from tests.conftest import LogWatch, NodeTeardownError, wait_for
 
@@ -343,7 +343,7 @@ async def test_a_worker_whose_claim_was_taken_away_commits_nothing(etcd, keys, r
     rig.sessions.append(session)
     lead = await Election(etcd, keys, session, "leader").campaign()
     sched = Scheduler(etcd, keys, store, lead, clock=now, node_id="leader")
-    await sched.check_lost(run.id, P)
+    await sched.reaper.check_lost(run.id, P)
     reaped = await store.get_run(P, run.id)
     assert reaped.status == "pending" and [x.status for x in reaped.attempts] == ["lost"]
 

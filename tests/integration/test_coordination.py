@@ -15,7 +15,7 @@ from cluster.ids import Snowflake
 from cluster.models import JobSpec
 from cluster.session import Session
 from cluster.store import Store
-from nodes.scheduler import Scheduler
+from nodes.leader.scheduler import Scheduler
 from tests.conftest import wait_for
 
 

@@ -28,7 +28,7 @@ from cluster.store import Store
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import WorkflowSpec
 from nodes.notifier import Notifier
-from nodes.scheduler import Scheduler
+from nodes.leader.scheduler import Scheduler
 
 P = "p"
 EVERY_SECOND = [{"cron": "* * * * * *"}]
@@ -145,10 +145,10 @@ async def test_a_deposed_leader_records_no_run_as_lost(rig):
     run.status, run.node, run.started_at = "running", "w1", rig.clock()
     await rig.etcd.txn([], rig.store.create_run_ops(run)[:3])  # record, index, active; no claim
     old, new = await deposed_then_leading(
-        rig, lambda lead: lead.sched.check_lost(run.id, P), raises=False
+        rig, lambda lead: lead.sched.reaper.check_lost(run.id, P), raises=False
     )
     assert (await rig.store.get_run(P, run.id)).status == "running"
-    await new.sched.check_lost(run.id, P)
+    await new.sched.reaper.check_lost(run.id, P)
     assert (await rig.store.get_run(P, run.id)).status == "lost"
 
 
@@ -157,9 +157,9 @@ async def test_a_deposed_leader_prunes_no_run(rig):
     for _ in range(3):
         run = rig.store.new_run(job, source="manual", status="succeeded")
         await rig.etcd.txn([], rig.store.create_run_ops(run))
-    old, new = await deposed_then_leading(rig, lambda lead: lead.sched.prune(), raises=False)
+    old, new = await deposed_then_leading(rig, lambda lead: lead.sched.retention.prune(), raises=False)
     assert len(await rig.runs()) == 3
-    await new.sched.prune()
+    await new.sched.retention.prune()
     assert len(await rig.runs()) == 1
 
 

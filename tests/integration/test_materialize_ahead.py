@@ -104,7 +104,7 @@ async def test_planning_ahead_fires_and_misses_exactly_what_planning_at_the_tick
     from cluster.models import JobSpec, Run
     from cluster.session import Session
     from cluster.store import Store
-    from nodes.scheduler import Scheduler
+    from nodes.leader.scheduler import Scheduler
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     clock = [t0]

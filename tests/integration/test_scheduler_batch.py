@@ -14,7 +14,7 @@ from cluster.ids import Snowflake
 from cluster.models import JobSpec, Run
 from cluster.session import Session
 from cluster.store import Store
-from nodes.scheduler import Scheduler
+from nodes.leader.scheduler import Scheduler
 
 N = 50
 

@@ -26,7 +26,7 @@ from cluster.store import Store
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import WorkflowSpec
 from nodes.embedded import EtcdProcess, etcd_binary
-from nodes.scheduler import Scheduler
+from nodes.leader.scheduler import Scheduler
 from tests.conftest import wait_for
 
 P = "p"

@@ -104,7 +104,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the leader's fencing --------------------------------------------------------------------
     Mutation(
         "fence-tick-single",
-        "nodes/scheduler.py",
+        "nodes/leader/scheduler.py",
         r"compares\.insert\(0, self\.lead\.fence\(\)\)",
         "pass",
         (
@@ -115,7 +115,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-tick-batched",
-        "nodes/scheduler.py",
+        "nodes/leader/scheduler.py",
         r"compares: list\[Any\] = \[self\.lead\.fence\(\)\]",
         "compares: list[Any] = []",
         (f"{FENCING}::test_a_deposed_leader_fires_no_tick_of_jobs_due_together",),
@@ -123,7 +123,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-lost-run",
-        "nodes/scheduler.py",
+        "nodes/leader/reaper.py",
         r"\[\s*self\.lead\.fence\(\),\s*(Compare\.absent\(claim\),)",
         r"[\1",
         (f"{FENCING}::test_a_deposed_leader_records_no_run_as_lost",),
@@ -131,7 +131,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-prune-runs",
-        "nodes/scheduler.py",
+        "nodes/leader/retention.py",
         r"self\.etcd\.txn\(\[self\.lead\.fence\(\)\], doomed",
         "self.etcd.txn([], doomed",
         (f"{FENCING}::test_a_deposed_leader_prunes_no_run",),
@@ -139,7 +139,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-workflow-advance",
-        "nodes/workflow_engine.py",
+        "nodes/leader/workflows.py",
         r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(key, rev\))\]",
         r"compares = [\1]",
         (f"{FENCING}::test_a_deposed_leader_advances_no_workflow_execution",),
@@ -147,7 +147,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-workflow-tick",
-        "nodes/workflow_engine.py",
+        "nodes/leader/workflows.py",
         r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\))\]",
         r"compares = [\1]",
         (f"{FENCING}::test_a_deposed_leader_fires_no_workflow_tick",),
@@ -164,7 +164,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- once per tick, once per task ------------------------------------------------------------
     Mutation(
         "tick-idempotency-key",
-        "nodes/scheduler.py",
+        "nodes/leader/scheduler.py",
         r"compares\.append\(Compare\.absent\(tick_key\)\)",
         "pass",
         (f"{FENCING}::test_a_tick_a_backfill_already_ran_gets_no_second_run",),
@@ -172,7 +172,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "workflow-advance-revision",
-        "nodes/workflow_engine.py",
+        "nodes/leader/workflows.py",
         r"compares = \[self\.lead\.fence\(\), Compare\.modified\(key, rev\)\]",
         "compares = [self.lead.fence()]",
         (f"{FENCING}::test_two_leaders_with_stale_views_start_each_task_once",),

@@ -76,9 +76,9 @@ LONG_MODULES_ALLOWED: set[str] = {
     "nodes.access",
     "nodes.api",
     "nodes.api_logs",
-    "nodes.scheduler",
+    "nodes.leader.scheduler",
     "nodes.worker",
-    "nodes.workflow_engine",
+    "nodes.leader.workflows",
 }
 
 

@@ -37,24 +37,20 @@ from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
-from cluster.retention import DELETED_JOB_KEEP_DAYS, DELETED_JOB_KEEP_RUNS, expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
-from cluster.workflows import is_task_job
 from nodes import metrics
 from nodes.leader.loops import periodic
-from nodes.workflow_engine import WorkflowEngine
+from nodes.leader.reaper import Reaper
+from nodes.leader.retention import Archiver, RunRetention
+from nodes.leader.workflows import WorkflowEngine
 
 log = structlog.get_logger(__name__)
 
-Archiver = Callable[[str, str, dict[str, bytes]], Awaitable[object]]
-"""``(project, job, {run_id: record JSON})``: keeps records safe before they leave etcd."""
 
 BATCH_RUNS_PER_JOB = 2  # plans with more runs (catch-up) keep a transaction of their own
 RECONCILE_EVERY = 10.0
-LOST_CHECK_DELAY = 0.5  # s after a claim's deletion before a still-active run is read back
-LOST_CHECK_MAX = 2.0  # ... or at most this long when the active keys' watch has not caught up
 PRUNE_EVERY = 60.0
 
 JobKey = tuple[str, str]
@@ -95,7 +91,6 @@ class Scheduler:
         archive: Archiver | None = None,
         ahead: float = 0.0,
     ) -> None:
-        self.archive = archive
         self.ahead = ahead  # seconds: runs are written this long before their tick (D120)
         self.etcd = etcd
         self.keys = keys
@@ -108,12 +103,27 @@ class Scheduler:
         self.active_job: dict[str, JobKey] = {}
         self._heap: list[tuple[datetime, int, JobKey]] = []
         self._wake = asyncio.Event()
-        self._lost_checks: set[str] = set()
         self._actives_rev = 0  # revision of the newest active-key event seen
         self._sem = asyncio.Semaphore(64)
-        self._tasks: set[asyncio.Task[None]] = set()
         self.fired = 0
         self.workflows = WorkflowEngine(etcd, keys, store, leadership, clock=clock)
+        self.reaper = Reaper(
+            etcd,
+            keys,
+            store,
+            leadership,
+            active_job=self.active_job,
+            actives_rev=lambda: self._actives_rev,
+        )
+        self.retention = RunRetention(
+            etcd,
+            keys,
+            leadership,
+            clock=clock,
+            job_of=self._job_of,
+            active=self.active,
+            archive=archive,
+        )
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -131,6 +141,10 @@ class Scheduler:
         for key in list(self.jobs):
             self._reschedule(key, self.clock())
         return rev
+
+    def _job_of(self, jk: JobKey) -> Job | None:
+        entry = self.jobs.get(jk)
+        return entry.job if entry is not None else None
 
     def _key_of(self, key: str, base: str) -> tuple[str, ...]:
         return tuple(self.keys.tail(key, base))
@@ -228,9 +242,9 @@ class Scheduler:
                     },
                 )
             )
-            tg.create_task(follow(self.etcd, self.keys.claims(), rev, self._on_claim_event))
-            tg.create_task(periodic(RECONCILE_EVERY, self.reconcile))
-            tg.create_task(periodic(PRUNE_EVERY, self.prune))
+            tg.create_task(follow(self.etcd, self.keys.claims(), rev, self.reaper.on_claim_event))
+            tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))
+            tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
             tg.create_task(self._tick_loop())
             tg.create_task(self.workflows.run())
 
@@ -505,161 +519,3 @@ class Scheduler:
                 tick=run.scheduled_at.isoformat() if run.scheduled_at else None,
                 source=run.source,
             )
-
-    # -- lost runs -----------------------------------------------------------------------------
-
-    def _on_claim_event(self, ev: Any) -> None:
-        if ev.kind != "delete":
-            return
-        run_id = ev.kv.key.rsplit("/", 1)[-1]
-        if run_id in self.active_job and run_id not in self._lost_checks:
-            # A finished run's completion deletes its claim and its active key in one write, but
-            # the two arrive on separate watches: look a moment later, and read the run back only
-            # if it is still active once the active keys' watch has passed the claim's deletion
-            # (a retry queued, or a worker gone). Reading every one back was a sixteenth of the
-            # leader's CPU per run and an etcd range per run (D136).
-            self._lost_checks.add(run_id)
-            self._later(run_id, ev.kv.mod_revision, LOST_CHECK_DELAY)
-
-    def _later(self, run_id: str, gone_at: int, waited: float) -> None:
-        asyncio.get_running_loop().call_later(
-            LOST_CHECK_DELAY, self._after_claim_gone, run_id, gone_at, waited
-        )
-
-    def _after_claim_gone(self, run_id: str, gone_at: int, waited: float) -> None:
-        jk = self.active_job.get(run_id)
-        if jk is None:
-            self._lost_checks.discard(run_id)  # finished: its active key went with the claim
-            return
-        if self._actives_rev < gone_at and waited < LOST_CHECK_MAX:
-            self._later(run_id, gone_at, waited + LOST_CHECK_DELAY)  # that watch is behind
-            return
-        task = asyncio.get_running_loop().create_task(self._check_lost_task(run_id, jk[0]))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _check_lost_task(self, run_id: str, project: str) -> None:
-        try:
-            await self.check_lost(run_id, project)
-        except (Unavailable, OutcomeUnknown) as exc:
-            if isinstance(exc, OutcomeUnknown):
-                metrics.OUTCOME_UNKNOWN.labels("lost_run").inc()
-            log.warning("lost-run check failed; reconcile will retry", run=run_id, error=str(exc))
-        finally:
-            self._lost_checks.discard(run_id)
-
-    async def check_lost(self, run_id: str, project: str) -> None:
-        try:
-            stored = await self.store.get_run_kv(project, run_id)
-        except LookupError:
-            return
-        run = stored.run
-        jk = (project, run.job)
-        if run.status != "running":
-            return
-        claim = self.keys.claim(run_id)
-        if await self.etcd.get(claim) is not None:
-            return
-        # A running record was last written by its claim: that write's revision is the
-        # attempt's fencing token, which the lost attempt records like a finished one. (The
-        # record's own ``claim_revision`` is the previous attempt's on a retry: not this one.)
-        earlier = {a.claim_revision for a in run.attempts}
-        token = run.claim_revision if run.claim_revision not in earlier else None
-        updated, ops = self.store.finish_ops(
-            run,
-            status="lost",
-            error=f"node {run.node} stopped holding the run (lease expired)",
-            claim_revision=token or stored.mod_revision,
-        )
-        res = await self.etcd.txn(
-            [
-                self.lead.fence(),
-                Compare.absent(claim),
-                Compare.modified(self.keys.run(jk[0], run_id), stored.mod_revision),
-            ],
-            ops,
-        )
-        if res.succeeded:
-            metrics.run_finished("lost", project, run.job)
-            log.warning(
-                "run lost",
-                job="/".join(jk),
-                run=run_id,
-                node=run.node,
-                attempt=run.attempt,
-                retry=updated.status == "pending",
-            )
-
-    async def reconcile(self) -> None:
-        """Find active runs that are neither queued nor claimed (their worker died)."""
-        actives = await self.etcd.range_all(self.keys.actives(), keys_only=True)
-        rev = actives.revision
-        queued = await self.etcd.range_all(self.keys.queue(), keys_only=True, revision=rev)
-        claimed = await self.etcd.range_all(self.keys.claims(), keys_only=True, revision=rev)
-        held = {kv.key.rsplit("/", 1)[-1] for kv in queued.kvs + claimed.kvs}
-        for kv in actives.kvs:
-            # The watch owns the in-memory active set; this only looks for orphans.
-            project, _, run_id = self.keys.tail(kv.key, self.keys.actives())[:3]
-            if run_id not in held and run_id not in self._lost_checks:
-                self._lost_checks.add(run_id)
-                await self._check_lost_task(run_id, project)
-
-    # -- retention -----------------------------------------------------------------------------
-
-    async def _archive(self, jk: JobKey, run_ids: list[str]) -> bool:
-        """Copy the records to the log store (``archive``); False when that failed."""
-        assert self.archive is not None
-        records: dict[str, bytes] = {}
-        for run_id in run_ids:
-            kv = await self.etcd.get(self.keys.run(jk[0], run_id))
-            if kv is not None:
-                records[run_id] = kv.value
-        if not records:
-            return True
-        try:
-            await self.archive(jk[0], jk[1], records)
-        except Exception as exc:
-            log.warning(
-                "archiving runs failed; pruning later", job=f"{jk[0]}/{jk[1]}", error=str(exc)
-            )
-            return False
-        return True
-
-    async def prune(self) -> None:
-        """Delete finished runs beyond each job's ``keep_runs`` (oldest first) and old ticks."""
-        index = await self.etcd.range_all(self.keys.job_runs(), keys_only=True)
-        by_job: dict[JobKey, list[str]] = defaultdict(list)
-        for kv in index.kvs:
-            project, job, run_id = self.keys.tail(kv.key, self.keys.job_runs())[:3]
-            by_job[(project, job)].append(run_id)
-        doomed: list[Any] = []
-        for jk, ids in by_job.items():
-            if is_task_job(jk[1]):
-                continue  # workflow task runs go with their execution (WorkflowEngine.prune)
-            entry = self.jobs.get(jk)
-            # a deleted job's runs are history too: kept by the deleted-job limits (D181)
-            keep = entry.job.keep_runs if entry else DELETED_JOB_KEEP_RUNS
-            excess = expired_runs(
-                ids,
-                keep=keep,
-                keep_days=entry.job.keep_days if entry else DELETED_JOB_KEEP_DAYS,
-                now=self.clock(),
-                active=self.active.get(jk, set()),
-            )
-            if excess and self.archive is not None and not await self._archive(jk, excess):
-                continue  # records stay in etcd until they are archived
-            for run_id in excess:
-                doomed.append(Op.delete(self.keys.run(jk[0], run_id)))
-                doomed.append(Op.delete(self.keys.job_run(jk[0], jk[1], run_id)))
-            if entry is not None:
-                ticks = await self.etcd.range(
-                    self.keys.ticks(*jk), keys_only=True, descending=True, limit=keep * 2 + 1
-                )
-                if len(ticks.kvs) > keep * 2:
-                    # Keys sort by tick time: delete everything older than the oldest kept.
-                    oldest_kept = ticks.kvs[keep * 2 - 1].key
-                    doomed.append(Op.delete_range(self.keys.ticks(*jk), oldest_kept))
-        for i in range(0, len(doomed), MAX_TXN_OPS):
-            await self.etcd.txn([self.lead.fence()], doomed[i : i + MAX_TXN_OPS])
-        if doomed:
-            log.info("pruned finished runs", ops=len(doomed))

@@ -1,0 +1,109 @@
+"""Retention of job runs: finished runs beyond each job's ``keep_runs``/``keep_days`` (oldest
+first; a deleted job's by the deleted-job limits, D181) are archived to the log store when one is
+configured and deleted by the leader in fenced transactions, with the job's old tick keys."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from cluster.election import Leadership
+from cluster.etcd import Etcd, Op
+from cluster.keys import Keys
+from cluster.retention import DELETED_JOB_KEEP_DAYS, DELETED_JOB_KEEP_RUNS, expired_runs
+from cluster.store import MAX_TXN_OPS
+from cluster.workflows import is_task_job
+
+if TYPE_CHECKING:
+    from cluster.models import Job
+
+log = structlog.get_logger(__name__)
+
+Archiver = Callable[[str, str, dict[str, bytes]], Awaitable[object]]
+"""``(project, job, {run_id: record JSON})``: keeps records safe before they leave etcd."""
+
+JobKey = tuple[str, str]
+
+
+class RunRetention:
+    def __init__(
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        leadership: Leadership,
+        *,
+        clock: Callable[[], datetime],
+        job_of: Callable[[JobKey], Job | None],
+        active: Mapping[JobKey, set[str]],
+        archive: Archiver | None = None,
+    ) -> None:
+        """``job_of``/``active``: the leader's caches (a current job; active run ids by job)."""
+        self.etcd = etcd
+        self.keys = keys
+        self.lead = leadership
+        self.clock = clock
+        self._job_of = job_of
+        self._active = active
+        self.archive = archive
+
+    async def _archive(self, jk: JobKey, run_ids: list[str]) -> bool:
+        """Copy the records to the log store (``archive``); False when that failed."""
+        assert self.archive is not None
+        records: dict[str, bytes] = {}
+        for run_id in run_ids:
+            kv = await self.etcd.get(self.keys.run(jk[0], run_id))
+            if kv is not None:
+                records[run_id] = kv.value
+        if not records:
+            return True
+        try:
+            await self.archive(jk[0], jk[1], records)
+        except Exception as exc:
+            log.warning(
+                "archiving runs failed; pruning later", job=f"{jk[0]}/{jk[1]}", error=str(exc)
+            )
+            return False
+        return True
+
+    async def prune(self) -> None:
+        """Delete finished runs beyond each job's ``keep_runs`` (oldest first) and old ticks."""
+        index = await self.etcd.range_all(self.keys.job_runs(), keys_only=True)
+        by_job: dict[JobKey, list[str]] = defaultdict(list)
+        for kv in index.kvs:
+            project, job, run_id = self.keys.tail(kv.key, self.keys.job_runs())[:3]
+            by_job[(project, job)].append(run_id)
+        doomed: list[Any] = []
+        for jk, ids in by_job.items():
+            if is_task_job(jk[1]):
+                continue  # workflow task runs go with their execution (WorkflowEngine.prune)
+            job = self._job_of(jk)
+            # a deleted job's runs are history too: kept by the deleted-job limits (D181)
+            keep = job.keep_runs if job else DELETED_JOB_KEEP_RUNS
+            excess = expired_runs(
+                ids,
+                keep=keep,
+                keep_days=job.keep_days if job else DELETED_JOB_KEEP_DAYS,
+                now=self.clock(),
+                active=self._active.get(jk, set()),
+            )
+            if excess and self.archive is not None and not await self._archive(jk, excess):
+                continue  # records stay in etcd until they are archived
+            for run_id in excess:
+                doomed.append(Op.delete(self.keys.run(jk[0], run_id)))
+                doomed.append(Op.delete(self.keys.job_run(jk[0], jk[1], run_id)))
+            if job is not None:
+                ticks = await self.etcd.range(
+                    self.keys.ticks(*jk), keys_only=True, descending=True, limit=keep * 2 + 1
+                )
+                if len(ticks.kvs) > keep * 2:
+                    # Keys sort by tick time: delete everything older than the oldest kept.
+                    oldest_kept = ticks.kvs[keep * 2 - 1].key
+                    doomed.append(Op.delete_range(self.keys.ticks(*jk), oldest_kept))
+        for i in range(0, len(doomed), MAX_TXN_OPS):
+            await self.etcd.txn([self.lead.fence()], doomed[i : i + MAX_TXN_OPS])
+        if doomed:
+            log.info("pruned finished runs", ops=len(doomed))
