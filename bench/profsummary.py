@@ -19,7 +19,7 @@ PATHS: list[tuple[str, str, str]] = [
     ("store.py", "new_run", "  build the Run (Job.spec() re-validation)"),
     ("scheduler.py", "_write", "  the creation txn"),
     ("scheduler.py", "_check_lost_task", "leader: lost-run check after a claim disappears"),
-    ("cluster/watch.py", "follow", "leader: watch events (jobs, states, actives, claims, workflows)"),
+    ("cluster/watch.py", "follow", "leader: watch events (jobs, states, actives, claims)"),
     ("worker.py", "_follow", "worker: watch events (queue, controls)"),
     ("worker.py", "_dispatch_loop", "worker: dispatch (scan candidates, parse runs)"),
     ("worker.py", "eligible", "  selector check per candidate"),

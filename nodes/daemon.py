@@ -35,9 +35,9 @@ from nodes.access import Access
 from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
 from nodes.containment import Containment
+from nodes.leader.scheduler import Scheduler
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
-from nodes.leader.scheduler import Scheduler
 from nodes.secretkeys import KeyFile
 from nodes.worker import Worker
 

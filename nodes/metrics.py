@@ -118,6 +118,24 @@ NOTIFICATIONS = Counter(
     registry=REGISTRY,
 )
 
+WORKFLOW_EXECUTIONS = Counter(
+    "cronmesh_workflow_executions_finished",
+    "Workflow executions finished, by status (leader)",
+    ["status"],
+    registry=REGISTRY,
+)
+WORKFLOW_TASKS_STARTED = Counter(
+    "cronmesh_workflow_tasks_started",
+    "Task runs created by the workflow engine (leader)",
+    registry=REGISTRY,
+)
+DAG_ADVANCE_LAG = Histogram(
+    "cronmesh_dag_advance_seconds",
+    "Upstream task run finished to its downstream runs created (leader)",
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+
 
 def run_finished(status: str, project: str, job: str) -> None:
     """Count one finished run, in total and per job."""

@@ -1,6 +1,9 @@
-"""Retention of job runs: finished runs beyond each job's ``keep_runs``/``keep_days`` (oldest
-first; a deleted job's by the deleted-job limits, D181) are archived to the log store when one is
-configured and deleted by the leader in fenced transactions, with the job's old tick keys."""
+"""Retention, run by the leader in fenced transactions (a deposed leader deletes nothing).
+
+Job runs: finished runs beyond each job's ``keep_runs``/``keep_days`` (oldest first; a deleted
+job's by the deleted-job limits, D181), archived to the log store first when one is configured,
+with the job's old tick keys. Workflow executions: finished ones beyond each workflow's
+``keep_executions`` (oldest first), with their task runs and old tick keys."""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ from cluster.election import Leadership
 from cluster.etcd import Etcd, Op
 from cluster.keys import Keys
 from cluster.retention import DELETED_JOB_KEEP_DAYS, DELETED_JOB_KEEP_RUNS, expired_runs
-from cluster.store import MAX_TXN_OPS
-from cluster.workflows import is_task_job
+from cluster.store import MAX_TXN_OPS, Store
+from cluster.workflows import Execution, Workflow, is_task_job, task_job_name
 
 if TYPE_CHECKING:
     from cluster.models import Job
@@ -27,6 +30,14 @@ Archiver = Callable[[str, str, dict[str, bytes]], Awaitable[object]]
 """``(project, job, {run_id: record JSON})``: keeps records safe before they leave etcd."""
 
 JobKey = tuple[str, str]
+WfKey = tuple[str, str]
+
+
+async def delete_fenced(etcd: Etcd, lead: Leadership, doomed: list[Any]) -> None:
+    """Delete in transactions of at most ``MAX_TXN_OPS`` ops, each fenced on leadership: a
+    deposed leader deletes nothing."""
+    for i in range(0, len(doomed), MAX_TXN_OPS):
+        await etcd.txn([lead.fence()], doomed[i : i + MAX_TXN_OPS])
 
 
 class RunRetention:
@@ -103,7 +114,75 @@ class RunRetention:
                     # Keys sort by tick time: delete everything older than the oldest kept.
                     oldest_kept = ticks.kvs[keep * 2 - 1].key
                     doomed.append(Op.delete_range(self.keys.ticks(*jk), oldest_kept))
-        for i in range(0, len(doomed), MAX_TXN_OPS):
-            await self.etcd.txn([self.lead.fence()], doomed[i : i + MAX_TXN_OPS])
+        await delete_fenced(self.etcd, self.lead, doomed)
         if doomed:
             log.info("pruned finished runs", ops=len(doomed))
+
+
+class ExecutionRetention:
+    def __init__(
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        store: Store,
+        leadership: Leadership,
+        *,
+        workflow_of: Callable[[WfKey], Workflow | None],
+    ) -> None:
+        """``workflow_of``: the leader's cache of workflows."""
+        self.etcd = etcd
+        self.keys = keys
+        self.store = store
+        self.lead = leadership
+        self._workflow_of = workflow_of
+
+    async def prune(self) -> None:
+        """Delete finished executions beyond each workflow's ``keep_executions`` (oldest first),
+        with their task runs, and old tick keys."""
+        base = self.keys.workflow_executions()
+        index = await self.etcd.range_all(base, keys_only=True)
+        by_wf: dict[WfKey, list[str]] = defaultdict(list)
+        for kv in index.kvs:
+            project, name, exec_id = self.keys.tail(kv.key, base)[:3]
+            by_wf[(project, name)].append(exec_id)
+        doomed: list[Any] = []
+        for wk, ids in by_wf.items():
+            wf = self._workflow_of(wk)
+            keep = wf.keep_executions if wf else 0
+            excess = sorted(ids)[: max(0, len(ids) - keep)]
+            if not excess:
+                continue
+            kvs = await self.store.get_many([self.keys.execution(wk[0], i) for i in excess])
+            found = {kv.key.rsplit("/", 1)[-1] for kv in kvs}
+            for exec_id in excess:
+                if exec_id not in found:
+                    doomed.append(Op.delete(self.keys.workflow_execution(*wk, exec_id)))
+            for kv in kvs:
+                ex = Execution.model_validate_json(kv.value)
+                if not ex.finished:
+                    continue
+                group = [
+                    Op.delete(kv.key),
+                    Op.delete(self.keys.workflow_execution(*wk, ex.id)),
+                ]
+                for name, t in ex.tasks.items():
+                    for run_id in [*t.previous_runs, *([t.run_id] if t.run_id else [])]:
+                        group.append(Op.delete(self.keys.run(ex.project, run_id)))
+                        group.append(
+                            Op.delete(
+                                self.keys.job_run(
+                                    ex.project, task_job_name(ex.workflow, name), run_id
+                                )
+                            )
+                        )
+                doomed += group
+            ticks = await self.etcd.range(
+                self.keys.workflow_ticks(*wk), keys_only=True, descending=True, limit=keep * 2 + 1
+            )
+            if keep and len(ticks.kvs) > keep * 2:
+                doomed.append(
+                    Op.delete_range(self.keys.workflow_ticks(*wk), ticks.kvs[keep * 2 - 1].key)
+                )
+        await delete_fenced(self.etcd, self.lead, doomed)
+        if doomed:
+            log.info("pruned finished executions", ops=len(doomed))

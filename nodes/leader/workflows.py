@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Histogram
 
 from cluster.cron import Schedule, parse_schedule
 from cluster.dag import Graph, admit, advance
@@ -50,26 +49,9 @@ from cluster.workflows import (
 )
 from nodes import metrics
 from nodes.leader.loops import periodic
+from nodes.leader.retention import ExecutionRetention
 
 log = structlog.get_logger(__name__)
-
-EXECUTIONS = Counter(
-    "cronmesh_workflow_executions_finished",
-    "Workflow executions finished, by status (leader)",
-    ["status"],
-    registry=metrics.REGISTRY,
-)
-TASKS_STARTED = Counter(
-    "cronmesh_workflow_tasks_started",
-    "Task runs created by the workflow engine (leader)",
-    registry=metrics.REGISTRY,
-)
-ADVANCE_LAG = Histogram(
-    "cronmesh_dag_advance_seconds",
-    "Upstream task run finished to its downstream runs created (leader)",
-    buckets=metrics._LAG_BUCKETS,
-    registry=metrics.REGISTRY,
-)
 
 RECONCILE_EVERY = 10.0
 PRUNE_EVERY = 60.0
@@ -93,6 +75,9 @@ class WorkflowEngine:
         self.store = store
         self.lead = leadership
         self.clock = clock
+        self.retention = ExecutionRetention(
+            etcd, keys, store, leadership, workflow_of=lambda wk: self.workflows.get(wk)
+        )
         self.execs: dict[ExecKey, tuple[Execution, int]] = {}  # unfinished executions
         self.run_exec: dict[str, ExecKey] = {}
         self.done_runs: set[str] = set()  # task runs that finished, not yet folded in
@@ -248,7 +233,7 @@ class WorkflowEngine:
                 )
             )
             tg.create_task(periodic(RECONCILE_EVERY, self.reconcile))
-            tg.create_task(periodic(PRUNE_EVERY, self.prune))
+            tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
             tg.create_task(self._schedule_loop())
             tg.create_task(self._fail_on_lost_ownership())
 
@@ -475,14 +460,16 @@ class WorkflowEngine:
             self.execs[ek] = (ex, res.revision)
         upstream_end = self._upstream_end.pop(ex.id, None)
         if runs:
-            TASKS_STARTED.inc(len(runs))
+            metrics.WORKFLOW_TASKS_STARTED.inc(len(runs))
             if upstream_end is not None:
-                ADVANCE_LAG.observe(max(0.0, (self.clock() - upstream_end).total_seconds()))
+                metrics.DAG_ADVANCE_LAG.observe(
+                    max(0.0, (self.clock() - upstream_end).total_seconds())
+                )
             log.info("tasks started", execution=ex.id, workflow=ex.workflow, runs=len(runs))
         if ex.finished:
             self._forget_runs(ek)
             self._written.pop(ek, None)
-            EXECUTIONS.labels(ex.status).inc()
+            metrics.WORKFLOW_EXECUTIONS.labels(ex.status).inc()
             log.info("execution finished", execution=ex.id, workflow=ex.workflow, status=ex.status)
             self._kick_queued()
         return True
@@ -593,57 +580,3 @@ class WorkflowEngine:
         for ex, _ in execs:
             log.info("workflow tick fired", workflow=wf.name, execution=ex.id, tick=ex.scheduled_at)
         self._due_at(wk, next_due)
-
-    # -- retention -----------------------------------------------------------------------------
-
-    async def prune(self) -> None:
-        """Delete finished executions beyond each workflow's ``keep_executions`` (oldest first),
-        with their task runs, and old tick keys."""
-        base = self.keys.workflow_executions()
-        index = await self.etcd.range_all(base, keys_only=True)
-        by_wf: dict[WfKey, list[str]] = defaultdict(list)
-        for kv in index.kvs:
-            project, name, exec_id = self.keys.tail(kv.key, base)[:3]
-            by_wf[(project, name)].append(exec_id)
-        doomed: list[Any] = []
-        for wk, ids in by_wf.items():
-            wf = self.workflows.get(wk)
-            keep = wf.keep_executions if wf else 0
-            excess = sorted(ids)[: max(0, len(ids) - keep)]
-            if not excess:
-                continue
-            kvs = await self.store.get_many([self.keys.execution(wk[0], i) for i in excess])
-            found = {kv.key.rsplit("/", 1)[-1] for kv in kvs}
-            for exec_id in excess:
-                if exec_id not in found:
-                    doomed.append(Op.delete(self.keys.workflow_execution(*wk, exec_id)))
-            for kv in kvs:
-                ex = Execution.model_validate_json(kv.value)
-                if not ex.finished:
-                    continue
-                group = [
-                    Op.delete(kv.key),
-                    Op.delete(self.keys.workflow_execution(*wk, ex.id)),
-                ]
-                for name, t in ex.tasks.items():
-                    for run_id in [*t.previous_runs, *([t.run_id] if t.run_id else [])]:
-                        group.append(Op.delete(self.keys.run(ex.project, run_id)))
-                        group.append(
-                            Op.delete(
-                                self.keys.job_run(
-                                    ex.project, task_job_name(ex.workflow, name), run_id
-                                )
-                            )
-                        )
-                doomed += group
-            ticks = await self.etcd.range(
-                self.keys.workflow_ticks(*wk), keys_only=True, descending=True, limit=keep * 2 + 1
-            )
-            if keep and len(ticks.kvs) > keep * 2:
-                doomed.append(
-                    Op.delete_range(self.keys.workflow_ticks(*wk), ticks.kvs[keep * 2 - 1].key)
-                )
-        for i in range(0, len(doomed), MAX_TXN_OPS):
-            await self.etcd.txn([self.lead.fence()], doomed[i : i + MAX_TXN_OPS])
-        if doomed:
-            log.info("pruned finished executions", ops=len(doomed))

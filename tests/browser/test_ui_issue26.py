@@ -320,7 +320,9 @@ async def test_a_deleted_jobs_runs_stay_listed_under_it(cluster, ui_factory):
     await expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
     assert (await cluster.request("GET", f"{JOBS}/gone"))[0] == 404
     await wait_for(lambda: node.scheduler is not None, 20, what="scheduler leading")
-    await node.scheduler.retention.prune()  # retention runs: the confirmation must have told the truth
+    await (
+        node.scheduler.retention.prune()
+    )  # retention runs: the confirmation must have told the truth
     status, kept = await cluster.request("GET", f"{RUNS}/{run['id']}")
     assert status == 200 and kept["status"] == "succeeded", kept
     await ui.go("#/jobs/gone")

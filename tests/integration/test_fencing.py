@@ -27,8 +27,8 @@ from cluster.session import Session
 from cluster.store import Store
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import WorkflowSpec
-from nodes.notifier import Notifier
 from nodes.leader.scheduler import Scheduler
+from nodes.notifier import Notifier
 
 P = "p"
 EVERY_SECOND = [{"cron": "* * * * * *"}]
@@ -157,7 +157,9 @@ async def test_a_deposed_leader_prunes_no_run(rig):
     for _ in range(3):
         run = rig.store.new_run(job, source="manual", status="succeeded")
         await rig.etcd.txn([], rig.store.create_run_ops(run))
-    old, new = await deposed_then_leading(rig, lambda lead: lead.sched.retention.prune(), raises=False)
+    old, new = await deposed_then_leading(
+        rig, lambda lead: lead.sched.retention.prune(), raises=False
+    )
     assert len(await rig.runs()) == 3
     await new.sched.retention.prune()
     assert len(await rig.runs()) == 1

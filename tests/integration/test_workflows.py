@@ -402,7 +402,7 @@ async def test_finished_executions_are_pruned_with_their_task_runs(cluster, etcd
     first = await execution(cluster, ids[0])
     old_run = first["tasks"]["t"]["run_id"]
     assert node.scheduler is not None
-    await node.scheduler.workflows.prune()
+    await node.scheduler.workflows.retention.prune()
     status, body = await cluster.request("GET", f"{WFS}/small/executions")
     assert [e["id"] for e in body["executions"]] == ids[:1:-1]
     status, _ = await cluster.request("GET", f"{EXECS}/{ids[0]}")

@@ -132,8 +132,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-prune-runs",
         "nodes/leader/retention.py",
-        r"self\.etcd\.txn\(\[self\.lead\.fence\(\)\], doomed",
-        "self.etcd.txn([], doomed",
+        r"etcd\.txn\(\[lead\.fence\(\)\], doomed",
+        "etcd.txn([], doomed",
         (f"{FENCING}::test_a_deposed_leader_prunes_no_run",),
         "a deposed leader deletes no run record",
     ),
