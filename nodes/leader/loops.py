@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import heapq
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import datetime
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -11,6 +16,8 @@ from cluster.errors import Unavailable
 from cluster.etcd import Compacted
 
 log = structlog.get_logger(__name__)
+
+K = TypeVar("K", bound=Hashable)
 
 
 async def periodic(every: float, fn: Callable[[], Awaitable[object]]) -> None:
@@ -22,3 +29,42 @@ async def periodic(every: float, fn: Callable[[], Awaitable[object]]) -> None:
         except (Unavailable, Compacted) as exc:
             log.warning("periodic leader task failed", task=fn.__name__, error=str(exc))
         await asyncio.sleep(every)
+
+
+class DueQueue(Generic[K]):
+    """Keys due at instants of the injected clock: setting a key's instant again replaces the
+    earlier one (each set has a generation; stale heap entries are skipped when popped)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self._heap: list[tuple[datetime, int, K]] = []
+        self._gen: dict[K, int] = defaultdict(int)
+        self._wake = asyncio.Event()
+
+    def set(self, key: K, when: datetime | None, *, wake: bool = True) -> None:
+        """``key`` is due at ``when`` (None: not due at all); ``wake``: the waiting loop looks
+        again at once (not needed from inside the loop itself)."""
+        self._gen[key] += 1
+        if when is not None:
+            heapq.heappush(self._heap, (when, self._gen[key], key))
+        if wake:
+            self._wake.set()
+
+    def pop_due(self) -> list[K]:
+        """Every key due by now, in due order."""
+        now = self.clock()
+        due: list[K] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, gen, key = heapq.heappop(self._heap)
+            if self._gen[key] == gen:
+                due.append(key)
+        return due
+
+    async def wait(self) -> None:
+        """Sleep until the earliest key is due or a key is set (at most an hour)."""
+        self._wake.clear()
+        delay = 3600.0
+        if self._heap:
+            delay = max(0.0, (self._heap[0][0] - self.clock()).total_seconds())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)

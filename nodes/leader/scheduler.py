@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import time
 from collections import defaultdict
@@ -41,7 +40,7 @@ from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
 from nodes import metrics
-from nodes.leader.loops import periodic
+from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
 from nodes.leader.workflows import WorkflowEngine
@@ -62,8 +61,6 @@ class JobEntry:
     schedules: list[tuple[ScheduleSpec, Schedule]]
     state: dict[str, Any] = field(default_factory=dict)
     state_rev: int = 0
-    next_due: datetime | None = None
-    generation: int = 0
 
 
 @dataclass
@@ -101,8 +98,7 @@ class Scheduler:
         self.jobs: dict[JobKey, JobEntry] = {}
         self.active: dict[JobKey, set[str]] = defaultdict(set)
         self.active_job: dict[str, JobKey] = {}
-        self._heap: list[tuple[datetime, int, JobKey]] = []
-        self._wake = asyncio.Event()
+        self.due: DueQueue[JobKey] = DueQueue(clock)
         self._actives_rev = 0  # revision of the newest active-key event seen
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
@@ -165,11 +161,7 @@ class Scheduler:
         old = self.jobs.get(jk)
         entry = JobEntry(job, schedules)
         if old is not None:
-            entry.state, entry.state_rev, entry.generation = (
-                old.state,
-                old.state_rev,
-                old.generation,
-            )
+            entry.state, entry.state_rev = old.state, old.state_rev
         self.jobs[jk] = entry
         self._reschedule(jk, self.clock())
 
@@ -196,11 +188,7 @@ class Scheduler:
         entry = self.jobs.get(jk)
         if entry is None:
             return
-        entry.generation += 1
-        entry.next_due = now if entry.job.enabled and entry.schedules else None
-        if entry.next_due is not None:
-            heapq.heappush(self._heap, (entry.next_due, entry.generation, jk))
-        self._wake.set()
+        self.due.set(jk, now if entry.job.enabled and entry.schedules else None)
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -250,25 +238,14 @@ class Scheduler:
 
     async def _tick_loop(self) -> None:
         while True:
-            now = self.clock()
-            due: list[JobKey] = []
-            while self._heap and self._heap[0][0] <= now:
-                _, gen, jk = heapq.heappop(self._heap)
-                entry = self.jobs.get(jk)
-                if entry is not None and entry.generation == gen:
-                    due.append(jk)
+            due = [jk for jk in self.due.pop_due() if jk in self.jobs]
             if len(due) > 1:
                 await self._fire_batch(due)
                 continue
             if due:
                 await self._fire_guarded(due[0])
                 continue
-            self._wake.clear()
-            delay = 3600.0
-            if self._heap:
-                delay = max(0.0, (self._heap[0][0] - self.clock()).total_seconds())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await self.due.wait()
 
     async def _fire_guarded(self, jk: JobKey) -> None:
         await self._guarded(jk, lambda: self.fire(jk))
@@ -378,13 +355,8 @@ class Scheduler:
         await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
 
     def _schedule_at(self, jk: JobKey, when: datetime | None) -> None:
-        entry = self.jobs.get(jk)
-        if entry is None:
-            return
-        entry.generation += 1
-        entry.next_due = when
-        if when is not None:
-            heapq.heappush(self._heap, (when, entry.generation, jk))
+        if jk in self.jobs:
+            self.due.set(jk, when, wake=False)
 
     async def _refresh_state(self, jk: JobKey) -> None:
         with contextlib.suppress(Unavailable):

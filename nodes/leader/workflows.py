@@ -18,8 +18,6 @@ finished while nobody led.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import json
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,33 +27,31 @@ from typing import Any
 import structlog
 
 from cluster.cron import Schedule, parse_schedule
-from cluster.dag import Graph, admit, advance
+from cluster.dag import Graph
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
+from cluster.execplan import admitted, fold_finished, step
 from cluster.keys import Keys
 from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
-from cluster.store import MAX_TXN_OPS, Store, dumps
+from cluster.store import Store, dumps
 from cluster.watch import follow
 from cluster.workflow_store import create_execution_ops, new_execution, task_run
 from cluster.workflows import (
     Execution,
     Workflow,
     is_task_job,
-    result_size,
-    stored_result,
     task_job_name,
 )
 from nodes import metrics
-from nodes.leader.loops import periodic
+from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.retention import ExecutionRetention
 
 log = structlog.get_logger(__name__)
 
 RECONCILE_EVERY = 10.0
 PRUNE_EVERY = 60.0
-TXN_BYTES = 1024 * 1024
 ExecKey = tuple[str, str]  # (project, execution id)
 WfKey = tuple[str, str]  # (project, workflow)
 
@@ -90,9 +86,7 @@ class WorkflowEngine:
         self._dirty: set[ExecKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
-        self._heap: list[tuple[datetime, int, WfKey]] = []
-        self._gen: dict[WfKey, int] = defaultdict(int)
-        self._wake = asyncio.Event()
+        self.due: DueQueue[WfKey] = DueQueue(clock)
         self._failed = asyncio.Event()
 
     # -- state ---------------------------------------------------------------------------------
@@ -317,24 +311,15 @@ class WorkflowEngine:
             self._cache(kv.key, kv.value, kv.mod_revision)
 
     async def _decide(self, ex: Execution) -> tuple[Execution, list[Run], bool] | None:
+        """The next step of ``ex`` (``cluster.execplan``); None when nothing changes."""
         original = ex
         # The snapshot never changes: share it; copy only the per-task states (cheap for 500).
         ex = ex.model_copy(update={"tasks": {n: t.model_copy() for n, t in ex.tasks.items()}})
         now = self.clock()
         wk = (ex.project, ex.workflow)
         if ex.status == "queued" and not ex.cancel_requested:
-            queued = [
-                (e.snapshot.priority, e.id)
-                for e, _ in self.execs.values()
-                if e.status == "queued" and (e.project, e.workflow) == wk and not e.cancel_requested
-            ]
-            running = sum(
-                1
-                for e, _ in self.execs.values()
-                if e.status == "running" and (e.project, e.workflow) == wk
-            )
-            running += len(self.reserved[wk] - {ex.id})
-            if ex.id not in admit(queued, running, ex.snapshot.max_active):
+            others = (e for e, _ in self.execs.values())
+            if not admitted(ex, others, self.reserved[wk]):
                 return None
             ex.status = "running"
             ex.started_at = ex.started_at or now
@@ -342,57 +327,21 @@ class WorkflowEngine:
         graph = self._graphs.get(ex.id)
         if graph is None:
             graph = self._graphs[ex.id] = ex.snapshot.graph()
-        adv = advance(graph, ex.dag_states(), cancelled=ex.cancel_requested)
-        for name in adv.upstream_failed:
-            ex.tasks[name].status = "upstream_failed"
-            ex.tasks[name].finished_at = now
-        for name in adv.cancel:
-            ex.tasks[name].status = "cancelled"
-            ex.tasks[name].error = "the execution was cancelled before it started"
-            ex.tasks[name].finished_at = now
-        if ex.cancel_requested:
-            for t in ex.tasks.values():
-                if t.status == "waiting":
-                    t.status = "cancelled"
-                    t.finished_at = now
-            adv = advance(graph, ex.dag_states(), cancelled=True)
-        runs: list[Run] = []
-        more = False
-        budget = MAX_TXN_OPS - 8
-        size = len(original.model_dump_json())
-        for name in adv.start:
-            task = ex.snapshot.task(name)
-            state = ex.tasks[name]
-            if task.external:
-                state.status = "waiting"
-                state.report_key = f"{ex.id}.{name}"
-                state.started_at = now
-                continue
-            run = task_run(self.store, ex, name, graph)
-            doc = len(run.model_dump_json())
-            if runs and (len(runs) * 4 + 4 > budget or size + 2 * doc > TXN_BYTES):
-                more = True  # the rest start in the next transaction, at once
-                break
-            size += 2 * doc
-            runs.append(run)
-            state.status = "started"
-            state.run_id = run.id
-            state.attempt = 1
-        if not more:
-            final = advance(graph, ex.dag_states(), cancelled=ex.cancel_requested)
-            ex.status = final.status if ex.status != "queued" else ex.status
-            if ex.cancel_requested and ex.status == "queued":
-                ex.status = "cancelled"
-            if ex.finished:
-                ex.finished_at = now
+        runs, more = step(
+            ex,
+            graph,
+            now=now,
+            new_run=lambda name: task_run(self.store, ex, name, graph),
+            base_size=len(original.model_dump_json()),
+        )
         if ex == original:
             return None
         self._upstream_end[ex.id] = upstream_end
         return ex, runs, more
 
     async def _fold_runs(self, ex: Execution) -> datetime | None:
-        """Copy the outcome of finished task runs into the execution record; answers when the
-        newest of them finished."""
+        """Read the records of the task runs that finished and fold them into ``ex``; answers
+        when the newest of them finished."""
         done = {
             n: t.run_id
             for n, t in ex.tasks.items()
@@ -400,32 +349,9 @@ class WorkflowEngine:
         }
         if not done:
             return None
-        newest: datetime | None = None
         kvs = await self.store.get_many([self.keys.run(ex.project, r) for r in done.values() if r])
         runs = {r.id: r for r in (Run.model_validate_json(kv.value) for kv in kvs)}
-        used = ex.result_bytes()
-        for name, run_id in done.items():
-            state = ex.tasks[name]
-            run = runs.get(run_id or "")
-            if run is None:
-                state.status = "lost"
-                state.error = "the task's run record is gone"
-                continue
-            if not run.finished:
-                continue
-            state.status = run.status if run.status != "skipped" else "cancelled"  # type: ignore[assignment]
-            state.attempt = run.attempt
-            state.node = run.node
-            state.started_at = run.started_at
-            state.finished_at = run.finished_at
-            state.exit_code = run.exit_code
-            kept, why = stored_result(run.result, used)
-            used += result_size(kept)
-            state.result = kept
-            state.error = run.error or why
-            if run.finished_at is not None and (newest is None or run.finished_at > newest):
-                newest = run.finished_at
-        return newest
+        return fold_finished(ex, done, runs)
 
     async def _write(self, ek: ExecKey, rev: int, ex: Execution, runs: list[Run]) -> bool:
         key = self.keys.execution(*ek)
@@ -477,19 +403,11 @@ class WorkflowEngine:
     # -- schedules -----------------------------------------------------------------------------
 
     def _due_at(self, wk: WfKey, when: datetime | None) -> None:
-        self._gen[wk] += 1
-        if when is not None:
-            heapq.heappush(self._heap, (when, self._gen[wk], wk))
-        self._wake.set()
+        self.due.set(wk, when)
 
     async def _schedule_loop(self) -> None:
         while True:
-            now = self.clock()
-            due: list[WfKey] = []
-            while self._heap and self._heap[0][0] <= now:
-                _, gen, wk = heapq.heappop(self._heap)
-                if self._gen[wk] == gen:
-                    due.append(wk)
+            due = self.due.pop_due()
             for wk in due:
                 try:
                     await self.fire(wk)
@@ -503,12 +421,7 @@ class WorkflowEngine:
                     self._due_at(wk, self.clock() + timedelta(seconds=30))
             if due:
                 continue
-            self._wake.clear()
-            delay = 3600.0
-            if self._heap:
-                delay = max(0.0, (self._heap[0][0] - self.clock()).total_seconds())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await self.due.wait()
 
     async def fire(self, wk: WfKey) -> None:
         """Plan a workflow's schedules (the same catch-up rules as jobs) and create one execution

@@ -76,9 +76,7 @@ LONG_MODULES_ALLOWED: set[str] = {
     "nodes.access",
     "nodes.api",
     "nodes.api_logs",
-    "nodes.leader.scheduler",
     "nodes.worker",
-    "nodes.leader.workflows",
 }
 
 

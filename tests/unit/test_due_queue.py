@@ -1,0 +1,39 @@
+"""`nodes.leader.loops.DueQueue`: the one due-time queue of the leader's loops (issue #20)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from nodes.leader.loops import DueQueue
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_keys_pop_in_due_order_and_a_new_time_replaces_the_old() -> None:
+    now = [T0]
+    q: DueQueue[str] = DueQueue(lambda: now[0])
+    q.set("b", T0 + timedelta(seconds=2))
+    q.set("a", T0 + timedelta(seconds=1))
+    q.set("c", T0 + timedelta(seconds=1))
+    q.set("c", T0 + timedelta(seconds=5))  # replaces c's earlier time
+    q.set("gone", T0)
+    q.set("gone", None)  # not due at all any more
+    assert q.pop_due() == []
+    now[0] = T0 + timedelta(seconds=2)
+    assert q.pop_due() == ["a", "b"]
+    assert q.pop_due() == []
+    now[0] = T0 + timedelta(seconds=5)
+    assert q.pop_due() == ["c"]
+
+
+async def test_wait_returns_when_a_key_is_set_or_due() -> None:
+    q: DueQueue[str] = DueQueue(lambda: datetime.now(UTC))
+    waiter = asyncio.create_task(q.wait())
+    await asyncio.sleep(0)
+    assert not waiter.done()  # nothing queued: it would sleep an hour
+    q.set("x", datetime.now(UTC) + timedelta(hours=1))
+    await asyncio.wait_for(waiter, 5)
+    q.set("y", datetime.now(UTC) + timedelta(milliseconds=50), wake=False)
+    await asyncio.wait_for(q.wait(), 5)  # sleeps until y is due
+    assert q.pop_due() == ["y"]
