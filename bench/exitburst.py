@@ -2,7 +2,8 @@
 
     python -m bench.exitburst [--jobs 200] [--repeat 3]
 
-Starts ``--jobs`` processes through ``nodes.executor.Process`` that all wait for one file, then
+Starts ``--jobs`` processes through ``nodes.executor.process.Process`` that all wait for one
+file, then
 creates the file: they exit within a few ms of each other. A 1 ms ticker on the same loop records
 the longest gap (the loop's stall); also reported: the time until every ``wait()`` returned.
 No etcd, no node: this isolates the executor.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from nodes.executor import Process
+from nodes.executor.process import Process
 
 
 async def once(n: int, folder: Path) -> dict[str, float]:

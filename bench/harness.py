@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import USER_GRPC_VERBOSITY
 from cluster.errors import Unavailable
 from cluster.etcd import KV, Etcd, Range, prefix_end
-from nodes.embedded import EtcdProcess, etcd_binary, free_port
+from nodes.devtools.embedded import EtcdProcess, etcd_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("cluster", "nodes", "logstore")
@@ -66,8 +66,8 @@ class Procs:
 
 
 class BenchEtcd:
-    """The etcd of a benchmark run (``nodes.embedded.EtcdProcess``: its own session, so a Ctrl-C
-    in the terminal reaches only the benchmark, which then stops it)."""
+    """The etcd of a benchmark run (``nodes.devtools.embedded.EtcdProcess``: its own session, so a
+    Ctrl-C in the terminal reaches only the benchmark, which then stops it)."""
 
     def __init__(self, tmp: Path) -> None:
         self.server = EtcdProcess(tmp / "etcd-data", log_file=tmp / "etcd.log")

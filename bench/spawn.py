@@ -1,7 +1,7 @@
 """What a cgroup per run costs the spawn path: ``python -m bench.spawn [--runs 300]``.
 
-Spawns ``/bin/sh -c true`` the way the worker does (``nodes.executor.Process``), one after the
-other on one event loop, three ways: a plain session (``cgroups: off``, the path before D150),
+Spawns ``/bin/sh -c true`` the way the worker does (``nodes.executor.process.Process``), one after
+the other on one event loop, three ways: a plain session (``cgroups: off``, the path before D150),
 armed and released at once (what the cgroup path adds without the cgroup), and with a cgroup per
 run (created with limits, the process moved in before its release, removed after). Prints the
 median and p90 of each step in milliseconds: spawn (what ``cronmesh_spawn_seconds`` measures),
@@ -18,8 +18,8 @@ import tempfile
 import time
 from typing import Any
 
-from nodes import cgroups
-from nodes.executor import Process
+from nodes.executor import cgroups
+from nodes.executor.process import Process
 
 ENV = {"PATH": "/usr/bin:/bin"}
 

@@ -27,7 +27,7 @@ from nodes.cli_ops import add_ops_parsers
 
 
 def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
-    from nodes.logs import configure
+    from nodes.runtime.logsetup import configure
 
     configure(fmt, level)
 
@@ -68,7 +68,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "s3_endpoint": args.s3_endpoint,
         "s3_region": args.s3_region,
     }
-    from nodes import gctune
+    from nodes.runtime import gctune
 
     try:
         config = load_config(flags, file=args.config)

@@ -34,7 +34,7 @@ from nodes import __version__, etcd_metrics, metrics
 from nodes.access import Access
 from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
-from nodes.containment import Containment
+from nodes.executor.containment import Containment
 from nodes.leader.scheduler import Scheduler
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nodes.embedded import EtcdProcess
+from nodes.devtools.embedded import EtcdProcess
 from nodes.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
 
 ETCD_USER = "cronmesh"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from subprocess import CompletedProcess, run
 
-from nodes.embedded import etcd_binary
+from nodes.devtools.embedded import etcd_binary
 
 
 class EtcdAuthError(RuntimeError):

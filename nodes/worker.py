@@ -47,10 +47,10 @@ from cluster.txnbatch import TxnBatcher
 from logstore.service import Logs
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
-from nodes.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.cluster_view import ClusterView
-from nodes.containment import Containment
-from nodes.executor import ExitStatus, Process
+from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
+from nodes.executor.containment import Containment
+from nodes.executor.process import ExitStatus, Process
 
 log = structlog.get_logger(__name__)
 
@@ -605,7 +605,7 @@ class Worker:
         spec = run.snapshot
         if spec.python is not None:
             env["CRONMESH_PYTHON"] = spec.python.model_dump_json()
-            return [sys.executable, "-m", "nodes.pyjob"], env
+            return [sys.executable, "-m", "nodes.executor.pyjob"], env
         return ["/bin/sh", "-c", spec.command or ""], env
 
     async def _execute(self, ex: Execution) -> None:

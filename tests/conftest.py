@@ -24,7 +24,7 @@ from cluster.etcd import Etcd
 from cluster.keys import Keys
 from nodes.config import NodeConfig
 from nodes.daemon import Node
-from nodes.embedded import EtcdProcess, free_port
+from nodes.devtools.embedded import EtcdProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

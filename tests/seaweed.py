@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from nodes.embedded import free_port
+from nodes.devtools.embedded import free_port
 
 ACCESS_KEY = "cronmesh-test"
 SECRET_KEY = "cronmesh-test-secret"

@@ -29,7 +29,7 @@ from typing import Any
 from bench.harness import Procs, proc_cpu
 from bench.peers import measure
 from bench.peers.env import redis_server
-from nodes.embedded import free_port
+from nodes.devtools.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EDGE = 0.2  # CPU snapshots are taken this long before a tick, when the peer is idle

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from nodes.embedded import etcd_binary
+from nodes.devtools.embedded import etcd_binary
 from tests.chaos.harness import EtcdCluster, lease_losses
 from tests.chaos.scenario import EVERY_SECOND, Stage, recorded_job, run_command, stage
 from tests.conftest import api_session

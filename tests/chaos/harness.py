@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from nodes.embedded import EtcdProcess, free_port
+from nodes.devtools.embedded import EtcdProcess, free_port
 from tests.conftest import ProcessCluster, api_session
 
 # -- etcd cluster -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from nodes.embedded import free_port
+from nodes.devtools.embedded import free_port
 from tests.chaos.harness import (
     check_history,
     history_command,

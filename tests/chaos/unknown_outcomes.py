@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from nodes.embedded import EtcdProcess
+from nodes.devtools.embedded import EtcdProcess
 from tests.chaos.harness import TcpProxy, read_metric
 from tests.chaos.scenario import EVERY_SECOND, Stage, recorded_job, run_command, stage
 from tests.conftest import api_session

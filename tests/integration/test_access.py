@@ -257,7 +257,7 @@ async def test_a_route_that_does_not_validate_names_is_still_confined(cluster):
 
     from nodes.access import ACCESS, access_middleware
     from nodes.api import errors_middleware
-    from nodes.embedded import free_port
+    from nodes.devtools.embedded import free_port
 
     node = await cluster.start()
     viewer = await make_user(cluster, "v", {OWN: "viewer"})

@@ -28,7 +28,7 @@ from cluster.session import Session
 from cluster.store import Store
 from logstore.service import build_logs
 from nodes.config import NodeConfig
-from nodes.embedded import EtcdProcess
+from nodes.devtools.embedded import EtcdProcess
 from nodes.leader.scheduler import Scheduler
 from nodes.worker import Worker
 from tests.conftest import LogWatch, NodeTeardownError, wait_for

@@ -11,7 +11,7 @@ import sys
 import aiohttp
 import pytest
 
-from nodes.embedded import EtcdProcess, free_port
+from nodes.devtools.embedded import EtcdProcess, free_port
 from tests.chaos.harness import leader_of, wait_ready
 from tests.conftest import ROOT, api_session, node_env, run_cli, wait_for
 
@@ -239,7 +239,7 @@ async def test_sigterm_drains_running_runs_before_exiting(procs, tmp_path):
 @pytest.mark.slow
 async def test_etcdctl_answers_who_leads(procs, etcd_server, prefix):
     """The docs/etcd-layout.md recipe for the leader agrees with /status."""
-    from nodes.embedded import etcd_binary
+    from nodes.devtools.embedded import etcd_binary
 
     nodes = [procs.start(f"e-{i}") for i in range(2)]
     async with api_session() as http:

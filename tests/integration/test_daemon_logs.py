@@ -9,7 +9,7 @@ import logging
 import structlog
 from structlog.testing import capture_logs
 
-from nodes.logs import configure
+from nodes.runtime.logsetup import configure
 from tests.conftest import api_session, wait_for
 from tests.integration.test_api import JOBS, run_done
 

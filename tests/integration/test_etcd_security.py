@@ -16,7 +16,7 @@ import pytest
 
 from cluster.errors import Unavailable
 from cluster.etcd import Etcd, Security
-from nodes.embedded import EtcdProcess, etcd_binary, free_port
+from nodes.devtools.embedded import EtcdProcess, etcd_binary, free_port
 from tests.conftest import InProcessCluster, wait_for
 
 PREFIX = "/secure"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from nodes.embedded import etcd_binary
+from nodes.devtools.embedded import etcd_binary
 from tests.conftest import run_cli, wait_for
 from tests.integration.test_api import JOBS, run_done
 

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from cluster.secretbox import KeyRing
-from nodes.embedded import free_port
+from nodes.devtools.embedded import free_port
 from tests.conftest import ROOT
 from tests.unit.test_helm_chart import ETCD_ENABLED
 
@@ -401,7 +401,7 @@ async def test_helm_refuses_security_values_the_node_cannot_use(values):
 async def test_the_generated_etcd_certificate_serves_a_real_etcd(tmp_path):
     """The chart's CA and certificate (it names 127.0.0.1 too) work for a real etcd and for the
     `cronmesh etcd-auth` init container's etcdctl, which checks the server against the CA."""
-    from nodes.embedded import EtcdProcess
+    from nodes.devtools.embedded import EtcdProcess
     from nodes.etcd_auth import ensure_auth, etcdctl
 
     objects = await render({"etcd": {"enabled": True}})

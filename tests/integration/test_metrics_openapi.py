@@ -18,7 +18,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from nodes.embedded import EtcdProcess
+from nodes.devtools.embedded import EtcdProcess
 from nodes.openapi import NOT_API
 from tests.conftest import ProcessCluster, api_headers, wait_for
 from tests.integration.test_api import JOBS, run_done

@@ -18,7 +18,7 @@ from cluster.ids import Snowflake
 from cluster.models import Job, JobSpec
 from cluster.notify import verify
 from cluster.store import Store
-from nodes.embedded import free_port
+from nodes.devtools.embedded import free_port
 from tests.conftest import wait_for
 from tests.integration.test_api import JOBS, run_done
 

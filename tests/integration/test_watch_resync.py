@@ -25,7 +25,7 @@ from cluster.session import Session
 from cluster.store import Store
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import WorkflowSpec
-from nodes.embedded import EtcdProcess, etcd_binary
+from nodes.devtools.embedded import EtcdProcess, etcd_binary
 from nodes.leader.scheduler import Scheduler
 from tests.conftest import wait_for
 

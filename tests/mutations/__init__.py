@@ -244,7 +244,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- containment (D150-D152) -------------------------------------------------------------------
     Mutation(
         "cgroup-kill",
-        "nodes/cgroups.py",
+        "nodes/executor/cgroups.py",
         r'_write\(os\.path\.join\(path, "cgroup\.kill"\), "1"\)',
         "pass",
         ("tests/unit/test_cgroups.py::test_setsid_and_double_fork_do_not_escape_a_kill[auto]",),
@@ -252,7 +252,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-end-of-file",
-        "nodes/fence.py",
+        "nodes/executor/fence.py",
         r"if not data:\n(\s*)_kill\(layout, sessions\)\n\s*if layout\.enabled:",
         r"if not data:\n\1if False:",
         (
@@ -263,7 +263,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-lease-deadline",
-        "nodes/containment.py",
+        "nodes/executor/containment.py",
         r"self\._deadline = deadline\n\s*self\._send\(self\._deadline_line\(\)\)",
         "self._deadline = deadline",
         (

@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from cluster.errors import InvalidInput
 from nodes import signing
 from nodes.config import load_config
-from nodes.embedded import free_port
+from nodes.devtools.embedded import free_port
 from tests.conftest import ROOT, node_env, wait_for
 
 PATH = "/internal/v1/projects/default/runs/1/logs?attempt=1&format=text"

@@ -1,4 +1,4 @@
-"""nodes.cgroups with real cgroups and real processes, in each shape this machine can take.
+"""nodes.executor.cgroups with real cgroups and real processes, in each shape this machine can take.
 
 This machine class (and CI, as root) has a v2 hierarchy without controllers next to writable v1
 hierarchies, so the three layouts are all real here: ``v2+v1`` (what a node detects), ``v1``
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from nodes import cgroups
-from nodes.cgroups import Layout, RunCgroup
-from nodes.executor import Process
+from nodes.executor import cgroups
+from nodes.executor.cgroups import Layout, RunCgroup
+from nodes.executor.process import Process
 
 PY = sys.executable
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}

@@ -1,4 +1,4 @@
-"""nodes.executor with real processes: output, exit status, stop/kill of the whole tree,
+"""nodes.executor.process with real processes: output, exit status, stop/kill of the whole tree,
 leftover cleanup. Every scenario runs under the default asyncio loop and under uvloop."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from nodes.executor import ARMED_EXIT, ExitStatus, Process, session_members
-from nodes.sessionscan import parse_stat as _parse_stat
-from nodes.sessionscan import scanner
+from nodes.executor.process import ARMED_EXIT, ExitStatus, Process, session_members
+from nodes.executor.sessionscan import parse_stat as _parse_stat
+from nodes.executor.sessionscan import scanner
 
 T = TypeVar("T")
 PY = sys.executable

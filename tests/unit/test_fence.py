@@ -1,4 +1,4 @@
-"""The fence process (nodes.fence) driven through the node's client (nodes.containment), with real
+"""The fence process (nodes.executor.fence) driven through the node's client (nodes.executor.containment), with real
 processes: it kills a node's runs when the node goes (end of file) and when the lease deadline
 it was told passes without a renewal (self-fencing); in cgroups and in the session fallback."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nodes.containment import Containment
-from nodes.executor import Process
+from nodes.executor.containment import Containment
+from nodes.executor.process import Process
 from tests.unit.test_cgroups import ENV, alive, read_pids, wait_gone
 
 

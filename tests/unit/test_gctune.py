@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cluster.errors import InvalidInput
-from nodes.gctune import DEFAULT_THRESHOLDS, ENV, parse_thresholds
+from nodes.runtime.gctune import DEFAULT_THRESHOLDS, ENV, parse_thresholds
 
 
 def test_thresholds_parse_three_non_negative_integers():
@@ -27,7 +27,7 @@ def test_bad_thresholds_name_the_variable(bad):
 
 def _child(env_value: str | None) -> list[str]:
     code = (
-        "import gc; from nodes.gctune import tune; env = {}\n"
+        "import gc; from nodes.runtime.gctune import tune; env = {}\n"
         + (f"env[{ENV!r}] = {env_value!r}\n" if env_value is not None else "")
         + "print(tune(env)); print(gc.get_threshold()); print(gc.get_freeze_count() > 0)\n"
         + "gc.collect(0); from nodes.metrics import REGISTRY\n"

@@ -1,4 +1,4 @@
-"""nodes.sessionscan: one pass over /proc answers for many sessions; concurrent lookups share
+"""nodes.executor.sessionscan: one pass over /proc answers for many sessions; concurrent lookups share
 scans; a lookup is never answered by a scan that started before it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from nodes.sessionscan import SessionScanner, scan_sessions, session_members
+from nodes.executor.sessionscan import SessionScanner, scan_sessions, session_members
 
 
 def _sleepers(n: int) -> list[subprocess.Popen[bytes]]:

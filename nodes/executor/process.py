@@ -30,8 +30,9 @@ found and signalled without racing pid reuse. The zombie is reaped (only that pi
 After the main process exits, processes still in its session (``sleep 100 &``) are sent
 SIGTERM, given :attr:`Process.leftover_grace` seconds, then SIGKILL, so a run leaves no
 stragglers and its pipes reach EOF. The leftover lookups go through
-:mod:`nodes.sessionscan`, which answers the lookups of all the jobs that exit at about the same
-time with one pass over ``/proc`` in a worker thread, so a burst of exits never stalls the loop.
+:mod:`nodes.executor.sessionscan`, which answers the lookups of all the jobs that exit at about
+the same time with one pass over ``/proc`` in a worker thread, so a burst of exits never stalls
+the loop.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from typing import IO
 
 import structlog
 
-from nodes.cgroups import RunCgroup, cgroup_io
-from nodes.sessionscan import scanner, session_members
+from nodes.executor.cgroups import RunCgroup, cgroup_io
+from nodes.executor.sessionscan import scanner, session_members
 
 __all__ = ["ExitStatus", "OutputCallback", "Process", "session_members"]
 

@@ -1,8 +1,9 @@
 """What a node uses to hold its runs: the cgroup layout it detected and its fence process.
 
-Made once when the node starts (:meth:`Containment.start`): detects the cgroups (``nodes.cgroups``),
-reaps the run cgroups a previous incarnation of this node left behind, starts the fence
-(``nodes.fence``). The worker asks it for one :class:`~nodes.cgroups.RunCgroup` per attempt; the
+Made once when the node starts (:meth:`Containment.start`): detects the cgroups
+(``nodes.executor.cgroups``), reaps the run cgroups a previous incarnation of this node left
+behind, starts the fence (``nodes.executor.fence``). The worker asks it for one
+:class:`~nodes.executor.cgroups.RunCgroup` per attempt; the
 session tells it until when the lease is surely alive (:meth:`valid_until`, from its refresh
 thread). See docs/architecture.md D150-D152.
 """
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import structlog
 
-from nodes import cgroups, metrics
-from nodes.cgroups import NONE, Layout, RunCgroup
+from nodes import metrics
+from nodes.executor import cgroups
+from nodes.executor.cgroups import NONE, Layout, RunCgroup
 
 log = structlog.get_logger(__name__)
 
@@ -75,12 +77,13 @@ class Containment:
     def _spawn_fence(self) -> None:
         read_fd, write_fd = os.pipe()
         env = {k: os.environ[k] for k in _FENCE_ENV if k in os.environ}
-        # The fence imports nodes.fence from wherever this node's code is, installed or not.
-        here = str(Path(__file__).resolve().parent.parent)
+        # The fence imports nodes.executor.fence from wherever this node's code is, installed or
+        # not.
+        here = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         try:
             self._fence = subprocess.Popen(
-                [sys.executable, "-m", "nodes.fence", self.layout.to_json(), self.node_id],
+                [sys.executable, "-m", "nodes.executor.fence", self.layout.to_json(), self.node_id],
                 stdin=read_fd,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C or SIGSTOP sent to the node's group spares it

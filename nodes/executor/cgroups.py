@@ -1,7 +1,7 @@
 """A cgroup per run: detection of what this machine allows, run cgroups, whole-tree kills.
 
-Only the standard library is used here: the fence process (``nodes.fence``) imports this module
-to kill a dead node's runs, and it must start quickly and depend on nothing else.
+Only the standard library is used here: the fence process (``nodes.executor.fence``) imports
+this module to kill a dead node's runs, and it must start quickly and depend on nothing else.
 
 Three shapes are supported (docs/architecture.md D150):
 

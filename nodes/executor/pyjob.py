@@ -1,4 +1,4 @@
-"""Runs a job's Python callable in its own process: ``python -m nodes.pyjob``.
+"""Runs a job's Python callable in its own process: ``python -m nodes.executor.pyjob``.
 
 The worker passes ``{"callable": "pkg.module:func", "args": [...], "kwargs": {...}}`` in
 ``CRONMESH_PYTHON``; the return value, if JSON-serialisable, becomes the run's result (unless the

@@ -15,7 +15,8 @@ told about where there are no cgroups):
 
 Protocol (one ASCII line each): ``V <float>`` deadline, ``V -`` no deadline, ``S <pid>`` watch a
 session (fallback only), ``E <pid>`` forget it. Only the standard library and
-:mod:`nodes.cgroups` are imported, so it starts quickly; it ignores SIGINT/SIGTERM/SIGHUP (it
+:mod:`nodes.executor.cgroups` are imported, so it starts quickly; it ignores
+SIGINT/SIGTERM/SIGHUP (it
 lives in a session of its own, and stops only at end of file or SIGKILL).
 """
 
@@ -28,7 +29,7 @@ import signal
 import sys
 import time
 
-from nodes.cgroups import Layout, kill_subtree, reap, remove_subtree, session_pids
+from nodes.executor.cgroups import Layout, kill_subtree, reap, remove_subtree, session_pids
 
 MAX_LINE = 128
 MAX_SESSIONS = 100_000  # far above any node's capacity: a bound, not a limit
