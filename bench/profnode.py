@@ -28,7 +28,7 @@ def main() -> int:
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
-    from nodes.cli import main as cronmesh
+    from nodes.cli.main import main as cronmesh
 
     return cronmesh(argv)
 

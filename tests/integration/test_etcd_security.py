@@ -222,7 +222,7 @@ async def test_etcd_auth_command_secures_a_tls_etcd_and_a_node_runs_on_it(tmp_pa
     against an etcd served over TLS, twice (enable, then check), then a node logs in (D156)."""
     import sys
 
-    from nodes.etcd_auth import etcdctl
+    from nodes.cli.etcd_auth import etcdctl
     from tests.conftest import ROOT, cli_env
 
     pki = tmp_path / "pki"

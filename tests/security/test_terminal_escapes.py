@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from nodes.cli_logs import output_filter
-from nodes.termsafe import TerminalFilter, strip_controls
+from nodes.cli.logs import output_filter
+from nodes.cli.termsafe import TerminalFilter, strip_controls
 from tests.conftest import ROOT, cli_env, wait_for
 
 ATTACKS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import InvalidInput
-from nodes.gitops import KINDS, export_files, parse_documents, plan
+from nodes.cli.gitops_plan import KINDS, export_files, parse_documents, plan
 
 JOB = KINDS["Job"]
 

@@ -149,7 +149,7 @@ def test_smtp_url_parsing():
 
 
 def test_yaml_on_key_is_not_a_boolean():
-    from nodes.yamlio import load
+    from nodes.cli.yamlio import load
 
     doc = load("on: [failure]\nemail: {to: [a@b.co]}\nflag: yes\n")
     assert doc["on"] == ["failure"] and doc["flag"] == "yes"

@@ -253,7 +253,7 @@ def test_workflow_task_env_reaches_the_task_run_snapshot():
 
 
 def test_dev_creates_one_key_ring_0600_and_keeps_it(tmp_path, monkeypatch):
-    from nodes.dev import _secrets_key
+    from nodes.cli.dev import _secrets_key
 
     monkeypatch.delenv("CRONMESH_SECRETS_KEY_FILE", raising=False)
     path = _secrets_key(tmp_path)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import InvalidInput
-from nodes.gitops import KINDS, Change, Doc, Kind, export_files, plan, read_folder
+from nodes.cli.client import ApiError, call, call_all
+from nodes.cli.gitops_plan import KINDS, Change, Doc, Kind, export_files, plan, read_folder
 
 
 def add_parsers(sub: Any) -> None:
@@ -37,8 +38,6 @@ def _guarded(fn: Any) -> Any:
     """Errors exit with 2 (``diff`` uses 1 for "there are changes", like ``kubectl diff``)."""
 
     def run(args: argparse.Namespace) -> int:
-        from nodes.cli import ApiError
-
         try:
             return int(fn(args))
         except InvalidInput as exc:
@@ -55,14 +54,10 @@ def _guarded(fn: Any) -> Any:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    from nodes.cli import call
-
     return call(args, method, path, body)
 
 
 def _all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
-    from nodes.cli import call_all
-
     return call_all(args, path, key)
 
 
@@ -72,7 +67,6 @@ def _base(project: str, kind: Kind) -> str:
 
 def _list(args: argparse.Namespace, kind: Kind, project: str) -> list[dict[str, Any]] | None:
     """Objects of a kind in a project; None when this server has no such collection."""
-    from nodes.cli import ApiError, call_all
 
     try:
         items = call_all(args, _base(project, kind), kind.collection)  # every page

@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
-from nodes import yamlio
+from nodes.cli import yamlio
+from nodes.cli.client import call
+from nodes.cli.output import show
 
 
 def add_parser(sub: Any) -> None:
@@ -25,25 +27,10 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_notifications(args: argparse.Namespace) -> int:
-    # Imported here, and its ApiError caught here: under `python -m nodes.cli` the module that
-    # runs main() is __main__, a different module object from nodes.cli.
-    from nodes.cli import ApiError
-
-    try:
-        return _run(args)
-    except ApiError as exc:
-        err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
-        field = f" (field: {err['field']})" if err.get("field") else ""
-        print(f"cronmesh: {exc}{field}", file=sys.stderr)
-        return 1
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"cronmesh: {exc}", file=sys.stderr)
-        return 1
+    return _run(args)  # errors are reported by nodes.cli.main.main, as for every command
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nodes.cli import call, show
-
     path = f"/api/v1/projects/{urllib.parse.quote(args.project)}/notifications"
     if args.action == "get":
         data = call(args, "GET", path)

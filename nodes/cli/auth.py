@@ -10,46 +10,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-
-def credentials_path() -> Path:
-    custom = os.environ.get("CRONMESH_CREDENTIALS")
-    if custom:
-        return Path(custom)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "cronmesh" / "credentials.json"
-
-
-def _load() -> dict[str, Any]:
-    try:
-        data = json.loads(credentials_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _save(data: dict[str, Any]) -> None:
-    path = credentials_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def token_for(args: argparse.Namespace) -> str | None:
-    explicit = getattr(args, "token", None) or os.environ.get("CRONMESH_TOKEN")
-    if explicit:
-        return str(explicit)
-    entry = _load().get(args.api.rstrip("/"))
-    return str(entry["token"]) if isinstance(entry, dict) and entry.get("token") else None
+from nodes.cli.client import ApiError, call, call_all
+from nodes.cli.credentials import load_credentials, save_credentials
+from nodes.cli.output import show, table
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -77,18 +44,17 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 def _log_in(args: argparse.Namespace, username: str, password: str) -> dict[str, Any]:
     """Log in and store the session token for this API URL."""
-    from nodes.cli import call
 
     reply: dict[str, Any] = call(
         args, "POST", "/api/v1/auth/login", {"username": username, "password": password}
     )
-    data = _load()
+    data = load_credentials()
     data[args.api.rstrip("/")] = {
         "user": username,
         "token": reply["token"],
         "expires_at": reply["expires_at"],
     }
-    _save(data)
+    save_credentials(data)
     args.token = reply["token"]
     return reply
 
@@ -104,7 +70,6 @@ def _change_password(
     args: argparse.Namespace, username: str, current: str, new: str
 ) -> dict[str, Any]:
     """Change one's own password, then log in again (the change ends every session)."""
-    from nodes.cli import call
 
     call(
         args,
@@ -117,7 +82,6 @@ def _change_password(
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     """``cronmesh passwd``: change your own password (``--password-stdin``: current, then new)."""
-    from nodes.cli import call
 
     username = call(args, "GET", "/api/v1/auth/me")["user"]["name"]
     if args.password_stdin:
@@ -132,9 +96,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from nodes.cli import ApiError, call
-
-    data = _load()
+    data = load_credentials()
     entry = data.pop(args.api.rstrip("/"), None)
     if entry is not None:
         args.token = entry.get("token")
@@ -143,14 +105,12 @@ def cmd_logout(args: argparse.Namespace) -> int:
         except ApiError as exc:
             if exc.status not in (401, 0):
                 raise
-        _save(data)
+        save_credentials(data)
     print(f"logged out of {args.api}")
     return 0
 
 
 def cmd_whoami(args: argparse.Namespace) -> int:
-    from nodes.cli import call, show
-
     me = call(args, "GET", "/api/v1/auth/me")
     if args.output == "table":
         roles = ", ".join(f"{p}={r}" for p, r in sorted(me["user"]["roles"].items())) or "-"
@@ -161,8 +121,6 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from nodes.cli import call, call_all, show, table
-
     if args.action == "list":
         users = call_all(args, "/api/v1/users", "users")
         if args.output == "table":
@@ -212,8 +170,6 @@ def _grants(items: list[str] | None) -> dict[str, str]:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from nodes.cli import call, show, table
-
     user = args.user or call(args, "GET", "/api/v1/auth/me")["user"]["name"]
     base = f"/api/v1/users/{user}/tokens"
     if args.action == "create":
@@ -252,8 +208,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     """``cronmesh audit list`` (newest first) and ``cronmesh audit export`` (to the log store)."""
     from urllib.parse import urlencode
-
-    from nodes.cli import call, show, table
 
     if args.action == "export":
         done = call(args, "POST", "/api/v1/audit/export")

@@ -12,8 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from nodes.cli.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
 from nodes.devtools.embedded import EtcdProcess
-from nodes.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
 
 ETCD_USER = "cronmesh"
 

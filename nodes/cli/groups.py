@@ -7,6 +7,10 @@ import argparse
 import urllib.parse
 from typing import Any
 
+from nodes.cli.client import ApiError, call, call_all
+from nodes.cli.documents import load_documents
+from nodes.cli.output import show, table
+
 NODE_ACTIONS = ("list", "get", "enable", "disable", "drain", "shutdown", "forget")
 
 
@@ -27,8 +31,6 @@ def _ago(stamp: str | None) -> str:
 
 
 def cmd_node_admin(args: argparse.Namespace) -> int:
-    from nodes.cli import ApiError, call, show, table
-
     action = args.node_action
     if action not in NODE_ACTIONS:
         raise ApiError(400, {"error": {"message": f"unknown node action {action!r}"}})
@@ -115,8 +117,6 @@ def add_group_commands(sub: Any) -> None:
 
 
 def cmd_group(args: argparse.Namespace) -> int:
-    from nodes.cli import ApiError, call, call_all, load_documents, show, table
-
     base = "/api/v1/groups"
     q = urllib.parse.quote
     if args.action == "list":

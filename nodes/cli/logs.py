@@ -10,8 +10,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from nodes import cli_auth
-from nodes.termsafe import TerminalFilter
+from nodes.cli import credentials
+from nodes.cli.termsafe import TerminalFilter
 
 
 def add_log_args(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
     url = args.api.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
     timeout = None if args.follow else 60
     req = urllib.request.Request(url)
-    token = cli_auth.token_for(args)
+    token = credentials.token_for(args)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:

@@ -6,7 +6,9 @@ import argparse
 import urllib.parse
 from typing import Any
 
-from nodes.cli import apply_documents, call, call_all, params, proj, schedules_text, show, table
+from nodes.cli.client import call, call_all, proj
+from nodes.cli.documents import apply_documents, params
+from nodes.cli.output import schedules_text, show, table
 
 
 def _q(name: str) -> str:

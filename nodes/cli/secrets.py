@@ -12,7 +12,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import yaml
+from nodes.cli.client import call
+from nodes.cli.output import show, table
 
 
 def add_parsers(sub: Any) -> None:
@@ -42,19 +43,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
-    # Imported here, and its ApiError caught here (see cli_notify: `python -m nodes.cli`).
-    from nodes.cli import ApiError
-
-    try:
-        return _run(args)
-    except ApiError as exc:
-        err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
-        field = f" (field: {err['field']})" if err.get("field") else ""
-        print(f"cronmesh: {exc}{field}", file=sys.stderr)
-        return 1
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"cronmesh: {exc}", file=sys.stderr)
-        return 1
+    return _run(args)  # errors are reported by nodes.cli.main.main, as for every command
 
 
 def read_value(args: argparse.Namespace) -> bytes:
@@ -67,8 +56,6 @@ def read_value(args: argparse.Namespace) -> bytes:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nodes.cli import call, show, table
-
     if args.action == "keygen":
         from cluster.secretbox import new_key
 

@@ -5,7 +5,7 @@ Each document has a ``kind`` (default ``Job``) and an optional ``project`` (defa
 ``--project``); the rest is the object as the API takes it. Kinds are registered in ``KINDS``:
 a new kind (workflows come with their branch) adds one entry, naming its API collection and the
 pydantic model that fills in defaults, so a comparison does not report a default as a change.
-This module is pure (plans from plain values); ``nodes/cli_gitops.py`` does the HTTP calls.
+This module is pure (plans from plain values); ``nodes/cli/gitops.py`` does the HTTP calls.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 
 from cluster.errors import InvalidInput
 from cluster.models import READ_ONLY_JOB_FIELDS, JobSpec, parse_model
-from nodes import yamlio
+from nodes.cli import yamlio
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import yaml
 from cluster.errors import CronmeshError
 from cluster.etcd import Etcd
 from cluster.keys import Keys
-from nodes import state_view
+from nodes.cli import state_view
 
 
 def add_parser(sub: Any) -> None:

@@ -1,0 +1,74 @@
+"""The CLI's HTTP client of the API: one call, a paged listing, the error an answer carries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from nodes.cli.credentials import token_for
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(err.get("message") or str(body))
+
+
+def call_all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
+    """Every item of a paged listing (``?after=&limit=``, answers carry ``next``)."""
+    items: list[Any] = []
+    after: str | None = None
+    sep = "&" if "?" in path else "?"
+    for _ in range(100_000):  # bounded: each page moves ``after`` forward
+        query = {"limit": "1000", **({"after": after} if after else {})}
+        data = call(args, "GET", f"{path}{sep}{urllib.parse.urlencode(query)}")
+        items += data.get(key, [])
+        after = data.get("next")
+        if not after:
+            break
+    return items
+
+
+def call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bool = False
+) -> Any:
+    url = args.api.rstrip("/") + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    token = token_for(args)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            payload = resp.read()
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            parsed = payload.decode(errors="replace")
+        if exc.code == 401 and not token and path != "/api/v1/auth/login":
+            parsed = {
+                "error": {
+                    "message": "not logged in: run `cronmesh login`, or give --token / "
+                    "CRONMESH_TOKEN"
+                }
+            }
+        raise ApiError(exc.code, parsed) from None
+    except urllib.error.URLError as exc:
+        raise ApiError(0, {"error": {"message": f"cannot reach {url}: {exc.reason}"}}) from None
+    if raw:
+        return payload.decode(errors="replace")
+    return json.loads(payload) if payload else None
+
+
+def proj(args: argparse.Namespace) -> str:
+    return f"/api/v1/projects/{urllib.parse.quote(args.project)}"

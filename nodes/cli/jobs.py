@@ -1,0 +1,120 @@
+"""``cronmesh job``, ``cronmesh run`` and ``cronmesh status``."""
+
+from __future__ import annotations
+
+import argparse
+import urllib.parse
+
+from nodes.cli import logs as cli_logs
+from nodes.cli.client import ApiError, call, call_all, proj
+from nodes.cli.documents import apply_documents, params
+from nodes.cli.output import schedules_text, show, table
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    base = proj(args)
+    if args.action == "apply":
+        for job in apply_documents(args, "job"):
+            print(f"job {args.project}/{job['name']} applied")
+    elif args.action == "list":
+        jobs = call_all(args, f"{base}/jobs", "jobs")
+        if args.output == "table":
+            table(
+                [
+                    [
+                        j["name"],
+                        "yes" if j["enabled"] else "no",
+                        schedules_text(j),
+                        ",".join(j["tags"]),
+                    ]
+                    for j in jobs
+                ],
+                ["NAME", "ENABLED", "SCHEDULES", "TAGS"],
+            )
+        else:
+            show(args, jobs)
+    elif args.action == "get":
+        show(args, call(args, "GET", f"{base}/jobs/{args.name}"))
+    elif args.action == "delete":
+        call(args, "DELETE", f"{base}/jobs/{args.name}")
+        print(f"job {args.project}/{args.name} deleted")
+    elif args.action in ("enable", "disable"):
+        call(args, "PATCH", f"{base}/jobs/{args.name}", {"enabled": args.action == "enable"})
+        print(f"job {args.project}/{args.name} {args.action}d")
+    elif args.action == "trigger":
+        run = call(
+            args, "POST", f"{base}/jobs/{args.name}/runs", {"parameters": params(args.param)}
+        )
+        if args.output == "table":
+            print(run["id"])
+        else:
+            show(args, run)
+    elif args.action == "ticks":
+        show(args, call(args, "GET", f"{base}/jobs/{args.name}/ticks"))
+    elif args.action == "backfill":
+        body = {"from": args.start, "to": args.end}
+        show(args, call(args, "POST", f"{base}/jobs/{args.name}/backfill", body))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    base = proj(args)
+    if args.action == "list":
+        query = {
+            k: v
+            for k, v in (("job", args.job), ("status", args.status), ("limit", args.limit))
+            if v
+        }
+        runs = call(args, "GET", f"{base}/runs?{urllib.parse.urlencode(query)}")["runs"]
+        if args.output == "table":
+            table(
+                [
+                    [
+                        r["id"],
+                        r["job"],
+                        r["status"],
+                        str(r["attempt"]),
+                        r["node"] or "-",
+                        r["scheduled_at"] or "-",
+                        r["source"],
+                        "-" if r["exit_code"] is None else str(r["exit_code"]),
+                    ]
+                    for r in runs
+                ],
+                ["ID", "JOB", "STATUS", "ATTEMPT", "NODE", "SCHEDULED", "SOURCE", "EXIT"],
+            )
+        else:
+            show(args, runs)
+    elif args.action == "get":
+        show(args, call(args, "GET", f"{base}/runs/{args.id}"))
+    elif args.action == "logs":
+        return cli_logs.print_logs(args, f"{base}/runs/{args.id}/logs")
+    elif args.action in ("cancel", "abort"):
+        call(args, "POST", f"{base}/runs/{args.id}/{args.action}")
+        print(f"run {args.id}: {args.action} requested")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        data = call(args, "GET", "/status")
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        data = exc.body
+    if args.output == "table":
+        print(f"node {data['node']['id']}  leader: {data['leader']}  queue: {data['queue_depth']}")
+        held = data["node"].get("containment")
+        if held:  # how this node contains its runs (D150)
+            limits = ",".join(sorted(held.get("limits") or {})) or "none"
+            print(f"runs contained by: {held['mode']} (kill: {held['kill']}, limits: {limits})")
+        table(
+            [
+                [n["id"], "up" if n["up"] else "down", n.get("address", "-"), n.get("version", "-")]
+                for n in data["nodes"]
+            ],
+            ["NODE", "STATE", "ADDRESS", "VERSION"],
+        )
+    else:
+        show(args, data)
+    return 0
