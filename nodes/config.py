@@ -18,7 +18,7 @@ from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
 from cluster.models import parse_model
 from cluster.quotas import DEFAULT_BYTES, DEFAULT_JOBS, DEFAULT_WORKFLOWS, MAX_QUOTA, Quotas
 from logstore.settings import LogSettings
-from nodes.proxy import parse_networks
+from nodes.api.proxy import parse_networks
 
 
 class NodeConfig(BaseModel):

@@ -31,13 +31,14 @@ from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
 from nodes import __version__, etcd_metrics, metrics
-from nodes.access import Access
+from nodes.api.access import Access
+from nodes.api.app import start_api
+from nodes.api.peer import PeerClient
 from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
 from nodes.executor.containment import Containment
 from nodes.leader.scheduler import Scheduler
 from nodes.notifier import lead_with_notifier
-from nodes.peer import PeerClient
 from nodes.secretkeys import KeyFile
 from nodes.worker import Worker
 
@@ -67,17 +68,18 @@ class Node:
         self.logs = build_logs(config.log_settings())
         self.secret_keys = KeyFile(config.secrets_key_file)
         self.secrets: SecretStore | None = None
-        self.peers = PeerClient(self)
         # A cgroup per run and the fence process (D150-D152); started in run().
         self.containment = Containment(
             config.node_id, config.data_dir, use_cgroups=config.cgroups != "off"
         )
-        self.access = Access(self)
+        self.access = Access(config, self.etcd, self.keys, self.node_id)
+        self.peers = PeerClient(self.etcd, self.keys, self.access.sign)
         self.ready = False
         self.leading = False
         self.session: Session | None = None
         self.store: Store | None = None
         self.worker: Worker | None = None
+        metrics.QUEUE_DEPTH.set_function(self._queue_depth)
         self.scheduler: Scheduler | None = None
         self.started_at = clock()
         self._stop = asyncio.Event()
@@ -98,6 +100,9 @@ class Node:
             log.info("shutdown requested")
             self._stop.set()
 
+    def _queue_depth(self) -> float:
+        return float(len(self.worker.candidates)) if self.worker is not None else 0.0
+
     async def __aenter__(self) -> Node:
         return self
 
@@ -105,8 +110,6 @@ class Node:
         self.shutdown()
 
     async def run(self) -> None:
-        from nodes.api import start_api
-
         structlog.contextvars.bind_contextvars(node=self.node_id)
         self.containment.start()  # before any run: reaps what a previous incarnation left
         fence_watch = asyncio.create_task(self.containment.watch_fence(), name="fence-watch")

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from cluster.permissions import RANK
-from nodes import signing
-from nodes.api import make_app
+from nodes.api import signing
+from nodes.api.app import make_app
 from tests.conftest import TEST_ADMIN_TOKEN, api_headers, api_session, wait_for
 
 OWN, OTHER = "own", "other"
@@ -255,8 +255,8 @@ async def test_a_route_that_does_not_validate_names_is_still_confined(cluster):
     """A route added by another module, trusting match_info as is, behind the same middleware."""
     from aiohttp import web
 
-    from nodes.access import ACCESS, access_middleware
-    from nodes.api import errors_middleware
+    from nodes.api.access import ACCESS, access_middleware
+    from nodes.api.http import errors_middleware
     from nodes.devtools.embedded import free_port
 
     node = await cluster.start()

@@ -401,8 +401,8 @@ async def test_helm_refuses_security_values_the_node_cannot_use(values):
 async def test_the_generated_etcd_certificate_serves_a_real_etcd(tmp_path):
     """The chart's CA and certificate (it names 127.0.0.1 too) work for a real etcd and for the
     `cronmesh etcd-auth` init container's etcdctl, which checks the server against the CA."""
-    from nodes.devtools.embedded import EtcdProcess
     from nodes.cli.etcd_auth import ensure_auth, etcdctl
+    from nodes.devtools.embedded import EtcdProcess
 
     objects = await render({"etcd": {"enabled": True}})
     tls = by_kind(objects, "Secret")["rel-cronmesh-etcd-tls"]["stringData"]

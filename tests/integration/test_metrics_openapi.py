@@ -18,8 +18,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from nodes.api.openapi import NOT_API
 from nodes.devtools.embedded import EtcdProcess
-from nodes.openapi import NOT_API
 from tests.conftest import ProcessCluster, api_headers, wait_for
 from tests.integration.test_api import JOBS, run_done
 
@@ -72,7 +72,7 @@ async def test_openapi_document_is_generated_valid_and_lists_every_route(cluster
     status, doc = await cluster.request("GET", "/api/v1/openapi.json")
     assert status == 200
     validate(doc)
-    from nodes.api import make_app
+    from nodes.api.app import make_app
 
     app = make_app(node)
     routes = {

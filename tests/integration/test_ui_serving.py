@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from nodes.api_ui import resolve
+from nodes.api.ui import resolve
 from nodes.ui import STATIC
 
 

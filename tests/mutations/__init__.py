@@ -307,7 +307,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "peer-signature",
-        "nodes/signing.py",
+        "nodes/api/signing.py",
         r"if not hmac\.compare_digest\(mac\.hexdigest\(\), sig\):",
         "if False:",
         ("tests/unit/test_identity.py::test_signature_covers_everything_and_replays_fail",),
@@ -315,7 +315,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "peer-replay",
-        "nodes/signing.py",
+        "nodes/api/signing.py",
         r"if not nonces\.add\(nonce, now\):",
         "if False:",
         (
@@ -327,7 +327,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "auth-ambiguous-project",
-        "nodes/access.py",
+        "nodes/api/access.py",
         r"if checked is not None and routed is not None and routed != checked:",
         "if False:",
         (

@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from nodes.devtools.embedded import etcd_binary, free_port
 from nodes.cli.etcd_auth import etcdctl
+from nodes.devtools.embedded import etcd_binary, free_port
 from tests.conftest import ROOT, wait_for
 
 P = "/api/v1/projects/default"
@@ -136,8 +136,8 @@ async def test_a_job_in_a_dev_cluster_cannot_read_or_write_etcd(dev_cluster):
 
 def test_enable_auth_is_idempotent_across_restarts(tmp_path: Path):
     """`cronmesh dev` restarted on the same data folder keeps its etcd users and passwords."""
-    from nodes.devtools.embedded import EtcdProcess
     from nodes.cli.etcd_auth import EtcdAuthError, enable_auth
+    from nodes.devtools.embedded import EtcdProcess
 
     server = EtcdProcess(tmp_path / "etcd").start()
     try:

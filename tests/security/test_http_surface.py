@@ -8,7 +8,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from nodes import signing
+from nodes.api import signing
 from tests.conftest import api_headers
 
 JOB = {"name": "j", "command": "true"}

@@ -20,7 +20,7 @@ from logstore.s3 import S3Store
 from logstore.s3put import SignedPut
 from logstore.spool import LogRef, Spool, UnsafeLogRef
 from logstore.store import KeyOutsideStore, check_key
-from nodes import signing
+from nodes.api import signing
 from tests.conftest import api_headers, wait_for
 
 SECRET = "b-secret-output-7f3a"

@@ -8,8 +8,8 @@ import time
 
 import aiohttp
 
-from nodes.proxy import client_address, forwarded_tls, parse_networks
-from nodes.ratelimit import Attempt, LoginLimiter
+from nodes.api.proxy import client_address, forwarded_tls, parse_networks
+from nodes.api.ratelimit import Attempt, LoginLimiter
 
 LOGIN = "/api/v1/auth/login"
 

@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from cluster.errors import InvalidInput
-from nodes import signing
+from nodes.api import signing
 from nodes.config import load_config
 from nodes.devtools.embedded import free_port
 from tests.conftest import ROOT, node_env, wait_for

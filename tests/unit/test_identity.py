@@ -6,8 +6,8 @@ import pytest
 
 from cluster import passwords, tokens
 from cluster.permissions import Requirement, allows, match_path, requirement, visible_projects
-from nodes import signing
-from nodes.ratelimit import LoginLimiter
+from nodes.api import signing
+from nodes.api.ratelimit import LoginLimiter
 
 P = "/api/v1/projects/web"
 

@@ -89,7 +89,7 @@ def documented(**fields: Any) -> Callable[[H], H]:
 
 
 INTERNAL = "/internal/"
-NOT_API = ("/", "/ui", "/ui/{path}")  # the web UI's pages and files (nodes/api_ui.py)
+NOT_API = ("/", "/ui", "/ui/{path}")  # the web UI's pages and files (nodes/api/ui.py)
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 

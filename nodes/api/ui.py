@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from nodes import api_cron
 from nodes.ui import STATIC
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 TYPES = {
     ".html": "text/html",
@@ -67,9 +66,8 @@ async def ui_file(request: web.Request) -> web.Response:
     return _file(path)
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     r = app.router
     r.add_get("/", ui_root)
     r.add_get("/ui", ui_root)
     r.add_get("/ui/{path:.*}", ui_file)
-    api_cron.add_routes(app, node)

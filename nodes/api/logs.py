@@ -47,13 +47,13 @@ from logstore.tail import (
     spool_lines,
     spool_text,
 )
-from nodes.access import PRINCIPAL
-from nodes.api import _NAME, Api, int_query, ok, project_of
-from nodes.openapi import documented
-from nodes.peer import INTERNAL_PREFIX
+from nodes.api.access import PRINCIPAL
+from nodes.api.http import NAME_RE, int_query, ok, project_of, require_store
+from nodes.api.openapi import documented
+from nodes.api.peer import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 log = structlog.get_logger(__name__)
 
@@ -175,7 +175,7 @@ class _ClientGone(Exception):
 
 
 class LogsApi:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ApiContext) -> None:
         self.node = node
         self.reads = Slots(node.config.log_reads, "log reads")
         self.followers = Followers(node.config.log_followers, node.config.log_followers_per_user)
@@ -201,7 +201,7 @@ class LogsApi:
             return web.Response(status=204)  # nobody reads it
 
     async def _logs(self, request: web.Request, project: str, q: Query) -> web.StreamResponse:
-        store = Api(self.node).store()
+        store = require_store(self.node)
         try:
             run = await store.get_run(project, request.match_info["run"])
         except RunNotFound:
@@ -287,7 +287,7 @@ class LogsApi:
         """For ``follow``: wait while the attempt has not started yet, on a watch of the run's
         key (not by reading it again and again), checking every second that the client is still
         there (D164)."""
-        store = Api(self.node).store()
+        store = require_store(self.node)
         key = self.node.keys.run(run.project, run.id)
         while run.status == "pending" and run.attempt <= attempt:
             stored = await store.get_run_kv(run.project, run.id)
@@ -642,12 +642,12 @@ def _when(request: web.Request, name: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-async def list_archived(node: Node, request: web.Request) -> web.Response:
+async def list_archived(node: ApiContext, request: web.Request) -> web.Response:
     """``GET …/runs?archived=1[&job=J][&from=T][&to=T][&before=ID][&limit=N]``: archived runs,
     newest first, read from the log store."""
     project = project_of(request)
     job = request.query.get("job") or None
-    if job is not None and not _NAME.fullmatch(job):
+    if job is not None and not NAME_RE.fullmatch(job):
         raise InvalidInput(f"invalid job name {job!r}", field="job")
     since, until = _when(request, "from"), _when(request, "to")
     if since and until and since >= until:
@@ -672,7 +672,7 @@ async def list_archived(node: Node, request: web.Request) -> web.Response:
     return ok({"runs": runs, "archived": True})
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     api = LogsApi(node)
     app.router.add_get("/api/v1/projects/{project}/runs/{run}/logs", api.logs)
     app.router.add_get(

@@ -19,19 +19,29 @@ from cluster.workflows import (
     WorkflowSpec,
     parse_workflow,
 )
-from nodes.api import _NAME, Api, body_json, dump, int_query, named_body, ok, page_query, project_of
-from nodes.openapi import LIMIT, STR, documented
+from nodes.api.http import (
+    NAME_RE,
+    body_json,
+    dump,
+    int_query,
+    named_body,
+    ok,
+    page_query,
+    project_of,
+    require_store,
+)
+from nodes.api.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 
 class WorkflowApi:
-    def __init__(self, node: Node) -> None:
-        self.api = Api(node)
+    def __init__(self, node: ApiContext) -> None:
+        self.node = node
 
     def wf(self) -> WorkflowStore:
-        return WorkflowStore(self.api.store())
+        return WorkflowStore(require_store(self.node))
 
     @staticmethod
     def _spec(data: dict[str, Any], name: str | None) -> WorkflowSpec:
@@ -80,7 +90,7 @@ class WorkflowApi:
         project = project_of(request)
         limit = int_query(request, "limit", 50, 1, 1000)
         workflow = request.match_info.get("workflow") or request.query.get("workflow")
-        if workflow is not None and not _NAME.fullmatch(workflow):
+        if workflow is not None and not NAME_RE.fullmatch(workflow):
             raise InvalidInput(f"invalid workflow name {workflow!r}", field="workflow")
         execs = await self.wf().list_executions(project, workflow, limit)
         return ok(
@@ -132,7 +142,7 @@ class WorkflowApi:
         return ok(dump(ex))
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     h = WorkflowApi(node)
     r = app.router
     base = "/api/v1/projects/{project}"

@@ -49,25 +49,25 @@ from cluster.placement import (
 from nodes.cluster_view import read_topology
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 log = structlog.get_logger(__name__)
 
-_NAME = re.compile(NAME_PATTERN)
+NAME_RE = re.compile(NAME_PATTERN)
 _NODE = re.compile(NODE_ID_PATTERN)
 _PROJECT_OR_ALL = re.compile(PROJECT_OR_ALL)
 NODE_ACTIONS = ("enable", "disable", "drain", "shutdown")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    from nodes.api import ok
+    from nodes.api.http import ok
 
     return ok(data, status)
 
 
 def _name(request: web.Request, part: str, field: str) -> str:
     value = request.match_info[part]
-    if not _NAME.fullmatch(value):
+    if not NAME_RE.fullmatch(value):
         raise InvalidInput(f"invalid {field} name {value!r}", field=field)
     return value
 
@@ -91,7 +91,7 @@ def placement_doc(draw: str | None, placement: Placement) -> dict[str, Any]:
     }
 
 
-async def annotate_runs(node: Node, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def annotate_runs(node: ApiContext, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add ``placement`` (candidates, preferred node, ``no eligible node: …``) to pending runs."""
     pending = [d for d in docs if d.get("status") == "pending"]
     if not pending:
@@ -112,7 +112,7 @@ def _instant(iso: str) -> datetime:
 
 
 class PlacementApi:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ApiContext) -> None:
         self._seen: dict[str, str] = {}  # node id -> the last heartbeat seen, bounded by nodes
         self.node = node
 
@@ -228,7 +228,7 @@ class PlacementApi:
     # -- groups --------------------------------------------------------------------------------
 
     async def list_groups(self, request: web.Request) -> web.Response:
-        from nodes.api import paged
+        from nodes.api.http import paged
 
         page, more = paged(request, await self.groups().list_groups(), lambda g: g["name"])
         return _json({"groups": page, "next": more})
@@ -237,7 +237,7 @@ class PlacementApi:
         return _json(await self.groups().get_group(_name(request, "group", "group")))
 
     async def put_group(self, request: web.Request) -> web.Response:
-        from nodes.api import body_json
+        from nodes.api.http import body_json
 
         name = _name(request, "group", "group")
         data = await body_json(request)
@@ -258,7 +258,7 @@ class PlacementApi:
         return web.Response(status=204)
 
     async def put_binding(self, request: web.Request) -> web.Response:
-        from nodes.api import body_json
+        from nodes.api.http import body_json
 
         group = _name(request, "group", "group")
         name = _name(request, "binding", "binding")
@@ -307,7 +307,7 @@ class PlacementApi:
         """Where runs of a target would go now: ``?group=g&selector=zone%3Deu1&run=<id>``
         (``&project=p``: only what that project was granted)."""
         from cluster.models import Target
-        from nodes.api import int_query
+        from nodes.api.http import int_query
 
         self.groups()
         target = parse_model(
@@ -322,7 +322,7 @@ class PlacementApi:
             },
         )
         project = request.query.get("project") or None
-        if project is not None and not _NAME.fullmatch(project):
+        if project is not None and not NAME_RE.fullmatch(project):
             raise InvalidInput(f"invalid project name {project!r}", field="project")
         topo, _ = await read_topology(self.node.etcd, self.node.keys)
         run = request.query.get("run") or None
@@ -331,7 +331,7 @@ class PlacementApi:
         return _json(placement_doc(draw, for_target(target, topo, project)))
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     api = PlacementApi(node)
     r = app.router
     r.add_get("/api/v1/nodes", api.list_nodes)

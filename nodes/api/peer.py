@@ -9,7 +9,7 @@ receiving node.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -20,19 +20,26 @@ from yarl import URL
 from cluster.errors import PeerRejected, Unavailable
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from cluster.etcd import Etcd
+    from cluster.keys import Keys
+
+Signer = Callable[..., dict[str, str]]
 
 INTERNAL_PREFIX = "/internal/v1"
 
 
 class PeerClient:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, etcd: Etcd, keys: Keys, sign: Signer) -> None:
+        """``sign(method, path_qs, body, to=node_id)``: the headers that sign a call
+        (``Access.sign``)."""
+        self.etcd = etcd
+        self.keys = keys
+        self.sign = sign
         self._http: aiohttp.ClientSession | None = None
 
     async def address(self, node_id: str) -> str:
         """The advertised ``host:port`` of a live node (from its lease-bound registry key)."""
-        kv = await self.node.etcd.get(self.node.keys.node(node_id))
+        kv = await self.etcd.get(self.keys.node(node_id))
         if kv is None:
             raise Unavailable(f"node {node_id} is down")
         return str(json.loads(kv.value)["address"])
@@ -62,7 +69,7 @@ class PeerClient:
             raise ValueError(f"peer calls go to {INTERNAL_PREFIX}/…, not {path!r}")
         address = await self.address(node_id)
         path_qs = path + (f"?{urlencode(dict(params))}" if params else "")
-        headers: dict[str, Any] = self.node.access.sign(method, path_qs, body, to=node_id)
+        headers: dict[str, Any] = self.sign(method, path_qs, body, to=node_id)
         try:
             async with self._session().request(
                 method,

@@ -1,4 +1,4 @@
-"""Operations routes: the generated OpenAPI document, and the metrics that are read on scrape."""
+"""Operations routes: the generated OpenAPI document."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from nodes import api_notify, metrics
-from nodes.openapi import build_openapi
+from nodes.api.openapi import build_openapi
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     cache: dict[str, Any] = {}
 
     async def openapi(request: web.Request) -> web.Response:
@@ -23,10 +22,3 @@ def add_routes(app: web.Application, node: Node) -> None:
         return web.json_response(cache["doc"])
 
     app.router.add_get("/api/v1/openapi.json", openapi)
-    api_notify.add_routes(app, node)
-
-    def queue_depth() -> float:
-        worker = node.worker
-        return float(len(worker.candidates)) if worker is not None else 0.0
-
-    metrics.QUEUE_DEPTH.set_function(queue_depth)

@@ -9,14 +9,14 @@ from aiohttp import web
 from cluster.errors import Unavailable
 from cluster.models import parse_model
 from cluster.notify import ProjectNotifications
-from nodes.openapi import documented
+from nodes.api.openapi import documented
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 
-def add_routes(app: web.Application, node: Node) -> None:
-    from nodes.api import body_json, ok, project_of
+def add_routes(app: web.Application, node: ApiContext) -> None:
+    from nodes.api.http import body_json, ok, project_of
 
     def connected() -> None:
         if node.store is None or node.session is None or node.session.lost.is_set():

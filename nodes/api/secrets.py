@@ -24,14 +24,14 @@ from pydantic import BaseModel
 from cluster.errors import InvalidInput, Unavailable
 from cluster.models import NAME_PATTERN
 from cluster.secret_store import MAX_SECRET_BYTES, SecretStore
-from nodes.access import PRINCIPAL
-from nodes.api import int_query, ok, project_of
-from nodes.openapi import LIMIT, STR, documented
+from nodes.api.access import PRINCIPAL
+from nodes.api.http import int_query, ok, project_of
+from nodes.api.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
-_NAME = re.compile(NAME_PATTERN)
+NAME_RE = re.compile(NAME_PATTERN)
 MAX_BODY = 4 * MAX_SECRET_BYTES  # base64 and JSON escapes of the largest value fit
 
 
@@ -57,7 +57,7 @@ class SecretValue(BaseModel):
 
 def secret_name(request: web.Request) -> str:
     name = request.match_info["secret"]
-    if not _NAME.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid secret name {name!r}: [a-z0-9][a-z0-9-_.]{{0,62}}", field="name"
         )
@@ -99,7 +99,7 @@ async def secret_body(request: web.Request, name: str) -> bytes:
 
 
 class SecretApi:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ApiContext) -> None:
         self.node = node
 
     def store(self) -> SecretStore:
@@ -114,7 +114,7 @@ class SecretApi:
         project = project_of(request)
         limit = int_query(request, "limit", 100, 1, 1000)
         after = request.query.get("after") or None
-        if after is not None and not _NAME.fullmatch(after):
+        if after is not None and not NAME_RE.fullmatch(after):
             raise InvalidInput("after must be a secret name", field="after")
         items, nxt = await self.store().list_page(project, limit=limit, after=after)
         return ok({"secrets": items, "next": nxt})
@@ -146,7 +146,7 @@ class SecretApi:
         return ok(await self.store().rotate(dry_run=dry))
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     api = SecretApi(node)
     base = "/api/v1/projects/{project}/secrets"
     r = app.router

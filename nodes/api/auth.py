@@ -37,7 +37,7 @@ from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
 from cluster.quotas import parse_overrides
 from logstore.store import StoreUnavailable
-from nodes.access import (
+from nodes.api.access import (
     ACCESS,
     COOKIE,
     Access,
@@ -48,20 +48,20 @@ from nodes.access import (
     principal,
     whoami,
 )
-from nodes.api import body_json, int_query, ok, paged, project_of
-from nodes.openapi import LIMIT, STR, ProjectList, documented
+from nodes.api.http import body_json, int_query, ok, paged, project_of
+from nodes.api.openapi import LIMIT, STR, ProjectList, documented
 
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}")
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 LOGIN_FAILED = "invalid user name or password"
 PROJECT_NAME = re.compile(NAME_PATTERN)
 
 
 class AuthApi:
-    def __init__(self, node: Node, access: Access) -> None:
+    def __init__(self, node: ApiContext, access: Access) -> None:
         self.node = node
         self.access = access
 
@@ -381,7 +381,7 @@ class AuthApi:
         return ok(done)
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     access = node.access
     app[ACCESS] = access
     app.middlewares.append(access_middleware)

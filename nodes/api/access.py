@@ -38,14 +38,16 @@ from cluster.errors import (
 from cluster.etcd import OBSERVER, Compare, Op
 from cluster.identity import IdentityStore, TokenRecord, User
 from cluster.permissions import WRITE, Requirement, allows, metrics_scope_allows, requirement
-from nodes import proxy, signing
+from nodes.api import proxy, signing
+from nodes.api.hashing import HashPool
+from nodes.api.ratelimit import Attempt, LoginLimiter
 from nodes.config import read_secret
-from nodes.hashing import HashPool
-from nodes.ratelimit import Attempt, LoginLimiter
 
 if TYPE_CHECKING:
+    from cluster.etcd import Etcd
+    from cluster.keys import Keys
     from cluster.store import Store
-    from nodes.daemon import Node
+    from nodes.config import NodeConfig
 
 log = structlog.get_logger(__name__)
 
@@ -66,9 +68,11 @@ class Principal:
 
 
 class Access:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.config = node.config
+    def __init__(self, config: NodeConfig, etcd: Etcd, keys: Keys, node_id: str) -> None:
+        self.config = config
+        self.etcd = etcd
+        self.keys = keys
+        self.node_id = node_id
         self.identity: IdentityStore | None = None
         self.audit: AuditLog | None = None
         self.limiter = LoginLimiter()
@@ -99,7 +103,7 @@ class Access:
 
     async def _bootstrap_admin(self) -> None:
         assert self.identity is not None
-        keys, etcd = self.node.keys, self.node.etcd
+        keys, etcd = self.keys, self.etcd
         if await etcd.get(keys.bootstrapped()) is not None:
             return
         cfg = self.config
@@ -139,9 +143,9 @@ class Access:
 
     async def _shared_peer_secret(self) -> bytes:
         """No secret configured: the cluster shares one in etcd, created by the first node."""
-        key = self.node.keys.peer_secret()
+        key = self.keys.peer_secret()
         candidate = secrets.token_hex(32)
-        etcd = self.node.etcd
+        etcd = self.etcd
         await etcd.txn([Compare.absent(key)], [Op.put(key, candidate)])
         kv = await etcd.get(key)
         if kv is None:
@@ -157,7 +161,7 @@ class Access:
         if self.peer_secret is None:
             raise Unavailable("this node has no peer secret yet")
         return signing.sign(
-            self.peer_secret, method, path_qs, body, time.time(), self.node.node_id, to=to
+            self.peer_secret, method, path_qs, body, time.time(), self.node_id, to=to
         )
 
     async def check_peer(self, request: web.Request) -> None:
@@ -174,7 +178,7 @@ class Access:
             request.headers,
             time.time(),
             self.nonces,
-            me=self.node.node_id,
+            me=self.node_id,
         )
         if reason is not None:
             log.warning("peer request rejected", reason=reason, path=request.path)

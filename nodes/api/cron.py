@@ -13,17 +13,17 @@ from aiohttp import web
 
 from cluster.cron import next_times, parse_schedule, validate_timezone
 from cluster.errors import InvalidInput, InvalidSchedule
-from nodes.api import int_query, ok
-from nodes.openapi import STR, documented
+from nodes.api.http import int_query, ok
+from nodes.api.openapi import STR, documented
 
 if TYPE_CHECKING:
-    from nodes.daemon import Node
+    from nodes.api.context import ApiContext
 
 MAX_EXPR = 256
 
 
 class CronApi:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ApiContext) -> None:
         self.node = node
 
     @documented(
@@ -61,5 +61,5 @@ class CronApi:
         )
 
 
-def add_routes(app: web.Application, node: Node) -> None:
+def add_routes(app: web.Application, node: ApiContext) -> None:
     app.router.add_get("/api/v1/cron/preview", CronApi(node).cron_preview)
