@@ -41,7 +41,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.node_action:  # `cronmesh node list|get|enable|disable|drain|shutdown`
         return cli_placement.cmd_node_admin(args)
 
-    from nodes.config import load_config
+    from nodes import jobenv
+    from nodes.config import SECRET_VARIABLES, load_config
     from nodes.daemon import Node
 
     flags = {
@@ -66,12 +67,16 @@ def cmd_node(args: argparse.Namespace) -> int:
         "log_store": args.log_store,
         "s3_endpoint": args.s3_endpoint,
         "s3_region": args.s3_region,
+        "job_env": args.job_env or None,
+        "job_env_passthrough": args.job_env_passthrough,
     }
     from nodes import gctune
 
     try:
         config = load_config(flags, file=args.config)
         cli_auth.check_node_config(config)
+        # Read once; from here on the node's environment holds no secret (D141).
+        jobenv.scrub_secrets(SECRET_VARIABLES)
         gctune.tune()  # after start-up: what it built is frozen out of the collector (D138)
     except CronmeshError as exc:
         print(f"cronmesh: {exc.message}", file=sys.stderr)
@@ -341,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-store", help="s3://bucket/prefix or a folder (default: --log-dir)")
     n.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
     n.add_argument("--s3-region", help="S3 region (else AWS_REGION)")
+    n.add_argument("--job-env", action="append", help="NAME=VALUE every job gets (repeatable)")
+    n.add_argument(
+        "--job-env-passthrough",
+        help="node variables jobs get, comma-separated (CRONMESH_JOB_ENV_PASSTHROUGH)",
+    )
     n.set_defaults(func=cmd_node)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")

@@ -29,7 +29,7 @@ from cluster.models import now_utc
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
-from nodes import __version__, etcd_metrics, metrics
+from nodes import __version__, etcd_metrics, jobenv, metrics
 from nodes.access import Access
 from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
@@ -233,6 +233,11 @@ class Node:
             view=self.view,
             weight_budget=self.config.weight_budget,
             handoff_delay=self.config.handoff_delay,
+            job_env=jobenv.base_env(
+                os.environ,
+                extra=self.config.job_env,
+                passthrough=self.config.job_env_passthrough,
+            ),
         )
         self.ready = True
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)

@@ -42,7 +42,7 @@ from cluster.store import Store, Stored, dumps
 from cluster.txnbatch import TxnBatcher
 from logstore.service import Logs
 from logstore.spool import LogRef, SpoolWriter
-from nodes import metrics
+from nodes import jobenv, metrics
 from nodes.cluster_view import ClusterView
 from nodes.executor import ExitStatus, Process
 
@@ -176,6 +176,7 @@ class Worker:
         view: ClusterView | None = None,
         weight_budget: int | None = None,
         handoff_delay: float = 1.0,
+        job_env: Mapping[str, str] | None = None,
     ) -> None:
         self.etcd = etcd
         self.keys = keys
@@ -216,7 +217,10 @@ class Worker:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         self._result_dir = Path(work_dir) / ".results"
         self._result_dir.mkdir(parents=True, exist_ok=True)
-        self._base_env = dict(os.environ)
+        # The node's part of every job's environment, by allow-list (D140); None: the default
+        # allow-list over this process's environment.
+        self._base_env = dict(job_env) if job_env is not None else jobenv.base_env(os.environ)
+        self._python_path = jobenv.python_path(os.environ)
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -557,6 +561,7 @@ class Worker:
         spec = run.snapshot
         if spec.python is not None:
             env["CRONMESH_PYTHON"] = spec.python.model_dump_json()
+            env["PYTHONPATH"] = self._python_path
             return [sys.executable, "-m", "nodes.pyjob"], env
         return ["/bin/sh", "-c", spec.command or ""], env
 

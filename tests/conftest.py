@@ -196,15 +196,16 @@ class NodeProcess:
         *,
         host: str = "127.0.0.1",
         wrapper: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """``wrapper``: a command the node runs under (``ip netns exec NS``); ``host`` its
-        listening address there."""
+        listening address there; ``env``: variables added to the node's environment."""
         self.node_id = node_id
         self.port = port
         self.host = host
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+        env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [*(wrapper or []), sys.executable, "-m", "nodes.cli", "node", *args],
             stdout=self._log,
@@ -250,6 +251,7 @@ class ProcessCluster:
         host: str = "127.0.0.1",
         endpoints: list[str] | None = None,
         wrapper: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> NodeProcess:
         port = free_port()
         args = [
@@ -270,8 +272,8 @@ class ProcessCluster:
             *extra,
         ]
         log_path = self.tmp / f"{node_id}.log"
-        proc = NodeProcess(node_id, args, log_path, port, host=host, wrapper=wrapper)
-        proc.extra = (extra, lease_ttl)  # type: ignore[attr-defined]
+        proc = NodeProcess(node_id, args, log_path, port, host=host, wrapper=wrapper, env=env)
+        proc.extra = (extra, lease_ttl, env)  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
 
@@ -279,8 +281,8 @@ class ProcessCluster:
         """Start a new process with the same id and options (after the old one died)."""
         node.stop()
         self.procs.remove(node)
-        extra, ttl = node.extra  # type: ignore[attr-defined]
-        return self.start(node.node_id, *extra, lease_ttl=ttl)
+        extra, ttl, env = node.extra  # type: ignore[attr-defined]
+        return self.start(node.node_id, *extra, lease_ttl=ttl, env=env)
 
     def close(self) -> None:
         for p in self.procs:
