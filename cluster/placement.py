@@ -43,6 +43,7 @@ class NodeView:
     weight_budget: int | None = None  # None: no budget
     admin: str = "enabled"  # "enabled" | "disabled" | "draining" | "stopping" (shutting down)
     up: bool = True
+    run_as: frozenset[str] = frozenset()  # users a job's run_as may name here (D142)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +93,23 @@ class TargetLike(Protocol):
     def selector(self) -> str: ...
 
 
-def for_target(target: TargetLike, topo: Topology) -> Placement:
-    """THE mapping from a target to its placement decision (jobs and workflow tasks alike)."""
-    return place(target.group, target.selector, topo)
+def for_target(target: TargetLike, topo: Topology, user: str | None = None) -> Placement:
+    """THE mapping from a target to its placement decision (jobs and workflow tasks alike);
+    ``user``: the job's ``run_as`` user, if it names one."""
+    return place(target.group, target.selector, topo, user)
 
 
-def _why_not(node: NodeView | None, node_id: str, terms: tuple[Term, ...]) -> str | None:
+def _why_not(
+    node: NodeView | None, node_id: str, terms: tuple[Term, ...], user: str | None = None
+) -> str | None:
     if node is None or not node.up:
         return f"{node_id} is down"
     if node.admin != "enabled":
         return f"{node_id} is {node.admin}"
     if not matches(terms, node.properties):
         return f"{node_id} does not match the selector"
+    if user is not None and user not in node.run_as:
+        return f"{node_id} may not run jobs as {user!r}"
     return None
 
 
@@ -112,8 +118,9 @@ def _summary(why: list[str], limit: int = 8) -> str:
     return "; ".join(why[:limit]) + more
 
 
-def place(group: str | None, selector: str, topo: Topology) -> Placement:
-    """The candidates of a target, or the reason there are none (``no eligible node: …``)."""
+def place(group: str | None, selector: str, topo: Topology, user: str | None = None) -> Placement:
+    """The candidates of a target, or the reason there are none (``no eligible node: …``);
+    ``user``: only nodes that may run jobs as this user (a job's ``run_as``) are candidates."""
     terms = parse_selector(selector)
     why: list[str] = []
     out: list[Candidate] = []
@@ -125,7 +132,7 @@ def place(group: str | None, selector: str, topo: Topology) -> Placement:
             return Placement((), f"no eligible node: group {group!r} has no bindings")
         for b in sorted(bindings, key=lambda b: b.name):
             node = topo.nodes.get(b.node)
-            reason = _why_not(node, b.node, terms)
+            reason = _why_not(node, b.node, terms, user)
             if reason is None and node is not None and not fits_ever(node, b.weight):
                 reason = (
                     f"{b.node}: binding {b.name!r} weighs {b.weight}, "
@@ -142,7 +149,7 @@ def place(group: str | None, selector: str, topo: Topology) -> Placement:
     if not live:
         return Placement((), "no eligible node: no node is up")
     for node in sorted(live, key=lambda n: n.id):
-        reason = _why_not(node, node.id, terms)
+        reason = _why_not(node, node.id, terms, user)
         if reason is None and not fits_ever(node, 1):
             reason = f"{node.id} has a weight budget of {node.weight_budget}"
         if reason is not None:

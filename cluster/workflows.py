@@ -23,6 +23,7 @@ from cluster.models import (
     Name,
     Params,
     PythonTarget,
+    RunAs,
     ScheduleSpec,
     Strict,
     Target,
@@ -75,6 +76,7 @@ class TaskSpec(Strict):
     retry_interval: float = Field(default=10, ge=0, le=86400)
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     target: Target = Field(default_factory=Target)
+    run_as: RunAs | None = None  # as a job's (D142)
     kill_grace: float = Field(default=10, ge=0, le=3600)
 
     @model_validator(mode="after")
@@ -134,6 +136,7 @@ class WorkflowSpec(Strict):
             retry_interval=task.retry_interval,
             retry_backoff=task.retry_backoff,
             target=task.target,
+            run_as=task.run_as,
             priority=self.priority,
             kill_grace=task.kill_grace,
         )

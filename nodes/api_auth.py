@@ -29,6 +29,7 @@ from cluster.identity import (
 )
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
+from cluster.runas import parse_users
 from nodes.access import (
     ACCESS,
     COOKIE,
@@ -52,6 +53,15 @@ def _verify(password: str, stored: str | None) -> bool:
     """In a thread: check against the stored hash, or a dummy one (same cost, always False)."""
     ok = passwords.verify_password(password, stored or passwords.dummy_hash())
     return ok and stored is not None
+
+
+def _project_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the API shows of a project record."""
+    return {
+        "name": doc["name"],
+        "description": doc.get("description", ""),
+        "run_as_users": list(doc.get("run_as_users") or []),  # D142: cluster admins set it
+    }
 
 
 class AuthApi:
@@ -281,14 +291,31 @@ class AuthApi:
         description = data.get("description", "")
         if not isinstance(description, str) or len(description) > 1000:
             raise InvalidInput("description must be a string (max 1000)", field="description")
+        users: list[str] | None = None  # absent: unchanged
+        if "run_as_users" in data:
+            raw = data["run_as_users"]
+            if not isinstance(raw, list) or len(raw) > 1000:
+                raise InvalidInput(
+                    "run_as_users must be a list of user names (max 1000)", field="run_as_users"
+                )
+            try:
+                users = parse_users(raw, "run_as_users")
+            except ValueError as exc:
+                raise InvalidInput(str(exc), field="run_as_users") from None
         key = self.node.keys.project(name)
-        doc = json.dumps({"name": name, "description": description})
-        res = await self.node.etcd.txn([Compare.absent(key)], [Op.put(key, doc)])
-        if not res.succeeded:
-            if create_only:
+        for _ in range(5):
+            kv = await self.node.etcd.get(key)
+            if kv is not None and create_only:
                 raise Conflict(f"project {name!r} already exists", field="name")
-            await self.node.etcd.put(key, doc)
-        return ok({"name": name, "description": description}, 201 if res.succeeded else 200)
+            doc: dict[str, Any] = json.loads(kv.value) if kv is not None else {}
+            doc.update(name=name, description=description)  # fields of others are kept
+            if users is not None:
+                doc["run_as_users"] = users
+            compare = Compare.modified(key, kv.mod_revision) if kv else Compare.absent(key)
+            res = await self.node.etcd.txn([compare], [Op.put(key, json.dumps(doc))])
+            if res.succeeded:
+                return ok(_project_doc(doc), 201 if kv is None else 200)
+        raise Conflict(f"project {name!r} is being changed concurrently; retry", field="name")
 
     @documented()
     async def get_project(self, request: web.Request) -> web.Response:
@@ -296,8 +323,7 @@ class AuthApi:
         kv = await self.node.etcd.get(self.node.keys.project(name))
         if kv is None:
             raise NotFound(f"project {name!r} not found", field="project")
-        doc = json.loads(kv.value)
-        return ok({"name": name, "description": doc.get("description", "")})
+        return ok(_project_doc({**json.loads(kv.value), "name": name}))
 
     @documented(status="204")
     async def delete_project(self, request: web.Request) -> web.Response:

@@ -41,7 +41,9 @@ from cluster.placement import (
     place,
     preferred,
 )
+from cluster.runas import project_refusal
 from nodes.cluster_view import read_topology
+from nodes.runas import project_run_as_users
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -89,9 +91,19 @@ async def annotate_runs(node: Node, docs: list[dict[str, Any]]) -> list[dict[str
     if not pending:
         return docs
     topo, _ = await read_topology(node.etcd, node.keys)
+    allowed: dict[str, list[str]] = {}  # project -> run_as_users, read once per project
     for doc in pending:
-        target = (doc.get("snapshot") or {}).get("target") or {}
-        placement = place(target.get("group"), target.get("selector") or "", topo)
+        snapshot = doc.get("snapshot") or {}
+        target = snapshot.get("target") or {}
+        user = (snapshot.get("run_as") or {}).get("user")
+        placement = place(target.get("group"), target.get("selector") or "", topo, user)
+        if user is not None:
+            project = str(doc.get("project"))
+            if project not in allowed:
+                allowed[project] = await project_run_as_users(node.etcd, node.keys, project)
+            refusal = project_refusal(project, user, allowed[project])
+            if refusal is not None:
+                placement = Placement((), f"no eligible node: {refusal}")
         draw = attempt_key(str(doc.get("id")), int(doc.get("attempt") or 1))
         doc["placement"] = placement_doc(draw, placement)
     return docs

@@ -253,8 +253,10 @@ def check_node_config(config: Any) -> None:
     """Fail at start, with a clear message, on unreadable or unusable security settings."""
     from cluster.passwords import check_password_rules
     from nodes.config import etcd_security, read_secret
+    from nodes.runas import node_policy
 
     etcd_security(config)
+    node_policy(config)
     read_secret(config.peer_secret, config.peer_secret_file, "peer_secret")
     password = read_secret(config.admin_password, config.admin_password_file, "admin_password")
     if password is not None:

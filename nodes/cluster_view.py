@@ -31,6 +31,7 @@ def node_view(record: dict[str, Any], state: NodeState | None, up: bool) -> Node
         weight_budget=int(budget) if budget else None,
         admin="stopping" if record.get("stopping") else (state.admin if state else "enabled"),
         up=up,
+        run_as=frozenset(str(u) for u in record.get("run_as") or ()),
     )
 
 
@@ -62,16 +63,17 @@ class ClusterView:
         self.states: dict[str, tuple[NodeState | None, int]] = {}  # node -> (state, mod rev)
         self.groups: set[str] = set()
         self.binds: dict[tuple[str, str], Binding] = {}
+        self.project_users: dict[str, frozenset[str]] = {}  # project -> run_as_users (D142)
         self.loaded: set[str] = set()
         self.version = 0
         self.on_change: Callable[[], None] = lambda: None
         self.on_own_state: Callable[[NodeState | None, int], None] = lambda s, r: None
         self._topology: Topology | None = None
-        self._placements: dict[tuple[str | None, str], Placement] = {}
+        self._placements: dict[tuple[str | None, str, str | None], Placement] = {}
 
     @property
     def ready(self) -> bool:
-        return len(self.loaded) == 4
+        return len(self.loaded) == 5
 
     def own_state(self) -> tuple[NodeState | None, int]:
         return self.states.get(self.node_id, (None, 0))
@@ -90,12 +92,12 @@ class ClusterView:
             )
         return self._topology
 
-    def placement(self, group: str | None, selector: str) -> Placement:
+    def placement(self, group: str | None, selector: str, user: str | None = None) -> Placement:
         """Cached per view version: the worker asks for every queued run on each dispatch."""
-        key = (group, selector)
+        key = (group, selector, user)
         got = self._placements.get(key)
         if got is None:
-            got = place(group, selector, self.topology())
+            got = place(group, selector, self.topology(), user)
             self._placements[key] = got
         return got
 
@@ -113,6 +115,7 @@ class ClusterView:
             tg.create_task(self._follow(self.keys.node_states(), self._on_state))
             tg.create_task(self._follow(self.keys.groups(), self._on_group))
             tg.create_task(self._follow(self.keys.bindings(), self._on_binding))
+            tg.create_task(self._follow(self.keys.projects(), self._on_project))
 
     async def _follow(self, prefix: str, handle: Callable[[str, KV | None], None]) -> None:
         delay = 0.1
@@ -142,6 +145,8 @@ class ClusterView:
             self.states.clear()
         elif prefix == self.keys.groups():
             self.groups.clear()
+        elif prefix == self.keys.projects():
+            self.project_users.clear()
         else:
             self.binds.clear()
 
@@ -172,6 +177,19 @@ class ClusterView:
             self.groups.discard(name)
         else:
             self.groups.add(name)
+
+    def _on_project(self, key: str, kv: KV | None) -> None:
+        name = key.rsplit("/", 1)[-1]
+        users: frozenset[str] = frozenset()
+        if kv is not None:
+            try:
+                users = frozenset(str(u) for u in json.loads(kv.value).get("run_as_users") or ())
+            except (ValueError, AttributeError):
+                log.error("unreadable project record; it allows no run_as user", project=name)
+        if users:
+            self.project_users[name] = users
+        else:
+            self.project_users.pop(name, None)
 
     def _on_binding(self, key: str, kv: KV | None) -> None:
         group, name = self.keys.tail(key, self.keys.bindings())[:2]

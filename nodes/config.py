@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cluster.errors import InvalidInput
 from cluster.etcd import Security
-from cluster.models import parse_model
+from cluster.models import USER_NAME_PATTERN, parse_model
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -86,6 +86,13 @@ class NodeConfig(BaseModel):
         default_factory=dict, max_length=256
     )
     job_env_passthrough: list[str] = Field(default_factory=list, max_length=256)
+    # Which users jobs run as (docs/security.md, D142): a node running as root runs a job as its
+    # run_as user if listed here, else as run_as_default; root only with allow_root_jobs.
+    run_as_users: list[Annotated[str, Field(pattern=USER_NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    run_as_default: str = Field(default="nobody", pattern=USER_NAME_PATTERN)
+    allow_root_jobs: bool = False
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -126,6 +133,13 @@ class NodeConfig(BaseModel):
             for key in value:
                 if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
                     raise ValueError(f"job_env name {key!r} must match {ENV_NAME.pattern}")
+        return value
+
+    @field_validator("run_as_users", mode="before")
+    @classmethod
+    def _split_users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
     @field_validator("job_env_passthrough", mode="before")
@@ -238,6 +252,9 @@ ENV = {
     "AWS_SESSION_TOKEN_FILE": "s3_session_token_file",
     "CRONMESH_JOB_ENV": "job_env",
     "CRONMESH_JOB_ENV_PASSTHROUGH": "job_env_passthrough",
+    "CRONMESH_RUN_AS_USERS": "run_as_users",
+    "CRONMESH_RUN_AS_DEFAULT": "run_as_default",
+    "CRONMESH_ALLOW_ROOT_JOBS": "allow_root_jobs",
 }
 
 # Secrets a node may be given: each as a value or as a file (``<field>_file``, ``<VAR>_FILE``, as

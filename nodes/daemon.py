@@ -15,6 +15,7 @@ import os
 import zlib
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -35,7 +36,9 @@ from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
+from nodes.runas import advertised, node_policy
 from nodes.scheduler import Scheduler
+from nodes.workdir import secure_node_dirs
 from nodes.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -58,6 +61,14 @@ class Node:
             timeout=config.etcd_timeout,
             security=etcd_security(config),
             observer=etcd_metrics.observe,
+        )
+        # Which users runs run as (D142); the data folder private, the work folder traversable
+        # (D143). Both before anything writes there.
+        self.run_as = node_policy(config)
+        secure_node_dirs(
+            Path(config.data_dir),
+            [Path(config.data_dir) / config.node_id, config.spool_path, config.logs_path],
+            config.work_path,
         )
         self.logs = build_logs(config)
         self.peers = PeerClient(self)
@@ -198,6 +209,7 @@ class Node:
             "owner": self.config.owner,
             "version": __version__,
             "machine_id": machine_id,
+            "run_as": advertised(self.run_as),
             "pid": os.getpid(),
             "started_at": self.started_at.isoformat(),
             "registered_at": self.clock().isoformat(),
@@ -238,6 +250,7 @@ class Node:
                 extra=self.config.job_env,
                 passthrough=self.config.job_env_passthrough,
             ),
+            run_as=self.run_as,
         )
         self.ready = True
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)

@@ -199,18 +199,23 @@ class Process:
         cwd: str | None,
         on_output: OutputCallback,
         armed: bool = False,
+        prefix: list[str] | None = None,
+        umask: int = -1,
     ) -> Process:
         """Spawn ``argv`` in a new session. Raises OSError when it cannot be started.
 
         ``armed``: spawn now but hold the command until :meth:`release` (see ``armed_argv``);
         the process waits on its stdin, which is /dev/null again once it is released.
+        ``prefix``: a command that execs the rest (``setpriv …``, which switches users), put
+        outside the arming so it runs when the process is spawned, not at its release.
+        ``umask``: the child's (-1: this process's); applied without giving up ``vfork``.
         """
         loop = asyncio.get_running_loop()
         # No preexec_fn: CPython uses vfork+exec, so this returns as soon as the child has
         # exec'd (or failed to); it never copies the parent's address space. That is short
         # enough to do on the loop (asyncio.create_subprocess_exec does the same).
         popen = subprocess.Popen(  # noqa: ASYNC220
-            armed_argv(argv) if armed else argv,
+            [*(prefix or ()), *(armed_argv(argv) if armed else argv)],
             stdin=subprocess.PIPE if armed else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -218,6 +223,7 @@ class Process:
             close_fds=True,
             env=env,
             cwd=cwd,
+            umask=umask,
         )
         try:
             pidfd = os.pidfd_open(popen.pid)

@@ -57,9 +57,15 @@ TEST_ADMIN = "admin"
 TEST_ADMIN_TOKEN = "cm_test-admin-token-0123456789abcdef"
 
 
+# Tests run as root (here and in CI) and their jobs write into root-owned temporary folders, so
+# the nodes they start run jobs as root: explicitly allowed, as the default is `nobody` (D142).
+# Tests of run_as itself start their nodes with their own settings.
+ROOT_JOBS = {"CRONMESH_ALLOW_ROOT_JOBS": "true", "CRONMESH_RUN_AS_DEFAULT": "root"}
+
+
 def node_env() -> dict[str, str]:
     """Environment a `cronmesh node` process started by a test needs (credentials included)."""
-    return dict(os.environ, CRONMESH_ADMIN_TOKEN=TEST_ADMIN_TOKEN)
+    return dict(os.environ, CRONMESH_ADMIN_TOKEN=TEST_ADMIN_TOKEN, **ROOT_JOBS)
 
 
 def api_headers(token: str | None = TEST_ADMIN_TOKEN) -> dict[str, str]:
@@ -137,6 +143,8 @@ class InProcessCluster:
             lease_ttl=overrides.pop("lease_ttl", 3),
             drain_timeout=overrides.pop("drain_timeout", 5),
             admin_token=overrides.pop("admin_token", TEST_ADMIN_TOKEN),
+            allow_root_jobs=overrides.pop("allow_root_jobs", True),
+            run_as_default=overrides.pop("run_as_default", "root"),
             **overrides,
         )
         node = Node(config)
