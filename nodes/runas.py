@@ -40,6 +40,7 @@ class Identity:
     uid: int
     gid: int
     home: str
+    groups: tuple[int, ...] = ()  # supplementary groups, as a login of the user would have
 
     def env(self) -> dict[str, str]:
         return {"HOME": self.home, "USER": self.user, "LOGNAME": self.user}
@@ -99,7 +100,8 @@ def resolve(decision: RunAsDecision) -> Identity:
         if group.gr_gid != entry.pw_gid and decision.user not in group.gr_mem:
             raise LookupError(f"user {decision.user!r} is not a member of {decision.group!r}")
         gid = group.gr_gid
-    return Identity(decision.user, entry.pw_uid, gid, entry.pw_dir or "/")
+    groups = tuple(sorted(set(os.getgrouplist(decision.user, gid))))
+    return Identity(decision.user, entry.pw_uid, gid, entry.pw_dir or "/", groups)
 
 
 def setpriv() -> str:
@@ -112,13 +114,15 @@ def setpriv() -> str:
 
 
 def switch_prefix(identity: Identity, setpriv_path: str) -> list[str]:
-    """argv prefix that runs the rest as ``identity``: the user's supplementary groups (as a
-    login would have them), the gid, then the uid; capabilities go with the uid."""
+    """argv prefix that runs the rest as ``identity``: the user's supplementary groups (looked
+    up by the node, cached, so setpriv reads no group database), the gid, then the uid;
+    capabilities go with the uid."""
+    groups = ",".join(map(str, identity.groups))
     return [
         setpriv_path,
         f"--reuid={identity.uid}",
         f"--regid={identity.gid}",
-        "--init-groups",
+        f"--groups={groups}" if groups else "--clear-groups",
         "--",
     ]
 
