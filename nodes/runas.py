@@ -100,7 +100,8 @@ def resolve(decision: RunAsDecision) -> Identity:
         if group.gr_gid != entry.pw_gid and decision.user not in group.gr_mem:
             raise LookupError(f"user {decision.user!r} is not a member of {decision.group!r}")
         gid = group.gr_gid
-    groups = tuple(sorted(set(os.getgrouplist(decision.user, gid))))
+    # the groups a login of the user has (its primary one included), plus the chosen group
+    groups = tuple(sorted({*os.getgrouplist(decision.user, entry.pw_gid), gid}))
     return Identity(decision.user, entry.pw_uid, gid, entry.pw_dir or "/", groups)
 
 

@@ -129,6 +129,29 @@ async def test_jobs_run_as_their_user_in_a_private_folder_and_cannot_read_the_no
         work = data / "n1" / "work"
         assert not [p for p in work.iterdir() if p.name.startswith("run-")]  # removed after
 
+        # a workflow task runs as its run_as user too; a user the project lacks is refused
+        task = {"name": "t", "command": "id -u", "run_as": {"user": user.pw_name}}
+        status, body = await call(
+            http,
+            "PUT",
+            f"{node.url}{A}/workflows/bad",
+            {"tasks": [{"name": "x", "command": "id", "run_as": {"user": "daemon"}}]},
+        )
+        assert status == 403 and body["error"]["field"] == "tasks.0.run_as.user", body
+        status, body = await call(http, "PUT", f"{node.url}{A}/workflows/wf", {"tasks": [task]})
+        assert status == 201, body
+        status, ex = await call(http, "POST", f"{node.url}{A}/workflows/wf/executions", {})
+        assert status == 201, ex
+
+        async def executed():
+            _, doc = await call(http, "GET", f"{node.url}{A}/executions/{ex['id']}")
+            return doc if doc.get("status") in ("succeeded", "failed", "cancelled") else None
+
+        doc = await wait_for(executed, 30, what="the workflow execution")
+        assert doc["status"] == "succeeded", doc
+        lines = await output(http, node.url, doc["tasks"]["t"]["run_id"])
+        assert lines[0] == str(user.pw_uid), lines
+
         # the job's user controls its folder: a result file that links to a file only root
         # may read is not followed by the node (which runs as root)
         run = await run_job(
