@@ -19,6 +19,7 @@ from aiohttp import web
 from cluster import passwords
 from cluster.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from cluster.etcd import Compare, Op
+from cluster.groups import GroupStore
 from cluster.identity import (
     TokenSpec,
     User,
@@ -337,6 +338,8 @@ class AuthApi:
             raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
         if not await etcd.delete(keys.project(name)):
             raise NotFound(f"project {name!r} not found", field="project")
+        # its node-group grants go with it (D155): a new project of that name starts with none
+        await GroupStore(etcd, keys, self.node.clock).forget_project(name)
         return web.Response(status=204)
 
     # -- audit ----------------------------------------------------------------------------------

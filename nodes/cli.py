@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from cluster.errors import CronmeshError
-from nodes import cli_auth, cli_logs, cli_placement, yamlio
+from nodes import cli_auth, cli_logs, cli_placement, etcd_auth, yamlio
 from nodes.cli_ops import add_ops_parsers
 
 
@@ -364,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.set_defaults(func=cmd_node)
 
+    etcd_auth.add_command(sub)
+
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")
     d.add_argument("--nodes", type=int, default=3)
     d.add_argument("--port", type=int, default=8080, help="API port of the first node")
@@ -409,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_workflows.add_parsers(sub)
     add_ops_parsers(sub)
+    from nodes import cli_secrets
+
+    cli_secrets.add_parsers(sub)
     return p
 
 
@@ -423,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output = "yaml"
     if args.command == "run" and args.action == "get" and args.output == "table":
         args.output = "yaml"
-    if args.command == "workflow" and args.action == "get" and args.output == "table":
+    if args.command in ("workflow", "secret") and args.action == "get" and args.output == "table":
         args.output = "yaml"
     try:
         return int(args.func(args) or 0)

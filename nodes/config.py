@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.errors import InvalidInput
 from cluster.etcd import Security
@@ -60,6 +61,8 @@ class NodeConfig(BaseModel):
     etcd_user: str | None = None
     etcd_password: str | None = Field(default=None, repr=False)
     etcd_password_file: str | None = None
+    # project secrets (docs/security.md, "Secrets"): the AES key ring, one base64 key a line
+    secrets_key_file: str | None = None
     # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
     smtp_url: str | None = Field(default=None, repr=False)
     smtp_url_file: str | None = None
@@ -172,6 +175,18 @@ class NodeConfig(BaseModel):
             raise ValueError(f"{value!r} must look like HOST:PORT")
         return value
 
+    @model_validator(mode="after")
+    def _level_zero_on_loopback_only(self) -> NodeConfig:
+        """Security level 0 checks nothing on ``/internal/v1`` (log reads of every project):
+        allowed only when nobody but this machine can reach the node (#19 item 13, D158)."""
+        if self.security_level == 0 and not is_loopback(self.listen_host):
+            raise ValueError(
+                f"security_level 0 leaves /internal/v1 open to anyone who can reach "
+                f"{self.listen}; it is allowed only on a loopback listen address (127.0.0.1, "
+                f"::1, localhost). Use level 1 (signed node-to-node calls)"
+            )
+        return self
+
     @property
     def listen_host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
@@ -237,6 +252,7 @@ ENV = {
     "CRONMESH_ETCD_USER": "etcd_user",
     "CRONMESH_ETCD_PASSWORD": "etcd_password",
     "CRONMESH_ETCD_PASSWORD_FILE": "etcd_password_file",
+    "CRONMESH_SECRETS_KEY_FILE": "secrets_key_file",
     "CRONMESH_SMTP_URL": "smtp_url",
     "CRONMESH_LOG_STORE": "log_store",
     "CRONMESH_S3_ENDPOINT": "s3_endpoint",
@@ -275,6 +291,17 @@ SECRET_VARIABLES: tuple[str, ...] = (
     "CRONMESH_TOKEN",  # the CLI's, when a node is started from a shell that has one
     "CRONMESH_PASSWORD",
 )
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach ``host`` (a name other than ``localhost`` is not trusted to
+    resolve to loopback; the wildcard addresses are every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def read_secret(value: str | None, file: str | None, field: str) -> str | None:

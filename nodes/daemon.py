@@ -27,6 +27,7 @@ from cluster.groups import NodeState
 from cluster.ids import MAX_MACHINE_ID, Snowflake
 from cluster.keys import Keys
 from cluster.models import now_utc
+from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
@@ -38,6 +39,7 @@ from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
 from nodes.runas import advertised, node_policy
 from nodes.scheduler import Scheduler
+from nodes.secretkeys import KeyFile
 from nodes.workdir import secure_node_dirs
 from nodes.worker import Worker
 
@@ -71,6 +73,8 @@ class Node:
             config.work_path,
         )
         self.logs = build_logs(config)
+        self.secret_keys = KeyFile(config.secrets_key_file)
+        self.secrets: SecretStore | None = None
         self.peers = PeerClient(self)
         self.access = Access(self)
         self.ready = False
@@ -117,6 +121,17 @@ class Node:
             prefix=self.config.prefix,
             version=__version__,
         )
+        if self.config.security_level == 0:
+            log.warning(
+                "SECURITY LEVEL 0: node-to-node calls (/internal/v1, every project's logs) are "
+                "not authenticated; allowed on a loopback address only, for development",
+                listen=self.config.listen,
+            )
+        if self.config.secrets_key_file is None:
+            log.warning(
+                "no secrets key (--secrets-key-file): this node cannot set secrets, and runs "
+                "that reference secrets fail on it"
+            )
         try:
             await self._sessions()
         finally:
@@ -220,6 +235,7 @@ class Node:
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
         await self.access.on_session(self.store)  # first admin, peer secret
+        self.secrets = SecretStore(self.etcd, self.keys, self.clock, self.secret_keys.ring)
         self._record = self.node_record(machine_id)
         record = dumps(self._record)
         await self.etcd.txn(
@@ -251,6 +267,7 @@ class Node:
                 passthrough=self.config.job_env_passthrough,
             ),
             run_as=self.run_as,
+            secrets=self.secrets,
         )
         self.ready = True
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)

@@ -13,6 +13,9 @@ import urllib.request
 from pathlib import Path
 
 from nodes.embedded import EtcdProcess
+from nodes.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
+
+ETCD_USER = "cronmesh"
 
 
 def _ready(port: int) -> bool:
@@ -34,15 +37,30 @@ def _admin_password(data: Path) -> tuple[str, str]:
         password = path.read_text().strip()
     else:
         password = secrets.token_urlsafe(12)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
+    write_secret_file(path, password)
     return str(path), password
+
+
+def _secrets_key(data: Path) -> str:
+    """The dev cluster's key ring for project secrets: CRONMESH_SECRETS_KEY_FILE, else one key
+    generated once and kept (0600) in the data folder, so restarts still open every secret."""
+    given = os.environ.get("CRONMESH_SECRETS_KEY_FILE")
+    if given:
+        return given
+    path = data / "secrets.key"
+    if not path.exists():
+        from cluster.secretbox import new_key
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_key() + "\n")
+    return str(path)
 
 
 def main(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)  # etcd data, passwords, every project's logs: the owner only
     etcd = EtcdProcess(
         data / "etcd",
         client_port=args.etcd_port,
@@ -51,6 +69,15 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"starting etcd on {etcd.endpoint} (data in {data / 'etcd'}) ...", flush=True)
     etcd.start()
+    # etcd with authentication (D156): the nodes log in as a user whose role covers the cronmesh
+    # prefix only, so a job (or anything on this machine) without the password cannot read or
+    # write the control plane over the loopback port.
+    try:
+        etcd_password_file = enable_auth(etcd.endpoint, data, user=ETCD_USER)
+    except EtcdAuthError as exc:
+        etcd.stop()
+        print(f"cannot set up etcd authentication: {exc}", file=sys.stderr)
+        return 1
     nodes: list[subprocess.Popen[bytes]] = []
     ports = [args.port + i for i in range(args.nodes)]
     stopping = False
@@ -62,11 +89,15 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     password_file, password = _admin_password(data)
+    secrets_key = _secrets_key(data)
     try:
         for i, port in enumerate(ports, 1):
             log = open(data / f"node-{i}.log", "ab")
             env = dict(
-                os.environ, CRONMESH_LOG_FORMAT="json", CRONMESH_ADMIN_PASSWORD_FILE=password_file
+                os.environ,
+                CRONMESH_LOG_FORMAT="json",
+                CRONMESH_ADMIN_PASSWORD_FILE=password_file,
+                CRONMESH_SECRETS_KEY_FILE=secrets_key,
             )
             nodes.append(
                 subprocess.Popen(
@@ -83,6 +114,10 @@ def main(args: argparse.Namespace) -> int:
                         f"node-{i}",
                         "--data-dir",
                         str(data),
+                        "--etcd-user",
+                        ETCD_USER,
+                        "--etcd-password-file",
+                        str(etcd_password_file),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -98,9 +133,12 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"\ncronmesh is running: {args.nodes} node(s), API http://127.0.0.1:{ports[0]}"
             + (f" (also {', '.join(str(p) for p in ports[1:])})" if len(ports) > 1 else "")
-            + f"\n  etcd {etcd.endpoint}, logs in {data}"
+            + f"\n  etcd {etcd.endpoint} with authentication: nodes log in as {ETCD_USER!r}"
+            + f" (password in {etcd_password_file}; root's in {data / 'etcd-root-password'})"
+            + f"\n  logs in {data}"
             + f"\n  admin: {os.environ.get('CRONMESH_ADMIN_USER', 'admin')} / {password}"
             + f" (kept in {password_file}); node-to-node calls are signed (security level 1)"
+            + f"\n  project secrets are encrypted with the key ring in {secrets_key}"
             + f"\n  log in: .venv/bin/cronmesh --api http://127.0.0.1:{ports[0]} login -u "
             + os.environ.get("CRONMESH_ADMIN_USER", "admin")
             + "\n  try: .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from cluster.errors import Unavailable
+from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import (
     KV,
     Compacted,
@@ -33,10 +33,12 @@ from cluster.etcd import (
     Rejected,
 )
 from cluster.keys import Keys
-from cluster.models import Run
+from cluster.masking import MaskedOutput, mask_result
+from cluster.models import Run, secret_refs
 from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
 from cluster.runas import NodeRunAs, decide
+from cluster.secret_store import SecretStore
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store, Stored, dumps
@@ -180,8 +182,10 @@ class Worker:
         handoff_delay: float = 1.0,
         job_env: Mapping[str, str] | None = None,
         run_as: NodeRunAs | None = None,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.etcd = etcd
+        self.secrets = secrets  # read and decrypted when a run that references them starts
         self.keys = keys
         self.store = store
         # Claims and completions go to etcd together when several wait (group commit, D137).
@@ -332,7 +336,7 @@ class Worker:
             return None
         if user is not None and user not in self.view.project_users.get(run.project, ()):
             return None  # the project may not (or no longer) run jobs as this user
-        placement = self.view.placement(target.group, target.selector, user)
+        placement = self.view.placement(target.group, target.selector, run.project, user)
         cached = self._best.get(key)
         if cached is None or cached[0] != self.view.version:
             draw = attempt_key(run.id, run.attempt)
@@ -405,7 +409,22 @@ class Worker:
             if limited:
                 self._claiming_jobs.add((run.project, run.job))
             self._claim_cost[key] = chosen.weight
-            self._spawn(self._claim(key, kv, run, chosen.weight, via))
+            guards = self._grant_guards(run, chosen)
+            self._spawn(self._claim(key, kv, run, chosen.weight, via, guards))
+
+    def _grant_guards(self, run: Run, chosen: Candidate) -> list[Any]:
+        """Compares that make a claim exact against grants (D155): the group record that let the
+        project reach this node is unchanged since the view read it (a revoked grant fails the
+        claim even before the watch delivers it); a node the project reaches as a shared node
+        was not bound to a group since (which would have reserved it)."""
+        if self.view is None:
+            return []
+        if chosen.grant is not None:
+            rev = self.view.group_revision(chosen.grant)
+            return [Compare.modified(self.keys.group(chosen.grant), rev)]
+        if run.snapshot.target.group is None:
+            return [Compare.unchanged_since(self.keys.bindings(), self.view.bindings_revision)]
+        return []
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -431,7 +450,13 @@ class Worker:
         return False, None
 
     async def _claim(
-        self, key: str, kv: KV, run: Run, cost: int = 1, via: str = "preferred"
+        self,
+        key: str,
+        kv: KV,
+        run: Run,
+        cost: int = 1,
+        via: str = "preferred",
+        guards: list[Any] | None = None,
     ) -> None:
         try:
             ok, slot = await self._free_slot(run)
@@ -450,6 +475,7 @@ class Worker:
             lease = self.session.lease_id
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
+            compares += guards or []
             if self.view is not None:
                 # Drain/disable is exact: a claim made after the operator's write fails.
                 compares.append(
@@ -557,9 +583,21 @@ class Worker:
         self._spawn(self._execute(ex))
 
     def _command(
-        self, run: Run, claim_rev: int, result_file: Path
+        self,
+        run: Run,
+        claim_rev: int,
+        result_file: Path,
+        secrets: Mapping[str, bytes] | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         env = self._base_env.copy()  # a dict copy, not a re-decoding of os.environ per run
+        # The job's own env: plain values, and secrets (opened at start, never stored). Set
+        # before the run variables, which it cannot name anyway (CRONMESH_* is refused).
+        for name, value in run.snapshot.env.items():
+            if isinstance(value, str):
+                env[name] = value
+            elif secrets is not None and value.secret in secrets:
+                # bytes as given (no NUL): the surrogate escape gives them back unchanged at exec
+                env[name] = secrets[value.secret].decode("utf-8", "surrogateescape")
         env.update(
             CRONMESH_RUN_ID=run.id,
             CRONMESH_PROJECT=run.project,
@@ -651,6 +689,15 @@ class Worker:
             self._identities[key] = cached
         return cached[0]
 
+    async def _secrets(self, run: Run) -> dict[str, bytes]:
+        """The values of the secrets the run references, read now (at its start)."""
+        refs = secret_refs(run.snapshot.env)
+        if not refs:
+            return {}
+        if self.secrets is None:
+            raise RuntimeError("this worker has no secret store")
+        return await self.secrets.values(run.project, refs.values())
+
     async def _run_process(self, ex: Execution) -> tuple[str, str | None, ExitStatus | None, Any]:
         """Run the attempt in its own private folder (D143), removed afterwards."""
         run = ex.run
@@ -672,13 +719,27 @@ class Worker:
         run = ex.run
         result_file = folder / workdir.RESULT_NAME
         writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
+        masked: MaskedOutput | None = None
+        secrets: dict[str, bytes] = {}
         try:
-            argv, env = self._command(run, ex.claim_revision, result_file)
+            try:
+                secrets = await self._secrets(run)
+            except CronmeshError as exc:
+                why = f"cannot read the run's secrets on node {self.node_id}: {exc.message}"
+                writer.note(why)
+                return "failed", why, None, None
+            on_output = writer.write
+            if secrets:  # every value is masked before anything reaches the spool (D148)
+                masked = MaskedOutput(writer.write, secrets.values())
+                on_output = masked.write
+            argv, env = self._command(run, ex.claim_revision, result_file, secrets)
             prefix: list[str] | None = None
             try:
                 identity = self._identity(run)
                 if identity is not None:
-                    env.update(identity.env())
+                    for name, value in identity.env().items():  # the job's own env: as given
+                        if name not in run.snapshot.env:
+                            env[name] = value
                     if self._setpriv is None:
                         self._setpriv = runas.setpriv()
                     prefix = runas.switch_prefix(identity, self._setpriv)
@@ -701,7 +762,7 @@ class Worker:
                     argv,
                     env=env,
                     cwd=str(folder),
-                    on_output=writer.write,
+                    on_output=on_output,
                     armed=armed,
                     prefix=prefix,
                     umask=workdir.job_umask(),
@@ -750,9 +811,13 @@ class Worker:
             if ex.acted:
                 writer.note(f"run {status}: {error}")
         finally:
+            if masked is not None:
+                masked.flush()
             writer.close()
             ex.output_bytes, ex.logged = writer.written, not writer.empty
         result, result_error = self._read_result(result_file)
+        if secrets:
+            result = mask_result(result, list(secrets.values()))
         if result_error and status == "succeeded":
             error = result_error
         return status, error, exit_status, result
