@@ -160,6 +160,7 @@ class PlacementApi:
                     "used_weight": used.get(nid, 0),
                     "weight_budget": view.weight_budget,
                     "properties": dict(view.properties),
+                    "run_as": sorted(view.run_as),  # users jobs may run as there (D142)
                     "version": rec.get("version"),
                     "owner": rec.get("owner", ""),
                     "address": rec.get("address"),
