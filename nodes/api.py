@@ -7,6 +7,7 @@ they are mapped from ``CronmeshError`` in one middleware.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -18,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
-from cluster.errors import CronmeshError, InvalidInput, Unavailable
+from cluster.errors import CronmeshError, InvalidInput, TooManyRequests, Unavailable
 from cluster.models import (
     NAME_PATTERN,
     READ_ONLY_JOB_FIELDS,
@@ -31,7 +32,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from nodes import api_ops, api_placement, metrics
+from nodes import api_ops, api_placement, headers, metrics
 from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 from nodes.runas import check_run_as
 
@@ -56,7 +57,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except CronmeshError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        resp = error_response(exc.status, exc.code, exc.message, exc.field)
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -405,6 +409,8 @@ def make_app(node: Node) -> web.Application:
         api_ui,
         api_workflows,
     )
+
+    headers.install(app)  # nosniff and a CSP on every answer (issue 19 item 21)
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
