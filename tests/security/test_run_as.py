@@ -18,6 +18,7 @@ import stat
 import subprocess
 import tempfile
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,26 @@ async def test_the_data_folder_is_private_and_its_files_0600(procs, tmp_path):
     assert {f: m for f, m in folders.items() if f not in traverse and m != 0o700} == {}, folders
     assert files and {f: m for f, m in files.items() if m != 0o600} == {}, files
     assert "data/n1/spool" in folders and "data/n1/logs" in folders, folders
+
+
+async def test_a_scheduled_run_spawned_ahead_switches_user_before_its_tick(procs):
+    """Runs due at a tick are spawned ahead, armed (D121): the user switch happens then, and the
+    release at the tick still runs the command as that user."""
+    node = procs.start("n1", env=SECURE)
+    nobody = str(pwd.getpwnam("nobody").pw_uid)
+    async with api_session() as http:
+        await wait_for(lambda: ready(http, node.url), 30, what="node ready")
+        job = {"command": "id -u", "schedules": [{"cron": "* * * * * *"}]}
+        status, body = await call(http, "PUT", f"{node.url}{A}/jobs/tick", job)
+        assert status == 201, body
+
+        async def scheduled_run():
+            _, doc = await call(http, "GET", f"{node.url}{A}/runs?job=tick&status=succeeded")
+            runs = [r for r in doc.get("runs", []) if r["source"] == "schedule"]
+            return runs[0] if runs else None
+
+        run = await wait_for(scheduled_run, 30, what="a scheduled run")
+        await call(http, "PATCH", f"{node.url}{A}/jobs/tick", {"enabled": False})
+        started, due = (datetime.fromisoformat(run[k]) for k in ("started_at", "scheduled_at"))
+        assert started >= due, run  # released at its tick, not before
+        assert (await output(http, node.url, run["id"]))[0] == nobody
