@@ -120,7 +120,12 @@ class Node:
             etcd=",".join(self.config.etcd),
             prefix=self.config.prefix,
             version=__version__,
+            # who jobs run as here (D142): the default, and the users a run_as may name
+            jobs_run_as=self.run_as.default if self.run_as.is_root else self.run_as.own_user,
+            run_as_users=advertised(self.run_as),
         )
+        if self.run_as.is_root and self.run_as.allow_root:
+            log.info("this node may run jobs as root (allow_root_jobs)")
         if self.config.security_level == 0:
             log.warning(
                 "SECURITY LEVEL 0: node-to-node calls (/internal/v1, every project's logs) are "
