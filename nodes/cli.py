@@ -80,6 +80,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         cli_auth.check_node_config(config)
         # Read once; from here on the node's environment holds no secret (D141).
         jobenv.scrub_secrets(SECRET_VARIABLES)
+        jobenv.protect_process()  # no ptrace or /proc/<pid>/mem by a job of the same user
         workdir.private_umask()  # files 0600, folders 0700; jobs keep the umask we had (D143)
         gctune.tune()  # after start-up: what it built is frozen out of the collector (D138)
     except CronmeshError as exc:

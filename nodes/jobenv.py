@@ -66,6 +66,24 @@ def scrub_secrets(names: Iterable[str]) -> list[str]:
     return removed
 
 
+PR_SET_DUMPABLE, PR_GET_DUMPABLE = 4, 3
+
+
+def protect_process() -> bool:
+    """Make this process non-dumpable (``prctl(PR_SET_DUMPABLE, 0)``): its ``/proc/<pid>`` files
+    then belong to root, and a process of the same user — a job on a node that does not switch
+    users — can neither ``ptrace`` it nor read its memory or environment. No core dumps; jobs
+    are not affected (``exec`` resets the flag). Returns whether it took effect."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+        return bool(libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot make the node process non-dumpable", error=str(exc))
+        return False
+
+
 def _wipe_initial_environ(names: list[str]) -> None:
     """Overwrite ``NAME=value`` of ``names`` in the environment block the process was started
     with (on its stack, between ``env_start`` and ``env_end`` of ``/proc/self/stat``).

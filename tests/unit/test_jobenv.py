@@ -102,6 +102,8 @@ def test_every_secret_variable_is_scrubbed_from_the_process_and_proc_environ():
         "from nodes.config import SECRET_VARIABLES\n"
         "from nodes.jobenv import scrub_secrets\n"
         "scrub_secrets(SECRET_VARIABLES)\n"
+        "from nodes.jobenv import protect_process\n"
+        "assert protect_process()\n"
         "print(open(f'/proc/{os.getpid()}/environ', 'rb').read().decode(errors='replace'))\n"
         "print(sorted(k for k in os.environ if k in SECRET_VARIABLES))\n"
     )
@@ -113,6 +115,6 @@ def test_every_secret_variable_is_scrubbed_from_the_process_and_proc_environ():
         check=True,
         timeout=30,
     ).stdout
-    assert "still-here" in out and out.rstrip().endswith("[]")
+    assert "still-here" in out and out.rstrip().endswith("[]")  # and it made itself non-dumpable
     for value in env.values():
         assert value not in out
