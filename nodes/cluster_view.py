@@ -74,6 +74,7 @@ class ClusterView:
         self.grants: dict[str, tuple[frozenset[str], int]] = {}  # group -> (projects, mod rev)
         self.binds: dict[tuple[str, str], Binding] = {}
         self.project_users: dict[str, frozenset[str]] = {}  # project -> run_as_users (D142)
+        self.project_revs: dict[str, int] = {}  # project -> mod revision of its record
         # every binding written at or before this revision is in ``binds`` (claims compare it)
         self.bindings_revision = 0
         self.loaded: set[str] = set()
@@ -121,6 +122,10 @@ class ClusterView:
             got = place(group, selector, self.topology(), project, user)
             self._placements[key] = got
         return got
+
+    def project_revision(self, project: str) -> int:
+        """The mod revision of a project's record as this view knows it (0: absent)."""
+        return self.project_revs.get(project, 0)
 
     def group_revision(self, group: str) -> int:
         """The mod revision of a group's record as this view knows it (0: unknown)."""
@@ -178,6 +183,7 @@ class ClusterView:
             self.grants.clear()
         elif prefix == self.keys.projects():
             self.project_users.clear()
+            self.project_revs.clear()
         else:
             self.binds.clear()
 
@@ -223,6 +229,10 @@ class ClusterView:
             self.project_users[name] = users
         else:
             self.project_users.pop(name, None)
+        if kv is None:
+            self.project_revs.pop(name, None)
+        else:
+            self.project_revs[name] = kv.mod_revision
 
     def _on_binding(self, key: str, kv: KV | None) -> None:
         group, name = self.keys.tail(key, self.keys.bindings())[:2]

@@ -419,12 +419,19 @@ class Worker:
         was not bound to a group since (which would have reserved it)."""
         if self.view is None:
             return []
+        guards: list[Any] = []
+        if run.snapshot.run_as is not None:
+            # the project's run_as grant is what the view read: a user revoked just now fails
+            # the claim even before the watch delivers the change (D142)
+            rev = self.view.project_revision(run.project)
+            guards.append(Compare.modified(self.keys.project(run.project), rev))
         if chosen.grant is not None:
             rev = self.view.group_revision(chosen.grant)
-            return [Compare.modified(self.keys.group(chosen.grant), rev)]
+            return [*guards, Compare.modified(self.keys.group(chosen.grant), rev)]
         if run.snapshot.target.group is None:
-            return [Compare.unchanged_since(self.keys.bindings(), self.view.bindings_revision)]
-        return []
+            since = self.view.bindings_revision
+            return [*guards, Compare.unchanged_since(self.keys.bindings(), since)]
+        return guards
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
