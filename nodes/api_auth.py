@@ -35,6 +35,7 @@ from cluster.identity import (
 )
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
+from cluster.quotas import parse_overrides
 from cluster.runas import parse_users
 from logstore.store import StoreUnavailable
 from nodes.access import (
@@ -48,23 +49,16 @@ from nodes.access import (
     principal,
     whoami,
 )
-from nodes.api import body_json, int_query, ok, project_of
+from nodes.api import body_json, int_query, ok, paged, project_of
 from nodes.openapi import LIMIT, STR, ProjectList, documented
+
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}")
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
 
 LOGIN_FAILED = "invalid user name or password"
 PROJECT_NAME = re.compile(NAME_PATTERN)
-
-
-def _project_doc(doc: dict[str, Any]) -> dict[str, Any]:
-    """What the API shows of a project record."""
-    return {
-        "name": doc["name"],
-        "description": doc.get("description", ""),
-        "run_as_users": list(doc.get("run_as_users") or []),  # D142: cluster admins set it
-    }
 
 
 class AuthApi:
@@ -142,10 +136,11 @@ class AuthApi:
 
     # -- users ----------------------------------------------------------------------------------
 
-    @documented()
+    @documented(query={"after": STR, "limit": LIMIT})
     async def list_users(self, request: web.Request) -> web.Response:
         users = await self.access.store().list_users()
-        return ok({"users": [u.public() for u in users]})
+        page, more = paged(request, users, lambda u: u.name, _USER_NAME)
+        return ok({"users": [u.public() for u in page], "next": more})
 
     @documented(status="201")
     async def create_user(self, request: web.Request) -> web.Response:
@@ -260,11 +255,13 @@ class AuthApi:
 
     # -- projects -------------------------------------------------------------------------------
 
-    @documented(answer=ProjectList)
+    @documented(answer=ProjectList, query={"after": STR, "limit": LIMIT})
     async def list_projects(self, request: web.Request) -> web.Response:
-        res = await self.node.etcd.range(self.node.keys.projects(), keys_only=True)
+        res = await self.node.etcd.range_all(self.node.keys.projects(), keys_only=True)
         names = sorted(kv.key.rsplit("/", 1)[-1] for kv in res.kvs)
-        return ok({"projects": visible_projects(principal(request).user.roles, names)})
+        visible = visible_projects(principal(request).user.roles, names)
+        page, more = paged(request, visible, str)
+        return ok({"projects": page, "next": more})
 
     @documented(status="201")
     async def create_project(self, request: web.Request) -> web.Response:
@@ -299,20 +296,38 @@ class AuthApi:
                 users = parse_users(raw, "run_as_users")
             except ValueError as exc:
                 raise InvalidInput(str(exc), field="run_as_users") from None
-        key = self.node.keys.project(name)
+        quotas = parse_overrides(data.get("quotas")) if "quotas" in data else None
+        key, etcd = self.node.keys.project(name), self.node.etcd
         for _ in range(5):
-            kv = await self.node.etcd.get(key)
+            kv = await etcd.get(key)
             if kv is not None and create_only:
                 raise Conflict(f"project {name!r} already exists", field="name")
-            doc: dict[str, Any] = json.loads(kv.value) if kv is not None else {}
-            doc.update(name=name, description=description)  # fields of others are kept
-            if users is not None:
+            old = json.loads(kv.value) if kv is not None else {}
+            doc: dict[str, Any] = {**old, "name": name, "description": description}
+            doc.pop("quotas", None)
+            kept = old.get("quotas") if quotas is None else quotas  # absent: keep the old ones
+            if kept:
+                doc["quotas"] = kept
+            if users is not None:  # absent: keep the old ones (D142)
                 doc["run_as_users"] = users
             compare = Compare.modified(key, kv.mod_revision) if kv else Compare.absent(key)
-            res = await self.node.etcd.txn([compare], [Op.put(key, json.dumps(doc))])
+            res = await etcd.txn([compare], [Op.put(key, json.dumps(doc))])
             if res.succeeded:
-                return ok(_project_doc(doc), 201 if kv is None else 200)
+                return ok(await self._project_view(name, doc), 201 if kv is None else 200)
         raise Conflict(f"project {name!r} is being changed concurrently; retry", field="name")
+
+    async def _project_view(self, name: str, doc: dict[str, Any]) -> dict[str, Any]:
+        overrides = doc.get("quotas") if isinstance(doc.get("quotas"), dict) else {}
+        view: dict[str, Any] = {
+            "name": name,
+            "description": doc.get("description", ""),
+            "run_as_users": list(doc.get("run_as_users") or []),  # cluster admins set it (D142)
+            "quota_overrides": overrides,
+            "quotas": self.node.config.quotas.overridden(overrides).as_dict(),
+        }
+        if self.node.store is not None:
+            view["usage"] = await self.node.store.project_usage(name)
+        return view
 
     @documented()
     async def get_project(self, request: web.Request) -> web.Response:
@@ -320,7 +335,7 @@ class AuthApi:
         kv = await self.node.etcd.get(self.node.keys.project(name))
         if kv is None:
             raise NotFound(f"project {name!r} not found", field="project")
-        return ok(_project_doc({**json.loads(kv.value), "name": name}))
+        return ok(await self._project_view(name, json.loads(kv.value)))
 
     @documented(status="204")
     async def delete_project(self, request: web.Request) -> web.Response:
@@ -339,6 +354,7 @@ class AuthApi:
         dropped = await self.access.store().drop_grants(name)
         # its node-group grants go with it (D155): a new project of that name starts with none
         await GroupStore(etcd, keys, self.node.clock).forget_project(name)
+        await etcd.txn([], [Op.delete(keys.doc_sizes(name), prefix=True)])
         if not deleted and not dropped:
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)

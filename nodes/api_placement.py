@@ -223,7 +223,10 @@ class PlacementApi:
     # -- groups --------------------------------------------------------------------------------
 
     async def list_groups(self, request: web.Request) -> web.Response:
-        return _json({"groups": await self.groups().list_groups()})
+        from nodes.api import paged
+
+        page, more = paged(request, await self.groups().list_groups(), lambda g: g["name"])
+        return _json({"groups": page, "next": more})
 
     async def get_group(self, request: web.Request) -> web.Response:
         return _json(await self.groups().get_group(_name(request, "group", "group")))

@@ -63,6 +63,8 @@ class Node:
             timeout=config.etcd_timeout,
             security=etcd_security(config),
             observer=etcd_metrics.observe,
+            max_message=config.etcd_max_message,
+            page_keys=config.etcd_page_keys,
         )
         # Which users runs run as (D142); the data folder private, the work folder traversable
         # (D143). Both before anything writes there.
@@ -176,6 +178,10 @@ class Node:
                 log.error("cannot start", error=exc.message)
                 self.fatal = exc.message
                 self._stop.set()
+            except Unavailable as exc:
+                # etcd went away while we served (an outage, a lost reply): expected, and the
+                # loop starts a new session; only other exceptions are logged as unexpected
+                log.warning("session ended: etcd unavailable", error=str(exc))
             except Exception as exc:
                 log.exception("session failed", error=str(exc))
             finally:
@@ -242,6 +248,7 @@ class Node:
         self.session = session
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
+        self.store.quotas = self.config.quotas
         await self.access.on_session(self.store)  # first admin, peer secret
         self.secrets = SecretStore(self.etcd, self.keys, self.clock, self.secret_keys.ring)
         self._record = self.node_record(machine_id)

@@ -144,10 +144,10 @@ class Scheduler:
     # -- state ---------------------------------------------------------------------------------
 
     async def _load(self) -> int:
-        jobs = await self.etcd.range(self.keys.jobs())
+        jobs = await self.etcd.range_all(self.keys.jobs())
         rev = jobs.revision
-        states = await self.etcd.range(self.keys.schedule_states(), revision=rev)
-        actives = await self.etcd.range(self.keys.actives(), revision=rev, keys_only=True)
+        states = await self.etcd.range_all(self.keys.schedule_states(), revision=rev)
+        actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
         for kv in jobs.kvs:
             self._on_job(kv.key, kv.value)
         for kv in states.kvs:
@@ -235,7 +235,7 @@ class Scheduler:
     async def _resync(self, prefix: str, handle: Callable[[Any], None]) -> int:
         from cluster.etcd import KV, Event
 
-        res = await self.etcd.range(prefix)
+        res = await self.etcd.range_all(prefix)
         present = {kv.key for kv in res.kvs}
         known: set[str] = set()
         if prefix == self.keys.jobs():
@@ -332,6 +332,8 @@ class Scheduler:
                 raise
             except (Unavailable, OutcomeUnknown) as exc:
                 # Re-read and plan again shortly: a lost reply may have applied.
+                if isinstance(exc, OutcomeUnknown):
+                    metrics.OUTCOME_UNKNOWN.labels("tick").inc()
                 log.warning("tick write failed; re-reading", job="/".join(jk), error=str(exc))
                 await self._refresh_state(jk)
                 self._schedule_at(jk, self.clock() + timedelta(seconds=0.5))
@@ -399,6 +401,8 @@ class Scheduler:
                 res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
         except (Unavailable, OutcomeUnknown) as exc:
             # A lost reply may have applied: re-read each job's state and plan again shortly.
+            if isinstance(exc, OutcomeUnknown):
+                metrics.OUTCOME_UNKNOWN.labels("tick").inc()
             log.warning("batched tick write failed; re-reading", jobs=len(chunk), error=str(exc))
             for plan in chunk:
                 await self._refresh_state(plan.jk)
@@ -686,6 +690,8 @@ class Scheduler:
         try:
             await self.check_lost(run_id, project)
         except (Unavailable, OutcomeUnknown) as exc:
+            if isinstance(exc, OutcomeUnknown):
+                metrics.OUTCOME_UNKNOWN.labels("lost_run").inc()
             log.warning("lost-run check failed; reconcile will retry", run=run_id, error=str(exc))
         finally:
             self._lost_checks.discard(run_id)
@@ -734,10 +740,10 @@ class Scheduler:
 
     async def reconcile(self) -> None:
         """Find active runs that are neither queued nor claimed (their worker died)."""
-        actives = await self.etcd.range(self.keys.actives(), keys_only=True)
+        actives = await self.etcd.range_all(self.keys.actives(), keys_only=True)
         rev = actives.revision
-        queued = await self.etcd.range(self.keys.queue(), keys_only=True, revision=rev)
-        claimed = await self.etcd.range(self.keys.claims(), keys_only=True, revision=rev)
+        queued = await self.etcd.range_all(self.keys.queue(), keys_only=True, revision=rev)
+        claimed = await self.etcd.range_all(self.keys.claims(), keys_only=True, revision=rev)
         held = {kv.key.rsplit("/", 1)[-1] for kv in queued.kvs + claimed.kvs}
         for kv in actives.kvs:
             # The watch owns the in-memory active set; this only looks for orphans.
@@ -769,7 +775,7 @@ class Scheduler:
 
     async def prune(self) -> None:
         """Delete finished runs beyond each job's ``keep_runs`` (oldest first) and old ticks."""
-        index = await self.etcd.range(self.keys.job_runs(), keys_only=True)
+        index = await self.etcd.range_all(self.keys.job_runs(), keys_only=True)
         by_job: dict[JobKey, list[str]] = defaultdict(list)
         for kv in index.kvs:
             project, job, run_id = self.keys.tail(kv.key, self.keys.job_runs())[:3]

@@ -37,6 +37,21 @@ export async function request(method, path, body, { text = false } = {}) {
 }
 
 export const get = (path) => request("GET", path);
+
+// Every item of a paged list (`?after=&limit=`; answers carry `next`): `{[key]: items}`.
+export async function getAll(path, key) {
+  const items = [];
+  let after = null;
+  for (let page = 0; page < 1000; page += 1) {
+    const sep = path.includes("?") ? "&" : "?";
+    const qs = `limit=1000${after ? `&after=${encodeURIComponent(after)}` : ""}`;
+    const data = await request("GET", `${path}${sep}${qs}`);
+    items.push(...(data[key] || []));
+    after = data.next;
+    if (!after) break;
+  }
+  return { [key]: items };
+}
 export const post = (path, body) => request("POST", path, body);
 export const put = (path, body) => request("PUT", path, body);
 export const patch = (path, body) => request("PATCH", path, body);

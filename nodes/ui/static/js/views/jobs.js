@@ -1,4 +1,4 @@
-import { get, projectPath } from "../api.js";
+import { get, projectPath, getAll } from "../api.js";
 import { setEnabled, triggerJob } from "../actions.js";
 import { badge, fill, fmtTime, h, table } from "../dom.js";
 import { session } from "../session.js";
@@ -49,7 +49,7 @@ export async function render(root, ctx) {
     );
   };
   async function load() {
-    const [jr, rr] = await Promise.all([get(projectPath(project, "/jobs")), get(projectPath(project, "/runs?limit=500"))]);
+    const [jr, rr] = await Promise.all([getAll(projectPath(project, "/jobs"), "jobs"), get(projectPath(project, "/runs?limit=500"))]);
     jobs = jr.jobs;
     last = new Map();
     for (const r of rr.runs) if (!last.has(r.job)) last.set(r.job, r);

@@ -1,4 +1,4 @@
-import { del, get, post, put } from "../api.js";
+import { del, get, post, put, getAll } from "../api.js";
 import { badge, confirmDialog, field, fill, fmtTime, h, modal, table, toast } from "../dom.js";
 import { session } from "../session.js";
 
@@ -48,7 +48,7 @@ export async function render(root, ctx) {
   }
   let nodeIds = [];
   async function load() {
-    const [{ nodes }, { groups }] = await Promise.all([get("/api/v1/nodes"), get("/api/v1/groups")]);
+    const [{ nodes }, { groups }] = await Promise.all([get("/api/v1/nodes"), getAll("/api/v1/groups", "groups")]);
     nodeIds = nodes.map((n) => n.id);
     fill(
       nodesBox,

@@ -1,4 +1,4 @@
-import { del, get, patch, post } from "../api.js";
+import { del, get, patch, post, getAll } from "../api.js";
 import { badge, confirmDialog, field, fill, fmtTime, h, modal, parseKeyValues, table, toast } from "../dom.js";
 import { session } from "../session.js";
 
@@ -72,7 +72,7 @@ export async function render(root, ctx) {
     );
   }
   async function load() {
-    const { users: list } = await get("/api/v1/users");
+    const { users: list } = await getAll("/api/v1/users", "users");
     fill(
       users,
       table(
