@@ -181,6 +181,13 @@ async def test_jobs_run_as_their_user_in_a_private_folder_and_cannot_read_the_no
             assert status == 403 and body["error"]["field"] == "run_as.user", body
             status, _ = await call(http, "GET", f"{node.url}{A}/jobs/{job_name}")
             assert status == 404
+        # a PATCH cannot slip one in either
+        status, body = await call(
+            http, "PATCH", f"{node.url}{A}/jobs/as-user", {"run_as": {"user": "daemon"}}
+        )
+        assert status == 403 and body["error"]["field"] == "run_as.user", body
+        _, stored = await call(http, "GET", f"{node.url}{A}/jobs/as-user")
+        assert stored["run_as"]["user"] == user.pw_name, stored
         # a user the project lists but that exists nowhere: 400 naming the field
         await call(http, "PUT", f"{node.url}{A}", {"run_as_users": [user.pw_name, "ghost-user"]})
         status, body = await call(
