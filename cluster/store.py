@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
-from cluster.etcd import KV, Compare, Etcd, Op
+from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
 from cluster.groups import target_guards
 from cluster.ids import Snowflake, is_id
 from cluster.keys import Keys
@@ -335,6 +335,9 @@ class Store:
         slot: str | None = None,
         log: str | None = None,
         output_bytes: int | None = None,
+        reason: str | None = None,
+        peak_memory: int | None = None,
+        cpu_seconds: float | None = None,
     ) -> tuple[Run, list[Any]]:
         """Close the current attempt; either finish the run or queue its next attempt."""
         now = self.clock()
@@ -350,11 +353,15 @@ class Store:
             claim_revision=claim_revision or run.claim_revision,
             log=log,
             output_bytes=output_bytes,
+            reason=reason,
+            peak_memory=peak_memory,
+            cpu_seconds=cpu_seconds,
         )
         # shallow: the copy's own fields are replaced below, nested ones only read (a deep copy
         # of the whole run was a tenth of a worker's CPU per run)
         updated = run.model_copy(update={"attempts": [*run.attempts, attempt]})
         updated.exit_code, updated.signal, updated.error = exit_code, signal, error
+        updated.reason = reason
         updated.claim_revision = attempt.claim_revision
         if result is not None:
             updated.result = result
@@ -422,21 +429,41 @@ class Store:
         before: str | None = None,
     ) -> list[Run]:
         """Runs newest first; ``before`` pages (a run id: answers older runs only)."""
+        runs, _ = await self.page_runs(project, job=job, status=status, limit=limit, before=before)
+        return runs
+
+    async def page_runs(
+        self,
+        project: str,
+        *,
+        job: str | None = None,
+        status: str | None = None,
+        contains: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[Run], str | None]:
+        """Runs newest first, and the ``before`` of the next page (None: there is none).
+
+        ``contains``: a part of the job name (any case); ``since``/``before``: run ids, so a time
+        range is a key range (ids are time-ordered). The scan is bounded: when it stops before
+        ``limit`` matches, the cursor says where to go on."""
         runs: list[Run] = []
         base = self.keys.job_runs(project, job) if job else self.keys.runs(project)
-        end = base + before if before else None
+        lo = base + since if since else base
+        hi = base + before if before else prefix_end(base).decode()
+        needle = contains.lower() if contains else None
         scanned = 0
-        while len(runs) < limit and scanned < 20 * limit + 1000:
-            page = max(limit * (4 if status else 1), 20)
+        budget = 20 * limit + 1000
+        while True:
+            if scanned >= budget:
+                return runs, hi.rsplit("/", 1)[-1]  # unscanned older runs remain
+            page = max(limit * (4 if status or needle else 1), 20)
             res = await self.etcd.range(
-                base,
-                end=end,
-                limit=page,
-                descending=True,
-                keys_only=bool(job),
+                lo, end=hi, limit=min(page, budget - scanned), descending=True, keys_only=bool(job)
             )
             if not res.kvs:
-                break
+                return runs, None
             scanned += len(res.kvs)
             if job:
                 ids = [kv.key.rsplit("/", 1)[-1] for kv in res.kvs]
@@ -448,11 +475,18 @@ class Store:
                 )
             else:
                 batch = [Run.model_validate_json(kv.value) for kv in res.kvs]
-            runs.extend(r for r in batch if status is None or r.status == status)
+            for r in batch:
+                if status is not None and r.status != status:
+                    continue
+                if needle is not None and needle not in r.job.lower():
+                    continue
+                runs.append(r)
+                if len(runs) == limit:
+                    more = res.more or r.id != batch[-1].id
+                    return runs, r.id if more else None
             if not res.more:
-                break
-            end = res.kvs[-1].key
-        return runs[:limit]
+                return runs, None
+            hi = res.kvs[-1].key
 
     # -- runs: changing ------------------------------------------------------------------------
 

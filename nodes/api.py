@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
 from cluster.errors import CronmeshError, InvalidInput, TooManyRequests, Unavailable
-from cluster.ids import is_id
+from cluster.ids import id_floor, is_id
 from cluster.models import (
     NAME_PATTERN,
     READ_ONLY_JOB_FIELDS,
@@ -206,6 +206,20 @@ def _secrets_status(node: Node) -> dict[str, Any]:
     return {"key_file": True, "current_key": ring.current, "keys": ring.ids}
 
 
+def _time_query(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 time in the query (UTC when it names no zone), or None."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
+    if when.year < 1970:
+        raise InvalidInput(f"{name} is before 1970", field=name)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def paged(
     request: web.Request,
     items: Iterable[Any],
@@ -282,6 +296,8 @@ class Api:
                 "running": len(node.worker.running) if node.worker else 0,
                 "capacity": node.config.capacity,
                 "started_at": node.started_at.isoformat(),
+                # how runs are contained: cgroup layout, kill, limits, fence (D150-D152)
+                "containment": node.containment.status(),
                 "secrets": _secrets_status(node),
             },
             "leader": None,
@@ -387,7 +403,12 @@ class Api:
             last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
             after = max(now, datetime.fromisoformat(last)) if last else now
             upcoming += [
-                {"tick": t.isoformat(), "schedule": spec.fingerprint(), "cron": spec.cron}
+                {
+                    "tick": t.isoformat(),
+                    "schedule": spec.fingerprint(),
+                    "cron": spec.cron,
+                    "timezone": spec.timezone,
+                }
                 for t in next_times(sched, after, 10)
             ]
         upcoming.sort(key=lambda t: t["tick"])
@@ -410,7 +431,18 @@ class Api:
 
     # -- runs -----------------------------------------------------------------------------------
 
-    @documented(answer=RunList, query={"job": STR, "status": STR, "before": STR, "limit": LIMIT})
+    @documented(
+        answer=RunList,
+        query={
+            "job": STR,
+            "status": STR,
+            "q": STR,
+            "from": STR,
+            "to": STR,
+            "before": STR,
+            "limit": LIMIT,
+        },
+    )
     async def list_runs(self, request: web.Request) -> web.Response:
         if request.query.get("archived", "0") not in ("0", "false", ""):
             from nodes.api_logs import list_archived  # imports this module
@@ -436,10 +468,25 @@ class Api:
         if before is not None and not is_id(before):
             raise InvalidInput("before must be a run id", field="before")
         limit = int_query(request, "limit", 50, 1, 1000)
-        runs = await self.store().list_runs(
-            project, job=job, status=status, limit=limit, before=before
+        contains = request.query.get("q", "").strip() or None
+        if contains is not None and len(contains) > 200:
+            raise InvalidInput("q is longer than 200 characters", field="q")
+        since, until = _time_query(request, "from"), _time_query(request, "to")
+        if since and until and since >= until:
+            raise InvalidInput("from must be before to", field="from")
+        if until is not None:
+            before = min(before, id_floor(until)) if before else id_floor(until)
+        runs, after = await self.store().page_runs(
+            project,
+            job=job,
+            status=status,
+            contains=contains,
+            since=id_floor(since) if since else None,
+            limit=limit,
+            before=before,
         )
-        return ok({"runs": await api_placement.annotate_runs(self.node, [dump(r) for r in runs])})
+        annotated = await api_placement.annotate_runs(self.node, [dump(r) for r in runs])
+        return ok({"runs": annotated, "next": after})
 
     @documented(answer=Run)
     async def get_run(self, request: web.Request) -> web.Response:

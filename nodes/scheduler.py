@@ -38,7 +38,7 @@ from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
-from cluster.retention import expired_runs
+from cluster.retention import DELETED_JOB_KEEP_DAYS, DELETED_JOB_KEEP_RUNS, expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.workflows import is_task_job
 from nodes import metrics
@@ -785,11 +785,12 @@ class Scheduler:
             if is_task_job(jk[1]):
                 continue  # workflow task runs go with their execution (WorkflowEngine.prune)
             entry = self.jobs.get(jk)
-            keep = entry.job.keep_runs if entry else 0
+            # a deleted job's runs are history too: kept by the deleted-job limits (D181)
+            keep = entry.job.keep_runs if entry else DELETED_JOB_KEEP_RUNS
             excess = expired_runs(
                 ids,
                 keep=keep,
-                keep_days=entry.job.keep_days if entry else 0,
+                keep_days=entry.job.keep_days if entry else DELETED_JOB_KEEP_DAYS,
                 now=self.clock(),
                 active=self.active.get(jk, set()),
             )
