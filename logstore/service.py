@@ -10,7 +10,7 @@ import structlog
 
 from logstore.archive import archive_runs
 from logstore.local import LocalFolderStore
-from logstore.s3 import S3Store
+from logstore.s3 import S3Credentials, S3Store
 from logstore.settings import LogSettings
 from logstore.spool import LogRef, Spool, SpoolWriter
 from logstore.store import LogStore, log_key
@@ -20,13 +20,18 @@ log = structlog.get_logger(__name__)
 
 
 def make_store(
-    url: str | None, local_root: Path, *, endpoint: str | None = None, region: str | None = None
+    url: str | None,
+    local_root: Path,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    credentials: S3Credentials | None = None,
 ) -> LogStore:
     """``s3://bucket/prefix``: S3; ``file:///path`` or a path: a folder; None: ``local_root``."""
     if url is None or url == "":
         return LocalFolderStore(local_root)
     if url.startswith("s3://"):
-        return S3Store(url, endpoint=endpoint, region=region)
+        return S3Store(url, endpoint=endpoint, region=region, credentials=credentials)
     if url.startswith("file://"):
         return LocalFolderStore(url[7:])
     return LocalFolderStore(url)
@@ -72,6 +77,7 @@ def build_logs(settings: LogSettings) -> Logs:
         settings.local_root,
         endpoint=settings.s3_endpoint,
         region=settings.s3_region,
+        credentials=settings.s3_credentials,
     )
     uploader = Uploader(spool, store, segment_interval=settings.segment_interval)
     return Logs(spool, store, uploader)

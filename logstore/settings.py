@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from logstore.s3 import S3Credentials
+
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
@@ -17,3 +19,4 @@ class LogSettings:
     s3_endpoint: str | None = None
     s3_region: str | None = None
     segment_interval: float = 2.0  # seconds between uploaded segments of a running attempt
+    s3_credentials: S3Credentials | None = None  # else the environment's (boto3's chain)

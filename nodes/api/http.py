@@ -19,9 +19,9 @@ from cluster.ids import is_id
 from cluster.models import (
     NAME_PATTERN,
 )
+from cluster.store import Store
 
 if TYPE_CHECKING:
-    from cluster.store import Store
     from nodes.api.context import ApiContext
 
 log = structlog.get_logger(__name__)

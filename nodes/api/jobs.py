@@ -20,6 +20,7 @@ from cluster.models import (
     Job,
     JobSpec,
     Run,
+    RunAs,
     TriggerRequest,
     parse_model,
 )
@@ -39,6 +40,7 @@ from nodes.api.http import (
 )
 from nodes.api.logs import list_archived
 from nodes.api.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
+from nodes.runas import check_run_as
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext
@@ -64,6 +66,15 @@ def _time_query(request: web.Request, name: str) -> datetime | None:
     if when.year < 1970:
         raise InvalidInput(f"{name} is before 1970", field=name)
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _run_as(value: Any) -> RunAs:
+    """A patch's ``run_as``, its errors naming ``run_as.<field>``."""
+    try:
+        return parse_model(RunAs, value)
+    except InvalidInput as exc:
+        field = f"run_as.{exc.field}" if exc.field else "run_as"
+        raise InvalidInput(f"run_as.{exc.message}", field=field) from None
 
 
 class Api:
@@ -153,6 +164,10 @@ class Api:
         jobs, more = await self.store().list_jobs(project, after=after, limit=limit)
         return ok({"jobs": [dump(j) for j in jobs], "next": more})
 
+    async def _check_run_as(self, project: str, run_as: RunAs | None) -> None:
+        """A job's run_as: allowed to its project, a known user (D142); else 403/400."""
+        await check_run_as(self.node.etcd, self.node.keys, project, run_as)
+
     @staticmethod
     def _spec(data: dict[str, Any], name: str | None) -> JobSpec:
         return parse_model(JobSpec, named_body(data, name, READ_ONLY_JOB_FIELDS))
@@ -161,6 +176,7 @@ class Api:
     async def create_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), None)
+        await self._check_run_as(project, spec.run_as)
         job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(dump(job), 201)
 
@@ -168,6 +184,7 @@ class Api:
     async def put_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), request.match_info["job"])
+        await self._check_run_as(project, spec.run_as)
         job, created = await self.store().put_job(project, spec)
         return ok(dump(job), 201 if created else 200)
 
@@ -177,6 +194,8 @@ class Api:
         patch = await body_json(request)
         for key in READ_ONLY_JOB_FIELDS:
             patch.pop(key, None)
+        if patch.get("run_as") is not None:
+            await self._check_run_as(project, _run_as(patch["run_as"]))
         job = await self.store().patch_job(project, request.match_info["job"], patch)
         return ok(dump(job))
 

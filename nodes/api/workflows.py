@@ -31,6 +31,7 @@ from nodes.api.http import (
     require_store,
 )
 from nodes.api.openapi import LIMIT, STR, documented
+from nodes.runas import check_run_as
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext
@@ -47,6 +48,13 @@ class WorkflowApi:
     def _spec(data: dict[str, Any], name: str | None) -> WorkflowSpec:
         return parse_workflow(named_body(data, name, READ_ONLY_WORKFLOW_FIELDS))
 
+    async def _check_run_as(self, project: str, spec: WorkflowSpec) -> None:
+        node = self.node
+        for i, task in enumerate(spec.tasks):
+            await check_run_as(
+                node.etcd, node.keys, project, task.run_as, field=f"tasks.{i}.run_as"
+            )
+
     @documented(query={"after": STR, "limit": LIMIT})
     async def list_workflows(self, request: web.Request) -> web.Response:
         project = project_of(request)
@@ -58,6 +66,7 @@ class WorkflowApi:
     async def create(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), None)
+        await self._check_run_as(project, spec)
         wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
         return ok(dump(wf), 201)
 
@@ -65,6 +74,7 @@ class WorkflowApi:
     async def put(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), request.match_info["workflow"])
+        await self._check_run_as(project, spec)
         wf, created = await self.wf().put_workflow(project, spec)
         return ok(dump(wf), 201 if created else 200)
 

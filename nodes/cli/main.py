@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-store", help="s3://bucket/prefix or a folder (default: --log-dir)")
     n.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
     n.add_argument("--s3-region", help="S3 region (else AWS_REGION)")
+    n.add_argument("--job-env", action="append", help="NAME=VALUE every job gets (repeatable)")
+    n.add_argument(
+        "--run-as-users", help="users jobs may run as here, comma-separated (CRONMESH_RUN_AS_USERS)"
+    )
+    n.add_argument("--run-as-default", help="user of jobs without run_as (default nobody)")
+    n.add_argument(
+        "--allow-root-jobs", action="store_true", help="a root node may run jobs as root"
+    )
+    n.add_argument(
+        "--job-env-passthrough",
+        help="node variables jobs get, comma-separated (CRONMESH_JOB_ENV_PASSTHROUGH)",
+    )
     n.set_defaults(func=cmd_node)
 
     etcd_auth.add_command(sub)

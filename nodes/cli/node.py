@@ -24,7 +24,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.node_action:  # `cronmesh node list|get|enable|disable|drain|shutdown`
         return cli_placement.cmd_node_admin(args)
 
-    from nodes.config import load_config
+    from nodes import jobenv, workdir
+    from nodes.config import SECRET_VARIABLES, load_config
     from nodes.daemon import Node
 
     flags = {
@@ -50,12 +51,21 @@ def cmd_node(args: argparse.Namespace) -> int:
         "log_store": args.log_store,
         "s3_endpoint": args.s3_endpoint,
         "s3_region": args.s3_region,
+        "job_env": args.job_env or None,
+        "job_env_passthrough": args.job_env_passthrough,
+        "run_as_users": args.run_as_users,
+        "run_as_default": args.run_as_default,
+        "allow_root_jobs": True if args.allow_root_jobs else None,
     }
     from nodes.runtime import gctune
 
     try:
         config = load_config(flags, file=args.config)
         cli_auth.check_node_config(config)
+        # Read once; from here on the node's environment holds no secret (D141).
+        jobenv.scrub_secrets(SECRET_VARIABLES)
+        jobenv.protect_process()  # no ptrace or /proc/<pid>/mem by a job of the same user
+        workdir.private_umask()  # files 0600, folders 0700; jobs keep the umask we had (D143)
         gctune.tune()  # after start-up: what it built is frozen out of the collector (D138)
     except CronmeshError as exc:
         print(f"cronmesh: {exc.message}", file=sys.stderr)
