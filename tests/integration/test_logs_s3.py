@@ -348,7 +348,7 @@ async def test_runs_beyond_retention_are_archived_as_json_lines_and_listable(clu
     for run_id in ids:
         assert (await finished_run(cluster, run_id))["status"] == "succeeded"
     scheduler = await wait_for(lambda: node.scheduler, 15, what="leader")
-    await scheduler.prune()
+    await scheduler.retention.prune()
     status, body = await cluster.request("GET", f"{RUNS}?job=kept")
     assert sorted(r["id"] for r in body["runs"]) == sorted(ids)[3:]
     listing = s3_client(aws_env).list_objects_v2(Bucket=bucket, Prefix="arch/default/kept/runs/")
