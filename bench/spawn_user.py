@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import time
 
-from nodes.runas import Identity, setpriv, switch_prefix
+from nodes.executor.runas import Identity, setpriv, switch_prefix
 
 
 def measure(argv: list[str], n: int, **kw: object) -> tuple[list[float], list[float]]:

@@ -365,7 +365,7 @@ ENV = {
 
 # Secrets a node may be given: each as a value or as a file (``<field>_file``, ``<VAR>_FILE``, as
 # Docker and Kubernetes mount them). Files are read once, at start; the variables holding values
-# are removed from the node's own environment afterwards (``nodes.jobenv.scrub_secrets``).
+# are removed from the node's own environment afterwards (``nodes.executor.jobenv.scrub_secrets``).
 SECRET_FIELDS = (
     "admin_password",
     "admin_token",

@@ -31,19 +31,20 @@ from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
-from nodes import __version__, etcd_metrics, jobenv, metrics
+from nodes import __version__, etcd_metrics, metrics
 from nodes.api.access import Access
 from nodes.api.app import start_api
 from nodes.api.peer import PeerClient
-from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
+from nodes.executor import jobenv
 from nodes.executor.containment import Containment
+from nodes.executor.runas import advertised, node_policy
+from nodes.executor.workdir import secure_node_dirs
 from nodes.leader.scheduler import Scheduler
 from nodes.notifier import lead_with_notifier
-from nodes.runas import advertised, node_policy
 from nodes.secretkeys import KeyFile
-from nodes.workdir import secure_node_dirs
-from nodes.worker import Worker
+from nodes.worker.cluster_view import ClusterView
+from nodes.worker.worker import Worker
 
 log = structlog.get_logger(__name__)
 

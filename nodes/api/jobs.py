@@ -40,7 +40,7 @@ from nodes.api.http import (
 )
 from nodes.api.logs import list_archived
 from nodes.api.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
-from nodes.runas import check_run_as
+from nodes.executor.runas import check_run_as
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext

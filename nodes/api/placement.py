@@ -47,8 +47,8 @@ from cluster.placement import (
     preferred,
 )
 from cluster.runas import project_refusal
-from nodes.cluster_view import read_topology
-from nodes.runas import project_run_as_users
+from nodes.executor.runas import project_run_as_users
+from nodes.worker.cluster_view import read_topology
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext

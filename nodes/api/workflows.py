@@ -31,7 +31,7 @@ from nodes.api.http import (
     require_store,
 )
 from nodes.api.openapi import LIMIT, STR, documented
-from nodes.runas import check_run_as
+from nodes.executor.runas import check_run_as
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext

@@ -334,7 +334,7 @@ def check_node_config(config: Any) -> None:
     from cluster.errors import InvalidInput
     from cluster.passwords import check_password_rules
     from nodes.config import etcd_security, read_secret
-    from nodes.runas import node_policy
+    from nodes.executor.runas import node_policy
 
     etcd_security(config)
     node_policy(config)

@@ -24,9 +24,9 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.node_action:  # `cronmesh node list|get|enable|disable|drain|shutdown`
         return cli_placement.cmd_node_admin(args)
 
-    from nodes import jobenv, workdir
     from nodes.config import SECRET_VARIABLES, load_config
     from nodes.daemon import Node
+    from nodes.executor import jobenv, workdir
 
     flags = {
         "node_id": args.node_id,

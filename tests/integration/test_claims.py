@@ -30,7 +30,7 @@ from logstore.service import build_logs
 from nodes.config import NodeConfig
 from nodes.devtools.embedded import EtcdProcess
 from nodes.leader.scheduler import Scheduler
-from nodes.worker import Worker
+from nodes.worker.worker import Worker
 from tests.conftest import LogWatch, NodeTeardownError, wait_for
 
 P = "p"

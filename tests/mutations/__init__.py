@@ -49,7 +49,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the worker ----------------------------------------------------------------------------
     Mutation(
         "claim-queue-revision",
-        "nodes/worker.py",
+        "nodes/worker/claiming.py",
         r"compares = \[Compare\.modified\(key, kv\.mod_revision\), ",
         "compares = [",
         (
@@ -60,7 +60,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "completion-claim-revision",
-        "nodes/worker.py",
+        "nodes/worker/executing.py",
         r"self\.batch\.txn\(\[Compare\.created\(claim, ex\.claim_revision\)\], ops\)",
         "self.batch.txn([], ops)",
         (
@@ -71,7 +71,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "claim-lease",
-        "nodes/worker.py",
+        "nodes/worker/claiming.py",
         r"(Op\.put\(\s*self\.keys\.claim\(run\.id\),\s*dumps\(.*?\),\s*)lease(,?\s*\))",
         r"\g<1>0\g<2>",
         (f"{CLAIMS}::test_the_claim_and_slot_vanish_with_the_workers_lease",),
@@ -79,7 +79,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "claim-control-absent",
-        "nodes/worker.py",
+        "nodes/worker/claiming.py",
         r"(Compare\.modified\(key, kv\.mod_revision\)), Compare\.absent\(control\)\]",
         r"\1]",
         (f"{CLAIMS}::test_a_run_cancelled_while_its_claim_is_in_flight_never_starts",),
@@ -87,7 +87,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "slot-lease",
-        "nodes/worker.py",
+        "nodes/worker/claiming.py",
         r"Op\.put\(slot, run\.id, lease\)",
         "Op.put(slot, run.id)",
         (f"{CLAIMS}::test_the_claim_and_slot_vanish_with_the_workers_lease",),
@@ -95,7 +95,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "slot-absent",
-        "nodes/worker.py",
+        "nodes/worker/claiming.py",
         r"compares\.append\(Compare\.absent\(slot\)\)",
         "pass",
         (f"{CLAIMS}::test_two_workers_that_picked_the_same_free_slot_never_both_run",),
@@ -219,7 +219,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "masking-output-wiring",
-        "nodes/worker.py",
+        "nodes/worker/executing.py",
         r"on_output = masked\.write",
         "on_output = writer.write",
         (
@@ -230,7 +230,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "masking-result",
-        "nodes/worker.py",
+        "nodes/worker/executing.py",
         r"result = mask_result\(result, list\(secrets\.values\(\)\)\)",
         "pass",
         (

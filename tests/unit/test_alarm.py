@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from nodes.worker import Alarm, Releases
+from nodes.worker.attempt import Alarm, Releases
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 

@@ -10,7 +10,7 @@ import pytest
 
 from cluster.errors import InvalidInput
 from nodes.config import SECRET_VARIABLES, load_config
-from nodes.jobenv import DEFAULT_PATH, SOURCE_ROOT, base_env, python_path
+from nodes.executor.jobenv import DEFAULT_PATH, SOURCE_ROOT, base_env, python_path
 
 NODE_ENV = {
     "PATH": "/opt/bin:/usr/bin",
@@ -100,9 +100,9 @@ def test_every_secret_variable_is_scrubbed_from_the_process_and_proc_environ():
     code = (
         "import os\n"
         "from nodes.config import SECRET_VARIABLES\n"
-        "from nodes.jobenv import scrub_secrets\n"
+        "from nodes.executor.jobenv import scrub_secrets\n"
         "scrub_secrets(SECRET_VARIABLES)\n"
-        "from nodes.jobenv import protect_process\n"
+        "from nodes.executor.jobenv import protect_process\n"
         "assert protect_process()\n"
         "print(open(f'/proc/{os.getpid()}/environ', 'rb').read().decode(errors='replace'))\n"
         "print(sorted(k for k in os.environ if k in SECRET_VARIABLES))\n"

@@ -46,7 +46,6 @@ LONG_MODULES_ALLOWED: set[str] = {
     "cluster.store",
     "nodes.api.access",
     "nodes.api.logs",
-    "nodes.worker",
 }
 
 

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from cluster.runas import NodeRunAs, check_node_policy, decide, project_refusal, servable
-from nodes.workdir import (
+from nodes.executor.workdir import (
     clean_leftovers,
     make_run_dir,
     read_result,

@@ -1,0 +1,127 @@
+"""A local attempt of a run (`Execution`: its process, log writer, requested action) and the
+timers the worker arms for it (`Releases`, `Alarm`)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cluster.models import Run
+from nodes.executor.cgroups import Usage
+from nodes.executor.process import Process
+
+MAX_RESULT = 64 * 1024
+ORPHAN_CHECK_EVERY = 5.0
+EXECUTED_KEPT = 4096  # attempts remembered as run here, so the orphan check never reruns one
+# A run due at a known instant (``not_before``: materialised ahead by the leader, or a retry's
+# backoff) is claimed this long before it, so the claim's round trip is over by then and the
+# process starts on a local timer at the instant itself. Short on purpose: a node that dies
+# holding a claimed run that has not started yet loses it like a running one (D120).
+CLAIM_AHEAD = 0.75
+IDENTITY_TTL = 30.0  # s a resolved run_as user (uid, gid, home) is reused before a new lookup
+
+
+@dataclass
+class Execution:
+    run: Run
+    claim_revision: int
+    slot: str | None
+    proc: Process | None = None
+    requested: str | None = None  # "cancel" | "abort" | "shutdown" | "timeout"
+    acted: bool = False  # the request reached a live process (else the exit status decides)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # a request while waiting to start
+    cost: int = 1  # units of the node's weight budget this run holds
+    output_bytes: int | None = None  # what the job wrote, once its log is closed
+    logged: bool = True  # False: nothing at all was written, so no log object will exist
+    usage: Usage | None = None  # what the run's cgroup counted (None: no cgroup)
+    reason: str | None = None  # "oom_killed" when the out-of-memory killer ended it
+    _stopper: asyncio.Task[None] | None = None
+
+    def request(self, action: str) -> None:
+        """Record a cancel/abort/shutdown; act on the process now, or as soon as it exists."""
+        if self.requested is not None and action != "abort":
+            return
+        self.requested = action
+        self.wake.set()
+        self.act()
+
+    def act(self) -> None:
+        if self.proc is None or self.requested is None or self.proc.returncode_ready:
+            return
+        self.acted = True
+        if self.requested == "abort":
+            self.proc.kill()
+        elif self._stopper is None:
+            grace = self.run.snapshot.kill_grace
+            self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
+
+
+class Releases:
+    """Armed processes due at the same instant, released together by one timer callback: at the
+    instant the loop does nothing but one write per process, before any of their coroutines
+    resumes (100 runs due together are all released within about a millisecond)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._due: dict[datetime, list[tuple[Process, asyncio.Future[datetime | None]]]] = {}
+
+    def add(self, when: datetime, proc: Process) -> asyncio.Future[datetime | None]:
+        """A future set at the release: its time, or None when the process could not be
+        released (it died). Cancel the future to withdraw the process."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[datetime | None] = loop.create_future()
+        batch = self._due.get(when)
+        if batch is None:
+            batch = self._due[when] = []
+            delay = (when - self._clock()).total_seconds()
+            loop.call_later(max(0.0, delay), self._release, when)
+        batch.append((proc, fut))
+        return fut
+
+    def _release(self, when: datetime) -> None:
+        early = (when - self._clock()).total_seconds()
+        if early > 0:  # loop timers may fire a hair early (uvloop's cached time): never start early
+            asyncio.get_running_loop().call_later(early, self._release, when)
+            return
+        batch = [(p, f) for p, f in self._due.pop(when, []) if not f.done()]
+        ok = [p.release() for p, _ in batch]
+        now = self._clock()
+        for (_, fut), released in zip(batch, ok, strict=True):
+            fut.set_result(now if released else None)
+
+
+class Alarm:
+    """One pending call of ``callback`` at a loop time; asking for an earlier time moves it, a
+    later one is ignored. Keeps the deadline itself: uvloop answers ``call_later(0)`` with a
+    plain ``Handle``, which has no ``when()``."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._handle: asyncio.Handle | None = None
+        self._when = math.inf
+
+    @property
+    def when(self) -> float:
+        return self._when
+
+    def at(self, when: float) -> None:
+        if self._handle is not None:
+            if self._when <= when:
+                return
+            self._handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._when = when
+        self._handle = loop.call_later(max(0.0, when - loop.time()), self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._when = None, math.inf
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._when = None, math.inf

@@ -1,0 +1,166 @@
+"""The worker's claims: the slot probe, the claim transaction (lease-bound, compared against the
+queue entry, the cancel request and the slot), and the adoption of claims whose reply was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import structlog
+
+from cluster.errors import Unavailable
+from cluster.etcd import (
+    KV,
+    Compare,
+    LeaseGone,
+    Op,
+    OutcomeUnknown,
+)
+from cluster.models import Run
+from cluster.plan import slot_limit
+from cluster.store import Stored, dumps
+from nodes import metrics
+from nodes.worker.attempt import ORPHAN_CHECK_EVERY
+
+log = structlog.get_logger(__name__)
+
+
+class Claiming:
+    """The claiming part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    async def _free_slot(self, run: Run) -> tuple[bool, str | None]:
+        limit = slot_limit(run.snapshot.overlap, run.snapshot.max_parallel)
+        if not limit:
+            return True, None
+        res = await self.etcd.range(self.keys.slots(run.project, run.job), keys_only=True)
+        used = {int(kv.key.rsplit("/", 1)[-1]) for kv in res.kvs}
+        for i in range(limit):
+            if i not in used:
+                return True, self.keys.slot(run.project, run.job, i)
+        return False, None
+
+    async def _claim(
+        self,
+        key: str,
+        kv: KV,
+        run: Run,
+        cost: int = 1,
+        via: str = "preferred",
+        guards: list[Any] | None = None,
+    ) -> None:
+        try:
+            ok, slot = await self._free_slot(run)
+            if not ok:
+                metrics.CLAIMS.labels("no_slot").inc()
+                self._kick_at(0.2)
+                return
+            now = self.clock()
+            started = run.model_copy()
+            started.status = "running"
+            started.node = self.node_id
+            # claimed ahead of its instant: it starts then (``_run_process`` waits)
+            due = run.not_before if run.not_before is not None and run.not_before > now else None
+            started.started_at = due or now
+            started.not_before = due
+            lease = self.session.lease_id
+            control = self.keys.control(run.id)
+            compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
+            compares += guards or []
+            if self.view is not None:
+                # Drain/disable is exact: a claim made after the operator's write fails.
+                compares.append(
+                    Compare.modified(self.keys.node_state(self.node_id), self.view.own_state()[1])
+                )
+            ops = [
+                Op.delete(key),
+                Op.put(
+                    self.keys.claim(run.id),
+                    dumps(
+                        {
+                            "node": self.node_id,
+                            "project": run.project,
+                            "job": run.job,
+                            "attempt": run.attempt,
+                            "weight": cost,
+                        }
+                    ),
+                    lease,
+                ),
+                Op.put(self.keys.run(run.project, run.id), started.model_dump_json()),
+            ]
+            if slot is not None:
+                compares.append(Compare.absent(slot))
+                ops.append(Op.put(slot, run.id, lease))
+            res = await self.batch.txn(compares, ops, [Op.get(control), Op.get(key)])
+            if not res.succeeded:
+                if res.range_kvs(0) and res.range_kvs(1):
+                    # Cancelled while queued: finish it as cancelled instead of running it.
+                    await self.store.cancel_pending(
+                        Stored(run, kv.mod_revision), "cancelled before it started"
+                    )
+                metrics.CLAIMS.labels("lost_race").inc()
+                if slot is not None:
+                    self._kick_at(0.05)
+                return
+            metrics.CLAIMS.labels("won").inc()
+            metrics.PLACED.labels(via).inc()
+            self.candidates.pop(key, None)
+            self._start(started, res.revision, slot, cost)
+        except LeaseGone:
+            log.warning("claim rejected: lease gone", run=run.id)
+            self.session.lost.set()
+        except (Unavailable, OutcomeUnknown) as exc:
+            # An unknown claim outcome is resolved by reading back: _adopt_orphans finds a claim
+            # of ours that no execution holds and runs it.
+            if isinstance(exc, OutcomeUnknown):
+                metrics.OUTCOME_UNKNOWN.labels("claim").inc()
+            log.warning("claim outcome unknown; will read back", run=run.id, error=str(exc))
+            self._orphan_check.set()
+        finally:
+            self.claiming.discard(key)
+            self._claim_cost.pop(key, None)
+            self._claiming_runs.discard(run.id)
+            self._claiming_jobs.discard((run.project, run.job))
+            self.kick()
+
+    async def _adopt_orphans(self) -> None:
+        """Claims bound to our lease that no execution holds (a claim whose reply was lost) are
+        adopted: the run is started as if the claim had answered."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._orphan_check.wait(), ORPHAN_CHECK_EVERY)
+            self._orphan_check.clear()
+            try:
+                res = await self.etcd.range_all(self.keys.claims())
+                for kv in res.kvs:
+                    run_id = kv.key.rsplit("/", 1)[-1]
+                    if kv.lease != self.session.lease_id or run_id in self.running:
+                        continue
+                    if run_id in self._claiming_runs:
+                        continue
+                    claim = json.loads(kv.value)
+                    if self._executed.get(run_id) == claim.get("attempt"):
+                        # We ran this attempt and could not record its end: never run it again
+                        # here. Giving the claim up lets the leader record the attempt as lost
+                        # (retried if its policy says so), as if this node had died.
+                        log.error("giving up the claim of an attempt already run", run=run_id)
+                        await self.etcd.txn(
+                            [Compare.created(kv.key, kv.create_revision)], [Op.delete(kv.key)]
+                        )
+                        continue
+                    project = claim["project"]
+                    run = await self.store.get_run(project, run_id)
+                    if run.status != "running" or run.node != self.node_id:
+                        continue
+                    slots = await self.etcd.range(self.keys.slots(run.project, run.job))
+                    slot = next((s.key for s in slots.kvs if s.value.decode() == run_id), None)
+                    log.warning("adopting a claim whose reply was lost", run=run_id)
+                    self._start(run, kv.create_revision, slot, int(claim.get("weight", 1)))
+            except (Unavailable, LookupError) as exc:
+                log.info("orphan check failed", error=str(exc))
+                self._orphan_check.set()
+                await asyncio.sleep(1)

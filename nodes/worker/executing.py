@@ -1,0 +1,466 @@
+"""The worker's execution of a claimed run: the job's command and environment, its user, cgroup
+and secrets, the process with its armed release and timeout, the outcome and the result file,
+and the claim-guarded completion (with retries)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cluster.errors import CronmeshError, Unavailable
+from cluster.etcd import (
+    Compare,
+    LeaseGone,
+    OutcomeUnknown,
+    Rejected,
+)
+from cluster.masking import MaskedOutput, mask_result
+from cluster.models import Run, secret_refs
+from cluster.resources import format_bytes
+from cluster.runas import decide
+from logstore.spool import LogRef, SpoolWriter
+from nodes import metrics
+from nodes.executor import runas, workdir
+from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
+from nodes.executor.process import ExitStatus, Process
+from nodes.worker.attempt import EXECUTED_KEPT, IDENTITY_TTL, MAX_RESULT, Execution
+
+log = structlog.get_logger(__name__)
+
+
+class Executing:
+    """The executing part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
+
+    # -- executing -----------------------------------------------------------------------------
+
+    def _start(self, run: Run, claim_rev: int, slot: str | None, cost: int = 1) -> None:
+        """Register the execution at once (so control requests find it), then run it."""
+        if self.session.lost.is_set():
+            return  # the claim vanished with the lease; the leader will reap and retry it
+        ex = Execution(run, claim_rev, slot, cost=cost)
+        self.running[run.id] = ex
+        metrics.RUNNING.set(len(self.running))
+        if run.id in self._controls:
+            ex.request(self._controls[run.id])
+        self._spawn(self._execute(ex))
+
+    def _command(
+        self,
+        run: Run,
+        claim_rev: int,
+        result_file: Path,
+        secrets: Mapping[str, bytes] | None = None,
+    ) -> tuple[list[str], dict[str, str]]:
+        env = self._base_env.copy()  # a dict copy, not a re-decoding of os.environ per run
+        # The job's own env: plain values, and secrets (opened at start, never stored). Set
+        # before the run variables, which it cannot name anyway (CRONMESH_* is refused).
+        for name, value in run.snapshot.env.items():
+            if isinstance(value, str):
+                env[name] = value
+            elif secrets is not None and value.secret in secrets:
+                # bytes as given (no NUL): the surrogate escape gives them back unchanged at exec
+                env[name] = secrets[value.secret].decode("utf-8", "surrogateescape")
+        env.update(
+            CRONMESH_RUN_ID=run.id,
+            CRONMESH_PROJECT=run.project,
+            CRONMESH_JOB=run.job,
+            CRONMESH_ATTEMPT=str(run.attempt),
+            CRONMESH_SCHEDULED_AT=(
+                run.scheduled_at.isoformat().replace("+00:00", "Z") if run.scheduled_at else ""
+            ),
+            CRONMESH_NODE=self.node_id,
+            CRONMESH_CLAIM_REVISION=str(claim_rev),
+            CRONMESH_RESULT_FILE=str(result_file),
+        )
+        for name, value in run.parameters.items():
+            env[f"CRONMESH_PARAM_{name.upper()}"] = value
+        env.update(run.env)  # workflow tasks: execution id, task name, upstream results
+        spec = run.snapshot
+        if spec.python is not None:
+            env["CRONMESH_PYTHON"] = spec.python.model_dump_json()
+            env["PYTHONPATH"] = self._python_path
+            return [sys.executable, "-m", "nodes.executor.pyjob"], env
+        return ["/bin/sh", "-c", spec.command or ""], env
+
+    async def _execute(self, ex: Execution) -> None:
+        run = ex.run
+        t0 = time.monotonic()
+        structlog.contextvars.bind_contextvars(run=run.id, job=f"{run.project}/{run.job}")
+        exit_status: ExitStatus | None = None
+        result: Any = None
+        try:
+            status, error, exit_status, result = await self._run_process(ex)
+        except asyncio.CancelledError:
+            # The node lost its lease or is going away: kill everything, write nothing.
+            if ex.proc is not None:
+                ex.proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(ex.proc.wait()), 5)
+            self.running.pop(run.id, None)
+            ex.done.set()
+            raise
+        except Exception as exc:
+            # A local failure (disk full, unreadable files): the run fails, it never leaks.
+            log.exception("run failed on this node", run=run.id)
+            if ex.proc is not None:
+                ex.proc.kill()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(ex.proc.wait()), 5)
+            status, error = "failed", f"node {self.node_id} could not run it: {exc!r}"
+        finally:
+            structlog.contextvars.unbind_contextvars("run", "job")
+        try:
+            await self._complete(ex, status, exit_status, error, result)
+        finally:
+            self._executed[run.id] = run.attempt
+            if len(self._executed) > EXECUTED_KEPT:
+                self._executed.pop(next(iter(self._executed)))
+            self.running.pop(run.id, None)
+            metrics.RUNNING.set(len(self.running))
+            ex.done.set()
+            self.kick()
+        log.info(
+            "run finished",
+            run=run.id,
+            job=f"{run.project}/{run.job}",
+            attempt=run.attempt,
+            status=status,
+            exit_code=exit_status.exit_code if exit_status else None,
+            duration=round(time.monotonic() - t0, 3),
+        )
+
+    def _identity(self, run: Run) -> runas.Identity | None:
+        """The user a run's process switches to (None: it runs as the node). Raises LookupError
+        naming what this node cannot do (its user, group, or its policy)."""
+        if self.run_as is None:
+            return None
+        run_as = run.snapshot.run_as
+        user, group = (run_as.user, run_as.group) if run_as is not None else (None, None)
+        decision = decide(user, group, self.run_as)
+        if decision.refusal is not None:
+            raise LookupError(decision.refusal)
+        if not decision.switch:
+            return None
+        key = (decision.user, decision.group)
+        now = time.monotonic()
+        cached = self._identities.get(key)
+        if cached is None or cached[1] < now:
+            if len(self._identities) >= 256:
+                self._identities.clear()
+            cached = (runas.resolve(decision), now + IDENTITY_TTL)
+            self._identities[key] = cached
+        return cached[0]
+
+    async def _cgroup(self, ex: Execution, writer: SpoolWriter) -> RunCgroup | None:
+        """The attempt's cgroup, created with its limits (D150, D153). A limit this node cannot
+        apply is said in the run's log and a metric, and the run goes on without it."""
+        if self.containment is None:
+            return None
+        run = ex.run
+        cg = self.containment.run_cgroup(run.id, run.attempt)
+        res = run.snapshot.resources
+        asked = res.asked() if res is not None else {}
+        if cg is None:
+            missing = sorted(asked)
+        else:
+            missing = await asyncio.get_running_loop().run_in_executor(
+                cgroup_io(),
+                functools.partial(
+                    cg.create,
+                    memory=res.memory if res else None,
+                    cpu=res.cpu if res else None,
+                    pids=res.pids if res else None,
+                ),
+            )
+        if missing:
+            for name in missing:
+                metrics.LIMITS_NOT_APPLIED.labels(resource=name).inc()
+            why = self.containment.layout.reason or "not supported here"
+            writer.note(
+                f"node {self.node_id} cannot apply the limits {', '.join(missing)} ({why}): "
+                "the run goes on without them"
+            )
+            log.warning("resource limits not applied", run=run.id, missing=missing)
+        return cg
+
+    @staticmethod
+    def _finish_cgroup(cg: RunCgroup) -> tuple[Usage, bool]:
+        """In a cgroup-io thread: what the run used, then its cgroups removed."""
+        usage = cg.usage()
+        return usage, cg.remove(timeout=0.5)
+
+    async def _secrets(self, run: Run) -> dict[str, bytes]:
+        """The values of the secrets the run references, read now (at its start)."""
+        refs = secret_refs(run.snapshot.env)
+        if not refs:
+            return {}
+        if self.secrets is None:
+            raise RuntimeError("this worker has no secret store")
+        return await self.secrets.values(run.project, refs.values())
+
+    async def _run_process(self, ex: Execution) -> tuple[str, str | None, ExitStatus | None, Any]:
+        """Run the attempt in its own private folder (D143), removed afterwards."""
+        run = ex.run
+        folder = workdir.run_dir(self._work, run.id, run.attempt)
+        try:
+            return await self._run_in(ex, folder)
+        finally:
+            try:
+                os.rmdir(folder)  # the usual case: the job left nothing
+            except FileNotFoundError:
+                pass
+            except OSError:  # a tree: off the loop
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(None, workdir.remove_run_dir, folder)
+
+    async def _run_in(
+        self, ex: Execution, folder: Path
+    ) -> tuple[str, str | None, ExitStatus | None, Any]:
+        run = ex.run
+        result_file = folder / workdir.RESULT_NAME
+        writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
+        cg: RunCgroup | None = None
+        masked: MaskedOutput | None = None
+        secrets: dict[str, bytes] = {}
+        try:
+            try:
+                secrets = await self._secrets(run)
+            except CronmeshError as exc:
+                why = f"cannot read the run's secrets on node {self.node_id}: {exc.message}"
+                writer.note(why)
+                return "failed", why, None, None
+            on_output = writer.write
+            if secrets:  # every value is masked before anything reaches the spool (D148)
+                masked = MaskedOutput(writer.write, secrets.values())
+                on_output = masked.write
+            argv, env = self._command(run, ex.claim_revision, result_file, secrets)
+            prefix: list[str] | None = None
+            try:
+                identity = self._identity(run)
+                if identity is not None:
+                    for name, value in identity.env().items():  # the job's own env: as given
+                        if name not in run.snapshot.env:
+                            env[name] = value
+                    if self._setpriv is None:
+                        self._setpriv = runas.setpriv()
+                    prefix = runas.switch_prefix(identity, self._setpriv)
+                workdir.make_run_dir(
+                    folder,
+                    identity.uid if identity else None,
+                    identity.gid if identity else None,
+                )
+            except (LookupError, OSError) as exc:
+                writer.note(f"cannot start the process: {exc}")
+                return "failed", f"cannot start the process: {exc}", None, None
+            # Claimed ahead (D120): spawn now, armed, and release it at the due instant, so the
+            # instant costs one write per run instead of one spawn per run (D121).
+            if run.not_before is not None and ex.requested is not None:
+                return self._not_started(ex, writer)
+            armed = run.not_before is not None and run.not_before > self.clock()
+            spawn_t = time.perf_counter()
+            try:
+                cg = await self._cgroup(ex, writer)
+                ex.proc = await Process.start(
+                    argv,
+                    env=env,
+                    cwd=str(folder),
+                    on_output=on_output,
+                    armed=armed,
+                    cgroup=cg,
+                    prefix=prefix,
+                    umask=workdir.job_umask(),
+                )
+            except OSError as exc:
+                writer.note(f"cannot start the process: {exc}")
+                return "failed", f"cannot start the process: {exc}", None, None
+            metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            if cg is None and self.containment is not None:
+                self.containment.watch_session(ex.proc.pid)
+            if armed:
+                assert run.not_before is not None
+                released = self._releases.add(run.not_before, ex.proc)
+                woken: asyncio.Future[Any] = asyncio.ensure_future(ex.wake.wait())
+                pending: set[asyncio.Future[Any]] = {released, woken}
+                try:
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                except BaseException:  # cancelled (lease lost): never release it
+                    released.cancel()
+                    raise
+                finally:
+                    woken.cancel()
+                if not released.done():  # cancelled, or the node shuts down, before the tick
+                    released.cancel()  # the batch skips it
+                    ex.proc.disarm()  # it exits without running anything
+                    await ex.proc.wait()
+                    return self._not_started(ex, writer)
+                started = released.result()
+                if started is None:
+                    writer.note("the armed process died before its start")
+                    await ex.proc.wait()
+                    return "failed", "the armed process died before its start", None, None
+                run.started_at = started  # the record gets the real start
+            elif run.not_before is not None:
+                run.started_at = self.clock()
+            if run.scheduled_at is not None and run.source == "schedule":
+                metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
+            ex.act()  # a cancel that arrived before the process existed
+            timeout = run.snapshot.timeout or None
+            try:
+                exit_status = await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
+            except TimeoutError:
+                writer.note(f"timeout after {run.snapshot.timeout:g}s: stopping the process tree")
+                ex.requested, ex.acted = "timeout", True
+                await ex.proc.stop(run.snapshot.kill_grace)
+                exit_status = await ex.proc.wait()
+            if cg is not None:
+                ex.usage, removed = await asyncio.get_running_loop().run_in_executor(
+                    cgroup_io(), self._finish_cgroup, cg
+                )
+                if not removed:
+                    log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                cg = None
+            status, error = self._outcome(ex, exit_status)
+            if self._fenced(ex, exit_status):
+                status = "lost"
+                error = "killed by its node's fence: the lease was not renewed in time (D152)"
+            if ex.acted or ex.reason or status == "lost":
+                writer.note(f"run {status}: {error}")
+        finally:
+            if cg is not None:
+                # Not removed above (a failure or a cancellation on the way): what is left is
+                # killed, bounded; a cgroup that cannot go is reaped when the node starts again.
+                if not cg.remove(timeout=0.5):
+                    log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+            elif ex.proc is not None and self.containment is not None:
+                self.containment.forget_session(ex.proc.pid)
+            if masked is not None:
+                masked.flush()
+            writer.close()
+            ex.output_bytes, ex.logged = writer.written, not writer.empty
+        result, result_error = self._read_result(result_file)
+        if secrets:
+            result = mask_result(result, list(secrets.values()))
+        if result_error and status == "succeeded":
+            error = result_error
+        return status, error, exit_status, result
+
+    @staticmethod
+    def _not_started(
+        ex: Execution, writer: SpoolWriter
+    ) -> tuple[str, str | None, ExitStatus | None, Any]:
+        """A run claimed ahead and cancelled (or its node shut down) before its instant."""
+        why = {"shutdown": "the node shut down"}.get(ex.requested or "", "")
+        why = why or f"{ex.requested}ed by request"
+        writer.note(f"{why} before it started")
+        status = "lost" if ex.requested == "shutdown" else "cancelled"
+        return status, f"{why} before it started", None, None
+
+    def _fenced(self, ex: Execution, st: ExitStatus) -> bool:
+        """SIGKILLed by nobody of ours while the lease deadline had passed: the fence did it."""
+        if ex.acted or ex.reason is not None or st.signal != 9:
+            return False
+        return self.session.remaining() <= self.session.margin
+
+    @staticmethod
+    def _oom(ex: Execution) -> bool:
+        return ex.usage is not None and ex.usage.oom_kills > 0
+
+    @classmethod
+    def _outcome(cls, ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
+        if not ex.acted:
+            if not st.ok and cls._oom(ex):  # its own outcome: failed, reason oom_killed (D153)
+                ex.reason = "oom_killed"
+                res = ex.run.snapshot.resources
+                limit = f" (memory limit {format_bytes(res.memory)})" if res and res.memory else ""
+                return "failed", f"killed by the out-of-memory killer{limit}"
+        elif ex.requested == "timeout":
+            return "timed_out", f"timed out after {ex.run.snapshot.timeout:g}s"
+        elif ex.requested in ("cancel", "abort"):
+            return "cancelled", f"{ex.requested}ed by request"
+        elif ex.requested == "shutdown":
+            return "lost", "the node shut down before the run finished"
+        if st.ok:
+            return "succeeded", None
+        if st.signal is not None:
+            return "failed", f"killed by signal {st.signal}"
+        return "failed", f"exit code {st.exit_code}"
+
+    @staticmethod
+    def _read_result(path: Path) -> tuple[Any, str | None]:
+        data, error = workdir.read_result(path, MAX_RESULT)
+        if data is None:
+            return None, error
+        try:
+            return json.loads(data or b"null"), None
+        except ValueError as exc:
+            return None, f"result file unusable: {exc}"
+
+    async def _complete(
+        self, ex: Execution, status: str, st: ExitStatus | None, error: str | None, result: Any
+    ) -> None:
+        """One write that finishes the attempt, guarded by our claim; retried while we hold it."""
+        run = ex.run
+        _, ops = self.store.finish_ops(
+            run,
+            status=status,
+            exit_code=st.exit_code if st else None,
+            signal=st.signal if st else None,
+            error=error,
+            result=result,
+            claim_revision=ex.claim_revision,
+            slot=ex.slot,
+            log=self.logs.url(LogRef(run.project, run.job, run.id, run.attempt))
+            if ex.logged
+            else None,
+            output_bytes=ex.output_bytes,
+            reason=ex.reason,
+            peak_memory=ex.usage.peak_memory if ex.usage else None,
+            cpu_seconds=round(ex.usage.cpu_seconds, 3)
+            if ex.usage and ex.usage.cpu_seconds is not None
+            else None,
+        )
+        claim = self.keys.claim(run.id)
+        delay = 0.1
+        while not self.session.lost.is_set():
+            try:
+                res = await self.batch.txn([Compare.created(claim, ex.claim_revision)], ops)
+            except OutcomeUnknown as exc:
+                metrics.OUTCOME_UNKNOWN.labels("completion").inc()
+                log.warning("completion outcome unknown; reading back", error=str(exc))
+                with contextlib.suppress(Unavailable):
+                    if await self.etcd.get(claim) is None:
+                        return  # applied (claim gone with our write) or lost: nothing more to do
+                await asyncio.sleep(delay)
+            except (Unavailable, LeaseGone) as exc:
+                log.warning("completion write failed; retrying", error=str(exc))
+                await asyncio.sleep(delay)
+            except Rejected as exc:
+                # Nothing applied. Giving up would leave our claim with no execution holding
+                # it, and the orphan check would run the attempt again: keep trying instead.
+                log.error("completion write refused; retrying", run=run.id, error=str(exc))
+                await asyncio.sleep(max(delay, 1.0))
+            else:
+                if not res.succeeded:
+                    metrics.COMPLETIONS_FENCED.inc()
+                    log.warning(
+                        "claim lost before completion; result discarded",
+                        run=run.id,
+                        attempt=run.attempt,
+                        claim_revision=ex.claim_revision,
+                    )
+                    return
+                metrics.run_finished(status, run.project, run.job)
+                if ex.reason == "oom_killed":
+                    metrics.OOM_KILLS.inc()
+                return
+            delay = min(delay * 2, 2.0)

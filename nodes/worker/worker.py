@@ -1,0 +1,365 @@
+"""The worker: claims queued runs with a lease-bound transaction, executes them, and finishes them
+with a write that compares its claim (only the current claim may finish a run).
+
+Three etcd writes per run: the leader's creation, the worker's claim, the worker's completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cluster.errors import Unavailable
+from cluster.etcd import (
+    KV,
+    Compacted,
+    Compare,
+    Etcd,
+)
+from cluster.keys import Keys
+from cluster.models import Run
+from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
+from cluster.plan import slot_limit
+from cluster.runas import NodeRunAs, decide
+from cluster.secret_store import SecretStore
+from cluster.selector import matches, parse_selector
+from cluster.session import Session
+from cluster.store import Store
+from cluster.txnbatch import TxnBatcher
+from logstore.service import Logs
+from nodes import metrics
+from nodes.executor import jobenv, runas, workdir
+from nodes.executor.containment import Containment
+from nodes.worker.attempt import CLAIM_AHEAD, Alarm, Execution, Releases
+from nodes.worker.claiming import Claiming
+from nodes.worker.cluster_view import ClusterView
+from nodes.worker.executing import Executing
+
+log = structlog.get_logger(__name__)
+
+
+class Worker(Claiming, Executing):
+    def __init__(
+        self,
+        *,
+        etcd: Etcd,
+        keys: Keys,
+        store: Store,
+        session: Session,
+        node_id: str,
+        properties: Mapping[str, str],
+        capacity: int,
+        logs: Logs,
+        work_dir: str,
+        clock: Callable[[], datetime],
+        view: ClusterView | None = None,
+        weight_budget: int | None = None,
+        handoff_delay: float = 1.0,
+        job_env: Mapping[str, str] | None = None,
+        run_as: NodeRunAs | None = None,
+        containment: Containment | None = None,
+        secrets: SecretStore | None = None,
+    ) -> None:
+        self.etcd = etcd
+        self.containment = containment
+        self.secrets = secrets  # read and decrypted when a run that references them starts
+        self.keys = keys
+        self.store = store
+        # Claims and completions go to etcd together when several wait (group commit, D137).
+        self.batch = TxnBatcher(etcd, observe=metrics.TXN_BATCH.observe)
+        self.session = session
+        self.node_id = node_id
+        self.properties = dict(properties)
+        self.capacity = capacity
+        self.logs = logs
+        self.work_dir = work_dir
+        self.clock = clock
+        # Placement (docs/placement.md): the cluster view decides which queued runs are ours.
+        self.view = view
+        self.weight_budget = weight_budget
+        self.handoff_delay = handoff_delay
+        self.claim_ahead = CLAIM_AHEAD
+        self._seen: dict[str, float] = {}  # queue key -> when this worker first found it claimable
+        self._claim_cost: dict[str, int] = {}
+        self._best: dict[str, tuple[int, Candidate | None]] = {}  # key -> (view version, pref.)
+        if view is not None:
+            view.on_change = self.kick
+        self.running: dict[str, Execution] = {}
+        self._executed: dict[str, int] = {}  # run id -> attempt, the latest EXECUTED_KEPT ended
+        self.candidates: dict[str, KV] = {}
+        self.claiming: set[str] = set()
+        self.accepting = True
+        self._parsed: dict[str, tuple[int, Run]] = {}
+        self._controls: dict[str, str] = {}
+        self._claiming_runs: set[str] = set()
+        self._claiming_jobs: set[tuple[str, str]] = set()  # limited jobs with a claim in flight
+        self._orphan_check = asyncio.Event()  # run id -> requested action (control keys present)
+        self._kick = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._alarm = Alarm(self.kick)
+        self._releases = Releases(clock)
+        self._work = Path(work_dir)
+        self._work.mkdir(parents=True, exist_ok=True)
+        left = workdir.clean_leftovers(self._work)
+        if left:
+            log.info("removed run folders left by an earlier process", count=left)
+        # The node's part of every job's environment, by allow-list (D140); None: the default
+        # allow-list over this process's environment.
+        self._base_env = dict(job_env) if job_env is not None else jobenv.base_env(os.environ)
+        self._python_path = jobenv.python_path(os.environ)
+        # Which user runs run as (D142); None: as the node itself, whatever the job asks.
+        self.run_as = run_as
+        self._setpriv: str | None = None
+        self._identities: dict[tuple[str | None, str | None], tuple[runas.Identity, float]] = {}
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._follow(self.keys.queue(), self._on_queue, reset=self._reset_queue))
+            tg.create_task(
+                self._follow(self.keys.controls(), self._on_control, reset=self._controls.clear)
+            )
+            tg.create_task(self._adopt_orphans())
+            tg.create_task(self._dispatch_loop())
+            if self.view is not None:
+                tg.create_task(self.view.run())
+
+    async def _follow(
+        self,
+        prefix: str,
+        handle: Callable[[str, KV | None], None],
+        reset: Callable[[], None] | None = None,
+    ) -> None:
+        """Read a prefix, then watch it from that revision; start over when the watch breaks."""
+        delay = 0.1
+        while True:
+            try:
+                res = await self.etcd.range_all(prefix)
+                if reset is not None:
+                    reset()
+                for kv in res.kvs:
+                    handle(kv.key, kv)
+                async for batch in self.etcd.watch(prefix, start_revision=res.revision + 1):
+                    delay = 0.1
+                    for ev in batch.events:
+                        handle(ev.kv.key, ev.kv if ev.kind == "put" else None)
+            except (Unavailable, Compacted) as exc:
+                log.info("watch interrupted; re-reading", prefix=prefix, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _reset_queue(self) -> None:
+        self.candidates.clear()
+        self._seen.clear()
+        self._best.clear()
+
+    def _on_queue(self, key: str, kv: KV | None) -> None:
+        if kv is None:
+            self.candidates.pop(key, None)
+            self._parsed.pop(key, None)
+            self._seen.pop(key, None)
+            self._best.pop(key, None)
+        else:
+            self.candidates[key] = kv
+        self.kick()
+
+    def _on_control(self, key: str, kv: KV | None) -> None:
+        run_id = key.rsplit("/", 1)[-1]
+        if kv is None:
+            self._controls.pop(run_id, None)
+            return
+        action = "abort" if json.loads(kv.value).get("action") == "abort" else "cancel"
+        # Remembered even if the run is not (yet) ours: the watch may deliver a request before
+        # the claim's reply is processed; a new execution looks here when it registers.
+        self._controls[run_id] = action
+        ex = self.running.get(run_id)
+        if ex is not None:
+            log.info("control request", run=run_id, action=action)
+            ex.request(action)
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def _kick_at(self, delay: float) -> None:
+        """Dispatch again after ``delay`` (one pending timer: the earliest wins)."""
+        self._alarm.at(asyncio.get_running_loop().time() + delay)
+
+    def _run_of(self, key: str, kv: KV) -> Run | None:
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == kv.mod_revision:
+            return cached[1]
+        try:
+            run = Run.model_validate_json(kv.value)
+        except ValueError as exc:
+            log.error("unreadable queue entry", key=key, error=str(exc))
+            return None
+        self._parsed[key] = (kv.mod_revision, run)
+        return run
+
+    def _choose(self, key: str, run: Run) -> tuple[Candidate, str] | None:
+        """Whether this node should claim ``run`` now, through which binding (its cost), and
+        why (``preferred`` or ``handoff``)."""
+        target = run.snapshot.target
+        run_as = run.snapshot.run_as
+        user = run_as.user if run_as is not None else None
+        if self.run_as is not None and user is not None:
+            # the node's own policy decides locally, whatever the view says
+            if decide(user, run_as.group if run_as else None, self.run_as).refusal is not None:
+                return None
+        if self.view is None:
+            if target.group is None and matches(parse_selector(target.selector), self.properties):
+                return Candidate(self.node_id, 1), "preferred"
+            return None
+        if user is not None and user not in self.view.project_users.get(run.project, ()):
+            return None  # the project may not (or no longer) run jobs as this user
+        placement = self.view.placement(target.group, target.selector, run.project, user)
+        cached = self._best.get(key)
+        if cached is None or cached[0] != self.view.version:
+            draw = attempt_key(run.id, run.attempt)
+            cached = (self.view.version, preferred(draw, placement.candidates))
+            self._best[key] = cached
+        mono = time.monotonic()
+        first = self._seen.setdefault(key, mono)
+        decision = decide_claim(
+            self.node_id,
+            attempt_key(run.id, run.attempt),
+            placement,
+            waited=mono - first,
+            handoff_delay=self.handoff_delay,
+            best=cached[1],
+        )
+        if decision.wait is not None:
+            self._kick_at(decision.wait)
+        if not decision.claim or decision.candidate is None:
+            return None
+        return decision.candidate, "preferred" if decision.preferred else "handoff"
+
+    def used_weight(self) -> int:
+        return sum(ex.cost for ex in self.running.values()) + sum(self._claim_cost.values())
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        if not self.accepting or self.session.lost.is_set():
+            return
+        if self.view is not None and not self.view.ready:
+            return  # kicked again when the view has loaded
+        now = self.clock()
+        for key in sorted(self.candidates):
+            if len(self.running) + len(self.claiming) >= self.capacity:
+                return
+            if key in self.claiming:
+                continue
+            kv = self.candidates[key]
+            run = self._run_of(key, kv)
+            if run is None:
+                continue
+            if run.not_before is not None:
+                early = (run.not_before - now).total_seconds() - self.claim_ahead
+                if early > 0:
+                    self._kick_at(early)
+                    continue
+            limited = slot_limit(run.snapshot.overlap, run.snapshot.max_parallel) > 0
+            if limited and (run.project, run.job) in self._claiming_jobs:
+                # One claim at a time per limited job, the oldest first: two claims in flight
+                # could both see the same slot free, and the later run could win it.
+                continue
+            choice = self._choose(key, run)
+            if choice is None:
+                continue
+            chosen, via = choice
+            if not fits(
+                running=len(self.running) + len(self.claiming),
+                used_weight=self.used_weight(),
+                cost=chosen.weight,
+                capacity=self.capacity,
+                weight_budget=self.weight_budget,
+            ):
+                continue  # over the weight budget: a lighter run further down may still fit
+            self.claiming.add(key)
+            self._claiming_runs.add(run.id)
+            if limited:
+                self._claiming_jobs.add((run.project, run.job))
+            self._claim_cost[key] = chosen.weight
+            guards = self._grant_guards(run, chosen)
+            self._spawn(self._claim(key, kv, run, chosen.weight, via, guards))
+
+    def _grant_guards(self, run: Run, chosen: Candidate) -> list[Any]:
+        """Compares that make a claim exact against grants (D155): the group record that let the
+        project reach this node is unchanged since the view read it (a revoked grant fails the
+        claim even before the watch delivers it); a node the project reaches as a shared node
+        was not bound to a group since (which would have reserved it)."""
+        if self.view is None:
+            return []
+        guards: list[Any] = []
+        if run.snapshot.run_as is not None:
+            # the project's run_as grant is what the view read: a user revoked just now fails
+            # the claim even before the watch delivers the change (D142)
+            rev = self.view.project_revision(run.project)
+            guards.append(Compare.modified(self.keys.project(run.project), rev))
+        if chosen.grant is not None:
+            rev = self.view.group_revision(chosen.grant)
+            return [*guards, Compare.modified(self.keys.group(chosen.grant), rev)]
+        if run.snapshot.target.group is None:
+            since = self.view.bindings_revision
+            return [*guards, Compare.unchanged_since(self.keys.bindings(), since)]
+        return guards
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker task failed", error=repr(task.exception()))
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, let running processes finish up to ``grace`` s, then stop them."""
+        self.accepting = False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 10
+        # Claims in flight become runs to drain (bounded, short: a claim is one transaction).
+        while self.claiming and loop.time() < until:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        pending = [ex.done.wait() for ex in self.running.values()]
+        if pending:
+            log.info("draining", running=len(pending), grace=grace)
+            _, still = await asyncio.wait(
+                [asyncio.ensure_future(p) for p in pending], timeout=grace
+            )
+            for task in still:
+                task.cancel()
+        for ex in list(self.running.values()):
+            ex.request("shutdown")
+        waits = [ex.done.wait() for ex in self.running.values()]
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=30)
+
+    async def close(self) -> None:
+        """Kill whatever still runs (used when the lease is lost); writes nothing."""
+        self.accepting = False
+        for ex in self.running.values():
+            if ex.proc is not None:
+                ex.proc.kill()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._alarm.cancel()
