@@ -1,7 +1,7 @@
 """Notifications: what a job (or a project, as defaults) asks to be told, and the pure decisions
 about which events a finished run raises and what the messages look like.
 
-Delivery (webhooks over HTTP, e-mail over SMTP) lives in ``nodes/notifier.py``; everything here
+Delivery (webhooks over HTTP, e-mail over SMTP) lives in ``nodes/leader/notifier.py``; everything here
 is free of I/O and tested with plain values.
 """
 

@@ -23,7 +23,7 @@ import structlog
 from cluster.etcd import Etcd
 from cluster.keys import Keys
 from nodes.config import NodeConfig
-from nodes.daemon import Node
+from nodes.daemon.node import Node
 from nodes.devtools.embedded import EtcdProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""What the HTTP API may use of its node: `ApiContext`. `nodes.daemon.Node` satisfies it
+"""What the HTTP API may use of its node: `ApiContext`. `nodes.daemon.node.Node` satisfies it
 structurally, so no API module imports the daemon (the composition root imports the API)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from nodes.api.access import Access
     from nodes.api.peer import PeerClient
     from nodes.config import NodeConfig
-    from nodes.secretkeys import KeyFile
+    from nodes.runtime.secretkeys import KeyFile
 
 
 class WorkerView(Protocol):

@@ -339,7 +339,7 @@ def check_node_config(config: Any) -> None:
     etcd_security(config)
     node_policy(config)
     if config.secrets_key_file:
-        from nodes.secretkeys import read_key_file
+        from nodes.runtime.secretkeys import read_key_file
 
         read_key_file(config.secrets_key_file)
     read_secret(config.peer_secret, config.peer_secret_file, "peer_secret")

@@ -27,8 +27,8 @@ from cluster.session import Session
 from cluster.store import Store
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import WorkflowSpec
+from nodes.leader.notifier import Notifier
 from nodes.leader.scheduler import Scheduler
-from nodes.notifier import Notifier
 
 P = "p"
 EVERY_SECOND = [{"cron": "* * * * * *"}]

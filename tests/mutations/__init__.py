@@ -155,7 +155,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-notifier-cursor",
-        "nodes/notifier.py",
+        "nodes/leader/notifier.py",
         r"\[self\.lead\.fence\(\)\],(\s*\[Op\.put\(self\.keys\.notifier_cursor\(\))",
         r"[],\1",
         (f"{FENCING}::test_a_deposed_leader_saves_no_notifier_cursor",),

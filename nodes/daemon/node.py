@@ -31,7 +31,7 @@ from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
-from nodes import __version__, etcd_metrics, metrics
+from nodes import __version__, metrics
 from nodes.api.access import Access
 from nodes.api.app import start_api
 from nodes.api.peer import PeerClient
@@ -40,9 +40,10 @@ from nodes.executor import jobenv
 from nodes.executor.containment import Containment
 from nodes.executor.runas import advertised, node_policy
 from nodes.executor.workdir import secure_node_dirs
+from nodes.leader.notifier import lead_with_notifier
 from nodes.leader.scheduler import Scheduler
-from nodes.notifier import lead_with_notifier
-from nodes.secretkeys import KeyFile
+from nodes.runtime import etcd_metrics
+from nodes.runtime.secretkeys import KeyFile
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.worker import Worker
 

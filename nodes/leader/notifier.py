@@ -23,7 +23,7 @@ import urllib.parse
 from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import structlog
@@ -53,10 +53,23 @@ from nodes import metrics
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
-    from nodes.daemon import Node
+    from cluster.etcd import Etcd
+    from cluster.keys import Keys
+    from cluster.store import Store
+    from nodes.config import NodeConfig
     from nodes.leader.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
+
+
+class Node(Protocol):
+    """What the notifier uses of its node (the daemon's ``Node`` is one)."""
+
+    etcd: Etcd
+    keys: Keys
+    store: Store | None
+    config: NodeConfig
+
 
 MAX_IN_FLIGHT = 64
 EMAIL_RETRIES = 5
