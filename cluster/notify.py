@@ -1,8 +1,8 @@
 """Notifications: what a job (or a project, as defaults) asks to be told, and the pure decisions
 about which events a finished run raises and what the messages look like.
 
-Delivery (webhooks over HTTP, e-mail over SMTP) lives in ``nodes/leader/notifier.py``; everything here
-is free of I/O and tested with plain values.
+Delivery (webhooks over HTTP, e-mail over SMTP) lives in ``nodes/leader/notifier.py``; everything
+here is free of I/O and tested with plain values.
 """
 
 from __future__ import annotations
