@@ -18,7 +18,6 @@ import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 
-
 IPV6_PREFIX = 64  # what one IPv6 client is assumed to hold
 
 
