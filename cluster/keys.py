@@ -239,6 +239,24 @@ class Keys:
         """A project's default notification rules (for jobs that set none)."""
         return f"{self.prefix}/notify-defaults/{project}"
 
+    def project_data(self, project: str) -> list[str]:
+        """Prefixes of what a project keeps besides its record, jobs and workflows: removed with
+        the project, so a new project of the same name starts empty (D201)."""
+        p = self.prefix
+        return [
+            f"{p}/doc-sizes/{project}/",
+            f"{p}/secrets/{project}/",
+            f"{p}/runs/{project}/",
+            f"{p}/job-runs/{project}/",
+            f"{p}/schedule-state/{project}/",
+            f"{p}/ticks/{project}/",
+            f"{p}/slots/{project}/",
+            f"{p}/executions/{project}/",
+            f"{p}/workflow-executions/{project}/",
+            f"{p}/workflow-schedule-state/{project}/",
+            f"{p}/workflow-ticks/{project}/",
+        ]
+
     def notifier_cursor(self) -> str:
         """The etcd revision up to which the leader has handled finished runs' notifications."""
         return f"{self.prefix}/notifier/cursor"

@@ -331,6 +331,13 @@ class AuthApi:
         flows = await etcd.range(keys.workflows(name), count_only=True)
         if flows.count:
             raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
+        active = await etcd.range(keys.actives(name), count_only=True)
+        if active.count:
+            raise Conflict(
+                f"project {name!r} still has {active.count} pending or running run(s); "
+                "cancel them first",
+                field="project",
+            )
         deleted = await etcd.delete(keys.project(name))
         # grants on a deleted project go with it: a new project of the same name starts with
         # nobody's grants but those on "*" (D165). Also on a repeated DELETE, so a node that died
@@ -338,7 +345,13 @@ class AuthApi:
         dropped = await self.access.store().drop_grants(name)
         # its node-group grants go with it (D155): a new project of that name starts with none
         await GroupStore(etcd, keys, self.node.clock).forget_project(name)
-        await etcd.txn([], [Op.delete(keys.doc_sizes(name), prefix=True)])
+        # and so do its secrets, runs, executions and their indexes (D201): the next project of
+        # that name must not reference the old team's secrets nor read its runs' output
+        await etcd.txn(
+            [],
+            [Op.delete(p, prefix=True) for p in keys.project_data(name)]
+            + [Op.delete(keys.notification_defaults(name))],
+        )
         if not deleted and not dropped:
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)

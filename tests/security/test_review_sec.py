@@ -6,8 +6,13 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from cluster.secretbox import new_key
 from nodes.ratelimit import LoginLimiter, address_key
+from tests.conftest import wait_for
 from tests.security.test_login_limits import fwd, login, make_user
+from tests.security.test_secrets import key_file
+
+OLD_SECRET = "old-team-db-password-5b1e"
 
 # -- the per-address login limit and IPv6 (D200) -------------------------------------------------
 
@@ -65,3 +70,68 @@ def test_a_limiter_counts_every_address_of_one_64_together():
         assert not isinstance(limiter.reserve(f"u{i}", f"2001:db8::{i + 1}", 0.0), float)
     assert isinstance(limiter.reserve("u9", "2001:db8::ffff", 1.0), float)
     assert not isinstance(limiter.reserve("u9", "2001:db9::1", 1.0), float)
+
+
+# -- a deleted project's secrets and runs (D201) -------------------------------------------------
+
+
+async def test_a_new_project_of_a_deleted_ones_name_gets_none_of_its_secrets_or_runs(
+    cluster, tmp_path
+):
+    """Attack: project ``pay`` is deleted (its team left); a cluster admin later creates ``pay``
+    for another team. Its secrets, runs and logs had stayed in etcd: an editor of the new
+    project listed them, read the old runs' output, and referenced the old team's database
+    password from a job (``echo $PW | rev`` prints it past the masking)."""
+    await cluster.start(secrets_key_file=key_file(tmp_path / "secrets.key", new_key()))
+    r = cluster.request
+    status, body = await r("POST", "/api/v1/projects", json={"name": "pay"})
+    assert status == 201, body
+    status, body = await r("PUT", "/api/v1/projects/pay/secrets/db", json={"value": OLD_SECRET})
+    assert status == 201, body
+    status, body = await r(
+        "PUT",
+        "/api/v1/projects/pay/jobs/j",
+        json={"name": "j", "command": "echo old-team-output; sleep 60", "env": {}},
+    )
+    assert status == 201, body
+    status, run = await r("POST", "/api/v1/projects/pay/jobs/j/runs", json={})
+    assert status == 201, run
+
+    async def printed() -> bool:
+        s, text = await r("GET", f"/api/v1/projects/pay/runs/{run['id']}/logs")
+        return s == 200 and "old-team-output" in text
+
+    await wait_for(printed, 20, what="the old team's run printing")
+    status, body = await r("DELETE", "/api/v1/projects/pay/jobs/j")
+    assert status == 204, body
+    # a run still going: the project cannot go yet (its run would be left without a project)
+    status, body = await r("DELETE", "/api/v1/projects/pay")
+    assert status == 409 and body["error"]["field"] == "project", body
+    assert "run" in body["error"]["message"]
+    status, body = await r("POST", f"/api/v1/projects/pay/runs/{run['id']}/abort")
+    assert status in (200, 202), body
+
+    async def finished() -> bool:
+        s, got = await r("GET", f"/api/v1/projects/pay/runs/{run['id']}")
+        return s == 200 and got.get("finished_at") is not None
+
+    await wait_for(finished, 30, what="the aborted run finishing")
+    status, body = await r("DELETE", "/api/v1/projects/pay")
+    assert status == 204, body
+
+    status, body = await r("POST", "/api/v1/projects", json={"name": "pay"})
+    assert status == 201, body
+    status, body = await r("GET", "/api/v1/projects/pay/secrets")
+    assert status == 200 and body["secrets"] == [], body
+    status, body = await r("GET", "/api/v1/projects/pay/runs")
+    assert status == 200 and body["runs"] == [], body
+    status, body = await r("GET", f"/api/v1/projects/pay/runs/{run['id']}")
+    assert status == 404, body
+    status, body = await r("GET", f"/api/v1/projects/pay/runs/{run['id']}/logs")
+    assert status == 404, body
+    status, body = await r(
+        "PUT",
+        "/api/v1/projects/pay/jobs/k",
+        json={"name": "k", "command": "echo $PW | rev", "env": {"PW": {"secret": "db"}}},
+    )
+    assert status == 400 and body["error"]["field"] == "env.PW.secret", body
