@@ -174,6 +174,11 @@ class Keys:
         """One audit entry; snowflake ids, so the prefix reads oldest first."""
         return f"{self.prefix}/audit/{entry_id}"
 
+    def audits_own(self) -> str:
+        """Logins and changes of users to their own tokens and password: their own budget
+        (D202)."""
+        return f"{self.prefix}/audit-own/"
+
     def audits_denied(self) -> str:
         """Refused requests and failed password checks: their own budget (D168)."""
         return f"{self.prefix}/audit-denied/"

@@ -370,8 +370,8 @@ class AuthApi:
         if actor is not None and len(actor) > 256:
             raise InvalidInput("actor is too long (max 256)", field="actor")
         kind = request.query.get("kind", "all")
-        if kind not in ("all", "changes", "denied"):
-            raise InvalidInput("kind must be all, changes or denied", field="kind")
+        if kind not in ("all", "changes", "denied", "own"):
+            raise InvalidInput("kind must be all, changes, denied or own", field="kind")
         entries = await self.access.audit.list(
             limit=limit,
             before=before,

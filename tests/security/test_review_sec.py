@@ -3,16 +3,21 @@ a real node where it needs one, and the pure check behind the fix with plain val
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import aiohttp
 import pytest
 
+from cluster.audit import Retention, kind_of
 from cluster.secretbox import new_key
 from nodes.ratelimit import LoginLimiter, address_key
-from tests.conftest import wait_for
+from tests.conftest import api_headers, wait_for
+from tests.security.test_audit_budget import count
 from tests.security.test_login_limits import fwd, login, make_user
 from tests.security.test_secrets import key_file
 
 OLD_SECRET = "old-team-db-password-5b1e"
+PW = "correct horse battery"
 
 # -- the per-address login limit and IPv6 (D200) -------------------------------------------------
 
@@ -135,3 +140,78 @@ async def test_a_new_project_of_a_deleted_ones_name_gets_none_of_its_secrets_or_
         json={"name": "k", "command": "echo $PW | rev", "env": {"PW": {"secret": "db"}}},
     )
     assert status == 400 and body["error"]["field"] == "env.PW.secret", body
+
+
+# -- the audit history and one's own credentials (D202) ------------------------------------------
+
+
+async def test_a_viewer_churning_own_tokens_and_sessions_cannot_push_changes_out(cluster, etcd):
+    """Attack: any user, a viewer of one project too, wipes the history of changes by writing
+    accepted, audited requests that cost nothing: create and revoke their own API token in a
+    loop (measured: ~270 entries/s from one client on the 2-core box, so the 100,000 kept
+    changes were gone in ~6 minutes), or log in and out. The budget is scaled down to 30 here;
+    those entries now go to a budget of their own and the admin's earlier change stays."""
+    node = await cluster.start()
+    node.access.audit.retention["changes"] = Retention(
+        max_entries=30, max_age=timedelta(days=1), every=1
+    )
+    status, body = await cluster.request(
+        "PUT", "/api/v1/projects/a/jobs/evidence", json={"name": "evidence", "command": "true"}
+    )
+    assert status == 201, body
+    status, body = await cluster.request(
+        "POST", "/api/v1/users", json={"name": "eve", "roles": {"a": "viewer"}, "password": PW}
+    )
+    assert status == 201, body
+    # an admin acting on someone else's credentials is a change like any other
+    status, body = await cluster.request("POST", "/api/v1/users/eve/tokens", json={})
+    assert status == 201, body
+    eve = api_headers(body["token"])
+    base = cluster.url(None, "")
+    async with aiohttp.ClientSession(headers=eve) as http:
+        for _ in range(25):
+            async with http.post(f"{base}/api/v1/users/eve/tokens", json={}) as r:
+                assert r.status == 201, await r.text()
+                token_id = (await r.json())["id"]
+            async with http.delete(f"{base}/api/v1/users/eve/tokens/{token_id}") as r:
+                assert r.status == 204
+    async with aiohttp.ClientSession() as anon:
+        for _ in range(5):
+            status, body = await login(anon, cluster, "eve", PW)
+            assert status == 200, body
+            async with anon.post(
+                f"{base}/api/v1/auth/logout", headers=api_headers(body["token"])
+            ) as r:
+                assert r.status in (200, 204), await r.text()
+    status, body = await cluster.request("GET", "/api/v1/audit?kind=changes&limit=1000")
+    assert status == 200, body
+    paths = [e.get("path") for e in body["entries"]]
+    assert "/api/v1/projects/a/jobs/evidence" in paths, paths
+    assert "/api/v1/users/eve/tokens" in paths  # the admin's, kept with the changes
+    assert not any(e.get("actor") == "eve" for e in body["entries"])
+    status, body = await cluster.request("GET", "/api/v1/audit?kind=own&limit=1000&actor=eve")
+    assert status == 200, body
+    outcomes = [e.get("outcome") for e in body["entries"]]
+    assert outcomes.count("login") == 5 and len(outcomes) == 5 + 5 + 50, outcomes
+    # none left behind as an incomplete draft under the changes' prefix
+    assert await count(cluster, etcd, "audit-own") == 60
+
+
+@pytest.mark.parametrize(
+    ("entry", "kind"),
+    [
+        ({"actor": "eve", "path": "/api/v1/users/eve/tokens", "outcome": "ok"}, "own"),
+        ({"actor": "eve", "path": "/api/v1/users/eve/tokens/abc", "outcome": "ok"}, "own"),
+        ({"actor": "eve", "path": "/api/v1/users/eve/password", "outcome": "ok"}, "own"),
+        ({"actor": "eve", "path": "/api/v1/auth/logout", "outcome": "ok"}, "own"),
+        ({"actor": "eve", "path": "/api/v1/auth/login", "outcome": "login"}, "own"),
+        ({"actor": "root", "path": "/api/v1/users/eve/tokens", "outcome": "ok"}, "changes"),
+        ({"actor": "eve", "path": "/api/v1/users/eve", "outcome": "ok"}, "changes"),
+        ({"actor": "eve", "path": "/api/v1/users/evelyn/tokens", "outcome": "ok"}, "changes"),
+        ({"actor": "eve", "path": "/api/v1/projects/a/jobs/j", "outcome": "ok"}, "changes"),
+        ({"actor": "eve", "path": "/api/v1/users/eve/tokens", "outcome": "denied"}, "denied"),
+        ({"actor": "eve", "path": "/x", "outcome": "login_failed"}, "denied"),
+    ],
+)
+def test_own_credential_entries_have_their_own_budget(entry, kind):
+    assert kind_of(entry) == kind
