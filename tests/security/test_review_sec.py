@@ -8,8 +8,10 @@ from datetime import timedelta
 import aiohttp
 import pytest
 
+from cluster import identity
 from cluster.audit import Retention, kind_of
 from cluster.secretbox import new_key
+from cluster.tokens import token_id
 from nodes.ratelimit import LoginLimiter, address_key
 from tests.conftest import api_headers, wait_for
 from tests.security.test_audit_budget import count
@@ -215,3 +217,42 @@ async def test_a_viewer_churning_own_tokens_and_sessions_cannot_push_changes_out
 )
 def test_own_credential_entries_have_their_own_budget(entry, kind):
     assert kind_of(entry) == kind
+
+
+# -- login sessions per user (D203) --------------------------------------------------------------
+
+
+async def test_logging_in_again_and_again_does_not_pile_up_sessions(cluster, etcd, monkeypatch):
+    """Attack: any user with a password logs in in a loop (measured: ~5 logins/s from one
+    sequential client, ~20/s with the hashing pool full). Each login stored a session record and
+    an etcd lease for the session's lifetime (12 h), without limit: the token prefix — read whole
+    by every token listing and creation — and etcd's leases grew by the million a day. Now a
+    user holds at most ``MAX_SESSIONS_PER_USER`` (3 here) live sessions: a new login ends the
+    oldest, its record and its lease."""
+    monkeypatch.setattr(identity, "MAX_SESSIONS_PER_USER", 3)
+    node = await cluster.start()
+    status, body = await cluster.request(
+        "POST", "/api/v1/users", json={"name": "eve", "roles": {"a": "viewer"}, "password": PW}
+    )
+    assert status == 201, body
+    tokens, leases = [], []
+    async with aiohttp.ClientSession() as anon:
+        for _ in range(8):
+            status, body = await login(anon, cluster, "eve", PW)
+            assert status == 200, body
+            tokens.append(body["token"])
+            kv = await node.etcd.get(node.keys.token(token_id(body["token"])))
+            assert kv is not None and kv.lease
+            leases.append(kv.lease)
+    store = node.access.store()
+    sessions = [t for t in await store.list_tokens("eve") if t.kind == "session"]
+    assert len(sessions) == 3, sessions
+    async with aiohttp.ClientSession() as http:
+        for i, token in enumerate(tokens):
+            async with http.get(
+                cluster.url(None, "/api/v1/auth/me"), headers=api_headers(token)
+            ) as r:
+                assert r.status == (200 if i >= 5 else 401), (i, r.status)
+    remaining = [(await node.etcd.time_to_live(lease))[0] for lease in leases]
+    assert all(ttl == -1 for ttl in remaining[:5]), remaining  # the ended sessions' leases
+    assert all(ttl > 0 for ttl in remaining[5:]), remaining
