@@ -10,6 +10,7 @@ import pytest
 
 from cluster import identity
 from cluster.audit import Retention, kind_of
+from cluster.masking import mask_result
 from cluster.secretbox import new_key
 from cluster.tokens import token_id
 from nodes.ratelimit import LoginLimiter, address_key
@@ -256,3 +257,21 @@ async def test_logging_in_again_and_again_does_not_pile_up_sessions(cluster, etc
     remaining = [(await node.etcd.time_to_live(lease))[0] for lease in leases]
     assert all(ttl == -1 for ttl in remaining[:5]), remaining  # the ended sessions' leases
     assert all(ttl > 0 for ttl in remaining[5:]), remaining
+
+
+# -- masking of a number in a result (D204) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "shown"),
+    [
+        ({"pin": 4711}, {"pin": "***"}),
+        ([1, 24711, 47110.5], [1, "2***", "***0.5"]),
+        ({"ok": True, "n": 3}, {"ok": True, "n": 3}),
+        ("pin 4711", "pin ***"),
+    ],
+)
+def test_a_numeric_secret_returned_as_a_json_number_is_masked(result, shown):
+    """Attack (accidental leak): a job returns its secret, a PIN, as a JSON number; masking
+    looked only at strings, so the run's result showed it to every viewer."""
+    assert mask_result(result, [b"4711"]) == shown
