@@ -26,6 +26,7 @@ from cluster.errors import (
 from cluster.etcd import Compare, Op
 from cluster.groups import GroupStore
 from cluster.identity import (
+    USER_PATTERN,
     TokenSpec,
     User,
     UserFields,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 LOGIN_FAILED = "invalid user name or password"
 PROJECT_NAME = re.compile(NAME_PATTERN)
+LOGIN_NAME = re.compile(USER_PATTERN)
 
 
 class AuthApi:
@@ -77,7 +79,9 @@ class AuthApi:
             raise InvalidInput("password is required", field="password")
         address = client_address(request)
         store = self.access.store()
-        user = await store.find_user(username)
+        # a name no user can have is never looked up (a lone surrogate cannot even become an
+        # etcd key: it answered 500), but costs the same dummy hash as an unknown user
+        user = await store.find_user(username) if LOGIN_NAME.fullmatch(username) else None
         stored = user.password_hash if user is not None and user.password_hash else None
         good = await self.access.check_password(request, username, password, stored, what="login")
         if not good or user is None or stored is None or not user.enabled:

@@ -3,6 +3,7 @@ a real node where it needs one, and the pure check behind the fix with plain val
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import aiohttp
@@ -275,3 +276,76 @@ def test_a_numeric_secret_returned_as_a_json_number_is_masked(result, shown):
     """Attack (accidental leak): a job returns its secret, a PIN, as a JSON number; masking
     looked only at strings, so the run's result showed it to every viewer."""
     assert mask_result(result, [b"4711"]) == shown
+
+
+# -- odd input that answered 500 or broke every run --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        # an `at` whose zone carries it past year 9999 or before year 1: stored, then the leader
+        # ignored the job (or logged a traceback every 30 s for a workflow) and its ticks 500
+        (
+            "/api/v1/projects/a/jobs/j",
+            {"name": "j", "command": "true", "schedules": [{"at": "9999-12-31T23:59:59-14:00"}]},
+            "schedules.0.at",
+        ),
+        (
+            "/api/v1/projects/a/workflows/w",
+            {
+                "name": "w",
+                "tasks": [{"name": "t", "command": "true"}],
+                "schedules": [{"at": "0001-01-01T00:00:00+14:00"}],
+            },
+            "schedules.0.at",
+        ),
+        # a NUL in a command or a parameter: stored, then every run failed at exec with a
+        # traceback in the node's log
+        ("/api/v1/projects/a/jobs/j", {"name": "j", "command": "true\u0000x"}, "command"),
+        (
+            "/api/v1/projects/a/jobs/j",
+            {"name": "j", "command": "true", "parameters": {"p": "x\u0000"}},
+            "parameters",
+        ),
+        (
+            "/api/v1/projects/a/workflows/w",
+            {"name": "w", "tasks": [{"name": "t", "command": "a\u0000"}]},
+            "tasks.0.command",
+        ),
+    ],
+)
+async def test_odd_schedules_commands_and_parameters_are_a_400_naming_the_field(
+    cluster, path, body, field
+):
+    await cluster.start()
+    status, answer = await cluster.request("PUT", path, json=body)
+    assert status == 400 and answer["error"]["field"] == field, answer
+    status, answer = await cluster.request("GET", path)
+    assert status == 404, answer  # nothing stored
+
+
+async def test_odd_input_from_anyone_is_a_4xx_not_a_500(cluster):
+    """A login with a lone surrogate as user name (anyone, no credentials) and a trigger with a
+    NUL in a parameter (an operator) answered 500 / failed every run with a logged traceback."""
+    await cluster.start()
+    status, body = await cluster.request(
+        "PUT", "/api/v1/projects/a/jobs/j", json={"name": "j", "command": "true"}
+    )
+    assert status == 201, body
+    async with aiohttp.ClientSession() as anon:
+        url = cluster.url(None, "/api/v1/auth/login")
+        for name in ("\ud800", "a\u0000", "x" * 64 + "y"):
+            raw = json.dumps({"username": name, "password": "guess"}).encode()
+            headers = {"Content-Type": "application/json"}
+            async with anon.post(url, data=raw, headers=headers) as r:
+                assert r.status in (400, 401), (name, r.status, await r.text())
+    status, body = await cluster.request(
+        "POST", "/api/v1/projects/a/jobs/j/runs", json={"parameters": {"p": "x\u0000y"}}
+    )
+    assert status == 400 and body["error"]["field"] == "parameters", body
+    status, body = await cluster.request(
+        "GET",
+        "/api/v1/projects/a/runs?from=2026-01-01T00:00:00Z&to=9999-12-31T23:59:59-14:00",
+    )
+    assert status == 400 and body["error"]["field"] == "to", body
