@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from cluster import identity
+from cluster import store as store_module
 from cluster.audit import Retention, kind_of
 from cluster.masking import mask_result
 from cluster.secretbox import new_key
@@ -349,3 +350,61 @@ async def test_odd_input_from_anyone_is_a_4xx_not_a_500(cluster):
         "/api/v1/projects/a/runs?from=2026-01-01T00:00:00Z&to=9999-12-31T23:59:59-14:00",
     )
     assert status == 400 and body["error"]["field"] == "to", body
+
+
+# -- listing big runs (a viewer's request) -------------------------------------------------------
+
+
+async def test_listing_runs_of_big_jobs_reads_and_answers_bounded_pages(cluster, monkeypatch):
+    """Attack: a run record carries its job's document (a 240 KB job: a 420 KB run record). A
+    viewer asked ``…/runs?limit=1000&status=failed``: one etcd read of 4,000 run records (1.7 GB
+    built in etcd's memory, then refused by the client's cap, 503) or, under the cap, hundreds
+    of MB held by the node. Now each read takes at most ``RUNS_PER_READ`` records and a page
+    ends at ``RUNS_PAGE_BYTES`` with a cursor (scaled down here: 4 per read, ~1 MB a page);
+    following the cursor lists every run once."""
+    monkeypatch.setattr(store_module, "RUNS_PER_READ", 4, raising=False)
+    monkeypatch.setattr(store_module, "RUNS_PAGE_BYTES", 1_000_000, raising=False)
+    node = await cluster.start()
+    big = {f"p{i}": "y" * 3000 for i in range(60)}
+    status, body = await cluster.request(
+        "PUT",
+        "/api/v1/projects/a/jobs/big",
+        json={"name": "big", "command": "false #" + "x" * 60000, "parameters": big},
+    )
+    assert status == 201, body
+    ids = []
+    for _ in range(7):
+        status, run = await cluster.request("POST", "/api/v1/projects/a/jobs/big/runs", json={})
+        assert status == 201, run
+        ids.append(run["id"])
+
+    async def all_failed() -> bool:
+        for run_id in ids:
+            s, got = await cluster.request("GET", f"/api/v1/projects/a/runs/{run_id}")
+            if s != 200 or got["status"] != "failed":
+                return False
+        return True
+
+    await wait_for(all_failed, 60, what="the big job's runs failing")
+    reads: list[int] = []
+    real_range = node.etcd.range
+
+    async def counted(*args, **kw):
+        res = await real_range(*args, **kw)
+        reads.append(sum(len(kv.value) for kv in res.kvs))
+        return res
+
+    monkeypatch.setattr(node.etcd, "range", counted)
+    for query in ("status=failed&limit=1000", "limit=1000", "job=big&limit=1000"):
+        listed: list[str] = []
+        before = ""
+        while True:
+            status, body = await cluster.request("GET", f"/api/v1/projects/a/runs?{query}{before}")
+            assert status == 200, body
+            assert len(body["runs"]) <= 3, (query, len(body["runs"]))  # 3 x 420 KB > 1 MB
+            listed += [r["id"] for r in body["runs"]]
+            if body["next"] is None:
+                break
+            before = f"&before={body['next']}"
+        assert listed == sorted(ids, reverse=True), query
+    assert reads and max(reads) <= 4 * 500_000, reads
