@@ -11,6 +11,7 @@ import pytest
 
 from cluster import identity
 from cluster import store as store_module
+from cluster import workflow_store as workflow_store_module
 from cluster.audit import Retention, kind_of
 from cluster.masking import mask_result
 from cluster.secretbox import new_key
@@ -408,3 +409,41 @@ async def test_listing_runs_of_big_jobs_reads_and_answers_bounded_pages(cluster,
             before = f"&before={body['next']}"
         assert listed == sorted(ids, reverse=True), query
     assert reads and max(reads) <= 4 * 500_000, reads
+
+
+async def test_listing_executions_of_a_big_workflow_reads_and_answers_bounded_pages(
+    cluster, monkeypatch
+):
+    """Attack: an execution holds its workflow (up to 512 KiB) and its results; a viewer's
+    ``…/executions?limit=1000`` was one etcd read of every record: past the client's message
+    cap the list answered 503/422 with etcd's text for the whole project (the cap is 2 MiB here,
+    so six 390 KB executions show it), below it the node held them all. Now ids are read first,
+    records a few at a time (2 here), and a page ends at ~1 MB with a ``next`` cursor."""
+    monkeypatch.setattr(workflow_store_module, "EXECUTIONS_PER_READ", 2, raising=False)
+    monkeypatch.setattr(workflow_store_module, "EXECUTIONS_PAGE_BYTES", 1_000_000, raising=False)
+    await cluster.start(etcd_max_message=2 * 1024 * 1024, etcd_page_keys=500)
+    params = {f"p{i}": "x" * 3000 for i in range(64)}
+    tasks = [{"name": f"t{k}", "external": True, "parameters": params} for k in range(2)]
+    status, body = await cluster.request(
+        "PUT", "/api/v1/projects/a/workflows/big", json={"name": "big", "tasks": tasks}
+    )
+    assert status == 201, body
+    ids = []
+    for _ in range(6):
+        status, ex = await cluster.request(
+            "POST", "/api/v1/projects/a/workflows/big/executions", json={}
+        )
+        assert status == 201, ex
+        ids.append(ex["id"])
+    for path in ("/api/v1/projects/a/executions", "/api/v1/projects/a/workflows/big/executions"):
+        listed: list[str] = []
+        before = ""
+        while True:
+            status, body = await cluster.request("GET", f"{path}?limit=1000{before}")
+            assert status == 200, body
+            assert len(body["executions"]) <= 4, (path, len(body["executions"]))
+            listed += [e["id"] for e in body["executions"]]
+            if body["next"] is None:
+                break
+            before = f"&before={body['next']}"
+        assert listed == sorted(ids, reverse=True), path
