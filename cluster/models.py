@@ -22,6 +22,7 @@ from pydantic import (
 
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
+from cluster.resources import Resources
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"
 PARAM_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -223,6 +224,18 @@ class Target(Strict):
         return value
 
 
+USER_NAME_PATTERN = r"^[a-z_][a-z0-9_.\-]{0,31}$"
+
+
+class RunAs(Strict):
+    """Which user (and group) a job's process runs as (docs/security.md, D142). The project must
+    allow ``user`` (a cluster admin sets ``run_as_users`` on the project) and the node must be
+    allowed to run jobs as it; ``group`` defaults to the user's primary group."""
+
+    user: str = Field(pattern=USER_NAME_PATTERN)
+    group: str | None = Field(default=None, pattern=USER_NAME_PATTERN)
+
+
 class JobSpec(Strict):
     """What a user writes: the job document of the API and of ``cronmesh job apply``."""
 
@@ -245,6 +258,7 @@ class JobSpec(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
     target: Target = Field(default_factory=Target)
+    run_as: RunAs | None = None  # None: the node's default user (D142)
     # Variables of the run's process: plain values, or {secret: name} (injected at start).
     env: Env = Field(default_factory=dict)
     kill_grace: float = Field(default=10, ge=0, le=3600)
@@ -252,6 +266,7 @@ class JobSpec(Strict):
     # None: the project's default notifications apply; []: none for this job.
     notifications: list[NotificationRule] | None = Field(default=None, max_length=32)
     keep_days: float = Field(default=0, ge=0, le=36_500)  # 0: no age limit (issue 3)
+    resources: Resources | None = None  # limits of each run's cgroup (D153)
     enabled: bool = True
 
     _command = field_validator("command")(no_nul)
@@ -303,6 +318,13 @@ class Attempt(BaseModel):
     # Bytes the job wrote to stdout and stderr (None: unknown, e.g. its node was lost). An
     # attempt that wrote nothing (0, and no ``log``) has no log object: its log is empty.
     output_bytes: int | None = None
+    # Why it ended, beyond its status: "oom_killed" (status failed; the out-of-memory killer
+    # killed a process of the run's cgroup). None otherwise.
+    reason: str | None = None
+    # From the run's cgroup (None where the node has no cgroups): the most memory its processes
+    # held at once (bytes) and the CPU time they used (user + system, seconds).
+    peak_memory: int | None = None
+    cpu_seconds: float | None = None
 
 
 class Run(BaseModel):
@@ -323,6 +345,7 @@ class Run(BaseModel):
     signal: int | None = None
     result: Any = None
     error: str | None = None
+    reason: str | None = None  # of the latest attempt: "oom_killed" or None
     parameters: dict[str, str] = Field(default_factory=dict)
     claim_revision: int | None = None
     attempts: list[Attempt] = Field(default_factory=list)

@@ -25,12 +25,14 @@ from cluster.models import (
     Name,
     Params,
     PythonTarget,
+    RunAs,
     ScheduleSpec,
     Strict,
     Target,
     no_nul,
     parse_model,
 )
+from cluster.resources import Resources
 
 MAX_TASKS = 500
 MAX_WORKFLOW_BYTES = 512 * 1024
@@ -78,8 +80,10 @@ class TaskSpec(Strict):
     retry_interval: float = Field(default=10, ge=0, le=86400)
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     target: Target = Field(default_factory=Target)
+    run_as: RunAs | None = None  # as a job's (D142)
     env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
     kill_grace: float = Field(default=10, ge=0, le=3600)
+    resources: Resources | None = None
 
     _command = field_validator("command")(no_nul)
 
@@ -140,9 +144,11 @@ class WorkflowSpec(Strict):
             retry_interval=task.retry_interval,
             retry_backoff=task.retry_backoff,
             target=task.target,
+            run_as=task.run_as,
             env=task.env,
             priority=self.priority,
             kill_grace=task.kill_grace,
+            resources=task.resources,
         )
 
 
