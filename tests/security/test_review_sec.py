@@ -447,3 +447,54 @@ async def test_listing_executions_of_a_big_workflow_reads_and_answers_bounded_pa
                 break
             before = f"&before={body['next']}"
         assert listed == sorted(ids, reverse=True), path
+
+
+# -- not fixed: a job reads another project's running job's environment -------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review-sec finding, not fixed: jobs of different projects run as the same user, so "
+    "one reads the other's /proc/<pid>/environ (docs/security.md, threat model)",
+)
+async def test_a_job_cannot_read_the_secrets_of_another_projects_running_job(cluster, tmp_path):
+    """Attack: an editor of ``a`` runs a job that reads every ``/proc/<pid>/environ`` it can
+    while ``b``'s job, which was given ``b``'s database password, runs on the same node; it
+    prints the value reversed, past the masking."""
+    await cluster.start(secrets_key_file=key_file(tmp_path / "secrets.key", new_key()))
+    r = cluster.request
+    status, body = await r("PUT", "/api/v1/projects/b/secrets/db", json={"value": OLD_SECRET})
+    assert status == 201, body
+    status, body = await r(
+        "PUT",
+        "/api/v1/projects/b/jobs/bj",
+        json={"name": "bj", "command": "sleep 30", "env": {"PW": {"secret": "db"}}},
+    )
+    assert status == 201, body
+    status, b_run = await r("POST", "/api/v1/projects/b/jobs/bj/runs", json={})
+    assert status == 201, b_run
+
+    async def b_running() -> bool:
+        s, got = await r("GET", f"/api/v1/projects/b/runs/{b_run['id']}")
+        return s == 200 and got["status"] == "running"
+
+    await wait_for(b_running, 20, what="b's job running")
+    spy = "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f 2>/dev/null; done | grep '^PW=' | rev"
+    status, body = await r(
+        "PUT", "/api/v1/projects/a/jobs/spy", json={"name": "spy", "command": spy}
+    )
+    assert status == 201, body
+    status, a_run = await r("POST", "/api/v1/projects/a/jobs/spy/runs", json={})
+    assert status == 201, a_run
+
+    async def a_done() -> bool:
+        s, got = await r("GET", f"/api/v1/projects/a/runs/{a_run['id']}")
+        return s == 200 and got.get("finished_at") is not None
+
+    try:
+        await wait_for(a_done, 30, what="a's job finishing")
+        status, text = await r("GET", f"/api/v1/projects/a/runs/{a_run['id']}/logs")
+        assert status == 200, text
+        assert OLD_SECRET[::-1] not in text
+    finally:
+        await r("POST", f"/api/v1/projects/b/runs/{b_run['id']}/abort")
