@@ -8,6 +8,7 @@ that outlives it by a minute, so expired session tokens vanish by themselves (bo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cluster import tokens
-from cluster.errors import Conflict, InvalidInput, NotFound
+from cluster.errors import Conflict, CronmeshError, InvalidInput, NotFound
 from cluster.etcd import KV, Compare, Etcd, Op
 from cluster.keys import Keys
 from cluster.models import NAME_PATTERN, parse_model
@@ -282,7 +283,9 @@ class IdentityStore:
             raise Conflict(f"cannot create the token: user {user!r} is gone or the id is taken")
         for kv in ended:  # their leases go too (an etcd lease per login would pile up otherwise)
             if kv.lease:
-                await self.etcd.revoke(kv.lease)
+                # best effort: the records are gone already; a lease left expires with its TTL
+                with contextlib.suppress(CronmeshError):
+                    await self.etcd.revoke(kv.lease)
         return secret, record
 
     async def _sessions_to_end(self, user: str) -> list[KV]:
