@@ -358,20 +358,34 @@ class AuthApi:
                 "cancel them first",
                 field="project",
             )
-        deleted = await etcd.delete(keys.project(name))
+        # the record goes with its secrets, runs, executions and their indexes (D201): the next
+        # project of that name must not reference the old team's secrets nor read its runs'
+        # output. One transaction, fenced: a job, workflow or run written since the counts above
+        # makes it fail (409), and nothing is deleted.
+        since = jobs.revision
+        res = await etcd.txn(
+            [
+                Compare.unchanged_since(keys.jobs(name), since),
+                Compare.unchanged_since(keys.workflows(name), since),
+                Compare.unchanged_since(keys.actives(name), since),
+            ],
+            [
+                Op.delete(keys.project(name)),
+                *[Op.delete(p, prefix=True) for p in keys.project_data(name)],
+                Op.delete(keys.notification_defaults(name)),
+            ],
+        )
+        if not res.succeeded:
+            raise Conflict(
+                f"project {name!r} changed while it was being deleted; retry", field="project"
+            )
+        deleted = int(res.responses[0].response_delete_range.deleted)
         # grants on a deleted project go with it: a new project of the same name starts with
         # nobody's grants but those on "*" (D165). Also on a repeated DELETE, so a node that died
         # between the two steps leaves nothing behind once the call is retried.
         dropped = await self.access.store().drop_grants(name)
         # its node-group grants go with it (D155): a new project of that name starts with none
         await GroupStore(etcd, keys, self.node.clock).forget_project(name)
-        # and so do its secrets, runs, executions and their indexes (D201): the next project of
-        # that name must not reference the old team's secrets nor read its runs' output
-        await etcd.txn(
-            [],
-            [Op.delete(p, prefix=True) for p in keys.project_data(name)]
-            + [Op.delete(keys.notification_defaults(name))],
-        )
         if not deleted and not dropped:
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)

@@ -14,6 +14,7 @@ from cluster import store as store_module
 from cluster import workflow_store as workflow_store_module
 from cluster.audit import Retention, kind_of
 from cluster.masking import mask_result
+from cluster.models import JobSpec
 from cluster.secretbox import new_key
 from cluster.tokens import token_id
 from nodes.ratelimit import LoginLimiter, address_key
@@ -498,3 +499,35 @@ async def test_a_job_cannot_read_the_secrets_of_another_projects_running_job(clu
         assert OLD_SECRET[::-1] not in text
     finally:
         await r("POST", f"/api/v1/projects/b/runs/{b_run['id']}/abort")
+
+
+async def test_a_job_written_while_its_project_is_deleted_stops_the_deletion(
+    cluster, tmp_path, monkeypatch
+):
+    """Race: an editor's job lands between the deletion's "no jobs" check and its transaction;
+    the job must not be left in a project whose secrets were just deleted (D201): the deletion
+    fails with 409 and deletes nothing."""
+    node = await cluster.start(secrets_key_file=key_file(tmp_path / "secrets.key", new_key()))
+    status, body = await cluster.request("POST", "/api/v1/projects", json={"name": "pay"})
+    assert status == 201, body
+    status, body = await cluster.request(
+        "PUT", "/api/v1/projects/pay/secrets/db", json={"value": OLD_SECRET}
+    )
+    assert status == 201, body
+    real_range = node.etcd.range
+    late = {"name": "late", "command": "echo $PW", "env": {"PW": {"secret": "db"}}}
+
+    async def racing(key, **kw):
+        res = await real_range(key, **kw)
+        if kw.get("count_only") and key == node.keys.actives("pay"):
+            await node.store.put_job("pay", JobSpec.model_validate(late))  # the editor's write
+        return res
+
+    monkeypatch.setattr(node.etcd, "range", racing)
+    status, body = await cluster.request("DELETE", "/api/v1/projects/pay")
+    assert status == 409 and body["error"]["field"] == "project", body
+    monkeypatch.setattr(node.etcd, "range", real_range)
+    assert (await cluster.request("GET", "/api/v1/projects/pay"))[0] == 200
+    status, body = await cluster.request("GET", "/api/v1/projects/pay/secrets")
+    assert [s["name"] for s in body["secrets"]] == ["db"], body
+    assert (await cluster.request("GET", "/api/v1/projects/pay/jobs/late"))[0] == 200
