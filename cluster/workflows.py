@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
 from cluster.errors import InvalidInput
@@ -29,6 +29,7 @@ from cluster.models import (
     ScheduleSpec,
     Strict,
     Target,
+    no_nul,
     parse_model,
 )
 from cluster.resources import Resources
@@ -83,6 +84,8 @@ class TaskSpec(Strict):
     env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
     kill_grace: float = Field(default=10, ge=0, le=3600)
     resources: Resources | None = None
+
+    _command = field_validator("command")(no_nul)
 
     @model_validator(mode="after")
     def _one_action(self) -> TaskSpec:
