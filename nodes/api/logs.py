@@ -12,13 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -27,28 +23,43 @@ from cluster.errors import (
     NotFound,
     PeerRejected,
     RunNotFound,
-    TooManyRequests,
     Unavailable,
 )
 from cluster.ids import id_floor, is_id
 from cluster.models import Run
 from logstore.archive import archived_runs
 from logstore.frames import parse_line
-from logstore.spool import JOB_RE, LogRef
+from logstore.spool import LogRef
 from logstore.store import ObjectMissing, StoreUnavailable, log_key
 from logstore.tail import (
-    MAX_TAIL,
-    TAIL_BYTES,
     follow_spool,
     last_lines,
     object_tail,
     object_text,
     segments_text,
-    spool_lines,
     spool_text,
 )
 from nodes.api.access import PRINCIPAL
 from nodes.api.http import NAME_RE, int_query, ok, project_of, require_store
+from nodes.api.logstream import (
+    STREAM_TIMEOUT,
+    ClientGone,
+    Followers,
+    Query,
+    Slots,
+    bounded_tail,
+    connected,
+    decoded,
+    followed_by,
+    job_query,
+    json_frames,
+    no_lines,
+    quiet,
+    sliced,
+    spool_tail,
+    time_query,
+    until_gone,
+)
 from nodes.api.openapi import documented
 from nodes.api.peer import INTERNAL_PREFIX
 
@@ -56,122 +67,6 @@ if TYPE_CHECKING:
     from nodes.api.context import ApiContext
 
 log = structlog.get_logger(__name__)
-
-_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
-# A line of the JSON form longer than this is split into several frames (bounded memory, D163).
-MAX_JSON_LINE = 1024 * 1024
-
-
-class Slots:
-    """At most ``limit`` of something at once on this node; ``take`` answers 429 when full
-    (never queues: a flood must not pile up waiting requests) (D163)."""
-
-    def __init__(self, limit: int, what: str) -> None:
-        self.limit = limit
-        self.what = what
-        self.used = 0
-
-    @contextlib.contextmanager
-    def take(self) -> Iterator[None]:
-        if self.used >= self.limit:
-            raise TooManyRequests(
-                f"{self.limit} {self.what} are running on this node; retry shortly",
-                retry_after=1.0,
-            )
-        self.used += 1
-        try:
-            yield
-        finally:
-            self.used -= 1
-
-
-@dataclass(frozen=True)
-class Query:
-    attempt: int | None
-    fmt: str  # text | json
-    follow: bool
-    sse: bool
-    tail: int | None
-    offset: int
-    length: int | None
-
-    @classmethod
-    def parse(cls, request: web.Request) -> Query:
-        q = request.query
-        fmt = q.get("format", "text")
-        if fmt not in ("text", "json"):
-            raise InvalidInput("format must be text or json", field="format")
-        follow = q.get("follow", "0").lower()
-        if follow not in ("0", "1", "true", "false", ""):
-            raise InvalidInput("follow must be 1 or 0", field="follow")
-        tail = int_query(request, "tail", -1, 0, MAX_TAIL)
-        length = int_query(request, "length", -1, 0, 2**62)
-        query = cls(
-            attempt=int_query(request, "attempt", 0, 1, 1000) or None,
-            fmt=fmt,
-            follow=follow in ("1", "true"),
-            sse="text/event-stream" in request.headers.get("Accept", ""),
-            tail=None if tail < 0 else tail,
-            offset=int_query(request, "offset", 0, 0, 2**62),
-            length=None if length < 0 else length,
-        )
-        if query.tail is not None and (query.offset or query.length is not None):
-            raise InvalidInput("tail cannot be combined with offset/length", field="tail")
-        if query.follow and (query.fmt == "json" or query.offset or query.length is not None):
-            raise InvalidInput("follow streams text; drop format/offset/length", field="follow")
-        return query
-
-    def params(self, attempt: int) -> dict[str, str]:
-        out = {"attempt": str(attempt), "format": self.fmt, "offset": str(self.offset)}
-        if self.follow:
-            out["follow"] = "1"
-        if self.tail is not None:
-            out["tail"] = str(self.tail)
-        if self.length is not None:
-            out["length"] = str(self.length)
-        return out
-
-
-class Followers:
-    """Live followers on this node: at most ``per_node`` in all and ``per_user`` per user (a
-    peer's proxied follow counts towards the node only: its user was counted where they asked);
-    more answer 429 (D164)."""
-
-    def __init__(self, per_node: int, per_user: int) -> None:
-        self.per_node = per_node
-        self.per_user = per_user
-        self.total = 0
-        self.by_user: dict[str, int] = {}
-
-    @contextlib.contextmanager
-    def take(self, user: str | None) -> Iterator[None]:
-        if self.total >= self.per_node:
-            raise TooManyRequests(
-                f"{self.per_node} log followers are open on this node; retry later",
-                retry_after=5.0,
-            )
-        if user is not None and self.by_user.get(user, 0) >= self.per_user:
-            raise TooManyRequests(
-                f"user {user!r} already follows {self.per_user} logs on this node; close one first",
-                retry_after=5.0,
-            )
-        self.total += 1
-        if user is not None:
-            self.by_user[user] = self.by_user.get(user, 0) + 1
-        try:
-            yield
-        finally:
-            self.total -= 1
-            if user is not None:
-                left = self.by_user.get(user, 1) - 1
-                if left > 0:
-                    self.by_user[user] = left
-                else:
-                    self.by_user.pop(user, None)
-
-
-class _ClientGone(Exception):
-    """The client closed its connection: the request ends quietly (not an error)."""
 
 
 class LogsApi:
@@ -197,7 +92,7 @@ class LogsApi:
                     return await self._logs(request, project, q)
             with self.reads.take():
                 return await self._logs(request, project, q)
-        except _ClientGone:
+        except ClientGone:
             return web.Response(status=204)  # nobody reads it
 
     async def _logs(self, request: web.Request, project: str, q: Query) -> web.StreamResponse:
@@ -230,7 +125,7 @@ class LogsApi:
                     raise _peer_error(
                         exc, f"node {ran_on} that runs run {run.id} cannot be reached"
                     ) from None
-        if _quiet(run, attempt):
+        if quiet(run, attempt):
             return await self._empty(request, ref, q)
         try:
             return await self._stored(request, ref, q)
@@ -260,7 +155,7 @@ class LogsApi:
         self, request: web.Request, project: str, q: Query
     ) -> web.StreamResponse | None:
         """A run pruned from etcd (archived): its log is still in the store, given ``job``."""
-        job = _job_query(request)
+        job = job_query(request)
         if job is None:
             return None
         ref = LogRef(project, job, request.match_info["run"], q.attempt or 1)
@@ -279,7 +174,7 @@ class LogsApi:
         spool, loop = self.node.logs.spool, asyncio.get_running_loop()
         deadline = loop.time() + within
         while ref not in spool.active and not spool.path(ref).exists():
-            if loop.time() > deadline or not _connected(request):
+            if loop.time() > deadline or not connected(request):
                 return
             await asyncio.sleep(0.05)
 
@@ -297,8 +192,8 @@ class LogsApi:
             waiter = asyncio.create_task(self._changed(key, stored.mod_revision))
             try:
                 while not waiter.done():
-                    if not _connected(request):
-                        raise _ClientGone
+                    if not connected(request):
+                        raise ClientGone
                     await asyncio.wait({waiter}, timeout=1.0)
                 if waiter.exception() is not None:  # the watch broke: read again shortly
                     await asyncio.sleep(0.5)
@@ -334,7 +229,7 @@ class LogsApi:
 
     async def _internal_logs(self, request: web.Request, q: Query) -> web.StreamResponse:
         project, run_id = project_of(request), request.match_info["run"]
-        job = _job_query(request)
+        job = job_query(request)
         attempt = q.attempt or 1
         if job is None:
             path = self.node.logs.spool.find(project, run_id, attempt)
@@ -367,12 +262,12 @@ class LogsApi:
         if writer is None and not path.exists():
             return None
         if q.follow:
-            live = follow_spool(path, writer, q.tail, alive=lambda: _connected(request))
+            live = follow_spool(path, writer, q.tail, alive=lambda: connected(request))
             return await self._stream(request, live, q.sse)
         if writer is not None and writer.empty:
             return self._reply(b"", q, ref)  # nothing written yet: no spool file yet
         if q.tail is not None:
-            return self._reply(await asyncio.to_thread(_spool_tail, path, q.tail), q, ref)
+            return self._reply(await asyncio.to_thread(spool_tail, path, q.tail), q, ref)
         if q.fmt == "json":
             return await self._send_json(request, spool_text(path, q.offset, q.length), ref)
         return await self._send(request, spool_text(path, q.offset, q.length))
@@ -385,7 +280,7 @@ class LogsApi:
             return await self._send_json(request, object_text(store, key, q.offset, q.length), ref)
         size = await store.size(key)  # raises ObjectMissing before the response starts
         if q.follow:
-            return await self._stream(request, _decoded(object_text(store, key)), q.sse)
+            return await self._stream(request, decoded(object_text(store, key)), q.sse)
         return await self._send(
             request, object_text(store, key, q.offset, q.length), {"X-Log-Size": str(size)}
         )
@@ -396,21 +291,21 @@ class LogsApi:
         note = b"(the node that ran this attempt is down: shipped segments only)\n"
         if q.tail is not None:
             pieces = [
-                c.decode("utf-8", "replace") async for c in _bounded_tail(segments_text(store, ref))
+                c.decode("utf-8", "replace") async for c in bounded_tail(segments_text(store, ref))
             ]
             data = last_lines(iter(pieces), q.tail)
             return self._reply(data + note if q.fmt == "text" else data, q, ref)
-        chunks = _sliced(segments_text(store, ref), q.offset, q.length)
+        chunks = sliced(segments_text(store, ref), q.offset, q.length)
         if q.fmt == "json":
             return await self._send_json(request, chunks, ref)
-        return await self._send(request, _then(chunks, note))
+        return await self._send(request, followed_by(chunks, note))
 
     async def _proxy(
         self, request: web.Request, node_id: str, ref: LogRef, q: Query
     ) -> web.StreamResponse:
         path = f"{INTERNAL_PREFIX}/projects/{ref.project}/runs/{ref.run}/logs"
         params = {**q.params(ref.attempt), "job": ref.job}
-        timeout = _STREAM_TIMEOUT if q.follow else None
+        timeout = STREAM_TIMEOUT if q.follow else None
         async with self.node.peers.request(
             "GET", node_id, path, params=params, client_timeout=timeout
         ) as upstream:
@@ -420,7 +315,7 @@ class LogsApi:
                     body=body, status=upstream.status, content_type=upstream.content_type
                 )
             if q.follow:
-                return await self._stream(request, _decoded(upstream.content.iter_any()), q.sse)
+                return await self._stream(request, decoded(upstream.content.iter_any()), q.sse)
             ctype = "application/json" if upstream.content_type == "application/json" else None
             return await self._send(request, upstream.content.iter_chunked(256 * 1024), ctype=ctype)
 
@@ -429,7 +324,7 @@ class LogsApi:
     async def _empty(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
         """The log of an attempt that wrote nothing (it has no object)."""
         if q.follow:
-            return await self._stream(request, _nothing(), q.sse)
+            return await self._stream(request, no_lines(), q.sse)
         return self._reply(b"", q, ref)
 
     @staticmethod
@@ -446,7 +341,7 @@ class LogsApi:
         first = await anext(it, None)  # a source that fails at once still gets an error answer
         resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
         await resp.prepare(request)
-        with _until_gone():
+        with until_gone():
             if first is not None:
                 await resp.write(first)
             async for chunk in it:
@@ -476,8 +371,8 @@ class LogsApi:
             async for chunk in it:
                 yield chunk
 
-        with _until_gone():
-            await _json_frames(resp, rest(), sep, pending)
+        with until_gone():
+            await json_frames(resp, rest(), sep, pending)
         return resp
 
     @staticmethod
@@ -498,7 +393,7 @@ class LogsApi:
         ctype = "text/event-stream" if sse else "text/plain; charset=utf-8"
         resp = web.StreamResponse(headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        with _until_gone():
+        with until_gone():
             pending = ""
             async for text in chunks:
                 if not sse:
@@ -518,131 +413,6 @@ class LogsApi:
         return resp
 
 
-async def _decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
-    import codecs
-
-    dec = codecs.getincrementaldecoder("utf-8")("replace")
-    async for chunk in chunks:
-        text = dec.decode(chunk)
-        if text:
-            yield text
-    tail = dec.decode(b"", final=True)
-    if tail:
-        yield tail
-
-
-async def _sliced(
-    chunks: AsyncIterator[bytes], offset: int, length: int | None
-) -> AsyncIterator[bytes]:
-    """Bytes ``offset``..``offset+length`` of a chunked text, as chunks."""
-    pos = 0
-    end = None if length is None else offset + length
-    async for chunk in chunks:
-        lo, pos = pos, pos + len(chunk)
-        if pos <= offset:
-            continue
-        if end is not None and lo >= end:
-            return
-        piece = chunk[max(0, offset - lo) : None if end is None else end - lo]
-        if piece:
-            yield piece
-
-
-async def _bounded_tail(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The chunks, keeping at most ``TAIL_BYTES`` of the newest in memory before yielding."""
-    kept: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        kept.append(chunk)
-        size += len(chunk)
-        while len(kept) > 1 and size - len(kept[0]) >= TAIL_BYTES:
-            size -= len(kept.pop(0))
-    for chunk in kept:
-        yield chunk
-
-
-async def _then(chunks: AsyncIterator[bytes], last: bytes) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        yield chunk
-    yield last
-
-
-async def _json_frames(
-    resp: web.StreamResponse, chunks: AsyncIterator[bytes], sep: bytes, pending: bytes
-) -> None:
-    """Write the frames of a chunked text, then close the JSON document."""
-    async for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        if len(pending) > MAX_JSON_LINE:
-            lines.append(pending)
-            pending = b""
-        if lines:
-            body = b",".join(
-                json.dumps(parse_line(x.decode("utf-8", "replace"))).encode() for x in lines
-            )
-            await resp.write(sep + body)
-            sep = b","
-    if pending:
-        await resp.write(sep + json.dumps(parse_line(pending.decode("utf-8", "replace"))).encode())
-    await resp.write(b"]}")
-    await resp.write_eof()
-
-
-@contextlib.contextmanager
-def _until_gone() -> Iterator[None]:
-    """A client that closes its connection mid-answer ends the answer: a normal end, not an
-    error with a traceback (D164)."""
-    try:
-        yield
-    except ConnectionError:  # reset, aiohttp's ClientConnectionResetError, and the plain
-        # ConnectionError("Connection lost") a paused write gets when the reader closes
-        log.debug("log reader went away")
-
-
-def _job_query(request: web.Request) -> str | None:
-    """The ``job`` query parameter (a job name, or ``@workflow:task``), checked: it becomes part
-    of a spool path and an object key (D160)."""
-    job = request.query.get("job")
-    if job is None or job == "":
-        return None
-    if not JOB_RE.fullmatch(job):
-        raise InvalidInput(f"invalid job name {job!r}", field="job")
-    return job
-
-
-def _connected(request: web.Request) -> bool:
-    return request.transport is not None and not request.transport.is_closing()
-
-
-def _quiet(run: Run, attempt: int) -> bool:
-    """The attempt finished having written nothing, so it has no log object (D132)."""
-    for a in run.attempts:
-        if a.attempt == attempt:
-            return a.output_bytes == 0 and a.log is None
-    return False
-
-
-async def _nothing() -> AsyncIterator[str]:
-    return
-    yield  # an async generator that yields nothing
-
-
-def _spool_tail(path: Path, lines: int) -> bytes:
-    return last_lines(spool_lines(path), lines)
-
-
-def _when(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 async def list_archived(node: ApiContext, request: web.Request) -> web.Response:
     """``GET …/runs?archived=1[&job=J][&from=T][&to=T][&before=ID][&limit=N]``: archived runs,
     newest first, read from the log store."""
@@ -650,7 +420,7 @@ async def list_archived(node: ApiContext, request: web.Request) -> web.Response:
     job = request.query.get("job") or None
     if job is not None and not NAME_RE.fullmatch(job):
         raise InvalidInput(f"invalid job name {job!r}", field="job")
-    since, until = _when(request, "from"), _when(request, "to")
+    since, until = time_query(request, "from"), time_query(request, "to")
     if since and until and since >= until:
         raise InvalidInput("from must be before to", field="from")
     before = request.query.get("before") or None

@@ -43,7 +43,6 @@ LONG_MODULES_ALLOWED: set[str] = {
     "cluster.etcd",
     "cluster.store",
     "nodes.api.access",
-    "nodes.api.logs",
 }
 
 
