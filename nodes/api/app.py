@@ -20,6 +20,7 @@ from nodes.api import placement as api_placement
 from nodes.api import secrets as api_secrets
 from nodes.api import ui as api_ui
 from nodes.api import workflows as api_workflows
+from nodes.api.access import ACCESS, access_middleware
 from nodes.api.http import (
     NODE,
     body_deadline_middleware,
@@ -35,15 +36,21 @@ if TYPE_CHECKING:
 
 def make_app(node: ApiContext) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, body_deadline_middleware], client_max_size=1024 * 1024
+        middlewares=[
+            errors_middleware,  # CronmeshError → its status; the one place errors are mapped
+            body_deadline_middleware,  # a body must arrive within http_body_timeout
+            access_middleware,  # authentication, authorization, audit (issue 6)
+            path_parts_middleware,  # after access: strangers get 401/403 first
+        ],
+        client_max_size=1024 * 1024,
     )
     app[NODE] = node
+    app[ACCESS] = node.access
 
     headers.install(app)  # nosniff and a CSP on every answer (issue 19 item 21)
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
-    app.middlewares.append(path_parts_middleware)  # after access: strangers get 401/403 first
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)

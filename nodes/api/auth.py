@@ -40,10 +40,8 @@ from cluster.quotas import parse_overrides
 from cluster.runas import parse_users
 from logstore.store import StoreUnavailable
 from nodes.api.access import (
-    ACCESS,
     COOKIE,
     Access,
-    access_middleware,
     check_login_origin,
     client_address,
     is_tls,
@@ -429,10 +427,7 @@ class AuthApi:
 
 
 def add_routes(app: web.Application, node: ApiContext) -> None:
-    access = node.access
-    app[ACCESS] = access
-    app.middlewares.append(access_middleware)
-    api = AuthApi(node, access)
+    api = AuthApi(node, node.access)
     r = app.router
     r.add_post("/api/v1/auth/login", api.login)
     r.add_post("/api/v1/auth/logout", api.logout)
