@@ -101,3 +101,9 @@ class TooManyRequests(CronmeshError):
     def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(Conflict):
+    """A per-project cap (named in ``field``) would be passed; nothing was written."""
+
+    code = "quota_exceeded"

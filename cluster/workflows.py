@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
 from cluster.errors import InvalidInput
@@ -27,6 +27,7 @@ from cluster.models import (
     Strict,
     Target,
     parse_model,
+    run_parameters_capped,
 )
 
 MAX_TASKS = 500
@@ -225,6 +226,8 @@ def stored_result(result: Any, used: int = 0) -> tuple[Any, str | None]:
 
 class ExecutionRequest(Strict):
     parameters: Params = Field(default_factory=dict)
+
+    _capped = field_validator("parameters")(run_parameters_capped)
 
 
 class RerunRequest(Strict):

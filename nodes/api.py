@@ -7,6 +7,7 @@ they are mapped from ``CronmeshError`` in one middleware.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -18,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
-from cluster.errors import CronmeshError, InvalidInput, Unavailable
+from cluster.errors import CronmeshError, InvalidInput, TooManyRequests, Unavailable
 from cluster.models import (
     NAME_PATTERN,
     READ_ONLY_JOB_FIELDS,
@@ -30,7 +31,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from nodes import api_ops, api_placement, metrics
+from nodes import api_limits, api_ops, api_placement, metrics, webhooks
 from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 
 if TYPE_CHECKING:
@@ -54,7 +55,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except CronmeshError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        resp = error_response(exc.status, exc.code, exc.message, exc.field)
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -220,14 +224,18 @@ class Api:
     @documented(body=JobSpec, answer=Job, status="201")
     async def create_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        spec = self._spec(await body_json(request), None)
+        data = await body_json(request)
+        spec = self._spec(data, None)
+        await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(dump(job), 201)
 
     @documented(body=JobSpec, answer=Job, also=("201",))
     async def put_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        spec = self._spec(await body_json(request), request.match_info["job"])
+        data = await body_json(request)
+        spec = self._spec(data, request.match_info["job"])
+        await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, created = await self.store().put_job(project, spec)
         return ok(dump(job), 201 if created else 200)
 
@@ -237,6 +245,7 @@ class Api:
         patch = await body_json(request)
         for key in READ_ONLY_JOB_FIELDS:
             patch.pop(key, None)
+        await webhooks.check_rule_docs(self.node, patch.get("notifications"), "notifications")
         job = await self.store().patch_job(project, request.match_info["job"], patch)
         return ok(dump(job))
 
@@ -254,7 +263,9 @@ class Api:
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(TriggerRequest, await body_json(request, optional=True))
-        run = await self.store().trigger(project, request.match_info["job"], req.parameters)
+        store = self.store()
+        await api_limits.gate(request).admit(project, 1)
+        run = await store.trigger(project, request.match_info["job"], req.parameters)
         return ok(dump(run), 201)
 
     @documented(query={"limit": LIMIT})
@@ -296,7 +307,14 @@ class Api:
     async def backfill(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(BackfillRequest, await body_json(request))
-        out = await self.store().backfill(project, request.match_info["job"], req.from_, req.to)
+        admit = api_limits.gate(request).admit
+        out = await self.store().backfill(
+            project,
+            request.match_info["job"],
+            req.from_,
+            req.to,
+            admit=lambda n: admit(project, n, "backfilled runs"),
+        )
         return ok(out, 201 if out["created"] else 200)
 
     # -- runs -----------------------------------------------------------------------------------
@@ -370,10 +388,18 @@ class Api:
 def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
     app[NODE] = node
-    from nodes import api_auth, api_logs, api_ui, api_workflows  # use this module's helpers
+    from nodes import (  # they use this module's helpers
+        api_auth,
+        api_logs,
+        api_notify,
+        api_ui,
+        api_workflows,
+    )
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
+    api_notify.add_middleware(app)  # secrets and URLs of webhooks redacted in answers (D172)
+    api_limits.add_routes(app, node)  # settings: webhook allow-list, run caps (D170, D173)
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)
