@@ -97,6 +97,13 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("GET", "{p}/executions/1", None, "viewer"),
     ("POST", "{p}/executions/1/rerun", {}, "operator"),
     ("POST", "{p}/executions/1/cancel", None, "operator"),
+    ("GET", "/api/v1/settings/webhooks", None, "cluster"),
+    ("PUT", "/api/v1/settings/webhooks", {"allow": []}, "cluster"),
+    ("GET", "/api/v1/settings/run-limits", None, "cluster"),
+    ("PUT", "/api/v1/settings/run-limits", {}, "cluster"),
+    ("GET", "{p}/run-limits", None, "viewer"),
+    ("PUT", "{p}/run-limits", {}, "cluster"),
+    ("DELETE", "{p}/run-limits", None, "cluster"),
 ]
 # Not in the matrix on purpose: POST /api/v1/auth/login (public, tested below), POST
 # /api/v1/auth/logout (ends the caller's session; tested below), /internal/v1/… (peers only).
