@@ -157,7 +157,9 @@ def parse_entry(text: str) -> AllowEntry:
     port: int | None = None
     body = raw
     if raw.startswith("["):
-        inner, _, rest = raw[1:].partition("]")
+        inner, closed, rest = raw[1:].partition("]")
+        if not closed:
+            raise ValueError(f"{text!r}: expected [address] or [address]:port")
         body = inner
         if rest:
             if not rest.startswith(":"):
