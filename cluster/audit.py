@@ -21,7 +21,11 @@ from cluster.keys import Keys
 
 MAX_VALUE = 4096  # bytes of a before/after value kept in an entry
 MAX_CHANGES = 50  # keys listed per entry
-SECRET_FIELDS = frozenset({"password", "password_hash", "digest", "token", "csrf", "secret"})
+# ``ciphertext``/``nonce``: a sealed project secret (secrets/…) is redacted too, so an audit
+# reader never holds even the encrypted value (D147).
+SECRET_FIELDS = frozenset(
+    {"password", "password_hash", "digest", "token", "csrf", "secret", "ciphertext", "nonce"}
+)
 
 
 @dataclass
@@ -79,15 +83,25 @@ def _writes(ops: list[Any]) -> Iterator[dict[str, Any]]:
             yield from _writes(list(op.request_txn.success))
 
 
+def _is_reference(item: Any) -> bool:
+    """``{"secret": NAME}`` in a job's or task's ``env``: a secret's name, not a secret."""
+    return isinstance(item, dict) and list(item) == ["secret"] and isinstance(item["secret"], str)
+
+
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: ("<redacted>" if k in SECRET_FIELDS and v is not None else redact(v))
-            for k, v in value.items()
-        }
+        return {k: _redact_field(k, v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
+
+
+def _redact_field(key: str, value: Any) -> Any:
+    if key in SECRET_FIELDS and value is not None:
+        return "<redacted>"
+    if key == "env" and isinstance(value, dict):
+        return {n: i if _is_reference(i) else redact(i) for n, i in value.items()}
+    return redact(value)
 
 
 def _value(raw: bytes | None) -> Any:

@@ -186,6 +186,13 @@ class Compare:
     def exists(cls, key: str) -> Any:
         return cls._make(key, rpc.Compare.VERSION, rpc.Compare.GREATER, version=0)
 
+    @classmethod
+    def unchanged_since(cls, prefix: str, revision: int) -> Any:
+        """No key under ``prefix`` was created or written after ``revision`` (deletions pass)."""
+        cmp = cls._make(prefix, rpc.Compare.MOD, rpc.Compare.LESS, mod_revision=revision + 1)
+        cmp.range_end = prefix_end(prefix)
+        return cmp
+
 
 class Op:
     """Builders for transaction operations."""

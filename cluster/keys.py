@@ -207,6 +207,14 @@ class Keys:
         """Idempotency key of one workflow tick: written once, with the execution it created."""
         return f"{self.prefix}/workflow-ticks/{project}/{workflow}/{epoch_ms:015d}-{schedule}"
 
+    # secrets (docs/security.md, "Secrets")
+    def secrets(self, project: str | None = None) -> str:
+        return f"{self.prefix}/secrets/" + (f"{project}/" if project else "")
+
+    def secret(self, project: str, name: str) -> str:
+        """One sealed secret value (AES-GCM; never the plaintext) and its metadata."""
+        return f"{self.prefix}/secrets/{project}/{name}"
+
     # notifications
     def notification_defaults(self, project: str) -> str:
         """A project's default notification rules (for jobs that set none)."""

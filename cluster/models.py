@@ -68,9 +68,73 @@ Params = Annotated[
 MAX_JOB_BYTES = 256 * 1024
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
+# The ``env:`` of jobs and tasks (D146): names a shell can use; ``CRONMESH_*`` is cronmesh's own
+# (run variables, parameters, upstream results) and cannot be set.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+RESERVED_ENV_PREFIX = "CRONMESH_"
+MAX_ENV = 64
+MAX_ENV_VALUE = 4096
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
+
+
+class SecretRef(Strict):
+    """``{secret: name}``: the value of a project secret, read and decrypted by the worker when
+    the run starts (never stored in the job, the run or the log)."""
+
+    secret: Name
+
+
+class SubFieldError(ValueError):
+    """A validator's error about one part of its field (``env`` -> ``env.DB_PASSWORD.secret``)."""
+
+    def __init__(self, message: str, sub: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sub = sub
+
+
+def _env(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if len(value) > MAX_ENV:
+        raise ValueError(f"at most {MAX_ENV} variables")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not ENV_NAME.match(key):
+            raise SubFieldError(
+                f"variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (max 128)", str(key)
+            )
+        if key.upper().startswith(RESERVED_ENV_PREFIX):
+            raise SubFieldError("CRONMESH_* variables are set by cronmesh, not by env", key)
+        item = _scalar_to_str(item)
+        if isinstance(item, dict):
+            name = item.get("secret")
+            if set(item) != {"secret"} or not isinstance(name, str):
+                raise SubFieldError("a value is a string or {secret: <name>}", key)
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise SubFieldError(f"invalid secret name {name!r}", f"{key}.secret")
+            item = SecretRef(secret=name)
+        elif isinstance(item, str):
+            if "\0" in item:
+                raise SubFieldError("a value cannot hold a NUL byte", key)
+            if len(item) > MAX_ENV_VALUE:
+                raise SubFieldError(f"a value is at most {MAX_ENV_VALUE} characters", key)
+        elif not isinstance(item, SecretRef):
+            raise SubFieldError("a value is a string or {secret: <name>}", key)
+        out[key] = item
+    return out
+
+
+EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE)] | SecretRef
+Env = Annotated[dict[str, EnvValue], BeforeValidator(_env)]
+
+
+def secret_refs(env: dict[str, str | SecretRef]) -> dict[str, str]:
+    """Variable name -> secret name, for the variables of ``env`` that reference a secret."""
+    return {k: v.secret for k, v in env.items() if isinstance(v, SecretRef)}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -162,6 +226,8 @@ class JobSpec(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
     target: Target = Field(default_factory=Target)
+    # Variables of the run's process: plain values, or {secret: name} (injected at start).
+    env: Env = Field(default_factory=dict)
     kill_grace: float = Field(default=10, ge=0, le=3600)
     keep_runs: int = Field(default=100, ge=1, le=100_000)
     # None: the project's default notifications apply; []: none for this job.
@@ -304,6 +370,9 @@ def validation_to_error(exc: ValidationError) -> InvalidInput:
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, InvalidSchedule):
         msg = ctx_err.message
+    elif isinstance(ctx_err, SubFieldError):
+        msg = ctx_err.message
+        field = f"{field}.{ctx_err.sub}" if field else ctx_err.sub
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if err.get("type") == "extra_forbidden":

@@ -122,6 +122,10 @@ RULES: tuple[Rule, ...] = (
     Rule(WRITE, f"{P}/workflows", "project", "editor"),
     Rule(WRITE, f"{P}/workflows/**", "project", "editor"),
     Rule(WRITE, f"{P}/notifications", "project", "editor"),
+    # secrets: viewers list names (jobs show their references anyway), editors set and delete
+    # them (an editor can already read any secret through a job it writes, D146); rotation of
+    # every project's values is cluster admin (no rule: fail closed)
+    Rule(frozenset({"PUT", "DELETE"}), f"{P}/secrets/{{secret}}", "project", "editor"),
     Rule(WRITE, f"{P}/**", "project", "admin"),
     # everything else (projects, users, audit, groups, bindings, node state): cluster admin
 )

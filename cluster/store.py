@@ -32,6 +32,7 @@ from cluster.models import (
 )
 from cluster.notify import keep_secrets
 from cluster.plan import retry_delay
+from cluster.secret_store import reference_guards, references
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 RETRYABLE = frozenset({"failed", "timed_out", "lost"})
@@ -113,6 +114,7 @@ class Store:
             job = self._merge(project, spec, old)
             ops = [Op.put(key, job.model_dump_json())]
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
+            compares += await self._secret_guards(project, job)
             if kv is None:
                 ops.append(Op.put_if_absent(self.keys.project(project), dumps({"name": project})))
             res = await self.etcd.txn(compares, ops)
@@ -129,12 +131,18 @@ class Store:
             spec = parse_model(JobSpec, merged)
             job = self._merge(project, spec, old)
             key = self.keys.job(project, name)
+            guards = await self._secret_guards(project, job)
             res = await self.etcd.txn(
-                [Compare.modified(key, rev)], [Op.put(key, job.model_dump_json())]
+                [Compare.modified(key, rev), *guards], [Op.put(key, job.model_dump_json())]
             )
             if res.succeeded:
                 return job
         raise Conflict(f"job {name!r} is being changed concurrently; retry", field="name")
+
+    async def _secret_guards(self, project: str, doc: JobSpec) -> list[Any]:
+        """Every secret the document references exists, and stays while it is written (D146)."""
+        refs = references(doc.model_dump(mode="json", include={"env"}))
+        return await reference_guards(self.etcd, self.keys, project, refs)
 
     async def delete_job(self, project: str, name: str) -> None:
         key = self.keys.job(project, name)

@@ -17,6 +17,7 @@ from cluster.dag import Graph, ancestors, rerun_set
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
 from cluster.models import Run
+from cluster.secret_store import reference_guards, references
 from cluster.store import Store, dumps
 from cluster.workflows import (
     Execution,
@@ -157,7 +158,10 @@ class WorkflowStore:
                 Op.put(key, wf.model_dump_json()),
                 Op.put_if_absent(self.keys.project(project), dumps({"name": project})),
             ]
-            res = await self.etcd.txn([Compare.modified(key, kv.mod_revision if kv else 0)], ops)
+            refs = references(spec.model_dump(mode="json", include={"tasks"}))
+            guards = await reference_guards(self.etcd, self.keys, project, refs)
+            compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
+            res = await self.etcd.txn(compares, ops)
             if res.succeeded:
                 return wf, kv is None
         raise Conflict(f"workflow {spec.name!r} is being changed concurrently; retry", field="name")

@@ -19,6 +19,7 @@ from cluster.models import (
     MAX_COMMAND,
     MAX_SCHEDULES,
     Catchup,
+    Env,
     JobSpec,
     Name,
     Params,
@@ -76,6 +77,7 @@ class TaskSpec(Strict):
     retry_interval: float = Field(default=10, ge=0, le=86400)
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     target: Target = Field(default_factory=Target)
+    env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
     kill_grace: float = Field(default=10, ge=0, le=3600)
 
     @model_validator(mode="after")
@@ -135,6 +137,7 @@ class WorkflowSpec(Strict):
             retry_interval=task.retry_interval,
             retry_backoff=task.retry_backoff,
             target=task.target,
+            env=task.env,
             priority=self.priority,
             kill_grace=task.kill_grace,
         )

@@ -131,6 +131,14 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
+def _secrets_status(node: Node) -> dict[str, Any]:
+    """Which secrets keys this node holds (ids only): what a rotation checks on every node."""
+    ring = node.secret_keys.ring()
+    if ring is None:
+        return {"key_file": False, "current_key": None, "keys": []}
+    return {"key_file": True, "current_key": ring.current, "keys": ring.ids}
+
+
 class Api:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -188,6 +196,7 @@ class Api:
                 "running": len(node.worker.running) if node.worker else 0,
                 "capacity": node.config.capacity,
                 "started_at": node.started_at.isoformat(),
+                "secrets": _secrets_status(node),
             },
             "leader": None,
             "nodes": [],
@@ -392,6 +401,7 @@ def make_app(node: Node) -> web.Application:
         api_auth,
         api_logs,
         api_notify,
+        api_secrets,
         api_ui,
         api_workflows,
     )
@@ -405,6 +415,7 @@ def make_app(node: Node) -> web.Application:
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)
     api_logs.add_routes(app, node)  # logs: live tail, store, archive (issue 3)
     api_ui.add_routes(app, node)  # web UI and cron preview (issue 7)
+    api_secrets.add_routes(app, node)  # project secrets (issue 18)
     return app
 
 

@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_workflows.add_parsers(sub)
     add_ops_parsers(sub)
+    from nodes import cli_secrets
+
+    cli_secrets.add_parsers(sub)
     return p
 
 
@@ -402,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output = "yaml"
     if args.command == "run" and args.action == "get" and args.output == "table":
         args.output = "yaml"
-    if args.command == "workflow" and args.action == "get" and args.output == "table":
+    if args.command in ("workflow", "secret") and args.action == "get" and args.output == "table":
         args.output = "yaml"
     try:
         return int(args.func(args) or 0)

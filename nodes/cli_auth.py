@@ -232,6 +232,7 @@ NODE_FLAGS = {
     "etcd_key": ("--etcd-key", "client certificate key for etcd"),
     "etcd_user": ("--etcd-user", "etcd user (with --etcd-password-file)"),
     "etcd_password_file": ("--etcd-password-file", "file holding the etcd user's password"),
+    "secrets_key_file": ("--secrets-key-file", "key ring for project secrets (AES-256-GCM)"),
 }
 
 
@@ -253,6 +254,10 @@ def check_node_config(config: Any) -> None:
     from nodes.config import etcd_security, read_secret
 
     etcd_security(config)
+    if config.secrets_key_file:
+        from nodes.secretkeys import read_key_file
+
+        read_key_file(config.secrets_key_file)
     read_secret(config.peer_secret, config.peer_secret_file, "peer_secret")
     password = read_secret(config.admin_password, config.admin_password_file, "admin_password")
     if password is not None:

@@ -57,6 +57,8 @@ class NodeConfig(BaseModel):
     etcd_user: str | None = None
     etcd_password: str | None = Field(default=None, repr=False)
     etcd_password_file: str | None = None
+    # project secrets (docs/security.md, "Secrets"): the AES key ring, one base64 key a line
+    secrets_key_file: str | None = None
     smtp_url: str | None = None  # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
     # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default the local
     # log_dir), S3 endpoint/region (else the AWS_* variables), spool folder and caps.
@@ -174,6 +176,7 @@ ENV = {
     "CRONMESH_ETCD_USER": "etcd_user",
     "CRONMESH_ETCD_PASSWORD": "etcd_password",
     "CRONMESH_ETCD_PASSWORD_FILE": "etcd_password_file",
+    "CRONMESH_SECRETS_KEY_FILE": "secrets_key_file",
     "CRONMESH_SMTP_URL": "smtp_url",
     "CRONMESH_LOG_STORE": "log_store",
     "CRONMESH_S3_ENDPOINT": "s3_endpoint",

@@ -26,6 +26,7 @@ from cluster.groups import NodeState
 from cluster.ids import MAX_MACHINE_ID, Snowflake
 from cluster.keys import Keys
 from cluster.models import now_utc
+from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
@@ -36,6 +37,7 @@ from nodes.config import NodeConfig, etcd_security
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
+from nodes.secretkeys import KeyFile
 from nodes.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -60,6 +62,8 @@ class Node:
             observer=etcd_metrics.observe,
         )
         self.logs = build_logs(config)
+        self.secret_keys = KeyFile(config.secrets_key_file)
+        self.secrets: SecretStore | None = None
         self.peers = PeerClient(self)
         self.access = Access(self)
         self.ready = False
@@ -106,6 +110,11 @@ class Node:
             prefix=self.config.prefix,
             version=__version__,
         )
+        if self.config.secrets_key_file is None:
+            log.warning(
+                "no secrets key (--secrets-key-file): this node cannot set secrets, and runs "
+                "that reference secrets fail on it"
+            )
         try:
             await self._sessions()
         finally:
@@ -208,6 +217,7 @@ class Node:
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
         await self.access.on_session(self.store)  # first admin, peer secret
+        self.secrets = SecretStore(self.etcd, self.keys, self.clock, self.secret_keys.ring)
         self._record = self.node_record(machine_id)
         record = dumps(self._record)
         await self.etcd.txn(
@@ -233,6 +243,7 @@ class Node:
             view=self.view,
             weight_budget=self.config.weight_budget,
             handoff_delay=self.config.handoff_delay,
+            secrets=self.secrets,
         )
         self.ready = True
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)

@@ -40,6 +40,22 @@ def _admin_password(data: Path) -> tuple[str, str]:
     return str(path), password
 
 
+def _secrets_key(data: Path) -> str:
+    """The dev cluster's key ring for project secrets: CRONMESH_SECRETS_KEY_FILE, else one key
+    generated once and kept (0600) in the data folder, so restarts still open every secret."""
+    given = os.environ.get("CRONMESH_SECRETS_KEY_FILE")
+    if given:
+        return given
+    path = data / "secrets.key"
+    if not path.exists():
+        from cluster.secretbox import new_key
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_key() + "\n")
+    return str(path)
+
+
 def main(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -62,11 +78,15 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     password_file, password = _admin_password(data)
+    secrets_key = _secrets_key(data)
     try:
         for i, port in enumerate(ports, 1):
             log = open(data / f"node-{i}.log", "ab")
             env = dict(
-                os.environ, CRONMESH_LOG_FORMAT="json", CRONMESH_ADMIN_PASSWORD_FILE=password_file
+                os.environ,
+                CRONMESH_LOG_FORMAT="json",
+                CRONMESH_ADMIN_PASSWORD_FILE=password_file,
+                CRONMESH_SECRETS_KEY_FILE=secrets_key,
             )
             nodes.append(
                 subprocess.Popen(
@@ -101,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
             + f"\n  etcd {etcd.endpoint}, logs in {data}"
             + f"\n  admin: {os.environ.get('CRONMESH_ADMIN_USER', 'admin')} / {password}"
             + f" (kept in {password_file}); node-to-node calls are signed (security level 1)"
+            + f"\n  project secrets are encrypted with the key ring in {secrets_key}"
             + f"\n  log in: .venv/bin/cronmesh --api http://127.0.0.1:{ports[0]} login -u "
             + os.environ.get("CRONMESH_ADMIN_USER", "admin")
             + "\n  try: .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from cluster.errors import Unavailable
+from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import (
     KV,
     Compacted,
@@ -33,9 +33,11 @@ from cluster.etcd import (
     Rejected,
 )
 from cluster.keys import Keys
-from cluster.models import Run
+from cluster.masking import MaskedOutput, mask_result
+from cluster.models import Run, secret_refs
 from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
+from cluster.secret_store import SecretStore
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store, Stored, dumps
@@ -176,8 +178,10 @@ class Worker:
         view: ClusterView | None = None,
         weight_budget: int | None = None,
         handoff_delay: float = 1.0,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.etcd = etcd
+        self.secrets = secrets  # read and decrypted when a run that references them starts
         self.keys = keys
         self.store = store
         # Claims and completions go to etcd together when several wait (group commit, D137).
@@ -536,9 +540,21 @@ class Worker:
         self._spawn(self._execute(ex))
 
     def _command(
-        self, run: Run, claim_rev: int, result_file: Path
+        self,
+        run: Run,
+        claim_rev: int,
+        result_file: Path,
+        secrets: Mapping[str, bytes] | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         env = self._base_env.copy()  # a dict copy, not a re-decoding of os.environ per run
+        # The job's own env: plain values, and secrets (opened at start, never stored). Set
+        # before the run variables, which it cannot name anyway (CRONMESH_* is refused).
+        for name, value in run.snapshot.env.items():
+            if isinstance(value, str):
+                env[name] = value
+            elif secrets is not None and value.secret in secrets:
+                # bytes as given (no NUL): the surrogate escape gives them back unchanged at exec
+                env[name] = secrets[value.secret].decode("utf-8", "surrogateescape")
         env.update(
             CRONMESH_RUN_ID=run.id,
             CRONMESH_PROJECT=run.project,
@@ -607,12 +623,33 @@ class Worker:
             duration=round(time.monotonic() - t0, 3),
         )
 
+    async def _secrets(self, run: Run) -> dict[str, bytes]:
+        """The values of the secrets the run references, read now (at its start)."""
+        refs = secret_refs(run.snapshot.env)
+        if not refs:
+            return {}
+        if self.secrets is None:
+            raise RuntimeError("this worker has no secret store")
+        return await self.secrets.values(run.project, refs.values())
+
     async def _run_process(self, ex: Execution) -> tuple[str, str | None, ExitStatus | None, Any]:
         run = ex.run
         result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
         writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
+        masked: MaskedOutput | None = None
+        secrets: dict[str, bytes] = {}
         try:
-            argv, env = self._command(run, ex.claim_revision, result_file)
+            try:
+                secrets = await self._secrets(run)
+            except CronmeshError as exc:
+                why = f"cannot read the run's secrets on node {self.node_id}: {exc.message}"
+                writer.note(why)
+                return "failed", why, None, None
+            on_output = writer.write
+            if secrets:  # every value is masked before anything reaches the spool (D148)
+                masked = MaskedOutput(writer.write, secrets.values())
+                on_output = masked.write
+            argv, env = self._command(run, ex.claim_revision, result_file, secrets)
             # Claimed ahead (D120): spawn now, armed, and release it at the due instant, so the
             # instant costs one write per run instead of one spawn per run (D121).
             if run.not_before is not None and ex.requested is not None:
@@ -621,7 +658,7 @@ class Worker:
             spawn_t = time.perf_counter()
             try:
                 ex.proc = await Process.start(
-                    argv, env=env, cwd=self.work_dir, on_output=writer.write, armed=armed
+                    argv, env=env, cwd=self.work_dir, on_output=on_output, armed=armed
                 )
             except OSError as exc:
                 writer.note(f"cannot start the process: {exc}")
@@ -667,9 +704,13 @@ class Worker:
             if ex.acted:
                 writer.note(f"run {status}: {error}")
         finally:
+            if masked is not None:
+                masked.flush()
             writer.close()
             ex.output_bytes, ex.logged = writer.written, not writer.empty
         result, result_error = self._read_result(result_file)
+        if secrets:
+            result = mask_result(result, list(secrets.values()))
         if result_error and status == "succeeded":
             error = result_error
         return status, error, exit_status, result

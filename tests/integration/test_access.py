@@ -104,6 +104,11 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("GET", "{p}/run-limits", None, "viewer"),
     ("PUT", "{p}/run-limits", {}, "cluster"),
     ("DELETE", "{p}/run-limits", None, "cluster"),
+    ("GET", "{p}/secrets", None, "viewer"),
+    ("GET", "{p}/secrets/absent", None, "viewer"),
+    ("PUT", "{p}/secrets/s", {"value": "v"}, "editor"),
+    ("DELETE", "{p}/secrets/absent", None, "editor"),
+    ("POST", "/api/v1/secrets/rotate", None, "cluster"),
 ]
 # Not in the matrix on purpose: POST /api/v1/auth/login (public, tested below), POST
 # /api/v1/auth/logout (ends the caller's session; tested below), /internal/v1/… (peers only).
@@ -130,6 +135,9 @@ def canonical(template: str) -> str:
     out = out.replace("/groups/g", "/groups/{group}")
     out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
     out = out.replace("/ui/index.html", "/ui/{path}")
+    out = out.replace("/secrets/absent", "/secrets/{secret}").replace(
+        "/secrets/s", "/secrets/{secret}"
+    )
     return out.replace("/tokens/0000000000000000", "/tokens/{token}")
 
 

@@ -10,6 +10,7 @@ properties the chart promises (probes, grace period, stable ids, selectors, Secr
 
 from __future__ import annotations
 
+import base64
 import json
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ import kubernetes_validate
 import pytest
 from aiohttp import web
 
+from cluster.secretbox import KeyRing
 from nodes.embedded import free_port
 from tests.conftest import ROOT
 from tests.unit.test_helm_chart import ETCD_ENABLED
@@ -170,6 +172,7 @@ async def test_default_values_render_valid_manifests():
     validate_all(objects)
     assert sorted(o["kind"] for o in objects) == [
         "PodDisruptionBudget",
+        "Secret",  # the key ring of project secrets (secretsKey.create)
         "Service",
         "Service",
         "ServiceAccount",
@@ -196,6 +199,27 @@ async def test_default_values_render_valid_manifests():
     pdb = by_kind(objects, "PodDisruptionBudget")["rel-cronmesh"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert not any(k.startswith(("AWS_", "CRONMESH_NODE_SECRET", "CRONMESH_SMTP")) for k in env)
+    # project secrets: a generated key ring, kept across upgrades, mounted read-only as a file
+    ring = by_kind(objects, "Secret")["rel-cronmesh-secrets-key"]
+    assert ring["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert KeyRing.parse(base64.b64decode(ring["data"]["keys"]).decode()).current
+    assert env["CRONMESH_SECRETS_KEY_FILE"] == "/etc/cronmesh/secrets-key/keys"
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "secrets-key")
+    assert volume["secret"]["secretName"] == "rel-cronmesh-secrets-key"
+    assert volume["secret"]["defaultMode"] == 0o400
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets-key")
+    assert mount["readOnly"] is True and mount["mountPath"] == "/etc/cronmesh/secrets-key"
+
+
+async def test_an_existing_secrets_key_secret_is_mounted_and_none_is_created():
+    objects = await render({"secretsKey": {"existingSecret": "my-ring", "secretKey": "ring"}})
+    validate_all(objects)
+    assert "Secret" not in {o["kind"] for o in objects}
+    pod = by_kind(objects, "StatefulSet")["rel-cronmesh"]["spec"]["template"]
+    env = env_of(pod["spec"]["containers"][0])
+    assert env["CRONMESH_SECRETS_KEY_FILE"] == "/etc/cronmesh/secrets-key/ring"
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "secrets-key")
+    assert volume["secret"]["secretName"] == "my-ring"
 
 
 async def test_bundled_etcd_and_every_option_render_valid_manifests():

@@ -138,8 +138,6 @@ def test_every_role_every_operation_no_5xx_no_other_projects_data(seeded: dict[s
         def fuzz(case: Any) -> None:
             response = case.call(base_url=url, session=http, headers=api_headers(token), timeout=30)
             calls[0] += 1
-            if os.environ.get("FUZZ_DEBUG"):
-                print(who, case.method, case.formatted_path, case.query, response.status_code, response.text[:120])
             where = f"{who} {case.method} {case.formatted_path}"
             if response.status_code >= 500 and response.status_code != 503:
                 failures.append(f"{where}: {response.status_code} {response.text[:200]}")

@@ -90,3 +90,11 @@ app.kubernetes.io/component: etcd
 {{- define "cronmesh.smtpSecretName" -}}
 {{- default (printf "%s-smtp" (include "cronmesh.fullname" .)) .Values.notifications.existingSecret -}}
 {{- end -}}
+
+{{- define "cronmesh.secretsKeyName" -}}
+{{- default (printf "%s-secrets-key" (include "cronmesh.fullname" .)) .Values.secretsKey.existingSecret -}}
+{{- end -}}
+
+{{- define "cronmesh.hasSecretsKey" -}}
+{{- if or .Values.secretsKey.existingSecret .Values.secretsKey.create -}}true{{- end -}}
+{{- end -}}

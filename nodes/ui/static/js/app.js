@@ -15,6 +15,7 @@ const ROUTES = [
   [/^#\/workflows$/, "workflows", "workflows"],
   [/^#\/workflows\/([^/]+)$/, "workflow", "workflows"],
   [/^#\/executions\/([^/]+)$/, "execution", "workflows"],
+  [/^#\/secrets$/, "secrets", "secrets"],
   [/^#\/machines$/, "machines", "machines"],
   [/^#\/users$/, "users", "users"],
   [/^#\/audit$/, "audit", "audit"],
