@@ -74,7 +74,7 @@ async def redact_middleware(request: web.Request, handler: Handler) -> web.Strea
     whatever route adds more later): secrets never leave, and below editor on the answer's project
     URLs and header values are hidden (D172). Checked on the answer, not per handler, so a new
     route cannot forget it; answers without a ``"webhook"`` key cost one substring search."""
-    response = await handler(request)
+    response: web.StreamResponse = await handler(request)
     if not isinstance(response, web.Response) or response.content_type != "application/json":
         return response
     body = response.body

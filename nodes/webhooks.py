@@ -34,6 +34,7 @@ from cluster.netguard import (
     Guard,
     IPAddress,
     Refused,
+    Target,
     WebhookSettings,
     check_header,
     endpoint_hosts,
@@ -192,22 +193,38 @@ class GuardSource:
 
 async def check_urls(node: Node, urls: list[tuple[str, str]]) -> None:
     """Write-time check of ``(field, url)`` pairs: 400 naming the field of the first refused one.
-    Names are resolved (briefly) too; a name that does not resolve now is accepted — the send
-    checks again."""
+    Names are resolved too, all at once within ``WRITE_RESOLVE_TIMEOUT`` in all; a name that does
+    not resolve by then is accepted — the send checks again."""
     if not urls:
         return
     guard = await GuardSource(node).refresh(force=True)
+    names: list[tuple[str, Target]] = []
     for fld, url in urls:
         try:
             t = target(url)
             guard.check_name(t)
-            if t.literal is None and not guard.host_allowed(t.host, t.port):
-                try:
-                    async with asyncio.timeout(WRITE_RESOLVE_TIMEOUT):
-                        addresses = await LOOKUP(t.host, t.port)
-                except (OSError, TimeoutError):
-                    continue
-                guard.check_addresses(t, addresses)
+        except Refused as exc:
+            raise InvalidInput(f"{fld}: {exc}", field=fld) from None
+        if t.literal is None and not guard.host_allowed(t.host, t.port):
+            names.append((fld, t))
+    if not names:
+        return
+
+    async def lookup(t: Target) -> list[IPAddress] | None:
+        try:
+            return await LOOKUP(t.host, t.port)
+        except OSError:
+            return None
+
+    tasks = [asyncio.ensure_future(lookup(t)) for _, t in names]
+    done, pending = await asyncio.wait(tasks, timeout=WRITE_RESOLVE_TIMEOUT)
+    for task in pending:
+        task.cancel()
+    for (fld, t), task in zip(names, tasks, strict=True):
+        if task not in done or task.result() is None:
+            continue
+        try:
+            guard.check_addresses(t, task.result() or [])
         except Refused as exc:
             raise InvalidInput(f"{fld}: {exc}", field=fld) from None
 
