@@ -103,7 +103,9 @@ class TooManyRequests(CronmeshError):
         self.retry_after = retry_after
 
 
-class QuotaExceeded(Conflict):
-    """A per-project cap (named in ``field``) would be passed; nothing was written."""
+class QuotaExceeded(CronmeshError):
+    """A per-project cap (named in ``field``) would be passed; nothing was written. 403 with
+    the code ``quota_exceeded``, like the quotas on jobs, workflows and bytes (D162, D173)."""
 
     code = "quota_exceeded"
+    status = 403

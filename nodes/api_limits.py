@@ -42,7 +42,7 @@ class RunGate:
         return effective(cluster, own), cluster, own
 
     async def admit(self, project: str, runs: int, what: str = "runs") -> None:
-        """Raise 429 (rate) or 409 ``quota_exceeded`` (cap) before ``runs`` new runs are made."""
+        """Raise 429 (rate) or 403 ``quota_exceeded`` (cap) before ``runs`` new runs are made."""
         limits, _, _ = await self.limits(project)
         count = await self.node.etcd.range(self.node.keys.actives(project), count_only=True)
         assert limits.max_pending_runs is not None

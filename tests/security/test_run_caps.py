@@ -1,6 +1,6 @@
 """Issue 19 item 7: an operator filling etcd with runs (large parameters, triggers and backfills in
 a loop). Parameters are capped per run, manual runs are rate-limited per project (429 with
-Retry-After), unfinished runs are capped per project (409 ``quota_exceeded`` naming the cap), the
+Retry-After), unfinished runs are capped per project (403 ``quota_exceeded`` naming the cap), the
 caps are set by a cluster admin only, and scheduled ticks are never refused (D173)."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ async def test_triggers_and_backfills_are_rate_limited_per_project(cluster, etcd
     # a backfill counts one per tick, and more ticks than the burst can never pass
     window = {"from": "2025-01-01T00:00:00Z", "to": "2025-01-01T09:30:00Z"}  # 10 ticks
     status, body, _ = await as_user(cluster, op, "POST", f"{A}/jobs/j/backfill", window)
-    assert status == 409 and body["error"]["field"] == "run_burst", body
+    assert status == 403 and body["error"]["field"] == "run_burst", body
     assert await run_count(etcd, keys, "a") == 5
     # another project has its own budget (the defaults)
     status, body, _ = await as_user(cluster, op, "POST", f"{B}/jobs/j/backfill", window)
@@ -98,12 +98,12 @@ async def test_unfinished_runs_are_capped_and_only_a_cluster_admin_lifts_the_cap
         status, body, _ = await as_user(cluster, op, "POST", f"{A}/jobs/j/runs", {})
         assert status == 201, body
     status, body, _ = await as_user(cluster, op, "POST", f"{A}/jobs/j/runs", {})
-    assert status == 409, body
+    assert status == 403, body
     assert body["error"]["code"] == "quota_exceeded"
     assert body["error"]["field"] == "max_pending_runs", body
     window = {"from": "2025-01-01T00:00:00Z", "to": "2025-01-01T01:00:00Z"}
     status, body, _ = await as_user(cluster, op, "POST", f"{A}/jobs/j/backfill", window)
-    assert status == 409 and body["error"]["field"] == "max_pending_runs", body
+    assert status == 403 and body["error"]["field"] == "max_pending_runs", body
     assert await run_count(etcd, keys, "a") == 3
     # cluster-wide defaults apply where a project has no override
     status, _ = await cluster.request("PUT", "/api/v1/settings/run-limits", json={"run_burst": 2})
@@ -138,4 +138,4 @@ async def test_scheduled_ticks_are_not_refused_by_the_caps(cluster, etcd, keys):
 
     await wait_for(scheduled, 30, what="scheduled runs past the pending cap")
     status, body = await cluster.request("POST", f"{A}/jobs/tick/runs", json={})
-    assert status == 409 and body["error"]["field"] == "max_pending_runs", body
+    assert status == 403 and body["error"]["field"] == "max_pending_runs", body

@@ -238,7 +238,7 @@ def test_pending_cap():
     check_pending("a", 1, 2, 3)
     with pytest.raises(QuotaExceeded) as err:
         check_pending("a", 2, 2, 3)
-    assert err.value.field == "max_pending_runs" and err.value.status == 409
+    assert err.value.field == "max_pending_runs" and err.value.status == 403
 
 
 def test_token_bucket_refills_with_time_and_refuses_what_never_fits():
