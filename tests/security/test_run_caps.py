@@ -5,11 +5,12 @@ caps are set by a cluster admin only, and scheduled ticks are never refused (D17
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
 
-from tests.conftest import api_headers, wait_for
+from tests.conftest import api_headers, run_cli, wait_for
 from tests.integration.test_access import make_user
 
 A = "/api/v1/projects/a"
@@ -139,3 +140,32 @@ async def test_scheduled_ticks_are_not_refused_by_the_caps(cluster, etcd, keys):
     await wait_for(scheduled, 30, what="scheduled runs past the pending cap")
     status, body = await cluster.request("POST", f"{A}/jobs/tick/runs", json={})
     assert status == 403 and body["error"]["field"] == "max_pending_runs", body
+
+
+async def test_cli_sets_the_allow_list_and_the_caps(cluster):
+    await cluster.start()
+    url = cluster.url()
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        return run_cli(url, *args)
+
+    code, out, err = await asyncio.to_thread(
+        cli, "settings", "webhooks", "--allow", "10.0.0.0/8", "--allow", "hooks.corp:443"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"allow": ["10.0.0.0/8", "hooks.corp:443"]}
+    code, out, err = await asyncio.to_thread(cli, "settings", "webhooks", "--allow", "bad entry!")
+    assert code == 1 and "field: allow" in err
+    code, out, err = await asyncio.to_thread(
+        cli, "-p", "a", "settings", "run-limits", "--project-override", "--max-pending-runs", "7"
+    )
+    assert code == 0, err
+    assert json.loads(out)["effective"]["max_pending_runs"] == 7
+    code, out, err = await asyncio.to_thread(cli, "settings", "run-limits", "--run-burst", "9")
+    assert code == 0 and json.loads(out)["run_burst"] == 9, err
+    code, out, err = await asyncio.to_thread(
+        cli, "-p", "a", "settings", "run-limits", "--project-override", "--clear"
+    )
+    assert code == 0, err
+    status, body = await cluster.request("GET", f"{A}/run-limits")
+    assert body["effective"] == {"max_pending_runs": 2000, "runs_per_second": 5.0, "run_burst": 9}
