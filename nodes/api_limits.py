@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from cluster.errors import Unavailable
+from cluster.etcd import Op
 from cluster.limits import Buckets, RunLimits, check_pending, effective
 from cluster.models import parse_model
 from cluster.netguard import WebhookSettings
@@ -33,20 +34,30 @@ class RunGate:
         self.clock = clock
         self.buckets = Buckets()
 
-    async def limits(self, project: str) -> tuple[RunLimits, RunLimits | None, RunLimits | None]:
-        etcd, keys = self.node.etcd, self.node.keys
-        cluster_kv = await etcd.get(keys.run_limits())
-        project_kv = await etcd.get(keys.project_run_limits(project))
-        cluster = RunLimits.model_validate_json(cluster_kv.value) if cluster_kv else None
-        own = RunLimits.model_validate_json(project_kv.value) if project_kv else None
-        return effective(cluster, own), cluster, own
+    async def limits(
+        self, project: str
+    ) -> tuple[RunLimits, RunLimits | None, RunLimits | None, int]:
+        """(effective, cluster defaults, project overrides, unfinished runs): one round trip."""
+        keys = self.node.keys
+        res = await self.node.etcd.txn(
+            [],
+            [
+                Op.get(keys.run_limits()),
+                Op.get(keys.project_run_limits(project)),
+                Op.count(keys.actives(project)),
+            ],
+        )
+        cluster_kvs, project_kvs = res.range_kvs(0), res.range_kvs(1)
+        cluster = RunLimits.model_validate_json(cluster_kvs[0].value) if cluster_kvs else None
+        own = RunLimits.model_validate_json(project_kvs[0].value) if project_kvs else None
+        unfinished = int(res.responses[2].response_range.count)
+        return effective(cluster, own), cluster, own, unfinished
 
     async def admit(self, project: str, runs: int, what: str = "runs") -> None:
         """Raise 429 (rate) or 403 ``quota_exceeded`` (cap) before ``runs`` new runs are made."""
-        limits, _, _ = await self.limits(project)
-        count = await self.node.etcd.range(self.node.keys.actives(project), count_only=True)
+        limits, _, _, unfinished = await self.limits(project)
         assert limits.max_pending_runs is not None
-        check_pending(project, count.count, runs, limits.max_pending_runs)
+        check_pending(project, unfinished, runs, limits.max_pending_runs)
         self.buckets.admit(project, runs, limits, self.clock(), what)
 
 
@@ -86,7 +97,7 @@ def add_routes(app: web.Application, node: Node) -> None:
     async def get_cluster_limits(request: web.Request) -> web.Response:
         """Cluster defaults of the caps on manual runs (unset fields: built-in defaults)"""
         connected()
-        _, cluster, _ = await app[GATE].limits("-")
+        _, cluster, _, _ = await app[GATE].limits("-")
         return ok((cluster or RunLimits()).model_dump(mode="json"))
 
     @documented(body=RunLimits, answer=RunLimits)
@@ -108,7 +119,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         """The project's effective caps on manual runs, and its overrides"""
         project = project_of(request)
         connected()
-        limits, _, own = await app[GATE].limits(project)
+        limits, _, own, _ = await app[GATE].limits(project)
         return ok(limits_doc(limits, own))
 
     @documented(body=RunLimits)
@@ -118,7 +129,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         doc = parse_model(RunLimits, await body_json(request))
         connected()
         await node.etcd.put(node.keys.project_run_limits(project), doc.model_dump_json())
-        limits, _, own = await app[GATE].limits(project)
+        limits, _, own, _ = await app[GATE].limits(project)
         return ok(limits_doc(limits, own))
 
     @documented(status="204")
