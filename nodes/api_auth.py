@@ -311,6 +311,9 @@ class AuthApi:
             raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
         if not await etcd.delete(keys.project(name)):
             raise NotFound(f"project {name!r} not found", field="project")
+        # what a cluster admin or an editor set for it must not pass to a new project of that name
+        await etcd.delete(keys.project_run_limits(name))
+        await etcd.delete(keys.notification_defaults(name))
         return web.Response(status=204)
 
     # -- audit ----------------------------------------------------------------------------------

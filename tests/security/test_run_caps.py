@@ -169,3 +169,23 @@ async def test_cli_sets_the_allow_list_and_the_caps(cluster):
     assert code == 0, err
     status, body = await cluster.request("GET", f"{A}/run-limits")
     assert body["effective"] == {"max_pending_runs": 2000, "runs_per_second": 5.0, "run_burst": 9}
+
+
+async def test_a_new_project_of_a_deleted_ones_name_starts_from_the_defaults(cluster):
+    """Raised caps and default notification rules of a deleted project are not inherited."""
+    await cluster.start()
+    status, _ = await cluster.request("POST", "/api/v1/projects", json={"name": "gone"})
+    assert status == 201
+    gone = "/api/v1/projects/gone"
+    await cluster.request("PUT", f"{gone}/run-limits", json={"max_pending_runs": 999999})
+    rules = {"rules": [{"email": {"to": ["old-owner@example.com"]}}]}
+    status, _ = await cluster.request("PUT", f"{gone}/notifications", json=rules)
+    assert status == 200
+    status, _ = await cluster.request("DELETE", gone)
+    assert status == 204
+    status, _ = await cluster.request("POST", "/api/v1/projects", json={"name": "gone"})
+    assert status == 201
+    _, body = await cluster.request("GET", f"{gone}/run-limits")
+    assert body["effective"]["max_pending_runs"] == 2000
+    _, body = await cluster.request("GET", f"{gone}/notifications")
+    assert body == {"rules": []}
