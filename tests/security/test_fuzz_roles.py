@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def seeded(
     import aiohttp
 
     tmp = tmp_path_factory.mktemp("fuzzroles")
-    c = ProcessCluster([etcd_server.endpoint], f"/fuzz{int(time.time())}", Path(tmp))
+    c = ProcessCluster([etcd_server.endpoint], f"/fuzz{uuid.uuid4().hex[:10]}", Path(tmp))
     node = c.start("fuzz")
     try:
 
