@@ -63,6 +63,20 @@ class Refused(ValueError):
     """A destination the notifier must not connect to; the message says why."""
 
 
+# The node's own settings and credentials (peer secret, admin token, etcd password, SMTP URL,
+# the secrets key file): never a webhook's signing key, or an editor would get the node to
+# sign chosen messages with them.
+NODE_ENV_PREFIX = "CRONMESH_"
+
+
+def check_secret_env(name: str) -> None:
+    if name.upper().startswith(NODE_ENV_PREFIX):
+        raise Refused(
+            f"{name!r}: variables named {NODE_ENV_PREFIX}* are the node's own settings and "
+            "credentials, not webhook keys"
+        )
+
+
 def check_header(name: str, value: str) -> None:
     """A custom webhook header: a token name that frames nothing, a value without line breaks."""
     if not HEADER_NAME.fullmatch(name):

@@ -31,7 +31,7 @@ import structlog
 from cluster.errors import InvalidInput, LostOwnership, Unavailable
 from cluster.etcd import Compacted, Op
 from cluster.models import Run
-from cluster.netguard import Refused
+from cluster.netguard import Refused, check_secret_env
 from cluster.notify import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -393,6 +393,7 @@ class Notifier:
         }
         secret = hook.secret
         if hook.secret_env:
+            check_secret_env(hook.secret_env)  # stored before the write check existed
             secret = os.environ.get(hook.secret_env)
             if not secret:
                 raise RuntimeError(f"environment variable {hook.secret_env} is not set")

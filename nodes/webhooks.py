@@ -37,6 +37,7 @@ from cluster.netguard import (
     Target,
     WebhookSettings,
     check_header,
+    check_secret_env,
     endpoint_hosts,
     internal_addresses,
     target,
@@ -249,6 +250,12 @@ def check_rule_docs(node: Node, rules: Any, base: str) -> Awaitable[None]:
                 continue
             if isinstance(hook.get("url"), str):
                 urls.append((f"{base}.{i}.webhook.url", hook["url"]))
+            if isinstance(hook.get("secret_env"), str):
+                try:
+                    check_secret_env(hook["secret_env"])
+                except Refused as exc:
+                    fld = f"{base}.{i}.webhook.secret_env"
+                    raise InvalidInput(f"{fld}: {exc}", field=fld) from None
             if isinstance(hook.get("headers"), dict):
                 heads.append(
                     (

@@ -261,12 +261,12 @@ async def test_a_delivery_cut_short_by_a_leader_change_is_finished_by_the_next_l
 async def test_signing_key_from_the_nodes_environment(cluster, monkeypatch, etcd, keys):
     """`secret_env` keeps the key out of etcd: the node reads it from its environment."""
     await allow_loopback(etcd, keys)
-    monkeypatch.setenv("CRONMESH_TEST_HOOK_KEY", "from-env")
+    monkeypatch.setenv("HOOKTEST_KEY", "from-env")
     await cluster.start()
     async with Receiver() as hook:
         rules = [
-            {"webhook": {"url": hook.url, "secret_env": "CRONMESH_TEST_HOOK_KEY"}},
-            {"webhook": {"url": hook.url, "secret_env": "CRONMESH_TEST_UNSET", "retries": 0}},
+            {"webhook": {"url": hook.url, "secret_env": "HOOKTEST_KEY"}},
+            {"webhook": {"url": hook.url, "secret_env": "HOOKTEST_UNSET", "retries": 0}},
         ]
         job = {"name": "envkey", "command": "exit 1", "notifications": rules}
         status, body = await cluster.request("POST", JOBS, json=job)

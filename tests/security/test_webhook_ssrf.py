@@ -110,6 +110,10 @@ async def test_custom_headers_cannot_reframe_or_redirect_the_request(cluster):
         status, body = await cluster.request("POST", JOBS, json=job)
         assert status == 400, (name, body)
         assert body["error"]["field"] == f"notifications.0.webhook.headers.{name}", body
+    job = hook_job("h", "https://hooks.example.com/x", secret_env="CRONMESH_PEER_SECRET")
+    status, body = await cluster.request("POST", JOBS, json=job)
+    assert status == 400, body  # the node's own credentials are no signing keys
+    assert body["error"]["field"] == "notifications.0.webhook.secret_env", body
     job = hook_job("h", "https://hooks.example.com/x", headers={"X-Token": "a\r\nHost: evil"})
     status, body = await cluster.request("POST", JOBS, json=job)
     assert status == 400 and "X-Token" in body["error"]["field"], body
