@@ -257,3 +257,12 @@ def test_token_bucket_refills_with_time_and_refuses_what_never_fits():
     assert err.value.retry_after == pytest.approx(1.0)
     with pytest.raises(QuotaExceeded):
         b.admit("c", 3, limits, now=10.0)
+
+
+def test_secret_env_may_not_name_the_nodes_own_variables():
+    from cluster.netguard import check_secret_env
+
+    check_secret_env("BACKUP_HOOK_KEY")
+    for name in ("CRONMESH_PEER_SECRET", "CRONMESH_ADMIN_TOKEN", "cronmesh_etcd_password"):
+        with pytest.raises(Refused):
+            check_secret_env(name)
