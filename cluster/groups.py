@@ -4,10 +4,15 @@ A job targets a group; the group's bindings say which nodes carry it and in what
 Re-pointing a binding at another node moves every job of the group from the next run on, without
 editing a job. Values are JSON under ``groups/<group>``, ``bindings/<group>/<binding>`` and
 ``node-state/<node>``.
+
+A group is also the unit of *grants* (D155): its ``projects`` list names the projects whose jobs
+and workflow tasks may target it (``*``: every project). A node bound to a group is reserved for
+the projects granted one of its groups; a node bound to no group is shared by every project.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -15,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from cluster.errors import Conflict, NotFound
+from cluster.errors import Conflict, Forbidden, NotFound
 from cluster.etcd import Compare, Etcd, Op
 from cluster.keys import Keys
 from cluster.models import NAME_PATTERN, Strict, parse_model
@@ -37,10 +42,66 @@ class NodeNotFound(NotFound):
     code = "node_not_found"
 
 
+class GroupNotGranted(Forbidden):
+    code = "group_not_granted"
+
+
+class GrantNotFound(NotFound):
+    code = "grant_not_found"
+
+
+ALL_PROJECTS = "*"
+PROJECT_OR_ALL = r"^(\*|[a-z0-9][a-z0-9\-_.]{0,62})$"
+MAX_GRANTS = 1000  # projects named on one group
+
+
+def granted_projects(doc: dict[str, Any]) -> frozenset[str]:
+    """The projects a group record grants. A record written before grants existed has no
+    ``projects`` field and reads as open to every project (what it was), D155."""
+    if "projects" not in doc:
+        return frozenset({ALL_PROJECTS})
+    return frozenset(str(p) for p in doc.get("projects") or ())
+
+
+def is_granted(projects: frozenset[str] | set[str], project: str) -> bool:
+    return ALL_PROJECTS in projects or project in projects
+
+
+def not_granted(group: str, project: str, field: str) -> GroupNotGranted:
+    return GroupNotGranted(
+        f"group {group!r} is not granted to project {project!r} (a cluster admin grants it: "
+        f"cronmesh group grant {group} --project {project})",
+        field=field,
+    )
+
+
+async def target_guards(
+    etcd: Etcd, keys: Keys, project: str, targets: list[tuple[str, str]]
+) -> list[Any]:
+    """Check that ``project`` was granted every ``(field, group)`` a job or workflow targets;
+    answers compares on the group records for the write's transaction (a revocation racing
+    the write makes it retry and fail), or raises ``GroupNotGranted`` naming the field."""
+    guards: list[Any] = []
+    seen: set[str] = set()
+    for field, group in targets:
+        if group in seen:
+            continue
+        seen.add(group)
+        kv = await etcd.get(keys.group(group))
+        if kv is None or not is_granted(granted_projects(json.loads(kv.value)), project):
+            raise not_granted(group, project, field)
+        guards.append(Compare.modified(kv.key, kv.mod_revision))
+    return guards
+
+
 class GroupSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=4096)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    # None: keep what the record has (a new group: granted to no project)
+    projects: list[Annotated[str, Field(pattern=PROJECT_OR_ALL)]] | None = Field(
+        default=None, max_length=MAX_GRANTS
+    )
 
 
 class BindingSpec(Strict):
@@ -76,6 +137,7 @@ class GroupStore:
         out = []
         for kv in groups.kvs:
             doc = json.loads(kv.value)
+            doc["projects"] = sorted(granted_projects(doc))
             doc["bindings"] = by_group.get(doc["name"], [])
             out.append(doc)
         return out
@@ -88,6 +150,7 @@ class GroupStore:
         if not found:
             raise GroupNotFound(f"group {name!r} not found", field="group")
         doc: dict[str, Any] = json.loads(found[0].value)
+        doc["projects"] = sorted(granted_projects(doc))
         doc["bindings"] = [json.loads(kv.value) for kv in res.range_kvs(1)]
         return doc
 
@@ -98,17 +161,60 @@ class GroupStore:
             now = self.clock().isoformat()
             old = json.loads(kv.value) if kv else {}
             doc = {
-                **spec.model_dump(mode="json"),
+                **spec.model_dump(mode="json", exclude={"projects"}),
                 "created_at": old.get("created_at", now),
                 "updated_at": now,
             }
+            if spec.projects is not None:
+                doc["projects"] = sorted(set(spec.projects))
+            elif kv is None:
+                doc["projects"] = []  # a new group is granted to no project until an admin says
+            elif "projects" in old:
+                doc["projects"] = old["projects"]
             res = await self.etcd.txn(
                 [Compare.modified(key, kv.mod_revision if kv else 0)],
                 [Op.put(key, json.dumps(doc, separators=(",", ":")))],
             )
             if res.succeeded:
+                doc["projects"] = sorted(granted_projects(doc))
                 return doc, kv is None
         raise Conflict(f"group {spec.name!r} is being changed concurrently; retry", field="name")
+
+    # -- grants (D155) -------------------------------------------------------------------------
+
+    async def set_grant(self, group: str, project: str, *, granted: bool) -> dict[str, Any]:
+        """Grant ``group`` to ``project`` (``*``: every project) or revoke it; answers the group.
+        A compare-and-swap on the group record, which workers compare again when they claim."""
+        key = self.keys.group(group)
+        for _ in range(5):
+            kv = await self.etcd.get(key)
+            if kv is None:
+                raise GroupNotFound(f"group {group!r} not found", field="group")
+            doc: dict[str, Any] = json.loads(kv.value)
+            projects = set(granted_projects(doc))
+            if granted:
+                if project not in projects and len(projects) >= MAX_GRANTS:
+                    raise Conflict(
+                        f"group {group!r} is granted to {MAX_GRANTS} projects already; "
+                        f"grant it to '*' instead",
+                        field="project",
+                    )
+                projects.add(project)
+            else:
+                if project not in projects:
+                    raise GrantNotFound(
+                        f"group {group!r} is not granted to {project!r}", field="project"
+                    )
+                projects.discard(project)
+            doc["projects"] = sorted(projects)
+            doc["updated_at"] = self.clock().isoformat()
+            res = await self.etcd.txn(
+                [Compare.modified(key, kv.mod_revision)],
+                [Op.put(key, json.dumps(doc, separators=(",", ":")))],
+            )
+            if res.succeeded:
+                return doc
+        raise Conflict(f"group {group!r} is being changed concurrently; retry", field="group")
 
     async def delete_group(self, name: str) -> None:
         key = self.keys.group(name)
@@ -118,6 +224,20 @@ class GroupStore:
         )
         if not res.succeeded:
             raise GroupNotFound(f"group {name!r} not found", field="group")
+
+    async def forget_project(self, project: str) -> list[str]:
+        """Revoke ``project`` from every group (the project is deleted: a new project of the same
+        name must not inherit its machines). Answers the groups it was revoked from."""
+        res = await self.etcd.range(self.keys.groups())
+        revoked = []
+        for kv in res.kvs:
+            doc = json.loads(kv.value)
+            if project in doc.get("projects") or ():
+                group = str(doc["name"])
+                with contextlib.suppress(GrantNotFound, GroupNotFound):
+                    await self.set_grant(group, project, granted=False)
+                    revoked.append(group)
+        return revoked
 
     # -- bindings ------------------------------------------------------------------------------
 

@@ -14,6 +14,10 @@ state, groups and bindings), so no etcd write is needed to agree on a preferred 
   preferred node is full, slow or about to vanish), so the spread follows the weights while no
   run waits for a node that cannot take it.
 
+Grants (D155): a group names the projects that may use it. With a project given, a group target
+must be granted to it, and a target without a group reaches only nodes *shared* (bound to no
+group) or bound to a group granted to the project: binding a node to a group reserves it.
+
 A run through a binding costs the binding's weight out of the node's weight budget while it runs
 (a run without a group costs 1); a node never exceeds its capacity (concurrent runs) nor its
 budget.
@@ -58,6 +62,8 @@ class Candidate:
     node: str
     weight: int  # share of the spread, and the cost out of the node's weight budget
     binding: str | None = None
+    # the group whose grant lets the project reach this node (None: a shared node, or no project)
+    grant: str | None = None
 
     @property
     def hash_key(self) -> str:
@@ -80,6 +86,28 @@ class Topology:
     nodes: Mapping[str, NodeView]
     groups: frozenset[str] = frozenset()
     bindings: Mapping[str, tuple[Binding, ...]] = field(default_factory=dict)  # group -> bindings
+    # group -> the projects granted it ("*": every project); a group missing here is granted to
+    # none. Only consulted when a placement is asked for a project.
+    grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def allows(self, group: str, project: str) -> bool:
+        granted = self.grants.get(group, frozenset())
+        return "*" in granted or project in granted
+
+    def reach(self, project: str) -> tuple[frozenset[str], dict[str, str]]:
+        """Where a project's runs without a group may go: (nodes reserved by some group,
+        node -> a group granted to ``project`` that binds it)."""
+        reserved: set[str] = set()
+        via: dict[str, str] = {}
+        for group in sorted(self.bindings):
+            if group not in self.groups:
+                continue
+            ok = self.allows(group, project)
+            for b in self.bindings[group]:
+                reserved.add(b.node)
+                if ok:
+                    via.setdefault(b.node, group)
+        return frozenset(reserved), via
 
 
 class TargetLike(Protocol):
@@ -92,9 +120,9 @@ class TargetLike(Protocol):
     def selector(self) -> str: ...
 
 
-def for_target(target: TargetLike, topo: Topology) -> Placement:
+def for_target(target: TargetLike, topo: Topology, project: str | None = None) -> Placement:
     """THE mapping from a target to its placement decision (jobs and workflow tasks alike)."""
-    return place(target.group, target.selector, topo)
+    return place(target.group, target.selector, topo, project)
 
 
 def _why_not(node: NodeView | None, node_id: str, terms: tuple[Term, ...]) -> str | None:
@@ -112,14 +140,22 @@ def _summary(why: list[str], limit: int = 8) -> str:
     return "; ".join(why[:limit]) + more
 
 
-def place(group: str | None, selector: str, topo: Topology) -> Placement:
-    """The candidates of a target, or the reason there are none (``no eligible node: …``)."""
+def place(
+    group: str | None, selector: str, topo: Topology, project: str | None = None
+) -> Placement:
+    """The candidates of a target, or the reason there are none (``no eligible node: …``).
+    ``project``: whose run it is, so only nodes granted to it are candidates (None: no check,
+    for an operator's "where could this go" question)."""
     terms = parse_selector(selector)
     why: list[str] = []
     out: list[Candidate] = []
     if group:
         if group not in topo.groups:
             return Placement((), f"no eligible node: group {group!r} does not exist")
+        if project is not None and not topo.allows(group, project):
+            return Placement(
+                (), f"no eligible node: group {group!r} is not granted to project {project!r}"
+            )
         bindings = topo.bindings.get(group, ())
         if not bindings:
             return Placement((), f"no eligible node: group {group!r} has no bindings")
@@ -134,21 +170,24 @@ def place(group: str | None, selector: str, topo: Topology) -> Placement:
             if reason is not None:
                 why.append(f"binding {b.name!r}: {reason}")
             else:
-                out.append(Candidate(b.node, b.weight, b.name))
+                out.append(Candidate(b.node, b.weight, b.name, group if project else None))
         if not out:
             return Placement((), f"no eligible node in group {group!r}: {_summary(why)}")
         return Placement(tuple(out))
     live = [n for n in topo.nodes.values() if n.up]
     if not live:
         return Placement((), "no eligible node: no node is up")
+    reserved, via = topo.reach(project) if project is not None else (frozenset(), {})
     for node in sorted(live, key=lambda n: n.id):
         reason = _why_not(node, node.id, terms)
+        if reason is None and node.id in reserved and node.id not in via:
+            reason = f"{node.id} is reserved by groups not granted to project {project!r}"
         if reason is None and not fits_ever(node, 1):
             reason = f"{node.id} has a weight budget of {node.weight_budget}"
         if reason is not None:
             why.append(reason)
         else:
-            out.append(Candidate(node.id, 1))
+            out.append(Candidate(node.id, 1, grant=via.get(node.id)))
     if not out:
         if terms and all(r.endswith("does not match the selector") for r in why):
             return Placement((), f"no eligible node: no live node matches {selector!r}")

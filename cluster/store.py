@@ -20,6 +20,7 @@ from typing import Any
 
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
 from cluster.etcd import KV, Compare, Etcd, Op
+from cluster.groups import target_guards
 from cluster.ids import Snowflake
 from cluster.keys import Keys
 from cluster.models import (
@@ -114,6 +115,7 @@ class Store:
             job = self._merge(project, spec, old)
             ops = [Op.put(key, job.model_dump_json())]
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
+            compares += await self.target_guards(project, spec)
             compares += await self._secret_guards(project, job)
             if kv is None:
                 ops.append(Op.put_if_absent(self.keys.project(project), dumps({"name": project})))
@@ -121,6 +123,14 @@ class Store:
             if res.succeeded:
                 return job, kv is None
         raise Conflict(f"job {spec.name!r} is being changed concurrently; retry", field="name")
+
+    async def target_guards(self, project: str, spec: JobSpec) -> list[Any]:
+        """A job may target only a group granted to its project (D155): 403 naming the group."""
+        if spec.target.group is None:
+            return []
+        return await target_guards(
+            self.etcd, self.keys, project, [("target.group", spec.target.group)]
+        )
 
     async def patch_job(self, project: str, name: str, patch: dict[str, Any]) -> Job:
         if "name" in patch and patch["name"] != name:
@@ -131,7 +141,8 @@ class Store:
             spec = parse_model(JobSpec, merged)
             job = self._merge(project, spec, old)
             key = self.keys.job(project, name)
-            guards = await self._secret_guards(project, job)
+            guards = await self.target_guards(project, spec)
+            guards += await self._secret_guards(project, job)
             res = await self.etcd.txn(
                 [Compare.modified(key, rev), *guards], [Op.put(key, job.model_dump_json())]
             )

@@ -16,6 +16,7 @@ from typing import Any
 from cluster.dag import Graph, ancestors, rerun_set
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
+from cluster.groups import target_guards
 from cluster.models import Run
 from cluster.secret_store import reference_guards, references
 from cluster.store import Store, dumps
@@ -158,8 +159,19 @@ class WorkflowStore:
                 Op.put(key, wf.model_dump_json()),
                 Op.put_if_absent(self.keys.project(project), dumps({"name": project})),
             ]
+            # a task may target only a group granted to the project (D155)
+            guards = await target_guards(
+                self.etcd,
+                self.keys,
+                project,
+                [
+                    (f"tasks.{i}.target.group", t.target.group)
+                    for i, t in enumerate(spec.tasks)
+                    if t.target.group is not None
+                ],
+            )
             refs = references(spec.model_dump(mode="json", include={"tasks"}))
-            guards = await reference_guards(self.etcd, self.keys, project, refs)
+            guards += await reference_guards(self.etcd, self.keys, project, refs)
             compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
             res = await self.etcd.txn(compares, ops)
             if res.succeeded:

@@ -116,12 +116,15 @@ class Access:
 
     # -- peers ---------------------------------------------------------------------------------
 
-    def sign(self, method: str, path_qs: str, body: bytes) -> dict[str, str]:
+    def sign(self, method: str, path_qs: str, body: bytes, *, to: str) -> dict[str, str]:
+        """Headers for a call to node ``to`` (the receiver's id is signed: D158)."""
         if self.config.security_level == 0:
             return {}
         if self.peer_secret is None:
             raise Unavailable("this node has no peer secret yet")
-        return signing.sign(self.peer_secret, method, path_qs, body, time.time(), self.node.node_id)
+        return signing.sign(
+            self.peer_secret, method, path_qs, body, time.time(), self.node.node_id, to=to
+        )
 
     async def check_peer(self, request: web.Request) -> None:
         if self.config.security_level == 0:
@@ -137,6 +140,7 @@ class Access:
             request.headers,
             time.time(),
             self.nonces,
+            me=self.node.node_id,
         )
         if reason is not None:
             log.warning("peer request rejected", reason=reason, path=request.path)

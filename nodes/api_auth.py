@@ -19,6 +19,7 @@ from aiohttp import web
 from cluster import passwords
 from cluster.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from cluster.etcd import Compare, Op
+from cluster.groups import GroupStore
 from cluster.identity import (
     TokenSpec,
     User,
@@ -314,6 +315,8 @@ class AuthApi:
         # what a cluster admin or an editor set for it must not pass to a new project of that name
         await etcd.delete(keys.project_run_limits(name))
         await etcd.delete(keys.notification_defaults(name))
+        # its node-group grants go with it (D155): a new project of that name starts with none
+        await GroupStore(etcd, keys, self.node.clock).forget_project(name)
         return web.Response(status=204)
 
     # -- audit ----------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ Routes:
   DELETE /api/v1/groups/{group}             the group and its bindings
   PUT    /api/v1/groups/{group}/bindings/{binding}   {"node", "weight"}
   DELETE /api/v1/groups/{group}/bindings/{binding}
-  GET    /api/v1/placement?group=&selector=  where a target's runs would go now
+  PUT    /api/v1/groups/{group}/projects/{project}   grant the group to a project ("*": all)
+  DELETE /api/v1/groups/{group}/projects/{project}   revoke it
+  GET    /api/v1/placement?group=&selector=&project=  where a target's runs would go now
+  GET    /api/v1/projects/{project}/targets  the groups and nodes a project's runs may reach
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 
 from cluster.errors import Conflict, InvalidInput, Unavailable
 from cluster.groups import (
     NODE_ID_PATTERN,
+    PROJECT_OR_ALL,
     BindingSpec,
     GroupSpec,
     GroupStore,
@@ -46,8 +51,11 @@ from nodes.cluster_view import read_topology
 if TYPE_CHECKING:
     from nodes.daemon import Node
 
+log = structlog.get_logger(__name__)
+
 _NAME = re.compile(NAME_PATTERN)
 _NODE = re.compile(NODE_ID_PATTERN)
+_PROJECT_OR_ALL = re.compile(PROJECT_OR_ALL)
 NODE_ACTIONS = ("enable", "disable", "drain", "shutdown")
 
 
@@ -91,7 +99,8 @@ async def annotate_runs(node: Node, docs: list[dict[str, Any]]) -> list[dict[str
     topo, _ = await read_topology(node.etcd, node.keys)
     for doc in pending:
         target = (doc.get("snapshot") or {}).get("target") or {}
-        placement = place(target.get("group"), target.get("selector") or "", topo)
+        project = str(doc.get("project") or "") or None
+        placement = place(target.get("group"), target.get("selector") or "", topo, project)
         draw = attempt_key(str(doc.get("id")), int(doc.get("attempt") or 1))
         doc["placement"] = placement_doc(draw, placement)
     return docs
@@ -250,8 +259,33 @@ class PlacementApi:
         await self.groups().delete_binding(group, _name(request, "binding", "binding"))
         return web.Response(status=204)
 
+    async def grant(self, request: web.Request) -> web.Response:
+        group = _name(request, "group", "group")
+        project = request.match_info["project"]
+        if not _PROJECT_OR_ALL.fullmatch(project):
+            raise InvalidInput(f"invalid project name {project!r}", field="project")
+        granted = request.method == "PUT"
+        doc = await self.groups().set_grant(group, project, granted=granted)
+        log.info("group grant changed", group=group, project=project, granted=granted)
+        return _json(doc)
+
+    async def project_targets(self, request: web.Request) -> web.Response:
+        """What a project's jobs may target: its granted groups, and the nodes its runs reach."""
+        project = _name(request, "project", "project")
+        self.groups()
+        topo, _ = await read_topology(self.node.etcd, self.node.keys)
+        reserved, via = topo.reach(project)
+        groups = sorted(g for g in topo.groups if topo.allows(g, project))
+        nodes = [
+            {"node": nid, "via": via.get(nid)}
+            for nid in sorted(topo.nodes)
+            if nid not in reserved or nid in via
+        ]
+        return _json({"project": project, "groups": groups, "nodes": nodes})
+
     async def explain(self, request: web.Request) -> web.Response:
-        """Where runs of a target would go now: ``?group=g&selector=zone%3Deu1&run=<id>``."""
+        """Where runs of a target would go now: ``?group=g&selector=zone%3Deu1&run=<id>``
+        (``&project=p``: only what that project was granted)."""
         from cluster.models import Target
         from nodes.api import int_query
 
@@ -267,11 +301,14 @@ class PlacementApi:
                 if v is not None
             },
         )
+        project = request.query.get("project") or None
+        if project is not None and not _NAME.fullmatch(project):
+            raise InvalidInput(f"invalid project name {project!r}", field="project")
         topo, _ = await read_topology(self.node.etcd, self.node.keys)
         run = request.query.get("run") or None
         attempt = int_query(request, "attempt", 1, 1, 1000)
         draw = attempt_key(run, attempt) if run else None
-        return _json(placement_doc(draw, for_target(target, topo)))
+        return _json(placement_doc(draw, for_target(target, topo, project)))
 
 
 def add_routes(app: web.Application, node: Node) -> None:
@@ -287,4 +324,7 @@ def add_routes(app: web.Application, node: Node) -> None:
     r.add_delete("/api/v1/groups/{group}", api.delete_group)
     r.add_put("/api/v1/groups/{group}/bindings/{binding}", api.put_binding)
     r.add_delete("/api/v1/groups/{group}/bindings/{binding}", api.delete_binding)
+    r.add_put("/api/v1/groups/{group}/projects/{project}", api.grant)
+    r.add_delete("/api/v1/groups/{group}/projects/{project}", api.grant)
     r.add_get("/api/v1/placement", api.explain)
+    r.add_get("/api/v1/projects/{project}/targets", api.project_targets)

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from cluster.errors import CronmeshError
-from nodes import cli_auth, cli_logs, cli_placement, yamlio
+from nodes import cli_auth, cli_logs, cli_placement, etcd_auth, yamlio
 from nodes.cli_ops import add_ops_parsers
 
 
@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
     n.add_argument("--s3-region", help="S3 region (else AWS_REGION)")
     n.set_defaults(func=cmd_node)
+
+    etcd_auth.add_command(sub)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")
     d.add_argument("--nodes", type=int, default=3)

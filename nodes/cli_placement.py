@@ -1,5 +1,5 @@
 """CLI of placement: ``cronmesh node list|get|enable|disable|drain|shutdown`` and
-``cronmesh group list|get|apply|delete|bind|unbind``."""
+``cronmesh group list|get|apply|delete|bind|unbind|grant|revoke``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,12 @@ def add_group_commands(sub: Any) -> None:
     ub = ga.add_parser("unbind")
     ub.add_argument("group")
     ub.add_argument("binding")
+    for verb, what in (("grant", "let a project's jobs target"), ("revoke", "take back")):
+        gr = ga.add_parser(verb, help=f"{what} the group ('*': every project)")
+        gr.add_argument("group")
+        gr.add_argument("--project", required=True)
+    tg = ga.add_parser("targets", help="what a project's jobs may target (groups, nodes)")
+    tg.add_argument("project")
     for parser in ga.choices.values():
         parser.set_defaults(func=cmd_group)
 
@@ -124,11 +130,12 @@ def cmd_group(args: argparse.Namespace) -> int:
                             f"{b['name']}->{b['node']}(w{b['weight']})" for b in g["bindings"]
                         )
                         or "-",
+                        ",".join(g.get("projects") or []) or "-",
                         g.get("description") or "",
                     ]
                     for g in groups
                 ],
-                ["GROUP", "BINDINGS", "DESCRIPTION"],
+                ["GROUP", "BINDINGS", "PROJECTS", "DESCRIPTION"],
             )
         else:
             show(args, groups)
@@ -157,4 +164,18 @@ def cmd_group(args: argparse.Namespace) -> int:
     elif args.action == "unbind":
         call(args, "DELETE", f"{base}/{q(args.group)}/bindings/{q(args.binding)}")
         print(f"binding {args.group}/{args.binding} deleted")
+    elif args.action in ("grant", "revoke"):
+        method = "PUT" if args.action == "grant" else "DELETE"
+        g = call(args, method, f"{base}/{q(args.group)}/projects/{q(args.project)}")
+        print(f"group {args.group}: projects {', '.join(g['projects']) or '(none)'}")
+    elif args.action == "targets":
+        doc = call(args, "GET", f"/api/v1/projects/{q(args.project)}/targets")
+        if args.output == "table":
+            print(f"groups: {', '.join(doc['groups']) or '(none)'}")
+            table(
+                [[n["node"], n["via"] or "shared"] for n in doc["nodes"]],
+                ["NODE", "VIA"],
+            )
+        else:
+            show(args, doc)
     return 0

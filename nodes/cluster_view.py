@@ -15,7 +15,7 @@ import structlog
 
 from cluster.errors import Unavailable
 from cluster.etcd import KV, Compacted, Etcd
-from cluster.groups import NodeState
+from cluster.groups import NodeState, granted_projects
 from cluster.keys import Keys
 from cluster.placement import Binding, NodeView, Placement, Topology, place
 
@@ -42,6 +42,15 @@ def _state(value: bytes) -> NodeState | None:
         return None
 
 
+def _grants(value: bytes) -> frozenset[str]:
+    try:
+        doc = json.loads(value)
+        return granted_projects(doc) if isinstance(doc, dict) else frozenset()
+    except ValueError:
+        log.error("unreadable group record; granted to no project")
+        return frozenset()
+
+
 def _binding(value: bytes) -> Binding | None:
     try:
         doc = json.loads(value)
@@ -61,13 +70,16 @@ class ClusterView:
         self.records: dict[str, dict[str, Any]] = {}
         self.states: dict[str, tuple[NodeState | None, int]] = {}  # node -> (state, mod rev)
         self.groups: set[str] = set()
+        self.grants: dict[str, tuple[frozenset[str], int]] = {}  # group -> (projects, mod rev)
         self.binds: dict[tuple[str, str], Binding] = {}
+        # every binding written at or before this revision is in ``binds`` (claims compare it)
+        self.bindings_revision = 0
         self.loaded: set[str] = set()
         self.version = 0
         self.on_change: Callable[[], None] = lambda: None
         self.on_own_state: Callable[[NodeState | None, int], None] = lambda s, r: None
         self._topology: Topology | None = None
-        self._placements: dict[tuple[str | None, str], Placement] = {}
+        self._placements: dict[tuple[str | None, str | None, str], Placement] = {}
 
     @property
     def ready(self) -> bool:
@@ -86,18 +98,25 @@ class ClusterView:
             for b in self.binds.values():
                 bindings.setdefault(b.group, []).append(b)
             self._topology = Topology(
-                nodes, frozenset(self.groups), {g: tuple(bs) for g, bs in bindings.items()}
+                nodes,
+                frozenset(self.groups),
+                {g: tuple(bs) for g, bs in bindings.items()},
+                {g: projects for g, (projects, _) in self.grants.items()},
             )
         return self._topology
 
-    def placement(self, group: str | None, selector: str) -> Placement:
+    def placement(self, group: str | None, selector: str, project: str | None = None) -> Placement:
         """Cached per view version: the worker asks for every queued run on each dispatch."""
-        key = (group, selector)
+        key = (project, group, selector)
         got = self._placements.get(key)
         if got is None:
-            got = place(group, selector, self.topology())
+            got = place(group, selector, self.topology(), project)
             self._placements[key] = got
         return got
+
+    def group_revision(self, group: str) -> int:
+        """The mod revision of a group's record as this view knows it (0: unknown)."""
+        return self.grants.get(group, (frozenset(), 0))[1]
 
     def _changed(self) -> None:
         self.version += 1
@@ -122,6 +141,8 @@ class ClusterView:
                 self._reset(prefix)
                 for kv in res.kvs:
                     handle(kv.key, kv)
+                if prefix == self.keys.bindings():
+                    self.bindings_revision = res.revision
                 self.loaded.add(prefix)
                 self._changed()
                 async for batch in self.etcd.watch(prefix, start_revision=res.revision + 1):
@@ -129,6 +150,9 @@ class ClusterView:
                     for ev in batch.events:
                         handle(ev.kv.key, ev.kv if ev.kind == "put" else None)
                     if batch.events:
+                        if prefix == self.keys.bindings():
+                            top = max(ev.kv.mod_revision for ev in batch.events)
+                            self.bindings_revision = max(self.bindings_revision, top)
                         self._changed()
             except (Unavailable, Compacted) as exc:
                 log.info("view watch interrupted; re-reading", prefix=prefix, error=str(exc))
@@ -142,6 +166,7 @@ class ClusterView:
             self.states.clear()
         elif prefix == self.keys.groups():
             self.groups.clear()
+            self.grants.clear()
         else:
             self.binds.clear()
 
@@ -170,8 +195,10 @@ class ClusterView:
         name = key.rsplit("/", 1)[-1]
         if kv is None:
             self.groups.discard(name)
+            self.grants.pop(name, None)
         else:
             self.groups.add(name)
+            self.grants[name] = (_grants(kv.value), kv.mod_revision)
 
     def _on_binding(self, key: str, kv: KV | None) -> None:
         group, name = self.keys.tail(key, self.keys.bindings())[:2]
@@ -189,7 +216,7 @@ async def read_topology(etcd: Etcd, keys: Keys) -> tuple[Topology, dict[str, Any
     rev = infos.revision
     live = await etcd.range(keys.nodes(), revision=rev)
     states = await etcd.range(keys.node_states(), revision=rev)
-    groups = await etcd.range(keys.groups(), keys_only=True, revision=rev)
+    groups = await etcd.range(keys.groups(), revision=rev)
     binds = await etcd.range(keys.bindings(), revision=rev)
     claims = await etcd.range(keys.claims(), revision=rev)
     state_of = {kv.key.rsplit("/", 1)[-1]: _state(kv.value) for kv in states.kvs}
@@ -212,6 +239,7 @@ async def read_topology(etcd: Etcd, keys: Keys) -> tuple[Topology, dict[str, Any
         nodes,
         frozenset(kv.key.rsplit("/", 1)[-1] for kv in groups.kvs),
         {g: tuple(bs) for g, bs in bindings.items()},
+        {kv.key.rsplit("/", 1)[-1]: _grants(kv.value) for kv in groups.kvs},
     )
     raw = {
         "records": records,

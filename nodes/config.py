@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.errors import InvalidInput
 from cluster.etcd import Security
@@ -111,6 +112,18 @@ class NodeConfig(BaseModel):
             raise ValueError(f"{value!r} must look like HOST:PORT")
         return value
 
+    @model_validator(mode="after")
+    def _level_zero_on_loopback_only(self) -> NodeConfig:
+        """Security level 0 checks nothing on ``/internal/v1`` (log reads of every project):
+        allowed only when nobody but this machine can reach the node (#19 item 13, D158)."""
+        if self.security_level == 0 and not is_loopback(self.listen_host):
+            raise ValueError(
+                f"security_level 0 leaves /internal/v1 open to anyone who can reach "
+                f"{self.listen}; it is allowed only on a loopback listen address (127.0.0.1, "
+                f"::1, localhost). Use level 1 (signed node-to-node calls)"
+            )
+        return self
+
     @property
     def listen_host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
@@ -183,6 +196,17 @@ ENV = {
     "CRONMESH_S3_REGION": "s3_region",
     "CRONMESH_SPOOL_DIR": "spool_dir",
 }
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach ``host`` (a name other than ``localhost`` is not trusted to
+    resolve to loopback; the wildcard addresses are every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def read_secret(value: str | None, file: str | None, field: str) -> str | None:

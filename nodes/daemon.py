@@ -110,6 +110,12 @@ class Node:
             prefix=self.config.prefix,
             version=__version__,
         )
+        if self.config.security_level == 0:
+            log.warning(
+                "SECURITY LEVEL 0: node-to-node calls (/internal/v1, every project's logs) are "
+                "not authenticated; allowed on a loopback address only, for development",
+                listen=self.config.listen,
+            )
         if self.config.secrets_key_file is None:
             log.warning(
                 "no secrets key (--secrets-key-file): this node cannot set secrets, and runs "

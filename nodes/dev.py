@@ -13,6 +13,9 @@ import urllib.request
 from pathlib import Path
 
 from nodes.embedded import EtcdProcess
+from nodes.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
+
+ETCD_USER = "cronmesh"
 
 
 def _ready(port: int) -> bool:
@@ -34,9 +37,7 @@ def _admin_password(data: Path) -> tuple[str, str]:
         password = path.read_text().strip()
     else:
         password = secrets.token_urlsafe(12)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
+    write_secret_file(path, password)
     return str(path), password
 
 
@@ -59,6 +60,7 @@ def _secrets_key(data: Path) -> str:
 def main(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)  # etcd data, passwords, every project's logs: the owner only
     etcd = EtcdProcess(
         data / "etcd",
         client_port=args.etcd_port,
@@ -67,6 +69,15 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"starting etcd on {etcd.endpoint} (data in {data / 'etcd'}) ...", flush=True)
     etcd.start()
+    # etcd with authentication (D156): the nodes log in as a user whose role covers the cronmesh
+    # prefix only, so a job (or anything on this machine) without the password cannot read or
+    # write the control plane over the loopback port.
+    try:
+        etcd_password_file = enable_auth(etcd.endpoint, data, user=ETCD_USER)
+    except EtcdAuthError as exc:
+        etcd.stop()
+        print(f"cannot set up etcd authentication: {exc}", file=sys.stderr)
+        return 1
     nodes: list[subprocess.Popen[bytes]] = []
     ports = [args.port + i for i in range(args.nodes)]
     stopping = False
@@ -103,6 +114,10 @@ def main(args: argparse.Namespace) -> int:
                         f"node-{i}",
                         "--data-dir",
                         str(data),
+                        "--etcd-user",
+                        ETCD_USER,
+                        "--etcd-password-file",
+                        str(etcd_password_file),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -118,7 +133,9 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"\ncronmesh is running: {args.nodes} node(s), API http://127.0.0.1:{ports[0]}"
             + (f" (also {', '.join(str(p) for p in ports[1:])})" if len(ports) > 1 else "")
-            + f"\n  etcd {etcd.endpoint}, logs in {data}"
+            + f"\n  etcd {etcd.endpoint} with authentication: nodes log in as {ETCD_USER!r}"
+            + f" (password in {etcd_password_file}; root's in {data / 'etcd-root-password'})"
+            + f"\n  logs in {data}"
             + f"\n  admin: {os.environ.get('CRONMESH_ADMIN_USER', 'admin')} / {password}"
             + f" (kept in {password_file}); node-to-node calls are signed (security level 1)"
             + f"\n  project secrets are encrypted with the key ring in {secrets_key}"

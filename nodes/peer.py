@@ -2,7 +2,8 @@
 
 Peers serve such calls under ``/internal/v1/…`` only; the public API never trusts a peer. At
 security level 1 every call is signed here (``Access.sign``: HMAC over method, path and query, body
-hash, timestamp and nonce) and checked by ``access_middleware`` on the receiving node.
+hash, timestamp, nonce, sender and receiver ids) and checked by ``access_middleware`` on the
+receiving node.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class PeerClient:
             raise ValueError(f"peer calls go to {INTERNAL_PREFIX}/…, not {path!r}")
         address = await self.address(node_id)
         path_qs = path + (f"?{urlencode(dict(params))}" if params else "")
-        headers: dict[str, Any] = self.node.access.sign(method, path_qs, body)
+        headers: dict[str, Any] = self.node.access.sign(method, path_qs, body, to=node_id)
         try:
             async with self._session().request(
                 method,

@@ -1,15 +1,18 @@
 """Node-to-node request signing (security level 1): HMAC-SHA256 with the cluster secret.
 
-The signature covers the method, the path with its query, the SHA-256 of the body, a timestamp and
-a random nonce. A receiver rejects a timestamp outside ``WINDOW`` seconds of its own clock and a
-nonce it has already seen within that window, so a captured request cannot be replayed and a
-changed byte breaks the signature. Level 0 sends and checks nothing (development only).
+The signature covers the method, the path with its query, the SHA-256 of the body, a timestamp, a
+random nonce, the sender's id and the receiver's id. A receiver rejects a request addressed to
+another node, a timestamp that is not a finite number or lies outside ``WINDOW`` seconds of its own
+clock, and a nonce it has already seen within that window, so a captured request can be replayed
+neither to the same node nor to another one (each keeps its own nonces, D158) and a changed byte
+breaks the signature. Level 0 sends and checks nothing (loopback development only).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -19,20 +22,24 @@ H_TIME = "X-Cronmesh-Timestamp"
 H_NONCE = "X-Cronmesh-Nonce"
 H_SIG = "X-Cronmesh-Signature"
 H_NODE = "X-Cronmesh-Node"
+H_TO = "X-Cronmesh-To"
 
 
-def _message(method: str, path_qs: str, body: bytes, ts: str, nonce: str, node: str) -> bytes:
+def _message(
+    method: str, path_qs: str, body: bytes, ts: str, nonce: str, node: str, to: str
+) -> bytes:
     body_hash = hashlib.sha256(body).hexdigest()
-    return "\n".join([method.upper(), path_qs, body_hash, ts, nonce, node]).encode()
+    return "\n".join([method.upper(), path_qs, body_hash, ts, nonce, node, to]).encode()
 
 
 def sign(
-    secret: bytes, method: str, path_qs: str, body: bytes, now: float, node: str
+    secret: bytes, method: str, path_qs: str, body: bytes, now: float, node: str, *, to: str
 ) -> dict[str, str]:
+    """Headers that sign a call from node ``node`` to node ``to``."""
     ts = f"{now:.3f}"
     nonce = secrets.token_hex(16)
-    mac = hmac.new(secret, _message(method, path_qs, body, ts, nonce, node), hashlib.sha256)
-    return {H_TIME: ts, H_NONCE: nonce, H_SIG: mac.hexdigest(), H_NODE: node}
+    mac = hmac.new(secret, _message(method, path_qs, body, ts, nonce, node, to), hashlib.sha256)
+    return {H_TIME: ts, H_NONCE: nonce, H_SIG: mac.hexdigest(), H_NODE: node, H_TO: to}
 
 
 class NonceCache:
@@ -63,19 +70,26 @@ def verify(
     headers: Mapping[str, str],
     now: float,
     nonces: NonceCache,
+    *,
+    me: str,
 ) -> str | None:
-    """None when the request is authentic and fresh, else the reason it is not."""
+    """None when the request is authentic, fresh and addressed to node ``me``, else the reason
+    it is not."""
     ts, nonce, sig = headers.get(H_TIME), headers.get(H_NONCE), headers.get(H_SIG)
     node = headers.get(H_NODE, "")
     if not ts or not nonce or not sig:
         return "unsigned request"
+    if headers.get(H_TO) != me:
+        return "request addressed to another node"
     try:
         at = float(ts)
     except ValueError:
         return "bad timestamp"
+    if not math.isfinite(at):
+        return "bad timestamp"
     if abs(now - at) > WINDOW:
         return "timestamp outside the replay window"
-    mac = hmac.new(secret, _message(method, path_qs, body, ts, nonce, node), hashlib.sha256)
+    mac = hmac.new(secret, _message(method, path_qs, body, ts, nonce, node, me), hashlib.sha256)
     if not hmac.compare_digest(mac.hexdigest(), sig):
         return "bad signature"
     if not nonces.add(nonce, now):

@@ -315,7 +315,7 @@ class Worker:
             if target.group is None and matches(parse_selector(target.selector), self.properties):
                 return Candidate(self.node_id, 1), "preferred"
             return None
-        placement = self.view.placement(target.group, target.selector)
+        placement = self.view.placement(target.group, target.selector, run.project)
         cached = self._best.get(key)
         if cached is None or cached[0] != self.view.version:
             draw = attempt_key(run.id, run.attempt)
@@ -388,7 +388,22 @@ class Worker:
             if limited:
                 self._claiming_jobs.add((run.project, run.job))
             self._claim_cost[key] = chosen.weight
-            self._spawn(self._claim(key, kv, run, chosen.weight, via))
+            guards = self._grant_guards(run, chosen)
+            self._spawn(self._claim(key, kv, run, chosen.weight, via, guards))
+
+    def _grant_guards(self, run: Run, chosen: Candidate) -> list[Any]:
+        """Compares that make a claim exact against grants (D155): the group record that let the
+        project reach this node is unchanged since the view read it (a revoked grant fails the
+        claim even before the watch delivers it); a node the project reaches as a shared node
+        was not bound to a group since (which would have reserved it)."""
+        if self.view is None:
+            return []
+        if chosen.grant is not None:
+            rev = self.view.group_revision(chosen.grant)
+            return [Compare.modified(self.keys.group(chosen.grant), rev)]
+        if run.snapshot.target.group is None:
+            return [Compare.unchanged_since(self.keys.bindings(), self.view.bindings_revision)]
+        return []
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -414,7 +429,13 @@ class Worker:
         return False, None
 
     async def _claim(
-        self, key: str, kv: KV, run: Run, cost: int = 1, via: str = "preferred"
+        self,
+        key: str,
+        kv: KV,
+        run: Run,
+        cost: int = 1,
+        via: str = "preferred",
+        guards: list[Any] | None = None,
     ) -> None:
         try:
             ok, slot = await self._free_slot(run)
@@ -433,6 +454,7 @@ class Worker:
             lease = self.session.lease_id
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
+            compares += guards or []
             if self.view is not None:
                 # Drain/disable is exact: a claim made after the operator's write fails.
                 compares.append(

@@ -41,6 +41,9 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("GET", "/api/v1/groups/g", None, "auth"),
     ("PUT", "/api/v1/groups/g/bindings/b", {"name": "b", "node": "n1"}, "cluster"),
     ("DELETE", "/api/v1/groups/g/bindings/absent", None, "cluster"),
+    ("PUT", "/api/v1/groups/g/projects/granted", None, "cluster"),
+    ("DELETE", "/api/v1/groups/g/projects/granted", None, "cluster"),
+    ("GET", "{p}/targets", None, "viewer"),
     ("DELETE", "/api/v1/groups/absent", None, "cluster"),
     ("GET", "/api/v1/placement", None, "auth"),
     ("GET", "/api/v1/openapi.json", None, "auth"),
@@ -133,6 +136,7 @@ def canonical(template: str) -> str:
     out = out.replace("/bindings/b", "/bindings/{binding}")
     out = out.replace("/bindings/absent", "/bindings/{binding}")
     out = out.replace("/groups/g", "/groups/{group}")
+    out = out.replace("/projects/granted", "/projects/{project}")
     out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
     out = out.replace("/ui/index.html", "/ui/{path}")
     out = out.replace("/secrets/absent", "/secrets/{secret}").replace(
@@ -496,21 +500,29 @@ async def test_peer_requests_are_signed_and_checked(cluster):
             async with http.get(url, headers=headers, data=body or None) as r:
                 return r.status, await r.text()
 
-    good = signing.sign(secret, "GET", path, b"", time.time(), "n9")
+    good = signing.sign(secret, "GET", path, b"", time.time(), "n9", to=node.node_id)
     assert (await send({}))[0] == 403  # unsigned
     status, text = await send(good)
     assert status == 404, text  # authentic: reaches the handler (no such log)
     status, text = await send(good)
     assert status == 403 and "replayed" in text
     tampered = signing.sign(
-        secret, "GET", path.replace("attempt=1", "attempt=2"), b"", time.time(), "n9"
+        secret,
+        "GET",
+        path.replace("attempt=1", "attempt=2"),
+        b"",
+        time.time(),
+        "n9",
+        to=node.node_id,
     )
     status, text = await send(tampered)
     assert status == 403 and "signature" in text
-    old = signing.sign(secret, "GET", path, b"", time.time() - 120, "n9")
+    old = signing.sign(secret, "GET", path, b"", time.time() - 120, "n9", to=node.node_id)
     status, text = await send(old)
     assert status == 403 and "window" in text
-    wrong = signing.sign(b"another cluster's secret", "GET", path, b"", time.time(), "n9")
+    wrong = signing.sign(
+        b"another cluster's secret", "GET", path, b"", time.time(), "n9", to=node.node_id
+    )
     assert (await send(wrong))[0] == 403
 
 

@@ -215,3 +215,78 @@ async def test_node_runs_jobs_on_etcd_with_tls_client_certs_and_auth(secure_etcd
     finally:
         await steady.close()
         await cluster.close()
+
+
+async def test_etcd_auth_command_secures_a_tls_etcd_and_a_node_runs_on_it(tmp_path):
+    """What the Helm chart's init container (and the bare-metal recipe) runs: `cronmesh etcd-auth`
+    against an etcd served over TLS, twice (enable, then check), then a node logs in (D156)."""
+    import sys
+
+    from nodes.etcd_auth import etcdctl
+    from tests.conftest import ROOT, cli_env
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    metrics = free_port()
+    server = EtcdProcess(
+        tmp_path / "etcd",
+        scheme="https",
+        health_url=f"http://127.0.0.1:{metrics}/health",
+        extra_args=[
+            f"--cert-file={pki / 'server.crt'}",
+            f"--key-file={pki / 'server.key'}",
+            f"--listen-metrics-urls=http://127.0.0.1:{metrics}",
+        ],
+    ).start()
+    (tmp_path / "root").write_text("root-secret-1\n")
+    (tmp_path / "node").write_text("node-secret-1\n")
+    tls = [f"--cacert={pki / 'ca.crt'}"]
+    cluster = InProcessCluster(server.endpoint, PREFIX, tmp_path)
+    try:
+        argv = [
+            *(sys.executable, "-m", "nodes.cli", "etcd-auth", "--etcd", server.endpoint),
+            *("--prefix", PREFIX, "--etcd-ca", str(pki / "ca.crt"), "--wait", "10"),
+            *("--password-file", str(tmp_path / "node")),
+            *("--root-password-file", str(tmp_path / "root")),
+        ]
+        for expected in ("enabled", "checked"):
+            res = subprocess.run(
+                argv, capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=60
+            )
+            assert res.returncode == 0, res.stderr
+            assert f"etcd authentication {expected}" in res.stdout
+        # no credentials: refused; the node user: its prefix only
+        assert "user name is empty" in etcdctl(server.endpoint, "get", "/x", tls=tls).stderr
+        res = etcdctl(
+            server.endpoint, "put", "/x", "1", tls=tls, user="cronmesh", password="node-secret-1"
+        )
+        assert "permission denied" in res.stderr, res
+        # a wrong root password is a clear error, not a reset
+        (tmp_path / "root").write_text("guess\n")
+        res = subprocess.run(
+            argv, capture_output=True, text=True, cwd=ROOT, env=cli_env(), timeout=60
+        )
+        assert res.returncode == 1 and "root password given does not open it" in res.stderr
+
+        await cluster.start(
+            "tls-auth",
+            etcd_ca=str(pki / "ca.crt"),
+            etcd_user="cronmesh",
+            etcd_password_file=str(tmp_path / "node"),
+        )
+        status, body = await cluster.request(
+            "PUT", f"{P}/jobs/j", json={"name": "j", "command": "true"}
+        )
+        assert status == 201, body
+        status, run = await cluster.request("POST", f"{P}/jobs/j/runs", json={})
+        assert status == 201, run
+
+        async def done():
+            s, r = await cluster.request("GET", f"{P}/runs/{run['id']}")
+            return s == 200 and r["status"] == "succeeded"
+
+        await wait_for(done, 30, what="run on etcd secured by etcd-auth")
+    finally:
+        await cluster.close()
+        server.stop()

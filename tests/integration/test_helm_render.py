@@ -38,6 +38,7 @@ RESOURCES: dict[tuple[str, str], list[tuple[str, str]]] = {
     ],
     ("apps", "v1"): [("statefulsets", "StatefulSet"), ("deployments", "Deployment")],
     ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget")],
+    ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy")],
     ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor")],
 }
 PLURALS = {name for items in RESOURCES.values() for name, _ in items}
@@ -198,7 +199,8 @@ async def test_default_values_render_valid_manifests():
         assert svc["spec"]["selector"].items() <= labels.items()
     pdb = by_kind(objects, "PodDisruptionBudget")["rel-cronmesh"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert not any(k.startswith(("AWS_", "CRONMESH_NODE_SECRET", "CRONMESH_SMTP")) for k in env)
+    assert not any(k.startswith(("AWS_", "CRONMESH_PEER_SECRET", "CRONMESH_SMTP")) for k in env)
+    assert "CRONMESH_ETCD_USER" not in env and "initContainers" not in pod["spec"]  # external etcd
     # project secrets: a generated key ring, kept across upgrades, mounted read-only as a file
     ring = by_kind(objects, "Secret")["rel-cronmesh-secrets-key"]
     assert ring["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -232,23 +234,23 @@ async def test_bundled_etcd_and_every_option_render_valid_manifests():
     assert "--auto-compaction-mode=periodic" in args
     assert "--auto-compaction-retention=1h" in args
     cluster = next(a for a in args if a.startswith("--initial-cluster="))
-    assert cluster.count("=http://rel-cronmesh-etcd-") == 3
+    assert cluster.count("=https://rel-cronmesh-etcd-") == 3
     assert by_kind(objects, "PodDisruptionBudget")["rel-cronmesh-etcd"]["spec"]["minAvailable"] == 2
 
     node = stses["rel-cronmesh"]
     env = env_of(node["spec"]["template"]["spec"]["containers"][0])
     assert env["CRONMESH_ETCD"] == ",".join(
-        f"http://rel-cronmesh-etcd-{i}.rel-cronmesh-etcd.{NAMESPACE}.svc:2379" for i in range(3)
+        f"https://rel-cronmesh-etcd-{i}.rel-cronmesh-etcd.{NAMESPACE}.svc:2379" for i in range(3)
     )
     assert env["CRONMESH_LOG_STORE"] == "s3://logs/cronmesh"
     assert env["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
-    assert env["CRONMESH_SECURITY_LEVEL"] == "auth"
+    assert env["CRONMESH_SECURITY_LEVEL"] == "1"
     assert env["CRONMESH_PROPERTIES"] == "gpu=true,zone=a"
     secrets = by_kind(objects, "Secret")
     for name in (
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
-        "CRONMESH_NODE_SECRET",
+        "CRONMESH_PEER_SECRET",
         "CRONMESH_ADMIN_USER",
         "CRONMESH_ADMIN_PASSWORD",
     ):
@@ -275,3 +277,149 @@ def test_validation_catches_a_bad_manifest():
     }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def containers_of(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod_spec.get("initContainers", []), *pod_spec["containers"]]
+
+
+async def test_bundled_etcd_has_auth_tls_a_network_policy_and_locked_down_containers():
+    """#18 item 6, #19 item 11: the bundled etcd demands TLS and a password, only cronmesh pods
+    reach it, every pod and container runs under seccomp RuntimeDefault (D157)."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    objects = await render({"etcd": {"enabled": True}})
+    validate_all(objects)
+    stses = by_kind(objects, "StatefulSet")
+    etcd_pod = stses["rel-cronmesh-etcd"]["spec"]["template"]
+    node_pod = stses["rel-cronmesh"]["spec"]["template"]
+    # seccomp everywhere; the etcd container locked down like the node's
+    for pod in (etcd_pod, node_pod):
+        assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in containers_of(pod["spec"]):
+            sc = c["securityContext"]
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, c["name"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["readOnlyRootFilesystem"] is True
+    # etcd: TLS for clients and members, members check each other
+    etcd_args = etcd_pod["spec"]["containers"][0]["command"]
+    assert "--listen-client-urls=https://0.0.0.0:2379" in etcd_args
+    assert "--peer-client-cert-auth" in etcd_args
+    assert next(a for a in etcd_args if a.startswith("--initial-cluster=")).count("=https://") == 3
+    # the node logs in with its own password file and checks the server against the CA
+    node = node_pod["spec"]["containers"][0]
+    env = env_of(node)
+    assert env["CRONMESH_ETCD"].startswith("https://")
+    assert env["CRONMESH_ETCD_USER"] == "cronmesh"
+    assert env["CRONMESH_ETCD_PASSWORD_FILE"] == "/etc/cronmesh/etcd-auth/node-password"
+    assert env["CRONMESH_ETCD_CA"] == "/etc/cronmesh/etcd-ca/ca.crt"
+    volumes = {v["name"]: v for v in node_pod["spec"]["volumes"]}
+    mounted = {m["name"] for m in node["volumeMounts"]}
+    # the node container never mounts the root password nor the TLS key
+    assert "etcd-root" not in mounted
+    assert volumes["etcd-auth"]["secret"]["items"] == [
+        {"key": "node-password", "path": "node-password"}
+    ]
+    assert volumes["etcd-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    init = node_pod["spec"]["initContainers"][0]
+    assert init["args"][0] == "etcd-auth" and "--prefix=/cronmesh" in init["args"]
+    assert {m["name"] for m in init["volumeMounts"]} >= {"etcd-root", "etcd-ca"}
+    # generated secrets: random passwords; a CA and a certificate naming every member
+    secrets = by_kind(objects, "Secret")
+    auth = secrets["rel-cronmesh-etcd-auth"]["stringData"]
+    assert len(auth["root-password"]) == 32 and auth["root-password"] != auth["node-password"]
+    tls = secrets["rel-cronmesh-etcd-tls"]["stringData"]
+    cert = x509.load_pem_x509_certificate(tls["tls.crt"].encode())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = names.get_values_for_type(x509.DNSName)
+    for i in range(3):
+        assert f"rel-cronmesh-etcd-{i}.rel-cronmesh-etcd.{NAMESPACE}.svc" in dns
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usage)
+    # only cronmesh pods (and members) reach the client port, only members the peer port
+    policy = by_kind(objects, "NetworkPolicy")["rel-cronmesh-etcd"]
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items()
+        <= etcd_pod["metadata"]["labels"].items()
+    )
+    rules = {r["ports"][0]["port"]: r.get("from") for r in policy["spec"]["ingress"]}
+    client_from = [f["podSelector"]["matchLabels"] for f in rules[2379]]
+    assert node_pod["metadata"]["labels"].items() >= client_from[0].items()
+    assert [f["podSelector"]["matchLabels"] for f in rules[2380]] == [client_from[1]]
+    assert rules[2381] is None  # health and metrics only
+
+
+async def test_bundled_etcd_with_user_supplied_certificates_and_passwords():
+    objects = await render(
+        {
+            "etcd": {
+                "enabled": True,
+                "tls": {"existingSecret": "my-etcd-tls"},
+                "auth": {"existingSecret": "my-etcd-auth"},
+            }
+        }
+    )
+    validate_all(objects)
+    assert not [s for s in by_kind(objects, "Secret") if "etcd" in s]  # none generated
+    pod = by_kind(objects, "StatefulSet")["rel-cronmesh"]["spec"]["template"]["spec"]
+    volumes = {
+        v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if v["name"].startswith("etcd")
+    }
+    assert volumes == {
+        "etcd-root": "my-etcd-auth",
+        "etcd-auth": "my-etcd-auth",
+        "etcd-ca": "my-etcd-tls",
+    }
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"security": {"level": "auth"}},  # documented once, never worked
+        {"security": {"level": 0}},  # refused by nodes listening beyond loopback
+        {"etcd": {"tls": {"enabled": "yes"}}},
+        {"etcd": {"auth": {"user": "bad user"}}},
+    ],
+)
+async def test_helm_refuses_security_values_the_node_cannot_use(values):
+    with pytest.raises(helm.HelmError):
+        await render(values)
+
+
+async def test_the_generated_etcd_certificate_serves_a_real_etcd(tmp_path):
+    """The chart's CA and certificate (it names 127.0.0.1 too) work for a real etcd and for the
+    `cronmesh etcd-auth` init container's etcdctl, which checks the server against the CA."""
+    from nodes.embedded import EtcdProcess
+    from nodes.etcd_auth import ensure_auth, etcdctl
+
+    objects = await render({"etcd": {"enabled": True}})
+    tls = by_kind(objects, "Secret")["rel-cronmesh-etcd-tls"]["stringData"]
+    for name, text in tls.items():
+        (tmp_path / name).write_text(text)
+    metrics = free_port()
+    server = EtcdProcess(
+        tmp_path / "etcd",
+        scheme="https",
+        health_url=f"http://127.0.0.1:{metrics}/health",
+        extra_args=[
+            f"--cert-file={tmp_path / 'tls.crt'}",
+            f"--key-file={tmp_path / 'tls.key'}",
+            f"--listen-metrics-urls=http://127.0.0.1:{metrics}",
+        ],
+    ).start()
+    try:
+        ca = [f"--cacert={tmp_path / 'ca.crt'}"]
+        did = ensure_auth(
+            server.endpoint, root_password="r00t", user="cronmesh", password="pw", tls=ca
+        )
+        assert did == "enabled"
+        res = etcdctl(
+            server.endpoint, "put", "/cronmesh/x", "1", user="cronmesh", password="pw", tls=ca
+        )
+        assert res.returncode == 0, res.stderr
+        assert (
+            etcdctl(server.endpoint, "--dial-timeout=1s", "get", "/x").returncode != 0
+        )  # no CA: untrusted server
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cluster.etcd import Op
 from cluster.placement import attempt_key, preferred
 from nodes import metrics
 from tests.chaos.harness import wait_ready
@@ -114,8 +115,84 @@ async def test_groups_and_bindings_api_with_errors_naming_the_field(cluster):
         assert (status, body["error"]["field"]) == (code, field), (method, path, body)
     status, body = await req("GET", f"{GROUPS}/etl")
     assert [b["name"] for b in body["bindings"]] == ["main"]
+    # grants (D155): granted to nobody at first; a PUT without ``projects`` keeps them
+    assert body["projects"] == []
+    assert (await req("PUT", f"{GROUPS}/etl/projects/a"))[1]["projects"] == ["a"]
+    assert (await req("PUT", f"{GROUPS}/etl/projects/%2A"))[1]["projects"] == ["*", "a"]
+    status, body = await req("PUT", f"{GROUPS}/etl", json={"description": "again"})
+    assert (status, body["projects"]) == (200, ["*", "a"])
+    status, body = await req("PUT", f"{GROUPS}/etl", json={"projects": ["b"]})
+    assert (status, body["projects"]) == (200, ["b"])
+    for method, path, code, field in [
+        ("PUT", f"{GROUPS}/etl/projects/Bad!", 400, "project"),
+        ("PUT", f"{GROUPS}/nope/projects/a", 404, "group"),
+        ("DELETE", f"{GROUPS}/etl/projects/a", 404, "project"),
+    ]:
+        status, body = await req(method, path)
+        assert (status, body["error"]["field"]) == (code, field), (method, path, body)
+    status, body = await req("PUT", f"{GROUPS}/etl", json={"projects": ["Bad!"]})
+    assert (status, body["error"]["field"]) == (400, "projects.0")
+    status, body = await req("GET", "/api/v1/placement?group=etl&project=a")
+    assert body["reason"] == "no eligible node: group 'etl' is not granted to project 'a'"
+    status, body = await req("GET", "/api/v1/placement?group=etl&project=b")
+    assert body["candidates"] == [{"node": "n1", "weight": 3, "binding": "main"}]
+    assert (await req("GET", "/api/v1/placement?project=Bad!"))[0] == 400
     assert (await req("DELETE", f"{GROUPS}/etl"))[0] == 204
     assert await req("GET", GROUPS) == (200, {"groups": []})
+
+
+async def test_claim_guard_unchanged_since_a_revision(etcd, keys):
+    """The compare a claim carries so a node newly bound to a group is not claimed as shared."""
+    from cluster.etcd import Compare
+
+    prefix = keys.bindings()
+    res = await etcd.range(prefix)
+    assert (await etcd.txn([Compare.unchanged_since(prefix, res.revision)], [])).succeeded
+    rev = (await etcd.txn([], [Op.put(keys.binding("g", "b"), "{}")])).revision
+    assert not (await etcd.txn([Compare.unchanged_since(prefix, rev - 1)], [])).succeeded
+    assert (await etcd.txn([Compare.unchanged_since(prefix, rev)], [])).succeeded
+    await etcd.txn([], [Op.delete(keys.binding("g", "b"))])  # a deletion widens: still holds
+    assert (await etcd.txn([Compare.unchanged_since(prefix, rev)], [])).succeeded
+
+
+async def test_claim_guards_fail_once_a_grant_is_revoked_or_a_shared_node_is_bound(cluster):
+    """The compares a worker adds to its claim (D155), from its own view: they hold while the
+    view is current and fail after a revocation or a new binding the view has not applied."""
+    from cluster.models import JobSpec, Run
+    from cluster.placement import Candidate
+
+    node = await cluster.start("n1")
+    req = cluster.request
+    await req("PUT", f"{GROUPS}/ga", json={"projects": ["a"]})
+    await req("PUT", f"{GROUPS}/ga/bindings/x", json={"node": "n1"})
+    worker, view = node.worker, node.view
+    assert worker is not None and view is not None
+    await wait_for(lambda: view.group_revision("ga") > 0 and "ga" in view.grants, what="view")
+
+    def run(group: str | None) -> Run:
+        spec = JobSpec(name="j", command="true", target={"group": group})
+        return Run(
+            id="1",
+            project="a",
+            job="j",
+            status="pending",
+            source="manual",
+            created_at=node.clock(),
+            snapshot=spec,
+        )
+
+    via_group = worker._grant_guards(run("ga"), Candidate("n1", 1, "x", grant="ga"))
+    shared = worker._grant_guards(run(None), Candidate("n2", 1))
+    assert (await node.etcd.txn(via_group, [])).succeeded
+    assert (await node.etcd.txn(shared, [])).succeeded
+    await req("DELETE", f"{GROUPS}/ga/projects/a")
+    assert not (await node.etcd.txn(via_group, [])).succeeded  # revoked: the claim fails
+    await req("PUT", f"{GROUPS}/gb", json={"projects": ["b"]})
+    await req("PUT", f"{GROUPS}/gb/bindings/y", json={"node": "n2"})
+    assert not (await node.etcd.txn(shared, [])).succeeded  # n2 is reserved now
+    # the view catches up; fresh guards hold again
+    await wait_for(lambda: "n2" in view.topology().reach("a")[0], what="view caught up")
+    assert (await node.etcd.txn(worker._grant_guards(run(None), Candidate("n1", 1)), [])).succeeded
 
 
 async def test_unplaceable_run_waits_with_a_reason_and_runs_when_a_node_appears(cluster):
@@ -146,7 +223,7 @@ async def test_changing_a_binding_moves_the_groups_jobs_from_the_next_run_on(clu
     n1 = await cluster.start("n1")
     await cluster.start("n2")
     req = cluster.request
-    await req("PUT", f"{GROUPS}/web", json={})
+    await req("PUT", f"{GROUPS}/web", json={"projects": ["default"]})
     await req("PUT", f"{GROUPS}/web/bindings/primary", json={"node": "n1"})
     for name in ("a", "b", "c"):
         await req("PUT", f"{JOBS}/{name}", json={"command": "true", "target": {"group": "web"}})
@@ -175,9 +252,9 @@ async def test_a_full_preferred_node_hands_runs_off_after_the_delay(cluster, tmp
     busy = await cluster.start("busy", capacity=1, handoff_delay=0.3)
     await cluster.start("spare", handoff_delay=0.3)
     req = cluster.request
-    await req("PUT", f"{GROUPS}/pin", json={})
+    await req("PUT", f"{GROUPS}/pin", json={"projects": ["default"]})
     await req("PUT", f"{GROUPS}/pin/bindings/only", json={"node": "busy"})
-    await req("PUT", f"{GROUPS}/lopsided", json={})
+    await req("PUT", f"{GROUPS}/lopsided", json={"projects": ["default"]})
     await req("PUT", f"{GROUPS}/lopsided/bindings/big", json={"node": "busy", "weight": 1000})
     await req("PUT", f"{GROUPS}/lopsided/bindings/small", json={"node": "spare", "weight": 1})
     blocker = f"touch {tmp_path}/blocking; sleep 5"
@@ -230,6 +307,21 @@ async def test_group_cli_apply_bind_list_unbind(cluster, tmp_path):
     assert code == 1 and "(field: group)" in err
     code, out, _ = await asyncio.to_thread(run_cli, url, "group", "unbind", "web", "front")
     assert code == 0
+    # grants (D155): a new group is granted to nobody; grant, see, revoke
+    code, out, _ = await asyncio.to_thread(run_cli, url, "group", "grant", "etl", "--project", "a")
+    assert code == 0 and "group etl: projects a" in out
+    code, out, _ = await asyncio.to_thread(run_cli, url, "group", "list")
+    assert any(line.split()[:3] == ["etl", "primary->n1(w3)", "a"] for line in out.splitlines())
+    code, out, _ = await asyncio.to_thread(run_cli, url, "group", "targets", "a")
+    assert code == 0 and "groups: etl" in out and "n1" in out
+    code, out, _ = await asyncio.to_thread(run_cli, url, "group", "targets", "b")
+    assert code == 0 and "groups: (none)" in out and "n1" not in out  # n1 is reserved by etl
+    code, out, _ = await asyncio.to_thread(run_cli, url, "group", "revoke", "etl", "--project", "a")
+    assert code == 0 and "group etl: projects (none)" in out
+    code, out, err = await asyncio.to_thread(
+        run_cli, url, "group", "revoke", "etl", "--project", "a"
+    )
+    assert code == 1 and "(field: project)" in err
     code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "group", "get", "web")
     assert code == 0 and '"bindings": []' in out
     code, out, _ = await asyncio.to_thread(run_cli, url, "node", "disable", "n1")
@@ -275,7 +367,7 @@ async def test_weighted_spread_over_hundreds_of_runs_with_three_writes_each(proc
         for n in nodes:
             await wait_ready(http, n)
         base = nodes[0].url
-        await call(http, "PUT", f"{base}{GROUPS}/spread", json={})
+        await call(http, "PUT", f"{base}{GROUPS}/spread", json={"projects": ["default"]})
         for name, w in weights.items():
             status, _ = await call(
                 http,
@@ -326,11 +418,11 @@ async def test_capacity_weight_budget_and_priority_are_never_exceeded(procs, tmp
         for n in (small, budget):
             await wait_ready(http, n)
         base = small.url
-        await call(http, "PUT", f"{base}{GROUPS}/heavy", json={})
+        await call(http, "PUT", f"{base}{GROUPS}/heavy", json={"projects": ["default"]})
         await call(
             http, "PUT", f"{base}{GROUPS}/heavy/bindings/b", json={"node": "budget", "weight": 2}
         )
-        await call(http, "PUT", f"{base}{GROUPS}/only-small", json={})
+        await call(http, "PUT", f"{base}{GROUPS}/only-small", json={"projects": ["default"]})
         await call(http, "PUT", f"{base}{GROUPS}/only-small/bindings/s", json={"node": "small"})
         await call(
             http,
@@ -398,7 +490,7 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         for n in (a, b):
             await wait_ready(http, n)
         base = b.url
-        await call(http, "PUT", f"{base}{GROUPS}/pin-a", json={})
+        await call(http, "PUT", f"{base}{GROUPS}/pin-a", json={"projects": ["default"]})
         await call(http, "PUT", f"{base}{GROUPS}/pin-a/bindings/x", json={"node": "node-a"})
         long_cmd = f"touch {tmp_path}/started-$CRONMESH_RUN_ID; sleep 3"
         await call(

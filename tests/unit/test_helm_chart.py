@@ -59,7 +59,7 @@ ETCD_ENABLED = {
         "secretAccessKey": "secret",
     },
     "security": {
-        "level": "auth",
+        "level": 1,
         "nodeSecret": "s3cret",
         "adminUser": "admin",
         "adminPassword": "pw",

@@ -105,10 +105,11 @@ def test_tokens_are_random_and_stored_as_digests():
 
 def test_signature_covers_everything_and_replays_fail():
     secret, now = b"s" * 32, 1_000_000.0
-    headers = signing.sign(secret, "POST", "/internal/v1/x?a=1", b"body", now, "n1")
+    headers = signing.sign(secret, "POST", "/internal/v1/x?a=1", b"body", now, "n1", to="n2")
 
     def check(method="POST", path="/internal/v1/x?a=1", body=b"body", h=headers, at=now, c=None):
-        return signing.verify(secret, method, path, body, h, at, c or signing.NonceCache())
+        c = c or signing.NonceCache()
+        return signing.verify(secret, method, path, body, h, at, c, me="n2")
 
     assert check() is None
     assert check(method="PUT") == "bad signature"

@@ -53,8 +53,9 @@ app.kubernetes.io/component: etcd
 {{- $name := include "cronmesh.etcdName" . -}}
 {{- $ns := .Release.Namespace -}}
 {{- $eps := list -}}
+{{- $scheme := ternary "https" "http" .Values.etcd.tls.enabled -}}
 {{- range $i := until (int .Values.etcd.replicas) -}}
-{{- $eps = append $eps (printf "http://%s-%d.%s.%s.svc:2379" $name $i $name $ns) -}}
+{{- $eps = append $eps (printf "%s://%s-%d.%s.%s.svc:2379" $scheme $name $i $name $ns) -}}
 {{- end -}}
 {{- join "," $eps -}}
 {{- else -}}
@@ -89,6 +90,23 @@ app.kubernetes.io/component: etcd
 
 {{- define "cronmesh.smtpSecretName" -}}
 {{- default (printf "%s-smtp" (include "cronmesh.fullname" .)) .Values.notifications.existingSecret -}}
+{{- end -}}
+
+{{/* The bundled etcd's auth Secret (root-password, node-password) and TLS Secret. */}}
+{{- define "cronmesh.etcdAuthSecretName" -}}
+{{- default (printf "%s-auth" (include "cronmesh.etcdName" .)) .Values.etcd.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "cronmesh.etcdTlsSecretName" -}}
+{{- default (printf "%s-tls" (include "cronmesh.etcdName" .)) .Values.etcd.tls.existingSecret -}}
+{{- end -}}
+
+{{- define "cronmesh.etcdAuth" -}}
+{{- if and .Values.etcd.enabled .Values.etcd.auth.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "cronmesh.etcdTls" -}}
+{{- if and .Values.etcd.enabled .Values.etcd.tls.enabled -}}true{{- end -}}
 {{- end -}}
 
 {{- define "cronmesh.secretsKeyName" -}}
