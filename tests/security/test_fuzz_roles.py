@@ -25,6 +25,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cluster.secretbox import new_key
 from nodes.embedded import EtcdProcess
 from tests.conftest import ProcessCluster, api_headers, wait_for
 
@@ -83,7 +84,11 @@ def seeded(
 
     tmp = tmp_path_factory.mktemp("fuzzroles")
     c = ProcessCluster([etcd_server.endpoint], f"/fuzz{uuid.uuid4().hex[:10]}", Path(tmp))
-    node = c.start("fuzz")
+    # a node configured as in production: with a secrets key (else secret routes answer 503)
+    key = Path(tmp) / "secrets.key"
+    key.write_text(new_key() + "\n")
+    key.chmod(0o600)
+    node = c.start("fuzz", "--secrets-key-file", str(key))
     try:
 
         async def ready() -> bool:
