@@ -1,9 +1,9 @@
 """Issue 19, fuzzing pass: schemathesis sends generated requests (valid and invalid) to every
 operation of the OpenAPI document of a real `cronmesh node` process, as each role — viewer,
 operator, editor and admin of project ``a``, and admin of project ``b`` — asserting that no answer
-is a server error and that no answer to one project's users holds the other project's data
-(a marker string seeded into b's job, run, workflow, project and notification defaults, and
-another one into a's).
+is a server error, that no answer to one project's users holds the other project's data (a marker
+string seeded into b's job, run, workflow, project and notification defaults, and another one into
+a's), and that no answer to anyone holds a project secret's or a webhook secret's value.
 
 Bounded: a few examples per operation and role (``EXAMPLES``), one shared HTTP session; about a
 minute on the 2-core CI machine.
@@ -31,6 +31,8 @@ from tests.conftest import ProcessCluster, api_headers, wait_for
 
 EXAMPLES = int(os.environ.get("CRONMESH_FUZZ_EXAMPLES", "10"))
 MARK = {"a": "MARKER-a-6c1f0e9d", "b": "MARKER-b-93ab27c4"}
+# the value of a project secret and of a webhook secret: no answer may hold them, to anyone
+NEVER = {"a": "SEALED-a-0d4e71b2", "b": "SEALED-b-5f09c3aa"}
 ROLES = [("viewer", "a"), ("operator", "a"), ("editor", "a"), ("admin", "a"), ("admin", "b")]
 
 
@@ -46,13 +48,15 @@ def seed_project(http: requests.Session, url: str, project: str) -> dict[str, li
     ok(http.post(f"{url}/api/v1/projects", json={"name": project, "description": mark}))
     job = {
         "name": f"j{project}",
-        "command": f"echo {mark}",
+        "command": f"echo {mark} $TOKEN",  # the log shows the marker, the secret masked
         "description": mark,
         "parameters": {"secret_thing": mark},
+        "env": {"TOKEN": {"secret": "s"}},
         "notifications": [
-            {"webhook": {"url": f"https://hooks.example.com/{mark}", "secret": mark}}
+            {"webhook": {"url": f"https://hooks.example.com/{mark}", "secret": NEVER[project]}}
         ],
     }
+    ok(http.put(f"{base}/secrets/s", json={"value": NEVER[project]}))
     ok(http.put(f"{base}/jobs/j{project}", json=job))
     run = ok(http.post(f"{base}/jobs/j{project}/runs", json={"parameters": {"p": mark}}))
     wf = {"name": f"w{project}", "description": mark, "tasks": [{"name": "t", "command": mark}]}
@@ -149,6 +153,8 @@ def test_every_role_every_operation_no_5xx_no_other_projects_data(seeded: dict[s
                 failures.append(f"{where}: {response.status_code} {response.text[:200]}")
             if other in response.text:
                 failures.append(f"{where}: answer holds the other project's marker")
+            if NEVER["a"] in response.text or NEVER["b"] in response.text:
+                failures.append(f"{where}: answer holds a secret's value")
             if mine in response.text:
                 own_hits[who] = own_hits.get(who, 0) + 1
 
