@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 from cluster.errors import InvalidInput
 from cluster.netguard import (
@@ -76,7 +75,6 @@ class GuardedResolver(AbstractResolver):
 
     def __init__(self, guard: Callable[[], Guard]) -> None:
         self._guard = guard
-        self._fallback = ThreadedResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -98,7 +96,7 @@ class GuardedResolver(AbstractResolver):
         ]
 
     async def close(self) -> None:
-        await self._fallback.close()
+        return None
 
 
 def guarded_session(guard: Callable[[], Guard]) -> aiohttp.ClientSession:
