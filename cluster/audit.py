@@ -5,17 +5,21 @@ collector in ``cluster.etcd.OBSERVER`` (a context variable); ``cluster.etcd`` th
 the previous value of every key a put or delete touches and reports before/after. So any route,
 also one added later by another module, is audited without code of its own. Entries are bounded
 by count and by age (``prune``); ids are snowflakes, so the prefix reads oldest first.
+
+Refused requests and failed password checks go to a prefix of their own with its own budget, and
+repeats are merged (``DenialMerger``), so nobody can wipe the history of changes by being
+refused often. ``export`` copies entries to the log store as append-only objects (D168).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from cluster.etcd import OBSERVER, Etcd, Op
+from cluster.etcd import OBSERVER, Compare, Etcd, Op
 from cluster.ids import Snowflake, id_floor
 from cluster.keys import Keys
 
@@ -122,6 +126,89 @@ class Retention:
     every: int = 64  # prune after this many writes of one node
 
 
+# Refused requests and failed password checks cost an attacker nothing, so they get a budget of
+# their own (``audit-denied/``): however many they make, they never push changes out (D168).
+DENIED_OUTCOMES = frozenset({"denied", "login_failed", "password_check_failed"})
+DENIED_RETENTION = Retention(max_entries=20_000, max_age=timedelta(days=30))
+EXPORT_BATCH = 5_000  # entries per exported object
+EXPORT_SETTLE = timedelta(minutes=2)  # younger entries may still change (drafts, merged counts)
+Kind = Literal["changes", "denied"]
+
+
+def kind_of(entry: dict[str, Any]) -> Kind:
+    return "denied" if entry.get("outcome") in DENIED_OUTCOMES else "changes"
+
+
+def export_key(first: str, last: str) -> str:
+    """The log-store object of exported entries ``first``..``last`` (ids; never rewritten)."""
+    return f"_audit/{first}-{last}.jsonl"
+
+
+@dataclass
+class Burst:
+    """Repeats of one refused request within a window, written as one entry with a count."""
+
+    key: tuple[str, ...]
+    source: str
+    doc: dict[str, Any]
+    opened: float
+    count: int = 1
+    written: int = 1  # the count the stored entry has
+    entry_id: str | None = None
+    at: str | None = None
+
+
+@dataclass
+class DenialMerger:
+    """Which refused requests get an entry of their own (pure; every call takes ``now``).
+
+    The first of a kind (same outcome, actor, method, path, address) in ``window`` seconds is
+    written; repeats only count, and the entry is rewritten with the count when the window ends.
+    One source (the actor; for failed logins, the address) opens at most ``per_source`` bursts
+    per window, the rest fold into one overflow burst of that source; at most ``max_open`` bursts
+    are open at all (beyond that, refusals are only counted in ``dropped``).
+    """
+
+    window: float = 60.0
+    per_source: int = 20
+    max_open: int = 10_000
+    open: dict[tuple[str, ...], Burst] = field(default_factory=dict)
+    by_source: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+
+    def admit(
+        self, key: tuple[str, ...], source: str, doc: dict[str, Any], now: float
+    ) -> Burst | None:
+        """The new burst to write, or None when this refusal was merged into an open one."""
+        burst = self.open.get(key)
+        if burst is None and self.by_source.get(source, 0) >= self.per_source:
+            key = ("overflow", source)
+            burst = self.open.get(key)
+            doc = {**doc, "path": "(several)", "method": "(several)", "overflow": True}
+        if burst is not None:
+            burst.count += 1
+            return None
+        if len(self.open) >= self.max_open:
+            self.dropped += 1
+            return None
+        burst = Burst(key, source, doc, now)
+        self.open[key] = burst
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+        return burst
+
+    def due(self, now: float) -> list[Burst]:
+        """Close the bursts whose window ended; those whose count grew need a rewrite."""
+        ended = [b for b in self.open.values() if now - b.opened >= self.window]
+        for burst in ended:
+            del self.open[burst.key]
+            left = self.by_source.get(burst.source, 1) - 1
+            if left > 0:
+                self.by_source[burst.source] = left
+            else:
+                self.by_source.pop(burst.source, None)
+        return [b for b in ended if b.count > b.written and b.entry_id is not None]
+
+
 class AuditLog:
     def __init__(
         self,
@@ -130,13 +217,18 @@ class AuditLog:
         ids: Snowflake,
         clock: Callable[[], datetime],
         retention: Retention = Retention(),
+        denied_retention: Retention = DENIED_RETENTION,
     ) -> None:
         self.etcd = etcd
         self.keys = keys
         self.ids = ids
         self.clock = clock
-        self.retention = retention
-        self._writes = 0
+        self.retention = {"changes": retention, "denied": denied_retention}
+        self.settle = EXPORT_SETTLE
+        self._writes = {"changes": 0, "denied": 0}
+
+    def _base(self, kind: Kind) -> str:
+        return self.keys.audits() if kind == "changes" else self.keys.audits_denied()
 
     def draft(self, entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """An entry's key and fields, fixed when its request starts (``Changes.draft``)."""
@@ -145,29 +237,38 @@ class AuditLog:
         return self.keys.audit(entry_id), doc
 
     async def record(
-        self, entry: dict[str, Any], draft: tuple[str, dict[str, Any]] | None = None
+        self,
+        entry: dict[str, Any],
+        draft: tuple[str, dict[str, Any]] | None = None,
+        *,
+        entry_id: str | None = None,
+        at: str | None = None,
     ) -> str:
-        """Write an entry; with the ``draft`` its request began with, complete that one."""
-        entry_id = draft[1]["id"] if draft else self.ids.next()
-        at = draft[1]["at"] if draft else self.clock().isoformat()
+        """Write an entry; with the ``draft`` its request began with, complete that one; with an
+        ``entry_id`` (and its ``at``), rewrite that entry."""
+        if draft:
+            entry_id, at = draft[1]["id"], draft[1]["at"]
+        entry_id = entry_id or self.ids.next()
+        at = at or self.clock().isoformat()
+        kind = kind_of(entry)
         doc = {"id": entry_id, "at": at, **redact(entry)}
         token = OBSERVER.set(None)  # the audit write itself is not a change to audit
         try:
-            await self.etcd.put(self.keys.audit(entry_id), json.dumps(doc, default=str))
-            self._writes += 1
-            if self._writes % self.retention.every == 0:
-                await self.prune()
+            await self.etcd.put(self._base(kind) + entry_id, json.dumps(doc, default=str))
+            self._writes[kind] += 1
+            if self._writes[kind] % self.retention[kind].every == 0:
+                await self.prune(kind)
         finally:
             OBSERVER.reset(token)
         return entry_id
 
-    async def prune(self) -> int:
+    async def prune(self, kind: Kind = "changes") -> int:
         """Drop entries older than ``max_age`` and the oldest beyond ``max_entries``."""
-        base = self.keys.audits()
-        floor = id_floor(self.clock() - self.retention.max_age)
+        base, retention = self._base(kind), self.retention[kind]
+        floor = id_floor(self.clock() - retention.max_age)
         removed = await self._delete_range(base, base + floor)
         count = (await self.etcd.range(base, count_only=True)).count
-        excess = count - self.retention.max_entries
+        excess = count - retention.max_entries
         if excess > 0:
             oldest = await self.etcd.range(base, limit=excess, keys_only=True)
             if oldest.kvs:
@@ -178,11 +279,9 @@ class AuditLog:
         res = await self.etcd.txn([], [Op.delete_range(start, end)])
         return int(res.responses[0].response_delete_range.deleted)
 
-    async def list(
-        self, *, limit: int = 100, before: str | None = None, actor: str | None = None
+    async def _list(
+        self, base: str, limit: int, before: str | None, actor: str | None
     ) -> list[dict[str, Any]]:
-        """Newest first; ``before`` pages by id."""
-        base = self.keys.audits()
         end = base + before if before else None
         out: list[dict[str, Any]] = []
         while len(out) < limit:
@@ -194,4 +293,67 @@ class AuditLog:
             if not page.more or not page.kvs:
                 break
             end = page.kvs[-1].key
+        return out[:limit]
+
+    async def since(self, base: str, after: str, upto: str, limit: int) -> list[dict[str, Any]]:
+        """Entries of one kind with ``after`` < id < ``upto``, oldest first."""
+        res = await self.etcd.range(base + after + "\0", end=base + upto, limit=limit)
+        return [json.loads(kv.value) for kv in res.kvs]
+
+    async def export(self, put: Callable[[str, bytes], Awaitable[None]]) -> dict[str, Any]:
+        """Write entries newer than the last export (and at least ``EXPORT_SETTLE`` old) as
+        append-only JSON-lines objects through ``put``, then move the cursor on (fenced by its
+        revision: of two concurrent exports one moves it, the other's objects hold the same
+        entries under the same names)."""
+        cursor_key = self.keys.audit_export_cursor()
+        upto = id_floor(self.clock() - self.settle)
+        objects: list[str] = []
+        exported = 0
+        for _ in range(1000):  # bounded: 5 million entries per call at most
+            kv = await self.etcd.get(cursor_key)
+            after = kv.value.decode() if kv is not None else ""
+            batch: list[dict[str, Any]] = []
+            for kind in ("changes", "denied"):
+                base = self.keys.audits() if kind == "changes" else self.keys.audits_denied()
+                batch += await self.since(base, after, upto, EXPORT_BATCH)
+            batch.sort(key=lambda d: str(d["id"]))
+            batch = batch[:EXPORT_BATCH]
+            if not batch:
+                break
+            first, last = str(batch[0]["id"]), str(batch[-1]["id"])
+            body = "".join(json.dumps(d, default=str, sort_keys=True) + "\n" for d in batch)
+            key = export_key(first, last)
+            await put(key, body.encode())
+            guard = [
+                Compare.modified(cursor_key, kv.mod_revision) if kv else Compare.absent(cursor_key)
+            ]
+            res = await self.etcd.txn(guard, [Op.put(cursor_key, last)])
+            if not res.succeeded:
+                break  # another export moved the cursor meanwhile; it carries on
+            objects.append(key)
+            exported += len(batch)
+            if len(batch) < EXPORT_BATCH:
+                break
+        kv = await self.etcd.get(cursor_key)
+        return {
+            "exported": exported,
+            "objects": objects,
+            "cursor": kv.value.decode() if kv is not None else None,
+        }
+
+    async def list(
+        self,
+        *,
+        limit: int = 100,
+        before: str | None = None,
+        actor: str | None = None,
+        kind: Kind | Literal["all"] = "all",
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``before`` pages by id (ids are shared by both kinds, so paging works
+        across the merged list)."""
+        kinds: tuple[Kind, ...] = ("changes", "denied") if kind == "all" else (kind,)
+        out: list[dict[str, Any]] = []
+        for k in kinds:
+            out += await self._list(self._base(k), limit, before, actor)
+        out.sort(key=lambda d: str(d.get("id", "")), reverse=True)
         return out[:limit]

@@ -94,6 +94,12 @@ class Forbidden(CronmeshError):
     status = 403
 
 
+class PasswordChangeRequired(Forbidden):
+    """The account's password was generated (the first admin): it must be changed before use."""
+
+    code = "password_change_required"
+
+
 class TooManyRequests(CronmeshError):
     code = "too_many_requests"
     status = 429

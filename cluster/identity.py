@@ -25,6 +25,7 @@ from cluster.permissions import GRANT_KEY, Role
 USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$"
 MAX_TOKENS_PER_USER = 100
 LEASE_SLACK = 60
+MAX_TOKEN_LIFE = timedelta(days=10 * 366)  # also the bound of expires_in
 
 
 class UserNotFound(NotFound):
@@ -74,6 +75,9 @@ class User(BaseModel):
     enabled: bool = True
     roles: dict[str, Role] = Field(default_factory=dict)
     password_hash: str | None = None
+    # set on a generated first-admin password: the API answers 403 password_change_required to
+    # everything but the password change, logout and "me" until it is changed (D169)
+    must_change_password: bool = False
     created_at: datetime
     updated_at: datetime
 
@@ -83,11 +87,16 @@ class User(BaseModel):
         return data
 
 
+TokenScope = Literal["all", "metrics"]
+
+
 class TokenSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=200)
-    expires_in: int | None = Field(default=None, ge=60, le=10 * 366 * 86400)  # seconds
+    # "metrics": may read /metrics and /status only (for a Prometheus scrape); cluster admins only
+    scope: TokenScope = "all"
+    expires_in: int | None = Field(default=None, ge=60, le=10 * 366 * 86400)  # MAX_TOKEN_LIFE
     expires_at: datetime | None = None
 
 
@@ -102,6 +111,7 @@ class TokenRecord(BaseModel):
     created_at: datetime
     expires_at: datetime | None = None
     csrf: str | None = None  # session tokens used as a cookie
+    scope: TokenScope = "all"
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"digest", "csrf"})
@@ -158,23 +168,55 @@ class IdentityStore:
         return user
 
     async def update_user(
-        self, name: str, fields: UserFields, password_hash: str | None = None
+        self,
+        name: str,
+        fields: UserFields,
+        password_hash: str | None = None,
+        must_change: bool | None = None,
     ) -> User:
         for _ in range(10):
             old, rev = await self.get_user_kv(name)
             changes = fields.model_dump(exclude_unset=True, exclude={"password"})
             if password_hash is not None:
                 changes["password_hash"] = password_hash
+            if must_change is not None:
+                changes["must_change_password"] = must_change
             user = old.model_copy(update={**changes, "updated_at": self.clock()})
             user = User.model_validate(user.model_dump())
             key = self.keys.user(name)
             res = await self.etcd.txn([Compare.modified(key, rev)], [Op.put(key, dumps(user))])
             if res.succeeded:
-                if user.enabled is False or password_hash is not None:
+                if user.enabled != old.enabled:
+                    # disabled or re-enabled: every token goes, API tokens too, so re-enabling an
+                    # account never revives credentials issued before it was disabled (D167)
+                    await self.revoke_tokens(name)
+                elif user.enabled is False or password_hash is not None:
                     # a disabled user, or one whose password changed, loses their sessions
                     await self.revoke_tokens(name, kinds=("session",))
                 return user
         raise Conflict(f"user {name!r} is changing concurrently; retry", field="name")
+
+    async def drop_grants(self, project: str) -> list[str]:
+        """Remove every user's grant on ``project`` (it was deleted: a new project of the same
+        name must not inherit them); the names of the users changed."""
+        changed = []
+        for user in await self.list_users():
+            if project not in user.roles:
+                continue
+            for _ in range(10):
+                old, rev = await self.get_user_kv(user.name)
+                if project not in old.roles:
+                    break
+                roles = {p: r for p, r in old.roles.items() if p != project}
+                new = old.model_copy(update={"roles": roles, "updated_at": self.clock()})
+                key = self.keys.user(user.name)
+                res = await self.etcd.txn([Compare.modified(key, rev)], [Op.put(key, dumps(new))])
+                if res.succeeded:
+                    changed.append(user.name)
+                    break
+            else:
+                raise Conflict(f"user {user.name!r} is changing concurrently; retry", field="name")
+        return changed
 
     async def delete_user(self, name: str) -> None:
         deleted = await self.etcd.delete(self.keys.user(name))
@@ -201,6 +243,7 @@ class IdentityStore:
         expires_at: datetime | None = None,
         csrf: str | None = None,
         token: str | None = None,
+        scope: TokenScope = "all",
     ) -> tuple[str, TokenRecord]:
         """Store a new token (or the given one) for ``user``; answers the secret, shown once."""
         now = self.clock()
@@ -218,6 +261,7 @@ class IdentityStore:
             created_at=now,
             expires_at=expires_at,
             csrf=csrf,
+            scope=scope,
         )
         lease = 0
         if expires_at is not None:
@@ -267,7 +311,7 @@ class IdentityStore:
     # -- first admin -----------------------------------------------------------------------------
 
     async def bootstrap(
-        self, admin: str, password_hash: str | None, token: str | None
+        self, admin: str, password_hash: str | None, token: str | None, must_change: bool = False
     ) -> User | None:
         """Create the first admin unless the cluster was bootstrapped; None when another did."""
         now = self.clock()
@@ -276,6 +320,7 @@ class IdentityStore:
             display_name="Administrator",
             roles={"*": "admin"},
             password_hash=password_hash,
+            must_change_password=must_change and password_hash is not None,
             created_at=now,
             updated_at=now,
         )
@@ -314,6 +359,11 @@ def token_expiry(spec: TokenSpec, now: datetime) -> datetime | None:
         return now + timedelta(seconds=spec.expires_in)
     if spec.expires_at is not None and spec.expires_at.tzinfo is None:
         raise InvalidInput("expires_at needs a time zone (e.g. Z)", field="expires_at")
+    if spec.expires_at is not None and not now < spec.expires_at <= now + MAX_TOKEN_LIFE:
+        # the expiry becomes an etcd lease TTL: far futures were refused by etcd (a 503)
+        raise InvalidInput(
+            "expires_at must be in the future and at most 10 years ahead", field="expires_at"
+        )
     return spec.expires_at
 
 

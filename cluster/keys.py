@@ -166,6 +166,17 @@ class Keys:
         """One audit entry; snowflake ids, so the prefix reads oldest first."""
         return f"{self.prefix}/audit/{entry_id}"
 
+    def audits_denied(self) -> str:
+        """Refused requests and failed password checks: their own budget (D168)."""
+        return f"{self.prefix}/audit-denied/"
+
+    def audit_denied(self, entry_id: str) -> str:
+        return f"{self.prefix}/audit-denied/{entry_id}"
+
+    def audit_export_cursor(self) -> str:
+        """The id of the newest audit entry exported to the log store."""
+        return f"{self.prefix}/audit-export/cursor"
+
     def bootstrapped(self) -> str:
         """Written once, with the first admin, by the node that wins the bootstrap."""
         return f"{self.prefix}/identity/bootstrapped"

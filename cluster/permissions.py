@@ -24,8 +24,10 @@ RANK: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
 ALL_PROJECTS = "*"
 
 # Who a rule lets in: nobody needs credentials, any authenticated user, the user named in the
-# path (or an admin), peers only (node-to-node signing), or a role on a project / on ``*``.
-Access = Literal["public", "authenticated", "self", "peer", "project", "cluster"]
+# path (or an admin), peers only (node-to-node signing), a role on a project / on ``*``, or
+# "metrics": the cluster-wide read-outs (/metrics, /status) that name every project, job and
+# node, open to a viewer on ``*`` and to metrics-only credentials (D166).
+Access = Literal["public", "authenticated", "self", "peer", "project", "cluster", "metrics"]
 
 READ = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -75,11 +77,11 @@ P = "/api/v1/projects/{project}"
 RUN_ACTIONS = ("cancel", "abort", "rerun", "retry", "resume", "skip", "report", "mark")
 
 RULES: tuple[Rule, ...] = (
-    # open: probes and the login form
+    # open: probes and the login form (/metrics and /status: "metrics", below)
     Rule(READ, "/healthz", "public"),
     Rule(READ, "/readyz", "public"),
-    Rule(READ, "/metrics", "public"),
-    Rule(READ, "/status", "public"),
+    Rule(READ, "/metrics", "metrics"),
+    Rule(READ, "/status", "metrics"),
     Rule(frozenset({"POST"}), "/api/v1/auth/login", "public"),
     Rule(READ, "/", "public"),  # redirects to the web UI
     Rule(READ, "/ui/**", "public"),
@@ -171,7 +173,14 @@ def allows(req: Requirement, user: str, grants: Mapping[str, str]) -> bool:
         return req.user == user or is_admin(grants)
     if req.access == "project":
         return role_on(grants, req.project) >= RANK[req.role]
+    if req.access == "metrics":
+        return role_on(grants, None) >= RANK["viewer"]
     return is_admin(grants)
+
+
+def metrics_scope_allows(req: Requirement, path: str) -> bool:
+    """What a metrics-only token may call: the read-outs, and who-am-I / log out."""
+    return req.access == "metrics" or path in ("/api/v1/auth/me", "/api/v1/auth/logout")
 
 
 def visible_projects(grants: Mapping[str, str], projects: Sequence[str]) -> list[str]:

@@ -15,23 +15,33 @@ cluster and loads the peer secret.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
 from cluster import passwords
-from cluster.audit import AuditLog, Changes
-from cluster.errors import Forbidden, Unauthenticated, Unavailable
+from cluster.audit import AuditLog, Burst, Changes, DenialMerger
+from cluster.errors import (
+    Forbidden,
+    InvalidInput,
+    PasswordChangeRequired,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+)
 from cluster.etcd import OBSERVER, Compare, Op
 from cluster.identity import IdentityStore, TokenRecord, User
-from cluster.permissions import WRITE, Requirement, allows, requirement
-from nodes import signing
+from cluster.permissions import WRITE, Requirement, allows, metrics_scope_allows, requirement
+from nodes import proxy, signing
 from nodes.config import read_secret
-from nodes.ratelimit import LoginLimiter
+from nodes.hashing import HashPool
+from nodes.ratelimit import Attempt, LoginLimiter
 
 if TYPE_CHECKING:
     from cluster.store import Store
@@ -62,6 +72,11 @@ class Access:
         self.identity: IdentityStore | None = None
         self.audit: AuditLog | None = None
         self.limiter = LoginLimiter()
+        self.hashing = HashPool()  # password hashing, apart from the default thread pool (D165)
+        self.proxies = proxy.parse_networks(self.config.trusted_proxies)
+        self.denials = DenialMerger()  # repeated refusals: one entry with a count (D168)
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self.nonces = signing.NonceCache()
         self.peer_secret: bytes | None = None
         configured = read_secret(
@@ -69,6 +84,9 @@ class Access:
         )
         if configured:
             self.peer_secret = configured.encode()
+        self.metrics_token = read_secret(
+            self.config.metrics_token, self.config.metrics_token_file, "metrics_token"
+        )
 
     # -- session start -------------------------------------------------------------------------
 
@@ -87,18 +105,34 @@ class Access:
         cfg = self.config
         password = read_secret(cfg.admin_password, cfg.admin_password_file, "admin_password")
         generated = password is None and cfg.admin_token is None
+        out = cfg.admin_password_path
         if generated:
             password = secrets.token_urlsafe(18)
-        hashed = await asyncio.to_thread(passwords.hash_password, password) if password else None
-        user = await self.identity.bootstrap(cfg.admin_user, hashed, cfg.admin_token)
+            # the password goes to a 0600 file, never to the log (D169); written before the
+            # transaction, so a node that cannot write it does not create an admin nobody can use
+            try:
+                await asyncio.to_thread(write_private, out, password)
+            except OSError as exc:
+                log.error(
+                    "cannot write the generated first-admin password; set "
+                    "CRONMESH_ADMIN_PASSWORD(_FILE) or make the folder writable",
+                    path=str(out),
+                    error=str(exc),
+                )
+                return
+        hashed = await self.hashing.run(passwords.hash_password, password) if password else None
+        must_change = generated or cfg.admin_must_change
+        user = await self.identity.bootstrap(cfg.admin_user, hashed, cfg.admin_token, must_change)
         if user is None:
-            return  # another node (or an earlier start) created the first admin
+            if generated:  # another node (or an earlier start) created the first admin
+                await asyncio.to_thread(out.unlink, missing_ok=True)
+            return
         if generated:
-            # printed once, by the one node that won the create-if-absent transaction
             log.warning(
-                "first admin created with a generated password; change it after logging in",
+                "first admin created with a generated password, in a file only this user may "
+                "read; log in with it, choose a new one (required), then delete the file",
                 user=cfg.admin_user,
-                password=password,
+                password_file=str(out),
             )
         else:
             log.info("first admin created from configuration", user=cfg.admin_user)
@@ -169,19 +203,133 @@ class Access:
                     "authentication required: log in (POST /api/v1/auth/login) or send "
                     "'Authorization: Bearer <token>'"
                 )
+        if not secret.isascii():  # tokens are ASCII; anything else cannot match (and must not 500)
+            raise Unauthenticated("invalid, expired or revoked credentials")
         found = await self.store().resolve(secret)
         if found is None:
             raise Unauthenticated("invalid, expired or revoked credentials")
         record, user = found
         if via == "cookie" and request.method in WRITE:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not record.csrf or not secrets.compare_digest(sent, record.csrf):
+            if (
+                not record.csrf
+                or not sent.isascii()
+                or not secrets.compare_digest(sent, record.csrf)
+            ):
                 raise Forbidden(f"missing or wrong {CSRF_HEADER} header", field=CSRF_HEADER)
         return Principal(user, record, via)
+
+    async def check_password(
+        self, request: web.Request, username: str, password: str, stored: str | None, what: str
+    ) -> bool:
+        """Verify a password (a login, or a user's ``current_password``) under the login limits.
+
+        The attempt takes its slot *before* the ~0.1 s hash runs, so concurrent guesses cannot all
+        slip under the limit; the hash runs in the bounded hashing pool (429 ``busy`` when full,
+        and then the attempt does not count). A failure is audited. Unknown users (``stored`` None)
+        are verified against a dummy hash: same cost, always False.
+        """
+        address = client_address(request)
+        attempt = self.limiter.reserve(username, address, time.monotonic())
+        if not isinstance(attempt, Attempt):
+            raise TooManyRequests(
+                f"too many failed password attempts; retry in {int(attempt) + 1} s",
+                retry_after=attempt,
+            )
+        try:
+            good = await self.hashing.run(_verify, password, stored)
+        except BaseException:
+            self.limiter.release(attempt)
+            raise
+        if good:
+            self.limiter.succeeded(attempt)
+            return True
+        log.info("password check failed", user=username, address=address, what=what)
+        await self.record_denial(
+            {
+                "actor": username,
+                "method": request.method,
+                "path": request.path,
+                "status": 401 if what == "login" else 400,
+                "outcome": "login_failed" if what == "login" else "password_check_failed",
+                "address": address,
+            },
+            source=f"address:{address}",  # the user name is the guesser's choice, the address not
+        )
+        return False
+
+    def is_metrics_token(self, request: web.Request) -> bool:
+        """Does the request carry the configured metrics token (no etcd read needed)?"""
+        if not self.metrics_token:
+            return False
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(
+            secret.strip().encode(errors="replace"), self.metrics_token.encode()
+        )
 
     def changes(self, entry: dict[str, Any]) -> Changes:
         """The collector of one write request, journaling its entry into each change it makes."""
         return Changes(draft=self.audit.draft(entry) if self.audit is not None else None)
+
+    async def record_denial(self, entry: dict[str, Any], source: str) -> None:
+        """Audit a refused request or failed password check: the first of its kind in a window
+        gets an entry (in the denials' own budget), repeats only raise its ``count``."""
+        now = time.monotonic()
+        key = tuple(str(entry.get(f)) for f in ("outcome", "actor", "method", "path", "address"))
+        burst = self.denials.admit(key, source, entry, now)
+        if burst is None:
+            return
+        if self.audit is None:
+            return
+        try:
+            burst.at = self.audit.clock().isoformat()
+            burst.entry_id = await self.audit.record(burst.doc, at=burst.at)
+        except Exception as exc:
+            log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
+        self._arm_flush()
+
+    def _arm_flush(self) -> None:
+        if self._flush_timer is None and self.denials.open:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.denials.window, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_timer = None
+        task = asyncio.get_running_loop().create_task(self.flush_denials(time.monotonic()))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def flush_denials(self, now: float) -> None:
+        """Rewrite the entries of bursts whose window ended with their final count."""
+        for burst in self.denials.due(now):
+            await self._rewrite(burst)
+        if self.denials.dropped:
+            log.warning(
+                "refused requests not audited: too many at once", count=self.denials.dropped
+            )
+            self.denials.dropped = 0
+        self._arm_flush()
+
+    async def _rewrite(self, burst: Burst) -> None:
+        if self.audit is None or burst.entry_id is None:
+            return
+        try:
+            await self.audit.record(
+                {**burst.doc, "count": burst.count}, entry_id=burst.entry_id, at=burst.at
+            )
+            burst.written = burst.count
+        except Exception as exc:
+            log.error("audit write failed", error=repr(exc), entry=burst.doc.get("path"))
+
+    async def close(self) -> None:
+        """The node stops: write the final counts of open bursts."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        for task in list(self._flushes):
+            task.cancel()
+        for burst in self.denials.due(float("inf")):
+            await self._rewrite(burst)
 
     async def record(self, entry: dict[str, Any], changes: Changes | None = None) -> None:
         if self.audit is None:
@@ -190,6 +338,21 @@ class Access:
             await self.audit.record(entry, changes.draft if changes is not None else None)
         except Exception as exc:  # an audit write must not turn a done change into an error
             log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner may read (0600, also when it existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text + "\n")
+
+
+def _verify(password: str, stored: str | None) -> bool:
+    """In the hashing pool: check against the stored hash, or a dummy one (same cost, False)."""
+    ok = passwords.verify_password(password, stored or passwords.dummy_hash())
+    return ok and stored is not None
 
 
 ACCESS: web.AppKey[Access] = web.AppKey("access")
@@ -203,7 +366,55 @@ def principal(request: web.Request) -> Principal:
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address; behind a configured trusted proxy, from its X-Forwarded-For."""
+    networks = request.app[ACCESS].proxies
+    return proxy.client_address(request.remote, request.headers.get("X-Forwarded-For"), networks)
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
+    status = 415
+
+
+def check_login_origin(request: web.Request) -> None:
+    """Login CSRF (D167): a login must be a JSON request from this site.
+
+    A form or ``text/plain`` POST is what another site can make a browser send without a CORS
+    preflight; ``application/json`` cannot be sent cross-site without one (and no CORS is served).
+    Browsers also say where a request comes from: ``Sec-Fetch-Site: cross-site`` or an ``Origin``
+    naming another host is refused. Clients that send neither header (the CLI, curl) pass.
+    """
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType(
+            "login needs Content-Type: application/json", field="Content-Type"
+        )
+    if request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site":
+        raise Forbidden("cross-site login refused", field="Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(origin, request):
+        raise Forbidden("login from another origin refused", field="Origin")
+
+
+def same_origin(origin: str, request: web.Request) -> bool:
+    """Does the ``Origin`` header name the host the request was sent to?"""
+    scheme, sep, host = origin.strip().partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not host:
+        return False  # "null" (sandboxed frames, file:) and garbage
+    sent_to = request.headers.get("X-Forwarded-Host") if is_trusted_proxy(request) else None
+    return host.lower() == (sent_to or request.host or "").split(",")[0].strip().lower()
+
+
+def is_trusted_proxy(request: web.Request) -> bool:
+    return proxy.trusted(request.remote, request.app[ACCESS].proxies)
+
+
+def is_tls(request: web.Request) -> bool:
+    """Did the client use TLS: to this node, or to a trusted proxy (X-Forwarded-Proto)?"""
+    told = proxy.forwarded_tls(
+        request.remote, request.headers.get("X-Forwarded-Proto"), request.app[ACCESS].proxies
+    )
+    return request.secure if told is None else told
 
 
 @web.middleware
@@ -215,6 +426,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return response
     if need.access == "peer":
         await access.check_peer(request)
+        response = await handler(request)
+        return response
+    if need.access == "metrics" and access.is_metrics_token(request):
         response = await handler(request)
         return response
     # the router may split the path differently (an encoded "/" in a segment): its project and user
@@ -234,12 +448,28 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         "project": need.project,
         "address": client_address(request),
     }
+    if who.user.must_change_password and not _may_before_change(request, who.name):
+        raise PasswordChangeRequired(
+            f"user {who.name!r} must change the generated password first: "
+            f"PUT /api/v1/users/{who.name}/password",
+            field="password",
+        )
+    if who.token.scope == "metrics":
+        # a metrics-only token: the read-outs and nothing else, whoever's it is (D166)
+        if not metrics_scope_allows(need, request.path):
+            raise Forbidden("this token may only read /metrics and /status", field="token")
+        if need.access == "metrics":
+            response = await handler(request)
+            return response
     if not allows(need, who.name, who.user.roles):
         if request.method in WRITE:
-            await access.record({**entry, "status": 403, "outcome": "denied"})
+            denied = {**entry, "status": 403, "outcome": "denied"}
+            await access.record_denial(denied, source=f"actor:{who.name}")
         what = f"{need.role} on project {need.project!r}" if need.project else "cluster admin"
         if need.access == "self":
             what = f"to be {need.user!r} or a cluster admin"
+        if need.access == "metrics":
+            what = "viewer on '*' or a metrics token"
         raise Forbidden(f"user {who.name!r} needs {what} for {request.method} {request.path}")
     if request.method not in WRITE:
         response = await handler(request)
@@ -268,6 +498,16 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
                 changes_dropped=changes.dropped,
             )
             await access.record(entry, changes)
+
+
+def _may_before_change(request: web.Request, name: str) -> bool:
+    """What an account that must change its password may do: that, who-am-I and log out."""
+    allowed = {
+        ("PUT", f"/api/v1/users/{name}/password"),
+        ("GET", "/api/v1/auth/me"),
+        ("POST", "/api/v1/auth/logout"),
+    }
+    return (request.method, request.path) in allowed
 
 
 def whoami(who: Principal) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from nodes import api_limits, api_ops, api_placement, metrics, webhooks
+from nodes import api_limits, api_ops, api_placement, headers, metrics, webhooks
 from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 
 if TYPE_CHECKING:
@@ -405,6 +405,8 @@ def make_app(node: Node) -> web.Application:
         api_ui,
         api_workflows,
     )
+
+    headers.install(app)  # nosniff and a CSP on every answer (issue 19 item 21)
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)

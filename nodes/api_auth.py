@@ -6,18 +6,23 @@ not here; handlers only do the work.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
-import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from cluster import passwords
-from cluster.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from cluster.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from cluster.etcd import Compare, Op
 from cluster.groups import GroupStore
 from cluster.identity import (
@@ -30,16 +35,19 @@ from cluster.identity import (
 )
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
+from logstore.store import StoreUnavailable
 from nodes.access import (
     ACCESS,
     COOKIE,
     Access,
     access_middleware,
+    check_login_origin,
     client_address,
+    is_tls,
     principal,
     whoami,
 )
-from nodes.api import body_json, error_response, int_query, ok, project_of
+from nodes.api import body_json, int_query, ok, project_of
 from nodes.openapi import LIMIT, STR, ProjectList, documented
 
 if TYPE_CHECKING:
@@ -47,12 +55,6 @@ if TYPE_CHECKING:
 
 LOGIN_FAILED = "invalid user name or password"
 PROJECT_NAME = re.compile(NAME_PATTERN)
-
-
-def _verify(password: str, stored: str | None) -> bool:
-    """In a thread: check against the stored hash, or a dummy one (same cost, always False)."""
-    ok = passwords.verify_password(password, stored or passwords.dummy_hash())
-    return ok and stored is not None
 
 
 class AuthApi:
@@ -63,6 +65,7 @@ class AuthApi:
     # -- login ----------------------------------------------------------------------------------
 
     async def login(self, request: web.Request) -> web.Response:
+        check_login_origin(request)
         data = await body_json(request)
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not username or len(username) > 64:
@@ -70,35 +73,14 @@ class AuthApi:
         if not isinstance(password, str) or not password or len(password) > 1024:
             raise InvalidInput("password is required", field="password")
         address = client_address(request)
-        now = time.monotonic()
-        wait = self.access.limiter.retry_after(username, address, now)
-        if wait is not None:
-            exc = TooManyRequests(
-                f"too many failed logins; retry in {int(wait) + 1} s", retry_after=wait
-            )
-            resp = error_response(exc.status, exc.code, exc.message)
-            resp.headers["Retry-After"] = str(int(wait) + 1)
-            return resp
         store = self.access.store()
         user = await store.find_user(username)
         stored = user.password_hash if user is not None and user.password_hash else None
-        good = await asyncio.to_thread(_verify, password, stored)
+        good = await self.access.check_password(request, username, password, stored, what="login")
         if not good or user is None or stored is None or not user.enabled:
-            self.access.limiter.failed(username, address, time.monotonic())
-            await self.access.record(
-                {
-                    "actor": username,
-                    "method": "POST",
-                    "path": request.path,
-                    "status": 401,
-                    "outcome": "login_failed",
-                    "address": address,
-                }
-            )
             raise Unauthenticated(LOGIN_FAILED)
-        self.access.limiter.succeeded(username)
         if passwords.needs_rehash(stored):
-            rehashed = await asyncio.to_thread(passwords.hash_password, password)
+            rehashed = await self.access.hashing.run(passwords.hash_password, password)
             await store.update_user(user.name, UserFields(), password_hash=rehashed)
         expires = store.clock() + timedelta(seconds=self.node.config.session_ttl)
         csrf = secrets.token_urlsafe(24)
@@ -132,7 +114,7 @@ class AuthApi:
                 path="/",
                 httponly=True,
                 samesite="Strict",
-                secure=request.secure,
+                secure=is_tls(request),
             )
         return resp
 
@@ -161,7 +143,7 @@ class AuthApi:
         hashed = None
         if spec.password is not None:
             passwords.check_password_rules(spec.password)
-            hashed = await asyncio.to_thread(passwords.hash_password, spec.password)
+            hashed = await self.access.hashing.run(passwords.hash_password, spec.password)
         store = self.access.store()
         user = await store.create_user(store.new_user(spec, hashed))
         return ok(user.public(), 201)
@@ -191,8 +173,10 @@ class AuthApi:
         hashed = None
         if fields.password is not None:
             passwords.check_password_rules(fields.password)
-            hashed = await asyncio.to_thread(passwords.hash_password, fields.password)
+            hashed = await self.access.hashing.run(passwords.hash_password, fields.password)
         user = await store.update_user(name, fields, password_hash=hashed)
+        if hashed is not None:  # an admin reset: the account's API tokens go too (D167)
+            await store.revoke_tokens(name, kinds=("api", "bootstrap"))
         return ok(user.public())
 
     @documented(status="204")
@@ -215,15 +199,25 @@ class AuthApi:
         passwords.check_password_rules(new)
         store = self.access.store()
         user, _ = await store.get_user_kv(name)
+        revoke = data.get("revoke_tokens", False)
+        if not isinstance(revoke, bool):
+            raise InvalidInput("revoke_tokens must be true or false", field="revoke_tokens")
+        own = who.name == name
         if not is_admin(who.user.roles):
+            # a user proves the current password; guesses are throttled and audited like logins
             current = data.get("current_password")
-            if not isinstance(current, str) or not user.password_hash:
+            if not isinstance(current, str) or not current or len(current) > 1024:
                 raise InvalidInput("current_password is required", field="current_password")
-            good = await asyncio.to_thread(passwords.verify_password, current, user.password_hash)
+            good = await self.access.check_password(
+                request, name, current, user.password_hash, what="current_password"
+            )
             if not good:
                 raise InvalidInput("current_password is wrong", field="current_password")
-        hashed = await asyncio.to_thread(passwords.hash_password, new)
-        await store.update_user(name, UserFields(), password_hash=hashed)
+        hashed = await self.access.hashing.run(passwords.hash_password, new)
+        await store.update_user(name, UserFields(), password_hash=hashed, must_change=False)
+        if not own or revoke:
+            # an admin reset means the account may be in the wrong hands: its API tokens go too
+            await store.revoke_tokens(name, kinds=("api", "bootstrap"))
         return web.Response(status=204)
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -239,9 +233,11 @@ class AuthApi:
         spec = parse_model(TokenSpec, await body_json(request, optional=True))
         store = self.access.store()
         await store.get_user_kv(name)
+        if spec.scope != "all" and not is_admin(principal(request).user.roles):
+            raise Forbidden("only a cluster admin may create a metrics token", field="scope")
         expires = token_expiry(spec, store.clock())
         secret, record = await store.create_token(
-            name, description=spec.description, expires_at=expires
+            name, description=spec.description, expires_at=expires, scope=spec.scope
         )
         return ok({**record.public(), "token": secret}, 201)
 
@@ -310,28 +306,57 @@ class AuthApi:
         flows = await etcd.range(keys.workflows(name), count_only=True)
         if flows.count:
             raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
-        if not await etcd.delete(keys.project(name)):
-            raise NotFound(f"project {name!r} not found", field="project")
-        # what a cluster admin or an editor set for it must not pass to a new project of that name
+        deleted = await etcd.delete(keys.project(name))
+        # grants on a deleted project go with it: a new project of the same name starts with
+        # nobody's grants but those on "*" (D165). Also on a repeated DELETE, so a node that died
+        # between the two steps leaves nothing behind once the call is retried.
+        dropped = await self.access.store().drop_grants(name)
+        # what a cluster admin or an editor set for it must not pass to a new project of that
+        # name either: run-limit overrides (D173) and default notification rules
         await etcd.delete(keys.project_run_limits(name))
         await etcd.delete(keys.notification_defaults(name))
         # its node-group grants go with it (D155): a new project of that name starts with none
         await GroupStore(etcd, keys, self.node.clock).forget_project(name)
+        if not deleted and not dropped:
+            raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)
 
     # -- audit ----------------------------------------------------------------------------------
 
-    @documented(query={"limit": LIMIT, "before": STR, "actor": STR})
+    @documented(query={"limit": LIMIT, "before": STR, "actor": STR, "kind": STR})
     async def audit(self, request: web.Request) -> web.Response:
         if self.access.audit is None:
-            raise Unauthenticated("this node is not connected to etcd")
+            raise Unavailable("this node is not connected to etcd")
         limit = int_query(request, "limit", 100, 1, 1000)
         before = request.query.get("before") or None
-        if before is not None and not before.isdigit():
+        if before is not None and (not before.isdigit() or len(before) > 20):
             raise InvalidInput("before must be an audit entry id", field="before")
         actor = request.query.get("actor") or None
-        entries = await self.access.audit.list(limit=limit, before=before, actor=actor)
+        if actor is not None and len(actor) > 256:
+            raise InvalidInput("actor is too long (max 256)", field="actor")
+        kind = request.query.get("kind", "all")
+        if kind not in ("all", "changes", "denied"):
+            raise InvalidInput("kind must be all, changes or denied", field="kind")
+        entries = await self.access.audit.list(
+            limit=limit,
+            before=before,
+            actor=actor,
+            kind=kind,  # type: ignore[arg-type]
+        )
         return ok({"entries": entries})
+
+    @documented()
+    async def audit_export(self, request: web.Request) -> web.Response:
+        """Copy audit entries newer than the last export to the log store (append-only)."""
+        if self.access.audit is None:
+            raise Unavailable("this node is not connected to etcd")
+        store = self.node.logs.store
+        try:
+            done = await self.access.audit.export(store.put_bytes)
+        except StoreUnavailable as exc:
+            raise Unavailable(f"the log store is unavailable: {exc}") from None
+        done["urls"] = [store.url(k) for k in done["objects"]]
+        return ok(done)
 
 
 def add_routes(app: web.Application, node: Node) -> None:
@@ -358,3 +383,4 @@ def add_routes(app: web.Application, node: Node) -> None:
     r.add_put("/api/v1/projects/{project}", api.put_project)
     r.add_delete("/api/v1/projects/{project}", api.delete_project)
     r.add_get("/api/v1/audit", api.audit)
+    r.add_post("/api/v1/audit/export", api.audit_export)

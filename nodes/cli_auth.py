@@ -1,4 +1,5 @@
-"""CLI credentials and identity commands: ``login``, ``logout``, ``whoami``, ``user``, ``token``.
+"""CLI credentials and identity commands: ``login``, ``logout``, ``whoami``, ``passwd``, ``user``,
+``token``.
 
 A token comes from ``--token``, else ``CRONMESH_TOKEN``, else the credentials file written by
 ``cronmesh login`` (``$CRONMESH_CREDENTIALS`` or ``~/.config/cronmesh/credentials.json``, mode
@@ -52,15 +53,35 @@ def token_for(args: argparse.Namespace) -> str | None:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from nodes.cli import call
-
     username = args.username or input("user name: ")
     password = os.environ.get("CRONMESH_PASSWORD") if args.password_stdin is False else None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     if not password:
         password = getpass.getpass("password: ")
-    reply = call(args, "POST", "/api/v1/auth/login", {"username": username, "password": password})
+    reply = _log_in(args, username, password)
+    if reply["user"].get("must_change_password"):
+        # a generated first-admin password: nothing works until it is changed (D169)
+        if args.password_stdin or not sys.stdin.isatty():
+            print(
+                "this account must choose a new password before anything else: run "
+                "`cronmesh passwd`",
+                file=sys.stderr,
+            )
+            return 0
+        print("this account must choose a new password now", file=sys.stderr)
+        reply = _change_password(args, username, password, _ask_new_password())
+    print(f"logged in to {args.api} as {username} (until {reply['expires_at']})")
+    return 0
+
+
+def _log_in(args: argparse.Namespace, username: str, password: str) -> dict[str, Any]:
+    """Log in and store the session token for this API URL."""
+    from nodes.cli import call
+
+    reply: dict[str, Any] = call(
+        args, "POST", "/api/v1/auth/login", {"username": username, "password": password}
+    )
     data = _load()
     data[args.api.rstrip("/")] = {
         "user": username,
@@ -68,7 +89,45 @@ def cmd_login(args: argparse.Namespace) -> int:
         "expires_at": reply["expires_at"],
     }
     _save(data)
-    print(f"logged in to {args.api} as {username} (until {reply['expires_at']})")
+    args.token = reply["token"]
+    return reply
+
+
+def _ask_new_password() -> str:
+    new = getpass.getpass("new password: ")
+    if new != getpass.getpass("new password again: "):
+        raise SystemExit("cronmesh: the two passwords differ")
+    return new
+
+
+def _change_password(
+    args: argparse.Namespace, username: str, current: str, new: str
+) -> dict[str, Any]:
+    """Change one's own password, then log in again (the change ends every session)."""
+    from nodes.cli import call
+
+    call(
+        args,
+        "PUT",
+        f"/api/v1/users/{username}/password",
+        {"password": new, "current_password": current},
+    )
+    return _log_in(args, username, new)
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """``cronmesh passwd``: change your own password (``--password-stdin``: current, then new)."""
+    from nodes.cli import call
+
+    username = call(args, "GET", "/api/v1/auth/me")["user"]["name"]
+    if args.password_stdin:
+        current = sys.stdin.readline().rstrip("\n")
+        new = sys.stdin.readline().rstrip("\n")
+    else:
+        current = getpass.getpass("current password: ")
+        new = _ask_new_password()
+    _change_password(args, username, current, new)
+    print(f"password of {username} changed; logged in again")
     return 0
 
 
@@ -161,6 +220,8 @@ def cmd_token(args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"description": args.description or ""}
         if args.expires_in:
             body["expires_in"] = args.expires_in
+        if args.scope:
+            body["scope"] = args.scope
         created = call(args, "POST", base, body)
         if args.output == "table":
             print(created["token"])
@@ -171,7 +232,12 @@ def cmd_token(args: argparse.Namespace) -> int:
         found = call(args, "GET", base)["tokens"]
         if args.output == "table":
             rows = [
-                [t["id"], t["kind"], t["description"] or "-", t["expires_at"] or "never"]
+                [
+                    t["id"],
+                    t["kind"] if t.get("scope", "all") == "all" else f"{t['kind']}/{t['scope']}",
+                    t["description"] or "-",
+                    t["expires_at"] or "never",
+                ]
                 for t in found
             ]
             table(rows, ["ID", "KIND", "DESCRIPTION", "EXPIRES"])
@@ -180,6 +246,43 @@ def cmd_token(args: argparse.Namespace) -> int:
     elif args.action == "revoke":
         call(args, "DELETE", f"{base}/{args.id}")
         print(f"token {args.id} revoked")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``cronmesh audit list`` (newest first) and ``cronmesh audit export`` (to the log store)."""
+    from urllib.parse import urlencode
+
+    from nodes.cli import call, show, table
+
+    if args.action == "export":
+        done = call(args, "POST", "/api/v1/audit/export")
+        if args.output == "table":
+            print(f"exported {done['exported']} entries (cursor {done['cursor'] or '-'})")
+            for url in done["urls"]:
+                print(url)
+        else:
+            show(args, done)
+        return 0
+    query = {"limit": args.limit, "kind": args.kind}
+    if args.actor:
+        query["actor"] = args.actor
+    entries = call(args, "GET", f"/api/v1/audit?{urlencode(query)}")["entries"]
+    if args.output == "table":
+        rows = [
+            [
+                e["id"],
+                e.get("at", "")[:19],
+                e.get("actor", "-"),
+                f"{e.get('method', '')} {e.get('path', '')}",
+                str(e.get("status", "")),
+                e.get("outcome", "") + (f" x{e['count']}" if e.get("count", 1) > 1 else ""),
+            ]
+            for e in entries
+        ]
+        table(rows, ["ID", "AT", "ACTOR", "REQUEST", "STATUS", "OUTCOME"])
+    else:
+        show(args, entries)
     return 0
 
 
@@ -192,6 +295,11 @@ def add_commands(sub: Any) -> None:
         func=cmd_logout
     )
     sub.add_parser("whoami", help="the authenticated user and roles").set_defaults(func=cmd_whoami)
+    pw = sub.add_parser("passwd", help="change your own password (then logs in again)")
+    pw.add_argument(
+        "--password-stdin", action="store_true", help="read the current, then the new from stdin"
+    )
+    pw.set_defaults(func=cmd_passwd)
 
     u = sub.add_parser("user", help="manage users (admin)").add_subparsers(
         dest="action", required=True
@@ -211,10 +319,24 @@ def add_commands(sub: Any) -> None:
     for parser in u.choices.values():
         parser.set_defaults(func=cmd_user)
 
+    au = sub.add_parser("audit", help="the audit log (cluster admin)").add_subparsers(
+        dest="action", required=True
+    )
+    al = au.add_parser("list", help="entries, newest first")
+    al.add_argument("--actor")
+    al.add_argument("--kind", choices=["all", "changes", "denied"], default="all")
+    al.add_argument("--limit", type=int, default=50)
+    au.add_parser("export", help="copy entries newer than the last export to the log store")
+    for parser in au.choices.values():
+        parser.set_defaults(func=cmd_audit)
+
     t = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     tc = t.add_parser("create", help="create an API token (printed once)")
     tc.add_argument("--description")
     tc.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
+    tc.add_argument(
+        "--scope", choices=["all", "metrics"], help="metrics: reads /metrics and /status only"
+    )
     t.add_parser("list")
     t.add_parser("revoke").add_argument("id")
     for parser in t.choices.values():
@@ -232,6 +354,9 @@ NODE_FLAGS = {
     "etcd_key": ("--etcd-key", "client certificate key for etcd"),
     "etcd_user": ("--etcd-user", "etcd user (with --etcd-password-file)"),
     "etcd_password_file": ("--etcd-password-file", "file holding the etcd user's password"),
+    "metrics_token_file": ("--metrics-token-file", "file with a token for /metrics, /status only"),
+    "trusted_proxies": ("--trusted-proxies", "CIDRs of proxies whose X-Forwarded-* are believed"),
+    "admin_password_out": ("--admin-password-out", "file for a generated first-admin password"),
     "secrets_key_file": ("--secrets-key-file", "key ring for project secrets (AES-256-GCM)"),
 }
 
@@ -250,6 +375,7 @@ def node_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_node_config(config: Any) -> None:
     """Fail at start, with a clear message, on unreadable or unusable security settings."""
+    from cluster.errors import InvalidInput
     from cluster.passwords import check_password_rules
     from nodes.config import etcd_security, read_secret
 
@@ -259,6 +385,9 @@ def check_node_config(config: Any) -> None:
 
         read_key_file(config.secrets_key_file)
     read_secret(config.peer_secret, config.peer_secret_file, "peer_secret")
+    metrics = read_secret(config.metrics_token, config.metrics_token_file, "metrics_token")
+    if metrics is not None and len(metrics) < 20:
+        raise InvalidInput("metrics_token must be at least 20 characters", field="metrics_token")
     password = read_secret(config.admin_password, config.admin_password_file, "admin_password")
     if password is not None:
         check_password_rules(password, "admin_password")

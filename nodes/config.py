@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cluster.errors import InvalidInput
 from cluster.etcd import Security
 from cluster.models import parse_model
+from nodes.proxy import parse_networks
 
 
 class NodeConfig(BaseModel):
@@ -48,10 +49,20 @@ class NodeConfig(BaseModel):
     admin_password: str | None = Field(default=None, min_length=8, repr=False)
     admin_password_file: str | None = None
     admin_token: str | None = Field(default=None, min_length=20, repr=False)
+    # a static credential that reads /metrics and /status only (Prometheus; D166)
+    metrics_token: str | None = Field(default=None, min_length=20, max_length=512, repr=False)
+    metrics_token_file: str | None = None
     session_ttl: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
     security_level: int = Field(default=1, ge=0, le=1)
     peer_secret: str | None = Field(default=None, min_length=16, repr=False)
     peer_secret_file: str | None = None
+    # reverse proxies (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed (D165)
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
+    # where a generated first-admin password is written (0600; D169);
+    # default DATA_DIR/NODE/initial-admin-password
+    admin_password_out: str | None = None
+    # the configured first-admin password must be changed at first login (Helm sets it)
+    admin_must_change: bool = False
     etcd_ca: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
@@ -91,6 +102,15 @@ class NodeConfig(BaseModel):
                     raise ValueError(f"property {item!r} must look like key=value")
                 out[key.strip()] = val.strip()
             return out
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            parse_networks([str(v) for v in value])  # ValueError names the bad one
         return value
 
     @field_validator("log_store")
@@ -146,6 +166,12 @@ class NodeConfig(BaseModel):
         return Path(self.log_dir) if self.log_dir else Path(self.data_dir) / self.node_id / "logs"
 
     @property
+    def admin_password_path(self) -> Path:
+        if self.admin_password_out:
+            return Path(self.admin_password_out)
+        return Path(self.data_dir) / self.node_id / "initial-admin-password"
+
+    @property
     def spool_path(self) -> Path:
         return (
             Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / self.node_id / "spool"
@@ -180,9 +206,14 @@ ENV = {
     "CRONMESH_ADMIN_PASSWORD_FILE": "admin_password_file",
     "CRONMESH_ADMIN_TOKEN": "admin_token",
     "CRONMESH_SESSION_TTL": "session_ttl",
+    "CRONMESH_METRICS_TOKEN": "metrics_token",
+    "CRONMESH_METRICS_TOKEN_FILE": "metrics_token_file",
     "CRONMESH_SECURITY_LEVEL": "security_level",
     "CRONMESH_PEER_SECRET": "peer_secret",
     "CRONMESH_PEER_SECRET_FILE": "peer_secret_file",
+    "CRONMESH_TRUSTED_PROXIES": "trusted_proxies",
+    "CRONMESH_ADMIN_PASSWORD_OUT": "admin_password_out",
+    "CRONMESH_ADMIN_MUST_CHANGE": "admin_must_change",
     "CRONMESH_ETCD_CA": "etcd_ca",
     "CRONMESH_ETCD_CERT": "etcd_cert",
     "CRONMESH_ETCD_KEY": "etcd_key",

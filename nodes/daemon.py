@@ -126,6 +126,9 @@ class Node:
         finally:
             await self.logs.stop(within=min(10.0, self.config.drain_timeout))
             await runner.cleanup()
+            with contextlib.suppress(Exception):  # final counts of merged refusals (D168)
+                await asyncio.wait_for(self.access.close(), 5)
+            self.access.hashing.close()
             await self.peers.close()
             await self.etcd.close()
             log.info("node stopped")

@@ -1,6 +1,10 @@
 """Login attempt limits per user name and per client address (sliding window, per node).
 
-Only failures count; a success clears the user's failures. Pure: every call takes ``now``.
+An attempt is counted *before* its password is verified (``reserve``): concurrent guesses each take
+a slot, so 40 guesses sent at once cannot all pass a check that only counted finished failures. A
+success gives its slot back and clears the user's failures (``succeeded``); an attempt that never
+reached verification (the hashing pool was full) gives its slot back too (``release``). Pure: every
+call takes ``now``.
 """
 
 from __future__ import annotations
@@ -37,8 +41,29 @@ class _Window:
             self.hits.pop(next(iter(self.hits)))  # the oldest key goes first
         self.hits.setdefault(key, deque()).append(now)
 
+    def unhit(self, key: str, at: float) -> None:
+        """Give back the slot taken at ``at`` (if the window still holds it)."""
+        q = self.hits.get(key)
+        if q is None:
+            return
+        try:
+            q.remove(at)
+        except ValueError:
+            return
+        if not q:
+            del self.hits[key]
+
     def clear(self, key: str) -> None:
         self.hits.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A reserved login attempt: who, from where, and when its slot was taken."""
+
+    user: str
+    address: str
+    at: float
 
 
 class LoginLimiter:
@@ -58,9 +83,25 @@ class LoginLimiter:
         ]
         return max(waits) if waits else None
 
+    def reserve(self, user: str, address: str, now: float) -> Attempt | float:
+        """Take a slot for one attempt, counted as a failure until told otherwise; or the
+        seconds to wait when the user or the address has none left."""
+        wait = self.retry_after(user, address, now)
+        if wait is not None:
+            return wait
+        self.failed(user, address, now)
+        return Attempt(user.lower(), address, now)
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """The password was right: the slot is given back and the user's failures cleared."""
+        self.addresses.unhit(attempt.address, attempt.at)
+        self.users.clear(attempt.user)
+
+    def release(self, attempt: Attempt) -> None:
+        """The attempt was never verified (refused for load): it does not count."""
+        self.addresses.unhit(attempt.address, attempt.at)
+        self.users.unhit(attempt.user, attempt.at)
+
     def failed(self, user: str, address: str, now: float) -> None:
         self.users.hit(user.lower(), now)
         self.addresses.hit(address, now)
-
-    def succeeded(self, user: str) -> None:
-        self.users.clear(user.lower())

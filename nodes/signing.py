@@ -79,6 +79,8 @@ def verify(
     node = headers.get(H_NODE, "")
     if not ts or not nonce or not sig:
         return "unsigned request"
+    if not all(v.isascii() for v in (ts, nonce, sig, node)):
+        return "malformed signature headers"  # non-ASCII: refused, never compared (a 500 before)
     if headers.get(H_TO) != me:
         return "request addressed to another node"
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -29,8 +30,8 @@ def p(project: str, rest: str = "") -> str:
 ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("GET", "/healthz", None, "public"),
     ("GET", "/readyz", None, "public"),
-    ("GET", "/status", None, "public"),
-    ("GET", "/metrics", None, "public"),
+    ("GET", "/status", None, "viewer"),  # viewer on "*" (or a metrics token)
+    ("GET", "/metrics", None, "viewer"),
     ("GET", "/api/v1/auth/me", None, "auth"),
     ("GET", "/api/v1/nodes", None, "auth"),
     ("GET", "/api/v1/nodes/n1", None, "auth"),
@@ -66,6 +67,7 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("POST", "/api/v1/users/victim/tokens", {"description": "m"}, "self"),
     ("DELETE", "/api/v1/users/victim/tokens/0000000000000000", None, "self"),
     ("GET", "/api/v1/audit", None, "cluster"),
+    ("POST", "/api/v1/audit/export", None, "cluster"),
     ("GET", "{p}", None, "viewer"),
     ("PUT", "{p}", {"description": "d"}, "cluster"),
     ("DELETE", "{p}", None, "cluster"),
@@ -331,7 +333,8 @@ async def test_token_expiry_revocation_and_disabled_user(cluster):
     for method, path in (("GET", p(OWN, "/jobs")), ("GET", "/api/v1/auth/me")):
         assert (await call(cluster, method, path, fresh))[0] == 401
     status, _ = await cluster.request("PATCH", "/api/v1/users/alice", json={"enabled": True})
-    assert (await call(cluster, "GET", "/api/v1/auth/me", fresh))[0] == 200
+    # re-enabling does not revive tokens issued before (issue 19 item 18, D167)
+    assert (await call(cluster, "GET", "/api/v1/auth/me", fresh))[0] == 401
 
     # bad input names the field; the last admin cannot be removed
     status, body = await cluster.request(
@@ -526,19 +529,29 @@ async def test_peer_requests_are_signed_and_checked(cluster):
     assert (await send(wrong))[0] == 403
 
 
+def read_text(path: Path) -> str:
+    return path.read_text().strip()
+
+
 async def test_first_admin_gets_a_generated_password_once(cluster):
     from structlog.testing import capture_logs
 
     with capture_logs() as logs:
         await cluster.start("a1", admin_token=None)
         await cluster.start("a2", admin_token=None)
-    printed = [e for e in logs if e.get("password")]
-    assert len(printed) == 1, printed  # only the node that won the bootstrap prints it
+    printed = [e for e in logs if e.get("password_file")]
+    assert len(printed) == 1, printed  # only the node that won the bootstrap writes it
+    password = read_text(Path(printed[0]["password_file"]))
+    login = cluster.url(None, "/api/v1/auth/login")
     async with api_session() as http:
-        async with http.post(
-            cluster.url(None, "/api/v1/auth/login"),
-            json={"username": "admin", "password": printed[0]["password"]},
-        ) as r:
+        async with http.post(login, json={"username": "admin", "password": password}) as r:
+            assert r.status == 200
+            token = (await r.json())["token"]
+    # the generated password must be changed first (issue 19 item 20)
+    new = {"password": "the admin's own", "current_password": password}
+    assert (await call(cluster, "PUT", "/api/v1/users/admin/password", token, json=new))[0] == 204
+    async with api_session() as http:
+        async with http.post(login, json={"username": "admin", "password": new["password"]}) as r:
             assert r.status == 200
             token = (await r.json())["token"]
     status, text = await call(cluster, "GET", "/api/v1/users", token)

@@ -173,6 +173,8 @@ async def test_default_values_render_valid_manifests():
     validate_all(objects)
     assert sorted(o["kind"] for o in objects) == [
         "PodDisruptionBudget",
+        "Secret",  # the generated first-admin password (D169)
+        "Secret",  # the generated metrics token (D166)
         "Secret",  # the key ring of project secrets (secretsKey.create)
         "Service",
         "Service",
@@ -201,6 +203,10 @@ async def test_default_values_render_valid_manifests():
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert not any(k.startswith(("AWS_", "CRONMESH_PEER_SECRET", "CRONMESH_SMTP")) for k in env)
     assert "CRONMESH_ETCD_USER" not in env and "initContainers" not in pod["spec"]  # external etcd
+    # no admin password given: a generated one in a Secret, to be changed at first login
+    ref = env["CRONMESH_ADMIN_PASSWORD"]["secretKeyRef"]
+    admin = by_kind(objects, "Secret")[ref["name"]]["stringData"][ref["key"]]
+    assert len(admin) >= 20 and env["CRONMESH_ADMIN_MUST_CHANGE"] == "true"
     # project secrets: a generated key ring, kept across upgrades, mounted read-only as a file
     ring = by_kind(objects, "Secret")["rel-cronmesh-secrets-key"]
     assert ring["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -216,7 +222,7 @@ async def test_default_values_render_valid_manifests():
 async def test_an_existing_secrets_key_secret_is_mounted_and_none_is_created():
     objects = await render({"secretsKey": {"existingSecret": "my-ring", "secretKey": "ring"}})
     validate_all(objects)
-    assert "Secret" not in {o["kind"] for o in objects}
+    assert "rel-cronmesh-secrets-key" not in by_kind(objects, "Secret")  # (admin, metrics: D166/9)
     pod = by_kind(objects, "StatefulSet")["rel-cronmesh"]["spec"]["template"]
     env = env_of(pod["spec"]["containers"][0])
     assert env["CRONMESH_SECRETS_KEY_FILE"] == "/etc/cronmesh/secrets-key/ring"
@@ -253,6 +259,7 @@ async def test_bundled_etcd_and_every_option_render_valid_manifests():
         "CRONMESH_PEER_SECRET",
         "CRONMESH_ADMIN_USER",
         "CRONMESH_ADMIN_PASSWORD",
+        "CRONMESH_METRICS_TOKEN",
     ):
         ref = env[name]["secretKeyRef"]
         assert ref["key"] in secrets[ref["name"]]["stringData"], name
@@ -260,6 +267,10 @@ async def test_bundled_etcd_and_every_option_render_valid_manifests():
     monitor = by_kind(objects, "ServiceMonitor")["rel-cronmesh"]
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # /metrics needs a token (issue 19 item 17): the monitor sends the nodes' metrics token
+    bearer = monitor["spec"]["endpoints"][0]["bearerTokenSecret"]
+    assert bearer == env["CRONMESH_METRICS_TOKEN"]["secretKeyRef"]
+    assert len(secrets[bearer["name"]]["stringData"]["token"]) >= 20
 
 
 async def test_helm_refuses_values_the_schema_forbids():

@@ -16,7 +16,9 @@ P = "/api/v1/projects/web"
     ("method", "path", "want"),
     [
         ("GET", "/healthz", Requirement("public")),
-        ("GET", "/metrics", Requirement("public")),
+        ("GET", "/metrics", Requirement("metrics")),
+        ("GET", "/status", Requirement("metrics")),
+        ("GET", "/readyz", Requirement("public")),
         ("POST", "/healthz", Requirement("cluster")),
         ("POST", "/api/v1/auth/login", Requirement("public")),
         ("GET", "/internal/v1/projects/x/runs/1/logs", Requirement("peer")),
@@ -134,9 +136,9 @@ def test_login_limiter_per_user_and_per_address():
     lim.failed("eve", "1.1.1.1", 5.0)
     assert lim.retry_after("mallory", "1.1.1.1", 6.0) is not None  # the address is spent
     assert lim.retry_after("bob", "2.2.2.2", 61.0) is None  # the window slid past
-    lim.failed("carl", "3.3.3.3", 0.0)
-    lim.succeeded("carl")
-    assert "carl" not in lim.users.hits
+    attempt = lim.reserve("carl", "3.3.3.3", 0.0)
+    lim.succeeded(attempt)
+    assert "carl" not in lim.users.hits and "3.3.3.3" not in lim.addresses.hits
 
 
 def test_etcd_security_from_config(tmp_path):

@@ -92,6 +92,16 @@ app.kubernetes.io/component: etcd
 {{- default (printf "%s-smtp" (include "cronmesh.fullname" .)) .Values.notifications.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the token /metrics and /status need (key "token"; D166). */}}
+{{- define "cronmesh.metricsSecretName" -}}
+{{- default (printf "%s-metrics" (include "cronmesh.fullname" .)) .Values.metrics.existingSecret -}}
+{{- end -}}
+
+{{/* The Secret with the generated first-admin password, when none is configured (D169). */}}
+{{- define "cronmesh.adminSecretName" -}}
+{{- printf "%s-admin" (include "cronmesh.fullname" .) -}}
+{{- end -}}
+
 {{/* The bundled etcd's auth Secret (root-password, node-password) and TLS Secret. */}}
 {{- define "cronmesh.etcdAuthSecretName" -}}
 {{- default (printf "%s-auth" (include "cronmesh.etcdName" .)) .Values.etcd.auth.existingSecret -}}

@@ -30,7 +30,7 @@ export async function render(root, ctx) {
             h("td", null, e.actor, e.via ? h("span", { class: "muted small" }, ` (${e.via})`) : null),
             h("td", null, h("code", null, `${e.method} ${e.path}`)),
             h("td", null, String(e.status ?? "")),
-            h("td", null, e.outcome || ""),
+            h("td", null, e.outcome || "", e.count > 1 ? h("span", { class: "muted small" }, ` ×${e.count}`) : null),
             h("td", null, (e.changes || []).length ? h("details", null, h("summary", null, `${e.changes.length} key(s)`), h("pre", { class: "mono small" }, JSON.stringify(e.changes, null, 2))) : "—"),
           ),
         ),

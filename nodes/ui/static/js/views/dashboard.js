@@ -38,8 +38,9 @@ export async function render(root, ctx) {
   async function refresh() {
     const [{ runs }, status, metrics] = await Promise.all([
       get(projectPath(project, "/runs?limit=1000")),
-      get("/status").catch(() => null),
-      get("/metrics").catch(() => ""),
+      // cluster-wide read-outs: viewer on "*" only (D166); others see their project's runs
+      session.roles["*"] ? get("/status").catch(() => null) : null,
+      session.roles["*"] ? get("/metrics").catch(() => "") : "",
     ]);
     const [ms, n] = SPANS[span];
     fill(chartBox, runsChart(bucketRuns(runs, Date.now(), ms, n), `Runs by status, last ${span}`, chartBox.clientWidth || 1000));
