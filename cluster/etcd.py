@@ -321,6 +321,23 @@ def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
 
 
 _NOT_SENT = {grpc.StatusCode.UNAVAILABLE}
+# gRPC also says "failed to connect to all addresses" when a connection it had opened closed
+# before the server's first bytes arrived (its last error then says so): the request may have
+# been written on it and applied (issue 25 found a claim applied under that message). Such a
+# write's outcome is unknown, never "not sent".
+_MAYBE_SENT = ("socket closed", "connection reset", "broken pipe", "goaway", "end of tcp stream")
+
+
+def never_sent(code: grpc.StatusCode | None, details: str) -> bool:
+    """Did this failed call certainly not reach etcd (so a write did not apply)?"""
+    low = details.lower()
+    return (
+        code in _NOT_SENT
+        and "failed to connect" in low
+        and not any(word in low for word in _MAYBE_SENT)
+    )
+
+
 # Definitely not applied: the request itself is unacceptable (too large, duplicate key, too many
 # operations). Retrying the same request can never succeed.
 # RESOURCE_EXHAUSTED answers that pass: etcd is overloaded or out of space (an alarm an operator
@@ -717,7 +734,7 @@ class Etcd:
             resp = await self._call("Txn", m, m.kv.Txn, req, self.timeout)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
-            if exc.code() in _NOT_SENT and "failed to connect" in details.lower():
+            if never_sent(exc.code(), details):
                 raise _unavailable(exc, "txn") from exc  # never left this process
             if "lease not found" in details:
                 raise LeaseGone(f"etcd txn rejected: {details}") from exc

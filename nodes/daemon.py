@@ -160,6 +160,10 @@ class Node:
                 log.error("cannot start", error=exc.message)
                 self.fatal = exc.message
                 self._stop.set()
+            except Unavailable as exc:
+                # etcd went away while we served (an outage, a lost reply): expected, and the
+                # loop starts a new session; only other exceptions are logged as unexpected
+                log.warning("session ended: etcd unavailable", error=str(exc))
             except Exception as exc:
                 log.exception("session failed", error=str(exc))
             finally:

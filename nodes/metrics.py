@@ -55,6 +55,19 @@ TXN_BATCH = Histogram(
     registry=REGISTRY,
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+OUTCOME_UNKNOWN = Counter(
+    "cronmesh_outcome_unknown",
+    "Writes to etcd whose outcome this node could not know (the reply was lost), by writer; "
+    "each is resolved by reading back, never by a blind retry",
+    ["where"],
+    registry=REGISTRY,
+)
+COMPLETIONS_FENCED = Counter(
+    "cronmesh_completions_fenced",
+    "Completions etcd refused because the claim they compared was no longer theirs (the "
+    "attempt's result was discarded: only the current claim finishes a run)",
+    registry=REGISTRY,
+)
 ETCD_ERRORS = Counter(
     "cronmesh_etcd_errors", "etcd calls that failed", ["where"], registry=REGISTRY
 )

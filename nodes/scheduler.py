@@ -332,6 +332,8 @@ class Scheduler:
                 raise
             except (Unavailable, OutcomeUnknown) as exc:
                 # Re-read and plan again shortly: a lost reply may have applied.
+                if isinstance(exc, OutcomeUnknown):
+                    metrics.OUTCOME_UNKNOWN.labels("tick").inc()
                 log.warning("tick write failed; re-reading", job="/".join(jk), error=str(exc))
                 await self._refresh_state(jk)
                 self._schedule_at(jk, self.clock() + timedelta(seconds=0.5))
@@ -399,6 +401,8 @@ class Scheduler:
                 res = await self.etcd.txn(compares, ops, [Op.get(self.lead.key)])
         except (Unavailable, OutcomeUnknown) as exc:
             # A lost reply may have applied: re-read each job's state and plan again shortly.
+            if isinstance(exc, OutcomeUnknown):
+                metrics.OUTCOME_UNKNOWN.labels("tick").inc()
             log.warning("batched tick write failed; re-reading", jobs=len(chunk), error=str(exc))
             for plan in chunk:
                 await self._refresh_state(plan.jk)
@@ -686,6 +690,8 @@ class Scheduler:
         try:
             await self.check_lost(run_id, project)
         except (Unavailable, OutcomeUnknown) as exc:
+            if isinstance(exc, OutcomeUnknown):
+                metrics.OUTCOME_UNKNOWN.labels("lost_run").inc()
             log.warning("lost-run check failed; reconcile will retry", run=run_id, error=str(exc))
         finally:
             self._lost_checks.discard(run_id)

@@ -501,6 +501,8 @@ class Worker:
         except (Unavailable, OutcomeUnknown) as exc:
             # An unknown claim outcome is resolved by reading back: _adopt_orphans finds a claim
             # of ours that no execution holds and runs it.
+            if isinstance(exc, OutcomeUnknown):
+                metrics.OUTCOME_UNKNOWN.labels("claim").inc()
             log.warning("claim outcome unknown; will read back", run=run.id, error=str(exc))
             self._orphan_check.set()
         finally:
@@ -807,6 +809,7 @@ class Worker:
             try:
                 res = await self.batch.txn([Compare.created(claim, ex.claim_revision)], ops)
             except OutcomeUnknown as exc:
+                metrics.OUTCOME_UNKNOWN.labels("completion").inc()
                 log.warning("completion outcome unknown; reading back", error=str(exc))
                 with contextlib.suppress(Unavailable):
                     if await self.etcd.get(claim) is None:
@@ -822,7 +825,13 @@ class Worker:
                 await asyncio.sleep(max(delay, 1.0))
             else:
                 if not res.succeeded:
-                    log.warning("claim lost before completion; result discarded", run=run.id)
+                    metrics.COMPLETIONS_FENCED.inc()
+                    log.warning(
+                        "claim lost before completion; result discarded",
+                        run=run.id,
+                        attempt=run.attempt,
+                        claim_revision=ex.claim_revision,
+                    )
                     return
                 metrics.run_finished(status, run.project, run.job)
                 return

@@ -269,6 +269,8 @@ class WorkflowEngine:
                     self._failed.set()
                     return
                 except (Unavailable, OutcomeUnknown, Compacted) as exc:
+                    if isinstance(exc, OutcomeUnknown):
+                        metrics.OUTCOME_UNKNOWN.labels("workflow").inc()
                     log.warning(
                         "execution write failed; will retry", execution=ek[1], error=str(exc)
                     )

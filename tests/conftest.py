@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from cluster.etcd import Etcd
 from cluster.keys import Keys
@@ -25,6 +27,17 @@ from nodes.daemon import Node
 from nodes.embedded import EtcdProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A node log line that shows an unexpected exception: logged with its traceback (log.exception:
+# the JSON "exception" field), an uncaught one, a crashed worker task, an unretrieved task error.
+UNEXPECTED_IN_LOG = re.compile(
+    r'"exception": |^Traceback \(most recent call last\)|"worker task failed"|"worker stopped"'
+    r"|Task exception was never retrieved|Exception in callback"
+)
+
+
+class NodeTeardownError(AssertionError):
+    """A node of the test crashed, exited with an unexpected code or logged an exception."""
 
 
 async def wait_for(
@@ -125,6 +138,7 @@ class InProcessCluster:
         self.prefix = prefix
         self.tmp = tmp
         self.nodes: list[tuple[Node, asyncio.Task[None]]] = []
+        self.expected_fatal: set[str] = set()  # node ids a test stops fatally on purpose
         self.http = api_session()
 
     async def start(self, node_id: str = "n1", **overrides: Any) -> Node:
@@ -167,21 +181,65 @@ class InProcessCluster:
                 await asyncio.wait_for(task, 30)
 
     async def close(self) -> None:
+        """Stop every node; then fail (NodeTeardownError) if a node's task ended with an error or
+        did not stop: a node that crashed during a test must not pass unnoticed."""
         for node, _ in self.nodes:
             node.shutdown()
-        for _, task in self.nodes:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 30)
+        problems = []
+        for node, task in self.nodes:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 30)
+            except TimeoutError:
+                task.cancel()
+                problems.append(f"{node.config.node_id}: did not stop within 30 s")
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+            except Exception as exc:
+                problems.append(f"{node.config.node_id}: node task failed: {exc!r}")
+            else:
+                if node.fatal and node.config.node_id not in self.expected_fatal:
+                    problems.append(f"{node.config.node_id}: stopped fatally: {node.fatal}")
         await self.http.close()
+        if problems:
+            raise NodeTeardownError("\n".join(problems))
+
+
+class LogWatch:
+    """A structlog processor put first while in-process nodes run: it records the entries that
+    show an unexpected exception (logged with a traceback, a crashed worker task)."""
+
+    EVENTS = frozenset({"worker task failed", "worker stopped", "session failed"})
+
+    def __init__(self, allow: list[re.Pattern[str]]) -> None:
+        self.allow = allow
+        self.found: list[str] = []
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("exc_info") or "exception" in event or event.get("event") in self.EVENTS:
+            exc = sys.exc_info()[1]
+            line = f"{event.get('event')!s} {exc!r}" if exc else repr(event)[:400]
+            if not any(a.search(line) for a in self.allow) and len(self.found) < 5:
+                self.found.append(line)
+        return event
 
 
 @pytest.fixture
 async def cluster(
-    etcd_server: EtcdProcess, prefix: str, tmp_path: Path
+    etcd_server: EtcdProcess, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[InProcessCluster]:
+    marker = request.node.get_closest_marker("node_log_allows")
+    watch = LogWatch([re.compile(a) for a in (marker.args if marker else ())])
+    config = structlog.get_config()
+    structlog.configure(processors=[watch, *config["processors"]])
     c = InProcessCluster(etcd_server.endpoint, prefix, tmp_path)
-    yield c
-    await c.close()
+    try:
+        yield c
+        await c.close()
+    finally:
+        structlog.configure(processors=config["processors"])
+    if watch.found:
+        raise NodeTeardownError("unexpected exceptions logged:\n" + "\n".join(watch.found))
 
 
 class NodeProcess:
@@ -203,6 +261,10 @@ class NodeProcess:
         self.port = port
         self.host = host
         self.log_path = log_path
+        self.sent: set[int] = set()  # signals the test sent (their deaths are expected)
+        self.expected_codes: set[int] = set()  # other exit codes the test expects
+        self.problems: list[str] = []
+        self._terminated = False
         self._log = open(log_path, "ab")
         env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
@@ -222,17 +284,51 @@ class NodeProcess:
 
     def signal(self, sig: int) -> None:
         if self.alive():
+            self.sent.add(sig)
+            self._terminated |= sig == signal.SIGTERM
             self.proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        """SIGTERM once (a second one could hit the node after its loop closed: exit -15)."""
+        if self.alive() and not self._terminated:
+            self._terminated = True
+            self.proc.terminate()
 
     def stop(self, timeout: float = 20) -> None:
         if self.alive():
-            self.proc.terminate()
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.problems.append(f"did not stop within {timeout:g} s of SIGTERM: killed")
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+    def exit_problem(self) -> str | None:
+        """Why the exit code is unexpected: a node stops with 0 (SIGTERM: graceful), or dies of
+        a signal the test sent it, or with a code the test said to expect."""
+        code = self.proc.poll()
+        if code is None:
+            return "still running"
+        if code == 0 or code in self.expected_codes or -code in self.sent:
+            return None
+        return f"exit code {code}"
+
+    def log_problems(self, allow: list[re.Pattern[str]]) -> list[str]:
+        """Unexpected exceptions in the node's log: entries logged with a traceback (log.exception
+        or an uncaught one), crashed tasks, unretrieved task exceptions."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return [f"log unreadable: {exc}"]
+        out = []
+        for line in text.splitlines():
+            if UNEXPECTED_IN_LOG.search(line) and not any(a.search(line) for a in allow):
+                out.append(line[:400])
+                if len(out) >= 5:
+                    break
+        return out
 
 
 class ProcessCluster:
@@ -241,6 +337,8 @@ class ProcessCluster:
         self.prefix = prefix
         self.tmp = tmp
         self.procs: list[NodeProcess] = []
+        self.retired: list[NodeProcess] = []
+        self.allow_in_logs: list[re.Pattern[str]] = []  # log lines a test expects (regexes)
 
     def start(
         self,
@@ -279,14 +377,33 @@ class ProcessCluster:
         """Start a new process with the same id and options (after the old one died)."""
         node.stop()
         self.procs.remove(node)
+        self.retired.append(node)  # still checked at teardown
         extra, ttl = node.extra  # type: ignore[attr-defined]
         return self.start(node.node_id, *extra, lease_ttl=ttl)
 
     def close(self) -> None:
         for p in self.procs:
-            p.signal(signal.SIGTERM)
+            p.terminate()  # not "sent by the test": a node must then exit 0
         for p in self.procs:
             p.stop()
+
+    def problems(self) -> list[str]:
+        """What went wrong with the nodes, checked after ``close``: exit codes and logs."""
+        out = []
+        for p in [*self.retired, *self.procs]:
+            why = [*p.problems]
+            if (code := p.exit_problem()) is not None:
+                why.append(code)
+            why += [f"unexpected in its log: {line}" for line in p.log_problems(self.allow_in_logs)]
+            out += [f"{p.node_id} ({p.log_path.name}): {w}" for w in why]
+        return out
+
+    def close_and_check(self) -> None:
+        """``close``, then fail (NodeTeardownError) on an unexpected exit code or exception."""
+        self.close()
+        problems = self.problems()
+        if problems:
+            raise NodeTeardownError("\n".join(problems))
 
     def dump_logs(self) -> str:
         out = []
@@ -301,11 +418,18 @@ def procs(
     etcd_server: EtcdProcess, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[ProcessCluster]:
     c = ProcessCluster([etcd_server.endpoint], prefix, tmp_path)
+    marker = request.node.get_closest_marker("node_log_allows")
+    if marker is not None:
+        c.allow_in_logs += [re.compile(a) for a in marker.args]
     yield c
     c.close()
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
         print(c.dump_logs())
+    problems = c.problems()
+    if problems:
+        print(c.dump_logs())
+        raise NodeTeardownError("\n".join(problems))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -61,10 +61,11 @@ def check(
     for run in runs:
         if not run.get("scheduled_at"):
             continue
-        tick = datetime.fromisoformat(run["scheduled_at"])
+        tick = datetime.fromisoformat(run["scheduled_at"]).astimezone(UTC)
         if not start < tick <= end:
             continue
         report.runs += 1
+        # keyed by the instant in UTC: the same tick written with another offset is the same tick
         by_tick.setdefault(tick.isoformat(), []).append(run["id"])
         if run["status"] == "lost":
             report.lost_final.append(run["id"])
@@ -72,12 +73,13 @@ def check(
             report.unfinished.append(run["id"])
         if run.get("created_at"):
             started.append(datetime.fromisoformat(run["created_at"]))
-    for tick in expected:
-        ids = by_tick.get(tick.isoformat(), [])
+    for due in expected:
+        key = due.astimezone(UTC).isoformat()
+        ids = by_tick.get(key, [])
         if not ids:
-            report.missed.append(tick.isoformat())
+            report.missed.append(key)
         elif len(ids) > 1:
-            report.duplicates[tick.isoformat()] = ids
+            report.duplicates[key] = ids
     started.sort()
     gaps = [(b - a).total_seconds() for a, b in pairwise(started)]
     report.largest_gap = max(gaps, default=0.0)

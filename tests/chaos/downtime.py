@@ -21,7 +21,7 @@ from typing import Any
 
 from cluster.cron import parse_schedule, ticks_between
 from tests.chaos.checker import check, load_runs
-from tests.chaos.harness import api_until_ok, wait_all_ready
+from tests.chaos.harness import api_until_ok, check_history, read_history, wait_all_ready
 from tests.chaos.scenario import PROJECT, Stage, recorded_job, run_command, stage
 from tests.conftest import api_session
 
@@ -134,9 +134,14 @@ async def scenario(
         for policy in POLICIES:
             path = f"{PROJECT}/jobs/{job_name(policy)}"
             await api_until_ok(http, st.urls, "PATCH", path, json={"enabled": False})
-    verdicts = [
-        judge(p, await _runs(st, job_name(p)), cron, last[p], restarted_at, end) for p in POLICIES
-    ]
+    runs = {p: await _runs(st, job_name(p)) for p in POLICIES}
+    verdicts = [judge(p, runs[p], cron, last[p], restarted_at, end) for p in POLICIES]
+    # the executions: no tick executed twice beyond what the retry policy re-runs (the runs the
+    # kill interrupted are lost and retried), every committed success backed by its execution
+    executions = read_history(st.history)
+    hist = {
+        p: check_history(runs[p], [e for e in executions if e.job == job_name(p)]) for p in POLICIES
+    }
     down_s = (restarted_at - killed_at).total_seconds()
     return {
         "jobs": verdicts,
@@ -150,7 +155,8 @@ async def scenario(
             "lost": 0,
             "max_gap_s": round(down_s, 1),
         },
-        "ok": all(v["ok"] for v in verdicts),
+        "history": {p: h.as_dict() for p, h in hist.items()},
+        "ok": all(v["ok"] for v in verdicts) and all(h.ok for h in hist.values()),
     }
 
 

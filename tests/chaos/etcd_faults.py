@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,23 @@ def etcd_leader(etcd_cluster: EtcdCluster) -> int | None:
     live = [m.endpoint for i, m in enumerate(etcd_cluster.members) if etcd_cluster.alive(i)]
     if not live:
         return None
-    res = subprocess.run(
-        [etcd_binary("etcdctl"), "--endpoints", ",".join(live), "endpoint", "status", "-w", "json"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
+    try:
+        res = subprocess.run(
+            [
+                etcd_binary("etcdctl"),
+                "--endpoints",
+                ",".join(live),
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except subprocess.TimeoutExpired:
+        return None
     try:
         statuses = json.loads(res.stdout or "[]")
     except ValueError:
@@ -44,6 +56,19 @@ def etcd_leader(etcd_cluster: EtcdCluster) -> int | None:
         if leader and header["member_id"] == leader:
             return [m.endpoint for m in etcd_cluster.members].index(st["Endpoint"])
     return None
+
+
+async def _find_leader(etcd_cluster: EtcdCluster, timeout: float = 30) -> int:
+    """The etcd leader's index, asked until it answers: a fault called "kill the leader" must
+    never hit a follower because one lookup failed (an election in progress, a slow member)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leader = await asyncio.to_thread(etcd_leader, etcd_cluster)
+        if leader is not None:
+            return leader
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no etcd leader found within {timeout}s")
+        await asyncio.sleep(0.5)
 
 
 async def _healthy(etcd_cluster: EtcdCluster, timeout: float = 60) -> None:
@@ -77,8 +102,7 @@ async def scenario(
         await asyncio.sleep(2)
         size = len(etcd_cluster.members)
         for r in range(rounds):
-            leader = await asyncio.to_thread(etcd_leader, etcd_cluster)
-            victim = leader if leader is not None else r % size
+            victim = await _find_leader(etcd_cluster)
             note("kill-leader", victim)
             etcd_cluster.kill(victim)
             await asyncio.sleep(down)

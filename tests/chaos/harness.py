@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import signal
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -223,15 +225,17 @@ class TcpProxy:
 # -- history ------------------------------------------------------------------------------------
 
 
-def history_command(path: Path, work: float = 0.0) -> str:
-    """A job command that records its execution in ``path`` (start, ``work`` s of sleep, end)."""
+def history_command(path: Path, work: float = 0.0, body: str = "") -> str:
+    """A job command that records its execution in ``path`` (start, ``work`` s of sleep or the
+    shell ``body``, end)."""
     fields = (
         '"$CRONMESH_JOB" "${CRONMESH_SCHEDULED_AT:--}" "$CRONMESH_RUN_ID" "$CRONMESH_ATTEMPT" '
         '"$CRONMESH_CLAIM_REVISION" "$CRONMESH_NODE"'
     )
     line = f"printf '%s %s %s %s %s %s %s %s\\n' PHASE {fields} \"$(date +%s.%N)\" >> {path}"
     sleep = f"sleep {work:g}; " if work else ""
-    return f"{line.replace('PHASE', 'start')}; {sleep}{line.replace('PHASE', 'end')}"
+    middle = f"{body}; " if body else ""
+    return f"{line.replace('PHASE', 'start')}; {sleep}{middle}{line.replace('PHASE', 'end')}"
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,20 @@ def read_history(path: Path) -> list[Execution]:
     return out
 
 
+def tick_key(value: str) -> str:
+    """One spelling per instant: ``2026-01-01T01:00:01+01:00`` and ``…T00:00:01Z`` are the same
+    tick (keys compared as strings would call them two)."""
+    if value in ("", "-"):
+        return value
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value  # a run id standing in for a manual run's missing tick
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat()
+
+
 @dataclass
 class HistoryReport:
     """The executions of the history against the attempts etcd committed."""
@@ -266,13 +284,18 @@ class HistoryReport:
     committed_successes: int = 0
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # tick -> committed executions
     phantoms: list[str] = field(default_factory=list)  # a committed success no execution backs
-    stale: list[str] = field(default_factory=list)  # executions whose claim never committed
-    # tick -> executions, leaving out attempts etcd committed as lost (retried by policy)
+    # executions whose own outcome etcd never committed (the leader may have recorded it lost)
+    stale: list[str] = field(default_factory=list)
+    # stale executions whose process ran to its end: their result was refused (fencing), not
+    # merely killed with their node; the scenarios that freeze a worker expect some
+    fenced: list[str] = field(default_factory=list)
+    # tick -> executions, leaving out attempts the retry policy re-runs (committed as lost, or
+    # failed/timed out with retries left): an unexplained second execution of a tick
     executed_twice: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not (self.duplicates or self.phantoms)
+        return not (self.duplicates or self.phantoms or self.executed_twice)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -281,54 +304,106 @@ class HistoryReport:
             "committed_successes": self.committed_successes,
             "duplicates": self.duplicates,
             "phantoms": self.phantoms,
-            "stale_fenced": len(self.stale),
+            "stale": len(self.stale),
+            "fenced": len(self.fenced),
             "executed_twice": self.executed_twice,
         }
+
+
+def _retried_by_policy(run: dict[str, Any], att: dict[str, Any]) -> bool:
+    """Did the retry policy run this attempt again? Lost attempts are the leader's verdict on a
+    node that stopped holding the run; failed and timed-out ones are retried while retries are
+    left (the run's snapshot says how many)."""
+    if att["status"] == "lost":
+        return True
+    retries = int((run.get("snapshot") or {}).get("retries", 0))
+    return att["status"] in ("failed", "timed_out") and int(att.get("attempt", 1)) <= retries
 
 
 def check_history(runs: list[dict[str, Any]], history: list[Execution]) -> HistoryReport:
     """Merge the runs in etcd with the executions: every committed success must be backed by an
     execution that finished with the same fencing token (run id + claim revision); no tick may have
-    two committed successful executions; executions that committed nothing themselves are stale
-    (their node lost the claim: etcd never took their claim, or the leader recorded the attempt
-    as lost under the same fencing token) and are only counted."""
+    two committed successful executions, nor two executions the retry policy does not explain;
+    executions that committed nothing themselves are stale (their node lost the claim: etcd never
+    took their claim, or the leader recorded the attempt as lost under the same fencing token), and
+    those of them that ran to their end are fenced (their result was discarded)."""
     ends = {(e.run, e.claim_revision): e for e in history if e.phase == "end"}
     starts = [e for e in history if e.phase == "start"]
     report = HistoryReport(executions=len(starts))
     committed: set[tuple[str, int]] = set()
+    retried: set[tuple[str, int]] = set()
     by_tick: dict[str, list[str]] = {}
     for run in runs:
         for att in run.get("attempts", []):
             token = (run["id"], int(att.get("claim_revision") or 0))
             if att["status"] != "lost":  # a lost attempt is the leader's verdict, not its own
                 committed.add(token)
+            if _retried_by_policy(run, att):
+                retried.add(token)
             if att["status"] != "succeeded":
                 continue
             report.committed_successes += 1
             if token not in ends:
                 report.phantoms.append(f"{run['id']}@{token[1]}")
-            tick = run.get("scheduled_at") or run["id"]
-            by_tick.setdefault(str(tick), []).append(f"{run['id']}@{token[1]}")
+            tick = tick_key(str(run.get("scheduled_at") or "")) or run["id"]
+            by_tick.setdefault(tick, []).append(f"{run['id']}@{token[1]}")
     report.duplicates = {t: ids for t, ids in by_tick.items() if len(ids) > 1}
-    # Re-executing an attempt that etcd committed as lost (its node lost its lease and killed
-    # it) is the retry policy at work; any other second execution of a tick is unexplained.
-    lost = {
-        (run["id"], int(att.get("claim_revision") or 0))
-        for run in runs
-        for att in run.get("attempts", [])
-        if att["status"] == "lost"
-    }
     per_tick: dict[str, set[str]] = {}
     for e in starts:
-        if e.tick != "-" and (e.run, e.claim_revision) not in lost:
-            per_tick.setdefault(e.tick, set()).add(f"{e.run}@{e.claim_revision}/{e.node}")
+        if e.tick != "-" and (e.run, e.claim_revision) not in retried:
+            per_tick.setdefault(tick_key(e.tick), set()).add(f"{e.run}@{e.claim_revision}/{e.node}")
     report.executed_twice = {t: sorted(x) for t, x in per_tick.items() if len(x) > 1}
-    report.stale = sorted(
-        f"{e.run}@{e.claim_revision}/{e.node}"
-        for e in starts
-        if (e.run, e.claim_revision) not in committed
+    stale = [e for e in starts if (e.run, e.claim_revision) not in committed]
+    report.stale = sorted(f"{e.run}@{e.claim_revision}/{e.node}" for e in stale)
+    report.fenced = sorted(
+        f"{e.run}@{e.claim_revision}/{e.node}" for e in stale if (e.run, e.claim_revision) in ends
     )
     return report
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+class MetricMissing(AssertionError):
+    """A metric the scenario relies on could not be read: never taken as 0."""
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """Sum of the samples of ``name`` (with ``labels`` among theirs) in Prometheus text; None
+    when there is no such sample."""
+    found: float | None = None
+    for m in re.finditer(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if labels and any(have.get(k) != v for k, v in labels.items()):
+            continue
+        found = (found or 0.0) + float(m.group(2))
+    return found
+
+
+async def read_metric(
+    http: aiohttp.ClientSession,
+    url: str,
+    name: str,
+    labels: dict[str, str] | None = None,
+    *,
+    default: float | None = None,
+) -> float:
+    """One metric from ``url``/metrics. An unreachable endpoint fails the read
+    (MetricMissing); an absent metric too, unless ``default`` says what its absence means (a
+    labelled counter nothing has incremented yet is absent, and that is 0 of it)."""
+    try:
+        async with http.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            if r.status != 200:
+                raise MetricMissing(f"{url}/metrics answered {r.status}")
+            text = await r.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise MetricMissing(f"{url}/metrics unreadable: {exc!r}") from exc
+    value = metric_value(text, name, labels)
+    if value is None:
+        if default is None:
+            raise MetricMissing(f"{name}{labels or ''} not in {url}/metrics")
+        return default
+    return value
 
 
 # -- node processes -----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,13 @@ from typing import Any
 import aiohttp
 
 from nodes.embedded import free_port
-from tests.chaos.harness import wait_all_ready
+from tests.chaos.harness import (
+    check_history,
+    history_command,
+    read_history,
+    read_metric,
+    wait_all_ready,
+)
 from tests.chaos.scenario import EVERY_SECOND, Stage, run_command, stage
 from tests.conftest import api_session
 from tests.integration.test_logs_s3 import get_object, new_bucket, stream_of
@@ -120,13 +125,9 @@ def line_command() -> str:
 
 
 async def _backlog(http: aiohttp.ClientSession, url: str) -> float:
-    try:
-        async with http.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=3)) as r:
-            text = await r.text()
-    except (aiohttp.ClientError, TimeoutError):
-        return 0.0
-    m = re.search(r"^cronmesh_log_spool_backlog_bytes (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+    """The node's spool backlog; a node that does not answer fails the scenario (MetricMissing),
+    never reads as an empty spool."""
+    return await read_metric(http, url, "cronmesh_log_spool_backlog_bytes")
 
 
 def log_findings(s3: SeaweedS3, bucket: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,7 +167,9 @@ async def scenario(
     peak = 0.0
     phases: list[dict[str, Any]] = []
     async with api_session() as http:
-        spec = {"name": JOB, "command": line_command(), "schedules": [{"cron": EVERY_SECOND}]}
+        # the job records its execution too (history), around the numbered lines it logs
+        command = history_command(st.history, body=line_command())
+        spec = {"name": JOB, "command": command, "schedules": [{"cron": EVERY_SECOND}]}
         spec |= {"catchup": "all", "keep_runs": 100_000, "retries": 2, "retry_interval": 0}
         await st.put_job(http, spec)
         start = datetime.now(UTC) + timedelta(seconds=1)
@@ -181,7 +184,7 @@ async def scenario(
         await fault.set_mode("pass")
         end = datetime.now(UTC) - timedelta(seconds=1)
         await asyncio.sleep(3)
-        report, _ = await st.close_window(http, JOB, EVERY_SECOND, start, end)  # no history file
+        report, _ = await st.close_window(http, JOB, EVERY_SECOND, start, end)
         # runs written ahead of the disable still run: let every run finish first
         settle_by = time.monotonic() + 30
         runs = [r for r in await _runs(st) if r["status"] != "skipped"]
@@ -195,8 +198,10 @@ async def scenario(
         while (found["missing"] or found["broken"]) and time.monotonic() < deadline:
             await asyncio.sleep(2)
             found = log_findings(s3, bucket, runs)
+    hist = check_history(runs, [e for e in read_history(st.history) if e.job == JOB])
     return {
         "report": report,
+        "history": hist,
         "phases": phases,
         "faults": len(FORMS),
         "runs": len(runs),
@@ -210,8 +215,9 @@ async def scenario(
         "logs": found,
         "summary": {"lost": len(found["missing"]) + len(found["broken"])},
         "ok": report.ok
+        and hist.ok
         and not report.unfinished
-        and peak <= SPOOL_CAP
+        and 0 < peak <= SPOOL_CAP
         and not found["missing"]
         and not found["broken"],
     }

@@ -134,9 +134,11 @@ async def stage(
         async with Etcd(direct) as etcd:
             yield Stage(cluster, etcd, Keys(prefix), tmp / "history", etcd_cluster)
     finally:
-        cluster.close()
-        if etcd_cluster is not None:
-            etcd_cluster.stop()
+        try:
+            cluster.close_and_check()  # an unexpected exit code or exception fails the scenario
+        finally:
+            if etcd_cluster is not None:
+                etcd_cluster.stop()
 
 
 def run_command(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,13 @@ from typing import Any
 import aiohttp
 
 from tests.chaos.checker import check, load_runs
+from tests.chaos.harness import (
+    MetricMissing,
+    check_history,
+    history_command,
+    read_history,
+    read_metric,
+)
 from tests.chaos.scenario import EVERY_SECOND, PROJECT, Stage, run_command, stage
 from tests.conftest import api_session
 
@@ -30,17 +36,20 @@ SLACK = {"etcd_in_use_bytes": 2 * 1024 * 1024, "node_rss_bytes": 16 * 1024 * 102
 
 
 def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """A node's resident memory; a node that is gone (or a kernel without VmRSS) fails the
+    scenario (MetricMissing): a plateau of zeros must never pass."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError as exc:
+        raise MetricMissing(f"no /proc/{pid}/status: {exc}") from exc
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-    return 0
+    raise MetricMissing(f"no VmRSS in /proc/{pid}/status")
 
 
 async def etcd_in_use(http: aiohttp.ClientSession, endpoint: str) -> int:
-    async with http.get(f"{endpoint}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
-        text = await r.text()
-    m = re.search(r"^etcd_mvcc_db_total_size_in_use_in_bytes (\S+)$", text, re.M)
-    return int(float(m.group(1))) if m else 0
+    return int(await read_metric(http, endpoint, "etcd_mvcc_db_total_size_in_use_in_bytes"))
 
 
 def plateau(samples: list[int], slack: int) -> dict[str, Any]:
@@ -52,7 +61,7 @@ def plateau(samples: list[int], slack: int) -> dict[str, Any]:
         "middle_max": ref,
         "last_max": top,
         "growth": round((top - ref) / ref, 4) if ref else 0.0,
-        "ok": top <= ref * (1 + GROWTH) + slack,
+        "ok": 0 < top <= ref * (1 + GROWTH) + slack,
     }
 
 
@@ -63,7 +72,7 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
         for i in range(jobs):
             spec = {
                 "name": f"soak-{i}",
-                "command": "echo soak",
+                "command": history_command(st.history) if i == 0 else "echo soak",
                 "schedules": [{"cron": EVERY_SECOND}],
             }
             await st.put_job(http, spec | {"keep_runs": 20})
@@ -80,7 +89,18 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
             await st.put_job(http, {"name": f"soak-{i}", "command": "echo soak", "enabled": False})
         runs = await load_runs(st.etcd, st.keys, "default", "soak-0")
         # keep_runs prunes old runs: check the ticks of the last 15 s, which are all still kept
-        report = check(runs, EVERY_SECOND, end - timedelta(seconds=15), end)
+        window = end - timedelta(seconds=15)
+        report = check(runs, EVERY_SECOND, window, end)
+        # soak-0 records its executions: none of the window's ticks executed twice
+        kept = [
+            r for r in runs if r.get("scheduled_at") and window < _utc(r["scheduled_at"]) <= end
+        ]
+        executions = [
+            e
+            for e in read_history(st.history)
+            if e.job == "soak-0" and e.tick != "-" and window < _utc(e.tick) <= end
+        ]
+        hist = check_history(kept, executions)
         status, body = await _get(http, st.urls[0], f"{PROJECT}/jobs/soak-0/ticks")
     verdicts = {
         name: plateau(
@@ -90,6 +110,7 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
     }
     return {
         "report": report,
+        "history": hist,
         "plateau": verdicts,
         "samples": samples,
         "window": [start.isoformat(), end.isoformat()],
@@ -97,8 +118,12 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
         "not_fired": [e for e in body.get("not_fired", []) if e.get("fate") == "missed"]
         if status == 200
         else None,
-        "ok": report.ok and all(v["ok"] for v in verdicts.values()),
+        "ok": report.ok and hist.ok and all(v["ok"] for v in verdicts.values()),
     }
+
+
+def _utc(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 async def _get(http: aiohttp.ClientSession, url: str, path: str) -> tuple[int, Any]:

@@ -22,3 +22,6 @@ async def test_whole_cluster_downtime_catch_up_matches_each_policy_and_schedules
         assert verdict["duplicates"] == {} and verdict["regular_missed"] == [], verdict
         assert verdict["regular_ticks_after"] >= 2, verdict
         assert verdict["ok"], verdict
+    for policy, hist in result["history"].items():
+        assert hist["executed_twice"] == {} and hist["phantoms"] == [], (policy, hist)
+        assert hist["duplicates"] == {} and hist["ok"], (policy, hist)

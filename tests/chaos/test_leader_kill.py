@@ -21,4 +21,6 @@ async def test_leader_kill_storm_every_tick_exactly_once_gaps_within_ttl(tmp_pat
     assert report.missed == [], report.as_dict()
     assert report.lost_final == [] and report.unfinished == [], report.as_dict()
     assert hist.duplicates == {} and hist.phantoms == [], hist.as_dict()
+    # and no tick executed twice beyond what the retry policy re-runs (lost attempts)
+    assert hist.executed_twice == {} and hist.ok, hist.as_dict()
     assert report.largest_gap <= ttl + 2, report.as_dict()

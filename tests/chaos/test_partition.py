@@ -30,3 +30,5 @@ async def test_partitioned_node_gives_up_its_work_and_rejoins_without_duplicates
     assert report.duplicates == {} and report.missed == [], report.as_dict()
     assert report.lost_final == [] and report.unfinished == [], report.as_dict()
     assert hist.duplicates == {} and hist.phantoms == [], hist.as_dict()
+    # and no tick executed twice beyond what the retry policy re-runs (lost attempts)
+    assert hist.executed_twice == {} and hist.ok, hist.as_dict()

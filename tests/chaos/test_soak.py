@@ -16,5 +16,8 @@ async def test_steady_load_etcd_and_node_memory_plateau_every_tick_once(tmp_path
     report = result["report"]
     assert report.ticks >= 14 and report.duplicates == {} and report.missed == [], report.as_dict()
     assert result["not_fired"] == [], result["not_fired"]
+    hist = result["history"]
+    assert hist.executions >= 14 and hist.executed_twice == {} and hist.ok, hist.as_dict()
     for name, verdict in result["plateau"].items():
+        assert verdict["last_max"] > 0, (name, result["samples"][name])  # really measured
         assert verdict["ok"], (name, verdict, result["samples"][name])

@@ -89,6 +89,16 @@ async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]
 
             try:
                 await _poll(moved, 60, f"run {run_id} retried elsewhere")
+                if kind == "stop":
+                    # The frozen node's process is not frozen: let it run to its end, so its
+                    # result exists and must be refused (fenced), not merely never produced.
+                    async def stale_ended(run_id: str = run_id, node: str = victim.node_id) -> bool:
+                        return any(
+                            (e.phase, e.run, e.node, e.attempt) == ("end", run_id, node, 1)
+                            for e in read_history(st.history)
+                        )
+
+                    await _poll(stale_ended, work + 30, f"the frozen node's process of {run_id}")
             finally:
                 if kind == "stop":
                     victim.signal(signal.SIGCONT)
@@ -123,7 +133,8 @@ async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]
         "faults": faults,
         "failures": failures,
         "history": hist.as_dict(),
-        "ok": not failures and hist.ok,
+        "fenced": hist.fenced,
+        "ok": not failures and hist.ok and (trials < 2 or bool(hist.fenced)),  # a SIGSTOP: fenced
     }
 
 

@@ -149,6 +149,8 @@ async def test_other_bad_requests(cluster):
         assert resp["error"]["field"] == field, (method, path, resp)
     status, job = await cluster.request("GET", f"{JOBS}/j")
     assert job["timeout"] == 0  # the rejected patch changed nothing
+    _, runs = await cluster.request("GET", f"{RUNS}?job=j")
+    assert runs["runs"] == []  # the rejected triggers and backfills created no run
     status, resp = await cluster.request(
         "POST",
         JOBS,
@@ -524,6 +526,11 @@ async def test_downtime_is_caught_up_per_policy_and_explained(cluster):
     latest = await wait_for(lambda: ticks("c-latest", lambda b: b["not_fired"]), 10, what="latest")
     assert sum(t["fate"] == "catch-up" for t in latest["ticks"]) <= 1
     assert latest["not_fired"][0]["fate"] == "missed" and latest["not_fired"][0]["count"] >= 3
+    # exactly one run for the outage: the tick right after the missed ones (catch-up, or on
+    # time at the restart) — never none
+    newest = datetime.fromisoformat(latest["not_fired"][0]["last"]) + timedelta(seconds=1)
+    ran = [t for t in latest["ticks"] if t["run"] and datetime.fromisoformat(t["tick"]) == newest]
+    assert len(ran) == 1 and ran[0]["fate"] in ("catch-up", "schedule"), (newest, latest)
     off = await wait_for(lambda: ticks("c-off", lambda b: b["not_fired"]), 10, what="disabled")
     assert off["not_fired"][0]["fate"] == "disabled" and off["not_fired"][0]["count"] >= 3
     assert not any(t["fate"] == "catch-up" for t in off["ticks"])
@@ -647,4 +654,15 @@ async def test_same_timing_different_parameters_both_fire_and_replace_does_not_w
         return regions.count("eu") >= 3 and regions.count("us") >= 3
 
     await wait_for(both, 15, what="both schedules firing repeatedly")
+
+    async def replaced():
+        _, body = await cluster.request("GET", f"{RUNS}?job=two&limit=100")
+        return body if sum(r["status"] == "cancelled" for r in body["runs"]) >= 2 else None
+
+    body = await wait_for(replaced, 15, what="runs replaced (cancelled) by newer ones")
     await cluster.request("PATCH", f"{JOBS}/two", json={"enabled": False})
+    regions = [r["parameters"]["region"] for r in body["runs"]]
+    assert regions.count("eu") >= 3 and regions.count("us") >= 3, regions
+    # both schedules share one tick per second: each tick ran once per schedule, never twice
+    keys = [(r["scheduled_at"], r["parameters"]["region"]) for r in body["runs"]]
+    assert len(keys) == len(set(keys)), keys

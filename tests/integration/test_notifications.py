@@ -144,10 +144,14 @@ async def test_timeout_email_through_smtp_and_project_defaults(cluster, smtp_ser
         "PUT", "/api/v1/projects/default/notifications", json=defaults
     )
     assert status == 200, body
+    _, before = await cluster.request("GET", "/api/v1/projects/default/notifications")
     status, body = await cluster.request(
         "PUT", "/api/v1/projects/default/notifications", json={"rules": [{"on": ["x"]}]}
     )
     assert status == 400 and body["error"]["field"].startswith("rules.0")
+    status, after = await cluster.request("GET", "/api/v1/projects/default/notifications")
+    assert status == 200 and after == before  # the rejected document changed nothing
+    assert [r["on"] for r in after["rules"]] == [["timeout", "failure"]], after
     job = {"name": "slow", "command": "sleep 30", "timeout": 0.5, "kill_grace": 0.5}
     await cluster.request("POST", JOBS, json=job)
     _, run = await cluster.request("POST", f"{JOBS}/slow/runs", json={})

@@ -349,6 +349,7 @@ async def test_forget_a_node_that_is_down(cluster):
 async def test_explicit_machine_id_conflict_is_a_clear_error(cluster):
     first = await cluster.start("n1", machine_id=7)
     assert first.store is not None and first.store.ids.machine_id == 7
+    cluster.expected_fatal.add("n2")  # it must refuse to start: a fatal stop, on purpose
     second = await cluster.start("n2", machine_id=7)
     assert not second.ready
     assert second.fatal is not None
@@ -566,6 +567,7 @@ async def test_node_list_shows_every_node_and_machine_id_conflict_exits(procs):
     async with api_session() as http:
         await wait_ready(http, a)
         clash = procs.start("clasher", "--machine-id", "42")
+        clash.expected_codes.add(2)  # refusing to start is what this test wants
         rc = await asyncio.to_thread(clash.proc.wait, 30)
         assert rc == 2
         assert "machine id 42" in clash.log_path.read_text()

@@ -500,6 +500,8 @@ async def test_unknown_workflow_execution_and_bad_requests(cluster):
         "POST", f"{WFS}/w/executions", json={"parameters": {"bad-name": "x"}}
     )
     assert status == 400 and body["error"]["field"] == "parameters"
+    status, body = await cluster.request("GET", f"{WFS}/w/executions")
+    assert status == 200 and body["executions"] == []  # the rejected trigger created nothing
     exec_id = await trigger(cluster, "w")
     await finished(cluster, exec_id)
     status, body = await cluster.request(

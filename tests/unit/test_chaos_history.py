@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.chaos.checker import check
 from tests.chaos.harness import Execution, check_history, history_command, read_history
 
 
@@ -13,11 +15,15 @@ def ex(phase: str, run: str, rev: int, node: str = "n1", tick: str = "T1") -> Ex
     return Execution(phase, "j", tick, run, 1, rev, node, 0.0)
 
 
-def run(rid: str, *attempts: tuple[str, int], tick: str = "T1") -> dict:
+def run(rid: str, *attempts: tuple[str, int], tick: str = "T1", retries: int = 0) -> dict:
     return {
         "id": rid,
         "scheduled_at": tick,
-        "attempts": [{"status": s, "claim_revision": r} for s, r in attempts],
+        "snapshot": {"retries": retries},
+        "attempts": [
+            {"attempt": i + 1, "status": s, "claim_revision": r}
+            for i, (s, r) in enumerate(attempts)
+        ],
     }
 
 
@@ -41,9 +47,11 @@ def test_stale_execution_is_fenced_not_a_duplicate():
     assert report.ok and report.duplicates == {}
     assert report.executed_twice == {}  # the lost attempt was retried by policy
     assert report.stale == ["r1@10/n1"]  # it committed nothing itself: the leader said "lost"
+    assert report.fenced == ["r1@10/n1"]  # and it ran to its end: its result was refused
     # Without a committed lost attempt the second execution is unexplained.
     report = check_history([run("r1", ("failed", 10), ("succeeded", 20))], hist)
     assert report.executed_twice == {"T1": ["r1@10/n1", "r1@20/n2"]}
+    assert not report.ok
     # An execution whose claim etcd never recorded at all is stale.
     report = check_history([run("r1", ("succeeded", 20))], hist)
     assert report.stale == ["r1@10/n1"]
@@ -79,3 +87,57 @@ def test_history_command_lines_parse(tmp_path: Path):
         ("end", "2026-01-01T00:00:01Z", "r1", 2, 42, "n3"),
     ]
     assert lines[0].at <= lines[1].at
+
+
+def test_a_tick_executed_twice_with_one_execution_fenced_is_not_ok():
+    """Issue 25: the second execution committed nothing (fenced), and nothing explains it (no
+    attempt was lost or retried): the tick ran twice, and the report must say so."""
+    hist = [
+        ex("start", "r1", 10),
+        ex("start", "r1", 11, "n2"),
+        ex("end", "r1", 11, "n2"),
+        ex("end", "r1", 10),
+    ]
+    report = check_history([run("r1", ("succeeded", 10))], hist)
+    assert report.duplicates == {} and report.phantoms == []
+    assert report.executed_twice == {"T1": ["r1@10/n1", "r1@11/n2"]}
+    assert report.fenced == ["r1@11/n2"]
+    assert not report.ok and report.as_dict()["ok"] is False
+
+
+def test_a_failed_attempt_retried_by_policy_is_not_executed_twice():
+    hist = [ex("start", "r1", 10), ex("end", "r1", 10), ex("start", "r1", 20), ex("end", "r1", 20)]
+    report = check_history([run("r1", ("failed", 10), ("succeeded", 20), retries=1)], hist)
+    assert report.ok and report.executed_twice == {} and report.fenced == []
+
+
+def test_a_killed_stale_execution_is_stale_not_fenced():
+    # attempt 1's node died with it: started, never ended, recorded lost by the leader
+    hist = [ex("start", "r1", 10), ex("start", "r1", 20, "n2"), ex("end", "r1", 20, "n2")]
+    report = check_history([run("r1", ("lost", 10), ("succeeded", 20))], hist)
+    assert report.ok and report.stale == ["r1@10/n1"] and report.fenced == []
+
+
+def test_the_same_instant_with_another_utc_offset_is_the_same_tick():
+    hist = [
+        ex("start", "r1", 10, tick="2026-01-01T00:00:01Z"),
+        ex("end", "r1", 10, tick="2026-01-01T00:00:01Z"),
+        ex("start", "r2", 11, tick="2026-01-01T01:00:01+01:00"),
+        ex("end", "r2", 11, tick="2026-01-01T01:00:01+01:00"),
+    ]
+    runs = [
+        run("r1", ("succeeded", 10), tick="2026-01-01T00:00:01+00:00"),
+        run("r2", ("succeeded", 11), tick="2026-01-01T01:00:01+01:00"),
+    ]
+    report = check_history(runs, hist)
+    assert list(report.duplicates) == ["2026-01-01T00:00:01+00:00"]
+    assert list(report.executed_twice) == ["2026-01-01T00:00:01+00:00"]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ticks = check(
+        [{"id": r["id"], "scheduled_at": r["scheduled_at"], "status": "succeeded"} for r in runs],
+        "* * * * * *",
+        start,
+        start + timedelta(seconds=1),
+    )
+    assert ticks.duplicates == {"2026-01-01T00:00:01+00:00": ["r1", "r2"]}
+    assert ticks.missed == [] and not ticks.ok

@@ -1,0 +1,359 @@
+"""The mutation check: the suite must fail when a safety check is removed (issue 25, D175).
+
+Each :class:`Mutation` names one compare or check a guarantee rests on, finds it in the code by
+a regular expression (so it survives reformatting and moves within the file; if the pattern no
+longer matches exactly ``count`` times the check FAILS, asking for the entry to be updated),
+replaces it in a temporary copy of the code and runs the tests named for it there. A mutation is
+*caught* when those tests fail (pytest exit code 1); anything else (they pass, or pytest could
+not even run them) fails the check.
+
+    python -m tests.mutations              # every mutation, 2 at a time
+    python -m tests.mutations --list       # names, files and catching tests
+    python -m tests.mutations claim-queue-revision completion-claim-revision
+    python -m tests.mutations --patterns   # only check that every pattern still matches
+
+Adding a mutation is one entry in ``MUTATIONS`` (and a row in docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# what a copy needs to import and test the code (docs, .git and the venv stay behind)
+COPIED = ("cluster", "nodes", "logstore", "tests", "bench", "helm", "pyproject.toml")
+
+CLAIMS = "tests/integration/test_claims.py"
+FENCING = "tests/integration/test_fencing.py"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to the repository root
+    pattern: str  # a regular expression (re.S: ``.`` crosses lines)
+    replacement: str  # re.sub replacement (``\1`` etc.)
+    tests: tuple[str, ...]  # pytest node ids that must fail with the mutation
+    guards: str  # the guarantee, in a few words (docs/reliability.md lists it)
+    count: int = 1  # how many matches the pattern must have (all are replaced)
+
+
+class PatternGone(Exception):
+    """The code moved on: the pattern no longer matches as the entry says."""
+
+
+MUTATIONS: tuple[Mutation, ...] = (
+    # -- the worker ----------------------------------------------------------------------------
+    Mutation(
+        "claim-queue-revision",
+        "nodes/worker.py",
+        r"compares = \[Compare\.modified\(key, kv\.mod_revision\), ",
+        "compares = [",
+        (
+            f"{CLAIMS}::test_a_claim_made_with_a_queue_entry_already_taken_is_refused",
+            f"{CLAIMS}::test_three_workers_without_handoff_delay_run_each_of_40_runs_once",
+        ),
+        "a queued run is claimed once: the claim compares the queue entry's revision",
+    ),
+    Mutation(
+        "completion-claim-revision",
+        "nodes/worker.py",
+        r"self\.batch\.txn\(\[Compare\.created\(claim, ex\.claim_revision\)\], ops\)",
+        "self.batch.txn([], ops)",
+        (
+            f"{CLAIMS}::test_a_worker_whose_claim_was_taken_away_commits_nothing",
+            f"{CLAIMS}::test_completion_after_the_claim_is_gone_leaves_the_record_alone",
+        ),
+        "only the current claim finishes a run: the completion compares the claim",
+    ),
+    Mutation(
+        "claim-lease",
+        "nodes/worker.py",
+        r"(Op\.put\(\s*self\.keys\.claim\(run\.id\),\s*dumps\(.*?\),\s*)lease(,?\s*\))",
+        r"\g<1>0\g<2>",
+        (f"{CLAIMS}::test_the_claim_and_slot_vanish_with_the_workers_lease",),
+        "a claim dies with its worker: it is bound to the worker's lease",
+    ),
+    Mutation(
+        "claim-control-absent",
+        "nodes/worker.py",
+        r"(Compare\.modified\(key, kv\.mod_revision\)), Compare\.absent\(control\)\]",
+        r"\1]",
+        (f"{CLAIMS}::test_a_run_cancelled_while_its_claim_is_in_flight_never_starts",),
+        "a run cancelled while queued never starts: the claim compares its control key absent",
+    ),
+    Mutation(
+        "slot-lease",
+        "nodes/worker.py",
+        r"Op\.put\(slot, run\.id, lease\)",
+        "Op.put(slot, run.id)",
+        (f"{CLAIMS}::test_the_claim_and_slot_vanish_with_the_workers_lease",),
+        "a slot of a limited job dies with its worker",
+    ),
+    Mutation(
+        "slot-absent",
+        "nodes/worker.py",
+        r"compares\.append\(Compare\.absent\(slot\)\)",
+        "pass",
+        (f"{CLAIMS}::test_two_workers_that_picked_the_same_free_slot_never_both_run",),
+        "max_parallel holds: a claim compares its slot key absent",
+    ),
+    # -- the leader's fencing --------------------------------------------------------------------
+    Mutation(
+        "fence-tick-single",
+        "nodes/scheduler.py",
+        r"compares\.insert\(0, self\.lead\.fence\(\)\)",
+        "pass",
+        (
+            f"{FENCING}::test_a_deposed_leader_fires_no_single_tick",
+            "tests/integration/test_coordination.py::test_deposed_leader_cannot_create_runs",
+        ),
+        "a deposed leader fires nothing (one job's tick write)",
+    ),
+    Mutation(
+        "fence-tick-batched",
+        "nodes/scheduler.py",
+        r"compares: list\[Any\] = \[self\.lead\.fence\(\)\]",
+        "compares: list[Any] = []",
+        (f"{FENCING}::test_a_deposed_leader_fires_no_tick_of_jobs_due_together",),
+        "a deposed leader fires nothing (jobs due together, one transaction)",
+    ),
+    Mutation(
+        "fence-lost-run",
+        "nodes/scheduler.py",
+        r"\[\s*self\.lead\.fence\(\),\s*(Compare\.absent\(claim\),)",
+        r"[\1",
+        (f"{FENCING}::test_a_deposed_leader_records_no_run_as_lost",),
+        "a deposed leader declares no run lost (and retries none)",
+    ),
+    Mutation(
+        "fence-prune-runs",
+        "nodes/scheduler.py",
+        r"self\.etcd\.txn\(\[self\.lead\.fence\(\)\], doomed",
+        "self.etcd.txn([], doomed",
+        (f"{FENCING}::test_a_deposed_leader_prunes_no_run",),
+        "a deposed leader deletes no run record",
+    ),
+    Mutation(
+        "fence-workflow-advance",
+        "nodes/workflow_engine.py",
+        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(key, rev\))\]",
+        r"compares = [\1]",
+        (f"{FENCING}::test_a_deposed_leader_advances_no_workflow_execution",),
+        "a deposed leader starts no workflow task",
+    ),
+    Mutation(
+        "fence-workflow-tick",
+        "nodes/workflow_engine.py",
+        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\))\]",
+        r"compares = [\1]",
+        (f"{FENCING}::test_a_deposed_leader_fires_no_workflow_tick",),
+        "a deposed leader fires no workflow tick",
+    ),
+    Mutation(
+        "fence-notifier-cursor",
+        "nodes/notifier.py",
+        r"\[self\.lead\.fence\(\)\],(\s*\[Op\.put\(self\.keys\.notifier_cursor\(\))",
+        r"[],\1",
+        (f"{FENCING}::test_a_deposed_leader_saves_no_notifier_cursor",),
+        "a deposed leader's notifier moves no cursor (no notification skipped)",
+    ),
+    # -- once per tick, once per task ------------------------------------------------------------
+    Mutation(
+        "tick-idempotency-key",
+        "nodes/scheduler.py",
+        r"compares\.append\(Compare\.absent\(tick_key\)\)",
+        "pass",
+        (f"{FENCING}::test_a_tick_a_backfill_already_ran_gets_no_second_run",),
+        "one run per tick: the tick's key is created once",
+    ),
+    Mutation(
+        "workflow-advance-revision",
+        "nodes/workflow_engine.py",
+        r"compares = \[self\.lead\.fence\(\), Compare\.modified\(key, rev\)\]",
+        "compares = [self.lead.fence()]",
+        (f"{FENCING}::test_two_leaders_with_stale_views_start_each_task_once",),
+        "a task run is created once: advancing compares the execution's revision",
+    ),
+    Mutation(
+        "session-local-deadline",
+        "cluster/session.py",
+        r"if self\.remaining\(\) <= self\.margin:",
+        "if False:",
+        (
+            "tests/integration/test_coordination.py::"
+            "test_a_node_cut_off_from_etcd_gives_its_lease_up_before_etcd_expires_it",
+        ),
+        "a node gives its work up before etcd can expire its lease and hand the work on",
+    ),
+    Mutation(
+        "txn-maybe-sent",
+        "cluster/etcd.py",
+        r"\s*and not any\(word in low for word in _MAYBE_SENT\)",
+        "",
+        (
+            "tests/unit/test_etcd_members.py::"
+            "test_a_write_is_never_sent_only_when_no_connection_ever_carried_it",
+        ),
+        "a write whose connection closed after sending is an unknown outcome (read back)",
+    ),
+    Mutation(
+        "election-predecessor",
+        "cluster/election.py",
+        r"if not pred\.kvs:",
+        "if True:",
+        ("tests/integration/test_coordination.py::test_election_order_and_resign_hand_off",),
+        "one leader at a time: a candidate waits for its predecessor",
+    ),
+    # -- secrets (issue 18: masking) -------------------------------------------------------------
+    Mutation(
+        "masking-split-holdback",
+        "cluster/masking.py",
+        r"cut = len\(buf\) - self\._tail\(buf\)",
+        "cut = len(buf)",
+        ("tests/unit/test_secrets.py::test_every_single_split_point",),
+        "a secret split across output chunks is still masked (the masker holds its prefix back)",
+    ),
+    Mutation(
+        "masking-output-wiring",
+        "nodes/worker.py",
+        r"on_output = masked\.write",
+        "on_output = writer.write",
+        (
+            "tests/security/test_secrets.py::"
+            "test_workflow_tasks_and_binary_values_are_injected_and_masked",
+        ),
+        "a job's output is masked before it reaches the spool",
+    ),
+    Mutation(
+        "masking-result",
+        "nodes/worker.py",
+        r"result = mask_result\(result, list\(secrets\.values\(\)\)\)",
+        "pass",
+        (
+            "tests/security/test_secrets.py::"
+            "test_a_job_printing_its_secret_byte_by_byte_shows_only_masks",
+            "tests/security/test_secrets.py::"
+            "test_workflow_tasks_and_binary_values_are_injected_and_masked",
+        ),
+        "a job's result file is masked before it is stored in the run record",
+    ),
+    # -- access ----------------------------------------------------------------------------------
+    Mutation(
+        "auth-rule-role",
+        "cluster/permissions.py",
+        r'return Requirement\("project", rule\.role, project=project\)',
+        'return Requirement("project", "viewer", project=project)',
+        ("tests/unit/test_identity.py::test_rule_table",),
+        "each project route needs its role (not every one just viewer)",
+    ),
+    Mutation(
+        "auth-project-confinement",
+        "cluster/permissions.py",
+        r'best = max\(best, RANK\.get\(grants\.get\(project, ""\), -1\)\)',
+        "best = max([best, *(RANK.get(g, -1) for g in grants.values())])",
+        ("tests/unit/test_identity.py::test_roles_are_a_chain_and_grants_scope_them",),
+        "a role on one project gives nothing on another",
+    ),
+    Mutation(
+        "auth-fail-closed",
+        "cluster/permissions.py",
+        r'return Requirement\(rule\.access, rule\.role\)\n    return Requirement\("cluster"\)',
+        'return Requirement(rule.access, rule.role)\n    return Requirement("authenticated")',
+        ("tests/unit/test_identity.py::test_rule_table",),
+        "a path no rule matches needs cluster admin",
+    ),
+    Mutation(
+        "token-expiry",
+        "cluster/identity.py",
+        r" or record\.expired\(self\.clock\(\)\)",
+        "",
+        ("tests/integration/test_access.py::test_token_expiry_revocation_and_disabled_user",),
+        "an expired API token authenticates nobody",
+    ),
+    Mutation(
+        "peer-signature",
+        "nodes/signing.py",
+        r"if not hmac\.compare_digest\(mac\.hexdigest\(\), sig\):",
+        "if False:",
+        ("tests/unit/test_identity.py::test_signature_covers_everything_and_replays_fail",),
+        "a node-to-node request is authentic: its signature is checked",
+    ),
+    Mutation(
+        "peer-replay",
+        "nodes/signing.py",
+        r"if not nonces\.add\(nonce, now\):",
+        "if False:",
+        (
+            "tests/unit/test_identity.py::test_signature_covers_everything_and_replays_fail",
+            "tests/security/test_peer_hardening.py::"
+            "test_a_signed_request_cannot_be_replayed_to_another_node",
+        ),
+        "a signed node-to-node request cannot be replayed",
+    ),
+    Mutation(
+        "auth-ambiguous-project",
+        "nodes/access.py",
+        r"if checked is not None and routed is not None and routed != checked:",
+        "if False:",
+        (
+            "tests/integration/test_access.py::"
+            "test_a_route_that_does_not_validate_names_is_still_confined",
+        ),
+        "the project checked is the project routed (encoded slashes)",
+    ),
+)
+
+
+def by_name(names: list[str]) -> list[Mutation]:
+    known = {m.name: m for m in MUTATIONS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown mutation(s): {', '.join(unknown)}; see --list")
+    return [known[n] for n in names] if names else list(MUTATIONS)
+
+
+def mutate(m: Mutation, text: str) -> str:
+    """``text`` with the mutation applied; PatternGone unless it matches ``count`` times."""
+    found = len(re.findall(m.pattern, text, flags=re.S))
+    if found != m.count:
+        raise PatternGone(
+            f"{m.name}: the pattern matches {found} time(s) in {m.file}, expected {m.count}; "
+            "the code changed: update this entry of tests/mutations/__init__.py"
+        )
+    return re.sub(m.pattern, m.replacement, text, flags=re.S)
+
+
+def check_patterns(mutations: list[Mutation], root: Path = ROOT) -> list[str]:
+    """Problems with the entries themselves (pattern gone, mutation a no-op, tests missing)."""
+    problems = []
+    for m in mutations:
+        text = (root / m.file).read_text()
+        try:
+            if mutate(m, text) == text:
+                problems.append(f"{m.name}: the replacement changes nothing")
+        except PatternGone as exc:
+            problems.append(str(exc))
+        for test in m.tests:
+            path, _, func = test.partition("::")
+            target = root / path
+            if not target.exists() or f"def {func.split('[')[0]}(" not in target.read_text():
+                problems.append(f"{m.name}: catching test {test} not found")
+    return problems
+
+
+def mutated_copy(m: Mutation, dest: Path, root: Path = ROOT) -> Path:
+    """A copy of the code under ``dest`` with ``m`` applied."""
+    ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc", "node_modules")
+    for name in COPIED:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore, symlinks=True)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    target = dest / m.file
+    target.write_text(mutate(m, target.read_text()))
+    return dest

@@ -1,0 +1,107 @@
+"""``python -m tests.mutations``: apply each mutation to a copy, run its tests, report (D175)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.mutations import Mutation, PatternGone, by_name, check_patterns, mutated_copy
+
+TEST_TIMEOUT = 120  # per pytest run of one mutation's tests (its own per-test timeout: 60 s)
+
+
+@dataclass
+class Outcome:
+    mutation: Mutation
+    verdict: str  # "caught" | "survived" | "error"
+    seconds: float
+    detail: str = ""
+
+
+def run_one(m: Mutation) -> Outcome:
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"cronmesh-mut-{m.name}-") as tmp:
+        try:
+            root = mutated_copy(m, Path(tmp))
+        except PatternGone as exc:
+            return Outcome(m, "error", time.monotonic() - t0, str(exc))
+        env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rf",
+            "-p",
+            "no:cacheprovider",
+            "--timeout",
+            "60",
+            "-o",
+            "addopts=--strict-markers",
+            *m.tests,
+        ]
+        try:
+            res = subprocess.run(
+                cmd, cwd=root, env=env, capture_output=True, text=True, timeout=TEST_TIMEOUT
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = (exc.stdout or b"")[-2000:]
+            return Outcome(
+                m, "error", time.monotonic() - t0, f"no verdict in {TEST_TIMEOUT}s {out!r}"
+            )
+    took = time.monotonic() - t0
+    tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:])
+    if res.returncode == 1:
+        # every named test must fail (so docs/reliability.md can say which tests catch it)
+        failed = [ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("FAILED ")]
+        passed = [t for t in m.tests if not any(f == t or f.startswith(f"{t}[") for f in failed)]
+        if passed:
+            return Outcome(m, "survived", took, f"these tests passed: {passed}\n{tail}")
+        return Outcome(m, "caught", took, f"by {len(m.tests)} test(s)")
+    if res.returncode == 0:
+        return Outcome(m, "survived", took, tail)
+    return Outcome(m, "error", took, f"pytest exit code {res.returncode}:\n{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__)
+    p.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--patterns", action="store_true", help="only check that patterns match")
+    p.add_argument("--jobs", type=int, default=2, help="mutations run at once (default 2)")
+    args = p.parse_args(argv)
+    chosen = by_name(args.names)
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:28} {m.file:28} {m.guards}")
+            for t in m.tests:
+                print(f"{'':28} caught by {t}")
+        return 0
+    problems = check_patterns(chosen)
+    if problems or args.patterns:
+        for line in problems:
+            print(f"ENTRY {line}")
+        print(f"{len(chosen) - len(problems)} of {len(chosen)} entries match the code")
+        return 1 if problems else 0
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        outcomes = list(pool.map(run_one, chosen))
+    for o in outcomes:
+        print(f"{o.verdict.upper():9} {o.mutation.name:28} {o.seconds:5.1f}s  {o.detail[:120]}")
+    bad = [o for o in outcomes if o.verdict != "caught"]
+    for o in bad:
+        print(f"\n--- {o.mutation.name} {o.verdict}: {o.mutation.guards}\n{o.detail}")
+    caught = len(outcomes) - len(bad)
+    print(f"\n{caught} of {len(outcomes)} mutations caught in {time.monotonic() - t0:.0f}s")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
