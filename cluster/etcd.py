@@ -282,8 +282,12 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
+# The largest answer the client accepts (gRPC's cap on one received message). One range answer
+# must fit: ``range_all`` reads a prefix in pages that do (D161).
+MAX_MESSAGE = 64 * 1024 * 1024
+# Keys per page of ``range_all``: a page halves while its answer is over ``max_message``.
+PAGE_KEYS = 500
 
 
 # A call ending with these says nothing good about the member it went to: try another one next.
@@ -318,6 +322,13 @@ class _Member:
 
 def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
     return Unavailable(f"etcd {what}: {exc.code().name}: {exc.details()}")
+
+
+def _too_large(exc: Unavailable) -> bool:
+    """The answer was over the client's message cap (gRPC: "Received message larger than
+    max")."""
+    text = str(exc)
+    return "RESOURCE_EXHAUSTED" in text and "larger than max" in text
 
 
 _NOT_SENT = {grpc.StatusCode.UNAVAILABLE}
@@ -424,11 +435,16 @@ class Etcd:
         timeout: float = DEFAULT_TIMEOUT,
         security: Security | None = None,
         observer: Callable[[str, float, str], None] | None = None,
+        max_message: int = MAX_MESSAGE,
+        page_keys: int = PAGE_KEYS,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.max_message = max_message
+        self.page_keys = max(1, page_keys)
+        self._page_limits: dict[str, int] = {}  # prefix -> a page size that fitted
         self.security = security or Security()
         self._token: str | None = None
         self._auth_lock = asyncio.Lock()
@@ -457,7 +473,10 @@ class Etcd:
         """(target, options, TLS credentials or None) of the channel to member ``index``."""
         sec = self.security
         endpoint = self.endpoints[index]
-        options: list[tuple[str, Any]] = list(_CHANNEL_OPTIONS)
+        options: list[tuple[str, Any]] = [
+            *_CHANNEL_OPTIONS,
+            ("grpc.max_receive_message_length", self.max_message),
+        ]
         if not sec.tls(self.endpoints):
             return _target([endpoint]), options, None
         host = endpoint.split("://", 1)[-1].rpartition(":")[0].strip("[]")
@@ -674,6 +693,86 @@ class Etcd:
         return Range(
             [KV.from_pb(item) for item in resp.kvs], resp.header.revision, resp.more, resp.count
         )
+
+    async def range_pages(
+        self,
+        key: str,
+        *,
+        end: str | None = None,
+        revision: int = 0,
+        keys_only: bool = False,
+        page_keys: int = 0,
+    ) -> AsyncIterator[Range]:
+        """A prefix (or ``[key, end)``) read in pages at one revision (the first page's, unless
+        ``revision`` is given): every page's ``revision`` is that one (D161).
+
+        A page holds at most ``page_keys`` keys (default: the client's ``page_keys``); a page
+        whose answer is larger than ``max_message`` is read again with half as many keys, so
+        any prefix is readable whatever its values weigh (a value is at most etcd's request
+        limit, 1.5 MiB by default, well below the cap).
+        """
+        limit = page_keys or self._page_limits.get(key, self.page_keys)
+        start = key
+        stop = end if end is not None else prefix_end(key).decode("latin-1")
+        while True:
+            try:
+                res = await self.range(
+                    start, end=stop, limit=limit, revision=revision, keys_only=keys_only
+                )
+            except Unavailable as exc:
+                if limit > 1 and _too_large(exc):
+                    limit = max(1, limit // 2)
+                    if len(self._page_limits) >= 256:  # bounded: forget what was learned
+                        self._page_limits.clear()
+                    self._page_limits[key] = limit  # the next read of this prefix starts here
+                    continue
+                raise
+            revision = res.revision
+            yield res
+            if not res.more or not res.kvs:
+                return
+            start = res.kvs[-1].key + "\x00"
+
+    async def range_all(
+        self,
+        key: str,
+        *,
+        end: str | None = None,
+        revision: int = 0,
+        keys_only: bool = False,
+        page_keys: int = 0,
+    ) -> Range:
+        """Every key of a prefix at one revision, read in pages (``range_pages``): for bulk
+        reads whose answer as one range could exceed the client's message cap."""
+        kvs: list[KV] = []
+        rev = revision
+        async for page in self.range_pages(
+            key, end=end, revision=revision, keys_only=keys_only, page_keys=page_keys
+        ):
+            kvs += page.kvs
+            rev = page.revision
+        return Range(kvs, rev, False, len(kvs))
+
+    async def range_page(
+        self, prefix: str, *, after: str | None = None, limit: int, keys_only: bool = False
+    ) -> Range:
+        """One page of a listing: at most ``limit`` keys of ``prefix`` after the key
+        ``prefix + after`` (read in sub-pages that fit the message cap); ``more`` says whether
+        keys follow (D161)."""
+        start = prefix + (after + "\x00" if after is not None else "")
+        stop = prefix_end(prefix).decode("latin-1")
+        kvs: list[KV] = []
+        rev, more = 0, False
+        async for page in self.range_pages(
+            start, end=stop, keys_only=keys_only, page_keys=min(limit + 1, self.page_keys)
+        ):
+            kvs += page.kvs
+            rev, more = page.revision, page.more
+            if len(kvs) > limit:
+                break
+        if len(kvs) > limit:
+            kvs, more = kvs[:limit], True
+        return Range(kvs, rev, more, len(kvs))
 
     async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
         m = self._stubs()

@@ -128,8 +128,8 @@ class GroupStore:
     # -- groups --------------------------------------------------------------------------------
 
     async def list_groups(self) -> list[dict[str, Any]]:
-        groups = await self.etcd.range(self.keys.groups())
-        binds = await self.etcd.range(self.keys.bindings(), revision=groups.revision)
+        groups = await self.etcd.range_all(self.keys.groups())
+        binds = await self.etcd.range_all(self.keys.bindings(), revision=groups.revision)
         by_group: dict[str, list[dict[str, Any]]] = {}
         for kv in binds.kvs:
             group = self.keys.tail(kv.key, self.keys.bindings())[0]

@@ -143,7 +143,7 @@ class IdentityStore:
         return None if kv is None else User.model_validate_json(kv.value)
 
     async def list_users(self) -> list[User]:
-        res = await self.etcd.range(self.keys.users())
+        res = await self.etcd.range_all(self.keys.users())
         return [User.model_validate_json(kv.value) for kv in res.kvs]
 
     def new_user(self, spec: UserSpec, password_hash: str | None) -> User:
@@ -227,7 +227,7 @@ class IdentityStore:
     # -- tokens ----------------------------------------------------------------------------------
 
     async def _all_tokens(self) -> list[TokenRecord]:
-        res = await self.etcd.range(self.keys.tokens())
+        res = await self.etcd.range_all(self.keys.tokens())
         return [TokenRecord.model_validate_json(kv.value) for kv in res.kvs]
 
     async def list_tokens(self, user: str) -> list[TokenRecord]:

@@ -5,6 +5,7 @@ Written as 19 zero-padded decimal digits, so sorting the strings sorts by creati
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,6 +15,14 @@ MACHINE_BITS = 10
 SEQUENCE_BITS = 12
 MAX_MACHINE_ID = (1 << MACHINE_BITS) - 1
 _SEQ_MASK = (1 << SEQUENCE_BITS) - 1
+# How an id may be spelled where it arrives from outside (a URL path or query): ASCII digits only
+# (``str.isdigit`` also takes "²" and "٣"), at most the 19 of a snowflake.
+ID_PATTERN = re.compile(r"[0-9]{1,19}")
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` is spelled like a run, execution or audit id (D160)."""
+    return ID_PATTERN.fullmatch(value) is not None
 
 
 class Snowflake:

@@ -75,6 +75,14 @@ class Keys:
     def project(self, project: str) -> str:
         return f"{self.prefix}/projects/{project}"
 
+    def doc_sizes(self, project: str) -> str:
+        return f"{self.prefix}/doc-sizes/{project}/"
+
+    def doc_size(self, project: str, kind: str, name: str) -> str:
+        """Bytes of a job's or workflow's document (``kind`` job|workflow), written in the same
+        transaction as the document: the project's byte quota sums these (D162)."""
+        return f"{self.prefix}/doc-sizes/{project}/{kind}/{name}"
+
     def jobs(self, project: str | None = None) -> str:
         return f"{self.prefix}/jobs/" + (f"{project}/" if project else "")
 

@@ -10,6 +10,10 @@ from datetime import datetime, timedelta
 
 from cluster.ids import id_floor
 
+# A deleted job's runs stay, listed under the job marked deleted, until these limits (D181).
+DELETED_JOB_KEEP_RUNS = 100
+DELETED_JOB_KEEP_DAYS = 30.0
+
 
 def expired_runs(
     finished_ids: list[str],

@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
-from cluster.etcd import KV, Compare, Etcd, Op
+from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
 from cluster.groups import target_guards
-from cluster.ids import Snowflake
+from cluster.ids import Snowflake, is_id
 from cluster.keys import Keys
 from cluster.models import (
     FINISHED,
@@ -33,6 +33,7 @@ from cluster.models import (
 )
 from cluster.notify import keep_secrets
 from cluster.plan import retry_delay
+from cluster.quotas import Kind, Quotas, exceeded, refusal
 from cluster.secret_store import reference_guards, references
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
@@ -60,6 +61,90 @@ class Store:
         self.keys = keys
         self.ids = ids
         self.clock = clock
+        self.quotas = Quotas()  # the cluster-wide defaults (the node sets its config's)
+
+    # -- quotas (D162) -------------------------------------------------------------------------
+
+    async def project_limits(self, project: str) -> Quotas:
+        """The project's quotas: the defaults with the project record's overrides."""
+        kv = await self.etcd.get(self.keys.project(project))
+        overrides = json.loads(kv.value).get("quotas") if kv is not None else None
+        return self.quotas.overridden(overrides if isinstance(overrides, dict) else None)
+
+    async def project_usage(self, project: str) -> dict[str, int]:
+        """Jobs, workflows and bytes of their documents the project holds now."""
+        jobs = await self.etcd.range(self.keys.jobs(project), count_only=True)
+        flows = await self.etcd.range(self.keys.workflows(project), count_only=True)
+        return {
+            "jobs": jobs.count,
+            "workflows": flows.count,
+            "bytes": await self._doc_bytes(project, jobs.count + flows.count),
+        }
+
+    async def _doc_bytes(self, project: str, docs: int) -> int:
+        sizes = await self.etcd.range_all(self.keys.doc_sizes(project))
+        if len(sizes.kvs) < docs:  # documents written before sizes were recorded: record them
+            await self._record_sizes(project, {kv.key for kv in sizes.kvs})
+            sizes = await self.etcd.range_all(self.keys.doc_sizes(project))
+        total = 0
+        for kv in sizes.kvs:
+            try:
+                total += int(kv.value)
+            except ValueError:
+                continue
+        return total
+
+    async def _record_sizes(self, project: str, known: set[str]) -> None:
+        for kind, prefix in (
+            ("job", self.keys.jobs(project)),
+            ("workflow", self.keys.workflows(project)),
+        ):
+            async for page in self.etcd.range_pages(prefix):
+                for kv in page.kvs:
+                    name = kv.key[len(prefix) :]
+                    size_key = self.keys.doc_size(project, kind, name)
+                    if size_key in known:
+                        continue
+                    # only while the document is still this one (a concurrent write records its own)
+                    await self.etcd.txn(
+                        [Compare.modified(kv.key, kv.mod_revision)],
+                        [Op.put(size_key, str(len(kv.value)))],
+                    )
+
+    async def check_quota(
+        self,
+        project: str,
+        kind: Kind,
+        *,
+        creating: bool,
+        old_size: int,
+        new_size: int,
+    ) -> None:
+        """Raise ``QuotaExceeded`` when writing this document would exceed a quota. Checked
+        before the write's transaction: concurrent creates may overshoot by their number."""
+        growing = new_size > old_size
+        if not creating and not growing:
+            return
+        limits = await self.project_limits(project)
+        prefix = self.keys.jobs(project) if kind == "job" else self.keys.workflows(project)
+        count = (await self.etcd.range(prefix, count_only=True)).count if creating else 0
+        total = 0
+        if growing:
+            docs = (await self.etcd.range(self.keys.jobs(project), count_only=True)).count + (
+                await self.etcd.range(self.keys.workflows(project), count_only=True)
+            ).count
+            total = await self._doc_bytes(project, docs)
+        over = exceeded(
+            limits,
+            kind,
+            count=count,
+            total_bytes=total,
+            creating=creating,
+            old_size=old_size,
+            new_size=new_size,
+        )
+        if over is not None:
+            raise refusal(over, limits, project)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -72,12 +157,18 @@ class Store:
     async def get_job(self, project: str, name: str) -> Job:
         return (await self.get_job_kv(project, name))[0]
 
-    async def list_jobs(self, project: str) -> list[Job]:
-        res = await self.etcd.range(self.keys.jobs(project))
-        return [Job.model_validate_json(kv.value) for kv in res.kvs]
+    async def list_jobs(
+        self, project: str, *, after: str | None = None, limit: int = 1000
+    ) -> tuple[list[Job], str | None]:
+        """A page of the project's jobs by name, and the name to continue ``after`` (None at
+        the end)."""
+        base = self.keys.jobs(project)
+        res = await self.etcd.range_page(base, after=after, limit=limit)
+        jobs = [Job.model_validate_json(kv.value) for kv in res.kvs]
+        return jobs, (res.kvs[-1].key[len(base) :] if res.more and res.kvs else None)
 
     async def list_projects(self) -> list[str]:
-        res = await self.etcd.range(self.keys.projects(), keys_only=True)
+        res = await self.etcd.range_all(self.keys.projects(), keys_only=True)
         return [kv.key.rsplit("/", 1)[-1] for kv in res.kvs]
 
     def _merge(self, project: str, spec: JobSpec, old: Job | None) -> Job:
@@ -113,7 +204,18 @@ class Store:
                 raise Conflict(f"job {spec.name!r} already exists", field="name")
             old = Job.model_validate_json(kv.value) if kv else None
             job = self._merge(project, spec, old)
-            ops = [Op.put(key, job.model_dump_json())]
+            doc = job.model_dump_json()
+            await self.check_quota(
+                project,
+                "job",
+                creating=kv is None,
+                old_size=len(kv.value) if kv else 0,
+                new_size=len(doc),
+            )
+            ops = [
+                Op.put(key, doc),
+                Op.put(self.keys.doc_size(project, "job", spec.name), str(len(doc))),
+            ]
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
             compares += await self.target_guards(project, spec)
             compares += await self._secret_guards(project, job)
@@ -141,10 +243,22 @@ class Store:
             spec = parse_model(JobSpec, merged)
             job = self._merge(project, spec, old)
             key = self.keys.job(project, name)
+            doc = job.model_dump_json()
+            await self.check_quota(
+                project,
+                "job",
+                creating=False,
+                old_size=len(old.model_dump_json()),
+                new_size=len(doc),
+            )
             guards = await self.target_guards(project, spec)
             guards += await self._secret_guards(project, job)
             res = await self.etcd.txn(
-                [Compare.modified(key, rev), *guards], [Op.put(key, job.model_dump_json())]
+                [Compare.modified(key, rev), *guards],
+                [
+                    Op.put(key, doc),
+                    Op.put(self.keys.doc_size(project, "job", name), str(len(doc))),
+                ],
             )
             if res.succeeded:
                 return job
@@ -161,6 +275,7 @@ class Store:
             [Compare.exists(key)],
             [
                 Op.delete(key),
+                Op.delete(self.keys.doc_size(project, "job", name)),
                 Op.delete(self.keys.schedule_state(project, name)),
                 Op.delete(self.keys.ticks(project, name), prefix=True),
             ],
@@ -283,7 +398,7 @@ class Store:
     # -- runs: reading -------------------------------------------------------------------------
 
     async def get_run_kv(self, project: str, run_id: str) -> Stored:
-        if not run_id.isdigit() or len(run_id) > 19:
+        if not is_id(run_id):
             raise RunNotFound(f"run {run_id!r} not found", field="run_id")
         kv = await self.etcd.get(self.keys.run(project, run_id))
         if kv is None:
@@ -313,21 +428,41 @@ class Store:
         before: str | None = None,
     ) -> list[Run]:
         """Runs newest first; ``before`` pages (a run id: answers older runs only)."""
+        runs, _ = await self.page_runs(project, job=job, status=status, limit=limit, before=before)
+        return runs
+
+    async def page_runs(
+        self,
+        project: str,
+        *,
+        job: str | None = None,
+        status: str | None = None,
+        contains: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[Run], str | None]:
+        """Runs newest first, and the ``before`` of the next page (None: there is none).
+
+        ``contains``: a part of the job name (any case); ``since``/``before``: run ids, so a time
+        range is a key range (ids are time-ordered). The scan is bounded: when it stops before
+        ``limit`` matches, the cursor says where to go on."""
         runs: list[Run] = []
         base = self.keys.job_runs(project, job) if job else self.keys.runs(project)
-        end = base + before if before else None
+        lo = base + since if since else base
+        hi = base + before if before else prefix_end(base).decode()
+        needle = contains.lower() if contains else None
         scanned = 0
-        while len(runs) < limit and scanned < 20 * limit + 1000:
-            page = max(limit * (4 if status else 1), 20)
+        budget = 20 * limit + 1000
+        while True:
+            if scanned >= budget:
+                return runs, hi.rsplit("/", 1)[-1]  # unscanned older runs remain
+            page = max(limit * (4 if status or needle else 1), 20)
             res = await self.etcd.range(
-                base,
-                end=end,
-                limit=page,
-                descending=True,
-                keys_only=bool(job),
+                lo, end=hi, limit=min(page, budget - scanned), descending=True, keys_only=bool(job)
             )
             if not res.kvs:
-                break
+                return runs, None
             scanned += len(res.kvs)
             if job:
                 ids = [kv.key.rsplit("/", 1)[-1] for kv in res.kvs]
@@ -339,11 +474,18 @@ class Store:
                 )
             else:
                 batch = [Run.model_validate_json(kv.value) for kv in res.kvs]
-            runs.extend(r for r in batch if status is None or r.status == status)
+            for r in batch:
+                if status is not None and r.status != status:
+                    continue
+                if needle is not None and needle not in r.job.lower():
+                    continue
+                runs.append(r)
+                if len(runs) == limit:
+                    more = res.more or r.id != batch[-1].id
+                    return runs, r.id if more else None
             if not res.more:
-                break
-            end = res.kvs[-1].key
-        return runs[:limit]
+                return runs, None
+            hi = res.kvs[-1].key
 
     # -- runs: changing ------------------------------------------------------------------------
 

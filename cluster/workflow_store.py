@@ -17,6 +17,7 @@ from cluster.dag import Graph, ancestors, rerun_set
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
 from cluster.groups import target_guards
+from cluster.ids import is_id
 from cluster.models import Run
 from cluster.secret_store import reference_guards, references
 from cluster.store import Store, dumps
@@ -127,9 +128,14 @@ class WorkflowStore:
             )
         return Workflow.model_validate_json(kv.value), kv.mod_revision
 
-    async def list_workflows(self, project: str) -> list[Workflow]:
-        res = await self.etcd.range(self.keys.workflows(project))
-        return [Workflow.model_validate_json(kv.value) for kv in res.kvs]
+    async def list_workflows(
+        self, project: str, *, after: str | None = None, limit: int = 1000
+    ) -> tuple[list[Workflow], str | None]:
+        """A page of the project's workflows by name, and the name to continue ``after``."""
+        base = self.keys.workflows(project)
+        res = await self.etcd.range_page(base, after=after, limit=limit)
+        wfs = [Workflow.model_validate_json(kv.value) for kv in res.kvs]
+        return wfs, (res.kvs[-1].key[len(base) :] if res.more and res.kvs else None)
 
     async def put_workflow(
         self, project: str, spec: WorkflowSpec, *, create_only: bool = False
@@ -155,8 +161,17 @@ class WorkflowStore:
                 updated_at=now,
                 active_since=active_since,
             )
+            doc = wf.model_dump_json()
+            await self.store.check_quota(
+                project,
+                "workflow",
+                creating=kv is None,
+                old_size=len(kv.value) if kv else 0,
+                new_size=len(doc),
+            )
             ops = [
-                Op.put(key, wf.model_dump_json()),
+                Op.put(key, doc),
+                Op.put(self.keys.doc_size(project, "workflow", spec.name), str(len(doc))),
                 Op.put_if_absent(self.keys.project(project), dumps({"name": project})),
             ]
             # a task may target only a group granted to the project (D155)
@@ -184,6 +199,7 @@ class WorkflowStore:
             [Compare.exists(key)],
             [
                 Op.delete(key),
+                Op.delete(self.keys.doc_size(project, "workflow", name)),
                 Op.delete(self.keys.workflow_schedule_state(project, name)),
                 Op.delete(self.keys.workflow_ticks(project, name), prefix=True),
             ],
@@ -210,7 +226,7 @@ class WorkflowStore:
         return ex
 
     async def get_kv(self, project: str, exec_id: str) -> StoredExecution:
-        if not exec_id.isdigit() or len(exec_id) > 19:
+        if not is_id(exec_id):
             raise ExecutionNotFound(f"execution {exec_id!r} not found", field="execution_id")
         kv = await self.etcd.get(self.keys.execution(project, exec_id))
         if kv is None:

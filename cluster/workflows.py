@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
 from cluster.errors import InvalidInput
+from cluster.ids import is_id
 from cluster.models import (
     MAX_COMMAND,
     MAX_SCHEDULES,
@@ -252,6 +253,6 @@ class ReportRequest(Strict):
 
 def parse_report_key(key: str) -> tuple[str, str]:
     exec_id, sep, task = key.partition(".")
-    if not sep or not exec_id.isdigit() or len(exec_id) > 19 or not task:
+    if not sep or not is_id(exec_id) or not task:
         raise InvalidInput(f"malformed report key {key!r}", field="key")
     return exec_id, task

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import posixpath
 import shutil
 from pathlib import Path
 
-from logstore.store import ObjectMissing, StoreUnavailable
+from logstore.store import ObjectMissing, StoreUnavailable, check_key
 
 
 class LocalFolderStore:
@@ -18,18 +17,10 @@ class LocalFolderStore:
         self._root = str(self.root)
 
     def _path(self, key: str) -> Path:
-        """The file of ``key``. Checked by its spelling, not by resolving it on disk (that cost
-        a dozen ``lstat`` calls per key on the hot path): a key is relative, normalized and does
-        not climb out of the root."""
-        if (
-            not key
-            or key.startswith("/")
-            or posixpath.normpath(key) != key
-            or key == ".."
-            or key.startswith("../")
-        ):
-            raise ValueError(f"key {key!r} leaves the store")
-        return Path(self._root + "/" + key)
+        """The file of ``key``. Checked by its spelling (``check_key``), not by resolving it on
+        disk (that cost a dozen ``lstat`` calls per key on the hot path): a key is relative,
+        normalized and does not climb out of the root."""
+        return Path(self._root + "/" + check_key(key))
 
     def url(self, key: str) -> str:
         return self._path(key).as_uri()

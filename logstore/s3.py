@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from logstore.s3put import PutFailed, SignedPut
-from logstore.store import ObjectMissing, StoreUnavailable
+from logstore.store import ObjectMissing, StoreUnavailable, check_key
 
 T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -82,7 +82,10 @@ class S3Store:
         # log; a node's memory must stay flat however big a log is); not a boto3 argument
         self.transfer.max_in_memory_upload_chunks = 2
 
-    def _key(self, key: str) -> str:
+    def _key(self, key: str, *, prefix: bool = False) -> str:
+        """The object key of ``key`` under the store's prefix; a key that would climb out of the
+        prefix (``..``, a leading ``/``…) is refused, also for servers that normalize paths."""
+        check_key(key, prefix=prefix)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def url(self, key: str) -> str:
@@ -170,7 +173,7 @@ class S3Store:
         return int(head["ContentLength"])
 
     async def keys(self, prefix: str) -> list[str]:
-        full = self._key(prefix)
+        full = self._key(prefix, prefix=True)
         strip = len(self.prefix) + 1 if self.prefix else 0
 
         def walk() -> list[str]:

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
+from logstore.store import check_key
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 
 
@@ -128,6 +130,9 @@ class SignedPut:
         return conn
 
     def put(self, key: str, body: bytes, content_type: str) -> None:
+        """PUT ``key`` (its full object key, inside the bucket): a key with ``.``/``..`` or
+        empty segments is refused, since servers may normalize the URL path (D160)."""
+        check_key(key)
         host, path = self.host, self.base + quote(key, safe="/-_.~")
         creds = self._creds()
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,16 +33,45 @@ from logstore.frames import END, pack
 
 DEFAULT_RUN_CAP = 64 * 1024 * 1024
 DEFAULT_DISK_CAP = 4 * 1024 * 1024 * 1024
+MAX_ATTEMPT = 1_000_000
+
+# The spellings of a log's path parts (D160): names as cluster/models.py's NAME_PATTERN, a
+# workflow task's job as ``@workflow:task``, run ids as snowflakes (decimal digits). None of them
+# can hold "/", so a LogRef names a file three folders below the spool root and nowhere else.
+_NAME = r"[a-z0-9][a-z0-9\-_.]{0,62}"
+PROJECT_RE = re.compile(_NAME)
+JOB_RE = re.compile(f"(?:@{_NAME}:)?{_NAME}")
+RUN_RE = re.compile(r"[0-9]{1,19}")
+
+
+class UnsafeLogRef(ValueError):
+    """A log reference whose parts could name a file or object outside its own place."""
 
 
 @dataclass(frozen=True)
 class LogRef:
-    """Which attempt's log: the parts of its object name."""
+    """Which attempt's log: the parts of its object name. Checked when made: every part has
+    its strict spelling, so paths and keys built from it stay where they belong."""
 
     project: str
     job: str
     run: str
     attempt: int
+
+    def __post_init__(self) -> None:
+        if not (
+            isinstance(self.project, str)
+            and PROJECT_RE.fullmatch(self.project)
+            and isinstance(self.job, str)
+            and JOB_RE.fullmatch(self.job)
+            and isinstance(self.run, str)
+            and RUN_RE.fullmatch(self.run)
+            and type(self.attempt) is int
+            and 1 <= self.attempt <= MAX_ATTEMPT
+        ):
+            raise UnsafeLogRef(
+                f"not a log reference: {self.project!r}/{self.job!r}/{self.run!r}/{self.attempt!r}"
+            )
 
     @property
     def rel(self) -> str:
@@ -165,7 +195,13 @@ class Spool:
         self._pending_bytes = 0
 
     def path(self, ref: LogRef) -> Path:
-        return self.root / ref.project / ref.job / f"{ref.run}.{ref.attempt}.spool"
+        """The spool file of ``ref``; refuses (``UnsafeLogRef``) a path that would leave the
+        root, whatever made ``ref`` (a second check behind ``LogRef``'s own)."""
+        parts = (ref.project, ref.job, f"{ref.run}.{ref.attempt}.spool")
+        if any(not p or p in (".", "..") or "/" in p or "\x00" in p for p in parts):
+            raise UnsafeLogRef(f"spool path of {ref.rel!r} leaves the spool")
+        path = self.root / ref.project / ref.job / parts[2]
+        return path
 
     def open(self, ref: LogRef) -> SpoolWriter:
         writer = SpoolWriter(self, ref, self.path(ref), self.run_cap)
@@ -207,7 +243,7 @@ class Spool:
             project, job, name = path.relative_to(self.root).parts
             run, attempt, _ = name.split(".")
             return LogRef(project, job, run, int(attempt))
-        except ValueError:
+        except ValueError:  # UnsafeLogRef too: a file that no LogRef names is left alone
             return None
 
     def remove(self, ref: LogRef) -> None:
@@ -226,6 +262,9 @@ class Spool:
 
     def find(self, project: str, run: str, attempt: int) -> Path | None:
         """The spool file of an attempt (any job), if this node still holds it."""
-        for path in self.root.glob(f"{project}/*/{run}.{attempt}.spool"):
-            return path
+        if not (PROJECT_RE.fullmatch(project) and RUN_RE.fullmatch(run)):
+            raise UnsafeLogRef(f"not a log reference: {project!r}/{run!r}")
+        for path in self.root.glob(f"{project}/*/{run}.{int(attempt)}.spool"):
+            if self.ref_of(path) is not None:
+                return path
         return None

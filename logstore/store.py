@@ -9,6 +9,7 @@ can serve the log of a worker that crashed mid-run. Archived run records go to
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +22,34 @@ class ObjectMissing(Exception):
 
 class StoreUnavailable(Exception):
     """The store could not be reached or refused the call; try again later."""
+
+
+class KeyOutsideStore(ValueError):
+    """A key that would leave the store's root (or prefix): absolute, with ``.``/``..`` or empty
+    segments, or with characters no key of ours has."""
+
+
+def check_key(key: str, *, prefix: bool = False) -> str:
+    """``key`` when it stays inside the store, else ``KeyOutsideStore`` (D160).
+
+    A key is relative and normalized: no leading ``/``, no ``.``/``..``/empty segment, no NUL or
+    backslash. With ``prefix`` a trailing ``/`` (and the empty prefix) is allowed. Checked by its
+    spelling, which is what an object store (and a server that normalizes URLs) sees.
+    """
+    body = key[:-1] if prefix and key.endswith("/") else key
+    if prefix and not body:
+        return key
+    if (
+        not body
+        or body.startswith("/")
+        or "\x00" in body
+        or "\\" in body
+        or posixpath.normpath(body) != body
+        or body == ".."
+        or body.startswith("../")
+    ):
+        raise KeyOutsideStore(f"key {key!r} leaves the store")
+    return key
 
 
 def log_key(ref: LogRef) -> str:

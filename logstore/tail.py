@@ -1,7 +1,8 @@
 """Reading logs: whole, a byte range, the last N lines, or live (following a spool as it grows).
 
-Everything here yields text in bounded chunks; nothing holds a whole log in memory except
-``tail`` (N lines) and the JSON form.
+Everything here yields text in bounded chunks; nothing holds a whole log in memory: ``tail``
+keeps at most ``TAIL_BYTES`` (the newest lines that fit), and the JSON form is streamed by the API
+(D163).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from logstore.store import LogStore, ObjectMissing, segments_prefix
 
 CHUNK = 1024 * 1024
 MAX_TAIL = 100_000
+# The most a ``tail`` answer holds (and reads from a store object): the newest lines that fit.
+TAIL_BYTES = 16 * 1024 * 1024
 
 
 async def object_text(
@@ -35,20 +38,24 @@ async def object_text(
         pos += len(chunk)
 
 
-async def object_tail(store: LogStore, key: str, lines: int) -> bytes:
-    """The last ``lines`` lines of an object, read backwards in growing ranges."""
+async def object_tail(store: LogStore, key: str, lines: int, max_bytes: int = TAIL_BYTES) -> bytes:
+    """The last ``lines`` lines of an object, read backwards in growing ranges, never more than
+    ``max_bytes`` of it (then the complete lines within those bytes; one line longer than that
+    comes as its last ``max_bytes``)."""
     size = await store.size(key)
-    want = 64 * 1024
+    want = min(64 * 1024, max_bytes)
     while True:
         n = min(size, want)
         data = await store.read(key, size - n) if n else b""
-        if n == size or data.count(b"\n") > lines:
+        if n == size or data.count(b"\n") > lines or want >= max_bytes:
             break
-        want *= 4
+        want = min(want * 4, max_bytes)
     parts = data.split(b"\n")
     trailing = parts[-1] == b""
     if trailing:
         parts.pop()
+    if n < size and len(parts) > 1:
+        parts = parts[1:]  # the first one is cut: not a whole line
     keep = parts[-lines:] if lines else []
     return b"\n".join(keep) + (b"\n" if keep and trailing else b"")
 
@@ -81,10 +88,30 @@ def split_lines(text: str) -> list[str]:
     return parts if parts[-1] else parts[:-1]
 
 
-def last_lines(chunks: Iterator[str], n: int) -> bytes:
-    kept: deque[str] = deque(maxlen=n)
+def last_lines(chunks: Iterator[str], n: int, max_bytes: int = TAIL_BYTES) -> bytes:
+    """The last ``n`` lines of a text given in chunks, holding at most about ``max_bytes``
+    (characters) at any time: the newest lines that fit."""
+    kept: deque[str] = deque()
+    size = 0
+    partial = ""
+    if n <= 0:
+        for _ in chunks:
+            pass
+        return b""
     for chunk in chunks:
-        kept.extend(split_lines(chunk))
+        *done, partial = (partial + chunk).split("\n")
+        for line in done:
+            kept.append(line + "\n")
+            size += len(line) + 1
+        if len(partial) > max_bytes:
+            partial = partial[-max_bytes:]
+        while kept and (len(kept) > n or size + len(partial) > max_bytes):
+            size -= len(kept.popleft())
+    if partial:
+        kept.append(partial)
+        size += len(partial)
+        while len(kept) > 1 and (len(kept) > n or size > max_bytes):
+            size -= len(kept.popleft())
     return "".join(kept).encode()
 
 

@@ -6,20 +6,23 @@ they are mapped from ``CronmeshError`` in one middleware.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
 from cluster.errors import CronmeshError, InvalidInput, TooManyRequests, Unavailable
+from cluster.ids import id_floor, is_id
 from cluster.models import (
     NAME_PATTERN,
     READ_ONLY_JOB_FIELDS,
@@ -69,6 +72,47 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unhandled error in API handler", path=request.path)
         return error_response(500, "internal", "internal error; see the node's log")
+
+
+# Path parts that name a document, a run or a file (D160): checked before any handler sees them,
+# so no handler can build an etcd key, a spool path or an object key from a bad one.
+_NAMED_PARTS = ("project", "job", "workflow")
+_ID_PARTS = ("run", "execution")
+
+
+@web.middleware
+async def path_parts_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    info = request.match_info
+    for part in _NAMED_PARTS:
+        value = info.get(part)
+        if part == "project" and value == "*" and request.path.startswith("/api/v1/groups/"):
+            continue  # a group granted to every project (D155)
+        if value is not None and not _NAME.fullmatch(value):
+            raise InvalidInput(f"invalid {part} name {value!r}", field=part)
+    for part in _ID_PARTS:
+        value = info.get(part)
+        if value is not None and not is_id(value):
+            raise InvalidInput(f"{part} must be an id (up to 19 digits), not {value!r}", field=part)
+    return await handler(request)
+
+
+@web.middleware
+async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request body must arrive within ``http_body_timeout`` (a slowloris sending its body
+    byte by byte): read it here, with the deadline, before anything else reads it (aiohttp keeps
+    it for later reads); too slow answers 408 and closes the connection."""
+    if request.body_exists:
+        timeout = request.app[NODE].config.http_body_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await request.read()
+        except TimeoutError:
+            resp = error_response(
+                408, "request_timeout", f"the request body did not arrive within {timeout:g} s"
+            )
+            resp.force_close()
+            return resp
+    return await handler(request)
 
 
 def dump(model: Any) -> Any:
@@ -131,12 +175,57 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
+DEFAULT_PAGE = 500
+MAX_PAGE = 1000
+
+
+def page_query(request: web.Request) -> tuple[str | None, int]:
+    """``after`` (a name: continue after it) and ``limit`` of a paged listing (D161)."""
+    after = request.query.get("after") or None
+    if after is not None and not _NAME.fullmatch(after):
+        raise InvalidInput(f"after must be a name, not {after!r}", field="after")
+    return after, int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+
+
 def _secrets_status(node: Node) -> dict[str, Any]:
     """Which secrets keys this node holds (ids only): what a rotation checks on every node."""
     ring = node.secret_keys.ring()
     if ring is None:
         return {"key_file": False, "current_key": None, "keys": []}
     return {"key_file": True, "current_key": ring.current, "keys": ring.ids}
+
+
+def _time_query(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 time in the query (UTC when it names no zone), or None."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
+    if when.year < 1970:
+        raise InvalidInput(f"{name} is before 1970", field=name)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def paged(
+    request: web.Request,
+    items: Iterable[Any],
+    name: Callable[[Any], str],
+    pattern: re.Pattern[str] = _NAME,
+) -> tuple[list[Any], str | None]:
+    """A page of a list read whole (small ones: users, groups, visible projects) by name, and
+    the name to continue ``after``."""
+    after = request.query.get("after") or None
+    if after is not None and not pattern.fullmatch(after):
+        raise InvalidInput(f"after must be a name, not {after!r}", field="after")
+    limit = int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    ordered = sorted(items, key=name)
+    if after is not None:
+        ordered = [i for i in ordered if name(i) > after]
+    page = ordered[:limit]
+    return page, (name(page[-1]) if len(ordered) > limit else None)
 
 
 class Api:
@@ -173,8 +262,8 @@ class Api:
 
     async def nodes(self) -> list[dict[str, Any]]:
         keys, etcd = self.node.keys, self.node.etcd
-        infos = await etcd.range(keys.node_infos())
-        live = await etcd.range(keys.nodes(), revision=infos.revision)
+        infos = await etcd.range_all(keys.node_infos())
+        live = await etcd.range_all(keys.nodes(), revision=infos.revision)
         up = {kv.key.rsplit("/", 1)[-1]: json.loads(kv.value) for kv in live.kvs}
         out = []
         for kv in infos.kvs:
@@ -221,10 +310,12 @@ class Api:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    @documented(answer=JobList)
+    @documented(answer=JobList, query={"after": STR, "limit": LIMIT})
     async def list_jobs(self, request: web.Request) -> web.Response:
-        jobs = await self.store().list_jobs(project_of(request))
-        return ok({"jobs": [dump(j) for j in jobs]})
+        project = project_of(request)
+        after, limit = page_query(request)
+        jobs, more = await self.store().list_jobs(project, after=after, limit=limit)
+        return ok({"jobs": [dump(j) for j in jobs], "next": more})
 
     @staticmethod
     def _spec(data: dict[str, Any], name: str | None) -> JobSpec:
@@ -298,7 +389,12 @@ class Api:
             last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
             after = max(now, datetime.fromisoformat(last)) if last else now
             upcoming += [
-                {"tick": t.isoformat(), "schedule": spec.fingerprint(), "cron": spec.cron}
+                {
+                    "tick": t.isoformat(),
+                    "schedule": spec.fingerprint(),
+                    "cron": spec.cron,
+                    "timezone": spec.timezone,
+                }
                 for t in next_times(sched, after, 10)
             ]
         upcoming.sort(key=lambda t: t["tick"])
@@ -328,7 +424,18 @@ class Api:
 
     # -- runs -----------------------------------------------------------------------------------
 
-    @documented(answer=RunList, query={"job": STR, "status": STR, "before": STR, "limit": LIMIT})
+    @documented(
+        answer=RunList,
+        query={
+            "job": STR,
+            "status": STR,
+            "q": STR,
+            "from": STR,
+            "to": STR,
+            "before": STR,
+            "limit": LIMIT,
+        },
+    )
     async def list_runs(self, request: web.Request) -> web.Response:
         if request.query.get("archived", "0") not in ("0", "false", ""):
             from nodes.api_logs import list_archived  # imports this module
@@ -351,13 +458,28 @@ class Api:
         ):
             raise InvalidInput(f"unknown status {status!r}", field="status")
         before = request.query.get("before") or None
-        if before is not None and not before.isdigit():
+        if before is not None and not is_id(before):
             raise InvalidInput("before must be a run id", field="before")
         limit = int_query(request, "limit", 50, 1, 1000)
-        runs = await self.store().list_runs(
-            project, job=job, status=status, limit=limit, before=before
+        contains = request.query.get("q", "").strip() or None
+        if contains is not None and len(contains) > 200:
+            raise InvalidInput("q is longer than 200 characters", field="q")
+        since, until = _time_query(request, "from"), _time_query(request, "to")
+        if since and until and since >= until:
+            raise InvalidInput("from must be before to", field="from")
+        if until is not None:
+            before = min(before, id_floor(until)) if before else id_floor(until)
+        runs, after = await self.store().page_runs(
+            project,
+            job=job,
+            status=status,
+            contains=contains,
+            since=id_floor(since) if since else None,
+            limit=limit,
+            before=before,
         )
-        return ok({"runs": await api_placement.annotate_runs(self.node, [dump(r) for r in runs])})
+        annotated = await api_placement.annotate_runs(self.node, [dump(r) for r in runs])
+        return ok({"runs": annotated, "next": after})
 
     @documented(answer=Run)
     async def get_run(self, request: web.Request) -> web.Response:
@@ -395,7 +517,9 @@ class Api:
 
 
 def make_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[errors_middleware, body_deadline_middleware], client_max_size=1024 * 1024
+    )
     app[NODE] = node
     from nodes import (  # they use this module's helpers
         api_auth,
@@ -410,6 +534,7 @@ def make_app(node: Node) -> web.Application:
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
+    app.middlewares.append(path_parts_middleware)  # after access: strangers get 401/403 first
     api_notify.add_middleware(app)  # secrets and URLs of webhooks redacted in answers (D172)
     api_limits.add_routes(app, node)  # settings: webhook allow-list, run caps (D170, D173)
     api_placement.add_routes(app, node)  # placement (issue 5)
@@ -421,9 +546,99 @@ def make_app(node: Node) -> web.Application:
     return app
 
 
+class HeadDeadlineHandler(RequestHandler):
+    """aiohttp's request handler with a deadline on reading a request's head (request line and
+    headers): a connection that has not sent a whole head ``head_timeout`` seconds after it
+    opened, or after the first byte of its next request, is closed (slowloris, #19 item 16).
+    aiohttp has no such timeout of its own; idle keep-alive connections are closed by
+    ``keepalive_timeout``; bodies by ``body_deadline_middleware`` and ``client_max_size``."""
+
+    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count
+        reading_head = self._payload_parser is None and not self._upgraded
+        super().data_received(data)
+        if not reading_head:
+            return
+        if self._request_count > heads:
+            self._disarm()  # a whole head arrived
+        elif data and self._head_timer is None:
+            self._arm()  # the first bytes of a next request: its head has the same deadline
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self._head_timeout, self._expire, self._request_count)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _expire(self, heads: int) -> None:
+        self._head_timer = None
+        if self._request_count == heads:  # still no whole head
+            log.debug("closing a connection that sent no whole request in time")
+            self.force_close()
+
+
+class HeadDeadlineSite(web.TCPSite):
+    """``TCPSite`` whose connections are ``HeadDeadlineHandler``s."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        head_timeout: float,
+        keepalive_timeout: float,
+    ) -> None:
+        super().__init__(runner, host, port, reuse_address=True)
+        self._handler_args: dict[str, Any] = {
+            "head_timeout": head_timeout,
+            "keepalive_timeout": keepalive_timeout,
+            # after an early answer (408, 413) aiohttp reads what is left of the body this long
+            # (10 s by default) so the client sees the answer; a slow body needs no more
+            "lingering_time": 2.0,
+            "access_log": None,
+        }
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        args = self._handler_args
+        self._server = await loop.create_server(
+            lambda: HeadDeadlineHandler(server, loop=loop, **args),
+            self._host,
+            self._port,
+            reuse_address=self._reuse_address,
+        )
+
+
 async def start_api(node: Node) -> web.AppRunner:
     runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, node.config.listen_host, node.config.listen_port, reuse_address=True)
+    site = HeadDeadlineSite(
+        runner,
+        node.config.listen_host,
+        node.config.listen_port,
+        head_timeout=node.config.http_head_timeout,
+        keepalive_timeout=node.config.http_keepalive_timeout,
+    )
     await site.start()
     return runner

@@ -35,6 +35,7 @@ from cluster.identity import (
 )
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
+from cluster.quotas import parse_overrides
 from logstore.store import StoreUnavailable
 from nodes.access import (
     ACCESS,
@@ -47,8 +48,10 @@ from nodes.access import (
     principal,
     whoami,
 )
-from nodes.api import body_json, int_query, ok, project_of
+from nodes.api import body_json, int_query, ok, paged, project_of
 from nodes.openapi import LIMIT, STR, ProjectList, documented
+
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}")
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -132,10 +135,11 @@ class AuthApi:
 
     # -- users ----------------------------------------------------------------------------------
 
-    @documented()
+    @documented(query={"after": STR, "limit": LIMIT})
     async def list_users(self, request: web.Request) -> web.Response:
         users = await self.access.store().list_users()
-        return ok({"users": [u.public() for u in users]})
+        page, more = paged(request, users, lambda u: u.name, _USER_NAME)
+        return ok({"users": [u.public() for u in page], "next": more})
 
     @documented(status="201")
     async def create_user(self, request: web.Request) -> web.Response:
@@ -250,11 +254,13 @@ class AuthApi:
 
     # -- projects -------------------------------------------------------------------------------
 
-    @documented(answer=ProjectList)
+    @documented(answer=ProjectList, query={"after": STR, "limit": LIMIT})
     async def list_projects(self, request: web.Request) -> web.Response:
-        res = await self.node.etcd.range(self.node.keys.projects(), keys_only=True)
+        res = await self.node.etcd.range_all(self.node.keys.projects(), keys_only=True)
         names = sorted(kv.key.rsplit("/", 1)[-1] for kv in res.kvs)
-        return ok({"projects": visible_projects(principal(request).user.roles, names)})
+        visible = visible_projects(principal(request).user.roles, names)
+        page, more = paged(request, visible, str)
+        return ok({"projects": page, "next": more})
 
     @documented(status="201")
     async def create_project(self, request: web.Request) -> web.Response:
@@ -278,14 +284,34 @@ class AuthApi:
         description = data.get("description", "")
         if not isinstance(description, str) or len(description) > 1000:
             raise InvalidInput("description must be a string (max 1000)", field="description")
-        key = self.node.keys.project(name)
-        doc = json.dumps({"name": name, "description": description})
-        res = await self.node.etcd.txn([Compare.absent(key)], [Op.put(key, doc)])
-        if not res.succeeded:
-            if create_only:
+        quotas = parse_overrides(data.get("quotas")) if "quotas" in data else None
+        key, etcd = self.node.keys.project(name), self.node.etcd
+        for _ in range(5):
+            kv = await etcd.get(key)
+            if kv is not None and create_only:
                 raise Conflict(f"project {name!r} already exists", field="name")
-            await self.node.etcd.put(key, doc)
-        return ok({"name": name, "description": description}, 201 if res.succeeded else 200)
+            old = json.loads(kv.value) if kv is not None else {}
+            doc: dict[str, Any] = {"name": name, "description": description}
+            kept = old.get("quotas") if quotas is None else quotas  # absent: keep the old ones
+            if kept:
+                doc["quotas"] = kept
+            compare = Compare.modified(key, kv.mod_revision) if kv else Compare.absent(key)
+            res = await etcd.txn([compare], [Op.put(key, json.dumps(doc))])
+            if res.succeeded:
+                return ok(await self._project_view(name, doc), 201 if kv is None else 200)
+        raise Conflict(f"project {name!r} is being changed concurrently; retry", field="name")
+
+    async def _project_view(self, name: str, doc: dict[str, Any]) -> dict[str, Any]:
+        overrides = doc.get("quotas") if isinstance(doc.get("quotas"), dict) else {}
+        view: dict[str, Any] = {
+            "name": name,
+            "description": doc.get("description", ""),
+            "quota_overrides": overrides,
+            "quotas": self.node.config.quotas.overridden(overrides).as_dict(),
+        }
+        if self.node.store is not None:
+            view["usage"] = await self.node.store.project_usage(name)
+        return view
 
     @documented()
     async def get_project(self, request: web.Request) -> web.Response:
@@ -293,8 +319,7 @@ class AuthApi:
         kv = await self.node.etcd.get(self.node.keys.project(name))
         if kv is None:
             raise NotFound(f"project {name!r} not found", field="project")
-        doc = json.loads(kv.value)
-        return ok({"name": name, "description": doc.get("description", "")})
+        return ok(await self._project_view(name, json.loads(kv.value)))
 
     @documented(status="204")
     async def delete_project(self, request: web.Request) -> web.Response:
@@ -317,6 +342,7 @@ class AuthApi:
         await etcd.delete(keys.notification_defaults(name))
         # its node-group grants go with it (D155): a new project of that name starts with none
         await GroupStore(etcd, keys, self.node.clock).forget_project(name)
+        await etcd.txn([], [Op.delete(keys.doc_sizes(name), prefix=True)])
         if not deleted and not dropped:
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)

@@ -10,25 +10,35 @@ that node is gone, the segments it shipped while the attempt ran are the last re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
+import structlog
 from aiohttp import web
 
-from cluster.errors import InvalidInput, NotFound, PeerRejected, RunNotFound, Unavailable
-from cluster.ids import id_floor
+from cluster.errors import (
+    InvalidInput,
+    NotFound,
+    PeerRejected,
+    RunNotFound,
+    TooManyRequests,
+    Unavailable,
+)
+from cluster.ids import id_floor, is_id
 from cluster.models import Run
 from logstore.archive import archived_runs
 from logstore.frames import parse_line
-from logstore.spool import LogRef
+from logstore.spool import JOB_RE, LogRef
 from logstore.store import ObjectMissing, StoreUnavailable, log_key
 from logstore.tail import (
     MAX_TAIL,
+    TAIL_BYTES,
     follow_spool,
     last_lines,
     object_tail,
@@ -37,6 +47,7 @@ from logstore.tail import (
     spool_lines,
     spool_text,
 )
+from nodes.access import PRINCIPAL
 from nodes.api import _NAME, Api, int_query, ok, project_of
 from nodes.openapi import documented
 from nodes.peer import INTERNAL_PREFIX
@@ -44,7 +55,34 @@ from nodes.peer import INTERNAL_PREFIX
 if TYPE_CHECKING:
     from nodes.daemon import Node
 
+log = structlog.get_logger(__name__)
+
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
+# A line of the JSON form longer than this is split into several frames (bounded memory, D163).
+MAX_JSON_LINE = 1024 * 1024
+
+
+class Slots:
+    """At most ``limit`` of something at once on this node; ``take`` answers 429 when full
+    (never queues: a flood must not pile up waiting requests) (D163)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.used = 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        if self.used >= self.limit:
+            raise TooManyRequests(
+                f"{self.limit} {self.what} are running on this node; retry shortly",
+                retry_after=1.0,
+            )
+        self.used += 1
+        try:
+            yield
+        finally:
+            self.used -= 1
 
 
 @dataclass(frozen=True)
@@ -94,9 +132,53 @@ class Query:
         return out
 
 
+class Followers:
+    """Live followers on this node: at most ``per_node`` in all and ``per_user`` per user (a
+    peer's proxied follow counts towards the node only: its user was counted where they asked);
+    more answer 429 (D164)."""
+
+    def __init__(self, per_node: int, per_user: int) -> None:
+        self.per_node = per_node
+        self.per_user = per_user
+        self.total = 0
+        self.by_user: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def take(self, user: str | None) -> Iterator[None]:
+        if self.total >= self.per_node:
+            raise TooManyRequests(
+                f"{self.per_node} log followers are open on this node; retry later",
+                retry_after=5.0,
+            )
+        if user is not None and self.by_user.get(user, 0) >= self.per_user:
+            raise TooManyRequests(
+                f"user {user!r} already follows {self.per_user} logs on this node; close one first",
+                retry_after=5.0,
+            )
+        self.total += 1
+        if user is not None:
+            self.by_user[user] = self.by_user.get(user, 0) + 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            if user is not None:
+                left = self.by_user.get(user, 1) - 1
+                if left > 0:
+                    self.by_user[user] = left
+                else:
+                    self.by_user.pop(user, None)
+
+
+class _ClientGone(Exception):
+    """The client closed its connection: the request ends quietly (not an error)."""
+
+
 class LogsApi:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.reads = Slots(node.config.log_reads, "log reads")
+        self.followers = Followers(node.config.log_followers, node.config.log_followers_per_user)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -108,6 +190,17 @@ class LogsApi:
     async def logs(self, request: web.Request) -> web.StreamResponse:
         project = project_of(request)
         q = Query.parse(request)
+        try:
+            if q.follow:
+                who = request.get(PRINCIPAL)
+                with self.followers.take(who.name if who is not None else None):
+                    return await self._logs(request, project, q)
+            with self.reads.take():
+                return await self._logs(request, project, q)
+        except _ClientGone:
+            return web.Response(status=204)  # nobody reads it
+
+    async def _logs(self, request: web.Request, project: str, q: Query) -> web.StreamResponse:
         store = Api(self.node).store()
         try:
             run = await store.get_run(project, request.match_info["run"])
@@ -167,8 +260,8 @@ class LogsApi:
         self, request: web.Request, project: str, q: Query
     ) -> web.StreamResponse | None:
         """A run pruned from etcd (archived): its log is still in the store, given ``job``."""
-        job = request.query.get("job")
-        if not job or not _NAME.fullmatch(job):
+        job = _job_query(request)
+        if job is None:
             return None
         ref = LogRef(project, job, request.match_info["run"], q.attempt or 1)
         local = await self._local(request, ref, q)  # its upload may still be pending
@@ -191,14 +284,37 @@ class LogsApi:
             await asyncio.sleep(0.05)
 
     async def _started(self, request: web.Request, run: Run, attempt: int) -> Run:
-        """For ``follow``: wait while the attempt has not started yet."""
+        """For ``follow``: wait while the attempt has not started yet, on a watch of the run's
+        key (not by reading it again and again), checking every second that the client is still
+        there (D164)."""
         store = Api(self.node).store()
+        key = self.node.keys.run(run.project, run.id)
         while run.status == "pending" and run.attempt <= attempt:
-            if not _connected(request):
-                raise Unavailable("the client went away")  # nobody reads this answer
-            await asyncio.sleep(0.2)
-            run = await store.get_run(run.project, run.id)
+            stored = await store.get_run_kv(run.project, run.id)
+            run = stored.run
+            if not (run.status == "pending" and run.attempt <= attempt):
+                break
+            waiter = asyncio.create_task(self._changed(key, stored.mod_revision))
+            try:
+                while not waiter.done():
+                    if not _connected(request):
+                        raise _ClientGone
+                    await asyncio.wait({waiter}, timeout=1.0)
+                if waiter.exception() is not None:  # the watch broke: read again shortly
+                    await asyncio.sleep(0.5)
+            finally:
+                waiter.cancel()
+                with contextlib.suppress(BaseException):
+                    await waiter
         return run
+
+    async def _changed(self, key: str, rev: int) -> None:
+        """Return at the first change of ``key`` after revision ``rev``."""
+        async for batch in self.node.etcd.watch(
+            key, start_revision=rev + 1, prefix=False, progress_notify=False
+        ):
+            if batch.events:
+                return
 
     @staticmethod
     def _ran_on(run: Run, attempt: int) -> str | None:
@@ -209,9 +325,16 @@ class LogsApi:
     # -- internal (a peer asks what this node holds) -------------------------------------------
 
     async def internal_logs(self, request: web.Request) -> web.StreamResponse:
-        project, run_id = project_of(request), request.match_info["run"]
         q = Query.parse(request)
-        job = request.query.get("job")
+        if q.follow:
+            with self.followers.take(None):
+                return await self._internal_logs(request, q)
+        with self.reads.take():
+            return await self._internal_logs(request, q)
+
+    async def _internal_logs(self, request: web.Request, q: Query) -> web.StreamResponse:
+        project, run_id = project_of(request), request.match_info["run"]
+        job = _job_query(request)
         attempt = q.attempt or 1
         if job is None:
             path = self.node.logs.spool.find(project, run_id, attempt)
@@ -251,8 +374,7 @@ class LogsApi:
         if q.tail is not None:
             return self._reply(await asyncio.to_thread(_spool_tail, path, q.tail), q, ref)
         if q.fmt == "json":
-            data = b"".join([c async for c in spool_text(path, q.offset, q.length)])
-            return self._reply(data, q, ref)
+            return await self._send_json(request, spool_text(path, q.offset, q.length), ref)
         return await self._send(request, spool_text(path, q.offset, q.length))
 
     async def _stored(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
@@ -260,8 +382,7 @@ class LogsApi:
         if q.tail is not None:
             return self._reply(await object_tail(store, key, q.tail), q, ref)
         if q.fmt == "json":
-            data = b"".join([c async for c in object_text(store, key, q.offset, q.length)])
-            return self._reply(data, q, ref)
+            return await self._send_json(request, object_text(store, key, q.offset, q.length), ref)
         size = await store.size(key)  # raises ObjectMissing before the response starts
         if q.follow:
             return await self._stream(request, _decoded(object_text(store, key)), q.sse)
@@ -270,13 +391,19 @@ class LogsApi:
         )
 
     async def _segments(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
-        data = b"".join([c async for c in segments_text(self.node.logs.store, ref)])
-        if q.tail is not None:
-            data = last_lines(iter([data.decode()]), q.tail)
-        elif q.offset or q.length is not None:
-            data = data[q.offset : None if q.length is None else q.offset + q.length]
+        """What a crashed worker shipped, streamed (or its tail, bounded), with a note."""
+        store = self.node.logs.store
         note = b"(the node that ran this attempt is down: shipped segments only)\n"
-        return self._reply(data + note if q.fmt == "text" else data, q, ref)
+        if q.tail is not None:
+            pieces = [
+                c.decode("utf-8", "replace") async for c in _bounded_tail(segments_text(store, ref))
+            ]
+            data = last_lines(iter(pieces), q.tail)
+            return self._reply(data + note if q.fmt == "text" else data, q, ref)
+        chunks = _sliced(segments_text(store, ref), q.offset, q.length)
+        if q.fmt == "json":
+            return await self._send_json(request, chunks, ref)
+        return await self._send(request, _then(chunks, note))
 
     async def _proxy(
         self, request: web.Request, node_id: str, ref: LogRef, q: Query
@@ -287,14 +414,15 @@ class LogsApi:
         async with self.node.peers.request(
             "GET", node_id, path, params=params, client_timeout=timeout
         ) as upstream:
-            if upstream.status != 200 or upstream.content_type == "application/json":
-                body = await upstream.read()
+            if upstream.status != 200:  # an error answer: small, read at most 64 KiB of it
+                body = await upstream.content.read(64 * 1024)
                 return web.Response(
                     body=body, status=upstream.status, content_type=upstream.content_type
                 )
             if q.follow:
                 return await self._stream(request, _decoded(upstream.content.iter_any()), q.sse)
-            return await self._send(request, upstream.content.iter_chunked(256 * 1024))
+            ctype = "application/json" if upstream.content_type == "application/json" else None
+            return await self._send(request, upstream.content.iter_chunked(256 * 1024), ctype=ctype)
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -306,16 +434,50 @@ class LogsApi:
 
     @staticmethod
     async def _send(
-        request: web.Request, chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None
+        request: web.Request,
+        chunks: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+        ctype: str | None = None,
     ) -> web.StreamResponse:
-        """Plain text, written as the chunks come (never the whole log in memory)."""
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
-        )
+        """Plain text (or ``ctype``), written as the chunks come (never the whole log in
+        memory)."""
+        content_type = f"{ctype or 'text/plain'}; charset=utf-8"
+        it = aiter(chunks)
+        first = await anext(it, None)  # a source that fails at once still gets an error answer
+        resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
         await resp.prepare(request)
-        async for chunk in chunks:
-            await resp.write(chunk)
-        await resp.write_eof()
+        with _until_gone():
+            if first is not None:
+                await resp.write(first)
+            async for chunk in it:
+                await resp.write(chunk)
+            await resp.write_eof()
+        return resp
+
+    @staticmethod
+    async def _send_json(
+        request: web.Request, chunks: AsyncIterator[bytes], ref: LogRef
+    ) -> web.StreamResponse:
+        """The JSON form, written frame by frame as the text comes (never the whole log in
+        memory, D163). The first chunk is read before the answer starts, so a missing log is
+        still a 404."""
+        it = aiter(chunks)
+        first = await anext(it, None)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+        await resp.prepare(request)
+        await resp.write(
+            f'{{"run": {json.dumps(ref.run)}, "attempt": {ref.attempt}, "frames": ['.encode()
+        )
+        sep, pending = b"", b""
+
+        async def rest() -> AsyncIterator[bytes]:
+            if first is not None:
+                yield first
+            async for chunk in it:
+                yield chunk
+
+        with _until_gone():
+            await _json_frames(resp, rest(), sep, pending)
         return resp
 
     @staticmethod
@@ -336,22 +498,23 @@ class LogsApi:
         ctype = "text/event-stream" if sse else "text/plain; charset=utf-8"
         resp = web.StreamResponse(headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        pending = ""
-        async for text in chunks:
-            if not sse:
-                await resp.write(text.encode())
-                continue
-            pending += text
-            *lines, pending = pending.split("\n")
-            if lines:
-                await resp.write(
-                    "".join(f"data: {json.dumps(parse_line(x))}\n\n" for x in lines).encode()
-                )
-        if sse:
-            if pending:
-                await resp.write(f"data: {json.dumps(parse_line(pending))}\n\n".encode())
-            await resp.write(b"event: end\ndata: {}\n\n")
-        await resp.write_eof()
+        with _until_gone():
+            pending = ""
+            async for text in chunks:
+                if not sse:
+                    await resp.write(text.encode())
+                    continue
+                pending += text
+                *lines, pending = pending.split("\n")
+                if lines:
+                    await resp.write(
+                        "".join(f"data: {json.dumps(parse_line(x))}\n\n" for x in lines).encode()
+                    )
+            if sse:
+                if pending:
+                    await resp.write(f"data: {json.dumps(parse_line(pending))}\n\n".encode())
+                await resp.write(b"event: end\ndata: {}\n\n")
+            await resp.write_eof()
         return resp
 
 
@@ -366,6 +529,85 @@ async def _decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
     tail = dec.decode(b"", final=True)
     if tail:
         yield tail
+
+
+async def _sliced(
+    chunks: AsyncIterator[bytes], offset: int, length: int | None
+) -> AsyncIterator[bytes]:
+    """Bytes ``offset``..``offset+length`` of a chunked text, as chunks."""
+    pos = 0
+    end = None if length is None else offset + length
+    async for chunk in chunks:
+        lo, pos = pos, pos + len(chunk)
+        if pos <= offset:
+            continue
+        if end is not None and lo >= end:
+            return
+        piece = chunk[max(0, offset - lo) : None if end is None else end - lo]
+        if piece:
+            yield piece
+
+
+async def _bounded_tail(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks, keeping at most ``TAIL_BYTES`` of the newest in memory before yielding."""
+    kept: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        kept.append(chunk)
+        size += len(chunk)
+        while len(kept) > 1 and size - len(kept[0]) >= TAIL_BYTES:
+            size -= len(kept.pop(0))
+    for chunk in kept:
+        yield chunk
+
+
+async def _then(chunks: AsyncIterator[bytes], last: bytes) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield chunk
+    yield last
+
+
+async def _json_frames(
+    resp: web.StreamResponse, chunks: AsyncIterator[bytes], sep: bytes, pending: bytes
+) -> None:
+    """Write the frames of a chunked text, then close the JSON document."""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > MAX_JSON_LINE:
+            lines.append(pending)
+            pending = b""
+        if lines:
+            body = b",".join(
+                json.dumps(parse_line(x.decode("utf-8", "replace"))).encode() for x in lines
+            )
+            await resp.write(sep + body)
+            sep = b","
+    if pending:
+        await resp.write(sep + json.dumps(parse_line(pending.decode("utf-8", "replace"))).encode())
+    await resp.write(b"]}")
+    await resp.write_eof()
+
+
+@contextlib.contextmanager
+def _until_gone() -> Iterator[None]:
+    """A client that closes its connection mid-answer ends the answer: a normal end, not an
+    error with a traceback (D164)."""
+    try:
+        yield
+    except ConnectionResetError:  # aiohttp's ClientConnectionResetError included
+        log.debug("log reader went away")
+
+
+def _job_query(request: web.Request) -> str | None:
+    """The ``job`` query parameter (a job name, or ``@workflow:task``), checked: it becomes part
+    of a spool path and an object key (D160)."""
+    job = request.query.get("job")
+    if job is None or job == "":
+        return None
+    if not JOB_RE.fullmatch(job):
+        raise InvalidInput(f"invalid job name {job!r}", field="job")
+    return job
 
 
 def _connected(request: web.Request) -> bool:
@@ -411,7 +653,7 @@ async def list_archived(node: Node, request: web.Request) -> web.Response:
     if since and until and since >= until:
         raise InvalidInput("from must be before to", field="from")
     before = request.query.get("before") or None
-    if before is not None and not before.isdigit():
+    if before is not None and not is_id(before):
         raise InvalidInput("before must be a run id", field="before")
     upper = id_floor(until) if until else "9" * 19
     if before is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -106,8 +106,14 @@ async def annotate_runs(node: Node, docs: list[dict[str, Any]]) -> list[dict[str
     return docs
 
 
+def _instant(iso: str) -> datetime:
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 class PlacementApi:
     def __init__(self, node: Node) -> None:
+        self._seen: dict[str, str] = {}  # node id -> the last heartbeat seen, bounded by nodes
         self.node = node
 
     def groups(self) -> GroupStore:
@@ -132,6 +138,11 @@ class PlacementApi:
             *(self._heartbeat(kv.lease) for kv in live.values()), return_exceptions=True
         )
         beats = dict(zip(live, ttls, strict=True))
+        for nid, beat in beats.items():
+            if isinstance(beat, str):
+                self._seen[nid] = beat
+        for gone in set(self._seen) - set(raw["records"]):  # forgotten nodes: bounded
+            del self._seen[gone]
         out = []
         for nid, rec in raw["records"].items():
             view = topo.nodes[nid]
@@ -156,11 +167,17 @@ class PlacementApi:
                     "pid": rec.get("pid"),
                     "started_at": rec.get("started_at"),
                     "registered_at": rec.get("registered_at"),
-                    "last_heartbeat": beat if isinstance(beat, str) else rec.get("stopped_at"),
+                    "last_heartbeat": beat if isinstance(beat, str) else self._last_seen(nid, rec),
                     "state_reason": state.reason if state else "",
                 }
             )
         return out
+
+    def _last_seen(self, nid: str, rec: dict[str, Any]) -> str | None:
+        """A down node's last heartbeat: when it stopped, or the last beat this node saw (a
+        node that died holds no lease to ask, D180)."""
+        times = [t for t in (rec.get("stopped_at"), self._seen.get(nid)) if isinstance(t, str)]
+        return max(times, key=_instant) if times else None
 
     async def _heartbeat(self, lease: int) -> str | None:
         """When the node last refreshed its lease (granted TTL minus what is left)."""
@@ -211,7 +228,10 @@ class PlacementApi:
     # -- groups --------------------------------------------------------------------------------
 
     async def list_groups(self, request: web.Request) -> web.Response:
-        return _json({"groups": await self.groups().list_groups()})
+        from nodes.api import paged
+
+        page, more = paged(request, await self.groups().list_groups(), lambda g: g["name"])
+        return _json({"groups": page, "next": more})
 
     async def get_group(self, request: web.Request) -> web.Response:
         return _json(await self.groups().get_group(_name(request, "group", "group")))

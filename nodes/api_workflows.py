@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from cluster.errors import InvalidInput
 from cluster.models import parse_model
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import (
@@ -19,7 +20,7 @@ from cluster.workflows import (
     parse_workflow,
 )
 from nodes import api_limits
-from nodes.api import Api, body_json, dump, int_query, named_body, ok, project_of
+from nodes.api import _NAME, Api, body_json, dump, int_query, named_body, ok, page_query, project_of
 from nodes.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
@@ -37,10 +38,12 @@ class WorkflowApi:
     def _spec(data: dict[str, Any], name: str | None) -> WorkflowSpec:
         return parse_workflow(named_body(data, name, READ_ONLY_WORKFLOW_FIELDS))
 
-    @documented()
+    @documented(query={"after": STR, "limit": LIMIT})
     async def list_workflows(self, request: web.Request) -> web.Response:
-        wfs = await self.wf().list_workflows(project_of(request))
-        return ok({"workflows": [dump(w) for w in wfs]})
+        project = project_of(request)
+        after, limit = page_query(request)
+        wfs, more = await self.wf().list_workflows(project, after=after, limit=limit)
+        return ok({"workflows": [dump(w) for w in wfs], "next": more})
 
     @documented(body=WorkflowSpec, answer=Workflow, status="201")
     async def create(self, request: web.Request) -> web.Response:
@@ -79,6 +82,8 @@ class WorkflowApi:
         project = project_of(request)
         limit = int_query(request, "limit", 50, 1, 1000)
         workflow = request.match_info.get("workflow") or request.query.get("workflow")
+        if workflow is not None and not _NAME.fullmatch(workflow):
+            raise InvalidInput(f"invalid workflow name {workflow!r}", field="workflow")
         execs = await self.wf().list_executions(project, workflow, limit)
         return ok(
             {

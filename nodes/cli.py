@@ -109,6 +109,21 @@ class ApiError(Exception):
         super().__init__(err.get("message") or str(body))
 
 
+def call_all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
+    """Every item of a paged listing (``?after=&limit=``, answers carry ``next``)."""
+    items: list[Any] = []
+    after: str | None = None
+    sep = "&" if "?" in path else "?"
+    for _ in range(100_000):  # bounded: each page moves ``after`` forward
+        query = {"limit": "1000", **({"after": after} if after else {})}
+        data = call(args, "GET", f"{path}{sep}{urllib.parse.urlencode(query)}")
+        items += data.get(key, [])
+        after = data.get("next")
+        if not after:
+            break
+    return items
+
+
 def call(
     args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bool = False
 ) -> Any:
@@ -204,7 +219,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         for job in apply_documents(args, "job"):
             print(f"job {args.project}/{job['name']} applied")
     elif args.action == "list":
-        jobs = call(args, "GET", f"{base}/jobs")["jobs"]
+        jobs = call_all(args, f"{base}/jobs", "jobs")
         if args.output == "table":
             table(
                 [

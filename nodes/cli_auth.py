@@ -161,10 +161,10 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from nodes.cli import call, show, table
+    from nodes.cli import call, call_all, show, table
 
     if args.action == "list":
-        users = call(args, "GET", "/api/v1/users")["users"]
+        users = call_all(args, "/api/v1/users", "users")
         if args.output == "table":
             rows = [
                 [

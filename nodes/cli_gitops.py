@@ -60,21 +60,26 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
     return call(args, method, path, body)
 
 
+def _all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
+    from nodes.cli import call_all
+
+    return call_all(args, path, key)
+
+
 def _base(project: str, kind: Kind) -> str:
     return f"/api/v1/projects/{urllib.parse.quote(project)}/{kind.collection}"
 
 
 def _list(args: argparse.Namespace, kind: Kind, project: str) -> list[dict[str, Any]] | None:
     """Objects of a kind in a project; None when this server has no such collection."""
-    from nodes.cli import ApiError
+    from nodes.cli import ApiError, call_all
 
     try:
-        data = _call(args, "GET", _base(project, kind))
+        items = call_all(args, _base(project, kind), kind.collection)  # every page
     except ApiError as exc:
         if exc.status in (404, 405):
             return None
         raise
-    items = data.get(kind.collection) if isinstance(data, dict) else None
     return items if isinstance(items, list) else []
 
 
@@ -146,9 +151,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    projects = (
-        _call(args, "GET", "/api/v1/projects")["projects"] if args.all_projects else [args.project]
-    )
+    projects = _all(args, "/api/v1/projects", "projects") if args.all_projects else [args.project]
     objects: list[tuple[Kind, str, dict[str, Any]]] = []
     for project in projects:
         for kind in KINDS.values():

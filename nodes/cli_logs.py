@@ -1,4 +1,5 @@
-"""`cronmesh run logs ID [--follow] [--tail N] [--attempt N]`: print a run's log as it streams."""
+"""`cronmesh run logs ID [--follow] [--tail N] [--attempt N] [--raw]`: print a run's log as it
+streams (on a terminal without the job's control sequences, unless ``--raw``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ import urllib.parse
 import urllib.request
 
 from nodes import cli_auth
+from nodes.termsafe import TerminalFilter
 
 
 def add_log_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attempt", type=int)
     parser.add_argument("-f", "--follow", action="store_true", help="stream until the run ends")
     parser.add_argument("--tail", type=int, help="only the last N lines")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="write terminal control sequences as the job wrote them (by default they are "
+        "removed when the output is a terminal)",
+    )
+
+
+def output_filter(args: argparse.Namespace, isatty: bool) -> TerminalFilter | None:
+    """The filter the output goes through: control sequences removed on a terminal unless
+    ``--raw`` (a job's output must not drive the reader's terminal); none when piped."""
+    return TerminalFilter() if isatty and not getattr(args, "raw", False) else None
 
 
 def print_logs(args: argparse.Namespace, path: str) -> int:
@@ -35,8 +49,12 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             out = sys.stdout.buffer
+            safe = output_filter(args, sys.stdout.isatty())
             while chunk := resp.read1(64 * 1024):
-                out.write(chunk)
+                out.write(safe.feed(chunk) if safe is not None else chunk)
+                out.flush()
+            if safe is not None:
+                out.write(safe.flush())
                 out.flush()
     except urllib.error.HTTPError as exc:
         try:

@@ -115,12 +115,12 @@ def add_group_commands(sub: Any) -> None:
 
 
 def cmd_group(args: argparse.Namespace) -> int:
-    from nodes.cli import ApiError, call, load_documents, show, table
+    from nodes.cli import ApiError, call, call_all, load_documents, show, table
 
     base = "/api/v1/groups"
     q = urllib.parse.quote
     if args.action == "list":
-        groups = call(args, "GET", base)["groups"]
+        groups = call_all(args, base, "groups")
         if args.output == "table":
             table(
                 [

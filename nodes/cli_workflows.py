@@ -6,7 +6,7 @@ import argparse
 import urllib.parse
 from typing import Any
 
-from nodes.cli import apply_documents, call, params, proj, schedules_text, show, table
+from nodes.cli import apply_documents, call, call_all, params, proj, schedules_text, show, table
 
 
 def _q(name: str) -> str:
@@ -19,7 +19,7 @@ def cmd_workflow(args: argparse.Namespace) -> int:
         for wf in apply_documents(args, "workflow"):
             print(f"workflow {args.project}/{wf['name']} applied ({len(wf['tasks'])} tasks)")
     elif args.action == "list":
-        wfs = call(args, "GET", f"{base}/workflows")["workflows"]
+        wfs = call_all(args, f"{base}/workflows", "workflows")
         if args.output == "table":
             table(
                 [

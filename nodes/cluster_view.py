@@ -137,7 +137,7 @@ class ClusterView:
         delay = 0.1
         while True:
             try:
-                res = await self.etcd.range(prefix)
+                res = await self.etcd.range_all(prefix)
                 self._reset(prefix)
                 for kv in res.kvs:
                     handle(kv.key, kv)
@@ -212,13 +212,13 @@ class ClusterView:
 
 async def read_topology(etcd: Etcd, keys: Keys) -> tuple[Topology, dict[str, Any]]:
     """The topology at one revision, plus the raw reads the nodes listing needs."""
-    infos = await etcd.range(keys.node_infos())
+    infos = await etcd.range_all(keys.node_infos())
     rev = infos.revision
-    live = await etcd.range(keys.nodes(), revision=rev)
-    states = await etcd.range(keys.node_states(), revision=rev)
-    groups = await etcd.range(keys.groups(), revision=rev)
-    binds = await etcd.range(keys.bindings(), revision=rev)
-    claims = await etcd.range(keys.claims(), revision=rev)
+    live = await etcd.range_all(keys.nodes(), revision=rev)
+    states = await etcd.range_all(keys.node_states(), revision=rev)
+    groups = await etcd.range_all(keys.groups(), revision=rev)
+    binds = await etcd.range_all(keys.bindings(), revision=rev)
+    claims = await etcd.range_all(keys.claims(), revision=rev)
     state_of = {kv.key.rsplit("/", 1)[-1]: _state(kv.value) for kv in states.kvs}
     live_of = {kv.key.rsplit("/", 1)[-1]: kv for kv in live.kvs}
     nodes: dict[str, NodeView] = {}

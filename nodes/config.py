@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.errors import InvalidInput
-from cluster.etcd import Security
+from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
 from cluster.models import parse_model
+from cluster.quotas import DEFAULT_BYTES, DEFAULT_JOBS, DEFAULT_WORKFLOWS, MAX_QUOTA, Quotas
 from nodes.proxy import parse_networks
 
 
@@ -81,6 +82,28 @@ class NodeConfig(BaseModel):
     log_run_cap: int = Field(default=64 * 1024 * 1024, ge=1024)
     spool_disk_cap: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024 * 1024)
     log_segment_interval: float = Field(default=2.0, gt=0, le=300)
+    # Bulk reads and quotas (D161, D162): keys per page of a bulk etcd read, the largest etcd
+    # answer the client accepts, and the per-project quotas' cluster-wide defaults (a cluster
+    # admin overrides them per project). Every node of a cluster should use the same values.
+    etcd_page_keys: int = Field(default=PAGE_KEYS, ge=1, le=100_000)
+    etcd_max_message: int = Field(default=MAX_MESSAGE, ge=2 * 1024 * 1024, le=2**31 - 1)
+    quota_jobs: int = Field(default=DEFAULT_JOBS, ge=0, le=MAX_QUOTA)
+    quota_workflows: int = Field(default=DEFAULT_WORKFLOWS, ge=0, le=MAX_QUOTA)
+    quota_bytes: int = Field(default=DEFAULT_BYTES, ge=0, le=MAX_QUOTA)
+    # log reads served at once by this node (not follows): more answer 429 (D163)
+    log_reads: int = Field(default=16, ge=1, le=10_000)
+    # live log followers on one node, in all and per user: more answer 429 (D164)
+    log_followers: int = Field(default=256, ge=1, le=100_000)
+    log_followers_per_user: int = Field(default=16, ge=1, le=100_000)
+    # HTTP: a connection must send a whole request head (line + headers) within this many
+    # seconds; idle keep-alive connections close after the keep-alive timeout (slowloris)
+    http_head_timeout: float = Field(default=10.0, gt=0, le=3600)
+    http_keepalive_timeout: float = Field(default=75.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
+
+    @property
+    def quotas(self) -> Quotas:
+        return Quotas(jobs=self.quota_jobs, workflows=self.quota_workflows, bytes=self.quota_bytes)
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -226,6 +249,17 @@ ENV = {
     "CRONMESH_S3_ENDPOINT": "s3_endpoint",
     "CRONMESH_S3_REGION": "s3_region",
     "CRONMESH_SPOOL_DIR": "spool_dir",
+    "CRONMESH_ETCD_PAGE_KEYS": "etcd_page_keys",
+    "CRONMESH_ETCD_MAX_MESSAGE": "etcd_max_message",
+    "CRONMESH_QUOTA_JOBS": "quota_jobs",
+    "CRONMESH_QUOTA_WORKFLOWS": "quota_workflows",
+    "CRONMESH_QUOTA_BYTES": "quota_bytes",
+    "CRONMESH_LOG_READS": "log_reads",
+    "CRONMESH_LOG_FOLLOWERS": "log_followers",
+    "CRONMESH_LOG_FOLLOWERS_PER_USER": "log_followers_per_user",
+    "CRONMESH_HTTP_HEAD_TIMEOUT": "http_head_timeout",
+    "CRONMESH_HTTP_KEEPALIVE_TIMEOUT": "http_keepalive_timeout",
+    "CRONMESH_HTTP_BODY_TIMEOUT": "http_body_timeout",
 }
 
 

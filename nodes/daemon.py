@@ -60,6 +60,8 @@ class Node:
             timeout=config.etcd_timeout,
             security=etcd_security(config),
             observer=etcd_metrics.observe,
+            max_message=config.etcd_max_message,
+            page_keys=config.etcd_page_keys,
         )
         self.logs = build_logs(config)
         self.secret_keys = KeyFile(config.secrets_key_file)
@@ -229,6 +231,7 @@ class Node:
         self.session = session
         machine_id = await self._allocate_machine_id(session)
         self.store = Store(self.etcd, self.keys, Snowflake(machine_id), self.clock)
+        self.store.quotas = self.config.quotas
         await self.access.on_session(self.store)  # first admin, peer secret
         self.secrets = SecretStore(self.etcd, self.keys, self.clock, self.secret_keys.ring)
         self._record = self.node_record(machine_id)

@@ -37,6 +37,7 @@ class JobList(BaseModel):
 
 class RunList(BaseModel):
     runs: list[Run]
+    next: str | None = None  # the `before` of the next page; null: no more
 
 
 class ProjectList(BaseModel):

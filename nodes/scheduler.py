@@ -38,7 +38,7 @@ from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
-from cluster.retention import expired_runs
+from cluster.retention import DELETED_JOB_KEEP_DAYS, DELETED_JOB_KEEP_RUNS, expired_runs
 from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.workflows import is_task_job
 from nodes import metrics
@@ -144,10 +144,10 @@ class Scheduler:
     # -- state ---------------------------------------------------------------------------------
 
     async def _load(self) -> int:
-        jobs = await self.etcd.range(self.keys.jobs())
+        jobs = await self.etcd.range_all(self.keys.jobs())
         rev = jobs.revision
-        states = await self.etcd.range(self.keys.schedule_states(), revision=rev)
-        actives = await self.etcd.range(self.keys.actives(), revision=rev, keys_only=True)
+        states = await self.etcd.range_all(self.keys.schedule_states(), revision=rev)
+        actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
         for kv in jobs.kvs:
             self._on_job(kv.key, kv.value)
         for kv in states.kvs:
@@ -235,7 +235,7 @@ class Scheduler:
     async def _resync(self, prefix: str, handle: Callable[[Any], None]) -> int:
         from cluster.etcd import KV, Event
 
-        res = await self.etcd.range(prefix)
+        res = await self.etcd.range_all(prefix)
         present = {kv.key for kv in res.kvs}
         known: set[str] = set()
         if prefix == self.keys.jobs():
@@ -740,10 +740,10 @@ class Scheduler:
 
     async def reconcile(self) -> None:
         """Find active runs that are neither queued nor claimed (their worker died)."""
-        actives = await self.etcd.range(self.keys.actives(), keys_only=True)
+        actives = await self.etcd.range_all(self.keys.actives(), keys_only=True)
         rev = actives.revision
-        queued = await self.etcd.range(self.keys.queue(), keys_only=True, revision=rev)
-        claimed = await self.etcd.range(self.keys.claims(), keys_only=True, revision=rev)
+        queued = await self.etcd.range_all(self.keys.queue(), keys_only=True, revision=rev)
+        claimed = await self.etcd.range_all(self.keys.claims(), keys_only=True, revision=rev)
         held = {kv.key.rsplit("/", 1)[-1] for kv in queued.kvs + claimed.kvs}
         for kv in actives.kvs:
             # The watch owns the in-memory active set; this only looks for orphans.
@@ -775,7 +775,7 @@ class Scheduler:
 
     async def prune(self) -> None:
         """Delete finished runs beyond each job's ``keep_runs`` (oldest first) and old ticks."""
-        index = await self.etcd.range(self.keys.job_runs(), keys_only=True)
+        index = await self.etcd.range_all(self.keys.job_runs(), keys_only=True)
         by_job: dict[JobKey, list[str]] = defaultdict(list)
         for kv in index.kvs:
             project, job, run_id = self.keys.tail(kv.key, self.keys.job_runs())[:3]
@@ -785,11 +785,12 @@ class Scheduler:
             if is_task_job(jk[1]):
                 continue  # workflow task runs go with their execution (WorkflowEngine.prune)
             entry = self.jobs.get(jk)
-            keep = entry.job.keep_runs if entry else 0
+            # a deleted job's runs are history too: kept by the deleted-job limits (D181)
+            keep = entry.job.keep_runs if entry else DELETED_JOB_KEEP_RUNS
             excess = expired_runs(
                 ids,
                 keep=keep,
-                keep_days=entry.job.keep_days if entry else 0,
+                keep_days=entry.job.keep_days if entry else DELETED_JOB_KEEP_DAYS,
                 now=self.clock(),
                 active=self.active.get(jk, set()),
             )

@@ -20,8 +20,8 @@ def _json(raw: bytes) -> Any:
 
 
 async def nodes(etcd: Etcd, keys: Keys) -> list[dict[str, Any]]:
-    infos = await etcd.range(keys.node_infos())
-    live = await etcd.range(keys.nodes(), revision=infos.revision)
+    infos = await etcd.range_all(keys.node_infos())
+    live = await etcd.range_all(keys.nodes(), revision=infos.revision)
     up = {kv.key.rsplit("/", 1)[-1]: kv for kv in live.kvs}
     out = []
     for kv in infos.kvs:
@@ -83,7 +83,7 @@ async def queue(etcd: Etcd, keys: Keys, limit: int = 100) -> dict[str, Any]:
 
 
 async def claims(etcd: Etcd, keys: Keys) -> list[dict[str, Any]]:
-    res = await etcd.range(keys.claims())
+    res = await etcd.range_all(keys.claims())
     out = []
     for kv in res.kvs:
         rec = _json(kv.value)
@@ -103,7 +103,7 @@ async def job(etcd: Etcd, keys: Keys, project: str, name: str) -> dict[str, Any]
     if kv is None:
         return None
     state = await etcd.get(keys.schedule_state(project, name))
-    active = await etcd.range(keys.actives(project, name), keys_only=True)
+    active = await etcd.range_all(keys.actives(project, name), keys_only=True)
     recent = await etcd.range(keys.job_runs(project, name), limit=10, descending=True)
     return {
         "job": _json(kv.value),

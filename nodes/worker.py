@@ -245,7 +245,7 @@ class Worker:
         delay = 0.1
         while True:
             try:
-                res = await self.etcd.range(prefix)
+                res = await self.etcd.range_all(prefix)
                 if reset is not None:
                     reset()
                 for kv in res.kvs:
@@ -520,7 +520,7 @@ class Worker:
                 await asyncio.wait_for(self._orphan_check.wait(), ORPHAN_CHECK_EVERY)
             self._orphan_check.clear()
             try:
-                res = await self.etcd.range(self.keys.claims())
+                res = await self.etcd.range_all(self.keys.claims())
                 for kv in res.kvs:
                     run_id = kv.key.rsplit("/", 1)[-1]
                     if kv.lease != self.session.lease_id or run_id in self.running:

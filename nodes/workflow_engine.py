@@ -104,8 +104,8 @@ class WorkflowEngine:
     # -- state ---------------------------------------------------------------------------------
 
     async def _load(self) -> int:
-        res = await self.etcd.range(self.keys.executions())
-        wfs = await self.etcd.range(self.keys.workflows(), revision=res.revision)
+        res = await self.etcd.range_all(self.keys.executions())
+        wfs = await self.etcd.range_all(self.keys.workflows(), revision=res.revision)
         for kv in wfs.kvs:
             self._on_workflow(kv.key, kv.value)
         for kv in res.kvs:
@@ -584,7 +584,7 @@ class WorkflowEngine:
         """Delete finished executions beyond each workflow's ``keep_executions`` (oldest first),
         with their task runs, and old tick keys."""
         base = self.keys.workflow_executions()
-        index = await self.etcd.range(base, keys_only=True)
+        index = await self.etcd.range_all(base, keys_only=True)
         by_wf: dict[WfKey, list[str]] = defaultdict(list)
         for kv in index.kvs:
             project, name, exec_id = self.keys.tail(kv.key, base)[:3]

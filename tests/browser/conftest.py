@@ -93,8 +93,11 @@ def _keep_for_docs(path: Path) -> None:
 async def ui_factory(browser: Browser) -> AsyncIterator[Any]:
     made: list[UI] = []
 
-    async def make(base: str, width: int = 1280, height: int = 860) -> UI:
-        context = await browser.new_context(viewport={"width": width, "height": height})
+    async def make(base: str, width: int = 1280, height: int = 860, **context_kw: Any) -> UI:
+        """``context_kw``: Playwright context options, e.g. ``timezone_id="Europe/Berlin"``."""
+        context = await browser.new_context(
+            viewport={"width": width, "height": height}, **context_kw
+        )
         ui = UI(await context.new_page(), base)
         made.append(ui)
         return ui

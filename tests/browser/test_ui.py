@@ -98,7 +98,7 @@ async def test_create_a_job_in_the_form_trigger_it_and_read_its_log(cluster, ui_
     await expect(times).to_have_count(5)
     await expect(error).to_have_text("")
     first = await times.first.inner_text()
-    assert re.search(r" 09:30:00\+05:30$", first), first  # shown in the schedule's time zone
+    assert re.search(r" 09:30:00 GMT\+5:30$", first), first  # shown in the schedule's time zone
     # a script file's text becomes the command
     await page.get_by_label("Script file").set_input_files(
         files=[
@@ -252,6 +252,7 @@ async def test_a_failed_workflow_task_is_shown_and_rerun_from_it(cluster, ui_fac
     await ui.shot("execution-failed")
     marker.write_text("ok")
     await page.get_by_role("button", name="Rerun from transform").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Rerun").click()
     await expect(page.locator("g[data-task=load]")).to_have_attribute("data-state", "succeeded")
     await expect(page.locator("g[data-task=transform]")).to_have_attribute(
         "data-state", "succeeded"

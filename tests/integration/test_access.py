@@ -615,7 +615,8 @@ async def test_projects_crud_and_visibility(cluster):
     # a first job in a new project still creates the project
     assert (await cluster.request("PUT", p("fresh", "/jobs/j"), json=JOB))[0] == 201
     status, body = await cluster.request("GET", "/api/v1/projects/fresh")
-    assert status == 200 and body == {"name": "fresh", "description": ""}, body
+    assert status == 200 and (body["name"], body["description"]) == ("fresh", ""), body
+    assert body["usage"]["jobs"] == 1 and body["quota_overrides"] == {}, body
     status, body = await cluster.request("DELETE", "/api/v1/projects/web")
     assert status == 409 and "job" in body["error"]["message"], body
     await cluster.request("DELETE", p("web", "/jobs/j"))

@@ -115,7 +115,7 @@ async def test_other_bad_requests(cluster):
         ("DELETE", f"{JOBS}/missing", None, 404, "name"),
         ("POST", f"{JOBS}/missing/runs", {}, 404, "name"),
         ("GET", f"{RUNS}/123", None, 404, "run_id"),
-        ("GET", f"{RUNS}/not-an-id", None, 404, "run_id"),
+        ("GET", f"{RUNS}/not-an-id", None, 400, "run"),
         ("POST", f"{RUNS}/123/cancel", None, 404, "run_id"),
         ("GET", f"{RUNS}/123/logs", None, 404, "run_id"),
         ("GET", f"{RUNS}?limit=abc", None, 400, "limit"),

@@ -81,7 +81,7 @@ def handoffs() -> float:
 async def test_groups_and_bindings_api_with_errors_naming_the_field(cluster):
     await cluster.start("n1")
     req = cluster.request
-    assert await req("GET", GROUPS) == (200, {"groups": []})
+    assert await req("GET", GROUPS) == (200, {"groups": [], "next": None})
     status, body = await req("PUT", f"{GROUPS}/etl", json={"description": "batch"})
     assert status == 201 and body["name"] == "etl"
     status, body = await req("PUT", f"{GROUPS}/etl/bindings/main", json={"node": "n1", "weight": 3})
@@ -138,7 +138,7 @@ async def test_groups_and_bindings_api_with_errors_naming_the_field(cluster):
     assert body["candidates"] == [{"node": "n1", "weight": 3, "binding": "main"}]
     assert (await req("GET", "/api/v1/placement?project=Bad!"))[0] == 400
     assert (await req("DELETE", f"{GROUPS}/etl"))[0] == 204
-    assert await req("GET", GROUPS) == (200, {"groups": []})
+    assert await req("GET", GROUPS) == (200, {"groups": [], "next": None})
 
 
 async def test_claim_guard_unchanged_since_a_revision(etcd, keys):

@@ -494,7 +494,7 @@ async def test_unknown_workflow_execution_and_bad_requests(cluster):
     status, body = await cluster.request("GET", f"{EXECS}/123")
     assert status == 404 and body["error"]["code"] == "execution_not_found"
     status, body = await cluster.request("GET", f"{EXECS}/abc")
-    assert status == 404
+    assert status == 400 and body["error"]["field"] == "execution"
     await put_wf(cluster, {"name": "w", "tasks": [{"name": "a", "command": "true"}]})
     status, body = await cluster.request(
         "POST", f"{WFS}/w/executions", json={"parameters": {"bad-name": "x"}}

@@ -12,7 +12,7 @@ export async function triggerJob(project, job) {
   if (values === null) return null;
   try {
     const run = await post(jobPath(project, job.name, "/runs"), { parameters: parseKeyValues(values.parameters) });
-    toast(`Run ${run.id} of ${job.name} created`, "ok");
+    toast(h("span", null, `Run ${run.id} of ${job.name} created: `, h("a", { href: `#/runs/${run.id}` }, "open it")), "ok");
     return run;
   } catch (err) {
     toast(err.message, "error");
@@ -32,7 +32,7 @@ export async function setEnabled(project, job, enabled) {
 }
 
 export async function deleteJob(project, job) {
-  const yes = await confirmDialog(`Delete ${job.name}?`, `The job ${job.name} and its schedule are removed; its past runs stay until they expire.`);
+  const yes = await confirmDialog(`Delete ${job.name}?`, `The job ${job.name} and its schedule are removed. Its past runs stay, listed under the deleted job, until they expire (its last 100, at most 30 days).`);
   if (!yes) return false;
   try {
     await del(jobPath(project, job.name));

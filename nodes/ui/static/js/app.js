@@ -1,7 +1,13 @@
 // The page shell: a hash router (#/jobs/nightly …), the header, and the life of each view.
-import { logout, onUnauthenticated } from "./api.js";
-import { fill, h } from "./dom.js";
+import { logout, onConnection, onUnauthenticated } from "./api.js";
+import { fill, fmtTime, h, timeZones } from "./dom.js";
 import { session } from "./session.js";
+
+const TITLES = {
+  login: "Log in", dashboard: "Dashboard", jobs: "Jobs", job_form: "Jobs", job: "Jobs", runs: "Runs",
+  run: "Runs", workflows: "Workflows", workflow: "Workflows", execution: "Workflows",
+  secrets: "Secrets", machines: "Machines", users: "Users", audit: "Audit",
+};
 
 const ROUTES = [
   [/^#\/login$/, "login", "login", false],
@@ -43,6 +49,10 @@ class ViewContext {
     timer = setTimeout(tick, ms);
     this.cleanups.push(() => clearTimeout(timer));
   }
+  // The tab's title: the most specific part first ("nightly · Jobs · cronmesh").
+  title(...parts) {
+    if (this.alive) document.title = [...parts.filter(Boolean), "cronmesh"].join(" · ");
+  }
   onLeave(fn) {
     this.cleanups.push(fn);
   }
@@ -54,10 +64,20 @@ class ViewContext {
 
 let current = null;
 
+// Where to go after logging in: the page the user asked for, never the login page itself.
+export function loginHash(wanted) {
+  let next = wanted || "";
+  while (next.startsWith("#/login")) {
+    const q = next.indexOf("?");
+    next = q < 0 ? "" : new URLSearchParams(next.slice(q + 1)).get("next") || "";
+  }
+  return next && next !== "#/" && next !== "#" ? `#/login?next=${encodeURIComponent(next)}` : "#/login";
+}
+
 function splitHash() {
   const raw = location.hash || "#/";
-  const [path, qs] = raw.split("?");
-  return [path, new URLSearchParams(qs || "")];
+  const q = raw.indexOf("?");
+  return q < 0 ? [raw, new URLSearchParams()] : [raw.slice(0, q), new URLSearchParams(raw.slice(q + 1))];
 }
 
 async function route() {
@@ -65,7 +85,9 @@ async function route() {
   const main = document.getElementById("main");
   const found = ROUTES.find(([re]) => re.test(path));
   if (current) current.close();
+  timeZones.page = null;
   if (!found) {
+    document.title = "Not found · cronmesh";
     fill(main, h("h1", null, "Not found"), h("p", null, h("a", { href: "#/" }, "Back to the dashboard")));
     return;
   }
@@ -75,7 +97,7 @@ async function route() {
       await session.load();
       renderHeader();
     } catch {
-      location.hash = `#/login?next=${encodeURIComponent(location.hash)}`;
+      if (!location.hash.startsWith("#/login")) location.hash = loginHash(location.hash);
       return;
     }
   }
@@ -87,13 +109,16 @@ async function route() {
   const params = re.exec(path).slice(1).map(decodeURIComponent);
   const ctx = new ViewContext(params, query);
   current = ctx;
+  ctx.title(TITLES[view]);
   main.setAttribute("aria-busy", "true");
   try {
     const mod = await import(`./views/${view}.js`);
     if (!ctx.alive) return;
-    const page = h("div", { class: `page page-${view}` });
+    const loading = h("p", { class: "muted loading" }, "Loading…"); // never a blank page
+    const page = h("div", { class: `page page-${view}` }, loading);
     fill(main, page);
     await mod.render(page, ctx);
+    loading.remove();
   } catch (err) {
     if (ctx.alive && err.status !== 401) {
       fill(main, h("h1", null, "Something went wrong"), h("p", { class: "error" }, err.message));
@@ -113,15 +138,30 @@ function renderHeader() {
 export async function afterLogin(next) {
   await session.load();
   renderHeader();
-  location.hash = next && !next.startsWith("#/login") ? next : "#/";
+  // only a page of this UI: `next` sets the fragment, never another site or the login page
+  const target = next && next.startsWith("#/") && !next.startsWith("#/login") ? next : "#/";
+  if (location.hash === target) route();
+  else location.hash = target;
 }
 
 function start() {
   onUnauthenticated(() => {
     session.me = null;
-    if (!location.hash.startsWith("#/login")) {
-      location.hash = `#/login?next=${encodeURIComponent(location.hash)}`;
-    }
+    if (!location.hash.startsWith("#/login")) location.hash = loginHash(location.hash);
+  });
+  // a node that stops answering: say so, and grey out what the page last knew
+  onConnection((up) => {
+    const box = document.getElementById("conn-lost");
+    box.hidden = up;
+    document.getElementById("main").classList.toggle("stale", !up);
+    if (!up) box.textContent = `Connection to the node lost at ${fmtTime(new Date().toISOString())}: what this page shows may be out of date. Retrying…`;
+  });
+  const zone = document.getElementById("zone-select");
+  zone.value = timeZones.mode;
+  zone.querySelector("option[value=browser]").textContent = `Browser time (${timeZones.browser()})`;
+  zone.addEventListener("change", () => {
+    timeZones.mode = zone.value;
+    route();
   });
   document.getElementById("project-select").addEventListener("change", (e) => {
     session.project = e.target.value;

@@ -1,7 +1,7 @@
 // A cron input that validates as the user types (with the node's own parser, through
 // GET /api/v1/cron/preview) and lists the next fire times in the schedule's time zone.
 import { ApiError, get } from "./api.js";
-import { fill, h } from "./dom.js";
+import { fill, h, timeEl } from "./dom.js";
 
 export function cronPreview(cronInput, tzInput, out) {
   let timer = null;
@@ -28,12 +28,17 @@ export function cronPreview(cronInput, tzInput, out) {
       fill(
         out,
         h("div", { class: "muted" }, `Next ${data.times.length} in ${data.timezone}:`),
-        h("ol", { class: "fire-times" }, data.times.map((t) => h("li", null, h("time", { datetime: t }, t.replace("T", " "))))),
+        h("ol", { class: "fire-times" }, data.times.map((t) => h("li", null, timeEl(t, data.timezone)))),
       );
     } catch (e) {
       if (mine !== seq || !(e instanceof ApiError)) return;
       const bad = e.field === "timezone" ? tzInput : cronInput;
       const box = e.field === "timezone" ? tzErr : err;
+      if (bad === cronInput) {
+        // the node checks the zone first: a cron error means the zone is fine now (no stale error)
+        tzInput.removeAttribute("aria-invalid");
+        if (tzErr) tzErr.textContent = "";
+      }
       bad.setAttribute("aria-invalid", "true");
       if (box) box.textContent = e.message;
       fill(out);
@@ -46,4 +51,56 @@ export function cronPreview(cronInput, tzInput, out) {
   cronInput.addEventListener("input", schedule);
   tzInput.addEventListener("input", schedule);
   update();
+}
+
+// Pure: a friendly schedule -> a cron expression ("" when a value is out of range).
+// kind: every (n minutes), hourly (at minute), daily / weekdays (at HH:MM), weekly (day 0-6 at
+// HH:MM, 0 = Sunday), monthly (day of month 1-31 at HH:MM).
+export function buildCron(kind, { n = 5, minute = 0, time = "09:00", day = 1 } = {}) {
+  const m = /^(\d{1,2}):(\d{2})$/.exec(time || "");
+  const hh = m ? Number(m[1]) : NaN, mm = m ? Number(m[2]) : NaN;
+  const okTime = hh >= 0 && hh <= 23 && mm >= 0 && mm <= 59;
+  const int = (v, lo, hi) => Number.isInteger(Number(v)) && Number(v) >= lo && Number(v) <= hi;
+  switch (kind) {
+    case "every": return int(n, 1, 59) ? (Number(n) === 1 ? "* * * * *" : `*/${Number(n)} * * * *`) : "";
+    case "hourly": return int(minute, 0, 59) ? `${Number(minute)} * * * *` : "";
+    case "daily": return okTime ? `${mm} ${hh} * * *` : "";
+    case "weekdays": return okTime ? `${mm} ${hh} * * 1-5` : "";
+    case "weekly": return okTime && int(day, 0, 6) ? `${mm} ${hh} * * ${Number(day)}` : "";
+    case "monthly": return okTime && int(day, 1, 31) ? `${mm} ${hh} ${Number(day)} * *` : "";
+    default: return "";
+  }
+}
+
+const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+
+// A small form beside the raw cron field: pick "every 15 minutes", "weekdays at 09:00"…; "Use"
+// writes the expression into the cron field (which then checks and previews it).
+export function schedulePicker(cronInput) {
+  const kind = h("select", { "aria-label": "Repeat" },
+    [["every", "Every N minutes"], ["hourly", "Hourly at minute"], ["daily", "Daily at"], ["weekdays", "Weekdays at"], ["weekly", "Weekly on"], ["monthly", "Monthly on day"]].map(([v, t]) => h("option", { value: v }, t)));
+  const n = h("input", { type: "number", min: 1, max: 59, value: 15, "aria-label": "Minutes between runs", class: "narrow" });
+  const minute = h("input", { type: "number", min: 0, max: 59, value: 0, "aria-label": "Minute of the hour", class: "narrow" });
+  const weekday = h("select", { "aria-label": "Day of the week" }, DAYS.map((d, i) => h("option", { value: i, selected: i === 1 }, d)));
+  const monthday = h("input", { type: "number", min: 1, max: 31, value: 1, "aria-label": "Day of the month", class: "narrow" });
+  const time = h("input", { type: "time", value: "09:00", "aria-label": "Time of day" });
+  const use = h("button", { type: "button", class: "secondary small" }, "Use");
+  const show = () => {
+    const k = kind.value;
+    n.hidden = k !== "every";
+    minute.hidden = k !== "hourly";
+    weekday.hidden = k !== "weekly";
+    monthday.hidden = k !== "monthly";
+    time.hidden = k === "every" || k === "hourly";
+  };
+  kind.addEventListener("change", show);
+  show();
+  use.addEventListener("click", () => {
+    const day = kind.value === "weekly" ? weekday.value : monthday.value;
+    const expr = buildCron(kind.value, { n: n.value, minute: minute.value, time: time.value, day });
+    if (!expr) return;
+    cronInput.value = expr;
+    cronInput.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+  return h("div", { class: "schedule-picker row small", role: "group", "aria-label": "Schedule helper" }, kind, n, minute, weekday, monthday, time, use);
 }

@@ -51,11 +51,62 @@ export function fill(el, ...children) {
   return el;
 }
 
-export function fmtTime(iso) {
+// Times always say their zone. The header switch picks which zone times are shown in: the
+// browser's, UTC, or the job's (a page about a job sets `timeZones.page`); schedule times pass
+// their schedule's own zone explicitly and ignore the switch.
+const ZONE_KEY = "cronmesh.timezone";
+export const timeZones = {
+  page: null,
+  get mode() {
+    const m = localStorage.getItem(ZONE_KEY);
+    return ["browser", "utc", "job"].includes(m) ? m : "browser";
+  },
+  set mode(m) {
+    localStorage.setItem(ZONE_KEY, m);
+  },
+  browser() {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  },
+  // The zone a time without its own is shown in, per the switch.
+  current() {
+    if (this.mode === "utc") return "UTC";
+    if (this.mode === "job" && this.page) return this.page;
+    return this.browser();
+  },
+};
+
+const formats = new Map();
+function formatter(zone) {
+  if (!formats.has(zone)) {
+    formats.set(zone, new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+      minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset",
+    }));
+  }
+  return formats.get(zone);
+}
+
+// "2026-12-07 09:00:00 GMT-5" in `zone` (default: the switch's zone); "UTC" for UTC.
+export function fmtTime(iso, zone = null) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  return d.toLocaleString(undefined, { hour12: false });
+  let fmt;
+  try {
+    fmt = formatter(zone || timeZones.current());
+  } catch {
+    fmt = formatter("UTC");
+  }
+  const p = Object.fromEntries(fmt.formatToParts(d).map((x) => [x.type, x.value]));
+  const name = fmt.resolvedOptions().timeZone === "UTC" ? "UTC" : p.timeZoneName;
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${name}`;
+}
+
+// A <time> element: the formatted text, the instant and the IANA zone in its tooltip.
+export function timeEl(iso, zone = null) {
+  if (!iso) return "—";
+  const z = zone || timeZones.current();
+  return h("time", { datetime: iso, title: `${z} · ${iso}` }, fmtTime(iso, z));
 }
 
 export function fmtDuration(seconds) {
@@ -65,6 +116,14 @@ export function fmtDuration(seconds) {
   const m = Math.floor(seconds / 60);
   if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
   return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+export function fmtBytes(n) {
+  if (n === null || n === undefined || Number.isNaN(n)) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = Number(n), i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${i ? v.toFixed(1) : v} ${units[i]}`;
 }
 
 export function duration(start, end) {
@@ -96,6 +155,11 @@ export function field(label, input, hint) {
   input.id = id;
   const error = h("div", { class: "field-error", id: `${id}-error`, "aria-live": "polite" });
   input.setAttribute("aria-describedby", `${id}-error`);
+  // an error goes once the user changes what it was about (never stale)
+  input.addEventListener("input", () => {
+    error.textContent = "";
+    input.removeAttribute("aria-invalid");
+  });
   return h(
     "div",
     { class: "field", dataset: { field: input.name || "" } },
@@ -123,13 +187,17 @@ export function toast(message, kind = "info") {
 }
 
 // A modal built on <dialog>: resolves to the submitted form's values, or null when dismissed.
-export function modal(title, body, okLabel = "OK", danger = false) {
+// With `onSubmit(values)` the dialog stays open while it runs; if it throws, the error is shown
+// in the dialog (on the field it names) and the input is kept; it resolves to onSubmit's result.
+export function modal(title, body, okLabel = "OK", danger = false, onSubmit = null) {
   return new Promise((resolve) => {
+    let result;
     const form = h(
       "form",
       { method: "dialog" },
       h("h2", null, title),
       body,
+      h("div", { class: "form-error", role: "alert" }),
       h(
         "div",
         { class: "actions" },
@@ -139,8 +207,23 @@ export function modal(title, body, okLabel = "OK", danger = false) {
     );
     const dlg = h("dialog", { class: "modal", "aria-label": title }, form);
     document.body.append(dlg);
+    if (onSubmit) {
+      form.addEventListener("submit", async (e) => {
+        if (e.submitter?.value !== "ok") return;
+        e.preventDefault();
+        const values = Object.fromEntries(new FormData(form));
+        try {
+          result = await onSubmit(values);
+          dlg.close("ok");
+        } catch (err) {
+          showFieldError(form, err.field || null, err.message);
+          if (err.field && !form.querySelector(`.field[data-field="${CSS.escape(err.field)}"]`)) showFieldError(form, null, err.message);
+        }
+      });
+    }
     dlg.addEventListener("close", () => {
-      const data = dlg.returnValue === "ok" ? Object.fromEntries(new FormData(form)) : null;
+      let data = dlg.returnValue === "ok" ? Object.fromEntries(new FormData(form)) : null;
+      if (onSubmit) data = dlg.returnValue === "ok" ? result : null;
       dlg.remove();
       resolve(data);
     });

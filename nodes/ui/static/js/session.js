@@ -1,5 +1,5 @@
 // Who is logged in, which project is selected, and what their roles allow (to hide actions).
-import { get } from "./api.js";
+import { get, getAll } from "./api.js";
 
 const RANK = { viewer: 0, operator: 1, editor: 2, admin: 3 };
 const PROJECT_KEY = "cronmesh.project";
@@ -28,7 +28,7 @@ export const session = {
   },
   async load() {
     this.me = await get("/api/v1/auth/me");
-    const { projects } = await get("/api/v1/projects");
+    const { projects } = await getAll("/api/v1/projects", "projects");
     const granted = Object.keys(this.roles).filter((p) => p !== "*");
     const names = new Set([...projects, ...granted]);
     if (this.roles["*"]) names.add("default");

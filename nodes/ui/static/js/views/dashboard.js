@@ -1,4 +1,4 @@
-import { get, projectPath } from "../api.js";
+import { get, projectPath, getAll } from "../api.js";
 import { bucketRuns, runsChart } from "../chart.js";
 import { badge, duration, fill, fmtDuration, fmtTime, h, table } from "../dom.js";
 import { session } from "../session.js";
@@ -94,7 +94,7 @@ export async function render(root, ctx) {
   }
 
   async function refreshNext() {
-    jobs = (await get(projectPath(project, "/jobs"))).jobs.filter((j) => j.enabled && j.schedules.length);
+    jobs = (await getAll(projectPath(project, "/jobs"), "jobs")).jobs.filter((j) => j.enabled && j.schedules.length);
     const ticks = await Promise.all(
       jobs.slice(0, 30).map((j) => get(projectPath(project, `/jobs/${encodeURIComponent(j.name)}/ticks?limit=1`)).catch(() => null)),
     );

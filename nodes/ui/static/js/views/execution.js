@@ -1,6 +1,6 @@
 import { get, post, projectPath } from "../api.js";
 import { dependencies, drawDag, layout } from "../dag.js";
-import { badge, fill, fmtTime, h, toast } from "../dom.js";
+import { badge, confirmDialog, fill, h, timeEl, toast } from "../dom.js";
 import { LogView } from "../logview.js";
 import { session } from "../session.js";
 import { drawTimeline } from "../timeline.js";
@@ -16,7 +16,7 @@ export async function render(root, ctx) {
   const head = h("div");
   const graph = h("div", { class: "dag-wrap" });
   const panel = h("div", { class: "task-panel" });
-  const timeline = h("div");
+  const timeline = h("div", { class: "timeline-wrap" });
   const legend = h("ul", { class: "legend" }, ["pending", "running", "succeeded", "failed", "skipped", "cancelled"].map((st) => h("li", null, h("span", { class: `swatch st-${st}` }), st)));
   root.append(
     head,
@@ -26,6 +26,12 @@ export async function render(root, ctx) {
   ctx.onLeave(() => logs && logs.stop());
 
   async function act(body, what) {
+    const yes = await confirmDialog(
+      body.from_task ? `Rerun from ${body.from_task}?` : "Rerun the failed tasks?",
+      `${body.from_task ? `${body.from_task} and every task downstream of it run` : "The failed tasks and what depends on them run"} again in this execution. The earlier tries stay listed under each task.`,
+      "Rerun",
+    );
+    if (!yes) return;
     try {
       await post(`${path}/rerun`, body);
       toast(what, "ok");
@@ -37,6 +43,7 @@ export async function render(root, ctx) {
   let ex = null;
   function pick(task) {
     selected = task;
+    history.replaceState(null, "", `#/executions/${encodeURIComponent(id)}?task=${encodeURIComponent(task)}`);
     if (logs) logs.stop();
     logs = null;
     drawAll();
@@ -69,13 +76,31 @@ export async function render(root, ctx) {
         h("dt", null, "Node"), h("dd", null, t.node || "—"),
         h("dt", null, "Attempt"), h("dd", null, t.attempt ?? "—"),
         h("dt", null, "Exit code"), h("dd", null, t.exit_code ?? "—"),
-        h("dt", null, "Started"), h("dd", null, fmtTime(t.started_at)),
-        h("dt", null, "Finished"), h("dd", null, fmtTime(t.finished_at)),
+        h("dt", null, "Started"), h("dd", null, timeEl(t.started_at)),
+        h("dt", null, "Finished"), h("dd", null, timeEl(t.finished_at)),
         t.error ? [h("dt", null, "Error"), h("dd", { class: "error" }, t.error)] : null,
       ),
+      tries(t),
       logs ? logs.el : h("p", { class: "muted" }, "This task has not run in this execution."),
     );
     if (logs) logs.update({ attempt: t.attempt || 1, status: t.status === "started" ? "running" : t.status });
+  }
+  // Earlier tries of a task (reruns keep them): links with their outcome, newest first.
+  const tryStatus = new Map(); // run id -> status (finished tries do not change)
+  function tries(t) {
+    const ids = [...(t.previous_runs || [])].reverse().slice(0, 20);
+    if (!ids.length) return null;
+    const list = h("ol", { class: "tries", "aria-label": "Earlier tries" });
+    for (const rid of ids) {
+      const status = h("span", null, tryStatus.has(rid) ? badge(tryStatus.get(rid)) : "…");
+      list.append(h("li", { dataset: { run: rid } }, h("a", { href: `#/runs/${rid}` }, rid), " ", status));
+      if (!tryStatus.has(rid)) {
+        get(projectPath(project, `/runs/${encodeURIComponent(rid)}`))
+          .then((r) => { tryStatus.set(rid, r.status); fill(status, badge(r.status)); })
+          .catch(() => fill(status, "expired"));
+      }
+    }
+    return h("div", { class: "earlier" }, h("h4", null, `Earlier tries (${t.previous_runs.length})`), list);
   }
   let seen = "";
   async function load() {
@@ -84,6 +109,7 @@ export async function render(root, ctx) {
     if (sig === seen) return;
     seen = sig;
     ex = fresh;
+    ctx.title(`Execution ${id} ${ex.status}`, ex.workflow);
     const finished = DONE.includes(ex.status);
     const buttons = [];
     if (session.can("operator")) {
@@ -93,7 +119,7 @@ export async function render(root, ctx) {
     fill(
       head,
       h("div", { class: "row" }, h("h1", null, "Execution ", id, " ", badge(ex.status)), h("div", { class: "actions" }, buttons)),
-      h("p", { class: "muted" }, "Workflow ", h("a", { href: `#/workflows/${encodeURIComponent(ex.workflow)}` }, ex.workflow), ` · ${ex.source} · created ${fmtTime(ex.created_at)}`, ex.reruns ? ` · rerun ${ex.reruns}×` : "", ex.finished_at ? ` · finished ${fmtTime(ex.finished_at)}` : ""),
+      h("p", { class: "muted" }, "Workflow ", h("a", { href: `#/workflows/${encodeURIComponent(ex.workflow)}` }, ex.workflow), ` · ${ex.source} · created `, timeEl(ex.created_at), ex.reruns ? ` · rerun ${ex.reruns}×` : "", ex.finished_at ? [" · finished ", timeEl(ex.finished_at)] : ""),
     );
     drawAll();
   }

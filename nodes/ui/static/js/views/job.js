@@ -1,6 +1,6 @@
-import { get } from "../api.js";
+import { ApiError, get } from "../api.js";
 import { deleteJob, jobPath, setEnabled, triggerJob } from "../actions.js";
-import { badge, duration, fill, fmtDuration, fmtTime, h, table } from "../dom.js";
+import { badge, duration, fill, fmtDuration, h, table, timeEl, timeZones } from "../dom.js";
 import { session } from "../session.js";
 
 export async function render(root, ctx) {
@@ -16,11 +16,23 @@ export async function render(root, ctx) {
     h("section", { class: "card", "aria-labelledby": "h-runs" }, h("h2", { id: "h-runs" }, "Recent runs"), runs),
   );
   async function load() {
-    const [job, rr, ticks] = await Promise.all([
-      get(jobPath(project, name)),
-      get(`/api/v1/projects/${encodeURIComponent(project)}/runs?job=${encodeURIComponent(name)}&limit=25`),
-      get(jobPath(project, name, "/ticks?limit=10")),
-    ]);
+    const runsPath = `/api/v1/projects/${encodeURIComponent(project)}/runs?job=${encodeURIComponent(name)}&limit=25`;
+    let job, rr, ticks;
+    try {
+      [job, rr, ticks] = await Promise.all([get(jobPath(project, name)), get(runsPath), get(jobPath(project, name, "/ticks?limit=10"))]);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 404) throw err;
+      // a deleted job: its past runs stay until retention (D181), listed here
+      ctx.title(`${name} (deleted)`, "Jobs");
+      rr = await get(runsPath);
+      fill(head, h("div", { class: "row" }, h("h1", null, name, " ", h("span", { class: "badge st-deleted" }, "deleted"))));
+      fill(info, h("p", { class: "muted" }, "This job was deleted. Its past runs stay until they expire."));
+      fill(next, h("p", { class: "muted" }, "Nothing scheduled."));
+      fill(runs, runTable(rr.runs));
+      return;
+    }
+    timeZones.page = job.schedules[0]?.timezone || null;
+    ctx.title(name, "Jobs");
     const actions = [];
     if (session.can("operator")) actions.push(h("button", { class: "primary", onclick: async () => { const r = await triggerJob(project, job); if (r) location.hash = `#/runs/${r.id}`; } }, "Run now"));
     if (session.can("editor")) {
@@ -38,21 +50,33 @@ export async function render(root, ctx) {
         { class: "props" },
         h("dt", null, "Description"), h("dd", null, job.description || "—"),
         h("dt", null, "Command"), h("dd", null, h("pre", { class: "mono" }, job.command || (job.python ? `python ${job.python.callable}` : "—"))),
-        h("dt", null, "Schedules"), h("dd", null, job.schedules.length ? job.schedules.map((s) => h("div", null, h("code", null, s.cron || `at ${s.at}`), ` (${s.timezone})`)) : "manual only"),
+        h("dt", null, "Schedules"), h("dd", null, job.schedules.length ? job.schedules.map((s) => h("div", null, h("code", null, s.cron || "at "), s.cron ? null : timeEl(s.at, s.timezone), ` (${s.timezone})`)) : "manual only"),
         h("dt", null, "Tags"), h("dd", null, job.tags.length ? job.tags.map((t) => h("span", { class: "tag" }, t)) : "—"),
         h("dt", null, "Timeout / retries"), h("dd", null, `${job.timeout ? `${job.timeout} s` : "none"} / ${job.retries}`),
         h("dt", null, "Overlap"), h("dd", null, job.overlap),
         h("dt", null, "Target"), h("dd", null, job.target.group ? `group ${job.target.group}` : "any node", job.target.selector ? ` where ${job.target.selector}` : ""),
       ),
     );
-    fill(next, ticks.next.length ? h("ol", { class: "fire-times" }, ticks.next.map((t) => h("li", null, fmtTime(t.tick)))) : h("p", { class: "muted" }, "Nothing scheduled."));
+    fill(next, ticks.next.length ? h("ol", { class: "fire-times" }, ticks.next.map((t) => h("li", null, timeEl(t.tick, t.timezone || "UTC")))) : h("p", { class: "muted" }, "Nothing scheduled."));
     fill(runs, runTable(rr.runs));
   }
   await load();
   ctx.every(3000, load);
 }
 
-export function runTable(runs, withJob = false) {
+// What a run ran: its job, or for a workflow task "etl › transform" linking to the execution.
+export function jobLink(r) {
+  if (r.execution) {
+    const wf = r.job.startsWith("@") ? r.job.slice(1).split(":")[0] : r.job;
+    const task = r.task || r.job.split(":").slice(1).join(":");
+    return h("a", { href: `#/executions/${encodeURIComponent(r.execution)}?task=${encodeURIComponent(task)}`, class: "task-link" }, `${wf} › ${task}`);
+  }
+  return h("a", { href: `#/jobs/${encodeURIComponent(r.job)}` }, r.job);
+}
+
+export const exitText = (r) => r.exit_code ?? (r.signal ? `signal ${r.signal}` : "—");
+
+export function runTable(runs, withJob = false, empty = "No runs yet.") {
   return table(
     ["Run", ...(withJob ? ["Job"] : []), "Status", "Source", "Created", "Duration", "Node", "Attempt", "Exit"],
     runs.map((r) =>
@@ -60,16 +84,16 @@ export function runTable(runs, withJob = false) {
         "tr",
         { dataset: { run: r.id } },
         h("td", null, h("a", { href: `#/runs/${r.id}` }, r.id)),
-        withJob ? h("td", null, h("a", { href: `#/jobs/${encodeURIComponent(r.job)}` }, r.job)) : null,
+        withJob ? h("td", null, jobLink(r)) : null,
         h("td", null, badge(r.status)),
         h("td", null, r.source),
-        h("td", null, fmtTime(r.created_at)),
+        h("td", null, timeEl(r.created_at)),
         h("td", null, fmtDuration(duration(r.started_at, r.finished_at))),
         h("td", null, r.node || "—"),
         h("td", null, String(r.attempt)),
-        h("td", null, r.exit_code ?? "—"),
+        h("td", null, exitText(r)),
       ),
     ),
-    "No runs yet.",
+    empty,
   );
 }

@@ -1,6 +1,6 @@
 import { ApiError, get, post, projectPath, put } from "../api.js";
 import { jobPath } from "../actions.js";
-import { cronPreview } from "../cronfield.js";
+import { cronPreview, schedulePicker } from "../cronfield.js";
 import { field, h, showFieldError, toast } from "../dom.js";
 import { session } from "../session.js";
 
@@ -9,6 +9,12 @@ const READ_ONLY = ["project", "created_at", "updated_at", "active_since"];
 export async function render(root, ctx) {
   const project = session.project;
   const editing = ctx.params[0] || null;
+  ctx.title(editing ? `Edit ${editing}` : "New job", "Jobs");
+  if (!session.can("editor")) {
+    // say so before the user fills the form, not after
+    root.append(h("h1", null, editing ? `Edit ${editing}` : "New job"), h("p", { class: "warn", role: "alert" }, `Your role in project ${project} (${["viewer", "operator", "editor", "admin"][session.rank()] || "none"}) cannot ${editing ? "edit" : "create"} jobs: that takes editor.`));
+    return;
+  }
   const job = editing ? await get(jobPath(project, editing)) : null;
   const first = (job && job.schedules[0]) || { cron: "", timezone: "UTC" };
   const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
@@ -43,6 +49,7 @@ export async function render(root, ctx) {
       field("Cron schedule", cron, "Five fields, @daily, @every 10m, or H for a spread minute. Empty: manual only."),
       field("Time zone", timezone, "IANA name, e.g. Europe/Berlin."),
     ),
+    schedulePicker(cron),
     preview,
     h("datalist", { id: "tz-list" }, (Intl.supportedValuesOf ? Intl.supportedValuesOf("timeZone") : ["UTC"]).map((z) => h("option", { value: z }))),
     h("div", { class: "grid3" }, field("Tags", tags), field("Timeout (s, 0: none)", timeout), field("Retries", retries)),
@@ -57,6 +64,11 @@ export async function render(root, ctx) {
     e.preventDefault();
     const spec = job ? Object.fromEntries(Object.entries(job).filter(([k]) => !READ_ONLY.includes(k))) : {};
     spec.name = name.value.trim();
+    if (!spec.name || !/^[a-z0-9][a-z0-9_.-]*$/.test(spec.name)) {
+      showFieldError(form, "name", spec.name ? "Use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit." : "A job needs a name.");
+      name.focus();
+      return;
+    }
     spec.description = description.value;
     spec.command = command.value.trim() ? command.value : null;
     const rest = job ? job.schedules.slice(1) : [];

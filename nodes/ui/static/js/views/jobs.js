@@ -1,4 +1,4 @@
-import { get, projectPath } from "../api.js";
+import { get, projectPath, getAll } from "../api.js";
 import { setEnabled, triggerJob } from "../actions.js";
 import { badge, fill, fmtTime, h, table } from "../dom.js";
 import { session } from "../session.js";
@@ -11,9 +11,9 @@ export async function render(root, ctx) {
     "select",
     { name: "status" },
     h("option", { value: "" }, "any last status"),
-    ["succeeded", "failed", "timed_out", "cancelled", "lost", "running", "never"].map((st) => h("option", { value: st }, st.replace("_", " "))),
+    ["succeeded", "failed", "timed_out", "cancelled", "lost", "running", "never"].map((st) => h("option", { value: st, selected: ctx.query.get("status") === st }, st.replace("_", " "))),
   );
-  const enabled = h("select", { name: "enabled" }, h("option", { value: "" }, "enabled or not"), h("option", { value: "yes" }, "enabled"), h("option", { value: "no" }, "disabled"));
+  const enabled = h("select", { name: "enabled" }, h("option", { value: "" }, "enabled or not"), h("option", { value: "yes", selected: ctx.query.get("enabled") === "yes" }, "enabled"), h("option", { value: "no", selected: ctx.query.get("enabled") === "no" }, "disabled"));
   const list = h("div");
   root.append(
     h("div", { class: "row" }, h("h1", null, "Jobs"), session.can("editor") ? h("a", { class: "button primary", href: "#/jobs/new" }, "New job") : null),
@@ -29,7 +29,12 @@ export async function render(root, ctx) {
   );
   let jobs = [];
   let last = new Map();
+  let wantedTag = ctx.query.get("tag") || "";
   const draw = () => {
+    // the filters live in the URL: a reload or a shared link shows the same list
+    const state = new URLSearchParams();
+    for (const [k, el] of [["q", search], ["tag", tag], ["status", status], ["enabled", enabled]]) if (el.value.trim()) state.set(k, el.value.trim());
+    if (tag.value || !wantedTag) history.replaceState(null, "", `#/jobs${[...state.keys()].length ? `?${state}` : ""}`);
     const q = search.value.trim().toLowerCase();
     const shown = jobs.filter((j) => {
       if (q && ![j.name, j.command || "", j.description].some((t) => t.toLowerCase().includes(q))) return false;
@@ -49,12 +54,13 @@ export async function render(root, ctx) {
     );
   };
   async function load() {
-    const [jr, rr] = await Promise.all([get(projectPath(project, "/jobs")), get(projectPath(project, "/runs?limit=500"))]);
+    const [jr, rr] = await Promise.all([getAll(projectPath(project, "/jobs"), "jobs"), get(projectPath(project, "/runs?limit=500"))]);
     jobs = jr.jobs;
     last = new Map();
     for (const r of rr.runs) if (!last.has(r.job)) last.set(r.job, r);
     const tags = [...new Set(jobs.flatMap((j) => j.tags))].sort();
-    const chosen = tag.value;
+    const chosen = tag.value || wantedTag;
+    wantedTag = "";
     fill(tag, h("option", { value: "" }, "any tag"), tags.map((t) => h("option", { value: t, selected: t === chosen }, t)));
     draw();
   }
@@ -74,7 +80,7 @@ function row(project, j, lastRun, reload) {
       h("a", { class: "button small secondary", href: `#/jobs/${encodeURIComponent(j.name)}/edit` }, "Edit"),
     );
   }
-  const sched = j.schedules.map((sc) => sc.cron || `at ${fmtTime(sc.at)}`).join(", ");
+  const sched = j.schedules.map((sc) => sc.cron || `at ${fmtTime(sc.at, sc.timezone)}`).join(", ");
   return h(
     "tr",
     { dataset: { job: j.name } },

@@ -1,8 +1,15 @@
-import { del, get, post, put } from "../api.js";
-import { badge, confirmDialog, field, fill, fmtTime, h, modal, table, toast } from "../dom.js";
+import { del, get, getAll, post, put } from "../api.js";
+import { badge, confirmDialog, field, fill, h, modal, table, timeEl, toast } from "../dom.js";
 import { session } from "../session.js";
 
 const enc = encodeURIComponent;
+
+function ago(iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 90) return `${s} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
 
 export async function render(root, ctx) {
   const nodesBox = h("div");
@@ -48,7 +55,7 @@ export async function render(root, ctx) {
   }
   let nodeIds = [];
   async function load() {
-    const [{ nodes }, { groups }] = await Promise.all([get("/api/v1/nodes"), get("/api/v1/groups")]);
+    const [{ nodes }, { groups }] = await Promise.all([get("/api/v1/nodes"), getAll("/api/v1/groups", "groups")]);
     nodeIds = nodes.map((n) => n.id);
     fill(
       nodesBox,
@@ -61,17 +68,18 @@ export async function render(root, ctx) {
             h("td", null, h("strong", null, n.id), h("div", { class: "muted small" }, n.address || "")),
             h("td", null, badge(n.up ? "up" : "down")),
             h("td", { class: "node-state" }, badge(n.state)),
-            h("td", null, `${n.running} / ${n.capacity}`),
+            h("td", { class: "load" }, `${n.running} / ${n.capacity}`, n.capacity ? h("meter", { min: 0, max: n.capacity, value: n.running, high: n.capacity * 0.8, "aria-label": `${n.id} load` }) : null),
             h("td", null, Object.entries(n.properties).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`))),
             h("td", null, n.version || "—"),
-            h("td", null, fmtTime(n.last_heartbeat)),
+            h("td", { class: "heartbeat" }, n.last_heartbeat ? [timeEl(n.last_heartbeat), h("div", { class: "muted small" }, ago(n.last_heartbeat))] : "never seen"),
             session.admin
               ? h(
                   "td",
                   { class: "actions" },
                   n.enabled ? null : h("button", { class: "small", onclick: () => nodeAction(n.id, "enable") }, "Enable"),
-                  n.enabled ? h("button", { class: "small secondary", onclick: () => nodeAction(n.id, "disable") }, "Disable") : null,
-                  n.state === "draining" || n.state === "drained" ? null : h("button", { class: "small secondary", onclick: () => nodeAction(n.id, "drain") }, "Drain"),
+                  // a dead node runs nothing: nothing to disable or drain (it rejoins enabled or not as stored)
+                  n.enabled && n.up ? h("button", { class: "small secondary", onclick: () => nodeAction(n.id, "disable") }, "Disable") : null,
+                  !n.up || n.state === "draining" || n.state === "drained" ? null : h("button", { class: "small secondary", onclick: () => nodeAction(n.id, "drain") }, "Drain"),
                 )
               : null,
           ),

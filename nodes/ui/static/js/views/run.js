@@ -1,7 +1,8 @@
 import { get, post, projectPath } from "../api.js";
-import { badge, duration, fill, fmtDuration, fmtTime, h, toast } from "../dom.js";
+import { badge, duration, fill, fmtBytes, fmtDuration, h, table, timeEl, timeZones, toast } from "../dom.js";
 import { LogView } from "../logview.js";
 import { session } from "../session.js";
+import { exitText, jobLink } from "./job.js";
 
 const DONE = ["succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"];
 
@@ -25,8 +26,17 @@ export async function render(root, ctx) {
     }
   }
   let seen = "";
+  let zoneKnown = false;
+  let jobGone = false;
   async function load() {
     const run = await get(path);
+    if (!zoneKnown) {
+      zoneKnown = true; // the job's zone, for the "job" time switch (a deleted job: none)
+      if (!run.execution) {
+        const job = await get(projectPath(project, `/jobs/${encodeURIComponent(run.job)}`)).catch((err) => (err.status === 404 ? (jobGone = true, null) : null));
+        timeZones.page = job?.schedules?.[0]?.timezone || null;
+      }
+    }
     const sig = JSON.stringify(run);
     if (sig === seen) {
       const cell = props.querySelector("#run-duration");
@@ -34,8 +44,20 @@ export async function render(root, ctx) {
       return;
     }
     seen = sig;
+    ctx.title(`Run ${run.id.length > 12 ? `${run.id.slice(0, 12)}…` : run.id} ${run.status.replace("_", " ")}`, run.execution ? jobLink(run).textContent : run.job);
     const live = !DONE.includes(run.status);
     const buttons = [];
+    if (!live && !run.execution && !jobGone && session.can("operator")) {
+      buttons.push(h("button", { class: "secondary", title: "Trigger the job again with these parameters", onclick: async () => {
+        try {
+          const again = await post(projectPath(project, `/jobs/${encodeURIComponent(run.job)}/runs`), { parameters: run.parameters });
+          toast(`Run ${again.id} created`, "ok");
+          location.hash = `#/runs/${again.id}`;
+        } catch (err) {
+          toast(err.message, "error");
+        }
+      } }, "Run again"));
+    }
     if (live && session.can("operator")) {
       buttons.push(
         h("button", { class: "secondary", onclick: () => act("cancel"), title: "Stop gracefully (SIGTERM, then kill after the grace period)" }, "Cancel"),
@@ -50,23 +72,53 @@ export async function render(root, ctx) {
       h(
         "dl",
         { class: "props cols" },
-        h("dt", null, "Job"), h("dd", null, h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)),
+        h("dt", null, "Job"), h("dd", null, jobLink(run), jobGone ? [" ", h("span", { class: "badge st-deleted" }, "deleted")] : null),
         h("dt", null, "Status"), h("dd", { id: "run-status" }, run.status),
         h("dt", null, "Source"), h("dd", null, run.source, run.execution ? [" of ", h("a", { href: `#/executions/${run.execution}` }, `execution ${run.execution}`), ` (${run.task})`] : null),
         h("dt", null, "Node"), h("dd", null, run.node || "—"),
         h("dt", null, "Attempt"), h("dd", null, String(run.attempt)),
-        h("dt", null, "Exit code"), h("dd", { id: "run-exit" }, run.exit_code ?? (run.signal ? `signal ${run.signal}` : "—")),
-        h("dt", null, "Created"), h("dd", null, fmtTime(run.created_at)),
-        h("dt", null, "Started"), h("dd", null, fmtTime(run.started_at)),
-        h("dt", null, "Finished"), h("dd", null, fmtTime(run.finished_at)),
+        h("dt", null, "Exit code"), h("dd", { id: "run-exit" }, exitText(run)),
+        h("dt", null, "Created"), h("dd", null, timeEl(run.created_at)),
+        h("dt", null, "Started"), h("dd", null, timeEl(run.started_at)),
+        h("dt", null, "Finished"), h("dd", null, timeEl(run.finished_at)),
         h("dt", null, "Duration"), h("dd", { id: "run-duration" }, fmtDuration(duration(run.started_at, run.finished_at))),
         Object.keys(run.parameters).length ? [h("dt", null, "Parameters"), h("dd", null, h("code", null, Object.entries(run.parameters).map(([k, v]) => `${k}=${v}`).join(" ")))] : null,
         run.error ? [h("dt", null, "Error"), h("dd", { class: "error" }, run.error)] : null,
       ),
+      attemptTable(run),
     );
     logs.update(run);
     return live;
   }
   await load();
   ctx.every(1000, load);
+}
+
+// Every attempt of the run (retries keep the earlier ones), with what containment measured
+// where the node records it (peak memory, CPU time).
+function attemptTable(run) {
+  const attempts = run.attempts || [];
+  if (attempts.length < 2 && !attempts.some((a) => a.peak_memory != null || a.cpu_seconds != null)) return null;
+  return h(
+    "div",
+    { class: "attempts" },
+    h("h3", null, "Attempts"),
+    table(
+      ["Attempt", "Status", "Node", "Started", "Duration", "Exit", "Peak memory", "CPU time"],
+      [...attempts].reverse().map((a) =>
+        h(
+          "tr",
+          { dataset: { attempt: a.attempt } },
+          h("td", null, String(a.attempt)),
+          h("td", null, badge(a.status), a.reason ? h("span", { class: "muted small" }, ` ${a.reason.replace("_", " ")}`) : null),
+          h("td", null, a.node || "—"),
+          h("td", null, timeEl(a.started_at)),
+          h("td", null, fmtDuration(duration(a.started_at, a.finished_at))),
+          h("td", null, a.exit_code ?? (a.signal ? `signal ${a.signal}` : "—")),
+          h("td", { class: "peak-memory" }, a.peak_memory != null ? fmtBytes(a.peak_memory) : "—"),
+          h("td", { class: "cpu-time" }, a.cpu_seconds != null ? fmtDuration(a.cpu_seconds) : "—"),
+        ),
+      ),
+    ),
+  );
 }

@@ -1,8 +1,9 @@
-import { del, get, patch, post } from "../api.js";
+import { del, get, patch, post, getAll } from "../api.js";
 import { badge, confirmDialog, field, fill, fmtTime, h, modal, parseKeyValues, table, toast } from "../dom.js";
 import { session } from "../session.js";
 
 const enc = encodeURIComponent;
+const ROLES_HINT = "project=role a line; roles: viewer, operator, editor, admin; *=admin for cluster admins.";
 
 export async function render(root, ctx) {
   if (!session.admin) {
@@ -20,24 +21,31 @@ export async function render(root, ctx) {
     const roles = h("textarea", { name: "roles", rows: 3, placeholder: "project=role, e.g. default=viewer or *=admin" });
     const v = await modal(
       "New user",
-      [field("Name", h("input", { name: "name", required: true })), field("Password", h("input", { name: "password", type: "password", minlength: 8 }), "At least 8 characters; empty: token-only user."), field("Roles", roles)],
+      [field("Name", h("input", { name: "name", required: true })), field("Password", h("input", { name: "password", type: "password", minlength: 8 }), "At least 8 characters; empty: token-only user."), field("Roles", roles, ROLES_HINT)],
       "Create",
+      false,
+      async (values) => {
+        let parsed;
+        try {
+          parsed = parseKeyValues(values.roles);
+        } catch (err) {
+          err.field = "roles";
+          throw err;
+        }
+        const body = { name: values.name, roles: parsed };
+        if (values.password) body.password = values.password;
+        await post("/api/v1/users", body); // an error keeps the dialog open, input and all
+        return values;
+      },
     );
     if (!v) return;
-    try {
-      const body = { name: v.name, roles: parseKeyValues(v.roles) };
-      if (v.password) body.password = v.password;
-      await post("/api/v1/users", body);
-      toast(`user ${v.name} created`, "ok");
-      load();
-    } catch (err) {
-      toast(err.message, "error");
-    }
+    toast(`user ${v.name} created`, "ok");
+    load();
   }
   async function editRoles(u) {
     const text = Object.entries(u.roles || {}).map(([p, r]) => `${p}=${r}`).join("\n");
     const roles = h("textarea", { name: "roles", rows: 4 }, text);
-    const v = await modal(`Roles of ${u.name}`, field("Roles", roles, "project=role a line (viewer, operator, editor, admin); *=admin for cluster admins."), "Save");
+    const v = await modal(`Roles of ${u.name}`, field("Roles", roles, ROLES_HINT), "Save");
     if (!v) return;
     try {
       await patch(`/api/v1/users/${enc(u.name)}`, { roles: parseKeyValues(v.roles) });
@@ -72,7 +80,7 @@ export async function render(root, ctx) {
     );
   }
   async function load() {
-    const { users: list } = await get("/api/v1/users");
+    const { users: list } = await getAll("/api/v1/users", "users");
     fill(
       users,
       table(

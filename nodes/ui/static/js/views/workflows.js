@@ -1,4 +1,4 @@
-import { get, post, projectPath } from "../api.js";
+import { get, post, projectPath, getAll } from "../api.js";
 import { badge, fill, fmtTime, h, table, toast } from "../dom.js";
 import { session } from "../session.js";
 
@@ -38,7 +38,7 @@ export async function render(root, ctx) {
   const execs = h("div");
   root.append(h("h1", null, "Workflows"), h("section", { class: "card" }, list), h("section", { class: "card", "aria-labelledby": "h-ex" }, h("h2", { id: "h-ex" }, "Recent executions"), execs));
   async function load() {
-    const [{ workflows }, { executions }] = await Promise.all([get(projectPath(project, "/workflows")), get(projectPath(project, "/executions?limit=25"))]);
+    const [{ workflows }, { executions }] = await Promise.all([getAll(projectPath(project, "/workflows"), "workflows"), get(projectPath(project, "/executions?limit=25"))]);
     fill(
       list,
       table(
