@@ -22,6 +22,7 @@ from pydantic import (
 
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
+from cluster.resources import Resources
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"
 PARAM_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -233,6 +234,7 @@ class JobSpec(Strict):
     # None: the project's default notifications apply; []: none for this job.
     notifications: list[NotificationRule] | None = Field(default=None, max_length=32)
     keep_days: float = Field(default=0, ge=0, le=36_500)  # 0: no age limit (issue 3)
+    resources: Resources | None = None  # limits of each run's cgroup (D153)
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -282,6 +284,13 @@ class Attempt(BaseModel):
     # Bytes the job wrote to stdout and stderr (None: unknown, e.g. its node was lost). An
     # attempt that wrote nothing (0, and no ``log``) has no log object: its log is empty.
     output_bytes: int | None = None
+    # Why it ended, beyond its status: "oom_killed" (status failed; the out-of-memory killer
+    # killed a process of the run's cgroup). None otherwise.
+    reason: str | None = None
+    # From the run's cgroup (None where the node has no cgroups): the most memory its processes
+    # held at once (bytes) and the CPU time they used (user + system, seconds).
+    peak_memory: int | None = None
+    cpu_seconds: float | None = None
 
 
 class Run(BaseModel):
@@ -302,6 +311,7 @@ class Run(BaseModel):
     signal: int | None = None
     result: Any = None
     error: str | None = None
+    reason: str | None = None  # of the latest attempt: "oom_killed" or None
     parameters: dict[str, str] = Field(default_factory=dict)
     claim_revision: int | None = None
     attempts: list[Attempt] = Field(default_factory=list)

@@ -39,6 +39,7 @@ class Session:
         *,
         clock: Callable[[], float] = time.monotonic,
         granted_at: float | None = None,
+        on_valid: Callable[[float], None] | None = None,
     ) -> None:
         self.etcd = etcd
         self.lease_id = lease_id
@@ -52,6 +53,9 @@ class Session:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._beat_at = clock()
+        # Told, from the refresh thread, until when the lease is surely alive (the fence kills
+        # the node's runs at that instant unless told a later one: D152).
+        self._on_valid = on_valid
 
     @classmethod
     async def open(
@@ -60,10 +64,12 @@ class Session:
         ttl: int,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_valid: Callable[[float], None] | None = None,
     ) -> Session:
         sent = clock()
         lease_id = await etcd.grant(ttl)
-        session = cls(etcd, lease_id, ttl, clock=clock, granted_at=sent)
+        session = cls(etcd, lease_id, ttl, clock=clock, granted_at=sent, on_valid=on_valid)
+        session._tell_valid()
         name = f"lease-{lease_id:x}"
         session._loop = asyncio.get_running_loop()
         session._task = asyncio.create_task(session._heartbeat(), name=name)
@@ -84,6 +90,20 @@ class Session:
         if len(self.etcd.endpoints) == 1:
             return float(self.ttl)
         return min(2.0, max(0.5, self.ttl / 5))
+
+    @property
+    def valid_until(self) -> float:
+        """The clock instant until which the lease is surely alive: the last refresh's send time
+        plus the TTL, minus :attr:`margin`. etcd counts the TTL from when it *received* that
+        refresh, later than it was sent, so the lease cannot expire before this instant."""
+        return self._expires - self.margin
+
+    def _tell_valid(self) -> None:
+        if self._on_valid is not None:
+            try:
+                self._on_valid(self.valid_until)
+            except Exception:
+                log.exception("lease deadline not passed on")
 
     def remaining(self) -> float:
         return self._expires - self._clock()
@@ -151,6 +171,7 @@ class Session:
                 self._lost_from_thread("etcd reports the lease expired")
                 return
             self._expires = sent + ttl
+            self._tell_valid()
 
     def _keepalive_on_loop(self, deadline: float) -> int:
         assert self._loop is not None

@@ -341,6 +341,9 @@ class Store:
         slot: str | None = None,
         log: str | None = None,
         output_bytes: int | None = None,
+        reason: str | None = None,
+        peak_memory: int | None = None,
+        cpu_seconds: float | None = None,
     ) -> tuple[Run, list[Any]]:
         """Close the current attempt; either finish the run or queue its next attempt."""
         now = self.clock()
@@ -356,11 +359,15 @@ class Store:
             claim_revision=claim_revision or run.claim_revision,
             log=log,
             output_bytes=output_bytes,
+            reason=reason,
+            peak_memory=peak_memory,
+            cpu_seconds=cpu_seconds,
         )
         # shallow: the copy's own fields are replaced below, nested ones only read (a deep copy
         # of the whole run was a tenth of a worker's CPU per run)
         updated = run.model_copy(update={"attempts": [*run.attempts, attempt]})
         updated.exit_code, updated.signal, updated.error = exit_code, signal, error
+        updated.reason = reason
         updated.claim_revision = attempt.claim_revision
         if result is not None:
             updated.result = result

@@ -31,6 +31,7 @@ from cluster.models import (
     parse_model,
     run_parameters_capped,
 )
+from cluster.resources import Resources
 
 MAX_TASKS = 500
 MAX_WORKFLOW_BYTES = 512 * 1024
@@ -80,6 +81,7 @@ class TaskSpec(Strict):
     target: Target = Field(default_factory=Target)
     env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
     kill_grace: float = Field(default=10, ge=0, le=3600)
+    resources: Resources | None = None
 
     @model_validator(mode="after")
     def _one_action(self) -> TaskSpec:
@@ -141,6 +143,7 @@ class WorkflowSpec(Strict):
             env=task.env,
             priority=self.priority,
             kill_grace=task.kill_grace,
+            resources=task.resources,
         )
 
 

@@ -285,6 +285,8 @@ class Api:
                 "running": len(node.worker.running) if node.worker else 0,
                 "capacity": node.config.capacity,
                 "started_at": node.started_at.isoformat(),
+                # how runs are contained: cgroup layout, kill, limits, fence (D150-D152)
+                "containment": node.containment.status(),
                 "secrets": _secrets_status(node),
             },
             "leader": None,

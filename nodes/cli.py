@@ -62,6 +62,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "log_dir": args.log_dir,
         "drain_timeout": args.drain_timeout,
         "log_format": args.log_format,
+        "cgroups": args.cgroups,
         **cli_auth.node_flags(args),
         "log_store": args.log_store,
         "s3_endpoint": args.s3_endpoint,
@@ -306,6 +307,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         data = exc.body
     if args.output == "table":
         print(f"node {data['node']['id']}  leader: {data['leader']}  queue: {data['queue_depth']}")
+        held = data["node"].get("containment")
+        if held:  # how this node contains its runs (D150)
+            limits = ",".join(sorted(held.get("limits") or {})) or "none"
+            print(f"runs contained by: {held['mode']} (kill: {held['kill']}, limits: {limits})")
         table(
             [
                 [n["id"], "up" if n["up"] else "down", n.get("address", "-"), n.get("version", "-")]
@@ -348,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--materialize-ahead", type=float, help="s before its tick a run is written (default 1.5)"
     )
     n.add_argument("--data-dir", help="where logs and work files go (default .cronmesh)")
+    n.add_argument(
+        "--cgroups",
+        choices=("auto", "off"),
+        help="a cgroup per run where the machine allows it (auto, default) or process "
+        "sessions only (off) (CRONMESH_CGROUPS)",
+    )
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")
     n.add_argument("--log-format", choices=["auto", "json", "console"])

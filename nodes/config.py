@@ -45,6 +45,8 @@ class NodeConfig(BaseModel):
     drain_timeout: float = Field(default=30.0, ge=0)
     etcd_timeout: float = Field(default=5.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    # A cgroup per run where the machine allows it (auto), or process sessions only (off): D150
+    cgroups: str = Field(default="auto", pattern="^(auto|off)$")
     # identity and access (docs/security.md)
     admin_user: str = Field(default="admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
     admin_password: str | None = Field(default=None, min_length=8, repr=False)
@@ -224,6 +226,7 @@ ENV = {
     "CRONMESH_WORK_DIR": "work_dir",
     "CRONMESH_DRAIN_TIMEOUT": "drain_timeout",
     "CRONMESH_LOG_FORMAT": "log_format",
+    "CRONMESH_CGROUPS": "cgroups",
     "CRONMESH_ADMIN_USER": "admin_user",
     "CRONMESH_ADMIN_PASSWORD": "admin_password",
     "CRONMESH_ADMIN_PASSWORD_FILE": "admin_password_file",

@@ -34,6 +34,7 @@ from nodes import __version__, etcd_metrics, metrics
 from nodes.access import Access
 from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
+from nodes.containment import Containment
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
 from nodes.scheduler import Scheduler
@@ -67,6 +68,10 @@ class Node:
         self.secret_keys = KeyFile(config.secrets_key_file)
         self.secrets: SecretStore | None = None
         self.peers = PeerClient(self)
+        # A cgroup per run and the fence process (D150-D152); started in run().
+        self.containment = Containment(
+            config.node_id, config.data_dir, use_cgroups=config.cgroups != "off"
+        )
         self.access = Access(self)
         self.ready = False
         self.leading = False
@@ -103,6 +108,8 @@ class Node:
         from nodes.api import start_api
 
         structlog.contextvars.bind_contextvars(node=self.node_id)
+        self.containment.start()  # before any run: reaps what a previous incarnation left
+        fence_watch = asyncio.create_task(self.containment.watch_fence(), name="fence-watch")
         runner = await start_api(self)
         self.logs.start()
         log.info(
@@ -126,6 +133,9 @@ class Node:
         try:
             await self._sessions()
         finally:
+            fence_watch.cancel()
+            await asyncio.gather(fence_watch, return_exceptions=True)
+            await asyncio.to_thread(self.containment.close)
             await self.logs.stop(within=min(10.0, self.config.drain_timeout))
             await runner.cleanup()
             with contextlib.suppress(Exception):  # final counts of merged refusals (D168)
@@ -141,7 +151,9 @@ class Node:
             try:
                 await self.etcd.connect()
                 await self.etcd.status()
-                session = await Session.open(self.etcd, self.config.lease_ttl)
+                session = await Session.open(
+                    self.etcd, self.config.lease_ttl, on_valid=self.containment.valid_until
+                )
                 if self._stale_lease:
                     # A lease we gave up on may still be alive (etcd extends leases when it
                     # restarts): revoke it so its claims and candidacy go now, not a TTL later.
@@ -259,6 +271,7 @@ class Node:
             view=self.view,
             weight_budget=self.config.weight_budget,
             handoff_delay=self.config.handoff_delay,
+            containment=self.containment,
             secrets=self.secrets,
         )
         self.ready = True

@@ -8,8 +8,14 @@ parent). The child becomes the leader of a new session whose id equals its pid.
 the main pid. Descendants inherit the session even when they move to another process group
 with ``setpgid``, so they are found by a ``/proc`` scan; the main process group is also
 signalled with ``killpg`` as a belt. A descendant that calls ``setsid()`` itself leaves the
-session and escapes: that is accepted. Such an escaped process may also keep the output
+session and escapes the session kill. Such an escaped process may also keep the output
 pipes open; :meth:`Process.wait` then gives up draining them after :attr:`Process.drain_timeout`.
+
+*With a cgroup* (``cgroup=``, where the node has cgroups: D150) the tree is the cgroup instead:
+the process is spawned held on its stdin (``armed_argv``), moved into its cgroup, then released,
+so everything it forks is in there whatever it does with sessions; SIGKILL is ``cgroup.kill``
+(or a freezer sweep on v1), other signals go to every member, and the leftovers after the main
+process exits are the cgroup's members.
 
 Waiting uses no threads and no SIGCHLD: the main process is watched through a pidfd
 (``os.pidfd_open``) registered with ``loop.add_reader``; the output pipes are non-blocking
@@ -43,6 +49,7 @@ from typing import IO
 
 import structlog
 
+from nodes.cgroups import RunCgroup, cgroup_io
 from nodes.sessionscan import scanner, session_members
 
 __all__ = ["ExitStatus", "OutputCallback", "Process", "session_members"]
@@ -165,9 +172,11 @@ class Process:
         pidfd: int,
         on_output: OutputCallback,
         loop: asyncio.AbstractEventLoop,
+        cgroup: RunCgroup | None = None,
     ) -> None:
         assert popen.stdout is not None and popen.stderr is not None
         self.pid = popen.pid
+        self.cgroup = cgroup
         self._popen = popen
         self._pidfd: int | None = pidfd
         self._on_output = on_output
@@ -199,19 +208,25 @@ class Process:
         cwd: str | None,
         on_output: OutputCallback,
         armed: bool = False,
+        cgroup: RunCgroup | None = None,
     ) -> Process:
         """Spawn ``argv`` in a new session. Raises OSError when it cannot be started.
 
         ``armed``: spawn now but hold the command until :meth:`release` (see ``armed_argv``);
         the process waits on its stdin, which is /dev/null again once it is released.
+
+        ``cgroup``: the process is spawned armed, moved into this (created) cgroup, and only
+        then released (at once unless ``armed``): the command, and everything it forks, runs
+        inside the cgroup from its first instruction (CPython has no ``CLONE_INTO_CGROUP``).
         """
         loop = asyncio.get_running_loop()
+        hold = armed or cgroup is not None
         # No preexec_fn: CPython uses vfork+exec, so this returns as soon as the child has
         # exec'd (or failed to); it never copies the parent's address space. That is short
         # enough to do on the loop (asyncio.create_subprocess_exec does the same).
         popen = subprocess.Popen(  # noqa: ASYNC220
-            armed_argv(argv) if armed else argv,
-            stdin=subprocess.PIPE if armed else subprocess.DEVNULL,
+            armed_argv(argv) if hold else argv,
+            stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -220,16 +235,22 @@ class Process:
             cwd=cwd,
         )
         try:
+            if cgroup is not None:
+                # Still waiting on its stdin: nothing of the job ran yet. Off the loop: moving a
+                # process between cgroups may wait for an RCU grace period (~10 ms, D150).
+                await loop.run_in_executor(cgroup_io(), cgroup.add, popen.pid)
             pidfd = os.pidfd_open(popen.pid)
-        except OSError:
+        except BaseException:  # OSError, or cancelled meanwhile: nothing may be left running
             _abandon(popen)
             raise
         try:
-            proc = cls(popen, pidfd, on_output, loop)
+            proc = cls(popen, pidfd, on_output, loop, cgroup)
         except BaseException:
             os.close(pidfd)
             _abandon(popen)
             raise
+        if hold and not armed:
+            proc.release()
         log.debug("job process started", pid=proc.pid, argv=argv[:1])
         return proc
 
@@ -268,6 +289,14 @@ class Process:
 
     def signal_tree(self, sig: int) -> None:
         """Send ``sig`` to every process of the tree. Never raises for vanished processes."""
+        if self.cgroup is not None:
+            # Every process of the run, wherever it moved its session or group to.
+            self.cgroup.signal(sig)
+            if self._reaped:
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
+            return
         if self._reaped:
             return  # the pid may be reused from now on: never signal it again
         pids = set(session_members(self.pid))
@@ -280,7 +309,7 @@ class Process:
 
     async def stop(self, grace: float) -> None:
         """SIGTERM the tree, give the main process ``grace`` seconds, then SIGKILL the tree."""
-        if self._reaped:
+        if self._reaped and self.cgroup is None:
             return
         self.signal_tree(_signal.SIGTERM)
         if not self._exited.done():
@@ -384,7 +413,10 @@ class Process:
                 return
 
     async def _leftovers(self) -> list[int]:
-        """Live processes of the session other than the main one (a shared, off-loop scan)."""
+        """Live processes of the run other than the main one: the members of its cgroup (one
+        small read), else of its session (a shared, off-loop scan of /proc)."""
+        if self.cgroup is not None:
+            return [p for p in self.cgroup.members() if p != self.pid]
         return [p for p in await scanner().members(self.pid) if p != self.pid]
 
     async def _wait_gone(self, deadline: float) -> bool:

@@ -49,6 +49,21 @@ SPAWN = Histogram(
     registry=REGISTRY,
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5),
 )
+CGROUP_MODE = Gauge(
+    "cronmesh_cgroup_mode",
+    "1 for the cgroup layout this node runs its jobs in (v2, v2+v1, v1, none)",
+    ["mode"],
+    registry=REGISTRY,
+)
+OOM_KILLS = Counter(
+    "cronmesh_oom_killed_runs", "Attempts ended by the out-of-memory killer", registry=REGISTRY
+)
+LIMITS_NOT_APPLIED = Counter(
+    "cronmesh_limits_not_applied",
+    "Resource limits a run asked for that this node could not apply",
+    ["resource"],
+    registry=REGISTRY,
+)
 TXN_BATCH = Histogram(
     "cronmesh_worker_txn_batch_size",
     "Claims and completions sent to etcd together in one transaction (D137)",

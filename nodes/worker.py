@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from cluster.masking import MaskedOutput, mask_result
 from cluster.models import Run, secret_refs
 from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
+from cluster.resources import format_bytes
 from cluster.secret_store import SecretStore
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
@@ -45,7 +47,9 @@ from cluster.txnbatch import TxnBatcher
 from logstore.service import Logs
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
+from nodes.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.cluster_view import ClusterView
+from nodes.containment import Containment
 from nodes.executor import ExitStatus, Process
 
 log = structlog.get_logger(__name__)
@@ -73,6 +77,8 @@ class Execution:
     cost: int = 1  # units of the node's weight budget this run holds
     output_bytes: int | None = None  # what the job wrote, once its log is closed
     logged: bool = True  # False: nothing at all was written, so no log object will exist
+    usage: Usage | None = None  # what the run's cgroup counted (None: no cgroup)
+    reason: str | None = None  # "oom_killed" when the out-of-memory killer ended it
     _stopper: asyncio.Task[None] | None = None
 
     def request(self, action: str) -> None:
@@ -178,9 +184,11 @@ class Worker:
         view: ClusterView | None = None,
         weight_budget: int | None = None,
         handoff_delay: float = 1.0,
+        containment: Containment | None = None,
         secrets: SecretStore | None = None,
     ) -> None:
         self.etcd = etcd
+        self.containment = containment
         self.secrets = secrets  # read and decrypted when a run that references them starts
         self.keys = keys
         self.store = store
@@ -647,6 +655,44 @@ class Worker:
             duration=round(time.monotonic() - t0, 3),
         )
 
+    async def _cgroup(self, ex: Execution, writer: SpoolWriter) -> RunCgroup | None:
+        """The attempt's cgroup, created with its limits (D150, D153). A limit this node cannot
+        apply is said in the run's log and a metric, and the run goes on without it."""
+        if self.containment is None:
+            return None
+        run = ex.run
+        cg = self.containment.run_cgroup(run.id, run.attempt)
+        res = run.snapshot.resources
+        asked = res.asked() if res is not None else {}
+        if cg is None:
+            missing = sorted(asked)
+        else:
+            missing = await asyncio.get_running_loop().run_in_executor(
+                cgroup_io(),
+                functools.partial(
+                    cg.create,
+                    memory=res.memory if res else None,
+                    cpu=res.cpu if res else None,
+                    pids=res.pids if res else None,
+                ),
+            )
+        if missing:
+            for name in missing:
+                metrics.LIMITS_NOT_APPLIED.labels(resource=name).inc()
+            why = self.containment.layout.reason or "not supported here"
+            writer.note(
+                f"node {self.node_id} cannot apply the limits {', '.join(missing)} ({why}): "
+                "the run goes on without them"
+            )
+            log.warning("resource limits not applied", run=run.id, missing=missing)
+        return cg
+
+    @staticmethod
+    def _finish_cgroup(cg: RunCgroup) -> tuple[Usage, bool]:
+        """In a cgroup-io thread: what the run used, then its cgroups removed."""
+        usage = cg.usage()
+        return usage, cg.remove(timeout=0.5)
+
     async def _secrets(self, run: Run) -> dict[str, bytes]:
         """The values of the secrets the run references, read now (at its start)."""
         refs = secret_refs(run.snapshot.env)
@@ -660,6 +706,7 @@ class Worker:
         run = ex.run
         result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
         writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
+        cg: RunCgroup | None = None
         masked: MaskedOutput | None = None
         secrets: dict[str, bytes] = {}
         try:
@@ -681,13 +728,21 @@ class Worker:
             armed = run.not_before is not None and run.not_before > self.clock()
             spawn_t = time.perf_counter()
             try:
+                cg = await self._cgroup(ex, writer)
                 ex.proc = await Process.start(
-                    argv, env=env, cwd=self.work_dir, on_output=on_output, armed=armed
+                    argv,
+                    env=env,
+                    cwd=self.work_dir,
+                    on_output=on_output,
+                    armed=armed,
+                    cgroup=cg,
                 )
             except OSError as exc:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            if cg is None and self.containment is not None:
+                self.containment.watch_session(ex.proc.pid)
             if armed:
                 assert run.not_before is not None
                 released = self._releases.add(run.not_before, ex.proc)
@@ -724,10 +779,27 @@ class Worker:
                 ex.requested, ex.acted = "timeout", True
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
+            if cg is not None:
+                ex.usage, removed = await asyncio.get_running_loop().run_in_executor(
+                    cgroup_io(), self._finish_cgroup, cg
+                )
+                if not removed:
+                    log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                cg = None
             status, error = self._outcome(ex, exit_status)
-            if ex.acted:
+            if self._fenced(ex, exit_status):
+                status = "lost"
+                error = "killed by its node's fence: the lease was not renewed in time (D152)"
+            if ex.acted or ex.reason or status == "lost":
                 writer.note(f"run {status}: {error}")
         finally:
+            if cg is not None:
+                # Not removed above (a failure or a cancellation on the way): what is left is
+                # killed, bounded; a cgroup that cannot go is reaped when the node starts again.
+                if not cg.remove(timeout=0.5):
+                    log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+            elif ex.proc is not None and self.containment is not None:
+                self.containment.forget_session(ex.proc.pid)
             if masked is not None:
                 masked.flush()
             writer.close()
@@ -750,10 +822,24 @@ class Worker:
         status = "lost" if ex.requested == "shutdown" else "cancelled"
         return status, f"{why} before it started", None, None
 
+    def _fenced(self, ex: Execution, st: ExitStatus) -> bool:
+        """SIGKILLed by nobody of ours while the lease deadline had passed: the fence did it."""
+        if ex.acted or ex.reason is not None or st.signal != 9:
+            return False
+        return self.session.remaining() <= self.session.margin
+
     @staticmethod
-    def _outcome(ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
+    def _oom(ex: Execution) -> bool:
+        return ex.usage is not None and ex.usage.oom_kills > 0
+
+    @classmethod
+    def _outcome(cls, ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
         if not ex.acted:
-            pass  # a request that came after the process had exited changes nothing
+            if not st.ok and cls._oom(ex):  # its own outcome: failed, reason oom_killed (D153)
+                ex.reason = "oom_killed"
+                res = ex.run.snapshot.resources
+                limit = f" (memory limit {format_bytes(res.memory)})" if res and res.memory else ""
+                return "failed", f"killed by the out-of-memory killer{limit}"
         elif ex.requested == "timeout":
             return "timed_out", f"timed out after {ex.run.snapshot.timeout:g}s"
         elif ex.requested in ("cancel", "abort"):
@@ -802,6 +888,11 @@ class Worker:
             if ex.logged
             else None,
             output_bytes=ex.output_bytes,
+            reason=ex.reason,
+            peak_memory=ex.usage.peak_memory if ex.usage else None,
+            cpu_seconds=round(ex.usage.cpu_seconds, 3)
+            if ex.usage and ex.usage.cpu_seconds is not None
+            else None,
         )
         claim = self.keys.claim(run.id)
         delay = 0.1
@@ -834,6 +925,8 @@ class Worker:
                     )
                     return
                 metrics.run_finished(status, run.project, run.job)
+                if ex.reason == "oom_killed":
+                    metrics.OOM_KILLS.inc()
                 return
             delay = min(delay * 2, 2.0)
 

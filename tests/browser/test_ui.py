@@ -6,8 +6,10 @@ draining a node, and a screenshot of each main page."""
 from __future__ import annotations
 
 import re
+import sys
 
 import aiohttp
+import pytest
 from playwright.async_api import expect
 
 from tests.browser.conftest import make_user
@@ -389,3 +391,32 @@ async def test_pure_drawing_logic_in_the_browser(cluster, ui_factory):
     assert buckets[23]["succeeded"] == 1 and buckets[23]["failed"] == 1
     assert buckets[0]["failed"] == 1 and buckets[12]["skipped"] == 1
     assert sum(sum(b.values()) for b in buckets) == 4  # running and too-old runs are not counted
+
+
+async def test_run_page_shows_usage_and_an_out_of_memory_kill(cluster, ui_factory):
+    node = await cluster.start()
+    if "memory" not in node.containment.layout.limits:
+        pytest.skip(f"no memory limit on this machine: {node.containment.layout.reason}")
+    await make_user(cluster, "alice", {"*": "admin"})
+    grab = "x = []\nwhile True: x.append(bytearray(4 << 20))\n"
+    job = {
+        "name": "greedy",
+        "command": f"{sys.executable} -c '{grab}'",
+        "resources": {"memory": "40Mi", "pids": 20},
+    }
+    status, _ = await cluster.request("PUT", f"{JOBS}/greedy", json=job)
+    assert status == 201
+    status, run = await cluster.request("POST", f"{JOBS}/greedy/runs", json={})
+    assert status == 201, run
+    ui = await ui_factory(cluster.url())
+    await ui.login("alice")
+    page = ui.page
+    await page.goto(f"{cluster.url()}/#/runs/{run['id']}")
+    await expect(page.locator("#run-status")).to_have_text("failed")
+    await expect(page.locator("#run-reason")).to_have_text("killed by the out-of-memory killer")
+    row = page.locator("#run-attempts tbody tr")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text("out of memory")
+    await expect(row.locator(".peak-memory")).to_contain_text("MiB")
+    await expect(row.locator(".cpu-time")).to_contain_text(" s")
+    await expect(page.locator("dl.props")).to_contain_text("memory 40.0 MiB, pids 20")

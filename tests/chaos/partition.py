@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.harness import leader_of, lease_losses, node_ready, read_history, wait_ready
+from tests.chaos.overlap import beating_command, check_file
 from tests.chaos.scenario import EVERY_SECOND, Stage, recorded_job, run_command, stage
 from tests.conftest import NodeProcess, api_session
 
@@ -134,7 +135,9 @@ async def scenario(
         for i in (2, 3):
             st.cluster.start(f"node-{i}", lease_ttl=lease_ttl)
         others: list[NodeProcess] = [p for p in st.cluster.procs if p is not part]
-        await st.put_job(http, recorded_job(JOB, st.history, work=WORK))
+        spec = recorded_job(JOB, st.history, work=WORK)
+        spec["command"] = beating_command(st.history, WORK)  # attempts must not overlap (D152)
+        await st.put_job(http, spec)
         start = datetime.now(UTC) + timedelta(seconds=1)
         await asyncio.sleep(3)
         for r in range(rounds):
@@ -209,10 +212,12 @@ async def scenario(
         for e in history
         if e.node == CUT and e.phase == "start" and (e.run, e.claim_revision) not in ended
     )
+    overlap = check_file(st.history)
     ok = (
         report.ok
         and not report.unfinished
         and hist.ok
+        and overlap.ok
         and all(not r["started_while_cut"] for r in rounds_out)
     )
     return {
@@ -220,6 +225,7 @@ async def scenario(
         "history": hist,
         "rounds": rounds_out,
         "killed_on_cut_node": killed,
+        "overlap": overlap.as_dict(),
         "faults": rounds,
         "ok": ok,
     }

@@ -32,3 +32,7 @@ async def test_partitioned_node_gives_up_its_work_and_rejoins_without_duplicates
     assert hist.duplicates == {} and hist.phantoms == [], hist.as_dict()
     # and no tick executed twice beyond what the retry policy re-runs (lost attempts)
     assert hist.executed_twice == {} and hist.ok, hist.as_dict()
+    # The cut node's runs were killed before its lease expired and were retried elsewhere:
+    # the attempts of each run are disjoint in time (D152).
+    overlap = result["overlap"]
+    assert overlap["overlaps"] == [] and overlap["runs_with_retries"] >= 1, overlap

@@ -16,10 +16,15 @@ from typing import Any
 
 from tests.chaos.checker import load_runs
 from tests.chaos.harness import api, check_history, node_ready, read_history
+from tests.chaos.overlap import beating_command, check_file
 from tests.chaos.scenario import PROJECT, Stage, recorded_job, run_command, stage
 from tests.conftest import api_session
 
 JOB = "work"
+# SIGKILL; SIGSTOP just before the process ends (it ends while its node is frozen: its result is
+# fenced); SIGSTOP with most of the work left (its node's fence kills it before the lease expires)
+KINDS = ("kill", "stop", "freeze")
+FREEZE_BEFORE_END = 0.3  # s: well within TTL - margin - TTL/3 (0.93 s at TTL 2)
 
 
 def first_claim(run: dict[str, Any]) -> int | None:
@@ -38,15 +43,18 @@ async def _poll(cond: Any, timeout: float, what: str) -> Any:
 
 
 async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]:
-    """Alternate SIGKILL and SIGSTOP of the worker running a fresh run; return the findings."""
+    """SIGKILL, late SIGSTOP, early SIGSTOP (in turn) of the worker running a fresh run; return
+    the findings."""
     faults: list[dict[str, Any]] = []
     failures: list[str] = []
     cluster = st.cluster
     async with api_session() as http:
         spec = recorded_job(JOB, st.history, cron=None, work=work, retries=3)
+        # It says what it does every 50 ms: the attempts of one run must not overlap (D152).
+        spec["command"] = beating_command(st.history, work)
         await st.put_job(http, spec)
         for trial in range(trials):
-            kind = "kill" if trial % 2 == 0 else "stop"
+            kind = KINDS[trial % len(KINDS)]
             url = next(p.url for p in cluster.procs if p.alive())
             status, body = await api(http, "POST", f"{url}{PROJECT}/jobs/{JOB}/runs")
             assert status in (200, 201, 202), body
@@ -69,7 +77,17 @@ async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]
                 victim.signal(signal.SIGKILL)
                 victim.proc.wait()
                 cluster.restart(victim)
-            else:
+            elif kind == "stop":
+                # Frozen just before its process ends: the process ends while the node is frozen,
+                # before the fence's deadline, and its result must be refused (fenced).
+                began = min(
+                    e.at
+                    for e in read_history(st.history)
+                    if (e.phase, e.run, e.node) == ("start", run_id, victim.node_id)
+                )
+                await asyncio.sleep(max(0.0, began + work - FREEZE_BEFORE_END - time.time()))
+                victim.signal(signal.SIGSTOP)
+            else:  # "freeze": with most of its work left, its fence must kill it in time (D152)
                 victim.signal(signal.SIGSTOP)
 
             live = next(p.url for p in cluster.procs if p is not victim and p.alive())
@@ -100,7 +118,7 @@ async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]
 
                     await _poll(stale_ended, work + 30, f"the frozen node's process of {run_id}")
             finally:
-                if kind == "stop":
+                if kind != "kill":
                     victim.signal(signal.SIGCONT)
 
             async def finished(live_run: str = live_run) -> dict[str, Any] | None:
@@ -129,12 +147,15 @@ async def scenario(st: Stage, *, trials: int, work: float = 3) -> dict[str, Any]
     for run in runs:
         if run["status"] != "succeeded":
             failures.append(f"{run['id']} ended {run['status']}")
+    overlap = check_file(st.history)
     return {
         "faults": faults,
         "failures": failures,
         "history": hist.as_dict(),
+        "overlap": overlap.as_dict(),
         "fenced": hist.fenced,
-        "ok": not failures and hist.ok and (trials < 2 or bool(hist.fenced)),  # a SIGSTOP: fenced
+        # a late SIGSTOP (trial 1, 4, …): its result fenced; attempts never overlap (D152)
+        "ok": not failures and hist.ok and overlap.ok and (trials < 2 or bool(hist.fenced)),
     }
 
 

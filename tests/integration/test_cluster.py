@@ -19,6 +19,15 @@ JOBS = "/api/v1/projects/default/jobs"
 RUNS = "/api/v1/projects/default/runs"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
 async def get(http, url):
     async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
         return r.status, (
@@ -64,10 +73,11 @@ async def test_worker_killed_mid_run_turns_lost_and_is_retried_elsewhere(
     async with api_session() as http:
         await wait_ready(http, a)
         marker = tmp_path / "started"
+        sleeper = tmp_path / "sleeper"
         job = {
             "name": "long",
             "command": f'echo "$CRONMESH_NODE $CRONMESH_ATTEMPT" >> {marker}; '
-            'if [ "$CRONMESH_ATTEMPT" = 1 ]; then sleep 300; fi',
+            f'if [ "$CRONMESH_ATTEMPT" = 1 ]; then echo $$ > {sleeper}; exec sleep 300; fi',
             "retries": 1,
             "retry_interval": 0,
         }
@@ -80,8 +90,12 @@ async def test_worker_killed_mid_run_turns_lost_and_is_retried_elsewhere(
         assert claim is not None and json.loads(claim.value)["node"] == "node-a"
         b = procs.start("node-b", lease_ttl=2)
         await wait_ready(http, b)
+        await wait_for(lambda: sleeper.exists() and sleeper.read_text().strip(), 10, what="pid")
+        pid = int(sleeper.read_text())
         a.signal(signal.SIGKILL)
         a.proc.wait()
+        # Its job dies with it (the fence, D151): no `sleep 300` left beside the retry.
+        await wait_for(lambda: not _alive(pid), 1.0, interval=0.01, what="the job to die")
 
         async def finished():
             status, body = await get(http, f"{b.url}{RUNS}/{run['id']}")

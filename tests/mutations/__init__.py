@@ -241,6 +241,37 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         "a job's result file is masked before it is stored in the run record",
     ),
+    # -- containment (D150-D152) -------------------------------------------------------------------
+    Mutation(
+        "cgroup-kill",
+        "nodes/cgroups.py",
+        r'_write\(os\.path\.join\(path, "cgroup\.kill"\), "1"\)',
+        "pass",
+        ("tests/unit/test_cgroups.py::test_setsid_and_double_fork_do_not_escape_a_kill[auto]",),
+        "a kill reaches every process of a run, also one that called setsid()",
+    ),
+    Mutation(
+        "fence-end-of-file",
+        "nodes/fence.py",
+        r"if not data:\n(\s*)_kill\(layout, sessions\)\n\s*if layout\.enabled:",
+        r"if not data:\n\1if False:",
+        (
+            "tests/security/test_containment.py::test_sigkilled_node_leaves_no_job_process[auto]",
+            "tests/security/test_containment.py::test_sigkilled_node_leaves_no_job_process[off]",
+        ),
+        "no run outlives its node: the fence kills the runs when the node's pipe closes",
+    ),
+    Mutation(
+        "fence-lease-deadline",
+        "nodes/containment.py",
+        r"self\._deadline = deadline\n\s*self\._send\(self\._deadline_line\(\)\)",
+        "self._deadline = deadline",
+        (
+            "tests/security/test_containment.py::"
+            "test_frozen_node_kills_its_job_before_its_lease_expires[auto]",
+        ),
+        "a frozen node's runs die before its lease can expire (self-fencing)",
+    ),
     # -- access ----------------------------------------------------------------------------------
     Mutation(
         "auth-rule-role",

@@ -6,6 +6,10 @@ import { exitText, jobLink } from "./job.js";
 
 const DONE = ["succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"];
 
+function fmtCpu(s) {
+  return s === null || s === undefined ? "—" : `${s.toFixed(3)} s`;
+}
+
 export async function render(root, ctx) {
   const project = session.project;
   const id = ctx.params[0];
@@ -84,6 +88,12 @@ export async function render(root, ctx) {
         h("dt", null, "Duration"), h("dd", { id: "run-duration" }, fmtDuration(duration(run.started_at, run.finished_at))),
         Object.keys(run.parameters).length ? [h("dt", null, "Parameters"), h("dd", null, h("code", null, Object.entries(run.parameters).map(([k, v]) => `${k}=${v}`).join(" ")))] : null,
         run.error ? [h("dt", null, "Error"), h("dd", { class: "error" }, run.error)] : null,
+        run.reason === "oom_killed" ? [h("dt", null, "Reason"), h("dd", { class: "error", id: "run-reason" }, "killed by the out-of-memory killer")] : null,
+        run.snapshot && run.snapshot.resources ? [h("dt", null, "Limits"), h("dd", null, [
+          run.snapshot.resources.memory ? `memory ${fmtBytes(run.snapshot.resources.memory)}` : null,
+          run.snapshot.resources.cpu ? `cpu ${run.snapshot.resources.cpu}` : null,
+          run.snapshot.resources.pids ? `pids ${run.snapshot.resources.pids}` : null,
+        ].filter(Boolean).join(", "))] : null,
       ),
       attemptTable(run),
     );
@@ -101,7 +111,7 @@ function attemptTable(run) {
   if (attempts.length < 2 && !attempts.some((a) => a.peak_memory != null || a.cpu_seconds != null)) return null;
   return h(
     "div",
-    { class: "attempts" },
+    { class: "attempts", id: "run-attempts" },
     h("h3", null, "Attempts"),
     table(
       ["Attempt", "Status", "Node", "Started", "Duration", "Exit", "Peak memory", "CPU time"],
@@ -110,13 +120,13 @@ function attemptTable(run) {
           "tr",
           { dataset: { attempt: a.attempt } },
           h("td", null, String(a.attempt)),
-          h("td", null, badge(a.status), a.reason ? h("span", { class: "muted small" }, ` ${a.reason.replace("_", " ")}`) : null),
+          h("td", null, badge(a.status), a.reason === "oom_killed" ? h("span", { class: "warn" }, " out of memory") : a.reason ? h("span", { class: "muted small" }, ` ${a.reason.replace("_", " ")}`) : null),
           h("td", null, a.node || "—"),
           h("td", null, timeEl(a.started_at)),
           h("td", null, fmtDuration(duration(a.started_at, a.finished_at))),
           h("td", null, a.exit_code ?? (a.signal ? `signal ${a.signal}` : "—")),
           h("td", { class: "peak-memory" }, a.peak_memory != null ? fmtBytes(a.peak_memory) : "—"),
-          h("td", { class: "cpu-time" }, a.cpu_seconds != null ? fmtDuration(a.cpu_seconds) : "—"),
+          h("td", { class: "cpu-time" }, fmtCpu(a.cpu_seconds)),
         ),
       ),
     ),

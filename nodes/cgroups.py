@@ -1,0 +1,536 @@
+"""A cgroup per run: detection of what this machine allows, run cgroups, whole-tree kills.
+
+Only the standard library is used here: the fence process (``nodes.fence``) imports this module
+to kill a dead node's runs, and it must start quickly and depend on nothing else.
+
+Three shapes are supported (docs/architecture.md D150):
+
+- **v2** with controllers delegated (usual on Kubernetes): one hierarchy; membership, the kill
+  (``cgroup.kill``), limits (``memory.max``, ``pids.max``, ``cpu.max``) and accounting
+  (``memory.peak``, ``cpu.stat``, ``memory.events``) all there.
+- **v2 + v1** (this machine class and CI): a v2 hierarchy without controllers, whose
+  ``cgroup.kill`` still kills a whole tree and whose ``cpu.stat`` still counts CPU time, next to
+  writable v1 ``memory``, ``pids``, ``cpu`` hierarchies that carry the limits.
+- **v1** only: the ``freezer`` hierarchy makes the kill atomic (freeze, SIGKILL every member,
+  thaw: a frozen process cannot fork), the other v1 controllers carry limits and accounting.
+
+Elsewhere (no writable hierarchy with a whole-tree kill) the node falls back to killing process
+sessions, says so in its log and in ``/status``, and applies no limits.
+
+Every cgroup this node makes lives under one subtree per node, created next to the node's own
+cgroup in each hierarchy (never above it, so a container's own limits keep applying to its jobs)
+and named by the node id and a hash of its data folder: a restarted node finds (and reaps) the
+cgroups its previous incarnation left behind, and two nodes on one machine never touch each
+other's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+LIMITS = ("memory", "pids", "cpu")
+CPU_PERIOD_US = 100_000
+_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where this node's cgroups live and what they can do (``mode`` ``none``: nothing)."""
+
+    mode: str  # "v2" | "v2+v1" | "v1" | "none"
+    kill: str | None = None  # "cgroup.kill" | "freezer" | None
+    v2: str | None = None  # the node's subtree in the unified hierarchy
+    v1: dict[str, str] = field(default_factory=dict)  # v1 controller -> the node's subtree
+    limits: dict[str, str] = field(default_factory=dict)  # memory/pids/cpu -> "v2" | "v1"
+    reason: str = ""  # why a part is missing (shown in /status and the start-up log)
+
+    @property
+    def enabled(self) -> bool:
+        return self.kill is not None
+
+    def subtrees(self) -> list[str]:
+        return [p for p in (self.v2, *self.v1.values()) if p]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/status`` shows."""
+        return {
+            "mode": self.mode,
+            "kill": self.kill or "process-session",
+            "limits": dict(self.limits),
+            "subtree": self.v2 or self.v1.get("freezer"),
+            "note": self.reason,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"mode": self.mode, "kill": self.kill, "v2": self.v2, "v1": self.v1}, sort_keys=True
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Layout:
+        data = json.loads(text)
+        return cls(mode=data["mode"], kill=data["kill"], v2=data["v2"], v1=dict(data["v1"]))
+
+
+NONE = Layout(mode="none", reason="cgroups disabled")
+
+
+def subtree_name(node_id: str, data_dir: str) -> str:
+    digest = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
+    return f"cronmesh.{_SAFE.sub('_', node_id)[:64]}.{digest}"
+
+
+def _mounts(text: str) -> tuple[str | None, dict[str, str]]:
+    """The unified mount point and the v1 mount point of each controller, from /proc/mounts."""
+    unified: str | None = None
+    v1: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        point, kind, options = parts[1], parts[2], parts[3].split(",")
+        if kind == "cgroup2" and unified is None:
+            unified = point
+        elif kind == "cgroup":
+            for name in V1_CONTROLLERS:
+                if name in options and name not in v1:
+                    v1[name] = point
+    return unified, v1
+
+
+def _own(text: str) -> tuple[str | None, dict[str, str]]:
+    """This process's cgroup path in the unified hierarchy and in each v1 one."""
+    unified: str | None = None
+    v1: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            unified = parts[2]
+        else:
+            for name in parts[1].split(","):
+                if name in V1_CONTROLLERS:
+                    v1[name] = parts[2]
+    return unified, v1
+
+
+def _join(mount: str, path: str, name: str) -> str:
+    return os.path.join(mount, path.lstrip("/"), name)
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read()
+
+
+def _try_mkdir(path: str) -> str | None:
+    """Create a cgroup directory; None when this hierarchy is not writable here."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.path.exists(os.path.join(path, "cgroup.procs")) else None
+
+
+def _delegate_v2(parent: str, subtree: str) -> tuple[set[str], str]:
+    """Enable memory/pids/cpu for the node's subtree and its runs: what worked, why not."""
+    try:
+        available = set(_read(os.path.join(parent, "cgroup.controllers")).split())
+    except OSError:
+        return set(), "v2: cannot read cgroup.controllers"
+    wanted = [c for c in LIMITS if c in available]
+    if not wanted:
+        return set(), "v2 has no memory/pids/cpu controllers here"
+    enable = " ".join(f"+{c}" for c in wanted)
+    try:
+        _write(os.path.join(parent, "cgroup.subtree_control"), enable)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            return set(), f"v2 controllers not delegated: {exc.strerror}"
+        # "No internal processes": the node shares its cgroup with its processes. Move this
+        # process into a leaf of its own (as a container's init would be) and try again.
+        leaf = os.path.join(parent, "cronmesh-node")
+        try:
+            os.makedirs(leaf, exist_ok=True)
+            _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+            _write(os.path.join(parent, "cgroup.subtree_control"), enable)
+        except OSError as exc2:
+            return set(), f"v2 controllers not delegated (other processes share it): {exc2}"
+    try:
+        _write(os.path.join(subtree, "cgroup.subtree_control"), enable)
+    except OSError as exc:
+        return set(), f"v2 controllers not delegated to the subtree: {exc.strerror}"
+    return set(wanted), ""
+
+
+def detect(
+    node_id: str,
+    data_dir: str,
+    *,
+    mounts: str | None = None,
+    own: str | None = None,
+    want_v2: bool = True,
+    want_v1: bool = True,
+) -> Layout:
+    """Find what this node can do with cgroups and create its subtree in each usable hierarchy.
+
+    ``mounts`` and ``own`` are the texts of /proc/self/mounts and /proc/self/cgroup (tests pass
+    their own). Never raises: a hierarchy that cannot be used is left out, with the reason.
+    """
+    try:
+        mounts = mounts if mounts is not None else _read("/proc/self/mounts")
+        own = own if own is not None else _read("/proc/self/cgroup")
+    except OSError as exc:
+        return Layout(mode="none", reason=f"cannot read the cgroup setup: {exc}")
+    name = subtree_name(node_id, data_dir)
+    unified_mount, v1_mounts = _mounts(mounts)
+    unified_own, v1_own = _own(own)
+    notes: list[str] = []
+    v2: str | None = None
+    v2_limits: set[str] = set()
+    if want_v2 and unified_mount and unified_own is not None:
+        parent = _join(unified_mount, unified_own, "")
+        v2 = _try_mkdir(os.path.join(parent, name))
+        if v2 is not None and not os.path.exists(os.path.join(v2, "cgroup.kill")):
+            notes.append("v2 without cgroup.kill (kernel older than 5.14)")
+            with contextlib.suppress(OSError):
+                os.rmdir(v2)
+            v2 = None
+        if v2 is not None:
+            v2_limits, why = _delegate_v2(parent.rstrip("/"), v2)
+            if why:
+                notes.append(why)
+        elif not notes:
+            notes.append("the v2 hierarchy is not writable")
+    v1: dict[str, str] = {}
+    if want_v1:
+        for ctl in V1_CONTROLLERS:
+            if ctl in v1_mounts and ctl in v1_own:
+                made = _try_mkdir(_join(v1_mounts[ctl], v1_own[ctl], name))
+                if made is not None:
+                    v1[ctl] = made
+    limits = {c: "v2" for c in sorted(v2_limits)}
+    for ctl in LIMITS:
+        if ctl not in limits and ctl in v1:
+            limits[ctl] = "v1"
+    if v2 is not None:
+        kill = "cgroup.kill"
+        mode = "v2+v1" if "v1" in limits.values() else "v2"
+        # v2 counts CPU time and kills; v1 hierarchies serve only the limits v2 cannot carry.
+        for ctl in [c for c in v1 if limits.get(c) != "v1"]:
+            with contextlib.suppress(OSError):
+                os.rmdir(v1.pop(ctl))
+    elif "freezer" in v1:
+        mode, kill = "v1", "freezer"
+    else:
+        for path in v1.values():
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        why = "; ".join(notes) or "no writable cgroup hierarchy with a whole-tree kill"
+        return Layout(mode="none", reason=f"{why}: process-session kill, no resource limits")
+    missing = [c for c in LIMITS if c not in limits]
+    if missing:
+        notes.append(f"limits not available here: {', '.join(missing)}")
+    return Layout(mode=mode, kill=kill, v2=v2, v1=v1, limits=limits, reason="; ".join(notes))
+
+
+# -------------------------------------------------------------------------------- run cgroups
+
+_io: ThreadPoolExecutor | None = None
+_io_lock = threading.Lock()
+
+
+def cgroup_io() -> ThreadPoolExecutor:
+    """The threads that do a node's cgroup writes and reads (creation, moves, usage, removal):
+    most take tens of microseconds, but a move or a stat flush may wait for the kernel for
+    milliseconds, which the event loop must not. Several threads: waits overlap."""
+    global _io
+    with _io_lock:
+        if _io is None:
+            _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cgroup-io")
+        return _io
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run used, read from its cgroup once its processes are gone."""
+
+    peak_memory: int | None = None  # bytes
+    cpu_seconds: float | None = None
+    oom_kills: int = 0
+
+
+def _events(path: str, key: str) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in _read(path).splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    return 0
+
+
+class RunCgroup:
+    """The cgroups of one attempt, one per hierarchy of the layout."""
+
+    def __init__(self, layout: Layout, name: str) -> None:
+        self.layout = layout
+        self.name = _SAFE.sub("_", name)
+        self.v2 = os.path.join(layout.v2, self.name) if layout.v2 else None
+        self.v1 = {c: os.path.join(p, self.name) for c, p in layout.v1.items()}
+
+    def paths(self) -> list[str]:
+        return [p for p in (self.v2, *self.v1.values()) if p]
+
+    def create(self, *, memory: int | None, cpu: float | None, pids: int | None) -> list[str]:
+        """Make the cgroups and apply the limits; returns the limits that could not be applied.
+        Raises OSError when a cgroup cannot be made (the run then cannot be contained)."""
+        wanted = {"memory": memory, "cpu": cpu, "pids": pids}
+        # v1 pids/cpu hierarchies only when their limit is asked for (each is one more mkdir,
+        # move and rmdir per run); memory always, for the peak (D154).
+        self.v1 = {c: p for c, p in self.v1.items() if c not in ("pids", "cpu") or wanted[c]}
+        for path in self.paths():
+            os.makedirs(path, exist_ok=True)
+        missing: list[str] = []
+        for ctl, value in wanted.items():
+            if value is None:
+                continue
+            where = self.layout.limits.get(ctl)
+            try:
+                if where == "v2" and self.v2 is not None:
+                    self._limit_v2(ctl, value)
+                elif where == "v1" and ctl in self.v1:
+                    self._limit_v1(ctl, value)
+                else:
+                    missing.append(ctl)
+            except OSError:
+                missing.append(ctl)
+        return missing
+
+    def _limit_v2(self, ctl: str, value: float) -> None:
+        assert self.v2 is not None
+        if ctl == "memory":
+            _write(os.path.join(self.v2, "memory.max"), str(int(value)))
+            swap = os.path.join(self.v2, "memory.swap.max")
+            if os.path.exists(swap):  # the limit is on memory, not memory + swap
+                _write(swap, "0")
+        elif ctl == "pids":
+            _write(os.path.join(self.v2, "pids.max"), str(int(value)))
+        else:
+            _write(os.path.join(self.v2, "cpu.max"), f"{_quota(value)} {CPU_PERIOD_US}")
+
+    def _limit_v1(self, ctl: str, value: float) -> None:
+        base = self.v1[ctl]
+        if ctl == "memory":
+            _write(os.path.join(base, "memory.limit_in_bytes"), str(int(value)))
+            memsw = os.path.join(base, "memory.memsw.limit_in_bytes")
+            if os.path.exists(memsw):
+                _write(memsw, str(int(value)))
+        elif ctl == "pids":
+            _write(os.path.join(base, "pids.max"), str(int(value)))
+        else:
+            _write(os.path.join(base, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
+            _write(os.path.join(base, "cpu.cfs_quota_us"), str(_quota(value)))
+
+    def add(self, pid: int) -> None:
+        """Move ``pid`` into every cgroup of the run (the kill domain first)."""
+        for path in self.paths():
+            _write(os.path.join(path, "cgroup.procs"), str(pid))
+
+    def members(self) -> list[int]:
+        """Live processes of the run (from the cgroup the kill uses)."""
+        path = self.v2 or self.v1.get("freezer")
+        return _procs(path) if path else []
+
+    def signal(self, sig: int) -> None:
+        if sig == signal.SIGKILL:
+            self.kill()
+            return
+        for pid in self.members():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the run at once, including those that left its session."""
+        if self.v2 is not None:
+            kill_v2(self.v2)
+        elif "freezer" in self.v1:
+            kill_frozen(self.v1["freezer"])
+
+    def usage(self) -> Usage:
+        peak: int | None = None
+        cpu: float | None = None
+        ooms = 0
+        if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
+            peak = _int_file(os.path.join(self.v2, "memory.peak"))
+            ooms = _events(os.path.join(self.v2, "memory.events"), "oom_kill")
+        elif "memory" in self.v1:
+            peak = _int_file(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"))
+            ooms = _events(os.path.join(self.v1["memory"], "memory.oom_control"), "oom_kill")
+        if self.v2 is not None:
+            usec = _events(os.path.join(self.v2, "cpu.stat"), "usage_usec")
+            cpu = usec / 1e6
+        elif "cpuacct" in self.v1:
+            ns = _int_file(os.path.join(self.v1["cpuacct"], "cpuacct.usage"))
+            cpu = ns / 1e9 if ns is not None else None
+        return Usage(peak_memory=peak, cpu_seconds=cpu, oom_kills=ooms)
+
+    def remove(self, timeout: float = 1.0) -> bool:
+        """Remove the run's cgroups, killing what is left in them; False if some remain."""
+        return _remove_all(self.paths(), self.kill, timeout)
+
+
+def _quota(cpu: float) -> int:
+    return max(1000, round(cpu * CPU_PERIOD_US))
+
+
+def _int_file(path: str) -> int | None:
+    try:
+        return int(_read(path).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _procs(path: str) -> list[int]:
+    try:
+        return [int(x) for x in _read(os.path.join(path, "cgroup.procs")).split()]
+    except (OSError, ValueError):
+        return []
+
+
+def kill_v2(path: str) -> None:
+    """``cgroup.kill``: the kernel SIGKILLs every process of the cgroup and its descendants,
+    new forks included; nothing escapes by ``setsid()`` or a double fork."""
+    with contextlib.suppress(FileNotFoundError):
+        _write(os.path.join(path, "cgroup.kill"), "1")
+
+
+def _descendants(path: str) -> list[str]:
+    out = [path]
+    for root, dirs, _files in os.walk(path):
+        out.extend(os.path.join(root, d) for d in dirs)
+    return out
+
+
+def kill_frozen(path: str, timeout: float = 1.0) -> None:
+    """v1: freeze the cgroup (and its children), SIGKILL every member, thaw: a frozen process
+    cannot fork, so none is missed; the signals are delivered at the thaw."""
+    state = os.path.join(path, "freezer.state")
+    frozen = False
+    with contextlib.suppress(OSError):
+        _write(state, "FROZEN")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if _read(state).strip() == "FROZEN":
+                frozen = True
+                break
+            time.sleep(0.002)
+    for _ in range(3 if not frozen else 1):  # not frozen in time: repeat the sweep
+        for cg in _descendants(path):
+            for pid in _procs(cg):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _write(state, "THAWED")
+
+
+def _remove_all(paths: list[str], kill: Any, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    pending = list(paths)
+    killed = False
+    while True:
+        left = []
+        for path in pending:
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    return False
+                left.append(path)
+        if not left:
+            return True
+        if not killed:
+            kill()
+            killed = True
+        if time.monotonic() >= end:
+            return False
+        pending = left
+        time.sleep(0.005)
+
+
+# ----------------------------------------------------------------------- the node's subtree
+
+
+def kill_subtree(layout: Layout) -> None:
+    """SIGKILL every process of every run of this node (the node itself is not in there)."""
+    if layout.v2 is not None:
+        kill_v2(layout.v2)
+    elif "freezer" in layout.v1:
+        kill_frozen(layout.v1["freezer"])
+
+
+def leftover_runs(layout: Layout) -> list[str]:
+    """Run cgroups found in the node's subtree (left by a previous incarnation, or not removed)."""
+    names: set[str] = set()
+    for base in layout.subtrees():
+        with contextlib.suppress(OSError):
+            names.update(e.name for e in os.scandir(base) if e.is_dir())
+    return sorted(names)
+
+
+def reap(layout: Layout, timeout: float = 2.0) -> list[str]:
+    """Kill the processes of every run cgroup of this node and remove those cgroups; returns
+    the names of the runs that were still there. Used at start-up and by the fence."""
+    names = leftover_runs(layout)
+    if not names:
+        return []
+    kill_subtree(layout)
+    for name in names:
+        RunCgroup(layout, name).remove(timeout)
+    return names
+
+
+def remove_subtree(layout: Layout) -> None:
+    """Remove the node's (empty) subtree on a clean stop."""
+    for base in layout.subtrees():
+        with contextlib.suppress(OSError):
+            os.rmdir(base)
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes whose session id is ``sid`` (fallback kill without cgroups)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 3 and fields[3] == str(sid):
+            out.append(int(entry.name))
+    return out
