@@ -205,6 +205,18 @@ class Target(Strict):
         return value
 
 
+USER_NAME_PATTERN = r"^[a-z_][a-z0-9_.\-]{0,31}$"
+
+
+class RunAs(Strict):
+    """Which user (and group) a job's process runs as (docs/security.md, D142). The project must
+    allow ``user`` (a cluster admin sets ``run_as_users`` on the project) and the node must be
+    allowed to run jobs as it; ``group`` defaults to the user's primary group."""
+
+    user: str = Field(pattern=USER_NAME_PATTERN)
+    group: str | None = Field(default=None, pattern=USER_NAME_PATTERN)
+
+
 class JobSpec(Strict):
     """What a user writes: the job document of the API and of ``cronmesh job apply``."""
 
@@ -227,6 +239,7 @@ class JobSpec(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
     target: Target = Field(default_factory=Target)
+    run_as: RunAs | None = None  # None: the node's default user (D142)
     # Variables of the run's process: plain values, or {secret: name} (injected at start).
     env: Env = Field(default_factory=dict)
     kill_grace: float = Field(default=10, ge=0, le=3600)

@@ -47,6 +47,7 @@ class NodeView:
     weight_budget: int | None = None  # None: no budget
     admin: str = "enabled"  # "enabled" | "disabled" | "draining" | "stopping" (shutting down)
     up: bool = True
+    run_as: frozenset[str] = frozenset()  # users a job's run_as may name here (D142)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +121,25 @@ class TargetLike(Protocol):
     def selector(self) -> str: ...
 
 
-def for_target(target: TargetLike, topo: Topology, project: str | None = None) -> Placement:
-    """THE mapping from a target to its placement decision (jobs and workflow tasks alike)."""
-    return place(target.group, target.selector, topo, project)
+def for_target(
+    target: TargetLike, topo: Topology, project: str | None = None, user: str | None = None
+) -> Placement:
+    """THE mapping from a target to its placement decision (jobs and workflow tasks alike);
+    ``user``: the job's ``run_as`` user, if it names one."""
+    return place(target.group, target.selector, topo, project, user)
 
 
-def _why_not(node: NodeView | None, node_id: str, terms: tuple[Term, ...]) -> str | None:
+def _why_not(
+    node: NodeView | None, node_id: str, terms: tuple[Term, ...], user: str | None = None
+) -> str | None:
     if node is None or not node.up:
         return f"{node_id} is down"
     if node.admin != "enabled":
         return f"{node_id} is {node.admin}"
     if not matches(terms, node.properties):
         return f"{node_id} does not match the selector"
+    if user is not None and user not in node.run_as:
+        return f"{node_id} may not run jobs as {user!r}"
     return None
 
 
@@ -141,11 +149,16 @@ def _summary(why: list[str], limit: int = 8) -> str:
 
 
 def place(
-    group: str | None, selector: str, topo: Topology, project: str | None = None
+    group: str | None,
+    selector: str,
+    topo: Topology,
+    project: str | None = None,
+    user: str | None = None,
 ) -> Placement:
     """The candidates of a target, or the reason there are none (``no eligible node: …``).
     ``project``: whose run it is, so only nodes granted to it are candidates (None: no check,
-    for an operator's "where could this go" question)."""
+    for an operator's "where could this go" question). ``user``: only nodes that may run jobs
+    as this user (a job's ``run_as``) are candidates."""
     terms = parse_selector(selector)
     why: list[str] = []
     out: list[Candidate] = []
@@ -161,7 +174,7 @@ def place(
             return Placement((), f"no eligible node: group {group!r} has no bindings")
         for b in sorted(bindings, key=lambda b: b.name):
             node = topo.nodes.get(b.node)
-            reason = _why_not(node, b.node, terms)
+            reason = _why_not(node, b.node, terms, user)
             if reason is None and node is not None and not fits_ever(node, b.weight):
                 reason = (
                     f"{b.node}: binding {b.name!r} weighs {b.weight}, "
@@ -179,7 +192,7 @@ def place(
         return Placement((), "no eligible node: no node is up")
     reserved, via = topo.reach(project) if project is not None else (frozenset(), {})
     for node in sorted(live, key=lambda n: n.id):
-        reason = _why_not(node, node.id, terms)
+        reason = _why_not(node, node.id, terms, user)
         if reason is None and node.id in reserved and node.id not in via:
             reason = f"{node.id} is reserved by groups not granted to project {project!r}"
         if reason is None and not fits_ever(node, 1):

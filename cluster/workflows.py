@@ -25,6 +25,7 @@ from cluster.models import (
     Name,
     Params,
     PythonTarget,
+    RunAs,
     ScheduleSpec,
     Strict,
     Target,
@@ -79,6 +80,7 @@ class TaskSpec(Strict):
     retry_interval: float = Field(default=10, ge=0, le=86400)
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     target: Target = Field(default_factory=Target)
+    run_as: RunAs | None = None  # as a job's (D142)
     env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
     kill_grace: float = Field(default=10, ge=0, le=3600)
     resources: Resources | None = None
@@ -140,6 +142,7 @@ class WorkflowSpec(Strict):
             retry_interval=task.retry_interval,
             retry_backoff=task.retry_backoff,
             target=task.target,
+            run_as=task.run_as,
             env=task.env,
             priority=self.priority,
             kill_grace=task.kill_grace,

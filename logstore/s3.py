@@ -1,8 +1,9 @@
 """The S3 log store (AWS, MinIO, SeaweedFS, Ceph…): boto3 calls run in threads.
 
 Configured by ``--log-store s3://bucket/prefix``; endpoint, region and credentials come from the
-node config (``s3_endpoint``, ``s3_region``) or boto3's usual sources (``AWS_ENDPOINT_URL``,
-``AWS_REGION``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``). Path-style
+node config (``s3_endpoint``, ``s3_region``, ``s3_access_key_id``…: a node reads the keys from
+``AWS_*`` variables or ``*_FILE`` files at start and hands them over explicitly) or boto3's usual
+sources (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``~/.aws``, instance or pod identity). Path-style
 addressing is the default, since self-hosted servers rarely have wildcard DNS for buckets.
 See ``LogStore`` for the methods.
 """
@@ -13,6 +14,7 @@ import asyncio
 import http.client
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +42,16 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+@dataclass(frozen=True)
+class S3Credentials:
+    """Keys given to the store explicitly (from the node config), so the node need not keep them
+    in its environment, where every child process would inherit them."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
 class S3Store:
     def __init__(
         self,
@@ -48,6 +60,7 @@ class S3Store:
         endpoint: str | None = None,
         region: str | None = None,
         addressing_style: str = "path",
+        credentials: S3Credentials | None = None,
     ) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         config = Config(
@@ -57,7 +70,14 @@ class S3Store:
             read_timeout=15,
             max_pool_connections=16,
         )
-        session = boto3.session.Session()
+        if credentials is not None:
+            session = boto3.session.Session(
+                aws_access_key_id=credentials.access_key_id,
+                aws_secret_access_key=credentials.secret_access_key,
+                aws_session_token=credentials.session_token,
+            )
+        else:
+            session = boto3.session.Session()
         self.client: Any = session.client(
             "s3", endpoint_url=endpoint or None, region_name=region or None, config=config
         )

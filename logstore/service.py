@@ -11,7 +11,7 @@ import structlog
 
 from logstore.archive import archive_runs
 from logstore.local import LocalFolderStore
-from logstore.s3 import S3Store
+from logstore.s3 import S3Credentials, S3Store
 from logstore.spool import LogRef, Spool, SpoolWriter
 from logstore.store import LogStore, log_key
 from logstore.uploader import Uploader
@@ -23,13 +23,18 @@ log = structlog.get_logger(__name__)
 
 
 def make_store(
-    url: str | None, local_root: Path, *, endpoint: str | None = None, region: str | None = None
+    url: str | None,
+    local_root: Path,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    credentials: S3Credentials | None = None,
 ) -> LogStore:
     """``s3://bucket/prefix``: S3; ``file:///path`` or a path: a folder; None: ``local_root``."""
     if url is None or url == "":
         return LocalFolderStore(local_root)
     if url.startswith("s3://"):
-        return S3Store(url, endpoint=endpoint, region=region)
+        return S3Store(url, endpoint=endpoint, region=region, credentials=credentials)
     if url.startswith("file://"):
         return LocalFolderStore(url[7:])
     return LocalFolderStore(url)
@@ -70,7 +75,16 @@ class Logs:
 
 def build_logs(config: NodeConfig) -> Logs:
     spool = Spool(config.spool_path, run_cap=config.log_run_cap, disk_cap=config.spool_disk_cap)
+    credentials = None
+    if config.s3_access_key_id and config.s3_secret_access_key:
+        credentials = S3Credentials(
+            config.s3_access_key_id, config.s3_secret_access_key, config.s3_session_token
+        )
     store = make_store(
-        config.log_store, config.logs_path, endpoint=config.s3_endpoint, region=config.s3_region
+        config.log_store,
+        config.logs_path,
+        endpoint=config.s3_endpoint,
+        region=config.s3_region,
+        credentials=credentials,
     )
     return Logs(spool, store, Uploader(spool, store, segment_interval=config.log_segment_interval))

@@ -30,12 +30,14 @@ from cluster.models import (
     Job,
     JobSpec,
     Run,
+    RunAs,
     TriggerRequest,
     parse_model,
 )
 from cluster.store import Store
 from nodes import api_limits, api_ops, api_placement, headers, metrics, webhooks
 from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
+from nodes.runas import check_run_as
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -153,6 +155,15 @@ def named_body(data: dict[str, Any], name: str | None, read_only: Iterable[str])
             )
         data["name"] = name
     return data
+
+
+def _run_as(value: Any) -> RunAs:
+    """A patch's ``run_as``, its errors naming ``run_as.<field>``."""
+    try:
+        return parse_model(RunAs, value)
+    except InvalidInput as exc:
+        field = f"run_as.{exc.field}" if exc.field else "run_as"
+        raise InvalidInput(f"run_as.{exc.message}", field=field) from None
 
 
 def project_of(request: web.Request) -> str:
@@ -319,6 +330,10 @@ class Api:
         jobs, more = await self.store().list_jobs(project, after=after, limit=limit)
         return ok({"jobs": [dump(j) for j in jobs], "next": more})
 
+    async def _check_run_as(self, project: str, run_as: RunAs | None) -> None:
+        """A job's run_as: allowed to its project, a known user (D142); else 403/400."""
+        await check_run_as(self.node.etcd, self.node.keys, project, run_as)
+
     @staticmethod
     def _spec(data: dict[str, Any], name: str | None) -> JobSpec:
         return parse_model(JobSpec, named_body(data, name, READ_ONLY_JOB_FIELDS))
@@ -328,6 +343,7 @@ class Api:
         project = project_of(request)
         data = await body_json(request)
         spec = self._spec(data, None)
+        await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(dump(job), 201)
@@ -337,6 +353,7 @@ class Api:
         project = project_of(request)
         data = await body_json(request)
         spec = self._spec(data, request.match_info["job"])
+        await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, created = await self.store().put_job(project, spec)
         return ok(dump(job), 201 if created else 200)
@@ -347,6 +364,8 @@ class Api:
         patch = await body_json(request)
         for key in READ_ONLY_JOB_FIELDS:
             patch.pop(key, None)
+        if patch.get("run_as") is not None:
+            await self._check_run_as(project, _run_as(patch["run_as"]))
         await webhooks.check_rule_docs(self.node, patch.get("notifications"), "notifications")
         job = await self.store().patch_job(project, request.match_info["job"], patch)
         return ok(dump(job))

@@ -36,6 +36,7 @@ from cluster.identity import (
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import is_admin, visible_projects
 from cluster.quotas import parse_overrides
+from cluster.runas import parse_users
 from logstore.store import StoreUnavailable
 from nodes.access import (
     ACCESS,
@@ -284,6 +285,17 @@ class AuthApi:
         description = data.get("description", "")
         if not isinstance(description, str) or len(description) > 1000:
             raise InvalidInput("description must be a string (max 1000)", field="description")
+        users: list[str] | None = None  # absent: unchanged
+        if "run_as_users" in data:
+            raw = data["run_as_users"]
+            if not isinstance(raw, list) or len(raw) > 1000:
+                raise InvalidInput(
+                    "run_as_users must be a list of user names (max 1000)", field="run_as_users"
+                )
+            try:
+                users = parse_users(raw, "run_as_users")
+            except ValueError as exc:
+                raise InvalidInput(str(exc), field="run_as_users") from None
         quotas = parse_overrides(data.get("quotas")) if "quotas" in data else None
         key, etcd = self.node.keys.project(name), self.node.etcd
         for _ in range(5):
@@ -291,10 +303,13 @@ class AuthApi:
             if kv is not None and create_only:
                 raise Conflict(f"project {name!r} already exists", field="name")
             old = json.loads(kv.value) if kv is not None else {}
-            doc: dict[str, Any] = {"name": name, "description": description}
+            doc: dict[str, Any] = {**old, "name": name, "description": description}
+            doc.pop("quotas", None)
             kept = old.get("quotas") if quotas is None else quotas  # absent: keep the old ones
             if kept:
                 doc["quotas"] = kept
+            if users is not None:  # absent: keep the old ones (D142)
+                doc["run_as_users"] = users
             compare = Compare.modified(key, kv.mod_revision) if kv else Compare.absent(key)
             res = await etcd.txn([compare], [Op.put(key, json.dumps(doc))])
             if res.succeeded:
@@ -306,6 +321,7 @@ class AuthApi:
         view: dict[str, Any] = {
             "name": name,
             "description": doc.get("description", ""),
+            "run_as_users": list(doc.get("run_as_users") or []),  # cluster admins set it (D142)
             "quota_overrides": overrides,
             "quotas": self.node.config.quotas.overridden(overrides).as_dict(),
         }

@@ -46,7 +46,9 @@ from cluster.placement import (
     place,
     preferred,
 )
+from cluster.runas import project_refusal
 from nodes.cluster_view import read_topology
+from nodes.runas import project_run_as_users
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -97,10 +99,19 @@ async def annotate_runs(node: Node, docs: list[dict[str, Any]]) -> list[dict[str
     if not pending:
         return docs
     topo, _ = await read_topology(node.etcd, node.keys)
+    allowed: dict[str, list[str]] = {}  # project -> run_as_users, read once per project
     for doc in pending:
-        target = (doc.get("snapshot") or {}).get("target") or {}
+        snapshot = doc.get("snapshot") or {}
+        target = snapshot.get("target") or {}
         project = str(doc.get("project") or "") or None
-        placement = place(target.get("group"), target.get("selector") or "", topo, project)
+        user = (snapshot.get("run_as") or {}).get("user")
+        placement = place(target.get("group"), target.get("selector") or "", topo, project, user)
+        if user is not None and project is not None:
+            if project not in allowed:
+                allowed[project] = await project_run_as_users(node.etcd, node.keys, project)
+            refusal = project_refusal(project, user, allowed[project])
+            if refusal is not None:
+                placement = Placement((), f"no eligible node: {refusal}")
         draw = attempt_key(str(doc.get("id")), int(doc.get("attempt") or 1))
         doc["placement"] = placement_doc(draw, placement)
     return docs
@@ -160,6 +171,7 @@ class PlacementApi:
                     "used_weight": used.get(nid, 0),
                     "weight_budget": view.weight_budget,
                     "properties": dict(view.properties),
+                    "run_as": sorted(view.run_as),  # users jobs may run as there (D142)
                     "version": rec.get("version"),
                     "owner": rec.get("owner", ""),
                     "address": rec.get("address"),

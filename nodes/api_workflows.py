@@ -22,6 +22,7 @@ from cluster.workflows import (
 from nodes import api_limits
 from nodes.api import _NAME, Api, body_json, dump, int_query, named_body, ok, page_query, project_of
 from nodes.openapi import LIMIT, STR, documented
+from nodes.runas import check_run_as
 
 if TYPE_CHECKING:
     from nodes.daemon import Node
@@ -38,6 +39,13 @@ class WorkflowApi:
     def _spec(data: dict[str, Any], name: str | None) -> WorkflowSpec:
         return parse_workflow(named_body(data, name, READ_ONLY_WORKFLOW_FIELDS))
 
+    async def _check_run_as(self, project: str, spec: WorkflowSpec) -> None:
+        node = self.api.node
+        for i, task in enumerate(spec.tasks):
+            await check_run_as(
+                node.etcd, node.keys, project, task.run_as, field=f"tasks.{i}.run_as"
+            )
+
     @documented(query={"after": STR, "limit": LIMIT})
     async def list_workflows(self, request: web.Request) -> web.Response:
         project = project_of(request)
@@ -49,6 +57,7 @@ class WorkflowApi:
     async def create(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), None)
+        await self._check_run_as(project, spec)
         wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
         return ok(dump(wf), 201)
 
@@ -56,6 +65,7 @@ class WorkflowApi:
     async def put(self, request: web.Request) -> web.Response:
         project = project_of(request)
         spec = self._spec(await body_json(request), request.match_info["workflow"])
+        await self._check_run_as(project, spec)
         wf, created = await self.wf().put_workflow(project, spec)
         return ok(dump(wf), 201 if created else 200)
 

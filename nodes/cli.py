@@ -41,7 +41,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.node_action:  # `cronmesh node list|get|enable|disable|drain|shutdown`
         return cli_placement.cmd_node_admin(args)
 
-    from nodes.config import load_config
+    from nodes import jobenv, workdir
+    from nodes.config import SECRET_VARIABLES, load_config
     from nodes.daemon import Node
 
     flags = {
@@ -67,12 +68,21 @@ def cmd_node(args: argparse.Namespace) -> int:
         "log_store": args.log_store,
         "s3_endpoint": args.s3_endpoint,
         "s3_region": args.s3_region,
+        "job_env": args.job_env or None,
+        "job_env_passthrough": args.job_env_passthrough,
+        "run_as_users": args.run_as_users,
+        "run_as_default": args.run_as_default,
+        "allow_root_jobs": True if args.allow_root_jobs else None,
     }
     from nodes import gctune
 
     try:
         config = load_config(flags, file=args.config)
         cli_auth.check_node_config(config)
+        # Read once; from here on the node's environment holds no secret (D141).
+        jobenv.scrub_secrets(SECRET_VARIABLES)
+        jobenv.protect_process()  # no ptrace or /proc/<pid>/mem by a job of the same user
+        workdir.private_umask()  # files 0600, folders 0700; jobs keep the umask we had (D143)
         gctune.tune()  # after start-up: what it built is frozen out of the collector (D138)
     except CronmeshError as exc:
         print(f"cronmesh: {exc.message}", file=sys.stderr)
@@ -367,6 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-store", help="s3://bucket/prefix or a folder (default: --log-dir)")
     n.add_argument("--s3-endpoint", help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
     n.add_argument("--s3-region", help="S3 region (else AWS_REGION)")
+    n.add_argument("--job-env", action="append", help="NAME=VALUE every job gets (repeatable)")
+    n.add_argument(
+        "--run-as-users", help="users jobs may run as here, comma-separated (CRONMESH_RUN_AS_USERS)"
+    )
+    n.add_argument("--run-as-default", help="user of jobs without run_as (default nobody)")
+    n.add_argument(
+        "--allow-root-jobs", action="store_true", help="a root node may run jobs as root"
+    )
+    n.add_argument(
+        "--job-env-passthrough",
+        help="node variables jobs get, comma-separated (CRONMESH_JOB_ENV_PASSTHROUGH)",
+    )
     n.set_defaults(func=cmd_node)
 
     etcd_auth.add_command(sub)

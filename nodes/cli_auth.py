@@ -347,6 +347,8 @@ def add_commands(sub: Any) -> None:
 NODE_FLAGS = {
     "admin_user": ("--admin-user", "first admin's user name (CRONMESH_ADMIN_USER, default admin)"),
     "admin_password_file": ("--admin-password-file", "file holding the first admin's password"),
+    "admin_token_file": ("--admin-token-file", "file holding the first admin's API token"),
+    "smtp_url_file": ("--smtp-url-file", "file holding the SMTP URL (it may hold a password)"),
     "security_level": ("--security-level", "node-to-node security: 0 none, 1 signed (default)"),
     "peer_secret_file": ("--peer-secret-file", "file holding the cluster's peer HMAC secret"),
     "etcd_ca": ("--etcd-ca", "CA certificate that signed etcd's server certificate"),
@@ -378,8 +380,10 @@ def check_node_config(config: Any) -> None:
     from cluster.errors import InvalidInput
     from cluster.passwords import check_password_rules
     from nodes.config import etcd_security, read_secret
+    from nodes.runas import node_policy
 
     etcd_security(config)
+    node_policy(config)
     if config.secrets_key_file:
         from nodes.secretkeys import read_key_file
 

@@ -31,6 +31,7 @@ def node_view(record: dict[str, Any], state: NodeState | None, up: bool) -> Node
         weight_budget=int(budget) if budget else None,
         admin="stopping" if record.get("stopping") else (state.admin if state else "enabled"),
         up=up,
+        run_as=frozenset(str(u) for u in record.get("run_as") or ()),
     )
 
 
@@ -72,6 +73,8 @@ class ClusterView:
         self.groups: set[str] = set()
         self.grants: dict[str, tuple[frozenset[str], int]] = {}  # group -> (projects, mod rev)
         self.binds: dict[tuple[str, str], Binding] = {}
+        self.project_users: dict[str, frozenset[str]] = {}  # project -> run_as_users (D142)
+        self.project_revs: dict[str, int] = {}  # project -> mod revision of its record
         # every binding written at or before this revision is in ``binds`` (claims compare it)
         self.bindings_revision = 0
         self.loaded: set[str] = set()
@@ -79,11 +82,11 @@ class ClusterView:
         self.on_change: Callable[[], None] = lambda: None
         self.on_own_state: Callable[[NodeState | None, int], None] = lambda s, r: None
         self._topology: Topology | None = None
-        self._placements: dict[tuple[str | None, str | None, str], Placement] = {}
+        self._placements: dict[tuple[str | None, str | None, str, str | None], Placement] = {}
 
     @property
     def ready(self) -> bool:
-        return len(self.loaded) == 4
+        return len(self.loaded) == 5
 
     def own_state(self) -> tuple[NodeState | None, int]:
         return self.states.get(self.node_id, (None, 0))
@@ -105,14 +108,24 @@ class ClusterView:
             )
         return self._topology
 
-    def placement(self, group: str | None, selector: str, project: str | None = None) -> Placement:
+    def placement(
+        self,
+        group: str | None,
+        selector: str,
+        project: str | None = None,
+        user: str | None = None,
+    ) -> Placement:
         """Cached per view version: the worker asks for every queued run on each dispatch."""
-        key = (project, group, selector)
+        key = (project, group, selector, user)
         got = self._placements.get(key)
         if got is None:
-            got = place(group, selector, self.topology(), project)
+            got = place(group, selector, self.topology(), project, user)
             self._placements[key] = got
         return got
+
+    def project_revision(self, project: str) -> int:
+        """The mod revision of a project's record as this view knows it (0: absent)."""
+        return self.project_revs.get(project, 0)
 
     def group_revision(self, group: str) -> int:
         """The mod revision of a group's record as this view knows it (0: unknown)."""
@@ -132,6 +145,7 @@ class ClusterView:
             tg.create_task(self._follow(self.keys.node_states(), self._on_state))
             tg.create_task(self._follow(self.keys.groups(), self._on_group))
             tg.create_task(self._follow(self.keys.bindings(), self._on_binding))
+            tg.create_task(self._follow(self.keys.projects(), self._on_project))
 
     async def _follow(self, prefix: str, handle: Callable[[str, KV | None], None]) -> None:
         delay = 0.1
@@ -167,6 +181,9 @@ class ClusterView:
         elif prefix == self.keys.groups():
             self.groups.clear()
             self.grants.clear()
+        elif prefix == self.keys.projects():
+            self.project_users.clear()
+            self.project_revs.clear()
         else:
             self.binds.clear()
 
@@ -199,6 +216,23 @@ class ClusterView:
         else:
             self.groups.add(name)
             self.grants[name] = (_grants(kv.value), kv.mod_revision)
+
+    def _on_project(self, key: str, kv: KV | None) -> None:
+        name = key.rsplit("/", 1)[-1]
+        users: frozenset[str] = frozenset()
+        if kv is not None:
+            try:
+                users = frozenset(str(u) for u in json.loads(kv.value).get("run_as_users") or ())
+            except (ValueError, AttributeError):
+                log.error("unreadable project record; it allows no run_as user", project=name)
+        if users:
+            self.project_users[name] = users
+        else:
+            self.project_users.pop(name, None)
+        if kv is None:
+            self.project_revs.pop(name, None)
+        else:
+            self.project_revs[name] = kv.mod_revision
 
     def _on_binding(self, key: str, kv: KV | None) -> None:
         group, name = self.keys.tail(key, self.keys.bindings())[:2]

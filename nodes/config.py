@@ -8,16 +8,18 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.errors import InvalidInput
 from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
-from cluster.models import parse_model
+from cluster.models import USER_NAME_PATTERN, parse_model
 from cluster.quotas import DEFAULT_BYTES, DEFAULT_JOBS, DEFAULT_WORKFLOWS, MAX_QUOTA, Quotas
 from nodes.proxy import parse_networks
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class NodeConfig(BaseModel):
@@ -52,6 +54,7 @@ class NodeConfig(BaseModel):
     admin_password: str | None = Field(default=None, min_length=8, repr=False)
     admin_password_file: str | None = None
     admin_token: str | None = Field(default=None, min_length=20, repr=False)
+    admin_token_file: str | None = None
     # a static credential that reads /metrics and /status only (Prometheus; D166)
     metrics_token: str | None = Field(default=None, min_length=20, max_length=512, repr=False)
     metrics_token_file: str | None = None
@@ -74,16 +77,39 @@ class NodeConfig(BaseModel):
     etcd_password_file: str | None = None
     # project secrets (docs/security.md, "Secrets"): the AES key ring, one base64 key a line
     secrets_key_file: str | None = None
-    smtp_url: str | None = None  # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
+    # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
+    smtp_url: str | None = Field(default=None, repr=False)
+    smtp_url_file: str | None = None
     # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default the local
     # log_dir), S3 endpoint/region (else the AWS_* variables), spool folder and caps.
     log_store: str | None = None
     s3_endpoint: str | None = None
     s3_region: str | None = None
+    # S3 credentials, handed to the S3 client explicitly (never left in the node's environment);
+    # unset: boto3's other sources (~/.aws, instance or pod identity)
+    s3_access_key_id: str | None = Field(default=None, repr=False)
+    s3_access_key_id_file: str | None = None
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
+    s3_secret_access_key_file: str | None = None
+    s3_session_token: str | None = Field(default=None, repr=False)
+    s3_session_token_file: str | None = None
     spool_dir: str | None = None
     log_run_cap: int = Field(default=64 * 1024 * 1024, ge=1024)
     spool_disk_cap: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024 * 1024)
     log_segment_interval: float = Field(default=2.0, gt=0, le=300)
+    # What a job's environment holds besides PATH, HOME, LANG, LC_*, TZ and its run variables
+    # (docs/security.md "Containment guarantees"): fixed variables, and node variables by name.
+    job_env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=256
+    )
+    job_env_passthrough: list[str] = Field(default_factory=list, max_length=256)
+    # Which users jobs run as (docs/security.md, D142): a node running as root runs a job as its
+    # run_as user if listed here, else as run_as_default; root only with allow_root_jobs.
+    run_as_users: list[Annotated[str, Field(pattern=USER_NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    run_as_default: str = Field(default="nobody", pattern=USER_NAME_PATTERN)
+    allow_root_jobs: bool = False
     # Bulk reads and quotas (D161, D162): keys per page of a bulk etcd read, the largest etcd
     # answer the client accepts, and the per-project quotas' cluster-wide defaults (a cluster
     # admin overrides them per project). Every node of a cluster should use the same values.
@@ -127,6 +153,43 @@ class NodeConfig(BaseModel):
                     raise ValueError(f"property {item!r} must look like key=value")
                 out[key.strip()] = val.strip()
             return out
+        return value
+
+    @field_validator("job_env", mode="before")
+    @classmethod
+    def _split_job_env(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            out = {}
+            for item in value:
+                key, sep, val = str(item).partition("=")
+                if not sep:
+                    raise ValueError(f"job_env item {item!r} must look like NAME=VALUE")
+                out[key.strip()] = val
+            value = out
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
+                    raise ValueError(f"job_env name {key!r} must match {ENV_NAME.pattern}")
+        return value
+
+    @field_validator("run_as_users", mode="before")
+    @classmethod
+    def _split_users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("job_env_passthrough", mode="before")
+    @classmethod
+    def _split_passthrough(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for name in value:
+                if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+                    raise ValueError(f"job_env_passthrough name {name!r} is not a variable name")
         return value
 
     @field_validator("trusted_proxies", mode="before")
@@ -252,6 +315,19 @@ ENV = {
     "CRONMESH_S3_ENDPOINT": "s3_endpoint",
     "CRONMESH_S3_REGION": "s3_region",
     "CRONMESH_SPOOL_DIR": "spool_dir",
+    "CRONMESH_ADMIN_TOKEN_FILE": "admin_token_file",
+    "CRONMESH_SMTP_URL_FILE": "smtp_url_file",
+    "AWS_ACCESS_KEY_ID": "s3_access_key_id",
+    "AWS_ACCESS_KEY_ID_FILE": "s3_access_key_id_file",
+    "AWS_SECRET_ACCESS_KEY": "s3_secret_access_key",
+    "AWS_SECRET_ACCESS_KEY_FILE": "s3_secret_access_key_file",
+    "AWS_SESSION_TOKEN": "s3_session_token",
+    "AWS_SESSION_TOKEN_FILE": "s3_session_token_file",
+    "CRONMESH_JOB_ENV": "job_env",
+    "CRONMESH_JOB_ENV_PASSTHROUGH": "job_env_passthrough",
+    "CRONMESH_RUN_AS_USERS": "run_as_users",
+    "CRONMESH_RUN_AS_DEFAULT": "run_as_default",
+    "CRONMESH_ALLOW_ROOT_JOBS": "allow_root_jobs",
     "CRONMESH_ETCD_PAGE_KEYS": "etcd_page_keys",
     "CRONMESH_ETCD_MAX_MESSAGE": "etcd_max_message",
     "CRONMESH_QUOTA_JOBS": "quota_jobs",
@@ -264,6 +340,26 @@ ENV = {
     "CRONMESH_HTTP_KEEPALIVE_TIMEOUT": "http_keepalive_timeout",
     "CRONMESH_HTTP_BODY_TIMEOUT": "http_body_timeout",
 }
+
+# Secrets a node may be given: each as a value or as a file (``<field>_file``, ``<VAR>_FILE``, as
+# Docker and Kubernetes mount them). Files are read once, at start; the variables holding values
+# are removed from the node's own environment afterwards (``nodes.jobenv.scrub_secrets``).
+SECRET_FIELDS = (
+    "admin_password",
+    "admin_token",
+    "metrics_token",
+    "peer_secret",
+    "etcd_password",
+    "smtp_url",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_session_token",
+)
+SECRET_VARIABLES: tuple[str, ...] = (
+    *(var for var, name in ENV.items() if name in SECRET_FIELDS),
+    "CRONMESH_TOKEN",  # the CLI's, when a node is started from a shell that has one
+    "CRONMESH_PASSWORD",
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -311,6 +407,9 @@ def load_config(
         if env.get(var):
             data[name] = env[var]
     data.update({k: v for k, v in flags.items() if v is not None})
+    for name in SECRET_FIELDS:  # a value wins over a file; the file is read once, here
+        if not data.get(name) and data.get(f"{name}_file"):
+            data[name] = read_secret(None, str(data[f"{name}_file"]), name)
     return parse_model(NodeConfig, data)
 
 

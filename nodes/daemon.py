@@ -15,6 +15,7 @@ import os
 import zlib
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -30,15 +31,17 @@ from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
 from logstore.service import build_logs
-from nodes import __version__, etcd_metrics, metrics
+from nodes import __version__, etcd_metrics, jobenv, metrics
 from nodes.access import Access
 from nodes.cluster_view import ClusterView
 from nodes.config import NodeConfig, etcd_security
 from nodes.containment import Containment
 from nodes.notifier import lead_with_notifier
 from nodes.peer import PeerClient
+from nodes.runas import advertised, node_policy
 from nodes.scheduler import Scheduler
 from nodes.secretkeys import KeyFile
+from nodes.workdir import secure_node_dirs
 from nodes.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -63,6 +66,14 @@ class Node:
             observer=etcd_metrics.observe,
             max_message=config.etcd_max_message,
             page_keys=config.etcd_page_keys,
+        )
+        # Which users runs run as (D142); the data folder private, the work folder traversable
+        # (D143). Both before anything writes there.
+        self.run_as = node_policy(config)
+        secure_node_dirs(
+            Path(config.data_dir),
+            [Path(config.data_dir) / config.node_id, config.spool_path, config.logs_path],
+            config.work_path,
         )
         self.logs = build_logs(config)
         self.secret_keys = KeyFile(config.secrets_key_file)
@@ -118,7 +129,12 @@ class Node:
             etcd=",".join(self.config.etcd),
             prefix=self.config.prefix,
             version=__version__,
+            # who jobs run as here (D142): the default, and the users a run_as may name
+            jobs_run_as=self.run_as.default if self.run_as.is_root else self.run_as.own_user,
+            run_as_users=advertised(self.run_as),
         )
+        if self.run_as.is_root and self.run_as.allow_root:
+            log.info("this node may run jobs as root (allow_root_jobs)")
         if self.config.security_level == 0:
             log.warning(
                 "SECURITY LEVEL 0: node-to-node calls (/internal/v1, every project's logs) are "
@@ -234,6 +250,7 @@ class Node:
             "owner": self.config.owner,
             "version": __version__,
             "machine_id": machine_id,
+            "run_as": advertised(self.run_as),
             "pid": os.getpid(),
             "started_at": self.started_at.isoformat(),
             "registered_at": self.clock().isoformat(),
@@ -271,6 +288,12 @@ class Node:
             view=self.view,
             weight_budget=self.config.weight_budget,
             handoff_delay=self.config.handoff_delay,
+            job_env=jobenv.base_env(
+                os.environ,
+                extra=self.config.job_env,
+                passthrough=self.config.job_env_passthrough,
+            ),
+            run_as=self.run_as,
             containment=self.containment,
             secrets=self.secrets,
         )

@@ -57,6 +57,14 @@ def _secrets_key(data: Path) -> str:
     return str(path)
 
 
+def _jobs_user() -> str:
+    """Who the dev nodes run jobs as (D142), for the banner."""
+    if os.geteuid() != 0:
+        return "you (the nodes' user); a job's run_as needs nodes running as root"
+    user = os.environ.get("CRONMESH_RUN_AS_DEFAULT") or "nobody"
+    return f"{user!r} unless a job's run_as names a user of CRONMESH_RUN_AS_USERS"
+
+
 def main(args: argparse.Namespace) -> int:
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -139,6 +147,7 @@ def main(args: argparse.Namespace) -> int:
             + f"\n  admin: {os.environ.get('CRONMESH_ADMIN_USER', 'admin')} / {password}"
             + f" (kept in {password_file}); node-to-node calls are signed (security level 1)"
             + f"\n  project secrets are encrypted with the key ring in {secrets_key}"
+            + f"\n  jobs run as {_jobs_user()}"
             + f"\n  log in: .venv/bin/cronmesh --api http://127.0.0.1:{ports[0]} login -u "
             + os.environ.get("CRONMESH_ADMIN_USER", "admin")
             + "\n  try: .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"

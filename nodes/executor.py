@@ -209,11 +209,16 @@ class Process:
         on_output: OutputCallback,
         armed: bool = False,
         cgroup: RunCgroup | None = None,
+        prefix: list[str] | None = None,
+        umask: int = -1,
     ) -> Process:
         """Spawn ``argv`` in a new session. Raises OSError when it cannot be started.
 
         ``armed``: spawn now but hold the command until :meth:`release` (see ``armed_argv``);
         the process waits on its stdin, which is /dev/null again once it is released.
+        ``prefix``: a command that execs the rest (``setpriv …``, which switches users), put
+        outside the arming so it runs when the process is spawned, not at its release.
+        ``umask``: the child's (-1: this process's); applied without giving up ``vfork``.
 
         ``cgroup``: the process is spawned armed, moved into this (created) cgroup, and only
         then released (at once unless ``armed``): the command, and everything it forks, runs
@@ -225,7 +230,7 @@ class Process:
         # exec'd (or failed to); it never copies the parent's address space. That is short
         # enough to do on the loop (asyncio.create_subprocess_exec does the same).
         popen = subprocess.Popen(  # noqa: ASYNC220
-            armed_argv(argv) if hold else argv,
+            [*(prefix or ()), *(armed_argv(argv) if hold else argv)],
             stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -233,6 +238,7 @@ class Process:
             close_fds=True,
             env=env,
             cwd=cwd,
+            umask=umask,
         )
         try:
             if cgroup is not None:

@@ -39,6 +39,7 @@ from cluster.models import Run, secret_refs
 from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
 from cluster.resources import format_bytes
+from cluster.runas import NodeRunAs, decide
 from cluster.secret_store import SecretStore
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
@@ -46,7 +47,7 @@ from cluster.store import Store, Stored, dumps
 from cluster.txnbatch import TxnBatcher
 from logstore.service import Logs
 from logstore.spool import LogRef, SpoolWriter
-from nodes import metrics
+from nodes import jobenv, metrics, runas, workdir
 from nodes.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.cluster_view import ClusterView
 from nodes.containment import Containment
@@ -62,6 +63,7 @@ EXECUTED_KEPT = 4096  # attempts remembered as run here, so the orphan check nev
 # process starts on a local timer at the instant itself. Short on purpose: a node that dies
 # holding a claimed run that has not started yet loses it like a running one (D120).
 CLAIM_AHEAD = 0.75
+IDENTITY_TTL = 30.0  # s a resolved run_as user (uid, gid, home) is reused before a new lookup
 
 
 @dataclass
@@ -184,6 +186,8 @@ class Worker:
         view: ClusterView | None = None,
         weight_budget: int | None = None,
         handoff_delay: float = 1.0,
+        job_env: Mapping[str, str] | None = None,
+        run_as: NodeRunAs | None = None,
         containment: Containment | None = None,
         secrets: SecretStore | None = None,
     ) -> None:
@@ -225,10 +229,19 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
         self._releases = Releases(clock)
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-        self._result_dir = Path(work_dir) / ".results"
-        self._result_dir.mkdir(parents=True, exist_ok=True)
-        self._base_env = dict(os.environ)
+        self._work = Path(work_dir)
+        self._work.mkdir(parents=True, exist_ok=True)
+        left = workdir.clean_leftovers(self._work)
+        if left:
+            log.info("removed run folders left by an earlier process", count=left)
+        # The node's part of every job's environment, by allow-list (D140); None: the default
+        # allow-list over this process's environment.
+        self._base_env = dict(job_env) if job_env is not None else jobenv.base_env(os.environ)
+        self._python_path = jobenv.python_path(os.environ)
+        # Which user runs run as (D142); None: as the node itself, whatever the job asks.
+        self.run_as = run_as
+        self._setpriv: str | None = None
+        self._identities: dict[tuple[str | None, str | None], tuple[runas.Identity, float]] = {}
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -319,11 +332,19 @@ class Worker:
         """Whether this node should claim ``run`` now, through which binding (its cost), and
         why (``preferred`` or ``handoff``)."""
         target = run.snapshot.target
+        run_as = run.snapshot.run_as
+        user = run_as.user if run_as is not None else None
+        if self.run_as is not None and user is not None:
+            # the node's own policy decides locally, whatever the view says
+            if decide(user, run_as.group if run_as else None, self.run_as).refusal is not None:
+                return None
         if self.view is None:
             if target.group is None and matches(parse_selector(target.selector), self.properties):
                 return Candidate(self.node_id, 1), "preferred"
             return None
-        placement = self.view.placement(target.group, target.selector, run.project)
+        if user is not None and user not in self.view.project_users.get(run.project, ()):
+            return None  # the project may not (or no longer) run jobs as this user
+        placement = self.view.placement(target.group, target.selector, run.project, user)
         cached = self._best.get(key)
         if cached is None or cached[0] != self.view.version:
             draw = attempt_key(run.id, run.attempt)
@@ -406,12 +427,19 @@ class Worker:
         was not bound to a group since (which would have reserved it)."""
         if self.view is None:
             return []
+        guards: list[Any] = []
+        if run.snapshot.run_as is not None:
+            # the project's run_as grant is what the view read: a user revoked just now fails
+            # the claim even before the watch delivers the change (D142)
+            rev = self.view.project_revision(run.project)
+            guards.append(Compare.modified(self.keys.project(run.project), rev))
         if chosen.grant is not None:
             rev = self.view.group_revision(chosen.grant)
-            return [Compare.modified(self.keys.group(chosen.grant), rev)]
+            return [*guards, Compare.modified(self.keys.group(chosen.grant), rev)]
         if run.snapshot.target.group is None:
-            return [Compare.unchanged_since(self.keys.bindings(), self.view.bindings_revision)]
-        return []
+            since = self.view.bindings_revision
+            return [*guards, Compare.unchanged_since(self.keys.bindings(), since)]
+        return guards
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -605,6 +633,7 @@ class Worker:
         spec = run.snapshot
         if spec.python is not None:
             env["CRONMESH_PYTHON"] = spec.python.model_dump_json()
+            env["PYTHONPATH"] = self._python_path
             return [sys.executable, "-m", "nodes.pyjob"], env
         return ["/bin/sh", "-c", spec.command or ""], env
 
@@ -655,6 +684,28 @@ class Worker:
             duration=round(time.monotonic() - t0, 3),
         )
 
+    def _identity(self, run: Run) -> runas.Identity | None:
+        """The user a run's process switches to (None: it runs as the node). Raises LookupError
+        naming what this node cannot do (its user, group, or its policy)."""
+        if self.run_as is None:
+            return None
+        run_as = run.snapshot.run_as
+        user, group = (run_as.user, run_as.group) if run_as is not None else (None, None)
+        decision = decide(user, group, self.run_as)
+        if decision.refusal is not None:
+            raise LookupError(decision.refusal)
+        if not decision.switch:
+            return None
+        key = (decision.user, decision.group)
+        now = time.monotonic()
+        cached = self._identities.get(key)
+        if cached is None or cached[1] < now:
+            if len(self._identities) >= 256:
+                self._identities.clear()
+            cached = (runas.resolve(decision), now + IDENTITY_TTL)
+            self._identities[key] = cached
+        return cached[0]
+
     async def _cgroup(self, ex: Execution, writer: SpoolWriter) -> RunCgroup | None:
         """The attempt's cgroup, created with its limits (D150, D153). A limit this node cannot
         apply is said in the run's log and a metric, and the run goes on without it."""
@@ -703,8 +754,25 @@ class Worker:
         return await self.secrets.values(run.project, refs.values())
 
     async def _run_process(self, ex: Execution) -> tuple[str, str | None, ExitStatus | None, Any]:
+        """Run the attempt in its own private folder (D143), removed afterwards."""
         run = ex.run
-        result_file = self._result_dir / f"{run.id}-{run.attempt}.json"
+        folder = workdir.run_dir(self._work, run.id, run.attempt)
+        try:
+            return await self._run_in(ex, folder)
+        finally:
+            try:
+                os.rmdir(folder)  # the usual case: the job left nothing
+            except FileNotFoundError:
+                pass
+            except OSError:  # a tree: off the loop
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(None, workdir.remove_run_dir, folder)
+
+    async def _run_in(
+        self, ex: Execution, folder: Path
+    ) -> tuple[str, str | None, ExitStatus | None, Any]:
+        run = ex.run
+        result_file = folder / workdir.RESULT_NAME
         writer = self.logs.open(LogRef(run.project, run.job, run.id, run.attempt))
         cg: RunCgroup | None = None
         masked: MaskedOutput | None = None
@@ -721,6 +789,24 @@ class Worker:
                 masked = MaskedOutput(writer.write, secrets.values())
                 on_output = masked.write
             argv, env = self._command(run, ex.claim_revision, result_file, secrets)
+            prefix: list[str] | None = None
+            try:
+                identity = self._identity(run)
+                if identity is not None:
+                    for name, value in identity.env().items():  # the job's own env: as given
+                        if name not in run.snapshot.env:
+                            env[name] = value
+                    if self._setpriv is None:
+                        self._setpriv = runas.setpriv()
+                    prefix = runas.switch_prefix(identity, self._setpriv)
+                workdir.make_run_dir(
+                    folder,
+                    identity.uid if identity else None,
+                    identity.gid if identity else None,
+                )
+            except (LookupError, OSError) as exc:
+                writer.note(f"cannot start the process: {exc}")
+                return "failed", f"cannot start the process: {exc}", None, None
             # Claimed ahead (D120): spawn now, armed, and release it at the due instant, so the
             # instant costs one write per run instead of one spawn per run (D121).
             if run.not_before is not None and ex.requested is not None:
@@ -732,10 +818,12 @@ class Worker:
                 ex.proc = await Process.start(
                     argv,
                     env=env,
-                    cwd=self.work_dir,
+                    cwd=str(folder),
                     on_output=on_output,
                     armed=armed,
                     cgroup=cg,
+                    prefix=prefix,
+                    umask=workdir.job_umask(),
                 )
             except OSError as exc:
                 writer.note(f"cannot start the process: {exc}")
@@ -854,21 +942,13 @@ class Worker:
 
     @staticmethod
     def _read_result(path: Path) -> tuple[Any, str | None]:
+        data, error = workdir.read_result(path, MAX_RESULT)
+        if data is None:
+            return None, error
         try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return None, None
-        except OSError as exc:
-            return None, f"cannot read the result file: {exc}"
-        try:
-            if size > MAX_RESULT:
-                return None, f"result file larger than {MAX_RESULT} bytes; ignored"
-            return json.loads(path.read_bytes() or b"null"), None
-        except (ValueError, OSError) as exc:
+            return json.loads(data or b"null"), None
+        except ValueError as exc:
             return None, f"result file unusable: {exc}"
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
 
     async def _complete(
         self, ex: Execution, status: str, st: ExitStatus | None, error: str | None, result: Any

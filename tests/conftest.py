@@ -70,9 +70,15 @@ TEST_ADMIN = "admin"
 TEST_ADMIN_TOKEN = "cm_test-admin-token-0123456789abcdef"
 
 
+# Tests run as root (here and in CI) and their jobs write into root-owned temporary folders, so
+# the nodes they start run jobs as root: explicitly allowed, as the default is `nobody` (D142).
+# Tests of run_as itself start their nodes with their own settings.
+ROOT_JOBS = {"CRONMESH_ALLOW_ROOT_JOBS": "true", "CRONMESH_RUN_AS_DEFAULT": "root"}
+
+
 def node_env() -> dict[str, str]:
     """Environment a `cronmesh node` process started by a test needs (credentials included)."""
-    return dict(os.environ, CRONMESH_ADMIN_TOKEN=TEST_ADMIN_TOKEN)
+    return dict(os.environ, CRONMESH_ADMIN_TOKEN=TEST_ADMIN_TOKEN, **ROOT_JOBS)
 
 
 def api_headers(token: str | None = TEST_ADMIN_TOKEN) -> dict[str, str]:
@@ -151,6 +157,8 @@ class InProcessCluster:
             lease_ttl=overrides.pop("lease_ttl", 3),
             drain_timeout=overrides.pop("drain_timeout", 5),
             admin_token=overrides.pop("admin_token", TEST_ADMIN_TOKEN),
+            allow_root_jobs=overrides.pop("allow_root_jobs", True),
+            run_as_default=overrides.pop("run_as_default", "root"),
             **overrides,
         )
         node = Node(config)
@@ -254,9 +262,10 @@ class NodeProcess:
         *,
         host: str = "127.0.0.1",
         wrapper: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """``wrapper``: a command the node runs under (``ip netns exec NS``); ``host`` its
-        listening address there."""
+        listening address there; ``env``: variables added to the node's environment."""
         self.node_id = node_id
         self.port = port
         self.host = host
@@ -266,7 +275,7 @@ class NodeProcess:
         self.problems: list[str] = []
         self._terminated = False
         self._log = open(log_path, "ab")
-        env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+        env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [*(wrapper or []), sys.executable, "-m", "nodes.cli", "node", *args],
             stdout=self._log,
@@ -348,6 +357,7 @@ class ProcessCluster:
         host: str = "127.0.0.1",
         endpoints: list[str] | None = None,
         wrapper: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> NodeProcess:
         port = free_port()
         args = [
@@ -368,8 +378,8 @@ class ProcessCluster:
             *extra,
         ]
         log_path = self.tmp / f"{node_id}.log"
-        proc = NodeProcess(node_id, args, log_path, port, host=host, wrapper=wrapper)
-        proc.extra = (extra, lease_ttl)  # type: ignore[attr-defined]
+        proc = NodeProcess(node_id, args, log_path, port, host=host, wrapper=wrapper, env=env)
+        proc.extra = (extra, lease_ttl, env)  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
 
@@ -378,8 +388,8 @@ class ProcessCluster:
         node.stop()
         self.procs.remove(node)
         self.retired.append(node)  # still checked at teardown
-        extra, ttl = node.extra  # type: ignore[attr-defined]
-        return self.start(node.node_id, *extra, lease_ttl=ttl)
+        extra, ttl, env = node.extra  # type: ignore[attr-defined]
+        return self.start(node.node_id, *extra, lease_ttl=ttl, env=env)
 
     def close(self) -> None:
         for p in self.procs:

@@ -617,6 +617,7 @@ async def test_projects_crud_and_visibility(cluster):
     status, body = await cluster.request("GET", "/api/v1/projects/fresh")
     assert status == 200 and (body["name"], body["description"]) == ("fresh", ""), body
     assert body["usage"]["jobs"] == 1 and body["quota_overrides"] == {}, body
+    assert body["run_as_users"] == [], body
     status, body = await cluster.request("DELETE", "/api/v1/projects/web")
     assert status == 409 and "job" in body["error"]["message"], body
     await cluster.request("DELETE", p("web", "/jobs/j"))

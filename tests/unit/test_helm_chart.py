@@ -64,7 +64,12 @@ ETCD_ENABLED = {
         "adminUser": "admin",
         "adminPassword": "pw",
     },
-    "node": {"properties": {"zone": "a", "gpu": "true"}},
+    "node": {
+        "properties": {"zone": "a", "gpu": "true"},
+        "jobEnv": {"STAGE": "prod"},
+        "jobEnvPassthrough": ["HTTP_PROXY"],
+        "runAs": {"users": ["etl"], "default": "jobs", "allowRootJobs": True},
+    },
     "notifications": {"smtpUrl": "smtp://mail:25?from=cronmesh@example.com"},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
@@ -90,6 +95,7 @@ def test_chart_lints_clean_with_bundled_etcd_and_every_option(tmp_path: Path) ->
         {"replicaCount": "three"},
         {"etcd": {"replicas": 2}},
         {"node": {"logFormat": "xml"}},
+        {"node": {"runAs": {"users": ["Not A User"]}}},
         {"unknownKey": 1},
     ],
 )

@@ -88,6 +88,14 @@ app.kubernetes.io/component: etcd
 {{- join "," $out -}}
 {{- end -}}
 
+{{- define "cronmesh.jobEnv" -}}
+{{- $out := list -}}
+{{- range $k, $v := .Values.node.jobEnv -}}
+{{- $out = append $out (printf "%s=%v" $k $v) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
+
 {{- define "cronmesh.smtpSecretName" -}}
 {{- default (printf "%s-smtp" (include "cronmesh.fullname" .)) .Values.notifications.existingSecret -}}
 {{- end -}}

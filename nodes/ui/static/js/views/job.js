@@ -55,6 +55,7 @@ export async function render(root, ctx) {
         h("dt", null, "Timeout / retries"), h("dd", null, `${job.timeout ? `${job.timeout} s` : "none"} / ${job.retries}`),
         h("dt", null, "Overlap"), h("dd", null, job.overlap),
         h("dt", null, "Target"), h("dd", null, job.target.group ? `group ${job.target.group}` : "any node", job.target.selector ? ` where ${job.target.selector}` : ""),
+        h("dt", null, "Runs as"), h("dd", null, job.run_as ? `${job.run_as.user}${job.run_as.group ? ` (group ${job.run_as.group})` : ""}` : "the node's default user"),
       ),
     );
     fill(next, ticks.next.length ? h("ol", { class: "fire-times" }, ticks.next.map((t) => h("li", null, timeEl(t.tick, t.timezone || "UTC")))) : h("p", { class: "muted" }, "Nothing scheduled."));
