@@ -8,6 +8,7 @@ that outlives it by a minute, so expired session tokens vanish by themselves (bo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -16,14 +17,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cluster import tokens
-from cluster.errors import Conflict, InvalidInput, NotFound
-from cluster.etcd import Compare, Etcd, Op
+from cluster.errors import Conflict, CronmeshError, InvalidInput, NotFound
+from cluster.etcd import KV, Compare, Etcd, Op
 from cluster.keys import Keys
 from cluster.models import NAME_PATTERN, parse_model
 from cluster.permissions import GRANT_KEY, Role
 
 USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$"
 MAX_TOKENS_PER_USER = 100
+# Live login sessions per user: a new login beyond it ends the oldest (D203). Without a cap any
+# user could store a session (and an etcd lease) per login, forever growing the token prefix that
+# every token listing reads whole.
+MAX_SESSIONS_PER_USER = 20
 LEASE_SLACK = 60
 MAX_TOKEN_LIFE = timedelta(days=10 * 366)  # also the bound of expires_in
 
@@ -251,6 +256,7 @@ class IdentityStore:
             raise InvalidInput("expires_at must be in the future", field="expires_at")
         if kind == "api" and len(await self.list_tokens(user)) >= MAX_TOKENS_PER_USER:
             raise Conflict(f"user {user!r} has {MAX_TOKENS_PER_USER} tokens; revoke some first")
+        ended = await self._sessions_to_end(user) if kind == "session" else []
         secret = token or tokens.new_token()
         record = TokenRecord(
             id=tokens.token_id(secret),
@@ -269,12 +275,30 @@ class IdentityStore:
             lease = await self.etcd.grant(ttl)
         key = self.keys.token(record.id)
         ops = [Op.put(key, dumps(record), lease)]
+        ops += [Op.delete(kv.key) for kv in ended]
         res = await self.etcd.txn([Compare.absent(key), Compare.exists(self.keys.user(user))], ops)
         if not res.succeeded:
             if lease:
                 await self.etcd.revoke(lease)
             raise Conflict(f"cannot create the token: user {user!r} is gone or the id is taken")
+        for kv in ended:  # their leases go too (an etcd lease per login would pile up otherwise)
+            if kv.lease:
+                # best effort: the records are gone already; a lease left expires with its TTL
+                with contextlib.suppress(CronmeshError):
+                    await self.etcd.revoke(kv.lease)
         return secret, record
+
+    async def _sessions_to_end(self, user: str) -> list[KV]:
+        """The oldest live sessions of ``user`` beyond ``MAX_SESSIONS_PER_USER - 1`` (a new
+        login takes the last place), as their etcd records."""
+        now = self.clock()
+        live = []
+        for kv in (await self.etcd.range_all(self.keys.tokens())).kvs:
+            t = TokenRecord.model_validate_json(kv.value)
+            if t.user == user and t.kind == "session" and not t.expired(now):
+                live.append((t.created_at, t.id, kv))
+        live.sort(key=lambda item: (item[0], item[1]))
+        return [kv for _, _, kv in live[: max(0, len(live) - MAX_SESSIONS_PER_USER + 1)]]
 
     async def resolve(self, token: str) -> tuple[TokenRecord, User] | None:
         """The token's record and its user, or None (unknown, expired, or a disabled user)."""

@@ -174,6 +174,11 @@ class Keys:
         """One audit entry; snowflake ids, so the prefix reads oldest first."""
         return f"{self.prefix}/audit/{entry_id}"
 
+    def audits_own(self) -> str:
+        """Logins and changes of users to their own tokens and password: their own budget
+        (D202)."""
+        return f"{self.prefix}/audit-own/"
+
     def audits_denied(self) -> str:
         """Refused requests and failed password checks: their own budget (D168)."""
         return f"{self.prefix}/audit-denied/"
@@ -238,6 +243,24 @@ class Keys:
     def notification_defaults(self, project: str) -> str:
         """A project's default notification rules (for jobs that set none)."""
         return f"{self.prefix}/notify-defaults/{project}"
+
+    def project_data(self, project: str) -> list[str]:
+        """Prefixes of what a project keeps besides its record, jobs and workflows: removed with
+        the project, so a new project of the same name starts empty (D201)."""
+        p = self.prefix
+        return [
+            f"{p}/doc-sizes/{project}/",
+            f"{p}/secrets/{project}/",
+            f"{p}/runs/{project}/",
+            f"{p}/job-runs/{project}/",
+            f"{p}/schedule-state/{project}/",
+            f"{p}/ticks/{project}/",
+            f"{p}/slots/{project}/",
+            f"{p}/executions/{project}/",
+            f"{p}/workflow-executions/{project}/",
+            f"{p}/workflow-schedule-state/{project}/",
+            f"{p}/workflow-ticks/{project}/",
+        ]
 
     def notifier_cursor(self) -> str:
         """The etcd revision up to which the leader has handled finished runs' notifications."""

@@ -15,6 +15,7 @@ matched (not encodings of a value: base64, URL-quoting, ...).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -145,4 +146,9 @@ def mask_result(value: Any, secrets: list[bytes]) -> Any:
         return [mask_result(v, secrets) for v in value]
     if isinstance(value, dict):
         return {mask_result(k, secrets): mask_result(v, secrets) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # a number as the API will write it (a PIN, an account number): masked as a string
+        text = json.dumps(value).encode()
+        if any(secret in text for secret in secrets if secret):
+            return mask_result(text.decode(), secrets)
     return value

@@ -57,7 +57,18 @@ def _params(value: Any) -> Any:
                 raise ValueError(
                     f"parameter name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (max 64)"
                 )
-        return {k: _scalar_to_str(v) for k, v in value.items()}
+        out = {k: _scalar_to_str(v) for k, v in value.items()}
+        for key, v in out.items():
+            if isinstance(v, str) and "\0" in v:  # it goes into env: exec would fail on it
+                raise ValueError(f"parameter {key!r}: a value cannot hold a NUL byte")
+        return out
+    return value
+
+
+def no_nul(value: str | None) -> str | None:
+    """A command goes to ``/bin/sh -c``: a NUL byte would fail the exec of every run."""
+    if value is not None and "\0" in value:
+        raise ValueError("a command cannot hold a NUL byte")
     return value
 
 
@@ -169,6 +180,14 @@ class ScheduleSpec(Strict):
             _check_cron(value)
         return value
 
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: datetime | None) -> datetime | None:
+        # any zone's offset must still give a UTC time Python can hold (years 1..9999)
+        if value is not None and not 2 <= value.year <= 9998:
+            raise ValueError("at must lie between the years 2 and 9998")
+        return value
+
     @model_validator(mode="after")
     def _one_kind(self) -> ScheduleSpec:
         if (self.cron is None) == (self.at is None):
@@ -249,6 +268,8 @@ class JobSpec(Strict):
     keep_days: float = Field(default=0, ge=0, le=36_500)  # 0: no age limit (issue 3)
     resources: Resources | None = None  # limits of each run's cgroup (D153)
     enabled: bool = True
+
+    _command = field_validator("command")(no_nul)
 
     @model_validator(mode="after")
     def _one_action(self) -> JobSpec:

@@ -37,6 +37,11 @@ from cluster.quotas import Kind, Quotas, exceeded, refusal
 from cluster.secret_store import reference_guards, references
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+# Listing runs (a viewer's request): keys per etcd read, bytes of run records per answer and per
+# scan; beyond them the page ends early with a cursor (review-sec; a run is up to ~0.5 MiB).
+RUNS_PER_READ = 100
+RUNS_PAGE_BYTES = 16 * 1024 * 1024
+RUNS_SCAN_BYTES = 128 * 1024 * 1024
 RETRYABLE = frozenset({"failed", "timed_out", "lost"})
 MAX_BACKFILL = 1000
 
@@ -459,12 +464,14 @@ class Store:
         lo = base + since if since else base
         hi = base + before if before else prefix_end(base).decode()
         needle = contains.lower() if contains else None
-        scanned = 0
+        scanned = scanned_bytes = kept_bytes = 0
         budget = 20 * limit + 1000
         while True:
-            if scanned >= budget:
+            if scanned >= budget or scanned_bytes >= RUNS_SCAN_BYTES:
                 return runs, hi.rsplit("/", 1)[-1]  # unscanned older runs remain
-            page = max(limit * (4 if status or needle else 1), 20)
+            # a run record carries its job's document (up to 256 KiB, more with parameters):
+            # a few dozen per etcd read, so neither etcd nor this node builds a huge answer
+            page = min(max(limit * (4 if status or needle else 1), 20), RUNS_PER_READ)
             res = await self.etcd.range(
                 lo, end=hi, limit=min(page, budget - scanned), descending=True, keys_only=bool(job)
             )
@@ -474,20 +481,23 @@ class Store:
             if job:
                 ids = [kv.key.rsplit("/", 1)[-1] for kv in res.kvs]
                 kvs = await self.get_many([self.keys.run(project, i) for i in ids])
-                batch = sorted(
-                    (Run.model_validate_json(kv.value) for kv in kvs),
-                    key=lambda r: r.id,
-                    reverse=True,
-                )
             else:
-                batch = [Run.model_validate_json(kv.value) for kv in res.kvs]
+                kvs = res.kvs
+            sizes = {kv.key.rsplit("/", 1)[-1]: len(kv.value) for kv in kvs}
+            scanned_bytes += sum(sizes.values())
+            batch = sorted(
+                (Run.model_validate_json(kv.value) for kv in kvs),
+                key=lambda r: r.id,
+                reverse=True,
+            )
             for r in batch:
                 if status is not None and r.status != status:
                     continue
                 if needle is not None and needle not in r.job.lower():
                     continue
                 runs.append(r)
-                if len(runs) == limit:
+                kept_bytes += sizes.get(r.id, 0)
+                if len(runs) == limit or kept_bytes >= RUNS_PAGE_BYTES:
                     more = res.more or r.id != batch[-1].id
                     return runs, r.id if more else None
             if not res.more:

@@ -32,6 +32,8 @@ from cluster.workflows import (
 )
 
 CAS_TRIES = 10
+EXECUTIONS_PER_READ = 16  # execution records per etcd read (each up to ~1 MiB)
+EXECUTIONS_PAGE_BYTES = 16 * 1024 * 1024  # of execution records in one listing page
 
 
 class WorkflowNotFound(NotFound):
@@ -268,22 +270,41 @@ class WorkflowStore:
         return data
 
     async def list_executions(
-        self, project: str, workflow: str | None = None, limit: int = 50
-    ) -> list[Execution]:
-        if workflow:
-            idx = await self.etcd.range(
-                self.keys.workflow_executions(project, workflow),
-                keys_only=True,
-                descending=True,
-                limit=limit,
-            )
-            ids = [kv.key.rsplit("/", 1)[-1] for kv in idx.kvs]
-            kvs = await self.store.get_many([self.keys.execution(project, i) for i in ids])
-        else:
-            res = await self.etcd.range(self.keys.executions(project), descending=True, limit=limit)
-            kvs = res.kvs
-        out = [Execution.model_validate_json(kv.value) for kv in kvs]
-        return sorted(out, key=lambda e: e.id, reverse=True)
+        self,
+        project: str,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[Execution], str | None]:
+        """Executions newest first (``before``: an id, older ones only), and the ``before`` of
+        the next page. An execution holds its workflow (up to 512 KiB) and its results (256 KiB):
+        the ids are read first, the records a few at a time, and a page ends at
+        ``EXECUTIONS_PAGE_BYTES``, so neither etcd nor the node builds a huge answer."""
+        base = (
+            self.keys.workflow_executions(project, workflow)
+            if workflow
+            else self.keys.executions(project)
+        )
+        idx = await self.etcd.range(
+            base,
+            end=base + before if before else None,
+            keys_only=True,
+            descending=True,
+            limit=limit,
+        )
+        ids = [kv.key.rsplit("/", 1)[-1] for kv in idx.kvs]
+        out: list[Execution] = []
+        size = 0
+        for i in range(0, len(ids), EXECUTIONS_PER_READ):
+            chunk = [self.keys.execution(project, x) for x in ids[i : i + EXECUTIONS_PER_READ]]
+            for kv in await self.store.get_many(chunk):
+                out.append(Execution.model_validate_json(kv.value))
+                size += len(kv.value)
+            if size >= EXECUTIONS_PAGE_BYTES and i + EXECUTIONS_PER_READ < len(ids):
+                out.sort(key=lambda e: e.id, reverse=True)
+                return out, out[-1].id
+        out.sort(key=lambda e: e.id, reverse=True)
+        return out, (ids[-1] if idx.more and ids else None)
 
     async def _change(
         self,

@@ -29,6 +29,7 @@ from cluster.models import (
     ScheduleSpec,
     Strict,
     Target,
+    no_nul,
     parse_model,
     run_parameters_capped,
 )
@@ -84,6 +85,8 @@ class TaskSpec(Strict):
     env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
     kill_grace: float = Field(default=10, ge=0, le=3600)
     resources: Resources | None = None
+
+    _command = field_validator("command")(no_nul)
 
     @model_validator(mode="after")
     def _one_action(self) -> TaskSpec:

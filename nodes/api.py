@@ -217,6 +217,8 @@ def _time_query(request: web.Request, name: str) -> datetime | None:
         raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
     if when.year < 1970:
         raise InvalidInput(f"{name} is before 1970", field=name)
+    if when.year > 9998:  # its zone's offset could carry it past year 9999 (OverflowError)
+        raise InvalidInput(f"{name} is after 9998", field=name)
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 

@@ -26,6 +26,7 @@ from cluster.errors import (
 from cluster.etcd import Compare, Op
 from cluster.groups import GroupStore
 from cluster.identity import (
+    USER_PATTERN,
     TokenSpec,
     User,
     UserFields,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 
 LOGIN_FAILED = "invalid user name or password"
 PROJECT_NAME = re.compile(NAME_PATTERN)
+LOGIN_NAME = re.compile(USER_PATTERN)
 
 
 class AuthApi:
@@ -78,7 +80,9 @@ class AuthApi:
             raise InvalidInput("password is required", field="password")
         address = client_address(request)
         store = self.access.store()
-        user = await store.find_user(username)
+        # a name no user can have is never looked up (a lone surrogate cannot even become an
+        # etcd key: it answered 500), but costs the same dummy hash as an unknown user
+        user = await store.find_user(username) if LOGIN_NAME.fullmatch(username) else None
         stored = user.password_hash if user is not None and user.password_hash else None
         good = await self.access.check_password(request, username, password, stored, what="login")
         if not good or user is None or stored is None or not user.enabled:
@@ -347,7 +351,35 @@ class AuthApi:
         flows = await etcd.range(keys.workflows(name), count_only=True)
         if flows.count:
             raise Conflict(f"project {name!r} still has {flows.count} workflow(s)", field="project")
-        deleted = await etcd.delete(keys.project(name))
+        active = await etcd.range(keys.actives(name), count_only=True)
+        if active.count:
+            raise Conflict(
+                f"project {name!r} still has {active.count} pending or running run(s); "
+                "cancel them first",
+                field="project",
+            )
+        # the record goes with its secrets, runs, executions and their indexes (D201): the next
+        # project of that name must not reference the old team's secrets nor read its runs'
+        # output. One transaction, fenced: a job, workflow or run written since the counts above
+        # makes it fail (409), and nothing is deleted.
+        since = jobs.revision
+        res = await etcd.txn(
+            [
+                Compare.unchanged_since(keys.jobs(name), since),
+                Compare.unchanged_since(keys.workflows(name), since),
+                Compare.unchanged_since(keys.actives(name), since),
+            ],
+            [
+                Op.delete(keys.project(name)),
+                *[Op.delete(p, prefix=True) for p in keys.project_data(name)],
+                Op.delete(keys.notification_defaults(name)),
+            ],
+        )
+        if not res.succeeded:
+            raise Conflict(
+                f"project {name!r} changed while it was being deleted; retry", field="project"
+            )
+        deleted = int(res.responses[0].response_delete_range.deleted)
         # grants on a deleted project go with it: a new project of the same name starts with
         # nobody's grants but those on "*" (D165). Also on a repeated DELETE, so a node that died
         # between the two steps leaves nothing behind once the call is retried.
@@ -358,7 +390,6 @@ class AuthApi:
         await etcd.delete(keys.notification_defaults(name))
         # its node-group grants go with it (D155): a new project of that name starts with none
         await GroupStore(etcd, keys, self.node.clock).forget_project(name)
-        await etcd.txn([], [Op.delete(keys.doc_sizes(name), prefix=True)])
         if not deleted and not dropped:
             raise NotFound(f"project {name!r} not found", field="project")
         return web.Response(status=204)
@@ -377,8 +408,8 @@ class AuthApi:
         if actor is not None and len(actor) > 256:
             raise InvalidInput("actor is too long (max 256)", field="actor")
         kind = request.query.get("kind", "all")
-        if kind not in ("all", "changes", "denied"):
-            raise InvalidInput("kind must be all, changes or denied", field="kind")
+        if kind not in ("all", "changes", "denied", "own"):
+            raise InvalidInput("kind must be all, changes, denied or own", field="kind")
         entries = await self.access.audit.list(
             limit=limit,
             before=before,

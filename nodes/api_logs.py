@@ -595,7 +595,8 @@ def _until_gone() -> Iterator[None]:
     error with a traceback (D164)."""
     try:
         yield
-    except ConnectionResetError:  # aiohttp's ClientConnectionResetError included
+    except ConnectionError:  # reset, aiohttp's ClientConnectionResetError, and the plain
+        # ConnectionError("Connection lost") a paused write gets when the reader closes
         log.debug("log reader went away")
 
 

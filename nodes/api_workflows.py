@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from cluster.errors import InvalidInput
+from cluster.ids import is_id
 from cluster.models import parse_model
 from cluster.workflow_store import WorkflowStore
 from cluster.workflows import (
@@ -87,16 +88,20 @@ class WorkflowApi:
         ex = await self.wf().trigger(project, request.match_info["workflow"], req.parameters)
         return ok(dump(ex), 201)
 
-    @documented(query={"limit": LIMIT, "workflow": STR})
+    @documented(query={"limit": LIMIT, "workflow": STR, "before": STR})
     async def list_executions(self, request: web.Request) -> web.Response:
         project = project_of(request)
         limit = int_query(request, "limit", 50, 1, 1000)
         workflow = request.match_info.get("workflow") or request.query.get("workflow")
         if workflow is not None and not _NAME.fullmatch(workflow):
             raise InvalidInput(f"invalid workflow name {workflow!r}", field="workflow")
-        execs = await self.wf().list_executions(project, workflow, limit)
+        before = request.query.get("before") or None
+        if before is not None and not is_id(before):
+            raise InvalidInput("before must be an execution id", field="before")
+        execs, nxt = await self.wf().list_executions(project, workflow, limit, before)
         return ok(
             {
+                "next": nxt,
                 "executions": [
                     {
                         "id": e.id,
@@ -108,7 +113,7 @@ class WorkflowApi:
                         "tasks": {n: t.status for n, t in e.tasks.items()},
                     }
                     for e in execs
-                ]
+                ],
             }
         )
 

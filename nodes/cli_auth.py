@@ -324,7 +324,7 @@ def add_commands(sub: Any) -> None:
     )
     al = au.add_parser("list", help="entries, newest first")
     al.add_argument("--actor")
-    al.add_argument("--kind", choices=["all", "changes", "denied"], default="all")
+    al.add_argument("--kind", choices=["all", "changes", "denied", "own"], default="all")
     al.add_argument("--limit", type=int, default=50)
     au.add_parser("export", help="copy entries newer than the last export to the log store")
     for parser in au.choices.values():

@@ -5,12 +5,34 @@ a slot, so 40 guesses sent at once cannot all pass a check that only counted fin
 success gives its slot back and clears the user's failures (``succeeded``); an attempt that never
 reached verification (the hashing pool was full) gives its slot back too (``release``). Pure: every
 call takes ``now``.
+
+Addresses are counted by what one client controls (``address_key``, D200): an IPv6 client
+usually holds a whole /64 (SLAAC, privacy addresses; a rented host gets 2^64 of them), so a per-
+/128 limit would let it spray guesses from a fresh address each time. IPv6 is counted per /64, an
+IPv4-mapped IPv6 address as its IPv4 address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
+
+IPV6_PREFIX = 64  # what one IPv6 client is assumed to hold
+
+
+def address_key(address: str) -> str:
+    """The login limit's key for a client address: an IPv6 address's /64 network, an IPv4
+    (or IPv4-mapped IPv6) address itself; anything unparsable as given."""
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]").split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)
 
 
 @dataclass
@@ -77,7 +99,7 @@ class LoginLimiter:
             w
             for w in (
                 self.users.retry_after(user.lower(), now),
-                self.addresses.retry_after(address, now),
+                self.addresses.retry_after(address_key(address), now),
             )
             if w is not None
         ]
@@ -90,7 +112,7 @@ class LoginLimiter:
         if wait is not None:
             return wait
         self.failed(user, address, now)
-        return Attempt(user.lower(), address, now)
+        return Attempt(user.lower(), address_key(address), now)
 
     def succeeded(self, attempt: Attempt) -> None:
         """The password was right: the slot is given back and the user's failures cleared."""
@@ -104,4 +126,4 @@ class LoginLimiter:
 
     def failed(self, user: str, address: str, now: float) -> None:
         self.users.hit(user.lower(), now)
-        self.addresses.hit(address, now)
+        self.addresses.hit(address_key(address), now)

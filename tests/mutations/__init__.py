@@ -28,6 +28,7 @@ COPIED = ("cluster", "nodes", "logstore", "tests", "bench", "helm", "pyproject.t
 
 CLAIMS = "tests/integration/test_claims.py"
 FENCING = "tests/integration/test_fencing.py"
+REVIEW_SEC = "tests/security/test_review_sec.py"
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,41 @@ MUTATIONS: tuple[Mutation, ...] = (
             "test_a_route_that_does_not_validate_names_is_still_confined",
         ),
         "the project checked is the project routed (encoded slashes)",
+    ),
+    # -- review-sec (D200-D203) -------------------------------------------------------------------
+    Mutation(
+        "project-delete-data",
+        "nodes/api_auth.py",
+        r"\[Op\.delete\(p, prefix=True\) for p in keys\.project_data\(name\)\]",
+        "[]",
+        (
+            f"{REVIEW_SEC}::test_a_new_project_of_a_deleted_ones_name_gets_none_of_its_secrets_or_runs",
+        ),
+        "a new project of a deleted one's name gets none of its secrets or runs",
+    ),
+    Mutation(
+        "audit-own-budget",
+        "cluster/audit.py",
+        r'return "own" if is_own_credentials\(entry\) else "changes"',
+        'return "changes"',
+        (f"{REVIEW_SEC}::test_a_viewer_churning_own_tokens_and_sessions_cannot_push_changes_out",),
+        "churning one's own tokens and sessions cannot push the history of changes out",
+    ),
+    Mutation(
+        "session-cap",
+        "cluster/identity.py",
+        r'ended = await self\._sessions_to_end\(user\) if kind == "session" else \[\]',
+        "ended = []",
+        (f"{REVIEW_SEC}::test_logging_in_again_and_again_does_not_pile_up_sessions",),
+        "a user holds a bounded number of live sessions",
+    ),
+    Mutation(
+        "login-limit-ipv6-64",
+        "nodes/ratelimit.py",
+        r"return str\(ipaddress\.IPv6Network\(\(ip, IPV6_PREFIX\), strict=False\)\)",
+        "return str(ip)",
+        (f"{REVIEW_SEC}::test_password_spray_from_fresh_ipv6_addresses_of_one_64_is_limited",),
+        "the per-address login limit counts an IPv6 client by its /64",
     ),
 )
 
