@@ -373,6 +373,7 @@ class AuthApi:
                 Op.delete(keys.project(name)),
                 *[Op.delete(p, prefix=True) for p in keys.project_data(name)],
                 Op.delete(keys.notification_defaults(name)),
+                Op.delete(keys.project_run_limits(name)),  # a cluster admin's overrides (D173)
             ],
         )
         if not res.succeeded:
@@ -384,10 +385,6 @@ class AuthApi:
         # nobody's grants but those on "*" (D165). Also on a repeated DELETE, so a node that died
         # between the two steps leaves nothing behind once the call is retried.
         dropped = await self.access.store().drop_grants(name)
-        # what a cluster admin or an editor set for it must not pass to a new project of that
-        # name either: run-limit overrides (D173) and default notification rules
-        await etcd.delete(keys.project_run_limits(name))
-        await etcd.delete(keys.notification_defaults(name))
         # its node-group grants go with it (D155): a new project of that name starts with none
         await GroupStore(etcd, keys, self.node.clock).forget_project(name)
         if not deleted and not dropped:
