@@ -13,6 +13,7 @@ from aiohttp.web_protocol import RequestHandler
 from nodes.api import auth as api_auth
 from nodes.api import cron as api_cron
 from nodes.api import headers
+from nodes.api import limits as api_limits
 from nodes.api import logs as api_logs
 from nodes.api import notify as api_notify
 from nodes.api import ops as api_ops
@@ -51,6 +52,8 @@ def make_app(node: ApiContext) -> web.Application:
 
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
+    api_notify.add_middleware(app)  # secrets and URLs of webhooks redacted in answers (D172)
+    api_limits.add_routes(app, node)  # settings: webhook allow-list, run caps (D170, D173)
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)

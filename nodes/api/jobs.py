@@ -25,7 +25,8 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from nodes import metrics
+from nodes import metrics, webhooks
+from nodes.api import limits as api_limits
 from nodes.api import placement as api_placement
 from nodes.api.http import (
     NAME_RE,
@@ -177,16 +178,20 @@ class Api:
     @documented(body=JobSpec, answer=Job, status="201")
     async def create_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        spec = self._spec(await body_json(request), None)
+        data = await body_json(request)
+        spec = self._spec(data, None)
         await self._check_run_as(project, spec.run_as)
+        await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(dump(job), 201)
 
     @documented(body=JobSpec, answer=Job, also=("201",))
     async def put_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        spec = self._spec(await body_json(request), request.match_info["job"])
+        data = await body_json(request)
+        spec = self._spec(data, request.match_info["job"])
         await self._check_run_as(project, spec.run_as)
+        await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, created = await self.store().put_job(project, spec)
         return ok(dump(job), 201 if created else 200)
 
@@ -198,6 +203,7 @@ class Api:
             patch.pop(key, None)
         if patch.get("run_as") is not None:
             await self._check_run_as(project, _run_as(patch["run_as"]))
+        await webhooks.check_rule_docs(self.node, patch.get("notifications"), "notifications")
         job = await self.store().patch_job(project, request.match_info["job"], patch)
         return ok(dump(job))
 
@@ -215,7 +221,9 @@ class Api:
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(TriggerRequest, await body_json(request, optional=True))
-        run = await self.store().trigger(project, request.match_info["job"], req.parameters)
+        store = self.store()
+        await api_limits.gate(request).admit(project, 1)
+        run = await store.trigger(project, request.match_info["job"], req.parameters)
         return ok(dump(run), 201)
 
     @documented(query={"limit": LIMIT})
@@ -262,7 +270,14 @@ class Api:
     async def backfill(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(BackfillRequest, await body_json(request))
-        out = await self.store().backfill(project, request.match_info["job"], req.from_, req.to)
+        admit = api_limits.gate(request).admit
+        out = await self.store().backfill(
+            project,
+            request.match_info["job"],
+            req.from_,
+            req.to,
+            admit=lambda n: admit(project, n, "backfilled runs"),
+        )
         return ok(out, 201 if out["created"] else 200)
 
     # -- runs -----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from cluster.workflows import (
     WorkflowSpec,
     parse_workflow,
 )
+from nodes.api import limits as api_limits
 from nodes.api.http import (
     NAME_RE,
     body_json,
@@ -93,6 +94,7 @@ class WorkflowApi:
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(ExecutionRequest, await body_json(request, optional=True))
+        await api_limits.gate(request).admit(project, 1, "workflow executions")  # D173
         ex = await self.wf().trigger(project, request.match_info["workflow"], req.parameters)
         return ok(dump(ex), 201)
 
@@ -134,6 +136,7 @@ class WorkflowApi:
     async def rerun(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(RerunRequest, await body_json(request, optional=True))
+        await api_limits.gate(request).admit(project, 1, "workflow reruns")  # D173
         ex = await self.wf().rerun(
             project,
             request.match_info["execution"],

@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_parser(sub)
     gitops.add_parsers(sub)
     notify.add_parser(sub)
+    notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
     return p
 

@@ -25,8 +25,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ALLOWED = ("PATH", "HOME", "LANG", "TZ")
 ALLOWED_PREFIXES = ("LC_",)
-# The folder that holds the ``nodes`` package: a Python-target job imports ``nodes.pyjob`` from it.
-SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
+# The folder that holds the ``nodes`` package: a Python-target job imports
+# ``nodes.executor.pyjob`` from it.
+SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def base_env(
@@ -50,8 +51,9 @@ def base_env(
 
 
 def python_path(environ: Mapping[str, str]) -> str:
-    """``PYTHONPATH`` of a Python-target job: cronmesh's own source folder (``nodes.pyjob``),
-    then the node's ``PYTHONPATH`` (where the node finds the callables it was deployed with)."""
+    """``PYTHONPATH`` of a Python-target job: cronmesh's own source folder
+    (``nodes.executor.pyjob``), then the node's ``PYTHONPATH`` (where the node finds the
+    callables it was deployed with)."""
     parts = [SOURCE_ROOT, *(p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
     return os.pathsep.join(dict.fromkeys(parts))
 
