@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from nodes.cli import yamlio
-from nodes.cli.client import call
+from nodes.cli.client import ApiError, call
 from nodes.cli.output import show
 
 
@@ -78,8 +78,6 @@ def add_settings_parser(sub: Any) -> None:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from nodes.cli import ApiError, call, show
-
     try:
         if args.kind == "webhooks":
             path = "/api/v1/settings/webhooks"

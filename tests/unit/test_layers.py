@@ -218,3 +218,23 @@ def test_every_package_is_installed() -> None:
         for init in (ROOT / package).rglob("__init__.py")
     }
     assert found - listed == set(), "packages missing from [tool.setuptools] packages"
+
+
+def test_every_name_imported_from_our_modules_exists() -> None:
+    """`from nodes.x import y` anywhere (in a function too) names a module or an attribute that
+    exists: a move that left a deferred import behind fails here, not on the first call."""
+    import importlib
+
+    missing: list[str] = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            if node.module.split(".")[0] not in PACKAGES:
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if not hasattr(module, alias.name) and full not in modules():
+                    missing.append(f"{name}: from {node.module} import {alias.name}")
+    assert not missing
