@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cluster.errors import InvalidInput
 from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
 from cluster.models import USER_NAME_PATTERN, parse_model
-from cluster.quotas import DEFAULT_BYTES, DEFAULT_JOBS, DEFAULT_WORKFLOWS, MAX_QUOTA, Quotas
+from cluster.quotas import (
+    DEFAULT_BYTES,
+    DEFAULT_JOBS,
+    DEFAULT_RUN_HISTORY_BYTES,
+    DEFAULT_WORKFLOWS,
+    MAX_QUOTA,
+    Quotas,
+)
 from nodes.proxy import parse_networks
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -118,6 +125,7 @@ class NodeConfig(BaseModel):
     quota_jobs: int = Field(default=DEFAULT_JOBS, ge=0, le=MAX_QUOTA)
     quota_workflows: int = Field(default=DEFAULT_WORKFLOWS, ge=0, le=MAX_QUOTA)
     quota_bytes: int = Field(default=DEFAULT_BYTES, ge=0, le=MAX_QUOTA)
+    quota_run_history_bytes: int = Field(default=DEFAULT_RUN_HISTORY_BYTES, ge=0, le=MAX_QUOTA)
     # log reads served at once by this node (not follows): more answer 429 (D163)
     log_reads: int = Field(default=16, ge=1, le=10_000)
     # live log followers on one node, in all and per user: more answer 429 (D164)
@@ -131,7 +139,12 @@ class NodeConfig(BaseModel):
 
     @property
     def quotas(self) -> Quotas:
-        return Quotas(jobs=self.quota_jobs, workflows=self.quota_workflows, bytes=self.quota_bytes)
+        return Quotas(
+            jobs=self.quota_jobs,
+            workflows=self.quota_workflows,
+            bytes=self.quota_bytes,
+            run_history_bytes=self.quota_run_history_bytes,
+        )
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -333,6 +346,7 @@ ENV = {
     "CRONMESH_QUOTA_JOBS": "quota_jobs",
     "CRONMESH_QUOTA_WORKFLOWS": "quota_workflows",
     "CRONMESH_QUOTA_BYTES": "quota_bytes",
+    "CRONMESH_QUOTA_RUN_HISTORY_BYTES": "quota_run_history_bytes",
     "CRONMESH_LOG_READS": "log_reads",
     "CRONMESH_LOG_FOLLOWERS": "log_followers",
     "CRONMESH_LOG_FOLLOWERS_PER_USER": "log_followers_per_user",

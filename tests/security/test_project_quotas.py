@@ -12,6 +12,7 @@ import pytest
 
 from cluster.errors import Unavailable
 from cluster.etcd import Etcd
+from cluster.quotas import DEFAULT_RUN_HISTORY_BYTES
 from tests.conftest import api_headers, wait_for
 
 CAP = 2 * 1024 * 1024
@@ -113,7 +114,12 @@ async def test_project_quotas_refuse_growth_with_a_clear_answer(cluster):
     # what the project holds and may hold
     status, body = await cluster.request("GET", base)
     assert status == 200, body
-    assert body["quotas"] == {"jobs": 3, "workflows": 1, "bytes": 600_000}
+    assert body["quotas"] == {
+        "jobs": 3,
+        "workflows": 1,
+        "bytes": 600_000,
+        "run_history_bytes": DEFAULT_RUN_HISTORY_BYTES,
+    }
     assert body["usage"]["jobs"] == 3 and body["usage"]["workflows"] == 1
     assert 450_000 < body["usage"]["bytes"] <= 600_000
 

@@ -1,0 +1,130 @@
+"""A review (High): run records were outside every quota. A record carries its job snapshot and
+the request's parameters, a job keeps up to 100,000 runs and a workflow its executions' task
+runs, so one editor within the 32 MiB document quota could keep GBs of run history — past
+etcd's quota, after which etcd refuses every write for every project.
+
+Now each job/workflow write is checked against the project's ``run_history_bytes`` budget: the
+sum over its documents of what their retention lets them keep, each run counted at its bound
+(D210). Scaled down through config (a 3 MiB budget instead of 1 GiB).
+"""
+
+from __future__ import annotations
+
+from cluster.quotas import run_bytes
+from tests.conftest import api_headers, wait_for
+
+BUDGET = 3 * 1024 * 1024
+
+
+def padded_job(name: str, keep_runs: int, pad: int = 30_000) -> dict:
+    return {
+        "name": name,
+        "command": "true",
+        "keep_runs": keep_runs,
+        "parameters": {f"PAD{i}": "x" * 4000 for i in range(pad // 4000)},
+    }
+
+
+async def _editor(cluster) -> str:
+    status, body = await cluster.request(
+        "POST", "/api/v1/users", json={"name": "ed", "roles": {"p": "editor"}}
+    )
+    assert status == 201, body
+    status, body = await cluster.request("POST", "/api/v1/users/ed/tokens", json={})
+    assert status == 201, body
+    return str(body["token"])
+
+
+async def test_an_editor_cannot_keep_run_history_beyond_the_budget(cluster, etcd, keys):
+    await cluster.start(quota_run_history_bytes=BUDGET)
+    token = await _editor(cluster)
+    base = "/api/v1/projects/p"
+
+    async def call(method: str, path: str, body: object = None) -> tuple[int, dict]:
+        async with cluster.http.request(
+            method, cluster.url(None, base + path), json=body, headers=api_headers(token)
+        ) as resp:
+            return resp.status, (await resp.json() if resp.status != 204 else {})
+
+    # the attack: a ~30 KB job keeping 100 runs (the default) could hold >= 3 MB of records
+    status, body = await call("PUT", "/jobs/fat", padded_job("fat", 100))
+    assert status == 403, body
+    assert body["error"]["code"] == "quota_exceeded"
+    assert body["error"]["field"] == "quotas.run_history_bytes"
+    assert "keep_runs" in body["error"]["message"]
+    assert (await call("GET", "/jobs/fat"))[0] == 404  # nothing stored
+    assert await etcd.get(keys.history_size("p", "job", "fat")) is None
+    assert await etcd.get(keys.doc_size("p", "job", "fat")) is None
+
+    # lowering keep_runs is what the answer asks for: it then fits
+    status, body = await call("PUT", "/jobs/fat", padded_job("fat", 10))
+    assert status == 201, body
+    # raising it again by a patch is refused, and the job keeps its value
+    status, body = await call("PATCH", "/jobs/fat", {"keep_runs": 100_000})
+    assert status == 403 and body["error"]["field"] == "quotas.run_history_bytes", body
+    status, body = await call("GET", "/jobs/fat")
+    assert status == 200 and body["keep_runs"] == 10, body
+
+    # many jobs add up: the budget is per project, not per job
+    created = 1
+    while True:
+        status, body = await call("PUT", f"/jobs/f{created}", padded_job(f"f{created}", 10))
+        if status != 201:
+            break
+        created += 1
+        assert created < 10, "the budget never refused"
+    assert status == 403 and body["error"]["field"] == "quotas.run_history_bytes", body
+    status, project = await cluster.request("GET", base)
+    assert status == 200, project
+    assert project["quotas"]["run_history_bytes"] == BUDGET
+    assert 0 < project["usage"]["run_history_bytes"] <= BUDGET
+
+    # a workflow keeping many executions is counted the same way
+    wf = {
+        "name": "w",
+        "keep_executions": 10_000,
+        "tasks": [{"name": "a", "command": "true"}, {"name": "b", "command": "true"}],
+    }
+    status, body = await call("PUT", "/workflows/w", wf)
+    assert status == 403 and body["error"]["field"] == "quotas.run_history_bytes", body
+    assert (await call("GET", "/workflows/w"))[0] == 404
+
+    # deleting frees the budget; shrinking always passes even when over a lowered quota
+    assert (await call("DELETE", "/jobs/f1"))[0] == 204
+    status, after = await cluster.request("GET", base)
+    assert after["usage"]["run_history_bytes"] < project["usage"]["run_history_bytes"]
+    status, body = await cluster.request("PUT", base, json={"quotas": {"run_history_bytes": 1}})
+    assert status == 200, body
+    status, body = await call("PATCH", "/jobs/fat", {"keep_runs": 5})
+    assert status == 200 and body["keep_runs"] == 5, body
+
+
+async def test_kept_run_records_stay_within_their_counted_bound(cluster, etcd, keys):
+    """The bound holds for real records: runs triggered with the largest parameters and a result
+    take no more than what the quota counted for them."""
+    await cluster.start(quota_run_history_bytes=BUDGET)
+    base = "/api/v1/projects/q"
+    job = padded_job("r", 3, pad=20_000)
+    job["command"] = (
+        'printf \'{"v": "%s"}\' "$(head -c 60000 /dev/zero | tr "\\0" y)" > "$CRONMESH_RESULT_FILE"'
+    )
+    status, body = await cluster.request("PUT", f"{base}/jobs/r", json=job)
+    assert status == 201, body
+    for _ in range(5):
+        status, body = await cluster.request(
+            "POST", f"{base}/jobs/r/runs", json={"parameters": {f"P{i}": "z" * 4000 for i in range(3)}}
+        )
+        assert status in (200, 201, 202), body
+
+    async def settled() -> bool:
+        s, b = await cluster.request("GET", f"{base}/runs?job=r")
+        return s == 200 and len(b["runs"]) >= 3 and all(r["finished_at"] for r in b["runs"])
+
+    await wait_for(settled, 120, what="the triggered runs finished")
+    res = await etcd.range_all(keys.runs("q"))
+    doc = await etcd.get(keys.job("q", "r"))
+    assert doc is not None and res.kvs
+    bound = run_bytes(len(doc.value), 0)
+    assert max(len(kv.value) for kv in res.kvs) <= bound
+    counted = await etcd.get(keys.history_size("q", "job", "r"))
+    assert counted is not None and int(counted.value) == 3 * bound
