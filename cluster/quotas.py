@@ -9,7 +9,6 @@ counts and sizes and writes a document together with its size in one transaction
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal

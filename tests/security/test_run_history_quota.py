@@ -112,7 +112,9 @@ async def test_kept_run_records_stay_within_their_counted_bound(cluster, etcd, k
     assert status == 201, body
     for _ in range(5):
         status, body = await cluster.request(
-            "POST", f"{base}/jobs/r/runs", json={"parameters": {f"P{i}": "z" * 4000 for i in range(3)}}
+            "POST",
+            f"{base}/jobs/r/runs",
+            json={"parameters": {f"P{i}": "z" * 4000 for i in range(3)}},
         )
         assert status in (200, 201, 202), body
 
@@ -128,3 +130,46 @@ async def test_kept_run_records_stay_within_their_counted_bound(cluster, etcd, k
     assert max(len(kv.value) for kv in res.kvs) <= bound
     counted = await etcd.get(keys.history_size("q", "job", "r"))
     assert counted is not None and int(counted.value) == 3 * bound
+
+
+async def test_a_workflow_execution_stays_within_its_counted_bound(cluster, etcd, keys):
+    """An execution and its task runs (parameters copied into each, upstream results in the
+    environment) take no more than the quota counted for one kept execution."""
+    await cluster.start(quota_run_history_bytes=BUDGET)
+    base = "/api/v1/projects/w"
+    pad = {f"W{i}": "w" * 4000 for i in range(3)}
+    result = (
+        'printf \'{"v": "%s"}\' "$(head -c 7000 /dev/zero | tr "\\0" y)" > "$CRONMESH_RESULT_FILE"'
+    )
+    wf = {
+        "name": "flow",
+        "keep_executions": 1,
+        "parameters": pad,
+        "tasks": [
+            {"name": "a", "command": result, "parameters": pad},
+            {"name": "b", "command": result, "depends_on": ["a"]},
+            {"name": "c", "command": "true", "depends_on": ["a", "b"]},
+        ],
+    }
+    status, body = await cluster.request("PUT", f"{base}/workflows/flow", json=wf)
+    assert status == 201, body
+    status, ex = await cluster.request(
+        "POST",
+        f"{base}/workflows/flow/executions",
+        json={"parameters": {f"P{i}": "z" * 4000 for i in range(3)}},
+    )
+    assert status in (200, 201, 202), ex
+
+    async def finished() -> bool:
+        s, b = await cluster.request("GET", f"{base}/executions/{ex['id']}")
+        return s == 200 and b["status"] in ("succeeded", "failed")
+
+    await wait_for(finished, 120, what="the execution finished")
+    status, body = await cluster.request("GET", f"{base}/executions/{ex['id']}")
+    assert body["status"] == "succeeded", body
+    execs = await etcd.range_all(keys.executions("w"))
+    runs = await etcd.range_all(keys.runs("w"))
+    used = sum(len(kv.value) for kv in execs.kvs) + sum(len(kv.value) for kv in runs.kvs)
+    assert len(runs.kvs) == 3
+    counted = await etcd.get(keys.history_size("w", "workflow", "flow"))
+    assert counted is not None and 0 < used <= int(counted.value)
