@@ -21,10 +21,11 @@ QUOTA_NAMES = ("jobs", "workflows", "bytes", "run_history_bytes")
 DEFAULT_JOBS = 10_000
 DEFAULT_WORKFLOWS = 2_000
 DEFAULT_BYTES = 32 * 1024 * 1024
-# The run history a project's jobs and workflows may keep, counted at its worst (D210): 1 GiB
-# holds ~12,000 kept runs at the per-run bound of a small job. Size etcd's
-# --quota-backend-bytes at >= 2 x (projects x this + projects x DEFAULT_BYTES) (operations.md).
-DEFAULT_RUN_HISTORY_BYTES = 1024 * 1024 * 1024
+# The run history a project's jobs and workflows may keep, counted at its worst (D210). One
+# project alone then stays at a quarter of etcd's default 2 GiB --quota-backend-bytes (an
+# eighth of the chart's 4 GiB); with editors of N projects untrusted, size
+# --quota-backend-bytes >= 2 x N x (this + quota_bytes) (docs/operations.md).
+DEFAULT_RUN_HISTORY_BYTES = 512 * 1024 * 1024
 
 # What one kept run record may hold besides its job snapshot (D210). The parameter bound is
 # #19 item 7's per-run cap (cluster.limits.MAX_RUN_PARAMETER_BYTES on harden-notify); a stored
