@@ -39,7 +39,7 @@ async def test_leader_starts_and_schedules_others_despite_a_huge_project(
 ):
     # the run-history quota (D210) would refuse the 7th such job at its default: not the point here
     writer = await cluster.start(
-        "n1", etcd_max_message=CAP, etcd_page_keys=500, quota_run_history_bytes=2**40
+        "n1", etcd_max_message=CAP, etcd_page_keys=500, quota_run_history_bytes=10**12
     )
     for i in range(12):  # ~3 MB of jobs in one project: more than one answer may hold
         status, body = await cluster.request(
