@@ -22,16 +22,18 @@ DEFAULT_JOBS = 10_000
 DEFAULT_WORKFLOWS = 2_000
 DEFAULT_BYTES = 32 * 1024 * 1024
 # The run history a project's jobs and workflows may keep, counted at its worst (D210). One
-# project alone then stays at a quarter of etcd's default 2 GiB --quota-backend-bytes (an
-# eighth of the chart's 4 GiB); with editors of N projects untrusted, size
+# project alone then stays at a quarter of the chart's 4 GiB --quota-backend-bytes (half of
+# etcd's own 2 GiB default: raise it); with editors of N projects untrusted, size
 # --quota-backend-bytes >= 2 x N x (this + quota_bytes) (docs/operations.md).
-DEFAULT_RUN_HISTORY_BYTES = 512 * 1024 * 1024
+DEFAULT_RUN_HISTORY_BYTES = 1024 * 1024 * 1024
 
 # What one kept run record may hold besides its job snapshot (D210). The parameter bound is
 # #19 item 7's per-run cap (cluster.limits.MAX_RUN_PARAMETER_BYTES on harden-notify); a stored
 # result is at most nodes.worker.MAX_RESULT; a record's own fields and each attempt's entry are
-# bounded by their models (ids, times, a capped error text).
-RUN_PARAMETER_BYTES = 16 * 1024
+# bounded by their models (ids, times, a capped error text). The worker drops a result larger
+# than MAX_RESULT as stored (after parsing and masking), so that bound holds as stored.
+# (16 KiB of UTF-8; a control character is stored JSON-escaped as \u00XX: 6 bytes)
+RUN_PARAMETER_BYTES = 6 * 16 * 1024
 RUN_RESULT_BYTES = 64 * 1024
 RUN_RECORD_BYTES = 4 * 1024
 ATTEMPT_BYTES = 1024

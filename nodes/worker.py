@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic_core import to_json
 
 from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import (
@@ -895,6 +896,13 @@ class Worker:
         result, result_error = self._read_result(result_file)
         if secrets:
             result = mask_result(result, list(secrets.values()))
+        if result is not None and len(to_json(result)) > MAX_RESULT:
+            # as stored, not as read: "1E15" is stored as 1000000000000000.0, a masked number
+            # as a string; the run-history quota counts MAX_RESULT per record (D210)
+            result, result_error = (
+                None,
+                f"result larger than {MAX_RESULT} bytes once stored; ignored",
+            )
         if result_error and status == "succeeded":
             error = result_error
         return status, error, exit_status, result

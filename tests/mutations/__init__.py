@@ -390,6 +390,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
         "a kept run record is no larger than the quota counted for it",
     ),
+    Mutation(
+        "run-result-as-stored",
+        "nodes/worker.py",
+        r"if result is not None and len\(to_json\(result\)\) > MAX_RESULT:",
+        "if False:",
+        (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
+        "a run's result is at most MAX_RESULT bytes as stored",
+    ),
 )
 
 

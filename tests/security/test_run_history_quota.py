@@ -57,22 +57,23 @@ async def test_an_editor_cannot_keep_run_history_beyond_the_budget(cluster, etcd
     assert await etcd.get(keys.doc_size("p", "job", "fat")) is None
 
     # lowering keep_runs is what the answer asks for: it then fits
-    status, body = await call("PUT", "/jobs/fat", padded_job("fat", 10))
+    status, body = await call("PUT", "/jobs/fat", padded_job("fat", 3))
     assert status == 201, body
     # raising it again by a patch is refused, and the job keeps its value
     status, body = await call("PATCH", "/jobs/fat", {"keep_runs": 100_000})
     assert status == 403 and body["error"]["field"] == "quotas.run_history_bytes", body
     status, body = await call("GET", "/jobs/fat")
-    assert status == 200 and body["keep_runs"] == 10, body
+    assert status == 200 and body["keep_runs"] == 3, body
 
     # many jobs add up: the budget is per project, not per job
     created = 1
     while True:
-        status, body = await call("PUT", f"/jobs/f{created}", padded_job(f"f{created}", 10))
+        status, body = await call("PUT", f"/jobs/f{created}", padded_job(f"f{created}", 3))
         if status != 201:
             break
         created += 1
         assert created < 10, "the budget never refused"
+    assert created >= 2, "jobs within the budget were refused"
     assert status == 403 and body["error"]["field"] == "quotas.run_history_bytes", body
     status, project = await cluster.request("GET", base)
     assert status == 200, project
@@ -95,8 +96,8 @@ async def test_an_editor_cannot_keep_run_history_beyond_the_budget(cluster, etcd
     assert after["usage"]["run_history_bytes"] < project["usage"]["run_history_bytes"]
     status, body = await cluster.request("PUT", base, json={"quotas": {"run_history_bytes": 1}})
     assert status == 200, body
-    status, body = await call("PATCH", "/jobs/fat", {"keep_runs": 5})
-    assert status == 200 and body["keep_runs"] == 5, body
+    status, body = await call("PATCH", "/jobs/fat", {"keep_runs": 2})
+    assert status == 200 and body["keep_runs"] == 2, body
 
 
 async def test_kept_run_records_stay_within_their_counted_bound(cluster, etcd, keys):
@@ -114,7 +115,8 @@ async def test_kept_run_records_stay_within_their_counted_bound(cluster, etcd, k
         status, body = await cluster.request(
             "POST",
             f"{base}/jobs/r/runs",
-            json={"parameters": {f"P{i}": "z" * 4000 for i in range(3)}},
+            # control characters: stored JSON-escaped, 6 bytes each (16 KB -> 96 KB)
+            json={"parameters": {f"P{i}": "\x01" * 4000 for i in range(4)}},
         )
         assert status in (200, 201, 202), body
 
@@ -130,6 +132,25 @@ async def test_kept_run_records_stay_within_their_counted_bound(cluster, etcd, k
     assert max(len(kv.value) for kv in res.kvs) <= bound
     counted = await etcd.get(keys.history_size("q", "job", "r"))
     assert counted is not None and int(counted.value) == 3 * bound
+
+    # a result that grows when stored ("1E15" is stored as 1000000000000000.0) is measured as
+    # stored: 60 KB read would be ~230 KB stored, so it is dropped with a reason
+    grow = (
+        "python3 -c \"print('[' + ','.join(['1E15'] * 12000) + ']')\" > \"$CRONMESH_RESULT_FILE\""
+    )
+    status, body = await cluster.request(
+        "PUT", f"{base}/jobs/n", json={"name": "n", "command": grow, "keep_runs": 1}
+    )
+    assert status == 201, body
+    status, run = await cluster.request("POST", f"{base}/jobs/n/runs", json={})
+    assert status in (200, 201, 202), run
+
+    async def done() -> dict | None:
+        s, b = await cluster.request("GET", f"{base}/runs/{run['id']}")
+        return b if s == 200 and b["finished_at"] else None
+
+    final = await wait_for(done, 120, what="the growing-result run finished")
+    assert final["result"] is None and "once stored" in (final["error"] or ""), final
 
 
 async def test_a_workflow_execution_stays_within_its_counted_bound(cluster, etcd, keys):

@@ -21,13 +21,14 @@ def test_a_kept_run_counts_its_snapshot_twice_and_each_attempt():
 
 
 def test_the_review_case_no_longer_fits_the_default():
-    # a 241 KB job keeping 100,000 runs: ~56 GB counted, far beyond the 512 MiB default
+    # a 241 KB job keeping 100,000 runs: ~65 GB counted, far beyond the 1 GiB default
     assert job_history_bytes(241_000, 100_000, 0) > 50 * 10**9
     # 50 honest 2 KB jobs with the default retention (100 runs) fit, and 500 keeping 10 runs
     assert 50 * job_history_bytes(2_000, 100, 0) < DEFAULT_RUN_HISTORY_BYTES
     assert 500 * job_history_bytes(2_000, 10, 0) < DEFAULT_RUN_HISTORY_BYTES
     # the 32 MiB document quota filled with 241 KB jobs keeping 100 runs: refused
     assert 136 * job_history_bytes(241_000, 100, 0) > DEFAULT_RUN_HISTORY_BYTES
+    assert 17 * job_history_bytes(241_000, 100, 0) > DEFAULT_RUN_HISTORY_BYTES
 
 
 def test_workflows_grow_with_executions_tasks_and_retries():
