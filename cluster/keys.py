@@ -258,6 +258,7 @@ class Keys:
         p = self.prefix
         return [
             f"{p}/doc-sizes/{project}/",
+            f"{p}/history-sizes/{project}/",
             f"{p}/secrets/{project}/",
             f"{p}/runs/{project}/",
             f"{p}/job-runs/{project}/",
