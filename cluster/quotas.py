@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 # QuotaExceeded lives in cluster/errors.py: one class for every quota and cap (D162, D173)
 from cluster.errors import InvalidInput, QuotaExceeded
+from cluster.limits import MAX_RUN_PARAMETER_BYTES
 
 Kind = Literal["job", "workflow"]
 QUOTA_NAMES = ("jobs", "workflows", "bytes", "run_history_bytes")
@@ -28,13 +29,12 @@ DEFAULT_BYTES = 32 * 1024 * 1024
 # --quota-backend-bytes >= 2 x N x (this + quota_bytes) (docs/operations.md).
 DEFAULT_RUN_HISTORY_BYTES = 1024 * 1024 * 1024
 
-# What one kept run record may hold besides its job snapshot (D210). The parameter bound is
-# #19 item 7's per-run cap (cluster.limits.MAX_RUN_PARAMETER_BYTES on harden-notify); a stored
-# result is at most nodes.worker.MAX_RESULT; a record's own fields and each attempt's entry are
-# bounded by their models (ids, times, a capped error text). The worker drops a result larger
-# than MAX_RESULT as stored (after parsing and masking), so that bound holds as stored.
-# (16 KiB of UTF-8; a control character is stored JSON-escaped as \u00XX: 6 bytes)
-RUN_PARAMETER_BYTES = 6 * 16 * 1024
+# What one kept run record may hold besides its job snapshot (D210). The parameters a request
+# adds are capped by #19 item 7 (D173) in UTF-8 bytes; stored, a control character is JSON-escaped
+# as \u00XX (6 bytes). A stored result is at most nodes.worker.MAX_RESULT as stored (the worker
+# drops a larger one after parsing and masking); a record's own fields and each attempt's entry
+# are bounded by their models (ids, times, a capped error text).
+RUN_PARAMETER_BYTES = 6 * MAX_RUN_PARAMETER_BYTES
 RUN_RESULT_BYTES = 64 * 1024
 RUN_RECORD_BYTES = 4 * 1024
 ATTEMPT_BYTES = 1024
