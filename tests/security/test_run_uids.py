@@ -1,0 +1,77 @@
+"""Per-run uids (D205): a job without ``run_as`` runs as a uid of its own, from the node's
+``run_uid_range``; two live runs never share one, and a uid comes back only after its run ended.
+A node running as root here (as in CI), in-process, with a range of two uids."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-run uids need root")
+
+P = "/api/v1/projects/a"
+FINISHED = ("succeeded", "failed", "timed_out", "cancelled", "lost")
+RANGE = (60010, 60011)  # outside the default range other tests' nodes use
+
+
+async def start_run(cluster, name: str, command: str) -> str:
+    status, body = await cluster.request(
+        "PUT", f"{P}/jobs/{name}", json={"name": name, "command": command}
+    )
+    assert status == 201, body
+    status, run = await cluster.request("POST", f"{P}/jobs/{name}/runs", json={})
+    assert status == 201, run
+    return str(run["id"])
+
+
+async def run_doc(cluster, run_id: str, *wanted: str) -> dict:
+    async def check():
+        status, doc = await cluster.request("GET", f"{P}/runs/{run_id}")
+        return doc if status == 200 and doc["status"] in wanted else None
+
+    return await wait_for(check, 30, what=f"run {run_id} {wanted}")
+
+
+async def stdout(cluster, run_id: str, n: int) -> list[str]:
+    async def lines():
+        status, text = await cluster.request("GET", f"{P}/runs/{run_id}/logs")
+        got = [ln.split(" ", 2)[-1] for ln in text.splitlines() if " stdout " in ln]
+        return got if status == 200 and len(got) >= n else None
+
+    return await wait_for(lines, 30, what=f"output of {run_id}")
+
+
+async def test_each_run_has_its_own_uid_and_gets_it_back_only_after_it_ended(cluster):
+    await cluster.start(
+        run_as_default="dynamic", allow_root_jobs=False, run_uid_range=RANGE, capacity=4
+    )
+    probe = 'id -u; id -g; id -G; echo "home=$HOME pwd=$PWD"'
+    first = await start_run(cluster, "first", f"{probe}; exec sleep 60")
+    await run_doc(cluster, first, "running")
+    second = await start_run(cluster, "second", f"{probe}; exec sleep 60")
+    await run_doc(cluster, second, "running")
+    uid1, gid1, groups1, where1 = await stdout(cluster, first, 4)
+    uid2, _, _, _ = await stdout(cluster, second, 4)
+    # a uid of its own, no passwd entry, gid = uid, no supplementary groups, HOME = its folder
+    assert int(uid1) in range(RANGE[0], RANGE[1] + 1) and (gid1, groups1) == (uid1, uid1)
+    home, pwd_ = where1.split(" ")
+    assert home == f"home={pwd_[4:]}" and f"run-{first}-1" in pwd_, where1
+    assert uid1 != uid2 and int(uid2) in range(RANGE[0], RANGE[1] + 1)
+
+    # both uids are live: a third run fails, saying so, rather than share one
+    third = await start_run(cluster, "third", "id -u")
+    doc = await run_doc(cluster, third, *FINISHED)
+    assert doc["status"] == "failed" and "every uid of run_uid_range" in doc["error"], doc
+
+    # the first run ends: its uid is free again, and only that one
+    status, body = await cluster.request("POST", f"{P}/runs/{first}/abort")
+    assert status in (200, 202), body
+    await run_doc(cluster, first, *FINISHED)
+    again = await start_run(cluster, "again", "id -u; echo hi > f; cat f")
+    assert await stdout(cluster, again, 2) == [uid1, "hi"]
+    assert (await run_doc(cluster, again, *FINISHED))["status"] == "succeeded"
+    await cluster.request("POST", f"{P}/runs/{second}/abort")
+    await run_doc(cluster, second, *FINISHED)
