@@ -5,6 +5,8 @@ A node running as root here (as in CI), in-process, with a range of two uids."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -38,8 +40,10 @@ async def run_doc(cluster, run_id: str, *wanted: str) -> dict:
 async def stdout(cluster, run_id: str, n: int) -> list[str]:
     async def lines():
         status, text = await cluster.request("GET", f"{P}/runs/{run_id}/logs")
+        if status != 200:  # no log yet
+            return None
         got = [ln.split(" ", 2)[-1] for ln in text.splitlines() if " stdout " in ln]
-        return got if status == 200 and len(got) >= n else None
+        return got if len(got) >= n else None
 
     return await wait_for(lines, 30, what=f"output of {run_id}")
 
@@ -75,3 +79,27 @@ async def test_each_run_has_its_own_uid_and_gets_it_back_only_after_it_ended(clu
     assert (await run_doc(cluster, again, *FINISHED))["status"] == "succeeded"
     await cluster.request("POST", f"{P}/runs/{second}/abort")
     await run_doc(cluster, second, *FINISHED)
+
+
+async def test_a_uid_a_leftover_process_holds_is_not_handed_out(cluster):
+    """A process an earlier node left behind (its reap missed it) still runs as a uid of the
+    range: a restarted node must not give that uid to a new run, which could then read or
+    signal the leftover."""
+    lo, hi = 60020, 60021
+    setpriv = shutil.which("setpriv") or "setpriv"
+    as_lo = [setpriv, f"--reuid={lo}", f"--regid={lo}", "--clear-groups"]
+    leftover = subprocess.Popen([*as_lo, "sleep", "60"])
+    try:
+        await wait_for(
+            lambda: os.stat(f"/proc/{leftover.pid}").st_uid == lo, 10, what="leftover as uid"
+        )
+        await cluster.start(run_as_default="dynamic", allow_root_jobs=False, run_uid_range=(lo, hi))
+        seen = []
+        for name in ("one", "two"):  # the rotation wraps once: the scan still sees the leftover
+            run_id = await start_run(cluster, name, "id -u")
+            seen += await stdout(cluster, run_id, 1)
+            assert (await run_doc(cluster, run_id, *FINISHED))["status"] == "succeeded"
+        assert seen == [str(hi), str(hi)], seen
+    finally:
+        leftover.kill()
+        leftover.wait()
