@@ -4,13 +4,19 @@ A node running as root here (as in CI), in-process, with a range of two uids."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import pwd
 import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import api_session, wait_for
+from tests.security.test_run_as import data_dir as data_dir_fixture
+from tests.security.test_run_as import output, ready, run_job
+
+data_dir = data_dir_fixture  # a data folder jobs of other users can traverse to their folder
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-run uids need root")
 
@@ -103,3 +109,30 @@ async def test_a_uid_a_leftover_process_holds_is_not_handed_out(cluster):
     finally:
         leftover.kill()
         leftover.wait()
+
+
+async def test_a_cronmesh_node_with_its_defaults_runs_jobs_as_a_uid_of_their_own(procs, data_dir):
+    """A real ``cronmesh node`` as root with the secure defaults (no run_as_default given):
+    the job runs as a uid of the range that has no passwd entry, in its private folder, which
+    is its HOME; it writes its result file and files in its folder; the node reads the result
+    and removes the folder."""
+    node = procs.start(
+        "n1",
+        "--data-dir",
+        str(data_dir),
+        env={"CRONMESH_ALLOW_ROOT_JOBS": "false", "CRONMESH_RUN_AS_DEFAULT": ""},
+    )
+    probe = (
+        'id -u; id -G; echo "$HOME"; stat -c "%a %u" "$HOME"; touch "$HOME/scratch"; '
+        'echo \'{"rows": 3}\' > "$CRONMESH_RESULT_FILE"'
+    )
+    async with api_session() as http:
+        await wait_for(lambda: ready(http, node.url), 30, what="node ready")
+        run = await run_job(http, node.url, "dyn", {"command": probe})
+        assert run["status"] == "succeeded" and run["result"] == {"rows": 3}, run
+        uid, groups, home, mode = await output(http, node.url, run["id"])
+        assert 61184 <= int(uid) <= 65519 and groups == uid, (uid, groups)
+        with pytest.raises(KeyError):
+            pwd.getpwuid(int(uid))
+        assert mode == f"700 {uid}" and home.endswith(f"run-{run['id']}-1"), (home, mode)
+        assert not await asyncio.to_thread(os.path.exists, home)  # removed after the run
