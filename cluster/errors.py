@@ -107,3 +107,11 @@ class TooManyRequests(CronmeshError):
     def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(CronmeshError):
+    """A per-project cap (named in ``field``) would be passed; nothing was written. 403 with
+    the code ``quota_exceeded``, like the quotas on jobs, workflows and bytes (D162, D173)."""
+
+    code = "quota_exceeded"
+    status = 403

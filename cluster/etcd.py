@@ -233,6 +233,12 @@ class Op:
             req.range_end = prefix_end(key)
         return rpc.RequestOp(request_range=req)
 
+    @staticmethod
+    def count(prefix: str) -> Any:
+        """How many keys start with ``prefix`` (``TxnResult.responses[i].response_range.count``)."""
+        req = rpc.RangeRequest(key=prefix.encode(), range_end=prefix_end(prefix), count_only=True)
+        return rpc.RequestOp(request_range=req)
+
 
 def _is_ip(host: str) -> bool:
     try:

@@ -266,6 +266,19 @@ class Keys:
         """The etcd revision up to which the leader has handled finished runs' notifications."""
         return f"{self.prefix}/notifier/cursor"
 
+    # cluster settings and per-project limits (D170, D173)
+    def webhook_settings(self) -> str:
+        """Where webhooks may go besides public addresses: the SSRF allow-list (cluster admin)."""
+        return f"{self.prefix}/settings/webhooks"
+
+    def run_limits(self) -> str:
+        """Cluster defaults for the caps on manual runs (rate, pending runs)."""
+        return f"{self.prefix}/settings/run-limits"
+
+    def project_run_limits(self, project: str) -> str:
+        """A project's overrides of the run limits (set by a cluster admin)."""
+        return f"{self.prefix}/run-limits/{project}"
+
     # parsing helpers
     def tail(self, key: str, base: str) -> list[str]:
         """The path segments of ``key`` below ``base``."""

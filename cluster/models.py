@@ -360,8 +360,22 @@ class Run(BaseModel):
         return self.status in FINISHED
 
 
+def run_parameters_capped(value: dict[str, str]) -> dict[str, str]:
+    """The parameters one request adds to a run: at most ``MAX_RUN_PARAMETER_BYTES`` (D173)."""
+    from cluster.limits import MAX_RUN_PARAMETER_BYTES, parameter_bytes
+
+    size = parameter_bytes(value)
+    if size > MAX_RUN_PARAMETER_BYTES:
+        raise ValueError(
+            f"parameters hold {size} bytes; a run takes at most {MAX_RUN_PARAMETER_BYTES}"
+        )
+    return value
+
+
 class TriggerRequest(Strict):
     parameters: Params = Field(default_factory=dict)
+
+    _capped = field_validator("parameters")(run_parameters_capped)
 
 
 class BackfillRequest(Strict):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import urllib.parse
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.errors import InvalidInput
 
 NotifyEvent = Literal["failure", "timeout", "lost", "success", "recovery"]
 DEFAULT_EVENTS: tuple[NotifyEvent, ...] = ("failure", "timeout", "lost")
@@ -28,6 +31,9 @@ SIGNATURE_HEADER = "X-Cronmesh-Signature"
 TIMESTAMP_HEADER = "X-Cronmesh-Timestamp"
 DELIVERY_HEADER = "X-Cronmesh-Delivery"
 EVENT_HEADER = "X-Cronmesh-Event"
+# What answers show instead of a stored webhook secret; sent back (or left out) it keeps it (D172).
+SECRET_KEPT = "********"
+REDACTED = "(redacted)"
 
 
 class _Strict(BaseModel):
@@ -192,3 +198,82 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based): 0.5, 1, 2, 4 … capped."""
     return float(min(cap, base * 2 ** (attempt - 1)))
+
+
+# -- secrets are write-only, URLs and headers need editor (D172) ---------------------------------
+
+
+def keep_secrets(
+    new: list[NotificationRule] | None, old: list[NotificationRule] | None, base: str
+) -> list[NotificationRule] | None:
+    """``new`` with each webhook secret that was left out or sent as ``SECRET_KEPT`` taken from
+    the stored rule with the same URL; ``null`` removes it. Sending ``SECRET_KEPT`` for a URL
+    without a stored secret is refused (naming the field): the secret would silently be lost."""
+    if not new:
+        return new
+    stored: dict[str, str] = {}
+    for rule in old or []:
+        if rule.webhook is not None and rule.webhook.secret and rule.webhook.url not in stored:
+            stored[rule.webhook.url] = rule.webhook.secret
+    out: list[NotificationRule] = []
+    for i, rule in enumerate(new):
+        hook = rule.webhook
+        if hook is None:
+            out.append(rule)
+            continue
+        given = "secret" in hook.model_fields_set
+        if hook.secret == SECRET_KEPT or (not given and hook.secret_env is None):
+            kept = stored.get(hook.url)
+            if kept is None and hook.secret == SECRET_KEPT:
+                raise InvalidInput(
+                    f"{base}.{i}.webhook.secret: no secret is stored for this url to keep; "
+                    "send the secret itself",
+                    field=f"{base}.{i}.webhook.secret",
+                )
+            hook = hook.model_copy(update={"secret": kept})
+            rule = rule.model_copy(update={"webhook": hook})
+        out.append(rule)
+    return out
+
+
+def redact_url(url: str) -> str:
+    """Scheme and host only: the path and query of a webhook URL are often its credential."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return REDACTED
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}/{REDACTED}"
+
+
+def redact_document(doc: Any, *, full: bool, depth: int = 0) -> Any:
+    """Every webhook inside a JSON answer (jobs, runs' snapshots, project defaults…): its secret
+    becomes ``SECRET_KEPT`` always; below editor (``full`` false) its URL keeps only scheme and
+    host and its header values are hidden. Changes ``doc`` in place and returns it."""
+    if depth > 64:
+        return doc
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key == "webhook" and isinstance(value, dict) and "url" in value:
+                _redact_hook(value, full)
+            else:
+                redact_document(value, full=full, depth=depth + 1)
+    elif isinstance(doc, list):
+        for item in doc:
+            redact_document(item, full=full, depth=depth + 1)
+    return doc
+
+
+def _redact_hook(hook: dict[str, Any], full: bool) -> None:
+    if hook.get("secret"):
+        hook["secret"] = SECRET_KEPT
+    if full:
+        return
+    if isinstance(hook.get("url"), str):
+        hook["url"] = redact_url(hook["url"])
+    headers = hook.get("headers")
+    if isinstance(headers, dict):
+        hook["headers"] = {k: REDACTED for k in headers}

@@ -104,6 +104,7 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/users/{user}", "self"),
     # inside a project (creating, changing and deleting projects themselves: cluster admin)
     Rule(WRITE, P, "cluster"),
+    Rule(WRITE, f"{P}/run-limits", "cluster"),  # a project admin must not lift its own caps
     Rule(READ, P, "project", "viewer"),
     Rule(READ, f"{P}/**", "project", "viewer"),
     Rule(frozenset({"POST"}), f"{P}/jobs/{{job}}/runs", "project", "operator"),

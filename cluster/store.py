@@ -13,7 +13,7 @@ the scheduler and the worker, so every path that changes a run keeps the same in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from cluster.models import (
     Run,
     parse_model,
 )
+from cluster.notify import keep_secrets
 from cluster.plan import retry_delay
 from cluster.quotas import Kind, Quotas, exceeded, refusal
 from cluster.secret_store import reference_guards, references
@@ -177,6 +178,11 @@ class Store:
 
     def _merge(self, project: str, spec: JobSpec, old: Job | None) -> Job:
         now = self.clock()
+        if spec.notifications:  # secrets are write-only: left out means "keep" (D172)
+            rules = keep_secrets(
+                spec.notifications, old.notifications if old else None, "notifications"
+            )
+            spec = spec.model_copy(update={"notifications": rules})
         active_since = now
         if old is not None:
             same_schedules = [s.fingerprint() for s in old.schedules if s.enabled] == [
@@ -572,9 +578,16 @@ class Store:
         return json.loads(kv.value) if kv else {}
 
     async def backfill(
-        self, project: str, name: str, start: datetime, end: datetime
+        self,
+        project: str,
+        name: str,
+        start: datetime,
+        end: datetime,
+        *,
+        admit: Callable[[int], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        """One run per tick in ``[start, end]``; a tick that already has a run is left alone."""
+        """One run per tick in ``[start, end]``; a tick that already has a run is left alone.
+        ``admit(n)`` may refuse the ``n`` runs (caps, D173) before anything is written."""
         from cluster.cron import parse_schedule, ticks_between
 
         job, _ = await self.get_job_kv(project, name)
@@ -600,6 +613,8 @@ class Store:
                 f"the range holds more than {MAX_BACKFILL} ticks; backfill a shorter range",
                 field="to",
             )
+        if admit is not None and wanted:
+            await admit(len(wanted))
         created: list[str] = []
         existing = 0
         per_txn = 16

@@ -31,6 +31,7 @@ from cluster.models import (
     Target,
     no_nul,
     parse_model,
+    run_parameters_capped,
 )
 from cluster.resources import Resources
 
@@ -238,6 +239,8 @@ def stored_result(result: Any, used: int = 0) -> tuple[Any, str | None]:
 
 class ExecutionRequest(Strict):
     parameters: Params = Field(default_factory=dict)
+
+    _capped = field_validator("parameters")(run_parameters_capped)
 
 
 class RerunRequest(Strict):

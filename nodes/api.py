@@ -35,7 +35,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.store import Store
-from nodes import api_ops, api_placement, headers, metrics
+from nodes import api_limits, api_ops, api_placement, headers, metrics, webhooks
 from nodes.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 from nodes.runas import check_run_as
 
@@ -343,16 +343,20 @@ class Api:
     @documented(body=JobSpec, answer=Job, status="201")
     async def create_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        spec = self._spec(await body_json(request), None)
+        data = await body_json(request)
+        spec = self._spec(data, None)
         await self._check_run_as(project, spec.run_as)
+        await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(dump(job), 201)
 
     @documented(body=JobSpec, answer=Job, also=("201",))
     async def put_job(self, request: web.Request) -> web.Response:
         project = project_of(request)
-        spec = self._spec(await body_json(request), request.match_info["job"])
+        data = await body_json(request)
+        spec = self._spec(data, request.match_info["job"])
         await self._check_run_as(project, spec.run_as)
+        await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, created = await self.store().put_job(project, spec)
         return ok(dump(job), 201 if created else 200)
 
@@ -364,6 +368,7 @@ class Api:
             patch.pop(key, None)
         if patch.get("run_as") is not None:
             await self._check_run_as(project, _run_as(patch["run_as"]))
+        await webhooks.check_rule_docs(self.node, patch.get("notifications"), "notifications")
         job = await self.store().patch_job(project, request.match_info["job"], patch)
         return ok(dump(job))
 
@@ -381,7 +386,9 @@ class Api:
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(TriggerRequest, await body_json(request, optional=True))
-        run = await self.store().trigger(project, request.match_info["job"], req.parameters)
+        store = self.store()
+        await api_limits.gate(request).admit(project, 1)
+        run = await store.trigger(project, request.match_info["job"], req.parameters)
         return ok(dump(run), 201)
 
     @documented(query={"limit": LIMIT})
@@ -428,7 +435,14 @@ class Api:
     async def backfill(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(BackfillRequest, await body_json(request))
-        out = await self.store().backfill(project, request.match_info["job"], req.from_, req.to)
+        admit = api_limits.gate(request).admit
+        out = await self.store().backfill(
+            project,
+            request.match_info["job"],
+            req.from_,
+            req.to,
+            admit=lambda n: admit(project, n, "backfilled runs"),
+        )
         return ok(out, 201 if out["created"] else 200)
 
     # -- runs -----------------------------------------------------------------------------------
@@ -533,6 +547,7 @@ def make_app(node: Node) -> web.Application:
     from nodes import (  # they use this module's helpers
         api_auth,
         api_logs,
+        api_notify,
         api_secrets,
         api_ui,
         api_workflows,
@@ -543,6 +558,8 @@ def make_app(node: Node) -> web.Application:
     Api(node).routes(app)
     api_auth.add_routes(app, node)  # identity and access (issue 6)
     app.middlewares.append(path_parts_middleware)  # after access: strangers get 401/403 first
+    api_notify.add_middleware(app)  # secrets and URLs of webhooks redacted in answers (D172)
+    api_limits.add_routes(app, node)  # settings: webhook allow-list, run caps (D170, D173)
     api_placement.add_routes(app, node)  # placement (issue 5)
     api_workflows.add_routes(app, node)  # workflows (issue 4)
     api_ops.add_routes(app, node)  # operations, OpenAPI (issue 8)

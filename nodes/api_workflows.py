@@ -20,6 +20,7 @@ from cluster.workflows import (
     WorkflowSpec,
     parse_workflow,
 )
+from nodes import api_limits
 from nodes.api import _NAME, Api, body_json, dump, int_query, named_body, ok, page_query, project_of
 from nodes.openapi import LIMIT, STR, documented
 from nodes.runas import check_run_as
@@ -83,6 +84,7 @@ class WorkflowApi:
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(ExecutionRequest, await body_json(request, optional=True))
+        await api_limits.gate(request).admit(project, 1, "workflow executions")  # D173
         ex = await self.wf().trigger(project, request.match_info["workflow"], req.parameters)
         return ok(dump(ex), 201)
 
@@ -124,6 +126,7 @@ class WorkflowApi:
     async def rerun(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(RerunRequest, await body_json(request, optional=True))
+        await api_limits.gate(request).admit(project, 1, "workflow reruns")  # D173
         ex = await self.wf().rerun(
             project,
             request.match_info["execution"],

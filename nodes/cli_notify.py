@@ -62,3 +62,64 @@ def _run(args: argparse.Namespace) -> int:
         call(args, "DELETE", path)
         print(f"notifications of project {args.project} cleared")
     return 0
+
+
+# -- cluster settings: the webhook allow-list and the caps on manual runs (D170, D173) -----------
+
+
+def add_settings_parser(sub: Any) -> None:
+    p = sub.add_parser("settings", help="cluster settings: webhook allow-list, caps on manual runs")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    hooks = kinds.add_parser("webhooks", help="where webhooks may go besides public addresses")
+    hooks.add_argument(
+        "--allow",
+        action="append",
+        metavar="ENTRY",
+        help="replace the allow-list (repeat; CIDR, address or host name, optional :port); "
+        "--allow '' clears it; without --allow: print it",
+    )
+    limits = kinds.add_parser(
+        "run-limits", help="caps on manual runs: cluster defaults, or one project's (-p)"
+    )
+    limits.add_argument("--project-override", action="store_true", help="of the -p project")
+    limits.add_argument("--max-pending-runs", type=int)
+    limits.add_argument("--runs-per-second", type=float)
+    limits.add_argument("--run-burst", type=int)
+    limits.add_argument("--clear", action="store_true", help="drop the project's overrides")
+    for parser in (p, hooks, limits):
+        parser.set_defaults(func=cmd_settings)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from nodes.cli import ApiError, call, show
+
+    try:
+        if args.kind == "webhooks":
+            path = "/api/v1/settings/webhooks"
+            if args.allow is None:
+                show(args, call(args, "GET", path))
+            else:
+                show(args, call(args, "PUT", path, {"allow": [e for e in args.allow if e]}))
+            return 0
+        if args.project_override:
+            path = f"/api/v1/projects/{urllib.parse.quote(args.project)}/run-limits"
+        else:
+            path = "/api/v1/settings/run-limits"
+        wanted = {
+            "max_pending_runs": args.max_pending_runs,
+            "runs_per_second": args.runs_per_second,
+            "run_burst": args.run_burst,
+        }
+        if args.clear and args.project_override:
+            call(args, "DELETE", path)
+            print(f"run limits of project {args.project}: overrides removed")
+        elif any(v is not None for v in wanted.values()):
+            show(args, call(args, "PUT", path, {k: v for k, v in wanted.items() if v is not None}))
+        else:
+            show(args, call(args, "GET", path))
+        return 0
+    except ApiError as exc:
+        err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
+        field = f" (field: {err['field']})" if err.get("field") else ""
+        print(f"cronmesh: {exc}{field}", file=sys.stderr)
+        return 1

@@ -11,3 +11,4 @@ def add_ops_parsers(sub: Any) -> None:
     cli_inspect.add_parser(sub)
     cli_gitops.add_parsers(sub)
     cli_notify.add_parser(sub)
+    cli_notify.add_settings_parser(sub)

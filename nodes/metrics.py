@@ -111,7 +111,7 @@ ETCD_LATENCY = Histogram(
 )
 NOTIFICATIONS = Counter(
     "cronmesh_notifications",
-    "Notifications by channel (webhook, email) and outcome (sent, failed, dropped)",
+    "Notifications by channel (webhook, email) and outcome (sent, failed, refused, dropped)",
     ["channel", "outcome"],
     registry=REGISTRY,
 )

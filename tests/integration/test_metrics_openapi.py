@@ -18,6 +18,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from cluster.secretbox import new_key
 from nodes.embedded import EtcdProcess
 from nodes.openapi import NOT_API
 from tests.conftest import ProcessCluster, api_headers, wait_for
@@ -123,7 +124,11 @@ def live_node(etcd_server: EtcdProcess, tmp_path_factory: pytest.TempPathFactory
 
     tmp = tmp_path_factory.mktemp("schemathesis")
     c = ProcessCluster([etcd_server.endpoint], "/schemathesis", Path(tmp))
-    node = c.start("fuzz")
+    # a node configured as in production: with a secrets key (else secret routes answer 503)
+    key = Path(tmp) / "secrets.key"
+    key.write_text(new_key() + "\n")
+    key.chmod(0o600)
+    node = c.start("fuzz", "--secrets-key-file", str(key))
     try:
 
         async def ready():
@@ -145,7 +150,13 @@ def test_no_endpoint_answers_500(live_node):
     schema = schemathesis.openapi.from_url(
         f"{live_node}/api/v1/openapi.json", headers=api_headers()
     )
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # logout revokes the token it is called with (the admin's): every later request would be a
+    # 401 and check nothing (tests/security/test_fuzz_roles.py keeps a positive control for that)
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if (op.method.upper(), op.path) != ("POST", "/api/v1/auth/logout")
+    ]
     assert len(operations) >= 20
     statuses: dict[str, set[int]] = {}
     for op in operations:

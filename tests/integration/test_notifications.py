@@ -73,6 +73,12 @@ def smtp_server():
     controller.stop()
 
 
+async def allow_loopback(etcd, keys) -> None:
+    """The receivers here listen on 127.0.0.1, which webhooks may reach only when a cluster admin
+    allow-lists it (D170); the SSRF tests in tests/security/ show what happens otherwise."""
+    await etcd.put(keys.webhook_settings(), json.dumps({"allow": ["127.0.0.1/32"]}))
+
+
 def notification_counts(text: str) -> dict[tuple[str, str], float]:
     out = {}
     for fam in text_string_to_metric_families(text):
@@ -82,7 +88,10 @@ def notification_counts(text: str) -> dict[tuple[str, str], float]:
     return out
 
 
-async def test_failure_webhook_is_signed_and_retried_then_recovery_in_slack_format(cluster):
+async def test_failure_webhook_is_signed_and_retried_then_recovery_in_slack_format(
+    cluster, etcd, keys
+):
+    await allow_loopback(etcd, keys)
     await cluster.start()
     async with Receiver(fail_first=2) as hook, Receiver() as slack:
         job = {
@@ -126,7 +135,8 @@ async def test_failure_webhook_is_signed_and_retried_then_recovery_in_slack_form
         assert counts.get(("webhook", "sent"), 0) >= 2
 
 
-async def test_timeout_email_through_smtp_and_project_defaults(cluster, smtp_server):
+async def test_timeout_email_through_smtp_and_project_defaults(cluster, smtp_server, etcd, keys):
+    await allow_loopback(etcd, keys)
     controller, box = smtp_server
     await cluster.start(smtp_url=f"smtp://127.0.0.1:{controller.port}?from=cronmesh@example.com")
     defaults = {"rules": [{"on": ["timeout", "failure"], "email": {"to": ["ops@example.com"]}}]}
@@ -165,7 +175,8 @@ async def test_timeout_email_through_smtp_and_project_defaults(cluster, smtp_ser
     assert all("quiet" not in m["Subject"] for _, m in box.messages)
 
 
-async def test_unreachable_webhook_is_counted_and_does_not_block_runs(cluster):
+async def test_unreachable_webhook_is_counted_and_does_not_block_runs(cluster, etcd, keys):
+    await allow_loopback(etcd, keys)
     await cluster.start()
     dead = f"http://127.0.0.1:{free_port()}/nobody"
     job = {
@@ -191,6 +202,7 @@ async def test_outcomes_finished_while_no_leader_runs_are_notified_by_the_next_l
     cluster, etcd, keys
 ):
     """The cursor in etcd makes the next leader pick up what happened in between."""
+    await allow_loopback(etcd, keys)
     async with Receiver() as hook:
         node = await cluster.start("a")
         await wait_for(lambda: node.leading, 15, what="leader")
@@ -218,8 +230,11 @@ async def test_outcomes_finished_while_no_leader_runs_are_notified_by_the_next_l
         assert delivered[0][1]["event"] == "failure"
 
 
-async def test_a_delivery_cut_short_by_a_leader_change_is_finished_by_the_next_leader(cluster):
+async def test_a_delivery_cut_short_by_a_leader_change_is_finished_by_the_next_leader(
+    cluster, etcd, keys
+):
     """Leader a is still retrying a webhook when it stops: b resends it, same delivery id."""
+    await allow_loopback(etcd, keys)
     async with Receiver(fail_first=10**6) as hook:
         a = await cluster.start("a")
         await wait_for(lambda: a.leading, 15, what="a leads")
@@ -247,14 +262,15 @@ async def test_a_delivery_cut_short_by_a_leader_change_is_finished_by_the_next_l
         assert payload["run"]["id"] == run["id"] and payload["event"] == "failure"
 
 
-async def test_signing_key_from_the_nodes_environment(cluster, monkeypatch):
+async def test_signing_key_from_the_nodes_environment(cluster, monkeypatch, etcd, keys):
     """`secret_env` keeps the key out of etcd: the node reads it from its environment."""
-    monkeypatch.setenv("CRONMESH_TEST_HOOK_KEY", "from-env")
+    await allow_loopback(etcd, keys)
+    monkeypatch.setenv("HOOKTEST_KEY", "from-env")
     await cluster.start()
     async with Receiver() as hook:
         rules = [
-            {"webhook": {"url": hook.url, "secret_env": "CRONMESH_TEST_HOOK_KEY"}},
-            {"webhook": {"url": hook.url, "secret_env": "CRONMESH_TEST_UNSET", "retries": 0}},
+            {"webhook": {"url": hook.url, "secret_env": "HOOKTEST_KEY"}},
+            {"webhook": {"url": hook.url, "secret_env": "HOOKTEST_UNSET", "retries": 0}},
         ]
         job = {"name": "envkey", "command": "exit 1", "notifications": rules}
         status, body = await cluster.request("POST", JOBS, json=job)
@@ -279,9 +295,10 @@ async def test_signing_key_from_the_nodes_environment(cluster, monkeypatch):
 
 
 @pytest.mark.slow
-async def test_sigkilled_leader_mid_delivery_loses_no_notification(procs):
+async def test_sigkilled_leader_mid_delivery_loses_no_notification(procs, etcd, keys):
     """Real node processes: the leader is SIGKILLed while it retries a webhook; the next leader
     (after the lease expires) delivers it, with the same delivery id."""
+    await allow_loopback(etcd, keys)
     import signal
 
     from tests.chaos.harness import leader_of, wait_ready

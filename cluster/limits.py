@@ -1,0 +1,115 @@
+"""Caps on what operators can make the cluster store: manual runs per second and unfinished runs
+per project (D173). Pure decisions with an injected clock; the API reads the settings and counts.
+
+Operators (and anyone above) create runs without limit otherwise: triggers with large parameters,
+backfills of 1000 ticks each, in a loop, until etcd's quota stops every write of every project.
+The caps apply to runs people ask for (trigger, backfill, workflow start and rerun), never to
+scheduled ticks: the leader's runs are bounded by the schedules editors wrote and by each job's
+overlap policy, and a tick refused for a cap would be lost (D173).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cluster.errors import QuotaExceeded, TooManyRequests
+
+# The parameters one trigger may add to a run (names + values, UTF-8): 16 KiB. A run's record is
+# written twice (run, queue entry), so a trigger stores at most ~32 KiB plus the job's snapshot.
+MAX_RUN_PARAMETER_BYTES = 16 * 1024
+MAX_BUCKETS = 10_000
+
+
+class RunLimits(BaseModel):
+    """Cluster defaults (``settings/run-limits``) or one project's overrides (unset: default)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    max_pending_runs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="unfinished runs (pending or running) a project may have before manual "
+        "runs are refused",
+    )
+    runs_per_second: float | None = Field(
+        default=None, gt=0, le=10_000, description="manual runs a project may start per second"
+    )
+    run_burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="how many manual runs may start at once (a backfill counts each tick)",
+    )
+
+
+DEFAULT_LIMITS = RunLimits(max_pending_runs=2000, runs_per_second=5.0, run_burst=1000)
+
+
+def effective(cluster: RunLimits | None, project: RunLimits | None) -> RunLimits:
+    """Each limit from the project's override, else the cluster's setting, else the default."""
+    out = DEFAULT_LIMITS.model_dump()
+    for layer in (cluster, project):
+        if layer is not None:
+            out.update(layer.model_dump(exclude_none=True))
+    return RunLimits(**out)
+
+
+def parameter_bytes(parameters: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in parameters.items())
+
+
+def check_pending(project: str, unfinished: int, adding: int, cap: int) -> None:
+    """Refuse ``adding`` more runs when the project would then hold more than ``cap``."""
+    if unfinished + adding > cap:
+        raise QuotaExceeded(
+            f"project {project!r} has {unfinished} unfinished runs; {adding} more would pass "
+            f"its cap max_pending_runs={cap} (wait for runs to finish, or ask a cluster admin)",
+            field="max_pending_runs",
+        )
+
+
+class Buckets:
+    """Token buckets per project: ``rate`` runs per second, at most ``burst`` at once."""
+
+    def __init__(self) -> None:
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def take(self, project: str, cost: int, rate: float, burst: int, now: float) -> float | None:
+        """Take ``cost`` tokens; None when granted, else the seconds until it could be."""
+        tokens, at = self._state.get(project, (float(burst), now))
+        tokens = min(float(burst), tokens + max(0.0, now - at) * rate)
+        if cost > burst:  # can never be granted at these settings: say so, not "retry"
+            return math.inf
+        if tokens >= cost:
+            self._state[project] = (tokens - cost, now)
+            self._state.move_to_end(project)
+            while len(self._state) > MAX_BUCKETS:
+                self._state.popitem(last=False)
+            return None
+        self._state[project] = (tokens, now)
+        return (cost - tokens) / rate
+
+    def admit(
+        self, project: str, cost: int, limits: RunLimits, now: float, what: str = "runs"
+    ) -> None:
+        """Raise ``TooManyRequests`` (429 with Retry-After) when the project is over its rate."""
+        rate = limits.runs_per_second or DEFAULT_LIMITS.runs_per_second or 1.0
+        burst = limits.run_burst or DEFAULT_LIMITS.run_burst or 1
+        wait = self.take(project, cost, rate, burst, now)
+        if wait is None:
+            return
+        if math.isinf(wait):
+            raise QuotaExceeded(
+                f"{cost} {what} at once exceed project {project!r}'s run_burst={burst}; "
+                "ask for fewer",
+                field="run_burst",
+            )
+        raise TooManyRequests(
+            f"project {project!r} starts too many runs (runs_per_second={rate:g}, "
+            f"run_burst={burst}); retry in {math.ceil(wait)} s",
+            retry_after=wait,
+            field="runs_per_second",
+        )

@@ -1,0 +1,151 @@
+"""Cluster settings a cluster admin writes, and the gate manual runs pass (D170, D173):
+
+- ``GET/PUT /api/v1/settings/webhooks``: the SSRF allow-list (``cluster/netguard.py``);
+- ``GET/PUT /api/v1/settings/run-limits``: cluster defaults of the run caps (``cluster/limits.py``);
+- ``GET /api/v1/projects/{p}/run-limits`` (viewer: the effective limits and the overrides),
+  ``PUT/DELETE`` (cluster admin only: a project's admin must not lift their own cap).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from cluster.errors import Unavailable
+from cluster.etcd import Op
+from cluster.limits import Buckets, RunLimits, check_pending, effective
+from cluster.models import parse_model
+from cluster.netguard import WebhookSettings
+from nodes.openapi import documented
+
+if TYPE_CHECKING:
+    from nodes.daemon import Node
+
+
+class RunGate:
+    """What every manual run passes before anything is written: the project's rate (per node)
+    and its cap on unfinished runs (counted in etcd)."""
+
+    def __init__(self, node: Node, clock: Callable[[], float] = time.monotonic) -> None:
+        self.node = node
+        self.clock = clock
+        self.buckets = Buckets()
+
+    async def limits(
+        self, project: str
+    ) -> tuple[RunLimits, RunLimits | None, RunLimits | None, int]:
+        """(effective, cluster defaults, project overrides, unfinished runs): one round trip."""
+        keys = self.node.keys
+        res = await self.node.etcd.txn(
+            [],
+            [
+                Op.get(keys.run_limits()),
+                Op.get(keys.project_run_limits(project)),
+                Op.count(keys.actives(project)),
+            ],
+        )
+        cluster_kvs, project_kvs = res.range_kvs(0), res.range_kvs(1)
+        cluster = RunLimits.model_validate_json(cluster_kvs[0].value) if cluster_kvs else None
+        own = RunLimits.model_validate_json(project_kvs[0].value) if project_kvs else None
+        unfinished = int(res.responses[2].response_range.count)
+        return effective(cluster, own), cluster, own, unfinished
+
+    async def admit(self, project: str, runs: int, what: str = "runs") -> None:
+        """Raise 429 (rate) or 403 ``quota_exceeded`` (cap) before ``runs`` new runs are made."""
+        limits, _, _, unfinished = await self.limits(project)
+        assert limits.max_pending_runs is not None
+        check_pending(project, unfinished, runs, limits.max_pending_runs)
+        self.buckets.admit(project, runs, limits, self.clock(), what)
+
+
+GATE: web.AppKey[RunGate] = web.AppKey("run_gate")
+
+
+def gate(request: web.Request) -> RunGate:
+    return request.app[GATE]
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    from nodes.api import body_json, ok, project_of
+
+    app[GATE] = RunGate(node)
+
+    def connected() -> None:
+        if node.store is None or node.session is None or node.session.lost.is_set():
+            raise Unavailable("this node is not connected to etcd")
+
+    @documented(answer=WebhookSettings)
+    async def get_webhooks(request: web.Request) -> web.Response:
+        """Where webhooks may go besides public addresses (cluster admin)"""
+        connected()
+        kv = await node.etcd.get(node.keys.webhook_settings())
+        doc = WebhookSettings.model_validate_json(kv.value) if kv else WebhookSettings()
+        return ok(doc.model_dump(mode="json"))
+
+    @documented(body=WebhookSettings, answer=WebhookSettings)
+    async def put_webhooks(request: web.Request) -> web.Response:
+        """Replace the webhook allow-list (CIDRs, addresses, host names; optional :port)"""
+        doc = parse_model(WebhookSettings, await body_json(request))
+        connected()
+        await node.etcd.put(node.keys.webhook_settings(), doc.model_dump_json())
+        return ok(doc.model_dump(mode="json"))
+
+    @documented(answer=RunLimits)
+    async def get_cluster_limits(request: web.Request) -> web.Response:
+        """Cluster defaults of the caps on manual runs (unset fields: built-in defaults)"""
+        connected()
+        _, cluster, _, _ = await app[GATE].limits("-")
+        return ok((cluster or RunLimits()).model_dump(mode="json"))
+
+    @documented(body=RunLimits, answer=RunLimits)
+    async def put_cluster_limits(request: web.Request) -> web.Response:
+        """Replace the cluster defaults of the caps on manual runs"""
+        doc = parse_model(RunLimits, await body_json(request))
+        connected()
+        await node.etcd.put(node.keys.run_limits(), doc.model_dump_json())
+        return ok(doc.model_dump(mode="json"))
+
+    def limits_doc(limits: RunLimits, own: RunLimits | None) -> dict[str, Any]:
+        return {
+            "effective": limits.model_dump(mode="json"),
+            "overrides": (own or RunLimits()).model_dump(mode="json"),
+        }
+
+    @documented()
+    async def get_project_limits(request: web.Request) -> web.Response:
+        """The project's effective caps on manual runs, and its overrides"""
+        project = project_of(request)
+        connected()
+        limits, _, own, _ = await app[GATE].limits(project)
+        return ok(limits_doc(limits, own))
+
+    @documented(body=RunLimits)
+    async def put_project_limits(request: web.Request) -> web.Response:
+        """Override caps of one project (cluster admin)"""
+        project = project_of(request)
+        doc = parse_model(RunLimits, await body_json(request))
+        connected()
+        await node.etcd.put(node.keys.project_run_limits(project), doc.model_dump_json())
+        limits, _, own, _ = await app[GATE].limits(project)
+        return ok(limits_doc(limits, own))
+
+    @documented(status="204")
+    async def delete_project_limits(request: web.Request) -> web.Response:
+        """Remove a project's overrides (the cluster defaults apply again)"""
+        project = project_of(request)
+        connected()
+        await node.etcd.delete(node.keys.project_run_limits(project))
+        return web.Response(status=204)
+
+    r = app.router
+    r.add_get("/api/v1/settings/webhooks", get_webhooks)
+    r.add_put("/api/v1/settings/webhooks", put_webhooks)
+    r.add_get("/api/v1/settings/run-limits", get_cluster_limits)
+    r.add_put("/api/v1/settings/run-limits", put_cluster_limits)
+    path = "/api/v1/projects/{project}/run-limits"
+    r.add_get(path, get_project_limits)
+    r.add_put(path, put_project_limits)
+    r.add_delete(path, delete_project_limits)
