@@ -24,6 +24,7 @@ from cluster.quotas import (
     MAX_QUOTA,
     Quotas,
 )
+from cluster.runuids import check_range
 from nodes.proxy import parse_networks
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -115,7 +116,9 @@ class NodeConfig(BaseModel):
     run_as_users: list[Annotated[str, Field(pattern=USER_NAME_PATTERN)]] = Field(
         default_factory=list, max_length=1000
     )
-    run_as_default: str = Field(default="nobody", pattern=USER_NAME_PATTERN)
+    # "dynamic" (the default, D205): a uid of the run's own from run_uid_range; else a user name.
+    run_as_default: str = Field(default="dynamic", pattern=USER_NAME_PATTERN)
+    run_uid_range: tuple[int, int] = (61184, 65519)
     allow_root_jobs: bool = False
     # Bulk reads and quotas (D161, D162): keys per page of a bulk etcd read, the largest etcd
     # answer the client accepts, and the per-project quotas' cluster-wide defaults (a cluster
@@ -187,6 +190,16 @@ class NodeConfig(BaseModel):
                     raise ValueError(f"job_env name {key!r} must match {ENV_NAME.pattern}")
         return value
 
+    @field_validator("run_uid_range", mode="before")
+    @classmethod
+    def _split_range(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "61184-65519"
+            first, sep, last = value.partition("-")
+            if not sep:
+                raise ValueError("run_uid_range must be FIRST-LAST, e.g. 61184-65519")
+            return (first.strip(), last.strip())
+        return value
+
     @field_validator("run_as_users", mode="before")
     @classmethod
     def _split_users(cls, value: Any) -> Any:
@@ -231,6 +244,14 @@ class NodeConfig(BaseModel):
         _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"{value!r} must look like HOST:PORT")
+        return value
+
+    @field_validator("run_uid_range")
+    @classmethod
+    def _check_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        problem = check_range(*value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -340,6 +361,7 @@ ENV = {
     "CRONMESH_JOB_ENV_PASSTHROUGH": "job_env_passthrough",
     "CRONMESH_RUN_AS_USERS": "run_as_users",
     "CRONMESH_RUN_AS_DEFAULT": "run_as_default",
+    "CRONMESH_RUN_UID_RANGE": "run_uid_range",
     "CRONMESH_ALLOW_ROOT_JOBS": "allow_root_jobs",
     "CRONMESH_ETCD_PAGE_KEYS": "etcd_page_keys",
     "CRONMESH_ETCD_MAX_MESSAGE": "etcd_max_message",

@@ -189,6 +189,7 @@ class Worker:
         handoff_delay: float = 1.0,
         job_env: Mapping[str, str] | None = None,
         run_as: NodeRunAs | None = None,
+        run_uids: runas.RunUids | None = None,
         containment: Containment | None = None,
         secrets: SecretStore | None = None,
     ) -> None:
@@ -241,6 +242,7 @@ class Worker:
         self._python_path = jobenv.python_path(os.environ)
         # Which user runs run as (D142); None: as the node itself, whatever the job asks.
         self.run_as = run_as
+        self.run_uids = run_uids  # per-run uids (D205), when run_as_default is dynamic
         self._setpriv: str | None = None
         self._identities: dict[tuple[str | None, str | None], tuple[runas.Identity, float]] = {}
 
@@ -685,9 +687,10 @@ class Worker:
             duration=round(time.monotonic() - t0, 3),
         )
 
-    def _identity(self, run: Run) -> runas.Identity | None:
+    def _identity(self, run: Run, folder: Path) -> runas.Identity | None:
         """The user a run's process switches to (None: it runs as the node). Raises LookupError
-        naming what this node cannot do (its user, group, or its policy)."""
+        naming what this node cannot do (its user, group, or its policy). A per-run uid (D205)
+        is taken from ``run_uids``: the caller gives it back when the process is gone."""
         if self.run_as is None:
             return None
         run_as = run.snapshot.run_as
@@ -697,6 +700,10 @@ class Worker:
             raise LookupError(decision.refusal)
         if not decision.switch:
             return None
+        if decision.dynamic:
+            if self.run_uids is None:
+                raise LookupError(f"{self.node_id} has no run_uid_range for per-run uids")
+            return runas.dynamic_identity(self.run_uids.acquire(), str(folder))
         key = (decision.user, decision.group)
         now = time.monotonic()
         cached = self._identities.get(key)
@@ -778,6 +785,8 @@ class Worker:
         cg: RunCgroup | None = None
         masked: MaskedOutput | None = None
         secrets: dict[str, bytes] = {}
+        run_uid: int | None = None  # a per-run uid (D205) to give back at the end
+        tree_gone = True  # no process of the run is known to be left
         try:
             try:
                 secrets = await self._secrets(run)
@@ -792,7 +801,9 @@ class Worker:
             argv, env = self._command(run, ex.claim_revision, result_file, secrets)
             prefix: list[str] | None = None
             try:
-                identity = self._identity(run)
+                identity = self._identity(run, folder)
+                if identity is not None and identity.dynamic:
+                    run_uid = identity.uid
                 if identity is not None:
                     for name, value in identity.env().items():  # the job's own env: as given
                         if name not in run.snapshot.env:
@@ -874,6 +885,7 @@ class Worker:
                 )
                 if not removed:
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                    tree_gone = False
                 cg = None
             status, error = self._outcome(ex, exit_status)
             if self._fenced(ex, exit_status):
@@ -887,12 +899,17 @@ class Worker:
                 # killed, bounded; a cgroup that cannot go is reaped when the node starts again.
                 if not cg.remove(timeout=0.5):
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                    tree_gone = False
             elif ex.proc is not None and self.containment is not None:
                 self.containment.forget_session(ex.proc.pid)
             if masked is not None:
                 masked.flush()
             writer.close()
             ex.output_bytes, ex.logged = writer.written, not writer.empty
+            if run_uid is not None and self.run_uids is not None:
+                # a uid whose processes may live on stays out until a scan finds it free
+                over = tree_gone and (ex.proc is None or ex.proc.returncode_ready)
+                self.run_uids.release(run_uid, over=over)
         result, result_error = self._read_result(result_file)
         if secrets:
             result = mask_result(result, list(secrets.values()))
