@@ -83,6 +83,14 @@ class Keys:
         transaction as the document: the project's byte quota sums these (D162)."""
         return f"{self.prefix}/doc-sizes/{project}/{kind}/{name}"
 
+    def history_sizes(self, project: str) -> str:
+        return f"{self.prefix}/history-sizes/{project}/"
+
+    def history_size(self, project: str, kind: str, name: str) -> str:
+        """The run history a job or workflow may keep at its worst (``cluster.quotas``), written
+        in the same transaction as the document: the run-history quota sums these (D210)."""
+        return f"{self.prefix}/history-sizes/{project}/{kind}/{name}"
+
     def jobs(self, project: str | None = None) -> str:
         return f"{self.prefix}/jobs/" + (f"{project}/" if project else "")
 
@@ -250,6 +258,7 @@ class Keys:
         p = self.prefix
         return [
             f"{p}/doc-sizes/{project}/",
+            f"{p}/history-sizes/{project}/",
             f"{p}/secrets/{project}/",
             f"{p}/runs/{project}/",
             f"{p}/job-runs/{project}/",

@@ -3,7 +3,9 @@
 Two admins' decisions meet here. A cluster admin says which users each project may use
 (``run_as_users`` on the project record); whoever runs a node says which users that node may run
 jobs as (``run_as_users``, ``run_as_default``, ``allow_root_jobs`` in its configuration). A job's
-``run_as`` must pass both; a job without one runs as the node's default user.
+``run_as`` must pass both; a job without one runs as the node's default user, which is by
+default ``dynamic``: a uid of the run's own, picked from the node's ``run_uid_range`` (D205,
+``cluster.runuids``), so runs of different projects never share a user.
 
 A node that runs as root switches to the run's user; one that does not can only run jobs as
 itself. A node running as root never runs a job as root unless ``allow_root_jobs`` says so.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from cluster.models import USER_NAME_PATTERN
 
 ROOT = "root"
+DYNAMIC = "dynamic"  # run_as_default: a uid per run (D205), not a user name
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +31,21 @@ class NodeRunAs:
     is_root: bool  # the node process can switch users
     own_user: str  # the node process's user name
     users: frozenset[str] = frozenset()  # run_as_users: named users jobs may ask for
-    default: str = "nobody"  # the user of jobs without run_as (when the node is root)
+    default: str = DYNAMIC  # the user of jobs without run_as (when the node is root)
     allow_root: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RunAsDecision:
     """``switch``: run the process as ``user`` (and ``group``); else run it as the node's own
-    user. ``refusal``: this node cannot serve the run, and why."""
+    user. ``dynamic``: switch to a uid of the run's own (D205; ``user`` is None then).
+    ``refusal``: this node cannot serve the run, and why."""
 
     user: str | None = None
     group: str | None = None
     switch: bool = False
     refusal: str | None = None
+    dynamic: bool = False
 
 
 def check_node_policy(policy: NodeRunAs) -> str | None:
@@ -60,6 +65,8 @@ def decide(user: str | None, group: str | None, policy: NodeRunAs) -> RunAsDecis
         return RunAsDecision(
             refusal=f"{policy.node} runs as {policy.own_user!r} and cannot switch users"
         )
+    if user is None and policy.default == DYNAMIC:
+        return RunAsDecision(switch=True, dynamic=True)
     wanted = policy.default if user is None else user
     if wanted == ROOT:
         if not policy.allow_root:
@@ -67,7 +74,11 @@ def decide(user: str | None, group: str | None, policy: NodeRunAs) -> RunAsDecis
         if group is None:
             return RunAsDecision(ROOT)  # the node's own user: nothing to switch
         return RunAsDecision(ROOT, group, switch=True)
-    if user is not None and wanted != policy.default and wanted not in policy.users:
+    if (
+        user is not None
+        and (wanted == DYNAMIC or wanted != policy.default)
+        and wanted not in policy.users
+    ):
         return RunAsDecision(refusal=f"{policy.node} may not run jobs as {wanted!r}")
     return RunAsDecision(wanted, group, switch=True)
 
@@ -77,7 +88,7 @@ def servable(policy: NodeRunAs, exists: Callable[[str], bool]) -> list[str]:
     a run of a job with ``run_as`` (those that exist on this machine)."""
     if not policy.is_root:
         return [policy.own_user]
-    names = set(policy.users) | {policy.default}
+    names = set(policy.users) | ({policy.default} - {DYNAMIC})
     out = {name for name in names if name != ROOT and exists(name)}
     if policy.allow_root:
         out.add(ROOT)

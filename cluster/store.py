@@ -33,7 +33,7 @@ from cluster.models import (
 )
 from cluster.notify import keep_secrets
 from cluster.plan import retry_delay
-from cluster.quotas import Kind, Quotas, exceeded, refusal
+from cluster.quotas import Kind, Quotas, exceeded, history_of_size, refusal
 from cluster.secret_store import reference_guards, references
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
@@ -56,6 +56,17 @@ class Stored:
 
     run: Run
     mod_revision: int
+
+
+def history_bytes(kind: Kind, doc: str | bytes) -> int:
+    """The run history bound of a stored document (D210); an unreadable one counts as its size."""
+    try:
+        value = json.loads(doc)
+    except ValueError:
+        return len(doc)
+    if not isinstance(value, dict):
+        return len(doc)
+    return history_of_size(kind, value, len(doc))
 
 
 class Store:
@@ -84,7 +95,36 @@ class Store:
             "jobs": jobs.count,
             "workflows": flows.count,
             "bytes": await self._doc_bytes(project, jobs.count + flows.count),
+            "run_history_bytes": await self._history_bytes(project, jobs.count + flows.count),
         }
+
+    async def _history_bytes(self, project: str, docs: int) -> int:
+        """The sum of the project's run-history index (D210); documents from before it are
+        measured once, as for sizes."""
+        sizes = await self.etcd.range_all(self.keys.history_sizes(project))
+        if len(sizes.kvs) < docs:
+            await self._record_sizes(project, {kv.key for kv in sizes.kvs}, history=True)
+            sizes = await self.etcd.range_all(self.keys.history_sizes(project))
+        total = 0
+        for kv in sizes.kvs:
+            try:
+                total += int(kv.value)
+            except ValueError:
+                continue
+        return total
+
+    def size_ops(self, project: str, kind: Kind, name: str, doc: str) -> list[Any]:
+        """The index entries written with a job's or workflow's document (D162, D210)."""
+        return [
+            Op.put(self.keys.doc_size(project, kind, name), str(len(doc))),
+            Op.put(self.keys.history_size(project, kind, name), str(history_bytes(kind, doc))),
+        ]
+
+    def size_deletes(self, project: str, kind: Kind, name: str) -> list[Any]:
+        return [
+            Op.delete(self.keys.doc_size(project, kind, name)),
+            Op.delete(self.keys.history_size(project, kind, name)),
+        ]
 
     async def _doc_bytes(self, project: str, docs: int) -> int:
         sizes = await self.etcd.range_all(self.keys.doc_sizes(project))
@@ -99,7 +139,8 @@ class Store:
                 continue
         return total
 
-    async def _record_sizes(self, project: str, known: set[str]) -> None:
+    async def _record_sizes(self, project: str, known: set[str], *, history: bool = False) -> None:
+        kind: Kind
         for kind, prefix in (
             ("job", self.keys.jobs(project)),
             ("workflow", self.keys.workflows(project)),
@@ -107,13 +148,18 @@ class Store:
             async for page in self.etcd.range_pages(prefix):
                 for kv in page.kvs:
                     name = kv.key[len(prefix) :]
-                    size_key = self.keys.doc_size(project, kind, name)
+                    if history:
+                        size_key = self.keys.history_size(project, kind, name)
+                        value = history_bytes(kind, kv.value)
+                    else:
+                        size_key = self.keys.doc_size(project, kind, name)
+                        value = len(kv.value)
                     if size_key in known:
                         continue
                     # only while the document is still this one (a concurrent write records its own)
                     await self.etcd.txn(
                         [Compare.modified(kv.key, kv.mod_revision)],
-                        [Op.put(size_key, str(len(kv.value)))],
+                        [Op.put(size_key, str(value))],
                     )
 
     async def check_quota(
@@ -124,11 +170,14 @@ class Store:
         creating: bool,
         old_size: int,
         new_size: int,
+        old_history: int = 0,
+        new_history: int = 0,
     ) -> None:
         """Raise ``QuotaExceeded`` when writing this document would exceed a quota. Checked
         before the write's transaction: concurrent creates may overshoot by their number."""
         growing = new_size > old_size
-        if not creating and not growing:
+        history_grows = new_history > old_history
+        if not creating and not growing and not history_grows:
             return
         limits = await self.project_limits(project)
         prefix = self.keys.jobs(project) if kind == "job" else self.keys.workflows(project)
@@ -139,6 +188,12 @@ class Store:
                 await self.etcd.range(self.keys.workflows(project), count_only=True)
             ).count
             total = await self._doc_bytes(project, docs)
+        total_history = 0
+        if history_grows:
+            docs = (await self.etcd.range(self.keys.jobs(project), count_only=True)).count + (
+                await self.etcd.range(self.keys.workflows(project), count_only=True)
+            ).count
+            total_history = await self._history_bytes(project, docs)
         over = exceeded(
             limits,
             kind,
@@ -147,6 +202,9 @@ class Store:
             creating=creating,
             old_size=old_size,
             new_size=new_size,
+            total_history=total_history,
+            old_history=old_history,
+            new_history=new_history,
         )
         if over is not None:
             raise refusal(over, limits, project)
@@ -216,11 +274,10 @@ class Store:
                 creating=kv is None,
                 old_size=len(kv.value) if kv else 0,
                 new_size=len(doc),
+                old_history=history_bytes("job", kv.value) if kv else 0,
+                new_history=history_bytes("job", doc),
             )
-            ops = [
-                Op.put(key, doc),
-                Op.put(self.keys.doc_size(project, "job", spec.name), str(len(doc))),
-            ]
+            ops = [Op.put(key, doc), *self.size_ops(project, "job", spec.name, doc)]
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
             compares += await self.target_guards(project, spec)
             compares += await self._secret_guards(project, job)
@@ -249,21 +306,21 @@ class Store:
             job = self._merge(project, spec, old)
             key = self.keys.job(project, name)
             doc = job.model_dump_json()
+            old_doc = old.model_dump_json()
             await self.check_quota(
                 project,
                 "job",
                 creating=False,
-                old_size=len(old.model_dump_json()),
+                old_size=len(old_doc),
                 new_size=len(doc),
+                old_history=history_bytes("job", old_doc),
+                new_history=history_bytes("job", doc),
             )
             guards = await self.target_guards(project, spec)
             guards += await self._secret_guards(project, job)
             res = await self.etcd.txn(
                 [Compare.modified(key, rev), *guards],
-                [
-                    Op.put(key, doc),
-                    Op.put(self.keys.doc_size(project, "job", name), str(len(doc))),
-                ],
+                [Op.put(key, doc), *self.size_ops(project, "job", name, doc)],
             )
             if res.succeeded:
                 return job
@@ -280,7 +337,7 @@ class Store:
             [Compare.exists(key)],
             [
                 Op.delete(key),
-                Op.delete(self.keys.doc_size(project, "job", name)),
+                *self.size_deletes(project, "job", name),
                 Op.delete(self.keys.schedule_state(project, name)),
                 Op.delete(self.keys.ticks(project, name), prefix=True),
             ],

@@ -20,7 +20,7 @@ from cluster.groups import target_guards
 from cluster.ids import is_id
 from cluster.models import Run
 from cluster.secret_store import reference_guards, references
-from cluster.store import Store, dumps
+from cluster.store import Store, dumps, history_bytes
 from cluster.workflows import (
     Execution,
     TaskState,
@@ -170,10 +170,12 @@ class WorkflowStore:
                 creating=kv is None,
                 old_size=len(kv.value) if kv else 0,
                 new_size=len(doc),
+                old_history=history_bytes("workflow", kv.value) if kv else 0,
+                new_history=history_bytes("workflow", doc),
             )
             ops = [
                 Op.put(key, doc),
-                Op.put(self.keys.doc_size(project, "workflow", spec.name), str(len(doc))),
+                *self.store.size_ops(project, "workflow", spec.name, doc),
                 Op.put_if_absent(self.keys.project(project), dumps({"name": project})),
             ]
             # a task may target only a group granted to the project (D155)
@@ -201,7 +203,7 @@ class WorkflowStore:
             [Compare.exists(key)],
             [
                 Op.delete(key),
-                Op.delete(self.keys.doc_size(project, "workflow", name)),
+                *self.store.size_deletes(project, "workflow", name),
                 Op.delete(self.keys.workflow_schedule_state(project, name)),
                 Op.delete(self.keys.workflow_ticks(project, name), prefix=True),
             ],

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cluster.errors import InvalidInput
 from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
 from cluster.models import USER_NAME_PATTERN, parse_model
-from cluster.quotas import DEFAULT_BYTES, DEFAULT_JOBS, DEFAULT_WORKFLOWS, MAX_QUOTA, Quotas
+from cluster.quotas import (
+    DEFAULT_BYTES,
+    DEFAULT_JOBS,
+    DEFAULT_RUN_HISTORY_BYTES,
+    DEFAULT_WORKFLOWS,
+    MAX_QUOTA,
+    Quotas,
+)
+from cluster.runuids import check_range
 from logstore.s3 import S3Credentials
 from logstore.settings import LogSettings
 from nodes.api.proxy import parse_networks
@@ -110,7 +118,9 @@ class NodeConfig(BaseModel):
     run_as_users: list[Annotated[str, Field(pattern=USER_NAME_PATTERN)]] = Field(
         default_factory=list, max_length=1000
     )
-    run_as_default: str = Field(default="nobody", pattern=USER_NAME_PATTERN)
+    # "dynamic" (the default, D205): a uid of the run's own from run_uid_range; else a user name.
+    run_as_default: str = Field(default="dynamic", pattern=USER_NAME_PATTERN)
+    run_uid_range: tuple[int, int] = (61184, 65519)
     allow_root_jobs: bool = False
     # Bulk reads and quotas (D161, D162): keys per page of a bulk etcd read, the largest etcd
     # answer the client accepts, and the per-project quotas' cluster-wide defaults (a cluster
@@ -120,6 +130,7 @@ class NodeConfig(BaseModel):
     quota_jobs: int = Field(default=DEFAULT_JOBS, ge=0, le=MAX_QUOTA)
     quota_workflows: int = Field(default=DEFAULT_WORKFLOWS, ge=0, le=MAX_QUOTA)
     quota_bytes: int = Field(default=DEFAULT_BYTES, ge=0, le=MAX_QUOTA)
+    quota_run_history_bytes: int = Field(default=DEFAULT_RUN_HISTORY_BYTES, ge=0, le=MAX_QUOTA)
     # log reads served at once by this node (not follows): more answer 429 (D163)
     log_reads: int = Field(default=16, ge=1, le=10_000)
     # live log followers on one node, in all and per user: more answer 429 (D164)
@@ -133,7 +144,12 @@ class NodeConfig(BaseModel):
 
     @property
     def quotas(self) -> Quotas:
-        return Quotas(jobs=self.quota_jobs, workflows=self.quota_workflows, bytes=self.quota_bytes)
+        return Quotas(
+            jobs=self.quota_jobs,
+            workflows=self.quota_workflows,
+            bytes=self.quota_bytes,
+            run_history_bytes=self.quota_run_history_bytes,
+        )
 
     @field_validator("etcd", mode="before")
     @classmethod
@@ -174,6 +190,16 @@ class NodeConfig(BaseModel):
             for key in value:
                 if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
                     raise ValueError(f"job_env name {key!r} must match {ENV_NAME.pattern}")
+        return value
+
+    @field_validator("run_uid_range", mode="before")
+    @classmethod
+    def _split_range(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "61184-65519"
+            first, sep, last = value.partition("-")
+            if not sep:
+                raise ValueError("run_uid_range must be FIRST-LAST, e.g. 61184-65519")
+            return (first.strip(), last.strip())
         return value
 
     @field_validator("run_as_users", mode="before")
@@ -220,6 +246,14 @@ class NodeConfig(BaseModel):
         _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"{value!r} must look like HOST:PORT")
+        return value
+
+    @field_validator("run_uid_range")
+    @classmethod
+    def _check_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        problem = check_range(*value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -349,12 +383,14 @@ ENV = {
     "CRONMESH_JOB_ENV_PASSTHROUGH": "job_env_passthrough",
     "CRONMESH_RUN_AS_USERS": "run_as_users",
     "CRONMESH_RUN_AS_DEFAULT": "run_as_default",
+    "CRONMESH_RUN_UID_RANGE": "run_uid_range",
     "CRONMESH_ALLOW_ROOT_JOBS": "allow_root_jobs",
     "CRONMESH_ETCD_PAGE_KEYS": "etcd_page_keys",
     "CRONMESH_ETCD_MAX_MESSAGE": "etcd_max_message",
     "CRONMESH_QUOTA_JOBS": "quota_jobs",
     "CRONMESH_QUOTA_WORKFLOWS": "quota_workflows",
     "CRONMESH_QUOTA_BYTES": "quota_bytes",
+    "CRONMESH_QUOTA_RUN_HISTORY_BYTES": "quota_run_history_bytes",
     "CRONMESH_LOG_READS": "log_reads",
     "CRONMESH_LOG_FOLLOWERS": "log_followers",
     "CRONMESH_LOG_FOLLOWERS_PER_USER": "log_followers_per_user",

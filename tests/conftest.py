@@ -71,7 +71,8 @@ TEST_ADMIN_TOKEN = "cm_test-admin-token-0123456789abcdef"
 
 
 # Tests run as root (here and in CI) and their jobs write into root-owned temporary folders, so
-# the nodes they start run jobs as root: explicitly allowed, as the default is `nobody` (D142).
+# the nodes they start run jobs as root: explicitly allowed, as the default is a uid per run
+# (`dynamic`, D205; D142).
 # Tests of run_as itself start their nodes with their own settings.
 ROOT_JOBS = {"CRONMESH_ALLOW_ROOT_JOBS": "true", "CRONMESH_RUN_AS_DEFAULT": "root"}
 

@@ -61,7 +61,9 @@ def _jobs_user() -> str:
     """Who the dev nodes run jobs as (D142), for the banner."""
     if os.geteuid() != 0:
         return "you (the nodes' user); a job's run_as needs nodes running as root"
-    user = os.environ.get("CRONMESH_RUN_AS_DEFAULT") or "nobody"
+    user = os.environ.get("CRONMESH_RUN_AS_DEFAULT") or "dynamic"
+    if user == "dynamic":
+        return "a uid of each run's own unless a job's run_as names a user of CRONMESH_RUN_AS_USERS"
     return f"{user!r} unless a job's run_as names a user of CRONMESH_RUN_AS_USERS"
 
 

@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument(
         "--run-as-users", help="users jobs may run as here, comma-separated (CRONMESH_RUN_AS_USERS)"
     )
-    n.add_argument("--run-as-default", help="user of jobs without run_as (default nobody)")
+    n.add_argument(
+        "--run-as-default",
+        help="user of jobs without run_as: dynamic (default: a uid per run) or a user name",
+    )
+    n.add_argument("--run-uid-range", help="uids of dynamic runs, FIRST-LAST (default 61184-65519)")
     n.add_argument(
         "--allow-root-jobs", action="store_true", help="a root node may run jobs as root"
     )

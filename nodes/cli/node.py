@@ -55,6 +55,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "job_env_passthrough": args.job_env_passthrough,
         "run_as_users": args.run_as_users,
         "run_as_default": args.run_as_default,
+        "run_uid_range": args.run_uid_range,
         "allow_root_jobs": True if args.allow_root_jobs else None,
     }
     from nodes.runtime import gctune

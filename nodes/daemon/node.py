@@ -27,6 +27,7 @@ from cluster.groups import NodeState
 from cluster.ids import MAX_MACHINE_ID, Snowflake
 from cluster.keys import Keys
 from cluster.models import now_utc
+from cluster.runas import DYNAMIC
 from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
@@ -38,7 +39,7 @@ from nodes.api.peer import PeerClient
 from nodes.config import NodeConfig, etcd_security
 from nodes.executor import jobenv
 from nodes.executor.containment import Containment
-from nodes.executor.runas import advertised, node_policy
+from nodes.executor.runas import RunUids, advertised, node_policy
 from nodes.executor.workdir import secure_node_dirs
 from nodes.leader.notifier import lead_with_notifier
 from nodes.leader.scheduler import Scheduler
@@ -73,6 +74,12 @@ class Node:
         # Which users runs run as (D142); the data folder private, the work folder traversable
         # (D143). Both before anything writes there.
         self.run_as = node_policy(config)
+        # per-run uids (D205): only a root node with run_as_default dynamic switches to them
+        self.run_uids = (
+            RunUids(*config.run_uid_range)
+            if self.run_as.is_root and self.run_as.default == DYNAMIC
+            else None
+        )
         secure_node_dirs(
             Path(config.data_dir),
             [Path(config.data_dir) / config.node_id, config.spool_path, config.logs_path],
@@ -299,6 +306,7 @@ class Node:
                 passthrough=self.config.job_env_passthrough,
             ),
             run_as=self.run_as,
+            run_uids=self.run_uids,
             containment=self.containment,
             secrets=self.secrets,
         )

@@ -11,23 +11,30 @@ switched when the process is spawned ahead, and the release at the tick stays on
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import json
 import os
 import pwd
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import structlog
 
 from cluster.errors import Forbidden, InvalidInput
 from cluster.etcd import Etcd
 from cluster.keys import Keys
 from cluster.models import RunAs
 from cluster.runas import NodeRunAs, RunAsDecision, check_node_policy, project_refusal, servable
+from cluster.runuids import check_range, choose_uid
 
 if TYPE_CHECKING:
     from nodes.config import NodeConfig
+
+log = structlog.get_logger(__name__)
 
 SETPRIV_PATHS = ("/usr/bin/setpriv", "/bin/setpriv")
 
@@ -41,9 +48,130 @@ class Identity:
     gid: int
     home: str
     groups: tuple[int, ...] = ()  # supplementary groups, as a login of the user would have
+    dynamic: bool = False  # a per-run uid (D205), given back to the node's RunUids after
 
     def env(self) -> dict[str, str]:
         return {"HOME": self.home, "USER": self.user, "LOGNAME": self.user}
+
+
+def dynamic_identity(uid: int, home: str) -> Identity:
+    """A per-run uid (D205): gid = uid, no supplementary groups, HOME = the run's folder."""
+    return Identity(f"cronmesh-{uid}", uid, uid, home, (), dynamic=True)
+
+
+def uids_in_use(lo: int, hi: int, proc: Path = Path("/proc")) -> set[int]:
+    """The uids of ``lo..hi`` that a live process holds (the owner of ``/proc/<pid>``: its
+    effective uid) or a passwd/group entry names. One pass over ``/proc``."""
+    out: set[int] = set()
+    try:
+        entries: Iterable[os.DirEntry[str]] = list(os.scandir(proc))
+    except OSError as exc:
+        log.warning("cannot list processes to find live run uids", error=str(exc))
+        entries = ()
+    for entry in entries:
+        if entry.name.isdigit():
+            try:
+                uid = entry.stat(follow_symlinks=False).st_uid
+            except OSError:  # gone meanwhile
+                continue
+            if lo <= uid <= hi:
+                out.add(uid)
+    out.update(e.pw_uid for e in pwd.getpwall() if lo <= e.pw_uid <= hi)
+    out.update(e.gr_gid for e in grp.getgrall() if lo <= e.gr_gid <= hi)
+    return out
+
+
+LOCK_DIR = Path("/run/cronmesh/run-uids")  # one lock file per uid, shared by a machine's nodes
+
+
+class RunUids:
+    """This node's per-run uids (D205): never two live runs with one uid, and a uid handed out
+    again only once no process holds it. The choice rotates through the range (cluster.runuids);
+    the uids processes hold are read from ``/proc`` at start and each time the rotation wraps,
+    so a process left by an earlier node or escaped from an ended run keeps its uid out. Nodes
+    sharing a machine (``cronmesh dev``, tests) share the range: a run's uid is also held with
+    ``flock`` on ``<lock_dir>/<uid>`` for its whole life, released by the kernel if the node
+    dies (its processes die with it: the fence, D152; the next scan sees any left)."""
+
+    def __init__(
+        self,
+        lo: int,
+        hi: int,
+        in_use: Callable[[int, int], set[int]] = uids_in_use,
+        lock_dir: Path | None = LOCK_DIR,
+    ) -> None:
+        problem = check_range(lo, hi)
+        if problem is not None:
+            raise InvalidInput(problem, field="run_uid_range")
+        self.lo, self.hi = lo, hi
+        self._in_use = in_use
+        self.live: dict[int, int] = {}  # uid of a run that is not over -> its lock's fd (-1: none)
+        self._held = in_use(lo, hi)  # held by a process or an entry at the last scan
+        self._last: int | None = None
+        self._stuck: dict[int, int] = {}  # uid of an ended run that may live on -> its lock's fd
+        self._lock_dir = lock_dir
+        if lock_dir is not None:
+            try:
+                lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning(
+                    "no lock folder for per-run uids: nodes sharing this machine need disjoint "
+                    "run_uid_range values",
+                    folder=str(lock_dir),
+                    error=str(exc),
+                )
+                self._lock_dir = None
+
+    def acquire(self) -> int:
+        """A free uid for a run (give it back with ``release``). Raises LookupError when every
+        uid of the range is taken (the run fails with that message)."""
+        scanned = False
+        while True:  # each turn scans once, or takes a uid, or marks one held: bounded
+            uid = choose_uid(self.lo, self.hi, self._last, self.live.keys() | self._held)
+            wrapped = uid is None or (self._last is not None and uid <= self._last)
+            if wrapped and not scanned:
+                # what was held may be free now, what ended may be held
+                self._held = self._in_use(self.lo, self.hi)
+                for stuck in [u for u in self._stuck if u not in self._held]:
+                    stuck_fd = self._stuck.pop(stuck)
+                    if stuck_fd >= 0:
+                        os.close(stuck_fd)
+                self._held.update(self._stuck)
+                scanned = True
+                continue
+            if uid is None:
+                raise LookupError(
+                    f"every uid of run_uid_range {self.lo}-{self.hi} is in use on this node"
+                )
+            fd = self._lock(uid)
+            if fd is None:  # another node of this machine runs a run as uid
+                self._held.add(uid)
+                continue
+            self.live[uid] = fd
+            self._last = uid
+            return uid
+
+    def release(self, uid: int, *, over: bool = True) -> None:
+        """The run of ``uid`` ended. ``over`` False: its process may still live (a cancelled
+        wait), so the uid stays out (and locked) until a scan finds it free."""
+        fd = self.live.pop(uid, -1)
+        if not over:
+            self._held.add(uid)
+            self._stuck[uid] = fd  # locked until a scan finds no process of uid
+            return
+        if fd >= 0:
+            os.close(fd)  # releases the flock
+
+    def _lock(self, uid: int) -> int | None:
+        if self._lock_dir is None:
+            return -1
+        fd = os.open(self._lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
 
 
 def user_exists(name: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic_core import to_json
 
 from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import (
@@ -139,9 +140,10 @@ class Executing:
             duration=round(time.monotonic() - t0, 3),
         )
 
-    def _identity(self, run: Run) -> runas.Identity | None:
+    def _identity(self, run: Run, folder: Path) -> runas.Identity | None:
         """The user a run's process switches to (None: it runs as the node). Raises LookupError
-        naming what this node cannot do (its user, group, or its policy)."""
+        naming what this node cannot do (its user, group, or its policy). A per-run uid (D205)
+        is taken from ``run_uids``: the caller gives it back when the process is gone."""
         if self.run_as is None:
             return None
         run_as = run.snapshot.run_as
@@ -151,6 +153,10 @@ class Executing:
             raise LookupError(decision.refusal)
         if not decision.switch:
             return None
+        if decision.dynamic:
+            if self.run_uids is None:
+                raise LookupError(f"{self.node_id} has no run_uid_range for per-run uids")
+            return runas.dynamic_identity(self.run_uids.acquire(), str(folder))
         key = (decision.user, decision.group)
         now = time.monotonic()
         cached = self._identities.get(key)
@@ -232,6 +238,8 @@ class Executing:
         cg: RunCgroup | None = None
         masked: MaskedOutput | None = None
         secrets: dict[str, bytes] = {}
+        run_uid: int | None = None  # a per-run uid (D205) to give back at the end
+        tree_gone = True  # no process of the run is known to be left
         try:
             try:
                 secrets = await self._secrets(run)
@@ -246,7 +254,9 @@ class Executing:
             argv, env = self._command(run, ex.claim_revision, result_file, secrets)
             prefix: list[str] | None = None
             try:
-                identity = self._identity(run)
+                identity = self._identity(run, folder)
+                if identity is not None and identity.dynamic:
+                    run_uid = identity.uid
                 if identity is not None:
                     for name, value in identity.env().items():  # the job's own env: as given
                         if name not in run.snapshot.env:
@@ -328,6 +338,7 @@ class Executing:
                 )
                 if not removed:
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                    tree_gone = False
                 cg = None
             status, error = self._outcome(ex, exit_status)
             if self._fenced(ex, exit_status):
@@ -341,15 +352,27 @@ class Executing:
                 # killed, bounded; a cgroup that cannot go is reaped when the node starts again.
                 if not cg.remove(timeout=0.5):
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                    tree_gone = False
             elif ex.proc is not None and self.containment is not None:
                 self.containment.forget_session(ex.proc.pid)
             if masked is not None:
                 masked.flush()
             writer.close()
             ex.output_bytes, ex.logged = writer.written, not writer.empty
+            if run_uid is not None and self.run_uids is not None:
+                # a uid whose processes may live on stays out until a scan finds it free
+                over = tree_gone and (ex.proc is None or ex.proc.returncode_ready)
+                self.run_uids.release(run_uid, over=over)
         result, result_error = self._read_result(result_file)
         if secrets:
             result = mask_result(result, list(secrets.values()))
+        if result is not None and len(to_json(result)) > MAX_RESULT:
+            # as stored, not as read: "1E15" is stored as 1000000000000000.0, a masked number
+            # as a string; the run-history quota counts MAX_RESULT per record (D210)
+            result, result_error = (
+                None,
+                f"result larger than {MAX_RESULT} bytes once stored; ignored",
+            )
         if result_error and status == "succeeded":
             error = result_error
         return status, error, exit_status, result

@@ -65,6 +65,7 @@ class Worker(Claiming, Executing):
         handoff_delay: float = 1.0,
         job_env: Mapping[str, str] | None = None,
         run_as: NodeRunAs | None = None,
+        run_uids: runas.RunUids | None = None,
         containment: Containment | None = None,
         secrets: SecretStore | None = None,
     ) -> None:
@@ -117,6 +118,7 @@ class Worker(Claiming, Executing):
         self._python_path = jobenv.python_path(os.environ)
         # Which user runs run as (D142); None: as the node itself, whatever the job asks.
         self.run_as = run_as
+        self.run_uids = run_uids  # per-run uids (D205), when run_as_default is dynamic
         self._setpriv: str | None = None
         self._identities: dict[tuple[str | None, str | None], tuple[runas.Identity, float]] = {}
 

@@ -29,6 +29,7 @@ COPIED = ("cluster", "nodes", "logstore", "tests", "bench", "helm", "pyproject.t
 CLAIMS = "tests/integration/test_claims.py"
 FENCING = "tests/integration/test_fencing.py"
 REVIEW_SEC = "tests/security/test_review_sec.py"
+HISTORY = "tests/security/test_run_history_quota.py"
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,31 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return str(ip)",
         (f"{REVIEW_SEC}::test_password_spray_from_fresh_ipv6_addresses_of_one_64_is_limited",),
         "the per-address login limit counts an IPv6 client by its /64",
+    ),
+    # -- the run-history quota (D210) ----------------------------------------------------------
+    Mutation(
+        "run-history-quota",
+        "cluster/quotas.py",
+        r"if new_history > old_history and \(",
+        "if False and (",
+        (f"{HISTORY}::test_an_editor_cannot_keep_run_history_beyond_the_budget",),
+        "a project keeps no more run history than run_history_bytes allows",
+    ),
+    Mutation(
+        "run-history-bound",
+        "cluster/quotas.py",
+        r"2 \* snapshot\n",
+        "snapshot\n",
+        (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
+        "a kept run record is no larger than the quota counted for it",
+    ),
+    Mutation(
+        "run-result-as-stored",
+        "nodes/worker/executing.py",
+        r"if result is not None and len\(to_json\(result\)\) > MAX_RESULT:",
+        "if False:",
+        (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
+        "a run's result is at most MAX_RESULT bytes as stored",
     ),
 )
 

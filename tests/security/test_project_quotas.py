@@ -12,6 +12,7 @@ import pytest
 
 from cluster.errors import Unavailable
 from cluster.etcd import Etcd
+from cluster.quotas import DEFAULT_RUN_HISTORY_BYTES
 from tests.conftest import api_headers, wait_for
 
 CAP = 2 * 1024 * 1024
@@ -36,7 +37,10 @@ async def _user(cluster, name: str, roles: dict[str, str]) -> str:
 async def test_leader_starts_and_schedules_others_despite_a_huge_project(
     cluster, etcd_server, keys
 ):
-    writer = await cluster.start("n1", etcd_max_message=CAP, etcd_page_keys=500)
+    # the run-history quota (D210) would refuse the 7th such job at its default: not the point here
+    writer = await cluster.start(
+        "n1", etcd_max_message=CAP, etcd_page_keys=500, quota_run_history_bytes=10**12
+    )
     for i in range(12):  # ~3 MB of jobs in one project: more than one answer may hold
         status, body = await cluster.request(
             "PUT", f"/api/v1/projects/big/jobs/j{i:02d}", json=big_job(f"j{i:02d}")
@@ -113,7 +117,12 @@ async def test_project_quotas_refuse_growth_with_a_clear_answer(cluster):
     # what the project holds and may hold
     status, body = await cluster.request("GET", base)
     assert status == 200, body
-    assert body["quotas"] == {"jobs": 3, "workflows": 1, "bytes": 600_000}
+    assert body["quotas"] == {
+        "jobs": 3,
+        "workflows": 1,
+        "bytes": 600_000,
+        "run_history_bytes": DEFAULT_RUN_HISTORY_BYTES,
+    }
     assert body["usage"]["jobs"] == 3 and body["usage"]["workflows"] == 1
     assert 450_000 < body["usage"]["bytes"] <= 600_000
 

@@ -68,7 +68,12 @@ ETCD_ENABLED = {
         "properties": {"zone": "a", "gpu": "true"},
         "jobEnv": {"STAGE": "prod"},
         "jobEnvPassthrough": ["HTTP_PROXY"],
-        "runAs": {"users": ["etl"], "default": "jobs", "allowRootJobs": True},
+        "runAs": {
+            "users": ["etl"],
+            "default": "jobs",
+            "uidRange": "70000-70999",
+            "allowRootJobs": True,
+        },
     },
     "notifications": {"smtpUrl": "smtp://mail:25?from=cronmesh@example.com"},
     "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -96,6 +101,7 @@ def test_chart_lints_clean_with_bundled_etcd_and_every_option(tmp_path: Path) ->
         {"etcd": {"replicas": 2}},
         {"node": {"logFormat": "xml"}},
         {"node": {"runAs": {"users": ["Not A User"]}}},
+        {"node": {"runAs": {"uidRange": "lots"}}},
         {"unknownKey": 1},
     ],
 )

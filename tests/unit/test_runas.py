@@ -18,7 +18,10 @@ from nodes.executor.workdir import (
     secure_node_dirs,
 )
 
-ROOT_NODE = NodeRunAs("n1", is_root=True, own_user="root", users=frozenset({"etl", "web"}))
+ROOT_NODE = NodeRunAs(
+    "n1", is_root=True, own_user="root", users=frozenset({"etl", "web"}), default="nobody"
+)
+DYNAMIC_NODE = NodeRunAs("n1", is_root=True, own_user="root", users=frozenset({"etl"}))
 ROOT_OK = NodeRunAs("n1", True, "root", frozenset({"etl"}), default="root", allow_root=True)
 PLAIN = NodeRunAs("n2", is_root=False, own_user="cronmesh", users=frozenset({"etl"}))
 
@@ -33,6 +36,10 @@ PLAIN = NodeRunAs("n2", is_root=False, own_user="cronmesh", users=frozenset({"et
         (ROOT_NODE, "nobody", None, ("nobody", None, True, None)),
         (ROOT_NODE, "db", None, (None, None, False, "n1 may not run jobs as 'db'")),
         (ROOT_NODE, "root", None, (None, None, False, "n1 does not run jobs as root")),
+        # the default (D205): a uid of the run's own; "dynamic" is no user a job may name
+        (DYNAMIC_NODE, None, None, (None, None, True, None)),
+        (DYNAMIC_NODE, "etl", None, ("etl", None, True, None)),
+        (DYNAMIC_NODE, "dynamic", None, (None, None, False, "n1 may not run jobs as 'dynamic'")),
         # root explicitly allowed: as itself (no switch), or root with another group
         (ROOT_OK, None, None, ("root", None, False, None)),
         (ROOT_OK, "root", None, ("root", None, False, None)),
@@ -53,6 +60,7 @@ PLAIN = NodeRunAs("n2", is_root=False, own_user="cronmesh", users=frozenset({"et
 def test_decide(policy, user, group, expect):
     d = decide(user, group, policy)
     assert (d.user, d.group, d.switch, d.refusal) == expect
+    assert d.dynamic == (policy is DYNAMIC_NODE and user is None)
 
 
 def test_contradicting_node_settings_are_refused():
@@ -66,6 +74,7 @@ def test_nodes_advertise_the_users_they_can_serve():
     assert servable(ROOT_NODE, exists) == ["etl", "nobody"]  # "web" does not exist here
     assert servable(ROOT_OK, exists) == ["etl", "root"]
     assert servable(PLAIN, exists) == ["cronmesh"]
+    assert servable(DYNAMIC_NODE, {"etl", "dynamic"}.__contains__) == ["etl"]
 
 
 def test_project_policy():
