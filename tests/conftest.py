@@ -77,9 +77,15 @@ TEST_ADMIN_TOKEN = "cm_test-admin-token-0123456789abcdef"
 ROOT_JOBS = {"CRONMESH_ALLOW_ROOT_JOBS": "true", "CRONMESH_RUN_AS_DEFAULT": "root"}
 
 
+# The chaos scenarios keep every run of their window (keep_runs 100,000) and the run-history quota
+# counts each kept run at its worst-case size (D210), so process nodes lift it; the quota's own
+# tests set it explicitly (tests/security/test_run_history_quota.py).
+HISTORY_UNBOUNDED = {"CRONMESH_QUOTA_RUN_HISTORY_BYTES": str(10**12)}
+
+
 def node_env() -> dict[str, str]:
     """Environment a `cronmesh node` process started by a test needs (credentials included)."""
-    return dict(os.environ, CRONMESH_ADMIN_TOKEN=TEST_ADMIN_TOKEN, **ROOT_JOBS)
+    return dict(os.environ, CRONMESH_ADMIN_TOKEN=TEST_ADMIN_TOKEN, **ROOT_JOBS, **HISTORY_UNBOUNDED)
 
 
 def api_headers(token: str | None = TEST_ADMIN_TOKEN) -> dict[str, str]:
