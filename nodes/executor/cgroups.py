@@ -422,8 +422,13 @@ def _procs(path: str) -> list[int]:
 def kill_v2(path: str) -> None:
     """``cgroup.kill``: the kernel SIGKILLs every process of the cgroup and its descendants,
     new forks included; nothing escapes by ``setsid()`` or a double fork."""
-    with contextlib.suppress(FileNotFoundError):
+    try:
         _write(os.path.join(path, "cgroup.kill"), "1")
+    except OSError as exc:
+        # ENOENT: already removed; ENODEV: being removed (e.g. the fence killed and removed it
+        # first): either way nothing is left in it to kill.
+        if exc.errno not in (errno.ENOENT, errno.ENODEV):
+            raise
 
 
 def _descendants(path: str) -> list[str]:

@@ -248,3 +248,9 @@ async def test_reap_kills_and_removes_what_a_previous_incarnation_left(
     assert wait_gone(left, 2.0) == []
     await asyncio.wait_for(proc.wait(), 10)
     assert cgroups.leftover_runs(layout) == []
+
+
+def test_killing_a_cgroup_that_is_already_gone_is_not_an_error(tmp_path: Path) -> None:
+    # The fence may kill and remove a run's cgroup before the node's own kill reaches it (a
+    # self-fenced node closing its worker): that kill finds nothing left to kill.
+    cgroups.kill_v2(str(tmp_path / "removed-meanwhile"))
