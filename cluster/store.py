@@ -99,19 +99,8 @@ class Store:
         }
 
     async def _history_bytes(self, project: str, docs: int) -> int:
-        """The sum of the project's run-history index (D210); documents from before it are
-        measured once, as for sizes."""
-        sizes = await self.etcd.range_all(self.keys.history_sizes(project))
-        if len(sizes.kvs) < docs:
-            await self._record_sizes(project, {kv.key for kv in sizes.kvs}, history=True)
-            sizes = await self.etcd.range_all(self.keys.history_sizes(project))
-        total = 0
-        for kv in sizes.kvs:
-            try:
-                total += int(kv.value)
-            except ValueError:
-                continue
-        return total
+        """The sum of the project's run-history index (D210)."""
+        return await self._indexed_total(self.keys.history_sizes(project), project, docs, True)
 
     def size_ops(self, project: str, kind: Kind, name: str, doc: str) -> list[Any]:
         """The index entries written with a job's or workflow's document (D162, D210)."""
@@ -127,10 +116,15 @@ class Store:
         ]
 
     async def _doc_bytes(self, project: str, docs: int) -> int:
-        sizes = await self.etcd.range_all(self.keys.doc_sizes(project))
-        if len(sizes.kvs) < docs:  # documents written before sizes were recorded: record them
-            await self._record_sizes(project, {kv.key for kv in sizes.kvs})
-            sizes = await self.etcd.range_all(self.keys.doc_sizes(project))
+        """The sum of the project's document-size index (D162)."""
+        return await self._indexed_total(self.keys.doc_sizes(project), project, docs, False)
+
+    async def _indexed_total(self, prefix: str, project: str, docs: int, history: bool) -> int:
+        """The sum of one size index; documents written before it existed are measured once."""
+        sizes = await self.etcd.range_all(prefix)
+        if len(sizes.kvs) < docs:
+            await self._record_sizes(project, {kv.key for kv in sizes.kvs}, history=history)
+            sizes = await self.etcd.range_all(prefix)
         total = 0
         for kv in sizes.kvs:
             try:

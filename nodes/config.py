@@ -32,6 +32,13 @@ from nodes.api.proxy import parse_networks
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
+def _comma_list(value: Any) -> Any:
+    """``"a, b,,c"`` (an environment variable or flag) → ``["a", "b", "c"]``; other values as is."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
 class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -154,9 +161,7 @@ class NodeConfig(BaseModel):
     @field_validator("etcd", mode="before")
     @classmethod
     def _split_etcd(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return value
+        return _comma_list(value)
 
     @field_validator("properties", mode="before")
     @classmethod
@@ -205,15 +210,12 @@ class NodeConfig(BaseModel):
     @field_validator("run_as_users", mode="before")
     @classmethod
     def _split_users(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return value
+        return _comma_list(value)
 
     @field_validator("job_env_passthrough", mode="before")
     @classmethod
     def _split_passthrough(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        value = _comma_list(value)
         if isinstance(value, list):
             for name in value:
                 if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
@@ -223,8 +225,7 @@ class NodeConfig(BaseModel):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        value = _comma_list(value)
         if isinstance(value, list):
             parse_networks([str(v) for v in value])  # ValueError names the bad one
         return value
