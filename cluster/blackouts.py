@@ -109,7 +109,7 @@ class WindowSpec(Strict):
 class Window:
     """A window made ready to answer "which occurrence holds this instant?"."""
 
-    __slots__ = ("action", "duration", "end", "jobs", "name", "scope", "sched", "start", "tags")
+    __slots__ = ("action", "duration", "end", "jobs", "name", "sched", "scope", "start", "tags")
 
     def __init__(self, spec: WindowSpec, scope: str) -> None:
         self.name = spec.name
