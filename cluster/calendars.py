@@ -27,6 +27,10 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+def _sat_sun() -> list[Weekday]:
+    return ["sat", "sun"]
+
+
 class HolidaySet(Strict):
     """Public holidays of ``country`` (ISO 3166 code, e.g. ``US``, ``DE``) and ``subdivision``
     (e.g. ``CA``, ``BY``), as the ``holidays`` library knows them."""
@@ -61,7 +65,7 @@ class CalendarSpec(Strict):
     description: str = Field(default="", max_length=4096)
     holidays: list[HolidaySet] = Field(default_factory=list, max_length=8)
     dates: list[date] = Field(default_factory=list, max_length=MAX_DATES)
-    weekend: list[Weekday] = Field(default_factory=lambda: ["sat", "sun"], max_length=7)
+    weekend: list[Weekday] = Field(default_factory=_sat_sun, max_length=7)
     business_days: BusinessDays | None = None
 
     @field_validator("dates")

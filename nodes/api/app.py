@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from nodes.api import auth as api_auth
+from nodes.api import calendars as api_calendars
 from nodes.api import cron as api_cron
 from nodes.api import headers
 from nodes.api import limits as api_limits
@@ -62,6 +63,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_ui.add_routes(app, node)  # web UI (issue 7)
     api_cron.add_routes(app, node)  # cron preview
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
+    api_calendars.add_routes(app, node)  # calendars, blackout windows, freeze (issue 21)
     return app
 
 

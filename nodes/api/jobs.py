@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cluster.calendar_store import freeze_status
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
 from cluster.errors import InvalidInput, Unavailable
@@ -152,6 +153,7 @@ class Api:
             data["nodes"] = await self.nodes()
             queue = await node.etcd.range(node.keys.queue(), count_only=True)
             data["queue_depth"] = queue.count
+            data["freeze"] = await freeze_status(node.etcd, node.keys)  # D239
             data["etcd"]["connected"] = True
         except Unavailable as exc:
             data["etcd"]["error"] = str(exc)
