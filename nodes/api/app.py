@@ -19,6 +19,7 @@ from nodes.api import logs as api_logs
 from nodes.api import notify as api_notify
 from nodes.api import ops as api_ops
 from nodes.api import placement as api_placement
+from nodes.api import plan as api_plan
 from nodes.api import secrets as api_secrets
 from nodes.api import ui as api_ui
 from nodes.api import workflows as api_workflows
@@ -64,6 +65,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_cron.add_routes(app, node)  # cron preview
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
     api_calendars.add_routes(app, node)  # calendars, blackout windows, freeze (issue 21)
+    api_plan.add_routes(app, node)  # the schedule simulator (issue 21)
     return app
 
 

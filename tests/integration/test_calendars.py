@@ -199,3 +199,53 @@ async def test_blackout_skip_and_defer_on_real_nodes(procs):
         assert all(
             "quiet" in t["reason"] for t in ticks["ticks"] if t["fate"] == "skipped_blackout"
         )
+
+
+async def test_plan_api(cluster):
+    await cluster.start()
+    req = cluster.request
+    for project in ("default", "other"):
+        for i in range(5):
+            doc = {"name": f"j{i}", "command": "true", "schedules": [{"cron": "0 * * * *"}]}
+            status, body = await req("PUT", f"/api/v1/projects/{project}/jobs/j{i}", json=doc)
+            assert status == 201, body
+    await req("PUT", f"{P}/calendars/hol", json={"dates": ["2030-01-01"]})
+    doc = {
+        "name": "cal",
+        "command": "true",
+        "schedules": [{"cron": "0 9 * * *", "calendar": {"skip": ["hol"]}}],
+    }
+    assert (await req("PUT", f"{P}/jobs/cal", json=doc))[0] == 201
+    for query, field in (
+        ("from=yesterday", "from"),
+        ("from=2030-01-01T00:00:00", "from"),  # no offset: not an instant
+        ("from=2030-01-01T00:00:00Z&to=2030-01-09T00:00:00Z", "to"),
+        ("from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z", "to"),
+        ("limit=0", "limit"),
+    ):
+        status, body = await req("GET", f"/api/v1/plan?{query}")
+        assert status == 400 and body["error"]["field"] == field, (query, body)
+    status, body = await req(
+        "GET", "/api/v1/plan?from=2029-12-31T23:30:00Z&to=2030-01-01T09:30:00Z"
+    )
+    assert status == 200, body
+    assert body["jobs"] == 11
+    at_midnight = [w for w in body["warnings"] if w["at"] == "2030-01-01T00:00:00+00:00"]
+    assert at_midnight and at_midnight[0]["jobs"] == 10 and at_midnight[0]["group"] == "*"
+    assert body["starts_per_minute"]["*"]["2030-01-01T00:00:00+00:00"] == 10
+    skipped = [s for s in body["slots"] if s["job"] == "cal"]
+    assert [(s["outcome"], s["reason"]) for s in skipped] == [("skip", "skipped_calendar")]
+    # a viewer of one project plans that project only
+    status, body = await req(
+        "POST", "/api/v1/users", json={"name": "v", "roles": {"other": "viewer"}}
+    )
+    assert status == 201, body
+    status, body = await req("POST", "/api/v1/users/v/tokens", json={})
+    headers = {"Authorization": f"Bearer {body['token']}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(cluster.url(None, "/api/v1/plan")) as r:
+            body = await r.json()
+            assert r.status == 200 and {s["project"] for s in body["slots"]} <= {"other"}
+            assert body["jobs"] == 5
+        async with http.get(cluster.url(None, "/api/v1/plan?project=default")) as r:
+            assert r.status == 403
