@@ -13,6 +13,7 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
+from nodes.cli import calendars as cli_calendars
 from nodes.cli import etcd_auth, gitops, inspect, notify, secrets, workflows
 from nodes.cli import groups as cli_placement
 from nodes.cli import logs as cli_logs
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_parser(sub)
     notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
+    cli_calendars.add_parsers(sub)  # calendars, blackouts, freeze, plan (issue 21)
     return p
 
 
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         args.output = "yaml"
     if args.command == "run" and args.action == "get" and args.output == "table":
         args.output = "yaml"
-    if args.command in ("workflow", "secret") and args.action == "get" and args.output == "table":
+    documents = ("workflow", "secret", "calendar", "blackout")
+    if args.command in documents and args.action == "get" and args.output == "table":
         args.output = "yaml"
     try:
         return int(args.func(args) or 0)

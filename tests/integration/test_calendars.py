@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.chaos.harness import leader_of, wait_ready
-from tests.conftest import api_session, wait_for
+from tests.conftest import api_session, run_cli, wait_for
 
 P = "/api/v1/projects/default"
 
@@ -249,3 +249,41 @@ async def test_plan_api(cluster):
             assert body["jobs"] == 5
         async with http.get(cluster.url(None, "/api/v1/plan?project=default")) as r:
             assert r.status == 403
+
+
+async def test_cli_calendar_blackout_freeze_plan(cluster, tmp_path):
+    await cluster.start()
+    api = cluster.url()
+    docs = tmp_path / "cal.yaml"
+    docs.write_text(
+        "name: us-ca\nholidays: [{country: US, subdivision: CA}]\n---\n"
+        "name: first-bd\nholidays: [{country: US}]\nbusiness_days: {nth: 1}\n"
+    )
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        return run_cli(api, *args)
+
+    code, out, err = await asyncio.to_thread(cli, "calendar", "apply", "-f", str(docs))
+    assert code == 0 and "first-bd applied" in out, err
+    code, out, err = await asyncio.to_thread(cli, "calendar", "list")
+    assert code == 0 and "business day #1" in out and "holidays US-CA" in out, (out, err)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nholidays: [{country: QQ}]\n")
+    code, out, err = await asyncio.to_thread(cli, "calendar", "apply", "--cluster", "-f", str(bad))
+    assert code == 1 and "holidays.0.country" in err, err
+    win = tmp_path / "win.yaml"
+    win.write_text("name: weekend\ncron: '0 22 * * FRI'\nduration: 56h\naction: defer\n")
+    code, out, err = await asyncio.to_thread(cli, "blackout", "apply", "--cluster", "-f", str(win))
+    assert code == 0, err
+    code, out, err = await asyncio.to_thread(cli, "blackout", "list", "--cluster")
+    assert "weekend" in out and "defer" in out, out
+    code, out, err = await asyncio.to_thread(cli, "freeze", "--note", "release \x1b[2Jday")
+    assert code == 0 and "frozen: release day" in out and "\x1b" not in out, (out, err)
+    code, out, err = await asyncio.to_thread(cli, "status")
+    assert "CLUSTER FROZEN: release" in out, out
+    code, out, err = await asyncio.to_thread(cli, "plan", "--from", "yesterday")
+    assert code == 1 and "field: from" in err, err
+    code, out, err = await asyncio.to_thread(cli, "unfreeze")
+    assert code == 0 and "not frozen" in out
+    code, out, err = await asyncio.to_thread(cli, "plan", "--from", "2030-01-01T00:00:00Z")
+    assert code == 0 and "0 job(s)" in out, (out, err)
