@@ -52,7 +52,8 @@ class WindowSpec(Strict):
             return None
         if not 1970 <= value.year <= 9998:
             raise ValueError("must lie between the years 1970 and 9998")
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        # stored in UTC: one spelling per instant (a comparison sees no false change)
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     @model_validator(mode="after")
     def _shape(self) -> WindowSpec:
