@@ -389,3 +389,16 @@ def test_schedule_takes_a_calendar_and_keeps_its_fingerprint() -> None:
     with pytest.raises(InvalidInput) as info:
         parse_model(ScheduleSpec, {"cron": "0 9 * * *", "calendar": {"skip": ["Bad Name"]}})
     assert info.value.field == "calendar.skip.0"
+
+
+def test_workflow_schedules_refuse_a_calendar_they_would_ignore() -> None:
+    from cluster.workflows import WorkflowSpec
+
+    doc = {
+        "name": "w",
+        "tasks": [{"name": "a", "command": "true"}],
+        "schedules": [{"cron": "* * * * *", "calendar": {"skip": ["x"]}}],
+    }
+    with pytest.raises(InvalidInput) as info:
+        parse_model(WorkflowSpec, doc)
+    assert info.value.field == "schedules.0.calendar"
