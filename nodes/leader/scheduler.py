@@ -410,9 +410,9 @@ class Scheduler:
         )  # fmt: skip
         state_key = self.keys.schedule_state(*jk)
         compares, ops = self._write_ops(entry, state_key, state, runs)
-        for tick_key, record in records:  # slots skipped or deferred without a run (D238)
-            compares.append(Compare.absent(tick_key))
-            ops.append(Op.put(tick_key, record))
+        for slot_key, record in records:  # slots skipped or deferred without a run (D238)
+            compares.append(Compare.absent(slot_key))
+            ops.append(Op.put(slot_key, record))
         compares.insert(0, self.lead.fence())
         for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
             ops.append(
