@@ -46,7 +46,15 @@ class RuleCache:
                 self.etcd, self.keys.blackouts(), rev, self._event(add_window), self._known(False)
             )
         )
-        tg.create_task(follow(self.etcd, self.keys.freeze(), rev, self._on_freeze))
+        tg.create_task(
+            follow(
+                self.etcd,
+                self.keys.freeze(),
+                rev,
+                self._on_freeze,
+                lambda: {self.keys.freeze()} if self.rules.freeze is not None else set(),
+            )
+        )
 
     def for_job(self, job: Job) -> JobRules | None:
         """The rules of one job; None when there are none at all (the common case: no work)."""
