@@ -21,7 +21,7 @@ from cluster.calendars import Calendar, CalendarSpec
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Etcd, Op, prefix_end
 from cluster.keys import Keys
-from cluster.models import JobSpec, parse_model
+from cluster.models import Job, JobSpec, parse_model
 from cluster.slotrules import CLUSTER, Freeze, SlotRules
 
 MAX_PER_SCOPE = 100  # calendars, and windows, of one project or of the cluster
@@ -253,18 +253,21 @@ class CalendarStore:
 
     # -- everything at once (the plan simulator) -----------------------------------------------
 
-    async def load_rules(self) -> SlotRules:
-        """Every calendar and window and the freeze, read at one revision (bounded: at most
-        MAX_PER_SCOPE of each per scope)."""
-        cals = await self.etcd.range_all(self.keys.calendars())
-        rev = cals.revision
-        wins = await self.etcd.range_all(self.keys.blackouts(), revision=rev)
-        freeze = await self.etcd.range(self.keys.freeze(), prefix=False, revision=rev)
+    async def load_rules(self, projects: list[str] | None = None) -> SlotRules:
+        """The calendars and windows of the cluster and of ``projects`` (None: every project)
+        and the freeze, read at one revision (bounded: at most MAX_PER_SCOPE of each per
+        scope)."""
+        scopes: list[str | None] = [None] if projects is None else [CLUSTER, *projects]
+        freeze = await self.etcd.range(self.keys.freeze(), prefix=False)
+        rev = freeze.revision
         rules = SlotRules(freeze=freeze_of(freeze.kvs[0].value if freeze.kvs else None))
-        for kv in cals.kvs:
-            add_calendar(rules, self.keys, kv.key, kv.value)
-        for kv in wins.kvs:
-            add_window(rules, self.keys, kv.key, kv.value)
+        for scope in scopes:
+            cals = await self.etcd.range_all(self.keys.calendars(scope), revision=rev)
+            wins = await self.etcd.range_all(self.keys.blackouts(scope), revision=rev)
+            for kv in cals.kvs:
+                add_calendar(rules, self.keys, kv.key, kv.value)
+            for kv in wins.kvs:
+                add_window(rules, self.keys, kv.key, kv.value)
         return rules
 
 
@@ -278,6 +281,29 @@ async def freeze_status(etcd: Etcd, keys: Keys) -> dict[str, Any] | None:
     """The freeze as ``/status`` shows it: None when not frozen."""
     kv = await etcd.get(keys.freeze())
     return json.loads(kv.value) if kv else None
+
+
+async def annotate_next(
+    store: Any, job: Job, upcoming: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A job's next fire times (``GET …/ticks``) with what the calendars, windows and freeze
+    would make of each: ``outcome`` (fire|skip|defer), ``reason``, ``deferred_to``."""
+    if not upcoming:
+        return upcoming
+    rules = await CalendarStore(store.etcd, store.keys, store.clock).load_rules([job.project])
+    job_rules = rules.for_job(job.project, job.name, job.tags)
+    specs = {s.fingerprint(): s for s in job.schedules}
+    for item in upcoming:
+        spec = specs.get(item["schedule"])
+        tick = datetime.fromisoformat(item["tick"])
+        d = job_rules.decide(tick, spec.timezone, spec.calendar) if spec else None
+        if d is not None:
+            item["outcome"] = d.outcome
+            if d.reason:
+                item.update(reason=d.reason, detail=d.detail)
+            if d.to is not None:
+                item["deferred_to"] = d.to.isoformat()
+    return upcoming
 
 
 def freeze_of(value: bytes | None) -> Freeze | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cluster.calendar_store import freeze_status
+from cluster.calendar_store import annotate_next, freeze_status
 from cluster.cron import next_times, parse_schedule
 from cluster.election import current_leader
 from cluster.errors import InvalidInput, Unavailable
@@ -258,13 +258,14 @@ class Api:
                 for t in next_times(sched, after, 10)
             ]
         upcoming.sort(key=lambda t: t["tick"])
+        upcoming = await annotate_next(store, job, upcoming[:10])  # calendars, windows (D238)
         return ok(
             {
                 "job": name,
                 "enabled": job.enabled,
                 "ticks": records,
                 "not_fired": events,
-                "next": upcoming[:10],
+                "next": upcoming,
             }
         )
 

@@ -85,7 +85,8 @@ class PlanApi:
                     jobs.append(job)
             if more:
                 break
-        rules = await CalendarStore(store.etcd, store.keys, store.clock).load_rules()
+        calendars = CalendarStore(store.etcd, store.keys, store.clock)
+        rules = await calendars.load_rules([project] if project else None)
         sim = simulate(jobs, rules, start, end, limit=limit)
         answer = sim.answer()
         answer.update(

@@ -53,6 +53,20 @@ async def test_calendar_and_window_api(cluster):
     for path in (f"{P}/calendars/hol", "/api/v1/calendars/bd1"):
         status, body = await req("DELETE", path)
         assert status == 409 and "default/j" in body["error"]["message"], body
+    # the job's next fire times say what the calendars would make of them
+    today = datetime.now(UTC).date()
+    days = [(today + timedelta(days=i)).isoformat() for i in range(3)]
+    assert (await req("PUT", f"{P}/calendars/soon", json={"dates": days}))[0] == 201
+    doc = {
+        "name": "noon",
+        "command": "true",
+        "schedules": [{"cron": "0 12 * * *", "calendar": {"skip": ["soon"]}}],
+    }
+    assert (await req("PUT", f"{P}/jobs/noon", json=doc))[0] == 201
+    status, ticks = await req("GET", f"{P}/jobs/noon/ticks")
+    first = ticks["next"][0]
+    assert (first["outcome"], first["reason"]) == ("skip", "skipped_calendar"), ticks
+    assert ticks["next"][3]["outcome"] == "fire", ticks
     status, _ = await req("DELETE", f"{P}/jobs/j")
     assert status == 204
     assert (await req("DELETE", f"{P}/calendars/hol"))[0] == 204
