@@ -110,7 +110,18 @@ class WindowSpec(Strict):
 class Window:
     """A window made ready to answer "which occurrence holds this instant?"."""
 
-    __slots__ = ("action", "duration", "end", "jobs", "name", "sched", "scope", "start", "tags")
+    __slots__ = (
+        "_known",
+        "action",
+        "duration",
+        "end",
+        "jobs",
+        "name",
+        "sched",
+        "scope",
+        "start",
+        "tags",
+    )
 
     def __init__(self, spec: WindowSpec, scope: str) -> None:
         self.name = spec.name
@@ -121,6 +132,9 @@ class Window:
         self.start, self.end = spec.start, spec.end
         self.sched = spec.schedule() if spec.cron is not None else None
         self.duration = timedelta(seconds=spec.seconds()) if spec.cron is not None else None
+        # the last answer of ``holding`` and the span of instants it holds for: slots are asked
+        # in order, so most questions fall in it (one cron step per occurrence, not per slot)
+        self._known: tuple[datetime, datetime, tuple[datetime, datetime] | None] | None = None
 
     @property
     def label(self) -> str:
@@ -137,7 +151,16 @@ class Window:
             assert self.start is not None and self.end is not None
             return (self.start, self.end) if self.start <= t < self.end else None
         assert self.duration is not None
+        known = self._known
+        if known is not None and known[0] <= t < known[1]:
+            return known[2]
         begin = self.sched.next_after(t - self.duration)
-        if begin is None or begin > t:
+        if begin is None:
+            self._known = (t, datetime.max.replace(tzinfo=UTC), None)
             return None
-        return begin, begin + self.duration
+        if begin > t:  # between occurrences: nothing holds until ``begin``
+            self._known = (t, begin, None)
+            return None
+        occurrence = (begin, begin + self.duration)
+        self._known = (begin, begin + self.duration, occurrence)
+        return occurrence

@@ -21,7 +21,7 @@ from cluster.slotrules import SlotRules
 
 MAX_WINDOW = timedelta(days=7)
 MAX_SLOTS = 10_000  # slots listed at most (the counts cover everything computed)
-MAX_WORK = 200_000  # slots computed at most, all jobs together
+MAX_WORK = 50_000  # slots computed at most, all jobs together (~1 s of CPU)
 CROWD = 5  # starts in one second on one group from this many jobs: a warning
 MAX_WARNINGS = 100
 ANY_GROUP = "*"  # jobs without a target group

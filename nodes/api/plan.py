@@ -6,6 +6,7 @@ project the caller may view. Bounded: at most MAX_PLAN_JOBS jobs read, ``limit``
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from cluster.calendar_store import CalendarStore
-from cluster.errors import Forbidden, InvalidInput
+from cluster.errors import Forbidden, InvalidInput, TooManyRequests
 from cluster.models import NAME_PATTERN, Job
 from cluster.permissions import role_on
 from cluster.simulate import MAX_SLOTS, MAX_WINDOW, simulate
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from nodes.api.context import ApiContext
 
 MAX_PLAN_JOBS = 5000
+MAX_CONCURRENT = 2  # plans computed at once on one node (more: 429)
 
 
 def instant(request: web.Request, name: str, default: datetime) -> datetime:
@@ -52,6 +54,7 @@ def instant(request: web.Request, name: str, default: datetime) -> datetime:
 class PlanApi:
     def __init__(self, node: ApiContext) -> None:
         self.node = node
+        self.running = 0
 
     @documented(
         query={"from": STR, "to": STR, "project": STR, "limit": {"type": "integer", "minimum": 1}}
@@ -87,7 +90,16 @@ class PlanApi:
                 break
         calendars = CalendarStore(store.etcd, store.keys, store.clock)
         rules = await calendars.load_rules([project] if project else None)
-        sim = simulate(jobs, rules, start, end, limit=limit)
+        if self.running >= MAX_CONCURRENT:
+            raise TooManyRequests(
+                f"{self.running} plans are being computed on this node; retry in a moment",
+                retry_after=1.0,
+            )
+        self.running += 1
+        try:  # CPU work (up to ~1 s): in a thread, so the node keeps answering meanwhile
+            sim = await asyncio.to_thread(simulate, jobs, rules, start, end, limit=limit)
+        finally:
+            self.running -= 1
         answer = sim.answer()
         answer.update(
             {

@@ -78,4 +78,4 @@ def test_output_is_capped_and_keeps_the_earliest() -> None:
     assert sim.truncated and len(sim.slots) == 100
     assert sim.slots[0]["tick"] == (T0 + timedelta(seconds=1)).isoformat()
     assert sim.slots[-1]["tick"] == (T0 + timedelta(seconds=34)).isoformat()
-    assert sum(sum(m.values()) for m in sim.per_minute.values()) == 3 * 600
+    assert sum(sum(m.values()) for m in sim.per_minute.values()) == 3 * 600  # all counted

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -402,3 +402,16 @@ def test_workflow_schedules_refuse_a_calendar_they_would_ignore() -> None:
     with pytest.raises(InvalidInput) as info:
         parse_model(WorkflowSpec, doc)
     assert info.value.field == "schedules.0.calendar"
+
+
+def test_window_answers_the_same_in_any_order_of_questions() -> None:
+    import random
+
+    spec = {"cron": "0 22 * * FRI", "duration": "56h", "timezone": "Europe/Paris"}
+    cached = win(**spec)
+    rng = random.Random(7)
+    base = utc(2026, 3, 1)
+    instants = sorted(base + timedelta(minutes=rng.randrange(60 * 24 * 60)) for _ in range(300))
+    instants += rng.sample(instants, 100)  # then out of order
+    for t in instants:
+        assert cached.holding(t) == win(**spec).holding(t), t
