@@ -133,9 +133,10 @@ class CalendarStore:
                 raise InvalidInput(
                     f"the {what} is {len(text)} bytes; at most {MAX_DOC_BYTES}", field="name"
                 )
-            res = await self.etcd.txn(
-                [Compare.modified(key, kv.mod_revision if kv else 0)], [Op.put(key, text)]
-            )
+            ops = [Op.put(key, text)]
+            if kv is None and scope != CLUSTER:  # as a job does: the project exists from then
+                ops.append(Op.put_if_absent(self.keys.project(scope), json.dumps({"name": scope})))
+            res = await self.etcd.txn([Compare.modified(key, kv.mod_revision if kv else 0)], ops)
             if res.succeeded:
                 return doc, kv is None
         raise Conflict(f"{what} {name!r} is being changed concurrently; retry", field="name")

@@ -32,6 +32,16 @@ async def test_calendar_and_window_api(cluster):
         "PUT", f"{P}/calendars/hol", json={"holidays": [{"country": "US", "subdivision": "CA"}]}
     )
     assert status == 201 and body["scope"] == "default" and body["updated_by"] == "admin", body
+    # a project's first calendar makes the project, as its first job would (so deleting the
+    # project removes its calendars)
+    status, body = await req("PUT", "/api/v1/projects/fresh/calendars/c", json={"dates": []})
+    assert status == 400 and "holidays, dates or business_days" in body["error"]["message"]
+    status, body = await req(
+        "PUT", "/api/v1/projects/fresh/calendars/c", json={"dates": ["2030-01-01"]}
+    )
+    assert status == 201, body
+    status, body = await req("GET", "/api/v1/projects")
+    assert "fresh" in str(body), body
     status, body = await req("PUT", "/api/v1/calendars/bd1", json={"business_days": {"nth": 1}})
     assert status == 201 and body["scope"] == "*", body
     status, body = await req("PUT", f"{P}/calendars/hol", json={"name": "other", "dates": []})
