@@ -152,6 +152,16 @@ def plan_job(
                 events.append(span_event(span, fate, fp))
                 out.fates.append((fate, span.count))
         new_last = plan.last_tick
+        late = (now - deferred_to).total_seconds() if deferred_to is not None else 0.0
+        if deferred_to is not None and (
+            deferred_to < job.active_since
+            or (job.starting_deadline and late > job.starting_deadline)
+        ):
+            # deferred from before the job was disabled or changed, or too late to start now
+            # (an outage past its starting_deadline): missed, as such ticks are
+            events.append(span_event(TickSpan(deferred_to, deferred_to, 1), "missed", fp))
+            out.fates.append(("missed", 1))
+            deferred_to = None
         if deferred_to is not None and deferred_to <= now + timedelta(seconds=ahead):
             # the deferred slot's one run, at the window's end (or its skip, if a freeze or a
             # skip window holds that instant); a slot of the schedule at that very instant is

@@ -166,3 +166,22 @@ def test_many_skipped_slots_are_bounded_per_transaction() -> None:
     state: dict[str, Any] = {"schedules": {fp: {"last_tick": at(0).isoformat()}}}
     p = plan(j, state, at(2), rules(freeze="x"))
     assert len(p.records) == 48 and p.next_due == at(2)
+
+
+def test_a_deferred_run_too_late_or_from_before_the_job_changed_is_missed() -> None:
+    j = job(starting_deadline=60)
+    fp = j.schedules[0].fingerprint()
+    state: dict[str, Any] = {
+        "schedules": {fp: {"last_tick": at(30).isoformat(), "deferred": at(35).isoformat()}}
+    }
+    # the leader was away until 10 minutes after the window's end: past starting_deadline
+    p = plan(j, state, at(45) + timedelta(seconds=0.5), rules())
+    assert p.runs == []  # the 10:40 tick is past starting_deadline as well
+    assert ("missed", 1) in p.fates and "deferred" not in p.state["schedules"][fp]
+    assert at(35).isoformat() in [e["first"] for e in p.state["events"]]
+    # a deferral older than the job's active_since (disabled and enabled again meanwhile)
+    j2 = job()
+    j2.active_since = at(36)
+    p = plan(j2, state, at(36) + timedelta(seconds=0.5), rules())
+    assert p.runs == [] and ("missed", 1) in p.fates
+    assert "deferred" not in p.state["schedules"][fp]
