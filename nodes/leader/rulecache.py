@@ -69,6 +69,7 @@ class RuleCache:
             add(self.rules, self.keys, key, value)
         except Exception as exc:  # written by a newer version, or by hand: ignore that one
             log.error("cannot read calendar or window; ignoring it", key=key, error=str(exc))
+            add(self.rules, self.keys, key, None)  # not its previous version either
 
     def _event(self, add: Any) -> Any:
         def handle(ev: Event) -> None:
