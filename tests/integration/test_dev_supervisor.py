@@ -1,0 +1,108 @@
+"""#22 item 1: `cronmesh dev` supervises its nodes. A real dev cluster (embedded etcd, two real
+node processes); the test kill -9s the node that leads and waits for the supervisor to say so, to
+show the leader change read from etcd, and to restart the node, which then answers /healthz; a
+Ctrl-C then stops everything with exit code 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nodes.cli.devsupervisor import read_leader
+from nodes.cli.etcd_auth import etcdctl
+from nodes.devtools.embedded import free_port
+from tests.conftest import ROOT, wait_for
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_path: Path):
+    data = tmp_path / "dev"
+    port, etcd_port = free_port(), free_port()
+    while etcd_port + 1 == port or port + 1 in (etcd_port, etcd_port + 1):
+        etcd_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRONMESH_", "ETCDCTL_"))}
+    out_path = tmp_path / "dev.out"
+    out = open(out_path, "wb")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "nodes.cli", "dev", "--nodes", "2", "--port", str(port)),
+            *("--etcd-port", str(etcd_port), "--data", str(data)),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=dict(env, PYTHONUNBUFFERED="1"),
+        cwd=str(ROOT),
+    )
+
+    def said(text: str) -> bool:
+        assert proc.poll() is None, f"cronmesh dev exited: {out_path.read_text()[-3000:]}"
+        return text in out_path.read_text()
+
+    try:
+        await wait_for(lambda: said("Press Ctrl-C to stop."), 120, 0.3, "the dev banner")
+        etcd = f"http://127.0.0.1:{etcd_port}"
+        password = (data / "etcd-password").read_text().strip()
+        leader = await wait_for(
+            lambda: read_leader(etcd, "cronmesh", password), 30, 0.5, "a leader"
+        )
+        res = etcdctl(
+            etcd,
+            "get",
+            f"/cronmesh/nodes/{leader}",
+            "--print-value-only",
+            user="cronmesh",
+            password=password,
+        )
+        pid = json.loads(res.stdout)["pid"]
+        node_port = port + int(leader.rsplit("-", 1)[1]) - 1
+        os.kill(pid, signal.SIGKILL)
+
+        await wait_for(
+            lambda: said(f"{leader} exited (killed by SIGKILL)"), 30, 0.2, "the exit notice"
+        )
+        other = "node-2" if leader == "node-1" else "node-1"
+        await wait_for(
+            lambda: said(f"leader: {other} (was {leader})"), 60, 0.3, "the leader change"
+        )
+        # the leader change is the cluster's: etcd says the same
+        assert read_leader(etcd, "cronmesh", password) == other
+        await wait_for(lambda: said(f"{leader} is back"), 90, 0.3, "the restarted node")
+        assert _healthy(f"http://127.0.0.1:{node_port}")
+        # a new process, not the killed one
+        res = etcdctl(
+            etcd,
+            "get",
+            f"/cronmesh/nodes/{leader}",
+            "--print-value-only",
+            user="cronmesh",
+            password=password,
+        )
+        assert json.loads(res.stdout)["pid"] != pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        out.close()
+    text = out_path.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "stopping" in text
