@@ -327,11 +327,7 @@ class DevCluster:
                 for slot in live:
                     if slot.proc is not None and slot.proc.poll() is None:
                         slot.proc.send_signal(signal.SIGINT)
-            for name, tail in tails.items():
-                for entry in tail.lines():
-                    notice = drain_notice(entry)
-                    if notice:
-                        say(f"{name}: {notice}")
+            _tell(tails)
             if time.monotonic() > deadline:
                 for slot in live:
                     if slot.proc is not None and slot.proc.poll() is None:
@@ -342,6 +338,16 @@ class DevCluster:
         for slot in live:
             if slot.proc is not None:
                 slot.proc.wait()
+        _tell(tails)  # what they logged last
+
+
+def _tell(tails: dict[str, LogTail]) -> None:
+    """Print what the stopping nodes logged about their drain since the last look."""
+    for name, tail in tails.items():
+        for entry in tail.lines():
+            notice = drain_notice(entry)
+            if notice:
+                say(f"{name}: {notice}")
 
 
 def say(text: str) -> None:

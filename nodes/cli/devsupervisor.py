@@ -104,19 +104,20 @@ class LogTail:
         return out
 
 
+def _names(jobs: object) -> str:
+    return ", ".join(str(j) for j in jobs) if isinstance(jobs, list) else str(jobs)
+
+
 def drain_notice(entry: dict[str, object]) -> str | None:
     """What a stopping node's log line says to the person at the terminal (None: nothing)."""
     event = entry.get("event")
     if event == "draining":
-        jobs = entry.get("jobs") or []
-        names = ", ".join(str(j) for j in jobs) if isinstance(jobs, list) else str(jobs)
-        n = entry.get("running", len(jobs) if isinstance(jobs, list) else 0)
         return (
-            f"waiting for {n} run(s) to finish ({names}): {entry.get('left')} s left; "
-            "Ctrl-C again stops them at once (recorded cancelled)"
+            f"waiting for {entry.get('running')} run(s) to finish ({_names(entry.get('jobs'))}): "
+            f"{entry.get('left')} s left; Ctrl-C again stops them at once (recorded cancelled)"
         )
     if event == "interrupted: stopping the runs at once":
-        return f"stopping {entry.get('running')} run(s) at once: {entry.get('jobs')}"
+        return f"stopping {entry.get('running')} run(s) at once ({_names(entry.get('jobs'))})"
     if event == "drained":
         return "every run finished"
     return None

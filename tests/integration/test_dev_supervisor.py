@@ -5,6 +5,7 @@ Ctrl-C then stops everything with exit code 0."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,12 +14,15 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from nodes.cli.devsupervisor import read_leader
 from nodes.cli.etcd_auth import etcdctl
 from nodes.devtools.embedded import free_port
 from tests.conftest import ROOT, wait_for
+
+P = "/api/v1/projects/default"
 
 
 def _healthy(url: str) -> bool:
@@ -94,6 +98,38 @@ async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_p
             password=password,
         )
         assert json.loads(res.stdout)["pid"] != pid
+
+        # Ctrl-C with a run going: the supervisor says what the node waits for; a second
+        # Ctrl-C stops it at once and everything exits 0 (D245).
+        api = f"http://127.0.0.1:{port}"
+        admin_pw = (data / "admin-password").read_text().strip()
+        login = {"username": "admin", "password": admin_pw}
+        async with aiohttp.ClientSession() as anon:
+            async with anon.post(f"{api}/api/v1/auth/login", json=login) as r:
+                assert r.status == 200, await r.text()
+                token = (await r.json())["token"]
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.put(f"{api}{P}/jobs/sleepy", json={"command": "exec sleep 300"}) as r:
+                assert r.status == 201, await r.text()
+            async with http.post(f"{api}{P}/jobs/sleepy/runs", json={}) as r:
+                assert r.status == 201, await r.text()
+                run_id = (await r.json())["id"]
+
+            async def running() -> bool:
+                async with http.get(f"{api}{P}/runs/{run_id}") as r:
+                    return (await r.json())["status"] == "running"
+
+            await wait_for(running, 30, 0.3, "the run to start")
+        proc.send_signal(signal.SIGINT)
+        await wait_for(
+            lambda: "waiting for 1 run(s) to finish (default/sleepy)" in out_path.read_text(),
+            30,
+            0.2,
+            "the drain notice",
+        )
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        await asyncio.to_thread(proc.wait, 45)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -105,4 +141,4 @@ async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_p
         out.close()
     text = out_path.read_text()
     assert proc.returncode == 0, text[-3000:]
-    assert "stopping" in text
+    assert "stopping 1 run(s) at once" in text, text[-3000:]
