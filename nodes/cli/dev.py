@@ -316,6 +316,7 @@ class DevCluster:
             return
         say("\nstopping: the nodes finish their runs (Ctrl-C again to stop them at once) ...")
         tails = {s.name: LogTail(self.data / f"{s.name}.log") for s in live}
+        hinted: set[str] = set()
         for slot in live:
             assert slot.proc is not None
             slot.proc.send_signal(signal.SIGINT)
@@ -327,7 +328,7 @@ class DevCluster:
                 for slot in live:
                     if slot.proc is not None and slot.proc.poll() is None:
                         slot.proc.send_signal(signal.SIGINT)
-            _tell(tails)
+            _tell(tails, hinted)
             if time.monotonic() > deadline:
                 for slot in live:
                     if slot.proc is not None and slot.proc.poll() is None:
@@ -338,15 +339,16 @@ class DevCluster:
         for slot in live:
             if slot.proc is not None:
                 slot.proc.wait()
-        _tell(tails)  # what they logged last
+        _tell(tails, hinted)  # what they logged last
 
 
-def _tell(tails: dict[str, LogTail]) -> None:
+def _tell(tails: dict[str, LogTail], hinted: set[str]) -> None:
     """Print what the stopping nodes logged about their drain since the last look."""
     for name, tail in tails.items():
         for entry in tail.lines():
-            notice = drain_notice(entry)
+            notice = drain_notice(entry, hint=name not in hinted)
             if notice:
+                hinted.add(name)
                 say(f"{name}: {notice}")
 
 

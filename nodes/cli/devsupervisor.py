@@ -108,16 +108,18 @@ def _names(jobs: object) -> str:
     return ", ".join(str(j) for j in jobs) if isinstance(jobs, list) else str(jobs)
 
 
-def drain_notice(entry: dict[str, object]) -> str | None:
-    """What a stopping node's log line says to the person at the terminal (None: nothing)."""
+def drain_notice(entry: dict[str, object], *, hint: bool = True) -> str | None:
+    """What a stopping node's log line says to the person at the terminal (None: nothing);
+    ``hint``: with what a second Ctrl-C would do (said once per node)."""
     event = entry.get("event")
     if event == "draining":
-        return (
+        text = (
             f"waiting for {entry.get('running')} run(s) to finish ({_names(entry.get('jobs'))}): "
-            f"{entry.get('left')} s left; Ctrl-C again stops them at once (recorded cancelled)"
+            f"{entry.get('left')} s left"
         )
+        return text + ("; Ctrl-C again stops them at once (recorded cancelled)" if hint else "")
     if event == "interrupted: stopping the runs at once":
         return f"stopping {entry.get('running')} run(s) at once ({_names(entry.get('jobs'))})"
     if event == "drained":
-        return "every run finished"
+        return "no run left"
     return None

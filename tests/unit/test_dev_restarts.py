@@ -45,6 +45,8 @@ def test_drain_notices_name_the_runs_and_the_time_left():
     n = drain_notice({"event": "draining", "running": 2, "jobs": ["default/a", "x/b"], "left": 27})
     assert n is not None and "2 run(s)" in n and "default/a, x/b" in n and "27 s left" in n
     assert "Ctrl-C again" in n
+    n = drain_notice({"event": "draining", "running": 1, "jobs": ["a/b"], "left": 3}, hint=False)
+    assert n == "waiting for 1 run(s) to finish (a/b): 3 s left"
     assert drain_notice({"event": "run finished"}) is None
 
 
