@@ -13,7 +13,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodes.cli.devsupervisor import LogTail, Restarts, describe_exit, drain_notice, read_leader
+from nodes.cli.devsupervisor import (
+    LogTail,
+    Restarts,
+    busy_ports,
+    describe_exit,
+    drain_notice,
+    read_leader,
+)
 from nodes.cli.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
 from nodes.devtools.embedded import EtcdProcess, _die_with_parent
 
@@ -72,6 +79,18 @@ def _jobs_user() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    ports = [args.port + i for i in range(args.nodes)]
+    busy = busy_ports([args.etcd_port, args.etcd_port + 1, *ports])
+    if busy:
+        # else etcd fails to bind, the other one answers its health check, and the error is
+        # about passwords (issue #22: a second `cronmesh dev`)
+        print(
+            f"cronmesh dev: port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use "
+            "(another cronmesh dev or etcd?); stop it, or choose other ports with --port "
+            "(nodes) and --etcd-port (etcd uses it and the next one)",
+            file=sys.stderr,
+        )
+        return 1
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o700)  # etcd data, passwords, every project's logs: the owner only
@@ -92,7 +111,6 @@ def main(args: argparse.Namespace) -> int:
         etcd.stop()
         print(f"cannot set up etcd authentication: {exc}", file=sys.stderr)
         return 1
-    ports = [args.port + i for i in range(args.nodes)]
     password_file, password = _admin_password(data)
     secrets_key = _secrets_key(data)
     env = dict(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,19 @@ class Restarts:
         if self.quick > self.max_quick:
             return None
         return float(min(self.base * 2 ** (self.quick - 1), self.cap))
+
+
+def busy_ports(ports: list[int], host: str = "127.0.0.1") -> list[int]:
+    """The ports of ``ports`` something already listens on (or that cannot be bound)."""
+    busy = []
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 def describe_exit(returncode: int) -> str:

@@ -61,3 +61,17 @@ def test_log_tail_reads_only_new_complete_lines(tmp_path: Path):
     with open(log, "a") as f:
         f.write('"}\n')
     assert tail.lines() == [{"event": "half"}]
+
+
+def test_busy_ports_names_the_ports_in_use():
+    import socket
+
+    from nodes.cli.devsupervisor import busy_ports
+    from nodes.devtools.embedded import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        used = taken.getsockname()[1]
+        free = free_port()
+        assert busy_ports([used, free]) == [used]
