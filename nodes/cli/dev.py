@@ -101,7 +101,13 @@ def main(args: argparse.Namespace) -> int:
         log_file=data / "etcd.log",
     )
     print(f"starting etcd on {etcd.endpoint} (data in {data / 'etcd'}) ...", flush=True)
-    etcd.start()
+    try:
+        etcd.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        etcd.stop()
+        print(f"cronmesh dev: etcd did not start: {exc}", file=sys.stderr)
+        print(log_tail(data / "etcd.log"), file=sys.stderr)
+        return 1
     # etcd with authentication (D156): the nodes log in as a user whose role covers the cronmesh
     # prefix only, so a job (or anything on this machine) without the password cannot read or
     # write the control plane over the loopback port.
@@ -131,7 +137,15 @@ def main(args: argparse.Namespace) -> int:
         cluster.start_all()
         deadline = time.monotonic() + 60
         while not all(_ready(p) for p in ports):
-            if cluster.interrupts or time.monotonic() > deadline or not etcd_alive(etcd):
+            if cluster.interrupts:
+                return 0
+            gone = [s for s in cluster.slots if s.proc is not None and s.proc.poll() is not None]
+            for slot in gone:  # a node that cannot start: say why now, not after a minute
+                assert slot.proc is not None
+                how = describe_exit(slot.proc.returncode)
+                print(f"{slot.name} exited during its start ({how}):", file=sys.stderr)
+                print(log_tail(data / f"{slot.name}.log"), file=sys.stderr)
+            if gone or time.monotonic() > deadline or not etcd_alive(etcd):
                 print("nodes did not become ready; see the logs in", data, file=sys.stderr)
                 return 1
             time.sleep(0.1)
@@ -169,6 +183,17 @@ def main(args: argparse.Namespace) -> int:
     finally:
         cluster.stop_all()
         etcd.stop()
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last lines of a log (at most 8 KiB read), indented."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError as exc:
+        return f"  ({path}: {exc})"
+    return "\n".join("  " + line[:300] for line in text.splitlines()[-lines:])
 
 
 def etcd_alive(etcd: EtcdProcess) -> bool:

@@ -142,3 +142,47 @@ async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_p
     text = out_path.read_text()
     assert proc.returncode == 0, text[-3000:]
     assert "stopping 1 run(s) at once" in text, text[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_dev_fails_at_once_naming_a_node_that_cannot_start(tmp_path: Path):
+    """A real failure: the node refuses its settings. `cronmesh dev` says which node and why (its
+    log's last lines) and exits 1, without waiting out the minute of the readiness deadline."""
+    port, etcd_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRONMESH_", "ETCDCTL_"))}
+    res = subprocess.run(
+        [
+            *(sys.executable, "-m", "nodes.cli", "dev", "--nodes", "1", "--port", str(port)),
+            *("--etcd-port", str(etcd_port), "--data", str(tmp_path / "dev")),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(env, CRONMESH_LEASE_TTL="bogus"),
+        cwd=str(ROOT),
+        timeout=100,
+    )
+    assert res.returncode == 1, res
+    assert "node-1 exited during its start (exit code 2)" in res.stderr, res.stderr
+    assert "lease_ttl" in res.stderr, res.stderr
+    assert "cronmesh is running" not in res.stdout
+
+
+def test_dev_refuses_ports_in_use_before_starting_anything(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        etcd_port = taken.getsockname()[1]
+        res = subprocess.run(
+            [
+                *(sys.executable, "-m", "nodes.cli", "dev", "--port", str(free_port())),
+                *("--etcd-port", str(etcd_port), "--data", str(tmp_path / "dev")),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=str(ROOT),
+            timeout=60,
+        )
+    assert res.returncode == 1 and f"port(s) {etcd_port}" in res.stderr, res
+    assert "already in use" in res.stderr and not (tmp_path / "dev").exists()
