@@ -377,7 +377,7 @@ class Worker(Claiming, Executing):
                 for ex in list(self.running.values()):
                     ex.request("interrupt")
             await self._wait_runs(until - loop.time(), interruptible=not interrupted)
-        if had and not self.running:
+        if had and not self.running and not interrupted:
             log.info("drained")
 
     def running_jobs(self, limit: int = 10) -> list[str]:
@@ -411,6 +411,7 @@ class Worker(Claiming, Executing):
                 "interrupted: stopping the runs at once",
                 running=len(self.running),
                 jobs=self.running_jobs(),
+                node=self.node_id,  # called from the signal handler: no bound context there
             )
         self._interrupted.set()
         for ex in list(self.running.values()):
