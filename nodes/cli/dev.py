@@ -160,6 +160,11 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"\ncronmesh is running: {args.nodes} node(s), API http://127.0.0.1:{ports[0]}"
             + (f" (also {', '.join(str(p) for p in ports[1:])})" if len(ports) > 1 else "")
+            + "\n  nodes: "
+            + ", ".join(
+                f"{slot.name} (pid {slot.proc.pid if slot.proc else '-'}, port {slot.port})"
+                for slot in cluster.slots
+            )
             + f"\n  scheduler leader: {leader or 'not elected yet'}"
             + f"\n  etcd {etcd.endpoint} with authentication: nodes log in as {ETCD_USER!r}"
             + f" (password in {etcd_password_file}; root's in {data / 'etcd-root-password'})"

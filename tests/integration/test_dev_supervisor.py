@@ -74,6 +74,8 @@ async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_p
             password=password,
         )
         pid = json.loads(res.stdout)["pid"]
+        # the banner lists it, as getting-started tells the reader to find it there
+        assert f"{leader} (pid {pid}," in out_path.read_text()
         node_port = port + int(leader.rsplit("-", 1)[1]) - 1
         os.kill(pid, signal.SIGKILL)
 
