@@ -10,7 +10,7 @@ import pytest
 from cluster.blackouts import Window, WindowSpec
 from cluster.calendars import Calendar, CalendarSpec
 from cluster.errors import InvalidInput
-from cluster.models import CalendarRef, ScheduleSpec, parse_model
+from cluster.models import CalendarRef, JobSpec, ScheduleSpec, parse_model
 from cluster.slotrules import CLUSTER, Freeze, SlotRules
 
 
@@ -415,3 +415,26 @@ def test_window_answers_the_same_in_any_order_of_questions() -> None:
     instants += rng.sample(instants, 100)  # then out of order
     for t in instants:
         assert cached.holding(t) == win(**spec).holding(t), t
+
+
+def test_the_examples_of_docs_calendars_md_are_valid() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "calendars.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    seen = {"calendar": 0, "window": 0, "job": 0}
+    for block in blocks:
+        for doc in yaml.safe_load_all(block):
+            if "schedules" in doc:
+                parse_model(JobSpec, {"name": "j", "command": "true", **doc})
+                seen["job"] += 1
+            elif "start" in doc or "cron" in doc:
+                parse_model(WindowSpec, doc)
+                seen["window"] += 1
+            else:
+                parse_model(CalendarSpec, doc)
+                seen["calendar"] += 1
+    assert seen == {"calendar": 3, "window": 2, "job": 1}
