@@ -48,3 +48,25 @@ async def test_freeze_banner_and_plan_heatmap(cluster, ui_factory):
     await expect(page.locator("#plan-warnings")).to_contain_text("H")
     await expect(page.locator("tr[data-outcome=skipped_blackout]")).to_have_count(1)
     await ui.shot("plan")
+
+
+async def test_job_page_marks_next_fire_times_a_calendar_skips(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "vera", {"default": "viewer"})
+    today = datetime.now(UTC).date()
+    days = [(today + timedelta(days=i)).isoformat() for i in range(3)]
+    assert (await cluster.request("PUT", f"{P}/calendars/soon", json={"dates": days}))[0] == 201
+    doc = {
+        "name": "noon",
+        "command": "true",
+        "schedules": [{"cron": "0 12 * * *", "calendar": {"skip": ["soon"]}}],
+    }
+    assert (await cluster.request("PUT", f"{P}/jobs/noon", json=doc))[0] == 201
+    ui = await ui_factory(cluster.url())
+    await ui.login("vera")
+    await ui.go("#/jobs/noon")
+    page = ui.page
+    skipped = page.locator("ol.fire-times li[data-outcome=skipped_calendar]")
+    await expect(skipped.first).to_contain_text("skipped_calendar")
+    assert await skipped.count() in (2, 3)  # today's noon may be past
+    await expect(page.locator("ol.fire-times li[data-outcome=fire]").first).to_be_visible()
