@@ -4,18 +4,22 @@ scheduler's load revision, then followed by watches. Planning asks it for one jo
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
+from datetime import datetime
+from typing import Any, TypeVar
 
 import structlog
 
 from cluster.calendar_store import add_calendar, add_window, freeze_of
-from cluster.etcd import Etcd, Event
+from cluster.etcd import Compare, Etcd, Event, Op
 from cluster.keys import Keys
 from cluster.models import Job
-from cluster.slotrules import JobRules, SlotRules
+from cluster.slotrules import SKIPPED_FREEZE, Freeze, JobRules, SlotDecision, SlotRules
+from cluster.tickplan import slot_record
 from cluster.watch import follow
 
 log = structlog.get_logger(__name__)
+S = TypeVar("S")  # a tick's source
 
 
 class RuleCache:
@@ -90,3 +94,24 @@ class RuleCache:
             return
         self.rules.freeze = freeze_of(ev.kv.value if ev.kind == "put" else None)
         log.info("cluster freeze", frozen=self.rules.freeze is not None)
+
+
+def skip_frozen(
+    keys: Keys,
+    wk: tuple[str, str],
+    fp: str,
+    ticks: list[tuple[datetime, S]],
+    freeze: Freeze | None,
+    skips: list[tuple[Any, Any]],
+) -> list[tuple[datetime, S]]:
+    """A workflow schedule's due ticks to fire: none while the cluster is frozen (D239). Each
+    frozen tick's record (its key created once, the outcome and the note) goes to ``skips`` as
+    a (compare, op) pair for the workflow's transaction."""
+    if freeze is None:
+        return ticks
+    decision = SlotDecision("skip", SKIPPED_FREEZE, f"cluster frozen: {freeze.note}")
+    for tick, _ in ticks:
+        key = keys.workflow_tick(*wk, fp, int(tick.timestamp() * 1000))
+        record = {**json.loads(slot_record(tick, fp, decision)), "execution": None}
+        skips.append((Compare.absent(key), Op.put(key, json.dumps(record))))
+    return []

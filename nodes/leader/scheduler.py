@@ -104,7 +104,9 @@ class Scheduler:
         self._actives_rev = 0  # revision of the newest active-key event seen
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
-        self.workflows = WorkflowEngine(etcd, keys, store, leadership, clock=clock)
+        self.workflows = WorkflowEngine(
+            etcd, keys, store, leadership, clock=clock, freeze=lambda: self.rules.rules.freeze
+        )
         self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238)
         self.reaper = Reaper(
             etcd,

@@ -6,6 +6,7 @@ nothing, and a defer window that yields exactly one run at its end, across a lea
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from datetime import UTC, datetime, timedelta
 
@@ -311,3 +312,46 @@ async def test_cli_calendar_blackout_freeze_plan(cluster, tmp_path):
     assert code == 0 and "not frozen" in out
     code, out, err = await asyncio.to_thread(cli, "plan", "--from", "2030-01-01T00:00:00Z")
     assert code == 0 and "0 job(s)" in out, (out, err)
+
+
+async def test_freeze_skips_job_and_workflow_slots_and_unfreeze_resumes(cluster, etcd, keys):
+    await cluster.start()
+    req = cluster.request
+    assert (await req("PUT", "/api/v1/freeze", json={"note": "migration"}))[0] == 200
+    job = {"name": "tick", "command": "true", "schedules": [{"cron": "@every 1s"}]}
+    wf = {
+        "name": "wtick",
+        "schedules": [{"cron": "@every 1s"}],
+        "tasks": [{"name": "t", "command": "true"}],
+    }
+    assert (await req("PUT", f"{P}/jobs/tick", json=job))[0] == 201
+    assert (await req("PUT", f"{P}/workflows/wtick", json=wf))[0] == 201
+
+    async def frozen_slots():
+        res = await etcd.range(keys.workflow_ticks("default", "wtick"))
+        wf_ticks = [json.loads(kv.value) for kv in res.kvs]
+        _, body = await req("GET", f"{P}/jobs/tick/ticks")
+        if len(wf_ticks) >= 2 and len(body["ticks"]) >= 2:
+            return wf_ticks, body["ticks"]
+        return None
+
+    wf_ticks, job_ticks = await wait_for(frozen_slots, 20, what="frozen slots recorded")
+    assert all(t["fate"] == "skipped_freeze" and t["execution"] is None for t in wf_ticks)
+    assert all("migration" in t["reason"] for t in wf_ticks)
+    assert all(t["fate"] == "skipped_freeze" and t["run"] is None for t in job_ticks)
+    _, runs = await req("GET", f"{P}/runs?job=tick")
+    assert runs["runs"] == []
+    _, execs = await req("GET", f"{P}/workflows/wtick/executions")
+    assert execs["executions"] == []
+    # unfrozen: both fire again
+    assert (await req("DELETE", "/api/v1/freeze"))[0] == 200
+
+    async def resumed():
+        _, runs = await req("GET", f"{P}/runs?job=tick")
+        _, execs = await req("GET", f"{P}/workflows/wtick/executions")
+        return runs["runs"] and execs["executions"]
+
+    await wait_for(resumed, 20, what="runs and executions after the unfreeze")
+    for name in ("jobs/tick", "workflows/wtick"):
+        doc = job if name.startswith("jobs") else wf
+        await req("PUT", f"{P}/{name}", json={**doc, "enabled": False})
