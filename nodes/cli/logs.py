@@ -15,7 +15,7 @@ from nodes.cli.termsafe import TerminalFilter
 
 
 def add_log_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--attempt", type=int)
+    parser.add_argument("--attempt", type=int, help="this attempt's output (default: the last)")
     parser.add_argument("-f", "--follow", action="store_true", help="stream until the run ends")
     parser.add_argument("--tail", type=int, help="only the last N lines")
     parser.add_argument(
