@@ -28,6 +28,7 @@ from cluster.runuids import check_range
 from logstore.s3 import S3Credentials
 from logstore.settings import LogSettings
 from nodes.api.proxy import parse_networks
+from nodes.runtime.datadir import default_data_dir
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -58,7 +59,7 @@ class NodeConfig(BaseModel):
     # the leader writes a tick's run this long before it; workers start it on a local timer
     materialize_ahead: float = Field(default=1.5, ge=0, le=30)
     properties: dict[str, str] = Field(default_factory=dict)
-    data_dir: str = ".cronmesh"
+    data_dir: str = Field(default_factory=default_data_dir)  # never the current folder (D254)
     log_dir: str | None = None
     work_dir: str | None = None
     drain_timeout: float = Field(default=30.0, ge=0)

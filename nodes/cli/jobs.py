@@ -8,7 +8,7 @@ import urllib.parse
 from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError, call, call_all, proj
 from nodes.cli.documents import apply_documents, params
-from nodes.cli.output import schedules_text, show, table
+from nodes.cli.output import schedules_text, show, table, warn
 
 
 def cmd_job(args: argparse.Namespace) -> int:
@@ -45,6 +45,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         run = call(
             args, "POST", f"{base}/jobs/{args.name}/runs", {"parameters": params(args.param)}
         )
+        warn(run)
         if args.output == "table":
             print(run["id"])
         else:

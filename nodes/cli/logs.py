@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 from nodes.cli import credentials
+from nodes.cli.client import unreachable
 from nodes.cli.termsafe import TerminalFilter
 
 
@@ -64,7 +65,7 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
         print(f"cronmesh: {message}", file=sys.stderr)
         return 1
     except urllib.error.URLError as exc:
-        print(f"cronmesh: cannot reach {args.api}: {exc.reason}", file=sys.stderr)
+        print(f"cronmesh: {unreachable(args.api, exc.reason)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -81,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument(
         "--materialize-ahead", type=float, help="s before its tick a run is written (default 1.5)"
     )
-    n.add_argument("--data-dir", help="where logs and work files go (default .cronmesh)")
+    n.add_argument(
+        "--data-dir",
+        help="where logs and work files go (default /var/lib/cronmesh as root, else "
+        "~/.local/state/cronmesh)",
+    )
     n.add_argument(
         "--cgroups",
         choices=("auto", "off"),
@@ -195,17 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if (
-        args.command not in ("node", "dev")
-        and args.output == "table"
-        and args.command == "job"
-        and args.action in ("get", "ticks", "backfill")
-    ):
-        args.output = "yaml"
-    if args.command == "run" and args.action == "get" and args.output == "table":
-        args.output = "yaml"
-    if args.command in ("workflow", "secret") and args.action == "get" and args.output == "table":
-        args.output = "yaml"
     try:
         return int(args.func(args) or 0)
     except ApiError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 from nodes.cli.client import call, call_all, proj
 from nodes.cli.documents import apply_documents, params
-from nodes.cli.output import schedules_text, show, table
+from nodes.cli.output import schedules_text, show, table, warn
 
 
 def _q(name: str) -> str:
@@ -51,6 +51,7 @@ def cmd_workflow(args: argparse.Namespace) -> int:
             f"{base}/workflows/{_q(args.name)}/executions",
             {"parameters": params(args.param)},
         )
+        warn(ex)
         if args.output == "table":
             print(ex["id"])
         else:
