@@ -63,6 +63,8 @@ class NodeConfig(BaseModel):
     log_dir: str | None = None
     work_dir: str | None = None
     drain_timeout: float = Field(default=30.0, ge=0)
+    # a node down this long is forgotten (its record and admin state); 0: kept forever (D255)
+    node_retention: float = Field(default=86400.0, ge=0, le=366 * 86400)
     etcd_timeout: float = Field(default=5.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     # A cgroup per run where the machine allows it (auto), or process sessions only (off): D150
@@ -346,6 +348,7 @@ ENV = {
     "CRONMESH_LOG_DIR": "log_dir",
     "CRONMESH_WORK_DIR": "work_dir",
     "CRONMESH_DRAIN_TIMEOUT": "drain_timeout",
+    "CRONMESH_NODE_RETENTION": "node_retention",
     "CRONMESH_LOG_FORMAT": "log_format",
     "CRONMESH_CGROUPS": "cgroups",
     "CRONMESH_ADMIN_USER": "admin_user",

@@ -23,6 +23,7 @@ NODE_FLAG_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "node_id",
             "lease_ttl",
             "machine_id",
+            "node_retention",
             "etcd_ca",
             "etcd_cert",
             "etcd_key",

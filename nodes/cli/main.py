@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")
     n.add_argument(
+        "--node-retention",
+        type=float,
+        help="s a node stays listed once down, then forgotten (default 86400; 0: forever)",
+    )
+    n.add_argument(
         "--log-format",
         choices=["auto", "json", "console"],
         help="daemon log lines: console on a terminal, JSON otherwise (auto, default)",

@@ -50,6 +50,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "log_dir": args.log_dir,
         "drain_timeout": args.drain_timeout,
+        "node_retention": args.node_retention,
         "log_format": args.log_format,
         "cgroups": args.cgroups,
         **cli_auth.node_flags(args),
