@@ -124,6 +124,10 @@ def main(args: argparse.Namespace) -> int:
                         f"node-{i}",
                         "--data-dir",
                         str(data),
+                        # one log store for all: a killed node's output is served by the
+                        # others at once, whole once it restarts (D255)
+                        "--log-store",
+                        str(data / "logs"),
                         "--etcd-user",
                         ETCD_USER,
                         "--etcd-password-file",
