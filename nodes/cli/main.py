@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         choices=["table", "json", "yaml"],
         default="table",
-        help="table (lists) or text (default), or the API's document as json or yaml",
+        help="table (default): lists as tables, a document as YAML; json or yaml: the API's "
+        "document",
     )
     p.add_argument("--token", help="API token (else CRONMESH_TOKEN, else `cronmesh login`'s)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
