@@ -155,7 +155,9 @@ def _confirm(deletes: list[Change], stdin: TextIO, out: TextIO) -> bool | None:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    changes, _ = _plan(args)
+    changes, kept = _plan(args)
+    if kept and not args.prune:
+        print(_kept_note(kept))
     if not changes:
         print("no changes")
         return 0

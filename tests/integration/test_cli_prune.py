@@ -97,7 +97,13 @@ async def test_apply_prune_asks_on_a_terminal_and_needs_yes_otherwise(cluster, t
     assert code == 1 and "- job default/stray-1 (delete)" in out
     assert "- job default/stray-2 (delete)" in out
 
-    # stdin not a terminal (run_cli's is a pipe/devnull), no --yes: refused, nothing written
+    # apply without --prune creates, deletes nothing, and says what it kept
+    code, out, err = await asyncio.to_thread(run_cli, url, "apply", "-f", str(folder))
+    assert code == 0, err
+    assert "+ job default/new (create)" in out and "kept (--prune would delete them)" in out
+    await cluster.request("DELETE", f"{JOBS}/new")
+
+    # stdin not a terminal (run_cli's is /dev/null), no --yes: refused, nothing written
     code, out, err = await asyncio.to_thread(run_cli, url, "apply", "-f", str(folder), "--prune")
     assert code == 2
     assert "pass --yes" in err and "- job default/stray-1 (delete)" in err
