@@ -121,9 +121,10 @@ def _mask(values: tuple[int, ...], size: int) -> tuple[bool, ...]:
 
 # Day-matching modes.
 _ANY_DAY: Final = 0
-_DOM_ONLY: Final = 1  # day-of-week unrestricted
-_DOW_ONLY: Final = 2  # day-of-month unrestricted
+_DOM_ONLY: Final = 1  # every day of the week matches
+_DOW_ONLY: Final = 2  # every day of the month matches
 _DOM_OR_DOW: Final = 3  # both restricted: Vixie's OR
+_DOM_AND_DOW: Final = 4  # one written with a leading ``*`` (``*/2``) yet not every day: AND
 
 
 class CronSchedule:
@@ -171,12 +172,15 @@ class CronSchedule:
         self.fixed_hour = not f.hour_wild  # the times a DST warning is about (D223)
         self._fold_both = dst.fold == "both" or (dst.fold == "auto" and f.hour_wild)
         self._gap_skip = dst.gap == "skip"
-        if f.dom_star:
-            self._day_mode = _ANY_DAY if f.dow_star else _DOW_ONLY
+        all_days, all_weekdays = len(f.days) == 31, len(f.weekdays) == 7
+        if not (f.dom_star or f.dow_star):
+            self._day_mode = _DOM_OR_DOW
+        elif all_days:
+            self._day_mode = _ANY_DAY if all_weekdays else _DOW_ONLY
         else:
-            self._day_mode = _DOM_ONLY if f.dow_star else _DOM_OR_DOW
+            self._day_mode = _DOM_ONLY if all_weekdays else _DOM_AND_DOW
         # Only day-of-month against month lengths can rule out every date (Feb 29 exists).
-        self._possible = self._day_mode != _DOM_ONLY or any(
+        self._possible = self._day_mode not in (_DOM_ONLY, _DOM_AND_DOW) or any(
             d <= _MAX_DAYS[m] for m in f.months for d in f.days
         )
 
@@ -203,6 +207,12 @@ class CronSchedule:
         if d > dim:
             return None
         wd = date(y, mo, d).isoweekday() % 7
+        if mode == _DOM_AND_DOW:
+            for day in range(d, dim + 1):
+                if dow_mask[wd] and dom_mask[day]:
+                    return day
+                wd = 0 if wd == 6 else wd + 1
+            return None
         for day in range(d, dim + 1):
             if dow_mask[wd] or (mode == _DOM_OR_DOW and dom_mask[day]):
                 return day

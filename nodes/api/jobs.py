@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cluster.cron import next_times, parse_schedule
+from cluster.cron import next_times
 from cluster.election import current_leader
 from cluster.errors import InvalidInput, Unavailable
 from cluster.ids import id_floor, is_id
@@ -240,9 +240,7 @@ class Api:
         for spec in job.schedules if job.enabled else []:
             if not spec.enabled:
                 continue
-            sched = parse_schedule(
-                cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
-            )
+            sched = spec.parse(f"{project}/{name}")
             # a tick already planned (runs are written ahead of their tick, D120) is not next
             last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
             after = max(now, datetime.fromisoformat(last)) if last else now

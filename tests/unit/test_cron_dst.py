@@ -1,0 +1,170 @@
+"""DST policy of cron schedules (D220): ``gap: shift|skip`` and ``fold: auto|first|both`` at the
+transitions of several zones, with plain values (expected instants in UTC).
+
+2026 transitions used here (UTC instant: wall clock before -> after):
+- America/New_York: Mar 8 07:00 (02:00 -> 03:00), Nov 1 06:00 (02:00 -> 01:00)
+- Europe/Berlin: Mar 29 01:00 (02:00 -> 03:00), Oct 25 01:00 (03:00 -> 02:00)
+- Australia/Lord_Howe (30-minute shift): Apr 4 15:00 (Apr 5 02:00 -> 01:30), Oct 3 15:30
+  (Oct 4 02:00 -> 02:30)
+- Australia/Sydney (southern hemisphere): Apr 4 16:00 (Apr 5 03:00 -> 02:00), Oct 3 16:00
+  (Oct 4 02:00 -> 03:00)
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cluster.cron import DstPolicy, next_times, parse_schedule, ticks_between
+from cluster.errors import InvalidSchedule
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M")
+
+
+NY, BERLIN, LORD_HOWE, SYDNEY = (
+    "America/New_York",
+    "Europe/Berlin",
+    "Australia/Lord_Howe",
+    "Australia/Sydney",
+)
+
+CASES = [
+    # ---- New York, fall back: 01:00-01:59 twice
+    (NY, "30 1 * * *", "shift", "auto", utc(2026, 10, 31, 12),
+     ["2026-11-01T05:30", "2026-11-02T06:30"]),
+    (NY, "30 1 * * *", "shift", "first", utc(2026, 10, 31, 12),
+     ["2026-11-01T05:30", "2026-11-02T06:30"]),
+    (NY, "30 1 * * *", "shift", "both", utc(2026, 10, 31, 12),
+     ["2026-11-01T05:30", "2026-11-01T06:30", "2026-11-02T06:30"]),
+    (NY, "*/30 * * * *", "shift", "auto", utc(2026, 11, 1, 4, 50),
+     ["2026-11-01T05:00", "2026-11-01T05:30", "2026-11-01T06:00", "2026-11-01T06:30",
+      "2026-11-01T07:00"]),
+    (NY, "*/30 * * * *", "shift", "first", utc(2026, 11, 1, 4, 50),  # the 2nd pass is silent
+     ["2026-11-01T05:00", "2026-11-01T05:30", "2026-11-01T07:00", "2026-11-01T07:30"]),
+    (NY, "*/30 * * * *", "shift", "both", utc(2026, 11, 1, 4, 50),
+     ["2026-11-01T05:00", "2026-11-01T05:30", "2026-11-01T06:00", "2026-11-01T06:30",
+      "2026-11-01T07:00"]),
+    # ---- New York, spring forward: 02:00-02:59 missing
+    (NY, "30 2 * * *", "shift", "auto", utc(2026, 3, 7, 12),
+     ["2026-03-08T07:00", "2026-03-09T06:30"]),
+    (NY, "30 2 * * *", "skip", "auto", utc(2026, 3, 7, 12),
+     ["2026-03-09T06:30", "2026-03-10T06:30"]),
+    (NY, "15/30 * * * *", "shift", "auto", utc(2026, 3, 8, 6, 40),  # 02:15, 02:45 -> one 03:00
+     ["2026-03-08T06:45", "2026-03-08T07:00", "2026-03-08T07:15", "2026-03-08T07:45"]),
+    (NY, "15/30 * * * *", "skip", "auto", utc(2026, 3, 8, 6, 40),
+     ["2026-03-08T06:45", "2026-03-08T07:15", "2026-03-08T07:45"]),
+    (NY, "0 3 * * *", "skip", "auto", utc(2026, 3, 8, 6),  # 03:00 exists: not skipped
+     ["2026-03-08T07:00", "2026-03-09T07:00"]),
+    # ---- Berlin
+    (BERLIN, "30 2 * * *", "shift", "auto", utc(2026, 3, 28, 12),
+     ["2026-03-29T01:00", "2026-03-30T00:30"]),
+    (BERLIN, "30 2 * * *", "skip", "both", utc(2026, 3, 28, 12),
+     ["2026-03-30T00:30", "2026-03-31T00:30"]),
+    (BERLIN, "30 2 * * *", "shift", "first", utc(2026, 10, 24, 12),
+     ["2026-10-25T00:30", "2026-10-26T01:30"]),
+    (BERLIN, "30 2 * * *", "skip", "both", utc(2026, 10, 24, 12),
+     ["2026-10-25T00:30", "2026-10-25T01:30", "2026-10-26T01:30"]),
+    (BERLIN, "0 * * * *", "shift", "first", utc(2026, 10, 24, 23, 30),  # hourly, one pass
+     ["2026-10-25T00:00", "2026-10-25T02:00", "2026-10-25T03:00"]),
+    # ---- Lord Howe: 30-minute transitions
+    (LORD_HOWE, "45 1 * * *", "shift", "auto", utc(2026, 4, 4, 12),  # 01:30-01:59 twice
+     ["2026-04-04T14:45", "2026-04-05T15:15"]),
+    (LORD_HOWE, "45 1 * * *", "shift", "both", utc(2026, 4, 4, 12),
+     ["2026-04-04T14:45", "2026-04-04T15:15", "2026-04-05T15:15"]),
+    (LORD_HOWE, "15 1 * * *", "shift", "both", utc(2026, 4, 4, 12),  # 01:15 is not repeated
+     ["2026-04-04T14:15", "2026-04-05T14:45"]),
+    (LORD_HOWE, "*/20 * * * *", "shift", "first", utc(2026, 4, 4, 14, 30),
+     ["2026-04-04T14:40", "2026-04-04T15:30", "2026-04-04T15:50", "2026-04-04T16:10"]),
+    (LORD_HOWE, "*/20 * * * *", "shift", "both", utc(2026, 4, 4, 14, 30),  # 01:40 twice
+     ["2026-04-04T14:40", "2026-04-04T15:10", "2026-04-04T15:30", "2026-04-04T15:50"]),
+    (LORD_HOWE, "15 2 * * *", "shift", "auto", utc(2026, 10, 3, 12),  # 02:00-02:29 missing
+     ["2026-10-03T15:30", "2026-10-04T15:15"]),
+    (LORD_HOWE, "15 2 * * *", "skip", "auto", utc(2026, 10, 3, 12),
+     ["2026-10-04T15:15", "2026-10-05T15:15"]),
+    (LORD_HOWE, "45 2 * * *", "skip", "auto", utc(2026, 10, 3, 12),  # after the gap: kept
+     ["2026-10-03T15:45", "2026-10-04T15:45"]),
+    # ---- Sydney: fall back in April, spring forward in October
+    (SYDNEY, "30 2 * * *", "shift", "auto", utc(2026, 4, 4, 12),
+     ["2026-04-04T15:30", "2026-04-05T16:30"]),
+    (SYDNEY, "30 2 * * *", "shift", "both", utc(2026, 4, 4, 12),
+     ["2026-04-04T15:30", "2026-04-04T16:30", "2026-04-05T16:30"]),
+    (SYDNEY, "30 2 * * *", "shift", "auto", utc(2026, 10, 3, 12),
+     ["2026-10-03T16:00", "2026-10-04T15:30"]),
+    (SYDNEY, "30 2 * * *", "skip", "auto", utc(2026, 10, 3, 12),
+     ["2026-10-04T15:30", "2026-10-05T15:30"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tz", "cron", "gap", "fold", "after", "expected"), CASES)
+def test_policy(tz: str, cron: str, gap: str, fold: str, after: datetime, expected: list[str]):
+    sched = parse_schedule(cron=cron, timezone=tz, dst=DstPolicy.of(gap, fold))
+    assert [iso(t) for t in next_times(sched, after, len(expected))] == expected
+
+
+@pytest.mark.parametrize(("tz", "cron", "gap", "fold", "after", "expected"), CASES)
+def test_policy_from_every_intermediate_instant(
+    tz: str, cron: str, gap: str, fold: str, after: datetime, expected: list[str]
+) -> None:
+    """From anywhere between two fire times (also inside a repeated range) comes the next one."""
+    sched = parse_schedule(cron=cron, timezone=tz, dst=DstPolicy.of(gap, fold))
+    times = [after] + [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in expected]
+    for prev, nxt in itertools.pairwise(times):
+        probe = prev
+        while probe < nxt:
+            assert sched.next_after(probe) == nxt, probe
+            probe += timedelta(minutes=3)
+
+
+def test_defaults_are_the_old_rules() -> None:
+    for tz, cron, gap, fold, after, _ in CASES:
+        if (gap, fold) == ("shift", "auto"):
+            old = parse_schedule(cron=cron, timezone=tz)
+            new = parse_schedule(cron=cron, timezone=tz, dst=DstPolicy())
+            assert next_times(old, after, 6) == next_times(new, after, 6)
+
+
+def test_fold_both_ticks_are_distinct_instants() -> None:
+    """Two fire times at one wall clock are two instants, so two tick keys (slot identity)."""
+    daily = parse_schedule(cron="30 1 * * *", timezone=NY, dst=DstPolicy.of(fold="both"))
+    day = utc(2026, 11, 1, 4)  # local midnight
+    ticks = ticks_between(daily, day, day + timedelta(hours=25), 100)
+    assert [iso(t) for t in ticks] == ["2026-11-01T05:30", "2026-11-01T06:30"]
+    assert len({int(t.timestamp() * 1000) for t in ticks}) == 2
+
+
+def test_a_whole_year_counts() -> None:
+    """A daily job over 2026 in New York: 365 fire times, +1 with fold both, -1 with gap skip."""
+    start, end = utc(2026, 1, 1, 5), utc(2027, 1, 1, 5)
+    for cron in ("30 1 * * *", "30 2 * * *"):
+        counts = {}
+        for gap, fold in itertools.product(("shift", "skip"), ("auto", "first", "both")):
+            sched = parse_schedule(cron=cron, timezone=NY, dst=DstPolicy.of(gap, fold))
+            counts[gap, fold] = len(ticks_between(sched, start, end, 1000))
+        if cron == "30 1 * * *":  # in the fold, never in the gap
+            assert counts == {
+                ("shift", "auto"): 365, ("shift", "first"): 365, ("shift", "both"): 366,
+                ("skip", "auto"): 365, ("skip", "first"): 365, ("skip", "both"): 366,
+            }  # fmt: skip
+        else:  # in the gap, never in the fold (02:00 EST follows the repeated hour)
+            assert counts == {
+                ("shift", "auto"): 365, ("shift", "first"): 365, ("shift", "both"): 365,
+                ("skip", "auto"): 364, ("skip", "first"): 364, ("skip", "both"): 364,
+            }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("gap", "fold", "field"), [("jump", None, "dst.gap"), (None, "second", "dst.fold")]
+)
+def test_policy_values_are_checked(gap: str | None, fold: str | None, field: str) -> None:
+    with pytest.raises(InvalidSchedule) as info:
+        DstPolicy.of(gap, fold)
+    assert info.value.field == field
+    assert field in info.value.message
