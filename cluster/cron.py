@@ -61,6 +61,7 @@ expression (``0 0 30 2 *``) parses but never fires: ``next_after`` returns None 
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_left
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, Protocol
@@ -157,7 +158,6 @@ class CronSchedule:
         self, expression: str, tz: ZoneInfo, hash_key: str = "", dst: DstPolicy = DEFAULT_DST
     ) -> None:
         self.expression = expression
-        self.dst = dst
         self._tz = tz
         self._utc = tz.key in UTC_KEYS
         f = parse_fields(expression, hash_key)
@@ -170,8 +170,7 @@ class CronSchedule:
         self._month_mask = _mask(f.months, 13)
         self._dow_mask = _mask(f.weekdays, 7)
         self.fixed_hour = not f.hour_wild  # the times a DST warning is about (D223)
-        self._fold_both = dst.fold == "both" or (dst.fold == "auto" and f.hour_wild)
-        self._gap_skip = dst.gap == "skip"
+        self._set_dst(dst)
         all_days, all_weekdays = len(f.days) == 31, len(f.weekdays) == 7
         if not (f.dom_star or f.dow_star):
             self._day_mode = _DOM_OR_DOW
@@ -186,6 +185,17 @@ class CronSchedule:
 
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression!r}, {self._tz.key!r})"
+
+    def _set_dst(self, dst: DstPolicy) -> None:
+        self.dst = dst
+        self._fold_both = dst.fold == "both" or (dst.fold == "auto" and not self.fixed_hour)
+        self._gap_skip = dst.gap == "skip"
+
+    def with_dst(self, dst: DstPolicy) -> CronSchedule:
+        """The same expression under another DST policy."""
+        twin = copy.copy(self)
+        twin._set_dst(dst)
+        return twin
 
     @property
     def tz(self) -> ZoneInfo:

@@ -168,3 +168,80 @@ def test_policy_values_are_checked(gap: str | None, fold: str | None, field: str
         DstPolicy.of(gap, fold)
     assert info.value.field == field
     assert field in info.value.message
+
+
+# --------------------------------------------------------------------------- flags and warnings
+
+from cluster.cron_dst import fire_flags, transition_warnings  # noqa: E402
+
+
+def flagged(tz: str, cron: str, gap: str, fold: str, after: datetime, n: int) -> list[str]:
+    sched = parse_schedule(cron=cron, timezone=tz, dst=DstPolicy.of(gap, fold))
+    times = next_times(sched, after, n)
+    return [f"{iso(t)} {f}" for t, f in zip(times, fire_flags(sched, after, times), strict=True)]
+
+
+def test_flags_in_a_fold() -> None:
+    assert flagged(NY, "30 1 * * *", "shift", "both", utc(2026, 10, 31, 12), 3) == [
+        "2026-11-01T05:30 fold_first",
+        "2026-11-01T06:30 fold_second",
+        "2026-11-02T06:30 None",
+    ]
+    assert flagged(LORD_HOWE, "45 1 * * *", "shift", "auto", utc(2026, 4, 4, 12), 2) == [
+        "2026-04-04T14:45 fold_first",
+        "2026-04-05T15:15 None",
+    ]
+
+
+def test_flags_at_a_gap() -> None:
+    assert flagged(BERLIN, "30 2 * * *", "shift", "auto", utc(2026, 3, 28, 12), 2) == [
+        "2026-03-29T01:00 gap_shifted",
+        "2026-03-30T00:30 None",
+    ]
+    assert flagged(BERLIN, "30 2 * * *", "skip", "auto", utc(2026, 3, 28, 12), 2) == [
+        "2026-03-30T00:30 gap_skipped",
+        "2026-03-31T00:30 None",
+    ]
+    # a real 03:00 at the instant of the transition is not shifted
+    assert flagged(BERLIN, "0 3 * * *", "shift", "auto", utc(2026, 3, 28, 12), 1) == [
+        "2026-03-29T01:00 None"
+    ]
+    assert flagged(SYDNEY, "*/30 * * * *", "shift", "auto", utc(2026, 10, 3, 15, 20), 3) == [
+        "2026-10-03T15:30 None",  # 01:30 AEST
+        "2026-10-03T16:00 gap_shifted",  # 02:00 and 02:30 -> 03:00 AEDT
+        "2026-10-03T16:30 None",
+    ]
+    assert flagged("UTC", "30 2 * * *", "skip", "both", utc(2026, 3, 28, 12), 1) == [
+        "2026-03-29T02:30 None"
+    ]
+
+
+def test_warnings_for_fixed_times_in_a_transition() -> None:
+    now = utc(2026, 1, 1)
+    scheds = [
+        ("schedules.0", parse_schedule(cron="30 2 * * *", timezone=NY)),  # gap (Mar 8)
+        ("schedules.1", parse_schedule(cron="30 1 * * SUN", timezone=NY)),  # fold (Nov 1)
+        ("schedules.2", parse_schedule(cron="*/15 * * * *", timezone=NY)),  # wildcard hour
+        ("schedules.3", parse_schedule(cron="0 12 * * *", timezone=NY)),  # never touched
+        ("schedules.4", parse_schedule(cron="30 2 * * *", timezone="UTC")),
+        ("schedules.5", parse_schedule(cron="@every 1h")),
+        (
+            "schedules.6",
+            parse_schedule(cron="45 1 * * *", timezone=LORD_HOWE, dst=DstPolicy.of("skip", "both")),
+        ),
+    ]
+    warnings = transition_warnings(scheds, now)
+    assert [(w["field"], w["code"], w["at"]) for w in warnings] == [
+        ("schedules.0", "dst_gap", "2026-03-08T02:30:00"),
+        ("schedules.1", "dst_fold", "2026-11-01T01:30:00"),
+        ("schedules.6", "dst_fold", "2026-04-05T01:45:00"),
+    ]
+    assert warnings[0]["message"] == (
+        "02:30 does not exist on 2026-03-08 in America/New_York (clocks go forward from 02:00 "
+        "to 03:00): it runs at 03:00 instead (dst.gap: shift)"
+    )
+    assert "runs once, at the first 01:30 (dst.fold: auto)" in warnings[1]["message"]
+    assert "runs twice (dst.fold: both)" in warnings[2]["message"]
+    # a year ahead only: from 2026-03-20 the spring gap of 2026 is gone, 2027's is in
+    later = transition_warnings(scheds[:1], utc(2026, 3, 20))
+    assert [w["at"] for w in later] == ["2027-03-14T02:30:00"]
