@@ -28,6 +28,7 @@ from cluster.store import Store
 from nodes import metrics, webhooks
 from nodes.api import limits as api_limits
 from nodes.api import placement as api_placement
+from nodes.api.cron import with_dst_warnings
 from nodes.api.http import (
     NAME_RE,
     body_json,
@@ -183,7 +184,7 @@ class Api:
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, _ = await self.store().put_job(project, spec, create_only=True)
-        return ok(dump(job), 201)
+        return ok(self._saved(job), 201)
 
     @documented(body=JobSpec, answer=Job, also=("201",))
     async def put_job(self, request: web.Request) -> web.Response:
@@ -193,7 +194,11 @@ class Api:
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, created = await self.store().put_job(project, spec)
-        return ok(dump(job), 201 if created else 200)
+        return ok(self._saved(job), 201 if created else 200)
+
+    def _saved(self, job: Job) -> dict[str, Any]:
+        hash_key = f"{job.project}/{job.name}"
+        return with_dst_warnings(dump(job), job.schedules, hash_key, self.store().clock())
 
     @documented(body={"type": "object", "description": "Fields of a job to change"}, answer=Job)
     async def patch_job(self, request: web.Request) -> web.Response:
@@ -205,7 +210,7 @@ class Api:
             await self._check_run_as(project, _run_as(patch["run_as"]))
         await webhooks.check_rule_docs(self.node, patch.get("notifications"), "notifications")
         job = await self.store().patch_job(project, request.match_info["job"], patch)
-        return ok(dump(job))
+        return ok(self._saved(job))
 
     @documented(answer=Job)
     async def get_job(self, request: web.Request) -> web.Response:
