@@ -31,8 +31,10 @@ def _instant(raw: str | None, default: datetime) -> datetime:
     """The ``from`` query value: an ISO 8601 instant (with an offset or ``Z``)."""
     if raw is None or not raw.strip():
         return default
+    if len(raw) > MAX_FROM:
+        raise InvalidInput(f"from is longer than {MAX_FROM} characters", field="from")
     try:
-        value = datetime.fromisoformat(raw.strip()[:MAX_FROM])
+        value = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise InvalidInput(
             "from must be an ISO 8601 instant such as 2026-11-01T05:00:00Z", field="from"

@@ -93,10 +93,35 @@ async def test_saving_a_schedule_in_a_transition_warns(cluster):
     assert body["command"] == "true"
     # a workflow's schedules warn the same way
     wf = {
-        "schedules": [{"cron": "30 1 * * *", "timezone": "America/Chicago", "dst": {"fold": "both"}}],
+        "schedules": [
+            {"cron": "30 1 * * *", "timezone": "America/Chicago", "dst": {"fold": "both"}}
+        ],
         "tasks": [{"name": "a", "command": "true"}],
     }
     status, body = await cluster.request("PUT", "/api/v1/projects/default/workflows/wf", json=wf)
     assert status == 201, body
     assert [(w["field"], w["code"]) for w in body["warnings"]] == [("schedules.0", "dst_fold")]
     assert "runs twice (dst.fold: both)" in body["warnings"][0]["message"]
+
+
+async def test_the_cli_prints_the_warnings(cluster, tmp_path):
+    import asyncio
+
+    from tests.conftest import run_cli
+
+    await cluster.start()
+    doc = tmp_path / "jobs" / "early.yaml"
+    doc.parent.mkdir()
+    doc.write_text(
+        "name: early\ncommand: 'true'\n"
+        "schedules:\n  - {cron: '30 2 * * *', timezone: America/New_York, dst: {gap: skip}}\n"
+    )
+    code, out, err = await asyncio.to_thread(run_cli, cluster.url(), "job", "apply", "-f", str(doc))
+    assert code == 0, err
+    assert "job default/early applied" in out
+    assert "warning: job default/early schedules.0: 02:30 does not exist on " in err
+    assert "does not run that day (dst.gap: skip)" in err
+    doc.write_text(doc.read_text().replace("skip", "shift"))
+    code, out, err = await asyncio.to_thread(run_cli, cluster.url(), "apply", "-f", str(doc.parent))
+    assert code == 0, err
+    assert "warning: Job default/early schedules.0: " in err and "runs at 03:00 instead" in err
