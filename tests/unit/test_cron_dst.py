@@ -245,3 +245,70 @@ def test_warnings_for_fixed_times_in_a_transition() -> None:
     # a year ahead only: from 2026-03-20 the spring gap of 2026 is gone, 2027's is in
     later = transition_warnings(scheds[:1], utc(2026, 3, 20))
     assert [w["at"] for w in later] == ["2027-03-14T02:30:00"]
+
+
+# --------------------------------------------------------------------------- brute force
+
+
+def _reference(tz_name: str, cron: str, gap: str, fold: str, start: datetime, hours: int):
+    """The policy by its definition, minute by minute over UTC: a minute fires when its wall time
+    matches and it is not the second pass of a repeated time (unless the fold policy fires both);
+    under ``gap: shift`` the instant where the clocks jump forward also fires when a wall time in
+    the skipped range matches. Independent of the matcher: it only asks ``matches(wall)``."""
+    from zoneinfo import ZoneInfo
+
+    from cluster.cron_syntax import parse_fields
+
+    f = parse_fields(cron)
+    tz = ZoneInfo(tz_name)
+    both = fold == "both" or (fold == "auto" and f.hour_wild)
+
+    def matches(w: datetime) -> bool:
+        dom, dow = w.day in f.days, (w.isoweekday() % 7) in f.weekdays
+        day = (dom and dow) if (f.dom_star or f.dow_star) else (dom or dow)
+        return w.minute in f.minutes and w.hour in f.hours and w.month in f.months and day
+
+    out = []
+    for i in range(hours * 60):
+        u = start + timedelta(minutes=i)
+        local = u.astimezone(tz)
+        wall = local.replace(tzinfo=None, fold=0)
+        ambiguous = (
+            wall.replace(tzinfo=tz).utcoffset() != wall.replace(tzinfo=tz, fold=1).utcoffset()
+        )
+        fire = matches(wall) and (not ambiguous or local.fold == 0 or both)
+        before = (u - timedelta(minutes=1)).astimezone(tz)
+        jump = local.utcoffset() - before.utcoffset()  # type: ignore[operator]
+        if gap == "shift" and jump > timedelta(0):
+            skipped = wall - jump
+            while skipped < wall and not fire:
+                fire = matches(skipped)
+                skipped += timedelta(minutes=1)
+        if fire:
+            out.append(u)
+    return out
+
+
+TRANSITIONS = {  # 2026, UTC
+    NY: (utc(2026, 3, 8, 7), utc(2026, 11, 1, 6)),
+    BERLIN: (utc(2026, 3, 29, 1), utc(2026, 10, 25, 1)),
+    LORD_HOWE: (utc(2026, 4, 4, 15), utc(2026, 10, 3, 15, 30)),
+    SYDNEY: (utc(2026, 4, 4, 16), utc(2026, 10, 3, 16)),
+}
+
+
+@pytest.mark.parametrize("tz", [NY, BERLIN, LORD_HOWE, SYDNEY])
+@pytest.mark.parametrize(
+    "cron",
+    ["30 2 * * *", "45 1 * * *", "15,45 1-2 * * *", "*/7 * * * *", "10 */2 * * *",
+     "0 * * * *", "20 1 * * SUN", "40 2 *,5 * SUN"],
+)  # fmt: skip
+@pytest.mark.parametrize(("gap", "fold"), [("shift", "auto"), ("skip", "first"), ("shift", "both")])
+def test_against_a_brute_force_reference(tz: str, cron: str, gap: str, fold: str) -> None:
+    sched = parse_schedule(cron=cron, timezone=tz, dst=DstPolicy.of(gap, fold))
+    for change in TRANSITIONS[tz]:  # 26 hours around each transition
+        a = change - timedelta(hours=13)
+        got = ticks_between(
+            sched, a - timedelta(seconds=1), a + timedelta(hours=26) - timedelta(minutes=1), 10_000
+        )
+        assert got == _reference(tz, cron, gap, fold, a, 26), a
