@@ -144,7 +144,8 @@ def transitions(tz: ZoneInfo, start: datetime, end: datetime) -> list[Transition
     found: list[Transition] = []
     if tz.key in UTC_KEYS:
         return found
-    lo, off = start, utc_offset_at(tz, start)
+    lo = start.replace(microsecond=0)  # transitions fall on whole seconds
+    off = utc_offset_at(tz, lo)
     while lo < end and len(found) < MAX_TRANSITIONS:
         hi = min(lo + _SCAN_STEP, end)
         new = utc_offset_at(tz, hi)

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster.cron import next_times
+from cluster.cron_dst import fire_flags
 from cluster.election import current_leader
 from cluster.errors import InvalidInput, Unavailable
 from cluster.ids import id_floor, is_id
@@ -249,14 +250,16 @@ class Api:
             # a tick already planned (runs are written ahead of their tick, D120) is not next
             last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
             after = max(now, datetime.fromisoformat(last)) if last else now
+            times = next_times(sched, after, 10)
             upcoming += [
                 {
                     "tick": t.isoformat(),
                     "schedule": spec.fingerprint(),
                     "cron": spec.cron,
                     "timezone": spec.timezone,
+                    "dst": flag,  # next to a DST transition (D223)
                 }
-                for t in next_times(sched, after, 10)
+                for t, flag in zip(times, fire_flags(sched, after, times), strict=True)
             ]
         upcoming.sort(key=lambda t: t["tick"])
         return ok(

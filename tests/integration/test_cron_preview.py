@@ -125,3 +125,32 @@ async def test_the_cli_prints_the_warnings(cluster, tmp_path):
     code, out, err = await asyncio.to_thread(run_cli, cluster.url(), "apply", "-f", str(doc.parent))
     assert code == 0, err
     assert "warning: Job default/early schedules.0: " in err and "runs at 03:00 instead" in err
+
+
+async def test_the_ticks_view_flags_the_next_transition(cluster):
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from cluster.cron_zones import transitions
+
+    await cluster.start()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    gap = next(
+        t
+        for t in transitions(ZoneInfo("America/New_York"), now, now + timedelta(days=366))
+        if t.kind == "gap"
+    )
+    job = {
+        "command": "true",
+        "schedules": [
+            {"cron": f"30 2 {gap.before.day} {gap.before.month} *", "timezone": "America/New_York"}
+        ],
+    }
+    status, body = await cluster.request("PUT", "/api/v1/projects/default/jobs/spring", json=job)
+    assert status == 201, body
+    status, ticks = await cluster.request("GET", "/api/v1/projects/default/jobs/spring/ticks")
+    assert status == 200, ticks
+    first = ticks["next"][0]
+    assert first["dst"] == "gap_shifted", ticks["next"]
+    assert datetime.fromisoformat(first["tick"]) == gap.instant.replace(tzinfo=UTC)
+    assert ticks["next"][1]["dst"] is None  # the same date a year later: an ordinary day
