@@ -103,7 +103,7 @@ def transition_warnings(
             day, hhmm = f"{found:%Y-%m-%d}", f"{found:%H:%M}"
             if tr.kind == "gap":
                 what = (
-                    "does not run that day"
+                    "does not run that day (dst.gap: skip)"
                     if dst.gap == "skip"
                     else f"runs at {tr.after:%H:%M} instead (dst.gap: shift)"
                 )
@@ -111,14 +111,11 @@ def transition_warnings(
                     f"{hhmm} does not exist on {day} in {tz.key} (clocks go forward from "
                     f"{tr.before:%H:%M} to {tr.after:%H:%M}): it {what}"
                 )
-                if dst.gap == "skip":
-                    message += " (dst.gap: skip)"
             else:
-                twice = dst.fold == "both"
                 what = (
                     "runs twice (dst.fold: both)"
-                    if twice
-                    else (f"runs once, at the first {hhmm} (dst.fold: {dst.fold})")
+                    if dst.fold == "both"
+                    else f"runs once, at the first {hhmm} (dst.fold: {dst.fold})"
                 )
                 message = (
                     f"{hhmm} happens twice on {day} in {tz.key} (clocks go back from "

@@ -312,3 +312,47 @@ def test_against_a_brute_force_reference(tz: str, cron: str, gap: str, fold: str
             sched, a - timedelta(seconds=1), a + timedelta(hours=26) - timedelta(minutes=1), 10_000
         )
         assert got == _reference(tz, cron, gap, fold, a, 26), a
+
+
+# --------------------------------------------------------------------------- the job model
+
+
+def test_the_default_policy_keeps_a_schedules_identity() -> None:
+    import hashlib
+
+    from cluster.models import ScheduleSpec
+
+    plain = ScheduleSpec(cron="30 2 * * *", timezone="Europe/Berlin")
+    old = hashlib.sha1(b"30 2 * * *||Europe/Berlin|").hexdigest()[:10]  # before dst existed
+    assert plain.fingerprint() == old
+    explicit = ScheduleSpec.model_validate(
+        {"cron": "30 2 * * *", "timezone": "Europe/Berlin", "dst": {"gap": "shift"}}
+    )
+    assert explicit.fingerprint() == old
+    skip = ScheduleSpec.model_validate(
+        {"cron": "30 2 * * *", "timezone": "Europe/Berlin", "dst": {"gap": "skip"}}
+    )
+    assert skip.fingerprint() != old
+    # the parsed schedule carries the policy
+    assert next_times(skip.parse("p/j"), utc(2026, 3, 28, 12), 1) == [utc(2026, 3, 30, 0, 30)]
+    assert next_times(plain.parse("p/j"), utc(2026, 3, 28, 12), 1) == [utc(2026, 3, 29, 1)]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "field"),
+    [
+        ({"cron": "0 2 * * *", "dst": {"gap": "later"}}, "schedules.0.dst.gap"),
+        ({"cron": "0 2 * * *", "dst": {"fold": "last"}}, "schedules.0.dst.fold"),
+        ({"cron": "0 2 * * *", "dst": {"shift": True}}, "schedules.0.dst.shift"),
+        ({"cron": "0 2 * * *", "dst": "skip"}, "schedules.0.dst"),
+        ({"cron": "@every 1h", "dst": {}}, "schedules.0.dst"),
+        ({"at": "2026-03-29T02:30:00", "dst": {"gap": "skip"}}, "schedules.0.dst"),
+    ],
+)
+def test_bad_policies_name_the_field(schedule: dict[str, object], field: str) -> None:
+    from cluster.errors import InvalidInput
+    from cluster.models import JobSpec, parse_model
+
+    with pytest.raises(InvalidInput) as info:
+        parse_model(JobSpec, {"name": "j", "command": "true", "schedules": [schedule]})
+    assert info.value.field == field, info.value.message
