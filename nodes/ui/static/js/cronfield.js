@@ -11,7 +11,7 @@ const DST_NOTES = {
   fold_second: "clocks went back: the repeated time again",
 };
 
-export function cronPreview(cronInput, tzInput, out) {
+export function cronPreview(cronInput, tzInput, out, dst = null) {
   let timer = null;
   let seq = 0;
   const update = async () => {
@@ -26,6 +26,9 @@ export function cronPreview(cronInput, tzInput, out) {
       return;
     }
     const qs = new URLSearchParams({ expr, timezone: tzInput.value.trim() || "UTC", count: "5" });
+    // the schedule's own DST policy (kept as it is by the form), so the notes match it
+    if (dst?.gap) qs.set("dst_gap", dst.gap);
+    if (dst?.fold) qs.set("dst_fold", dst.fold);
     try {
       const data = await get(`/api/v1/cron/preview?${qs}`);
       if (mine !== seq) return;
