@@ -356,3 +356,31 @@ def test_bad_policies_name_the_field(schedule: dict[str, object], field: str) ->
     with pytest.raises(InvalidInput) as info:
         parse_model(JobSpec, {"name": "j", "command": "true", "schedules": [schedule]})
     assert info.value.field == field, info.value.message
+
+
+def test_job_and_workflow_schedules_are_parsed_with_their_policy() -> None:
+    """A ScheduleSpec is parsed by ``spec.parse(hash_key)``, which applies its ``dst`` policy:
+    a call that rebuilds it by hand (``parse_schedule(cron=spec.cron, ...)``) would silently
+    ignore the policy in whatever it computes (planner, backfill, ticks, simulations, D220)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in [*root.joinpath("cluster").rglob("*.py"), *root.joinpath("nodes").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name != "parse_schedule":
+                continue
+            for kw in node.keywords:
+                value = kw.value
+                if (
+                    kw.arg == "cron"
+                    and isinstance(value, ast.Attribute)
+                    and value.attr == "cron"
+                    and not (isinstance(value.value, ast.Name) and value.value.id == "self")
+                ):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found, f"use spec.parse(hash_key) (it applies the DST policy) at: {found}"
