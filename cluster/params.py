@@ -22,7 +22,7 @@ def declared(defaults: Mapping[str, str], schedules: Iterable[Mapping[str, str]]
     return names
 
 
-def check_given(what: str, names: set[str], given: Mapping[str, str]) -> list[str]:
+def check_given(what: str, names: set[str], given: Mapping[str, str]) -> list[dict[str, str]]:
     """Warnings for a trigger's parameters; raises InvalidInput on an undeclared one when the job
     (or workflow: ``what`` names it, e.g. ``job hello``) declares any (the first, sorted, is named
     in ``field``)."""
@@ -34,7 +34,12 @@ def check_given(what: str, names: set[str], given: Mapping[str, str]) -> list[st
             f"{what} has no parameter {unknown[0]!r}; it declares: {', '.join(sorted(names))}",
             field=f"parameters.{unknown[0]}",
         )
+    # the shape of the warnings a saved job carries (D223): one per name, naming its field
     return [
-        f"{what} declares no parameters; passed anyway (as CRONMESH_PARAM_<NAME>): "
-        f"{', '.join(unknown)}"
+        {
+            "field": f"parameters.{name}",
+            "message": f"{what} declares no parameters; passed anyway as "
+            f"CRONMESH_PARAM_{name.upper()}",
+        }
+        for name in unknown
     ]

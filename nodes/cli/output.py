@@ -29,7 +29,7 @@ def schedules_text(doc: dict[str, Any]) -> str:
     return "; ".join(s.get("cron") or str(s.get("at")) for s in doc["schedules"]) or "-"
 
 
-def warn(answer: Any) -> None:
-    """Print the ``warnings`` an API answer carries (e.g. an undeclared parameter) to stderr."""
-    for line in (answer.get("warnings") or [])[:20] if isinstance(answer, dict) else []:
-        print(f"cronmesh: warning: {line}", file=sys.stderr)
+def warn_saved(doc: Any, label: str) -> None:
+    """The ``warnings`` of a saved job or workflow (DST, D223), on stderr."""
+    for w in (doc.get("warnings") or []) if isinstance(doc, dict) else []:
+        print(f"warning: {label} {w.get('field', '')}: {w.get('message', '')}", file=sys.stderr)

@@ -45,13 +45,16 @@ async def test_undeclared_parameters_refused_when_declared_else_warned(cluster):
     )
     assert status == 201 and run["parameters"] == {"who": "me"}
     assert run["warnings"] == [
-        "job loose declares no parameters; passed anyway (as CRONMESH_PARAM_<NAME>): who"
+        {
+            "field": "parameters.who",
+            "message": "job loose declares no parameters; passed anyway as CRONMESH_PARAM_WHO",
+        }
     ]
     status, plain = await cluster.request("POST", f"{JOBS}/loose/runs", json={})
     assert status == 201 and "warnings" not in plain
     code, out, err = await cli(url, "job", "trigger", "loose", "--param", "who=me")
     assert code == 0 and out.strip().isdigit()
-    assert "cronmesh: warning: job loose declares no parameters" in err
+    assert "warning: job default/loose parameters.who: job loose declares no parameters" in err
 
     # workflows: the same rule (the workflow's, its schedules' and its tasks' parameters)
     wf = {"name": "w", "tasks": [{"name": "a", "command": "true", "parameters": {"region": "eu"}}]}
