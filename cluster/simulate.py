@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cluster.cron import parse_schedule
 from cluster.models import Job
 from cluster.slotrules import SlotRules
 
@@ -70,7 +69,7 @@ def simulate(
         for spec in job.schedules:
             if not spec.enabled:
                 continue
-            sched = parse_schedule(cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=who)
+            sched = spec.parse(who)  # its zone, DST policy and H, as the leader parses it
             fp = spec.fingerprint()
             tick = sched.next_after(max(start, job.active_since - timedelta(seconds=1)))
             while tick is not None and tick <= end:

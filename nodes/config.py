@@ -28,6 +28,7 @@ from cluster.runuids import check_range
 from logstore.s3 import S3Credentials
 from logstore.settings import LogSettings
 from nodes.api.proxy import parse_networks
+from nodes.runtime.datadir import default_data_dir
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -58,10 +59,12 @@ class NodeConfig(BaseModel):
     # the leader writes a tick's run this long before it; workers start it on a local timer
     materialize_ahead: float = Field(default=1.5, ge=0, le=30)
     properties: dict[str, str] = Field(default_factory=dict)
-    data_dir: str = ".cronmesh"
+    data_dir: str = Field(default_factory=default_data_dir)  # never the current folder (D254)
     log_dir: str | None = None
     work_dir: str | None = None
     drain_timeout: float = Field(default=30.0, ge=0)
+    # a node down this long is forgotten (its record and admin state); 0: kept forever (D255)
+    node_retention: float = Field(default=86400.0, ge=0, le=366 * 86400)
     etcd_timeout: float = Field(default=5.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     # A cgroup per run where the machine allows it (auto), or process sessions only (off): D150
@@ -345,6 +348,7 @@ ENV = {
     "CRONMESH_LOG_DIR": "log_dir",
     "CRONMESH_WORK_DIR": "work_dir",
     "CRONMESH_DRAIN_TIMEOUT": "drain_timeout",
+    "CRONMESH_NODE_RETENTION": "node_retention",
     "CRONMESH_LOG_FORMAT": "log_format",
     "CRONMESH_CGROUPS": "cgroups",
     "CRONMESH_ADMIN_USER": "admin_user",

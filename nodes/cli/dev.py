@@ -256,6 +256,9 @@ class DevCluster:
             *("--listen", f"127.0.0.1:{slot.port}", "--node-id", slot.name),
             *("--data-dir", str(self.data), "--etcd-user", ETCD_USER),
             *("--etcd-password-file", str(self.etcd_password_file)),
+            # one log store for all: a killed node's output is served by the others at once,
+            # whole once it restarts (D255)
+            *("--log-store", str(self.data / "logs")),
         ]
 
     def start(self, slot: Slot) -> None:

@@ -51,6 +51,7 @@ from cluster.notify import (
     webhook_body,
 )
 from nodes import metrics, webhooks
+from nodes.leader.noderetention import NodeRetention
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
@@ -432,7 +433,10 @@ class Notifier:
 
 
 async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leadership) -> None:
-    """Run the scheduler loop and the notifier together for one term of leadership."""
+    """Run the scheduler loop, the notifier and the node retention (D255) together for one term
+    of leadership."""
+    forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())
         tg.create_task(Notifier(node, leadership, scheduler).run())
+        tg.create_task(forget.run())

@@ -324,9 +324,9 @@ async def test_group_cli_apply_bind_list_unbind(cluster, tmp_path):
     assert code == 1 and "(field: project)" in err
     code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "group", "get", "web")
     assert code == 0 and '"bindings": []' in out
-    code, out, _ = await asyncio.to_thread(run_cli, url, "node", "disable", "n1")
+    code, out, _ = await asyncio.to_thread(run_cli, url, "nodes", "disable", "n1")
     assert code == 0 and "n1: disabled" in out
-    code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "node", "get", "n1")
+    code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "nodes", "get", "n1")
     assert code == 0 and '"state": "disabled"' in out
 
 
@@ -514,7 +514,7 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
             what="longs started",
         )
         code, out, err = await asyncio.to_thread(
-            run_cli, base, "node", "drain", "node-a", "--reason", "kernel update"
+            run_cli, base, "nodes", "drain", "node-a", "--reason", "kernel update"
         )
         assert code == 0 and "node-a: draining" in out, (out, err)
         drained_at = (await etcd.get(keys.node_state("node-a"))).mod_revision
@@ -535,14 +535,14 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         await wait_for(lambda: _eq(state_of("node-a"), "drained"), 20, what="drained")
         # Still waiting: draining is not an outage, the run is kept.
         assert (await run_of(http, base, pinned))["status"] == "pending"
-        code, out, _ = await asyncio.to_thread(run_cli, base, "node", "list")
+        code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "list")
         row = next(line for line in out.splitlines() if line.startswith("node-a"))
         assert " up " in row and "drained" in row and "0/16" in row, out
-        code, out, _ = await asyncio.to_thread(run_cli, base, "node", "enable", "node-a")
+        code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "enable", "node-a")
         assert code == 0 and "node-a: enabled" in out
         pinned_done = (await finished(http, base, [pinned]))[0]
         # Remote shutdown: node-a acknowledges, stops gracefully and exits 0.
-        code, out, _ = await asyncio.to_thread(run_cli, base, "node", "shutdown", "node-a")
+        code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "shutdown", "node-a")
         assert code == 0, out
         rc = await asyncio.to_thread(a.proc.wait, 30)
         assert rc == 0

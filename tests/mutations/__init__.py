@@ -176,7 +176,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "deferred-run-once",
         "cluster/tickplan.py",
         r"if is_deferred:\n(\s+)deferred_to = None\n\s+source = \"schedule\"",
-        "if is_deferred:\\n\\1source = \"schedule\"",
+        'if is_deferred:\\n\\1source = "schedule"',
         ("tests/unit/test_tickplan_rules.py::test_defer_window_gives_one_run_at_its_end",),
         "a deferred slot gives one run: the deferral is cleared in the run's transaction",
     ),
