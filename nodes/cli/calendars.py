@@ -22,10 +22,17 @@ def add_parsers(sub: Any) -> None:
         p = sub.add_parser(kind, help=f"{what} of a project, or of the cluster with --cluster")
         actions = p.add_subparsers(dest="action", required=True)
         ap = actions.add_parser("apply", help=f"create or replace {plural} from a YAML/JSON file")
-        ap.add_argument("-f", "--file", required=True)
-        actions.add_parser("list")
-        actions.add_parser("get").add_argument("name")
-        actions.add_parser("delete").add_argument("name")
+        ap.add_argument("-f", "--file", required=True, help="the file (- for stdin)")
+        actions.add_parser("list", help=f"the {plural}, by name")
+        actions.add_parser("get", help=f"one {kind}'s document").add_argument(
+            "name", help=f"the {kind}'s name"
+        )
+        delete_help = (
+            "delete it (409 while a job's schedule names it)" if kind == "calendar" else "delete it"
+        )
+        actions.add_parser("delete", help=delete_help).add_argument(
+            "name", help=f"the {kind}'s name"
+        )
         for parser in actions.choices.values():
             parser.add_argument(
                 "--cluster", action="store_true", help="the cluster's, not a project's"
