@@ -151,6 +151,7 @@ def payload(event: str, run: dict[str, Any], delivery: str) -> dict[str, Any]:
         "project": run["project"],
         "job": run["job"],
         "run": {k: run.get(k) for k in keep},
+        "links": dict(run.get("links") or {}),  # UI pages, with a public URL set (D256)
     }
 
 
@@ -177,7 +178,19 @@ def slack_body(event: str, run: dict[str, Any]) -> dict[str, Any]:
     text = f"{icon} {headline(event, run)}"
     if run.get("error"):
         text += f"\n> {run['error']}"
+    for name, url in link_lines(run):
+        text += f"\n<{url}|{name}>"
     return {"text": text}
+
+
+LINK_NAMES = {"run": "Open the run", "execution": "Open the workflow execution"}
+
+
+def link_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, URL) of the UI pages a message about ``run`` points to (D256): the run, and a
+    workflow task's execution; none without a public URL."""
+    links = run.get("links") or {}
+    return [(label, links[name]) for name, label in LINK_NAMES.items() if links.get(name)]
 
 
 def webhook_body(hook: Webhook, event: str, run: dict[str, Any], delivery: str) -> bytes:

@@ -30,6 +30,7 @@ import structlog
 
 from cluster.errors import InvalidInput, LostOwnership, Unavailable
 from cluster.etcd import Compacted, Op
+from cluster.links import run_links
 from cluster.models import Run
 from cluster.netguard import Refused, check_secret_env
 from cluster.notify import (
@@ -45,6 +46,7 @@ from cluster.notify import (
     delivery_id,
     events_for,
     headline,
+    link_lines,
     matching,
     sign,
     wants_previous,
@@ -331,6 +333,7 @@ class Notifier:
         if status == "succeeded" and wants_previous(rules):
             previous = await self._previous_status(project, job, key)
         doc = run.model_dump(mode="json")
+        doc["links"] = run_links(self.node.config.public_url, doc)
         return [
             (rules[i], event, doc, delivery_id(run_id, run.attempt, event, i))
             for event, i in matching(rules, events_for(status, previous))
@@ -422,7 +425,8 @@ class Notifier:
         msg["From"] = self.smtp.sender
         msg["To"] = ", ".join(email.to)
         msg["Subject"] = f"[cronmesh] {run['project']}/{run['job']}: {event}"
-        lines = [headline(event, run), ""]
+        links = [f"{label}: {url}" for label, url in link_lines(run)]  # D256
+        lines = [headline(event, run), "", *links, *([""] if links else [])]
         for k in ("status", "attempt", "node", "scheduled_at", "started_at", "finished_at"):
             lines.append(f"{k}: {run.get(k)}")
         if run.get("error"):

@@ -101,6 +101,12 @@ async function route() {
       return;
     }
   }
+  // a link from a notification names its project (D256): open it there, if this user sees it
+  const linked = query.get("project");
+  if (linked && session.me && linked !== session.project && session.projects.includes(linked)) {
+    session.project = linked;
+    renderHeader();
+  }
   document.getElementById("top").hidden = !session.me || view === "login";
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
@@ -165,7 +171,10 @@ function start() {
   });
   document.getElementById("project-select").addEventListener("change", (e) => {
     session.project = e.target.value;
-    route();
+    const [path, query] = splitHash();
+    if (!query.has("project")) return route();
+    query.delete("project"); // the choice made here wins over the link's project
+    location.hash = query.size ? `${path}?${query}` : path;
   });
   document.getElementById("logout").addEventListener("click", async () => {
     await logout().catch(() => {});
