@@ -123,7 +123,10 @@ async function route() {
     const loading = h("p", { class: "muted loading" }, "Loading…"); // never a blank page
     const page = h("div", { class: `page page-${view}` }, loading);
     fill(main, page);
-    await mod.render(page, ctx);
+    const rendering = mod.render(page, ctx);
+    // a view that drew its frame with a "Loading…" of its own needs no second one above it
+    if (page.querySelectorAll(".loading").length > 1) loading.remove();
+    await rendering;
     loading.remove();
   } catch (err) {
     if (ctx.alive && err.status !== 401) {
