@@ -49,19 +49,33 @@ def _part(value: str) -> str:
 
 
 def run_links(base: str | None, run: dict[str, Any]) -> dict[str, str]:
-    """The UI pages about a run (a run document as JSON): ``run`` always; for a workflow task's
-    run also ``execution`` (opened at the task); for a job's run also ``job``. Empty without a
-    public URL."""
+    """The UI pages about a run (a run document as JSON): ``run``; for a workflow task's run
+    also ``execution`` (opened at the task), for a job's run also ``job``. A message about a
+    slot that has no run (no ``id``) gets the job's (or workflow's, ``@name``) page only.
+    Empty without a public URL."""
     if not base:
         return {}
     project = str(run["project"])
-    links = {"run": _page(base, f"runs/{_part(str(run['id']))}", {"project": project})}
+    links: dict[str, str] = {}
+    if run.get("id"):
+        links["run"] = _page(base, f"runs/{_part(str(run['id']))}", {"project": project})
+    job = str(run.get("job") or "")
     if run.get("execution"):
         query = {"task": str(run.get("task") or ""), "project": project}
         links["execution"] = _page(base, f"executions/{_part(str(run['execution']))}", query)
-    else:
-        links["job"] = job_link(base, project, str(run["job"]))
+    elif job.startswith("@"):  # a workflow's own slot: ``@<workflow>``
+        name = job[1:].split(":", 1)[0]
+        links["workflow"] = _page(base, f"workflows/{_part(name)}", {"project": project})
+    elif job:
+        links["job"] = job_link(base, project, job)
     return links
+
+
+def with_links(base: str | None, run: dict[str, Any]) -> dict[str, Any]:
+    """``run`` with its ``links`` (a copy; as it is when it has them or there is no base)."""
+    if not base or "links" in run:
+        return run
+    return {**run, "links": run_links(base, run)}
 
 
 def job_link(base: str, project: str, job: str) -> str:

@@ -183,14 +183,21 @@ def slack_body(event: str, run: dict[str, Any]) -> dict[str, Any]:
     return {"text": text}
 
 
-LINK_NAMES = {"run": "Open the run", "execution": "Open the workflow execution"}
+LINK_NAMES = {
+    "run": "Open the run",
+    "execution": "Open the workflow execution",
+    "workflow": "Open the workflow",
+}
 
 
 def link_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, URL) of the UI pages a message about ``run`` points to (D256): the run, and a
     workflow task's execution; none without a public URL."""
     links = run.get("links") or {}
-    return [(label, links[name]) for name, label in LINK_NAMES.items() if links.get(name)]
+    out = [(label, links[name]) for name, label in LINK_NAMES.items() if links.get(name)]
+    if not out and links.get("job"):  # a message about a job, not one run (a slot)
+        out.append(("Open the job", links["job"]))
+    return out
 
 
 def webhook_body(hook: Webhook, event: str, run: dict[str, Any], delivery: str) -> bytes:

@@ -30,7 +30,7 @@ import structlog
 
 from cluster.errors import InvalidInput, LostOwnership, Unavailable
 from cluster.etcd import Compacted, Op
-from cluster.links import run_links
+from cluster.links import with_links
 from cluster.models import Run
 from cluster.netguard import Refused, check_secret_env
 from cluster.notify import (
@@ -333,7 +333,6 @@ class Notifier:
         if status == "succeeded" and wants_previous(rules):
             previous = await self._previous_status(project, job, key)
         doc = run.model_dump(mode="json")
-        doc["links"] = run_links(self.node.config.public_url, doc)
         return [
             (rules[i], event, doc, delivery_id(run_id, run.attempt, event, i))
             for event, i in matching(rules, events_for(status, previous))
@@ -342,6 +341,7 @@ class Notifier:
     async def _deliver(
         self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
     ) -> None:
+        run = with_links(self.node.config.public_url, run)  # to the UI, for any event (D256)
         async with self._slots:
             hook, mail = rule.webhook, rule.email
             if hook is not None:

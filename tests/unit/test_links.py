@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cluster.errors import InvalidInput
-from cluster.links import check_public_url, run_links
+from cluster.links import check_public_url, run_links, with_links
 from cluster.notify import Webhook, link_lines, payload, slack_body, webhook_body
 from nodes.config import load_config
 
@@ -97,3 +97,16 @@ def test_messages_carry_the_links():
     assert "<" not in slack_body("failure", RUN)["text"]
     raw = json.loads(webhook_body(Webhook(url="https://h.example/x"), "failure", run, "d1"))
     assert raw["links"]["run"] == f"{BASE}/ui/#/runs/0388def?project=ops"
+
+
+def test_messages_about_a_slot_without_a_run_link_to_the_job_or_workflow():
+    slot = {"project": "ops", "job": "nightly", "slot": {"tick": "2026-12-07T09:00:00Z"}}
+    doc = with_links(BASE, slot)
+    assert doc["links"] == {"job": f"{BASE}/ui/#/jobs/nightly?project=ops"}
+    assert link_lines(doc) == [("Open the job", f"{BASE}/ui/#/jobs/nightly?project=ops")]
+    assert "links" not in slot  # a copy
+    wf = with_links(BASE, {"project": "ops", "job": "@etl", "slot": {}})
+    assert wf["links"] == {"workflow": f"{BASE}/ui/#/workflows/etl?project=ops"}
+    assert with_links(None, slot) is slot
+    kept = {**RUN, "links": {"run": "x"}}
+    assert with_links(BASE, kept) is kept
