@@ -48,8 +48,8 @@ from cluster.notify import (
     headline,
     link_lines,
     matching,
+    needs_previous,
     sign,
-    wants_previous,
     webhook_body,
 )
 from nodes import metrics, webhooks
@@ -330,12 +330,12 @@ class Notifier:
         if not rules:
             return []
         previous = None
-        if status == "succeeded" and wants_previous(rules):
+        if needs_previous(rules, status):
             previous = await self._previous_status(project, job, key)
         doc = run.model_dump(mode="json")
         return [
             (rules[i], event, doc, delivery_id(run_id, run.attempt, event, i))
-            for event, i in matching(rules, events_for(status, previous))
+            for event, i in matching(rules, events_for(status, previous), previous)
         ]
 
     async def _deliver(
