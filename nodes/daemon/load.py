@@ -169,18 +169,18 @@ async def publish(
     written = 0.0
     first = True
     while True:
-        cur = await asyncio.to_thread(sample, layout)
-        doc = load_doc(prev, cur, clock())
-        prev = cur
-        if worth_writing(last, doc, cur.mono - written):
-            body = json.dumps(doc, separators=(",", ":"))
-            assert len(body) <= MAX_DOC_BYTES, body
-            try:
+        try:
+            cur = await asyncio.to_thread(sample, layout)
+            doc = load_doc(prev, cur, clock())
+            prev = cur
+            if worth_writing(last, doc, cur.mono - written):
+                body = json.dumps(doc, separators=(",", ":"))
+                if len(body) > MAX_DOC_BYTES:  # cannot happen with numbers; never write more
+                    raise ValueError(f"load record of {len(body)} bytes")
                 await etcd.put(key, body, lease=session.lease_id)
-            except Exception as exc:  # etcd unreachable mostly: the next sample tries again
-                log.info("node load not published; retrying", error=str(exc))
-            else:
                 last, written = doc, cur.mono
+        except Exception as exc:  # etcd unreachable mostly: the next sample tries again
+            log.info("node load not published; retrying", error=str(exc) or repr(exc))
         # the second sample soon: rates need two, and a new node should not show "—" for long
         await asyncio.sleep(min(1.0, every) if first else every)
         first = False
