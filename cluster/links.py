@@ -9,7 +9,9 @@ it opens in the right project whatever the reader last selected. Pure: no I/O.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 MAX_PUBLIC_URL = 512
 
@@ -38,6 +40,14 @@ def check_public_url(value: str) -> str:
     if parts.query or parts.fragment or "?" in value or "#" in value:
         raise ValueError("public_url must not have a query or a fragment")
     return value.rstrip("/")
+
+
+def _checked(value: str | None) -> str | None:
+    return check_public_url(value) if value else None
+
+
+# The setting's type (``NodeConfig.public_url``): checked as it is read, naming the field.
+PublicUrl = Annotated[str | None, AfterValidator(_checked)]
 
 
 def _page(base: str, fragment: str, query: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cluster.errors import InvalidInput
 from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
-from cluster.links import check_public_url
+from cluster.links import PublicUrl
 from cluster.models import USER_NAME_PATTERN, parse_model
 from cluster.quotas import (
     DEFAULT_BYTES,
@@ -99,7 +99,7 @@ class NodeConfig(BaseModel):
     smtp_url: str | None = Field(default=None, repr=False)
     smtp_url_file: str | None = None
     # how people reach the web UI (https://cron.example.com): links in notifications (D256)
-    public_url: str | None = None
+    public_url: PublicUrl = None
     # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default the local
     # log_dir), S3 endpoint/region (else the AWS_* variables), spool folder and caps.
     log_store: str | None = None
@@ -241,11 +241,6 @@ class NodeConfig(BaseModel):
         if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[^\s]*)?", value):
             raise ValueError("must look like s3://bucket/prefix, file:///path or /path")
         return value
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        return check_public_url(value) if value else None
 
     @field_validator("listen", "advertise")
     @classmethod
