@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.errors import InvalidInput, Unauthenticated
-from cluster.models import NAME_PATTERN, PARAM_PATTERN
+from cluster.models import NAME_PATTERN, PARAM_PATTERN, SubFieldError
 
 SIGNATURE_HEADER = "X-Cronmesh-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -139,18 +139,16 @@ class HookRecord(_Strict):
 
 
 def check_mapping(param: str, path: str) -> None:
-    """One entry of a hook's ``parameters``; ``InvalidInput`` naming ``parameters.<param>``."""
+    """One entry of a hook's ``parameters``; the error names ``parameters.<param>``."""
     if not isinstance(param, str) or not PARAM_PATTERN.match(param):
-        raise InvalidInput(
-            f"parameters: {param!r} is not a parameter name ([A-Za-z_][A-Za-z0-9_]*, max 64)",
-            field="parameters",
+        raise SubFieldError(
+            f"{param!r} is not a parameter name ([A-Za-z_][A-Za-z0-9_]*, max 64)", str(param)[:64]
         )
     if not isinstance(path, str) or len(path) > 512 or not PATH_RE.fullmatch(path):
-        raise InvalidInput(
-            f"parameters.{param}: {path!r} is not a dotted path into the payload (segments "
-            f"of [A-Za-z0-9_-], at most {MAX_PATH_SEGMENTS}, e.g. 'repository.name' or "
-            "'commits.0.id')",
-            field=f"parameters.{param}",
+        raise SubFieldError(
+            f"{path!r} is not a dotted path into the payload (segments of [A-Za-z0-9_-], at "
+            f"most {MAX_PATH_SEGMENTS}, e.g. 'repository.name' or 'commits.0.id')",
+            param,
         )
 
 

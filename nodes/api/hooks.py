@@ -212,7 +212,8 @@ class HookApi:
                 )
         sig_header = request.headers.get(SIGNATURE_HEADER)
         auth_header = request.headers.get("Authorization", "")
-        timestamp, sigs, token = 0, [], None
+        timestamp, token = 0, None
+        sigs: list[str] = []
         if sig_header is not None:
             timestamp, sigs = parse_signature(sig_header)
             check_fresh(timestamp, self.clock())

@@ -13,7 +13,7 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
-from nodes.cli import etcd_auth, gitops, inspect, notify, secrets, workflows
+from nodes.cli import etcd_auth, gitops, hooks, inspect, notify, secrets, workflows
 from nodes.cli import groups as cli_placement
 from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_parser(sub)
     notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
+    hooks.add_parsers(sub)
     return p
 
 
@@ -154,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         args.output = "yaml"
     if args.command == "run" and args.action == "get" and args.output == "table":
         args.output = "yaml"
-    if args.command in ("workflow", "secret") and args.action == "get" and args.output == "table":
+    if (
+        args.command in ("workflow", "secret", "hook")
+        and args.action == "get"
+        and args.output == "table"
+    ):
         args.output = "yaml"
     try:
         return int(args.func(args) or 0)
