@@ -55,7 +55,7 @@ from cluster.limits import Buckets
 from cluster.models import TriggerRequest, parse_model
 from nodes.api import limits as api_limits
 from nodes.api.access import ACCESS, PRINCIPAL, UnsupportedMediaType, client_address
-from nodes.api.http import body_json, int_query, named_body, ok, project_of, require_store
+from nodes.api.http import body_json, named_body, ok, page_query, project_of, require_store
 from nodes.api.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
@@ -102,10 +102,7 @@ class HookApi:
     async def list_hooks(self, request: web.Request) -> web.Response:
         """A project's hooks, paged by name (never their secrets)"""
         project = project_of(request)
-        limit = int_query(request, "limit", 100, 1, 1000)
-        after = request.query.get("after") or None
-        if after is not None and not valid_name(after):
-            raise InvalidInput("after must be a hook name", field="after")
+        after, limit = page_query(request)
         items, nxt = await self.hooks().list_page(project, limit=limit, after=after)
         return ok({"hooks": [h.public() for h in items], "next": nxt})
 

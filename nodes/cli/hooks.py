@@ -43,7 +43,7 @@ def add_parsers(sub: Any) -> None:
         help="read the secret from stdin (else: kept, or generated for a new hook)",
     )
     ls = actions.add_parser("list", help="the project's hooks (never their secrets)")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=int)
     ls.add_argument("--after", help="the last name of the previous page")
     actions.add_parser("get", help="one hook (never its secret)").add_argument("name")
     actions.add_parser("delete", help="delete a hook").add_argument("name")
@@ -84,8 +84,10 @@ def cmd_hook(args: argparse.Namespace) -> int:
         if hook.get("secret"):
             print(f"secret (shown once): {hook['secret']}")
     elif args.action == "list":
-        if args.after or args.limit != 100:
-            query = urllib.parse.urlencode({"limit": args.limit, "after": args.after or ""})
+        if args.after or args.limit:
+            query = urllib.parse.urlencode(
+                {k: v for k, v in (("limit", args.limit), ("after", args.after)) if v}
+            )
             hooks = call(args, "GET", f"{base}?{query}")["hooks"]
         else:
             hooks = call_all(args, base, "hooks")
