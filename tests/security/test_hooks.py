@@ -12,7 +12,7 @@ import aiohttp
 
 from cluster.hooks import sign
 from cluster.secretbox import new_key
-from tests.conftest import api_headers
+from tests.conftest import api_headers, wait_for
 
 SECRET_A = "secret-of-project-a-0123456789"
 SECRET_B = "secret-of-project-b-9876543210"
@@ -170,3 +170,48 @@ async def test_refused_deliveries_are_audited_merged(cluster, tmp_path):
     assert len(refused) == 1 and refused[0]["count"] == 50, refused
     assert refused[0]["path"] == "/api/v1/hooks/a/h" and refused[0]["status"] == 401
     assert "guess" not in json.dumps(refused)  # the credential is never written down
+
+
+async def test_copies_racing_on_two_node_processes_start_one_run(procs, tmp_path):
+    """The same keyed delivery sent 20 times at once, split across two `cronmesh node`
+    processes: one run, and every answer names it (D270)."""
+    import asyncio
+
+    key = tmp_path / "secrets.key"
+    key.write_text(new_key() + "\n")
+    key.chmod(0o600)
+    nodes = [procs.start(n, "--secrets-key-file", str(key)) for n in ("n1", "n2")]
+    async with aiohttp.ClientSession(headers=api_headers()) as http:
+
+        async def ready(url: str) -> bool:
+            async with http.get(f"{url}/readyz") as r:
+                return r.status == 200
+
+        for node in nodes:
+            await wait_for(lambda node=node: ready(node.url), 30, what=f"{node.node_id} ready")
+        base = f"{nodes[0].url}/api/v1/projects/a"
+        async with http.post(f"{base}/jobs", json={"name": "j", "command": "true"}) as r:
+            assert r.status == 201, await r.text()
+        hook = {"target": {"job": "j"}, "secret": SECRET_A, "burst": 100}
+        async with http.put(f"{base}/hooks/h", json=hook) as r:
+            assert r.status == 201, await r.text()
+    raw = b'{"event": "push"}'
+    headers = {
+        **signed(SECRET_A, raw),
+        "Content-Type": "application/json",
+        "Idempotency-Key": "race-1",
+    }
+    async with aiohttp.ClientSession() as anon:
+
+        async def send(i: int) -> tuple[int, dict]:
+            url = f"{nodes[i % 2].url}/api/v1/hooks/a/h"
+            async with anon.post(url, data=raw, headers=headers) as r:
+                return r.status, await r.json()
+
+        answers = await asyncio.gather(*(send(i) for i in range(20)))
+    assert {status for status, _ in answers} == {202}, answers
+    assert len({body["run"] for _, body in answers}) == 1, answers
+    assert sum(not body["replayed"] for _, body in answers) == 1
+    async with aiohttp.ClientSession(headers=api_headers()) as http:
+        async with http.get(f"{nodes[1].url}/api/v1/projects/a/runs?job=j") as r:
+            assert len((await r.json())["runs"]) == 1
