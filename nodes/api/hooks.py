@@ -53,6 +53,7 @@ from cluster.hooks import (
 )
 from cluster.limits import Buckets
 from cluster.models import TriggerRequest, parse_model
+from nodes import metrics
 from nodes.api import limits as api_limits
 from nodes.api.access import ACCESS, PRINCIPAL, UnsupportedMediaType, client_address
 from nodes.api.http import body_json, named_body, ok, page_query, project_of, require_store
@@ -188,7 +189,10 @@ class HookApi:
                 reason = getattr(exc, "message", None) or getattr(exc, "reason", "")
                 doc = {**entry, "status": status, "outcome": "hook_refused", "reason": reason}
                 await access.record_denial(doc, source=f"address:{entry['address']}")
+                metrics.HOOK_DELIVERIES.labels("refused", str(status)).inc()
             raise
+        outcome = "replayed" if started.replayed else "started"
+        metrics.HOOK_DELIVERIES.labels(outcome, "200" if kind else "202").inc()
         what = {started.kind: started.id, "replayed": started.replayed}
         await access.record({**entry, "status": 202, "outcome": "ok", **what})
         return started

@@ -222,14 +222,19 @@ async def test_rate_limit_answers_429_with_retry_after(cluster, tmp_path):
     hook = {"target": {"job": "j"}, "secret": SECRET, "rate_per_minute": 1, "burst": 2}
     assert (await cluster.request("PUT", f"{P}/hooks/slow", json=hook))[0] == 201
     url = "/api/v1/hooks/default/slow"
+    # a stranger's refused deliveries do not spend the hook's budget: they never reach it
+    for _ in range(5):
+        assert (await deliver(cluster, url, {}, secret="not-the-secret-0123456789"))[0] == 401
     assert (await deliver(cluster, url, {}))[0] == 202
     assert (await deliver(cluster, url, {}))[0] == 202
     status, err, headers = await deliver(cluster, url, {})
     assert status == 429 and err["error"]["field"] == "rate_per_minute"
     assert 1 <= int(headers["Retry-After"]) <= 60
-    # a stranger's refused deliveries do not spend the hook's budget: they never reach it
     _, runs = await cluster.request("GET", f"{P}/runs?job=j")
     assert len(runs["runs"]) == 2
+    _, text = await cluster.request("GET", "/metrics")
+    assert 'cronmesh_hook_deliveries_total{outcome="refused",status="429"}' in text
+    assert 'cronmesh_hook_deliveries_total{outcome="started",status="202"}' in text
 
 
 async def test_register_alias_starts_a_workflow(cluster, tmp_path):
