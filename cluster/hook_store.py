@@ -21,7 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, TooManyRequests
+from cluster.errors import (
+    Conflict,
+    CronmeshError,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    TooManyRequests,
+)
 from cluster.etcd import Compare, Etcd, LeaseGone, Op, OutcomeUnknown, prefix_end
 from cluster.hooks import (
     IDEMPOTENCY_HEADER,
@@ -36,6 +43,8 @@ from cluster.keys import Keys
 from cluster.secretbox import KeyRing, Sealed, SecretsKeyMissing
 from cluster.store import Store
 from cluster.workflow_store import WorkflowStore, create_execution_ops, new_execution
+
+SCAN_PAGE = 200
 
 
 class HookNotFound(NotFound):
@@ -285,3 +294,56 @@ class HookStore:
             f"{record.target.kind} {record.target.name!r} changed while triggering; retry",
             field="target",
         )
+
+
+async def rotate_hook_secrets(
+    etcd: Etcd, keys: Keys, ring: KeyRing, *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Re-seal every hook secret (all projects) sealed with another key than ``ring.current``,
+    each a compare-and-swap (a hook changed meanwhile is left for the next run): what
+    ``POST /api/v1/secrets/rotate`` does for hooks, so an old key can leave the ring."""
+    base = keys.hooks()
+    start, end = base, prefix_end(base).decode()
+    by_key: dict[str, int] = {}
+    rotated = 0
+    failed: list[dict[str, str]] = []
+    while True:
+        page = await etcd.range(start, end=end, limit=SCAN_PAGE)
+        for kv in page.kvs:
+            record = HookRecord.model_validate_json(kv.value)
+            kid = record.key_id
+            if kid != ring.current and not dry_run:
+                try:
+                    record = _resealed(ring, record)
+                    res = await etcd.txn(
+                        [Compare.modified(kv.key, kv.mod_revision)],
+                        [Op.put(kv.key, record.model_dump_json())],
+                    )
+                    if not res.succeeded:
+                        raise Conflict("changed during rotation; run it again")
+                    rotated += 1
+                    kid = record.key_id
+                except CronmeshError as exc:
+                    failed.append(
+                        {"project": record.project, "hook": record.name, "error": exc.message}
+                    )
+            by_key[kid] = by_key.get(kid, 0) + 1
+        if not page.more or not page.kvs:
+            break
+        start = page.kvs[-1].key + "\0"
+    return {"rotated": rotated, "values_by_key": by_key, "failed": failed[:100]}
+
+
+def _resealed(ring: KeyRing, record: HookRecord) -> HookRecord:
+    name = SEALED_PREFIX + record.name
+    sealed = Sealed(
+        record.key_id, base64.b64decode(record.nonce), base64.b64decode(record.ciphertext)
+    )
+    again = ring.seal(record.project, name, ring.open(record.project, name, sealed))
+    return record.model_copy(
+        update={
+            "key_id": again.key_id,
+            "nonce": base64.b64encode(again.nonce).decode(),
+            "ciphertext": base64.b64encode(again.ciphertext).decode(),
+        }
+    )

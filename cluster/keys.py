@@ -248,8 +248,8 @@ class Keys:
         return f"{self.prefix}/secrets/{project}/{name}"
 
     # incoming hooks (issue 24 item 2, D268-D273)
-    def hooks(self, project: str) -> str:
-        return f"{self.prefix}/hooks/{project}/"
+    def hooks(self, project: str | None = None) -> str:
+        return f"{self.prefix}/hooks/" + (f"{project}/" if project else "")
 
     def hook(self, project: str, name: str) -> str:
         """A named hook: its target, mapping, limits and sealed secret."""

@@ -215,3 +215,38 @@ async def test_copies_racing_on_two_node_processes_start_one_run(procs, tmp_path
     async with aiohttp.ClientSession(headers=api_headers()) as http:
         async with http.get(f"{nodes[1].url}/api/v1/projects/a/runs?job=j") as r:
             assert len((await r.json())["runs"]) == 1
+
+
+async def test_key_rotation_reseals_hook_secrets(cluster, tmp_path):
+    """`secret rotate` re-seals hook secrets too: after the old key leaves the ring, a signed
+    delivery still authenticates (else every hook would answer 503 or 401)."""
+    from cluster.secretbox import KeyRing
+
+    old, new = new_key(), new_key()
+    path = tmp_path / "secrets.key"
+
+    def ring(*keys: str) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(k + "\n" for k in keys))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    ring(old)
+    node = await cluster.start(secrets_key_file=str(path))
+    await setup(cluster)
+    new_id = KeyRing.parse(new).current
+    ring(new, old)
+    status, body = await cluster.request("POST", "/api/v1/secrets/rotate?dry_run=1")
+    assert status == 200 and body["hooks"]["rotated"] == 0, body
+    status, body = await cluster.request("POST", "/api/v1/secrets/rotate")
+    assert status == 200 and body["hooks"] == {
+        "rotated": 2,
+        "values_by_key": {new_id: 2},
+        "failed": [],
+    }, body
+    kv = await node.etcd.get(node.keys.hook("a", "h"))
+    assert json.loads(kv.value)["key_id"] == new_id
+    ring(new)  # the old key is gone
+    raw = b"{}"
+    status, body, _ = await post(cluster, "/api/v1/hooks/a/h", raw, signed(SECRET_A, raw))
+    assert status == 202, body
