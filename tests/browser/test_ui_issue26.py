@@ -187,6 +187,14 @@ async def test_a_fast_log_streams_5000_lines_and_the_page_stays_responsive(clust
     raw = await page.evaluate("async (u) => (await fetch(u)).text()", href)
     lines = raw.splitlines()  # the whole log, each line with its time and stream
     assert len(lines) == 5000 and lines[-1].endswith(" stdout line 5000"), lines[-1:]
+    # read back from the top, then "Jump to end": the last line in view, following again
+    await page.get_by_label("Auto-scroll").uncheck()
+    log = page.locator("pre.log")
+    await log.evaluate("(el) => { el.scrollTop = 0; }")
+    assert await log.evaluate("(el) => el.scrollHeight > el.clientHeight + 100")  # it scrolls
+    await jump.click()
+    await expect(page.get_by_label("Auto-scroll")).to_be_checked()
+    assert await log.evaluate("(el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 2")
     await ui.shot("run-log-fast")
 
 
