@@ -20,7 +20,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("hook", help="named hooks: outside events that start a job or workflow")
     actions = p.add_subparsers(dest="action", required=True)
     s = actions.add_parser("set", help="create or replace a hook")
-    s.add_argument("name")
+    s.add_argument("name", help="the hook's name (its URL: /api/v1/hooks/PROJECT/NAME)")
     target = s.add_mutually_exclusive_group(required=True)
     target.add_argument("--job", help="the job a delivery starts")
     target.add_argument("--workflow", help="the workflow a delivery starts")
@@ -31,11 +31,16 @@ def add_parsers(sub: Any) -> None:
         metavar="NAME=PATH",
         help="run parameter NAME from the payload's dotted PATH (repeatable)",
     )
-    s.add_argument("--auth", choices=["signature", "token"], default="signature")
+    s.add_argument(
+        "--auth",
+        choices=["signature", "token"],
+        default="signature",
+        help="signature: X-Cronmesh-Signature (HMAC); token: Authorization: Bearer <secret>",
+    )
     s.add_argument("--rate", type=int, help="deliveries per minute (per node)")
     s.add_argument("--burst", type=int, help="deliveries at once")
     s.add_argument("--max-body", type=int, help="largest payload, bytes")
-    s.add_argument("--description")
+    s.add_argument("--description", help="what sends to this hook (shown in lists)")
     s.add_argument("--disable", action="store_true", help="refuse deliveries for now")
     s.add_argument(
         "--secret-stdin",
@@ -43,10 +48,12 @@ def add_parsers(sub: Any) -> None:
         help="read the secret from stdin (else: kept, or generated for a new hook)",
     )
     ls = actions.add_parser("list", help="the project's hooks (never their secrets)")
-    ls.add_argument("--limit", type=int)
+    ls.add_argument("--limit", type=int, help="at most this many (one page)")
     ls.add_argument("--after", help="the last name of the previous page")
-    actions.add_parser("get", help="one hook (never its secret)").add_argument("name")
-    actions.add_parser("delete", help="delete a hook").add_argument("name")
+    actions.add_parser("get", help="one hook (never its secret)").add_argument(
+        "name", help="the hook's name"
+    )
+    actions.add_parser("delete", help="delete a hook").add_argument("name", help="the hook's name")
     for parser in (p, *actions.choices.values()):
         parser.set_defaults(func=cmd_hook)
 
