@@ -106,6 +106,8 @@ async def test_signed_delivery_maps_payload_and_idempotency_key_replays(cluster,
     node = cluster.nodes[0][0]
     res = await node.etcd.range(node.keys.hook_deliveries("default", "gh"))
     assert res.count == 1 and res.kvs[0].lease != 0
+    remaining, granted = await node.etcd.time_to_live(res.kvs[0].lease)
+    assert granted == 25 * 3600 and remaining > 24 * 3600  # forgotten after 24-25 h
 
     # a missing path sets nothing: the job's default applies (here: no parameter at all)
     status, out2, _ = await deliver(cluster, "/api/v1/hooks/default/gh", {"size": 1})
@@ -288,3 +290,31 @@ async def test_cli_hook_commands(cluster, tmp_path):
     assert code == 0, err
     code, out, err = await asyncio.to_thread(run_cli, api, "hook", "get", "gh")
     assert code != 0 and "not found" in err
+
+
+async def test_idempotency_keys_are_bounded_per_hook(cluster, tmp_path, monkeypatch):
+    monkeypatch.setattr("cluster.hook_store.MAX_IDEMPOTENCY_KEYS", 2)
+    await start(cluster, tmp_path)
+    assert (await cluster.request("POST", f"{P}/jobs", json={"name": "j", "command": "true"}))[
+        0
+    ] == 201
+    doc = {"target": {"job": "j"}, "secret": SECRET}
+    assert (await cluster.request("PUT", f"{P}/hooks/h", json=doc))[0] == 201
+    url = "/api/v1/hooks/default/h"
+    first = await deliver(cluster, url, {}, headers={"Idempotency-Key": "k1"})
+    assert first[0] == 202
+    assert (await deliver(cluster, url, {}, headers={"Idempotency-Key": "k2"}))[0] == 202
+    # full: a new key is refused (never an old key dropped: a late retry would run twice)
+    status, err, headers = await deliver(cluster, url, {}, headers={"Idempotency-Key": "k3"})
+    assert status == 429 and err["error"]["field"] == "Idempotency-Key" and headers["Retry-After"]
+    # a known key still answers its run; a delivery without a key still starts one
+    again = await deliver(cluster, url, {}, headers={"Idempotency-Key": "k1"})
+    assert again[0] == 202 and again[1]["run"] == first[1]["run"]
+    assert (await deliver(cluster, url, {}))[0] == 202
+    _, runs = await cluster.request("GET", f"{P}/runs?job=j")
+    assert len(runs["runs"]) == 3
+    # deleting the hook forgets its keys
+    assert (await cluster.request("DELETE", f"{P}/hooks/h"))[0] == 204
+    node = cluster.nodes[0][0]
+    res = await node.etcd.range(node.keys.hook_deliveries("default", "h"), count_only=True)
+    assert res.count == 0
