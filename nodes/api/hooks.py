@@ -33,7 +33,6 @@ from cluster.errors import (
     InvalidInput,
     TooManyRequests,
     Unauthenticated,
-    Unavailable,
 )
 from cluster.hook_store import DeliveryLeases, HookStore, Started
 from cluster.hooks import (
@@ -194,7 +193,7 @@ class HookApi:
         outcome = "replayed" if started.replayed else "started"
         metrics.HOOK_DELIVERIES.labels(outcome, "200" if kind else "202").inc()
         what = {started.kind: started.id, "replayed": started.replayed}
-        await access.record({**entry, "status": 202, "outcome": "ok", **what})
+        await access.record({**entry, "status": 200 if kind else 202, "outcome": "ok", **what})
         return started
 
     async def _deliver(
@@ -276,21 +275,27 @@ class HookApi:
         token: str | None,
     ) -> bool:
         """Does the credential match the hook's secret? An unknown or disabled hook still costs
-        one MAC, so the time taken does not single it out."""
-        secret = _DUMMY_SECRET
+        one MAC, so the time taken does not single it out. A secret this node cannot open (no
+        key file, a key missing from its ring, an altered record) fails like a wrong one — a
+        503 would tell strangers the hook exists — and is logged for the operator."""
+        secret, readable = _DUMMY_SECRET, False
         if record is not None:
             try:
-                secret = store.secret(record)
-            except CronmeshError:
-                log.error("hook secret unreadable", project=record.project, hook=record.name)
-                raise Unavailable("this node cannot open the hook's secret") from None
+                secret, readable = store.secret(record), True
+            except CronmeshError as exc:
+                log.error(
+                    "hook secret unreadable: deliveries to this hook are refused",
+                    project=record.project,
+                    hook=record.name,
+                    error=exc.message,
+                )
         if token is not None:
             good = token_matches(secret, token)
             mode = "token"
         else:
             good = signature_matches(secret, timestamp, raw, sigs)
             mode = "signature"
-        return good and record is not None and record.enabled and record.auth == mode
+        return good and readable and record is not None and record.enabled and record.auth == mode
 
     def _rate(self, record: HookRecord) -> None:
         """The hook's own rate, per node (D271); 429 with Retry-After."""
