@@ -1,6 +1,7 @@
 """``cronmesh hook set NAME (--job J | --workflow W) [--param P=PATH…] [--auth signature|token]
 [--rate N] [--burst N] [--max-body BYTES] [--secret-stdin] [--disable] | list | get NAME |
-delete NAME``: a project's named hooks (docs/api.md, "Hooks").
+delete NAME | send NAME [-f PAYLOAD] [--idempotency-key K] [--token]``: a project's named hooks
+(docs/api.md, "Hooks"); ``send`` posts a signed delivery as an outside sender would.
 
 A hook's secret is only ever sent (``--secret-stdin``) or, when the server generated it, printed
 once by ``set``: no other command or answer shows it."""
@@ -8,11 +9,18 @@ once by ``set``: no other command or answer shows it."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+import urllib.error
 import urllib.parse
+import urllib.request
+from pathlib import Path
 from typing import Any
 
-from nodes.cli.client import call, call_all
+from cluster.hooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from nodes.cli.client import ApiError, call, call_all
 from nodes.cli.output import show, table
 
 
@@ -54,6 +62,14 @@ def add_parsers(sub: Any) -> None:
         "name", help="the hook's name"
     )
     actions.add_parser("delete", help="delete a hook").add_argument("name", help="the hook's name")
+    d = actions.add_parser(
+        "send",
+        help="send a signed test delivery (the secret from $CRONMESH_HOOK_SECRET, no user token)",
+    )
+    d.add_argument("name", help="the hook's name")
+    d.add_argument("-f", "--file", default=None, help="the JSON payload (- for stdin; default {})")
+    d.add_argument("--idempotency-key", help="the Idempotency-Key header")
+    d.add_argument("--token", dest="as_token", action="store_true", help="for a token hook")
     for parser in (p, *actions.choices.values()):
         parser.set_defaults(func=cmd_hook)
 
@@ -82,7 +98,49 @@ def _doc(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def send(args: argparse.Namespace) -> int:
+    """POST one delivery as an outside sender would: signed with the hook's secret."""
+    secret = os.environ.get("CRONMESH_HOOK_SECRET", "")
+    if not secret:
+        raise OSError("set CRONMESH_HOOK_SECRET to the hook's secret")
+    if args.file == "-":
+        body = sys.stdin.buffer.read()
+    elif args.file:
+        body = Path(args.file).read_bytes()
+    else:
+        body = b"{}"
+    path = f"/api/v1/hooks/{urllib.parse.quote(args.project)}/{urllib.parse.quote(args.name)}"
+    req = urllib.request.Request(args.api.rstrip("/") + path, data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    if args.as_token:
+        req.add_header("Authorization", f"Bearer {secret}")
+    else:
+        req.add_header(SIGNATURE_HEADER, sign(secret.encode(), int(time.time()), body))
+    if args.idempotency_key:
+        req.add_header(IDEMPOTENCY_HEADER, args.idempotency_key)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            parsed = json.loads(exc.read())
+        except ValueError:
+            parsed = {"error": {"message": exc.reason}}
+        raise ApiError(exc.code, parsed) from None
+    except urllib.error.URLError as exc:
+        raise OSError(f"cannot reach {args.api}: {exc.reason}") from None
+    if args.output == "table":
+        started = data.get("run") or data.get("execution")
+        again = " (replayed: the first delivery's)" if data.get("replayed") else ""
+        print(f"started {'run' if data.get('run') else 'execution'} {started}{again}")
+    else:
+        show(args, data)
+    return 0
+
+
 def cmd_hook(args: argparse.Namespace) -> int:
+    if args.action == "send":
+        return send(args)
     base = f"/api/v1/projects/{urllib.parse.quote(args.project)}/hooks"
     if args.action == "set":
         name = urllib.parse.quote(args.name, safe="")

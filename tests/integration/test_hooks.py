@@ -5,8 +5,11 @@ Retry-After; the seed's POST /register/{workflow} starts a workflow; the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import aiohttp
 
 from cluster.hooks import sign
 from cluster.secretbox import new_key
-from tests.conftest import run_cli, wait_for
+from tests.conftest import ROOT, cli_env, run_cli, wait_for
 
 P = "/api/v1/projects/default"
 SECRET = "s3cret-for-the-hook-0123456789"
@@ -270,8 +273,6 @@ async def test_cli_hook_commands(cluster, tmp_path):
         0
     ] == 201
     api = cluster.url()
-    import asyncio
-
     code, out, err = await asyncio.to_thread(
         run_cli, api, "hook", "set", "gh", "--job", "j", "--param", "repo=repository.name"
     )
@@ -286,6 +287,22 @@ async def test_cli_hook_commands(cluster, tmp_path):
         cluster, "/api/v1/hooks/default/gh", {"repository": {"name": "x"}}, secret=secret
     )
     assert status == 202, res
+    payload = tmp_path / "event.json"
+    payload.write_text('{"repository": {"name": "from-cli"}}')
+    send = ("hook", "send", "gh", "-f", str(payload), "--idempotency-key", "cli-1")
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "nodes.cli", "--api", api, *send],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        env=cli_env(CRONMESH_HOOK_SECRET=secret, CRONMESH_TOKEN=""),
+        timeout=60,
+    )
+    assert res.returncode == 0 and res.stdout.startswith("started run "), res.stderr
+    run_id = res.stdout.split()[2]
+    _, run = await cluster.request("GET", f"{P}/runs/{run_id}")
+    assert run["parameters"] == {"repo": "from-cli"} and run["source"] == "hook"
     code, out, err = await asyncio.to_thread(run_cli, api, "hook", "delete", "gh")
     assert code == 0, err
     code, out, err = await asyncio.to_thread(run_cli, api, "hook", "get", "gh")
