@@ -130,6 +130,9 @@ async def test_a_link_opened_logged_out_lands_on_its_page_and_titles(cluster, ui
     await page.unroute("**/api/v1/projects/default/jobs/ticker", held)
     # a crafted `next` cannot send the user anywhere but a page of this UI
     await page.get_by_role("button", name="Log out").click()
+    # the logout answer clears the session cookie: log in again only once it has come back (a
+    # slow answer arriving after the new login would clear the new session)
+    await expect(page.get_by_label("User name")).to_be_visible()
     await ui.go("#/login?next=https%3A%2F%2Fevil.example%2F")
     await _login_form(ui)
     await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
