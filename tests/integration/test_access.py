@@ -126,7 +126,7 @@ UNLISTED = {
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/logout"),
     ("GET", "/internal/v1/projects/{project}/runs/{run}/logs"),
-    # hook deliveries: no user credentials, the hook's own (tests/security/test_hooks.py)
+    # hook deliveries: no user credentials, the hook's own (tests/security/test_hook_attacks.py)
     ("POST", "/api/v1/hooks/{project}/{hook}"),
     ("POST", "/register/{hook}"),
 }

@@ -30,7 +30,7 @@ CLAIMS = "tests/integration/test_claims.py"
 FENCING = "tests/integration/test_fencing.py"
 REVIEW_SEC = "tests/security/test_review_sec.py"
 HISTORY = "tests/security/test_run_history_quota.py"
-HOOKS = "tests/security/test_hooks.py"
+HOOKS = "tests/security/test_hook_attacks.py"
 
 
 @dataclass(frozen=True)
@@ -407,7 +407,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "hit = True",
         (
             f"{HOOKS}::test_forgery_and_replay_are_refused",
-            "tests/unit/test_hooks.py::test_signature_round_trip_and_forgeries",
+            "tests/unit/test_hook_logic.py::test_signature_round_trip_and_forgeries",
         ),
         "a hook delivery starts a run only with the hook's signature over its body",
     ),
