@@ -14,6 +14,7 @@ from nodes.api import auth as api_auth
 from nodes.api import calendars as api_calendars
 from nodes.api import cron as api_cron
 from nodes.api import headers
+from nodes.api import hooks as api_hooks
 from nodes.api import limits as api_limits
 from nodes.api import logs as api_logs
 from nodes.api import notify as api_notify
@@ -66,6 +67,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
     api_calendars.add_routes(app, node)  # calendars, blackout windows, freeze (issue 21)
     api_plan.add_routes(app, node)  # the schedule simulator (issue 21)
+    api_hooks.add_routes(app, node)  # incoming event triggers: named hooks (issue 24)
     return app
 
 
