@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cluster.errors import InvalidInput
 from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
+from cluster.links import PublicUrl
 from cluster.models import USER_NAME_PATTERN, parse_model
 from cluster.quotas import (
     DEFAULT_BYTES,
@@ -100,6 +101,8 @@ class NodeConfig(BaseModel):
     # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
     smtp_url: str | None = Field(default=None, repr=False)
     smtp_url_file: str | None = None
+    # how people reach the web UI (https://cron.example.com): links in notifications (D256)
+    public_url: PublicUrl = None
     # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default the local
     # log_dir), S3 endpoint/region (else the AWS_* variables), spool folder and caps.
     log_store: str | None = None
@@ -372,6 +375,7 @@ ENV = {
     "CRONMESH_ETCD_PASSWORD_FILE": "etcd_password_file",
     "CRONMESH_SECRETS_KEY_FILE": "secrets_key_file",
     "CRONMESH_SMTP_URL": "smtp_url",
+    "CRONMESH_PUBLIC_URL": "public_url",
     "CRONMESH_LOG_STORE": "log_store",
     "CRONMESH_S3_ENDPOINT": "s3_endpoint",
     "CRONMESH_S3_REGION": "s3_region",

@@ -312,6 +312,7 @@ NODE_FLAGS = {
     "admin_password_file": ("--admin-password-file", "file holding the first admin's password"),
     "admin_token_file": ("--admin-token-file", "file holding the first admin's API token"),
     "smtp_url_file": ("--smtp-url-file", "file holding the SMTP URL (it may hold a password)"),
+    "public_url": ("--public-url", "URL people open the web UI at: links in notifications"),
     "security_level": ("--security-level", "node-to-node security: 0 none, 1 signed (default)"),
     "peer_secret_file": ("--peer-secret-file", "file holding the cluster's peer HMAC secret"),
     "etcd_ca": ("--etcd-ca", "CA certificate that signed etcd's server certificate"),

@@ -133,6 +133,8 @@ def main(args: argparse.Namespace) -> int:
         CRONMESH_LOG_FORMAT="json",
         CRONMESH_ADMIN_PASSWORD_FILE=password_file,
         CRONMESH_SECRETS_KEY_FILE=secrets_key,
+        # links in notifications open the first node's UI (D256)
+        CRONMESH_PUBLIC_URL=os.environ.get("CRONMESH_PUBLIC_URL") or f"http://127.0.0.1:{ports[0]}",
     )
     etcd_password = etcd_password_file.read_text().strip()
     cluster = DevCluster(data, etcd, ports, env, etcd_password_file, restart=args.restart)

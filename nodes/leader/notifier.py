@@ -30,6 +30,7 @@ import structlog
 
 from cluster.errors import InvalidInput, LostOwnership, Unavailable
 from cluster.etcd import Compacted, Op
+from cluster.links import with_links
 from cluster.models import Run
 from cluster.netguard import Refused, check_secret_env
 from cluster.notify import (
@@ -45,9 +46,10 @@ from cluster.notify import (
     delivery_id,
     events_for,
     headline,
+    link_lines,
     matching,
+    needs_previous,
     sign,
-    wants_previous,
     webhook_body,
 )
 from nodes import metrics, webhooks
@@ -329,17 +331,18 @@ class Notifier:
         if not rules:
             return []
         previous = None
-        if status == "succeeded" and wants_previous(rules):
+        if needs_previous(rules, status):
             previous = await self._previous_status(project, job, key)
         doc = run.model_dump(mode="json")
         return [
             (rules[i], event, doc, delivery_id(run_id, run.attempt, event, i))
-            for event, i in matching(rules, events_for(status, previous))
+            for event, i in matching(rules, events_for(status, previous), previous)
         ]
 
     async def _deliver(
         self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
     ) -> None:
+        run = with_links(self.node.config.public_url, run)  # to the UI, for any event (D256)
         async with self._slots:
             hook, mail = rule.webhook, rule.email
             if hook is not None:
@@ -423,7 +426,8 @@ class Notifier:
         msg["From"] = self.smtp.sender
         msg["To"] = ", ".join(email.to)
         msg["Subject"] = f"[cronmesh] {run['project']}/{run['job']}: {event}"
-        lines = [headline(event, run), ""]
+        links = [f"{label}: {url}" for label, url in link_lines(run)]  # D256
+        lines = [headline(event, run), "", *links, *([""] if links else [])]
         for k in ("status", "attempt", "node", "scheduled_at", "started_at", "finished_at"):
             lines.append(f"{k}: {run.get(k)}")
         if run.get("error"):
