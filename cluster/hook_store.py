@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cluster import params
 from cluster.errors import (
     Conflict,
     CronmeshError,
@@ -252,6 +253,8 @@ class HookStore:
         for _ in range(4):
             if record.target.job is not None:
                 job, rev = await self.store.get_job_kv(project, record.target.job)
+                declared = params.declared(job.parameters, (s.parameters for s in job.schedules))
+                params.check_given(f"job {job.name}", declared, parameters)  # as a trigger (D285)
                 run = self.store.new_run(job, source="hook", parameters=parameters)
                 started = Started("run", run.id)
                 ops = self.store.create_run_ops(run)
@@ -259,6 +262,11 @@ class HookStore:
             else:
                 name = record.target.workflow or ""
                 wf, rev = await WorkflowStore(self.store).get_workflow_kv(project, name)
+                declared = params.declared(
+                    wf.parameters,
+                    [s.parameters for s in wf.schedules] + [t.parameters for t in wf.tasks],
+                )
+                params.check_given(f"workflow {name}", declared, parameters)  # (D285)
                 ex = new_execution(self.store, wf, parameters=parameters, source="hook")
                 started = Started("execution", ex.id)
                 ops = create_execution_ops(self.keys, ex)
