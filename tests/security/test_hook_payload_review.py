@@ -63,3 +63,29 @@ async def test_a_hook_cannot_set_an_undeclared_parameter(cluster, tmp_path):
     assert status == 202, body
     (run,) = await runs(cluster, "a")
     assert run["parameters"] == {"ref": "dev"}
+
+
+async def test_replayed_deliveries_do_not_flood_the_history_of_changes(cluster, tmp_path):
+    """A holder of a hook's secret replays one keyed delivery: it starts nothing, passes no
+    run gate, and each replay was an entry among the changes (100 000 of them push 90 days of
+    changes out). Now the first delivery is a change; its replays are merged into one entry
+    in the refusals' budget, with their count (D284)."""
+    node = await start(cluster, tmp_path)
+    await _hook(cluster, {"name": "j", "command": "true"}, {})
+    raw = b'{"event": "push"}'
+    headers = {**signed(SECRET_A, raw), "Idempotency-Key": "evt-1"}
+    runs_seen = set()
+    for _ in range(40):
+        status, body, _ = await post(cluster, "/api/v1/hooks/a/h", raw, headers)
+        assert status == 202, body
+        runs_seen.add(json.loads(body)["run"])
+    assert len(runs_seen) == 1
+    await node.access.flush_denials(float("inf"))
+    status, body = await cluster.request("GET", "/api/v1/audit?kind=changes&limit=200")
+    assert status == 200, body
+    hook_changes = [e for e in body["entries"] if e.get("actor") == "hook:h"]
+    assert len(hook_changes) == 1 and hook_changes[0]["replayed"] is False, hook_changes
+    status, body = await cluster.request("GET", "/api/v1/audit?kind=denied&limit=200")
+    replays = [e for e in body["entries"] if e.get("outcome") == "hook_replayed"]
+    assert len(replays) == 1 and replays[0]["count"] == 39, replays
+    assert replays[0]["run"] in runs_seen
