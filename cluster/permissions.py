@@ -98,6 +98,8 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/projects", "authenticated"),
     Rule(READ, "/api/v1/placement", "authenticated"),
     Rule(READ, "/api/v1/cron/preview", "authenticated"),
+    Rule(READ, "/api/v1/budgets", "authenticated"),  # writing them: cluster admin (D274)
+    Rule(READ, "/api/v1/budgets/**", "authenticated"),
     # a user manages their own password and tokens; admins manage everyone's
     Rule(ANY, "/api/v1/users/{user}/tokens", "self"),
     Rule(ANY, "/api/v1/users/{user}/tokens/**", "self"),

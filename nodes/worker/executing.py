@@ -460,6 +460,7 @@ class Executing:
             if ex.usage and ex.usage.cpu_seconds is not None
             else None,
         )
+        ops += self.budgets.releases(ex.budget_slots)  # its budget slots go with the claim
         claim = self.keys.claim(run.id)
         delay = 0.1
         while not self.session.lost.is_set():
