@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from cluster.budget_store import BudgetStore
-from cluster.budgets import Budget, BudgetSpec
+from cluster.budgets import Budget, BudgetSpec, joined, per_text
 from cluster.errors import InvalidInput, Unavailable
 from cluster.models import NAME_PATTERN
 from nodes.api.access import PRINCIPAL
@@ -83,6 +83,60 @@ class BudgetApi:
         """Delete a budget no job or workflow names"""
         await self.store().delete(budget_name(request))
         return web.Response(status=204)
+
+
+STATUS_BUDGETS = 100  # budgets /status shows (the rest: GET /api/v1/budgets, paged)
+
+
+async def budget_status(node: ApiContext) -> dict[str, Any]:
+    """The use of the first budgets by name, for ``/status``."""
+    store = BudgetStore(node.etcd, node.keys, node.clock)
+    items, nxt = await store.list_page(limit=STATUS_BUDGETS, after=None)
+    return {
+        "budgets": [{"name": b.name, **await store.usage(b)} for b in items],
+        "more": nxt is not None,
+    }
+
+
+async def annotate_waits(node: ApiContext, pending: list[dict[str, Any]]) -> None:
+    """Add ``waiting`` (``budget b: 3/3 running``, ``… next start allowed at …``) to the pending
+    runs a budget holds back now; read once per budget (D276)."""
+    with_budgets = [
+        d
+        for d in pending
+        if isinstance(d.get("snapshot"), dict)
+        and (d["snapshot"].get("budgets") or d["snapshot"].get("tags"))
+    ]
+    if not with_budgets:
+        return
+    store = BudgetStore(node.etcd, node.keys, node.clock)
+    res = await node.etcd.range_all(node.keys.budgets())
+    docs: dict[str, Budget] = {}
+    for kv in res.kvs:
+        b = Budget.model_validate_json(kv.value)
+        docs[b.name] = b
+    use: dict[str, dict[str, Any]] = {}
+    for doc in with_budgets:
+        snap = doc["snapshot"]
+        for name in joined(docs, snap.get("budgets") or [], snap.get("tags") or []):
+            if name not in use:
+                use[name] = await store.usage(docs[name])
+            reason = waiting_reason(name, docs[name], use[name])
+            if reason is not None:
+                doc["waiting"] = reason
+                break
+
+
+def waiting_reason(name: str, budget: Budget, use: dict[str, Any]) -> str | None:
+    if budget.concurrent is not None and use["running"] >= budget.concurrent:
+        return f"budget {name}: {use['running']}/{budget.concurrent} running"
+    starts = use.get("starts")
+    if budget.starts is not None and starts and starts["count"] >= budget.starts.limit:
+        return (
+            f"budget {name}: {starts['count']}/{budget.starts.limit} starts per "
+            f"{per_text(budget.starts)}, next start allowed at {starts['window_end']}"
+        )
+    return None
 
 
 def add_routes(app: web.Application, node: ApiContext) -> None:

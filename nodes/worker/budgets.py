@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from cluster.budgets import (
+    Budget,
     BudgetSpec,
     Wait,
     Window,
@@ -100,7 +101,7 @@ class BudgetGate:
                     self.docs.pop(name, None)
                     self._forget(name)
                 else:
-                    self.docs[name] = (BudgetSpec.model_validate_json(kv.value), kv.mod_revision)
+                    self.docs[name] = (Budget.model_validate_json(kv.value), kv.mod_revision)
             elif key.startswith(slots):
                 name, _, index = key[len(slots) :].rpartition("/")
                 held = self.held.setdefault(name, {})
