@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cluster.budgets import Budget, BudgetSpec, Window, window_start
-from cluster.errors import Conflict, InvalidInput, NotFound
+from cluster.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cluster.etcd import Compare, Etcd, Op, prefix_end
 from cluster.keys import Keys
 from cluster.models import parse_model
 
 SCAN_PAGE = 500
 MAX_BUDGETS = 1000  # documents in a cluster (every worker caches them all)
+MAX_NAMED = 100  # distinct budgets one document names (one compare each)
 
 
 class BudgetNotFound(NotFound):
@@ -36,22 +37,37 @@ def named(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-async def budget_guards(etcd: Etcd, keys: Keys, refs: Sequence[tuple[str, str]]) -> list[Any]:
-    """Compares that keep every named budget in place while a document is written; an unknown
-    one is a 400 naming its field (``budgets.0``, ``tasks.1.budgets.0``), before any write."""
+class BudgetNotOpen(Forbidden):
+    code = "budget_not_open"
+
+
+async def budget_guards(
+    etcd: Etcd, keys: Keys, project: str, refs: Sequence[tuple[str, str]]
+) -> list[Any]:
+    """Compares that keep every named budget as read while a document of ``project`` is
+    written (a budget deleted or closed to the project meanwhile fails the write, which
+    retries); an unknown one is a 400 naming its field (``budgets.0``, ``tasks.1.budgets.0``),
+    one not open to the project a 403 naming it, before any write."""
     names = sorted({n for _, n in refs})
     if not names:
         return []
-    res = await etcd.txn([], [Op.get(keys.budget(n), keys_only=True) for n in names])
-    present = {n for i, n in enumerate(names) if res.range_kvs(i)}
+    if len(names) > MAX_NAMED:
+        raise InvalidInput(f"names {len(names)} budgets; at most {MAX_NAMED}", field="budgets")
+    res = await etcd.txn([], [Op.get(keys.budget(n)) for n in names])
+    found = {n: kvs[0] for i, n in enumerate(names) if (kvs := res.range_kvs(i))}
     for field, name in refs:
-        if name not in present:
+        kv = found.get(name)
+        if kv is None:
             raise InvalidInput(
                 f"{field}: no budget {name!r} (a cluster admin creates it: PUT /api/v1/budgets/"
                 f"{name})",
                 field=field,
             )
-    return [Compare.exists(keys.budget(n)) for n in names]
+        if not Budget.model_validate_json(kv.value).admits(project):
+            raise BudgetNotOpen(
+                f"{field}: budget {name!r} is not open to project {project!r}", field=field
+            )
+    return [Compare.modified(keys.budget(n), kv.mod_revision) for n, kv in found.items()]
 
 
 class BudgetStore:

@@ -57,6 +57,11 @@ class BudgetSpec(Strict):
     starts: StartsLimit | None = None
     concurrent: int | None = Field(default=None, ge=1, le=MAX_CONCURRENT)
     match: BudgetMatch | None = None
+    # the projects whose jobs may join (by name or tag); None: every project (D274)
+    projects: list[Name] | None = Field(default=None, min_length=1, max_length=1000)
+
+    def admits(self, project: str) -> bool:
+        return self.projects is None or project in self.projects
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetSpec:
@@ -110,14 +115,17 @@ def admit_start(current: Window | None, limit: StartsLimit, now: datetime) -> St
 
 
 def joined(
-    budgets: Mapping[str, BudgetSpec], names: Iterable[str], tags: Iterable[str]
+    budgets: Mapping[str, BudgetSpec], names: Iterable[str], tags: Iterable[str], project: str
 ) -> list[str]:
-    """The budgets a job with ``budgets: names`` and ``tags`` joins, sorted; a name no longer
-    defined is ignored (deletion is refused while a job names it, so this is a transient)."""
+    """The budgets a job of ``project`` with ``budgets: names`` and ``tags`` joins, sorted. A
+    name no longer defined is ignored (deletion is refused while a job names it, so this is a
+    transient); a named budget whose ``projects`` no longer include the project is still
+    joined, and :func:`check` holds the run back (a limit is never silently dropped). A tag
+    joins only budgets open to the project."""
     tagset = set(tags)
     out = {n for n in names if n in budgets}
     for name, b in budgets.items():
-        if b.match is not None and tagset.intersection(b.match.tags):
+        if b.match is not None and tagset.intersection(b.match.tags) and b.admits(project):
             out.add(name)
     return sorted(out)
 
@@ -148,9 +156,12 @@ def check(
     held: int,
     window: Window | None,
     now: datetime,
+    project: str,
 ) -> Wait | None:
-    """Why budget ``name`` does not admit one more start now (None: it does). ``held``: slots
-    in use; ``window``: the stored start window."""
+    """Why budget ``name`` does not admit one more start of a run of ``project`` now (None: it
+    does). ``held``: slots in use; ``window``: the stored start window."""
+    if not budget.admits(project):
+        return Wait(name, f"budget {name}: not open to project {project}")
     if budget.concurrent is not None and held >= budget.concurrent:
         return Wait(name, f"budget {name}: {held}/{budget.concurrent} running")
     if budget.starts is not None:

@@ -276,7 +276,9 @@ class Store:
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
             compares += await self.target_guards(project, spec)
             compares += await self._secret_guards(project, job)
-            compares += await budget_guards(self.etcd, self.keys, named({"budgets": spec.budgets}))
+            compares += await budget_guards(
+                self.etcd, self.keys, project, named({"budgets": spec.budgets})
+            )
             if kv is None:
                 ops.append(Op.put_if_absent(self.keys.project(project), dumps({"name": project})))
             res = await self.etcd.txn(compares, ops)
@@ -314,7 +316,9 @@ class Store:
             )
             guards = await self.target_guards(project, spec)
             guards += await self._secret_guards(project, job)
-            guards += await budget_guards(self.etcd, self.keys, named({"budgets": spec.budgets}))
+            guards += await budget_guards(
+                self.etcd, self.keys, project, named({"budgets": spec.budgets})
+            )
             res = await self.etcd.txn(
                 [Compare.modified(key, rev), *guards],
                 [Op.put(key, doc), *self.size_ops(project, "job", name, doc)],

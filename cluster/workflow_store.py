@@ -193,7 +193,10 @@ class WorkflowStore:
             refs = references(spec.model_dump(mode="json", include={"tasks"}))
             guards += await reference_guards(self.etcd, self.keys, project, refs)
             guards += await budget_guards(
-                self.etcd, self.keys, named(spec.model_dump(mode="json", include={"tasks"}))
+                self.etcd,
+                self.keys,
+                project,
+                named(spec.model_dump(mode="json", include={"tasks"})),
             )
             compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
             res = await self.etcd.txn(compares, ops)

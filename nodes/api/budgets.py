@@ -118,16 +118,19 @@ async def annotate_waits(node: ApiContext, pending: list[dict[str, Any]]) -> Non
     use: dict[str, dict[str, Any]] = {}
     for doc in with_budgets:
         snap = doc["snapshot"]
-        for name in joined(docs, snap.get("budgets") or [], snap.get("tags") or []):
+        project = str(doc.get("project") or "")
+        for name in joined(docs, snap.get("budgets") or [], snap.get("tags") or [], project):
             if name not in use:
                 use[name] = await store.usage(docs[name])
-            reason = waiting_reason(name, docs[name], use[name])
+            reason = waiting_reason(name, docs[name], use[name], project)
             if reason is not None:
                 doc["waiting"] = reason
                 break
 
 
-def waiting_reason(name: str, budget: Budget, use: dict[str, Any]) -> str | None:
+def waiting_reason(name: str, budget: Budget, use: dict[str, Any], project: str) -> str | None:
+    if not budget.admits(project):
+        return f"budget {name}: not open to project {project}"
     if budget.concurrent is not None and use["running"] >= budget.concurrent:
         return f"budget {name}: {use['running']}/{budget.concurrent} running"
     starts = use.get("starts")

@@ -141,7 +141,8 @@ class BudgetGate:
         spec = run.snapshot
         if not self.docs or not (spec.budgets or spec.tags):
             return []
-        return joined({n: d for n, (d, _) in self.docs.items()}, spec.budgets, spec.tags)
+        docs = {n: d for n, (d, _) in self.docs.items()}
+        return joined(docs, spec.budgets, spec.tags, run.project)
 
     def look(self, run: Run, now: datetime) -> Plan | Wait | None:
         """None: no budget applies; a Wait: held back (why, and until when for a window); a
@@ -155,7 +156,7 @@ class BudgetGate:
             doc, doc_rev = self.docs[name]
             held = self.held.get(name, {})
             window, window_rev = self.windows.get(name, (None, 0))
-            wait = check(name, doc, len(held), window, now)
+            wait = check(name, doc, len(held), window, now, run.project)
             if wait is None and name in self.claiming:
                 wait = Wait(name, f"budget {name}: a claim in flight")
             if wait is not None:

@@ -71,12 +71,12 @@ def test_seconds_as_a_window() -> None:
 
 def test_check_says_why() -> None:
     b = BudgetSpec(name="api", concurrent=3, starts=StartsLimit(per="minute", limit=10))
-    assert check("api", b, 2, None, T) is None
-    w = check("api", b, 3, None, T)
+    assert check("api", b, 2, None, T, "p") is None
+    w = check("api", b, 3, None, T, "p")
     assert w is not None and w.reason == "budget api: 3/3 running" and w.next_at is None
     assert retry_in(w, T) is None  # a slot: the watch wakes it, no timer
     full = Window(start=window_start(T, 60), count=10)
-    w = check("api", b, 0, full, T)
+    w = check("api", b, 0, full, T, "p")
     assert w is not None
     assert w.reason.startswith("budget api: 10/10 starts per minute, next start allowed at 2026")
     assert retry_in(w, T) == pytest.approx(0.5)
@@ -88,10 +88,22 @@ def test_joined_by_name_and_by_tag() -> None:
         "b": BudgetSpec(name="b", concurrent=1, match={"tags": ["etl", "x"]}),
         "c": BudgetSpec(name="c", concurrent=1, match={"tags": ["other"]}),
     }
-    assert joined(budgets, ["a"], []) == ["a"]
-    assert joined(budgets, [], ["etl"]) == ["b"]
-    assert joined(budgets, ["a", "b"], ["etl", "x"]) == ["a", "b"]
-    assert joined(budgets, ["gone"], ["nothing"]) == []
+    assert joined(budgets, ["a"], [], "p") == ["a"]
+    assert joined(budgets, [], ["etl"], "p") == ["b"]
+    assert joined(budgets, ["a", "b"], ["etl", "x"], "p") == ["a", "b"]
+    assert joined(budgets, ["gone"], ["nothing"], "p") == []
+
+
+def test_a_budget_closed_to_a_project() -> None:
+    """A tag joins only budgets open to the project; a name joins, and the run is held back
+    (the limit is never silently dropped when a cluster admin closes the budget)."""
+    b = BudgetSpec(name="b", concurrent=5, match={"tags": ["etl"]}, projects=["team-a"])
+    assert joined({"b": b}, [], ["etl"], "team-b") == []
+    assert joined({"b": b}, [], ["etl"], "team-a") == ["b"]
+    assert joined({"b": b}, ["b"], [], "team-b") == ["b"]
+    w = check("b", b, 0, None, T, "team-b")
+    assert w is not None and w.reason == "budget b: not open to project team-b"
+    assert check("b", b, 0, None, T, "team-a") is None
 
 
 def test_free_slot() -> None:
@@ -113,6 +125,8 @@ def test_free_slot() -> None:
         ({"name": "x", "concurrent": 1, "match": {"tags": []}}, "match.tags"),
         ({"name": "X!", "concurrent": 1}, "name"),
         ({"name": "x", "concurrent": 1, "extra": 1}, "extra"),
+        ({"name": "x", "concurrent": 1, "projects": []}, "projects"),
+        ({"name": "x", "concurrent": 1, "projects": ["Bad!"]}, "projects.0"),
     ],
 )
 def test_bad_documents_name_the_field(doc: dict[str, object], field: str | None) -> None:
