@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from cluster.budget_store import BudgetStore
 from cluster.budgets import Budget, BudgetSpec, joined, per_text
@@ -27,6 +28,30 @@ if TYPE_CHECKING:
 
 NAME_RE = re.compile(NAME_PATTERN)
 READ_ONLY = ("created_at", "updated_at", "updated_by", "use")
+
+
+class StartsUse(BaseModel):
+    window_start: str
+    window_end: str
+    count: int
+    limit: int
+
+
+class BudgetUse(BaseModel):
+    """What a budget holds now: ``running`` of ``concurrent`` slots, starts in this window."""
+
+    running: int | None = None
+    concurrent: int | None = None
+    starts: StartsUse | None = None
+
+
+class BudgetDoc(Budget):
+    use: BudgetUse
+
+
+class BudgetList(BaseModel):
+    budgets: list[BudgetDoc]
+    next: str | None = None
 
 
 def budget_name(request: web.Request) -> str:
@@ -51,7 +76,7 @@ class BudgetApi:
         doc["use"] = await store.usage(budget)
         return doc
 
-    @documented(answer=Budget, query={"limit": LIMIT, "after": STR})
+    @documented(answer=BudgetList, query={"limit": LIMIT, "after": STR})
     async def list_budgets(self, request: web.Request) -> web.Response:
         """List budgets with their use, paged by name"""
         limit = int_query(request, "limit", 100, 1, 1000)
@@ -62,13 +87,13 @@ class BudgetApi:
         items, nxt = await store.list_page(limit=limit, after=after)
         return ok({"budgets": [await self._doc(store, b) for b in items], "next": nxt})
 
-    @documented(answer=Budget)
+    @documented(answer=BudgetDoc)
     async def get_budget(self, request: web.Request) -> web.Response:
         """One budget with its use (slots held, starts in the current window)"""
         store = self.store()
         return ok(await self._doc(store, await store.get(budget_name(request))))
 
-    @documented(body=BudgetSpec, answer=Budget, also=("201",))
+    @documented(body=BudgetSpec, answer=BudgetDoc, also=("201",))
     async def put_budget(self, request: web.Request) -> web.Response:
         """Create or replace a budget"""
         name = budget_name(request)
