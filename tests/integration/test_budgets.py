@@ -263,7 +263,40 @@ async def test_a_killed_node_frees_its_slot_within_the_lease_ttl(procs, tmp_path
         a.signal(signal.SIGKILL)
         await wait_for(lambda: second in intervals(ledger), 30, interval=0.05, what="second ran")
         waited = time.monotonic() - killed
+        print(f"slot of the killed node free and the waiting run started after {waited:.2f} s")
         runs = await finished(http, base, [first, second])
     assert waited < 3 + 6, waited  # the lease TTL plus a loaded machine's margin
     assert runs[1]["status"] == "succeeded" and runs[1]["node"] == "other"
     assert runs[0]["status"] == "lost" or runs[0]["attempt"] > 1
+
+
+async def test_workflow_tasks_join_budgets_by_name_and_tag(cluster, tmp_path):
+    """Four independent tasks of one workflow (two naming the budget, two by tag) and
+    ``concurrent: 1``: they run one at a time, as their own timestamps show, and all succeed."""
+    await cluster.start("n1", capacity=16)
+    ledger = tmp_path / "ledger"
+    status, _ = await cluster.request(
+        "PUT", f"{BUDGETS}/solo", json={"concurrent": 1, "match": {"tags": ["solo"]}}
+    )
+    assert status == 201
+    cmd = ledger_job(ledger, "sleep 0.3")
+    tasks = [{"name": f"n{i}", "command": cmd, "budgets": ["solo"]} for i in range(2)]
+    tasks += [{"name": f"t{i}", "command": cmd, "tags": ["solo"]} for i in range(2)]
+    status, body = await cluster.request("PUT", f"{WFS}/w", json={"tasks": tasks})
+    assert status == 201, body
+    status, body = await cluster.request("POST", f"{WFS}/w/executions", json={})
+    assert status == 201, body
+    exec_id = body["id"]
+
+    async def done() -> dict[str, Any] | None:
+        _, ex = await cluster.request("GET", f"/api/v1/projects/default/executions/{exec_id}")
+        return ex if ex["status"] not in ("pending", "running") else None
+
+    ex = await wait_for(done, 60, interval=0.1, what="execution finished")
+    assert ex["status"] == "succeeded", ex
+    spans = intervals(ledger)
+    assert len(spans) == 4 and most_at_once(spans) == 1, spans
+    order = sorted(spans.values())
+    gaps = [b[0] - a[1] for a, b in zip(order, order[1:], strict=False)]
+    print(f"slot hand-over (a task's last line -> the next task's first): {gaps}")
+    assert max(gaps) < 5  # woken by the watch when the slot is deleted, not by a poll
