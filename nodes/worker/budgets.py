@@ -35,6 +35,8 @@ from nodes import metrics
 
 log = structlog.get_logger(__name__)
 
+JOINED_KEPT = 4096  # remembered (project, budgets, tags) combinations of queued runs
+
 
 @dataclass(slots=True)
 class Plan:
@@ -58,6 +60,7 @@ class BudgetGate:
         self.windows: dict[str, tuple[Window | None, int]] = {}  # name -> (window, mod revision)
         self.claiming: set[str] = set()  # budgets with a claim of this node in flight
         self.waiting: dict[str, set[str]] = {}  # name -> runs held back at the last look
+        self._joined: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
 
     # -- the cache -------------------------------------------------------------------------
 
@@ -69,6 +72,7 @@ class BudgetGate:
             try:
                 res = await self.etcd.range_all(base)
                 self.docs.clear()
+                self._joined.clear()
                 self.held.clear()
                 self.windows.clear()
                 for kv in res.kvs:
@@ -96,6 +100,7 @@ class BudgetGate:
         starts = self.keys.budget_starts("")
         try:
             if key.startswith(docs):
+                self._joined.clear()
                 name = key[len(docs) :]
                 if kv is None:
                     self.docs.pop(name, None)
@@ -138,11 +143,19 @@ class BudgetGate:
     # -- decisions -------------------------------------------------------------------------
 
     def joined(self, run: Run) -> list[str]:
+        """The budgets ``run`` joins; remembered per (project, names, tags) until a budget
+        document changes (dispatch asks for every queued run each time it looks)."""
         spec = run.snapshot
         if not self.docs or not (spec.budgets or spec.tags):
             return []
-        docs = {n: d for n, (d, _) in self.docs.items()}
-        return joined(docs, spec.budgets, spec.tags, run.project)
+        key = (run.project, tuple(spec.budgets), tuple(spec.tags))
+        found = self._joined.get(key)
+        if found is None:
+            if len(self._joined) >= JOINED_KEPT:
+                self._joined.clear()
+            docs = {n: d for n, (d, _) in self.docs.items()}
+            found = self._joined[key] = joined(docs, spec.budgets, spec.tags, run.project)
+        return found
 
     def look(self, run: Run, now: datetime) -> Plan | Wait | None:
         """None: no budget applies; a Wait: held back (why, and until when for a window); a
