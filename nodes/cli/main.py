@@ -13,6 +13,7 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
+from nodes.cli import budgets as cli_budgets
 from nodes.cli import completion, etcd_auth, gitops, help_texts, inspect, notify, secrets, workflows
 from nodes.cli import groups as cli_placement
 from nodes.cli import logs as cli_logs
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_parser(sub)
     notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
+    cli_budgets.add_parsers(sub)
     completion.add_parser(sub, p)
     return p
 

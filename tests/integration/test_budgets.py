@@ -4,7 +4,9 @@ from the jobs themselves (each appends its start and end with a timestamp)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import signal
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.chaos.harness import wait_ready
-from tests.conftest import api_session, wait_for
+from tests.conftest import api_session, run_cli, wait_for
 
 BUDGETS = "/api/v1/budgets"
 JOBS = "/api/v1/projects/default/jobs"
@@ -301,3 +303,30 @@ async def test_workflow_tasks_join_budgets_by_name_and_tag(cluster, tmp_path):
     gaps = [b[0] - a[1] for a, b in itertools.pairwise(order)]
     print(f"slot hand-over (a task's last line -> the next task's first): {gaps}")
     assert max(gaps) < 5  # woken by the watch when the slot is deleted, not by a poll
+
+
+async def test_budget_cli(cluster, tmp_path):
+    """``cronmesh budget apply|list|get|delete`` against a node."""
+    await cluster.start("n1")
+    url = cluster.url()
+    (tmp_path / "b.yaml").write_text(
+        "name: partner\nconcurrent: 3\nstarts: {per: minute, limit: 10}\n"
+        "match: {tags: [partner]}\n---\nname: solo\nconcurrent: 1\nprojects: [default]\n"
+    )
+    code, out, err = await asyncio.to_thread(
+        run_cli, url, "budget", "apply", "-f", str(tmp_path / "b.yaml")
+    )
+    assert code == 0, err
+    assert out.splitlines() == ["budget partner applied", "budget solo applied"]
+    code, out, err = await asyncio.to_thread(run_cli, url, "budget", "list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["BUDGET", "RUNNING", "STARTS", "TAGS", "PROJECTS"]
+    assert lines[1].split() == ["partner", "0/3", "0/10", "per", "minute", "partner", "*"]
+    assert lines[2].split() == ["solo", "0/1", "-", "-", "default"]
+    code, out, err = await asyncio.to_thread(run_cli, url, "-o", "json", "budget", "get", "solo")
+    assert code == 0 and json.loads(out)["use"] == {"running": 0, "concurrent": 1}, err
+    code, out, err = await asyncio.to_thread(run_cli, url, "budget", "delete", "solo")
+    assert (code, out.strip()) == (0, "budget solo deleted"), err
+    code, _, err = await asyncio.to_thread(run_cli, url, "budget", "get", "solo")
+    assert code != 0 and "not found" in err
