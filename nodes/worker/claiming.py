@@ -164,8 +164,10 @@ class Claiming:
                         # here. Giving the claim up lets the leader record the attempt as lost
                         # (retried if its policy says so), as if this node had died.
                         log.error("giving up the claim of an attempt already run", run=run_id)
+                        held = self.budgets.releases(self.budgets.held_by(run_id))  # D275
                         await self.etcd.txn(
-                            [Compare.created(kv.key, kv.create_revision)], [Op.delete(kv.key)]
+                            [Compare.created(kv.key, kv.create_revision)],
+                            [Op.delete(kv.key), *held],
                         )
                         continue
                     project = claim["project"]

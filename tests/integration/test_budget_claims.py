@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 from cluster.budget_store import BudgetStore
-from cluster.etcd import Etcd
+from cluster.etcd import Etcd, Op
 from cluster.ids import Snowflake
 from cluster.keys import Keys
-from cluster.store import Store
+from cluster.store import Store, dumps
 from nodes.worker.budgets import Plan
 from nodes.worker.worker import Worker
 from tests.conftest import wait_for
@@ -120,3 +120,31 @@ async def test_a_budget_slot_vanishes_with_the_workers_lease(etcd, keys, rig, tm
     await a.close()
     await etcd.revoke(a.session.lease_id)
     assert (await etcd.range(keys.budget_slots("one"), count_only=True)).count == 0
+
+
+async def test_a_claim_given_up_by_the_orphan_check_gives_its_budget_slot_back(
+    etcd, keys, rig, tmp_path
+):
+    """A claim of ours whose attempt already ran here (its end could not be recorded) is given
+    up by the orphan check (D2), so the leader records it lost; its budget slot goes with it,
+    instead of staying held until the node's lease ends."""
+    store = Store(etcd, keys, Snowflake(24), now)
+    await budget(etcd, keys, {"name": "one", "concurrent": 1})
+    await put_job(store, name="j", command="true", budgets=["one"])
+    a = await gated(rig, "a")
+    run = await store.trigger(P, "j", {})
+    lease = a.session.lease_id
+    claim, slot = keys.claim(run.id), keys.budget_slot("one", 0)
+    await etcd.txn([], [Op.put(claim, dumps({"project": P, "attempt": 1}), lease)])
+    await etcd.txn([], [Op.put(slot, run.id, lease)])
+    await wait_for(lambda: a.budgets.held_by(run.id) == [slot], 10, what="a sees the slot")
+    a._executed[run.id] = 1  # this attempt ran here already
+    rig.loops.append(asyncio.create_task(a._adopt_orphans()))
+    a._orphan_check.set()
+
+    async def given_up() -> bool:
+        return await etcd.get(claim) is None
+
+    await wait_for(given_up, 10, what="the claim given up")
+    assert await etcd.get(slot) is None
+    assert not a.running
