@@ -490,6 +490,7 @@ class Executing:
                         attempt=run.attempt,
                         claim_revision=ex.claim_revision,
                     )
+                    await self.budgets.give_back(ex.budget_slots, ex.claim_revision)
                     return
                 metrics.run_finished(status, run.project, run.job)
                 if ex.reason == "oom_killed":
