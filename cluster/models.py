@@ -161,6 +161,20 @@ def _check_cron(value: str) -> None:
     parse_schedule(cron=value, timezone="UTC", hash_key="validate")
 
 
+MAX_CALENDAR_REFS = 16
+
+
+class CalendarRef(Strict):
+    """A schedule's ``calendar:`` (``cluster.calendars``, D236): skip the days of any ``skip``
+    calendar; with ``only``, fire only on a day of one of the ``only`` calendars."""
+
+    skip: list[Name] = Field(default_factory=list, max_length=MAX_CALENDAR_REFS)
+    only: list[Name] = Field(default_factory=list, max_length=MAX_CALENDAR_REFS)
+
+    def names(self) -> list[str]:
+        return sorted({*self.skip, *self.only})
+
+
 class DstSpec(Strict):
     """A cron schedule's daylight-saving policy (D220): ``gap`` for wall times a spring-forward
     transition skips, ``fold`` for the ones a fall-back transition repeats."""
@@ -175,6 +189,9 @@ class ScheduleSpec(Strict):
     timezone: str = "UTC"
     parameters: Params = Field(default_factory=dict)
     enabled: bool = True
+    # days to skip or to keep to (named calendars of the project or the cluster); not part of
+    # the fingerprint: changing it keeps the schedule's fire state
+    calendar: CalendarRef | None = None
     dst: DstSpec | None = None  # None: the defaults (shift, auto)
 
     @field_validator("timezone")

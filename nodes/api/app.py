@@ -12,6 +12,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from nodes.api import auth as api_auth
 from nodes.api import budgets as api_budgets
+from nodes.api import calendars as api_calendars
 from nodes.api import cron as api_cron
 from nodes.api import headers
 from nodes.api import hooks as api_hooks
@@ -20,6 +21,7 @@ from nodes.api import logs as api_logs
 from nodes.api import notify as api_notify
 from nodes.api import ops as api_ops
 from nodes.api import placement as api_placement
+from nodes.api import plan as api_plan
 from nodes.api import secrets as api_secrets
 from nodes.api import ui as api_ui
 from nodes.api import workflows as api_workflows
@@ -64,6 +66,8 @@ def make_app(node: ApiContext) -> web.Application:
     api_ui.add_routes(app, node)  # web UI (issue 7)
     api_cron.add_routes(app, node)  # cron preview
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
+    api_calendars.add_routes(app, node)  # calendars, blackout windows, freeze (issue 21)
+    api_plan.add_routes(app, node)  # the schedule simulator (issue 21)
     api_hooks.add_routes(app, node)  # incoming event triggers: named hooks (issue 24)
     api_budgets.add_routes(app, node)  # budgets (issue 24, D274)
     return app

@@ -14,6 +14,7 @@ import yaml
 
 from nodes.cli import auth as cli_auth
 from nodes.cli import budgets as cli_budgets
+from nodes.cli import calendars as cli_calendars
 from nodes.cli import (
     completion,
     etcd_auth,
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_parser(sub)
     notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
+    cli_calendars.add_parsers(sub)  # calendars, blackouts, freeze, plan (issue 21)
     hooks.add_parsers(sub)
     cli_budgets.add_parsers(sub)
     completion.add_parser(sub, p)
