@@ -56,7 +56,7 @@ def _scalar_to_str(value: Any) -> Any:
 def _params(value: Any) -> Any:
     if isinstance(value, dict):
         for key in value:
-            if not isinstance(key, str) or not PARAM_PATTERN.match(key):
+            if not isinstance(key, str) or not PARAM_PATTERN.fullmatch(key):
                 raise ValueError(
                     f"parameter name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (max 64)"
                 )
@@ -118,7 +118,7 @@ def _env(value: Any) -> Any:
         raise ValueError(f"at most {MAX_ENV} variables")
     out: dict[str, Any] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not ENV_NAME.match(key):
+        if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
             raise SubFieldError(
                 f"variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (max 128)", str(key)
             )

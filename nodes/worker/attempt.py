@@ -43,6 +43,11 @@ class Execution:
     reason: str | None = None  # "oom_killed" (out-of-memory killer), "interrupted" (D245)
     _stopper: asyncio.Task[None] | None = None
 
+    @property
+    def slots(self) -> list[str]:
+        """The slot keys its completion deletes: its job's, its budgets' (D275)."""
+        return [*([self.slot] if self.slot else []), *self.budget_slots]
+
     def request(self, action: str) -> None:
         """Record a cancel/abort/shutdown; act on the process now, or as soon as it exists."""
         if self.requested is not None and action not in ("abort", "interrupt"):

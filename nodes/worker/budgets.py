@@ -28,7 +28,7 @@ from cluster.budgets import (
     joined,
 )
 from cluster.errors import Unavailable
-from cluster.etcd import KV, Compacted, Compare, Etcd, Op, OutcomeUnknown
+from cluster.etcd import KV, Compacted, Compare, Etcd, Op
 from cluster.keys import Keys
 from cluster.models import Run
 from nodes import metrics
@@ -195,16 +195,6 @@ class BudgetGate:
     def ops(self, plan: Plan, run_id: str, lease: int) -> list[Any]:
         """The claim's writes: each taken slot (bound to the lease), each new window count."""
         return [*plan.ops, *(Op.put(slot, run_id, lease) for slot in plan.slots)]
-
-    async def give_back(self, slots: Iterable[str], claim_revision: int) -> None:
-        """After a fenced completion (the claim was taken away while the lease lives on): the
-        slots this claim created, each only if still the one created by the claim (its create
-        revision is the claim's), so they do not stay held until the node's lease ends."""
-        for slot in slots:
-            try:
-                await self.etcd.txn([Compare.created(slot, claim_revision)], [Op.delete(slot)])
-            except (Unavailable, OutcomeUnknown) as exc:  # the lease's end frees it anyway
-                log.warning("budget slot not given back", slot=slot, error=str(exc))
 
     @staticmethod
     def releases(slots: Iterable[str]) -> list[Any]:

@@ -7,7 +7,6 @@ on; ``python -m tests.mutations`` removes it and checks that the test fails."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from cluster.budget_store import BudgetStore
 from cluster.etcd import Etcd, Op
@@ -149,40 +148,3 @@ async def test_a_claim_given_up_by_the_orphan_check_gives_its_budget_slot_back(
     await wait_for(given_up, 10, what="the claim given up")
     assert await etcd.get(slot) is None
     assert not a.running
-
-
-async def fenced_completion(etcd, keys, rig, tmp_path, *, retaken: bool) -> tuple[str, Any]:
-    """A claims a run of budget ``one``; its claim is taken away while the process runs (the
-    lease lives on); the process ends and A's completion is fenced. ``retaken``: meanwhile the
-    slot was freed and taken by another claim. Answers the slot key and what is left of it."""
-    book = tmp_path / "ledger"
-    store = Store(etcd, keys, Snowflake(25), now)
-    await budget(etcd, keys, {"name": "one", "concurrent": 1})
-    await put_job(store, name="j", command=ledger_command(book, gate=True), budgets=["one"])
-    a = await gated(rig, "a")
-    await store.trigger(P, "j", {})
-    key, kv, parsed = await queued(etcd, keys)
-    plan = a.budgets.look(parsed, now())
-    assert isinstance(plan, Plan)
-    await a._claim(key, kv, parsed, budget=plan)
-    await wait_for(lambda: len(ledger(book)) == 1, 10, what="a's process")
-    slot = keys.budget_slot("one", 0)
-    await etcd.delete(keys.claim(parsed.id))
-    if retaken:
-        await etcd.delete(slot)
-        await etcd.txn([], [Op.put(slot, "another-run")])
-    (tmp_path / "ledger.gate-a").touch()
-    await wait_for(lambda: idle(a), 10, what="a's fenced completion")
-    return slot, await etcd.get(slot)
-
-
-async def test_a_fenced_completion_gives_its_budget_slot_back(etcd, keys, rig, tmp_path):
-    """The claim was taken away but the node's lease lives on: the slot it created is deleted
-    (compared on its create revision), not held until the node's lease ends."""
-    _, left = await fenced_completion(etcd, keys, rig, tmp_path, retaken=False)
-    assert left is None
-
-
-async def test_a_fenced_completion_leaves_a_slot_another_claim_took(etcd, keys, rig, tmp_path):
-    _, left = await fenced_completion(etcd, keys, rig, tmp_path, retaken=True)
-    assert left is not None and left.value == b"another-run"

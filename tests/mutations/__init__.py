@@ -444,8 +444,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "budget-slot-release",
         "nodes/worker/executing.py",
-        r"ops \+= self\.budgets\.releases\(ex\.budget_slots\)",
-        "pass",
+        r"slot=ex\.slots,",
+        "slot=ex.slot,",
         (f"{BUDGETS}::test_two_workers_that_picked_the_same_budget_slot_never_both_run",),
         "a budget slot is given back when its run ends",
     ),
