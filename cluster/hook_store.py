@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cluster import params
@@ -47,6 +48,26 @@ from cluster.store import Store
 from cluster.workflow_store import WorkflowStore, create_execution_ops, new_execution
 
 SCAN_PAGE = 200
+
+
+# a record of the usual size whose secret never opens: what ``decoy`` reads
+_DECOY = HookRecord(
+    name="decoy",
+    project="decoy",
+    target={"job": "decoy"},  # type: ignore[arg-type]
+    parameters={"ref": "ref"},
+    auth="signature",
+    rate_per_minute=60,
+    burst=10,
+    max_body_bytes=256 * 1024,
+    enabled=False,
+    description="",
+    key_id="decoy",
+    nonce=base64.b64encode(bytes(12)).decode(),
+    ciphertext=base64.b64encode(bytes(52)).decode(),
+    created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    updated_at=datetime(2026, 1, 1, tzinfo=UTC),
+).model_dump_json()
 
 
 class HookNotFound(NotFound):
@@ -211,6 +232,20 @@ class HookStore:
             record.key_id, base64.b64decode(record.nonce), base64.b64decode(record.ciphertext)
         )
         return self.ring().open(record.project, SEALED_PREFIX + record.name, sealed)
+
+    def decoy(self) -> None:
+        """The work of reading an existing hook's record and secret (parse, AES-GCM open), done
+        for a delivery to one that does not exist, so that ~11 µs do not tell strangers which
+        names exist (D269, D284); the open fails and nothing is answered from it."""
+        record = HookRecord.model_validate_json(_DECOY)
+        try:
+            ring = self.ring()
+            sealed = Sealed(
+                ring.current, base64.b64decode(record.nonce), base64.b64decode(record.ciphertext)
+            )
+            ring.open(record.project, SEALED_PREFIX + record.name, sealed)
+        except CronmeshError:
+            pass
 
     def _record_key(self, project: str, started: Started) -> str:
         if started.kind == "run":
