@@ -18,6 +18,7 @@ from nodes.cli import (
     completion,
     etcd_auth,
     gitops,
+    globalopts,
     help_texts,
     hooks,
     inspect,
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_calendars.add_parsers(sub)  # calendars, blackouts, freeze, plan (issue 21)
     hooks.add_parsers(sub)
     completion.add_parser(sub, p)
+    globalopts.add_after_commands(p, hidden=(" node",))  # `run list -o json` (D288)
     return p
 
 
