@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cluster.models import Job
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,16 +231,32 @@ def decide(slot: SlotDeadlines, run: RunView | None, now: datetime) -> Verdict:
 
 
 def decide_freshness(
-    due: datetime, every: float, last_success: datetime | None, now: datetime
+    due: datetime, since: datetime, last_success: datetime | None, now: datetime, *, stale: bool
 ) -> Verdict:
-    """A freshness slot (``expected_every``) falling due at ``due``: fresh as soon as a run
-    succeeded after ``due - every``; ``deadline_missed`` (stale) at ``due`` otherwise."""
-    since = due - timedelta(seconds=every)
+    """A freshness period (``expected_every``) from ``since`` to ``due``: fresh (``fired``) as
+    soon as a run succeeded after ``since``; ``deadline_missed`` (stale) at ``due`` otherwise. A
+    stale period has no deadline: it waits for the next success (one outcome per stale spell)."""
     if last_success is not None and last_success > since:
         return Verdict(FIRED.name, f"succeeded at {last_success.isoformat()}")
+    if stale:
+        return Verdict(None)
     if now >= due:
+        every = (due - since).total_seconds()
         return Verdict(DEADLINE_MISSED.name, f"no successful run within {_secs(every)} (stale)")
     return Verdict(None, next_check=due)
+
+
+def slot_deadlines(job: Job) -> dict[str, tuple[float, float]]:
+    """The (start_within, succeed_within) of each enabled schedule that has any (D229)."""
+    own = job.deadlines.pair() if job.deadlines else (0.0, 0.0)
+    out: dict[str, tuple[float, float]] = {}
+    for spec in job.schedules:
+        if not spec.enabled or (job.deadlines is None and spec.deadlines is None):
+            continue
+        pair = effective_deadlines(own, spec.deadlines.pair() if spec.deadlines else None)
+        if pair != (0.0, 0.0):
+            out[spec.fingerprint()] = pair
+    return out
 
 
 # -- the tick log, summed up ------------------------------------------------------------------

@@ -82,6 +82,7 @@ CURSOR_EVERY = 0.5
 CURSOR_IDLE_EVERY = 60.0
 DEFAULTS_TTL = 5.0
 NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
+WATCHED_STATUSES = NOTIFY_STATUSES | {"skipped"}  # a skipped slot's run (overlap): ``skipped``
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +216,7 @@ class Notifier:
                 async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
                     delay = 0.1
                     for ev in batch.events:
-                        if ev.kind == "put" and ev.kv.value.decode() in NOTIFY_STATUSES:
+                        if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
                             self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
                     rev = max(rev, batch.revision)
                     self._pending.append((rev, None))
@@ -336,6 +337,20 @@ class Notifier:
             for event, i in matching(rules, events_for(status, previous))
         ]
 
+    async def deliver_slot(
+        self, project: str, job: str, event: str, doc: dict[str, Any], delivery: str
+    ) -> None:
+        """A slot event (D232) to every rule of the job that asks for it; returns once each
+        delivery is done (sent or given up)."""
+        rules = await self._rules(project, job, None)
+        await asyncio.gather(
+            *(
+                self._deliver(rule, event, doc, f"{delivery}-{i}")
+                for i, rule in enumerate(rules)
+                if event in rule.on
+            )
+        )
+
     async def _deliver(
         self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
     ) -> None:
@@ -433,6 +448,8 @@ class Notifier:
 
 async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leadership) -> None:
     """Run the scheduler loop and the notifier together for one term of leadership."""
+    notifier = Notifier(node, leadership, scheduler)
+    scheduler.slots.notifier = notifier  # slot events go out through the same rules (D232)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())
-        tg.create_task(Notifier(node, leadership, scheduler).run())
+        tg.create_task(notifier.run())

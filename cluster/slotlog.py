@@ -1,0 +1,86 @@
+"""The slot log's records (D230), built as values: a tick record with its slot's outcome, the
+open-slot record of a slot whose deadlines the leader watches, and the ops that write a handled
+tick. No I/O."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from cluster import outcomes
+from cluster.etcd import Op
+from cluster.keys import Keys
+from cluster.models import Run
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), default=str)
+
+
+def open_slot_value(
+    tick: datetime,
+    schedule: str,
+    fate: str,
+    run_id: str | None,
+    deadlines: tuple[float, float],
+    *,
+    every: float = 0.0,
+    since: datetime | None = None,
+    stale: bool = False,
+) -> str:
+    doc: dict[str, Any] = {
+        "tick": tick.isoformat(),
+        "schedule": schedule,
+        "fate": fate,
+        "run": run_id,
+        "start_within": deadlines[0],
+        "succeed_within": deadlines[1],
+    }
+    if every:
+        doc.update(every=every, since=since.isoformat() if since else None, stale=stale)
+    return dumps(doc)
+
+
+def slot_name(tick: datetime, schedule: str) -> str:
+    return f"{int(tick.timestamp() * 1000):015d}-{schedule}"
+
+
+def settled_record(
+    tick: datetime,
+    schedule: str,
+    fate: str,
+    run_id: str | None,
+    outcome: str | None,
+    reason: str = "",
+    **extra: Any,
+) -> str:
+    """A tick record with its slot's outcome (None: open, the leader watches its deadlines)."""
+    doc: dict[str, Any] = {
+        "tick": tick.isoformat(),
+        "schedule": schedule,
+        "fate": fate,
+        "run": run_id,
+        "outcome": outcome,
+        "reason": reason,
+    }
+    doc.update(extra)
+    return dumps(doc)
+
+
+def tick_ops(
+    keys: Keys, run: Run, tick_key: str, fate: str, deadlines: tuple[float, float] | None
+) -> list[Any]:
+    """The tick record of a handled tick: settled now when its schedule has no deadlines (its
+    outcome follows from its fate), else open, with the open-slot key the leader watches."""
+    tick, fp = run.scheduled_at or run.created_at, run.schedule or ""
+    if deadlines is None:
+        outcome = outcomes.outcome_of_fate(fate)
+        return [Op.put(tick_key, settled_record(tick, fp, fate, run.id, outcome, run.error or ""))]
+    return [
+        Op.put(tick_key, settled_record(tick, fp, fate, run.id, None)),
+        Op.put(
+            keys.open_slot(run.project, run.job, slot_name(tick, fp)),
+            open_slot_value(tick, fp, fate, run.id, deadlines),
+        ),
+    ]

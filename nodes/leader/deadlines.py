@@ -1,0 +1,471 @@
+"""The leader's slot watcher: settles every slot that has deadlines with exactly one outcome (D230).
+
+A slot with deadlines is written "open" by the scheduler, in the transaction that handles its
+tick: its tick record has ``outcome: null`` and an ``open-slots/<project>/<job>/<tick name>`` key
+holds what the deadlines need (instant, deadlines, run id). This watcher keeps the open slots in
+one :class:`DueQueue` keyed by the open-slot key, due at the slot's next deadline; the run's claim
+(start) and end (its active key removed) make it due at once. Nothing polls: a slot is looked at
+when a deadline falls due or its run moves.
+
+Settling a slot is one transaction, fenced on leadership, comparing the open-slot key's mod
+revision: it rewrites the tick record with the outcome and reason, deletes the open-slot key,
+keeps the job's alarm key (``slot-alarms/…``: its last watched slot missed a deadline) and puts
+the slot's notifications into ``slot-outbox/``. So a slot ends once, whoever leads: a new leader
+reads the open-slot keys (and the outbox) at the revision it starts from, and decides each slot
+again from the slot's instant and its run's record as they are in etcd.
+
+Freshness (``expected_every``, jobs without schedules) uses the same keys: an open slot named
+``<due ms>-expected`` is due ``expected_every`` after the job's last success; a success moves it,
+its deadline settles it ``deadline_missed`` (one per stale period: the next opens with the next
+success, which is also the ``recovered`` event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from cluster import outcomes
+from cluster.errors import LostOwnership, Unavailable
+from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
+from cluster.keys import Keys
+from cluster.models import Job, Run
+from cluster.slotlog import open_slot_value, settled_record, slot_name
+from cluster.store import Store, dumps
+from cluster.watch import follow
+from nodes import metrics
+from nodes.leader.loops import DueQueue
+
+if TYPE_CHECKING:
+    from cluster.election import Leadership
+
+log = structlog.get_logger(__name__)
+
+JobKey = tuple[str, str]
+RETRY = timedelta(seconds=1)
+OUTBOX_PAGE = 100
+PARALLEL = 16  # slots settled at once (each is a run read and a transaction)
+
+
+class SlotNotifier(Protocol):
+    """What the watcher needs of the notifier (``nodes.leader.notifier.Notifier``)."""
+
+    async def deliver_slot(
+        self, project: str, job: str, event: str, doc: dict[str, Any], delivery: str
+    ) -> None: ...
+
+
+@dataclass
+class OpenSlot:
+    key: str  # the open-slot key
+    jk: JobKey
+    name: str  # "<epoch ms>-<schedule fingerprint>" (the tick key's last part)
+    slot: outcomes.SlotDeadlines
+    run: str | None
+    fate: str
+    schedule: str
+    rev: int
+    every: float = 0.0  # a freshness slot: expected_every …
+    since: datetime | None = None  # … counted from here
+    stale: bool = False  # … and the period before it went stale
+
+    @property
+    def fresh(self) -> bool:
+        return self.schedule == outcomes.FRESHNESS
+
+
+def count_settled(jk: JobKey, run: Run, wall: float, watched: Container[str]) -> None:
+    """Metrics of a slot settled when its tick was handled (its schedule, not in ``watched``,
+    has no deadlines)."""
+    if (run.schedule or "") in watched:
+        return
+    fate = "skipped" if run.status == "skipped" else run.source
+    metrics.SLOT_OUTCOMES.labels(*jk, outcomes.outcome_of_fate(fate)).inc()
+    if run.source == "catch-up" and run.scheduled_at is not None:
+        metrics.SLOT_LATENESS.observe(max(0.0, wall - run.scheduled_at.timestamp()))
+
+
+class SlotWatcher:
+    def __init__(
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        store: Store,
+        leadership: Leadership,
+        *,
+        clock: Callable[[], datetime],
+        job_of: Callable[[JobKey], Job | None],
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.store = store
+        self.lead = leadership
+        self.clock = clock
+        self.job_of = job_of
+        self.notifier: SlotNotifier | None = None
+        self.open: dict[str, OpenSlot] = {}
+        self.by_run: dict[str, str] = {}
+        self.fresh_of: dict[JobKey, str] = {}  # a job's open freshness slot
+        self.alarms: set[JobKey] = set()
+        self.due: DueQueue[str] = DueQueue(clock)
+        self._outbox = asyncio.Event()
+        self._sem = asyncio.Semaphore(PARALLEL)
+        self.settled = 0
+
+    # -- the picture ---------------------------------------------------------------------------
+
+    async def load(self, rev: int) -> None:
+        """The open slots and alarms at ``rev``; every open slot is decided again at once."""
+        slots = await self.etcd.range_all(self.keys.open_slots(), revision=rev)
+        alarms = await self.etcd.range_all(self.keys.slot_alarms(), revision=rev, keys_only=True)
+        for kv in slots.kvs:
+            self._on_open(kv.key, kv.value, kv.mod_revision)
+        for kv in alarms.kvs:
+            project, job = self.keys.tail(kv.key, self.keys.slot_alarms())[:2]
+            self.alarms.add((project, job))
+        self._outbox.set()
+
+    def _on_open(self, key: str, value: bytes | None, rev: int) -> None:
+        if value is None:
+            old = self.open.pop(key, None)
+            if old is not None:
+                self.due.set(key, None, wake=False)
+                if old.run is not None:
+                    self.by_run.pop(old.run, None)
+                if self.fresh_of.get(old.jk) == key:
+                    del self.fresh_of[old.jk]
+            return
+        project, job, name = self.keys.tail(key, self.keys.open_slots())[:3]
+        doc = json.loads(value)
+        tick = datetime.fromisoformat(doc["tick"])
+        slot = OpenSlot(
+            key,
+            (project, job),
+            name,
+            outcomes.SlotDeadlines.of(
+                tick, doc["start_within"], doc["succeed_within"], doc.get("fate", "schedule")
+            ),
+            doc.get("run"),
+            doc.get("fate", "schedule"),
+            doc.get("schedule", ""),
+            rev,
+            float(doc.get("every") or 0),
+            datetime.fromisoformat(doc["since"]) if doc.get("since") else None,
+            bool(doc.get("stale")),
+        )
+        self.open[key] = slot
+        if slot.run is not None:
+            self.by_run[slot.run] = key
+        if slot.fresh:
+            self.fresh_of[slot.jk] = key
+        self.due.set(key, self.clock())
+
+    def on_run_moved(self, run_id: str, jk: JobKey | None = None) -> None:
+        """A run was claimed (started) or ended: its slot, and its job's freshness, look again."""
+        key = self.by_run.get(run_id)
+        if key is not None:
+            self.due.set(key, self.clock())
+        if jk is not None:
+            job = self.job_of(jk)
+            if job is not None and job.expected_every:
+                self.due.set(f"fresh:{jk[0]}/{jk[1]}", self.clock())
+
+    def claims(self, then: Callable[[Any], None]) -> Callable[[Any], None]:
+        """A claim-event callback: ``then`` (the reaper's), and a claimed run's open slot looks
+        again (its run started)."""
+
+        def on_claim(ev: Any) -> None:
+            then(ev)
+            if ev.kind == "put":
+                self.on_run_moved(ev.kv.key.rsplit("/", 1)[-1])
+
+        return on_claim
+
+    def on_job(self, jk: JobKey) -> None:
+        """A job appeared or changed: one with ``expected_every`` and no open freshness slot
+        (and no alarm standing) gets one."""
+        job = self.job_of(jk)
+        if job is not None and job.expected_every and job.enabled:
+            self.due.set(f"fresh:{jk[0]}/{jk[1]}", self.clock())
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, rev: int, jobs: list[JobKey]) -> None:
+        await self.load(rev)
+        for jk in jobs:
+            self.on_job(jk)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(
+                follow(
+                    self.etcd,
+                    self.keys.open_slots(),
+                    rev,
+                    lambda ev: self._on_open(
+                        ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+                    ),
+                    lambda: set(self.open),
+                )
+            )
+            tg.create_task(self._outbox_loop())
+            while True:
+                due = self.due.pop_due()
+                if due:
+                    await asyncio.gather(*(self._guarded(key) for key in due))
+                    continue
+                await self.due.wait()
+
+    async def _guarded(self, key: str) -> None:
+        async with self._sem:
+            try:
+                if key.startswith("fresh:"):
+                    project, _, job = key[len("fresh:") :].partition("/")
+                    await self._freshness((project, job))
+                else:
+                    await self._settle(key)
+            except LostOwnership:
+                raise
+            except (Unavailable, OutcomeUnknown) as exc:
+                # decided again from etcd shortly (a lost reply: the compare finds it done)
+                log.warning("slot not settled; retrying", slot=key, error=str(exc))
+                self.due.set(key, self.clock() + RETRY, wake=False)
+            except Exception:
+                log.exception("cannot settle slot; retrying in 30 s", slot=key)
+                self.due.set(key, self.clock() + timedelta(seconds=30), wake=False)
+
+    async def _run_view(self, project: str, run_id: str | None) -> outcomes.RunView | None:
+        if run_id is None:
+            return None
+        kv = await self.etcd.get(self.keys.run(project, run_id))
+        if kv is None:
+            return None
+        run = Run.model_validate_json(kv.value)
+        return outcomes.RunView(run.id, run.status, run.started_at, run.finished_at, run.error)
+
+    async def _settle(self, key: str) -> None:
+        slot = self.open.get(key)
+        if slot is None:
+            return
+        if self.job_of(slot.jk) is None:  # the job is gone: its slots end with it
+            await self._txn(slot, [Op.delete(key)])
+            return
+        if slot.fresh:
+            await self._freshness(slot.jk)
+            return
+        view = await self._run_view(slot.jk[0], slot.run)
+        verdict = outcomes.decide(slot.slot, view, self.clock())
+        if verdict.outcome is None:
+            self.due.set(key, verdict.next_check, wake=False)
+            return
+        await self._close(slot, verdict, view)
+
+    async def _close(
+        self,
+        slot: OpenSlot,
+        verdict: outcomes.Verdict,
+        view: outcomes.RunView | None,
+        extra_ops: list[Any] | None = None,
+    ) -> bool:
+        assert verdict.outcome is not None
+        project, job = slot.jk
+        tick = slot.slot.due
+        info = outcomes.OUTCOMES[verdict.outcome]
+        ops: list[Any] = [
+            Op.delete(slot.key),
+            Op.put(
+                self.keys.tick(project, job, slot.schedule, int(tick.timestamp() * 1000)),
+                settled_record(
+                    tick,
+                    slot.schedule,
+                    slot.fate,
+                    slot.run,
+                    verdict.outcome,
+                    verdict.reason,
+                    lateness=verdict.lateness,
+                    settled_at=self.clock().isoformat(),
+                ),
+            ),
+            *(extra_ops or []),
+        ]
+        events: list[str] = []
+        if info.bad:
+            ops.append(Op.put(self.keys.slot_alarm(project, job), verdict.outcome))
+            events.append(verdict.outcome)
+        else:
+            if verdict.outcome == outcomes.LATE.name:
+                events.append("late")
+            if (project, job) in self.alarms and info.ran:
+                ops.append(Op.delete(self.keys.slot_alarm(project, job)))
+                events.append("recovered")
+        for event in events:
+            ops += self._event_ops(slot, event, verdict.reason)
+        if not await self._txn(slot, ops):
+            return False
+        self.settled += 1
+        if info.bad:
+            self.alarms.add(slot.jk)
+        elif "recovered" in events:
+            self.alarms.discard(slot.jk)
+        metrics.SLOT_OUTCOMES.labels(project, job, verdict.outcome).inc()
+        if verdict.lateness is not None:
+            metrics.SLOT_LATENESS.observe(max(0.0, verdict.lateness))
+        log.info(
+            "slot settled",
+            job=f"{project}/{job}",
+            tick=tick.isoformat(),
+            outcome=verdict.outcome,
+            reason=verdict.reason,
+            run=slot.run,
+        )
+        if events:
+            self._outbox.set()
+        return True
+
+    async def _txn(self, slot: OpenSlot, ops: list[Any]) -> bool:
+        """One fenced write comparing the open slot as we know it; False when it moved (the
+        watch brings the new version, or its deletion: another write settled it)."""
+        res = await self.etcd.txn(
+            [self.lead.fence(), Compare.modified(slot.key, slot.rev)], ops, [self.lead.probe()]
+        )
+        if not res.succeeded:
+            self.lead.check_fenced(res, "fenced slot write rejected")
+            return False
+        self.open.pop(slot.key, None)
+        if slot.run is not None:
+            self.by_run.pop(slot.run, None)
+        if self.fresh_of.get(slot.jk) == slot.key:
+            del self.fresh_of[slot.jk]
+        return True
+
+    # -- freshness (expected_every) ------------------------------------------------------------
+
+    async def _last_success(self, jk: JobKey) -> datetime | None:
+        """The newest success among the job's newest runs (a page of its run index)."""
+        res = await self.etcd.range(self.keys.job_runs(*jk), limit=50, descending=True)
+        for kv in res.kvs:
+            if kv.value == b"succeeded":
+                run_id = self.keys.tail(kv.key, self.keys.job_runs(*jk))[0]
+                got = await self.etcd.get(self.keys.run(jk[0], run_id))
+                if got is not None:
+                    return Run.model_validate_json(got.value).finished_at
+        return None
+
+    def _fresh_put(
+        self, jk: JobKey, since: datetime, every: float, *, stale: bool
+    ) -> tuple[str, Any]:
+        due = since + timedelta(seconds=every)
+        key = self.keys.open_slot(*jk, slot_name(due, outcomes.FRESHNESS))
+        value = open_slot_value(
+            due, outcomes.FRESHNESS, "expected", None, (0, 0), every=every, since=since, stale=stale
+        )
+        return key, Op.put(key, value)
+
+    async def _freshness(self, jk: JobKey) -> None:
+        job = self.job_of(jk)
+        key = self.fresh_of.get(jk)
+        slot = self.open.get(key) if key else None
+        if job is None or not job.expected_every or not job.enabled:
+            if slot is not None:
+                await self._txn(slot, [Op.delete(slot.key)])
+            return
+        every = job.expected_every
+        now = self.clock()
+        if slot is None:  # a new job (or one that just got expected_every): its first period
+            new_key, put = self._fresh_put(jk, now, every, stale=False)
+            res = await self.etcd.txn(
+                [self.lead.fence(), Compare.absent(new_key)], [put], [self.lead.probe()]
+            )
+            if not res.succeeded:
+                self.lead.check_fenced(res, "fenced slot write rejected")
+            return
+        last = await self._last_success(jk)
+        verdict = outcomes.decide_freshness(
+            slot.slot.due, slot.since or now, last, now, stale=slot.stale
+        )
+        if verdict.outcome is None:
+            self.due.set(slot.key, verdict.next_check, wake=False)
+            return
+        if verdict.outcome == outcomes.FIRED.name:
+            # fresh: the next period starts at that success; only stale periods are logged
+            assert last is not None
+            new_key, put = self._fresh_put(jk, last, every, stale=False)
+            ops: list[Any] = [Op.delete(slot.key), put] if new_key != slot.key else []
+            if slot.stale:
+                ops += self._event_ops(slot, "recovered", "a run succeeded again")
+                ops.append(Op.delete(self.keys.slot_alarm(*jk)))
+            if ops and await self._txn(slot, ops) and slot.stale:
+                self.alarms.discard(jk)
+                self._outbox.set()
+            return
+        # stale: record it, and open a stale period that waits for the next success
+        _, put = self._fresh_put(jk, slot.slot.due, every, stale=True)
+        await self._close(slot, verdict, None, [put])
+
+    def _event_ops(self, slot: OpenSlot, event: str, reason: str) -> list[Any]:
+        project, job = slot.jk
+        entry = f"{project}/{job}/{slot.name}-{event}"
+        doc = {
+            "id": slot.run or slot.name,
+            "project": project,
+            "job": job,
+            "status": event,
+            "source": slot.fate,
+            "scheduled_at": slot.slot.due.isoformat(),
+            "error": reason,
+            "slot": {
+                "tick": slot.slot.due.isoformat(),
+                "schedule": slot.schedule,
+                "outcome": event,
+                "reason": reason,
+                "run": slot.run,
+            },
+        }
+        payload = {"event": event, "doc": doc, "delivery": f"slot-{entry}"}
+        return [Op.put(self.keys.slot_outbox(entry), dumps(payload))]
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        """Deliver the slot notifications written with outcomes, then delete them (fenced). A
+        delivery cut by a leader change is sent again by the next leader, with the same
+        delivery id (at-least-once, as for runs)."""
+        while True:
+            await self._outbox.wait()
+            self._outbox.clear()
+            try:
+                while await self._outbox_page():
+                    pass
+            except LostOwnership:
+                raise
+            except Exception as exc:
+                log.warning("slot notifications not sent; retrying", error=repr(exc))
+                await asyncio.sleep(1.0)
+                self._outbox.set()
+
+    async def _outbox_page(self) -> bool:
+        notifier = self.notifier
+        if notifier is None or getattr(notifier, "_http", True) is None:
+            await asyncio.sleep(0.2)  # the notifier is still starting
+            self._outbox.set()
+            return False
+        res = await self.etcd.range(self.keys.slot_outbox(), limit=OUTBOX_PAGE)
+        if not res.kvs:
+            return False
+        started = time.monotonic()
+        for kv in res.kvs:
+            entry = json.loads(kv.value)
+            doc = entry["doc"]
+            with contextlib.suppress(LookupError):
+                await notifier.deliver_slot(
+                    doc["project"], doc["job"], entry["event"], doc, entry["delivery"]
+                )
+            await self.etcd.txn([self.lead.fence()], [Op.delete(kv.key)])
+        log.debug("slot notifications sent", count=len(res.kvs), seconds=time.monotonic() - started)
+        return len(res.kvs) == OUTBOX_PAGE
