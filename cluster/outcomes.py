@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cluster.models import Job
+    from cluster.models import JobSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +246,7 @@ def decide_freshness(
     return Verdict(None, next_check=due)
 
 
-def slot_deadlines(job: Job) -> dict[str, tuple[float, float]]:
+def slot_deadlines(job: JobSpec) -> dict[str, tuple[float, float]]:
     """The (start_within, succeed_within) of each enabled schedule that has any (D229)."""
     own = job.deadlines.pair() if job.deadlines else (0.0, 0.0)
     out: dict[str, tuple[float, float]] = {}

@@ -19,6 +19,7 @@ from nodes.api import notify as api_notify
 from nodes.api import ops as api_ops
 from nodes.api import placement as api_placement
 from nodes.api import secrets as api_secrets
+from nodes.api import slots as api_slots
 from nodes.api import ui as api_ui
 from nodes.api import workflows as api_workflows
 from nodes.api.access import ACCESS, access_middleware
@@ -62,6 +63,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_ui.add_routes(app, node)  # web UI (issue 7)
     api_cron.add_routes(app, node)  # cron preview
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
+    api_slots.add_routes(app, node)  # slot outcomes (issue 21)
     return app
 
 

@@ -272,13 +272,16 @@ class SlotWatcher:
         verdict: outcomes.Verdict,
         view: outcomes.RunView | None,
         extra_ops: list[Any] | None = None,
+        *,
+        reused: bool = False,
     ) -> bool:
+        """Settle ``slot``; ``reused``: ``extra_ops`` write its key again (not deleted)."""
         assert verdict.outcome is not None
         project, job = slot.jk
         tick = slot.slot.due
         info = outcomes.OUTCOMES[verdict.outcome]
         ops: list[Any] = [
-            Op.delete(slot.key),
+            *([] if reused else [Op.delete(slot.key)]),
             Op.put(
                 self.keys.tick(project, job, slot.schedule, int(tick.timestamp() * 1000)),
                 settled_record(
@@ -405,8 +408,8 @@ class SlotWatcher:
                 self._outbox.set()
             return
         # stale: record it, and open a stale period that waits for the next success
-        _, put = self._fresh_put(jk, slot.slot.due, every, stale=True)
-        await self._close(slot, verdict, None, [put])
+        new_key, put = self._fresh_put(jk, slot.slot.due, every, stale=True)
+        await self._close(slot, verdict, None, [put], reused=new_key == slot.key)
 
     def _event_ops(self, slot: OpenSlot, event: str, reason: str) -> list[Any]:
         project, job = slot.jk

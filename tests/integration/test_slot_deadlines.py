@@ -1,0 +1,180 @@
+"""Slot deadlines end to end (issue 21 item 1): a slot whose run never starts (no node matches
+its target) still ends ``deadline_missed`` in the tick log, the metrics and a webhook; a slot that
+runs in time ends ``fired`` and counts in "ran N of the last M slots"; freshness of a job run by
+triggers (``expected_every``) goes stale and recovers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import wait_for
+from tests.integration.test_api import JOBS
+from tests.integration.test_notifications import Receiver, allow_loopback
+
+
+def slot_counts(text: str, job: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "cronmesh_slot_outcomes_total" and s.labels["job"] == job:
+                out[s.labels["outcome"]] = s.value
+    return out
+
+
+async def test_a_run_that_never_starts_still_misses_its_deadline(cluster, etcd, keys):
+    await allow_loopback(etcd, keys)
+    await cluster.start()
+    async with Receiver() as hook:
+        job = {
+            "name": "stranded",
+            "command": "true",
+            "schedules": [{"cron": "*/3 * * * * *"}],
+            "target": {"selector": "role=nowhere"},  # no node fits: its runs stay pending
+            "deadlines": {"start_within": 1},
+            "notifications": [{"on": ["deadline_missed"], "webhook": {"url": hook.url}}],
+        }
+        status, body = await cluster.request("POST", JOBS, json=job)
+        assert status == 201, body
+
+        async def missed():
+            _, page = await cluster.request("GET", f"{JOBS}/stranded/slots")
+            hits = [s for s in page["slots"] if s["outcome"] == "deadline_missed"]
+            return (page, hits[-1]) if hits else None
+
+        page, slot = await wait_for(missed, 30, what="a deadline_missed slot")
+        assert slot["reason"].startswith("not started within 1 s: run "), slot
+        assert "is pending" in slot["reason"] and slot["run"] in slot["reason"]
+        assert page["summary"]["ran"] == 0 and page["summary"]["slots"] >= 1
+        assert slot in page["late"]
+        # the ticks view shows the same outcome
+        _, ticks = await cluster.request("GET", f"{JOBS}/stranded/ticks")
+        assert any(t.get("outcome") == "deadline_missed" for t in ticks["ticks"])
+        # the run itself is still pending: the slot was settled from its instant, not the run
+        _, run = await cluster.request("GET", f"/api/v1/projects/default/runs/{slot['run']}")
+        assert run["status"] == "pending"
+
+        async def counted():
+            _, text = await cluster.request("GET", "/metrics")
+            return slot_counts(text, "stranded").get("deadline_missed", 0) >= 1
+
+        await wait_for(counted, 10, what="cronmesh_slot_outcomes_total counted")
+        delivered = await wait_for(lambda: hook.delivered(), 30, what="deadline_missed webhook")
+        headers, body = delivered[0]
+        assert headers["X-Cronmesh-Event"] == "deadline_missed"
+        assert body["event"] == "deadline_missed" and body["job"] == "stranded"
+        assert body["slot"]["outcome"] == "deadline_missed" and body["slot"]["run"] == slot["run"]
+        assert headers["X-Cronmesh-Delivery"].startswith("slot-default/stranded/")
+        # one delivery per slot: ids never repeat
+        await cluster.request("PATCH", f"{JOBS}/stranded", json={"enabled": False})
+        ids = [h["X-Cronmesh-Delivery"] for h, _ in hook.delivered()]
+        assert len(ids) == len(set(ids))
+
+
+async def test_slots_that_run_in_time_are_fired_and_counted(cluster):
+    await cluster.start()
+    job = {
+        "name": "punctual",
+        "command": "true",
+        "schedules": [{"cron": "* * * * * *", "deadlines": {"succeed_within": 20}}],
+        "deadlines": {"start_within": 10},
+    }
+    status, body = await cluster.request("POST", JOBS, json=job)
+    assert status == 201, body
+
+    async def three_fired():
+        _, page = await cluster.request("GET", f"{JOBS}/punctual/slots")
+        return page if page["summary"]["outcomes"].get("fired", 0) >= 3 else None
+
+    page = await wait_for(three_fired, 30, what="three fired slots")
+    await cluster.request("PATCH", f"{JOBS}/punctual", json={"enabled": False})
+    fired = [s for s in page["slots"] if s["outcome"] == "fired"]
+    assert all(s["reason"] == "succeeded within its deadline" for s in fired)
+    assert all(0 <= s["lateness"] < 10 for s in fired)
+    assert page["summary"]["ran"] == page["summary"]["outcomes"]["fired"]
+    assert page["summary"]["outcomes"].get("deadline_missed", 0) == 0
+    # paging: the next page starts before the oldest slot of this one
+    _, small = await cluster.request("GET", f"{JOBS}/punctual/slots?limit=1")
+    assert len(small["slots"]) == 1 and small["next"] == small["slots"][0]["name"]
+    _, older = await cluster.request("GET", f"{JOBS}/punctual/slots?limit=1&before={small['next']}")
+    assert older["slots"][0]["tick"] < small["slots"][0]["tick"]
+    status, err = await cluster.request("GET", f"{JOBS}/punctual/slots?before=x")
+    assert status == 400 and err["error"]["field"] == "before"
+    # a job without deadlines settles its slots when they fire
+    await cluster.request(
+        "POST",
+        JOBS,
+        json={"name": "plain", "command": "true", "schedules": [{"cron": "* * * * * *"}]},
+    )
+
+    async def plain_fired():
+        _, page = await cluster.request("GET", f"{JOBS}/plain/slots")
+        return page if page["slots"] and page["slots"][-1]["outcome"] == "fired" else None
+
+    plain = await wait_for(plain_fired, 20, what="plain slot fired")
+    assert plain["summary"]["open"] == 0
+    await cluster.request("PATCH", f"{JOBS}/plain", json={"enabled": False})
+
+
+async def test_bad_deadlines_are_refused_naming_the_field(cluster):
+    await cluster.start()
+    for doc, field in [
+        ({"deadlines": {"start_within": "soon"}}, "deadlines.start_within"),
+        ({"deadlines": {"start_within": 60, "succeed_within": 5}}, "deadlines.succeed_within"),
+        ({"expected_every": 5}, "expected_every"),
+        ({"schedules": [{"cron": "* * * * *", "deadlines": {"x": 1}}]}, "schedules.0.deadlines.x"),
+    ]:
+        status, body = await cluster.request(
+            "POST", JOBS, json={"name": "bad", "command": "true", **doc}
+        )
+        assert status == 400 and body["error"]["field"] == field, body
+    status, _ = await cluster.request("GET", f"{JOBS}/bad")
+    assert status == 404  # nothing half-written
+
+
+async def test_freshness_goes_stale_then_recovers(cluster, etcd, keys):
+    await allow_loopback(etcd, keys)
+    await cluster.start()
+    async with Receiver() as hook:
+        job = {
+            "name": "fed",
+            "command": "true",
+            "expected_every": 60,
+            "notifications": [
+                {"on": ["deadline_missed", "recovered"], "webhook": {"url": hook.url}}
+            ],
+        }
+        status, body = await cluster.request("POST", JOBS, json=job)
+        assert status == 201, body
+        # the first period is open: move its deadline into the past (as 60 s passing would)
+        prefix = keys.open_slots("default", "fed")
+
+        async def opened():
+            res = await etcd.range(prefix)
+            return res.kvs[0] if res.kvs else None
+
+        kv = await wait_for(opened, 10, what="freshness period opened")
+        doc = json.loads(kv.value)
+        assert doc["every"] == 60 and doc["stale"] is False
+        # 61 s earlier: due a second ago, and no success since the period began
+        for field in ("tick", "since"):
+            doc[field] = (datetime.fromisoformat(doc[field]) - timedelta(seconds=61)).isoformat()
+        await etcd.put(kv.key, json.dumps(doc))
+
+        async def stale():
+            _, page = await cluster.request("GET", f"{JOBS}/fed/slots")
+            hits = [s for s in page["slots"] if s["outcome"] == "deadline_missed"]
+            return hits[0] if hits else None
+
+        slot = await wait_for(stale, 20, what="stale slot recorded")
+        assert "no successful run within 60 s" in slot["reason"]
+        await wait_for(lambda: hook.delivered(), 20, what="deadline_missed sent")
+        _, run = await cluster.request("POST", f"{JOBS}/fed/runs", json={})
+        await wait_for(lambda: len(hook.delivered()) >= 2, 30, what="recovered sent")
+        events = [h["X-Cronmesh-Event"] for h, _ in hook.delivered()]
+        assert events == ["deadline_missed", "recovered"], events
+        res = await etcd.range(prefix)
+        assert len(res.kvs) == 1  # the next period is open, not stale
+        assert json.loads(res.kvs[0].value)["stale"] is False
