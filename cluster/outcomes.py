@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from cluster.models import JobSpec
+    from cluster.models import Deadlines, ScheduleSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +246,16 @@ def decide_freshness(
     return Verdict(None, next_check=due)
 
 
-def slot_deadlines(job: JobSpec) -> dict[str, tuple[float, float]]:
+class WithDeadlines(Protocol):
+    """A job or a workflow."""
+
+    @property
+    def deadlines(self) -> Deadlines | None: ...
+    @property
+    def schedules(self) -> list[ScheduleSpec]: ...
+
+
+def slot_deadlines(job: WithDeadlines) -> dict[str, tuple[float, float]]:
     """The (start_within, succeed_within) of each enabled schedule that has any (D229)."""
     own = job.deadlines.pair() if job.deadlines else (0.0, 0.0)
     out: dict[str, tuple[float, float]] = {}

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster import outcomes
 from cluster.etcd import Op
 from cluster.keys import Keys
 from cluster.models import Run
+from cluster.outcomes import WithDeadlines, slot_deadlines
+
+if TYPE_CHECKING:
+    from cluster.workflows import Execution
 
 
 def dumps(doc: dict[str, Any]) -> str:
@@ -28,6 +32,7 @@ def open_slot_value(
     every: float = 0.0,
     since: datetime | None = None,
     stale: bool = False,
+    execution: str | None = None,
 ) -> str:
     doc: dict[str, Any] = {
         "tick": tick.isoformat(),
@@ -37,6 +42,8 @@ def open_slot_value(
         "start_within": deadlines[0],
         "succeed_within": deadlines[1],
     }
+    if execution is not None:
+        doc["execution"] = execution
     if every:
         doc.update(every=every, since=since.isoformat() if since else None, stale=stale)
     return dumps(doc)
@@ -84,3 +91,25 @@ def tick_ops(
             open_slot_value(tick, fp, fate, run.id, deadlines),
         ),
     ]
+
+
+def workflow_slot_job(workflow: str) -> str:
+    """The "job" a workflow's slots go by in open-slot keys and metrics: ``@<workflow>`` (no job
+    name starts with ``@``)."""
+    return f"@{workflow}"
+
+
+def workflow_tick_ops(keys: Keys, wf: WithDeadlines, ex: Execution, tick_key: str) -> list[Any]:
+    """A workflow tick's record (its execution, and its slot's outcome or open state) and, when
+    its schedule has deadlines, the open-slot key the leader watches (D234)."""
+    tick, fp = ex.scheduled_at or ex.created_at, tick_key.rsplit("-", 1)[1]
+    deadlines = slot_deadlines(wf).get(fp)
+    fate = ex.source
+    outcome = None if deadlines else outcomes.outcome_of_fate(fate)
+    record = settled_record(tick, fp, fate, None, outcome, execution=ex.id)
+    ops: list[Any] = [Op.put(tick_key, record)]
+    if deadlines:
+        name = slot_name(tick, fp)
+        value = open_slot_value(tick, fp, fate, None, deadlines, execution=ex.id)
+        ops.append(Op.put(keys.open_slot(ex.project, workflow_slot_job(ex.workflow), name), value))
+    return ops

@@ -20,6 +20,7 @@ from cluster.models import (
     MAX_COMMAND,
     MAX_SCHEDULES,
     Catchup,
+    Deadlines,
     Env,
     JobSpec,
     Name,
@@ -113,6 +114,8 @@ class WorkflowSpec(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_active: int = Field(default=0, ge=0, le=10_000)  # running executions at once (0: any)
     keep_executions: int = Field(default=50, ge=1, le=10_000)
+    # every slot's: its execution must start / succeed within them (a schedule's own win), D229
+    deadlines: Deadlines | None = None
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -17,6 +17,8 @@ from aiohttp import web
 
 from cluster.errors import InvalidInput
 from cluster.outcomes import MISSED_OUTAGE, OUTCOMES, outcome_of_fate, outcome_of_record, summarize
+from cluster.store import Store
+from cluster.workflow_store import WorkflowStore
 from nodes.api.http import int_query, ok, project_of, require_store
 from nodes.api.openapi import LIMIT, STR, documented
 
@@ -51,13 +53,26 @@ class SlotsApi:
     async def slots(self, request: web.Request) -> web.Response:
         """A job's slots with outcomes (newest first, paged) and "ran N of the last M"."""
         project, name = project_of(request), request.match_info["job"]
+        store = require_store(self.node)
+        await store.get_job(project, name)  # 404 for an unknown job
+        return await self._page(request, store, store.keys.ticks(project, name), name, True)
+
+    @documented(query={"limit": LIMIT, "before": STR})
+    async def workflow_slots(self, request: web.Request) -> web.Response:
+        """A workflow's slots with outcomes (newest first, paged) and "ran N of the last M"."""
+        project, name = project_of(request), request.match_info["workflow"]
+        store = require_store(self.node)
+        await WorkflowStore(store).get_workflow_kv(project, name)  # 404 for an unknown one
+        base = store.keys.workflow_ticks(project, name)
+        return await self._page(request, store, base, name, False)
+
+    async def _page(
+        self, request: web.Request, store: Store, base: str, name: str, spans: bool
+    ) -> web.Response:
         limit = int_query(request, "limit", 50, 1, 1000)
         before = request.query.get("before") or None
         if before is not None and not SLOT_NAME.fullmatch(before):
             raise InvalidInput(f"before must be a slot name, not {before!r}", field="before")
-        store = require_store(self.node)
-        await store.get_job(project, name)  # 404 for an unknown job
-        base = store.keys.ticks(project, name)
         res = await store.etcd.range(
             base,
             prefix=before is None,
@@ -68,10 +83,10 @@ class SlotsApi:
         kvs = res.kvs[:limit]
         records = [with_outcome(json.loads(kv.value), kv.key[len(base) :]) for kv in kvs]
         summary = summarize(records)
-        if records and before is None:
+        if records and before is None and spans:
             # outage misses are spans in the schedule state: count those ending in this page
             oldest = datetime.fromisoformat(records[-1]["tick"])
-            state = await store.schedule_state(project, name)
+            state = await store.schedule_state(project_of(request), name)
             for ev in state.get("events", []):
                 if ev.get("fate") != "missed" or datetime.fromisoformat(ev["last"]) < oldest:
                     continue
@@ -82,7 +97,7 @@ class SlotsApi:
         late = summary.pop("late")
         return ok(
             {
-                "job": name,
+                "name": name,
                 "summary": summary,
                 "late": late,
                 "slots": records,
@@ -95,3 +110,4 @@ class SlotsApi:
 def add_routes(app: web.Application, node: ApiContext) -> None:
     api = SlotsApi(node)
     app.router.add_get("/api/v1/projects/{project}/jobs/{job}/slots", api.slots)
+    app.router.add_get("/api/v1/projects/{project}/workflows/{workflow}/slots", api.workflow_slots)

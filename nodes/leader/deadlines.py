@@ -41,6 +41,7 @@ from cluster.models import Job, Run
 from cluster.slotlog import open_slot_value, settled_record, slot_name
 from cluster.store import Store, dumps
 from cluster.watch import follow
+from cluster.workflows import Execution
 from nodes import metrics
 from nodes.leader.loops import DueQueue
 
@@ -76,6 +77,7 @@ class OpenSlot:
     every: float = 0.0  # a freshness slot: expected_every …
     since: datetime | None = None  # … counted from here
     stale: bool = False  # … and the period before it went stale
+    execution: str | None = None  # a workflow's slot (its job is "@<workflow>", D234)
 
     @property
     def fresh(self) -> bool:
@@ -160,6 +162,7 @@ class SlotWatcher:
             float(doc.get("every") or 0),
             datetime.fromisoformat(doc["since"]) if doc.get("since") else None,
             bool(doc.get("stale")),
+            doc.get("execution"),
         )
         self.open[key] = slot
         if slot.run is not None:
@@ -240,7 +243,15 @@ class SlotWatcher:
                 log.exception("cannot settle slot; retrying in 30 s", slot=key)
                 self.due.set(key, self.clock() + timedelta(seconds=30), wake=False)
 
-    async def _run_view(self, project: str, run_id: str | None) -> outcomes.RunView | None:
+    async def _run_view(self, slot: OpenSlot) -> outcomes.RunView | None:
+        project, run_id = slot.jk[0], slot.run
+        if slot.execution is not None:  # a workflow slot: its execution stands for the run
+            got = await self.etcd.get(self.keys.execution(project, slot.execution))
+            if got is None:
+                return None
+            ex = Execution.model_validate_json(got.value)
+            status = "pending" if ex.status == "queued" else ex.status
+            return outcomes.RunView(ex.id, status, ex.started_at, ex.finished_at)
         if run_id is None:
             return None
         kv = await self.etcd.get(self.keys.run(project, run_id))
@@ -253,18 +264,30 @@ class SlotWatcher:
         slot = self.open.get(key)
         if slot is None:
             return
-        if self.job_of(slot.jk) is None:  # the job is gone: its slots end with it
+        if not await self._exists(slot.jk):  # the job is gone: its slots end with it
             await self._txn(slot, [Op.delete(key)])
             return
         if slot.fresh:
             await self._freshness(slot.jk)
             return
-        view = await self._run_view(slot.jk[0], slot.run)
+        view = await self._run_view(slot)
         verdict = outcomes.decide(slot.slot, view, self.clock())
         if verdict.outcome is None:
             self.due.set(key, verdict.next_check, wake=False)
             return
         await self._close(slot, verdict, view)
+
+    async def _exists(self, jk: JobKey) -> bool:
+        if jk[1].startswith("@"):  # a workflow's slots (D234)
+            return await self.etcd.get(self.keys.workflow(jk[0], jk[1][1:])) is not None
+        return self.job_of(jk) is not None
+
+    def _tick_key(self, slot: OpenSlot) -> str:
+        project, job = slot.jk
+        ms = int(slot.slot.due.timestamp() * 1000)
+        if slot.execution is not None:
+            return self.keys.workflow_tick(project, job[1:], slot.schedule, ms)
+        return self.keys.tick(project, job, slot.schedule, ms)
 
     async def _close(
         self,
@@ -283,7 +306,7 @@ class SlotWatcher:
         ops: list[Any] = [
             *([] if reused else [Op.delete(slot.key)]),
             Op.put(
-                self.keys.tick(project, job, slot.schedule, int(tick.timestamp() * 1000)),
+                self._tick_key(slot),
                 settled_record(
                     tick,
                     slot.schedule,
@@ -293,6 +316,7 @@ class SlotWatcher:
                     verdict.reason,
                     lateness=verdict.lateness,
                     settled_at=self.clock().isoformat(),
+                    **({"execution": slot.execution} if slot.execution else {}),
                 ),
             ),
             *(extra_ops or []),

@@ -178,3 +178,29 @@ async def test_freshness_goes_stale_then_recovers(cluster, etcd, keys):
         res = await etcd.range(prefix)
         assert len(res.kvs) == 1  # the next period is open, not stale
         assert json.loads(res.kvs[0].value)["stale"] is False
+
+
+async def test_a_workflow_slot_misses_its_deadline_while_a_task_waits(cluster):
+    await cluster.start()
+    wf = {
+        "tasks": [{"name": "t", "command": "true", "target": {"selector": "role=nowhere"}}],
+        "schedules": [{"cron": "*/2 * * * * *"}],
+        "deadlines": {"succeed_within": 1},
+    }
+    status, body = await cluster.request("PUT", "/api/v1/projects/default/workflows/stuck", json=wf)
+    assert status == 201, body
+    url = "/api/v1/projects/default/workflows/stuck/slots"
+
+    async def missed():
+        _, page = await cluster.request("GET", url)
+        return page if page["late"] else None
+
+    page = await wait_for(missed, 30, what="a workflow slot missed its deadline")
+    await cluster.request(
+        "PUT", "/api/v1/projects/default/workflows/stuck", json={**wf, "enabled": False}
+    )
+    slot = page["late"][0]
+    assert slot["outcome"] == "deadline_missed" and slot["execution"], slot
+    assert slot["reason"].startswith("not succeeded within 1 s: run " + slot["execution"]), slot
+    status, _ = await cluster.request("GET", "/api/v1/projects/default/workflows/nope/slots")
+    assert status == 404
