@@ -5,6 +5,7 @@ tick. No I/O."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,47 @@ from cluster.outcomes import WithDeadlines, slot_deadlines
 
 if TYPE_CHECKING:
     from cluster.workflows import Execution
+
+
+@dataclass
+class OpenSlot:
+    key: str  # the open-slot key
+    jk: tuple[str, str]
+    name: str  # "<epoch ms>-<schedule fingerprint>" (the tick key's last part)
+    slot: outcomes.SlotDeadlines
+    run: str | None
+    fate: str
+    schedule: str
+    rev: int
+    every: float = 0.0  # a freshness slot: expected_every …
+    since: datetime | None = None  # … counted from here
+    stale: bool = False  # … and the period before it went stale
+    execution: str | None = None  # a workflow's slot (its job is "@<workflow>", D234)
+
+    @classmethod
+    def parse(cls, key: str, jk: tuple[str, str], name: str, value: bytes, rev: int) -> OpenSlot:
+        """An open-slot key as written by :func:`open_slot_value`."""
+        doc = json.loads(value)
+        tick = datetime.fromisoformat(doc["tick"])
+        fate = doc.get("fate", "schedule")
+        return cls(
+            key,
+            jk,
+            name,
+            outcomes.SlotDeadlines.of(tick, doc["start_within"], doc["succeed_within"], fate),
+            doc.get("run"),
+            fate,
+            doc.get("schedule", ""),
+            rev,
+            float(doc.get("every") or 0),
+            datetime.fromisoformat(doc["since"]) if doc.get("since") else None,
+            bool(doc.get("stale")),
+            doc.get("execution"),
+        )
+
+    @property
+    def fresh(self) -> bool:
+        return self.schedule == outcomes.FRESHNESS
 
 
 def dumps(doc: dict[str, Any]) -> str:
@@ -113,3 +155,27 @@ def workflow_tick_ops(keys: Keys, wf: WithDeadlines, ex: Execution, tick_key: st
         value = open_slot_value(tick, fp, fate, None, deadlines, execution=ex.id)
         ops.append(Op.put(keys.open_slot(ex.project, workflow_slot_job(ex.workflow), name), value))
     return ops
+
+
+def event_ops(keys: Keys, slot: OpenSlot, event: str, reason: str) -> list[Any]:
+    """The outbox entry of one slot event (D232): written with the outcome, deleted once sent."""
+    project, job = slot.jk
+    entry = f"{project}/{job}/{slot.name}-{event}"
+    doc = {
+        "id": slot.run or slot.name,
+        "project": project,
+        "job": job,
+        "status": event,
+        "source": slot.fate,
+        "scheduled_at": slot.slot.due.isoformat(),
+        "error": reason,
+        "slot": {
+            "tick": slot.slot.due.isoformat(),
+            "schedule": slot.schedule,
+            "outcome": event,
+            "reason": reason,
+            "run": slot.run,
+        },
+    }
+    payload = {"event": event, "doc": doc, "delivery": f"slot-{entry}"}
+    return [Op.put(keys.slot_outbox(entry), dumps(payload))]

@@ -27,7 +27,6 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Container
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,12 +37,13 @@ from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run
-from cluster.slotlog import open_slot_value, settled_record, slot_name
-from cluster.store import Store, dumps
+from cluster.slotlog import OpenSlot, event_ops, open_slot_value, settled_record, slot_name
+from cluster.store import Store
 from cluster.watch import follow
 from cluster.workflows import Execution
 from nodes import metrics
 from nodes.leader.loops import DueQueue
+from nodes.leader.retention import delete_fenced
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
@@ -59,29 +59,12 @@ PARALLEL = 16  # slots settled at once (each is a run read and a transaction)
 class SlotNotifier(Protocol):
     """What the watcher needs of the notifier (``nodes.leader.notifier.Notifier``)."""
 
+    @property
+    def ready(self) -> bool: ...
+
     async def deliver_slot(
         self, project: str, job: str, event: str, doc: dict[str, Any], delivery: str
     ) -> None: ...
-
-
-@dataclass
-class OpenSlot:
-    key: str  # the open-slot key
-    jk: JobKey
-    name: str  # "<epoch ms>-<schedule fingerprint>" (the tick key's last part)
-    slot: outcomes.SlotDeadlines
-    run: str | None
-    fate: str
-    schedule: str
-    rev: int
-    every: float = 0.0  # a freshness slot: expected_every …
-    since: datetime | None = None  # … counted from here
-    stale: bool = False  # … and the period before it went stale
-    execution: str | None = None  # a workflow's slot (its job is "@<workflow>", D234)
-
-    @property
-    def fresh(self) -> bool:
-        return self.schedule == outcomes.FRESHNESS
 
 
 def count_settled(jk: JobKey, run: Run, wall: float, watched: Container[str]) -> None:
@@ -146,24 +129,7 @@ class SlotWatcher:
                     del self.fresh_of[old.jk]
             return
         project, job, name = self.keys.tail(key, self.keys.open_slots())[:3]
-        doc = json.loads(value)
-        tick = datetime.fromisoformat(doc["tick"])
-        slot = OpenSlot(
-            key,
-            (project, job),
-            name,
-            outcomes.SlotDeadlines.of(
-                tick, doc["start_within"], doc["succeed_within"], doc.get("fate", "schedule")
-            ),
-            doc.get("run"),
-            doc.get("fate", "schedule"),
-            doc.get("schedule", ""),
-            rev,
-            float(doc.get("every") or 0),
-            datetime.fromisoformat(doc["since"]) if doc.get("since") else None,
-            bool(doc.get("stale")),
-            doc.get("execution"),
-        )
+        slot = OpenSlot.parse(key, (project, job), name, value, rev)
         self.open[key] = slot
         if slot.run is not None:
             self.by_run[slot.run] = key
@@ -332,7 +298,7 @@ class SlotWatcher:
                 ops.append(Op.delete(self.keys.slot_alarm(project, job)))
                 events.append("recovered")
         for event in events:
-            ops += self._event_ops(slot, event, verdict.reason)
+            ops += event_ops(self.keys, slot, event, verdict.reason)
         if not await self._txn(slot, ops):
             return False
         self.settled += 1
@@ -405,6 +371,9 @@ class SlotWatcher:
         every = job.expected_every
         now = self.clock()
         if slot is None:  # a new job (or one that just got expected_every): its first period
+            have = await self.etcd.range(self.keys.open_slots(*jk), keys_only=True)
+            if any(kv.key.endswith(f"-{outcomes.FRESHNESS}") for kv in have.kvs):
+                return  # written and not yet seen by the watch: it brings it
             new_key, put = self._fresh_put(jk, now, every, stale=False)
             res = await self.etcd.txn(
                 [self.lead.fence(), Compare.absent(new_key)], [put], [self.lead.probe()]
@@ -425,7 +394,7 @@ class SlotWatcher:
             new_key, put = self._fresh_put(jk, last, every, stale=False)
             ops: list[Any] = [Op.delete(slot.key), put] if new_key != slot.key else []
             if slot.stale:
-                ops += self._event_ops(slot, "recovered", "a run succeeded again")
+                ops += event_ops(self.keys, slot, "recovered", "a run succeeded again")
                 ops.append(Op.delete(self.keys.slot_alarm(*jk)))
             if ops and await self._txn(slot, ops) and slot.stale:
                 self.alarms.discard(jk)
@@ -434,28 +403,6 @@ class SlotWatcher:
         # stale: record it, and open a stale period that waits for the next success
         new_key, put = self._fresh_put(jk, slot.slot.due, every, stale=True)
         await self._close(slot, verdict, None, [put], reused=new_key == slot.key)
-
-    def _event_ops(self, slot: OpenSlot, event: str, reason: str) -> list[Any]:
-        project, job = slot.jk
-        entry = f"{project}/{job}/{slot.name}-{event}"
-        doc = {
-            "id": slot.run or slot.name,
-            "project": project,
-            "job": job,
-            "status": event,
-            "source": slot.fate,
-            "scheduled_at": slot.slot.due.isoformat(),
-            "error": reason,
-            "slot": {
-                "tick": slot.slot.due.isoformat(),
-                "schedule": slot.schedule,
-                "outcome": event,
-                "reason": reason,
-                "run": slot.run,
-            },
-        }
-        payload = {"event": event, "doc": doc, "delivery": f"slot-{entry}"}
-        return [Op.put(self.keys.slot_outbox(entry), dumps(payload))]
 
     # -- the outbox ----------------------------------------------------------------------------
 
@@ -478,7 +425,9 @@ class SlotWatcher:
 
     async def _outbox_page(self) -> bool:
         notifier = self.notifier
-        if notifier is None or getattr(notifier, "_http", True) is None:
+        if notifier is None:
+            return False  # no notifier this term: the entries wait for a leader that has one
+        if not notifier.ready:
             await asyncio.sleep(0.2)  # the notifier is still starting
             self._outbox.set()
             return False
@@ -486,13 +435,17 @@ class SlotWatcher:
         if not res.kvs:
             return False
         started = time.monotonic()
-        for kv in res.kvs:
+
+        async def one(kv: Any) -> None:
             entry = json.loads(kv.value)
             doc = entry["doc"]
             with contextlib.suppress(LookupError):
                 await notifier.deliver_slot(
                     doc["project"], doc["job"], entry["event"], doc, entry["delivery"]
                 )
-            await self.etcd.txn([self.lead.fence()], [Op.delete(kv.key)])
+
+        # each delivery ends (sent, refused or given up after its retries), then all go at once
+        await asyncio.gather(*(one(kv) for kv in res.kvs))
+        await delete_fenced(self.etcd, self.lead, [Op.delete(kv.key) for kv in res.kvs])
         log.debug("slot notifications sent", count=len(res.kvs), seconds=time.monotonic() - started)
         return len(res.kvs) == OUTBOX_PAGE

@@ -337,6 +337,11 @@ class Notifier:
             for event, i in matching(rules, events_for(status, previous))
         ]
 
+    @property
+    def ready(self) -> bool:
+        """Deliveries can go (the HTTP session is open: ``run`` has started)."""
+        return self._http is not None
+
     async def deliver_slot(
         self, project: str, job: str, event: str, doc: dict[str, Any], delivery: str
     ) -> None:
