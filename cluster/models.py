@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from cluster.deadlines import Deadlines, Duration
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources
@@ -158,41 +159,6 @@ def _check_cron(value: str) -> None:
     parse_schedule(cron=value, timezone="UTC", hash_key="validate")
 
 
-MAX_DEADLINE = 366 * 86400
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def duration_seconds(value: Any) -> Any:
-    """``90``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` → seconds (other values are left to the
-    field's own check, which names the field)."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m is None:
-            raise ValueError(f"{value!r} is not a duration (seconds, or a number with s, m, h, d)")
-        return float(m.group(1)) * _UNIT[m.group(2)]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(duration_seconds), Field(ge=0, le=MAX_DEADLINE)]
-
-
-class Deadlines(Strict):
-    """When a slot must have started / succeeded, counted from its fire time (D229); 0: none."""
-
-    start_within: Duration = 0
-    succeed_within: Duration = 0
-
-    @model_validator(mode="after")
-    def _order(self) -> Deadlines:
-        if self.succeed_within and self.start_within > self.succeed_within:
-            raise SubFieldError("must not be shorter than start_within", "succeed_within")
-        return self
-
-    def pair(self) -> tuple[float, float]:
-        return (self.start_within, self.succeed_within)
-
-
 class ScheduleSpec(Strict):
     cron: str | None = Field(default=None, max_length=256)
     at: datetime | None = None
@@ -303,8 +269,7 @@ class JobSpec(Strict):
     notifications: list[NotificationRule] | None = Field(default=None, max_length=32)
     keep_days: float = Field(default=0, ge=0, le=36_500)  # 0: no age limit (issue 3)
     resources: Resources | None = None  # limits of each run's cgroup (D153)
-    # Every slot's deadlines (a schedule's own win); expected_every: freshness of a job without
-    # schedules (no successful run within it → deadline_missed), D229.
+    # per slot (a schedule's own win); expected_every: freshness of an unscheduled job (D229)
     deadlines: Deadlines | None = None
     expected_every: Duration = 0
     enabled: bool = True

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from cluster.models import Deadlines, ScheduleSpec
+    from cluster.deadlines import Deadlines
+    from cluster.models import ScheduleSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ SKIPPED_MAX_RUNS = define("skipped_max_runs", "the job had made its max_runs run
 # Calendars and blackout windows (issue 21 item 4) end slots with these.
 SKIPPED_CALENDAR = define("skipped_calendar", "the schedule's calendar excludes the day")
 SKIPPED_BLACKOUT = define("skipped_blackout", "a blackout window with 'skip' covered it")
+SKIPPED_FREEZE = define("skipped_freeze", "the cluster was frozen (cronmesh freeze) at its time")
 DEFERRED = define("deferred", "a blackout window with 'defer' moved it to the window's end")
 
 # The fate a tick record has always carried (``tick_record``) → the slot's outcome when the

@@ -14,13 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
+from cluster.deadlines import Deadlines
 from cluster.errors import InvalidInput
 from cluster.ids import is_id
 from cluster.models import (
     MAX_COMMAND,
     MAX_SCHEDULES,
     Catchup,
-    Deadlines,
     Env,
     JobSpec,
     Name,

@@ -67,6 +67,13 @@ class SlotNotifier(Protocol):
     ) -> None: ...
 
 
+def count_fates(jk: JobKey, fates: list[tuple[str, int]]) -> None:
+    """Ticks not fired (spans: ``missed``, ``disabled``), as ticks and as slot outcomes."""
+    for fate, count in fates:
+        metrics.TICKS.labels(fate).inc(count)
+        metrics.SLOT_OUTCOMES.labels(*jk, outcomes.outcome_of_fate(fate)).inc(count)
+
+
 def count_settled(jk: JobKey, run: Run, wall: float, watched: Container[str]) -> None:
     """Metrics of a slot settled when its tick was handled (its schedule, not in ``watched``,
     has no deadlines)."""

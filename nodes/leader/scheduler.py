@@ -36,13 +36,12 @@ from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
-from cluster.outcomes import outcome_of_fate, slot_deadlines
-from cluster.slotlog import tick_ops
+from cluster.slotlog import slot_deadlines, tick_ops
 from cluster.store import MAX_TXN_OPS, Store, dumps
 from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
 from nodes import metrics
-from nodes.leader.deadlines import SlotWatcher, count_settled
+from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
@@ -64,7 +63,6 @@ class JobEntry:
     schedules: list[tuple[ScheduleSpec, Schedule]]
     state: dict[str, Any] = field(default_factory=dict)
     state_rev: int = 0
-    # (start_within, succeed_within) by fingerprint of the schedules with deadlines (D229)
     deadlines: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -402,9 +400,7 @@ class Scheduler:
             keys=self.keys,
             new_run=self.store.new_run,
         )
-        for fate, count in plan.fates:
-            metrics.TICKS.labels(fate).inc(count)
-            metrics.SLOT_OUTCOMES.labels(*jk, outcome_of_fate(fate)).inc(count)
+        count_fates(jk, plan.fates)  # ticks missed or disabled, and their slots (D231)
         if not plan.writes:
             self._schedule_at(jk, plan.next_due)
             return None
