@@ -77,7 +77,6 @@ _OF_FATE = {
     "max_runs": SKIPPED_MAX_RUNS.name,
 }
 
-RUN_STARTED = frozenset({"running", "succeeded", "failed", "timed_out", "lost", "cancelled"})
 FRESHNESS = "expected"  # the "schedule" of a freshness slot (expected_every)
 
 
@@ -126,7 +125,7 @@ class RunView:
 
     id: str
     status: str
-    started_at: datetime | None = None
+    started_at: datetime | None = None  # of its first attempt (a retry waiting has started)
     finished_at: datetime | None = None
     error: str | None = None
 
@@ -167,8 +166,7 @@ def decide(slot: SlotDeadlines, run: RunView | None, now: datetime) -> Verdict:
       ``succeed_within`` the slot waits for the run's success (``deadline_missed`` at
       ``succeed_by`` or as soon as the run ends without success).
     """
-    started = run is not None and run.started_at is not None and run.status in RUN_STARTED
-    if not started:
+    if run is None or run.started_at is None or run.status == "skipped":
         what = (
             "no run was created"
             if run is None
@@ -184,7 +182,6 @@ def decide(slot: SlotDeadlines, run: RunView | None, now: datetime) -> Verdict:
                 DEADLINE_MISSED.name, f"not {kind} within {_secs(within)}: {what}", lateness=None
             )
         return Verdict(None, next_check=first)
-    assert run is not None and run.started_at is not None
     lateness = (run.started_at - slot.due).total_seconds()
     on_time = CAUGHT_UP.name if slot.source == "catch-up" else FIRED.name
     late = slot.start_by is not None and run.started_at > slot.start_by

@@ -231,7 +231,8 @@ class SlotWatcher:
         if kv is None:
             return None
         run = Run.model_validate_json(kv.value)
-        return outcomes.RunView(run.id, run.status, run.started_at, run.finished_at, run.error)
+        first = run.attempts[0].started_at if run.attempts else run.started_at
+        return outcomes.RunView(run.id, run.status, first, run.finished_at, run.error)
 
     async def _settle(self, key: str) -> None:
         slot = self.open.get(key)

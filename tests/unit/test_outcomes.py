@@ -74,6 +74,9 @@ SUCCEED = SlotDeadlines.of(T0, 0, 600)
             None,
         ),
         (BOTH, RunView("r1", "succeeded", at(70), at(80)), at(81), "late", "start_within", None),
+        # a retry waiting in the queue has started (its first attempt): it waits for success
+        (BOTH, RunView("r1", "pending", at(5)), at(100), None, "", at(600)),
+        (BOTH, RunView("r1", "pending", at(5)), at(600), "deadline_missed", "r1 is pending", None),
         # a catch-up slot that met its deadlines
         (
             SlotDeadlines.of(T0, 60, 0, source="catch-up"),
