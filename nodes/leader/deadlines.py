@@ -166,8 +166,8 @@ class SlotWatcher:
         return on_claim
 
     def on_job(self, jk: JobKey) -> None:
-        """A job appeared or changed: one with ``expected_every`` and no open freshness slot
-        (and no alarm standing) gets one."""
+        """A job appeared or changed: one with ``expected_every`` gets a freshness period when it
+        has none (D235)."""
         job = self.job_of(jk)
         if job is not None and job.expected_every and job.enabled:
             self.due.set(f"fresh:{jk[0]}/{jk[1]}", self.clock())
