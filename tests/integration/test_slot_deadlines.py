@@ -204,3 +204,36 @@ async def test_a_workflow_slot_misses_its_deadline_while_a_task_waits(cluster):
     assert slot["reason"].startswith("not succeeded within 1 s: run " + slot["execution"]), slot
     status, _ = await cluster.request("GET", "/api/v1/projects/default/workflows/nope/slots")
     assert status == 404
+
+
+async def test_a_slot_skipped_by_overlap_is_recorded_and_notified(cluster, etcd, keys):
+    await allow_loopback(etcd, keys)
+    await cluster.start()
+    async with Receiver() as hook:
+        job = {
+            "name": "busy",
+            "command": "sleep 30",
+            "kill_grace": 0.5,
+            "schedules": [{"cron": "* * * * * *"}],
+            "overlap": "forbid",
+            "notifications": [{"on": ["skipped"], "webhook": {"url": hook.url}}],
+        }
+        status, body = await cluster.request("POST", JOBS, json=job)
+        assert status == 201, body
+
+        async def skipped():
+            _, page = await cluster.request("GET", f"{JOBS}/busy/slots")
+            hits = [s for s in page["slots"] if s["outcome"] == "skipped_overlap"]
+            return (page, hits[-1]) if hits else None
+
+        page, slot = await wait_for(skipped, 30, what="a slot skipped by overlap")
+        assert "overlap policy 'forbid'" in slot["reason"], slot
+        assert page["summary"]["ran"] >= 1 and slot not in page["late"]
+        delivered = await wait_for(lambda: hook.delivered(), 30, what="skipped webhook")
+        headers, body = delivered[0]
+        assert headers["X-Cronmesh-Event"] == "skipped" and body["run"]["status"] == "skipped"
+        await cluster.request("PATCH", f"{JOBS}/busy", json={"enabled": False})
+        _, runs = await cluster.request("GET", "/api/v1/projects/default/runs?job=busy")
+        for run in runs["runs"]:
+            if run["status"] in ("pending", "running"):
+                await cluster.request("POST", f"/api/v1/projects/default/runs/{run['id']}/abort")
