@@ -331,7 +331,8 @@ class Attempt(BaseModel):
     # attempt that wrote nothing (0, and no ``log``) has no log object: its log is empty.
     output_bytes: int | None = None
     # Why it ended, beyond its status: "oom_killed" (status failed; the out-of-memory killer
-    # killed a process of the run's cgroup). None otherwise.
+    # killed a process of the run's cgroup), "interrupted" (status cancelled: its node was told to
+    # stop at once while it drained, D245). None otherwise.
     reason: str | None = None
     # From the run's cgroup (None where the node has no cgroups): the most memory its processes
     # held at once (bytes) and the CPU time they used (user + system, seconds).
@@ -357,7 +358,7 @@ class Run(BaseModel):
     signal: int | None = None
     result: Any = None
     error: str | None = None
-    reason: str | None = None  # of the latest attempt: "oom_killed" or None
+    reason: str | None = None  # of the latest attempt: "oom_killed", "interrupted" or None
     parameters: dict[str, str] = Field(default_factory=dict)
     claim_revision: int | None = None
     attempts: list[Attempt] = Field(default_factory=list)
