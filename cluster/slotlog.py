@@ -157,22 +157,24 @@ def workflow_tick_ops(keys: Keys, wf: WithDeadlines, ex: Execution, tick_key: st
     return ops
 
 
-def event_ops(keys: Keys, slot: OpenSlot, event: str, reason: str) -> list[Any]:
-    """The outbox entry of one slot event (D232): written with the outcome, deleted once sent."""
+def event_ops(keys: Keys, slot: OpenSlot, event: str, outcome: str, reason: str) -> list[Any]:
+    """The outbox entry of one slot event (D232): written with the outcome, deleted once sent.
+    The payload's run has the slot's outcome as its status (a slot may have no run)."""
     project, job = slot.jk
     entry = f"{project}/{job}/{slot.name}-{event}"
     doc = {
         "id": slot.run or slot.name,
         "project": project,
         "job": job,
-        "status": event,
+        "status": outcome,
+        "execution": slot.execution,
         "source": slot.fate,
         "scheduled_at": slot.slot.due.isoformat(),
         "error": reason,
         "slot": {
             "tick": slot.slot.due.isoformat(),
             "schedule": slot.schedule,
-            "outcome": event,
+            "outcome": outcome,
             "reason": reason,
             "run": slot.run,
         },

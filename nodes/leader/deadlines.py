@@ -306,7 +306,7 @@ class SlotWatcher:
                 ops.append(Op.delete(self.keys.slot_alarm(project, job)))
                 events.append("recovered")
         for event in events:
-            ops += event_ops(self.keys, slot, event, verdict.reason)
+            ops += event_ops(self.keys, slot, event, verdict.outcome, verdict.reason)
         if not await self._txn(slot, ops):
             return False
         self.settled += 1
@@ -402,7 +402,7 @@ class SlotWatcher:
             new_key, put = self._fresh_put(jk, last, every, stale=False)
             ops: list[Any] = [Op.delete(slot.key), put] if new_key != slot.key else []
             if slot.stale:
-                ops += event_ops(self.keys, slot, "recovered", "a run succeeded again")
+                ops += event_ops(self.keys, slot, "recovered", "fired", "a run succeeded again")
                 ops.append(Op.delete(self.keys.slot_alarm(*jk)))
             if ops and await self._txn(slot, ops) and slot.stale:
                 self.alarms.discard(jk)

@@ -237,3 +237,34 @@ async def test_a_slot_skipped_by_overlap_is_recorded_and_notified(cluster, etcd,
         for run in runs["runs"]:
             if run["status"] in ("pending", "running"):
                 await cluster.request("POST", f"/api/v1/projects/default/runs/{run['id']}/abort")
+
+
+async def test_the_first_good_slot_after_a_missed_deadline_is_recovered(cluster, etcd, keys):
+    await allow_loopback(etcd, keys)
+    await cluster.start()
+    async with Receiver() as hook:
+        job = {
+            "name": "mended",
+            "command": "true",
+            "schedules": [{"cron": "*/2 * * * * *"}],
+            "target": {"selector": "role=nowhere"},
+            "deadlines": {"start_within": 1, "succeed_within": 10},
+            "notifications": [
+                {"on": ["deadline_missed", "recovered"], "webhook": {"url": hook.url}}
+            ],
+        }
+        assert (await cluster.request("POST", JOBS, json=job))[0] == 201
+        await wait_for(lambda: hook.delivered(), 30, what="deadline_missed")
+        # the operator fixes the target: the next slot runs, and its success is the recovery
+        await cluster.request("PATCH", f"{JOBS}/mended", json={"target": {}})
+
+        def recovered():
+            return [b for h, b in hook.delivered() if h["X-Cronmesh-Event"] == "recovered"]
+
+        got = await wait_for(recovered, 30, what="recovered")
+        await cluster.request("PATCH", f"{JOBS}/mended", json={"enabled": False})
+        assert len(got) == 1 and got[0]["slot"]["outcome"] == "fired"
+        _, page = await cluster.request("GET", f"{JOBS}/mended/slots")
+        fired = [s for s in page["slots"] if s["outcome"] == "fired"]
+        assert fired and fired[-1]["reason"] == "succeeded within its deadline"
+        assert not (await etcd.range(keys.slot_alarm("default", "mended"))).kvs
