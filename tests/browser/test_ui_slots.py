@@ -46,3 +46,42 @@ async def test_job_page_shows_ran_n_of_m_and_missed_slots(cluster, ui_factory):
     definition = ui.page.locator("dl.props")
     await expect(definition).to_contain_text("start within 1 s")
     await ui.shot("job-slots")
+
+
+async def test_deadlines_are_set_in_the_job_form_and_bad_ones_named(cluster, ui_factory):
+    await cluster.start()
+    await make_user(cluster, "eddie", {"default": "editor"})
+    job = {"name": "nightly", "command": "true", "schedules": [{"cron": "0 6 * * *"}]}
+    assert (await cluster.request("POST", f"{P}/jobs", json=job))[0] == 201
+    ui = await ui_factory(cluster.url())
+    await ui.login("eddie")
+    page = ui.page
+    await ui.go("#/jobs/nightly/edit")
+    await page.get_by_label("Start within").fill("soon")
+    await page.get_by_role("button", name="Save").click()
+    box = page.locator(".field[data-field=start_within]")
+    await expect(box.locator(".field-error")).to_contain_text("is not a duration")
+    await expect(box.locator("input")).to_have_attribute("aria-invalid", "true")
+    _, stored = await cluster.request("GET", f"{P}/jobs/nightly")
+    assert stored["deadlines"] is None  # the refused document changed nothing
+    await page.get_by_label("Start within").fill("2m")
+    await page.get_by_label("Succeed within").fill("3600")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("dl.props")).to_contain_text(
+        "start within 120 s, succeed within 3600 s"
+    )
+    _, stored = await cluster.request("GET", f"{P}/jobs/nightly")
+    assert stored["deadlines"] == {"start_within": 120, "succeed_within": 3600}
+    # clearing both removes them
+    await page.get_by_role("link", name="Edit").click()
+    await expect(page.get_by_label("Start within")).to_have_value("120")
+    await page.get_by_label("Start within").fill("")
+    await page.get_by_label("Succeed within").fill("")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("dl.props")).to_contain_text("Deadlines")
+    await wait_for(lambda: _deadlines_cleared(cluster), 10, what="deadlines cleared by the form")
+
+
+async def _deadlines_cleared(cluster) -> bool:
+    _, stored = await cluster.request("GET", f"{P}/jobs/nightly")
+    return stored["deadlines"] is None
