@@ -136,7 +136,11 @@ class SlotWatcher:
                     del self.fresh_of[old.jk]
             return
         project, job, name = self.keys.tail(key, self.keys.open_slots())[:3]
-        slot = OpenSlot.parse(key, (project, job), name, value, rev)
+        try:
+            slot = OpenSlot.parse(key, (project, job), name, value, rev)
+        except (ValueError, KeyError, TypeError) as exc:  # by hand, or a newer version
+            log.error("cannot read open slot; ignoring it", slot=key, error=str(exc))
+            return
         self.open[key] = slot
         if slot.run is not None:
             self.by_run[slot.run] = key
@@ -445,8 +449,12 @@ class SlotWatcher:
         started = time.monotonic()
 
         async def one(kv: Any) -> None:
-            entry = json.loads(kv.value)
-            doc = entry["doc"]
+            try:
+                entry = json.loads(kv.value)
+                doc = entry["doc"]
+            except (ValueError, KeyError):  # written by hand or a newer version: dropped
+                log.error("unreadable slot notification dropped", key=kv.key)
+                return
             with contextlib.suppress(LookupError):
                 await notifier.deliver_slot(
                     doc["project"], doc["job"], entry["event"], doc, entry["delivery"]
