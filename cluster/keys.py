@@ -40,6 +40,13 @@ class Keys:
     def machine_id(self, n: int) -> str:
         return f"{self.prefix}/machine-ids/{n:04d}"
 
+    def node_loads(self) -> str:
+        return f"{self.prefix}/node-load/"
+
+    def node_load(self, node_id: str) -> str:
+        """What a node uses now (its runs' CPU and memory, D257), bound to its lease."""
+        return f"{self.prefix}/node-load/{node_id}"
+
     def node_states(self) -> str:
         return f"{self.prefix}/node-state/"
 

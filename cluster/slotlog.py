@@ -163,7 +163,7 @@ def event_ops(keys: Keys, slot: OpenSlot, event: str, outcome: str, reason: str)
     project, job = slot.jk
     entry = f"{project}/{job}/{slot.name}-{event}"
     doc = {
-        "id": slot.run or slot.name,
+        "id": slot.run,  # None for a slot without a run (links: the job's page)
         "project": project,
         "job": job,
         "status": outcome,
