@@ -136,7 +136,7 @@ async def test_bad_deadlines_are_refused_naming_the_field(cluster):
 
 async def test_freshness_goes_stale_then_recovers(cluster, etcd, keys):
     await allow_loopback(etcd, keys)
-    await cluster.start()
+    await cluster.start(public_url="https://cron.example.com")
     async with Receiver() as hook:
         job = {
             "name": "fed",
@@ -175,6 +175,11 @@ async def test_freshness_goes_stale_then_recovers(cluster, etcd, keys):
         await wait_for(lambda: len(hook.delivered()) >= 2, 30, what="recovered sent")
         events = [h["X-Cronmesh-Event"] for h, _ in hook.delivered()]
         assert events == ["deadline_missed", "recovered"], events
+        stale_body = hook.delivered()[0][1]
+        assert stale_body["run"]["id"] is None  # no run: the message links to the job's page
+        assert stale_body["links"] == {
+            "job": "https://cron.example.com/ui/#/jobs/fed?project=default"
+        }
         res = await etcd.range(prefix)
         assert len(res.kvs) == 1  # the next period is open, not stale
         assert json.loads(res.kvs[0].value)["stale"] is False
