@@ -13,7 +13,17 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
-from nodes.cli import completion, etcd_auth, gitops, help_texts, inspect, notify, secrets, workflows
+from nodes.cli import (
+    completion,
+    etcd_auth,
+    gitops,
+    help_texts,
+    hooks,
+    inspect,
+    notify,
+    secrets,
+    workflows,
+)
 from nodes.cli import groups as cli_placement
 from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError
@@ -205,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_parser(sub)
     notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
+    hooks.add_parsers(sub)
     completion.add_parser(sub, p)
     return p
 

@@ -76,7 +76,11 @@ def _run(args: argparse.Namespace) -> int:
             )
             for f in data["failed"]:
                 print(f"failed: {f['project']}/{f['name']}: {f['error']}", file=sys.stderr)
-            return 1 if data["failed"] else 0
+            hooks = data.get("hooks") or {"rotated": 0, "failed": []}
+            print(f"hook secrets: {verb} {hooks['rotated']}")
+            for f in hooks["failed"]:
+                print(f"failed: hook {f['project']}/{f['hook']}: {f['error']}", file=sys.stderr)
+            return 1 if data["failed"] or hooks["failed"] else 0
         show(args, data)
         return 0
     base = f"/api/v1/projects/{urllib.parse.quote(args.project)}/secrets"
