@@ -108,6 +108,7 @@ class SlotWatcher:
         self.fresh_of: dict[JobKey, str] = {}  # a job's open freshness slot
         self.alarms: set[JobKey] = set()
         self.due: DueQueue[str] = DueQueue(clock)
+        self._dirty: set[str] = set()  # moved since its look began: looked at again, not re-armed
         self._outbox = asyncio.Event()
         self._sem = asyncio.Semaphore(PARALLEL)
         self.settled = 0
@@ -146,17 +147,27 @@ class SlotWatcher:
             self.by_run[slot.run] = key
         if slot.fresh:
             self.fresh_of[slot.jk] = key
+        self._kick(key)
+
+    def _kick(self, key: str) -> None:
+        """``key`` is due now, and a look at it that is under way must not re-arm it later."""
+        self._dirty.add(key)
         self.due.set(key, self.clock())
+
+    def _rearm(self, key: str, when: datetime | None) -> None:
+        """After a look that settled nothing: due at ``when``, or at once when an event came in
+        meanwhile (the look may have read the run before it moved)."""
+        self.due.set(key, self.clock() if key in self._dirty else when, wake=False)
 
     def on_run_moved(self, run_id: str, jk: JobKey | None = None) -> None:
         """A run was claimed (started) or ended: its slot, and its job's freshness, look again."""
         key = self.by_run.get(run_id)
         if key is not None:
-            self.due.set(key, self.clock())
+            self._kick(key)
         if jk is not None:
             job = self.job_of(jk)
             if job is not None and job.expected_every:
-                self.due.set(f"fresh:{jk[0]}/{jk[1]}", self.clock())
+                self._kick(self.fresh_of.get(jk) or f"fresh:{jk[0]}/{jk[1]}")
 
     def claims(self, then: Callable[[Any], None]) -> Callable[[Any], None]:
         """A claim-event callback: ``then`` (the reaper's), and a claimed run's open slot looks
@@ -174,7 +185,7 @@ class SlotWatcher:
         has none (D235)."""
         job = self.job_of(jk)
         if job is not None and job.expected_every and job.enabled:
-            self.due.set(f"fresh:{jk[0]}/{jk[1]}", self.clock())
+            self._kick(f"fresh:{jk[0]}/{jk[1]}")
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -204,6 +215,7 @@ class SlotWatcher:
 
     async def _guarded(self, key: str) -> None:
         async with self._sem:
+            self._dirty.discard(key)
             try:
                 if key.startswith("fresh:"):
                     project, _, job = key[len("fresh:") :].partition("/")
@@ -251,7 +263,7 @@ class SlotWatcher:
         view = await self._run_view(slot)
         verdict = outcomes.decide(slot.slot, view, self.clock())
         if verdict.outcome is None:
-            self.due.set(key, verdict.next_check, wake=False)
+            self._rearm(key, verdict.next_check)
             return
         await self._close(slot, verdict, view)
 
@@ -398,7 +410,7 @@ class SlotWatcher:
             slot.slot.due, slot.since or now, last, now, stale=slot.stale
         )
         if verdict.outcome is None:
-            self.due.set(slot.key, verdict.next_check, wake=False)
+            self._rearm(slot.key, verdict.next_check)
             return
         if verdict.outcome == outcomes.FIRED.name:
             # fresh: the next period starts at that success; only stale periods are logged

@@ -70,7 +70,7 @@ async def test_open_slots_settle_at_their_deadline_once_when_two_watchers_race(e
 
     # before the deadline: nothing is settled, each slot is due at its start_by
     clock[0] = T0 + timedelta(seconds=30)
-    await asyncio.gather(*(a._settle(k) for k in list(a.open)))
+    await asyncio.gather(*(a._guarded(k) for k in list(a.open)))
     assert all(r["outcome"] is None for r in await _records(etcd, keys))
     start_by = T0 + timedelta(seconds=31)
     assert {when for when, _, _ in a.due._heap if when > clock[0]} == {start_by}
@@ -78,7 +78,7 @@ async def test_open_slots_settle_at_their_deadline_once_when_two_watchers_race(e
     # at the deadline both race to settle every slot: one outcome each
     clock[0] = start_by
     await asyncio.gather(
-        *(a._settle(k) for k in list(a.open)), *(b._settle(k) for k in reversed(list(b.open)))
+        *(a._guarded(k) for k in list(a.open)), *(b._guarded(k) for k in reversed(list(b.open)))
     )
     records = await _records(etcd, keys)
     assert len(records) == N
@@ -97,7 +97,23 @@ async def test_a_deposed_leaders_watcher_settles_nothing(etcd, keys):
     await etcd.revoke(session.lease_id)  # deposed, but this watcher does not know
     clock[0] = T0 + timedelta(seconds=40)
     with pytest.raises(LostOwnership):
-        await w._settle(next(iter(w.open)))
+        await w._guarded(next(iter(w.open)))
     assert all(r["outcome"] is None for r in await _records(etcd, keys))
     assert (await etcd.range(keys.open_slots(), count_only=True)).count == N
+    await session.close()
+
+
+async def test_a_run_event_during_a_look_is_not_lost(etcd, keys):
+    """A look reads the run, the run starts meanwhile (its claim event), the look ends with
+    nothing settled: the slot is looked at again at once, not at its deadline 30 s later."""
+    clock, store, session, lead, sched = await _fired(etcd, keys, 13)
+    w = await _watcher(etcd, keys, store, lead, clock, sched)
+    key, slot = next(iter(w.open.items()))
+    clock[0] = T0 + timedelta(seconds=2)
+    await w._guarded(key)  # nothing to settle yet: due at its deadline
+    assert key not in w.due.pop_due()
+    w._dirty.discard(key)  # a look begins …
+    w.on_run_moved(slot.run)  # … its run is claimed …
+    w._rearm(key, T0 + timedelta(seconds=31))  # … and the look ends having read the old run
+    assert key in w.due.pop_due()
     await session.close()
