@@ -129,7 +129,8 @@ def tick_ops(
     return [
         Op.put(tick_key, settled_record(tick, fp, fate, run.id, None)),
         Op.put(
-            keys.open_slot(run.project, run.job, slot_name(tick, fp)),
+            # named as its tick key (a deferred run's ends ``-<fp>-deferred``, D238)
+            keys.open_slot(run.project, run.job, tick_key.rsplit("/", 1)[-1]),
             open_slot_value(tick, fp, fate, run.id, deadlines),
         ),
     ]

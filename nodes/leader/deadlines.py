@@ -273,11 +273,11 @@ class SlotWatcher:
         return self.job_of(jk) is not None
 
     def _tick_key(self, slot: OpenSlot) -> str:
+        """The slot's tick key: the open slot's name under the job's (or workflow's) ticks."""
         project, job = slot.jk
-        ms = int(slot.slot.due.timestamp() * 1000)
         if slot.execution is not None:
-            return self.keys.workflow_tick(project, job[1:], slot.schedule, ms)
-        return self.keys.tick(project, job, slot.schedule, ms)
+            return self.keys.workflow_ticks(project, job[1:]) + slot.name
+        return self.keys.ticks(project, job) + slot.name
 
     async def _close(
         self,
