@@ -1,6 +1,9 @@
 """YAML as cronmesh reads it: only ``true``/``false`` are booleans (YAML 1.2), so keys and values
 such as ``on``, ``off``, ``yes``, ``no``, ``y``, ``n`` stay strings (``on: [failure]`` in a
-notification rule must not become ``True: [failure]``, as PyYAML's YAML 1.1 rules would make it).
+notification rule must not become ``True: [failure]``, as PyYAML's YAML 1.1 rules would make it),
+and dates and timestamps stay the strings they were written as (``dates: [2026-12-24]`` of a
+calendar and ``start: 2026-12-20T00:00:00+01:00`` of a blackout window go to the API as written:
+PyYAML would make ``date``/``datetime`` objects, which JSON cannot carry).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ class Loader(yaml.SafeLoader):  # type: ignore[misc]
     pass
 
 
+_AS_STRINGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
 Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _AS_STRINGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 Loader.add_implicit_resolver(
