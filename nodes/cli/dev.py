@@ -29,6 +29,25 @@ ETCD_USER = "cronmesh"
 DRAIN_WAIT = 75.0
 
 
+DEFAULT_API_PORT = 8080  # the CLI's default --api is http://127.0.0.1:8080
+
+
+def next_steps(port: int, admin: str) -> str:
+    """The banner's last lines. On a port other than the CLI's default (8080) every command needs
+    that API, not only ``login``: the banner says ``export CRONMESH_API=…`` first."""
+    api = f"http://127.0.0.1:{port}"
+    export = "" if port == DEFAULT_API_PORT else f"\n  export CRONMESH_API={api}"
+    return (
+        "\n\nNext, in another terminal (in this folder):"
+        + export
+        + f"\n  .venv/bin/cronmesh login -u {admin}"
+        + "\n  .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"
+        + "\n  .venv/bin/cronmesh run list"
+        + f"\n  web UI: {api}/"
+        + "\nPress Ctrl-C to stop."
+    )
+
+
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
@@ -187,12 +206,7 @@ def main(args: argparse.Namespace) -> int:
             + ("restarted after a few seconds" if args.restart else "not restarted (--no-restart)")
             + f"\n\n  admin user: {admin}   password: {password}"
             + f"\n  (the password is kept in {password_file})"
-            + "\n\nNext, in another terminal:"
-            + f"\n  .venv/bin/cronmesh --api http://127.0.0.1:{ports[0]} login -u {admin}"
-            + "\n  .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"
-            + "\n  .venv/bin/cronmesh run list"
-            + f"\n  web UI: http://127.0.0.1:{ports[0]}/"
-            + "\nPress Ctrl-C to stop.",
+            + next_steps(ports[0], admin),
             flush=True,
         )
         return cluster.supervise()

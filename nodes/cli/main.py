@@ -147,9 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")
     d.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
-    d.add_argument("--port", type=int, default=8080, help="API port of the first node")
-    d.add_argument("--etcd-port", type=int, default=2379, help="client port of the etcd")
-    d.add_argument("--data", default=".cronmesh-dev", help="data folder (etcd data, logs)")
+    d.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="API port of the first node (default 8080; the others take the next ones)",
+    )
+    d.add_argument(
+        "--etcd-port",
+        type=int,
+        default=2379,
+        help="client port of the etcd (default 2379; its peer port is the next one)",
+    )
+    d.add_argument(
+        "--data",
+        default=".cronmesh-dev",
+        help="data folder (etcd data, logs; default .cronmesh-dev)",
+    )
     d.add_argument(
         "--no-restart",
         dest="restart",
