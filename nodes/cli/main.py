@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         field = f" (field: {err['field']})" if err.get("field") else ""
         print(f"cronmesh: {exc}{field}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `cronmesh plan | head`: the reader is gone (the API's are URLError)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 141  # as a shell reports a command killed by SIGPIPE
     except (OSError, yaml.YAMLError) as exc:
         print(f"cronmesh: {exc}", file=sys.stderr)
         return 1
