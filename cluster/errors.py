@@ -73,6 +73,42 @@ class PeerRejected(Unavailable):
     status = 502
 
 
+# -- etcd outcomes (raised by ``cluster.etcd``) -----------------------------------------------
+
+
+class OutcomeUnknown(Unavailable):
+    """A write was sent but its reply was lost: it may have been applied. Read back, then decide."""
+
+    code = "outcome_unknown"
+
+
+class Compacted(CronmeshError):
+    """A watch asked for a revision that etcd has already compacted away; re-read and re-watch."""
+
+    code = "compacted"
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"revision compacted below {revision}")
+        self.revision = revision
+
+
+class LeaseGone(Unavailable):
+    """A write bound to a lease was rejected because the lease no longer exists."""
+
+    code = "lease_gone"
+
+
+class Rejected(CronmeshError):
+    """etcd refused a request that can never succeed as it is (too large, malformed)."""
+
+    code = "rejected"
+    status = 422
+
+
+class AuthExpired(Unavailable):
+    """The blocking lease client's token was refused: the asyncio client must renew it."""
+
+
 class LostOwnership(CronmeshError):
     """A fenced write failed: this node no longer holds the lease, claim or leadership it used."""
 
