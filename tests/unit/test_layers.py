@@ -40,7 +40,6 @@ ARROWS_ALLOWED: set[tuple[str, str]] = set()
 LONG_MODULES_ALLOWED: set[str] = {
     "nodes.executor.cgroups",
     "cluster.cron",
-    "cluster.store",
     "nodes.api.access",
 }
 
