@@ -17,10 +17,8 @@ from typing import Any
 
 import structlog
 
-from cluster.errors import Unavailable
 from cluster.etcd import (
     KV,
-    Compacted,
     Compare,
     Etcd,
 )
@@ -34,6 +32,7 @@ from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store
 from cluster.txnbatch import TxnBatcher
+from cluster.watch import by_key, follow
 from logstore.service import Logs
 from nodes import metrics
 from nodes.executor import jobenv, runas, workdir
@@ -142,22 +141,15 @@ class Worker(Claiming, Executing):
         reset: Callable[[], None] | None = None,
     ) -> None:
         """Read a prefix, then watch it from that revision; start over when the watch breaks."""
-        delay = 0.1
-        while True:
-            try:
-                res = await self.etcd.range_all(prefix)
-                if reset is not None:
-                    reset()
-                for kv in res.kvs:
-                    handle(kv.key, kv)
-                async for batch in self.etcd.watch(prefix, start_revision=res.revision + 1):
-                    delay = 0.1
-                    for ev in batch.events:
-                        handle(ev.kv.key, ev.kv if ev.kind == "put" else None)
-            except (Unavailable, Compacted) as exc:
-                log.info("watch interrupted; re-reading", prefix=prefix, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await follow(
+            self.etcd,
+            prefix,
+            None,
+            by_key(handle),
+            what="worker watch",
+            reread=True,
+            reset=reset,
+        )
 
     def _reset_queue(self) -> None:
         self.candidates.clear()
