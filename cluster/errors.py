@@ -73,6 +73,16 @@ class PeerRejected(Unavailable):
     status = 502
 
 
+class NotConnected(Unavailable):
+    """This node holds no etcd session (not yet, or lost and reconnecting): the one answer of
+    every route that needs etcd, the login included (D214)."""
+
+    code = "not_connected"
+
+    def __init__(self, message: str = "this node is not connected to etcd") -> None:
+        super().__init__(message)
+
+
 # -- etcd outcomes (raised by ``cluster.etcd``) -----------------------------------------------
 
 

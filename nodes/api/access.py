@@ -18,6 +18,7 @@ import asyncio
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from cluster.audit import AuditLog, DenialMerger
 from cluster.errors import (
     Forbidden,
     InvalidInput,
+    NotConnected,
     PasswordChangeRequired,
     TooManyRequests,
     Unauthenticated,
@@ -77,6 +79,7 @@ class Access(Auditing):
         self.keys = keys
         self.node_id = node_id
         self.identity: IdentityStore | None = None
+        self.connected: Callable[[], bool] = lambda: True  # the node sets it: a session held?
         self.audit: AuditLog | None = None
         self.limiter = LoginLimiter()
         self.hashing = HashPool()  # password hashing, apart from the default thread pool (D165)
@@ -190,8 +193,8 @@ class Access(Auditing):
     # -- users ---------------------------------------------------------------------------------
 
     def store(self) -> IdentityStore:
-        if self.identity is None:
-            raise Unavailable("this node is not connected to etcd")
+        if self.identity is None or not self.connected():
+            raise NotConnected()
         return self.identity
 
     async def authenticate(self, request: web.Request) -> Principal:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cluster.errors import Unavailable
 from cluster.etcd import Op
 from cluster.limits import Buckets, RunLimits, check_pending, effective
 from cluster.models import parse_model
@@ -69,13 +68,12 @@ def gate(request: web.Request) -> RunGate:
 
 
 def add_routes(app: web.Application, node: ApiContext) -> None:
-    from nodes.api.http import body_json, ok, project_of
+    from nodes.api.http import body_json, ok, project_of, require_connected
 
     app[GATE] = RunGate(node)
 
     def connected() -> None:
-        if node.store is None or node.session is None or node.session.lost.is_set():
-            raise Unavailable("this node is not connected to etcd")
+        require_connected(node)
 
     @documented(answer=WebhookSettings)
     async def get_webhooks(request: web.Request) -> web.Response:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cluster.errors import Unavailable
 from cluster.models import parse_model
 from cluster.notify import ProjectNotifications, keep_secrets, redact_document
 from cluster.permissions import RANK, role_on
@@ -21,11 +20,10 @@ if TYPE_CHECKING:
 
 
 def add_routes(app: web.Application, node: ApiContext) -> None:
-    from nodes.api.http import body_json, ok, project_of
+    from nodes.api.http import body_json, ok, project_of, require_connected
 
     def connected() -> None:
-        if node.store is None or node.session is None or node.session.lost.is_set():
-            raise Unavailable("this node is not connected to etcd")
+        require_connected(node)
 
     @documented(answer=ProjectNotifications)
     async def get_defaults(request: web.Request) -> web.Response:
