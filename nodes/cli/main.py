@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ApiError as exc:
-        err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
-        field = f" (field: {err['field']})" if err.get("field") else ""
-        print(f"cronmesh: {exc}{field}", file=sys.stderr)
+        print(exc.describe(), file=sys.stderr)
         return 1
     except (OSError, yaml.YAMLError) as exc:
         print(f"cronmesh: {exc}", file=sys.stderr)
