@@ -1,4 +1,4 @@
-"""A cgroup per run: detection of what this machine allows, run cgroups, whole-tree kills.
+"""A cgroup per run: run cgroups, whole-tree kills (what the machine allows: ``cgroup_layout``).
 
 Only the standard library is used here: the fence process (``nodes.executor.fence``) imports
 this module to kill a dead node's runs, and it must start quickly and depend on nothing else.
