@@ -3,7 +3,8 @@
 Built on the gRPC stubs that ``aetcd`` ships (``aetcd.rpc``), not on its high-level client: we need
 range requests with ``limit``/``revision``/create-revision bounds, one watch stream per watcher that
 reports the revision it has seen, and precise control of timeouts. Everything else in cronmesh uses
-the small vocabulary below (``KV``, ``Compare``, ``Op``, ``Etcd``) and never imports ``aetcd``.
+the small vocabulary re-exported here (``KV``, ``Compare``, ``Op``, ``Etcd``) and never imports
+``aetcd``.
 
 Errors: a call that fails because etcd is unreachable or too slow raises :class:`Unavailable`. A
 transaction that may or may not have been applied raises :class:`OutcomeUnknown` (a subclass): the
