@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from cluster import params
 from cluster.errors import InvalidInput
 from cluster.ids import is_id
 from cluster.models import parse_model
@@ -21,6 +22,7 @@ from cluster.workflows import (
     parse_workflow,
 )
 from nodes.api import limits as api_limits
+from nodes.api.cron import with_dst_warnings
 from nodes.api.http import (
     NAME_RE,
     body_json,
@@ -70,7 +72,7 @@ class WorkflowApi:
         spec = self._spec(await body_json(request), None)
         await self._check_run_as(project, spec)
         wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
-        return ok(dump(wf), 201)
+        return ok(self._saved(wf), 201)
 
     @documented(body=WorkflowSpec, answer=Workflow, also=("201",))
     async def put(self, request: web.Request) -> web.Response:
@@ -78,7 +80,11 @@ class WorkflowApi:
         spec = self._spec(await body_json(request), request.match_info["workflow"])
         await self._check_run_as(project, spec)
         wf, created = await self.wf().put_workflow(project, spec)
-        return ok(dump(wf), 201 if created else 200)
+        return ok(self._saved(wf), 201 if created else 200)
+
+    def _saved(self, wf: Workflow) -> dict[str, Any]:
+        hash_key = f"wf/{wf.project}/{wf.name}"
+        return with_dst_warnings(dump(wf), wf.schedules, hash_key, self.node.clock())
 
     @documented(answer=Workflow)
     async def get(self, request: web.Request) -> web.Response:
@@ -94,9 +100,17 @@ class WorkflowApi:
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(ExecutionRequest, await body_json(request, optional=True))
+        name = request.match_info["workflow"]
+        wf, _ = await self.wf().get_workflow_kv(project, name)
+        declared = params.declared(
+            wf.parameters, [s.parameters for s in wf.schedules] + [t.parameters for t in wf.tasks]
+        )
+        warnings = params.check_given(
+            f"workflow {name}", declared, req.parameters
+        )  # 400 if declared (D254)
         await api_limits.gate(request).admit(project, 1, "workflow executions")  # D173
-        ex = await self.wf().trigger(project, request.match_info["workflow"], req.parameters)
-        return ok(dump(ex), 201)
+        ex = await self.wf().trigger(project, name, req.parameters)
+        return ok({**dump(ex), **({"warnings": warnings} if warnings else {})}, 201)
 
     @documented(query={"limit": LIMIT, "workflow": STR, "before": STR})
     async def list_executions(self, request: web.Request) -> web.Response:

@@ -1,19 +1,22 @@
-"""How the CLI prints: a document as JSON or YAML, rows as an aligned table."""
+"""How the CLI prints (D253): a list as an aligned table, one document as YAML, and with
+``-o json|yaml`` the API's document in that format, for every command."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import yaml
 
 
 def show(args: argparse.Namespace, data: Any) -> None:
-    if args.output == "yaml":
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-    else:
+    """A document: JSON with ``-o json``, else YAML (a document has no table form)."""
+    if args.output == "json":
         print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
 def table(rows: list[list[str]], header: list[str]) -> None:
@@ -24,3 +27,9 @@ def table(rows: list[list[str]], header: list[str]) -> None:
 
 def schedules_text(doc: dict[str, Any]) -> str:
     return "; ".join(s.get("cron") or str(s.get("at")) for s in doc["schedules"]) or "-"
+
+
+def warn_saved(doc: Any, label: str) -> None:
+    """The ``warnings`` of a saved job or workflow (DST, D223), on stderr."""
+    for w in (doc.get("warnings") or []) if isinstance(doc, dict) else []:
+        print(f"warning: {label} {w.get('field', '')}: {w.get('message', '')}", file=sys.stderr)

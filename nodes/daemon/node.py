@@ -38,6 +38,7 @@ from nodes.api.app import start_api
 from nodes.api.http import connected
 from nodes.api.peer import PeerClient
 from nodes.config import NodeConfig, etcd_security
+from nodes.daemon import load
 from nodes.executor import jobenv
 from nodes.executor.containment import Containment
 from nodes.executor.runas import RunUids, advertised, node_policy
@@ -110,6 +111,7 @@ class Node:
         self.view: ClusterView | None = None
         self.fatal: str | None = None  # why the node stopped on its own (exit code 2)
         self._disconnecting = False
+        self._interrupted = False  # a second Ctrl-C: runs are stopped at once (D245)
         self._record: dict[str, Any] = {}
 
     @property
@@ -121,6 +123,22 @@ class Node:
         if not self._stop.is_set():
             log.info("shutdown requested")
             self._stop.set()
+
+    def on_signal(self) -> None:
+        """SIGINT/SIGTERM: the first stops gracefully (drain up to ``drain_timeout``), a second
+        stops the runs at once, recorded cancelled (D245). Safe from a signal handler."""
+        if not self._stop.is_set():
+            self.shutdown()
+        else:
+            self.interrupt()
+
+    def interrupt(self) -> None:
+        """Stop at once: every running process is killed and recorded ``cancelled`` (reason
+        ``interrupted``); the node then finishes stopping."""
+        self._interrupted = True
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.interrupt()
 
     def _queue_depth(self) -> float:
         return float(len(self.worker.candidates)) if self.worker is not None else 0.0
@@ -316,6 +334,12 @@ class Node:
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)
         worker_task = asyncio.create_task(self.worker.run(), name="worker")
         campaign_task = asyncio.create_task(self._campaign(session), name="campaign")
+        load_task = asyncio.create_task(  # the Machines page's CPU and memory (D257)
+            load.publish(
+                self.etcd, self.keys, self.node_id, session, self.containment.layout, self.clock
+            ),
+            name="load",
+        )
         stop_task = asyncio.create_task(self._stop.wait())
         lost_task = asyncio.create_task(session.lost.wait())
         try:
@@ -330,10 +354,10 @@ class Node:
                 log.warning("lease lost: stopping every process of this node")
         finally:
             self.ready = False
-            for task in (campaign_task, worker_task, stop_task, lost_task):
+            for task in (campaign_task, worker_task, stop_task, lost_task, load_task):
                 task.cancel()
             await asyncio.gather(
-                campaign_task, worker_task, stop_task, lost_task, return_exceptions=True
+                campaign_task, worker_task, stop_task, lost_task, load_task, return_exceptions=True
             )
             await self.worker.close()
 
@@ -368,6 +392,8 @@ class Node:
             await self.etcd.put(self.keys.node(self.node_id), stopping, lease=session.lease_id)
         # Drain, unless the lease goes first: then our runs belong to nobody and will be
         # retried elsewhere, so our processes must die at once (no two attempts at a time).
+        if self._interrupted:
+            self.worker.interrupt()
         drain = asyncio.create_task(self.worker.drain(self.config.drain_timeout))
         lost = asyncio.create_task(session.lost.wait())
         await asyncio.wait([drain, lost], return_when=asyncio.FIRST_COMPLETED)
