@@ -24,7 +24,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ from nodes import metrics
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
+from nodes.leader.rulecache import RuleCache
 from nodes.leader.workflows import WorkflowEngine
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,7 @@ class _Planned:
     runs: list[tuple[Run, str]]  # (run, tick key)
     cancels: list[str]
     next_due: datetime | None
+    records: list[tuple[str, str]] = field(default_factory=list)  # (tick key, record), no run
 
 
 class Scheduler:
@@ -102,7 +104,10 @@ class Scheduler:
         self._actives_rev = 0  # revision of the newest active-key event seen
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
-        self.workflows = WorkflowEngine(etcd, keys, store, leadership, clock=clock)
+        self.workflows = WorkflowEngine(
+            etcd, keys, store, leadership, clock=clock, freeze=lambda: self.rules.rules.freeze
+        )
+        self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238)
         self.reaper = Reaper(
             etcd,
             keys,
@@ -134,6 +139,7 @@ class Scheduler:
             self._on_state(kv.key, kv.value, kv.mod_revision)
         for kv in actives.kvs:
             self._on_active(kv.key, True)
+        await self.rules.load(rev)
         for key in list(self.jobs):
             self._reschedule(key, self.clock())
         return rev
@@ -231,6 +237,7 @@ class Scheduler:
                 )
             )
             tg.create_task(follow(self.etcd, self.keys.claims(), rev, self.reaper.on_claim_event))
+            self.rules.follow(tg, rev)
             tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))
             tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
             tg.create_task(self._tick_loop())
@@ -252,7 +259,7 @@ class Scheduler:
 
     async def _write_guarded(self, plan: _Planned) -> None:
         async def write() -> None:
-            if await self._write(plan.jk, plan.entry, plan.state, plan.runs, plan.cancels):
+            if await self._write(plan):
                 self._schedule_at(plan.jk, plan.next_due)
 
         await self._guarded(plan.jk, write)
@@ -298,7 +305,7 @@ class Scheduler:
                 continue
             if plan is None:
                 continue
-            if plan.cancels or len(plan.runs) > BATCH_RUNS_PER_JOB:
+            if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB:
                 alone.append(jk)
                 continue
             compares, ops = self._write_ops(
@@ -371,9 +378,7 @@ class Scheduler:
     async def fire(self, jk: JobKey) -> None:
         """Plan one job at ``now`` and write the decision in one fenced transaction."""
         plan = self._plan(jk)
-        if plan is not None and await self._write(
-            jk, plan.entry, plan.state, plan.runs, plan.cancels
-        ):
+        if plan is not None and await self._write(plan):
             self._schedule_at(jk, plan.next_due)
 
     def _plan(self, jk: JobKey) -> _Planned | None:
@@ -391,25 +396,25 @@ class Scheduler:
             ahead=self.ahead,
             keys=self.keys,
             new_run=self.store.new_run,
+            rules=self.rules.for_job(entry.job),
         )
         for fate, count in plan.fates:
             metrics.TICKS.labels(fate).inc(count)
         if not plan.writes:
             self._schedule_at(jk, plan.next_due)
             return None
-        return _Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due)
+        return _Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due, plan.records)
 
-    async def _write(
-        self,
-        jk: JobKey,
-        entry: JobEntry,
-        state: dict[str, Any],
-        runs: list[tuple[Run, str]],
-        cancels: list[str],
-    ) -> bool:
+    async def _write(self, plan: _Planned) -> bool:
         """One fenced transaction; False when the state moved (re-planned at once)."""
+        jk, entry, state, runs, cancels, records = (
+            plan.jk, plan.entry, plan.state, plan.runs, plan.cancels, plan.records
+        )  # fmt: skip
         state_key = self.keys.schedule_state(*jk)
         compares, ops = self._write_ops(entry, state_key, state, runs)
+        for slot_key, record in records:  # slots skipped or deferred without a run (D238)
+            compares.append(Compare.absent(slot_key))
+            ops.append(Op.put(slot_key, record))
         compares.insert(0, self.lead.fence())
         for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
             ops.append(
@@ -418,7 +423,7 @@ class Scheduler:
                     dumps({"action": "cancel", "at": self.clock(), "reason": "replaced"}),
                 )
             )
-        tick_keys = [tick_key for _, tick_key in runs]
+        tick_keys = [tick_key for _, tick_key in runs] + [k for k, _ in records]
         probes = [self.lead.probe(), Op.get(state_key)]
         probes += [Op.get(k, keys_only=True) for k in tick_keys]
         res = await self.etcd.txn(compares, ops, probes)
@@ -432,7 +437,8 @@ class Scheduler:
                 # the state and the other runs without them.
                 log.info("ticks already handled elsewhere", job="/".join(jk), ticks=len(taken))
                 kept = [(r, k) for r, k in runs if k not in taken]
-                return await self._write(jk, entry, state, kept, cancels)
+                rest = [(k, v) for k, v in records if k not in taken]
+                return await self._write(replace(plan, runs=kept, records=rest))
             entry.state = json.loads(current[0].value) if current else {}
             entry.state_rev = current_rev
             log.info("schedule state moved under us; planning again", job="/".join(jk))
