@@ -8,7 +8,7 @@ generator are injected.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,7 +90,7 @@ class RunOps:
         error: str | None = None,
         result: Any = None,
         claim_revision: int | None = None,
-        slot: str | None = None,
+        slot: str | Sequence[str] | None = None,
         log: str | None = None,
         output_bytes: int | None = None,
         reason: str | None = None,
@@ -127,8 +127,8 @@ class RunOps:
             Op.delete(self.keys.claim(run.id)),
             Op.delete(self.keys.control(run.id)),
         ]
-        if slot:
-            ops.append(Op.delete(slot))
+        for key in [slot] if isinstance(slot, str) else slot or ():  # job's and budgets' slots
+            ops.append(Op.delete(key))
         spec = run.snapshot
         if status in RETRYABLE and run.attempt <= spec.retries:
             delay = retry_delay(spec.retry_interval, spec.retry_backoff, run.attempt)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cluster.budget_store import budget_guards, named
 from cluster.calendar_store import calendar_guards
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
 from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
@@ -146,6 +147,9 @@ class Store(RunOps, QuotaStore):
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
             compares += await self.target_guards(project, spec)
             compares += await self._secret_guards(project, job)
+            compares += await budget_guards(
+                self.etcd, self.keys, project, named({"budgets": spec.budgets})
+            )
             if kv is None:
                 ops.append(Op.put_if_absent(self.keys.project(project), dumps({"name": project})))
             res = await self.etcd.txn(compares, ops)
@@ -183,6 +187,9 @@ class Store(RunOps, QuotaStore):
             )
             guards = await self.target_guards(project, spec)
             guards += await self._secret_guards(project, job)
+            guards += await budget_guards(
+                self.etcd, self.keys, project, named({"budgets": spec.budgets})
+            )
             res = await self.etcd.txn(
                 [Compare.modified(key, rev), *guards],
                 [Op.put(key, doc), *self.size_ops(project, "job", name, doc)],

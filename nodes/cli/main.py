@@ -13,11 +13,13 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
+from nodes.cli import budgets as cli_budgets
 from nodes.cli import calendars as cli_calendars
 from nodes.cli import (
     completion,
     etcd_auth,
     gitops,
+    globalopts,
     help_texts,
     hooks,
     inspect,
@@ -218,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.add_parsers(sub)
     cli_calendars.add_parsers(sub)  # calendars, blackouts, freeze, plan (issue 21)
     hooks.add_parsers(sub)
+    cli_budgets.add_parsers(sub)
     completion.add_parser(sub, p)
+    globalopts.add_after_commands(p, hidden=(" node",))  # `run list -o json` (D288)
     return p
 
 
