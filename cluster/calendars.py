@@ -21,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from cluster.models import CalendarRef, Name, Strict, SubFieldError
 
 MAX_DATES = 1000
+YEARS_KEPT = 4  # years of holidays one Calendar keeps merged (D286)
 MIN_YEAR, MAX_YEAR = 1970, 2200
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -127,7 +128,7 @@ def _nth_business_day(cal: Calendar, year: int, month: int) -> date | None:
 class Calendar:
     """A calendar made ready to answer "does it hold this date?" (hashable by content)."""
 
-    __slots__ = ("business", "dates", "holidays", "name", "nth", "weekend")
+    __slots__ = ("_years", "business", "dates", "holidays", "name", "nth", "weekend")
 
     def __init__(self, spec: CalendarSpec) -> None:
         self.name = spec.name
@@ -136,6 +137,11 @@ class Calendar:
         self.weekend = frozenset(WEEKDAYS.index(w) for w in spec.weekend)
         self.business = spec.business_days is not None
         self.nth = spec.business_days.nth if spec.business_days else None
+        # its holiday sets merged per year, kept by the calendar itself: asking the shared LRU
+        # of holiday_dates for each set on every slot thrashed once the cluster's calendars
+        # named more sets than it holds — 100 calendars of 8 countries cost the leader ~0.15 s
+        # per slot, in its event loop (D286)
+        self._years: dict[int, frozenset[date]] = {}
 
     def _key(self) -> tuple[object, ...]:
         return (self.name, self.holidays, self.dates, self.weekend, self.business, self.nth)
@@ -149,7 +155,15 @@ class Calendar:
     def is_holiday(self, day: date) -> bool:
         if day in self.dates:
             return True
-        return any(day in holiday_dates(c, s, day.year) for c, s in self.holidays)
+        if not self.holidays:
+            return False
+        held = self._years.get(day.year)
+        if held is None:
+            held = frozenset().union(*(holiday_dates(c, s, day.year) for c, s in self.holidays))
+            if len(self._years) >= YEARS_KEPT:
+                self._years.pop(next(iter(self._years)))
+            self._years[day.year] = held
+        return day in held
 
     def is_business_day(self, day: date) -> bool:
         return day.weekday() not in self.weekend and not self.is_holiday(day)

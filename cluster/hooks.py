@@ -31,6 +31,7 @@ MAX_HOOKS_PER_PROJECT = 200
 MAX_MAPPED = 64  # parameters one hook maps (a run's own cap on parameters)
 MAX_PATH_SEGMENTS = 16
 MAX_PARAM_VALUE = 4096  # characters of one parameter value (cluster.models.Params)
+MAX_VALUE_DEPTH = 32  # nesting of an object or list mapped to one parameter (D284)
 MAX_IDEMPOTENCY_KEY = 255
 MAX_SIGNATURES = 4  # v1 entries in one header (a sender rotating its secret sends two)
 IDEMPOTENCY_WINDOW = 24 * 3600  # seconds a delivery's key is remembered (at least)
@@ -195,6 +196,13 @@ def map_parameters(mapping: dict[str, str], payload: Any) -> dict[str, str]:
         found = lookup(payload, path)
         if found is _MISSING:
             continue
+        if _deeper_than(found, MAX_VALUE_DEPTH):
+            # json.dumps recurses: a list nested ~900 deep (json.loads takes it) raised
+            # RecursionError, a 500, from a signed sender's payload (D284)
+            raise InvalidInput(
+                f"payload.{path}: nested more than {MAX_VALUE_DEPTH} deep for parameter {param}",
+                field=f"payload.{path}",
+            )
         value = as_parameter(found)
         if value is None:
             continue
@@ -211,6 +219,24 @@ def map_parameters(mapping: dict[str, str], payload: Any) -> dict[str, str]:
             )
         out[param] = value
     return out
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Does ``value`` nest objects or lists more than ``limit`` deep? Iterative (no recursion),
+    stops at the first too-deep branch; O(size of value), which the body size bounds."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 # -- signatures --------------------------------------------------------------------------------

@@ -193,7 +193,16 @@ class HookApi:
         outcome = "replayed" if started.replayed else "started"
         metrics.HOOK_DELIVERIES.labels(outcome, "200" if kind else "202").inc()
         what = {started.kind: started.id, "replayed": started.replayed}
-        await access.record({**entry, "status": 200 if kind else 202, "outcome": "ok", **what})
+        doc = {**entry, "status": 200 if kind else 202, **what}
+        if started.replayed:
+            # a replay changes nothing and costs its sender nothing: merged, in the refusals'
+            # budget, like them — one entry per changes each was a flood pushing the cluster's
+            # history of changes out at the hook's rate (D284)
+            await access.record_denial(
+                {**doc, "outcome": "hook_replayed"}, source=f"address:{entry['address']}"
+            )
+        else:
+            await access.record({**doc, "outcome": "ok"})
         return started
 
     async def _deliver(
@@ -279,7 +288,9 @@ class HookApi:
         key file, a key missing from its ring, an altered record) fails like a wrong one — a
         503 would tell strangers the hook exists — and is logged for the operator."""
         secret, readable = _DUMMY_SECRET, False
-        if record is not None:
+        if record is None:
+            store.decoy()  # the parse and the open an existing hook costs (D284)
+        else:
             try:
                 secret, readable = store.secret(record), True
             except CronmeshError as exc:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from cluster.calendar_store import CalendarStore
 from cluster.errors import Forbidden, InvalidInput, TooManyRequests
 from cluster.models import NAME_PATTERN, Job
-from cluster.permissions import role_on
+from cluster.permissions import ALL_PROJECTS, role_on
 from cluster.simulate import MAX_SLOTS, MAX_WINDOW, simulate
 from nodes.api.access import principal
 from nodes.api.http import int_query, ok, require_store
@@ -76,27 +77,21 @@ class PlanApi:
                 raise InvalidInput("project: not a project name", field="project")
             if role_on(grants, project) < 0:
                 raise Forbidden(f"no role on project {project!r}", field="project")
-        jobs: list[Job] = []
-        more = False
-        async for page in store.etcd.range_pages(store.keys.jobs(project)):
-            for kv in page.kvs:
-                if len(jobs) >= MAX_PLAN_JOBS:
-                    more = True
-                    break
-                job = Job.model_validate_json(kv.value)
-                if project is not None or role_on(grants, job.project) >= 0:
-                    jobs.append(job)
-            if more:
-                break
-        calendars = CalendarStore(store.etcd, store.keys, store.clock)
-        rules = await calendars.load_rules([project] if project else None)
-        if self.running >= MAX_CONCURRENT:
+        if self.running >= MAX_CONCURRENT:  # before the reads: they cost as much as the walk
             raise TooManyRequests(
                 f"{self.running} plans are being computed on this node; retry in a moment",
                 retry_after=1.0,
             )
         self.running += 1
-        try:  # CPU work (up to ~1 s): in a thread, so the node keeps answering meanwhile
+        try:
+            jobs, more = await self._jobs(store, scopes(grants, project))
+            calendars = CalendarStore(store.etcd, store.keys, store.clock)
+            rules = await calendars.load_rules(
+                None
+                if project is None and all_projects(grants)
+                else sorted({j.project for j in jobs})
+            )
+            # CPU work (up to ~1 s): in a thread, so the node keeps answering meanwhile
             sim = await asyncio.to_thread(simulate, jobs, rules, start, end, limit=limit)
         finally:
             self.running -= 1
@@ -112,6 +107,35 @@ class PlanApi:
             }
         )
         return ok(answer)
+
+    async def _jobs(self, store: Any, prefixes: list[str | None]) -> tuple[list[Job], bool]:
+        """The jobs under ``prefixes`` (projects; None: every project), at most MAX_PLAN_JOBS
+        read in all: a viewer of one project no longer makes the node read and parse every
+        project's jobs to keep its own (D287)."""
+        jobs: list[Job] = []
+        for prefix in prefixes:
+            async for page in store.etcd.range_pages(store.keys.jobs(prefix)):
+                for kv in page.kvs:
+                    if len(jobs) >= MAX_PLAN_JOBS:
+                        return jobs, True
+                    jobs.append(Job.model_validate_json(kv.value))
+        return jobs, False
+
+
+def all_projects(grants: Mapping[str, str]) -> bool:
+    """Does a role on every project (``*``) let the caller see every project's jobs?"""
+    return role_on(grants, None) >= 0
+
+
+def scopes(grants: Mapping[str, str], project: str | None) -> list[str | None]:
+    """The job prefixes a plan reads: the project asked for (its role checked before), every
+    project (None) for a cluster-wide role, else the projects the caller has a role on — never
+    the whole cluster to filter it afterwards (D287)."""
+    if project is not None:
+        return [project]
+    if all_projects(grants):
+        return [None]
+    return sorted(p for p in grants if p != ALL_PROJECTS and role_on(grants, p) >= 0)
 
 
 def add_routes(app: web.Application, node: ApiContext) -> None:
