@@ -14,7 +14,7 @@ from tests.conftest import ProcessCluster, api_session, wait_for
 
 LOGIN = "/api/v1/auth/login"
 # one route behind each guard: the access layer's (authentication), the store's, the secrets',
-# the placement's, the notifications', the project limits' and the audit log's
+# the placement's, the notifications', the project limits', the audit log's and the budgets'
 GUARDED = (
     "/api/v1/projects/default/jobs",
     "/api/v1/projects/default/runs",
@@ -24,6 +24,7 @@ GUARDED = (
     "/api/v1/projects/default/run-limits",
     "/api/v1/settings/webhooks",
     "/api/v1/audit",
+    "/api/v1/budgets",
 )
 
 
