@@ -51,6 +51,8 @@ class NodeConfig(BaseModel):
     prefix: str = Field(default="/cronmesh", pattern=r"^/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.\-]$")
     lease_ttl: int = Field(default=5, ge=2, le=300)
     capacity: int = Field(default=16, ge=1, le=10_000)
+    # runs held armed ahead of their instant (D121), apart from capacity, which bounds what runs
+    max_armed: int = Field(default=256, ge=0, le=10_000)
     weight_budget: int | None = Field(default=None, ge=1, le=1_000_000)  # None: no budget
     owner: str = Field(default="", max_length=256)
     machine_id: int | None = Field(default=None, ge=0, le=1023)  # None: allocated through etcd
@@ -335,6 +337,7 @@ ENV = {
     "CRONMESH_PREFIX": "prefix",
     "CRONMESH_LEASE_TTL": "lease_ttl",
     "CRONMESH_CAPACITY": "capacity",
+    "CRONMESH_MAX_ARMED": "max_armed",
     "CRONMESH_WEIGHT_BUDGET": "weight_budget",
     "CRONMESH_OWNER": "owner",
     "CRONMESH_MACHINE_ID": "machine_id",

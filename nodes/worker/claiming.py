@@ -122,6 +122,7 @@ class Claiming:
             self._orphan_check.set()
         finally:
             self.claiming.discard(key)
+            self._claiming_ahead.discard(key)
             self._claim_cost.pop(key, None)
             self._claiming_runs.discard(run.id)
             self._claiming_jobs.discard((run.project, run.job))

@@ -38,10 +38,12 @@ from logstore.service import Logs
 from nodes import metrics
 from nodes.executor import jobenv, runas, workdir
 from nodes.executor.containment import Containment
-from nodes.worker.attempt import CLAIM_AHEAD, Alarm, Execution, Releases
+from nodes.worker.attempt import CLAIM_AHEAD, MAX_ARMED, Alarm, Execution, Releases
+from nodes.worker.capacity import FDS_PER_RUN, Capacity, raise_fd_limit
 from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.executing import Executing
+from nodes.worker.seating import Seating
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +70,7 @@ class Worker(Claiming, Executing):
         run_uids: runas.RunUids | None = None,
         containment: Containment | None = None,
         secrets: SecretStore | None = None,
+        max_armed: int = MAX_ARMED,
     ) -> None:
         self.etcd = etcd
         self.containment = containment
@@ -80,6 +83,13 @@ class Worker(Claiming, Executing):
         self.node_id = node_id
         self.properties = dict(properties)
         self.capacity = capacity
+        # What bounds the running processes (capacity, weight budget), and apart from it how
+        # many runs may be held armed ahead of their instant (D260).
+        self.max_armed = max_armed
+        self._claiming_ahead: set[str] = set()  # queue keys of claims in flight ahead
+        soft, _ = raise_fd_limit(capacity + max_armed)
+        if soft < (capacity + max_armed) * FDS_PER_RUN:
+            log.warning("open-files limit low for capacity + max_armed", limit=soft)
         self.logs = logs
         self.work_dir = work_dir
         self.clock = clock
@@ -106,7 +116,7 @@ class Worker(Claiming, Executing):
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
-        self._releases = Releases(clock)
+        self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
         left = workdir.clean_leftovers(self._work)
@@ -246,7 +256,21 @@ class Worker(Claiming, Executing):
         return decision.candidate, "preferred" if decision.preferred else "handoff"
 
     def used_weight(self) -> int:
-        return sum(ex.cost for ex in self.running.values()) + sum(self._claim_cost.values())
+        """The weight of the runs that run or are claimed to run now (not those ahead)."""
+        held = sum(ex.cost for ex in self.running.values() if ex.run.id not in self.seating.ahead)
+        claims = sum(c for k, c in self._claim_cost.items() if k not in self._claiming_ahead)
+        return held + claims
+
+    def busy(self) -> int:
+        """Runs this node holds to run now (claimed, running, finishing): ``capacity`` bounds
+        them; the runs held ahead of their instant are counted apart (D260)."""
+        now = len(self.running) - len(self.seating.ahead)
+        return now + len(self.claiming) - len(self._claiming_ahead)
+
+    def armed(self) -> int:
+        """Runs held ahead of their instant (claimed or being claimed): ``max_armed`` bounds
+        them."""
+        return len(self.seating.ahead) + len(self._claiming_ahead)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -261,7 +285,8 @@ class Worker(Claiming, Executing):
             return  # kicked again when the view has loaded
         now = self.clock()
         for key in sorted(self.candidates):
-            if len(self.running) + len(self.claiming) >= self.capacity:
+            now_full = self.busy() >= self.capacity
+            if now_full and self.armed() >= self.max_armed:
                 return
             if key in self.claiming:
                 continue
@@ -269,11 +294,15 @@ class Worker(Claiming, Executing):
             run = self._run_of(key, kv)
             if run is None:
                 continue
+            ahead = False
             if run.not_before is not None:
-                early = (run.not_before - now).total_seconds() - self.claim_ahead
-                if early > 0:
-                    self._kick_at(early)
+                to_go = (run.not_before - now).total_seconds()
+                if to_go - self.claim_ahead > 0:
+                    self._kick_at(to_go - self.claim_ahead)
                     continue
+                ahead = to_go > 0
+            if (self.armed() >= self.max_armed) if ahead else now_full:
+                continue  # kicked again when a claim or a run ends
             limited = slot_limit(run.snapshot.overlap, run.snapshot.max_parallel) > 0
             if limited and (run.project, run.job) in self._claiming_jobs:
                 # One claim at a time per limited job, the oldest first: two claims in flight
@@ -283,8 +312,8 @@ class Worker(Claiming, Executing):
             if choice is None:
                 continue
             chosen, via = choice
-            if not fits(
-                running=len(self.running) + len(self.claiming),
+            if not ahead and not fits(
+                running=self.busy(),
                 used_weight=self.used_weight(),
                 cost=chosen.weight,
                 capacity=self.capacity,
@@ -292,6 +321,8 @@ class Worker(Claiming, Executing):
             ):
                 continue  # over the weight budget: a lighter run further down may still fit
             self.claiming.add(key)
+            if ahead:
+                self._claiming_ahead.add(key)
             self._claiming_runs.add(run.id)
             if limited:
                 self._claiming_jobs.add((run.project, run.job))
