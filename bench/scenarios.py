@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import os
 import pstats
 import shutil
 import time
@@ -58,9 +59,10 @@ ETCD_COUNTERS = (
 class Mode:
     quick: bool
     profile: bool = False
-    e2e_capacity: int = 256
+    e2e_capacity: int = 256  # tuned: says so in its output and docs/benchmarks.md
     lag_jobs: int = 100
-    lag_capacity: int = 128
+    lag_capacity: int | None = None  # None: the node's default settings (D260)
+    window: int | None = None  # the lag window, when not the mode's
 
     @property
     def warmup(self) -> float:
@@ -86,6 +88,8 @@ class Mode:
 
     @property
     def lag_window(self) -> int:
+        if self.window is not None:
+            return self.window
         return 10 if self.quick else 30
 
     @property
@@ -240,7 +244,7 @@ def node_proc(
     prefix: str,
     name: str,
     *,
-    capacity: int,
+    capacity: int | None,
     properties: dict[str, str] | None = None,
     lease_ttl: int = 3,
 ) -> NodeProc:
@@ -262,7 +266,7 @@ def node_proc(
 
 
 async def start_node(
-    ctx: Context, prefix: str, name: str, *, capacity: int, properties: dict[str, str]
+    ctx: Context, prefix: str, name: str, *, capacity: int | None, properties: dict[str, str]
 ) -> NodeProc:
     """The one node of a scenario, once it leads."""
     node = node_proc(ctx, prefix, name, capacity=capacity, properties=properties)
@@ -551,10 +555,9 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
     same window."""
     mode = ctx.mode
     prefix = new_prefix(f"lag{n}")
-    ctx.say(f"steady lag: {n} jobs every second (= {n} runs/s) for {mode.lag_window} s")
-    node = await start_node(
-        ctx, prefix, f"lag-{n}", capacity=max(mode.lag_capacity, n + n // 4), properties={}
-    )
+    settings = "default settings" if mode.lag_capacity is None else f"capacity {mode.lag_capacity}"
+    ctx.say(f"steady lag: {n} jobs every second (= {n} runs/s) for {mode.lag_window} s, {settings}")
+    node = await start_node(ctx, prefix, f"lag-{n}", capacity=mode.lag_capacity, properties={})
     try:
         jobs = await put_jobs(ctx.http, node, PROJECT, n)
         await asyncio.sleep(mode.warmup)
@@ -596,7 +599,8 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
         "scenario": f"lag_{n}",
         "jobs": n,
         "rate_per_s": n,
-        "capacity": mode.lag_capacity,
+        "capacity": mode.lag_capacity or "default",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "window_s": t1 - t0,
         "expected_ticks": expected,
         "runs_for_window_ticks": len(in_window),

@@ -39,6 +39,18 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+CAPACITY_PER_CPU = 64  # default concurrent runs per usable CPU (D261)
+
+
+def default_capacity() -> int:
+    """Concurrent runs a node allows when its config says nothing (D261): 64 per CPU this
+    process may use, at least 16, at most 1,024. Most scheduled jobs wait (network, disk,
+    other services) more than they compute, and jobs due at the same instant start together
+    only while the capacity covers them; a node for heavy jobs sets its capacity."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(16, min(1024, CAPACITY_PER_CPU * (cpus or 1)))
+
+
 class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,9 +62,9 @@ class NodeConfig(BaseModel):
     advertise: str | None = None  # host:port other nodes use to reach this one
     prefix: str = Field(default="/cronmesh", pattern=r"^/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.\-]$")
     lease_ttl: int = Field(default=5, ge=2, le=300)
-    capacity: int = Field(default=16, ge=1, le=10_000)
+    capacity: int = Field(default_factory=default_capacity, ge=1, le=10_000)
     # runs held armed ahead of their instant (D121), apart from capacity, which bounds what runs
-    max_armed: int = Field(default=256, ge=0, le=10_000)
+    max_armed: int = Field(default=512, ge=0, le=10_000)
     weight_budget: int | None = Field(default=None, ge=1, le=1_000_000)  # None: no budget
     owner: str = Field(default="", max_length=256)
     machine_id: int | None = Field(default=None, ge=0, le=1023)  # None: allocated through etcd

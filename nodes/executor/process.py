@@ -187,6 +187,7 @@ class Process:
         self._callback_failed = False
         self._status: ExitStatus | None = None
         self._exited: asyncio.Future[None] = loop.create_future()
+        self._on_exit: list[Callable[[], None]] = []
         self._pipes: list[_Pipe] = []
         try:
             self._pipes.append(_Pipe(loop, "stdout", popen.stdout, self._emit))
@@ -282,6 +283,14 @@ class Process:
         if stdin is not None:
             stdin.close()
 
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the main process has exited, in the loop callback that sees the
+        exit (before its output is drained or its tree cleaned up); at once if it has."""
+        if self._exited.done():
+            callback()
+        else:
+            self._on_exit.append(callback)
+
     @property
     def returncode_ready(self) -> bool:
         """True once the main process has exited (the tree may still be cleaned up)."""
@@ -352,7 +361,7 @@ class Process:
             self._mark_reaped(None)
             self._status = ExitStatus(exit_code=None, signal=None)
             self._close_pidfd()
-            self._exited.set_result(None)
+            self._set_exited()
             return
         if info is None:  # readable but not waitable yet: look again shortly
             self._unwatch_pidfd()
@@ -363,7 +372,16 @@ class Process:
         else:  # CLD_KILLED / CLD_DUMPED
             self._status = ExitStatus(exit_code=None, signal=info.si_status)
         self._close_pidfd()
+        self._set_exited()
+
+    def _set_exited(self) -> None:
         self._exited.set_result(None)
+        for callback in self._on_exit:
+            try:
+                callback()
+            except Exception:
+                log.exception("exit callback failed", pid=self.pid)
+        self._on_exit.clear()
 
     def _rewatch_pidfd(self) -> None:
         if self._pidfd is not None and not self._exited.done():

@@ -23,8 +23,8 @@ EXECUTED_KEPT = 4096  # attempts remembered as run here, so the orphan check nev
 # holding a claimed run that has not started yet loses it like a running one (D120).
 CLAIM_AHEAD = 0.75
 # Processes armed ahead of their instant at once, by default (D260): apart from ``capacity``, which
-# bounds what runs. 100 runs/s of one-second jobs hold ~100 armed; each costs the node 4 fds.
-MAX_ARMED = 256
+# bounds what runs. 500 runs/s of whole-second jobs hold ~500 armed; each costs the node 4 fds.
+MAX_ARMED = 512
 IDENTITY_TTL = 30.0  # s a resolved run_as user (uid, gid, home) is reused before a new lookup
 
 

@@ -299,6 +299,8 @@ class Executing:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            # its seat goes to the next in line as soon as the process exits (D260)
+            ex.proc.on_exit(functools.partial(self.seating.done, ex))
             if cg is None and self.containment is not None:
                 self.containment.watch_session(ex.proc.pid)
             if armed:

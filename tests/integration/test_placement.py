@@ -14,6 +14,7 @@ import pytest
 from cluster.etcd import Op
 from cluster.placement import attempt_key, preferred
 from nodes import metrics
+from nodes.config import default_capacity
 from tests.chaos.harness import wait_ready
 from tests.conftest import api_session, run_cli, wait_for
 
@@ -575,6 +576,6 @@ async def test_node_list_shows_every_node_and_machine_id_conflict_exits(procs):
     (node,) = [n for n in body["nodes"] if n["id"] == "lister"]
     assert node["up"] and node["state"] == "enabled" and node["owner"] == "ops"
     assert node["properties"] == {"zone": "eu1"} and node["machine_id"] == 42
-    assert node["capacity"] == 16 and node["running"] == 0 and node["version"]
+    assert node["capacity"] == default_capacity() and node["running"] == 0 and node["version"]
     assert node["last_heartbeat"] and node["address"] == f"127.0.0.1:{a.port}"
     a.signal(signal.SIGTERM)
