@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=30, help="seconds measured per side and round")
     ap.add_argument("--jobs", type=int, default=100, help="jobs every second (= runs/s)")
     ap.add_argument("--capacity", type=int, help="the node's capacity (default: not set)")
+    ap.add_argument("--sides", default="cronmesh,apscheduler", help="which sides to run")
     args = ap.parse_args(argv)
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-lagside-"))
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i in range(args.rounds):
             sides = ["cronmesh", "apscheduler"] if i % 2 == 0 else ["apscheduler", "cronmesh"]
+            sides = [s for s in sides if s in args.sides.split(",")]
             row: dict[str, Any] = {}
             for side in sides:
                 before = load()
@@ -93,8 +95,21 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": lag.get("count"),
                     "missed": missed,
                     "duplicates": dup,
+                    "detail": {
+                        k: doc.get(k)
+                        for k in (
+                            "fire_lag",
+                            "create_to_claim",
+                            "started_per_s",
+                            "claims",
+                            "cpu",
+                            "start_lag_ms_sample",
+                            "worst_ticks",
+                        )
+                    },
                 }
-                print(f"round {i + 1} {side}: {row[side]}", flush=True)
+                brief = {k: v for k, v in row[side].items() if k != "detail"}
+                print(f"round {i + 1} {side}: {brief}", flush=True)
             rounds.append(row)
     finally:
         procs.stop_all()
@@ -106,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|")
     for i, row in enumerate(rounds):
+        if len(row) < 2:
+            continue
         c, a = row["cronmesh"], row["apscheduler"]
         ratio = round(c["p99_ms"] / a["p99_ms"], 2) if c["p99_ms"] and a["p99_ms"] else None
         print(

@@ -549,6 +549,24 @@ def sample(values: list[float], limit: int = 5000) -> list[float]:
     return [round(v * 1000, 1) for v in values[::step]]
 
 
+def worst_ticks(runs: list[RunDoc], top: int = 5) -> list[dict[str, Any]]:
+    """The ticks whose last run started latest: is a tail one bad second or spread out?"""
+    by_tick: dict[float, list[float]] = {}
+    for r in runs:
+        if r.started_at is not None and r.scheduled_at is not None:
+            by_tick.setdefault(r.scheduled_at, []).append(r.started_at - r.scheduled_at)
+    worst = sorted(by_tick.items(), key=lambda kv: -max(kv[1]))[:top]
+    return [
+        {
+            "tick": tick,
+            "max_ms": round(max(lags) * 1000, 1),
+            "over_40ms": sum(1 for x in lags if x > 0.04),
+            "runs": len(lags),
+        }
+        for tick, lags in worst
+    ]
+
+
 async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
     """``n`` jobs every second for ``lag_window`` seconds; answers the lag document ``lag_<n>``,
     and at the reference rate (``lag_jobs``) the etcd requests and the CPU per run over the
@@ -624,6 +642,7 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
             (r.started_at for r in ok if r.started_at is not None), t0, t1 + 1
         ),
         "start_lag_ms_sample": sample(start_lag),
+        "worst_ticks": worst_ticks(ok),
     }
     if n != mode.lag_jobs:
         return {f"lag_{n}": lag}

@@ -50,6 +50,11 @@ log = structlog.get_logger(__name__)
 
 BATCH_RUNS_PER_JOB = 2  # plans with more runs (catch-up) keep a transaction of their own
 RECONCILE_EVERY = 10.0
+# Jobs planned (or loaded) between two yields to the event loop, and due jobs taken per pass of
+# the tick loop: with 100,000 jobs the first pass plans every job, which must not hold the loop
+# (lease keep-alives, API, workers) for the tens of seconds it takes (D262).
+YIELD_EVERY = 256
+PASS_JOBS = 2000
 PRUNE_EVERY = 60.0
 
 JobKey = tuple[str, str]
@@ -124,18 +129,26 @@ class Scheduler:
     # -- state ---------------------------------------------------------------------------------
 
     async def _load(self) -> int:
-        jobs = await self.etcd.range_all(self.keys.jobs())
-        rev = jobs.revision
-        states = await self.etcd.range_all(self.keys.schedule_states(), revision=rev)
+        """Every job, schedule state and active run at one revision, page by page (a page's
+        records are decoded and dropped before the next is read; the loop runs in between)."""
+        rev = 0
+        async for page in self.etcd.range_pages(self.keys.jobs()):
+            rev = page.revision
+            for kv in page.kvs:
+                self._on_job(kv.key, kv.value, reschedule=False)
+            await asyncio.sleep(0)
+        if not rev:  # no job at all: the revision of an empty read
+            rev = (await self.etcd.range(self.keys.jobs(), count_only=True)).revision
+        async for page in self.etcd.range_pages(self.keys.schedule_states(), revision=rev):
+            for kv in page.kvs:
+                self._on_state(kv.key, kv.value, kv.mod_revision, reschedule=False)
+            await asyncio.sleep(0)
         actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
-        for kv in jobs.kvs:
-            self._on_job(kv.key, kv.value)
-        for kv in states.kvs:
-            self._on_state(kv.key, kv.value, kv.mod_revision)
         for kv in actives.kvs:
             self._on_active(kv.key, True)
+        now = self.clock()
         for key in list(self.jobs):
-            self._reschedule(key, self.clock())
+            self._reschedule(key, now)
         return rev
 
     def _job_of(self, jk: JobKey) -> Job | None:
@@ -145,7 +158,7 @@ class Scheduler:
     def _key_of(self, key: str, base: str) -> tuple[str, ...]:
         return tuple(self.keys.tail(key, base))
 
-    def _on_job(self, key: str, value: bytes | None) -> None:
+    def _on_job(self, key: str, value: bytes | None, reschedule: bool = True) -> None:
         project, name = self._key_of(key, self.keys.jobs())[:2]
         jk = (project, name)
         if value is None:
@@ -163,16 +176,18 @@ class Scheduler:
         if old is not None:
             entry.state, entry.state_rev = old.state, old.state_rev
         self.jobs[jk] = entry
-        self._reschedule(jk, self.clock())
+        if reschedule:
+            self._reschedule(jk, self.clock())
 
-    def _on_state(self, key: str, value: bytes | None, rev: int) -> None:
+    def _on_state(self, key: str, value: bytes | None, rev: int, reschedule: bool = True) -> None:
         project, name = self._key_of(key, self.keys.schedule_states())[:2]
         entry = self.jobs.get((project, name))
         if entry is None or rev <= entry.state_rev:
             return
         entry.state = json.loads(value) if value else {}
         entry.state_rev = rev if value else 0
-        self._reschedule((project, name), self.clock())
+        if reschedule:
+            self._reschedule((project, name), self.clock())
 
     def _on_active(self, key: str, present: bool, rev: int = 0) -> None:
         self._actives_rev = max(self._actives_rev, rev)
@@ -238,7 +253,9 @@ class Scheduler:
 
     async def _tick_loop(self) -> None:
         while True:
-            due = [jk for jk in self.due.pop_due() if jk in self.jobs]
+            # at most PASS_JOBS at a time (a new leader's first pass covers every job): the
+            # rest stay queued at their instants, the earliest first
+            due = [jk for jk in self.due.pop_due(PASS_JOBS) if jk in self.jobs]
             if len(due) > 1:
                 await self._fire_batch(due)
                 continue
@@ -290,7 +307,9 @@ class Scheduler:
         chunks: list[list[tuple[_Planned, list[Any], list[Any]]]] = []
         chunk: list[tuple[_Planned, list[Any], list[Any]]] = []
         n_cmp = n_ops = n_bytes = 0
-        for jk in due:
+        for i, jk in enumerate(due):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # keep-alives, the API and the workers run meanwhile
             try:
                 plan = self._plan(jk)
             except Exception:
