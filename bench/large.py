@@ -48,6 +48,12 @@ def clock() -> datetime:
     return datetime.now(UTC)
 
 
+def cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def status_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -209,9 +215,12 @@ async def start_leader(
     )
     await node.wait_leading(http, within=300)
     leading = time.time()
+    elected = log_times(node.log_path).get("elected", started)
+    first_probe = await first_run(etcd, after=elected, within=300)
+    cpu_at_probe = cpu_s(node.pid)
     events = log_times(node.log_path)
-    first_probe = await first_run(etcd, after=events.get("elected", started), within=180)
     doc = {
+        "node_cpu_s_until_probe_run": cpu_at_probe,
         "process_start_to_elected_s": _delta(started, events.get("elected")),
         "elected_to_jobs_loaded_s": _delta(events.get("elected"), events.get("loaded")),
         "elected_to_probe_run_written_s": _delta(events.get("elected"), first_probe),

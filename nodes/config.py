@@ -28,6 +28,7 @@ from cluster.runuids import check_range
 from logstore.s3 import S3Credentials
 from logstore.settings import LogSettings
 from nodes.api.proxy import parse_networks
+from nodes.worker.capacity import default_capacity
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -37,18 +38,6 @@ def _comma_list(value: Any) -> Any:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
-
-
-CAPACITY_PER_CPU = 64  # default concurrent runs per usable CPU (D261)
-
-
-def default_capacity() -> int:
-    """Concurrent runs a node allows when its config says nothing (D261): 64 per CPU this
-    process may use, at least 16, at most 1,024. Most scheduled jobs wait (network, disk,
-    other services) more than they compute, and jobs due at the same instant start together
-    only while the capacity covers them; a node for heavy jobs sets its capacity."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(16, min(1024, CAPACITY_PER_CPU * (cpus or 1)))
 
 
 class NodeConfig(BaseModel):

@@ -158,12 +158,9 @@ def armed_argv(argv: list[str]) -> list[str]:
 class Process:
     """One running job and its process tree. Create it with :meth:`start`."""
 
-    leftover_grace: float = 0.5
-    """Seconds leftovers get between SIGTERM and SIGKILL once the main process has exited."""
-    kill_timeout: float = 2.0
-    """Seconds to keep SIGKILLing leftovers that do not go away (e.g. uninterruptible sleep)."""
-    drain_timeout: float = 2.0
-    """Seconds to wait for EOF on stdout/stderr once the tree is gone (escaped processes)."""
+    leftover_grace: float = 0.5  # s leftovers get between SIGTERM and SIGKILL after the exit
+    kill_timeout: float = 2.0  # s to keep SIGKILLing leftovers that stay (uninterruptible sleep)
+    drain_timeout: float = 2.0  # s to wait for EOF on the output once the tree is gone (escapees)
 
     pid: int
 
@@ -187,7 +184,6 @@ class Process:
         self._callback_failed = False
         self._status: ExitStatus | None = None
         self._exited: asyncio.Future[None] = loop.create_future()
-        self._on_exit: list[Callable[[], None]] = []
         self._pipes: list[_Pipe] = []
         try:
             self._pipes.append(_Pipe(loop, "stdout", popen.stdout, self._emit))
@@ -283,13 +279,8 @@ class Process:
         if stdin is not None:
             stdin.close()
 
-    def on_exit(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the main process has exited, in the loop callback that sees the
-        exit (before its output is drained or its tree cleaned up); at once if it has."""
-        if self._exited.done():
-            callback()
-        else:
-            self._on_exit.append(callback)
+    def on_exit(self, callback: Callable[[], None]) -> None:  # soon after the main process exits
+        self._exited.add_done_callback(lambda _: callback())
 
     @property
     def returncode_ready(self) -> bool:
@@ -361,7 +352,7 @@ class Process:
             self._mark_reaped(None)
             self._status = ExitStatus(exit_code=None, signal=None)
             self._close_pidfd()
-            self._set_exited()
+            self._exited.set_result(None)
             return
         if info is None:  # readable but not waitable yet: look again shortly
             self._unwatch_pidfd()
@@ -372,16 +363,7 @@ class Process:
         else:  # CLD_KILLED / CLD_DUMPED
             self._status = ExitStatus(exit_code=None, signal=info.si_status)
         self._close_pidfd()
-        self._set_exited()
-
-    def _set_exited(self) -> None:
         self._exited.set_result(None)
-        for callback in self._on_exit:
-            try:
-                callback()
-            except Exception:
-                log.exception("exit callback failed", pid=self.pid)
-        self._on_exit.clear()
 
     def _rewatch_pidfd(self) -> None:
         if self._pidfd is not None and not self._exited.done():

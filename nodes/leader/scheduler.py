@@ -40,6 +40,7 @@ from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
 from nodes import metrics
+from nodes.leader.loading import load_pages
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
@@ -50,11 +51,9 @@ log = structlog.get_logger(__name__)
 
 BATCH_RUNS_PER_JOB = 2  # plans with more runs (catch-up) keep a transaction of their own
 RECONCILE_EVERY = 10.0
-# Jobs planned (or loaded) between two yields to the event loop, and due jobs taken per pass of
-# the tick loop: with 100,000 jobs the first pass plans every job, which must not hold the loop
-# (lease keep-alives, API, workers) for the tens of seconds it takes (D262).
-YIELD_EVERY = 256
-PASS_JOBS = 2000
+# Jobs planned between two yields to the loop, and per pass of the tick loop (D262): a first
+# pass over 100,000 jobs must not hold the loop (keep-alives, API, workers) for tens of seconds.
+YIELD_EVERY, PASS_JOBS = 256, 2000
 PRUNE_EVERY = 60.0
 
 JobKey = tuple[str, str]
@@ -129,27 +128,18 @@ class Scheduler:
     # -- state ---------------------------------------------------------------------------------
 
     async def _load(self) -> int:
-        """Every job, schedule state and active run at one revision, page by page (a page's
-        records are decoded and dropped before the next is read; the loop runs in between)."""
-        rev = 0
-        async for page in self.etcd.range_pages(self.keys.jobs()):
-            rev = page.revision
-            for kv in page.kvs:
-                self._on_job(kv.key, kv.value, reschedule=False)
-            await asyncio.sleep(0)
-        if not rev:  # no job at all: the revision of an empty read
-            rev = (await self.etcd.range(self.keys.jobs(), count_only=True)).revision
-        async for page in self.etcd.range_pages(self.keys.schedule_states(), revision=rev):
-            for kv in page.kvs:
-                self._on_state(kv.key, kv.value, kv.mod_revision, reschedule=False)
-            await asyncio.sleep(0)
+        rev = await load_pages(
+            self.etcd,
+            [self.keys.jobs(), self.keys.schedule_states()],
+            [
+                lambda kv: self._on_job(kv.key, kv.value),
+                lambda kv: self._on_state(kv.key, kv.value, kv.mod_revision),
+            ],
+        )
         actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
         for kv in actives.kvs:
             self._on_active(kv.key, True)
-        now = self.clock()
-        for key in list(self.jobs):
-            self._reschedule(key, now)
-        return rev
+        return rev  # every job is due now (_on_job): the first pass plans each one
 
     def _job_of(self, jk: JobKey) -> Job | None:
         entry = self.jobs.get(jk)
@@ -158,7 +148,7 @@ class Scheduler:
     def _key_of(self, key: str, base: str) -> tuple[str, ...]:
         return tuple(self.keys.tail(key, base))
 
-    def _on_job(self, key: str, value: bytes | None, reschedule: bool = True) -> None:
+    def _on_job(self, key: str, value: bytes | None) -> None:
         project, name = self._key_of(key, self.keys.jobs())[:2]
         jk = (project, name)
         if value is None:
@@ -176,18 +166,16 @@ class Scheduler:
         if old is not None:
             entry.state, entry.state_rev = old.state, old.state_rev
         self.jobs[jk] = entry
-        if reschedule:
-            self._reschedule(jk, self.clock())
+        self._reschedule(jk, self.clock())
 
-    def _on_state(self, key: str, value: bytes | None, rev: int, reschedule: bool = True) -> None:
+    def _on_state(self, key: str, value: bytes | None, rev: int) -> None:
         project, name = self._key_of(key, self.keys.schedule_states())[:2]
         entry = self.jobs.get((project, name))
         if entry is None or rev <= entry.state_rev:
             return
         entry.state = json.loads(value) if value else {}
         entry.state_rev = rev if value else 0
-        if reschedule:
-            self._reschedule((project, name), self.clock())
+        self._reschedule((project, name), self.clock())
 
     def _on_active(self, key: str, present: bool, rev: int = 0) -> None:
         self._actives_rev = max(self._actives_rev, rev)

@@ -8,6 +8,7 @@ the line at once, synchronously (an armed process is released in the same callba
 
 from __future__ import annotations
 
+import os
 import resource
 from collections import deque
 from collections.abc import Callable
@@ -84,6 +85,18 @@ class Capacity:
         self.weight -= seat.cost
         while self._line and self._room(self._line[0].cost):
             self._grant(self._line.popleft())
+
+
+CAPACITY_PER_CPU = 64  # default concurrent runs per usable CPU (D261)
+
+
+def default_capacity() -> int:
+    """Concurrent runs a node allows when its config says nothing (D261): 64 per CPU this
+    process may use, at least 16, at most 1,024. Most scheduled jobs wait (network, disk,
+    other services) more than they compute, and jobs due at the same instant start together
+    only while the capacity covers them; a node for heavy jobs sets its capacity."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(16, min(1024, CAPACITY_PER_CPU * (cpus or 1)))
 
 
 FDS_PER_RUN = 4  # an armed or running process: its stdin, stdout, stderr pipes and its pidfd
