@@ -8,7 +8,7 @@ import functools
 import hashlib
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,9 @@ from pydantic import (
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources
+
+if TYPE_CHECKING:
+    from cluster.cron import Schedule
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"
 PARAM_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -158,12 +161,21 @@ def _check_cron(value: str) -> None:
     parse_schedule(cron=value, timezone="UTC", hash_key="validate")
 
 
+class DstSpec(Strict):
+    """A cron schedule's daylight-saving policy (D220): ``gap`` for wall times a spring-forward
+    transition skips, ``fold`` for the ones a fall-back transition repeats."""
+
+    gap: Literal["shift", "skip"] = "shift"
+    fold: Literal["auto", "first", "both"] = "auto"
+
+
 class ScheduleSpec(Strict):
     cron: str | None = Field(default=None, max_length=256)
     at: datetime | None = None
     timezone: str = "UTC"
     parameters: Params = Field(default_factory=dict)
     enabled: bool = True
+    dst: DstSpec | None = None  # None: the defaults (shift, auto)
 
     @field_validator("timezone")
     @classmethod
@@ -192,7 +204,22 @@ class ScheduleSpec(Strict):
     def _one_kind(self) -> ScheduleSpec:
         if (self.cron is None) == (self.at is None):
             raise ValueError("a schedule needs exactly one of 'cron' or 'at'")
+        if self.dst is not None and (self.at is not None or self._every()):
+            raise SubFieldError("applies to cron expressions only (not 'at' or '@every')", "dst")
         return self
+
+    def _every(self) -> bool:
+        return self.cron is not None and self.cron.lstrip()[:6].lower() == "@every"
+
+    def parse(self, hash_key: str) -> Schedule:
+        """This schedule, parsed with its DST policy: what every place that computes its fire
+        times uses (planner, catch-up, backfill, ticks view, workflows)."""
+        from cluster.cron import DstPolicy, parse_schedule
+
+        dst = DstPolicy(self.dst.gap, self.dst.fold) if self.dst is not None else None
+        return parse_schedule(
+            cron=self.cron, at=self.at, timezone=self.timezone, hash_key=hash_key, dst=dst
+        )
 
     def fingerprint(self) -> str:
         """Identity of a schedule: its fire state survives reordering, while a changed expression,
@@ -200,6 +227,8 @@ class ScheduleSpec(Strict):
         different parameters are distinct)."""
         params = ",".join(f"{k}={v}" for k, v in sorted(self.parameters.items()))
         basis = f"{self.cron}|{self.at.isoformat() if self.at else ''}|{self.timezone}|{params}"
+        if self.dst is not None and (self.dst.gap, self.dst.fold) != ("shift", "auto"):
+            basis += f"|dst={self.dst.gap},{self.dst.fold}"  # the defaults keep old identities
         return hashlib.sha1(basis.encode()).hexdigest()[:10]
 
 
@@ -319,7 +348,8 @@ class Attempt(BaseModel):
     # attempt that wrote nothing (0, and no ``log``) has no log object: its log is empty.
     output_bytes: int | None = None
     # Why it ended, beyond its status: "oom_killed" (status failed; the out-of-memory killer
-    # killed a process of the run's cgroup). None otherwise.
+    # killed a process of the run's cgroup), "interrupted" (status cancelled: its node was told to
+    # stop at once while it drained, D245). None otherwise.
     reason: str | None = None
     # From the run's cgroup (None where the node has no cgroups): the most memory its processes
     # held at once (bytes) and the CPU time they used (user + system, seconds).
@@ -345,7 +375,7 @@ class Run(BaseModel):
     signal: int | None = None
     result: Any = None
     error: str | None = None
-    reason: str | None = None  # of the latest attempt: "oom_killed" or None
+    reason: str | None = None  # of the latest attempt: "oom_killed", "interrupted" or None
     parameters: dict[str, str] = Field(default_factory=dict)
     claim_revision: int | None = None
     attempts: list[Attempt] = Field(default_factory=list)

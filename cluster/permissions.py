@@ -85,6 +85,8 @@ RULES: tuple[Rule, ...] = (
     Rule(frozenset({"POST"}), "/api/v1/auth/login", "public"),
     Rule(READ, "/", "public"),  # redirects to the web UI
     Rule(READ, "/ui/**", "public"),
+    # the API's description: routes and schemas, no data (D247)
+    Rule(READ, "/api/v1/openapi.json", "public"),
     # node to node: checked by the peer security level, never by user credentials
     Rule(ANY, "/internal/v1/**", "peer"),
     # any user: who am I, log out, read the cluster's shape
@@ -95,7 +97,6 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/groups/**", "authenticated"),
     Rule(READ, "/api/v1/projects", "authenticated"),
     Rule(READ, "/api/v1/placement", "authenticated"),
-    Rule(READ, "/api/v1/openapi.json", "authenticated"),
     Rule(READ, "/api/v1/cron/preview", "authenticated"),
     # a user manages their own password and tokens; admins manage everyone's
     Rule(ANY, "/api/v1/users/{user}/tokens", "self"),

@@ -639,7 +639,7 @@ class Store:
     ) -> dict[str, Any]:
         """One run per tick in ``[start, end]``; a tick that already has a run is left alone.
         ``admit(n)`` may refuse the ``n`` runs (caps, D173) before anything is written."""
-        from cluster.cron import parse_schedule, ticks_between
+        from cluster.cron import ticks_between
 
         job, _ = await self.get_job_kv(project, name)
         if end > self.clock():
@@ -651,9 +651,7 @@ class Store:
         for spec in job.schedules:
             if not spec.enabled:
                 continue
-            sched = parse_schedule(
-                cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
-            )
+            sched = spec.parse(f"{project}/{name}")
             fp = spec.fingerprint()
             for tick in ticks_between(
                 sched, start - timedelta(microseconds=1), end, MAX_BACKFILL + 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cluster.cron import Schedule, parse_schedule, ticks_between
+from cluster.cron import Schedule, ticks_between
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
@@ -50,12 +50,7 @@ def parse_job(job: Job) -> list[tuple[ScheduleSpec, Schedule]]:
     out = []
     for spec in job.schedules:
         if spec.enabled:
-            sched = parse_schedule(
-                cron=spec.cron,
-                at=spec.at,
-                timezone=spec.timezone,
-                hash_key=f"{job.project}/{job.name}",
-            )
+            sched = spec.parse(f"{job.project}/{job.name}")
             out.append((spec, sched))
     return out
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cluster.cron import next_times, parse_schedule
+from cluster.cron import next_times
+from cluster.cron_dst import fire_flags
 from cluster.election import current_leader
 from cluster.errors import InvalidInput, Unavailable
 from cluster.ids import id_floor, is_id
@@ -28,6 +29,7 @@ from cluster.store import Store
 from nodes import metrics, webhooks
 from nodes.api import limits as api_limits
 from nodes.api import placement as api_placement
+from nodes.api.cron import with_dst_warnings
 from nodes.api.http import (
     NAME_RE,
     body_json,
@@ -183,7 +185,7 @@ class Api:
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, _ = await self.store().put_job(project, spec, create_only=True)
-        return ok(dump(job), 201)
+        return ok(self._saved(job), 201)
 
     @documented(body=JobSpec, answer=Job, also=("201",))
     async def put_job(self, request: web.Request) -> web.Response:
@@ -193,7 +195,11 @@ class Api:
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
         job, created = await self.store().put_job(project, spec)
-        return ok(dump(job), 201 if created else 200)
+        return ok(self._saved(job), 201 if created else 200)
+
+    def _saved(self, job: Job) -> dict[str, Any]:
+        hash_key = f"{job.project}/{job.name}"
+        return with_dst_warnings(dump(job), job.schedules, hash_key, self.store().clock())
 
     @documented(body={"type": "object", "description": "Fields of a job to change"}, answer=Job)
     async def patch_job(self, request: web.Request) -> web.Response:
@@ -205,7 +211,7 @@ class Api:
             await self._check_run_as(project, _run_as(patch["run_as"]))
         await webhooks.check_rule_docs(self.node, patch.get("notifications"), "notifications")
         job = await self.store().patch_job(project, request.match_info["job"], patch)
-        return ok(dump(job))
+        return ok(self._saved(job))
 
     @documented(answer=Job)
     async def get_job(self, request: web.Request) -> web.Response:
@@ -240,20 +246,20 @@ class Api:
         for spec in job.schedules if job.enabled else []:
             if not spec.enabled:
                 continue
-            sched = parse_schedule(
-                cron=spec.cron, at=spec.at, timezone=spec.timezone, hash_key=f"{project}/{name}"
-            )
+            sched = spec.parse(f"{project}/{name}")
             # a tick already planned (runs are written ahead of their tick, D120) is not next
             last = state.get("schedules", {}).get(spec.fingerprint(), {}).get("last_tick")
             after = max(now, datetime.fromisoformat(last)) if last else now
+            times = next_times(sched, after, 10)
             upcoming += [
                 {
                     "tick": t.isoformat(),
                     "schedule": spec.fingerprint(),
                     "cron": spec.cron,
                     "timezone": spec.timezone,
+                    "dst": flag,  # next to a DST transition (D223)
                 }
-                for t in next_times(sched, after, 10)
+                for t, flag in zip(times, fire_flags(sched, after, times), strict=True)
             ]
         upcoming.sort(key=lambda t: t["tick"])
         return ok(

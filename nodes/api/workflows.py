@@ -21,6 +21,7 @@ from cluster.workflows import (
     parse_workflow,
 )
 from nodes.api import limits as api_limits
+from nodes.api.cron import with_dst_warnings
 from nodes.api.http import (
     NAME_RE,
     body_json,
@@ -70,7 +71,7 @@ class WorkflowApi:
         spec = self._spec(await body_json(request), None)
         await self._check_run_as(project, spec)
         wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
-        return ok(dump(wf), 201)
+        return ok(self._saved(wf), 201)
 
     @documented(body=WorkflowSpec, answer=Workflow, also=("201",))
     async def put(self, request: web.Request) -> web.Response:
@@ -78,7 +79,11 @@ class WorkflowApi:
         spec = self._spec(await body_json(request), request.match_info["workflow"])
         await self._check_run_as(project, spec)
         wf, created = await self.wf().put_workflow(project, spec)
-        return ok(dump(wf), 201 if created else 200)
+        return ok(self._saved(wf), 201 if created else 200)
+
+    def _saved(self, wf: Workflow) -> dict[str, Any]:
+        hash_key = f"wf/{wf.project}/{wf.name}"
+        return with_dst_warnings(dump(wf), wf.schedules, hash_key, self.node.clock())
 
     @documented(answer=Workflow)
     async def get(self, request: web.Request) -> web.Response:

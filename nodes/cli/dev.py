@@ -10,12 +10,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from nodes.cli.devsupervisor import (
+    LogTail,
+    Restarts,
+    busy_ports,
+    describe_exit,
+    drain_notice,
+    read_leader,
+)
 from nodes.cli.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
-from nodes.devtools.embedded import EtcdProcess
+from nodes.devtools.embedded import EtcdProcess, _die_with_parent
 
 ETCD_USER = "cronmesh"
+# s the nodes get to stop after Ctrl-C: their drain (30 s) and the stop of what is left
+DRAIN_WAIT = 75.0
 
 
 def _ready(port: int) -> bool:
@@ -68,6 +79,18 @@ def _jobs_user() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    ports = [args.port + i for i in range(args.nodes)]
+    busy = busy_ports([args.etcd_port, args.etcd_port + 1, *ports])
+    if busy:
+        # else etcd fails to bind, the other one answers its health check, and the error is
+        # about passwords (issue #22: a second `cronmesh dev`)
+        print(
+            f"cronmesh dev: port(s) {', '.join(map(str, busy))} on 127.0.0.1 already in use "
+            "(another cronmesh dev or etcd?); stop it, or choose other ports with --port "
+            "(nodes) and --etcd-port (etcd uses it and the next one)",
+            file=sys.stderr,
+        )
+        return 1
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o700)  # etcd data, passwords, every project's logs: the owner only
@@ -78,7 +101,13 @@ def main(args: argparse.Namespace) -> int:
         log_file=data / "etcd.log",
     )
     print(f"starting etcd on {etcd.endpoint} (data in {data / 'etcd'}) ...", flush=True)
-    etcd.start()
+    try:
+        etcd.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        etcd.stop()
+        print(f"cronmesh dev: etcd did not start: {exc}", file=sys.stderr)
+        print(log_tail(data / "etcd.log"), file=sys.stderr)
+        return 1
     # etcd with authentication (D156): the nodes log in as a user whose role covers the cronmesh
     # prefix only, so a job (or anything on this machine) without the password cannot read or
     # write the control plane over the loopback port.
@@ -88,90 +117,288 @@ def main(args: argparse.Namespace) -> int:
         etcd.stop()
         print(f"cannot set up etcd authentication: {exc}", file=sys.stderr)
         return 1
-    nodes: list[subprocess.Popen[bytes]] = []
-    ports = [args.port + i for i in range(args.nodes)]
-    stopping = False
+    password_file, password = _admin_password(data)
+    secrets_key = _secrets_key(data)
+    env = dict(
+        os.environ,
+        CRONMESH_LOG_FORMAT="json",
+        CRONMESH_ADMIN_PASSWORD_FILE=password_file,
+        CRONMESH_SECRETS_KEY_FILE=secrets_key,
+    )
+    etcd_password = etcd_password_file.read_text().strip()
+    cluster = DevCluster(data, etcd, ports, env, etcd_password_file, restart=args.restart)
 
     def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        cluster.interrupts += 1
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    password_file, password = _admin_password(data)
-    secrets_key = _secrets_key(data)
     try:
-        for i, port in enumerate(ports, 1):
-            log = open(data / f"node-{i}.log", "ab")
-            env = dict(
-                os.environ,
-                CRONMESH_LOG_FORMAT="json",
-                CRONMESH_ADMIN_PASSWORD_FILE=password_file,
-                CRONMESH_SECRETS_KEY_FILE=secrets_key,
-            )
-            nodes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "nodes.cli",
-                        "node",
-                        "--etcd",
-                        etcd.endpoint,
-                        "--listen",
-                        f"127.0.0.1:{port}",
-                        "--node-id",
-                        f"node-{i}",
-                        "--data-dir",
-                        str(data),
-                        "--etcd-user",
-                        ETCD_USER,
-                        "--etcd-password-file",
-                        str(etcd_password_file),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            )
-        deadline = time.monotonic() + 30
+        cluster.start_all()
+        deadline = time.monotonic() + 60
         while not all(_ready(p) for p in ports):
-            if stopping or time.monotonic() > deadline:
+            if cluster.interrupts:
+                return 0
+            gone = [s for s in cluster.slots if s.proc is not None and s.proc.poll() is not None]
+            for slot in gone:  # a node that cannot start: say why now, not after a minute
+                assert slot.proc is not None
+                how = describe_exit(slot.proc.returncode)
+                print(f"{slot.name} exited during its start ({how}):", file=sys.stderr)
+                print(log_tail(data / f"{slot.name}.log"), file=sys.stderr)
+            if gone or time.monotonic() > deadline or not etcd_alive(etcd):
                 print("nodes did not become ready; see the logs in", data, file=sys.stderr)
                 return 1
             time.sleep(0.1)
+        leader = None
+        until = time.monotonic() + 15
+        while leader is None and time.monotonic() < until and not cluster.interrupts:
+            leader = read_leader(etcd.endpoint, ETCD_USER, etcd_password)
+            if leader is None:
+                time.sleep(0.3)
+        cluster.leader = leader
+        admin = os.environ.get("CRONMESH_ADMIN_USER", "admin")
         print(
             f"\ncronmesh is running: {args.nodes} node(s), API http://127.0.0.1:{ports[0]}"
             + (f" (also {', '.join(str(p) for p in ports[1:])})" if len(ports) > 1 else "")
+            + "\n  nodes: "
+            + ", ".join(
+                f"{slot.name} (pid {slot.proc.pid if slot.proc else '-'}, port {slot.port})"
+                for slot in cluster.slots
+            )
+            + f"\n  scheduler leader: {leader or 'not elected yet'}"
             + f"\n  etcd {etcd.endpoint} with authentication: nodes log in as {ETCD_USER!r}"
             + f" (password in {etcd_password_file}; root's in {data / 'etcd-root-password'})"
-            + f"\n  logs in {data}"
-            + f"\n  admin: {os.environ.get('CRONMESH_ADMIN_USER', 'admin')} / {password}"
-            + f" (kept in {password_file}); node-to-node calls are signed (security level 1)"
-            + f"\n  project secrets are encrypted with the key ring in {secrets_key}"
+            + f"\n  logs in {data} (node-N.log, etcd.log)"
+            + "\n  node-to-node calls are signed (security level 1); project secrets are"
+            + f" encrypted with the key ring in {secrets_key}"
             + f"\n  jobs run as {_jobs_user()}"
-            + f"\n  log in: .venv/bin/cronmesh --api http://127.0.0.1:{ports[0]} login -u "
-            + os.environ.get("CRONMESH_ADMIN_USER", "admin")
-            + "\n  try: .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"
-            + "\n       .venv/bin/cronmesh run list"
+            + "\n  a node that exits is "
+            + ("restarted after a few seconds" if args.restart else "not restarted (--no-restart)")
+            + f"\n\n  admin user: {admin}   password: {password}"
+            + f"\n  (the password is kept in {password_file})"
+            + "\n\nNext, in another terminal:"
+            + f"\n  .venv/bin/cronmesh --api http://127.0.0.1:{ports[0]} login -u {admin}"
+            + "\n  .venv/bin/cronmesh job apply -f docs/examples/hello.yaml"
+            + "\n  .venv/bin/cronmesh run list"
+            + f"\n  web UI: http://127.0.0.1:{ports[0]}/"
             + "\nPress Ctrl-C to stop.",
             flush=True,
         )
-        while not stopping:
-            for i, node in enumerate(nodes, 1):
-                if node.poll() is not None:
-                    print(f"node-{i} exited with {node.returncode}; see {data}/node-{i}.log")
-                    stopping = True
-            time.sleep(0.2)
+        return cluster.supervise()
     finally:
-        print("\nstopping ...", flush=True)
-        for node in nodes:
-            if node.poll() is None:
-                node.terminate()
-        for node in nodes:
-            try:
-                node.wait(60)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        cluster.stop_all()
         etcd.stop()
-    return 0
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last lines of a log (at most 8 KiB read), indented."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError as exc:
+        return f"  ({path}: {exc})"
+    return "\n".join("  " + line[:300] for line in text.splitlines()[-lines:])
+
+
+def etcd_alive(etcd: EtcdProcess) -> bool:
+    return etcd.proc is not None and etcd.proc.poll() is None
+
+
+@dataclass
+class Slot:
+    """One node of the dev cluster: its process, its restarts, and what the supervisor awaits."""
+
+    index: int
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: Restarts = field(default_factory=Restarts)
+    restart_at: float | None = None  # monotonic time of the pending restart
+    given_up: bool = False
+    stopped: bool = False  # exited cleanly (asked to shut down): not restarted
+    announce_ready: bool = False  # restarted: say when it answers again
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.index}"
+
+
+class DevCluster:
+    """The nodes of ``cronmesh dev`` and their supervision (D244): a node that exits is reported
+    (which, how, who leads now) and restarted after a backoff, unless ``restart`` is off; the
+    command fails only when etcd dies or every node is given up."""
+
+    def __init__(
+        self,
+        data: Path,
+        etcd: EtcdProcess,
+        ports: list[int],
+        env: dict[str, str],
+        etcd_password_file: Path,
+        *,
+        restart: bool = True,
+    ) -> None:
+        self.data = data
+        self.etcd = etcd
+        self.env = env
+        self.etcd_password_file = etcd_password_file
+        self.restart = restart
+        self.slots = [Slot(i, port) for i, port in enumerate(ports, 1)]
+        self.interrupts = 0  # Ctrl-C (SIGINT) and SIGTERM received
+        self.leader: str | None = None
+        self._leader_check: tuple[float, str | None] | None = None  # (until, the node that left)
+        self._leader_next = 0.0
+
+    def _argv(self, slot: Slot) -> list[str]:
+        return [
+            *(sys.executable, "-m", "nodes.cli", "node", "--etcd", self.etcd.endpoint),
+            *("--listen", f"127.0.0.1:{slot.port}", "--node-id", slot.name),
+            *("--data-dir", str(self.data), "--etcd-user", ETCD_USER),
+            *("--etcd-password-file", str(self.etcd_password_file)),
+        ]
+
+    def start(self, slot: Slot) -> None:
+        with open(self.data / f"{slot.name}.log", "ab") as log:
+            # A process group of its own: the terminal's Ctrl-C reaches only this supervisor,
+            # which forwards it (first: drain; second: stop the runs at once). Dies with us.
+            slot.proc = subprocess.Popen(
+                self._argv(slot),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                process_group=0,
+                preexec_fn=_die_with_parent,
+            )
+        slot.started = time.monotonic()
+        slot.restart_at = None
+
+    def start_all(self) -> None:
+        for slot in self.slots:
+            self.start(slot)
+
+    def _leader(self) -> str | None:
+        try:
+            password = self.etcd_password_file.read_text().strip()
+        except OSError:
+            return None
+        return read_leader(self.etcd.endpoint, ETCD_USER, password)
+
+    def supervise(self) -> int:
+        """Until Ctrl-C: 0; etcd died or every node was given up: 1."""
+        while not self.interrupts:
+            now = time.monotonic()
+            if not etcd_alive(self.etcd):
+                code = self.etcd.proc.returncode if self.etcd.proc is not None else None
+                say(f"etcd exited ({describe_exit(code or 0)}); see {self.data / 'etcd.log'}")
+                return 1
+            for slot in self.slots:
+                self._check(slot, now)
+            self._check_leader(now)
+            if all(s.given_up or s.stopped for s in self.slots):
+                if all(s.stopped for s in self.slots):
+                    say("every node has stopped")
+                    return 0
+                say("every node is down and keeps crashing: stopping (see the logs above)")
+                return 1
+            time.sleep(0.2)
+        return 0
+
+    def _check(self, slot: Slot, now: float) -> None:
+        proc = slot.proc
+        if proc is not None and proc.poll() is not None:
+            slot.proc = None
+            ran = now - slot.started
+            log = self.data / f"{slot.name}.log"
+            how = describe_exit(proc.returncode)
+            say(f"{slot.name} exited ({how}) after {ran:.0f} s; see {log}")
+            self._leader_check = (now + 30, slot.name)
+            if proc.returncode == 0:
+                slot.stopped = True  # it was asked to stop (cronmesh node shutdown)
+                say(f"{slot.name} stopped on request: not restarted")
+            elif not self.restart:
+                slot.given_up = True
+                say(f"{slot.name} is not restarted (--no-restart)")
+            else:
+                delay = slot.restarts.on_exit(ran)
+                if delay is None:
+                    slot.given_up = True
+                    say(
+                        f"{slot.name} crashed {slot.restarts.max_quick} times in a row soon after "
+                        f"its start: not restarting it (see {log})"
+                    )
+                else:
+                    slot.restart_at = now + delay
+                    say(f"restarting {slot.name} in {delay:g} s")
+        if slot.restart_at is not None and now >= slot.restart_at:
+            self.start(slot)
+            slot.announce_ready = True
+            assert slot.proc is not None
+            say(f"{slot.name} restarted (pid {slot.proc.pid})")
+        if slot.announce_ready and slot.proc is not None and _ready(slot.port):
+            slot.announce_ready = False
+            say(f"{slot.name} is back: http://127.0.0.1:{slot.port}")
+
+    def _check_leader(self, now: float) -> None:
+        """After a node exit: who leads now, once someone alive does (or 30 s passed)."""
+        if self._leader_check is None or now < self._leader_next:
+            return
+        self._leader_next = now + 0.5  # etcdctl twice a second at most, only while it matters
+        until, gone = self._leader_check
+        leader = self._leader()
+        if leader is not None and leader != gone:
+            if leader != self.leader:
+                say(f"leader: {leader} (was {self.leader or 'nobody'})")
+            else:
+                say(f"leader: still {leader}")
+            self.leader, self._leader_check = leader, None
+        elif now > until:
+            say(f"no leader {30} s after {gone} left (see the node logs)")
+            self.leader, self._leader_check = leader, None
+
+    def stop_all(self) -> None:
+        """Ctrl-C: every node drains (they say what they wait for); Ctrl-C again: they stop
+        their runs at once. Nodes still there after the drain and a margin are killed."""
+        live = [s for s in self.slots if s.proc is not None and s.proc.poll() is None]
+        if not live:
+            return
+        say("\nstopping: the nodes finish their runs (Ctrl-C again to stop them at once) ...")
+        tails = {s.name: LogTail(self.data / f"{s.name}.log") for s in live}
+        hinted: set[str] = set()
+        for slot in live:
+            assert slot.proc is not None
+            slot.proc.send_signal(signal.SIGINT)
+        forwarded = max(self.interrupts, 1)
+        deadline = time.monotonic() + DRAIN_WAIT
+        while any(s.proc is not None and s.proc.poll() is None for s in live):
+            if self.interrupts > forwarded:
+                forwarded = self.interrupts
+                for slot in live:
+                    if slot.proc is not None and slot.proc.poll() is None:
+                        slot.proc.send_signal(signal.SIGINT)
+            _tell(tails, hinted)
+            if time.monotonic() > deadline:
+                for slot in live:
+                    if slot.proc is not None and slot.proc.poll() is None:
+                        say(f"{slot.name} did not stop within {DRAIN_WAIT:g} s: killed")
+                        slot.proc.kill()
+                break
+            time.sleep(0.2)
+        for slot in live:
+            if slot.proc is not None:
+                slot.proc.wait()
+        _tell(tails, hinted)  # what they logged last
+
+
+def _tell(tails: dict[str, LogTail], hinted: set[str]) -> None:
+    """Print what the stopping nodes logged about their drain since the last look."""
+    for name, tail in tails.items():
+        for entry in tail.lines():
+            notice = drain_notice(entry, hint=name not in hinted)
+            if notice:
+                hinted.add(name)
+                say(f"{name}: {notice}")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)

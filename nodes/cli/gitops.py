@@ -11,6 +11,7 @@ from typing import Any
 from cluster.errors import InvalidInput
 from nodes.cli.client import ApiError, call, call_all
 from nodes.cli.gitops_plan import KINDS, Change, Doc, Kind, export_files, plan, read_folder
+from nodes.cli.output import warn_saved
 
 
 def add_parsers(sub: Any) -> None:
@@ -140,7 +141,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if ch.action == "delete":
             _call(args, "DELETE", path)
         else:
-            _call(args, "PUT", path, ch.body)
+            warn_saved(_call(args, "PUT", path, ch.body), f"{ch.kind.name} {ch.project}/{ch.name}")
     return 0
 
 

@@ -8,7 +8,7 @@ import urllib.parse
 from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError, call, call_all, proj
 from nodes.cli.documents import apply_documents, params
-from nodes.cli.output import schedules_text, show, table
+from nodes.cli.output import schedules_text, show, table, warn_saved
 
 
 def cmd_job(args: argparse.Namespace) -> int:
@@ -16,6 +16,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     if args.action == "apply":
         for job in apply_documents(args, "job"):
             print(f"job {args.project}/{job['name']} applied")
+            warn_saved(job, f"job {args.project}/{job['name']}")
     elif args.action == "list":
         jobs = call_all(args, f"{base}/jobs", "jobs")
         if args.output == "table":

@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8080, help="API port of the first node")
     d.add_argument("--etcd-port", type=int, default=2379)
     d.add_argument("--data", default=".cronmesh-dev", help="data folder (etcd data, logs)")
+    d.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="do not restart a node that exits (default: restarted after a few seconds)",
+    )
     d.set_defaults(func=lambda a: __import__("nodes.cli.dev", fromlist=["main"]).main(a))
 
     j = sub.add_parser("job", help="manage jobs").add_subparsers(dest="action", required=True)

@@ -80,7 +80,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         node = Node(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, node.shutdown)
+            loop.add_signal_handler(sig, node.on_signal)
         collections = asyncio.create_task(gctune.full_collections())
         try:
             await node.run()

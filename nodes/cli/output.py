@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import yaml
@@ -24,3 +25,9 @@ def table(rows: list[list[str]], header: list[str]) -> None:
 
 def schedules_text(doc: dict[str, Any]) -> str:
     return "; ".join(s.get("cron") or str(s.get("at")) for s in doc["schedules"]) or "-"
+
+
+def warn_saved(doc: Any, label: str) -> None:
+    """The ``warnings`` of a saved job or workflow (DST, D223), on stderr."""
+    for w in (doc.get("warnings") or []) if isinstance(doc, dict) else []:
+        print(f"warning: {label} {w.get('field', '')}: {w.get('message', '')}", file=sys.stderr)

@@ -8,7 +8,7 @@ from typing import Any
 
 from nodes.cli.client import call, call_all, proj
 from nodes.cli.documents import apply_documents, params
-from nodes.cli.output import schedules_text, show, table
+from nodes.cli.output import schedules_text, show, table, warn_saved
 
 
 def _q(name: str) -> str:
@@ -20,6 +20,7 @@ def cmd_workflow(args: argparse.Namespace) -> int:
     if args.action == "apply":
         for wf in apply_documents(args, "workflow"):
             print(f"workflow {args.project}/{wf['name']} applied ({len(wf['tasks'])} tasks)")
+            warn_saved(wf, f"workflow {args.project}/{wf['name']}")
     elif args.action == "list":
         wfs = call_all(args, f"{base}/workflows", "workflows")
         if args.output == "table":

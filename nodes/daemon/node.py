@@ -108,6 +108,7 @@ class Node:
         self.view: ClusterView | None = None
         self.fatal: str | None = None  # why the node stopped on its own (exit code 2)
         self._disconnecting = False
+        self._interrupted = False  # a second Ctrl-C: runs are stopped at once (D245)
         self._record: dict[str, Any] = {}
 
     @property
@@ -119,6 +120,22 @@ class Node:
         if not self._stop.is_set():
             log.info("shutdown requested")
             self._stop.set()
+
+    def on_signal(self) -> None:
+        """SIGINT/SIGTERM: the first stops gracefully (drain up to ``drain_timeout``), a second
+        stops the runs at once, recorded cancelled (D245). Safe from a signal handler."""
+        if not self._stop.is_set():
+            self.shutdown()
+        else:
+            self.interrupt()
+
+    def interrupt(self) -> None:
+        """Stop at once: every running process is killed and recorded ``cancelled`` (reason
+        ``interrupted``); the node then finishes stopping."""
+        self._interrupted = True
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.interrupt()
 
     def _queue_depth(self) -> float:
         return float(len(self.worker.candidates)) if self.worker is not None else 0.0
@@ -367,6 +384,8 @@ class Node:
             await self.etcd.put(self.keys.node(self.node_id), stopping, lease=session.lease_id)
         # Drain, unless the lease goes first: then our runs belong to nobody and will be
         # retried elsewhere, so our processes must die at once (no two attempts at a time).
+        if self._interrupted:
+            self.worker.interrupt()
         drain = asyncio.create_task(self.worker.drain(self.config.drain_timeout))
         lost = asyncio.create_task(session.lost.wait())
         await asyncio.wait([drain, lost], return_when=asyncio.FIRST_COMPLETED)

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from cluster.cron import Schedule, parse_schedule
+from cluster.cron import Schedule
 from cluster.dag import Graph
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
@@ -433,9 +433,7 @@ class WorkflowEngine:
         schedules: list[tuple[str, Schedule, Any]] = [
             (
                 s.fingerprint(),
-                parse_schedule(
-                    cron=s.cron, at=s.at, timezone=s.timezone, hash_key=f"wf/{wf.project}/{wf.name}"
-                ),
+                s.parse(f"wf/{wf.project}/{wf.name}"),
                 s,
             )
             for s in wf.schedules

@@ -34,7 +34,8 @@ class Execution:
     claim_revision: int
     slot: str | None
     proc: Process | None = None
-    requested: str | None = None  # "cancel" | "abort" | "shutdown" | "timeout"
+    # "cancel" | "abort" | "shutdown" | "timeout" | "interrupt" (a second Ctrl-C on the node)
+    requested: str | None = None
     acted: bool = False  # the request reached a live process (else the exit status decides)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # a request while waiting to start
@@ -43,13 +44,15 @@ class Execution:
     output_bytes: int | None = None  # what the job wrote, once its log is closed
     logged: bool = True  # False: nothing at all was written, so no log object will exist
     usage: Usage | None = None  # what the run's cgroup counted (None: no cgroup)
-    reason: str | None = None  # "oom_killed" when the out-of-memory killer ended it
+    reason: str | None = None  # "oom_killed" (out-of-memory killer), "interrupted" (D245)
     _stopper: asyncio.Task[None] | None = None
 
     def request(self, action: str) -> None:
         """Record a cancel/abort/shutdown; act on the process now, or as soon as it exists."""
-        if self.requested is not None and action != "abort":
+        if self.requested is not None and action not in ("abort", "interrupt"):
             return
+        if self.requested in ("abort", "timeout") and action == "interrupt":
+            return  # already being killed, with its own outcome
         self.requested = action
         self.wake.set()
         self.act()
@@ -58,7 +61,7 @@ class Execution:
         if self.proc is None or self.requested is None or self.proc.returncode_ready:
             return
         self.acted = True
-        if self.requested == "abort":
+        if self.requested in ("abort", "interrupt"):
             self.proc.kill()
         elif self._stopper is None:
             grace = self.run.snapshot.kill_grace

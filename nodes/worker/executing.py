@@ -378,10 +378,11 @@ class Executing:
         ex: Execution, writer: SpoolWriter
     ) -> tuple[str, str | None, ExitStatus | None, Any]:
         """A run claimed ahead and cancelled (or its node shut down) before its instant."""
-        why = {"shutdown": "the node shut down"}.get(ex.requested or "", "")
-        why = why or f"{ex.requested}ed by request"
+        # never started: a node stopping (even at once) hands it on as lost (retried per policy)
+        stopping = ex.requested in ("shutdown", "interrupt")
+        why = "the node shut down" if stopping else f"{ex.requested}ed by request"
         writer.note(f"{why} before it started")
-        status = "lost" if ex.requested == "shutdown" else "cancelled"
+        status = "lost" if stopping else "cancelled"
         return status, f"{why} before it started", None, None
 
     def _fenced(self, ex: Execution, st: ExitStatus) -> bool:
@@ -408,6 +409,13 @@ class Executing:
             return "cancelled", f"{ex.requested}ed by request"
         elif ex.requested == "shutdown":
             return "lost", "the node shut down before the run finished"
+        elif ex.requested == "interrupt":
+            # The node knows it killed it: cancelled, not lost, and not retried (D245).
+            ex.reason = "interrupted"
+            return "cancelled", (
+                "interrupted: its node was told to stop at once (a second Ctrl-C, SIGINT or "
+                "SIGTERM, while it drained)"
+            )
         if st.ok:
             return "succeeded", None
         if st.signal is not None:

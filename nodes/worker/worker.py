@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,8 @@ from nodes.worker.executing import Executing
 from nodes.worker.seating import Seating
 
 log = structlog.get_logger(__name__)
+
+DRAIN_TELL_EVERY = 5.0  # s between two notices of what a draining node waits for
 
 
 class Worker(Claiming, Executing):
@@ -114,6 +117,7 @@ class Worker(Claiming, Executing):
         self._claiming_jobs: set[tuple[str, str]] = set()  # limited jobs with a claim in flight
         self._orphan_check = asyncio.Event()  # run id -> requested action (control keys present)
         self._kick = asyncio.Event()
+        self._interrupted = asyncio.Event()  # a second Ctrl-C: stop the runs at once
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
         self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock)
@@ -364,26 +368,85 @@ class Worker(Claiming, Executing):
     # -- stopping ------------------------------------------------------------------------------
 
     async def drain(self, grace: float) -> None:
-        """Stop claiming, let running processes finish up to ``grace`` s, then stop them."""
+        """Stop claiming, let running processes finish up to ``grace`` s, then stop them. Says
+        what it waits for (how many runs, their jobs, the time left) when it starts, every
+        ``DRAIN_TELL_EVERY`` s and when the count changes. :meth:`interrupt` (a second Ctrl-C)
+        ends the wait and stops the runs at once (D245)."""
         self.accepting = False
         loop = asyncio.get_running_loop()
         until = loop.time() + 10
         # Claims in flight become runs to drain (bounded, short: a claim is one transaction).
-        while self.claiming and loop.time() < until:  # noqa: ASYNC110
+        while self.claiming and loop.time() < until:
+            if self._interrupted.is_set():
+                break
             await asyncio.sleep(0.01)
-        pending = [ex.done.wait() for ex in self.running.values()]
-        if pending:
-            log.info("draining", running=len(pending), grace=grace)
-            _, still = await asyncio.wait(
-                [asyncio.ensure_future(p) for p in pending], timeout=grace
-            )
-            for task in still:
-                task.cancel()
+        deadline = loop.time() + grace
+        had = len(self.running)
+        told: tuple[int, float] | None = None  # (runs, when) of the last notice
+        while self.running and not self._interrupted.is_set():
+            now = loop.time()
+            if now >= deadline:
+                break
+            if told is None or told[0] != len(self.running) or now - told[1] >= DRAIN_TELL_EVERY:
+                told = (len(self.running), now)
+                log.info(
+                    "draining",
+                    running=len(self.running),
+                    jobs=self.running_jobs(),
+                    left=round(deadline - now),
+                    hint="a second Ctrl-C (SIGINT or SIGTERM) stops them at once (cancelled)",
+                )
+            await self._wait_runs(min(deadline, told[1] + DRAIN_TELL_EVERY) - now)
         for ex in list(self.running.values()):
-            ex.request("shutdown")
-        waits = [ex.done.wait() for ex in self.running.values()]
-        if waits:
-            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=30)
+            ex.request("interrupt" if self._interrupted.is_set() else "shutdown")
+        until = loop.time() + 30
+        interrupted = self._interrupted.is_set()
+        while self.running and loop.time() < until:
+            # a second Ctrl-C while the processes get their kill_grace: stop them at once
+            if self._interrupted.is_set() and not interrupted:
+                interrupted = True
+                for ex in list(self.running.values()):
+                    ex.request("interrupt")
+            await self._wait_runs(until - loop.time(), interruptible=not interrupted)
+        if had and not self.running and not interrupted:
+            log.info("drained")
+
+    def running_jobs(self, limit: int = 10) -> list[str]:
+        """The jobs of the running runs (``project/job``, ``project/job xN`` for N runs), the
+        most frequent first."""
+        counts = Counter(f"{ex.run.project}/{ex.run.job}" for ex in self.running.values())
+        out = [f"{name} x{n}" if n > 1 else name for name, n in counts.most_common(limit)]
+        if len(counts) > limit:
+            out.append(f"... and {len(counts) - limit} more jobs")
+        return out
+
+    async def _wait_runs(self, within: float, *, interruptible: bool = True) -> None:
+        """Until a running execution ends, :meth:`interrupt` is called (``interruptible``), or
+        ``within`` s."""
+        waits = [asyncio.ensure_future(ex.done.wait()) for ex in self.running.values()]
+        if interruptible:
+            waits.append(asyncio.ensure_future(self._interrupted.wait()))
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, within), return_when="FIRST_COMPLETED")
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def interrupt(self) -> None:
+        """Stop every running process at once (SIGKILL to its tree); each run is recorded
+        ``cancelled`` with reason ``interrupted``, not ``lost`` (the node knows it stopped them,
+        D245). Used on a second Ctrl-C while the node drains."""
+        self.accepting = False
+        if not self._interrupted.is_set():
+            log.warning(
+                "interrupted: stopping the runs at once",
+                running=len(self.running),
+                jobs=self.running_jobs(),
+                node=self.node_id,  # called from the signal handler: no bound context there
+            )
+        self._interrupted.set()
+        for ex in list(self.running.values()):
+            ex.request("interrupt")
 
     async def close(self) -> None:
         """Kill whatever still runs (used when the lease is lost); writes nothing."""

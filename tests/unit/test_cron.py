@@ -359,7 +359,7 @@ def test_hash_step_offsets_differ_between_keys() -> None:
         ("*/0 * * * *", ["minute", "*/0", "step"]),
         ("0 */99 * * *", ["hour", "step"]),
         ("0 */x * * *", ["hour", "step"]),
-        ("5-2 * * * *", ["minute", "5-2"]),
+        ("-1 * * * *", ["minute", "'-1'"]),
         ("1,,2 * * * *", ["minute", "empty"]),
         ("? * * * *", ["minute", "?"]),
         ("0 0 * * MON-FOO", ["day-of-week", "FOO"]),

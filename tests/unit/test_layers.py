@@ -39,7 +39,6 @@ ARROWS_ALLOWED: set[tuple[str, str]] = set()
 # Modules over MAX_LINES lines today.
 LONG_MODULES_ALLOWED: set[str] = {
     "nodes.executor.cgroups",
-    "cluster.cron",
     "cluster.etcd",
     "cluster.store",
     "nodes.api.access",

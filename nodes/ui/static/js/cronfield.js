@@ -3,7 +3,15 @@
 import { ApiError, get } from "./api.js";
 import { fill, h, timeEl } from "./dom.js";
 
-export function cronPreview(cronInput, tzInput, out) {
+// What the preview's per-fire DST flag means (GET /api/v1/cron/preview, D223).
+const DST_NOTES = {
+  gap_shifted: "clocks go forward: moved to the end of the skipped hour",
+  gap_skipped: "clocks went forward before this: the skipped time did not run",
+  fold_first: "clocks go back later: first of a repeated time",
+  fold_second: "clocks went back: the repeated time again",
+};
+
+export function cronPreview(cronInput, tzInput, out, dst = null) {
   let timer = null;
   let seq = 0;
   const update = async () => {
@@ -18,6 +26,9 @@ export function cronPreview(cronInput, tzInput, out) {
       return;
     }
     const qs = new URLSearchParams({ expr, timezone: tzInput.value.trim() || "UTC", count: "5" });
+    // the schedule's own DST policy (kept as it is by the form), so the notes match it
+    if (dst?.gap) qs.set("dst_gap", dst.gap);
+    if (dst?.fold) qs.set("dst_fold", dst.fold);
     try {
       const data = await get(`/api/v1/cron/preview?${qs}`);
       if (mine !== seq) return;
@@ -28,7 +39,8 @@ export function cronPreview(cronInput, tzInput, out) {
       fill(
         out,
         h("div", { class: "muted" }, `Next ${data.times.length} in ${data.timezone}:`),
-        h("ol", { class: "fire-times" }, data.times.map((t) => h("li", null, timeEl(t, data.timezone)))),
+        h("ol", { class: "fire-times" }, (data.fires || data.times.map((time) => ({ time }))).map((f) =>
+          h("li", null, timeEl(f.time, data.timezone), f.dst ? h("span", { class: "dst warn" }, DST_NOTES[f.dst] || f.dst) : null))),
       );
     } catch (e) {
       if (mine !== seq || !(e instanceof ApiError)) return;

@@ -179,11 +179,11 @@ export function showFieldError(form, name, message) {
   if (target) target.textContent = message;
 }
 
-export function toast(message, kind = "info") {
+export function toast(message, kind = "info", ms = 5000) {
   const box = document.getElementById("toast");
-  const item = h("div", { class: `toast ${kind}` }, message);
+  const item = h("div", { class: `toast ${kind}`, role: kind === "warn" ? "alert" : null }, message);
   box.append(item);
-  setTimeout(() => item.remove(), 5000);
+  setTimeout(() => item.remove(), ms);
 }
 
 // A modal built on <dialog>: resolves to the submitted form's values, or null when dismissed.

@@ -58,7 +58,7 @@ export async function render(root, ctx) {
     h("div", { class: "actions" }, h("a", { class: "button secondary", href: editing ? `#/jobs/${encodeURIComponent(editing)}` : "#/jobs" }, "Cancel"), h("button", { type: "submit", class: "primary" }, editing ? "Save" : "Create job")),
   );
   root.append(h("h1", null, editing ? `Edit ${editing}` : "New job"), form);
-  cronPreview(cron, timezone, preview);
+  cronPreview(cron, timezone, preview, first.dst);
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -75,6 +75,8 @@ export async function render(root, ctx) {
     spec.schedules = cron.value.trim()
       ? [{ ...(job?.schedules[0] || {}), cron: cron.value.trim(), at: null, timezone: timezone.value.trim() || "UTC" }, ...rest]
       : rest;
+    // a DST policy is for wall-clock cron times only: an @every schedule drops it
+    if (spec.schedules[0] && /^@every\b/i.test(spec.schedules[0].cron || "")) spec.schedules[0] = { ...spec.schedules[0], dst: null };
     spec.tags = tags.value.split(",").map((t) => t.trim()).filter(Boolean);
     spec.timeout = Number(timeout.value || 0);
     spec.retries = Number(retries.value || 0);
@@ -83,6 +85,8 @@ export async function render(root, ctx) {
     try {
       const saved = editing ? await put(jobPath(project, editing), spec) : await post(projectPath(project, "/jobs"), spec);
       toast(`${saved.name} saved`, "ok");
+      // a fixed time that a daylight-saving change skips or repeats in the coming year (D223)
+      for (const w of saved.warnings || []) toast(`Daylight saving: ${w.message}`, "warn", 20000);
       location.hash = `#/jobs/${encodeURIComponent(saved.name)}`;
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
