@@ -90,6 +90,11 @@ class Worker(Claiming, Executing):
         # many runs may be held armed ahead of their instant (D260).
         self.max_armed = max_armed
         self._claiming_ahead: set[str] = set()  # queue keys of claims in flight ahead
+        # Queue keys not parsed yet, and those whose run was due ahead when parsed: all that a
+        # dispatch looks at while the runs to start now fill the capacity (a backlog of due runs
+        # is not walked on every kick then, D260).
+        self._fresh: set[str] = set()
+        self._future: set[str] = set()
         soft, _ = raise_fd_limit(capacity + max_armed)
         if soft < (capacity + max_armed) * FDS_PER_RUN:
             log.warning("open-files limit low for capacity + max_armed", limit=soft)
@@ -177,6 +182,8 @@ class Worker(Claiming, Executing):
         self.candidates.clear()
         self._seen.clear()
         self._best.clear()
+        self._fresh.clear()
+        self._future.clear()
 
     def _on_queue(self, key: str, kv: KV | None) -> None:
         if kv is None:
@@ -184,8 +191,11 @@ class Worker(Claiming, Executing):
             self._parsed.pop(key, None)
             self._seen.pop(key, None)
             self._best.pop(key, None)
+            self._fresh.discard(key)
+            self._future.discard(key)
         else:
             self.candidates[key] = kv
+            self._fresh.add(key)
         self.kick()
 
     def _on_control(self, key: str, kv: KV | None) -> None:
@@ -213,12 +223,15 @@ class Worker(Claiming, Executing):
         cached = self._parsed.get(key)
         if cached is not None and cached[0] == kv.mod_revision:
             return cached[1]
+        self._fresh.discard(key)
         try:
             run = Run.model_validate_json(kv.value)
         except ValueError as exc:
             log.error("unreadable queue entry", key=key, error=str(exc))
             return None
         self._parsed[key] = (kv.mod_revision, run)
+        if run.not_before is not None and run.not_before > self.clock():
+            self._future.add(key)
         return run
 
     def _choose(self, key: str, run: Run) -> tuple[Candidate, str] | None:
@@ -288,9 +301,18 @@ class Worker(Claiming, Executing):
         if self.view is not None and not self.view.ready:
             return  # kicked again when the view has loaded
         now = self.clock()
-        for key in sorted(self.candidates):
+        if self.busy() < self.capacity:
+            self._dispatch_pass(sorted(self.candidates), now, ahead_only=False)
+        if self.busy() >= self.capacity and self.armed() < self.max_armed:
+            ahead = {k for k in (*self._fresh, *self._future) if k in self.candidates}
+            self._dispatch_pass(sorted(ahead), now, ahead_only=True)
+
+    def _dispatch_pass(self, keys: list[str], now: datetime, *, ahead_only: bool) -> None:
+        """Claim what fits from ``keys`` in order. Over every queued run while the capacity has
+        room (stopping when it is full), else over the runs that may be due ahead only."""
+        for key in keys:
             now_full = self.busy() >= self.capacity
-            if now_full and self.armed() >= self.max_armed:
+            if now_full and (not ahead_only or self.armed() >= self.max_armed):
                 return
             if key in self.claiming:
                 continue
@@ -305,6 +327,8 @@ class Worker(Claiming, Executing):
                     self._kick_at(to_go - self.claim_ahead)
                     continue
                 ahead = to_go > 0
+            if not ahead:
+                self._future.discard(key)  # due now: a backlog entry like any other
             if (self.armed() >= self.max_armed) if ahead else now_full:
                 continue  # kicked again when a claim or a run ends
             limited = slot_limit(run.snapshot.overlap, run.snapshot.max_parallel) > 0
