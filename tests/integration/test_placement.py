@@ -538,7 +538,7 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         assert (await run_of(http, base, pinned))["status"] == "pending"
         code, out, _ = await asyncio.to_thread(run_cli, base, "node", "list")
         row = next(line for line in out.splitlines() if line.startswith("node-a"))
-        assert " up " in row and "drained" in row and "0/16" in row, out
+        assert " up " in row and "drained" in row and f"0/{default_capacity()}" in row, out
         code, out, _ = await asyncio.to_thread(run_cli, base, "node", "enable", "node-a")
         assert code == 0 and "node-a: enabled" in out
         pinned_done = (await finished(http, base, [pinned]))[0]
