@@ -8,6 +8,7 @@ the line at once, synchronously (an armed process is released in the same callba
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 from collections import deque
@@ -90,13 +91,39 @@ class Capacity:
 CAPACITY_PER_CPU = 64  # default concurrent runs per usable CPU (D261)
 
 
-def default_capacity() -> int:
+def default_capacity(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """Concurrent runs a node allows when its config says nothing (D261): 64 per CPU this
-    process may use, at least 16, at most 1,024. Most scheduled jobs wait (network, disk,
-    other services) more than they compute, and jobs due at the same instant start together
-    only while the capacity covers them; a node for heavy jobs sets its capacity."""
+    process may use (its affinity, and its cgroup's CPU quota where one is set), at least 16,
+    at most 1,024. Most scheduled jobs wait (network, disk, other services) more than they
+    compute, and jobs due at the same instant start together only while the capacity covers
+    them; a node for heavy jobs sets its capacity."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus or 1, max(1, math.ceil(quota)))
     return max(16, min(1024, CAPACITY_PER_CPU * (cpus or 1)))
+
+
+def cpu_quota(root: str) -> float | None:
+    """CPUs the cgroup quota allows this process (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``);
+    None when unlimited or unreadable."""
+    try:
+        with open(f"{root}/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(f"{root}/cpu/cpu.cfs_quota_us") as f:
+                quota = f.read().strip()
+            with open(f"{root}/cpu/cpu.cfs_period_us") as f:
+                period = f.read().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1"):
+        return None
+    try:
+        return int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 FDS_PER_RUN = 4  # an armed or running process: its stdin, stdout, stderr pipes and its pidfd

@@ -48,3 +48,26 @@ def test_weight_budget_bounds_the_weight_held_and_a_heavy_run_still_runs_alone()
     assert started[-1] == "heavy"
     heavy.give_back()
     assert started[-1] == "after"
+
+
+def test_the_default_capacity_is_64_per_cpu_within_the_cgroup_quota(tmp_path) -> None:
+    """D261: 64 runs per usable CPU, the cgroup's CPU quota counted (v2 and v1), 16 at least."""
+    import os
+
+    from nodes.worker.capacity import cpu_quota, default_capacity
+
+    cpus = len(os.sched_getaffinity(0))
+    assert cpu_quota(str(tmp_path)) is None  # nothing readable: the affinity alone
+    assert default_capacity(str(tmp_path)) == max(16, min(1024, 64 * cpus))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: counted as 2
+    assert cpu_quota(str(tmp_path)) == 1.5
+    assert default_capacity(str(tmp_path)) == max(16, 64 * min(cpus, 2))
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("10000\n")  # a tenth of a CPU (v1)
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert default_capacity(str(tmp_path)) == 64
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota(str(tmp_path)) is None
