@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ async def cronmesh_round(args: argparse.Namespace, procs: Procs, tmp: Path) -> d
     finally:
         await etcd.close()
         etcd_server.stop()
+        procs.remove(etcd_server)
     return docs[f"lag_{args.jobs}"]
 
 
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(row)
     finally:
         procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
     settings = "default settings" if args.capacity is None else f"--capacity {args.capacity}"
     print(f"\nlag at {args.jobs} runs/s, {args.window} s per side, cronmesh node: {settings}")
     print(
