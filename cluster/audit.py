@@ -128,7 +128,7 @@ class Retention:
 
 # Refused requests and failed password checks cost an attacker nothing, so they get a budget of
 # their own (``audit-denied/``): however many they make, they never push changes out (D168).
-DENIED_OUTCOMES = frozenset({"denied", "login_failed", "password_check_failed"})
+DENIED_OUTCOMES = frozenset({"denied", "login_failed", "password_check_failed", "hook_refused"})
 DENIED_RETENTION = Retention(max_entries=20_000, max_age=timedelta(days=30))
 # A user's logins and changes to their own credentials (log out, own tokens, own password) cost
 # any user, a viewer too, nothing but a request: a loop creating and revoking one's own API token

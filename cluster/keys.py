@@ -40,6 +40,13 @@ class Keys:
     def machine_id(self, n: int) -> str:
         return f"{self.prefix}/machine-ids/{n:04d}"
 
+    def node_loads(self) -> str:
+        return f"{self.prefix}/node-load/"
+
+    def node_load(self, node_id: str) -> str:
+        """What a node uses now (its runs' CPU and memory, D257), bound to its lease."""
+        return f"{self.prefix}/node-load/{node_id}"
+
     def node_states(self) -> str:
         return f"{self.prefix}/node-state/"
 
@@ -247,6 +254,21 @@ class Keys:
         """One sealed secret value (AES-GCM; never the plaintext) and its metadata."""
         return f"{self.prefix}/secrets/{project}/{name}"
 
+    # incoming hooks (issue 24 item 2, D268-D273)
+    def hooks(self, project: str | None = None) -> str:
+        return f"{self.prefix}/hooks/" + (f"{project}/" if project else "")
+
+    def hook(self, project: str, name: str) -> str:
+        """A named hook: its target, mapping, limits and sealed secret."""
+        return f"{self.prefix}/hooks/{project}/{name}"
+
+    def hook_deliveries(self, project: str, hook: str | None = None) -> str:
+        return f"{self.prefix}/hook-deliveries/{project}/" + (f"{hook}/" if hook else "")
+
+    def hook_delivery(self, project: str, hook: str, digest: str) -> str:
+        """The run an ``Idempotency-Key`` started (on a lease: forgotten after a day)."""
+        return f"{self.prefix}/hook-deliveries/{project}/{hook}/{digest}"
+
     # notifications
     def notification_defaults(self, project: str) -> str:
         """A project's default notification rules (for jobs that set none)."""
@@ -260,6 +282,8 @@ class Keys:
             f"{p}/doc-sizes/{project}/",
             f"{p}/history-sizes/{project}/",
             f"{p}/secrets/{project}/",
+            f"{p}/hooks/{project}/",
+            f"{p}/hook-deliveries/{project}/",
             f"{p}/runs/{project}/",
             f"{p}/job-runs/{project}/",
             f"{p}/schedule-state/{project}/",

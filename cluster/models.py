@@ -39,7 +39,7 @@ Catchup = Literal["none", "latest", "all"]
 RunStatus = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
 ]
-RunSource = Literal["schedule", "manual", "retry", "backfill", "catch-up"]
+RunSource = Literal["schedule", "manual", "retry", "backfill", "catch-up", "hook"]
 FINISHED: frozenset[str] = frozenset(
     {"succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"}
 )

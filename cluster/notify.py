@@ -74,6 +74,9 @@ class NotificationRule(_Strict):
     """One rule: on these events, send to this webhook or these mail boxes."""
 
     on: list[NotifyEvent] = Field(default_factory=lambda: list(DEFAULT_EVENTS), min_length=1)
+    # "change": a run's failure/timeout/loss only when the job's run before it did not fail, a
+    # success only after a failed one (issue 24 item 4, D259); "always": every time
+    when: Literal["always", "change"] = "always"
     webhook: Webhook | None = None
     email: Email | None = None
 
@@ -113,12 +116,40 @@ def wants_previous(rules: list[NotificationRule]) -> bool:
     return any("recovery" in r.on for r in rules)
 
 
-def matching(rules: list[NotificationRule], events: list[NotifyEvent]) -> list[tuple[str, int]]:
+def needs_previous(rules: list[NotificationRule], status: str) -> bool:
+    """Whether deciding for a run that ended ``status`` needs the job's previous outcome."""
+    if any(r.when == "change" for r in rules):
+        return status in _EVENT_OF_STATUS
+    return status == "succeeded" and wants_previous(rules)
+
+
+_RUN_BAD_EVENTS = frozenset({"failure", "timeout", "lost"})
+
+
+def is_change(event: str, previous: str | None) -> bool:
+    """For a ``when: change`` rule: a bad outcome after a good one (or after none: the job's
+    first outcome), a success after a bad one. A recovery is a change by definition; events
+    that are not a run's outcome (slot events) are not filtered."""
+    if event in _RUN_BAD_EVENTS:
+        return previous not in BAD
+    if event == "success":
+        return previous in BAD
+    return True
+
+
+def matching(
+    rules: list[NotificationRule], events: list[NotifyEvent], previous: str | None = None
+) -> list[tuple[str, int]]:
     """(event, rule index) pairs to deliver: each rule once per run, for its most specific event
-    (a recovery is also a success; a rule that asks for both gets the recovery)."""
+    (a recovery is also a success; a rule that asks for both gets the recovery); a ``when:
+    change`` rule only for an event that changes the job's state from ``previous``."""
     out: list[tuple[str, int]] = []
     for i, rule in enumerate(rules):
-        hit = [e for e in reversed(events) if e in rule.on]
+        hit = [
+            e
+            for e in reversed(events)
+            if e in rule.on and (rule.when == "always" or is_change(e, previous))
+        ]
         if hit:
             out.append((hit[0], i))
     return out
@@ -151,6 +182,7 @@ def payload(event: str, run: dict[str, Any], delivery: str) -> dict[str, Any]:
         "project": run["project"],
         "job": run["job"],
         "run": {k: run.get(k) for k in keep},
+        "links": dict(run.get("links") or {}),  # UI pages, with a public URL set (D256)
     }
 
 
@@ -177,7 +209,26 @@ def slack_body(event: str, run: dict[str, Any]) -> dict[str, Any]:
     text = f"{icon} {headline(event, run)}"
     if run.get("error"):
         text += f"\n> {run['error']}"
+    for name, url in link_lines(run):
+        text += f"\n<{url}|{name}>"
     return {"text": text}
+
+
+LINK_NAMES = {
+    "run": "Open the run",
+    "execution": "Open the workflow execution",
+    "workflow": "Open the workflow",
+}
+
+
+def link_lines(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, URL) of the UI pages a message about ``run`` points to (D256): the run, and a
+    workflow task's execution; none without a public URL."""
+    links = run.get("links") or {}
+    out = [(label, links[name]) for name, label in LINK_NAMES.items() if links.get(name)]
+    if not out and links.get("job"):  # a message about a job, not one run (a slot)
+        out.append(("Open the job", links["job"]))
+    return out
 
 
 def webhook_body(hook: Webhook, event: str, run: dict[str, Any], delivery: str) -> bytes:

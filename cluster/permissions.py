@@ -87,6 +87,10 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/ui/**", "public"),
     # the API's description: routes and schemas, no data (D247)
     Rule(READ, "/api/v1/openapi.json", "public"),
+    # incoming hooks: no user credentials; the handler checks the hook's signature or token,
+    # and answers an unknown hook exactly as a bad signature (D269, D272)
+    Rule(frozenset({"POST"}), "/api/v1/hooks/{project}/{hook}", "public"),
+    Rule(frozenset({"POST"}), "/register/{hook}", "public"),
     # node to node: checked by the peer security level, never by user credentials
     Rule(ANY, "/internal/v1/**", "peer"),
     # any user: who am I, log out, read the cluster's shape
@@ -125,6 +129,9 @@ RULES: tuple[Rule, ...] = (
     Rule(WRITE, f"{P}/workflows", "project", "editor"),
     Rule(WRITE, f"{P}/workflows/**", "project", "editor"),
     Rule(WRITE, f"{P}/notifications", "project", "editor"),
+    # hooks: editors write them (a hook starts runs: what an editor may already do); viewers
+    # read them, without the secret (D268)
+    Rule(frozenset({"PUT", "DELETE"}), f"{P}/hooks/{{hook}}", "project", "editor"),
     # secrets: viewers list names (jobs show their references anyway), editors set and delete
     # them (an editor can already read any secret through a job it writes, D146); rotation of
     # every project's values is cluster admin (no rule: fail closed)

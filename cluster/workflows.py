@@ -53,7 +53,7 @@ TaskStatus = Literal[
     "upstream_failed",
 ]
 ExecStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-ExecSource = Literal["manual", "schedule", "catch-up"]
+ExecSource = Literal["manual", "schedule", "catch-up", "hook"]
 
 
 def task_job_name(workflow: str, task: str) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cluster.errors import InvalidInput
 from cluster.etcd import MAX_MESSAGE, PAGE_KEYS, Security
+from cluster.links import PublicUrl
 from cluster.models import USER_NAME_PATTERN, parse_model
 from cluster.quotas import (
     DEFAULT_BYTES,
@@ -28,6 +29,7 @@ from cluster.runuids import check_range
 from logstore.s3 import S3Credentials
 from logstore.settings import LogSettings
 from nodes.api.proxy import parse_networks
+from nodes.runtime.datadir import default_data_dir
 from nodes.worker.capacity import default_capacity
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -61,10 +63,12 @@ class NodeConfig(BaseModel):
     # the leader writes a tick's run this long before it; workers start it on a local timer
     materialize_ahead: float = Field(default=1.5, ge=0, le=30)
     properties: dict[str, str] = Field(default_factory=dict)
-    data_dir: str = ".cronmesh"
+    data_dir: str = Field(default_factory=default_data_dir)  # never the current folder (D254)
     log_dir: str | None = None
     work_dir: str | None = None
     drain_timeout: float = Field(default=30.0, ge=0)
+    # a node down this long is forgotten (its record and admin state); 0: kept forever (D255)
+    node_retention: float = Field(default=86400.0, ge=0, le=366 * 86400)
     etcd_timeout: float = Field(default=5.0, gt=0)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     # A cgroup per run where the machine allows it (auto), or process sessions only (off): D150
@@ -100,6 +104,8 @@ class NodeConfig(BaseModel):
     # smtp://[user:pass@]host:port?from=ADDR[&starttls=1] (notifier)
     smtp_url: str | None = Field(default=None, repr=False)
     smtp_url_file: str | None = None
+    # how people reach the web UI (https://cron.example.com): links in notifications (D256)
+    public_url: PublicUrl = None
     # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default the local
     # log_dir), S3 endpoint/region (else the AWS_* variables), spool folder and caps.
     log_store: str | None = None
@@ -349,6 +355,7 @@ ENV = {
     "CRONMESH_LOG_DIR": "log_dir",
     "CRONMESH_WORK_DIR": "work_dir",
     "CRONMESH_DRAIN_TIMEOUT": "drain_timeout",
+    "CRONMESH_NODE_RETENTION": "node_retention",
     "CRONMESH_LOG_FORMAT": "log_format",
     "CRONMESH_CGROUPS": "cgroups",
     "CRONMESH_ADMIN_USER": "admin_user",
@@ -372,6 +379,7 @@ ENV = {
     "CRONMESH_ETCD_PASSWORD_FILE": "etcd_password_file",
     "CRONMESH_SECRETS_KEY_FILE": "secrets_key_file",
     "CRONMESH_SMTP_URL": "smtp_url",
+    "CRONMESH_PUBLIC_URL": "public_url",
     "CRONMESH_LOG_STORE": "log_store",
     "CRONMESH_S3_ENDPOINT": "s3_endpoint",
     "CRONMESH_S3_REGION": "s3_region",

@@ -145,3 +145,12 @@ def run_finished(status: str, project: str, job: str) -> None:
 
 for _collector in logstore_metrics.COLLECTORS:  # log shipping's metrics, served with the node's
     REGISTRY.register(_collector)
+
+# incoming hooks (issue 24 item 2): per node; outcome started / replayed / refused, status the
+# HTTP status answered (a bounded set: no hook or project names, which strangers choose)
+HOOK_DELIVERIES = Counter(
+    "cronmesh_hook_deliveries",
+    "Hook deliveries this node answered, by outcome and HTTP status",
+    ["outcome", "status"],
+    registry=REGISTRY,
+)

@@ -158,7 +158,7 @@ class InProcessCluster:
         config = NodeConfig(
             node_id=node_id,
             etcd=[self.endpoint],
-            listen=f"127.0.0.1:{free_port()}",
+            listen=overrides.pop("listen", None) or f"127.0.0.1:{free_port()}",
             prefix=self.prefix,
             data_dir=str(self.tmp / "data"),
             lease_ttl=overrides.pop("lease_ttl", 3),

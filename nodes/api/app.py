@@ -13,6 +13,7 @@ from aiohttp.web_protocol import RequestHandler
 from nodes.api import auth as api_auth
 from nodes.api import cron as api_cron
 from nodes.api import headers
+from nodes.api import hooks as api_hooks
 from nodes.api import limits as api_limits
 from nodes.api import logs as api_logs
 from nodes.api import notify as api_notify
@@ -62,6 +63,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_ui.add_routes(app, node)  # web UI (issue 7)
     api_cron.add_routes(app, node)  # cron preview
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
+    api_hooks.add_routes(app, node)  # incoming event triggers: named hooks (issue 24)
     return app
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cluster import params
 from cluster.cron import next_times
 from cluster.cron_dst import fire_flags
 from cluster.election import current_leader
@@ -47,6 +48,11 @@ from nodes.executor.runas import check_run_as
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext
+
+
+# Other spellings of a run status a query may use: the API says `cancelled` (British, as the
+# run documents, the UI and the docs do); the American spelling is accepted on input.
+STATUS_SPELLINGS = {"canceled": "cancelled"}
 
 
 def _secrets_status(node: ApiContext) -> dict[str, Any]:
@@ -228,9 +234,15 @@ class Api:
         project = project_of(request)
         req = parse_model(TriggerRequest, await body_json(request, optional=True))
         store = self.store()
+        name = request.match_info["job"]
+        job: Job = await store.get_job(project, name)
+        names = params.declared(job.parameters, (s.parameters for s in job.schedules))
+        warnings = params.check_given(
+            f"job {name}", names, req.parameters
+        )  # 400 if declared (D254)
         await api_limits.gate(request).admit(project, 1)
-        run = await store.trigger(project, request.match_info["job"], req.parameters)
-        return ok(dump(run), 201)
+        run = await store.trigger(project, name, req.parameters)
+        return ok({**dump(run), **({"warnings": warnings} if warnings else {})}, 201)
 
     @documented(query={"limit": LIMIT})
     async def ticks(self, request: web.Request) -> web.Response:
@@ -308,6 +320,7 @@ class Api:
         if job is not None and not NAME_RE.fullmatch(job):
             raise InvalidInput(f"invalid job name {job!r}", field="job")
         status = request.query.get("status") or None
+        status = STATUS_SPELLINGS.get(status or "", status)  # `canceled` is `cancelled` (D254)
         if status is not None and status not in (
             "pending",
             "running",

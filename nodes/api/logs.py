@@ -145,7 +145,7 @@ class LogsApi:
                     raise _peer_error(
                         exc,
                         f"node {ran_on} that ran run {run.id} is down and its log is not in "
-                        "the store yet",
+                        "the store yet: it is uploaded when that node starts again",
                     ) from None
         if isinstance(store_error, StoreUnavailable):
             raise Unavailable(f"the log store is unavailable: {store_error}")

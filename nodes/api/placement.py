@@ -21,6 +21,8 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,8 @@ from nodes.executor.runas import project_run_as_users
 from nodes.worker.cluster_view import read_topology
 
 if TYPE_CHECKING:
+    from cluster.etcd import Etcd
+    from cluster.keys import Keys
     from nodes.api.context import ApiContext
 
 log = structlog.get_logger(__name__)
@@ -117,6 +121,18 @@ async def annotate_runs(node: ApiContext, docs: list[dict[str, Any]]) -> list[di
     return docs
 
 
+async def read_loads(etcd: Etcd, keys: Keys, revision: int) -> dict[str, dict[str, Any]]:
+    """Each live node's published load (``nodes/daemon/load.py``): leased, so only live ones."""
+    res = await etcd.range_all(keys.node_loads(), revision=revision)
+    out: dict[str, dict[str, Any]] = {}
+    for kv in res.kvs:
+        with contextlib.suppress(ValueError):
+            doc = json.loads(kv.value)
+            if isinstance(doc, dict):
+                out[kv.key.rsplit("/", 1)[-1]] = doc
+    return out
+
+
 def _instant(iso: str) -> datetime:
     when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     return when if when.tzinfo else when.replace(tzinfo=UTC)
@@ -145,6 +161,7 @@ class PlacementApi:
             running[nid] = running.get(nid, 0) + 1
             used[nid] = used.get(nid, 0) + int(claim.get("weight", 1))
         live = raw["live"]
+        loads = await read_loads(node.etcd, node.keys, raw["revision"])  # D257
         ttls = await asyncio.gather(
             *(self._heartbeat(kv.lease) for kv in live.values()), return_exceptions=True
         )
@@ -180,6 +197,7 @@ class PlacementApi:
                     "started_at": rec.get("started_at"),
                     "registered_at": rec.get("registered_at"),
                     "last_heartbeat": beat if isinstance(beat, str) else self._last_seen(nid, rec),
+                    "load": loads.get(nid) if view.up else None,
                     "state_reason": state.reason if state else "",
                 }
             )

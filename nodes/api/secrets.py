@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from cluster.errors import InvalidInput, Unavailable
+from cluster.hook_store import rotate_hook_secrets
 from cluster.models import NAME_PATTERN
 from cluster.secret_store import MAX_SECRET_BYTES, SecretStore
 from nodes.api.access import PRINCIPAL
@@ -143,7 +144,11 @@ class SecretApi:
     async def rotate(self, request: web.Request) -> web.Response:
         """Re-encrypt every secret under this node's current key"""
         dry = request.query.get("dry_run", "0") not in ("0", "false", "")
-        return ok(await self.store().rotate(dry_run=dry))
+        store = self.store()
+        out = await store.rotate(dry_run=dry)
+        # hook secrets are sealed with the same ring (D268): re-sealed by the same command
+        out["hooks"] = await rotate_hook_secrets(store.etcd, store.keys, store.ring(), dry_run=dry)
+        return ok(out)
 
 
 def add_routes(app: web.Application, node: ApiContext) -> None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from cluster import params
 from cluster.errors import InvalidInput
 from cluster.ids import is_id
 from cluster.models import parse_model
@@ -99,9 +100,17 @@ class WorkflowApi:
     async def trigger(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(ExecutionRequest, await body_json(request, optional=True))
+        name = request.match_info["workflow"]
+        wf, _ = await self.wf().get_workflow_kv(project, name)
+        declared = params.declared(
+            wf.parameters, [s.parameters for s in wf.schedules] + [t.parameters for t in wf.tasks]
+        )
+        warnings = params.check_given(
+            f"workflow {name}", declared, req.parameters
+        )  # 400 if declared (D254)
         await api_limits.gate(request).admit(project, 1, "workflow executions")  # D173
-        ex = await self.wf().trigger(project, request.match_info["workflow"], req.parameters)
-        return ok(dump(ex), 201)
+        ex = await self.wf().trigger(project, name, req.parameters)
+        return ok({**dump(ex), **({"warnings": warnings} if warnings else {})}, 201)
 
     @documented(query={"limit": LIMIT, "workflow": STR, "before": STR})
     async def list_executions(self, request: web.Request) -> web.Response:

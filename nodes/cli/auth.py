@@ -242,7 +242,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     lg = sub.add_parser("login", help="log in and store a token for this API URL (0600 file)")
-    lg.add_argument("-u", "--username")
+    lg.add_argument("-u", "--username", help="user name (asked when not given)")
     lg.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     lg.set_defaults(func=cmd_login)
     sub.add_parser("logout", help="revoke and forget the stored token").set_defaults(
@@ -258,18 +258,22 @@ def add_commands(sub: Any) -> None:
     u = sub.add_parser("user", help="manage users (admin)").add_subparsers(
         dest="action", required=True
     )
-    u.add_parser("list")
-    cr = u.add_parser("create")
-    cr.add_argument("name")
+    u.add_parser("list", help="users and their roles (a table)")
+    cr = u.add_parser("create", help="create a user")
+    cr.add_argument("name", help="user name")
     cr.add_argument("--role", action="append", help="PROJECT=ROLE or *=ROLE (repeatable)")
-    cr.add_argument("--password-stdin", action="store_true")
-    cr.add_argument("--display-name", dest="display_name")
-    cr.add_argument("--email")
+    cr.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    cr.add_argument("--display-name", dest="display_name", help="name shown in the web UI")
+    cr.add_argument("--email", help="e-mail address")
     gr = u.add_parser("grant", help="add or change role grants")
-    gr.add_argument("name")
+    gr.add_argument("name", help="user name")
     gr.add_argument("--role", action="append", required=True, help="PROJECT=ROLE (repeatable)")
-    for action in ("enable", "disable", "delete"):
-        u.add_parser(action).add_argument("name")
+    for action, helptext in (
+        ("enable", "let a disabled user log in again"),
+        ("disable", "refuse the user's logins and tokens (kept, can be enabled)"),
+        ("delete", "delete a user"),
+    ):
+        u.add_parser(action, help=helptext).add_argument("name", help="user name")
     for parser in u.choices.values():
         parser.set_defaults(func=cmd_user)
 
@@ -277,22 +281,27 @@ def add_commands(sub: Any) -> None:
         dest="action", required=True
     )
     al = au.add_parser("list", help="entries, newest first")
-    al.add_argument("--actor")
-    al.add_argument("--kind", choices=["all", "changes", "denied", "own"], default="all")
-    al.add_argument("--limit", type=int, default=50)
+    al.add_argument("--actor", help="only this user's entries")
+    al.add_argument(
+        "--kind",
+        choices=["all", "changes", "denied", "own"],
+        default="all",
+        help="all (default), changes, refusals (denied) or your own",
+    )
+    al.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     au.add_parser("export", help="copy entries newer than the last export to the log store")
     for parser in au.choices.values():
         parser.set_defaults(func=cmd_audit)
 
     t = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     tc = t.add_parser("create", help="create an API token (printed once)")
-    tc.add_argument("--description")
+    tc.add_argument("--description", help="what the token is for (shown in token list)")
     tc.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
     tc.add_argument(
         "--scope", choices=["all", "metrics"], help="metrics: reads /metrics and /status only"
     )
-    t.add_parser("list")
-    t.add_parser("revoke").add_argument("id")
+    t.add_parser("list", help="tokens: id, kind, description, expiry (never the secret)")
+    t.add_parser("revoke", help="revoke a token at once").add_argument("id", help="token id")
     for parser in t.choices.values():
         parser.add_argument("--user", help="whose tokens (default: yourself)")
         parser.set_defaults(func=cmd_token)
@@ -303,6 +312,7 @@ NODE_FLAGS = {
     "admin_password_file": ("--admin-password-file", "file holding the first admin's password"),
     "admin_token_file": ("--admin-token-file", "file holding the first admin's API token"),
     "smtp_url_file": ("--smtp-url-file", "file holding the SMTP URL (it may hold a password)"),
+    "public_url": ("--public-url", "URL people open the web UI at: links in notifications"),
     "security_level": ("--security-level", "node-to-node security: 0 none, 1 signed (default)"),
     "peer_secret_file": ("--peer-secret-file", "file holding the cluster's peer HMAC secret"),
     "etcd_ca": ("--etcd-ca", "CA certificate that signed etcd's server certificate"),

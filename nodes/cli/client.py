@@ -20,6 +20,15 @@ class ApiError(Exception):
         super().__init__(err.get("message") or str(body))
 
 
+def unreachable(api: str, reason: object) -> str:
+    """What to say when no API answers at ``api``: where we tried and what to do (D254)."""
+    return (
+        f"cannot reach the cronmesh API at {api} ({reason}): is a node running there? "
+        "For a local cluster start `cronmesh dev` (it may not be running); else point --api "
+        "or CRONMESH_API at a node"
+    )
+
+
 def call_all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
     """Every item of a paged listing (``?after=&limit=``, answers carry ``next``)."""
     items: list[Any] = []
@@ -64,7 +73,7 @@ def call(
             }
         raise ApiError(exc.code, parsed) from None
     except urllib.error.URLError as exc:
-        raise ApiError(0, {"error": {"message": f"cannot reach {url}: {exc.reason}"}}) from None
+        raise ApiError(0, {"error": {"message": unreachable(args.api, exc.reason)}}) from None
     if raw:
         return payload.decode(errors="replace")
     return json.loads(payload) if payload else None

@@ -124,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
         CRONMESH_LOG_FORMAT="json",
         CRONMESH_ADMIN_PASSWORD_FILE=password_file,
         CRONMESH_SECRETS_KEY_FILE=secrets_key,
+        # links in notifications open the first node's UI (D256)
+        CRONMESH_PUBLIC_URL=os.environ.get("CRONMESH_PUBLIC_URL") or f"http://127.0.0.1:{ports[0]}",
     )
     etcd_password = etcd_password_file.read_text().strip()
     cluster = DevCluster(data, etcd, ports, env, etcd_password_file, restart=args.restart)
@@ -256,6 +258,9 @@ class DevCluster:
             *("--listen", f"127.0.0.1:{slot.port}", "--node-id", slot.name),
             *("--data-dir", str(self.data), "--etcd-user", ETCD_USER),
             *("--etcd-password-file", str(self.etcd_password_file)),
+            # one log store for all: a killed node's output is served by the others at once,
+            # whole once it restarts (D255)
+            *("--log-store", str(self.data / "logs")),
         ]
 
     def start(self, slot: Slot) -> None:

@@ -1,4 +1,8 @@
-"""``cronmesh apply -f DIR``, ``cronmesh diff -f DIR``, ``cronmesh export DIR`` (GitOps)."""
+"""``cronmesh apply -f DIR``, ``cronmesh diff -f DIR``, ``cronmesh export DIR`` (GitOps).
+
+``apply --prune`` deletes only after a yes: asked on a terminal (listing what goes), given with
+``--yes`` otherwise; without either, nothing at all is written (D250).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cluster.errors import InvalidInput
 from nodes.cli.client import ApiError, call, call_all
@@ -28,6 +32,13 @@ def add_parsers(sub: Any) -> None:
         )
         if name == "apply":
             p.add_argument("--dry-run", action="store_true", help="print the plan only")
+            p.add_argument(
+                "-y",
+                "--yes",
+                action="store_true",
+                help="delete without asking (needed for --prune deletions when stdin is not a "
+                "terminal)",
+            )
         p.set_defaults(func=_guarded(cmd_apply if name == "apply" else cmd_diff))
     e = sub.add_parser("export", help="write the cluster's jobs (and workflows) as a folder")
     e.add_argument("dir", help="target folder (created; existing files are overwritten)")
@@ -98,11 +109,14 @@ def _current(
     return current
 
 
-def _plan(args: argparse.Namespace) -> list[Change]:
+def _plan(args: argparse.Namespace) -> tuple[list[Change], list[Change]]:
+    """The changes, and the deletions ``--prune`` would add (already in the changes with it)."""
     desired = read_folder(Path(args.file), args.project)
-    current = _current(args, desired, args.prune)
+    current = _current(args, desired, prune=True)  # what --prune would delete is always shown
     scope = {(k, d.project) for d in desired for k in KINDS}
-    return plan(desired, current, prune=args.prune, pruned_scope=scope)
+    pruned = plan(desired, current, prune=True, pruned_scope=scope)
+    deletes = [c for c in pruned if c.action == "delete"]
+    return (pruned if args.prune else [c for c in pruned if c.action != "delete"]), deletes
 
 
 def _print(changes: list[Change]) -> None:
@@ -112,19 +126,58 @@ def _print(changes: list[Change]) -> None:
             sys.stdout.write("    " + line if line.endswith("\n") else "    " + line + "\n")
 
 
+def _kept_note(deletes: list[Change]) -> str:
+    names = ", ".join(f"{c.kind.name.lower()} {c.project}/{c.name}" for c in deletes[:10])
+    more = f" and {len(deletes) - 10} more" if len(deletes) > 10 else ""
+    return f"not in the folder, kept (--prune would delete them): {names}{more}"
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
-    changes = _plan(args)
+    changes, deletes = _plan(args)
     _print(changes)
     if not changes:
         print("no changes")
+    if deletes and not args.prune:
+        print(_kept_note(deletes))
     return 1 if changes else 0
 
 
+def _confirm(deletes: list[Change], stdin: TextIO, out: TextIO) -> bool | None:
+    """Ask on a terminal whether to delete; None when stdin is not one (nobody to ask)."""
+    if not stdin.isatty():
+        return None
+    out.write(f"apply --prune will delete {len(deletes)} object(s):\n")
+    for ch in deletes:
+        out.write(f"  {ch.title()}\n")
+    out.write("Delete them? [y/N] ")
+    out.flush()
+    answer = stdin.readline(64)
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
-    changes = _plan(args)
+    changes, kept = _plan(args)
+    if kept and not args.prune:
+        print(_kept_note(kept))
     if not changes:
         print("no changes")
         return 0
+    deletes_planned = [c for c in changes if c.action == "delete"]
+    if deletes_planned and not args.dry_run and not args.yes:
+        ok = _confirm(deletes_planned, sys.stdin, sys.stdout)
+        if ok is None:
+            for ch in deletes_planned:
+                print(f"  {ch.title()}", file=sys.stderr)
+            print(
+                f"cronmesh: apply --prune would delete {len(deletes_planned)} object(s) (listed "
+                "above) and stdin is not a terminal to ask: pass --yes to delete them, or "
+                "review with `cronmesh diff --prune`; nothing was changed",
+                file=sys.stderr,
+            )
+            return 2
+        if not ok:
+            print("nothing was changed")
+            return 1
     # Jobs before workflows (workflows refer to jobs); deletions last, workflows first.
     order = {"Job": 0, "Workflow": 1}
     writes = sorted(

@@ -1,4 +1,4 @@
-"""CLI of placement: ``cronmesh node list|get|enable|disable|drain|shutdown`` and
+"""CLI of placement: ``cronmesh nodes list|get|enable|disable|drain|shutdown|forget`` and
 ``cronmesh group list|get|apply|delete|bind|unbind|grant|revoke``."""
 
 from __future__ import annotations
@@ -14,16 +14,36 @@ from nodes.cli.output import show, table
 NODE_ACTIONS = ("list", "get", "enable", "disable", "drain", "shutdown", "forget")
 
 
+NODE_ACTION_HELP = {
+    "list": "every node: up/down, admin state, load, properties, version, heartbeat",
+    "get": "one node's document",
+    "enable": "let a disabled or drained node take runs again",
+    "disable": "take no new runs on the node (running ones go on)",
+    "drain": "take no new runs; the node reports drained when its running ones end",
+    "shutdown": "ask a live node to stop gracefully (it drains, then exits)",
+    "forget": "remove a node that is down from the node list (refused while it is up)",
+}
+
+
+def add_nodes_command(sub: Any) -> None:
+    """``cronmesh nodes ACTION [NODE]``: admin actions on nodes through the API (D251)."""
+    p = sub.add_parser("nodes", help="list and administer nodes: drain, disable, forget…")
+    actions = p.add_subparsers(dest="node_action", required=True, metavar="ACTION")
+    for action, helptext in NODE_ACTION_HELP.items():
+        a = actions.add_parser(action, help=helptext)
+        if action != "list":
+            a.add_argument("node_target", metavar="NODE", help="node id")
+        if action in ("enable", "disable", "drain"):
+            a.add_argument("--reason", help="why (shown in the node list)")
+        a.set_defaults(func=cmd_node_admin)
+
+
 def add_node_actions(parser: argparse.ArgumentParser) -> None:
-    """``cronmesh node`` alone runs a peer; with an action it talks to the API."""
-    parser.add_argument(
-        "node_action",
-        nargs="?",
-        metavar="ACTION",
-        help=f"instead of running a node: {', '.join(NODE_ACTIONS)}",
-    )
-    parser.add_argument("node_target", nargs="?", metavar="NODE", help="node id for ACTION")
-    parser.add_argument("--reason", help="why (shown in node list) for enable/disable/drain")
+    """The old spelling ``cronmesh node ACTION [NODE]``: still works for one release, with a
+    deprecation note (``nodes.cli.node.cmd_node``), hidden from ``node --help``."""
+    parser.add_argument("node_action", nargs="?", metavar="ACTION", help=argparse.SUPPRESS)
+    parser.add_argument("node_target", nargs="?", metavar="NODE", help=argparse.SUPPRESS)
+    parser.add_argument("--reason", help=argparse.SUPPRESS)
 
 
 def _ago(stamp: str | None) -> str:
@@ -81,7 +101,8 @@ def cmd_node_admin(args: argparse.Namespace) -> int:
         call(args, "DELETE", path)
         print(f"node {args.node_target}: forgotten")
         return 0
-    query = f"?{urllib.parse.urlencode({'reason': args.reason})}" if args.reason else ""
+    reason = getattr(args, "reason", None)  # `nodes shutdown` takes none
+    query = f"?{urllib.parse.urlencode({'reason': reason})}" if reason else ""
     doc = call(args, "POST", f"{path}/{action}{query}")
     if action == "shutdown":
         print(f"node {doc['id']}: shutdown requested")
@@ -93,25 +114,27 @@ def cmd_node_admin(args: argparse.Namespace) -> int:
 def add_group_commands(sub: Any) -> None:
     g = sub.add_parser("group", help="executor groups and their bindings to nodes")
     ga = g.add_subparsers(dest="action", required=True)
-    ga.add_parser("list")
-    ga.add_parser("get").add_argument("name")
-    ga.add_parser("delete").add_argument("name")
+    ga.add_parser("list", help="groups with their bindings and projects (a table)")
+    ga.add_parser("get", help="one group's document").add_argument("name", help="group name")
+    ga.add_parser("delete", help="delete a group and its bindings").add_argument(
+        "name", help="group name"
+    )
     ap = ga.add_parser("apply", help="create or update groups (with bindings) from YAML/JSON")
-    ap.add_argument("-f", "--file", required=True)
+    ap.add_argument("-f", "--file", required=True, help="YAML/JSON file (- for stdin)")
     bd = ga.add_parser("bind", help="create or re-point a binding: GROUP BINDING --node N")
-    bd.add_argument("group")
-    bd.add_argument("binding")
-    bd.add_argument("--node", required=True)
-    bd.add_argument("--weight", type=int, default=1)
-    ub = ga.add_parser("unbind")
-    ub.add_argument("group")
-    ub.add_argument("binding")
+    bd.add_argument("group", help="group name")
+    bd.add_argument("binding", help="binding name (unique in the group)")
+    bd.add_argument("--node", required=True, help="the node the binding points at")
+    bd.add_argument("--weight", type=int, default=1, help="share of the group's runs (1..1000)")
+    ub = ga.add_parser("unbind", help="delete a binding")
+    ub.add_argument("group", help="group name")
+    ub.add_argument("binding", help="binding name")
     for verb, what in (("grant", "let a project's jobs target"), ("revoke", "take back")):
         gr = ga.add_parser(verb, help=f"{what} the group ('*': every project)")
-        gr.add_argument("group")
-        gr.add_argument("--project", required=True)
+        gr.add_argument("group", help="group name")
+        gr.add_argument("--project", required=True, help="project name, or '*' for every one")
     tg = ga.add_parser("targets", help="what a project's jobs may target (groups, nodes)")
-    tg.add_argument("project")
+    tg.add_argument("project", help="project name")
     for parser in ga.choices.values():
         parser.set_defaults(func=cmd_group)
 

@@ -26,6 +26,7 @@ def add_parser(sub: Any) -> None:
         nargs="?",
         default="all",
         choices=["all", "nodes", "leader", "queue", "claims", "job"],
+        help="what to show (default all)",
     )
     p.add_argument("name", nargs="?", help="job name (with 'job')")
     p.add_argument(
@@ -33,7 +34,11 @@ def add_parser(sub: Any) -> None:
         default=os.environ.get("CRONMESH_ETCD", "http://127.0.0.1:2379"),
         help="etcd endpoints, comma-separated (CRONMESH_ETCD)",
     )
-    p.add_argument("--prefix", default=os.environ.get("CRONMESH_PREFIX", "/cronmesh"))
+    p.add_argument(
+        "--prefix",
+        default=os.environ.get("CRONMESH_PREFIX", "/cronmesh"),
+        help="etcd key prefix (CRONMESH_PREFIX, default /cronmesh)",
+    )
     p.set_defaults(func=cmd_inspect)
 
 

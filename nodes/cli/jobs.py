@@ -46,6 +46,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         run = call(
             args, "POST", f"{base}/jobs/{args.name}/runs", {"parameters": params(args.param)}
         )
+        warn_saved(run, f"job {args.project}/{args.name}")
         if args.output == "table":
             print(run["id"])
         else:

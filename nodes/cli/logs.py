@@ -11,11 +11,12 @@ import urllib.parse
 import urllib.request
 
 from nodes.cli import credentials
+from nodes.cli.client import unreachable
 from nodes.cli.termsafe import TerminalFilter
 
 
 def add_log_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--attempt", type=int)
+    parser.add_argument("--attempt", type=int, help="this attempt's output (default: the last)")
     parser.add_argument("-f", "--follow", action="store_true", help="stream until the run ends")
     parser.add_argument("--tail", type=int, help="only the last N lines")
     parser.add_argument(
@@ -64,7 +65,7 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
         print(f"cronmesh: {message}", file=sys.stderr)
         return 1
     except urllib.error.URLError as exc:
-        print(f"cronmesh: cannot reach {args.api}: {exc.reason}", file=sys.stderr)
+        print(f"cronmesh: {unreachable(args.api, exc.reason)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

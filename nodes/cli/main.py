@@ -13,7 +13,17 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
-from nodes.cli import etcd_auth, gitops, inspect, notify, secrets, workflows
+from nodes.cli import (
+    completion,
+    etcd_auth,
+    gitops,
+    help_texts,
+    hooks,
+    inspect,
+    notify,
+    secrets,
+    workflows,
+)
 from nodes.cli import groups as cli_placement
 from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError
@@ -27,15 +37,45 @@ from nodes.cli.node import cmd_node
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cronmesh", description="A distributed job scheduler.")
-    p.add_argument("--api", default=os.environ.get("CRONMESH_API", "http://127.0.0.1:8080"))
-    p.add_argument("-p", "--project", default=os.environ.get("CRONMESH_PROJECT", "default"))
-    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p = argparse.ArgumentParser(
+        prog="cronmesh",
+        description="A distributed job scheduler. `cronmesh node` runs a peer, `cronmesh dev` a "
+        "local cluster; the other commands talk to a node's HTTP API.",
+        epilog="Shell completion: `source <(cronmesh completion bash)` (or zsh).",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {help_texts.version()}")
+    p.add_argument(
+        "--api",
+        default=os.environ.get("CRONMESH_API", "http://127.0.0.1:8080"),
+        help="URL of a node's API (CRONMESH_API, default http://127.0.0.1:8080)",
+    )
+    p.add_argument(
+        "-p",
+        "--project",
+        default=os.environ.get("CRONMESH_PROJECT", "default"),
+        help="project the command acts in (CRONMESH_PROJECT, default: default)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        default="table",
+        help="table (default): lists as tables, a document as YAML; json or yaml: the API's "
+        "document",
+    )
     p.add_argument("--token", help="API token (else CRONMESH_TOKEN, else `cronmesh login`'s)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_auth.add_commands(sub)
 
-    n = sub.add_parser("node", help="run a cronmesh peer")
+    n = sub.add_parser(
+        "node",
+        help="run a cronmesh peer (admin actions on nodes: `cronmesh nodes`)",
+        usage="%(prog)s [--config FILE] [--etcd URLS] [--listen HOST:PORT] [--node-id ID] "
+        "[FLAG ...]",
+        description="Run a cronmesh peer until SIGTERM/SIGINT. Every flag also has a CRONMESH_* "
+        "variable and a key in the --config file. To list, drain or forget nodes, use "
+        "`cronmesh nodes`.",
+    )
     n.add_argument("--config", help="YAML config file (also CRONMESH_CONFIG)")
     n.add_argument("--etcd", help="etcd endpoints, comma-separated (CRONMESH_ETCD)")
     n.add_argument("--listen", help="HOST:PORT of the HTTP API (CRONMESH_LISTEN)")
@@ -57,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument(
         "--materialize-ahead", type=float, help="s before its tick a run is written (default 1.5)"
     )
-    n.add_argument("--data-dir", help="where logs and work files go (default .cronmesh)")
+    n.add_argument(
+        "--data-dir",
+        help="where logs and work files go (default /var/lib/cronmesh as root, else "
+        "~/.local/state/cronmesh)",
+    )
     n.add_argument(
         "--cgroups",
         choices=("auto", "off"),
@@ -66,7 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument("--log-dir", help="run logs folder (default DATA_DIR/NODE/logs)")
     n.add_argument("--drain-timeout", type=float, help="seconds to let runs finish on SIGTERM")
-    n.add_argument("--log-format", choices=["auto", "json", "console"])
+    n.add_argument(
+        "--node-retention",
+        type=float,
+        help="s a node stays listed once down, then forgotten (default 86400; 0: forever)",
+    )
+    n.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        help="daemon log lines: console on a terminal, JSON otherwise (auto, default)",
+    )
     cli_auth.add_node_flags(n)
     cli_placement.add_node_actions(n)
     n.add_argument("--log-store", help="s3://bucket/prefix or a folder (default: --log-dir)")
@@ -89,13 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="node variables jobs get, comma-separated (CRONMESH_JOB_ENV_PASSTHROUGH)",
     )
     n.set_defaults(func=cmd_node)
+    help_texts.group_node_flags(n)
+    cli_placement.add_nodes_command(sub)
 
     etcd_auth.add_command(sub)
 
     d = sub.add_parser("dev", help="run a local cluster: an embedded etcd and N nodes")
-    d.add_argument("--nodes", type=int, default=3)
+    d.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     d.add_argument("--port", type=int, default=8080, help="API port of the first node")
-    d.add_argument("--etcd-port", type=int, default=2379)
+    d.add_argument("--etcd-port", type=int, default=2379, help="client port of the etcd")
     d.add_argument("--data", default=".cronmesh-dev", help="data folder (etcd data, logs)")
     d.add_argument(
         "--no-restart",
@@ -107,15 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("job", help="manage jobs").add_subparsers(dest="action", required=True)
     ap = j.add_parser("apply", help="create or update jobs from a YAML/JSON file (- for stdin)")
-    ap.add_argument("-f", "--file", required=True)
-    j.add_parser("list")
-    for action in ("get", "delete", "enable", "disable", "ticks"):
-        j.add_parser(action).add_argument("name")
-    tr = j.add_parser("trigger", help="run a job now")
-    tr.add_argument("name")
-    tr.add_argument("--param", action="append", help="NAME=VALUE (repeatable)")
+    ap.add_argument("-f", "--file", required=True, help="YAML/JSON file, several documents ok")
+    j.add_parser("list", help="the project's jobs (a table; -o yaml|json for documents)")
+    for action, helptext in (
+        ("get", "one job's document (YAML unless -o json)"),
+        ("delete", "delete a job (its runs stay until archived)"),
+        ("enable", "let a job's schedules fire again"),
+        ("disable", "stop a job's schedules firing (manual triggers still work)"),
+        ("ticks", "each recent tick's fate and the next ten fire times"),
+    ):
+        j.add_parser(action, help=helptext).add_argument("name", help="job name")
+    tr = j.add_parser("trigger", help="run a job now (prints the run id)")
+    tr.add_argument("name", help="job name")
+    tr.add_argument(
+        "--param", action="append", help="NAME=VALUE, a parameter of this run (repeatable)"
+    )
     bf = j.add_parser("backfill", help="one run per tick in a past range")
-    bf.add_argument("name")
+    bf.add_argument("name", help="job name")
     bf.add_argument("--from", dest="start", required=True, help="ISO 8601 start")
     bf.add_argument("--to", dest="end", required=True, help="ISO 8601 end")
     for parser in j.choices.values():
@@ -124,14 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="inspect and control runs").add_subparsers(
         dest="action", required=True
     )
-    rl = r.add_parser("list")
-    rl.add_argument("--job")
-    rl.add_argument("--status")
-    rl.add_argument("--limit", type=int)
-    for action in ("get", "cancel", "abort"):
-        r.add_parser(action).add_argument("id")
-    lg = r.add_parser("logs")
-    lg.add_argument("id")
+    rl = r.add_parser("list", help="runs, newest first (a table; -o yaml|json for documents)")
+    rl.add_argument("--job", help="only this job's runs")
+    rl.add_argument(
+        "--status",
+        help="only runs in this status: pending, running, succeeded, failed, timed_out, "
+        "cancelled, lost, skipped",
+    )
+    rl.add_argument("--limit", type=int, help="at most this many (default 50)")
+    for action, helptext in (
+        ("get", "one run's document, with its attempts (YAML unless -o json)"),
+        (
+            "cancel",
+            "stop a run gently: SIGTERM, SIGKILL after the job's kill_grace (a pending run "
+            "is cancelled at once); status cancelled",
+        ),
+        ("abort", "stop a run now: SIGKILL its process tree, no grace; status cancelled"),
+    ):
+        r.add_parser(action, help=helptext).add_argument("id", help="run id")
+    lg = r.add_parser("logs", help="a run's output (stdout and stderr)")
+    lg.add_argument("id", help="run id")
     cli_logs.add_log_args(lg)
     for parser in r.choices.values():
         parser.set_defaults(func=cmd_run)
@@ -145,22 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_parser(sub)
     notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
+    hooks.add_parsers(sub)
+    completion.add_parser(sub, p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if (
-        args.command not in ("node", "dev")
-        and args.output == "table"
-        and args.command == "job"
-        and args.action in ("get", "ticks", "backfill")
-    ):
-        args.output = "yaml"
-    if args.command == "run" and args.action == "get" and args.output == "table":
-        args.output = "yaml"
-    if args.command in ("workflow", "secret") and args.action == "get" and args.output == "table":
-        args.output = "yaml"
     try:
         return int(args.func(args) or 0)
     except ApiError as exc:

@@ -21,7 +21,12 @@ def setup_logging(fmt: str = "auto", level: int = logging.INFO) -> None:
 def cmd_node(args: argparse.Namespace) -> int:
     import uvloop
 
-    if args.node_action:  # `cronmesh node list|get|enable|disable|drain|shutdown`
+    if args.node_action:  # the old spelling of `cronmesh nodes ACTION` (D251)
+        print(
+            f"cronmesh: `cronmesh node {args.node_action}` is deprecated and goes in the next "
+            f"release: use `cronmesh nodes {args.node_action}`",
+            file=sys.stderr,
+        )
         return cli_placement.cmd_node_admin(args)
 
     from nodes.config import SECRET_VARIABLES, load_config
@@ -46,6 +51,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "log_dir": args.log_dir,
         "drain_timeout": args.drain_timeout,
+        "node_retention": args.node_retention,
         "log_format": args.log_format,
         "cgroups": args.cgroups,
         **cli_auth.node_flags(args),

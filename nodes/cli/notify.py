@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     actions.add_parser("get", help="print the rules")
     s = actions.add_parser("set", help="replace the rules from a YAML/JSON file (- for stdin)")
-    s.add_argument("-f", "--file", required=True)
+    s.add_argument("-f", "--file", required=True, help="YAML/JSON file (- for stdin)")
     actions.add_parser("clear", help="remove the rules")
     for parser in (p, *actions.choices.values()):
         parser.set_defaults(func=cmd_notifications)
@@ -69,9 +69,9 @@ def add_settings_parser(sub: Any) -> None:
         "run-limits", help="caps on manual runs: cluster defaults, or one project's (-p)"
     )
     limits.add_argument("--project-override", action="store_true", help="of the -p project")
-    limits.add_argument("--max-pending-runs", type=int)
-    limits.add_argument("--runs-per-second", type=float)
-    limits.add_argument("--run-burst", type=int)
+    limits.add_argument("--max-pending-runs", type=int, help="unfinished manual runs allowed")
+    limits.add_argument("--runs-per-second", type=float, help="manual runs per second, sustained")
+    limits.add_argument("--run-burst", type=int, help="manual runs allowed at once above the rate")
     limits.add_argument("--clear", action="store_true", help="drop the project's overrides")
     for parser in (p, hooks, limits):
         parser.set_defaults(func=cmd_settings)

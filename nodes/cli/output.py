@@ -1,4 +1,5 @@
-"""How the CLI prints: a document as JSON or YAML, rows as an aligned table."""
+"""How the CLI prints (D253): a list as an aligned table, one document as YAML, and with
+``-o json|yaml`` the API's document in that format, for every command."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import yaml
 
 
 def show(args: argparse.Namespace, data: Any) -> None:
-    if args.output == "yaml":
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-    else:
+    """A document: JSON with ``-o json``, else YAML (a document has no table form)."""
+    if args.output == "json":
         print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
 def table(rows: list[list[str]], header: list[str]) -> None:

@@ -20,7 +20,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("secret", help="a project's secrets (write-only values)")
     actions = p.add_subparsers(dest="action", required=True)
     s = actions.add_parser("set", help="create or replace a secret's value")
-    s.add_argument("name")
+    s.add_argument("name", help="secret name")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-file", metavar="FILE", help="the file's bytes, exactly")
     src.add_argument(
@@ -29,10 +29,14 @@ def add_parsers(sub: Any) -> None:
         help="read the value from stdin (one trailing newline removed)",
     )
     ls = actions.add_parser("list", help="names and metadata, never values")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     ls.add_argument("--after", help="the last name of the previous page")
-    actions.add_parser("get", help="metadata of one secret").add_argument("name")
-    actions.add_parser("delete", help="delete a secret no job uses").add_argument("name")
+    actions.add_parser("get", help="metadata of one secret").add_argument(
+        "name", help="secret name"
+    )
+    actions.add_parser("delete", help="delete a secret no job uses").add_argument(
+        "name", help="secret name"
+    )
     rot = actions.add_parser(
         "rotate", help="re-encrypt every project's secrets under the current key (cluster admin)"
     )
@@ -72,7 +76,11 @@ def _run(args: argparse.Namespace) -> int:
             )
             for f in data["failed"]:
                 print(f"failed: {f['project']}/{f['name']}: {f['error']}", file=sys.stderr)
-            return 1 if data["failed"] else 0
+            hooks = data.get("hooks") or {"rotated": 0, "failed": []}
+            print(f"hook secrets: {verb} {hooks['rotated']}")
+            for f in hooks["failed"]:
+                print(f"failed: hook {f['project']}/{f['hook']}: {f['error']}", file=sys.stderr)
+            return 1 if data["failed"] or hooks["failed"] else 0
         show(args, data)
         return 0
     base = f"/api/v1/projects/{urllib.parse.quote(args.project)}/secrets"

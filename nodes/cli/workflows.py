@@ -52,6 +52,7 @@ def cmd_workflow(args: argparse.Namespace) -> int:
             f"{base}/workflows/{_q(args.name)}/executions",
             {"parameters": params(args.param)},
         )
+        warn_saved(ex, f"workflow {args.project}/{args.name}")
         if args.output == "table":
             print(ex["id"])
         else:
@@ -136,31 +137,42 @@ def add_parsers(sub: Any) -> None:
         dest="action", required=True
     )
     ap = w.add_parser("apply", help="create or update workflows from a YAML/JSON file")
-    ap.add_argument("-f", "--file", required=True)
-    w.add_parser("list")
-    for action in ("get", "delete"):
-        w.add_parser(action).add_argument("name")
-    tr = w.add_parser("trigger", help="start an execution now")
-    tr.add_argument("name")
-    tr.add_argument("--param", action="append", help="NAME=VALUE (repeatable)")
+    ap.add_argument("-f", "--file", required=True, help="YAML/JSON file (- for stdin)")
+    w.add_parser("list", help="the project's workflows (a table)")
+    w.add_parser("get", help="one workflow's document").add_argument("name", help="workflow name")
+    w.add_parser("delete", help="delete a workflow").add_argument("name", help="workflow name")
+    tr = w.add_parser("trigger", help="start an execution now (prints its id)")
+    tr.add_argument("name", help="workflow name")
+    tr.add_argument(
+        "--param", action="append", help="NAME=VALUE, a parameter of this execution (repeatable)"
+    )
     ex = w.add_parser("executions", help="list executions (of one workflow, or all)")
-    ex.add_argument("name", nargs="?")
+    ex.add_argument("name", nargs="?", help="workflow name (default: every workflow)")
     for parser in w.choices.values():
         parser.set_defaults(func=cmd_workflow)
 
     e = sub.add_parser("execution", help="inspect and control workflow executions")
     es = e.add_subparsers(dest="action", required=True)
-    es.add_parser("list")
-    for action in ("get", "cancel"):
-        es.add_parser(action).add_argument("id")
+    es.add_parser("list", help="the project's executions, newest first (a table)")
+    es.add_parser("get", help="an execution: per task status, node, exit, run").add_argument(
+        "id", help="execution id"
+    )
+    es.add_parser("cancel", help="cancel an execution and its running tasks").add_argument(
+        "id", help="execution id"
+    )
     rr = es.add_parser("rerun", help="rerun from a task, or the failed tasks")
-    rr.add_argument("id")
+    rr.add_argument("id", help="execution id")
     group = rr.add_mutually_exclusive_group(required=True)
-    group.add_argument("--from-task")
-    group.add_argument("--failed-only", action="store_true")
+    group.add_argument("--from-task", help="rerun this task and everything downstream of it")
+    group.add_argument("--failed-only", action="store_true", help="rerun the failed tasks only")
     rp = es.add_parser("report", help="complete an external task by its report key")
-    rp.add_argument("key")
-    rp.add_argument("--status", choices=["succeeded", "failed"], default="succeeded")
+    rp.add_argument("key", help="the task's report key")
+    rp.add_argument(
+        "--status",
+        choices=["succeeded", "failed"],
+        default="succeeded",
+        help="the task's outcome (default succeeded)",
+    )
     rp.add_argument("--result", help="JSON result passed downstream")
     for parser in es.choices.values():
         parser.set_defaults(func=cmd_execution)

@@ -37,6 +37,7 @@ from nodes.api.access import Access
 from nodes.api.app import start_api
 from nodes.api.peer import PeerClient
 from nodes.config import NodeConfig, etcd_security
+from nodes.daemon import load
 from nodes.executor import jobenv
 from nodes.executor.containment import Containment
 from nodes.executor.runas import RunUids, advertised, node_policy
@@ -332,6 +333,12 @@ class Node:
         log.info("registered", lease=f"{session.lease_id:x}", machine_id=machine_id)
         worker_task = asyncio.create_task(self.worker.run(), name="worker")
         campaign_task = asyncio.create_task(self._campaign(session), name="campaign")
+        load_task = asyncio.create_task(  # the Machines page's CPU and memory (D257)
+            load.publish(
+                self.etcd, self.keys, self.node_id, session, self.containment.layout, self.clock
+            ),
+            name="load",
+        )
         stop_task = asyncio.create_task(self._stop.wait())
         lost_task = asyncio.create_task(session.lost.wait())
         try:
@@ -346,10 +353,10 @@ class Node:
                 log.warning("lease lost: stopping every process of this node")
         finally:
             self.ready = False
-            for task in (campaign_task, worker_task, stop_task, lost_task):
+            for task in (campaign_task, worker_task, stop_task, lost_task, load_task):
                 task.cancel()
             await asyncio.gather(
-                campaign_task, worker_task, stop_task, lost_task, return_exceptions=True
+                campaign_task, worker_task, stop_task, lost_task, load_task, return_exceptions=True
             )
             await self.worker.close()
 

@@ -30,6 +30,7 @@ import structlog
 
 from cluster.errors import InvalidInput, LostOwnership, Unavailable
 from cluster.etcd import Compacted, Op
+from cluster.links import with_links
 from cluster.models import Run
 from cluster.netguard import Refused, check_secret_env
 from cluster.notify import (
@@ -45,12 +46,14 @@ from cluster.notify import (
     delivery_id,
     events_for,
     headline,
+    link_lines,
     matching,
+    needs_previous,
     sign,
-    wants_previous,
     webhook_body,
 )
 from nodes import metrics, webhooks
+from nodes.leader.noderetention import NodeRetention
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
@@ -328,17 +331,18 @@ class Notifier:
         if not rules:
             return []
         previous = None
-        if status == "succeeded" and wants_previous(rules):
+        if needs_previous(rules, status):
             previous = await self._previous_status(project, job, key)
         doc = run.model_dump(mode="json")
         return [
             (rules[i], event, doc, delivery_id(run_id, run.attempt, event, i))
-            for event, i in matching(rules, events_for(status, previous))
+            for event, i in matching(rules, events_for(status, previous), previous)
         ]
 
     async def _deliver(
         self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
     ) -> None:
+        run = with_links(self.node.config.public_url, run)  # to the UI, for any event (D256)
         async with self._slots:
             hook, mail = rule.webhook, rule.email
             if hook is not None:
@@ -422,7 +426,8 @@ class Notifier:
         msg["From"] = self.smtp.sender
         msg["To"] = ", ".join(email.to)
         msg["Subject"] = f"[cronmesh] {run['project']}/{run['job']}: {event}"
-        lines = [headline(event, run), ""]
+        links = [f"{label}: {url}" for label, url in link_lines(run)]  # D256
+        lines = [headline(event, run), "", *links, *([""] if links else [])]
         for k in ("status", "attempt", "node", "scheduled_at", "started_at", "finished_at"):
             lines.append(f"{k}: {run.get(k)}")
         if run.get("error"):
@@ -432,7 +437,10 @@ class Notifier:
 
 
 async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leadership) -> None:
-    """Run the scheduler loop and the notifier together for one term of leadership."""
+    """Run the scheduler loop, the notifier and the node retention (D255) together for one term
+    of leadership."""
+    forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())
         tg.create_task(Notifier(node, leadership, scheduler).run())
+        tg.create_task(forget.run())

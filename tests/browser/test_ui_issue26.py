@@ -130,6 +130,9 @@ async def test_a_link_opened_logged_out_lands_on_its_page_and_titles(cluster, ui
     await page.unroute("**/api/v1/projects/default/jobs/ticker", held)
     # a crafted `next` cannot send the user anywhere but a page of this UI
     await page.get_by_role("button", name="Log out").click()
+    # the logout answer clears the session cookie: log in again only once it has come back (a
+    # slow answer arriving after the new login would clear the new session)
+    await expect(page.get_by_label("User name")).to_be_visible()
     await ui.go("#/login?next=https%3A%2F%2Fevil.example%2F")
     await _login_form(ui)
     await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
@@ -187,6 +190,14 @@ async def test_a_fast_log_streams_5000_lines_and_the_page_stays_responsive(clust
     raw = await page.evaluate("async (u) => (await fetch(u)).text()", href)
     lines = raw.splitlines()  # the whole log, each line with its time and stream
     assert len(lines) == 5000 and lines[-1].endswith(" stdout line 5000"), lines[-1:]
+    # read back from the top, then "Jump to end": the last line in view, following again
+    await page.get_by_label("Auto-scroll").uncheck()
+    log = page.locator("pre.log")
+    await log.evaluate("(el) => { el.scrollTop = 0; }")
+    assert await log.evaluate("(el) => el.scrollHeight > el.clientHeight + 100")  # it scrolls
+    await jump.click()
+    await expect(page.get_by_label("Auto-scroll")).to_be_checked()
+    assert await log.evaluate("(el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 2")
     await ui.shot("run-log-fast")
 
 

@@ -114,13 +114,21 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("PUT", "{p}/secrets/s", {"value": "v"}, "editor"),
     ("DELETE", "{p}/secrets/absent", None, "editor"),
     ("POST", "/api/v1/secrets/rotate", None, "cluster"),
+    ("GET", "{p}/hooks", None, "viewer"),
+    ("GET", "{p}/hooks/absent", None, "viewer"),
+    ("PUT", "{p}/hooks/h", {"target": {"job": "j"}}, "editor"),
+    ("DELETE", "{p}/hooks/absent", None, "editor"),
 ]
 # Not in the matrix on purpose: POST /api/v1/auth/login (public, tested below), POST
-# /api/v1/auth/logout (ends the caller's session; tested below), /internal/v1/… (peers only).
+# /api/v1/auth/logout (ends the caller's session; tested below), /internal/v1/… (peers only),
+# hook deliveries (public routes that authenticate with the hook's secret).
 UNLISTED = {
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/logout"),
     ("GET", "/internal/v1/projects/{project}/runs/{run}/logs"),
+    # hook deliveries: no user credentials, the hook's own (tests/security/test_hook_attacks.py)
+    ("POST", "/api/v1/hooks/{project}/{hook}"),
+    ("POST", "/register/{hook}"),
 }
 
 
@@ -141,6 +149,7 @@ def canonical(template: str) -> str:
     out = out.replace("/projects/granted", "/projects/{project}")
     out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
     out = out.replace("/ui/index.html", "/ui/{path}")
+    out = out.replace("/hooks/absent", "/hooks/{hook}").replace("/hooks/h", "/hooks/{hook}")
     out = out.replace("/secrets/absent", "/secrets/{secret}").replace(
         "/secrets/s", "/secrets/{secret}"
     )

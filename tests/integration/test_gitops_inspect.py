@@ -48,14 +48,14 @@ async def test_apply_diff_prune_export_roundtrip(cluster, tmp_path: Path):
     await cluster.request("POST", JOBS, json={"name": "handmade", "command": "true"})
     code, out, _ = await cli(url, "diff", "-f", str(repo))
     assert code == 1 and "~ job default/a (update)" in out and "    +retries: 2" in out
-    assert "handmade" not in out
+    assert "(delete)" not in out and "kept (--prune would delete them)" in out  # D250
     code, out, _ = await cli(url, "diff", "-f", str(repo), "--prune")
     assert "- job default/b (delete)" in out and "- job default/handmade (delete)" in out
     code, out, _ = await cli(url, "apply", "-f", str(repo), "--prune", "--dry-run")
     assert code == 0 and "[dry run]" in out
     status, _ = await cluster.request("GET", f"{JOBS}/handmade")
     assert status == 200
-    code, out, err = await cli(url, "apply", "-f", str(repo), "--prune")
+    code, out, err = await cli(url, "apply", "-f", str(repo), "--prune", "--yes")
     assert code == 0, err
     _, body = await cluster.request("GET", JOBS)
     assert sorted(j["name"] for j in body["jobs"]) == ["a"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections import Counter
 from typing import Any
 
@@ -15,6 +16,7 @@ from cluster.etcd import Op
 from cluster.placement import attempt_key, preferred
 from nodes import metrics
 from nodes.config import default_capacity
+from nodes.daemon.load import SAMPLE_EVERY
 from tests.chaos.harness import wait_ready
 from tests.conftest import api_session, run_cli, wait_for
 
@@ -325,9 +327,9 @@ async def test_group_cli_apply_bind_list_unbind(cluster, tmp_path):
     assert code == 1 and "(field: project)" in err
     code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "group", "get", "web")
     assert code == 0 and '"bindings": []' in out
-    code, out, _ = await asyncio.to_thread(run_cli, url, "node", "disable", "n1")
+    code, out, _ = await asyncio.to_thread(run_cli, url, "nodes", "disable", "n1")
     assert code == 0 and "n1: disabled" in out
-    code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "node", "get", "n1")
+    code, out, _ = await asyncio.to_thread(run_cli, url, "-o", "json", "nodes", "get", "n1")
     assert code == 0 and '"state": "disabled"' in out
 
 
@@ -392,6 +394,7 @@ async def test_weighted_spread_over_hundreds_of_runs_with_three_writes_each(proc
         total = 300
         audit_before = await etcd.range(keys.audits(), count_only=True)
         before = audit_before.revision
+        started = time.monotonic()
         ids = [await trigger(http, base, "tiny") for _ in range(total)]
         runs = await finished(http, base, ids)
         audit_after = await etcd.range(keys.audits(), count_only=True)
@@ -399,6 +402,13 @@ async def test_weighted_spread_over_hundreds_of_runs_with_three_writes_each(proc
         # each trigger is a user's change, so it also writes one audit entry (not a run write)
         audited = audit_after.count - audit_before.count
         assert audited == total
+        # the nodes' load samples (D257) are the nodes' writes, not the runs': counted apart
+        loads_before = await etcd.range(keys.node_loads(), revision=before)
+        loads_after = await etcd.range(keys.node_loads(), revision=after)
+        seen = {kv.key: kv.version for kv in loads_before.kvs}
+        load_writes = sum(kv.version - seen.get(kv.key, 0) for kv in loads_after.kvs)
+        bound = 3 * ((time.monotonic() - started) / SAMPLE_EVERY + 1)  # one a node per 10 s
+        assert load_writes <= bound, load_writes
     assert all(r["status"] == "succeeded" for r in runs)
     counts = Counter(r["node"] for r in runs)
     n = sum(counts.values())
@@ -406,8 +416,11 @@ async def test_weighted_spread_over_hundreds_of_runs_with_three_writes_each(proc
     # chi-square with 2 degrees of freedom: P(X > 27.6) = 1e-6 for a fair weighted choice.
     assert chi2 < 27.6, counts
     # etcd writes per run: creation, claim, completion (failed claims write nothing).
-    writes_per_run = (after - before - audited) / total
-    print(f"spread {dict(counts)} chi2={chi2:.2f} etcd writes per run={writes_per_run:.3f}")
+    writes_per_run = (after - before - audited - load_writes) / total
+    print(
+        f"spread {dict(counts)} chi2={chi2:.2f} etcd writes per run={writes_per_run:.3f} "
+        f"(and {load_writes} load samples)"
+    )
     assert writes_per_run <= 3.0
 
 
@@ -515,7 +528,7 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
             what="longs started",
         )
         code, out, err = await asyncio.to_thread(
-            run_cli, base, "node", "drain", "node-a", "--reason", "kernel update"
+            run_cli, base, "nodes", "drain", "node-a", "--reason", "kernel update"
         )
         assert code == 0 and "node-a: draining" in out, (out, err)
         drained_at = (await etcd.get(keys.node_state("node-a"))).mod_revision
@@ -536,14 +549,14 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         await wait_for(lambda: _eq(state_of("node-a"), "drained"), 20, what="drained")
         # Still waiting: draining is not an outage, the run is kept.
         assert (await run_of(http, base, pinned))["status"] == "pending"
-        code, out, _ = await asyncio.to_thread(run_cli, base, "node", "list")
+        code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "list")
         row = next(line for line in out.splitlines() if line.startswith("node-a"))
         assert " up " in row and "drained" in row and f"0/{default_capacity()}" in row, out
-        code, out, _ = await asyncio.to_thread(run_cli, base, "node", "enable", "node-a")
+        code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "enable", "node-a")
         assert code == 0 and "node-a: enabled" in out
         pinned_done = (await finished(http, base, [pinned]))[0]
         # Remote shutdown: node-a acknowledges, stops gracefully and exits 0.
-        code, out, _ = await asyncio.to_thread(run_cli, base, "node", "shutdown", "node-a")
+        code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "shutdown", "node-a")
         assert code == 0, out
         rc = await asyncio.to_thread(a.proc.wait, 30)
         assert rc == 0

@@ -30,6 +30,7 @@ CLAIMS = "tests/integration/test_claims.py"
 FENCING = "tests/integration/test_fencing.py"
 REVIEW_SEC = "tests/security/test_review_sec.py"
 HISTORY = "tests/security/test_run_history_quota.py"
+HOOKS = "tests/security/test_hook_attacks.py"
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,26 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
         "a run's result is at most MAX_RESULT bytes as stored",
+    ),
+    # -- incoming hooks (D269, D270) -----------------------------------------------------------
+    Mutation(
+        "hook-signature",
+        "cluster/hooks.py",
+        r"hit \|= hmac\.compare_digest\(want, sig\.encode\(\)\)",
+        "hit = True",
+        (
+            f"{HOOKS}::test_forgery_and_replay_are_refused",
+            "tests/unit/test_hook_logic.py::test_signature_round_trip_and_forgeries",
+        ),
+        "a hook delivery starts a run only with the hook's signature over its body",
+    ),
+    Mutation(
+        "hook-timestamp-window",
+        "cluster/hooks.py",
+        r"if abs\(skew\) > MAX_SKEW:",
+        "if False:",
+        (f"{HOOKS}::test_forgery_and_replay_are_refused",),
+        "a captured hook delivery cannot be sent again after 5 minutes",
     ),
 )
 

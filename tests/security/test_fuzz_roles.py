@@ -58,7 +58,7 @@ def seed_project(http: requests.Session, url: str, project: str) -> dict[str, li
     }
     ok(http.put(f"{base}/secrets/s", json={"value": NEVER[project]}))
     ok(http.put(f"{base}/jobs/j{project}", json=job))
-    run = ok(http.post(f"{base}/jobs/j{project}/runs", json={"parameters": {"p": mark}}))
+    run = ok(http.post(f"{base}/jobs/j{project}/runs", json={"parameters": {"secret_thing": mark}}))
     wf = {"name": f"w{project}", "description": mark, "tasks": [{"name": "t", "command": mark}]}
     ok(http.put(f"{base}/workflows/w{project}", json=wf))
     ex = ok(http.post(f"{base}/workflows/w{project}/executions", json={}))

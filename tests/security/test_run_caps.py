@@ -9,6 +9,7 @@ import asyncio
 import json
 
 import aiohttp
+import yaml
 
 from tests.conftest import api_headers, run_cli, wait_for
 from tests.integration.test_access import make_user
@@ -153,16 +154,16 @@ async def test_cli_sets_the_allow_list_and_the_caps(cluster):
         cli, "settings", "webhooks", "--allow", "10.0.0.0/8", "--allow", "hooks.corp:443"
     )
     assert code == 0, err
-    assert json.loads(out) == {"allow": ["10.0.0.0/8", "hooks.corp:443"]}
+    assert yaml.safe_load(out) == {"allow": ["10.0.0.0/8", "hooks.corp:443"]}  # YAML (D253)
     code, out, err = await asyncio.to_thread(cli, "settings", "webhooks", "--allow", "bad entry!")
     assert code == 1 and "field: allow" in err
     code, out, err = await asyncio.to_thread(
         cli, "-p", "a", "settings", "run-limits", "--project-override", "--max-pending-runs", "7"
     )
     assert code == 0, err
-    assert json.loads(out)["effective"]["max_pending_runs"] == 7
+    assert yaml.safe_load(out)["effective"]["max_pending_runs"] == 7
     code, out, err = await asyncio.to_thread(cli, "settings", "run-limits", "--run-burst", "9")
-    assert code == 0 and json.loads(out)["run_burst"] == 9, err
+    assert code == 0 and yaml.safe_load(out)["run_burst"] == 9, err
     code, out, err = await asyncio.to_thread(
         cli, "-p", "a", "settings", "run-limits", "--project-override", "--clear"
     )

@@ -106,6 +106,7 @@ async def test_kept_run_records_stay_within_their_counted_bound(cluster, etcd, k
     await cluster.start(quota_run_history_bytes=BUDGET)
     base = "/api/v1/projects/q"
     job = padded_job("r", 3, pad=20_000)
+    job["parameters"].update({f"P{i}": "" for i in range(4)})  # declared: triggers may set them
     job["command"] = (
         'printf \'{"v": "%s"}\' "$(head -c 60000 /dev/zero | tr "\\0" y)" > "$CRONMESH_RESULT_FILE"'
     )
@@ -165,7 +166,7 @@ async def test_a_workflow_execution_stays_within_its_counted_bound(cluster, etcd
     wf = {
         "name": "flow",
         "keep_executions": 1,
-        "parameters": pad,
+        "parameters": {**pad, **{f"P{i}": "" for i in range(3)}},  # declared, as triggered
         "tasks": [
             {"name": "a", "command": result, "parameters": pad},
             {"name": "b", "command": result, "depends_on": ["a"]},

@@ -75,7 +75,10 @@ ETCD_ENABLED = {
             "allowRootJobs": True,
         },
     },
-    "notifications": {"smtpUrl": "smtp://mail:25?from=cronmesh@example.com"},
+    "notifications": {
+        "smtpUrl": "smtp://mail:25?from=cronmesh@example.com",
+        "publicUrl": "https://cron.example.com",
+    },
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
 }
@@ -102,6 +105,8 @@ def test_chart_lints_clean_with_bundled_etcd_and_every_option(tmp_path: Path) ->
         {"node": {"logFormat": "xml"}},
         {"node": {"runAs": {"users": ["Not A User"]}}},
         {"node": {"runAs": {"uidRange": "lots"}}},
+        {"notifications": {"publicUrl": "https://admin:pw@cron.example.com"}},
+        {"notifications": {"publicUrl": "javascript:alert(1)"}},
         {"unknownKey": 1},
     ],
 )

@@ -101,6 +101,12 @@ async function route() {
       return;
     }
   }
+  // a link from a notification names its project (D256): open it there, if this user sees it
+  const linked = query.get("project");
+  if (linked && session.me && linked !== session.project && session.projects.includes(linked)) {
+    session.project = linked;
+    renderHeader();
+  }
   document.getElementById("top").hidden = !session.me || view === "login";
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
@@ -117,7 +123,10 @@ async function route() {
     const loading = h("p", { class: "muted loading" }, "Loading…"); // never a blank page
     const page = h("div", { class: `page page-${view}` }, loading);
     fill(main, page);
-    await mod.render(page, ctx);
+    const rendering = mod.render(page, ctx);
+    // a view that drew its frame with a "Loading…" of its own needs no second one above it
+    if (page.querySelectorAll(".loading").length > 1) loading.remove();
+    await rendering;
     loading.remove();
   } catch (err) {
     if (ctx.alive && err.status !== 401) {
@@ -165,7 +174,10 @@ function start() {
   });
   document.getElementById("project-select").addEventListener("change", (e) => {
     session.project = e.target.value;
-    route();
+    const [path, query] = splitHash();
+    if (!query.has("project")) return route();
+    query.delete("project"); // the choice made here wins over the link's project
+    location.hash = query.size ? `${path}?${query}` : path;
   });
   document.getElementById("logout").addEventListener("click", async () => {
     await logout().catch(() => {});

@@ -1,5 +1,5 @@
 import { del, get, getAll, post, put } from "../api.js";
-import { badge, confirmDialog, field, fill, h, modal, table, timeEl, toast } from "../dom.js";
+import { badge, confirmDialog, field, fill, fmtBytes, fmtTime, h, modal, table, timeEl, toast } from "../dom.js";
 import { session } from "../session.js";
 
 const enc = encodeURIComponent;
@@ -9,6 +9,34 @@ function ago(iso) {
   if (s < 90) return `${s} s ago`;
   if (s < 5400) return `${Math.round(s / 60)} min ago`;
   return `${Math.round(s / 3600)} h ago`;
+}
+
+const cores = (c) => (c === null || c === undefined ? "—" : `${c.toFixed(2)} CPU`);
+
+// What a node's runs use now, and the node process and the machine under it (D257); "—" where
+// the node cannot tell (no cgroups: no per-run accounting).
+function usageCells(n) {
+  const l = n.load;
+  if (!l) return [h("td", { class: "runs-usage muted" }, n.up ? "—" : "down"), h("td", { class: "machine muted" }, "—")];
+  const sampled = `sampled ${fmtTime(l.at)}`;
+  const mem = l.mem_total ? `${fmtBytes(l.mem_total - (l.mem_available ?? 0))} of ${fmtBytes(l.mem_total)} used` : "";
+  return [
+    h(
+      "td",
+      { class: "runs-usage", title: sampled },
+      h("span", { class: "runs-cpu" }, cores(l.runs_cpu)),
+      " · ",
+      h("span", { class: "runs-memory" }, fmtBytes(l.runs_memory)),
+      h("div", { class: "muted small node-process" }, `node process: ${cores(l.node_cpu)} · ${fmtBytes(l.node_rss)}`),
+    ),
+    h(
+      "td",
+      { class: "machine", title: sampled },
+      h("span", { class: "load1" }, l.load1 === null || l.load1 === undefined ? "load —" : `load ${l.load1.toFixed(2)}`),
+      l.cpus ? ` / ${l.cpus} CPUs` : "",
+      mem ? h("div", { class: "muted small" }, mem) : null,
+    ),
+  ];
 }
 
 export async function render(root, ctx) {
@@ -60,7 +88,7 @@ export async function render(root, ctx) {
     fill(
       nodesBox,
       table(
-        ["Node", "Up", "State", "Running / capacity", "Properties", "Version", "Last heartbeat", ...(session.admin ? ["Actions"] : [])],
+        ["Node", "Up", "State", "Running / capacity", "Runs use (CPU · memory)", "Machine", "Properties", "Version", "Last seen", ...(session.admin ? ["Actions"] : [])],
         nodes.map((n) =>
           h(
             "tr",
@@ -69,6 +97,7 @@ export async function render(root, ctx) {
             h("td", null, badge(n.up ? "up" : "down")),
             h("td", { class: "node-state" }, badge(n.state)),
             h("td", { class: "load" }, `${n.running} / ${n.capacity}`, n.capacity ? h("meter", { min: 0, max: n.capacity, value: n.running, high: n.capacity * 0.8, "aria-label": `${n.id} load` }) : null),
+            ...usageCells(n),
             h("td", null, Object.entries(n.properties).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`))),
             h("td", null, n.version || "—"),
             h("td", { class: "heartbeat" }, n.last_heartbeat ? [timeEl(n.last_heartbeat), h("div", { class: "muted small" }, ago(n.last_heartbeat))] : "never seen"),

@@ -1,0 +1,60 @@
+"""How long a node that is down stays listed (issue 22, D255): pure decisions.
+
+A node's last record (``node-info/<id>``) outlives it so ``cronmesh nodes list`` can show it
+``down``. After ``node_retention`` seconds down it is forgotten, as ``cronmesh nodes forget``
+does by hand. When it went down is its ``stopped_at`` (a graceful stop writes it) or, for a node
+that died, the ``down_since`` the leader writes the first time it sees the record without a live
+node (so the clock starts at most one sweep late, never early).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NodeSweep:
+    mark: list[str] = field(default_factory=list)  # down, no time yet: write down_since = now
+    forget: list[str] = field(default_factory=list)  # down for longer than the retention
+
+
+def down_since(record: Mapping[str, Any]) -> datetime | None:
+    """When the node went down, from its record (None: not known yet, or unreadable)."""
+    times = []
+    for key in ("stopped_at", "down_since"):
+        raw = record.get(key)
+        if not isinstance(raw, str):
+            continue
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        times.append(when if when.tzinfo else when.replace(tzinfo=UTC))
+    return min(times) if times else None
+
+
+def sweep(
+    records: Mapping[str, Mapping[str, Any]], live: set[str], now: datetime, retention: float
+) -> NodeSweep:
+    """What to do with each node record: nothing (up, or not down long enough), mark or forget.
+    ``retention`` 0 keeps every node forever."""
+    out = NodeSweep()
+    if retention <= 0:
+        return out
+    for node in sorted(records):
+        if node in live:
+            continue
+        since = down_since(records[node])
+        if since is None:
+            out.mark.append(node)
+        elif now - since >= timedelta(seconds=retention):
+            out.forget.append(node)
+    return out
+
+
+def sweep_every(retention: float) -> float:
+    """Seconds between sweeps: a quarter of the retention, between 1 s and 5 minutes."""
+    return min(300.0, max(1.0, retention / 4))
