@@ -40,15 +40,18 @@ def armed_children(node_pid: int) -> int:
 
 
 class ArmedWatch:
-    """The most armed children of a node seen at once, sampled every few milliseconds."""
+    """The most armed children of a node seen at once, sampled every few milliseconds until
+    just before ``until`` (the tick): a run spawned at its tick into a cgroup is held the same
+    way for a moment, so only what is held before the tick is armed ahead."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, until: float) -> None:
         self.pid = pid
+        self.until = until
         self.most = 0
         self._task = asyncio.get_running_loop().create_task(self._sample())
 
     async def _sample(self) -> None:
-        while True:
+        while time.time() < self.until - 0.02:
             seen = await asyncio.to_thread(armed_children, self.pid)
             self.most = max(self.most, seen)
             await asyncio.sleep(0.005)
@@ -59,14 +62,15 @@ class ArmedWatch:
         return self.most
 
 
-async def _post_jobs(http, url: str, names: list[str], command: str) -> None:
+async def _post_jobs(http, url: str, names: list[str], command: str) -> float:
     """Jobs due every 10 s, created early in a 10 s period: all share the next tick, which is
-    far enough ahead to be written and claimed ahead of it."""
+    far enough ahead to be written and claimed ahead of it. Answers that tick."""
     await wait_for(lambda: 0.2 < time.time() % 10 < 4, 15, interval=0.05, what="a fresh period")
     for name in names:
         job = {"name": name, "command": command, "schedules": [{"cron": "*/10 * * * * *"}]}
         async with http.post(f"{url}{JOBS}", json=job) as r:
             assert r.status == 201, await r.text()
+    return float((int(time.time()) // 10 + 1) * 10)
 
 
 async def _first_tick_runs(http, url: str, names: list[str]) -> list[dict]:
@@ -106,9 +110,8 @@ async def test_capacity_bounds_what_runs_while_more_runs_wait_armed(procs, tmp_p
     )
     async with api_session() as http:
         await wait_ready(http, node)
-        watch = ArmedWatch(node.proc.pid)
+        watch = ArmedWatch(node.proc.pid, await _post_jobs(http, node.url, names, command))
         try:
-            await _post_jobs(http, node.url, names, command)
             runs = await _first_tick_runs(http, node.url, names)
         finally:
             most_armed = await watch.stop()
@@ -128,9 +131,8 @@ async def test_armed_runs_never_exceed_max_armed_and_the_rest_still_run(procs):
     node = procs.start("cap-b", "--max-armed", "2")
     async with api_session() as http:
         await wait_ready(http, node)
-        watch = ArmedWatch(node.proc.pid)
+        watch = ArmedWatch(node.proc.pid, await _post_jobs(http, node.url, names, "exec sleep 0.5"))
         try:
-            await _post_jobs(http, node.url, names, "exec sleep 0.5")
             runs = await _first_tick_runs(http, node.url, names)
         finally:
             most_armed = await watch.stop()
