@@ -138,6 +138,7 @@ class CronSchedule:
         "_dow_mask",
         "_fold_both",
         "_gap_skip",
+        "_gaps_only",
         "_hour_mask",
         "_hours",
         "_minute_mask",
@@ -170,6 +171,9 @@ class CronSchedule:
         self._month_mask = _mask(f.months, 13)
         self._dow_mask = _mask(f.weekdays, 7)
         self.fixed_hour = not f.hour_wild  # the times a DST warning is about (D223)
+        # (lo, hi) naive wall times: every match in (lo, hi] lies in a spring-forward gap, found
+        # by a search under ``gap: skip`` that reached its horizon; later searches jump it (D282)
+        self._gaps_only: tuple[datetime, datetime] | None = None
         self._set_dst(dst)
         all_days, all_weekdays = len(f.days) == 31, len(f.weekdays) == 7
         if not (f.dom_star or f.dow_star):
@@ -281,6 +285,14 @@ class CronSchedule:
 
     # ----------------------------------------------------------------- instants
 
+    def _past_gaps(self, wall: datetime) -> datetime:
+        """Where a search after ``wall`` may start: past the stretch of matches known to lie
+        in gaps when ``wall`` is in it (under ``gap: skip`` only)."""
+        known = self._gaps_only
+        if self._gap_skip and known is not None and known[0] <= wall < known[1]:
+            return known[1]
+        return wall
+
     def next_after(self, t: datetime) -> datetime | None:
         _require_aware(t)
         if not self._possible:
@@ -294,7 +306,7 @@ class CronSchedule:
         wall = local.replace(tzinfo=None)
         both = self._fold_both
         best: datetime | None = None
-        cand = self.next_match(wall)
+        cand = self.next_match(self._past_gaps(wall))
         while cand is not None:
             o0, o1 = offsets(tz, cand)
             if o0 == o1:
@@ -305,7 +317,12 @@ class CronSchedule:
                 if not self._gap_skip:  # shift: the end of the gap
                     best = change
                     break
-                cand = self.next_match(gap_end - ONE_SECOND)
+                skipped = self._past_gaps(gap_end - ONE_SECOND)
+                if skipped.year > wall.year + _SEARCH_YEARS:
+                    # every match up to the horizon falls in a gap: it never fires (D282)
+                    self._gaps_only = (wall, skipped)
+                    break
+                cand = self.next_match(skipped)
                 continue
             # Ambiguous (fall back). Its first occurrence is after ``t`` unless ``t`` is in the
             # second pass of the repeated hour; the second occurrence fires under ``both``.

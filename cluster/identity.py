@@ -44,7 +44,7 @@ class TokenNotFound(NotFound):
 def _grants(value: Any) -> Any:
     if isinstance(value, dict):
         for key in value:
-            if not isinstance(key, str) or not GRANT_KEY.match(key):
+            if not isinstance(key, str) or not GRANT_KEY.fullmatch(key):
                 raise ValueError(f"role grant key {key!r} must be a project name or '*'")
     return value
 

@@ -293,6 +293,8 @@ class Keys:
             f"{p}/workflow-executions/{project}/",
             f"{p}/workflow-schedule-state/{project}/",
             f"{p}/workflow-ticks/{project}/",
+            f"{p}/calendars/{project}/",
+            f"{p}/blackouts/{project}/",
         ]
 
     def notifier_cursor(self) -> str:
@@ -311,6 +313,25 @@ class Keys:
     def project_run_limits(self, project: str) -> str:
         """A project's overrides of the run limits (set by a cluster admin)."""
         return f"{self.prefix}/run-limits/{project}"
+
+    # calendars, blackout windows, freeze (issue 21; scope: a project, or "*" for the cluster)
+    def calendars(self, scope: str | None = None) -> str:
+        return f"{self.prefix}/calendars/" + (f"{scope}/" if scope else "")
+
+    def calendar(self, scope: str, name: str) -> str:
+        """A named calendar of a project or (scope ``*``) of the cluster (D236)."""
+        return f"{self.prefix}/calendars/{scope}/{name}"
+
+    def blackouts(self, scope: str | None = None) -> str:
+        return f"{self.prefix}/blackouts/" + (f"{scope}/" if scope else "")
+
+    def blackout(self, scope: str, name: str) -> str:
+        """A blackout window of a project or (scope ``*``) of the cluster (D237)."""
+        return f"{self.prefix}/blackouts/{scope}/{name}"
+
+    def freeze(self) -> str:
+        """Present while the cluster is frozen: its note, who and when (D239)."""
+        return f"{self.prefix}/settings/freeze"
 
     # parsing helpers
     def tail(self, key: str, base: str) -> list[str]:

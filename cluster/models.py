@@ -56,7 +56,7 @@ def _scalar_to_str(value: Any) -> Any:
 def _params(value: Any) -> Any:
     if isinstance(value, dict):
         for key in value:
-            if not isinstance(key, str) or not PARAM_PATTERN.match(key):
+            if not isinstance(key, str) or not PARAM_PATTERN.fullmatch(key):
                 raise ValueError(
                     f"parameter name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (max 64)"
                 )
@@ -118,7 +118,7 @@ def _env(value: Any) -> Any:
         raise ValueError(f"at most {MAX_ENV} variables")
     out: dict[str, Any] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not ENV_NAME.match(key):
+        if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
             raise SubFieldError(
                 f"variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (max 128)", str(key)
             )
@@ -161,6 +161,20 @@ def _check_cron(value: str) -> None:
     parse_schedule(cron=value, timezone="UTC", hash_key="validate")
 
 
+MAX_CALENDAR_REFS = 16
+
+
+class CalendarRef(Strict):
+    """A schedule's ``calendar:`` (``cluster.calendars``, D236): skip the days of any ``skip``
+    calendar; with ``only``, fire only on a day of one of the ``only`` calendars."""
+
+    skip: list[Name] = Field(default_factory=list, max_length=MAX_CALENDAR_REFS)
+    only: list[Name] = Field(default_factory=list, max_length=MAX_CALENDAR_REFS)
+
+    def names(self) -> list[str]:
+        return sorted({*self.skip, *self.only})
+
+
 class DstSpec(Strict):
     """A cron schedule's daylight-saving policy (D220): ``gap`` for wall times a spring-forward
     transition skips, ``fold`` for the ones a fall-back transition repeats."""
@@ -175,6 +189,9 @@ class ScheduleSpec(Strict):
     timezone: str = "UTC"
     parameters: Params = Field(default_factory=dict)
     enabled: bool = True
+    # days to skip or to keep to (named calendars of the project or the cluster); not part of
+    # the fingerprint: changing it keeps the schedule's fire state
+    calendar: CalendarRef | None = None
     dst: DstSpec | None = None  # None: the defaults (shift, auto)
 
     @field_validator("timezone")

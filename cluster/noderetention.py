@@ -5,6 +5,11 @@ A node's last record (``node-info/<id>``) outlives it so ``cronmesh nodes list``
 does by hand. When it went down is its ``stopped_at`` (a graceful stop writes it) or, for a node
 that died, the ``down_since`` the leader writes the first time it sees the record without a live
 node (so the clock starts at most one sweep late, never early).
+
+A node an operator disabled or drained is never forgotten by the sweep (D281): its admin state
+is the operator's wish that it takes no runs, and it "survives restarts of the node"
+(docs/placement.md); deleting it after a day down would let the machine run jobs again the next
+time it boots. It stays listed, down, until an operator enables or forgets it.
 """
 
 from __future__ import annotations
@@ -36,11 +41,24 @@ def down_since(record: Mapping[str, Any]) -> datetime | None:
     return min(times) if times else None
 
 
+def held(state: Mapping[str, Any] | None) -> bool:
+    """Does a node's admin state (``node-state/<id>``, None: none) keep it from being forgotten:
+    anything but ``enabled`` (an unreadable state counts as held: never lift a wish unread)."""
+    if state is None:
+        return False
+    return bool(state.get("admin", "enabled") != "enabled")
+
+
 def sweep(
-    records: Mapping[str, Mapping[str, Any]], live: set[str], now: datetime, retention: float
+    records: Mapping[str, Mapping[str, Any]],
+    live: set[str],
+    now: datetime,
+    retention: float,
+    kept: frozenset[str] | set[str] = frozenset(),
 ) -> NodeSweep:
     """What to do with each node record: nothing (up, or not down long enough), mark or forget.
-    ``retention`` 0 keeps every node forever."""
+    ``retention`` 0 keeps every node forever; nodes in ``kept`` (:func:`held`) are marked but
+    never forgotten."""
     out = NodeSweep()
     if retention <= 0:
         return out
@@ -50,7 +68,7 @@ def sweep(
         since = down_since(records[node])
         if since is None:
             out.mark.append(node)
-        elif now - since >= timedelta(seconds=retention):
+        elif now - since >= timedelta(seconds=retention) and node not in kept:
             out.forget.append(node)
     return out
 

@@ -102,6 +102,14 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/projects", "authenticated"),
     Rule(READ, "/api/v1/placement", "authenticated"),
     Rule(READ, "/api/v1/cron/preview", "authenticated"),
+    # cluster calendars and windows apply to every project's jobs: anyone reads them, cluster
+    # admins write them (no rule: fail closed); the freeze likewise; the plan filters by role
+    Rule(READ, "/api/v1/calendars", "authenticated"),
+    Rule(READ, "/api/v1/calendars/{name}", "authenticated"),
+    Rule(READ, "/api/v1/blackouts", "authenticated"),
+    Rule(READ, "/api/v1/blackouts/{name}", "authenticated"),
+    Rule(READ, "/api/v1/freeze", "authenticated"),
+    Rule(READ, "/api/v1/plan", "authenticated"),
     # a user manages their own password and tokens; admins manage everyone's
     Rule(ANY, "/api/v1/users/{user}/tokens", "self"),
     Rule(ANY, "/api/v1/users/{user}/tokens/**", "self"),
@@ -129,6 +137,8 @@ RULES: tuple[Rule, ...] = (
     Rule(WRITE, f"{P}/workflows", "project", "editor"),
     Rule(WRITE, f"{P}/workflows/**", "project", "editor"),
     Rule(WRITE, f"{P}/notifications", "project", "editor"),
+    Rule(WRITE, f"{P}/calendars/{{name}}", "project", "editor"),  # D236
+    Rule(WRITE, f"{P}/blackouts/{{name}}", "project", "editor"),  # D237
     # hooks: editors write them (a hook starts runs: what an editor may already do); viewers
     # read them, without the secret (D268)
     Rule(frozenset({"PUT", "DELETE"}), f"{P}/hooks/{{hook}}", "project", "editor"),

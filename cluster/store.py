@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cluster.calendar_store import calendar_guards
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
 from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
 from cluster.groups import target_guards
@@ -323,7 +324,9 @@ class Store:
     async def _secret_guards(self, project: str, doc: JobSpec) -> list[Any]:
         """Every secret the document references exists, and stays while it is written (D146)."""
         refs = references(doc.model_dump(mode="json", include={"env"}))
-        return await reference_guards(self.etcd, self.keys, project, refs)
+        guards = await reference_guards(self.etcd, self.keys, project, refs)
+        # and every calendar its schedules name (D236)
+        return guards + await calendar_guards(self.etcd, self.keys, project, doc)
 
     async def delete_job(self, project: str, name: str) -> None:
         key = self.keys.job(project, name)

@@ -18,8 +18,10 @@ from cluster.cron import Schedule, ticks_between
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
+from cluster.slotrules import DEFERRED, JobRules, SlotDecision
 
 RUNS_PER_TXN = 16
+RECORDS_PER_TXN = 48  # tick records of slots skipped or deferred without a run (D238)
 TXN_BYTES = 512 * 1024
 EVENTS_KEPT = 20
 
@@ -39,10 +41,26 @@ class JobPlan:
     next_due: datetime | None = None
     changed: bool = False
     fates: list[tuple[str, int]] = field(default_factory=list)
+    records: list[tuple[str, str]] = field(default_factory=list)  # (tick key, record): no run
 
     @property
     def writes(self) -> bool:
-        return self.changed or bool(self.runs)
+        return self.changed or bool(self.runs) or bool(self.records)
+
+
+def slot_record(tick: datetime, fp: str, decision: SlotDecision) -> str:
+    """The tick record of a slot that a calendar, window or freeze skipped or deferred: its
+    outcome is its fate, with the reason (cluster.slotrules)."""
+    assert decision.reason is not None
+    doc = {
+        "tick": tick.isoformat(),
+        "schedule": fp,
+        "fate": decision.reason,
+        "run": None,
+        "outcome": decision.reason,
+        **decision.record(),
+    }
+    return json.dumps(doc, separators=(",", ":"))
 
 
 # Parsed schedules shared by every job with the same timing (D263): a schedule is immutable once
@@ -92,6 +110,7 @@ def plan_job(
     ahead: float,
     keys: Keys,
     new_run: NewRun,
+    rules: JobRules | None = None,
 ) -> JobPlan:
     """Decide one enabled job's due ticks at ``now``.
 
@@ -99,7 +118,10 @@ def plan_job(
     ``active`` the ids of its active runs. Ticks due by ``now`` are decided exactly as without
     planning ahead; the ticks of the next ``ahead`` seconds are added as on-time ticks, to be
     started at their instant, for jobs whose overlap decision cannot change meanwhile (``allow``,
-    no parallel limit)."""
+    no parallel limit). ``rules`` (calendars, blackout windows, freeze) may skip or defer a slot
+    (D238): a skipped slot is a tick record without a run; a deferred one sets the schedule's
+    ``deferred`` instant, where ONE run goes (its tick key is the window's end), written with
+    the state's compare like any tick, so a failover cannot fire it twice."""
     schedules = list(schedules)
     active_ids = list(active)
     ahead = ahead if job.overlap == "allow" and not job.max_parallel else 0.0
@@ -117,6 +139,8 @@ def plan_job(
     for spec, sched in schedules:
         fp = spec.fingerprint()
         last = sched_state.get(fp, {}).get("last_tick")
+        deferred = sched_state.get(fp, {}).get("deferred")
+        deferred_to = datetime.fromisoformat(deferred) if deferred else None
         plan = plan_schedule(
             sched,
             last_tick=datetime.fromisoformat(last) if last else None,
@@ -126,7 +150,7 @@ def plan_job(
             starting_deadline=job.starting_deadline,
             limit=job.catchup_limit,
         )
-        fire = list(plan.fire)
+        fire: list[tuple[datetime, str]] = list(plan.fire)
         plan_next = plan.next_due
         if ahead:
             since = plan.last_tick or (datetime.fromisoformat(last) if last else None)
@@ -139,16 +163,59 @@ def plan_job(
                 events.append(span_event(span, fate, fp))
                 out.fates.append((fate, span.count))
         new_last = plan.last_tick
+        late = (now - deferred_to).total_seconds() if deferred_to is not None else 0.0
+        if deferred_to is not None and (
+            deferred_to < job.active_since
+            or (job.starting_deadline and late > job.starting_deadline)
+        ):
+            # deferred from before the job was disabled or changed, or too late to start now
+            # (an outage past its starting_deadline): missed, as such ticks are
+            events.append(span_event(TickSpan(deferred_to, deferred_to, 1), "missed", fp))
+            out.fates.append(("missed", 1))
+            deferred_to = None
+        if deferred_to is not None and deferred_to <= now + timedelta(seconds=ahead):
+            # the deferred slot's one run, at the window's end (or its skip, if a freeze or a
+            # skip window holds that instant); a slot of the schedule at that very instant is
+            # that run (no second one)
+            if all(tick != deferred_to for tick, _ in fire):
+                fire.insert(0, (deferred_to, DEFERRED))
+            else:
+                deferred_to = None
         for tick, source in fire:
-            if len(out.runs) >= per_txn:
+            if len(out.runs) >= per_txn or len(out.records) >= RECORDS_PER_TXN:
                 truncated = True
                 break
+            is_deferred = source == DEFERRED
+            if rules is not None:
+                decision = (
+                    rules.decide_deferred(tick)
+                    if is_deferred
+                    else rules.decide(tick, spec.timezone, spec.calendar)
+                )
+                if decision.outcome != "fire":
+                    slot_fp = f"{fp}-deferred" if is_deferred else fp
+                    tick_key = keys.tick(
+                        job.project, job.name, slot_fp, int(tick.timestamp() * 1000)
+                    )
+                    out.records.append((tick_key, slot_record(tick, fp, decision)))
+                    out.fates.append((decision.reason or "skipped", 1))
+                    if is_deferred:
+                        deferred_to = None
+                    else:
+                        new_last = tick
+                    if decision.outcome == "defer" and decision.to is not None:
+                        deferred_to = max(deferred_to or decision.to, decision.to)
+                    continue
+            if is_deferred:
+                deferred_to = None
+                source = "schedule"
             if job.max_runs and fired_total >= job.max_runs:
                 events.append(span_event(TickSpan(tick, tick, 1), "max_runs", fp))
-                new_last = tick
+                new_last = tick if not is_deferred else new_last
                 continue
             action = overlap_action(job.overlap, n_active, job.max_parallel)
-            tick_key = keys.tick(job.project, job.name, fp, int(tick.timestamp() * 1000))
+            slot_fp = f"{fp}-deferred" if is_deferred else fp
+            tick_key = keys.tick(job.project, job.name, slot_fp, int(tick.timestamp() * 1000))
             if action == "skip":
                 run = new_run(
                     job,
@@ -174,15 +241,28 @@ def plan_job(
                 n_active += 1
                 fired_total += 1
             out.runs.append((run, tick_key))
-            new_last = tick
+            if not is_deferred:
+                new_last = tick
+        if deferred_to is not None and not truncated:
+            plan_next = deferred_to if plan_next is None else min(plan_next, deferred_to)
         if truncated:
             # The rest of this schedule's due ticks go in the next transaction, at once.
             out.next_due = now
         elif plan_next is not None:
             wake = plan_next - timedelta(seconds=ahead)
             out.next_due = wake if out.next_due is None else min(out.next_due, wake)
-        if new_last is not None and (last is None or new_last.isoformat() != last):
-            sched_state[fp] = {"last_tick": new_last.isoformat()}
+        entry: dict[str, Any] = {}
+        if new_last is not None:
+            entry["last_tick"] = new_last.isoformat()
+        elif last is not None:
+            entry["last_tick"] = last
+        if deferred_to is not None:
+            entry["deferred"] = deferred_to.isoformat()
+        if entry != sched_state.get(fp, {}):
+            if entry:
+                sched_state[fp] = entry
+            else:
+                sched_state.pop(fp, None)
             out.changed = True
         if truncated:
             break

@@ -28,6 +28,7 @@ from cluster.models import (
     RunAs,
     ScheduleSpec,
     Strict,
+    SubFieldError,
     Target,
     no_nul,
     parse_model,
@@ -117,6 +118,11 @@ class WorkflowSpec(Strict):
 
     @model_validator(mode="after")
     def _size(self) -> WorkflowSpec:
+        for i, spec in enumerate(self.schedules):
+            if spec.calendar is not None:  # not applied to workflows yet (D243): refuse it
+                raise SubFieldError(
+                    "not supported on workflow schedules yet", f"schedules.{i}.calendar"
+                )
         size = len(self.model_dump_json())
         if size > MAX_WORKFLOW_BYTES:
             raise ValueError(f"the workflow is {size} bytes; at most {MAX_WORKFLOW_BYTES} allowed")

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from nodes.api import auth as api_auth
+from nodes.api import calendars as api_calendars
 from nodes.api import cron as api_cron
 from nodes.api import headers
 from nodes.api import hooks as api_hooks
@@ -19,6 +20,7 @@ from nodes.api import logs as api_logs
 from nodes.api import notify as api_notify
 from nodes.api import ops as api_ops
 from nodes.api import placement as api_placement
+from nodes.api import plan as api_plan
 from nodes.api import secrets as api_secrets
 from nodes.api import ui as api_ui
 from nodes.api import workflows as api_workflows
@@ -63,6 +65,8 @@ def make_app(node: ApiContext) -> web.Application:
     api_ui.add_routes(app, node)  # web UI (issue 7)
     api_cron.add_routes(app, node)  # cron preview
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
+    api_calendars.add_routes(app, node)  # calendars, blackout windows, freeze (issue 21)
+    api_plan.add_routes(app, node)  # the schedule simulator (issue 21)
     api_hooks.add_routes(app, node)  # incoming event triggers: named hooks (issue 24)
     return app
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cluster import params
+from cluster.calendar_store import annotate_next, freeze_status
 from cluster.cron import next_times
 from cluster.cron_dst import fire_flags
 from cluster.election import current_leader
@@ -160,6 +161,7 @@ class Api:
             data["nodes"] = await self.nodes()
             queue = await node.etcd.range(node.keys.queue(), count_only=True)
             data["queue_depth"] = queue.count
+            data["freeze"] = await freeze_status(node.etcd, node.keys)  # D239
             data["etcd"]["connected"] = True
         except Unavailable as exc:
             data["etcd"]["error"] = str(exc)
@@ -274,13 +276,14 @@ class Api:
                 for t, flag in zip(times, fire_flags(sched, after, times), strict=True)
             ]
         upcoming.sort(key=lambda t: t["tick"])
+        upcoming = await annotate_next(store, job, upcoming[:10])  # calendars, windows (D238)
         return ok(
             {
                 "job": name,
                 "enabled": job.enabled,
                 "ticks": records,
                 "not_fired": events,
-                "next": upcoming[:10],
+                "next": upcoming,
             }
         )
 

@@ -58,7 +58,7 @@ def _walk(parser: argparse.ArgumentParser, path: str, out: Tables) -> None:
 
 
 def _check(words: list[str]) -> str:
-    bad = [w for w in words if not _WORD.match(w)]
+    bad = [w for w in words if not _WORD.fullmatch(w)]
     if bad:  # never in today's parser; a guard so a script can never run what it completes
         raise ValueError(f"cannot put {bad!r} in a completion script")
     return " ".join(words)

@@ -80,6 +80,15 @@ def _jobs_user() -> str:
 
 def main(args: argparse.Namespace) -> int:
     ports = [args.port + i for i in range(args.nodes)]
+    clash = sorted({args.etcd_port, args.etcd_port + 1} & set(ports))
+    if clash:  # etcd's peer port is --etcd-port + 1: a node then fails to bind at start
+        print(
+            f"cronmesh dev: port(s) {', '.join(map(str, clash))} asked for twice: the nodes use "
+            f"--port {args.port} to {ports[-1]}, etcd --etcd-port {args.etcd_port} and the next "
+            "one; choose ports that do not overlap",
+            file=sys.stderr,
+        )
+        return 2
     busy = busy_ports([args.etcd_port, args.etcd_port + 1, *ports])
     if busy:
         # else etcd fails to bind, the other one answers its health check, and the error is

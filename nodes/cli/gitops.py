@@ -178,8 +178,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if not ok:
             print("nothing was changed")
             return 1
-    # Jobs before workflows (workflows refer to jobs); deletions last, workflows first.
-    order = {"Job": 0, "Workflow": 1}
+    # Calendars before jobs (schedules name them), jobs before workflows (workflows refer to
+    # jobs); deletions last, in the reverse order.
+    order = {"Calendar": -1, "Blackout": -1, "Job": 0, "Workflow": 1}
     writes = sorted(
         (c for c in changes if c.action != "delete"), key=lambda c: order.get(c.kind.name, 2)
     )

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from cluster.blackouts import WindowSpec
+from cluster.calendars import CalendarSpec
 from cluster.errors import InvalidInput
 from cluster.models import READ_ONLY_JOB_FIELDS, JobSpec, parse_model
 from nodes.cli import yamlio
@@ -50,7 +52,24 @@ def _job_compact(body: dict[str, Any]) -> dict[str, Any]:
     return parse_model(JobSpec, body).model_dump(mode="json", exclude_defaults=True)
 
 
+def _model_spec(model: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda body: parse_model(model, body).model_dump(mode="json")
+
+
+def _model_compact(model: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda body: parse_model(model, body).model_dump(mode="json", exclude_defaults=True)
+
+
+_STORED = ("scope", "created_at", "updated_at", "updated_by")  # of calendars and windows
+
 KINDS: dict[str, Kind] = {
+    # a project's calendars and blackout windows (D236, D237); the cluster's are not in folders
+    "Calendar": Kind(
+        "Calendar", "calendars", _STORED, _model_spec(CalendarSpec), _model_compact(CalendarSpec)
+    ),
+    "Blackout": Kind(
+        "Blackout", "blackouts", _STORED, _model_spec(WindowSpec), _model_compact(WindowSpec)
+    ),
     "Job": Kind("Job", "jobs", READ_ONLY_JOB_FIELDS, _job_spec, _job_compact),
     # Workflows: the API of the workflows branch (issue 4); documents pass through unchanged.
     "Workflow": Kind("Workflow", "workflows", READ_ONLY_JOB_FIELDS),

@@ -9,6 +9,7 @@ from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError, call, call_all, proj
 from nodes.cli.documents import apply_documents, params
 from nodes.cli.output import schedules_text, show, table, warn_saved
+from nodes.cli.termsafe import strip_controls
 
 
 def cmd_job(args: argparse.Namespace) -> int:
@@ -106,6 +107,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         data = exc.body
     if args.output == "table":
         print(f"node {data['node']['id']}  leader: {data['leader']}  queue: {data['queue_depth']}")
+        if data.get("freeze"):  # D239
+            print("CLUSTER FROZEN: " + strip_controls(str(data["freeze"].get("note"))))
         held = data["node"].get("containment")
         if held:  # how this node contains its runs (D150)
             limits = ",".join(sorted(held.get("limits") or {})) or "none"

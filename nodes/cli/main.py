@@ -13,6 +13,7 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
+from nodes.cli import calendars as cli_calendars
 from nodes.cli import (
     completion,
     etcd_auth,
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_parser(sub)
     notify.add_settings_parser(sub)
     secrets.add_parsers(sub)
+    cli_calendars.add_parsers(sub)  # calendars, blackouts, freeze, plan (issue 21)
     hooks.add_parsers(sub)
     completion.add_parser(sub, p)
     return p

@@ -24,7 +24,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,10 +40,11 @@ from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
 from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
 from nodes import metrics
-from nodes.leader.loading import load_pages
+from nodes.leader.loading import PASS_JOBS, YIELD_EVERY, load_jobs
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
+from nodes.leader.rulecache import RuleCache
 from nodes.leader.workflows import WorkflowEngine
 
 log = structlog.get_logger(__name__)
@@ -51,9 +52,6 @@ log = structlog.get_logger(__name__)
 
 BATCH_RUNS_PER_JOB = 2  # plans with more runs (catch-up) keep a transaction of their own
 RECONCILE_EVERY = 10.0
-# Jobs planned between two yields to the loop, and per pass of the tick loop (D262): a first
-# pass over 100,000 jobs must not hold the loop (keep-alives, API, workers) for tens of seconds.
-YIELD_EVERY, PASS_JOBS = 256, 2000
 PRUNE_EVERY = 60.0
 
 JobKey = tuple[str, str]
@@ -77,6 +75,7 @@ class _Planned:
     runs: list[tuple[Run, str]]  # (run, tick key)
     cancels: list[str]
     next_due: datetime | None
+    records: list[tuple[str, str]] = field(default_factory=list)  # (tick key, record), no run
 
 
 class Scheduler:
@@ -106,7 +105,10 @@ class Scheduler:
         self._actives_rev = 0  # revision of the newest active-key event seen
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
-        self.workflows = WorkflowEngine(etcd, keys, store, leadership, clock=clock)
+        self.workflows = WorkflowEngine(
+            etcd, keys, store, leadership, clock=clock, freeze=lambda: self.rules.rules.freeze
+        )
+        self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238)
         self.reaper = Reaper(
             etcd,
             keys,
@@ -128,18 +130,14 @@ class Scheduler:
     # -- state ---------------------------------------------------------------------------------
 
     async def _load(self) -> int:
-        rev = await load_pages(
-            self.etcd,
-            [self.keys.jobs(), self.keys.schedule_states()],
-            [
-                lambda kv: self._on_job(kv.key, kv.value),
-                lambda kv: self._on_state(kv.key, kv.value, kv.mod_revision),
-            ],
-        )
+        rev = await load_jobs(self.etcd, self.keys, self._on_job, self._on_state)  # D262
         actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
         for kv in actives.kvs:
             self._on_active(kv.key, True)
-        return rev  # every job is due now (_on_job): the first pass plans each one
+        await self.rules.load(rev)
+        for key in list(self.jobs):  # the first pass plans every job (in slices, D262)
+            self._reschedule(key, self.clock())
+        return rev
 
     def _job_of(self, jk: JobKey) -> Job | None:
         entry = self.jobs.get(jk)
@@ -234,6 +232,7 @@ class Scheduler:
                 )
             )
             tg.create_task(follow(self.etcd, self.keys.claims(), rev, self.reaper.on_claim_event))
+            self.rules.follow(tg, rev)
             tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))
             tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
             tg.create_task(self._tick_loop())
@@ -241,8 +240,6 @@ class Scheduler:
 
     async def _tick_loop(self) -> None:
         while True:
-            # at most PASS_JOBS at a time (a new leader's first pass covers every job): the
-            # rest stay queued at their instants, the earliest first
             due = [jk for jk in self.due.pop_due(PASS_JOBS) if jk in self.jobs]
             if len(due) > 1:
                 await self._fire_batch(due)
@@ -257,7 +254,7 @@ class Scheduler:
 
     async def _write_guarded(self, plan: _Planned) -> None:
         async def write() -> None:
-            if await self._write(plan.jk, plan.entry, plan.state, plan.runs, plan.cancels):
+            if await self._write(plan):
                 self._schedule_at(plan.jk, plan.next_due)
 
         await self._guarded(plan.jk, write)
@@ -305,7 +302,7 @@ class Scheduler:
                 continue
             if plan is None:
                 continue
-            if plan.cancels or len(plan.runs) > BATCH_RUNS_PER_JOB:
+            if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB:
                 alone.append(jk)
                 continue
             compares, ops = self._write_ops(
@@ -378,9 +375,7 @@ class Scheduler:
     async def fire(self, jk: JobKey) -> None:
         """Plan one job at ``now`` and write the decision in one fenced transaction."""
         plan = self._plan(jk)
-        if plan is not None and await self._write(
-            jk, plan.entry, plan.state, plan.runs, plan.cancels
-        ):
+        if plan is not None and await self._write(plan):
             self._schedule_at(jk, plan.next_due)
 
     def _plan(self, jk: JobKey) -> _Planned | None:
@@ -398,25 +393,25 @@ class Scheduler:
             ahead=self.ahead,
             keys=self.keys,
             new_run=self.store.new_run,
+            rules=self.rules.for_job(entry.job),
         )
         for fate, count in plan.fates:
             metrics.TICKS.labels(fate).inc(count)
         if not plan.writes:
             self._schedule_at(jk, plan.next_due)
             return None
-        return _Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due)
+        return _Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due, plan.records)
 
-    async def _write(
-        self,
-        jk: JobKey,
-        entry: JobEntry,
-        state: dict[str, Any],
-        runs: list[tuple[Run, str]],
-        cancels: list[str],
-    ) -> bool:
+    async def _write(self, plan: _Planned) -> bool:
         """One fenced transaction; False when the state moved (re-planned at once)."""
+        jk, entry, state, runs, cancels, records = (
+            plan.jk, plan.entry, plan.state, plan.runs, plan.cancels, plan.records
+        )  # fmt: skip
         state_key = self.keys.schedule_state(*jk)
         compares, ops = self._write_ops(entry, state_key, state, runs)
+        for slot_key, record in records:  # slots skipped or deferred without a run (D238)
+            compares.append(Compare.absent(slot_key))
+            ops.append(Op.put(slot_key, record))
         compares.insert(0, self.lead.fence())
         for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
             ops.append(
@@ -425,7 +420,7 @@ class Scheduler:
                     dumps({"action": "cancel", "at": self.clock(), "reason": "replaced"}),
                 )
             )
-        tick_keys = [tick_key for _, tick_key in runs]
+        tick_keys = [tick_key for _, tick_key in runs] + [k for k, _ in records]
         probes = [self.lead.probe(), Op.get(state_key)]
         probes += [Op.get(k, keys_only=True) for k in tick_keys]
         res = await self.etcd.txn(compares, ops, probes)
@@ -439,7 +434,8 @@ class Scheduler:
                 # the state and the other runs without them.
                 log.info("ticks already handled elsewhere", job="/".join(jk), ticks=len(taken))
                 kept = [(r, k) for r, k in runs if k not in taken]
-                return await self._write(jk, entry, state, kept, cancels)
+                rest = [(k, v) for k, v in records if k not in taken]
+                return await self._write(replace(plan, runs=kept, records=rest))
             entry.state = json.loads(current[0].value) if current else {}
             entry.state_rev = current_rev
             log.info("schedule state moved under us; planning again", job="/".join(jk))

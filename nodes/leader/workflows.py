@@ -35,6 +35,7 @@ from cluster.execplan import admitted, fold_finished, step
 from cluster.keys import Keys
 from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
+from cluster.slotrules import Freeze
 from cluster.store import Store, dumps
 from cluster.watch import follow
 from cluster.workflow_store import create_execution_ops, new_execution, task_run
@@ -47,6 +48,7 @@ from cluster.workflows import (
 from nodes import metrics
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.retention import ExecutionRetention
+from nodes.leader.rulecache import skip_frozen
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +67,9 @@ class WorkflowEngine:
         leadership: Leadership,
         *,
         clock: Callable[[], datetime],
+        freeze: Callable[[], Freeze | None] = lambda: None,
     ) -> None:
-        self.etcd = etcd
+        self.etcd, self.freeze = etcd, freeze  # freeze: the cluster freeze now (D239)
         self.keys = keys
         self.store = store
         self.lead = leadership
@@ -424,9 +427,8 @@ class WorkflowEngine:
             await self.due.wait()
 
     async def fire(self, wk: WfKey) -> None:
-        """Plan a workflow's schedules (the same catch-up rules as jobs) and create one execution
-        per due tick in one fenced transaction that compares the schedule state (CAS) and creates
-        each tick's idempotency key."""
+        """Plan a workflow's schedules (the same catch-up rules as jobs): one execution per due
+        tick, in one fenced transaction comparing the schedule state and creating tick keys."""
         wf = self.workflows.get(wk)
         if wf is None or not wf.enabled:
             return
@@ -448,6 +450,7 @@ class WorkflowEngine:
         now = self.clock()
         sched_state: dict[str, Any] = state.setdefault("schedules", {})
         execs: list[tuple[Execution, str]] = []
+        skips: list[tuple[Any, Any]] = []  # ticks the cluster freeze skips: (compare, op)
         next_due: datetime | None = None
         for fp, sched, spec in schedules:
             last = sched_state.get(fp, {}).get("last_tick")
@@ -460,7 +463,7 @@ class WorkflowEngine:
                 starting_deadline=wf.starting_deadline,
                 limit=wf.catchup_limit,
             )
-            for tick, source in plan.fire[:8]:
+            for tick, source in skip_frozen(self.keys, wk, fp, plan.fire[:8], self.freeze(), skips):
                 ex = new_execution(
                     self.store, wf, parameters=spec.parameters, source=source, scheduled_at=tick
                 )
@@ -478,7 +481,8 @@ class WorkflowEngine:
             if fp not in live:
                 del sched_state[fp]
         compares = [self.lead.fence(), Compare.modified(state_key, rev)]
-        ops: list[Any] = [Op.put(state_key, dumps(state))]
+        ops: list[Any] = [Op.put(state_key, dumps(state)), *(op for _, op in skips)]
+        compares += [c for c, _ in skips]
         for ex, tick_key in execs:
             compares.append(Compare.absent(tick_key))
             ops += create_execution_ops(self.keys, ex)

@@ -55,6 +55,8 @@ class Executing:
         metrics.RUNNING.set(len(self.running))
         if run.id in self._controls:
             ex.request(self._controls[run.id])
+        if self._interrupted.is_set():  # claimed after a second Ctrl-C: never started (D280)
+            ex.request("interrupt")
         self._spawn(self._execute(ex))
 
     def _command(
@@ -276,8 +278,9 @@ class Executing:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             # Claimed ahead (D120): spawn now, armed, and release it at the due instant, so the
-            # instant costs one write per run instead of one spawn per run (D121).
-            if run.not_before is not None and ex.requested is not None:
+            # instant costs one write per run instead of one spawn per run (D121). A node that
+            # stops before the process exists hands the run on unstarted (D280).
+            if ex.requested in ("shutdown", "interrupt") or (ex.requested and run.not_before):
                 return self._not_started(ex, writer)
             armed = run.not_before is not None and run.not_before > self.clock()
             if not armed and not await self.seating.take(ex):

@@ -28,6 +28,7 @@ async def test_every_page_has_its_own_title(cluster, ui_factory):
         ("#/workflows", "Workflows · cronmesh"),
         ("#/workflows/etl", "etl · Workflows · cronmesh"),
         ("#/secrets", "Secrets · cronmesh"),
+        ("#/plan", "Plan · cronmesh"),
         ("#/machines", "Machines · cronmesh"),
         ("#/users", "Users · cronmesh"),
         ("#/audit", "Audit · cronmesh"),

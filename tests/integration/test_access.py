@@ -19,6 +19,8 @@ from tests.conftest import TEST_ADMIN_TOKEN, api_headers, api_session, wait_for
 OWN, OTHER = "own", "other"
 JOB = {"name": "j", "command": "true"}
 WF = {"name": "w", "tasks": [{"name": "a", "command": "true"}]}
+CAL = {"dates": ["2026-12-24"]}
+WIN = {"start": "2026-12-24T00:00:00Z", "end": "2026-12-25T00:00:00Z"}
 
 
 def p(project: str, rest: str = "") -> str:
@@ -114,6 +116,27 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("PUT", "{p}/secrets/s", {"value": "v"}, "editor"),
     ("DELETE", "{p}/secrets/absent", None, "editor"),
     ("POST", "/api/v1/secrets/rotate", None, "cluster"),
+    # calendars, blackout windows, freeze, plan (issue 21)
+    ("GET", "/api/v1/calendars", None, "auth"),
+    ("GET", "/api/v1/calendars/absent", None, "auth"),
+    ("PUT", "/api/v1/calendars/c", CAL, "cluster"),
+    ("DELETE", "/api/v1/calendars/absent", None, "cluster"),
+    ("GET", "/api/v1/blackouts", None, "auth"),
+    ("GET", "/api/v1/blackouts/absent", None, "auth"),
+    ("PUT", "/api/v1/blackouts/b", WIN, "cluster"),
+    ("DELETE", "/api/v1/blackouts/absent", None, "cluster"),
+    ("GET", "{p}/calendars", None, "viewer"),
+    ("GET", "{p}/calendars/absent", None, "viewer"),
+    ("PUT", "{p}/calendars/c", CAL, "editor"),
+    ("DELETE", "{p}/calendars/absent", None, "editor"),
+    ("GET", "{p}/blackouts", None, "viewer"),
+    ("GET", "{p}/blackouts/absent", None, "viewer"),
+    ("PUT", "{p}/blackouts/b", WIN, "editor"),
+    ("DELETE", "{p}/blackouts/absent", None, "editor"),
+    ("GET", "/api/v1/freeze", None, "auth"),
+    ("PUT", "/api/v1/freeze", {"note": "matrix"}, "cluster"),
+    ("DELETE", "/api/v1/freeze", None, "cluster"),
+    ("GET", "/api/v1/plan", None, "auth"),
     ("GET", "{p}/hooks", None, "viewer"),
     ("GET", "{p}/hooks/absent", None, "viewer"),
     ("PUT", "{p}/hooks/h", {"target": {"job": "j"}}, "editor"),
@@ -153,6 +176,9 @@ def canonical(template: str) -> str:
     out = out.replace("/secrets/absent", "/secrets/{secret}").replace(
         "/secrets/s", "/secrets/{secret}"
     )
+    for kind in ("calendars", "blackouts"):
+        for name in ("absent", "c", "b"):
+            out = out.replace(f"/{kind}/{name}", f"/{kind}/{{name}}")
     return out.replace("/tokens/0000000000000000", "/tokens/{token}")
 
 

@@ -390,3 +390,40 @@ async def test_completion_after_the_claim_is_gone_leaves_the_record_alone(
     assert after is not None and before is not None
     assert after.mod_revision == before.mod_revision
     assert await etcd.get(keys.active(P, "j", run.id)) is not None
+
+
+# -- a claim in flight when the node is told to stop at once (D245, D280) -----------------------
+
+
+async def test_a_claim_that_lands_after_a_second_ctrl_c_never_starts(etcd, keys, rig, tmp_path):
+    """A second Ctrl-C ends the drain's wait for claims in flight; a claim that succeeds after
+    it must not start its process (it used to run normally, up to the drain's last 30 s, and then
+    be killed without a record): the run is handed on unstarted, ``lost``, as a run claimed ahead
+    is when its node stops before its instant."""
+    book = tmp_path / "ledger"
+    store = Store(etcd, keys, Snowflake(7), now)
+    await put_job(store, name="j", command=ledger_command(book))
+    a = await rig.worker("a")
+    run = await store.trigger(P, "j", {})
+    key, kv, parsed = await queued(etcd, keys)
+    gate = asyncio.Event()
+    txn = a.batch.txn
+
+    async def held_txn(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()  # the claim is on its way while the node is interrupted
+        return await txn(*args, **kwargs)
+
+    a.batch.txn = held_txn  # type: ignore[method-assign]
+    a.claiming.add(key)  # as the watch loop does before it spawns the claim
+    claim = asyncio.create_task(a._claim(key, kv, parsed))
+    drain = asyncio.create_task(a.drain(60))
+    await asyncio.sleep(0.05)
+    a.interrupt()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(claim, drain), 20)
+    await wait_for(lambda: idle(a), 20, what="the claimed run to be handed on")
+    done = await store.get_run(P, run.id)
+    assert ledger(book) == [], "the job's command ran after the interrupt"
+    assert done.status == "lost", done
+    assert "before it started" in (done.error or ""), done
+    assert await etcd.get(keys.claim(run.id)) is None

@@ -188,3 +188,23 @@ def test_dev_refuses_ports_in_use_before_starting_anything(tmp_path: Path):
         )
     assert res.returncode == 1 and f"port(s) {etcd_port}" in res.stderr, res
     assert "already in use" in res.stderr and not (tmp_path / "dev").exists()
+
+
+def test_dev_refuses_node_ports_that_overlap_etcds_before_starting_anything(tmp_path: Path):
+    """`--port 18380 --etcd-port 18379`: etcd's peer port is 18380 too; the first node used to
+    fail to bind ("address already in use") after etcd had started (found following
+    getting-started with other ports)."""
+    port = free_port()
+    res = subprocess.run(
+        [
+            *(sys.executable, "-m", "nodes.cli", "dev", "--port", str(port)),
+            *("--etcd-port", str(port - 1), "--data", str(tmp_path / "dev")),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        timeout=60,
+    )
+    assert res.returncode == 2, res
+    assert f"port(s) {port} asked for twice" in res.stderr, res.stderr
+    assert not (tmp_path / "dev").exists()

@@ -174,6 +174,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "one run per tick: the tick's key is created once",
     ),
     Mutation(
+        "deferred-run-once",
+        "cluster/tickplan.py",
+        r"if is_deferred:\n(\s+)deferred_to = None\n\s+source = \"schedule\"",
+        'if is_deferred:\\n\\1source = "schedule"',
+        ("tests/unit/test_tickplan_rules.py::test_defer_window_gives_one_run_at_its_end",),
+        "a deferred slot gives one run: the deferral is cleared in the run's transaction",
+    ),
+    Mutation(
+        "calendar-reference",
+        "cluster/calendar_store.py",
+        r"if name not in guards:",
+        "if False:",
+        ("tests/integration/test_calendars.py::test_calendar_and_window_api",),
+        "a schedule names only calendars that exist (400 naming the reference)",
+    ),
+    Mutation(
         "workflow-advance-revision",
         "nodes/leader/workflows.py",
         r"compares = \[self\.lead\.fence\(\), Compare\.modified\(key, rev\)\]",

@@ -96,3 +96,35 @@ def test_notification_rules_written_in_yaml_parse():
     )
     assert d[0].body["notifications"][0]["on"] == ["failure", "recovery"]
     assert plan(d, {}, prune=False)[0].action == "create"
+
+
+def test_calendars_and_blackouts_are_kinds_and_defaults_are_not_changes():
+    d = docs(
+        "kind: Calendar\nname: hol\nholidays: [{country: DE, subdivision: BY}]\n---\n"
+        "kind: blackout\nname: w\nstart: 2026-12-24T00:00:00+01:00\nend: 2026-12-27T00:00:00+01:00\n"
+    )
+    assert [(x.kind.name, x.name) for x in d] == [("Calendar", "hol"), ("Blackout", "w")]
+    current = {
+        ("Calendar", "default", "hol"): {
+            "name": "hol",
+            "holidays": [{"country": "DE", "subdivision": "BY"}],
+            "dates": [],
+            "weekend": ["sat", "sun"],
+            "scope": "default",
+            "created_at": "x",
+            "updated_at": "x",
+            "updated_by": "admin",
+        },
+        ("Blackout", "default", "w"): {
+            "name": "w",
+            "start": "2026-12-23T23:00:00Z",
+            "end": "2026-12-26T23:00:00Z",
+            "action": "skip",
+            "scope": "default",
+        },
+    }
+    assert plan(d, current, prune=False) == []
+    files = export_files([(KINDS["Calendar"], "default", current[("Calendar", "default", "hol")])])
+    assert files["default/calendars/hol.yaml"].startswith("kind: Calendar\nproject: default\n")
+    assert "weekend" not in files["default/calendars/hol.yaml"]
+    assert "updated_by" not in files["default/calendars/hol.yaml"]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cluster.noderetention import down_since, sweep, sweep_every
+from cluster.noderetention import down_since, held, sweep, sweep_every
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 DAY = 86400.0
@@ -48,3 +48,22 @@ def test_down_since_and_sweep_interval():
     assert down_since({}) is None and down_since({"down_since": 5}) is None
     assert down_since({"stopped_at": ago(3)}) == NOW - timedelta(seconds=3)
     assert sweep_every(DAY) == 300 and sweep_every(2) == 1 and sweep_every(60) == 15
+
+
+def test_a_node_an_operator_disabled_or_drained_is_never_forgotten():
+    """D281: the sweep used to delete a disabled node's admin state after a day down, so the
+    machine took runs again the next time it booted."""
+    records = {n: {"stopped_at": ago(30 * DAY)} for n in ("off", "drain", "on", "bad", "plain")}
+    states = {
+        "off": {"admin": "disabled"},
+        "drain": {"admin": "draining", "reason": "disk"},
+        "on": {"admin": "enabled"},
+        "bad": {"admin": 7},
+    }
+    kept = {n for n, s in states.items() if held(s)}
+    assert kept == {"off", "drain", "bad"}
+    assert not held(None) and not held({}) and not held({"disconnect": True})
+    plan = sweep(records, set(), NOW, DAY, kept)
+    assert plan.forget == ["on", "plain"]
+    # a kept node that died without a stop time still gets one (listed down since then)
+    assert sweep({"off": {}}, set(), NOW, DAY, {"off"}).mark == ["off"]

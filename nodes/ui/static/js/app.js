@@ -1,12 +1,12 @@
 // The page shell: a hash router (#/jobs/nightly …), the header, and the life of each view.
-import { logout, onConnection, onUnauthenticated } from "./api.js";
+import { get, logout, onConnection, onUnauthenticated } from "./api.js";
 import { fill, fmtTime, h, timeZones } from "./dom.js";
 import { session } from "./session.js";
 
 const TITLES = {
   login: "Log in", dashboard: "Dashboard", jobs: "Jobs", job_form: "Jobs", job: "Jobs", runs: "Runs",
   run: "Runs", workflows: "Workflows", workflow: "Workflows", execution: "Workflows",
-  secrets: "Secrets", machines: "Machines", users: "Users", audit: "Audit",
+  secrets: "Secrets", machines: "Machines", users: "Users", audit: "Audit", plan: "Plan",
 };
 
 const ROUTES = [
@@ -17,6 +17,7 @@ const ROUTES = [
   [/^#\/jobs\/([^/]+)\/edit$/, "job_form", "jobs"],
   [/^#\/jobs\/([^/]+)$/, "job", "jobs"],
   [/^#\/runs$/, "runs", "runs"],
+  [/^#\/plan$/, "plan", "plan"],
   [/^#\/runs\/([^/]+)$/, "run", "runs"],
   [/^#\/workflows$/, "workflows", "workflows"],
   [/^#\/workflows\/([^/]+)$/, "workflow", "workflows"],
@@ -108,6 +109,7 @@ async function route() {
     renderHeader();
   }
   document.getElementById("top").hidden = !session.me || view === "login";
+  if (session.me && view !== "login") showFreeze();
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -134,6 +136,20 @@ async function route() {
     }
   } finally {
     main.removeAttribute("aria-busy");
+  }
+}
+
+// the cluster freeze (D239), under the header on every page; text only (the note is untrusted)
+async function showFreeze() {
+  const box = document.getElementById("frozen");
+  try {
+    const f = await get("/api/v1/freeze");
+    box.hidden = !f.frozen;
+    if (f.frozen) {
+      box.textContent = `Cluster frozen${f.by ? ` by ${f.by}` : ""}${f.at ? ` at ${fmtTime(f.at)}` : ""}: ${f.note} — no scheduled run starts until it is unfrozen.`;
+    }
+  } catch {
+    box.hidden = true;
   }
 }
 

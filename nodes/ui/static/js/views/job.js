@@ -1,6 +1,6 @@
 import { ApiError, get } from "../api.js";
 import { deleteJob, jobPath, setEnabled, triggerJob } from "../actions.js";
-import { badge, duration, fill, fmtDuration, h, table, timeEl, timeZones } from "../dom.js";
+import { badge, duration, fill, fmtDuration, fmtTime, h, table, timeEl, timeZones } from "../dom.js";
 import { session } from "../session.js";
 
 export async function render(root, ctx) {
@@ -58,7 +58,7 @@ export async function render(root, ctx) {
         h("dt", null, "Runs as"), h("dd", null, job.run_as ? `${job.run_as.user}${job.run_as.group ? ` (group ${job.run_as.group})` : ""}` : "the node's default user"),
       ),
     );
-    fill(next, ticks.next.length ? h("ol", { class: "fire-times" }, ticks.next.map((t) => h("li", null, timeEl(t.tick, t.timezone || "UTC")))) : h("p", { class: "muted" }, "Nothing scheduled."));
+    fill(next, ticks.next.length ? h("ol", { class: "fire-times" }, ticks.next.map((t) => h("li", { dataset: { outcome: t.reason || "fire" } }, timeEl(t.tick, t.timezone || "UTC"), t.reason ? h("span", { class: "muted", title: t.detail || "" }, ` — ${t.reason}${t.deferred_to ? ` → ${fmtTime(t.deferred_to)}` : ""}`) : null))) : h("p", { class: "muted" }, "Nothing scheduled."));
     fill(runs, runTable(rr.runs));
   }
   await load();
