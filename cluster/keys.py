@@ -68,6 +68,27 @@ class Keys:
         """One binding of a group to a node, with its weight."""
         return f"{self.prefix}/bindings/{group}/{name}"
 
+    # budgets (D274): documents, held concurrency slots, start windows; one watch covers all
+    def budget_all(self) -> str:
+        return f"{self.prefix}/budget"
+
+    def budgets(self) -> str:
+        return f"{self.prefix}/budgets/"
+
+    def budget(self, name: str) -> str:
+        return f"{self.prefix}/budgets/{name}"
+
+    def budget_slots(self, name: str | None = None) -> str:
+        return f"{self.prefix}/budget-slots/" + (f"{name}/" if name else "")
+
+    def budget_slot(self, name: str, index: int) -> str:
+        """One of a budget's ``concurrent`` slots: value the run id, bound to the holder's lease."""
+        return f"{self.prefix}/budget-slots/{name}/{index:04d}"
+
+    def budget_starts(self, name: str) -> str:
+        """The budget's current start window ``{"start": epoch s, "count": n}``."""
+        return f"{self.prefix}/budget-starts/{name}"
+
     # election
     def election(self, name: str = ELECTION_SCHEDULER) -> str:
         return f"{self.prefix}/election/{name}/"

@@ -303,6 +303,8 @@ class JobSpec(Strict):
     catchup_limit: int = Field(default=100, ge=1, le=10_000)
     priority: int = Field(default=0, ge=-1000, le=1000)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    # budgets joined by name (D274); budgets matching a tag of ``tags`` apply as well
+    budgets: list[Name] = Field(default_factory=list, max_length=8)
     target: Target = Field(default_factory=Target)
     run_as: RunAs | None = None  # None: the node's default user (D142)
     # Variables of the run's process: plain values, or {secret: name} (injected at start).

@@ -102,6 +102,8 @@ RULES: tuple[Rule, ...] = (
     Rule(READ, "/api/v1/projects", "authenticated"),
     Rule(READ, "/api/v1/placement", "authenticated"),
     Rule(READ, "/api/v1/cron/preview", "authenticated"),
+    Rule(READ, "/api/v1/budgets", "authenticated"),  # writing them: cluster admin (D274)
+    Rule(READ, "/api/v1/budgets/**", "authenticated"),
     # cluster calendars and windows apply to every project's jobs: anyone reads them, cluster
     # admins write them (no rule: fail closed); the freeze likewise; the plan filters by role
     Rule(READ, "/api/v1/calendars", "authenticated"),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cluster.budget_store import budget_guards, named
 from cluster.calendar_store import calendar_guards
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
 from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
@@ -276,6 +277,9 @@ class Store:
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
             compares += await self.target_guards(project, spec)
             compares += await self._secret_guards(project, job)
+            compares += await budget_guards(
+                self.etcd, self.keys, project, named({"budgets": spec.budgets})
+            )
             if kv is None:
                 ops.append(Op.put_if_absent(self.keys.project(project), dumps({"name": project})))
             res = await self.etcd.txn(compares, ops)
@@ -313,6 +317,9 @@ class Store:
             )
             guards = await self.target_guards(project, spec)
             guards += await self._secret_guards(project, job)
+            guards += await budget_guards(
+                self.etcd, self.keys, project, named({"budgets": spec.budgets})
+            )
             res = await self.etcd.txn(
                 [Compare.modified(key, rev), *guards],
                 [Op.put(key, doc), *self.size_ops(project, "job", name, doc)],
@@ -397,7 +404,7 @@ class Store:
         error: str | None = None,
         result: Any = None,
         claim_revision: int | None = None,
-        slot: str | None = None,
+        slot: str | Sequence[str] | None = None,
         log: str | None = None,
         output_bytes: int | None = None,
         reason: str | None = None,
@@ -434,8 +441,8 @@ class Store:
             Op.delete(self.keys.claim(run.id)),
             Op.delete(self.keys.control(run.id)),
         ]
-        if slot:
-            ops.append(Op.delete(slot))
+        for key in [slot] if isinstance(slot, str) else slot or ():  # job's and budgets' slots
+            ops.append(Op.delete(key))
         spec = run.snapshot
         if status in RETRYABLE and run.attempt <= spec.retries:
             delay = retry_delay(spec.retry_interval, spec.retry_backoff, run.attempt)

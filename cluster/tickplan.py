@@ -89,6 +89,24 @@ def parse_job(job: Job) -> list[tuple[ScheduleSpec, Schedule]]:
     return out
 
 
+def carried_tick(sched_state: dict[str, Any], live: set[str], active_since: datetime) -> str | None:
+    """The newest tick a replaced schedule handled since the job last changed, or None (D290).
+
+    A schedule whose text or policy changes gets a new fingerprint and, with it, no state of its
+    own. Its ticks start at the job's ``active_since`` (the change), but the replaced schedule
+    may already have fired ticks after that instant: the ones claimed ahead (materialize-ahead,
+    D120) before the leader saw the change. A new schedule starts after them, so one instant is
+    never fired once by the old definition and again by the new one."""
+    newest: datetime | None = None
+    for fp, entry in sched_state.items():
+        if fp in live or not entry.get("last_tick"):
+            continue
+        tick = datetime.fromisoformat(entry["last_tick"])
+        if tick >= active_since and (newest is None or tick > newest):
+            newest = tick
+    return newest.isoformat() if newest is not None else None
+
+
 def span_event(span: TickSpan, fate: str, fp: str) -> dict[str, Any]:
     return {
         "fate": fate,
@@ -136,9 +154,11 @@ def plan_job(
     per_txn = max(1, min(RUNS_PER_TXN, TXN_BYTES // (2 * len(job.model_dump_json()) + 512)))
     out = JobPlan(state)
     truncated = False
+    live = {spec.fingerprint() for spec, _ in schedules}
+    carried = carried_tick(sched_state, live, job.active_since)
     for spec, sched in schedules:
         fp = spec.fingerprint()
-        last = sched_state.get(fp, {}).get("last_tick")
+        last = sched_state.get(fp, {}).get("last_tick") or carried
         deferred = sched_state.get(fp, {}).get("deferred")
         deferred_to = datetime.fromisoformat(deferred) if deferred else None
         plan = plan_schedule(
@@ -269,7 +289,6 @@ def plan_job(
     if not out.writes:
         return out
     # Forget state of schedules that no longer exist.
-    live = {spec.fingerprint() for spec, _ in schedules}
     for fp in list(sched_state):
         if fp not in live:
             del sched_state[fp]

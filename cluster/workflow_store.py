@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.budget_store import budget_guards, named
 from cluster.dag import Graph, ancestors, rerun_set
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
@@ -191,6 +192,12 @@ class WorkflowStore:
             )
             refs = references(spec.model_dump(mode="json", include={"tasks"}))
             guards += await reference_guards(self.etcd, self.keys, project, refs)
+            guards += await budget_guards(
+                self.etcd,
+                self.keys,
+                project,
+                named(spec.model_dump(mode="json", include={"tasks"})),
+            )
             compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
             res = await self.etcd.txn(compares, ops)
             if res.succeeded:

@@ -82,6 +82,8 @@ class TaskSpec(Strict):
     retry_interval: float = Field(default=10, ge=0, le=86400)
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     target: Target = Field(default_factory=Target)
+    budgets: list[Name] = Field(default_factory=list, max_length=8)  # as a job's (D274)
+    tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
     run_as: RunAs | None = None  # as a job's (D142)
     env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
     kill_grace: float = Field(default=10, ge=0, le=3600)
@@ -151,6 +153,8 @@ class WorkflowSpec(Strict):
             retry_interval=task.retry_interval,
             retry_backoff=task.retry_backoff,
             target=task.target,
+            budgets=task.budgets,
+            tags=task.tags,
             run_as=task.run_as,
             env=task.env,
             priority=self.priority,

@@ -39,6 +39,18 @@ PLACED = Counter(
     registry=REGISTRY,
 )
 RUNNING = Gauge("cronmesh_running_runs", "Runs executing on this node", registry=REGISTRY)
+BUDGET_IN_USE = Gauge(
+    "cronmesh_budget_in_use",
+    "Slots of a budget held cluster-wide, as this node's watch sees them (D277)",
+    ["budget"],
+    registry=REGISTRY,
+)
+BUDGET_WAITING = Gauge(
+    "cronmesh_budget_waiting",
+    "Queued runs this node would claim but a budget holds back, at its last look (D277)",
+    ["budget"],
+    registry=REGISTRY,
+)
 LEADER = Gauge("cronmesh_is_leader", "1 while this node leads the scheduler", registry=REGISTRY)
 LEADER_CHANGES = Counter(
     "cronmesh_leadership_acquired",

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from nodes.api import auth as api_auth
+from nodes.api import budgets as api_budgets
 from nodes.api import calendars as api_calendars
 from nodes.api import cron as api_cron
 from nodes.api import headers
@@ -68,6 +69,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_calendars.add_routes(app, node)  # calendars, blackout windows, freeze (issue 21)
     api_plan.add_routes(app, node)  # the schedule simulator (issue 21)
     api_hooks.add_routes(app, node)  # incoming event triggers: named hooks (issue 24)
+    api_budgets.add_routes(app, node)  # budgets (issue 24, D274)
     return app
 
 

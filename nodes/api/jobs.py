@@ -31,6 +31,7 @@ from cluster.store import Store
 from nodes import metrics, webhooks
 from nodes.api import limits as api_limits
 from nodes.api import placement as api_placement
+from nodes.api.budgets import budget_status
 from nodes.api.cron import with_dst_warnings
 from nodes.api.http import (
     NAME_RE,
@@ -161,6 +162,7 @@ class Api:
             data["nodes"] = await self.nodes()
             queue = await node.etcd.range(node.keys.queue(), count_only=True)
             data["queue_depth"] = queue.count
+            data["budgets"] = await budget_status(node)  # slots held, starts (D277)
             data["freeze"] = await freeze_status(node.etcd, node.keys)  # D239
             data["etcd"]["connected"] = True
         except Unavailable as exc:

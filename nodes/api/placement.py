@@ -49,6 +49,7 @@ from cluster.placement import (
     preferred,
 )
 from cluster.runas import project_refusal
+from nodes.api.budgets import annotate_waits
 from nodes.executor.runas import project_run_as_users
 from nodes.worker.cluster_view import read_topology
 
@@ -118,6 +119,7 @@ async def annotate_runs(node: ApiContext, docs: list[dict[str, Any]]) -> list[di
                 placement = Placement((), f"no eligible node: {refusal}")
         draw = attempt_key(str(doc.get("id")), int(doc.get("attempt") or 1))
         doc["placement"] = placement_doc(draw, placement)
+    await annotate_waits(node, pending)  # held back by a budget: says which, and why (D276)
     return docs
 
 

@@ -13,6 +13,7 @@ import sys
 import yaml
 
 from nodes.cli import auth as cli_auth
+from nodes.cli import budgets as cli_budgets
 from nodes.cli import calendars as cli_calendars
 from nodes.cli import (
     completion,
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.add_parsers(sub)
     cli_calendars.add_parsers(sub)  # calendars, blackouts, freeze, plan (issue 21)
     hooks.add_parsers(sub)
+    cli_budgets.add_parsers(sub)
     completion.add_parser(sub, p)
     return p
 

@@ -41,11 +41,17 @@ class Execution:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # a request while waiting to start
     cost: int = 1  # units of the node's weight budget this run holds
     seat: Seat | None = None  # its place among the node's running runs (D260), held or awaited
+    budget_slots: tuple[str, ...] = ()  # budget slot keys it holds, deleted at completion (D275)
     output_bytes: int | None = None  # what the job wrote, once its log is closed
     logged: bool = True  # False: nothing at all was written, so no log object will exist
     usage: Usage | None = None  # what the run's cgroup counted (None: no cgroup)
     reason: str | None = None  # "oom_killed" (out-of-memory killer), "interrupted" (D245)
     _stopper: asyncio.Task[None] | None = None
+
+    @property
+    def slots(self) -> list[str]:
+        """The slot keys its completion deletes: its job's, its budgets' (D275)."""
+        return [*([self.slot] if self.slot else []), *self.budget_slots]
 
     def request(self, action: str) -> None:
         """Record a cancel/abort/shutdown; act on the process now, or as soon as it exists."""

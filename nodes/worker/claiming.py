@@ -23,6 +23,7 @@ from cluster.plan import slot_limit
 from cluster.store import Stored, dumps
 from nodes import metrics
 from nodes.worker.attempt import ORPHAN_CHECK_EVERY
+from nodes.worker.budgets import Plan
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +52,9 @@ class Claiming:
         cost: int = 1,
         via: str = "preferred",
         guards: list[Any] | None = None,
+        budget: Plan | None = None,
     ) -> None:
+        won: int | None = None  # the claim's revision, once it succeeded
         try:
             ok, slot = await self._free_slot(run)
             if not ok:
@@ -95,6 +98,9 @@ class Claiming:
             if slot is not None:
                 compares.append(Compare.absent(slot))
                 ops.append(Op.put(slot, run.id, lease))
+            if budget is not None:  # a slot of each budget, and its start window (D275)
+                compares += budget.compares
+                ops += self.budgets.ops(budget, run.id, lease)
             res = await self.batch.txn(compares, ops, [Op.get(control), Op.get(key)])
             if not res.succeeded:
                 if res.range_kvs(0) and res.range_kvs(1):
@@ -109,7 +115,9 @@ class Claiming:
             metrics.CLAIMS.labels("won").inc()
             metrics.PLACED.labels(via).inc()
             self.candidates.pop(key, None)
+            won = res.revision
             self._start(started, res.revision, slot, cost)
+            self._hold(run.id, budget.slots if budget else [])
         except LeaseGone:
             log.warning("claim rejected: lease gone", run=run.id)
             self.session.lost.set()
@@ -121,12 +129,20 @@ class Claiming:
             log.warning("claim outcome unknown; will read back", run=run.id, error=str(exc))
             self._orphan_check.set()
         finally:
+            if budget is not None:
+                self.budgets.end(budget, run.id, won)
             self.claiming.discard(key)
             self._claiming_ahead.discard(key)
             self._claim_cost.pop(key, None)
             self._claiming_runs.discard(run.id)
             self._claiming_jobs.discard((run.project, run.job))
             self.kick()
+
+    def _hold(self, run_id: str, budget_slots: list[str]) -> None:
+        """The budget slots a started run holds: its completion deletes them (D275)."""
+        ex = self.running.get(run_id)
+        if ex is not None and budget_slots:
+            ex.budget_slots = tuple(budget_slots)
 
     async def _adopt_orphans(self) -> None:
         """Claims bound to our lease that no execution holds (a claim whose reply was lost) are
@@ -149,8 +165,10 @@ class Claiming:
                         # here. Giving the claim up lets the leader record the attempt as lost
                         # (retried if its policy says so), as if this node had died.
                         log.error("giving up the claim of an attempt already run", run=run_id)
+                        held = self.budgets.releases(self.budgets.held_by(run_id))  # D275
                         await self.etcd.txn(
-                            [Compare.created(kv.key, kv.create_revision)], [Op.delete(kv.key)]
+                            [Compare.created(kv.key, kv.create_revision)],
+                            [Op.delete(kv.key), *held],
                         )
                         continue
                     project = claim["project"]
@@ -161,6 +179,7 @@ class Claiming:
                     slot = next((s.key for s in slots.kvs if s.value.decode() == run_id), None)
                     log.warning("adopting a claim whose reply was lost", run=run_id)
                     self._start(run, kv.create_revision, slot, int(claim.get("weight", 1)))
+                    self._hold(run_id, self.budgets.held_by(run_id))
             except (Unavailable, LookupError) as exc:
                 log.info("orphan check failed", error=str(exc))
                 self._orphan_check.set()

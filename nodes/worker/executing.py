@@ -448,7 +448,7 @@ class Executing:
             error=error,
             result=result,
             claim_revision=ex.claim_revision,
-            slot=ex.slot,
+            slot=ex.slots,
             log=self.logs.url(LogRef(run.project, run.job, run.id, run.attempt))
             if ex.logged
             else None,

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from cluster.budgets import Wait, retry_in
 from cluster.errors import Unavailable
 from cluster.etcd import (
     KV,
@@ -40,6 +41,7 @@ from nodes import metrics
 from nodes.executor import jobenv, runas, workdir
 from nodes.executor.containment import Containment
 from nodes.worker.attempt import CLAIM_AHEAD, MAX_ARMED, Alarm, Execution, Releases
+from nodes.worker.budgets import BudgetGate
 from nodes.worker.capacity import FDS_PER_RUN, Capacity, raise_fd_limit
 from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
@@ -125,6 +127,7 @@ class Worker(Claiming, Executing):
         self._interrupted = asyncio.Event()  # a second Ctrl-C: stop the runs at once
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
+        self.budgets = BudgetGate(etcd, keys, self.kick)  # budgets' slots and windows (D275)
         self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
@@ -150,6 +153,7 @@ class Worker(Claiming, Executing):
                 self._follow(self.keys.controls(), self._on_control, reset=self._controls.clear)
             )
             tg.create_task(self._adopt_orphans())
+            tg.create_task(self.budgets.run())
             tg.create_task(self._dispatch_loop())
             if self.view is not None:
                 tg.create_task(self.view.run())
@@ -293,13 +297,15 @@ class Worker(Claiming, Executing):
         while True:
             await self._kick.wait()
             self._kick.clear()
+            self.budgets.waiting.clear()
             self._dispatch()
+            self.budgets.publish()
 
     def _dispatch(self) -> None:
         if not self.accepting or self.session.lost.is_set():
             return
-        if self.view is not None and not self.view.ready:
-            return  # kicked again when the view has loaded
+        if (self.view is not None and not self.view.ready) or not self.budgets.ready:
+            return  # kicked again when the view (and the budgets) have loaded
         now = self.clock()
         if self.busy() < self.capacity:
             self._dispatch_pass(sorted(self.candidates), now, ahead_only=False)
@@ -348,6 +354,11 @@ class Worker(Claiming, Executing):
                 weight_budget=self.weight_budget,
             ):
                 continue  # over the weight budget: a lighter run further down may still fit
+            budget = self.budgets.look(run, now)
+            if isinstance(budget, Wait):  # held back: a freed slot (watch) or a timer wakes it
+                if (delay := retry_in(budget, now)) is not None:
+                    self._kick_at(delay + 0.01)
+                continue
             self.claiming.add(key)
             if ahead:
                 self._claiming_ahead.add(key)
@@ -356,7 +367,9 @@ class Worker(Claiming, Executing):
                 self._claiming_jobs.add((run.project, run.job))
             self._claim_cost[key] = chosen.weight
             guards = self._grant_guards(run, chosen)
-            self._spawn(self._claim(key, kv, run, chosen.weight, via, guards))
+            if budget is not None:
+                self.budgets.begin(budget)
+            self._spawn(self._claim(key, kv, run, chosen.weight, via, guards, budget))
 
     def _grant_guards(self, run: Run, chosen: Candidate) -> list[Any]:
         """Compares that make a claim exact against grants (D155): the group record that let the

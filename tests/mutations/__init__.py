@@ -30,6 +30,7 @@ CLAIMS = "tests/integration/test_claims.py"
 FENCING = "tests/integration/test_fencing.py"
 REVIEW_SEC = "tests/security/test_review_sec.py"
 HISTORY = "tests/security/test_run_history_quota.py"
+BUDGETS = "tests/integration/test_budget_claims.py"
 HOOKS = "tests/security/test_hook_attacks.py"
 
 
@@ -414,6 +415,39 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
         "a run's result is at most MAX_RESULT bytes as stored",
+    ),
+    # -- budgets (D275) --------------------------------------------------------------------------
+    Mutation(
+        "budget-slot-absent",
+        "nodes/worker/budgets.py",
+        r"plan\.compares\.append\(Compare\.absent\(slot\)\)",
+        "pass",
+        (f"{BUDGETS}::test_two_workers_that_picked_the_same_budget_slot_never_both_run",),
+        "a budget's concurrent limit holds: a claim compares its slot key absent",
+    ),
+    Mutation(
+        "budget-starts-revision",
+        "nodes/worker/budgets.py",
+        r"plan\.compares\.append\(Compare\.modified\(starts, window_rev\)\)",
+        "pass",
+        (f"{BUDGETS}::test_two_workers_that_read_the_same_start_window_never_both_start",),
+        "a budget's starts per window hold: a claim compares the window's revision",
+    ),
+    Mutation(
+        "budget-slot-lease",
+        "nodes/worker/budgets.py",
+        r"Op\.put\(slot, run_id, lease\)",
+        "Op.put(slot, run_id)",
+        (f"{BUDGETS}::test_a_budget_slot_vanishes_with_the_workers_lease",),
+        "a budget slot dies with its worker: it is bound to the worker's lease",
+    ),
+    Mutation(
+        "budget-slot-release",
+        "nodes/worker/executing.py",
+        r"slot=ex\.slots,",
+        "slot=ex.slot,",
+        (f"{BUDGETS}::test_two_workers_that_picked_the_same_budget_slot_never_both_run",),
+        "a budget slot is given back when its run ends",
     ),
     # -- incoming hooks (D269, D270) -----------------------------------------------------------
     Mutation(

@@ -140,6 +140,29 @@ def test_plan_job(name: str) -> None:
         assert plan.state["fired"] == case.fired + fired
 
 
+def _plan(j: Job, stored: dict[str, Any], *, now: float, ahead: float) -> Any:
+    store = Store(None, KEYS, Snowflake(1), lambda: sec(now))  # type: ignore[arg-type]
+    return plan_job(
+        j, parse_job(j), stored, [], now=sec(now), ahead=ahead, keys=KEYS, new_run=store.new_run
+    )
+
+
+def test_a_changed_schedule_does_not_fire_again_what_the_old_one_fired_ahead() -> None:
+    """Review finding (D290): the old schedule claimed the 2 s tick ahead, then the job changed at
+    1.2 s (a new fingerprint, e.g. a DST policy): the new schedule starts after 2 s, not again."""
+    old = job(schedules=[{"cron": "* * * * * *"}])
+    stored = state_at(old, sec(2))  # fired ahead of time, before the leader saw the change
+    new = job(schedules=[{"cron": "*/2 * * * * *"}]).model_copy(update={"active_since": sec(1.2)})
+    plan = _plan(new, stored, now=1.3, ahead=1.5)
+    assert [run.scheduled_at for run, _ in plan.runs] == []
+    later = _plan(new, plan.state if plan.writes else stored, now=3.3, ahead=1.5)
+    assert [run.scheduled_at for run, _ in later.runs] == [sec(4)]
+    # a tick the old schedule handled BEFORE the change does not hold the new one back
+    stale = state_at(old, sec(1))
+    plan = _plan(new, stale, now=1.3, ahead=1.5)
+    assert [run.scheduled_at for run, _ in plan.runs] == [sec(2)]
+
+
 def _named(name: str, **spec: Any) -> Job:
     base = JobSpec(name=name, command="true", **spec)
     return Job(**base.model_dump(), project="p", created_at=T0, updated_at=T0, active_since=T0)

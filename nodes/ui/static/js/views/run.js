@@ -69,7 +69,9 @@ export async function render(root, ctx) {
       );
     }
     fill(head, h("div", { class: "row" }, h("h1", null, `Run ${run.id} `, badge(run.status)), h("div", { class: "actions" }, buttons)));
-    const pending = run.placement && run.placement.reason ? h("p", { class: "warn" }, `Waiting: ${run.placement.reason}`) : null;
+    // why a pending run has not started: no eligible node, or a budget holding it back (D276)
+    const why = (run.placement && run.placement.reason) || run.waiting;
+    const pending = why ? h("p", { class: "warn", id: "run-waiting" }, `Waiting: ${why}`) : null;
     fill(
       props,
       pending,
