@@ -138,6 +138,29 @@ class Keys:
         """The idempotency key of one tick of one schedule: written once, by whoever fires it."""
         return f"{self.prefix}/ticks/{project}/{job}/{epoch_ms:015d}-{schedule}"
 
+    # slot outcomes (D230): open slots the leader watches, alarms, notifications to send
+    def open_slots(self, project: str | None = None, job: str | None = None) -> str:
+        base = f"{self.prefix}/open-slots/"
+        if project is None:
+            return base
+        return f"{base}{project}/" if job is None else f"{base}{project}/{job}/"
+
+    def open_slot(self, project: str, job: str, name: str) -> str:
+        """A slot with deadlines not yet settled; ``name`` is its tick key's last part."""
+        return f"{self.prefix}/open-slots/{project}/{job}/{name}"
+
+    def slot_alarms(self) -> str:
+        return f"{self.prefix}/slot-alarms/"
+
+    def slot_alarm(self, project: str, job: str) -> str:
+        """Present while the job's last watched slot ended ``deadline_missed`` (for
+        ``recovered``)."""
+        return f"{self.prefix}/slot-alarms/{project}/{job}"
+
+    def slot_outbox(self, entry: str | None = None) -> str:
+        """Slot notifications written with their outcome, deleted once delivered."""
+        return f"{self.prefix}/slot-outbox/" + (entry or "")
+
     # runs
     def runs(self, project: str) -> str:
         return f"{self.prefix}/runs/{project}/"
@@ -309,6 +332,8 @@ class Keys:
             f"{p}/job-runs/{project}/",
             f"{p}/schedule-state/{project}/",
             f"{p}/ticks/{project}/",
+            f"{p}/open-slots/{project}/",
+            f"{p}/slot-alarms/{project}/",
             f"{p}/slots/{project}/",
             f"{p}/executions/{project}/",
             f"{p}/workflow-executions/{project}/",

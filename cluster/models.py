@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from cluster.deadlines import Deadlines, Duration
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources
@@ -189,6 +190,7 @@ class ScheduleSpec(Strict):
     timezone: str = "UTC"
     parameters: Params = Field(default_factory=dict)
     enabled: bool = True
+    deadlines: Deadlines | None = None  # overrides the job's, field by field (D229)
     # days to skip or to keep to (named calendars of the project or the cluster); not part of
     # the fingerprint: changing it keeps the schedule's fire state
     calendar: CalendarRef | None = None
@@ -315,6 +317,9 @@ class JobSpec(Strict):
     notifications: list[NotificationRule] | None = Field(default=None, max_length=32)
     keep_days: float = Field(default=0, ge=0, le=36_500)  # 0: no age limit (issue 3)
     resources: Resources | None = None  # limits of each run's cgroup (D153)
+    # per slot (a schedule's own win); expected_every: freshness of an unscheduled job (D229)
+    deadlines: Deadlines | None = None
+    expected_every: Duration = 0
     enabled: bool = True
 
     _command = field_validator("command")(no_nul)
@@ -323,6 +328,13 @@ class JobSpec(Strict):
     def _one_action(self) -> JobSpec:
         if (self.command is None) == (self.python is None):
             raise ValueError("a job needs exactly one of 'command' or 'python'")
+        if self.expected_every and self.schedules:
+            raise SubFieldError(
+                "is for jobs run by triggers or the API only; a scheduled job sets deadlines",
+                "expected_every",
+            )
+        if self.expected_every and self.expected_every < 60:
+            raise SubFieldError("must be at least 60 s", "expected_every")
         size = len(self.model_dump_json())
         if size > MAX_JOB_BYTES:
             raise ValueError(f"the job document is {size} bytes; at most {MAX_JOB_BYTES} allowed")

@@ -17,7 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.errors import InvalidInput
 
-NotifyEvent = Literal["failure", "timeout", "lost", "success", "recovery"]
+NotifyEvent = Literal[
+    "failure",
+    "timeout",
+    "lost",
+    "success",
+    "recovery",
+    # slot events (D232): a slot skipped, late, past a deadline, and the first good slot after
+    "skipped",
+    "late",
+    "deadline_missed",
+    "recovered",
+]
 DEFAULT_EVENTS: tuple[NotifyEvent, ...] = ("failure", "timeout", "lost")
 # Final statuses that say "something is wrong" (a later success is then a recovery).
 BAD = frozenset({"failed", "timed_out", "lost"})
@@ -26,6 +37,7 @@ _EVENT_OF_STATUS: dict[str, NotifyEvent] = {
     "timed_out": "timeout",
     "lost": "lost",
     "succeeded": "success",
+    "skipped": "skipped",
 }
 SIGNATURE_HEADER = "X-Cronmesh-Signature"
 TIMESTAMP_HEADER = "X-Cronmesh-Timestamp"
@@ -105,7 +117,7 @@ def events_for(status: str, previous: str | None) -> list[NotifyEvent]:
     """The events a run that finished with ``status`` raises; ``previous`` is the final status of
     the job's run before it (None when unknown or none)."""
     event = _EVENT_OF_STATUS.get(status)
-    if event is None:  # cancelled, skipped: a person or a policy did it; nobody is told
+    if event is None:  # cancelled: a person did it; nobody is told
         return []
     if event == "success" and previous in BAD:
         return ["success", "recovery"]
@@ -182,6 +194,7 @@ def payload(event: str, run: dict[str, Any], delivery: str) -> dict[str, Any]:
         "project": run["project"],
         "job": run["job"],
         "run": {k: run.get(k) for k in keep},
+        **({"slot": run["slot"]} if "slot" in run else {}),
         "links": dict(run.get("links") or {}),  # UI pages, with a public URL set (D256)
     }
 
@@ -193,6 +206,10 @@ def headline(event: str, run: dict[str, Any]) -> str:
         "lost": "was lost (its node stopped)",
         "success": "succeeded",
         "recovery": "recovered (succeeded after a failure)",
+        "skipped": "skipped a slot",
+        "late": "started late",
+        "deadline_missed": "missed a deadline",
+        "recovered": "is back on time (after a missed deadline)",
     }[event]
     detail = []
     if run.get("exit_code") is not None:
@@ -200,6 +217,10 @@ def headline(event: str, run: dict[str, Any]) -> str:
     if run.get("node"):
         detail.append(f"on {run['node']}")
     tail = f" ({', '.join(detail)})" if detail else ""
+    slot = run.get("slot")
+    if slot is not None:  # a slot event: its instant and reason (the run may not exist)
+        why = f": {slot['reason']}" if slot.get("reason") else ""
+        return f"cronmesh: job {run['project']}/{run['job']} {what}: slot {slot['tick']}{why}"
     return f"cronmesh: job {run['project']}/{run['job']} {what}: run {run['id']}{tail}"
 
 

@@ -344,6 +344,8 @@ class Store:
                 *self.size_deletes(project, "job", name),
                 Op.delete(self.keys.schedule_state(project, name)),
                 Op.delete(self.keys.ticks(project, name), prefix=True),
+                Op.delete(self.keys.open_slots(project, name), prefix=True),
+                Op.delete(self.keys.slot_alarm(project, name)),
             ],
         )
         if not res.succeeded:

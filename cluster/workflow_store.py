@@ -213,6 +213,8 @@ class WorkflowStore:
                 *self.store.size_deletes(project, "workflow", name),
                 Op.delete(self.keys.workflow_schedule_state(project, name)),
                 Op.delete(self.keys.workflow_ticks(project, name), prefix=True),
+                Op.delete(self.keys.open_slots(project, f"@{name}"), prefix=True),  # D234
+                Op.delete(self.keys.slot_alarm(project, f"@{name}")),
             ],
         )
         if not res.succeeded:

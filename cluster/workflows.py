@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
+from cluster.deadlines import Deadlines
 from cluster.errors import InvalidInput
 from cluster.ids import is_id
 from cluster.models import (
@@ -116,6 +117,8 @@ class WorkflowSpec(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_active: int = Field(default=0, ge=0, le=10_000)  # running executions at once (0: any)
     keep_executions: int = Field(default=50, ge=1, le=10_000)
+    # every slot's: its execution must start / succeed within them (a schedule's own win), D229
+    deadlines: Deadlines | None = None
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -31,6 +31,20 @@ START_LAG = Histogram(
     buckets=_LAG_BUCKETS,
     registry=REGISTRY,
 )
+SLOT_OUTCOMES = Counter(
+    "cronmesh_slot_outcomes",
+    "Slots settled by the leader, by project, job and outcome (cluster/outcomes.py, D231); "
+    "bounded by the job quotas times the outcome vocabulary",
+    ["project", "job", "outcome"],
+    registry=REGISTRY,
+)
+SLOT_LATENESS = Histogram(
+    "cronmesh_slot_lateness_seconds",
+    "Slot instant to its run's start, for the slots the leader watches (jobs with deadlines); "
+    "catch-up slots to their run's creation",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400),
+    registry=REGISTRY,
+)
 CLAIMS = Counter("cronmesh_claims", "Claim attempts by outcome", ["outcome"], registry=REGISTRY)
 PLACED = Counter(
     "cronmesh_placement_claims",

@@ -23,6 +23,7 @@ from nodes.api import ops as api_ops
 from nodes.api import placement as api_placement
 from nodes.api import plan as api_plan
 from nodes.api import secrets as api_secrets
+from nodes.api import slots as api_slots
 from nodes.api import ui as api_ui
 from nodes.api import workflows as api_workflows
 from nodes.api.access import ACCESS, access_middleware
@@ -66,6 +67,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_ui.add_routes(app, node)  # web UI (issue 7)
     api_cron.add_routes(app, node)  # cron preview
     api_secrets.add_routes(app, node)  # project secrets (issue 18)
+    api_slots.add_routes(app, node)  # slot outcomes (issue 21)
     api_calendars.add_routes(app, node)  # calendars, blackout windows, freeze (issue 21)
     api_plan.add_routes(app, node)  # the schedule simulator (issue 21)
     api_hooks.add_routes(app, node)  # incoming event triggers: named hooks (issue 24)

@@ -46,6 +46,7 @@ from nodes.api.http import (
 )
 from nodes.api.logs import list_archived
 from nodes.api.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
+from nodes.api.slots import event_outcome, with_outcome
 from nodes.executor.runas import check_run_as
 
 if TYPE_CHECKING:
@@ -254,9 +255,9 @@ class Api:
         limit = int_query(request, "limit", 50, 1, 1000)
         store = self.store()
         job: Job = await store.get_job(project, name)
-        records = await store.tick_records(project, name, limit)
+        records = [with_outcome(r) for r in await store.tick_records(project, name, limit)]
         state = await store.schedule_state(project, name)
-        events = list(reversed(state.get("events", [])))
+        events = [event_outcome(e) for e in reversed(state.get("events", []))]
         upcoming: list[dict[str, Any]] = []
         now = store.clock()
         for spec in job.schedules if job.enabled else []:

@@ -19,6 +19,7 @@ from nodes.cli import (
     completion,
     etcd_auth,
     gitops,
+    globalopts,
     help_texts,
     hooks,
     inspect,
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     hooks.add_parsers(sub)
     cli_budgets.add_parsers(sub)
     completion.add_parser(sub, p)
+    globalopts.add_after_commands(p, hidden=(" node",))  # `run list -o json` (D288)
     return p
 
 

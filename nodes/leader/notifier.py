@@ -85,6 +85,7 @@ CURSOR_EVERY = 0.5
 CURSOR_IDLE_EVERY = 60.0
 DEFAULTS_TTL = 5.0
 NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
+WATCHED_STATUSES = NOTIFY_STATUSES | {"skipped"}  # a skipped slot's run (overlap): ``skipped``
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +219,7 @@ class Notifier:
                 async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
                     delay = 0.1
                     for ev in batch.events:
-                        if ev.kind == "put" and ev.kv.value.decode() in NOTIFY_STATUSES:
+                        if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
                             self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
                     rev = max(rev, batch.revision)
                     self._pending.append((rev, None))
@@ -339,6 +340,26 @@ class Notifier:
             for event, i in matching(rules, events_for(status, previous), previous)
         ]
 
+    @property
+    def ready(self) -> bool:
+        """Deliveries can go (the HTTP session is open: ``run`` has started)."""
+        return self._http is not None
+
+    async def deliver_slot(
+        self, project: str, job: str, event: str, doc: dict[str, Any], delivery: str
+    ) -> None:
+        """A slot event (D232) to every rule of the job that asks for it; returns once each
+        delivery is done (sent or given up)."""
+        rules = await self._rules(project, job, None)
+        doc = with_links(self.node.config.public_url, doc)  # the job's page (D256)
+        await asyncio.gather(
+            *(
+                self._deliver(rule, event, doc, f"{delivery}-{i}")
+                for i, rule in enumerate(rules)
+                if event in rule.on
+            )
+        )
+
     async def _deliver(
         self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
     ) -> None:
@@ -440,7 +461,9 @@ async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leade
     """Run the scheduler loop, the notifier and the node retention (D255) together for one term
     of leadership."""
     forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
+    notifier = Notifier(node, leadership, scheduler)
+    scheduler.slots.notifier = notifier  # slot events go out through the same rules (D232)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())
-        tg.create_task(Notifier(node, leadership, scheduler).run())
+        tg.create_task(notifier.run())
         tg.create_task(forget.run())

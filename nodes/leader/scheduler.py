@@ -36,10 +36,12 @@ from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
-from cluster.store import MAX_TXN_OPS, Store, dumps, tick_record
+from cluster.slotlog import slot_deadlines, tick_ops
+from cluster.store import MAX_TXN_OPS, Store, dumps
 from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
 from nodes import metrics
+from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
 from nodes.leader.loading import PASS_JOBS, YIELD_EVERY, load_jobs
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.reaper import Reaper
@@ -63,6 +65,7 @@ class JobEntry:
     schedules: list[tuple[ScheduleSpec, Schedule]]
     state: dict[str, Any] = field(default_factory=dict)
     state_rev: int = 0
+    deadlines: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Scheduler:
             etcd, keys, store, leadership, clock=clock, freeze=lambda: self.rules.rules.freeze
         )
         self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238)
+        self.slots = SlotWatcher(etcd, keys, store, leadership, clock=clock, job_of=self._job_of)
         self.reaper = Reaper(
             etcd,
             keys,
@@ -160,11 +164,12 @@ class Scheduler:
             self.jobs.pop(jk, None)
             return
         old = self.jobs.get(jk)
-        entry = JobEntry(job, schedules)
+        entry = JobEntry(job, schedules, deadlines=slot_deadlines(job))
         if old is not None:
             entry.state, entry.state_rev = old.state, old.state_rev
         self.jobs[jk] = entry
         self._reschedule(jk, self.clock())
+        self.slots.on_job(jk)
 
     def _on_state(self, key: str, value: bytes | None, rev: int) -> None:
         project, name = self._key_of(key, self.keys.schedule_states())[:2]
@@ -184,6 +189,7 @@ class Scheduler:
         else:
             self.active[(project, job)].discard(run_id)
             self.active_job.pop(run_id, None)
+            self.slots.on_run_moved(run_id, (project, job))
 
     def _reschedule(self, jk: JobKey, now: datetime) -> None:
         entry = self.jobs.get(jk)
@@ -231,12 +237,14 @@ class Scheduler:
                     },
                 )
             )
-            tg.create_task(follow(self.etcd, self.keys.claims(), rev, self.reaper.on_claim_event))
+            on_claim = self.slots.claims(self.reaper.on_claim_event)
+            tg.create_task(follow(self.etcd, self.keys.claims(), rev, on_claim))
             self.rules.follow(tg, rev)
             tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))
             tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
             tg.create_task(self._tick_loop())
             tg.create_task(self.workflows.run())
+            tg.create_task(self.slots.run(rev, list(self.jobs)))
 
     async def _tick_loop(self) -> None:
         while True:
@@ -395,8 +403,7 @@ class Scheduler:
             new_run=self.store.new_run,
             rules=self.rules.for_job(entry.job),
         )
-        for fate, count in plan.fates:
-            metrics.TICKS.labels(fate).inc(count)
+        count_fates(jk, plan.fates)  # ticks missed or disabled, and their slots (D231)
         if not plan.writes:
             self._schedule_at(jk, plan.next_due)
             return None
@@ -455,14 +462,7 @@ class Scheduler:
             compares.append(Compare.absent(self.keys.run(run.project, run.id)))
             fate = "skipped" if run.status == "skipped" else run.source
             ops += self.store.create_run_ops(run)
-            ops.append(
-                Op.put(
-                    tick_key,
-                    tick_record(
-                        run.scheduled_at or run.created_at, run.schedule or "", fate, run.id
-                    ),
-                )
-            )
+            ops += tick_ops(self.keys, run, tick_key, fate, entry.deadlines.get(run.schedule or ""))
         return compares, ops
 
     def _committed(
@@ -482,6 +482,7 @@ class Scheduler:
                 self.active_job[run.id] = jk
                 self.fired += 1
             metrics.TICKS.labels("skipped" if run.status == "skipped" else "fired").inc()
+            count_settled(jk, run, wall, entry.deadlines)  # the slots settled at fire (D230)
             if run.scheduled_at is not None:
                 metrics.FIRE_LAG.observe(max(0.0, wall - run.scheduled_at.timestamp()))
             # an on-time tick is in the run record and the metrics already: debug (at hundreds

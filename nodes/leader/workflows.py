@@ -35,6 +35,7 @@ from cluster.execplan import admitted, fold_finished, step
 from cluster.keys import Keys
 from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
+from cluster.slotlog import workflow_tick_ops
 from cluster.slotrules import Freeze
 from cluster.store import Store, dumps
 from cluster.watch import follow
@@ -486,7 +487,7 @@ class WorkflowEngine:
         for ex, tick_key in execs:
             compares.append(Compare.absent(tick_key))
             ops += create_execution_ops(self.keys, ex)
-            ops.append(Op.put(tick_key, dumps({"execution": ex.id, "tick": ex.scheduled_at})))
+            ops += workflow_tick_ops(self.keys, wf, ex, tick_key)  # the slot's record (D234)
         res = await self.etcd.txn(compares, ops, [self.lead.probe()])
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced workflow tick rejected")

@@ -234,9 +234,18 @@ async def _shots(dev: Dev, out: Path, marker: Path) -> None:
             await mobile.get_by_label("Password").fill(dev.password)
             await mobile.get_by_role("button", name="Log in").click()
             await expect(mobile.get_by_role("heading", name="Dashboard")).to_be_visible()
-            await mobile.wait_for_timeout(1500)  # the charts' data
+            await _dashboard_filled(mobile)
             await shoot(mobile, out, "dashboard-narrow")
             await browser.close()
+
+
+async def _dashboard_filled(page: Page) -> None:
+    """The dashboard's data has come: the chart's bars and the health card (filled together,
+    the health card last) show, instead of a guessed wait."""
+    await expect(page.locator("svg.chart rect.bar").first).to_be_visible(timeout=30_000)
+    await expect(page.locator("section[aria-labelledby=h-health] .health > *").first).to_be_visible(
+        timeout=30_000
+    )
 
 
 async def _pages(
@@ -253,7 +262,7 @@ async def _pages(
     # a few ticks of "hello" for the dashboard and the runs list
     await api.until(f"{P}/runs?job=hello", lambda d: len(d["runs"]) >= 2, timeout=60)
     await go("#/", "#h-health, main .card")
-    await page.wait_for_timeout(1000)
+    await _dashboard_filled(page)
     await shoot(page, out, "dashboard")
     await go("#/jobs", "tbody tr")
     await shoot(page, out, "jobs")

@@ -81,6 +81,7 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("DELETE", "{p}/jobs/absent", None, "editor"),
     ("POST", "{p}/jobs/j/runs", {}, "operator"),
     ("GET", "{p}/jobs/j/ticks", None, "viewer"),
+    ("GET", "{p}/jobs/j/slots", None, "viewer"),
     (
         "POST",
         "{p}/jobs/j/backfill",
@@ -99,6 +100,7 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("DELETE", "{p}/workflows/absent", None, "editor"),
     ("POST", "{p}/workflows/w/executions", {}, "operator"),
     ("GET", "{p}/workflows/w/executions", None, "viewer"),
+    ("GET", "{p}/workflows/w/slots", None, "viewer"),
     ("GET", "{p}/executions", None, "viewer"),
     ("POST", "{p}/executions/report/k", {"status": "succeeded"}, "operator"),
     ("GET", "{p}/executions/1", None, "viewer"),

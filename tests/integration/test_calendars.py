@@ -170,8 +170,20 @@ async def test_blackout_skip_and_defer_on_real_nodes(procs):
                 "tags": ["deferrable"],
             },
         )
-        # the leader dies inside the defer window: its successor still gives ONE run at its end
-        await asyncio.sleep(max(0.0, (defer_from - datetime.now(UTC)).total_seconds() + 2))
+
+        # the leader dies inside the defer window: its successor still gives ONE run at its end.
+        # "Inside" = once the leader has recorded a slot of each window (a deferred tick of
+        # deferer, a skipped one of skipper), not after a guessed sleep.
+        async def fates(job: str, fate: str) -> list[dict]:
+            _, ticks = await _get(http, f"{url}{P}/jobs/{job}/ticks?limit=200")
+            return [t for t in ticks["ticks"] if t["fate"] == fate]
+
+        async def both_windows_entered() -> bool:
+            return bool(await fates("deferer", "deferred")) and bool(
+                await fates("skipper", "skipped_blackout")
+            )
+
+        await wait_for(both_windows_entered, 30, 0.2, what="a deferred and a skipped slot")
         leader = await wait_for(lambda: leader_of(http, nodes), 10, what="leader")
         victim = next(n for n in nodes if n.node_id == leader)
         victim.signal(signal.SIGKILL)

@@ -214,7 +214,9 @@ async def test_a_run_cancelled_while_its_claim_is_in_flight_never_starts(etcd, k
     await etcd.put(keys.control(run.id), '{"action": "cancel", "reason": "replaced"}')
     await a._claim(key, kv, parsed)
     await wait_for(lambda: idle(a), 10, what="the claim")
-    await asyncio.sleep(0.3)  # a started process would have written its line by now
+    # idle: an execution is registered in `running` before its process starts and leaves it
+    # once the process has exited and the run is recorded, so a process that ran has written
+    # its line by now (no sleep needed), and the record would hold its attempt
     assert ledger(book) == []
     done = await store.get_run(P, run.id)
     assert done.status == "cancelled" and done.attempts == []
@@ -310,7 +312,8 @@ async def test_two_workers_that_picked_the_same_free_slot_never_both_run(etcd, k
     await b._claim(k2, kv2, run2)
     assert list(a.running) == [r1.id] and not b.running
     await wait_for(lambda: len(ledger(book)) >= 1, 10, what="a's process")
-    await asyncio.sleep(0.3)  # B's process would have started by now
+    # B's claim has returned without registering an execution (`not b.running` above): no
+    # process of B can start any more, so the ledger is final for B without a sleep
     assert [(r, n) for r, _, n in ledger(book)] == [(r1.id, "a")]
     assert (await store.get_run(P, r2.id)).status == "pending"
     (tmp_path / "ledger.gate-a").touch()
@@ -409,15 +412,19 @@ async def test_a_claim_that_lands_after_a_second_ctrl_c_never_starts(etcd, keys,
     gate = asyncio.Event()
     txn = a.batch.txn
 
+    in_flight = asyncio.Event()
+
     async def held_txn(*args: Any, **kwargs: Any) -> Any:
+        in_flight.set()
         await gate.wait()  # the claim is on its way while the node is interrupted
         return await txn(*args, **kwargs)
 
     a.batch.txn = held_txn  # type: ignore[method-assign]
     a.claiming.add(key)  # as the watch loop does before it spawns the claim
     claim = asyncio.create_task(a._claim(key, kv, parsed))
+    await asyncio.wait_for(in_flight.wait(), 10)  # the claim's transaction is on its way
     drain = asyncio.create_task(a.drain(60))
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: not a.accepting, 10, what="the drain to begin")
     a.interrupt()
     gate.set()
     await asyncio.wait_for(asyncio.gather(claim, drain), 20)

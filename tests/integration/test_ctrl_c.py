@@ -80,8 +80,15 @@ async def test_second_ctrl_c_stops_the_run_at_once_and_records_it_cancelled(
         assert notice["running"] == 1 and notice["jobs"] == ["default/sleepy"], notice
         assert 100 <= notice["left"] <= 120, notice
         assert "Ctrl-C" in notice["hint"]
-        # it waits: the run is still running, the node still there
-        await asyncio.sleep(1.0)
+
+        # it waits: the drain loop comes round again (its next notice, DRAIN_TELL_EVERY s later)
+        # with the run still counted, and only then are the node and the process checked
+        def notices() -> list[dict]:
+            return [e for e in log_entries(a.log_path) if e.get("event") == "draining"]
+
+        await wait_for(lambda: len(notices()) >= 2, 30, what="the drain's second notice")
+        again = notices()[1]
+        assert again["running"] == 1 and again["left"] < notice["left"], again
         assert a.alive() and _alive(pid)
         assert (await get(http, f"{b.url}{RUNS}/{run['id']}"))["status"] == "running"
 
@@ -105,9 +112,20 @@ async def test_second_ctrl_c_stops_the_run_at_once_and_records_it_cancelled(
             e.get("event") == "interrupted: stopping the runs at once"
             for e in log_entries(a.log_path)
         )
-        # not retried, though the job has retries and node-b is up and idle
-        await asyncio.sleep(2.0)
+
+        # not retried, though the job has retries and node-b is up and idle. A retry needs a
+        # queue entry, written with a `pending` record by the attempt's end or by the leader's
+        # reaper (which finishes only `running` runs whose claim is gone). Wait until node-b
+        # leads (its reaper watches from then and reconciles at once), then show that the
+        # record is final and nothing is queued, active or claimed: no retry can start.
+        def leading() -> bool:
+            return any(e.get("event") == "scheduler leading" for e in log_entries(b.log_path))
+
+        await wait_for(leading, 30, what="node-b to lead")
         again = await get(http, f"{b.url}{RUNS}/{run['id']}")
         assert again["status"] == "cancelled" and again["attempt"] == 1
-        assert marker.read_text().splitlines() == ["node-a 1"]
+        queued = (await etcd.range_all(keys.queue(), keys_only=True)).kvs
+        assert not [kv.key for kv in queued if kv.key.endswith(run["id"])]
+        assert (await etcd.range_all(keys.actives("default", "sleepy"), keys_only=True)).kvs == []
         assert await etcd.get(keys.claim(run["id"])) is None
+        assert marker.read_text().splitlines() == ["node-a 1"]

@@ -21,9 +21,13 @@ async def test_published_when_the_runs_usage_moves_and_gone_with_the_lease(etcd,
     layout = Layout(mode="v2", kill="cgroup.kill", v2=str(subtree), limits={"memory": "v2"})
     session = await Session.open(etcd, 5)
     key = keys.node_load("n1")
-    task = asyncio.create_task(
-        publish(etcd, keys, "n1", session, layout, lambda: datetime.now(UTC), every=0.2)
-    )
+    samples: list[datetime] = []  # the publisher reads its clock once per sample
+
+    def clock() -> datetime:
+        samples.append(datetime.now(UTC))
+        return samples[-1]
+
+    task = asyncio.create_task(publish(etcd, keys, "n1", session, layout, clock, every=0.2))
     try:
 
         async def record():
@@ -39,7 +43,10 @@ async def test_published_when_the_runs_usage_moves_and_gone_with_the_lease(etcd,
             lambda: record_field(etcd, key, "runs_cpu", lambda v: v == 0.0), 10, what="a rate"
         )
         settled = (await etcd.get(key)).version
-        await asyncio.sleep(1.5)  # seven samples at 0.2 s: none worth a write
+        # seven more samples, none worth a write: the eighth clock read comes after the seventh
+        # sample's write (if any) finished
+        seen = len(samples)
+        await wait_for(lambda: len(samples) >= seen + 8, 20, what="seven more samples")
         assert (await etcd.get(key)).version == settled, "idle samples were written"
         assert settled - first <= 1
         # a run takes 200 MiB: written at the next sample

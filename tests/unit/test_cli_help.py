@@ -139,12 +139,17 @@ def test_bash_completion_script_is_valid_and_completes(tmp_path):
     # global options with their values before the command, options of the sub-command
     assert bash_complete(script, "cronmesh -p ops --api http://x job trigger x --pa") == ["--param"]
     assert bash_complete(script, "cronmesh apply --") == [
+        "--api",  # the global options also after the command (D288)
         "--dry-run",
         "--file",
         "--help",
+        "--output",
+        "--project",
         "--prune",
+        "--token",
         "--yes",
     ]
+    assert bash_complete(script, "cronmesh run list -o ") == ["json", "table", "yaml"]
     assert bash_complete(script, "cronmesh completion ") == ["bash", "zsh"]
     assert "--reason" not in bash_complete(script, "cronmesh node --")  # hidden, deprecated
 

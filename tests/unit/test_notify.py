@@ -35,7 +35,7 @@ from nodes.leader.notifier import SmtpSettings
         ("succeeded", "timed_out", ["success", "recovery"]),
         ("succeeded", "lost", ["success", "recovery"]),
         ("cancelled", "failed", []),
-        ("skipped", None, []),
+        ("skipped", None, ["skipped"]),  # a slot skipped by overlap (D232)
     ],
 )
 def test_events_for_each_outcome(status, previous, events):

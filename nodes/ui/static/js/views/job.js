@@ -2,6 +2,7 @@ import { ApiError, get } from "../api.js";
 import { deleteJob, jobPath, setEnabled, triggerJob } from "../actions.js";
 import { badge, duration, fill, fmtDuration, fmtTime, h, table, timeEl, timeZones } from "../dom.js";
 import { session } from "../session.js";
+import { deadlinesText, slotsCard } from "./job_slots.js";
 
 export async function render(root, ctx) {
   const project = session.project;
@@ -10,16 +11,18 @@ export async function render(root, ctx) {
   const info = h("div");
   const runs = h("div");
   const next = h("div");
+  const slots = h("div");
   root.append(
     head,
     h("div", { class: "grid2" }, h("section", { class: "card", "aria-labelledby": "h-info" }, h("h2", { id: "h-info" }, "Definition"), info), h("section", { class: "card", "aria-labelledby": "h-nextf" }, h("h2", { id: "h-nextf" }, "Next fire times"), next)),
+    h("section", { class: "card", "aria-labelledby": "h-slots" }, h("h2", { id: "h-slots" }, "Slots"), slots),
     h("section", { class: "card", "aria-labelledby": "h-runs" }, h("h2", { id: "h-runs" }, "Recent runs"), runs),
   );
   async function load() {
     const runsPath = `/api/v1/projects/${encodeURIComponent(project)}/runs?job=${encodeURIComponent(name)}&limit=25`;
-    let job, rr, ticks;
+    let job, rr, ticks, sl;
     try {
-      [job, rr, ticks] = await Promise.all([get(jobPath(project, name)), get(runsPath), get(jobPath(project, name, "/ticks?limit=10"))]);
+      [job, rr, ticks, sl] = await Promise.all([get(jobPath(project, name)), get(runsPath), get(jobPath(project, name, "/ticks?limit=10")), get(jobPath(project, name, "/slots?limit=50"))]);
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 404) throw err;
       // a deleted job: its past runs stay until retention (D181), listed here
@@ -28,6 +31,7 @@ export async function render(root, ctx) {
       fill(head, h("div", { class: "row" }, h("h1", null, name, " ", h("span", { class: "badge st-deleted" }, "deleted"))));
       fill(info, h("p", { class: "muted" }, "This job was deleted. Its past runs stay until they expire."));
       fill(next, h("p", { class: "muted" }, "Nothing scheduled."));
+      fill(slots, h("p", { class: "muted" }, "—"));
       fill(runs, runTable(rr.runs));
       return;
     }
@@ -54,11 +58,13 @@ export async function render(root, ctx) {
         h("dt", null, "Tags"), h("dd", null, job.tags.length ? job.tags.map((t) => h("span", { class: "tag" }, t)) : "—"),
         h("dt", null, "Timeout / retries"), h("dd", null, `${job.timeout ? `${job.timeout} s` : "none"} / ${job.retries}`),
         h("dt", null, "Overlap"), h("dd", null, job.overlap),
+        h("dt", null, "Deadlines"), h("dd", null, deadlinesText(job)),
         h("dt", null, "Target"), h("dd", null, job.target.group ? `group ${job.target.group}` : "any node", job.target.selector ? ` where ${job.target.selector}` : ""),
         h("dt", null, "Runs as"), h("dd", null, job.run_as ? `${job.run_as.user}${job.run_as.group ? ` (group ${job.run_as.group})` : ""}` : "the node's default user"),
       ),
     );
     fill(next, ticks.next.length ? h("ol", { class: "fire-times" }, ticks.next.map((t) => h("li", { dataset: { outcome: t.reason || "fire" } }, timeEl(t.tick, t.timezone || "UTC"), t.reason ? h("span", { class: "muted", title: t.detail || "" }, ` — ${t.reason}${t.deferred_to ? ` → ${fmtTime(t.deferred_to)}` : ""}`) : null))) : h("p", { class: "muted" }, "Nothing scheduled."));
+    fill(slots, ...slotsCard(sl, job.schedules[0]?.timezone || null));
     fill(runs, runTable(rr.runs));
   }
   await load();

@@ -31,6 +31,9 @@ export async function render(root, ctx) {
   const retries = h("input", { name: "retries", type: "number", min: 0, max: 100, value: job?.retries ?? 0 });
   const overlap = h("select", { name: "overlap" }, ["allow", "forbid", "replace", "queue"].map((o) => h("option", { value: o, selected: (job?.overlap || "allow") === o }, o)));
   const enabled = h("input", { name: "enabled", type: "checkbox", checked: job ? job.enabled : true });
+  // every slot's deadlines (D229): seconds or 90s / 15m / 2h / 1d; empty: none
+  const startWithin = h("input", { name: "start_within", value: job?.deadlines?.start_within || "", placeholder: "e.g. 5m", autocomplete: "off" });
+  const succeedWithin = h("input", { name: "succeed_within", value: job?.deadlines?.succeed_within || "", placeholder: "e.g. 2h", autocomplete: "off" });
   upload.addEventListener("change", async () => {
     const file = upload.files[0];
     if (file) command.value = await file.text();
@@ -53,6 +56,7 @@ export async function render(root, ctx) {
     preview,
     h("datalist", { id: "tz-list" }, (Intl.supportedValuesOf ? Intl.supportedValuesOf("timeZone") : ["UTC"]).map((z) => h("option", { value: z }))),
     h("div", { class: "grid3" }, field("Tags", tags), field("Timeout (s, 0: none)", timeout), field("Retries", retries)),
+    h("div", { class: "grid2" }, field("Start within", startWithin, "Each slot's run must start within this, or it is a missed deadline."), field("Succeed within", succeedWithin, "…and succeed within this (seconds, or 90s, 15m, 2h, 1d).")),
     h("div", { class: "grid3" }, field("Overlap", overlap), h("div", { class: "field check", dataset: { field: "enabled" } }, h("label", null, enabled, " Enabled"))),
     h("div", { class: "form-error", role: "alert" }),
     h("div", { class: "actions" }, h("a", { class: "button secondary", href: editing ? `#/jobs/${encodeURIComponent(editing)}` : "#/jobs" }, "Cancel"), h("button", { type: "submit", class: "primary" }, editing ? "Save" : "Create job")),
@@ -82,6 +86,9 @@ export async function render(root, ctx) {
     spec.retries = Number(retries.value || 0);
     spec.overlap = overlap.value;
     spec.enabled = enabled.checked;
+    const within = (el) => (el.value.trim() === "" ? 0 : /^\d+(\.\d+)?$/.test(el.value.trim()) ? Number(el.value) : el.value.trim());
+    const deadlines = { start_within: within(startWithin), succeed_within: within(succeedWithin) };
+    spec.deadlines = deadlines.start_within || deadlines.succeed_within ? deadlines : null;
     try {
       const saved = editing ? await put(jobPath(project, editing), spec) : await post(projectPath(project, "/jobs"), spec);
       toast(`${saved.name} saved`, "ok");
@@ -94,6 +101,7 @@ export async function render(root, ctx) {
       const known = { name: "name", command: "command", description: "description", tags: "tags", timeout: "timeout", retries: "retries", overlap: "overlap" };
       let target = known[f[0]] || null;
       if (f[0] === "schedules") target = f.includes("timezone") ? "timezone" : "cron";
+      if (f[0] === "deadlines") target = f[1] || "start_within";
       showFieldError(form, target, err.message);
     }
   });
