@@ -118,6 +118,11 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("PUT", "{p}/secrets/s", {"value": "v"}, "editor"),
     ("DELETE", "{p}/secrets/absent", None, "editor"),
     ("POST", "/api/v1/secrets/rotate", None, "cluster"),
+    # budgets (issue 24): any user reads them, a cluster admin writes them
+    ("GET", "/api/v1/budgets", None, "auth"),
+    ("GET", "/api/v1/budgets/absent", None, "auth"),
+    ("PUT", "/api/v1/budgets/bud", {"concurrent": 1}, "cluster"),
+    ("DELETE", "/api/v1/budgets/absent", None, "cluster"),
     # calendars, blackout windows, freeze, plan (issue 21)
     ("GET", "/api/v1/calendars", None, "auth"),
     ("GET", "/api/v1/calendars/absent", None, "auth"),
@@ -174,6 +179,9 @@ def canonical(template: str) -> str:
     out = out.replace("/projects/granted", "/projects/{project}")
     out = out.replace("/users/victim", "/users/{user}").replace("/users/nobody", "/users/{user}")
     out = out.replace("/ui/index.html", "/ui/{path}")
+    out = out.replace("/budgets/absent", "/budgets/{budget}").replace(
+        "/budgets/bud", "/budgets/{budget}"
+    )
     out = out.replace("/hooks/absent", "/hooks/{hook}").replace("/hooks/h", "/hooks/{hook}")
     out = out.replace("/secrets/absent", "/secrets/{secret}").replace(
         "/secrets/s", "/secrets/{secret}"
