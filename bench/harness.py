@@ -142,7 +142,7 @@ class NodeProc:
         node_id: str,
         data_dir: Path,
         log_path: Path,
-        capacity: int,
+        capacity: int | None,
         properties: Mapping[str, str] | None = None,
         lease_ttl: int = 3,
         drain_timeout: float = 2.0,
@@ -165,13 +165,13 @@ class NodeProc:
             str(lease_ttl),
             "--data-dir",
             str(data_dir),
-            "--capacity",
-            str(capacity),
             "--drain-timeout",
             str(drain_timeout),
             "--log-format",
             "json",
         ]
+        if capacity is not None:  # None: the node's default, as a user who sets nothing gets
+            args += ["--capacity", str(capacity)]
         for key, value in (properties or {}).items():
             args += ["--property", f"{key}={value}"]
         self._log = open(log_path, "ab")

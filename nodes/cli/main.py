@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--node-id", help="node id (CRONMESH_NODE_ID, default: the host name)")
     n.add_argument("--prefix", help="etcd key prefix (default /cronmesh)")
     n.add_argument("--lease-ttl", type=int, help="lease TTL in seconds (default 5)")
-    n.add_argument("--capacity", type=int, help="max concurrent runs on this node (default 16)")
+    n.add_argument(
+        "--capacity", type=int, help="max concurrent runs on this node (default 64 per CPU)"
+    )
+    n.add_argument(
+        "--max-armed", type=int, help="max runs held armed ahead of their tick (default 512)"
+    )
     n.add_argument("--property", action="append", help="node property key=value (repeatable)")
     n.add_argument("--weight-budget", type=int, help="units of binding weight runs may hold")
     n.add_argument("--owner", help="who runs this node (shown in node list)")

@@ -314,6 +314,7 @@ class Node:
             node_id=self.node_id,
             properties=self.config.properties,
             capacity=self.config.capacity,
+            max_armed=self.config.max_armed,
             logs=self.logs,
             work_dir=str(self.config.work_path),
             clock=self.clock,
