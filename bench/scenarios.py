@@ -302,7 +302,13 @@ async def cleanup(ctx: Context, node: NodeProc, prefix: str) -> None:
     """Stop the node, delete every key of the scenario and compact etcd's history away."""
     await asyncio.to_thread(node.stop)
     ctx.procs.remove(node)
-    await ctx.etcd.delete(prefix + "/", prefix=True)
+    # A 30 s window at 500 runs/s leaves ~10^5 keys: one DeleteRange of them outlasts the client's
+    # 5 s deadline on a loaded machine, which aborted the whole benchmark; give it time.
+    timeout, ctx.etcd.timeout = ctx.etcd.timeout, max(ctx.etcd.timeout, 120.0)
+    try:
+        await ctx.etcd.delete(prefix + "/", prefix=True)
+    finally:
+        ctx.etcd.timeout = timeout
     status = await ctx.etcd.status()
     await asyncio.to_thread(ctx.etcd_server.compact, int(status["revision"]))
 
