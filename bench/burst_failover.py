@@ -53,7 +53,7 @@ async def burst(ctx: Context) -> dict[str, dict[str, Any]]:
 
 async def burst_of(ctx: Context, n: int) -> dict[str, Any]:
     prefix = new_prefix(f"burst{n}")
-    node = await start_node(ctx, prefix, f"burst-{n}", capacity=256, properties={})
+    node = await start_node(ctx, prefix, f"burst-{n}", capacity=None, properties={})  # defaults
     try:
         # How fast this node takes job definitions, to place the instant after the last one.
         t = time.monotonic()
@@ -114,7 +114,8 @@ async def leader_of(ctx: Context, nodes: list[NodeProc], within: float = 30.0) -
 
 
 def failover_node(ctx: Context, prefix: str, name: str) -> NodeProc:
-    return node_proc(ctx, prefix, name, capacity=64, lease_ttl=FAILOVER_TTL)
+    # default settings but the lease TTL, named by the goal's row (5 s, the default too)
+    return node_proc(ctx, prefix, name, capacity=None, lease_ttl=FAILOVER_TTL)
 
 
 async def wait_ready(ctx: Context, node: NodeProc, within: float = 30.0) -> None:

@@ -104,7 +104,7 @@ def start_node(
         node_id=node_id,
         data_dir=tmp / "data",
         log_path=tmp / f"{node_id}.log",
-        capacity=16,
+        capacity=None,  # default settings
         properties=props,
     )
     procs.add(node)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import os
 import pstats
 import shutil
 import time
@@ -58,9 +59,10 @@ ETCD_COUNTERS = (
 class Mode:
     quick: bool
     profile: bool = False
-    e2e_capacity: int = 256
+    e2e_capacity: int | None = None  # None: the node's default settings (D261)
     lag_jobs: int = 100
-    lag_capacity: int = 128
+    lag_capacity: int | None = None  # None: the node's default settings (D260)
+    window: int | None = None  # the lag window, when not the mode's
 
     @property
     def warmup(self) -> float:
@@ -86,6 +88,8 @@ class Mode:
 
     @property
     def lag_window(self) -> int:
+        if self.window is not None:
+            return self.window
         return 10 if self.quick else 30
 
     @property
@@ -240,7 +244,7 @@ def node_proc(
     prefix: str,
     name: str,
     *,
-    capacity: int,
+    capacity: int | None,
     properties: dict[str, str] | None = None,
     lease_ttl: int = 3,
 ) -> NodeProc:
@@ -262,7 +266,7 @@ def node_proc(
 
 
 async def start_node(
-    ctx: Context, prefix: str, name: str, *, capacity: int, properties: dict[str, str]
+    ctx: Context, prefix: str, name: str, *, capacity: int | None, properties: dict[str, str]
 ) -> NodeProc:
     """The one node of a scenario, once it leads."""
     node = node_proc(ctx, prefix, name, capacity=capacity, properties=properties)
@@ -298,7 +302,13 @@ async def cleanup(ctx: Context, node: NodeProc, prefix: str) -> None:
     """Stop the node, delete every key of the scenario and compact etcd's history away."""
     await asyncio.to_thread(node.stop)
     ctx.procs.remove(node)
-    await ctx.etcd.delete(prefix + "/", prefix=True)
+    # A 30 s window at 500 runs/s leaves ~10^5 keys: one DeleteRange of them outlasts the client's
+    # 5 s deadline on a loaded machine, which aborted the whole benchmark; give it time.
+    timeout, ctx.etcd.timeout = ctx.etcd.timeout, max(ctx.etcd.timeout, 120.0)
+    try:
+        await ctx.etcd.delete(prefix + "/", prefix=True)
+    finally:
+        ctx.etcd.timeout = timeout
     status = await ctx.etcd.status()
     await asyncio.to_thread(ctx.etcd_server.compact, int(status["revision"]))
 
@@ -384,7 +394,8 @@ async def scheduler_level(ctx: Context, n: int) -> dict[str, Any]:
     mode = ctx.mode
     prefix = new_prefix("sched")
     ctx.say(f"scheduler: {n} jobs every second, selector role=none (no worker claims them)")
-    node = await start_node(ctx, prefix, f"sched-{n}", capacity=64, properties={"role": "bench"})
+    # default settings: nobody claims these runs, the capacity plays no part
+    node = await start_node(ctx, prefix, f"sched-{n}", capacity=None, properties={"role": "bench"})
     w = await measure_window(
         ctx, node, prefix, f"scheduler_throughput-{n}", n, mode.sched_window, "role=none"
     )
@@ -451,7 +462,8 @@ async def e2e_throughput(ctx: Context) -> dict[str, Any]:
 async def e2e_level(ctx: Context, n: int) -> dict[str, Any]:
     mode = ctx.mode
     prefix = new_prefix("e2e")
-    ctx.say(f"end to end: {n} jobs every second running `true`, capacity {mode.e2e_capacity}")
+    settings = "default settings" if mode.e2e_capacity is None else f"capacity {mode.e2e_capacity}"
+    ctx.say(f"end to end: {n} jobs every second running `true`, {settings}")
     node = await start_node(ctx, prefix, f"e2e-{n}", capacity=mode.e2e_capacity, properties={})
     w = await measure_window(ctx, node, prefix, f"e2e_throughput-{n}", n, mode.e2e_window)
     t0, t1, create_s, before, after, q0, q1, runs = (
@@ -493,7 +505,7 @@ async def e2e_level(ctx: Context, n: int) -> dict[str, Any]:
         "jobs": n,
         "sustained": sustained,
         "offered_runs_per_s": n,
-        "capacity": mode.e2e_capacity,
+        "capacity": mode.e2e_capacity or "default",
         "window_s": t1 - t0,
         "job_creation_s": round(create_s, 2),
         "succeeded_in_window": len(finished),
@@ -545,16 +557,33 @@ def sample(values: list[float], limit: int = 5000) -> list[float]:
     return [round(v * 1000, 1) for v in values[::step]]
 
 
+def worst_ticks(runs: list[RunDoc], top: int = 5) -> list[dict[str, Any]]:
+    """The ticks whose last run started latest: is a tail one bad second or spread out?"""
+    by_tick: dict[float, list[float]] = {}
+    for r in runs:
+        if r.started_at is not None and r.scheduled_at is not None:
+            by_tick.setdefault(r.scheduled_at, []).append(r.started_at - r.scheduled_at)
+    worst = sorted(by_tick.items(), key=lambda kv: -max(kv[1]))[:top]
+    return [
+        {
+            "tick": tick,
+            "max_ms": round(max(lags) * 1000, 1),
+            "over_40ms": sum(1 for x in lags if x > 0.04),
+            "runs": len(lags),
+        }
+        for tick, lags in worst
+    ]
+
+
 async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
     """``n`` jobs every second for ``lag_window`` seconds; answers the lag document ``lag_<n>``,
     and at the reference rate (``lag_jobs``) the etcd requests and the CPU per run over the
     same window."""
     mode = ctx.mode
     prefix = new_prefix(f"lag{n}")
-    ctx.say(f"steady lag: {n} jobs every second (= {n} runs/s) for {mode.lag_window} s")
-    node = await start_node(
-        ctx, prefix, f"lag-{n}", capacity=max(mode.lag_capacity, n + n // 4), properties={}
-    )
+    settings = "default settings" if mode.lag_capacity is None else f"capacity {mode.lag_capacity}"
+    ctx.say(f"steady lag: {n} jobs every second (= {n} runs/s) for {mode.lag_window} s, {settings}")
+    node = await start_node(ctx, prefix, f"lag-{n}", capacity=mode.lag_capacity, properties={})
     try:
         jobs = await put_jobs(ctx.http, node, PROJECT, n)
         await asyncio.sleep(mode.warmup)
@@ -596,7 +625,8 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
         "scenario": f"lag_{n}",
         "jobs": n,
         "rate_per_s": n,
-        "capacity": mode.lag_capacity,
+        "capacity": mode.lag_capacity or "default",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "window_s": t1 - t0,
         "expected_ticks": expected,
         "runs_for_window_ticks": len(in_window),
@@ -620,6 +650,7 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
             (r.started_at for r in ok if r.started_at is not None), t0, t1 + 1
         ),
         "start_lag_ms_sample": sample(start_lag),
+        "worst_ticks": worst_ticks(ok),
     }
     if n != mode.lag_jobs:
         return {f"lag_{n}": lag}

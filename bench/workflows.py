@@ -87,6 +87,7 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, 
         node_id="wf1",
         data_dir=tmp / "data",
         log_path=tmp / "node.log",
+        # tuned: every leaf of a fan-out runs at once (default: 64 per CPU, D261)
         capacity=max(64, args.fanout + 8),
         # 200 processes ending at once stall the node's loop for ~1-2 s on a busy 2-core machine
         # (the executor's per-exit /proc scan): a 3 s lease would expire mid-measurement.

@@ -73,6 +73,52 @@ class PeerRejected(Unavailable):
     status = 502
 
 
+class NotConnected(Unavailable):
+    """This node holds no etcd session (not yet, or lost and reconnecting): the one answer of
+    every route that needs etcd, the login included (D214)."""
+
+    code = "not_connected"
+
+    def __init__(self, message: str = "this node is not connected to etcd") -> None:
+        super().__init__(message)
+
+
+# -- etcd outcomes (raised by ``cluster.etcd``) -----------------------------------------------
+
+
+class OutcomeUnknown(Unavailable):
+    """A write was sent but its reply was lost: it may have been applied. Read back, then decide."""
+
+    code = "outcome_unknown"
+
+
+class Compacted(CronmeshError):
+    """A watch asked for a revision that etcd has already compacted away; re-read and re-watch."""
+
+    code = "compacted"
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"revision compacted below {revision}")
+        self.revision = revision
+
+
+class LeaseGone(Unavailable):
+    """A write bound to a lease was rejected because the lease no longer exists."""
+
+    code = "lease_gone"
+
+
+class Rejected(CronmeshError):
+    """etcd refused a request that can never succeed as it is (too large, malformed)."""
+
+    code = "rejected"
+    status = 422
+
+
+class AuthExpired(Unavailable):
+    """The blocking lease client's token was refused: the asyncio client must renew it."""
+
+
 class LostOwnership(CronmeshError):
     """A fenced write failed: this node no longer holds the lease, claim or leadership it used."""
 

@@ -1,7 +1,8 @@
 """Typed access to what cronmesh keeps in etcd: jobs, runs, queue, claims, ticks.
 
-The functions that *build* operations (``create_run_ops``, ``finish_ops``) are shared by the API,
-the scheduler and the worker, so every path that changes a run keeps the same invariants:
+The functions that *build* operations (``create_run_ops``, ``finish_ops``: :mod:`cluster.runs`)
+are shared by the API, the scheduler and the worker, so every path that changes a run keeps the
+same invariants:
 
 - a run is *active* (``active/…`` key present) from creation until it is finished;
 - a pending run has exactly one queue entry, and a pending run's record only changes together with
@@ -25,18 +26,26 @@ from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
 from cluster.groups import target_guards
 from cluster.ids import Snowflake, is_id
 from cluster.keys import Keys
-from cluster.models import (
-    FINISHED,
-    Attempt,
-    Job,
-    JobSpec,
-    Run,
-    parse_model,
-)
+from cluster.models import Job, JobSpec, Run, parse_model
 from cluster.notify import keep_secrets
-from cluster.plan import retry_delay
-from cluster.quotas import Kind, Quotas, exceeded, history_of_size, refusal
+from cluster.quota_store import QuotaStore, history_bytes
+from cluster.quotas import Quotas
+from cluster.runs import RETRYABLE, RunOps, dumps, tick_record
 from cluster.secret_store import reference_guards, references
+
+__all__ = [
+    "MAX_BACKFILL",
+    "MAX_TXN_OPS",
+    "RETRYABLE",
+    "RUNS_PAGE_BYTES",
+    "RUNS_PER_READ",
+    "RUNS_SCAN_BYTES",
+    "Store",
+    "Stored",
+    "dumps",
+    "history_bytes",
+    "tick_record",
+]
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 # Listing runs (a viewer's request): keys per etcd read, bytes of run records per answer and per
@@ -44,12 +53,7 @@ MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 RUNS_PER_READ = 100
 RUNS_PAGE_BYTES = 16 * 1024 * 1024
 RUNS_SCAN_BYTES = 128 * 1024 * 1024
-RETRYABLE = frozenset({"failed", "timed_out", "lost"})
 MAX_BACKFILL = 1000
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,150 +64,16 @@ class Stored:
     mod_revision: int
 
 
-def history_bytes(kind: Kind, doc: str | bytes) -> int:
-    """The run history bound of a stored document (D210); an unreadable one counts as its size."""
-    try:
-        value = json.loads(doc)
-    except ValueError:
-        return len(doc)
-    if not isinstance(value, dict):
-        return len(doc)
-    return history_of_size(kind, value, len(doc))
+class Store(RunOps, QuotaStore):
+    """Jobs and runs in etcd: reads, and the writes of the API (quotas: ``QuotaStore``, run
+    operations: ``RunOps``)."""
 
-
-class Store:
     def __init__(
         self, etcd: Etcd, keys: Keys, ids: Snowflake, clock: Callable[[], datetime]
     ) -> None:
+        super().__init__(keys, ids, clock)
         self.etcd = etcd
-        self.keys = keys
-        self.ids = ids
-        self.clock = clock
         self.quotas = Quotas()  # the cluster-wide defaults (the node sets its config's)
-
-    # -- quotas (D162) -------------------------------------------------------------------------
-
-    async def project_limits(self, project: str) -> Quotas:
-        """The project's quotas: the defaults with the project record's overrides."""
-        kv = await self.etcd.get(self.keys.project(project))
-        overrides = json.loads(kv.value).get("quotas") if kv is not None else None
-        return self.quotas.overridden(overrides if isinstance(overrides, dict) else None)
-
-    async def project_usage(self, project: str) -> dict[str, int]:
-        """Jobs, workflows and bytes of their documents the project holds now."""
-        jobs = await self.etcd.range(self.keys.jobs(project), count_only=True)
-        flows = await self.etcd.range(self.keys.workflows(project), count_only=True)
-        return {
-            "jobs": jobs.count,
-            "workflows": flows.count,
-            "bytes": await self._doc_bytes(project, jobs.count + flows.count),
-            "run_history_bytes": await self._history_bytes(project, jobs.count + flows.count),
-        }
-
-    async def _history_bytes(self, project: str, docs: int) -> int:
-        """The sum of the project's run-history index (D210)."""
-        return await self._indexed_total(self.keys.history_sizes(project), project, docs, True)
-
-    def size_ops(self, project: str, kind: Kind, name: str, doc: str) -> list[Any]:
-        """The index entries written with a job's or workflow's document (D162, D210)."""
-        return [
-            Op.put(self.keys.doc_size(project, kind, name), str(len(doc))),
-            Op.put(self.keys.history_size(project, kind, name), str(history_bytes(kind, doc))),
-        ]
-
-    def size_deletes(self, project: str, kind: Kind, name: str) -> list[Any]:
-        return [
-            Op.delete(self.keys.doc_size(project, kind, name)),
-            Op.delete(self.keys.history_size(project, kind, name)),
-        ]
-
-    async def _doc_bytes(self, project: str, docs: int) -> int:
-        """The sum of the project's document-size index (D162)."""
-        return await self._indexed_total(self.keys.doc_sizes(project), project, docs, False)
-
-    async def _indexed_total(self, prefix: str, project: str, docs: int, history: bool) -> int:
-        """The sum of one size index; documents written before it existed are measured once."""
-        sizes = await self.etcd.range_all(prefix)
-        if len(sizes.kvs) < docs:
-            await self._record_sizes(project, {kv.key for kv in sizes.kvs}, history=history)
-            sizes = await self.etcd.range_all(prefix)
-        total = 0
-        for kv in sizes.kvs:
-            try:
-                total += int(kv.value)
-            except ValueError:
-                continue
-        return total
-
-    async def _record_sizes(self, project: str, known: set[str], *, history: bool = False) -> None:
-        kind: Kind
-        for kind, prefix in (
-            ("job", self.keys.jobs(project)),
-            ("workflow", self.keys.workflows(project)),
-        ):
-            async for page in self.etcd.range_pages(prefix):
-                for kv in page.kvs:
-                    name = kv.key[len(prefix) :]
-                    if history:
-                        size_key = self.keys.history_size(project, kind, name)
-                        value = history_bytes(kind, kv.value)
-                    else:
-                        size_key = self.keys.doc_size(project, kind, name)
-                        value = len(kv.value)
-                    if size_key in known:
-                        continue
-                    # only while the document is still this one (a concurrent write records its own)
-                    await self.etcd.txn(
-                        [Compare.modified(kv.key, kv.mod_revision)],
-                        [Op.put(size_key, str(value))],
-                    )
-
-    async def check_quota(
-        self,
-        project: str,
-        kind: Kind,
-        *,
-        creating: bool,
-        old_size: int,
-        new_size: int,
-        old_history: int = 0,
-        new_history: int = 0,
-    ) -> None:
-        """Raise ``QuotaExceeded`` when writing this document would exceed a quota. Checked
-        before the write's transaction: concurrent creates may overshoot by their number."""
-        growing = new_size > old_size
-        history_grows = new_history > old_history
-        if not creating and not growing and not history_grows:
-            return
-        limits = await self.project_limits(project)
-        prefix = self.keys.jobs(project) if kind == "job" else self.keys.workflows(project)
-        count = (await self.etcd.range(prefix, count_only=True)).count if creating else 0
-        total = 0
-        if growing:
-            docs = (await self.etcd.range(self.keys.jobs(project), count_only=True)).count + (
-                await self.etcd.range(self.keys.workflows(project), count_only=True)
-            ).count
-            total = await self._doc_bytes(project, docs)
-        total_history = 0
-        if history_grows:
-            docs = (await self.etcd.range(self.keys.jobs(project), count_only=True)).count + (
-                await self.etcd.range(self.keys.workflows(project), count_only=True)
-            ).count
-            total_history = await self._history_bytes(project, docs)
-        over = exceeded(
-            limits,
-            kind,
-            count=count,
-            total_bytes=total,
-            creating=creating,
-            old_size=old_size,
-            new_size=new_size,
-            total_history=total_history,
-            old_history=old_history,
-            new_history=new_history,
-        )
-        if over is not None:
-            raise refusal(over, limits, project)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -350,125 +220,6 @@ class Store:
         )
         if not res.succeeded:
             raise JobNotFound(f"job {name!r} not found in project {project!r}", field="name")
-
-    # -- runs: building operations ------------------------------------------------------------
-
-    def new_run(
-        self,
-        job: Job,
-        *,
-        source: str,
-        parameters: dict[str, str] | None = None,
-        scheduled_at: datetime | None = None,
-        schedule: str | None = None,
-        status: str = "pending",
-    ) -> Run:
-        now = self.clock()
-        params = {**job.parameters, **(parameters or {})}
-        run = Run(
-            id=self.ids.next(),
-            project=job.project,
-            job=job.name,
-            status=status,  # type: ignore[arg-type]
-            source=source,  # type: ignore[arg-type]
-            schedule=schedule,
-            scheduled_at=scheduled_at,
-            created_at=now,
-            parameters=params,
-            snapshot=job.spec(),
-        )
-        if status in FINISHED:
-            run.finished_at = now
-        return run
-
-    def queue_key(self, run: Run) -> str:
-        return self.keys.queue_entry(run.snapshot.priority, run.id)
-
-    def create_run_ops(self, run: Run) -> list[Any]:
-        """Ops that create a run: record, per-job index, and (unless finished) active + queue."""
-        doc = run.model_dump_json()
-        ops = [
-            Op.put(self.keys.run(run.project, run.id), doc),
-            Op.put(self.keys.job_run(run.project, run.job, run.id), run.status),
-        ]
-        if not run.finished:
-            ops.append(Op.put(self.keys.active(run.project, run.job, run.id), run.status))
-            ops.append(Op.put(self.queue_key(run), doc))
-        return ops
-
-    def finish_ops(
-        self,
-        run: Run,
-        *,
-        status: str,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        error: str | None = None,
-        result: Any = None,
-        claim_revision: int | None = None,
-        slot: str | Sequence[str] | None = None,
-        log: str | None = None,
-        output_bytes: int | None = None,
-        reason: str | None = None,
-        peak_memory: int | None = None,
-        cpu_seconds: float | None = None,
-    ) -> tuple[Run, list[Any]]:
-        """Close the current attempt; either finish the run or queue its next attempt."""
-        now = self.clock()
-        attempt = Attempt(
-            attempt=run.attempt,
-            status=status,  # type: ignore[arg-type]
-            node=run.node,
-            started_at=run.started_at,
-            finished_at=now,
-            exit_code=exit_code,
-            signal=signal,
-            error=error,
-            claim_revision=claim_revision or run.claim_revision,
-            log=log,
-            output_bytes=output_bytes,
-            reason=reason,
-            peak_memory=peak_memory,
-            cpu_seconds=cpu_seconds,
-        )
-        # shallow: the copy's own fields are replaced below, nested ones only read (a deep copy
-        # of the whole run was a tenth of a worker's CPU per run)
-        updated = run.model_copy(update={"attempts": [*run.attempts, attempt]})
-        updated.exit_code, updated.signal, updated.error = exit_code, signal, error
-        updated.reason = reason
-        updated.claim_revision = attempt.claim_revision
-        if result is not None:
-            updated.result = result
-        ops: list[Any] = [
-            Op.delete(self.keys.claim(run.id)),
-            Op.delete(self.keys.control(run.id)),
-        ]
-        for key in [slot] if isinstance(slot, str) else slot or ():  # job's and budgets' slots
-            ops.append(Op.delete(key))
-        spec = run.snapshot
-        if status in RETRYABLE and run.attempt <= spec.retries:
-            delay = retry_delay(spec.retry_interval, spec.retry_backoff, run.attempt)
-            updated.status = "pending"
-            updated.attempt = run.attempt + 1
-            updated.node = None
-            updated.started_at = None
-            updated.finished_at = None
-            updated.not_before = now + timedelta(seconds=delay)
-            doc = updated.model_dump_json()
-            ops += [
-                Op.put(self.keys.run(run.project, run.id), doc),
-                Op.put(self.queue_key(updated), doc),
-            ]
-        else:
-            updated.status = status  # type: ignore[assignment]
-            updated.finished_at = now
-            updated.not_before = None
-            ops += [
-                Op.put(self.keys.run(run.project, run.id), updated.model_dump_json()),
-                Op.put(self.keys.job_run(run.project, run.job, run.id), status),
-                Op.delete(self.keys.active(run.project, run.job, run.id)),
-            ]
-        return updated, ops
 
     # -- runs: reading -------------------------------------------------------------------------
 
@@ -708,7 +459,3 @@ class Store:
             else:
                 raise Unavailable("backfill kept conflicting with the scheduler; retry")
         return {"created": created, "existing": existing, "ticks": len(wanted)}
-
-
-def tick_record(tick: datetime, schedule: str, fate: str, run_id: str | None) -> str:
-    return dumps({"tick": tick.isoformat(), "schedule": schedule, "fate": fate, "run": run_id})

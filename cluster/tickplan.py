@@ -63,12 +63,28 @@ def slot_record(tick: datetime, fp: str, decision: SlotDecision) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
+# Parsed schedules shared by every job with the same timing (D263): a schedule is immutable once
+# parsed, and 100,000 jobs mostly share a few expressions. An expression with a hashed field (H)
+# depends on its job and is keyed by it. Bounded: cleared when full.
+_PARSED: dict[tuple[Any, ...], Schedule] = {}
+PARSED_KEPT = 4096
+
+
 def parse_job(job: Job) -> list[tuple[ScheduleSpec, Schedule]]:
     """The job's enabled schedules, parsed (hashed fields keyed by the job)."""
     out = []
     for spec in job.schedules:
         if spec.enabled:
-            sched = spec.parse(f"{job.project}/{job.name}")
+            hash_key = f"{job.project}/{job.name}"
+            dst = (spec.dst.gap, spec.dst.fold) if spec.dst is not None else None
+            own = hash_key if spec.cron is not None and "h" in spec.cron.lower() else ""
+            key = (spec.cron, spec.at, spec.timezone, dst, own)
+            sched = _PARSED.get(key)
+            if sched is None:
+                sched = spec.parse(hash_key)
+                if len(_PARSED) >= PARSED_KEPT:
+                    _PARSED.clear()
+                _PARSED[key] = sched
             out.append((spec, sched))
     return out
 

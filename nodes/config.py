@@ -30,6 +30,7 @@ from logstore.s3 import S3Credentials
 from logstore.settings import LogSettings
 from nodes.api.proxy import parse_networks
 from nodes.runtime.datadir import default_data_dir
+from nodes.worker.capacity import default_capacity
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -52,7 +53,9 @@ class NodeConfig(BaseModel):
     advertise: str | None = None  # host:port other nodes use to reach this one
     prefix: str = Field(default="/cronmesh", pattern=r"^/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.\-]$")
     lease_ttl: int = Field(default=5, ge=2, le=300)
-    capacity: int = Field(default=16, ge=1, le=10_000)
+    capacity: int = Field(default_factory=default_capacity, ge=1, le=10_000)
+    # runs held armed ahead of their instant (D121), apart from capacity, which bounds what runs
+    max_armed: int = Field(default=512, ge=0, le=10_000)
     weight_budget: int | None = Field(default=None, ge=1, le=1_000_000)  # None: no budget
     owner: str = Field(default="", max_length=256)
     machine_id: int | None = Field(default=None, ge=0, le=1023)  # None: allocated through etcd
@@ -341,6 +344,7 @@ ENV = {
     "CRONMESH_PREFIX": "prefix",
     "CRONMESH_LEASE_TTL": "lease_ttl",
     "CRONMESH_CAPACITY": "capacity",
+    "CRONMESH_MAX_ARMED": "max_armed",
     "CRONMESH_WEIGHT_BUDGET": "weight_budget",
     "CRONMESH_OWNER": "owner",
     "CRONMESH_MACHINE_ID": "machine_id",

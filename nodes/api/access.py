@@ -18,6 +18,7 @@ import asyncio
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,11 @@ import structlog
 from aiohttp import web
 
 from cluster import passwords
-from cluster.audit import AuditLog, Burst, Changes, DenialMerger
+from cluster.audit import AuditLog, DenialMerger
 from cluster.errors import (
     Forbidden,
     InvalidInput,
+    NotConnected,
     PasswordChangeRequired,
     TooManyRequests,
     Unauthenticated,
@@ -39,6 +41,7 @@ from cluster.etcd import OBSERVER, Compare, Op
 from cluster.identity import IdentityStore, TokenRecord, User
 from cluster.permissions import WRITE, Requirement, allows, metrics_scope_allows, requirement
 from nodes.api import proxy, signing
+from nodes.api.auditing import Auditing
 from nodes.api.hashing import HashPool
 from nodes.api.ratelimit import Attempt, LoginLimiter
 from nodes.config import read_secret
@@ -67,13 +70,16 @@ class Principal:
         return self.user.name
 
 
-class Access:
+class Access(Auditing):
+    """Who is calling and may they (the audit log's part: ``Auditing``)."""
+
     def __init__(self, config: NodeConfig, etcd: Etcd, keys: Keys, node_id: str) -> None:
         self.config = config
         self.etcd = etcd
         self.keys = keys
         self.node_id = node_id
         self.identity: IdentityStore | None = None
+        self.connected: Callable[[], bool] = lambda: True  # the node sets it: a session held?
         self.audit: AuditLog | None = None
         self.limiter = LoginLimiter()
         self.hashing = HashPool()  # password hashing, apart from the default thread pool (D165)
@@ -187,8 +193,8 @@ class Access:
     # -- users ---------------------------------------------------------------------------------
 
     def store(self) -> IdentityStore:
-        if self.identity is None:
-            raise Unavailable("this node is not connected to etcd")
+        if self.identity is None or not self.connected():
+            raise NotConnected()
         return self.identity
 
     async def authenticate(self, request: web.Request) -> Principal:
@@ -270,78 +276,6 @@ class Access:
         return scheme.lower() == "bearer" and secrets.compare_digest(
             secret.strip().encode(errors="replace"), self.metrics_token.encode()
         )
-
-    def changes(self, entry: dict[str, Any]) -> Changes:
-        """The collector of one write request, journaling its entry into each change it makes."""
-        return Changes(draft=self.audit.draft(entry) if self.audit is not None else None)
-
-    async def record_denial(self, entry: dict[str, Any], source: str) -> None:
-        """Audit a refused request or failed password check: the first of its kind in a window
-        gets an entry (in the denials' own budget), repeats only raise its ``count``."""
-        now = time.monotonic()
-        key = tuple(str(entry.get(f)) for f in ("outcome", "actor", "method", "path", "address"))
-        burst = self.denials.admit(key, source, entry, now)
-        if burst is None:
-            return
-        if self.audit is None:
-            return
-        try:
-            burst.at = self.audit.clock().isoformat()
-            burst.entry_id = await self.audit.record(burst.doc, at=burst.at)
-        except Exception as exc:
-            log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
-        self._arm_flush()
-
-    def _arm_flush(self) -> None:
-        if self._flush_timer is None and self.denials.open:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(self.denials.window, self._start_flush)
-
-    def _start_flush(self) -> None:
-        self._flush_timer = None
-        task = asyncio.get_running_loop().create_task(self.flush_denials(time.monotonic()))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def flush_denials(self, now: float) -> None:
-        """Rewrite the entries of bursts whose window ended with their final count."""
-        for burst in self.denials.due(now):
-            await self._rewrite(burst)
-        if self.denials.dropped:
-            log.warning(
-                "refused requests not audited: too many at once", count=self.denials.dropped
-            )
-            self.denials.dropped = 0
-        self._arm_flush()
-
-    async def _rewrite(self, burst: Burst) -> None:
-        if self.audit is None or burst.entry_id is None:
-            return
-        try:
-            await self.audit.record(
-                {**burst.doc, "count": burst.count}, entry_id=burst.entry_id, at=burst.at
-            )
-            burst.written = burst.count
-        except Exception as exc:
-            log.error("audit write failed", error=repr(exc), entry=burst.doc.get("path"))
-
-    async def close(self) -> None:
-        """The node stops: write the final counts of open bursts."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        for task in list(self._flushes):
-            task.cancel()
-        for burst in self.denials.due(float("inf")):
-            await self._rewrite(burst)
-
-    async def record(self, entry: dict[str, Any], changes: Changes | None = None) -> None:
-        if self.audit is None:
-            return
-        try:
-            await self.audit.record(entry, changes.draft if changes is not None else None)
-        except Exception as exc:  # an audit write must not turn a done change into an error
-            log.error("audit write failed", error=repr(exc), entry=entry.get("path"))
 
 
 def write_private(path: Path, text: str) -> None:

@@ -19,6 +19,7 @@ from cluster.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    NotConnected,
     NotFound,
     Unauthenticated,
     Unavailable,
@@ -394,7 +395,7 @@ class AuthApi:
     @documented(query={"limit": LIMIT, "before": STR, "actor": STR, "kind": STR})
     async def audit(self, request: web.Request) -> web.Response:
         if self.access.audit is None:
-            raise Unavailable("this node is not connected to etcd")
+            raise NotConnected()
         limit = int_query(request, "limit", 100, 1, 1000)
         before = request.query.get("before") or None
         if before is not None and (not before.isdigit() or len(before) > 20):
@@ -417,7 +418,7 @@ class AuthApi:
     async def audit_export(self, request: web.Request) -> web.Response:
         """Copy audit entries newer than the last export to the log store (append-only)."""
         if self.access.audit is None:
-            raise Unavailable("this node is not connected to etcd")
+            raise NotConnected()
         store = self.node.logs.store
         try:
             done = await self.access.audit.export(store.put_bytes)

@@ -17,10 +17,10 @@ from pydantic import BaseModel
 
 from cluster.budget_store import BudgetStore
 from cluster.budgets import Budget, BudgetSpec, joined, per_text
-from cluster.errors import InvalidInput, Unavailable
+from cluster.errors import InvalidInput
 from cluster.models import NAME_PATTERN
 from nodes.api.access import PRINCIPAL
-from nodes.api.http import body_json, int_query, named_body, ok
+from nodes.api.http import body_json, int_query, named_body, ok, require_connected
 from nodes.api.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
@@ -66,9 +66,7 @@ class BudgetApi:
         self.node = node
 
     def store(self) -> BudgetStore:
-        session = self.node.session
-        if session is None or session.lost.is_set():
-            raise Unavailable("this node is not connected to etcd")
+        require_connected(self.node)
         return BudgetStore(self.node.etcd, self.node.keys, self.node.clock)
 
     async def _doc(self, store: BudgetStore, budget: Budget) -> dict[str, Any]:

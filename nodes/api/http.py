@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from cluster.errors import CronmeshError, InvalidInput, TooManyRequests, Unavailable
+from cluster.errors import CronmeshError, InvalidInput, NotConnected, TooManyRequests
 from cluster.ids import is_id
 from cluster.models import (
     NAME_PATTERN,
@@ -190,10 +190,20 @@ def paged(
     return page, (name(page[-1]) if len(ordered) > limit else None)
 
 
+def connected(node: ApiContext) -> bool:
+    """Does the node hold an etcd session (also while it drains: readiness is separate)?"""
+    session = node.session
+    return node.store is not None and session is not None and not session.lost.is_set()
+
+
+def require_connected(node: ApiContext) -> None:
+    """The one "connected to etcd?" guard: ``NotConnected`` (503 ``not_connected``) if not."""
+    if not connected(node):
+        raise NotConnected()
+
+
 def require_store(node: ApiContext) -> Store:
-    """The node's store while it holds an etcd session (also while it drains: readiness is
-    separate); else ``Unavailable`` (503)."""
-    session, store = node.session, node.store
-    if store is None or session is None or session.lost.is_set():
-        raise Unavailable("this node is not connected to etcd")
-    return store
+    """The node's store while it holds an etcd session; else ``NotConnected`` (503)."""
+    require_connected(node)
+    assert node.store is not None
+    return node.store

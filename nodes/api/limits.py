@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cluster.errors import Unavailable
 from cluster.etcd import Op
 from cluster.limits import Buckets, RunLimits, check_pending, effective
 from cluster.models import parse_model
 from cluster.netguard import WebhookSettings
+from nodes.api.http import body_json, ok, project_of, require_connected
 from nodes.api.openapi import documented
 
 if TYPE_CHECKING:
@@ -68,46 +68,43 @@ def gate(request: web.Request) -> RunGate:
     return request.app[GATE]
 
 
-def add_routes(app: web.Application, node: ApiContext) -> None:
-    from nodes.api.http import body_json, ok, project_of
-
-    app[GATE] = RunGate(node)
-
-    def connected() -> None:
-        if node.store is None or node.session is None or node.session.lost.is_set():
-            raise Unavailable("this node is not connected to etcd")
+class LimitsApi:
+    def __init__(self, node: ApiContext, gate: RunGate) -> None:
+        self.node = node
+        self.gate = gate
 
     @documented(answer=WebhookSettings)
-    async def get_webhooks(request: web.Request) -> web.Response:
+    async def get_webhooks(self, request: web.Request) -> web.Response:
         """Where webhooks may go besides public addresses (cluster admin)"""
-        connected()
-        kv = await node.etcd.get(node.keys.webhook_settings())
+        require_connected(self.node)
+        kv = await self.node.etcd.get(self.node.keys.webhook_settings())
         doc = WebhookSettings.model_validate_json(kv.value) if kv else WebhookSettings()
         return ok(doc.model_dump(mode="json"))
 
     @documented(body=WebhookSettings, answer=WebhookSettings)
-    async def put_webhooks(request: web.Request) -> web.Response:
+    async def put_webhooks(self, request: web.Request) -> web.Response:
         """Replace the webhook allow-list (CIDRs, addresses, host names; optional :port)"""
         doc = parse_model(WebhookSettings, await body_json(request))
-        connected()
-        await node.etcd.put(node.keys.webhook_settings(), doc.model_dump_json())
+        require_connected(self.node)
+        await self.node.etcd.put(self.node.keys.webhook_settings(), doc.model_dump_json())
         return ok(doc.model_dump(mode="json"))
 
     @documented(answer=RunLimits)
-    async def get_cluster_limits(request: web.Request) -> web.Response:
+    async def get_cluster_limits(self, request: web.Request) -> web.Response:
         """Cluster defaults of the caps on manual runs (unset fields: built-in defaults)"""
-        connected()
-        _, cluster, _, _ = await app[GATE].limits("-")
+        require_connected(self.node)
+        _, cluster, _, _ = await self.gate.limits("-")
         return ok((cluster or RunLimits()).model_dump(mode="json"))
 
     @documented(body=RunLimits, answer=RunLimits)
-    async def put_cluster_limits(request: web.Request) -> web.Response:
+    async def put_cluster_limits(self, request: web.Request) -> web.Response:
         """Replace the cluster defaults of the caps on manual runs"""
         doc = parse_model(RunLimits, await body_json(request))
-        connected()
-        await node.etcd.put(node.keys.run_limits(), doc.model_dump_json())
+        require_connected(self.node)
+        await self.node.etcd.put(self.node.keys.run_limits(), doc.model_dump_json())
         return ok(doc.model_dump(mode="json"))
 
+    @staticmethod
     def limits_doc(limits: RunLimits, own: RunLimits | None) -> dict[str, Any]:
         return {
             "effective": limits.model_dump(mode="json"),
@@ -115,37 +112,41 @@ def add_routes(app: web.Application, node: ApiContext) -> None:
         }
 
     @documented()
-    async def get_project_limits(request: web.Request) -> web.Response:
+    async def get_project_limits(self, request: web.Request) -> web.Response:
         """The project's effective caps on manual runs, and its overrides"""
         project = project_of(request)
-        connected()
-        limits, _, own, _ = await app[GATE].limits(project)
-        return ok(limits_doc(limits, own))
+        require_connected(self.node)
+        limits, _, own, _ = await self.gate.limits(project)
+        return ok(self.limits_doc(limits, own))
 
     @documented(body=RunLimits)
-    async def put_project_limits(request: web.Request) -> web.Response:
+    async def put_project_limits(self, request: web.Request) -> web.Response:
         """Override caps of one project (cluster admin)"""
         project = project_of(request)
         doc = parse_model(RunLimits, await body_json(request))
-        connected()
-        await node.etcd.put(node.keys.project_run_limits(project), doc.model_dump_json())
-        limits, _, own, _ = await app[GATE].limits(project)
-        return ok(limits_doc(limits, own))
+        require_connected(self.node)
+        await self.node.etcd.put(self.node.keys.project_run_limits(project), doc.model_dump_json())
+        limits, _, own, _ = await self.gate.limits(project)
+        return ok(self.limits_doc(limits, own))
 
     @documented(status="204")
-    async def delete_project_limits(request: web.Request) -> web.Response:
+    async def delete_project_limits(self, request: web.Request) -> web.Response:
         """Remove a project's overrides (the cluster defaults apply again)"""
         project = project_of(request)
-        connected()
-        await node.etcd.delete(node.keys.project_run_limits(project))
+        require_connected(self.node)
+        await self.node.etcd.delete(self.node.keys.project_run_limits(project))
         return web.Response(status=204)
 
+
+def add_routes(app: web.Application, node: ApiContext) -> None:
+    app[GATE] = RunGate(node)
+    api = LimitsApi(node, app[GATE])
     r = app.router
-    r.add_get("/api/v1/settings/webhooks", get_webhooks)
-    r.add_put("/api/v1/settings/webhooks", put_webhooks)
-    r.add_get("/api/v1/settings/run-limits", get_cluster_limits)
-    r.add_put("/api/v1/settings/run-limits", put_cluster_limits)
+    r.add_get("/api/v1/settings/webhooks", api.get_webhooks)
+    r.add_put("/api/v1/settings/webhooks", api.put_webhooks)
+    r.add_get("/api/v1/settings/run-limits", api.get_cluster_limits)
+    r.add_put("/api/v1/settings/run-limits", api.put_cluster_limits)
     path = "/api/v1/projects/{project}/run-limits"
-    r.add_get(path, get_project_limits)
-    r.add_put(path, put_project_limits)
-    r.add_delete(path, delete_project_limits)
+    r.add_get(path, api.get_project_limits)
+    r.add_put(path, api.put_project_limits)
+    r.add_delete(path, api.delete_project_limits)

@@ -8,61 +8,61 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cluster.errors import Unavailable
 from cluster.models import parse_model
 from cluster.notify import ProjectNotifications, keep_secrets, redact_document
 from cluster.permissions import RANK, role_on
 from nodes import webhooks
 from nodes.api.access import PRINCIPAL
+from nodes.api.http import body_json, ok, project_of, require_connected
 from nodes.api.openapi import documented
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext
 
 
-def add_routes(app: web.Application, node: ApiContext) -> None:
-    from nodes.api.http import body_json, ok, project_of
-
-    def connected() -> None:
-        if node.store is None or node.session is None or node.session.lost.is_set():
-            raise Unavailable("this node is not connected to etcd")
+class NotifyApi:
+    def __init__(self, node: ApiContext) -> None:
+        self.node = node
 
     @documented(answer=ProjectNotifications)
-    async def get_defaults(request: web.Request) -> web.Response:
+    async def get_defaults(self, request: web.Request) -> web.Response:
         """The project's default notification rules (for jobs without their own)"""
         project = project_of(request)
-        connected()
-        kv = await node.etcd.get(node.keys.notification_defaults(project))
+        require_connected(self.node)
+        kv = await self.node.etcd.get(self.node.keys.notification_defaults(project))
         doc = ProjectNotifications.model_validate_json(kv.value) if kv else ProjectNotifications()
         return ok(doc.model_dump(mode="json"))
 
     @documented(body=ProjectNotifications, answer=ProjectNotifications)
-    async def put_defaults(request: web.Request) -> web.Response:
+    async def put_defaults(self, request: web.Request) -> web.Response:
         """Replace the project's default notification rules"""
         project = project_of(request)
         data = await body_json(request)
         doc = parse_model(ProjectNotifications, data)
-        connected()
-        await webhooks.check_rule_docs(node, data.get("rules"), "rules")
-        key = node.keys.notification_defaults(project)
-        kv = await node.etcd.get(key)
+        require_connected(self.node)
+        await webhooks.check_rule_docs(self.node, data.get("rules"), "rules")
+        key = self.node.keys.notification_defaults(project)
+        kv = await self.node.etcd.get(key)
         old = ProjectNotifications.model_validate_json(kv.value).rules if kv else None
         doc = ProjectNotifications(rules=keep_secrets(doc.rules, old, "rules") or [])
-        await node.etcd.put(key, doc.model_dump_json())
+        await self.node.etcd.put(key, doc.model_dump_json())
         return ok(doc.model_dump(mode="json"))
 
     @documented(status="204")
-    async def delete_defaults(request: web.Request) -> web.Response:
+    async def delete_defaults(self, request: web.Request) -> web.Response:
         """Remove the project's default notification rules"""
         project = project_of(request)
-        connected()
-        await node.etcd.delete(node.keys.notification_defaults(project))
+        require_connected(self.node)
+        await self.node.etcd.delete(self.node.keys.notification_defaults(project))
         return web.Response(status=204)
 
+
+def add_routes(app: web.Application, node: ApiContext) -> None:
+    api = NotifyApi(node)
     path = "/api/v1/projects/{project}/notifications"
-    app.router.add_get(path, get_defaults)
-    app.router.add_put(path, put_defaults)
-    app.router.add_delete(path, delete_defaults)
+    app.router.add_get(path, api.get_defaults)
+    app.router.add_put(path, api.put_defaults)
+    app.router.add_delete(path, api.delete_defaults)
 
 
 Handler = Any

@@ -12,13 +12,18 @@ if TYPE_CHECKING:
     from nodes.api.context import ApiContext
 
 
-def add_routes(app: web.Application, node: ApiContext) -> None:
-    cache: dict[str, Any] = {}
+class OpsApi:
+    def __init__(self, node: ApiContext) -> None:
+        self.node = node
+        self.doc: dict[str, Any] | None = None
 
-    async def openapi(request: web.Request) -> web.Response:
+    async def openapi(self, request: web.Request) -> web.Response:
         """The OpenAPI document of this API (generated from the route table and the models)"""
-        if "doc" not in cache:  # built on first use, when every module has added its routes
-            cache["doc"] = build_openapi(request.app)
-        return web.json_response(cache["doc"])
+        if self.doc is None:  # built on first use, when every module has added its routes
+            self.doc = build_openapi(request.app)
+        return web.json_response(self.doc)
 
-    app.router.add_get("/api/v1/openapi.json", openapi)
+
+def add_routes(app: web.Application, node: ApiContext) -> None:
+    api = OpsApi(node)
+    app.router.add_get("/api/v1/openapi.json", api.openapi)

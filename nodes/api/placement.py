@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from cluster.errors import Conflict, InvalidInput, Unavailable
+from cluster.errors import Conflict, InvalidInput, NotConnected
 from cluster.groups import (
     NODE_ID_PATTERN,
     PROJECT_OR_ALL,
@@ -148,7 +148,7 @@ class PlacementApi:
     def groups(self) -> GroupStore:
         node = self.node
         if node.session is None or node.session.lost.is_set():
-            raise Unavailable("this node is not connected to etcd")
+            raise NotConnected()
         return GroupStore(node.etcd, node.keys, node.clock)
 
     # -- nodes ---------------------------------------------------------------------------------

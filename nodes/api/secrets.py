@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import BaseModel
 
-from cluster.errors import InvalidInput, Unavailable
+from cluster.errors import InvalidInput, NotConnected
 from cluster.hook_store import rotate_hook_secrets
 from cluster.models import NAME_PATTERN
 from cluster.secret_store import MAX_SECRET_BYTES, SecretStore
 from nodes.api.access import PRINCIPAL
-from nodes.api.http import int_query, ok, project_of
+from nodes.api.http import connected, int_query, ok, project_of
 from nodes.api.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
@@ -104,9 +104,9 @@ class SecretApi:
         self.node = node
 
     def store(self) -> SecretStore:
-        secrets, session = self.node.secrets, self.node.session
-        if secrets is None or session is None or session.lost.is_set():
-            raise Unavailable("this node is not connected to etcd")
+        secrets = self.node.secrets
+        if secrets is None or not connected(self.node):
+            raise NotConnected()
         return secrets
 
     @documented(answer=SecretList, query={"limit": LIMIT, "after": STR})

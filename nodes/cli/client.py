@@ -19,6 +19,12 @@ class ApiError(Exception):
         err = body.get("error", {}) if isinstance(body, dict) else {}
         super().__init__(err.get("message") or str(body))
 
+    def describe(self) -> str:
+        """What the command line prints for it (the one error mapping, D215)."""
+        err = self.body.get("error", {}) if isinstance(self.body, dict) else {}
+        field = f" (field: {err['field']})" if err.get("field") else ""
+        return f"cronmesh: {self}{field}"
+
 
 def unreachable(api: str, reason: object) -> str:
     """What to say when no API answers at ``api``: where we tried and what to do (D254)."""

@@ -55,9 +55,7 @@ def _guarded(fn: Any) -> Any:
         except InvalidInput as exc:
             print(f"cronmesh: {exc.message}", file=sys.stderr)
         except ApiError as exc:
-            err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
-            field = f" (field: {err['field']})" if err.get("field") else ""
-            print(f"cronmesh: {exc}{field}", file=sys.stderr)
+            print(exc.describe(), file=sys.stderr)
         except OSError as exc:
             print(f"cronmesh: {exc}", file=sys.stderr)
         return 2

@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--node-id", help="node id (CRONMESH_NODE_ID, default: the host name)")
     n.add_argument("--prefix", help="etcd key prefix (default /cronmesh)")
     n.add_argument("--lease-ttl", type=int, help="lease TTL in seconds (default 5)")
-    n.add_argument("--capacity", type=int, help="max concurrent runs on this node (default 16)")
+    n.add_argument(
+        "--capacity", type=int, help="max concurrent runs on this node (default 64 per CPU)"
+    )
+    n.add_argument(
+        "--max-armed", type=int, help="max runs held armed ahead of their tick (default 512)"
+    )
     n.add_argument("--property", action="append", help="node property key=value (repeatable)")
     n.add_argument("--weight-budget", type=int, help="units of binding weight runs may hold")
     n.add_argument("--owner", help="who runs this node (shown in node list)")
@@ -245,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ApiError as exc:
-        err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
-        field = f" (field: {err['field']})" if err.get("field") else ""
-        print(f"cronmesh: {exc}{field}", file=sys.stderr)
+        print(exc.describe(), file=sys.stderr)
         return 1
     except BrokenPipeError:  # `cronmesh plan | head`: the reader is gone (the API's are URLError)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit

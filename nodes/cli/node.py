@@ -41,6 +41,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         "prefix": args.prefix,
         "lease_ttl": args.lease_ttl,
         "capacity": args.capacity,
+        "max_armed": args.max_armed,
         "weight_budget": args.weight_budget,
         "owner": args.owner,
         "machine_id": args.machine_id,

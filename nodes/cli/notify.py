@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from nodes.cli import yamlio
-from nodes.cli.client import ApiError, call
+from nodes.cli.client import call
 from nodes.cli.output import show
 
 
@@ -78,33 +78,27 @@ def add_settings_parser(sub: Any) -> None:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    try:
-        if args.kind == "webhooks":
-            path = "/api/v1/settings/webhooks"
-            if args.allow is None:
-                show(args, call(args, "GET", path))
-            else:
-                show(args, call(args, "PUT", path, {"allow": [e for e in args.allow if e]}))
-            return 0
-        if args.project_override:
-            path = f"/api/v1/projects/{urllib.parse.quote(args.project)}/run-limits"
-        else:
-            path = "/api/v1/settings/run-limits"
-        wanted = {
-            "max_pending_runs": args.max_pending_runs,
-            "runs_per_second": args.runs_per_second,
-            "run_burst": args.run_burst,
-        }
-        if args.clear and args.project_override:
-            call(args, "DELETE", path)
-            print(f"run limits of project {args.project}: overrides removed")
-        elif any(v is not None for v in wanted.values()):
-            show(args, call(args, "PUT", path, {k: v for k, v in wanted.items() if v is not None}))
-        else:
+    if args.kind == "webhooks":
+        path = "/api/v1/settings/webhooks"
+        if args.allow is None:
             show(args, call(args, "GET", path))
+        else:
+            show(args, call(args, "PUT", path, {"allow": [e for e in args.allow if e]}))
         return 0
-    except ApiError as exc:
-        err = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
-        field = f" (field: {err['field']})" if err.get("field") else ""
-        print(f"cronmesh: {exc}{field}", file=sys.stderr)
-        return 1
+    if args.project_override:
+        path = f"/api/v1/projects/{urllib.parse.quote(args.project)}/run-limits"
+    else:
+        path = "/api/v1/settings/run-limits"
+    wanted = {
+        "max_pending_runs": args.max_pending_runs,
+        "runs_per_second": args.runs_per_second,
+        "run_burst": args.run_burst,
+    }
+    if args.clear and args.project_override:
+        call(args, "DELETE", path)
+        print(f"run limits of project {args.project}: overrides removed")
+    elif any(v is not None for v in wanted.values()):
+        show(args, call(args, "PUT", path, {k: v for k, v in wanted.items() if v is not None}))
+    else:
+        show(args, call(args, "GET", path))
+    return 0

@@ -35,6 +35,7 @@ from logstore.service import build_logs
 from nodes import __version__, metrics
 from nodes.api.access import Access
 from nodes.api.app import start_api
+from nodes.api.http import connected
 from nodes.api.peer import PeerClient
 from nodes.config import NodeConfig, etcd_security
 from nodes.daemon import load
@@ -94,6 +95,7 @@ class Node:
             config.node_id, config.data_dir, use_cgroups=config.cgroups != "off"
         )
         self.access = Access(config, self.etcd, self.keys, self.node_id)
+        self.access.connected = lambda: connected(self)
         self.peers = PeerClient(self.etcd, self.keys, self.access.sign)
         self.ready = False
         self.leading = False
@@ -312,6 +314,7 @@ class Node:
             node_id=self.node_id,
             properties=self.config.properties,
             capacity=self.config.capacity,
+            max_armed=self.config.max_armed,
             logs=self.logs,
             work_dir=str(self.config.work_path),
             clock=self.clock,

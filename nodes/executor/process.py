@@ -158,12 +158,9 @@ def armed_argv(argv: list[str]) -> list[str]:
 class Process:
     """One running job and its process tree. Create it with :meth:`start`."""
 
-    leftover_grace: float = 0.5
-    """Seconds leftovers get between SIGTERM and SIGKILL once the main process has exited."""
-    kill_timeout: float = 2.0
-    """Seconds to keep SIGKILLing leftovers that do not go away (e.g. uninterruptible sleep)."""
-    drain_timeout: float = 2.0
-    """Seconds to wait for EOF on stdout/stderr once the tree is gone (escaped processes)."""
+    leftover_grace: float = 0.5  # s leftovers get between SIGTERM and SIGKILL after the exit
+    kill_timeout: float = 2.0  # s to keep SIGKILLing leftovers that stay (uninterruptible sleep)
+    drain_timeout: float = 2.0  # s to wait for EOF on the output once the tree is gone (escapees)
 
     pid: int
 
@@ -281,6 +278,9 @@ class Process:
         stdin, self._popen.stdin = self._popen.stdin, None
         if stdin is not None:
             stdin.close()
+
+    def on_exit(self, callback: Callable[[], None]) -> None:  # soon after the main process exits
+        self._exited.add_done_callback(lambda _: callback())
 
     @property
     def returncode_ready(self) -> bool:

@@ -50,11 +50,11 @@ class DueQueue(Generic[K]):
         if wake:
             self._wake.set()
 
-    def pop_due(self) -> list[K]:
-        """Every key due by now, in due order."""
+    def pop_due(self, limit: int | None = None) -> list[K]:
+        """Every key due by now (at most ``limit``, the earliest), in due order."""
         now = self.clock()
         due: list[K] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and (limit is None or len(due) < limit):
             _, gen, key = heapq.heappop(self._heap)
             if self._gen[key] == gen:
                 due.append(key)

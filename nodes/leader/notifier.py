@@ -29,7 +29,7 @@ import aiohttp
 import structlog
 
 from cluster.errors import InvalidInput, LostOwnership, Unavailable
-from cluster.etcd import Compacted, Op
+from cluster.etcd import Compacted, Event, Op, WatchBatch
 from cluster.links import with_links
 from cluster.models import Run
 from cluster.netguard import Refused, check_secret_env
@@ -52,6 +52,7 @@ from cluster.notify import (
     sign,
     webhook_body,
 )
+from cluster.watch import follow
 from nodes import metrics, webhooks
 from nodes.leader.noderetention import NodeRetention
 
@@ -200,35 +201,41 @@ class Notifier:
                 delay = min(delay * 2, 5.0)
 
     async def _follow(self) -> None:
-        rev, delay = self._cursor, 0.1
         prefix = self.keys.job_runs()
-        compacted: int | None = None
-        while True:
-            try:
-                if compacted is not None:
-                    now = (await self.etcd.range(prefix, count_only=True)).revision
-                    log.error(
-                        "notifier cursor compacted away: runs finished in between are not notified",
-                        cursor=rev,
-                        compacted=compacted,
-                        resume=now,
-                    )
-                    metrics.NOTIFICATIONS.labels("any", "dropped").inc()
-                    rev, compacted = now, None
-                    self._pending.append((rev, None))
-                async for batch in self.etcd.watch(prefix, start_revision=rev + 1):
-                    delay = 0.1
-                    for ev in batch.events:
-                        if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
-                            self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
-                    rev = max(rev, batch.revision)
-                    self._pending.append((rev, None))
-            except Compacted as exc:
-                compacted = exc.args[0] if exc.args else 0
-            except Exception as exc:  # Unavailable mostly; never end the leader's term
-                log.info("notifier watch interrupted; resuming", error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        seen = [self._cursor]  # the stream's position, for the log of a compaction
+
+        def on_event(ev: Event) -> None:
+            if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
+                self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
+
+        def on_batch(_batch: WatchBatch, position: int) -> None:
+            seen[0] = position
+            self._pending.append((position, None))
+
+        async def skip_compacted(exc: Compacted) -> int:
+            # nothing is cached here: go on from now, and say what was dropped
+            now = (await self.etcd.range(prefix, count_only=True)).revision
+            log.error(
+                "notifier cursor compacted away: runs finished in between are not notified",
+                cursor=seen[0],
+                compacted=exc.revision,
+                resume=now,
+            )
+            metrics.NOTIFICATIONS.labels("any", "dropped").inc()
+            seen[0] = now
+            self._pending.append((now, None))
+            return now
+
+        await follow(
+            self.etcd,
+            prefix,
+            self._cursor,
+            on_event,
+            what="notifier watch",
+            on_batch=on_batch,
+            on_compacted=skip_compacted,
+            retry_on=(Exception,),  # Unavailable mostly; never end the leader's term
+        )
 
     def _start(self, revision: int, key: str, status: str) -> None:
         project, job, run_id = self.keys.tail(key, self.keys.job_runs())[:3]

@@ -42,6 +42,7 @@ from cluster.tickplan import TXN_BYTES, parse_job, plan_job
 from cluster.watch import follow
 from nodes import metrics
 from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
+from nodes.leader.loading import PASS_JOBS, YIELD_EVERY, load_jobs
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
@@ -133,18 +134,12 @@ class Scheduler:
     # -- state ---------------------------------------------------------------------------------
 
     async def _load(self) -> int:
-        jobs = await self.etcd.range_all(self.keys.jobs())
-        rev = jobs.revision
-        states = await self.etcd.range_all(self.keys.schedule_states(), revision=rev)
+        rev = await load_jobs(self.etcd, self.keys, self._on_job, self._on_state)  # D262
         actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
-        for kv in jobs.kvs:
-            self._on_job(kv.key, kv.value)
-        for kv in states.kvs:
-            self._on_state(kv.key, kv.value, kv.mod_revision)
         for kv in actives.kvs:
             self._on_active(kv.key, True)
         await self.rules.load(rev)
-        for key in list(self.jobs):
+        for key in list(self.jobs):  # the first pass plans every job (in slices, D262)
             self._reschedule(key, self.clock())
         return rev
 
@@ -253,7 +248,7 @@ class Scheduler:
 
     async def _tick_loop(self) -> None:
         while True:
-            due = [jk for jk in self.due.pop_due() if jk in self.jobs]
+            due = [jk for jk in self.due.pop_due(PASS_JOBS) if jk in self.jobs]
             if len(due) > 1:
                 await self._fire_batch(due)
                 continue
@@ -305,7 +300,9 @@ class Scheduler:
         chunks: list[list[tuple[_Planned, list[Any], list[Any]]]] = []
         chunk: list[tuple[_Planned, list[Any], list[Any]]] = []
         n_cmp = n_ops = n_bytes = 0
-        for jk in due:
+        for i, jk in enumerate(due):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # keep-alives, the API and the workers run meanwhile
             try:
                 plan = self._plan(jk)
             except Exception:

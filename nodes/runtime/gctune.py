@@ -107,6 +107,15 @@ def tune(env: Mapping[str, str] = os.environ) -> tuple[int, int, int]:
     return thresholds
 
 
+def settle() -> None:
+    """What the node just loaded to keep (a new leader's jobs, D262) is moved out of the
+    collector's sight like what start-up built: 100,000 jobs are millions of objects, and a
+    collection walking them stalls the loop for seconds (the lease lapsed in one). Only in a
+    tuned node process (tests running nodes inside pytest leave its collector alone)."""
+    if _observe in gc.callbacks:
+        gc.freeze()
+
+
 async def full_collections(every: float = FULL_EVERY) -> None:
     """A full collection every ``every`` seconds: with the raised thresholds one would
     otherwise come only after ~10,000 young ones, and cyclic garbage that lived long enough to

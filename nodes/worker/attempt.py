@@ -12,6 +12,7 @@ from datetime import datetime
 from cluster.models import Run
 from nodes.executor.cgroups import Usage
 from nodes.executor.process import Process
+from nodes.worker.capacity import Seat
 
 MAX_RESULT = 64 * 1024
 ORPHAN_CHECK_EVERY = 5.0
@@ -21,6 +22,9 @@ EXECUTED_KEPT = 4096  # attempts remembered as run here, so the orphan check nev
 # process starts on a local timer at the instant itself. Short on purpose: a node that dies
 # holding a claimed run that has not started yet loses it like a running one (D120).
 CLAIM_AHEAD = 0.75
+# Processes armed ahead of their instant at once, by default (D260): apart from ``capacity``, which
+# bounds what runs. 500 runs/s of whole-second jobs hold ~500 armed; each costs the node 4 fds.
+MAX_ARMED = 512
 IDENTITY_TTL = 30.0  # s a resolved run_as user (uid, gid, home) is reused before a new lookup
 
 
@@ -36,6 +40,7 @@ class Execution:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # a request while waiting to start
     cost: int = 1  # units of the node's weight budget this run holds
+    seat: Seat | None = None  # its place among the node's running runs (D260), held or awaited
     budget_slots: tuple[str, ...] = ()  # budget slot keys it holds, deleted at completion (D275)
     output_bytes: int | None = None  # what the job wrote, once its log is closed
     logged: bool = True  # False: nothing at all was written, so no log object will exist
@@ -69,38 +74,48 @@ class Execution:
             self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
 
 
+class Due:
+    """A callback waiting in :class:`Releases` for its instant."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class Releases:
     """Armed processes due at the same instant, released together by one timer callback: at the
-    instant the loop does nothing but one write per process, before any of their coroutines
-    resumes (100 runs due together are all released within about a millisecond)."""
+    instant the loop calls each one's callback (one write per process, or a place in line for a
+    seat, D260) before any of their coroutines resumes (100 runs due together are all released
+    within about a millisecond)."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self._clock = clock
-        self._due: dict[datetime, list[tuple[Process, asyncio.Future[datetime | None]]]] = {}
+        self._due: dict[datetime, list[Due]] = {}
 
-    def add(self, when: datetime, proc: Process) -> asyncio.Future[datetime | None]:
-        """A future set at the release: its time, or None when the process could not be
-        released (it died). Cancel the future to withdraw the process."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[datetime | None] = loop.create_future()
+    def add(self, when: datetime, callback: Callable[[], None]) -> Due:
+        """Call ``callback`` at ``when`` (never before); cancel the result to withdraw it."""
+        entry = Due(callback)
         batch = self._due.get(when)
         if batch is None:
             batch = self._due[when] = []
             delay = (when - self._clock()).total_seconds()
-            loop.call_later(max(0.0, delay), self._release, when)
-        batch.append((proc, fut))
-        return fut
+            asyncio.get_running_loop().call_later(max(0.0, delay), self._release, when)
+        batch.append(entry)
+        return entry
 
     def _release(self, when: datetime) -> None:
         early = (when - self._clock()).total_seconds()
         if early > 0:  # loop timers may fire a hair early (uvloop's cached time): never start early
             asyncio.get_running_loop().call_later(early, self._release, when)
             return
-        batch = [(p, f) for p, f in self._due.pop(when, []) if not f.done()]
-        ok = [p.release() for p, _ in batch]
-        now = self._clock()
-        for (_, fut), released in zip(batch, ok, strict=True):
-            fut.set_result(now if released else None)
+        for entry in self._due.pop(when, []):
+            if not entry.cancelled:
+                entry.callback()
 
 
 class Alarm:

@@ -132,6 +132,7 @@ class Claiming:
             if budget is not None:
                 self.budgets.end(budget, run.id, won)
             self.claiming.discard(key)
+            self._claiming_ahead.discard(key)
             self._claim_cost.pop(key, None)
             self._claiming_runs.discard(run.id)
             self._claiming_jobs.discard((run.project, run.job))

@@ -13,11 +13,11 @@ from typing import Any
 
 import structlog
 
-from cluster.errors import Unavailable
-from cluster.etcd import KV, Compacted, Etcd
+from cluster.etcd import KV, Etcd, WatchBatch
 from cluster.groups import NodeState, granted_projects
 from cluster.keys import Keys
 from cluster.placement import Binding, NodeView, Placement, Topology, place
+from cluster.watch import by_key, follow
 
 log = structlog.get_logger(__name__)
 
@@ -148,30 +148,30 @@ class ClusterView:
             tg.create_task(self._follow(self.keys.projects(), self._on_project))
 
     async def _follow(self, prefix: str, handle: Callable[[str, KV | None], None]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                res = await self.etcd.range_all(prefix)
-                self._reset(prefix)
-                for kv in res.kvs:
-                    handle(kv.key, kv)
+        def on_read(revision: int) -> None:
+            if prefix == self.keys.bindings():
+                self.bindings_revision = revision
+            self.loaded.add(prefix)
+            self._changed()
+
+        def on_batch(batch: WatchBatch, _position: int) -> None:
+            if batch.events:
                 if prefix == self.keys.bindings():
-                    self.bindings_revision = res.revision
-                self.loaded.add(prefix)
+                    top = max(ev.kv.mod_revision for ev in batch.events)
+                    self.bindings_revision = max(self.bindings_revision, top)
                 self._changed()
-                async for batch in self.etcd.watch(prefix, start_revision=res.revision + 1):
-                    delay = 0.1
-                    for ev in batch.events:
-                        handle(ev.kv.key, ev.kv if ev.kind == "put" else None)
-                    if batch.events:
-                        if prefix == self.keys.bindings():
-                            top = max(ev.kv.mod_revision for ev in batch.events)
-                            self.bindings_revision = max(self.bindings_revision, top)
-                        self._changed()
-            except (Unavailable, Compacted) as exc:
-                log.info("view watch interrupted; re-reading", prefix=prefix, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+
+        await follow(
+            self.etcd,
+            prefix,
+            None,
+            by_key(handle),
+            what="view watch",
+            reread=True,
+            reset=lambda: self._reset(prefix),
+            on_read=on_read,
+            on_batch=on_batch,
+        )
 
     def _reset(self, prefix: str) -> None:
         if prefix == self.keys.nodes():

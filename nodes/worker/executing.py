@@ -50,6 +50,8 @@ class Executing:
             return  # the claim vanished with the lease; the leader will reap and retry it
         ex = Execution(run, claim_rev, slot, cost=cost)
         self.running[run.id] = ex
+        if run.not_before is not None and run.not_before > self.clock():
+            self.seating.ahead.add(run.id)  # held ahead of its instant: no seat yet (D260)
         metrics.RUNNING.set(len(self.running))
         if run.id in self._controls:
             ex.request(self._controls[run.id])
@@ -223,6 +225,7 @@ class Executing:
         try:
             return await self._run_in(ex, folder)
         finally:
+            self.seating.done(ex)  # its seat to the next in line (D260)
             try:
                 os.rmdir(folder)  # the usual case: the job left nothing
             except FileNotFoundError:
@@ -280,6 +283,8 @@ class Executing:
             if ex.requested in ("shutdown", "interrupt") or (ex.requested and run.not_before):
                 return self._not_started(ex, writer)
             armed = run.not_before is not None and run.not_before > self.clock()
+            if not armed and not await self.seating.take(ex):
+                return self._not_started(ex, writer)  # cancelled while waiting for a seat
             spawn_t = time.perf_counter()
             try:
                 cg = await self._cgroup(ex, writer)
@@ -297,26 +302,17 @@ class Executing:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            # its seat goes to the next in line as soon as the process exits (D260)
+            ex.proc.on_exit(functools.partial(self.seating.done, ex))
             if cg is None and self.containment is not None:
                 self.containment.watch_session(ex.proc.pid)
             if armed:
                 assert run.not_before is not None
-                released = self._releases.add(run.not_before, ex.proc)
-                woken: asyncio.Future[Any] = asyncio.ensure_future(ex.wake.wait())
-                pending: set[asyncio.Future[Any]] = {released, woken}
-                try:
-                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                except BaseException:  # cancelled (lease lost): never release it
-                    released.cancel()
-                    raise
-                finally:
-                    woken.cancel()
-                if not released.done():  # cancelled, or the node shuts down, before the tick
-                    released.cancel()  # the batch skips it
+                started = await self.seating.released(ex, ex.proc, run.not_before)
+                if started is False:  # cancelled, or the node shuts down, before it started
                     ex.proc.disarm()  # it exits without running anything
                     await ex.proc.wait()
                     return self._not_started(ex, writer)
-                started = released.result()
                 if started is None:
                     writer.note("the armed process died before its start")
                     await ex.proc.wait()

@@ -19,10 +19,8 @@ from typing import Any
 import structlog
 
 from cluster.budgets import Wait, retry_in
-from cluster.errors import Unavailable
 from cluster.etcd import (
     KV,
-    Compacted,
     Compare,
     Etcd,
 )
@@ -36,15 +34,18 @@ from cluster.selector import matches, parse_selector
 from cluster.session import Session
 from cluster.store import Store
 from cluster.txnbatch import TxnBatcher
+from cluster.watch import by_key, follow
 from logstore.service import Logs
 from nodes import metrics
 from nodes.executor import jobenv, runas, workdir
 from nodes.executor.containment import Containment
-from nodes.worker.attempt import CLAIM_AHEAD, Alarm, Execution, Releases
+from nodes.worker.attempt import CLAIM_AHEAD, MAX_ARMED, Alarm, Execution, Releases
 from nodes.worker.budgets import BudgetGate
+from nodes.worker.capacity import FDS_PER_RUN, Capacity, raise_fd_limit
 from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.executing import Executing
+from nodes.worker.seating import Seating
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +74,7 @@ class Worker(Claiming, Executing):
         run_uids: runas.RunUids | None = None,
         containment: Containment | None = None,
         secrets: SecretStore | None = None,
+        max_armed: int = MAX_ARMED,
     ) -> None:
         self.etcd = etcd
         self.containment = containment
@@ -85,6 +87,18 @@ class Worker(Claiming, Executing):
         self.node_id = node_id
         self.properties = dict(properties)
         self.capacity = capacity
+        # What bounds the running processes (capacity, weight budget), and apart from it how
+        # many runs may be held armed ahead of their instant (D260).
+        self.max_armed = max_armed
+        self._claiming_ahead: set[str] = set()  # queue keys of claims in flight ahead
+        # Queue keys not parsed yet, and those whose run was due ahead when parsed: all that a
+        # dispatch looks at while the runs to start now fill the capacity (a backlog of due runs
+        # is not walked on every kick then, D260).
+        self._fresh: set[str] = set()
+        self._future: set[str] = set()
+        soft, _ = raise_fd_limit(capacity + max_armed)
+        if soft < (capacity + max_armed) * FDS_PER_RUN:
+            log.warning("open-files limit low for capacity + max_armed", limit=soft)
         self.logs = logs
         self.work_dir = work_dir
         self.clock = clock
@@ -113,7 +127,7 @@ class Worker(Claiming, Executing):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
         self.budgets = BudgetGate(etcd, keys, self.kick)  # budgets' slots and windows (D275)
-        self._releases = Releases(clock)
+        self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
         left = workdir.clean_leftovers(self._work)
@@ -150,27 +164,22 @@ class Worker(Claiming, Executing):
         reset: Callable[[], None] | None = None,
     ) -> None:
         """Read a prefix, then watch it from that revision; start over when the watch breaks."""
-        delay = 0.1
-        while True:
-            try:
-                res = await self.etcd.range_all(prefix)
-                if reset is not None:
-                    reset()
-                for kv in res.kvs:
-                    handle(kv.key, kv)
-                async for batch in self.etcd.watch(prefix, start_revision=res.revision + 1):
-                    delay = 0.1
-                    for ev in batch.events:
-                        handle(ev.kv.key, ev.kv if ev.kind == "put" else None)
-            except (Unavailable, Compacted) as exc:
-                log.info("watch interrupted; re-reading", prefix=prefix, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await follow(
+            self.etcd,
+            prefix,
+            None,
+            by_key(handle),
+            what="worker watch",
+            reread=True,
+            reset=reset,
+        )
 
     def _reset_queue(self) -> None:
         self.candidates.clear()
         self._seen.clear()
         self._best.clear()
+        self._fresh.clear()
+        self._future.clear()
 
     def _on_queue(self, key: str, kv: KV | None) -> None:
         if kv is None:
@@ -178,8 +187,11 @@ class Worker(Claiming, Executing):
             self._parsed.pop(key, None)
             self._seen.pop(key, None)
             self._best.pop(key, None)
+            self._fresh.discard(key)
+            self._future.discard(key)
         else:
             self.candidates[key] = kv
+            self._fresh.add(key)
         self.kick()
 
     def _on_control(self, key: str, kv: KV | None) -> None:
@@ -207,12 +219,15 @@ class Worker(Claiming, Executing):
         cached = self._parsed.get(key)
         if cached is not None and cached[0] == kv.mod_revision:
             return cached[1]
+        self._fresh.discard(key)
         try:
             run = Run.model_validate_json(kv.value)
         except ValueError as exc:
             log.error("unreadable queue entry", key=key, error=str(exc))
             return None
         self._parsed[key] = (kv.mod_revision, run)
+        if run.not_before is not None and run.not_before > self.clock():
+            self._future.add(key)
         return run
 
     def _choose(self, key: str, run: Run) -> tuple[Candidate, str] | None:
@@ -254,7 +269,21 @@ class Worker(Claiming, Executing):
         return decision.candidate, "preferred" if decision.preferred else "handoff"
 
     def used_weight(self) -> int:
-        return sum(ex.cost for ex in self.running.values()) + sum(self._claim_cost.values())
+        """The weight of the runs that run or are claimed to run now (not those ahead)."""
+        held = sum(ex.cost for ex in self.running.values() if ex.run.id not in self.seating.ahead)
+        claims = sum(c for k, c in self._claim_cost.items() if k not in self._claiming_ahead)
+        return held + claims
+
+    def busy(self) -> int:
+        """Runs this node holds to run now (claimed, running, finishing): ``capacity`` bounds
+        them; the runs held ahead of their instant are counted apart (D260)."""
+        now = len(self.running) - len(self.seating.ahead)
+        return now + len(self.claiming) - len(self._claiming_ahead)
+
+    def armed(self) -> int:
+        """Runs held ahead of their instant (claimed or being claimed): ``max_armed`` bounds
+        them."""
+        return len(self.seating.ahead) + len(self._claiming_ahead)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -270,8 +299,18 @@ class Worker(Claiming, Executing):
         if (self.view is not None and not self.view.ready) or not self.budgets.ready:
             return  # kicked again when the view (and the budgets) have loaded
         now = self.clock()
-        for key in sorted(self.candidates):
-            if len(self.running) + len(self.claiming) >= self.capacity:
+        if self.busy() < self.capacity:
+            self._dispatch_pass(sorted(self.candidates), now, ahead_only=False)
+        if self.busy() >= self.capacity and self.armed() < self.max_armed:
+            ahead = {k for k in (*self._fresh, *self._future) if k in self.candidates}
+            self._dispatch_pass(sorted(ahead), now, ahead_only=True)
+
+    def _dispatch_pass(self, keys: list[str], now: datetime, *, ahead_only: bool) -> None:
+        """Claim what fits from ``keys`` in order. Over every queued run while the capacity has
+        room (stopping when it is full), else over the runs that may be due ahead only."""
+        for key in keys:
+            now_full = self.busy() >= self.capacity
+            if now_full and (not ahead_only or self.armed() >= self.max_armed):
                 return
             if key in self.claiming:
                 continue
@@ -279,11 +318,17 @@ class Worker(Claiming, Executing):
             run = self._run_of(key, kv)
             if run is None:
                 continue
+            ahead = False
             if run.not_before is not None:
-                early = (run.not_before - now).total_seconds() - self.claim_ahead
-                if early > 0:
-                    self._kick_at(early)
+                to_go = (run.not_before - now).total_seconds()
+                if to_go - self.claim_ahead > 0:
+                    self._kick_at(to_go - self.claim_ahead)
                     continue
+                ahead = to_go > 0
+            if not ahead:
+                self._future.discard(key)  # due now: a backlog entry like any other
+            if (self.armed() >= self.max_armed) if ahead else now_full:
+                continue  # kicked again when a claim or a run ends
             limited = slot_limit(run.snapshot.overlap, run.snapshot.max_parallel) > 0
             if limited and (run.project, run.job) in self._claiming_jobs:
                 # One claim at a time per limited job, the oldest first: two claims in flight
@@ -293,8 +338,8 @@ class Worker(Claiming, Executing):
             if choice is None:
                 continue
             chosen, via = choice
-            if not fits(
-                running=len(self.running) + len(self.claiming),
+            if not ahead and not fits(
+                running=self.busy(),
                 used_weight=self.used_weight(),
                 cost=chosen.weight,
                 capacity=self.capacity,
@@ -307,6 +352,8 @@ class Worker(Claiming, Executing):
                     self._kick_at(delay + 0.01)
                 continue
             self.claiming.add(key)
+            if ahead:
+                self._claiming_ahead.add(key)
             self._claiming_runs.add(run.id)
             if limited:
                 self._claiming_jobs.add((run.project, run.job))

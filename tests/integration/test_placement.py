@@ -15,6 +15,7 @@ import pytest
 from cluster.etcd import Op
 from cluster.placement import attempt_key, preferred
 from nodes import metrics
+from nodes.config import default_capacity
 from nodes.daemon.load import SAMPLE_EVERY
 from tests.chaos.harness import wait_ready
 from tests.conftest import api_session, run_cli, wait_for
@@ -550,7 +551,7 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         assert (await run_of(http, base, pinned))["status"] == "pending"
         code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "list")
         row = next(line for line in out.splitlines() if line.startswith("node-a"))
-        assert " up " in row and "drained" in row and "0/16" in row, out
+        assert " up " in row and "drained" in row and f"0/{default_capacity()}" in row, out
         code, out, _ = await asyncio.to_thread(run_cli, base, "nodes", "enable", "node-a")
         assert code == 0 and "node-a: enabled" in out
         pinned_done = (await finished(http, base, [pinned]))[0]
@@ -588,6 +589,6 @@ async def test_node_list_shows_every_node_and_machine_id_conflict_exits(procs):
     (node,) = [n for n in body["nodes"] if n["id"] == "lister"]
     assert node["up"] and node["state"] == "enabled" and node["owner"] == "ops"
     assert node["properties"] == {"zone": "eu1"} and node["machine_id"] == 42
-    assert node["capacity"] == 16 and node["running"] == 0 and node["version"]
+    assert node["capacity"] == default_capacity() and node["running"] == 0 and node["version"]
     assert node["last_heartbeat"] and node["address"] == f"127.0.0.1:{a.port}"
     a.signal(signal.SIGTERM)

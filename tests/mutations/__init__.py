@@ -211,7 +211,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "txn-maybe-sent",
-        "cluster/etcd.py",
+        "cluster/etcd/client.py",
         r"\s*and not any\(word in low for word in _MAYBE_SENT\)",
         "",
         (

@@ -27,6 +27,18 @@ def test_keys_pop_in_due_order_and_a_new_time_replaces_the_old() -> None:
     assert q.pop_due() == ["c"]
 
 
+def test_a_limited_pop_takes_the_earliest_and_leaves_the_rest_at_their_instants() -> None:
+    now = [T0]
+    q: DueQueue[int] = DueQueue(lambda: now[0])
+    for i in range(10):
+        q.set(i, T0 - timedelta(seconds=10 - i))  # 0 is the earliest
+    q.set(3, T0 - timedelta(seconds=20))  # moved earlier: its old entry is stale
+    assert q.pop_due(4) == [3, 0, 1, 2]  # stale entries do not count against the limit
+    q.set(0, T0 - timedelta(seconds=30))  # re-armed earlier than every one left
+    assert q.pop_due(2) == [0, 4]
+    assert q.pop_due() == [5, 6, 7, 8, 9]
+
+
 async def test_wait_returns_when_a_key_is_set_or_due() -> None:
     q: DueQueue[str] = DueQueue(lambda: datetime.now(UTC))
     waiter = asyncio.create_task(q.wait())

@@ -37,12 +37,7 @@ CYCLE_EDGES_ALLOWED: set[tuple[str, str]] = set()
 ARROWS_ALLOWED: set[tuple[str, str]] = set()
 
 # Modules over MAX_LINES lines today.
-LONG_MODULES_ALLOWED: set[str] = {
-    "nodes.executor.cgroups",
-    "cluster.etcd",
-    "cluster.store",
-    "nodes.api.access",
-}
+LONG_MODULES_ALLOWED: set[str] = set()
 
 
 def modules() -> dict[str, Path]:

@@ -161,3 +161,26 @@ def test_a_changed_schedule_does_not_fire_again_what_the_old_one_fired_ahead() -
     stale = state_at(old, sec(1))
     plan = _plan(new, stale, now=1.3, ahead=1.5)
     assert [run.scheduled_at for run, _ in plan.runs] == [sec(2)]
+
+
+def _named(name: str, **spec: Any) -> Job:
+    base = JobSpec(name=name, command="true", **spec)
+    return Job(**base.model_dump(), project="p", created_at=T0, updated_at=T0, active_since=T0)
+
+
+def test_jobs_with_the_same_timing_share_one_parsed_schedule_and_hashed_ones_do_not() -> None:
+    """D263: a parsed schedule is shared by jobs with the same expression, zone and DST policy;
+    one with a hashed field (H) is its job's own, and every one fires as its own parse would."""
+    daily = [{"cron": "0 3 * * *", "timezone": "Europe/Berlin"}]
+    a, b = _named("a", schedules=daily), _named("b", schedules=daily)
+    assert parse_job(a)[0][1] is parse_job(b)[0][1]
+    skip = [{**daily[0], "dst": {"gap": "skip"}}]
+    assert parse_job(_named("c", schedules=skip))[0][1] is not parse_job(a)[0][1]
+    hashed = [{"cron": "H 3 * * *"}]
+    ha, hb = parse_job(_named("a", schedules=hashed)), parse_job(_named("b", schedules=hashed))
+    assert ha[0][1] is not hb[0][1]
+    for j in (a, _named("c", schedules=skip), _named("a", schedules=hashed)):
+        shared, own = parse_job(j)[0][1], j.schedules[0].parse(f"p/{j.name}")
+        assert shared.next_after(T0) == own.next_after(T0)
+    ticks_a = ha[0][1].next_after(T0)
+    assert ticks_a == _named("a", schedules=hashed).schedules[0].parse("p/a").next_after(T0)
