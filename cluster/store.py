@@ -221,6 +221,20 @@ class Store(RunOps, QuotaStore):
         if not res.succeeded:
             raise JobNotFound(f"job {name!r} not found in project {project!r}", field="name")
 
+    async def cancel_pending_of(self, project: str, job: str) -> int:
+        """Cancel the runs of a (deleted) job that have not started: they stay in the history,
+        ``cancelled``; running ones end on their own. Answers how many were cancelled."""
+        actives = await self.etcd.range_all(self.keys.actives(project, job), keys_only=True)
+        done = 0
+        for kv in actives.kvs:
+            try:
+                stored = await self.get_run_kv(project, kv.key.rsplit("/", 1)[-1])
+            except RunNotFound:
+                continue
+            if stored.run.status == "pending":
+                done += await self.cancel_pending(stored, "its job was deleted") is not None
+        return done
+
     # -- runs: reading -------------------------------------------------------------------------
 
     async def get_run_kv(self, project: str, run_id: str) -> Stored:

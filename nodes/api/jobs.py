@@ -231,7 +231,10 @@ class Api:
 
     @documented(status="204")
     async def delete_job(self, request: web.Request) -> web.Response:
-        await self.store().delete_job(project_of(request), request.match_info["job"])
+        project, name = project_of(request), request.match_info["job"]
+        await self.store().delete_job(project, name)
+        # its runs that have not started go with it (kept in the history as cancelled)
+        await self.store().cancel_pending_of(project, name)
         return web.Response(status=204)
 
     @documented(body=TriggerRequest, body_required=False, answer=Run, status="201")

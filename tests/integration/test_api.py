@@ -306,6 +306,25 @@ async def test_cancel_a_pending_run(cluster):
     await run_done(cluster, first["id"])
 
 
+async def test_deleting_a_job_cancels_its_runs_that_have_not_started(cluster):
+    """Found following the docs: a deleted job's pending runs stayed queued (and could start)."""
+    await cluster.start(capacity=1)
+    body = {"name": "gone", "command": "sleep 30", "max_parallel": 1, "overlap": "queue"}
+    await cluster.request("POST", JOBS, json=body)
+    _, first = await cluster.request("POST", f"{JOBS}/gone/runs", json={})
+    _, second = await cluster.request("POST", f"{JOBS}/gone/runs", json={})
+    await wait_for(lambda: _status(cluster, first["id"], "running"), 10, what="first running")
+    assert (await cluster.request("DELETE", f"{JOBS}/gone"))[0] == 204
+    _, run = await cluster.request("GET", f"{RUNS}/{second['id']}")
+    assert run["status"] == "cancelled" and run["started_at"] is None, run
+    assert "deleted" in run["error"]
+    # the running one ends on its own terms (here: aborted), still listed under the deleted job
+    _, running = await cluster.request("GET", f"{RUNS}/{first['id']}")
+    assert running["status"] == "running"
+    await cluster.request("POST", f"{RUNS}/{first['id']}/abort")
+    await run_done(cluster, first["id"])
+
+
 async def _status(cluster, run_id, want):
     _, run = await cluster.request("GET", f"{RUNS}/{run_id}")
     return run["status"] == want
