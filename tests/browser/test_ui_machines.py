@@ -30,7 +30,7 @@ def _mib(text: str) -> float:
 
 
 async def test_machines_show_what_runs_use_and_when_each_node_was_last_seen(cluster, ui_factory):
-    n1 = await cluster.start("n1", properties={"role": "hog"})
+    n1 = await cluster.start("n1", capacity=16, properties={"role": "hog"})
     n2 = await cluster.start("n2", capacity=4, properties={"role": "idle"})
     await make_user(cluster, "alice", {"*": "admin"})
     job = {"name": "hog", "command": HOG, "target": {"selector": "role=hog"}, "kill_grace": 1}
