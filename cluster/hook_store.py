@@ -43,7 +43,7 @@ from cluster.hooks import (
     HookSpec,
 )
 from cluster.keys import Keys
-from cluster.secretbox import KeyRing, Sealed, SecretsKeyMissing
+from cluster.secretbox import KeyRing, Sealed, require_ring
 from cluster.store import Store
 from cluster.workflow_store import WorkflowStore, create_execution_ops, new_execution
 
@@ -123,13 +123,7 @@ class HookStore:
         self.leases = leases
 
     def ring(self) -> KeyRing:
-        ring = self._ring()
-        if ring is None:
-            raise SecretsKeyMissing(
-                "this node has no secrets key (hook secrets are sealed with it): start it with "
-                "--secrets-key-file (CRONMESH_SECRETS_KEY_FILE)"
-            )
-        return ring
+        return require_ring(self._ring(), "hook secrets")
 
     # -- documents -----------------------------------------------------------------------------
 

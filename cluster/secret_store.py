@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Etcd, Op, prefix_end
 from cluster.keys import Keys
-from cluster.secretbox import KeyRing, Sealed, SecretsKeyMissing, SecretUnreadable
+from cluster.secretbox import KeyRing, Sealed, SecretUnreadable, require_ring
 
 MAX_SECRET_BYTES = 16 * 1024  # a value (a PEM key, a service-account JSON, a kubeconfig)
 MAX_SECRETS_PER_PROJECT = 1000
@@ -131,13 +131,7 @@ class SecretStore:
         self._ring = ring
 
     def ring(self) -> KeyRing:
-        ring = self._ring()
-        if ring is None:
-            raise SecretsKeyMissing(
-                "this node has no secrets key: start it with --secrets-key-file "
-                "(CRONMESH_SECRETS_KEY_FILE)"
-            )
-        return ring
+        return require_ring(self._ring(), "project secrets")
 
     # -- reading metadata ----------------------------------------------------------------------
 

@@ -36,6 +36,17 @@ class SecretsKeyMissing(Unavailable):
     code = "secrets_key_missing"
 
 
+def require_ring(ring: KeyRing | None, sealed: str) -> KeyRing:
+    """The node's key ring, or ``SecretsKeyMissing`` saying what needs it (``sealed``: e.g.
+    "project secrets", "hook secrets") and how to give the node one."""
+    if ring is None:
+        raise SecretsKeyMissing(
+            f"this node has no secrets key ({sealed} are sealed with it): start it with "
+            "--secrets-key-file (CRONMESH_SECRETS_KEY_FILE)"
+        )
+    return ring
+
+
 class SecretUnreadable(CronmeshError):
     """A stored value cannot be opened: its key is not in this node's ring, or it was altered
     (or copied from another project or name)."""
