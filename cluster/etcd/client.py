@@ -150,8 +150,12 @@ class Etcd(Members):
                     self._page_limits[key] = limit  # the next read of this prefix starts here
                     continue
                 raise
-            revision = res.revision
-            yield res
+            # etcd answers the store's current revision in the header even for a read at an
+            # older one: the pages' revision is the first page's, never a later header's (a
+            # write between two pages would otherwise move the reader's revision past it, and a
+            # watch from there would miss that write)
+            revision = revision or res.revision
+            yield Range(res.kvs, revision, res.more, res.count)
             if not res.more or not res.kvs:
                 return
             start = res.kvs[-1].key + "\x00"
