@@ -142,26 +142,28 @@ async def test_node_waits_for_etcd_and_recovers_from_an_outage(tmp_path, prefix)
     url = f"http://127.0.0.1:{api}"
     try:
         async with api_session() as http:
-            await wait_for(lambda: _status_is(http, f"{url}/healthz", 200), 15, what="healthz")
+            # A cold process start: the suite's start-up deadline (harness.wait_ready: 60 s). 15 s
+            # was not enough at load 12 on 2 cores (the node had not logged a line by then).
+            await wait_for(lambda: _status_is(http, f"{url}/healthz", 200), 60, what="healthz")
             assert (await get(http, f"{url}/readyz"))[0] == 503
             assert (await get(http, f"{url}{JOBS}"))[0] == 503
             await asyncio.to_thread(server.start)
-            await wait_for(lambda: _status_is(http, f"{url}/readyz", 200), 15, what="ready")
+            await wait_for(lambda: _status_is(http, f"{url}/readyz", 200), 60, what="ready")
             async with http.post(f"{url}{JOBS}", json={"name": "j", "command": "true"}) as r:
                 assert r.status == 201
             # etcd goes away for longer than the lease TTL, then comes back.
             server.kill()
-            await wait_for(lambda: _status_is(http, f"{url}/readyz", 503), 15, what="not ready")
+            await wait_for(lambda: _status_is(http, f"{url}/readyz", 503), 30, what="not ready")
             assert node.poll() is None
             await asyncio.to_thread(server.start)
-            await wait_for(lambda: _status_is(http, f"{url}/readyz", 200), 20, what="ready again")
+            await wait_for(lambda: _status_is(http, f"{url}/readyz", 200), 60, what="ready again")
             async with http.post(f"{url}{JOBS}/j/runs", json={}) as r:
                 run = await r.json()
 
             async def ok():
                 return (await get(http, f"{url}{RUNS}/{run['id']}"))[1]["status"] == "succeeded"
 
-            await wait_for(ok, 15, what="run after recovery")
+            await wait_for(ok, 30, what="run after recovery")
     finally:
         node.terminate()
         node.wait(20)

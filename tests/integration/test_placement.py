@@ -507,7 +507,14 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         base = b.url
         await call(http, "PUT", f"{base}{GROUPS}/pin-a", json={"projects": ["default"]})
         await call(http, "PUT", f"{base}{GROUPS}/pin-a/bindings/x", json={"node": "node-a"})
-        long_cmd = f"touch {tmp_path}/started-$CRONMESH_RUN_ID; sleep 3"
+        # A long run holds its node until the test opens the gate: the drain must begin while
+        # both are running, however slowly the CLI starts (a fixed `sleep 3` could end first
+        # under load, and the drain then answered "drained"). Bounded: 60 s at most.
+        gate = tmp_path / "release"
+        long_cmd = (
+            f"touch {tmp_path}/started-$CRONMESH_RUN_ID; i=0; "
+            f"while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+        )
         await call(
             http,
             "PUT",
@@ -532,19 +539,22 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         )
         assert code == 0 and "node-a: draining" in out, (out, err)
         drained_at = (await etcd.get(keys.node_state("node-a"))).mod_revision
+
         # New runs while node-a drains: all go to node-b, including long ones pinned to node-a
         # (they wait with a reason instead).
+        async def state_of(node_id: str) -> str:
+            _, body = await call(http, "GET", f"{base}/api/v1/nodes/{node_id}")
+            return str(body["state"])
+
         shorts = [await trigger(http, base, "short") for _ in range(12)]
         pinned = await trigger(http, base, "long")
         pinned_run = await run_of(http, base, pinned)
         assert pinned_run["status"] == "pending"
         assert "node-a is draining" in pinned_run["placement"]["reason"]
         shorts_done = await finished(http, base, shorts)
+        assert await state_of("node-a") == "draining"  # the longs still run: not drained yet
+        gate.touch()
         longs_done = await finished(http, base, longs)
-
-        async def state_of(node_id: str) -> str:
-            _, body = await call(http, "GET", f"{base}/api/v1/nodes/{node_id}")
-            return str(body["state"])
 
         await wait_for(lambda: _eq(state_of("node-a"), "drained"), 20, what="drained")
         # Still waiting: draining is not an outage, the run is kept.
