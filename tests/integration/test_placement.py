@@ -540,12 +540,12 @@ async def test_drain_finishes_running_runs_starts_none_then_enable_and_remote_sh
         assert code == 0 and "node-a: draining" in out, (out, err)
         drained_at = (await etcd.get(keys.node_state("node-a"))).mod_revision
 
-        # New runs while node-a drains: all go to node-b, including long ones pinned to node-a
-        # (they wait with a reason instead).
         async def state_of(node_id: str) -> str:
             _, body = await call(http, "GET", f"{base}/api/v1/nodes/{node_id}")
             return str(body["state"])
 
+        # New runs while node-a drains: all go to node-b, including long ones pinned to node-a
+        # (they wait with a reason instead).
         shorts = [await trigger(http, base, "short") for _ in range(12)]
         pinned = await trigger(http, base, "long")
         pinned_run = await run_of(http, base, pinned)
