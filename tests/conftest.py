@@ -282,6 +282,8 @@ class NodeProcess:
         self.problems: list[str] = []
         self._terminated = False
         self._log = open(log_path, "ab")
+        self._log_from = self._log.tell()  # this incarnation's lines (a restart appends)
+        self._started = False
         env = dict(node_env(), CRONMESH_LOG_FORMAT="json", PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [*(wrapper or []), sys.executable, "-m", "nodes.cli", "node", *args],
@@ -304,11 +306,30 @@ class NodeProcess:
             self._terminated |= sig == signal.SIGTERM
             self.proc.send_signal(sig)
 
-    def terminate(self) -> None:
-        """SIGTERM once (a second one could hit the node after its loop closed: exit -15)."""
+    def started(self) -> bool:
+        """The node logged "node started": its SIGTERM handler is in place (it is installed
+        just before; until then SIGTERM kills the interpreter, exit -15)."""
+        if not self._started:
+            try:
+                with open(self.log_path, "rb") as f:
+                    f.seek(self._log_from)
+                    self._started = b'"node started"' in f.read()
+            except OSError:
+                return False
+        return self._started
+
+    def terminate(self, startup: float = 60) -> None:
+        """SIGTERM once (a second one could hit the node after its loop closed: exit -15) — and
+        not before the node has started (up to ``startup`` s): a test that ends while a
+        restarted node is still importing, slow on a loaded machine, would kill it before its
+        handler exists (exit -15), which says nothing about the node (D326)."""
         if self.alive() and not self._terminated:
+            deadline = time.monotonic() + startup
+            while self.alive() and not self.started() and time.monotonic() < deadline:
+                time.sleep(0.05)
             self._terminated = True
-            self.proc.terminate()
+            if self.alive():
+                self.proc.terminate()
 
     def stop(self, timeout: float = 20) -> None:
         if self.alive():
@@ -447,6 +468,24 @@ def procs(
     if problems:
         print(c.dump_logs())
         raise NodeTeardownError("\n".join(problems))
+
+
+# Tests that run one at a time on one xdist worker (D325): the chaos scenarios (3 etcd members
+# and 3 nodes each, timing-bound verdicts: gaps within the lease TTL, every tick on time) and the
+# two checks that keep both cores busy on their own (the mutation check runs two pytest processes
+# at once; the role fuzzer sends requests as fast as a node answers). They never overlap each
+# other; the other worker runs the rest meanwhile.
+SERIAL = (
+    "tests/chaos/",
+    "tests/integration/test_mutation_check.py",
+    "tests/security/test_fuzz_roles.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SERIAL):
+            item.add_marker(pytest.mark.xdist_group("serial"))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

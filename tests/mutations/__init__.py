@@ -510,8 +510,13 @@ def check_patterns(mutations: list[Mutation], root: Path = ROOT) -> list[str]:
 
 
 def mutated_copy(m: Mutation, dest: Path, root: Path = ROOT) -> Path:
-    """A copy of the code under ``dest`` with ``m`` applied."""
-    ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc", "node_modules")
+    """A copy of the code under ``dest`` with ``m`` applied.
+
+    The bytecode caches come along (D327): every mutant's pytest and the node processes it
+    starts would otherwise compile the whole code base again. A cached ``.pyc`` is used only
+    while it matches its source's mtime and size (``copy2`` keeps both), and the mutated file's
+    own is removed, so the mutant is always compiled from the mutated source."""
+    ignore = shutil.ignore_patterns(".pytest_cache", "node_modules")
     for name in COPIED:
         src = root / name
         if src.is_dir():
@@ -520,4 +525,6 @@ def mutated_copy(m: Mutation, dest: Path, root: Path = ROOT) -> Path:
             shutil.copy2(src, dest / name)
     target = dest / m.file
     target.write_text(mutate(m, target.read_text()))
+    for cached in (target.parent / "__pycache__").glob(f"{target.stem}.*.pyc"):
+        cached.unlink()
     return dest
