@@ -482,11 +482,19 @@ SERIAL = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.nodeid.startswith(SERIAL):
-            item.add_marker(pytest.mark.xdist_group("serial"))
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scheduler with one work unit for the SERIAL tests and one per other test. (Not
+    `--dist loadgroup`: its `xdist_group` marks are lost with pytest 9, whose items no longer
+    take the suffixed node id xdist 3.8 sets.) Units go out largest first, so the serial lane,
+    the longest, starts at once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SerialLane(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "serial" if nodeid.startswith(SERIAL) else nodeid
+
+    return SerialLane(config, log)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
