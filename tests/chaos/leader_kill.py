@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,17 @@ async def scenario(
         end = start + timedelta(seconds=duration)
         while datetime.now(UTC) < end:
             await asyncio.sleep(every)
-            leader = await leader_of(http, st.cluster.procs)
-            victim = next((p for p in st.cluster.procs if p.node_id == leader and p.alive()), None)
+            # the leader, once there is one again (the last fail-over may still be going on: on a
+            # loaded machine, skipping a whole period for it cost the storm its kills, D329)
+            victim = None
+            wait_until = time.monotonic() + every
+            while victim is None and time.monotonic() < wait_until:
+                leader = await leader_of(http, st.cluster.procs)
+                victim = next(
+                    (p for p in st.cluster.procs if p.node_id == leader and p.alive()), None
+                )
+                if victim is None:
+                    await asyncio.sleep(0.2)
             if victim is None:
                 continue
             victim.signal(signal.SIGKILL)
