@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cluster.etcd import Etcd, Op
-from cluster.keys import Keys
-from cluster.shards import check_count, parse_setting, setting_value
+from cluster.keys import ELECTION_SCHEDULER, Keys
+from cluster.shards import check_count, election_name, parse_setting, setting_value
 
 
 async def read_shards(etcd: Etcd, keys: Keys) -> tuple[int, int, int]:
@@ -27,3 +27,17 @@ async def set_shards(etcd: Etcd, keys: Keys, shards: int) -> bool:
     ops += [Op.delete(p, prefix=True) for p in keys.shard_elections()]
     await etcd.txn([], ops)
     return True
+
+
+async def shard_leaders(etcd: Etcd, keys: Keys, shards: int) -> dict[int, str | None]:
+    """Shard → the node leading it now (None: nobody), read in one range (every candidacy of
+    every shard: at most ``shards`` x live nodes keys)."""
+    root = keys.election(ELECTION_SCHEDULER)[: -len(ELECTION_SCHEDULER) - 1]
+    res = await etcd.range(root, sort="create")
+    out: dict[int, str | None] = dict.fromkeys(range(shards))
+    names = {election_name(i): i for i in range(shards)}
+    for kv in res.kvs:  # oldest candidacy first: the first seen per election leads it
+        shard = names.get(keys.tail(kv.key, root)[0])
+        if shard is not None and out[shard] is None:
+            out[shard] = kv.value.decode()
+    return out

@@ -117,6 +117,10 @@ class Node:
     def node_id(self) -> str:
         return self.config.node_id
 
+    @property
+    def shards_led(self) -> list[int]:
+        return sorted(self.campaigns.led) if self.campaigns is not None else []
+
     def shutdown(self) -> None:
         """Ask the node to stop gracefully; idempotent and safe from a signal handler."""
         if not self._stop.is_set():
