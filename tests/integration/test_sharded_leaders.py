@@ -14,27 +14,14 @@ from typing import Any
 import pytest
 
 from cluster.shard_store import set_shards, shard_leaders
-from cluster.shards import leaders, shard_of
+from cluster.shards import leaders
 from tests.chaos.checker import check, load_runs
 from tests.chaos.harness import metric_value
+from tests.chaos.shard_leader_kill import jobs_covering
 from tests.conftest import api_session, run_cli, wait_for
 
 EVERY_SECOND = "* * * * * *"
 PROJECT = "/api/v1/projects/default"
-
-
-def jobs_covering(shards: int, per_shard: int = 1) -> list[str]:
-    """Job names of project ``default`` with ``per_shard`` of them in each shard."""
-    names: list[str] = []
-    count = dict.fromkeys(range(shards), 0)
-    i = 0
-    while any(c < per_shard for c in count.values()):
-        name, i = f"job-{i}", i + 1
-        s = shard_of("default", name, shards)
-        if count[s] < per_shard:
-            count[s] += 1
-            names.append(name)
-    return names
 
 
 async def put_job(http: Any, url: str, name: str) -> None:
