@@ -1,0 +1,191 @@
+"""Sharded scheduling measured with several node processes, beside the model's predictions.
+
+    python -m bench.shardbench [--nodes 3] [--shards 1,8] [--jobs 200,600] [--window 15]
+
+For each shard count K and each load (jobs every second, a selector no node matches: the runs
+stay queued, so the nodes only lead, as in ``bench.run``'s scheduler scenario), ``--nodes`` fresh
+``cronmesh node`` processes share one etcd. Once the shards sit where the rendezvous ranking puts
+them, it measures over ``--window`` seconds:
+
+- ticks/s the cluster fires (``cronmesh_ticks_total{fate=fired}`` summed over the nodes), and
+  whether it keeps up (>= 99 % of the offered ticks, none missed);
+- the busiest node's CPU per cluster tick (``/proc/<pid>/stat``), and its ratio to K = 1 at the
+  same load, next to the model's ``max shards per node / K`` (``bench.shardsim.placement``);
+- etcd's CPU per tick;
+- then one shard's failover: SIGKILL of the leader of shard ``K - 1`` and the time until a new
+  candidacy leads it (the lease TTL, 3 s, is the model's floor).
+
+The machine's load average is written next to every number (the machine is shared). Results go
+to ``bench/results/shardbench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import shardsim
+from bench.harness import BenchEtcd, NodeProc, auth_headers, parse_prom, proc_cpu, put_jobs, value
+from cluster.etcd import Etcd
+from cluster.keys import Keys
+from cluster.shard_store import set_shards, shard_leaders
+from cluster.shards import election_name, leaders
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LEASE_TTL = 3
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+async def fired(http: aiohttp.ClientSession, node: NodeProc) -> float:
+    async with http.get(f"{node.url}/metrics") as r:
+        return value(parse_prom(await r.text()), "cronmesh_ticks_total", fate="fired")
+
+
+async def wait_placed(etcd: Etcd, keys: Keys, ids: list[str], shards: int, within: float) -> float:
+    t = time.monotonic()
+    want = leaders(ids, shards)
+    while time.monotonic() - t < within:
+        if await shard_leaders(etcd, keys, shards) == want:
+            return time.monotonic() - t
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"shards not placed within {within}s")
+
+
+async def level(
+    args: argparse.Namespace, tmp: Path, etcd_server: BenchEtcd, shards: int, jobs: int
+) -> dict[str, Any]:
+    prefix = f"/bench-shard-{uuid.uuid4().hex[:8]}"
+    keys = Keys(prefix)
+    ids = [f"node-{i}" for i in range(args.nodes)]  # the model's names: the same placement
+    async with Etcd([etcd_server.endpoint]) as etcd:
+        await set_shards(etcd, keys, shards)
+        nodes = [
+            NodeProc(
+                etcd=etcd_server.endpoint,
+                prefix=prefix,
+                node_id=i,
+                data_dir=tmp / f"data-{prefix[1:]}-{i}",
+                log_path=tmp / f"{prefix[1:]}-{i}.log",
+                capacity=None,
+                properties={"role": "bench"},
+                lease_ttl=LEASE_TTL,
+            )
+            for i in ids
+        ]
+        try:
+            async with aiohttp.ClientSession(headers=auth_headers()) as http:
+                placed_s = await wait_placed(etcd, keys, ids, shards, 90)
+                await put_jobs(http, nodes[0], "default", jobs, selector="role=none")
+                await asyncio.sleep(args.warmup)
+                f0 = [await fired(http, n) for n in nodes]
+                c0 = [proc_cpu(n.pid).self_s for n in nodes]
+                e0 = proc_cpu(etcd_server.pid).self_s
+                t0 = time.monotonic()
+                await asyncio.sleep(args.window)
+                f1 = [await fired(http, n) for n in nodes]
+                c1 = [proc_cpu(n.pid).self_s for n in nodes]
+                e1 = proc_cpu(etcd_server.pid).self_s
+                seconds = time.monotonic() - t0
+                avg = load()
+                ticks = sum(f1) - sum(f0)
+                cpu = [b - a for a, b in zip(c0, c1, strict=True)]
+                per_node_ticks = [b - a for a, b in zip(f0, f1, strict=True)]
+                failover = await kill_one(etcd, keys, nodes, shards)
+        finally:
+            for n in nodes:
+                n.stop()
+    model = shardsim.placement(args.nodes, shards)
+    busiest = max(range(len(nodes)), key=lambda i: cpu[i])
+    return {
+        "shards": shards,
+        "nodes": args.nodes,
+        "jobs": jobs,
+        "placement_s": round(placed_s, 2),
+        "ticks_per_s": round(ticks / seconds, 1),
+        "keeps_up": ticks >= 0.99 * jobs * seconds,
+        "busiest_node_cpu_ms_per_tick": round(1000 * cpu[busiest] / max(ticks, 1), 3),
+        "node_cpu_ms_per_tick": [round(1000 * c / max(ticks, 1), 3) for c in cpu],
+        "node_ticks": per_node_ticks,
+        "etcd_cpu_ms_per_tick": round(1000 * (e1 - e0) / max(ticks, 1), 3),
+        "model_max_shards_per_node": model.max_shards_per_node,
+        "model_busiest_share": round(model.max_shards_per_node / shards, 3),
+        "failover_s": failover,
+        "load_average": avg,
+    }
+
+
+async def kill_one(etcd: Etcd, keys: Keys, nodes: list[NodeProc], shards: int) -> dict[str, Any]:
+    """SIGKILL the leader of the last shard; seconds until a new candidacy leads it."""
+    shard = shards - 1
+    prefix = keys.election(election_name(shard))
+    res = await etcd.range(prefix, sort="create", limit=1)
+    old = res.kvs[0]
+    victim = next(n for n in nodes if n.node_id == old.value.decode())
+    victim.proc.send_signal(signal.SIGKILL)
+    t = time.monotonic()
+    while time.monotonic() - t < 30:
+        res = await etcd.range(prefix, sort="create", limit=1)
+        if res.kvs and res.kvs[0].key != old.key:
+            return {
+                "shard": shard,
+                "seconds": round(time.monotonic() - t, 2),
+                "model_s": LEASE_TTL,
+                "load_average": load(),
+            }
+        await asyncio.sleep(0.02)
+    return {"shard": shard, "seconds": None, "model_s": LEASE_TTL, "load_average": load()}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="cronmesh-shardbench-"))
+    etcd_server = BenchEtcd(tmp).start()
+    rows: list[dict[str, Any]] = []
+    try:
+        for jobs in args.jobs:
+            for shards in args.shards:
+                row = await level(args, tmp, etcd_server, shards, jobs)
+                base = next((r for r in rows if r["jobs"] == jobs and r["shards"] == 1), None)
+                if base is not None:
+                    ratio = (
+                        row["busiest_node_cpu_ms_per_tick"] / base["busiest_node_cpu_ms_per_tick"]
+                    )
+                    row["busiest_vs_k1"] = round(ratio, 3)
+                    row["goal_vs_k1"] = round(1.2 / min(shards, args.nodes), 3)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        etcd_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"rows": rows, "window_s": args.window, "lease_ttl": LEASE_TTL}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.shardbench", description=__doc__)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--shards", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    ap.add_argument("--jobs", type=lambda s: [int(x) for x in s.split(",")], default=[200, 600])
+    ap.add_argument("--window", type=float, default=15)
+    ap.add_argument("--warmup", type=float, default=5)
+    args = ap.parse_args(argv)
+    out = asyncio.run(main_async(args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "shardbench.json").write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
