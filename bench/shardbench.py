@@ -36,7 +36,16 @@ from typing import Any
 import aiohttp
 
 from bench import shardsim
-from bench.harness import BenchEtcd, NodeProc, auth_headers, parse_prom, proc_cpu, put_jobs, value
+from bench.harness import (
+    BenchEtcd,
+    NodeProc,
+    Samples,
+    auth_headers,
+    parse_prom,
+    proc_cpu,
+    put_jobs,
+    value,
+)
 from cluster.etcd import Etcd
 from cluster.keys import Keys
 from cluster.shard_store import set_shards, shard_leaders
@@ -56,10 +65,13 @@ async def fired(http: aiohttp.ClientSession, node: NodeProc) -> float:
 
 
 async def wait_placed(etcd: Etcd, keys: Keys, ids: list[str], shards: int, within: float) -> float:
+    """Until every shard's leader is the one the ranking puts there (K = 1: any leader, as
+    before sharding: the first node to campaign leads)."""
     t = time.monotonic()
     want = leaders(ids, shards)
     while time.monotonic() - t < within:
-        if await shard_leaders(etcd, keys, shards) == want:
+        now = await shard_leaders(etcd, keys, shards)
+        if now == want or (shards == 1 and now[0] is not None):
             return time.monotonic() - t
         await asyncio.sleep(0.2)
     raise TimeoutError(f"shards not placed within {within}s")
@@ -89,43 +101,121 @@ async def level(
         try:
             async with aiohttp.ClientSession(headers=auth_headers()) as http:
                 placed_s = await wait_placed(etcd, keys, ids, shards, 90)
+                placed = await shard_leaders(etcd, keys, shards)
                 await put_jobs(http, nodes[0], "default", jobs, selector="role=none")
                 await asyncio.sleep(args.warmup)
-                f0 = [await fired(http, n) for n in nodes]
-                c0 = [proc_cpu(n.pid).self_s for n in nodes]
-                e0 = proc_cpu(etcd_server.pid).self_s
-                t0 = time.monotonic()
+                e0 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
+                before = [await sample(http, n) for n in nodes]
                 await asyncio.sleep(args.window)
-                f1 = [await fired(http, n) for n in nodes]
-                c1 = [proc_cpu(n.pid).self_s for n in nodes]
-                e1 = proc_cpu(etcd_server.pid).self_s
-                seconds = time.monotonic() - t0
+                after = [await sample(http, n) for n in nodes]
+                e1 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
                 avg = load()
-                ticks = sum(f1) - sum(f0)
-                cpu = [b - a for a, b in zip(c0, c1, strict=True)]
-                per_node_ticks = [b - a for a, b in zip(f0, f1, strict=True)]
                 failover = await kill_one(etcd, keys, nodes, shards)
         finally:
             for n in nodes:
                 n.stop()
+    # per node, rates over its own interval (fetching metrics takes a while on a busy machine)
+    rates = [
+        {k: (a[k] - b[k]) / (a["t"] - b["t"]) for k in ("fired", "missed", "cpu")}
+        for a, b in zip(after, before, strict=True)
+    ]
+    tick_rate = sum(r["fired"] for r in rates)
+    cpu_ms = [1000 * r["cpu"] / max(tick_rate, 1e-9) for r in rates]
+    led = [[s for s, n in placed.items() if n == i] for i in ids]
     model = shardsim.placement(args.nodes, shards)
-    busiest = max(range(len(nodes)), key=lambda i: cpu[i])
     return {
         "shards": shards,
         "nodes": args.nodes,
         "jobs": jobs,
         "placement_s": round(placed_s, 2),
-        "ticks_per_s": round(ticks / seconds, 1),
-        "keeps_up": ticks >= 0.99 * jobs * seconds,
-        "busiest_node_cpu_ms_per_tick": round(1000 * cpu[busiest] / max(ticks, 1), 3),
-        "node_cpu_ms_per_tick": [round(1000 * c / max(ticks, 1), 3) for c in cpu],
-        "node_ticks": per_node_ticks,
-        "etcd_cpu_ms_per_tick": round(1000 * (e1 - e0) / max(ticks, 1), 3),
+        "ticks_per_s": round(tick_rate, 1),
+        "missed_per_s": round(sum(r["missed"] for r in rates), 2),
+        "keeps_up": tick_rate >= 0.99 * jobs and sum(r["missed"] for r in rates) == 0,
+        "shards_led": led,
+        "node_cpu_ms_per_tick": [round(c, 3) for c in cpu_ms],
+        "busiest_node_cpu_ms_per_tick": round(max(cpu_ms), 3),
+        "etcd_cpu_ms_per_tick": round(1000 * (e1[1] - e0[1]) / (e1[0] - e0[0]) / tick_rate, 3),
         "model_max_shards_per_node": model.max_shards_per_node,
         "model_busiest_share": round(model.max_shards_per_node / shards, 3),
         "failover_s": failover,
         "load_average": avg,
     }
+
+
+async def sample(http: aiohttp.ClientSession, node: NodeProc) -> dict[str, float]:
+    t = time.monotonic()
+    cpu = proc_cpu(node.pid).self_s
+    async with http.get(f"{node.url}/metrics") as r:
+        prom = parse_prom(await r.text())
+    return {
+        "t": t,
+        "cpu": cpu,
+        "fired": value(prom, "cronmesh_ticks_total", fate="fired"),
+        "missed": value(prom, "cronmesh_ticks_total", fate="missed"),
+    }
+
+
+async def claims(
+    args: argparse.Namespace, tmp: Path, etcd_server: BenchEtcd, handoff: float
+) -> dict[str, Any]:
+    """Claim hints (D41, D305): ``--claims`` runnable jobs every second on the nodes, with the
+    default hand-off delay (a worker claims the runs hashed to it at once, others' after the
+    delay) or 0 (every worker races for every queue entry). Claim transactions lost per run."""
+    prefix = f"/bench-claims-{uuid.uuid4().hex[:8]}"
+    ids = [f"node-{i}" for i in range(args.nodes)]
+    os.environ["CRONMESH_HANDOFF_DELAY"] = str(handoff)
+    try:
+        nodes = [
+            NodeProc(
+                etcd=etcd_server.endpoint,
+                prefix=prefix,
+                node_id=i,
+                data_dir=tmp / f"data-{prefix[1:]}-{i}",
+                log_path=tmp / f"{prefix[1:]}-{i}.log",
+                capacity=None,
+                lease_ttl=LEASE_TTL,
+            )
+            for i in ids
+        ]
+    finally:
+        os.environ.pop("CRONMESH_HANDOFF_DELAY", None)
+    try:
+        async with aiohttp.ClientSession(headers=auth_headers()) as http:
+            async with Etcd([etcd_server.endpoint]) as etcd:
+                await wait_placed(etcd, Keys(prefix), ids, 1, 90)
+            await put_jobs(http, nodes[0], "default", args.claims)
+            await asyncio.sleep(args.warmup)
+            before = [await samples(http, n) for n in nodes]
+            c0 = sum(proc_cpu(n.pid).self_s for n in nodes)
+            await asyncio.sleep(args.window)
+            after = [await samples(http, n) for n in nodes]
+            c1 = sum(proc_cpu(n.pid).self_s for n in nodes)
+            avg = load()
+    finally:
+        for n in nodes:
+            n.stop()
+
+    def total(name: str, **labels: str) -> float:
+        pairs = zip(after, before, strict=True)
+        return sum(value(a, name, **labels) - value(b, name, **labels) for a, b in pairs)
+
+    won = total("cronmesh_claims_total", outcome="won")
+    lost = total("cronmesh_claims_total", outcome="lost_race")
+    return {
+        "jobs": args.claims,
+        "handoff_delay_s": handoff,
+        "runs_claimed": int(won),
+        "lost_races_per_run": round(lost / max(won, 1), 3),
+        "claimed_as_preferred": int(total("cronmesh_placement_claims_total", via="preferred")),
+        "claimed_by_handoff": int(total("cronmesh_placement_claims_total", via="handoff")),
+        "nodes_cpu_ms_per_run": round(1000 * (c1 - c0) / max(won, 1), 3),
+        "load_average": avg,
+    }
+
+
+async def samples(http: aiohttp.ClientSession, node: NodeProc) -> Samples:
+    async with http.get(f"{node.url}/metrics") as r:
+        return parse_prom(await r.text())
 
 
 async def kill_one(etcd: Etcd, keys: Keys, nodes: list[NodeProc], shards: int) -> dict[str, Any]:
@@ -150,6 +240,13 @@ async def kill_one(etcd: Etcd, keys: Keys, nodes: list[NodeProc], shards: int) -
     return {"shard": shard, "seconds": None, "model_s": LEASE_TTL, "load_average": load()}
 
 
+def follower_cpu(row: dict[str, Any]) -> None:
+    """What a node that leads nothing spends per tick (it watches the queue): K = 1's baseline."""
+    pairs = zip(row["node_cpu_ms_per_tick"], row["shards_led"], strict=True)
+    idle = [c for c, led in pairs if not led]
+    row["follower_cpu_ms_per_tick"] = round(sum(idle) / len(idle), 3)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-shardbench-"))
     etcd_server = BenchEtcd(tmp).start()
@@ -159,18 +256,27 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for shards in args.shards:
                 row = await level(args, tmp, etcd_server, shards, jobs)
                 base = next((r for r in rows if r["jobs"] == jobs and r["shards"] == 1), None)
-                if base is not None:
-                    ratio = (
-                        row["busiest_node_cpu_ms_per_tick"] / base["busiest_node_cpu_ms_per_tick"]
-                    )
-                    row["busiest_vs_k1"] = round(ratio, 3)
-                    row["goal_vs_k1"] = round(1.2 / min(shards, args.nodes), 3)
+                if shards == 1 and args.nodes > 1:
+                    base = row
+                    follower_cpu(row)
+                if base is not None and "follower_cpu_ms_per_tick" in base:
+                    follower = base["follower_cpu_ms_per_tick"]
+                    leader = [round(c - follower, 3) for c in row["node_cpu_ms_per_tick"]]
+                    row["leader_cpu_ms_per_tick"] = leader  # the node's CPU above a follower's
+                    if base is not row:
+                        ratio = max(leader) / max(base["leader_cpu_ms_per_tick"])
+                        row["busiest_leader_vs_k1"] = round(ratio, 3)
+                        row["goal_vs_k1"] = round(1.2 / min(shards, args.nodes), 3)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+        claim_rows = []
+        for handoff in (1.0, 0.0) if args.claims else ():
+            claim_rows.append(await claims(args, tmp, etcd_server, handoff))
+            print(json.dumps(claim_rows[-1]), flush=True)
     finally:
         etcd_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"rows": rows, "window_s": args.window, "lease_ttl": LEASE_TTL}
+    return {"rows": rows, "claims": claim_rows, "window_s": args.window, "lease_ttl": LEASE_TTL}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=lambda s: [int(x) for x in s.split(",")], default=[200, 600])
     ap.add_argument("--window", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--claims", type=int, default=100, help="runnable jobs for the claim phase")
     args = ap.parse_args(argv)
     out = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -414,12 +414,8 @@ class Node:
                 await self.etcd.put(self.keys.node_info(self.node_id), dumps(info))
 
     async def _resign(self) -> None:
-        campaigns = self.campaigns
-        if campaigns is not None:
-            led = sorted(campaigns.led)
-            await campaigns.resign_all()
-            if led:
-                log.info("resigned leadership", shards=led)
+        if self.campaigns is not None:  # else its task ended and resigned on the way out
+            await self.campaigns.resign_all()
         self.leading = False
         metrics.LEADER.set(0)
 

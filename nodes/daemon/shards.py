@@ -92,7 +92,8 @@ class Campaigns:
             except* ShardsChanged:
                 log.info("scheduler_shards changed: campaigning under the new split", was=count)
             finally:
-                await self.resign_all()
+                if not self.session.lost.is_set():  # a lost lease took the candidacies along
+                    await self.resign_all()
 
     async def _watch_setting(self, setting_rev: int, rev: int) -> None:
         changed = asyncio.Event()
@@ -113,8 +114,12 @@ class Campaigns:
         raise ShardsChanged
 
     async def resign_all(self) -> None:
+        """Step down from every shard at once (shutdown, a change of K)."""
+        led = sorted(self.led)
         for shard in list(self.elections):
             await self._resign(shard)
+        if led:
+            log.info("resigned leadership", shards=led)
 
     async def _resign(self, shard: int) -> None:
         election = self.elections.pop(shard, None)

@@ -53,8 +53,6 @@ class JobCache:
         *,
         clock: Callable[[], datetime],
         shard: Shard | None = None,
-        on_job: Callable[[JobKey], None] = lambda jk: None,
-        on_run_moved: Callable[[str, JobKey], None] = lambda run, jk: None,
     ) -> None:
         self.etcd = etcd
         self.keys = keys
@@ -62,8 +60,9 @@ class JobCache:
         self.shard = shard or Shard()
         # shard 0 keeps every job (its per-cluster loops need them); the others their own only
         self.keeps_all = self.shard.singletons
-        self._job_changed = on_job
-        self._run_moved = on_run_moved
+        # hooks: a job appeared or changed; a run's active key went (the slot watcher's)
+        self.on_job_changed: Callable[[JobKey], None] = lambda jk: None
+        self.on_run_moved: Callable[[str, JobKey], None] = lambda run_id, jk: None
         self.jobs: dict[JobKey, JobEntry] = {}
         self.active: dict[JobKey, set[str]] = defaultdict(set)
         self.active_job: dict[str, JobKey] = {}
@@ -148,7 +147,7 @@ class JobCache:
             entry.state, entry.state_rev = old.state, old.state_rev
         self.jobs[jk] = entry
         self.reschedule(jk, self.clock())
-        self._job_changed(jk)
+        self.on_job_changed(jk)
 
     def on_state(self, key: str, value: bytes | None, rev: int) -> None:
         project, name = self._key_of(key, self.keys.schedule_states())[:2]
@@ -172,7 +171,7 @@ class JobCache:
         else:
             self.active[jk].discard(run_id)
             self.active_job.pop(run_id, None)
-            self._run_moved(run_id, jk)
+            self.on_run_moved(run_id, jk)
 
     def reschedule(self, jk: JobKey, now: datetime) -> None:
         entry = self.jobs.get(jk)

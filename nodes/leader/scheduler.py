@@ -100,9 +100,10 @@ class Scheduler:
             keys,
             clock=clock,
             shard=self.shard,
-            on_job=lambda jk: self.slots.on_job(jk),
-            on_run_moved=lambda run_id, jk: self.slots.on_run_moved(run_id, jk),
         )
+        if self.shard.singletons:  # the slot watcher runs on shard 0's leader only (D302)
+            self.cache.on_job_changed = lambda jk: self.slots.on_job(jk)
+            self.cache.on_run_moved = lambda run_id, jk: self.slots.on_run_moved(run_id, jk)
         self.jobs = self.cache.jobs
         self.active = self.cache.active
         self.active_job = self.cache.active_job

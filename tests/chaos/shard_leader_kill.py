@@ -117,6 +117,18 @@ async def _leader_key(st: Stage, shard: int) -> str | None:
     return res.kvs[0].key if res.kvs else None
 
 
+def merged(reports: list[Report]) -> Report:
+    out = Report()
+    for r in reports:
+        out.ticks, out.runs = out.ticks + r.ticks, out.runs + r.runs
+        out.missed += r.missed
+        out.duplicates.update(r.duplicates)
+        out.lost_final += r.lost_final
+        out.unfinished += r.unfinished
+        out.largest_gap = max(out.largest_gap, r.largest_gap)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--duration", type=float, default=120)
@@ -129,7 +141,9 @@ def main() -> None:
                 st, duration=args.duration, every=args.every, lease_ttl=args.lease_ttl
             )
         out["summary"] = {"failover_s": [k["failover_s"] for k in out["faults"]]}
-        out["checker"] = {n: r.as_dict() for n, r in out.pop("reports").items()}
+        reports = out.pop("reports")
+        out["per_job"] = {n: r.as_dict() for n, r in reports.items()}
+        out["report"] = merged(list(reports.values()))  # the summary row: every job together
         out["history"] = {n: h.as_dict() for n, h in out.pop("histories").items()}
         return out
 

@@ -8,6 +8,7 @@ the old split in one write, and through all of it every tick of every job runs o
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -117,12 +118,12 @@ async def test_a_joining_node_takes_its_shards_by_hand_over_and_k_changes_safely
         moved = [s for s in range(8) if before[s] != after[s]]
         assert all(after[s] == "node-3" for s in moved), (before, after)
         await asyncio.sleep(2)
-        # K changes while the jobs fire: 8 -> 3 through the API (cluster admin)
-        async with http.put(
-            f"{third.url}/api/v1/settings/scheduler-shards", json={"shards": 3}
-        ) as r:
-            assert r.status == 200, await r.text()
-            assert (await r.json())["changed"] is True
+        # K changes while the jobs fire: 8 -> 3 (the CLI: PUT /api/v1/settings/scheduler-shards)
+        code, out, err = await asyncio.to_thread(
+            run_cli, third.url, "-o", "json", "settings", "scheduler-shards", "--set", "3"
+        )
+        assert code == 0, err
+        assert json.loads(out)["changed"] is True and json.loads(out)["shards"] == 3
         await wait_for(lambda: settled(etcd, keys, ids, 3), 60, 0.2, "placement of K = 3")
         async with http.put(
             f"{third.url}/api/v1/settings/scheduler-shards", json={"shards": 0}
