@@ -64,6 +64,21 @@ async def fired(http: aiohttp.ClientSession, node: NodeProc) -> float:
         return value(parse_prom(await r.text()), "cronmesh_ticks_total", fate="fired")
 
 
+async def all_ready(http: aiohttp.ClientSession, nodes: list[NodeProc], within: float) -> None:
+    deadline = time.monotonic() + within
+    for node in nodes:
+        while True:
+            try:
+                async with http.get(f"{node.url}/readyz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline or not node.alive():
+                raise TimeoutError(f"{node!r} not ready; see {node.log_path}")
+            await asyncio.sleep(0.2)
+
+
 async def wait_placed(etcd: Etcd, keys: Keys, ids: list[str], shards: int, within: float) -> float:
     """Until every shard's leader is the one the ranking puts there (K = 1: any leader, as
     before sharding: the first node to campaign leads)."""
@@ -100,6 +115,7 @@ async def level(
         ]
         try:
             async with aiohttp.ClientSession(headers=auth_headers()) as http:
+                await all_ready(http, nodes, 90)
                 placed_s = await wait_placed(etcd, keys, ids, shards, 90)
                 placed = await shard_leaders(etcd, keys, shards)
                 await put_jobs(http, nodes[0], "default", jobs, selector="role=none")
@@ -181,8 +197,7 @@ async def claims(
         os.environ.pop("CRONMESH_HANDOFF_DELAY", None)
     try:
         async with aiohttp.ClientSession(headers=auth_headers()) as http:
-            async with Etcd([etcd_server.endpoint]) as etcd:
-                await wait_placed(etcd, Keys(prefix), ids, 1, 90)
+            await all_ready(http, nodes, 90)
             await put_jobs(http, nodes[0], "default", args.claims)
             await asyncio.sleep(args.warmup)
             before = [await samples(http, n) for n in nodes]
