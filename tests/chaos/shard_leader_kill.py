@@ -78,11 +78,12 @@ async def scenario(
                 pass
     reports: dict[str, Report] = {}
     histories: dict[str, HistoryReport] = {}
+    runs = {name: await load_runs(st.etcd, st.keys, "default", name) for name in jobs}
+    # read after the runs: a run that ends in between has its lines written before its commit
     executions = read_history(st.history)
     for name in jobs:
-        runs = await load_runs(st.etcd, st.keys, "default", name)
-        reports[name] = check(runs, EVERY_SECOND, start, end)
-        histories[name] = check_history(runs, [e for e in executions if e.job == name])
+        reports[name] = check(runs[name], EVERY_SECOND, start, end)
+        histories[name] = check_history(runs[name], [e for e in executions if e.job == name])
     bound = lease_ttl + 2
     ok = all(
         r.ok and not r.unfinished and histories[n].ok and r.largest_gap <= bound
