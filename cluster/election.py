@@ -107,12 +107,6 @@ class Election:
             self.revision = 0
 
 
-async def candidates(etcd: Etcd, keys: Keys, name: str = ELECTION_SCHEDULER) -> list[str]:
-    """The node ids queued in an election, the leader first (bounded: one key per live node)."""
-    res = await etcd.range(keys.election(name), sort="create")
-    return [kv.value.decode() for kv in res.kvs]
-
-
 async def current_leader(etcd: Etcd, keys: Keys, name: str = ELECTION_SCHEDULER) -> str | None:
     """The node id of the current leader, or None when nobody leads."""
     res = await etcd.range(keys.election(name), sort="create", limit=1)

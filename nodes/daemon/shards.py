@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from cluster.election import Election, candidates
+from cluster.election import Election
 from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import Compare, Etcd, Event
 from cluster.keys import Keys
@@ -154,8 +154,18 @@ class Campaigns:
         return rank_of(self.node.node_id, shard, nodes)
 
     async def _better(self, shard: int) -> str | None:
-        queued = await candidates(self.node.etcd, self.node.keys, election_name(shard))
-        return hand_over_to(self.node.node_id, shard, queued)
+        """A better-ranked node queued for ``shard`` under its CURRENT lease: a node restarted
+        within a TTL still has its old, dead candidacy queued, which must not be handed to."""
+        etcd, keys = self.node.etcd, self.node.keys
+        queued = await etcd.range(keys.election(election_name(shard)))
+        live = await etcd.range(keys.nodes(), revision=queued.revision)
+        lease_of = {kv.key.rsplit("/", 1)[-1]: kv.lease for kv in live.kvs}
+        current = [
+            kv.value.decode()
+            for kv in queued.kvs
+            if lease_of.get(kv.value.decode()) == int(kv.key.rsplit("/", 1)[-1], 16)
+        ]
+        return hand_over_to(self.node.node_id, shard, current)
 
     async def _shard(self, shard: Shard, guard: object) -> None:
         node, i = self.node, shard.index
