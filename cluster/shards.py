@@ -114,8 +114,8 @@ class Shard:
 
     @property
     def singletons(self) -> bool:
-        """Shard 0's leader also runs what is not per job (reaper, retention, deadlines,
-        notifier, workflows, hooks; D302)."""
+        """Shard 0's leader also runs what is not per job (reaper, retention, slot deadlines,
+        notifier, node retention, workflows; D302)."""
         return self.index == 0
 
     def __repr__(self) -> str:
