@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,8 +132,18 @@ async def test_a_joining_node_takes_its_shards_by_hand_over_and_k_changes_safely
             assert r.status == 400
             assert (await r.json())["error"]["field"] == "shards"
         await asyncio.sleep(2)
+        # a leader stopped gracefully (SIGTERM) resigns: its shards move within moments
+        leading = set((await shard_leaders(etcd, keys, 3)).values())
+        leaving = next(n for n in (*first, third) if n.node_id in leading)
+        t = time.monotonic()
+        await asyncio.to_thread(leaving.stop)
+        ids.remove(leaving.node_id)
+        await wait_for(lambda: settled(etcd, keys, ids, 3), 30, 0.1, "placement without it")
+        assert time.monotonic() - t < 8, "a graceful stop left its shards without a leader"
+        await asyncio.sleep(2)
         end = datetime.now(UTC) - timedelta(seconds=1)
         await asyncio.sleep(1.5)
+        alive = next(n for n in (*first, third) if n.alive())
         for name in jobs:
-            await disable(http, first[0].url, name)
+            await disable(http, alive.url, name)
     await exactly_once(etcd, keys, jobs, start, end)
