@@ -106,11 +106,14 @@ class Campaigns:
         watch = asyncio.create_task(
             follow(self.node.etcd, key, rev, on_event, lambda: {key} if setting_rev else set())
         )
+        seen = asyncio.create_task(changed.wait())
         try:
-            await changed.wait()
+            # a watch that ended on an error it does not retry: read K again, to be sure
+            await asyncio.wait([watch, seen], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+            for task in (watch, seen):
+                task.cancel()
+            await asyncio.gather(watch, seen, return_exceptions=True)
         raise ShardsChanged
 
     async def resign_all(self) -> None:
