@@ -96,6 +96,7 @@ class Campaigns:
                     await self.resign_all()
 
     async def _watch_setting(self, setting_rev: int, rev: int) -> None:
+        """Raise :class:`ShardsChanged` once the setting moves past ``setting_rev``."""
         changed = asyncio.Event()
         key = self.node.keys.scheduler_shards()
 
@@ -103,18 +104,26 @@ class Campaigns:
             if ev.kind == "delete" or ev.kv.mod_revision != setting_rev:
                 changed.set()
 
-        watch = asyncio.create_task(
-            follow(self.node.etcd, key, rev, on_event, lambda: {key} if setting_rev else set())
-        )
-        seen = asyncio.create_task(changed.wait())
-        try:
-            # a watch that ended on an error it does not retry: read K again, to be sure
-            await asyncio.wait([watch, seen], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (watch, seen):
-                task.cancel()
-            await asyncio.gather(watch, seen, return_exceptions=True)
-        raise ShardsChanged
+        while True:
+            watch = asyncio.create_task(
+                follow(self.node.etcd, key, rev, on_event, lambda: {key} if setting_rev else set())
+            )
+            seen = asyncio.create_task(changed.wait())
+            try:
+                await asyncio.wait([watch, seen], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (watch, seen):
+                    task.cancel()
+                await asyncio.gather(watch, seen, return_exceptions=True)
+            if changed.is_set():
+                raise ShardsChanged
+            # the watch ended on an error it does not retry: read the setting again
+            log.warning("scheduler_shards watch ended; reading it again")
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Unavailable):
+                _, now, rev = await read_shards(self.node.etcd, self.node.keys)
+                if now != setting_rev:
+                    raise ShardsChanged
 
     async def resign_all(self) -> None:
         """Step down from every shard at once (shutdown, a change of K)."""
