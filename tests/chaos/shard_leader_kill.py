@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cluster.errors import Unavailable
 from cluster.shard_store import set_shards, shard_leaders
 from cluster.shards import election_name, shard_of
 from tests.chaos.checker import Report, check, load_runs
@@ -48,8 +49,16 @@ def jobs_covering(shards: int, per_shard: int = 1) -> list[str]:
 async def scenario(
     st: Stage, *, duration: float, every: float, lease_ttl: int, shards: int = SHARDS
 ) -> dict[str, Any]:
-    await set_shards(st.etcd, st.keys, shards)
-    await wait_all_ready(st.cluster)
+    await wait_all_ready(st.cluster)  # etcd's members are up once the nodes are
+    deadline = time.monotonic() + 30
+    while True:  # the checker's own first call to a freshly started etcd cluster, under load
+        try:
+            await set_shards(st.etcd, st.keys, shards)
+            break
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
     jobs = {name: shard_of("default", name, shards) for name in jobs_covering(shards)}
     kills: list[dict[str, Any]] = []
     async with api_session() as http:
