@@ -70,7 +70,10 @@ async def scenario(
         while datetime.now(UTC) < end:
             await asyncio.sleep(every)
             shard, turn = turn % shards, turn + 1
-            leader = (await shard_leaders(st.etcd, st.keys, shards))[shard]
+            try:
+                leader = (await shard_leaders(st.etcd, st.keys, shards))[shard]
+            except Unavailable:
+                continue  # the checker's client, not the cluster: try the next turn
             victim = next((p for p in st.cluster.procs if p.node_id == leader and p.alive()), None)
             if victim is None:
                 continue
@@ -123,8 +126,13 @@ async def _new_leader(st: Stage, shard: int, since: float, timeout: float) -> fl
 
 
 async def _leader_key(st: Stage, shard: int) -> str | None:
-    res = await st.etcd.range(st.keys.election(election_name(shard)), sort="create", limit=1)
-    return res.kvs[0].key if res.kvs else None
+    prefix = st.keys.election(election_name(shard))
+    while True:
+        try:
+            res = await st.etcd.range(prefix, sort="create", limit=1)
+            return res.kvs[0].key if res.kvs else None
+        except Unavailable:
+            await asyncio.sleep(0.05)
 
 
 def merged(reports: list[Report]) -> Report:
