@@ -149,6 +149,17 @@ class Keys:
         """A slot with deadlines not yet settled; ``name`` is its tick key's last part."""
         return f"{self.prefix}/open-slots/{project}/{job}/{name}"
 
+    def waitings(self, project: str | None = None, job: str | None = None) -> str:
+        base = f"{self.prefix}/waiting/"
+        if project is None:
+            return base
+        return f"{base}{project}/" if job is None else f"{base}{project}/{job}/"
+
+    def waiting(self, project: str, job: str, name: str) -> str:
+        """A slot waiting on its upstreams (depends_on, D294): the run to create when they are
+        met; ``name`` is its tick key's last part."""
+        return f"{self.prefix}/waiting/{project}/{job}/{name}"
+
     def slot_alarms(self) -> str:
         return f"{self.prefix}/slot-alarms/"
 
@@ -333,6 +344,7 @@ class Keys:
             f"{p}/schedule-state/{project}/",
             f"{p}/ticks/{project}/",
             f"{p}/open-slots/{project}/",
+            f"{p}/waiting/{project}/",
             f"{p}/slot-alarms/{project}/",
             f"{p}/slots/{project}/",
             f"{p}/executions/{project}/",

@@ -21,6 +21,7 @@ from typing import Any
 
 from cluster.budget_store import budget_guards, named
 from cluster.calendar_store import calendar_guards
+from cluster.depends_store import depends_guards
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
 from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
 from cluster.groups import target_guards
@@ -203,6 +204,9 @@ class Store(RunOps, QuotaStore):
         refs = references(doc.model_dump(mode="json", include={"env"}))
         guards = await reference_guards(self.etcd, self.keys, project, refs)
         # and every calendar its schedules name (D236)
+        guards += await depends_guards(  # and its upstreams, with no cycle (D293)
+            self.etcd, self.keys, project, ("job", doc.name), doc.schedules
+        )
         return guards + await calendar_guards(self.etcd, self.keys, project, doc)
 
     async def delete_job(self, project: str, name: str) -> None:
@@ -215,6 +219,7 @@ class Store(RunOps, QuotaStore):
                 Op.delete(self.keys.schedule_state(project, name)),
                 Op.delete(self.keys.ticks(project, name), prefix=True),
                 Op.delete(self.keys.open_slots(project, name), prefix=True),
+                Op.delete(self.keys.waitings(project, name), prefix=True),
                 Op.delete(self.keys.slot_alarm(project, name)),
             ],
         )
