@@ -14,12 +14,14 @@ from cluster import outcomes
 from cluster.depends import (
     MAX_CHAIN,
     MAX_UPSTREAM_SLOTS,
+    MAX_WAIT_DEFAULT,
     Judgement,
     Upstream,
     Waiting,
     cycle_text,
     expected_slots,
     find_cycle,
+    gate_of,
     judge,
     label,
     slot_run,
@@ -324,3 +326,24 @@ def release_record_ops(
 
 def give_up_at(w: Waiting, spec: ScheduleSpec | None, default: float) -> datetime:
     return w.tick + timedelta(seconds=(spec.max_wait if spec and spec.max_wait else default))
+
+
+async def waiting_view(
+    etcd: Etcd, keys: Keys, job: Job, name: str, now: datetime
+) -> dict[str, Any] | None:
+    """What a waiting slot waits for, as etcd has its upstreams now (the API's view, D295):
+    each dependency's window, whether it is met, its slots by state and the missing ones, and
+    the time gate and when the slot gives up."""
+    kv = await etcd.get(keys.waiting(job.project, job.name, name))
+    if kv is None:
+        return None
+    w = Waiting.parse(kv.key, job.project, job.name, name, kv.value, kv.mod_revision)
+    spec = spec_of(job, w.schedule)
+    if spec is None:
+        return {"depends_on": [], "not_before": None, "note": "its schedule changed"}
+    judgements = await judge_waiting(etcd, keys, job.project, spec, w)
+    gate = gate_of(spec.not_before, w.tick, spec.timezone)
+    doc = waited_doc(judgements, gate)
+    doc["gate_passed"] = gate is None or now >= gate
+    doc["gives_up_at"] = give_up_at(w, spec, MAX_WAIT_DEFAULT).isoformat()
+    return doc

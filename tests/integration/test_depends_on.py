@@ -1,0 +1,189 @@
+"""Cross-job dependencies end to end (issue 24 item 1, D291-D296) on a real etcd and a real node:
+a slot of a job that depends on an upstream waits (its tick record open, a waiting key), shows
+what it waits for, and creates its run once the upstream's slots in its window meet the
+requirement; ``any_succeeded``/``finished`` over a failing upstream; ``max_wait`` ends a slot
+that can never be released; bad documents are 400s naming the field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.test_api import JOBS
+
+
+def at(seconds: float) -> str:
+    """An instant ``seconds`` from now, on a whole second (so second-level crons line up)."""
+    t = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
+    return t.isoformat()
+
+
+async def put(cluster: Any, job: dict[str, Any]) -> None:
+    status, body = await cluster.request("PUT", f"{JOBS}/{job['name']}", json=job)
+    assert status in (200, 201), body
+
+
+async def slot_of(cluster: Any, name: str) -> dict[str, Any] | None:
+    _, page = await cluster.request("GET", f"{JOBS}/{name}/slots")
+    return page["slots"][0] if page["slots"] else None
+
+
+async def runs_of(cluster: Any, name: str) -> list[dict[str, Any]]:
+    _, page = await cluster.request("GET", f"/api/v1/projects/default/runs?job={name}")
+    return list(page["runs"])
+
+
+def upstream(name: str, command: str) -> dict[str, Any]:
+    return {"name": name, "command": command, "schedules": [{"cron": "*/2 * * * * *"}]}
+
+
+@pytest.mark.timeout(90)
+async def test_a_slot_waits_for_all_its_upstream_slots_then_runs_once(cluster, etcd, keys):
+    await cluster.start()
+    await put(cluster, upstream("hourly", "sleep 1"))
+    when = at(7)
+    down = {
+        "name": "daily",
+        "command": "true",
+        "schedules": [
+            {"at": when, "depends_on": [{"job": "hourly", "window": "5s"}], "max_wait": "60s"}
+        ],
+    }
+    await put(cluster, down)
+
+    async def waiting():
+        slot = await slot_of(cluster, "daily")
+        return slot if slot and slot.get("waiting") else None
+
+    slot = await wait_for(waiting, 30, what="the daily slot waits")
+    assert slot["run"] is None and slot["outcome"] is None and slot["open"]
+    assert (await etcd.range(keys.waitings("default", "daily"))).kvs
+    dep = slot["waiting_for"]["depends_on"][0]
+    assert dep["upstream"] == "hourly" and dep["require"] == "all_succeeded"
+    assert dep["met"] is False and dep["slots"]["pending"] >= 1, dep
+
+    async def released():
+        slot = await slot_of(cluster, "daily")
+        return slot if slot and slot.get("run") else None
+
+    slot = await wait_for(released, 40, what="the daily slot released")
+    assert slot["outcome"] == "fired", slot
+    assert not (await etcd.range(keys.waitings("default", "daily"))).kvs
+    # every hourly slot in (at - 5 s, at] had succeeded before the release
+    tick = datetime.fromisoformat(slot["tick"])
+    ups = [
+        r
+        for r in await runs_of(cluster, "hourly")
+        if tick - timedelta(seconds=5) < datetime.fromisoformat(r["scheduled_at"]) <= tick
+    ]
+    assert len(ups) in (2, 3), ups
+    released_at = datetime.fromisoformat(slot["released_at"])
+    for r in ups:
+        assert r["status"] == "succeeded", r
+        assert datetime.fromisoformat(r["finished_at"]) <= released_at
+    runs = await wait_for(lambda: _done(cluster, "daily"), 20, what="the daily run finished")
+    assert [r["id"] for r in runs] == [slot["run"]]  # created once
+
+
+async def _done(cluster: Any, name: str) -> list[dict[str, Any]] | None:
+    runs = await runs_of(cluster, name)
+    return runs if runs and all(r["status"] == "succeeded" for r in runs) else None
+
+
+@pytest.mark.timeout(90)
+async def test_requirements_over_a_failing_upstream(cluster, etcd, keys):
+    await cluster.start()
+    await put(cluster, upstream("flaky", "exit 3"))
+    when = at(6)
+
+    def dep_job(name: str, require: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "command": "true",
+            "schedules": [
+                {
+                    "at": when,
+                    "depends_on": [{"job": "flaky", "window": "4s", "require": require}],
+                    "max_wait": "8s",
+                }
+            ],
+        }
+
+    for name, require in (("all", "all_succeeded"), ("any", "any_succeeded"), ("fin", "finished")):
+        await put(cluster, dep_job(name, require))
+
+    async def settled(name: str) -> dict[str, Any] | None:
+        slot = await slot_of(cluster, name)
+        return slot if slot and slot.get("outcome") else None
+
+    fin = await wait_for(lambda: settled("fin"), 40, what="finished: released")
+    assert fin["outcome"] == "fired" and fin["run"], fin
+    for name in ("all", "any"):
+        slot = await wait_for(lambda n=name: settled(n), 40, what=f"{name}: ended")
+        assert slot["outcome"] == "skipped_dependency", slot
+        assert slot["run"] is None and "max_wait passed" in slot["reason"], slot
+        dep = slot["waited"]["depends_on"][0]
+        assert dep["slots"]["failed"] >= 1 and dep["slots"]["succeeded"] == 0, dep
+        assert await runs_of(cluster, name) == []
+    assert not (await etcd.range(keys.waitings())).kvs
+
+
+@pytest.mark.parametrize(
+    ("dependency", "field"),
+    [
+        ({"job": "nope"}, "schedules.0.depends_on.0.job"),
+        ({"workflow": "nope"}, "schedules.0.depends_on.0.workflow"),
+        ({"job": "base", "window": "fortnight"}, "schedules.0.depends_on.0.window"),
+        ({"job": "base", "require": "most"}, "schedules.0.depends_on.0.require"),
+        ({}, "schedules.0.depends_on.0.workflow"),
+        ({"job": "base", "workflow": "w"}, "schedules.0.depends_on.0.workflow"),
+    ],
+)
+async def test_bad_dependencies_are_400s_naming_the_field(cluster, dependency, field):
+    await cluster.start()
+    await put(cluster, upstream("base", "true"))
+    job = {
+        "name": "child",
+        "command": "true",
+        "schedules": [{"cron": "0 6 * * *", "depends_on": [dependency]}],
+    }
+    status, body = await cluster.request("PUT", f"{JOBS}/child", json=job)
+    assert status == 400, body
+    assert body["field"] == field, body
+    status, _ = await cluster.request("GET", f"{JOBS}/child")
+    assert status == 404  # nothing written
+
+
+async def test_a_cycle_is_refused_with_the_cycle_named(cluster):
+    await cluster.start()
+
+    def job(name: str, on: str | None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"cron": "0 6 * * *"}
+        if on:
+            spec["depends_on"] = [{"job": on}]
+        return {"name": name, "command": "true", "schedules": [spec]}
+
+    await put(cluster, job("a", None))
+    await put(cluster, job("b", "a"))
+    await put(cluster, job("c", "b"))
+    status, body = await cluster.request("PUT", f"{JOBS}/a", json=job("a", "c"))
+    assert status == 400, body
+    assert body["field"] == "schedules.0.depends_on.0.job"
+    assert "depends_on cycle: a → c → b → a" in body["message"], body
+    status, body = await cluster.request("PUT", f"{JOBS}/self", json=job("self", "self"))
+    assert status == 400 and "depends_on cycle: self → self" in body["message"], body
+    _, got = await cluster.request("GET", f"{JOBS}/a")
+    assert not got["schedules"][0].get("depends_on"), got  # unchanged
+    # not_before must be HH:MM
+    bad = {**job("d", "a")}
+    bad["schedules"][0]["not_before"] = "6am"
+    status, body = await cluster.request("PUT", f"{JOBS}/d", json=bad)
+    assert status == 400 and body["field"] == "schedules.0.not_before", body
+
+
+def _record(raw: bytes) -> dict[str, Any]:
+    return dict(json.loads(raw))
