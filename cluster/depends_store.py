@@ -12,22 +12,18 @@ from typing import Any
 
 from cluster import outcomes
 from cluster.depends import (
-    MAX_CHAIN,
-    MAX_UPSTREAM_SLOTS,
-    MAX_WAIT_DEFAULT,
     Judgement,
-    Upstream,
     Waiting,
     cycle_text,
     expected_slots,
     find_cycle,
     gate_of,
     judge,
-    label,
     slot_run,
     slot_state,
     window_of,
 )
+from cluster.depends_spec import MAX_CHAIN, MAX_UPSTREAM_SLOTS, MAX_WAIT_DEFAULT, Upstream, label
 from cluster.errors import InvalidInput
 from cluster.etcd import Compare, Etcd, Op
 from cluster.keys import Keys

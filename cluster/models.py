@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from cluster.deadlines import Deadlines, Duration
-from cluster.depends import GATE, MAX_DEPENDS, Dependency, MaxWait
+from cluster.depends_spec import GATE, MAX_DEPENDS, Dependency, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources

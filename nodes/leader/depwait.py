@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from cluster import outcomes
-from cluster.depends import MAX_WAIT_DEFAULT, Waiting, decide, gate_of
+from cluster.depends import Waiting, decide, gate_of
 from cluster.depends_plan import hold_runs
+from cluster.depends_spec import MAX_WAIT_DEFAULT
 from cluster.depends_store import (
     end_ops,
     give_up_at,

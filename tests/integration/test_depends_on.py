@@ -153,7 +153,7 @@ async def test_bad_dependencies_are_400s_naming_the_field(cluster, dependency, f
     }
     status, body = await cluster.request("PUT", f"{JOBS}/child", json=job)
     assert status == 400, body
-    assert body["field"] == field, body
+    assert body["error"]["field"] == field, body
     status, _ = await cluster.request("GET", f"{JOBS}/child")
     assert status == 404  # nothing written
 
@@ -172,17 +172,17 @@ async def test_a_cycle_is_refused_with_the_cycle_named(cluster):
     await put(cluster, job("c", "b"))
     status, body = await cluster.request("PUT", f"{JOBS}/a", json=job("a", "c"))
     assert status == 400, body
-    assert body["field"] == "schedules.0.depends_on.0.job"
-    assert "depends_on cycle: a → c → b → a" in body["message"], body
+    assert body["error"]["field"] == "schedules.0.depends_on.0.job"
+    assert "depends_on cycle: a → c → b → a" in body["error"]["message"], body
     status, body = await cluster.request("PUT", f"{JOBS}/self", json=job("self", "self"))
-    assert status == 400 and "depends_on cycle: self → self" in body["message"], body
+    assert status == 400 and "depends_on cycle: self → self" in body["error"]["message"], body
     _, got = await cluster.request("GET", f"{JOBS}/a")
     assert not got["schedules"][0].get("depends_on"), got  # unchanged
     # not_before must be HH:MM
     bad = {**job("d", "a")}
     bad["schedules"][0]["not_before"] = "6am"
     status, body = await cluster.request("PUT", f"{JOBS}/d", json=bad)
-    assert status == 400 and body["field"] == "schedules.0.not_before", body
+    assert status == 400 and body["error"]["field"] == "schedules.0.not_before", body
 
 
 def _record(raw: bytes) -> dict[str, Any]:
