@@ -41,7 +41,7 @@ Catchup = Literal["none", "latest", "all"]
 RunStatus = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
 ]
-RunSource = Literal["schedule", "manual", "retry", "backfill", "catch-up", "hook"]
+RunSource = Literal["schedule", "manual", "retry", "backfill", "catch-up", "hook", "rerun"]
 FINISHED: frozenset[str] = frozenset(
     {"succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"}
 )

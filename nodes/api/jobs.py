@@ -27,6 +27,7 @@ from cluster.models import (
     TriggerRequest,
     parse_model,
 )
+from cluster.reruns import rerun_slot
 from cluster.store import Store
 from nodes import metrics, webhooks
 from nodes.api import limits as api_limits
@@ -376,6 +377,14 @@ class Api:
         run = await self.store().cancel_run(project_of(request), request.match_info["run"], action)
         return ok(dump(run), 202)
 
+    @documented(answer=Run, status="201")
+    async def rerun(self, request: web.Request) -> web.Response:
+        """A finished slot run again, at its slot: the slot then stands for the new run (D295)."""
+        project = project_of(request)
+        await api_limits.gate(request).admit(project, 1, "reruns")
+        run = await rerun_slot(self.store(), project, request.match_info["run"])
+        return ok(dump(run), 201)
+
     # -- wiring ---------------------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
@@ -398,3 +407,4 @@ class Api:
         r.add_get(f"{base}/runs/{{run}}", self.get_run)
         r.add_post(f"{base}/runs/{{run}}/cancel", self.cancel)
         r.add_post(f"{base}/runs/{{run}}/abort", self.cancel)
+        r.add_post(f"{base}/runs/{{run}}/rerun", self.rerun)
