@@ -187,3 +187,108 @@ async def test_a_cycle_is_refused_with_the_cycle_named(cluster):
 
 def _record(raw: bytes) -> dict[str, Any]:
     return dict(json.loads(raw))
+
+
+@pytest.mark.timeout(90)
+async def test_a_rerun_that_succeeds_releases_the_waiting_slot(cluster, etcd, keys, tmp_path):
+    await cluster.start()
+    marker = tmp_path / "fixed"
+    first = at(3)
+    await put(
+        cluster,
+        {"name": "load", "command": f"test -f {marker}", "schedules": [{"at": first}]},
+    )
+    await put(
+        cluster,
+        {
+            "name": "report",
+            "command": "true",
+            "schedules": [
+                {
+                    "at": at(4),
+                    "depends_on": [{"job": "load", "window": "10s"}],
+                    "max_wait": "80s",
+                }
+            ],
+        },
+    )
+
+    async def failed():
+        runs = await runs_of(cluster, "load")
+        return runs[0] if runs and runs[0]["status"] == "failed" else None
+
+    bad = await wait_for(failed, 30, what="the upstream slot failed")
+
+    async def waits_on_a_failure():
+        slot = await slot_of(cluster, "report")
+        if not slot or not slot.get("waiting_for"):
+            return None
+        dep = slot["waiting_for"]["depends_on"][0]
+        return slot if dep["slots"]["failed"] == 1 else None
+
+    slot = await wait_for(waits_on_a_failure, 30, what="report waits on a failed slot")
+    assert slot["run"] is None and slot["outcome"] is None
+    marker.write_text("")
+    status, rerun = await cluster.request(
+        "POST", f"/api/v1/projects/default/runs/{bad['id']}/rerun"
+    )
+    assert status == 201, rerun
+    assert rerun["source"] == "rerun" and rerun["scheduled_at"] == bad["scheduled_at"]
+    # the upstream slot now stands for the rerun
+    _, page = await cluster.request("GET", f"{JOBS}/load/slots")
+    assert page["slots"][0]["rerun"] == rerun["id"] and page["slots"][0]["run"] == bad["id"]
+
+    async def released():
+        slot = await slot_of(cluster, "report")
+        return slot if slot and slot.get("run") else None
+
+    slot = await wait_for(released, 30, what="the rerun released report")
+    assert slot["outcome"] == "fired", slot
+    dep = slot["waited"]["depends_on"][0]
+    assert dep["met"] and dep["slots"]["succeeded"] == 1, dep
+    # a run that is not finished, or not a slot's, cannot be rerun
+    status, manual = await cluster.request("POST", f"{JOBS}/load/runs", json={})
+    assert status == 201
+    await wait_for(lambda: _finished(cluster, manual["id"]), 20, what="manual run ends")
+    status, body = await cluster.request(
+        "POST", f"/api/v1/projects/default/runs/{manual['id']}/rerun"
+    )
+    assert status == 409 and body["error"]["field"] == "run", body
+
+
+async def _finished(cluster: Any, run_id: str) -> bool:
+    _, run = await cluster.request("GET", f"/api/v1/projects/default/runs/{run_id}")
+    return run["status"] in ("succeeded", "failed")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_the_time_gate_holds_a_slot_until_its_minute(cluster):
+    await cluster.start()
+    now = datetime.now(UTC)
+    gate = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if (gate - now).total_seconds() < 8:
+        gate += timedelta(minutes=1)
+    when = (gate - timedelta(seconds=4)).isoformat()
+    job = {
+        "name": "gated",
+        "command": "true",
+        "schedules": [{"at": when, "not_before": gate.strftime("%H:%M")}],
+    }
+    await put(cluster, job)
+
+    async def waiting():
+        slot = await slot_of(cluster, "gated")
+        return slot if slot and slot.get("waiting") and slot["waiting_for"] else None
+
+    slot = await wait_for(waiting, 75, what="the gated slot waits")
+    assert slot["waiting_for"]["not_before"] == gate.isoformat()
+    assert slot["waiting_for"]["gate_passed"] is False
+
+    async def released():
+        slot = await slot_of(cluster, "gated")
+        return slot if slot and slot.get("run") else None
+
+    slot = await wait_for(released, 30, what="released at its gate")
+    assert datetime.fromisoformat(slot["released_at"]) >= gate
+    assert slot["outcome"] == "fired"
