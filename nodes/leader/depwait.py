@@ -302,6 +302,10 @@ class DependencyWaiter:
         ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
         if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id))]):
             self.released += 1
+            if pair is None:  # settled now (with deadlines the slot watcher counts it)
+                metrics.SLOT_OUTCOMES.labels(
+                    w.project, w.job, outcomes.outcome_of_fate(w.fate)
+                ).inc()
             log.info(
                 "waiting slot released",
                 job=f"{w.project}/{w.job}",
