@@ -137,6 +137,27 @@ def expected_slots(
     return out[:limit], cut
 
 
+def previous_fire(sched: NextAfter, tick: datetime, floor: datetime) -> datetime | None:
+    """The schedule's last fire time before ``tick`` and after ``floor`` (None: none), found
+    without a backwards search: look back 1 min, 2, 4, … until a fire time shows up, then step
+    forward to the last one before ``tick`` (bounded: ≤ 40 doublings, ≤ 10,000 steps)."""
+    back = timedelta(minutes=1)
+    for _ in range(40):
+        start = max(tick - back, floor)
+        found = sched.next_after(start)
+        if found is not None and found < tick:
+            for _ in range(10_000):
+                nxt = sched.next_after(found)
+                if nxt is None or nxt >= tick:
+                    return found
+                found = nxt
+            return found
+        if start <= floor:
+            return None
+        back *= 2
+    return None
+
+
 # -- upstream slots and the requirement (D292) ---------------------------------------------------
 
 SlotState = Literal["succeeded", "failed", "excused", "pending"]
@@ -330,6 +351,7 @@ class Waiting:
     previous: datetime | None
     since: datetime
     rev: int = 0
+    upstreams: list[Upstream] = field(default_factory=list)  # as the schedule had them
 
     def value(self) -> str:
         return json.dumps(
@@ -341,6 +363,7 @@ class Waiting:
                 "tick_key": self.tick_key,
                 "previous": self.previous.isoformat() if self.previous else None,
                 "since": self.since.isoformat(),
+                "upstreams": [list(u) for u in self.upstreams],
             },
             separators=(",", ":"),
             default=str,
@@ -363,4 +386,5 @@ class Waiting:
             datetime.fromisoformat(prev) if prev else None,
             datetime.fromisoformat(doc["since"]),
             rev,
+            [(str(k), str(n)) for k, n in doc.get("upstreams") or []],
         )

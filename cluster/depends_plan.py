@@ -15,19 +15,70 @@ import json
 from datetime import datetime
 from typing import Any
 
-from cluster.depends import SKIPPED_WAITING_QUOTA, Waiting
+from cluster.depends import SKIPPED_WAITING_QUOTA, Waiting, previous_fire
+from cluster.depends_spec import Upstream
+from cluster.etcd import Op
 from cluster.keys import Keys
-from cluster.models import Job
-from cluster.slotlog import settled_record
+from cluster.models import Job, ScheduleSpec
+from cluster.slotlog import settled_record, workflow_slot_job
 from cluster.tickplan import JobPlan
+from cluster.workflows import Execution, Workflow
 
 MAX_WAITING_PER_JOB = 100
 MAX_WAITING_PER_PROJECT = 1000
 
 
+def upstreams_of_fp(schedules: list[ScheduleSpec], fp: str) -> list[Upstream]:
+    spec = next((s for s in schedules if s.fingerprint() == fp), None)
+    return [d.upstream for d in spec.depends_on] if spec is not None else []
+
+
+def waits(spec: ScheduleSpec) -> bool:
+    return spec.enabled and bool(spec.depends_on or spec.not_before)
+
+
+def hold_execution(
+    keys: Keys, wf: Workflow, ex: Execution, tick_key: str, *, waiting: tuple[int, int]
+) -> list[Any] | None:
+    """A workflow's slot that waits (D296): the ops of its held tick (open record, waiting key
+    under the job name ``@<workflow>`` with the execution to create), or of its end over the
+    quota; None when its schedule does not wait. ``waiting``: (this workflow's, the project's)
+    waiting slots now."""
+    fp = tick_key.rsplit("-", 1)[1]
+    spec = next((s for s in wf.schedules if s.fingerprint() == fp), None)
+    tick = ex.scheduled_at
+    if spec is None or tick is None or not waits(spec):
+        return None
+    name = tick_key.rsplit("/", 1)[-1]
+    if waiting[0] >= MAX_WAITING_PER_JOB or waiting[1] >= MAX_WAITING_PER_PROJECT:
+        reason = "too many slots already wait on their upstreams (the waiting quota)"
+        out = SKIPPED_WAITING_QUOTA.name
+        rec = settled_record(tick, fp, ex.source, None, out, reason, execution=None)
+        return [Op.put(tick_key, rec)]
+    sched = spec.parse(f"wf/{wf.project}/{wf.name}")
+    job = workflow_slot_job(wf.name)
+    w = Waiting(
+        keys.waiting(wf.project, job, name),
+        wf.project,
+        job,
+        name,
+        tick,
+        fp,
+        ex.source,
+        json.loads(ex.model_dump_json()),
+        tick_key,
+        previous_fire(sched, tick, wf.active_since),
+        wf.active_since,
+        upstreams=[d.upstream for d in spec.depends_on],
+    )
+    doc = json.loads(settled_record(tick, fp, ex.source, None, None, "waiting on upstreams"))
+    doc.update(waiting=True, execution=None)
+    return [Op.put(tick_key, json.dumps(doc, separators=(",", ":"))), Op.put(w.key, w.value())]
+
+
 def holds(job: Job) -> set[str]:
     """Fingerprints of the job's schedules whose slots wait (depends_on or not_before)."""
-    return {s.fingerprint() for s in job.schedules if s.enabled and (s.depends_on or s.not_before)}
+    return {s.fingerprint() for s in job.schedules if waits(s)}
 
 
 def hold_runs(
@@ -87,6 +138,7 @@ def hold_runs(
             tick_key,
             previous,
             job.active_since,
+            upstreams=upstreams_of_fp(job.schedules, fp),
         )
         record = settled_record(tick, fp, run.source, None, None, "waiting on upstreams")
         doc = json.loads(record)

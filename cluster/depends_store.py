@@ -230,7 +230,7 @@ async def judge_waiting(
     return [await judge_dependency(etcd, keys, project, d, spec, waiting) for d in spec.depends_on]
 
 
-def spec_of(job: Job, fp: str) -> ScheduleSpec | None:
+def spec_of(job: Job | Workflow, fp: str) -> ScheduleSpec | None:
     """The job's schedule with fingerprint ``fp`` (None: changed or removed since)."""
     return next((s for s in job.schedules if s.fingerprint() == fp), None)
 
@@ -325,15 +325,16 @@ def give_up_at(w: Waiting, spec: ScheduleSpec | None, default: float) -> datetim
 
 
 async def waiting_view(
-    etcd: Etcd, keys: Keys, job: Job, name: str, now: datetime
+    etcd: Etcd, keys: Keys, job: Job | Workflow, name: str, now: datetime
 ) -> dict[str, Any] | None:
     """What a waiting slot waits for, as etcd has its upstreams now (the API's view, D295):
     each dependency's window, whether it is met, its slots by state and the missing ones, and
     the time gate and when the slot gives up."""
-    kv = await etcd.get(keys.waiting(job.project, job.name, name))
+    slot_job = job.name if isinstance(job, Job) else f"@{job.name}"
+    kv = await etcd.get(keys.waiting(job.project, slot_job, name))
     if kv is None:
         return None
-    w = Waiting.parse(kv.key, job.project, job.name, name, kv.value, kv.mod_revision)
+    w = Waiting.parse(kv.key, job.project, slot_job, name, kv.value, kv.mod_revision)
     spec = spec_of(job, w.schedule)
     if spec is None:
         return {"depends_on": [], "not_before": None, "note": "its schedule changed"}

@@ -15,6 +15,7 @@ from typing import Any
 
 from cluster.budget_store import budget_guards, named
 from cluster.dag import Graph, ancestors, rerun_set
+from cluster.depends_store import depends_guards
 from cluster.errors import Conflict, InvalidInput, NotFound
 from cluster.etcd import Compare, Op
 from cluster.groups import target_guards
@@ -197,6 +198,9 @@ class WorkflowStore:
                 self.keys,
                 project,
                 named(spec.model_dump(mode="json", include={"tasks"})),
+            )
+            guards += await depends_guards(  # its upstreams exist, with no cycle (D293)
+                self.etcd, self.keys, project, ("workflow", spec.name), spec.schedules
             )
             compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
             res = await self.etcd.txn(compares, ops)

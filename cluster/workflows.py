@@ -124,11 +124,10 @@ class WorkflowSpec(Strict):
     @model_validator(mode="after")
     def _size(self) -> WorkflowSpec:
         for i, spec in enumerate(self.schedules):
-            for name in ("calendar", "depends_on", "not_before"):  # not yet (D243, D296)
-                if getattr(spec, name):
-                    raise SubFieldError(
-                        "not supported on workflow schedules yet", f"schedules.{i}.{name}"
-                    )
+            if spec.calendar is not None:  # not applied to workflows yet (D243): refuse it
+                raise SubFieldError(
+                    "not supported on workflow schedules yet", f"schedules.{i}.calendar"
+                )
         size = len(self.model_dump_json())
         if size > MAX_WORKFLOW_BYTES:
             raise ValueError(f"the workflow is {size} bytes; at most {MAX_WORKFLOW_BYTES} allowed")

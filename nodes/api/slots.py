@@ -17,9 +17,11 @@ from aiohttp import web
 
 from cluster.depends_store import waiting_view
 from cluster.errors import InvalidInput
+from cluster.models import Job
 from cluster.outcomes import MISSED_OUTAGE, OUTCOMES, outcome_of_fate, outcome_of_record, summarize
 from cluster.store import Store
 from cluster.workflow_store import WorkflowStore
+from cluster.workflows import Workflow
 from nodes.api.http import int_query, ok, project_of, require_store
 from nodes.api.openapi import LIMIT, STR, documented
 
@@ -58,22 +60,27 @@ class SlotsApi:
         store = require_store(self.node)
         job = await store.get_job(project, name)  # 404 for an unknown job
         page = await self._page(request, store, store.keys.ticks(project, name), name, True)
-        # a waiting slot shows what it waits for (D295): the first few of the page, live
+        return ok(await self._waiting(store, page, job))
+
+    @staticmethod
+    async def _waiting(store: Store, page: dict[str, Any], doc: Job | Workflow) -> dict[str, Any]:
+        """A waiting slot shows what it waits for (D295): the first few of the page, live."""
         waiting = [s for s in page["slots"] if s.get("waiting") and s["open"]][:WAITING_SHOWN]
         for rec in waiting:
             rec["waiting_for"] = await waiting_view(
-                store.etcd, store.keys, job, rec["name"], store.clock()
+                store.etcd, store.keys, doc, rec["name"], store.clock()
             )
-        return ok(page)
+        return page
 
     @documented(query={"limit": LIMIT, "before": STR})
     async def workflow_slots(self, request: web.Request) -> web.Response:
         """A workflow's slots with outcomes (newest first, paged) and "ran N of the last M"."""
         project, name = project_of(request), request.match_info["workflow"]
         store = require_store(self.node)
-        await WorkflowStore(store).get_workflow_kv(project, name)  # 404 for an unknown one
+        wf, _ = await WorkflowStore(store).get_workflow_kv(project, name)  # 404: unknown
         base = store.keys.workflow_ticks(project, name)
-        return ok(await self._page(request, store, base, name, False))
+        page = await self._page(request, store, base, name, False)
+        return ok(await self._waiting(store, page, wf))
 
     async def _page(
         self, request: web.Request, store: Store, base: str, name: str, spans: bool

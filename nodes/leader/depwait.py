@@ -49,10 +49,12 @@ from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run
 from cluster.outcomes import slot_deadlines
-from cluster.slotlog import OpenSlot, event_ops
+from cluster.slotlog import OpenSlot, event_ops, workflow_tick_ops
 from cluster.store import Store
 from cluster.tickplan import JobPlan
 from cluster.watch import follow
+from cluster.workflow_store import create_execution_ops
+from cluster.workflows import Execution, Workflow
 from nodes import metrics
 from nodes.leader.loops import DueQueue
 
@@ -113,6 +115,8 @@ class DependencyWaiter:
     # -- the picture ---------------------------------------------------------------------------
 
     def _upstreams(self, w: Waiting) -> list[tuple[str, str, str]]:
+        if w.upstreams:
+            return [(w.project, *u) for u in w.upstreams]
         job = self.job_of((w.project, w.job))
         spec = spec_of(job, w.schedule) if job is not None else None
         if spec is None:
@@ -266,7 +270,7 @@ class DependencyWaiter:
         if w is None:
             return
         now = self.clock()
-        job = self.job_of((w.project, w.job))
+        job = await self._doc(w)
         spec = spec_of(job, w.schedule) if job is not None else None
         if job is None:  # deleted: its waiting keys went with it (or go now)
             await self._txn(w, [Op.delete(w.key)])
@@ -297,6 +301,14 @@ class DependencyWaiter:
             assert verdict.outcome is not None
             await self._end(w, verdict.outcome, verdict.reason, waited)
             return
+        if isinstance(job, Workflow):  # its execution, and the slot's record (D234)
+            ex = Execution.model_validate(w.run)
+            ops = [Op.delete(w.key), *create_execution_ops(self.keys, ex)]
+            ops += workflow_tick_ops(self.keys, job, ex, w.tick_key)
+            if await self._txn(w, ops, [Compare.absent(self.keys.execution(w.project, ex.id))]):
+                self.released += 1
+                log.info("waiting workflow slot released", job=w.job, execution=ex.id)
+            return
         run = Run.model_validate(w.run)
         ops = [Op.delete(w.key), *self.store.create_run_ops(run)]
         ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
@@ -313,6 +325,13 @@ class DependencyWaiter:
                 run=run.id,
                 reason=verdict.reason,
             )
+
+    async def _doc(self, w: Waiting) -> Job | Workflow | None:
+        """The job (from the scheduler's cache) or workflow (read: they are few) of a slot."""
+        if w.job.startswith("@"):
+            kv = await self.etcd.get(self.keys.workflow(w.project, w.job[1:]))
+            return Workflow.model_validate_json(kv.value) if kv is not None else None
+        return self.job_of((w.project, w.job))
 
     async def _end(self, w: Waiting, outcome: str, reason: str, waited: dict[str, Any]) -> None:
         ops = end_ops(self.keys, w, outcome, reason, waited, self.clock())

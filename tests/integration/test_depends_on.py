@@ -44,7 +44,7 @@ def upstream(name: str, command: str) -> dict[str, Any]:
 @pytest.mark.timeout(90)
 async def test_a_slot_waits_for_all_its_upstream_slots_then_runs_once(cluster, etcd, keys):
     await cluster.start()
-    await put(cluster, upstream("hourly", "sleep 1"))
+    await put(cluster, upstream("hourly", "sleep 2"))
     when = at(7)
     down = {
         "name": "daily",
@@ -292,3 +292,59 @@ async def test_the_time_gate_holds_a_slot_until_its_minute(cluster):
     slot = await wait_for(released, 30, what="released at its gate")
     assert datetime.fromisoformat(slot["released_at"]) >= gate
     assert slot["outcome"] == "fired"
+
+
+WFS = "/api/v1/projects/default/workflows"
+
+
+@pytest.mark.timeout(90)
+async def test_a_workflow_slot_waits_on_a_job_and_a_job_on_the_workflow(cluster, etcd, keys):
+    await cluster.start()
+    await put(cluster, upstream("extract", "sleep 3"))
+    when = at(5)
+    wf = {
+        "name": "etl",
+        "tasks": [{"name": "load", "command": "true"}],
+        "schedules": [{"at": when, "depends_on": [{"job": "extract", "window": "3s"}]}],
+    }
+    status, body = await cluster.request("PUT", f"{WFS}/etl", json=wf)
+    assert status in (200, 201), body
+    # a job downstream of the workflow; the workflow cannot then wait on that job (a cycle)
+    report = {
+        "name": "report",
+        "command": "true",
+        "schedules": [
+            {"at": at(6), "depends_on": [{"workflow": "etl", "window": "5s"}], "max_wait": "60s"}
+        ],
+    }
+    await put(cluster, report)
+    looped = {**wf, "schedules": [{"at": when, "depends_on": [{"job": "report"}]}]}
+    status, body = await cluster.request("PUT", f"{WFS}/etl", json=looped)
+    assert status == 400, body
+    assert "depends_on cycle: workflow:etl → report → workflow:etl" in body["error"]["message"]
+
+    async def waiting():
+        _, page = await cluster.request("GET", f"{WFS}/etl/slots")
+        slot = page["slots"][0] if page["slots"] else None
+        return slot if slot and slot.get("waiting_for") else None
+
+    slot = await wait_for(waiting, 30, what="the workflow slot waits")
+    assert slot["waiting_for"]["depends_on"][0]["upstream"] == "extract"
+    assert (await etcd.range(keys.waitings("default", "@etl"))).kvs
+
+    async def executed():
+        _, page = await cluster.request("GET", f"{WFS}/etl/slots")
+        slot = page["slots"][0] if page["slots"] else None
+        return slot if slot and slot.get("execution") else None
+
+    slot = await wait_for(executed, 30, what="the workflow slot released")
+    _, ex = await cluster.request("GET", f"/api/v1/projects/default/executions/{slot['execution']}")
+    assert ex["scheduled_at"] and ex["workflow"] == "etl"
+
+    async def report_ran():
+        s = await slot_of(cluster, "report")
+        return s if s and s.get("run") else None
+
+    s = await wait_for(report_ran, 40, what="report released once the workflow succeeded")
+    dep = s["waited"]["depends_on"][0]
+    assert dep["upstream"] == "workflow:etl" and dep["slots"]["succeeded"] == 1, dep
