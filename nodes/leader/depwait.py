@@ -279,6 +279,17 @@ class DependencyWaiter:
             what = "disabled" if not job.enabled else "its schedule changed"
             await self._end(w, outcomes.DISABLED.name, f"the job was {what} while it waited", {})
             return
+        tick = await self.etcd.get(w.tick_key)
+        if tick is not None and not json.loads(tick.value).get("waiting"):
+            # the slot was handled otherwise (a backfill wrote its tick first): not ours to fire
+            await self._txn(w, [Op.delete(w.key)])
+            return
+        # the release compares the slot's record as read (absent: pruned meanwhile, written anew)
+        on_tick = (
+            Compare.modified(w.tick_key, tick.mod_revision)
+            if tick is not None
+            else Compare.absent(w.tick_key)
+        )
         judgements = await judge_waiting(self.etcd, self.keys, w.project, spec, w)
         gate = gate_of(spec.not_before, w.tick, spec.timezone)
         pair = slot_deadlines(job).get(w.schedule)
@@ -305,14 +316,15 @@ class DependencyWaiter:
             ex = Execution.model_validate(w.run)
             ops = [Op.delete(w.key), *create_execution_ops(self.keys, ex)]
             ops += workflow_tick_ops(self.keys, job, ex, w.tick_key)
-            if await self._txn(w, ops, [Compare.absent(self.keys.execution(w.project, ex.id))]):
+            new = Compare.absent(self.keys.execution(w.project, ex.id))
+            if await self._txn(w, ops, [new, on_tick]):
                 self.released += 1
                 log.info("waiting workflow slot released", job=w.job, execution=ex.id)
             return
         run = Run.model_validate(w.run)
         ops = [Op.delete(w.key), *self.store.create_run_ops(run)]
         ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
-        if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id))]):
+        if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id)), on_tick]):
             self.released += 1
             if pair is None:  # settled now (with deadlines the slot watcher counts it)
                 metrics.SLOT_OUTCOMES.labels(

@@ -2,7 +2,8 @@
 node` processes: the next leader reads the waiting keys and goes on — the slot whose upstreams
 are met is released once (one run, the one minted when its tick fired), the one whose upstream
 never comes ends ``skipped_dependency`` at its ``max_wait``: nothing fires twice, nothing waits
-forever."""
+forever. (The upstream runs on the node that survives: a run on the killed node is lost, which
+is a failed upstream slot.)"""
 
 from __future__ import annotations
 
@@ -30,12 +31,17 @@ async def test_leader_killed_while_slots_wait(procs, etcd, keys):
     async with api_session() as http:
         await wait_ready(http, first)
         assert await wait_for(lambda: leader_of(http, [first]), 15, what="leader") == "node-1"
-        second = procs.start("node-2")
+        second = procs.start("node-2", "--property", "role=worker")
         await wait_ready(http, second)
         api = second.url
         when = (datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)).isoformat()
         docs = [
-            {"name": "up", "command": "sleep 4", "schedules": [{"cron": "*/2 * * * * *"}]},
+            {
+                "name": "up",
+                "command": "sleep 4",
+                "schedules": [{"cron": "*/2 * * * * *"}],
+                "target": {"selector": "role=worker"},  # not on the leader that dies
+            },
             {
                 "name": "off",
                 "command": "true",
