@@ -294,7 +294,9 @@ def _waiting(judgements: list[Judgement]) -> str:
     if not open_:
         return "waiting for its time gate"
     return "; ".join(
-        f"{j.upstream} {j.require}: {j.counts.get('pending', 0)} pending, "
+        f"{j.upstream}: {j.note}"
+        if j.note and not any(j.counts.values())
+        else f"{j.upstream} {j.require}: {j.counts.get('pending', 0)} pending, "
         f"{j.counts.get('failed', 0)} failed"
         for j in open_
     )

@@ -113,7 +113,9 @@ class SlotWatcher:
         self._outbox = asyncio.Event()
         self._sem = asyncio.Semaphore(PARALLEL)
         self.settled = 0
-        self.deps = DependencyWaiter(etcd, keys, store, leadership, clock=clock, job_of=job_of)
+        self.deps = DependencyWaiter(
+            etcd, keys, store, leadership, clock=clock, job_of=job_of, outbox=self._outbox.set
+        )
 
     # -- the picture ---------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class DependencyWaiter:
         clock: Callable[[], datetime],
         job_of: Callable[[JobKey], Job | None],
         max_wait: float = MAX_WAIT_DEFAULT,
+        outbox: Callable[[], None] = lambda: None,
     ) -> None:
         self.etcd = etcd
         self.keys = keys
@@ -87,6 +88,7 @@ class DependencyWaiter:
         self.clock = clock
         self.job_of = job_of
         self.max_wait = max_wait
+        self.outbox = outbox  # the slot watcher sends what an end put into the outbox
         self.waiting: dict[str, Waiting] = {}
         self.by_upstream: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.per_job: Counter[JobKey] = Counter()
@@ -364,6 +366,8 @@ class DependencyWaiter:
             ops += event_ops(self.keys, slot, event, outcome, reason)
         if await self._txn(w, ops):
             self.ended += 1
+            if info.bad:
+                self.outbox()
             metrics.SLOT_OUTCOMES.labels(w.project, w.job, outcome).inc()
             log.info(
                 "waiting slot ended",

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.integration.test_api import JOBS
+from tests.integration.test_notifications import Receiver, allow_loopback
 
 
 def at(seconds: float) -> str:
@@ -348,3 +349,39 @@ async def test_a_workflow_slot_waits_on_a_job_and_a_job_on_the_workflow(cluster,
     s = await wait_for(report_ran, 40, what="report released once the workflow succeeded")
     dep = s["waited"]["depends_on"][0]
     assert dep["upstream"] == "workflow:etl" and dep["slots"]["succeeded"] == 1, dep
+
+
+@pytest.mark.timeout(60)
+async def test_a_slot_waiting_past_its_deadline_ends_deadline_missed_and_notifies(
+    cluster, etcd, keys
+):
+    await allow_loopback(etcd, keys)
+    await cluster.start()
+    off = {**upstream("paused", "true"), "enabled": False}
+    await put(cluster, off)
+    async with Receiver() as hook:
+        job = {
+            "name": "late-report",
+            "command": "true",
+            "schedules": [{"at": at(2), "depends_on": [{"job": "paused", "window": "1d"}]}],
+            "deadlines": {"start_within": 3},
+            "notifications": [{"on": ["deadline_missed"], "webhook": {"url": hook.url}}],
+        }
+        await put(cluster, job)
+
+        async def ended():
+            slot = await slot_of(cluster, "late-report")
+            return slot if slot and slot.get("outcome") else None
+
+        slot = await wait_for(ended, 30, what="the waiting slot ends at its deadline")
+        assert slot["outcome"] == "deadline_missed" and slot["run"] is None, slot
+        assert slot["reason"] == "not started by its deadline: paused: upstream disabled", slot
+        settled = datetime.fromisoformat(slot["settled_at"])
+        assert settled >= datetime.fromisoformat(slot["tick"]) + timedelta(seconds=3)
+        assert slot["waited"]["depends_on"][0]["note"] == "upstream disabled"
+        delivered = await wait_for(lambda: hook.delivered(), 20, what="deadline_missed sent")
+        _, body = delivered[0]
+        assert body["event"] == "deadline_missed", body
+        assert await runs_of(cluster, "late-report") == []
+        assert not (await etcd.range(keys.waitings())).kvs
+        assert (await etcd.get(keys.slot_alarm("default", "late-report"))) is not None
