@@ -277,3 +277,32 @@ def test_held_slots_become_records_of_the_same_plan():
     )
     assert hold_runs(free, plan, {}, keys, job_waiting=0, project_waiting=0) == 0
     assert len(plan.runs) == 1
+
+
+def test_the_cli_row_of_a_waiting_slot_says_what_it_waits_for():
+    from nodes.cli.jobs import slot_row
+
+    waiting = {
+        "tick": "2026-06-10T06:00:00+00:00",
+        "waiting": True,
+        "open": True,
+        "outcome": None,
+        "run": None,
+        "waiting_for": {
+            "depends_on": [
+                {"upstream": "hourly", "require": "all_succeeded", "met": False,
+                 "slots": {"pending": 3, "failed": 1}},
+                {"upstream": "workflow:etl", "require": "finished", "met": True, "slots": {}},
+            ],
+            "not_before": "2026-06-10T07:00:00+00:00",
+            "gate_passed": False,
+        },
+    }  # fmt: skip
+    row = slot_row(waiting)
+    assert row[1] == "waiting" and row[2] == "-"
+    assert row[3] == (
+        "waiting: hourly all_succeeded: 3 pending, 1 failed; workflow:etl finished: met; "
+        "not before 2026-06-10T07:00:00+00:00"
+    )
+    done = {"tick": "t", "outcome": "fired", "run": "r1", "reason": "upstreams met\x1b[2J"}
+    assert slot_row(done) == ["t", "fired", "r1", "upstreams met"]  # no terminal controls
