@@ -386,5 +386,8 @@ class DependencyWaiter:
         )
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced waiting-slot write rejected")
+            # moved: the watch brings the new version (or its deletion); look again shortly in
+            # case it was the slot's record that moved
+            self.due.set(w.key, self.clock() + RETRY, wake=False)
             return False
         return True
