@@ -133,9 +133,7 @@ async def _records(
 ) -> dict[str, dict[str, Any]]:
     """The upstream's tick records from ``first`` to ``last`` (inclusive), by key: one range."""
     base = (
-        keys.ticks(project, node[1])
-        if node[0] == "job"
-        else keys.workflow_ticks(*[project, node[1]])
+        keys.ticks(project, node[1]) if node[0] == "job" else keys.workflow_ticks(project, node[1])
     )
     lo, hi = int(first.timestamp() * 1000), int(last.timestamp() * 1000) + 1
     res = await etcd.range(

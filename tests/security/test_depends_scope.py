@@ -4,6 +4,7 @@ unbounded, and a viewer cannot rerun a slot to release what waits on it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -84,3 +85,27 @@ async def test_the_cycle_search_at_write_is_bounded(etcd, keys):
     spec = parse_model(ScheduleSpec, {"cron": "0 6 * * *", "depends_on": [{"job": "j290"}]})
     guards = await depends_guards(etcd, keys, "p", ("job", "top"), [spec])
     assert len(guards) == 10
+
+
+async def test_two_writes_that_close_a_cycle_between_them_cannot_both_land(etcd, keys):
+    """a → b and b → a written at once: each write compares the other's document as it read it,
+    so one fails, re-reads, sees the cycle and is refused (D293) — never both stored."""
+    from cluster.ids import Snowflake
+    from cluster.models import JobSpec
+    from cluster.store import Store
+
+    store = Store(etcd, keys, Snowflake(3), lambda: NOW)
+    for name in ("a", "b"):
+        await store.put_job("p", parse_model(JobSpec, job(name)))
+    for _ in range(10):
+        results = await asyncio.gather(
+            store.put_job("p", parse_model(JobSpec, job("a", "b"))),
+            store.put_job("p", parse_model(JobSpec, job("b", "a"))),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, InvalidInput)]
+        assert len(refused) == 1, results
+        assert "depends_on cycle" in refused[0].message
+        # undo, to race again
+        for name in ("a", "b"):
+            await store.put_job("p", parse_model(JobSpec, job(name)))

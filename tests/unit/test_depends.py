@@ -306,3 +306,26 @@ def test_the_cli_row_of_a_waiting_slot_says_what_it_waits_for():
     )
     done = {"tick": "t", "outcome": "fired", "run": "r1", "reason": "upstreams met\x1b[2J"}
     assert slot_row(done) == ["t", "fired", "r1", "upstreams met"]  # no terminal controls
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "tick", "want"),
+    [
+        ("0 6 * * *", "UTC", "2026-06-10T06:00+00:00", "2026-06-09T06:00+00:00"),
+        ("0 * * * *", "UTC", "2026-06-10T06:00+00:00", "2026-06-10T05:00+00:00"),
+        ("*/10 * * * * *", "UTC", "2026-06-10T06:00:00+00:00", "2026-06-10T05:59:50+00:00"),
+        # the first of the month: a month back
+        ("0 0 1 * *", "UTC", "2026-06-01T00:00+00:00", "2026-05-01T00:00+00:00"),
+        # across spring forward: 02:30 Paris does not exist on 29 March (fired at the gap's
+        # end, 03:00, by `gap: shift`)
+        ("30 2 * * *", "Europe/Paris", "2026-03-30T02:30+02:00", "2026-03-29T03:00+02:00"),
+        # nothing before the floor
+        ("0 6 * * *", "UTC", "2020-01-01T06:00+00:00", None),
+    ],
+)
+def test_previous_fire_without_a_backwards_search(cron, zone, tick, want):
+    from cluster.depends import previous_fire
+
+    sched = parse_schedule(cron=cron, timezone=zone)
+    got = previous_fire(sched, u(tick), SINCE)
+    assert got == (u(want) if want else None)
