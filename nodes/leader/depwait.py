@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from cluster import outcomes
+from cluster import depends_plan, outcomes
 from cluster.depends import Waiting, decide, gate_of
 from cluster.depends_plan import hold_runs
 from cluster.depends_spec import MAX_WAIT_DEFAULT
@@ -112,6 +112,8 @@ class DependencyWaiter:
             self.keys,
             job_waiting=self.per_job[(job.project, job.name)],
             project_waiting=self.per_project[job.project],
+            per_job=depends_plan.MAX_WAITING_PER_JOB,
+            per_project=depends_plan.MAX_WAITING_PER_PROJECT,
         )
 
     # -- the picture ---------------------------------------------------------------------------

@@ -385,3 +385,30 @@ async def test_a_slot_waiting_past_its_deadline_ends_deadline_missed_and_notifie
         assert await runs_of(cluster, "late-report") == []
         assert not (await etcd.range(keys.waitings())).kvs
         assert (await etcd.get(keys.slot_alarm("default", "late-report"))) is not None
+
+
+@pytest.mark.timeout(60)
+async def test_over_the_waiting_quota_a_slot_ends_at_once(cluster, etcd, keys, monkeypatch):
+    from cluster import depends_plan
+
+    monkeypatch.setattr(depends_plan, "MAX_WAITING_PER_JOB", 2)
+    await cluster.start()
+    await put(cluster, {**upstream("stopped", "true"), "enabled": False})
+    job = {
+        "name": "eager",
+        "command": "true",
+        "schedules": [{"cron": "* * * * * *", "depends_on": [{"job": "stopped"}]}],
+    }
+    await put(cluster, job)
+
+    async def over():
+        _, page = await cluster.request("GET", f"{JOBS}/eager/slots")
+        out = [s for s in page["slots"] if s["outcome"] == "skipped_waiting_quota"]
+        return (page, out) if out else None
+
+    page, out = await wait_for(over, 30, what="a slot over the waiting quota")
+    await cluster.request("PATCH", f"{JOBS}/eager", json={"enabled": False})
+    assert "2 slots of this job already wait on their upstreams" in out[0]["reason"], out[0]
+    assert out[0]["run"] is None
+    assert len((await etcd.range(keys.waitings("default", "eager"))).kvs) <= 2
+    assert await runs_of(cluster, "eager") == []
