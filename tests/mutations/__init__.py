@@ -158,6 +158,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a deposed leader fires no workflow tick",
     ),
     Mutation(
+        "fence-waiting-slot",
+        "nodes/leader/depwait.py",
+        r"\[self\.lead\.fence\(\), (Compare\.modified\(w\.key, w\.rev\))",
+        r"[\1",
+        (
+            "tests/integration/test_depends_fencing.py::"
+            "test_a_deposed_leader_releases_no_waiting_slot_and_a_stale_look_none_twice",
+        ),
+        "a deposed leader releases no slot waiting on upstreams (D294)",
+    ),
+    Mutation(
         "fence-notifier-cursor",
         "nodes/leader/notifier.py",
         r"\[self\.lead\.fence\(\)\],(\s*\[Op\.put\(self\.keys\.notifier_cursor\(\))",
