@@ -209,8 +209,13 @@ async def judge_dependency(
         for tick, rec in chosen
     ]
     out = judge(dep.require, label(node), window, states)
+    notes = []
+    gone = sum(1 for r in ids if r not in statuses)
+    if gone:  # pruned by the upstream's keep_runs: its status is not known any more
+        notes.append(f"{gone} upstream run(s) no longer kept (counted failed; raise keep_runs)")
     if cut:
-        out.note = f"only the first {MAX_UPSTREAM_SLOTS} slots of the window are counted"
+        notes.append(f"only the first {MAX_UPSTREAM_SLOTS} slots of the window are counted")
+    out.note = "; ".join(notes)
     return out
 
 
