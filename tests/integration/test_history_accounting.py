@@ -1,0 +1,144 @@
+"""The run-history quota counts what records take (D318), on a real etcd.
+
+Every record has a charge key written in the transaction that creates, finishes or deletes it;
+the leader's count sums them. The sum is checked against the records themselves after creating,
+finishing, cancelling and pruning, and a deposed leader's count writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from cluster.election import Election, Leadership
+from cluster.errors import QuotaExceeded
+from cluster.etcd import Etcd
+from cluster.history import parse_bytes, run_charge
+from cluster.ids import Snowflake
+from cluster.keys import Keys
+from cluster.models import JobSpec, Run
+from cluster.quotas import Quotas
+from cluster.session import Session
+from cluster.store import Store
+from nodes.leader.history import HistoryAccountant
+from nodes.leader.retention import RunRetention
+
+P = "p"
+
+
+class Rig:
+    def __init__(self, etcd: Etcd, keys: Keys) -> None:
+        self.etcd, self.keys = etcd, keys
+        self.store = Store(etcd, keys, Snowflake(9), lambda: datetime.now(UTC))
+        self.sessions: list[Session] = []
+
+    async def lead(self, node: str) -> tuple[Session, Leadership]:
+        session = await Session.open(self.etcd, 5)
+        self.sessions.append(session)
+        return session, await Election(self.etcd, self.keys, session, node).campaign()
+
+    async def charges(self) -> dict[str, int]:
+        res = await self.etcd.range_all(self.keys.history_charges(P))
+        return {kv.key.rsplit("/", 1)[-1]: parse_bytes(kv.value) for kv in res.kvs}
+
+    async def records(self) -> dict[str, bytes]:
+        res = await self.etcd.range_all(self.keys.runs(P))
+        return {kv.key.rsplit("/", 1)[-1]: kv.value for kv in res.kvs}
+
+    async def used(self) -> int:
+        return await self.store.history_used(P)
+
+    async def finish(self, run_id: str, result: object) -> None:
+        run = await self.store.get_run(P, run_id)
+        _, ops = self.store.finish_ops(run, status="succeeded", exit_code=0, result=result)
+        res = await self.etcd.txn([], ops)
+        assert res.succeeded
+
+
+@pytest.fixture
+async def rig(etcd: Etcd, keys: Keys) -> AsyncIterator[Rig]:
+    r = Rig(etcd, keys)
+    yield r
+    for s in r.sessions:
+        await s.close()
+
+
+async def test_charges_follow_the_records_through_create_finish_cancel_and_prune(rig: Rig) -> None:
+    job, _ = await rig.store.put_job(P, JobSpec(name="j", command="true", keep_runs=2))
+    runs = [await rig.store.trigger(P, "j", {}) for _ in range(5)]
+    charges, records = await rig.charges(), await rig.records()
+    assert set(charges) == {r.id for r in runs}
+    for run in runs:  # pending: the record, its queue copy and what it may still gain
+        stored = Run.model_validate_json(records[run.id])
+        assert charges[run.id] == run_charge(stored, len(records[run.id]))
+        assert charges[run.id] > 2 * len(records[run.id])
+
+    for run in runs[:3]:
+        await rig.finish(run.id, {"rows": 12})
+    for run in runs[3:]:
+        await rig.store.cancel_run(P, run.id)
+    charges, records = await rig.charges(), await rig.records()
+    # every run finished: each is charged exactly the bytes its record takes
+    assert charges == {i: len(v) for i, v in records.items()}
+
+    _, lead = await rig.lead("n1")
+    counter = HistoryAccountant(rig.etcd, rig.store, lead)
+    totals = await counter.count()
+    assert totals[P] == sum(len(v) for v in records.values()) == await rig.used()
+
+    retention = RunRetention(
+        rig.etcd, rig.keys, lead, clock=rig.store.clock, job_of=lambda jk: job, active={}
+    )
+    await retention.prune()
+    charges, records = await rig.charges(), await rig.records()
+    assert len(records) == 2  # keep_runs
+    assert charges == {i: len(v) for i, v in records.items()}  # pruned records took theirs
+    await counter.count()
+    assert await rig.used() == sum(len(v) for v in records.values())
+
+
+async def test_a_deposed_leader_counts_nothing_and_the_next_one_is_exact(rig: Rig) -> None:
+    await rig.store.put_job(P, JobSpec(name="j", command="true"))
+    await rig.store.trigger(P, "j", {})
+    session, old = await rig.lead("old")
+    first = HistoryAccountant(rig.etcd, rig.store, old)
+    await first.count()
+    before = await rig.used()
+    assert before > 0
+    await rig.etcd.revoke(session.lease_id)  # deposed; the object does not know
+    for _ in range(3):
+        await rig.store.trigger(P, "j", {})
+    await first.count()
+    assert await rig.used() == before  # its fenced write did not apply
+
+    _, new = await rig.lead("new")
+    await HistoryAccountant(rig.etcd, rig.store, new).count()
+    assert await rig.used() == sum((await rig.charges()).values())
+
+
+async def test_creations_are_refused_and_ticks_skipped_at_the_quota(rig: Rig) -> None:
+    job, _ = await rig.store.put_job(P, JobSpec(name="j", command="true"))
+    run = await rig.store.trigger(P, "j", {})
+    one = (await rig.charges())[run.id]
+    rig.store.quotas = Quotas(run_history_bytes=one + one // 2)
+    _, lead = await rig.lead("n1")
+    counter = HistoryAccountant(rig.etcd, rig.store, lead)
+    await counter.count()
+    assert P not in rig.store.history_over  # one run charged, below the quota
+    with pytest.raises(QuotaExceeded) as info:
+        await rig.store.trigger(P, "j", {})  # a second would pass it
+    assert info.value.field == "quotas.run_history_bytes"
+    assert len(await rig.records()) == 1  # nothing written
+    tick = rig.store.new_run(job, source="schedule")
+    assert tick.status == "pending"
+
+    rig.store.quotas = Quotas(run_history_bytes=one)
+    await counter.count()
+    assert P in rig.store.history_over
+    tick = rig.store.new_run(job, source="schedule")
+    assert tick.status == "skipped" and "run_history_bytes" in (tick.error or "")
+    assert tick.finished_at is not None
+    manual = rig.store.new_run(job, source="manual")  # the API's own check refuses those
+    assert manual.status == "pending"
