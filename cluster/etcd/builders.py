@@ -67,6 +67,13 @@ class Op:
             req.range_end = prefix_end(key)
         return rpc.RequestOp(request_delete_range=req)
 
+    @classmethod
+    def delete_if_created(cls, key: str, revision: int) -> Any:
+        """A nested transaction that deletes ``key`` only while it is the one created at
+        ``revision`` (a key deleted and created again since is someone else's)."""
+        txn = rpc.TxnRequest(compare=[Compare.created(key, revision)], success=[cls.delete(key)])
+        return rpc.RequestOp(request_txn=txn)
+
     @staticmethod
     def delete_range(start: str, end: str) -> Any:
         """Delete every key in ``[start, end)``."""

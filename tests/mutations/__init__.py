@@ -32,6 +32,7 @@ REVIEW_SEC = "tests/security/test_review_sec.py"
 HISTORY = "tests/security/test_run_history_quota.py"
 BUDGETS = "tests/integration/test_budget_claims.py"
 HOOKS = "tests/security/test_hook_attacks.py"
+FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "completion-claim-revision",
         "nodes/worker/executing.py",
-        r"self\.batch\.txn\(\[Compare\.created\(claim, ex\.claim_revision\)\], ops\)",
-        "self.batch.txn([], ops)",
+        r"self\.batch\.txn\(\[Compare\.created\(claim, ex\.claim_revision\)\], ops, free\)",
+        "self.batch.txn([], ops, free)",
         (
             f"{CLAIMS}::test_a_worker_whose_claim_was_taken_away_commits_nothing",
             f"{CLAIMS}::test_completion_after_the_claim_is_gone_leaves_the_record_alone",
@@ -418,6 +419,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a run's result is at most MAX_RESULT bytes as stored",
     ),
     # -- budgets (D275) --------------------------------------------------------------------------
+    Mutation(
+        "fenced-completion-frees-slots",
+        "nodes/worker/executing.py",
+        r"\], ops, free\)",
+        "], ops)",
+        (f"{FENCED_SLOTS}::test_a_fenced_completion_frees_its_budget_and_job_slots",),
+        "a completion fenced because its claim was taken frees the slots its claim took",
+    ),
+    Mutation(
+        "fenced-slot-release-compared",
+        "cluster/etcd/builders.py",
+        r"compare=\[Compare\.created\(key, revision\)\], success=\[cls\.delete\(key\)\]",
+        "compare=[], success=[cls.delete(key)]",
+        (f"{FENCED_SLOTS}::test_a_fenced_completion_leaves_a_slot_someone_took_since",),
+        "a fenced completion never frees a slot someone else took since",
+    ),
     Mutation(
         "budget-slot-absent",
         "nodes/worker/budgets.py",

@@ -144,7 +144,7 @@ async def test_finished_records_are_charged_what_they_take(cluster, etcd, keys):
     job = {"name": "r", "command": FAT_RESULT, "keep_runs": 3}
     status, body = await cluster.request("PUT", f"{base}/jobs/r", json=job)
     assert status == 201, body
-    small = {"name": "s", "command": "echo '{\"ok\": 1}' > \"$CRONMESH_RESULT_FILE\""}
+    small = {"name": "s", "command": 'echo \'{"ok": 1}\' > "$CRONMESH_RESULT_FILE"'}
     status, body = await cluster.request("PUT", f"{base}/jobs/s", json=small)
     assert status == 201, body
     for name in ("r", "s", "s"):
