@@ -20,6 +20,9 @@ from cluster.models import FINISHED, Attempt, Job, Run
 from cluster.plan import retry_delay
 
 RETRYABLE = frozenset({"failed", "timed_out", "lost"})
+# What ``create_run_ops`` writes for an unfinished run: record, job index, history charge (D318),
+# active key, queue entry — callers that pack runs into one transaction count with it
+CREATE_RUN_OPS = 5
 # The sources of the leader's ticks: skipped while their project is over its run-history quota
 TICK_SOURCES = frozenset({"schedule", "catch-up"})
 

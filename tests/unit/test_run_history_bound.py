@@ -94,3 +94,26 @@ def test_the_decision_and_stored_values() -> None:
 def test_overrides_accept_the_quota() -> None:
     assert parse_overrides({"run_history_bytes": 5}) == {"run_history_bytes": 5}
     assert Quotas().overridden({"run_history_bytes": 7}).run_history_bytes == 7
+
+
+def test_a_wide_workflow_step_stays_within_etcds_ops_per_transaction() -> None:
+    """Each created run now writes its history charge too (5 ops): the engine's step packs no
+    more runs than one transaction takes (etcd refuses more than 128 ops)."""
+    from cluster.execplan import step
+    from cluster.store import MAX_TXN_OPS, Store
+    from cluster.workflow_store import new_execution, task_run
+    from cluster.workflows import Workflow, WorkflowSpec
+
+    store = Store(None, Keys("/u"), Snowflake(2), lambda: NOW)  # type: ignore[arg-type]
+    spec = WorkflowSpec(name="w", tasks=[{"name": f"t{i}", "command": "true"} for i in range(60)])
+    wf = Workflow(
+        **spec.model_dump(), project="p", created_at=NOW, updated_at=NOW, active_since=NOW
+    )
+    ex = new_execution(store, wf, parameters={})
+    ex.status = "running"
+    runs, more = step(
+        ex, spec.graph(), now=NOW, new_run=lambda name: task_run(store, ex, name), base_size=0
+    )
+    assert more and runs
+    ops = [op for run in runs for op in store.create_run_ops(run)]
+    assert len(ops) + 1 <= MAX_TXN_OPS - 4, len(ops)  # with the execution's put and guards
