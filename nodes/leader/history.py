@@ -1,17 +1,19 @@
 """The leader sums each project's run-history charges (D318).
 
 Every run and execution record has a charge key written in the same transaction as the record
-(``cluster.history``). Every ``HISTORY_EVERY`` seconds the leader reads all charges at one
-revision, sums them per project and writes the totals that changed to
-``history-used/<project>/bytes`` (fenced: a deposed leader writes nothing). The API's creations
-compare against that total (``QuotaStore.check_history``); the leader's own ticks read the set of
-projects at their quota from its store (``RunOps.history_over``). A sum is derived from the
-records, never kept up by increments: a leader killed in the middle of a pass loses nothing, and
-the next pass (its successor's first) is exact again.
+(``cluster.history``). The leader reads all charges once when it starts leading, then follows
+their changes through one watch (``cluster.watch.follow``), keeping each charge and each
+project's total in memory; every ``PUBLISH_EVERY`` seconds it writes the totals that changed to
+``history-used/<project>/bytes`` (fenced: a deposed leader writes nothing) and sets the projects
+at their quota on its store, for its own ticks (``RunOps.history_over``). The API's creations
+compare against the written totals (``QuotaStore.check_history``). The totals are derived from
+the records' charges, never kept up by increments: a leader killed at any point loses nothing,
+and its successor's first read is exact again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from typing import Any
@@ -19,55 +21,107 @@ from typing import Any
 import structlog
 
 from cluster.election import Leadership
-from cluster.etcd import Etcd, Op
+from cluster.etcd import KV, Etcd, Op
 from cluster.history import parse_bytes
 from cluster.store import MAX_TXN_OPS, Store
+from cluster.watch import by_key, follow
 from nodes.leader.loops import periodic
 
 log = structlog.get_logger(__name__)
 
-HISTORY_EVERY = 5.0
+PUBLISH_EVERY = 2.0
 
 
 class HistoryAccountant:
     def __init__(
-        self, etcd: Etcd, store: Store, leadership: Leadership, every: float = HISTORY_EVERY
+        self, etcd: Etcd, store: Store, leadership: Leadership, every: float = PUBLISH_EVERY
     ) -> None:
         self.etcd = etcd
         self.store = store
         self.keys = store.keys
         self.lead = leadership
         self.every = every
+        self.base = self.keys.history_charges()
+        # project -> record id -> charge; and the sums (memory: ~120 bytes per kept record)
+        self.charges: dict[str, dict[str, int]] = defaultdict(dict)
+        self.totals: dict[str, int] = defaultdict(int)
+        self.ready = False  # the first read is in
+        self.published: dict[str, int] | None = None  # the totals written (None: to be read)
 
     async def run(self) -> None:
         try:
-            await periodic(self.every, self.count)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(
+                    follow(
+                        self.etcd,
+                        self.base,
+                        None,
+                        by_key(self._on_charge),
+                        reset=self._clear,
+                        on_read=self._loaded,
+                        what="history charges",
+                    )
+                )
+                tg.create_task(periodic(self.every, self.publish))
         finally:
             self.store.history_over = frozenset()  # no longer leading: no tick of ours to skip
 
+    def _clear(self) -> None:
+        self.charges.clear()
+        self.totals.clear()
+
+    def _loaded(self, revision: int) -> None:
+        self.ready = True
+
+    def _on_charge(self, key: str, kv: KV | None) -> None:
+        project, _, record = key[len(self.base) :].partition("/")
+        old = self.charges[project].pop(record, 0)
+        new = parse_bytes(kv.value) if kv is not None else 0
+        if kv is not None:
+            self.charges[project][record] = new
+        self.totals[project] += new - old
+        if not self.charges[project]:
+            del self.charges[project]
+
     async def count(self) -> dict[str, int]:
-        """One pass: the totals per project (written where they changed) and the projects at
-        their quota. Answers the totals."""
-        base = self.keys.history_charges()
-        totals: dict[str, int] = defaultdict(int)
-        async for page in self.etcd.range_pages(base):
+        """Read every charge again and publish (what the watch keeps up between two reads; the
+        tests call it for one exact pass). Answers the totals."""
+        self._clear()
+        async for page in self.etcd.range_pages(self.base):
             for kv in page.kvs:
-                project = kv.key[len(base) :].split("/", 1)[0]
-                totals[project] += parse_bytes(kv.value)
-        used_base = self.keys.history_used("")[: -len("/bytes")]
-        known: dict[str, int] = {}
-        async for page in self.etcd.range_pages(used_base):
-            for kv in page.kvs:
-                known[kv.key[len(used_base) :].split("/", 1)[0]] = parse_bytes(kv.value)
-        ops: list[Any] = []
-        for project in sorted(set(totals) | set(known)):
-            n = totals.get(project, 0)
-            if known.get(project) != n:
-                ops.append(Op.put(self.keys.history_used(project), str(n)))
+                self._on_charge(kv.key, kv)
+        self.ready = True
+        return await self.publish()
+
+    async def publish(self) -> dict[str, int]:
+        """Write the totals that changed; set the projects at their quota on the store."""
+        if not self.ready:
+            return {}
+        totals = dict(self.totals)
+        if self.published is None:  # what is written now: read once per term
+            used_base = self.keys.history_used("")[: -len("/bytes")]
+            self.published = {}
+            async for page in self.etcd.range_pages(used_base):
+                for kv in page.kvs:
+                    project = kv.key[len(used_base) :].split("/", 1)[0]
+                    self.published[project] = parse_bytes(kv.value)
+        changed = {
+            p: totals.get(p, 0)
+            for p in sorted(set(totals) | set(self.published))
+            if self.published.get(p) != totals.get(p, 0)
+        }
+        ops = [Op.put(self.keys.history_used(p), str(n)) for p, n in changed.items()]
         for i in range(0, len(ops), MAX_TXN_OPS):
-            await self.etcd.txn([self.lead.fence()], ops[i : i + MAX_TXN_OPS])
-        self.store.history_over = frozenset(await self._over(totals))
-        return dict(totals)
+            res = await self.etcd.txn([self.lead.fence()], ops[i : i + MAX_TXN_OPS])
+            if not res.succeeded:  # deposed: nothing written; its term is ending
+                self.published = None
+                return totals
+        self.published.update(changed)
+        over = await self._over(totals)
+        if over != self.store.history_over:
+            log.info("projects at their run-history quota", projects=sorted(over)[:20])
+        self.store.history_over = frozenset(over)
+        return totals
 
     async def _over(self, totals: dict[str, int]) -> set[str]:
         """The projects whose charges reach their run-history quota."""
@@ -82,9 +136,6 @@ class HistoryAccountant:
                 overrides[kv.key.rsplit("/", 1)[-1]] = quotas if isinstance(quotas, dict) else None
         over = set()
         for project, n in totals.items():
-            limit = self.store.quotas.overridden(overrides.get(project)).run_history_bytes
-            if n >= limit:
+            if n >= self.store.quotas.overridden(overrides.get(project)).run_history_bytes:
                 over.add(project)
-        if over != self.store.history_over:
-            log.info("projects at their run-history quota", projects=sorted(over)[:20])
         return over

@@ -142,3 +142,39 @@ async def test_creations_are_refused_and_ticks_skipped_at_the_quota(rig: Rig) ->
     assert tick.finished_at is not None
     manual = rig.store.new_run(job, source="manual")  # the API's own check refuses those
     assert manual.status == "pending"
+
+
+async def test_the_leader_follows_the_charges_and_publishes_their_sums(rig: Rig) -> None:
+    """Running: one read, then a watch; every change of a charge moves the total it keeps, and
+    the totals are written every ``every`` seconds (here 0.05)."""
+    import asyncio
+
+    from tests.conftest import wait_for
+
+    job, _ = await rig.store.put_job(P, JobSpec(name="j", command="true", keep_runs=1))
+    first = await rig.store.trigger(P, "j", {})
+    _, lead = await rig.lead("n1")
+    counter = HistoryAccountant(rig.etcd, rig.store, lead, every=0.05)
+    task = asyncio.create_task(counter.run())
+    try:
+
+        async def exact() -> bool:
+            charges = sum((await rig.charges()).values())
+            return charges > 0 and await rig.used() == charges
+
+        await wait_for(exact, 10, what="the first read published")
+        for _ in range(3):
+            await rig.store.trigger(P, "j", {})
+        await wait_for(exact, 10, what="new runs counted through the watch")
+        await rig.finish(first.id, {"n": 1})
+        await wait_for(exact, 10, what="a finished run counted at its size")
+        retention = RunRetention(
+            rig.etcd, rig.keys, lead, clock=rig.store.clock, job_of=lambda jk: job, active={}
+        )
+        await retention.prune()  # the finished one goes (keep_runs 1 counts finished ones)
+        await wait_for(exact, 10, what="a pruned run's charge released")
+        assert counter.totals[P] == sum((await rig.charges()).values())
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert rig.store.history_over == frozenset()
