@@ -174,8 +174,8 @@ class Keys:
         return f"{self.prefix}/slot-outbox/" + (entry or "")
 
     # runs
-    def runs(self, project: str) -> str:
-        return f"{self.prefix}/runs/{project}/"
+    def runs(self, project: str | None = None) -> str:
+        return f"{self.prefix}/runs/" + (f"{project}/" if project else "")
 
     def run(self, project: str, run_id: str) -> str:
         return f"{self.prefix}/runs/{project}/{run_id}"

@@ -21,8 +21,9 @@ from typing import Any
 import structlog
 
 from cluster.election import Leadership
-from cluster.etcd import KV, Etcd, Op
-from cluster.history import parse_bytes
+from cluster.etcd import KV, Compare, Etcd, Op
+from cluster.history import execution_charge, parse_bytes, run_charge
+from cluster.models import Run
 from cluster.store import MAX_TXN_OPS, Store
 from cluster.watch import by_key, follow
 from nodes.leader.loops import periodic
@@ -30,6 +31,10 @@ from nodes.leader.loops import periodic
 log = structlog.get_logger(__name__)
 
 PUBLISH_EVERY = 2.0
+# Records written before D318 have no charge: found by a keys-only read of runs and executions
+# (what retention reads too), at most ADOPT_BATCH charged per pass, compared on the record.
+ADOPT_EVERY = 60.0
+ADOPT_BATCH = 256
 
 
 class HistoryAccountant:
@@ -63,6 +68,7 @@ class HistoryAccountant:
                     )
                 )
                 tg.create_task(periodic(self.every, self.publish))
+                tg.create_task(periodic(ADOPT_EVERY, self.adopt))
         finally:
             self.store.history_over = frozenset()  # no longer leading: no tick of ours to skip
 
@@ -122,6 +128,44 @@ class HistoryAccountant:
             log.info("projects at their run-history quota", projects=sorted(over)[:20])
         self.store.history_over = frozenset(over)
         return totals
+
+    async def adopt(self) -> int:
+        """Charge records that have no charge (written before D318): each read and charged in a
+        transaction that compares the record unchanged and the charge absent, fenced. Answers
+        how many were charged."""
+        if not self.ready:
+            return 0
+        missing: list[str] = []
+        for base in (self.keys.runs(), self.keys.executions()):
+            async for page in self.etcd.range_pages(base, keys_only=True):
+                for kv in page.kvs:
+                    project, _, record = kv.key[len(base) :].partition("/")
+                    if record not in self.charges.get(project, {}):
+                        missing.append(kv.key)
+                if len(missing) >= ADOPT_BATCH:
+                    break
+        done = 0
+        for kv in await self.store.get_many(missing[:ADOPT_BATCH]):
+            project, record = kv.key.rsplit("/", 2)[-2:]
+            charge = self._legacy_charge(kv)
+            key = self.keys.history_charge(project, record)
+            res = await self.etcd.txn(
+                [self.lead.fence(), Compare.modified(kv.key, kv.mod_revision), Compare.absent(key)],
+                [Op.put(key, str(charge))],
+            )
+            done += res.succeeded
+        if done:
+            log.info("charged run-history records written before D318", records=done)
+        return done
+
+    def _legacy_charge(self, kv: KV) -> int:
+        try:
+            if kv.key.startswith(self.keys.executions()):
+                tasks = json.loads(kv.value).get("tasks")
+                return execution_charge(len(kv.value), len(tasks) if isinstance(tasks, dict) else 0)
+            return run_charge(Run.model_validate_json(kv.value), len(kv.value))
+        except ValueError:
+            return len(kv.value)
 
     async def _over(self, totals: dict[str, int]) -> set[str]:
         """The projects whose charges reach their run-history quota."""

@@ -178,3 +178,30 @@ async def test_the_leader_follows_the_charges_and_publishes_their_sums(rig: Rig)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert rig.store.history_over == frozenset()
+
+
+async def test_records_written_before_charges_existed_are_charged(rig: Rig) -> None:
+    """An upgrade: run and execution records with no charge key are found and charged, once."""
+    from cluster.workflow_store import WorkflowStore
+    from cluster.workflows import WorkflowSpec
+
+    await rig.store.put_job(P, JobSpec(name="j", command="true"))
+    old = await rig.store.trigger(P, "j", {})
+    flows = WorkflowStore(rig.store)
+    await flows.put_workflow(P, WorkflowSpec(name="w", tasks=[{"name": "a", "command": "true"}]))
+    ex = await flows.trigger(P, "w", {})
+    for record in (old.id, ex.id):  # as a version before D318 left them
+        await rig.etcd.delete(rig.keys.history_charge(P, record))
+    _, lead = await rig.lead("n1")
+    counter = HistoryAccountant(rig.etcd, rig.store, lead)
+    await counter.count()
+    assert await rig.used() == 0
+    assert await counter.adopt() == 2
+    charges = await rig.charges()
+    record = await rig.etcd.get(rig.keys.run(P, old.id))
+    assert record is not None
+    assert charges[old.id] == run_charge(Run.model_validate_json(record.value), len(record.value))
+    assert ex.id in charges
+    await counter.count()
+    assert await rig.used() == sum(charges.values())
+    assert await counter.adopt() == 0  # nothing left to charge
