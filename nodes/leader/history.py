@@ -21,7 +21,8 @@ from typing import Any
 import structlog
 
 from cluster.election import Leadership
-from cluster.etcd import KV, Compare, Etcd, Op
+from cluster.errors import Unavailable
+from cluster.etcd import KV, Compacted, Compare, Etcd, Op
 from cluster.history import execution_charge, parse_bytes, run_charge
 from cluster.models import Run
 from cluster.store import MAX_TXN_OPS, Store
@@ -34,7 +35,8 @@ PUBLISH_EVERY = 2.0
 # Records written before D318 have no charge: found by a keys-only read of runs and executions
 # (what retention reads too), at most ADOPT_BATCH charged per pass, compared on the record.
 ADOPT_EVERY = 60.0
-ADOPT_BATCH = 256
+ADOPT_BATCH = 1024
+ADOPT_PER_TXN = 64
 
 
 class HistoryAccountant:
@@ -68,7 +70,7 @@ class HistoryAccountant:
                     )
                 )
                 tg.create_task(periodic(self.every, self.publish))
-                tg.create_task(periodic(ADOPT_EVERY, self.adopt))
+                tg.create_task(self._adopting())
         finally:
             self.store.history_over = frozenset()  # no longer leading: no tick of ours to skip
 
@@ -129,6 +131,16 @@ class HistoryAccountant:
         self.store.history_over = frozenset(over)
         return totals
 
+    async def _adopting(self) -> None:
+        """``adopt`` every ``ADOPT_EVERY`` seconds, at once again while it finds a full batch."""
+        while True:
+            try:
+                full = await self.adopt() >= ADOPT_BATCH
+            except (Unavailable, Compacted) as exc:
+                log.warning("charging older records failed", error=str(exc))
+                full = False
+            await asyncio.sleep(1.0 if full else ADOPT_EVERY)
+
     async def adopt(self) -> int:
         """Charge records that have no charge (written before D318): each read and charged in a
         transaction that compares the record unchanged and the charge absent, fenced. Answers
@@ -144,16 +156,18 @@ class HistoryAccountant:
                         missing.append(kv.key)
                 if len(missing) >= ADOPT_BATCH:
                     break
-        done = 0
+        nested = []
         for kv in await self.store.get_many(missing[:ADOPT_BATCH]):
             project, record = kv.key.rsplit("/", 2)[-2:]
-            charge = self._legacy_charge(kv)
             key = self.keys.history_charge(project, record)
-            res = await self.etcd.txn(
-                [self.lead.fence(), Compare.modified(kv.key, kv.mod_revision), Compare.absent(key)],
-                [Op.put(key, str(charge))],
-            )
-            done += res.succeeded
+            guards = [Compare.modified(kv.key, kv.mod_revision), Compare.absent(key)]
+            nested.append(Op.nested(guards, [Op.put(key, str(self._legacy_charge(kv)))]))
+        done = 0
+        for i in range(0, len(nested), ADOPT_PER_TXN):  # each charge applies on its own compares
+            res = await self.etcd.txn([self.lead.fence()], nested[i : i + ADOPT_PER_TXN])
+            if not res.succeeded:
+                return done  # deposed
+            done += sum(1 for r in res.responses if r.response_txn.succeeded)
         if done:
             log.info("charged run-history records written before D318", records=done)
         return done

@@ -430,8 +430,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fenced-slot-release-compared",
         "cluster/etcd/builders.py",
-        r"compare=\[Compare\.created\(key, revision\)\], success=\[cls\.delete\(key\)\]",
-        "compare=[], success=[cls.delete(key)]",
+        r"cls\.nested\(\[Compare\.created\(key, revision\)\], \[cls\.delete\(key\)\]\)",
+        "cls.nested([], [cls.delete(key)])",
         (f"{FENCED_SLOTS}::test_a_fenced_completion_leaves_a_slot_someone_took_since",),
         "a fenced completion never frees a slot someone else took since",
     ),
