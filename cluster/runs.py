@@ -38,13 +38,14 @@ def tick_record(tick: datetime, schedule: str, fate: str, run_id: str | None) ->
 class RunOps:
     """Mints runs and builds the operations that create and finish them (a base of ``Store``)."""
 
+    # Projects whose run history is at their quota, as the leader last counted (D318): their
+    # ticks make skipped runs. Set by ``nodes.leader.history`` on the leader's store only.
+    history_over: frozenset[str] = frozenset()
+
     def __init__(self, keys: Keys, ids: Snowflake, clock: Callable[[], datetime]) -> None:
         self.keys = keys
         self.ids = ids
         self.clock = clock
-        # Projects whose run history is at their quota, as the leader last counted (D318): their
-        # ticks make skipped runs. Set by ``nodes.leader.history`` on the leader's store only.
-        self.history_over: frozenset[str] = frozenset()
 
     def new_run(
         self,
