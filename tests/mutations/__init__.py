@@ -33,6 +33,7 @@ HISTORY = "tests/security/test_run_history_quota.py"
 BUDGETS = "tests/integration/test_budget_claims.py"
 HOOKS = "tests/security/test_hook_attacks.py"
 FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
+HISTORY_COUNT = "tests/integration/test_history_accounting.py"
 
 
 @dataclass(frozen=True)
@@ -401,6 +402,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         (f"{HISTORY}::test_an_editor_cannot_fill_etcd_through_run_history",),
         "a project keeps no more run history than run_history_bytes allows",
+    ),
+    Mutation(
+        "run-history-ticks-skipped",
+        "cluster/runs.py",
+        r"and job\.project in self\.history_over:",
+        "and False:",
+        (f"{HISTORY_COUNT}::test_creations_are_refused_and_ticks_skipped_at_the_quota",),
+        "the leader's ticks of a project at its run-history quota make skipped runs",
+    ),
+    Mutation(
+        "run-history-prune-releases",
+        "nodes/leader/retention.py",
+        r"                        Op\.delete\(self\.keys\.history_charge\(jk\[0\], run_id\)\),\n",
+        "",
+        (
+            f"{HISTORY_COUNT}::test_charges_follow_the_records_through_create_finish_cancel_and_prune",
+        ),
+        "retention releases the charge of every run it prunes",
     ),
     Mutation(
         "run-history-charge",
