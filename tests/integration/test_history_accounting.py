@@ -205,3 +205,24 @@ async def test_records_written_before_charges_existed_are_charged(rig: Rig) -> N
     await counter.count()
     assert await rig.used() == sum(charges.values())
     assert await counter.adopt() == 0  # nothing left to charge
+
+
+async def test_hundreds_of_small_jobs_keeping_100_runs_fit_the_default(rig: Rig) -> None:
+    """Measured on real records: 3 jobs of ~2 KiB, 100 finished runs each (with a small
+    result), as the leader counts them; 500 such jobs stay well within the default 1 GiB (D210's
+    bound let ~62 in)."""
+    from cluster.quotas import DEFAULT_RUN_HISTORY_BYTES
+    from tests.unit.test_run_history_bound import small_job
+
+    for name in ("a", "b", "c"):
+        spec = small_job(name).spec()
+        await rig.store.put_job(P, JobSpec(**spec.model_dump(exclude_unset=True)))
+        for _ in range(100):
+            run = await rig.store.trigger(P, name, {})
+            await rig.finish(run.id, {"rows": 1234, "file": "s3://bucket/2026-12-06.csv"})
+    _, lead = await rig.lead("n1")
+    totals = await HistoryAccountant(rig.etcd, rig.store, lead).count()
+    records = await rig.records()
+    assert len(records) == 300 and totals[P] == sum(len(v) for v in records.values())
+    per_job = totals[P] / 3
+    assert 500 * per_job < DEFAULT_RUN_HISTORY_BYTES / 2, per_job
