@@ -48,6 +48,7 @@ async def rerun_slot(store: Store, project: str, run_id: str) -> Run:
             scheduled_at=old.scheduled_at,
             schedule=old.schedule,
         )
+        await store.check_history(project, store.charge_of(run))  # 403 over the quota (D318)
         record["rerun"] = run.id
         record["reruns"] = int(record.get("reruns") or 0) + 1
         res = await store.etcd.txn(

@@ -48,6 +48,7 @@ from nodes.api.http import (
 from nodes.api.logs import list_archived
 from nodes.api.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
 from nodes.api.slots import event_outcome, with_outcome
+from nodes.api.waiting import WAITING, waiting_runs
 from nodes.executor.runas import check_run_as
 
 if TYPE_CHECKING:
@@ -340,6 +341,7 @@ class Api:
             "cancelled",
             "lost",
             "skipped",
+            WAITING,  # pending, held back by a budget (computed, D320)
         ):
             raise InvalidInput(f"unknown status {status!r}", field="status")
         before = request.query.get("before") or None
@@ -354,6 +356,12 @@ class Api:
             raise InvalidInput("from must be before to", field="from")
         if until is not None:
             before = min(before, id_floor(until)) if before else id_floor(until)
+        if status == WAITING:
+            docs, after = await waiting_runs(
+                self.node, self.store(), project, job=job, contains=contains,
+                since=id_floor(since) if since else None, limit=limit, before=before,
+            )  # fmt: skip
+            return ok({"runs": docs, "next": after})
         runs, after = await self.store().page_runs(
             project,
             job=job,

@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     [
                         r["id"],
                         r["job"],
-                        r["status"],
+                        "waiting" if r.get("waiting") else r["status"],  # held back (D320)
                         str(r["attempt"]),
                         r["node"] or "-",
                         r["scheduled_at"] or "-",

@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--status",
         help="only runs in this status: pending, running, succeeded, failed, timed_out, "
-        "cancelled, lost, skipped",
+        "cancelled, lost, skipped; or waiting (pending, held back by a budget: says why)",
     )
     rl.add_argument("--limit", type=int, help="at most this many (default 50)")
     for action, helptext in (
