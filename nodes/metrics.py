@@ -45,6 +45,12 @@ SLOT_LATENESS = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400),
     registry=REGISTRY,
 )
+WAITING_SLOTS = Gauge(
+    "cronmesh_waiting_slots",
+    "Slots waiting on their upstreams (depends_on, not_before) on the leader, by project (D294)",
+    ["project"],
+    registry=REGISTRY,
+)
 CLAIMS = Counter("cronmesh_claims", "Claim attempts by outcome", ["outcome"], registry=REGISTRY)
 PLACED = Counter(
     "cronmesh_placement_claims",

@@ -40,6 +40,7 @@ from cluster.groups import (
     NodeNotFound,
 )
 from cluster.models import NAME_PATTERN, parse_model
+from cluster.permissions import RANK, role_on
 from cluster.placement import (
     Placement,
     admin_status,
@@ -49,6 +50,7 @@ from cluster.placement import (
     preferred,
 )
 from cluster.runas import project_refusal
+from nodes.api.access import principal
 from nodes.api.budgets import annotate_waits
 from nodes.api.shards import shards_status
 from nodes.executor.runas import project_run_as_users
@@ -134,6 +136,14 @@ async def read_loads(etcd: Etcd, keys: Keys, revision: int) -> dict[str, dict[st
             if isinstance(doc, dict):
                 out[kv.key.rsplit("/", 1)[-1]] = doc
     return out
+
+
+def loads_for(request: web.Request, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A node's load (what every project's runs use there, D257) is a cluster-wide read-out,
+    like /status: shown to a role on ``*``; a user of some projects gets ``load: null`` (D322)."""
+    if role_on(principal(request).user.roles, None) >= RANK["viewer"]:
+        return nodes
+    return [{**doc, "load": None} for doc in nodes]
 
 
 def _instant(iso: str) -> datetime:
@@ -229,12 +239,12 @@ class PlacementApi:
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         self.groups()
-        return _json({"nodes": await self.node_list()})
+        return _json({"nodes": loads_for(request, await self.node_list())})
 
     async def get_node(self, request: web.Request) -> web.Response:
         self.groups()
         nid = _node_id(request)
-        for doc in await self.node_list():
+        for doc in loads_for(request, await self.node_list()):
             if doc["id"] == nid:
                 return _json(doc)
         raise NodeNotFound(f"node {nid!r} has never registered", field="node")

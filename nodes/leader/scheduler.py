@@ -307,6 +307,7 @@ class Scheduler:
             new_run=self.store.new_run,
             rules=self.rules.for_job(entry.job),
         )
+        self.slots.deps.hold(entry.job, plan, entry.state)  # slots waiting on upstreams (D294)
         count_fates(jk, plan.fates)  # ticks missed or disabled, and their slots (D231)
         if not plan.writes:
             self.cache.schedule_at(jk, plan.next_due)
