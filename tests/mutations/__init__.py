@@ -173,6 +173,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a deposed leader releases no slot waiting on upstreams (D294)",
     ),
     Mutation(
+        "paged-read-revision",
+        "cluster/etcd/client.py",
+        r"revision = revision or res\.revision",
+        "revision = res.revision",
+        (
+            "tests/integration/test_range_pages.py::"
+            "test_pages_keep_the_first_revision_and_a_watch_from_it_sees_later_writes",
+        ),
+        "a paged read is one snapshot, and a watch from its revision misses no later write",
+    ),
+    Mutation(
         "fence-notifier-cursor",
         "nodes/leader/notifier.py",
         r"\[self\.lead\.fence\(\)\],(\s*\[Op\.put\(self\.keys\.notifier_cursor\(\))",
