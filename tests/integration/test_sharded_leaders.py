@@ -90,6 +90,10 @@ async def test_four_shards_over_three_nodes_spread_and_fire_every_tick_once(proc
     await exactly_once(etcd, keys, jobs, start, end)
     # each job was fired by its own shard's leader only: the leader's fence is in no run, but
     # its node's log says which shards it led; the node list shows it
+    code, out, err = await asyncio.to_thread(run_cli, nodes[0].url, "status")
+    assert code == 0, err
+    expect = "  ".join(f"{s}:{placed[s]}" for s in range(4))
+    assert f"shards: {expect}" in out.splitlines(), out
     code, out, err = await asyncio.to_thread(run_cli, nodes[0].url, "nodes", "list")
     assert code == 0, err
     header, *rows = out.splitlines()
