@@ -240,6 +240,22 @@ class DependencyWaiter:
                     continue
                 await self.due.wait()
 
+    async def count(self, rev: int) -> None:
+        """Only keep the waiting counts (``hold``'s quota): what a leader of a shard other than
+        0 runs, since its held slots are looked after by shard 0's leader (D302)."""
+        res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
+        for kv in res.kvs:
+            self._on_waiting(kv.key, kv.value, kv.mod_revision)
+        await follow(
+            self.etcd,
+            self.keys.waitings(),
+            rev,
+            lambda ev: self._on_waiting(
+                ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+            ),
+            lambda: set(self.waiting),
+        )
+
     async def _skip_compacted(self, exc: Any) -> int:
         """A missed upstream event is not replayed: every waiter looks again, then on from now."""
         for key in self.waiting:

@@ -154,7 +154,10 @@ class Scheduler:
             self.rules.follow(tg, rev)
             tg.create_task(self._tick_loop())
             if not self.shard.singletons:
-                return  # the per-cluster loops run on shard 0's leader only (D302)
+                # the per-cluster loops run on shard 0's leader only (D302); this shard's held
+                # slots count against the waiting quota here too
+                tg.create_task(self.slots.deps.count(rev))
+                return
             on_claim = self.slots.claims(self.reaper.on_claim_event)
             tg.create_task(follow(self.etcd, self.keys.claims(), rev, on_claim))
             tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))

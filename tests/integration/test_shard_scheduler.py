@@ -4,6 +4,7 @@ keeps every job for the per-cluster loops, D302)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,4 +76,51 @@ async def test_changing_k_deposes_every_shard_leader_and_refuses_stale_candidaci
     with pytest.raises(LostOwnership):
         await stale.campaign()
     assert await etcd.get(stale.key) is None
+    await session.close()
+
+
+async def test_a_shard_leader_other_than_0_keeps_the_waiting_quota(etcd, keys, monkeypatch):
+    """The waiter runs on shard 0's leader (D302), but every shard leader holds its own jobs'
+    slots that wait on upstreams; the per-job quota (D294) must hold there too, or a job of
+    shard 1 piles up waiting slots without bound."""
+    from cluster import depends_plan
+    from tests.conftest import wait_for
+
+    monkeypatch.setattr(depends_plan, "MAX_WAITING_PER_JOB", 2)
+    store = Store(etcd, keys, Snowflake(7), lambda: datetime.now(UTC))
+    down = next(f"d{i}" for i in range(100) if shard_of("p", f"d{i}", 2) == 1)
+    await store.put_job("p", JobSpec(name="up", command="true"))
+    dep = {"job": "up", "window": "1h", "require": "all_succeeded"}
+    await store.put_job(
+        "p",
+        JobSpec(
+            name=down,
+            command="true",
+            schedules=[{"cron": "* * * * * *", "depends_on": [dep], "max_wait": "1h"}],
+        ),
+    )
+    session = await Session.open(etcd, 5)
+    lead = await Election(etcd, keys, session, "n1", election_name(1)).campaign()
+    sched = Scheduler(
+        etcd,
+        keys,
+        store,
+        lead,
+        clock=lambda: datetime.now(UTC),
+        node_id="n1",
+        shard=Shard(1, 2),
+    )
+    task = asyncio.create_task(sched.run())
+
+    async def quota_skip() -> bool:
+        res = await etcd.range(keys.prefix + "/ticks/")
+        return any(b"skipped_waiting_quota" in kv.value for kv in res.kvs)
+
+    try:
+        await wait_for(quota_skip, 30, what="a slot past the quota skipped")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    held = await etcd.range(keys.waitings(), keys_only=True)
+    assert len(held.kvs) == 2
     await session.close()
