@@ -119,19 +119,21 @@ class DependencyWaiter:
     # -- the picture ---------------------------------------------------------------------------
 
     def _upstreams(self, w: Waiting) -> list[tuple[str, str, str]]:
-        if w.upstreams:
-            return [(w.project, *u) for u in w.upstreams]
+        """The upstreams whose events kick the waiter: its schedule's as the job is now (an edit
+        of ``depends_on`` keeps the fingerprint, D291), else as they were when it fired."""
         job = self.job_of((w.project, w.job))
         spec = spec_of(job, w.schedule) if job is not None else None
-        if spec is None:
-            return []
-        return [(w.project, *d.upstream) for d in spec.depends_on]
+        if spec is not None:
+            return [(w.project, *d.upstream) for d in spec.depends_on]
+        return [(w.project, *u) for u in w.upstreams]
 
     def _on_waiting(self, key: str, value: bytes | None, rev: int) -> None:
         old = self.waiting.pop(key, None)
         if old is not None:
             for up in self.ups.pop(key, []):
                 self.by_upstream[up].discard(key)
+                if not self.by_upstream[up]:
+                    del self.by_upstream[up]
                 self.wf_projects[old.project] -= up[1] == "workflow"
             self.per_job[(old.project, old.job)] -= 1
             self.per_project[old.project] -= 1
@@ -165,13 +167,16 @@ class DependencyWaiter:
 
     def on_job(self, jk: JobKey) -> None:
         """A job changed: its waiting slots look again (its schedules or upstreams may have)."""
+        if not self.per_job[jk]:
+            return  # none waits: every job write of the cluster would otherwise scan them all
         for key, w in list(self.waiting.items()):
             if (w.project, w.job) == jk:
                 self._on_waiting(key, w.value().encode(), w.rev)
 
     def _on_job_key(self, key: str) -> None:
+        # its own waiters are re-read by ``on_job``, which the scheduler calls once its cache has
+        # the new version (``SlotWatcher.on_job``): this watch may come first
         project, job = self.keys.tail(key, self.keys.jobs())[:2]
-        self.on_job((project, job))
         self._kick_upstream(project, "job", job)  # enabled again, or its schedules changed
 
     def _on_tick(self, key: str) -> None:

@@ -1,0 +1,76 @@
+"""The dependency waiter's in-memory picture (review of D294), on plain values: which waiters an
+upstream's event kicks after the downstream job is edited, and how often a busy upstream makes
+each waiter look."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cluster.ids import Snowflake
+from cluster.keys import Keys
+from cluster.models import Job, JobSpec, parse_model
+from cluster.runs import RunOps
+from cluster.tickplan import JobPlan
+from nodes.leader.depwait import DependencyWaiter
+
+NOW = datetime(2026, 6, 10, 6, tzinfo=UTC)
+KEYS = Keys("/t")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _job(upstream: str) -> Job:
+    doc = {
+        "name": "down",
+        "command": "true",
+        "schedules": [{"cron": "0 6 * * *", "depends_on": [{"job": upstream}]}],
+    }
+    spec = parse_model(JobSpec, doc)
+    return Job(**spec.model_dump(), project="p", created_at=NOW, updated_at=NOW,
+               active_since=NOW - timedelta(days=9))  # fmt: skip
+
+
+def _waiter(jobs: dict[tuple[str, str], Job], clock: Clock) -> DependencyWaiter:
+    lead: Any = None
+    return DependencyWaiter(None, KEYS, None, lead, clock=clock, job_of=jobs.get)  # type: ignore[arg-type]
+
+
+def _held(job: Job) -> tuple[str, bytes]:
+    """The waiting key a tick of ``job`` writes (``hold_runs``), as the waiter's watch gets it."""
+    fp = job.schedules[0].fingerprint()
+    run = RunOps(KEYS, Snowflake(1), lambda: NOW).new_run(
+        job, source="schedule", scheduled_at=NOW, schedule=fp
+    )
+    plan = JobPlan({}, runs=[(run, KEYS.tick("p", "down", fp, int(NOW.timestamp() * 1000)))])
+    waiter = _waiter({}, Clock())
+    waiter.hold(job, plan, {})
+    [(key, value)] = [(k, v) for k, v in plan.records if k.startswith(KEYS.waitings())]
+    return key, value.encode()
+
+
+def test_an_edit_of_the_downstreams_upstreams_moves_its_waiters_to_the_new_upstream():
+    """Before: the index kept the upstreams recorded at fire time, so after ``depends_on`` moved
+    from ``a`` to ``b`` (same schedule, same fingerprint) ``b``'s events kicked nobody and the
+    slot was released only at its ``max_wait`` (a day by default)."""
+    jobs = {("p", "down"): _job("a")}
+    clock = Clock()
+    waiter = _waiter(jobs, clock)
+    key, value = _held(jobs[("p", "down")])
+    assert json.loads(value)["upstreams"] == [["job", "a"]]
+    waiter._on_waiting(key, value, 5)
+    assert waiter.by_upstream[("p", "job", "a")] == {key}
+    jobs[("p", "down")] = _job("b")  # edited: waits on b now
+    waiter.on_job(("p", "down"))
+    assert waiter.by_upstream.get(("p", "job", "a"), set()) == set()
+    assert waiter.by_upstream[("p", "job", "b")] == {key}
+    waiter.due.pop_due()
+    waiter._kick_upstream("p", "job", "b")  # b's slot succeeded
+    assert waiter.due.pop_due() == [key]
