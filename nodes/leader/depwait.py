@@ -66,6 +66,10 @@ log = structlog.get_logger(__name__)
 JobKey = tuple[str, str]
 RETRY = timedelta(seconds=1)
 PARALLEL = 8
+# Looks caused by upstream events, all waiters together (D331): a waiter looks again at most
+# every max(1 s, waiters / LOOKS_PER_SECOND) however busy its upstreams are.
+LOOKS_PER_SECOND = 50.0
+MIN_PACE = timedelta(seconds=1)
 
 
 class DependencyWaiter:
@@ -97,6 +101,7 @@ class DependencyWaiter:
         self.ups: dict[str, list[tuple[str, str, str]]] = {}  # a waiter's upstreams
         self.due: DueQueue[str] = DueQueue(clock)
         self._dirty: set[str] = set()
+        self.looked: dict[str, datetime] = {}  # when each waiter's last look began
         self._sem = asyncio.Semaphore(PARALLEL)
         self.released = 0
         self.ended = 0
@@ -140,6 +145,8 @@ class DependencyWaiter:
             metrics.WAITING_SLOTS.labels(old.project).set(self.per_project[old.project])
         if value is None:
             self.due.set(key, None, wake=False)
+            self.looked.pop(key, None)
+            self._dirty.discard(key)
             return
         project, job, name = self.keys.tail(key, self.keys.waitings())[:3]
         try:
@@ -161,9 +168,21 @@ class DependencyWaiter:
         self._dirty.add(key)
         self.due.set(key, self.clock())
 
+    def pace(self) -> timedelta:
+        return max(MIN_PACE, timedelta(seconds=len(self.waiting) / LOOKS_PER_SECOND))
+
+    def _paced(self, key: str) -> datetime:
+        """When an upstream event may make ``key`` look again: not before its last look plus
+        the pace (a busy upstream's events coalesce into one look per pace, D331)."""
+        now, last = self.clock(), self.looked.get(key)
+        return now if last is None else max(now, last + self.pace())
+
     def _kick_upstream(self, project: str, kind: str, name: str) -> None:
         for key in self.by_upstream.get((project, kind, name), ()):
-            self._kick(key)
+            self._dirty.add(key)
+            when, due = self._paced(key), self.due.at(key)
+            if due is None or due > when:  # a gate or deadline due sooner stays as it is
+                self.due.set(key, when)
 
     def on_job(self, jk: JobKey) -> None:
         """A job changed: its waiting slots look again (its schedules or upstreams may have)."""
@@ -263,6 +282,8 @@ class DependencyWaiter:
     async def _guarded(self, key: str) -> None:
         async with self._sem:
             self._dirty.discard(key)
+            if key in self.waiting:
+                self.looked[key] = self.clock()
             try:
                 await self._look(key)
             except LostOwnership:
@@ -315,7 +336,10 @@ class DependencyWaiter:
         )
         waited = waited_doc(judgements, gate)
         if verdict.action == "wait":
-            self.due.set(key, now if key in self._dirty else verdict.next_check, wake=False)
+            when = verdict.next_check
+            if key in self._dirty:  # an upstream moved while we looked
+                when = min(when, self._paced(key)) if when is not None else self._paced(key)
+            self.due.set(key, when, wake=False)
             return
         if verdict.action == "end":
             assert verdict.outcome is not None

@@ -65,6 +65,10 @@ class DueQueue(Generic[K]):
         heapq.heapify(self._heap)
         self._gen = defaultdict(int, {key: self._gen[key] for key in self._at})
 
+    def at(self, key: K) -> datetime | None:
+        """When ``key`` is due (None: not queued)."""
+        return self._at.get(key)
+
     def __len__(self) -> int:
         """The heap's entries, stale ones included (bounded: ``_compact``)."""
         return len(self._heap)

@@ -74,3 +74,34 @@ def test_an_edit_of_the_downstreams_upstreams_moves_its_waiters_to_the_new_upstr
     waiter.due.pop_due()
     waiter._kick_upstream("p", "job", "b")  # b's slot succeeded
     assert waiter.due.pop_due() == [key]
+
+
+def test_a_busy_upstream_makes_each_waiter_look_at_most_once_per_pace():
+    """1000 slots wait on one upstream that moves every few hundred milliseconds (its runs'
+    index entries, its tick records): before, every event made every waiter look again at once
+    (8 dependency reads each) — the leader looked without pause. Now upstream events make a
+    waiter look at most once per max(1 s, waiters / 50) — 20 s here — and a gate or deadline
+    due sooner keeps its instant (D331)."""
+    jobs = {("p", "down"): _job("a")}
+    clock = Clock()
+    waiter = _waiter(jobs, clock)
+    key, value = _held(jobs[("p", "down")])
+    base = key.rsplit("/", 1)[0]
+    keys = [f"{base}/{i:015d}-x" for i in range(1000)]
+    for k in keys:
+        waiter._on_waiting(k, value, 5)
+    assert waiter.pace() == timedelta(seconds=20)
+    waiter.due.pop_due()
+    for k in keys:  # each looked now
+        waiter.looked[k] = clock.now
+    waiter.due.set(keys[0], clock.now + timedelta(seconds=3))  # its deadline in 3 s
+    for _ in range(50):  # fifty upstream events within the second
+        waiter._kick_upstream("p", "job", "a")
+    assert waiter.due.pop_due() == []
+    clock.now += timedelta(seconds=3)
+    assert waiter.due.pop_due() == [keys[0]]  # the deadline was not pushed back
+    clock.now += timedelta(seconds=16)
+    assert waiter.due.pop_due() == []
+    clock.now += timedelta(seconds=1)
+    assert sorted(waiter.due.pop_due()) == sorted(keys[1:])  # one look each, 20 s on
+    assert len(waiter.due) <= 2 * 1000 + 1024
