@@ -221,9 +221,13 @@ async def judge_dependency(
 
 # The upstream slots of a window depend only on the upstream's schedules, its active_since and
 # the window: every look at a waiter (one per upstream event) would recompute them with the cron
-# engine (85 ms for 1000 slots of a seconds cron), so they are kept. Bounded: cleared when full.
+# engine (85 ms for 1000 slots of a seconds cron), so they are kept. Bounded: cleared when full,
+# by entries and by the slots they hold in all (4096 entries of 1000 slots each were ~600 MB of
+# the leader's memory; ~150 bytes a slot, 200,000 slots are ~30 MB).
 _EXPECTED: dict[tuple[Any, ...], tuple[list[tuple[datetime, str]], bool]] = {}
+_EXPECTED_SLOTS = [0]  # the slots _EXPECTED holds
 EXPECTED_KEPT = 4096
+EXPECTED_SLOTS_KEPT = 200_000
 
 
 def _expected(
@@ -236,9 +240,12 @@ def _expected(
         hash_key = f"{project}/{node[1]}" if node[0] == "job" else f"wf/{project}/{node[1]}"
         scheds = [(s.fingerprint(), s.parse(hash_key)) for s in specs]
         got = expected_slots(scheds, window, doc.active_since)
-        if len(_EXPECTED) >= EXPECTED_KEPT:
+        size = len(got[0])
+        if len(_EXPECTED) >= EXPECTED_KEPT or _EXPECTED_SLOTS[0] + size > EXPECTED_SLOTS_KEPT:
             _EXPECTED.clear()
+            _EXPECTED_SLOTS[0] = 0
         _EXPECTED[key] = got
+        _EXPECTED_SLOTS[0] += size
     return got
 
 
