@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from cluster import depends_plan, outcomes
-from cluster.depends import Waiting, decide, gate_of
+from cluster.depends import SKIPPED_DEPENDENCY, Waiting, decide, gate_of
 from cluster.depends_plan import hold_runs
 from cluster.depends_spec import MAX_WAIT_DEFAULT
 from cluster.depends_store import (
@@ -302,8 +302,10 @@ class DependencyWaiter:
         now = self.clock()
         job = await self._doc(w)
         spec = spec_of(job, w.schedule) if job is not None else None
-        if job is None:  # deleted: its waiting keys went with it (or go now)
-            await self._txn(w, [Op.delete(w.key)])
+        if job is None:
+            if await self._unreadable(w, now):
+                return
+            await self._txn(w, [Op.delete(w.key)])  # deleted: its waiting keys went with it
             return
         if spec is None or not job.enabled:
             what = "disabled" if not job.enabled else "its schedule changed"
@@ -320,13 +322,25 @@ class DependencyWaiter:
             if tick is not None
             else Compare.absent(w.tick_key)
         )
-        judgements = await judge_waiting(self.etcd, self.keys, w.project, spec, w)
         gate = gate_of(spec.not_before, w.tick, spec.timezone)
         pair = slot_deadlines(job).get(w.schedule)
         deadline = None
         if pair is not None:
             first = pair[0] or pair[1]
             deadline = w.tick + timedelta(seconds=first) if first else None
+        try:
+            judgements = await judge_waiting(self.etcd, self.keys, w.project, spec, w)
+        except (Unavailable, OutcomeUnknown, LostOwnership):
+            raise
+        except Exception as exc:  # an upstream record this version cannot read (D332)
+            give_up = give_up_at(w, spec, self.max_wait)
+            missed = deadline is not None and deadline <= give_up and now >= deadline
+            if not missed and now < give_up:
+                raise  # looked at again in 30 s (``_guarded``)
+            out = outcomes.DEADLINE_MISSED.name if missed else SKIPPED_DEPENDENCY.name
+            why = f"its upstreams could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+            await self._end(w, out, why, {})
+            return
         verdict = decide(
             judgements,
             now=now,
@@ -370,6 +384,19 @@ class DependencyWaiter:
                 run=run.id,
                 reason=verdict.reason,
             )
+
+    async def _unreadable(self, w: Waiting, now: datetime) -> bool:
+        """A job the scheduler's cache does not hold but etcd does (one it cannot read, or not
+        yet read): its slot is not dropped (that would strand its tick record ``waiting``), it
+        waits — and ends ``skipped_dependency`` at the default ``max_wait`` (D332)."""
+        if w.job.startswith("@") or await self.etcd.get(self.keys.job(w.project, w.job)) is None:
+            return False
+        if now >= w.tick + timedelta(seconds=self.max_wait):
+            why = "max_wait passed: the job's document cannot be read by the leader"
+            await self._end(w, SKIPPED_DEPENDENCY.name, why, {})
+        else:
+            self.due.set(w.key, now + timedelta(seconds=30), wake=False)
+        return True
 
     async def _doc(self, w: Waiting) -> Job | Workflow | None:
         """The job (from the scheduler's cache) or workflow (read: they are few) of a slot."""

@@ -1,0 +1,77 @@
+"""A waiting slot ends at its max_wait even when its upstreams cannot be read (review of D294,
+D332). Before, a look that could not read an upstream (a job document written by a newer
+version during a rolling upgrade: ``extra="forbid"`` refuses its new field) raised, was retried
+every 30 s, and never reached the decision that ends the slot: it waited for ever, its tick
+record open, counting against the waiting quota. And a slot whose job the scheduler's cache
+does not hold was dropped without settling its record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cluster.etcd import Etcd
+from cluster.keys import Keys
+from cluster.models import JobSpec, parse_model
+from tests.integration.test_depends_fencing import _load
+from tests.integration.test_fencing import EVERY_SECOND, P, Rig
+
+
+@pytest.fixture
+async def rig(etcd: Etcd, keys: Keys) -> AsyncIterator[Rig]:
+    r = Rig(etcd, keys)
+    yield r
+    await r.close()
+
+
+async def _held(rig: Rig) -> tuple[object, str]:
+    await rig.store.put_job(P, JobSpec(name="up", command="true", schedules=EVERY_SECOND))
+    down = {
+        "name": "down",
+        "command": "true",
+        "schedules": [{**EVERY_SECOND[0], "depends_on": [{"job": "up"}], "max_wait": "60s"}],
+    }
+    await rig.store.put_job(P, parse_model(JobSpec, down))
+    leader = await rig.leader("n1")
+    rig.clock.advance(1.005)
+    await leader.sched.fire((P, "down"))
+    [key] = await _load(rig, leader.sched.slots.deps)
+    return leader, key
+
+
+async def _record(rig: Rig) -> dict:
+    res = await rig.etcd.range(rig.keys.ticks(P, "down"))
+    return json.loads(res.kvs[0].value)
+
+
+async def test_an_unreadable_upstream_does_not_hold_a_slot_past_its_max_wait(rig):
+    leader, key = await _held(rig)
+    waiter = leader.sched.slots.deps
+    up = json.loads((await rig.etcd.get(rig.keys.job(P, "up"))).value)
+    up["a_field_of_a_newer_version"] = 1
+    await rig.etcd.put(rig.keys.job(P, "up"), json.dumps(up))
+    with pytest.raises(ValueError):  # before its max_wait: retried later, as any failed look
+        await waiter._look(key)
+    assert await rig.etcd.get(key) is not None
+    rig.clock.advance(61)
+    await waiter._look(key)
+    assert await rig.etcd.get(key) is None
+    rec = await _record(rig)
+    assert rec["outcome"] == "skipped_dependency" and not rec.get("waiting"), rec
+    assert "could not be read" in rec["reason"]
+    assert await rig.runs("down") == []
+
+
+async def test_a_slot_of_a_job_the_cache_lacks_is_not_dropped_unsettled(rig):
+    leader, key = await _held(rig)
+    waiter = leader.sched.slots.deps
+    waiter.job_of = lambda jk: None  # the job is in etcd, not in the scheduler's cache
+    await waiter._look(key)
+    assert await rig.etcd.get(key) is not None  # kept, not silently deleted
+    assert (await _record(rig)).get("waiting") is True
+    rig.clock.advance(86_401)  # the default max_wait
+    await waiter._look(key)
+    assert await rig.etcd.get(key) is None
+    assert (await _record(rig))["outcome"] == "skipped_dependency"
