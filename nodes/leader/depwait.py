@@ -368,7 +368,16 @@ class DependencyWaiter:
                 self.released += 1
                 log.info("waiting workflow slot released", job=w.job, execution=ex.id)
             return
-        run = Run.model_validate(w.run)
+        minted = Run.model_validate(w.run)
+        # the run starts under the job as it is now (D334): an edit while the slot waited (its
+        # command, run_as, env) applies, as does the project's run-history quota (D318)
+        run = self.store.new_run(
+            job,
+            source=minted.source,
+            parameters=spec.parameters,
+            scheduled_at=minted.scheduled_at,
+            schedule=minted.schedule,
+        ).model_copy(update={"id": minted.id, "created_at": minted.created_at})
         ops = [Op.delete(w.key), *self.store.create_run_ops(run)]
         ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
         if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id)), on_tick]):

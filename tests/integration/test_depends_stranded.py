@@ -75,3 +75,26 @@ async def test_a_slot_of_a_job_the_cache_lacks_is_not_dropped_unsettled(rig):
     await waiter._look(key)
     assert await rig.etcd.get(key) is None
     assert (await _record(rig))["outcome"] == "skipped_dependency"
+
+
+async def test_a_slot_released_after_an_edit_runs_the_job_as_it_is_now(rig):
+    """Before, the run kept the snapshot minted when the tick fired: a slot may wait up to seven
+    days, and an admin who changed the job's command (or its run_as) meanwhile had the old one
+    run at release (D334)."""
+    leader, key = await _held(rig)
+    minted = json.loads((await rig.etcd.get(key)).value)["run"]
+    assert minted["snapshot"]["command"] == "true"
+    edited = {
+        "name": "down",
+        "command": "echo edited",
+        "schedules": [{**EVERY_SECOND[0], "depends_on": [{"job": "up"}], "max_wait": "60s"}],
+    }
+    await rig.store.put_job(P, parse_model(JobSpec, edited))
+    kv = await rig.etcd.get(rig.keys.job(P, "down"))
+    leader.sched._on_job(kv.key, kv.value)  # the scheduler's cache, as its watch would
+    up_job = json.loads((await rig.etcd.get(rig.keys.job(P, "up"))).value)
+    up_job["schedules"] = []  # the upstream now has no slot in the window: met
+    await rig.etcd.put(rig.keys.job(P, "up"), json.dumps(up_job))
+    await leader.sched.slots.deps._look(key)
+    [run] = await rig.runs("down")
+    assert run.id == minted["id"] and run.snapshot.command == "echo edited"
