@@ -53,7 +53,7 @@ from cluster.slotlog import OpenSlot, event_ops, workflow_tick_ops
 from cluster.store import Store
 from cluster.tickplan import JobPlan
 from cluster.watch import follow
-from cluster.workflow_store import create_execution_ops
+from cluster.workflow_store import create_execution_ops, new_execution
 from cluster.workflows import Execution, Workflow
 from nodes import metrics
 from nodes.leader.loops import DueQueue
@@ -360,7 +360,14 @@ class DependencyWaiter:
             await self._end(w, verdict.outcome, verdict.reason, waited)
             return
         if isinstance(job, Workflow):  # its execution, and the slot's record (D234)
-            ex = Execution.model_validate(w.run)
+            minted = Execution.model_validate(w.run)
+            ex = new_execution(  # as the workflow is now (D334), keeping the minted id
+                self.store,
+                job,
+                parameters=spec.parameters,
+                source=minted.source,
+                scheduled_at=minted.scheduled_at,
+            ).model_copy(update={"id": minted.id, "created_at": minted.created_at})
             ops = [Op.delete(w.key), *create_execution_ops(self.keys, ex)]
             ops += workflow_tick_ops(self.keys, job, ex, w.tick_key)
             new = Compare.absent(self.keys.execution(w.project, ex.id))

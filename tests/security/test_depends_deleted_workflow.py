@@ -6,6 +6,7 @@ the project's waiting quota."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -64,3 +65,25 @@ async def test_a_deleted_workflow_leaves_no_held_slot_to_release_its_old_tasks(r
     await waiter._look(held.kvs[0].key)  # the look the next upstream event would cause
     executions = await rig.etcd.range(rig.keys.executions(P))
     assert executions.kvs == [], [kv.value for kv in executions.kvs]
+
+
+async def test_a_workflow_edited_while_its_slot_waits_runs_as_it_is_now(rig):
+    """The same for an edit (D334): the held execution kept the definition of its tick."""
+    await rig.store.put_job(P, JobSpec(name="up", command="true"))
+    wfs = WorkflowStore(rig.store)
+    wf, _ = await wfs.put_workflow(P, wf_spec("echo OLD-DEFINITION"))
+    fp = wf.schedules[0].fingerprint()
+    tick_key = rig.keys.workflow_tick(P, "etl", fp, int(SLOT.timestamp() * 1000))
+    ex = new_execution(rig.store, wf, parameters={}, source="schedule", scheduled_at=SLOT)
+    await rig.etcd.txn([], hold_execution(rig.keys, wf, ex, tick_key, waiting=(0, 0)) or [])
+    await wfs.put_workflow(P, wf_spec("echo NEW-DEFINITION"))
+    leader = await rig.leader("n1")
+    waiter: DependencyWaiter = leader.sched.slots.deps
+    held = await rig.etcd.range(rig.keys.waitings(P))
+    for kv in held.kvs:
+        waiter._on_waiting(kv.key, kv.value, kv.mod_revision)
+    await waiter._look(held.kvs[0].key)
+    [kv] = (await rig.etcd.range(rig.keys.executions(P))).kvs
+    doc = json.loads(kv.value)
+    assert doc["id"] == ex.id
+    assert doc["snapshot"]["tasks"][0]["command"] == "echo NEW-DEFINITION"
