@@ -29,7 +29,7 @@ from cluster.errors import InvalidInput
 from cluster.etcd import Compare, Etcd, Op
 from cluster.keys import Keys
 from cluster.models import Job, ScheduleSpec
-from cluster.slotlog import open_slot_value, settled_record
+from cluster.slotlog import OpenSlot, event_ops, open_slot_value, settled_record
 from cluster.workflows import Execution, Workflow
 
 Doc = Job | Workflow
@@ -301,6 +301,26 @@ def end_ops(
                 settled_at=now.isoformat(),
             ),
         ),
+    ]
+
+
+def alarm_ops(keys: Keys, w: Waiting, outcome: str, reason: str) -> list[Any]:
+    """A bad end's slot alarm and notification outbox entry, as the slot watcher writes them
+    (D232: notified as ``deadline_missed``)."""
+    slot = OpenSlot(
+        key=w.key,
+        jk=(w.project, w.job),
+        name=w.name,
+        slot=outcomes.SlotDeadlines(w.tick, None, None, w.fate),
+        run=None,
+        fate=w.fate,
+        schedule=w.schedule,
+        rev=w.rev,
+    )
+    event = outcome if outcome == outcomes.DEADLINE_MISSED.name else "deadline_missed"
+    return [
+        Op.put(keys.slot_alarm(w.project, w.job), outcome),
+        *event_ops(keys, slot, event, outcome, reason),
     ]
 
 

@@ -37,6 +37,7 @@ from cluster.depends import SKIPPED_DEPENDENCY, Waiting, decide, gate_of
 from cluster.depends_plan import hold_runs
 from cluster.depends_spec import MAX_WAIT_DEFAULT
 from cluster.depends_store import (
+    alarm_ops,
     end_ops,
     give_up_at,
     judge_waiting,
@@ -49,7 +50,7 @@ from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run
 from cluster.outcomes import slot_deadlines
-from cluster.slotlog import OpenSlot, event_ops, workflow_tick_ops
+from cluster.slotlog import workflow_tick_ops
 from cluster.store import Store
 from cluster.tickplan import JobPlan
 from cluster.watch import follow
@@ -198,6 +199,25 @@ class DependencyWaiter:
         project, job = self.keys.tail(key, self.keys.jobs())[:2]
         self._kick_upstream(project, "job", job)  # enabled again, or its schedules changed
 
+    def _on_workflow(self, key: str, value: bytes | None) -> None:
+        """A workflow changed: its waiters look again with its upstreams as it has them now
+        (D331), and the waiters on it look (enabled again, schedules changed)."""
+        project, name = self.keys.tail(key, self.keys.workflows())[:2]
+        self._kick_upstream(project, "workflow", name)
+        jk = (project, f"@{name}")
+        if value is None or not self.per_job[jk]:
+            return  # deleted: its waiting keys went with it (D330)
+        try:
+            wf = Workflow.model_validate_json(value)
+        except ValueError:
+            return
+        for wkey, w in list(self.waiting.items()):
+            if (w.project, w.job) == jk:
+                spec = spec_of(wf, w.schedule)
+                if spec is not None:
+                    w.upstreams = [d.upstream for d in spec.depends_on]
+                self._on_waiting(wkey, w.value().encode(), w.rev)
+
     def _on_tick(self, key: str) -> None:
         project, job = self.keys.tail(key, self.keys.prefix + "/ticks/")[:2]
         self._kick_upstream(project, "job", job)
@@ -246,6 +266,17 @@ class DependencyWaiter:
                 (self.keys.job_runs(), self._on_job_run),
             ):
                 tg.create_task(self._follow_keys(prefix, rev, on))
+            tg.create_task(
+                follow(
+                    self.etcd,
+                    self.keys.workflows(),
+                    rev,
+                    lambda ev: self._on_workflow(
+                        ev.kv.key, ev.kv.value if ev.kind == "put" else None
+                    ),
+                    on_compacted=self._skip_compacted,
+                )
+            )
             tg.create_task(
                 follow(
                     self.etcd,
@@ -425,19 +456,7 @@ class DependencyWaiter:
         ops = end_ops(self.keys, w, outcome, reason, waited, self.clock())
         info = outcomes.OUTCOMES[outcome]
         if info.bad:  # the alarm and the notification, as the slot watcher writes them (D232)
-            slot = OpenSlot(
-                key=w.key,
-                jk=(w.project, w.job),
-                name=w.name,
-                slot=outcomes.SlotDeadlines(w.tick, None, None, w.fate),
-                run=None,
-                fate=w.fate,
-                schedule=w.schedule,
-                rev=w.rev,
-            )
-            ops.append(Op.put(self.keys.slot_alarm(w.project, w.job), outcome))
-            event = outcome if outcome == outcomes.DEADLINE_MISSED.name else "deadline_missed"
-            ops += event_ops(self.keys, slot, event, outcome, reason)
+            ops += alarm_ops(self.keys, w, outcome, reason)
         if await self._txn(w, ops):
             self.ended += 1
             if info.bad:

@@ -105,3 +105,44 @@ def test_a_busy_upstream_makes_each_waiter_look_at_most_once_per_pace():
     clock.now += timedelta(seconds=1)
     assert sorted(waiter.due.pop_due()) == sorted(keys[1:])  # one look each, 20 s on
     assert len(waiter.due) <= 2 * 1000 + 1024
+
+
+def test_a_workflow_edit_moves_its_waiters_to_the_new_upstream():
+    """Workflow documents were not watched: an edit of a waiting workflow slot's ``depends_on``
+    (or disabling it) was seen only at the slot's next look — at worst its ``max_wait``."""
+    from cluster.depends_plan import hold_execution
+    from cluster.ids import Snowflake as Ids
+    from cluster.store import Store
+    from cluster.workflow_store import new_execution
+    from cluster.workflows import Workflow, WorkflowSpec
+
+    def wf(upstream: str) -> Workflow:
+        doc = {
+            "name": "etl",
+            "tasks": [{"name": "load", "command": "true"}],
+            "schedules": [{"cron": "0 6 * * *", "depends_on": [{"job": upstream}]}],
+        }
+        spec = parse_model(WorkflowSpec, doc)
+        return Workflow(**spec.model_dump(), project="p", created_at=NOW, updated_at=NOW,
+                        active_since=NOW - timedelta(days=9))  # fmt: skip
+
+    store: Any = Store.__new__(Store)
+    store.ids, store.clock = Ids(2), lambda: NOW
+    old = wf("a")
+    fp = old.schedules[0].fingerprint()
+    tick_key = KEYS.workflow_tick("p", "etl", fp, int(NOW.timestamp() * 1000))
+    ex = new_execution(store, old, parameters={}, source="schedule", scheduled_at=NOW)
+    ops = hold_execution(KEYS, old, ex, tick_key, waiting=(0, 0)) or []
+    [(key, value)] = [
+        (op.request_put.key.decode(), op.request_put.value)
+        for op in ops
+        if op.request_put.key.decode().startswith(KEYS.waitings())
+    ]
+    waiter = _waiter({}, Clock())
+    waiter._on_waiting(key, value, 5)
+    assert waiter.by_upstream[("p", "job", "a")] == {key}
+    waiter.due.pop_due()
+    waiter._on_workflow(KEYS.workflow("p", "etl"), wf("b").model_dump_json().encode())
+    assert ("p", "job", "a") not in waiter.by_upstream
+    assert waiter.by_upstream[("p", "job", "b")] == {key}
+    assert waiter.due.pop_due() == [key]  # and it looks again at once
