@@ -98,3 +98,18 @@ async def test_a_slot_released_after_an_edit_runs_the_job_as_it_is_now(rig):
     await leader.sched.slots.deps._look(key)
     [run] = await rig.runs("down")
     assert run.id == minted["id"] and run.snapshot.command == "echo edited"
+
+
+async def test_the_slots_view_of_a_slot_whose_upstream_cannot_be_read_is_not_a_500(rig):
+    """The slots page read each waiting slot's upstreams live (D295): an unreadable upstream
+    document raised through the handler, a 500 for the whole page."""
+    from nodes.api.slots import SlotsApi
+
+    _, key = await _held(rig)
+    up = json.loads((await rig.etcd.get(rig.keys.job(P, "up"))).value)
+    up["a_field_of_a_newer_version"] = 1
+    await rig.etcd.put(rig.keys.job(P, "up"), json.dumps(up))
+    job = await rig.store.get_job(P, "down")
+    page = {"slots": [{"name": key.rsplit("/", 1)[-1], "waiting": True, "open": True}]}
+    out = await SlotsApi._waiting(rig.store, page, job)
+    assert "cannot be read" in out["slots"][0]["waiting_for"]["error"]
