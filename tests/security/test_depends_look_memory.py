@@ -1,7 +1,8 @@
 """The waiter's kept upstream slots are bounded by the slots they hold, not only by entries
 (review of D296). An editor makes many slots wait on a seconds-cron upstream, each slot with its
 own window (``previous_slot``, a duration): every window keeps up to 1000 computed slots, and the
-cache kept 4096 windows — ~600 MB of the leader's memory from one project's edits."""
+cache kept 4096 windows — ~460 MB of the leader's memory (112 bytes a slot, measured) from one
+project's edits."""
 
 from __future__ import annotations
 
