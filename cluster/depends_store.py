@@ -6,7 +6,7 @@ builds ops."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from cluster.depends_spec import MAX_CHAIN, MAX_UPSTREAM_SLOTS, MAX_WAIT_DEFAULT
 from cluster.errors import InvalidInput
 from cluster.etcd import Compare, Etcd, Op
 from cluster.keys import Keys
-from cluster.models import Job, ScheduleSpec
+from cluster.models import Job, Run, ScheduleSpec
 from cluster.slotlog import OpenSlot, event_ops, open_slot_value, settled_record
 from cluster.workflows import Execution, Workflow
 
@@ -370,6 +370,20 @@ def release_record_ops(
             open_slot_value(w.tick, w.schedule, w.fate, run_id, deadlines),
         ),
     ]
+
+
+def remint(new_run: Callable[..., Run], job: Job, spec: ScheduleSpec, minted: Run) -> Run:
+    """The run a released slot creates: minted again from the job as it is now (D334: an edit
+    while the slot waited applies, and the run-history quota), with the id and ``created_at``
+    fixed when the tick fired."""
+    run = new_run(
+        job,
+        source=minted.source,
+        parameters=spec.parameters,
+        scheduled_at=minted.scheduled_at,
+        schedule=minted.schedule,
+    )
+    return run.model_copy(update={"id": minted.id, "created_at": minted.created_at})
 
 
 def give_up_at(w: Waiting, spec: ScheduleSpec | None, default: float) -> datetime:

@@ -401,6 +401,14 @@ class Keys:
         """A blackout window of a project or (scope ``*``) of the cluster (D237)."""
         return f"{self.prefix}/blackouts/{scope}/{name}"
 
+    def scheduler_shards(self) -> str:
+        """``{"shards": K}``: how many shards the scheduling loop is split into (D300)."""
+        return f"{self.prefix}/settings/scheduler-shards"
+
+    def shard_elections(self) -> list[str]:
+        """Prefixes of every shard election (shard 0: ``scheduler``, shard i: ``scheduler-i``)."""
+        return [self.election(ELECTION_SCHEDULER), f"{self.prefix}/election/{ELECTION_SCHEDULER}-"]
+
     def freeze(self) -> str:
         """Present while the cluster is frozen: its note, who and when (D239)."""
         return f"{self.prefix}/settings/freeze"

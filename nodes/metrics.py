@@ -77,6 +77,17 @@ LEADER_CHANGES = Counter(
     "Times this node became the scheduler leader",
     registry=REGISTRY,
 )
+SHARDS = Gauge(
+    "cronmesh_scheduler_shards",
+    "The scheduler_shards setting this node campaigns under (D300)",
+    registry=REGISTRY,
+)
+SHARD_LEADER = Gauge(
+    "cronmesh_shard_leader",
+    "1 while this node leads the scheduler shard (D303)",
+    ["shard"],
+    registry=REGISTRY,
+)
 SPAWN = Histogram(
     "cronmesh_spawn_seconds",
     "Time to spawn a job process",

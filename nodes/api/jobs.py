@@ -47,6 +47,7 @@ from nodes.api.http import (
 )
 from nodes.api.logs import list_archived
 from nodes.api.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
+from nodes.api.shards import shards_status
 from nodes.api.slots import event_outcome, with_outcome
 from nodes.api.waiting import WAITING, waiting_runs
 from nodes.executor.runas import check_run_as
@@ -143,6 +144,7 @@ class Api:
                 "address": node.config.advertise_address,
                 "ready": node.ready,
                 "leader": node.leading,
+                "shards": node.shards_led,  # the scheduler shards it leads (D303)
                 "running": len(node.worker.running) if node.worker else 0,
                 "capacity": node.config.capacity,
                 "started_at": node.started_at.isoformat(),
@@ -162,6 +164,7 @@ class Api:
         }
         try:
             data["leader"] = await current_leader(node.etcd, node.keys)
+            data["shards"] = await shards_status(node)  # K and each shard's leader (D303)
             data["nodes"] = await self.nodes()
             queue = await node.etcd.range(node.keys.queue(), count_only=True)
             data["queue_depth"] = queue.count

@@ -52,6 +52,7 @@ from cluster.placement import (
 from cluster.runas import project_refusal
 from nodes.api.access import principal
 from nodes.api.budgets import annotate_waits
+from nodes.api.shards import shards_status
 from nodes.executor.runas import project_run_as_users
 from nodes.worker.cluster_view import read_topology
 
@@ -183,6 +184,10 @@ class PlacementApi:
                 self._seen[nid] = beat
         for gone in set(self._seen) - set(raw["records"]):  # forgotten nodes: bounded
             del self._seen[gone]
+        led: dict[str, list[int]] = {}  # the scheduler shards each node leads (D303)
+        for shard, leader in (await shards_status(node))["leaders"].items():
+            if leader is not None:
+                led.setdefault(leader, []).append(int(shard))
         out = []
         for nid, rec in raw["records"].items():
             view = topo.nodes[nid]
@@ -197,6 +202,7 @@ class PlacementApi:
                     "disconnect_requested": bool(state and state.disconnect),
                     "running": running.get(nid, 0),
                     "capacity": view.capacity,
+                    "shards": sorted(led.get(nid, [])),
                     "used_weight": used.get(nid, 0),
                     "weight_budget": view.weight_budget,
                     "properties": dict(view.properties),

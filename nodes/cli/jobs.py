@@ -141,6 +141,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         data = exc.body
     if args.output == "table":
         print(f"node {data['node']['id']}  leader: {data['leader']}  queue: {data['queue_depth']}")
+        shards = data.get("shards") or {}
+        if shards.get("shards", 1) > 1:  # who leads which scheduler shard (D303)
+            led = shards.get("leaders") or {}
+            text = "  ".join(f"{i}:{led[i] or '-'}" for i in sorted(led, key=int))
+            print("shards: " + strip_controls(text))
         if data.get("freeze"):  # D239
             print("CLUSTER FROZEN: " + strip_controls(str(data["freeze"].get("note"))))
         held = data["node"].get("containment")

@@ -42,6 +42,7 @@ from cluster.depends_store import (
     give_up_at,
     judge_waiting,
     release_record_ops,
+    remint,
     spec_of,
     waited_doc,
 )
@@ -295,6 +296,22 @@ class DependencyWaiter:
                     continue
                 await self.due.wait()
 
+    async def count(self, rev: int) -> None:
+        """Only keep the waiting counts (``hold``'s quota): what a leader of a shard other than
+        0 runs, since its held slots are looked after by shard 0's leader (D302)."""
+        res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
+        for kv in res.kvs:
+            self._on_waiting(kv.key, kv.value, kv.mod_revision)
+        await follow(
+            self.etcd,
+            self.keys.waitings(),
+            rev,
+            lambda ev: self._on_waiting(
+                ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+            ),
+            lambda: set(self.waiting),
+        )
+
     async def _skip_compacted(self, exc: Any) -> int:
         """A missed upstream event is not replayed: every waiter looks again, then on from now."""
         for key in self.waiting:
@@ -409,13 +426,7 @@ class DependencyWaiter:
         minted = Run.model_validate(w.run)
         # the run starts under the job as it is now (D334): an edit while the slot waited (its
         # command, run_as, env) applies, as does the project's run-history quota (D318)
-        run = self.store.new_run(
-            job,
-            source=minted.source,
-            parameters=spec.parameters,
-            scheduled_at=minted.scheduled_at,
-            schedule=minted.schedule,
-        ).model_copy(update={"id": minted.id, "created_at": minted.created_at})
+        run = remint(self.store.new_run, job, spec, minted)
         ops = [Op.delete(w.key), *self.store.create_run_ops(run)]
         ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
         if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id)), on_tick]):

@@ -91,7 +91,7 @@ async def test_a_slot_released_after_an_edit_runs_the_job_as_it_is_now(rig):
     }
     await rig.store.put_job(P, parse_model(JobSpec, edited))
     kv = await rig.etcd.get(rig.keys.job(P, "down"))
-    leader.sched._on_job(kv.key, kv.value)  # the scheduler's cache, as its watch would
+    leader.sched.cache.on_job(kv.key, kv.value)  # the scheduler's cache, as its watch would
     up_job = json.loads((await rig.etcd.get(rig.keys.job(P, "up"))).value)
     up_job["schedules"] = []  # the upstream now has no slot in the window: met
     await rig.etcd.put(rig.keys.job(P, "up"), json.dumps(up_job))

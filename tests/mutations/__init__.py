@@ -34,6 +34,7 @@ BUDGETS = "tests/integration/test_budget_claims.py"
 HOOKS = "tests/security/test_hook_attacks.py"
 FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
 HISTORY_COUNT = "tests/integration/test_history_accounting.py"
+SHARDS = "tests/integration/test_shard_scheduler.py"
 
 
 @dataclass(frozen=True)
@@ -196,10 +197,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "release-fresh-snapshot",
         "nodes/leader/depwait.py",
-        r"\.model_copy\(update=\{\"id\": minted\.id, \"created_at\": minted\.created_at\}\)\n"
-        r"( *)ops = \[Op\.delete\(w\.key\), \*self\.store\.create_run_ops\(run\)\]",
-        r'.model_copy(update={"id": minted.id, "created_at": minted.created_at})\n'
-        r"\1run = minted\n\1ops = [Op.delete(w.key), *self.store.create_run_ops(run)]",
+        r"run = remint\(self\.store\.new_run, job, spec, minted\)",
+        "run = minted",
         (
             "tests/integration/test_depends_stranded.py::"
             "test_a_slot_released_after_an_edit_runs_the_job_as_it_is_now",
@@ -287,6 +286,31 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if True:",
         ("tests/integration/test_coordination.py::test_election_order_and_resign_hand_off",),
         "one leader at a time: a candidate waits for its predecessor",
+    ),
+    # -- sharded scheduling (D300, D301) ---------------------------------------------------------
+    Mutation(
+        "shard-fires-own-jobs",
+        "nodes/leader/jobcache.py",
+        r"return self\.shard\.owns\(\*jk\)",
+        "return True",
+        (f"{SHARDS}::test_each_shard_scheduler_fires_only_its_own_jobs",),
+        "a shard leader fires its own shard's jobs only",
+    ),
+    Mutation(
+        "shard-change-deposes",
+        "cluster/shard_store.py",
+        r"ops \+= \[Op\.delete\(p, prefix=True\) for p in keys\.shard_elections\(\)\]",
+        "pass",
+        (f"{SHARDS}::test_changing_k_deposes_every_shard_leader_and_refuses_stale_candidacies",),
+        "a change of scheduler_shards deposes every leader of the old split in the same write",
+    ),
+    Mutation(
+        "shard-candidacy-guard",
+        "cluster/election.py",
+        r"\[Compare\.absent\(self\.key\), \*guard\]",
+        "[Compare.absent(self.key)]",
+        (f"{SHARDS}::test_changing_k_deposes_every_shard_leader_and_refuses_stale_candidacies",),
+        "no candidacy under a shard count that has changed since its node read it",
     ),
     # -- secrets (issue 18: masking) -------------------------------------------------------------
     Mutation(
