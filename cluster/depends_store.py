@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cluster import outcomes
 from cluster.depends import (
     Judgement,
+    SlotState,
     Waiting,
     Window,
     cycle_text,
@@ -142,6 +143,18 @@ async def _records(
     return {kv.key: json.loads(kv.value) for kv in res.kvs}
 
 
+async def _oldest_record(etcd: Etcd, keys: Keys, project: str, node: Upstream) -> datetime | None:
+    """The instant of the upstream's oldest tick record still kept (None: it has none)."""
+    base = (
+        keys.ticks(project, node[1]) if node[0] == "job" else keys.workflow_ticks(project, node[1])
+    )
+    res = await etcd.range(base, limit=1, keys_only=True)
+    if not res.kvs:
+        return None
+    ms = res.kvs[0].key[len(base) :].split("-", 1)[0]
+    return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms.isdigit() else None
+
+
 async def _statuses(
     etcd: Etcd, keys: Keys, project: str, node: Upstream, ids: list[str]
 ) -> dict[str, str]:
@@ -204,12 +217,22 @@ async def judge_dependency(
             chosen[i] = (chosen[i][0], json.loads(kvs[0].value) if kvs else None)
     ids = sorted({r for _, rec in chosen if rec is not None and (r := _run_of(rec))})
     statuses = await _statuses(etcd, keys, project, node, ids)
-    states = [
-        (tick, slot_state(rec, statuses.get(_run_of(rec) or "") if rec else None))
-        for tick, rec in chosen
+    # retention keeps a job's newest tick records only (keep_runs x 2): a slot older than the
+    # oldest kept has no record because it was pruned, not because its time has not come
+    pruned: set[int] = set()
+    if any(rec is None for _, rec in chosen):
+        oldest = await _oldest_record(etcd, keys, project, node)
+        pruned = {i for i, (t, rec) in enumerate(chosen) if rec is None and oldest and t < oldest}
+    states: list[tuple[datetime, SlotState]] = [
+        (tick, "failed")
+        if i in pruned
+        else (tick, slot_state(rec, statuses.get(_run_of(rec) or "") if rec else None))
+        for i, (tick, rec) in enumerate(chosen)
     ]
     out = judge(dep.require, label(node), window, states)
     notes = []
+    if pruned:
+        notes.append(f"{len(pruned)} upstream slot record(s) no longer kept (counted failed)")
     gone = sum(1 for r in ids if r not in statuses)
     if gone:  # pruned by the upstream's keep_runs: its status is not known any more
         notes.append(f"{gone} upstream run(s) no longer kept (counted failed; raise keep_runs)")

@@ -113,3 +113,36 @@ async def test_the_slots_view_of_a_slot_whose_upstream_cannot_be_read_is_not_a_5
     page = {"slots": [{"name": key.rsplit("/", 1)[-1], "waiting": True, "open": True}]}
     out = await SlotsApi._waiting(rig.store, page, job)
     assert "cannot be read" in out["slots"][0]["waiting_for"]["error"]
+
+
+async def test_an_upstream_slot_whose_record_retention_pruned_is_failed_not_pending(rig):
+    """Retention keeps a job's newest tick records only (keep_runs x 2). A window slot older than
+    the oldest kept record counted *pending* — as if its time had not come — so a slot waiting
+    on it showed "pending" until its max_wait; now it is failed, and the note says why (as for
+    a pruned run, D292)."""
+    from cluster.depends import Waiting
+    from cluster.depends_store import judge_waiting
+    from cluster.models import ScheduleSpec
+
+    hourly = {"name": "up", "command": "true", "schedules": [{"cron": "0 * * * *"}]}
+    up, _ = await rig.store.put_job(P, parse_model(JobSpec, hourly))
+    fp = up.schedules[0].fingerprint()
+    day = rig.clock().replace(hour=0)
+    since = day.replace(year=2025)
+    for hour in (20, 21, 22, 23):  # the kept records: earlier hours were pruned
+        tick = day.replace(hour=hour)
+        rec = {"tick": tick.isoformat(), "schedule": fp, "run": None, "outcome": "skipped_calendar"}
+        await rig.etcd.put(
+            rig.keys.tick(P, "up", fp, int(tick.timestamp() * 1000)), json.dumps(rec)
+        )
+    spec = parse_model(
+        ScheduleSpec, {"cron": "0 0 * * *", "depends_on": [{"job": "up", "window": "1d"}]}
+    )
+    slot = day.replace(hour=23, minute=30)
+    up_doc = json.loads((await rig.etcd.get(rig.keys.job(P, "up"))).value)
+    up_doc["active_since"] = since.isoformat()
+    await rig.etcd.put(rig.keys.job(P, "up"), json.dumps(up_doc))
+    w = Waiting("k", P, "down", "n", slot, spec.fingerprint(), "schedule", {}, "t", None, since)
+    [j] = await judge_waiting(rig.etcd, rig.keys, P, spec, w)
+    assert j.counts["excused"] == 4 and j.counts["failed"] == 20 and j.counts["pending"] == 0, j
+    assert "no longer kept" in j.note and not j.met
