@@ -245,21 +245,8 @@ class DependencyWaiter:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, rev: int) -> None:
-        res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
-        for kv in res.kvs:
-            self._on_waiting(kv.key, kv.value, kv.mod_revision)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(
-                follow(
-                    self.etcd,
-                    self.keys.waitings(),
-                    rev,
-                    lambda ev: self._on_waiting(
-                        ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
-                    ),
-                    lambda: set(self.waiting),
-                )
-            )
+            tg.create_task(self.count(rev))
             for prefix, on in (
                 (self.keys.jobs(), self._on_job_key),
                 (self.keys.prefix + "/ticks/", self._on_tick),
@@ -297,8 +284,8 @@ class DependencyWaiter:
                 await self.due.wait()
 
     async def count(self, rev: int) -> None:
-        """Only keep the waiting counts (``hold``'s quota): what a leader of a shard other than
-        0 runs, since its held slots are looked after by shard 0's leader (D302)."""
+        """Follow the waiting slots; alone, it keeps only the counts of ``hold``'s quota: what
+        a leader of a shard other than 0 runs (shard 0's leader looks after its slots, D302)."""
         res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
         for kv in res.kvs:
             self._on_waiting(kv.key, kv.value, kv.mod_revision)
