@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from cluster.deadlines import duration_seconds
@@ -77,6 +78,19 @@ class Dependency(BaseModel):
     workflow: str | None = Field(default=None, pattern=NAME, validate_default=True)
     window: Annotated[str, BeforeValidator(_window)] = "same_day"
     require: Require = "all_succeeded"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        # a workflow task's depends_on is a list of names: say how an upstream is written here
+        if isinstance(value, str):
+            raise ValueError(
+                f"write {{job: {value}}} or {{workflow: {value}}}, not a bare name "
+                "(an upstream is {job: NAME | workflow: NAME, window, require})"
+            )
+        if not isinstance(value, (dict, Dependency)):
+            raise ValueError("an upstream is {job: NAME | workflow: NAME, window, require}")
+        return value
 
     @field_validator("workflow")
     @classmethod

@@ -241,6 +241,10 @@ def test_spec_errors_say_what_is_allowed_in_the_users_units():
         ({"not_before": "6:00"}, "not_before", "'6:00' is not a wall time"),
         ({"max_wait": "30d"}, "max_wait", "must lie in [0, 7d] (604800 s)"),
         ({"max_wait": -1}, "max_wait", "must lie in [0, 7d]"),
+        # a workflow task's depends_on is a list of names; a schedule's is not
+        ({"depends_on": ["hourly-etl"]}, "depends_on.0",
+         "write {job: hourly-etl} or {workflow: hourly-etl}, not a bare name"),
+        ({"depends_on": [7]}, "depends_on.0", "an upstream is {job: NAME | workflow: NAME"),
     ]:  # fmt: skip
         with pytest.raises(InvalidInput) as exc:
             parse_model(ScheduleSpec, {"cron": "* * * * *", **bad})
