@@ -8,7 +8,7 @@ from typing import Any
 
 from nodes.cli.client import call, call_all, proj
 from nodes.cli.documents import apply_documents, params
-from nodes.cli.jobs import slot_row
+from nodes.cli.jobs import add_slot_paging, more_slots, slot_row, slots_path
 from nodes.cli.output import schedules_text, show, table, warn_saved
 
 
@@ -59,10 +59,11 @@ def cmd_workflow(args: argparse.Namespace) -> int:
         else:
             show(args, ex)
     elif args.action == "slots":  # as `job slots`: a waiting slot says what it waits for
-        page = call(args, "GET", f"{base}/workflows/{_q(args.name)}/slots")
+        page = call(args, "GET", slots_path(f"{base}/workflows/{_q(args.name)}/slots", args))
         if args.output == "table":
             rows = [slot_row({**s, "run": s.get("execution")}) for s in page["slots"]]
             table(rows, ["SLOT", "OUTCOME", "EXECUTION", "REASON"])
+            more_slots(page)
         else:
             show(args, page)
     elif args.action == "executions":
@@ -154,9 +155,11 @@ def add_parsers(sub: Any) -> None:
     tr.add_argument(
         "--param", action="append", help="NAME=VALUE, a parameter of this execution (repeatable)"
     )
-    w.add_parser(
+    slots = w.add_parser(
         "slots", help="recent slots' outcomes; a waiting slot names the upstream slots it waits for"
-    ).add_argument("name", help="workflow name")
+    )
+    slots.add_argument("name", help="workflow name")
+    add_slot_paging(slots)
     ex = w.add_parser("executions", help="list executions (of one workflow, or all)")
     ex.add_argument("name", nargs="?", help="workflow name (default: every workflow)")
     for parser in w.choices.values():

@@ -63,3 +63,28 @@ async def test_workflow_slots_shows_what_a_waiting_slot_waits_for(cluster):
 
     code, _, err = await cli(url, "workflow", "slots", "nope")
     assert code == 1 and "workflow 'nope' not found" in err, err
+
+
+@pytest.mark.timeout(90)
+async def test_job_slots_pages_with_limit_and_before(cluster):
+    await cluster.start()
+    url = cluster.url()
+    await put(cluster, upstream("extract", "true"))  # a slot every 2 s
+
+    async def three():
+        _, page = await cluster.request("GET", "/api/v1/projects/default/jobs/extract/slots")
+        return page if len(page["slots"]) >= 3 else None
+
+    await wait_for(three, 40, what="three slots of extract")
+    code, out, err = await cli(url, "job", "slots", "extract", "--limit", "1")
+    assert code == 0, err
+    first = out.splitlines()[1:]
+    assert len(first) == 1, out
+    assert err.startswith("older slots: --before "), err  # on stderr: the table stays a table
+    before = err.split()[-1]
+    code, out, err = await cli(url, "job", "slots", "extract", "--limit", "2", "--before", before)
+    assert code == 0, err
+    older = out.splitlines()[1:]
+    assert len(older) == 2 and all(r.split()[0] < first[0].split()[0] for r in older), out
+    code, _, err = await cli(url, "job", "slots", "extract", "--limit", "0")
+    assert code == 1 and "(field: limit)" in err, err
