@@ -177,6 +177,7 @@ def cpu_delta(before: Snapshot, after: Snapshot, runs: int) -> dict[str, Any]:
     node_s = after.node_cpu.self_s - before.node_cpu.self_s
     jobs_s = after.node_cpu.children_s - before.node_cpu.children_s
     etcd_s = after.etcd_cpu.self_s - before.etcd_cpu.self_s
+    node_sys_s = after.node_cpu.system_s - before.node_cpu.system_s
     busy = after.machine[0] - before.machine[0]
     total = after.machine[1] - before.machine[1]
     per = max(runs, 1)
@@ -188,6 +189,7 @@ def cpu_delta(before: Snapshot, after: Snapshot, runs: int) -> dict[str, Any]:
         "job_processes_cpu_s": round(jobs_s, 3),
         "etcd_cpu_s": round(etcd_s, 3),
         "node_ms_per_run": round(node_s / per * 1000, 3),
+        "node_system_ms_per_run": round(node_sys_s / per * 1000, 3),
         "etcd_ms_per_run": round(etcd_s / per * 1000, 3),
         "node_plus_etcd_ms_per_run": round((node_s + etcd_s) / per * 1000, 3),
         "job_processes_ms_per_run": round(jobs_s / per * 1000, 3),
