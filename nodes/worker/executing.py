@@ -27,7 +27,6 @@ from cluster.etcd import (
 )
 from cluster.masking import MaskedOutput, mask_result
 from cluster.models import Run, secret_refs
-from cluster.resources import format_bytes
 from cluster.runas import decide
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
@@ -35,11 +34,12 @@ from nodes.executor import runas, workdir
 from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.executor.process import ExitStatus, Process
 from nodes.worker.attempt import EXECUTED_KEPT, IDENTITY_TTL, MAX_RESULT, Execution
+from nodes.worker.outcome import Outcomes
 
 log = structlog.get_logger(__name__)
 
 
-class Executing:
+class Executing(Outcomes):
     """The executing part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
 
     # -- executing -----------------------------------------------------------------------------
@@ -376,54 +376,11 @@ class Executing:
             error = result_error
         return status, error, exit_status, result
 
-    @staticmethod
-    def _not_started(
-        ex: Execution, writer: SpoolWriter
-    ) -> tuple[str, str | None, ExitStatus | None, Any]:
-        """A run claimed ahead and cancelled (or its node shut down) before its instant."""
-        # never started: a node stopping (even at once) hands it on as lost (retried per policy)
-        stopping = ex.requested in ("shutdown", "interrupt")
-        why = "the node shut down" if stopping else f"{ex.requested}ed by request"
-        writer.note(f"{why} before it started")
-        status = "lost" if stopping else "cancelled"
-        return status, f"{why} before it started", None, None
-
     def _fenced(self, ex: Execution, st: ExitStatus) -> bool:
         """SIGKILLed by nobody of ours while the lease deadline had passed: the fence did it."""
         if ex.acted or ex.reason is not None or st.signal != 9:
             return False
         return self.session.remaining() <= self.session.margin
-
-    @staticmethod
-    def _oom(ex: Execution) -> bool:
-        return ex.usage is not None and ex.usage.oom_kills > 0
-
-    @classmethod
-    def _outcome(cls, ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
-        if not ex.acted:
-            if not st.ok and cls._oom(ex):  # its own outcome: failed, reason oom_killed (D153)
-                ex.reason = "oom_killed"
-                res = ex.run.snapshot.resources
-                limit = f" (memory limit {format_bytes(res.memory)})" if res and res.memory else ""
-                return "failed", f"killed by the out-of-memory killer{limit}"
-        elif ex.requested == "timeout":
-            return "timed_out", f"timed out after {ex.run.snapshot.timeout:g}s"
-        elif ex.requested in ("cancel", "abort"):
-            return "cancelled", f"{ex.requested}ed by request"
-        elif ex.requested == "shutdown":
-            return "lost", "the node shut down before the run finished"
-        elif ex.requested == "interrupt":
-            # The node knows it killed it: cancelled, not lost, and not retried (D245).
-            ex.reason = "interrupted"
-            return "cancelled", (
-                "interrupted: its node was told to stop at once (a second Ctrl-C, SIGINT or "
-                "SIGTERM, while it drained)"
-            )
-        if st.ok:
-            return "succeeded", None
-        if st.signal is not None:
-            return "failed", f"killed by signal {st.signal}"
-        return "failed", f"exit code {st.exit_code}"
 
     @staticmethod
     def _read_result(path: Path) -> tuple[Any, str | None]:
