@@ -76,7 +76,8 @@ class Mode:
     @property
     def e2e_levels(self) -> tuple[int, ...]:
         """Jobs every second offered end to end (one fresh node per level)."""
-        return (150, 800) if self.quick else (150, 200, 400, 800)
+        # quick mode steps by 200 (it stopped at 150 and 800, which said nothing of 200-600)
+        return (200, 400, 600, 800) if self.quick else (150, 200, 400, 600, 800)
 
     @property
     def sched_window(self) -> int:
