@@ -41,8 +41,17 @@ class Leadership:
 
 class Election:
     def __init__(
-        self, etcd: Etcd, keys: Keys, session: Session, node_id: str, name: str = ELECTION_SCHEDULER
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        session: Session,
+        node_id: str,
+        name: str = ELECTION_SCHEDULER,
+        *,
+        guard: object | None = None,
     ) -> None:
+        """``guard``: a compare the candidacy is written under (sharding, D300: the shard count
+        setting unchanged since the candidate read it)."""
         self.etcd = etcd
         self.keys = keys
         self.session = session
@@ -50,12 +59,14 @@ class Election:
         self.name = name
         self.key = keys.candidate(session.lease_id, name)
         self.revision = 0
+        self.guard = guard
 
     async def campaign(self) -> Leadership:
         """Become a candidate and return once this node leads."""
         if not self.revision:
+            guard = [self.guard] if self.guard is not None else []
             res = await self.etcd.txn(
-                [Compare.absent(self.key)],
+                [Compare.absent(self.key), *guard],
                 [Op.put(self.key, self.node_id, self.session.lease_id)],
                 [Op.get(self.key)],
             )
@@ -63,6 +74,8 @@ class Election:
                 self.revision = res.revision
             else:
                 kvs = res.range_kvs(0)
+                if not kvs and guard:
+                    raise LostOwnership("the scheduler shard count changed while campaigning")
                 if not kvs:
                     raise Unavailable("election key vanished while campaigning")
                 self.revision = kvs[0].create_revision

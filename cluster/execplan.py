@@ -15,6 +15,7 @@ from datetime import datetime
 
 from cluster.dag import Graph, admit, advance
 from cluster.models import Run
+from cluster.runs import CREATE_RUN_OPS
 from cluster.store import MAX_TXN_OPS
 from cluster.workflows import Execution, result_size, stored_result
 
@@ -108,7 +109,8 @@ def step(
             continue
         run = new_run(name)
         doc = len(run.model_dump_json())
-        if runs and (len(runs) * 4 + 4 > budget or size + 2 * doc > TXN_BYTES):
+        ops = (len(runs) + 1) * CREATE_RUN_OPS  # with this one's
+        if runs and (ops > budget or size + 2 * doc > TXN_BYTES):
             more = True  # the rest start in the next transaction, at once
             break
         size += 2 * doc

@@ -45,7 +45,12 @@ from cluster.hooks import (
 from cluster.keys import Keys
 from cluster.secretbox import KeyRing, Sealed, require_ring
 from cluster.store import Store
-from cluster.workflow_store import WorkflowStore, create_execution_ops, new_execution
+from cluster.workflow_store import (
+    WorkflowStore,
+    create_execution_ops,
+    execution_charges,
+    new_execution,
+)
 
 SCAN_PAGE = 200
 
@@ -296,6 +301,7 @@ class HookStore:
                 run = self.store.new_run(job, source="hook", parameters=parameters)
                 started = Started("run", run.id)
                 ops = self.store.create_run_ops(run)
+                await self.store.check_history(project, self.store.charge_of(run))
                 target_key = self.keys.job(project, job.name)
             else:
                 name = record.target.workflow or ""
@@ -308,6 +314,7 @@ class HookStore:
                 ex = new_execution(self.store, wf, parameters=parameters, source="hook")
                 started = Started("execution", ex.id)
                 ops = create_execution_ops(self.keys, ex)
+                await self.store.check_history(project, execution_charges(ex))
                 target_key = self.keys.workflow(project, name)
             if idempotency is not None:
                 doc = {

@@ -119,6 +119,18 @@ class Keys:
         in the same transaction as the document: the run-history quota sums these (D210)."""
         return f"{self.prefix}/history-sizes/{project}/{kind}/{name}"
 
+    def history_charges(self, project: str | None = None) -> str:
+        return f"{self.prefix}/history-charges/" + (f"{project}/" if project else "")
+
+    def history_charge(self, project: str, record_id: str) -> str:
+        """The bytes one run or execution record is charged to its project's run-history quota,
+        written in every transaction that creates, finishes or deletes the record (D318)."""
+        return f"{self.prefix}/history-charges/{project}/{record_id}"
+
+    def history_used(self, project: str) -> str:
+        """The sum of the project's ``history_charge`` keys as the leader last counted (D318)."""
+        return f"{self.prefix}/history-used/{project}/bytes"
+
     def jobs(self, project: str | None = None) -> str:
         return f"{self.prefix}/jobs/" + (f"{project}/" if project else "")
 
@@ -149,6 +161,17 @@ class Keys:
         """A slot with deadlines not yet settled; ``name`` is its tick key's last part."""
         return f"{self.prefix}/open-slots/{project}/{job}/{name}"
 
+    def waitings(self, project: str | None = None, job: str | None = None) -> str:
+        base = f"{self.prefix}/waiting/"
+        if project is None:
+            return base
+        return f"{base}{project}/" if job is None else f"{base}{project}/{job}/"
+
+    def waiting(self, project: str, job: str, name: str) -> str:
+        """A slot waiting on its upstreams (depends_on, D294): the run to create when they are
+        met; ``name`` is its tick key's last part."""
+        return f"{self.prefix}/waiting/{project}/{job}/{name}"
+
     def slot_alarms(self) -> str:
         return f"{self.prefix}/slot-alarms/"
 
@@ -162,8 +185,8 @@ class Keys:
         return f"{self.prefix}/slot-outbox/" + (entry or "")
 
     # runs
-    def runs(self, project: str) -> str:
-        return f"{self.prefix}/runs/{project}/"
+    def runs(self, project: str | None = None) -> str:
+        return f"{self.prefix}/runs/" + (f"{project}/" if project else "")
 
     def run(self, project: str, run_id: str) -> str:
         return f"{self.prefix}/runs/{project}/{run_id}"
@@ -325,6 +348,8 @@ class Keys:
         return [
             f"{p}/doc-sizes/{project}/",
             f"{p}/history-sizes/{project}/",
+            f"{p}/history-charges/{project}/",
+            f"{p}/history-used/{project}/",
             f"{p}/secrets/{project}/",
             f"{p}/hooks/{project}/",
             f"{p}/hook-deliveries/{project}/",
@@ -333,6 +358,7 @@ class Keys:
             f"{p}/schedule-state/{project}/",
             f"{p}/ticks/{project}/",
             f"{p}/open-slots/{project}/",
+            f"{p}/waiting/{project}/",
             f"{p}/slot-alarms/{project}/",
             f"{p}/slots/{project}/",
             f"{p}/executions/{project}/",
@@ -374,6 +400,14 @@ class Keys:
     def blackout(self, scope: str, name: str) -> str:
         """A blackout window of a project or (scope ``*``) of the cluster (D237)."""
         return f"{self.prefix}/blackouts/{scope}/{name}"
+
+    def scheduler_shards(self) -> str:
+        """``{"shards": K}``: how many shards the scheduling loop is split into (D300)."""
+        return f"{self.prefix}/settings/scheduler-shards"
+
+    def shard_elections(self) -> list[str]:
+        """Prefixes of every shard election (shard 0: ``scheduler``, shard i: ``scheduler-i``)."""
+        return [self.election(ELECTION_SCHEDULER), f"{self.prefix}/election/{ELECTION_SCHEDULER}-"]
 
     def freeze(self) -> str:
         """Present while the cluster is frozen: its note, who and when (D239)."""

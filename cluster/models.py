@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from cluster.deadlines import Deadlines, Duration
+from cluster.depends_spec import GATE, MAX_DEPENDS, Dependency, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources
@@ -40,7 +41,7 @@ Catchup = Literal["none", "latest", "all"]
 RunStatus = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"
 ]
-RunSource = Literal["schedule", "manual", "retry", "backfill", "catch-up", "hook"]
+RunSource = Literal["schedule", "manual", "retry", "backfill", "catch-up", "hook", "rerun"]
 FINISHED: frozenset[str] = frozenset(
     {"succeeded", "failed", "timed_out", "cancelled", "lost", "skipped"}
 )
@@ -195,6 +196,10 @@ class ScheduleSpec(Strict):
     # the fingerprint: changing it keeps the schedule's fire state
     calendar: CalendarRef | None = None
     dst: DstSpec | None = None  # None: the defaults (shift, auto)
+    # waits on other jobs' or workflows' slots (D291-D296); not part of the fingerprint either
+    depends_on: list[Dependency] = Field(default_factory=list, max_length=MAX_DEPENDS)
+    not_before: str | None = Field(default=None, pattern=GATE)  # "HH:MM" in `timezone`
+    max_wait: MaxWait = 0  # 0: a day (MAX_WAIT_DEFAULT); deadlines end a waiting slot first
 
     @field_validator("timezone")
     @classmethod

@@ -1,5 +1,5 @@
-"""Project quotas on the store: limits, usage, and the size indexes written with each document
-(D162, D210). A base of :class:`cluster.store.Store`."""
+"""Project quotas on the store: limits, usage, the size indexes written with each document
+(D162) and the run-history check at run creation (D318). A base of :class:`cluster.store.Store`."""
 
 from __future__ import annotations
 
@@ -7,19 +7,9 @@ import json
 from typing import Any
 
 from cluster.etcd import Compare, Etcd, Op
+from cluster.history import over_quota, parse_bytes
 from cluster.keys import Keys
-from cluster.quotas import Kind, Quotas, exceeded, history_of_size, refusal
-
-
-def history_bytes(kind: Kind, doc: str | bytes) -> int:
-    """The run history bound of a stored document (D210); an unreadable one counts as its size."""
-    try:
-        value = json.loads(doc)
-    except ValueError:
-        return len(doc)
-    if not isinstance(value, dict):
-        return len(doc)
-    return history_of_size(kind, value, len(doc))
+from cluster.quotas import Kind, Quotas, exceeded, refusal
 
 
 class QuotaStore:
@@ -43,21 +33,30 @@ class QuotaStore:
             "jobs": jobs.count,
             "workflows": flows.count,
             "bytes": await self._doc_bytes(project, jobs.count + flows.count),
-            "run_history_bytes": await self._history_bytes(project, jobs.count + flows.count),
+            "run_history_bytes": await self.history_used(project),
         }
 
-    async def _history_bytes(self, project: str, docs: int) -> int:
-        """The sum of the project's run-history index (D210)."""
-        return await self._indexed_total(self.keys.history_sizes(project), project, docs, True)
+    async def history_used(self, project: str) -> int:
+        """The project's run-history charges as the leader last summed them (D318)."""
+        kv = await self.etcd.get(self.keys.history_used(project))
+        return parse_bytes(kv.value if kv is not None else None)
+
+    async def check_history(self, project: str, adding: int) -> None:
+        """Raise ``QuotaExceeded`` (``quotas.run_history_bytes``) when records charged
+        ``adding`` bytes would pass the project's run-history quota (D318). Read before the
+        creating transaction: creations between two of the leader's counts may overshoot by
+        what they add (docs/security.md)."""
+        used = await self.history_used(project)
+        limits = await self.project_limits(project)
+        if over_quota(used, adding, limits.run_history_bytes):
+            raise refusal("run_history_bytes", limits, project)
 
     def size_ops(self, project: str, kind: Kind, name: str, doc: str) -> list[Any]:
-        """The index entries written with a job's or workflow's document (D162, D210)."""
-        return [
-            Op.put(self.keys.doc_size(project, kind, name), str(len(doc))),
-            Op.put(self.keys.history_size(project, kind, name), str(history_bytes(kind, doc))),
-        ]
+        """The index entry written with a job's or workflow's document (D162)."""
+        return [Op.put(self.keys.doc_size(project, kind, name), str(len(doc)))]
 
     def size_deletes(self, project: str, kind: Kind, name: str) -> list[Any]:
+        # history-sizes: D210's bounds, written before D318; removed with their document
         return [
             Op.delete(self.keys.doc_size(project, kind, name)),
             Op.delete(self.keys.history_size(project, kind, name)),
@@ -65,13 +64,10 @@ class QuotaStore:
 
     async def _doc_bytes(self, project: str, docs: int) -> int:
         """The sum of the project's document-size index (D162)."""
-        return await self._indexed_total(self.keys.doc_sizes(project), project, docs, False)
-
-    async def _indexed_total(self, prefix: str, project: str, docs: int, history: bool) -> int:
-        """The sum of one size index; documents written before it existed are measured once."""
+        prefix = self.keys.doc_sizes(project)
         sizes = await self.etcd.range_all(prefix)
-        if len(sizes.kvs) < docs:
-            await self._record_sizes(project, {kv.key for kv in sizes.kvs}, history=history)
+        if len(sizes.kvs) < docs:  # documents written before the index existed: measured once
+            await self._record_sizes(project, {kv.key for kv in sizes.kvs})
             sizes = await self.etcd.range_all(prefix)
         total = 0
         for kv in sizes.kvs:
@@ -81,7 +77,7 @@ class QuotaStore:
                 continue
         return total
 
-    async def _record_sizes(self, project: str, known: set[str], *, history: bool = False) -> None:
+    async def _record_sizes(self, project: str, known: set[str]) -> None:
         kind: Kind
         for kind, prefix in (
             ("job", self.keys.jobs(project)),
@@ -90,12 +86,8 @@ class QuotaStore:
             async for page in self.etcd.range_pages(prefix):
                 for kv in page.kvs:
                     name = kv.key[len(prefix) :]
-                    if history:
-                        size_key = self.keys.history_size(project, kind, name)
-                        value = history_bytes(kind, kv.value)
-                    else:
-                        size_key = self.keys.doc_size(project, kind, name)
-                        value = len(kv.value)
+                    size_key = self.keys.doc_size(project, kind, name)
+                    value = len(kv.value)
                     if size_key in known:
                         continue
                     # only while the document is still this one (a concurrent write records its own)
@@ -112,14 +104,12 @@ class QuotaStore:
         creating: bool,
         old_size: int,
         new_size: int,
-        old_history: int = 0,
-        new_history: int = 0,
     ) -> None:
         """Raise ``QuotaExceeded`` when writing this document would exceed a quota. Checked
-        before the write's transaction: concurrent creates may overshoot by their number."""
+        before the write's transaction: concurrent creates may overshoot by their number. (Run
+        history is checked when runs are created, ``check_history``: D318.)"""
         growing = new_size > old_size
-        history_grows = new_history > old_history
-        if not creating and not growing and not history_grows:
+        if not creating and not growing:
             return
         limits = await self.project_limits(project)
         prefix = self.keys.jobs(project) if kind == "job" else self.keys.workflows(project)
@@ -130,12 +120,6 @@ class QuotaStore:
                 await self.etcd.range(self.keys.workflows(project), count_only=True)
             ).count
             total = await self._doc_bytes(project, docs)
-        total_history = 0
-        if history_grows:
-            docs = (await self.etcd.range(self.keys.jobs(project), count_only=True)).count + (
-                await self.etcd.range(self.keys.workflows(project), count_only=True)
-            ).count
-            total_history = await self._history_bytes(project, docs)
         over = exceeded(
             limits,
             kind,
@@ -144,9 +128,6 @@ class QuotaStore:
             creating=creating,
             old_size=old_size,
             new_size=new_size,
-            total_history=total_history,
-            old_history=old_history,
-            new_history=new_history,
         )
         if over is not None:
             raise refusal(over, limits, project)

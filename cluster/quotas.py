@@ -4,7 +4,9 @@ documents (D162), and the run history their retention settings let the project k
 Cluster-wide defaults come from the node config (``quota_jobs``, ``quota_workflows``,
 ``quota_bytes``); a cluster admin may override them per project (``quotas`` in the project
 record). The decision is a pure function of plain numbers (``exceeded``); the store reads the
-counts and sizes and writes a document together with its size in one transaction.
+counts and sizes and writes a document together with its size in one transaction. The run-history
+quota is checked when runs are created, against what their records are charged (D318,
+``cluster.history``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any, Literal
 
 # QuotaExceeded lives in cluster/errors.py: one class for every quota and cap (D162, D173)
 from cluster.errors import InvalidInput, QuotaExceeded
-from cluster.limits import MAX_RUN_PARAMETER_BYTES
 
 Kind = Literal["job", "workflow"]
 QUOTA_NAMES = ("jobs", "workflows", "bytes", "run_history_bytes")
@@ -23,18 +24,18 @@ QUOTA_NAMES = ("jobs", "workflows", "bytes", "run_history_bytes")
 DEFAULT_JOBS = 10_000
 DEFAULT_WORKFLOWS = 2_000
 DEFAULT_BYTES = 32 * 1024 * 1024
-# The run history a project's jobs and workflows may keep, counted at its worst (D210). One
-# project alone then stays at a quarter of the chart's 4 GiB --quota-backend-bytes (half of
-# etcd's own 2 GiB default: raise it); with editors of N projects untrusted, size
-# --quota-backend-bytes >= 2 x N x (this + quota_bytes) (docs/operations.md).
+# The run history a project's jobs and workflows may keep: the bytes of its run and execution
+# records (D318; D210 counted each at its worst). One project alone then stays at a quarter of
+# the chart's 4 GiB --quota-backend-bytes (half of etcd's own 2 GiB default: raise it); with
+# editors of N projects untrusted, size --quota-backend-bytes >= 2 x N x (this + quota_bytes)
+# (docs/operations.md).
 DEFAULT_RUN_HISTORY_BYTES = 1024 * 1024 * 1024
 
-# What one kept run record may hold besides its job snapshot (D210). The parameters a request
-# adds are capped by #19 item 7 (D173) in UTF-8 bytes; stored, a control character is JSON-escaped
-# as \u00XX (6 bytes). A stored result is at most nodes.worker.MAX_RESULT as stored (the worker
-# drops a larger one after parsing and masking); a record's own fields and each attempt's entry
-# are bounded by their models (ids, times, a capped error text).
-RUN_PARAMETER_BYTES = 6 * MAX_RUN_PARAMETER_BYTES
+# What a run record may still gain while it is not finished (charged by D318): a result, at most
+# nodes.worker.MAX_RESULT as stored (the worker drops a larger one after parsing and masking),
+# fields a finish sets and an entry per attempt, bounded by their models. The parameters a request
+# adds are capped by #19 item 7 (D173) in UTF-8 bytes (stored JSON-escaped: 6 bytes a control
+# character) and are in the record from its creation.
 RUN_RESULT_BYTES = 64 * 1024
 RUN_RECORD_BYTES = 4 * 1024
 ATTEMPT_BYTES = 1024
@@ -95,53 +96,6 @@ def parse_overrides(value: Any) -> dict[str, int]:
     return out
 
 
-def run_bytes(snapshot: int, retries: int) -> int:
-    """The most one kept run record may take: its snapshot (at most the document it was made
-    from), its parameters (the document's defaults again, merged with the request's), a
-    result, the record's own fields and one entry per attempt."""
-    return (
-        2 * snapshot
-        + RUN_PARAMETER_BYTES
-        + RUN_RESULT_BYTES
-        + RUN_RECORD_BYTES
-        + ((retries + 1) * ATTEMPT_BYTES)
-    )
-
-
-def job_history_bytes(doc_size: int, keep_runs: int, retries: int) -> int:
-    """The run history a job may keep: ``keep_runs`` records at their bound. ``keep_days``
-    only removes runs sooner, so the count bounds it."""
-    return keep_runs * run_bytes(doc_size, retries)
-
-
-def workflow_history_bytes(doc_size: int, keep_executions: int, task_retries: list[int]) -> int:
-    """The run history a workflow may keep: per kept execution its record (snapshot, its
-    parameters — the workflow's defaults with the request's —, the task results it stores, a
-    state per task) and one run per task: the task's part of the document twice (snapshot and
-    its own parameters; all tasks together at most the document twice), the execution's
-    parameters, its upstreams' results (JSON inside JSON: twice), its result and attempts.
-    Reruns keep earlier task runs on the same execution: not counted (D210, known limit)."""
-    tasks = len(task_retries)
-    upstream = 2 * min(EXECUTION_RESULT_BYTES, max(tasks - 1, 0) * TASK_RESULT_BYTES)
-    params = doc_size + RUN_PARAMETER_BYTES
-    execution = doc_size + params + EXECUTION_RESULT_BYTES + (tasks + 1) * RUN_RECORD_BYTES
-    per_task = params + upstream + RUN_RESULT_BYTES + RUN_RECORD_BYTES
-    task_runs = 2 * doc_size + sum(per_task + (r + 1) * ATTEMPT_BYTES for r in task_retries)
-    return keep_executions * (execution + task_runs)
-
-
-def history_of_size(kind: Kind, doc: Mapping[str, Any], size: int) -> int:
-    def num(value: Any, default: int) -> int:
-        return value if type(value) is int and value >= 0 else default
-
-    if kind == "job":
-        return job_history_bytes(size, num(doc.get("keep_runs"), 100), num(doc.get("retries"), 0))
-    found = doc.get("tasks")
-    tasks: list[Any] = found if isinstance(found, list) else []
-    retries = [num(t.get("retries"), 0) if isinstance(t, dict) else 0 for t in tasks]
-    return workflow_history_bytes(size, num(doc.get("keep_executions"), 50), retries)
-
-
 def exceeded(
     limits: Quotas,
     kind: Kind,
@@ -151,9 +105,6 @@ def exceeded(
     creating: bool,
     old_size: int,
     new_size: int,
-    total_history: int = 0,
-    old_history: int = 0,
-    new_history: int = 0,
 ) -> str | None:
     """Which quota a write of one document would exceed, if any.
 
@@ -168,10 +119,6 @@ def exceeded(
             return "jobs" if kind == "job" else "workflows"
     if new_size > old_size and total_bytes - old_size + new_size > limits.bytes:
         return "bytes"
-    if new_history > old_history and (
-        total_history - old_history + new_history > limits.run_history_bytes
-    ):
-        return "run_history_bytes"
     return None
 
 
@@ -182,9 +129,8 @@ def refusal(name: str, limits: Quotas, project: str) -> QuotaExceeded:
         "workflows": "workflows",
         "bytes": "bytes of job and workflow documents",
         "run_history_bytes": (
-            "bytes of run history (keep_runs/keep_executions x the bound of one record, "
-            "which grows with the document and its retries; lower keep_runs or "
-            "keep_executions, or shrink the document)"
+            "bytes of run history (the run and execution records its jobs and workflows keep; "
+            "lower keep_runs or keep_executions and let retention prune, or delete runs' jobs)"
         ),
     }
     return QuotaExceeded(

@@ -13,12 +13,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cluster.etcd import Op
+from cluster.history import run_charge
 from cluster.ids import Snowflake
 from cluster.keys import Keys
 from cluster.models import FINISHED, Attempt, Job, Run
 from cluster.plan import retry_delay
 
 RETRYABLE = frozenset({"failed", "timed_out", "lost"})
+# What ``create_run_ops`` writes for an unfinished run: record, job index, history charge (D318),
+# active key, queue entry — callers that pack runs into one transaction count with it
+CREATE_RUN_OPS = 5
+# The sources of the leader's ticks: skipped while their project is over its run-history quota
+TICK_SOURCES = frozenset({"schedule", "catch-up"})
 
 
 def dumps(value: Any) -> str:
@@ -31,6 +37,10 @@ def tick_record(tick: datetime, schedule: str, fate: str, run_id: str | None) ->
 
 class RunOps:
     """Mints runs and builds the operations that create and finish them (a base of ``Store``)."""
+
+    # Projects whose run history is at their quota, as the leader last counted (D318): their
+    # ticks make skipped runs. Set by ``nodes.leader.history`` on the leader's store only.
+    history_over: frozenset[str] = frozenset()
 
     def __init__(self, keys: Keys, ids: Snowflake, clock: Callable[[], datetime]) -> None:
         self.keys = keys
@@ -61,9 +71,21 @@ class RunOps:
             parameters=params,
             snapshot=job.spec(),
         )
-        if status in FINISHED:
+        if status == "pending" and source in TICK_SOURCES and job.project in self.history_over:
+            run.status = "skipped"
+            run.error = "skipped: the project's run history is at its quota (run_history_bytes)"
+        if run.status in FINISHED:
             run.finished_at = now
         return run
+
+    def charge_of(self, run: Run) -> int:
+        """What creating ``run`` charges its project (D318)."""
+        return run_charge(run, len(run.model_dump_json().encode()))
+
+    def charge_op(self, run: Run, doc: str) -> Any:
+        """The run's charge to its project's run-history quota, for a record ``doc`` (D318)."""
+        charge = run_charge(run, len(doc.encode()))
+        return Op.put(self.keys.history_charge(run.project, run.id), str(charge))
 
     def queue_key(self, run: Run) -> str:
         return self.keys.queue_entry(run.snapshot.priority, run.id)
@@ -74,6 +96,7 @@ class RunOps:
         ops = [
             Op.put(self.keys.run(run.project, run.id), doc),
             Op.put(self.keys.job_run(run.project, run.job, run.id), run.status),
+            self.charge_op(run, doc),
         ]
         if not run.finished:
             ops.append(Op.put(self.keys.active(run.project, run.job, run.id), run.status))
@@ -142,13 +165,16 @@ class RunOps:
             ops += [
                 Op.put(self.keys.run(run.project, run.id), doc),
                 Op.put(self.queue_key(updated), doc),
+                self.charge_op(updated, doc),
             ]
         else:
             updated.status = status  # type: ignore[assignment]
             updated.finished_at = now
             updated.not_before = None
+            doc = updated.model_dump_json()
             ops += [
-                Op.put(self.keys.run(run.project, run.id), updated.model_dump_json()),
+                Op.put(self.keys.run(run.project, run.id), doc),
+                self.charge_op(updated, doc),
                 Op.put(self.keys.job_run(run.project, run.job, run.id), status),
                 Op.delete(self.keys.active(run.project, run.job, run.id)),
             ]

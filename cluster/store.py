@@ -21,6 +21,7 @@ from typing import Any
 
 from cluster.budget_store import budget_guards, named
 from cluster.calendar_store import calendar_guards
+from cluster.depends_store import depends_guards
 from cluster.errors import Conflict, InvalidInput, JobNotFound, RunNotFound, Unavailable
 from cluster.etcd import KV, Compare, Etcd, Op, prefix_end
 from cluster.groups import target_guards
@@ -28,7 +29,7 @@ from cluster.ids import Snowflake, is_id
 from cluster.keys import Keys
 from cluster.models import Job, JobSpec, Run, parse_model
 from cluster.notify import keep_secrets
-from cluster.quota_store import QuotaStore, history_bytes
+from cluster.quota_store import QuotaStore
 from cluster.quotas import Quotas
 from cluster.runs import RETRYABLE, RunOps, dumps, tick_record
 from cluster.secret_store import reference_guards, references
@@ -43,7 +44,6 @@ __all__ = [
     "Store",
     "Stored",
     "dumps",
-    "history_bytes",
     "tick_record",
 ]
 
@@ -140,8 +140,6 @@ class Store(RunOps, QuotaStore):
                 creating=kv is None,
                 old_size=len(kv.value) if kv else 0,
                 new_size=len(doc),
-                old_history=history_bytes("job", kv.value) if kv else 0,
-                new_history=history_bytes("job", doc),
             )
             ops = [Op.put(key, doc), *self.size_ops(project, "job", spec.name, doc)]
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
@@ -182,8 +180,6 @@ class Store(RunOps, QuotaStore):
                 creating=False,
                 old_size=len(old_doc),
                 new_size=len(doc),
-                old_history=history_bytes("job", old_doc),
-                new_history=history_bytes("job", doc),
             )
             guards = await self.target_guards(project, spec)
             guards += await self._secret_guards(project, job)
@@ -203,6 +199,9 @@ class Store(RunOps, QuotaStore):
         refs = references(doc.model_dump(mode="json", include={"env"}))
         guards = await reference_guards(self.etcd, self.keys, project, refs)
         # and every calendar its schedules name (D236)
+        guards += await depends_guards(  # and its upstreams, with no cycle (D293)
+            self.etcd, self.keys, project, ("job", doc.name), doc.schedules
+        )
         return guards + await calendar_guards(self.etcd, self.keys, project, doc)
 
     async def delete_job(self, project: str, name: str) -> None:
@@ -215,6 +214,7 @@ class Store(RunOps, QuotaStore):
                 Op.delete(self.keys.schedule_state(project, name)),
                 Op.delete(self.keys.ticks(project, name), prefix=True),
                 Op.delete(self.keys.open_slots(project, name), prefix=True),
+                Op.delete(self.keys.waitings(project, name), prefix=True),
                 Op.delete(self.keys.slot_alarm(project, name)),
             ],
         )
@@ -337,6 +337,7 @@ class Store(RunOps, QuotaStore):
     async def trigger(self, project: str, name: str, parameters: dict[str, str]) -> Run:
         job, rev = await self.get_job_kv(project, name)
         run = self.new_run(job, source="manual", parameters=parameters)
+        await self.check_history(project, self.charge_of(run))
         res = await self.etcd.txn(
             [
                 Compare.modified(self.keys.job(project, name), rev),
@@ -380,6 +381,7 @@ class Store(RunOps, QuotaStore):
         updated.status = "cancelled"
         updated.finished_at = self.clock()
         updated.error = why
+        doc = updated.model_dump_json()
         res = await self.etcd.txn(
             [
                 Compare.exists(queue),
@@ -389,8 +391,9 @@ class Store(RunOps, QuotaStore):
                 Op.delete(queue),
                 Op.delete(self.keys.control(run.id)),
                 Op.delete(self.keys.active(run.project, run.job, run.id)),
-                Op.put(self.keys.run(run.project, run.id), updated.model_dump_json()),
+                Op.put(self.keys.run(run.project, run.id), doc),
                 Op.put(self.keys.job_run(run.project, run.job, run.id), "cancelled"),
+                self.charge_op(updated, doc),
             ],
         )
         return updated if res.succeeded else None
@@ -441,6 +444,9 @@ class Store(RunOps, QuotaStore):
             )
         if admit is not None and wanted:
             await admit(len(wanted))
+        if wanted:  # each run is charged about what the first is (D318)
+            sample = self.new_run(job, source="backfill", parameters=wanted[0][2])
+            await self.check_history(project, len(wanted) * self.charge_of(sample))
         created: list[str] = []
         existing = 0
         per_txn = 16

@@ -18,10 +18,16 @@ from cluster.cron import Schedule, ticks_between
 from cluster.keys import Keys
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
+from cluster.runs import CREATE_RUN_OPS
 from cluster.slotrules import DEFERRED, JobRules, SlotDecision
 
 RUNS_PER_TXN = 16
 RECORDS_PER_TXN = 48  # tick records of slots skipped or deferred without a run (D238)
+# etcd takes at most 128 operations per transaction: a run is its creation and its tick record
+# with the open-slot key (``cluster.slotlog.tick_ops``), a skipped slot one record; the rest
+# of the 128 is the state's put and the cancels of overlap ``replace``
+RUN_OPS = CREATE_RUN_OPS + 2
+PLAN_OPS = 120
 TXN_BYTES = 512 * 1024
 EVENTS_KEPT = 20
 
@@ -202,7 +208,11 @@ def plan_job(
             else:
                 deferred_to = None
         for tick, source in fire:
-            if len(out.runs) >= per_txn or len(out.records) >= RECORDS_PER_TXN:
+            if (
+                len(out.runs) >= per_txn
+                or len(out.records) >= RECORDS_PER_TXN
+                or (len(out.runs) + 1) * RUN_OPS + len(out.records) > PLAN_OPS
+            ):
                 truncated = True
                 break
             is_deferred = source == DEFERRED

@@ -15,13 +15,16 @@ from typing import Any
 
 from cluster.budget_store import budget_guards, named
 from cluster.dag import Graph, ancestors, rerun_set
-from cluster.errors import Conflict, InvalidInput, NotFound
+from cluster.depends_store import depends_guards
+from cluster.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from cluster.etcd import Compare, Op
 from cluster.groups import target_guards
+from cluster.history import MAX_RERUNS, execution_charge
 from cluster.ids import is_id
 from cluster.models import Run
+from cluster.runs import TICK_SOURCES
 from cluster.secret_store import reference_guards, references
-from cluster.store import Store, dumps, history_bytes
+from cluster.store import Store, dumps
 from cluster.workflows import (
     Execution,
     TaskState,
@@ -60,7 +63,7 @@ def new_execution(
     scheduled_at: Any = None,
 ) -> Execution:
     spec = wf.spec()
-    return Execution(
+    ex = Execution(
         id=store.ids.next(),
         project=wf.project,
         workflow=wf.name,
@@ -71,14 +74,28 @@ def new_execution(
         tasks={t.name: TaskState() for t in spec.tasks},
         snapshot=spec,
     )
+    if source in TICK_SOURCES and wf.project in store.history_over:
+        # a tick while the project's run history is at its quota: kept as a cancelled
+        # execution that starts no task (D318), as a job's tick makes a skipped run
+        ex.status, ex.cancel_requested, ex.finished_at = "cancelled", True, ex.created_at
+    return ex
 
 
 def create_execution_ops(keys: Any, ex: Execution) -> list[Any]:
+    doc = ex.model_dump_json()
+    charge = execution_charge(len(doc.encode()), len(ex.tasks))
     return [
-        Op.put(keys.execution(ex.project, ex.id), ex.model_dump_json()),
+        Op.put(keys.execution(ex.project, ex.id), doc),
         Op.put(keys.workflow_execution(ex.project, ex.workflow, ex.id), ex.id),
+        Op.put(keys.history_charge(ex.project, ex.id), str(charge)),
         Op.put_if_absent(keys.project(ex.project), dumps({"name": ex.project})),
     ]
+
+
+def execution_charges(ex: Execution) -> int:
+    """What creating ``ex`` charges its project (D318): its record. Its task runs are charged
+    as the leader creates them and are not refused then: an execution admitted runs to its end."""
+    return execution_charge(len(ex.model_dump_json().encode()), len(ex.tasks))
 
 
 def task_run(store: Store, ex: Execution, task: str, graph: Graph | None = None) -> Run:
@@ -171,8 +188,6 @@ class WorkflowStore:
                 creating=kv is None,
                 old_size=len(kv.value) if kv else 0,
                 new_size=len(doc),
-                old_history=history_bytes("workflow", kv.value) if kv else 0,
-                new_history=history_bytes("workflow", doc),
             )
             ops = [
                 Op.put(key, doc),
@@ -197,6 +212,9 @@ class WorkflowStore:
                 self.keys,
                 project,
                 named(spec.model_dump(mode="json", include={"tasks"})),
+            )
+            guards += await depends_guards(  # its upstreams exist, with no cycle (D293)
+                self.etcd, self.keys, project, ("workflow", spec.name), spec.schedules
             )
             compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
             res = await self.etcd.txn(compares, ops)
@@ -227,6 +245,7 @@ class WorkflowStore:
     async def trigger(self, project: str, name: str, parameters: dict[str, str]) -> Execution:
         wf, rev = await self.get_workflow_kv(project, name)
         ex = new_execution(self.store, wf, parameters=parameters)
+        await self.store.check_history(project, execution_charges(ex))
         res = await self.etcd.txn(
             [
                 Compare.modified(self.keys.workflow(project, name), rev),
@@ -347,6 +366,13 @@ class WorkflowStore:
                     f"execution {exec_id} is {ex.status}; cancel it or wait for it to finish",
                     field="execution_id",
                 )
+            if ex.reruns >= MAX_RERUNS:
+                # each rerun keeps the earlier task runs (previous_runs): bounded (D318)
+                raise QuotaExceeded(
+                    f"execution {exec_id} was rerun {ex.reruns} times, the most one may be "
+                    "(its earlier task runs are kept with it); trigger a new execution",
+                    field="reruns",
+                )
             graph = ex.snapshot.graph()
             reset = rerun_set(
                 graph,
@@ -366,6 +392,9 @@ class WorkflowStore:
             ex.reruns += 1
             return ex
 
+        # the task runs a rerun creates are charged as the leader creates them; refused here
+        # while the project's run history is at its quota
+        await self.store.check_history(project, 1)
         return await self._change(project, exec_id, change)
 
     async def cancel(self, project: str, exec_id: str) -> Execution:

@@ -45,6 +45,12 @@ SLOT_LATENESS = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400),
     registry=REGISTRY,
 )
+WAITING_SLOTS = Gauge(
+    "cronmesh_waiting_slots",
+    "Slots waiting on their upstreams (depends_on, not_before) on the leader, by project (D294)",
+    ["project"],
+    registry=REGISTRY,
+)
 CLAIMS = Counter("cronmesh_claims", "Claim attempts by outcome", ["outcome"], registry=REGISTRY)
 PLACED = Counter(
     "cronmesh_placement_claims",
@@ -69,6 +75,17 @@ LEADER = Gauge("cronmesh_is_leader", "1 while this node leads the scheduler", re
 LEADER_CHANGES = Counter(
     "cronmesh_leadership_acquired",
     "Times this node became the scheduler leader",
+    registry=REGISTRY,
+)
+SHARDS = Gauge(
+    "cronmesh_scheduler_shards",
+    "The scheduler_shards setting this node campaigns under (D300)",
+    registry=REGISTRY,
+)
+SHARD_LEADER = Gauge(
+    "cronmesh_shard_leader",
+    "1 while this node leads the scheduler shard (D303)",
+    ["shard"],
     registry=REGISTRY,
 )
 SPAWN = Histogram(

@@ -68,6 +68,17 @@ class Op:
         return rpc.RequestOp(request_delete_range=req)
 
     @staticmethod
+    def nested(compare: list[Any], success: list[Any]) -> Any:
+        """A transaction inside a transaction: its compares decide its own operations only."""
+        return rpc.RequestOp(request_txn=rpc.TxnRequest(compare=compare, success=success))
+
+    @classmethod
+    def delete_if_created(cls, key: str, revision: int) -> Any:
+        """A nested transaction that deletes ``key`` only while it is the one created at
+        ``revision`` (a key deleted and created again since is someone else's)."""
+        return cls.nested([Compare.created(key, revision)], [cls.delete(key)])
+
+    @staticmethod
     def delete_range(start: str, end: str) -> Any:
         """Delete every key in ``[start, end)``."""
         return rpc.RequestOp(

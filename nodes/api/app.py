@@ -23,6 +23,7 @@ from nodes.api import ops as api_ops
 from nodes.api import placement as api_placement
 from nodes.api import plan as api_plan
 from nodes.api import secrets as api_secrets
+from nodes.api import shards as api_shards
 from nodes.api import slots as api_slots
 from nodes.api import ui as api_ui
 from nodes.api import workflows as api_workflows
@@ -72,6 +73,7 @@ def make_app(node: ApiContext) -> web.Application:
     api_plan.add_routes(app, node)  # the schedule simulator (issue 21)
     api_hooks.add_routes(app, node)  # incoming event triggers: named hooks (issue 24)
     api_budgets.add_routes(app, node)  # budgets (issue 24, D274)
+    api_shards.add_routes(app, node)  # scheduler_shards, shard leaders (issue 23, D300)
     return app
 
 

@@ -54,3 +54,8 @@ class ApiContext(Protocol):
 
     @property
     def node_id(self) -> str: ...
+
+    @property
+    def shards_led(self) -> list[int]:
+        """The scheduler shards this node leads now (D303)."""
+        ...

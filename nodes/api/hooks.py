@@ -157,7 +157,7 @@ class HookApi:
             raise InvalidInput(f"invalid project name {project!r}", field="project")
         name = request.match_info["hook"]
         started = await self._audited(request, project, name, "workflow")
-        return ok(
+        resp = ok(
             {
                 "status": "succeeded",
                 "taskId": name,
@@ -166,6 +166,9 @@ class HookApi:
                 "replayed": started.replayed,
             }
         )
+        if started.replayed:  # the first delivery's answer again, said to be one (D321)
+            resp.headers["Idempotent-Replayed"] = "true"
+        return resp
 
     async def _audited(
         self, request: web.Request, project: str, name: str, kind: str | None

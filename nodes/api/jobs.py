@@ -27,6 +27,7 @@ from cluster.models import (
     TriggerRequest,
     parse_model,
 )
+from cluster.reruns import rerun_slot
 from cluster.store import Store
 from nodes import metrics, webhooks
 from nodes.api import limits as api_limits
@@ -46,7 +47,9 @@ from nodes.api.http import (
 )
 from nodes.api.logs import list_archived
 from nodes.api.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
+from nodes.api.shards import shards_status
 from nodes.api.slots import event_outcome, with_outcome
+from nodes.api.waiting import WAITING, waiting_runs
 from nodes.executor.runas import check_run_as
 
 if TYPE_CHECKING:
@@ -141,6 +144,7 @@ class Api:
                 "address": node.config.advertise_address,
                 "ready": node.ready,
                 "leader": node.leading,
+                "shards": node.shards_led,  # the scheduler shards it leads (D303)
                 "running": len(node.worker.running) if node.worker else 0,
                 "capacity": node.config.capacity,
                 "started_at": node.started_at.isoformat(),
@@ -160,6 +164,7 @@ class Api:
         }
         try:
             data["leader"] = await current_leader(node.etcd, node.keys)
+            data["shards"] = await shards_status(node)  # K and each shard's leader (D303)
             data["nodes"] = await self.nodes()
             queue = await node.etcd.range(node.keys.queue(), count_only=True)
             data["queue_depth"] = queue.count
@@ -339,6 +344,7 @@ class Api:
             "cancelled",
             "lost",
             "skipped",
+            WAITING,  # pending, held back by a budget (computed, D320)
         ):
             raise InvalidInput(f"unknown status {status!r}", field="status")
         before = request.query.get("before") or None
@@ -353,6 +359,12 @@ class Api:
             raise InvalidInput("from must be before to", field="from")
         if until is not None:
             before = min(before, id_floor(until)) if before else id_floor(until)
+        if status == WAITING:
+            docs, after = await waiting_runs(
+                self.node, self.store(), project, job=job, contains=contains,
+                since=id_floor(since) if since else None, limit=limit, before=before,
+            )  # fmt: skip
+            return ok({"runs": docs, "next": after})
         runs, after = await self.store().page_runs(
             project,
             job=job,
@@ -376,6 +388,14 @@ class Api:
         run = await self.store().cancel_run(project_of(request), request.match_info["run"], action)
         return ok(dump(run), 202)
 
+    @documented(answer=Run, status="201")
+    async def rerun(self, request: web.Request) -> web.Response:
+        """A finished slot run again, at its slot: the slot then stands for the new run (D295)."""
+        project = project_of(request)
+        await api_limits.gate(request).admit(project, 1, "reruns")
+        run = await rerun_slot(self.store(), project, request.match_info["run"])
+        return ok(dump(run), 201)
+
     # -- wiring ---------------------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
@@ -398,3 +418,4 @@ class Api:
         r.add_get(f"{base}/runs/{{run}}", self.get_run)
         r.add_post(f"{base}/runs/{{run}}/cancel", self.cancel)
         r.add_post(f"{base}/runs/{{run}}/abort", self.cancel)
+        r.add_post(f"{base}/runs/{{run}}/rerun", self.rerun)

@@ -40,6 +40,7 @@ from cluster.groups import (
     NodeNotFound,
 )
 from cluster.models import NAME_PATTERN, parse_model
+from cluster.permissions import RANK, role_on
 from cluster.placement import (
     Placement,
     admin_status,
@@ -49,7 +50,9 @@ from cluster.placement import (
     preferred,
 )
 from cluster.runas import project_refusal
+from nodes.api.access import principal
 from nodes.api.budgets import annotate_waits
+from nodes.api.shards import shards_status
 from nodes.executor.runas import project_run_as_users
 from nodes.worker.cluster_view import read_topology
 
@@ -135,6 +138,14 @@ async def read_loads(etcd: Etcd, keys: Keys, revision: int) -> dict[str, dict[st
     return out
 
 
+def loads_for(request: web.Request, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A node's load (what every project's runs use there, D257) is a cluster-wide read-out,
+    like /status: shown to a role on ``*``; a user of some projects gets ``load: null`` (D322)."""
+    if role_on(principal(request).user.roles, None) >= RANK["viewer"]:
+        return nodes
+    return [{**doc, "load": None} for doc in nodes]
+
+
 def _instant(iso: str) -> datetime:
     when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     return when if when.tzinfo else when.replace(tzinfo=UTC)
@@ -173,6 +184,10 @@ class PlacementApi:
                 self._seen[nid] = beat
         for gone in set(self._seen) - set(raw["records"]):  # forgotten nodes: bounded
             del self._seen[gone]
+        led: dict[str, list[int]] = {}  # the scheduler shards each node leads (D303)
+        for shard, leader in (await shards_status(node))["leaders"].items():
+            if leader is not None:
+                led.setdefault(leader, []).append(int(shard))
         out = []
         for nid, rec in raw["records"].items():
             view = topo.nodes[nid]
@@ -187,6 +202,7 @@ class PlacementApi:
                     "disconnect_requested": bool(state and state.disconnect),
                     "running": running.get(nid, 0),
                     "capacity": view.capacity,
+                    "shards": sorted(led.get(nid, [])),
                     "used_weight": used.get(nid, 0),
                     "weight_budget": view.weight_budget,
                     "properties": dict(view.properties),
@@ -223,12 +239,12 @@ class PlacementApi:
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         self.groups()
-        return _json({"nodes": await self.node_list()})
+        return _json({"nodes": loads_for(request, await self.node_list())})
 
     async def get_node(self, request: web.Request) -> web.Response:
         self.groups()
         nid = _node_id(request)
-        for doc in await self.node_list():
+        for doc in loads_for(request, await self.node_list()):
             if doc["id"] == nid:
                 return _json(doc)
         raise NodeNotFound(f"node {nid!r} has never registered", field="node")

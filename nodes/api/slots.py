@@ -15,16 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from cluster.depends_store import waiting_view
 from cluster.errors import InvalidInput
+from cluster.models import Job
 from cluster.outcomes import MISSED_OUTAGE, OUTCOMES, outcome_of_fate, outcome_of_record, summarize
 from cluster.store import Store
 from cluster.workflow_store import WorkflowStore
+from cluster.workflows import Workflow
 from nodes.api.http import int_query, ok, project_of, require_store
 from nodes.api.openapi import LIMIT, STR, documented
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext
 
+WAITING_SHOWN = 10  # waiting slots of a page whose upstreams are read (a few reads each)
 SLOT_NAME = re.compile(r"^\d{15}-[A-Za-z0-9_-]{1,64}$")
 
 
@@ -54,21 +58,33 @@ class SlotsApi:
         """A job's slots with outcomes (newest first, paged) and "ran N of the last M"."""
         project, name = project_of(request), request.match_info["job"]
         store = require_store(self.node)
-        await store.get_job(project, name)  # 404 for an unknown job
-        return await self._page(request, store, store.keys.ticks(project, name), name, True)
+        job = await store.get_job(project, name)  # 404 for an unknown job
+        page = await self._page(request, store, store.keys.ticks(project, name), name, True)
+        return ok(await self._waiting(store, page, job))
+
+    @staticmethod
+    async def _waiting(store: Store, page: dict[str, Any], doc: Job | Workflow) -> dict[str, Any]:
+        """A waiting slot shows what it waits for (D295): the first few of the page, live."""
+        waiting = [s for s in page["slots"] if s.get("waiting") and s["open"]][:WAITING_SHOWN]
+        for rec in waiting:
+            rec["waiting_for"] = await waiting_view(
+                store.etcd, store.keys, doc, rec["name"], store.clock()
+            )
+        return page
 
     @documented(query={"limit": LIMIT, "before": STR})
     async def workflow_slots(self, request: web.Request) -> web.Response:
         """A workflow's slots with outcomes (newest first, paged) and "ran N of the last M"."""
         project, name = project_of(request), request.match_info["workflow"]
         store = require_store(self.node)
-        await WorkflowStore(store).get_workflow_kv(project, name)  # 404 for an unknown one
+        wf, _ = await WorkflowStore(store).get_workflow_kv(project, name)  # 404: unknown
         base = store.keys.workflow_ticks(project, name)
-        return await self._page(request, store, base, name, False)
+        page = await self._page(request, store, base, name, False)
+        return ok(await self._waiting(store, page, wf))
 
     async def _page(
         self, request: web.Request, store: Store, base: str, name: str, spans: bool
-    ) -> web.Response:
+    ) -> dict[str, Any]:
         limit = int_query(request, "limit", 50, 1, 1000)
         before = request.query.get("before") or None
         if before is not None and not SLOT_NAME.fullmatch(before):
@@ -95,16 +111,14 @@ class SlotsApi:
                 counts = summary["outcomes"]
                 counts[MISSED_OUTAGE.name] = counts.get(MISSED_OUTAGE.name, 0) + count
         late = summary.pop("late")
-        return ok(
-            {
-                "name": name,
-                "summary": summary,
-                "late": late,
-                "slots": records,
-                "next": records[-1]["name"] if len(res.kvs) > limit else None,
-                "outcomes": {k: v.description for k, v in OUTCOMES.items()},
-            }
-        )
+        return {
+            "name": name,
+            "summary": summary,
+            "late": late,
+            "slots": records,
+            "next": records[-1]["name"] if len(res.kvs) > limit else None,
+            "outcomes": {k: v.description for k, v in OUTCOMES.items()},
+        }
 
 
 def add_routes(app: web.Application, node: ApiContext) -> None:

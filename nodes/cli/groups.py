@@ -64,6 +64,7 @@ def cmd_node_admin(args: argparse.Namespace) -> int:
                         "up" if n["up"] else "down",
                         n["state"],
                         f"{n['running']}/{n['capacity']}",
+                        ",".join(str(s) for s in n.get("shards", [])) or "-",
                         "-"
                         if n["weight_budget"] is None
                         else f"{n['used_weight']}/{n['weight_budget']}",
@@ -80,6 +81,7 @@ def cmd_node_admin(args: argparse.Namespace) -> int:
                     "UP",
                     "STATE",
                     "RUNNING",
+                    "SHARDS",
                     "WEIGHT",
                     "PROPERTIES",
                     "VERSION",

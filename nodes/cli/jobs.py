@@ -54,10 +54,38 @@ def cmd_job(args: argparse.Namespace) -> int:
             show(args, run)
     elif args.action == "ticks":
         show(args, call(args, "GET", f"{base}/jobs/{args.name}/ticks"))
+    elif args.action == "slots":
+        page = call(args, "GET", f"{base}/jobs/{args.name}/slots")
+        if args.output == "table":
+            table([slot_row(s) for s in page["slots"]], ["SLOT", "OUTCOME", "RUN", "REASON"])
+        else:
+            show(args, page)
     elif args.action == "backfill":
         body = {"from": args.start, "to": args.end}
         show(args, call(args, "POST", f"{base}/jobs/{args.name}/backfill", body))
     return 0
+
+
+def slot_row(slot: dict[str, object]) -> list[str]:
+    """A slot as a table row; a waiting slot's reason says what it waits for (D295)."""
+    reason = str(slot.get("reason") or "")
+    waiting = slot.get("waiting_for")
+    if isinstance(waiting, dict):
+        parts = []
+        for dep in waiting.get("depends_on") or []:
+            counts = dep.get("slots") or {}
+            done = (
+                "met"
+                if dep.get("met")
+                else (f"{counts.get('pending', 0)} pending, {counts.get('failed', 0)} failed")
+            )
+            parts.append(f"{dep.get('upstream')} {dep.get('require')}: {done}")
+        if waiting.get("not_before") and not waiting.get("gate_passed"):
+            parts.append(f"not before {waiting['not_before']}")
+        reason = "waiting: " + ("; ".join(parts) or "its time gate")
+    outcome = slot.get("outcome") or ("waiting" if slot.get("waiting") else "open")
+    cells = [slot.get("tick"), outcome, slot.get("run") or "-", reason]
+    return [strip_controls(str(c)) for c in cells]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -75,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     [
                         r["id"],
                         r["job"],
-                        r["status"],
+                        "waiting" if r.get("waiting") else r["status"],  # held back (D320)
                         str(r["attempt"]),
                         r["node"] or "-",
                         r["scheduled_at"] or "-",
@@ -92,6 +120,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         show(args, call(args, "GET", f"{base}/runs/{args.id}"))
     elif args.action == "logs":
         return cli_logs.print_logs(args, f"{base}/runs/{args.id}/logs")
+    elif args.action == "rerun":
+        run = call(args, "POST", f"{base}/runs/{args.id}/rerun")
+        if args.output == "table":
+            print(run["id"])
+        else:
+            show(args, run)
     elif args.action in ("cancel", "abort"):
         call(args, "POST", f"{base}/runs/{args.id}/{args.action}")
         print(f"run {args.id}: {args.action} requested")
@@ -107,6 +141,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         data = exc.body
     if args.output == "table":
         print(f"node {data['node']['id']}  leader: {data['leader']}  queue: {data['queue_depth']}")
+        shards = data.get("shards") or {}
+        if shards.get("shards", 1) > 1:  # who leads which scheduler shard (D303)
+            led = shards.get("leaders") or {}
+            text = "  ".join(f"{i}:{led[i] or '-'}" for i in sorted(led, key=int))
+            print("shards: " + strip_controls(text))
         if data.get("freeze"):  # D239
             print("CLUSTER FROZEN: " + strip_controls(str(data["freeze"].get("note"))))
         held = data["node"].get("containment")

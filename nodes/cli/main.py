@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("enable", "let a job's schedules fire again"),
         ("disable", "stop a job's schedules firing (manual triggers still work)"),
         ("ticks", "each recent tick's fate and the next ten fire times"),
+        ("slots", "recent slots' outcomes; a waiting slot names the upstream slots it waits for"),
     ):
         j.add_parser(action, help=helptext).add_argument("name", help="job name")
     tr = j.add_parser("trigger", help="run a job now (prints the run id)")
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument(
         "--status",
         help="only runs in this status: pending, running, succeeded, failed, timed_out, "
-        "cancelled, lost, skipped",
+        "cancelled, lost, skipped; or waiting (pending, held back by a budget: says why)",
     )
     rl.add_argument("--limit", type=int, help="at most this many (default 50)")
     for action, helptext in (
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
             "is cancelled at once); status cancelled",
         ),
         ("abort", "stop a run now: SIGKILL its process tree, no grace; status cancelled"),
+        ("rerun", "run a finished slot's run again at its slot (releases what waits on it)"),
     ):
         r.add_parser(action, help=helptext).add_argument("id", help="run id")
     lg = r.add_parser("logs", help="a run's output (stdout and stderr)")

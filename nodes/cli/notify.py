@@ -55,7 +55,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_settings_parser(sub: Any) -> None:
-    p = sub.add_parser("settings", help="cluster settings: webhook allow-list, caps on manual runs")
+    p = sub.add_parser(
+        "settings", help="cluster settings: webhook allow-list, caps on manual runs, shards"
+    )
     kinds = p.add_subparsers(dest="kind", required=True)
     hooks = kinds.add_parser("webhooks", help="where webhooks may go besides public addresses")
     hooks.add_argument(
@@ -73,11 +75,22 @@ def add_settings_parser(sub: Any) -> None:
     limits.add_argument("--runs-per-second", type=float, help="manual runs per second, sustained")
     limits.add_argument("--run-burst", type=int, help="manual runs allowed at once above the rate")
     limits.add_argument("--clear", action="store_true", help="drop the project's overrides")
-    for parser in (p, hooks, limits):
+    shards = kinds.add_parser(
+        "scheduler-shards", help="how many shards the scheduling loop is split into, who leads each"
+    )
+    shards.add_argument("--set", type=int, metavar="K", help="split into K shards (1..64)")
+    for parser in (p, hooks, limits, shards):
         parser.set_defaults(func=cmd_settings)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
+    if args.kind == "scheduler-shards":  # D300
+        path = "/api/v1/settings/scheduler-shards"
+        if args.set is None:
+            show(args, call(args, "GET", path))
+        else:
+            show(args, call(args, "PUT", path, {"shards": args.set}))
+        return 0
     if args.kind == "webhooks":
         path = "/api/v1/settings/webhooks"
         if args.allow is None:

@@ -20,7 +20,6 @@ from typing import Any
 
 import structlog
 
-from cluster.election import Election
 from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import Compare, Etcd, Op
 from cluster.groups import NodeState
@@ -39,11 +38,11 @@ from nodes.api.http import connected
 from nodes.api.peer import PeerClient
 from nodes.config import NodeConfig, etcd_security
 from nodes.daemon import load
+from nodes.daemon.shards import Campaigns
 from nodes.executor import jobenv
 from nodes.executor.containment import Containment
 from nodes.executor.runas import RunUids, advertised, node_policy
 from nodes.executor.workdir import secure_node_dirs
-from nodes.leader.notifier import lead_with_notifier
 from nodes.leader.scheduler import Scheduler
 from nodes.runtime import etcd_metrics
 from nodes.runtime.secretkeys import KeyFile
@@ -106,7 +105,7 @@ class Node:
         self.scheduler: Scheduler | None = None
         self.started_at = clock()
         self._stop = asyncio.Event()
-        self._election: Election | None = None
+        self.campaigns: Campaigns | None = None  # this session's candidacies (D300)
         self._stale_lease = 0
         self.view: ClusterView | None = None
         self.fatal: str | None = None  # why the node stopped on its own (exit code 2)
@@ -117,6 +116,10 @@ class Node:
     @property
     def node_id(self) -> str:
         return self.config.node_id
+
+    @property
+    def shards_led(self) -> list[int]:
+        return sorted(self.campaigns.led) if self.campaigns is not None else []
 
     def shutdown(self) -> None:
         """Ask the node to stop gracefully; idempotent and safe from a signal handler."""
@@ -411,49 +414,15 @@ class Node:
                 await self.etcd.put(self.keys.node_info(self.node_id), dumps(info))
 
     async def _resign(self) -> None:
-        election, self._election = self._election, None
-        if election is not None:
-            try:
-                await election.resign()
-                log.info("resigned leadership")
-            except Unavailable as exc:
-                log.warning("resign failed; the lease will expire", error=str(exc))
+        if self.campaigns is not None:  # else its task ended and resigned on the way out
+            await self.campaigns.resign_all()
         self.leading = False
         metrics.LEADER.set(0)
 
     async def _campaign(self, session: Session) -> None:
-        delay = 0.2
-        while not session.lost.is_set():
-            election = Election(self.etcd, self.keys, session, self.node_id)
-            self._election = election
-            try:
-                leadership = await election.campaign()
-                self.leading = True
-                metrics.LEADER.set(1)
-                metrics.LEADER_CHANGES.inc()
-                log.info("became leader", revision=leadership.revision)
-                assert self.store is not None
-                self.scheduler = Scheduler(
-                    self.etcd,
-                    self.keys,
-                    self.store,
-                    leadership,
-                    clock=self.clock,
-                    node_id=self.node_id,
-                    archive=self.logs.archive,
-                    ahead=self.config.materialize_ahead,
-                )
-                await lead_with_notifier(self.scheduler, self, leadership)
-            except asyncio.CancelledError:
-                raise
-            except (CronmeshError, Exception) as exc:  # includes ExceptionGroup from the loop
-                log.warning("scheduler stopped; campaigning again", error=repr(exc))
-                self.leading = False
-                metrics.LEADER.set(0)
-                with contextlib.suppress(Exception):
-                    await self._resign()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                self.scheduler = None
-                self.leading = False
+        """Campaign for every scheduler shard and lead what this node wins (D300-D304)."""
+        self.campaigns = Campaigns(self, session)
+        try:
+            await self.campaigns.run()
+        finally:
+            self.campaigns = None

@@ -42,6 +42,7 @@ from cluster.store import Store
 from cluster.watch import follow
 from cluster.workflows import Execution
 from nodes import metrics
+from nodes.leader.depwait import DependencyWaiter
 from nodes.leader.loops import DueQueue
 from nodes.leader.retention import delete_fenced
 
@@ -112,6 +113,9 @@ class SlotWatcher:
         self._outbox = asyncio.Event()
         self._sem = asyncio.Semaphore(PARALLEL)
         self.settled = 0
+        self.deps = DependencyWaiter(
+            etcd, keys, store, leadership, clock=clock, job_of=job_of, outbox=self._outbox.set
+        )
 
     # -- the picture ---------------------------------------------------------------------------
 
@@ -206,6 +210,7 @@ class SlotWatcher:
                 )
             )
             tg.create_task(self._outbox_loop())
+            tg.create_task(self.deps.run(rev))  # slots waiting on upstreams (D294)
             while True:
                 due = self.due.pop_due()
                 if due:

@@ -54,6 +54,7 @@ from cluster.notify import (
 )
 from cluster.watch import follow
 from nodes import metrics, webhooks
+from nodes.leader.history import HistoryAccountant
 from nodes.leader.noderetention import NodeRetention
 
 if TYPE_CHECKING:
@@ -465,8 +466,8 @@ class Notifier:
 
 
 async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leadership) -> None:
-    """Run the scheduler loop, the notifier and the node retention (D255) together for one term
-    of leadership."""
+    """Run the scheduler loop, the notifier, the node retention (D255) and the run-history
+    count (D318) together for one term of leadership."""
     forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
     notifier = Notifier(node, leadership, scheduler)
     scheduler.slots.notifier = notifier  # slot events go out through the same rules (D232)
@@ -474,3 +475,4 @@ async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leade
         tg.create_task(scheduler.run())
         tg.create_task(notifier.run())
         tg.create_task(forget.run())
+        tg.create_task(HistoryAccountant(node.etcd, scheduler.store, leadership).run())

@@ -35,9 +35,17 @@ WfKey = tuple[str, str]
 
 async def delete_fenced(etcd: Etcd, lead: Leadership, doomed: list[Any]) -> None:
     """Delete in transactions of at most ``MAX_TXN_OPS`` ops, each fenced on leadership: a
-    deposed leader deletes nothing."""
-    for i in range(0, len(doomed), MAX_TXN_OPS):
-        await etcd.txn([lead.fence()], doomed[i : i + MAX_TXN_OPS])
+    deposed leader deletes nothing. An item of ``doomed`` that is a list is a group kept in one
+    transaction (a record, its index entry and its history charge: D318)."""
+    batch: list[Any] = []
+    for item in doomed:
+        group = item if isinstance(item, list) else [item]
+        if batch and len(batch) + len(group) > MAX_TXN_OPS:
+            await etcd.txn([lead.fence()], batch)
+            batch = []
+        batch += group
+    if batch:
+        await etcd.txn([lead.fence()], batch)
 
 
 class RunRetention:
@@ -103,9 +111,14 @@ class RunRetention:
             )
             if excess and self.archive is not None and not await self._archive(jk, excess):
                 continue  # records stay in etcd until they are archived
-            for run_id in excess:
-                doomed.append(Op.delete(self.keys.run(jk[0], run_id)))
-                doomed.append(Op.delete(self.keys.job_run(jk[0], jk[1], run_id)))
+            for run_id in excess:  # the record and its charge leave together (D318)
+                doomed.append(
+                    [
+                        Op.delete(self.keys.run(jk[0], run_id)),
+                        Op.delete(self.keys.job_run(jk[0], jk[1], run_id)),
+                        Op.delete(self.keys.history_charge(jk[0], run_id)),
+                    ]
+                )
             if job is not None:
                 ticks = await self.etcd.range(
                     self.keys.ticks(*jk), keys_only=True, descending=True, limit=keep * 2 + 1
@@ -157,25 +170,29 @@ class ExecutionRetention:
             for exec_id in excess:
                 if exec_id not in found:
                     doomed.append(Op.delete(self.keys.workflow_execution(*wk, exec_id)))
+                    doomed.append(Op.delete(self.keys.history_charge(wk[0], exec_id)))
             for kv in kvs:
                 ex = Execution.model_validate_json(kv.value)
                 if not ex.finished:
                     continue
-                group = [
-                    Op.delete(kv.key),
-                    Op.delete(self.keys.workflow_execution(*wk, ex.id)),
-                ]
+                # each record with its index entry and its charge, in one transaction (D318)
+                doomed.append(
+                    [
+                        Op.delete(kv.key),
+                        Op.delete(self.keys.workflow_execution(*wk, ex.id)),
+                        Op.delete(self.keys.history_charge(ex.project, ex.id)),
+                    ]
+                )
                 for name, t in ex.tasks.items():
+                    task_job = task_job_name(ex.workflow, name)
                     for run_id in [*t.previous_runs, *([t.run_id] if t.run_id else [])]:
-                        group.append(Op.delete(self.keys.run(ex.project, run_id)))
-                        group.append(
-                            Op.delete(
-                                self.keys.job_run(
-                                    ex.project, task_job_name(ex.workflow, name), run_id
-                                )
-                            )
+                        doomed.append(
+                            [
+                                Op.delete(self.keys.run(ex.project, run_id)),
+                                Op.delete(self.keys.job_run(ex.project, task_job, run_id)),
+                                Op.delete(self.keys.history_charge(ex.project, run_id)),
+                            ]
                         )
-                doomed += group
             ticks = await self.etcd.range(
                 self.keys.workflow_ticks(*wk), keys_only=True, descending=True, limit=keep * 2 + 1
             )

@@ -1,9 +1,9 @@
 """The scheduling loop that runs on the elected leader only.
 
-It keeps an in-memory picture of jobs, schedule states and active runs (one consistent read, then
-watches from that revision), sleeps until the next tick is due, decides with the pure functions of
-``cluster.plan`` and writes each job's decision in ONE transaction (jobs due together share
-transactions, each job keeping its own compares, D91) that compares
+It keeps an in-memory picture of jobs, schedule states and active runs (``nodes.leader.jobcache``:
+one consistent read, then watches from that revision), sleeps until the next tick is due, decides
+with the pure functions of ``cluster.plan`` and writes each job's decision in ONE transaction
+(jobs due together share transactions, each job keeping its own compares, D91) that compares
 
 - the leader's election key create revision (fencing: a deposed leader's write fails),
 - the job's schedule-state mod revision (CAS: a tick is handled once),
@@ -14,15 +14,17 @@ and plans again, which finds the tick already handled if the write went through.
 
 The leader also reaps lost runs (a claim that vanished with its worker's lease while the run still
 says ``running``) and prunes finished runs beyond each job's ``keep_runs``.
+
+Sharded (``scheduler_shards`` K > 1, D300-D305): a leader per shard fires that shard's jobs, each
+fenced by its own election key; the per-cluster loops (reaper, retention, slot deadlines,
+workflows, and the notifier beside this loop) run on shard 0's leader only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -30,20 +32,21 @@ from typing import Any
 
 import structlog
 
-from cluster.cron import Schedule
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
-from cluster.models import Job, Run, ScheduleSpec
-from cluster.slotlog import slot_deadlines, tick_ops
+from cluster.models import Run
+from cluster.shards import Shard
+from cluster.slotlog import tick_ops
 from cluster.store import MAX_TXN_OPS, Store, dumps
-from cluster.tickplan import TXN_BYTES, parse_job, plan_job
+from cluster.tickplan import TXN_BYTES, plan_job
 from cluster.watch import follow
 from nodes import metrics
 from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
-from nodes.leader.loading import PASS_JOBS, YIELD_EVERY, load_jobs
-from nodes.leader.loops import DueQueue, periodic
+from nodes.leader.jobcache import JobCache, JobEntry, JobKey
+from nodes.leader.loading import PASS_JOBS, YIELD_EVERY
+from nodes.leader.loops import periodic
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
 from nodes.leader.rulecache import RuleCache
@@ -55,17 +58,6 @@ log = structlog.get_logger(__name__)
 BATCH_RUNS_PER_JOB = 2  # plans with more runs (catch-up) keep a transaction of their own
 RECONCILE_EVERY = 10.0
 PRUNE_EVERY = 60.0
-
-JobKey = tuple[str, str]
-
-
-@dataclass
-class JobEntry:
-    job: Job
-    schedules: list[tuple[ScheduleSpec, Schedule]]
-    state: dict[str, Any] = field(default_factory=dict)
-    state_rev: int = 0
-    deadlines: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +85,7 @@ class Scheduler:
         node_id: str,
         archive: Archiver | None = None,
         ahead: float = 0.0,
+        shard: Shard | None = None,
     ) -> None:
         self.ahead = ahead  # seconds: runs are written this long before their tick (D120)
         self.etcd = etcd
@@ -101,101 +94,54 @@ class Scheduler:
         self.lead = leadership
         self.clock = clock
         self.node_id = node_id
-        self.jobs: dict[JobKey, JobEntry] = {}
-        self.active: dict[JobKey, set[str]] = defaultdict(set)
-        self.active_job: dict[str, JobKey] = {}
-        self.due: DueQueue[JobKey] = DueQueue(clock)
-        self._actives_rev = 0  # revision of the newest active-key event seen
+        self.shard = shard or Shard()  # which jobs this leader fires (D301)
+        self.cache = JobCache(
+            etcd,
+            keys,
+            clock=clock,
+            shard=self.shard,
+        )
+        if self.shard.singletons:  # the slot watcher runs on shard 0's leader only (D302)
+            self.cache.on_job_changed = lambda jk: self.slots.on_job(jk)
+            self.cache.on_run_moved = lambda run_id, jk: self.slots.on_run_moved(run_id, jk)
+        self.jobs = self.cache.jobs
+        self.active = self.cache.active
+        self.active_job = self.cache.active_job
+        self.due = self.cache.due
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
         self.workflows = WorkflowEngine(
             etcd, keys, store, leadership, clock=clock, freeze=lambda: self.rules.rules.freeze
         )
         self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238)
-        self.slots = SlotWatcher(etcd, keys, store, leadership, clock=clock, job_of=self._job_of)
+        job_of = self.cache.job_of
+        self.slots = SlotWatcher(etcd, keys, store, leadership, clock=clock, job_of=job_of)
         self.reaper = Reaper(
             etcd,
             keys,
             store,
             leadership,
             active_job=self.active_job,
-            actives_rev=lambda: self._actives_rev,
+            actives_rev=lambda: self.cache.actives_rev,
         )
         self.retention = RunRetention(
             etcd,
             keys,
             leadership,
             clock=clock,
-            job_of=self._job_of,
+            job_of=job_of,
             active=self.active,
             archive=archive,
         )
 
-    # -- state ---------------------------------------------------------------------------------
+    # -- state (the job cache, nodes.leader.jobcache) -------------------------------------------
 
     async def _load(self) -> int:
-        rev = await load_jobs(self.etcd, self.keys, self._on_job, self._on_state)  # D262
-        actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
-        for kv in actives.kvs:
-            self._on_active(kv.key, True)
+        rev = await self.cache.load()  # D262
         await self.rules.load(rev)
         for key in list(self.jobs):  # the first pass plans every job (in slices, D262)
-            self._reschedule(key, self.clock())
+            self.cache.reschedule(key, self.clock())
         return rev
-
-    def _job_of(self, jk: JobKey) -> Job | None:
-        entry = self.jobs.get(jk)
-        return entry.job if entry is not None else None
-
-    def _key_of(self, key: str, base: str) -> tuple[str, ...]:
-        return tuple(self.keys.tail(key, base))
-
-    def _on_job(self, key: str, value: bytes | None) -> None:
-        project, name = self._key_of(key, self.keys.jobs())[:2]
-        jk = (project, name)
-        if value is None:
-            self.jobs.pop(jk, None)
-            return
-        try:
-            job = Job.model_validate_json(value)
-            schedules = parse_job(job)
-        except Exception as exc:  # a job written by a newer version, or corrupted by hand
-            log.error("cannot read job; ignoring it", job=f"{project}/{name}", error=str(exc))
-            self.jobs.pop(jk, None)
-            return
-        old = self.jobs.get(jk)
-        entry = JobEntry(job, schedules, deadlines=slot_deadlines(job))
-        if old is not None:
-            entry.state, entry.state_rev = old.state, old.state_rev
-        self.jobs[jk] = entry
-        self._reschedule(jk, self.clock())
-        self.slots.on_job(jk)
-
-    def _on_state(self, key: str, value: bytes | None, rev: int) -> None:
-        project, name = self._key_of(key, self.keys.schedule_states())[:2]
-        entry = self.jobs.get((project, name))
-        if entry is None or rev <= entry.state_rev:
-            return
-        entry.state = json.loads(value) if value else {}
-        entry.state_rev = rev if value else 0
-        self._reschedule((project, name), self.clock())
-
-    def _on_active(self, key: str, present: bool, rev: int = 0) -> None:
-        self._actives_rev = max(self._actives_rev, rev)
-        project, job, run_id = self._key_of(key, self.keys.actives())[:3]
-        if present:
-            self.active[(project, job)].add(run_id)
-            self.active_job[run_id] = (project, job)
-        else:
-            self.active[(project, job)].discard(run_id)
-            self.active_job.pop(run_id, None)
-            self.slots.on_run_moved(run_id, (project, job))
-
-    def _reschedule(self, jk: JobKey, now: datetime) -> None:
-        entry = self.jobs.get(jk)
-        if entry is None:
-            return
-        self.due.set(jk, now if entry.job.enabled and entry.schedules else None)
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -204,45 +150,18 @@ class Scheduler:
         rev = await self._load()
         log.info("scheduler leading", jobs=len(self.jobs), revision=rev)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(
-                follow(
-                    self.etcd,
-                    self.keys.jobs(),
-                    rev,
-                    lambda ev: self._on_job(ev.kv.key, ev.kv.value if ev.kind == "put" else None),
-                    lambda: {self.keys.job(*jk) for jk in self.jobs},
-                )
-            )
-            tg.create_task(
-                follow(
-                    self.etcd,
-                    self.keys.schedule_states(),
-                    rev,
-                    lambda ev: self._on_state(
-                        ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
-                    ),
-                    lambda: {
-                        self.keys.schedule_state(*jk) for jk, e in self.jobs.items() if e.state_rev
-                    },
-                )
-            )
-            tg.create_task(
-                follow(
-                    self.etcd,
-                    self.keys.actives(),
-                    rev,
-                    lambda ev: self._on_active(ev.kv.key, ev.kind == "put", ev.kv.mod_revision),
-                    lambda: {
-                        self.keys.active(*jk, r) for jk, runs in self.active.items() for r in runs
-                    },
-                )
-            )
+            self.cache.follow(tg, rev)
+            self.rules.follow(tg, rev)
+            tg.create_task(self._tick_loop())
+            if not self.shard.singletons:
+                # the per-cluster loops run on shard 0's leader only (D302); this shard's held
+                # slots count against the waiting quota here too
+                tg.create_task(self.slots.deps.count(rev))
+                return
             on_claim = self.slots.claims(self.reaper.on_claim_event)
             tg.create_task(follow(self.etcd, self.keys.claims(), rev, on_claim))
-            self.rules.follow(tg, rev)
             tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))
             tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
-            tg.create_task(self._tick_loop())
             tg.create_task(self.workflows.run())
             tg.create_task(self.slots.run(rev, list(self.jobs)))
 
@@ -263,7 +182,7 @@ class Scheduler:
     async def _write_guarded(self, plan: _Planned) -> None:
         async def write() -> None:
             if await self._write(plan):
-                self._schedule_at(plan.jk, plan.next_due)
+                self.cache.schedule_at(plan.jk, plan.next_due)
 
         await self._guarded(plan.jk, write)
 
@@ -278,13 +197,13 @@ class Scheduler:
                 if isinstance(exc, OutcomeUnknown):
                     metrics.OUTCOME_UNKNOWN.labels("tick").inc()
                 log.warning("tick write failed; re-reading", job="/".join(jk), error=str(exc))
-                await self._refresh_state(jk)
-                self._schedule_at(jk, self.clock() + timedelta(seconds=0.5))
+                await self.cache.refresh_state(jk)
+                self.cache.schedule_at(jk, self.clock() + timedelta(seconds=0.5))
             except Exception:
                 # One broken job must never stop the others: park it and try again later.
                 log.exception("cannot schedule job; retrying in 30 s", job="/".join(jk))
                 metrics.TICKS.labels("error").inc()
-                self._schedule_at(jk, self.clock() + timedelta(seconds=30))
+                self.cache.schedule_at(jk, self.clock() + timedelta(seconds=30))
 
     async def _fire_batch(self, due: list[JobKey]) -> None:
         """Fire several due jobs: small plans share fenced transactions (≤ MAX_TXN_OPS each).
@@ -350,8 +269,8 @@ class Scheduler:
                 metrics.OUTCOME_UNKNOWN.labels("tick").inc()
             log.warning("batched tick write failed; re-reading", jobs=len(chunk), error=str(exc))
             for plan in chunk:
-                await self._refresh_state(plan.jk)
-                self._schedule_at(plan.jk, self.clock() + timedelta(seconds=0.5))
+                await self.cache.refresh_state(plan.jk)
+                self.cache.schedule_at(plan.jk, self.clock() + timedelta(seconds=0.5))
             return
         except Exception:  # e.g. a request etcd refuses: nothing applied; go job by job
             log.exception("batched tick write refused; writing its jobs one by one")
@@ -360,23 +279,11 @@ class Scheduler:
         if res.succeeded:
             for plan in chunk:
                 self._committed(plan.jk, plan.entry, plan.state, plan.runs, res.revision)
-                self._schedule_at(plan.jk, plan.next_due)
+                self.cache.schedule_at(plan.jk, plan.next_due)
             return
         self.lead.check_fenced(res, "fenced tick write rejected")
         log.info("batched tick write rejected; writing its jobs one by one", jobs=len(chunk))
         await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
-
-    def _schedule_at(self, jk: JobKey, when: datetime | None) -> None:
-        if jk in self.jobs:
-            self.due.set(jk, when, wake=False)
-
-    async def _refresh_state(self, jk: JobKey) -> None:
-        with contextlib.suppress(Unavailable):
-            kv = await self.etcd.get(self.keys.schedule_state(*jk))
-            entry = self.jobs.get(jk)
-            if entry is not None:
-                entry.state = json.loads(kv.value) if kv else {}
-                entry.state_rev = kv.mod_revision if kv else 0
 
     # -- firing --------------------------------------------------------------------------------
 
@@ -384,7 +291,7 @@ class Scheduler:
         """Plan one job at ``now`` and write the decision in one fenced transaction."""
         plan = self._plan(jk)
         if plan is not None and await self._write(plan):
-            self._schedule_at(jk, plan.next_due)
+            self.cache.schedule_at(jk, plan.next_due)
 
     def _plan(self, jk: JobKey) -> _Planned | None:
         """Decide one job's due ticks at ``now`` (``cluster.tickplan``); None when there is
@@ -403,9 +310,10 @@ class Scheduler:
             new_run=self.store.new_run,
             rules=self.rules.for_job(entry.job),
         )
+        self.slots.deps.hold(entry.job, plan, entry.state)  # slots waiting on upstreams (D294)
         count_fates(jk, plan.fates)  # ticks missed or disabled, and their slots (D231)
         if not plan.writes:
-            self._schedule_at(jk, plan.next_due)
+            self.cache.schedule_at(jk, plan.next_due)
             return None
         return _Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due, plan.records)
 
@@ -446,7 +354,7 @@ class Scheduler:
             entry.state = json.loads(current[0].value) if current else {}
             entry.state_rev = current_rev
             log.info("schedule state moved under us; planning again", job="/".join(jk))
-            self._schedule_at(jk, self.clock() + timedelta(seconds=0.05))
+            self.cache.schedule_at(jk, self.clock() + timedelta(seconds=0.05))
             return False
         self._committed(jk, entry, state, runs, res.revision)
         return True

@@ -35,11 +35,10 @@ from cluster.execplan import admitted, fold_finished, step
 from cluster.keys import Keys
 from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
-from cluster.slotlog import workflow_tick_ops
 from cluster.slotrules import Freeze
 from cluster.store import Store, dumps
 from cluster.watch import follow
-from cluster.workflow_store import create_execution_ops, new_execution, task_run
+from cluster.workflow_store import new_execution, task_run
 from cluster.workflows import (
     Execution,
     Workflow,
@@ -50,6 +49,7 @@ from nodes import metrics
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.retention import ExecutionRetention
 from nodes.leader.rulecache import skip_frozen
+from nodes.leader.wfwait import workflow_slot_ops
 
 log = structlog.get_logger(__name__)
 
@@ -484,10 +484,9 @@ class WorkflowEngine:
         compares = [self.lead.fence(), Compare.modified(state_key, rev)]
         ops: list[Any] = [Op.put(state_key, dumps(state)), *(op for _, op in skips)]
         compares += [c for c, _ in skips]
-        for ex, tick_key in execs:
+        for ex, tick_key in execs:  # the slot's record (D234), or its held slot (D296)
             compares.append(Compare.absent(tick_key))
-            ops += create_execution_ops(self.keys, ex)
-            ops += workflow_tick_ops(self.keys, wf, ex, tick_key)  # the slot's record (D234)
+            ops += await workflow_slot_ops(self.etcd, self.keys, wf, ex, tick_key)
         res = await self.etcd.txn(compares, ops, [self.lead.probe()])
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced workflow tick rejected")

@@ -8,7 +8,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from cluster.etcd import Op
 from cluster.models import Run
 from nodes.executor.cgroups import Usage
 from nodes.executor.process import Process
@@ -52,6 +54,12 @@ class Execution:
     def slots(self) -> list[str]:
         """The slot keys its completion deletes: its job's, its budgets' (D275)."""
         return [*([self.slot] if self.slot else []), *self.budget_slots]
+
+    def fenced_releases(self) -> list[Any]:
+        """The completion's failure branch (its claim was taken): the slots this attempt's claim
+        created, deleted while they are still those (same create revision), instead of held
+        until the node's lease ends (D319)."""
+        return [Op.delete_if_created(slot, self.claim_revision) for slot in self.slots]
 
     def request(self, action: str) -> None:
         """Record a cancel/abort/shutdown; act on the process now, or as soon as it exists."""

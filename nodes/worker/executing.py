@@ -432,11 +432,11 @@ class Executing(Outcomes):
             if ex.usage and ex.usage.cpu_seconds is not None
             else None,
         )
-        claim = self.keys.claim(run.id)
+        claim, free = self.keys.claim(run.id), ex.fenced_releases()  # fenced: slots go (D319)
         delay = 0.1
         while not self.session.lost.is_set():
             try:
-                res = await self.batch.txn([Compare.created(claim, ex.claim_revision)], ops)
+                res = await self.batch.txn([Compare.created(claim, ex.claim_revision)], ops, free)
             except OutcomeUnknown as exc:
                 metrics.OUTCOME_UNKNOWN.labels("completion").inc()
                 log.warning("completion outcome unknown; reading back", error=str(exc))

@@ -92,6 +92,7 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("GET", "{p}/runs/1", None, "viewer"),
     ("POST", "{p}/runs/1/cancel", None, "operator"),
     ("POST", "{p}/runs/1/abort", None, "operator"),
+    ("POST", "{p}/runs/1/rerun", None, "operator"),
     ("GET", "{p}/runs/1/logs", None, "viewer"),
     ("GET", "{p}/workflows", None, "viewer"),
     ("POST", "{p}/workflows", WF, "editor"),

@@ -45,7 +45,7 @@ async def _fired(etcd, keys, worker_id: int):
 
 
 async def _watcher(etcd, keys, store, lead, clock, sched) -> SlotWatcher:
-    w = SlotWatcher(etcd, keys, store, lead, clock=lambda: clock[0], job_of=sched._job_of)
+    w = SlotWatcher(etcd, keys, store, lead, clock=lambda: clock[0], job_of=sched.cache.job_of)
     rev = (await etcd.range(keys.open_slots(), count_only=True)).revision
     await w.load(rev)
     return w

@@ -32,6 +32,9 @@ REVIEW_SEC = "tests/security/test_review_sec.py"
 HISTORY = "tests/security/test_run_history_quota.py"
 BUDGETS = "tests/integration/test_budget_claims.py"
 HOOKS = "tests/security/test_hook_attacks.py"
+FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
+HISTORY_COUNT = "tests/integration/test_history_accounting.py"
+SHARDS = "tests/integration/test_shard_scheduler.py"
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "completion-claim-revision",
         "nodes/worker/executing.py",
-        r"self\.batch\.txn\(\[Compare\.created\(claim, ex\.claim_revision\)\], ops\)",
-        "self.batch.txn([], ops)",
+        r"self\.batch\.txn\(\[Compare\.created\(claim, ex\.claim_revision\)\], ops, free\)",
+        "self.batch.txn([], ops, free)",
         (
             f"{CLAIMS}::test_a_worker_whose_claim_was_taken_away_commits_nothing",
             f"{CLAIMS}::test_completion_after_the_claim_is_gone_leaves_the_record_alone",
@@ -136,10 +139,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-prune-runs",
         "nodes/leader/retention.py",
-        r"etcd\.txn\(\[lead\.fence\(\)\], doomed",
-        "etcd.txn([], doomed",
+        r"etcd\.txn\(\[lead\.fence\(\)\], batch",
+        "etcd.txn([], batch",
         (f"{FENCING}::test_a_deposed_leader_prunes_no_run",),
         "a deposed leader deletes no run record",
+        2,
     ),
     Mutation(
         "fence-workflow-advance",
@@ -156,6 +160,28 @@ MUTATIONS: tuple[Mutation, ...] = (
         r"compares = [\1]",
         (f"{FENCING}::test_a_deposed_leader_fires_no_workflow_tick",),
         "a deposed leader fires no workflow tick",
+    ),
+    Mutation(
+        "fence-waiting-slot",
+        "nodes/leader/depwait.py",
+        r"\[self\.lead\.fence\(\), (Compare\.modified\(w\.key, w\.rev\))",
+        r"[\1",
+        (
+            "tests/integration/test_depends_fencing.py::"
+            "test_a_deposed_leader_releases_no_waiting_slot_and_a_stale_look_none_twice",
+        ),
+        "a deposed leader releases no slot waiting on upstreams (D294)",
+    ),
+    Mutation(
+        "paged-read-revision",
+        "cluster/etcd/client.py",
+        r"revision = revision or res\.revision",
+        "revision = res.revision",
+        (
+            "tests/integration/test_range_pages.py::"
+            "test_pages_keep_the_first_revision_and_a_watch_from_it_sees_later_writes",
+        ),
+        "a paged read is one snapshot, and a watch from its revision misses no later write",
     ),
     Mutation(
         "fence-notifier-cursor",
@@ -227,6 +253,31 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if True:",
         ("tests/integration/test_coordination.py::test_election_order_and_resign_hand_off",),
         "one leader at a time: a candidate waits for its predecessor",
+    ),
+    # -- sharded scheduling (D300, D301) ---------------------------------------------------------
+    Mutation(
+        "shard-fires-own-jobs",
+        "nodes/leader/jobcache.py",
+        r"return self\.shard\.owns\(\*jk\)",
+        "return True",
+        (f"{SHARDS}::test_each_shard_scheduler_fires_only_its_own_jobs",),
+        "a shard leader fires its own shard's jobs only",
+    ),
+    Mutation(
+        "shard-change-deposes",
+        "cluster/shard_store.py",
+        r"ops \+= \[Op\.delete\(p, prefix=True\) for p in keys\.shard_elections\(\)\]",
+        "pass",
+        (f"{SHARDS}::test_changing_k_deposes_every_shard_leader_and_refuses_stale_candidacies",),
+        "a change of scheduler_shards deposes every leader of the old split in the same write",
+    ),
+    Mutation(
+        "shard-candidacy-guard",
+        "cluster/election.py",
+        r"\[Compare\.absent\(self\.key\), \*guard\]",
+        "[Compare.absent(self.key)]",
+        (f"{SHARDS}::test_changing_k_deposes_every_shard_leader_and_refuses_stale_candidacies",),
+        "no candidacy under a shard count that has changed since its node read it",
     ),
     # -- secrets (issue 18: masking) -------------------------------------------------------------
     Mutation(
@@ -391,32 +442,66 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{REVIEW_SEC}::test_password_spray_from_fresh_ipv6_addresses_of_one_64_is_limited",),
         "the per-address login limit counts an IPv6 client by its /64",
     ),
-    # -- the run-history quota (D210) ----------------------------------------------------------
+    # -- the run-history quota (D318) ----------------------------------------------------------
     Mutation(
         "run-history-quota",
-        "cluster/quotas.py",
-        r"if new_history > old_history and \(",
-        "if False and (",
-        (f"{HISTORY}::test_an_editor_cannot_keep_run_history_beyond_the_budget",),
+        "cluster/quota_store.py",
+        r"if over_quota\(used, adding, limits\.run_history_bytes\):",
+        "if False:",
+        (f"{HISTORY}::test_an_editor_cannot_fill_etcd_through_run_history",),
         "a project keeps no more run history than run_history_bytes allows",
     ),
     Mutation(
-        "run-history-bound",
-        "cluster/quotas.py",
-        r"2 \* snapshot\n",
-        "snapshot\n",
-        (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
-        "a kept run record is no larger than the quota counted for it",
+        "run-history-ticks-skipped",
+        "cluster/runs.py",
+        r"and job\.project in self\.history_over:",
+        "and False:",
+        (f"{HISTORY_COUNT}::test_creations_are_refused_and_ticks_skipped_at_the_quota",),
+        "the leader's ticks of a project at its run-history quota make skipped runs",
+    ),
+    Mutation(
+        "run-history-prune-releases",
+        "nodes/leader/retention.py",
+        r"                        Op\.delete\(self\.keys\.history_charge\(jk\[0\], run_id\)\),\n",
+        "",
+        (
+            f"{HISTORY_COUNT}::test_charges_follow_the_records_through_create_finish_cancel_and_prune",
+        ),
+        "retention releases the charge of every run it prunes",
+    ),
+    Mutation(
+        "run-history-charge",
+        "cluster/history.py",
+        r"    if run\.finished:\n        return doc_bytes\n",
+        "",
+        (f"{HISTORY}::test_finished_records_are_charged_what_they_take",),
+        "a finished run record is charged exactly the bytes it takes",
     ),
     Mutation(
         "run-result-as-stored",
         "nodes/worker/executing.py",
         r"if result is not None and len\(to_json\(result\)\) > MAX_RESULT:",
         "if False:",
-        (f"{HISTORY}::test_kept_run_records_stay_within_their_counted_bound",),
+        (f"{HISTORY}::test_a_result_that_grows_when_stored_is_dropped",),
         "a run's result is at most MAX_RESULT bytes as stored",
     ),
     # -- budgets (D275) --------------------------------------------------------------------------
+    Mutation(
+        "fenced-completion-frees-slots",
+        "nodes/worker/executing.py",
+        r"\], ops, free\)",
+        "], ops)",
+        (f"{FENCED_SLOTS}::test_a_fenced_completion_frees_its_budget_and_job_slots",),
+        "a completion fenced because its claim was taken frees the slots its claim took",
+    ),
+    Mutation(
+        "fenced-slot-release-compared",
+        "cluster/etcd/builders.py",
+        r"cls\.nested\(\[Compare\.created\(key, revision\)\], \[cls\.delete\(key\)\]\)",
+        "cls.nested([], [cls.delete(key)])",
+        (f"{FENCED_SLOTS}::test_a_fenced_completion_leaves_a_slot_someone_took_since",),
+        "a fenced completion never frees a slot someone else took since",
+    ),
     Mutation(
         "budget-slot-absent",
         "nodes/worker/budgets.py",

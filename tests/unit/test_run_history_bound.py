@@ -1,65 +1,119 @@
-"""The run-history bound (D210): pure arithmetic on plain values."""
+"""What a record is charged to the run-history quota (D318): pure values, no etcd."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from cluster.history import execution_charge, over_quota, parse_bytes, run_charge
+from cluster.ids import Snowflake
+from cluster.keys import Keys
+from cluster.models import Job
 from cluster.quotas import (
     DEFAULT_RUN_HISTORY_BYTES,
+    EXECUTION_RESULT_BYTES,
+    RUN_RESULT_BYTES,
     Quotas,
-    exceeded,
-    history_of_size,
-    job_history_bytes,
     parse_overrides,
-    run_bytes,
-    workflow_history_bytes,
 )
+from cluster.runs import RunOps
+
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
 
 
-def test_a_kept_run_counts_its_snapshot_twice_and_each_attempt():
-    assert run_bytes(1000, 2) - run_bytes(0, 2) == 2000
-    assert run_bytes(0, 3) - run_bytes(0, 0) == 3 * 1024
-    assert job_history_bytes(1000, 100, 0) == 100 * run_bytes(1000, 0)
-
-
-def test_the_review_case_no_longer_fits_the_default():
-    # a 241 KB job keeping 100,000 runs: ~65 GB counted, far beyond the 1 GiB default
-    assert job_history_bytes(241_000, 100_000, 0) > 50 * 10**9
-    # 50 honest 2 KB jobs with the default retention (100 runs) fit, and 500 keeping 10 runs
-    assert 50 * job_history_bytes(2_000, 100, 0) < DEFAULT_RUN_HISTORY_BYTES
-    assert 500 * job_history_bytes(2_000, 10, 0) < DEFAULT_RUN_HISTORY_BYTES
-    # the 32 MiB document quota filled with 241 KB jobs keeping 100 runs: refused
-    assert 136 * job_history_bytes(241_000, 100, 0) > DEFAULT_RUN_HISTORY_BYTES
-    assert 17 * job_history_bytes(241_000, 100, 0) > DEFAULT_RUN_HISTORY_BYTES
-
-
-def test_workflows_grow_with_executions_tasks_and_retries():
-    one = workflow_history_bytes(5_000, 1, [0, 0])
-    assert workflow_history_bytes(5_000, 10, [0, 0]) == 10 * one
-    assert workflow_history_bytes(5_000, 1, [0, 0, 0]) > one
-    assert workflow_history_bytes(5_000, 1, [5, 0]) == one + 5 * 1024
-
-
-def test_history_of_a_stored_document_reads_its_retention():
-    job = {"keep_runs": 10, "retries": 1}
-    assert history_of_size("job", job, 500) == job_history_bytes(500, 10, 1)
-    assert history_of_size("job", {}, 500) == job_history_bytes(500, 100, 0)  # the defaults
-    wf = {"keep_executions": 3, "tasks": [{"retries": 2}, {"name": "b"}]}
-    assert history_of_size("workflow", wf, 800) == workflow_history_bytes(800, 3, [2, 0])
-
-
-def test_only_growth_of_the_history_is_refused():
-    limits = Quotas(run_history_bytes=1000)
-    common = {"count": 0, "total_bytes": 0, "creating": False, "old_size": 1, "new_size": 1}
-    grow = exceeded(limits, "job", **common, total_history=900, old_history=0, new_history=200)
-    assert grow == "run_history_bytes"
-    fits = exceeded(limits, "job", **common, total_history=900, old_history=150, new_history=250)
-    assert fits is None
-    # over a lowered quota, shrinking still passes
-    assert (
-        exceeded(limits, "job", **common, total_history=5000, old_history=900, new_history=10)
-        is None
+def small_job(name: str, size: int = 2048) -> Job:
+    """A job whose stored document is about ``size`` bytes (a command, a description, a schedule
+    and a few parameters, as an honest one)."""
+    job = Job(
+        name=name,
+        project="p",
+        command='./report.sh --day "$CRONMESH_PARAM_DAY" --out /srv/reports',
+        schedules=[{"cron": "0 30 2 * * *", "timezone": "Europe/Paris"}],
+        parameters={"DAY": "today", "REGION": "eu-west"},
+        created_at=NOW,
+        updated_at=NOW,
+        active_since=NOW,
     )
+    pad = size - len(job.model_dump_json())
+    return job.model_copy(update={"description": "d" * max(pad, 0)})
 
 
-def test_overrides_accept_the_new_quota():
+def ops() -> RunOps:
+    return RunOps(Keys("/x"), Snowflake(1), lambda: NOW)
+
+
+def finished_record(job: Job, result: object) -> tuple[int, int]:
+    """(the charge at creation, the charge once it succeeded with ``result``)."""
+    r = ops()
+    run = r.new_run(job, source="schedule")
+    created = run_charge(run, len(run.model_dump_json().encode()))
+    run.status, run.node, run.started_at = "running", "node-1", NOW
+    done, _ = r.finish_ops(run, status="succeeded", exit_code=0, result=result)
+    return created, run_charge(done, len(done.model_dump_json().encode()))
+
+
+def test_hundreds_of_small_jobs_keeping_100_runs_fit_the_default() -> None:
+    job = small_job("nightly-report")
+    assert 1900 <= len(job.model_dump_json()) <= 2100
+    _, finished = finished_record(job, {"rows": 1234, "file": "s3://bucket/2026-12-06.csv"})
+    # a finished run is charged what its record takes: its snapshot, parameters and fields
+    assert finished < 6 * 1024, finished
+    jobs = DEFAULT_RUN_HISTORY_BYTES // (100 * finished)
+    assert jobs >= 1000, jobs  # D210's bound let ~62 such jobs in
+    assert 500 * 100 * finished < DEFAULT_RUN_HISTORY_BYTES
+
+
+def test_a_run_in_flight_is_charged_what_it_may_grow_to() -> None:
+    job = small_job("j")
+    created, finished = finished_record(job, {"v": "y" * 60_000})
+    assert finished < created  # the finish gives back what the result did not use
+    assert created > RUN_RESULT_BYTES  # the largest result fits what was charged
+    r = ops()
+    run = r.new_run(job, source="manual")
+    size = len(run.model_dump_json().encode())
+    retrying = job.model_copy(update={"retries": 3})
+    more = r.new_run(retrying, source="manual")
+    assert run_charge(more, size) - run_charge(run, size) == 3 * 1024  # an entry per attempt
+    run.status = "succeeded"
+    assert run_charge(run, size) == size
+
+
+def test_an_execution_is_charged_its_task_results_up_to_their_cap() -> None:
+    assert execution_charge(1000, 2) - execution_charge(1000, 1) > 8 * 1024
+    big = execution_charge(1000, 500)
+    assert big - 1000 - 500 * 4096 == EXECUTION_RESULT_BYTES
+
+
+def test_the_decision_and_stored_values() -> None:
+    assert not over_quota(900, 100, 1000)
+    assert over_quota(900, 101, 1000)
+    assert not over_quota(5000, 0, 1000)  # nothing added: never refused
+    assert parse_bytes(b"123") == 123
+    assert parse_bytes(b"-5") == 0 and parse_bytes(b"x") == 0 and parse_bytes(None) == 0
+
+
+def test_overrides_accept_the_quota() -> None:
     assert parse_overrides({"run_history_bytes": 5}) == {"run_history_bytes": 5}
     assert Quotas().overridden({"run_history_bytes": 7}).run_history_bytes == 7
+
+
+def test_a_wide_workflow_step_stays_within_etcds_ops_per_transaction() -> None:
+    """Each created run now writes its history charge too (5 ops): the engine's step packs no
+    more runs than one transaction takes (etcd refuses more than 128 ops)."""
+    from cluster.execplan import step
+    from cluster.store import MAX_TXN_OPS, Store
+    from cluster.workflow_store import new_execution, task_run
+    from cluster.workflows import Workflow, WorkflowSpec
+
+    store = Store(None, Keys("/u"), Snowflake(2), lambda: NOW)  # type: ignore[arg-type]
+    spec = WorkflowSpec(name="w", tasks=[{"name": f"t{i}", "command": "true"} for i in range(60)])
+    wf = Workflow(
+        **spec.model_dump(), project="p", created_at=NOW, updated_at=NOW, active_since=NOW
+    )
+    ex = new_execution(store, wf, parameters={})
+    ex.status = "running"
+    runs, more = step(
+        ex, spec.graph(), now=NOW, new_run=lambda name: task_run(store, ex, name), base_size=0
+    )
+    assert more and runs
+    ops = [op for run in runs for op in store.create_run_ops(run)]
+    assert len(ops) + 1 <= MAX_TXN_OPS - 4, len(ops)  # with the execution's put and guards

@@ -11,9 +11,11 @@ from typing import Any
 
 from cluster.blackouts import Window, WindowSpec
 from cluster.calendars import Calendar, CalendarSpec
+from cluster.etcd import Op
 from cluster.ids import Snowflake
 from cluster.keys import Keys
 from cluster.models import Job, JobSpec
+from cluster.slotlog import tick_ops
 from cluster.slotrules import Freeze, SlotRules
 from cluster.store import Store
 from cluster.tickplan import JobPlan, parse_job, plan_job
@@ -185,3 +187,29 @@ def test_a_deferred_run_too_late_or_from_before_the_job_changed_is_missed() -> N
     p = plan(j2, state, at(36) + timedelta(seconds=0.5), rules())
     assert p.runs == [] and ("missed", 1) in p.fates
     assert "deferred" not in p.state["schedules"][fp]
+
+
+def test_runs_and_skipped_slots_together_fit_one_etcd_transaction() -> None:
+    """A catch-up through a window that skips two minutes of every three, with deadlines (each run
+    also writes its open-slot key): runs and records of one plan must stay within etcd's 128
+    operations, or the job's transaction is refused every time the leader tries it."""
+    j = job(
+        schedules=[{"cron": "* * * * *"}],
+        catchup="all",
+        deadlines={"start_within": 30},
+    )
+    fp = j.schedules[0].fingerprint()
+    state: dict[str, Any] = {"schedules": {fp: {"last_tick": at(0).isoformat()}}}
+    two_of_three = {"name": "w", "cron": "*/3 * * * *", "duration": 90}
+    p = plan(j, state, at(180) + timedelta(seconds=0.5), rules(two_of_three))
+    assert p.runs and p.records and p.next_due == at(180) + timedelta(seconds=0.5)
+    store = Store.__new__(Store)
+    store.keys = KEYS
+    ops = [op for run, _ in p.runs for op in store.create_run_ops(run)]
+    ops += [
+        op
+        for run, tick_key in p.runs
+        for op in tick_ops(KEYS, run, tick_key, run.source, (30.0, 0.0))
+    ]
+    ops += [Op.put(k, v) for k, v in p.records]
+    assert len(ops) + 1 <= 128  # and the state's put

@@ -22,7 +22,33 @@ export function slotsCard(page, zone) {
     ),
     "No late or missed slots.",
   );
-  return [line, h("h3", null, "Late and missed slots"), late];
+  const waiting = page.slots.filter((r) => r.waiting && r.open);
+  if (!waiting.length) return [line, h("h3", null, "Late and missed slots"), late];
+  const waits = table(
+    ["Slot", "Waits for", "Gives up"],
+    waiting.map((r) =>
+      h(
+        "tr",
+        { dataset: { waiting: r.name || r.tick } },
+        h("td", null, timeEl(r.tick, zone)),
+        h("td", null, waitingText(r.waiting_for)),
+        h("td", null, r.waiting_for ? timeEl(r.waiting_for.gives_up_at, zone) : "—"),
+      ),
+    ),
+    "",
+  );
+  return [line, h("h3", null, "Waiting on upstreams"), waits, h("h3", null, "Late and missed slots"), late];
+}
+
+// What a waiting slot waits for (D295): per upstream, met or how many of its slots are pending
+// or failed; and its time gate while it has not passed.
+export function waitingText(w) {
+  if (!w) return "its upstreams";
+  const parts = (w.depends_on || []).map((d) =>
+    d.met ? `${d.upstream}: met` : `${d.upstream} ${d.require.replaceAll("_", " ")}: ${d.slots.pending} pending, ${d.slots.failed} failed${d.note ? ` (${d.note})` : ""}`,
+  );
+  if (w.not_before && !w.gate_passed) parts.push(`not before ${w.not_before}`);
+  return parts.join("; ") || "its time gate";
 }
 
 export function deadlinesText(job) {

@@ -1,0 +1,411 @@
+"""The leader's dependency waiter: releases or ends every slot waiting on its upstreams (D294).
+
+A slot of a schedule with ``depends_on`` (or a ``not_before`` gate) is written as a
+``waiting/<project>/<job>/<slot name>`` key in the transaction that handles its tick (the
+scheduler holds its run back: ``cluster.depends_plan``). This waiter keeps the waiting keys in one
+:class:`DueQueue`; nothing polls. A waiter is looked at when
+
+- an upstream moves: a tick record of an upstream job or workflow is written (a slot fired, was
+  skipped, settled or rerun), a run of an upstream job changes status (its run index), or an
+  execution of an upstream workflow is written;
+- its time gate, its deadline or its ``max_wait`` falls due.
+
+A look reads the upstreams' tick records in each window and the statuses of their runs and
+decides with the pure ``cluster.depends.decide``. Releasing is one transaction, fenced on
+leadership, comparing the waiting key's mod revision: it deletes the waiting key, creates the
+minted run (its id was fixed when the tick fired) and rewrites the tick record (with the open-slot
+key when the schedule has deadlines, which the slot watcher then settles). Ending is the same
+compare: the tick record settled ``deadline_missed`` or ``skipped_dependency`` (with the alarm
+and the notification outbox entry, as the slot watcher writes them). So a slot is released or
+ended once, whoever leads: a new leader reads the waiting keys at the revision it starts from
+and looks at each at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from cluster import depends_plan, outcomes
+from cluster.depends import Waiting, decide, gate_of
+from cluster.depends_plan import hold_runs
+from cluster.depends_spec import MAX_WAIT_DEFAULT
+from cluster.depends_store import (
+    end_ops,
+    give_up_at,
+    judge_waiting,
+    release_record_ops,
+    spec_of,
+    waited_doc,
+)
+from cluster.errors import LostOwnership, Unavailable
+from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
+from cluster.keys import Keys
+from cluster.models import Job, Run
+from cluster.outcomes import slot_deadlines
+from cluster.slotlog import OpenSlot, event_ops, workflow_tick_ops
+from cluster.store import Store
+from cluster.tickplan import JobPlan
+from cluster.watch import follow
+from cluster.workflow_store import create_execution_ops
+from cluster.workflows import Execution, Workflow
+from nodes import metrics
+from nodes.leader.loops import DueQueue
+
+if TYPE_CHECKING:
+    from cluster.election import Leadership
+
+log = structlog.get_logger(__name__)
+
+JobKey = tuple[str, str]
+RETRY = timedelta(seconds=1)
+PARALLEL = 8
+
+
+class DependencyWaiter:
+    def __init__(
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        store: Store,
+        leadership: Leadership,
+        *,
+        clock: Callable[[], datetime],
+        job_of: Callable[[JobKey], Job | None],
+        max_wait: float = MAX_WAIT_DEFAULT,
+        outbox: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.store = store
+        self.lead = leadership
+        self.clock = clock
+        self.job_of = job_of
+        self.max_wait = max_wait
+        self.outbox = outbox  # the slot watcher sends what an end put into the outbox
+        self.waiting: dict[str, Waiting] = {}
+        self.by_upstream: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self.per_job: Counter[JobKey] = Counter()
+        self.per_project: Counter[str] = Counter()
+        self.wf_projects: Counter[str] = Counter()  # waiters on a workflow, by project
+        self.ups: dict[str, list[tuple[str, str, str]]] = {}  # a waiter's upstreams
+        self.due: DueQueue[str] = DueQueue(clock)
+        self._dirty: set[str] = set()
+        self._sem = asyncio.Semaphore(PARALLEL)
+        self.released = 0
+        self.ended = 0
+
+    # -- the scheduler's part ------------------------------------------------------------------
+
+    def hold(self, job: Job, plan: JobPlan, state: dict[str, Any]) -> None:
+        """Hold the plan's runs of waiting schedules back (``cluster.depends_plan``)."""
+        hold_runs(
+            job,
+            plan,
+            state,
+            self.keys,
+            job_waiting=self.per_job[(job.project, job.name)],
+            project_waiting=self.per_project[job.project],
+            per_job=depends_plan.MAX_WAITING_PER_JOB,
+            per_project=depends_plan.MAX_WAITING_PER_PROJECT,
+        )
+
+    # -- the picture ---------------------------------------------------------------------------
+
+    def _upstreams(self, w: Waiting) -> list[tuple[str, str, str]]:
+        if w.upstreams:
+            return [(w.project, *u) for u in w.upstreams]
+        job = self.job_of((w.project, w.job))
+        spec = spec_of(job, w.schedule) if job is not None else None
+        if spec is None:
+            return []
+        return [(w.project, *d.upstream) for d in spec.depends_on]
+
+    def _on_waiting(self, key: str, value: bytes | None, rev: int) -> None:
+        old = self.waiting.pop(key, None)
+        if old is not None:
+            for up in self.ups.pop(key, []):
+                self.by_upstream[up].discard(key)
+                self.wf_projects[old.project] -= up[1] == "workflow"
+            self.per_job[(old.project, old.job)] -= 1
+            self.per_project[old.project] -= 1
+            metrics.WAITING_SLOTS.labels(old.project).set(self.per_project[old.project])
+        if value is None:
+            self.due.set(key, None, wake=False)
+            return
+        project, job, name = self.keys.tail(key, self.keys.waitings())[:3]
+        try:
+            w = Waiting.parse(key, project, job, name, value, rev)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("cannot read waiting slot; ignoring it", slot=key, error=str(exc))
+            return
+        self.waiting[key] = w
+        self.ups[key] = self._upstreams(w)
+        for up in self.ups[key]:
+            self.by_upstream[up].add(key)
+            self.wf_projects[project] += up[1] == "workflow"
+        self.per_job[(project, job)] += 1
+        self.per_project[project] += 1
+        metrics.WAITING_SLOTS.labels(project).set(self.per_project[project])
+        self._kick(key)
+
+    def _kick(self, key: str) -> None:
+        self._dirty.add(key)
+        self.due.set(key, self.clock())
+
+    def _kick_upstream(self, project: str, kind: str, name: str) -> None:
+        for key in self.by_upstream.get((project, kind, name), ()):
+            self._kick(key)
+
+    def on_job(self, jk: JobKey) -> None:
+        """A job changed: its waiting slots look again (its schedules or upstreams may have)."""
+        for key, w in list(self.waiting.items()):
+            if (w.project, w.job) == jk:
+                self._on_waiting(key, w.value().encode(), w.rev)
+
+    def _on_job_key(self, key: str) -> None:
+        project, job = self.keys.tail(key, self.keys.jobs())[:2]
+        self.on_job((project, job))
+        self._kick_upstream(project, "job", job)  # enabled again, or its schedules changed
+
+    def _on_tick(self, key: str) -> None:
+        project, job = self.keys.tail(key, self.keys.prefix + "/ticks/")[:2]
+        self._kick_upstream(project, "job", job)
+
+    def _on_wf_tick(self, key: str) -> None:
+        project, wf = self.keys.tail(key, self.keys.prefix + "/workflow-ticks/")[:2]
+        self._kick_upstream(project, "workflow", wf)
+
+    def _on_job_run(self, key: str) -> None:
+        project, job = self.keys.tail(key, self.keys.job_runs())[:2]
+        self._kick_upstream(project, "job", job)
+
+    def _on_execution(self, key: str, value: bytes | None) -> None:
+        project = self.keys.tail(key, self.keys.executions())[0]
+        if value is None or not self.wf_projects[project]:
+            return
+        try:
+            wf = json.loads(value).get("workflow")
+        except ValueError:
+            return
+        if isinstance(wf, str):
+            self._kick_upstream(project, "workflow", wf)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, rev: int) -> None:
+        res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
+        for kv in res.kvs:
+            self._on_waiting(kv.key, kv.value, kv.mod_revision)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(
+                follow(
+                    self.etcd,
+                    self.keys.waitings(),
+                    rev,
+                    lambda ev: self._on_waiting(
+                        ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+                    ),
+                    lambda: set(self.waiting),
+                )
+            )
+            for prefix, on in (
+                (self.keys.jobs(), self._on_job_key),
+                (self.keys.prefix + "/ticks/", self._on_tick),
+                (self.keys.prefix + "/workflow-ticks/", self._on_wf_tick),
+                (self.keys.job_runs(), self._on_job_run),
+            ):
+                tg.create_task(self._follow_keys(prefix, rev, on))
+            tg.create_task(
+                follow(
+                    self.etcd,
+                    self.keys.executions(),
+                    rev,
+                    lambda ev: self._on_execution(
+                        ev.kv.key, ev.kv.value if ev.kind == "put" else None
+                    ),
+                    on_compacted=self._skip_compacted,
+                )
+            )
+            while True:
+                due = self.due.pop_due()
+                if due:
+                    await asyncio.gather(*(self._guarded(key) for key in due))
+                    continue
+                await self.due.wait()
+
+    async def count(self, rev: int) -> None:
+        """Only keep the waiting counts (``hold``'s quota): what a leader of a shard other than
+        0 runs, since its held slots are looked after by shard 0's leader (D302)."""
+        res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
+        for kv in res.kvs:
+            self._on_waiting(kv.key, kv.value, kv.mod_revision)
+        await follow(
+            self.etcd,
+            self.keys.waitings(),
+            rev,
+            lambda ev: self._on_waiting(
+                ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+            ),
+            lambda: set(self.waiting),
+        )
+
+    async def _skip_compacted(self, exc: Any) -> int:
+        """A missed upstream event is not replayed: every waiter looks again, then on from now."""
+        for key in self.waiting:
+            self._kick(key)
+        return int(exc.revision)
+
+    async def _follow_keys(self, prefix: str, rev: int, on: Callable[[str], None]) -> None:
+        await follow(
+            self.etcd,
+            prefix,
+            rev,
+            lambda ev: on(ev.kv.key) if ev.kind == "put" else None,
+            on_compacted=self._skip_compacted,
+        )
+
+    async def _guarded(self, key: str) -> None:
+        async with self._sem:
+            self._dirty.discard(key)
+            try:
+                await self._look(key)
+            except LostOwnership:
+                raise
+            except (Unavailable, OutcomeUnknown) as exc:
+                log.warning("waiting slot not looked at; retrying", slot=key, error=str(exc))
+                self.due.set(key, self.clock() + RETRY, wake=False)
+            except Exception:
+                log.exception("cannot look at waiting slot; retrying in 30 s", slot=key)
+                self.due.set(key, self.clock() + timedelta(seconds=30), wake=False)
+
+    async def _look(self, key: str) -> None:
+        w = self.waiting.get(key)
+        if w is None:
+            return
+        now = self.clock()
+        job = await self._doc(w)
+        spec = spec_of(job, w.schedule) if job is not None else None
+        if job is None:  # deleted: its waiting keys went with it (or go now)
+            await self._txn(w, [Op.delete(w.key)])
+            return
+        if spec is None or not job.enabled:
+            what = "disabled" if not job.enabled else "its schedule changed"
+            await self._end(w, outcomes.DISABLED.name, f"the job was {what} while it waited", {})
+            return
+        tick = await self.etcd.get(w.tick_key)
+        if tick is not None and not json.loads(tick.value).get("waiting"):
+            # the slot was handled otherwise (a backfill wrote its tick first): not ours to fire
+            await self._txn(w, [Op.delete(w.key)])
+            return
+        # the release compares the slot's record as read (absent: pruned meanwhile, written anew)
+        on_tick = (
+            Compare.modified(w.tick_key, tick.mod_revision)
+            if tick is not None
+            else Compare.absent(w.tick_key)
+        )
+        judgements = await judge_waiting(self.etcd, self.keys, w.project, spec, w)
+        gate = gate_of(spec.not_before, w.tick, spec.timezone)
+        pair = slot_deadlines(job).get(w.schedule)
+        deadline = None
+        if pair is not None:
+            first = pair[0] or pair[1]
+            deadline = w.tick + timedelta(seconds=first) if first else None
+        verdict = decide(
+            judgements,
+            now=now,
+            gate=gate,
+            give_up=give_up_at(w, spec, self.max_wait),
+            deadline=deadline,
+        )
+        waited = waited_doc(judgements, gate)
+        if verdict.action == "wait":
+            self.due.set(key, now if key in self._dirty else verdict.next_check, wake=False)
+            return
+        if verdict.action == "end":
+            assert verdict.outcome is not None
+            await self._end(w, verdict.outcome, verdict.reason, waited)
+            return
+        if isinstance(job, Workflow):  # its execution, and the slot's record (D234)
+            ex = Execution.model_validate(w.run)
+            ops = [Op.delete(w.key), *create_execution_ops(self.keys, ex)]
+            ops += workflow_tick_ops(self.keys, job, ex, w.tick_key)
+            new = Compare.absent(self.keys.execution(w.project, ex.id))
+            if await self._txn(w, ops, [new, on_tick]):
+                self.released += 1
+                log.info("waiting workflow slot released", job=w.job, execution=ex.id)
+            return
+        run = Run.model_validate(w.run)
+        ops = [Op.delete(w.key), *self.store.create_run_ops(run)]
+        ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
+        if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id)), on_tick]):
+            self.released += 1
+            if pair is None:  # settled now (with deadlines the slot watcher counts it)
+                metrics.SLOT_OUTCOMES.labels(
+                    w.project, w.job, outcomes.outcome_of_fate(w.fate)
+                ).inc()
+            log.info(
+                "waiting slot released",
+                job=f"{w.project}/{w.job}",
+                tick=w.tick.isoformat(),
+                run=run.id,
+                reason=verdict.reason,
+            )
+
+    async def _doc(self, w: Waiting) -> Job | Workflow | None:
+        """The job (from the scheduler's cache) or workflow (read: they are few) of a slot."""
+        if w.job.startswith("@"):
+            kv = await self.etcd.get(self.keys.workflow(w.project, w.job[1:]))
+            return Workflow.model_validate_json(kv.value) if kv is not None else None
+        return self.job_of((w.project, w.job))
+
+    async def _end(self, w: Waiting, outcome: str, reason: str, waited: dict[str, Any]) -> None:
+        ops = end_ops(self.keys, w, outcome, reason, waited, self.clock())
+        info = outcomes.OUTCOMES[outcome]
+        if info.bad:  # the alarm and the notification, as the slot watcher writes them (D232)
+            slot = OpenSlot(
+                key=w.key,
+                jk=(w.project, w.job),
+                name=w.name,
+                slot=outcomes.SlotDeadlines(w.tick, None, None, w.fate),
+                run=None,
+                fate=w.fate,
+                schedule=w.schedule,
+                rev=w.rev,
+            )
+            ops.append(Op.put(self.keys.slot_alarm(w.project, w.job), outcome))
+            event = outcome if outcome == outcomes.DEADLINE_MISSED.name else "deadline_missed"
+            ops += event_ops(self.keys, slot, event, outcome, reason)
+        if await self._txn(w, ops):
+            self.ended += 1
+            if info.bad:
+                self.outbox()
+            metrics.SLOT_OUTCOMES.labels(w.project, w.job, outcome).inc()
+            log.info(
+                "waiting slot ended",
+                job=f"{w.project}/{w.job}",
+                tick=w.tick.isoformat(),
+                outcome=outcome,
+                reason=reason,
+            )
+
+    async def _txn(self, w: Waiting, ops: list[Any], compares: list[Any] | None = None) -> bool:
+        """One fenced write comparing the waiting key as we know it; False when it moved."""
+        res = await self.etcd.txn(
+            [self.lead.fence(), Compare.modified(w.key, w.rev), *(compares or [])],
+            ops,
+            [self.lead.probe()],
+        )
+        if not res.succeeded:
+            self.lead.check_fenced(res, "fenced waiting-slot write rejected")
+            # moved: the watch brings the new version (or its deletion); look again shortly in
+            # case it was the slot's record that moved
+            self.due.set(w.key, self.clock() + RETRY, wake=False)
+            return False
+        return True

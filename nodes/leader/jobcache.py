@@ -1,0 +1,193 @@
+"""The scheduling leader's in-memory picture: jobs, schedule states, active runs, and when each job
+is next due. One consistent read (``load``), then watches from that revision (``follow``).
+
+With sharding (D301) a shard leader keeps only its shard's jobs; shard 0's leader, which also
+runs the per-cluster loops (reaper, retention, deadlines, notifier: D302), keeps every job and
+every active run for them but fires (puts in the due queue) only its own shard's jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from cluster.cron import Schedule
+from cluster.errors import Unavailable
+from cluster.etcd import Etcd
+from cluster.keys import Keys
+from cluster.models import Job, ScheduleSpec
+from cluster.outcomes import slot_deadlines
+from cluster.shards import Shard
+from cluster.tickplan import parse_job
+from cluster.watch import follow
+from nodes.leader.loading import load_jobs
+from nodes.leader.loops import DueQueue
+
+log = structlog.get_logger(__name__)
+
+JobKey = tuple[str, str]
+
+
+@dataclass
+class JobEntry:
+    job: Job
+    schedules: list[tuple[ScheduleSpec, Schedule]]
+    state: dict[str, Any] = field(default_factory=dict)
+    state_rev: int = 0
+    deadlines: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+class JobCache:
+    def __init__(
+        self,
+        etcd: Etcd,
+        keys: Keys,
+        *,
+        clock: Callable[[], datetime],
+        shard: Shard | None = None,
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.clock = clock
+        self.shard = shard or Shard()
+        # shard 0 keeps every job (its per-cluster loops need them); the others their own only
+        self.keeps_all = self.shard.singletons
+        # hooks: a job appeared or changed; a run's active key went (the slot watcher's)
+        self.on_job_changed: Callable[[JobKey], None] = lambda jk: None
+        self.on_run_moved: Callable[[str, JobKey], None] = lambda run_id, jk: None
+        self.jobs: dict[JobKey, JobEntry] = {}
+        self.active: dict[JobKey, set[str]] = defaultdict(set)
+        self.active_job: dict[str, JobKey] = {}
+        self.due: DueQueue[JobKey] = DueQueue(clock)
+        self.actives_rev = 0  # revision of the newest active-key event seen
+
+    def fires(self, jk: JobKey) -> bool:
+        return self.shard.owns(*jk)
+
+    def _kept(self, jk: JobKey) -> bool:
+        return self.keeps_all or self.shard.owns(*jk)
+
+    def job_of(self, jk: JobKey) -> Job | None:
+        entry = self.jobs.get(jk)
+        return entry.job if entry is not None else None
+
+    def _key_of(self, key: str, base: str) -> tuple[str, ...]:
+        return tuple(self.keys.tail(key, base))
+
+    async def load(self) -> int:
+        """Every job and schedule state, then every active run, at one revision (D262)."""
+        rev = await load_jobs(self.etcd, self.keys, self.on_job, self.on_state)
+        actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
+        for kv in actives.kvs:
+            self.on_active(kv.key, True)
+        return rev
+
+    def follow(self, tg: asyncio.TaskGroup, rev: int) -> None:
+        """Watch jobs, schedule states and active runs from ``rev`` (tasks of ``tg``)."""
+        tg.create_task(
+            follow(
+                self.etcd,
+                self.keys.jobs(),
+                rev,
+                lambda ev: self.on_job(ev.kv.key, ev.kv.value if ev.kind == "put" else None),
+                lambda: {self.keys.job(*jk) for jk in self.jobs},
+            )
+        )
+        tg.create_task(
+            follow(
+                self.etcd,
+                self.keys.schedule_states(),
+                rev,
+                lambda ev: self.on_state(
+                    ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+                ),
+                lambda: {
+                    self.keys.schedule_state(*jk) for jk, e in self.jobs.items() if e.state_rev
+                },
+            )
+        )
+        tg.create_task(
+            follow(
+                self.etcd,
+                self.keys.actives(),
+                rev,
+                lambda ev: self.on_active(ev.kv.key, ev.kind == "put", ev.kv.mod_revision),
+                lambda: {
+                    self.keys.active(*jk, r) for jk, runs in self.active.items() for r in runs
+                },
+            )
+        )
+
+    def on_job(self, key: str, value: bytes | None) -> None:
+        project, name = self._key_of(key, self.keys.jobs())[:2]
+        jk = (project, name)
+        if not self._kept(jk):  # another shard's job: not even parsed (D301)
+            return
+        if value is None:
+            self.jobs.pop(jk, None)
+            return
+        try:
+            job = Job.model_validate_json(value)
+            schedules = parse_job(job)
+        except Exception as exc:  # a job written by a newer version, or corrupted by hand
+            log.error("cannot read job; ignoring it", job=f"{project}/{name}", error=str(exc))
+            self.jobs.pop(jk, None)
+            return
+        old = self.jobs.get(jk)
+        entry = JobEntry(job, schedules, deadlines=slot_deadlines(job))
+        if old is not None:
+            entry.state, entry.state_rev = old.state, old.state_rev
+        self.jobs[jk] = entry
+        self.reschedule(jk, self.clock())
+        self.on_job_changed(jk)
+
+    def on_state(self, key: str, value: bytes | None, rev: int) -> None:
+        project, name = self._key_of(key, self.keys.schedule_states())[:2]
+        jk = (project, name)
+        entry = self.jobs.get(jk)
+        if entry is None or rev <= entry.state_rev or not self.fires(jk):
+            return
+        entry.state = json.loads(value) if value else {}
+        entry.state_rev = rev if value else 0
+        self.reschedule(jk, self.clock())
+
+    def on_active(self, key: str, present: bool, rev: int = 0) -> None:
+        self.actives_rev = max(self.actives_rev, rev)
+        project, job, run_id = self._key_of(key, self.keys.actives())[:3]
+        jk = (project, job)
+        if not self._kept(jk):
+            return
+        if present:
+            self.active[jk].add(run_id)
+            self.active_job[run_id] = jk
+        else:
+            self.active[jk].discard(run_id)
+            self.active_job.pop(run_id, None)
+            self.on_run_moved(run_id, jk)
+
+    def reschedule(self, jk: JobKey, now: datetime) -> None:
+        entry = self.jobs.get(jk)
+        if entry is None:
+            return
+        due = entry.job.enabled and entry.schedules and self.fires(jk)
+        self.due.set(jk, now if due else None)
+
+    def schedule_at(self, jk: JobKey, when: datetime | None) -> None:
+        if jk in self.jobs:
+            self.due.set(jk, when, wake=False)
+
+    async def refresh_state(self, jk: JobKey) -> None:
+        with contextlib.suppress(Unavailable):
+            kv = await self.etcd.get(self.keys.schedule_state(*jk))
+            entry = self.jobs.get(jk)
+            if entry is not None:
+                entry.state = json.loads(kv.value) if kv else {}
+                entry.state_rev = kv.mod_revision if kv else 0
