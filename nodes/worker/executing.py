@@ -217,17 +217,20 @@ class Executing(Outcomes):
         return cg
 
     @staticmethod
-    def _finish_cgroup(cg: RunCgroup, folder: Path) -> tuple[Usage, bool, Read]:
+    def _finish_cgroup(cg: RunCgroup, folder: Path) -> tuple[Usage, bool, Read, bool]:
         """In a cgroup-io thread: what the run used, its cgroups removed, then (nothing of the
-        run being left) its result file read and its folder removed when empty (D310)."""
+        run being left) its result file read and its folder removed when empty (D310); the last
+        value says whether the folder is gone."""
         usage = cg.usage()
         removed = cg.remove(timeout=0.5)
         if not removed:
-            return usage, removed, None
+            return usage, removed, None, False
         read = workdir.read_result(folder / workdir.RESULT_NAME, MAX_RESULT)
-        with contextlib.suppress(OSError):  # not empty: removed by the caller, off the loop
+        try:
             os.rmdir(folder)
-        return usage, removed, read
+        except OSError:  # not empty: removed by the caller, off the loop
+            return usage, removed, read, False
+        return usage, removed, read, True
 
     async def _secrets(self, run: Run) -> dict[str, bytes]:
         """The values of the secrets the run references, read now (at its start)."""
@@ -247,7 +250,8 @@ class Executing(Outcomes):
         finally:
             self.seating.done(ex)  # its seat to the next in line (D260)
             try:
-                os.rmdir(folder)  # the usual case: the job left nothing
+                if not ex.folder_gone:  # gone with its cgroup already (D310)
+                    os.rmdir(folder)  # the usual case: the job left nothing
             except FileNotFoundError:
                 pass
             except OSError:  # a tree: off the loop
@@ -348,9 +352,10 @@ class Executing(Outcomes):
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
             if cg is not None:
-                ex.usage, removed, read = await asyncio.get_running_loop().run_in_executor(
+                done = await asyncio.get_running_loop().run_in_executor(
                     cgroup_io(), self._finish_cgroup, cg, folder
                 )
+                ex.usage, removed, read, ex.folder_gone = done
                 if not removed:
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
                     tree_gone = False

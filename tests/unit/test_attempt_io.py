@@ -64,12 +64,12 @@ async def test_folder_and_cgroup_made_together_then_result_read_and_both_removed
         f'grep -q "{cg.name}" /proc/self/cgroup && echo \'{{"rows": 3}}\' > {workdir.RESULT_NAME}',
     )
     assert code == 0
-    usage, removed, read = Executing._finish_cgroup(cg, folder)
+    usage, removed, read, gone = Executing._finish_cgroup(cg, folder)
     assert removed and present(cg) == 0
     assert read == (b'{"rows": 3}\n', None)
     assert usage.cpu_seconds is not None
     # the result file was read first, so the folder was not empty: the caller removes the rest
-    assert folder.exists()
+    assert folder.exists() and not gone
     workdir.remove_run_dir(folder)
     assert not folder.exists()
 
@@ -79,7 +79,7 @@ async def test_an_empty_folder_goes_with_the_cgroup(layout: Layout, tmp_path: Pa
     cg = RunCgroup(layout, "run-r2-1")
     workdir.prepare_attempt(folder, None, None, cg, memory=None, cpu=None, pids=None)
     assert await run_in(folder, cg, "true") == 0
-    _usage, removed, read = Executing._finish_cgroup(cg, folder)
+    _usage, removed, read, gone = Executing._finish_cgroup(cg, folder)
     assert removed and read == (None, None) and not folder.exists()
 
 
@@ -90,7 +90,7 @@ async def test_a_result_that_is_a_symlink_is_still_refused(layout: Layout, tmp_p
     cg = RunCgroup(layout, "run-r3-1")
     workdir.prepare_attempt(folder, None, None, cg, memory=None, cpu=None, pids=None)
     assert await run_in(folder, cg, f"ln -s {secret} {workdir.RESULT_NAME}") == 0
-    _usage, removed, read = Executing._finish_cgroup(cg, folder)
+    _usage, removed, read, gone = Executing._finish_cgroup(cg, folder)
     assert removed and read is not None and read[0] is None
     assert "symbolic link" in (read[1] or "")
 
