@@ -15,7 +15,8 @@ MAX_WINDOW = 31 * 86400  # a duration window
 MAX_WAIT_DEFAULT = 86400.0  # a waiting slot without deadlines ends after this long
 MAX_WAIT_LIMIT = 7 * 86400
 MAX_UPSTREAM_SLOTS = 1000  # upstream slots looked at per dependency and window
-MAX_CHAIN = 256  # documents read to look for a cycle at write
+MAX_CHAIN = 48  # documents read to look for a cycle at write; each is a compare of the write
+# (etcd: ≤ 128 compares; with ≤ 64 secrets, 8 budgets, the document and its group: D333)
 NAME = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"  # cluster.models.NAME_PATTERN (models imports us)
 GATE = r"^([01]\d|2[0-3]):[0-5]\d$"
 
