@@ -272,6 +272,7 @@ def diff(after: Samples, before: Samples) -> Samples:
 class ProcCpu:
     self_s: float  # user + system of the process itself
     children_s: float  # user + system of its reaped children (the job processes of a node)
+    system_s: float = 0.0  # the kernel's share of ``self_s``
 
 
 def proc_cpu(pid: int) -> ProcCpu:
@@ -279,7 +280,7 @@ def proc_cpu(pid: int) -> ProcCpu:
     fields = data[data.rfind(b")") + 2 :].split()
     # fields[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return ProcCpu((utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK)
+    return ProcCpu((utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK, stime / CLK_TCK)
 
 
 def machine_cpu() -> tuple[float, float]:

@@ -5,7 +5,8 @@ the other on one event loop, three ways: a plain session (``cgroups: off``, the 
 armed and released at once (what the cgroup path adds without the cgroup), and with a cgroup per
 run (created with limits, the process moved in before its release, removed after). Prints the
 median and p90 of each step in milliseconds: spawn (what ``cronmesh_spawn_seconds`` measures),
-the cgroup's creation and removal, and the whole run (spawn to cgroup removed).
+the cgroup's creation and removal, and the whole run (spawn to cgroup removed); and this
+process's CPU per run, user and kernel (``cpu_ms``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -30,6 +32,11 @@ def _ms(values: list[float]) -> dict[str, float]:
         "p50": round(statistics.median(ordered) * 1000, 3),
         "p90": round(ordered[int(len(ordered) * 0.9)] * 1000, 3),
     }
+
+
+def _cpu() -> tuple[float, float]:
+    t = os.times()
+    return t.user, t.system
 
 
 async def _one(layout: cgroups.Layout | None, armed: bool, i: int) -> dict[str, float]:
@@ -71,8 +78,12 @@ async def measure(runs: int) -> dict[str, Any]:
             for name, (lay, armed) in ways.items():
                 for i in range(10):  # warm-up
                     await _one(lay, armed, i)
+                cpu = _cpu()
                 samples = [await _one(lay, armed, i) for i in range(runs)]
+                used = [(b - a) / runs * 1000 for a, b in zip(cpu, _cpu(), strict=True)]
                 out[name] = {k: _ms([s[k] for s in samples]) for k in samples[0]}
+                # this process's CPU per run (all its threads), user and kernel, in ms
+                out[name]["cpu_ms"] = {"user": round(used[0], 3), "system": round(used[1], 3)}
         finally:
             cgroups.reap(layout) if layout.enabled else None
             cgroups.remove_subtree(layout)

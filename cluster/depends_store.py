@@ -6,13 +6,14 @@ builds ops."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cluster import outcomes
 from cluster.depends import (
     Judgement,
+    SlotState,
     Waiting,
     Window,
     cycle_text,
@@ -28,8 +29,8 @@ from cluster.depends_spec import MAX_CHAIN, MAX_UPSTREAM_SLOTS, MAX_WAIT_DEFAULT
 from cluster.errors import InvalidInput
 from cluster.etcd import Compare, Etcd, Op
 from cluster.keys import Keys
-from cluster.models import Job, ScheduleSpec
-from cluster.slotlog import open_slot_value, settled_record
+from cluster.models import Job, Run, ScheduleSpec
+from cluster.slotlog import OpenSlot, event_ops, open_slot_value, settled_record
 from cluster.workflows import Execution, Workflow
 
 Doc = Job | Workflow
@@ -142,6 +143,18 @@ async def _records(
     return {kv.key: json.loads(kv.value) for kv in res.kvs}
 
 
+async def _oldest_record(etcd: Etcd, keys: Keys, project: str, node: Upstream) -> datetime | None:
+    """The instant of the upstream's oldest tick record still kept (None: it has none)."""
+    base = (
+        keys.ticks(project, node[1]) if node[0] == "job" else keys.workflow_ticks(project, node[1])
+    )
+    res = await etcd.range(base, limit=1, keys_only=True)
+    if not res.kvs:
+        return None
+    ms = res.kvs[0].key[len(base) :].split("-", 1)[0]
+    return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms.isdigit() else None
+
+
 async def _statuses(
     etcd: Etcd, keys: Keys, project: str, node: Upstream, ids: list[str]
 ) -> dict[str, str]:
@@ -204,12 +217,22 @@ async def judge_dependency(
             chosen[i] = (chosen[i][0], json.loads(kvs[0].value) if kvs else None)
     ids = sorted({r for _, rec in chosen if rec is not None and (r := _run_of(rec))})
     statuses = await _statuses(etcd, keys, project, node, ids)
-    states = [
-        (tick, slot_state(rec, statuses.get(_run_of(rec) or "") if rec else None))
-        for tick, rec in chosen
+    # retention keeps a job's newest tick records only (keep_runs x 2): a slot older than the
+    # oldest kept has no record because it was pruned, not because its time has not come
+    pruned: set[int] = set()
+    if any(rec is None for _, rec in chosen):
+        oldest = await _oldest_record(etcd, keys, project, node)
+        pruned = {i for i, (t, rec) in enumerate(chosen) if rec is None and oldest and t < oldest}
+    states: list[tuple[datetime, SlotState]] = [
+        (tick, "failed")
+        if i in pruned
+        else (tick, slot_state(rec, statuses.get(_run_of(rec) or "") if rec else None))
+        for i, (tick, rec) in enumerate(chosen)
     ]
     out = judge(dep.require, label(node), window, states)
     notes = []
+    if pruned:
+        notes.append(f"{len(pruned)} upstream slot record(s) no longer kept (counted failed)")
     gone = sum(1 for r in ids if r not in statuses)
     if gone:  # pruned by the upstream's keep_runs: its status is not known any more
         notes.append(f"{gone} upstream run(s) no longer kept (counted failed; raise keep_runs)")
@@ -221,9 +244,13 @@ async def judge_dependency(
 
 # The upstream slots of a window depend only on the upstream's schedules, its active_since and
 # the window: every look at a waiter (one per upstream event) would recompute them with the cron
-# engine (85 ms for 1000 slots of a seconds cron), so they are kept. Bounded: cleared when full.
+# engine (85 ms for 1000 slots of a seconds cron), so they are kept. Bounded: cleared when full,
+# by entries and by the slots they hold in all: 4096 entries of 1000 slots each were ~460 MB of
+# the leader's memory (112 bytes a slot, measured); 200,000 slots are ~22 MB.
 _EXPECTED: dict[tuple[Any, ...], tuple[list[tuple[datetime, str]], bool]] = {}
+_EXPECTED_SLOTS = [0]  # the slots _EXPECTED holds
 EXPECTED_KEPT = 4096
+EXPECTED_SLOTS_KEPT = 200_000
 
 
 def _expected(
@@ -236,9 +263,12 @@ def _expected(
         hash_key = f"{project}/{node[1]}" if node[0] == "job" else f"wf/{project}/{node[1]}"
         scheds = [(s.fingerprint(), s.parse(hash_key)) for s in specs]
         got = expected_slots(scheds, window, doc.active_since)
-        if len(_EXPECTED) >= EXPECTED_KEPT:
+        size = len(got[0])
+        if len(_EXPECTED) >= EXPECTED_KEPT or _EXPECTED_SLOTS[0] + size > EXPECTED_SLOTS_KEPT:
             _EXPECTED.clear()
+            _EXPECTED_SLOTS[0] = 0
         _EXPECTED[key] = got
+        _EXPECTED_SLOTS[0] += size
     return got
 
 
@@ -297,6 +327,26 @@ def end_ops(
     ]
 
 
+def alarm_ops(keys: Keys, w: Waiting, outcome: str, reason: str) -> list[Any]:
+    """A bad end's slot alarm and notification outbox entry, as the slot watcher writes them
+    (D232: notified as ``deadline_missed``)."""
+    slot = OpenSlot(
+        key=w.key,
+        jk=(w.project, w.job),
+        name=w.name,
+        slot=outcomes.SlotDeadlines(w.tick, None, None, w.fate),
+        run=None,
+        fate=w.fate,
+        schedule=w.schedule,
+        rev=w.rev,
+    )
+    event = outcome if outcome == outcomes.DEADLINE_MISSED.name else "deadline_missed"
+    return [
+        Op.put(keys.slot_alarm(w.project, w.job), outcome),
+        *event_ops(keys, slot, event, outcome, reason),
+    ]
+
+
 def release_record_ops(
     keys: Keys,
     w: Waiting,
@@ -343,6 +393,20 @@ def release_record_ops(
             open_slot_value(w.tick, w.schedule, w.fate, run_id, deadlines),
         ),
     ]
+
+
+def remint(new_run: Callable[..., Run], job: Job, spec: ScheduleSpec, minted: Run) -> Run:
+    """The run a released slot creates: minted again from the job as it is now (D334: an edit
+    while the slot waited applies, and the run-history quota), with the id and ``created_at``
+    fixed when the tick fired."""
+    run = new_run(
+        job,
+        source=minted.source,
+        parameters=spec.parameters,
+        scheduled_at=minted.scheduled_at,
+        schedule=minted.schedule,
+    )
+    return run.model_copy(update={"id": minted.id, "created_at": minted.created_at})
 
 
 def give_up_at(w: Waiting, spec: ScheduleSpec | None, default: float) -> datetime:

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from cluster.deadlines import Deadlines, Duration
-from cluster.depends_spec import GATE, MAX_DEPENDS, Dependency, MaxWait
+from cluster.depends_spec import MAX_DEPENDS, Dependency, Gate, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources
@@ -198,7 +198,7 @@ class ScheduleSpec(Strict):
     dst: DstSpec | None = None  # None: the defaults (shift, auto)
     # waits on other jobs' or workflows' slots (D291-D296); not part of the fingerprint either
     depends_on: list[Dependency] = Field(default_factory=list, max_length=MAX_DEPENDS)
-    not_before: str | None = Field(default=None, pattern=GATE)  # "HH:MM" in `timezone`
+    not_before: Gate = None  # "HH:MM" in `timezone`
     max_wait: MaxWait = 0  # 0: a day (MAX_WAIT_DEFAULT); deadlines end a waiting slot first
 
     @field_validator("timezone")

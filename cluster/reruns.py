@@ -6,6 +6,7 @@ succeeded one and releases what waited on it."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from cluster.errors import Conflict
 from cluster.etcd import Compare, Op
@@ -29,6 +30,7 @@ async def rerun_slot(store: Store, project: str, run_id: str) -> Run:
         store.keys.tick(project, old.job, old.schedule, ms),
         store.keys.tick(project, old.job, f"{old.schedule}-deferred", ms),
     ]
+    seen: list[Any] = []  # the slot's newest rerun when first read
     for _ in range(5):
         kvs = await store.get_many(candidates)
         mine = [
@@ -40,6 +42,11 @@ async def rerun_slot(store: Store, project: str, run_id: str) -> Run:
             raise Conflict(f"run {run_id}'s slot is no longer in the tick log", field="run")
         kv = mine[0]
         record = json.loads(kv.value)
+        if seen and record.get("rerun") != seen[0]:  # another rerun landed first: one is enough
+            raise Conflict(
+                f"run {run_id}'s slot was rerun meanwhile (run {record.get('rerun')})", field="run"
+            )
+        seen[:] = [record.get("rerun")]
         job = await store.get_job(project, old.job)
         run = store.new_run(
             job,

@@ -232,6 +232,7 @@ class WorkflowStore:
                 Op.delete(self.keys.workflow_schedule_state(project, name)),
                 Op.delete(self.keys.workflow_ticks(project, name), prefix=True),
                 Op.delete(self.keys.open_slots(project, f"@{name}"), prefix=True),  # D234
+                Op.delete(self.keys.waitings(project, f"@{name}"), prefix=True),  # D330
                 Op.delete(self.keys.slot_alarm(project, f"@{name}")),
             ],
         )

@@ -67,9 +67,12 @@ class SlotsApi:
         """A waiting slot shows what it waits for (D295): the first few of the page, live."""
         waiting = [s for s in page["slots"] if s.get("waiting") and s["open"]][:WAITING_SHOWN]
         for rec in waiting:
-            rec["waiting_for"] = await waiting_view(
-                store.etcd, store.keys, doc, rec["name"], store.clock()
-            )
+            try:
+                rec["waiting_for"] = await waiting_view(
+                    store.etcd, store.keys, doc, rec["name"], store.clock()
+                )
+            except (ValueError, KeyError, TypeError) as exc:  # a record this version cannot read
+                rec["waiting_for"] = {"error": f"its upstreams cannot be read: {str(exc)[:200]}"}
         return page
 
     @documented(query={"limit": LIMIT, "before": STR})

@@ -73,8 +73,9 @@ def call(
         if exc.code == 401 and not token and path != "/api/v1/auth/login":
             parsed = {
                 "error": {
-                    "message": "not logged in: run `cronmesh login`, or give --token / "
-                    "CRONMESH_TOKEN"
+                    # a token is kept per API address: name the one asked (D335)
+                    "message": f"not logged in to {args.api} (a login is kept per API address):"
+                    f" run `cronmesh login --api {args.api}`, or give --token / CRONMESH_TOKEN"
                 }
             }
         raise ApiError(exc.code, parsed) from None

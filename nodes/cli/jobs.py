@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import urllib.parse
 
 from nodes.cli import logs as cli_logs
@@ -55,15 +56,32 @@ def cmd_job(args: argparse.Namespace) -> int:
     elif args.action == "ticks":
         show(args, call(args, "GET", f"{base}/jobs/{args.name}/ticks"))
     elif args.action == "slots":
-        page = call(args, "GET", f"{base}/jobs/{args.name}/slots")
+        page = call(args, "GET", slots_path(f"{base}/jobs/{args.name}/slots", args))
         if args.output == "table":
             table([slot_row(s) for s in page["slots"]], ["SLOT", "OUTCOME", "RUN", "REASON"])
+            more_slots(page)
         else:
             show(args, page)
     elif args.action == "backfill":
         body = {"from": args.start, "to": args.end}
         show(args, call(args, "POST", f"{base}/jobs/{args.name}/backfill", body))
     return 0
+
+
+def add_slot_paging(parser: argparse.ArgumentParser) -> None:
+    """``--limit``/``--before`` of ``job slots`` and ``workflow slots`` (the API pages them)."""
+    parser.add_argument("--limit", type=int, help="at most this many slots (default 50, ≤ 1000)")
+    parser.add_argument("--before", help="slots older than this one (the NAME a page ends with)")
+
+
+def slots_path(path: str, args: argparse.Namespace) -> str:
+    query = {k: v for k, v in (("limit", args.limit), ("before", args.before)) if v is not None}
+    return f"{path}?{urllib.parse.urlencode(query)}" if query else path
+
+
+def more_slots(page: dict[str, object]) -> None:
+    if page.get("next"):  # to stderr: the table stays a table for scripts
+        print(f"older slots: --before {page['next']}", file=sys.stderr)
 
 
 def slot_row(slot: dict[str, object]) -> list[str]:

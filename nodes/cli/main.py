@@ -30,7 +30,7 @@ from nodes.cli import (
 from nodes.cli import groups as cli_placement
 from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError
-from nodes.cli.jobs import cmd_job, cmd_run, cmd_status
+from nodes.cli.jobs import add_slot_paging, cmd_job, cmd_run, cmd_status
 from nodes.cli.node import cmd_node
 
 # -- HTTP client --------------------------------------------------------------------------------
@@ -187,9 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("enable", "let a job's schedules fire again"),
         ("disable", "stop a job's schedules firing (manual triggers still work)"),
         ("ticks", "each recent tick's fate and the next ten fire times"),
-        ("slots", "recent slots' outcomes; a waiting slot names the upstream slots it waits for"),
     ):
         j.add_parser(action, help=helptext).add_argument("name", help="job name")
+    slots = j.add_parser(
+        "slots", help="recent slots' outcomes; a waiting slot names the upstream slots it waits for"
+    )
+    slots.add_argument("name", help="job name")
+    add_slot_paging(slots)
     tr = j.add_parser("trigger", help="run a job now (prints the run id)")
     tr.add_argument("name", help="job name")
     tr.add_argument(

@@ -89,7 +89,15 @@ def cmd_settings(args: argparse.Namespace) -> int:
         if args.set is None:
             show(args, call(args, "GET", path))
         else:
-            show(args, call(args, "PUT", path, {"shards": args.set}))
+            answer = call(args, "PUT", path, {"shards": args.set})
+            show(args, answer)
+            if answer.get("changed") and args.output == "table":  # every leader was deposed
+                print(
+                    f"every shard leader stepped down; the nodes campaign under {args.set} "
+                    "shard(s): leaders show in `cronmesh settings scheduler-shards` within "
+                    "seconds",
+                    file=sys.stderr,
+                )
         return 0
     if args.kind == "webhooks":
         path = "/api/v1/settings/webhooks"

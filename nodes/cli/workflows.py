@@ -8,6 +8,7 @@ from typing import Any
 
 from nodes.cli.client import call, call_all, proj
 from nodes.cli.documents import apply_documents, params
+from nodes.cli.jobs import add_slot_paging, more_slots, slot_row, slots_path
 from nodes.cli.output import schedules_text, show, table, warn_saved
 
 
@@ -57,6 +58,14 @@ def cmd_workflow(args: argparse.Namespace) -> int:
             print(ex["id"])
         else:
             show(args, ex)
+    elif args.action == "slots":  # as `job slots`: a waiting slot says what it waits for
+        page = call(args, "GET", slots_path(f"{base}/workflows/{_q(args.name)}/slots", args))
+        if args.output == "table":
+            rows = [slot_row({**s, "run": s.get("execution")}) for s in page["slots"]]
+            table(rows, ["SLOT", "OUTCOME", "EXECUTION", "REASON"])
+            more_slots(page)
+        else:
+            show(args, page)
     elif args.action == "executions":
         path = f"{base}/workflows/{_q(args.name)}/executions" if args.name else f"{base}/executions"
         show_executions(args, call(args, "GET", path)["executions"])
@@ -146,6 +155,11 @@ def add_parsers(sub: Any) -> None:
     tr.add_argument(
         "--param", action="append", help="NAME=VALUE, a parameter of this execution (repeatable)"
     )
+    slots = w.add_parser(
+        "slots", help="recent slots' outcomes; a waiting slot names the upstream slots it waits for"
+    )
+    slots.add_argument("name", help="workflow name")
+    add_slot_paging(slots)
     ex = w.add_parser("executions", help="list executions (of one workflow, or all)")
     ex.add_argument("name", nargs="?", help="workflow name (default: every workflow)")
     for parser in w.choices.values():

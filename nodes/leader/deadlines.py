@@ -190,6 +190,7 @@ class SlotWatcher:
         job = self.job_of(jk)
         if job is not None and job.expected_every and job.enabled:
             self._kick(f"fresh:{jk[0]}/{jk[1]}")
+        self.deps.on_job(jk)  # its waiting slots, with their upstreams as the job has them now
 
     # -- the loop ------------------------------------------------------------------------------
 

@@ -33,14 +33,16 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from cluster import depends_plan, outcomes
-from cluster.depends import Waiting, decide, gate_of
+from cluster.depends import SKIPPED_DEPENDENCY, Waiting, decide, gate_of
 from cluster.depends_plan import hold_runs
 from cluster.depends_spec import MAX_WAIT_DEFAULT
 from cluster.depends_store import (
+    alarm_ops,
     end_ops,
     give_up_at,
     judge_waiting,
     release_record_ops,
+    remint,
     spec_of,
     waited_doc,
 )
@@ -49,11 +51,11 @@ from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run
 from cluster.outcomes import slot_deadlines
-from cluster.slotlog import OpenSlot, event_ops, workflow_tick_ops
+from cluster.slotlog import workflow_tick_ops
 from cluster.store import Store
 from cluster.tickplan import JobPlan
 from cluster.watch import follow
-from cluster.workflow_store import create_execution_ops
+from cluster.workflow_store import create_execution_ops, new_execution
 from cluster.workflows import Execution, Workflow
 from nodes import metrics
 from nodes.leader.loops import DueQueue
@@ -66,6 +68,10 @@ log = structlog.get_logger(__name__)
 JobKey = tuple[str, str]
 RETRY = timedelta(seconds=1)
 PARALLEL = 8
+# Looks caused by upstream events, all waiters together (D331): a waiter looks again at most
+# every max(1 s, waiters / LOOKS_PER_SECOND) however busy its upstreams are.
+LOOKS_PER_SECOND = 50.0
+MIN_PACE = timedelta(seconds=1)
 
 
 class DependencyWaiter:
@@ -97,6 +103,7 @@ class DependencyWaiter:
         self.ups: dict[str, list[tuple[str, str, str]]] = {}  # a waiter's upstreams
         self.due: DueQueue[str] = DueQueue(clock)
         self._dirty: set[str] = set()
+        self.looked: dict[str, datetime] = {}  # when each waiter's last look began
         self._sem = asyncio.Semaphore(PARALLEL)
         self.released = 0
         self.ended = 0
@@ -119,25 +126,29 @@ class DependencyWaiter:
     # -- the picture ---------------------------------------------------------------------------
 
     def _upstreams(self, w: Waiting) -> list[tuple[str, str, str]]:
-        if w.upstreams:
-            return [(w.project, *u) for u in w.upstreams]
+        """The upstreams whose events kick the waiter: its schedule's as the job is now (an edit
+        of ``depends_on`` keeps the fingerprint, D291), else as they were when it fired."""
         job = self.job_of((w.project, w.job))
         spec = spec_of(job, w.schedule) if job is not None else None
-        if spec is None:
-            return []
-        return [(w.project, *d.upstream) for d in spec.depends_on]
+        if spec is not None:
+            return [(w.project, *d.upstream) for d in spec.depends_on]
+        return [(w.project, *u) for u in w.upstreams]
 
     def _on_waiting(self, key: str, value: bytes | None, rev: int) -> None:
         old = self.waiting.pop(key, None)
         if old is not None:
             for up in self.ups.pop(key, []):
                 self.by_upstream[up].discard(key)
+                if not self.by_upstream[up]:
+                    del self.by_upstream[up]
                 self.wf_projects[old.project] -= up[1] == "workflow"
             self.per_job[(old.project, old.job)] -= 1
             self.per_project[old.project] -= 1
             metrics.WAITING_SLOTS.labels(old.project).set(self.per_project[old.project])
         if value is None:
             self.due.set(key, None, wake=False)
+            self.looked.pop(key, None)
+            self._dirty.discard(key)
             return
         project, job, name = self.keys.tail(key, self.keys.waitings())[:3]
         try:
@@ -159,20 +170,54 @@ class DependencyWaiter:
         self._dirty.add(key)
         self.due.set(key, self.clock())
 
+    def pace(self) -> timedelta:
+        return max(MIN_PACE, timedelta(seconds=len(self.waiting) / LOOKS_PER_SECOND))
+
+    def _paced(self, key: str) -> datetime:
+        """When an upstream event may make ``key`` look again: not before its last look plus
+        the pace (a busy upstream's events coalesce into one look per pace, D331)."""
+        now, last = self.clock(), self.looked.get(key)
+        return now if last is None else max(now, last + self.pace())
+
     def _kick_upstream(self, project: str, kind: str, name: str) -> None:
         for key in self.by_upstream.get((project, kind, name), ()):
-            self._kick(key)
+            self._dirty.add(key)
+            when, due = self._paced(key), self.due.at(key)
+            if due is None or due > when:  # a gate or deadline due sooner stays as it is
+                self.due.set(key, when)
 
     def on_job(self, jk: JobKey) -> None:
         """A job changed: its waiting slots look again (its schedules or upstreams may have)."""
+        if not self.per_job[jk]:
+            return  # none waits: every job write of the cluster would otherwise scan them all
         for key, w in list(self.waiting.items()):
             if (w.project, w.job) == jk:
                 self._on_waiting(key, w.value().encode(), w.rev)
 
     def _on_job_key(self, key: str) -> None:
+        # its own waiters are re-read by ``on_job``, which the scheduler calls once its cache has
+        # the new version (``SlotWatcher.on_job``): this watch may come first
         project, job = self.keys.tail(key, self.keys.jobs())[:2]
-        self.on_job((project, job))
         self._kick_upstream(project, "job", job)  # enabled again, or its schedules changed
+
+    def _on_workflow(self, key: str, value: bytes | None) -> None:
+        """A workflow changed: its waiters look again with its upstreams as it has them now
+        (D331), and the waiters on it look (enabled again, schedules changed)."""
+        project, name = self.keys.tail(key, self.keys.workflows())[:2]
+        self._kick_upstream(project, "workflow", name)
+        jk = (project, f"@{name}")
+        if value is None or not self.per_job[jk]:
+            return  # deleted: its waiting keys went with it (D330)
+        try:
+            wf = Workflow.model_validate_json(value)
+        except ValueError:
+            return
+        for wkey, w in list(self.waiting.items()):
+            if (w.project, w.job) == jk:
+                spec = spec_of(wf, w.schedule)
+                if spec is not None:
+                    w.upstreams = [d.upstream for d in spec.depends_on]
+                self._on_waiting(wkey, w.value().encode(), w.rev)
 
     def _on_tick(self, key: str) -> None:
         project, job = self.keys.tail(key, self.keys.prefix + "/ticks/")[:2]
@@ -200,21 +245,8 @@ class DependencyWaiter:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self, rev: int) -> None:
-        res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
-        for kv in res.kvs:
-            self._on_waiting(kv.key, kv.value, kv.mod_revision)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(
-                follow(
-                    self.etcd,
-                    self.keys.waitings(),
-                    rev,
-                    lambda ev: self._on_waiting(
-                        ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
-                    ),
-                    lambda: set(self.waiting),
-                )
-            )
+            tg.create_task(self.count(rev))
             for prefix, on in (
                 (self.keys.jobs(), self._on_job_key),
                 (self.keys.prefix + "/ticks/", self._on_tick),
@@ -222,6 +254,17 @@ class DependencyWaiter:
                 (self.keys.job_runs(), self._on_job_run),
             ):
                 tg.create_task(self._follow_keys(prefix, rev, on))
+            tg.create_task(
+                follow(
+                    self.etcd,
+                    self.keys.workflows(),
+                    rev,
+                    lambda ev: self._on_workflow(
+                        ev.kv.key, ev.kv.value if ev.kind == "put" else None
+                    ),
+                    on_compacted=self._skip_compacted,
+                )
+            )
             tg.create_task(
                 follow(
                     self.etcd,
@@ -241,8 +284,8 @@ class DependencyWaiter:
                 await self.due.wait()
 
     async def count(self, rev: int) -> None:
-        """Only keep the waiting counts (``hold``'s quota): what a leader of a shard other than
-        0 runs, since its held slots are looked after by shard 0's leader (D302)."""
+        """Follow the waiting slots; alone, it keeps only the counts of ``hold``'s quota: what
+        a leader of a shard other than 0 runs (shard 0's leader looks after its slots, D302)."""
         res = await self.etcd.range_all(self.keys.waitings(), revision=rev)
         for kv in res.kvs:
             self._on_waiting(kv.key, kv.value, kv.mod_revision)
@@ -274,6 +317,8 @@ class DependencyWaiter:
     async def _guarded(self, key: str) -> None:
         async with self._sem:
             self._dirty.discard(key)
+            if key in self.waiting:
+                self.looked[key] = self.clock()
             try:
                 await self._look(key)
             except LostOwnership:
@@ -292,8 +337,10 @@ class DependencyWaiter:
         now = self.clock()
         job = await self._doc(w)
         spec = spec_of(job, w.schedule) if job is not None else None
-        if job is None:  # deleted: its waiting keys went with it (or go now)
-            await self._txn(w, [Op.delete(w.key)])
+        if job is None:
+            if await self._unreadable(w, now):
+                return
+            await self._txn(w, [Op.delete(w.key)])  # deleted: its waiting keys went with it
             return
         if spec is None or not job.enabled:
             what = "disabled" if not job.enabled else "its schedule changed"
@@ -310,13 +357,25 @@ class DependencyWaiter:
             if tick is not None
             else Compare.absent(w.tick_key)
         )
-        judgements = await judge_waiting(self.etcd, self.keys, w.project, spec, w)
         gate = gate_of(spec.not_before, w.tick, spec.timezone)
         pair = slot_deadlines(job).get(w.schedule)
         deadline = None
         if pair is not None:
             first = pair[0] or pair[1]
             deadline = w.tick + timedelta(seconds=first) if first else None
+        try:
+            judgements = await judge_waiting(self.etcd, self.keys, w.project, spec, w)
+        except (Unavailable, OutcomeUnknown, LostOwnership):
+            raise
+        except Exception as exc:  # an upstream record this version cannot read (D332)
+            give_up = give_up_at(w, spec, self.max_wait)
+            missed = deadline is not None and deadline <= give_up and now >= deadline
+            if not missed and now < give_up:
+                raise  # looked at again in 30 s (``_guarded``)
+            out = outcomes.DEADLINE_MISSED.name if missed else SKIPPED_DEPENDENCY.name
+            why = f"its upstreams could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+            await self._end(w, out, why, {})
+            return
         verdict = decide(
             judgements,
             now=now,
@@ -326,14 +385,24 @@ class DependencyWaiter:
         )
         waited = waited_doc(judgements, gate)
         if verdict.action == "wait":
-            self.due.set(key, now if key in self._dirty else verdict.next_check, wake=False)
+            when = verdict.next_check
+            if key in self._dirty:  # an upstream moved while we looked
+                when = min(when, self._paced(key)) if when is not None else self._paced(key)
+            self.due.set(key, when, wake=False)
             return
         if verdict.action == "end":
             assert verdict.outcome is not None
             await self._end(w, verdict.outcome, verdict.reason, waited)
             return
         if isinstance(job, Workflow):  # its execution, and the slot's record (D234)
-            ex = Execution.model_validate(w.run)
+            minted = Execution.model_validate(w.run)
+            ex = new_execution(  # as the workflow is now (D334), keeping the minted id
+                self.store,
+                job,
+                parameters=spec.parameters,
+                source=minted.source,
+                scheduled_at=minted.scheduled_at,
+            ).model_copy(update={"id": minted.id, "created_at": minted.created_at})
             ops = [Op.delete(w.key), *create_execution_ops(self.keys, ex)]
             ops += workflow_tick_ops(self.keys, job, ex, w.tick_key)
             new = Compare.absent(self.keys.execution(w.project, ex.id))
@@ -341,7 +410,10 @@ class DependencyWaiter:
                 self.released += 1
                 log.info("waiting workflow slot released", job=w.job, execution=ex.id)
             return
-        run = Run.model_validate(w.run)
+        minted = Run.model_validate(w.run)
+        # the run starts under the job as it is now (D334): an edit while the slot waited (its
+        # command, run_as, env) applies, as does the project's run-history quota (D318)
+        run = remint(self.store.new_run, job, spec, minted)
         ops = [Op.delete(w.key), *self.store.create_run_ops(run)]
         ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
         if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id)), on_tick]):
@@ -358,6 +430,19 @@ class DependencyWaiter:
                 reason=verdict.reason,
             )
 
+    async def _unreadable(self, w: Waiting, now: datetime) -> bool:
+        """A job the scheduler's cache does not hold but etcd does (one it cannot read, or not
+        yet read): its slot is not dropped (that would strand its tick record ``waiting``), it
+        waits — and ends ``skipped_dependency`` at the default ``max_wait`` (D332)."""
+        if w.job.startswith("@") or await self.etcd.get(self.keys.job(w.project, w.job)) is None:
+            return False
+        if now >= w.tick + timedelta(seconds=self.max_wait):
+            why = "max_wait passed: the job's document cannot be read by the leader"
+            await self._end(w, SKIPPED_DEPENDENCY.name, why, {})
+        else:
+            self.due.set(w.key, now + timedelta(seconds=30), wake=False)
+        return True
+
     async def _doc(self, w: Waiting) -> Job | Workflow | None:
         """The job (from the scheduler's cache) or workflow (read: they are few) of a slot."""
         if w.job.startswith("@"):
@@ -369,19 +454,7 @@ class DependencyWaiter:
         ops = end_ops(self.keys, w, outcome, reason, waited, self.clock())
         info = outcomes.OUTCOMES[outcome]
         if info.bad:  # the alarm and the notification, as the slot watcher writes them (D232)
-            slot = OpenSlot(
-                key=w.key,
-                jk=(w.project, w.job),
-                name=w.name,
-                slot=outcomes.SlotDeadlines(w.tick, None, None, w.fate),
-                run=None,
-                fate=w.fate,
-                schedule=w.schedule,
-                rev=w.rev,
-            )
-            ops.append(Op.put(self.keys.slot_alarm(w.project, w.job), outcome))
-            event = outcome if outcome == outcomes.DEADLINE_MISSED.name else "deadline_missed"
-            ops += event_ops(self.keys, slot, event, outcome, reason)
+            ops += alarm_ops(self.keys, w, outcome, reason)
         if await self._txn(w, ops):
             self.ended += 1
             if info.bad:

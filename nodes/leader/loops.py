@@ -18,6 +18,7 @@ from cluster.etcd import Compacted
 log = structlog.get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+COMPACT_SLACK = 1024  # stale entries a DueQueue keeps before it compacts
 
 
 async def periodic(every: float, fn: Callable[[], Awaitable[object]]) -> None:
@@ -39,6 +40,7 @@ class DueQueue(Generic[K]):
         self.clock = clock
         self._heap: list[tuple[datetime, int, K]] = []
         self._gen: dict[K, int] = defaultdict(int)
+        self._at: dict[K, datetime] = {}  # each key's live instant (the heap also holds stale)
         self._wake = asyncio.Event()
 
     def set(self, key: K, when: datetime | None, *, wake: bool = True) -> None:
@@ -46,9 +48,30 @@ class DueQueue(Generic[K]):
         again at once (not needed from inside the loop itself)."""
         self._gen[key] += 1
         if when is not None:
+            self._at[key] = when
             heapq.heappush(self._heap, (when, self._gen[key], key))
+        else:
+            self._at.pop(key, None)
+        if max(len(self._heap), len(self._gen)) > 2 * len(self._at) + COMPACT_SLACK:
+            self._compact()
         if wake:
             self._wake.set()
+
+    def _compact(self) -> None:
+        """Drop the stale entries: a key re-set again and again (a waiter looked at on every
+        upstream event, its next check a day away each time) left one per set in the heap until
+        its instant came, and every key ever set kept its generation."""
+        self._heap = [(when, self._gen[key], key) for key, when in self._at.items()]
+        heapq.heapify(self._heap)
+        self._gen = defaultdict(int, {key: self._gen[key] for key in self._at})
+
+    def at(self, key: K) -> datetime | None:
+        """When ``key`` is due (None: not queued)."""
+        return self._at.get(key)
+
+    def __len__(self) -> int:
+        """The heap's entries, stale ones included (bounded: ``_compact``)."""
+        return len(self._heap)
 
     def pop_due(self, limit: int | None = None) -> list[K]:
         """Every key due by now (at most ``limit``, the earliest), in due order."""
@@ -56,8 +79,9 @@ class DueQueue(Generic[K]):
         due: list[K] = []
         while self._heap and self._heap[0][0] <= now and (limit is None or len(due) < limit):
             _, gen, key = heapq.heappop(self._heap)
-            if self._gen[key] == gen:
+            if self._gen.get(key) == gen:
                 due.append(key)
+                self._at.pop(key, None)
         return due
 
     async def wait(self) -> None:

@@ -175,14 +175,9 @@ class ExecutionRetention:
                 ex = Execution.model_validate_json(kv.value)
                 if not ex.finished:
                     continue
-                # each record with its index entry and its charge, in one transaction (D318)
-                doomed.append(
-                    [
-                        Op.delete(kv.key),
-                        Op.delete(self.keys.workflow_execution(*wk, ex.id)),
-                        Op.delete(self.keys.history_charge(ex.project, ex.id)),
-                    ]
-                )
+                # each record with its index entry and its charge, in one transaction (D318);
+                # the task runs first: a leader killed between two transactions leaves the
+                # execution, so the next pass finds and deletes what is left of it
                 for name, t in ex.tasks.items():
                     task_job = task_job_name(ex.workflow, name)
                     for run_id in [*t.previous_runs, *([t.run_id] if t.run_id else [])]:
@@ -193,6 +188,13 @@ class ExecutionRetention:
                                 Op.delete(self.keys.history_charge(ex.project, run_id)),
                             ]
                         )
+                doomed.append(
+                    [
+                        Op.delete(kv.key),
+                        Op.delete(self.keys.workflow_execution(*wk, ex.id)),
+                        Op.delete(self.keys.history_charge(ex.project, ex.id)),
+                    ]
+                )
             ticks = await self.etcd.range(
                 self.keys.workflow_ticks(*wk), keys_only=True, descending=True, limit=keep * 2 + 1
             )

@@ -27,7 +27,6 @@ from cluster.etcd import (
 )
 from cluster.masking import MaskedOutput, mask_result
 from cluster.models import Run, secret_refs
-from cluster.resources import format_bytes
 from cluster.runas import decide
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
@@ -35,11 +34,14 @@ from nodes.executor import runas, workdir
 from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.executor.process import ExitStatus, Process
 from nodes.worker.attempt import EXECUTED_KEPT, IDENTITY_TTL, MAX_RESULT, Execution
+from nodes.worker.outcome import Outcomes
 
 log = structlog.get_logger(__name__)
 
+Read = tuple[bytes | None, str | None] | None  # a result file as read (workdir.read_result)
 
-class Executing:
+
+class Executing(Outcomes):
     """The executing part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
 
     # -- executing -----------------------------------------------------------------------------
@@ -171,13 +173,20 @@ class Executing:
             self._identities[key] = cached
         return cached[0]
 
-    async def _cgroup(self, ex: Execution, writer: SpoolWriter) -> RunCgroup | None:
-        """The attempt's cgroup, created with its limits (D150, D153). A limit this node cannot
-        apply is said in the run's log and a metric, and the run goes on without it."""
-        if self.containment is None:
-            return None
+    async def _prepare(
+        self, ex: Execution, writer: SpoolWriter, folder: Path, who: runas.Identity | None
+    ) -> RunCgroup | None:
+        """The attempt's private folder (D143) and its cgroup with its limits (D150, D153), made
+        in one cgroup-io hand-off (D310: a folder's mkdir held the loop ~0.15 ms on ext4). A
+        limit this node cannot apply is said in the run's log and a metric, and the run goes on
+        without it. Raises OSError when either cannot be made."""
         run = ex.run
-        cg = self.containment.run_cgroup(run.id, run.attempt)
+        uid, gid = (who.uid, who.gid) if who is not None else (None, None)
+        cg = self.containment.run_cgroup(run.id, run.attempt) if self.containment else None
+        if cg is None:
+            workdir.make_run_dir(folder, uid, gid)  # one mkdir: not worth a hand-off
+            if self.containment is None:
+                return None
         res = run.snapshot.resources
         asked = res.asked() if res is not None else {}
         if cg is None:
@@ -186,7 +195,11 @@ class Executing:
             missing = await asyncio.get_running_loop().run_in_executor(
                 cgroup_io(),
                 functools.partial(
-                    cg.create,
+                    workdir.prepare_attempt,
+                    folder,
+                    uid,
+                    gid,
+                    cg,
                     memory=res.memory if res else None,
                     cpu=res.cpu if res else None,
                     pids=res.pids if res else None,
@@ -204,10 +217,20 @@ class Executing:
         return cg
 
     @staticmethod
-    def _finish_cgroup(cg: RunCgroup) -> tuple[Usage, bool]:
-        """In a cgroup-io thread: what the run used, then its cgroups removed."""
+    def _finish_cgroup(cg: RunCgroup, folder: Path) -> tuple[Usage, bool, Read, bool]:
+        """In a cgroup-io thread: what the run used, its cgroups removed, then (nothing of the
+        run being left) its result file read and its folder removed when empty (D310); the last
+        value says whether the folder is gone."""
         usage = cg.usage()
-        return usage, cg.remove(timeout=0.5)
+        removed = cg.remove(timeout=0.5)
+        if not removed:
+            return usage, removed, None, False
+        read = workdir.read_result(folder / workdir.RESULT_NAME, MAX_RESULT)
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: removed by the caller, off the loop
+            return usage, removed, read, False
+        return usage, removed, read, True
 
     async def _secrets(self, run: Run) -> dict[str, bytes]:
         """The values of the secrets the run references, read now (at its start)."""
@@ -227,7 +250,8 @@ class Executing:
         finally:
             self.seating.done(ex)  # its seat to the next in line (D260)
             try:
-                os.rmdir(folder)  # the usual case: the job left nothing
+                if not ex.folder_gone:  # gone with its cgroup already (D310)
+                    os.rmdir(folder)  # the usual case: the job left nothing
             except FileNotFoundError:
                 pass
             except OSError:  # a tree: off the loop
@@ -245,6 +269,7 @@ class Executing:
         secrets: dict[str, bytes] = {}
         run_uid: int | None = None  # a per-run uid (D205) to give back at the end
         tree_gone = True  # no process of the run is known to be left
+        read: Read = None  # the result file, when the cgroup's clean-up read it already
         try:
             try:
                 secrets = await self._secrets(run)
@@ -269,11 +294,6 @@ class Executing:
                     if self._setpriv is None:
                         self._setpriv = runas.setpriv()
                     prefix = runas.switch_prefix(identity, self._setpriv)
-                workdir.make_run_dir(
-                    folder,
-                    identity.uid if identity else None,
-                    identity.gid if identity else None,
-                )
             except (LookupError, OSError) as exc:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
@@ -287,7 +307,7 @@ class Executing:
                 return self._not_started(ex, writer)  # cancelled while waiting for a seat
             spawn_t = time.perf_counter()
             try:
-                cg = await self._cgroup(ex, writer)
+                cg = await self._prepare(ex, writer, folder, identity)  # its folder too
                 ex.proc = await Process.start(
                     argv,
                     env=env,
@@ -332,9 +352,10 @@ class Executing:
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
             if cg is not None:
-                ex.usage, removed = await asyncio.get_running_loop().run_in_executor(
-                    cgroup_io(), self._finish_cgroup, cg
+                done = await asyncio.get_running_loop().run_in_executor(
+                    cgroup_io(), self._finish_cgroup, cg, folder
                 )
+                ex.usage, removed, read, ex.folder_gone = done
                 if not removed:
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
                     tree_gone = False
@@ -362,7 +383,7 @@ class Executing:
                 # a uid whose processes may live on stays out until a scan finds it free
                 over = tree_gone and (ex.proc is None or ex.proc.returncode_ready)
                 self.run_uids.release(run_uid, over=over)
-        result, result_error = self._read_result(result_file)
+        result, result_error = self._read_result(result_file, read)
         if secrets:
             result = mask_result(result, list(secrets.values()))
         if result is not None and len(to_json(result)) > MAX_RESULT:
@@ -376,18 +397,6 @@ class Executing:
             error = result_error
         return status, error, exit_status, result
 
-    @staticmethod
-    def _not_started(
-        ex: Execution, writer: SpoolWriter
-    ) -> tuple[str, str | None, ExitStatus | None, Any]:
-        """A run claimed ahead and cancelled (or its node shut down) before its instant."""
-        # never started: a node stopping (even at once) hands it on as lost (retried per policy)
-        stopping = ex.requested in ("shutdown", "interrupt")
-        why = "the node shut down" if stopping else f"{ex.requested}ed by request"
-        writer.note(f"{why} before it started")
-        status = "lost" if stopping else "cancelled"
-        return status, f"{why} before it started", None, None
-
     def _fenced(self, ex: Execution, st: ExitStatus) -> bool:
         """SIGKILLed by nobody of ours while the lease deadline had passed: the fence did it."""
         if ex.acted or ex.reason is not None or st.signal != 9:
@@ -395,39 +404,8 @@ class Executing:
         return self.session.remaining() <= self.session.margin
 
     @staticmethod
-    def _oom(ex: Execution) -> bool:
-        return ex.usage is not None and ex.usage.oom_kills > 0
-
-    @classmethod
-    def _outcome(cls, ex: Execution, st: ExitStatus) -> tuple[str, str | None]:
-        if not ex.acted:
-            if not st.ok and cls._oom(ex):  # its own outcome: failed, reason oom_killed (D153)
-                ex.reason = "oom_killed"
-                res = ex.run.snapshot.resources
-                limit = f" (memory limit {format_bytes(res.memory)})" if res and res.memory else ""
-                return "failed", f"killed by the out-of-memory killer{limit}"
-        elif ex.requested == "timeout":
-            return "timed_out", f"timed out after {ex.run.snapshot.timeout:g}s"
-        elif ex.requested in ("cancel", "abort"):
-            return "cancelled", f"{ex.requested}ed by request"
-        elif ex.requested == "shutdown":
-            return "lost", "the node shut down before the run finished"
-        elif ex.requested == "interrupt":
-            # The node knows it killed it: cancelled, not lost, and not retried (D245).
-            ex.reason = "interrupted"
-            return "cancelled", (
-                "interrupted: its node was told to stop at once (a second Ctrl-C, SIGINT or "
-                "SIGTERM, while it drained)"
-            )
-        if st.ok:
-            return "succeeded", None
-        if st.signal is not None:
-            return "failed", f"killed by signal {st.signal}"
-        return "failed", f"exit code {st.exit_code}"
-
-    @staticmethod
-    def _read_result(path: Path) -> tuple[Any, str | None]:
-        data, error = workdir.read_result(path, MAX_RESULT)
+    def _read_result(path: Path, read: Read = None) -> tuple[Any, str | None]:
+        data, error = read if read is not None else workdir.read_result(path, MAX_RESULT)
         if data is None:
             return None, error
         try:

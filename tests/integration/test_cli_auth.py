@@ -36,6 +36,9 @@ async def test_cli_login_tokens_logout(cluster, tmp_path):
 
     code, _, err = await cli(url, "job", "list", env=anon)
     assert code == 1 and "not logged in" in err and "cronmesh login" in err
+    # the login is per API address: the error names the one asked, so a user who logged in
+    # through another node of the cluster sees why (found walking the dev cluster)
+    assert f"not logged in to {url}" in err and f"cronmesh login --api {url}" in err, err
 
     code, out, err = await cli(
         url,

@@ -52,7 +52,7 @@ async def test_a_deposed_leader_releases_no_waiting_slot_and_a_stale_look_none_t
     assert await rig.runs() == [] and await rig.etcd.get(key) is not None
     new = await rig.leader("new")
     stale = DependencyWaiter(
-        rig.etcd, rig.keys, rig.store, new.lead, clock=rig.clock, job_of=new.sched._job_of
+        rig.etcd, rig.keys, rig.store, new.lead, clock=rig.clock, job_of=new.sched.cache.job_of
     )
     await _load(rig, stale)  # the same view, read before the release
     await _load(rig, new.sched.slots.deps)

@@ -142,6 +142,7 @@ async def test_requirements_over_a_failing_upstream(cluster, etcd, keys):
         ({"job": "base", "require": "most"}, "schedules.0.depends_on.0.require"),
         ({}, "schedules.0.depends_on.0.workflow"),
         ({"job": "base", "workflow": "w"}, "schedules.0.depends_on.0.workflow"),
+        ("base", "schedules.0.depends_on.0"),  # a task's form: a bare name (D335)
     ],
 )
 async def test_bad_dependencies_are_400s_naming_the_field(cluster, dependency, field):

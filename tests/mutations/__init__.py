@@ -173,6 +173,39 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a deposed leader releases no slot waiting on upstreams (D294)",
     ),
     Mutation(
+        "workflow-delete-waitings",
+        "cluster/workflow_store.py",
+        r"\n *Op\.delete\(self\.keys\.waitings\(project, f\"@\{name\}\"\), prefix=True\),[^\n]*",
+        "",
+        (
+            "tests/security/test_depends_deleted_workflow.py::"
+            "test_a_deleted_workflow_leaves_no_held_slot_to_release_its_old_tasks",
+        ),
+        "a deleted workflow's held slot cannot release its old definition (D330)",
+    ),
+    Mutation(
+        "waiter-pace",
+        "nodes/leader/depwait.py",
+        r"return now if last is None else max\(now, last \+ self\.pace\(\)\)",
+        "return now",
+        (
+            "tests/unit/test_depwait_index.py::"
+            "test_a_busy_upstream_makes_each_waiter_look_at_most_once_per_pace",
+        ),
+        "a busy upstream makes each waiter look at most once per pace (D331)",
+    ),
+    Mutation(
+        "release-fresh-snapshot",
+        "nodes/leader/depwait.py",
+        r"run = remint\(self\.store\.new_run, job, spec, minted\)",
+        "run = minted",
+        (
+            "tests/integration/test_depends_stranded.py::"
+            "test_a_slot_released_after_an_edit_runs_the_job_as_it_is_now",
+        ),
+        "a released slot runs its job as it is at release (D334)",
+    ),
+    Mutation(
         "paged-read-revision",
         "cluster/etcd/client.py",
         r"revision = revision or res\.revision",

@@ -231,6 +231,29 @@ def test_spec_rules_name_the_field():
         assert exc.value.field == field
 
 
+def test_spec_errors_say_what_is_allowed_in_the_users_units():
+    # found walking the docs: the words a window may be, a wall time instead of a regex, and
+    # max_wait's bound in days as well as seconds (the user wrote "30d", not 2592000)
+    for bad, field, says in [
+        ({"depends_on": [{"job": "a", "window": "sometimes"}]}, "depends_on.0.window",
+         "'sometimes' is not same_day, previous_slot or a duration"),
+        ({"not_before": "25:00"}, "not_before", "'25:00' is not a wall time \"HH:MM\""),
+        ({"not_before": "6:00"}, "not_before", "'6:00' is not a wall time"),
+        ({"max_wait": "30d"}, "max_wait", "must lie in [0, 7d] (604800 s)"),
+        ({"max_wait": -1}, "max_wait", "must lie in [0, 7d]"),
+        # a workflow task's depends_on is a list of names; a schedule's is not
+        ({"depends_on": ["hourly-etl"]}, "depends_on.0",
+         "write {job: hourly-etl} or {workflow: hourly-etl}, not a bare name"),
+        ({"depends_on": [7]}, "depends_on.0", "an upstream is {job: NAME | workflow: NAME"),
+    ]:  # fmt: skip
+        with pytest.raises(InvalidInput) as exc:
+            parse_model(ScheduleSpec, {"cron": "* * * * *", **bad})
+        assert exc.value.field == field
+        assert says in str(exc.value), str(exc.value)
+    ok = parse_model(ScheduleSpec, {"cron": "* * * * *", "not_before": "23:59", "max_wait": "7d"})
+    assert ok.not_before == "23:59" and ok.max_wait == 7 * 86400
+
+
 def _job(**schedule) -> Job:
     spec = parse_model(JobSpec, {"name": "down", "command": "true", "schedules": [schedule]})
     return Job(**spec.model_dump(), project="p", created_at=SINCE, updated_at=SINCE,

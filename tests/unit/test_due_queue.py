@@ -49,3 +49,25 @@ async def test_wait_returns_when_a_key_is_set_or_due() -> None:
     q.set("y", datetime.now(UTC) + timedelta(milliseconds=50), wake=False)
     await asyncio.wait_for(q.wait(), 5)  # sleeps until y is due
     assert q.pop_due() == ["y"]
+
+
+def test_a_key_re_set_again_and_again_leaves_no_stale_entries_behind() -> None:
+    """A waiter looked at on every upstream event is set due now, then re-armed a day away,
+    each time: before, each re-arm stayed in the heap until its instant (a day later), so a
+    busy upstream grew the leader's memory by one entry per look, for days (review of D294)."""
+    now = [T0]
+    q: DueQueue[str] = DueQueue(lambda: now[0])
+    for i in range(100_000):
+        key = f"w{i % 100}"
+        q.set(key, now[0])  # kicked by an upstream event
+        q.set(key, T0 + timedelta(days=1, seconds=i % 100))  # looked at: wait a day
+    assert len(q._heap) <= 2 * 100 + 1024
+    for i in range(10_000):  # keys that come and go keep no generation behind
+        q.set(f"gone{i}", T0)
+        q.set(f"gone{i}", None)
+    assert len(q._gen) <= 2 * 100 + 1024 and len(q) <= 2 * 100 + 1024
+    q.set("w7", T0 - timedelta(seconds=1))  # still exact after compactions
+    assert q.pop_due() == ["w7"]
+    now[0] = T0 + timedelta(days=2)
+    assert q.pop_due() == [f"w{i}" for i in range(100) if i != 7]
+    assert q.pop_due() == [] and len(q) == 0
