@@ -111,6 +111,8 @@ ENDPOINTS: list[tuple[str, str, dict | None, str]] = [
     ("PUT", "/api/v1/settings/webhooks", {"allow": []}, "cluster"),
     ("GET", "/api/v1/settings/run-limits", None, "cluster"),
     ("PUT", "/api/v1/settings/run-limits", {}, "cluster"),
+    ("GET", "/api/v1/settings/scheduler-shards", None, "cluster"),
+    ("PUT", "/api/v1/settings/scheduler-shards", {"shards": 1}, "cluster"),
     ("GET", "{p}/run-limits", None, "viewer"),
     ("PUT", "{p}/run-limits", {}, "cluster"),
     ("DELETE", "{p}/run-limits", None, "cluster"),

@@ -409,6 +409,12 @@ async def test_weighted_spread_over_hundreds_of_runs_with_three_writes_each(proc
         load_writes = sum(kv.version - seen.get(kv.key, 0) for kv in loads_after.kvs)
         bound = 3 * ((time.monotonic() - started) / SAMPLE_EVERY + 1)  # one a node per 10 s
         assert load_writes <= bound, load_writes
+        # so are the leader's run-history sums (D318): at most one write per 2 s, not per run
+        used = keys.history_used("default")
+        used_before = await etcd.range(used, prefix=False, revision=before)
+        used_after = await etcd.range(used, prefix=False, revision=after)
+        sums = sum(kv.version for kv in used_after.kvs) - sum(kv.version for kv in used_before.kvs)
+        assert sums <= (time.monotonic() - started) / 2 + 1, sums
     assert all(r["status"] == "succeeded" for r in runs)
     counts = Counter(r["node"] for r in runs)
     n = sum(counts.values())
@@ -416,10 +422,10 @@ async def test_weighted_spread_over_hundreds_of_runs_with_three_writes_each(proc
     # chi-square with 2 degrees of freedom: P(X > 27.6) = 1e-6 for a fair weighted choice.
     assert chi2 < 27.6, counts
     # etcd writes per run: creation, claim, completion (failed claims write nothing).
-    writes_per_run = (after - before - audited - load_writes) / total
+    writes_per_run = (after - before - audited - load_writes - sums) / total
     print(
         f"spread {dict(counts)} chi2={chi2:.2f} etcd writes per run={writes_per_run:.3f} "
-        f"(and {load_writes} load samples)"
+        f"(and {load_writes} load samples, {sums} history sums)"
     )
     assert writes_per_run <= 3.0
 
