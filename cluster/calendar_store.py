@@ -52,6 +52,9 @@ def calendar_refs(job: JobSpec) -> list[tuple[str, str]]:
     return out
 
 
+MAX_NAMED_CALENDARS = 32  # distinct calendars one job names (its schedules together)
+
+
 async def calendar_guards(etcd: Etcd, keys: Keys, project: str, job: JobSpec) -> list[Any]:
     """Compares that keep every calendar the job names in place while it is written; an unknown
     name is a 400 naming its field (``schedules.0.calendar.skip.1``), before anything is written.
@@ -60,6 +63,11 @@ async def calendar_guards(etcd: Etcd, keys: Keys, project: str, job: JobSpec) ->
     names = sorted({n for _, n in refs})
     if not names:
         return []
+    if len(names) > MAX_NAMED_CALENDARS:  # two reads each, in one etcd transaction
+        raise InvalidInput(
+            f"schedules: name {len(names)} distinct calendars; at most {MAX_NAMED_CALENDARS}",
+            field="schedules",
+        )
     own = [keys.calendar(project, n) for n in names]
     shared = [keys.calendar(CLUSTER, n) for n in names]
     res = await etcd.txn([], [Op.get(k, keys_only=True) for k in own + shared])

@@ -33,6 +33,7 @@ from cluster.quota_store import QuotaStore
 from cluster.quotas import Quotas
 from cluster.runs import RETRYABLE, RunOps, dumps, tick_record
 from cluster.secret_store import reference_guards, references
+from cluster.txnfit import MAX_TXN_OPS, fit_compares
 
 __all__ = [
     "MAX_BACKFILL",
@@ -47,7 +48,6 @@ __all__ = [
     "tick_record",
 ]
 
-MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 # Listing runs (a viewer's request): keys per etcd read, bytes of run records per answer and per
 # scan; beyond them the page ends early with a cursor (review-sec; a run is up to ~0.5 MiB).
 RUNS_PER_READ = 100
@@ -143,11 +143,7 @@ class Store(RunOps, QuotaStore):
             )
             ops = [Op.put(key, doc), *self.size_ops(project, "job", spec.name, doc)]
             compares = [Compare.modified(key, kv.mod_revision if kv else 0)]
-            compares += await self.target_guards(project, spec)
-            compares += await self._secret_guards(project, job)
-            compares += await budget_guards(
-                self.etcd, self.keys, project, named({"budgets": spec.budgets})
-            )
+            compares += await self._guards(project, spec, job)
             if kv is None:
                 ops.append(Op.put_if_absent(self.keys.project(project), dumps({"name": project})))
             res = await self.etcd.txn(compares, ops)
@@ -181,11 +177,7 @@ class Store(RunOps, QuotaStore):
                 old_size=len(old_doc),
                 new_size=len(doc),
             )
-            guards = await self.target_guards(project, spec)
-            guards += await self._secret_guards(project, job)
-            guards += await budget_guards(
-                self.etcd, self.keys, project, named({"budgets": spec.budgets})
-            )
+            guards = await self._guards(project, spec, job)
             res = await self.etcd.txn(
                 [Compare.modified(key, rev), *guards],
                 [Op.put(key, doc), *self.size_ops(project, "job", name, doc)],
@@ -194,15 +186,30 @@ class Store(RunOps, QuotaStore):
                 return job
         raise Conflict(f"job {name!r} is being changed concurrently; retry", field="name")
 
-    async def _secret_guards(self, project: str, doc: JobSpec) -> list[Any]:
-        """Every secret the document references exists, and stays while it is written (D146)."""
+    async def _guards(self, project: str, spec: JobSpec, doc: JobSpec) -> list[Any]:
+        """Every group, secret (D146), upstream (with no cycle, D293), calendar (D236) and
+        budget the document names exists and stays while it is written: one compare each, all
+        in the write's one transaction (at most etcd's 128 together, ``cluster.txnfit``)."""
         refs = references(doc.model_dump(mode="json", include={"env"}))
-        guards = await reference_guards(self.etcd, self.keys, project, refs)
-        # and every calendar its schedules name (D236)
-        guards += await depends_guards(  # and its upstreams, with no cycle (D293)
-            self.etcd, self.keys, project, ("job", doc.name), doc.schedules
-        )
-        return guards + await calendar_guards(self.etcd, self.keys, project, doc)
+        parts = [
+            ("target.group", await self.target_guards(project, spec)),
+            ("env", await reference_guards(self.etcd, self.keys, project, refs)),
+            (
+                "schedules",
+                await depends_guards(
+                    self.etcd, self.keys, project, ("job", doc.name), doc.schedules
+                )
+                + await calendar_guards(self.etcd, self.keys, project, doc),
+            ),
+            (
+                "budgets",
+                await budget_guards(
+                    self.etcd, self.keys, project, named({"budgets": spec.budgets})
+                ),
+            ),
+        ]
+        fit_compares(parts)
+        return [guard for _, guards in parts for guard in guards]
 
     async def delete_job(self, project: str, name: str) -> None:
         key = self.keys.job(project, name)

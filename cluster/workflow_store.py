@@ -25,6 +25,7 @@ from cluster.models import Run
 from cluster.runs import TICK_SOURCES
 from cluster.secret_store import reference_guards, references
 from cluster.store import Store, dumps
+from cluster.txnfit import fit_compares
 from cluster.workflows import (
     Execution,
     TaskState,
@@ -213,10 +214,11 @@ class WorkflowStore:
                 project,
                 named(spec.model_dump(mode="json", include={"tasks"})),
             )
-            guards += await depends_guards(  # its upstreams exist, with no cycle (D293)
+            upstreams = await depends_guards(  # its upstreams exist, with no cycle (D293)
                 self.etcd, self.keys, project, ("workflow", spec.name), spec.schedules
             )
-            compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards]
+            fit_compares([("tasks", guards), ("schedules", upstreams)])
+            compares = [Compare.modified(key, kv.mod_revision if kv else 0), *guards, *upstreams]
             res = await self.etcd.txn(compares, ops)
             if res.succeeded:
                 return wf, kv is None
