@@ -35,6 +35,7 @@ PUBLISH_EVERY = 2.0
 # Records written before D318 have no charge: found by a keys-only read of runs and executions
 # (what retention reads too), at most ADOPT_BATCH charged per pass, compared on the record.
 ADOPT_EVERY = 60.0
+ADOPT_IDLE_MAX = 3600.0  # a pass that finds none waits twice as long as the last, up to this
 ADOPT_BATCH = 1024
 ADOPT_PER_TXN = 64
 
@@ -132,14 +133,16 @@ class HistoryAccountant:
         return totals
 
     async def _adopting(self) -> None:
-        """``adopt`` every ``ADOPT_EVERY`` seconds, at once again while it finds a full batch."""
+        """``adopt`` again and again, paced by :func:`adopt_delay`."""
+        delay = ADOPT_EVERY
         while True:
             try:
-                full = await self.adopt() >= ADOPT_BATCH
+                found: int | None = await self.adopt()
             except (Unavailable, Compacted) as exc:
                 log.warning("charging older records failed", error=str(exc))
-                full = False
-            await asyncio.sleep(1.0 if full else ADOPT_EVERY)
+                found = None
+            delay = adopt_delay(found, delay)
+            await asyncio.sleep(delay)
 
     async def adopt(self) -> int:
         """Charge records that have no charge (written before D318): each read and charged in a
@@ -197,3 +200,15 @@ class HistoryAccountant:
             if n >= self.store.quotas.overridden(overrides.get(project)).run_history_bytes:
                 over.add(project)
         return over
+
+
+def adopt_delay(found: int | None, previous: float) -> float:
+    """Seconds until the next search for uncharged records, after one that charged ``found``
+    (None: it failed). A full batch goes on at once; some found, or a failure, in a minute;
+    none found, twice the last wait up to an hour — once every node writes charges (after an
+    upgrade) a pass finds none, and a keys-only read of every run each minute is waste."""
+    if found is not None and found >= ADOPT_BATCH:
+        return 1.0
+    if found is None or found > 0:
+        return ADOPT_EVERY
+    return min(max(previous, ADOPT_EVERY) * 2, ADOPT_IDLE_MAX)
