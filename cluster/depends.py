@@ -204,6 +204,8 @@ class Judgement:
     counts: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # instants not (yet) meeting it, ≤ 10
     note: str = ""
+    # it can no longer be met by slots still to come: only a rerun of a failed one releases it
+    blocked: bool = False
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -218,6 +220,7 @@ class Judgement:
             "slots": self.counts,
             "missing": self.missing,
             "note": self.note,
+            "blocked": self.blocked,
         }
 
 
@@ -242,7 +245,21 @@ def judge(
     else:
         met = counts["pending"] == 0
         short = [t for t, st in states if st == "pending"]
-    return Judgement(upstream, require, window, met, counts, [t.isoformat() for t in short[:10]])
+    # a failed slot stays failed until it is rerun: under all_succeeded one is enough to hold the
+    # waiter until max_wait, under any_succeeded when no slot is left to succeed
+    blocked = counts["failed"] > 0 and (
+        require == "all_succeeded"
+        or (require == "any_succeeded" and not met and counts["pending"] == 0)
+    )
+    return Judgement(
+        upstream,
+        require,
+        window,
+        met,
+        counts,
+        [t.isoformat() for t in short[:10]],
+        blocked=blocked,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +298,9 @@ def decide(
     return Release("wait", next_check=min(wake))
 
 
+BLOCKED = " (only a rerun of a failed slot releases it: cronmesh run rerun RUN)"
+
+
 def _met(judgements: list[Judgement]) -> str:
     if not judgements:
         return "time gate passed"
@@ -297,7 +317,7 @@ def _waiting(judgements: list[Judgement]) -> str:
         f"{j.upstream}: {j.note}"
         if j.note and not any(j.counts.values())
         else f"{j.upstream} {j.require}: {j.counts.get('pending', 0)} pending, "
-        f"{j.counts.get('failed', 0)} failed"
+        f"{j.counts.get('failed', 0)} failed" + (BLOCKED if j.blocked else "")
         for j in open_
     )
 

@@ -97,6 +97,8 @@ def slot_row(slot: dict[str, object]) -> list[str]:
                 if dep.get("met")
                 else (f"{counts.get('pending', 0)} pending, {counts.get('failed', 0)} failed")
             )
+            if dep.get("blocked") and not dep.get("met"):
+                done += ", rerun a failed one to release"
             parts.append(f"{dep.get('upstream')} {dep.get('require')}: {done}")
         if waiting.get("not_before") and not waiting.get("gate_passed"):
             parts.append(f"not before {waiting['not_before']}")

@@ -352,3 +352,27 @@ def test_previous_fire_without_a_backwards_search(cron, zone, tick, want):
     sched = parse_schedule(cron=cron, timezone=zone)
     got = previous_fire(sched, u(tick), SINCE)
     assert got == (u(want) if want else None)
+
+
+@pytest.mark.parametrize(
+    ("require", "states", "blocked"),
+    [
+        ("all_succeeded", ["succeeded", "failed", "pending"], True),  # later slots cannot help
+        ("all_succeeded", ["succeeded", "pending"], False),
+        ("any_succeeded", ["failed", "failed"], True),  # none left to succeed
+        ("any_succeeded", ["failed", "pending"], False),  # the pending one may still succeed
+        ("finished", ["failed", "pending"], False),  # failed counts as finished
+    ],
+)
+def test_a_waiter_only_a_rerun_can_release_says_so(require, states, blocked):
+    """A slot waiting on a failed upstream slot used to say "N pending, 1 failed" until max_wait
+    (up to 7 days) with no hint that nothing but a rerun would ever release it."""
+    got = judge(require, "up", W, list(zip(T, states, strict=False)))
+    assert got.blocked is blocked and got.doc()["blocked"] is blocked
+    end = decide([got], now=T[3], gate=None, give_up=T[3], deadline=None)
+    assert ("only a rerun of a failed slot releases it" in end.reason) is blocked
+    if blocked:
+        from nodes.cli.jobs import slot_row
+
+        row = slot_row({"tick": "t", "waiting": True, "waiting_for": {"depends_on": [got.doc()]}})
+        assert row[3].endswith("rerun a failed one to release")

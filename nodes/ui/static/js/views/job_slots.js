@@ -45,7 +45,7 @@ export function slotsCard(page, zone) {
 export function waitingText(w) {
   if (!w) return "its upstreams";
   const parts = (w.depends_on || []).map((d) =>
-    d.met ? `${d.upstream}: met` : `${d.upstream} ${d.require.replaceAll("_", " ")}: ${d.slots.pending} pending, ${d.slots.failed} failed${d.note ? ` (${d.note})` : ""}`,
+    d.met ? `${d.upstream}: met` : `${d.upstream} ${d.require.replaceAll("_", " ")}: ${d.slots.pending} pending, ${d.slots.failed} failed${d.note ? ` (${d.note})` : ""}${d.blocked ? " — rerun a failed one to release" : ""}`,
   );
   if (w.not_before && !w.gate_passed) parts.push(`not before ${w.not_before}`);
   return parts.join("; ") || "its time gate";
