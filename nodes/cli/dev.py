@@ -19,7 +19,10 @@ from nodes.cli.devsupervisor import (
     busy_ports,
     describe_exit,
     drain_notice,
+    leader_news,
     read_leader,
+    read_leaders,
+    settled,
 )
 from nodes.cli.etcd_auth import EtcdAuthError, enable_auth, write_secret_file
 from nodes.devtools.embedded import EtcdProcess, _die_with_parent
@@ -273,6 +276,7 @@ class DevCluster:
         self.interrupts = 0  # Ctrl-C (SIGINT) and SIGTERM received
         self.leader: str | None = None
         self._leader_check: tuple[float, str | None] | None = None  # (until, the node that left)
+        self._before: dict[int, tuple[str, str]] = {}  # the leaders when that node left
         self._leader_next = 0.0
 
     def _argv(self, slot: Slot) -> list[str]:
@@ -305,12 +309,12 @@ class DevCluster:
         for slot in self.slots:
             self.start(slot)
 
-    def _leader(self) -> str | None:
+    def _leaders(self) -> dict[int, tuple[str, str]]:
         try:
             password = self.etcd_password_file.read_text().strip()
         except OSError:
-            return None
-        return read_leader(self.etcd.endpoint, ETCD_USER, password)
+            return {}
+        return read_leaders(self.etcd.endpoint, ETCD_USER, password)
 
     def supervise(self) -> int:
         """Until Ctrl-C: 0; etcd died or every node was given up: 1."""
@@ -341,6 +345,7 @@ class DevCluster:
             how = describe_exit(proc.returncode)
             say(f"{slot.name} exited ({how}) after {ran:.0f} s; see {log}")
             self._leader_check = (now + 30, slot.name)
+            self._before = self._leaders()  # its candidacies outlive it until its lease ends
             if proc.returncode == 0:
                 slot.stopped = True  # it was asked to stop (cronmesh node shutdown)
                 say(f"{slot.name} stopped on request: not restarted")
@@ -373,16 +378,13 @@ class DevCluster:
             return
         self._leader_next = now + 0.5  # etcdctl twice a second at most, only while it matters
         until, gone = self._leader_check
-        leader = self._leader()
-        if leader is not None and leader != gone:
-            if leader != self.leader:
-                say(f"leader: {leader} (was {self.leader or 'nobody'})")
-            else:
-                say(f"leader: still {leader}")
-            self.leader, self._leader_check = leader, None
+        leaders = self._leaders()
+        if settled(self._before, leaders, gone):
+            say(leader_news(self._before, leaders))
+            self.leader, self._leader_check = leaders[0][0], None
         elif now > until:
             say(f"no leader {30} s after {gone} left (see the node logs)")
-            self.leader, self._leader_check = leader, None
+            self.leader, self._leader_check = None, None
 
     def stop_all(self) -> None:
         """Ctrl-C: every node drains (they say what they wait for); Ctrl-C again: they stop

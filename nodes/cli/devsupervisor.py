@@ -62,27 +62,81 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def read_leader(endpoint: str, user: str, password: str, prefix: str = "/cronmesh") -> str | None:
-    """The node that leads the scheduler now, read from etcd (the candidate with the lowest
-    create revision, as the election decides); None when nobody leads or etcd does not answer."""
+Leaders = dict[int, tuple[str, str]]
+"""Shard → (the node leading it, its candidacy key): the key tells a restarted node's new
+candidacy from the one its killed process left until its lease expired."""
+
+SCHEDULER = "scheduler"  # shard 0's election; shard N's is ``scheduler-N`` (D301)
+
+
+def parse_leaders(output: str, prefix: str) -> Leaders:
+    """``etcdctl get <prefix>/election/ --prefix --sort-by=CREATE --order=ASCEND`` (a key line,
+    then its value line) → each shard's leader: the oldest candidacy of its election."""
+    lines = output.splitlines()
+    root = f"{prefix}/election/"
+    out: Leaders = {}
+    for key, value in zip(lines[0::2], lines[1::2], strict=False):
+        if not key.startswith(root):
+            continue
+        election = key[len(root) :].split("/", 1)[0]
+        if election == SCHEDULER:
+            shard = 0
+        elif election.startswith(SCHEDULER + "-") and election[len(SCHEDULER) + 1 :].isdigit():
+            shard = int(election[len(SCHEDULER) + 1 :])
+        else:
+            continue
+        out.setdefault(shard, (value.strip(), key))
+    return out
+
+
+def read_leaders(endpoint: str, user: str, password: str, prefix: str = "/cronmesh") -> Leaders:
+    """Who leads each shard now, read from etcd ({} when nobody leads or etcd does not answer)."""
     try:
         res = etcdctl(
             endpoint,
             "get",
-            f"{prefix}/election/scheduler/",
+            f"{prefix}/election/",
             "--prefix",
             "--sort-by=CREATE",
             "--order=ASCEND",
-            "--print-value-only",
             user=user,
             password=password,
         )
     except (OSError, TimeoutError):
-        return None
-    if res.returncode != 0:
-        return None
-    lines = [line for line in res.stdout.splitlines() if line.strip()]
-    return lines[0].strip() if lines else None
+        return {}
+    return parse_leaders(res.stdout, prefix) if res.returncode == 0 else {}
+
+
+def read_leader(endpoint: str, user: str, password: str, prefix: str = "/cronmesh") -> str | None:
+    """The node that leads the scheduler (shard 0) now; None when nobody leads."""
+    lead = read_leaders(endpoint, user, password, prefix).get(0)
+    return lead[0] if lead else None
+
+
+def settled(before: Leaders, after: Leaders, gone: str | None) -> bool:
+    """After node ``gone`` exited: shard 0 has a leader and no shard is still led by a
+    candidacy of the exited process (a restarted ``gone`` may lead again, under a new key)."""
+    stale = {key for node, key in before.values() if node == gone}
+    return 0 in after and not any(key in stale for _, key in after.values())
+
+
+def leader_news(before: Leaders, after: Leaders) -> str:
+    """What changed, from a view read when the node exited (not one kept from the start,
+    which a change of K or an earlier move made stale)."""
+    if set(before) | set(after) <= {0}:
+        was, now = before.get(0, ("nobody", ""))[0], after[0][0]
+        return f"leader: still {now}" if was == now else f"leader: {now} (was {was})"
+    moved = [
+        f"{s} {before[s][0] if s in before else 'nobody'} → {after[s][0]}"
+        for s in sorted(after)
+        if before.get(s, ("", ""))[0] != after[s][0]
+    ]
+    leaders = ", ".join(f"{s} {after[s][0]}" for s in sorted(after))
+    return (
+        f"shard leaders: {leaders} ("
+        + ("moved: " + ", ".join(moved) if moved else "none moved")
+        + ")"
+    )
 
 
 class LogTail:

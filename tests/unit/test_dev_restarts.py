@@ -75,3 +75,52 @@ def test_busy_ports_names_the_ports_in_use():
         used = taken.getsockname()[1]
         free = free_port()
         assert busy_ports([used, free]) == [used]
+
+
+P = "/cronmesh/election"
+
+
+def etcdctl_out(*kvs: tuple[str, str]) -> str:
+    return "".join(f"{k}\n{v}\n" for k, v in kvs)
+
+
+def test_leaders_of_every_shard_from_etcdctl_output() -> None:
+    from nodes.cli.devsupervisor import parse_leaders
+
+    out = etcdctl_out(
+        (f"{P}/scheduler/a1", "node-2"),  # oldest candidacy of shard 0: its leader
+        (f"{P}/scheduler-2/b1", "node-3"),
+        (f"{P}/scheduler/a2", "node-1"),  # queued behind node-2
+        (f"{P}/scheduler-1/c1", "node-1"),
+        (f"{P}/scheduler-x/d1", "node-9"),  # not a shard election
+        (f"{P}/other/e1", "node-9"),
+    )
+    assert parse_leaders(out, "/cronmesh") == {
+        0: ("node-2", f"{P}/scheduler/a1"),
+        1: ("node-1", f"{P}/scheduler-1/c1"),
+        2: ("node-3", f"{P}/scheduler-2/b1"),
+    }
+
+
+def test_news_after_a_node_left_is_read_against_the_leaders_when_it_left() -> None:
+    """`cronmesh dev` said "leader: X (was Y)" from a view kept since start: stale after a
+    change of K, and silent about the other shards (the fresh-clone walk of stop 29)."""
+    from nodes.cli.devsupervisor import leader_news, settled
+
+    before = {0: ("node-1", "k0"), 1: ("node-3", "k1"), 2: ("node-3", "k2")}
+    # node-3's keys stay until its lease expires: not settled yet
+    assert not settled(before, before, "node-3")
+    moved = {0: ("node-1", "k0"), 1: ("node-2", "k5"), 2: ("node-1", "k6")}
+    assert settled(before, moved, "node-3")
+    assert leader_news(before, moved) == (
+        "shard leaders: 0 node-1, 1 node-2, 2 node-1 (moved: 1 node-3 → node-2, 2 node-3 → node-1)"
+    )
+    # node-3 restarted and took shard 2 back under a new candidacy: settled too
+    back = {0: ("node-1", "k0"), 1: ("node-2", "k5"), 2: ("node-3", "k9")}
+    assert settled(before, back, "node-3")
+    # one shard (K = 1): the old wording, which the supervisor test and the docs show
+    assert (
+        leader_news({0: ("node-1", "k0")}, {0: ("node-2", "k3")}) == "leader: node-2 (was node-1)"
+    )
+    assert leader_news({0: ("node-1", "k0")}, {0: ("node-1", "k0")}) == "leader: still node-1"
+    assert not settled({0: ("node-1", "k0")}, {}, "node-1")  # nobody leads yet
