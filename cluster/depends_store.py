@@ -358,41 +358,22 @@ def release_record_ops(
     """The slot's tick record once its run is created: settled ``fired`` without deadlines, else
     open with the open-slot key the slot watcher settles (deadlines count from the slot's
     instant, so the wait counts against ``start_within``)."""
-    if deadlines is None:
-        outcome = outcomes.outcome_of_fate(w.fate)
-        return [
-            Op.put(
-                w.tick_key,
-                settled_record(
-                    w.tick,
-                    w.schedule,
-                    w.fate,
-                    run_id,
-                    outcome,
-                    "upstreams met",
-                    waited=waited,
-                    released_at=now.isoformat(),
-                ),
-            )
-        ]
-    return [
-        Op.put(
-            w.tick_key,
-            settled_record(
-                w.tick,
-                w.schedule,
-                w.fate,
-                run_id,
-                None,
-                waited=waited,
-                released_at=now.isoformat(),
-            ),
-        ),
-        Op.put(
-            keys.open_slot(w.project, w.job, w.name),
-            open_slot_value(w.tick, w.schedule, w.fate, run_id, deadlines),
-        ),
-    ]
+    settled = deadlines is None
+    record = settled_record(
+        w.tick,
+        w.schedule,
+        w.fate,
+        run_id,
+        outcomes.outcome_of_fate(w.fate) if settled else None,
+        "upstreams met" if settled else "",
+        waited=waited,
+        released_at=now.isoformat(),
+    )
+    ops = [Op.put(w.tick_key, record)]
+    if deadlines is not None:
+        value = open_slot_value(w.tick, w.schedule, w.fate, run_id, deadlines)
+        ops.append(Op.put(keys.open_slot(w.project, w.job, w.name), value))
+    return ops
 
 
 def remint(new_run: Callable[..., Run], job: Job, spec: ScheduleSpec, minted: Run) -> Run:

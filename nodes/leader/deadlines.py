@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from cluster import outcomes
-from cluster.errors import LostOwnership, Unavailable
-from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
+from cluster.errors import LostOwnership
+from cluster.etcd import Compare, Etcd, Op
 from cluster.keys import Keys
 from cluster.models import Job, Run
 from cluster.slotlog import OpenSlot, event_ops, open_slot_value, settled_record, slot_name
@@ -43,7 +43,7 @@ from cluster.watch import follow
 from cluster.workflows import Execution
 from nodes import metrics
 from nodes.leader.depwait import DependencyWaiter
-from nodes.leader.loops import DueQueue
+from nodes.leader.loops import DueQueue, retry_later
 from nodes.leader.retention import delete_fenced
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 JobKey = tuple[str, str]
-RETRY = timedelta(seconds=1)
 OUTBOX_PAGE = 100
 PARALLEL = 16  # slots settled at once (each is a run read and a transaction)
 
@@ -222,21 +221,13 @@ class SlotWatcher:
     async def _guarded(self, key: str) -> None:
         async with self._sem:
             self._dirty.discard(key)
-            try:
-                if key.startswith("fresh:"):
-                    project, _, job = key[len("fresh:") :].partition("/")
-                    await self._freshness((project, job))
-                else:
-                    await self._settle(key)
-            except LostOwnership:
-                raise
-            except (Unavailable, OutcomeUnknown) as exc:
-                # decided again from etcd shortly (a lost reply: the compare finds it done)
-                log.warning("slot not settled; retrying", slot=key, error=str(exc))
-                self.due.set(key, self.clock() + RETRY, wake=False)
-            except Exception:
-                log.exception("cannot settle slot; retrying in 30 s", slot=key)
-                self.due.set(key, self.clock() + timedelta(seconds=30), wake=False)
+            if key.startswith("fresh:"):
+                project, _, job = key[len("fresh:") :].partition("/")
+                await retry_later(
+                    self.due, key, lambda: self._freshness((project, job)), "slot not settled"
+                )
+            else:
+                await retry_later(self.due, key, lambda: self._settle(key), "slot not settled")
 
     async def _run_view(self, slot: OpenSlot) -> outcomes.RunView | None:
         project, run_id = slot.jk[0], slot.run

@@ -58,7 +58,7 @@ from cluster.watch import follow
 from cluster.workflow_store import create_execution_ops, new_execution
 from cluster.workflows import Execution, Workflow
 from nodes import metrics
-from nodes.leader.loops import DueQueue
+from nodes.leader.loops import RETRY, DueQueue, retry_later
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 JobKey = tuple[str, str]
-RETRY = timedelta(seconds=1)
 PARALLEL = 8
 # Looks caused by upstream events, all waiters together (D331): a waiter looks again at most
 # every max(1 s, waiters / LOOKS_PER_SECOND) however busy its upstreams are.
@@ -319,16 +318,7 @@ class DependencyWaiter:
             self._dirty.discard(key)
             if key in self.waiting:
                 self.looked[key] = self.clock()
-            try:
-                await self._look(key)
-            except LostOwnership:
-                raise
-            except (Unavailable, OutcomeUnknown) as exc:
-                log.warning("waiting slot not looked at; retrying", slot=key, error=str(exc))
-                self.due.set(key, self.clock() + RETRY, wake=False)
-            except Exception:
-                log.exception("cannot look at waiting slot; retrying in 30 s", slot=key)
-                self.due.set(key, self.clock() + timedelta(seconds=30), wake=False)
+            await retry_later(self.due, key, lambda: self._look(key), "waiting slot not looked at")
 
     async def _look(self, key: str) -> None:
         w = self.waiting.get(key)

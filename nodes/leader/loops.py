@@ -7,18 +7,20 @@ import contextlib
 import heapq
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 import structlog
 
-from cluster.errors import Unavailable
+from cluster.errors import LostOwnership, OutcomeUnknown, Unavailable
 from cluster.etcd import Compacted
 
 log = structlog.get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 COMPACT_SLACK = 1024  # stale entries a DueQueue keeps before it compacts
+RETRY = timedelta(seconds=1)  # after an etcd error: decided again from etcd shortly
+RETRY_BROKEN = timedelta(seconds=30)  # after anything else (logged with its traceback)
 
 
 async def periodic(every: float, fn: Callable[[], Awaitable[object]]) -> None:
@@ -92,3 +94,21 @@ class DueQueue(Generic[K]):
             delay = max(0.0, (self._heap[0][0] - self.clock()).total_seconds())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+
+async def retry_later(
+    due: DueQueue[K], key: K, action: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """Run one due key's ``action``; on failure the key is due again: in ``RETRY`` after an
+    etcd error (a lost reply too: the next decision's compare finds it done), in
+    ``RETRY_BROKEN`` after anything else. Losing the leadership ends the term."""
+    try:
+        await action()
+    except LostOwnership:
+        raise
+    except (Unavailable, OutcomeUnknown) as exc:
+        log.warning(f"{what}; retrying", key=str(key), error=str(exc))
+        due.set(key, due.clock() + RETRY, wake=False)
+    except Exception:
+        log.exception(f"{what}; retrying in 30 s", key=str(key))
+        due.set(key, due.clock() + RETRY_BROKEN, wake=False)
