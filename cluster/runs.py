@@ -40,6 +40,31 @@ def spec_of(job: Job) -> JobSpec:
     return spec
 
 
+# The queue entries this process has just encoded, by run id (D352): a worker of the same process
+# takes the run back instead of validating the entry's JSON again (~90 µs of a ~1 KB record), when
+# the entry it reads is byte for byte the one encoded here. Each is taken once; a run another node
+# claims is dropped, oldest first, beyond QUEUED_KEPT. What is kept is a copy of the run as it was
+# encoded (its nested values, like the spec snapshot, are never edited in place).
+_QUEUED: dict[str, tuple[bytes, Run]] = {}
+QUEUED_KEPT = 2048
+
+
+def remember_queued(run: Run, data: bytes) -> None:
+    """Keep ``run`` as the decoding of the queue entry ``data`` written for it."""
+    if len(_QUEUED) >= QUEUED_KEPT:
+        del _QUEUED[next(iter(_QUEUED))]
+    _QUEUED[run.id] = (data, run.model_copy())
+
+
+def queued_run(run_id: str, data: bytes) -> Run | None:
+    """The run this process encoded as ``data`` (taken: asked again, it answers None); None when
+    it encoded none for ``run_id`` or another document."""
+    kept = _QUEUED.pop(run_id, None)
+    if kept is None or kept[0] != data:
+        return None
+    return kept[1]
+
+
 # What ``create_run_ops`` writes for an unfinished run: record, job index, history charge (D318),
 # active key, queue entry — callers that pack runs into one transaction count with it
 CREATE_RUN_OPS = 5
@@ -102,9 +127,9 @@ class RunOps:
         """What creating ``run`` charges its project (D318)."""
         return run_charge(run, len(run.model_dump_json().encode()))
 
-    def charge_op(self, run: Run, doc: str) -> Any:
+    def charge_op(self, run: Run, doc: str | bytes) -> Any:
         """The run's charge to its project's run-history quota, for a record ``doc`` (D318)."""
-        charge = run_charge(run, len(doc.encode()))
+        charge = run_charge(run, len(doc.encode() if isinstance(doc, str) else doc))
         return Op.put(self.keys.history_charge(run.project, run.id), str(charge))
 
     def queue_key(self, run: Run) -> str:
@@ -112,7 +137,7 @@ class RunOps:
 
     def create_run_ops(self, run: Run) -> list[Any]:
         """Ops that create a run: record, per-job index, and (unless finished) active + queue."""
-        doc = run.model_dump_json()
+        doc = run.model_dump_json().encode()
         ops = [
             Op.put(self.keys.run(run.project, run.id), doc),
             Op.put(self.keys.job_run(run.project, run.job, run.id), run.status),
@@ -121,6 +146,7 @@ class RunOps:
         if not run.finished:
             ops.append(Op.put(self.keys.active(run.project, run.job, run.id), run.status))
             ops.append(Op.put(self.queue_key(run), doc))
+            remember_queued(run, doc)
         return ops
 
     def finish_ops(
@@ -181,12 +207,13 @@ class RunOps:
             updated.started_at = None
             updated.finished_at = None
             updated.not_before = now + timedelta(seconds=delay)
-            doc = updated.model_dump_json()
+            data = updated.model_dump_json().encode()
             ops += [
-                Op.put(self.keys.run(run.project, run.id), doc),
-                Op.put(self.queue_key(updated), doc),
-                self.charge_op(updated, doc),
+                Op.put(self.keys.run(run.project, run.id), data),
+                Op.put(self.queue_key(updated), data),
+                self.charge_op(updated, data),
             ]
+            remember_queued(updated, data)
         else:
             updated.status = status  # type: ignore[assignment]
             updated.finished_at = now

@@ -19,7 +19,9 @@ The resume rules the callers differ in (D213):
 - ``on_compacted(exc)``: instead of a re-read, answers the revision to go on from (the notifier,
   which caches nothing, skips to now and counts what it dropped);
 - ``retry_on``: the errors that are retried (default: :class:`Unavailable`), for a loop that must
-  never end its owner's term.
+  never end its owner's term;
+- ``skip`` ("put" or "delete"): etcd leaves those events out of the stream (D349); a re-read still
+  hands every present key over as a put, and synthesized deletions are not skipped.
 
 A re-read or an ``on_compacted`` that fails with a retried error is retried after the backoff.
 """
@@ -32,7 +34,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from cluster.errors import Unavailable
-from cluster.etcd import KV, Compacted, Etcd, Event, WatchBatch
+from cluster.etcd import KV, Compacted, Etcd, Event, Skip, WatchBatch
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +66,7 @@ async def follow(
     on_batch: Callable[[WatchBatch, int], None] | None = None,
     on_compacted: Callable[[Compacted], Awaitable[int]] | None = None,
     retry_on: tuple[type[Exception], ...] = (Unavailable,),
+    skip: Skip | None = None,
 ) -> None:
     """Stream the changes of ``prefix`` after ``rev`` into ``handle`` (``rev`` None: read the
     prefix first); returns only by an error not in ``retry_on`` (a :class:`Compacted` is always
@@ -82,7 +85,7 @@ async def follow(
                 read = False
                 if on_read is not None:
                     on_read(position)
-            async for batch in etcd.watch(prefix, start_revision=position + 1):
+            async for batch in etcd.watch(prefix, start_revision=position + 1, skip=skip):
                 delay = 0.1
                 for ev in batch.events:
                     handle(ev)
@@ -100,6 +103,13 @@ async def follow(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
             read = read or reread
+
+
+async def follow_puts(
+    etcd: Etcd, prefix: str, rev: int | None, handle: Handler, known: KnownKeys | None = None
+) -> None:
+    """:func:`follow` for a handler that ignores deletions: etcd leaves them out (D349)."""
+    await follow(etcd, prefix, rev, handle, known, skip="delete")
 
 
 async def resync(

@@ -147,6 +147,13 @@ QUEUE_DEPTH = Gauge(
     "Runs waiting in the queue, as this node's watch sees it",
     registry=REGISTRY,
 )
+WATCH_EVENTS = Gauge(
+    "cronmesh_watch_events",
+    "etcd watch events this node received (and decoded) since it started, by the watched key's "
+    "family (its first segment below the key prefix, D348)",
+    ["family"],
+    registry=REGISTRY,
+)
 ETCD_LATENCY = Histogram(
     "cronmesh_etcd_request_seconds",
     "etcd unary requests by method and outcome (ok or the gRPC status)",

@@ -36,7 +36,7 @@ from cluster.errors import (
 )
 from cluster.etcd.blocking import BlockingLease
 from cluster.etcd.builders import Compare, Op
-from cluster.etcd.client import Etcd, never_sent
+from cluster.etcd.client import Etcd, Skip, never_sent, watch_family
 from cluster.etcd.members import DEFAULT_TIMEOUT, MAX_MESSAGE, PAGE_KEYS, next_member
 from cluster.etcd.observer import OBSERVER, ChangeObserver
 from cluster.etcd.security import Security
@@ -62,10 +62,12 @@ __all__ = [
     "Range",
     "Rejected",
     "Security",
+    "Skip",
     "TxnResult",
     "Unavailable",
     "WatchBatch",
     "never_sent",
     "next_member",
     "prefix_end",
+    "watch_family",
 ]

@@ -1,4 +1,9 @@
-"""Builders for transaction guards (``Compare``) and operations (``Op``)."""
+"""Builders for transaction guards (``Compare``) and operations (``Op``).
+
+The operations are built in place (``op.request_put.key = ...``) rather than by passing a finished
+sub-message to the constructor, which copies it: a put of a run record cost ~5 µs that way and
+~1.6 µs in place, and a run takes a dozen of them (D351).
+"""
 
 from __future__ import annotations
 
@@ -47,8 +52,13 @@ class Op:
 
     @staticmethod
     def put(key: str, value: bytes | str, lease: int = 0) -> Any:
-        data = value.encode() if isinstance(value, str) else value
-        return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=data, lease=lease))
+        op = rpc.RequestOp()
+        put = op.request_put
+        put.key = key.encode()  # never empty: marks the put as the op's request
+        put.value = value.encode() if isinstance(value, str) else value
+        if lease:
+            put.lease = lease
+        return op
 
     @classmethod
     def put_if_absent(cls, key: str, value: bytes | str) -> Any:
@@ -62,10 +72,12 @@ class Op:
 
     @staticmethod
     def delete(key: str, *, prefix: bool = False) -> Any:
-        req = rpc.DeleteRangeRequest(key=key.encode())
+        op = rpc.RequestOp()
+        req = op.request_delete_range
+        req.key = key.encode()
         if prefix:
             req.range_end = prefix_end(key)
-        return rpc.RequestOp(request_delete_range=req)
+        return op
 
     @staticmethod
     def nested(compare: list[Any], success: list[Any]) -> Any:

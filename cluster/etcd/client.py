@@ -55,6 +55,15 @@ _REJECTED = {
 }
 
 
+Skip = Literal["put", "delete"]
+
+
+def watch_family(key: str) -> str:
+    """The first two segments of a watched key (``/cronmesh/queue/`` -> ``/cronmesh/queue``):
+    what a client counts the watch events it received by (D348); bounded by the key families."""
+    return "/".join(key.split("/", 3)[:3])
+
+
 class Etcd(Members):
     """An etcd v3 client over one gRPC channel per endpoint, moving to another member when the
     current one stops answering (see the package's docstring)."""
@@ -341,8 +350,11 @@ class Etcd(Members):
         start_revision: int,
         prefix: bool = True,
         progress_notify: bool = True,
+        skip: Skip | None = None,
     ) -> AsyncIterator[WatchBatch]:
         """Stream changes from ``start_revision`` on, in order; ends only by error or cancel.
+        ``skip`` ("put" or "delete"): etcd leaves those events out (its NOPUT / NODELETE
+        filters), so a watcher that ignores them does not receive and decode them (D349).
 
         Raises :class:`Compacted` when ``start_revision`` is gone, :class:`Unavailable` when the
         stream breaks; the caller re-reads and re-watches from the last revision it saw.
@@ -351,6 +363,11 @@ class Etcd(Members):
         create = rpc.WatchCreateRequest(
             key=key.encode(), start_revision=start_revision, progress_notify=progress_notify
         )
+        if skip is not None:
+            create.filters.append(
+                rpc.WatchCreateRequest.NOPUT if skip == "put" else rpc.WatchCreateRequest.NODELETE
+            )
+        family = watch_family(key)
         if prefix:
             create.range_end = prefix_end(key)
         await self._stream_auth()
@@ -365,6 +382,8 @@ class Etcd(Members):
                     raise Unavailable(f"etcd watch canceled: {resp.cancel_reason}")
                 if resp.created and not resp.events:
                     continue
+                if resp.events:
+                    self.watch_events[family] = self.watch_events.get(family, 0) + len(resp.events)
                 events = [
                     Event("delete" if ev.type == rpc.Event.DELETE else "put", KV.from_pb(ev.kv))
                     for ev in resp.events

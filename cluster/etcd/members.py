@@ -161,6 +161,8 @@ class Members:
         self._failed_at = [0.0] * len(self.endpoints)  # monotonic time of each one's last failure
         self._current = 0
         self.switches = 0  # how often the client moved to another member
+        # watch events received, by the watched key's family (``watch_family``, D348)
+        self.watch_events: dict[str, int] = {}
         # members left behind, each closing once the calls in flight on it had their deadline
         self._retired: dict[Member, asyncio.Task[None]] = {}
 

@@ -236,6 +236,7 @@ class Notifier:
             on_batch=on_batch,
             on_compacted=skip_compacted,
             retry_on=(Exception,),  # Unavailable mostly; never end the leader's term
+            skip="delete",  # a deleted index key (retention) notifies nothing (D349)
         )
 
     def _start(self, revision: int, key: str, status: str) -> None:

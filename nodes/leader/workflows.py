@@ -37,7 +37,7 @@ from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
 from cluster.slotrules import Freeze
 from cluster.store import Store, dumps
-from cluster.watch import follow
+from cluster.watch import follow, follow_puts
 from cluster.workflow_store import new_execution, task_run
 from cluster.workflows import (
     Execution,
@@ -218,7 +218,7 @@ class WorkflowEngine:
                 )
             )
             # finished runs only: a deleted run record changes nothing here
-            tg.create_task(follow(self.etcd, self.keys.job_runs(), rev, self._on_run_event))
+            tg.create_task(follow_puts(self.etcd, self.keys.job_runs(), rev, self._on_run_event))
             tg.create_task(
                 follow(
                     self.etcd,

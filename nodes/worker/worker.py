@@ -29,6 +29,7 @@ from cluster.models import Run
 from cluster.placement import Candidate, attempt_key, decide_claim, fits, preferred
 from cluster.plan import slot_limit
 from cluster.runas import NodeRunAs, decide
+from cluster.runs import queued_run
 from cluster.secret_store import SecretStore
 from cluster.selector import matches, parse_selector
 from cluster.session import Session
@@ -220,8 +221,10 @@ class Worker(Claiming, Executing):
         if cached is not None and cached[0] == kv.mod_revision:
             return cached[1]
         self._fresh.discard(key)
+        # this process's own leader encoded it just now: its run, not a second decoding (D352)
+        run = queued_run(key.rsplit("/", 1)[-1], kv.value)
         try:
-            run = Run.model_validate_json(kv.value)
+            run = run or Run.model_validate_json(kv.value)
         except ValueError as exc:
             log.error("unreadable queue entry", key=key, error=str(exc))
             return None
