@@ -206,6 +206,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a released slot runs its job as it is at release (D334)",
     ),
     Mutation(
+        "rules-marker-guard",
+        "nodes/leader/rulecache.py",
+        r"return Compare\.modified\(self\.keys\.rules_marker\(\), self\.marker_rev\)",
+        'return Compare.absent(self.keys.rules_marker() + "-never")',
+        (
+            "tests/integration/test_calendars.py::"
+            "test_freeze_skips_job_and_workflow_slots_and_unfreeze_resumes[late]",
+        ),
+        "no tick commits on calendars, windows or a freeze older than the last change (D339)",
+    ),
+    Mutation(
         "paged-read-revision",
         "cluster/etcd/client.py",
         r"revision = revision or res\.revision",
