@@ -112,8 +112,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-tick-single",
         "nodes/leader/scheduler.py",
-        r"compares\.insert\(0, self\.lead\.fence\(\)\)",
-        "pass",
+        r"compares\[:0\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
+        "compares[:0] = [self.rules.guard()]",
         (
             f"{FENCING}::test_a_deposed_leader_fires_no_single_tick",
             "tests/integration/test_coordination.py::test_deposed_leader_cannot_create_runs",
@@ -123,8 +123,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-tick-batched",
         "nodes/leader/scheduler.py",
-        r"compares: list\[Any\] = \[self\.lead\.fence\(\)\]",
-        "compares: list[Any] = []",
+        r"compares: list\[Any\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
+        "compares: list[Any] = [self.rules.guard()]",
         (f"{FENCING}::test_a_deposed_leader_fires_no_tick_of_jobs_due_together",),
         "a deposed leader fires nothing (jobs due together, one transaction)",
     ),
