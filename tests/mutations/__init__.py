@@ -156,8 +156,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-workflow-tick",
         "nodes/leader/workflows.py",
-        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\))\]",
-        r"compares = [\1]",
+        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\)), ",
+        r"compares = [\1, ",
         (f"{FENCING}::test_a_deposed_leader_fires_no_workflow_tick",),
         "a deposed leader fires no workflow tick",
     ),
