@@ -13,10 +13,18 @@ the next turn of the event loop (so the ones submitted in the same turn travel t
 ``inflight`` batches are out, new ones wait and leave together when one comes back. Under a light
 load every transaction goes alone and at once; under a heavy one, batches grow by themselves.
 
+A transaction may *linger* (``linger`` s, D353): it waits up to that long for others to go
+with, and leaves at once with any batch that goes before. Completions of runs linger (a run's
+end is recorded a few milliseconds later, its times are taken before): each write transaction
+costs etcd far more than an operation in it, and completions otherwise trickle in one by one as
+processes exit. Claims and everything else never wait.
+
 Limits: at most ``max_items`` nested transactions (etcd refuses more than ``--max-txn-ops``, 128
 by default, per level) and about ``max_bytes`` per batch (etcd's request limit is 1.5 MiB). etcd
 also refuses a transaction that writes one key twice, so a transaction writing a key that one
-already in the batch writes waits for the next batch.
+already in the batch writes waits for the next batch. A range delete goes alone, only when no
+batch is in flight, and nothing goes while it is (D354: with two batches in flight, a write
+submitted after it could be applied before it).
 
 Errors are the batch's: when the outer transaction fails (etcd unreachable, lease gone, reply
 lost) every caller in it gets that exception, and handles it as it would its own (an unknown
@@ -48,6 +56,7 @@ class _Item:
     keys: frozenset[bytes] | None  # keys it writes; None: a range delete (goes alone)
     size: int
     future: asyncio.Future[TxnResult] = field(repr=False)
+    urgent: bool = True  # False: it lingers (waits for others, or for the linger timer)
 
 
 def _written(ops: Iterable[Any]) -> frozenset[bytes] | None:
@@ -85,12 +94,22 @@ class TxnBatcher:
         self._waiting: list[_Item] = []
         self._out = 0
         self._scheduled = False
+        self._urgent = 0  # waiting transactions that do not linger
+        self._due = False  # the lingering ones have waited long enough
+        self._timer: asyncio.TimerHandle | None = None
+        self._barrier = False  # a range delete is in flight: nothing else goes until it is back
 
     async def txn(
-        self, compare: Iterable[Any], success: Iterable[Any], failure: Iterable[Any] = ()
+        self,
+        compare: Iterable[Any],
+        success: Iterable[Any],
+        failure: Iterable[Any] = (),
+        *,
+        linger: float = 0.0,
     ) -> TxnResult:
         """Like :meth:`Etcd.txn`, sent together with the others waiting. The result's
-        ``revision`` is the batch's (every write in it has that revision)."""
+        ``revision`` is the batch's (every write in it has that revision). ``linger`` > 0: it
+        may wait that many seconds for others to go with (D353)."""
         request = rpc.TxnRequest(
             compare=list(compare), success=list(success), failure=list(failure)
         )
@@ -100,13 +119,24 @@ class TxnBatcher:
             _written([*request.success, *request.failure]),
             request.ByteSize(),
             loop.create_future(),
+            urgent=linger <= 0,
         )
         self._waiting.append(item)
+        if item.urgent:
+            self._urgent += 1
+        elif self._timer is None and not self._due:
+            self._timer = loop.call_later(linger, self._lingered, loop)
         self._schedule(loop)
         return await item.future
 
+    def _lingered(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._due = True
+        self._schedule(loop)
+
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._waiting and not self._scheduled and self._out < self.inflight:
+        ready = (self._urgent > 0 or self._due) and not self._barrier
+        if self._waiting and ready and not self._scheduled and self._out < self.inflight:
             self._scheduled = True
             loop.call_soon(self._flush, loop)
 
@@ -124,7 +154,9 @@ class TxnBatcher:
             if held:
                 fits = False
             elif not batch:
-                fits = True
+                # a range delete goes only when nothing is in flight (one sent earlier could be
+                # applied after it, one sent later before it)
+                fits = item.keys is not None or self._out == 0
             elif batch[0].keys is None or item.keys is None:
                 fits = False
             else:
@@ -138,6 +170,12 @@ class TxnBatcher:
             size += item.size if fits else 0
             held = held or (not fits and item.keys is None)
         self._waiting = rest
+        self._urgent = sum(1 for item in rest if item.urgent)
+        if len(rest) == self._urgent:  # none lingers any more: the next one waits afresh
+            self._due = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         return batch
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -146,6 +184,7 @@ class TxnBatcher:
         if not batch:
             return
         self._out += 1
+        self._barrier = batch[0].keys is None
         # A fresh context: the batch belongs to no caller (an audit observer set by one API
         # request must not journal another's writes).
         loop.create_task(self._send(batch), context=contextvars.Context())
@@ -156,6 +195,8 @@ class TxnBatcher:
             await self._deliver(batch)
         finally:
             self._out -= 1
+            if batch[0].keys is None:
+                self._barrier = False
             self._schedule(asyncio.get_running_loop())
 
     async def _deliver(self, batch: list[_Item]) -> None:

@@ -33,7 +33,13 @@ from nodes import metrics
 from nodes.executor import runas, workdir
 from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.executor.process import ExitStatus, Process
-from nodes.worker.attempt import EXECUTED_KEPT, IDENTITY_TTL, MAX_RESULT, Execution
+from nodes.worker.attempt import (
+    COMPLETION_LINGER,
+    EXECUTED_KEPT,
+    IDENTITY_TTL,
+    MAX_RESULT,
+    Execution,
+)
 from nodes.worker.outcome import Outcomes
 
 log = structlog.get_logger(__name__)
@@ -438,10 +444,14 @@ class Executing(Outcomes):
             else None,
         )
         claim, free = self.keys.claim(run.id), ex.fenced_releases()  # fenced: slots go (D319)
+        # waits a moment for other completions to share its transaction, unless a workflow's next
+        # tasks wait for it (D353)
+        linger = 0.0 if run.execution else COMPLETION_LINGER
         delay = 0.1
         while not self.session.lost.is_set():
             try:
-                res = await self.batch.txn([Compare.created(claim, ex.claim_revision)], ops, free)
+                guard = [Compare.created(claim, ex.claim_revision)]
+                res = await self.batch.txn(guard, ops, free, linger=linger)
             except OutcomeUnknown as exc:
                 metrics.OUTCOME_UNKNOWN.labels("completion").inc()
                 log.warning("completion outcome unknown; reading back", error=str(exc))
