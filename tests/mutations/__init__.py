@@ -68,8 +68,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "completion-claim-revision",
         "nodes/worker/executing.py",
-        r"self\.batch\.txn\(\[Compare\.created\(claim, ex\.claim_revision\)\], ops, free\)",
-        "self.batch.txn([], ops, free)",
+        r"guard = \[Compare\.created\(claim, ex\.claim_revision\)\]",
+        "guard = []",
         (
             f"{CLAIMS}::test_a_worker_whose_claim_was_taken_away_commits_nothing",
             f"{CLAIMS}::test_completion_after_the_claim_is_gone_leaves_the_record_alone",
@@ -533,8 +533,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fenced-completion-frees-slots",
         "nodes/worker/executing.py",
-        r"\], ops, free\)",
-        "], ops)",
+        r"\(guard, ops, free, linger=linger\)",
+        "(guard, ops, linger=linger)",
         (f"{FENCED_SLOTS}::test_a_fenced_completion_frees_its_budget_and_job_slots",),
         "a completion fenced because its claim was taken frees the slots its claim took",
     ),
