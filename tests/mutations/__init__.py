@@ -228,6 +228,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a paged read is one snapshot, and a watch from its revision misses no later write",
     ),
     Mutation(
+        "watch-resume-last-event",
+        "cluster/etcd/client.py",
+        r"last = events\[-1\]\.kv\.mod_revision if events else int\(resp\.header\.revision\)",
+        "last = int(resp.header.revision)",
+        (
+            "tests/integration/test_watch_position.py::"
+            "test_a_broken_watch_resumes_after_the_last_event_and_loses_none",
+        ),
+        "a broken watch resumes after its last event, skipping none (D364)",
+    ),
+    Mutation(
         "fence-notifier-cursor",
         "nodes/leader/notifier.py",
         r"\[self\.lead\.fence\(\)\],(\s*\[Op\.put\(self\.keys\.notifier_cursor\(\))",
