@@ -228,6 +228,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a paged read is one snapshot, and a watch from its revision misses no later write",
     ),
     Mutation(
+        "budget-docs-guard",
+        "nodes/worker/budgets.py",
+        r"return Compare\.unchanged_since\(self\.keys\.budgets\(\), self\.docs_revision\)",
+        'return Compare.absent(self.keys.budgets() + "-never")',
+        (
+            "tests/integration/test_budget_ordering.py::"
+            "test_a_budget_created_before_the_runs_holds_them_on_a_worker_that_has_not_heard",
+            "tests/integration/test_budget_ordering.py::"
+            "test_a_budget_named_by_a_job_written_after_it_holds_the_jobs_runs",
+        ),
+        "a run queued after a budget was written is claimed within it, on any worker (D365)",
+    ),
+    Mutation(
         "watch-resume-last-event",
         "cluster/etcd/client.py",
         r"last = events\[-1\]\.kv\.mod_revision if events else int\(resp\.header\.revision\)",
