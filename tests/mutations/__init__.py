@@ -241,6 +241,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a run queued after a budget was written is claimed within it, on any worker (D365)",
     ),
     Mutation(
+        "release-job-unchanged",
+        "nodes/leader/slotdoc.py",
+        r"same = Compare\.modified\(key, kv\.mod_revision if kv is not None else 0\)",
+        'same = Compare.absent(key + "-never")',
+        (
+            "tests/integration/test_release_reads_job.py::"
+            "test_an_edit_between_the_read_and_the_release_refuses_the_release",
+        ),
+        "a waiting slot is released under its job as it is at release (D366)",
+    ),
+    Mutation(
         "watch-resume-last-event",
         "cluster/etcd/client.py",
         r"last = events\[-1\]\.kv\.mod_revision if events else int\(resp\.header\.revision\)",
