@@ -267,7 +267,9 @@ class SlotWatcher:
     async def _exists(self, jk: JobKey) -> bool:
         if jk[1].startswith("@"):  # a workflow's slots (D234)
             return await self.etcd.get(self.keys.workflow(jk[0], jk[1][1:])) is not None
-        return self.job_of(jk) is not None
+        # not in the cache: gone, or not yet delivered by its watch (a shard leader's tick can
+        # open the slot before shard 0's job watch brings the job, D367): etcd says which
+        return self.job_of(jk) is not None or await self.etcd.get(self.keys.job(*jk)) is not None
 
     def _tick_key(self, slot: OpenSlot) -> str:
         """The slot's tick key: the open slot's name under the job's (or workflow's) ticks."""
