@@ -43,6 +43,7 @@ class JobEntry:
     state: dict[str, Any] = field(default_factory=dict)
     state_rev: int = 0
     deadlines: dict[str, tuple[float, float]] = field(default_factory=dict)
+    job_rev: int = 0  # the job document's mod revision (tick transactions compare it, D369)
 
 
 class JobCache:
@@ -68,6 +69,7 @@ class JobCache:
         self.active_job: dict[str, JobKey] = {}
         self.due: DueQueue[JobKey] = DueQueue(clock)
         self.actives_rev = 0  # revision of the newest active-key event seen
+        self._read_at: dict[JobKey, int] = {}  # jobs read out of their watch's turn (D369)
 
     def fires(self, jk: JobKey) -> bool:
         return self.shard.owns(*jk)
@@ -97,7 +99,9 @@ class JobCache:
                 self.etcd,
                 self.keys.jobs(),
                 rev,
-                lambda ev: self.on_job(ev.kv.key, ev.kv.value if ev.kind == "put" else None),
+                lambda ev: self.on_job(
+                    ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+                ),
                 lambda: {self.keys.job(*jk) for jk in self.jobs},
             )
         )
@@ -126,11 +130,14 @@ class JobCache:
             )
         )
 
-    def on_job(self, key: str, value: bytes | None) -> None:
+    def on_job(self, key: str, value: bytes | None, rev: int = 0) -> None:
         project, name = self._key_of(key, self.keys.jobs())[:2]
         jk = (project, name)
         if not self._kept(jk):  # another shard's job: not even parsed (D301)
             return
+        if rev and rev <= self._read_at.get(jk, 0):
+            return  # older than what a refused tick read (D369)
+        self._read_at.pop(jk, None)
         if value is None:
             self.jobs.pop(jk, None)
             return
@@ -142,7 +149,7 @@ class JobCache:
             self.jobs.pop(jk, None)
             return
         old = self.jobs.get(jk)
-        entry = JobEntry(job, schedules, deadlines=slot_deadlines(job))
+        entry = JobEntry(job, schedules, deadlines=slot_deadlines(job), job_rev=rev)
         if old is not None:
             entry.state, entry.state_rev = old.state, old.state_rev
         self.jobs[jk] = entry
@@ -183,6 +190,20 @@ class JobCache:
     def schedule_at(self, jk: JobKey, when: datetime | None) -> None:
         if jk in self.jobs:
             self.due.set(jk, when, wake=False)
+
+    async def job_moved(self, jk: JobKey) -> bool:
+        """A tick transaction was refused: whether the job changed since the cached copy (its
+        watch is behind the write that answered the user), which then replaces it (D369)."""
+        entry = self.jobs.get(jk)
+        res = await self.etcd.range(self.keys.job(*jk), prefix=False)
+        kv = res.kvs[0] if res.kvs else None
+        if entry is None or (kv.mod_revision if kv else 0) == entry.job_rev:
+            return False
+        self.on_job(self.keys.job(*jk), kv.value if kv else None, res.revision)
+        self._read_at[jk] = res.revision  # the watch's older events of this job are stale now
+        if kv is not None and jk in self.jobs:
+            self.jobs[jk].job_rev = kv.mod_revision
+        return True
 
     async def refresh_state(self, jk: JobKey) -> None:
         with contextlib.suppress(Unavailable):

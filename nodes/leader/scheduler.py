@@ -347,6 +347,9 @@ class Scheduler:
                 log.info("rules changed under the plan; planning again", job="/".join(jk))
                 self.cache.schedule_at(jk, self.clock())
                 return False
+            if await self.cache.job_moved(jk):  # disabled or changed since the plan (D369)
+                self.cache.schedule_at(jk, self.clock())
+                return False
             current = res.range_kvs(1)
             current_rev = current[0].mod_revision if current else 0
             taken = {k for i, k in enumerate(tick_keys) if res.range_kvs(2 + i)}
@@ -370,6 +373,8 @@ class Scheduler:
     ) -> tuple[list[Any], list[Any]]:
         """Compares (state CAS, absent tick and run keys; no fence) and ops of one job's plan."""
         compares: list[Any] = [Compare.modified(state_key, entry.state_rev)]
+        job_key = self.keys.job(entry.job.project, entry.job.name)
+        compares.append(Compare.modified(job_key, entry.job_rev))  # disabled meanwhile? (D369)
         ops: list[Any] = [Op.put(state_key, dumps(state))]
         for run, tick_key in runs:
             compares.append(Compare.absent(tick_key))

@@ -252,6 +252,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a waiting slot is released under its job as it is at release (D366)",
     ),
     Mutation(
+        "tick-job-unchanged",
+        "nodes/leader/scheduler.py",
+        r"compares\.append\(Compare\.modified\(job_key, entry\.job_rev\)\)",
+        "pass",
+        (
+            "tests/integration/test_tick_job_order.py::"
+            "test_a_job_disabled_before_its_tick_is_not_fired_by_a_stale_leader",
+            "tests/integration/test_tick_job_order.py::"
+            "test_jobs_due_together_on_a_stale_cache_fire_only_the_enabled_one",
+        ),
+        "a job disabled before its tick is not fired by a leader whose job watch is behind (D369)",
+    ),
+    Mutation(
         "watch-resume-last-event",
         "cluster/etcd/client.py",
         r"last = events\[-1\]\.kv\.mod_revision if events else int\(resp\.header\.revision\)",
