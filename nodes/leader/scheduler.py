@@ -44,7 +44,7 @@ from cluster.tickplan import TXN_BYTES, plan_job
 from cluster.watch import follow
 from nodes import metrics
 from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
-from nodes.leader.jobcache import JobCache, JobEntry, JobKey
+from nodes.leader.jobcache import GUARDED, JobCache, JobEntry, JobKey
 from nodes.leader.loading import PASS_JOBS, YIELD_EVERY
 from nodes.leader.loops import periodic
 from nodes.leader.reaper import Reaper
@@ -229,7 +229,8 @@ class Scheduler:
                 continue
             if plan is None:
                 continue
-            if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB:
+            guarded = plan.entry.job.overlap in GUARDED  # its refusal must not split a batch
+            if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB or guarded:
                 alone.append(jk)
                 continue
             compares, ops = self._write_ops(
@@ -347,7 +348,7 @@ class Scheduler:
                 log.info("rules changed under the plan; planning again", job="/".join(jk))
                 self.cache.schedule_at(jk, self.clock())
                 return False
-            if await self.cache.job_moved(jk):  # disabled or changed since the plan (D369)
+            if await self.cache.job_moved(jk) or await self.cache.actives_moved(jk):  # D369, D370
                 self.cache.schedule_at(jk, self.clock())
                 return False
             current = res.range_kvs(1)
@@ -375,6 +376,7 @@ class Scheduler:
         compares: list[Any] = [Compare.modified(state_key, entry.state_rev)]
         job_key = self.keys.job(entry.job.project, entry.job.name)
         compares.append(Compare.modified(job_key, entry.job_rev))  # disabled meanwhile? (D369)
+        compares += self.cache.active_guard((entry.job.project, entry.job.name))  # D370
         ops: list[Any] = [Op.put(state_key, dumps(state))]
         for run, tick_key in runs:
             compares.append(Compare.absent(tick_key))

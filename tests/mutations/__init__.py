@@ -265,6 +265,28 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a job disabled before its tick is not fired by a leader whose job watch is behind (D369)",
     ),
     Mutation(
+        "overlap-active-present",
+        "nodes/leader/jobcache.py",
+        r"present = \[Compare\.exists\(self\.keys\.active\(\*jk, r\)\) for r in sorted\(ids\)\]",
+        "present: list[Any] = []",
+        (
+            "tests/integration/test_overlap_order.py::"
+            "test_a_run_that_ended_unseen_does_not_skip_the_next_tick",
+        ),
+        "a forbid tick is not skipped for a run that had ended (D370)",
+    ),
+    Mutation(
+        "overlap-active-unchanged",
+        "nodes/leader/jobcache.py",
+        r"Compare\.unchanged_since\(self\.keys\.actives\(\*jk\), since\)",
+        'Compare.absent(self.keys.actives(*jk) + "-never")',
+        (
+            "tests/integration/test_overlap_order.py::"
+            "test_a_manual_run_created_unseen_makes_the_tick_skip",
+        ),
+        "a forbid tick is skipped for a run created before it, seen or not (D370)",
+    ),
+    Mutation(
         "watch-resume-last-event",
         "cluster/etcd/client.py",
         r"last = events\[-1\]\.kv\.mod_revision if events else int\(resp\.header\.revision\)",
