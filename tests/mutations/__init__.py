@@ -287,6 +287,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a forbid tick is skipped for a run created before it, seen or not (D370)",
     ),
     Mutation(
+        "webhook-allowlist-fresh",
+        "nodes/webhooks.py",
+        r"if not force and rev == self\._rev and time\.monotonic\(\)",
+        "if not force and time.monotonic()",
+        (
+            "tests/security/test_webhook_allowlist_order.py::"
+            "test_a_removed_allow_list_entry_is_refused_at_the_next_send",
+        ),
+        "an allow-list entry removed is refused from the next webhook send on (D371)",
+    ),
+    Mutation(
         "watch-resume-last-event",
         "cluster/etcd/client.py",
         r"last = events\[-1\]\.kv\.mod_revision if events else int\(resp\.header\.revision\)",
