@@ -273,9 +273,9 @@ class Notifier:
 
     # -- one finished run ------------------------------------------------------------------------
 
-    async def _project_rules(self, project: str) -> list[NotificationRule]:
+    async def _project_rules(self, project: str, fresh: bool = False) -> list[NotificationRule]:
         cached = self._defaults.get(project)
-        if cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
             return cached[1]
         kv = await self.etcd.get(self.keys.notification_defaults(project))
         rules = ProjectNotifications.model_validate_json(kv.value).rules if kv else []
@@ -299,7 +299,7 @@ class Notifier:
             own = run.snapshot.notifications
         else:
             own = None
-        return own if own is not None else await self._project_rules(project)
+        return own if own is not None else await self._project_rules(project, fresh)
 
     async def _previous_status(self, project: str, job: str, key: str) -> str | None:
         res = await self.etcd.range(

@@ -70,3 +70,25 @@ async def test_an_open_slot_of_a_deleted_job_still_goes_with_it(rig):
     for kv in opened:
         await watcher._settle(kv.key)
     assert (await rig.etcd.range(rig.keys.open_slots(P, "gone"))).kvs == []
+
+
+async def test_a_freshness_period_switched_off_unseen_raises_no_alarm(rig):
+    """``expected_every`` removed (answered) before a period's deadline: the slot watcher, whose
+    cache still has it, must not record the period stale, alarm and notify (D367)."""
+    await rig.store.put_job(
+        P, parse_model(JobSpec, {"name": "fed", "command": "true", "expected_every": 60})
+    )
+    leader = await rig.leader("n1")
+    watcher = leader.sched.slots
+    await watcher._freshness((P, "fed"))  # its first period opens
+    opened = (await rig.etcd.range(rig.keys.open_slots(P, "fed"))).kvs
+    assert len(opened) == 1
+    watcher._on_open(opened[0].key, opened[0].value, opened[0].mod_revision)
+    await rig.store.patch_job(P, "fed", {"expected_every": 0})  # the cache has not heard
+    assert watcher.job_of((P, "fed")).expected_every
+    rig.clock.advance(120)  # the period's deadline has passed, no run succeeded
+    await watcher._settle(opened[0].key)
+    assert (await rig.etcd.range(rig.keys.open_slots(P, "fed"))).kvs == []
+    ticks = [json.loads(kv.value) for kv in (await rig.etcd.range(rig.keys.ticks(P, "fed"))).kvs]
+    assert not any(t.get("outcome") == "deadline_missed" for t in ticks), ticks
+    assert await rig.etcd.get(rig.keys.slot_alarm(P, "fed")) is None
