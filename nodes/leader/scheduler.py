@@ -214,6 +214,7 @@ class Scheduler:
         written again alone, where the single-job path sorts it out.
         """
         alone: list[JobKey] = []
+        single: list[_Planned] = []  # planned, written on its own
         # each plan with its compares and ops, built once (they were built twice: a fifteenth of
         # a leader's loop at 800 runs/s went to serialising runs a second time)
         chunks: list[list[tuple[_Planned, list[Any], list[Any]]]] = []
@@ -229,9 +230,11 @@ class Scheduler:
                 continue
             if plan is None:
                 continue
-            guarded = plan.entry.job.overlap in GUARDED  # its refusal must not split a batch
-            if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB or guarded:
+            if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB:
                 alone.append(jk)
+                continue
+            if plan.entry.job.overlap in GUARDED:  # its refusal must not split a batch (D370)
+                single.append(plan)
                 continue
             compares, ops = self._write_ops(
                 plan.entry, self.keys.schedule_state(*jk), plan.state, plan.runs
@@ -250,6 +253,7 @@ class Scheduler:
             chunks.append(chunk)
         await asyncio.gather(
             *(self._fire_guarded(jk) for jk in alone),
+            *(self._write_guarded(plan) for plan in single),
             *(self._write_chunk(c) if len(c) > 1 else self._write_guarded(c[0][0]) for c in chunks),
         )
 

@@ -59,3 +59,20 @@ async def test_a_manual_run_created_unseen_makes_the_tick_skip(rig):
     await leader.sched.fire((P, "f"))
     ticks = [r for r in await rig.runs("f") if r.id != manual.id]
     assert ticks and all(r.status == "skipped" for r in ticks), [r.status for r in ticks]
+
+
+async def test_forbid_jobs_due_together_are_written_one_by_one_under_the_guard(rig):
+    """The batched path: a ``forbid`` job goes in a transaction of its own (its refusal must not
+    split a batch), with the same guard."""
+    await rig.store.put_job(P, _forbid())
+    await rig.store.put_job(
+        P, JobSpec(name="g", command="true", schedules=EVERY_SECOND, overlap="forbid")
+    )
+    leader = await rig.leader("n1")
+    manual = await rig.store.trigger(P, "f", {})  # the cache has not heard
+    rig.clock.advance(1.005)
+    await leader.sched._fire_batch([(P, "f"), (P, "g")])
+    await leader.sched._fire_batch([(P, "f"), (P, "g")])
+    ticks = [r for r in await rig.runs("f") if r.id != manual.id]
+    assert ticks and all(r.status == "skipped" for r in ticks), [r.status for r in ticks]
+    assert any(r.status == "pending" for r in await rig.runs("g"))

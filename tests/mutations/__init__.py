@@ -283,6 +283,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             "tests/integration/test_overlap_order.py::"
             "test_a_manual_run_created_unseen_makes_the_tick_skip",
+            "tests/integration/test_overlap_order.py::"
+            "test_forbid_jobs_due_together_are_written_one_by_one_under_the_guard",
         ),
         "a forbid tick is skipped for a run created before it, seen or not (D370)",
     ),
