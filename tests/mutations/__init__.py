@@ -155,11 +155,22 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-workflow-tick",
-        "nodes/leader/workflows.py",
-        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\)), ",
-        r"compares = [\1, ",
+        "nodes/leader/wftick.py",
+        r"self\.lead\.fence\(\),\s*(Compare\.modified\(state_key, rev\),)",
+        r"\1",
         (f"{FENCING}::test_a_deposed_leader_fires_no_workflow_tick",),
         "a deposed leader fires no workflow tick",
+    ),
+    Mutation(
+        "workflow-tick-doc-unchanged",
+        "nodes/leader/wftick.py",
+        r"Compare\.modified\(doc_key, doc\.mod_revision\),",
+        "",
+        (
+            "tests/integration/test_workflow_tick_order.py::"
+            "test_a_workflow_disabled_between_the_ticks_read_and_write_is_not_fired",
+        ),
+        "a workflow tick commits only on the document it was planned from (D372)",
     ),
     Mutation(
         "fence-waiting-slot",
