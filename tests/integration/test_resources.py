@@ -65,7 +65,13 @@ async def test_status_and_metrics_show_the_containment(cluster):
     status, body = await cluster.request("GET", "/status")
     assert status == 200
     containment = body["node"]["containment"]
-    assert containment == {**node.containment.layout.describe(), "fence": containment["fence"]}
+    assert containment == {
+        **node.containment.layout.describe(),
+        "pool": containment["pool"],
+        "fence": containment["fence"],
+    }
+    if node.containment.layout.enabled:  # the run cgroups kept for reuse (D340)
+        assert containment["pool"]["size"] > 0 or containment["pool"]["note"]
     assert containment["fence"]["alive"] is True
     assert 0 < containment["fence"]["valid_for"] <= 3  # the lease TTL of the fixture
     status, text = await cluster.request("GET", "/metrics")
