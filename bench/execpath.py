@@ -90,7 +90,7 @@ async def _pooled(layout: Layout, work: Path, i: int, pool: Any) -> None:
     from nodes.executor import launch
 
     folder = workdir.run_dir(work, f"b{i}", 1)
-    proc, cg, _missing = await launch.start(
+    proc, _cg, _missing = await launch.start(
         ["/bin/sh", "-c", "true"],
         env=ENV,
         folder=folder,
@@ -101,7 +101,7 @@ async def _pooled(layout: Layout, work: Path, i: int, pool: Any) -> None:
         on_output=lambda s, d: None,
     )
     await proc.wait()
-    await launch.finish(pool, cg, folder, 65536)
+    await launch.finish(pool, proc, folder, 65536)
 
 
 async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> dict[str, float]:

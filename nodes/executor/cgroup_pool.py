@@ -74,9 +74,10 @@ class CgroupPool:
     def release(self, cg: RunCgroup, timeout: float = 0.5) -> tuple[Usage, bool]:
         """The run is over: what it used, and its cgroup kept for another run when it is empty
         (else removed, what is left killed, as before). False when it could not be removed."""
-        usage = cg.usage()
+        empty = self.size > 0 and cg.empty()
+        usage = cg.usage()  # read once empty: the next run's zero (``begin``)
         cg.end()
-        if self.size and cg.empty() and self._clean(cg):
+        if empty and self._clean(cg):
             with self._lock:
                 if len(self._idle) < self.size:
                     self._idle.append(cg)

@@ -126,6 +126,7 @@ class RunCgroup:
         self._cpu0 = 0  # cpu.stat usage_usec (or cpuacct.usage ns) when the run began
         self._ooms0 = 0  # oom_kill events when the run began
         self._peak_fd: int | None = None  # v2 memory.peak, reset through this fd (D340)
+        self._seen: tuple[int, int] | None = None  # the counters as ``usage`` last read them
 
     def paths(self) -> list[str]:
         return [p for p in (self.v2, *self.v1.values()) if p]
@@ -254,7 +255,9 @@ class RunCgroup:
         now (v1: a write to ``memory.max_usage_in_bytes``; v2: a write to ``memory.peak``, which
         resets it for reads through the same file descriptor — Linux 6.12 and later; raises
         OSError before) and its CPU and OOM counters are taken as the run's zero."""
-        self._cpu0, self._ooms0 = self._counters()
+        # an empty cgroup's counters do not move: the ones read at the last run's end will do
+        self._cpu0, self._ooms0 = self._seen if self._seen is not None else self._counters()
+        self._seen = None
         if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
             self.end()
             fd = os.open(os.path.join(self.v2, "memory.peak"), os.O_RDWR | os.O_CLOEXEC)
@@ -285,7 +288,7 @@ class RunCgroup:
                 peak = _int_file(os.path.join(self.v2, "memory.peak"))
         elif "memory" in self.v1:
             peak = _int_file(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"))
-        used, ooms = self._counters()
+        used, ooms = self._seen = self._counters()
         if self.v2 is not None:
             cpu = max(0, used - self._cpu0) / 1e6
         elif "cpuacct" in self.v1:

@@ -140,10 +140,14 @@ def _finish(
 
 
 async def finish(
-    pool: CgroupPool, cg: RunCgroup, folder: Path, limit: int
+    pool: CgroupPool, proc: Process, folder: Path, limit: int
 ) -> tuple[Usage, bool, Read, bool]:
-    """The run's end (one hand-off): what it used; whether nothing of it is left in its cgroup
-    (kept for another run, or removed); then its result file as read, and whether its folder
-    is gone. False: its cgroup could not be emptied nor removed (reaped at the next start)."""
+    """The end of a run whose process was waited for (one hand-off): what it used; whether
+    nothing of it is left in its cgroup (kept for another run, or removed); then its result
+    file as read, and whether its folder is gone. False: its cgroup could be neither emptied
+    nor removed (reaped at the next start). The process forgets its cgroup first: a late
+    signal to it (a cancel that arrives now) must not reach the next run in that cgroup."""
+    cg, proc.cgroup = proc.cgroup, None
+    assert cg is not None, "not a contained run"
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(cgroup_io(), _finish, pool, cg, folder, limit)

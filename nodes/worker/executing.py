@@ -347,7 +347,7 @@ class Executing(Outcomes):
                 exit_status = await ex.proc.wait()
             if cg is not None:
                 assert self.containment is not None and self.containment.pool is not None
-                done = await launch.finish(self.containment.pool, cg, folder, MAX_RESULT)
+                done = await launch.finish(self.containment.pool, ex.proc, folder, MAX_RESULT)
                 ex.usage, removed, read, ex.folder_gone = done
                 if not removed:
                     log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)

@@ -358,8 +358,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "cgroup-pool-empty",
         "nodes/executor/cgroup_pool.py",
-        r"if self\.size and cg\.empty\(\) and self\._clean\(cg\):",
-        "if self.size and self._clean(cg):",
+        r"empty = self\.size > 0 and cg\.empty\(\)",
+        "empty = self.size > 0",
         (f"{REUSE}::test_a_process_left_in_a_cgroup_is_killed_and_the_cgroup_is_not_reused[auto]",),
         "a run never shares a cgroup with a process of an earlier run (D340)",
     ),

@@ -91,7 +91,7 @@ class Runner:
         )
         status = await asyncio.wait_for(proc.wait(), 60)
         folder = workdir.run_dir(self.work, f"r{self.count}", 1)
-        usage, gone, _read, _folder_gone = await launch.finish(self.pool, cg, folder, 65536)
+        usage, gone, _read, _folder_gone = await launch.finish(self.pool, proc, folder, 65536)
         assert gone
         workdir.remove_run_dir(folder)
         return cg, usage, status.exit_code if status.exit_code is not None else -status.signal
@@ -146,7 +146,7 @@ async def test_a_reused_cgroup_carries_no_limit_and_no_usage_of_its_previous_run
     if "memory" in layout.limits:
         assert used.oom_kills >= 1  # its own limit OOM-killed it
         assert used.peak_memory is not None and used.peak_memory > 16 << 20
-    assert pool.idle() == 1  # emptied, kept
+    assert pool.idle() == 1, (pool.describe(), first.memory_held())  # emptied, kept
     # the next run in the same cgroups, with no limits: 64 MiB, 20 processes, no OOM kill
     grab64 = "x = bytearray(64 << 20); x[::4096] = b'x' * len(x[::4096])"
     forks = "for i in $(seq 20); do sleep 1 & done; wait"
@@ -161,13 +161,35 @@ async def test_a_reused_cgroup_carries_no_limit_and_no_usage_of_its_previous_run
     assert third is first and code == 0
     assert usage.oom_kills == 0
     if "memory" in layout.limits:
-        assert usage.peak_memory is not None and usage.peak_memory < 8 << 20
-    assert usage.cpu_seconds is not None and usage.cpu_seconds < 0.2
+        assert usage.peak_memory is not None and usage.peak_memory < 8 << 20, usage
+    assert usage.cpu_seconds is not None and usage.cpu_seconds < 0.2, usage
     # and the limits are back where the first run had them, written again, not inherited
     fourth, usage, code = await runner.run(f"{PY} -c '{GRAB}'", **limited)
     assert fourth is first
     if "memory" in layout.limits:
         assert usage.oom_kills >= 1 and code != 0
+    pool.close()
+
+
+async def test_a_late_kill_of_an_ended_run_does_not_reach_the_next_run_in_its_cgroup(
+    layout: Layout, tmp_path: Path, pids: Path
+) -> None:
+    # a cancel that arrives just after a run ended (its cgroup already given to the next run)
+    pool = CgroupPool(layout, size=1)
+    runner = Runner(pool, tmp_path)
+    proc, cg, _ = await runner.start("true")
+    await asyncio.wait_for(proc.wait(), 20)
+    await launch.finish(pool, proc, workdir.run_dir(tmp_path, f"r{runner.count}", 1), 65536)
+    nxt, again, _ = await runner.start(f"echo $$ > {pids}; exec sleep 300")
+    assert again is cg  # the same cgroup, now the next run's
+    (pid,) = read_pids(pids, 1)
+    proc.kill()  # the ended run's process object, told to kill its tree
+    proc.signal_tree(signal.SIGTERM)
+    # a SIGKILL kills within milliseconds; the next run is still there a second later
+    assert await asyncio.to_thread(wait_gone, [pid], 1.0) == [pid]
+    nxt.kill()
+    await asyncio.wait_for(nxt.wait(), 20)
+    await launch.finish(pool, nxt, workdir.run_dir(tmp_path, f"r{runner.count}", 1), 65536)
     pool.close()
 
 

@@ -16,6 +16,7 @@ import pytest
 from nodes.executor import cgroups, launch, workdir
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import Layout, RunCgroup
+from nodes.executor.process import Process
 
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 NO_LIMITS = {"memory": None, "cpu": None, "pids": None}
@@ -36,7 +37,7 @@ def present(cg: RunCgroup) -> int:
     return sum(Path(p).is_dir() for p in cg.paths())
 
 
-async def run_in(pool: CgroupPool, folder: Path, command: str) -> tuple[int, RunCgroup]:
+async def run_in(pool: CgroupPool, folder: Path, command: str) -> tuple[int, Process]:
     proc, cg, missing = await launch.start(
         ["/bin/sh", "-c", command],
         env=ENV,
@@ -49,9 +50,10 @@ async def run_in(pool: CgroupPool, folder: Path, command: str) -> tuple[int, Run
     )
     assert missing == []
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert proc.cgroup is cg
     status = await proc.wait()
     assert status.exit_code is not None
-    return status.exit_code, cg
+    return status.exit_code, proc
 
 
 async def test_folder_and_cgroup_made_together_then_result_read_and_both_removed(
@@ -60,13 +62,15 @@ async def test_folder_and_cgroup_made_together_then_result_read_and_both_removed
     pool = CgroupPool(layout, size=0)  # nothing kept: the cgroup is removed
     folder = workdir.run_dir(tmp_path, "r1", 1)
     # the job runs in its folder, inside its cgroup, and leaves a result there
-    code, cg = await run_in(
+    code, proc = await run_in(
         pool,
         folder,
         'grep -q "/cg-" /proc/self/cgroup && echo \'{"rows": 3}\' > ' + workdir.RESULT_NAME,
     )
     assert code == 0
-    usage, removed, read, gone = await launch.finish(pool, cg, folder, 65536)
+    cg = proc.cgroup
+    assert cg is not None
+    usage, removed, read, gone = await launch.finish(pool, proc, folder, 65536)
     assert removed and present(cg) == 0
     assert read == (b'{"rows": 3}\n', None)
     assert usage.cpu_seconds is not None
@@ -79,9 +83,12 @@ async def test_folder_and_cgroup_made_together_then_result_read_and_both_removed
 async def test_an_empty_folder_goes_with_the_cgroup(layout: Layout, tmp_path: Path) -> None:
     pool = CgroupPool(layout)
     folder = workdir.run_dir(tmp_path, "r2", 1)
-    code, cg = await run_in(pool, folder, "true")
+    code, proc = await run_in(pool, folder, "true")
     assert code == 0
-    _usage, removed, read, gone = await launch.finish(pool, cg, folder, 65536)
+    cg = proc.cgroup
+    assert cg is not None
+    _usage, removed, read, gone = await launch.finish(pool, proc, folder, 65536)
+    assert proc.cgroup is None  # a late signal to it reaches nothing of the next run
     assert removed and read == (None, None) and gone and not folder.exists()
     assert pool.idle() == 1 and present(cg) == len(cg.paths())  # kept for the next run
     pool.close()
@@ -93,9 +100,9 @@ async def test_a_result_that_is_a_symlink_is_still_refused(layout: Layout, tmp_p
     secret.write_text('{"stolen": true}')
     pool = CgroupPool(layout)
     folder = workdir.run_dir(tmp_path, "r3", 1)
-    code, cg = await run_in(pool, folder, f"ln -s {secret} {workdir.RESULT_NAME}")
+    code, proc = await run_in(pool, folder, f"ln -s {secret} {workdir.RESULT_NAME}")
     assert code == 0
-    _usage, removed, read, gone = await launch.finish(pool, cg, folder, 65536)
+    _usage, removed, read, gone = await launch.finish(pool, proc, folder, 65536)
     assert removed and read is not None and read[0] is None
     assert "symbolic link" in (read[1] or "")
     pool.close()
