@@ -19,9 +19,9 @@ The spawn is the same ``subprocess.Popen`` as on the loop (``vfork`` + ``exec``,
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import subprocess
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +68,28 @@ def _spawn(
         cg.add(popen.pid)  # may wait for an RCU grace period (~10 ms, D150): off the loop
         pidfd = os.pidfd_open(popen.pid)
     except BaseException:
-        _abandon(popen)
+        _drop(popen)
         cg.remove(timeout=0.5)
         raise
     return popen, pidfd, cg, missing
+
+
+def _drop(popen: subprocess.Popen[bytes]) -> None:
+    """A held process that will never be released: killed, reaped, every pipe closed."""
+    if popen.stdin is not None:
+        popen.stdin.close()
+    _abandon(popen)
 
 
 def _discard(spawned: Spawned) -> None:
     """A spawn whose caller was cancelled meanwhile: the held process killed, its cgroup gone."""
     popen, pidfd, cg, _missing = spawned
     os.close(pidfd)
-    _abandon(popen)
+    _drop(popen)
     cg.remove(timeout=0.5)
 
 
-def _orphaned(fut: asyncio.Future[Spawned]) -> None:
+def _orphaned(fut: Future[Spawned]) -> None:
     if not fut.cancelled() and fut.exception() is None:
         cgroup_io().submit(_discard, fut.result())
 
@@ -105,14 +112,11 @@ async def start(
     that could not be applied. ``armed``: held until ``Process.release`` (D121). Raises
     OSError when it cannot be started."""
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(
-        cgroup_io(),
-        functools.partial(_spawn, argv, env, folder, uid, gid, pool, limits, prefix, umask),
-    )
+    fut = cgroup_io().submit(_spawn, argv, env, folder, uid, gid, pool, limits, prefix, umask)
     try:
-        spawned = await asyncio.shield(fut)
+        spawned = await asyncio.wrap_future(fut)
     except asyncio.CancelledError:
-        fut.add_done_callback(_orphaned)  # the thread goes on: what it makes is undone
+        fut.add_done_callback(_orphaned)  # a thread that goes on: what it makes is undone
         raise
     popen, pidfd, cg, missing = spawned
     try:

@@ -5,6 +5,8 @@ read and folder removed in another, off the event loop (D310, D341): ``launch.st
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
 import stat
@@ -130,3 +132,35 @@ async def test_a_cgroup_that_cannot_be_made_raises_and_the_run_never_starts(
     assert not started.exists()
     assert folder.is_dir()  # made first; the worker's clean-up removes it (it is empty)
     workdir.remove_run_dir(folder)
+
+
+async def test_a_start_cancelled_meanwhile_leaves_no_process_and_no_cgroup(
+    layout: Layout, tmp_path: Path
+) -> None:
+    pool = CgroupPool(layout)
+    started = tmp_path / "started"
+    for i in range(5):  # cancelled at various points of the thread's work
+        task = asyncio.create_task(
+            launch.start(
+                ["/bin/sh", "-c", f"touch {started}"],
+                env=ENV,
+                folder=workdir.run_dir(tmp_path, "r5", i + 1),
+                uid=None,
+                gid=None,
+                pool=pool,
+                limits=NO_LIMITS,
+                on_output=lambda stream, data: None,
+            )
+        )
+        for _ in range(i):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # the thread's spawn is undone when it arrives: the held process killed, its cgroup gone
+    deadline = asyncio.get_running_loop().time() + 10
+    while cgroups.leftover_runs(layout) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    assert cgroups.leftover_runs(layout) == []
+    assert pool.made >= 1  # some were cancelled while their thread spawned
+    assert not started.exists()  # the held command never ran
