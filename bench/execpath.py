@@ -5,6 +5,8 @@ each run: its folder and cgroup made (with limits), the process spawned armed, m
 cgroup, released, waited for, its usage read, its cgroup removed (or given back to the pool), its
 result file read and its folder removed. Ways (``--ways``, comma-separated):
 
+- ``session``: no cgroup (``cgroups: off``): folder on the loop, the process in its session,
+  leftovers found by the ``/proc`` scan — the floor the cgroup paths are compared with;
 - ``fresh``: a cgroup made and removed per run, three hand-offs to the cgroup threads (folder +
   cgroup; move; usage + removal + result) — the path before D340/D341;
 - ``pooled3``: cgroups from the pool (D340), still three hand-offs (D340 alone);
@@ -49,6 +51,17 @@ def _finish(cg: RunCgroup, folder: Path) -> None:
     if cg.remove(timeout=0.5):
         workdir.read_result(folder / workdir.RESULT_NAME, 65536)
         os.rmdir(folder)
+
+
+async def _session(work: Path, i: int) -> None:
+    folder = workdir.run_dir(work, f"b{i}", 1)
+    workdir.make_run_dir(folder, None, None)
+    proc = await Process.start(
+        ["/bin/sh", "-c", "true"], env=ENV, cwd=str(folder), on_output=lambda s, d: None
+    )
+    await proc.wait()
+    workdir.read_result(folder / workdir.RESULT_NAME, 65536)
+    os.rmdir(folder)
 
 
 async def _fresh(layout: Layout, work: Path, i: int) -> None:
@@ -112,7 +125,9 @@ async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> d
         pool = CgroupPool(layout)
 
     async def one(i: int) -> None:
-        if pool is None:
+        if name == "session":
+            await _session(work, i)
+        elif pool is None:
             await _fresh(layout, work, i)
         elif name == "pooled3":
             await _pooled3(layout, work, i, pool)
@@ -167,7 +182,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--ways", default="fresh,pooled3,pooled")
+    p.add_argument("--ways", default="session,fresh,pooled3,pooled")
     args = p.parse_args()
     # the debug line per started process would be most of the measured CPU
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
