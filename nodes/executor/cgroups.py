@@ -147,10 +147,13 @@ class RunCgroup:
         wanted = {"memory": memory, "cpu": cpu, "pids": pids}
         keep = {c: p for c, p in self.layout.v1.items() if c not in ("pids", "cpu") or wanted[c]}
         for ctl in [c for c in self.v1 if c not in keep]:
+            shared = self.v1[ctl] in [p for c, p in self.v1.items() if c != ctl]
+            if not make and shared and self.applied.get(ctl) is not None:
+                self._limit_v1(ctl, None)  # co-mounted (``cpu,cpuacct``): stays, limit lifted
             path = self.v1.pop(ctl)
-            if not make:  # a reused cgroup's: empty (the pool checked), its limit gone with it
+            if not make and not shared:  # a reused cgroup's: empty (the pool checked)
                 os.rmdir(path)
-                self.applied[ctl] = None
+            self.applied[ctl] = None
         for ctl in keep:
             if ctl not in self.v1 or make:
                 self.v1[ctl] = os.path.join(keep[ctl], self.name)

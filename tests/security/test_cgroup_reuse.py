@@ -226,3 +226,25 @@ def test_no_pool_where_a_v2_memory_peak_cannot_be_reset(layout: Layout, tmp_path
     pool = CgroupPool(old)
     assert pool.size == 0 and "memory.peak" in pool.reason
     assert not list(fake.iterdir())  # the probe cleaned up after itself
+
+
+def test_a_co_mounted_hierarchy_keeps_its_directory_and_loses_its_limit(layout: Layout) -> None:
+    # ``cpu,cpuacct`` mounted together (common on v1 hosts): one directory serves both; a run
+    # without a CPU limit after one with it must find the directory (cpuacct counts there) and
+    # no quota in it
+    if layout.limits.get("cpu") != "v1":
+        pytest.skip("no v1 cpu hierarchy in this shape")
+    shared = dataclasses.replace(layout, v1={**layout.v1, "cpuacct": layout.v1["cpu"]})
+    pool = CgroupPool(shared, size=1)
+    cg, missing = pool.acquire(memory=None, cpu=0.5, pids=None)
+    assert missing == []
+    quota = os.path.join(cg.v1["cpu"], "cpu.cfs_quota_us")
+    assert cgroups._read(quota).strip() == "50000"
+    assert pool.release(cg)[1] and pool.idle() == 1
+    again, missing = pool.acquire(memory=None, cpu=None, pids=None)
+    assert again is cg and missing == [] and "cpu" not in cg.v1
+    assert os.path.isdir(cg.v1["cpuacct"])  # not removed with the cpu hierarchy
+    assert cgroups._read(quota).strip() == "-1"  # and no quota left in it
+    assert pool.release(again)[1]
+    pool.close()
+    assert cgroups.leftover_runs(shared) == []
