@@ -32,6 +32,8 @@ RESIDUE = 1 << 20  # bytes an emptied cgroup may still hold (the kernel's per-CP
 
 
 class CgroupPool:
+    """The idle run cgroups of one node (at most ``size``), and how runs got theirs."""
+
     def __init__(self, layout: Layout, size: int = SIZE) -> None:
         self.layout = layout
         self.reason = ""
@@ -42,7 +44,7 @@ class CgroupPool:
         self._lock = threading.Lock()
         self._names = itertools.count(1)
         self.reused = 0  # runs that got a cgroup from the pool
-        self.made = 0  # runs that got fresh cgroups
+        self.made = 0  # runs that got fresh cgroups (the count of names given)
         self.dropped = 0  # ended runs whose cgroups were removed rather than kept
 
     def acquire(
@@ -56,19 +58,20 @@ class CgroupPool:
             try:
                 missing = cg.apply(memory=memory, cpu=cpu, pids=pids)
                 cg.begin()
-                self.reused += 1
+                with self._lock:
+                    self.reused += 1
                 return cg, missing
-            except OSError:  # removed meanwhile (a cancelled clean-up): a fresh one instead
+            except OSError:  # removed meanwhile, or a limit refused: fresh cgroups instead
                 cg.remove(timeout=0.5)
         with self._lock:
             name = f"cg-{next(self._names)}"
+            self.made += 1
         cg = RunCgroup(self.layout, name)
         try:
             missing = cg.create(memory=memory, cpu=cpu, pids=pids)
         except OSError:
             cg.remove(timeout=0.5)
             raise
-        self.made += 1
         return cg, missing
 
     def release(self, cg: RunCgroup, timeout: float = 0.5) -> tuple[Usage, bool]:
@@ -82,7 +85,10 @@ class CgroupPool:
                 if len(self._idle) < self.size:
                     self._idle.append(cg)
                     return usage, True
-        self.dropped += 1
+                self.dropped += 1
+        else:
+            with self._lock:
+                self.dropped += 1
         return usage, cg.remove(timeout)
 
     def _clean(self, cg: RunCgroup) -> bool:

@@ -175,6 +175,8 @@ class RunCgroup:
                     continue
                 self.applied[ctl] = value
             except OSError:
+                if not make:  # a reused cgroup may hold the last run's limit: not this run's
+                    raise
                 if value is not None:
                     missing.append(ctl)
         return missing

@@ -248,3 +248,32 @@ def test_a_co_mounted_hierarchy_keeps_its_directory_and_loses_its_limit(layout: 
     assert pool.release(again)[1]
     pool.close()
     assert cgroups.leftover_runs(shared) == []
+
+
+def test_a_kept_cgroup_whose_new_limit_is_refused_is_not_used(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the kernel refuses the next run's limit: the kept cgroup still holds the last run's, so
+    # the run gets fresh cgroups (with its own limit) instead of running under the old one
+    if "memory" not in layout.limits:
+        pytest.skip("no memory limit in this shape")
+    pool = CgroupPool(layout, size=1)
+    first, _ = pool.acquire(memory=32 << 20, cpu=None, pids=None)
+    assert pool.release(first)[1] and pool.idle() == 1
+    real = RunCgroup._limit_v1 if layout.limits["memory"] == "v1" else RunCgroup._limit_v2
+    calls = []
+
+    def refuse_once(self: RunCgroup, ctl: str, value: float | None) -> None:
+        calls.append(self.name)
+        if self is first:
+            raise OSError(16, "Device or resource busy")
+        real(self, ctl, value)
+
+    name = "_limit_v1" if layout.limits["memory"] == "v1" else "_limit_v2"
+    monkeypatch.setattr(RunCgroup, name, refuse_once)
+    second, missing = pool.acquire(memory=64 << 20, cpu=None, pids=None)
+    assert second is not first and missing == [] and calls[0] == first.name
+    assert not present(first)  # dropped, not kept with its old limit
+    assert second.applied["memory"] == 64 << 20
+    assert pool.release(second)[1]
+    pool.close()
