@@ -153,5 +153,10 @@ async def finish(
     signal to it (a cancel that arrives now) must not reach the next run in that cgroup."""
     cg, proc.cgroup = proc.cgroup, None
     assert cg is not None, "not a contained run"
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(cgroup_io(), _finish, pool, cg, folder, limit)
+    fut = cgroup_io().submit(_finish, pool, cg, folder, limit)
+    try:
+        return await asyncio.wrap_future(fut)
+    except asyncio.CancelledError:
+        if fut.cancelled():  # cancelled before a thread took it: the cgroup must still go
+            cgroup_io().submit(_finish, pool, cg, folder, limit)
+        raise

@@ -347,12 +347,14 @@ class Executing(Outcomes):
                 exit_status = await ex.proc.wait()
             if cg is not None:
                 assert self.containment is not None and self.containment.pool is not None
+                # from here the clean-up thread owns the cgroup, cancelled or not: it may go
+                # back to the pool, and nothing below may kill what a next run puts in it
+                name, cg = cg.name, None
                 done = await launch.finish(self.containment.pool, ex.proc, folder, MAX_RESULT)
                 ex.usage, removed, read, ex.folder_gone = done
                 if not removed:
-                    log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                    log.warning("run cgroup not removed", run=run.id, cgroup=name)
                     tree_gone = False
-                cg = None
             status, error = self._outcome(ex, exit_status)
             if self._fenced(ex, exit_status):
                 status = "lost"

@@ -164,3 +164,26 @@ async def test_a_start_cancelled_meanwhile_leaves_no_process_and_no_cgroup(
     assert cgroups.leftover_runs(layout) == []
     assert pool.made >= 1  # some were cancelled while their thread spawned
     assert not started.exists()  # the held command never ran
+
+
+async def test_an_end_cancelled_meanwhile_still_gives_the_cgroup_back(
+    layout: Layout, tmp_path: Path
+) -> None:
+    pool = CgroupPool(layout)
+    for i in range(3):  # cancelled before its thread starts, and while it runs
+        folder = workdir.run_dir(tmp_path, "r6", i + 1)
+        code, proc = await run_in(pool, folder, "true")
+        assert code == 0
+        task = asyncio.create_task(launch.finish(pool, proc, folder, 65536))
+        for _ in range(i + 1):  # it started (as an awaited call always has), then cancelled
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert proc.cgroup is None
+    deadline = asyncio.get_running_loop().time() + 10
+    while pool.idle() < 1 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    # every cgroup went back to the pool (or away): none is left held by nobody
+    assert len(cgroups.leftover_runs(layout)) == pool.idle() >= 1
+    pool.close()
