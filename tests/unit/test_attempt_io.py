@@ -138,13 +138,16 @@ async def test_a_start_cancelled_meanwhile_leaves_no_process_and_no_cgroup(
     layout: Layout, tmp_path: Path
 ) -> None:
     pool = CgroupPool(layout)
-    started = tmp_path / "started"
-    for i in range(5):  # cancelled at various points of the thread's work
+    cancelled: list[Path] = []
+    loop = asyncio.get_running_loop()
+    for i in range(4):  # cancelled at once (even) or once its thread is at work (odd)
+        folder = workdir.run_dir(tmp_path, "r5", i + 1)
+        started = tmp_path / f"started-{i}"
         task = asyncio.create_task(
             launch.start(
                 ["/bin/sh", "-c", f"touch {started}"],
                 env=ENV,
-                folder=workdir.run_dir(tmp_path, "r5", i + 1),
+                folder=folder,
                 uid=None,
                 gid=None,
                 pool=pool,
@@ -152,18 +155,26 @@ async def test_a_start_cancelled_meanwhile_leaves_no_process_and_no_cgroup(
                 on_output=lambda stream, data: None,
             )
         )
-        for _ in range(i):
-            await asyncio.sleep(0)
+        deadline = loop.time() + 10
+        while i % 2 and not await asyncio.to_thread(folder.exists) and loop.time() < deadline:
+            await asyncio.sleep(0.001)  # the thread made the folder: it is spawning
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            proc, _cg, _missing = await task
+        except asyncio.CancelledError:
+            cancelled.append(started)
+        else:  # it was done before the cancel came: an ordinary run, ended as usual
+            await proc.wait()
+            await launch.finish(pool, proc, folder, 65536)
+    assert pool.made >= 1 and cancelled  # some were cancelled while their thread was at work
     # the thread's spawn is undone when it arrives: the held process killed, its cgroup gone
-    deadline = asyncio.get_running_loop().time() + 10
-    while cgroups.leftover_runs(layout) and asyncio.get_running_loop().time() < deadline:
+    # (only the cgroups of runs that ended as usual are left, kept in the pool)
+    deadline = loop.time() + 10
+    while len(cgroups.leftover_runs(layout)) > pool.idle() and loop.time() < deadline:
         await asyncio.sleep(0.02)
-    assert cgroups.leftover_runs(layout) == []
-    assert pool.made >= 1  # some were cancelled while their thread spawned
-    assert not started.exists()  # the held command never ran
+    assert len(cgroups.leftover_runs(layout)) == pool.idle()
+    assert not any(p.exists() for p in cancelled)  # a held command never ran
+    pool.close()
 
 
 async def test_an_end_cancelled_meanwhile_still_gives_the_cgroup_back(
@@ -181,9 +192,12 @@ async def test_an_end_cancelled_meanwhile_still_gives_the_cgroup_back(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         assert proc.cgroup is None
+    # every cgroup goes back to the pool (or away): none is left held by nobody
     deadline = asyncio.get_running_loop().time() + 10
-    while pool.idle() < 1 and asyncio.get_running_loop().time() < deadline:
+    while (
+        len(cgroups.leftover_runs(layout)) > pool.idle()
+        and asyncio.get_running_loop().time() < deadline
+    ):
         await asyncio.sleep(0.02)
-    # every cgroup went back to the pool (or away): none is left held by nobody
     assert len(cgroups.leftover_runs(layout)) == pool.idle() >= 1
     pool.close()
