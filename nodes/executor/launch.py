@@ -9,7 +9,8 @@ nothing of the job runs yet — and the move of the process into its cgroup; the
 wraps the process (:class:`~nodes.executor.process.Process`: pidfd and pipes) and releases it
 (at once, or at the due instant for an armed run). :func:`finish` is the other hand-off: the
 run's usage, its cgroup given back to the pool (or removed), then — nothing of the run being
-left — its result file read and its folder removed when empty (D310).
+left — its folder removed when empty (no result file to read then), else its result file read
+(D310).
 
 The spawn is the same ``subprocess.Popen`` as on the loop (``vfork`` + ``exec``, no
 ``preexec_fn``, a new session, ``close_fds``); on Python 3.11 it holds the GIL while the child
@@ -135,12 +136,11 @@ def _finish(
     usage, gone = pool.release(cg)
     if not gone:
         return usage, False, None, False
-    read = workdir.read_result(folder / workdir.RESULT_NAME, limit)
     try:
-        os.rmdir(folder)
-    except OSError:  # not empty: removed by the caller, off the loop
-        return usage, True, read, False
-    return usage, True, read, True
+        os.rmdir(folder)  # the usual case: the job left nothing, so no result file either
+    except OSError:  # not empty: its result file read, the rest removed by the caller
+        return usage, True, workdir.read_result(folder / workdir.RESULT_NAME, limit), False
+    return usage, True, (None, None), True
 
 
 async def finish(
