@@ -113,6 +113,7 @@ async def level(
                 capacity=None,
                 properties={"role": "bench"},
                 lease_ttl=LEASE_TTL,
+                profile=args.profile / f"k{shards}-j{jobs}-{i}.prof" if args.profile else None,
             )
             for i in ids
         ]
@@ -124,9 +125,13 @@ async def level(
                 await put_jobs(http, nodes[0], "default", jobs, selector="role=none")
                 await asyncio.sleep(args.warmup)
                 e0 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
+                for n in nodes:
+                    n.profiling(True)
                 before = [await sample(http, n) for n in nodes]
                 await asyncio.sleep(args.window)
                 after = [await sample(http, n) for n in nodes]
+                for n in nodes:
+                    n.profiling(False)
                 e1 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
                 avg = load()
                 failover = await kill_one(etcd, keys, nodes, shards)
@@ -318,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--claims", type=int, default=100, help="runnable jobs for the claim phase")
+    ap.add_argument(
+        "--profile", type=Path, help="cProfile each node over the window into this folder (CPU x2)"
+    )
     args = ap.parse_args(argv)
     out = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,186 @@
+"""A node's shard leaders share one watch per prefix (``nodes.leader.feed``, D356), against a real
+etcd: an event is decoded once per node and reaches only the leader of the shard that owns its
+key (and the subscribers that keep every job); a leader that joins late, reads slowly, or takes a
+shard over from another node's leader misses no event and applies none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from cluster.etcd import Etcd, Event, Op
+from cluster.shards import Shard, shard_of
+from nodes.leader import feed as feed_module
+from nodes.leader.feed import Feed, FeedOverflow, Subscription
+from tests.conftest import wait_for
+
+JOBS = [f"j{i:02d}" for i in range(40)]
+
+
+class View:
+    """What a shard leader's cache would hold of one prefix: key -> (value, mod revision)."""
+
+    def __init__(self, prefix: str, shard: Shard, every: bool = False) -> None:
+        self.prefix, self.shard, self.every = prefix, shard, every
+        self.kv: dict[str, tuple[bytes, int]] = {}
+        self.read_at = 0
+        self.applied: list[int] = []  # the revision of every event handed over, in order
+
+    def mine(self, key: str) -> bool:
+        project, name = key[len(self.prefix) :].split("/")[:2]
+        return self.every or self.shard.owns(project, name)
+
+    def handle(self, ev: Event) -> None:
+        assert self.mine(ev.kv.key), f"{ev.kv.key} reached {self.shard}"
+        assert ev.kv.mod_revision > self.read_at, "an event already in the read, applied again"
+        self.applied.append(ev.kv.mod_revision)
+        if ev.kind == "put":
+            self.kv[ev.kv.key] = (ev.kv.value, ev.kv.mod_revision)
+        else:
+            self.kv.pop(ev.kv.key, None)
+
+    def known(self) -> set[str]:
+        return set(self.kv)
+
+    async def read(self, etcd: Etcd) -> int:
+        res = await etcd.range_all(self.prefix)
+        self.kv = {kv.key: (kv.value, kv.mod_revision) for kv in res.kvs if self.mine(kv.key)}
+        self.read_at = res.revision
+        return res.revision
+
+
+async def truth(etcd: Etcd, view: View) -> dict[str, tuple[bytes, int]]:
+    res = await etcd.range_all(view.prefix)
+    return {kv.key: (kv.value, kv.mod_revision) for kv in res.kvs if view.mine(kv.key)}
+
+
+async def join(feed: Feed, view: View, etcd: Etcd) -> tuple[Subscription, asyncio.Task[None]]:
+    """A shard leader's start: subscribe, read, start at the read's revision."""
+    sub = await feed.subscribe(view.prefix, view.shard, view.handle, view.known, every=view.every)
+    rev = await view.read(etcd)
+    return sub, asyncio.create_task(sub.run(rev))
+
+
+async def leave(sub: Subscription, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    sub.close()
+
+
+async def test_a_key_of_shard_i_reaches_only_shard_is_leader_and_is_decoded_once(etcd, keys):
+    prefix = keys.schedule_states()
+    feed = Feed(etcd)
+    views = [View(prefix, Shard(i, 4)) for i in range(4)] + [View(prefix, Shard(0, 4), True)]
+    joined = [await join(feed, v, etcd) for v in views]
+    assert feed.watching() == [prefix] and feed.subscribers(prefix) == 5  # one watch, 5 leaders
+    for name in JOBS:
+        await etcd.put(keys.schedule_state("p", name), b"{}")
+    want = {
+        i: {keys.schedule_state("p", n) for n in JOBS if shard_of("p", n, 4) == i} for i in range(4)
+    }
+    assert all(want.values())  # every shard has jobs, else the test proves nothing
+    await wait_for(lambda: set(views[4].kv) == set(want[0] | want[1] | want[2] | want[3]))
+    for i in range(4):
+        await wait_for(lambda i=i: set(views[i].kv) == want[i], what=f"shard {i}'s keys")
+        assert len(views[i].applied) == len(want[i])  # its own keys, and nothing else
+    # the node decoded each event once, not once per shard leader
+    assert etcd.watch_events[prefix] == len(JOBS)
+    for sub, task in joined:
+        await leave(sub, task)
+    assert feed.watching() == []  # the last leader gone, the watch stops
+    await feed.aclose()
+
+
+async def write_load(etcd: Etcd, prefix: str, stop: asyncio.Event, seed: int) -> int:
+    """Puts and deletes of random jobs' keys until ``stop``; how many writes."""
+    rnd, n = random.Random(seed), 0
+    while not stop.is_set():
+        name = rnd.choice(JOBS)
+        key = f"{prefix}p/{name}"
+        if rnd.random() < 0.2:
+            await etcd.txn([], [Op.delete(key)])
+        else:
+            await etcd.txn([], [Op.put(key, f"v{n}")])
+        n += 1
+        await asyncio.sleep(0.002)
+    return n
+
+
+async def test_a_hand_over_loses_no_event(etcd, etcd_server, keys):
+    """Under a steady stream of puts and deletes: shard 1's leader on node A hands the shard to
+    node B (A's last subscriber leaves, its watch stops; B reads and follows); B's other shard
+    joins B's running watch late; a leader holds events through a slow read; A takes a shard
+    again (its watch restarts). Every view ends equal to etcd, each event applied once, in order."""
+    prefix = keys.schedule_states()
+    async with Etcd([etcd_server.endpoint]) as etcd_b:
+        node_a, node_b = Feed(etcd), Feed(etcd_b)
+        stop = asyncio.Event()
+        writer = asyncio.create_task(write_load(etcd, prefix, stop, seed=23))
+        a1 = View(prefix, Shard(1, 2))
+        sub_a1, task_a1 = await join(node_a, a1, etcd)
+        b0 = View(prefix, Shard(0, 2), every=True)  # shard 0's cache keeps every job
+        sub_b0, task_b0 = await join(node_b, b0, etcd_b)
+        await asyncio.sleep(0.3)
+        # hand-over of shard 1 from A to B: A's leader stops first, then B's starts
+        await leave(sub_a1, task_a1)
+        assert node_a.watching() == []
+        b1 = View(prefix, Shard(1, 2))
+        sub_b1 = await node_b.subscribe(prefix, b1.shard, b1.handle, b1.known)
+        # a slow read: B's shard-1 leader reads after more writes; they are held meanwhile
+        await wait_for(lambda: sub_b1.pending, what="events held during the read")
+        rev = await b1.read(etcd_b)
+        task_b1 = asyncio.create_task(sub_b1.run(rev))
+        await asyncio.sleep(0.3)
+        a0 = View(prefix, Shard(0, 2))  # node A leads again: its watch restarts
+        sub_a0, task_a0 = await join(node_a, a0, etcd)
+        await asyncio.sleep(0.3)
+        stop.set()
+        writes = await writer
+        assert writes > 100  # the hand-over happened under load
+        views = [b0, b1, a0]
+        for v in views:
+            want = await truth(etcd, v)
+            await wait_for(lambda v=v, want=want: v.kv == want, what=f"{v.shard}'s view")
+            assert v.applied == sorted(set(v.applied))  # in order, none twice
+        assert b1.applied and a0.applied  # each followed events after its read
+        assert etcd_b.watch_events[prefix] <= writes  # one watch on B for its two leaders
+        for sub, task in ((sub_b0, task_b0), (sub_b1, task_b1), (sub_a0, task_a0)):
+            await leave(sub, task)
+        await node_a.aclose()
+        await node_b.aclose()
+
+
+async def test_an_error_ends_only_its_own_subscription(etcd, keys, monkeypatch):
+    prefix = keys.actives()
+    feed = Feed(etcd)
+    good = View(prefix, Shard(0, 1))
+    broken = View(prefix, Shard(0, 1))
+
+    def explode(ev: Event) -> None:
+        raise RuntimeError("a bad handler")
+
+    sub_good, task_good = await join(feed, good, etcd)
+    sub_bad = await feed.subscribe(prefix, broken.shard, explode, broken.known)
+    task_bad = asyncio.create_task(sub_bad.run(await broken.read(etcd)))
+    await etcd.put(keys.active("p", "j", "r1"), b"")
+    with pytest.raises(RuntimeError, match="a bad handler"):
+        await asyncio.wait_for(task_bad, 10)
+    await etcd.put(keys.active("p", "j", "r2"), b"")
+    await wait_for(lambda: len(good.kv) == 2, what="the other leader goes on")
+    assert not task_good.done()
+    sub_bad.close()
+    # a leader whose read outlasts MAX_PENDING held events: its term ends, bounded
+    monkeypatch.setattr(feed_module, "MAX_PENDING", 3)
+    slow = View(prefix, Shard(0, 1))
+    sub_slow = await feed.subscribe(prefix, slow.shard, slow.handle, slow.known)
+    for i in range(5):
+        await etcd.put(keys.active("p", "j", f"s{i}"), b"")
+    await wait_for(lambda: sub_slow.error is not None, what="the overflow")
+    with pytest.raises(FeedOverflow):
+        await asyncio.wait_for(sub_slow.run(0), 10)
+    assert len(sub_slow.pending) == 0 and not slow.applied
+    sub_slow.close()
+    await leave(sub_good, task_good)
+    await feed.aclose()
