@@ -309,25 +309,26 @@ class Worker(Claiming, Executing):
         if (self.view is not None and not self.view.ready) or not self.budgets.ready:
             return  # kicked again when the view (and the budgets) have loaded
         now = self.clock()
+        # the entries it may not take are parked: left out until the view moves or their
+        # hand-off time comes (D358), when the alarm looks again
+        version, mono = self.view.version if self.view is not None else ANY, time.monotonic()
         if self.busy() < self.capacity:
-            self._dispatch_pass(sorted(self.candidates), now, ahead_only=False)
+            looks = self._parked.looks(self.candidates, version, mono)
+            self._dispatch_pass(looks, now, ahead_only=False)
         if self.busy() >= self.capacity and self.armed() < self.max_armed:
             ahead = {k for k in (*self._fresh, *self._future) if k in self.candidates}
-            self._dispatch_pass(sorted(ahead), now, ahead_only=True)
+            self._dispatch_pass(self._parked.looks(ahead, version, mono), now, ahead_only=True)
+        if (end := self._parked.next_end(mono)) is not None:
+            self._kick_at(end)
 
     def _dispatch_pass(self, keys: list[str], now: datetime, *, ahead_only: bool) -> None:
         """Claim what fits from ``keys`` in order. Over every queued run while the capacity has
         room (stopping when it is full), else over the runs that may be due ahead only."""
-        version, mono = self.view.version if self.view is not None else ANY, time.monotonic()
         for key in keys:
             now_full = self.busy() >= self.capacity
             if now_full and (not ahead_only or self.armed() >= self.max_armed):
                 return
             if key in self.claiming:
-                continue
-            if (left := self._parked.left(key, version, mono)) is not None:
-                if left < math.inf:
-                    self._kick_at(left)  # its hand-off time: the alarm keeps the earliest
                 continue
             kv = self.candidates[key]
             run = self._run_of(key, kv)

@@ -1,6 +1,8 @@
-"""A worker looks at a queued run it may not take once per cluster-view version, not on every
-dispatch (D358), and still takes it when the view changes in its favour; the hand-off after the
-delay is `test_placement.py::test_a_full_preferred_node_hands_runs_off_after_the_delay`."""
+"""Attack: queue runs no node may take (a selector nobody matches), so that every worker looks at
+each of them again at every dispatch: 1,400 of them cost a follower 1 ms of CPU per cluster tick
+(docs/benchmarks.md). A worker looks at such a run once per cluster-view version (parked, D358),
+and still takes it when the view changes in its favour; the hand-off after the delay is
+`tests/integration/test_placement.py::test_a_full_preferred_node_hands_runs_off_after_the_delay`."""
 
 from __future__ import annotations
 
