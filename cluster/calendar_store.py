@@ -141,7 +141,7 @@ class CalendarStore:
                 raise InvalidInput(
                     f"the {what} is {len(text)} bytes; at most {MAX_DOC_BYTES}", field="name"
                 )
-            ops = [Op.put(key, text)]
+            ops = [Op.put(key, text), self._marked(what)]
             if kv is None and scope != CLUSTER:  # as a job does: the project exists from then
                 ops.append(Op.put_if_absent(self.keys.project(scope), json.dumps({"name": scope})))
             res = await self.etcd.txn([Compare.modified(key, kv.mod_revision if kv else 0)], ops)
@@ -205,7 +205,8 @@ class CalendarStore:
                     field="name",
                 )
             res = await self.etcd.txn(
-                [Compare.exists(key), Compare.unchanged_since(jobs, revision)], [Op.delete(key)]
+                [Compare.exists(key), Compare.unchanged_since(jobs, revision)],
+                [Op.delete(key), self._marked("calendar")],
             )
             if res.succeeded:
                 return
@@ -235,7 +236,7 @@ class CalendarStore:
     async def delete_window(self, scope: str, name: str) -> None:
         res = await self.etcd.txn(
             [Compare.exists(self.keys.blackout(scope, name))],
-            [Op.delete(self.keys.blackout(scope, name))],
+            [Op.delete(self.keys.blackout(scope, name)), self._marked("blackout window")],
         )
         if not res.succeeded:
             raise WindowNotFound(
@@ -254,11 +255,21 @@ class CalendarStore:
         if len(note) > MAX_NOTE:
             raise InvalidInput(f"note: at most {MAX_NOTE} characters", field="note")
         doc = {"note": note, "by": actor, "at": self.clock().isoformat()}
-        await self.etcd.put(self.keys.freeze(), json.dumps(doc))
+        ops = [Op.put(self.keys.freeze(), json.dumps(doc)), self._marked("freeze")]
+        await self.etcd.txn([], ops)
         return doc
 
     async def unfreeze(self) -> bool:
-        return bool(await self.etcd.delete(self.keys.freeze()))
+        res = await self.etcd.txn(
+            [Compare.exists(self.keys.freeze())],
+            [Op.delete(self.keys.freeze()), self._marked("freeze")],
+        )
+        return res.succeeded
+
+    def _marked(self, what: str) -> Any:
+        """The op that moves the rules marker, in the same transaction as the change: a leader
+        whose snapshot is older can then commit no tick (D339)."""
+        return Op.put(self.keys.rules_marker(), json.dumps({"changed": what}))
 
     # -- everything at once (the plan simulator) -----------------------------------------------
 

@@ -420,6 +420,11 @@ class Keys:
         """Present while the cluster is frozen: its note, who and when (D239)."""
         return f"{self.prefix}/settings/freeze"
 
+    def rules_marker(self) -> str:
+        """Written in the transaction of every change to a calendar, a blackout window or the
+        freeze; tick transactions compare its revision with the leader's snapshot (D339)."""
+        return f"{self.prefix}/settings/rules-changed"
+
     # parsing helpers
     def tail(self, key: str, base: str) -> list[str]:
         """The path segments of ``key`` below ``base``."""

@@ -9,7 +9,7 @@ import urllib.parse
 from nodes.cli import logs as cli_logs
 from nodes.cli.client import ApiError, call, call_all, proj
 from nodes.cli.documents import apply_documents, params
-from nodes.cli.output import schedules_text, show, table, warn_saved
+from nodes.cli.output import schedules_text, show, table, waits_on_text, warn_saved
 from nodes.cli.termsafe import strip_controls
 
 
@@ -28,11 +28,12 @@ def cmd_job(args: argparse.Namespace) -> int:
                         j["name"],
                         "yes" if j["enabled"] else "no",
                         schedules_text(j),
+                        waits_on_text(j),
                         ",".join(j["tags"]),
                     ]
                     for j in jobs
                 ],
-                ["NAME", "ENABLED", "SCHEDULES", "TAGS"],
+                ["NAME", "ENABLED", "SCHEDULES", "WAITS ON", "TAGS"],
             )
         else:
             show(args, jobs)

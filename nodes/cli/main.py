@@ -29,6 +29,7 @@ from nodes.cli import (
 )
 from nodes.cli import groups as cli_placement
 from nodes.cli import logs as cli_logs
+from nodes.cli import projects as cli_projects
 from nodes.cli.client import ApiError
 from nodes.cli.jobs import add_slot_paging, cmd_job, cmd_run, cmd_status
 from nodes.cli.node import cmd_node
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_calendars.add_parsers(sub)  # calendars, blackouts, freeze, plan (issue 21)
     hooks.add_parsers(sub)
     cli_budgets.add_parsers(sub)
+    cli_projects.add_parsers(sub)
     completion.add_parser(sub, p)
     globalopts.add_after_commands(p, hidden=(" node",))  # `run list -o json` (D288)
     return p

@@ -29,6 +29,17 @@ def schedules_text(doc: dict[str, Any]) -> str:
     return "; ".join(s.get("cron") or str(s.get("at")) for s in doc["schedules"]) or "-"
 
 
+def waits_on_text(doc: dict[str, Any]) -> str:
+    """The upstreams a job's or workflow's schedules wait on (``depends_on``), each once."""
+    seen: list[str] = []
+    for spec in doc.get("schedules") or []:
+        for dep in spec.get("depends_on") or []:
+            name = dep.get("job") or f"workflow:{dep.get('workflow')}"
+            if name not in seen:
+                seen.append(name)
+    return ",".join(seen) or "-"
+
+
 def warn_saved(doc: Any, label: str) -> None:
     """The ``warnings`` of a saved job or workflow (DST, D223), on stderr."""
     for w in (doc.get("warnings") or []) if isinstance(doc, dict) else []:

@@ -9,7 +9,7 @@ from typing import Any
 from nodes.cli.client import call, call_all, proj
 from nodes.cli.documents import apply_documents, params
 from nodes.cli.jobs import add_slot_paging, more_slots, slot_row, slots_path
-from nodes.cli.output import schedules_text, show, table, warn_saved
+from nodes.cli.output import schedules_text, show, table, waits_on_text, warn_saved
 
 
 def _q(name: str) -> str:
@@ -32,12 +32,13 @@ def cmd_workflow(args: argparse.Namespace) -> int:
                         str(len(w["tasks"])),
                         "yes" if w["enabled"] else "no",
                         schedules_text(w),
+                        waits_on_text(w),
                         str(w["priority"]),
                         str(w["max_active"] or "-"),
                     ]
                     for w in wfs
                 ],
-                ["NAME", "TASKS", "ENABLED", "SCHEDULES", "PRIORITY", "MAX_ACTIVE"],
+                ["NAME", "TASKS", "ENABLED", "SCHEDULES", "WAITS ON", "PRIORITY", "MAX_ACTIVE"],
             )
         else:
             show(args, wfs)

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import structlog
 
 from cluster.calendar_store import add_calendar, add_window, freeze_of
-from cluster.etcd import Compare, Etcd, Event, Op
+from cluster.errors import OutcomeUnknown, Unavailable
+from cluster.etcd import KV, Compare, Etcd, Event, Op
 from cluster.keys import Keys
 from cluster.models import Job
 from cluster.slotrules import SKIPPED_FREEZE, Freeze, JobRules, SlotDecision, SlotRules
@@ -23,42 +24,74 @@ S = TypeVar("S")  # a tick's source
 
 
 class RuleCache:
+    """A snapshot of the rules at one revision, replaced whole when any of them changes (D339).
+
+    The rules are followed by their own watches, which etcd does not order against the jobs'
+    watch: a job written just after a freeze may reach the leader first. So every tick
+    transaction carries :meth:`guard` — the rules marker (written with every rule change) still
+    at the snapshot's revision — and a refused guard reloads the snapshot (:meth:`catch_up`)
+    before the job is planned again. Rule changes are rare operator acts: a whole reload each
+    is cheap, and a snapshot is never half old, half new."""
+
     def __init__(self, etcd: Etcd, keys: Keys) -> None:
         self.etcd = etcd
         self.keys = keys
         self.rules = SlotRules()
+        self.marker_rev = 0  # the rules marker's mod revision in the snapshot (0: absent)
+        self.revision = 0  # the snapshot's revision
+        self._lock = asyncio.Lock()
+        self._dirty = False
+        self._tg: asyncio.TaskGroup | None = None
+        self._reloading: asyncio.Task[None] | None = None
 
     async def load(self, rev: int) -> None:
+        """Read every rule at revision ``rev`` and make it the snapshot."""
+        marker = await self.etcd.range(self.keys.rules_marker(), prefix=False, revision=rev)
+        rev = rev or marker.revision
         cals = await self.etcd.range_all(self.keys.calendars(), revision=rev)
         wins = await self.etcd.range_all(self.keys.blackouts(), revision=rev)
         freeze = await self.etcd.range(self.keys.freeze(), prefix=False, revision=rev)
+        rules = SlotRules()
         for kv in cals.kvs:
-            self._apply(add_calendar, kv.key, kv.value)
+            _apply(rules, self.keys, add_calendar, kv.key, kv.value)
         for kv in wins.kvs:
-            self._apply(add_window, kv.key, kv.value)
-        self.rules.freeze = freeze_of(freeze.kvs[0].value if freeze.kvs else None)
+            _apply(rules, self.keys, add_window, kv.key, kv.value)
+        rules.freeze = freeze_of(freeze.kvs[0].value if freeze.kvs else None)
+        if rev < self.revision:
+            return  # a newer snapshot was taken meanwhile
+        was_frozen = self.rules.freeze is not None
+        self.rules = rules
+        self.revision = rev
+        self.marker_rev = marker.kvs[0].mod_revision if marker.kvs else 0
+        if self._tg is not None and was_frozen != (rules.freeze is not None):
+            log.info("cluster freeze", frozen=rules.freeze is not None)
+
+    async def reload(self) -> None:
+        """Take a new snapshot at the current revision (one at a time)."""
+        async with self._lock:
+            await self.load(0)
+
+    async def catch_up(self) -> None:
+        """A tick transaction's guard was refused: reload if the marker moved since the
+        snapshot (it may also have been refused for another compare)."""
+        kv = await self.etcd.get(self.keys.rules_marker())
+        if (kv.mod_revision if kv else 0) != self.marker_rev:
+            await self.reload()
+
+    def moved(self, marker: list[KV]) -> bool:
+        """Whether the marker as a transaction's probe read it is newer than the snapshot."""
+        return (marker[0].mod_revision if marker else 0) != self.marker_rev
+
+    def guard(self) -> Any:
+        """The compare that fails when a rule changed after the snapshot."""
+        return Compare.modified(self.keys.rules_marker(), self.marker_rev)
 
     def follow(self, tg: asyncio.TaskGroup, rev: int) -> None:
-        """Start the watches (tasks of the scheduler's group)."""
-        tg.create_task(
-            follow(
-                self.etcd, self.keys.calendars(), rev, self._event(add_calendar), self._known(True)
-            )
-        )
-        tg.create_task(
-            follow(
-                self.etcd, self.keys.blackouts(), rev, self._event(add_window), self._known(False)
-            )
-        )
-        tg.create_task(
-            follow(
-                self.etcd,
-                self.keys.freeze(),
-                rev,
-                self._on_freeze,
-                lambda: {self.keys.freeze()} if self.rules.freeze is not None else set(),
-            )
-        )
+        """Start the watches (tasks of the scheduler's group): any change takes a new snapshot,
+        also one written by hand without the marker (``etcdctl``), then without the guard."""
+        self._tg = tg
+        for prefix in (self.keys.calendars(), self.keys.blackouts(), self.keys.freeze()):
+            tg.create_task(follow(self.etcd, prefix, rev, self._changed, None, reset=self._changed))
 
     def for_job(self, job: Job) -> JobRules | None:
         """The rules of one job; None when there are none at all (the common case: no work)."""
@@ -66,34 +99,42 @@ class RuleCache:
             return None
         return self.rules.for_job(job.project, job.name, job.tags)
 
-    # -- events ---------------------------------------------------------------------------------
+    def skip_frozen(
+        self,
+        wk: tuple[str, str],
+        fp: str,
+        ticks: list[tuple[datetime, S]],
+        skips: list[tuple[Any, Any]],
+    ) -> list[tuple[datetime, S]]:
+        return skip_frozen(self.keys, wk, fp, ticks, self.rules.freeze, skips)
 
-    def _apply(self, add: Any, key: str, value: bytes | None) -> None:
-        try:
-            add(self.rules, self.keys, key, value)
-        except Exception as exc:  # written by a newer version, or by hand: ignore that one
-            log.error("cannot read calendar or window; ignoring it", key=key, error=str(exc))
-            add(self.rules, self.keys, key, None)  # not its previous version either
+    # -- changes --------------------------------------------------------------------------------
 
-    def _event(self, add: Any) -> Any:
-        def handle(ev: Event) -> None:
-            self._apply(add, ev.kv.key, ev.kv.value if ev.kind == "put" else None)
+    def _changed(self, _ev: Event | None = None) -> None:
+        self._dirty = True
+        if self._tg is not None and (self._reloading is None or self._reloading.done()):
+            self._reloading = self._tg.create_task(self._reload_while_dirty())
 
-        return handle
+    async def _reload_while_dirty(self) -> None:
+        delay = 0.1
+        while self._dirty:
+            self._dirty = False
+            try:
+                await self.reload()
+                delay = 0.1
+            except (Unavailable, OutcomeUnknown) as exc:  # etcd away: the guard holds ticks
+                log.warning("cannot reload calendars and windows", error=str(exc))
+                self._dirty = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
-    def _known(self, calendars: bool) -> Any:
-        def known() -> set[str]:
-            table = self.rules.calendars if calendars else self.rules.windows
-            make = self.keys.calendar if calendars else self.keys.blackout
-            return {make(scope, name) for scope, names in table.items() for name in names}
 
-        return known
-
-    def _on_freeze(self, ev: Event) -> None:
-        if ev.kv.key != self.keys.freeze():
-            return
-        self.rules.freeze = freeze_of(ev.kv.value if ev.kind == "put" else None)
-        log.info("cluster freeze", frozen=self.rules.freeze is not None)
+def _apply(rules: SlotRules, keys: Keys, add: Any, key: str, value: bytes | None) -> None:
+    try:
+        add(rules, keys, key, value)
+    except Exception as exc:  # written by a newer version, or by hand: ignore that one
+        log.error("cannot read calendar or window; ignoring it", key=key, error=str(exc))
+        add(rules, keys, key, None)  # not its previous version either
 
 
 def skip_frozen(

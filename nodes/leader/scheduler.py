@@ -113,10 +113,10 @@ class Scheduler:
         self.due = self.cache.due
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
+        self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238, D339)
         self.workflows = WorkflowEngine(
-            etcd, keys, store, leadership, clock=clock, freeze=lambda: self.rules.rules.freeze
+            etcd, keys, store, leadership, clock=clock, rules=self.rules
         )
-        self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238)
         job_of = self.cache.job_of
         self.slots = SlotWatcher(etcd, keys, store, leadership, clock=clock, job_of=job_of)
         self.reaper = Reaper(
@@ -263,7 +263,7 @@ class Scheduler:
 
     async def _write_chunk(self, planned: list[tuple[_Planned, list[Any], list[Any]]]) -> None:
         """One fenced transaction for several jobs' plans (see :meth:`_fire_batch`)."""
-        compares: list[Any] = [self.lead.fence()]
+        compares: list[Any] = [self.lead.fence(), self.rules.guard()]
         ops: list[Any] = []
         chunk = [plan for plan, _, _ in planned]
         for _, c, o in planned:
@@ -336,7 +336,7 @@ class Scheduler:
         for slot_key, record in records:  # slots skipped or deferred without a run (D238)
             compares.append(Compare.absent(slot_key))
             ops.append(Op.put(slot_key, record))
-        compares.insert(0, self.lead.fence())
+        compares[:0] = [self.lead.fence(), self.rules.guard()]
         for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
             ops.append(
                 Op.put(
@@ -347,9 +347,15 @@ class Scheduler:
         tick_keys = [tick_key for _, tick_key in runs] + [k for k, _ in records]
         probes = [self.lead.probe(), Op.get(state_key)]
         probes += [Op.get(k, keys_only=True) for k in tick_keys]
+        probes.append(Op.get(self.keys.rules_marker(), keys_only=True))
         res = await self.etcd.txn(compares, ops, probes)
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced tick write rejected")
+            if self.rules.moved(res.range_kvs(len(probes) - 1)):  # a rule changed (D339)
+                await self.rules.reload()
+                log.info("rules changed under the plan; planning again", job="/".join(jk))
+                self.cache.schedule_at(jk, self.clock())
+                return False
             current = res.range_kvs(1)
             current_rev = current[0].mod_revision if current else 0
             taken = {k for i, k in enumerate(tick_keys) if res.range_kvs(2 + i)}

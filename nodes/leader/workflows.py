@@ -35,7 +35,6 @@ from cluster.execplan import admitted, fold_finished, step
 from cluster.keys import Keys
 from cluster.models import FINISHED, Run
 from cluster.plan import plan_schedule
-from cluster.slotrules import Freeze
 from cluster.store import Store, dumps
 from cluster.watch import follow
 from cluster.workflow_store import new_execution, task_run
@@ -48,7 +47,7 @@ from cluster.workflows import (
 from nodes import metrics
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.retention import ExecutionRetention
-from nodes.leader.rulecache import skip_frozen
+from nodes.leader.rulecache import RuleCache
 from nodes.leader.wfwait import workflow_slot_ops
 
 log = structlog.get_logger(__name__)
@@ -68,9 +67,9 @@ class WorkflowEngine:
         leadership: Leadership,
         *,
         clock: Callable[[], datetime],
-        freeze: Callable[[], Freeze | None] = lambda: None,
+        rules: RuleCache,
     ) -> None:
-        self.etcd, self.freeze = etcd, freeze  # freeze: the cluster freeze now (D239)
+        self.etcd, self.rules = etcd, rules  # the cluster freeze now (D239, D339)
         self.keys = keys
         self.store = store
         self.lead = leadership
@@ -464,7 +463,7 @@ class WorkflowEngine:
                 starting_deadline=wf.starting_deadline,
                 limit=wf.catchup_limit,
             )
-            for tick, source in skip_frozen(self.keys, wk, fp, plan.fire[:8], self.freeze(), skips):
+            for tick, source in self.rules.skip_frozen(wk, fp, plan.fire[:8], skips):
                 ex = new_execution(
                     self.store, wf, parameters=spec.parameters, source=source, scheduled_at=tick
                 )
@@ -481,7 +480,7 @@ class WorkflowEngine:
         for fp in list(sched_state):
             if fp not in live:
                 del sched_state[fp]
-        compares = [self.lead.fence(), Compare.modified(state_key, rev)]
+        compares = [self.lead.fence(), Compare.modified(state_key, rev), self.rules.guard()]
         ops: list[Any] = [Op.put(state_key, dumps(state)), *(op for _, op in skips)]
         compares += [c for c, _ in skips]
         for ex, tick_key in execs:  # the slot's record (D234), or its held slot (D296)
@@ -490,6 +489,7 @@ class WorkflowEngine:
         res = await self.etcd.txn(compares, ops, [self.lead.probe()])
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced workflow tick rejected")
+            await self.rules.catch_up()  # when a rule changed since the snapshot (D339)
             self._due_at(wk, self.clock() + timedelta(seconds=0.05))
             return
         for ex, _ in execs:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
+from nodes.leader.rulecache import RuleCache
 from tests.chaos.harness import leader_of, wait_ready
 from tests.conftest import api_session, run_cli, wait_for
 
@@ -326,7 +327,16 @@ async def test_cli_calendar_blackout_freeze_plan(cluster, tmp_path):
     assert code == 0 and "0 job(s)" in out, (out, err)
 
 
-async def test_freeze_skips_job_and_workflow_slots_and_unfreeze_resumes(cluster, etcd, keys):
+@pytest.mark.parametrize("rule_watch", ["on_time", "late"])
+async def test_freeze_skips_job_and_workflow_slots_and_unfreeze_resumes(
+    cluster, etcd, keys, monkeypatch, rule_watch
+):
+    """The freeze holds slots of a job and a workflow written after it, and the unfreeze lets
+    them fire. ``late``: the leader's rule watch never delivers (etcd orders the freeze's watch
+    and the job's watch apart, so a job written after a freeze may reach the leader first):
+    the tick transactions' guard on the rules marker alone must make it see both (D339)."""
+    if rule_watch == "late":
+        monkeypatch.setattr(RuleCache, "_changed", lambda self, ev=None: None)
     await cluster.start()
     req = cluster.request
     assert (await req("PUT", "/api/v1/freeze", json={"note": "migration"}))[0] == 200

@@ -112,8 +112,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-tick-single",
         "nodes/leader/scheduler.py",
-        r"compares\.insert\(0, self\.lead\.fence\(\)\)",
-        "pass",
+        r"compares\[:0\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
+        "compares[:0] = [self.rules.guard()]",
         (
             f"{FENCING}::test_a_deposed_leader_fires_no_single_tick",
             "tests/integration/test_coordination.py::test_deposed_leader_cannot_create_runs",
@@ -123,8 +123,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-tick-batched",
         "nodes/leader/scheduler.py",
-        r"compares: list\[Any\] = \[self\.lead\.fence\(\)\]",
-        "compares: list[Any] = []",
+        r"compares: list\[Any\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
+        "compares: list[Any] = [self.rules.guard()]",
         (f"{FENCING}::test_a_deposed_leader_fires_no_tick_of_jobs_due_together",),
         "a deposed leader fires nothing (jobs due together, one transaction)",
     ),
@@ -156,8 +156,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fence-workflow-tick",
         "nodes/leader/workflows.py",
-        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\))\]",
-        r"compares = [\1]",
+        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\)), ",
+        r"compares = [\1, ",
         (f"{FENCING}::test_a_deposed_leader_fires_no_workflow_tick",),
         "a deposed leader fires no workflow tick",
     ),
@@ -204,6 +204,17 @@ MUTATIONS: tuple[Mutation, ...] = (
             "test_a_slot_released_after_an_edit_runs_the_job_as_it_is_now",
         ),
         "a released slot runs its job as it is at release (D334)",
+    ),
+    Mutation(
+        "rules-marker-guard",
+        "nodes/leader/rulecache.py",
+        r"return Compare\.modified\(self\.keys\.rules_marker\(\), self\.marker_rev\)",
+        'return Compare.absent(self.keys.rules_marker() + "-never")',
+        (
+            "tests/integration/test_calendars.py::"
+            "test_freeze_skips_job_and_workflow_slots_and_unfreeze_resumes[late]",
+        ),
+        "no tick commits on calendars, windows or a freeze older than the last change (D339)",
     ),
     Mutation(
         "paged-read-revision",
