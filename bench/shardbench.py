@@ -132,6 +132,8 @@ async def level(
                 after = [await sample(http, n) for n in nodes]
                 for n in nodes:
                     n.profiling(False)
+                if args.profile:
+                    await asyncio.sleep(3)  # the profiles are written before the failover kill
                 e1 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
                 avg = load()
                 failover = await kill_one(etcd, keys, nodes, shards)
