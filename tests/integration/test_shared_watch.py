@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -207,3 +208,79 @@ async def test_an_error_ends_only_its_own_subscription(etcd, keys, monkeypatch):
     sub_slow.close()
     await leave(sub_good, task_good)
     await feed.aclose()
+
+
+async def test_two_shard_leaders_of_one_node_share_the_watches_and_keep_their_own(
+    etcd, keys, monkeypatch
+):
+    """The wiring (D356): the job caches of shards 0 and 1 of one node follow jobs, schedule
+    states and active runs through one watch each; shard 1's cache gets shard 1's jobs only,
+    shard 0's every job and active run but only its own states; shard 1's next leader on the
+    node starts while shard 0's keeps the watches running, and misses nothing."""
+    from cluster.election import Election
+    from cluster.ids import Snowflake
+    from cluster.models import JobSpec
+    from cluster.session import Session
+    from cluster.shards import election_name
+    from cluster.store import Store
+    from nodes.leader.scheduler import Scheduler
+
+    decoded = count_decoded(etcd, monkeypatch)
+    store = Store(etcd, keys, Snowflake(7), lambda: datetime.now(UTC))
+    names = {s: [n for n in JOBS if shard_of("p", n, 2) == s][:3] for s in (0, 1)}
+    for name in names[0] + names[1][:2]:
+        await store.put_job("p", JobSpec(name=name, command="true"))
+    session = await Session.open(etcd, 5)
+    feed = Feed(etcd)
+
+    async def lead(s: int) -> tuple[Scheduler, asyncio.Task[None]]:
+        leadership = await Election(etcd, keys, session, "n1", election_name(s)).campaign()
+        sched = Scheduler(
+            etcd,
+            keys,
+            store,
+            leadership,
+            clock=lambda: datetime.now(UTC),
+            node_id="n1",
+            shard=Shard(s, 2),
+            feed=feed,
+        )
+        task = asyncio.create_task(sched.run())
+        return sched, task
+
+    s0, t0 = await lead(0)
+    s1, t1 = await lead(1)
+    watched = [keys.actives(), keys.jobs(), keys.schedule_states()]
+    await wait_for(lambda: feed.watching() == watched, what="the node's watches")
+    await wait_for(lambda: all(feed.subscribers(p) == 2 for p in watched), what="both leaders")
+    new = names[1][2]  # a job of shard 1 created while both lead
+    await store.put_job("p", JobSpec(name=new, command="true"))
+    await wait_for(lambda: ("p", new) in s1.jobs and ("p", new) in s0.jobs, what="the new job")
+    before = decoded[0]
+    for s in (0, 1):
+        await etcd.put(keys.schedule_state("p", names[s][0]), b'{"mark": 1}')
+        await etcd.put(keys.active("p", names[s][0], f"r{s}"), b"")
+    await wait_for(lambda: decoded[0] - before >= 4, what="four events")
+    await wait_for(lambda: s1.jobs[("p", names[1][0])].state == {"mark": 1}, what="s1's state")
+    await wait_for(lambda: s0.jobs[("p", names[0][0])].state == {"mark": 1}, what="s0's state")
+    await wait_for(lambda: set(s0.active_job) == {"r0", "r1"}, what="shard 0 keeps every run")
+    assert set(s1.jobs) == {("p", n) for n in names[1]}  # its own jobs only
+    assert set(s1.active_job) == {"r1"}
+    assert s0.jobs[("p", names[1][0])].state == {}  # another shard's state: not shard 0's
+    assert decoded[0] - before == 4  # each decoded once for the node's two leaders
+    # shard 1 goes to another leader on this node while shard 0 keeps the watches running
+    t1.cancel()
+    await asyncio.gather(t1, return_exceptions=True)
+    assert all(feed.subscribers(p) == 1 for p in watched)
+    await etcd.put(keys.schedule_state("p", names[1][1]), b'{"mark": 2}')  # between the terms
+    s1b, t1b = await lead(1)
+    await etcd.put(keys.active("p", names[1][1], "r2"), b"")
+    await wait_for(lambda: set(s1b.active_job) == {"r1", "r2"}, what="the new leader's runs")
+    assert s1b.jobs[("p", names[1][1])].state == {"mark": 2}
+    assert set(s1b.jobs) == {("p", n) for n in names[1]}
+    for task in (t0, t1b):
+        task.cancel()
+    await asyncio.gather(t0, t1b, return_exceptions=True)
+    assert feed.watching() == []
+    await feed.aclose()
+    await session.close()
