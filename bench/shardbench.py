@@ -12,8 +12,8 @@ them, it measures over ``--window`` seconds:
 - the busiest node's CPU per cluster tick (``/proc/<pid>/stat``), and its ratio to K = 1 at the
   same load, next to the model's ``max shards per node / K`` (``bench.shardsim.placement``);
 - etcd's CPU per tick;
-- the watch events each node decoded per cluster tick (``cronmesh_watch_events_decoded``), in
-  all and by the area of the key watched (``schedule-state``, ``active``, ``queue``, ...);
+- the watch events each node decoded per cluster tick (``cronmesh_watch_events``, D348), in
+  all and by the family of the key watched (``schedule-state``, ``active``, ``queue``, ...);
 - then one shard's failover: SIGKILL of the leader of shard ``K - 1`` and the time until a new
   candidacy leads it (the lease TTL, 3 s, is the model's floor).
 
@@ -183,7 +183,8 @@ async def sample(http: aiohttp.ClientSession, node: NodeProc) -> dict[str, float
     cpu = proc_cpu(node.pid).self_s
     async with http.get(f"{node.url}/metrics") as r:
         prom = parse_prom(await r.text())
-    areas = by_label(prom, "cronmesh_watch_events_decoded", "area")
+    # per key family; the metric comes with D348 (absent from a node without it: no columns)
+    areas = by_label(prom, "cronmesh_watch_events", "family")
     return {
         "t": t,
         "cpu": cpu,

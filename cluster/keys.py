@@ -19,13 +19,6 @@ class Keys:
         if not self.prefix.startswith("/") or self.prefix.endswith("/"):
             raise ValueError("key prefix must start with '/' and not end with '/'")
 
-    def area(self, key: str) -> str:
-        """The first segment of ``key`` below the prefix (``queue``, ``schedule-state``, ...): a
-        bounded label for what a watch follows."""
-        if not key.startswith(self.prefix + "/"):
-            return "other"
-        return key[len(self.prefix) + 1 :].split("/", 1)[0] or "other"
-
     # membership
     def nodes(self) -> str:
         return f"{self.prefix}/nodes/"

@@ -147,13 +147,6 @@ QUEUE_DEPTH = Gauge(
     "Runs waiting in the queue, as this node's watch sees it",
     registry=REGISTRY,
 )
-WATCH_EVENTS = Gauge(
-    "cronmesh_watch_events_decoded",
-    "Watch events this node's etcd client decoded since it started, by the area of the key "
-    "watched (queue, schedule-state, active, ...): every watch stream decodes its own copy",
-    ["area"],
-    registry=REGISTRY,
-)
 ETCD_LATENCY = Histogram(
     "cronmesh_etcd_request_seconds",
     "etcd unary requests by method and outcome (ok or the gRPC status)",

@@ -354,7 +354,6 @@ class Etcd(Members):
         if prefix:
             create.range_end = prefix_end(key)
         await self._stream_auth()
-        label = self.watch_label(key)
         call = m.watch.Watch(metadata=self._metadata())
         m.streams.add(call)
         try:
@@ -366,8 +365,6 @@ class Etcd(Members):
                     raise Unavailable(f"etcd watch canceled: {resp.cancel_reason}")
                 if resp.created and not resp.events:
                     continue
-                if resp.events:
-                    self.watch_events[label] = self.watch_events.get(label, 0) + len(resp.events)
                 events = [
                     Event("delete" if ev.type == rpc.Event.DELETE else "put", KV.from_pb(ev.kv))
                     for ev in resp.events

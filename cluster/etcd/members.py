@@ -161,10 +161,6 @@ class Members:
         self._failed_at = [0.0] * len(self.endpoints)  # monotonic time of each one's last failure
         self._current = 0
         self.switches = 0  # how often the client moved to another member
-        # watch events decoded, by ``watch_label(watched key)`` (the node labels by key area:
-        # ``cronmesh_watch_events``, what sharding's fan-out costs, D356)
-        self.watch_events: dict[str, int] = {}
-        self.watch_label: Callable[[str], str] = lambda key: key
         # members left behind, each closing once the calls in flight on it had their deadline
         self._retired: dict[Member, asyncio.Task[None]] = {}
 

@@ -119,8 +119,6 @@ class Api:
     @documented(text="text/plain")
     async def metrics_view(self, request: web.Request) -> web.Response:
         metrics.ETCD_SWITCHES.set(self.node.etcd.switches)
-        for area, n in list(self.node.etcd.watch_events.items()):
-            metrics.WATCH_EVENTS.labels(area).set(n)
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

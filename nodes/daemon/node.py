@@ -72,7 +72,6 @@ class Node:
             max_message=config.etcd_max_message,
             page_keys=config.etcd_page_keys,
         )
-        self.etcd.watch_label = self.keys.area  # cronmesh_watch_events_decoded (D356)
         # Which users runs run as (D142); the data folder private, the work folder traversable
         # (D143). Both before anything writes there.
         self.run_as = node_policy(config)
