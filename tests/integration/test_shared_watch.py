@@ -163,10 +163,12 @@ async def test_a_hand_over_loses_no_event(etcd, etcd_server, keys, monkeypatch):
         stop.set()
         writes = await writer
         assert writes > 100  # the hand-over happened under load
-        views = [b0, b1, a0]
-        for v in views:
+        tasks = {b0: task_b0, b1: task_b1, a0: task_a0}
+        for v, task in tasks.items():
             want = await truth(etcd, v)
-            await wait_for(lambda v=v, want=want: v.kv == want, what=f"{v.shard}'s view")
+            await wait_for(lambda v=v, w=want, t=task: v.kv == w or t.done(), what=f"{v.shard}")
+            assert not task.done(), task  # a subscription ends only when its handler failed
+            assert v.kv == want
             assert v.applied == sorted(set(v.applied))  # in order, none twice
         assert b1.applied and a0.applied  # each followed events after its read
         assert decoded_b[0] <= writes  # one watch on B for its two leaders
