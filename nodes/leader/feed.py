@@ -174,8 +174,8 @@ class _Stream:
                 start.done.set()
             if self.start is start:
                 self.task, self.start = None, None
-            for sub in list(self.subs):
-                sub.fail(exc)
+            for sub in list(self.subs):  # an error of its own for each subscriber's term
+                sub.fail(Unavailable(f"shared watch of {self.prefix} ended: {exc!r}"))
 
     def remove(self, sub: Subscription) -> None:
         with contextlib.suppress(ValueError):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cluster.errors import Unavailable
 from cluster.etcd import Etcd, Event, Op, WatchBatch
 from cluster.shards import Shard, shard_of
 from nodes.leader import feed as feed_module
@@ -286,3 +287,41 @@ async def test_two_shard_leaders_of_one_node_share_the_watches_and_keep_their_ow
     assert feed.watching() == []
     await feed.aclose()
     await session.close()
+
+
+async def test_a_shared_watch_that_ends_ends_every_subscribers_term_and_starts_again(
+    etcd, keys, monkeypatch
+):
+    """An error the watch does not retry ends every leader's term on the node (each campaigns
+    again), as with watches of their own; the next subscriber starts a new watch."""
+    prefix = keys.schedule_states()
+    feed = Feed(etcd)
+    watch = etcd.watch
+    broken = [True]
+
+    def failing(key: str, **kw: Any) -> AsyncIterator[WatchBatch]:
+        async def stream() -> AsyncIterator[WatchBatch]:
+            async for batch in watch(key, **kw):
+                if broken[0]:
+                    raise RuntimeError("a stream that cannot go on")
+                yield batch
+
+        return stream()
+
+    monkeypatch.setattr(etcd, "watch", failing)
+    views = [View(prefix, Shard(i, 2)) for i in range(2)]
+    joined = [await join(feed, v, etcd) for v in views]
+    await etcd.put(keys.schedule_state("p", "j01"), b"{}")
+    for _, task in joined:
+        with pytest.raises(Unavailable, match="shared watch"):
+            await asyncio.wait_for(task, 10)
+    for sub, _ in joined:
+        sub.close()
+    assert feed.watching() == []
+    broken[0] = False
+    again = View(prefix, Shard(0, 1))
+    sub, task = await join(feed, again, etcd)
+    await etcd.put(keys.schedule_state("p", "j02"), b"{}")
+    await wait_for(lambda: keys.schedule_state("p", "j02") in again.kv, what="a new watch")
+    await leave(sub, task)
+    await feed.aclose()
