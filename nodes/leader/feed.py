@@ -14,7 +14,8 @@ A subscriber's revisions are its own, whatever the shared watch has delivered be
 1. it subscribes before it reads (:meth:`Feed.subscribe`: the watch is running, from a revision
    ``H`` read when it started, so every change after ``H`` will be delivered);
 2. it reads its prefixes at a revision ``R`` (``R >= H``: the read comes after the watch's start);
-   meanwhile the events routed to it are held (at most ``MAX_PENDING``: beyond, its term ends);
+   meanwhile the events routed to it are held (at most ``MAX_PENDING`` events and
+   ``MAX_PENDING_BYTES`` of values: beyond, its term ends);
 3. :meth:`Subscription.start` with ``R``: the held events and every later one are handed over when
    their revision is above ``R`` (what is at or below ``R`` is in the read already).
 
@@ -43,6 +44,7 @@ from cluster.watch import Handler, KnownKeys, follow
 log = structlog.get_logger(__name__)
 
 MAX_PENDING = 200_000  # events held for one subscriber while it reads; beyond, its term ends
+MAX_PENDING_BYTES = 64 << 20  # and their values' bytes (a job event carries its document)
 
 
 class FeedOverflow(CronmeshError):
@@ -64,6 +66,7 @@ class Subscription:
         self.known = known
         self.since: int | None = None  # None: still reading; events are held
         self.pending: list[Event] = []
+        self.pending_bytes = 0
         self.error: BaseException | None = None
         self._ended = asyncio.Event()
 
@@ -74,8 +77,10 @@ class Subscription:
         if self.error is not None:
             return
         if self.since is None:
-            if len(self.pending) >= MAX_PENDING:
-                self.fail(FeedOverflow(f"more than {MAX_PENDING} events held during a read"))
+            self.pending_bytes += len(ev.kv.value)
+            if len(self.pending) >= MAX_PENDING or self.pending_bytes > MAX_PENDING_BYTES:
+                held = f"{MAX_PENDING} events or {MAX_PENDING_BYTES} bytes"
+                self.fail(FeedOverflow(f"more than {held} held during a read"))
                 return
             self.pending.append(ev)
             return
@@ -88,14 +93,14 @@ class Subscription:
     def start(self, rev: int) -> None:
         """Hand over what is newer than ``rev`` (the subscriber's read), held and to come."""
         self.since = rev
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
         for ev in pending:
             self.deliver(ev)
 
     def fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
-            self.pending = []
+            self.pending, self.pending_bytes = [], 0
             self._ended.set()
 
     async def run(self, rev: int) -> None:

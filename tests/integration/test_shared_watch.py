@@ -209,6 +209,16 @@ async def test_an_error_ends_only_its_own_subscription(etcd, keys, monkeypatch):
         await asyncio.wait_for(sub_slow.run(0), 10)
     assert len(sub_slow.pending) == 0 and not slow.applied
     sub_slow.close()
+    # ... and by the bytes held (a job event carries its document)
+    monkeypatch.setattr(feed_module, "MAX_PENDING", 1000)
+    monkeypatch.setattr(feed_module, "MAX_PENDING_BYTES", 10_000)
+    big = View(prefix, Shard(0, 1))
+    sub_big = await feed.subscribe(prefix, big.shard, big.handle, big.known)
+    for i in range(3):
+        await etcd.put(keys.active("p", "j", f"b{i}"), b"x" * 6_000)
+    await wait_for(lambda: sub_big.error is not None, what="the overflow by bytes")
+    assert isinstance(sub_big.error, FeedOverflow) and sub_big.pending_bytes == 0
+    sub_big.close()
     await leave(sub_good, task_good)
     await feed.aclose()
 
