@@ -70,9 +70,6 @@ class Subscription:
         self.error: BaseException | None = None
         self._ended = asyncio.Event()
 
-    def wants(self, h: int) -> bool:
-        return self.every or self.shard.owns_hash(h)
-
     def deliver(self, ev: Event) -> None:
         if self.error is not None:
             return
@@ -138,10 +135,14 @@ class _Stream:
         parts = ev.kv.key[len(self.prefix) :].split("/", 2)
         if len(parts) < 2:
             return  # not a job's key: nobody keeps it
-        h = job_hash(parts[0], parts[1])
+        h = -1  # hashed once, and only when a subscriber owns part of the jobs (K > 1)
         for sub in list(self.subs):
-            if sub.wants(h):
-                sub.deliver(ev)
+            if not sub.every and sub.shard.count > 1:
+                if h < 0:
+                    h = job_hash(parts[0], parts[1])
+                if not sub.shard.owns_hash(h):
+                    continue
+            sub.deliver(ev)
 
     def known(self) -> set[str]:
         out: set[str] = set()
