@@ -332,6 +332,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a shard leader on a node's shared watch applies nothing its own read already holds (D356)",
     ),
     Mutation(
+        "shared-watch-routing",
+        "nodes/leader/feed.py",
+        r"if not sub\.shard\.owns_hash\(h\):",
+        "if False:",
+        (
+            "tests/integration/test_shared_watch.py::"
+            "test_a_key_of_shard_i_reaches_only_shard_is_leader_and_is_decoded_once",
+        ),
+        "a key of shard i reaches only shard i's leader on the node (D356)",
+    ),
+    Mutation(
         "queue-parking",
         "nodes/worker/parking.py",
         r"return sorted\(set\(keys\) - self\.parked\(version, now\)\)",
