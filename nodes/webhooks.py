@@ -167,22 +167,25 @@ async def post(
 
 
 class GuardSource:
-    """The node's current guard: the allow-list setting and the cluster's own addresses, read
-    from etcd at most every ``GUARD_TTL`` seconds."""
+    """The node's current guard: the allow-list setting, read at every refresh (one key: an
+    entry a cluster admin removed is refused from the next send on, D371), and the cluster's
+    own addresses, read again at most every ``GUARD_TTL`` seconds."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self._guard = Guard()
         self._at = -GUARD_TTL
+        self._rev = -1  # the allow-list setting's mod revision in the guard
 
     def current(self) -> Guard:
         return self._guard
 
     async def refresh(self, *, force: bool = False) -> Guard:
-        if not force and time.monotonic() - self._at < GUARD_TTL:
-            return self._guard
         node = self.node
         kv = await node.etcd.get(node.keys.webhook_settings())
+        rev = kv.mod_revision if kv else 0
+        if not force and rev == self._rev and time.monotonic() - self._at < GUARD_TTL:
+            return self._guard
         settings = WebhookSettings.model_validate_json(kv.value) if kv else WebhookSettings()
         infos = await node.etcd.range(node.keys.node_infos(), limit=1000)
         addresses = [node.config.advertise_address, *node.config.etcd]
@@ -197,7 +200,7 @@ class GuardSource:
             internal=internal_addresses(hosts),
             internal_hosts=frozenset(hosts),
         )
-        self._at = time.monotonic()
+        self._at, self._rev = time.monotonic(), rev
         return self._guard
 
 

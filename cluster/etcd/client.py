@@ -369,7 +369,11 @@ class Etcd(Members):
                     Event("delete" if ev.type == rpc.Event.DELETE else "put", KV.from_pb(ev.kv))
                     for ev in resp.events
                 ]
-                yield WatchBatch(events, int(resp.header.revision))
+                # the position to resume after: the last event's revision, never the header's
+                # (a batch of past history holds ≤ 1000 revisions, but its header names the
+                # store's current revision: resuming there skipped the rest, D364)
+                last = events[-1].kv.mod_revision if events else int(resp.header.revision)
+                yield WatchBatch(events, last)
             raise Unavailable("etcd watch stream ended")
         except grpc.aio.AioRpcError as exc:
             self._failed(m, exc)

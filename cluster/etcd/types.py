@@ -44,7 +44,7 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class WatchBatch:
     events: list[Event]
-    revision: int  # header revision: every change up to it has been delivered
+    revision: int  # every change up to it has been delivered: the last event's revision (D364)
 
 
 @dataclass(frozen=True, slots=True)

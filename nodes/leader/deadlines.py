@@ -45,6 +45,7 @@ from nodes import metrics
 from nodes.leader.depwait import DependencyWaiter
 from nodes.leader.loops import DueQueue, retry_later
 from nodes.leader.retention import delete_fenced
+from nodes.leader.slotdoc import slot_doc
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
@@ -267,7 +268,9 @@ class SlotWatcher:
     async def _exists(self, jk: JobKey) -> bool:
         if jk[1].startswith("@"):  # a workflow's slots (D234)
             return await self.etcd.get(self.keys.workflow(jk[0], jk[1][1:])) is not None
-        return self.job_of(jk) is not None
+        # not in the cache: gone, or not yet delivered by its watch (a shard leader's tick can
+        # open the slot before shard 0's job watch brings the job, D367): etcd says which
+        return self.job_of(jk) is not None or await self.etcd.get(self.keys.job(*jk)) is not None
 
     def _tick_key(self, slot: OpenSlot) -> str:
         """The slot's tick key: the open slot's name under the job's (or workflow's) ticks."""
@@ -421,7 +424,12 @@ class SlotWatcher:
                 self.alarms.discard(jk)
                 self._outbox.set()
             return
-        # stale: record it, and open a stale period that waits for the next success
+        # stale: record it (under the job as it is now, not as the cache has it: D367), and open
+        # a stale period that waits for the next success
+        now_job = (await slot_doc(self.etcd, self.keys, *jk))[0]
+        if not isinstance(now_job, Job) or not now_job.expected_every or not now_job.enabled:
+            await self._txn(slot, [Op.delete(slot.key)])  # switched off meanwhile: no alarm
+            return
         new_key, put = self._fresh_put(jk, slot.slot.due, every, stale=True)
         await self._close(slot, verdict, None, [put], reused=new_key == slot.key)
 

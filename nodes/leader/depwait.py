@@ -59,6 +59,7 @@ from cluster.workflow_store import create_execution_ops, new_execution
 from cluster.workflows import Execution, Workflow
 from nodes import metrics
 from nodes.leader.loops import RETRY, DueQueue, retry_later
+from nodes.leader.slotdoc import slot_doc
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
@@ -325,7 +326,7 @@ class DependencyWaiter:
         if w is None:
             return
         now = self.clock()
-        job = await self._doc(w)
+        job, same_doc = await slot_doc(self.etcd, self.keys, w.project, w.job)  # read: D366
         spec = spec_of(job, w.schedule) if job is not None else None
         if job is None:
             if await self._unreadable(w, now):
@@ -396,7 +397,7 @@ class DependencyWaiter:
             ops = [Op.delete(w.key), *create_execution_ops(self.keys, ex)]
             ops += workflow_tick_ops(self.keys, job, ex, w.tick_key)
             new = Compare.absent(self.keys.execution(w.project, ex.id))
-            if await self._txn(w, ops, [new, on_tick]):
+            if await self._txn(w, ops, [new, on_tick, same_doc]):
                 self.released += 1
                 log.info("waiting workflow slot released", job=w.job, execution=ex.id)
             return
@@ -406,7 +407,8 @@ class DependencyWaiter:
         run = remint(self.store.new_run, job, spec, minted)
         ops = [Op.delete(w.key), *self.store.create_run_ops(run)]
         ops += release_record_ops(self.keys, w, run.id, pair, waited, now)
-        if await self._txn(w, ops, [Compare.absent(self.keys.run(run.project, run.id)), on_tick]):
+        new = Compare.absent(self.keys.run(run.project, run.id))
+        if await self._txn(w, ops, [new, on_tick, same_doc]):
             self.released += 1
             if pair is None:  # settled now (with deadlines the slot watcher counts it)
                 metrics.SLOT_OUTCOMES.labels(
@@ -432,13 +434,6 @@ class DependencyWaiter:
         else:
             self.due.set(w.key, now + timedelta(seconds=30), wake=False)
         return True
-
-    async def _doc(self, w: Waiting) -> Job | Workflow | None:
-        """The job (from the scheduler's cache) or workflow (read: they are few) of a slot."""
-        if w.job.startswith("@"):
-            kv = await self.etcd.get(self.keys.workflow(w.project, w.job[1:]))
-            return Workflow.model_validate_json(kv.value) if kv is not None else None
-        return self.job_of((w.project, w.job))
 
     async def _end(self, w: Waiting, outcome: str, reason: str, waited: dict[str, Any]) -> None:
         ops = end_ops(self.keys, w, outcome, reason, waited, self.clock())

@@ -22,7 +22,7 @@ import structlog
 
 from cluster.cron import Schedule
 from cluster.errors import Unavailable
-from cluster.etcd import Etcd
+from cluster.etcd import Compare, Etcd
 from cluster.keys import Keys
 from cluster.models import Job, ScheduleSpec
 from cluster.outcomes import slot_deadlines
@@ -36,6 +36,8 @@ from nodes.leader.loops import DueQueue
 log = structlog.get_logger(__name__)
 
 JobKey = tuple[str, str]
+GUARDED = ("forbid", "replace")  # overlap policies whose ticks depend on the active runs
+MAX_GUARDED = 64  # a job with more active runs is planned without the guard (D370)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class JobEntry:
     state: dict[str, Any] = field(default_factory=dict)
     state_rev: int = 0
     deadlines: dict[str, tuple[float, float]] = field(default_factory=dict)
+    job_rev: int = 0  # the job document's mod revision (tick transactions compare it, D369)
 
 
 class JobCache:
@@ -73,6 +76,8 @@ class JobCache:
         self.active_job: dict[str, JobKey] = {}
         self.due: DueQueue[JobKey] = DueQueue(clock)
         self.actives_rev = 0  # revision of the newest active-key event seen
+        self._read_at: dict[JobKey, int] = {}  # jobs read out of their watch's turn (D369)
+        self._actives_read: dict[JobKey, int] = {}  # active sets read so, likewise (D370)
 
     def fires(self, jk: JobKey) -> bool:
         return self.shard.owns(*jk)
@@ -102,6 +107,7 @@ class JobCache:
         actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
         for kv in actives.kvs:
             self.on_active(kv.key, True)
+        self.actives_rev = rev  # every active key up to it is known
         return rev
 
     def follow(self, tg: asyncio.TaskGroup, rev: int) -> None:
@@ -128,7 +134,9 @@ class JobCache:
         return [
             (
                 keys.jobs(),
-                lambda ev: self.on_job(ev.kv.key, ev.kv.value if ev.kind == "put" else None),
+                lambda ev: self.on_job(
+                    ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
+                ),
                 lambda: {keys.job(*jk) for jk in self.jobs},
                 self.keeps_all,
             ),
@@ -148,11 +156,14 @@ class JobCache:
             ),
         ]
 
-    def on_job(self, key: str, value: bytes | None) -> None:
+    def on_job(self, key: str, value: bytes | None, rev: int = 0) -> None:
         project, name = self._key_of(key, self.keys.jobs())[:2]
         jk = (project, name)
         if not self._kept(jk):  # another shard's job: not even parsed (D301)
             return
+        if rev and rev <= self._read_at.get(jk, 0):
+            return  # older than what a refused tick read (D369)
+        self._read_at.pop(jk, None)
         if value is None:
             self.jobs.pop(jk, None)
             return
@@ -164,7 +175,7 @@ class JobCache:
             self.jobs.pop(jk, None)
             return
         old = self.jobs.get(jk)
-        entry = JobEntry(job, schedules, deadlines=slot_deadlines(job))
+        entry = JobEntry(job, schedules, deadlines=slot_deadlines(job), job_rev=rev)
         if old is not None:
             entry.state, entry.state_rev = old.state, old.state_rev
         self.jobs[jk] = entry
@@ -185,8 +196,8 @@ class JobCache:
         self.actives_rev = max(self.actives_rev, rev)
         project, job, run_id = self._key_of(key, self.keys.actives())[:3]
         jk = (project, job)
-        if not self._kept(jk):
-            return
+        if not self._kept(jk) or (rev and rev <= self._actives_read.get(jk, 0)):
+            return  # another shard's, or older than the job's active runs as read (D370)
         if present:
             self.active[jk].add(run_id)
             self.active_job[run_id] = jk
@@ -205,6 +216,50 @@ class JobCache:
     def schedule_at(self, jk: JobKey, when: datetime | None) -> None:
         if jk in self.jobs:
             self.due.set(jk, when, wake=False)
+
+    async def job_moved(self, jk: JobKey) -> bool:
+        """A tick transaction was refused: whether the job changed since the cached copy (its
+        watch is behind the write that answered the user), which then replaces it (D369)."""
+        entry = self.jobs.get(jk)
+        res = await self.etcd.range(self.keys.job(*jk), prefix=False)
+        kv = res.kvs[0] if res.kvs else None
+        if entry is None or (kv.mod_revision if kv else 0) == entry.job_rev:
+            return False
+        self.on_job(self.keys.job(*jk), kv.value if kv else None, res.revision)
+        self._read_at[jk] = res.revision  # the watch's older events of this job are stale now
+        if kv is not None and jk in self.jobs:
+            self.jobs[jk].job_rev = kv.mod_revision
+        return True
+
+    def active_guard(self, jk: JobKey) -> list[Any]:
+        """For a job whose ticks depend on its active runs (overlap ``forbid``/``replace``),
+        the compares that those are the runs the plan counted: each still there, none created
+        since the cache knew them all (D370); none for other jobs."""
+        entry = self.jobs.get(jk)
+        ids = self.active.get(jk, set())
+        if entry is None or entry.job.overlap not in GUARDED or len(ids) > MAX_GUARDED:
+            return []
+        since = max(self.actives_rev, self._actives_read.get(jk, 0))
+        present = [Compare.exists(self.keys.active(*jk, r)) for r in sorted(ids)]
+        return [*present, Compare.unchanged_since(self.keys.actives(*jk), since)]
+
+    async def actives_moved(self, jk: JobKey) -> bool:
+        """A tick transaction was refused: whether the job's active runs differ from the
+        cache's (a run ended, or one was created, that the watch has not brought yet); the
+        read replaces them (D370)."""
+        entry = self.jobs.get(jk)
+        if entry is None or entry.job.overlap not in GUARDED:
+            return False
+        since = max(self.actives_rev, self._actives_read.get(jk, 0))
+        res = await self.etcd.range(self.keys.actives(*jk), keys_only=True, limit=MAX_GUARDED)
+        now = {kv.key.rsplit("/", 1)[-1] for kv in res.kvs}
+        cached = set(self.active.get(jk, ()))
+        for run_id in cached - now:
+            self.on_active(self.keys.active(*jk, run_id), False)
+        for run_id in now - cached:
+            self.on_active(self.keys.active(*jk, run_id), True)
+        self._actives_read[jk] = res.revision
+        return now != cached or any(kv.mod_revision > since for kv in res.kvs)
 
     async def refresh_state(self, jk: JobKey) -> None:
         with contextlib.suppress(Unavailable):

@@ -23,7 +23,7 @@ PASS_JOBS = 2000
 async def load_jobs(
     etcd: Etcd,
     keys: Keys,
-    on_job: Callable[[str, bytes], None],
+    on_job: Callable[[str, bytes, int], None],
     on_state: Callable[[str, bytes, int], None],
 ) -> int:
     """Every job, then every schedule state, at one revision; that revision."""
@@ -31,7 +31,7 @@ async def load_jobs(
     async for page in etcd.range_pages(keys.jobs()):
         rev = page.revision
         for kv in page.kvs:
-            on_job(kv.key, kv.value)
+            on_job(kv.key, kv.value, kv.mod_revision)
         gctune.settle()  # kept for as long as we lead: never walked by a collection
         await asyncio.sleep(0)
     async for page in etcd.range_pages(keys.schedule_states(), revision=rev):

@@ -14,6 +14,7 @@ with backoff; they never block runs, and failures are logged and counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import smtplib
@@ -31,7 +32,7 @@ import structlog
 from cluster.errors import InvalidInput, LostOwnership, Unavailable
 from cluster.etcd import Compacted, Event, Op, WatchBatch
 from cluster.links import with_links
-from cluster.models import Run
+from cluster.models import Job, Run
 from cluster.netguard import Refused, check_secret_env
 from cluster.notify import (
     DELIVERY_HEADER,
@@ -272,26 +273,33 @@ class Notifier:
 
     # -- one finished run ------------------------------------------------------------------------
 
-    async def _project_rules(self, project: str) -> list[NotificationRule]:
+    async def _project_rules(self, project: str, fresh: bool = False) -> list[NotificationRule]:
         cached = self._defaults.get(project)
-        if cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
             return cached[1]
         kv = await self.etcd.get(self.keys.notification_defaults(project))
         rules = ProjectNotifications.model_validate_json(kv.value).rules if kv else []
         self._defaults[project] = (time.monotonic(), rules)
         return rules
 
-    async def _rules(self, project: str, job: str, run: Run | None) -> list[NotificationRule]:
-        """The job's rules (the current definition when the leader knows the job, else the
-        run's snapshot), or the project's defaults when the job sets none."""
+    async def _rules(
+        self, project: str, job: str, run: Run | None, *, fresh: bool = False
+    ) -> list[NotificationRule]:
+        """The job's rules (the current definition when the leader knows the job — ``fresh``:
+        read now, since an edit answered before the run ended may not have reached the cache,
+        D368 —, else the run's snapshot), or the project's defaults when the job sets none."""
         entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
-        if entry is not None:
-            own = entry.job.notifications
+        current = entry.job if entry is not None else None
+        if fresh and (kv := await self.etcd.get(self.keys.job(project, job))) is not None:
+            with contextlib.suppress(ValueError):  # a newer version's document: the cache's
+                current = Job.model_validate_json(kv.value)
+        if current is not None:
+            own = current.notifications
         elif run is not None:
             own = run.snapshot.notifications
         else:
             own = None
-        return own if own is not None else await self._project_rules(project)
+        return own if own is not None else await self._project_rules(project, fresh)
 
     async def _previous_status(self, project: str, job: str, key: str) -> str | None:
         res = await self.etcd.range(
@@ -336,7 +344,7 @@ class Notifier:
         if known and not await self._rules(project, job, None):
             return []  # the common case: nobody to tell, no read
         run = await self.store.get_run(project, run_id)
-        rules = await self._rules(project, job, run)
+        rules = await self._rules(project, job, run, fresh=True)  # a removed rule sends nothing
         if not rules:
             return []
         previous = None
@@ -358,7 +366,7 @@ class Notifier:
     ) -> None:
         """A slot event (D232) to every rule of the job that asks for it; returns once each
         delivery is done (sent or given up)."""
-        rules = await self._rules(project, job, None)
+        rules = await self._rules(project, job, None, fresh=True)
         doc = with_links(self.node.config.public_url, doc)  # the job's page (D256)
         await asyncio.gather(
             *(

@@ -45,7 +45,7 @@ from cluster.watch import follow
 from nodes import metrics
 from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
 from nodes.leader.feed import Feed
-from nodes.leader.jobcache import JobCache, JobEntry, JobKey
+from nodes.leader.jobcache import GUARDED, JobCache, JobEntry, JobKey
 from nodes.leader.loading import PASS_JOBS, YIELD_EVERY
 from nodes.leader.loops import periodic
 from nodes.leader.reaper import Reaper
@@ -223,6 +223,7 @@ class Scheduler:
         written again alone, where the single-job path sorts it out.
         """
         alone: list[JobKey] = []
+        single: list[_Planned] = []  # planned, written on its own
         # each plan with its compares and ops, built once (they were built twice: a fifteenth of
         # a leader's loop at 800 runs/s went to serialising runs a second time)
         chunks: list[list[tuple[_Planned, list[Any], list[Any]]]] = []
@@ -241,6 +242,9 @@ class Scheduler:
             if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB:
                 alone.append(jk)
                 continue
+            if plan.entry.job.overlap in GUARDED:  # its refusal must not split a batch (D370)
+                single.append(plan)
+                continue
             compares, ops = self._write_ops(
                 plan.entry, self.keys.schedule_state(*jk), plan.state, plan.runs
             )
@@ -258,6 +262,7 @@ class Scheduler:
             chunks.append(chunk)
         await asyncio.gather(
             *(self._fire_guarded(jk) for jk in alone),
+            *(self._write_guarded(plan) for plan in single),
             *(self._write_chunk(c) if len(c) > 1 else self._write_guarded(c[0][0]) for c in chunks),
         )
 
@@ -356,6 +361,9 @@ class Scheduler:
                 log.info("rules changed under the plan; planning again", job="/".join(jk))
                 self.cache.schedule_at(jk, self.clock())
                 return False
+            if await self.cache.job_moved(jk) or await self.cache.actives_moved(jk):  # D369, D370
+                self.cache.schedule_at(jk, self.clock())
+                return False
             current = res.range_kvs(1)
             current_rev = current[0].mod_revision if current else 0
             taken = {k for i, k in enumerate(tick_keys) if res.range_kvs(2 + i)}
@@ -379,6 +387,9 @@ class Scheduler:
     ) -> tuple[list[Any], list[Any]]:
         """Compares (state CAS, absent tick and run keys; no fence) and ops of one job's plan."""
         compares: list[Any] = [Compare.modified(state_key, entry.state_rev)]
+        job_key = self.keys.job(entry.job.project, entry.job.name)
+        compares.append(Compare.modified(job_key, entry.job_rev))  # disabled meanwhile? (D369)
+        compares += self.cache.active_guard((entry.job.project, entry.job.name))  # D370
         ops: list[Any] = [Op.put(state_key, dumps(state))]
         for run, tick_key in runs:
             compares.append(Compare.absent(tick_key))

@@ -58,6 +58,9 @@ class BudgetGate:
         self.docs: dict[str, tuple[BudgetSpec, int]] = {}  # name -> (document, mod revision)
         self.held: dict[str, dict[int, str]] = {}  # name -> slot index -> run id
         self.windows: dict[str, tuple[Window | None, int]] = {}  # name -> (window, mod revision)
+        # every budget document written up to this revision is in ``docs`` (D365)
+        self.docs_revision = 0
+        self._docs_read_at = 0  # the last such read of the documents out of the watch's turn
         self.claiming: set[str] = set()  # budgets with a claim of this node in flight
         self.waiting: dict[str, set[str]] = {}  # name -> runs held back at the last look
         self._joined: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
@@ -77,12 +80,16 @@ class BudgetGate:
                 self.windows.clear()
                 for kv in res.kvs:
                     self._apply(kv.key, kv)
+                self.docs_revision = res.revision
                 self.ready = True
                 self._changed()
                 async for batch in self.etcd.watch(base, start_revision=res.revision + 1):
                     delay = 0.1
                     for ev in batch.events:
+                        if ev.kv.mod_revision <= self._docs_read_at and self._is_doc(ev.kv.key):
+                            continue  # older than the documents a refused claim read (D365)
                         self._apply(ev.kv.key, ev.kv if ev.kind == "put" else None)
+                    self.docs_revision = max(self.docs_revision, batch.revision)
                     self._changed()
             except (Unavailable, Compacted) as exc:
                 log.info("budget watch interrupted; re-reading", error=str(exc))
@@ -139,6 +146,41 @@ class BudgetGate:
             for i, rid in held.items()
             if rid == run_id
         ]
+
+    # -- ordering against the queue (D365) ----------------------------------------------------
+
+    def guard(self) -> Any:
+        """Every claim's compare: no budget document was written after the cache's revision.
+        The budgets and the queue are two watches that etcd does not order: a run queued just
+        after a budget was created (or widened, or named by its job) could reach this worker
+        first and be claimed outside it. A budget deleted meanwhile passes (it limits nothing)."""
+        return Compare.unchanged_since(self.keys.budgets(), self.docs_revision)
+
+    def probe(self) -> Any:
+        """The claim's read, when it fails, of the budget documents' revisions."""
+        return Op.get(self.keys.budgets(), prefix=True, keys_only=True)
+
+    async def catch_up(self, probed: list[KV]) -> bool:
+        """A refused claim's probe shows a budget document newer than the cache: read them
+        all now rather than wait for the watch; True if it did."""
+        if all(kv.mod_revision <= self.docs_revision for kv in probed):
+            return False
+        res = await self.etcd.range_all(self.keys.budgets())
+        if res.revision <= self.docs_revision:
+            return False
+        names = set()
+        for kv in res.kvs:
+            names.add(kv.key[len(self.keys.budgets()) :])
+            self._apply(kv.key, kv)
+        for name in set(self.docs) - names:
+            self._apply(self.keys.budget(name), None)
+        self.docs_revision = self._docs_read_at = res.revision
+        log.info("budgets changed under a claim; read them again", budgets=len(names))
+        self._changed()
+        return True
+
+    def _is_doc(self, key: str) -> bool:
+        return key.startswith(self.keys.budgets())
 
     # -- decisions -------------------------------------------------------------------------
 

@@ -95,6 +95,7 @@ class Claiming:
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
             compares += guards or []
+            compares.append(self.budgets.guard())  # no budget newer than the cache (D365)
             if self.view is not None:
                 # Drain/disable is exact: a claim made after the operator's write fails.
                 compares.append(
@@ -123,8 +124,12 @@ class Claiming:
             if budget is not None:  # a slot of each budget, and its start window (D275)
                 compares += budget.compares
                 ops += self.budgets.ops(budget, run.id, lease)
-            res = await self.batch.txn(compares, ops, [Op.get(control), Op.get(key)])
+            probes = [Op.get(control), Op.get(key), self.budgets.probe()]
+            res = await self.batch.txn(compares, ops, probes)
             if not res.succeeded:
+                if await self.budgets.catch_up(res.range_kvs(2)):
+                    metrics.CLAIMS.labels("lost_race").inc()
+                    return  # looked at again with the budgets as they are (``finally`` kicks)
                 if res.range_kvs(0) and res.range_kvs(1):
                     # Cancelled while queued: finish it as cancelled instead of running it.
                     await self.store.cancel_pending(

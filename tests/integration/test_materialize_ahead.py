@@ -64,22 +64,28 @@ async def test_scheduled_runs_are_written_early_and_start_at_their_tick_never_be
 async def test_a_run_cancelled_while_armed_never_starts(cluster, tmp_path: Path):
     node = await cluster.start(materialize_ahead=8)
     node.worker.claim_ahead = 8  # a wide window to cancel in (0.75 s by default)
-    marks = tmp_path / "starts"
+    marks = tmp_path / "starts"  # one file per run that started, named by its id
+    marks.mkdir()
+    marks.chmod(0o777)
     job = {
         "name": "armed",
-        "command": f"touch {marks}",
+        "command": f'touch "{marks}/$CRONMESH_RUN_ID"',
         "schedules": [{"cron": "*/10 * * * * *"}],
     }
     assert (await cluster.request("PUT", f"{P}/jobs/armed", json=job))[0] == 201
 
     async def armed():
-        # claimed (running on a node) but its tick still ahead
+        # claimed (running on a node) with its tick at least 4 s ahead: time for the cancel to
+        # land first on a loaded machine (a run armed 1 s before its tick may start first; the
+        # runs before the chosen one start as they should)
         for r in await _runs(cluster, "armed"):
             if r["status"] == "running" and r.get("not_before"):
-                return r
+                ahead = datetime.fromisoformat(r["not_before"]).timestamp() - time.time()
+                if ahead >= 4:
+                    return r
         return None
 
-    run = await wait_for(armed, 30, what="a run claimed ahead of its tick")
+    run = await wait_for(armed, 60, what="a run claimed at least 4 s ahead of its tick")
     await cluster.request("PATCH", f"{P}/jobs/armed", json={"enabled": False})
     status, body = await cluster.request("POST", f"{P}/runs/{run['id']}/cancel")
     assert status in (200, 202), body
@@ -90,7 +96,7 @@ async def test_a_run_cancelled_while_armed_never_starts(cluster, tmp_path: Path)
 
     final = await wait_for(cancelled, 20, what="the armed run cancelled")
     assert "before it started" in (final.get("error") or ""), final
-    assert not marks.exists()
+    assert not (marks / run["id"]).exists()
 
 
 async def test_planning_ahead_fires_and_misses_exactly_what_planning_at_the_tick_would(etcd, keys):

@@ -228,6 +228,89 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a paged read is one snapshot, and a watch from its revision misses no later write",
     ),
     Mutation(
+        "budget-docs-guard",
+        "nodes/worker/budgets.py",
+        r"return Compare\.unchanged_since\(self\.keys\.budgets\(\), self\.docs_revision\)",
+        'return Compare.absent(self.keys.budgets() + "-never")',
+        (
+            "tests/integration/test_budget_ordering.py::"
+            "test_a_budget_created_before_the_runs_holds_them_on_a_worker_that_has_not_heard",
+            "tests/integration/test_budget_ordering.py::"
+            "test_a_budget_named_by_a_job_written_after_it_holds_the_jobs_runs",
+        ),
+        "a run queued after a budget was written is claimed within it, on any worker (D365)",
+    ),
+    Mutation(
+        "release-job-unchanged",
+        "nodes/leader/slotdoc.py",
+        r"same = Compare\.modified\(key, kv\.mod_revision if kv is not None else 0\)",
+        'same = Compare.absent(key + "-never")',
+        (
+            "tests/integration/test_release_reads_job.py::"
+            "test_an_edit_between_the_read_and_the_release_refuses_the_release",
+        ),
+        "a waiting slot is released under its job as it is at release (D366)",
+    ),
+    Mutation(
+        "tick-job-unchanged",
+        "nodes/leader/scheduler.py",
+        r"compares\.append\(Compare\.modified\(job_key, entry\.job_rev\)\)",
+        "pass",
+        (
+            "tests/integration/test_tick_job_order.py::"
+            "test_a_job_disabled_before_its_tick_is_not_fired_by_a_stale_leader",
+            "tests/integration/test_tick_job_order.py::"
+            "test_jobs_due_together_on_a_stale_cache_fire_only_the_enabled_one",
+        ),
+        "a job disabled before its tick is not fired by a leader whose job watch is behind (D369)",
+    ),
+    Mutation(
+        "overlap-active-present",
+        "nodes/leader/jobcache.py",
+        r"present = \[Compare\.exists\(self\.keys\.active\(\*jk, r\)\) for r in sorted\(ids\)\]",
+        "present: list[Any] = []",
+        (
+            "tests/integration/test_overlap_order.py::"
+            "test_a_run_that_ended_unseen_does_not_skip_the_next_tick",
+        ),
+        "a forbid tick is not skipped for a run that had ended (D370)",
+    ),
+    Mutation(
+        "overlap-active-unchanged",
+        "nodes/leader/jobcache.py",
+        r"Compare\.unchanged_since\(self\.keys\.actives\(\*jk\), since\)",
+        'Compare.absent(self.keys.actives(*jk) + "-never")',
+        (
+            "tests/integration/test_overlap_order.py::"
+            "test_a_manual_run_created_unseen_makes_the_tick_skip",
+            "tests/integration/test_overlap_order.py::"
+            "test_forbid_jobs_due_together_are_written_one_by_one_under_the_guard",
+        ),
+        "a forbid tick is skipped for a run created before it, seen or not (D370)",
+    ),
+    Mutation(
+        "webhook-allowlist-fresh",
+        "nodes/webhooks.py",
+        r"if not force and rev == self\._rev and time\.monotonic\(\)",
+        "if not force and time.monotonic()",
+        (
+            "tests/security/test_webhook_allowlist_order.py::"
+            "test_a_removed_allow_list_entry_is_refused_at_the_next_send",
+        ),
+        "an allow-list entry removed is refused from the next webhook send on (D371)",
+    ),
+    Mutation(
+        "watch-resume-last-event",
+        "cluster/etcd/client.py",
+        r"last = events\[-1\]\.kv\.mod_revision if events else int\(resp\.header\.revision\)",
+        "last = int(resp.header.revision)",
+        (
+            "tests/integration/test_watch_position.py::"
+            "test_a_broken_watch_resumes_after_the_last_event_and_loses_none",
+        ),
+        "a broken watch resumes after its last event, skipping none (D364)",
+    ),
+    Mutation(
         "fence-notifier-cursor",
         "nodes/leader/notifier.py",
         r"\[self\.lead\.fence\(\)\],(\s*\[Op\.put\(self\.keys\.notifier_cursor\(\))",
