@@ -115,8 +115,16 @@ def _write(path: str, value: str) -> None:
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="ascii") as f:
-        return f.read()
+    """A control file's text: plain ``os`` calls (``open()`` builds a buffered text reader, ~6 µs
+    more per read, and a run's clean-up reads several, D341)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii")
 
 
 def _try_mkdir(path: str) -> str | None:

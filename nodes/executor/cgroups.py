@@ -111,13 +111,22 @@ def _events(path: str, key: str) -> int:
 
 
 class RunCgroup:
-    """The cgroups of one attempt, one per hierarchy of the layout."""
+    """The cgroups of one attempt, one per hierarchy of the layout.
+
+    Made for one run (``create``) or taken from the node's pool (``nodes.executor.cgroup_pool``,
+    D340): ``apply`` writes only the limits that differ from what the cgroup holds, ``begin``
+    takes the counters' starting values, so ``usage`` is the run's own."""
 
     def __init__(self, layout: Layout, name: str) -> None:
         self.layout = layout
         self.name = _SAFE.sub("_", name)
         self.v2 = os.path.join(layout.v2, self.name) if layout.v2 else None
         self.v1 = {c: os.path.join(p, self.name) for c, p in layout.v1.items()}
+        self.applied: dict[str, float | None] = {c: None for c in LIMITS}  # as the kernel has them
+        self._cpu0 = 0  # cpu.stat usage_usec (or cpuacct.usage ns) when the run began
+        self._ooms0 = 0  # oom_kill events when the run began
+        self._peak_fd: int | None = None  # v2 memory.peak, reset through this fd (D340)
+        self._seen: tuple[int, int] | None = None  # the counters as ``usage`` last read them
 
     def paths(self) -> list[str]:
         return [p for p in (self.v2, *self.v1.values()) if p]
@@ -125,52 +134,85 @@ class RunCgroup:
     def create(self, *, memory: int | None, cpu: float | None, pids: int | None) -> list[str]:
         """Make the cgroups and apply the limits; returns the limits that could not be applied.
         Raises OSError when a cgroup cannot be made (the run then cannot be contained)."""
+        return self.apply(memory=memory, cpu=cpu, pids=pids, make=True)
+
+    def apply(
+        self, *, memory: int | None, cpu: float | None, pids: int | None, make: bool = False
+    ) -> list[str]:
+        """The hierarchies this run needs (v1 pids/cpu only when their limit is asked for: each
+        is one more mkdir and move per run; memory always, for the peak, D154), made (``make``:
+        every one; else only the missing ones, the unneeded ones removed) and their limits
+        written where they differ from what the cgroup holds (``None``: no limit). Returns the
+        limits that could not be applied; raises OSError when a cgroup cannot be made."""
         wanted = {"memory": memory, "cpu": cpu, "pids": pids}
-        # v1 pids/cpu hierarchies only when their limit is asked for (each is one more mkdir,
-        # move and rmdir per run); memory always, for the peak (D154).
-        self.v1 = {c: p for c, p in self.v1.items() if c not in ("pids", "cpu") or wanted[c]}
-        for path in self.paths():
-            os.makedirs(path, exist_ok=True)
+        keep = {c: p for c, p in self.layout.v1.items() if c not in ("pids", "cpu") or wanted[c]}
+        for ctl in [c for c in self.v1 if c not in keep]:
+            shared = self.v1[ctl] in [p for c, p in self.v1.items() if c != ctl]
+            if not make and shared and self.applied.get(ctl) is not None:
+                self._limit_v1(ctl, None)  # co-mounted (``cpu,cpuacct``): stays, limit lifted
+            path = self.v1.pop(ctl)
+            if not make and not shared:  # a reused cgroup's: empty (the pool checked)
+                os.rmdir(path)
+            self.applied[ctl] = None
+        for ctl in keep:
+            if ctl not in self.v1 or make:
+                self.v1[ctl] = os.path.join(keep[ctl], self.name)
+                os.makedirs(self.v1[ctl], exist_ok=True)
+        if make and self.v2 is not None:
+            os.makedirs(self.v2, exist_ok=True)
         missing: list[str] = []
         for ctl, value in wanted.items():
-            if value is None:
-                continue
             where = self.layout.limits.get(ctl)
+            if value == self.applied.get(ctl):
+                continue
             try:
                 if where == "v2" and self.v2 is not None:
                     self._limit_v2(ctl, value)
                 elif where == "v1" and ctl in self.v1:
                     self._limit_v1(ctl, value)
-                else:
+                elif value is not None:
                     missing.append(ctl)
+                    continue
+                self.applied[ctl] = value
             except OSError:
-                missing.append(ctl)
+                if not make:  # a reused cgroup may hold the last run's limit: not this run's
+                    raise
+                if value is not None:
+                    missing.append(ctl)
         return missing
 
-    def _limit_v2(self, ctl: str, value: float) -> None:
+    def _limit_v2(self, ctl: str, value: float | None) -> None:
         assert self.v2 is not None
         if ctl == "memory":
-            _write(os.path.join(self.v2, "memory.max"), str(int(value)))
+            _write(os.path.join(self.v2, "memory.max"), "max" if value is None else str(int(value)))
             swap = os.path.join(self.v2, "memory.swap.max")
-            if os.path.exists(swap):  # the limit is on memory, not memory + swap
-                _write(swap, "0")
+            if _exists(swap):  # the limit is on memory, not memory + swap
+                _write(swap, "max" if value is None else "0")
         elif ctl == "pids":
-            _write(os.path.join(self.v2, "pids.max"), str(int(value)))
+            _write(os.path.join(self.v2, "pids.max"), "max" if value is None else str(int(value)))
         else:
-            _write(os.path.join(self.v2, "cpu.max"), f"{_quota(value)} {CPU_PERIOD_US}")
+            quota = "max" if value is None else str(_quota(value))
+            _write(os.path.join(self.v2, "cpu.max"), f"{quota} {CPU_PERIOD_US}")
 
-    def _limit_v1(self, ctl: str, value: float) -> None:
+    def _limit_v1(self, ctl: str, value: float | None) -> None:
         base = self.v1[ctl]
         if ctl == "memory":
-            _write(os.path.join(base, "memory.limit_in_bytes"), str(int(value)))
+            limit = os.path.join(base, "memory.limit_in_bytes")
             memsw = os.path.join(base, "memory.memsw.limit_in_bytes")
-            if os.path.exists(memsw):
-                _write(memsw, str(int(value)))
+            text = "-1" if value is None else str(int(value))
+            old = self.applied.get("memory")
+            # the kernel keeps limit <= memsw limit: raise memsw first, lower it last
+            raising = value is None or (old is not None and value > old)
+            order = [memsw, limit] if raising else [limit, memsw]
+            for path in order:
+                if path is limit or _exists(memsw):
+                    _write(path, text)
         elif ctl == "pids":
-            _write(os.path.join(base, "pids.max"), str(int(value)))
+            _write(os.path.join(base, "pids.max"), "max" if value is None else str(int(value)))
         else:
             _write(os.path.join(base, "cpu.cfs_period_us"), str(CPU_PERIOD_US))
-            _write(os.path.join(base, "cpu.cfs_quota_us"), str(_quota(value)))
+            quota = "-1" if value is None else str(_quota(value))
+            _write(os.path.join(base, "cpu.cfs_quota_us"), quota)
 
     def add(self, pid: int) -> None:
         """Move ``pid`` into every cgroup of the run (the kill domain first)."""
@@ -197,31 +239,117 @@ class RunCgroup:
         elif "freezer" in self.v1:
             kill_frozen(self.v1["freezer"])
 
-    def usage(self) -> Usage:
-        peak: int | None = None
-        cpu: float | None = None
-        ooms = 0
+    def _counters(self) -> tuple[int, int]:
+        """CPU time (v2 µs or v1 ns) and OOM kills counted so far: never reset by the kernel."""
         if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
-            peak = _int_file(os.path.join(self.v2, "memory.peak"))
             ooms = _events(os.path.join(self.v2, "memory.events"), "oom_kill")
         elif "memory" in self.v1:
-            peak = _int_file(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"))
             ooms = _events(os.path.join(self.v1["memory"], "memory.oom_control"), "oom_kill")
+        else:
+            ooms = 0
         if self.v2 is not None:
-            usec = _events(os.path.join(self.v2, "cpu.stat"), "usage_usec")
-            cpu = usec / 1e6
+            cpu = _events(os.path.join(self.v2, "cpu.stat"), "usage_usec")
         elif "cpuacct" in self.v1:
-            ns = _int_file(os.path.join(self.v1["cpuacct"], "cpuacct.usage"))
-            cpu = ns / 1e9 if ns is not None else None
-        return Usage(peak_memory=peak, cpu_seconds=cpu, oom_kills=ooms)
+            cpu = _int_file(os.path.join(self.v1["cpuacct"], "cpuacct.usage")) or 0
+        else:
+            cpu = 0
+        return cpu, ooms
+
+    def begin(self) -> None:
+        """A reused cgroup (empty, D340) starts a run: its memory peak is reset to what it holds
+        now (v1: a write to ``memory.max_usage_in_bytes``; v2: a write to ``memory.peak``, which
+        resets it for reads through the same file descriptor — Linux 6.12 and later; raises
+        OSError before) and its CPU and OOM counters are taken as the run's zero."""
+        # an empty cgroup's counters do not move: the ones read at the last run's end will do
+        self._cpu0, self._ooms0 = self._seen if self._seen is not None else self._counters()
+        self._seen = None
+        if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
+            self.end()
+            fd = os.open(os.path.join(self.v2, "memory.peak"), os.O_RDWR | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"reset\n")
+            except OSError:
+                os.close(fd)
+                raise
+            self._peak_fd = fd
+        elif "memory" in self.v1:
+            _write(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"), "0")
+
+    def end(self) -> None:
+        """Close what ``begin`` opened (the cgroup goes back to the pool, or away)."""
+        fd, self._peak_fd = self._peak_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def usage(self) -> Usage:
+        """What the run used: its memory peak, its CPU time and OOM kills since it began."""
+        peak: int | None = None
+        cpu: float | None = None
+        if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
+            if self._peak_fd is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    peak = int(os.pread(self._peak_fd, 64, 0).split()[0])
+            else:
+                peak = _int_file(os.path.join(self.v2, "memory.peak"))
+        elif "memory" in self.v1:
+            peak = _int_file(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"))
+        used, ooms = self._seen = self._counters()
+        if self.v2 is not None:
+            cpu = max(0, used - self._cpu0) / 1e6
+        elif "cpuacct" in self.v1:
+            cpu = max(0, used - self._cpu0) / 1e9
+        return Usage(peak_memory=peak, cpu_seconds=cpu, oom_kills=max(0, ooms - self._ooms0))
+
+    def memory_held(self) -> int | None:
+        """Bytes still charged to the (empty) cgroup: page cache and kernel memory its runs
+        left; None when nothing counts memory here."""
+        if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
+            return _int_file(os.path.join(self.v2, "memory.current"))
+        if "memory" in self.v1:
+            return _int_file(os.path.join(self.v1["memory"], "memory.usage_in_bytes"))
+        return None
+
+    def reclaim(self) -> None:
+        """Ask the kernel to give back what the (empty) cgroup holds (v1 ``memory.force_empty``,
+        v2 ``memory.reclaim``); best effort."""
+        with contextlib.suppress(OSError):
+            if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
+                _write(os.path.join(self.v2, "memory.reclaim"), str(1 << 40))
+            elif "memory" in self.v1:
+                _write(os.path.join(self.v1["memory"], "memory.force_empty"), "0")
+
+    def empty(self) -> bool:
+        """No process in any of the run's cgroups and no cgroup below them (a job running as
+        root could make one): the only state in which a cgroup may serve another run."""
+        for path in self.paths():
+            try:
+                if os.stat(path).st_nlink != 2 or _read(os.path.join(path, "cgroup.procs")):
+                    return False
+            except OSError:
+                return False
+        return True
 
     def remove(self, timeout: float = 1.0) -> bool:
         """Remove the run's cgroups, killing what is left in them; False if some remain."""
+        self.end()
         return _remove_all(self.paths(), self.kill, timeout)
 
 
 def _quota(cpu: float) -> int:
     return max(1000, round(cpu * CPU_PERIOD_US))
+
+
+_EXISTS: dict[str, bool] = {}
+
+
+def _exists(path: str) -> bool:
+    """Whether a cgroup control file exists. The answer is the kernel's (swap accounting, a
+    controller's version), the same for every cgroup of a hierarchy: asked once per file name."""
+    name = os.path.basename(path)
+    found = _EXISTS.get(name)
+    if found is None:
+        found = _EXISTS[name] = os.path.exists(path)
+    return found
 
 
 def _int_file(path: str) -> int | None:

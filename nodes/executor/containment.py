@@ -22,6 +22,7 @@ import structlog
 
 from nodes import metrics
 from nodes.executor import cgroups
+from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import NONE, Layout, RunCgroup
 
 log = structlog.get_logger(__name__)
@@ -35,6 +36,7 @@ class Containment:
         self.data_dir = data_dir
         self.use_cgroups = use_cgroups
         self.layout: Layout = NONE
+        self.pool: CgroupPool | None = None  # the run cgroups, reused (D340)
         self.reaped = 0
         self._fence: subprocess.Popen[bytes] | None = None
         self._write_fd: int | None = None
@@ -58,12 +60,14 @@ class Containment:
             self.reaped = len(left)
             if left:
                 log.warning("reaped runs left by a previous incarnation", cgroups=len(left))
+            self.pool = CgroupPool(self.layout)
             log.info(
-                "cgroups: one per run",
+                "cgroups: one per run at a time, reused",
                 mode=self.layout.mode,
                 kill=self.layout.kill,
                 limits=self.layout.limits,
-                note=self.layout.reason or None,
+                pool=self.pool.size,
+                note="; ".join(n for n in (self.layout.reason, self.pool.reason) if n) or None,
             )
         else:
             log.warning(
@@ -122,6 +126,8 @@ class Containment:
     def close(self) -> None:
         """Clean stop: every run is finished; remove the subtree, let the fence go (EOF)."""
         self._closed = True
+        if self.pool is not None:
+            self.pool.close()
         if self.layout.enabled:
             cgroups.reap(self.layout, timeout=1.0)
             cgroups.remove_subtree(self.layout)
@@ -184,6 +190,7 @@ class Containment:
         fence = self._fence
         return {
             **self.layout.describe(),
+            "pool": self.pool.describe() if self.pool is not None else None,
             "fence": {
                 "pid": fence.pid if fence is not None else None,
                 "alive": fence is not None and fence.poll() is None,

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import structlog
 
-from nodes.executor.cgroups import RunCgroup
-
 log = structlog.get_logger(__name__)
 
 RESULT_NAME = ".cronmesh-result.json"
@@ -94,23 +92,6 @@ def make_run_dir(path: Path, uid: int | None, gid: int | None) -> None:
     os.chmod(path, 0o700)  # whatever the umask
     if uid is not None and gid is not None:
         os.chown(path, uid, gid)
-
-
-def prepare_attempt(
-    path: Path,
-    uid: int | None,
-    gid: int | None,
-    cg: RunCgroup,
-    *,
-    memory: int | None,
-    cpu: float | None,
-    pids: int | None,
-) -> list[str]:
-    """In a cgroup-io thread, before the spawn: the attempt's folder (``make_run_dir``), then its
-    cgroup with its limits (``RunCgroup.create``: the limits it could not apply). One hand-off
-    for both (D310); raises OSError when either cannot be made."""
-    make_run_dir(path, uid, gid)
-    return cg.create(memory=memory, cpu=cpu, pids=pids)
 
 
 def remove_run_dir(path: Path) -> None:

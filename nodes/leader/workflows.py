@@ -18,7 +18,6 @@ finished while nobody led.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -26,7 +25,6 @@ from typing import Any
 
 import structlog
 
-from cluster.cron import Schedule
 from cluster.dag import Graph
 from cluster.election import Leadership
 from cluster.errors import LostOwnership, Unavailable
@@ -34,10 +32,9 @@ from cluster.etcd import Compacted, Compare, Etcd, Op, OutcomeUnknown
 from cluster.execplan import admitted, fold_finished, step
 from cluster.keys import Keys
 from cluster.models import FINISHED, Run
-from cluster.plan import plan_schedule
-from cluster.store import Store, dumps
+from cluster.store import Store
 from cluster.watch import follow
-from cluster.workflow_store import new_execution, task_run
+from cluster.workflow_store import task_run
 from cluster.workflows import (
     Execution,
     Workflow,
@@ -48,7 +45,7 @@ from nodes import metrics
 from nodes.leader.loops import DueQueue, periodic
 from nodes.leader.retention import ExecutionRetention
 from nodes.leader.rulecache import RuleCache
-from nodes.leader.wfwait import workflow_slot_ops
+from nodes.leader.wftick import WorkflowTicks
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +66,8 @@ class WorkflowEngine:
         clock: Callable[[], datetime],
         rules: RuleCache,
     ) -> None:
-        self.etcd, self.rules = etcd, rules  # the cluster freeze now (D239, D339)
+        self.etcd = etcd
+        self.ticks = WorkflowTicks(etcd, keys, store, leadership, clock=clock, rules=rules)
         self.keys = keys
         self.store = store
         self.lead = leadership
@@ -427,71 +425,6 @@ class WorkflowEngine:
             await self.due.wait()
 
     async def fire(self, wk: WfKey) -> None:
-        """Plan a workflow's schedules (the same catch-up rules as jobs): one execution per due
-        tick, in one fenced transaction comparing the schedule state and creating tick keys."""
-        wf = self.workflows.get(wk)
-        if wf is None or not wf.enabled:
-            return
-        schedules: list[tuple[str, Schedule, Any]] = [
-            (
-                s.fingerprint(),
-                s.parse(f"wf/{wf.project}/{wf.name}"),
-                s,
-            )
-            for s in wf.schedules
-            if s.enabled
-        ]
-        if not schedules:
-            return
-        state_key = self.keys.workflow_schedule_state(*wk)
-        kv = await self.etcd.get(state_key)
-        state: dict[str, Any] = json.loads(kv.value) if kv else {}
-        rev = kv.mod_revision if kv else 0
-        now = self.clock()
-        sched_state: dict[str, Any] = state.setdefault("schedules", {})
-        execs: list[tuple[Execution, str]] = []
-        skips: list[tuple[Any, Any]] = []  # ticks the cluster freeze skips: (compare, op)
-        next_due: datetime | None = None
-        for fp, sched, spec in schedules:
-            last = sched_state.get(fp, {}).get("last_tick")
-            plan = plan_schedule(
-                sched,
-                last_tick=datetime.fromisoformat(last) if last else None,
-                active_since=wf.active_since,
-                now=now,
-                catchup=wf.catchup,
-                starting_deadline=wf.starting_deadline,
-                limit=wf.catchup_limit,
-            )
-            for tick, source in self.rules.skip_frozen(wk, fp, plan.fire[:8], skips):
-                ex = new_execution(
-                    self.store, wf, parameters=spec.parameters, source=source, scheduled_at=tick
-                )
-                tick_key = self.keys.workflow_tick(*wk, fp, int(tick.timestamp() * 1000))
-                execs.append((ex, tick_key))
-            if plan.last_tick is not None:
-                newest = plan.fire[:8][-1][0] if len(plan.fire) > 8 else plan.last_tick
-                sched_state[fp] = {"last_tick": newest.isoformat()}
-            if len(plan.fire) > 8:
-                next_due = now
-            elif plan.next_due is not None:
-                next_due = plan.next_due if next_due is None else min(next_due, plan.next_due)
-        live = {fp for fp, _, _ in schedules}
-        for fp in list(sched_state):
-            if fp not in live:
-                del sched_state[fp]
-        compares = [self.lead.fence(), Compare.modified(state_key, rev), self.rules.guard()]
-        ops: list[Any] = [Op.put(state_key, dumps(state)), *(op for _, op in skips)]
-        compares += [c for c, _ in skips]
-        for ex, tick_key in execs:  # the slot's record (D234), or its held slot (D296)
-            compares.append(Compare.absent(tick_key))
-            ops += await workflow_slot_ops(self.etcd, self.keys, wf, ex, tick_key)
-        res = await self.etcd.txn(compares, ops, [self.lead.probe()])
-        if not res.succeeded:
-            self.lead.check_fenced(res, "fenced workflow tick rejected")
-            await self.rules.catch_up()  # when a rule changed since the snapshot (D339)
-            self._due_at(wk, self.clock() + timedelta(seconds=0.05))
-            return
-        for ex, _ in execs:
-            log.info("workflow tick fired", workflow=wf.name, execution=ex.id, tick=ex.scheduled_at)
-        self._due_at(wk, next_due)
+        """Plan a workflow's schedules (``nodes.leader.wftick``) and wait for the next due one."""
+        if (wf := self.workflows.get(wk)) is not None and wf.enabled:
+            self._due_at(wk, await self.ticks.fire(wk))

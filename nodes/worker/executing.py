@@ -30,8 +30,8 @@ from cluster.models import Run, secret_refs
 from cluster.runas import decide
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
-from nodes.executor import runas, workdir
-from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
+from nodes.executor import launch, runas, workdir
+from nodes.executor.cgroups import RunCgroup
 from nodes.executor.process import ExitStatus, Process
 from nodes.worker.attempt import EXECUTED_KEPT, IDENTITY_TTL, MAX_RESULT, Execution
 from nodes.worker.outcome import Outcomes
@@ -173,39 +173,56 @@ class Executing(Outcomes):
             self._identities[key] = cached
         return cached[0]
 
-    async def _prepare(
-        self, ex: Execution, writer: SpoolWriter, folder: Path, who: runas.Identity | None
-    ) -> RunCgroup | None:
-        """The attempt's private folder (D143) and its cgroup with its limits (D150, D153), made
-        in one cgroup-io hand-off (D310: a folder's mkdir held the loop ~0.15 ms on ext4). A
-        limit this node cannot apply is said in the run's log and a metric, and the run goes on
-        without it. Raises OSError when either cannot be made."""
-        run = ex.run
+    async def _launch(
+        self,
+        ex: Execution,
+        writer: SpoolWriter,
+        folder: Path,
+        who: runas.Identity | None,
+        command: tuple[list[str], dict[str, str], list[str] | None],
+        on_output: Any,
+        armed: bool,
+    ) -> tuple[Process, RunCgroup | None]:
+        """The attempt's private folder (D143), its cgroup from the node's pool with its limits
+        (D150, D153, D340) and its process, held and moved in: one cgroup-io hand-off (D341);
+        without cgroups the folder's one mkdir stays on the loop. A limit this node cannot apply
+        is said in the run's log and a metric, and the run goes on without it. Raises OSError
+        when any cannot be made (the process never started)."""
+        res = ex.run.snapshot.resources
+        argv, env, prefix = command
         uid, gid = (who.uid, who.gid) if who is not None else (None, None)
-        cg = self.containment.run_cgroup(run.id, run.attempt) if self.containment else None
-        if cg is None:
+        pool = self.containment.pool if self.containment is not None else None
+        cg: RunCgroup | None = None
+        if pool is None:
             workdir.make_run_dir(folder, uid, gid)  # one mkdir: not worth a hand-off
-            if self.containment is None:
-                return None
-        res = run.snapshot.resources
-        asked = res.asked() if res is not None else {}
-        if cg is None:
+            asked = res.asked() if res is not None and self.containment is not None else {}
             missing = sorted(asked)
+            proc = await Process.start(
+                argv,
+                env=env,
+                cwd=str(folder),
+                on_output=on_output,
+                armed=armed,
+                prefix=prefix,
+                umask=workdir.job_umask(),
+            )
         else:
-            missing = await asyncio.get_running_loop().run_in_executor(
-                cgroup_io(),
-                functools.partial(
-                    workdir.prepare_attempt,
-                    folder,
-                    uid,
-                    gid,
-                    cg,
-                    memory=res.memory if res else None,
-                    cpu=res.cpu if res else None,
-                    pids=res.pids if res else None,
-                ),
+            limits = {k: getattr(res, k) if res else None for k in ("memory", "cpu", "pids")}
+            proc, cg, missing = await launch.start(
+                argv,
+                env=env,
+                folder=folder,
+                uid=uid,
+                gid=gid,
+                pool=pool,
+                limits=limits,
+                on_output=on_output,
+                armed=armed,
+                prefix=prefix,
+                umask=workdir.job_umask(),
             )
         if missing:
+            assert self.containment is not None
             for name in missing:
                 metrics.LIMITS_NOT_APPLIED.labels(resource=name).inc()
             why = self.containment.layout.reason or "not supported here"
@@ -213,24 +230,8 @@ class Executing(Outcomes):
                 f"node {self.node_id} cannot apply the limits {', '.join(missing)} ({why}): "
                 "the run goes on without them"
             )
-            log.warning("resource limits not applied", run=run.id, missing=missing)
-        return cg
-
-    @staticmethod
-    def _finish_cgroup(cg: RunCgroup, folder: Path) -> tuple[Usage, bool, Read, bool]:
-        """In a cgroup-io thread: what the run used, its cgroups removed, then (nothing of the
-        run being left) its result file read and its folder removed when empty (D310); the last
-        value says whether the folder is gone."""
-        usage = cg.usage()
-        removed = cg.remove(timeout=0.5)
-        if not removed:
-            return usage, removed, None, False
-        read = workdir.read_result(folder / workdir.RESULT_NAME, MAX_RESULT)
-        try:
-            os.rmdir(folder)
-        except OSError:  # not empty: removed by the caller, off the loop
-            return usage, removed, read, False
-        return usage, removed, read, True
+            log.warning("resource limits not applied", run=ex.run.id, missing=missing)
+        return proc, cg
 
     async def _secrets(self, run: Run) -> dict[str, bytes]:
         """The values of the secrets the run references, read now (at its start)."""
@@ -307,16 +308,9 @@ class Executing(Outcomes):
                 return self._not_started(ex, writer)  # cancelled while waiting for a seat
             spawn_t = time.perf_counter()
             try:
-                cg = await self._prepare(ex, writer, folder, identity)  # its folder too
-                ex.proc = await Process.start(
-                    argv,
-                    env=env,
-                    cwd=str(folder),
-                    on_output=on_output,
-                    armed=armed,
-                    cgroup=cg,
-                    prefix=prefix,
-                    umask=workdir.job_umask(),
+                command = (argv, env, prefix)  # with its folder and cgroup (D341)
+                ex.proc, cg = await self._launch(
+                    ex, writer, folder, identity, command, on_output, armed
                 )
             except OSError as exc:
                 writer.note(f"cannot start the process: {exc}")
@@ -352,14 +346,15 @@ class Executing(Outcomes):
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
             if cg is not None:
-                done = await asyncio.get_running_loop().run_in_executor(
-                    cgroup_io(), self._finish_cgroup, cg, folder
-                )
+                assert self.containment is not None and self.containment.pool is not None
+                # from here the clean-up thread owns the cgroup, cancelled or not: it may go
+                # back to the pool, and nothing below may kill what a next run puts in it
+                name, cg = cg.name, None
+                done = await launch.finish(self.containment.pool, ex.proc, folder, MAX_RESULT)
                 ex.usage, removed, read, ex.folder_gone = done
                 if not removed:
-                    log.warning("run cgroup not removed", run=run.id, cgroup=cg.name)
+                    log.warning("run cgroup not removed", run=run.id, cgroup=name)
                     tree_gone = False
-                cg = None
             status, error = self._outcome(ex, exit_status)
             if self._fenced(ex, exit_status):
                 status = "lost"

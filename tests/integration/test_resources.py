@@ -65,7 +65,13 @@ async def test_status_and_metrics_show_the_containment(cluster):
     status, body = await cluster.request("GET", "/status")
     assert status == 200
     containment = body["node"]["containment"]
-    assert containment == {**node.containment.layout.describe(), "fence": containment["fence"]}
+    assert containment == {
+        **node.containment.layout.describe(),
+        "pool": containment["pool"],
+        "fence": containment["fence"],
+    }
+    if node.containment.layout.enabled:  # the run cgroups kept for reuse (D340)
+        assert containment["pool"]["size"] > 0 or containment["pool"]["note"]
     assert containment["fence"]["alive"] is True
     assert 0 < containment["fence"]["valid_for"] <= 3  # the lease TTL of the fixture
     status, text = await cluster.request("GET", "/metrics")
@@ -120,6 +126,16 @@ async def test_a_run_within_its_limits_succeeds_with_its_usage(cluster):
         assert attempt["peak_memory"] > 0 and attempt["cpu_seconds"] is not None
     else:
         assert attempt["peak_memory"] is None and attempt["cpu_seconds"] is None
+    # the next run gets the same cgroups back, its usage its own (D340)
+    status, again = await cluster.request("POST", f"{JOBS}/modest/runs", json={})
+    again = await finished_run(cluster, again["id"])
+    assert again["status"] == "succeeded", again
+    status, body = await cluster.request("GET", "/status")
+    pool = body["node"]["containment"]["pool"]
+    if node.containment.layout.enabled and pool["size"]:
+        assert pool["reused"] >= 1 and pool["made"] == 1, pool
+        (attempt,) = again["attempts"]
+        assert 0 < attempt["peak_memory"] < 16 << 20 and attempt["cpu_seconds"] < 1, attempt
 
 
 async def test_a_node_without_cgroups_runs_the_job_and_says_which_limits_it_skipped(cluster):

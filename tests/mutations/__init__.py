@@ -35,6 +35,7 @@ HOOKS = "tests/security/test_hook_attacks.py"
 FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
 HISTORY_COUNT = "tests/integration/test_history_accounting.py"
 SHARDS = "tests/integration/test_shard_scheduler.py"
+REUSE = "tests/security/test_cgroup_reuse.py"
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,22 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-workflow-tick",
-        "nodes/leader/workflows.py",
-        r"compares = \[self\.lead\.fence\(\), (Compare\.modified\(state_key, rev\)), ",
-        r"compares = [\1, ",
+        "nodes/leader/wftick.py",
+        r"self\.lead\.fence\(\),\s*(Compare\.modified\(state_key, rev\),)",
+        r"\1",
         (f"{FENCING}::test_a_deposed_leader_fires_no_workflow_tick",),
         "a deposed leader fires no workflow tick",
+    ),
+    Mutation(
+        "workflow-tick-doc-unchanged",
+        "nodes/leader/wftick.py",
+        r"Compare\.modified\(doc_key, doc\.mod_revision\),",
+        "",
+        (
+            "tests/integration/test_workflow_tick_order.py::"
+            "test_a_workflow_disabled_between_the_ticks_read_and_write_is_not_fired",
+        ),
+        "a workflow tick commits only on the document it was planned from (D372)",
     ),
     Mutation(
         "fence-waiting-slot",
@@ -477,6 +489,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "pass",
         ("tests/unit/test_cgroups.py::test_setsid_and_double_fork_do_not_escape_a_kill[auto]",),
         "a kill reaches every process of a run, also one that called setsid()",
+    ),
+    Mutation(
+        "cgroup-pool-empty",
+        "nodes/executor/cgroup_pool.py",
+        r"empty = self\.size > 0 and cg\.empty\(\)",
+        "empty = self.size > 0",
+        (f"{REUSE}::test_a_process_left_in_a_cgroup_is_killed_and_the_cgroup_is_not_reused[auto]",),
+        "a run never shares a cgroup with a process of an earlier run (D340)",
+    ),
+    Mutation(
+        "cgroup-pool-counters",
+        "nodes/executor/cgroup_pool.py",
+        r"cg\.begin\(\)",
+        "pass",
+        (f"{REUSE}::test_a_reused_cgroup_carries_no_limit_and_no_usage_of_its_previous_run[auto]",),
+        "a reused cgroup's usage is the new run's own (D340)",
     ),
     Mutation(
         "fence-end-of-file",

@@ -1,9 +1,12 @@
-"""A run's folder made with its cgroup, and removed (its result read) with it, off the event loop
-(D310): ``workdir.prepare_attempt`` and ``Executing._finish_cgroup``, with real cgroups and real
-processes where this machine has writable cgroups (it has, as root, and so has CI)."""
+"""A run's folder, cgroup and process made in one hand-off, and its cgroup given back, result
+read and folder removed in another, off the event loop (D310, D341): ``launch.start`` and
+``launch.finish``, with real cgroups and real processes where this machine has writable cgroups
+(it has, as root, and so has CI)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
 import stat
@@ -12,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from nodes.executor import cgroups, workdir
+from nodes.executor import cgroups, launch, workdir
+from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import Layout, RunCgroup
 from nodes.executor.process import Process
-from nodes.worker.executing import Executing
 
-ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+NO_LIMITS = {"memory": None, "cpu": None, "pids": None}
 
 
 @pytest.fixture
@@ -35,36 +39,40 @@ def present(cg: RunCgroup) -> int:
     return sum(Path(p).is_dir() for p in cg.paths())
 
 
-async def run_in(folder: Path, cg: RunCgroup, command: str) -> int:
-    proc = await Process.start(
+async def run_in(pool: CgroupPool, folder: Path, command: str) -> tuple[int, Process]:
+    proc, cg, missing = await launch.start(
         ["/bin/sh", "-c", command],
         env=ENV,
-        cwd=str(folder),
+        folder=folder,
+        uid=None,
+        gid=None,
+        pool=pool,
+        limits=NO_LIMITS,
         on_output=lambda stream, data: None,
-        cgroup=cg,
     )
+    assert missing == []
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert proc.cgroup is cg
     status = await proc.wait()
     assert status.exit_code is not None
-    return status.exit_code
+    return status.exit_code, proc
 
 
 async def test_folder_and_cgroup_made_together_then_result_read_and_both_removed(
     layout: Layout, tmp_path: Path
 ) -> None:
+    pool = CgroupPool(layout, size=0)  # nothing kept: the cgroup is removed
     folder = workdir.run_dir(tmp_path, "r1", 1)
-    cg = RunCgroup(layout, "run-r1-1")
-    missing = workdir.prepare_attempt(folder, None, None, cg, memory=None, cpu=None, pids=None)
-    assert missing == []
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    assert present(cg) == len(cg.paths())
     # the job runs in its folder, inside its cgroup, and leaves a result there
-    code = await run_in(
+    code, proc = await run_in(
+        pool,
         folder,
-        cg,
-        f'grep -q "{cg.name}" /proc/self/cgroup && echo \'{{"rows": 3}}\' > {workdir.RESULT_NAME}',
+        'grep -q "/cg-" /proc/self/cgroup && echo \'{"rows": 3}\' > ' + workdir.RESULT_NAME,
     )
     assert code == 0
-    usage, removed, read, gone = Executing._finish_cgroup(cg, folder)
+    cg = proc.cgroup
+    assert cg is not None
+    usage, removed, read, gone = await launch.finish(pool, proc, folder, 65536)
     assert removed and present(cg) == 0
     assert read == (b'{"rows": 3}\n', None)
     assert usage.cpu_seconds is not None
@@ -75,36 +83,121 @@ async def test_folder_and_cgroup_made_together_then_result_read_and_both_removed
 
 
 async def test_an_empty_folder_goes_with_the_cgroup(layout: Layout, tmp_path: Path) -> None:
+    pool = CgroupPool(layout)
     folder = workdir.run_dir(tmp_path, "r2", 1)
-    cg = RunCgroup(layout, "run-r2-1")
-    workdir.prepare_attempt(folder, None, None, cg, memory=None, cpu=None, pids=None)
-    assert await run_in(folder, cg, "true") == 0
-    _usage, removed, read, gone = Executing._finish_cgroup(cg, folder)
-    assert removed and read == (None, None) and not folder.exists()
+    code, proc = await run_in(pool, folder, "true")
+    assert code == 0
+    cg = proc.cgroup
+    assert cg is not None
+    _usage, removed, read, gone = await launch.finish(pool, proc, folder, 65536)
+    assert proc.cgroup is None  # a late signal to it reaches nothing of the next run
+    assert removed and read == (None, None) and gone and not folder.exists()
+    assert pool.idle() == 1 and present(cg) == len(cg.paths())  # kept for the next run
+    pool.close()
+    assert present(cg) == 0
 
 
 async def test_a_result_that_is_a_symlink_is_still_refused(layout: Layout, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text('{"stolen": true}')
+    pool = CgroupPool(layout)
     folder = workdir.run_dir(tmp_path, "r3", 1)
-    cg = RunCgroup(layout, "run-r3-1")
-    workdir.prepare_attempt(folder, None, None, cg, memory=None, cpu=None, pids=None)
-    assert await run_in(folder, cg, f"ln -s {secret} {workdir.RESULT_NAME}") == 0
-    _usage, removed, read, gone = Executing._finish_cgroup(cg, folder)
+    code, proc = await run_in(pool, folder, f"ln -s {secret} {workdir.RESULT_NAME}")
+    assert code == 0
+    _usage, removed, read, gone = await launch.finish(pool, proc, folder, 65536)
     assert removed and read is not None and read[0] is None
     assert "symbolic link" in (read[1] or "")
+    pool.close()
 
 
-def test_a_cgroup_that_cannot_be_made_raises_and_the_run_never_starts(
+async def test_a_cgroup_that_cannot_be_made_raises_and_the_run_never_starts(
     layout: Layout, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     broken = dataclasses.replace(layout, v2=str(blocker), v1={})
     folder = workdir.run_dir(tmp_path, "r4", 1)
+    started = tmp_path / "started"
     with pytest.raises(OSError):
-        workdir.prepare_attempt(
-            folder, None, None, RunCgroup(broken, "run-r4-1"), memory=None, cpu=None, pids=None
+        await launch.start(
+            ["/bin/sh", "-c", f"touch {started}"],
+            env=ENV,
+            folder=folder,
+            uid=None,
+            gid=None,
+            pool=CgroupPool(broken),
+            limits=NO_LIMITS,
+            on_output=lambda stream, data: None,
         )
+    assert not started.exists()
     assert folder.is_dir()  # made first; the worker's clean-up removes it (it is empty)
     workdir.remove_run_dir(folder)
+
+
+async def test_a_start_cancelled_meanwhile_leaves_no_process_and_no_cgroup(
+    layout: Layout, tmp_path: Path
+) -> None:
+    pool = CgroupPool(layout)
+    cancelled: list[Path] = []
+    loop = asyncio.get_running_loop()
+    for i in range(4):  # cancelled at once (even) or once its thread is at work (odd)
+        folder = workdir.run_dir(tmp_path, "r5", i + 1)
+        started = tmp_path / f"started-{i}"
+        task = asyncio.create_task(
+            launch.start(
+                ["/bin/sh", "-c", f"touch {started}"],
+                env=ENV,
+                folder=folder,
+                uid=None,
+                gid=None,
+                pool=pool,
+                limits=NO_LIMITS,
+                on_output=lambda stream, data: None,
+            )
+        )
+        deadline = loop.time() + 10
+        while i % 2 and not await asyncio.to_thread(folder.exists) and loop.time() < deadline:
+            await asyncio.sleep(0.001)  # the thread made the folder: it is spawning
+        task.cancel()
+        try:
+            proc, _cg, _missing = await task
+        except asyncio.CancelledError:
+            cancelled.append(started)
+        else:  # it was done before the cancel came: an ordinary run, ended as usual
+            await proc.wait()
+            await launch.finish(pool, proc, folder, 65536)
+    assert pool.made >= 1 and cancelled  # some were cancelled while their thread was at work
+    # the thread's spawn is undone when it arrives: the held process killed, its cgroup gone
+    # (only the cgroups of runs that ended as usual are left, kept in the pool)
+    deadline = loop.time() + 10
+    while len(cgroups.leftover_runs(layout)) > pool.idle() and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(cgroups.leftover_runs(layout)) == pool.idle()
+    assert not any(p.exists() for p in cancelled)  # a held command never ran
+    pool.close()
+
+
+async def test_an_end_cancelled_meanwhile_still_gives_the_cgroup_back(
+    layout: Layout, tmp_path: Path
+) -> None:
+    pool = CgroupPool(layout)
+    for i in range(3):  # cancelled before its thread starts, and while it runs
+        folder = workdir.run_dir(tmp_path, "r6", i + 1)
+        code, proc = await run_in(pool, folder, "true")
+        assert code == 0
+        task = asyncio.create_task(launch.finish(pool, proc, folder, 65536))
+        for _ in range(i + 1):  # it started (as an awaited call always has), then cancelled
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert proc.cgroup is None
+    # every cgroup goes back to the pool (or away): none is left held by nobody
+    deadline = asyncio.get_running_loop().time() + 10
+    while (
+        len(cgroups.leftover_runs(layout)) > pool.idle()
+        and asyncio.get_running_loop().time() < deadline
+    ):
+        await asyncio.sleep(0.02)
+    assert len(cgroups.leftover_runs(layout)) == pool.idle() >= 1
+    pool.close()
