@@ -12,6 +12,8 @@ them, it measures over ``--window`` seconds:
 - the busiest node's CPU per cluster tick (``/proc/<pid>/stat``), and its ratio to K = 1 at the
   same load, next to the model's ``max shards per node / K`` (``bench.shardsim.placement``);
 - etcd's CPU per tick;
+- the watch events each node decoded per cluster tick (``cronmesh_watch_events``, D348), in
+  all and by the family of the key watched (``schedule-state``, ``active``, ``queue``, ...);
 - then one shard's failover: SIGKILL of the leader of shard ``K - 1`` and the time until a new
   candidacy leads it (the lease TTL, 3 s, is the model's floor).
 
@@ -41,6 +43,7 @@ from bench.harness import (
     NodeProc,
     Samples,
     auth_headers,
+    by_label,
     parse_prom,
     proc_cpu,
     put_jobs,
@@ -110,6 +113,7 @@ async def level(
                 capacity=None,
                 properties={"role": "bench"},
                 lease_ttl=LEASE_TTL,
+                profile=args.profile / f"k{shards}-j{jobs}-{i}.prof" if args.profile else None,
             )
             for i in ids
         ]
@@ -121,9 +125,15 @@ async def level(
                 await put_jobs(http, nodes[0], "default", jobs, selector="role=none")
                 await asyncio.sleep(args.warmup)
                 e0 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
+                for n in nodes:
+                    n.profiling(True)
                 before = [await sample(http, n) for n in nodes]
                 await asyncio.sleep(args.window)
                 after = [await sample(http, n) for n in nodes]
+                for n in nodes:
+                    n.profiling(False)
+                if args.profile:
+                    await asyncio.sleep(3)  # the profiles are written before the failover kill
                 e1 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
                 avg = load()
                 failover = await kill_one(etcd, keys, nodes, shards)
@@ -137,6 +147,15 @@ async def level(
     ]
     tick_rate = sum(r["fired"] for r in rates)
     cpu_ms = [1000 * r["cpu"] / max(tick_rate, 1e-9) for r in rates]
+    # watch events each node decoded per cluster tick, in all and by key area (D356)
+    events = [
+        {
+            k.split(":", 1)[-1]: round((a[k] - b.get(k, 0.0)) / (a["t"] - b["t"]) / tick_rate, 2)
+            for k in a
+            if k.startswith("events") and a[k] != b.get(k, 0.0)
+        }
+        for a, b in zip(after, before, strict=True)
+    ]
     led = [[s for s, n in placed.items() if n == i] for i in ids]
     model = shardsim.placement(args.nodes, shards)
     return {
@@ -149,6 +168,7 @@ async def level(
         "keeps_up": tick_rate >= 0.99 * jobs and sum(r["missed"] for r in rates) == 0,
         "shards_led": led,
         "node_cpu_ms_per_tick": [round(c, 3) for c in cpu_ms],
+        "node_events_per_tick": events,
         "busiest_node_cpu_ms_per_tick": round(max(cpu_ms), 3),
         "etcd_cpu_ms_per_tick": round(1000 * (e1[1] - e0[1]) / (e1[0] - e0[0]) / tick_rate, 3),
         "model_max_shards_per_node": model.max_shards_per_node,
@@ -163,11 +183,15 @@ async def sample(http: aiohttp.ClientSession, node: NodeProc) -> dict[str, float
     cpu = proc_cpu(node.pid).self_s
     async with http.get(f"{node.url}/metrics") as r:
         prom = parse_prom(await r.text())
+    # per key family; the metric comes with D348 (absent from a node without it: no columns)
+    areas = by_label(prom, "cronmesh_watch_events", "family")
     return {
         "t": t,
         "cpu": cpu,
         "fired": value(prom, "cronmesh_ticks_total", fate="fired"),
         "missed": value(prom, "cronmesh_ticks_total", fate="missed"),
+        "events": sum(areas.values()),
+        **{f"events:{a}": n for a, n in areas.items()},
     }
 
 
@@ -302,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--claims", type=int, default=100, help="runnable jobs for the claim phase")
+    ap.add_argument(
+        "--profile", type=Path, help="cProfile each node over the window into this folder (CPU x2)"
+    )
     args = ap.parse_args(argv)
     out = asyncio.run(main_async(args))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -52,11 +52,17 @@ def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
 
 
+def job_hash(project: str, name: str) -> int:
+    """The hash a job's shard is taken from, for every ``K`` at once (``shard_of`` is it mod K):
+    a node's shared watch computes it once per event and routes it to each shard (D356)."""
+    return _hash64(f"{project}/{name}")
+
+
 def shard_of(project: str, name: str, shards: int) -> int:
     """The shard of a job (or workflow) ``project/name`` among ``shards``."""
     if shards <= 1:
         return 0
-    return _hash64(f"{project}/{name}") % shards
+    return job_hash(project, name) % shards
 
 
 def election_name(shard: int) -> str:
@@ -111,6 +117,10 @@ class Shard:
 
     def owns(self, project: str, name: str) -> bool:
         return self.count == 1 or shard_of(project, name, self.count) == self.index
+
+    def owns_hash(self, h: int) -> bool:
+        """``owns`` from the job's :func:`job_hash`."""
+        return self.count == 1 or h % self.count == self.index
 
     @property
     def singletons(self) -> bool:

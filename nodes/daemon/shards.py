@@ -30,6 +30,7 @@ from cluster.shard_store import read_shards
 from cluster.shards import Shard, campaign_delay, election_name, hand_over_to, rank_of
 from cluster.watch import follow
 from nodes import metrics
+from nodes.leader.feed import Feed
 from nodes.leader.notifier import lead_with_notifier
 from nodes.leader.scheduler import Scheduler
 
@@ -72,8 +73,16 @@ class Campaigns:
         self.count = 1
         self.elections: dict[int, Election] = {}
         self.led: set[int] = set()  # the shards this node leads now
+        # one watch per prefix for every shard this node leads, not one per shard (D356)
+        self.feed = Feed(node.etcd)
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.feed.aclose()
+
+    async def _run(self) -> None:
         while not self.session.lost.is_set():
             try:
                 count, setting_rev, rev = await read_shards(self.node.etcd, self.node.keys)
@@ -209,6 +218,7 @@ class Campaigns:
                     archive=node.logs.archive,
                     ahead=node.config.materialize_ahead,
                     shard=shard,
+                    feed=self.feed,
                 )
                 if shard.singletons:
                     node.scheduler = scheduler

@@ -3,7 +3,8 @@ is next due. One consistent read (``load``), then watches from that revision (``
 
 With sharding (D301) a shard leader keeps only its shard's jobs; shard 0's leader, which also
 runs the per-cluster loops (reaper, retention, deadlines, notifier: D302), keeps every job and
-every active run for them but fires (puts in the due queue) only its own shard's jobs.
+every active run for them but fires (puts in the due queue) only its own shard's jobs. The shard
+leaders of one node share one watch per prefix (``nodes.leader.feed``, D356).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from cluster.models import Job, ScheduleSpec
 from cluster.outcomes import slot_deadlines
 from cluster.shards import Shard
 from cluster.tickplan import parse_job
-from cluster.watch import follow
+from cluster.watch import Handler, KnownKeys, follow
+from nodes.leader.feed import Feed, Subscription
 from nodes.leader.loading import load_jobs
 from nodes.leader.loops import DueQueue
 
@@ -56,8 +58,11 @@ class JobCache:
         *,
         clock: Callable[[], datetime],
         shard: Shard | None = None,
+        feed: Feed | None = None,
     ) -> None:
         self.etcd = etcd
+        self.feed = feed  # the node's shared watches (D356); None: watches of its own
+        self._subs: list[Subscription] = []
         self.keys = keys
         self.clock = clock
         self.shard = shard or Shard()
@@ -88,7 +93,16 @@ class JobCache:
         return tuple(self.keys.tail(key, base))
 
     async def load(self) -> int:
-        """Every job and schedule state, then every active run, at one revision (D262)."""
+        """Every job and schedule state, then every active run, at one revision (D262). With a
+        node's shared watches (D356), joined first: they hold what changes during the read."""
+        if self.feed is not None and not self._subs:
+            try:
+                for prefix, handle, known, every in self._watched():
+                    sub = await self.feed.subscribe(prefix, self.shard, handle, known, every=every)
+                    self._subs.append(sub)
+            except BaseException:
+                self.close()
+                raise
         rev = await load_jobs(self.etcd, self.keys, self.on_job, self.on_state)
         actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
         for kv in actives.kvs:
@@ -97,42 +111,50 @@ class JobCache:
         return rev
 
     def follow(self, tg: asyncio.TaskGroup, rev: int) -> None:
-        """Watch jobs, schedule states and active runs from ``rev`` (tasks of ``tg``)."""
-        tg.create_task(
-            follow(
-                self.etcd,
-                self.keys.jobs(),
-                rev,
+        """Watch jobs, schedule states and active runs from ``rev`` (tasks of ``tg``): through
+        the node's shared watches when there are (``load`` joined them), else watches of its
+        own."""
+        if self._subs:
+            for sub in self._subs:
+                tg.create_task(sub.run(rev))
+            return
+        for prefix, handle, known, _ in self._watched():
+            tg.create_task(follow(self.etcd, prefix, rev, handle, known))
+
+    def close(self) -> None:
+        """Leave the shared watches (idempotent; the scheduler's term ends)."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            sub.close()
+
+    def _watched(self) -> list[tuple[str, Handler, KnownKeys, bool]]:
+        """(prefix, handler, known keys, every job's events) of each watch: shard 0 keeps every
+        job and active run, every shard only its own schedule states (D301)."""
+        keys = self.keys
+        return [
+            (
+                keys.jobs(),
                 lambda ev: self.on_job(
                     ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
                 ),
-                lambda: {self.keys.job(*jk) for jk in self.jobs},
-            )
-        )
-        tg.create_task(
-            follow(
-                self.etcd,
-                self.keys.schedule_states(),
-                rev,
+                lambda: {keys.job(*jk) for jk in self.jobs},
+                self.keeps_all,
+            ),
+            (
+                keys.schedule_states(),
                 lambda ev: self.on_state(
                     ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
                 ),
-                lambda: {
-                    self.keys.schedule_state(*jk) for jk, e in self.jobs.items() if e.state_rev
-                },
-            )
-        )
-        tg.create_task(
-            follow(
-                self.etcd,
-                self.keys.actives(),
-                rev,
+                lambda: {keys.schedule_state(*jk) for jk, e in self.jobs.items() if e.state_rev},
+                False,
+            ),
+            (
+                keys.actives(),
                 lambda ev: self.on_active(ev.kv.key, ev.kind == "put", ev.kv.mod_revision),
-                lambda: {
-                    self.keys.active(*jk, r) for jk, runs in self.active.items() for r in runs
-                },
-            )
-        )
+                lambda: {keys.active(*jk, r) for jk, runs in self.active.items() for r in runs},
+                self.keeps_all,
+            ),
+        ]
 
     def on_job(self, key: str, value: bytes | None, rev: int = 0) -> None:
         project, name = self._key_of(key, self.keys.jobs())[:2]

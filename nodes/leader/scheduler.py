@@ -44,6 +44,7 @@ from cluster.tickplan import TXN_BYTES, plan_job
 from cluster.watch import follow
 from nodes import metrics
 from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
+from nodes.leader.feed import Feed
 from nodes.leader.jobcache import GUARDED, JobCache, JobEntry, JobKey
 from nodes.leader.loading import PASS_JOBS, YIELD_EVERY
 from nodes.leader.loops import periodic
@@ -86,6 +87,7 @@ class Scheduler:
         archive: Archiver | None = None,
         ahead: float = 0.0,
         shard: Shard | None = None,
+        feed: Feed | None = None,
     ) -> None:
         self.ahead = ahead  # seconds: runs are written this long before their tick (D120)
         self.etcd = etcd
@@ -100,6 +102,7 @@ class Scheduler:
             keys,
             clock=clock,
             shard=self.shard,
+            feed=feed,  # the node's watches, shared by the shards it leads (D356)
         )
         if self.shard.singletons:  # the slot watcher runs on shard 0's leader only (D302)
             self.cache.on_job_changed = lambda jk: self.slots.on_job(jk)
@@ -147,6 +150,12 @@ class Scheduler:
 
     async def run(self) -> None:
         """Lead until cancelled; raises LostOwnership when a fenced write shows we were deposed."""
+        try:
+            await self._lead()
+        finally:
+            self.cache.close()  # leaves the node's shared watches (D356)
+
+    async def _lead(self) -> None:
         rev = await self._load()
         log.info("scheduler leading", jobs=len(self.jobs), revision=rev)
         async with asyncio.TaskGroup() as tg:

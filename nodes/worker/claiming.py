@@ -19,6 +19,7 @@ from cluster.etcd import (
     OutcomeUnknown,
 )
 from cluster.models import Run
+from cluster.placement import Candidate
 from cluster.plan import slot_limit
 from cluster.store import Stored, dumps
 from nodes import metrics
@@ -43,6 +44,27 @@ class Claiming:
             if i not in used:
                 return True, self.keys.slot(run.project, run.job, i)
         return False, None
+
+    def _grant_guards(self, run: Run, chosen: Candidate) -> list[Any]:
+        """Compares that make a claim exact against grants (D155): the group record that let the
+        project reach this node is unchanged since the view read it (a revoked grant fails the
+        claim even before the watch delivers it); a node the project reaches as a shared node
+        was not bound to a group since (which would have reserved it)."""
+        if self.view is None:
+            return []
+        guards: list[Any] = []
+        if run.snapshot.run_as is not None:
+            # the project's run_as grant is what the view read: a user revoked just now fails
+            # the claim even before the watch delivers the change (D142)
+            rev = self.view.project_revision(run.project)
+            guards.append(Compare.modified(self.keys.project(run.project), rev))
+        if chosen.grant is not None:
+            rev = self.view.group_revision(chosen.grant)
+            return [*guards, Compare.modified(self.keys.group(chosen.grant), rev)]
+        if run.snapshot.target.group is None:
+            since = self.view.bindings_revision
+            return [*guards, Compare.unchanged_since(self.keys.bindings(), since)]
+        return guards
 
     async def _claim(
         self,

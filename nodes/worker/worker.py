@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -21,7 +22,6 @@ import structlog
 from cluster.budgets import Wait, retry_in
 from cluster.etcd import (
     KV,
-    Compare,
     Etcd,
 )
 from cluster.keys import Keys
@@ -46,6 +46,7 @@ from nodes.worker.capacity import FDS_PER_RUN, Capacity, raise_fd_limit
 from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.executing import Executing
+from nodes.worker.parking import ANY, Parking
 from nodes.worker.seating import Seating
 
 log = structlog.get_logger(__name__)
@@ -111,6 +112,7 @@ class Worker(Claiming, Executing):
         self._seen: dict[str, float] = {}  # queue key -> when this worker first found it claimable
         self._claim_cost: dict[str, int] = {}
         self._best: dict[str, tuple[int, Candidate | None]] = {}  # key -> (view version, pref.)
+        self._parked = Parking()  # entries not to look at again until the view moves (D358)
         if view is not None:
             view.on_change = self.kick
         self.running: dict[str, Execution] = {}
@@ -181,8 +183,10 @@ class Worker(Claiming, Executing):
         self._best.clear()
         self._fresh.clear()
         self._future.clear()
+        self._parked.clear()
 
     def _on_queue(self, key: str, kv: KV | None) -> None:
+        self._parked.drop(key)
         if kv is None:
             self.candidates.pop(key, None)
             self._parsed.pop(key, None)
@@ -242,12 +246,15 @@ class Worker(Claiming, Executing):
         if self.run_as is not None and user is not None:
             # the node's own policy decides locally, whatever the view says
             if decide(user, run_as.group if run_as else None, self.run_as).refusal is not None:
+                self._parked.park(key, ANY)
                 return None
         if self.view is None:
             if target.group is None and matches(parse_selector(target.selector), self.properties):
                 return Candidate(self.node_id, 1), "preferred"
+            self._parked.park(key, ANY)
             return None
         if user is not None and user not in self.view.project_users.get(run.project, ()):
+            self._parked.park(key, self.view.version)
             return None  # the project may not (or no longer) run jobs as this user
         placement = self.view.placement(target.group, target.selector, run.project, user)
         cached = self._best.get(key)
@@ -268,6 +275,9 @@ class Worker(Claiming, Executing):
         if decision.wait is not None:
             self._kick_at(decision.wait)
         if not decision.claim or decision.candidate is None:
+            # not a candidate (until the view moves), or another's for ``wait`` s more
+            wait = math.inf if decision.wait is None else decision.wait
+            self._parked.park(key, self.view.version, mono + wait)
             return None
         return decision.candidate, "preferred" if decision.preferred else "handoff"
 
@@ -302,11 +312,17 @@ class Worker(Claiming, Executing):
         if (self.view is not None and not self.view.ready) or not self.budgets.ready:
             return  # kicked again when the view (and the budgets) have loaded
         now = self.clock()
+        # the entries it may not take are parked: left out until the view moves or their
+        # hand-off time comes (D358), when the alarm looks again
+        version, mono = self.view.version if self.view is not None else ANY, time.monotonic()
         if self.busy() < self.capacity:
-            self._dispatch_pass(sorted(self.candidates), now, ahead_only=False)
+            looks = self._parked.looks(self.candidates, version, mono)
+            self._dispatch_pass(looks, now, ahead_only=False)
         if self.busy() >= self.capacity and self.armed() < self.max_armed:
             ahead = {k for k in (*self._fresh, *self._future) if k in self.candidates}
-            self._dispatch_pass(sorted(ahead), now, ahead_only=True)
+            self._dispatch_pass(self._parked.looks(ahead, version, mono), now, ahead_only=True)
+        if (end := self._parked.next_end(mono)) is not None:
+            self._kick_at(end)
 
     def _dispatch_pass(self, keys: list[str], now: datetime, *, ahead_only: bool) -> None:
         """Claim what fits from ``keys`` in order. Over every queued run while the capacity has
@@ -365,27 +381,6 @@ class Worker(Claiming, Executing):
             if budget is not None:
                 self.budgets.begin(budget)
             self._spawn(self._claim(key, kv, run, chosen.weight, via, guards, budget))
-
-    def _grant_guards(self, run: Run, chosen: Candidate) -> list[Any]:
-        """Compares that make a claim exact against grants (D155): the group record that let the
-        project reach this node is unchanged since the view read it (a revoked grant fails the
-        claim even before the watch delivers it); a node the project reaches as a shared node
-        was not bound to a group since (which would have reserved it)."""
-        if self.view is None:
-            return []
-        guards: list[Any] = []
-        if run.snapshot.run_as is not None:
-            # the project's run_as grant is what the view read: a user revoked just now fails
-            # the claim even before the watch delivers the change (D142)
-            rev = self.view.project_revision(run.project)
-            guards.append(Compare.modified(self.keys.project(run.project), rev))
-        if chosen.grant is not None:
-            rev = self.view.group_revision(chosen.grant)
-            return [*guards, Compare.modified(self.keys.group(chosen.grant), rev)]
-        if run.snapshot.target.group is None:
-            since = self.view.bindings_revision
-            return [*guards, Compare.unchanged_since(self.keys.bindings(), since)]
-        return guards
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

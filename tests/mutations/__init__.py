@@ -418,6 +418,36 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{SHARDS}::test_changing_k_deposes_every_shard_leader_and_refuses_stale_candidacies",),
         "no candidacy under a shard count that has changed since its node read it",
     ),
+    Mutation(
+        "shared-watch-since",
+        "nodes/leader/feed.py",
+        r"if ev\.kv\.mod_revision > self\.since:",
+        "if True:",
+        ("tests/integration/test_shared_watch.py::test_a_hand_over_loses_no_event",),
+        "a shard leader on a node's shared watch applies nothing its own read already holds (D356)",
+    ),
+    Mutation(
+        "shared-watch-routing",
+        "nodes/leader/feed.py",
+        r"if not sub\.shard\.owns_hash\(h\):",
+        "if False:",
+        (
+            "tests/integration/test_shared_watch.py::"
+            "test_a_key_of_shard_i_reaches_only_shard_is_leader_and_is_decoded_once",
+        ),
+        "a key of shard i reaches only shard i's leader on the node (D356)",
+    ),
+    Mutation(
+        "queue-parking",
+        "nodes/worker/parking.py",
+        r"return sorted\(set\(keys\) - self\.parked\(version, now\)\)",
+        "return sorted(set(keys))",
+        (
+            "tests/security/test_queue_walk.py::"
+            "test_a_run_no_node_may_take_is_looked_at_once_per_view_and_runs_when_one_comes",
+        ),
+        "a worker looks at a run it may not take once per view version, not at every dispatch",
+    ),
     # -- secrets (issue 18: masking) -------------------------------------------------------------
     Mutation(
         "masking-split-holdback",

@@ -38,15 +38,26 @@ NONE = {"memory": None, "cpu": None, "pids": None}
 GRAB = "x = []\nfor _ in range(64): x.append(bytearray(4 << 20))\n"
 
 
-@pytest.fixture(params=list(SHAPES))
-def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
-    found = cgroups.detect(f"test-reuse-{request.param}", str(tmp_path), **SHAPES[request.param])
+def _layout(shape: str, tmp_path: Path) -> Iterator[Layout]:
+    found = cgroups.detect(f"test-reuse-{shape}", str(tmp_path), **SHAPES[shape])
     if not found.enabled:
         pytest.skip(f"no usable cgroups here: {found.reason}")
     yield found
     cgroups.reap(found)
     cgroups.remove_subtree(found)
     assert not any(os.path.exists(p) for p in found.subtrees())
+
+
+@pytest.fixture(params=list(SHAPES))
+def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
+    yield from _layout(request.param, tmp_path)
+
+
+@pytest.fixture(params=["auto", "v1"])
+def v1_layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
+    """The shapes with v1 controllers (memory, cpu): here and in CI v2 has none, so the v2
+    shape has no limits to test (a test that needs them is not run there rather than skipped)."""
+    yield from _layout(request.param, tmp_path)
 
 
 @pytest.fixture
@@ -156,16 +167,19 @@ async def test_a_reused_cgroup_carries_no_limit_and_no_usage_of_its_previous_run
     assert usage.oom_kills == 0
     if "memory" in layout.limits:
         assert usage.peak_memory is not None and usage.peak_memory > 64 << 20
-    # a third run, trivial: none of the 64 MiB, nor the CPU time of the runs before it
+    # a third run, trivial: none of the 64 MiB, nor the CPU time of the runs before it. The
+    # set is kept only if the kernel could reclaim what the 64 MiB run left charged to it (page
+    # cache, slab) below 1 MiB; when it could not, it was removed, not handed on (D340)
     third, usage, code = await runner.run("true")
-    assert third is first and code == 0
+    assert code == 0
+    assert third is first or not present(first), pool.describe()
     assert usage.oom_kills == 0
     if "memory" in layout.limits:
         assert usage.peak_memory is not None and usage.peak_memory < 8 << 20, usage
     assert usage.cpu_seconds is not None and usage.cpu_seconds < 0.2, usage
     # and the limits are back where the first run had them, written again, not inherited
     fourth, usage, code = await runner.run(f"{PY} -c '{GRAB}'", **limited)
-    assert fourth is first
+    assert fourth is third or not present(third), pool.describe()
     if "memory" in layout.limits:
         assert usage.oom_kills >= 1 and code != 0
     pool.close()
@@ -228,12 +242,14 @@ def test_no_pool_where_a_v2_memory_peak_cannot_be_reset(layout: Layout, tmp_path
     assert not list(fake.iterdir())  # the probe cleaned up after itself
 
 
-def test_a_co_mounted_hierarchy_keeps_its_directory_and_loses_its_limit(layout: Layout) -> None:
+def test_a_co_mounted_hierarchy_keeps_its_directory_and_loses_its_limit(
+    v1_layout: Layout,
+) -> None:
     # ``cpu,cpuacct`` mounted together (common on v1 hosts): one directory serves both; a run
     # without a CPU limit after one with it must find the directory (cpuacct counts there) and
     # no quota in it
-    if layout.limits.get("cpu") != "v1":
-        pytest.skip("no v1 cpu hierarchy in this shape")
+    layout = v1_layout
+    assert layout.limits.get("cpu") == "v1", layout.limits
     shared = dataclasses.replace(layout, v1={**layout.v1, "cpuacct": layout.v1["cpu"]})
     pool = CgroupPool(shared, size=1)
     cg, missing = pool.acquire(memory=None, cpu=0.5, pids=None)
@@ -251,12 +267,12 @@ def test_a_co_mounted_hierarchy_keeps_its_directory_and_loses_its_limit(layout: 
 
 
 def test_a_kept_cgroup_whose_new_limit_is_refused_is_not_used(
-    layout: Layout, monkeypatch: pytest.MonkeyPatch
+    v1_layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the kernel refuses the next run's limit: the kept cgroup still holds the last run's, so
     # the run gets fresh cgroups (with its own limit) instead of running under the old one
-    if "memory" not in layout.limits:
-        pytest.skip("no memory limit in this shape")
+    layout = v1_layout
+    assert "memory" in layout.limits, layout.limits
     pool = CgroupPool(layout, size=1)
     first, _ = pool.acquire(memory=32 << 20, cpu=None, pids=None)
     assert pool.release(first)[1] and pool.idle() == 1
