@@ -27,9 +27,10 @@ CLAIM_AHEAD = 0.75
 # Processes armed ahead of their instant at once, by default (D260): apart from ``capacity``, which
 # bounds what runs. 500 runs/s of whole-second jobs hold ~500 armed; each costs the node 4 fds.
 MAX_ARMED = 512
-# A completion waits up to this long for others to share its etcd transaction (D353): a write
+# A completion may wait up to this long for others to share its etcd transaction (D353): a write
 # transaction costs etcd ~0.6 ms and more, and exits after a busy second trickle in one by one.
-COMPLETION_LINGER = 0.02
+# Off (0) until an A/B on a quiet machine clears the short windows seen with 0.02 under load.
+COMPLETION_LINGER = 0.0
 IDENTITY_TTL = 30.0  # s a resolved run_as user (uid, gid, home) is reused before a new lookup
 
 
