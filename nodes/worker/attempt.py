@@ -29,7 +29,7 @@ CLAIM_AHEAD = 0.75
 MAX_ARMED = 512
 # A completion may wait up to this long for others to share its etcd transaction (D353): a write
 # transaction costs etcd ~0.6 ms and more, and exits after a busy second trickle in one by one.
-# Off (0) until an A/B on a quiet machine clears the short windows seen with 0.02 under load.
+# Off (0) until the short windows seen with 0.02 at load 5-17 are explained (quiet: none lost).
 COMPLETION_LINGER = 0.0
 IDENTITY_TTL = 30.0  # s a resolved run_as user (uid, gid, home) is reused before a new lookup
 
