@@ -12,7 +12,7 @@ import structlog
 
 from cluster.calendar_store import add_calendar, add_window, freeze_of
 from cluster.errors import OutcomeUnknown, Unavailable
-from cluster.etcd import KV, Compare, Etcd, Event, Op
+from cluster.etcd import Compare, Etcd, Event, Op
 from cluster.keys import Keys
 from cluster.models import Job
 from cluster.slotrules import SKIPPED_FREEZE, Freeze, JobRules, SlotDecision, SlotRules
@@ -66,21 +66,25 @@ class RuleCache:
         if self._tg is not None and was_frozen != (rules.freeze is not None):
             log.info("cluster freeze", frozen=rules.freeze is not None)
 
-    async def reload(self) -> None:
-        """Take a new snapshot at the current revision (one at a time)."""
+    async def reload(self, seen: int = 0) -> None:
+        """Take a new snapshot at the current revision (one at a time). ``seen``: the marker's
+        revision a refused transaction read; a snapshot already that new is kept, so the jobs
+        of one refused batch, retried one by one, reload once and not once each."""
         async with self._lock:
-            await self.load(0)
+            if not seen or self.marker_rev < seen:
+                await self.load(0)
 
     async def catch_up(self) -> None:
         """A tick transaction's guard was refused: reload if the marker moved since the
         snapshot (it may also have been refused for another compare)."""
         kv = await self.etcd.get(self.keys.rules_marker())
-        if (kv.mod_revision if kv else 0) != self.marker_rev:
-            await self.reload()
+        if self.moved(kv.mod_revision if kv else 0):
+            await self.reload(kv.mod_revision if kv else 0)
 
-    def moved(self, marker: list[KV]) -> bool:
-        """Whether the marker as a transaction's probe read it is newer than the snapshot."""
-        return (marker[0].mod_revision if marker else 0) != self.marker_rev
+    def moved(self, marker_rev: int) -> bool:
+        """Whether the marker, at ``marker_rev`` as a read found it, is newer than the
+        snapshot."""
+        return marker_rev != self.marker_rev
 
     def guard(self) -> Any:
         """The compare that fails when a rule changed after the snapshot."""

@@ -356,8 +356,10 @@ class Scheduler:
         res = await self.etcd.txn(compares, ops, probes)
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced tick write rejected")
-            if self.rules.moved(res.range_kvs(len(probes) - 1)):  # a rule changed (D339)
-                await self.rules.reload()
+            marker = res.range_kvs(len(probes) - 1)
+            seen = marker[0].mod_revision if marker else 0
+            if self.rules.moved(seen):  # a rule changed (D339)
+                await self.rules.reload(seen)
                 log.info("rules changed under the plan; planning again", job="/".join(jk))
                 self.cache.schedule_at(jk, self.clock())
                 return False
