@@ -1,6 +1,6 @@
 """Leader kill storm (criterion 1): a job every second (catch-up ``all``) on 3 nodes over a 3-member
-etcd; the scheduling leader is killed with SIGKILL every few seconds and restarted at once (the
-cluster keeps its nodes). Every due tick must have exactly one run, backed by exactly one
+etcd; the scheduling leader is killed with SIGKILL every few seconds, once another node is ready
+to take over, and restarted at once (the cluster keeps its nodes). Every due tick must have exactly one run, backed by exactly one
 execution, and the largest gap between runs created must stay within lease TTL + 2 s (the time a
 killed leader's lease takes to expire, plus the new leader's reaction).
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from tests.chaos.harness import leader_of, wait_ready
 from tests.chaos.scenario import EVERY_SECOND, Stage, recorded_job, run_command, stage
+from tests.chaos.storm import standby_ready, storm_goes_on
 from tests.conftest import api_session
 
 __all__ = ["leader_of", "scenario", "wait_ready"]
@@ -27,15 +28,24 @@ JOB = "tick"
 
 
 async def scenario(
-    st: Stage, *, duration: float, every: float, lease_ttl: int, settle: float | None = None
+    st: Stage,
+    *,
+    duration: float,
+    every: float,
+    lease_ttl: int,
+    settle: float | None = None,
+    min_kills: int = 0,
 ) -> dict[str, Any]:
-    """Kill the leader every ``every`` s for ``duration`` s; the checkers' findings."""
+    """Kill the leader every ``every`` s for ``duration`` s (longer, up to twice as long, until
+    ``min_kills`` kills are made); the checkers' findings. A leader is killed only once another
+    node is ready to take over (``standby_ready``, D373)."""
     kills: list[dict[str, Any]] = []
     async with api_session() as http:
         await st.put_job(http, recorded_job(JOB, st.history))
         start = datetime.now(UTC) + timedelta(seconds=1)
-        end = start + timedelta(seconds=duration)
-        while datetime.now(UTC) < end:
+        began = time.monotonic()
+        storm_end, hard_end = began + 1 + duration, began + 1 + 2 * duration
+        while storm_goes_on(time.monotonic(), storm_end, len(kills), min_kills, hard_end):
             await asyncio.sleep(every)
             # the leader, once there is one again (the last fail-over may still be going on: on a
             # loaded machine, skipping a whole period for it cost the storm its kills, D329)
@@ -50,10 +60,14 @@ async def scenario(
                     await asyncio.sleep(0.2)
             if victim is None:
                 continue
+            await standby_ready(http, st.cluster.procs, victim.node_id)
+            if await leader_of(http, st.cluster.procs) != victim.node_id:
+                continue  # it moved while we waited: the next turn finds the new one
             victim.signal(signal.SIGKILL)
             await asyncio.to_thread(victim.proc.wait)
             kills.append({"node": victim.node_id, "at": datetime.now(UTC).isoformat()})
             st.cluster.restart(victim)  # a new process with the same id: the cluster keeps 3
+        end = datetime.now(UTC)  # the window: every tick of the storm
         # every tick of the window gets its chance (a last leader change included)
         await asyncio.sleep(settle if settle is not None else lease_ttl + 4)
         report, hist = await st.close_window(http, JOB, EVERY_SECOND, start, end)

@@ -2,11 +2,12 @@
 
 ``scheduler_shards`` K = 4 over 3 nodes on a 3-member etcd, one job every second (catch-up
 ``all``) in each shard. Every few seconds the leader of the next shard (round robin) is killed
-with SIGKILL and restarted at once: the shard fails over to the next-ranked node, and when the
-restarted node is back it takes its preferred shards again by a graceful hand-over (D304). Every
-due tick of every job must have exactly one run, backed by one execution, and the largest gap
-of each job's runs must stay within lease TTL + 2 s. Each kill's failover time (the kill to a
-new leader of that shard, polled every 50 ms) is reported.
+with SIGKILL, once another node is ready to take over (D373), and restarted at once: the shard
+fails over to the next-ranked node, and when the restarted node is back it takes its preferred
+shards again by a graceful hand-over (D304). Every due tick of every job must have exactly one
+run, backed by one execution, and the largest gap of each job's runs must stay within lease
+TTL + 2 s. Each kill's failover time (the kill to a new leader of that shard, polled every
+50 ms) is reported.
 
 Long mode: ``python -m tests.chaos.shard_leader_kill --duration 120 --every 4``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from cluster.shards import election_name, shard_of
 from tests.chaos.checker import Report, check, load_runs
 from tests.chaos.harness import HistoryReport, check_history, read_history, wait_all_ready
 from tests.chaos.scenario import EVERY_SECOND, PROJECT, Stage, recorded_job, run_command, stage
+from tests.chaos.storm import standby_ready, storm_goes_on
 from tests.conftest import api_session
 
 SHARDS = 4
@@ -47,8 +50,17 @@ def jobs_covering(shards: int, per_shard: int = 1) -> list[str]:
 
 
 async def scenario(
-    st: Stage, *, duration: float, every: float, lease_ttl: int, shards: int = SHARDS
+    st: Stage,
+    *,
+    duration: float,
+    every: float,
+    lease_ttl: int,
+    shards: int = SHARDS,
+    every_shard: bool = False,
 ) -> dict[str, Any]:
+    """Kill a shard's leader every ``every`` s for ``duration`` s, once another node is ready
+    to take over (D373); with ``every_shard``, longer (up to twice as long) until every shard's
+    leader was killed once. The checkers' findings."""
     await wait_all_ready(st.cluster)  # etcd's members are up once the nodes are
     deadline = time.monotonic() + 30
     while True:  # the checker's own first call to a freshly started etcd cluster, under load
@@ -65,9 +77,16 @@ async def scenario(
         for name in jobs:
             await st.put_job(http, recorded_job(name, st.history))
         start = datetime.now(UTC) + timedelta(seconds=1)
-        end = start + timedelta(seconds=duration)
+        began = time.monotonic()
+        storm_end, hard_end = began + 1 + duration, began + 1 + 2 * duration
         turn = 0
-        while datetime.now(UTC) < end:
+        while storm_goes_on(
+            time.monotonic(),
+            storm_end,
+            len({k["shard"] for k in kills}),
+            shards if every_shard else 0,
+            hard_end,
+        ):
             await asyncio.sleep(every)
             shard, turn = turn % shards, turn + 1
             try:
@@ -77,12 +96,18 @@ async def scenario(
             victim = next((p for p in st.cluster.procs if p.node_id == leader and p.alive()), None)
             if victim is None:
                 continue
+            await standby_ready(http, st.cluster.procs, leader)
+            with contextlib.suppress(Unavailable):
+                leader = (await shard_leaders(st.etcd, st.keys, shards))[shard]
+            if leader != victim.node_id:
+                continue  # it moved while we waited
             victim.signal(signal.SIGKILL)
             killed = time.monotonic()
             await asyncio.to_thread(victim.proc.wait)
             st.cluster.restart(victim)  # a new process with the same id: the cluster keeps 3
             failover = await _new_leader(st, shard, killed, lease_ttl + 10)
             kills.append({"node": leader, "shard": shard, "failover_s": failover})
+        end = datetime.now(UTC)  # the window: every tick of the storm
         await asyncio.sleep(lease_ttl + 4)  # the last failover's ticks get their chance
         await wait_all_ready(st.cluster, 60)
         for name in jobs:

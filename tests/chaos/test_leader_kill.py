@@ -13,7 +13,7 @@ from tests.chaos.scenario import stage
 async def test_leader_kill_storm_every_tick_exactly_once_gaps_within_ttl(tmp_path):
     ttl = 3
     async with stage(tmp_path, lease_ttl=ttl) as st:
-        result = await scenario(st, duration=30, every=5, lease_ttl=ttl)
+        result = await scenario(st, duration=30, every=5, lease_ttl=ttl, min_kills=4)
     report, hist = result["report"], result["history"]
     assert len(result["faults"]) >= 4, result["faults"]
     assert report.ticks >= 29

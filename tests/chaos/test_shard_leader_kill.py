@@ -13,7 +13,7 @@ from tests.chaos.shard_leader_kill import scenario
 async def test_shard_leader_kill_storm_every_tick_of_every_job_exactly_once(tmp_path):
     ttl = 3
     async with stage(tmp_path, lease_ttl=ttl) as st:
-        result = await scenario(st, duration=30, every=4, lease_ttl=ttl)
+        result = await scenario(st, duration=30, every=4, lease_ttl=ttl, every_shard=True)
     kills = result["faults"]
     assert len(kills) >= 4 and {k["shard"] for k in kills} == {0, 1, 2, 3}, kills
     # every killed shard got a new leader: the dead lease's TTL plus the successor's reaction
