@@ -1,6 +1,7 @@
 """Leader kill storm (criterion 1): a job every second (catch-up ``all``) on 3 nodes over a 3-member
 etcd; the scheduling leader is killed with SIGKILL every few seconds, once another node is ready
-to take over, and restarted at once (the cluster keeps its nodes). Every due tick must have exactly one run, backed by exactly one
+to take over, and restarted as soon as the new leader has created a run (the cluster keeps its
+nodes; the restart's start-up stays out of the fail-over it would slow down, D373). Every due tick must have exactly one run, backed by exactly one
 execution, and the largest gap between runs created must stay within lease TTL + 2 s (the time a
 killed leader's lease takes to expire, plus the new leader's reaction).
 
@@ -19,7 +20,8 @@ from typing import Any
 
 from tests.chaos.harness import leader_of, wait_ready
 from tests.chaos.scenario import EVERY_SECOND, Stage, recorded_job, run_command, stage
-from tests.chaos.storm import standby_ready, storm_goes_on
+from tests.chaos.storm import failed_over, standby_ready, storm_goes_on
+from tests.chaos.window import handled_through
 from tests.conftest import api_session
 
 __all__ = ["leader_of", "scenario", "wait_ready"]
@@ -65,11 +67,14 @@ async def scenario(
                 continue  # it moved while we waited: the next turn finds the new one
             victim.signal(signal.SIGKILL)
             await asyncio.to_thread(victim.proc.wait)
-            kills.append({"node": victim.node_id, "at": datetime.now(UTC).isoformat()})
+            killed = datetime.now(UTC)
+            kills.append({"node": victim.node_id, "at": killed.isoformat()})
+            await failed_over(st, JOB, killed)  # the restart's start-up waits for it (D373)
             st.cluster.restart(victim)  # a new process with the same id: the cluster keeps 3
         end = datetime.now(UTC)  # the window: every tick of the storm
         # every tick of the window gets its chance (a last leader change included)
         await asyncio.sleep(settle if settle is not None else lease_ttl + 4)
+        await handled_through(st, JOB, end)  # and the leader has decided them (D375)
         report, hist = await st.close_window(http, JOB, EVERY_SECOND, start, end)
     bound = lease_ttl + 2
     return {

@@ -2,12 +2,12 @@
 
 ``scheduler_shards`` K = 4 over 3 nodes on a 3-member etcd, one job every second (catch-up
 ``all``) in each shard. Every few seconds the leader of the next shard (round robin) is killed
-with SIGKILL, once another node is ready to take over (D373), and restarted at once: the shard
-fails over to the next-ranked node, and when the restarted node is back it takes its preferred
-shards again by a graceful hand-over (D304). Every due tick of every job must have exactly one
-run, backed by one execution, and the largest gap of each job's runs must stay within lease
-TTL + 2 s. Each kill's failover time (the kill to a new leader of that shard, polled every
-50 ms) is reported.
+with SIGKILL, once another node is ready to take over, and restarted once the shard has a new
+leader and its job a new run (D373): the shard fails over to the next-ranked node, and when the
+restarted node is back it takes its preferred shards again by a graceful hand-over (D304). Every
+due tick of every job must have exactly one run, backed by one execution, and the largest gap of
+each job's runs must stay within lease TTL + 2 s. Each kill's failover time (the kill to a new
+leader of that shard, polled every 50 ms) is reported.
 
 Long mode: ``python -m tests.chaos.shard_leader_kill --duration 120 --every 4``.
 """
@@ -29,7 +29,8 @@ from cluster.shards import election_name, shard_of
 from tests.chaos.checker import Report, check, load_runs
 from tests.chaos.harness import HistoryReport, check_history, read_history, wait_all_ready
 from tests.chaos.scenario import EVERY_SECOND, PROJECT, Stage, recorded_job, run_command, stage
-from tests.chaos.storm import standby_ready, storm_goes_on
+from tests.chaos.storm import failed_over, standby_ready, storm_goes_on
+from tests.chaos.window import handled_through
 from tests.conftest import api_session
 
 SHARDS = 4
@@ -104,11 +105,16 @@ async def scenario(
             victim.signal(signal.SIGKILL)
             killed = time.monotonic()
             await asyncio.to_thread(victim.proc.wait)
-            st.cluster.restart(victim)  # a new process with the same id: the cluster keeps 3
+            killed_at = datetime.now(UTC)
             failover = await _new_leader(st, shard, killed, lease_ttl + 10)
+            # the restart's start-up waits until the shard's job has a run again (D373)
+            await failed_over(st, next(n for n, s in jobs.items() if s == shard), killed_at)
+            st.cluster.restart(victim)  # a new process with the same id: the cluster keeps 3
             kills.append({"node": leader, "shard": shard, "failover_s": failover})
         end = datetime.now(UTC)  # the window: every tick of the storm
         await asyncio.sleep(lease_ttl + 4)  # the last failover's ticks get their chance
+        for name in jobs:  # and their leaders have decided them (D375)
+            await handled_through(st, name, end)
         await wait_all_ready(st.cluster, 60)
         for name in jobs:
             async with http.patch(f"{st.urls[0]}{PROJECT}/jobs/{name}", json={"enabled": False}):

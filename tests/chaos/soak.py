@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.chaos.harness import (
     read_metric,
 )
 from tests.chaos.scenario import EVERY_SECOND, PROJECT, Stage, run_command, stage
+from tests.chaos.window import handled_through
 from tests.conftest import api_session
 
 GROWTH = 0.10
@@ -125,21 +125,6 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
         else None,
         "ok": report.ok and hist.ok and all(v["ok"] for v in verdicts.values()),
     }
-
-
-async def handled_through(st: Stage, job: str, end: datetime, timeout: float = 60) -> None:
-    """Wait until ``job``'s schedule state says every tick up to ``end`` is decided (fired or
-    recorded missed: the checker tells which). A leader that is still behind after ``timeout``
-    is left to the checker too, which then reports the ticks it never decided."""
-    key = st.keys.schedule_state("default", job)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        kv = await st.etcd.get(key)
-        state = json.loads(kv.value) if kv else {}
-        lasts = [s.get("last_tick") for s in state.get("schedules", {}).values()]
-        if any(last and _utc(last) >= end for last in lasts):
-            return
-        await asyncio.sleep(0.2)
 
 
 def _utc(value: str) -> datetime:

@@ -11,12 +11,17 @@ a deadline; a node that never comes back still fails the scenario.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from cluster.errors import Unavailable
+from tests.chaos.checker import load_runs
 from tests.chaos.harness import node_ready
+from tests.chaos.scenario import Stage
 
 STANDBY_TIMEOUT = 120.0  # a restart under load 19 took 20 s; a node that never comes back fails
 
@@ -41,3 +46,23 @@ def storm_goes_on(now: float, end: float, kills: int, min_kills: int, hard_end: 
     has made ``min_kills`` kills (waiting for standbys can cost it some), but never past
     ``hard_end``: the test's assertion on the kill count then says what happened."""
     return now < end or (kills < min_kills and now < hard_end)
+
+
+async def failed_over(st: Stage, job: str, since: datetime, timeout: float = 60) -> bool:
+    """Wait until ``job`` has a run created after ``since`` (the kill): the fail-over is over.
+    The killed node is restarted only then: a node's start-up is seconds of CPU (~20 s of wall
+    time at load 19), and started at once it competed with the new leader's election, load
+    and first plan, the very window the gap bound measures (D373). False after ``timeout``
+    (the checker's gap then says how long it took)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Unavailable):
+            runs = await load_runs(st.etcd, st.keys, "default", job)
+            if any(r.get("created_at") and _utc(r["created_at"]) > since for r in runs):
+                return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+def _utc(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
