@@ -268,7 +268,7 @@ async def test_timeout_kills_the_whole_process_tree(cluster, tmp_path):
     assert done["status"] == "timed_out"
     found = [int(p) for p in pids.read_text().split()]
     assert len(found) == 2
-    await wait_for(lambda: not any(_alive(p) for p in found), 5, what="tree gone")
+    await wait_for(lambda: not any(_alive(p) for p in found), 15, what="tree gone")
 
 
 @pytest.mark.parametrize("action", ["cancel", "abort"])
@@ -283,7 +283,7 @@ async def test_cancel_and_abort_a_running_run(cluster, tmp_path, action):
     assert status == 202
     done = await run_done(cluster, run["id"])
     assert done["status"] == "cancelled" and action in done["error"]
-    await wait_for(lambda: not _alive(int(pidfile.read_text())), 5, what="child gone")
+    await wait_for(lambda: not _alive(int(pidfile.read_text())), 15, what="child gone")
     status, resp = await cluster.request("POST", f"{RUNS}/{run['id']}/cancel")
     assert status == 409
 

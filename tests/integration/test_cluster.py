@@ -216,20 +216,25 @@ async def test_cli_roundtrip(procs, tmp_path):
 
 @pytest.mark.slow
 async def test_sigterm_drains_running_runs_before_exiting(procs, tmp_path):
-    node = procs.start("drainer")
+    # the drain lasts until the test has seen it (a run of `sleep 2` could end before a test
+    # starved by a loaded machine looked: the node was gone, D376); the drain timeout outlasts it
+    node = procs.start("drainer", "--drain-timeout", "60")
     async with api_session() as http:
         await wait_ready(http, node)
-        marker = tmp_path / "began"
-        job = {"name": "slowish", "command": f"touch {marker}; sleep 2; echo finished"}
+        marker, release = tmp_path / "began", tmp_path / "release"
+        wait = f"for i in $(seq 600); do [ -e {release} ] && break; sleep 0.1; done"
+        job = {"name": "slowish", "command": f"touch {marker}; {wait}; echo finished"}
         async with http.post(f"{node.url}{JOBS}", json=job) as r:
             assert r.status == 201
         async with http.post(f"{node.url}{JOBS}/slowish/runs", json={}) as r:
             run = await r.json()
-        await wait_for(marker.exists, 10, what="run started")
+        await wait_for(marker.exists, 30, what="run started")
         node.signal(signal.SIGTERM)
         # Not ready any more while draining, but still answering.
-        await wait_for(lambda: _status_is(http, f"{node.url}/readyz", 503), 5, what="draining")
-        await asyncio.to_thread(node.proc.wait, 20)
+        await wait_for(lambda: _status_is(http, f"{node.url}/readyz", 503), 30, what="draining")
+        assert node.alive()  # the run holds the drain
+        release.touch()
+        await asyncio.to_thread(node.proc.wait, 60)
         assert node.proc.returncode == 0
     other = procs.start("reader")
     async with api_session() as http:
