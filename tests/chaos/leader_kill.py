@@ -75,7 +75,7 @@ async def scenario(
         end = datetime.now(UTC)  # the window: every tick of the storm
         # every tick of the window gets its chance (a last leader change included)
         await asyncio.sleep(settle if settle is not None else lease_ttl + 4)
-        await handled_through(st, JOB, end)  # and the leader has decided them (D375)
+        await handled_through(st.etcd, st.keys, JOB, end)  # and the leader has decided them (D375)
         report, hist = await st.close_window(http, JOB, EVERY_SECOND, start, end)
     bound = lease_ttl + 2
     return {

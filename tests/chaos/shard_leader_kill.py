@@ -114,7 +114,7 @@ async def scenario(
         end = datetime.now(UTC)  # the window: every tick of the storm
         await asyncio.sleep(lease_ttl + 4)  # the last failover's ticks get their chance
         for name in jobs:  # and their leaders have decided them (D375)
-            await handled_through(st, name, end)
+            await handled_through(st.etcd, st.keys, name, end)
         await wait_all_ready(st.cluster, 60)
         for name in jobs:
             async with http.patch(f"{st.urls[0]}{PROJECT}/jobs/{name}", json={"enabled": False}):

@@ -89,7 +89,7 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
         # the window closes once the leader has decided its last tick: disabling the job before
         # (a leader seconds behind on a loaded machine) left the window's last ticks to no one,
         # and the checker counted them missed (D375)
-        await handled_through(st, "soak-0", end)
+        await handled_through(st.etcd, st.keys, "soak-0", end)
         for i in range(jobs):
             await st.put_job(http, {"name": f"soak-{i}", "command": "echo soak", "enabled": False})
         runs = await load_runs(st.etcd, st.keys, "default", "soak-0")

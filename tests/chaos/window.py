@@ -11,18 +11,21 @@ import time
 from datetime import UTC, datetime
 
 from cluster.errors import Unavailable
-from tests.chaos.scenario import Stage
+from cluster.etcd import Etcd
+from cluster.keys import Keys
 
 
-async def handled_through(st: Stage, job: str, end: datetime, timeout: float = 60) -> None:
-    """Wait until ``job``'s schedule state says every tick up to ``end`` is decided (fired or
+async def handled_through(
+    etcd: Etcd, keys: Keys, job: str, end: datetime, timeout: float = 60
+) -> None:
+    """Wait until ``job``'s (project ``default``) schedule state says every tick up to ``end`` is decided (fired or
     recorded missed: the checker tells which). A leader that is still behind after ``timeout``
     is left to the checker too, which then reports the ticks it never decided."""
-    key = st.keys.schedule_state("default", job)
+    key = keys.schedule_state("default", job)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            kv = await st.etcd.get(key)
+            kv = await etcd.get(key)
         except Unavailable:  # the checker's own client, on a loaded machine: try again
             await asyncio.sleep(0.2)
             continue

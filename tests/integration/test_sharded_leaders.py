@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from cluster.shard_store import set_shards, shard_leaders
-from cluster.shards import leaders
+from cluster.shards import leaders, shard_of
 from tests.chaos.checker import check, load_runs
 from tests.chaos.harness import metric_value
 from tests.chaos.shard_leader_kill import jobs_covering
+from tests.chaos.window import handled_through
 from tests.conftest import api_session, run_cli, wait_for
 
 EVERY_SECOND = "* * * * * *"
@@ -55,16 +56,17 @@ async def test_four_shards_over_three_nodes_spread_and_fire_every_tick_once(proc
     await set_shards(etcd, keys, 4)
     nodes = [procs.start(f"node-{i}") for i in range(1, 4)]
     ids = [n.node_id for n in nodes]
-    placed = await wait_for(lambda: settled(etcd, keys, ids, 4), 60, 0.2, "placement")
+    placed = await wait_for(lambda: settled(etcd, keys, ids, 4), 120, 0.2, "placement")
     assert len(set(placed.values())) >= 2, placed  # spread over nodes, as the ranking says
     jobs = jobs_covering(4, per_shard=2)
     async with api_session() as http:
         for name in jobs:
             await put_job(http, nodes[0].url, name)
         start = datetime.now(UTC) + timedelta(seconds=1)
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # ticks to check: the window (start, end]
         end = datetime.now(UTC) - timedelta(seconds=1)
-        await asyncio.sleep(1.5)
+        for name in jobs:  # decided by their leaders (a loaded machine: seconds behind, D375)
+            await handled_through(etcd, keys, name, end)
         # who leads what, seen from any node: /status and the node list
         async with http.get(f"{nodes[1].url}/status") as r:
             status = await r.json()
@@ -74,19 +76,29 @@ async def test_four_shards_over_three_nodes_spread_and_fire_every_tick_once(proc
             async with http.get(f"{node.url}/status") as r:
                 mine = (await r.json())["node"]["shards"]
             assert mine == sorted(s for s, n in placed.items() if n == node.node_id)
-        fired: dict[str, float] = {}
-        for node in nodes:
-            async with http.get(f"{node.url}/metrics") as r:
-                text = await r.text()
-            assert metric_value(text, "cronmesh_scheduler_shards") == 4
-            fired[node.node_id] = metric_value(text, "cronmesh_ticks_total", {"fate": "fired"}) or 0
-        # each leader fired its own shards' jobs only: its share of the ticks is its shards'
-        total = sum(fired.values())
-        for node, n in fired.items():
-            share = sum(1 for v in placed.values() if v == node) / 4
-            assert abs(n / total - share) < 0.1, (fired, placed)
         for name in jobs:
             await disable(http, nodes[0].url, name)
+        # each leader fired its own shards' jobs only: the ticks its metrics count are exactly
+        # the runs of its shards' jobs (counted once the jobs are off, so a leader seconds
+        # behind on a loaded machine is not taken for one that fired less; D376)
+        runs = {name: len(await load_runs(etcd, keys, "default", name)) for name in jobs}
+        expected = {
+            n.node_id: sum(runs[j] for j in jobs if placed[shard_of("default", j, 4)] == n.node_id)
+            for n in nodes
+        }
+
+        async def fired() -> dict[str, float] | None:
+            got: dict[str, float] = {}
+            for node in nodes:
+                async with http.get(f"{node.url}/metrics") as r:
+                    text = await r.text()
+                assert metric_value(text, "cronmesh_scheduler_shards") == 4
+                got[node.node_id] = (
+                    metric_value(text, "cronmesh_ticks_total", {"fate": "fired"}) or 0
+                )
+            return got if got == expected else None
+
+        await wait_for(fired, 30, 0.2, f"each leader's fired ticks to be {expected}")
     await exactly_once(etcd, keys, jobs, start, end)
     # each job was fired by its own shard's leader only: the leader's fence is in no run, but
     # its node's log says which shards it led; the node list shows it
@@ -110,7 +122,7 @@ async def test_a_joining_node_takes_its_shards_by_hand_over_and_k_changes_safely
     await set_shards(etcd, keys, 8)
     first = [procs.start(f"node-{i}") for i in range(1, 3)]
     ids = [n.node_id for n in first]
-    before = await wait_for(lambda: settled(etcd, keys, ids, 8), 60, 0.2, "placement of 2")
+    before = await wait_for(lambda: settled(etcd, keys, ids, 8), 120, 0.2, "placement of 2")
     jobs = jobs_covering(8)
     async with api_session() as http:
         for name in jobs:
@@ -144,9 +156,10 @@ async def test_a_joining_node_takes_its_shards_by_hand_over_and_k_changes_safely
         ids.remove(leaving.node_id)
         await wait_for(lambda: settled(etcd, keys, ids, 3), 30, 0.1, "placement without it")
         assert time.monotonic() - t < 8, "a graceful stop left its shards without a leader"
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # ticks after the move, in the window
         end = datetime.now(UTC) - timedelta(seconds=1)
-        await asyncio.sleep(1.5)
+        for name in jobs:  # decided by their leaders (a loaded machine: seconds behind, D375)
+            await handled_through(etcd, keys, name, end)
         alive = next(n for n in (*first, third) if n.alive())
         for name in jobs:
             await disable(http, alive.url, name)
