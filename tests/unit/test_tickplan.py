@@ -214,3 +214,20 @@ def test_a_leader_busy_past_a_period_misses_no_on_time_tick(catchup: str) -> Non
     # 4 and 5 are 1.2 s and 0.2 s late: on time; 6 is planned ahead
     assert fired == [(sec(4), "schedule"), (sec(5), "schedule"), (sec(6), "schedule")], fired
     assert busy.fates == []
+
+
+@pytest.mark.parametrize(
+    ("catchup", "now", "ticks"), [("latest", 2.8, [1, 2]), ("all", 5.5, [1, 2, 3, 4, 5])]
+)
+def test_replace_with_several_ticks_in_one_plan_starts_only_the_newest(
+    catchup: str, now: float, ticks: list[int]
+) -> None:
+    """D374: a busy leader's on-time ticks (or a catch-up ``all``) of an ``overlap: replace`` job:
+    each newer tick replaces the run of the one before, so only the newest runs; the others are
+    tick records (skipped), never two runs of a replace job at once."""
+    j = job(catchup=catchup, overlap="replace")
+    plan = _plan(j, state_at(j, sec(0)), now=now, ahead=0.0)
+    assert [r.scheduled_at for r, _ in plan.runs] == [sec(t) for t in ticks]
+    assert [r.status for r, _ in plan.runs] == ["skipped"] * (len(ticks) - 1) + ["pending"]
+    assert all("replace" in (r.error or "") and r.finished for r, _ in plan.runs[:-1])
+    assert plan.state["fired"] == 1
