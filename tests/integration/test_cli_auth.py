@@ -8,6 +8,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, cli_env
 
 
@@ -27,6 +29,7 @@ async def cli(url: str, *args: str, env: dict[str, str], stdin: str = "") -> tup
     return res.returncode, res.stdout, res.stderr
 
 
+@pytest.mark.timeout(300)  # a dozen CLI processes: ~1 s of CPU each, 5-10 s at load 15-25
 async def test_cli_login_tokens_logout(cluster, tmp_path):
     await cluster.start()
     url = cluster.url()

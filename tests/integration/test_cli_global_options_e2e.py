@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from nodes.devtools.embedded import free_port
@@ -33,6 +34,7 @@ def bare_cli(*args: str) -> tuple[int, str, str]:
     return res.returncode, res.stdout, res.stderr
 
 
+@pytest.mark.timeout(300)  # a dozen CLI processes: ~1 s of CPU each, 5-10 s at load 15-25
 async def test_output_project_and_api_after_the_command(cluster):
     await cluster.start()
     url = cluster.url()

@@ -179,6 +179,7 @@ async def _status_is(http, url, want):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a dozen CLI processes: ~1 s of CPU each, 5-10 s at load 15-25
 async def test_cli_roundtrip(procs, tmp_path):
     node = procs.start("cli-node")
     async with api_session() as http:

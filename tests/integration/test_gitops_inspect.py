@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from nodes.devtools.embedded import etcd_binary
@@ -19,6 +20,7 @@ async def cli(url: str, *args: str) -> tuple[int, str, str]:
     return await asyncio.to_thread(run_cli, url, *args)
 
 
+@pytest.mark.timeout(300)  # a dozen CLI processes: ~1 s of CPU each, 5-10 s at load 15-25
 async def test_apply_diff_prune_export_roundtrip(cluster, tmp_path: Path):
     await cluster.start()
     url = cluster.url()

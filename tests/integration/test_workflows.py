@@ -324,6 +324,7 @@ async def test_bad_workflows_are_rejected_naming_the_problem(cluster, doc, field
     assert body["workflows"] == []
 
 
+@pytest.mark.timeout(300)  # a dozen CLI processes: ~1 s of CPU each, 5-10 s at load 15-25
 async def test_cli_apply_trigger_inspect_rerun(cluster, tmp_path):
     await cluster.start()
     flag = tmp_path / "fixed"
