@@ -20,4 +20,5 @@ async def test_steady_load_etcd_and_node_memory_plateau_every_tick_once(tmp_path
     assert hist.executions >= 14 and hist.executed_twice == {} and hist.ok, hist.as_dict()
     for name, verdict in result["plateau"].items():
         assert verdict["last_max"] > 0, (name, result["samples"][name])  # really measured
-        assert verdict["ok"], (name, verdict, result["samples"][name])
+        # every sample, spelled out (a tuple's repr is cut short in the report)
+        assert verdict["ok"], f"{name}: {verdict}; samples {result['samples'][name]}"
