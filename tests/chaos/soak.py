@@ -4,7 +4,9 @@ compaction) and every node's memory must plateau, and every tick must still run 
 
 Plateau: over the last third of the run, the highest sample may exceed the highest of the middle
 third by at most ``GROWTH`` (relative) plus a small absolute slack; etcd compacts every
-``retention`` (the chart's default is 1 h; the soak uses a short one so it is seen to work).
+``retention`` (the chart's default is 1 h; the soak uses a short one so it is seen to work). The
+samples start at one of the leader's prunes (every minute), so each third holds a peak of the
+same sawtooth (D378).
 
 Long mode: ``python -m tests.chaos.soak --minutes 30``.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,6 +82,10 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
             }
             await st.put_job(http, spec | {"keep_runs": 20})
         start = datetime.now(UTC) + timedelta(seconds=1)
+        # the samples start at a prune: runs pile up for a minute between the leader's prunes,
+        # and thirds that began at any phase compared a ramp with the peak before the next
+        # prune (D378)
+        await pruned_after(st, datetime.now(UTC), timeout=180)
         deadline = time.monotonic() + minutes * 60
         while time.monotonic() < deadline:
             sizes = [await etcd_in_use(http, m.endpoint) for m in st.etcd_cluster.members]
@@ -125,6 +133,24 @@ async def scenario(st: Stage, *, minutes: float, jobs: int, every: float = 5) ->
         else None,
         "ok": report.ok and hist.ok and all(v["ok"] for v in verdicts.values()),
     }
+
+
+async def pruned_after(st: Stage, since: datetime, timeout: float) -> bool:
+    """Wait until a node's log says the leader pruned finished runs after ``since`` (its JSON
+    log: ``"event": "pruned finished runs"``); False after ``timeout`` (the samples then start
+    where they are, as before)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in [*st.cluster.procs, *st.cluster.retired]:
+            with contextlib.suppress(OSError):
+                for line in p.log_path.read_text().splitlines():
+                    if '"pruned finished runs"' not in line:
+                        continue
+                    with contextlib.suppress(ValueError, KeyError):
+                        if _utc(json.loads(line)["timestamp"]) > since:
+                            return True
+        await asyncio.sleep(1)
+    return False
 
 
 def _utc(value: str) -> datetime:
