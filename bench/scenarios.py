@@ -546,6 +546,12 @@ def tick_accounting(
     return in_window, missed, dupes, extra
 
 
+def missed_per_second(runs: list[RunDoc], jobs: list[str], t0: int, t1: int) -> list[int]:
+    """How many of each second's ticks in [t0, t1) have no run at all."""
+    have = {(r.job, round(r.scheduled_at, 3)) for r in runs if r.scheduled_at is not None}
+    return [sum(1 for j in jobs if (j, float(s)) not in have) for s in range(t0, t1)]
+
+
 async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
     """The rate sweep: ``steady_lag_at`` for each rate of the mode (one fresh node per rate)."""
     docs: dict[str, dict[str, Any]] = {}
@@ -637,6 +643,8 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
         "statuses": dict(Counter(r.status for r in in_window)),
         "sources": dict(Counter(r.source for r in in_window)),
         "missed_ticks": missed,
+        "window_t0": t0,
+        "missed_per_s": missed_per_second(runs, jobs, t0, t1),
         "duplicate_ticks": dupes,
         "extra_runs": extra,
         "missed_ticks_metric": int(value(nd, "cronmesh_ticks_total", fate="missed")),
