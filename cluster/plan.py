@@ -6,10 +6,14 @@ tick already handled, or the moment the job became active, whichever is later):
 
 - a tick is *on time* when ``now - tick <= grace`` (the scheduler was merely busy), otherwise late;
 - ``starting_deadline`` (seconds, 0 = none): a tick later than this never starts (missed);
-- ``none``: only on-time ticks fire; late ones are missed;
-- ``latest``: the newest due tick fires (source ``catch-up`` when late); older ones are missed;
-- ``all``: every due tick within the deadline fires, at most ``limit`` of them (the newest); older
-  ones are missed.
+- every on-time tick fires, whatever the policy (a busy leader is not downtime: a leader that
+  wakes 1.5 s late for a per-second job fires both ticks it slept through, D380); the policy
+  decides the late ones:
+- ``none``: late ticks are missed;
+- ``latest``: the newest due tick fires (source ``catch-up`` when late) when no tick is on time;
+  older late ones are missed;
+- ``all``: every due tick within the deadline fires, at most ``limit`` of them (the newest, and
+  at least every on-time one); older ones are missed.
 """
 
 from __future__ import annotations
@@ -102,10 +106,21 @@ def plan_schedule(
             return False
         return catchup != "none" or late <= grace
 
+    # every on-time tick (D380); a per-second schedule has two or three, ``limit`` bounds others
+    on_time = [
+        t
+        for t in newest_ticks(
+            schedule, max(start, now - timedelta(seconds=grace) - _EPS), now, limit
+        )
+        if startable(t)
+    ]
     fire: list[datetime]
     if catchup == "all":
         lo = start if floor is None else max(start, floor - _EPS)
         fire = [t for t in newest_ticks(schedule, lo, now, limit) if startable(t)]
+        fire = sorted(set(fire) | set(on_time))
+    elif on_time:
+        fire = on_time
     else:
         fire = [latest] if startable(latest) else []
     missed_end = fire[0] - _EPS if fire else latest
