@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import structlog
@@ -28,6 +31,18 @@ from cluster.errors import Unavailable
 from cluster.etcd import AuthExpired, BlockingLease, Etcd
 
 log = structlog.get_logger(__name__)
+
+
+def stack_of(thread_id: int | None, depth: int = 12) -> list[str]:
+    """The innermost ``depth`` frames a thread is executing (``file:line function``), for the
+    log line of a stalled event loop: what held it (D381)."""
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    if frame is None:
+        return []
+    return [
+        f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+        for f in traceback.extract_stack(frame)[-depth:]
+    ]
 
 
 class Session:
@@ -53,6 +68,7 @@ class Session:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._beat_at = clock()
+        self._loop_thread: int | None = None  # the event loop's thread (where a stall is)
         # Told, from the refresh thread, until when the lease is surely alive (the fence kills
         # the node's runs at that instant unless told a later one: D152).
         self._on_valid = on_valid
@@ -72,6 +88,7 @@ class Session:
         session._tell_valid()
         name = f"lease-{lease_id:x}"
         session._loop = asyncio.get_running_loop()
+        session._loop_thread = threading.get_ident()
         session._task = asyncio.create_task(session._heartbeat(), name=name)
         session._thread = threading.Thread(target=session._keep_in_thread, name=name)
         session._thread.daemon = True
@@ -156,6 +173,7 @@ class Session:
                     "event loop stalled; lease not refreshed",
                     lease=f"{self.lease_id:x}",
                     stalled_s=round(stalled, 1),
+                    where=stack_of(self._loop_thread),
                 )
                 continue
             deadline = self._attempt_s()

@@ -61,16 +61,30 @@ CASES = {
     "never ran, one tick due, fires on time": Case(ticks=[1.0]),
     "tick already handled, nothing to write": Case(last=1.0, ticks=[], writes=False),
     "nothing due yet": Case(now=0.5, ticks=[], writes=False, next_due=1.0),
-    "late, catch-up latest: newest fires, older missed": Case(
-        last=0.0, now=10.2, ticks=[10.0], next_due=11.0, fates=[("missed", 9)], events=["missed"]
+    "late, catch-up latest: the on-time ones fire (D380), older missed": Case(
+        last=0.0,
+        now=10.2,
+        ticks=[9.0, 10.0],  # 1.2 s and 0.2 s late: on time (grace 2 s)
+        next_due=11.0,
+        fates=[("missed", 8)],
+        events=["missed"],
     ),
-    "late, catch-up none: all missed": Case(
+    "late, catch-up none: all late ones missed": Case(
         spec={"catchup": "none"},
         last=0.0,
         now=10.5,
-        ticks=[10.0],  # the newest, on time (grace 2 s); no late one
+        ticks=[9.0, 10.0],  # on time (grace 2 s); no late one
         next_due=11.0,
-        fates=[("missed", 9)],
+        fates=[("missed", 8)],
+        events=["missed"],
+    ),
+    "late, catch-up latest, nothing on time: the newest fires as catch-up": Case(
+        spec={"schedules": [{"cron": "*/5 * * * * *"}]},
+        last=0.0,
+        now=12.5,
+        ticks=[10.0],  # 2.5 s late
+        next_due=15.0,
+        fates=[("missed", 1)],
         events=["missed"],
     ),
     "catch-up all, more than one transaction: truncated, due again now": Case(
