@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                         "runs_for_window_ticks": doc.get("runs_for_window_ticks"),
                         "statuses": doc.get("statuses"),
                         "missed_ticks_metric": doc.get("missed_ticks_metric"),
+                        "settle_s": doc.get("settle_s"),
                         "missed_per_s": doc.get("missed_per_s"),
                         "log": doc.get("log"),
                         "folder": doc.get("folder"),
@@ -183,7 +184,13 @@ def main(argv: list[str] | None = None) -> int:
                     d = row[side]["detail"]
                     brief |= {
                         k: d[k]
-                        for k in ("linger", "runs_for_window_ticks", "statuses", "missed_per_s")
+                        for k in (
+                            "linger",
+                            "runs_for_window_ticks",
+                            "statuses",
+                            "missed_per_s",
+                            "settle_s",
+                        )
                     }
                     brief["log"] = d["log"]["counts"] if d["log"] else None
                 print(f"round {i + 1} {side}: {brief}", flush=True)
