@@ -17,6 +17,7 @@ lease.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import sys
@@ -31,6 +32,8 @@ from cluster.errors import Unavailable
 from cluster.etcd import AuthExpired, BlockingLease, Etcd
 
 log = structlog.get_logger(__name__)
+
+STALL_SAMPLES = 8  # earlier places a stalled loop was seen at, kept for its warning (D381)
 
 
 def stack_of(thread_id: int | None, depth: int = 12) -> list[str]:
@@ -69,6 +72,8 @@ class Session:
         self._stop = threading.Event()
         self._beat_at = clock()
         self._loop_thread: int | None = None  # the event loop's thread (where a stall is)
+        # where the loop was at the refreshes since it fell > 1 s behind (innermost frames)
+        self._samples: collections.deque[str] = collections.deque(maxlen=STALL_SAMPLES)
         # Told, from the refresh thread, until when the lease is surely alive (the fence kills
         # the node's runs at that instant unless told a later one: D152).
         self._on_valid = on_valid
@@ -168,12 +173,17 @@ class Session:
                 self._lost_from_thread("no successful refresh within the lease TTL")
                 return
             stalled = sent - self._beat_at
+            if stalled > 1.0:  # late: where the loop is, at each refresh while it stays late
+                self._samples.append(" < ".join(reversed(stack_of(self._loop_thread, 3))))
+            else:
+                self._samples.clear()
             if stalled > self.ttl:
                 log.warning(
                     "event loop stalled; lease not refreshed",
                     lease=f"{self.lease_id:x}",
                     stalled_s=round(stalled, 1),
                     where=stack_of(self._loop_thread),
+                    earlier=list(self._samples)[:-1],
                 )
                 continue
             deadline = self._attempt_s()
