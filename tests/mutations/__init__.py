@@ -348,6 +348,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a deferred slot gives one run: the deferral is cleared in the run's transaction",
     ),
     Mutation(
+        "on-time-ticks-fire",
+        "cluster/plan.py",
+        r"elif on_time:\n(\s+)fire = on_time",
+        "elif False:\\n\\1fire = on_time",
+        (
+            "tests/unit/test_plan.py::test_a_busy_leader_fires_every_on_time_tick",
+            "tests/unit/test_plan.py::test_late_ticks_follow_the_policy_on_time_ones_fire",
+        ),
+        "a busy leader fires every tick it reaches within the 2 s grace, whatever the policy",
+    ),
+    Mutation(
         "calendar-reference",
         "cluster/calendar_store.py",
         r"if name not in guards:",
