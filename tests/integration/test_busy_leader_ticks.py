@@ -1,5 +1,5 @@
 """A leader whose event loop is held ~3 s (a CPU-bound stretch, a machine at load 15+) must still
-fire every tick it reaches within the 2 s on-time grace (D380). With ``catchup: latest`` (the
+fire every tick it reaches within the 2 s on-time grace (D374, D380). With ``catchup: latest`` (the
 default) it fired only the newest due tick and recorded the one before it as missed: a per-second
 job lost a run for every such stall, the "fewer runs than ticks" of loaded benchmark windows.
 

@@ -350,13 +350,13 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "on-time-ticks-fire",
         "cluster/plan.py",
-        r"elif on_time:\n(\s+)fire = on_time",
-        "elif False:\\n\\1fire = on_time",
+        r"fire = on_time or \(",
+        "fire = (",
         (
-            "tests/unit/test_plan.py::test_a_busy_leader_fires_every_on_time_tick",
-            "tests/unit/test_plan.py::test_late_ticks_follow_the_policy_on_time_ones_fire",
+            "tests/unit/test_tickplan.py::test_a_leader_busy_past_a_period_misses_no_on_time_tick",
+            "tests/unit/test_plan.py::test_every_on_time_tick_fires_whatever_the_policy",
         ),
-        "a busy leader fires every tick it reaches within the 2 s grace, whatever the policy",
+        "a tick within the on-time grace fires whatever the catch-up policy (D374)",
     ),
     Mutation(
         "calendar-reference",
