@@ -124,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     lingers = args.linger.split(",") if args.linger else [None]
     for value in lingers:
-        if value is not None and not 0 <= float(value) <= 1:
-            ap.error(f"--linger: {value} is not between 0 and 1 s")
+        try:
+            ok = value is None or 0 <= float(value) <= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            ap.error(f"--linger: {value!r} is not a number of seconds between 0 and 1")
     procs = Procs()
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
