@@ -45,7 +45,15 @@ from bench.harness import (
     sleep_until,
     value,
 )
-from bench.scenarios import PROJECT, Context, Mode, cpu_delta, new_prefix, snapshot
+from bench.scenarios import (
+    PROJECT,
+    Context,
+    Mode,
+    cpu_delta,
+    new_prefix,
+    put_jobs_frozen,
+    snapshot,
+)
 from bench.stats import summary_ms
 from cluster.etcd import Etcd
 
@@ -101,17 +109,12 @@ async def one_side(
             procs.add(node)
             try:
                 await node.wait_leading(http)
-                if args.freeze:
-                    async with http.put(
-                        f"{node.url}/api/v1/freeze", json={"note": "bench: creating jobs"}
-                    ) as resp:
-                        resp.raise_for_status()
                 t = time.monotonic()
-                await put_jobs(http, node, PROJECT, args.jobs)
-                create_s = time.monotonic() - t
                 if args.freeze:
-                    async with http.delete(f"{node.url}/api/v1/freeze") as resp:
-                        resp.raise_for_status()
+                    await put_jobs_frozen(ctx, node, args.jobs)
+                else:
+                    await put_jobs(http, node, PROJECT, args.jobs)
+                create_s = time.monotonic() - t
                 await asyncio.sleep(WARMUP)
                 t0 = int(time.time()) + 1
                 t1 = t0 + args.window
