@@ -38,6 +38,7 @@ from bench.harness import (
     NodeProc,
     Procs,
     auth_headers,
+    by_label,
     count,
     diff,
     put_jobs,
@@ -168,6 +169,12 @@ async def one_side(
         "queue_start": q0,
         "queue_end": q1,
         "missed_ticks_metric": int(value(nd, "cronmesh_ticks_total", fate="missed")),
+        "claims": {k: int(v) for k, v in by_label(nd, "cronmesh_claims_total", "outcome").items()},
+        "placed_via": {
+            k: int(v) for k, v in by_label(nd, "cronmesh_placement_claims_total", "via").items()
+        },
+        # executions the worker holds (armed ahead + waiting for a seat + running) at the end
+        "executions_at_end": int(value(after.node, "cronmesh_running_runs")),
         "lag_of_finished": summary_ms(lag),
         "cores": {
             "node": cpu["node_cores"],
@@ -180,6 +187,18 @@ async def one_side(
     }
 
 
+def apscheduler_side(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, Any]:
+    """The same jobs on APScheduler 3's memory store (each notes its start, then runs ``sh -c
+    true``): started per second over the same window."""
+    from bench.peers import runner
+    from bench.peers.env import peers_python
+
+    peer = runner.APSchedulerPeer(peers_python(), tmp, procs, "memory")
+    doc = runner.periodic_level(peer, runner.Mode(quick=True), args.jobs, args.window, print)
+    doc["tree"] = "apscheduler-memory"
+    return doc
+
+
 def brief(doc: dict[str, Any]) -> str:
     lag = doc["lag_of_finished"]
     c = doc["cores"]
@@ -190,7 +209,9 @@ def brief(doc: dict[str, Any]) -> str:
         f"lag p50/p99 {lag.get('p50_ms')}/{lag.get('p99_ms')} ms; cores: node {c['node']} "
         f"(loop {loop}), etcd {c['etcd']}, jobs {c['jobs']}, machine busy "
         f"{c['machine_busy_fraction']}; node ms/run {doc['cpu']['node_ms_per_run']}, "
-        f"etcd {doc['cpu']['etcd_ms_per_run']}; load {doc['load_average_before']}"
+        f"etcd {doc['cpu']['etcd_ms_per_run']}; executions held at end "
+        f"{doc['executions_at_end']}, claims {doc['claims']}, via {doc['placed_via']}; "
+        f"load {doc['load_average_before']}"
     )
 
 
@@ -207,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-freeze", dest="freeze", action="store_false")
     ap.add_argument(
+        "--apscheduler",
+        action="store_true",
+        help="each round also runs the same jobs on APScheduler 3's memory store (bench.peers)",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="cProfile the node's loop thread over the window (bench/results/e2eprobe-*.prof; "
@@ -221,9 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     docs: list[dict[str, Any]] = []
     try:
         for i in range(args.rounds):
-            order = trees if i % 2 == 0 else trees[::-1]
-            for name, root in order:
+            sides: list[tuple[str, Path | None]] = [*trees]
+            if args.apscheduler:
+                sides.append(("apscheduler-memory", None))
+            for name, root in sides if i % 2 == 0 else sides[::-1]:
                 load = [round(x, 2) for x in os.getloadavg()]
+                if root is None:
+                    doc = apscheduler_side(args, procs, tmp)
+                    doc.update(round=i + 1, load_average_before=load)
+                    docs.append(doc)
+                    print(
+                        f"round {i + 1} {name}: {doc['started_per_s']}/s started of {args.jobs},"
+                        f" lag p50/p99 {doc['start_lag'].get('p50_ms')}/"
+                        f"{doc['start_lag'].get('p99_ms')} ms, CPU {doc['cpu']['ms_per_run']} ms"
+                        f"/run, {doc['missed_ticks']} ticks missed; load {load}",
+                        flush=True,
+                    )
+                    continue
                 doc = asyncio.run(one_side(args, procs, tmp, name, root))
                 doc["round"] = i + 1
                 doc["load_average_before"] = load
