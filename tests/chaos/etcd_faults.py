@@ -71,6 +71,53 @@ async def _find_leader(etcd_cluster: EtcdCluster, timeout: float = 30) -> int:
         await asyncio.sleep(0.5)
 
 
+def _member_ids(etcd_cluster: EtcdCluster) -> list[int]:
+    """Each member's raft id, in member order (read from ``etcdctl member list``)."""
+    res = subprocess.run(
+        [
+            etcd_binary("etcdctl"),
+            "--endpoints",
+            ",".join(etcd_cluster.endpoints),
+            "member",
+            "list",
+            "-w",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    by_url = {m["clientURLs"][0]: int(m["ID"]) for m in json.loads(res.stdout)["members"]}
+    return [by_url[endpoint] for endpoint in etcd_cluster.endpoints]
+
+
+async def move_leader_off(etcd_cluster: EtcdCluster, i: int, timeout: float = 30) -> None:
+    """Make sure member ``i`` is a follower: if it leads the etcd cluster, hand the leadership
+    to the next member (``etcdctl move-leader``) and wait until another member leads."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leader = await _find_leader(etcd_cluster, timeout)
+        if leader != i:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"etcd member {i} still leads after {timeout}s")
+        to = (i + 1) % etcd_cluster.size
+        ids = await asyncio.to_thread(_member_ids, etcd_cluster)
+        await asyncio.to_thread(
+            subprocess.run,
+            [
+                etcd_binary("etcdctl"),
+                "--endpoints",
+                etcd_cluster.endpoints[i],
+                "move-leader",
+                f"{ids[to]:x}",
+            ],
+            capture_output=True,
+            timeout=10,
+        )
+
+
 async def _healthy(etcd_cluster: EtcdCluster, timeout: float = 60) -> None:
     await asyncio.to_thread(etcd_cluster.wait_healthy, timeout)
 

@@ -116,12 +116,23 @@ async def test_tail_holds_at_most_its_byte_cap(tmp_path: Path):
 
 
 async def test_a_reader_that_goes_away_frees_its_slot(cluster, big_log):
+    """With ``log_reads: 1``, each of three readers that leaves mid-answer gives the one slot back:
+    the next reader is served (the node notices a closed connection asynchronously, so each
+    waits for it with a deadline; a slot that leaked would make every later read a 429)."""
     node, url = big_log
     for _ in range(3):
         async with aiohttp.ClientSession(headers=api_headers()) as http:
-            resp = await http.get(url)
-            assert resp.status == 200
-            resp.close()
+
+            async def admitted(http: aiohttp.ClientSession = http) -> bool:
+                resp = await http.get(url)  # its body is not read: the node blocks writing it
+                if resp.status != 200:
+                    resp.release()
+                    assert resp.status == 429, resp.status  # only "full" may be waited out
+                    return False
+                resp.close()  # goes away mid-answer
+                return True
+
+            await wait_for(admitted, 10, what="the slot the previous reader left")
     async with aiohttp.ClientSession(headers=api_headers()) as http:
 
         async def served() -> bool:
