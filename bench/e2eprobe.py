@@ -104,7 +104,6 @@ async def one_side(
                 data_dir=folder / "data",
                 log_path=folder / "node.log",
                 capacity=None,
-                lease_ttl=5,
                 profile=folder / "node.prof" if args.profile else None,
             )
             procs.add(node)

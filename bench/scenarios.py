@@ -249,7 +249,7 @@ def node_proc(
     *,
     capacity: int | None,
     properties: dict[str, str] | None = None,
-    lease_ttl: int = 3,
+    lease_ttl: int | None = None,  # the node's default; 3 s until 2026-12-07 (D391)
 ) -> NodeProc:
     """A ``cronmesh node`` on the bench's etcd, its data and log in the run's folder; stopped
     with everything else the run started."""
