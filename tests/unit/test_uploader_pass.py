@@ -44,6 +44,8 @@ async def test_a_pass_works_only_on_attempts_with_new_output(tmp_path):
     # a quiet attempt that starts writing is shipped on the next pass
     quiet[7].write("stderr", b"late\n")
     assert up._due(t[0]) == [(ref(7), quiet[7])]
+    for w in [*quiet, loud]:
+        w.close()
 
 
 async def test_attempts_ending_without_output_leave_no_state(tmp_path):
