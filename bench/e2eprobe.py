@@ -91,6 +91,9 @@ async def one_side(
     await etcd.connect()
     saved_root = harness.ROOT
     harness.ROOT = root  # NodeProc runs `python -m nodes.cli` with this cwd
+    extra_env = dict(e.split("=", 1) for e in args.side_env.get(name, []))
+    saved_env = {k: os.environ.get(k) for k in extra_env}
+    os.environ.update(extra_env)  # the node's environment is the bench's (node_env)
     try:
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=60), headers=auth_headers()
@@ -137,6 +140,11 @@ async def one_side(
                 shutil.copyfile(node.profile, RESULTS / f"e2eprobe-{name}-{args.jobs}.prof")
     finally:
         harness.ROOT = saved_root
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         await etcd.close()
         etcd_server.stop()
         procs.remove(etcd_server)
@@ -160,6 +168,7 @@ async def one_side(
         "tree": name,
         "root": str(root),
         "jobs": args.jobs,
+        "env": extra_env,
         "freeze": args.freeze,
         "job_creation_s": round(create_s, 2),
         "window_s": args.window,
@@ -225,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="NAME=PATH: run the node from this source tree (repeat to alternate trees)",
     )
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="NAME:KEY=VALUE: set KEY in the environment of tree NAME's node (repeatable; for "
+        "experiments such as NAME:CRONMESH_CAPACITY=512 — no longer default settings)",
+    )
     ap.add_argument("--no-freeze", dest="freeze", action="store_false")
     ap.add_argument(
         "--apscheduler",
@@ -238,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         "slows the node: read shares, not rates)",
     )
     args = ap.parse_args(argv)
+    args.side_env = {}
+    for spec in args.env:
+        side, _, kv = spec.partition(":")
+        args.side_env.setdefault(side, []).append(kv)
     trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree] or [
         ("this", harness.ROOT)
     ]
