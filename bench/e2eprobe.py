@@ -55,7 +55,7 @@ from bench.scenarios import (
     put_jobs_frozen,
     snapshot,
 )
-from bench.stats import summary_ms
+from bench.stats import histogram_summary_ms, summary_ms
 from cluster.etcd import Etcd
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -181,6 +181,17 @@ async def one_side(
         "placed_via": {
             k: int(v) for k, v in by_label(nd, "cronmesh_placement_claims_total", "via").items()
         },
+        # spawn wall time (cronmesh_spawn_seconds: the hand-off to the cgroup-io pool, its queue,
+        # the spawn itself and the move into the cgroup), armed spawns included
+        "spawn": {
+            "mean_ms": round(
+                value(nd, "cronmesh_spawn_seconds_sum")
+                / max(1.0, value(nd, "cronmesh_spawn_seconds_count"))
+                * 1000,
+                2,
+            ),
+            **histogram_summary_ms(nd, "cronmesh_spawn_seconds"),
+        },
         # executions the worker holds (armed ahead + waiting for a seat + running) at the end
         "executions_at_end": int(value(after.node, "cronmesh_running_runs")),
         "lag_of_finished": summary_ms(lag),
@@ -219,6 +230,8 @@ def brief(doc: dict[str, Any]) -> str:
         f"{c['machine_busy_fraction']}; node ms/run {doc['cpu']['node_ms_per_run']}, "
         f"etcd {doc['cpu']['etcd_ms_per_run']}; executions held at end "
         f"{doc['executions_at_end']}, claims {doc['claims']}, via {doc['placed_via']}; "
+        f"spawn mean {doc['spawn']['mean_ms']} ms p50/p99 {doc['spawn'].get('p50_ms')}/"
+        f"{doc['spawn'].get('p99_ms')} ms; "
         f"load {doc['load_average_before']}"
     )
 
