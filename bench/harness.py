@@ -176,6 +176,8 @@ class NodeProc:
             args += ["--property", f"{key}={value}"]
         self._log = open(log_path, "ab")
         launcher = ["bench.profnode", str(profile)] if profile else ["nodes.cli"]
+        if not profile and os.environ.get("BENCH_COMPLETION_LINGER"):
+            launcher = ["bench.lingernode"]  # the worker's completion linger set (D353)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *launcher, "node", *args],
             stdout=self._log,

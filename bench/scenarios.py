@@ -563,6 +563,38 @@ def tick_accounting(
     return in_window, missed, dupes, extra
 
 
+SETTLE_S = 30.0  # how long a node that is behind may take to finish the window's runs
+
+
+async def settle(ctx: Context, prefix: str, t0: int, t1: int) -> float | None:
+    """Until every run of the window's ticks has ended (the node keeps running), at most
+    ``SETTLE_S``: a node seconds behind under load would otherwise be stopped with the window's
+    last runs still queued or armed, and the drain ends those as ``lost`` (a measurement, not a
+    loss). Answers the seconds waited, None when runs were still unfinished."""
+    start = time.monotonic()
+    while True:
+        runs = await read_runs(ctx.etcd, prefix, PROJECT)
+        open_ = [
+            r
+            for r in runs
+            if r.scheduled_at is not None
+            and t0 <= r.scheduled_at < t1
+            and r.status in ("pending", "running")
+        ]
+        waited = round(time.monotonic() - start, 1)
+        if not open_:
+            return waited
+        if waited >= SETTLE_S:
+            return None
+        await asyncio.sleep(1.0)
+
+
+def missed_per_second(runs: list[RunDoc], jobs: list[str], t0: int, t1: int) -> list[int]:
+    """How many of each second's ticks in [t0, t1) have no run at all."""
+    have = {(r.job, round(r.scheduled_at, 3)) for r in runs if r.scheduled_at is not None}
+    return [sum(1 for j in jobs if (j, float(s)) not in have) for s in range(t0, t1)]
+
+
 async def steady_lag(ctx: Context) -> dict[str, dict[str, Any]]:
     """The rate sweep: ``steady_lag_at`` for each rate of the mode (one fresh node per rate)."""
     docs: dict[str, dict[str, Any]] = {}
@@ -619,6 +651,7 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
         node.profiling(False)
         after = await snapshot(ctx, node)
         await sleep_until(t1 + 2.0)
+        settle_s = await settle(ctx, prefix, t0, t1)
     finally:
         await asyncio.to_thread(node.stop)
     await profile_report(ctx, node, f"lag_{n}")
@@ -654,6 +687,9 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
         "statuses": dict(Counter(r.status for r in in_window)),
         "sources": dict(Counter(r.source for r in in_window)),
         "missed_ticks": missed,
+        "settle_s": settle_s,
+        "window_t0": t0,
+        "missed_per_s": missed_per_second(runs, jobs, t0, t1),
         "duplicate_ticks": dupes,
         "extra_runs": extra,
         "missed_ticks_metric": int(value(nd, "cronmesh_ticks_total", fate="missed")),

@@ -5,9 +5,11 @@ Catch-up semantics (per schedule, over the ticks in ``(start, now]`` where ``sta
 tick already handled, or the moment the job became active, whichever is later):
 
 - a tick is *on time* when ``now - tick <= grace`` (the scheduler was merely busy), otherwise late;
+  every on-time tick fires, whatever the policy (D374);
 - ``starting_deadline`` (seconds, 0 = none): a tick later than this never starts (missed);
 - ``none``: only on-time ticks fire; late ones are missed;
-- ``latest``: the newest due tick fires (source ``catch-up`` when late); older ones are missed;
+- ``latest``: the on-time ticks fire; when none is, the newest due tick fires (source
+  ``catch-up``); older ones are missed;
 - ``all``: every due tick within the deadline fires, at most ``limit`` of them (the newest); older
   ones are missed.
 """
@@ -21,6 +23,7 @@ from typing import Literal
 from cluster.cron import Schedule, ticks_between
 
 ON_TIME_GRACE = 2.0
+ON_TIME_MAX = 8  # on-time ticks fired at once: a per-second schedule has 3 in the grace at most
 MAX_COUNT = 1000  # missed/disabled spans count at most this many ticks exactly
 _WINDOW_LIMIT = 100_000
 _EPS = timedelta(microseconds=1)
@@ -107,7 +110,13 @@ def plan_schedule(
         lo = start if floor is None else max(start, floor - _EPS)
         fire = [t for t in newest_ticks(schedule, lo, now, limit) if startable(t)]
     else:
-        fire = [latest] if startable(latest) else []
+        # on-time ticks are never missed (D374): a leader busy for longer than a period (a
+        # loaded machine, materialize_ahead's early wake-up) finds two of them due at once
+        on_time: list[datetime] = []
+        if source(latest) == "schedule":  # else none is: the newest is the least late
+            lo = max(start, now - timedelta(seconds=grace) - _EPS)
+            on_time = [t for t in newest_ticks(schedule, lo, now, ON_TIME_MAX) if startable(t)]
+        fire = on_time or ([latest] if startable(latest) else [])
     missed_end = fire[0] - _EPS if fire else latest
     return SchedulePlan(
         fire=[(t, source(t)) for t in fire],

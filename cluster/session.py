@@ -17,9 +17,13 @@ lease.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import structlog
@@ -28,6 +32,20 @@ from cluster.errors import Unavailable
 from cluster.etcd import AuthExpired, BlockingLease, Etcd
 
 log = structlog.get_logger(__name__)
+
+STALL_SAMPLES = 8  # earlier places a stalled loop was seen at, kept for its warning (D381)
+
+
+def stack_of(thread_id: int | None, depth: int = 12) -> list[str]:
+    """The innermost ``depth`` frames a thread is executing (``file:line function``), for the
+    log line of a stalled event loop: what held it (D381)."""
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    if frame is None:
+        return []
+    return [
+        f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+        for f in traceback.extract_stack(frame)[-depth:]
+    ]
 
 
 class Session:
@@ -53,6 +71,9 @@ class Session:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._beat_at = clock()
+        self._loop_thread: int | None = None  # the event loop's thread (where a stall is)
+        # where the loop was at the refreshes since it fell > 1 s behind (innermost frames)
+        self._samples: collections.deque[str] = collections.deque(maxlen=STALL_SAMPLES)
         # Told, from the refresh thread, until when the lease is surely alive (the fence kills
         # the node's runs at that instant unless told a later one: D152).
         self._on_valid = on_valid
@@ -72,6 +93,7 @@ class Session:
         session._tell_valid()
         name = f"lease-{lease_id:x}"
         session._loop = asyncio.get_running_loop()
+        session._loop_thread = threading.get_ident()
         session._task = asyncio.create_task(session._heartbeat(), name=name)
         session._thread = threading.Thread(target=session._keep_in_thread, name=name)
         session._thread.daemon = True
@@ -151,11 +173,17 @@ class Session:
                 self._lost_from_thread("no successful refresh within the lease TTL")
                 return
             stalled = sent - self._beat_at
+            if stalled > 1.0:  # late: where the loop is, at each refresh while it stays late
+                self._samples.append(" < ".join(reversed(stack_of(self._loop_thread, 3))))
+            else:
+                self._samples.clear()
             if stalled > self.ttl:
                 log.warning(
                     "event loop stalled; lease not refreshed",
                     lease=f"{self.lease_id:x}",
                     stalled_s=round(stalled, 1),
+                    where=stack_of(self._loop_thread),
+                    earlier=list(self._samples)[:-1],
                 )
                 continue
             deadline = self._attempt_s()

@@ -30,6 +30,9 @@ RUN_OPS = CREATE_RUN_OPS + 2
 PLAN_OPS = 120
 TXN_BYTES = 512 * 1024
 EVENTS_KEPT = 20
+# overlap ``replace`` with several ticks in one plan (on-time ticks of a busy leader, D374, or a
+# catch-up ``all``): each newer tick replaces the run of the one before, which never starts
+REPLACED_IN_PLAN = "skipped by overlap policy 'replace': a newer tick was due at the same time"
 
 NewRun = Callable[..., Run]
 """``Store.new_run``: mints a run of ``job`` (its id and ``created_at``) with the given fields."""
@@ -278,6 +281,14 @@ def plan_job(
             else:
                 if action == "replace":
                     out.cancels.extend(r for r in active_ids if r not in out.cancels)
+                    for earlier, _ in out.runs:  # this plan's own: replaced before they start
+                        if earlier.status != "skipped":
+                            earlier.status, earlier.not_before = "skipped", None
+                            earlier.error, earlier.finished_at = (
+                                REPLACED_IN_PLAN,
+                                earlier.created_at,
+                            )
+                            n_active, fired_total = n_active - 1, fired_total - 1
                 run = new_run(
                     job,
                     source=source,

@@ -113,6 +113,7 @@ class Scheduler:
         self.due = self.cache.due
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
+        self._missed: dict[JobKey, int] = {}  # ticks missed in this pass, reported after it (D385)
         self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238, D339)
         self.workflows = WorkflowEngine(
             etcd, keys, store, leadership, clock=clock, rules=self.rules
@@ -179,11 +180,26 @@ class Scheduler:
             due = [jk for jk in self.due.pop_due(PASS_JOBS) if jk in self.jobs]
             if len(due) > 1:
                 await self._fire_batch(due)
-                continue
-            if due:
+            elif due:
                 await self._fire_guarded(due[0])
-                continue
-            await self.due.wait()
+            else:
+                await self.due.wait()
+            self._report_missed()
+
+    def _report_missed(self) -> None:
+        """One warning per pass that left ticks without a run (D385): they were planned more than
+        the on-time grace late (downtime, a lease lost, a leader too busy) and each job's
+        ``catchup`` policy passed them; the metrics and the ticks view count them too."""
+        if not self._missed:
+            return
+        worst = sorted(self._missed.items(), key=lambda kv: -kv[1])[:5]
+        log.warning(
+            "ticks missed",
+            jobs=len(self._missed),
+            ticks=sum(self._missed.values()),
+            most=["/".join(jk) + f" x{n}" for jk, n in worst],
+        )
+        self._missed.clear()
 
     async def _fire_guarded(self, jk: JobKey) -> None:
         await self._guarded(jk, lambda: self.fire(jk))
@@ -326,6 +342,9 @@ class Scheduler:
         )
         self.slots.deps.hold(entry.job, plan, entry.state)  # slots waiting on upstreams (D294)
         count_fates(jk, plan.fates)  # ticks missed or disabled, and their slots (D231)
+        for fate, n in plan.fates:
+            if fate == "missed":
+                self._missed[jk] = self._missed.get(jk, 0) + n
         if not plan.writes:
             self.cache.schedule_at(jk, plan.next_due)
             return None

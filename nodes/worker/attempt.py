@@ -29,8 +29,8 @@ CLAIM_AHEAD = 0.75
 MAX_ARMED = 512
 # A completion may wait up to this long for others to share its etcd transaction (D353): a write
 # transaction costs etcd ~0.6 ms and more, and exits after a busy second trickle in one by one.
-# Off (0) until the short windows seen with 0.02 at load 5-17 are explained (quiet: none lost).
-COMPLETION_LINGER = 0.0
+# On again since the short windows seen at load 5-17 were explained without it (D383).
+COMPLETION_LINGER = 0.02
 IDENTITY_TTL = 30.0  # s a resolved run_as user (uid, gid, home) is reused before a new lookup
 
 

@@ -191,12 +191,15 @@ class Claiming:
                         # We ran this attempt and could not record its end: never run it again
                         # here. Giving the claim up lets the leader record the attempt as lost
                         # (retried if its policy says so), as if this node had died.
-                        log.error("giving up the claim of an attempt already run", run=run_id)
+                        # (or its completion landed after this read: then the claim is gone
+                        # and the compare leaves everything as it is, D382)
                         held = self.budgets.releases(self.budgets.held_by(run_id))  # D275
-                        await self.etcd.txn(
+                        gave_up = await self.etcd.txn(
                             [Compare.created(kv.key, kv.create_revision)],
                             [Op.delete(kv.key), *held],
                         )
+                        if gave_up.succeeded:
+                            log.error("gave up the claim of an attempt already run", run=run_id)
                         continue
                     project = claim["project"]
                     run = await self.store.get_run(project, run_id)

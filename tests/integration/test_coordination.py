@@ -73,7 +73,7 @@ async def test_election_order_and_resign_hand_off(etcd, keys):
     assert not second.done()
     assert await current_leader(etcd, keys) == "n1"
     await e1.resign()
-    lead2 = await asyncio.wait_for(second, 2)
+    lead2 = await asyncio.wait_for(second, 10)  # at once; 10: a loaded machine
     assert lead2.revision > lead1.revision
     assert await current_leader(etcd, keys) == "n2"
     await s1.close()
@@ -85,7 +85,7 @@ async def test_election_takes_over_when_leader_lease_expires(etcd, keys):
     await Election(etcd, keys, s1, "n1").campaign()
     second = asyncio.create_task(Election(etcd, keys, s2, "n2").campaign())
     await s1.close()  # revoke: as if the lease had expired
-    await asyncio.wait_for(second, 3)
+    await asyncio.wait_for(second, 10)
     assert await current_leader(etcd, keys) == "n2"
     await s2.close()
 
@@ -130,8 +130,9 @@ async def test_tick_fires_once_even_with_two_schedulers_sharing_state(etcd, keys
     await b.fire(("p", "j"))  # b re-read the state after losing the CAS: nothing new
     runs = await etcd.range(keys.runs("p"))
     ticks = sorted(r.scheduled_at for r in (store_run(kv) for kv in runs.kvs))
-    # the race had something to decide (a test that passes with no run proves nothing)
-    assert ticks == [datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC)], ticks
+    # the race had something to decide (a test that passes with no run proves nothing); the
+    # ticks within the 2 s grace fire, each once (D374)
+    assert ticks == [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in (2, 3)], ticks
     await session.close()
 
 

@@ -348,6 +348,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a deferred slot gives one run: the deferral is cleared in the run's transaction",
     ),
     Mutation(
+        "on-time-ticks-fire",
+        "cluster/plan.py",
+        r"fire = on_time or \(",
+        "fire = (",
+        (
+            "tests/unit/test_tickplan.py::test_a_leader_busy_past_a_period_misses_no_on_time_tick",
+            "tests/unit/test_plan.py::test_every_on_time_tick_fires_whatever_the_policy",
+        ),
+        "a tick within the on-time grace fires whatever the catch-up policy (D374)",
+    ),
+    Mutation(
         "calendar-reference",
         "cluster/calendar_store.py",
         r"if name not in guards:",

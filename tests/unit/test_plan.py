@@ -111,7 +111,8 @@ def test_reenabled_job_reports_disabled_ticks_and_does_not_catch_them_up():
 def test_long_downtime_on_every_second_job_is_cheap_and_bounded():
     # 10 days down with a per-second schedule: no walk over 864,000 ticks.
     p = plan(EVERY_SEC, last=at(0), now=at(0) + timedelta(days=10), catchup="latest")
-    assert len(p.fire) == 1
+    # the ticks of the last 2 s are on time (D374): 3 of them when now is a tick
+    assert [src for _, src in p.fire] == ["schedule"] * 3
     assert p.missed is not None and p.missed.more and p.missed.count == 1000
 
 
@@ -160,3 +161,33 @@ def test_retry_delay_backoff_and_cap():
     assert retry_delay(10, 2.0, 1) == 10
     assert retry_delay(10, 2.0, 3) == 40
     assert retry_delay(10, 10.0, 20) == 86400
+
+
+@pytest.mark.parametrize("catchup", ["none", "latest", "all"])
+def test_every_on_time_tick_fires_whatever_the_policy(catchup):
+    """D374: a scheduler busy 1.8 s past a tick of a per-second job finds ticks 1 (1.8 s late) and
+    2 (0.8 s late) due: both within the grace, both on time, neither missed."""
+    p = plan(EVERY_SEC, last=at(0, 0), now=at(0, 2.8), catchup=catchup)
+    assert p.fire == [(at(0, 1), "schedule"), (at(0, 2), "schedule")]
+    assert p.missed is None and p.last_tick == at(0, 2)
+
+
+@pytest.mark.parametrize(("catchup", "fired"), [("none", [3, 4]), ("latest", [3, 4])])
+def test_late_ticks_follow_the_policy_and_on_time_ones_fire(catchup, fired):
+    # ticks 1 and 2 are 3.5 and 2.5 s late (missed), 3 and 4 are 1.5 and 0.5 s late (on time)
+    p = plan(EVERY_SEC, last=at(0, 0), now=at(0, 4.5), catchup=catchup)
+    assert p.fire == [(at(0, s), "schedule") for s in fired]
+    assert p.missed is not None and (p.missed.first, p.missed.count) == (at(0, 1), 2)
+
+
+def test_a_starting_deadline_shorter_than_the_grace_still_bounds_on_time_ticks():
+    p = plan(EVERY_SEC, last=at(0, 0), now=at(0, 2.5), catchup="latest", deadline=1)
+    assert p.fire == [(at(0, 2), "schedule")]  # tick 1 is 1.5 s late, past the 1 s deadline
+    assert p.missed is not None and p.missed.count == 1
+
+
+def test_only_the_newest_fires_when_nothing_is_on_time():
+    every_5s = parse_schedule(cron="*/5 * * * * *")
+    p = plan(every_5s, last=at(0, 0), now=at(0, 13), catchup="latest")
+    assert p.fire == [(at(0, 10), "catch-up")]  # 3 s late
+    assert p.missed is not None and (p.missed.first, p.missed.count) == (at(0, 5), 1)

@@ -61,16 +61,30 @@ CASES = {
     "never ran, one tick due, fires on time": Case(ticks=[1.0]),
     "tick already handled, nothing to write": Case(last=1.0, ticks=[], writes=False),
     "nothing due yet": Case(now=0.5, ticks=[], writes=False, next_due=1.0),
-    "late, catch-up latest: newest fires, older missed": Case(
-        last=0.0, now=10.2, ticks=[10.0], next_due=11.0, fates=[("missed", 9)], events=["missed"]
+    "late, catch-up latest: the on-time ticks fire, older missed (D374)": Case(
+        last=0.0,
+        now=10.2,
+        ticks=[9.0, 10.0],  # 9 is 1.2 s late, within the 2 s grace: on time, never missed
+        next_due=11.0,
+        fates=[("missed", 8)],
+        events=["missed"],
     ),
-    "late, catch-up none: all missed": Case(
+    "late, catch-up none: the late ones missed": Case(
         spec={"catchup": "none"},
         last=0.0,
         now=10.5,
-        ticks=[10.0],  # the newest, on time (grace 2 s); no late one
+        ticks=[9.0, 10.0],  # on time (grace 2 s); no late one
         next_due=11.0,
-        fates=[("missed", 9)],
+        fates=[("missed", 8)],
+        events=["missed"],
+    ),
+    "late, catch-up latest, nothing on time: the newest fires, older missed": Case(
+        spec={"schedules": [{"cron": "*/5 * * * * *"}]},
+        last=0.0,
+        now=13.0,
+        ticks=[10.0],  # 3 s late: a catch-up
+        next_due=15.0,
+        fates=[("missed", 1)],
         events=["missed"],
     ),
     "catch-up all, more than one transaction: truncated, due again now": Case(
@@ -184,3 +198,36 @@ def test_jobs_with_the_same_timing_share_one_parsed_schedule_and_hashed_ones_do_
         assert shared.next_after(T0) == own.next_after(T0)
     ticks_a = ha[0][1].next_after(T0)
     assert ticks_a == _named("a", schedules=hashed).schedules[0].parse("p/a").next_after(T0)
+
+
+@pytest.mark.parametrize("catchup", ["latest", "none", "all"])
+def test_a_leader_busy_past_a_period_misses_no_on_time_tick(catchup: str) -> None:
+    """D374, the soak's missed tick: a job every second, planned 1.5 s ahead, wakes 1.5 s before
+    its next tick; a leader whose loop is busy 2.7 s past that wake-up (a loaded machine) finds
+    two ticks due, both within the 2 s grace. Both fire, whatever the catch-up policy: with
+    ``latest`` (the default) the older was recorded missed."""
+    j = job(catchup=catchup)
+    wake = _plan(j, state_at(j, sec(2)), now=1.5, ahead=1.5)  # on time: tick 3, ahead
+    assert [run.scheduled_at for run, _ in wake.runs] == [sec(3)] and wake.next_due == sec(2.5)
+    busy = _plan(j, wake.state, now=2.5 + 2.7, ahead=1.5)  # its next wake-up, 2.7 s late
+    fired = [(run.scheduled_at, run.source) for run, _ in busy.runs]
+    # 4 and 5 are 1.2 s and 0.2 s late: on time; 6 is planned ahead
+    assert fired == [(sec(4), "schedule"), (sec(5), "schedule"), (sec(6), "schedule")], fired
+    assert busy.fates == []
+
+
+@pytest.mark.parametrize(
+    ("catchup", "now", "ticks"), [("latest", 2.8, [1, 2]), ("all", 5.5, [1, 2, 3, 4, 5])]
+)
+def test_replace_with_several_ticks_in_one_plan_starts_only_the_newest(
+    catchup: str, now: float, ticks: list[int]
+) -> None:
+    """D374: a busy leader's on-time ticks (or a catch-up ``all``) of an ``overlap: replace`` job:
+    each newer tick replaces the run of the one before, so only the newest runs; the others are
+    tick records (skipped), never two runs of a replace job at once."""
+    j = job(catchup=catchup, overlap="replace")
+    plan = _plan(j, state_at(j, sec(0)), now=now, ahead=0.0)
+    assert [r.scheduled_at for r, _ in plan.runs] == [sec(t) for t in ticks]
+    assert [r.status for r, _ in plan.runs] == ["skipped"] * (len(ticks) - 1) + ["pending"]
+    assert all("replace" in (r.error or "") and r.finished for r, _ in plan.runs[:-1])
+    assert plan.state["fired"] == 1
