@@ -144,7 +144,7 @@ class NodeProc:
         log_path: Path,
         capacity: int | None,
         properties: Mapping[str, str] | None = None,
-        lease_ttl: int = 3,
+        lease_ttl: int | None = None,  # None: the node's default (5 s), as a user gets
         drain_timeout: float = 2.0,
         profile: Path | None = None,
     ) -> None:
@@ -161,8 +161,6 @@ class NodeProc:
             node_id,
             "--prefix",
             prefix,
-            "--lease-ttl",
-            str(lease_ttl),
             "--data-dir",
             str(data_dir),
             "--drain-timeout",
@@ -170,6 +168,8 @@ class NodeProc:
             "--log-format",
             "json",
         ]
+        if lease_ttl is not None:
+            args += ["--lease-ttl", str(lease_ttl)]
         if capacity is not None:  # None: the node's default, as a user who sets nothing gets
             args += ["--capacity", str(capacity)]
         for key, value in (properties or {}).items():

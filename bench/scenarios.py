@@ -249,7 +249,7 @@ def node_proc(
     *,
     capacity: int | None,
     properties: dict[str, str] | None = None,
-    lease_ttl: int = 3,
+    lease_ttl: int | None = None,  # the node's default; 3 s until 2026-12-07 (D391)
 ) -> NodeProc:
     """A ``cronmesh node`` on the bench's etcd, its data and log in the run's folder; stopped
     with everything else the run started."""
@@ -331,6 +331,23 @@ def series_stats(series: list[int]) -> dict[str, Any]:
     return {"min": min(series), "max": max(series), "first": series[0], "last": series[-1]}
 
 
+async def put_jobs_frozen(ctx: Context, node: NodeProc, n: int, **kw: Any) -> list[str]:
+    """``put_jobs`` while the cluster is frozen (every slot skipped), then unfrozen: the jobs
+    start firing together once they all exist. Creating them unfrozen, the first ones fired while
+    the API created the rest, and a level started its window behind by the runs of its own setup
+    (D388)."""
+    url = f"{node.url}/api/v1/freeze"
+    async with ctx.http.put(url, json={"note": "bench: creating the jobs"}) as resp:
+        if resp.status >= 300:
+            raise RuntimeError(f"PUT {url}: {resp.status} {await resp.text()}")
+    try:
+        return await put_jobs(ctx.http, node, PROJECT, n, **kw)
+    finally:
+        async with ctx.http.delete(url) as resp:
+            if resp.status >= 300:
+                raise RuntimeError(f"DELETE {url}: {resp.status} {await resp.text()}")
+
+
 @dataclass
 class Window:
     """One measured window of a throughput level: edges, snapshots, queue depth, the runs."""
@@ -358,7 +375,7 @@ async def measure_window(
     stop the node, read the runs and clean the prefix away."""
     try:
         t = time.monotonic()
-        await put_jobs(ctx.http, node, PROJECT, n, selector=selector)
+        await put_jobs_frozen(ctx, node, n, selector=selector)
         create_s = time.monotonic() - t
         await asyncio.sleep(ctx.mode.warmup)
         t0 = window_start(time.time())
@@ -620,7 +637,7 @@ async def steady_lag_at(ctx: Context, n: int) -> dict[str, dict[str, Any]]:
     ctx.say(f"steady lag: {n} jobs every second (= {n} runs/s) for {mode.lag_window} s, {settings}")
     node = await start_node(ctx, prefix, f"lag-{n}", capacity=mode.lag_capacity, properties={})
     try:
-        jobs = await put_jobs(ctx.http, node, PROJECT, n)
+        jobs = await put_jobs_frozen(ctx, node, n)
         await asyncio.sleep(mode.warmup)
         t0 = window_start(time.time())
         t1 = t0 + mode.lag_window

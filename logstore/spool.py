@@ -191,7 +191,9 @@ class Spool:
         self.fsync_interval = fsync_interval
         self.active: dict[LogRef, SpoolWriter] = {}
         self.ready: dict[LogRef, Path] = {}  # ended attempts whose object is not written yet
-        self.changed = asyncio.Event()  # set when a spool is opened or finished (uploader wakes)
+        # set when a finished attempt's spool is ready to upload (the uploader wakes); an opened
+        # spool waits for the uploader's next pass, at most its segment interval (D387)
+        self.changed = asyncio.Event()
         self._pending_bytes = 0
 
     def path(self, ref: LogRef) -> Path:
@@ -206,7 +208,6 @@ class Spool:
     def open(self, ref: LogRef) -> SpoolWriter:
         writer = SpoolWriter(self, ref, self.path(ref), self.run_cap)
         self.active[ref] = writer
-        self.changed.set()
         return writer
 
     def has_room(self, n: int) -> bool:
@@ -219,7 +220,7 @@ class Spool:
         self.active.pop(writer.ref, None)
         if not writer.empty:  # an attempt that wrote nothing has nothing to upload
             self.ready[writer.ref] = writer.path
-        self.changed.set()
+            self.changed.set()
 
     def scan(self) -> int:
         """Take every spool on disk without a writer as ready (leftovers of an earlier process);

@@ -152,8 +152,8 @@ class Uploader:
             async with sem:
                 await coro
 
-        jobs = [bounded(self._segment(ref, w)) for ref, w in list(self.spool.active.items())]
         now = self.now()
+        jobs = [bounded(self._segment(ref, w)) for ref, w in self._due(now)]
         for ref, path in list(self.spool.ready.items()):
             b = self._backoff.get(ref)
             if b is None or b.next_try <= now:
@@ -161,6 +161,29 @@ class Uploader:
         await asyncio.gather(*jobs)
         metrics.SPOOL_BACKLOG_FILES.set(len(self.spool.ready))
         metrics.SPOOL_BACKLOG_BYTES.set(self.spool.backlog_bytes)
+
+    def _due(self, now: float) -> list[tuple[LogRef, SpoolWriter]]:
+        """The running attempts with a segment to ship now (D387): checked here, in one loop, so
+        a pass costs no task for the hundreds of attempts that wrote nothing new or shipped a
+        segment less than ``segment_interval`` ago. The shipping state of an attempt that ended
+        without output (it never becomes ready, so ``_final`` never forgets it) is dropped."""
+        active = self.spool.active
+        for ref in [r for r in self._shipping if r not in active and r not in self.spool.ready]:
+            del self._shipping[ref]
+        due: list[tuple[LogRef, SpoolWriter]] = []
+        for ref, writer in active.items():
+            st = self._shipping.get(ref)
+            if st is not None and now - st.last < self.segment_interval:
+                continue
+            b = self._backoff.get(ref)
+            if b is not None and b.next_try > now:
+                continue
+            if writer.size <= (st.offset if st is not None else 0):
+                if st is not None:
+                    st.last = now
+                continue
+            due.append((ref, writer))
+        return due
 
     def _failed(self, ref: LogRef, exc: Exception, kind: str) -> None:
         b = self._backoff.get(ref)

@@ -58,8 +58,8 @@ class Executing(Outcomes):
             return  # the claim vanished with the lease; the leader will reap and retry it
         ex = Execution(run, claim_rev, slot, cost=cost)
         self.running[run.id] = ex
-        if run.not_before is not None and run.not_before > self.clock():
-            self.seating.ahead.add(run.id)  # held ahead of its instant: no seat yet (D260)
+        if run.not_before is not None:  # claimed ahead (even if its instant passed during the
+            self.seating.ahead.add(run.id)  # claim): counted as armed until it has a seat (D390)
         metrics.RUNNING.set(len(self.running))
         if run.id in self._controls:
             ex.request(self._controls[run.id])

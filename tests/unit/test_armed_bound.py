@@ -1,0 +1,56 @@
+"""What a worker counts as armed and as busy (D260, D390), on plain values: a run claimed ahead
+of its instant stays counted as armed until it has a seat, even when the instant passed while
+its claim was in flight (a loaded machine, a slow etcd). Counted as busy instead, such runs were
+outside both bounds: the ahead pass (which runs while busy >= capacity) kept claiming, and one
+node held 783 claimed runs against capacity 128 + max_armed 512 (bench.e2eprobe, 400 jobs every
+second at load 24)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from nodes.worker.executing import Executing
+from nodes.worker.worker import Worker
+
+NOW = datetime(2026, 12, 7, 0, 0, 0, tzinfo=UTC)
+
+
+def worker_state() -> Any:
+    """The part of a Worker that ``_start``, ``busy`` and ``armed`` read."""
+    return SimpleNamespace(
+        session=SimpleNamespace(lost=asyncio.Event()),
+        running={},
+        seating=SimpleNamespace(ahead=set()),
+        clock=lambda: NOW,
+        _controls={},
+        _interrupted=asyncio.Event(),
+        _spawn=lambda coro: None,
+        _execute=lambda ex: None,
+        claiming=set(),
+        _claiming_ahead=set(),
+    )
+
+
+def run(rid: str, not_before: datetime | None) -> Any:
+    return SimpleNamespace(id=rid, not_before=not_before)
+
+
+def test_claims_ahead_count_as_armed_even_when_their_instant_passed_during_the_claim():
+    w = worker_state()
+    Executing._start(w, run("ahead", NOW + timedelta(seconds=0.5)), 1, None)
+    Executing._start(w, run("late", NOW - timedelta(seconds=0.3)), 2, None)
+    Executing._start(w, run("now", None), 3, None)  # claimed due now: not_before cleared
+    assert w.seating.ahead == {"ahead", "late"}
+    assert Worker.armed(w) == 2
+    assert Worker.busy(w) == 1
+
+
+def test_late_claims_ahead_do_not_grow_what_counts_against_capacity():
+    w = worker_state()
+    for i in range(1000):  # every claim ahead came back after its instant
+        Executing._start(w, run(f"r{i}", NOW - timedelta(seconds=1)), i, None)
+    assert Worker.busy(w) == 0  # the ahead pass is bounded by max_armed on these
+    assert Worker.armed(w) == 1000
