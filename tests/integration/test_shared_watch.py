@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -21,6 +21,7 @@ from nodes.leader.feed import Feed, FeedOverflow, Subscription
 from tests.conftest import wait_for
 
 JOBS = [f"j{i:02d}" for i in range(40)]
+T = TypeVar("T")
 
 
 class View:
@@ -226,6 +227,15 @@ async def test_an_error_ends_only_its_own_subscription(etcd, keys, monkeypatch):
     await feed.aclose()
 
 
+async def step(aw: Awaitable[T], what: str, timeout: float = 30.0) -> T:
+    """``aw`` within ``timeout``, else a failure naming the step (CI once timed this test out at
+    120 s with no sign of which await never returned)."""
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not done within {timeout}s") from None
+
+
 async def test_two_shard_leaders_of_one_node_share_the_watches_and_keep_their_own(
     etcd, keys, monkeypatch
 ):
@@ -264,13 +274,13 @@ async def test_two_shard_leaders_of_one_node_share_the_watches_and_keep_their_ow
         task = asyncio.create_task(sched.run())
         return sched, task
 
-    s0, t0 = await lead(0)
-    s1, t1 = await lead(1)
+    s0, t0 = await step(lead(0), "shard 0's campaign")
+    s1, t1 = await step(lead(1), "shard 1's campaign")
     watched = [keys.actives(), keys.jobs(), keys.schedule_states()]
     await wait_for(lambda: feed.watching() == watched, what="the node's watches")
     await wait_for(lambda: all(feed.subscribers(p) == 2 for p in watched), what="both leaders")
     new = names[1][2]  # a job of shard 1 created while both lead
-    await store.put_job("p", JobSpec(name=new, command="true"))
+    await step(store.put_job("p", JobSpec(name=new, command="true")), "the new job's write")
     await wait_for(lambda: ("p", new) in s1.jobs and ("p", new) in s0.jobs, what="the new job")
     before = decoded[0]
     for s in (0, 1):
@@ -286,20 +296,20 @@ async def test_two_shard_leaders_of_one_node_share_the_watches_and_keep_their_ow
     assert decoded[0] - before == 4  # each decoded once for the node's two leaders
     # shard 1 goes to another leader on this node while shard 0 keeps the watches running
     t1.cancel()
-    await asyncio.gather(t1, return_exceptions=True)
+    await step(asyncio.gather(t1, return_exceptions=True), "shard 1's term to end on cancel")
     assert all(feed.subscribers(p) == 1 for p in watched)
     await etcd.put(keys.schedule_state("p", names[1][1]), b'{"mark": 2}')  # between the terms
-    s1b, t1b = await lead(1)
+    s1b, t1b = await step(lead(1), "shard 1's second campaign")
     await etcd.put(keys.active("p", names[1][1], "r2"), b"")
     await wait_for(lambda: set(s1b.active_job) == {"r1", "r2"}, what="the new leader's runs")
     assert s1b.jobs[("p", names[1][1])].state == {"mark": 2}
     assert set(s1b.jobs) == {("p", n) for n in names[1]}
     for task in (t0, t1b):
         task.cancel()
-    await asyncio.gather(t0, t1b, return_exceptions=True)
+    await step(asyncio.gather(t0, t1b, return_exceptions=True), "both terms to end on cancel")
     assert feed.watching() == []
-    await feed.aclose()
-    await session.close()
+    await step(feed.aclose(), "the feed to close")
+    await step(session.close(), "the session to close")
 
 
 async def test_a_shared_watch_that_ends_ends_every_subscribers_term_and_starts_again(
