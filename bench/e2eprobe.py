@@ -63,8 +63,9 @@ WARMUP = 3.0
 
 
 def threads_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of ``pid``, the main thread as ``loop``, the
-    others summed by name."""
+    """CPU seconds of each thread of ``pid``, the main thread as ``loop``, the others summed by
+    name; ``NAME`` is user + system, ``NAME.sys`` the system part alone (time in the kernel does
+    not hold the GIL: a process whose user time nears one core is bound by it)."""
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -73,9 +74,10 @@ def threads_cpu(pid: int) -> dict[str, float]:
             continue  # the thread ended meanwhile
         name = data[data.find(b"(") + 1 : data.rfind(b")")].decode(errors="replace")
         fields = data[data.rfind(b")") + 2 :].split()
-        cpu = (int(fields[11]) + int(fields[12])) / harness.CLK_TCK
+        user, sys_ = int(fields[11]) / harness.CLK_TCK, int(fields[12]) / harness.CLK_TCK
         key = "loop" if task.name == str(pid) else name
-        out[key] = out.get(key, 0.0) + cpu
+        out[key] = out.get(key, 0.0) + user + sys_
+        out[key + ".sys"] = out.get(key + ".sys", 0.0) + sys_
     return out
 
 

@@ -70,10 +70,24 @@ class BenchEtcd:
     Ctrl-C in the terminal reaches only the benchmark, which then stops it)."""
 
     def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
         self.server = EtcdProcess(tmp / "etcd-data", log_file=tmp / "etcd.log")
 
     def start(self) -> BenchEtcd:
-        self.server.start()
+        """Start etcd; on a failed start, twice more on fresh ports (a free port found by binding
+        port 0 can be taken by another process's outgoing connection before etcd binds it: seen
+        once in a bench run that had opened and closed thousands of connections)."""
+        for attempt in range(3):
+            try:
+                self.server.start()
+                return self
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.server.stop()
+                self.server = EtcdProcess(
+                    self.tmp / f"etcd-data-{attempt + 1}", log_file=self.tmp / "etcd.log"
+                )
         return self
 
     @property
