@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from cluster.errors import InvalidInput
 from cluster.keys import ELECTION_SCHEDULER
@@ -96,6 +96,14 @@ def hand_over_to(me: str, shard: int, candidates: Iterable[str]) -> str | None:
     None when ``me`` is the best of the queued candidates (it keeps the shard)."""
     best = ranking(shard, {*candidates, me})[0]
     return None if best == me else best
+
+
+def current_candidates(queued: Iterable[tuple[str, int]], lease_of: Mapping[str, int]) -> list[str]:
+    """The nodes of the ``queued`` candidacies ``(node, lease of the candidacy key)`` made under
+    their node's CURRENT lease (``lease_of``: node → the lease of its live ``nodes/<id>`` record).
+    A node restarted within a TTL still has its old, dead candidacy queued until that lease
+    expires: handing the shard to it would leave the shard with a dead leader (D304)."""
+    return [node for node, lease in queued if lease_of.get(node) == lease]
 
 
 def leaders(nodes: Iterable[str], shards: int) -> dict[int, str]:

@@ -27,9 +27,17 @@ from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import Compare, Etcd, Event
 from cluster.keys import Keys
 from cluster.shard_store import read_shards
-from cluster.shards import Shard, campaign_delay, election_name, hand_over_to, rank_of
+from cluster.shards import (
+    Shard,
+    campaign_delay,
+    current_candidates,
+    election_name,
+    hand_over_to,
+    rank_of,
+)
 from cluster.watch import follow
 from nodes import metrics
+from nodes.daemon.queueview import QueueView
 from nodes.leader.feed import Feed
 from nodes.leader.notifier import lead_with_notifier
 from nodes.leader.scheduler import Scheduler
@@ -42,7 +50,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-HANDOVER_EVERY = 1.0  # s between a shard leader's looks at its election's queue (K > 1)
+HANDOVER_RETRY = 1.0  # s before a hand-over check whose read failed looks again (K > 1)
 
 
 class Node(Protocol):
@@ -75,6 +83,9 @@ class Campaigns:
         self.led: set[int] = set()  # the shards this node leads now
         # one watch per prefix for every shard this node leads, not one per shard (D356)
         self.feed = Feed(node.etcd)
+        # the election queues and live nodes' leases, followed: a hand-over check runs when
+        # they change, not every second per shard (D393)
+        self.view = QueueView(node.etcd, node.keys)
 
     async def run(self) -> None:
         try:
@@ -96,6 +107,8 @@ class Campaigns:
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._watch_setting(setting_rev, rev))
+                    if count > 1:  # K = 1 never hands over
+                        tg.create_task(self.view.run())
                     for i in range(count):
                         tg.create_task(self._shard(Shard(i, count), guard))
             except* ShardsChanged:
@@ -181,12 +194,8 @@ class Campaigns:
         queued = await etcd.range(keys.election(election_name(shard)))
         live = await etcd.range(keys.nodes(), revision=queued.revision)
         lease_of = {kv.key.rsplit("/", 1)[-1]: kv.lease for kv in live.kvs}
-        current = [
-            kv.value.decode()
-            for kv in queued.kvs
-            if lease_of.get(kv.value.decode()) == int(kv.key.rsplit("/", 1)[-1], 16)
-        ]
-        return hand_over_to(self.node.node_id, shard, current)
+        candidacies = [(kv.value.decode(), int(kv.key.rsplit("/", 1)[-1], 16)) for kv in queued.kvs]
+        return hand_over_to(self.node.node_id, shard, current_candidates(candidacies, lease_of))
 
     async def _shard(self, shard: Shard, guard: object) -> None:
         node, i = self.node, shard.index
@@ -244,17 +253,34 @@ class Campaigns:
 
     async def _lead_until_better(self, shard: int, term: Coroutine[Any, Any, None]) -> str | None:
         """Run the term until it ends (raising what it raised) or a better-ranked node queues
-        for the shard: then stop the term and answer that node (the caller resigns)."""
+        for the shard: then stop the term and answer that node (the caller resigns).
+
+        Looks when the view says the shard's queue or the live nodes changed (D393); the view's
+        answer is confirmed by one read at one revision before anything is handed over."""
         task = asyncio.ensure_future(term)
+        wake = self.view.wake(shard)
+        retry: float | None = None  # s until the next look: set while a confirming read fails
         try:
             while True:
-                done, _ = await asyncio.wait([task], timeout=HANDOVER_EVERY)
-                if done:
+                wake.clear()  # a change from here on wakes the next wait
+                if retry is not None or self.view.better(self.node.node_id, shard) is not None:
+                    try:
+                        if (to := await self._better(shard)) is not None:
+                            return to
+                        retry = None
+                    except Unavailable:
+                        retry = HANDOVER_RETRY
+                woken = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait(
+                        [task, woken], timeout=retry, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    woken.cancel()
+                    await asyncio.gather(woken, return_exceptions=True)
+                if task.done():
                     await task
                     return None
-                with contextlib.suppress(Unavailable):
-                    if (to := await self._better(shard)) is not None:
-                        return to
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

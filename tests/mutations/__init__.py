@@ -449,6 +449,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a key of shard i reaches only shard i's leader on the node (D356)",
     ),
     Mutation(
+        "handover-current-lease",
+        "cluster/shards.py",
+        r"return \[node for node, lease in queued if lease_of\.get\(node\) == lease\]",
+        "return [node for node, lease in queued]",
+        (
+            "tests/integration/test_handover_view.py::"
+            "test_a_current_candidacy_is_handed_the_shard_and_a_dead_one_never",
+        ),
+        "a shard is never handed to a candidacy its node's restart left behind (D304, D393)",
+    ),
+    Mutation(
         "queue-parking",
         "nodes/worker/parking.py",
         r"return sorted\(set\(keys\) - self\.parked\(version, now\)\)",

@@ -11,6 +11,7 @@ from cluster.shards import (
     Shard,
     campaign_delay,
     check_count,
+    current_candidates,
     election_name,
     hand_over_to,
     leaders,
@@ -125,3 +126,11 @@ def test_shard_bounds():
     with pytest.raises(InvalidInput):
         Shard(0, 0)
     assert Shard(0, 4).singletons and not Shard(1, 4).singletons
+
+
+def test_only_candidacies_under_their_nodes_current_lease_count():
+    lease_of = {"a": 7, "b": 9}
+    queued = [("a", 7), ("b", 8), ("b", 9), ("c", 5)]  # b: an old candidacy, then its current
+    assert current_candidates(queued, lease_of) == ["a", "b"]
+    assert current_candidates([("b", 8)], lease_of) == []  # a restart's leftover only
+    assert current_candidates(queued, {}) == []  # no live node: nobody to hand to
