@@ -10,7 +10,8 @@ them, it measures over ``--window`` seconds:
 - ticks/s the cluster fires (``cronmesh_ticks_total{fate=fired}`` summed over the nodes), and
   whether it keeps up (>= 99 % of the offered ticks, none missed);
 - the busiest node's CPU per cluster tick (``/proc/<pid>/stat``), and its ratio to K = 1 at the
-  same load, next to the model's ``max shards per node / K`` (``bench.shardsim.placement``);
+  same load, next to the model's busiest share (``bench.shardsim.shares``: bounded-load
+  placement with the per-cluster loops on shard 0's node, D395);
 - etcd's CPU per tick;
 - the watch events each node decoded per cluster tick (``cronmesh_watch_events``, D348), in
   all and by the family of the key watched (``schedule-state``, ``active``, ``queue``, ...);
@@ -157,7 +158,7 @@ async def level(
         for a, b in zip(after, before, strict=True)
     ]
     led = [[s for s, n in placed.items() if n == i] for i in ids]
-    model = shardsim.placement(args.nodes, shards)
+    model = shardsim.shares(args.nodes, shards)
     return {
         "shards": shards,
         "nodes": args.nodes,
@@ -171,8 +172,11 @@ async def level(
         "node_events_per_tick": events,
         "busiest_node_cpu_ms_per_tick": round(max(cpu_ms), 3),
         "etcd_cpu_ms_per_tick": round(1000 * (e1[1] - e0[1]) / (e1[0] - e0[0]) / tick_rate, 3),
-        "model_max_shards_per_node": model.max_shards_per_node,
-        "model_busiest_share": round(model.max_shards_per_node / shards, 3),
+        "model_max_shards_per_node": max((len(x) for x in led), default=0),
+        # the busiest node's share of a K = 1 leader's work, the per-cluster loops counted on
+        # shard 0's node (D395), as placed now and as plain rendezvous placed it
+        "model_busiest_share": model.balanced,
+        "model_busiest_share_rendezvous": model.rendezvous,
         "failover_s": failover,
         "load_average": avg,
     }

@@ -12,6 +12,7 @@ node joins or leaves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,9 @@ from cluster.keys import ELECTION_SCHEDULER
 MAX_SHARDS = 64  # every node campaigns for every shard: N x K candidate keys, K elections
 CAMPAIGN_STEP = 0.5  # s of campaign delay per rank (rank 0 campaigns at once)
 MAX_CAMPAIGN_DELAY = 5.0
+# the per-cluster loops' share of a K = 1 leader's work (shard 0's leader runs them, D302):
+# measured with bench.shardbench, docs/benchmarks.md (2026-12-07); placement weighs by it (D395)
+SINGLETONS_SHARE = 0.3
 
 
 def check_count(value: object, field: str = "shards") -> int:
@@ -80,9 +84,56 @@ def ranking(shard: int, nodes: Iterable[str]) -> list[str]:
     return sorted(set(nodes), key=lambda n: (-score(n, shard), n))
 
 
-def rank_of(node: str, shard: int, nodes: Iterable[str]) -> int:
+def shard0_weight(shards: int, share: float = SINGLETONS_SHARE) -> int:
+    """Shard 0 in shards' worth of work for placement: itself plus the per-cluster loops its
+    leader runs (D302), which cost ``share`` of a K = 1 leader's work while each shard costs
+    ``(1 - share) / K`` of it (D395)."""
+    if shards <= 1 or share <= 0:
+        return 1
+    return 1 + round(share * shards / (1 - share))
+
+
+@functools.lru_cache(maxsize=32)
+def _placed(live: tuple[str, ...], shards: int) -> tuple[str, ...]:
+    w0 = shard0_weight(shards)
+    cap = max(w0, -(-(shards - 1 + w0) // len(live)))  # ceil; shard 0 fits on one node
+    load = dict.fromkeys(live, 0)
+    out: list[str] = []
+    for s in range(shards):
+        w = w0 if s == 0 else 1
+        out.append(next(n for n in ranking(s, live) if load[n] + w <= cap))
+        load[out[-1]] += w
+    return tuple(out)
+
+
+def leaders(nodes: Iterable[str], shards: int) -> dict[int, str]:
+    """Shard → the node that leads it once placement settles with every node in ``nodes`` up.
+
+    Rendezvous with bounded loads (D395): shard by shard, shard 0 first (weighing
+    :func:`shard0_weight`), the best-ranked node whose load stays within ``cap`` = ceil(total
+    weight / nodes) takes it. Plain rendezvous put 4, 4 and 0 of 8 shards on 3 nodes (the
+    busiest node carried half the work and shard 0's node the per-cluster loops besides); this
+    puts 4 weight units on each node (shard 0 alone, then 4 and 3). Deterministic from the set of
+    live nodes, so every node computes the same placement."""
+    live = tuple(sorted(set(nodes)))
+    return dict(enumerate(_placed(live, shards))) if live and shards > 0 else {}
+
+
+def preference(shard: int, nodes: Iterable[str], shards: int) -> list[str]:
+    """``nodes`` from the most to the least preferred leader of ``shard``: the node
+    :func:`leaders` places it on, then the others by rendezvous rank (who takes over when it
+    dies is settled again by the hand-over once the live set has changed)."""
+    live = set(nodes)
+    order = ranking(shard, live)
+    if not live or not 0 <= shard < shards:
+        return order
+    first = leaders(live, shards)[shard]
+    return [first, *(n for n in order if n != first)]
+
+
+def rank_of(node: str, shard: int, nodes: Iterable[str], shards: int) -> int:
     """0 for the preferred node; ``node`` counts as live even if absent from ``nodes``."""
-    return ranking(shard, {*nodes, node}).index(node)
+    return preference(shard, {*nodes, node}, shards).index(node)
 
 
 def campaign_delay(rank: int, step: float = CAMPAIGN_STEP) -> float:
@@ -91,10 +142,14 @@ def campaign_delay(rank: int, step: float = CAMPAIGN_STEP) -> float:
     return min(MAX_CAMPAIGN_DELAY, max(0, rank) * step)
 
 
-def hand_over_to(me: str, shard: int, candidates: Iterable[str]) -> str | None:
+def hand_over_to(
+    me: str, shard: int, candidates: Iterable[str], nodes: Iterable[str], shards: int
+) -> str | None:
     """The better-ranked candidate the leader ``me`` of ``shard`` should hand the shard to, or
-    None when ``me`` is the best of the queued candidates (it keeps the shard)."""
-    best = ranking(shard, {*candidates, me})[0]
+    None when ``me`` is the best of the queued candidates (it keeps the shard). Ranked by
+    :func:`preference` among the live ``nodes`` (the candidates and ``me`` count as live)."""
+    queued = {*candidates, me}
+    best = next(n for n in preference(shard, {*nodes, *queued}, shards) if n in queued)
     return None if best == me else best
 
 
@@ -104,12 +159,6 @@ def current_candidates(queued: Iterable[tuple[str, int]], lease_of: Mapping[str,
     A node restarted within a TTL still has its old, dead candidacy queued until that lease
     expires: handing the shard to it would leave the shard with a dead leader (D304)."""
     return [node for node, lease in queued if lease_of.get(node) == lease]
-
-
-def leaders(nodes: Iterable[str], shards: int) -> dict[int, str]:
-    """Shard → the node that leads it once placement settles with every node in ``nodes`` up."""
-    live = list(nodes)
-    return {s: ranking(s, live)[0] for s in range(shards)} if live else {}
 
 
 class Shard:

@@ -54,13 +54,14 @@ class QueueView:
         """Set whenever shard's queue or the live nodes change (the caller clears it)."""
         return self._wakes.setdefault(election_name(shard), asyncio.Event())
 
-    def better(self, me: str, shard: int) -> str | None:
+    def better(self, me: str, shard: int, shards: int) -> str | None:
         """The node ``me`` should hand ``shard`` to, as the view sees it now (None until both
         watches have read): a hint to confirm with one consistent read, never a decision."""
         if not self.ready:
             return None
         queued = self.queued.get(election_name(shard), {}).values()
-        return hand_over_to(me, shard, current_candidates(queued, self.leases))
+        current = current_candidates(queued, self.leases)
+        return hand_over_to(me, shard, current, self.leases, shards)
 
     def _wake_all(self) -> None:
         for event in self._wakes.values():

@@ -5,9 +5,11 @@ shard and leads what it wins, until the session ends or K changes (then every te
 node campaigns again under the new K). With K = 1 this is the single election of before: no delay,
 no hand-over, shard 0 owns every job.
 
-With K > 1, for each shard: wait ``campaign_delay(rank)`` (the node's rendezvous rank for the
-shard among the live nodes), queue in the shard's election, and once leading, hand the shard
-over (resign and queue again) while a better-ranked node is queued in the same election. A shard
+With K > 1, for each shard: wait ``campaign_delay(rank)`` (the node's rank for the shard among
+the live nodes: ``cluster.shards.preference``, rendezvous with bounded loads, D395), queue in
+the shard's election, and once leading, hand the shard over (resign and queue again) while a
+better-ranked node is queued in the same election (looked at when the queue or the live nodes
+change, D393). A shard
 leader fires its shard's jobs, fenced by its own election key; shard 0's leader also runs the
 per-cluster loops and the notifier (D302).
 """
@@ -185,7 +187,7 @@ class Campaigns:
     async def _rank(self, shard: int) -> int:
         live = await self.node.etcd.range(self.node.keys.nodes(), keys_only=True)
         nodes = [kv.key.rsplit("/", 1)[-1] for kv in live.kvs]
-        return rank_of(self.node.node_id, shard, nodes)
+        return rank_of(self.node.node_id, shard, nodes, self.count)
 
     async def _better(self, shard: int) -> str | None:
         """A better-ranked node queued for ``shard`` under its CURRENT lease: a node restarted
@@ -195,7 +197,8 @@ class Campaigns:
         live = await etcd.range(keys.nodes(), revision=queued.revision)
         lease_of = {kv.key.rsplit("/", 1)[-1]: kv.lease for kv in live.kvs}
         candidacies = [(kv.value.decode(), int(kv.key.rsplit("/", 1)[-1], 16)) for kv in queued.kvs]
-        return hand_over_to(self.node.node_id, shard, current_candidates(candidacies, lease_of))
+        current = current_candidates(candidacies, lease_of)
+        return hand_over_to(self.node.node_id, shard, current, lease_of, self.count)
 
     async def _shard(self, shard: Shard, guard: object) -> None:
         node, i = self.node, shard.index
@@ -263,7 +266,10 @@ class Campaigns:
         try:
             while True:
                 wake.clear()  # a change from here on wakes the next wait
-                if retry is not None or self.view.better(self.node.node_id, shard) is not None:
+                if (
+                    retry is not None
+                    or self.view.better(self.node.node_id, shard, self.count) is not None
+                ):
                     try:
                         if (to := await self._better(shard)) is not None:
                             return to

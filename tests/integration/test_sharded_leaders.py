@@ -133,7 +133,10 @@ async def test_a_joining_node_takes_its_shards_by_hand_over_and_k_changes_safely
         ids.append(third.node_id)
         after = await wait_for(lambda: settled(etcd, keys, ids, 8), 60, 0.2, "placement of 3")
         moved = [s for s in range(8) if before[s] != after[s]]
-        assert all(after[s] == "node-3" for s in moved), (before, after)
+        assert any(after[s] == "node-3" for s in moved), (before, after)
+        # bounded loads (D395): a join may also move a shard between the old nodes (here 7,
+        # node-2 -> node-1, as leaders() says); each move is a hand-over, checked below
+        assert len(moved) <= 4, (before, after)
         await asyncio.sleep(2)
         # K changes while the jobs fire: 8 -> 3 (the CLI: PUT /api/v1/settings/scheduler-shards)
         code, out, err = await asyncio.to_thread(
