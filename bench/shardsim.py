@@ -23,71 +23,83 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the per-cluster loops' share of a K = 1 leader's work (shard 0's leader runs them); the same
-# constant as cluster.shards.SINGLETONS_SHARE (docs/benchmarks.md, 2026-12-07)
+# constant as cluster.shards.SINGLETONS_SHARE (measured: docs/benchmarks.md, 2026-12-07)
 SINGLETONS = 0.3
+
+
+def singleton_weight(shards: int, share: float = SINGLETONS) -> int:
+    """Shard 0 in shards' worth of work: itself plus the per-cluster loops (D395)."""
+    if shards <= 1:
+        return 1
+    return max(2, 1 + round(share * shards / (1 - share)))
 
 
 def score(node: str, shard: int) -> int:
     return int.from_bytes(hashlib.sha1(f"{node}/{shard}".encode()).digest()[:8], "big")
 
 
-def leaders(nodes: list[str], shards: int) -> dict[int, str]:
-    """Shard → the node that wins it when every node is up (the highest rendezvous score)."""
-    return {s: max(nodes, key=lambda n: score(n, s)) for s in range(shards)}
-
-
-def shard0_weight(shards: int, singletons: float) -> int:
-    """Shard 0 in shards' worth of work: itself plus the per-cluster loops its leader runs
-    (reaper, retention, slot deadlines, workflows, notifier: ``singletons`` of a K = 1 leader's
-    work, the shards sharing the rest)."""
-    if shards <= 1 or singletons <= 0:
-        return 1
-    return 1 + round(singletons * shards / (1 - singletons))
-
-
-def balanced(nodes: list[str], shards: int, singletons: float) -> dict[int, str]:
-    """Rendezvous with bounded loads: shard by shard (0 first, weighing ``shard0_weight``), the
-    best-scored node with room under ``cap`` = ceil(total weight / nodes) takes it."""
-    live = sorted(set(nodes))
-    w0 = shard0_weight(shards, singletons)
-    cap = max(w0, -(-(shards - 1 + w0) // len(live)))
-    load = dict.fromkeys(live, 0)
-    out: dict[int, str] = {}
+def leaders(nodes: list[str], shards: int, *, balanced: bool = True) -> dict[int, str]:
+    """Shard → the node that wins it when every node is up. Balanced (the product since D418):
+    the (node, shard) pairs from the highest score down, each node up to its fair share of
+    the shards' weights (shard 0 weighs ``singleton_weight``: it runs the per-cluster loops,
+    D395); else the highest score alone (before D418: 8 shards over 3 nodes could lead 4/4/0)."""
+    if not balanced:
+        return {s: max(nodes, key=lambda n: score(n, s)) for s in range(shards)}
+    weight = [singleton_weight(shards) if s == 0 else 1 for s in range(shards)]
+    cap = max(weight[0], -(-sum(weight) // len(nodes)))
+    load = {n: 0 for n in nodes}
+    won = {0: min(nodes, key=lambda n: (-score(n, 0), n))}  # the heaviest first (D395)
+    load[won[0]] += weight[0]
+    for _, node, s in sorted((-score(n, s), n, s) for n in nodes for s in range(1, shards)):
+        if s not in won and load[node] + weight[s] <= cap:
+            won[s] = node
+            load[node] += weight[s]
     for s in range(shards):
-        w = w0 if s == 0 else 1
-        best = sorted(live, key=lambda n: (-score(n, s), n))
-        out[s] = next(n for n in best if load[n] + w <= cap)
-        load[out[s]] += w
-    return out
+        if s not in won:
+            node = min(sorted(nodes), key=lambda n: (load[n], -score(n, s), n))
+            won[s] = node
+            load[node] += weight[s]
+    return dict(sorted(won.items()))
 
 
-def busiest_share(owner: dict[int, str], shards: int, singletons: float) -> float:
+def busiest_share(owner: dict[int, str], shards: int, singletons: float = SINGLETONS) -> float:
     """The busiest node's share of a K = 1 leader's work: each shard ``(1 - singletons) / K``,
     the per-cluster loops ``singletons`` on shard 0's node."""
     work: dict[str, float] = {}
     for s, node in owner.items():
-        work[node] = work.get(node, 0.0) + (1 - singletons) / shards + (singletons if s == 0 else 0)
+        own = (1 - singletons) / shards + (singletons if s == 0 else 0)
+        work[node] = work.get(node, 0.0) + own
     return round(max(work.values()), 3)
 
 
-def moved_when_one_dies(
-    nodes: list[str], shards: int, place: Callable[[list[str]], dict[int, str]]
-) -> float:
-    """The mean fraction of shards whose leader changes when one of ``nodes`` dies."""
-    if len(nodes) < 2:
-        return 0.0
-    before = place(nodes)
-    moved = 0.0
-    for dead in nodes:
-        after = place([n for n in nodes if n != dead])
-        moved += sum(1 for s in range(shards) if after[s] != before[s]) / shards
-    return round(moved / len(nodes), 3)
+@dataclass(frozen=True)
+class Shares:
+    """The busiest node's share of a K = 1 leader's work by the highest score alone and balanced
+    (D418, shard 0 weighing the loops, D395), with the per-cluster loops on shard 0's node."""
+
+    nodes: int
+    shards: int
+    singletons: float
+    goal: float  # 1.2 / min(K, N)
+    rendezvous: float
+    balanced: float
+
+
+def shares(n_nodes: int, shards: int, singletons: float = SINGLETONS) -> Shares:
+    nodes = [f"node-{i}" for i in range(n_nodes)]
+    return Shares(
+        n_nodes,
+        shards,
+        singletons,
+        round(1.2 / min(shards, n_nodes), 3),
+        busiest_share(leaders(nodes, shards, balanced=False), shards, singletons),
+        busiest_share(leaders(nodes, shards), shards, singletons),
+    )
 
 
 @dataclass(frozen=True)
@@ -98,52 +110,16 @@ class Placement:
     moved_when_one_dies: float  # mean fraction of shards whose leader changes
 
 
-@dataclass(frozen=True)
-class Shares:
-    """The busiest node's share of a K = 1 leader's work, plain rendezvous against bounded loads
-    (``balanced``), with the per-cluster loops on shard 0's node."""
-
-    nodes: int
-    shards: int
-    singletons: float
-    goal: float  # 1.2 / min(K, N)
-    rendezvous: float
-    balanced: float
-    moved_rendezvous: float
-    moved_balanced: float
-
-
-def shares(n_nodes: int, shards: int, singletons: float = SINGLETONS) -> Shares:
+def placement(n_nodes: int, shards: int, *, balanced: bool = True) -> Placement:
     nodes = [f"node-{i}" for i in range(n_nodes)]
-
-    def rv(ns: list[str]) -> dict[int, str]:
-        return leaders(ns, shards)
-
-    def bl(ns: list[str]) -> dict[int, str]:
-        return balanced(ns, shards, singletons)
-
-    return Shares(
-        n_nodes,
-        shards,
-        singletons,
-        round(1.2 / min(shards, n_nodes), 3),
-        busiest_share(rv(nodes), shards, singletons),
-        busiest_share(bl(nodes), shards, singletons),
-        moved_when_one_dies(nodes, shards, rv),
-        moved_when_one_dies(nodes, shards, bl),
-    )
-
-
-def placement(n_nodes: int, shards: int) -> Placement:
-    nodes = [f"node-{i}" for i in range(n_nodes)]
-    before = leaders(nodes, shards)
+    before = leaders(nodes, shards, balanced=balanced)
     counts: dict[str, int] = {}
     for node in before.values():
         counts[node] = counts.get(node, 0) + 1
     moved = 0.0
     if n_nodes > 1:
         for dead in nodes:
-            after = leaders([n for n in nodes if n != dead], shards)
+            after = leaders([n for n in nodes if n != dead], shards, balanced=balanced)
             moved += sum(1 for s in range(shards) if after[s] != before[s]) / shards
         moved /= n_nodes
     return Placement(n_nodes, shards, max(counts.values()), round(moved, 3))
@@ -175,9 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-ms", type=float, help="worker CPU per run (default: measured)")
     ap.add_argument("--etcd-ms", type=float, help="etcd CPU per run (default: measured)")
     ap.add_argument("--etcd-cores", type=float, default=2.0)
-    ap.add_argument(
-        "--singletons", type=float, default=SINGLETONS, help="per-cluster loops' share (0..1)"
-    )
     args = ap.parse_args(argv)
     measured = measured_costs()
     leader_ms = args.leader_ms or measured.get("leader_ms", 2.0)
@@ -189,6 +162,20 @@ def main(argv: list[str] | None = None) -> int:
         f"(etcd on {args.etcd_cores:g} cores, one core per node)"
     )
     rows = []
+    for n, k in ((3, 8), (3, 16), (5, 16)):
+        b, r = placement(n, k), placement(n, k, balanced=False)
+        print(
+            f"{n} nodes, {k} shards: busiest leads {b.max_shards_per_node}/{k} balanced "
+            f"(D418; {b.moved_when_one_dies} move when one dies), {r.max_shards_per_node}/{k} by "
+            f"score alone ({r.moved_when_one_dies})"
+        )
+    print(f"busiest node's share of a K = 1 leader (per-cluster loops {SINGLETONS:g} of it):")
+    for n, k in ((3, 8), (3, 16), (4, 8), (5, 16)):
+        sh = shares(n, k)
+        print(
+            f"{n} nodes, {k} shards: goal {sh.goal}, balanced {sh.balanced}, "
+            f"by score alone {sh.rendezvous}"
+        )
     print(f"{'nodes':>5} {'shards':>6} {'max/node':>8} {'moved':>6} {'runs/s':>8}")
     for n in (1, 2, 4, 8, 16):
         for s in (1, 4, 16, 64):
@@ -203,20 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows.append({**p.__dict__, "runs_per_s": rate})
             print(f"{n:>5} {s:>6} {p.max_shards_per_node:>8} {p.moved_when_one_dies:>6} {rate:>8}")
-    print(f"\nbusiest node's share of a K = 1 leader's work, per-cluster loops {args.singletons:g}")
-    print(f"{'nodes':>5} {'shards':>6} {'goal':>6} {'rendezvous':>10} {'balanced':>8} moved r/b")
-    placed = []
-    for n in (2, 3, 4, 8):
-        for s in (4, 8, 16):
-            sh = shares(n, s, args.singletons)
-            placed.append(sh.__dict__)
-            print(
-                f"{n:>5} {s:>6} {sh.goal:>6} {sh.rendezvous:>10} {sh.balanced:>8} "
-                f"{sh.moved_rendezvous}/{sh.moved_balanced}"
-            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
-        "shares": placed,
         "costs_ms": {"leader": leader_ms, "worker": worker_ms, "etcd": etcd_ms},
         "etcd_cores": args.etcd_cores,
         "rows": rows,

@@ -8,14 +8,19 @@ first, as ``bench/shardsim.py`` models it) and campaigns for a shard after a del
 with its rank among the live nodes; a leader that sees a better-ranked candidate queued for its
 shard hands the shard over (resigns), so shards spread over the nodes and move little when a
 node joins or leaves.
+
+Given the live nodes and ``K``, the ranking puts first the node :func:`placement` gives the
+shard: rendezvous with a cap on each node's load (D418), never 4/4/0 as the highest score alone
+may. Shard 0 weighs what the per-cluster loops its leader runs cost (D302, D395: 4 shards' worth
+at K = 8), so its node leads fewer others: 8 shards over 3 nodes lead 1/3/4.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from cluster.errors import InvalidInput
 from cluster.keys import ELECTION_SCHEDULER
@@ -23,9 +28,6 @@ from cluster.keys import ELECTION_SCHEDULER
 MAX_SHARDS = 64  # every node campaigns for every shard: N x K candidate keys, K elections
 CAMPAIGN_STEP = 0.5  # s of campaign delay per rank (rank 0 campaigns at once)
 MAX_CAMPAIGN_DELAY = 5.0
-# the per-cluster loops' share of a K = 1 leader's work (shard 0's leader runs them, D302):
-# measured with bench.shardbench, docs/benchmarks.md (2026-12-07); placement weighs by it (D395)
-SINGLETONS_SHARE = 0.3
 
 
 def check_count(value: object, field: str = "shards") -> int:
@@ -79,61 +81,78 @@ def score(node: str, shard: int) -> int:
     return _hash64(f"{node}/{shard}")
 
 
-def ranking(shard: int, nodes: Iterable[str]) -> list[str]:
-    """The nodes from the most to the least preferred for ``shard`` (ties by name)."""
-    return sorted(set(nodes), key=lambda n: (-score(n, shard), n))
+# the per-cluster loops' share of a K = 1 leader's work (shard 0's leader runs them, D302):
+# measured 0.28-0.35 with bench.shardbench (docs/benchmarks.md, 2026-12-07); placement weighs
+# shard 0 by it (D395)
+SINGLETONS_SHARE = 0.3
 
 
-def shard0_weight(shards: int, share: float = SINGLETONS_SHARE) -> int:
-    """Shard 0 in shards' worth of work for placement: itself plus the per-cluster loops its
-    leader runs (D302), which cost ``share`` of a K = 1 leader's work while each shard costs
-    ``(1 - share) / K`` of it (D395)."""
-    if shards <= 1 or share <= 0:
+def singleton_weight(shards: int, share: float = SINGLETONS_SHARE) -> int:
+    """Shard 0's weight in a node's load, in shards: itself plus the per-cluster loops, which
+    cost ``share`` of a K = 1 leader's work while each shard costs ``(1 - share) / K`` of it
+    (D395; D418 weighed it 2 at every K): 4 at K = 8, 8 at K = 16."""
+    if shards <= 1:
         return 1
-    return 1 + round(share * shards / (1 - share))
+    return max(2, 1 + round(share * shards / (1 - share)))
 
 
-@functools.lru_cache(maxsize=32)
-def _placed(live: tuple[str, ...], shards: int) -> tuple[str, ...]:
-    w0 = shard0_weight(shards)
-    cap = max(w0, -(-(shards - 1 + w0) // len(live)))  # ceil; shard 0 fits on one node
+def shard_weight(shard: int, shards: int) -> int:
+    return singleton_weight(shards) if shard == 0 and shards > 1 else 1
+
+
+def placement(nodes: Iterable[str], shards: int) -> dict[int, str]:
+    """Shard → the node that should lead it when ``nodes`` are live: rendezvous with bounded
+    loads (D418). The (node, shard) pairs are taken from the highest score down and a pair is
+    kept while the shard has no node and the node's load stays within ``cap`` (the shards'
+    total weight over the nodes, rounded up), so every node leads its fair share and a shard
+    still goes to a node that scores it high. Deterministic: every node computes the same
+    placement from the same live set."""
+    return dict(_placement(frozenset(nodes), shards))
+
+
+@lru_cache(maxsize=64)
+def _placement(nodes: frozenset[str], shards: int) -> tuple[tuple[int, str], ...]:
+    if not nodes:
+        return ()
+    live = sorted(nodes)
+    total = sum(shard_weight(s, shards) for s in range(shards))
+    heavy = shard_weight(0, shards)
+    cap = max(heavy, -(-total // len(live)))
     load = dict.fromkeys(live, 0)
-    out: list[str] = []
-    for s in range(shards):
-        w = w0 if s == 0 else 1
-        out.append(next(n for n in ranking(s, live) if load[n] + w <= cap))
-        load[out[-1]] += w
-    return tuple(out)
+    # shard 0 first, on its best-scored node: the heaviest, it would not fit once the others
+    # had filled the nodes (D395)
+    out: dict[int, str] = {0: min(live, key=lambda n: (-score(n, 0), n))}
+    load[out[0]] += heavy
+    pairs = sorted((-score(n, s), n, s) for n in live for s in range(1, shards))
+    for _, node, shard in pairs:
+        weight = shard_weight(shard, shards)
+        if shard not in out and load[node] + weight <= cap:
+            out[shard] = node
+            load[node] += weight
+    for shard in range(shards):  # a heavy shard the caps left out: the least loaded node
+        if shard not in out:
+            node = min(live, key=lambda n: (load[n], -score(n, shard), n))
+            out[shard] = node
+            load[node] += shard_weight(shard, shards)
+    return tuple(sorted(out.items()))
 
 
-def leaders(nodes: Iterable[str], shards: int) -> dict[int, str]:
-    """Shard → the node that leads it once placement settles with every node in ``nodes`` up.
-
-    Rendezvous with bounded loads (D395): shard by shard, shard 0 first (weighing
-    :func:`shard0_weight`), the best-ranked node whose load stays within ``cap`` = ceil(total
-    weight / nodes) takes it. Plain rendezvous put 4, 4 and 0 of 8 shards on 3 nodes (the
-    busiest node carried half the work and shard 0's node the per-cluster loops besides); this
-    puts 4 weight units on each node (shard 0 alone, then 4 and 3). Deterministic from the set of
-    live nodes, so every node computes the same placement."""
-    live = tuple(sorted(set(nodes)))
-    return dict(enumerate(_placed(live, shards))) if live and shards > 0 else {}
-
-
-def preference(shard: int, nodes: Iterable[str], shards: int) -> list[str]:
-    """``nodes`` from the most to the least preferred leader of ``shard``: the node
-    :func:`leaders` places it on, then the others by rendezvous rank (who takes over when it
-    dies is settled again by the hand-over once the live set has changed)."""
+def ranking(shard: int, nodes: Iterable[str], shards: int | None = None) -> list[str]:
+    """The nodes from the most to the least preferred for ``shard`` (ties by name). With
+    ``shards`` (K) the node :func:`placement` gives the shard comes first (D418); without, the
+    highest rendezvous score alone decides."""
     live = set(nodes)
-    order = ranking(shard, live)
-    if not live or not 0 <= shard < shards:
-        return order
-    first = leaders(live, shards)[shard]
-    return [first, *(n for n in order if n != first)]
+    order = sorted(live, key=lambda n: (-score(n, shard), n))
+    if shards is not None and shards > 1 and live:
+        placed = placement(live, shards)[shard]
+        order.remove(placed)
+        order.insert(0, placed)
+    return order
 
 
-def rank_of(node: str, shard: int, nodes: Iterable[str], shards: int) -> int:
+def rank_of(node: str, shard: int, nodes: Iterable[str], shards: int | None = None) -> int:
     """0 for the preferred node; ``node`` counts as live even if absent from ``nodes``."""
-    return preference(shard, {*nodes, node}, shards).index(node)
+    return ranking(shard, {*nodes, node}, shards).index(node)
 
 
 def campaign_delay(rank: int, step: float = CAMPAIGN_STEP) -> float:
@@ -143,13 +162,19 @@ def campaign_delay(rank: int, step: float = CAMPAIGN_STEP) -> float:
 
 
 def hand_over_to(
-    me: str, shard: int, candidates: Iterable[str], nodes: Iterable[str], shards: int
+    me: str,
+    shard: int,
+    candidates: Iterable[str],
+    *,
+    live: Iterable[str] = (),
+    shards: int | None = None,
 ) -> str | None:
     """The better-ranked candidate the leader ``me`` of ``shard`` should hand the shard to, or
-    None when ``me`` is the best of the queued candidates (it keeps the shard). Ranked by
-    :func:`preference` among the live ``nodes`` (the candidates and ``me`` count as live)."""
+    None when ``me`` is the best of the queued candidates (it keeps the shard). The ranking is
+    over the ``live`` nodes (with the candidates and ``me``): the placement depends on all of
+    them (D418), though only a queued candidate can be handed to."""
     queued = {*candidates, me}
-    best = next(n for n in preference(shard, {*nodes, *queued}, shards) if n in queued)
+    best = next(n for n in ranking(shard, {*live, *queued}, shards) if n in queued)
     return None if best == me else best
 
 
@@ -159,6 +184,12 @@ def current_candidates(queued: Iterable[tuple[str, int]], lease_of: Mapping[str,
     A node restarted within a TTL still has its old, dead candidacy queued until that lease
     expires: handing the shard to it would leave the shard with a dead leader (D304)."""
     return [node for node, lease in queued if lease_of.get(node) == lease]
+
+
+def leaders(nodes: Iterable[str], shards: int) -> dict[int, str]:
+    """Shard → the node that leads it once placement settles with every node in ``nodes`` up."""
+    live = list(nodes)
+    return {s: ranking(s, live, shards)[0] for s in range(shards)} if live else {}
 
 
 class Shard:

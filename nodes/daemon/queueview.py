@@ -61,7 +61,7 @@ class QueueView:
             return None
         queued = self.queued.get(election_name(shard), {}).values()
         current = current_candidates(queued, self.leases)
-        return hand_over_to(me, shard, current, self.leases, shards)
+        return hand_over_to(me, shard, current, live=self.leases, shards=shards)
 
     def _wake_all(self) -> None:
         for event in self._wakes.values():

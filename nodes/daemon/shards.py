@@ -6,12 +6,11 @@ node campaigns again under the new K). With K = 1 this is the single election of
 no hand-over, shard 0 owns every job.
 
 With K > 1, for each shard: wait ``campaign_delay(rank)`` (the node's rank for the shard among
-the live nodes: ``cluster.shards.preference``, rendezvous with bounded loads, D395), queue in
-the shard's election, and once leading, hand the shard over (resign and queue again) while a
-better-ranked node is queued in the same election (looked at when the queue or the live nodes
-change, D393). A shard
-leader fires its shard's jobs, fenced by its own election key; shard 0's leader also runs the
-per-cluster loops and the notifier (D302).
+the live nodes: first the node the balanced placement gives it, D418 and D395, then by score),
+queue in the shard's election, and once leading, hand the shard over (resign and queue again)
+while a better-ranked node is queued in the same election (looked at when the queue or the live
+nodes change, D393). A shard leader fires its shard's jobs, fenced by its own election key;
+shard 0's leader also runs the per-cluster loops and the notifier (D302).
 """
 
 from __future__ import annotations
@@ -198,7 +197,7 @@ class Campaigns:
         lease_of = {kv.key.rsplit("/", 1)[-1]: kv.lease for kv in live.kvs}
         candidacies = [(kv.value.decode(), int(kv.key.rsplit("/", 1)[-1], 16)) for kv in queued.kvs]
         current = current_candidates(candidacies, lease_of)
-        return hand_over_to(self.node.node_id, shard, current, lease_of, self.count)
+        return hand_over_to(self.node.node_id, shard, current, live=lease_of, shards=self.count)
 
     async def _shard(self, shard: Shard, guard: object) -> None:
         node, i = self.node, shard.index

@@ -15,7 +15,7 @@ import pytest
 from cluster.errors import Unavailable
 from cluster.etcd import Etcd
 from cluster.keys import Keys
-from cluster.shards import election_name, preference
+from cluster.shards import election_name, ranking
 from nodes.daemon import shards as shards_module
 from nodes.daemon.shards import Campaigns
 from tests.conftest import wait_for
@@ -26,7 +26,7 @@ DEADLINE = 30.0  # s for a wake-up to reach the check on a loaded machine
 
 def pair(shard: int) -> tuple[str, str]:
     """(me, better): two node ids where ``better`` outranks ``me`` for ``shard``."""
-    better, me = preference(shard, ["node-a", "node-b"], COUNT)
+    better, me = ranking(shard, ["node-a", "node-b"], COUNT)
     return me, better
 
 
