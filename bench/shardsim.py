@@ -44,10 +44,10 @@ def score(node: str, shard: int) -> int:
 
 
 def leaders(nodes: list[str], shards: int, *, balanced: bool = True) -> dict[int, str]:
-    """Shard → the node that wins it when every node is up. Balanced (the product since D418):
+    """Shard → the node that wins it when every node is up. Balanced (the product since D395):
     the (node, shard) pairs from the highest score down, each node up to its fair share of
     the shards' weights (shard 0 weighs ``singleton_weight``: it runs the per-cluster loops,
-    D395); else the highest score alone (before D418: 8 shards over 3 nodes could lead 4/4/0)."""
+    D395); else the highest score alone (before D395: 8 shards over 3 nodes could lead 4/4/0)."""
     if not balanced:
         return {s: max(nodes, key=lambda n: score(n, s)) for s in range(shards)}
     weight = [singleton_weight(shards) if s == 0 else 1 for s in range(shards)]
@@ -80,7 +80,7 @@ def busiest_share(owner: dict[int, str], shards: int, singletons: float = SINGLE
 @dataclass(frozen=True)
 class Shares:
     """The busiest node's share of a K = 1 leader's work by the highest score alone and balanced
-    (D418, shard 0 weighing the loops, D395), with the per-cluster loops on shard 0's node."""
+    (D395, shard 0 weighing the loops), with the per-cluster loops on shard 0's node."""
 
     nodes: int
     shards: int
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         b, r = placement(n, k), placement(n, k, balanced=False)
         print(
             f"{n} nodes, {k} shards: busiest leads {b.max_shards_per_node}/{k} balanced "
-            f"(D418; {b.moved_when_one_dies} move when one dies), {r.max_shards_per_node}/{k} by "
+            f"(D395; {b.moved_when_one_dies} move when one dies), {r.max_shards_per_node}/{k} by "
             f"score alone ({r.moved_when_one_dies})"
         )
     print(f"busiest node's share of a K = 1 leader (per-cluster loops {SINGLETONS:g} of it):")

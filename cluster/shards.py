@@ -10,7 +10,7 @@ shard hands the shard over (resigns), so shards spread over the nodes and move l
 node joins or leaves.
 
 Given the live nodes and ``K``, the ranking puts first the node :func:`placement` gives the
-shard: rendezvous with a cap on each node's load (D418), never 4/4/0 as the highest score alone
+shard: rendezvous with a cap on each node's load (D395), never 4/4/0 as the highest score alone
 may. Shard 0 weighs what the per-cluster loops its leader runs cost (D302, D395: 4 shards' worth
 at K = 8), so its node leads fewer others: 8 shards over 3 nodes lead 1/3/4.
 """
@@ -90,7 +90,7 @@ SINGLETONS_SHARE = 0.3
 def singleton_weight(shards: int, share: float = SINGLETONS_SHARE) -> int:
     """Shard 0's weight in a node's load, in shards: itself plus the per-cluster loops, which
     cost ``share`` of a K = 1 leader's work while each shard costs ``(1 - share) / K`` of it
-    (D395; D418 weighed it 2 at every K): 4 at K = 8, 8 at K = 16."""
+    (D395): 4 at K = 8, 8 at K = 16."""
     if shards <= 1:
         return 1
     return max(2, 1 + round(share * shards / (1 - share)))
@@ -102,11 +102,12 @@ def shard_weight(shard: int, shards: int) -> int:
 
 def placement(nodes: Iterable[str], shards: int) -> dict[int, str]:
     """Shard → the node that should lead it when ``nodes`` are live: rendezvous with bounded
-    loads (D418). The (node, shard) pairs are taken from the highest score down and a pair is
-    kept while the shard has no node and the node's load stays within ``cap`` (the shards'
-    total weight over the nodes, rounded up), so every node leads its fair share and a shard
-    still goes to a node that scores it high. Deterministic: every node computes the same
-    placement from the same live set."""
+    loads (D395). Shard 0, the heaviest (:func:`singleton_weight`), goes first to its
+    best-scored node; then the other (node, shard) pairs are taken from the highest score down
+    and a pair is kept while the shard has no node and the node's load stays within ``cap``
+    (the shards' total weight over the nodes, rounded up, at least shard 0's weight), so every
+    node leads its fair share and a shard still goes to a node that scores it high.
+    Deterministic: every node computes the same placement from the same live set."""
     return dict(_placement(frozenset(nodes), shards))
 
 
@@ -139,7 +140,7 @@ def _placement(nodes: frozenset[str], shards: int) -> tuple[tuple[int, str], ...
 
 def ranking(shard: int, nodes: Iterable[str], shards: int | None = None) -> list[str]:
     """The nodes from the most to the least preferred for ``shard`` (ties by name). With
-    ``shards`` (K) the node :func:`placement` gives the shard comes first (D418); without, the
+    ``shards`` (K) the node :func:`placement` gives the shard comes first (D395); without, the
     highest rendezvous score alone decides."""
     live = set(nodes)
     order = sorted(live, key=lambda n: (-score(n, shard), n))
@@ -172,7 +173,7 @@ def hand_over_to(
     """The better-ranked candidate the leader ``me`` of ``shard`` should hand the shard to, or
     None when ``me`` is the best of the queued candidates (it keeps the shard). The ranking is
     over the ``live`` nodes (with the candidates and ``me``): the placement depends on all of
-    them (D418), though only a queued candidate can be handed to."""
+    them (D395), though only a queued candidate can be handed to."""
     queued = {*candidates, me}
     best = next(n for n in ranking(shard, {*live, *queued}, shards) if n in queued)
     return None if best == me else best

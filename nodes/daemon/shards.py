@@ -6,7 +6,7 @@ node campaigns again under the new K). With K = 1 this is the single election of
 no hand-over, shard 0 owns every job.
 
 With K > 1, for each shard: wait ``campaign_delay(rank)`` (the node's rank for the shard among
-the live nodes: first the node the balanced placement gives it, D418 and D395, then by score),
+the live nodes: first the node the balanced placement gives it, D395, then by score),
 queue in the shard's election, and once leading, hand the shard over (resign and queue again)
 while a better-ranked node is queued in the same election (looked at when the queue or the live
 nodes change, D393). A shard leader fires its shard's jobs, fenced by its own election key;

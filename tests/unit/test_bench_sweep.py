@@ -90,7 +90,7 @@ def test_rendezvous_placement_moves_only_the_dead_nodes_shards():
     # every shard a node did not lead keeps its leader: on average 1/N of them move
     assert p.moved_when_one_dies == pytest.approx(0.25, abs=1e-3)
     assert 16 <= p.max_shards_per_node <= 32
-    # balanced (D418, shard 0 weighing the per-cluster loops, D395): a few more move
+    # balanced (D395: shard 0 weighing the per-cluster loops): a few more move
     assert 0.25 <= shardsim.placement(4, 64).moved_when_one_dies <= 0.35
     one = shardsim.placement(1, 16)
     assert one.max_shards_per_node == 16 and one.moved_when_one_dies == 0

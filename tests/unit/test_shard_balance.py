@@ -1,4 +1,4 @@
-"""Balanced shard placement (D418): rendezvous with a cap on each node's load."""
+"""Balanced shard placement (D395): rendezvous with a cap on each node's load."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_eight_shards_over_the_benchmarks_three_nodes_lead_one_three_four():
     placed = leaders(nodes, 8)
     assert sorted(Counter(placed.values()).values()) == [1, 3, 4]
     # shard 0's node leads shard 0 alone: the per-cluster loops weigh 4 shards at K = 8 (D395;
-    # weighing 2, D418 placed 2 / 3 / 3 and shard 0's node was the busiest: 0.475 in the model)
+    # weighing 2 (as first tried) placed 2 / 3 / 3 and shard 0's node was the busiest: 0.475 in the model)
     assert Counter(placed.values())[placed[0]] == 1
     assert placed == shardsim.leaders(nodes, 8)  # the model places as the product does
     # GOALS.md: the busiest node <= 1.2 / min(K, N) of K = 1; the loops measured 0.28-0.35 of a

@@ -114,7 +114,7 @@ def test_shards_spread_and_move_little_when_a_node_joins_or_leaves():
     before = leaders(NODES[:3], k)
     after_join = leaders(NODES[:4], k)
     moved = [s for s in range(k) if before[s] != after_join[s]]
-    # mostly to the newcomer; the caps may move a few more between the others (D418)
+    # mostly to the newcomer; the caps may move a few more between the others (D395)
     assert sum(after_join[s] == NODES[3] for s in moved) >= len(moved) - (k // 4 + 2)
     after_leave = leaders(NODES[1:3], k)
     moved = [s for s in range(k) if before[s] != after_leave[s]]
