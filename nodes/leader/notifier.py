@@ -17,19 +17,14 @@ import asyncio
 import contextlib
 import json
 import os
-import smtplib
-import ssl
 import time
-import urllib.parse
 from collections import deque
-from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import structlog
 
-from cluster.errors import InvalidInput, LostOwnership, Unavailable
+from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Event, Op, WatchBatch
 from cluster.links import with_links
 from cluster.models import Job, Run
@@ -46,8 +41,6 @@ from cluster.notify import (
     backoff,
     delivery_id,
     events_for,
-    headline,
-    link_lines,
     matching,
     needs_previous,
     sign,
@@ -56,6 +49,7 @@ from cluster.notify import (
 from cluster.watch import follow
 from nodes import metrics, webhooks
 from nodes.leader.history import HistoryAccountant
+from nodes.leader.mailer import EMAIL_RETRIES, SmtpSettings, message
 from nodes.leader.noderetention import NodeRetention
 
 if TYPE_CHECKING:
@@ -79,7 +73,6 @@ class Node(Protocol):
 
 
 MAX_IN_FLIGHT = 64
-EMAIL_RETRIES = 5
 HANDLE_ATTEMPTS = 8  # reading what to send, while etcd is unreachable (about 15 s in all)
 CURSOR_EVERY = 0.5
 # With nothing delivered since the last save, the cursor is saved this rarely: a new leader then
@@ -89,57 +82,6 @@ CURSOR_IDLE_EVERY = 60.0
 DEFAULTS_TTL = 5.0
 NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
 WATCHED_STATUSES = NOTIFY_STATUSES | {"skipped"}  # a skipped slot's run (overlap): ``skipped``
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    host: str
-    port: int
-    sender: str
-    username: str | None = None
-    password: str | None = None
-    tls: str = "none"  # none | starttls | ssl
-    timeout: float = 10.0
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpSettings:
-        """``smtp://[user:pass@]host[:port]?from=ADDR[&starttls=1]`` or ``smtps://…``."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise InvalidInput(
-                "smtp_url must look like smtp://host:port?from=addr", field="smtp_url"
-            )
-        query = urllib.parse.parse_qs(parts.query)
-        sender = (query.get("from") or [""])[0]
-        if "@" not in sender:
-            raise InvalidInput("smtp_url needs ?from=ADDRESS", field="smtp_url")
-        tls = "ssl" if parts.scheme == "smtps" else "none"
-        if (query.get("starttls") or ["0"])[0] in ("1", "true", "yes"):
-            tls = "starttls"
-        return cls(
-            host=parts.hostname,
-            port=parts.port or (465 if tls == "ssl" else 25),
-            sender=sender,
-            username=urllib.parse.unquote(parts.username) if parts.username else None,
-            password=urllib.parse.unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
-
-    def send(self, message: EmailMessage) -> None:
-        """Blocking: call in a thread."""
-        smtp: smtplib.SMTP
-        if self.tls == "ssl":
-            smtp = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
-            )
-        else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        with smtp:
-            if self.tls == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
-            if self.username:
-                smtp.login(self.username, self.password or "")
-            smtp.send_message(message)
 
 
 class Notifier:
@@ -460,17 +402,7 @@ class Notifier:
     async def _mail(self, email: Email, event: str, run: dict[str, Any]) -> None:
         if self.smtp is None:
             raise RuntimeError("no SMTP server configured (smtp_url / CRONMESH_SMTP_URL)")
-        msg = EmailMessage()
-        msg["From"] = self.smtp.sender
-        msg["To"] = ", ".join(email.to)
-        msg["Subject"] = f"[cronmesh] {run['project']}/{run['job']}: {event}"
-        links = [f"{label}: {url}" for label, url in link_lines(run)]  # D256
-        lines = [headline(event, run), "", *links, *([""] if links else [])]
-        for k in ("status", "attempt", "node", "scheduled_at", "started_at", "finished_at"):
-            lines.append(f"{k}: {run.get(k)}")
-        if run.get("error"):
-            lines.append(f"error: {run['error']}")
-        msg.set_content("\n".join(lines) + "\n")
+        msg = message(self.smtp.sender, email, event, run)
         await asyncio.to_thread(self.smtp.send, msg)
 
 
