@@ -25,7 +25,7 @@ import aiohttp
 import structlog
 
 from cluster.errors import LostOwnership, Unavailable
-from cluster.etcd import Compacted, Event, Op, WatchBatch
+from cluster.etcd import Compacted, Event, Op, WatchBatch, prefix_end
 from cluster.links import with_links
 from cluster.models import Job, Run
 from cluster.netguard import Refused, check_secret_env
@@ -105,6 +105,7 @@ class Notifier:
         self._done = 0  # every event up to here is handled
         self._delivered = False  # something was sent since the cursor was last saved
         self._saved_at = time.monotonic()
+        self._edited: dict[tuple[str, str], int] = {}  # job -> its newest edit's revision (D410)
 
     # -- following finished runs -----------------------------------------------------------------
 
@@ -145,11 +146,14 @@ class Notifier:
                 delay = min(delay * 2, 5.0)
 
     async def _follow(self) -> None:
-        prefix = self.keys.job_runs()
+        prefix, jobs = self.keys.job_runs(), self.keys.jobs()
         seen = [self._cursor]  # the stream's position, for the log of a compaction
 
         def on_event(ev: Event) -> None:
-            if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
+            if ev.kv.key.startswith(jobs):  # a job edited: its runs ending later see it (D410)
+                project, job = self.keys.tail(ev.kv.key, jobs)[:2]
+                self._edited[(project, job)] = ev.kv.mod_revision
+            elif ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
                 self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
 
         def on_batch(_batch: WatchBatch, position: int) -> None:
@@ -180,18 +184,36 @@ class Notifier:
             on_compacted=skip_compacted,
             retry_on=(Exception,),  # Unavailable mostly; never end the leader's term
             skip="delete",  # a deleted index key (retention) notifies nothing (D349)
+            end=prefix_end(jobs).decode(),  # the run index and its neighbour, the jobs (D410)
         )
 
     def _start(self, revision: int, key: str, status: str) -> None:
         project, job, run_id = self.keys.tail(key, self.keys.job_runs())[:3]
-        task = asyncio.create_task(self._handle(project, job, run_id, status, key))
+        edited = self._edited.get((project, job), 0)  # the job as of the run's end
+        task = asyncio.create_task(self._handle(project, job, run_id, status, key, edited))
         self._pending.append((revision, task))
+
+    def _cache_current(self, project: str, job: str, edited: int) -> bool:
+        """Whether the leader's job cache holds the job as it was when the run ended: at least
+        its newest edit (``edited``) this watch delivered before the run's end (D410)."""
+        entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
+        return entry is not None and entry.job_rev >= edited
+
+    def _forget_edits(self) -> None:
+        """Drop the edits the job cache holds, or of jobs it does not hold (it can only take
+        them from a newer event): what is left are the edits its watch has not brought yet."""
+        if self._edited and self.scheduler is not None:
+            jobs = self.scheduler.jobs
+            self._edited = {
+                jk: rev for jk, rev in self._edited.items() if jk in jobs and jobs[jk].job_rev < rev
+            }
 
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(CURSOR_EVERY)
             while self._pending and (self._pending[0][1] is None or self._pending[0][1].done()):
                 self._done = max(self._done, self._pending.popleft()[0])
+            self._forget_edits()
             idle = time.monotonic() - self._saved_at < CURSOR_IDLE_EVERY
             if self._done > self._cursor and (self._delivered or not idle):
                 self._delivered = False
@@ -254,12 +276,14 @@ class Notifier:
                 return status
         return None
 
-    async def _handle(self, project: str, job: str, run_id: str, status: str, key: str) -> None:
+    async def _handle(
+        self, project: str, job: str, run_id: str, status: str, key: str, edited: int = 0
+    ) -> None:
         with structlog.contextvars.bound_contextvars(run=run_id, job=f"{project}/{job}"):
             delay = 0.2
             for attempt in range(1, HANDLE_ATTEMPTS + 1):
                 try:
-                    todo = await self._plan(project, job, run_id, status, key)
+                    todo = await self._plan(project, job, run_id, status, key, edited)
                 except LookupError:
                     return  # pruned before we got to it
                 except Unavailable as exc:  # etcd blip: the cursor waits for us meanwhile
@@ -280,11 +304,12 @@ class Notifier:
                 return
 
     async def _plan(
-        self, project: str, job: str, run_id: str, status: str, key: str
+        self, project: str, job: str, run_id: str, status: str, key: str, edited: int = 0
     ) -> list[tuple[NotificationRule, str, dict[str, Any], str]]:
-        """What to send for one finished run: (rule, event, run document, delivery id)."""
-        known = self.scheduler is not None and (project, job) in self.scheduler.jobs
-        if known and not await self._rules(project, job, None):
+        """What to send for one finished run: (rule, event, run document, delivery id).
+        ``edited``: the revision of the job's newest edit before the run ended (D410)."""
+        current = self._cache_current(project, job, edited)
+        if current and not await self._rules(project, job, None):
             return []  # the common case: nobody to tell, no read
         run = await self.store.get_run(project, run_id)
         rules = await self._rules(project, job, run, fresh=True)  # a removed rule sends nothing

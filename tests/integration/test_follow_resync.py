@@ -175,7 +175,9 @@ async def test_the_notifier_goes_on_from_now_after_its_cursor_was_compacted(own_
     notifier = Notifier(node, lead)  # type: ignore[arg-type]
     handled: list[str] = []
 
-    async def handle(project: str, job: str, run_id: str, status: str, key: str) -> None:
+    async def handle(
+        project: str, job: str, run_id: str, status: str, key: str, edited: int = 0
+    ) -> None:
         handled.append(run_id)
 
     notifier._handle = handle  # type: ignore[method-assign]
