@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -120,6 +120,33 @@ class BenchEtcd:
 
     def __repr__(self) -> str:
         return f"etcd({self.endpoint})"
+
+
+@contextlib.asynccontextmanager
+async def bench_etcd(
+    folder: Path, procs: Procs | None = None
+) -> AsyncIterator[tuple[BenchEtcd, Etcd]]:
+    """The one way a benchmark starts its etcd: in ``folder`` (data and ``etcd.log``), registered
+    in ``procs`` before it starts (an error or Ctrl-C anywhere stops it), retried on fresh ports
+    (:meth:`BenchEtcd.start`), with a connected client. Leaving closes the client and stops etcd.
+
+        async with bench_etcd(folder, procs) as (etcd_server, etcd): ...
+    """
+    server = BenchEtcd(folder)
+    if procs is not None:
+        procs.add(server)
+    try:
+        server.start()
+        etcd = Etcd([server.endpoint])
+        await etcd.connect()
+        try:
+            yield server, etcd
+        finally:
+            await etcd.close()
+    finally:
+        server.stop()
+        if procs is not None:
+            procs.remove(server)
 
 
 # The first admin of every benchmark cluster gets this API token (CRONMESH_ADMIN_TOKEN).
