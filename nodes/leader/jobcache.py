@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class JobCache:
         self.actives_rev = 0  # revision of the newest active-key event seen
         self._read_at: dict[JobKey, int] = {}  # jobs read out of their watch's turn (D369)
         self._actives_read: dict[JobKey, int] = {}  # active sets read so, likewise (D370)
+        self.took: dict[str, float] = {}  # seconds of each part of ``load`` (the leader's log)
 
     def fires(self, jk: JobKey) -> bool:
         return self.shard.owns(*jk)
@@ -95,6 +97,7 @@ class JobCache:
     async def load(self) -> int:
         """Every job and schedule state, then every active run, at one revision (D262). With a
         node's shared watches (D356), joined first: they hold what changes during the read."""
+        t0 = time.perf_counter()
         if self.feed is not None and not self._subs:
             try:
                 for prefix, handle, known, every in self._watched():
@@ -103,11 +106,14 @@ class JobCache:
             except BaseException:
                 self.close()
                 raise
+        t1 = time.perf_counter()
         rev = await load_jobs(self.etcd, self.keys, self.on_job, self.on_state)
+        t2 = time.perf_counter()
         actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
         for kv in actives.kvs:
             self.on_active(kv.key, True)
         self.actives_rev = rev  # every active key up to it is known
+        self.took = {"join": t1 - t0, "jobs": t2 - t1, "actives": time.perf_counter() - t2}
         return rev
 
     def follow(self, tg: asyncio.TaskGroup, rev: int) -> None:

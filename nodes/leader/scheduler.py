@@ -142,7 +142,9 @@ class Scheduler:
 
     async def _load(self) -> int:
         rev = await self.cache.load()  # D262
+        t = time.perf_counter()
         await self.rules.load(rev)
+        self.cache.took["rules"] = time.perf_counter() - t
         for key in list(self.jobs):  # the first pass plans every job (in slices, D262)
             self.cache.reschedule(key, self.clock())
         return rev
@@ -158,7 +160,8 @@ class Scheduler:
 
     async def _lead(self) -> None:
         rev = await self._load()
-        log.info("scheduler leading", jobs=len(self.jobs), revision=rev)
+        took = {k: round(v * 1000, 1) for k, v in self.cache.took.items()}
+        log.info("scheduler leading", jobs=len(self.jobs), revision=rev, took_ms=took)
         async with asyncio.TaskGroup() as tg:
             self.cache.follow(tg, rev)
             self.rules.follow(tg, rev)
@@ -176,6 +179,7 @@ class Scheduler:
             tg.create_task(self.slots.run(rev, list(self.jobs)))
 
     async def _tick_loop(self) -> None:
+        first = time.perf_counter()  # the first pass (every job, D262) is logged with its time
         while True:
             due = [jk for jk in self.due.pop_due(PASS_JOBS) if jk in self.jobs]
             if len(due) > 1:
@@ -184,6 +188,10 @@ class Scheduler:
                 await self._fire_guarded(due[0])
             else:
                 await self.due.wait()
+            if first and due:  # up to PASS_JOBS jobs: the first slice, with more
+                ms = round((time.perf_counter() - first) * 1000, 1)
+                log.info("scheduler first pass written", jobs=len(due), ms=ms)
+                first = 0.0
             self._report_missed()
 
     def _report_missed(self) -> None:
