@@ -122,9 +122,13 @@ async def one(args: argparse.Namespace, procs: Procs, tmp: Path, tree: str, n: i
                 procs.add(proc)
                 return proc
 
+            started = time.time()
             a = node("a")
             await a.wait_leading(http, within=120)
             row["fresh"] = await leader_row(etcd, a, 0.0)
+            row["fresh"]["process_start_to_elected_ms"] = _ms(
+                started, leader_log(a.log_path).get("elected")
+            )
             b = node("b")
             await wait_registered(etcd, "b")
             await asyncio.sleep(2)  # b settles (imports done, watches open) as a follower
@@ -165,6 +169,13 @@ async def amain(args: argparse.Namespace, trees: list[tuple[str, Path]]) -> list
     finally:
         harness.ROOT = saved
         procs.stop_all()
+        if args.keep:
+            shutil.copytree(
+                tmp,
+                args.keep,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("data*", "etcd-data*"),
+            )
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
@@ -180,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME=PATH: run the nodes from this source tree (repeat to alternate trees)",
     )
     ap.add_argument("--burn", type=int, default=0, help="busy loops beside the nodes")
+    ap.add_argument("--keep", help="keep the nodes' logs in this folder")
     args = ap.parse_args(argv)
     args.sizes = [int(s) for s in re.split(r"[,\s]+", args.jobs) if s]
     trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree] or [

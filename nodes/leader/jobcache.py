@@ -99,11 +99,18 @@ class JobCache:
         node's shared watches (D356), joined first: they hold what changes during the read."""
         t0 = time.perf_counter()
         if self.feed is not None and not self._subs:
+            feed, shard = self.feed, self.shard
+            joins = [  # the three at once: a round trip each (D411)
+                asyncio.ensure_future(feed.subscribe(prefix, shard, handle, known, every=every))
+                for prefix, handle, known, every in self._watched()
+            ]
             try:
-                for prefix, handle, known, every in self._watched():
-                    sub = await self.feed.subscribe(prefix, self.shard, handle, known, every=every)
-                    self._subs.append(sub)
-            except BaseException:
+                self._subs = list(await asyncio.gather(*joins))
+            except BaseException:  # leave the ones that joined
+                for join in joins:
+                    join.cancel()
+                await asyncio.gather(*joins, return_exceptions=True)
+                self._subs = [j.result() for j in joins if not j.cancelled() and not j.exception()]
                 self.close()
                 raise
         t1 = time.perf_counter()

@@ -437,8 +437,10 @@ async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leade
     forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
     notifier = Notifier(node, leadership, scheduler)
     scheduler.slots.notifier = notifier  # slot events go out through the same rules (D232)
+    history = HistoryAccountant(node.etcd, scheduler.store, leadership)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())
-        tg.create_task(notifier.run())
-        tg.create_task(forget.run())
-        tg.create_task(HistoryAccountant(node.etcd, scheduler.store, leadership).run())
+        # they start with reads of their own (the run index since the cursor, every charge):
+        # once the scheduler's first pass is written, so a new leader's ticks go first (D411)
+        for loop in (notifier.run, forget.run, history.run):
+            tg.create_task(scheduler.after_first_pass(loop))

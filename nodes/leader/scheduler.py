@@ -113,6 +113,7 @@ class Scheduler:
         self.due = self.cache.due
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
+        self.first_pass = asyncio.Event()  # the new leader's first pass is written (D411)
         self._missed: dict[JobKey, int] = {}  # ticks missed in this pass, reported after it (D385)
         self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238, D339)
         self.workflows = WorkflowEngine(
@@ -173,10 +174,21 @@ class Scheduler:
                 return
             on_claim = self.slots.claims(self.reaper.on_claim_event)
             tg.create_task(follow(self.etcd, self.keys.claims(), rev, on_claim))
-            tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))
-            tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
-            tg.create_task(self.workflows.run())
             tg.create_task(self.slots.run(rev, list(self.jobs)))
+            # after the first pass: the ticks first, then the reads these start with (D411)
+            tg.create_task(
+                self.after_first_pass(lambda: periodic(RECONCILE_EVERY, self.reaper.reconcile))
+            )
+            tg.create_task(
+                self.after_first_pass(lambda: periodic(PRUNE_EVERY, self.retention.prune))
+            )
+            tg.create_task(self.after_first_pass(self.workflows.run))
+
+    async def after_first_pass(self, work: Callable[[], Awaitable[object]]) -> None:
+        """Start ``work`` once the first pass over every job is written (or none was due): a new
+        leader's loops that read much at their start wait for it, so its ticks go first (D411)."""
+        await self.first_pass.wait()
+        await work()
 
     async def _tick_loop(self) -> None:
         first = time.perf_counter()  # the first pass (every job, D262) is logged with its time
@@ -186,12 +198,12 @@ class Scheduler:
                 await self._fire_batch(due)
             elif due:
                 await self._fire_guarded(due[0])
-            else:
-                await self.due.wait()
-            if first and due:  # up to PASS_JOBS jobs: the first slice, with more
+            if not self.first_pass.is_set():  # up to PASS_JOBS jobs: the first slice of it
                 ms = round((time.perf_counter() - first) * 1000, 1)
                 log.info("scheduler first pass written", jobs=len(due), ms=ms)
-                first = 0.0
+                self.first_pass.set()
+            if not due:
+                await self.due.wait()
             self._report_missed()
 
     def _report_missed(self) -> None:
