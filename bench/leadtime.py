@@ -3,7 +3,8 @@
 
 For each round, size and tree (trees alternate within a round, their order swapped every round,
 so an A/B comparison is taken in the same minutes): a fresh etcd holding that many jobs (daily at
-03:00, written straight into etcd as ``bench.large`` does) and a probe job due every second, then
+03:00, written straight into etcd as ``bench.large`` does), a probe job due every second and
+``--history`` run-history charges (what kept runs leave: a new leader reads them all), then
 
 - **fresh**: one ``cronmesh node`` (default settings) started alone — a node restarted: a new
   process that wins the election at once;
@@ -41,7 +42,7 @@ import aiohttp
 from bench import harness
 from bench.harness import NodeProc, Procs, auth_headers, bench_etcd, code_version, machine_info
 from bench.large import PREFIX, cpu_s, first_run, write_jobs
-from cluster.etcd import Etcd
+from cluster.etcd import Etcd, Op
 from cluster.keys import Keys
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,18 +96,38 @@ async def leader_row(etcd: Etcd, node: NodeProc, cpu_before: float) -> dict[str,
         "elected_to_loaded_ms": _ms(ev.get("elected"), ev.get("loaded")),
         "load_parts_ms": ev.get("load_parts_ms"),
         "loaded_to_first_pass_ms": _ms(ev.get("loaded"), ev.get("first_pass")),
+        "elected_to_first_pass_ms": _ms(ev.get("elected"), ev.get("first_pass")),
         "elected_to_probe_run_ms": _ms(ev.get("elected"), probe),
         "node_cpu_s_until_probe": round(cpu, 2),
         "lease_lost": "lease lost" in node.log_path.read_text(errors="replace"),
     }
 
 
+async def write_history(etcd: Etcd, count: int) -> None:
+    """``count`` run-history charges (D318), as finished runs leave them: what a new leader's
+    history accountant reads at its start."""
+    keys = Keys(PREFIX)
+    sem = asyncio.Semaphore(8)
+
+    async def chunk(first: int) -> None:
+        ops = [
+            Op.put(keys.history_charge("probe", f"h{i:09d}"), "900")
+            for i in range(first, min(first + 128, count))
+        ]
+        async with sem:
+            await etcd.txn([], ops)
+
+    await asyncio.gather(*(chunk(i) for i in range(0, count, 128)))
+
+
 async def one(args: argparse.Namespace, procs: Procs, tmp: Path, tree: str, n: int) -> Any:
     folder = tmp / f"{tree}-{n}-{time.monotonic_ns()}"
     folder.mkdir()
-    row: dict[str, Any] = {"tree": tree, "jobs": n, "load_before": os.getloadavg()[0]}
+    row: dict[str, Any] = {"tree": tree, "jobs": n, "history": args.history}
+    row["load_before"] = os.getloadavg()[0]
     async with bench_etcd(folder, procs) as (etcd_server, etcd):
         await write_jobs(etcd, n, per_project=5000)
+        await write_history(etcd, args.history)
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as http:
 
@@ -192,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--burn", type=int, default=0, help="busy loops beside the nodes")
     ap.add_argument("--keep", help="keep the nodes' logs in this folder")
+    ap.add_argument(
+        "--history", type=int, default=0, help="run-history charges in etcd (runs kept)"
+    )
     args = ap.parse_args(argv)
     args.sizes = [int(s) for s in re.split(r"[,\s]+", args.jobs) if s]
     trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree] or [
