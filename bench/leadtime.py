@@ -151,7 +151,7 @@ async def one(args: argparse.Namespace, procs: Procs, tmp: Path, tree: str, n: i
                 started, leader_log(a.log_path).get("elected")
             )
             b = node("b")
-            await wait_registered(etcd, "b")
+            await wait_registered(etcd, b)
             await asyncio.sleep(2)  # b settles (imports done, watches open) as a follower
             cpu_b = cpu_s(b.pid)
             await asyncio.to_thread(a.stop)
@@ -164,12 +164,13 @@ async def one(args: argparse.Namespace, procs: Procs, tmp: Path, tree: str, n: i
     return row
 
 
-async def wait_registered(etcd: Etcd, node_id: str) -> None:
-    key = Keys(PREFIX).node(node_id)
-    deadline = time.monotonic() + 60
+async def wait_registered(etcd: Etcd, node: NodeProc) -> None:
+    key = Keys(PREFIX).node(node.node_id)
+    deadline = time.monotonic() + 120
     while await etcd.get(key) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"node {node_id} did not register")
+        if not node.alive() or time.monotonic() > deadline:
+            tail = node.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{node!r} did not register (alive: {node.alive()}):\n{tail}")
         await asyncio.sleep(0.1)
 
 
