@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import cast
 
 from cluster.etcd import Etcd, Range, prefix_end
 from cluster.keys import Keys
@@ -63,7 +64,8 @@ async def load_jobs(
 
 
 async def _first_page(etcd: Etcd, prefix: str, rev: int) -> Range:
-    async with contextlib.aclosing(etcd.range_pages(prefix, revision=rev)) as pages:
+    read = cast("AsyncGenerator[Range, None]", etcd.range_pages(prefix, revision=rev))
+    async with contextlib.aclosing(read) as pages:
         async for page in pages:
             return page
     raise AssertionError("range_pages yields at least one page")
