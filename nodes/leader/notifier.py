@@ -80,6 +80,7 @@ CURSOR_EVERY = 0.5
 # load without notification rules costs no cursor writes per run.
 CURSOR_IDLE_EVERY = 60.0
 DEFAULTS_TTL = 5.0
+Edits = tuple[int, int]  # newest edits of a job and of its project's defaults (D410, D413)
 NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
 WATCHED_STATUSES = NOTIFY_STATUSES | {"skipped"}  # a skipped slot's run (overlap): ``skipped``
 
@@ -98,7 +99,8 @@ class Notifier:
         self.smtp = SmtpSettings.from_url(node.config.smtp_url) if node.config.smtp_url else None
         self._pending: deque[tuple[int, asyncio.Task[None] | None]] = deque()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._defaults: dict[str, tuple[float, list[NotificationRule]]] = {}
+        # project -> (read at, its default rules, the read's revision)
+        self._defaults: dict[str, tuple[float, list[NotificationRule], int]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._guard = webhooks.GuardSource(node)
         self._cursor = 0  # saved in etcd
@@ -147,17 +149,24 @@ class Notifier:
 
     async def _follow(self) -> None:
         prefix, jobs = self.keys.job_runs(), self.keys.jobs()
+        defaults = self.keys.notification_defaults("")
         seen = [self._cursor]  # the stream's position, for the log of a compaction
 
         def on_event(ev: Event) -> None:
-            if ev.kv.key.startswith(jobs):  # a job edited: its runs ending later see it (D410)
-                project, job = self.keys.tail(ev.kv.key, jobs)[:2]
+            key = ev.kv.key
+            if key.startswith(prefix):
+                if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
+                    self._start(ev.kv.mod_revision, key, ev.kv.value.decode())
+            elif key.startswith(jobs):  # a job edited: its runs ending later see it (D410)
+                project, job = self.keys.tail(key, jobs)[:2]
                 self._edited[(project, job)] = ev.kv.mod_revision
-            elif ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
-                self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
+            elif key.startswith(defaults):  # a project's defaults edited, likewise (D413)
+                self._edited[(key[len(defaults) :], "")] = ev.kv.mod_revision
 
-        def on_batch(_batch: WatchBatch, position: int) -> None:
+        def on_batch(batch: WatchBatch, position: int) -> None:
             seen[0] = position
+            if batch.events and not any(ev.kv.key.startswith(prefix) for ev in batch.events):
+                return  # no run ended: the cursor need not move (not even for its own write)
             self._pending.append((position, None))
 
         async def skip_compacted(exc: Compacted) -> int:
@@ -184,18 +193,25 @@ class Notifier:
             on_compacted=skip_compacted,
             retry_on=(Exception,),  # Unavailable mostly; never end the leader's term
             skip="delete",  # a deleted index key (retention) notifies nothing (D349)
-            end=prefix_end(jobs).decode(),  # the run index and its neighbour, the jobs (D410)
+            # the run index, the jobs and the projects' defaults in one order (D410, D413); the
+            # node records in between are written rarely (their load: every 10 s at most)
+            end=prefix_end(defaults).decode(),
         )
 
     def _start(self, revision: int, key: str, status: str) -> None:
         project, job, run_id = self.keys.tail(key, self.keys.job_runs())[:3]
-        edited = self._edited.get((project, job), 0)  # the job as of the run's end
+        # the newest edits of the job and of its project's defaults before the run's end
+        edited = (self._edited.get((project, job), 0), self._edited.get((project, ""), 0))
         task = asyncio.create_task(self._handle(project, job, run_id, status, key, edited))
         self._pending.append((revision, task))
 
     def _cache_current(self, project: str, job: str, edited: int) -> bool:
         """Whether the leader's job cache holds the job as it was when the run ended: at least
-        its newest edit (``edited``) this watch delivered before the run's end (D410)."""
+        its newest edit (``edited``) this watch delivered before the run's end (D410); for
+        ``job`` "", whether the defaults kept hold the project's newest edit (D413)."""
+        if not job:
+            kept = self._defaults.get(project)
+            return kept is not None and kept[2] >= edited
         entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
         return entry is not None and entry.job_rev >= edited
 
@@ -205,7 +221,9 @@ class Notifier:
         if self._edited and self.scheduler is not None:
             jobs = self.scheduler.jobs
             self._edited = {
-                jk: rev for jk, rev in self._edited.items() if jk in jobs and jobs[jk].job_rev < rev
+                jk: rev
+                for jk, rev in self._edited.items()
+                if (jk in jobs or not jk[1]) and not self._cache_current(*jk, rev)
             }
 
     async def _commit_loop(self) -> None:
@@ -238,17 +256,27 @@ class Notifier:
 
     # -- one finished run ------------------------------------------------------------------------
 
-    async def _project_rules(self, project: str, fresh: bool = False) -> list[NotificationRule]:
+    async def _project_rules(
+        self, project: str, fresh: bool = False, edited: int = 0
+    ) -> list[NotificationRule]:
+        """The project's defaults: kept ``DEFAULTS_TTL`` seconds unless ``fresh`` or older than
+        their newest edit before the run's end (``edited``, D413)."""
         cached = self._defaults.get(project)
-        if not fresh and cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
+        if (
+            not fresh
+            and cached is not None
+            and time.monotonic() - cached[0] < DEFAULTS_TTL
+            and self._cache_current(project, "", edited)
+        ):
             return cached[1]
-        kv = await self.etcd.get(self.keys.notification_defaults(project))
+        res = await self.etcd.range(self.keys.notification_defaults(project), prefix=False)
+        kv = res.kvs[0] if res.kvs else None
         rules = ProjectNotifications.model_validate_json(kv.value).rules if kv else []
-        self._defaults[project] = (time.monotonic(), rules)
+        self._defaults[project] = (time.monotonic(), rules, res.revision)
         return rules
 
     async def _rules(
-        self, project: str, job: str, run: Run | None, *, fresh: bool = False
+        self, project: str, job: str, run: Run | None, *, fresh: bool = False, edited: int = 0
     ) -> list[NotificationRule]:
         """The job's rules (the current definition when the leader knows the job — ``fresh``:
         read now, since an edit answered before the run ended may not have reached the cache,
@@ -264,7 +292,7 @@ class Notifier:
             own = run.snapshot.notifications
         else:
             own = None
-        return own if own is not None else await self._project_rules(project, fresh)
+        return own if own is not None else await self._project_rules(project, fresh, edited)
 
     async def _previous_status(self, project: str, job: str, key: str) -> str | None:
         res = await self.etcd.range(
@@ -277,7 +305,7 @@ class Notifier:
         return None
 
     async def _handle(
-        self, project: str, job: str, run_id: str, status: str, key: str, edited: int = 0
+        self, project: str, job: str, run_id: str, status: str, key: str, edited: Edits = (0, 0)
     ) -> None:
         with structlog.contextvars.bound_contextvars(run=run_id, job=f"{project}/{job}"):
             delay = 0.2
@@ -304,12 +332,13 @@ class Notifier:
                 return
 
     async def _plan(
-        self, project: str, job: str, run_id: str, status: str, key: str, edited: int = 0
+        self, project: str, job: str, run_id: str, status: str, key: str, edited: Edits = (0, 0)
     ) -> list[tuple[NotificationRule, str, dict[str, Any], str]]:
         """What to send for one finished run: (rule, event, run document, delivery id).
-        ``edited``: the revision of the job's newest edit before the run ended (D410)."""
-        current = self._cache_current(project, job, edited)
-        if current and not await self._rules(project, job, None):
+        ``edited``: the revisions of the newest edits of the job and of its project's defaults
+        before the run ended (D410, D413)."""
+        current = self._cache_current(project, job, edited[0])
+        if current and not await self._rules(project, job, None, edited=edited[1]):
             return []  # the common case: nobody to tell, no read
         run = await self.store.get_run(project, run_id)
         rules = await self._rules(project, job, run, fresh=True)  # a removed rule sends nothing

@@ -176,7 +176,7 @@ async def test_the_notifier_goes_on_from_now_after_its_cursor_was_compacted(own_
     handled: list[str] = []
 
     async def handle(
-        project: str, job: str, run_id: str, status: str, key: str, edited: int = 0
+        project: str, job: str, run_id: str, status: str, key: str, edited: object = None
     ) -> None:
         handled.append(run_id)
 

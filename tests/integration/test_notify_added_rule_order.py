@@ -6,13 +6,15 @@ job cache, fed by another watch, whether anyone is to be told; only then does it
 (D368). A webhook added (200) just before the run ended could thus miss the run: the cache had
 not heard of it yet. The notifier's watch now also carries the jobs (the run index's neighbour
 prefix, one order for both), so it knows the newest edit of each job before each run's end and
-trusts the cache only when the cache holds that edit. Here the cache's watch is held back: the
-leader loaded its jobs and never follows them (the rig of test_fencing).
+trusts the cache only when the cache holds that edit; likewise the project's defaults, which it
+keeps for 5 s (D413). Here the cache's watch is held back: the leader loaded its jobs and never
+follows them (the rig of test_fencing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -115,3 +117,21 @@ async def test_a_job_with_nobody_to_tell_costs_no_read_once_the_cache_holds_its_
             await running.finish("q")
         assert running.reads == 1
         await wait_for(lambda: not running.notifier._edited, 30, what="edits the cache holds")
+
+
+async def test_a_project_default_added_just_before_a_run_ended_is_sent_the_run(rig):
+    """A job without rules of its own follows its project's defaults, which the notifier keeps
+    for 5 s: one added (200) within them, just before a run ended, is used for it (D413)."""
+    await allow_loopback(rig.etcd, rig.keys)
+    async with Receiver() as hook:
+        await rig.store.put_job(P, spec("d"))
+        leader = await rig.leader("n1")
+        async with Running(rig, leader) as running:
+            await running.finish("d")  # the defaults are read and kept: none
+            assert hook.requests == [] and running.reads == 0
+            rule = {"on": ["failure"], "webhook": {"url": hook.url}}
+            await rig.etcd.put(rig.keys.notification_defaults(P), json.dumps({"rules": [rule]}))
+            run_id, _ = await running.finish("d")  # within the 5 s the defaults are kept
+            assert [d["run"]["id"] for _, d in hook.delivered()] == [run_id]
+            await running.finish("d")
+            assert len(hook.delivered()) == 2

@@ -341,12 +341,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         "the job's last edit before the end (D410)",
     ),
     Mutation(
+        "notifier-defaults-current",
+        "nodes/leader/notifier.py",
+        r"return kept is not None and kept\[2\] >= edited",
+        "return kept is not None",
+        (f"{ADDED_RULE}::test_a_project_default_added_just_before_a_run_ended_is_sent_the_run",),
+        "a project default added before a run ended is used: the defaults kept decide only "
+        "once they hold its last edit before the end (D413)",
+    ),
+    Mutation(
         "notifier-watch-jobs",
         "nodes/leader/notifier.py",
-        r"\s*end=prefix_end\(jobs\)\.decode\(\),",
+        r"\s*end=prefix_end\(defaults\)\.decode\(\),",
         "",
-        (f"{ADDED_RULE}::test_a_webhook_added_just_before_a_run_ended_is_sent_the_run",),
-        "the notifier's watch carries the job edits in the run index's order (D410)",
+        (
+            f"{ADDED_RULE}::test_a_webhook_added_just_before_a_run_ended_is_sent_the_run",
+            f"{ADDED_RULE}::test_a_project_default_added_just_before_a_run_ended_is_sent_the_run",
+        ),
+        "the notifier's watch carries the job and defaults edits in the run index's order (D410)",
     ),
     # -- once per tick, once per task ------------------------------------------------------------
     Mutation(
