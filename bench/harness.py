@@ -126,23 +126,14 @@ class BenchEtcd:
 async def bench_etcd(
     folder: Path, procs: Procs | None = None
 ) -> AsyncIterator[tuple[BenchEtcd, Etcd]]:
-    """The one way a benchmark starts its etcd: in ``folder`` (data and ``etcd.log``), registered
-    in ``procs`` before it starts (an error or Ctrl-C anywhere stops it), retried on fresh ports
-    (:meth:`BenchEtcd.start`), with a connected client. Leaving closes the client and stops etcd.
-
-        async with bench_etcd(folder, procs) as (etcd_server, etcd): ...
-    """
+    """The one way a benchmark starts its etcd (D412): in ``folder``, registered in ``procs``
+    before it starts, retried on fresh ports, with a connected client; leaving stops both."""
     server = BenchEtcd(folder)
     if procs is not None:
         procs.add(server)
     try:
-        server.start()
-        etcd = Etcd([server.endpoint])
-        await etcd.connect()
-        try:
+        async with Etcd([server.start().endpoint]) as etcd:
             yield server, etcd
-        finally:
-            await etcd.close()
     finally:
         server.stop()
         if procs is not None:
