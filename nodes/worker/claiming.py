@@ -139,8 +139,8 @@ class Claiming:
                 if slot is not None:
                     self._kick_at(0.05)
                 return
-            metrics.CLAIMS.labels("won").inc()
-            metrics.PLACED.labels(via).inc()
+            metrics.child(metrics.CLAIMS, "won").inc()
+            metrics.child(metrics.PLACED, via).inc()
             self.candidates.pop(key, None)
             won = res.revision
             self._start(started, res.revision, slot, cost)
