@@ -7,8 +7,8 @@ read at the end (``cpu.stat``, ``memory.oom_control`` / ``memory.events``, the m
 release and re-take of the GIL that the busy event loop holds. Kept open, a counter's read is one
 ``pread`` at offset 0 (the kernel renders the file afresh when read again from the start) and a
 write one ``write``; a file written and read has a descriptor for each. Not kept: the reads of
-``cgroup.procs`` that say a cgroup is empty before another run gets it (an empty list read again
-through the same descriptor is not rendered afresh: it stays empty).
+``cgroup.procs`` that say a cgroup is empty before another run gets it (read again through a kept
+descriptor, the list was not the kernel's current one: a test found every reused cgroup dropped).
 
 At most ``KEPT_FDS`` descriptors are kept per process, whatever the number of cgroups; beyond,
 files are opened and closed per use as before. A cgroup's files are closed when it is removed,
@@ -70,9 +70,8 @@ class KeptFiles:
         return fd
 
     def read(self, path: str) -> str:
-        """The text of a counter file (never empty: a list file such as ``cgroup.procs`` is read
-        afresh by the caller, since the kernel's reader of an empty list does not start over
-        when read again from offset 0 through the same descriptor)."""
+        """The text of a counter file (a list file such as ``cgroup.procs`` is read afresh by
+        the caller: see the module's doc)."""
         fd = self._fd(path, os.O_RDONLY)
         if fd is None:
             return _read(path)
