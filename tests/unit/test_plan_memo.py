@@ -147,3 +147,42 @@ def test_kept_metric_children_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
         )
         == 1.0
     )
+
+
+def test_planning_leaves_the_stored_state_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D405: the state is copied where planning edits it (schedules map, events), not through a
+    JSON round trip; the stored state is untouched and the plan is the one the round trip gave."""
+    import json
+
+    from cluster import tickplan
+
+    job = _job(schedules=[{"cron": "* * * * * *"}, {"cron": "*/5 * * * * *"}], catchup="none")
+    schedules = parse_job(job)
+    fps = [schedule_fp(spec) for spec, _ in schedules]
+    t = datetime(2026, 1, 1, 0, 0, 50, tzinfo=UTC)
+    stored: dict[str, Any] = {
+        "schedules": {
+            fps[0]: {"last_tick": (t - timedelta(seconds=30)).isoformat()},  # 29 missed
+            fps[1]: {"last_tick": (t - timedelta(seconds=5)).isoformat()},
+            "gone": {"last_tick": t.isoformat()},  # a schedule that no longer exists
+        },
+        "events": [{"fate": "missed", "schedule": "old", "count": 1}],
+        "fired": 7,
+        "other": {"kept": ["as", "is"]},
+    }
+    before = json.dumps(stored, sort_keys=True)
+    store = Store(None, KEYS, Snowflake(1), lambda: t)  # type: ignore[arg-type]
+
+    def plan() -> Any:
+        return plan_job(
+            job, schedules, stored, [], now=t, ahead=0.75, keys=KEYS, new_run=store.new_run
+        )
+
+    copied = plan()
+    assert json.dumps(stored, sort_keys=True) == before
+    assert "gone" not in copied.state["schedules"] and len(copied.state["events"]) == 2
+    monkeypatch.setattr(tickplan, "state_copy", lambda s: json.loads(json.dumps(s)))
+    round_trip = plan()
+    assert json.dumps(copied.state, sort_keys=True) == json.dumps(round_trip.state, sort_keys=True)
+    assert [r.scheduled_at for r, _ in copied.runs] == [r.scheduled_at for r, _ in round_trip.runs]
+    assert json.dumps(stored, sort_keys=True) == before
