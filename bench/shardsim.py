@@ -33,27 +33,9 @@ def score(node: str, shard: int) -> int:
     return int.from_bytes(hashlib.sha1(f"{node}/{shard}".encode()).digest()[:8], "big")
 
 
-def leaders(nodes: list[str], shards: int, *, balanced: bool = True) -> dict[int, str]:
-    """Shard → the node that wins it when every node is up. Balanced (the product since D418):
-    the (node, shard) pairs from the highest score down, each node up to its fair share of
-    the shards' weights (shard 0 weighs 2: it runs the per-cluster loops); else the highest
-    score alone (before D418: 8 shards over 3 nodes could lead 4/4/0)."""
-    if not balanced:
-        return {s: max(nodes, key=lambda n: score(n, s)) for s in range(shards)}
-    weight = [2 if s == 0 and shards > 1 else 1 for s in range(shards)]
-    cap = -(-sum(weight) // len(nodes))
-    load = {n: 0 for n in nodes}
-    won: dict[int, str] = {}
-    for _, node, s in sorted((-score(n, s), n, s) for n in nodes for s in range(shards)):
-        if s not in won and load[node] + weight[s] <= cap:
-            won[s] = node
-            load[node] += weight[s]
-    for s in range(shards):
-        if s not in won:
-            node = min(sorted(nodes), key=lambda n: (load[n], -score(n, s), n))
-            won[s] = node
-            load[node] += weight[s]
-    return dict(sorted(won.items()))
+def leaders(nodes: list[str], shards: int) -> dict[int, str]:
+    """Shard → the node that wins it when every node is up (the highest rendezvous score)."""
+    return {s: max(nodes, key=lambda n: score(n, s)) for s in range(shards)}
 
 
 @dataclass(frozen=True)
@@ -64,16 +46,16 @@ class Placement:
     moved_when_one_dies: float  # mean fraction of shards whose leader changes
 
 
-def placement(n_nodes: int, shards: int, *, balanced: bool = True) -> Placement:
+def placement(n_nodes: int, shards: int) -> Placement:
     nodes = [f"node-{i}" for i in range(n_nodes)]
-    before = leaders(nodes, shards, balanced=balanced)
+    before = leaders(nodes, shards)
     counts: dict[str, int] = {}
     for node in before.values():
         counts[node] = counts.get(node, 0) + 1
     moved = 0.0
     if n_nodes > 1:
         for dead in nodes:
-            after = leaders([n for n in nodes if n != dead], shards, balanced=balanced)
+            after = leaders([n for n in nodes if n != dead], shards)
             moved += sum(1 for s in range(shards) if after[s] != before[s]) / shards
         moved /= n_nodes
     return Placement(n_nodes, shards, max(counts.values()), round(moved, 3))
@@ -116,13 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         f"(etcd on {args.etcd_cores:g} cores, one core per node)"
     )
     rows = []
-    for n, k in ((3, 8), (3, 16), (5, 16)):
-        b, r = placement(n, k), placement(n, k, balanced=False)
-        print(
-            f"{n} nodes, {k} shards: busiest leads {b.max_shards_per_node}/{k} balanced "
-            f"(D418; {b.moved_when_one_dies} move when one dies), {r.max_shards_per_node}/{k} by "
-            f"score alone ({r.moved_when_one_dies})"
-        )
     print(f"{'nodes':>5} {'shards':>6} {'max/node':>8} {'moved':>6} {'runs/s':>8}")
     for n in (1, 2, 4, 8, 16):
         for s in (1, 4, 16, 64):

@@ -8,11 +8,6 @@ first, as ``bench/shardsim.py`` models it) and campaigns for a shard after a del
 with its rank among the live nodes; a leader that sees a better-ranked candidate queued for its
 shard hands the shard over (resigns), so shards spread over the nodes and move little when a
 node joins or leaves.
-
-Given the live nodes and ``K``, the ranking puts first the node :func:`placement` gives the
-shard: rendezvous with a cap on each node's load (D418), so 8 shards over 3 nodes lead 3/3/2,
-never 4/4/0 as the highest score alone may. Shard 0 weighs two (it also runs the per-cluster
-loops, D302), so its node leads fewer others.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from functools import lru_cache
 
 from cluster.errors import InvalidInput
 from cluster.keys import ELECTION_SCHEDULER
@@ -81,62 +75,14 @@ def score(node: str, shard: int) -> int:
     return _hash64(f"{node}/{shard}")
 
 
-SINGLETON_WEIGHT = 2  # shard 0's weight in a node's load: it also runs the per-cluster loops
+def ranking(shard: int, nodes: Iterable[str]) -> list[str]:
+    """The nodes from the most to the least preferred for ``shard`` (ties by name)."""
+    return sorted(set(nodes), key=lambda n: (-score(n, shard), n))
 
 
-def shard_weight(shard: int, shards: int) -> int:
-    return SINGLETON_WEIGHT if shard == 0 and shards > 1 else 1
-
-
-def placement(nodes: Iterable[str], shards: int) -> dict[int, str]:
-    """Shard → the node that should lead it when ``nodes`` are live: rendezvous with bounded
-    loads (D418). The (node, shard) pairs are taken from the highest score down and a pair is
-    kept while the shard has no node and the node's load stays within ``cap`` (the shards'
-    total weight over the nodes, rounded up), so every node leads its fair share and a shard
-    still goes to a node that scores it high. Deterministic: every node computes the same
-    placement from the same live set."""
-    return dict(_placement(frozenset(nodes), shards))
-
-
-@lru_cache(maxsize=64)
-def _placement(nodes: frozenset[str], shards: int) -> tuple[tuple[int, str], ...]:
-    if not nodes:
-        return ()
-    live = sorted(nodes)
-    total = sum(shard_weight(s, shards) for s in range(shards))
-    cap = -(-total // len(live))
-    load = dict.fromkeys(live, 0)
-    pairs = sorted((-score(n, s), n, s) for n in live for s in range(shards))
-    out: dict[int, str] = {}
-    for _, node, shard in pairs:
-        weight = shard_weight(shard, shards)
-        if shard not in out and load[node] + weight <= cap:
-            out[shard] = node
-            load[node] += weight
-    for shard in range(shards):  # a heavy shard the caps left out: the least loaded node
-        if shard not in out:
-            node = min(live, key=lambda n: (load[n], -score(n, shard), n))
-            out[shard] = node
-            load[node] += shard_weight(shard, shards)
-    return tuple(sorted(out.items()))
-
-
-def ranking(shard: int, nodes: Iterable[str], shards: int | None = None) -> list[str]:
-    """The nodes from the most to the least preferred for ``shard`` (ties by name). With
-    ``shards`` (K) the node :func:`placement` gives the shard comes first (D418); without, the
-    highest rendezvous score alone decides."""
-    live = set(nodes)
-    order = sorted(live, key=lambda n: (-score(n, shard), n))
-    if shards is not None and shards > 1 and live:
-        placed = placement(live, shards)[shard]
-        order.remove(placed)
-        order.insert(0, placed)
-    return order
-
-
-def rank_of(node: str, shard: int, nodes: Iterable[str], shards: int | None = None) -> int:
+def rank_of(node: str, shard: int, nodes: Iterable[str]) -> int:
     """0 for the preferred node; ``node`` counts as live even if absent from ``nodes``."""
-    return ranking(shard, {*nodes, node}, shards).index(node)
+    return ranking(shard, {*nodes, node}).index(node)
 
 
 def campaign_delay(rank: int, step: float = CAMPAIGN_STEP) -> float:
@@ -145,27 +91,17 @@ def campaign_delay(rank: int, step: float = CAMPAIGN_STEP) -> float:
     return min(MAX_CAMPAIGN_DELAY, max(0, rank) * step)
 
 
-def hand_over_to(
-    me: str,
-    shard: int,
-    candidates: Iterable[str],
-    *,
-    live: Iterable[str] = (),
-    shards: int | None = None,
-) -> str | None:
+def hand_over_to(me: str, shard: int, candidates: Iterable[str]) -> str | None:
     """The better-ranked candidate the leader ``me`` of ``shard`` should hand the shard to, or
-    None when ``me`` is the best of the queued candidates (it keeps the shard). The ranking is
-    over the ``live`` nodes (with the candidates and ``me``): the placement depends on all of
-    them (D418), though only a queued candidate can be handed to."""
-    queued = {*candidates, me}
-    best = next(n for n in ranking(shard, {*live, *queued}, shards) if n in queued)
+    None when ``me`` is the best of the queued candidates (it keeps the shard)."""
+    best = ranking(shard, {*candidates, me})[0]
     return None if best == me else best
 
 
 def leaders(nodes: Iterable[str], shards: int) -> dict[int, str]:
     """Shard → the node that leads it once placement settles with every node in ``nodes`` up."""
     live = list(nodes)
-    return {s: ranking(s, live, shards)[0] for s in range(shards)} if live else {}
+    return {s: ranking(s, live)[0] for s in range(shards)} if live else {}
 
 
 class Shard:

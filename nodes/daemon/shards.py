@@ -5,10 +5,9 @@ shard and leads what it wins, until the session ends or K changes (then every te
 node campaigns again under the new K). With K = 1 this is the single election of before: no delay,
 no hand-over, shard 0 owns every job.
 
-With K > 1, for each shard: wait ``campaign_delay(rank)`` (the node's rank for the shard among
-the live nodes: first the node the balanced placement gives it, D418, then by rendezvous
-score), queue in the shard's election, and once leading, hand the shard over (resign and queue
-again) while a better-ranked node is queued in the same election. A shard
+With K > 1, for each shard: wait ``campaign_delay(rank)`` (the node's rendezvous rank for the
+shard among the live nodes), queue in the shard's election, and once leading, hand the shard
+over (resign and queue again) while a better-ranked node is queued in the same election. A shard
 leader fires its shard's jobs, fenced by its own election key; shard 0's leader also runs the
 per-cluster loops and the notifier (D302).
 """
@@ -173,7 +172,7 @@ class Campaigns:
     async def _rank(self, shard: int) -> int:
         live = await self.node.etcd.range(self.node.keys.nodes(), keys_only=True)
         nodes = [kv.key.rsplit("/", 1)[-1] for kv in live.kvs]
-        return rank_of(self.node.node_id, shard, nodes, self.count)  # balanced (D418)
+        return rank_of(self.node.node_id, shard, nodes)
 
     async def _better(self, shard: int) -> str | None:
         """A better-ranked node queued for ``shard`` under its CURRENT lease: a node restarted
@@ -187,7 +186,7 @@ class Campaigns:
             for kv in queued.kvs
             if lease_of.get(kv.value.decode()) == int(kv.key.rsplit("/", 1)[-1], 16)
         ]
-        return hand_over_to(self.node.node_id, shard, current, live=lease_of, shards=self.count)
+        return hand_over_to(self.node.node_id, shard, current)
 
     async def _shard(self, shard: Shard, guard: object) -> None:
         node, i = self.node, shard.index
