@@ -24,6 +24,7 @@ import threading
 from nodes.executor.cgroup_layout import _read, _write
 
 KEPT_FDS = 1024  # per node process; counted in the node's open-files limit (capacity.py)
+_CHUNK = 65536  # a read shorter than this was the whole file: no second read to find its end
 _kept = 0
 _lock = threading.Lock()
 
@@ -75,11 +76,12 @@ class KeptFiles:
         fd = self._fd(path, os.O_RDONLY)
         if fd is None:
             return _read(path)
-        chunks = []
-        offset = 0
-        while chunk := os.pread(fd, 65536, offset):
+        data = os.pread(fd, _CHUNK, 0)
+        if len(data) < _CHUNK:  # the whole file (a counter file is a few hundred bytes)
+            return data.decode()
+        chunks = [data]
+        while chunk := os.pread(fd, _CHUNK, sum(map(len, chunks))):
             chunks.append(chunk)
-            offset += len(chunk)
         return b"".join(chunks).decode()
 
     def write(self, path: str, value: str) -> None:
