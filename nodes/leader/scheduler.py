@@ -456,7 +456,7 @@ class Scheduler:
                 self.active[jk].add(run.id)
                 self.active_job[run.id] = jk
                 self.fired += 1
-            metrics.TICKS.labels("skipped" if run.status == "skipped" else "fired").inc()
+            metrics.child(metrics.TICKS, "skipped" if run.status == "skipped" else "fired").inc()
             count_settled(jk, run, wall, entry.deadlines)  # the slots settled at fire (D230)
             if run.scheduled_at is not None:
                 metrics.FIRE_LAG.observe(max(0.0, wall - run.scheduled_at.timestamp()))
