@@ -34,10 +34,10 @@ import aiohttp
 
 from bench import harness
 from bench.harness import (
-    BenchEtcd,
     NodeProc,
     Procs,
     auth_headers,
+    bench_etcd,
     by_label,
     count,
     diff,
@@ -56,7 +56,6 @@ from bench.scenarios import (
     snapshot,
 )
 from bench.stats import histogram_summary_ms, summary_ms
-from cluster.etcd import Etcd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP = 3.0
@@ -86,70 +85,63 @@ async def one_side(
 ) -> dict[str, Any]:
     folder = tmp / f"{name}-{time.monotonic_ns()}"
     folder.mkdir()
-    etcd_server = BenchEtcd(folder)
-    procs.add(etcd_server)
-    etcd_server.start()
-    etcd = Etcd([etcd_server.endpoint])
-    await etcd.connect()
-    saved_root = harness.ROOT
-    harness.ROOT = root  # NodeProc runs `python -m nodes.cli` with this cwd
-    extra_env = dict(e.split("=", 1) for e in args.side_env.get(name, []))
-    saved_env = {k: os.environ.get(k) for k in extra_env}
-    os.environ.update(extra_env)  # the node's environment is the bench's (node_env)
-    try:
-        async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=60), headers=auth_headers()
-        ) as http:
-            ctx = Context(etcd_server, etcd, http, folder, procs, Mode(quick=True))
-            prefix = new_prefix("probe")
-            node = NodeProc(
-                etcd=etcd_server.endpoint,
-                prefix=prefix,
-                node_id=f"probe-{name}",
-                data_dir=folder / "data",
-                log_path=folder / "node.log",
-                capacity=None,
-                profile=folder / "node.prof" if args.profile else None,
-            )
-            procs.add(node)
-            try:
-                await node.wait_leading(http)
-                t = time.monotonic()
-                if args.freeze:
-                    await put_jobs_frozen(ctx, node, args.jobs)
+    async with bench_etcd(folder, procs) as (etcd_server, etcd):
+        saved_root = harness.ROOT
+        harness.ROOT = root  # NodeProc runs `python -m nodes.cli` with this cwd
+        extra_env = dict(e.split("=", 1) for e in args.side_env.get(name, []))
+        saved_env = {k: os.environ.get(k) for k in extra_env}
+        os.environ.update(extra_env)  # the node's environment is the bench's (node_env)
+        try:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=60), headers=auth_headers()
+            ) as http:
+                ctx = Context(etcd_server, etcd, http, folder, procs, Mode(quick=True))
+                prefix = new_prefix("probe")
+                node = NodeProc(
+                    etcd=etcd_server.endpoint,
+                    prefix=prefix,
+                    node_id=f"probe-{name}",
+                    data_dir=folder / "data",
+                    log_path=folder / "node.log",
+                    capacity=None,
+                    profile=folder / "node.prof" if args.profile else None,
+                )
+                procs.add(node)
+                try:
+                    await node.wait_leading(http)
+                    t = time.monotonic()
+                    if args.freeze:
+                        await put_jobs_frozen(ctx, node, args.jobs)
+                    else:
+                        await put_jobs(http, node, PROJECT, args.jobs)
+                    create_s = time.monotonic() - t
+                    await asyncio.sleep(WARMUP)
+                    t0 = int(time.time()) + 1
+                    t1 = t0 + args.window
+                    await sleep_until(t0)
+                    before = await snapshot(ctx, node)
+                    th0 = threads_cpu(node.pid)
+                    q0 = await count(etcd, f"{prefix}/queue/")
+                    node.profiling(True)
+                    await sleep_until(t1)
+                    node.profiling(False)
+                    after = await snapshot(ctx, node)
+                    th1 = threads_cpu(node.pid)
+                    q1 = await count(etcd, f"{prefix}/queue/")
+                finally:
+                    await asyncio.to_thread(node.stop)
+                    procs.remove(node)
+                runs = await read_runs(etcd, prefix, PROJECT)
+                if node.profile is not None and node.profile.exists():
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(node.profile, RESULTS / f"e2eprobe-{name}-{args.jobs}.prof")
+        finally:
+            harness.ROOT = saved_root
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
                 else:
-                    await put_jobs(http, node, PROJECT, args.jobs)
-                create_s = time.monotonic() - t
-                await asyncio.sleep(WARMUP)
-                t0 = int(time.time()) + 1
-                t1 = t0 + args.window
-                await sleep_until(t0)
-                before = await snapshot(ctx, node)
-                th0 = threads_cpu(node.pid)
-                q0 = await count(etcd, f"{prefix}/queue/")
-                node.profiling(True)
-                await sleep_until(t1)
-                node.profiling(False)
-                after = await snapshot(ctx, node)
-                th1 = threads_cpu(node.pid)
-                q1 = await count(etcd, f"{prefix}/queue/")
-            finally:
-                await asyncio.to_thread(node.stop)
-                procs.remove(node)
-            runs = await read_runs(etcd, prefix, PROJECT)
-            if node.profile is not None and node.profile.exists():
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(node.profile, RESULTS / f"e2eprobe-{name}-{args.jobs}.prof")
-    finally:
-        harness.ROOT = saved_root
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        await etcd.close()
-        etcd_server.stop()
-        procs.remove(etcd_server)
+                    os.environ[k] = v
     seconds = after.wall - before.wall
     finished = [
         r

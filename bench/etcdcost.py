@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import BenchEtcd, proc_cpu
-from cluster.etcd import Etcd, Op
+from bench.harness import bench_etcd, proc_cpu
+from cluster.etcd import Op
 from cluster.ids import Snowflake
 from cluster.keys import Keys
 from cluster.models import Job, Run
@@ -45,20 +45,17 @@ SHAPES: list[tuple[str, Callable[[int], list[Any]]]] = [
 
 async def etcd_costs(txns: int, rounds: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-etcdcost-"))
-    server = BenchEtcd(tmp).start()
-    etcd = Etcd([server.endpoint])
-    await etcd.connect()
     try:
-        for r in range(rounds):
-            for name, ops in SHAPES:
-                before = proc_cpu(server.pid).self_s
-                for i in range(txns):
-                    await etcd.txn([], ops(r * txns + i))
-                spent = proc_cpu(server.pid).self_s - before
-                print(f"etcd, round {r + 1}: {name}: {spent / txns * 1e6:.0f} µs per transaction")
+        async with bench_etcd(tmp) as (server, etcd):
+            for r in range(rounds):
+                for name, ops in SHAPES:
+                    before = proc_cpu(server.pid).self_s
+                    for i in range(txns):
+                        await etcd.txn([], ops(r * txns + i))
+                    spent = proc_cpu(server.pid).self_s - before
+                    per = spent / txns * 1e6
+                    print(f"etcd, round {r + 1}: {name}: {per:.0f} µs per transaction")
     finally:
-        await etcd.close()
-        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

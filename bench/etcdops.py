@@ -33,9 +33,9 @@ from typing import Any
 import aiohttp
 
 from bench.harness import (
-    BenchEtcd,
     Procs,
     auth_headers,
+    bench_etcd,
     by_label,
     code_version,
     diff,
@@ -120,13 +120,8 @@ def tabulate(events: list[Event], prefix: str, runs: int) -> dict[str, Any]:
 
 async def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, Any]:
     mode = Mode(quick=False, window=args.window)
-    etcd_server = BenchEtcd(tmp)
-    procs.add(etcd_server)
-    etcd_server.start()
-    etcd = Etcd([etcd_server.endpoint])
-    await etcd.connect()
-    prefix = new_prefix("etcdops")
-    try:
+    async with bench_etcd(tmp, procs) as (etcd_server, etcd):
+        prefix = new_prefix("etcdops")
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=60), headers=auth_headers()
         ) as http:
@@ -150,10 +145,6 @@ async def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
                 await asyncio.to_thread(node.stop)
                 procs.remove(node)
             events = await history(etcd, prefix, first, last)
-    finally:
-        await etcd.close()
-        etcd_server.stop()
-        procs.remove(etcd_server)
     nd = diff(after.node, before.node)
     runs = int(sum(by_label(nd, "cronmesh_runs_finished_total", "status").values()))
     watched = by_label(nd, "cronmesh_watch_events", "family")

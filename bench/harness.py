@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -120,6 +120,24 @@ class BenchEtcd:
 
     def __repr__(self) -> str:
         return f"etcd({self.endpoint})"
+
+
+@contextlib.asynccontextmanager
+async def bench_etcd(
+    folder: Path, procs: Procs | None = None
+) -> AsyncIterator[tuple[BenchEtcd, Etcd]]:
+    """The one way a benchmark starts its etcd (D412): in ``folder``, registered in ``procs``
+    before it starts, retried on fresh ports, with a connected client; leaving stops both."""
+    server = BenchEtcd(folder)
+    if procs is not None:
+        procs.add(server)
+    try:
+        async with Etcd([server.start().endpoint]) as etcd:
+            yield server, etcd
+    finally:
+        server.stop()
+        if procs is not None:
+            procs.remove(server)
 
 
 # The first admin of every benchmark cluster gets this API token (CRONMESH_ADMIN_TOKEN).

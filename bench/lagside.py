@@ -33,11 +33,10 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import BenchEtcd, Procs, auth_headers, code_version, machine_info
+from bench.harness import Procs, auth_headers, bench_etcd, code_version, machine_info
 from bench.peers import runner
 from bench.peers.env import peers_python
 from bench.scenarios import Context, Mode, steady_lag_at
-from cluster.etcd import Etcd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,21 +81,12 @@ async def cronmesh_round(
         os.environ.pop("BENCH_COMPLETION_LINGER", None)
     else:
         os.environ["BENCH_COMPLETION_LINGER"] = linger
-    etcd_server = BenchEtcd(folder)
-    procs.add(etcd_server)
-    etcd_server.start()
-    etcd = Etcd([etcd_server.endpoint])
-    await etcd.connect()
-    try:
+    async with bench_etcd(folder, procs) as (etcd_server, etcd):
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=60), headers=auth_headers()
         ) as http:
             ctx = Context(etcd_server, etcd, http, folder, procs, mode)
             docs = await steady_lag_at(ctx, args.jobs)
-    finally:
-        await etcd.close()
-        etcd_server.stop()
-        procs.remove(etcd_server)
     doc = docs[f"lag_{args.jobs}"]
     doc["folder"] = str(folder)
     doc["log"] = log_events(folder, doc["window_t0"])

@@ -32,7 +32,14 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import BenchEtcd, NodeProc, Procs, auth_headers, code_version, machine_info
+from bench.harness import (
+    NodeProc,
+    Procs,
+    auth_headers,
+    bench_etcd,
+    code_version,
+    machine_info,
+)
 from cluster.etcd import Etcd, Op
 from cluster.ids import Snowflake
 from cluster.keys import Keys
@@ -149,13 +156,8 @@ async def timed(http: aiohttp.ClientSession, url: str, times: int = 10) -> dict[
 async def measure(args: argparse.Namespace, n: int, procs: Procs, tmp: Path) -> dict[str, Any]:
     folder = tmp / f"jobs-{n}"
     folder.mkdir()
-    etcd_server = BenchEtcd(folder)
-    procs.add(etcd_server)
-    etcd_server.start()
-    etcd = Etcd([etcd_server.endpoint])
-    await etcd.connect()
-    doc: dict[str, Any] = {"jobs": n, "load_average_start": list(os.getloadavg())}
-    try:
+    async with bench_etcd(folder, procs) as (etcd_server, etcd):
+        doc: dict[str, Any] = {"jobs": n, "load_average_start": list(os.getloadavg())}
         print(f"[{time.strftime('%H:%M:%S')}] writing {n} jobs", flush=True)
         doc["setup"] = await write_jobs(etcd, n, args.per_project)
         print(f"  {doc['setup']}", flush=True)
@@ -192,10 +194,6 @@ async def measure(args: argparse.Namespace, n: int, procs: Procs, tmp: Path) -> 
             doc["startup"]["rss_after_api_mib"] = round(status_kib(node.pid, "VmRSS") / 1024, 1)
             await asyncio.to_thread(node.stop)
             procs.remove(node)
-    finally:
-        await etcd.close()
-        etcd_server.stop()
-        procs.remove(etcd_server)
     doc["load_average_end"] = list(os.getloadavg())
     return doc
 

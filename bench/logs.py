@@ -35,7 +35,7 @@ import aiohttp
 import boto3
 from botocore.config import Config
 
-from bench.harness import BenchEtcd, NodeProc, Procs, auth_headers, put_jobs
+from bench.harness import BenchEtcd, NodeProc, Procs, auth_headers, bench_etcd, put_jobs
 from bench.stats import summary_ms
 from tests.seaweed import SeaweedS3
 
@@ -318,27 +318,26 @@ async def big_follow(procs: Procs, etcd: BenchEtcd, s3: SeaweedS3, tmp: Path, qu
 
 
 async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
-    etcd = BenchEtcd(tmp).start()
-    procs.add(etcd)
-    s3 = SeaweedS3(tmp / "s3").start()
-    procs.add(s3)
-    for k, v in s3.env().items():
-        os.environ[k] = v
-    results: dict[str, Any] = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpus": os.cpu_count(),
-        "quick": args.quick,
-    }
-    for name, scenario in SCENARIOS.items():
-        if not args.only or name in args.only:
-            results[name] = await scenario(procs, etcd, s3, tmp, args.quick)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "logs.json"
-    if args.only and out.exists():  # keep the other scenarios' latest results
-        results = json.loads(out.read_text()) | results
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    return 0
+    async with bench_etcd(tmp, procs) as (etcd, _):
+        s3 = SeaweedS3(tmp / "s3").start()
+        procs.add(s3)
+        for k, v in s3.env().items():
+            os.environ[k] = v
+        results: dict[str, Any] = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpus": os.cpu_count(),
+            "quick": args.quick,
+        }
+        for name, scenario in SCENARIOS.items():
+            if not args.only or name in args.only:
+                results[name] = await scenario(procs, etcd, s3, tmp, args.quick)
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / "logs.json"
+        if args.only and out.exists():  # keep the other scenarios' latest results
+            results = json.loads(out.read_text()) | results
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results, indent=2))
+        return 0
 
 
 SCENARIOS = {

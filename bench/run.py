@@ -30,9 +30,9 @@ import aiohttp
 
 from bench.burst_failover import burst, failover
 from bench.harness import (
-    BenchEtcd,
     Procs,
     auth_headers,
+    bench_etcd,
     code_version,
     etcd_version,
     machine_info,
@@ -40,7 +40,6 @@ from bench.harness import (
 from bench.peers import measure
 from bench.plots import plot
 from bench.scenarios import Context, Mode, e2e_throughput, scheduler_throughput, steady_lag
-from cluster.etcd import Etcd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IN_PROCESS = ("scheduler", "e2e", "lag", "burst", "failover")
@@ -351,34 +350,30 @@ def write(name: str, doc: dict[str, Any], common: dict[str, Any]) -> Path:
 
 async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
     mode = Mode(quick=args.quick, profile=args.profile)
-    etcd_server = BenchEtcd(tmp)
-    procs.add(etcd_server)
-    etcd_server.start()
-    etcd = Etcd([etcd_server.endpoint])
-    await etcd.connect()
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as http:
-        machine = machine_info(await etcd_version(http, etcd_server.endpoint))
-        code = code_version()
-        common = {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "mode": ("quick" if args.quick else "default") + (" + profile" if args.profile else ""),
-            "machine": machine,
-            "code": code,
-        }
-        print(f"machine: {machine}")
-        print(f"code: {code}")
-        ctx = Context(etcd_server, etcd, http, tmp, procs, mode)
-        results: dict[str, dict[str, Any]] = {}
-        plan: list[tuple[str, Callable[[Context], Any]]] = [
-            ("scheduler", scheduler_throughput),
-            ("e2e", e2e_throughput),
-            ("lag", steady_lag),
-            ("burst", burst),
-            ("failover", failover),
-        ]
-        started = time.monotonic()
-        try:
+    async with bench_etcd(tmp, procs) as (etcd_server, etcd):
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as http:
+            machine = machine_info(await etcd_version(http, etcd_server.endpoint))
+            code = code_version()
+            common = {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "mode": ("quick" if args.quick else "default")
+                + (" + profile" if args.profile else ""),
+                "machine": machine,
+                "code": code,
+            }
+            print(f"machine: {machine}")
+            print(f"code: {code}")
+            ctx = Context(etcd_server, etcd, http, tmp, procs, mode)
+            results: dict[str, dict[str, Any]] = {}
+            plan: list[tuple[str, Callable[[Context], Any]]] = [
+                ("scheduler", scheduler_throughput),
+                ("e2e", e2e_throughput),
+                ("lag", steady_lag),
+                ("burst", burst),
+                ("failover", failover),
+            ]
+            started = time.monotonic()
             for name, fn in plan:
                 if name not in args.only:
                     continue
@@ -391,52 +386,50 @@ async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> int:
                     png = plot(doc_name, doc, RESULTS)
                     if png is not None:
                         ctx.say(f"wrote {png.relative_to(RESULTS.parent.parent)}")
-        finally:
-            await etcd.close()
-        for name, (module, quick_args, default_args, out_name) in CHILDREN.items():
-            if name not in args.only or args.profile:
-                continue
-            doc = await run_child(ctx, module, quick_args if args.quick else default_args)
-            if doc is None:
-                doc = json.loads((RESULTS / f"{out_name}.json").read_text())
-            results[out_name] = doc
-            png = plot(out_name, doc, RESULTS)
-            if png is not None:
-                ctx.say(f"wrote {png.relative_to(RESULTS.parent.parent)}")
-        after = code_version()
-        if after["source_sha1"] != code["source_sha1"]:
-            common["code_changed_during_run"] = after
-            print(
-                f"WARNING: the product's source changed while the benchmark ran: {after}; "
-                "numbers may mix versions",
-                file=sys.stderr,
+            for name, (module, quick_args, default_args, out_name) in CHILDREN.items():
+                if name not in args.only or args.profile:
+                    continue
+                doc = await run_child(ctx, module, quick_args if args.quick else default_args)
+                if doc is None:
+                    doc = json.loads((RESULTS / f"{out_name}.json").read_text())
+                results[out_name] = doc
+                png = plot(out_name, doc, RESULTS)
+                if png is not None:
+                    ctx.say(f"wrote {png.relative_to(RESULTS.parent.parent)}")
+            after = code_version()
+            if after["source_sha1"] != code["source_sha1"]:
+                common["code_changed_during_run"] = after
+                print(
+                    f"WARNING: the product's source changed while the benchmark ran: {after}; "
+                    "numbers may mix versions",
+                    file=sys.stderr,
+                )
+            rows = goal_rows(results)
+            write(
+                "summary",
+                {
+                    "rows": [
+                        dict(zip(("metric", "goal", "measured", "verdict"), r, strict=True))
+                        for r in rows
+                    ],
+                    "elapsed_s": round(time.monotonic() - started, 1),
+                },
+                common,
             )
-        rows = goal_rows(results)
-        write(
-            "summary",
-            {
-                "rows": [
-                    dict(zip(("metric", "goal", "measured", "verdict"), r, strict=True))
-                    for r in rows
-                ],
-                "elapsed_s": round(time.monotonic() - started, 1),
-            },
-            common,
-        )
-        print()
-        print(
-            f"cronmesh benchmarks, {common['date']} ({common['mode']} mode), "
-            f"{machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}, "
-            f"etcd {machine['etcd']}"
-        )
-        print_table(rows)
-        comparison = results.get("peers", {}).get("comparison")
-        if comparison:
-            print("side by side (bench.peers, same machine; ratio = cronmesh / peer):")
-            known = [r for r in comparison if r["peer value"] != "—"]  # a peer without the case
-            print(measure.format_table([tuple(r[h] for h in measure.HEAD) for r in known]))
-        print(f"elapsed {time.monotonic() - started:.0f} s; details in {RESULTS}")
-    return 0
+            print()
+            print(
+                f"cronmesh benchmarks, {common['date']} ({common['mode']} mode), "
+                f"{machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}, "
+                f"etcd {machine['etcd']}"
+            )
+            print_table(rows)
+            comparison = results.get("peers", {}).get("comparison")
+            if comparison:
+                print("side by side (bench.peers, same machine; ratio = cronmesh / peer):")
+                known = [r for r in comparison if r["peer value"] != "—"]  # a peer without the case
+                print(measure.format_table([tuple(r[h] for h in measure.HEAD) for r in known]))
+            print(f"elapsed {time.monotonic() - started:.0f} s; details in {RESULTS}")
+        return 0
 
 
 async def run_child(ctx: Context, module: str, argv: list[str]) -> dict[str, Any] | None:

@@ -44,6 +44,7 @@ from bench.harness import (
     NodeProc,
     Samples,
     auth_headers,
+    bench_etcd,
     by_label,
     parse_prom,
     proc_cpu,
@@ -292,32 +293,31 @@ def follower_cpu(row: dict[str, Any]) -> None:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-shardbench-"))
-    etcd_server = BenchEtcd(tmp).start()
     rows: list[dict[str, Any]] = []
     try:
-        for jobs in args.jobs:
-            for shards in args.shards:
-                row = await level(args, tmp, etcd_server, shards, jobs)
-                base = next((r for r in rows if r["jobs"] == jobs and r["shards"] == 1), None)
-                if shards == 1 and args.nodes > 1:
-                    base = row
-                    follower_cpu(row)
-                if base is not None and "follower_cpu_ms_per_tick" in base:
-                    follower = base["follower_cpu_ms_per_tick"]
-                    leader = [round(c - follower, 3) for c in row["node_cpu_ms_per_tick"]]
-                    row["leader_cpu_ms_per_tick"] = leader  # the node's CPU above a follower's
-                    if base is not row:
-                        ratio = max(leader) / max(base["leader_cpu_ms_per_tick"])
-                        row["busiest_leader_vs_k1"] = round(ratio, 3)
-                        row["goal_vs_k1"] = round(1.2 / min(shards, args.nodes), 3)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        claim_rows = []
-        for handoff in (1.0, 0.0) if args.claims else ():
-            claim_rows.append(await claims(args, tmp, etcd_server, handoff))
-            print(json.dumps(claim_rows[-1]), flush=True)
+        async with bench_etcd(tmp) as (etcd_server, _):
+            for jobs in args.jobs:
+                for shards in args.shards:
+                    row = await level(args, tmp, etcd_server, shards, jobs)
+                    base = next((r for r in rows if r["jobs"] == jobs and r["shards"] == 1), None)
+                    if shards == 1 and args.nodes > 1:
+                        base = row
+                        follower_cpu(row)
+                    if base is not None and "follower_cpu_ms_per_tick" in base:
+                        follower = base["follower_cpu_ms_per_tick"]
+                        leader = [round(c - follower, 3) for c in row["node_cpu_ms_per_tick"]]
+                        row["leader_cpu_ms_per_tick"] = leader  # the node's CPU above a follower's
+                        if base is not row:
+                            ratio = max(leader) / max(base["leader_cpu_ms_per_tick"])
+                            row["busiest_leader_vs_k1"] = round(ratio, 3)
+                            row["goal_vs_k1"] = round(1.2 / min(shards, args.nodes), 3)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            claim_rows = []
+            for handoff in (1.0, 0.0) if args.claims else ():
+                claim_rows.append(await claims(args, tmp, etcd_server, handoff))
+                print(json.dumps(claim_rows[-1]), flush=True)
     finally:
-        etcd_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return {"rows": rows, "claims": claim_rows, "window_s": args.window, "lease_ttl": LEASE_TTL}
 

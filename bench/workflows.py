@@ -27,7 +27,14 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import BenchEtcd, NodeProc, Procs, auth_headers, machine_info, parse_prom
+from bench.harness import (
+    NodeProc,
+    Procs,
+    auth_headers,
+    bench_etcd,
+    machine_info,
+    parse_prom,
+)
 from bench.stats import histogram_summary_ms, summary_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,91 +85,90 @@ async def run_once(
 
 
 async def amain(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, Any]:
-    etcd = BenchEtcd(tmp)
-    procs.add(etcd)
-    etcd.start()
-    node = NodeProc(
-        etcd=etcd.endpoint,
-        prefix="/bench-wf",
-        node_id="wf1",
-        data_dir=tmp / "data",
-        log_path=tmp / "node.log",
-        # tuned: every leaf of a fan-out runs at once (default: 64 per CPU, D261)
-        capacity=max(64, args.fanout + 8),
-        # 200 processes ending at once stall the node's loop for ~1-2 s on a busy 2-core machine
-        # (the executor's per-exit /proc scan): a 3 s lease would expire mid-measurement.
-        lease_ttl=10,
-        profile=RESULTS / "workflows.prof" if args.profile else None,
-    )
-    procs.add(node)
-    out: dict[str, Any] = {"scenario": "workflows", "repeat": args.repeat}
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as http:
-        await node.wait_leading(http)
-        node.profiling(True)
-        edges: list[float] = []
-        claimed: list[float] = []  # upstream run finished (record) → downstream run claimed
-        fan: list[float] = []
-        fan_last: list[float] = []
-        joins: list[float] = []
-        walls: dict[str, list[float]] = {"chain": [], "fanout": []}
-        for kind, doc_of in (("chain", chain), ("fanout", fanout)):
-            size = args.chain if kind == "chain" else args.fanout
-            for rep in range(args.repeat + 1):  # the first execution warms up (not counted)
-                folder = tmp / f"{kind}-{rep}"
-                folder.mkdir()
-                doc = doc_of(size, STAMP.format(dir=folder))
-                doc["name"] = f"{doc['name']}-{rep}"
-                async with http.put(f"{node.url}{P}/workflows/{doc['name']}", json=doc) as r:
-                    assert r.status in (200, 201), await r.text()
-                t0 = time.time()
-                ex = await run_once(http, node.url, doc["name"], folder)
-                if rep == 0:
-                    continue
-                if kind == "chain":
-                    walls["chain"].append(
-                        stamp_of(folder, f"c{size - 1}", "end") - stamp_of(folder, "c0", "start")
-                    )
-                    ts = {n: t for n, t in ex["tasks"].items()}
-                    for i in range(1, size):
-                        claimed.append(
-                            iso(ts[f"c{i}"]["started_at"]) - iso(ts[f"c{i - 1}"]["finished_at"])
+    async with bench_etcd(tmp, procs) as (etcd, _):
+        node = NodeProc(
+            etcd=etcd.endpoint,
+            prefix="/bench-wf",
+            node_id="wf1",
+            data_dir=tmp / "data",
+            log_path=tmp / "node.log",
+            # tuned: every leaf of a fan-out runs at once (default: 64 per CPU, D261)
+            capacity=max(64, args.fanout + 8),
+            # 200 processes ending at once stall the node's loop for ~1-2 s on a busy 2-core machine
+            # (the executor's per-exit /proc scan): a 3 s lease would expire mid-measurement.
+            lease_ttl=10,
+            profile=RESULTS / "workflows.prof" if args.profile else None,
+        )
+        procs.add(node)
+        out: dict[str, Any] = {"scenario": "workflows", "repeat": args.repeat}
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout, headers=auth_headers()) as http:
+            await node.wait_leading(http)
+            node.profiling(True)
+            edges: list[float] = []
+            claimed: list[float] = []  # upstream run finished (record) → downstream run claimed
+            fan: list[float] = []
+            fan_last: list[float] = []
+            joins: list[float] = []
+            walls: dict[str, list[float]] = {"chain": [], "fanout": []}
+            for kind, doc_of in (("chain", chain), ("fanout", fanout)):
+                size = args.chain if kind == "chain" else args.fanout
+                for rep in range(args.repeat + 1):  # the first execution warms up (not counted)
+                    folder = tmp / f"{kind}-{rep}"
+                    folder.mkdir()
+                    doc = doc_of(size, STAMP.format(dir=folder))
+                    doc["name"] = f"{doc['name']}-{rep}"
+                    async with http.put(f"{node.url}{P}/workflows/{doc['name']}", json=doc) as r:
+                        assert r.status in (200, 201), await r.text()
+                    t0 = time.time()
+                    ex = await run_once(http, node.url, doc["name"], folder)
+                    if rep == 0:
+                        continue
+                    if kind == "chain":
+                        walls["chain"].append(
+                            stamp_of(folder, f"c{size - 1}", "end")
+                            - stamp_of(folder, "c0", "start")
                         )
-                        edges.append(
-                            stamp_of(folder, f"c{i}", "start")
-                            - stamp_of(folder, f"c{i - 1}", "end")
-                        )
-                else:
-                    root_end = stamp_of(folder, "root", "end")
-                    starts = [stamp_of(folder, f"l{i}", "start") for i in range(size)]
-                    fan += [s - root_end for s in starts]
-                    fan_last.append(max(starts) - root_end)
-                    last_end = max(stamp_of(folder, f"l{i}", "end") for i in range(size))
-                    joins.append(stamp_of(folder, "join", "start") - last_end)
-                    walls["fanout"].append(stamp_of(folder, "join", "end") - t0)
-        out["chain"] = {
-            "tasks": args.chain,
-            "edge_latency": summary_ms(edges),
-            "finished_to_claimed": summary_ms(claimed),
-            "edge_ms_sample": [round(e * 1000, 1) for e in edges],
-        }
-        out["chain"]["wall"] = summary_ms(walls["chain"])
-        out["fanout"] = {
-            "tasks": args.fanout,
-            "root_end_to_leaf_start": summary_ms(fan),
-            "root_end_to_last_leaf_start": summary_ms(fan_last),
-            "last_leaf_end_to_join_start": summary_ms(joins),
-            "trigger_to_join_end": summary_ms(walls["fanout"]),
-            "edge_ms_sample": [round(e * 1000, 1) for e in fan],
-        }
-        node.profiling(False)
-        async with http.get(f"{node.url}/metrics") as r:
-            samples = parse_prom(await r.text())
-        # The leader's own share (finished run read → runs created), over both scenarios.
-        out["engine_advance"] = histogram_summary_ms(samples, "cronmesh_dag_advance_seconds")
-        out["machine"] = machine_info("3.5")
-        out["date"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return out
+                        ts = {n: t for n, t in ex["tasks"].items()}
+                        for i in range(1, size):
+                            claimed.append(
+                                iso(ts[f"c{i}"]["started_at"]) - iso(ts[f"c{i - 1}"]["finished_at"])
+                            )
+                            edges.append(
+                                stamp_of(folder, f"c{i}", "start")
+                                - stamp_of(folder, f"c{i - 1}", "end")
+                            )
+                    else:
+                        root_end = stamp_of(folder, "root", "end")
+                        starts = [stamp_of(folder, f"l{i}", "start") for i in range(size)]
+                        fan += [s - root_end for s in starts]
+                        fan_last.append(max(starts) - root_end)
+                        last_end = max(stamp_of(folder, f"l{i}", "end") for i in range(size))
+                        joins.append(stamp_of(folder, "join", "start") - last_end)
+                        walls["fanout"].append(stamp_of(folder, "join", "end") - t0)
+            out["chain"] = {
+                "tasks": args.chain,
+                "edge_latency": summary_ms(edges),
+                "finished_to_claimed": summary_ms(claimed),
+                "edge_ms_sample": [round(e * 1000, 1) for e in edges],
+            }
+            out["chain"]["wall"] = summary_ms(walls["chain"])
+            out["fanout"] = {
+                "tasks": args.fanout,
+                "root_end_to_leaf_start": summary_ms(fan),
+                "root_end_to_last_leaf_start": summary_ms(fan_last),
+                "last_leaf_end_to_join_start": summary_ms(joins),
+                "trigger_to_join_end": summary_ms(walls["fanout"]),
+                "edge_ms_sample": [round(e * 1000, 1) for e in fan],
+            }
+            node.profiling(False)
+            async with http.get(f"{node.url}/metrics") as r:
+                samples = parse_prom(await r.text())
+            # The leader's own share (finished run read → runs created), over both scenarios.
+            out["engine_advance"] = histogram_summary_ms(samples, "cronmesh_dag_advance_seconds")
+            out["machine"] = machine_info("3.5")
+            out["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:

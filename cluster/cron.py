@@ -113,6 +113,8 @@ def _require_aware(t: datetime) -> None:
 _MAX_DAYS: Final = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _SEARCH_YEARS: Final = 401  # the Gregorian calendar repeats every 400 years
 _LAST_WALL: Final = datetime(9998, 12, 31, 23, 59, 59)
+NEXT_MEMO: Final = 8  # next_after answers kept per schedule (D400)
+_MISS: Final = object()
 
 
 def _mask(values: tuple[int, ...], size: int) -> tuple[bool, ...]:
@@ -141,6 +143,7 @@ class CronSchedule:
         "_gaps_only",
         "_hour_mask",
         "_hours",
+        "_memo",
         "_minute_mask",
         "_minutes",
         "_month_mask",
@@ -192,6 +195,7 @@ class CronSchedule:
 
     def _set_dst(self, dst: DstPolicy) -> None:
         self.dst = dst
+        self._memo: dict[datetime, datetime | None] = {}  # next_after's recent answers (D400)
         self._fold_both = dst.fold == "both" or (dst.fold == "auto" and not self.fixed_hour)
         self._gap_skip = dst.gap == "skip"
 
@@ -297,6 +301,20 @@ class CronSchedule:
         _require_aware(t)
         if not self._possible:
             return None
+        # Planning one job's tick asks the same instants again (the next tick after ``now`` for
+        # the plan and for the ticks ahead; the one after that for the next wake-up): the last
+        # few answers are kept (an answer depends on the instant alone, D400).
+        memo = self._memo
+        found = memo.get(t, _MISS)  # one lookup: another thread may clear the memo meanwhile
+        if found is not _MISS:
+            return found  # type: ignore[return-value]
+        found = self._next_after(t)
+        if len(memo) >= NEXT_MEMO:
+            memo.clear()
+        memo[t] = found
+        return found
+
+    def _next_after(self, t: datetime) -> datetime | None:
         now = (t if t.tzinfo is UTC else t.astimezone(UTC)).replace(tzinfo=None)
         if self._utc:
             found = self.next_match(now)

@@ -184,14 +184,19 @@ class RunOps:
             peak_memory=peak_memory,
             cpu_seconds=cpu_seconds,
         )
-        # shallow: the copy's own fields are replaced below, nested ones only read (a deep copy
-        # of the whole run was a tenth of a worker's CPU per run)
-        updated = run.model_copy(update={"attempts": [*run.attempts, attempt]})
-        updated.exit_code, updated.signal, updated.error = exit_code, signal, error
-        updated.reason = reason
-        updated.claim_revision = attempt.claim_revision
+        # shallow and in one step: the copy's own fields are given here, nested ones only read
+        # (a deep copy of the whole run was a tenth of a worker's CPU per run; a pydantic
+        # ``__setattr__`` per field, ~3 µs each, another 1 % of the loop's CPU, D401)
+        fields: dict[str, Any] = {
+            "attempts": [*run.attempts, attempt],
+            "exit_code": exit_code,
+            "signal": signal,
+            "error": error,
+            "reason": reason,
+            "claim_revision": attempt.claim_revision,
+        }
         if result is not None:
-            updated.result = result
+            fields["result"] = result
         ops: list[Any] = [
             Op.delete(self.keys.claim(run.id)),
             Op.delete(self.keys.control(run.id)),
@@ -201,12 +206,15 @@ class RunOps:
         spec = run.snapshot
         if status in RETRYABLE and run.attempt <= spec.retries:
             delay = retry_delay(spec.retry_interval, spec.retry_backoff, run.attempt)
-            updated.status = "pending"
-            updated.attempt = run.attempt + 1
-            updated.node = None
-            updated.started_at = None
-            updated.finished_at = None
-            updated.not_before = now + timedelta(seconds=delay)
+            fields.update(
+                status="pending",
+                attempt=run.attempt + 1,
+                node=None,
+                started_at=None,
+                finished_at=None,
+                not_before=now + timedelta(seconds=delay),
+            )
+            updated = run.model_copy(update=fields)
             data = updated.model_dump_json().encode()
             ops += [
                 Op.put(self.keys.run(run.project, run.id), data),
@@ -215,9 +223,8 @@ class RunOps:
             ]
             remember_queued(updated, data)
         else:
-            updated.status = status  # type: ignore[assignment]
-            updated.finished_at = now
-            updated.not_before = None
+            fields.update(status=status, finished_at=now, not_before=None)
+            updated = run.model_copy(update=fields)
             doc = updated.model_dump_json()
             ops += [
                 Op.put(self.keys.run(run.project, run.id), doc),

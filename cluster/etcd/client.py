@@ -351,8 +351,10 @@ class Etcd(Members):
         prefix: bool = True,
         progress_notify: bool = True,
         skip: Skip | None = None,
+        end: str | None = None,
     ) -> AsyncIterator[WatchBatch]:
         """Stream changes from ``start_revision`` on, in order; ends only by error or cancel.
+        ``end``: the keys ``[key, end)`` (two neighbouring prefixes in one order, D410).
         ``skip`` ("put" or "delete"): etcd leaves those events out (its NOPUT / NODELETE
         filters), so a watcher that ignores them does not receive and decode them (D349).
 
@@ -368,7 +370,9 @@ class Etcd(Members):
                 rpc.WatchCreateRequest.NOPUT if skip == "put" else rpc.WatchCreateRequest.NODELETE
             )
         family = watch_family(key)
-        if prefix:
+        if end is not None:
+            create.range_end = end.encode()
+        elif prefix:
             create.range_end = prefix_end(key)
         await self._stream_auth()
         call = m.watch.Watch(metadata=self._metadata())

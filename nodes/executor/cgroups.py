@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodes.executor.cgroup_files import KeptFiles
+
 # detection lives in ``cgroup_layout``; these names are part of this module's interface
 from nodes.executor.cgroup_layout import (
     _SAFE,
@@ -103,9 +105,9 @@ class Usage:
     oom_kills: int = 0
 
 
-def _events(path: str, key: str) -> int:
+def _events(path: str, key: str, read: Any = _read) -> int:
     with contextlib.suppress(OSError, ValueError):
-        for line in _read(path).splitlines():
+        for line in read(path).splitlines():
             k, _, v = line.partition(" ")
             if k == key:
                 return int(v)
@@ -129,6 +131,7 @@ class RunCgroup:
         self._ooms0 = 0  # oom_kill events when the run began
         self._peak_fd: int | None = None  # v2 memory.peak, reset through this fd (D340)
         self._seen: tuple[int, int] | None = None  # the counters as ``usage`` last read them
+        self.files = KeptFiles()  # its control files, open while it lives (D404)
 
     def paths(self) -> list[str]:
         return [p for p in (self.v2, *self.v1.values()) if p]
@@ -154,6 +157,7 @@ class RunCgroup:
                 self._limit_v1(ctl, None)  # co-mounted (``cpu,cpuacct``): stays, limit lifted
             path = self.v1.pop(ctl)
             if not make and not shared:  # a reused cgroup's: empty (the pool checked)
+                self.files.forget(path)
                 os.rmdir(path)
             self.applied[ctl] = None
         for ctl in keep:
@@ -219,7 +223,7 @@ class RunCgroup:
     def add(self, pid: int) -> None:
         """Move ``pid`` into every cgroup of the run (the kill domain first)."""
         for path in self.paths():
-            _write(os.path.join(path, "cgroup.procs"), str(pid))
+            self.files.write(os.path.join(path, "cgroup.procs"), str(pid))
 
     def members(self) -> list[int]:
         """Live processes of the run (from the cgroup the kill uses)."""
@@ -244,13 +248,14 @@ class RunCgroup:
     def _counters(self) -> tuple[int, int]:
         """CPU time (v2 µs or v1 ns) and OOM kills counted so far: never reset by the kernel."""
         if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
-            ooms = _events(os.path.join(self.v2, "memory.events"), "oom_kill")
+            ooms = _events(os.path.join(self.v2, "memory.events"), "oom_kill", self.files.read)
         elif "memory" in self.v1:
-            ooms = _events(os.path.join(self.v1["memory"], "memory.oom_control"), "oom_kill")
+            path = os.path.join(self.v1["memory"], "memory.oom_control")
+            ooms = _events(path, "oom_kill", self.files.read)
         else:
             ooms = 0
         if self.v2 is not None:
-            cpu = _events(os.path.join(self.v2, "cpu.stat"), "usage_usec")
+            cpu = _events(os.path.join(self.v2, "cpu.stat"), "usage_usec", self.files.read)
         elif "cpuacct" in self.v1:
             cpu = _int_file(os.path.join(self.v1["cpuacct"], "cpuacct.usage")) or 0
         else:
@@ -275,7 +280,7 @@ class RunCgroup:
                 raise
             self._peak_fd = fd
         elif "memory" in self.v1:
-            _write(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"), "0")
+            self.files.write(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"), "0")
 
     def end(self) -> None:
         """Close what ``begin`` opened (the cgroup goes back to the pool, or away)."""
@@ -294,7 +299,8 @@ class RunCgroup:
             else:
                 peak = _int_file(os.path.join(self.v2, "memory.peak"))
         elif "memory" in self.v1:
-            peak = _int_file(os.path.join(self.v1["memory"], "memory.max_usage_in_bytes"))
+            path = os.path.join(self.v1["memory"], "memory.max_usage_in_bytes")
+            peak = _int_file(path, self.files.read)
         used, ooms = self._seen = self._counters()
         if self.v2 is not None:
             cpu = max(0, used - self._cpu0) / 1e6
@@ -306,9 +312,10 @@ class RunCgroup:
         """Bytes still charged to the (empty) cgroup: page cache and kernel memory its runs
         left; None when nothing counts memory here."""
         if self.layout.limits.get("memory") == "v2" and self.v2 is not None:
-            return _int_file(os.path.join(self.v2, "memory.current"))
+            return _int_file(os.path.join(self.v2, "memory.current"), self.files.read)
         if "memory" in self.v1:
-            return _int_file(os.path.join(self.v1["memory"], "memory.usage_in_bytes"))
+            path = os.path.join(self.v1["memory"], "memory.usage_in_bytes")
+            return _int_file(path, self.files.read)
         return None
 
     def reclaim(self) -> None:
@@ -325,7 +332,8 @@ class RunCgroup:
         root could make one): the only state in which a cgroup may serve another run."""
         for path in self.paths():
             try:
-                if os.stat(path).st_nlink != 2 or _read(os.path.join(path, "cgroup.procs")):
+                procs = _read(os.path.join(path, "cgroup.procs"))
+                if os.stat(path).st_nlink != 2 or procs:
                     return False
             except OSError:
                 return False
@@ -334,6 +342,7 @@ class RunCgroup:
     def remove(self, timeout: float = 1.0) -> bool:
         """Remove the run's cgroups, killing what is left in them; False if some remain."""
         self.end()
+        self.files.close()
         return _remove_all(self.paths(), self.kill, timeout)
 
 
@@ -354,9 +363,9 @@ def _exists(path: str) -> bool:
     return found
 
 
-def _int_file(path: str) -> int | None:
+def _int_file(path: str, read: Any = _read) -> int | None:
     try:
-        return int(_read(path).split()[0])
+        return int(read(path).split()[0])
     except (OSError, ValueError, IndexError):
         return None
 

@@ -81,7 +81,7 @@ def count_settled(jk: JobKey, run: Run, wall: float, watched: Container[str]) ->
     if (run.schedule or "") in watched:
         return
     fate = "skipped" if run.status == "skipped" else run.source
-    metrics.SLOT_OUTCOMES.labels(*jk, outcomes.outcome_of_fate(fate)).inc()
+    metrics.child(metrics.SLOT_OUTCOMES, *jk, outcomes.outcome_of_fate(fate)).inc()
     if run.source == "catch-up" and run.scheduled_at is not None:
         metrics.SLOT_LATENESS.observe(max(0.0, wall - run.scheduled_at.timestamp()))
 

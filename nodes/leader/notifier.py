@@ -17,20 +17,15 @@ import asyncio
 import contextlib
 import json
 import os
-import smtplib
-import ssl
 import time
-import urllib.parse
 from collections import deque
-from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import structlog
 
-from cluster.errors import InvalidInput, LostOwnership, Unavailable
-from cluster.etcd import Compacted, Event, Op, WatchBatch
+from cluster.errors import LostOwnership, Unavailable
+from cluster.etcd import Compacted, Event, Op, WatchBatch, prefix_end
 from cluster.links import with_links
 from cluster.models import Job, Run
 from cluster.netguard import Refused, check_secret_env
@@ -46,8 +41,6 @@ from cluster.notify import (
     backoff,
     delivery_id,
     events_for,
-    headline,
-    link_lines,
     matching,
     needs_previous,
     sign,
@@ -56,6 +49,7 @@ from cluster.notify import (
 from cluster.watch import follow
 from nodes import metrics, webhooks
 from nodes.leader.history import HistoryAccountant
+from nodes.leader.mailer import EMAIL_RETRIES, SmtpSettings, message
 from nodes.leader.noderetention import NodeRetention
 
 if TYPE_CHECKING:
@@ -79,7 +73,6 @@ class Node(Protocol):
 
 
 MAX_IN_FLIGHT = 64
-EMAIL_RETRIES = 5
 HANDLE_ATTEMPTS = 8  # reading what to send, while etcd is unreachable (about 15 s in all)
 CURSOR_EVERY = 0.5
 # With nothing delivered since the last save, the cursor is saved this rarely: a new leader then
@@ -87,59 +80,9 @@ CURSOR_EVERY = 0.5
 # load without notification rules costs no cursor writes per run.
 CURSOR_IDLE_EVERY = 60.0
 DEFAULTS_TTL = 5.0
+Edits = tuple[int, int]  # newest edits of a job and of its project's defaults (D410, D413)
 NOTIFY_STATUSES = frozenset({"succeeded", "failed", "timed_out", "lost"})
 WATCHED_STATUSES = NOTIFY_STATUSES | {"skipped"}  # a skipped slot's run (overlap): ``skipped``
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    host: str
-    port: int
-    sender: str
-    username: str | None = None
-    password: str | None = None
-    tls: str = "none"  # none | starttls | ssl
-    timeout: float = 10.0
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpSettings:
-        """``smtp://[user:pass@]host[:port]?from=ADDR[&starttls=1]`` or ``smtps://…``."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise InvalidInput(
-                "smtp_url must look like smtp://host:port?from=addr", field="smtp_url"
-            )
-        query = urllib.parse.parse_qs(parts.query)
-        sender = (query.get("from") or [""])[0]
-        if "@" not in sender:
-            raise InvalidInput("smtp_url needs ?from=ADDRESS", field="smtp_url")
-        tls = "ssl" if parts.scheme == "smtps" else "none"
-        if (query.get("starttls") or ["0"])[0] in ("1", "true", "yes"):
-            tls = "starttls"
-        return cls(
-            host=parts.hostname,
-            port=parts.port or (465 if tls == "ssl" else 25),
-            sender=sender,
-            username=urllib.parse.unquote(parts.username) if parts.username else None,
-            password=urllib.parse.unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
-
-    def send(self, message: EmailMessage) -> None:
-        """Blocking: call in a thread."""
-        smtp: smtplib.SMTP
-        if self.tls == "ssl":
-            smtp = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
-            )
-        else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        with smtp:
-            if self.tls == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
-            if self.username:
-                smtp.login(self.username, self.password or "")
-            smtp.send_message(message)
 
 
 class Notifier:
@@ -156,13 +99,15 @@ class Notifier:
         self.smtp = SmtpSettings.from_url(node.config.smtp_url) if node.config.smtp_url else None
         self._pending: deque[tuple[int, asyncio.Task[None] | None]] = deque()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._defaults: dict[str, tuple[float, list[NotificationRule]]] = {}
+        # project -> (read at, its default rules, the read's revision)
+        self._defaults: dict[str, tuple[float, list[NotificationRule], int]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._guard = webhooks.GuardSource(node)
         self._cursor = 0  # saved in etcd
         self._done = 0  # every event up to here is handled
         self._delivered = False  # something was sent since the cursor was last saved
         self._saved_at = time.monotonic()
+        self._edited: dict[tuple[str, str], int] = {}  # job -> its newest edit's revision (D410)
 
     # -- following finished runs -----------------------------------------------------------------
 
@@ -203,15 +148,25 @@ class Notifier:
                 delay = min(delay * 2, 5.0)
 
     async def _follow(self) -> None:
-        prefix = self.keys.job_runs()
+        prefix, jobs = self.keys.job_runs(), self.keys.jobs()
+        defaults = self.keys.notification_defaults("")
         seen = [self._cursor]  # the stream's position, for the log of a compaction
 
         def on_event(ev: Event) -> None:
-            if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
-                self._start(ev.kv.mod_revision, ev.kv.key, ev.kv.value.decode())
+            key = ev.kv.key
+            if key.startswith(prefix):
+                if ev.kind == "put" and ev.kv.value.decode() in WATCHED_STATUSES:
+                    self._start(ev.kv.mod_revision, key, ev.kv.value.decode())
+            elif key.startswith(jobs):  # a job edited: its runs ending later see it (D410)
+                project, job = self.keys.tail(key, jobs)[:2]
+                self._edited[(project, job)] = ev.kv.mod_revision
+            elif key.startswith(defaults):  # a project's defaults edited, likewise (D413)
+                self._edited[(key[len(defaults) :], "")] = ev.kv.mod_revision
 
-        def on_batch(_batch: WatchBatch, position: int) -> None:
+        def on_batch(batch: WatchBatch, position: int) -> None:
             seen[0] = position
+            if batch.events and not any(ev.kv.key.startswith(prefix) for ev in batch.events):
+                return  # no run ended: the cursor need not move (not even for its own write)
             self._pending.append((position, None))
 
         async def skip_compacted(exc: Compacted) -> int:
@@ -238,18 +193,45 @@ class Notifier:
             on_compacted=skip_compacted,
             retry_on=(Exception,),  # Unavailable mostly; never end the leader's term
             skip="delete",  # a deleted index key (retention) notifies nothing (D349)
+            # the run index, the jobs and the projects' defaults in one order (D410, D413); the
+            # node records in between are written rarely (their load: every 10 s at most)
+            end=prefix_end(defaults).decode(),
         )
 
     def _start(self, revision: int, key: str, status: str) -> None:
         project, job, run_id = self.keys.tail(key, self.keys.job_runs())[:3]
-        task = asyncio.create_task(self._handle(project, job, run_id, status, key))
+        # the newest edits of the job and of its project's defaults before the run's end
+        edited = (self._edited.get((project, job), 0), self._edited.get((project, ""), 0))
+        task = asyncio.create_task(self._handle(project, job, run_id, status, key, edited))
         self._pending.append((revision, task))
+
+    def _cache_current(self, project: str, job: str, edited: int) -> bool:
+        """Whether the leader's job cache holds the job as it was when the run ended: at least
+        its newest edit (``edited``) this watch delivered before the run's end (D410); for
+        ``job`` "", whether the defaults kept hold the project's newest edit (D413)."""
+        if not job:
+            kept = self._defaults.get(project)
+            return kept is not None and kept[2] >= edited
+        entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
+        return entry is not None and entry.job_rev >= edited
+
+    def _forget_edits(self) -> None:
+        """Drop the edits the job cache holds, or of jobs it does not hold (it can only take
+        them from a newer event): what is left are the edits its watch has not brought yet."""
+        if self._edited and self.scheduler is not None:
+            jobs = self.scheduler.jobs
+            self._edited = {
+                jk: rev
+                for jk, rev in self._edited.items()
+                if (jk in jobs or not jk[1]) and not self._cache_current(*jk, rev)
+            }
 
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(CURSOR_EVERY)
             while self._pending and (self._pending[0][1] is None or self._pending[0][1].done()):
                 self._done = max(self._done, self._pending.popleft()[0])
+            self._forget_edits()
             idle = time.monotonic() - self._saved_at < CURSOR_IDLE_EVERY
             if self._done > self._cursor and (self._delivered or not idle):
                 self._delivered = False
@@ -274,17 +256,27 @@ class Notifier:
 
     # -- one finished run ------------------------------------------------------------------------
 
-    async def _project_rules(self, project: str, fresh: bool = False) -> list[NotificationRule]:
+    async def _project_rules(
+        self, project: str, fresh: bool = False, edited: int = 0
+    ) -> list[NotificationRule]:
+        """The project's defaults: kept ``DEFAULTS_TTL`` seconds unless ``fresh`` or older than
+        their newest edit before the run's end (``edited``, D413)."""
         cached = self._defaults.get(project)
-        if not fresh and cached is not None and time.monotonic() - cached[0] < DEFAULTS_TTL:
+        if (
+            not fresh
+            and cached is not None
+            and time.monotonic() - cached[0] < DEFAULTS_TTL
+            and self._cache_current(project, "", edited)
+        ):
             return cached[1]
-        kv = await self.etcd.get(self.keys.notification_defaults(project))
+        res = await self.etcd.range(self.keys.notification_defaults(project), prefix=False)
+        kv = res.kvs[0] if res.kvs else None
         rules = ProjectNotifications.model_validate_json(kv.value).rules if kv else []
-        self._defaults[project] = (time.monotonic(), rules)
+        self._defaults[project] = (time.monotonic(), rules, res.revision)
         return rules
 
     async def _rules(
-        self, project: str, job: str, run: Run | None, *, fresh: bool = False
+        self, project: str, job: str, run: Run | None, *, fresh: bool = False, edited: int = 0
     ) -> list[NotificationRule]:
         """The job's rules (the current definition when the leader knows the job — ``fresh``:
         read now, since an edit answered before the run ended may not have reached the cache,
@@ -300,7 +292,7 @@ class Notifier:
             own = run.snapshot.notifications
         else:
             own = None
-        return own if own is not None else await self._project_rules(project, fresh)
+        return own if own is not None else await self._project_rules(project, fresh, edited)
 
     async def _previous_status(self, project: str, job: str, key: str) -> str | None:
         res = await self.etcd.range(
@@ -312,12 +304,14 @@ class Notifier:
                 return status
         return None
 
-    async def _handle(self, project: str, job: str, run_id: str, status: str, key: str) -> None:
+    async def _handle(
+        self, project: str, job: str, run_id: str, status: str, key: str, edited: Edits = (0, 0)
+    ) -> None:
         with structlog.contextvars.bound_contextvars(run=run_id, job=f"{project}/{job}"):
             delay = 0.2
             for attempt in range(1, HANDLE_ATTEMPTS + 1):
                 try:
-                    todo = await self._plan(project, job, run_id, status, key)
+                    todo = await self._plan(project, job, run_id, status, key, edited)
                 except LookupError:
                     return  # pruned before we got to it
                 except Unavailable as exc:  # etcd blip: the cursor waits for us meanwhile
@@ -338,11 +332,13 @@ class Notifier:
                 return
 
     async def _plan(
-        self, project: str, job: str, run_id: str, status: str, key: str
+        self, project: str, job: str, run_id: str, status: str, key: str, edited: Edits = (0, 0)
     ) -> list[tuple[NotificationRule, str, dict[str, Any], str]]:
-        """What to send for one finished run: (rule, event, run document, delivery id)."""
-        known = self.scheduler is not None and (project, job) in self.scheduler.jobs
-        if known and not await self._rules(project, job, None):
+        """What to send for one finished run: (rule, event, run document, delivery id).
+        ``edited``: the revisions of the newest edits of the job and of its project's defaults
+        before the run ended (D410, D413)."""
+        current = self._cache_current(project, job, edited[0])
+        if current and not await self._rules(project, job, None, edited=edited[1]):
             return []  # the common case: nobody to tell, no read
         run = await self.store.get_run(project, run_id)
         rules = await self._rules(project, job, run, fresh=True)  # a removed rule sends nothing
@@ -460,17 +456,7 @@ class Notifier:
     async def _mail(self, email: Email, event: str, run: dict[str, Any]) -> None:
         if self.smtp is None:
             raise RuntimeError("no SMTP server configured (smtp_url / CRONMESH_SMTP_URL)")
-        msg = EmailMessage()
-        msg["From"] = self.smtp.sender
-        msg["To"] = ", ".join(email.to)
-        msg["Subject"] = f"[cronmesh] {run['project']}/{run['job']}: {event}"
-        links = [f"{label}: {url}" for label, url in link_lines(run)]  # D256
-        lines = [headline(event, run), "", *links, *([""] if links else [])]
-        for k in ("status", "attempt", "node", "scheduled_at", "started_at", "finished_at"):
-            lines.append(f"{k}: {run.get(k)}")
-        if run.get("error"):
-            lines.append(f"error: {run['error']}")
-        msg.set_content("\n".join(lines) + "\n")
+        msg = message(self.smtp.sender, email, event, run)
         await asyncio.to_thread(self.smtp.send, msg)
 
 
@@ -480,8 +466,10 @@ async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leade
     forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
     notifier = Notifier(node, leadership, scheduler)
     scheduler.slots.notifier = notifier  # slot events go out through the same rules (D232)
+    history = HistoryAccountant(node.etcd, scheduler.store, leadership)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())
-        tg.create_task(notifier.run())
-        tg.create_task(forget.run())
-        tg.create_task(HistoryAccountant(node.etcd, scheduler.store, leadership).run())
+        # they start with reads of their own (the run index since the cursor, every charge):
+        # once the scheduler's first pass is written, so a new leader's ticks go first (D411)
+        for loop in (notifier.run, forget.run, history.run):
+            tg.create_task(scheduler.after_first_pass(loop))

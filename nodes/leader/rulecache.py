@@ -12,7 +12,7 @@ import structlog
 
 from cluster.calendar_store import add_calendar, add_window, freeze_of
 from cluster.errors import OutcomeUnknown, Unavailable
-from cluster.etcd import Compare, Etcd, Event, Op
+from cluster.etcd import Compare, Etcd, Event, Op, Range
 from cluster.keys import Keys
 from cluster.models import Job
 from cluster.slotrules import SKIPPED_FREEZE, Freeze, JobRules, SlotDecision, SlotRules
@@ -46,11 +46,18 @@ class RuleCache:
 
     async def load(self, rev: int) -> None:
         """Read every rule at revision ``rev`` and make it the snapshot."""
-        marker = await self.etcd.range(self.keys.rules_marker(), prefix=False, revision=rev)
-        rev = rev or marker.revision
-        cals = await self.etcd.range_all(self.keys.calendars(), revision=rev)
-        wins = await self.etcd.range_all(self.keys.blackouts(), revision=rev)
-        freeze = await self.etcd.range(self.keys.freeze(), prefix=False, revision=rev)
+        etcd, keys = self.etcd, self.keys
+        marker_read = etcd.range(keys.rules_marker(), prefix=False, revision=rev)
+        if not rev:  # now: the marker's read fixes the revision the others are read at
+            marker = await marker_read
+            rev, marker_read = marker.revision, _known(marker)
+        # at one revision, the reads go at once (a new leader waits for each, D411)
+        cals, wins, freeze, marker = await asyncio.gather(
+            etcd.range_all(keys.calendars(), revision=rev),
+            etcd.range_all(keys.blackouts(), revision=rev),
+            etcd.range(keys.freeze(), prefix=False, revision=rev),
+            marker_read,
+        )
         rules = SlotRules()
         for kv in cals.kvs:
             _apply(rules, self.keys, add_calendar, kv.key, kv.value)
@@ -160,3 +167,7 @@ def skip_frozen(
         record = {**json.loads(slot_record(tick, fp, decision)), "execution": None}
         skips.append((Compare.absent(key), Op.put(key, json.dumps(record))))
     return []
+
+
+async def _known(value: Range) -> Range:
+    return value

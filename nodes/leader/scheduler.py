@@ -113,6 +113,7 @@ class Scheduler:
         self.due = self.cache.due
         self._sem = asyncio.Semaphore(64)
         self.fired = 0
+        self.first_pass = asyncio.Event()  # the new leader's first pass is written (D411)
         self._missed: dict[JobKey, int] = {}  # ticks missed in this pass, reported after it (D385)
         self.rules = RuleCache(etcd, keys)  # calendars, blackout windows, freeze (D238, D339)
         self.workflows = WorkflowEngine(
@@ -142,7 +143,9 @@ class Scheduler:
 
     async def _load(self) -> int:
         rev = await self.cache.load()  # D262
+        t = time.perf_counter()
         await self.rules.load(rev)
+        self.cache.took["rules"] = time.perf_counter() - t
         for key in list(self.jobs):  # the first pass plans every job (in slices, D262)
             self.cache.reschedule(key, self.clock())
         return rev
@@ -158,7 +161,8 @@ class Scheduler:
 
     async def _lead(self) -> None:
         rev = await self._load()
-        log.info("scheduler leading", jobs=len(self.jobs), revision=rev)
+        took = {k: round(v * 1000, 1) for k, v in self.cache.took.items()}
+        log.info("scheduler leading", jobs=len(self.jobs), revision=rev, took_ms=took)
         async with asyncio.TaskGroup() as tg:
             self.cache.follow(tg, rev)
             self.rules.follow(tg, rev)
@@ -170,19 +174,35 @@ class Scheduler:
                 return
             on_claim = self.slots.claims(self.reaper.on_claim_event)
             tg.create_task(follow(self.etcd, self.keys.claims(), rev, on_claim))
-            tg.create_task(periodic(RECONCILE_EVERY, self.reaper.reconcile))
-            tg.create_task(periodic(PRUNE_EVERY, self.retention.prune))
-            tg.create_task(self.workflows.run())
             tg.create_task(self.slots.run(rev, list(self.jobs)))
+            # after the first pass: the ticks first, then the reads these start with (D411)
+            tg.create_task(
+                self.after_first_pass(lambda: periodic(RECONCILE_EVERY, self.reaper.reconcile))
+            )
+            tg.create_task(
+                self.after_first_pass(lambda: periodic(PRUNE_EVERY, self.retention.prune))
+            )
+            tg.create_task(self.after_first_pass(self.workflows.run))
+
+    async def after_first_pass(self, work: Callable[[], Awaitable[object]]) -> None:
+        """Start ``work`` once the first pass over every job is written (or none was due): a new
+        leader's loops that read much at their start wait for it, so its ticks go first (D411)."""
+        await self.first_pass.wait()
+        await work()
 
     async def _tick_loop(self) -> None:
+        first = time.perf_counter()  # the first pass (every job, D262) is logged with its time
         while True:
             due = [jk for jk in self.due.pop_due(PASS_JOBS) if jk in self.jobs]
             if len(due) > 1:
                 await self._fire_batch(due)
             elif due:
                 await self._fire_guarded(due[0])
-            else:
+            if not self.first_pass.is_set():  # up to PASS_JOBS jobs: the first slice of it
+                ms = round((time.perf_counter() - first) * 1000, 1)
+                log.info("scheduler first pass written", jobs=len(due), ms=ms)
+                self.first_pass.set()
+            if not due:
                 await self.due.wait()
             self._report_missed()
 
@@ -436,7 +456,7 @@ class Scheduler:
                 self.active[jk].add(run.id)
                 self.active_job[run.id] = jk
                 self.fired += 1
-            metrics.TICKS.labels("skipped" if run.status == "skipped" else "fired").inc()
+            metrics.child(metrics.TICKS, "skipped" if run.status == "skipped" else "fired").inc()
             count_settled(jk, run, wall, entry.deadlines)  # the slots settled at fire (D230)
             if run.scheduled_at is not None:
                 metrics.FIRE_LAG.observe(max(0.0, wall - run.scheduled_at.timestamp()))

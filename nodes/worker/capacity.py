@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 
 from cluster.placement import fits
+from nodes.executor.cgroup_files import KEPT_FDS
 
 
 class Seat:
@@ -127,7 +128,7 @@ def cpu_quota(root: str) -> float | None:
 
 
 FDS_PER_RUN = 4  # an armed or running process: its stdin, stdout, stderr pipes and its pidfd
-FDS_SPARE = 256  # etcd channels, the API's sockets, log files
+FDS_SPARE = 256 + KEPT_FDS  # etcd channels, the API's sockets, log files; cgroup files (D404)
 
 
 def raise_fd_limit(runs: int) -> tuple[int, int]:

@@ -84,13 +84,16 @@ class Claiming:
                 self._kick_at(0.2)
                 return
             now = self.clock()
-            started = run.model_copy()
-            started.status = "running"
-            started.node = self.node_id
             # claimed ahead of its instant: it starts then (``_run_process`` waits)
             due = run.not_before if run.not_before is not None and run.not_before > now else None
-            started.started_at = due or now
-            started.not_before = due
+            started = run.model_copy(  # one step, no per-field ``__setattr__`` (D401)
+                update={
+                    "status": "running",
+                    "node": self.node_id,
+                    "started_at": due or now,
+                    "not_before": due,
+                }
+            )
             lease = self.session.lease_id
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
@@ -139,8 +142,8 @@ class Claiming:
                 if slot is not None:
                     self._kick_at(0.05)
                 return
-            metrics.CLAIMS.labels("won").inc()
-            metrics.PLACED.labels(via).inc()
+            metrics.child(metrics.CLAIMS, "won").inc()
+            metrics.child(metrics.PLACED, via).inc()
             self.candidates.pop(key, None)
             won = res.revision
             self._start(started, res.revision, slot, cost)

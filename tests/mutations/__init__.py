@@ -36,6 +36,7 @@ FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
 HISTORY_COUNT = "tests/integration/test_history_accounting.py"
 SHARDS = "tests/integration/test_shard_scheduler.py"
 REUSE = "tests/security/test_cgroup_reuse.py"
+ADDED_RULE = "tests/integration/test_notify_added_rule_order.py"
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,35 @@ MUTATIONS: tuple[Mutation, ...] = (
         r"[],\1",
         (f"{FENCING}::test_a_deposed_leader_saves_no_notifier_cursor",),
         "a deposed leader's notifier moves no cursor (no notification skipped)",
+    ),
+    Mutation(
+        "notifier-cache-current",
+        "nodes/leader/notifier.py",
+        r"return entry is not None and entry\.job_rev >= edited",
+        "return entry is not None",
+        (f"{ADDED_RULE}::test_a_webhook_added_just_before_a_run_ended_is_sent_the_run",),
+        "a rule added before a run ended is used: the job cache decides only once it holds "
+        "the job's last edit before the end (D410)",
+    ),
+    Mutation(
+        "notifier-defaults-current",
+        "nodes/leader/notifier.py",
+        r"return kept is not None and kept\[2\] >= edited",
+        "return kept is not None",
+        (f"{ADDED_RULE}::test_a_project_default_added_just_before_a_run_ended_is_sent_the_run",),
+        "a project default added before a run ended is used: the defaults kept decide only "
+        "once they hold its last edit before the end (D413)",
+    ),
+    Mutation(
+        "notifier-watch-jobs",
+        "nodes/leader/notifier.py",
+        r"\s*end=prefix_end\(defaults\)\.decode\(\),",
+        "",
+        (
+            f"{ADDED_RULE}::test_a_webhook_added_just_before_a_run_ended_is_sent_the_run",
+            f"{ADDED_RULE}::test_a_project_default_added_just_before_a_run_ended_is_sent_the_run",
+        ),
+        "the notifier's watch carries the job and defaults edits in the run index's order (D410)",
     ),
     # -- once per tick, once per task ------------------------------------------------------------
     Mutation(

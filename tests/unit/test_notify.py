@@ -19,7 +19,7 @@ from cluster.notify import (
     verify,
     webhook_body,
 )
-from nodes.leader.notifier import SmtpSettings
+from nodes.leader.mailer import SmtpSettings
 
 
 @pytest.mark.parametrize(
