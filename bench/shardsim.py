@@ -51,12 +51,16 @@ def leaders(nodes: list[str], shards: int, *, balanced: bool = True) -> dict[int
     if not balanced:
         return {s: max(nodes, key=lambda n: score(n, s)) for s in range(shards)}
     weight = [singleton_weight(shards) if s == 0 else 1 for s in range(shards)]
-    cap = max(weight[0], -(-sum(weight) // len(nodes)))
-    load = {n: 0 for n in nodes}
     won = {0: min(nodes, key=lambda n: (-score(n, 0), n))}  # the heaviest first (D395)
+    fair = -(-sum(weight) // len(nodes))
+    cap = {n: fair for n in nodes}
+    if weight[0] >= fair and len(nodes) > 1:  # shard 0 alone on its node, the rest even
+        rest = -(-(shards - 1) // (len(nodes) - 1))
+        cap = {n: weight[0] if n == won[0] else rest for n in nodes}
+    load = {n: 0 for n in nodes}
     load[won[0]] += weight[0]
     for _, node, s in sorted((-score(n, s), n, s) for n in nodes for s in range(1, shards)):
-        if s not in won and load[node] + weight[s] <= cap:
+        if s not in won and load[node] + weight[s] <= cap[node]:
             won[s] = node
             load[node] += weight[s]
     for s in range(shards):

@@ -104,8 +104,9 @@ def placement(nodes: Iterable[str], shards: int) -> dict[int, str]:
     """Shard → the node that should lead it when ``nodes`` are live: rendezvous with bounded
     loads (D395). Shard 0, the heaviest (:func:`singleton_weight`), goes first to its
     best-scored node; then the other (node, shard) pairs are taken from the highest score down
-    and a pair is kept while the shard has no node and the node's load stays within ``cap``
-    (the shards' total weight over the nodes, rounded up, at least shard 0's weight), so every
+    and a pair is kept while the shard has no node and the node's load stays within its cap
+    (the shards' total weight over the nodes, rounded up; when shard 0 alone reaches that, its
+    node leads nothing else and the other shards split evenly over the other nodes), so every
     node leads its fair share and a shard still goes to a node that scores it high.
     Deterministic: every node computes the same placement from the same live set."""
     return dict(_placement(frozenset(nodes), shards))
@@ -118,16 +119,22 @@ def _placement(nodes: frozenset[str], shards: int) -> tuple[tuple[int, str], ...
     live = sorted(nodes)
     total = sum(shard_weight(s, shards) for s in range(shards))
     heavy = shard_weight(0, shards)
-    cap = max(heavy, -(-total // len(live)))
     load = dict.fromkeys(live, 0)
     # shard 0 first, on its best-scored node: the heaviest, it would not fit once the others
     # had filled the nodes (D395)
-    out: dict[int, str] = {0: min(live, key=lambda n: (-score(n, 0), n))}
-    load[out[0]] += heavy
+    home = min(live, key=lambda n: (-score(n, 0), n))
+    out: dict[int, str] = {0: home}
+    load[home] += heavy
+    cap = dict.fromkeys(live, -(-total // len(live)))
+    if heavy >= cap[home] and len(live) > 1:
+        # shard 0 alone is a node's share: the other shards split evenly over the other nodes
+        # (one cap of shard 0's weight for all let a node of 8 lead 6 of 16 shards, D395)
+        rest = -(-(shards - 1) // (len(live) - 1))
+        cap = {n: heavy if n == home else rest for n in live}
     pairs = sorted((-score(n, s), n, s) for n in live for s in range(1, shards))
     for _, node, shard in pairs:
         weight = shard_weight(shard, shards)
-        if shard not in out and load[node] + weight <= cap:
+        if shard not in out and load[node] + weight <= cap[node]:
             out[shard] = node
             load[node] += weight
     for shard in range(shards):  # a heavy shard the caps left out: the least loaded node

@@ -91,7 +91,7 @@ def test_rendezvous_placement_moves_only_the_dead_nodes_shards():
     assert p.moved_when_one_dies == pytest.approx(0.25, abs=1e-3)
     assert 16 <= p.max_shards_per_node <= 32
     # balanced (D395: shard 0 weighing the per-cluster loops): a few more move
-    assert 0.25 <= shardsim.placement(4, 64).moved_when_one_dies <= 0.35
+    assert 0.25 <= shardsim.placement(4, 64).moved_when_one_dies <= 0.4
     one = shardsim.placement(1, 16)
     assert one.max_shards_per_node == 16 and one.moved_when_one_dies == 0
 
