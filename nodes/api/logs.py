@@ -54,6 +54,7 @@ from nodes.api.logstream import (
     job_query,
     json_frames,
     no_lines,
+    prepared,
     quiet,
     sliced,
     spool_tail,
@@ -340,7 +341,8 @@ class LogsApi:
         it = aiter(chunks)
         first = await anext(it, None)  # a source that fails at once still gets an error answer
         resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
-        await resp.prepare(request)
+        if not await prepared(resp, request):
+            return resp
         with until_gone():
             if first is not None:
                 await resp.write(first)
@@ -359,10 +361,8 @@ class LogsApi:
         it = aiter(chunks)
         first = await anext(it, None)
         resp = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
-        await resp.prepare(request)
-        await resp.write(
-            f'{{"run": {json.dumps(ref.run)}, "attempt": {ref.attempt}, "frames": ['.encode()
-        )
+        if not await prepared(resp, request):
+            return resp
         sep, pending = b"", b""
 
         async def rest() -> AsyncIterator[bytes]:
@@ -372,6 +372,9 @@ class LogsApi:
                 yield chunk
 
         with until_gone():
+            await resp.write(
+                f'{{"run": {json.dumps(ref.run)}, "attempt": {ref.attempt}, "frames": ['.encode()
+            )
             await json_frames(resp, rest(), sep, pending)
         return resp
 
@@ -392,7 +395,8 @@ class LogsApi:
     ) -> web.StreamResponse:
         ctype = "text/event-stream" if sse else "text/plain; charset=utf-8"
         resp = web.StreamResponse(headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
-        await resp.prepare(request)
+        if not await prepared(resp, request):
+            return resp
         with until_gone():
             pending = ""
             async for text in chunks:

@@ -235,6 +235,18 @@ def until_gone() -> Iterator[None]:
         log.debug("log reader went away")
 
 
+async def prepared(resp: web.StreamResponse, request: web.Request) -> bool:
+    """Send a streamed answer's headers; False when the client went away before they could go
+    (a reader that closed while its first chunk was read): nothing more to send, and no error
+    (D164). aiohttp answers such a response as a closed connection."""
+    try:
+        await resp.prepare(request)
+    except ConnectionError:
+        log.debug("log reader went away before the answer started")
+        return False
+    return True
+
+
 def job_query(request: web.Request) -> str | None:
     """The ``job`` query parameter (a job name, or ``@workflow:task``), checked: it becomes part
     of a spool path and an object key (D160)."""
