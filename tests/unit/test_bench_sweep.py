@@ -9,12 +9,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bench import shardsim
-from bench.burst_failover import cron_at
+from bench.burst_failover import cron_at, next_at_second
 from bench.plots import plot
 from bench.run import more_rows
 from cluster.cron import parse_schedule
 
 T0 = 1_800_000_000
+
+
+def test_the_burst_instant_is_the_next_whole_second_of_the_chosen_second_of_minute():
+    assert next_at_second(120.0, 0) == 120.0
+    assert next_at_second(120.5, 0) == 180.0
+    assert next_at_second(125.0, 10) == 130.0
+    assert next_at_second(131.0, 10) == 190.0
 
 
 def test_cron_at_names_exactly_the_instant():
