@@ -16,28 +16,15 @@ from cluster.etcd import Op
 from cluster.history import run_charge
 from cluster.ids import Snowflake
 from cluster.keys import Keys
+from cluster.memo import PerObject
 from cluster.models import FINISHED, Attempt, Job, JobSpec, Run
 from cluster.plan import retry_delay
 
 RETRYABLE = frozenset({"failed", "timed_out", "lost"})
 
-# Each job's spec snapshot, built once per Job object and shared by the runs it creates (D312):
-# a Job object is replaced when its job changes and never edited, and a run's snapshot is never
-# edited either (it is serialised with the run). The object is held, so its id is not reused.
-_SPECS: dict[int, tuple[Job, JobSpec]] = {}
-SPECS_KEPT = 8192
-
-
-def spec_of(job: Job) -> JobSpec:
-    """``job.spec()``, built once per Job object."""
-    kept = _SPECS.get(id(job))
-    if kept is not None and kept[0] is job:
-        return kept[1]
-    spec = job.spec()
-    if len(_SPECS) >= SPECS_KEPT:
-        _SPECS.clear()
-    _SPECS[id(job)] = (job, spec)
-    return spec
+# Each job's spec snapshot, built once per Job object and shared by the runs it creates (D312,
+# ``cluster.memo``): a run's snapshot is never edited either (it is serialised with the run).
+spec_of: PerObject[Job, JobSpec] = PerObject(lambda job: job.spec())
 
 
 # The queue entries this process has just encoded, by run id (D352): a worker of the same process

@@ -16,6 +16,7 @@ from typing import Any
 
 from cluster.cron import Schedule, ticks_between
 from cluster.keys import Keys
+from cluster.memo import PerObject
 from cluster.models import Job, Run, ScheduleSpec
 from cluster.plan import TickSpan, overlap_action, plan_schedule
 from cluster.runs import CREATE_RUN_OPS
@@ -98,40 +99,11 @@ def parse_job(job: Job) -> list[tuple[ScheduleSpec, Schedule]]:
     return out
 
 
-# The size of each job's document, kept per Job object (the leader replaces a job's object when
-# the job changes; it never edits one): serialising the whole job again at every tick was 4 % of
-# planning a tick (D312). The object is held, so its id is not reused while it is here.
-_SIZES: dict[int, tuple[Job, int]] = {}
-SIZES_KEPT = 8192
-
-
-def job_size(job: Job) -> int:
-    """``len(job.model_dump_json())``, computed once per Job object."""
-    kept = _SIZES.get(id(job))
-    if kept is not None and kept[0] is job:
-        return kept[1]
-    size = len(job.model_dump_json())
-    if len(_SIZES) >= SIZES_KEPT:
-        _SIZES.clear()
-    _SIZES[id(job)] = (job, size)
-    return size
-
-
-# Each schedule's fingerprint, kept per ScheduleSpec object like the sizes above: hashing the
-# schedule's text again at every tick was ~7 % of planning one (D400).
-_FPS: dict[int, tuple[ScheduleSpec, str]] = {}
-
-
-def schedule_fp(spec: ScheduleSpec) -> str:
-    """``spec.fingerprint()``, computed once per ScheduleSpec object."""
-    kept = _FPS.get(id(spec))
-    if kept is not None and kept[0] is spec:
-        return kept[1]
-    fp = spec.fingerprint()
-    if len(_FPS) >= SIZES_KEPT:
-        _FPS.clear()
-    _FPS[id(spec)] = (spec, fp)
-    return fp
+# The size of each job's document and each schedule's fingerprint, kept per object
+# (``cluster.memo``): serialising the whole job again at every tick was 4 % of planning a tick
+# (D312), hashing the schedule's text again ~7 % (D400).
+job_size: PerObject[Job, int] = PerObject(lambda job: len(job.model_dump_json()))
+schedule_fp: PerObject[ScheduleSpec, str] = PerObject(lambda spec: spec.fingerprint())
 
 
 def state_copy(stored: dict[str, Any]) -> dict[str, Any]:
