@@ -8,6 +8,7 @@ from pathlib import Path
 
 import structlog
 
+from cluster.waiting import within as wait_within
 from logstore.archive import archive_runs
 from logstore.local import LocalFolderStore
 from logstore.s3 import S3Credentials, S3Store
@@ -59,7 +60,7 @@ class Logs:
 
     async def stop(self, within: float) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.uploader.drain(within), within + 1)
+            await wait_within(self.uploader.drain(within), within + 1)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -8,11 +8,11 @@ keeps at most ``TAIL_BYTES`` (the newest lines that fit), and the JSON form is s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+from cluster.waiting import woken
 from logstore.frames import TextRenderer, read_frames, render_from
 from logstore.spool import LogRef, SpoolWriter
 from logstore.store import LogStore, ObjectMissing, segments_prefix
@@ -157,8 +157,7 @@ async def follow_spool(
             if not alive():
                 return
             assert ev is not None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), 1.0)
+            await woken(ev, 1.0)
     finally:
         if ev is not None and writer is not None:
             writer.forget(ev)

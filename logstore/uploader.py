@@ -23,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from cluster.waiting import woken
 from logstore import metrics
 from logstore.frames import TextRenderer, read_frames, render_from
 from logstore.spool import LogRef, Spool, SpoolWriter
@@ -135,8 +136,7 @@ class Uploader:
             except Exception:  # a bug or a full disk must not stop shipping for good
                 log.exception("log upload pass failed; retrying")
                 await asyncio.sleep(self.retry_max)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.spool.changed.wait(), self._sleep())
+            await woken(self.spool.changed, self._sleep())
 
     def _sleep(self) -> float:
         waits = [self.segment_interval]

@@ -205,8 +205,8 @@ class InProcessCluster:
             try:
                 await asyncio.wait_for(asyncio.shield(task), 30)
             except TimeoutError:
+                problems.append(f"{node.config.node_id}: did not stop within 30 s\n{stacks()}")
                 task.cancel()
-                problems.append(f"{node.config.node_id}: did not stop within 30 s")
             except asyncio.CancelledError:
                 if not task.cancelled():
                     raise
@@ -218,6 +218,20 @@ class InProcessCluster:
         await self.http.close()
         if problems:
             raise NodeTeardownError("\n".join(problems))
+
+
+def stacks(limit: int = 60) -> str:
+    """Where every task of this loop waits: what a node that does not stop is stuck on."""
+    out = []
+    for task in list(asyncio.all_tasks())[:limit]:
+        where, coro = [], task.get_coro()
+        while coro is not None and len(where) < 12:  # the await chain, outermost first
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None:
+                where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+        out.append(f"  {task.get_name()}: {' -> '.join(where)}")
+    return "\n".join(out)
 
 
 class LogWatch:

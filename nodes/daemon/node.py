@@ -30,6 +30,7 @@ from cluster.runas import DYNAMIC
 from cluster.secret_store import SecretStore
 from cluster.session import Session
 from cluster.store import Store, dumps
+from cluster.waiting import within, woken
 from logstore.service import build_logs
 from nodes import __version__, metrics
 from nodes.api.access import Access
@@ -190,7 +191,7 @@ class Node:
             await self.logs.stop(within=min(10.0, self.config.drain_timeout))
             await runner.cleanup()
             with contextlib.suppress(Exception):  # final counts of merged refusals (D168)
-                await asyncio.wait_for(self.access.close(), 5)
+                await within(self.access.close(), 5)
             self.access.hashing.close()
             await self.peers.close()
             await self.etcd.close()
@@ -214,8 +215,7 @@ class Node:
             except Unavailable as exc:
                 log.warning("etcd unavailable; retrying", error=str(exc), retry_in=delay)
                 await self.etcd.close()  # the next connect resolves the endpoints afresh
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                await woken(self._stop, delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.2

@@ -50,6 +50,7 @@ from typing import IO
 
 import structlog
 
+from cluster.waiting import within
 from nodes.executor.cgroups import RunCgroup, cgroup_io
 from nodes.executor.sessionscan import scanner, session_members
 
@@ -321,7 +322,7 @@ class Process:
         self.signal_tree(_signal.SIGTERM)
         if not self._exited.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._exited), max(0.0, grace))
+                await within(asyncio.shield(self._exited), max(0.0, grace))
         if not self._exited.done():
             log.info("job ignored SIGTERM: killing its tree", pid=self.pid, grace=grace)
             self.kill()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable
@@ -14,6 +13,7 @@ import structlog
 
 from cluster.errors import LostOwnership, OutcomeUnknown, Unavailable
 from cluster.etcd import Compacted
+from cluster.waiting import woken
 
 log = structlog.get_logger(__name__)
 
@@ -92,8 +92,7 @@ class DueQueue(Generic[K]):
         delay = 3600.0
         if self._heap:
             delay = max(0.0, (self._heap[0][0] - self.clock()).total_seconds())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        await woken(self._wake, delay)
 
 
 async def retry_later(

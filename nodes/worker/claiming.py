@@ -4,7 +4,6 @@ queue entry, the cancel request and the slot), and the adoption of claims whose 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -22,6 +21,7 @@ from cluster.models import Run
 from cluster.placement import Candidate
 from cluster.plan import slot_limit
 from cluster.store import Stored, dumps
+from cluster.waiting import woken
 from nodes import metrics
 from nodes.worker.attempt import ORPHAN_CHECK_EVERY
 from nodes.worker.budgets import Plan
@@ -178,8 +178,7 @@ class Claiming:
         """Claims bound to our lease that no execution holds (a claim whose reply was lost) are
         adopted: the run is started as if the claim had answered."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._orphan_check.wait(), ORPHAN_CHECK_EVERY)
+            await woken(self._orphan_check, ORPHAN_CHECK_EVERY)
             self._orphan_check.clear()
             try:
                 res = await self.etcd.range_all(self.keys.claims())

@@ -28,6 +28,7 @@ from cluster.etcd import (
 from cluster.masking import MaskedOutput, mask_result
 from cluster.models import Run, secret_refs
 from cluster.runas import decide
+from cluster.waiting import within
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
 from nodes.executor import launch, runas, workdir
@@ -118,7 +119,7 @@ class Executing(Outcomes):
             if ex.proc is not None:
                 ex.proc.kill()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(ex.proc.wait()), 5)
+                    await within(asyncio.shield(ex.proc.wait()), 5)
             self.running.pop(run.id, None)
             ex.done.set()
             raise
@@ -128,7 +129,7 @@ class Executing(Outcomes):
             if ex.proc is not None:
                 ex.proc.kill()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(ex.proc.wait()), 5)
+                    await within(asyncio.shield(ex.proc.wait()), 5)
             status, error = "failed", f"node {self.node_id} could not run it: {exc!r}"
         finally:
             structlog.contextvars.unbind_contextvars("run", "job")
@@ -345,7 +346,7 @@ class Executing(Outcomes):
             ex.act()  # a cancel that arrived before the process existed
             timeout = run.snapshot.timeout or None
             try:
-                exit_status = await asyncio.wait_for(asyncio.shield(ex.proc.wait()), timeout)
+                exit_status = await within(asyncio.shield(ex.proc.wait()), timeout)
             except TimeoutError:
                 writer.note(f"timeout after {run.snapshot.timeout:g}s: stopping the process tree")
                 ex.requested, ex.acted = "timeout", True
