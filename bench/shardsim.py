@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # the per-cluster loops' share of a K = 1 leader's work (shard 0's leader runs them); the same
 # constant as cluster.shards.SINGLETONS_SHARE (measured: docs/benchmarks.md, 2026-12-07)
 SINGLETONS = 0.3
+
+# fitted to the 2026-12-07 profiles and tables (D430): a node leading any shard spends ~0.2 of a
+# K = 1 leader's work whatever it leads (fixed), the loops ~0.2, a shard's plans ~8 % more
+FITTED = {"singletons": 0.2, "fixed": 0.2, "per_plan": 0.08}
 
 
 def singleton_weight(shards: int, share: float = SINGLETONS) -> int:
@@ -103,6 +108,90 @@ def shares(n_nodes: int, shards: int, singletons: float = SINGLETONS) -> Shares:
         round(1.2 / min(shards, n_nodes), 3),
         busiest_share(leaders(nodes, shards, balanced=False), shards, singletons),
         busiest_share(leaders(nodes, shards), shards, singletons),
+    )
+
+
+def bench_jobs(jobs: int, shards: int) -> list[int]:
+    """Jobs per shard for ``bench.shardbench``'s job names (``default/j00000``...), by the
+    product's hash (``cluster.shards.shard_of``)."""
+    counts = [0] * shards
+    for i in range(jobs):
+        key = f"default/j{i:05d}".encode()
+        counts[int.from_bytes(hashlib.sha1(key).digest()[:8], "big") % shards] += 1
+    return counts
+
+
+def node_loads(
+    owner: dict[int, str],
+    counts: list[int],
+    *,
+    singletons: float = SINGLETONS,
+    fixed: float = 0.0,
+    per_plan: float = 0.0,
+) -> dict[str, float]:
+    """Each node's leader work as a share of a K = 1 leader's, with the shards' real job counts
+    (D430): ``fixed`` for each node that leads a shard at all, as the K = 1 leader pays it too
+    (its shared watches take every job's schedule-state and active events, its rule caches, its
+    tick loops), the per-cluster loops (``singletons``) on shard 0's node, and the rest of a
+    K = 1 leader's work split by ticks, times ``1 + per_plan`` (a shard's smaller batches)."""
+    total = max(1, sum(counts))
+    per_tick = 1 - singletons - fixed
+    load: dict[str, float] = {}
+    for s, node in owner.items():
+        work = per_tick * counts[s] / total * (1 + per_plan)
+        load[node] = load.get(node, fixed) + work + (singletons if s == 0 else 0.0)
+    return load
+
+
+def best_by_work(nodes: list[str], counts: list[int], **cost: float) -> dict[int, str]:
+    """The placement that weighs each shard's jobs and minimises the busiest node's load (every
+    assignment tried up to 3^10; beyond, the heaviest shard first to the least loaded node):
+    the most any work-weighted placement could give (D430)."""
+    shards = len(counts)
+    if len(nodes) ** shards <= 3**10:
+        best: dict[int, str] = {}
+        top = float("inf")
+        for pick in itertools.product(nodes, repeat=shards):
+            owner = dict(enumerate(pick))
+            worst = max(node_loads(owner, counts, **cost).values())
+            if worst < top - 1e-12:
+                best, top = owner, worst
+        return best
+    owner: dict[int, str] = {}
+    for s in sorted(range(shards), key=lambda s: (s != 0, -counts[s], s)):
+        loads = node_loads(owner, counts, **cost)
+        owner[s] = min(nodes, key=lambda n: (loads.get(n, 0.0), n))
+    return owner
+
+
+@dataclass(frozen=True)
+class WorkShares:
+    """The busiest node's share of a K = 1 leader's work for ``jobs`` of the bench's names: as
+    the product places shards (by count, D395) and as the best work-weighted placement would."""
+
+    nodes: int
+    shards: int
+    jobs: int
+    busiest_jobs_share: float  # of the ticks, on the node with the most, as placed (D395)
+    by_count: float
+    by_work: float
+
+
+def work_shares(n_nodes: int, shards: int, jobs: int, **cost: float) -> WorkShares:
+    nodes = [f"node-{i}" for i in range(n_nodes)]
+    counts = bench_jobs(jobs, shards)
+    placed = leaders(nodes, shards)
+    ticks: dict[str, int] = {}
+    for s, node in placed.items():
+        ticks[node] = ticks.get(node, 0) + counts[s]
+    by_work = node_loads(best_by_work(nodes, counts, **cost), counts, **cost)
+    return WorkShares(
+        n_nodes,
+        shards,
+        jobs,
+        round(max(ticks.values()) / max(1, jobs), 3),
+        round(max(node_loads(placed, counts, **cost).values()), 3),
+        round(max(by_work.values()), 3),
     )
 
 
@@ -180,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{n} nodes, {k} shards: goal {sh.goal}, balanced {sh.balanced}, "
             f"by score alone {sh.rendezvous}"
         )
+    print("with the bench's job names (D430): busiest node, placed by count vs by work")
+    for cost in ({}, FITTED):
+        for k, jobs in ((8, 100), (8, 300), (16, 100), (16, 300)):
+            w = work_shares(3, k, jobs, **cost)
+            print(
+                f"3 nodes, {k} shards, {jobs} jobs {cost or ''}: busiest node has "
+                f"{w.busiest_jobs_share:.0%} of the ticks; by count {w.by_count}, "
+                f"by work at best {w.by_work}"
+            )
     print(f"{'nodes':>5} {'shards':>6} {'max/node':>8} {'moved':>6} {'runs/s':>8}")
     for n in (1, 2, 4, 8, 16):
         for s in (1, 4, 16, 64):
