@@ -40,6 +40,7 @@ from cluster.errors import CronmeshError, Unavailable
 from cluster.etcd import Etcd, Event
 from cluster.shards import Shard, job_hash
 from cluster.watch import Handler, KnownKeys, follow
+from nodes.leader.sharedload import SharedLoad
 
 log = structlog.get_logger(__name__)
 
@@ -199,6 +200,7 @@ class Feed:
     def __init__(self, etcd: Etcd) -> None:
         self.etcd = etcd
         self._streams: dict[str, _Stream] = {}
+        self.loads = SharedLoad(etcd)  # one read of the jobs for shards won together (D432)
 
     async def subscribe(
         self,
@@ -230,6 +232,7 @@ class Feed:
 
     async def aclose(self) -> None:
         """Wait for the watches the last subscribers stopped (shutdown: no task left behind)."""
+        await self.loads.aclose()
         tasks = [t for s in self._streams.values() for t in (*s.stopping, s.task) if t]
         for task in tasks:
             task.cancel()

@@ -96,7 +96,8 @@ class JobCache:
 
     async def load(self) -> int:
         """Every job and schedule state, then every active run, at one revision (D262). With a
-        node's shared watches (D356), joined first: they hold what changes during the read."""
+        node's shared watches (D356), joined first: they hold what changes during the read; and
+        with K > 1 read together with the node's other shards that start now (D432)."""
         t0 = time.perf_counter()
         if self.feed is not None and not self._subs:
             feed, shard = self.feed, self.shard
@@ -114,11 +115,15 @@ class JobCache:
                 self.close()
                 raise
         t1 = time.perf_counter()
-        rev = await load_jobs(self.etcd, self.keys, self.on_job, self.on_state)
-        t2 = time.perf_counter()
-        actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
-        for kv in actives.kvs:
-            self.on_active(kv.key, True)
+        if self.feed is not None and self.shard.count > 1:  # one read for the node's shards, D432
+            rev = await self.feed.loads.load(self.keys, self)
+            t2 = time.perf_counter()
+        else:
+            rev = await load_jobs(self.etcd, self.keys, self.on_job, self.on_state)
+            t2 = time.perf_counter()
+            actives = await self.etcd.range_all(self.keys.actives(), revision=rev, keys_only=True)
+            for kv in actives.kvs:
+                self.on_active(kv.key, True)
         self.actives_rev = rev  # every active key up to it is known
         self.took = {"join": t1 - t0, "jobs": t2 - t1, "actives": time.perf_counter() - t2}
         return rev
