@@ -1,5 +1,5 @@
 """Time from election to leading: ``python -m bench.leadtime [--jobs 100,1000] [--rounds 2]
-[--tree NAME=PATH ...] [--burn N]``.
+[--tree NAME=PATH ...] [--burn N] [--shards K]``.
 
 For each round, size and tree (trees alternate within a round, their order swapped every round,
 so an A/B comparison is taken in the same minutes): a fresh etcd holding that many jobs (daily at
@@ -16,8 +16,9 @@ load; the log line carries the parts: joining the shared watches, jobs and sched
 active runs, rules) → ``scheduler first pass written`` (every job planned once) → the probe's
 first run written (``created_at``; the probe's project sorts last, D262), and the node's CPU
 seconds until then. ``--burn N`` runs N busy loops (``while 1: pass``) beside it for the whole
-run, killed at the end. The load average is printed with each row. Writes
-``bench/results/leadtime.json``.
+run, killed at the end. ``--shards K`` sets ``scheduler_shards``: the node wins all K shards
+at once, and its shard 0's times are reported (with D432 its shards read the jobs together).
+The load average is printed with each row. Writes ``bench/results/leadtime.json``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from bench.harness import NodeProc, Procs, auth_headers, bench_etcd, code_versio
 from bench.large import PREFIX, cpu_s, first_run, write_jobs
 from cluster.etcd import Etcd, Op
 from cluster.keys import Keys
+from cluster.shard_store import set_shards
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVENTS = {
@@ -123,9 +125,11 @@ async def write_history(etcd: Etcd, count: int) -> None:
 async def one(args: argparse.Namespace, procs: Procs, tmp: Path, tree: str, n: int) -> Any:
     folder = tmp / f"{tree}-{n}-{time.monotonic_ns()}"
     folder.mkdir()
-    row: dict[str, Any] = {"tree": tree, "jobs": n, "history": args.history}
+    row: dict[str, Any] = {"tree": tree, "jobs": n, "history": args.history, "shards": args.shards}
     row["load_before"] = os.getloadavg()[0]
     async with bench_etcd(folder, procs) as (etcd_server, etcd):
+        if args.shards > 1:  # the node wins every shard at once (D432): its loads, together
+            await set_shards(etcd, Keys(PREFIX), args.shards)
         await write_jobs(etcd, n, per_project=5000)
         await write_history(etcd, args.history)
         timeout = aiohttp.ClientTimeout(total=30)
@@ -213,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME=PATH: run the nodes from this source tree (repeat to alternate trees)",
     )
     ap.add_argument("--burn", type=int, default=0, help="busy loops beside the nodes")
+    ap.add_argument("--shards", type=int, default=1, help="scheduler_shards K (one node wins all)")
     ap.add_argument("--keep", help="keep the nodes' logs in this folder")
     ap.add_argument(
         "--history", type=int, default=0, help="run-history charges in etcd (runs kept)"
