@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -67,6 +68,18 @@ def leader_log(path: Path) -> dict[str, Any]:
     return found
 
 
+def loads_done(path: Path) -> tuple[int, float | None]:
+    """How many ``scheduler leading`` lines (one per shard led, K > 1) and the last one's time:
+    the node leads every shard it won once the last is loaded."""
+    count, last = 0, None
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"scheduler leading"' in line:
+            with contextlib.suppress(ValueError, KeyError):
+                last = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+                count += 1
+    return count, last
+
+
 def _ms(a: float | None, b: float | None) -> float | None:
     return round((b - a) * 1000) if a is not None and b is not None else None
 
@@ -93,6 +106,8 @@ async def leader_row(etcd: Etcd, node: NodeProc, cpu_before: float) -> dict[str,
         "loaded_to_first_pass_ms": _ms(ev.get("loaded"), ev.get("first_pass")),
         "elected_to_first_pass_ms": _ms(ev.get("elected"), ev.get("first_pass")),
         "elected_to_probe_run_ms": _ms(ev.get("elected"), probe),
+        "shards_loaded": loads_done(node.log_path)[0],
+        "elected_to_all_loaded_ms": _ms(ev.get("elected"), loads_done(node.log_path)[1]),
         "node_cpu_s_until_probe": round(cpu, 2),
         "lease_lost": "lease lost" in node.log_path.read_text(errors="replace"),
     }
