@@ -84,8 +84,11 @@ def _ms(a: float | None, b: float | None) -> float | None:
     return round((b - a) * 1000) if a is not None and b is not None else None
 
 
-async def leader_row(etcd: Etcd, node: NodeProc, cpu_before: float) -> dict[str, Any]:
-    """Wait for ``node`` to have written the probe's run as leader; its times."""
+async def leader_row(
+    etcd: Etcd, node: NodeProc, cpu_before: float, shards: int = 1
+) -> dict[str, Any]:
+    """Wait for ``node`` to have written the probe's run as leader (and loaded each of the
+    ``shards`` it won); its times."""
     deadline = time.monotonic() + 120
     ev: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -100,15 +103,21 @@ async def leader_row(etcd: Etcd, node: NodeProc, cpu_before: float) -> dict[str,
         if "first_pass" in ev:
             break
         await asyncio.sleep(0.1)
+    for _ in range(2400):  # a log file to poll, not an event: every shard won loaded
+        if loads_done(node.log_path)[0] >= shards:
+            break
+        await asyncio.sleep(0.05)
+    loaded, last = loads_done(node.log_path)
     return {
         "elected_to_loaded_ms": _ms(ev.get("elected"), ev.get("loaded")),
         "load_parts_ms": ev.get("load_parts_ms"),
         "loaded_to_first_pass_ms": _ms(ev.get("loaded"), ev.get("first_pass")),
         "elected_to_first_pass_ms": _ms(ev.get("elected"), ev.get("first_pass")),
         "elected_to_probe_run_ms": _ms(ev.get("elected"), probe),
-        "shards_loaded": loads_done(node.log_path)[0],
-        "elected_to_all_loaded_ms": _ms(ev.get("elected"), loads_done(node.log_path)[1]),
+        "shards_loaded": loaded,
+        "elected_to_all_loaded_ms": _ms(ev.get("elected"), last),
         "node_cpu_s_until_probe": round(cpu, 2),
+        "node_cpu_s_until_all_loaded": round(cpu_s(node.pid) - cpu_before, 2),
         "lease_lost": "lease lost" in node.log_path.read_text(errors="replace"),
     }
 
@@ -158,7 +167,7 @@ async def one(args: argparse.Namespace, procs: Procs, tmp: Path, tree: str, n: i
             started = time.time()
             a = node("a")
             await a.wait_leading(http, within=120)
-            row["fresh"] = await leader_row(etcd, a, 0.0)
+            row["fresh"] = await leader_row(etcd, a, 0.0, args.shards)
             row["fresh"]["process_start_to_elected_ms"] = _ms(
                 started, leader_log(a.log_path).get("elected")
             )
@@ -169,7 +178,7 @@ async def one(args: argparse.Namespace, procs: Procs, tmp: Path, tree: str, n: i
             await asyncio.to_thread(a.stop)
             procs.remove(a)
             await b.wait_leading(http, within=120)
-            row["failover"] = await leader_row(etcd, b, cpu_b)
+            row["failover"] = await leader_row(etcd, b, cpu_b, args.shards)
             await asyncio.to_thread(b.stop)
             procs.remove(b)
     row["load_after"] = os.getloadavg()[0]
