@@ -135,10 +135,10 @@ def node_loads(
     tick loops), the per-cluster loops (``singletons``) on shard 0's node, and the rest of a
     K = 1 leader's work split by ticks, times ``1 + per_plan`` (a shard's smaller batches)."""
     total = max(1, sum(counts))
-    per_tick = 1 - singletons - fixed
+    per_tick = (1 - singletons - fixed) * (1 + per_plan if len(counts) > 1 else 1)
     load: dict[str, float] = {}
     for s, node in owner.items():
-        work = per_tick * counts[s] / total * (1 + per_plan)
+        work = per_tick * counts[s] / total
         load[node] = load.get(node, fixed) + work + (singletons if s == 0 else 0.0)
     return load
 
