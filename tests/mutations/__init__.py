@@ -479,6 +479,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a key of shard i reaches only shard i's leader on the node (D356)",
     ),
     Mutation(
+        "shared-load-keeps-all",
+        "nodes/leader/sharedload.py",
+        r"if \(every and s\.keeps_all\) or s\.shard\.owns_hash\(h\)\]",
+        "if s.shard.owns_hash(h)]",
+        (
+            "tests/integration/test_shared_load.py::"
+            "test_shards_won_together_read_the_jobs_once_and_each_keeps_its_own",
+        ),
+        "shard 0's cache gets every job from the read its node's shards share (D432)",
+    ),
+    Mutation(
         "handover-current-lease",
         "cluster/shards.py",
         r"return \[node for node, lease in queued if lease_of\.get\(node\) == lease\]",
