@@ -180,14 +180,15 @@ async def level(
         "model_busiest_share_rendezvous": model.rendezvous,
         "failover_s": failover,
         "load_average": avg,
+        # a node whose lease lapsed under load (its window's CPU and ticks are disturbed)
+        "lease_lost": [i for i, n in zip(ids, nodes, strict=True) if lease_lost(n)],
     }
 
 
 async def sample(http: aiohttp.ClientSession, node: NodeProc) -> dict[str, float]:
     t = time.monotonic()
     cpu = proc_cpu(node.pid).self_s
-    async with http.get(f"{node.url}/metrics") as r:
-        prom = parse_prom(await r.text())
+    prom = await metrics_of(http, node)
     # per key family; the metric comes with D348 (absent from a node without it: no columns)
     areas = by_label(prom, "cronmesh_watch_events", "family")
     return {
@@ -198,6 +199,19 @@ async def sample(http: aiohttp.ClientSession, node: NodeProc) -> dict[str, float
         "events": sum(areas.values()),
         **{f"events:{a}": n for a, n in areas.items()},
     }
+
+
+async def metrics_of(http: aiohttp.ClientSession, node: NodeProc, within: float = 30) -> Samples:
+    """The node's metrics; a node that lost its lease under load answers 503 until it holds a new
+    one: asked again until ``within`` (its window then says so: ``lease_lost`` in its log)."""
+    deadline = time.monotonic() + within
+    while True:
+        async with http.get(f"{node.url}/metrics") as r:
+            if r.status == 200:
+                return parse_prom(await r.text())
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node!r}: /metrics answered {r.status}: {await r.text()}")
+        await asyncio.sleep(0.5)
 
 
 async def claims(
@@ -282,6 +296,13 @@ async def kill_one(etcd: Etcd, keys: Keys, nodes: list[NodeProc], shards: int) -
             }
         await asyncio.sleep(0.02)
     return {"shard": shard, "seconds": None, "model_s": LEASE_TTL, "load_average": load()}
+
+
+def lease_lost(node: NodeProc) -> bool:
+    try:
+        return "lease lost" in node.log_path.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def follower_cpu(row: dict[str, Any]) -> None:
