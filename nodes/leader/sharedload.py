@@ -20,7 +20,6 @@ the read (etcd unavailable) reaches every cache of it, as its own read's error w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Protocol
 
 from cluster.etcd import Etcd
@@ -114,5 +113,4 @@ class SharedLoad:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
