@@ -1,5 +1,6 @@
 """The scheduling leader's in-memory picture: jobs, schedule states, active runs, and when each job
-is next due. One consistent read (``load``), then watches from that revision (``follow``).
+is next due. One consistent read (``load``), then watches from that revision (``follow``) of the
+jobs and active runs; schedule states only as its own writes leave them (D433).
 
 With sharding (D301) a shard leader keeps only its shard's jobs; shard 0's leader, which also
 runs the per-cluster loops (reaper, retention, deadlines, notifier: D302), keeps every job and
@@ -147,7 +148,11 @@ class JobCache:
 
     def _watched(self) -> list[tuple[str, Handler, KnownKeys, bool]]:
         """(prefix, handler, known keys, every job's events) of each watch: shard 0 keeps every
-        job and active run, every shard only its own schedule states (D301)."""
+        job and active run (D301). Schedule states are read at the load and not followed
+        (D433): only this shard's leader writes its jobs' states, so the cache holds them from
+        its own writes; a job's deletion takes its state along and comes as the job's event;
+        anything else is found by the state CAS of the next tick, whose refused write reads the
+        state back (``Scheduler._write``)."""
         keys = self.keys
         return [
             (
@@ -157,14 +162,6 @@ class JobCache:
                 ),
                 lambda: {keys.job(*jk) for jk in self.jobs},
                 self.keeps_all,
-            ),
-            (
-                keys.schedule_states(),
-                lambda ev: self.on_state(
-                    ev.kv.key, ev.kv.value if ev.kind == "put" else None, ev.kv.mod_revision
-                ),
-                lambda: {keys.schedule_state(*jk) for jk, e in self.jobs.items() if e.state_rev},
-                False,
             ),
             (
                 keys.actives(),
