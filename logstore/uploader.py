@@ -159,9 +159,8 @@ class Uploader:
         ref = writer.ref
         if self.packer is None or writer.empty or writer.size > MEMBER_MAX:
             return None
-        shipped = self._shipping.get(ref)
-        if (shipped is not None and shipped.seq) or ref in self._recovered:
-            return None
+        if ref in self._shipping or ref in self._recovered:
+            return None  # a segment was tried (or is on its way): its own object, segments cleaned
         path = self.spool.ready.get(ref)
         if path is None:
             return None
@@ -175,7 +174,6 @@ class Uploader:
         if member is None:
             return None
         del self.spool.ready[ref]  # its spool stays on disk until the pack is written
-        self._shipping.pop(ref, None)
         if self.packer.sealed:
             self.spool.changed.set()
         return f"{self.store.url(member.key)}#{member.offset}+{member.length}"
