@@ -226,6 +226,8 @@ class Uploader:
                 if st is not None:
                     st.last = now
                 continue
+            if st is None and now - writer.opened < self.segment_interval:
+                continue  # a first segment once its first output is an interval old (D441)
             due.append((ref, writer))
         return due
 
@@ -241,6 +243,8 @@ class Uploader:
         )
 
     async def _segment(self, ref: LogRef, writer: SpoolWriter) -> None:
+        if writer.closed:
+            return  # ended while this waited its turn: its log goes whole (or packed), no segment
         st = self._shipping.setdefault(ref, _Shipping())
         b = self._backoff.get(ref)
         if self.now() - st.last < self.segment_interval or (b and b.next_try > self.now()):
