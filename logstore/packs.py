@@ -34,7 +34,6 @@ MEMBER_MAX = 64 * 1024  # rendered bytes: a larger log keeps an object of its ow
 MEMBERS_MAX = 256
 BYTES_MAX = 1024 * 1024
 PENDING_MAX = 16 * 1024 * 1024  # bytes of sealed and open packs held in memory, in all
-NAME_RE = re.compile(r"[0-9a-f]{16}-[0-9]{1,12}")
 _POINTER = re.compile(
     r"(?P<url>.+)/(?P<name>[0-9a-f]{16}-[0-9]{1,12})\.pack#(?P<off>[0-9]{1,8})\+(?P<len>[0-9]{1,8})"
 )
