@@ -348,6 +348,7 @@ class Uploader:
         for ref in self.packer.written(pack):
             self.spool.remove(ref)
         metrics.UPLOADS.labels("pack", "ok").inc()
+        metrics.PACKED_LOGS.inc(len(pack.members))
         metrics.UPLOADED_BYTES.inc(len(body))
         log.debug("log pack uploaded", pack=pack.key, logs=len(pack.members), bytes=len(body))
         self.uploaded.set()
