@@ -183,7 +183,10 @@ class Packer:
         return max(0.0, min(p.opened for p in self.open.values()) + self.window - now)
 
     def written(self, pack: Pack) -> list[LogRef]:
-        """``pack`` is in the store: forget it; returns its members (their spools can go)."""
+        """``pack`` is in the store: forget it; returns its members (their spools can go).
+        Once only: a second call (two passes wrote it at once) returns nothing."""
+        if pack not in self.sealed:
+            return []
         self.sealed.remove(pack)
         self.pending -= pack.size
         for ref in pack.members:

@@ -123,6 +123,7 @@ class Uploader:
         self._recovered: set[LogRef] = set()
         self.uploaded: asyncio.Event = asyncio.Event()  # set after each final upload (tests)
         self._pack_backoff: dict[str, _Backoff] = {}
+        self._putting: set[str] = set()  # packs whose PUT is on its way
         self._draining = False
 
     def recover(self) -> int:
@@ -200,7 +201,8 @@ class Uploader:
         if self.packer is not None:
             for pack in self.packer.due(now, everything=self._draining):
                 b = self._pack_backoff.get(pack.name)
-                if b is None or b.next_try <= now:
+                if (b is None or b.next_try <= now) and pack.name not in self._putting:
+                    self._putting.add(pack.name)  # a stop's drain may run a pass beside this one
                     jobs.append(bounded(self._put_pack(pack)))
         await asyncio.gather(*jobs)
         metrics.SPOOL_BACKLOG_FILES.set(self.backlog)
@@ -343,6 +345,8 @@ class Uploader:
                 "log pack upload failed; will retry", pack=pack.key, retry_in=delay, error=str(exc)
             )
             return
+        finally:
+            self._putting.discard(pack.name)
         self._pack_backoff.pop(pack.name, None)
         assert self.packer is not None
         for ref in self.packer.written(pack):

@@ -3,6 +3,7 @@ pointer, ranged reads of a member, and the uploader's pack path against a real f
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,19 @@ async def test_drain_writes_the_open_pack_before_the_node_stops(tmp_path: Path):
     assert up.backlog == 0
     got, key = await source(store, w.ref, where)
     assert (await got.read(key)).endswith(b" stdout bye\n")
+
+
+async def test_a_pass_and_the_stops_drain_at_once_write_a_pack_once(tmp_path: Path):
+    store = FlakyStore(tmp_path / "store")
+    spool = Spool(tmp_path / "spool")
+    up = Uploader(spool, store, packer=Packer(window=0.0))
+    w = spool.open(ref())
+    w.write("stdout", b"once\n")
+    w.close()
+    assert up.pack(w) is not None
+    await asyncio.gather(up.pass_once(), up.drain(5.0))
+    assert [k for k in store.puts if "_packs" in k] == [f"p/_packs/{up.packer.boot}-1.pack"]
+    assert up.backlog == 0 and not up.packer.sealed and not up.packer.held
+    assert (
+        up.packer.written(packs.Pack("p", "x", 0.0)) == []
+    )  # a pack it does not hold: nothing, no error
