@@ -306,12 +306,14 @@ class DependencyWaiter:
         return int(exc.revision)
 
     async def _follow_keys(self, prefix: str, rev: int, on: Callable[[str], None]) -> None:
+        # a deletion (retention's of run index keys and ticks) wakes nobody: etcd leaves it out
         await follow(
             self.etcd,
             prefix,
             rev,
             lambda ev: on(ev.kv.key) if ev.kind == "put" else None,
             on_compacted=self._skip_compacted,
+            skip="delete",
         )
 
     async def _guarded(self, key: str) -> None:
