@@ -12,7 +12,8 @@ paced at ``--rate`` transactions a second, while a watcher PROCESS follows the p
 - ``shared``: one watch whose events go to three handlers (one stream, fanned out).
 
 The watcher's CPU (all its threads: the loop, gRPC's) from its first event to its last is
-divided by the transactions (one response per watch each) and by the events its handlers got.
+divided by the transactions (one response per watch each) and by the events its handlers got;
+etcd's CPU over the round (the writes and what it sends) by the transactions.
 Ways alternate within each round. Prints µs per transaction and per event, with the load.
 """
 
@@ -23,13 +24,12 @@ import asyncio
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import bench_etcd
+from bench.harness import bench_etcd, proc_cpu
 from cluster.etcd import Etcd, Event, Op
 from cluster.watch import follow
 
@@ -84,17 +84,19 @@ async def _watch(endpoint: str, way: str, expect: int) -> None:
     print(f"cpu {spent:.6f}", flush=True)
 
 
+ROOT = str(Path(__file__).resolve().parent.parent)
+
+
 async def _round(endpoint: str, etcd: Etcd, way: str, txns: int, puts: int, rate: float) -> float:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.watchcost", "--watcher", endpoint, way, str(txns * puts)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+    child = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bench.watchcost", "--watcher", endpoint, way, str(txns * puts)),
+        stdout=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=ROOT),
     )
     assert child.stdout is not None
     try:
-        line = await asyncio.to_thread(child.stdout.readline)
-        assert line.strip() == "ready", line
+        line = await child.stdout.readline()
+        assert line.strip() == b"ready", line
         gap = 1 / rate
         start = time.monotonic()
         for i in range(txns):
@@ -104,11 +106,12 @@ async def _round(endpoint: str, etcd: Etcd, way: str, txns: int, puts: int, rate
             ahead = start + (i + 1) * gap - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
-        out, _ = await asyncio.to_thread(child.communicate, timeout=120)
+        out = await child.stdout.read()
+        await child.wait()
     finally:
-        if child.poll() is None:
+        if child.returncode is None:
             child.kill()
-            child.wait()
+            await child.wait()
     return float(out.split()[-1])
 
 
@@ -120,11 +123,14 @@ async def measure(txns: int, puts: int, rate: float, rounds: int) -> None:
                 ways = WAYS if r % 2 == 0 else tuple(reversed(WAYS))
                 for way in ways:
                     load = os.getloadavg()[0]
+                    etcd_before = proc_cpu(server.pid).self_s
                     spent = await _round(server.endpoint, etcd, way, txns, puts, rate)
+                    etcd_spent = proc_cpu(server.pid).self_s - etcd_before
                     handlers = 1 if way == "one" else 3
                     print(
                         f"round {r + 1} {way:>6}: {spent / txns * 1e6:7.1f} µs per transaction, "
-                        f"{spent / (txns * puts * handlers) * 1e6:6.2f} µs per event handled "
+                        f"{spent / (txns * puts * handlers) * 1e6:6.2f} µs per event handled; "
+                        f"etcd {etcd_spent / txns * 1e6:6.1f} µs per transaction "
                         f"({txns} transactions of {puts} puts; load {load:.2f})",
                         flush=True,
                     )
