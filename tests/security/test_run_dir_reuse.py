@@ -176,7 +176,7 @@ def test_runs_end_to_end_reuse_an_emptied_folder_and_never_a_used_one(tmp_path: 
     work = _work(tmp_path)
     pool = CgroupPool(layout, size=2)
 
-    async def run(name: str, command: str) -> tuple[int, bool]:
+    async def run(name: str, command: str) -> tuple[int, int, bool]:
         folder = workdir.run_dir(work, name, 1)
         proc, _cg, _ = await launch.start(
             ["/bin/sh", "-c", command],
@@ -188,21 +188,25 @@ def test_runs_end_to_end_reuse_an_emptied_folder_and_never_a_used_one(tmp_path: 
             limits=NONE,
             on_output=lambda stream, data: None,
         )
-        await asyncio.wait_for(proc.wait(), 60)
+        status = await asyncio.wait_for(proc.wait(), 60)
         inode = os.stat(folder).st_ino  # the process has ended: the folder is still there
         _usage, gone, _read, folder_gone = await launch.finish(pool, proc, folder, 65536)
         assert gone
         if not folder_gone:
             workdir.remove_run_dir(folder)
-        return inode, folder_gone
+        return status.exit_code, inode, folder_gone
+
+    kept = spare_dirs.spares(work)
+    empty = 'test -z "$(ls -A)"'  # the run's own check: its folder holds nothing
 
     async def scenario() -> None:
-        first, kept = await run("a", "true")
-        assert kept  # left empty: kept, not removed
-        second, kept = await run("b", 'test -z "$(ls -A)" && echo left > note')
-        assert second == first and not kept  # the same folder; it now holds a file: not kept
-        third, kept = await run("c", 'test -z "$(ls -A)"')  # a new, empty one
-        assert third != first and kept
+        code, first, folder_kept = await run("a", empty)
+        assert (code, folder_kept, len(kept._free)) == (0, True, 1)  # left empty: kept
+        code, second, folder_kept = await run("b", f"{empty} && echo left > note")
+        assert code == 0 and second == first  # the kept folder, renamed: empty for this run
+        assert not folder_kept and len(kept._free) == 0  # it now holds a file: not kept
+        code, _, folder_kept = await run("c", empty)  # a new folder, empty too
+        assert code == 0 and folder_kept
 
     try:
         asyncio.run(scenario())
