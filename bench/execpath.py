@@ -120,26 +120,29 @@ async def _pooled(layout: Layout, work: Path, i: int, pool: Any) -> None:
     await launch.finish(pool, proc, folder, 65536)
 
 
-def _threads_cpu(prefix: str) -> float:
-    """CPU seconds of this process's threads whose name starts with ``prefix``."""
+def _io_threads_cpu() -> float:
+    """CPU seconds of the ``cgroup-io`` pool's threads (by their native ids: Python's thread
+    names are not the kernel's)."""
     total = 0
-    for task in Path("/proc/self/task").iterdir():
+    for thread in list(getattr(cgroup_io(), "_threads", ())):
         try:
-            data = (task / "stat").read_bytes()
-        except OSError:
+            data = Path(f"/proc/self/task/{thread.native_id}/stat").read_bytes()
+        except (OSError, TypeError):
             continue
-        if data[data.find(b"(") + 1 : data.rfind(b")")].startswith(prefix.encode()):
-            fields = data[data.rfind(b")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
+        fields = data[data.rfind(b")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
 def _spin(stop: threading.Event) -> None:
-    """Python on another thread, holding the GIL between switch intervals (the node's busy
-    loop does the same to its cgroup-io threads: each syscall there gives the GIL up)."""
-    n = 0
+    """Python on another thread two thirds of the time (2 ms on, 1 ms off), holding the GIL
+    meanwhile, as a busy node's loop does to its cgroup-io threads (each syscall there gives the
+    GIL up and must take it back)."""
     while not stop.is_set():
-        n += 1
+        until = time.perf_counter() + 0.002
+        while time.perf_counter() < until:
+            pass
+        time.sleep(0.001)
 
 
 async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> dict[str, float]:
@@ -163,7 +166,7 @@ async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> d
         await one(i)
     t = os.times()
     w = time.perf_counter()
-    io = _threads_cpu("cgroup-io")
+    io = _io_threads_cpu()
     sem = asyncio.Semaphore(conc)
 
     async def gated(i: int) -> None:
@@ -172,7 +175,7 @@ async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> d
 
     await asyncio.gather(*(gated(1000 + i) for i in range(runs)))
     wall = time.perf_counter() - w
-    io = _threads_cpu("cgroup-io") - io
+    io = _io_threads_cpu() - io
     t2 = os.times()
     if pool is not None:
         pool.close()
@@ -220,8 +223,8 @@ def main() -> None:
     p.add_argument(
         "--busy",
         action="store_true",
-        help="a thread runs Python meanwhile (as the node's loop): cpu_ms then includes it; "
-        "cgroup_io_ms is the cgroup-io threads' alone",
+        help="a thread runs Python two thirds of the time (as a busy node's loop): cpu_ms then "
+        "includes it; cgroup_io_ms is the cgroup-io threads' alone",
     )
     args = p.parse_args()
     # the debug line per started process would be most of the measured CPU
