@@ -117,10 +117,10 @@ async def write_jobs(etcd: Etcd, n: int, per_project: int) -> dict[str, Any]:
     }
 
 
-def log_times(path: Path) -> dict[str, float]:
-    """Wall times of the node's start-up events, from its JSON log."""
-    wanted = {"became leader": "elected", "scheduler leading": "loaded"}
-    found: dict[str, float] = {}
+def log_events(path: Path, wanted: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The first line of each ``wanted`` event in a node's JSON log (shard 0's, where a line
+    names its shard), under the name ``wanted`` gives it."""
+    found: dict[str, dict[str, Any]] = {}
     for line in path.read_text(errors="replace").splitlines():
         if not line.startswith("{"):
             continue
@@ -129,9 +129,17 @@ def log_times(path: Path) -> dict[str, float]:
         except ValueError:
             continue
         name = wanted.get(doc.get("event", ""))
-        if name and name not in found:
-            found[name] = datetime.fromisoformat(doc["timestamp"]).timestamp()
+        if name and name not in found and doc.get("shard", 0) == 0:
+            found[name] = doc
     return found
+
+
+def log_times(path: Path) -> dict[str, float]:
+    """Wall times of the node's start-up events, from its JSON log."""
+    docs = log_events(path, {"became leader": "elected", "scheduler leading": "loaded"})
+    return {
+        name: datetime.fromisoformat(doc["timestamp"]).timestamp() for name, doc in docs.items()
+    }
 
 
 async def timed(http: aiohttp.ClientSession, url: str, times: int = 10) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import aiohttp
 
 from bench import harness
 from bench.harness import NodeProc, Procs, auth_headers, bench_etcd, code_version, machine_info
-from bench.large import PREFIX, cpu_s, first_run, write_jobs
+from bench.large import PREFIX, cpu_s, first_run, log_events, write_jobs
 from cluster.etcd import Etcd, Op
 from cluster.keys import Keys
 
@@ -56,19 +56,12 @@ EVENTS = {
 def leader_log(path: Path) -> dict[str, Any]:
     """The wall times of the leader's start-up events (the first of each), and the load's
     parts as the ``scheduler leading`` line gives them."""
-    found: dict[str, Any] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        name = EVENTS.get(doc.get("event", ""))
-        if name and name not in found and doc.get("shard", 0) == 0:
-            found[name] = datetime.fromisoformat(doc["timestamp"]).timestamp()
-            if name == "loaded":
-                found["load_parts_ms"] = doc.get("took_ms")
+    docs = log_events(path, EVENTS)
+    found: dict[str, Any] = {
+        name: datetime.fromisoformat(doc["timestamp"]).timestamp() for name, doc in docs.items()
+    }
+    if "loaded" in docs:
+        found["load_parts_ms"] = docs["loaded"].get("took_ms")
     return found
 
 

@@ -222,8 +222,8 @@ class Session:
             await asyncio.to_thread(self._thread.join, self.ttl + 2.0)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # gather, not suppress(CancelledError): a cancel of close() itself must go on (D420)
+            await asyncio.gather(self._task, return_exceptions=True)
         if not self.lost.is_set():
             try:
                 await self.etcd.revoke(self.lease_id, deadline=float(self.ttl))

@@ -63,8 +63,7 @@ class Logs:
             await wait_within(self.uploader.drain(within), within + 1)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # a cancel of stop() goes on
         self.store.close()
         left = len(self.spool.ready)
         if left:

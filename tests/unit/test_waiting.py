@@ -65,12 +65,48 @@ async def test_woken_answers_set_or_deadline_and_within_times_out():
     assert await within(asyncio.sleep(0, "x"), None) == "x"
 
 
-def test_the_product_never_calls_asyncio_wait_for():
-    """It swallows a cancel on 3.11: ``cluster.waiting`` is the way to wait with a deadline."""
+def swallowers(path) -> list[str]:
+    """``asyncio.wait_for`` calls and ``suppress(...CancelledError...)`` blocks in ``path``."""
     found = []
-    for top in ("cluster", "nodes", "logstore"):
-        for path in sorted((ROOT / top).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Attribute) and node.attr == "wait_for":
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr == "wait_for":
+            found.append(f"{name}:{node.lineno} wait_for")
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "suppress"
+            and any(
+                getattr(a, "attr", getattr(a, "id", None)) == "CancelledError" for a in node.args
+            )
+        ):
+            found.append(f"{name}:{node.lineno} suppress(CancelledError)")
+    return found
+
+
+def test_the_product_never_swallows_a_cancel_by_construction():
+    """``wait_for`` swallows a cancel arriving with the result on 3.11 (``cluster.waiting`` is
+    the way to wait with a deadline); ``suppress(CancelledError)`` around awaiting a task one
+    just cancelled also swallows a cancel of the awaiting task (``gather(task,
+    return_exceptions=True)`` does not)."""
+    found = [
+        f
+        for top in ("cluster", "nodes", "logstore")
+        for p in sorted((ROOT / top).rglob("*.py"))
+        for f in swallowers(p)
+    ]
     assert found == [], found
+
+
+def test_the_scan_finds_both_forms(tmp_path):
+    bad = tmp_path / "sample.py"
+    bad.write_text(
+        "import asyncio, contextlib\n"
+        "async def f(t):\n"
+        "    await asyncio.wait_for(t, 1)\n"
+        "    with contextlib.suppress(asyncio.CancelledError):\n"
+        "        await t\n"
+    )
+    assert sorted(swallowers(bad)) == [
+        "sample.py:3 wait_for",
+        "sample.py:4 suppress(CancelledError)",
+    ]
