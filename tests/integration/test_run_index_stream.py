@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -51,8 +50,7 @@ async def test_retentions_deletions_never_reach_the_waiter(rig: Rig) -> None:
         await wait_for(lambda: (P, "job", "last") in woken, 10, what="the sentinel put")
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.gather(task, return_exceptions=True)
     assert woken.count((P, "job", "up")) == 3  # two index puts and the tick: every put woke
     # etcd sent the puts only (the client counts what it received)
     assert etcd.watch_events[watch_family(runs)] == 3
@@ -99,8 +97,7 @@ async def test_the_workflow_engine_reads_the_run_index_from_the_waiters_stream(r
     finally:
         for task in (running, waiter):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(running, waiter, return_exceptions=True)
     assert seen == [  # in order, from the stream the waiter reads
         ("during", "succeeded"),
         ("r1", "pending"),
