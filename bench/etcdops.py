@@ -148,6 +148,7 @@ async def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
     nd = diff(after.node, before.node)
     runs = int(sum(by_label(nd, "cronmesh_runs_finished_total", "status").values()))
     watched = by_label(nd, "cronmesh_watch_events", "family")
+    responses = by_label(nd, "cronmesh_watch_responses", "family")
     per = max(runs, 1)
     return {
         "jobs": args.jobs,
@@ -162,6 +163,10 @@ async def measure(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str
         "etcd": etcd_delta(before, after, runs),
         "watch_events_per_run": {fam: round(n / per, 3) for fam, n in sorted(watched.items()) if n},
         "watch_events_total_per_run": round(sum(watched.values()) / per, 3),
+        "watch_responses_per_run": {
+            fam: round(n / per, 3) for fam, n in sorted(responses.items()) if n
+        },
+        "watch_responses_total_per_run": round(sum(responses.values()) / per, 3),
         "claims": {k: int(v) for k, v in by_label(nd, "cronmesh_claims_total", "outcome").items()},
         "cpu": cpu_delta(before, after, runs),
         "ticks_fired": int(value(nd, "cronmesh_ticks_total", fate="fired")),
@@ -188,11 +193,13 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     lines += [
         f"| node watch events | {doc['watch_events_total_per_run']} |",
+        f"| node watch responses | {doc['watch_responses_total_per_run']} |",
         f"| etcd CPU, ms | {doc['cpu']['etcd_ms_per_run']} |",
         f"| node CPU, ms | {doc['cpu']['node_ms_per_run']} |",
         "",
-        "| key family | puts / deletes per run | value bytes per run | node watch events per run |",
-        "|---|---|---|---|",
+        "| key family | puts / deletes per run | value bytes per run | node watch events per run "
+        "| node watch responses per run |",
+        "|---|---|---|---|---|",
     ]
     fams = sorted({k.split()[0] for k in w["by_family"]} | set(doc["watch_events_per_run"]))
     for fam in fams:
@@ -200,7 +207,8 @@ def markdown(doc: dict[str, Any]) -> str:
         dels = w["by_family"].get(f"{fam} delete", 0)
         size = w["value_bytes_per_run"].get(fam, 0)
         watch = doc["watch_events_per_run"].get(fam, 0)
-        lines.append(f"| {fam} | {puts} / {dels} | {size} | {watch} |")
+        resp = doc["watch_responses_per_run"].get(fam, 0)
+        lines.append(f"| {fam} | {puts} / {dels} | {size} | {watch} | {resp} |")
     return "\n".join(lines)
 
 

@@ -15,7 +15,9 @@ result file read and its folder removed. Ways (``--ways``, comma-separated):
   result, D341).
 
 Prints, per way, this process's CPU per run (all threads, user and kernel, from ``os.times()``),
-the wall time per run, and the load average beside it (the machine is shared: compare ways
+the ``cgroup-io`` threads' CPU per run alone (``cgroup_io_ms``, from ``/proc/self/task``), the
+wall time per run, and the load average beside it; ``--busy`` runs Python on another thread
+meanwhile, holding the GIL as the node's loop does (the machine is shared: compare ways
 measured in the same run). ``--rounds`` alternates the ways to spread the machine's drift.
 """
 
@@ -27,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,31 @@ async def _pooled(layout: Layout, work: Path, i: int, pool: Any) -> None:
     await launch.finish(pool, proc, folder, 65536)
 
 
+def _io_threads_cpu() -> float:
+    """CPU seconds of the ``cgroup-io`` pool's threads (by their native ids: Python's thread
+    names are not the kernel's)."""
+    total = 0
+    for thread in list(getattr(cgroup_io(), "_threads", ())):
+        try:
+            data = Path(f"/proc/self/task/{thread.native_id}/stat").read_bytes()
+        except (OSError, TypeError):
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _spin(stop: threading.Event) -> None:
+    """Python on another thread two thirds of the time (2 ms on, 1 ms off), holding the GIL
+    meanwhile, as a busy node's loop does to its cgroup-io threads (each syscall there gives the
+    GIL up and must take it back)."""
+    while not stop.is_set():
+        until = time.perf_counter() + 0.002
+        while time.perf_counter() < until:
+            pass
+        time.sleep(0.001)
+
+
 async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> dict[str, float]:
     pool = None
     if name in ("pooled", "pooled3"):
@@ -138,6 +166,7 @@ async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> d
         await one(i)
     t = os.times()
     w = time.perf_counter()
+    io = _io_threads_cpu()
     sem = asyncio.Semaphore(conc)
 
     async def gated(i: int) -> None:
@@ -146,6 +175,7 @@ async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> d
 
     await asyncio.gather(*(gated(1000 + i) for i in range(runs)))
     wall = time.perf_counter() - w
+    io = _io_threads_cpu() - io
     t2 = os.times()
     if pool is not None:
         pool.close()
@@ -154,11 +184,14 @@ async def _way(name: str, layout: Layout, work: Path, runs: int, conc: int) -> d
         "system_ms": round((t2.system - t.system) / runs * 1000, 3),
         "cpu_ms": round((t2.user + t2.system - t.user - t.system) / runs * 1000, 3),
         "wall_ms": round(wall / runs * 1000, 3),
+        "cgroup_io_ms": round(io / runs * 1000, 3),
         "load": round(os.getloadavg()[0], 2),
     }
 
 
-async def measure(ways: list[str], runs: int, conc: int, rounds: int) -> dict[str, Any]:
+async def measure(
+    ways: list[str], runs: int, conc: int, rounds: int, busy: bool = False
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         layout = cgroups.detect("bench-execpath", tmp)
         if not layout.enabled:
@@ -166,12 +199,16 @@ async def measure(ways: list[str], runs: int, conc: int, rounds: int) -> dict[st
         work = Path(tmp) / "work"
         work.mkdir()
         out: dict[str, Any] = {"layout": layout.describe(), "runs": runs, "concurrency": conc}
+        stop = threading.Event()
+        if busy:
+            threading.Thread(target=_spin, args=(stop,), daemon=True).start()
         try:
             for r in range(rounds):
                 for name in ways:
                     out.setdefault(name, []).append(await _way(name, layout, work, runs, conc))
                     print(f"round {r} {name}: {out[name][-1]}", flush=True)
         finally:
+            stop.set()
             cgroups.reap(layout)
             cgroups.remove_subtree(layout)
     return out
@@ -183,12 +220,21 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--ways", default="session,fresh,pooled3,pooled")
+    p.add_argument(
+        "--busy",
+        action="store_true",
+        help="a thread runs Python two thirds of the time (as a busy node's loop): cpu_ms then "
+        "includes it; cgroup_io_ms is the cgroup-io threads' alone",
+    )
     args = p.parse_args()
     # the debug line per started process would be most of the measured CPU
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     ways = [w for w in args.ways.split(",") if w]
     print(
-        json.dumps(asyncio.run(measure(ways, args.runs, args.concurrency, args.rounds)), indent=2)
+        json.dumps(
+            asyncio.run(measure(ways, args.runs, args.concurrency, args.rounds, args.busy)),
+            indent=2,
+        )
     )
 
 

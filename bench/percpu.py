@@ -7,6 +7,8 @@ the loop thread's profile named (docs/benchmarks.md, "The node's CPU per run —
 - ``plan``: the leader planning one job's tick (``plan_job`` with the default materialize-ahead
   of 0.75 s), ``--jobs`` every-second jobs sharing one parsed schedule, each planned once per
   second over ``--ticks`` seconds with its state carried from its previous plan;
+- ``build``: one run built from its job (``new_run``: the ``Run`` model with the job's spec
+  snapshot embedded, D422);
 - ``create``: the operations that create one planned run (``create_run_ops``: the record and
   queue entry encoded, the run remembered for the worker);
 - ``finish``: a completion's new record and operations (``finish_ops``);
@@ -128,7 +130,14 @@ def measure(jobs: int, ticks: int) -> dict[str, float]:
             metrics.TICKS.labels("fired").inc()
         return len(planned)
 
+    def build() -> int:  # a run built from its job: the Run model, its snapshot embedded
+        for job in js:
+            for _ in range(ticks):
+                ops.new_run(job, source="schedule", scheduled_at=T0, schedule="x")
+        return len(js) * ticks
+
     out = {"plan": _timed(plan)}
+    out["build"] = _timed(build)
     out["create"] = _timed(create)
     running.extend(
         run.model_copy(update={"status": "running", "node": "n1", "started_at": T0})

@@ -53,6 +53,18 @@ async def archived_runs(
     return out[:limit]
 
 
+async def archived_log(
+    store: LogStore, project: str, job: str, run: str, attempt: int
+) -> str | None:
+    """The ``log`` an archived run's record gives for ``attempt`` (a pack member's place, D440)."""
+    for rec in await archived_runs(store, project, job, since=run, until=run + "0", limit=1):
+        for a in rec.get("attempts") or []:
+            if rec.get("id") == run and isinstance(a, dict) and a.get("attempt") == attempt:
+                log = a.get("log")
+                return log if isinstance(log, str) else None
+    return None
+
+
 def _is_archive(key: str) -> bool:
     parts = key.split("/")
     return len(parts) == 4 and parts[2] == "runs" and parts[3].endswith(".jsonl")

@@ -24,5 +24,8 @@ UPLOADS = Counter(
 UPLOADED_BYTES = Counter(
     "cronmesh_log_uploaded_bytes", "Bytes of log text written to the store", registry=None
 )
+PACKED_LOGS = Counter(
+    "cronmesh_log_packed", "Finished logs written as part of a pack (D440)", registry=None
+)
 
-COLLECTORS = (SPOOL_BACKLOG_BYTES, SPOOL_BACKLOG_FILES, UPLOADS, UPLOADED_BYTES)
+COLLECTORS = (SPOOL_BACKLOG_BYTES, SPOOL_BACKLOG_FILES, UPLOADS, UPLOADED_BYTES, PACKED_LOGS)

@@ -11,6 +11,7 @@ import structlog
 from cluster.waiting import within as wait_within
 from logstore.archive import archive_runs
 from logstore.local import LocalFolderStore
+from logstore.packs import Packer
 from logstore.s3 import S3Credentials, S3Store
 from logstore.settings import LogSettings
 from logstore.spool import LogRef, Spool, SpoolWriter
@@ -54,6 +55,11 @@ class Logs:
     def url(self, ref: LogRef) -> str:
         return self.store.url(log_key(ref))
 
+    def placed(self, writer: SpoolWriter) -> str | None:
+        """Where a just-closed attempt's log goes when it joins a pack (D440): the pack's URL
+        with the range, for the run record; None: its own object, at `url`."""
+        return self.uploader.pack(writer)
+
     def start(self) -> None:
         self.uploader.recover()
         self._task = asyncio.create_task(self.uploader.run(), name="log-uploader")
@@ -65,7 +71,7 @@ class Logs:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)  # a cancel of stop() goes on
         self.store.close()
-        left = len(self.spool.ready)
+        left = self.uploader.backlog
         if left:
             log.warning("logs not uploaded yet; they go at the next start", count=left)
 
@@ -79,5 +85,11 @@ def build_logs(settings: LogSettings) -> Logs:
         region=settings.s3_region,
         credentials=settings.s3_credentials,
     )
-    uploader = Uploader(spool, store, segment_interval=settings.segment_interval)
+    # packs only where a PUT costs (S3); the folder store moves each rendered file into place
+    packer = (
+        Packer(settings.pack_window)
+        if isinstance(store, S3Store) and settings.pack_window > 0
+        else None
+    )
+    uploader = Uploader(spool, store, segment_interval=settings.segment_interval, packer=packer)
     return Logs(spool, store, uploader)

@@ -20,3 +20,4 @@ class LogSettings:
     s3_region: str | None = None
     segment_interval: float = 2.0  # seconds between uploaded segments of a running attempt
     s3_credentials: S3Credentials | None = None  # else the environment's (boto3's chain)
+    pack_window: float = 1.0  # seconds a pack of small S3 logs stays open (D440); 0: no packs

@@ -101,6 +101,7 @@ class SpoolWriter:
         # has nothing to lose. Creating a file is most of a quiet run's log cost (D132).
         self._file: BinaryIO | None = None
         self._synced = time.monotonic()
+        self.opened = 0.0
         self._waiters: set[asyncio.Event] = set()
 
     @property
@@ -116,6 +117,7 @@ class SpoolWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
         self._synced = time.monotonic()
+        self.opened = self.spool.monotonic()  # its first output: a segment is due from here (D441)
         return self._file
 
     def write(self, stream: str, data: bytes) -> None:
@@ -183,8 +185,10 @@ class Spool:
         run_cap: int = DEFAULT_RUN_CAP,
         disk_cap: int = DEFAULT_DISK_CAP,
         fsync_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,  # the uploader's clock (tests pass one)
     ) -> None:
         self.root = Path(root)
+        self.monotonic = monotonic
         self.root.mkdir(parents=True, exist_ok=True)
         self.run_cap = run_cap
         self.disk_cap = disk_cap

@@ -26,6 +26,7 @@ import structlog
 from cluster.waiting import woken
 from logstore import metrics
 from logstore.frames import TextRenderer, read_frames, render_from
+from logstore.packs import MEMBER_MAX, Pack, Packer
 from logstore.spool import LogRef, Spool, SpoolWriter
 from logstore.store import (
     LogStore,
@@ -106,8 +107,10 @@ class Uploader:
         retry_max: float = 10.0,
         now: Callable[[], float] = time.monotonic,
         concurrency: int = 8,
+        packer: Packer | None = None,
     ) -> None:
         self.concurrency = concurrency
+        self.packer = packer  # small finished logs go in packs (D440); None: each its own object
         self.spool = spool
         self.store = store
         self.segment_interval = segment_interval
@@ -119,6 +122,9 @@ class Uploader:
         # spools an earlier process left: it may have shipped segments of them
         self._recovered: set[LogRef] = set()
         self.uploaded: asyncio.Event = asyncio.Event()  # set after each final upload (tests)
+        self._pack_backoff: dict[str, _Backoff] = {}
+        self._putting: set[str] = set()  # packs whose PUT is on its way
+        self._draining = False
 
     def recover(self) -> int:
         """Queue the spools an earlier process left (at start-up, before any run starts)."""
@@ -142,7 +148,41 @@ class Uploader:
         waits = [self.segment_interval]
         now = self.now()
         waits += [b.next_try - now for b in self._backoff.values()]
+        waits += [b.next_try - now for b in self._pack_backoff.values()]
+        if self.packer is not None and (due := self.packer.next_due(now)) is not None:
+            waits.append(due)
         return max(0.05, min(waits))
+
+    def pack(self, writer: SpoolWriter) -> str | None:
+        """The key and range of ``writer``'s log in a pack (D440), for its record; None when it
+        keeps an object of its own (no packing, too big, segments shipped, memory bound). Called
+        as the attempt's spool closes, on the loop: a small log renders in tens of µs."""
+        ref = writer.ref
+        if self.packer is None or writer.empty or writer.size > MEMBER_MAX:
+            return None
+        if ref in self._shipping or ref in self._recovered:
+            return None  # a segment was tried (or is on its way): its own object, segments cleaned
+        path = self.spool.ready.get(ref)
+        if path is None:
+            return None
+        try:
+            text = render_small(path, MEMBER_MAX)
+        except OSError:
+            return None
+        if text is None:
+            return None
+        member = self.packer.place(ref, text, self.now())
+        if member is None:
+            return None
+        del self.spool.ready[ref]  # its spool stays on disk until the pack is written
+        if self.packer.sealed:
+            self.spool.changed.set()
+        return f"{self.store.url(member.key)}#{member.offset}+{member.length}"
+
+    @property
+    def backlog(self) -> int:
+        """Finished attempts whose log is not in the store yet (own objects and packed)."""
+        return len(self.spool.ready) + (len(self.packer.held) if self.packer else 0)
 
     async def pass_once(self) -> None:
         """One round: ship due segments of running attempts, upload finished spools."""
@@ -158,8 +198,14 @@ class Uploader:
             b = self._backoff.get(ref)
             if b is None or b.next_try <= now:
                 jobs.append(bounded(self._final(ref, path)))
+        if self.packer is not None:
+            for pack in self.packer.due(now, everything=self._draining):
+                b = self._pack_backoff.get(pack.name)
+                if (b is None or b.next_try <= now) and pack.name not in self._putting:
+                    self._putting.add(pack.name)  # a stop's drain may run a pass beside this one
+                    jobs.append(bounded(self._put_pack(pack)))
         await asyncio.gather(*jobs)
-        metrics.SPOOL_BACKLOG_FILES.set(len(self.spool.ready))
+        metrics.SPOOL_BACKLOG_FILES.set(self.backlog)
         metrics.SPOOL_BACKLOG_BYTES.set(self.spool.backlog_bytes)
 
     def _due(self, now: float) -> list[tuple[LogRef, SpoolWriter]]:
@@ -182,6 +228,8 @@ class Uploader:
                 if st is not None:
                     st.last = now
                 continue
+            if st is None and now - writer.opened < self.segment_interval:
+                continue  # a first segment once its first output is an interval old (D441)
             due.append((ref, writer))
         return due
 
@@ -197,6 +245,8 @@ class Uploader:
         )
 
     async def _segment(self, ref: LogRef, writer: SpoolWriter) -> None:
+        if writer.closed:
+            return  # ended while this waited its turn: its log goes whole (or packed), no segment
         st = self._shipping.setdefault(ref, _Shipping())
         b = self._backoff.get(ref)
         if self.now() - st.last < self.segment_interval or (b and b.next_try > self.now()):
@@ -274,6 +324,51 @@ class Uploader:
         self.uploaded.set()
         return True
 
+    async def _put_pack(self, pack: Pack) -> None:
+        """One PUT for a sealed pack; then its members' spools go. A failure keeps the bytes in
+        memory (bounded by the packer) and the spools on disk (fsynced once), retried with
+        backoff; the name and bytes are the same each time, so a retry after an unknown outcome
+        is harmless."""
+        body = pack.body()
+        try:
+            await self.store.put_bytes(pack.key, body)
+        except (StoreUnavailable, ObjectMissing) as exc:
+            b = self._pack_backoff.get(pack.name)
+            if b is None:
+                await asyncio.to_thread(
+                    self._sync_paths, [self.spool.path(r) for r in pack.members]
+                )
+            delay = self.retry_min if b is None else min(b.delay * 2, self.retry_max)
+            self._pack_backoff[pack.name] = _Backoff(delay, self.now() + delay)
+            metrics.UPLOADS.labels("pack", "error").inc()
+            log.warning(
+                "log pack upload failed; will retry", pack=pack.key, retry_in=delay, error=str(exc)
+            )
+            return
+        finally:
+            self._putting.discard(pack.name)
+        self._pack_backoff.pop(pack.name, None)
+        assert self.packer is not None
+        for ref in self.packer.written(pack):
+            self.spool.remove(ref)
+        metrics.UPLOADS.labels("pack", "ok").inc()
+        metrics.PACKED_LOGS.inc(len(pack.members))
+        metrics.UPLOADED_BYTES.inc(len(body))
+        log.debug("log pack uploaded", pack=pack.key, logs=len(pack.members), bytes=len(body))
+        self.uploaded.set()
+
+    @staticmethod
+    def _sync_paths(paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.warning("cannot fsync a spool", path=str(path), error=str(exc))
+
     async def _render_and_upload(self, ref: LogRef, path: Path, tmp: Path) -> int:
         """A big log: rendered to a temporary file, uploaded (multipart), the file removed."""
         try:
@@ -299,7 +394,9 @@ class Uploader:
         """Try to upload what is left before the node stops (the rest waits for a restart)."""
         deadline = self.now() + within
         self._backoff.clear()
-        while self.now() < deadline and self.spool.ready:
+        self._pack_backoff.clear()
+        self._draining = True  # every open pack is sealed and written now
+        while self.now() < deadline and self.backlog:
             await self.pass_once()
-            if self.spool.ready:
+            if self.backlog:
                 await asyncio.sleep(min(0.5, max(0.0, deadline - self.now())))

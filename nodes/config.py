@@ -88,8 +88,7 @@ class NodeConfig(BaseModel):
     peer_secret_file: str | None = None
     # reverse proxies (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed (D165)
     trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
-    # where a generated first-admin password is written (0600; D169);
-    # default DATA_DIR/NODE/initial-admin-password
+    # where a generated first-admin password goes (0600; D169; DATA_DIR/NODE/initial-admin-password)
     admin_password_out: str | None = None
     # the configured first-admin password must be changed at first login (Helm sets it)
     admin_must_change: bool = False
@@ -106,8 +105,8 @@ class NodeConfig(BaseModel):
     smtp_url_file: str | None = None
     # how people reach the web UI (https://cron.example.com): links in notifications (D256)
     public_url: PublicUrl = None
-    # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default the local
-    # log_dir), S3 endpoint/region (else the AWS_* variables), spool folder and caps.
+    # Execution logs (issue 3): store URL (s3://bucket/prefix, file:///path; default log_dir),
+    # S3 endpoint/region (else AWS_*), spool folder and caps, seconds a pack stays open.
     log_store: str | None = None
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -123,8 +122,8 @@ class NodeConfig(BaseModel):
     log_run_cap: int = Field(default=64 * 1024 * 1024, ge=1024)
     spool_disk_cap: int = Field(default=4 * 1024 * 1024 * 1024, ge=1024 * 1024)
     log_segment_interval: float = Field(default=2.0, gt=0, le=300)
-    # What a job's environment holds besides PATH, HOME, LANG, LC_*, TZ and its run variables
-    # (docs/security.md "Containment guarantees"): fixed variables, and node variables by name.
+    log_pack_window: float = Field(default=1.0, ge=0, le=60)  # small S3 logs packed (D440)
+    # a job's env besides PATH, HOME, LANG, LC_*, TZ, run variables: fixed ones, node's by name
     job_env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=dict, max_length=256
     )
@@ -322,6 +321,7 @@ class NodeConfig(BaseModel):
             s3_endpoint=self.s3_endpoint,
             s3_region=self.s3_region,
             segment_interval=self.log_segment_interval,
+            pack_window=self.log_pack_window,
             s3_credentials=(
                 S3Credentials(
                     self.s3_access_key_id, self.s3_secret_access_key, self.s3_session_token

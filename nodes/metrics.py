@@ -156,6 +156,13 @@ WATCH_EVENTS = Gauge(
     ["family"],
     registry=REGISTRY,
 )
+WATCH_RESPONSES = Gauge(
+    "cronmesh_watch_responses",
+    "etcd watch responses holding events this node received since it started, by the watched "
+    "key's family (each is one gRPC message read and one wake-up of the loop, D421)",
+    ["family"],
+    registry=REGISTRY,
+)
 ETCD_LATENCY = Histogram(
     "cronmesh_etcd_request_seconds",
     "etcd unary requests by method and outcome (ok or the gRPC status)",

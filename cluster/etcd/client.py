@@ -388,6 +388,7 @@ class Etcd(Members):
                     continue
                 if resp.events:
                     self.watch_events[family] = self.watch_events.get(family, 0) + len(resp.events)
+                    self.watch_responses[family] = self.watch_responses.get(family, 0) + 1
                 events = [
                     Event("delete" if ev.type == rpc.Event.DELETE else "put", KV.from_pb(ev.kv))
                     for ev in resp.events

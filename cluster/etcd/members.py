@@ -163,6 +163,8 @@ class Members:
         self.switches = 0  # how often the client moved to another member
         # watch events received, by the watched key's family (``watch_family``, D348)
         self.watch_events: dict[str, int] = {}
+        # and the responses that carried them (each costs a gRPC message read and a loop wake-up)
+        self.watch_responses: dict[str, int] = {}
         # members left behind, each closing once the calls in flight on it had their deadline
         self._retired: dict[Member, asyncio.Task[None]] = {}
 

@@ -121,6 +121,8 @@ class Api:
         metrics.ETCD_SWITCHES.set(self.node.etcd.switches)
         for family, events in list(self.node.etcd.watch_events.items()):
             metrics.WATCH_EVENTS.labels(family.rsplit("/", 1)[-1]).set(events)
+        for family, responses in list(self.node.etcd.watch_responses.items()):
+            metrics.WATCH_RESPONSES.labels(family.rsplit("/", 1)[-1]).set(responses)
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -27,10 +27,11 @@ from cluster.errors import (
 )
 from cluster.ids import id_floor, is_id
 from cluster.models import Run
-from logstore.archive import archived_runs
+from logstore.archive import archived_log, archived_runs
 from logstore.frames import parse_line
+from logstore.packs import source
 from logstore.spool import LogRef
-from logstore.store import ObjectMissing, StoreUnavailable, log_key
+from logstore.store import ObjectMissing, StoreUnavailable
 from logstore.tail import (
     follow_spool,
     last_lines,
@@ -47,6 +48,7 @@ from nodes.api.logstream import (
     Followers,
     Query,
     Slots,
+    attempt_log,
     bounded_tail,
     connected,
     decoded,
@@ -129,7 +131,7 @@ class LogsApi:
         if quiet(run, attempt):
             return await self._empty(request, ref, q)
         try:
-            return await self._stored(request, ref, q)
+            return await self._stored(request, ref, q, attempt_log(run, attempt))
         except (ObjectMissing, StoreUnavailable) as exc:
             store_error = exc
         if ran_on is None:
@@ -163,8 +165,13 @@ class LogsApi:
         local = await self._local(request, ref, q)  # its upload may still be pending
         if local is not None:
             return local
+        store = self.node.logs.store
         try:
-            return await self._stored(request, ref, q)
+            try:
+                return await self._stored(request, ref, q)
+            except ObjectMissing:  # a packed log: its place is in the archived record (D440)
+                where = await archived_log(store, project, job, ref.run, ref.attempt)
+                return None if where is None else await self._stored(request, ref, q, where)
         except ObjectMissing:
             return None
         except StoreUnavailable as exc:
@@ -273,8 +280,12 @@ class LogsApi:
             return await self._send_json(request, spool_text(path, q.offset, q.length), ref)
         return await self._send(request, spool_text(path, q.offset, q.length))
 
-    async def _stored(self, request: web.Request, ref: LogRef, q: Query) -> web.StreamResponse:
-        store, key = self.node.logs.store, log_key(ref)
+    async def _stored(
+        self, request: web.Request, ref: LogRef, q: Query, where: str | None = None
+    ) -> web.StreamResponse:
+        """The stored log: the pack member ``where`` (the record's ``log``) names, if it is in
+        the store, else the attempt's own object (D440)."""
+        store, key = await source(self.node.logs.store, ref, where)
         if q.tail is not None:
             return self._reply(await object_tail(store, key, q.tail), q, ref)
         if q.fmt == "json":

@@ -270,6 +270,14 @@ def quiet(run: Run, attempt: int) -> bool:
     return False
 
 
+def attempt_log(run: Run, attempt: int) -> str | None:
+    """Where the record says the attempt's log is (an object, or a pack member: D440)."""
+    for a in run.attempts:
+        if a.attempt == attempt:
+            return a.log
+    return None
+
+
 async def no_lines() -> AsyncIterator[str]:
     return
     yield  # an async generator that yields nothing

@@ -9,8 +9,8 @@ nothing of the job runs yet — and the move of the process into its cgroup; the
 wraps the process (:class:`~nodes.executor.process.Process`: pidfd and pipes) and releases it
 (at once, or at the due instant for an armed run). :func:`finish` is the other hand-off: the
 run's usage, its cgroup given back to the pool (or removed), then — nothing of the run being
-left — its folder removed when empty (no result file to read then), else its result file read
-(D310).
+left — its folder kept for a next run when the job left it as it got it (D423), else removed when
+empty (no result file to read then), else its result file read (D310).
 
 The spawn is the same ``subprocess.Popen`` as on the loop (``vfork`` + ``exec``, no
 ``preexec_fn``, a new session, ``close_fds``); on Python 3.11 it holds the GIL while the child
@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from nodes.executor import workdir
+from nodes.executor import spare_dirs, workdir
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.executor.process import OutputCallback, Process, _abandon, armed_argv
@@ -48,7 +48,8 @@ def _spawn(
 ) -> Spawned:
     """In a cgroup-io thread: folder, cgroup, the held process, moved in. Raises OSError when
     any cannot be made; nothing of the job has run then, and nothing of it is left."""
-    workdir.make_run_dir(folder, uid, gid)
+    if not spare_dirs.spares(folder.parent).take(folder, uid, gid):  # an emptied one (D423)
+        workdir.make_run_dir(folder, uid, gid)
     cg, missing = pool.acquire(**limits)
     try:
         popen = subprocess.Popen(
@@ -136,6 +137,8 @@ def _finish(
     usage, gone = pool.release(cg)
     if not gone:
         return usage, False, None, False
+    if spare_dirs.spares(folder.parent).give_back(folder):  # left as it was given: kept (D423)
+        return usage, True, (None, None), True
     try:
         os.rmdir(folder)  # the usual case: the job left nothing, so no result file either
     except OSError:  # not empty: its result file read, the rest removed by the caller

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import structlog
 
+from nodes.executor import spare_dirs
+
 log = structlog.get_logger(__name__)
 
 RESULT_NAME = ".cronmesh-result.json"
@@ -110,7 +112,8 @@ def remove_run_dir(path: Path) -> None:
 
 def clean_leftovers(work: Path) -> int:
     """Remove run folders an earlier process of this node left behind (it died); only names this
-    module creates are touched. Returns how many."""
+    module creates are touched (and the emptied folders it kept, D423). Returns how many."""
+    spare_dirs.forget(work)
     count = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(work):

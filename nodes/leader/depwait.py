@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ from cluster.depends_store import (
     waited_doc,
 )
 from cluster.errors import LostOwnership, Unavailable
-from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
+from cluster.etcd import Compare, Etcd, Event, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Job, Run
 from cluster.outcomes import slot_deadlines
@@ -107,6 +107,17 @@ class DependencyWaiter:
         self._sem = asyncio.Semaphore(PARALLEL)
         self.released = 0
         self.ended = 0
+        # the others that read the run index from this waiter's stream (the workflow engine, D421)
+        self._run_readers: list[tuple[Callable[[Event], None], Callable[[], Awaitable[None]]]] = []
+
+    def share_runs(
+        self, on_put: Callable[[Event], None], on_gap: Callable[[], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """``on_put`` gets every run index put this stream delivers from now (join BEFORE the
+        read it follows on from); ``on_gap()`` after a compaction; answers a leave (D421)."""
+        reader = (on_put, on_gap)
+        self._run_readers.append(reader)
+        return lambda: self._run_readers.remove(reader) if reader in self._run_readers else None
 
     # -- the scheduler's part ------------------------------------------------------------------
 
@@ -227,9 +238,16 @@ class DependencyWaiter:
         project, wf = self.keys.tail(key, self.keys.prefix + "/workflow-ticks/")[:2]
         self._kick_upstream(project, "workflow", wf)
 
-    def _on_job_run(self, key: str) -> None:
-        project, job = self.keys.tail(key, self.keys.job_runs())[:2]
+    def _on_job_run(self, ev: Event) -> None:
+        project, job = self.keys.tail(ev.kv.key, self.keys.job_runs())[:2]
         self._kick_upstream(project, "job", job)
+        for on_put, _ in list(self._run_readers):
+            on_put(ev)
+
+    async def _runs_compacted(self, exc: Any) -> int:
+        for _, on_gap in list(self._run_readers):  # they look again for what they missed
+            await on_gap()
+        return await self._skip_compacted(exc)
 
     def _on_execution(self, key: str, value: bytes | None) -> None:
         project = self.keys.tail(key, self.keys.executions())[0]
@@ -251,9 +269,18 @@ class DependencyWaiter:
                 (self.keys.jobs(), self._on_job_key),
                 (self.keys.prefix + "/ticks/", self._on_tick),
                 (self.keys.prefix + "/workflow-ticks/", self._on_wf_tick),
-                (self.keys.job_runs(), self._on_job_run),
             ):
                 tg.create_task(self._follow_keys(prefix, rev, on))
+            tg.create_task(  # one stream of the run index for this waiter and the engine (D421)
+                follow(
+                    self.etcd,
+                    self.keys.job_runs(),
+                    rev,
+                    lambda ev: self._on_job_run(ev) if ev.kind == "put" else None,
+                    on_compacted=self._runs_compacted,
+                    skip="delete",
+                )
+            )
             tg.create_task(
                 follow(
                     self.etcd,
@@ -306,12 +333,14 @@ class DependencyWaiter:
         return int(exc.revision)
 
     async def _follow_keys(self, prefix: str, rev: int, on: Callable[[str], None]) -> None:
+        # a deletion (retention's of run index keys and ticks) wakes nobody: etcd leaves it out
         await follow(
             self.etcd,
             prefix,
             rev,
             lambda ev: on(ev.kv.key) if ev.kind == "put" else None,
             on_compacted=self._skip_compacted,
+            skip="delete",
         )
 
     async def _guarded(self, key: str) -> None:

@@ -121,6 +121,7 @@ class Scheduler:
         )
         job_of = self.cache.job_of
         self.slots = SlotWatcher(etcd, keys, store, leadership, clock=clock, job_of=job_of)
+        self.workflows.runs_from = self.slots.deps.share_runs  # one run index stream (D421)
         self.reaper = Reaper(
             etcd,
             keys,

@@ -89,6 +89,10 @@ class WorkflowEngine:
         self._error: BaseException | None = None
         self.due: DueQueue[WfKey] = DueQueue(clock)
         self._failed = asyncio.Event()
+        # the run index from another stream (the dependency waiter's, D421): called with this
+        # engine's put handler and gap handler, answers how to leave; None: a watch of its own
+        self.runs_from: Callable[..., Callable[[], None]] | None = None
+        self._runs_shared = False
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -189,6 +193,15 @@ class WorkflowEngine:
     # -- main loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        leave = self.runs_from(self._on_run_event, self.reconcile) if self.runs_from else None
+        self._runs_shared = leave is not None  # joined before the read below (D421)
+        try:
+            await self._run()
+        finally:
+            if leave is not None:
+                leave()
+
+    async def _run(self) -> None:
         rev = await self._load()
         log.info(
             "workflow engine leading", executions=len(self.execs), workflows=len(self.workflows)
@@ -214,8 +227,10 @@ class WorkflowEngine:
                     lambda: {self.keys.execution(*ek) for ek in self.execs},
                 )
             )
-            # finished runs only: a deleted run record changes nothing here
-            tg.create_task(follow_puts(self.etcd, self.keys.job_runs(), rev, self._on_run_event))
+            if not self._runs_shared:  # finished runs only: a deleted run changes nothing here
+                tg.create_task(
+                    follow_puts(self.etcd, self.keys.job_runs(), rev, self._on_run_event)
+                )
             tg.create_task(
                 follow(
                     self.etcd,

@@ -50,6 +50,7 @@ class Execution:
     budget_slots: tuple[str, ...] = ()  # budget slot keys it holds, deleted at completion (D275)
     output_bytes: int | None = None  # what the job wrote, once its log is closed
     logged: bool = True  # False: nothing at all was written, so no log object will exist
+    log_url: str | None = None  # its log's place in a pack (D440); None: an object of its own
     folder_gone: bool = False  # its folder went with its cgroup, off the loop (D310)
     usage: Usage | None = None  # what the run's cgroup counted (None: no cgroup)
     reason: str | None = None  # "oom_killed" (out-of-memory killer), "interrupted" (D245)

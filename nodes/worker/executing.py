@@ -381,6 +381,7 @@ class Executing(Outcomes):
                 masked.flush()
             writer.close()
             ex.output_bytes, ex.logged = writer.written, not writer.empty
+            ex.log_url = self.logs.placed(writer)  # in a pack (D440), else None: its own object
             if run_uid is not None and self.run_uids is not None:
                 # a uid whose processes may live on stays out until a scan finds it free
                 over = tree_gone and (ex.proc is None or ex.proc.returncode_ready)
@@ -429,7 +430,7 @@ class Executing(Outcomes):
             result=result,
             claim_revision=ex.claim_revision,
             slot=ex.slots,
-            log=self.logs.url(LogRef(run.project, run.job, run.id, run.attempt))
+            log=ex.log_url or self.logs.url(LogRef(run.project, run.job, run.id, run.attempt))
             if ex.logged
             else None,
             output_bytes=ex.output_bytes,

@@ -32,7 +32,7 @@ from tests.chaos.harness import (
 )
 from tests.chaos.scenario import EVERY_SECOND, Stage, run_command, stage
 from tests.conftest import api_session
-from tests.integration.test_logs_s3 import get_object, new_bucket, stream_of
+from tests.integration.test_logs_s3 import new_bucket, stored_log, stream_of
 from tests.seaweed import SeaweedS3
 
 JOB = "lines"
@@ -136,7 +136,7 @@ def log_findings(s3: SeaweedS3, bucket: str, runs: list[dict[str, Any]]) -> dict
     for run in runs:
         for att in run.get("attempts", []):
             key = f"x/default/{JOB}/{run['id']}/{att['attempt']}.log"
-            obj = get_object(s3, bucket, key)
+            obj = stored_log(s3, bucket, att.get("log"), key)  # its own object or in a pack
             if obj is None:
                 missing.append(key)
                 continue

@@ -49,6 +49,25 @@ def get_object(server: SeaweedS3, bucket: str, key: str) -> bytes | None:
         return None
 
 
+PACK_POINTER = re.compile(r"s3://[^/]+/(?P<key>.+\.pack)#(?P<off>\d+)\+(?P<len>\d+)")
+
+
+def stored_log(server: SeaweedS3, bucket: str, log_url: str | None, own_key: str) -> bytes | None:
+    """An attempt's stored log as its record names it: a range of a pack (D440) if the record
+    points into one and the pack is there, else its own object at ``own_key``."""
+    m = PACK_POINTER.fullmatch(log_url or "")
+    if m is not None:
+        start, length = int(m["off"]), int(m["len"])
+        try:
+            got = s3_client(server).get_object(
+                Bucket=bucket, Key=m["key"], Range=f"bytes={start}-{start + length - 1}"
+            )
+            return got["Body"].read()
+        except s3_client(server).exceptions.NoSuchKey:
+            pass
+    return get_object(server, bucket, own_key)
+
+
 def parsed(text: str) -> list[tuple[str, str]]:
     out = []
     for line in text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"):
@@ -87,7 +106,8 @@ async def trigger(cluster, job: dict) -> str:
 
 async def test_attempt_log_is_one_text_object_byte_for_byte_with_ranged_reads(cluster, aws_env):
     bucket = new_bucket(aws_env)
-    await cluster.start(log_store=f"s3://{bucket}/logs")
+    # no packs: the attempt's own object, as every log over 64 KiB has (D440)
+    await cluster.start(log_store=f"s3://{bucket}/logs", log_pack_window=0)
     cmd = (
         "printf 'hello\\nworld\\n'; printf 'err line\\n' >&2; "
         "printf '\\377\\000bin\\n'; printf 'tail-no-newline'"
@@ -141,13 +161,18 @@ async def test_an_attempt_that_prints_nothing_has_an_empty_log_and_no_object(clu
     assert status == 200 and body["frames"] == []
     status, text = await cluster.request("GET", f"{RUNS}/{quiet}/logs?follow=1", timeout=10)
     assert (status, text) == (200, "")  # ends at once: the attempt is over
-    # the loud run's object is shipped; the quiet one never had a spool or an object
-    loud_key = f"logs/default/loud/{loud}/1.log"
-    await wait_for(lambda: get_object(aws_env, bucket, loud_key), 20, what="the loud run's log")
+    # the loud run's log is shipped (in a pack: D440); the quiet one never had a spool or a log
+    where = (await finished_run(cluster, loud))["attempts"][0]["log"]
+    m = PACK_POINTER.fullmatch(where)
+    assert m is not None and m["key"].startswith("logs/default/_packs/"), where
+    got = await wait_for(
+        lambda: stored_log(aws_env, bucket, where, "-"), 20, what="the loud run's log"
+    )
+    assert stream_of(got.decode(), "stdout") == ["hi"]
     spool = cluster.nodes[0][0].logs.spool
     await wait_for(lambda: not list(spool.root.rglob("*.spool")), 10, what="the spool removed")
     listing = s3_client(aws_env).list_objects_v2(Bucket=bucket, Prefix="logs/")
-    assert [o["Key"] for o in listing["Contents"]] == [loud_key]
+    assert [o["Key"] for o in listing["Contents"]] == [m["key"]]
 
 
 @pytest.mark.timeout(180)
@@ -186,8 +211,8 @@ async def test_s3_outage_loses_no_byte_and_keeps_the_order(cluster, tmp_path, mo
         others = [await trigger(cluster, {"name": "quick", "command": quick}) for _ in range(3)]
         for run_id in [first, *others]:
             assert (await finished_run(cluster, run_id))["status"] == "succeeded"
-        # S3 is down: every log waits in the spool
-        assert len(node.logs.spool.ready) == 4
+        # S3 is down: every log waits in the spool (the quick ones packed, D440)
+        assert node.logs.uploader.backlog == 4  # the short ones packed (D440), or all four
         status, text = await cluster.request("GET", f"{RUNS}/{others[0]}/logs")
         assert status == 200 and stream_of(text, "stdout")[-1] == "end"  # served from the spool
 
@@ -199,10 +224,15 @@ async def test_s3_outage_loses_no_byte_and_keeps_the_order(cluster, tmp_path, mo
         await wait_for(lambda: backlog_is(4), 15, what="backlog metric at 4")
         await asyncio.to_thread(s3.start)
 
+        records = [await finished_run(cluster, r) for r in [first, *others]]
+
         def objects():
-            keys = [f"x/default/slow/{first}/1.log"]
-            keys += [f"x/default/quick/{r}/1.log" for r in others]
-            found = [get_object(s3, bucket, k) for k in keys]
+            found = [
+                stored_log(
+                    s3, bucket, r["attempts"][0]["log"], f"x/default/{r['job']}/{r['id']}/1.log"
+                )
+                for r in records
+            ]
             return found if all(found) else None
 
         found = await wait_for(objects, 60, interval=0.5, what="logs uploaded after the outage")
@@ -360,14 +390,18 @@ async def test_runs_beyond_retention_are_archived_as_json_lines_and_listable(clu
     assert all(json.loads(x)["status"] == "succeeded" for x in lines)
     status, body = await cluster.request("GET", f"{RUNS}?archived=1&job=kept")
     assert status == 200 and [r["id"] for r in body["runs"]] == old[::-1]
-    assert body["runs"][0]["attempts"][0]["log"].startswith(f"s3://{bucket}/arch/default/kept/")
+    # a short log is in a pack of its project (D440)
+    assert body["runs"][0]["attempts"][0]["log"].startswith(f"s3://{bucket}/arch/default/_packs/")
     status, body = await cluster.request("GET", f"{RUNS}?archived=1&limit=1")
     assert [r["id"] for r in body["runs"]] == [old[-1]]
     status, body = await cluster.request("GET", f"{RUNS}?archived=1&from=2099-01-01T00:00:00Z")
     assert status == 200 and body["runs"] == []
     status, body = await cluster.request("GET", f"{RUNS}?archived=1&from=yesterday")
     assert status == 400 and body["error"]["field"] == "from"
-    # the logs of an archived run are still there (the job names the object)
+    # the logs of an archived run are still there (the job names the object, or the archived
+    # record the pack member); read from the store, once this node's spools are gone
+    spool = node.logs.spool
+    await wait_for(lambda: not list(spool.root.rglob("*.spool")), 10, what="the spools removed")
     status, text = await cluster.request("GET", f"{RUNS}/{old[0]}/logs")
     assert status == 404
     status, text = await cluster.request("GET", f"{RUNS}/{old[0]}/logs?job=kept")

@@ -36,6 +36,7 @@ FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
 HISTORY_COUNT = "tests/integration/test_history_accounting.py"
 SHARDS = "tests/integration/test_shard_scheduler.py"
 REUSE = "tests/security/test_cgroup_reuse.py"
+RUNDIR = "tests/security/test_run_dir_reuse.py"
 ADDED_RULE = "tests/integration/test_notify_added_rule_order.py"
 
 
@@ -568,6 +569,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "pass",
         (f"{REUSE}::test_a_reused_cgroup_carries_no_limit_and_no_usage_of_its_previous_run[auto]",),
         "a reused cgroup's usage is the new run's own (D340)",
+    ),
+    Mutation(
+        "rundir-reuse-empty",
+        "nodes/executor/spare_dirs.py",
+        r"if next\(entries, None\) is not None:",
+        "if False:",
+        (f"{RUNDIR}::test_a_folder_with_anything_left_in_it_is_not_kept",),
+        "a run's folder is kept for the next run only when the job left it empty (D423)",
+    ),
+    Mutation(
+        "rundir-reuse-owner",
+        "nodes/executor/spare_dirs.py",
+        r"os\.chown\(path, os\.geteuid\(\), os\.getegid\(\)\)",
+        "pass",
+        (f"{RUNDIR}::test_a_process_still_holding_the_folder_cannot_add_to_it",),
+        "nothing of a run's user reaches a kept folder once it is given back (D423)",
     ),
     Mutation(
         "fence-end-of-file",

@@ -203,7 +203,7 @@ class FlakyStore(LocalFolderStore):
 
 async def test_uploader_ships_segments_then_the_object_and_retries(tmp_path):
     t = [0.0]
-    spool = Spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool", monotonic=lambda: t[0])
     store = FlakyStore(tmp_path / "store", failures=2)
     up = Uploader(spool, store, segment_interval=1.0, retry_min=1.0, now=lambda: t[0])
     w = spool.open(REF)
