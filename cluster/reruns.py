@@ -6,7 +6,6 @@ succeeded one and releases what waited on it."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from cluster.errors import Conflict
 from cluster.etcd import Compare, Op
@@ -30,7 +29,6 @@ async def rerun_slot(store: Store, project: str, run_id: str) -> Run:
         store.keys.tick(project, old.job, old.schedule, ms),
         store.keys.tick(project, old.job, f"{old.schedule}-deferred", ms),
     ]
-    seen: list[Any] = []  # the slot's newest rerun when first read
     for _ in range(5):
         kvs = await store.get_many(candidates)
         mine = [
@@ -42,11 +40,15 @@ async def rerun_slot(store: Store, project: str, run_id: str) -> Run:
             raise Conflict(f"run {run_id}'s slot is no longer in the tick log", field="run")
         kv = mine[0]
         record = json.loads(kv.value)
-        if seen and record.get("rerun") != seen[0]:  # another rerun landed first: one is enough
+        # Only the run the slot stands for may be rerun: a second rerun of the same run (two
+        # clicks, at once or one after the other: the second may read after the first landed)
+        # makes no second run; the newest one is what to rerun next (D443).
+        if record.get("rerun") not in (None, old.id):
             raise Conflict(
-                f"run {run_id}'s slot was rerun meanwhile (run {record.get('rerun')})", field="run"
+                f"run {run_id}'s slot was rerun meanwhile (run {record['rerun']}): rerun that "
+                "run to run the slot again",
+                field="run",
             )
-        seen[:] = [record.get("rerun")]
         job = await store.get_job(project, old.job)
         run = store.new_run(
             job,
