@@ -278,16 +278,8 @@ class Uploader:
     def _sync(self, ref: LogRef) -> None:
         """The spool will wait for the store: make it durable first."""
         path = self.spool.ready.get(ref)
-        if path is None:
-            return
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            log.warning("cannot fsync a spool", path=str(path), error=str(exc))
+        if path is not None:
+            self._sync_paths([path])
 
     async def _final(self, ref: LogRef, path: Path) -> bool:
         tmp = path.with_name(f".{path.name}.txt")  # same file system: the folder store moves it
