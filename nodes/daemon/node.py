@@ -386,6 +386,8 @@ class Node:
         assert self.worker is not None
         self.ready = False  # load balancers stop sending requests while we drain
         self.worker.accepting = False
+        if self.campaigns is not None:
+            self.campaigns.stopping = True  # a K change racing this cancel must not keep it
         campaign_task.cancel()
         await asyncio.gather(campaign_task, return_exceptions=True)
         await self._resign()

@@ -87,6 +87,7 @@ class Campaigns:
         # the election queues and live nodes' leases, followed: a hand-over check runs when
         # they change, not every second per shard (D393)
         self.view = QueueView(node.etcd, node.keys)
+        self.stopping = False  # set before the node cancels the campaigns (shutdown)
 
     async def run(self) -> None:
         try:
@@ -113,6 +114,8 @@ class Campaigns:
                     for i in range(count):
                         tg.create_task(self._shard(Shard(i, count), guard))
             except* ShardsChanged:
+                if self.stopping:  # 3.11's TaskGroup drops a cancel that came with the change
+                    raise asyncio.CancelledError from None
                 log.info("scheduler_shards changed: campaigning under the new split", was=count)
             finally:
                 if not self.session.lost.is_set():  # a lost lease took the candidacies along
