@@ -72,14 +72,20 @@ class QueueView:
         not ready meanwhile, so no check hands over on it)."""
         try:
             while True:
+                # asyncio.wait, not a TaskGroup: on 3.11 a TaskGroup drops our cancel when a
+                # follow fails at the same moment, and this loop would go on for ever (D420)
+                follows = [
+                    asyncio.create_task(self._follow(self.root, self._on_candidacy)),
+                    asyncio.create_task(self._follow(self.keys.nodes(), self._on_node)),
+                ]
                 try:
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._follow(self.root, self._on_candidacy))
-                        tg.create_task(self._follow(self.keys.nodes(), self._on_node))
-                except* Exception as group:
-                    log.warning(
-                        "election view ended; following again", error=repr(group.exceptions)
-                    )
+                    await asyncio.wait(follows, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in follows:
+                        task.cancel()
+                    ended = await asyncio.gather(*follows, return_exceptions=True)
+                errors = [e for e in ended if not isinstance(e, asyncio.CancelledError | None)]
+                log.warning("election view ended; following again", error=repr(errors))
                 self.loaded.clear()
                 await asyncio.sleep(RESTART_AFTER)
         finally:
