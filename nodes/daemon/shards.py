@@ -42,12 +42,14 @@ from nodes.daemon.queueview import QueueView
 from nodes.leader.feed import Feed
 from nodes.leader.notifier import lead_with_notifier
 from nodes.leader.scheduler import Scheduler
+from nodes.worker.ownclaims import OwnClaims
 
 if TYPE_CHECKING:
     from cluster.session import Session
     from cluster.store import Store
     from logstore.service import Logs
     from nodes.config import NodeConfig
+    from nodes.worker.worker import Worker
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +66,7 @@ class Node(Protocol):
     logs: Logs
     leading: bool
     scheduler: Scheduler | None
+    worker: Worker | None  # its leader claims its own runs for it (D444)
 
     clock: Callable[[], datetime]
 
@@ -233,6 +236,7 @@ class Campaigns:
                     ahead=node.config.materialize_ahead,
                     shard=shard,
                     feed=self.feed,
+                    own=OwnClaims(node.worker) if node.worker is not None else None,  # D444
                 )
                 if shard.singletons:
                     node.scheduler = scheduler

@@ -28,12 +28,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from cluster.election import Leadership
-from cluster.errors import LostOwnership, Unavailable
+from cluster.errors import LeaseGone, LostOwnership, Rejected, Unavailable
 from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
 from cluster.keys import Keys
 from cluster.models import Run
@@ -48,10 +48,15 @@ from nodes.leader.feed import Feed
 from nodes.leader.jobcache import GUARDED, JobCache, JobEntry, JobKey
 from nodes.leader.loading import PASS_JOBS, YIELD_EVERY
 from nodes.leader.loops import periodic
+from nodes.leader.missed import report_missed
+from nodes.leader.ownruns import Own, create_ops, reserve, settle
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
 from nodes.leader.rulecache import RuleCache
 from nodes.leader.workflows import WorkflowEngine
+
+if TYPE_CHECKING:
+    from nodes.worker.ownclaims import OwnClaims
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +77,8 @@ class _Planned:
     cancels: list[str]
     next_due: datetime | None
     records: list[tuple[str, str]] = field(default_factory=list)  # (tick key, record), no run
+    own: Own = field(default_factory=dict)  # runs its node's worker claims at creation (D444)
+    claim: bool = True  # False: every run queued (a retry after a refused own claim)
 
 
 class Scheduler:
@@ -88,7 +95,9 @@ class Scheduler:
         ahead: float = 0.0,
         shard: Shard | None = None,
         feed: Feed | None = None,
+        own: OwnClaims | None = None,
     ) -> None:
+        self.own = own  # this node's worker, for the runs it takes at their creation (D444)
         self.ahead = ahead  # seconds: runs are written this long before their tick (D120)
         self.etcd = etcd
         self.keys = keys
@@ -208,19 +217,7 @@ class Scheduler:
             self._report_missed()
 
     def _report_missed(self) -> None:
-        """One warning per pass that left ticks without a run (D385): they were planned more than
-        the on-time grace late (downtime, a lease lost, a leader too busy) and each job's
-        ``catchup`` policy passed them; the metrics and the ticks view count them too."""
-        if not self._missed:
-            return
-        worst = sorted(self._missed.items(), key=lambda kv: -kv[1])[:5]
-        log.warning(
-            "ticks missed",
-            jobs=len(self._missed),
-            ticks=sum(self._missed.values()),
-            most=["/".join(jk) + f" x{n}" for jk, n in worst],
-        )
-        self._missed.clear()
+        report_missed(self._missed)  # D385
 
     async def _fire_guarded(self, jk: JobKey) -> None:
         await self._guarded(jk, lambda: self.fire(jk))
@@ -266,42 +263,47 @@ class Scheduler:
         chunks: list[list[tuple[_Planned, list[Any], list[Any]]]] = []
         chunk: list[tuple[_Planned, list[Any], list[Any]]] = []
         n_cmp = n_ops = n_bytes = 0
-        for i, jk in enumerate(due):
-            if i and i % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # keep-alives, the API and the workers run meanwhile
-            try:
-                plan = self._plan(jk)
-            except Exception:
-                alone.append(jk)  # the single-job path logs it and parks the job
-                continue
-            if plan is None:
-                continue
-            if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB:
-                alone.append(jk)
-                continue
-            if plan.entry.job.overlap in GUARDED:  # its refusal must not split a batch (D370)
-                single.append(plan)
-                continue
-            compares, ops = self._write_ops(
-                plan.entry, self.keys.schedule_state(*jk), plan.state, plan.runs
-            )
-            size = sum(op.ByteSize() for op in ops)
-            if chunk and (
-                n_cmp + len(compares) > MAX_TXN_OPS - 1
-                or n_ops + len(ops) > MAX_TXN_OPS
-                or n_bytes + size > TXN_BYTES
-            ):
+        try:
+            for i, jk in enumerate(due):
+                if i and i % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # keep-alives, the API and the workers run meanwhile
+                try:
+                    plan = self._plan(jk)
+                except Exception:
+                    alone.append(jk)  # the single-job path logs it and parks the job
+                    continue
+                if plan is None:
+                    continue
+                if plan.cancels or plan.records or len(plan.runs) > BATCH_RUNS_PER_JOB:
+                    alone.append(jk)
+                    continue
+                if plan.entry.job.overlap in GUARDED:  # its refusal must not split a batch (D370)
+                    single.append(plan)
+                    continue
+                reserve(self.own, plan.runs, plan.own)
+                compares, ops = self._write_ops(plan)
+                size = sum(op.ByteSize() for op in ops)
+                if chunk and (
+                    n_cmp + len(compares) > MAX_TXN_OPS - 1
+                    or n_ops + len(ops) > MAX_TXN_OPS
+                    or n_bytes + size > TXN_BYTES
+                ):
+                    chunks.append(chunk)
+                    chunk, n_cmp, n_ops, n_bytes = [], 0, 0, 0
+                chunk.append((plan, compares, ops))
+                n_cmp, n_ops, n_bytes = n_cmp + len(compares), n_ops + len(ops), n_bytes + size
+            if chunk:
                 chunks.append(chunk)
-                chunk, n_cmp, n_ops, n_bytes = [], 0, 0, 0
-            chunk.append((plan, compares, ops))
-            n_cmp, n_ops, n_bytes = n_cmp + len(compares), n_ops + len(ops), n_bytes + size
-        if chunk:
-            chunks.append(chunk)
-        await asyncio.gather(
-            *(self._fire_guarded(jk) for jk in alone),
-            *(self._write_guarded(plan) for plan in single),
-            *(self._write_chunk(c) if len(c) > 1 else self._write_guarded(c[0][0]) for c in chunks),
-        )
+            await asyncio.gather(
+                *(self._fire_guarded(jk) for jk in alone),
+                *(self._write_guarded(plan) for plan in single),
+                *(
+                    self._write_chunk(c) if len(c) > 1 else self._write_guarded(c[0][0])
+                    for c in chunks
+                ),
+            )
+        finally:  # what was reserved and never written goes back (cancelled, D444)
+            settle(self.own, (p.own for c in [*chunks, chunk] for p, _, _ in c), None)
 
     async def _write_chunk(self, planned: list[tuple[_Planned, list[Any], list[Any]]]) -> None:
         """One fenced transaction for several jobs' plans (see :meth:`_fire_batch`)."""
@@ -314,19 +316,26 @@ class Scheduler:
         try:
             async with self._sem:
                 res = await self.etcd.txn(compares, ops, [self.lead.probe()])
-        except (Unavailable, OutcomeUnknown) as exc:
-            # A lost reply may have applied: re-read each job's state and plan again shortly.
-            if isinstance(exc, OutcomeUnknown):
-                metrics.OUTCOME_UNKNOWN.labels("tick").inc()
-            log.warning("batched tick write failed; re-reading", jobs=len(chunk), error=str(exc))
-            for plan in chunk:
-                await self.cache.refresh_state(plan.jk)
-                self.cache.schedule_at(plan.jk, self.clock() + timedelta(seconds=0.5))
-            return
-        except Exception:  # e.g. a request etcd refuses: nothing applied; go job by job
+        except BaseException as exc:  # the node's own claims end first (D444)
+            settle(self.own, (plan.own for plan in chunk), None, exc)
+            if isinstance(exc, Unavailable):  # OutcomeUnknown too
+                # A lost reply may have applied: re-read each job's state and plan again shortly.
+                if isinstance(exc, OutcomeUnknown):
+                    metrics.OUTCOME_UNKNOWN.labels("tick").inc()
+                log.warning(
+                    "batched tick write failed; re-reading", jobs=len(chunk), error=str(exc)
+                )
+                for plan in chunk:
+                    await self.cache.refresh_state(plan.jk)
+                    self.cache.schedule_at(plan.jk, self.clock() + timedelta(seconds=0.5))
+                return
+            if not isinstance(exc, Exception):
+                raise
+            # e.g. a request etcd refuses: nothing applied; go job by job (queued, D444)
             log.exception("batched tick write refused; writing its jobs one by one")
-            await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
+            await asyncio.gather(*(self._write_guarded(replace(p, claim=False)) for p in chunk))
             return
+        settle(self.own, (plan.own for plan in chunk), res.revision if res.succeeded else None)
         if res.succeeded:
             for plan in chunk:
                 self._committed(plan.jk, plan.entry, plan.state, plan.runs, res.revision)
@@ -334,7 +343,8 @@ class Scheduler:
             return
         self.lead.check_fenced(res, "fenced tick write rejected")
         log.info("batched tick write rejected; writing its jobs one by one", jobs=len(chunk))
-        await asyncio.gather(*(self._write_guarded(plan) for plan in chunk))
+        # its runs are queued then: the node's own claims may be what refused it (D444)
+        await asyncio.gather(*(self._write_guarded(replace(p, claim=False)) for p in chunk))
 
     # -- firing --------------------------------------------------------------------------------
 
@@ -377,7 +387,9 @@ class Scheduler:
             plan.jk, plan.entry, plan.state, plan.runs, plan.cancels, plan.records
         )  # fmt: skip
         state_key = self.keys.schedule_state(*jk)
-        compares, ops = self._write_ops(entry, state_key, state, runs)
+        if plan.claim:
+            reserve(self.own, runs, plan.own)  # runs its node's worker takes now (D444)
+        compares, ops = self._write_ops(plan)
         for slot_key, record in records:  # slots skipped or deferred without a run (D238)
             compares.append(Compare.absent(slot_key))
             ops.append(Op.put(slot_key, record))
@@ -393,7 +405,18 @@ class Scheduler:
         probes = [self.lead.probe(), Op.get(state_key)]
         probes += [Op.get(k, keys_only=True) for k in tick_keys]
         probes.append(Op.get(self.keys.rules_marker(), keys_only=True))
-        res = await self.etcd.txn(compares, ops, probes)
+        had_own = bool(plan.own)
+        try:
+            res = await self.etcd.txn(compares, ops, probes)
+        except BaseException as exc:
+            settle(self.own, [plan.own], None, exc)  # the node's own claims end first (D444)
+            if had_own and isinstance(exc, LeaseGone | Rejected):
+                return await self._write(replace(plan, claim=False))  # nothing applied: queued
+            raise
+        settle(self.own, [plan.own], res.revision if res.succeeded else None)
+        if not res.succeeded and had_own:  # an own claim's compare may have refused it (D444)
+            self.lead.check_fenced(res, "fenced tick write rejected")
+            return await self._write(replace(plan, claim=False))
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced tick write rejected")
             marker = res.range_kvs(len(probes) - 1)
@@ -424,10 +447,10 @@ class Scheduler:
         self._committed(jk, entry, state, runs, res.revision)
         return True
 
-    def _write_ops(
-        self, entry: JobEntry, state_key: str, state: dict[str, Any], runs: list[tuple[Run, str]]
-    ) -> tuple[list[Any], list[Any]]:
+    def _write_ops(self, plan: _Planned) -> tuple[list[Any], list[Any]]:
         """Compares (state CAS, absent tick and run keys; no fence) and ops of one job's plan."""
+        entry, state, runs, own = plan.entry, plan.state, plan.runs, plan.own
+        state_key = self.keys.schedule_state(*plan.jk)
         compares: list[Any] = [Compare.modified(state_key, entry.state_rev)]
         job_key = self.keys.job(entry.job.project, entry.job.name)
         compares.append(Compare.modified(job_key, entry.job_rev))  # disabled meanwhile? (D369)
@@ -437,7 +460,7 @@ class Scheduler:
             compares.append(Compare.absent(tick_key))
             compares.append(Compare.absent(self.keys.run(run.project, run.id)))
             fate = "skipped" if run.status == "skipped" else run.source
-            ops += self.store.create_run_ops(run)
+            ops += create_ops(self.own, run, own, compares) or self.store.create_run_ops(run)
             ops += tick_ops(self.keys, run, tick_key, fate, entry.deadlines.get(run.schedule or ""))
         return compares, ops
 

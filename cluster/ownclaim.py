@@ -1,0 +1,64 @@
+"""Whether the leader claims a run it creates for its own node's worker (D444), pure.
+
+The leader and the worker of one node share a process and a lease. For a scheduled tick's run
+that this node's worker would claim at once, the creation transaction can write the run already
+``running`` here, bound to that lease, instead of a queue entry the worker would claim a watch
+event later. It does so only where the worker's own claim would have been made the same way:
+
+- the run's *preferred* node is this one (the same rendezvous draw as ``decide_claim`` with no
+  wait: never a hand-off, so the spread over nodes follows the weights as before);
+- the node has room now, counted as the claim path counts it: a run ahead of its instant needs
+  an armed place (``armed < max_armed``), a run due now a place within ``capacity`` and the
+  weight budget (``fits``);
+- nothing the claim would have to settle against other nodes: no job slot (``overlap`` /
+  ``max_parallel``) and no budget applies; those runs go through the queue as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cluster.placement import Candidate, Placement, attempt_key, fits, preferred
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What the node holds, as its worker counts it (``busy``, ``armed``, ``used_weight``)."""
+
+    busy: int
+    armed: int
+    used_weight: int
+    capacity: int
+    max_armed: int
+    weight_budget: int | None = None
+
+
+def own_claim(
+    me: str,
+    run_id: str,
+    attempt: int,
+    placement: Placement,
+    room: Room,
+    *,
+    ahead: bool,
+    limited: bool,
+    budgeted: bool,
+) -> Candidate | None:
+    """The candidate (this node, through which binding: its cost) to claim ``run_id`` through
+    at its creation, or None: it is queued as before."""
+    if limited or budgeted:
+        return None
+    best = preferred(attempt_key(run_id, attempt), placement.candidates)
+    if best is None or best.node != me:
+        return None
+    if ahead:
+        return best if room.armed < room.max_armed else None
+    if not fits(
+        running=room.busy,
+        used_weight=room.used_weight,
+        cost=best.weight,
+        capacity=room.capacity,
+        weight_budget=room.weight_budget,
+    ):
+        return None
+    return best

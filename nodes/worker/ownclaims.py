@@ -1,0 +1,163 @@
+"""The worker's side of the leader's own claims (D444): the leader of this node asks, for each
+scheduled run it is about to create, whether the worker would claim it at once; if so the run's
+place is reserved here synchronously (counted by ``busy``/``armed`` like a claim in flight, so
+concurrent plans and dispatches cannot over-book), and the creation transaction writes the run
+``running`` on this node with its claim bound to the node's lease and no queue entry.
+
+The creation answers, and the reservation ends, one of three ways: committed (the run starts as
+if its claim had answered: :meth:`OwnClaims.won`), refused or never applied (:meth:`release`:
+the leader writes the run through the queue), or unknown (:meth:`unknown`: released, and the
+orphan check adopts the claim if it did land, D444)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cluster.etcd import Compare, Op
+from cluster.models import Run
+from cluster.ownclaim import Room, own_claim
+from cluster.placement import Candidate
+from cluster.plan import slot_limit
+from cluster.runas import decide
+from cluster.runs import TICK_SOURCES
+from cluster.store import dumps
+from nodes import metrics
+
+if TYPE_CHECKING:
+    from nodes.worker.worker import Worker
+
+
+@dataclass(slots=True)
+class Reserved:
+    """One run's place on this node, held from the plan until its creation answers."""
+
+    run: Run  # as planned (pending): what the leader's book-keeping keeps
+    started: Run  # running here: what the record says and the worker runs
+    key: str  # the queue key it would have had: what the worker's claim counters hold
+    cost: int
+    ahead: bool
+    compares: list[Any]  # the claim's: admin state, budgets, grants
+
+
+class OwnClaims:
+    """Reservations on one worker for its node's leader (every shard it leads shares them)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def reserve(self, run: Run) -> Reserved | None:
+        """Reserve ``run``'s place if this worker would claim it now as its preferred node."""
+        w = self.worker
+        if not w.accepting or w.session.lost.is_set() or w._interrupted.is_set():
+            return None
+        view = w.view
+        if view is None or not view.ready or not w.budgets.ready:
+            return None
+        if run.status != "pending" or run.source not in TICK_SOURCES or run.execution:
+            return None
+        spec = run.snapshot
+        user = spec.run_as.user if spec.run_as is not None else None
+        if user is not None:
+            if w.run_as is not None:
+                group = spec.run_as.group if spec.run_as is not None else None
+                if decide(user, group, w.run_as).refusal is not None:
+                    return None
+            if user not in view.project_users.get(run.project, ()):
+                return None
+        now = w.clock()
+        ahead = run.not_before is not None and run.not_before > now
+        placement = view.placement(spec.target.group, spec.target.selector, run.project, user)
+        room = Room(
+            busy=w.busy(),
+            armed=w.armed(),
+            used_weight=w.used_weight(),
+            capacity=w.capacity,
+            max_armed=w.max_armed,
+            weight_budget=w.weight_budget,
+        )
+        chosen: Candidate | None = own_claim(
+            w.node_id,
+            run.id,
+            run.attempt,
+            placement,
+            room,
+            ahead=ahead,
+            limited=slot_limit(spec.overlap, spec.max_parallel) > 0,
+            budgeted=bool(w.budgets.joined(run)),
+        )
+        if chosen is None:
+            return None
+        due = run.not_before if ahead else None
+        started = run.model_copy(  # as ``_claim`` writes it (D401: one step)
+            update={
+                "status": "running",
+                "node": w.node_id,
+                "started_at": due or now,
+                "not_before": due,
+            }
+        )
+        compares = [
+            # drain/disable is exact: a creation made after the operator's write fails
+            Compare.modified(w.keys.node_state(w.node_id), view.own_state()[1]),
+            w.budgets.guard(),  # no budget newer than the cache (D365)
+            *w._grant_guards(run, chosen),  # D142, D155
+        ]
+        key = w.store.queue_key(run)
+        w.claiming.add(key)
+        if ahead:
+            w._claiming_ahead.add(key)
+        w._claiming_runs.add(run.id)  # the orphan check leaves it alone meanwhile
+        w._claim_cost[key] = chosen.weight
+        return Reserved(run, started, key, chosen.weight, ahead, compares)
+
+    def create_ops(self, r: Reserved) -> list[Any]:
+        """What creates the run claimed (``create_run_ops`` with the claim's writes folded in):
+        the record ``running`` here, the job index and active key as created, the history
+        charge, the claim bound to the lease; no queue entry."""
+        w, run = self.worker, r.run
+        keys = w.keys
+        doc = r.started.model_dump_json().encode()
+        claim = {
+            "node": w.node_id,
+            "project": run.project,
+            "job": run.job,
+            "attempt": run.attempt,
+            "weight": r.cost,
+        }
+        return [
+            Op.put(keys.run(run.project, run.id), doc),
+            Op.put(keys.job_run(run.project, run.job, run.id), run.status),
+            w.store.charge_op(r.started, doc),
+            Op.put(keys.active(run.project, run.job, run.id), run.status),
+            Op.put(keys.claim(run.id), dumps(claim), w.session.lease_id),
+        ]
+
+    def won(self, r: Reserved, revision: int) -> None:
+        """The creation committed at ``revision``: the run starts as if its claim answered."""
+        w = self.worker
+        try:
+            metrics.child(metrics.CLAIMS, "won").inc()
+            metrics.child(metrics.PLACED, "self").inc()
+            w._start(r.started, revision, None, r.cost)
+        finally:
+            self._end(r)
+
+    def release(self, r: Reserved) -> None:
+        """The creation did not apply: the place goes back."""
+        self._end(r)
+
+    def unknown(self, r: Reserved) -> None:
+        """The creation's outcome is unknown: the place goes back, and the orphan check looks
+        for a claim of ours that no execution holds (it adopts the run if the write landed)."""
+        self._end(r)
+        metrics.OUTCOME_UNKNOWN.labels("claim").inc()
+        self.worker._orphan_check.set()
+
+    def _end(self, r: Reserved) -> None:
+        w = self.worker
+        w.claiming.discard(r.key)
+        w._claiming_ahead.discard(r.key)
+        w._claim_cost.pop(r.key, None)
+        w._claiming_runs.discard(r.run.id)
+        w.kick()
