@@ -38,6 +38,7 @@ SHARDS = "tests/integration/test_shard_scheduler.py"
 REUSE = "tests/security/test_cgroup_reuse.py"
 RUNDIR = "tests/security/test_run_dir_reuse.py"
 ADDED_RULE = "tests/integration/test_notify_added_rule_order.py"
+OWN = "tests/integration/test_own_claims.py"
 
 
 @dataclass(frozen=True)
@@ -818,6 +819,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         (f"{HOOKS}::test_forgery_and_replay_are_refused",),
         "a captured hook delivery cannot be sent again after 5 minutes",
+    ),
+    # -- the leader's own claims (D444) --------------------------------------------------------
+    Mutation(
+        "own-claim-admin-state",
+        "nodes/worker/ownclaims.py",
+        r"Compare\.modified\(w\.keys\.node_state\(w\.node_id\), view\.own_state\(\)\[1\]\),",
+        "",
+        (f"{OWN}::test_a_drained_node_whose_view_has_not_heard_queues_the_tick_instead",),
+        "a node drained or disabled (answered) claims no run in its leader's creation, even "
+        "before its view hears of it",
+    ),
+    Mutation(
+        "own-claim-armed-reservation",
+        "nodes/worker/ownclaims.py",
+        r"if ahead:\n\s*w\._claiming_ahead\.add\(key\)",
+        "pass",
+        (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest",),
+        "the leader's creations hold no more runs ahead than max_armed: each reserves its place "
+        "before the write",
     ),
 )
 

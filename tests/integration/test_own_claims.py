@@ -1,0 +1,326 @@
+"""The leader's own claims (D444) raced on purpose, in-process against a real etcd: a leader
+(``Scheduler``) and its node's worker sharing one lease, each race set up directly — a drain the
+worker's view has not heard of, the lease revoked between the plan and the write, a creation whose
+reply is lost, a cancel before the instant, a burst beyond ``max_armed``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.election import Election
+from cluster.errors import LostOwnership
+from cluster.etcd import Etcd, OutcomeUnknown
+from cluster.groups import NodeState
+from cluster.ids import Snowflake
+from cluster.keys import Keys
+from cluster.models import FINISHED, JobSpec, Run
+from cluster.session import Session
+from cluster.store import Store, dumps
+from logstore.service import build_logs
+from nodes.config import NodeConfig
+from nodes.devtools.embedded import EtcdProcess
+from nodes.leader.scheduler import Scheduler
+from nodes.worker.cluster_view import ClusterView
+from nodes.worker.ownclaims import OwnClaims
+from nodes.worker.worker import Worker
+from tests.conftest import wait_for
+
+P = "p"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Node:
+    """A node's leader and worker in this process: one etcd client, one lease."""
+
+    def __init__(self, etcd: Etcd, keys: Keys, session: Session, worker: Worker) -> None:
+        self.etcd, self.keys, self.session, self.worker = etcd, keys, session, worker
+        self.store = worker.store
+        self.sched: Scheduler | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def lead(self, node_id: str) -> Scheduler:
+        lead = await Election(self.etcd, self.keys, self.session, "leader").campaign()
+        own = OwnClaims(self.worker)
+        self.sched = Scheduler(
+            self.etcd, self.keys, self.store, lead, clock=now, node_id=node_id, ahead=1.5, own=own
+        )
+        await self.sched._load()
+        return self.sched
+
+
+class Rig:
+    def __init__(self, endpoint: str, keys: Keys, tmp: Path) -> None:
+        self.endpoint, self.keys, self.tmp = endpoint, keys, tmp
+        self.nodes: list[Node] = []
+        self.clients: list[Etcd] = []
+
+    async def node(
+        self, node_id: str, *, capacity: int = 16, max_armed: int = 512, orphans: bool = False
+    ) -> Node:
+        etcd = Etcd([self.endpoint])
+        await etcd.connect()
+        self.clients.append(etcd)
+        session = await Session.open(etcd, 5)
+        keys = self.keys
+        record = {"id": node_id, "capacity": capacity}
+        await etcd.put(keys.node(node_id), dumps(record), lease=session.lease_id)
+        store = Store(etcd, keys, Snowflake(len(self.nodes) + 20), now)
+        cfg = NodeConfig(node_id=node_id, data_dir=str(self.tmp / node_id))
+        view = ClusterView(etcd, keys, node_id)
+        w = Worker(
+            etcd=etcd,
+            keys=keys,
+            store=store,
+            session=session,
+            node_id=node_id,
+            properties={},
+            capacity=capacity,
+            max_armed=max_armed,
+            logs=build_logs(cfg.log_settings()),
+            work_dir=str(self.tmp / node_id / "work"),
+            clock=now,
+            view=view,
+        )
+        node = Node(etcd, keys, session, w)
+        # the view, the budgets and the control requests; no dispatch loop: what runs here was
+        # claimed by its leader (or adopted by the orphan check, when asked for)
+        loops = [view.run(), w.budgets.run()]
+        loops.append(w._follow(keys.controls(), w._on_control, reset=w._controls.clear))
+        if orphans:
+            loops.append(w._adopt_orphans())
+        node.tasks = [asyncio.create_task(c) for c in loops]
+        await wait_for(lambda: view.ready and w.budgets.ready, 10, what="the view loaded")
+        await wait_for(lambda: node_id in view.records, 10, what="the node in its view")
+        self.nodes.append(node)
+        return node
+
+    async def close(self) -> None:
+        for n in self.nodes:
+            for t in n.tasks:
+                t.cancel()
+            await asyncio.gather(*n.tasks, return_exceptions=True)
+            await n.worker.close()
+            await n.session.close()
+        for c in self.clients:
+            await c.close()
+
+
+@pytest.fixture
+async def rig(etcd_server: EtcdProcess, keys: Keys, tmp_path: Path) -> AsyncIterator[Rig]:
+    r = Rig(etcd_server.endpoint, keys, tmp_path)
+    yield r
+    await r.close()
+
+
+async def job(store: Store, name: str, command: str = "true", cron: str = "* * * * * *") -> None:
+    await store.put_job(P, JobSpec(name=name, command=command, schedules=[{"cron": cron}]))
+
+
+async def runs_of(etcd: Etcd, keys: Keys, name: str) -> list[Run]:
+    res = await etcd.range(keys.runs(P))
+    found = [Run.model_validate_json(kv.value) for kv in res.kvs]
+    return sorted((r for r in found if r.job == name), key=lambda r: r.scheduled_at or now())
+
+
+async def queued_ids(etcd: Etcd, keys: Keys) -> set[str]:
+    res = await etcd.range(keys.queue(), keys_only=True)
+    return {kv.key.rsplit("/", 1)[-1] for kv in res.kvs}
+
+
+async def early_in_a_second(margin: float = 0.35) -> None:
+    """At the start of a second: the ticks the leader plans then are ahead of it by more than
+    ``1 - margin`` s (time to act on them before their instant)."""
+    await wait_for(lambda: time.time() % 1 < margin, 5, interval=0.01, what="a fresh second")
+
+
+def reserved_nothing(w: Worker) -> Callable[[], bool]:
+    return lambda: not w.claiming and not w._claiming_runs and not w._claim_cost
+
+
+# -- the claim's compares --------------------------------------------------------------------
+
+
+async def test_a_creation_claims_the_run_bound_to_the_lease_without_a_queue_entry(
+    etcd, keys, rig, tmp_path
+):
+    n = await rig.node("n1")
+    await job(n.store, "j", f"echo $CRONMESH_RUN_ID >> {tmp_path / 'ran'}")
+    sched = await n.lead("n1")
+    await early_in_a_second()
+    await sched.fire((P, "j"))
+    runs = await runs_of(etcd, keys, "j")
+    assert runs and all(r.status == "running" and r.node == "n1" for r in runs)
+    ahead = [r for r in runs if r.not_before is not None]  # the next second's (and a tick
+    assert ahead and all(r.not_before > now() for r in ahead)  # due since the job was made)
+    assert await queued_ids(etcd, keys) == set()
+    for r in runs:
+        claim = await etcd.get(keys.claim(r.id))
+        assert claim is not None and claim.lease == n.session.lease_id
+        assert n.worker.running[r.id].claim_revision == claim.create_revision
+    assert n.worker.armed() == len(ahead)  # held ahead: armed, apart from capacity
+    assert reserved_nothing(n.worker)()
+    ids = {r.id for r in runs}
+
+    async def done() -> bool:
+        got = await runs_of(etcd, keys, "j")
+        return all(r.status == "succeeded" for r in got if r.id in ids)
+
+    await wait_for(done, 15, what="the runs finished")
+    assert sorted((tmp_path / "ran").read_text().split()) == sorted(ids)  # each ran once
+
+
+async def test_a_drained_node_whose_view_has_not_heard_queues_the_tick_instead(etcd, keys, rig):
+    """The operator drains the node; its worker's view has not delivered it yet (frozen here):
+    the creation's compare on the node's admin state refuses the claim, and the tick is written
+    again through the queue — fired once, not lost, not claimed here."""
+    n = await rig.node("n1")
+    await job(n.store, "j")
+    sched = await n.lead("n1")
+    view = n.worker.view
+    assert view is not None
+    state, placement = view.own_state(), view.placement(None, "", P, None)
+    view.own_state = lambda: state  # type: ignore[method-assign]
+    view.placement = lambda *a, **k: placement  # type: ignore[method-assign]
+    drained = NodeState(admin="draining", changed_at=now(), reason="test")
+    await etcd.put(keys.node_state("n1"), drained.model_dump_json())
+    await early_in_a_second()
+    await sched.fire((P, "j"))
+    runs = await runs_of(etcd, keys, "j")
+    assert runs and all(r.status == "pending" and r.node is None for r in runs)
+    assert await queued_ids(etcd, keys) == {r.id for r in runs}
+    for r in runs:
+        assert await etcd.get(keys.claim(r.id)) is None
+    assert not n.worker.running and reserved_nothing(n.worker)()
+    await sched.fire((P, "j"))  # planned again: the same ticks are handled, none twice
+    assert [r.id for r in await runs_of(etcd, keys, "j")][: len(runs)] == [r.id for r in runs]
+    ticks = [r.scheduled_at for r in await runs_of(etcd, keys, "j")]
+    assert len(ticks) == len(set(ticks))
+
+
+async def test_the_lease_lost_between_the_plan_and_the_write_loses_no_tick(etcd, keys, rig):
+    """The node's lease is revoked after the leader reserved its runs and before its write: the
+    creation is fenced (the election key went with the lease; etcd checks the claim's lease only
+    on the branch it takes), the reservations go back, nothing runs here; the next leader fires
+    the same ticks, once each."""
+    n = await rig.node("n1")
+    await job(n.store, "j")
+    sched = await n.lead("n1")
+    txn = n.etcd.txn
+    revoked = []
+
+    async def revoke_first(*args: Any, **kw: Any) -> Any:
+        if not revoked:
+            revoked.append(bool(n.worker.claiming))  # the runs were reserved by then
+            await etcd.revoke(n.session.lease_id)
+        return await txn(*args, **kw)
+
+    n.etcd.txn = revoke_first  # type: ignore[method-assign]
+    await early_in_a_second()
+    first_tick = datetime.fromtimestamp(int(time.time()) + 1, UTC)  # planned ahead, not written
+    with pytest.raises(LostOwnership):
+        await sched.fire((P, "j"))
+    assert revoked == [True]
+    assert not n.worker.running and reserved_nothing(n.worker)()
+    assert await runs_of(etcd, keys, "j") == []
+
+    m = await rig.node("n2")
+    second = await m.lead("n2")
+    await second.fire((P, "j"))
+    runs = await runs_of(etcd, keys, "j")
+    assert runs and all(r.node == "n2" and r.status == "running" for r in runs)
+    ticks = [r.scheduled_at for r in runs]
+    assert len(ticks) == len(set(ticks)) and first_tick in ticks
+
+
+async def test_a_creation_whose_reply_is_lost_is_adopted_and_runs_once(etcd, keys, rig, tmp_path):
+    """The creation applies but its reply is lost: the reservations go back, the leader re-reads
+    the job's state (the tick is handled: not written twice), and the worker's orphan check
+    adopts the claim bound to its lease: each run starts once."""
+    book = tmp_path / "ran"
+    n = await rig.node("n1", orphans=True)
+    await job(n.store, "j", f"echo $CRONMESH_RUN_ID >> {book}")
+    sched = await n.lead("n1")
+    txn = n.etcd.txn
+    lost = []
+
+    async def lose_the_reply(*args: Any, **kw: Any) -> Any:
+        res = await txn(*args, **kw)
+        if not lost:
+            lost.append(res.succeeded)
+            raise OutcomeUnknown("test: the reply was lost")
+        return res
+
+    n.etcd.txn = lose_the_reply  # type: ignore[method-assign]
+    await early_in_a_second()
+    await sched._fire_guarded((P, "j"))  # the scheduler's own handling of a failed write
+    assert lost == [True]
+    runs = await runs_of(etcd, keys, "j")
+    assert runs and all(r.status == "running" and r.node == "n1" for r in runs)
+    assert reserved_nothing(n.worker)()
+    ids = {r.id for r in runs}
+    await wait_for(lambda: ids <= set(n.worker.running), 10, what="the claims adopted")
+    await sched.fire((P, "j"))  # planned again later: those ticks are handled already
+    again = await runs_of(etcd, keys, "j")
+    ticks = [r.scheduled_at for r in again]
+    assert len(ticks) == len(set(ticks))
+
+    async def done() -> bool:
+        got = {r.id: r for r in await runs_of(etcd, keys, "j")}
+        return all(got[i].status in FINISHED for i in ids)
+
+    await wait_for(done, 15, what="the adopted runs finished")
+    started = book.read_text().split()
+    assert sorted(i for i in started if i in ids) == sorted(ids)  # once each
+
+
+async def test_a_run_claimed_in_its_creation_and_cancelled_before_its_instant_never_starts(
+    etcd, keys, rig, tmp_path
+):
+    book = tmp_path / "ran"
+    n = await rig.node("n1")
+    await wait_for(lambda: 0.6 < time.time() % 2 < 0.8, 5, interval=0.01, what="an odd second")
+    await job(n.store, "j", f"echo $CRONMESH_RUN_ID >> {book}", cron="*/2 * * * * *")
+    sched = await n.lead("n1")
+    await sched.fire((P, "j"))  # the next even second: about a second ahead
+    runs = await runs_of(etcd, keys, "j")
+    assert len(runs) == 1 and runs[0].status == "running", runs
+    assert runs[0].not_before is not None and runs[0].not_before > now()
+    await n.store.cancel_run(P, runs[0].id)
+
+    async def ended() -> Run | None:
+        r = (await runs_of(etcd, keys, "j"))[0]
+        return r if r.status in FINISHED else None
+
+    final = await wait_for(ended, 10, what="the cancel")
+    assert final.status == "cancelled", final
+    assert not book.exists()
+    assert await etcd.get(keys.claim(final.id)) is None
+
+
+async def test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest(etcd, keys, rig):
+    """Five jobs due at one instant on a node allowed 2 armed runs: their shared creation claims
+    2 (the worker's count of armed runs includes the reservations made in the same pass), the
+    other 3 are queued."""
+    n = await rig.node("n1", max_armed=2)
+    names = [f"j{i}" for i in range(5)]
+    await wait_for(lambda: 8.7 < time.time() % 10 < 8.9, 12, interval=0.01, what="1.3 s before")
+    for name in names:
+        await job(n.store, name, cron="*/10 * * * * *")
+    sched = await n.lead("n1")
+    await sched._fire_batch([(P, name) for name in names])
+    runs = [r for name in names for r in await runs_of(etcd, keys, name)]
+    assert len(runs) == 5 and all(r.not_before is not None for r in runs), runs
+    mine = [r for r in runs if r.status == "running"]
+    assert len(mine) == 2 and all(r.node == "n1" for r in mine)
+    assert await queued_ids(etcd, keys) == {r.id for r in runs if r.status == "pending"}
+    assert n.worker.armed() == 2 and reserved_nothing(n.worker)()
