@@ -831,6 +831,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         "before its view hears of it",
     ),
     Mutation(
+        "own-claim-grant-guards",
+        "nodes/worker/ownclaims.py",
+        r"\*w\._grant_guards\(run, chosen\),",
+        "",
+        (
+            "tests/security/test_own_claim_grants.py::"
+            "test_a_revoked_grant_stops_the_leaders_own_claim_its_view_has_not_heard_of",
+        ),
+        "a grant revoked (answered) stops the leader's own claims through it, even before its "
+        "node's view hears of it",
+    ),
+    Mutation(
         "own-claim-armed-reservation",
         "nodes/worker/ownclaims.py",
         r"if ahead:\n\s*w\._claiming_ahead\.add\(key\)",
