@@ -36,6 +36,13 @@ def create_ops(own: OwnClaims | None, run: Run, held: Own, compares: list[Any]) 
     return own.create_ops(r)
 
 
+def unique(compares: list[Any]) -> list[Any]:
+    """``compares`` without repeats of one object: the own claims of a transaction share their
+    guards (``OwnClaims._compares``), which etcd needs to evaluate once."""
+    seen: set[int] = set()
+    return [c for c in compares if not (id(c) in seen or seen.add(id(c)))]  # type: ignore[func-returns-value]
+
+
 def settle(
     own: OwnClaims | None,
     plans: Iterable[Own],

@@ -49,7 +49,7 @@ from nodes.leader.jobcache import GUARDED, JobCache, JobEntry, JobKey
 from nodes.leader.loading import PASS_JOBS, YIELD_EVERY
 from nodes.leader.loops import periodic
 from nodes.leader.missed import report_missed
-from nodes.leader.ownruns import Own, create_ops, reserve, settle
+from nodes.leader.ownruns import Own, create_ops, reserve, settle, unique
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
 from nodes.leader.rulecache import RuleCache
@@ -313,6 +313,7 @@ class Scheduler:
         for _, c, o in planned:
             compares += c
             ops += o
+        compares = unique(compares)  # the own claims' shared guards once (D444)
         try:
             async with self._sem:
                 res = await self.etcd.txn(compares, ops, [self.lead.probe()])
@@ -394,6 +395,7 @@ class Scheduler:
             compares.append(Compare.absent(slot_key))
             ops.append(Op.put(slot_key, record))
         compares[:0] = [self.lead.fence(), self.rules.guard()]
+        compares = unique(compares)  # the own claims' shared guards once (D444)
         for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
             ops.append(
                 Op.put(

@@ -24,6 +24,8 @@ from cluster.runs import TICK_SOURCES
 from cluster.store import dumps
 from nodes import metrics
 
+GUARDS_KEPT = 256  # compare lists kept (per view version, budgets, project with run_as, grant)
+
 if TYPE_CHECKING:
     from nodes.worker.worker import Worker
 
@@ -45,6 +47,9 @@ class OwnClaims:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        # The claim compares, built once per view version and budget revision and shared by the
+        # runs they apply to: a transaction holds each once (``unique``), not once per run.
+        self._guards: dict[tuple[Any, ...], list[Any]] = {}
 
     def reserve(self, run: Run) -> Reserved | None:
         """Reserve ``run``'s place if this worker would claim it now as its preferred node."""
@@ -71,7 +76,7 @@ class OwnClaims:
         room = Room(
             busy=w.busy(),
             armed=w.armed(),
-            used_weight=w.used_weight(),
+            used_weight=0 if ahead else w.used_weight(),  # O(running): only when it counts
             capacity=w.capacity,
             max_armed=w.max_armed,
             weight_budget=w.weight_budget,
@@ -97,12 +102,7 @@ class OwnClaims:
                 "not_before": due,
             }
         )
-        compares = [
-            # drain/disable is exact: a creation made after the operator's write fails
-            Compare.modified(w.keys.node_state(w.node_id), view.own_state()[1]),
-            w.budgets.guard(),  # no budget newer than the cache (D365)
-            *w._grant_guards(run, chosen),  # D142, D155
-        ]
+        compares = self._compares(run, chosen)
         key = w.store.queue_key(run)
         w.claiming.add(key)
         if ahead:
@@ -110,6 +110,25 @@ class OwnClaims:
         w._claiming_runs.add(run.id)  # the orphan check leaves it alone meanwhile
         w._claim_cost[key] = chosen.weight
         return Reserved(run, started, key, chosen.weight, ahead, compares)
+
+    def _compares(self, run: Run, chosen: Candidate) -> list[Any]:
+        """What the claim compares: the node's admin state, the budget documents, the grants."""
+        w, view = self.worker, self.worker.view
+        assert view is not None
+        user_project = run.project if run.snapshot.run_as is not None else None
+        group_less = run.snapshot.target.group is None
+        key = (view.version, w.budgets.docs_revision, user_project, chosen.grant, group_less)
+        found = self._guards.get(key)
+        if found is None:
+            if len(self._guards) >= GUARDS_KEPT:
+                self._guards.clear()
+            found = self._guards[key] = [
+                # drain/disable is exact: a creation made after the operator's write fails
+                Compare.modified(w.keys.node_state(w.node_id), view.own_state()[1]),
+                w.budgets.guard(),  # no budget newer than the cache (D365)
+                *w._grant_guards(run, chosen),  # D142, D155
+            ]
+        return found
 
     def create_ops(self, r: Reserved) -> list[Any]:
         """What creates the run claimed (``create_run_ops`` with the claim's writes folded in):
