@@ -7,6 +7,7 @@ tests/security/test_own_claim_grants.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -104,6 +105,13 @@ class Rig:
         return node
 
     async def close(self) -> None:
+        for n in self.nodes:  # what still waits for its instant ends as a run ends, not killed
+            for ex in list(n.worker.running.values()):
+                ex.request("abort")
+        for n in self.nodes:
+            w = n.worker
+            with contextlib.suppress(AssertionError):
+                await wait_for(lambda w=w: not w.running, 10, what="the runs ended")  # type: ignore[misc]
         for n in self.nodes:
             for t in n.tasks:
                 t.cancel()
