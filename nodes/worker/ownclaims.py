@@ -73,10 +73,13 @@ class OwnClaims:
         now = w.clock()
         ahead = run.not_before is not None and run.not_before > now
         placement = view.placement(spec.target.group, spec.target.selector, run.project, user)
+        busy = w.busy()
+        # the weight in use walks every execution: only when a weight budget can refuse the run
+        weighed = not ahead and w.weight_budget is not None and busy < w.capacity
         room = Room(
-            busy=w.busy(),
+            busy=busy,
             armed=w.armed(),
-            used_weight=0 if ahead else w.used_weight(),  # O(running): only when it counts
+            used_weight=w.used_weight() if weighed else 0,
             capacity=w.capacity,
             max_armed=w.max_armed,
             weight_budget=w.weight_budget,
