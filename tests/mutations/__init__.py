@@ -548,7 +548,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- containment (D150-D152) -------------------------------------------------------------------
     Mutation(
         "cgroup-kill",
-        "nodes/executor/cgroups.py",
+        "nodes/executor/cgroup_kill.py",
         r'_write\(os\.path\.join\(path, "cgroup\.kill"\), "1"\)',
         "pass",
         ("tests/unit/test_cgroups.py::test_setsid_and_double_fork_do_not_escape_a_kill[auto]",),

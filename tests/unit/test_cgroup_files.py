@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.executor import cgroup_files, cgroups, launch, workdir
+from nodes.executor import cgroup_files, cgroup_kill, cgroups, launch, workdir
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import Layout
 from tests.unit.test_cgroups import SHAPES
@@ -51,7 +51,7 @@ async def _run(pool: CgroupPool, work: Path, i: int, command: str) -> tuple[str,
         armed=True,  # held before its command: it is still there to be looked for
     )
     # the process is in every cgroup of the run (moved in through the kept cgroup.procs)
-    members = {p: cgroups._procs(p) for p in cg.paths()}
+    members = {p: cgroup_kill.members_of(p) for p in cg.paths()}
     proc.release()
     status = await asyncio.wait_for(proc.wait(), 60)
     await launch.finish(pool, proc, folder, 65536)
@@ -97,7 +97,7 @@ def test_counters_read_through_kept_descriptors_are_current(layout: Layout) -> N
                 stdin=subprocess.PIPE,
             )
             cg.add(burner.pid)
-            assert all(burner.pid in cgroups._procs(p) for p in cg.paths())
+            assert all(burner.pid in cgroup_kill.members_of(p) for p in cg.paths())
             assert burner.stdin is not None
             burner.stdin.close()
             assert burner.wait(60) == 0

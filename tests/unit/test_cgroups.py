@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.executor import cgroups
+from nodes.executor import cgroup_kill, cgroups
 from nodes.executor.cgroups import Layout, RunCgroup
 from nodes.executor.process import Process
 
@@ -253,4 +253,4 @@ async def test_reap_kills_and_removes_what_a_previous_incarnation_left(
 def test_killing_a_cgroup_that_is_already_gone_is_not_an_error(tmp_path: Path) -> None:
     # The fence may kill and remove a run's cgroup before the node's own kill reaches it (a
     # self-fenced node closing its worker): that kill finds nothing left to kill.
-    cgroups.kill_v2(str(tmp_path / "removed-meanwhile"))
+    cgroup_kill.kill_v2(str(tmp_path / "removed-meanwhile"))
