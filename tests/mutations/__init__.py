@@ -177,7 +177,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-waiting-slot",
-        "nodes/leader/depwait.py",
+        "nodes/leader/depwait_look.py",
         r"\[self\.lead\.fence\(\), (Compare\.modified\(w\.key, w\.rev\))",
         r"[\1",
         (
@@ -210,7 +210,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "release-fresh-snapshot",
-        "nodes/leader/depwait.py",
+        "nodes/leader/depwait_look.py",
         r"run = remint\(self\.store\.new_run, job, spec, minted\)",
         "run = minted",
         (
