@@ -465,7 +465,7 @@ async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leade
     count (D318) together for one term of leadership."""
     forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
     notifier = Notifier(node, leadership, scheduler)
-    scheduler.slots.notifier = notifier  # slot events go out through the same rules (D232)
+    scheduler.slots.outbox.notifier = notifier  # slot events go out through the same rules (D232)
     history = HistoryAccountant(node.etcd, scheduler.store, leadership)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())
