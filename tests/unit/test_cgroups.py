@@ -23,6 +23,7 @@ import pytest
 from nodes.executor import cgroup_kill, cgroups
 from nodes.executor.cgroups import Layout, RunCgroup
 from nodes.executor.process import Process
+from tests.launching import cgroup_layout
 
 PY = sys.executable
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
@@ -73,13 +74,7 @@ def pids(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture(params=list(SHAPES))
 def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
-    found = cgroups.detect(f"test-{request.param}", str(tmp_path), **SHAPES[request.param])
-    if not found.enabled:
-        pytest.skip(f"no usable cgroups here: {found.reason}")
-    yield found
-    cgroups.reap(found)
-    cgroups.remove_subtree(found)
-    assert not any(os.path.exists(p) for p in found.subtrees())
+    yield from cgroup_layout(f"test-{request.param}", tmp_path, **SHAPES[request.param])
 
 
 def test_mounts_and_own_cgroups_are_parsed() -> None:
