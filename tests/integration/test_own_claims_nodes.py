@@ -167,25 +167,33 @@ async def test_in_three_nodes_the_leader_takes_only_the_runs_it_is_preferred_for
             await api(http, "POST", f"{base}{JOBS}", json=job)
         runs = await tick_runs(http, base, names, 10)
         queued = await queue.stop(etcd)
-        assert await leader_of(http, nodes) == leader  # one leader throughout
-        own = {
-            n.node_id: await read_metric(
+        own, led = {}, {}
+        for n in nodes:
+            own[n.node_id] = await read_metric(
                 http, n.url, "cronmesh_placement_claims_total", SELF, default=0
             )
-            for n in nodes
-        }
+            led[n.node_id] = await read_metric(
+                http, n.url, "cronmesh_leadership_acquired_total", default=0
+            )
     once_per_tick(runs)
     assert [r for r in runs if r["status"] != "succeeded"] == []
-    on_leader = [r for r in runs if r["node"] == leader]
-    elsewhere = [r for r in runs if r["node"] != leader]
-    assert on_leader and elsewhere
-    assert [r["id"] for r in on_leader if r["id"] in queued] == []  # claimed in their creation
+    # a leadership change on a starved machine (a lease lost) is allowed: every node that led
+    # claims in its creations; a node that never led claims only through the queue
+    leaders = {n for n, times in led.items() if times}
+    assert leader in leaders
+    on_leaders = [r for r in runs if r["node"] in leaders]
+    elsewhere = [r for r in runs if r["node"] not in leaders]
+    assert elsewhere, runs
     assert [r["id"] for r in elsewhere if r["id"] not in queued] == []  # through the queue
-    assert own[leader] >= len(on_leader) and sum(own.values()) == own[leader], own
+    assert all(own[n] == 0 for n in own if n not in leaders), own
+    never_queued = [r for r in on_leaders if r["id"] not in queued]  # claimed in their creation
+    assert never_queued and sum(own[n] for n in leaders) >= len(never_queued), own
+    if leaders == {leader}:  # one leader throughout: it queued none of its own runs
+        assert len(never_queued) == len(on_leaders), [r["id"] for r in on_leaders]
     counts = Counter(r["node"] for r in runs)
     n = len(runs)
     chi2 = sum((counts[k] - n * w / 6) ** 2 / (n * w / 6) for k, w in weights.items())
-    print(f"spread {dict(counts)} of {n} runs, leader {leader}, chi2={chi2:.2f}")
+    print(f"spread {dict(counts)} of {n} runs, leaders {sorted(leaders)}, chi2={chi2:.2f}")
     # chi-square with 2 degrees of freedom: P(X > 27.6) = 1e-6 for a fair weighted choice.
     assert chi2 < 27.6, counts
 
