@@ -21,6 +21,7 @@ import pytest
 from cluster.etcd import Etcd
 from cluster.keys import Keys
 from cluster.models import FINISHED
+from cluster.placement import Candidate, attempt_key, preferred
 from tests.chaos.harness import leader_of, read_metric, wait_ready
 from tests.conftest import api_session, wait_for
 
@@ -190,6 +191,11 @@ async def test_in_three_nodes_the_leader_takes_only_the_runs_it_is_preferred_for
     assert never_queued and sum(own[n] for n in leaders) >= len(never_queued), own
     if leaders == {leader}:  # one leader throughout: it queued none of its own runs
         assert len(never_queued) == len(on_leaders), [r["id"] for r in on_leaders]
+    # each run ran on its preferred node (the hand-off delay outlasts the test): the leader's
+    # claims in its creations are no exception
+    bound = [Candidate(name, w, name, "spread") for name, w in weights.items()]
+    drawn = {r["id"]: preferred(attempt_key(r["id"], r["attempt"]), bound) for r in runs}
+    assert [r["id"] for r in runs if drawn[r["id"]].node != r["node"]] == []  # type: ignore[union-attr]
     counts = Counter(r["node"] for r in runs)
     n = len(runs)
     chi2 = sum((counts[k] - n * w / 6) ** 2 / (n * w / 6) for k, w in weights.items())
