@@ -843,6 +843,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         "node's view hears of it",
     ),
     Mutation(
+        "own-claim-lease",
+        "nodes/worker/ownclaims.py",
+        r"Op\.put\(keys\.claim\(run\.id\), dumps\(claim\), w\.session\.lease_id\)",
+        "Op.put(keys.claim(run.id), dumps(claim))",
+        (f"{OWN}::test_a_creation_claims_the_run_bound_to_the_lease_without_a_queue_entry",),
+        "a run the leader claims in its creation dies with its node: the claim is bound to the "
+        "node's lease",
+    ),
+    Mutation(
         "own-claim-armed-reservation",
         "nodes/worker/ownclaims.py",
         r"if ahead:\n\s*w\._claiming_ahead\.add\(key\)",
