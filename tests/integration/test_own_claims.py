@@ -196,9 +196,9 @@ async def test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest(et
     other 3 are queued."""
     n = await rig.node("n1", max_armed=2)
     names = [f"j{i}" for i in range(5)]
-    await wait_for(lambda: 8.7 < time.time() % 10 < 8.9, 12, interval=0.01, what="1.3 s before")
+    await wait_for(lambda: 0.6 < time.time() % 2 < 0.8, 5, interval=0.01, what="1.3 s before")
     for name in names:
-        await job(n.store, name, cron="*/10 * * * * *")
+        await job(n.store, name, cron="*/2 * * * * *")
     sched = await n.lead("n1")
     await sched._fire_batch([(P, name) for name in names])
     runs = [r for name in names for r in await runs_of(etcd, keys, name)]
