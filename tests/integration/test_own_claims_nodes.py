@@ -101,6 +101,21 @@ async def tick_runs(
     return await wait_for(settled, 60, interval=0.3, what="every run finished")  # type: ignore[no-any-return]
 
 
+async def claiming_in_creations(http: aiohttp.ClientSession, api_url: str, node: Any) -> None:
+    """Until ``node`` (the leader) has claimed a run in its creation: a probe job every second,
+    disabled then. A node answers ready before its worker's view of the cluster has loaded, and
+    the runs it creates until then are queued (D444): on a loaded machine that can be seconds."""
+    probe = {"name": "probe", "command": "true", "schedules": [{"cron": "* * * * * *"}]}
+    await api(http, "POST", f"{api_url}{JOBS}", json=probe)
+
+    async def claimed() -> bool:
+        got = await read_metric(http, node.url, "cronmesh_placement_claims_total", SELF, default=0)
+        return got > 0
+
+    await wait_for(claimed, 60, interval=0.2, what=f"{node.node_id} claiming in its creations")
+    await api(http, "PATCH", f"{api_url}{JOBS}/probe", json={"enabled": False})
+
+
 def once_per_tick(runs: list[dict[str, Any]]) -> None:
     ticks = Counter((r["job"], r["scheduled_at"]) for r in runs)
     twice = [t for t, n in ticks.items() if n > 1]
@@ -114,6 +129,7 @@ async def test_a_single_node_claims_its_scheduled_runs_in_their_creation(procs, 
     names = [f"solo{i}" for i in range(5)]
     async with api_session() as http:
         await wait_ready(http, node)
+        await claiming_in_creations(http, node.url, node)
         start = (await etcd.range(keys.queue(), count_only=True)).revision
         queue = QueueLog(etcd, keys, start)
         for name in names:
@@ -156,6 +172,7 @@ async def test_in_three_nodes_the_leader_takes_only_the_runs_it_is_preferred_for
 
         await wait_for(views_ready, 30, what="every node sees the bindings")
         leader = await wait_for(lambda: leader_of(http, nodes), 30, what="a leader")
+        await claiming_in_creations(http, base, next(n for n in nodes if n.node_id == leader))
         start = (await etcd.range(keys.queue(), count_only=True)).revision
         queue = QueueLog(etcd, keys, start)
         for name in names:
