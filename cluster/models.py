@@ -20,12 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-from cluster.runcodec import snapshot_field
 from cluster.deadlines import Deadlines, Duration
 from cluster.depends_spec import MAX_DEPENDS, Dependency, Gate, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources
+from cluster.runcodec import snapshot_field
 
 if TYPE_CHECKING:
     from cluster.cron import Schedule
