@@ -1,5 +1,8 @@
-"""A node that did not write a queue entry decodes it with its job's snapshot validated once
-(D450), with real `cronmesh node` processes.
+"""Run records decoded on the per-run path, with real `cronmesh node` processes (D450).
+
+A node that leads and works decodes no run record at all (its worker takes back what its
+leader encoded, D352; every other watcher routes on the key). A node that did not write a queue
+entry decodes it with its job's snapshot validated once per job version.
 
 Two nodes; the job's runs go to no node (its selector matches none), so they stay queued and the
 node that does not lead decodes every entry its leader wrote (D352 spares the leader's own
@@ -67,3 +70,25 @@ async def _at_least(count: Any, n: int) -> bool:
 async def _reused_at_least(read: Any, n: float) -> float | None:
     value: float = await read("reused")
     return value if value >= n else None
+
+
+@pytest.mark.timeout(120)
+async def test_a_node_that_leads_and_works_decodes_no_run_record(procs, etcd, keys):
+    """The count of D450: on one node, a trivial run is created, claimed, run, finished, noted
+    by the notifier and charged to history without its record ever being decoded."""
+    node = procs.start("node-1")
+    await wait_for(lambda: current_leader(etcd, keys), 60, 0.1, "a leader")
+    await wait_for(lambda: node.started(), 60, 0.1, "the node")
+    spec = {"name": "often", "command": "true", "schedules": [{"cron": "* * * * * *"}]}
+
+    async def finished() -> int:
+        runs = (await etcd.range_all(keys.job_runs("default", "often"))).kvs
+        return sum(1 for kv in runs if kv.value == b"succeeded")
+
+    async with api_session() as http:
+        async with http.put(f"{node.url}{PROJECT}/jobs/often", json=spec) as r:
+            assert r.status in (200, 201), await r.text()
+        await wait_for(lambda: _at_least(finished(), 5), 60, 0.2, "5 finished runs")
+        for outcome in ("validated", "reused"):
+            labels = {"outcome": outcome}
+            assert await read_metric(http, node.url, "cronmesh_run_snapshots", labels) == 0
