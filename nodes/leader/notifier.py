@@ -47,6 +47,7 @@ from cluster.notify import (
     webhook_body,
 )
 from cluster.watch import follow
+from cluster.workflows import is_task_job
 from nodes import metrics, webhooks
 from nodes.leader.history import HistoryAccountant
 from nodes.leader.mailer import EMAIL_RETRIES, SmtpSettings, message
@@ -336,8 +337,8 @@ class Notifier:
     ) -> list[tuple[NotificationRule, str, dict[str, Any], str]]:
         """What to send for one finished run: (rule, event, run document, delivery id).
         ``edited``: the revisions of the newest edits of the job and of its project's defaults
-        before the run ended (D410, D413)."""
-        current = self._cache_current(project, job, edited[0])
+        before the run ended (D410, D413); a workflow task's are its project's defaults (D452)."""
+        current = is_task_job(job) or self._cache_current(project, job, edited[0])
         if current and not await self._rules(project, job, None, edited=edited[1]):
             return []  # the common case: nobody to tell, no read
         run = await self.store.get_run(project, run_id)
