@@ -36,6 +36,7 @@ from cluster.models import (
     run_parameters_capped,
 )
 from cluster.resources import Resources
+from cluster.runcodec import snapshot_field
 
 MAX_TASKS = 500
 MAX_WORKFLOW_BYTES = 512 * 1024
@@ -214,7 +215,7 @@ class Execution(BaseModel):
     reruns: int = 0
     parameters: dict[str, str] = Field(default_factory=dict)
     tasks: dict[str, TaskState]
-    snapshot: WorkflowSpec
+    snapshot: Annotated[WorkflowSpec, snapshot_field(WorkflowSpec)]  # once per content (D452)
 
     @property
     def finished(self) -> bool:

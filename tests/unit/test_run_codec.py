@@ -1,4 +1,5 @@
-"""A run's snapshot is validated once per distinct content (D450, ``cluster.runcodec``).
+"""A run's (and an execution's) snapshot is validated once per distinct content (D450, D452,
+``cluster.runcodec``).
 
 The fast path (a snapshot already validated from the same content) must give the very objects
 pydantic gives: many varied records — every status and source, attempts, parameters, results,
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from cluster.models import FINISHED, MAX_JOB_BYTES, JobSpec, Run, RunSource, RunStatus
 from cluster.runcodec import SnapshotCache, snapshot_cache
+from cluster.workflows import Execution, TaskStatus, WorkflowSpec
 
 T0 = datetime(2026, 12, 7, 9, 0, 0, 123456, tzinfo=UTC)
 CACHE = snapshot_cache(JobSpec)
@@ -267,3 +269,73 @@ def test_the_cache_is_bounded_by_count_and_bytes() -> None:
     assert len(cache) == 1 and cache.bytes <= 10_000
     decode({"name": "huge", "command": "z" * 20_000})  # larger than the bound: never kept
     assert cache.bytes <= 10_000 and len(cache) == 1
+
+
+class PlainExecution(Execution):
+    """The reference for executions: the workflow snapshot validated by pydantic every time."""
+
+    snapshot: WorkflowSpec
+
+
+WORKFLOWS: list[dict[str, Any]] = [
+    {"name": "w", "tasks": [{"name": "a", "command": "true"}]},
+    {
+        "name": "etl",
+        "description": "naïve — 日本語",
+        "tasks": [
+            {"name": "extract", "command": "echo ü", "retries": 2, "env": {"K": "v"}},
+            {"name": "wait", "external": True, "depends_on": ["extract"]},
+            {
+                "name": "load",
+                "python": {"callable": "m:f", "args": [1, True, 1.0]},
+                "depends_on": ["wait"],
+                "trigger_rule": "all_done",
+                "target": {"selector": "zone=a"},
+                "resources": {"memory": "64Mi"},
+            },
+        ],
+        "schedules": [{"cron": "0 * * * *", "timezone": "Asia/Tokyo"}],
+        "parameters": {"DAY": "mon"},
+        "priority": 5,
+        "max_active": 2,
+        "deadlines": {"succeed_within": 3600},
+    },
+]
+
+
+def test_varied_executions_decode_to_the_same_executions_on_every_path() -> None:
+    rnd = random.Random(452)
+    cache = snapshot_cache(WorkflowSpec)
+    specs = [json.loads(WorkflowSpec.model_validate(w).model_dump_json()) for w in WORKFLOWS]
+    statuses = get_args(TaskStatus)
+    for i in range(120):
+        spec = specs[i % len(specs)]
+        doc = {
+            "id": f"{i + 1:019d}",
+            "project": "p",
+            "workflow": spec["name"],
+            "status": rnd.choice(["queued", "running", "succeeded", "failed", "cancelled"]),
+            "created_at": T0.isoformat(),
+            "started_at": rnd.choice([None, T0.isoformat()]),
+            "parameters": rnd.choice([{}, {"DAY": "dï"}]),
+            "tasks": {
+                t["name"]: {
+                    "status": rnd.choice(statuses),
+                    "run_id": rnd.choice([None, "0388250434512375808"]),
+                    "result": rnd.choice([None, 1, True, 1.0, {"rows": [1, "é"]}]),
+                    "error": rnd.choice([None, "exit 3"]),
+                    "previous_runs": rnd.choice([[], ["1", "2"]]),
+                }
+                for t in spec["tasks"]
+            },
+            "snapshot": spec,
+        }
+        raw = json.dumps(doc, ensure_ascii=rnd.random() < 0.5)
+        plain = PlainExecution.model_validate_json(raw)
+        cache.clear()
+        missed = Execution.model_validate_json(raw)
+        hit = Execution.model_validate_json(raw)
+        same(plain, missed)
+        same(plain, hit)
+        assert hit.snapshot is missed.snapshot
+        assert hit.model_dump_json() == plain.model_dump_json()
