@@ -23,7 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import NodeProc, count, put_jobs, read_runs, sleep_until
+from bench.harness import NodeProc, put_jobs, sleep_until
+from bench.records import count, read_runs
 from bench.scenarios import (
     PROJECT,
     Context,

@@ -39,13 +39,12 @@ from bench.harness import (
     auth_headers,
     bench_etcd,
     by_label,
-    count,
     diff,
     put_jobs,
-    read_runs,
     sleep_until,
     value,
 )
+from bench.records import count, read_runs
 from bench.scenarios import (
     PROJECT,
     Context,

@@ -1,5 +1,6 @@
 """Processes and probes of a benchmark run: an etcd, ``cronmesh node`` processes, Prometheus text,
-CPU time from ``/proc``, and run records read straight from etcd.
+CPU time from ``/proc``, the jobs a benchmark makes (run records read straight from etcd:
+``bench.records``).
 
 Every process started here is registered in a :class:`Procs`; ``Procs.stop_all()`` (called from a
 ``finally`` in ``bench.run``, from ``atexit`` and on SIGTERM/SIGHUP) stops them all, so an
@@ -20,7 +21,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,8 +28,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import USER_GRPC_VERBOSITY
-from cluster.errors import Unavailable
-from cluster.etcd import KV, Etcd, Range, prefix_end
+from cluster.etcd import Etcd
 from nodes.devtools.embedded import EtcdProcess, etcd_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,73 +377,6 @@ async def etcd_version(http: aiohttp.ClientSession, endpoint: str) -> str:
     async with http.get(f"{endpoint}/version") as resp:
         data = json.loads(await resp.text())
     return str(data.get("etcdserver", "?"))
-
-
-# -- run records ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunDoc:
-    id: str
-    job: str
-    status: str
-    source: str
-    scheduled_at: float | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-
-
-def _ts(text: str | None) -> float | None:
-    return datetime.fromisoformat(text).timestamp() if text else None
-
-
-def run_doc(raw: bytes) -> RunDoc:
-    d = json.loads(raw)
-    return RunDoc(
-        id=d["id"],
-        job=d["job"],
-        status=d["status"],
-        source=d["source"],
-        scheduled_at=_ts(d.get("scheduled_at")),
-        created_at=_ts(d["created_at"]) or 0.0,
-        started_at=_ts(d.get("started_at")),
-        finished_at=_ts(d.get("finished_at")),
-    )
-
-
-async def _range(etcd: Etcd, key: str, **kw: Any) -> Range:
-    """A read of the benchmark itself, retried: its idle client can be sent a GOAWAY by etcd."""
-    for attempt in range(5):
-        try:
-            return await etcd.range(key, **kw)
-        except Unavailable:
-            if attempt == 4:
-                raise
-            await asyncio.sleep(0.2)
-    raise AssertionError("unreachable")
-
-
-async def scan(etcd: Etcd, prefix: str, *, page: int = 2000, keys_only: bool = False) -> list[KV]:
-    """Every key under ``prefix``, read in pages."""
-    end = prefix_end(prefix).decode()
-    key = prefix
-    out: list[KV] = []
-    while True:
-        res = await _range(etcd, key, end=end, limit=page, keys_only=keys_only)
-        out.extend(res.kvs)
-        if not res.more or not res.kvs:
-            return out
-        key = res.kvs[-1].key + "\0"
-
-
-async def read_runs(etcd: Etcd, prefix: str, project: str) -> list[RunDoc]:
-    return [run_doc(kv.value) for kv in await scan(etcd, f"{prefix}/runs/{project}/")]
-
-
-async def count(etcd: Etcd, prefix: str) -> int:
-    res = await _range(etcd, prefix, count_only=True)
-    return res.count
 
 
 # -- jobs ----------------------------------------------------------------------------------------

@@ -28,19 +28,17 @@ from bench.harness import (
     NodeProc,
     ProcCpu,
     Procs,
-    RunDoc,
     Samples,
     by_label,
-    count,
     diff,
     machine_cpu,
     parse_prom,
     proc_cpu,
     put_jobs,
-    read_runs,
     sleep_until,
     value,
 )
+from bench.records import RunDoc, count, read_runs
 from bench.stats import histogram_summary_ms, summary_ms
 from cluster.etcd import Etcd
 

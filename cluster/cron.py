@@ -2,7 +2,8 @@
 "when is the next fire time strictly after ``t``". Pure: no I/O, no clock reads.
 
 The text is parsed by ``cluster.cron_syntax`` (fields, durations) and wall-clock times are read in
-their zone by ``cluster.cron_zones``; this module matches fields and turns matches into instants.
+their zone by ``cluster.cron_zones``; this module matches fields and turns matches into instants
+(``@every`` and ``at`` schedules are ``cluster.cron_simple``'s).
 Why not croniter: its hashed ``H`` values come from its own hash (not a stable sha256 of the job
 key shared with other tools), its error messages do not name the offending field, and its
 behaviour across DST transitions differs from the rules below (D11).
@@ -63,20 +64,22 @@ from __future__ import annotations
 
 import copy
 from bisect import bisect_left
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Final, Protocol
 from zoneinfo import ZoneInfo
 
-from cluster.cron_syntax import duration_exact, parse_duration, parse_fields
+from cluster.cron_simple import EverySchedule, OnceSchedule, parse_at, parse_every
+from cluster.cron_syntax import parse_duration, parse_fields
 from cluster.cron_zones import (
     DEFAULT_DST,
     ONE_SECOND,
     UTC_KEYS,
     DstPolicy,
-    first_instant,
+    aware,
     fold_bounds,
     gap_bounds,
     offsets,
+    require_aware,
     validate_timezone,
 )
 from cluster.errors import InvalidSchedule
@@ -99,15 +102,6 @@ class Schedule(Protocol):
     def next_after(self, t: datetime) -> datetime | None:
         """The first fire time strictly after the aware ``t`` (aware UTC), None if none is left."""
         ...
-
-
-def _aware(naive_utc: datetime) -> datetime:
-    return naive_utc.replace(tzinfo=UTC)
-
-
-def _require_aware(t: datetime) -> None:
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"a timezone-aware datetime is required, got {t!r}")
 
 
 _MAX_DAYS: Final = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -298,7 +292,7 @@ class CronSchedule:
         return wall
 
     def next_after(self, t: datetime) -> datetime | None:
-        _require_aware(t)
+        require_aware(t)
         if not self._possible:
             return None
         # Planning one job's tick asks the same instants again (the next tick after ``now`` for
@@ -318,7 +312,7 @@ class CronSchedule:
         now = (t if t.tzinfo is UTC else t.astimezone(UTC)).replace(tzinfo=None)
         if self._utc:
             found = self.next_match(now)
-            return None if found is None else _aware(found)
+            return None if found is None else aware(found)
         tz = self._tz
         local = t.astimezone(tz)
         wall = local.replace(tzinfo=None)
@@ -363,84 +357,11 @@ class CronSchedule:
                     instant = again - second_offset
                     if best is None or instant < best:
                         best = instant
-        return None if best is None else _aware(best)
+        return None if best is None else aware(best)
 
 
 def _leap(y: int) -> bool:
     return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-
-
-# --------------------------------------------------------------------------- other schedules
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-
-class EverySchedule:
-    """``@every <interval>``: the multiples of the interval since the Unix epoch (UTC)."""
-
-    __slots__ = ("_period_us", "seconds")
-
-    def __init__(self, seconds: int) -> None:
-        self.seconds = seconds
-        self._period_us = seconds * 1_000_000
-
-    def __repr__(self) -> str:
-        return f"EverySchedule({self.seconds})"
-
-    def next_after(self, t: datetime) -> datetime | None:
-        _require_aware(t)
-        elapsed = (t - _EPOCH) // _MICROSECOND
-        k = elapsed // self._period_us + 1
-        try:
-            return _EPOCH + timedelta(microseconds=k * self._period_us)
-        except OverflowError:
-            return None
-
-
-class OnceSchedule:
-    """A one-shot ``at`` time."""
-
-    __slots__ = ("instant",)
-
-    def __init__(self, instant: datetime) -> None:
-        self.instant = instant
-
-    def __repr__(self) -> str:
-        return f"OnceSchedule({self.instant.isoformat()})"
-
-    def next_after(self, t: datetime) -> datetime | None:
-        _require_aware(t)
-        return self.instant if self.instant > t else None
-
-
-def _parse_every(text: str) -> EverySchedule:
-    interval = duration_exact(text)
-    if interval < 1:
-        raise InvalidSchedule(
-            f"every: interval {text.strip()!r} is shorter than 1 second", field="every"
-        )
-    if interval.denominator != 1:
-        raise InvalidSchedule(
-            f"every: interval {text.strip()!r} is not a whole number of seconds", field="every"
-        )
-    return EverySchedule(int(interval))
-
-
-def _parse_at(at: str | datetime, tz: ZoneInfo) -> OnceSchedule:
-    if isinstance(at, str):
-        try:
-            when = datetime.fromisoformat(at.strip())
-        except ValueError:
-            raise InvalidSchedule(f"at: invalid ISO 8601 time {at!r}", field="at") from None
-    else:
-        when = at
-    when = when.replace(microsecond=0)
-    if when.tzinfo is None or when.utcoffset() is None:
-        instant = first_instant(tz, when.replace(tzinfo=None))
-    else:
-        instant = when.astimezone(UTC).replace(tzinfo=None)
-    return OnceSchedule(_aware(instant))
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -462,11 +383,11 @@ def parse_schedule(
         raise InvalidSchedule("cron: a schedule needs exactly one of 'cron' or 'at'", field="cron")
     tz = validate_timezone(timezone)
     if at is not None:
-        return _parse_at(at, tz)
+        return parse_at(at, tz)
     assert cron is not None
     words = cron.split(maxsplit=1)
     if words and words[0].lower() == "@every":
-        return _parse_every(words[1] if len(words) > 1 else "")
+        return parse_every(words[1] if len(words) > 1 else "")
     return CronSchedule(cron, tz, hash_key, dst or DEFAULT_DST)
 
 

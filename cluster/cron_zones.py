@@ -10,7 +10,7 @@ says; everything works on whole seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,6 +52,17 @@ class DstPolicy:
 
 
 DEFAULT_DST: Final = DstPolicy()
+
+
+def aware(naive_utc: datetime) -> datetime:
+    """The naive UTC ``naive_utc`` as an aware UTC datetime."""
+    return naive_utc.replace(tzinfo=UTC)
+
+
+def require_aware(t: datetime) -> None:
+    """Raise ValueError unless ``t`` is timezone-aware (what a schedule is asked about)."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"a timezone-aware datetime is required, got {t!r}")
 
 
 def validate_timezone(name: str) -> ZoneInfo:

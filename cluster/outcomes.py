@@ -154,6 +154,16 @@ def _secs(value: float) -> str:
     return f"{value:g} s"
 
 
+def _late(lateness: float, start_within: float) -> Verdict:
+    """A run that started ``lateness`` seconds after its slot, past its ``start_within``."""
+    return Verdict(
+        LATE.name,
+        f"started {_secs(round(lateness, 3))} after its time; start_within is "
+        f"{_secs(start_within)}",
+        lateness=lateness,
+    )
+
+
 def decide(slot: SlotDeadlines, run: RunView | None, now: datetime) -> Verdict:
     """The slot's outcome at ``now``, or when to look again.
 
@@ -188,12 +198,7 @@ def decide(slot: SlotDeadlines, run: RunView | None, now: datetime) -> Verdict:
     start_within = (slot.start_by - slot.due).total_seconds() if slot.start_by else 0.0
     if slot.succeed_by is None:
         if late:
-            return Verdict(
-                LATE.name,
-                f"started {_secs(round(lateness, 3))} after its time; start_within is "
-                f"{_secs(start_within)}",
-                lateness=lateness,
-            )
+            return _late(lateness, start_within)
         return Verdict(
             on_time, f"started {_secs(round(lateness, 3))} after its time", None, lateness
         )
@@ -207,12 +212,7 @@ def decide(slot: SlotDeadlines, run: RunView | None, now: datetime) -> Verdict:
                 lateness=lateness,
             )
         if late:
-            return Verdict(
-                LATE.name,
-                f"started {_secs(round(lateness, 3))} after its time; start_within is "
-                f"{_secs(start_within)}",
-                lateness=lateness,
-            )
+            return _late(lateness, start_within)
         return Verdict(on_time, "succeeded within its deadline", lateness=lateness)
     if run.status in ("failed", "timed_out", "lost", "cancelled"):
         return Verdict(

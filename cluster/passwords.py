@@ -51,9 +51,8 @@ def check_password_rules(password: str, field: str = "password") -> None:
         )
 
 
-def hash_password(password: str, params: ScryptParams = DEFAULT) -> str:
-    salt = secrets.token_bytes(params.salt_bytes)
-    digest = hashlib.scrypt(
+def _scrypt(password: str, salt: bytes, params: ScryptParams) -> bytes:
+    return hashlib.scrypt(
         password.encode(),
         salt=salt,
         n=params.n,
@@ -62,6 +61,11 @@ def hash_password(password: str, params: ScryptParams = DEFAULT) -> str:
         maxmem=params.maxmem,
         dklen=params.dklen,
     )
+
+
+def hash_password(password: str, params: ScryptParams = DEFAULT) -> str:
+    salt = secrets.token_bytes(params.salt_bytes)
+    digest = _scrypt(password, salt, params)
     return f"scrypt${params.n}${params.r}${params.p}${_b64(salt)}${_b64(digest)}"
 
 
@@ -78,15 +82,7 @@ def verify_password(password: str, encoded: str) -> bool:
     """Constant-time check of ``password`` against a stored hash; False for a malformed hash."""
     try:
         params, salt, expected = parse_hash(encoded)
-        actual = hashlib.scrypt(
-            password.encode(),
-            salt=salt,
-            n=params.n,
-            r=params.r,
-            p=params.p,
-            maxmem=params.maxmem,
-            dklen=params.dklen,
-        )
+        actual = _scrypt(password, salt, params)
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from cluster.waiting import woken
-from logstore.frames import TextRenderer, read_frames, render_from
+from logstore.frames import TextRenderer, read_frames, render_from, render_text
 from logstore.spool import LogRef, SpoolWriter
 from logstore.store import LogStore, ObjectMissing, segments_prefix
 
@@ -70,15 +70,8 @@ async def segments_text(store: LogStore, ref: LogRef) -> AsyncIterator[bytes]:
 
 
 def spool_lines(path: Path) -> Iterator[str]:
-    renderer = TextRenderer()
     with open(path, "rb") as f:
-        for (ts, stream, data), _ in read_frames(f):
-            text = renderer.feed(ts, stream, data)
-            if text:
-                yield text
-    tail = renderer.flush()
-    if tail:
-        yield tail
+        yield from render_text(frame for frame, _ in read_frames(f))
 
 
 def split_lines(text: str) -> list[str]:

@@ -44,7 +44,7 @@ from nodes.api import proxy, signing
 from nodes.api.auditing import Auditing
 from nodes.api.hashing import HashPool
 from nodes.api.ratelimit import Attempt, LoginLimiter
-from nodes.config import read_secret
+from nodes.config_sources import read_secret
 
 if TYPE_CHECKING:
     from cluster.etcd import Etcd

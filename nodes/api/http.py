@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -161,6 +162,22 @@ def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -
 
 DEFAULT_PAGE = 500
 MAX_PAGE = 1000
+
+
+def time_query(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 time in the query (UTC when it names no zone), or None."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
+    if when.year < 1970:
+        raise InvalidInput(f"{name} is before 1970", field=name)
+    if when.year > 9998:  # its zone's offset could carry it past year 9999 (OverflowError)
+        raise InvalidInput(f"{name} is after 9998", field=name)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def page_query(request: web.Request) -> tuple[str | None, int]:

@@ -4,7 +4,7 @@ cancel)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -45,6 +45,7 @@ from nodes.api.http import (
     page_query,
     project_of,
     require_store,
+    time_query,
 )
 from nodes.api.logs import list_archived
 from nodes.api.openapi import LIMIT, STR, Health, JobList, Ready, RunList, documented
@@ -68,22 +69,6 @@ def _secrets_status(node: ApiContext) -> dict[str, Any]:
     if ring is None:
         return {"key_file": False, "current_key": None, "keys": []}
     return {"key_file": True, "current_key": ring.current, "keys": ring.ids}
-
-
-def _time_query(request: web.Request, name: str) -> datetime | None:
-    """An ISO 8601 time in the query (UTC when it names no zone), or None."""
-    raw = request.query.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
-    if when.year < 1970:
-        raise InvalidInput(f"{name} is before 1970", field=name)
-    if when.year > 9998:  # its zone's offset could carry it past year 9999 (OverflowError)
-        raise InvalidInput(f"{name} is after 9998", field=name)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _run_as(value: Any) -> RunAs:
@@ -362,7 +347,7 @@ class Api:
         contains = request.query.get("q", "").strip() or None
         if contains is not None and len(contains) > 200:
             raise InvalidInput("q is longer than 200 characters", field="q")
-        since, until = _time_query(request, "from"), _time_query(request, "to")
+        since, until = time_query(request, "from"), time_query(request, "to")
         if since and until and since >= until:
             raise InvalidInput("from must be before to", field="from")
         if until is not None:

@@ -41,7 +41,7 @@ from logstore.tail import (
     spool_text,
 )
 from nodes.api.access import PRINCIPAL
-from nodes.api.http import NAME_RE, int_query, ok, project_of, require_store
+from nodes.api.http import NAME_RE, int_query, ok, project_of, require_store, time_query
 from nodes.api.logstream import (
     STREAM_TIMEOUT,
     ClientGone,
@@ -60,7 +60,6 @@ from nodes.api.logstream import (
     quiet,
     sliced,
     spool_tail,
-    time_query,
     until_gone,
 )
 from nodes.api.openapi import documented

@@ -8,7 +8,6 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -285,14 +284,3 @@ async def no_lines() -> AsyncIterator[str]:
 
 def spool_tail(path: Path, lines: int) -> bytes:
     return last_lines(spool_lines(path), lines)
-
-
-def time_query(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{name} must be an ISO 8601 time", field=name) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -343,7 +343,7 @@ def check_node_config(config: Any) -> None:
     """Fail at start, with a clear message, on unreadable or unusable security settings."""
     from cluster.errors import InvalidInput
     from cluster.passwords import check_password_rules
-    from nodes.config import etcd_security, read_secret
+    from nodes.config_sources import etcd_security, read_secret
     from nodes.executor.runas import node_policy
 
     etcd_security(config)

@@ -29,7 +29,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         )
         return cli_placement.cmd_node_admin(args)
 
-    from nodes.config import SECRET_VARIABLES, load_config
+    from nodes.config_sources import SECRET_VARIABLES, load_config
     from nodes.daemon.node import Node
     from nodes.executor import jobenv, workdir
 

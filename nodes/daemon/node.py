@@ -37,7 +37,8 @@ from nodes.api.access import Access
 from nodes.api.app import start_api
 from nodes.api.http import connected
 from nodes.api.peer import PeerClient
-from nodes.config import NodeConfig, etcd_security
+from nodes.config import NodeConfig
+from nodes.config_sources import etcd_security
 from nodes.daemon import load
 from nodes.daemon.shards import Campaigns
 from nodes.executor import jobenv

@@ -1,7 +1,9 @@
-"""A cgroup per run: run cgroups, whole-tree kills (what the machine allows: ``cgroup_layout``).
+"""A cgroup per run: run cgroups and the node's subtree of them (what the machine allows:
+``cgroup_layout``; how a whole tree is killed: ``cgroup_kill``).
 
-Only the standard library is used here: the fence process (``nodes.executor.fence``) imports
-this module to kill a dead node's runs, and it must start quickly and depend on nothing else.
+Only the standard library is used here and in the modules this one imports: the fence process
+(``nodes.executor.fence``) imports this module to kill a dead node's runs, and it must start
+quickly and depend on nothing else.
 
 Three shapes are supported (docs/architecture.md D150):
 
@@ -27,17 +29,16 @@ other's.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nodes.executor.cgroup_files import KeptFiles
+from nodes.executor.cgroup_kill import kill_frozen, kill_v2, members_of, remove_all
 
 # detection lives in ``cgroup_layout``; these names are part of this module's interface
 from nodes.executor.cgroup_layout import (
@@ -64,9 +65,7 @@ __all__ = [
     "Usage",
     "cgroup_io",
     "detect",
-    "kill_frozen",
     "kill_subtree",
-    "kill_v2",
     "leftover_runs",
     "reap",
     "remove_subtree",
@@ -228,7 +227,7 @@ class RunCgroup:
     def members(self) -> list[int]:
         """Live processes of the run (from the cgroup the kill uses)."""
         path = self.v2 or self.v1.get("freezer")
-        return _procs(path) if path else []
+        return members_of(path) if path else []
 
     def signal(self, sig: int) -> None:
         if sig == signal.SIGKILL:
@@ -343,7 +342,7 @@ class RunCgroup:
         """Remove the run's cgroups, killing what is left in them; False if some remain."""
         self.end()
         self.files.close()
-        return _remove_all(self.paths(), self.kill, timeout)
+        return remove_all(self.paths(), self.kill, timeout)
 
 
 def _quota(cpu: float) -> int:
@@ -368,80 +367,6 @@ def _int_file(path: str, read: Any = _read) -> int | None:
         return int(read(path).split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _procs(path: str) -> list[int]:
-    try:
-        return [int(x) for x in _read(os.path.join(path, "cgroup.procs")).split()]
-    except (OSError, ValueError):
-        return []
-
-
-def kill_v2(path: str) -> None:
-    """``cgroup.kill``: the kernel SIGKILLs every process of the cgroup and its descendants,
-    new forks included; nothing escapes by ``setsid()`` or a double fork."""
-    try:
-        _write(os.path.join(path, "cgroup.kill"), "1")
-    except OSError as exc:
-        # ENOENT: already removed; ENODEV: being removed (e.g. the fence killed and removed it
-        # first): either way nothing is left in it to kill.
-        if exc.errno not in (errno.ENOENT, errno.ENODEV):
-            raise
-
-
-def _descendants(path: str) -> list[str]:
-    out = [path]
-    for root, dirs, _files in os.walk(path):
-        out.extend(os.path.join(root, d) for d in dirs)
-    return out
-
-
-def kill_frozen(path: str, timeout: float = 1.0) -> None:
-    """v1: freeze the cgroup (and its children), SIGKILL every member, thaw: a frozen process
-    cannot fork, so none is missed; the signals are delivered at the thaw."""
-    state = os.path.join(path, "freezer.state")
-    frozen = False
-    with contextlib.suppress(OSError):
-        _write(state, "FROZEN")
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if _read(state).strip() == "FROZEN":
-                frozen = True
-                break
-            time.sleep(0.002)
-    for _ in range(3 if not frozen else 1):  # not frozen in time: repeat the sweep
-        for cg in _descendants(path):
-            for pid in _procs(cg):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        _write(state, "THAWED")
-
-
-def _remove_all(paths: list[str], kill: Any, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    pending = list(paths)
-    killed = False
-    while True:
-        left = []
-        for path in pending:
-            try:
-                os.rmdir(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    return False
-                left.append(path)
-        if not left:
-            return True
-        if not killed:
-            kill()
-            killed = True
-        if time.monotonic() >= end:
-            return False
-        pending = left
-        time.sleep(0.005)
 
 
 # ----------------------------------------------------------------------- the node's subtree

@@ -6,7 +6,7 @@ A job gets an environment built from an allow-list (D140), never a copy of the n
 the worker: ``CRONMESH_*``, parameters, workflow-task variables, referenced secrets).
 
 The node itself reads its secrets once, at start (values or ``*_FILE`` files, see
-``nodes.config``), then removes the variables that held them from its environment, including
+``nodes.config_sources``), then removes the variables that held them from its environment, including
 the copy the kernel shows in ``/proc/<pid>/environ`` (D141).
 """
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from nodes.executor import spare_dirs, workdir
+from nodes.executor.arming import abandon, armed_argv
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
-from nodes.executor.process import OutputCallback, Process, _abandon, armed_argv
+from nodes.executor.process import OutputCallback, Process
 
 Read = tuple[bytes | None, str | None] | None  # a result file as read (workdir.read_result)
 Spawned = tuple[subprocess.Popen[bytes], int, RunCgroup, list[str]]
@@ -80,7 +81,7 @@ def _drop(popen: subprocess.Popen[bytes]) -> None:
     """A held process that will never be released: killed, reaped, every pipe closed."""
     if popen.stdin is not None:
         popen.stdin.close()
-    _abandon(popen)
+    abandon(popen)
 
 
 def _discard(spawned: Spawned) -> None:

@@ -39,19 +39,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import signal as _signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
 
 import structlog
 
 from cluster.waiting import within
+from nodes.executor.arming import abandon, armed_argv
 from nodes.executor.cgroups import RunCgroup, cgroup_io
+from nodes.executor.pipes import OutputPipe
 from nodes.executor.sessionscan import scanner, session_members
 
 __all__ = ["ExitStatus", "OutputCallback", "Process", "session_members"]
@@ -60,8 +60,6 @@ log = structlog.get_logger(__name__)
 
 OutputCallback = Callable[[str, bytes], None]
 """``(stream, chunk)`` with stream ``"stdout"`` or ``"stderr"``; called on the loop thread."""
-
-_READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,86 +72,6 @@ class ExitStatus:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
-
-
-class _Pipe:
-    """One non-blocking output pipe read through ``loop.add_reader``."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        name: str,
-        file: IO[bytes],
-        emit: Callable[[str, bytes], None],
-    ) -> None:
-        self.loop = loop
-        self.name = name
-        self.file = file
-        self.fd = file.fileno()
-        self.emit = emit
-        self.eof: asyncio.Future[None] = loop.create_future()
-        self.watching = False
-        os.set_blocking(self.fd, False)
-        loop.add_reader(self.fd, self._on_readable)
-        self.watching = True
-
-    def _on_readable(self) -> None:
-        self._read_once()
-
-    def _read_once(self) -> bool:
-        """Read one chunk; return False when nothing more is available right now."""
-        if self.eof.done():
-            return False
-        try:
-            data = os.read(self.fd, _READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            log.warning("error reading job output", stream=self.name, error=str(exc))
-            data = b""
-        if not data:
-            self._unwatch()
-            self.eof.set_result(None)
-            return False
-        self.emit(self.name, data)
-        return True
-
-    def drain_available(self) -> None:
-        """Read whatever is already buffered in the pipe without waiting."""
-        while self._read_once():
-            pass
-
-    def _unwatch(self) -> None:
-        if self.watching:
-            self.watching = False
-            self.loop.remove_reader(self.fd)
-
-    def close(self) -> None:
-        self._unwatch()
-        if not self.eof.done():
-            self.eof.cancel()
-        self.file.close()
-
-
-ARMED_EXIT = 125
-"""Exit status of an armed process whose node went away (or disarmed it) before its release."""
-
-# Reads one line from stdin (the node's go pipe): end of file means the node is gone or gave
-# up, and nothing runs. Then stdin is /dev/null again, as for any job, and the command runs:
-# a shell command in this very shell (no second exec: ``eval`` of ``sh -c``'s string, with no
-# positional parameter and no variable of ours left), any other argv through exec.
-_GO = f"IFS= read -r _ || exit {ARMED_EXIT}; exec </dev/null; "
-_ARMED_SH = _GO + '__cronmesh_cmd=$1; shift; eval "unset __cronmesh_cmd; $__cronmesh_cmd"'
-_ARMED_EXEC = _GO + 'exec "$@"'
-
-
-def armed_argv(argv: list[str]) -> list[str]:
-    """``argv`` held until released: the process is spawned ahead and, at the due instant, one
-    write on its stdin starts the command, so starting a burst costs the node a write per run
-    instead of a spawn per run at that instant."""
-    if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
-        return ["/bin/sh", "-c", _ARMED_SH, "sh", argv[2]]
-    return ["/bin/sh", "-c", _ARMED_EXEC, "sh", *argv]
 
 
 class Process:
@@ -185,10 +103,10 @@ class Process:
         self._callback_failed = False
         self._status: ExitStatus | None = None
         self._exited: asyncio.Future[None] = loop.create_future()
-        self._pipes: list[_Pipe] = []
+        self._pipes: list[OutputPipe] = []
         try:
-            self._pipes.append(_Pipe(loop, "stdout", popen.stdout, self._emit))
-            self._pipes.append(_Pipe(loop, "stderr", popen.stderr, self._emit))
+            self._pipes.append(OutputPipe(loop, "stdout", popen.stdout, self._emit))
+            self._pipes.append(OutputPipe(loop, "stderr", popen.stderr, self._emit))
             loop.add_reader(pidfd, self._on_pidfd)
         except BaseException:
             for pipe in self._pipes:
@@ -246,13 +164,13 @@ class Process:
                 await loop.run_in_executor(cgroup_io(), cgroup.add, popen.pid)
             pidfd = os.pidfd_open(popen.pid)
         except BaseException:  # OSError, or cancelled meanwhile: nothing may be left running
-            _abandon(popen)
+            abandon(popen)
             raise
         try:
             proc = cls(popen, pidfd, on_output, loop, cgroup)
         except BaseException:
             os.close(pidfd)
-            _abandon(popen)
+            abandon(popen)
             raise
         if hold and not armed:
             proc.release()
@@ -480,21 +398,3 @@ class Process:
                 pid=self.pid,
                 timeout=self.drain_timeout,
             )
-
-
-def _abandon(popen: subprocess.Popen[bytes]) -> None:
-    """Kill and reap a child we cannot supervise, closing its pipes (start-up failure path)."""
-    with contextlib.suppress(OSError):
-        os.killpg(popen.pid, _signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        popen.kill()
-    for f in (popen.stdout, popen.stderr):
-        if f is not None:
-            f.close()
-    try:
-        popen.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
-        pass
-    except OSError as exc:
-        if exc.errno != errno.ECHILD:
-            raise

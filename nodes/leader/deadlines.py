@@ -23,17 +23,13 @@ success, which is also the ``recovered`` event).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import time
 from collections.abc import Callable, Container
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from cluster import outcomes
-from cluster.errors import LostOwnership
 from cluster.etcd import Compare, Etcd, Op
 from cluster.keys import Keys
 from cluster.models import Job, Run
@@ -44,8 +40,8 @@ from cluster.workflows import Execution
 from nodes import metrics
 from nodes.leader.depwait import DependencyWaiter
 from nodes.leader.loops import DueQueue, retry_later
-from nodes.leader.retention import delete_fenced
 from nodes.leader.slotdoc import slot_doc
+from nodes.leader.slotoutbox import SlotOutbox
 
 if TYPE_CHECKING:
     from cluster.election import Leadership
@@ -53,19 +49,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 JobKey = tuple[str, str]
-OUTBOX_PAGE = 100
 PARALLEL = 16  # slots settled at once (each is a run read and a transaction)
-
-
-class SlotNotifier(Protocol):
-    """What the watcher needs of the notifier (``nodes.leader.notifier.Notifier``)."""
-
-    @property
-    def ready(self) -> bool: ...
-
-    async def deliver_slot(
-        self, project: str, job: str, event: str, doc: dict[str, Any], delivery: str
-    ) -> None: ...
 
 
 def count_fates(jk: JobKey, fates: list[tuple[str, int]]) -> None:
@@ -103,18 +87,17 @@ class SlotWatcher:
         self.lead = leadership
         self.clock = clock
         self.job_of = job_of
-        self.notifier: SlotNotifier | None = None
         self.open: dict[str, OpenSlot] = {}
         self.by_run: dict[str, str] = {}
         self.fresh_of: dict[JobKey, str] = {}  # a job's open freshness slot
         self.alarms: set[JobKey] = set()
         self.due: DueQueue[str] = DueQueue(clock)
         self._dirty: set[str] = set()  # moved since its look began: looked at again, not re-armed
-        self._outbox = asyncio.Event()
+        self.outbox = SlotOutbox(etcd, keys, leadership)  # slot notifications (D232)
         self._sem = asyncio.Semaphore(PARALLEL)
         self.settled = 0
         self.deps = DependencyWaiter(
-            etcd, keys, store, leadership, clock=clock, job_of=job_of, outbox=self._outbox.set
+            etcd, keys, store, leadership, clock=clock, job_of=job_of, outbox=self.outbox.wake
         )
 
     # -- the picture ---------------------------------------------------------------------------
@@ -128,7 +111,7 @@ class SlotWatcher:
         for kv in alarms.kvs:
             project, job = self.keys.tail(kv.key, self.keys.slot_alarms())[:2]
             self.alarms.add((project, job))
-        self._outbox.set()
+        self.outbox.wake()
 
     def _on_open(self, key: str, value: bytes | None, rev: int) -> None:
         if value is None:
@@ -210,7 +193,7 @@ class SlotWatcher:
                     lambda: set(self.open),
                 )
             )
-            tg.create_task(self._outbox_loop())
+            tg.create_task(self.outbox.run())
             tg.create_task(self.deps.run(rev))  # slots waiting on upstreams (D294)
             while True:
                 due = self.due.pop_due()
@@ -342,7 +325,7 @@ class SlotWatcher:
             run=slot.run,
         )
         if events:
-            self._outbox.set()
+            self.outbox.wake()
         return True
 
     async def _txn(self, slot: OpenSlot, ops: list[Any]) -> bool:
@@ -422,7 +405,7 @@ class SlotWatcher:
                 ops.append(Op.delete(self.keys.slot_alarm(*jk)))
             if ops and await self._txn(slot, ops) and slot.stale:
                 self.alarms.discard(jk)
-                self._outbox.set()
+                self.outbox.wake()
             return
         # stale: record it (under the job as it is now, not as the cache has it: D367), and open
         # a stale period that waits for the next success
@@ -432,53 +415,3 @@ class SlotWatcher:
             return
         new_key, put = self._fresh_put(jk, slot.slot.due, every, stale=True)
         await self._close(slot, verdict, None, [put], reused=new_key == slot.key)
-
-    # -- the outbox ----------------------------------------------------------------------------
-
-    async def _outbox_loop(self) -> None:
-        """Deliver the slot notifications written with outcomes, then delete them (fenced). A
-        delivery cut by a leader change is sent again by the next leader, with the same
-        delivery id (at-least-once, as for runs)."""
-        while True:
-            await self._outbox.wait()
-            self._outbox.clear()
-            try:
-                while await self._outbox_page():
-                    pass
-            except LostOwnership:
-                raise
-            except Exception as exc:
-                log.warning("slot notifications not sent; retrying", error=repr(exc))
-                await asyncio.sleep(1.0)
-                self._outbox.set()
-
-    async def _outbox_page(self) -> bool:
-        notifier = self.notifier
-        if notifier is None:
-            return False  # no notifier this term: the entries wait for a leader that has one
-        if not notifier.ready:
-            await asyncio.sleep(0.2)  # the notifier is still starting
-            self._outbox.set()
-            return False
-        res = await self.etcd.range(self.keys.slot_outbox(), limit=OUTBOX_PAGE)
-        if not res.kvs:
-            return False
-        started = time.monotonic()
-
-        async def one(kv: Any) -> None:
-            try:
-                entry = json.loads(kv.value)
-                doc = entry["doc"]
-            except (ValueError, KeyError):  # written by hand or a newer version: dropped
-                log.error("unreadable slot notification dropped", key=kv.key)
-                return
-            with contextlib.suppress(LookupError):
-                await notifier.deliver_slot(
-                    doc["project"], doc["job"], entry["event"], doc, entry["delivery"]
-                )
-
-        # each delivery ends (sent, refused or given up after its retries), then all go at once
-        await asyncio.gather(*(one(kv) for kv in res.kvs))
-        await delete_fenced(self.etcd, self.lead, [Op.delete(kv.key) for kv in res.kvs])
-        log.debug("slot notifications sent", count=len(res.kvs), seconds=time.monotonic() - started)
-        return len(res.kvs) == OUTBOX_PAGE

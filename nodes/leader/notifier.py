@@ -16,41 +16,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import structlog
 
 from cluster.errors import LostOwnership, Unavailable
 from cluster.etcd import Compacted, Event, Op, WatchBatch, prefix_end
 from cluster.links import with_links
 from cluster.models import Job, Run
-from cluster.netguard import Refused, check_secret_env
 from cluster.notify import (
-    DELIVERY_HEADER,
-    EVENT_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    Email,
     NotificationRule,
     ProjectNotifications,
-    Webhook,
-    backoff,
     delivery_id,
     events_for,
     matching,
     needs_previous,
-    sign,
-    webhook_body,
 )
 from cluster.watch import follow
 from cluster.workflows import is_task_job
-from nodes import metrics, webhooks
+from nodes import metrics
+from nodes.leader.delivery import Sender
 from nodes.leader.history import HistoryAccountant
-from nodes.leader.mailer import EMAIL_RETRIES, SmtpSettings, message
 from nodes.leader.noderetention import NodeRetention
 
 if TYPE_CHECKING:
@@ -73,7 +61,6 @@ class Node(Protocol):
     config: NodeConfig
 
 
-MAX_IN_FLIGHT = 64
 HANDLE_ATTEMPTS = 8  # reading what to send, while etcd is unreachable (about 15 s in all)
 CURSOR_EVERY = 0.5
 # With nothing delivered since the last save, the cursor is saved this rarely: a new leader then
@@ -97,13 +84,10 @@ class Notifier:
         self.keys = node.keys
         self.store = node.store
         self.lead = leadership
-        self.smtp = SmtpSettings.from_url(node.config.smtp_url) if node.config.smtp_url else None
+        self.sender = Sender(node)  # webhooks and mail, retried (D170, D171)
         self._pending: deque[tuple[int, asyncio.Task[None] | None]] = deque()
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         # project -> (read at, its default rules, the read's revision)
         self._defaults: dict[str, tuple[float, list[NotificationRule], int]] = {}
-        self._http: aiohttp.ClientSession | None = None
-        self._guard = webhooks.GuardSource(node)
         self._cursor = 0  # saved in etcd
         self._done = 0  # every event up to here is handled
         self._delivered = False  # something was sent since the cursor was last saved
@@ -114,7 +98,7 @@ class Notifier:
 
     async def run(self) -> None:
         """Notify until cancelled (leadership ends); never raises for a delivery problem."""
-        self._http = webhooks.guarded_session(self._guard.current)
+        self.sender.open()
         try:
             self._cursor = self._done = await self._load_cursor()
             async with asyncio.TaskGroup() as tg:
@@ -125,7 +109,7 @@ class Notifier:
                 if task is not None:
                     task.cancel()
             await asyncio.gather(*(t for _, t in self._pending if t), return_exceptions=True)
-            await self._http.close()
+            await self.sender.close()
 
     async def _load_cursor(self) -> int:
         """The stored cursor; retried while etcd is unreachable (a notifier problem must never
@@ -324,7 +308,7 @@ class Notifier:
                 except Exception as exc:
                     error = exc
                 else:
-                    await asyncio.gather(*(self._deliver(*item) for item in todo))
+                    await asyncio.gather(*(self.sender.deliver(*item) for item in todo))
                     if todo:  # after the sends: the next cursor save covers them
                         self._delivered = True
                     return
@@ -357,7 +341,7 @@ class Notifier:
     @property
     def ready(self) -> bool:
         """Deliveries can go (the HTTP session is open: ``run`` has started)."""
-        return self._http is not None
+        return self.sender.ready
 
     async def deliver_slot(
         self, project: str, job: str, event: str, doc: dict[str, Any], delivery: str
@@ -368,97 +352,11 @@ class Notifier:
         doc = with_links(self.node.config.public_url, doc)  # the job's page (D256)
         await asyncio.gather(
             *(
-                self._deliver(rule, event, doc, f"{delivery}-{i}")
+                self.sender.deliver(rule, event, doc, f"{delivery}-{i}")
                 for i, rule in enumerate(rules)
                 if event in rule.on
             )
         )
-
-    async def _deliver(
-        self, rule: NotificationRule, event: str, run: dict[str, Any], delivery: str
-    ) -> None:
-        run = with_links(self.node.config.public_url, run)  # to the UI, for any event (D256)
-        async with self._slots:
-            hook, mail = rule.webhook, rule.email
-            if hook is not None:
-                await self._retrying(
-                    "webhook",
-                    hook.retries,
-                    delivery,
-                    event,
-                    lambda: self._post(hook, event, run, delivery),
-                )
-            elif mail is not None:
-                await self._retrying(
-                    "email", EMAIL_RETRIES, delivery, event, lambda: self._mail(mail, event, run)
-                )
-
-    async def _retrying(
-        self, channel: str, retries: int, delivery: str, event: str, send: Any
-    ) -> None:
-        for attempt in range(1, retries + 2):
-            try:
-                await send()
-            except Refused as exc:  # a destination the guard refuses stays refused: no retries
-                log.warning(
-                    "notification refused",
-                    channel=channel,
-                    delivery=delivery,
-                    notify_event=event,
-                    error=str(exc),
-                )
-                metrics.NOTIFICATIONS.labels(channel, "refused").inc()
-                return
-            except Exception as exc:
-                log.warning(
-                    "notification failed",
-                    channel=channel,
-                    delivery=delivery,
-                    notify_event=event,
-                    attempt=attempt,
-                    error=str(exc) or repr(exc),
-                )
-                if attempt > retries:
-                    metrics.NOTIFICATIONS.labels(channel, "failed").inc()
-                    return
-                await asyncio.sleep(backoff(attempt))
-            else:
-                metrics.NOTIFICATIONS.labels(channel, "sent").inc()
-                log.info(
-                    "notification sent", channel=channel, delivery=delivery, notify_event=event
-                )
-                return
-
-    async def _post(self, hook: Webhook, event: str, run: dict[str, Any], delivery: str) -> None:
-        """One attempt: only to checked addresses (D170), reading at most a few hundred bytes of
-        the answer within the hook's timeout (D171)."""
-        assert self._http is not None
-        body = webhook_body(hook, event, run, delivery)
-        stamp = str(int(time.time()))
-        headers = {
-            **webhooks.safe_headers(hook.headers),
-            "Content-Type": "application/json",
-            "User-Agent": "cronmesh-notifier",
-            EVENT_HEADER: event,
-            DELIVERY_HEADER: delivery,
-            TIMESTAMP_HEADER: stamp,
-        }
-        secret = hook.secret
-        if hook.secret_env:
-            check_secret_env(hook.secret_env)  # stored before the write check existed
-            secret = os.environ.get(hook.secret_env)
-            if not secret:
-                raise RuntimeError(f"environment variable {hook.secret_env} is not set")
-        if secret:
-            headers[SIGNATURE_HEADER] = sign(secret, stamp, body)
-        guard = await self._guard.refresh()
-        await webhooks.post(self._http, guard, hook.url, body, headers, hook.timeout)
-
-    async def _mail(self, email: Email, event: str, run: dict[str, Any]) -> None:
-        if self.smtp is None:
-            raise RuntimeError("no SMTP server configured (smtp_url / CRONMESH_SMTP_URL)")
-        msg = message(self.smtp.sender, email, event, run)
-        await asyncio.to_thread(self.smtp.send, msg)
 
 
 async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leadership) -> None:
@@ -466,7 +364,7 @@ async def lead_with_notifier(scheduler: Scheduler, node: Node, leadership: Leade
     count (D318) together for one term of leadership."""
     forget = NodeRetention(node.etcd, node.keys, node.clock, node.config.node_retention)
     notifier = Notifier(node, leadership, scheduler)
-    scheduler.slots.notifier = notifier  # slot events go out through the same rules (D232)
+    scheduler.slots.outbox.notifier = notifier  # slot events go out through the same rules (D232)
     history = HistoryAccountant(node.etcd, scheduler.store, leadership)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run())

@@ -485,7 +485,7 @@ async def _leader(cluster):
 
 
 def test_node_config_precedence(tmp_path: Path):
-    from nodes.config import load_config
+    from nodes.config_sources import load_config
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cluster.models import FINISHED
-from nodes.executor.process import armed_argv
+from nodes.executor.arming import armed_argv
 from tests.chaos.harness import wait_ready
 from tests.conftest import api_session, wait_for
 

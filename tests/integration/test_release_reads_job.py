@@ -17,7 +17,7 @@ import pytest
 from cluster.etcd import Etcd
 from cluster.keys import Keys
 from cluster.models import JobSpec, parse_model
-from nodes.leader import depwait
+from nodes.leader import depwait_look
 from tests.integration.test_depends_stranded import _held, _record
 from tests.integration.test_fencing import EVERY_SECOND, P, Rig
 
@@ -70,14 +70,14 @@ async def test_an_edit_between_the_read_and_the_release_refuses_the_release(rig,
     judged makes it fail, and the next look releases under the edit."""
     leader, key = await _held(rig)
     await _upstream_met(rig)
-    judge = depwait.judge_waiting
+    judge = depwait_look.judge_waiting
 
     async def edit_meanwhile(*args: Any) -> Any:
-        monkeypatch.setattr(depwait, "judge_waiting", judge)
+        monkeypatch.setattr(depwait_look, "judge_waiting", judge)
         await rig.store.put_job(P, _down(command="echo edited"))
         return await judge(*args)
 
-    monkeypatch.setattr(depwait, "judge_waiting", edit_meanwhile)
+    monkeypatch.setattr(depwait_look, "judge_waiting", edit_meanwhile)
     await leader.sched.slots.deps._look(key)
     assert await rig.runs("down") == []  # refused: the job moved after it was read
     assert await rig.etcd.get(key) is not None

@@ -177,7 +177,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-waiting-slot",
-        "nodes/leader/depwait.py",
+        "nodes/leader/depwait_look.py",
         r"\[self\.lead\.fence\(\), (Compare\.modified\(w\.key, w\.rev\))",
         r"[\1",
         (
@@ -210,7 +210,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "release-fresh-snapshot",
-        "nodes/leader/depwait.py",
+        "nodes/leader/depwait_look.py",
         r"run = remint\(self\.store\.new_run, job, spec, minted\)",
         "run = minted",
         (
@@ -560,7 +560,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- containment (D150-D152) -------------------------------------------------------------------
     Mutation(
         "cgroup-kill",
-        "nodes/executor/cgroups.py",
+        "nodes/executor/cgroup_kill.py",
         r'_write\(os\.path\.join\(path, "cgroup\.kill"\), "1"\)',
         "pass",
         ("tests/unit/test_cgroups.py::test_setsid_and_double_fork_do_not_escape_a_kill[auto]",),

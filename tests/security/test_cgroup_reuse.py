@@ -29,35 +29,24 @@ from nodes.executor import cgroups, launch, workdir
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import Layout, RunCgroup
 from nodes.executor.process import Process
+from tests.launching import NO_LIMITS, cgroup_layout, start
 from tests.unit.test_cgroups import SHAPES, alive, read_pids, wait_gone
 
 PY = sys.executable
-ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-NONE = {"memory": None, "cpu": None, "pids": None}
 # 256 MiB at most (where no memory limit applies, it ends by itself)
 GRAB = "x = []\nfor _ in range(64): x.append(bytearray(4 << 20))\n"
 
 
-def _layout(shape: str, tmp_path: Path) -> Iterator[Layout]:
-    found = cgroups.detect(f"test-reuse-{shape}", str(tmp_path), **SHAPES[shape])
-    if not found.enabled:
-        pytest.skip(f"no usable cgroups here: {found.reason}")
-    yield found
-    cgroups.reap(found)
-    cgroups.remove_subtree(found)
-    assert not any(os.path.exists(p) for p in found.subtrees())
-
-
 @pytest.fixture(params=list(SHAPES))
 def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
-    yield from _layout(request.param, tmp_path)
+    yield from cgroup_layout(f"test-reuse-{request.param}", tmp_path, **SHAPES[request.param])
 
 
 @pytest.fixture(params=["auto", "v1"])
 def v1_layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
     """The shapes with v1 controllers (memory, cpu): here and in CI v2 has none, so the v2
     shape has no limits to test (a test that needs them is not run there rather than skipped)."""
-    yield from _layout(request.param, tmp_path)
+    yield from cgroup_layout(f"test-reuse-{request.param}", tmp_path, **SHAPES[request.param])
 
 
 @pytest.fixture
@@ -84,14 +73,11 @@ class Runner:
     async def start(self, command: str, **limits: object) -> tuple[Process, RunCgroup, list[str]]:
         self.count += 1
         self.out: list[bytes] = []
-        return await launch.start(
-            ["/bin/sh", "-c", command],
-            env=ENV,
+        return await start(
+            command,
             folder=workdir.run_dir(self.work, f"r{self.count}", 1),
-            uid=None,
-            gid=None,
             pool=self.pool,
-            limits={**NONE, **limits},
+            limits=limits,
             on_output=lambda stream, data: self.out.append(data),
         )
 
@@ -211,7 +197,7 @@ def test_cgroups_a_crashed_node_kept_for_reuse_are_reaped_at_its_next_start(
     layout: Layout,
 ) -> None:
     pool = CgroupPool(layout, size=4)
-    taken = [pool.acquire(**NONE)[0] for _ in range(3)]
+    taken = [pool.acquire(**NO_LIMITS)[0] for _ in range(3)]
     for cg in taken:
         pool.release(cg)
     assert pool.idle() == 3
@@ -222,7 +208,7 @@ def test_cgroups_a_crashed_node_kept_for_reuse_are_reaped_at_its_next_start(
 
 def test_the_pool_is_bounded(layout: Layout) -> None:
     pool = CgroupPool(layout, size=2)
-    taken = [pool.acquire(**NONE)[0] for _ in range(5)]
+    taken = [pool.acquire(**NO_LIMITS)[0] for _ in range(5)]
     for cg in taken:
         pool.release(cg)
     assert pool.idle() == 2 and pool.dropped == 3

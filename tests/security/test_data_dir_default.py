@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.config import load_config
+from nodes.config_sources import load_config
 from tests.conftest import ROOT
 
 

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from cluster.errors import InvalidInput
 from nodes.api import signing
-from nodes.config import load_config
+from nodes.config_sources import load_config
 from nodes.devtools.embedded import free_port
 from tests.conftest import ROOT, node_env, wait_for
 

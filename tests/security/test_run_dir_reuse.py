@@ -24,18 +24,19 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nodes.executor import cgroups, launch, spare_dirs, workdir
+from nodes.executor import launch, spare_dirs, workdir
 from nodes.executor.cgroup_pool import CgroupPool
+from nodes.executor.cgroups import Layout
 from nodes.executor.spare_dirs import SpareDirs
+from tests.launching import cgroup_layout, run_in
 from tests.unit.test_cgroups import SHAPES
 
 NOBODY = 65534
-ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-NONE = {"memory": None, "cpu": None, "pids": None}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs as other users need root")
 
@@ -169,32 +170,26 @@ def test_the_next_run_of_another_user_gets_it_as_a_new_folder(tmp_path: Path) ->
     assert st.st_mtime > time.time() - 60  # the previous run's times do not carry over
 
 
-def test_runs_end_to_end_reuse_an_emptied_folder_and_never_a_used_one(tmp_path: Path) -> None:
-    layout = cgroups.detect("test-rundir", str(tmp_path), **SHAPES["auto"])
-    if not layout.enabled:
-        pytest.skip(f"no usable cgroups here: {layout.reason}")
+@pytest.fixture
+def layout(tmp_path: Path) -> Iterator[Layout]:
+    yield from cgroup_layout("test-rundir", tmp_path, **SHAPES["auto"])
+
+
+def test_runs_end_to_end_reuse_an_emptied_folder_and_never_a_used_one(
+    layout: Layout, tmp_path: Path
+) -> None:
     work = _work(tmp_path)
     pool = CgroupPool(layout, size=2)
 
     async def run(name: str, command: str) -> tuple[int, int, bool]:
         folder = workdir.run_dir(work, name, 1)
-        proc, _cg, _ = await launch.start(
-            ["/bin/sh", "-c", command],
-            env=ENV,
-            folder=folder,
-            uid=None,
-            gid=None,
-            pool=pool,
-            limits=NONE,
-            on_output=lambda stream, data: None,
-        )
-        status = await asyncio.wait_for(proc.wait(), 60)
+        code, proc = await run_in(pool, folder, command)
         inode = os.stat(folder).st_ino  # the process has ended: the folder is still there
         _usage, gone, _read, folder_gone = await launch.finish(pool, proc, folder, 65536)
         assert gone
         if not folder_gone:
             workdir.remove_run_dir(folder)
-        return status.exit_code, inode, folder_gone
+        return code, inode, folder_gone
 
     kept = spare_dirs.spares(work)
     empty = 'test -z "$(ls -A)"'  # the run's own check: its folder holds nothing
@@ -208,8 +203,4 @@ def test_runs_end_to_end_reuse_an_emptied_folder_and_never_a_used_one(tmp_path: 
         code, _, folder_kept = await run("c", empty)  # a new folder, empty too
         assert code == 0 and folder_kept
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        cgroups.reap(layout)
-        cgroups.remove_subtree(layout)
+    asyncio.run(scenario())

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,44 +16,17 @@ import pytest
 from nodes.executor import cgroups, launch, workdir
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import Layout, RunCgroup
-from nodes.executor.process import Process
-
-ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
-NO_LIMITS = {"memory": None, "cpu": None, "pids": None}
+from tests.launching import cgroup_layout, run_in, start
 
 
 @pytest.fixture
 def layout(tmp_path: Path) -> Iterator[Layout]:
-    found = cgroups.detect("test-attempt-io", str(tmp_path / "data"))
-    if not found.enabled:
-        pytest.skip(f"no usable cgroups here: {found.reason}")
-    yield found
-    cgroups.reap(found)
-    cgroups.remove_subtree(found)
+    yield from cgroup_layout("test-attempt-io", tmp_path / "data")
 
 
 def present(cg: RunCgroup) -> int:
     """How many of the run's cgroups exist."""
     return sum(Path(p).is_dir() for p in cg.paths())
-
-
-async def run_in(pool: CgroupPool, folder: Path, command: str) -> tuple[int, Process]:
-    proc, cg, missing = await launch.start(
-        ["/bin/sh", "-c", command],
-        env=ENV,
-        folder=folder,
-        uid=None,
-        gid=None,
-        pool=pool,
-        limits=NO_LIMITS,
-        on_output=lambda stream, data: None,
-    )
-    assert missing == []
-    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-    assert proc.cgroup is cg
-    status = await proc.wait()
-    assert status.exit_code is not None
-    return status.exit_code, proc
 
 
 async def test_folder_and_cgroup_made_together_then_result_read_and_both_removed(
@@ -119,16 +90,7 @@ async def test_a_cgroup_that_cannot_be_made_raises_and_the_run_never_starts(
     folder = workdir.run_dir(tmp_path, "r4", 1)
     started = tmp_path / "started"
     with pytest.raises(OSError):
-        await launch.start(
-            ["/bin/sh", "-c", f"touch {started}"],
-            env=ENV,
-            folder=folder,
-            uid=None,
-            gid=None,
-            pool=CgroupPool(broken),
-            limits=NO_LIMITS,
-            on_output=lambda stream, data: None,
-        )
+        await start(f"touch {started}", folder=folder, pool=CgroupPool(broken))
     assert not started.exists()
     assert folder.is_dir()  # made first; the worker's clean-up removes it (it is empty)
     workdir.remove_run_dir(folder)
@@ -143,18 +105,7 @@ async def test_a_start_cancelled_meanwhile_leaves_no_process_and_no_cgroup(
     for i in range(4):  # cancelled at once (even) or once its thread is at work (odd)
         folder = workdir.run_dir(tmp_path, "r5", i + 1)
         started = tmp_path / f"started-{i}"
-        task = asyncio.create_task(
-            launch.start(
-                ["/bin/sh", "-c", f"touch {started}"],
-                env=ENV,
-                folder=folder,
-                uid=None,
-                gid=None,
-                pool=pool,
-                limits=NO_LIMITS,
-                on_output=lambda stream, data: None,
-            )
-        )
+        task = asyncio.create_task(start(f"touch {started}", folder=folder, pool=pool))
         deadline = loop.time() + 10
         while i % 2 and not await asyncio.to_thread(folder.exists) and loop.time() < deadline:
             await asyncio.sleep(0.001)  # the thread made the folder: it is spawning

@@ -13,25 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from nodes.executor import cgroup_files, cgroups, launch, workdir
+from nodes.executor import cgroup_files, cgroup_kill, cgroups, launch, workdir
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import Layout
+from tests.launching import NO_LIMITS, cgroup_layout, start
 from tests.unit.test_cgroups import SHAPES
 
-ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-NONE = {"memory": None, "cpu": None, "pids": None}
 BURN = 0.2  # seconds of CPU a test process burns in a cgroup
 BURN_LOOP = f"t = time.process_time()\nwhile time.process_time() - t < {BURN}: pass"
 
 
 @pytest.fixture(params=list(SHAPES))
 def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
-    found = cgroups.detect(f"test-files-{request.param}", str(tmp_path), **SHAPES[request.param])
-    if not found.enabled:
-        pytest.skip(f"no usable cgroups here: {found.reason}")
-    yield found
-    cgroups.reap(found)
-    cgroups.remove_subtree(found)
+    yield from cgroup_layout(f"test-files-{request.param}", tmp_path, **SHAPES[request.param])
 
 
 def _open_fds() -> int:
@@ -40,19 +34,10 @@ def _open_fds() -> int:
 
 async def _run(pool: CgroupPool, work: Path, i: int, command: str) -> tuple[str, int]:
     folder = workdir.run_dir(work, f"f{i}", 1)
-    proc, cg, _ = await launch.start(
-        ["/bin/sh", "-c", command],
-        env=ENV,
-        folder=folder,
-        uid=None,
-        gid=None,
-        pool=pool,
-        limits=dict(NONE),
-        on_output=lambda stream, data: None,
-        armed=True,  # held before its command: it is still there to be looked for
-    )
+    # held before its command: it is still there to be looked for
+    proc, cg, _ = await start(command, folder=folder, pool=pool, armed=True)
     # the process is in every cgroup of the run (moved in through the kept cgroup.procs)
-    members = {p: cgroups._procs(p) for p in cg.paths()}
+    members = {p: cgroup_kill.members_of(p) for p in cg.paths()}
     proc.release()
     status = await asyncio.wait_for(proc.wait(), 60)
     await launch.finish(pool, proc, folder, 65536)
@@ -88,7 +73,7 @@ def test_counters_read_through_kept_descriptors_are_current(layout: Layout) -> N
     that burns CPU in the cgroup shows in the next read, and a second run's counters start at
     its own beginning; a process moved in through the kept cgroup.procs is in the cgroup."""
     cg = cgroups.RunCgroup(layout, "counters")
-    cg.create(**NONE)
+    cg.create(**NO_LIMITS)
     try:
         cg.begin()
         assert cg.usage().cpu_seconds in (0, None)
@@ -100,7 +85,7 @@ def test_counters_read_through_kept_descriptors_are_current(layout: Layout) -> N
                 stdin=subprocess.PIPE,
             )
             cg.add(burner.pid)
-            assert all(burner.pid in cgroups._procs(p) for p in cg.paths())
+            assert all(burner.pid in cgroup_kill.members_of(p) for p in cg.paths())
             assert burner.stdin is not None
             burner.stdin.close()
             assert burner.wait(60) == 0
@@ -119,8 +104,8 @@ def test_counters_read_through_kept_descriptors_are_current(layout: Layout) -> N
 def test_the_budget_bounds_what_is_kept(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cgroup_files, "KEPT_FDS", cgroup_files.kept() + 1)
     a, b = cgroups.RunCgroup(layout, "budget-a"), cgroups.RunCgroup(layout, "budget-b")
-    a.create(**NONE)
-    b.create(**NONE)
+    a.create(**NO_LIMITS)
+    b.create(**NO_LIMITS)
     try:
         first = (a.usage(), b.usage())  # the second and later files: opened per use
         assert (a.usage(), b.usage()) == first

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from nodes.executor import cgroups
+from nodes.executor import cgroup_kill, cgroups
 from nodes.executor.cgroups import Layout, RunCgroup
 from nodes.executor.process import Process
+from tests.launching import cgroup_layout
 
 PY = sys.executable
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
@@ -73,13 +74,7 @@ def pids(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture(params=list(SHAPES))
 def layout(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Layout]:
-    found = cgroups.detect(f"test-{request.param}", str(tmp_path), **SHAPES[request.param])
-    if not found.enabled:
-        pytest.skip(f"no usable cgroups here: {found.reason}")
-    yield found
-    cgroups.reap(found)
-    cgroups.remove_subtree(found)
-    assert not any(os.path.exists(p) for p in found.subtrees())
+    yield from cgroup_layout(f"test-{request.param}", tmp_path, **SHAPES[request.param])
 
 
 def test_mounts_and_own_cgroups_are_parsed() -> None:
@@ -253,4 +248,4 @@ async def test_reap_kills_and_removes_what_a_previous_incarnation_left(
 def test_killing_a_cgroup_that_is_already_gone_is_not_an_error(tmp_path: Path) -> None:
     # The fence may kill and remove a run's cgroup before the node's own kill reaches it (a
     # self-fenced node closing its worker): that kill finds nothing left to kill.
-    cgroups.kill_v2(str(tmp_path / "removed-meanwhile"))
+    cgroup_kill.kill_v2(str(tmp_path / "removed-meanwhile"))

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from nodes.executor.process import ARMED_EXIT, ExitStatus, Process, session_members
+from nodes.executor.arming import ARMED_EXIT
+from nodes.executor.process import ExitStatus, Process, session_members
 from nodes.executor.sessionscan import parse_stat as _parse_stat
 from nodes.executor.sessionscan import scanner
 

@@ -7,29 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cluster.ids import Snowflake
-from cluster.keys import Keys
-from cluster.models import Job, Run
+from cluster.models import Run
 from cluster.runs import RunOps
+from tests.runbuild import run_ops, stored_job
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 
 
 def _running(retries: int) -> tuple[RunOps, Run]:
-    job = Job.model_validate(
-        {
-            "project": "p",
-            "name": "j",
-            "command": "true",
-            "retries": retries,
-            "retry_interval": 2,
-            "schedules": [{"cron": "* * * * * *"}],
-            "created_at": T0,
-            "updated_at": T0,
-            "active_since": T0,
-        }
-    )
-    ops = RunOps(Keys("/t"), Snowflake(1), lambda: T0 + timedelta(seconds=5))
+    job = stored_job(T0, retries=retries, retry_interval=2)
+    ops = run_ops(T0 + timedelta(seconds=5))
     run = ops.new_run(job, source="schedule", scheduled_at=T0)
     run = run.model_copy(
         update={"status": "running", "node": "n1", "started_at": T0, "claim_revision": 41}

@@ -143,7 +143,8 @@ def test_login_limiter_per_user_and_per_address():
 
 def test_etcd_security_from_config(tmp_path):
     from cluster.errors import InvalidInput
-    from nodes.config import NodeConfig, etcd_security, load_config
+    from nodes.config import NodeConfig
+    from nodes.config_sources import etcd_security, load_config
 
     pw = tmp_path / "pw"
     pw.write_text("s3cret\n")

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cluster.ids import Snowflake
-from cluster.keys import Keys
-from cluster.models import Job, JobSpec
-from cluster.runs import RunOps
+from cluster.models import Job
 from cluster.tickplan import job_size
+from tests.runbuild import run_ops, stored_job
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def job(command: str) -> Job:
-    base = JobSpec(name="j", command=command, schedules=[{"cron": "* * * * * *"}])
-    return Job(**base.model_dump(), project="p", created_at=T0, updated_at=T0, active_since=T0)
+    return stored_job(T0, command=command)
 
 
 def test_the_size_is_the_documents_and_a_replaced_job_gets_its_own() -> None:
@@ -30,7 +27,7 @@ def test_the_size_is_the_documents_and_a_replaced_job_gets_its_own() -> None:
 
 
 def test_runs_of_one_job_object_share_its_spec_and_a_changed_job_gets_a_new_one() -> None:
-    ops = RunOps(Keys("/u"), Snowflake(1), lambda: T0)
+    ops = run_ops(T0)
     old = job("true")
     a = ops.new_run(old, source="manual")
     b = ops.new_run(old, source="manual")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cluster.errors import InvalidInput
-from nodes.config import SECRET_VARIABLES, load_config
+from nodes.config_sources import SECRET_VARIABLES, load_config
 from nodes.executor.jobenv import DEFAULT_PATH, SOURCE_ROOT, base_env, python_path
 
 NODE_ENV = {
@@ -99,7 +99,7 @@ def test_every_secret_variable_is_scrubbed_from_the_process_and_proc_environ():
     env = {var: f"value-of-{var.lower()}" for var in SECRET_VARIABLES}
     code = (
         "import os\n"
-        "from nodes.config import SECRET_VARIABLES\n"
+        "from nodes.config_sources import SECRET_VARIABLES\n"
         "from nodes.executor.jobenv import scrub_secrets\n"
         "scrub_secrets(SECRET_VARIABLES)\n"
         "from nodes.executor.jobenv import protect_process\n"

@@ -10,7 +10,7 @@ import pytest
 from cluster.errors import InvalidInput
 from cluster.links import check_public_url, run_links, with_links
 from cluster.notify import Webhook, link_lines, payload, slack_body, webhook_body
-from nodes.config import load_config
+from nodes.config_sources import load_config
 
 BASE = "https://cron.example.com"
 RUN = {"id": "0387abc", "project": "ops", "job": "nightly", "status": "failed", "exit_code": 2}

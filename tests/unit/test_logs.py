@@ -286,7 +286,7 @@ async def test_follow_spool_streams_until_the_writer_closes(tmp_path):
 )
 def test_log_store_setting_is_validated(url, ok):
     from cluster.errors import InvalidInput
-    from nodes.config import load_config
+    from nodes.config_sources import load_config
 
     if ok:
         assert load_config({"log_store": url}, env={}).log_store == url

@@ -11,30 +11,11 @@ from aetcd import rpc
 
 from cluster import runs as run_module
 from cluster.etcd import Op
-from cluster.ids import Snowflake
-from cluster.keys import Keys
-from cluster.models import Job, Run
-from cluster.runs import RunOps, queued_run
+from cluster.models import Run
+from cluster.runs import queued_run
+from tests.runbuild import run_ops, stored_job
 
 T0 = datetime(2026, 12, 6, 21, 0, tzinfo=UTC)
-
-
-def job(**extra: object) -> Job:
-    doc = {
-        "project": "p",
-        "name": "j",
-        "command": "true",
-        "schedules": [{"cron": "* * * * * *"}],
-        "created_at": T0,
-        "updated_at": T0,
-        "active_since": T0,
-        **extra,
-    }
-    return Job.model_validate(doc)
-
-
-def run_ops() -> RunOps:
-    return RunOps(Keys("/t"), Snowflake(1), lambda: T0)
 
 
 @pytest.mark.parametrize(
@@ -75,8 +56,8 @@ RUNS = [
 
 @pytest.mark.parametrize("extra", RUNS)
 def test_a_run_taken_back_equals_the_decoding_of_its_queue_entry(extra: dict[str, object]) -> None:
-    ops = run_ops()
-    run = ops.new_run(job(**extra), source="schedule", scheduled_at=T0, schedule="x")
+    ops = run_ops(T0)
+    run = ops.new_run(stored_job(T0, **extra), source="schedule", scheduled_at=T0, schedule="x")
     run.not_before = T0 + timedelta(seconds=1)
     written = ops.create_run_ops(run)
     entry = written[-1].request_put
@@ -89,16 +70,16 @@ def test_a_run_taken_back_equals_the_decoding_of_its_queue_entry(extra: dict[str
 
 
 def test_a_different_entry_is_decoded_not_taken_back() -> None:
-    ops = run_ops()
-    run = ops.new_run(job(), source="schedule", scheduled_at=T0, schedule="x")
+    ops = run_ops(T0)
+    run = ops.new_run(stored_job(T0), source="schedule", scheduled_at=T0, schedule="x")
     entry = ops.create_run_ops(run)[-1].request_put.value
     assert queued_run(run.id, entry.replace(b'"pending"', b'"running"')) is None
     assert queued_run(run.id, entry) is None  # the mismatch dropped it: never a stale answer
 
 
 def test_a_retry_queued_by_a_completion_is_kept_too() -> None:
-    ops = run_ops()
-    run = ops.new_run(job(retries=1), source="schedule", scheduled_at=T0, schedule="x")
+    ops = run_ops(T0)
+    run = ops.new_run(stored_job(T0, retries=1), source="schedule", scheduled_at=T0, schedule="x")
     queued_run(run.id, b"")  # forget the creation's entry
     updated, written = ops.finish_ops(run, status="failed", exit_code=1)
     entry = next(
@@ -114,11 +95,11 @@ def test_finished_runs_are_not_kept_and_the_memo_is_bounded(
 ) -> None:
     monkeypatch.setattr(run_module, "_QUEUED", {})
     monkeypatch.setattr(run_module, "QUEUED_KEPT", 3)
-    ops = run_ops()
-    skipped = ops.new_run(job(), source="schedule", status="skipped")
+    ops = run_ops(T0)
+    skipped = ops.new_run(stored_job(T0), source="schedule", status="skipped")
     ops.create_run_ops(skipped)
     assert run_module._QUEUED == {}
-    made = [ops.new_run(job(), source="schedule") for _ in range(5)]
+    made = [ops.new_run(stored_job(T0), source="schedule") for _ in range(5)]
     for run in made:
         ops.create_run_ops(run)
     assert list(run_module._QUEUED) == [r.id for r in made[-3:]]  # the oldest went first

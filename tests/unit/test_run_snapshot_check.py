@@ -10,26 +10,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cluster.ids import Snowflake
-from cluster.keys import Keys
-from cluster.models import MAX_JOB_BYTES, Job, JobSpec, Run
-from cluster.runs import RunOps, spec_of
+from cluster.models import MAX_JOB_BYTES, JobSpec, Run
+from cluster.runs import spec_of
+from tests.runbuild import run_ops, stored_job
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
-
-
-def _job() -> Job:
-    return Job.model_validate(
-        {
-            "project": "p",
-            "name": "j",
-            "command": "true",
-            "schedules": [{"cron": "* * * * * *"}],
-            "created_at": T0,
-            "updated_at": T0,
-            "active_since": T0,
-        }
-    )
 
 
 def _run(snapshot: Any) -> Run:
@@ -51,8 +36,8 @@ def encodings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_a_run_built_from_a_jobs_spec_encodes_nothing_again(encodings: list[int]) -> None:
-    job = _job()
-    ops = RunOps(Keys("/t"), Snowflake(1), lambda: T0)
+    job = stored_job(T0)
+    ops = run_ops(T0)
     before = len(encodings)
     run = ops.new_run(job, source="schedule", scheduled_at=T0, schedule="x")
     assert len(encodings) == before  # the size check did not run again for this run
