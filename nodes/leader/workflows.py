@@ -38,6 +38,7 @@ from cluster.workflow_store import task_run
 from cluster.workflows import (
     Execution,
     Workflow,
+    execution_json,
     is_task_job,
     task_job_name,
 )
@@ -348,7 +349,7 @@ class WorkflowEngine:
             graph,
             now=now,
             new_run=lambda name: task_run(self.store, ex, name, graph),
-            base_size=len(original.model_dump_json()),
+            base_size=len(execution_json(original)),
         )
         if ex == original:
             return None
@@ -372,7 +373,7 @@ class WorkflowEngine:
     async def _write(self, ek: ExecKey, rev: int, ex: Execution, runs: list[Run]) -> bool:
         key = self.keys.execution(*ek)
         wk = (ex.project, ex.workflow)
-        ops: list[Any] = [Op.put(key, ex.model_dump_json())]
+        ops: list[Any] = [Op.put(key, execution_json(ex))]
         was_queued = self.execs.get(ek, (ex, 0))[0].status == "queued"
         for run in runs:
             ops += self.store.create_run_ops(run)

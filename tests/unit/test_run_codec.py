@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from cluster.models import FINISHED, MAX_JOB_BYTES, JobSpec, Run, RunSource, RunStatus
 from cluster.runcodec import SnapshotCache, snapshot_cache
-from cluster.workflows import Execution, TaskStatus, WorkflowSpec
+from cluster.workflows import Execution, TaskStatus, WorkflowSpec, execution_json
 
 T0 = datetime(2026, 12, 7, 9, 0, 0, 123456, tzinfo=UTC)
 CACHE = snapshot_cache(JobSpec)
@@ -339,3 +339,7 @@ def test_varied_executions_decode_to_the_same_executions_on_every_path() -> None
         same(plain, hit)
         assert hit.snapshot is missed.snapshot
         assert hit.model_dump_json() == plain.model_dump_json()
+        # the stored record, its snapshot's JSON kept per snapshot object (D453): the same bytes
+        assert execution_json(hit) == execution_json(missed) == plain.model_dump_json()
+        changed = hit.model_copy(update={"status": "failed", "reruns": i})
+        assert execution_json(changed) == changed.model_dump_json()
