@@ -46,7 +46,7 @@ class SnapshotCache:
         self.hits = 0
         self.misses = 0
         self._kept: dict[bytes, Any] = {}
-        self._lock = threading.Lock()  # API reads may decode in threads; evictions must not race
+        self._lock = threading.Lock()  # a decoding in another thread must not break an eviction
 
     def __len__(self) -> int:
         return len(self._kept)
