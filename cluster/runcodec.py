@@ -8,14 +8,16 @@ same snapshot until the job changes, so a node validated the same document for e
 read: each worker that looks at a queue entry its node did not write, the workflow engine, the
 deadline tracker, the API's listings.
 
-:func:`snapshot_field` is the validator of ``Run.snapshot``. A snapshot that arrives as data (a
-dict: JSON parsed by pydantic, or a dict given to ``model_validate``) is looked up by its exact
-content — ``marshal.dumps(value, 2)``, which tells ``1``, ``1.0`` and ``true`` apart, keeps key
-order and never shares references, so equal bytes mean the same typed JSON value — and a hit is
-the ``JobSpec`` pydantic made from that same content before. A miss is validated in full by
-pydantic, as before, and kept only when it validated; content pydantic refuses is refused every
-time (nothing invalid is kept). An instance of exactly ``JobSpec`` passes through unchanged
-(D422). Snapshots are never edited in place (D312, D422), so runs may share one.
+:func:`snapshot_field` is the validator of ``Run.snapshot`` (and of ``Execution.snapshot``, the
+workflow document an execution embeds, D452; each class has its own cache). A snapshot that
+arrives as data (a dict: JSON parsed by pydantic, or a dict given to ``model_validate``) is
+looked up by its exact content — ``marshal.dumps(value, 2)``, which tells ``1``, ``1.0`` and
+``true`` apart, keeps key order and never shares references, so equal bytes mean the same typed
+JSON value — and a hit is the object pydantic made from that same content before. A miss is
+validated in full by pydantic, as before, and kept only when it validated; content pydantic
+refuses is refused every time (nothing invalid is kept). An instance of exactly the class passes
+through unchanged (D422). Snapshots are never edited in place (D312, D422), so runs may share
+one.
 
 Bounded: at most ``SNAPSHOTS_KEPT`` snapshots and ``SNAPSHOT_BYTES_KEPT`` bytes of keys (a key is
 about the size of the document), the oldest dropped first.
