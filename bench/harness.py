@@ -206,7 +206,8 @@ class NodeProc:
         for key, value in (properties or {}).items():
             args += ["--property", f"{key}={value}"]
         self._log = open(log_path, "ab")
-        launcher = ["bench.profnode", str(profile)] if profile else ["nodes.cli"]
+        profiler = os.environ.get("BENCH_PROFILER", "bench.profnode")  # or bench.decodecount
+        launcher = [profiler, str(profile)] if profile else ["nodes.cli"]
         if not profile and os.environ.get("BENCH_COMPLETION_LINGER"):
             launcher = ["bench.lingernode"]  # the worker's completion linger set (D353)
         self.proc = subprocess.Popen(

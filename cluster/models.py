@@ -20,12 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-from cluster.checked import as_validated
 from cluster.deadlines import Deadlines, Duration
 from cluster.depends_spec import MAX_DEPENDS, Dependency, Gate, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.notify import NotificationRule
 from cluster.resources import Resources
+from cluster.runcodec import snapshot_field
 
 if TYPE_CHECKING:
     from cluster.cron import Schedule
@@ -416,7 +416,7 @@ class Run(BaseModel):
     parameters: dict[str, str] = Field(default_factory=dict)
     claim_revision: int | None = None
     attempts: list[Attempt] = Field(default_factory=list)
-    snapshot: Annotated[JobSpec, as_validated(JobSpec)]  # not checked again (D422)
+    snapshot: Annotated[JobSpec, snapshot_field(JobSpec)]  # validated once (D422, D450)
     # A task attempt of a workflow execution (docs/workflows.md); env: upstream results.
     execution: str | None = None
     task: str | None = None

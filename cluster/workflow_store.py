@@ -32,6 +32,7 @@ from cluster.workflows import (
     Workflow,
     WorkflowSpec,
     env_name,
+    execution_json,
     parse_report_key,
     task_job_name,
 )
@@ -83,7 +84,7 @@ def new_execution(
 
 
 def create_execution_ops(keys: Any, ex: Execution) -> list[Any]:
-    doc = ex.model_dump_json()
+    doc = execution_json(ex)
     charge = execution_charge(len(doc.encode()), len(ex.tasks))
     return [
         Op.put(keys.execution(ex.project, ex.id), doc),
@@ -96,7 +97,7 @@ def create_execution_ops(keys: Any, ex: Execution) -> list[Any]:
 def execution_charges(ex: Execution) -> int:
     """What creating ``ex`` charges its project (D318): its record. Its task runs are charged
     as the leader creates them and are not refused then: an execution admitted runs to its end."""
-    return execution_charge(len(ex.model_dump_json().encode()), len(ex.tasks))
+    return execution_charge(len(execution_json(ex).encode()), len(ex.tasks))
 
 
 def task_run(store: Store, ex: Execution, task: str, graph: Graph | None = None) -> Run:
@@ -354,7 +355,7 @@ class WorkflowStore:
             key = self.keys.execution(project, exec_id)
             res = await self.etcd.txn(
                 [Compare.modified(key, stored.mod_revision)],
-                [Op.put(key, updated.model_dump_json())],
+                [Op.put(key, execution_json(updated))],
             )
             if res.succeeded:
                 return updated

@@ -17,6 +17,7 @@ from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
 from cluster.deadlines import Deadlines
 from cluster.errors import InvalidInput
 from cluster.ids import is_id
+from cluster.memo import PerObject
 from cluster.models import (
     MAX_COMMAND,
     MAX_SCHEDULES,
@@ -36,6 +37,7 @@ from cluster.models import (
     run_parameters_capped,
 )
 from cluster.resources import Resources
+from cluster.runcodec import snapshot_field
 
 MAX_TASKS = 500
 MAX_WORKFLOW_BYTES = 512 * 1024
@@ -214,7 +216,7 @@ class Execution(BaseModel):
     reruns: int = 0
     parameters: dict[str, str] = Field(default_factory=dict)
     tasks: dict[str, TaskState]
-    snapshot: WorkflowSpec
+    snapshot: Annotated[WorkflowSpec, snapshot_field(WorkflowSpec)]  # once per content (D452)
 
     @property
     def finished(self) -> bool:
@@ -229,6 +231,19 @@ class Execution(BaseModel):
             n: ("active" if t.status in ("started", "waiting") else t.status)
             for n, t in self.tasks.items()
         }
+
+
+# An execution's workflow document, encoded once per snapshot object (D453): snapshots are shared
+# by the executions decoded from the same content (D452) and never edited in place. At most 64
+# kept (64 x MAX_WORKFLOW_BYTES: 32 MiB), all forgotten past that (encoded again: same bytes).
+_snapshot_json: PerObject[WorkflowSpec, str] = PerObject(lambda s: s.model_dump_json(), limit=64)
+
+
+def execution_json(ex: Execution) -> str:
+    """``ex.model_dump_json()``, byte for byte (the snapshot is its last field and most of its
+    bytes): the record every write of an execution stores (D453)."""
+    head = ex.model_dump_json(exclude={"snapshot"})
+    return f'{head[:-1]},"snapshot":{_snapshot_json(ex.snapshot)}}}'
 
 
 def result_size(result: Any) -> int:

@@ -163,6 +163,13 @@ WATCH_RESPONSES = Gauge(
     ["family"],
     registry=REGISTRY,
 )
+RUN_SNAPSHOTS = Gauge(
+    "cronmesh_run_snapshots",
+    "Job snapshots of the run records this node decoded since it started: validated (content "
+    "not seen before) or reused (the same content validated before, D450)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 ETCD_LATENCY = Histogram(
     "cronmesh_etcd_request_seconds",
     "etcd unary requests by method and outcome (ok or the gRPC status)",

@@ -28,6 +28,7 @@ from cluster.models import (
     parse_model,
 )
 from cluster.reruns import rerun_slot
+from cluster.runcodec import snapshot_cache
 from cluster.store import Store
 from nodes import metrics, webhooks
 from nodes.api import limits as api_limits
@@ -108,6 +109,9 @@ class Api:
             metrics.WATCH_EVENTS.labels(family.rsplit("/", 1)[-1]).set(events)
         for family, responses in list(self.node.etcd.watch_responses.items()):
             metrics.WATCH_RESPONSES.labels(family.rsplit("/", 1)[-1]).set(responses)
+        snapshots = snapshot_cache(JobSpec)
+        metrics.RUN_SNAPSHOTS.labels("validated").set(snapshots.misses)
+        metrics.RUN_SNAPSHOTS.labels("reused").set(snapshots.hits)
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -35,6 +35,7 @@ from cluster.notify import (
     needs_previous,
 )
 from cluster.watch import follow
+from cluster.workflows import is_task_job
 from nodes import metrics
 from nodes.leader.delivery import Sender
 from nodes.leader.history import HistoryAccountant
@@ -186,6 +187,8 @@ class Notifier:
         project, job, run_id = self.keys.tail(key, self.keys.job_runs())[:3]
         # the newest edits of the job and of its project's defaults before the run's end
         edited = (self._edited.get((project, job), 0), self._edited.get((project, ""), 0))
+        if self._nobody(project, job, edited):
+            return  # the common case, known now: no task per finished run (D455)
         task = asyncio.create_task(self._handle(project, job, run_id, status, key, edited))
         self._pending.append((revision, task))
 
@@ -198,6 +201,25 @@ class Notifier:
             return kept is not None and kept[2] >= edited
         entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
         return entry is not None and entry.job_rev >= edited
+
+    def _nobody(self, project: str, job: str, edited: Edits) -> bool:
+        """What ``_plan``'s first step would find, known without a read: no rule applies to
+        this run (its job's own rules, or the project's defaults as kept, are none)."""
+        if not (is_task_job(job) or self._cache_current(project, job, edited[0])):
+            return False
+        entry = self.scheduler.jobs.get((project, job)) if self.scheduler else None
+        own = entry.job.notifications if entry is not None else None
+        if own is not None:
+            return not own
+        return self._kept_defaults(project, edited[1]) == []
+
+    def _kept_defaults(self, project: str, edited: int) -> list[NotificationRule] | None:
+        """The project's defaults as kept, while younger than ``DEFAULTS_TTL`` and holding
+        their newest edit before the run's end (``edited``, D413); None: to be read."""
+        cached = self._defaults.get(project)
+        if cached is None or time.monotonic() - cached[0] >= DEFAULTS_TTL:
+            return None
+        return cached[1] if self._cache_current(project, "", edited) else None
 
     def _forget_edits(self) -> None:
         """Drop the edits the job cache holds, or of jobs it does not hold (it can only take
@@ -245,14 +267,8 @@ class Notifier:
     ) -> list[NotificationRule]:
         """The project's defaults: kept ``DEFAULTS_TTL`` seconds unless ``fresh`` or older than
         their newest edit before the run's end (``edited``, D413)."""
-        cached = self._defaults.get(project)
-        if (
-            not fresh
-            and cached is not None
-            and time.monotonic() - cached[0] < DEFAULTS_TTL
-            and self._cache_current(project, "", edited)
-        ):
-            return cached[1]
+        if not fresh and (kept := self._kept_defaults(project, edited)) is not None:
+            return kept
         res = await self.etcd.range(self.keys.notification_defaults(project), prefix=False)
         kv = res.kvs[0] if res.kvs else None
         rules = ProjectNotifications.model_validate_json(kv.value).rules if kv else []
@@ -320,8 +336,8 @@ class Notifier:
     ) -> list[tuple[NotificationRule, str, dict[str, Any], str]]:
         """What to send for one finished run: (rule, event, run document, delivery id).
         ``edited``: the revisions of the newest edits of the job and of its project's defaults
-        before the run ended (D410, D413)."""
-        current = self._cache_current(project, job, edited[0])
+        before the run ended (D410, D413); a workflow task's are its project's defaults (D452)."""
+        current = is_task_job(job) or self._cache_current(project, job, edited[0])
         if current and not await self._rules(project, job, None, edited=edited[1]):
             return []  # the common case: nobody to tell, no read
         run = await self.store.get_run(project, run_id)

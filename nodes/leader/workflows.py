@@ -38,6 +38,7 @@ from cluster.workflow_store import task_run
 from cluster.workflows import (
     Execution,
     Workflow,
+    execution_json,
     is_task_job,
     task_job_name,
 )
@@ -81,6 +82,7 @@ class WorkflowEngine:
         self.workflows: dict[WfKey, Workflow] = {}
         self.reserved: dict[WfKey, set[str]] = defaultdict(set)  # admitted, write in flight
         self._written: dict[ExecKey, int] = {}
+        self._writing: dict[ExecKey, tuple[bytes, Execution]] = {}  # in flight: its event (D454)
         self._graphs: dict[str, Graph] = {}  # per execution: its snapshot never changes
         self._upstream_end: dict[str, datetime | None] = {}  # decided, not yet written
         self._busy: set[ExecKey] = set()
@@ -129,11 +131,15 @@ class WorkflowEngine:
         if value is None:
             self.execs.pop(ek, None)
             return ek
-        try:
-            ex = Execution.model_validate_json(value)
-        except ValueError as exc:
-            log.error("cannot read execution; ignoring it", key=key, error=str(exc))
-            return None
+        writing = self._writing.get(ek)
+        if writing is not None and writing[0] == value:
+            ex = writing[1]  # our write's event before its reply: the object written (D454)
+        else:
+            try:
+                ex = Execution.model_validate_json(value)
+            except ValueError as exc:
+                log.error("cannot read execution; ignoring it", key=key, error=str(exc))
+                return None
         old = self.execs.get(ek)
         if old is not None and old[1] > rev:
             return ek
@@ -348,7 +354,7 @@ class WorkflowEngine:
             graph,
             now=now,
             new_run=lambda name: task_run(self.store, ex, name, graph),
-            base_size=len(original.model_dump_json()),
+            base_size=len(execution_json(original)),
         )
         if ex == original:
             return None
@@ -372,7 +378,8 @@ class WorkflowEngine:
     async def _write(self, ek: ExecKey, rev: int, ex: Execution, runs: list[Run]) -> bool:
         key = self.keys.execution(*ek)
         wk = (ex.project, ex.workflow)
-        ops: list[Any] = [Op.put(key, ex.model_dump_json())]
+        doc = execution_json(ex).encode()
+        ops: list[Any] = [Op.put(key, doc)]
         was_queued = self.execs.get(ek, (ex, 0))[0].status == "queued"
         for run in runs:
             ops += self.store.create_run_ops(run)
@@ -380,10 +387,12 @@ class WorkflowEngine:
         admitted = ex.status != "queued" and was_queued
         if admitted:
             self.reserved[wk].add(ex.id)
+        self._writing[ek] = (doc, ex)
         try:
             res = await self.etcd.txn(compares, ops, [self.lead.probe()])
         finally:
             self.reserved[wk].discard(ex.id)
+            self._writing.pop(ek, None)
         if not res.succeeded:
             self.lead.check_fenced(res, "fenced execution write rejected")
             return False

@@ -513,6 +513,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         "a worker looks at a run it may not take once per view version, not at every dispatch",
     ),
+    Mutation(
+        "snapshot-cache-exact-content",
+        "cluster/runcodec.py",
+        r"key = marshal\.dumps\(value, 2\)",
+        'key = marshal.dumps(value.get("name"), 2)',
+        (
+            "tests/unit/test_run_codec.py::test_varied_records_decode_to_the_same_runs_on_every_path",
+            "tests/unit/test_run_codec.py::test_json_types_and_key_order_are_never_confused",
+        ),
+        "a run's snapshot is taken from the cache only for the exact content it was validated "
+        "from (D450)",
+    ),
     # -- secrets (issue 18: masking) -------------------------------------------------------------
     Mutation(
         "masking-split-holdback",

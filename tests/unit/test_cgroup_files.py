@@ -20,6 +20,7 @@ from tests.launching import NO_LIMITS, cgroup_layout, start
 from tests.unit.test_cgroups import SHAPES
 
 BURN = 0.2  # seconds of CPU a test process burns in a cgroup
+BURN_LOOP = f"t = time.process_time()\nwhile time.process_time() - t < {BURN}: pass"
 
 
 @pytest.fixture(params=list(SHAPES))
@@ -78,7 +79,9 @@ def test_counters_read_through_kept_descriptors_are_current(layout: Layout) -> N
         assert cg.usage().cpu_seconds in (0, None)
         for _ in range(2):  # the second time through the descriptors kept by the first
             burner = subprocess.Popen(
-                [sys.executable, "-c", f"import time\nwhile time.process_time() < {BURN}: pass"],
+                # it burns only once moved in (stdin closed after the add): under load its start
+                # could otherwise spend part of BURN outside the cgroup
+                [sys.executable, "-c", f"import sys, time\nsys.stdin.read()\n{BURN_LOOP}"],
                 stdin=subprocess.PIPE,
             )
             cg.add(burner.pid)
