@@ -214,10 +214,7 @@ class Scheduler:
                 self.first_pass.set()
             if not due:
                 await self.due.wait()
-            self._report_missed()
-
-    def _report_missed(self) -> None:
-        report_missed(self._missed)  # D385
+            report_missed(self._missed)  # D385
 
     async def _fire_guarded(self, jk: JobKey) -> None:
         await self._guarded(jk, lambda: self.fire(jk))
@@ -294,14 +291,18 @@ class Scheduler:
                 n_cmp, n_ops, n_bytes = n_cmp + len(compares), n_ops + len(ops), n_bytes + size
             if chunk:
                 chunks.append(chunk)
-            await asyncio.gather(
+            outcomes = await asyncio.gather(
                 *(self._fire_guarded(jk) for jk in alone),
                 *(self._write_guarded(plan) for plan in single),
                 *(
                     self._write_chunk(c) if len(c) > 1 else self._write_guarded(c[0][0])
                     for c in chunks
                 ),
+                return_exceptions=True,  # every write answers (and ends its own claims) first
             )
+            for outcome in outcomes:  # then LostOwnership (the only one they let through)
+                if isinstance(outcome, BaseException):
+                    raise outcome
         finally:  # what was reserved and never written goes back (cancelled, D444)
             settle(self.own, (p.own for c in [*chunks, chunk] for p, _, _ in c), None)
 
@@ -344,8 +345,7 @@ class Scheduler:
             return
         self.lead.check_fenced(res, "fenced tick write rejected")
         log.info("batched tick write rejected; writing its jobs one by one", jobs=len(chunk))
-        # its runs are queued then: the node's own claims may be what refused it (D444)
-        await asyncio.gather(*(self._write_guarded(replace(p, claim=False)) for p in chunk))
+        await asyncio.gather(*(self._write_guarded(replace(p, claim=False)) for p in chunk))  # D446
 
     # -- firing --------------------------------------------------------------------------------
 
@@ -388,8 +388,7 @@ class Scheduler:
             plan.jk, plan.entry, plan.state, plan.runs, plan.cancels, plan.records
         )  # fmt: skip
         state_key = self.keys.schedule_state(*jk)
-        if plan.claim:
-            reserve(self.own, runs, plan.own)  # runs its node's worker takes now (D444)
+        reserve(self.own, runs if plan.claim else [], plan.own)  # its node's worker's (D444)
         compares, ops = self._write_ops(plan)
         for slot_key, record in records:  # slots skipped or deferred without a run (D238)
             compares.append(Compare.absent(slot_key))

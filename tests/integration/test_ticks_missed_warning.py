@@ -14,6 +14,7 @@ from cluster.ids import Snowflake
 from cluster.models import JobSpec
 from cluster.session import Session
 from cluster.store import Store
+from nodes.leader.missed import report_missed
 from nodes.leader.scheduler import Scheduler
 
 
@@ -29,13 +30,13 @@ async def test_a_pass_that_misses_ticks_says_so_once(etcd, keys):
         sched = Scheduler(etcd, keys, store, leadership, clock=lambda: clock[0], node_id="n1")
         await sched._load()
         with capture_logs() as logs:
-            sched._report_missed()  # nothing missed yet: nothing said
+            report_missed(sched._missed)  # nothing missed yet: nothing said
             assert logs == []
             # 10 s without planning: ticks 9 and 10 are on time (D374), 1-8 are missed
             clock[0] += timedelta(seconds=10, milliseconds=5)
             await sched._fire_batch([("p", "a"), ("p", "b")])
-            sched._report_missed()
-            sched._report_missed()  # said once per pass
+            report_missed(sched._missed)
+            report_missed(sched._missed)  # said once per pass
         missed = [e for e in logs if e["event"] == "ticks missed"]
         assert len(missed) == 1, logs
         assert missed[0]["log_level"] == "warning"
