@@ -33,6 +33,7 @@ from nodes.worker.worker import Worker
 from tests.conftest import wait_for
 
 P = "p"
+ORPHANS_EVERY = 3600.0  # the worker's periodic orphan check, out of every test's reach
 
 
 def now() -> datetime:
@@ -48,11 +49,11 @@ class Node:
         self.sched: Scheduler | None = None
         self.tasks: list[asyncio.Task[Any]] = []
 
-    async def lead(self, node_id: str) -> Scheduler:
+    async def lead(self, node_id: str, ahead: float = 1.5) -> Scheduler:
         lead = await Election(self.etcd, self.keys, self.session, "leader").campaign()
         own = OwnClaims(self.worker)
         self.sched = Scheduler(
-            self.etcd, self.keys, self.store, lead, clock=now, node_id=node_id, ahead=1.5, own=own
+            self.etcd, self.keys, self.store, lead, clock=now, node_id=node_id, ahead=ahead, own=own
         )
         await self.sched._load()
         return self.sched
@@ -91,6 +92,8 @@ class Rig:
             clock=now,
             view=view,
         )
+        # only a wake (an unknown outcome) adopts within a test: never the periodic pass
+        w.orphan_every = ORPHANS_EVERY
         node = Node(etcd, keys, session, w)
         # the view, the budgets and the control requests; no dispatch loop: what runs here was
         # claimed by its leader (or adopted by the orphan check, when asked for)

@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 class Claiming:
     """The claiming part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
 
+    orphan_every: float = ORPHAN_CHECK_EVERY  # the periodic orphan check (tests lengthen it)
+
     # -- claiming ------------------------------------------------------------------------------
 
     async def _free_slot(self, run: Run) -> tuple[bool, str | None]:
@@ -178,7 +180,7 @@ class Claiming:
         """Claims bound to our lease that no execution holds (a claim whose reply was lost) are
         adopted: the run is started as if the claim had answered."""
         while True:
-            await woken(self._orphan_check, ORPHAN_CHECK_EVERY)
+            await woken(self._orphan_check, self.orphan_every)
             self._orphan_check.clear()
             try:
                 res = await self.etcd.range_all(self.keys.claims())
@@ -209,6 +211,8 @@ class Claiming:
                         continue
                     slots = await self.etcd.range(self.keys.slots(run.project, run.job))
                     slot = next((s.key for s in slots.kvs if s.value.decode() == run_id), None)
+                    if run_id in self.running or run_id in self._claiming_runs:
+                        continue  # started meanwhile: an own claim's reply came (D448)
                     log.warning("adopting a claim whose reply was lost", run=run_id)
                     self._start(run, kv.create_revision, slot, int(claim.get("weight", 1)))
                     self._hold(run_id, self.budgets.held_by(run_id))
