@@ -6,11 +6,25 @@ cache has not heard of, a job slot, a run_as user the node refuses)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from cluster.models import FINISHED
+import pytest
+
+from cluster.budget_store import BudgetStore
+from cluster.models import FINISHED, JobSpec, Run
+from cluster.runas import NodeRunAs
 from tests.conftest import wait_for
-from tests.ownclaim_rig import P, early_in_a_second, job, reserved_nothing, rig, runs_of
+from tests.ownclaim_rig import (
+    P,
+    early_in_a_second,
+    job,
+    now,
+    queued_ids,
+    reserved_nothing,
+    rig,
+    runs_of,
+)
 
 __all__ = ["rig"]  # the fixture
 
@@ -72,3 +86,77 @@ async def test_an_orphan_scan_during_the_creations_reply_starts_each_run_once(
     await wait_for(done, 20, what="the runs finished")
     started = [i for i in book.read_text().split() if i in ids]
     assert sorted(started) == sorted(ids), (reached.is_set(), started)  # once each
+
+
+# -- the refusals: through the queue, never claimed in the creation ---------------------------
+
+
+async def queued_not_claimed(etcd: Any, keys: Any, n: Any, name: str) -> list[Run]:
+    """Every run of ``name`` is pending in the queue, with no claim, and nothing is reserved."""
+    runs = await runs_of(etcd, keys, name)
+    assert runs and all(r.status == "pending" and r.node is None for r in runs), runs
+    assert {r.id for r in runs} <= await queued_ids(etcd, keys)
+    for r in runs:
+        assert await etcd.get(keys.claim(r.id)) is None
+    assert not n.worker.running and reserved_nothing(n.worker)()
+    return runs
+
+
+async def test_a_budget_the_cache_has_not_heard_of_queues_the_run(etcd, keys, rig):
+    """A budget is written after the worker's cache loaded, and the cache has not heard of it
+    (its watch stopped here): the creation's compare on the budget documents refuses the claim,
+    and the run is queued, never run outside the budget."""
+    n = await rig.node("n1")
+    budgets = n.tasks[1]  # the worker's budget cache: frozen as it is
+    budgets.cancel()
+    await asyncio.gather(budgets, return_exceptions=True)
+    assert n.worker.budgets.ready
+    await BudgetStore(etcd, keys, now).put({"name": "one", "concurrent": 1}, "test")
+    spec = JobSpec(name="j", command="true", schedules=[{"cron": "* * * * * *"}], budgets=["one"])
+    await n.store.put_job(P, spec)
+    sched = await n.lead("n1")
+    await early_in_a_second()
+    await sched.fire((P, "j"))
+    await queued_not_claimed(etcd, keys, n, "j")
+
+
+@pytest.mark.parametrize("limit", [{"overlap": "forbid"}, {"max_parallel": 1}])
+async def test_a_job_slot_queues_the_run_and_its_claim_takes_the_slot(etcd, keys, rig, limit):
+    """A job with a slot (``overlap: forbid``, ``max_parallel``) settles it against every node:
+    its runs go through the queue, and the claim from there takes the slot."""
+    n = await rig.node("n1")
+    spec = JobSpec(name="j", command="true", schedules=[{"cron": "* * * * * *"}], **limit)
+    await n.store.put_job(P, spec)
+    sched = await n.lead("n1")
+    due = int(time.time()) + 1  # a job with a slot is planned when due, never ahead
+    await wait_for(lambda: time.time() > due + 0.05, 5, interval=0.01, what="its first tick")
+    await sched.fire((P, "j"))
+    run = (await queued_not_claimed(etcd, keys, n, "j"))[0]
+    key = n.store.queue_key(run)
+    kv = await etcd.get(key)
+    assert kv is not None
+    await n.worker._claim(key, kv, run)
+    slot = await etcd.get(keys.slot(P, "j", 0))
+    assert slot is not None and slot.value.decode() == run.id
+    assert slot.lease == n.session.lease_id
+
+
+@pytest.mark.parametrize("refused_by", ["node", "project"])
+async def test_a_run_as_user_refused_queues_the_run(etcd, keys, rig, refused_by):
+    """A job's ``run_as`` user this node may not run (its policy), or the project does not grant
+    (``run_as_users``): the run is queued for a node that may, not claimed here."""
+    n = await rig.node("n1")
+    w, view = n.worker, n.worker.view
+    assert view is not None
+    granted = {"node": frozenset({"svc"}), "project": frozenset()}[refused_by]
+    w.run_as = NodeRunAs(node="n1", is_root=True, own_user="root", users=granted)
+    view.project_users[P] = frozenset({"svc"}) if refused_by == "node" else frozenset()
+    placement = view.placement(None, "", P, None)  # a placement that lists this node
+    view.placement = lambda *a, **k: placement  # type: ignore[method-assign]
+    run_as = {"user": "svc"}
+    spec = JobSpec(name="j", command="true", schedules=[{"cron": "* * * * * *"}], run_as=run_as)
+    await n.store.put_job(P, spec)
+    sched = await n.lead("n1")
+    await early_in_a_second()
+    await sched.fire((P, "j"))
+    await queued_not_claimed(etcd, keys, n, "j")

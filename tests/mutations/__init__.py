@@ -39,6 +39,7 @@ REUSE = "tests/security/test_cgroup_reuse.py"
 RUNDIR = "tests/security/test_run_dir_reuse.py"
 ADDED_RULE = "tests/integration/test_notify_added_rule_order.py"
 OWN = "tests/integration/test_own_claims.py"
+RACES = "tests/integration/test_own_claims_races.py"
 
 
 @dataclass(frozen=True)
@@ -871,6 +872,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest",),
         "the leader's creations hold no more runs ahead than max_armed: each reserves its place "
         "before the write",
+    ),
+    Mutation(
+        "own-claim-budget-guard",
+        "nodes/worker/ownclaims.py",
+        r"w\.budgets\.guard\(\),  # no budget newer than the cache \(D365\)",
+        "",
+        (f"{RACES}::test_a_budget_the_cache_has_not_heard_of_queues_the_run",),
+        "a budget written (answered) before a creation keeps the leader from claiming its runs "
+        "outside it, even before its node's budget cache hears of it",
+    ),
+    Mutation(
+        "own-claim-slot-limited",
+        "nodes/worker/ownclaims.py",
+        r"limited=slot_limit\(spec\.overlap, spec\.max_parallel\) > 0,",
+        "limited=False,",
+        (
+            f"{RACES}::test_a_job_slot_queues_the_run_and_its_claim_takes_the_slot[limit0]",
+            f"{RACES}::test_a_job_slot_queues_the_run_and_its_claim_takes_the_slot[limit1]",
+        ),
+        "a run of a job with a slot (overlap forbid, max_parallel) is never claimed in its "
+        "creation: it goes through the queue, and its claim takes the slot",
     ),
 )
 
