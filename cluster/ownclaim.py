@@ -11,7 +11,10 @@ event later. It does so only where the worker's own claim would have been made t
   an armed place (``armed < max_armed``), a run due now a place within ``capacity`` and the
   weight budget (``fits``);
 - nothing the claim would have to settle against other nodes: no job slot (``overlap`` /
-  ``max_parallel``) and no budget applies; those runs go through the queue as before.
+  ``max_parallel``) and no budget applies; those runs go through the queue as before;
+- the run's instant is at most ``OWN_CLAIM_LEAD`` away (D449): a node configured to write its
+  runs further ahead (``materialize_ahead`` up to 30 s) queues those, so a leader's node never
+  holds a run armed (its process spawned, its environment fixed) for long before its instant.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cluster.placement import Candidate, Placement, attempt_key, fits, preferred
+
+OWN_CLAIM_LEAD = 1.5  # seconds: claimed in its creation only this close to its instant (D449)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +48,13 @@ def own_claim(
     ahead: bool,
     limited: bool,
     budgeted: bool,
+    until: float = 0.0,
+    lead: float = OWN_CLAIM_LEAD,
 ) -> Candidate | None:
     """The candidate (this node, through which binding: its cost) to claim ``run_id`` through
-    at its creation, or None: it is queued as before."""
-    if limited or budgeted:
+    at its creation, or None: it is queued as before. ``until``: seconds to the run's instant
+    (0 when due); beyond ``lead`` it is queued."""
+    if limited or budgeted or until > lead:
         return None
     best = preferred(attempt_key(run_id, attempt), placement.candidates)
     if best is None or best.node != me:

@@ -315,11 +315,13 @@ class Scheduler:
             compares += c
             ops += o
         compares = unique(compares)  # the own claims' shared guards once (D444)
+        sent = False
         try:
             async with self._sem:
+                sent = True
                 res = await self.etcd.txn(compares, ops, [self.lead.probe()])
-        except BaseException as exc:  # the node's own claims end first (D444)
-            settle(self.own, (plan.own for plan in chunk), None, exc)
+        except BaseException as exc:  # the node's own claims end first (D444); unsent: released
+            settle(self.own, (plan.own for plan in chunk), None, exc if sent else None)
             if isinstance(exc, Unavailable):  # OutcomeUnknown too
                 # A lost reply may have applied: re-read each job's state and plan again shortly.
                 if isinstance(exc, OutcomeUnknown):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.ownclaim import Room, own_claim
+from cluster.ownclaim import OWN_CLAIM_LEAD, Room, own_claim
 from cluster.placement import Candidate, Placement, attempt_key, preferred
 
 ME, OTHER = "me", "other"
@@ -70,3 +70,35 @@ def test_the_draw_is_the_attempts_and_the_binding_is_the_cost():
         for a in range(1, 40)
     }
     assert draws == {ME, OTHER}
+
+
+@pytest.mark.parametrize(
+    ("until", "lead", "claims"),
+    [
+        (0.0, OWN_CLAIM_LEAD, True),  # due now
+        (OWN_CLAIM_LEAD, OWN_CLAIM_LEAD, True),  # at the default lead: claimed
+        (OWN_CLAIM_LEAD + 0.01, OWN_CLAIM_LEAD, False),  # further: queued (D449)
+        (29.0, OWN_CLAIM_LEAD, False),  # materialize_ahead 30: queued, not held 29 s
+        (4.0, 5.0, True),  # a lead widened (tests): claimed
+    ],
+)
+def test_only_runs_close_to_their_instant(until, lead, claims):
+    got = own_claim(
+        ME,
+        "r1",
+        1,
+        ALONE,
+        ROOM,
+        ahead=until > 0,
+        limited=False,
+        budgeted=False,
+        until=until,
+        lead=lead,
+    )
+    assert (got is not None) == claims
+
+
+def test_the_default_lead_is_the_default_materialize_ahead():
+    from nodes.config import NodeConfig
+
+    assert OWN_CLAIM_LEAD == NodeConfig.model_fields["materialize_ahead"].default
