@@ -40,6 +40,7 @@ RUNDIR = "tests/security/test_run_dir_reuse.py"
 ADDED_RULE = "tests/integration/test_notify_added_rule_order.py"
 OWN = "tests/integration/test_own_claims.py"
 RACES = "tests/integration/test_own_claims_races.py"
+LOST = "tests/integration/test_own_claims_lost.py"
 
 
 @dataclass(frozen=True)
@@ -893,6 +894,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         "a run of a job with a slot (overlap forbid, max_parallel) is never claimed in its "
         "creation: it goes through the queue, and its claim takes the slot",
+    ),
+    Mutation(
+        "own-claim-unknown-wakes",
+        "nodes/leader/ownruns.py",
+        r"own\.unknown\(r\)  # a lost reply",
+        "own.release(r)  # a lost reply",
+        (
+            f"{LOST}::test_a_lost_reply_wakes_the_orphan_check_which_adopts_before_the_instant",
+            f"{LOST}::test_a_shared_batch_whose_reply_is_lost_ends_its_reservations_and_is_adopted",
+        ),
+        "a creation whose reply is lost wakes the orphan check: a run it claimed is adopted "
+        "before its instant, not at the next periodic check",
+    ),
+    Mutation(
+        "own-claim-chunk-settle",
+        "nodes/leader/scheduler.py",
+        r"settle\(self\.own, \(plan\.own for plan in chunk\), None, exc if sent else None\)",
+        "pass",
+        (f"{LOST}::test_a_shared_batch_whose_reply_is_lost_ends_its_reservations_and_is_adopted",),
+        "a shared creation that fails ends its own claims' reservations at once (and a lost "
+        "reply wakes the orphan check)",
     ),
 )
 
