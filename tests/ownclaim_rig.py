@@ -156,3 +156,12 @@ async def early_in_a_second(margin: float = 0.35) -> None:
 
 def reserved_nothing(w: Worker) -> Callable[[], bool]:
     return lambda: not w.claiming and not w._claiming_runs and not w._claim_cost
+
+
+AHEAD = 5.0  # a test's leader writes the ticks of the next 5 s, and claims them (D449)
+
+
+async def a_tick_four_seconds_away() -> None:
+    """Early in a 5-second step: a ``*/5`` job made now has its first tick more than 4 s away
+    (room to act on it before its instant, on a loaded machine too)."""
+    await wait_for(lambda: 0.05 < time.time() % 5 < 0.9, 7, interval=0.01, what="a tick ~4 s off")

@@ -17,7 +17,9 @@ from cluster.groups import NodeState
 from cluster.models import FINISHED, Run
 from tests.conftest import wait_for
 from tests.ownclaim_rig import (
+    AHEAD,
     P,
+    a_tick_four_seconds_away,
     early_in_a_second,
     job,
     now,
@@ -171,10 +173,10 @@ async def test_a_run_claimed_in_its_creation_and_cancelled_before_its_instant_ne
 ):
     book = tmp_path / "ran"
     n = await rig.node("n1")
-    await wait_for(lambda: 0.6 < time.time() % 2 < 0.8, 5, interval=0.01, what="an odd second")
-    await job(n.store, "j", f"echo $CRONMESH_RUN_ID >> {book}", cron="*/2 * * * * *")
-    sched = await n.lead("n1")
-    await sched.fire((P, "j"))  # the next even second: about a second ahead
+    await a_tick_four_seconds_away()
+    await job(n.store, "j", f"echo $CRONMESH_RUN_ID >> {book}", cron="*/5 * * * * *")
+    sched = await n.lead("n1", ahead=AHEAD)
+    await sched.fire((P, "j"))  # its first tick: about 4 s ahead
     runs = await runs_of(etcd, keys, "j")
     assert len(runs) == 1 and runs[0].status == "running", runs
     assert runs[0].not_before is not None and runs[0].not_before > now()
@@ -196,10 +198,10 @@ async def test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest(et
     other 3 are queued."""
     n = await rig.node("n1", max_armed=2)
     names = [f"j{i}" for i in range(5)]
-    await wait_for(lambda: 0.6 < time.time() % 2 < 0.8, 5, interval=0.01, what="1.3 s before")
+    await a_tick_four_seconds_away()
     for name in names:
-        await job(n.store, name, cron="*/2 * * * * *")
-    sched = await n.lead("n1")
+        await job(n.store, name, cron="*/5 * * * * *")
+    sched = await n.lead("n1", ahead=AHEAD)
     await sched._fire_batch([(P, name) for name in names])
     runs = [r for name in names for r in await runs_of(etcd, keys, name)]
     assert len(runs) == 5 and all(r.not_before is not None for r in runs), runs

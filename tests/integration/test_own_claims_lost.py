@@ -7,24 +7,27 @@ the check, and before the run's instant, several seconds away."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from cluster.etcd import Compare, OutcomeUnknown
 from cluster.models import Run
 from nodes import metrics
 from tests.conftest import wait_for
-from tests.ownclaim_rig import P, job, now, queued_ids, reserved_nothing, rig, runs_of
+from tests.ownclaim_rig import (
+    AHEAD,
+    P,
+    a_tick_four_seconds_away,
+    job,
+    now,
+    queued_ids,
+    reserved_nothing,
+    rig,
+    runs_of,
+)
 
 __all__ = ["rig"]  # the fixture
 
-AHEAD = 5.0  # the leader writes the ticks of the next 5 s; the rig claims them as well (D449)
 NAMES = ["a", "b"]
-
-
-async def a_tick_four_seconds_away() -> None:
-    """Early in a 5-second step: a ``*/5`` job's next tick is more than 4 s away."""
-    await wait_for(lambda: 0.05 < time.time() % 5 < 0.9, 7, interval=0.01, what="a tick ~4 s off")
 
 
 async def jobs(store: Any, names: list[str]) -> None:
