@@ -1,7 +1,7 @@
 """The leader's own claims (D444) against the worker's other paths, in-process against a real
 etcd: the orphan check meeting a creation whose reply is still on its way (D448), and the
 refusals that send a run through the queue instead of claiming it in its creation (a budget the
-cache has not heard of, a job slot, a run_as user the node refuses)."""
+cache has not heard of, a job slot; a run_as user refused: tests/security/test_own_claim_run_as.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 
 from cluster.budget_store import BudgetStore
 from cluster.models import FINISHED, JobSpec, Run
-from cluster.runas import NodeRunAs
 from tests.conftest import wait_for
 from tests.ownclaim_rig import (
     P,
@@ -139,24 +138,3 @@ async def test_a_job_slot_queues_the_run_and_its_claim_takes_the_slot(etcd, keys
     slot = await etcd.get(keys.slot(P, "j", 0))
     assert slot is not None and slot.value.decode() == run.id
     assert slot.lease == n.session.lease_id
-
-
-@pytest.mark.parametrize("refused_by", ["node", "project"])
-async def test_a_run_as_user_refused_queues_the_run(etcd, keys, rig, refused_by):
-    """A job's ``run_as`` user this node may not run (its policy), or the project does not grant
-    (``run_as_users``): the run is queued for a node that may, not claimed here."""
-    n = await rig.node("n1")
-    w, view = n.worker, n.worker.view
-    assert view is not None
-    granted = {"node": frozenset({"svc"}), "project": frozenset()}[refused_by]
-    w.run_as = NodeRunAs(node="n1", is_root=True, own_user="root", users=granted)
-    view.project_users[P] = frozenset({"svc"}) if refused_by == "node" else frozenset()
-    placement = view.placement(None, "", P, None)  # a placement that lists this node
-    view.placement = lambda *a, **k: placement  # type: ignore[method-assign]
-    run_as = {"user": "svc"}
-    spec = JobSpec(name="j", command="true", schedules=[{"cron": "* * * * * *"}], run_as=run_as)
-    await n.store.put_job(P, spec)
-    sched = await n.lead("n1")
-    await early_in_a_second()
-    await sched.fire((P, "j"))
-    await queued_not_claimed(etcd, keys, n, "j")

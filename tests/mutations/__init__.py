@@ -41,6 +41,7 @@ ADDED_RULE = "tests/integration/test_notify_added_rule_order.py"
 OWN = "tests/integration/test_own_claims.py"
 RACES = "tests/integration/test_own_claims_races.py"
 LOST = "tests/integration/test_own_claims_lost.py"
+RUN_AS = "tests/security/test_own_claim_run_as.py"
 
 
 @dataclass(frozen=True)
@@ -894,6 +895,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         "a run of a job with a slot (overlap forbid, max_parallel) is never claimed in its "
         "creation: it goes through the queue, and its claim takes the slot",
+    ),
+    Mutation(
+        "own-claim-run-as-node",
+        "nodes/worker/ownclaims.py",
+        r"if decide\(user, group, w\.run_as\)\.refusal is not None:\n\s*return None",
+        "pass",
+        (f"{RUN_AS}::test_a_run_as_user_refused_queues_the_run[node]",),
+        "the leader never claims in its creation a run as a user its node's policy refuses",
+    ),
+    Mutation(
+        "own-claim-run-as-project",
+        "nodes/worker/ownclaims.py",
+        r"if user not in view\.project_users\.get\(run\.project, \(\)\):\n\s*return None",
+        "pass",
+        (f"{RUN_AS}::test_a_run_as_user_refused_queues_the_run[project]",),
+        "the leader never claims in its creation a run as a user its project does not grant",
     ),
     Mutation(
         "own-claim-unknown-wakes",
