@@ -280,8 +280,12 @@ async def test_two_shard_leaders_of_one_node_share_the_watches_and_keep_their_ow
     await wait_for(lambda: feed.watching() == watched, what="the node's watches")
     await wait_for(lambda: all(feed.subscribers(p) == 2 for p in watched), what="both leaders")
     new = names[1][2]  # a job of shard 1 created while both lead
+    base = decoded[0]
     await step(store.put_job("p", JobSpec(name=new, command="true")), "the new job's write")
     await wait_for(lambda: ("p", new) in s1.jobs and ("p", new) in s0.jobs, what="the new job")
+    # the leaders subscribe before they read: under load their reads may come after the write
+    # and hold the job already, while the shared stream still has its event to deliver (CI)
+    await wait_for(lambda: decoded[0] > base, what="the new job's event")
     before = decoded[0]
     for s in (0, 1):  # a state written behind the leaders' backs, then an active run
         await etcd.put(keys.schedule_state("p", names[s][0]), b'{"mark": 1}')
