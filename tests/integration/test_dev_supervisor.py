@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -33,33 +34,61 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_pairs() -> tuple[int, int]:
+    """Two ports ``p`` and ``e`` with ``p``, ``p + 1`` (the two nodes), ``e`` and ``e + 1``
+    (etcd's client and peer ports) all free now and all different."""
+    while True:
+        port, etcd_port = free_port(), free_port()
+        wanted = {port, port + 1, etcd_port, etcd_port + 1}
+        if len(wanted) == 4 and all(_free(p) for p in wanted):
+            return port, etcd_port
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_path: Path):
     data = tmp_path / "dev"
-    port, etcd_port = free_port(), free_port()
-    while etcd_port + 1 == port or port + 1 in (etcd_port, etcd_port + 1):
-        etcd_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRONMESH_", "ETCDCTL_"))}
     out_path = tmp_path / "dev.out"
-    out = open(out_path, "wb")
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "nodes.cli", "dev", "--nodes", "2", "--port", str(port)),
-            *("--etcd-port", str(etcd_port), "--data", str(data)),
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=dict(env, PYTHONUNBUFFERED="1"),
-        cwd=str(ROOT),
-    )
+    for _ in range(3):  # a port another process took between our check and dev's bind: again
+        port, etcd_port = _port_pairs()
+        out = open(out_path, "wb")
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "nodes.cli", "dev", "--nodes", "2", "--port", str(port)),
+                *("--etcd-port", str(etcd_port), "--data", str(data)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env, PYTHONUNBUFFERED="1"),
+            cwd=str(ROOT),
+        )
+        banner = await wait_for(
+            lambda p=proc: p.poll() is not None or "Press Ctrl-C to stop." in out_path.read_text(),
+            120,
+            0.3,
+            "the dev banner",
+        )
+        assert banner
+        if proc.poll() is None or "already in use" not in out_path.read_text():
+            break
+        out.close()
 
     def said(text: str) -> bool:
         assert proc.poll() is None, f"cronmesh dev exited: {out_path.read_text()[-3000:]}"
         return text in out_path.read_text()
 
     try:
-        await wait_for(lambda: said("Press Ctrl-C to stop."), 120, 0.3, "the dev banner")
+        assert said("Press Ctrl-C to stop.")
         etcd = f"http://127.0.0.1:{etcd_port}"
         password = (data / "etcd-password").read_text().strip()
         leader = await wait_for(
