@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,7 +20,7 @@ import pytest
 from nodes.cli.devsupervisor import read_leader
 from nodes.cli.etcd_auth import etcdctl
 from nodes.devtools.embedded import free_port
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, dev_ports, wait_for
 
 P = "/api/v1/projects/default"
 
@@ -34,25 +33,6 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_pairs() -> tuple[int, int]:
-    """Two ports ``p`` and ``e`` with ``p``, ``p + 1`` (the two nodes), ``e`` and ``e + 1``
-    (etcd's client and peer ports) all free now and all different."""
-    while True:
-        port, etcd_port = free_port(), free_port()
-        wanted = {port, port + 1, etcd_port, etcd_port + 1}
-        if len(wanted) == 4 and all(_free(p) for p in wanted):
-            return port, etcd_port
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_path: Path):
@@ -60,7 +40,7 @@ async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRONMESH_", "ETCDCTL_"))}
     out_path = tmp_path / "dev.out"
     for _ in range(3):  # a port another process took between our check and dev's bind: again
-        port, etcd_port = _port_pairs()
+        port, etcd_port = dev_ports()
         out = open(out_path, "wb")
         proc = subprocess.Popen(
             [
@@ -179,7 +159,7 @@ async def test_dev_reports_a_killed_node_the_leader_change_and_restarts_it(tmp_p
 def test_dev_fails_at_once_naming_a_node_that_cannot_start(tmp_path: Path):
     """A real failure: the node refuses its settings. `cronmesh dev` says which node and why (its
     log's last lines) and exits 1, without waiting out the minute of the readiness deadline."""
-    port, etcd_port = free_port(), free_port()
+    port, etcd_port = dev_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRONMESH_", "ETCDCTL_"))}
     res = subprocess.run(
         [

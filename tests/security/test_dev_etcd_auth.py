@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from nodes.cli.etcd_auth import etcdctl
-from nodes.devtools.embedded import etcd_binary, free_port
-from tests.conftest import ROOT, wait_for
+from nodes.devtools.embedded import etcd_binary
+from tests.conftest import ROOT, dev_ports, wait_for
 
 P = "/api/v1/projects/default"
 
@@ -29,7 +29,7 @@ P = "/api/v1/projects/default"
 @pytest.fixture
 def dev_cluster(tmp_path: Path):
     data = tmp_path / "dev"
-    port, etcd_port = free_port(), free_port()
+    port, etcd_port = dev_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRONMESH_", "ETCDCTL_"))}
     log = open(tmp_path / "dev.log", "ab")
     proc = subprocess.Popen(
