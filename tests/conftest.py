@@ -84,7 +84,7 @@ ROOT_JOBS = {"CRONMESH_ALLOW_ROOT_JOBS": "true", "CRONMESH_RUN_AS_DEFAULT": "roo
 HISTORY_UNBOUNDED = {"CRONMESH_QUOTA_RUN_HISTORY_BYTES": str(10**12)}
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -93,14 +93,14 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def dev_ports() -> tuple[int, int]:
-    """Ports for ``cronmesh dev --port p --etcd-port e`` with up to two nodes: ``p``, ``p + 1``
-    (the nodes), ``e`` and ``e + 1`` (etcd's client and peer ports) all free now and different.
+def dev_ports(nodes: int = 2) -> tuple[int, int]:
+    """Ports for ``cronmesh dev --nodes N --port p --etcd-port e``: ``p`` … ``p + N - 1`` (the
+    nodes), ``e`` and ``e + 1`` (etcd's client and peer ports) all free now and different.
     Free now only: a test that must not fail on a port taken meanwhile starts dev again."""
     while True:
         port, etcd_port = free_port(), free_port()
-        wanted = {port, port + 1, etcd_port, etcd_port + 1}
-        if len(wanted) == 4 and all(_port_free(p) for p in wanted):
+        wanted = {*range(port, port + nodes), etcd_port, etcd_port + 1}
+        if len(wanted) == nodes + 2 and all(port_free(p) for p in wanted):
             return port, etcd_port
 
 

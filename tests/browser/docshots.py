@@ -29,8 +29,8 @@ from typing import Any
 import aiohttp
 from playwright.async_api import Page, async_playwright, expect
 
-from nodes.devtools.embedded import free_port
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, DOC_IMAGES
+from tests.conftest import dev_ports
 
 P = "/api/v1/projects/default"
 FAST = 'i=0; while [ $i -lt 5000 ]; do i=$((i+1)); echo "line $i"; done'
@@ -52,13 +52,10 @@ class Dev:
     """``cronmesh dev`` as a subprocess, with its admin password known."""
 
     def __init__(self, data: Path) -> None:
-        self.port = free_port()
-        while not all(_free(self.port + i) for i in range(1, 3)):
-            self.port = free_port()
+        self.port, etcd_port = dev_ports(3)
         self.password = secrets.token_urlsafe(12)
         env = dict(os.environ, CRONMESH_ADMIN_PASSWORD=self.password)
         env.pop("CRONMESH_PUBLIC_URL", None)
-        etcd_port = free_port()
         cmd = [sys.executable, "-m", "nodes.cli", "dev", "--nodes", "3", "--port", str(self.port)]
         cmd += ["--etcd-port", str(etcd_port), "--data", str(data)]
         self.proc = subprocess.Popen(
@@ -80,17 +77,6 @@ class Dev:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Api:
