@@ -121,6 +121,7 @@ class Executing(Outcomes):
                 with contextlib.suppress(Exception):
                     await within(asyncio.shield(ex.proc.wait()), 5)
             self.running.pop(run.id, None)
+            self.seating.forget(ex)
             ex.done.set()
             raise
         except Exception as exc:
@@ -140,6 +141,7 @@ class Executing(Outcomes):
             if len(self._executed) > EXECUTED_KEPT:
                 self._executed.pop(next(iter(self._executed)))
             self.running.pop(run.id, None)
+            self.seating.forget(ex)
             metrics.RUNNING.set(len(self.running))
             ex.done.set()
             self.kick()

@@ -98,8 +98,9 @@ class Worker(Claiming, Executing):
         # is not walked on every kick then, D260).
         self._fresh: set[str] = set()
         self._future: set[str] = set()
-        soft, _ = raise_fd_limit(capacity + max_armed)
-        if soft < (capacity + max_armed) * FDS_PER_RUN:
+        # running, finishing (their output drained, D460) and armed
+        soft, _ = raise_fd_limit(2 * capacity + max_armed)
+        if soft < (2 * capacity + max_armed) * FDS_PER_RUN:
             log.warning("open-files limit low for capacity + max_armed", limit=soft)
         self.logs = logs
         self.work_dir = work_dir
@@ -130,7 +131,9 @@ class Worker(Claiming, Executing):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
         self.budgets = BudgetGate(etcd, keys, self.kick)  # budgets' slots and windows (D275)
-        self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock)
+        self.seating = Seating(
+            Capacity(capacity, weight_budget), Releases(clock), clock, on_end=self.kick
+        )
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
         left = workdir.clean_leftovers(self._work)
@@ -282,16 +285,22 @@ class Worker(Claiming, Executing):
         return decision.candidate, "preferred" if decision.preferred else "handoff"
 
     def used_weight(self) -> int:
-        """The weight of the runs that run or are claimed to run now (not those ahead)."""
-        held = sum(ex.cost for ex in self.running.values() if ex.run.id not in self.seating.ahead)
+        """The weight of the runs that run or are claimed to run now (not those ahead, nor
+        those whose process has ended)."""
+        apart = (self.seating.ahead, self.seating.finishing)
+        held = sum(ex.cost for rid, ex in self.running.items() if all(rid not in s for s in apart))
         claims = sum(c for k, c in self._claim_cost.items() if k not in self._claiming_ahead)
         return held + claims
 
     def busy(self) -> int:
-        """Runs this node holds to run now (claimed, running, finishing): ``capacity`` bounds
-        them; the runs held ahead of their instant are counted apart (D260)."""
-        now = len(self.running) - len(self.seating.ahead)
-        return now + len(self.claiming) - len(self._claiming_ahead)
+        """Runs this node holds to run now (claimed, waiting for a seat, running): ``capacity``
+        bounds them; the runs held ahead of their instant are counted apart (D260), so are
+        those whose process has ended and whose end is being recorded (D460) — until they are
+        ``capacity`` many themselves, when the node is full as well."""
+        seating = self.seating
+        now = len(self.running) - len(seating.ahead) - len(seating.finishing)
+        now += len(self.claiming) - len(self._claiming_ahead)
+        return max(now, self.capacity) if len(seating.finishing) >= self.capacity else now
 
     def armed(self) -> int:
         """Runs held ahead of their instant (claimed or being claimed): ``max_armed`` bounds
@@ -359,7 +368,8 @@ class Worker(Claiming, Executing):
             chosen, via = choice
             if not ahead and not fits(
                 running=self.busy(),
-                used_weight=self.used_weight(),
+                # walks every execution: only when a weight budget can refuse the run (D461)
+                used_weight=self.used_weight() if self.weight_budget is not None else 0,
                 cost=chosen.weight,
                 capacity=self.capacity,
                 weight_budget=self.weight_budget,

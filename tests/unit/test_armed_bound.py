@@ -23,7 +23,8 @@ def worker_state() -> Any:
     return SimpleNamespace(
         session=SimpleNamespace(lost=asyncio.Event()),
         running={},
-        seating=SimpleNamespace(ahead=set()),
+        seating=SimpleNamespace(ahead=set(), finishing=set()),
+        capacity=128,
         clock=lambda: NOW,
         _controls={},
         _interrupted=asyncio.Event(),
