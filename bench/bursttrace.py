@@ -162,7 +162,7 @@ def brief(tree: str, doc: dict[str, Any]) -> str:
     pool = sum(v for k, v in th.items() if k != "loop" and not k.endswith(".sys"))
     return (
         f"{tree:>6} n={doc['jobs']} load {doc['load_before']:.1f}: all started "
-        f"{doc['all_started_s']} s (p50 {doc['start_offset'].get('p50')} ms), created by "
+        f"{doc['all_started_s']} s (p50 {doc['start_offset'].get('p50_ms')} ms), created by "
         f"{doc['all_created_s']} s, finished by {doc['all_finished_s']} s, missed "
         f"{doc['missed']}, dup {doc['duplicates']}; to queue empty ({c['wall_s']} s): loop "
         f"{th.get('loop', 0):.2f} s, threads {pool:.2f} s, "
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 doc |= {"tree": name, "round": rnd, "at": time.strftime("%H:%M:%S")}
                 docs.append(doc)
                 print(f"[{doc['at']}] " + brief(name, doc), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(docs, indent=1) + "\n")
+                if args.out:  # after each burst: a long series interrupted keeps what it had
+                    Path(args.out).write_text(json.dumps(docs, indent=1) + "\n")
     return 0
 
 

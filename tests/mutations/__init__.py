@@ -84,6 +84,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         "only the current claim finishes a run: the completion compares the claim",
     ),
     Mutation(
+        "finishing-bound",
+        "nodes/worker/worker.py",
+        r"if len\(seating\.finishing\) >= self\.capacity else now",
+        "if False else now",
+        (
+            "tests/unit/test_finishing_bound.py::"
+            "test_finishing_runs_are_bounded_by_the_capacity_too",
+        ),
+        "runs whose process ended and whose end is not recorded yet are at most capacity many "
+        "before the node claims again",
+    ),
+    Mutation(
         "claim-lease",
         "nodes/worker/claiming.py",
         r"(Op\.put\(\s*self\.keys\.claim\(run\.id\),\s*dumps\(.*?\),\s*)lease(,?\s*\))",
