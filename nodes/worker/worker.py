@@ -99,8 +99,9 @@ class Worker(Claiming, Executing):
         self._fresh: set[str] = set()
         self._future: set[str] = set()
         # running, finishing (their output drained, D460) and armed
-        soft, _ = raise_fd_limit(2 * capacity + max_armed)
-        if soft < (2 * capacity + max_armed) * FDS_PER_RUN:
+        held = capacity + 2 * max(capacity, max_armed)
+        soft, _ = raise_fd_limit(held)
+        if soft < held * FDS_PER_RUN:
             log.warning("open-files limit low for capacity + max_armed", limit=soft)
         self.logs = logs
         self.work_dir = work_dir
@@ -292,15 +293,21 @@ class Worker(Claiming, Executing):
         claims = sum(c for k, c in self._claim_cost.items() if k not in self._claiming_ahead)
         return held + claims
 
+    def finishing_bound(self) -> int:
+        """How many runs may have ended with their end not yet recorded before the node claims
+        no more (D460): as many as it may hold armed, at least ``capacity``."""
+        return max(self.capacity, self.max_armed)
+
     def busy(self) -> int:
         """Runs this node holds to run now (claimed, waiting for a seat, running): ``capacity``
         bounds them; the runs held ahead of their instant are counted apart (D260), so are
         those whose process has ended and whose end is being recorded (D460) — until they are
-        ``capacity`` many themselves, when the node is full as well."""
+        ``finishing_bound()`` many themselves, when the node is full as well."""
         seating = self.seating
         now = len(self.running) - len(seating.ahead) - len(seating.finishing)
         now += len(self.claiming) - len(self._claiming_ahead)
-        return max(now, self.capacity) if len(seating.finishing) >= self.capacity else now
+        full = len(seating.finishing) >= Worker.finishing_bound(self)
+        return max(now, self.capacity) if full else now
 
     def armed(self) -> int:
         """Runs held ahead of their instant (claimed or being claimed): ``max_armed`` bounds

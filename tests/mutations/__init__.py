@@ -86,14 +86,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "finishing-bound",
         "nodes/worker/worker.py",
-        r"if len\(seating\.finishing\) >= self\.capacity else now",
-        "if False else now",
-        (
-            "tests/unit/test_finishing_bound.py::"
-            "test_finishing_runs_are_bounded_by_the_capacity_too",
-        ),
-        "runs whose process ended and whose end is not recorded yet are at most capacity many "
-        "before the node claims again",
+        r"full = len\(seating\.finishing\) >= Worker\.finishing_bound\(self\)",
+        "full = False",
+        ("tests/unit/test_finishing_bound.py::test_finishing_runs_are_bounded_too",),
+        "runs whose process ended and whose end is not recorded yet are at most "
+        "max(capacity, max_armed) many before the node claims again",
     ),
     Mutation(
         "claim-lease",

@@ -25,6 +25,7 @@ def worker_state() -> Any:
         running={},
         seating=SimpleNamespace(ahead=set(), finishing=set()),
         capacity=128,
+        max_armed=512,
         clock=lambda: NOW,
         _controls={},
         _interrupted=asyncio.Event(),

@@ -1,7 +1,7 @@
 """Runs whose process has ended and whose end is still being recorded hold no place of
-``capacity`` (D460), up to ``capacity`` of them: in a burst the next runs are claimed as soon as
-processes exit, not when their completions have been written. On plain values, as
-test_armed_bound.py."""
+``capacity`` (D460), up to ``max(capacity, max_armed)`` of them: in a burst the next runs are
+claimed as soon as processes exit, not when their completions have been written. On plain
+values, as test_armed_bound.py."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from nodes.worker.worker import Worker
 
 NOW = datetime(2026, 12, 7, 0, 0, 0, tzinfo=UTC)
 CAPACITY = 4
+MAX_ARMED = 6
 
 
 def run(rid: str) -> Any:
@@ -32,6 +33,7 @@ def worker_with(seating: Seating, executions: list[Execution]) -> Any:
         _claiming_ahead=set(),
         _claim_cost={},
         capacity=CAPACITY,
+        max_armed=MAX_ARMED,
     )
 
 
@@ -58,17 +60,29 @@ def test_runs_whose_process_ended_do_not_fill_the_capacity():
     assert s.finishing == {"r1", "r2"}
 
 
-def test_finishing_runs_are_bounded_by_the_capacity_too():
+def test_finishing_runs_are_bounded_too():
     s = seating([])
-    held = [Execution(run(f"r{i}"), i, None) for i in range(CAPACITY)]
+    held = [Execution(run(f"r{i}"), i, None) for i in range(MAX_ARMED)]
     w = worker_with(s, held)
-    for ex in held:
+    for ex in held[:-1]:
         s.done(ex)
-    # nothing runs, but capacity runs wait for their completions: no more claims
+    assert Worker.busy(w) == 1  # one runs, five wait for their completions: room to claim
+    s.done(held[-1])
+    # nothing runs, but max_armed runs wait for their completions: no more claims
     assert Worker.busy(w) == CAPACITY
     s.forget(held[0])
     w.running.pop("r0")
     assert Worker.busy(w) == 0
+    w.max_armed = 0  # arming off: capacity bounds what finishes
+    for ex in held[1:CAPACITY]:
+        s.forget(ex)
+        w.running.pop(ex.run.id)
+    assert len(s.finishing) == MAX_ARMED - CAPACITY < CAPACITY
+    assert Worker.busy(w) == 0
+    s.done(held[1])
+    s.done(held[2])
+    w.running.update({"r1": held[1], "r2": held[2]})
+    assert Worker.busy(w) == CAPACITY
 
 
 def test_an_execution_already_forgotten_is_not_counted_again():
