@@ -62,7 +62,7 @@ async def one(n: int, profile: str | None) -> dict[str, Any]:
     )
     from bench.records import count, read_runs
     from bench.scenarios import PROJECT, Context, Mode, new_prefix, node_proc, put_jobs_frozen
-    from bench.stats import summary_ms
+    from bench.stats import histogram_summary_ms, summary_ms
 
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-bursttrace-"))
@@ -129,7 +129,7 @@ async def one(n: int, profile: str | None) -> dict[str, Any]:
         }
 
     d = diff(parse_prom(m2), parse_prom(m0))
-    per_job = {}
+    per_job: dict[str, int] = {}
     for r in runs:
         per_job[r.job] = per_job.get(r.job, 0) + 1
     return {
@@ -153,6 +153,8 @@ async def one(n: int, profile: str | None) -> dict[str, Any]:
         "cpu_after": cpu(c1, c2) | {"wall_s": round(t2 - t1, 3)},
         "claims": by_label(d, "cronmesh_claims_total", "result"),
         "spawn_count": value(d, "cronmesh_spawn_seconds_count"),
+        # the spawn's hand-off, its wait for a cgroup-io thread included
+        "spawn": histogram_summary_ms(d, "cronmesh_spawn_seconds"),
     }
 
 

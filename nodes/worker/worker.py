@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.executing import Executing
 from nodes.worker.parking import ANY, Parking
+from nodes.worker.queueorder import QueueOrder
 from nodes.worker.seating import Seating
 
 log = structlog.get_logger(__name__)
@@ -98,8 +99,7 @@ class Worker(Claiming, Executing):
         # is not walked on every kick then, D260).
         self._fresh: set[str] = set()
         self._future: set[str] = set()
-        # running, finishing (their output drained, D460) and armed
-        held = capacity + 2 * max(capacity, max_armed)
+        held = capacity + max_armed + max(capacity, max_armed)  # + finishing (D460)
         soft, _ = raise_fd_limit(held)
         if soft < held * FDS_PER_RUN:
             log.warning("open-files limit low for capacity + max_armed", limit=soft)
@@ -115,6 +115,7 @@ class Worker(Claiming, Executing):
         self._claim_cost: dict[str, int] = {}
         self._best: dict[str, tuple[int, Candidate | None]] = {}  # key -> (view version, pref.)
         self._parked = Parking()  # entries not to look at again until the view moves (D358)
+        self._order = QueueOrder()  # the queue's keys in claim order (D462)
         if view is not None:
             view.on_change = self.kick
         self.running: dict[str, Execution] = {}
@@ -132,9 +133,7 @@ class Worker(Claiming, Executing):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
         self.budgets = BudgetGate(etcd, keys, self.kick)  # budgets' slots and windows (D275)
-        self.seating = Seating(
-            Capacity(capacity, weight_budget), Releases(clock), clock, on_end=self.kick
-        )
+        self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock, self.kick)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
         left = workdir.clean_leftovers(self._work)
@@ -188,6 +187,7 @@ class Worker(Claiming, Executing):
         self._fresh.clear()
         self._future.clear()
         self._parked.clear()
+        self._order.clear()
 
     def _on_queue(self, key: str, kv: KV | None) -> None:
         self._parked.drop(key)
@@ -198,9 +198,11 @@ class Worker(Claiming, Executing):
             self._best.pop(key, None)
             self._fresh.discard(key)
             self._future.discard(key)
+            self._order.remove(key)
         else:
             self.candidates[key] = kv
             self._fresh.add(key)
+            self._order.add(key)
         self.kick()
 
     def _on_control(self, key: str, kv: KV | None) -> None:
@@ -286,27 +288,20 @@ class Worker(Claiming, Executing):
         return decision.candidate, "preferred" if decision.preferred else "handoff"
 
     def used_weight(self) -> int:
-        """The weight of the runs that run or are claimed to run now (not those ahead, nor
-        those whose process has ended)."""
+        """The weight of the runs that run or are claimed to run now (not ahead, not ended)."""
         apart = (self.seating.ahead, self.seating.finishing)
         held = sum(ex.cost for rid, ex in self.running.items() if all(rid not in s for s in apart))
         claims = sum(c for k, c in self._claim_cost.items() if k not in self._claiming_ahead)
         return held + claims
 
-    def finishing_bound(self) -> int:
-        """How many runs may have ended with their end not yet recorded before the node claims
-        no more (D460): as many as it may hold armed, at least ``capacity``."""
-        return max(self.capacity, self.max_armed)
-
     def busy(self) -> int:
         """Runs this node holds to run now (claimed, waiting for a seat, running): ``capacity``
-        bounds them; the runs held ahead of their instant are counted apart (D260), so are
-        those whose process has ended and whose end is being recorded (D460) — until they are
-        ``finishing_bound()`` many themselves, when the node is full as well."""
+        bounds them; held ahead (D260) and finishing (process ended, end being recorded) are
+        apart, but max(capacity, max_armed) finishing make the node full as well (D460)."""
         seating = self.seating
         now = len(self.running) - len(seating.ahead) - len(seating.finishing)
         now += len(self.claiming) - len(self._claiming_ahead)
-        full = len(seating.finishing) >= Worker.finishing_bound(self)
+        full = len(seating.finishing) >= max(self.capacity, self.max_armed)
         return max(now, self.capacity) if full else now
 
     def armed(self) -> int:
@@ -332,7 +327,7 @@ class Worker(Claiming, Executing):
         # hand-off time comes (D358), when the alarm looks again
         version, mono = self.view.version if self.view is not None else ANY, time.monotonic()
         if self.busy() < self.capacity:
-            looks = self._parked.looks(self.candidates, version, mono)
+            looks = self._order.looks(self.candidates, self._parked.parked(version, mono))
             self._dispatch_pass(looks, now, ahead_only=False)
         if self.busy() >= self.capacity and self.armed() < self.max_armed:
             ahead = {k for k in (*self._fresh, *self._future) if k in self.candidates}
@@ -340,7 +335,7 @@ class Worker(Claiming, Executing):
         if (end := self._parked.next_end(mono)) is not None:
             self._kick_at(end)
 
-    def _dispatch_pass(self, keys: list[str], now: datetime, *, ahead_only: bool) -> None:
+    def _dispatch_pass(self, keys: Iterable[str], now: datetime, *, ahead_only: bool) -> None:
         """Claim what fits from ``keys`` in order. Over every queued run while the capacity has
         room (stopping when it is full), else over the runs that may be due ahead only."""
         for key in keys:

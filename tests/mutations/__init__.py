@@ -86,7 +86,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "finishing-bound",
         "nodes/worker/worker.py",
-        r"full = len\(seating\.finishing\) >= Worker\.finishing_bound\(self\)",
+        r"full = len\(seating\.finishing\) >= max\(self\.capacity, self\.max_armed\)",
         "full = False",
         ("tests/unit/test_finishing_bound.py::test_finishing_runs_are_bounded_too",),
         "runs whose process ended and whose end is not recorded yet are at most "
