@@ -152,15 +152,18 @@ class RunOps:
         reason: str | None = None,
         peak_memory: int | None = None,
         cpu_seconds: float | None = None,
+        ended_at: datetime | None = None,
     ) -> tuple[Run, list[Any]]:
-        """Close the current attempt; either finish the run or queue its next attempt."""
+        """Close the current attempt; either finish the run or queue its next attempt.
+        ``ended_at``: when its process ended, if known (D460), else now."""
         now = self.clock()
+        ended = ended_at or now
         attempt = Attempt(
             attempt=run.attempt,
             status=status,  # type: ignore[arg-type]
             node=run.node,
             started_at=run.started_at,
-            finished_at=now,
+            finished_at=ended,
             exit_code=exit_code,
             signal=signal,
             error=error,
@@ -210,7 +213,7 @@ class RunOps:
             ]
             remember_queued(updated, data)
         else:
-            fields.update(status=status, finished_at=now, not_before=None)
+            fields.update(status=status, finished_at=ended, not_before=None)
             updated = run.model_copy(update=fields)
             doc = updated.model_dump_json()
             ops += [

@@ -52,6 +52,7 @@ class Execution:
     logged: bool = True  # False: nothing at all was written, so no log object will exist
     log_url: str | None = None  # its log's place in a pack (D440); None: an object of its own
     folder_gone: bool = False  # its folder went with its cgroup, off the loop (D310)
+    ended_at: datetime | None = None  # when its process ended (or it ended unstarted): D460
     usage: Usage | None = None  # what the run's cgroup counted (None: no cgroup)
     reason: str | None = None  # "oom_killed" (out-of-memory killer), "interrupted" (D245)
     _stopper: asyncio.Task[None] | None = None

@@ -441,6 +441,7 @@ class Executing(Outcomes):
             cpu_seconds=round(ex.usage.cpu_seconds, 3)
             if ex.usage and ex.usage.cpu_seconds is not None
             else None,
+            ended_at=ex.ended_at,
         )
         claim, free = self.keys.claim(run.id), ex.fenced_releases()  # fenced: slots go (D319)
         # waits a moment for other completions to share its transaction, unless a workflow's next

@@ -85,6 +85,7 @@ class Seating:
         self.ahead.discard(ex.run.id)
         if not ex.done.is_set() and ex.run.id not in self.finishing:
             self.finishing.add(ex.run.id)
+            ex.ended_at = self.clock()  # the run's recorded end: not when its end is written
             self.on_end()
 
     def forget(self, ex: Execution) -> None:

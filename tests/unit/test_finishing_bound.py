@@ -52,6 +52,9 @@ def test_runs_whose_process_ended_do_not_fill_the_capacity():
     for ex in held[:3]:
         s.done(ex)  # their processes exited; their completions are being written
     assert ends == [1, 1, 1]  # each end wakes the dispatch
+    # the run's recorded end is its process's, not its completion's (a next run claimed now
+    # starts after it: records never show more than capacity runs at once)
+    assert [ex.ended_at for ex in held] == [NOW, NOW, NOW, None]
     assert Worker.busy(w) == 1
     assert Worker.used_weight(w) == 1
     s.done(held[0])  # the exit callback and the end of the execution: counted once
