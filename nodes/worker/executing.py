@@ -134,6 +134,7 @@ class Executing(Outcomes):
         finally:
             structlog.contextvars.unbind_contextvars("run", "job")
         try:
+            ex.phase = "completing"
             await self._complete(ex, status, exit_status, error, result)
         finally:
             self._executed[run.id] = run.attempt
@@ -311,9 +312,10 @@ class Executing(Outcomes):
             if ex.requested in ("shutdown", "interrupt") or (ex.requested and run.not_before):
                 return self._not_started(ex, writer)
             armed = run.not_before is not None and run.not_before > self.clock()
+            ex.phase = "armed" if armed else "seat"
             if not armed and not await self.seating.take(ex):
                 return self._not_started(ex, writer)  # cancelled while waiting for a seat
-            spawn_t = time.perf_counter()
+            spawn_t, ex.phase = time.perf_counter(), "spawning"
             try:
                 command = (argv, env, prefix)  # with its folder and cgroup (D341)
                 ex.proc, cg = await self._launch(
@@ -323,6 +325,7 @@ class Executing(Outcomes):
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            ex.phase = "armed" if armed else "running"
             # its seat goes to the next in line as soon as the process exits (D260)
             ex.proc.on_exit(functools.partial(self.seating.done, ex))
             if cg is None and self.containment is not None:
@@ -338,7 +341,7 @@ class Executing(Outcomes):
                     writer.note("the armed process died before its start")
                     await ex.proc.wait()
                     return "failed", "the armed process died before its start", None, None
-                run.started_at = started  # the record gets the real start
+                run.started_at, ex.phase = started, "running"  # the record gets the real start
             elif run.not_before is not None:
                 run.started_at = self.clock()
             if run.scheduled_at is not None and run.source == "schedule":
@@ -352,6 +355,7 @@ class Executing(Outcomes):
                 ex.requested, ex.acted = "timeout", True
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
+            ex.phase = "cleanup"
             if cg is not None:
                 assert self.containment is not None and self.containment.pool is not None
                 # from here the clean-up thread owns the cgroup, cancelled or not: it may go

@@ -133,7 +133,7 @@ class Worker(Claiming, Executing):
         self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
-        left = workdir.clean_leftovers(self._work)
+        left = workdir.clean_leftovers(self._work, spares=capacity + max_armed)  # D464
         if left:
             log.info("removed run folders left by an earlier process", count=left)
         # The node's part of every job's environment, by allow-list (D140); None: the default
