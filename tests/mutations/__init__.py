@@ -603,6 +603,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         "nothing of a run's user reaches a kept folder once it is given back (D423)",
     ),
     Mutation(
+        "txnbatch-key-in-flight",
+        "cluster/txnbatch.py",
+        r"fits = fits and \(item\.keys is None or self\._flying\.keys\(\)\.isdisjoint\(item\.keys\)\)",
+        "pass",
+        (
+            "tests/integration/test_txnbatch.py::test_a_key_written_by_a_batch_in_flight_waits_for_it",
+        ),
+        "writes of one key in the group commit are applied in the order submitted (D466)",
+    ),
+    Mutation(
         "fence-end-of-file",
         "nodes/executor/fence.py",
         r"if not data:\n(\s*)_kill\(layout, sessions\)\n\s*if layout\.enabled:",
