@@ -51,6 +51,8 @@ Read = tuple[bytes | None, str | None] | None  # a result file as read (workdir.
 class Executing(Outcomes):
     """The executing part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
 
+    finishing: set[str]  # the worker's: ended, their completion not written yet (D467)
+
     # -- executing -----------------------------------------------------------------------------
 
     def _start(self, run: Run, claim_rev: int, slot: str | None, cost: int = 1) -> None:
@@ -135,12 +137,14 @@ class Executing(Outcomes):
             structlog.contextvars.unbind_contextvars("run", "job")
         try:
             ex.phase = "completing"
+            self.finishing.add(run.id)  # counted until its end is written (D467)
             await self._complete(ex, status, exit_status, error, result)
         finally:
             self._executed[run.id] = run.attempt
             if len(self._executed) > EXECUTED_KEPT:
                 self._executed.pop(next(iter(self._executed)))
             self.running.pop(run.id, None)
+            self.finishing.discard(run.id)
             metrics.RUNNING.set(len(self.running))
             ex.done.set()
             self.kick()
@@ -356,6 +360,7 @@ class Executing(Outcomes):
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
             ex.phase = "cleanup"
+            self.finishing.add(run.id)
             if cg is not None:
                 assert self.containment is not None and self.containment.pool is not None
                 # from here the clean-up thread owns the cgroup, cancelled or not: it may go

@@ -116,6 +116,7 @@ class Worker(Claiming, Executing):
         if view is not None:
             view.on_change = self.kick
         self.running: dict[str, Execution] = {}
+        self.finishing: set[str] = set()  # run ids whose process ended, completion not written
         self._executed: dict[str, int] = {}  # run id -> attempt, the latest EXECUTED_KEPT ended
         self.candidates: dict[str, KV] = {}
         self.claiming: set[str] = set()
@@ -295,7 +296,10 @@ class Worker(Claiming, Executing):
 
     def armed(self) -> int:
         """Runs held ahead of their instant (claimed or being claimed): ``max_armed`` bounds
-        them."""
+        them. While ``capacity`` + ``max_armed`` runs or more wait for their end to be written,
+        there is no room ahead either (D467: ``busy`` already holds back the runs due now)."""
+        if len(self.finishing) >= self.capacity + self.max_armed:
+            return self.max_armed
         return len(self.seating.ahead) + len(self._claiming_ahead)
 
     async def _dispatch_loop(self) -> None:

@@ -603,6 +603,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         "nothing of a run's user reaches a kept folder once it is given back (D423)",
     ),
     Mutation(
+        "finishing-bound",
+        "nodes/worker/worker.py",
+        r"if len\(self\.finishing\) >= self\.capacity \+ self\.max_armed:",
+        "if False:",
+        (
+            "tests/integration/test_finishing_side.py::test_completions_that_lag_stop_the_claims_ahead",
+        ),
+        "what a node holds stays bounded while its completions lag (D467)",
+    ),
+    Mutation(
         "txnbatch-key-in-flight",
         "cluster/txnbatch.py",
         r"fits = fits and \(item\.keys is None or self\._flying\.keys\(\)\.isdisjoint\(item\.keys\)\)",
