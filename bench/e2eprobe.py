@@ -217,6 +217,13 @@ async def cgroup_pool(ctx: Context, node: NodeProc) -> dict[str, int]:
     return {k: pool[k] for k in ("reused", "made", "dropped") if k in pool}
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 async def sample_states(
     ctx: Context, node: NodeProc, t0: float, t1: float, every: float
 ) -> list[dict[str, Any]]:
@@ -231,6 +238,7 @@ async def sample_states(
             {
                 "t": round(time.time() - t0, 2),
                 "total": int(value(samples, "cronmesh_running_runs")),
+                "rss_mb": rss_mb(node.pid),
                 **{k: int(v) for k, v in states.items() if v},
             }
         )
