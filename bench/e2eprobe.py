@@ -1,5 +1,5 @@
 """Where the time goes at one end-to-end level: ``python -m bench.e2eprobe --jobs 400
-[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze]``.
+[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze] [--sample S]``.
 
 One fresh etcd and one ``cronmesh node`` at DEFAULT settings per round and tree; ``--jobs`` jobs
 every second running ``true``. The jobs are created while the cluster is frozen (``PUT
@@ -9,6 +9,10 @@ not start behind by the runs fired while the API created the jobs (``--no-freeze
 second, the queue's growth, the lag of the finished runs, and the CPU of the node's event-loop
 thread apart from its other threads, of etcd, of the job processes and of the whole machine: a
 loop thread near 1.0 core while the machine has idle time means the loop, not the CPU, is the cap.
+It also reports the executions the node holds at the window's end by state (D465) — with
+``--sample S``, every S s during the window too, with the node's RSS — and how the window's runs
+got their cgroups (from the idle pool, made fresh, removed at their end: D464); the node's log
+is kept as ``bench/results/e2eprobe-<tree>-<jobs>.log``.
 
 ``--tree NAME=PATH`` runs the node from another source tree (its ``cwd``: ``python -m
 nodes.cli`` imports from there); several trees alternate within each round, the order swapped
