@@ -123,6 +123,7 @@ class Executing(Outcomes):
                 with contextlib.suppress(Exception):
                     await within(asyncio.shield(ex.proc.wait()), 5)
             self.running.pop(run.id, None)
+            self.finishing.discard(run.id)
             ex.done.set()
             raise
         except Exception as exc:
