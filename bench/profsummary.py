@@ -17,7 +17,7 @@ import sys
 PATHS: list[tuple[str, str, str]] = [
     ("scheduler.py", "_fire_guarded", "leader: fire ticks (plan, build runs, fenced txn)"),
     ("store.py", "new_run", "  build the Run (Job.spec() re-validation)"),
-    ("scheduler.py", "_write", "  the creation txn"),
+    ("leader/tickwrite.py", "_write", "  the creation txn"),
     ("scheduler.py", "_check_lost_task", "leader: lost-run check after a claim disappears"),
     ("cluster/watch.py", "follow", "leader: watch events (jobs, states, actives, claims)"),
     ("worker/worker.py", "_follow", "worker: watch events (queue, controls)"),
