@@ -118,7 +118,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the leader's fencing --------------------------------------------------------------------
     Mutation(
         "fence-tick-single",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\[:0\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
         "compares[:0] = [self.rules.guard()]",
         (
@@ -129,7 +129,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-tick-batched",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares: list\[Any\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
         "compares: list[Any] = [self.rules.guard()]",
         (f"{FENCING}::test_a_deposed_leader_fires_no_tick_of_jobs_due_together",),
@@ -271,7 +271,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "tick-job-unchanged",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\.append\(Compare\.modified\(job_key, entry\.job_rev\)\)",
         "pass",
         (
@@ -368,7 +368,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- once per tick, once per task ------------------------------------------------------------
     Mutation(
         "tick-idempotency-key",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\.append\(Compare\.absent\(tick_key\)\)",
         "pass",
         (f"{FENCING}::test_a_tick_a_backfill_already_ran_gets_no_second_run",),
@@ -946,7 +946,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "own-claim-chunk-settle",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"settle\(self\.own, \(plan\.own for plan in chunk\), None, exc if sent else None\)",
         "pass",
         (f"{LOST}::test_a_shared_batch_whose_reply_is_lost_ends_its_reservations_and_is_adopted",),
