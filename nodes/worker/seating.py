@@ -1,8 +1,7 @@
 """How an execution gets its seat among the node's running runs (D260): a run due now waits for
 one before its spawn; an armed run (D121) waits for its instant, then for a seat, and is released
 in the callback that gives it one. Until then it is held ahead, counted apart (``ahead``). Once
-its process has ended it is finishing (its end being recorded), counted apart too
-(``finishing``, D460): it holds no seat and no process."""
+its process has ended, ``on_end`` tells the worker (D460): it holds no seat and no process."""
 
 from __future__ import annotations
 
@@ -21,16 +20,13 @@ class Seating:
         seats: Capacity,
         releases: Releases,
         clock: Callable[[], datetime],
-        on_end: Callable[[], None] = lambda: None,
+        on_end: Callable[[Execution], None] = lambda ex: None,
     ) -> None:
         self.seats = seats
         self.releases = releases
         self.clock = clock
-        self.on_end = on_end  # a process ended: the worker may claim again (D460)
+        self.on_end = on_end  # a process ended (once per execution): the worker's (D460)
         self.ahead: set[str] = set()  # run ids claimed ahead of their instant, with no seat yet
-        # run ids whose process has ended (or never started) and whose execution is still held
-        # while its end is recorded: no seat, no process (D460)
-        self.finishing: set[str] = set()
 
     async def take(self, ex: Execution) -> bool:
         """Wait for a seat: True once held, False when a request (cancel, shutdown) came first.
@@ -79,15 +75,10 @@ class Seating:
 
     def done(self, ex: Execution) -> None:
         """The execution's process has ended (or never started): its seat to the next in line,
-        and the execution counted as finishing until the worker forgets it (D460)."""
+        and its end noted (the run's recorded end, not when its end is written) and told."""
         if ex.seat is not None:
             ex.seat.give_back()
         self.ahead.discard(ex.run.id)
-        if not ex.done.is_set() and ex.run.id not in self.finishing:
-            self.finishing.add(ex.run.id)
-            ex.ended_at = self.clock()  # the run's recorded end: not when its end is written
-            self.on_end()
-
-    def forget(self, ex: Execution) -> None:
-        """The execution's end is recorded (or given up): it is no longer held."""
-        self.finishing.discard(ex.run.id)
+        if ex.ended_at is None and not ex.done.is_set():
+            ex.ended_at = self.clock()
+            self.on_end(ex)

@@ -46,6 +46,7 @@ from nodes.worker.capacity import FDS_PER_RUN, Capacity, raise_fd_limit
 from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.executing import Executing
+from nodes.worker.holding import Holding
 from nodes.worker.parking import ANY, Parking
 from nodes.worker.queueorder import QueueOrder
 from nodes.worker.seating import Seating
@@ -55,7 +56,7 @@ log = structlog.get_logger(__name__)
 DRAIN_TELL_EVERY = 5.0  # s between two notices of what a draining node waits for
 
 
-class Worker(Claiming, Executing):
+class Worker(Claiming, Executing, Holding):
     def __init__(
         self,
         *,
@@ -99,7 +100,7 @@ class Worker(Claiming, Executing):
         # is not walked on every kick then, D260).
         self._fresh: set[str] = set()
         self._future: set[str] = set()
-        held = capacity + max_armed + max(capacity, max_armed)  # + finishing (D460)
+        held = 2 * (capacity + max_armed)  # + those finishing (D460, D467)
         soft, _ = raise_fd_limit(held)
         if soft < held * FDS_PER_RUN:
             log.warning("open-files limit low for capacity + max_armed", limit=soft)
@@ -119,6 +120,7 @@ class Worker(Claiming, Executing):
         if view is not None:
             view.on_change = self.kick
         self.running: dict[str, Execution] = {}
+        self.finishing: set[str] = set()  # run ids whose process ended, completion not written
         self._executed: dict[str, int] = {}  # run id -> attempt, the latest EXECUTED_KEPT ended
         self.candidates: dict[str, KV] = {}
         self.claiming: set[str] = set()
@@ -133,10 +135,11 @@ class Worker(Claiming, Executing):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
         self.budgets = BudgetGate(etcd, keys, self.kick)  # budgets' slots and windows (D275)
-        self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock, self.kick)
+        seats = Capacity(capacity, weight_budget)
+        self.seating = Seating(seats, Releases(clock), clock, self._ended)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
-        left = workdir.clean_leftovers(self._work)
+        left = workdir.clean_leftovers(self._work, spares=capacity + max_armed)  # D464
         if left:
             log.info("removed run folders left by an earlier process", count=left)
         # The node's part of every job's environment, by allow-list (D140); None: the default
@@ -286,28 +289,6 @@ class Worker(Claiming, Executing):
             self._parked.park(key, self.view.version, mono + wait)
             return None
         return decision.candidate, "preferred" if decision.preferred else "handoff"
-
-    def used_weight(self) -> int:
-        """The weight of the runs that run or are claimed to run now (not ahead, not ended)."""
-        apart = (self.seating.ahead, self.seating.finishing)
-        held = sum(ex.cost for rid, ex in self.running.items() if all(rid not in s for s in apart))
-        claims = sum(c for k, c in self._claim_cost.items() if k not in self._claiming_ahead)
-        return held + claims
-
-    def busy(self) -> int:
-        """Runs this node holds to run now (claimed, waiting for a seat, running): ``capacity``
-        bounds them; held ahead (D260) and finishing (process ended, end being recorded) are
-        apart, but max(capacity, max_armed) finishing make the node full as well (D460)."""
-        seating = self.seating
-        now = len(self.running) - len(seating.ahead) - len(seating.finishing)
-        now += len(self.claiming) - len(self._claiming_ahead)
-        full = len(seating.finishing) >= max(self.capacity, self.max_armed)
-        return max(now, self.capacity) if full else now
-
-    def armed(self) -> int:
-        """Runs held ahead of their instant (claimed or being claimed): ``max_armed`` bounds
-        them."""
-        return len(self.seating.ahead) + len(self._claiming_ahead)
 
     async def _dispatch_loop(self) -> None:
         while True:

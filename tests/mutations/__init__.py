@@ -84,13 +84,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "only the current claim finishes a run: the completion compares the claim",
     ),
     Mutation(
-        "finishing-bound",
-        "nodes/worker/worker.py",
-        r"full = len\(seating\.finishing\) >= max\(self\.capacity, self\.max_armed\)",
+        "finishing-bound-now",
+        "nodes/worker/holding.py",
+        r"full = len\(self\.finishing\) >= self\.capacity \+ self\.max_armed",
         "full = False",
         ("tests/unit/test_finishing_bound.py::test_finishing_runs_are_bounded_too",),
-        "runs whose process ended and whose end is not recorded yet are at most "
-        "max(capacity, max_armed) many before the node claims again",
+        "runs whose process ended and whose end is not written yet are at most "
+        "capacity + max_armed many before the node claims runs due now again",
     ),
     Mutation(
         "claim-lease",
@@ -127,7 +127,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the leader's fencing --------------------------------------------------------------------
     Mutation(
         "fence-tick-single",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\[:0\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
         "compares[:0] = [self.rules.guard()]",
         (
@@ -138,7 +138,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-tick-batched",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares: list\[Any\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
         "compares: list[Any] = [self.rules.guard()]",
         (f"{FENCING}::test_a_deposed_leader_fires_no_tick_of_jobs_due_together",),
@@ -280,7 +280,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "tick-job-unchanged",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\.append\(Compare\.modified\(job_key, entry\.job_rev\)\)",
         "pass",
         (
@@ -377,7 +377,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- once per tick, once per task ------------------------------------------------------------
     Mutation(
         "tick-idempotency-key",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\.append\(Compare\.absent\(tick_key\)\)",
         "pass",
         (f"{FENCING}::test_a_tick_a_backfill_already_ran_gets_no_second_run",),
@@ -610,6 +610,26 @@ MUTATIONS: tuple[Mutation, ...] = (
         "pass",
         (f"{RUNDIR}::test_a_process_still_holding_the_folder_cannot_add_to_it",),
         "nothing of a run's user reaches a kept folder once it is given back (D423)",
+    ),
+    Mutation(
+        "finishing-bound",
+        "nodes/worker/holding.py",
+        r"if len\(self\.finishing\) >= self\.capacity \+ self\.max_armed:",
+        "if False:",
+        (
+            "tests/integration/test_finishing_side.py::test_completions_that_lag_stop_the_claims_ahead",
+        ),
+        "what a node holds stays bounded while its completions lag (D467)",
+    ),
+    Mutation(
+        "txnbatch-key-in-flight",
+        "cluster/txnbatch.py",
+        r"fits = fits and \(item\.keys is None or self\._flying\.keys\(\)\.isdisjoint\(item\.keys\)\)",
+        "pass",
+        (
+            "tests/integration/test_txnbatch.py::test_a_key_written_by_a_batch_in_flight_waits_for_it",
+        ),
+        "writes of one key in the group commit are applied in the order submitted (D466)",
     ),
     Mutation(
         "fence-end-of-file",
@@ -935,7 +955,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "own-claim-chunk-settle",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"settle\(self\.own, \(plan\.own for plan in chunk\), None, exc if sent else None\)",
         "pass",
         (f"{LOST}::test_a_shared_batch_whose_reply_is_lost_ends_its_reservations_and_is_adopted",),

@@ -23,9 +23,7 @@ def worker_state() -> Any:
     return SimpleNamespace(
         session=SimpleNamespace(lost=asyncio.Event()),
         running={},
-        seating=SimpleNamespace(ahead=set(), finishing=set()),
-        capacity=128,
-        max_armed=512,
+        seating=SimpleNamespace(ahead=set()),
         clock=lambda: NOW,
         _controls={},
         _interrupted=asyncio.Event(),
@@ -33,6 +31,9 @@ def worker_state() -> Any:
         _execute=lambda ex: None,
         claiming=set(),
         _claiming_ahead=set(),
+        finishing=set(),
+        capacity=128,
+        max_armed=512,
     )
 
 
@@ -56,3 +57,14 @@ def test_late_claims_ahead_do_not_grow_what_counts_against_capacity():
         Executing._start(w, run(f"r{i}", NOW - timedelta(seconds=1)), i, None)
     assert Worker.busy(w) == 0  # the ahead pass is bounded by max_armed on these
     assert Worker.armed(w) == 1000
+
+
+def test_runs_waiting_for_their_completion_past_the_bound_leave_no_room_ahead():
+    """D467: ended runs whose completion is not written yet hold no seat and no armed place;
+    from ``capacity`` + ``max_armed`` of them on, there is no room ahead either."""
+    w = worker_state()
+    Executing._start(w, run("ahead", NOW + timedelta(seconds=0.5)), 1, None)
+    w.finishing = {f"f{i}" for i in range(128 + 512 - 1)}
+    assert Worker.armed(w) == 1
+    w.finishing.add("one more")
+    assert Worker.armed(w) == 512  # as if every armed place were taken
