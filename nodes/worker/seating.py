@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from nodes.executor.process import Process
-from nodes.worker.attempt import Execution, Releases
+from nodes.worker.attempt import Due, Execution, Releases
 from nodes.worker.capacity import Capacity
 
 
@@ -19,6 +19,40 @@ class Seating:
         self.releases = releases
         self.clock = clock
         self.ahead: set[str] = set()  # run ids claimed ahead of their instant, with no seat yet
+        # own claims held before their arming: no process, no seat yet (D456)
+        self.held: set[str] = set()
+
+    async def hold(self, ex: Execution, arm_at: datetime, room: Callable[[], bool]) -> bool:
+        """An own claim held from its creation (D456): wait for ``arm_at`` (its instant less the
+        claim-ahead), then arm it (counted in ``ahead``, as a claim ahead) if ``room()`` says an
+        armed place is free, else wait for its instant, when it takes a seat as a run due now
+        (counted held until then, so neither bound is passed). True then; False when a request
+        (cancel, shutdown) came first."""
+        assert ex.run.not_before is not None
+        ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        dues: list[Due] = []
+
+        def go() -> None:
+            if not ready.done():
+                ready.set_result(True)
+
+        def arm() -> None:
+            if room():
+                self.held.discard(ex.run.id)
+                self.ahead.add(ex.run.id)
+                go()
+            else:  # no armed place: spawned at its instant, with a seat
+                dues.append(self.releases.add(ex.run.not_before, go))  # type: ignore[arg-type]
+
+        dues.append(self.releases.add(arm_at, arm))
+        woken = asyncio.ensure_future(ex.wake.wait())
+        try:
+            await asyncio.wait({ready, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            for due in dues:
+                due.cancel()
+        return ready.done()
 
     async def take(self, ex: Execution) -> bool:
         """Wait for a seat: True once held, False when a request (cancel, shutdown) came first.
@@ -34,6 +68,7 @@ class Seating:
             if not held.done():
                 return False
         self.ahead.discard(ex.run.id)
+        self.held.discard(ex.run.id)
         return True
 
     async def released(
@@ -70,3 +105,4 @@ class Seating:
         if ex.seat is not None:
             ex.seat.give_back()
         self.ahead.discard(ex.run.id)
+        self.held.discard(ex.run.id)

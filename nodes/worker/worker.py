@@ -93,6 +93,8 @@ class Worker(Claiming, Executing):
         # many runs may be held armed ahead of their instant (D260).
         self.max_armed = max_armed
         self._claiming_ahead: set[str] = set()  # queue keys of claims in flight ahead
+        # queue keys of own claims in flight to be held (D456): ``max_armed`` bounds them apart
+        self._claiming_held: set[str] = set()
         # Queue keys not parsed yet, and those whose run was due ahead when parsed: all that a
         # dispatch looks at while the runs to start now fill the capacity (a backlog of due runs
         # is not walked on every kick then, D260).
@@ -283,20 +285,31 @@ class Worker(Claiming, Executing):
 
     def used_weight(self) -> int:
         """The weight of the runs that run or are claimed to run now (not those ahead)."""
-        held = sum(ex.cost for ex in self.running.values() if ex.run.id not in self.seating.ahead)
-        claims = sum(c for k, c in self._claim_cost.items() if k not in self._claiming_ahead)
+        a, h = self.seating.ahead, self.seating.held  # neither runs now (D260, D456)
+        held = sum(ex.cost for rid, ex in self.running.items() if rid not in a and rid not in h)
+        a, h = self._claiming_ahead, self._claiming_held
+        claims = sum(c for k, c in self._claim_cost.items() if k not in a and k not in h)
         return held + claims
 
     def busy(self) -> int:
         """Runs this node holds to run now (claimed, running, finishing): ``capacity`` bounds
-        them; the runs held ahead of their instant are counted apart (D260)."""
-        now = len(self.running) - len(self.seating.ahead)
-        return now + len(self.claiming) - len(self._claiming_ahead)
+        them; the runs held ahead of their instant are counted apart (D260, D456)."""
+        now = len(self.running) - len(self.seating.ahead) - len(self.seating.held)
+        return now + len(self.claiming) - len(self._claiming_ahead) - len(self._claiming_held)
 
     def armed(self) -> int:
-        """Runs held ahead of their instant (claimed or being claimed): ``max_armed`` bounds
-        them."""
+        """Runs held ahead of their instant (claimed or being claimed) with their process armed
+        or about to be: ``max_armed`` bounds them."""
         return len(self.seating.ahead) + len(self._claiming_ahead)
+
+    def _arm_room(self) -> bool:
+        """Whether a held own claim reaching its arming may arm its process now (D456)."""
+        return self.armed() < self.max_armed
+
+    def held(self) -> int:
+        """Own claims held (or being created) before their arming, with no process yet (D456):
+        ``max_armed`` bounds them too, apart from the armed ones."""
+        return len(self.seating.held) + len(self._claiming_held)
 
     async def _dispatch_loop(self) -> None:
         while True:
