@@ -45,6 +45,7 @@ from nodes.worker.budgets import BudgetGate
 from nodes.worker.capacity import FDS_PER_RUN, Capacity, raise_fd_limit
 from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
+from nodes.worker.counting import Counting
 from nodes.worker.executing import Executing
 from nodes.worker.parking import ANY, Parking
 from nodes.worker.seating import Seating
@@ -54,7 +55,7 @@ log = structlog.get_logger(__name__)
 DRAIN_TELL_EVERY = 5.0  # s between two notices of what a draining node waits for
 
 
-class Worker(Claiming, Executing):
+class Worker(Counting, Claiming, Executing):
     def __init__(
         self,
         *,
@@ -282,34 +283,6 @@ class Worker(Claiming, Executing):
             self._parked.park(key, self.view.version, mono + wait)
             return None
         return decision.candidate, "preferred" if decision.preferred else "handoff"
-
-    def used_weight(self) -> int:
-        """The weight of the runs that run or are claimed to run now (not those ahead)."""
-        a, h = self.seating.ahead, self.seating.held  # neither runs now (D260, D456)
-        held = sum(ex.cost for rid, ex in self.running.items() if rid not in a and rid not in h)
-        a, h = self._claiming_ahead, self._claiming_held
-        claims = sum(c for k, c in self._claim_cost.items() if k not in a and k not in h)
-        return held + claims
-
-    def busy(self) -> int:
-        """Runs this node holds to run now (claimed, running, finishing): ``capacity`` bounds
-        them; the runs held ahead of their instant are counted apart (D260, D456)."""
-        now = len(self.running) - len(self.seating.ahead) - len(self.seating.held)
-        return now + len(self.claiming) - len(self._claiming_ahead) - len(self._claiming_held)
-
-    def armed(self) -> int:
-        """Runs held ahead of their instant (claimed or being claimed) with their process armed
-        or about to be: ``max_armed`` bounds them."""
-        return len(self.seating.ahead) + len(self._claiming_ahead)
-
-    def _arm_room(self) -> bool:
-        """Whether a held own claim reaching its arming may arm its process now (D456)."""
-        return self.armed() < self.max_armed
-
-    def held(self) -> int:
-        """Own claims held (or being created) before their arming, with no process yet (D456):
-        ``max_armed`` bounds them too, apart from the armed ones."""
-        return len(self.seating.held) + len(self._claiming_held)
 
     async def _dispatch_loop(self) -> None:
         while True:

@@ -869,11 +869,45 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "own-claim-armed-reservation",
         "nodes/worker/ownclaims.py",
-        r"if ahead:\n\s*w\._claiming_ahead\.add\(key\)",
-        "pass",
-        (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest",),
+        r"elif ahead:\n\s*w\._claiming_ahead\.add\(key\)",
+        "elif ahead:\n            pass",
+        (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[armed]",),
         "the leader's creations hold no more runs ahead than max_armed: each reserves its place "
         "before the write",
+    ),
+    Mutation(
+        "own-claim-held-reservation",
+        "nodes/worker/ownclaims.py",
+        r"if held:  # counted apart from the armed runs until its arming \(D456\)\n"
+        r"\s*w\._claiming_held\.add\(key\)",
+        "if held:\n            pass",
+        (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[held]",),
+        "the leader's creations hold no more own claims before their arming than max_armed: "
+        "each reserves its held place before the write (D456)",
+    ),
+    Mutation(
+        "own-claim-held-bound",
+        "cluster/ownclaim.py",
+        r"return best if room\.held < room\.max_armed else None",
+        "return best",
+        (
+            f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[held]",
+            f"{OWN}::test_held_claims_get_their_process_at_their_arming_and_run_once",
+        ),
+        "a node holds at most max_armed own claims before their arming, apart from the "
+        "max_armed armed processes; the runs beyond go through the queue (D456)",
+    ),
+    Mutation(
+        "own-claim-held-no-process",
+        "nodes/worker/ownclaims.py",
+        r"w\._start\(r\.started, revision, None, r\.cost, held=r\.held\)",
+        "w._start(r.started, revision, None, r.cost)",
+        (
+            f"{OWN}::test_a_creation_claims_the_run_bound_to_the_lease_without_a_queue_entry",
+            f"{OWN}::test_held_claims_get_their_process_at_their_arming_and_run_once",
+        ),
+        "an own claim made more than the claim-ahead before its instant has no process (no "
+        "environment, no secrets) until then, and is not counted armed before (D456)",
     ),
     Mutation(
         "own-claim-budget-guard",
