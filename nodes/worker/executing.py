@@ -288,7 +288,7 @@ class Executing(Outcomes):
             if run.id in self.seating.held and run.not_before is not None:
                 # an own claim (D456): no process, secrets or environment before its arming
                 arm_at = run.not_before - timedelta(seconds=self.claim_ahead)
-                if not await self.seating.hold(ex, arm_at, self._arm_room):
+                if not await self.seating.hold(ex, arm_at):
                     return self._not_started(ex, writer)
             try:
                 secrets = await self._secrets(run)

@@ -14,21 +14,37 @@ from nodes.worker.capacity import Capacity
 
 
 class Seating:
-    def __init__(self, seats: Capacity, releases: Releases, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        seats: Capacity,
+        releases: Releases,
+        clock: Callable[[], datetime],
+        room: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.seats = seats
         self.releases = releases
         self.clock = clock
+        self.room = room  # whether an armed place is free (``armed() < max_armed``)
         self.ahead: set[str] = set()  # run ids claimed ahead of their instant, with no seat yet
         # own claims held before their arming: no process, no seat yet (D456)
         self.held: set[str] = set()
+        # held runs past their arming that found no armed place, in arming order (D457)
+        self._to_arm: dict[str, Callable[[], None]] = {}
 
-    async def hold(self, ex: Execution, arm_at: datetime, room: Callable[[], bool]) -> bool:
+    def arm_waiting(self) -> None:
+        """Arm the held runs waiting for an armed place while one is free (D457): called where
+        an armed place may have been given back (a seat to an armed run, a claim ended)."""
+        while self._to_arm and self.room():
+            self._to_arm.pop(next(iter(self._to_arm)))()
+
+    async def hold(self, ex: Execution, arm_at: datetime) -> bool:
         """An own claim held from its creation (D456): wait for ``arm_at`` (its instant less the
-        claim-ahead), then arm it (counted in ``ahead``, as a claim ahead) if ``room()`` says an
-        armed place is free, else wait for its instant, when it takes a seat as a run due now
-        (counted held until then, so neither bound is passed). True then; False when a request
-        (cancel, shutdown) came first."""
-        assert ex.run.not_before is not None
+        claim-ahead), then arm it (counted in ``ahead``, as a claim ahead) as soon as an armed
+        place is free before its instant; at its instant, with none, it goes on unarmed and
+        takes a seat as a run due now (counted held until then, so neither bound is passed,
+        D457). True then; False when a request (cancel, shutdown) came first."""
+        rid, instant = ex.run.id, ex.run.not_before
+        assert instant is not None
         ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         dues: list[Due] = []
 
@@ -37,21 +53,31 @@ class Seating:
                 ready.set_result(True)
 
         def arm() -> None:
-            if room():
-                self.held.discard(ex.run.id)
-                self.ahead.add(ex.run.id)
-                go()
-            else:  # no armed place: spawned at its instant, with a seat
-                dues.append(self.releases.add(ex.run.not_before, go))  # type: ignore[arg-type]
+            self.held.discard(rid)
+            self.ahead.add(rid)
+            go()
 
-        dues.append(self.releases.add(arm_at, arm))
+        def due() -> None:  # its instant, unarmed: spawned with a seat
+            self._to_arm.pop(rid, None)
+            go()
+
+        def arming() -> None:
+            if not self._to_arm and self.room():
+                arm()
+            else:  # behind others, or no armed place: armed when one frees, else at its instant
+                self._to_arm[rid] = arm
+                dues.append(self.releases.add(instant, due))
+                self.arm_waiting()
+
+        dues.append(self.releases.add(arm_at, arming))
         woken = asyncio.ensure_future(ex.wake.wait())
         try:
             await asyncio.wait({ready, woken}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             woken.cancel()
-            for due in dues:
-                due.cancel()
+            self._to_arm.pop(rid, None)
+            for entry in dues:
+                entry.cancel()
         return ready.done()
 
     async def take(self, ex: Execution) -> bool:
@@ -69,6 +95,7 @@ class Seating:
                 return False
         self.ahead.discard(ex.run.id)
         self.held.discard(ex.run.id)
+        self.arm_waiting()
         return True
 
     async def released(
@@ -81,6 +108,7 @@ class Seating:
 
         def start() -> None:  # synchronous: at the instant, or when a seat is given back
             self.ahead.discard(ex.run.id)
+            self.arm_waiting()  # its armed place to a held run waiting for one (D457)
             if not started.done():
                 started.set_result(self.clock() if proc.release() else None)
 
@@ -106,3 +134,4 @@ class Seating:
             ex.seat.give_back()
         self.ahead.discard(ex.run.id)
         self.held.discard(ex.run.id)
+        self.arm_waiting()

@@ -133,7 +133,8 @@ class Worker(Counting, Claiming, Executing):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm = Alarm(self.kick)
         self.budgets = BudgetGate(etcd, keys, self.kick)  # budgets' slots and windows (D275)
-        self.seating = Seating(Capacity(capacity, weight_budget), Releases(clock), clock)
+        seats = Capacity(capacity, weight_budget)
+        self.seating = Seating(seats, Releases(clock), clock, self._arm_room)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
         left = workdir.clean_leftovers(self._work)
@@ -293,6 +294,7 @@ class Worker(Counting, Claiming, Executing):
             self.budgets.publish()
 
     def _dispatch(self) -> None:
+        self.seating.arm_waiting()  # a claim ahead ended: its place to a held run first (D457)
         if not self.accepting or self.session.lost.is_set():
             return
         if (self.view is not None and not self.view.ready) or not self.budgets.ready:
