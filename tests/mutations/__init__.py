@@ -42,6 +42,7 @@ OWN = "tests/integration/test_own_claims.py"
 RACES = "tests/integration/test_own_claims_races.py"
 LOST = "tests/integration/test_own_claims_lost.py"
 RUN_AS = "tests/security/test_own_claim_run_as.py"
+HELD = "tests/unit/test_held_claims.py"
 
 
 @dataclass(frozen=True)
@@ -888,8 +889,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "own-claim-held-bound",
         "cluster/ownclaim.py",
-        r"return best if room\.held < room\.max_armed else None",
-        "return best",
+        r"ok = room\.held < room\.max_armed and ",
+        "ok = ",
         (
             f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[held]",
             f"{OWN}::test_held_claims_get_their_process_at_their_arming_and_run_once",
@@ -908,6 +909,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         "an own claim made more than the claim-ahead before its instant has no process (no "
         "environment, no secrets) until then, and is not counted armed before (D456)",
+    ),
+    Mutation(
+        "own-claim-held-arm-room",
+        "nodes/worker/seating.py",
+        r"if not self\._to_arm and self\.room\(\):",
+        "if True:",
+        (f"{HELD}::test_with_no_armed_place_it_stays_held_until_its_instant",),
+        "a held own claim is armed only within max_armed: with no armed place it has no process "
+        "before its instant (D456, D457)",
     ),
     Mutation(
         "own-claim-budget-guard",
