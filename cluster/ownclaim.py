@@ -12,8 +12,7 @@ event later. It does so only where the worker's own claim would have been made t
   0.75 s) of its instant an armed place (``armed < max_armed``); a run further ahead is *held*
   (claimed, no process yet) until ``arm`` before its instant, when it is armed if a place is free
   (else it takes a seat at its instant): it needs a held place (``held < max_armed``, D456), so a
-  node holds at most ``max_armed`` armed processes and ``max_armed`` held claims, and a node not
-  full now (``busy < capacity``, D458: a saturated node leaves the runs in the queue);
+  node holds at most ``max_armed`` armed processes and ``max_armed`` held claims;
 - nothing the claim would have to settle against other nodes: no job slot (``overlap`` /
   ``max_parallel``) and no budget applies; those runs go through the queue as before;
 - the run's instant is at most ``OWN_CLAIM_LEAD`` away (D449): a node configured to write its
@@ -68,9 +67,8 @@ def own_claim(
     if best is None or best.node != me:
         return None
     if ahead:
-        if held(until, arm):  # and not while the node is full now: it may need a seat (D458)
-            ok = room.held < room.max_armed and room.busy < room.capacity
-            return best if ok else None
+        if held(until, arm):  # a held place, apart from the armed ones and the capacity (D456)
+            return best if room.held < room.max_armed else None
         return best if room.armed < room.max_armed else None
     if not fits(
         running=room.busy,

@@ -889,8 +889,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "own-claim-held-bound",
         "cluster/ownclaim.py",
-        r"ok = room\.held < room\.max_armed and ",
-        "ok = ",
+        r"return best if room\.held < room\.max_armed else None",
+        "return best",
         (
             f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[held]",
             f"{OWN}::test_held_claims_get_their_process_at_their_arming_and_run_once",

@@ -119,8 +119,7 @@ FULL_HELD = Room(0, 0, 0, 4, 2, held=2)
         (FULL_ARMED, ARM_AHEAD, False),
         (FULL_ARMED, 0.3, False),
         (Room(0, 0, 0, 4, 0), 1.4, False),  # arming off: nothing held either
-        (Room(4, 0, 4, 4, 2), 1.4, False),  # the node full now: queued (D458)
-        (Room(3, 0, 3, 4, 2), 1.4, True),
+        (Room(4, 0, 4, 4, 2), 1.4, True),  # the capacity full now: held apart (D456, D458)
         (Room(4, 0, 4, 4, 2), 0.5, True),  # within the claim-ahead: armed apart, as before
     ],
 )
