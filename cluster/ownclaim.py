@@ -11,8 +11,9 @@ event later. It does so only where the worker's own claim would have been made t
   ``capacity`` and the weight budget (``fits``); a run within ``arm`` (the worker's claim-ahead,
   0.75 s) of its instant an armed place (``armed < max_armed``); a run further ahead is *held*
   (claimed, no process yet) until ``arm`` before its instant, then armed as soon as a place is
-  free (else it takes a seat at its instant, D457): it needs a held place (``held < max_armed``, D456), so a
-  node holds at most ``max_armed`` armed processes and ``max_armed`` held claims;
+  free (else it takes a seat at its instant, D457): it needs a held place (``held <
+  max_armed``, D456), so a node holds at most ``max_armed`` armed processes and ``max_armed``
+  held claims;
 - nothing the claim would have to settle against other nodes: no job slot (``overlap`` /
   ``max_parallel``) and no budget applies; those runs go through the queue as before;
 - the run's instant is at most ``OWN_CLAIM_LEAD`` away (D449): a node configured to write its
