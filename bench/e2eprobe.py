@@ -1,5 +1,5 @@
 """Where the time goes at one end-to-end level: ``python -m bench.e2eprobe --jobs 400
-[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze]``.
+[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze] [--sample S]``.
 
 One fresh etcd and one ``cronmesh node`` at DEFAULT settings per round and tree; ``--jobs`` jobs
 every second running ``true``. The jobs are created while the cluster is frozen (``PUT
@@ -9,6 +9,10 @@ not start behind by the runs fired while the API created the jobs (``--no-freeze
 second, the queue's growth, the lag of the finished runs, and the CPU of the node's event-loop
 thread apart from its other threads, of etcd, of the job processes and of the whole machine: a
 loop thread near 1.0 core while the machine has idle time means the loop, not the CPU, is the cap.
+It also reports the executions the node holds at the window's end by state (D465) — with
+``--sample S``, every S s during the window too, with the node's RSS — and how the window's runs
+got their cgroups (from the idle pool, made fresh, removed at their end: D464); the node's log
+is kept as ``bench/results/e2eprobe-<tree>-<jobs>.log``.
 
 ``--tree NAME=PATH`` runs the node from another source tree (its ``cwd``: ``python -m
 nodes.cli`` imports from there); several trees alternate within each round, the order swapped
@@ -118,19 +122,23 @@ async def one_side(
                     t0 = int(time.time()) + 1
                     t1 = t0 + args.window
                     await sleep_until(t0)
+                    pool0 = await cgroup_pool(ctx, node)
                     before = await snapshot(ctx, node)
                     th0 = threads_cpu(node.pid)
                     q0 = await count(etcd, f"{prefix}/queue/")
                     node.profiling(True)
-                    await sleep_until(t1)
+                    samples = await sample_states(ctx, node, t0, t1, args.sample)
                     node.profiling(False)
                     after = await snapshot(ctx, node)
+                    pool1 = await cgroup_pool(ctx, node)
                     th1 = threads_cpu(node.pid)
                     q1 = await count(etcd, f"{prefix}/queue/")
                 finally:
                     await asyncio.to_thread(node.stop)
                     procs.remove(node)
                 runs = await read_runs(etcd, prefix, PROJECT)
+                RESULTS.mkdir(parents=True, exist_ok=True)  # the node's log, for a look after
+                shutil.copyfile(folder / "node.log", RESULTS / f"e2eprobe-{name}-{args.jobs}.log")
                 if node.profile is not None and node.profile.exists():
                     RESULTS.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(node.profile, RESULTS / f"e2eprobe-{name}-{args.jobs}.prof")
@@ -187,6 +195,14 @@ async def one_side(
         },
         # executions the worker holds (armed ahead + waiting for a seat + running) at the end
         "executions_at_end": int(value(after.node, "cronmesh_running_runs")),
+        # ... by state (cronmesh_executions, D464; absent on trees before it), and sampled
+        "executions_by_state": {
+            k: int(v) for k, v in by_label(after.node, "cronmesh_executions", "state").items() if v
+        },
+        "executions_sampled": samples,
+        # how the window's runs got their cgroups: from the idle pool (reused), fresh (made), and
+        # how many ended ones were removed rather than kept (dropped; D340)
+        "cgroup_pool": {k: pool1.get(k, 0) - pool0.get(k, 0) for k in pool1},
         "lag_of_finished": summary_ms(lag),
         "cores": {
             "node": cpu["node_cores"],
@@ -197,6 +213,41 @@ async def one_side(
         },
         "cpu": cpu,
     }
+
+
+async def cgroup_pool(ctx: Context, node: NodeProc) -> dict[str, int]:
+    async with ctx.http.get(f"{node.url}/status") as resp:
+        pool = (await resp.json())["node"]["containment"].get("pool") or {}
+    return {k: pool[k] for k in ("reused", "made", "dropped") if k in pool}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+async def sample_states(
+    ctx: Context, node: NodeProc, t0: float, t1: float, every: float
+) -> list[dict[str, Any]]:
+    """Until ``t1``: every ``every`` s (0: never), the executions the node holds by state."""
+    out: list[dict[str, Any]] = []
+    while every > 0 and time.time() + every < t1:
+        await asyncio.sleep(every)
+        async with ctx.http.get(f"{node.url}/metrics") as resp:
+            samples = harness.parse_prom(await resp.text())
+        states = by_label(samples, "cronmesh_executions", "state")
+        out.append(
+            {
+                "t": round(time.time() - t0, 2),
+                "total": int(value(samples, "cronmesh_running_runs")),
+                "rss_mb": rss_mb(node.pid),
+                **{k: int(v) for k, v in states.items() if v},
+            }
+        )
+    await sleep_until(t1)
+    return out
 
 
 def apscheduler_side(args: argparse.Namespace, procs: Procs, tmp: Path) -> dict[str, Any]:
@@ -222,7 +273,8 @@ def brief(doc: dict[str, Any]) -> str:
         f"(loop {loop}), etcd {c['etcd']}, jobs {c['jobs']}, machine busy "
         f"{c['machine_busy_fraction']}; node ms/run {doc['cpu']['node_ms_per_run']}, "
         f"etcd {doc['cpu']['etcd_ms_per_run']}; executions held at end "
-        f"{doc['executions_at_end']}, claims {doc['claims']}, via {doc['placed_via']}; "
+        f"{doc['executions_at_end']} {doc['executions_by_state']}, claims {doc['claims']}, "
+        f"via {doc['placed_via']}; cgroups {doc['cgroup_pool']}; "
         f"spawn mean {doc['spawn']['mean_ms']} ms p50/p99 {doc['spawn'].get('p50_ms')}/"
         f"{doc['spawn'].get('p99_ms')} ms; "
         f"load {doc['load_average_before']}"
@@ -248,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         "experiments such as NAME:CRONMESH_CAPACITY=512 — no longer default settings)",
     )
     ap.add_argument("--no-freeze", dest="freeze", action="store_false")
+    ap.add_argument(
+        "--sample",
+        type=float,
+        default=0.0,
+        help="every SAMPLE s of the window, read the node's executions by state (one scrape "
+        "each: costs the node a little)",
+    )
     ap.add_argument(
         "--apscheduler",
         action="store_true",

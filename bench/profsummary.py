@@ -16,9 +16,9 @@ import sys
 # (file suffix, function, label); indented labels are part of the line above them.
 PATHS: list[tuple[str, str, str]] = [
     ("scheduler.py", "_fire_guarded", "leader: fire ticks (plan, build runs, fenced txn)"),
-    ("store.py", "new_run", "  build the Run (Job.spec() re-validation)"),
-    ("scheduler.py", "_write", "  the creation txn"),
-    ("scheduler.py", "_check_lost_task", "leader: lost-run check after a claim disappears"),
+    ("cluster/runs.py", "new_run", "  build the Run (Job.spec() re-validation)"),
+    ("leader/tickwrite.py", "_write", "  the creation txn"),
+    ("leader/reaper.py", "_check_lost_task", "leader: lost-run check after a claim disappears"),
     ("cluster/watch.py", "follow", "leader: watch events (jobs, states, actives, claims)"),
     ("worker/worker.py", "_follow", "worker: watch events (queue, controls)"),
     ("worker/worker.py", "_dispatch_loop", "worker: dispatch (scan candidates, parse runs)"),
@@ -30,7 +30,7 @@ PATHS: list[tuple[str, str, str]] = [
     ("worker/executing.py", "_command", "  argv + environment of the job"),
     ("local.py", "writer", "  open the run's log file"),
     ("worker/executing.py", "_complete", "  completion (finish_ops + txn)"),
-    ("store.py", "finish_ops", "    finish_ops (deep copy of the Run)"),
+    ("cluster/runs.py", "finish_ops", "    finish_ops (deep copy of the Run)"),
     ("executor/process.py", "_supervise", "executor: after exit (leftover scan, reap, drain)"),
     ("executor/process.py", "session_members", "  /proc scan for leftover processes"),
     ("worker/claiming.py", "_adopt_orphans", "worker: orphan adoption loop"),

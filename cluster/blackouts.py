@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cluster.cron import Schedule, parse_duration, parse_schedule, validate_timezone
 from cluster.errors import InvalidSchedule
-from cluster.models import Name, Strict, SubFieldError
+from cluster.fields import Name, Strict, SubFieldError
 
 MAX_DURATION = 366 * 86400.0
 OVERLAP_PROBE = 64  # occurrences of a recurring window checked for overlaps when saved

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from cluster.models import Name, Strict
+from cluster.fields import Name, Strict
 
 MAX_CONCURRENT = 1000  # slot keys of one budget (a claim reads them from a cache, never scans)
 MAX_PER_RUN = 8  # budgets one job or task may join by name

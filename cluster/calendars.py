@@ -18,7 +18,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cluster.models import CalendarRef, Name, Strict, SubFieldError
+from cluster.fields import Name, Strict, SubFieldError
+from cluster.models import CalendarRef
 
 MAX_DATES = 1000
 YEARS_KEPT = 4  # years of holidays one Calendar keeps merged (D286)

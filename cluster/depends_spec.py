@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from cluster.deadlines import duration_seconds
+from cluster.fields import NAME_PATTERN
 
 MAX_DEPENDS = 8  # upstreams per schedule
 MAX_WINDOW = 31 * 86400  # a duration window
@@ -27,7 +28,6 @@ MAX_WAIT_LIMIT = 7 * 86400
 MAX_UPSTREAM_SLOTS = 1000  # upstream slots looked at per dependency and window
 MAX_CHAIN = 48  # documents read to look for a cycle at write; each is a compare of the write
 # (etcd: ≤ 128 compares; with ≤ 64 secrets, 8 budgets, the document and its group: D333)
-NAME = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"  # cluster.models.NAME_PATTERN (models imports us)
 GATE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _WINDOWS = "same_day, previous_slot or a duration (90s, 15m, 2h, 1d)"
 
@@ -74,8 +74,8 @@ class Dependency(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    job: str | None = Field(default=None, pattern=NAME)
-    workflow: str | None = Field(default=None, pattern=NAME, validate_default=True)
+    job: str | None = Field(default=None, pattern=NAME_PATTERN)
+    workflow: str | None = Field(default=None, pattern=NAME_PATTERN, validate_default=True)
     window: Annotated[str, BeforeValidator(_window)] = "same_day"
     require: Require = "all_succeeded"
 

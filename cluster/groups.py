@@ -22,8 +22,9 @@ from pydantic import Field
 
 from cluster.errors import Conflict, Forbidden, NotFound
 from cluster.etcd import Compare, Etcd, Op
+from cluster.fields import NAME_PATTERN, Strict
 from cluster.keys import Keys
-from cluster.models import NAME_PATTERN, Strict, parse_model
+from cluster.models import parse_model
 from cluster.placement import MAX_WEIGHT
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"

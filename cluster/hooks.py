@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.errors import InvalidInput, Unauthenticated
-from cluster.models import NAME_PATTERN, PARAM_PATTERN, SubFieldError
+from cluster.fields import NAME_PATTERN, PARAM_PATTERN, SubFieldError
 
 SIGNATURE_HEADER = "X-Cronmesh-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -30,7 +30,7 @@ DEFAULT_BODY = 256 * 1024
 MAX_HOOKS_PER_PROJECT = 200
 MAX_MAPPED = 64  # parameters one hook maps (a run's own cap on parameters)
 MAX_PATH_SEGMENTS = 16
-MAX_PARAM_VALUE = 4096  # characters of one parameter value (cluster.models.Params)
+MAX_PARAM_VALUE = 4096  # characters of one parameter value (cluster.fields.Params)
 MAX_VALUE_DEPTH = 32  # nesting of an object or list mapped to one parameter (D284)
 MAX_IDEMPOTENCY_KEY = 255
 MAX_SIGNATURES = 4  # v1 entries in one header (a sender rotating its secret sends two)

@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cluster import tokens
 from cluster.errors import Conflict, CronmeshError, InvalidInput, NotFound
 from cluster.etcd import KV, Compare, Etcd, Op
+from cluster.fields import NAME_PATTERN
 from cluster.keys import Keys
-from cluster.models import NAME_PATTERN, parse_model
+from cluster.models import parse_model
 from cluster.permissions import GRANT_KEY, Role
 
 USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$"

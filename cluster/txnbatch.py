@@ -12,6 +12,10 @@ Nothing waits for a batch to fill: a transaction submitted while none is in flig
 the next turn of the event loop (so the ones submitted in the same turn travel together); while
 ``inflight`` batches are out, new ones wait and leave together when one comes back. Under a light
 load every transaction goes alone and at once; under a heavy one, batches grow by themselves.
+Once a full batch waits (``max_items``), waiting longer cannot make it bigger: full batches go
+while fewer than ``full_inflight`` are out, every one that may go in the same turn (D466; a
+loaded node's turns last tens to hundreds of milliseconds, and two batches per reply's turn were
+what bounded its completions).
 
 A transaction may *linger* (``linger`` s, D353): it waits up to that long for others to go
 with, and leaves at once with any batch that goes before. Completions of runs linger (a run's
@@ -22,9 +26,11 @@ processes exit. Claims and everything else never wait.
 Limits: at most ``max_items`` nested transactions (etcd refuses more than ``--max-txn-ops``, 128
 by default, per level) and about ``max_bytes`` per batch (etcd's request limit is 1.5 MiB). etcd
 also refuses a transaction that writes one key twice, so a transaction writing a key that one
-already in the batch writes waits for the next batch. A range delete goes alone, only when no
-batch is in flight, and nothing goes while it is (D354: with two batches in flight, a write
-submitted after it could be applied before it).
+already in the batch writes waits for the next batch — and one writing a key that a batch in
+flight writes waits until that batch is back (D466: etcd may apply two batches in flight in
+either order, so writes of one key are applied in the order they were submitted). A range delete
+goes alone, only when no batch is in flight, and nothing goes while it is (D354: with two batches
+in flight, a write submitted after it could be applied before it).
 
 Errors are the batch's: when the outer transaction fails (etcd unreachable, lease gone, reply
 lost) every caller in it gets that exception, and handles it as it would its own (an unknown
@@ -48,6 +54,7 @@ from cluster.etcd import Etcd, Rejected, TxnResult
 MAX_ITEMS = 64
 MAX_BYTES = 512 * 1024
 INFLIGHT = 2
+FULL_INFLIGHT = 8  # a full batch goes while fewer than this are out (D466)
 
 
 @dataclass(slots=True)
@@ -84,12 +91,14 @@ class TxnBatcher:
         max_items: int = MAX_ITEMS,
         max_bytes: int = MAX_BYTES,
         inflight: int = INFLIGHT,
+        full_inflight: int = FULL_INFLIGHT,
         observe: Callable[[int], None] | None = None,
     ) -> None:
         self.etcd = etcd
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.inflight = inflight
+        self.full_inflight = max(inflight, full_inflight)
         self.observe = observe  # called with each batch's size (metrics)
         self._waiting: list[_Item] = []
         self._out = 0
@@ -98,6 +107,7 @@ class TxnBatcher:
         self._due = False  # the lingering ones have waited long enough
         self._timer: asyncio.TimerHandle | None = None
         self._barrier = False  # a range delete is in flight: nothing else goes until it is back
+        self._flying: dict[bytes, int] = {}  # keys written by the batches out, and how many
 
     async def txn(
         self,
@@ -134,9 +144,19 @@ class TxnBatcher:
         self._due = True
         self._schedule(loop)
 
+    def _ready(self) -> bool:
+        """A batch may leave now: something waiting may go (an urgent one, or lingering ones
+        whose time is up), nothing holds the way (a range delete out), and fewer than
+        ``inflight`` batches are out — or fewer than ``full_inflight`` while a full batch waits:
+        waiting longer would not make it bigger (D466)."""
+        if not self._waiting or not (self._urgent > 0 or self._due) or self._barrier:
+            return False
+        if self._out < self.inflight:
+            return True
+        return self._out < self.full_inflight and len(self._waiting) >= self.max_items
+
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        ready = (self._urgent > 0 or self._due) and not self._barrier
-        if self._waiting and ready and not self._scheduled and self._out < self.inflight:
+        if not self._scheduled and self._ready():
             self._scheduled = True
             loop.call_soon(self._flush, loop)
 
@@ -148,7 +168,10 @@ class TxnBatcher:
         keys: set[bytes] = set()  # written by the batch or by one left waiting
         size = 0
         held = False  # a range delete is left waiting: nothing after it may pass it
-        for item in self._waiting:
+        for i, item in enumerate(self._waiting):
+            if len(batch) >= self.max_items:  # full: the rest waits as it is, unread (D466)
+                rest += self._waiting[i:]
+                break
             if item.future.done():
                 continue  # its caller was cancelled while it waited: never sent
             if held:
@@ -165,12 +188,14 @@ class TxnBatcher:
                     and size + item.size <= self.max_bytes
                     and not keys & item.keys
                 )
+            # a key a batch out writes: after that batch is back, never beside it (D466)
+            fits = fits and (item.keys is None or self._flying.keys().isdisjoint(item.keys))
             (batch if fits else rest).append(item)
             keys |= item.keys or frozenset()
             size += item.size if fits else 0
             held = held or (not fits and item.keys is None)
         self._waiting = rest
-        self._urgent = sum(1 for item in rest if item.urgent)
+        self._urgent = sum(1 for item in rest if item.urgent and not item.future.done())
         if len(rest) == self._urgent:  # none lingers any more: the next one waits afresh
             self._due = False
             if self._timer is not None:
@@ -179,16 +204,21 @@ class TxnBatcher:
         return batch
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every batch that may leave leaves in this turn of the loop (D466): under load a turn
+        is long, and one batch per turn was a cap of its own."""
         self._scheduled = False
-        batch = self._take()
-        if not batch:
-            return
-        self._out += 1
-        self._barrier = batch[0].keys is None
-        # A fresh context: the batch belongs to no caller (an audit observer set by one API
-        # request must not journal another's writes).
-        loop.create_task(self._send(batch), context=contextvars.Context())
-        self._schedule(loop)
+        while self._ready():
+            batch = self._take()
+            if not batch:
+                return
+            self._out += 1
+            self._barrier = batch[0].keys is None
+            for item in batch:
+                for key in item.keys or ():
+                    self._flying[key] = self._flying.get(key, 0) + 1
+            # A fresh context: the batch belongs to no caller (an audit observer set by one API
+            # request must not journal another's writes).
+            loop.create_task(self._send(batch), context=contextvars.Context())
 
     async def _send(self, batch: list[_Item]) -> None:
         try:
@@ -197,6 +227,12 @@ class TxnBatcher:
             self._out -= 1
             if batch[0].keys is None:
                 self._barrier = False
+            for item in batch:
+                for key in item.keys or ():
+                    if self._flying[key] == 1:
+                        del self._flying[key]
+                    else:
+                        self._flying[key] -= 1
             self._schedule(asyncio.get_running_loop())
 
     async def _deliver(self, batch: list[_Item]) -> None:

@@ -16,23 +16,18 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
 from cluster.deadlines import Deadlines
 from cluster.errors import InvalidInput
+from cluster.fields import Env, Name, Params, Strict, SubFieldError, no_nul
 from cluster.ids import is_id
 from cluster.memo import PerObject
 from cluster.models import (
     MAX_COMMAND,
     MAX_SCHEDULES,
     Catchup,
-    Env,
     JobSpec,
-    Name,
-    Params,
     PythonTarget,
     RunAs,
     ScheduleSpec,
-    Strict,
-    SubFieldError,
     Target,
-    no_nul,
     parse_model,
     run_parameters_capped,
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from logstore import metrics as logstore_metrics
 
@@ -61,6 +63,29 @@ PLACED = Counter(
     registry=REGISTRY,
 )
 RUNNING = Gauge("cronmesh_running_runs", "Runs executing on this node", registry=REGISTRY)
+
+
+class _StatesCollector:
+    """``cronmesh_executions{state}``: the executions ``cronmesh_running_runs`` counts, by state
+    (``nodes.worker.attempt.states``), counted when scraped (nothing per run). ``source`` is set
+    by the node while it has a worker."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+        self.states: tuple[str, ...] = ()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "cronmesh_executions", "Executions this node holds, by state", labels=["state"]
+        )
+        counts = self.source() if self.source is not None else {}
+        for state in (*self.states, *sorted(set(counts) - set(self.states))):
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
+EXECUTIONS = _StatesCollector()
+REGISTRY.register(EXECUTIONS)
 BUDGET_IN_USE = Gauge(
     "cronmesh_budget_in_use",
     "Slots of a budget held cluster-wide, as this node's watch sees them (D277)",

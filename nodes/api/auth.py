@@ -25,6 +25,7 @@ from cluster.errors import (
     Unavailable,
 )
 from cluster.etcd import Compare, Op
+from cluster.fields import NAME_PATTERN
 from cluster.groups import GroupStore
 from cluster.identity import (
     USER_PATTERN,
@@ -35,7 +36,7 @@ from cluster.identity import (
     parse_user_spec,
     token_expiry,
 )
-from cluster.models import NAME_PATTERN, parse_model
+from cluster.models import parse_model
 from cluster.permissions import is_admin, visible_projects
 from cluster.quotas import parse_overrides
 from cluster.runas import parse_users

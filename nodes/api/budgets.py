@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from cluster.budget_store import BudgetStore
 from cluster.budgets import Budget, BudgetSpec, joined, per_text
 from cluster.errors import InvalidInput
-from cluster.models import NAME_PATTERN
+from cluster.fields import NAME_PATTERN
 from nodes.api.access import PRINCIPAL
 from nodes.api.http import body_json, int_query, named_body, ok, require_connected
 from nodes.api.openapi import LIMIT, STR, documented

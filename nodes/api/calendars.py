@@ -27,7 +27,8 @@ from cluster.blackouts import WindowSpec
 from cluster.calendar_store import CalendarStore
 from cluster.calendars import CalendarSpec
 from cluster.errors import InvalidInput
-from cluster.models import NAME_PATTERN, parse_model
+from cluster.fields import NAME_PATTERN
+from cluster.models import parse_model
 from cluster.slotrules import CLUSTER
 from nodes.api.access import PRINCIPAL
 from nodes.api.http import body_json, int_query, named_body, ok, project_of, require_store

@@ -16,10 +16,8 @@ import structlog
 from aiohttp import web
 
 from cluster.errors import CronmeshError, InvalidInput, NotConnected, TooManyRequests
+from cluster.fields import NAME_PATTERN
 from cluster.ids import is_id
-from cluster.models import (
-    NAME_PATTERN,
-)
 from cluster.store import Store
 
 if TYPE_CHECKING:

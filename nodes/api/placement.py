@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 
 from cluster.errors import Conflict, InvalidInput, NotConnected
+from cluster.fields import NAME_PATTERN
 from cluster.groups import (
     NODE_ID_PATTERN,
     PROJECT_OR_ALL,
@@ -39,7 +40,7 @@ from cluster.groups import (
     GroupStore,
     NodeNotFound,
 )
-from cluster.models import NAME_PATTERN, parse_model
+from cluster.models import parse_model
 from cluster.permissions import RANK, role_on
 from cluster.placement import (
     Placement,

@@ -16,7 +16,8 @@ from aiohttp import web
 
 from cluster.calendar_store import CalendarStore
 from cluster.errors import Forbidden, InvalidInput, TooManyRequests
-from cluster.models import NAME_PATTERN, Job
+from cluster.fields import NAME_PATTERN
+from cluster.models import Job
 from cluster.permissions import ALL_PROJECTS, role_on
 from cluster.simulate import MAX_SLOTS, MAX_WINDOW, simulate
 from nodes.api.access import principal

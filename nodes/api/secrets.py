@@ -22,8 +22,8 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from cluster.errors import InvalidInput, NotConnected
+from cluster.fields import NAME_PATTERN
 from cluster.hook_store import rotate_hook_secrets
-from cluster.models import NAME_PATTERN
 from cluster.secret_store import MAX_SECRET_BYTES, SecretStore
 from nodes.api.access import PRINCIPAL
 from nodes.api.http import connected, int_query, ok, project_of

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from nodes.executor.workdir import secure_node_dirs
 from nodes.leader.scheduler import Scheduler
 from nodes.runtime import etcd_metrics
 from nodes.runtime.secretkeys import KeyFile
+from nodes.worker.attempt import STATES, states
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.worker import Worker
 
@@ -93,7 +94,10 @@ class Node:
         self.secrets: SecretStore | None = None
         # A cgroup per run and the fence process (D150-D152); started in run().
         self.containment = Containment(
-            config.node_id, config.data_dir, use_cgroups=config.cgroups != "off"
+            config.node_id,
+            config.data_dir,
+            use_cgroups=config.cgroups != "off",
+            pool_size=config.capacity + config.max_armed,  # every set in flight at once (D464)
         )
         self.access = Access(config, self.etcd, self.keys, self.node_id)
         self.access.connected = lambda: connected(self)
@@ -104,6 +108,7 @@ class Node:
         self.store: Store | None = None
         self.worker: Worker | None = None
         metrics.QUEUE_DEPTH.set_function(self._queue_depth)
+        metrics.EXECUTIONS.source, metrics.EXECUTIONS.states = self._executions, STATES
         self.scheduler: Scheduler | None = None
         self.started_at = clock()
         self._stop = asyncio.Event()
@@ -147,6 +152,9 @@ class Node:
 
     def _queue_depth(self) -> float:
         return float(len(self.worker.candidates)) if self.worker is not None else 0.0
+
+    def _executions(self) -> Mapping[str, int]:
+        return states(self.worker.running.values()) if self.worker is not None else {}
 
     async def __aenter__(self) -> Node:
         return self

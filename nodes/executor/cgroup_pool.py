@@ -27,7 +27,10 @@ from collections import deque
 
 from nodes.executor.cgroups import Layout, RunCgroup, Usage
 
-SIZE = 64  # idle cgroups kept per node: above any burst of ends, a few hundred KiB of kernel memory
+# idle cgroups kept where no size is given; a node keeps its capacity + max_armed (D464): armed
+# processes hold theirs from their spawn, so every second's ends come back at once and the next
+# second's spawns take them again
+SIZE = 64
 RESIDUE = 1 << 20  # bytes an emptied cgroup may still hold (the kernel's per-CPU charge batches)
 
 

@@ -22,7 +22,7 @@ import structlog
 
 from nodes import metrics
 from nodes.executor import cgroups
-from nodes.executor.cgroup_pool import CgroupPool
+from nodes.executor.cgroup_pool import SIZE, CgroupPool
 from nodes.executor.cgroups import NONE, Layout, RunCgroup
 
 log = structlog.get_logger(__name__)
@@ -31,10 +31,13 @@ _FENCE_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL")
 
 
 class Containment:
-    def __init__(self, node_id: str, data_dir: str, *, use_cgroups: bool = True) -> None:
+    def __init__(
+        self, node_id: str, data_dir: str, *, use_cgroups: bool = True, pool_size: int = SIZE
+    ) -> None:
         self.node_id = node_id
         self.data_dir = data_dir
         self.use_cgroups = use_cgroups
+        self.pool_size = pool_size  # idle run cgroups kept: what runs and is armed at once (D464)
         self.layout: Layout = NONE
         self.pool: CgroupPool | None = None  # the run cgroups, reused (D340)
         self.reaped = 0
@@ -60,7 +63,7 @@ class Containment:
             self.reaped = len(left)
             if left:
                 log.warning("reaped runs left by a previous incarnation", cgroups=len(left))
-            self.pool = CgroupPool(self.layout)
+            self.pool = CgroupPool(self.layout, self.pool_size)
             log.info(
                 "cgroups: one per run at a time, reused",
                 mode=self.layout.mode,

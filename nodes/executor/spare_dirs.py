@@ -19,8 +19,10 @@ these renamed:
   new folder would be (``workdir.make_run_dir``); a name that exists already, or no spare,
   answers False and the caller makes the folder as before.
 
-At most ``SPARE_KEPT`` are kept (beyond, a folder given back is removed). The spare folder is
-removed when the node starts (``workdir.clean_leftovers``): what a dead process kept is not used.
+At most ``kept`` are kept (beyond, a folder given back is removed): a node's ``capacity`` +
+``max_armed``, the folders it can have in use at once (D464); ``SPARE_KEPT`` where none is said.
+The spare folder is removed when the node starts (``workdir.clean_leftovers``): what a dead
+process kept is not used.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ class SpareDirs:
     """The emptied run folders of one work folder (shared by the cgroup-io threads: a deque's
     append and pop, and a counter's next, are atomic)."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, kept: int = SPARE_KEPT) -> None:
         self.root = work / SPARE
+        self.kept = kept  # at most this many (a node: its capacity + max_armed, D464)
         self._free: deque[str] = deque()
         self._names = itertools.count()
         self._made = False
@@ -66,7 +69,7 @@ class SpareDirs:
     def give_back(self, path: Path) -> bool:
         """Keep ``path`` (its run has nothing left running) if the job left it as it got it;
         False: it holds something, or could not be kept (the caller handles it as before)."""
-        if len(self._free) >= SPARE_KEPT:
+        if len(self._free) >= self.kept:
             return False
         try:
             os.chown(path, os.geteuid(), os.getegid())  # the node's: no other user adds to it
@@ -107,7 +110,11 @@ def spares(work: Path) -> SpareDirs:
     return found
 
 
-def forget(work: Path) -> None:
-    """The node starts: what an earlier process kept is removed, not used."""
+def forget(work: Path, kept: int = SPARE_KEPT) -> None:
+    """The node starts: what an earlier process kept is removed, not used; from now on at most
+    ``kept`` are kept."""
     _BY_WORK.pop(work, None)
     shutil.rmtree(work / SPARE, ignore_errors=True)
+    if len(_BY_WORK) >= 64:  # in-process test nodes come and go: bounded
+        _BY_WORK.clear()
+    _BY_WORK[work] = SpareDirs(work, kept)

@@ -110,10 +110,11 @@ def remove_run_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def clean_leftovers(work: Path) -> int:
+def clean_leftovers(work: Path, spares: int = spare_dirs.SPARE_KEPT) -> int:
     """Remove run folders an earlier process of this node left behind (it died); only names this
-    module creates are touched (and the emptied folders it kept, D423). Returns how many."""
-    spare_dirs.forget(work)
+    module creates are touched (and the emptied folders it kept, D423; from now on at most
+    ``spares`` are kept, D464). Returns how many."""
+    spare_dirs.forget(work, spares)
     count = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(work):

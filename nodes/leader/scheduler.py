@@ -9,6 +9,9 @@ with the pure functions of ``cluster.plan`` and writes each job's decision in ON
 - the job's schedule-state mod revision (CAS: a tick is handled once),
 - every tick key it creates is absent (idempotency key per tick).
 
+Those transactions, and what their answers mean, are ``nodes.leader.tickwrite`` (``TickWrites``,
+a base of ``Scheduler``); this module plans, batches and guards them.
+
 A transaction whose reply is lost is never retried blindly: the loop re-reads the schedule state
 and plans again, which finds the tick already handled if the write went through.
 
@@ -23,36 +26,33 @@ workflows, and the notifier beside this loop) run on shard 0's leader only.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from cluster.election import Leadership
-from cluster.errors import LeaseGone, LostOwnership, Rejected, Unavailable
-from cluster.etcd import Compare, Etcd, Op, OutcomeUnknown
+from cluster.errors import LostOwnership, Unavailable
+from cluster.etcd import Etcd, OutcomeUnknown
 from cluster.keys import Keys
-from cluster.models import Run
 from cluster.shards import Shard
-from cluster.slotlog import tick_ops
-from cluster.store import MAX_TXN_OPS, Store, dumps
+from cluster.store import MAX_TXN_OPS, Store
 from cluster.tickplan import TXN_BYTES, plan_job
 from cluster.watch import follow
 from nodes import metrics
-from nodes.leader.deadlines import SlotWatcher, count_fates, count_settled
+from nodes.leader.deadlines import SlotWatcher, count_fates
 from nodes.leader.feed import Feed
-from nodes.leader.jobcache import GUARDED, JobCache, JobEntry, JobKey
+from nodes.leader.jobcache import GUARDED, JobCache, JobKey
 from nodes.leader.loading import PASS_JOBS, YIELD_EVERY
 from nodes.leader.loops import periodic
 from nodes.leader.missed import report_missed
-from nodes.leader.ownruns import Own, create_ops, reserve, settle, unique
+from nodes.leader.ownruns import reserve, settle
 from nodes.leader.reaper import Reaper
 from nodes.leader.retention import Archiver, RunRetention
 from nodes.leader.rulecache import RuleCache
+from nodes.leader.tickwrite import Planned, TickWrites
 from nodes.leader.workflows import WorkflowEngine
 
 if TYPE_CHECKING:
@@ -66,22 +66,7 @@ RECONCILE_EVERY = 10.0
 PRUNE_EVERY = 60.0
 
 
-@dataclass
-class _Planned:
-    """One job's decision at a tick: the new schedule state and the runs to create."""
-
-    jk: JobKey
-    entry: JobEntry
-    state: dict[str, Any]
-    runs: list[tuple[Run, str]]  # (run, tick key)
-    cancels: list[str]
-    next_due: datetime | None
-    records: list[tuple[str, str]] = field(default_factory=list)  # (tick key, record), no run
-    own: Own = field(default_factory=dict)  # runs its node's worker claims at creation (D444)
-    claim: bool = True  # False: every run queued (a retry after a refused own claim)
-
-
-class Scheduler:
+class Scheduler(TickWrites):
     def __init__(
         self,
         etcd: Etcd,
@@ -219,7 +204,7 @@ class Scheduler:
     async def _fire_guarded(self, jk: JobKey) -> None:
         await self._guarded(jk, lambda: self.fire(jk))
 
-    async def _write_guarded(self, plan: _Planned) -> None:
+    async def _write_guarded(self, plan: Planned) -> None:
         async def write() -> None:
             if await self._write(plan):
                 self.cache.schedule_at(plan.jk, plan.next_due)
@@ -254,11 +239,11 @@ class Scheduler:
         written again alone, where the single-job path sorts it out.
         """
         alone: list[JobKey] = []
-        single: list[_Planned] = []  # planned, written on its own
+        single: list[Planned] = []  # planned, written on its own
         # each plan with its compares and ops, built once (they were built twice: a fifteenth of
         # a leader's loop at 800 runs/s went to serialising runs a second time)
-        chunks: list[list[tuple[_Planned, list[Any], list[Any]]]] = []
-        chunk: list[tuple[_Planned, list[Any], list[Any]]] = []
+        chunks: list[list[tuple[Planned, list[Any], list[Any]]]] = []
+        chunk: list[tuple[Planned, list[Any], list[Any]]] = []
         n_cmp = n_ops = n_bytes = 0
         try:
             for i, jk in enumerate(due):
@@ -306,49 +291,6 @@ class Scheduler:
         finally:  # what was reserved and never written goes back (cancelled, D444)
             settle(self.own, (p.own for c in [*chunks, chunk] for p, _, _ in c), None)
 
-    async def _write_chunk(self, planned: list[tuple[_Planned, list[Any], list[Any]]]) -> None:
-        """One fenced transaction for several jobs' plans (see :meth:`_fire_batch`)."""
-        compares: list[Any] = [self.lead.fence(), self.rules.guard()]
-        ops: list[Any] = []
-        chunk = [plan for plan, _, _ in planned]
-        for _, c, o in planned:
-            compares += c
-            ops += o
-        compares = unique(compares)  # the own claims' shared guards once (D444)
-        sent = False
-        try:
-            async with self._sem:
-                sent = True
-                res = await self.etcd.txn(compares, ops, [self.lead.probe()])
-        except BaseException as exc:  # the node's own claims end first (D444); unsent: released
-            settle(self.own, (plan.own for plan in chunk), None, exc if sent else None)
-            if isinstance(exc, Unavailable):  # OutcomeUnknown too
-                # A lost reply may have applied: re-read each job's state and plan again shortly.
-                if isinstance(exc, OutcomeUnknown):
-                    metrics.OUTCOME_UNKNOWN.labels("tick").inc()
-                log.warning(
-                    "batched tick write failed; re-reading", jobs=len(chunk), error=str(exc)
-                )
-                for plan in chunk:
-                    await self.cache.refresh_state(plan.jk)
-                    self.cache.schedule_at(plan.jk, self.clock() + timedelta(seconds=0.5))
-                return
-            if not isinstance(exc, Exception):
-                raise
-            # e.g. a request etcd refuses: nothing applied; go job by job (queued, D444)
-            log.exception("batched tick write refused; writing its jobs one by one")
-            await asyncio.gather(*(self._write_guarded(replace(p, claim=False)) for p in chunk))
-            return
-        settle(self.own, (plan.own for plan in chunk), res.revision if res.succeeded else None)
-        if res.succeeded:
-            for plan in chunk:
-                self._committed(plan.jk, plan.entry, plan.state, plan.runs, res.revision)
-                self.cache.schedule_at(plan.jk, plan.next_due)
-            return
-        self.lead.check_fenced(res, "fenced tick write rejected")
-        log.info("batched tick write rejected; writing its jobs one by one", jobs=len(chunk))
-        await asyncio.gather(*(self._write_guarded(replace(p, claim=False)) for p in chunk))  # D446
-
     # -- firing --------------------------------------------------------------------------------
 
     async def fire(self, jk: JobKey) -> None:
@@ -357,7 +299,7 @@ class Scheduler:
         if plan is not None and await self._write(plan):
             self.cache.schedule_at(jk, plan.next_due)
 
-    def _plan(self, jk: JobKey) -> _Planned | None:
+    def _plan(self, jk: JobKey) -> Planned | None:
         """Decide one job's due ticks at ``now`` (``cluster.tickplan``); None when there is
         nothing to write (the job is re-armed for its next due time then)."""
         entry = self.jobs.get(jk)
@@ -382,118 +324,4 @@ class Scheduler:
         if not plan.writes:
             self.cache.schedule_at(jk, plan.next_due)
             return None
-        return _Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due, plan.records)
-
-    async def _write(self, plan: _Planned) -> bool:
-        """One fenced transaction; False when the state moved (re-planned at once)."""
-        jk, entry, state, runs, cancels, records = (
-            plan.jk, plan.entry, plan.state, plan.runs, plan.cancels, plan.records
-        )  # fmt: skip
-        state_key = self.keys.schedule_state(*jk)
-        reserve(self.own, runs if plan.claim else [], plan.own)  # its node's worker's (D444)
-        compares, ops = self._write_ops(plan)
-        for slot_key, record in records:  # slots skipped or deferred without a run (D238)
-            compares.append(Compare.absent(slot_key))
-            ops.append(Op.put(slot_key, record))
-        compares[:0] = [self.lead.fence(), self.rules.guard()]
-        compares = unique(compares)  # the own claims' shared guards once (D444)
-        for run_id in cancels[: max(0, MAX_TXN_OPS - len(ops))]:
-            ops.append(
-                Op.put(
-                    self.keys.control(run_id),
-                    dumps({"action": "cancel", "at": self.clock(), "reason": "replaced"}),
-                )
-            )
-        tick_keys = [tick_key for _, tick_key in runs] + [k for k, _ in records]
-        probes = [self.lead.probe(), Op.get(state_key)]
-        probes += [Op.get(k, keys_only=True) for k in tick_keys]
-        probes.append(Op.get(self.keys.rules_marker(), keys_only=True))
-        had_own = bool(plan.own)
-        try:
-            res = await self.etcd.txn(compares, ops, probes)
-        except BaseException as exc:
-            settle(self.own, [plan.own], None, exc)  # the node's own claims end first (D444)
-            if had_own and isinstance(exc, LeaseGone | Rejected):
-                return await self._write(replace(plan, claim=False))  # nothing applied: queued
-            raise
-        settle(self.own, [plan.own], res.revision if res.succeeded else None)
-        if not res.succeeded and had_own:  # an own claim's compare may have refused it (D444)
-            self.lead.check_fenced(res, "fenced tick write rejected")
-            return await self._write(replace(plan, claim=False))
-        if not res.succeeded:
-            self.lead.check_fenced(res, "fenced tick write rejected")
-            marker = res.range_kvs(len(probes) - 1)
-            seen = marker[0].mod_revision if marker else 0
-            if self.rules.moved(seen):  # a rule changed (D339)
-                await self.rules.reload(seen)
-                log.info("rules changed under the plan; planning again", job="/".join(jk))
-                self.cache.schedule_at(jk, self.clock())
-                return False
-            if await self.cache.job_moved(jk) or await self.cache.actives_moved(jk):  # D369, D370
-                self.cache.schedule_at(jk, self.clock())
-                return False
-            current = res.range_kvs(1)
-            current_rev = current[0].mod_revision if current else 0
-            taken = {k for i, k in enumerate(tick_keys) if res.range_kvs(2 + i)}
-            if current_rev == entry.state_rev and taken:
-                # Those ticks already have a run (a backfill made it): they are handled. Write
-                # the state and the other runs without them.
-                log.info("ticks already handled elsewhere", job="/".join(jk), ticks=len(taken))
-                kept = [(r, k) for r, k in runs if k not in taken]
-                rest = [(k, v) for k, v in records if k not in taken]
-                return await self._write(replace(plan, runs=kept, records=rest))
-            entry.state = json.loads(current[0].value) if current else {}
-            entry.state_rev = current_rev
-            log.info("schedule state moved under us; planning again", job="/".join(jk))
-            self.cache.schedule_at(jk, self.clock() + timedelta(seconds=0.05))
-            return False
-        self._committed(jk, entry, state, runs, res.revision)
-        return True
-
-    def _write_ops(self, plan: _Planned) -> tuple[list[Any], list[Any]]:
-        """Compares (state CAS, absent tick and run keys; no fence) and ops of one job's plan."""
-        entry, state, runs, own = plan.entry, plan.state, plan.runs, plan.own
-        state_key = self.keys.schedule_state(*plan.jk)
-        compares: list[Any] = [Compare.modified(state_key, entry.state_rev)]
-        job_key = self.keys.job(entry.job.project, entry.job.name)
-        compares.append(Compare.modified(job_key, entry.job_rev))  # disabled meanwhile? (D369)
-        compares += self.cache.active_guard((entry.job.project, entry.job.name))  # D370
-        ops: list[Any] = [Op.put(state_key, dumps(state))]
-        for run, tick_key in runs:
-            compares.append(Compare.absent(tick_key))
-            compares.append(Compare.absent(self.keys.run(run.project, run.id)))
-            fate = "skipped" if run.status == "skipped" else run.source
-            ops += create_ops(self.own, run, own, compares) or self.store.create_run_ops(run)
-            ops += tick_ops(self.keys, run, tick_key, fate, entry.deadlines.get(run.schedule or ""))
-        return compares, ops
-
-    def _committed(
-        self,
-        jk: JobKey,
-        entry: JobEntry,
-        state: dict[str, Any],
-        runs: list[tuple[Run, str]],
-        revision: int,
-    ) -> None:
-        """Book-keeping once a job's plan is written at ``revision``."""
-        entry.state, entry.state_rev = state, revision
-        wall = time.time()
-        for run, _ in runs:
-            if run.status != "skipped":
-                self.active[jk].add(run.id)
-                self.active_job[run.id] = jk
-                self.fired += 1
-            metrics.child(metrics.TICKS, "skipped" if run.status == "skipped" else "fired").inc()
-            count_settled(jk, run, wall, entry.deadlines)  # the slots settled at fire (D230)
-            if run.scheduled_at is not None:
-                metrics.FIRE_LAG.observe(max(0.0, wall - run.scheduled_at.timestamp()))
-            # an on-time tick is in the run record and the metrics already: debug (at hundreds
-            # of runs per second a log line each was a visible share of the leader's CPU)
-            routine = run.status != "skipped" and run.source == "schedule"
-            (log.debug if routine else log.info)(
-                "tick fired" if run.status != "skipped" else "tick skipped",
-                job="/".join(jk),
-                run=run.id,
-                tick=run.scheduled_at.isoformat() if run.scheduled_at else None,
-                source=run.source,
-            )
+        return Planned(jk, entry, plan.state, plan.runs, plan.cancels, plan.next_due, plan.records)

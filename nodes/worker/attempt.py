@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,7 @@ class Execution:
     folder_gone: bool = False  # its folder went with its cgroup, off the loop (D310)
     usage: Usage | None = None  # what the run's cgroup counted (None: no cgroup)
     reason: str | None = None  # "oom_killed" (out-of-memory killer), "interrupted" (D245)
+    phase: str = "starting"  # where it is (STATES); counted by the metric at scrape time only
     _stopper: asyncio.Task[None] | None = None
 
     @property
@@ -86,6 +88,27 @@ class Execution:
         elif self._stopper is None:
             grace = self.run.snapshot.kill_grace
             self._stopper = asyncio.get_running_loop().create_task(self.proc.stop(grace))
+
+
+STATES = ("starting", "armed", "seat", "spawning", "running", "exited", "cleanup", "completing")
+
+
+def states(running: Iterable[Execution]) -> Counter[str]:
+    """How many executions are in each state (the ``cronmesh_executions`` gauge, counted at
+    scrape time): ``starting`` (claimed, its process not asked for yet), ``spawning`` (its folder,
+    cgroup and process being made, D341), ``armed`` (held for its instant), ``seat`` (due, in line
+    for a seat), ``running``, ``exited`` (its process ended, the tree's leftovers and output being
+    settled), ``cleanup`` (its cgroup and folder given back, D340), ``completing`` (its
+    completion's transaction, D137, D353)."""
+    counts: Counter[str] = Counter()
+    for ex in running:
+        phase = ex.phase
+        if phase == "armed" and ex.seat is not None:
+            phase = "running" if ex.seat.held else "seat"
+        elif phase == "running" and ex.proc is not None and ex.proc.returncode_ready:
+            phase = "exited"
+        counts[phase] += 1
+    return counts
 
 
 class Due:

@@ -16,11 +16,13 @@ class Counting:
     """The counting part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
 
     running: dict[str, Execution]
+    finishing: set[str]  # run ids whose process ended, completion not written (D467)
     seating: Seating
     claiming: set[str]
     _claiming_ahead: set[str]
     _claiming_held: set[str]
     _claim_cost: dict[str, int]
+    capacity: int
     max_armed: int
 
     def used_weight(self) -> int:
@@ -39,7 +41,11 @@ class Counting:
 
     def armed(self) -> int:
         """Runs held ahead of their instant (claimed or being claimed) with their process armed
-        or about to be: ``max_armed`` bounds them."""
+        or about to be: ``max_armed`` bounds them. While ``capacity`` + ``max_armed`` runs or
+        more wait for their end to be written, there is no room ahead either (D467: ``busy``
+        already holds back the runs due now)."""
+        if len(self.finishing) >= self.capacity + self.max_armed:
+            return self.max_armed
         return len(self.seating.ahead) + len(self._claiming_ahead)
 
     def _arm_room(self) -> bool:
@@ -48,5 +54,8 @@ class Counting:
 
     def held(self) -> int:
         """Own claims held (or being created) before their arming, with no process yet (D456):
-        ``max_armed`` bounds them too, apart from the armed ones."""
+        ``max_armed`` bounds them too, apart from the armed ones; no room either while the runs
+        waiting for their end to be written are past the bound (D467, D459)."""
+        if len(self.finishing) >= self.capacity + self.max_armed:
+            return self.max_armed
         return len(self.seating.held) + len(self._claiming_held)

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,8 @@ Read = tuple[bytes | None, str | None] | None  # a result file as read (workdir.
 
 class Executing(Outcomes):
     """The executing part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
+
+    finishing: set[str]  # the worker's: ended, their completion not written yet (D467)
 
     # -- executing -----------------------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Executing(Outcomes):
                 with contextlib.suppress(Exception):
                     await within(asyncio.shield(ex.proc.wait()), 5)
             self.running.pop(run.id, None)
+            self.finishing.discard(run.id)
             ex.done.set()
             raise
         except Exception as exc:
@@ -140,12 +142,15 @@ class Executing(Outcomes):
         finally:
             structlog.contextvars.unbind_contextvars("run", "job")
         try:
+            ex.phase = "completing"
+            self.finishing.add(run.id)  # counted until its end is written (D467)
             await self._complete(ex, status, exit_status, error, result)
         finally:
             self._executed[run.id] = run.attempt
             if len(self._executed) > EXECUTED_KEPT:
                 self._executed.pop(next(iter(self._executed)))
             self.running.pop(run.id, None)
+            self.finishing.discard(run.id)
             metrics.RUNNING.set(len(self.running))
             ex.done.set()
             self.kick()
@@ -285,11 +290,8 @@ class Executing(Outcomes):
         tree_gone = True  # no process of the run is known to be left
         read: Read = None  # the result file, when the cgroup's clean-up read it already
         try:
-            if run.id in self.seating.held and run.not_before is not None:
-                # an own claim (D456): no process, secrets or environment before its arming
-                arm_at = run.not_before - timedelta(seconds=self.claim_ahead)
-                if not await self.seating.hold(ex, arm_at):
-                    return self._not_started(ex, writer)
+            if not await self.seating.hold(ex, self.claim_ahead):  # a held own claim (D456)
+                return self._not_started(ex, writer)  # no process, secrets or env before then
             try:
                 secrets = await self._secrets(run)
             except CronmeshError as exc:
@@ -322,9 +324,10 @@ class Executing(Outcomes):
             if ex.requested in ("shutdown", "interrupt") or (ex.requested and run.not_before):
                 return self._not_started(ex, writer)
             armed = run.not_before is not None and run.not_before > self.clock()
+            ex.phase = "armed" if armed else "seat"
             if not armed and not await self.seating.take(ex):
                 return self._not_started(ex, writer)  # cancelled while waiting for a seat
-            spawn_t = time.perf_counter()
+            spawn_t, ex.phase = time.perf_counter(), "spawning"
             try:
                 command = (argv, env, prefix)  # with its folder and cgroup (D341)
                 ex.proc, cg = await self._launch(
@@ -334,6 +337,7 @@ class Executing(Outcomes):
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
+            ex.phase = "armed" if armed else "running"
             # its seat goes to the next in line as soon as the process exits (D260)
             ex.proc.on_exit(functools.partial(self.seating.done, ex))
             if cg is None and self.containment is not None:
@@ -349,7 +353,7 @@ class Executing(Outcomes):
                     writer.note("the armed process died before its start")
                     await ex.proc.wait()
                     return "failed", "the armed process died before its start", None, None
-                run.started_at = started  # the record gets the real start
+                run.started_at, ex.phase = started, "running"  # the record gets the real start
             elif run.not_before is not None:
                 run.started_at = self.clock()
             if run.scheduled_at is not None and run.source == "schedule":
@@ -363,6 +367,8 @@ class Executing(Outcomes):
                 ex.requested, ex.acted = "timeout", True
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
+            ex.phase = "cleanup"
+            self.finishing.add(run.id)
             if cg is not None:
                 assert self.containment is not None and self.containment.pool is not None
                 # from here the clean-up thread owns the cgroup, cancelled or not: it may go

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nodes.executor.process import Process
 from nodes.worker.attempt import Due, Execution, Releases
@@ -37,14 +37,17 @@ class Seating:
         while self._to_arm and self.room():
             self._to_arm.pop(next(iter(self._to_arm)))()
 
-    async def hold(self, ex: Execution, arm_at: datetime) -> bool:
-        """An own claim held from its creation (D456): wait for ``arm_at`` (its instant less the
-        claim-ahead), then arm it (counted in ``ahead``, as a claim ahead) as soon as an armed
-        place is free before its instant; at its instant, with none, it goes on unarmed and
-        takes a seat as a run due now (counted held until then, so neither bound is passed,
-        D457). True then; False when a request (cancel, shutdown) came first."""
+    async def hold(self, ex: Execution, ahead: float) -> bool:
+        """An own claim held from its creation (D456): wait until ``ahead`` s before its instant
+        (the claim-ahead), then arm it (counted in ``ahead``, as a claim ahead) as soon as an
+        armed place is free before its instant; at its instant, with none, it goes on unarmed
+        and takes a seat as a run due now (counted held until then, so neither bound is passed,
+        D457). True then (at once for a run not held); False when a request (cancel, shutdown)
+        came first."""
         rid, instant = ex.run.id, ex.run.not_before
-        assert instant is not None
+        if rid not in self.held or instant is None:
+            return True
+        arm_at = instant - timedelta(seconds=ahead)
         ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         dues: list[Due] = []
 

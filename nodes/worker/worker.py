@@ -119,6 +119,7 @@ class Worker(Counting, Claiming, Executing):
         if view is not None:
             view.on_change = self.kick
         self.running: dict[str, Execution] = {}
+        self.finishing: set[str] = set()  # run ids whose process ended, completion not written
         self._executed: dict[str, int] = {}  # run id -> attempt, the latest EXECUTED_KEPT ended
         self.candidates: dict[str, KV] = {}
         self.claiming: set[str] = set()
@@ -137,7 +138,7 @@ class Worker(Counting, Claiming, Executing):
         self.seating = Seating(seats, Releases(clock), clock, self._arm_room)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
-        left = workdir.clean_leftovers(self._work)
+        left = workdir.clean_leftovers(self._work, spares=capacity + max_armed)  # D464
         if left:
             log.info("removed run folders left by an earlier process", count=left)
         # The node's part of every job's environment, by allow-list (D140); None: the default

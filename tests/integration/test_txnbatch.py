@@ -194,3 +194,59 @@ async def test_a_range_delete_in_flight_is_passed_by_nothing(etcd, prefix):
             batcher.txn([], [Op.delete(f"{base}r/", prefix=True)]),
         )
         assert await etcd.get(f"{base}r/gone") is None, f"round {i}"
+
+
+def count_out(etcd, monkeypatch):
+    """The batches etcd is answering at once, at most (the real calls, counted)."""
+    real = etcd.txn_request
+    seen = {"out": 0, "peak": 0}
+
+    async def counted(req):
+        seen["out"] += 1
+        seen["peak"] = max(seen["peak"], seen["out"])
+        try:
+            return await real(req)
+        finally:
+            seen["out"] -= 1
+
+    monkeypatch.setattr(etcd, "txn_request", counted)
+    return seen
+
+
+async def test_full_batches_leave_together_past_the_inflight_limit(etcd, prefix, monkeypatch):
+    """D466: waiting cannot make a full batch bigger, so full batches go at once (up to
+    ``full_inflight``), all in one turn of the loop; a batch that is not full still waits for
+    one of the ``inflight`` places."""
+    seen = count_out(etcd, monkeypatch)
+    sizes: list[int] = []
+    batcher = TxnBatcher(etcd, max_items=4, inflight=1, full_inflight=3, observe=sizes.append)
+    results = await asyncio.gather(
+        *(batcher.txn([], [Op.put(f"{prefix}n{i}", str(i))]) for i in range(14))
+    )
+    assert all(r.succeeded for r in results)
+    assert sizes == [4, 4, 4, 2] and seen["peak"] == 3  # before D466: one batch out at a time
+    assert len({r.revision for r in results[:12]}) == 3 and results[13].revision > max(
+        r.revision for r in results[:12]
+    )
+
+
+async def test_a_key_written_by_a_batch_in_flight_waits_for_it(etcd, prefix, monkeypatch):
+    """D466: with several batches out, one writing a key a batch in flight writes goes only once
+    that batch is back, so writes of a key are applied in the order they were submitted."""
+    seen = count_out(etcd, monkeypatch)
+    sizes: list[int] = []
+    batcher = TxnBatcher(etcd, max_items=2, inflight=1, full_inflight=4, observe=sizes.append)
+    for i in range(20):
+        same = f"{prefix}same{i}"
+        first, _, second, *_ = await asyncio.gather(
+            batcher.txn([], [Op.put(same, "first")]),
+            batcher.txn([], [Op.put(f"{prefix}a{i}/1", "1")]),
+            batcher.txn([], [Op.put(same, "second")]),
+            *(batcher.txn([], [Op.put(f"{prefix}a{i}/{j}", "1")]) for j in range(2, 5)),
+        )
+        kv = await etcd.get(same)
+        assert kv is not None and kv.value == b"second", f"round {i}"
+        assert second.revision > first.revision
+    # [first, a1] and [a2, a3] out together, [a4] beside them; "second" alone once [first, a1]
+    # is back (before D466 it went at once in [second, a2], beside the batch writing "first")
+    assert sizes[:4] == [2, 2, 1, 1] and seen["peak"] == 3

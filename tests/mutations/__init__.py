@@ -119,7 +119,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- the leader's fencing --------------------------------------------------------------------
     Mutation(
         "fence-tick-single",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\[:0\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
         "compares[:0] = [self.rules.guard()]",
         (
@@ -130,7 +130,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fence-tick-batched",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares: list\[Any\] = \[self\.lead\.fence\(\), self\.rules\.guard\(\)\]",
         "compares: list[Any] = [self.rules.guard()]",
         (f"{FENCING}::test_a_deposed_leader_fires_no_tick_of_jobs_due_together",),
@@ -272,7 +272,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "tick-job-unchanged",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\.append\(Compare\.modified\(job_key, entry\.job_rev\)\)",
         "pass",
         (
@@ -369,7 +369,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- once per tick, once per task ------------------------------------------------------------
     Mutation(
         "tick-idempotency-key",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"compares\.append\(Compare\.absent\(tick_key\)\)",
         "pass",
         (f"{FENCING}::test_a_tick_a_backfill_already_ran_gets_no_second_run",),
@@ -602,6 +602,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         "pass",
         (f"{RUNDIR}::test_a_process_still_holding_the_folder_cannot_add_to_it",),
         "nothing of a run's user reaches a kept folder once it is given back (D423)",
+    ),
+    Mutation(
+        "finishing-bound",
+        "nodes/worker/counting.py",
+        r"if len\(self\.finishing\) >= self\.capacity \+ self\.max_armed:",
+        "if False:",
+        (
+            "tests/integration/test_finishing_side.py::test_completions_that_lag_stop_the_claims_ahead",
+        ),
+        "what a node holds stays bounded while its completions lag (D467, D459: armed and held)",
+        count=2,
+    ),
+    Mutation(
+        "txnbatch-key-in-flight",
+        "cluster/txnbatch.py",
+        r"fits = fits and \(item\.keys is None or self\._flying\.keys\(\)\.isdisjoint\(item\.keys\)\)",
+        "pass",
+        (
+            "tests/integration/test_txnbatch.py::test_a_key_written_by_a_batch_in_flight_waits_for_it",
+        ),
+        "writes of one key in the group commit are applied in the order submitted (D466)",
     ),
     Mutation(
         "fence-end-of-file",
@@ -970,7 +991,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "own-claim-chunk-settle",
-        "nodes/leader/scheduler.py",
+        "nodes/leader/tickwrite.py",
         r"settle\(self\.own, \(plan\.own for plan in chunk\), None, exc if sent else None\)",
         "pass",
         (f"{LOST}::test_a_shared_batch_whose_reply_is_lost_ends_its_reservations_and_is_adopted",),

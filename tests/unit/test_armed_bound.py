@@ -33,6 +33,9 @@ def worker_state() -> Any:
         _claiming_ahead=set(),
         _claiming_held=set(),
         _claim_cost={},
+        finishing=set(),
+        capacity=128,
+        max_armed=512,
     )
 
 
@@ -73,3 +76,15 @@ def test_own_claims_held_count_apart_from_armed_and_busy_until_their_arming():
     assert Worker.armed(w) == 2
     assert Worker.busy(w) == 0
     assert Worker.used_weight(w) == 0  # neither weighs on the runs now
+
+
+def test_runs_waiting_for_their_completion_past_the_bound_leave_no_room_ahead():
+    """D467: ended runs whose completion is not written yet hold no seat and no armed place;
+    from ``capacity`` + ``max_armed`` of them on, there is no room ahead either."""
+    w = worker_state()
+    Executing._start(w, run("ahead", NOW + timedelta(seconds=0.5)), 1, None)
+    w.finishing = {f"f{i}" for i in range(128 + 512 - 1)}
+    assert Worker.armed(w) == 1
+    w.finishing.add("one more")
+    assert Worker.armed(w) == 512  # as if every armed place were taken
+    assert Worker.held(w) == 512  # and every held place (D459)

@@ -40,7 +40,7 @@ async def test_armed_at_its_arming_when_an_armed_place_is_free() -> None:
     ex = held_run("r", s, 1.5)
     arm_at = ex.run.not_before - timedelta(seconds=1.2)
     async with asyncio.timeout(5):
-        assert await s.hold(ex, arm_at)
+        assert await s.hold(ex, 1.2)
     assert arm_at <= clock() < ex.run.not_before  # armed ahead of its instant, not before arming
     assert s.ahead == {"r"} and s.held == set()
 
@@ -56,7 +56,7 @@ async def test_with_no_armed_place_it_stays_held_until_its_instant() -> None:
     ex = held_run("r", s, 0.3)
     arm_at = ex.run.not_before - timedelta(seconds=0.2)
     async with asyncio.timeout(5):
-        assert await s.hold(ex, arm_at)
+        assert await s.hold(ex, 0.2)
     assert asked and asked[0] >= arm_at  # asked from its arming on
     assert clock() >= ex.run.not_before  # then no process before its instant
     assert s.ahead == set() and s.held == {"r"}  # counted held until it has a seat
@@ -68,14 +68,14 @@ async def test_a_request_while_held_ends_the_wait_and_nothing_fires_later() -> N
     asked: list[bool] = []
     s = seating(lambda: asked.append(True) or True)
     ex = held_run("r", s, 0.3)
-    arm_at = ex.run.not_before - timedelta(seconds=0.2)
-    waiting = asyncio.ensure_future(s.hold(ex, arm_at))
+    waiting = asyncio.ensure_future(s.hold(ex, 0.2))
     await asyncio.sleep(0)
     ex.wake.set()  # a cancel, or the node shutting down
     async with asyncio.timeout(5):
         assert await waiting is False
     s.done(ex)  # type: ignore[arg-type]
     assert s.held == set() and s.ahead == set()
+    assert await s.hold(ex, 0.2)  # not held (any more): nothing to wait for
     done = asyncio.Event()
     s.releases.add(ex.run.not_before + timedelta(seconds=0.05), done.set)
     async with asyncio.timeout(5):
@@ -89,7 +89,7 @@ async def test_a_place_given_back_before_the_instant_arms_the_first_held_run_wai
     first, second = held_run("a", s, 1.5), held_run("b", s, 1.5)
     arm_at = first.run.not_before - timedelta(seconds=1.3)
     second.run.not_before = first.run.not_before
-    holds = [asyncio.ensure_future(s.hold(ex, arm_at)) for ex in (first, second)]
+    holds = [asyncio.ensure_future(s.hold(ex, 1.3)) for ex in (first, second)]
     done = asyncio.Event()
     s.releases.add(arm_at + timedelta(seconds=0.05), done.set)
     async with asyncio.timeout(5):

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import InvalidInput
+from cluster.fields import SecretRef
 from cluster.masking import MASK, MaskedOutput, Masker
-from cluster.models import JobSpec, SecretRef, parse_model, secret_refs
+from cluster.models import JobSpec, parse_model, secret_refs
 from cluster.secret_store import check_value, references
 from cluster.secretbox import KeyRing, Sealed, SecretUnreadable, key_id, new_key
 from cluster.workflows import parse_workflow
