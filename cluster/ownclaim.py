@@ -43,6 +43,7 @@ class Room:
     max_armed: int
     weight_budget: int | None = None
     held: int = 0  # own claims held before their arming (D456): ``max_armed`` bounds them apart
+    waiting: int = 0  # runs waiting for a seat now: none, or nothing more is held (D459)
 
 
 def own_claim(
@@ -69,6 +70,8 @@ def own_claim(
         return None
     if ahead:
         if held(until, arm):  # a held place, apart from the armed ones and the capacity (D456)
+            if room.waiting:  # the seats are short now: queued, as main leaves them (D459)
+                return None
             return best if room.held < room.max_armed else None
         return best if room.armed < room.max_armed else None
     if not fits(

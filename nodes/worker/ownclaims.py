@@ -87,6 +87,7 @@ class OwnClaims:
             max_armed=w.max_armed,
             weight_budget=w.weight_budget,
             held=w.held(),
+            waiting=w.seating.seats.waiting,
         )
         until = (run.not_before - now).total_seconds() if ahead and run.not_before else 0.0
         chosen: Candidate | None = own_claim(

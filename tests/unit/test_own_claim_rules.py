@@ -121,6 +121,8 @@ FULL_HELD = Room(0, 0, 0, 4, 2, held=2)
         (Room(0, 0, 0, 4, 0), 1.4, False),  # arming off: nothing held either
         (Room(4, 0, 4, 4, 2), 1.4, True),  # the capacity full now: held apart (D456, D458)
         (Room(4, 0, 4, 4, 2), 0.5, True),  # within the claim-ahead: armed apart, as before
+        (Room(4, 0, 4, 4, 2, waiting=1), 1.4, False),  # runs wait for a seat: queued (D459)
+        (Room(4, 0, 4, 4, 2, waiting=1), 0.5, True),  # armed apart from the seats, as before
     ],
 )
 def test_a_claim_further_than_the_claim_ahead_is_held_within_its_own_bound(room, until, claims):
