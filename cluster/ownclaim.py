@@ -7,9 +7,13 @@ event later. It does so only where the worker's own claim would have been made t
 
 - the run's *preferred* node is this one (the same rendezvous draw as ``decide_claim`` with no
   wait: never a hand-off, so the spread over nodes follows the weights as before);
-- the node has room now, counted as the claim path counts it: a run ahead of its instant needs
-  an armed place (``armed < max_armed``), a run due now a place within ``capacity`` and the
-  weight budget (``fits``);
+- the node has room now, counted as the claim path counts it: a run due now needs a place within
+  ``capacity`` and the weight budget (``fits``); a run within ``arm`` (the worker's claim-ahead,
+  0.75 s) of its instant an armed place (``armed < max_armed``); a run further ahead is *held*
+  (claimed, no process yet) until ``arm`` before its instant, then armed as soon as a place is
+  free (else it takes a seat at its instant, D457): it needs a held place (``held <
+  max_armed``, D456), so a node holds at most ``max_armed`` armed processes and ``max_armed``
+  held claims;
 - nothing the claim would have to settle against other nodes: no job slot (``overlap`` /
   ``max_parallel``) and no budget applies; those runs go through the queue as before;
 - the run's instant is at most ``OWN_CLAIM_LEAD`` away (D449): a node configured to write its
@@ -24,11 +28,13 @@ from dataclasses import dataclass
 from cluster.placement import Candidate, Placement, attempt_key, fits, preferred
 
 OWN_CLAIM_LEAD = 1.5  # seconds: claimed in its creation only this close to its instant (D449)
+ARM_AHEAD = 0.75  # seconds: an own claim's process is armed this close to its instant (D456)
 
 
 @dataclass(frozen=True, slots=True)
 class Room:
-    """What the node holds, as its worker counts it (``busy``, ``armed``, ``used_weight``)."""
+    """What the node holds, as its worker counts it (``busy``, ``armed``, ``used_weight``,
+    ``held``)."""
 
     busy: int
     armed: int
@@ -36,6 +42,8 @@ class Room:
     capacity: int
     max_armed: int
     weight_budget: int | None = None
+    held: int = 0  # own claims held before their arming (D456): ``max_armed`` bounds them apart
+    waiting: int = 0  # runs waiting for a seat now: none, or nothing more is held (D459)
 
 
 def own_claim(
@@ -50,16 +58,21 @@ def own_claim(
     budgeted: bool,
     until: float = 0.0,
     lead: float = OWN_CLAIM_LEAD,
+    arm: float = ARM_AHEAD,
 ) -> Candidate | None:
     """The candidate (this node, through which binding: its cost) to claim ``run_id`` through
     at its creation, or None: it is queued as before. ``until``: seconds to the run's instant
-    (0 when due); beyond ``lead`` it is queued."""
+    (0 when due); beyond ``lead`` it is queued; beyond ``arm`` it is held (:func:`held`)."""
     if limited or budgeted or until > lead:
         return None
     best = preferred(attempt_key(run_id, attempt), placement.candidates)
     if best is None or best.node != me:
         return None
     if ahead:
+        if held(until, arm):  # a held place, apart from the armed ones and the capacity (D456)
+            if room.waiting:  # the seats are short now: queued, as main leaves them (D459)
+                return None
+            return best if room.held < room.max_armed else None
         return best if room.armed < room.max_armed else None
     if not fits(
         running=room.busy,
@@ -70,3 +83,9 @@ def own_claim(
     ):
         return None
     return best
+
+
+def held(until: float, arm: float = ARM_AHEAD) -> bool:
+    """Whether an own claim ``until`` s ahead of its instant is held (claimed, no process yet)
+    rather than armed at once: while it is more than ``arm`` s away (D456)."""
+    return until > arm

@@ -55,13 +55,18 @@ class Executing(Outcomes):
 
     # -- executing -----------------------------------------------------------------------------
 
-    def _start(self, run: Run, claim_rev: int, slot: str | None, cost: int = 1) -> None:
-        """Register the execution at once (so control requests find it), then run it."""
+    def _start(
+        self, run: Run, claim_rev: int, slot: str | None, cost: int = 1, held: bool = False
+    ) -> None:
+        """Register the execution at once (so control requests find it), then run it. ``held``:
+        an own claim made before its arming, counted held (no process) until then (D456)."""
         if self.session.lost.is_set():
             return  # the claim vanished with the lease; the leader will reap and retry it
         ex = Execution(run, claim_rev, slot, cost=cost)
         self.running[run.id] = ex
-        if run.not_before is not None:  # claimed ahead (even if its instant passed during the
+        if held and run.not_before is not None:
+            self.seating.held.add(run.id)
+        elif run.not_before is not None:  # claimed ahead (even if its instant passed during the
             self.seating.ahead.add(run.id)  # claim): counted as armed until it has a seat (D390)
         metrics.RUNNING.set(len(self.running))
         if run.id in self._controls:
@@ -285,6 +290,8 @@ class Executing(Outcomes):
         tree_gone = True  # no process of the run is known to be left
         read: Read = None  # the result file, when the cgroup's clean-up read it already
         try:
+            if not await self.seating.hold(ex, self.claim_ahead):  # a held own claim (D456)
+                return self._not_started(ex, writer)  # no process, secrets or env before then
             try:
                 secrets = await self._secrets(run)
             except CronmeshError as exc:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cluster.etcd import Compare, Op
 from cluster.models import Run
 from cluster.ownclaim import OWN_CLAIM_LEAD, Room, own_claim
+from cluster.ownclaim import held as own_held
 from cluster.placement import Candidate
 from cluster.plan import slot_limit
 from cluster.runas import decide
@@ -39,6 +40,7 @@ class Reserved:
     key: str  # the queue key it would have had: what the worker's claim counters hold
     cost: int
     ahead: bool
+    held: bool  # ahead by more than the claim-ahead: no process until then (D456)
     compares: list[Any]  # the claim's: admin state, budgets, grants
 
 
@@ -84,7 +86,10 @@ class OwnClaims:
             capacity=w.capacity,
             max_armed=w.max_armed,
             weight_budget=w.weight_budget,
+            held=w.held(),
+            waiting=w.seating.seats.waiting,
         )
+        until = (run.not_before - now).total_seconds() if ahead and run.not_before else 0.0
         chosen: Candidate | None = own_claim(
             w.node_id,
             run.id,
@@ -94,8 +99,9 @@ class OwnClaims:
             ahead=ahead,
             limited=slot_limit(spec.overlap, spec.max_parallel) > 0,
             budgeted=bool(w.budgets.joined(run)),
-            until=(run.not_before - now).total_seconds() if ahead and run.not_before else 0.0,
+            until=until,
             lead=self.lead,
+            arm=w.claim_ahead,
         )
         if chosen is None:
             return None
@@ -111,11 +117,14 @@ class OwnClaims:
         compares = self._compares(run, chosen)
         key = w.store.queue_key(run)
         w.claiming.add(key)
-        if ahead:
+        held = ahead and own_held(until, w.claim_ahead)
+        if held:  # counted apart from the armed runs until its arming (D456)
+            w._claiming_held.add(key)
+        elif ahead:
             w._claiming_ahead.add(key)
         w._claiming_runs.add(run.id)  # the orphan check leaves it alone meanwhile
         w._claim_cost[key] = chosen.weight
-        return Reserved(run, started, key, chosen.weight, ahead, compares)
+        return Reserved(run, started, key, chosen.weight, ahead, held, compares)
 
     def _compares(self, run: Run, chosen: Candidate) -> list[Any]:
         """What the claim compares: the node's admin state, the budget documents, the grants."""
@@ -164,7 +173,7 @@ class OwnClaims:
         try:
             metrics.child(metrics.CLAIMS, "won").inc()
             metrics.child(metrics.PLACED, "self").inc()
-            w._start(r.started, revision, None, r.cost)
+            w._start(r.started, revision, None, r.cost, held=r.held)
         finally:
             self._end(r)
 
@@ -183,6 +192,7 @@ class OwnClaims:
         w = self.worker
         w.claiming.discard(r.key)
         w._claiming_ahead.discard(r.key)
+        w._claiming_held.discard(r.key)
         w._claim_cost.pop(r.key, None)
         w._claiming_runs.discard(r.run.id)
         w.kick()

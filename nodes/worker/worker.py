@@ -95,6 +95,8 @@ class Worker(Claiming, Executing, Holding):
         # many runs may be held armed ahead of their instant (D260).
         self.max_armed = max_armed
         self._claiming_ahead: set[str] = set()  # queue keys of claims in flight ahead
+        # queue keys of own claims in flight to be held (D456): ``max_armed`` bounds them apart
+        self._claiming_held: set[str] = set()
         # Queue keys not parsed yet, and those whose run was due ahead when parsed: all that a
         # dispatch looks at while the runs to start now fill the capacity (a backlog of due runs
         # is not walked on every kick then, D260).
@@ -136,7 +138,7 @@ class Worker(Claiming, Executing, Holding):
         self._alarm = Alarm(self.kick)
         self.budgets = BudgetGate(etcd, keys, self.kick)  # budgets' slots and windows (D275)
         seats = Capacity(capacity, weight_budget)
-        self.seating = Seating(seats, Releases(clock), clock, self._ended)
+        self.seating = Seating(seats, Releases(clock), clock, self._ended, self._arm_room)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
         left = workdir.clean_leftovers(self._work, spares=capacity + max_armed)  # D464
@@ -299,6 +301,7 @@ class Worker(Claiming, Executing, Holding):
             self.budgets.publish()
 
     def _dispatch(self) -> None:
+        self.seating.arm_waiting()  # a claim ahead ended: its place to a held run first (D457)
         if not self.accepting or self.session.lost.is_set():
             return
         if (self.view is not None and not self.view.ready) or not self.budgets.ready:

@@ -52,7 +52,9 @@ async def test_a_creation_claims_the_run_bound_to_the_lease_without_a_queue_entr
         claim = await etcd.get(keys.claim(r.id))
         assert claim is not None and claim.lease == n.session.lease_id
         assert n.worker.running[r.id].claim_revision == claim.create_revision
-    assert n.worker.armed() == len(ahead)  # held ahead: armed, apart from capacity
+    # more than the claim-ahead before their instant: held, no process yet (D456)
+    assert n.worker.held() == len(ahead) and n.worker.armed() == 0
+    assert all(n.worker.running[r.id].proc is None for r in ahead)
     assert reserved_nothing(n.worker)()
     ids = {r.id for r in runs}
 
@@ -192,11 +194,17 @@ async def test_a_run_claimed_in_its_creation_and_cancelled_before_its_instant_ne
     assert await etcd.get(keys.claim(final.id)) is None
 
 
-async def test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest(etcd, keys, rig):
+@pytest.mark.parametrize("arming", ["armed", "held"])
+async def test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest(
+    etcd, keys, rig, arming
+):
     """Five jobs due at one instant on a node allowed 2 armed runs: their shared creation claims
-    2 (the worker's count of armed runs includes the reservations made in the same pass), the
-    other 3 are queued."""
+    2 (the worker's count includes the reservations made in the same pass), the other 3 are
+    queued — armed at once when the instant is within the claim-ahead (widened here), else held
+    (D456): each count bounded by ``max_armed``."""
     n = await rig.node("n1", max_armed=2)
+    if arming == "armed":
+        n.worker.claim_ahead = AHEAD  # the tick ~4 s away is within it: armed in its creation
     names = [f"j{i}" for i in range(5)]
     await a_tick_four_seconds_away()
     for name in names:
@@ -208,4 +216,46 @@ async def test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest(et
     mine = [r for r in runs if r.status == "running"]
     assert len(mine) == 2 and all(r.node == "n1" for r in mine)
     assert await queued_ids(etcd, keys) == {r.id for r in runs if r.status == "pending"}
-    assert n.worker.armed() == 2 and reserved_nothing(n.worker)()
+    counts = {"armed": n.worker.armed(), "held": n.worker.held()}
+    assert counts == {arming: 2, "armed" if arming == "held" else "held": 0}
+    assert reserved_nothing(n.worker)()
+
+
+async def test_held_claims_get_their_process_at_their_arming_and_run_once(
+    etcd, keys, rig, tmp_path
+):
+    """D456: a node allowed 2 armed runs holds 2 own claims of a tick ~4 s away (the other 3
+    jobs' runs are queued) with no process until the claim-ahead before their instant; then each
+    is armed (2 armed, none held), starts at its instant and runs once."""
+    book = tmp_path / "ran"
+    n = await rig.node("n1", max_armed=2)
+    w = n.worker
+    names = [f"j{i}" for i in range(5)]
+    await a_tick_four_seconds_away()
+    for name in names:
+        await job(n.store, name, f"echo $CRONMESH_RUN_ID >> {book}", cron="*/5 * * * * *")
+    sched = await n.lead("n1", ahead=AHEAD)
+    await sched._fire_batch([(P, name) for name in names])
+    mine = [r for name in names for r in await runs_of(etcd, keys, name) if r.status == "running"]
+    assert len(mine) == 2 and w.held() == 2 and w.armed() == 0
+    instant = mine[0].not_before
+    assert instant is not None and all(r.not_before == instant for r in mine)
+    assert all(w.running[r.id].proc is None for r in mine)  # nothing spawned, no secrets read
+    assert (instant - now()).total_seconds() > w.claim_ahead  # (the checks above were early)
+
+    def armed() -> bool:
+        return w.armed() == 2 and all(w.running[r.id].proc is not None for r in mine)
+
+    await wait_for(armed, 10, interval=0.01, what="the held claims armed")
+    assert now() < instant and w.held() == 0  # armed ahead of the instant, within max_armed
+    ids = {r.id for r in mine}
+
+    async def done() -> bool:
+        got = {r.id: r for name in names for r in await runs_of(etcd, keys, name)}
+        return all(got[i].status == "succeeded" for i in ids)
+
+    await wait_for(done, 15, what="the runs finished")
+    started = [i for i in book.read_text().split() if i in ids]
+    assert sorted(started) == sorted(ids)  # once each
+    final = [r for name in names for r in await runs_of(etcd, keys, name) if r.id in ids]
+    assert all(r.started_at is not None and r.started_at >= instant for r in final)

@@ -42,6 +42,7 @@ OWN = "tests/integration/test_own_claims.py"
 RACES = "tests/integration/test_own_claims_races.py"
 LOST = "tests/integration/test_own_claims_lost.py"
 RUN_AS = "tests/security/test_own_claim_run_as.py"
+HELD = "tests/unit/test_held_claims.py"
 
 
 @dataclass(frozen=True)
@@ -619,7 +620,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             "tests/integration/test_finishing_side.py::test_completions_that_lag_stop_the_claims_ahead",
         ),
-        "what a node holds stays bounded while its completions lag (D467)",
+        "what a node holds stays bounded while its completions lag (D467, D459: armed and held)",
+        count=2,
     ),
     Mutation(
         "txnbatch-key-in-flight",
@@ -898,11 +900,54 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "own-claim-armed-reservation",
         "nodes/worker/ownclaims.py",
-        r"if ahead:\n\s*w\._claiming_ahead\.add\(key\)",
-        "pass",
-        (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest",),
+        r"elif ahead:\n\s*w\._claiming_ahead\.add\(key\)",
+        "elif ahead:\n            pass",
+        (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[armed]",),
         "the leader's creations hold no more runs ahead than max_armed: each reserves its place "
         "before the write",
+    ),
+    Mutation(
+        "own-claim-held-reservation",
+        "nodes/worker/ownclaims.py",
+        r"if held:  # counted apart from the armed runs until its arming \(D456\)\n"
+        r"\s*w\._claiming_held\.add\(key\)",
+        "if held:\n            pass",
+        (f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[held]",),
+        "the leader's creations hold no more own claims before their arming than max_armed: "
+        "each reserves its held place before the write (D456)",
+    ),
+    Mutation(
+        "own-claim-held-bound",
+        "cluster/ownclaim.py",
+        r"return best if room\.held < room\.max_armed else None",
+        "return best",
+        (
+            f"{OWN}::test_creations_hold_no_more_ahead_than_max_armed_and_queue_the_rest[held]",
+            f"{OWN}::test_held_claims_get_their_process_at_their_arming_and_run_once",
+        ),
+        "a node holds at most max_armed own claims before their arming, apart from the "
+        "max_armed armed processes; the runs beyond go through the queue (D456)",
+    ),
+    Mutation(
+        "own-claim-held-no-process",
+        "nodes/worker/ownclaims.py",
+        r"w\._start\(r\.started, revision, None, r\.cost, held=r\.held\)",
+        "w._start(r.started, revision, None, r.cost)",
+        (
+            f"{OWN}::test_a_creation_claims_the_run_bound_to_the_lease_without_a_queue_entry",
+            f"{OWN}::test_held_claims_get_their_process_at_their_arming_and_run_once",
+        ),
+        "an own claim made more than the claim-ahead before its instant has no process (no "
+        "environment, no secrets) until then, and is not counted armed before (D456)",
+    ),
+    Mutation(
+        "own-claim-held-arm-room",
+        "nodes/worker/seating.py",
+        r"if not self\._to_arm and self\.room\(\):",
+        "if True:",
+        (f"{HELD}::test_with_no_armed_place_it_stays_held_until_its_instant",),
+        "a held own claim is armed only within max_armed: with no armed place it has no process "
+        "before its instant (D456, D457)",
     ),
     Mutation(
         "own-claim-budget-guard",

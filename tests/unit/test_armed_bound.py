@@ -23,7 +23,7 @@ def worker_state() -> Any:
     return SimpleNamespace(
         session=SimpleNamespace(lost=asyncio.Event()),
         running={},
-        seating=SimpleNamespace(ahead=set()),
+        seating=SimpleNamespace(ahead=set(), held=set()),
         clock=lambda: NOW,
         _controls={},
         _interrupted=asyncio.Event(),
@@ -31,6 +31,8 @@ def worker_state() -> Any:
         _execute=lambda ex: None,
         claiming=set(),
         _claiming_ahead=set(),
+        _claiming_held=set(),
+        _claim_cost={},
         finishing=set(),
         capacity=128,
         max_armed=512,
@@ -59,6 +61,23 @@ def test_late_claims_ahead_do_not_grow_what_counts_against_capacity():
     assert Worker.armed(w) == 1000
 
 
+def test_own_claims_held_count_apart_from_armed_and_busy_until_their_arming():
+    """D456: an own claim made more than the claim-ahead before its instant has no process yet:
+    counted by ``held`` (bounded by ``max_armed`` apart), neither armed nor running now."""
+    w = worker_state()
+    Executing._start(w, run("held", NOW + timedelta(seconds=1.4)), 1, None, 2, held=True)
+    Executing._start(w, run("ahead", NOW + timedelta(seconds=0.5)), 2, None)
+    w.claiming |= {"q1", "q2"}  # two own claims in flight: one to be held, one to be armed
+    w._claiming_held.add("q1")
+    w._claiming_ahead.add("q2")
+    w._claim_cost.update(q1=3, q2=3)
+    assert w.seating.held == {"held"} and w.seating.ahead == {"ahead"}
+    assert Worker.held(w) == 2
+    assert Worker.armed(w) == 2
+    assert Worker.busy(w) == 0
+    assert Worker.used_weight(w) == 0  # neither weighs on the runs now
+
+
 def test_runs_waiting_for_their_completion_past_the_bound_leave_no_room_ahead():
     """D467: ended runs whose completion is not written yet hold no seat and no armed place;
     from ``capacity`` + ``max_armed`` of them on, there is no room ahead either."""
@@ -68,3 +87,4 @@ def test_runs_waiting_for_their_completion_past_the_bound_leave_no_room_ahead():
     assert Worker.armed(w) == 1
     w.finishing.add("one more")
     assert Worker.armed(w) == 512  # as if every armed place were taken
+    assert Worker.held(w) == 512  # and every held place (D459)

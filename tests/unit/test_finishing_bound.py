@@ -32,6 +32,7 @@ def worker_with(executions: list[Execution]) -> Any:
         finishing=set(),
         claiming=set(),
         _claiming_ahead=set(),
+        _claiming_held=set(),
         _claim_cost={},
         capacity=CAPACITY,
         max_armed=MAX_ARMED,

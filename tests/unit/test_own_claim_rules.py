@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.ownclaim import OWN_CLAIM_LEAD, Room, own_claim
+from cluster.ownclaim import ARM_AHEAD, OWN_CLAIM_LEAD, Room, own_claim
 from cluster.placement import Candidate, Placement, attempt_key, preferred
 
 ME, OTHER = "me", "other"
@@ -102,3 +102,37 @@ def test_the_default_lead_is_the_default_materialize_ahead():
     from nodes.config import NodeConfig
 
     assert OWN_CLAIM_LEAD == NodeConfig.model_fields["materialize_ahead"].default
+
+
+FULL_ARMED = Room(0, 2, 0, 4, 2)
+FULL_HELD = Room(0, 0, 0, 4, 2, held=2)
+
+
+@pytest.mark.parametrize(
+    ("room", "until", "claims"),
+    [
+        (ROOM, 1.4, True),  # held: no process until ARM_AHEAD before its instant (D456)
+        (FULL_ARMED, 1.4, True),  # the armed places taken: a held claim is apart from them
+        (FULL_HELD, 1.4, False),  # max_armed claims held already: queued
+        (Room(0, 0, 0, 4, 2, held=1), 1.4, True),
+        (FULL_HELD, ARM_AHEAD, True),  # within the claim-ahead: armed at once, as before
+        (FULL_ARMED, ARM_AHEAD, False),
+        (FULL_ARMED, 0.3, False),
+        (Room(0, 0, 0, 4, 0), 1.4, False),  # arming off: nothing held either
+        (Room(4, 0, 4, 4, 2), 1.4, True),  # the capacity full now: held apart (D456, D458)
+        (Room(4, 0, 4, 4, 2), 0.5, True),  # within the claim-ahead: armed apart, as before
+        (Room(4, 0, 4, 4, 2, waiting=1), 1.4, False),  # runs wait for a seat: queued (D459)
+        (Room(4, 0, 4, 4, 2, waiting=1), 0.5, True),  # armed apart from the seats, as before
+    ],
+)
+def test_a_claim_further_than_the_claim_ahead_is_held_within_its_own_bound(room, until, claims):
+    got = own_claim(
+        ME, "r1", 1, ALONE, room, ahead=True, limited=False, budgeted=False, until=until
+    )
+    assert (got is not None) == claims
+
+
+def test_the_arming_is_the_workers_claim_ahead():
+    from nodes.worker.attempt import CLAIM_AHEAD
+
+    assert ARM_AHEAD == CLAIM_AHEAD
