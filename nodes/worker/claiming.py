@@ -88,11 +88,16 @@ class Claiming:
             now = self.clock()
             # claimed ahead of its instant: it starts then (``_run_process`` waits)
             due = run.not_before if run.not_before is not None and run.not_before > now else None
+            start = due or now
+            if due is None and budget is not None and budget.windows and budget.at is not None:
+                # the instant whose start window the budget counted, not this later one: across
+                # the window's end it would fall in the next window, over its limit (D468)
+                start = budget.at
             started = run.model_copy(  # one step, no per-field ``__setattr__`` (D401)
                 update={
                     "status": "running",
                     "node": self.node_id,
-                    "started_at": due or now,
+                    "started_at": start,
                     "not_before": due,
                 }
             )

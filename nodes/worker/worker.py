@@ -336,6 +336,9 @@ class Worker(Claiming, Executing, Holding):
                     self._kick_at(to_go - self.claim_ahead)
                     continue
                 ahead = to_go > 0
+                if ahead and self.budgets.counts_starts(run):
+                    self._kick_at(to_go)  # claimed at its instant, never ahead (D468)
+                    continue
             if not ahead:
                 self._future.discard(key)  # due now: a backlog entry like any other
             if (self.armed() >= self.max_armed) if ahead else now_full:
