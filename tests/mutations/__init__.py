@@ -829,6 +829,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a budget's starts per window hold: a claim compares the window's revision",
     ),
     Mutation(
+        "budget-start-instant",
+        "nodes/worker/claiming.py",
+        r"start = budget\.at\b",
+        "start = start",
+        (
+            f"{BUDGETS}::"
+            "test_a_start_decided_before_its_window_ended_is_recorded_in_that_window",
+        ),
+        "a run's recorded start is in the window its claim counted (D468)",
+    ),
+    Mutation(
+        "budget-never-ahead",
+        "nodes/worker/worker.py",
+        r"if ahead and self\.budgets\.counts_starts\(run\):",
+        "if False:",
+        (f"{BUDGETS}::test_a_run_due_in_the_next_window_is_not_claimed_ahead_into_this_one",),
+        "a run joining a start-window budget is counted in the window it starts in (D468)",
+    ),
+    Mutation(
         "budget-slot-lease",
         "nodes/worker/budgets.py",
         r"Op\.put\(slot, run_id, lease\)",
