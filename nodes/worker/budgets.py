@@ -150,12 +150,16 @@ class BudgetGate:
 
     # -- ordering against the queue (D365) ----------------------------------------------------
 
-    def guard(self) -> Any:
+    def guard(self, seen: int | None = None) -> Any:
         """Every claim's compare: no budget document was written after the cache's revision.
         The budgets and the queue are two watches that etcd does not order: a run queued just
         after a budget was created (or widened, or named by its job) could reach this worker
-        first and be claimed outside it. A budget deleted meanwhile passes (it limits nothing)."""
-        return Compare.unchanged_since(self.keys.budgets(), self.docs_revision)
+        first and be claimed outside it. A budget deleted meanwhile passes (it limits nothing).
+        ``seen``: the revision the claim's decision (:meth:`look`) read the documents at; the
+        watch may move the cache on before the claim goes out (D469)."""
+        return Compare.unchanged_since(
+            self.keys.budgets(), self.docs_revision if seen is None else seen
+        )
 
     def probe(self) -> Any:
         """The claim's read, when it fails, of the budget documents' revisions."""

@@ -77,6 +77,7 @@ class Claiming:
         via: str = "preferred",
         guards: list[Any] | None = None,
         budget: Plan | None = None,
+        docs_seen: int | None = None,
     ) -> None:
         won: int | None = None  # the claim's revision, once it succeeded
         try:
@@ -105,7 +106,8 @@ class Claiming:
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
             compares += guards or []
-            compares.append(self.budgets.guard())  # no budget newer than the cache (D365)
+            # no budget newer than the documents the decision read (D365, D469)
+            compares.append(self.budgets.guard(docs_seen))
             if self.view is not None:
                 # Drain/disable is exact: a claim made after the operator's write fails.
                 compares.append(
