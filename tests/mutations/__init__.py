@@ -845,10 +845,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "nodes/worker/claiming.py",
         r"start = budget\.at\b",
         "start = start",
-        (
-            f"{BUDGETS}::"
-            "test_a_start_decided_before_its_window_ended_is_recorded_in_that_window",
-        ),
+        (f"{BUDGETS}::test_a_start_decided_before_its_window_ended_is_recorded_in_that_window",),
         "a run's recorded start is in the window its claim counted (D468)",
     ),
     Mutation(
