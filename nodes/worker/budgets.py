@@ -43,6 +43,7 @@ class Plan:
     """What a claim adds for the budgets of its run."""
 
     budgets: list[str]
+    at: datetime | None = None  # the instant whose start windows it counts: the run's start
     compares: list[Any] = field(default_factory=list)
     ops: list[Any] = field(default_factory=list)
     slots: list[str] = field(default_factory=list)  # slot keys taken (deleted at completion)
@@ -149,12 +150,16 @@ class BudgetGate:
 
     # -- ordering against the queue (D365) ----------------------------------------------------
 
-    def guard(self) -> Any:
+    def guard(self, seen: int | None = None) -> Any:
         """Every claim's compare: no budget document was written after the cache's revision.
         The budgets and the queue are two watches that etcd does not order: a run queued just
         after a budget was created (or widened, or named by its job) could reach this worker
-        first and be claimed outside it. A budget deleted meanwhile passes (it limits nothing)."""
-        return Compare.unchanged_since(self.keys.budgets(), self.docs_revision)
+        first and be claimed outside it. A budget deleted meanwhile passes (it limits nothing).
+        ``seen``: the revision the claim's decision (:meth:`look`) read the documents at; the
+        watch may move the cache on before the claim goes out (D469)."""
+        return Compare.unchanged_since(
+            self.keys.budgets(), self.docs_revision if seen is None else seen
+        )
 
     def probe(self) -> Any:
         """The claim's read, when it fails, of the budget documents' revisions."""
@@ -202,11 +207,13 @@ class BudgetGate:
     def look(self, run: Run, now: datetime) -> Plan | Wait | None:
         """None: no budget applies; a Wait: held back (why, and until when for a window); a
         Plan: the compares and writes to add to the claim. A budget with a claim of this node
-        in flight holds the run back until that claim's answer (two could pick one slot)."""
+        in flight holds the run back until that claim's answer (two could pick one slot).
+        A start is counted in the window of ``now``, and the claim records ``now`` as the run's
+        start (``Plan.at``, D468)."""
         names = self.joined(run)
         if not names:
             return None
-        plan = Plan(names)
+        plan = Plan(names, now)
         for name in names:
             doc, doc_rev = self.docs[name]
             held = self.held.get(name, {})
@@ -233,6 +240,11 @@ class BudgetGate:
                 plan.ops.append(Op.put(starts, verdict.window.model_dump_json()))
                 plan.windows[name] = verdict.window
         return plan
+
+    def counts_starts(self, run: Run) -> bool:
+        """Whether a budget ``run`` joins limits starts per window: such a run is never claimed
+        ahead of its instant (its recorded start would be its release, D468)."""
+        return any(self.docs[name][0].starts is not None for name in self.joined(run))
 
     def ops(self, plan: Plan, run_id: str, lease: int) -> list[Any]:
         """The claim's writes: each taken slot (bound to the lease), each new window count."""

@@ -77,6 +77,7 @@ class Claiming:
         via: str = "preferred",
         guards: list[Any] | None = None,
         budget: Plan | None = None,
+        docs_seen: int | None = None,
     ) -> None:
         won: int | None = None  # the claim's revision, once it succeeded
         try:
@@ -88,11 +89,16 @@ class Claiming:
             now = self.clock()
             # claimed ahead of its instant: it starts then (``_run_process`` waits)
             due = run.not_before if run.not_before is not None and run.not_before > now else None
+            start = due or now
+            if due is None and budget is not None and budget.windows and budget.at is not None:
+                # the instant whose start window the budget counted, not this later one: across
+                # the window's end it would fall in the next window, over its limit (D468)
+                start = budget.at
             started = run.model_copy(  # one step, no per-field ``__setattr__`` (D401)
                 update={
                     "status": "running",
                     "node": self.node_id,
-                    "started_at": due or now,
+                    "started_at": start,
                     "not_before": due,
                 }
             )
@@ -100,7 +106,8 @@ class Claiming:
             control = self.keys.control(run.id)
             compares = [Compare.modified(key, kv.mod_revision), Compare.absent(control)]
             compares += guards or []
-            compares.append(self.budgets.guard())  # no budget newer than the cache (D365)
+            # no budget newer than the documents the decision read (D365, D469)
+            compares.append(self.budgets.guard(docs_seen))
             if self.view is not None:
                 # Drain/disable is exact: a claim made after the operator's write fails.
                 compares.append(

@@ -339,6 +339,9 @@ class Worker(Claiming, Executing, Holding):
                     self._kick_at(to_go - self.claim_ahead)
                     continue
                 ahead = to_go > 0
+                if ahead and self.budgets.counts_starts(run):
+                    self._kick_at(to_go)  # claimed at its instant, never ahead (D468)
+                    continue
             if not ahead:
                 self._future.discard(key)  # due now: a backlog entry like any other
             if (self.armed() >= self.max_armed) if ahead else now_full:
@@ -361,7 +364,7 @@ class Worker(Claiming, Executing, Holding):
                 weight_budget=self.weight_budget,
             ):
                 continue  # over the weight budget: a lighter run further down may still fit
-            budget = self.budgets.look(run, now)
+            budget, docs_seen = self.budgets.look(run, now), self.budgets.docs_revision
             if isinstance(budget, Wait):  # held back: a freed slot (watch) or a timer wakes it
                 if (delay := retry_in(budget, now)) is not None:
                     self._kick_at(delay + 0.01)
@@ -376,7 +379,8 @@ class Worker(Claiming, Executing, Holding):
             guards = self._grant_guards(run, chosen)
             if budget is not None:
                 self.budgets.begin(budget)
-            self._spawn(self._claim(key, kv, run, chosen.weight, via, guards, budget))
+            claim = self._claim(key, kv, run, chosen.weight, via, guards, budget, docs_seen)
+            self._spawn(claim)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -7,8 +7,11 @@ on; ``python -m tests.mutations`` removes it and checks that the test fails."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from cluster.budget_store import BudgetStore
+from cluster.budgets import Wait, Window, window_start
 from cluster.etcd import Etcd, Op
 from cluster.ids import Snowflake
 from cluster.keys import Keys
@@ -31,9 +34,9 @@ from tests.integration.test_claims import (
 rig = test_claims.rig  # the fixture: workers in this process, each with its own lease
 
 
-async def gated(rig: Rig, name: str) -> Worker:
+async def gated(rig: Rig, name: str, clock: Callable[[], datetime] = now) -> Worker:
     """A worker whose budget cache is loaded (its watch runs; nothing dispatches by itself)."""
-    w = await rig.worker(name)
+    w = await rig.worker(name, clock=clock)
     rig.loops.append(asyncio.create_task(w.budgets.run()))
     await wait_for(lambda: w.budgets.ready, 10, what=f"{name}'s budgets")
     return w
@@ -100,6 +103,91 @@ async def test_two_workers_that_read_the_same_start_window_never_both_start(
     assert (await store.get_run(P, r2.id)).status == "pending"
     kv = await etcd.get(keys.budget_starts("rate"))
     assert kv is not None and b'"count":1' in kv.value
+
+
+async def test_a_start_decided_before_its_window_ended_is_recorded_in_that_window(
+    etcd, keys, rig, tmp_path
+):
+    """``starts: 1 per hour``: the dispatch counted run 1's start in the hour that has just ended
+    (its look's instant) and its claim went out in this one. The claim records that instant as
+    the start, so the hour it counted holds the recorded start; recorded at the claim's own
+    instant it fell in this hour, beside run 2's start counted here (CI, stop 35: 4 starts in a
+    window of 2; D468)."""
+    store = Store(etcd, keys, Snowflake(25), now)
+    await budget(etcd, keys, {"name": "rate", "starts": {"per": "hour", "limit": 1}})
+    await put_job(store, name="j", command="true", budgets=["rate"])
+    a = await gated(rig, "a")
+    r1, r2 = await store.trigger(P, "j", {}), await store.trigger(P, "j", {})
+    k1, kv1, run1 = await queued(etcd, keys, r1.id)
+    k2, kv2, run2 = await queued(etcd, keys, r2.id)
+    hour = window_start(now(), 3600)
+    decided = datetime.fromtimestamp(hour - 0.5, UTC)  # the look, before the hour began
+    plan1 = a.budgets.look(run1, decided)
+    assert isinstance(plan1, Plan) and plan1.windows["rate"] == Window(start=hour - 3600, count=1)
+    await a._claim(k1, kv1, run1, budget=plan1)
+    plan2 = a.budgets.look(run2, now())  # a new hour: no start counted in it yet
+    assert isinstance(plan2, Plan)
+    await a._claim(k2, kv2, run2, budget=plan2)
+    counted = [plan1.windows["rate"].start, plan2.windows["rate"].start]
+    runs = [await store.get_run(P, r.id) for r in (r1, r2)]
+    recorded = [window_start(r.started_at, 3600) for r in runs if r.started_at is not None]
+    assert recorded == counted, (recorded, counted)
+    await wait_for(lambda: idle(a), 10, what="the runs to finish")
+
+
+class Clock:
+    """A worker's clock that stands still until the test moves it."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+async def test_a_run_due_in_the_next_window_is_not_claimed_ahead_into_this_one(
+    etcd, keys, rig, tmp_path
+):
+    """``starts: 1 per hour``, the worker's clock 0.3 s before an hour ends, a run due 0.2 s into
+    the next: within the claim-ahead reach (0.75 s), but claimed ahead its start would be counted
+    in the ending hour and recorded at its release in the next one, beside that hour's own
+    start. It is claimed at its instant, counted in the hour it starts in, and a run after it in
+    that hour waits (D468)."""
+    store = Store(etcd, keys, Snowflake(26), now)
+    await budget(etcd, keys, {"name": "rate", "starts": {"per": "hour", "limit": 1}})
+    await put_job(store, name="j", command="true", budgets=["rate"])
+    end = window_start(now(), 3600) + 2 * 3600  # an hour's end, in the worker's time
+    clock = Clock(datetime.fromtimestamp(end - 0.3, UTC))
+    a = await gated(rig, "a", clock)
+    r1 = await store.trigger(P, "j", {})
+    k1, kv1, run1 = await queued(etcd, keys, r1.id)
+    due = datetime.fromtimestamp(end + 0.2, UTC)
+    await etcd.put(k1, run1.model_copy(update={"not_before": due}).model_dump_json())
+    k1, kv1, _ = await queued(etcd, keys, r1.id)
+    a._on_queue(k1, kv1)  # as its queue watch delivers it
+    a._dispatch()
+    ahead = bool(a.claiming)
+    await wait_for(lambda: not a.claiming, 10, what="a claim sent ahead to answer")
+    clock.at = datetime.fromtimestamp(end + 0.25, UTC)
+    a._dispatch()  # the run's instant has come
+
+    async def started() -> bool:
+        return (await store.get_run(P, r1.id)).status == "succeeded"
+
+    await wait_for(started, 10, what="run 1 to run")
+    run = await store.get_run(P, r1.id)
+    assert run.started_at is not None
+    kv = await etcd.get(keys.budget_starts("rate"))
+    assert kv is not None
+    assert Window.model_validate_json(kv.value) == Window(
+        start=window_start(run.started_at, 3600), count=1
+    ), (kv.value, run.started_at)
+    assert not ahead
+    r2 = await store.trigger(P, "j", {})
+    _, _, run2 = await queued(etcd, keys, r2.id)
+    clock.at += timedelta(seconds=0.1)
+    wait = a.budgets.look(run2, clock())
+    assert isinstance(wait, Wait) and "1/1 starts per hour" in wait.reason, wait
 
 
 async def test_a_budget_slot_vanishes_with_the_workers_lease(etcd, keys, rig, tmp_path):

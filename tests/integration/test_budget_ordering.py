@@ -89,3 +89,32 @@ async def test_a_budget_named_by_a_job_written_after_it_holds_the_jobs_runs(
     (tmp_path / "ledger.gate-a").touch()
     await wait_for(lambda: idle(w), 10, what="the first run to end")
     assert [r for r, _, _ in ledger(book)] == [r1.id]
+
+
+async def test_a_budget_heard_of_between_the_look_and_the_claim_holds_the_run(
+    etcd, keys, rig, tmp_path
+):
+    """The dispatch looked (no budget applies: the worker has not heard of it yet) and spawned
+    the claim; the budget watch's turn came before the claim's (a loaded node's loop runs both
+    in one go) and the cache learnt of the budget. The claim compares the documents as the look
+    read them: it is refused, and the run is looked at again, inside the budget. Compared as the
+    cache stood when the claim went out, the run started uncounted (CI, stop 35: 4 starts in a
+    window of 2; D469)."""
+    store = Store(etcd, keys, Snowflake(32), now)
+    await put_job(store, name="j", command="true", tags=["api"])
+    w = await deaf(rig, "a")
+    rate = {"name": "api", "starts": {"per": "hour", "limit": 1}, "match": {"tags": ["api"]}}
+    await budget(etcd, keys, rate)
+    doc = await etcd.get(keys.budget("api"))
+    assert doc is not None
+    r1 = await store.trigger(P, "j", {})
+    k1, kv1, run1 = await queued(etcd, keys, r1.id)
+    w._on_queue(k1, kv1)  # as the queue watch delivers it
+    w._dispatch()  # the look (no budget) and the claim spawned, not yet run
+    assert k1 in w.claiming
+    w.budgets._apply(doc.key, doc)  # as the budget watch delivers it, before the claim's turn
+    w.budgets.docs_revision = doc.mod_revision
+    await wait_for(lambda: not w.claiming, 10, what="the claim's answer")
+    assert not w.running and (await store.get_run(P, r1.id)).status == "pending"
+    plan = w.budgets.look(run1, now())
+    assert isinstance(plan, Plan) and plan.budgets == ["api"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,14 @@ class Rig:
         self.clients.append(etcd)
         return etcd
 
-    async def worker(self, node_id: str, *, capacity: int = 64, run: bool = False) -> Worker:
+    async def worker(
+        self,
+        node_id: str,
+        *,
+        capacity: int = 64,
+        run: bool = False,
+        clock: Callable[[], datetime] = now,
+    ) -> Worker:
         etcd = await self.client()
         session = await Session.open(etcd, 5)
         self.sessions.append(session)
@@ -93,7 +100,7 @@ class Rig:
             capacity=capacity,
             logs=build_logs(cfg.log_settings()),
             work_dir=str(self.tmp / node_id / "work"),
-            clock=now,
+            clock=clock,
             handoff_delay=0.0,
         )
         self.workers.append(w)

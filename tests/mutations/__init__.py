@@ -258,7 +258,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "budget-docs-guard",
         "nodes/worker/budgets.py",
-        r"return Compare\.unchanged_since\(self\.keys\.budgets\(\), self\.docs_revision\)",
+        r"return Compare\.unchanged_since\(\s*self\.keys\.budgets\(\), self\.docs_revision if seen "
+        r"is None else seen\s*\)",
         'return Compare.absent(self.keys.budgets() + "-never")',
         (
             "tests/integration/test_budget_ordering.py::"
@@ -829,6 +830,33 @@ MUTATIONS: tuple[Mutation, ...] = (
         "pass",
         (f"{BUDGETS}::test_two_workers_that_read_the_same_start_window_never_both_start",),
         "a budget's starts per window hold: a claim compares the window's revision",
+    ),
+    Mutation(
+        "budget-docs-seen",
+        "nodes/worker/claiming.py",
+        r"self\.budgets\.guard\(docs_seen\)",
+        "self.budgets.guard()",
+        (
+            "tests/integration/test_budget_ordering.py::"
+            "test_a_budget_heard_of_between_the_look_and_the_claim_holds_the_run",
+        ),
+        "a claim compares the budget documents as its decision read them (D469)",
+    ),
+    Mutation(
+        "budget-start-instant",
+        "nodes/worker/claiming.py",
+        r"start = budget\.at\b",
+        "start = start",
+        (f"{BUDGETS}::test_a_start_decided_before_its_window_ended_is_recorded_in_that_window",),
+        "a run's recorded start is in the window its claim counted (D468)",
+    ),
+    Mutation(
+        "budget-never-ahead",
+        "nodes/worker/worker.py",
+        r"if ahead and self\.budgets\.counts_starts\(run\):",
+        "if False:",
+        (f"{BUDGETS}::test_a_run_due_in_the_next_window_is_not_claimed_ahead_into_this_one",),
+        "a run joining a start-window budget is counted in the window it starts in (D468)",
     ),
     Mutation(
         "budget-slot-lease",
