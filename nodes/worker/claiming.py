@@ -78,6 +78,7 @@ class Claiming:
         guards: list[Any] | None = None,
         budget: Plan | None = None,
         docs_seen: int | None = None,
+        state_seen: int | None = None,
     ) -> None:
         won: int | None = None  # the claim's revision, once it succeeded
         try:
@@ -109,10 +110,11 @@ class Claiming:
             # no budget newer than the documents the decision read (D365, D469)
             compares.append(self.budgets.guard(docs_seen))
             if self.view is not None:
-                # Drain/disable is exact: a claim made after the operator's write fails.
-                compares.append(
-                    Compare.modified(self.keys.node_state(self.node_id), self.view.own_state()[1])
-                )
+                # Drain/disable is exact: a claim made after the operator's write fails — the
+                # state as the decision saw it, not as the view stands now (D470)
+                if state_seen is None:
+                    state_seen = self.view.own_state()[1]
+                compares.append(Compare.modified(self.keys.node_state(self.node_id), state_seen))
             ops = [
                 Op.delete(key),
                 Op.put(

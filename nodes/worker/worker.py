@@ -379,7 +379,8 @@ class Worker(Claiming, Executing, Holding):
             guards = self._grant_guards(run, chosen)
             if budget is not None:
                 self.budgets.begin(budget)
-            claim = self._claim(key, kv, run, chosen.weight, via, guards, budget, docs_seen)
+            seen = self.view.own_state()[1] if self.view is not None else None  # D470
+            claim = self._claim(key, kv, run, chosen.weight, via, guards, budget, docs_seen, seen)
             self._spawn(claim)
 
     def _spawn(self, coro: Any) -> None:

@@ -34,6 +34,7 @@ BUDGETS = "tests/integration/test_budget_claims.py"
 HOOKS = "tests/security/test_hook_attacks.py"
 FENCED_SLOTS = "tests/integration/test_fenced_slots.py"
 HISTORY_COUNT = "tests/integration/test_history_accounting.py"
+ADMIN_STATE = "tests/integration/test_claim_admin_state.py"
 SHARDS = "tests/integration/test_shard_scheduler.py"
 REUSE = "tests/security/test_cgroup_reuse.py"
 RUNDIR = "tests/security/test_run_dir_reuse.py"
@@ -841,6 +842,26 @@ MUTATIONS: tuple[Mutation, ...] = (
             "test_a_budget_heard_of_between_the_look_and_the_claim_holds_the_run",
         ),
         "a claim compares the budget documents as its decision read them (D469)",
+    ),
+    Mutation(
+        "claim-admin-state",
+        "nodes/worker/claiming.py",
+        r"compares\.append\(Compare\.modified\(self\.keys\.node_state\(self\.node_id\), state_seen\)\)",
+        "pass",
+        (
+            f"{ADMIN_STATE}::test_a_drain_heard_between_the_decision_and_the_claim_refuses_the_claim",
+        ),
+        "a drained or disabled node claims nothing: the claim compares its admin state",
+    ),
+    Mutation(
+        "claim-admin-state-seen",
+        "nodes/worker/worker.py",
+        r"seen = self\.view\.own_state\(\)\[1\] if self\.view is not None else None",
+        "seen = None",
+        (
+            f"{ADMIN_STATE}::test_a_drain_heard_between_the_decision_and_the_claim_refuses_the_claim",
+        ),
+        "a claim compares the admin state its decision saw, not the view's later one (D470)",
     ),
     Mutation(
         "budget-start-instant",
