@@ -519,9 +519,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "queue-parking",
-        "nodes/worker/parking.py",
-        r"return sorted\(set\(keys\) - self\.parked\(version, now\)\)",
-        "return sorted(set(keys))",
+        "nodes/worker/queueorder.py",
+        r"if key in candidates and key not in parked:",
+        "if key in candidates:",
         (
             "tests/security/test_queue_walk.py::"
             "test_a_run_no_node_may_take_is_looked_at_once_per_view_and_runs_when_one_comes",
