@@ -142,8 +142,7 @@ class Executing(Outcomes):
         finally:
             structlog.contextvars.unbind_contextvars("run", "job")
         try:
-            ex.phase = "completing"
-            self.finishing.add(run.id)  # counted until its end is written (D467)
+            ex.phase = "completing"  # in ``finishing`` since _run_process's seating.done (D460)
             await self._complete(ex, status, exit_status, error, result)
         finally:
             self._executed[run.id] = run.attempt
@@ -368,7 +367,6 @@ class Executing(Outcomes):
                 await ex.proc.stop(run.snapshot.kill_grace)
                 exit_status = await ex.proc.wait()
             ex.phase = "cleanup"
-            self.finishing.add(run.id)
             if cg is not None:
                 assert self.containment is not None and self.containment.pool is not None
                 # from here the clean-up thread owns the cgroup, cancelled or not: it may go
