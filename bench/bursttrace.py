@@ -6,9 +6,12 @@ Like ``bench.run --only burst``: ``jobs`` jobs, created frozen (D388), whose one
 instant, on a fresh node at default settings. Said per burst: when the runs were created,
 started (an armed run: its release; any other: its claim, the record's ``started_at``) and
 finished, per 100 ms after the instant; the node's CPU by thread, etcd's, and the machine's,
-from 0.5 s before the instant to the last start and from there to the last end; the node's
-claim and spawn counters. ``--profile OUT`` runs the node under cProfile (``bench.profnode``,
-the loop thread's CPU) from 0.5 s before the instant until no run is left queued, and writes
+from 0.5 s before the instant until every run started (none queued, the node's start count
+reached: own claims have no queue entry) and from there to the last end; the node's
+claim and spawn counters. ``--sample S``: the node's executions by state (D465) every S s from
+2 s before the instant (each sample a ``/metrics`` read: the node pays for it). ``--profile
+OUT`` runs the node under cProfile (``bench.profnode``,
+the loop thread's CPU) from 0.5 s before the instant until every run started, and writes
 OUT.<tree>.<n>.<round>.prof. ``--tree`` runs the same burst from several trees in turn (each
 tree's own ``nodes``: ``git archive main | tar -x -C /tmp/x`` gives main's), the order swapped
 every round, for an A/B.
@@ -43,7 +46,7 @@ def buckets(times: list[float], step: float, end: float) -> list[int]:
     return out
 
 
-async def one(n: int, profile: str | None) -> dict[str, Any]:
+async def one(n: int, profile: str | None, every: float = 0.0) -> dict[str, Any]:
     """One burst in this process's tree (run as a child per tree by :func:`main`)."""
     import aiohttp
 
@@ -80,20 +83,38 @@ async def one(n: int, profile: str | None) -> dict[str, Any]:
                 await put_jobs_frozen(ctx, node, n, cron=f"{second} * * * * *")
                 create_s = time.monotonic() - t
                 due = next_at_second(time.time() + 3, second)
-                await asyncio.sleep(max(0.0, due - 0.5 - time.time()))
 
                 async def metrics() -> str:
                     async with http.get(f"{node.url}/metrics") as resp:
                         return await resp.text()
+
+                samples: list[dict[str, Any]] = []
+
+                async def sample() -> None:  # the executions by state (D465), every ``every`` s
+                    while True:
+                        got = parse_prom(await metrics())
+                        states = by_label(got, "cronmesh_executions", "state")
+                        at = round(time.time() - due, 2)
+                        samples.append({"t": at, **{k: int(v) for k, v in states.items() if v}})
+                        await asyncio.sleep(every)
+
+                await asyncio.sleep(max(0.0, due - (2.0 if every else 0.5) - time.time()))
+                sampler = asyncio.ensure_future(sample()) if every > 0 else None
+                await asyncio.sleep(max(0.0, due - 0.5 - time.time()))
 
                 m0 = await metrics()
                 c0 = (threads_cpu(node.pid), proc_cpu(etcd_server.pid), machine_cpu())
                 load0 = os.getloadavg()[0]
                 node.profiling(True)
                 queued_gone: float | None = None
+                lag0 = value(parse_prom(m0), "cronmesh_start_lag_seconds_count")
                 while time.time() < due + 60:
                     await asyncio.sleep(0.05)
-                    if time.time() > due and await count(etcd, f"{prefix}/queue/") == 0:
+                    if time.time() < due or await count(etcd, f"{prefix}/queue/") > 0:
+                        continue
+                    # and every run started: own claims (D444) never had a queue entry
+                    got = value(parse_prom(await metrics()), "cronmesh_start_lag_seconds_count")
+                    if got - lag0 >= n:
                         queued_gone = time.time() - due
                         break
                 node.profiling(False)
@@ -103,6 +124,8 @@ async def one(n: int, profile: str | None) -> dict[str, Any]:
                     await asyncio.sleep(0.2)
                     if await count(etcd, f"{prefix}/active/") == 0:
                         break
+                if sampler is not None:
+                    sampler.cancel()
                 m2 = await metrics()
                 c2 = (threads_cpu(node.pid), proc_cpu(etcd_server.pid), machine_cpu())
                 t2 = time.time()
@@ -155,6 +178,7 @@ async def one(n: int, profile: str | None) -> dict[str, Any]:
         "spawn_count": value(d, "cronmesh_spawn_seconds_count"),
         # the spawn's hand-off, its wait for a cgroup-io thread included
         "spawn": histogram_summary_ms(d, "cronmesh_spawn_seconds"),
+        "states_sampled": samples,
     }
 
 
@@ -166,7 +190,7 @@ def brief(tree: str, doc: dict[str, Any]) -> str:
         f"{tree:>6} n={doc['jobs']} load {doc['load_before']:.1f}: all started "
         f"{doc['all_started_s']} s (p50 {doc['start_offset'].get('p50_ms')} ms), created by "
         f"{doc['all_created_s']} s, finished by {doc['all_finished_s']} s, missed "
-        f"{doc['missed']}, dup {doc['duplicates']}; to queue empty ({c['wall_s']} s): loop "
+        f"{doc['missed']}, dup {doc['duplicates']}; to all started ({c['wall_s']} s): loop "
         f"{th.get('loop', 0):.2f} s, threads {pool:.2f} s, "
         f"etcd {c['etcd_s']:.2f} s, machine {c['machine_busy_s']:.2f} s"
     )
@@ -179,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="OUT: cProfile the node (see above)")
     ap.add_argument("--tree", action="append", default=[], help="NAME=PATH (default: this one)")
     ap.add_argument("--out", default=None, help="write every burst's document here (JSON)")
+    ap.add_argument("--sample", type=float, default=0.0, help="S: executions by state every S s")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        doc = asyncio.run(one(int(args.jobs), args.profile))
+        doc = asyncio.run(one(int(args.jobs), args.profile, args.sample))
         print(json.dumps(doc))
         return 0
     trees = [t.split("=", 1) for t in args.tree] or [["this", str(ROOT)]]
@@ -195,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, "-m", "bench.bursttrace", "--one", "--jobs", str(n)]
                 if prof:
                     cmd += ["--profile", prof]
+                if args.sample:
+                    cmd += ["--sample", str(args.sample)]
                 env = dict(os.environ, PYTHONPATH=path)  # the tree's nodes and bench
                 out = subprocess.run(
                     cmd, cwd=path, env=env, capture_output=True, text=True, check=False

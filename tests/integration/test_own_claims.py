@@ -259,3 +259,51 @@ async def test_held_claims_get_their_process_at_their_arming_and_run_once(
     assert sorted(started) == sorted(ids)  # once each
     final = [r for name in names for r in await runs_of(etcd, keys, name) if r.id in ids]
     assert all(r.started_at is not None and r.started_at >= instant for r in final)
+
+
+async def test_a_burst_arms_what_it_may_at_its_creation_and_holds_the_rest(
+    etcd, keys, rig, tmp_path
+):
+    """D476: five jobs due at one instant on a node allowed 2 armed runs, created within the
+    earliest arming (widened here to the test's 5 s): 2 are armed in their creation — spawned
+    then, long before the claim-ahead, not crowded into it — 2 held (no process) and 1 queued;
+    the held ones take a seat at the instant, and each of the 4 runs once."""
+    book = tmp_path / "ran"
+    n = await rig.node("n1", max_armed=2)
+    w = n.worker
+    names = [f"j{i}" for i in range(5)]
+    await a_tick_four_seconds_away()
+    for name in names:
+        await job(n.store, name, f"echo $CRONMESH_RUN_ID >> {book}", cron="*/5 * * * * *")
+    sched = await n.lead("n1", ahead=AHEAD)
+    assert sched.own is not None
+    sched.own.earliest = AHEAD
+    await sched._fire_batch([(P, name) for name in names])
+    runs = [r for name in names for r in await runs_of(etcd, keys, name)]
+    mine = [r for r in runs if r.status == "running"]
+    assert len(mine) == 4 and await queued_ids(etcd, keys) == {
+        r.id for r in runs if r.status == "pending"
+    }
+    assert w.armed() == 2 and w.held() == 2  # armed places first, then held ones (D456)
+    instant = mine[0].not_before
+    assert instant is not None and all(r.not_before == instant for r in mine)
+    armed = [r for r in mine if r.id in w.seating.ahead]
+    assert len(armed) == 2
+
+    def spawned() -> bool:
+        return all(w.running[r.id].proc is not None for r in armed)
+
+    await wait_for(spawned, 10, interval=0.01, what="the armed claims spawned")
+    assert (instant - now()).total_seconds() > w.claim_ahead  # spawned before any arming
+    assert all(w.running[r.id].proc is None for r in mine if r not in armed)  # held: none
+    ids = {r.id for r in mine}
+
+    async def done() -> bool:
+        got = {r.id: r for name in names for r in await runs_of(etcd, keys, name)}
+        return all(got[i].status == "succeeded" for i in ids)
+
+    await wait_for(done, 15, what="the runs finished")
+    started = [i for i in book.read_text().split() if i in ids]
+    assert sorted(started) == sorted(ids)  # once each
+    final = [r for name in names for r in await runs_of(etcd, keys, name) if r.id in ids]
+    assert all(r.started_at is not None and r.started_at >= instant for r in final)
