@@ -151,9 +151,7 @@ def test_a_claim_further_than_the_claim_ahead_is_held_within_its_own_bound(room,
         (0.3, True, False),
     ],
 )
-def test_an_own_claim_with_an_armed_place_free_is_armed_at_its_creation(
-    until, armed_free, is_held
-):
+def test_an_own_claim_with_an_armed_place_free_is_armed_at_its_creation(until, armed_free, is_held):
     assert held(until, ARM_AHEAD, armed_free) is is_held
 
 
