@@ -9,11 +9,9 @@ event later. It does so only where the worker's own claim would have been made t
   wait: never a hand-off, so the spread over nodes follows the weights as before);
 - the node has room now, counted as the claim path counts it: a run due now needs a place within
   ``capacity`` and the weight budget (``fits``); a run within ``arm`` (the worker's claim-ahead,
-  0.75 s) of its instant an armed place (``armed < max_armed``); so does a run further ahead
-  while an armed place is free and its instant is at most ``ARM_EARLIEST`` (1.5 s) away: armed
-  at its creation, its spawn done before a burst's instant (D476); any other run further ahead
-  is *held* (claimed, no process yet) until ``arm`` before its instant, then armed as soon as a
-  place is free (else it takes a seat at its instant, D457): it needs a held place (``held <
+  0.75 s) of its instant an armed place (``armed < max_armed``); a run further ahead is *held*
+  (claimed, no process yet) until ``arm`` before its instant, then armed as soon as a place is
+  free (else it takes a seat at its instant, D457): it needs a held place (``held <
   max_armed``, D456), so a node holds at most ``max_armed`` armed processes and ``max_armed``
   held claims;
 - nothing the claim would have to settle against other nodes: no job slot (``overlap`` /
@@ -31,8 +29,6 @@ from cluster.placement import Candidate, Placement, attempt_key, fits, preferred
 
 OWN_CLAIM_LEAD = 1.5  # seconds: claimed in its creation only this close to its instant (D449)
 ARM_AHEAD = 0.75  # seconds: an own claim's process is armed this close to its instant (D456)
-# ... or at its creation, up to this far ahead, while an armed place is free (D476)
-ARM_EARLIEST = OWN_CLAIM_LEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +59,17 @@ def own_claim(
     until: float = 0.0,
     lead: float = OWN_CLAIM_LEAD,
     arm: float = ARM_AHEAD,
-    earliest: float = ARM_EARLIEST,
 ) -> Candidate | None:
     """The candidate (this node, through which binding: its cost) to claim ``run_id`` through
     at its creation, or None: it is queued as before. ``until``: seconds to the run's instant
-    (0 when due); beyond ``lead`` it is queued; beyond ``arm`` it may be held (:func:`held`)."""
+    (0 when due); beyond ``lead`` it is queued; beyond ``arm`` it is held (:func:`held`)."""
     if limited or budgeted or until > lead:
         return None
     best = preferred(attempt_key(run_id, attempt), placement.candidates)
     if best is None or best.node != me:
         return None
     if ahead:
-        if held(until, arm, room.armed < room.max_armed, earliest):  # apart (D456, D476)
+        if held(until, arm):  # a held place, apart from the armed ones and the capacity (D456)
             if room.waiting:  # the seats are short now: queued, as main leaves them (D459)
                 return None
             return best if room.held < room.max_armed else None
@@ -90,13 +85,7 @@ def own_claim(
     return best
 
 
-def held(
-    until: float, arm: float = ARM_AHEAD, armed_free: bool = False, earliest: float = ARM_EARLIEST
-) -> bool:
+def held(until: float, arm: float = ARM_AHEAD) -> bool:
     """Whether an own claim ``until`` s ahead of its instant is held (claimed, no process yet)
-    rather than armed at once: while it is more than ``arm`` s away (D456), unless an armed place
-    is free (``armed_free``) and it is at most ``earliest`` s away (D476). A burst's runs were
-    all held until ``arm`` before their instant, so its ``max_armed`` spawns were crowded into
-    the last 0.75 s (half of them not done at the instant); armed at their creation they have
-    the 1.5 s the leader writes them ahead."""
-    return until > arm and not (armed_free and until <= earliest)
+    rather than armed at once: while it is more than ``arm`` s away (D456)."""
+    return until > arm

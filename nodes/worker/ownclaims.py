@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.etcd import Compare, Op
 from cluster.models import Run
-from cluster.ownclaim import ARM_EARLIEST, OWN_CLAIM_LEAD, Room, own_claim
+from cluster.ownclaim import OWN_CLAIM_LEAD, Room, own_claim
 from cluster.ownclaim import held as own_held
 from cluster.placement import Candidate
 from cluster.plan import slot_limit
@@ -53,7 +53,6 @@ class OwnClaims:
         # runs they apply to: a transaction holds each once (``unique``), not once per run.
         self._guards: dict[tuple[Any, ...], list[Any]] = {}
         self.lead = OWN_CLAIM_LEAD  # claimed only this close to the instant (D449; tests widen)
-        self.earliest = ARM_EARLIEST  # armed at creation only this close, with room (D476)
 
     def reserve(self, run: Run) -> Reserved | None:
         """Reserve ``run``'s place if this worker would claim it now as its preferred node."""
@@ -103,7 +102,6 @@ class OwnClaims:
             until=until,
             lead=self.lead,
             arm=w.claim_ahead,
-            earliest=self.earliest,
         )
         if chosen is None:
             return None
@@ -119,7 +117,7 @@ class OwnClaims:
         compares = self._compares(run, chosen)
         key = w.store.queue_key(run)
         w.claiming.add(key)
-        held = ahead and own_held(until, w.claim_ahead, room.armed < w.max_armed, self.earliest)
+        held = ahead and own_held(until, w.claim_ahead)
         if held:  # counted apart from the armed runs until its arming (D456)
             w._claiming_held.add(key)
         elif ahead:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.ownclaim import ARM_AHEAD, ARM_EARLIEST, OWN_CLAIM_LEAD, Room, held, own_claim
+from cluster.ownclaim import ARM_AHEAD, OWN_CLAIM_LEAD, Room, own_claim
 from cluster.placement import Candidate, Placement, attempt_key, preferred
 
 ME, OTHER = "me", "other"
@@ -106,57 +106,30 @@ def test_the_default_lead_is_the_default_materialize_ahead():
 
 FULL_ARMED = Room(0, 2, 0, 4, 2)
 FULL_HELD = Room(0, 0, 0, 4, 2, held=2)
-FAR = 2.0  # further than ARM_EARLIEST (1.5 s): held even with an armed place free (D476)
 
 
 @pytest.mark.parametrize(
     ("room", "until", "claims"),
     [
-        (ROOM, FAR, True),  # held: no process until ARM_AHEAD before its instant (D456)
-        (ROOM, 1.4, True),  # an armed place free within 1.5 s: armed at its creation (D476)
+        (ROOM, 1.4, True),  # held: no process until ARM_AHEAD before its instant (D456)
         (FULL_ARMED, 1.4, True),  # the armed places taken: a held claim is apart from them
-        (FULL_ARMED, FAR, True),
-        (FULL_HELD, FAR, False),  # max_armed claims held already: queued
-        (FULL_HELD, 1.4, True),  # ... but an armed place is free: armed at once (D476)
-        (Room(0, 0, 0, 4, 2, held=1), FAR, True),
+        (FULL_HELD, 1.4, False),  # max_armed claims held already: queued
+        (Room(0, 0, 0, 4, 2, held=1), 1.4, True),
         (FULL_HELD, ARM_AHEAD, True),  # within the claim-ahead: armed at once, as before
         (FULL_ARMED, ARM_AHEAD, False),
         (FULL_ARMED, 0.3, False),
         (Room(0, 0, 0, 4, 0), 1.4, False),  # arming off: nothing held either
-        (Room(0, 0, 0, 4, 0), FAR, False),
-        (Room(4, 0, 4, 4, 2), FAR, True),  # the capacity full now: held apart (D456, D458)
-        (Room(4, 0, 4, 4, 2), 1.4, True),  # armed apart from the capacity (D476)
+        (Room(4, 0, 4, 4, 2), 1.4, True),  # the capacity full now: held apart (D456, D458)
         (Room(4, 0, 4, 4, 2), 0.5, True),  # within the claim-ahead: armed apart, as before
-        (Room(4, 0, 4, 4, 2, waiting=1), FAR, False),  # runs wait for a seat: queued (D459)
-        (Room(4, 0, 4, 4, 2, waiting=1), 1.4, True),  # armed apart from the seats (D476)
-        (Room(4, 2, 4, 4, 2, waiting=1), 1.4, False),  # no armed place: held, but runs wait
+        (Room(4, 0, 4, 4, 2, waiting=1), 1.4, False),  # runs wait for a seat: queued (D459)
         (Room(4, 0, 4, 4, 2, waiting=1), 0.5, True),  # armed apart from the seats, as before
     ],
 )
 def test_a_claim_further_than_the_claim_ahead_is_held_within_its_own_bound(room, until, claims):
     got = own_claim(
-        ME, "r1", 1, ALONE, room, ahead=True, limited=False, budgeted=False, until=until, lead=5
+        ME, "r1", 1, ALONE, room, ahead=True, limited=False, budgeted=False, until=until
     )
     assert (got is not None) == claims
-
-
-@pytest.mark.parametrize(
-    ("until", "armed_free", "is_held"),
-    [
-        (1.4, True, False),  # a burst's runs, written 1.5 s ahead: spawned from then on (D476)
-        (ARM_EARLIEST, True, False),
-        (1.4, False, True),  # no armed place: held until one is free or its instant (D457)
-        (FAR, True, True),  # further than 1.5 s: held, a process never armed that early
-        (ARM_AHEAD, False, False),  # within the claim-ahead: never held
-        (0.3, True, False),
-    ],
-)
-def test_an_own_claim_with_an_armed_place_free_is_armed_at_its_creation(until, armed_free, is_held):
-    assert held(until, ARM_AHEAD, armed_free) is is_held
-
-
-def test_the_earliest_arming_is_the_default_lead():
-    assert ARM_EARLIEST == OWN_CLAIM_LEAD
 
 
 def test_the_arming_is_the_workers_claim_ahead():
