@@ -111,7 +111,7 @@ async def one(n: int, profile: str | None, every: float = 0.0) -> dict[str, Any]
                 # the spawns done before the instant (armed, D121): the work left for after it
                 await asyncio.sleep(max(0.0, due - 0.02 - time.time()))
                 at_due = value(parse_prom(await metrics()), "cronmesh_spawn_seconds_count")
-                while time.time() < due + 60:
+                while time.time() < due + 30:  # before the jobs' next tick (a minute later)
                     await asyncio.sleep(0.05)
                     if time.time() < due or await count(etcd, f"{prefix}/queue/") > 0:
                         continue
@@ -123,7 +123,7 @@ async def one(n: int, profile: str | None, every: float = 0.0) -> dict[str, Any]
                 node.profiling(False)
                 c1 = (threads_cpu(node.pid), proc_cpu(etcd_server.pid), machine_cpu())
                 t1 = time.time()
-                while time.time() < due + 120:
+                while time.time() < due + 50:
                     await asyncio.sleep(0.2)
                     if await count(etcd, f"{prefix}/active/") == 0:
                         break
@@ -155,6 +155,9 @@ async def one(n: int, profile: str | None, every: float = 0.0) -> dict[str, Any]
         }
 
     d = diff(parse_prom(m2), parse_prom(m0))
+    statuses: dict[str, int] = {}
+    for r in runs:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
     per_job: dict[str, int] = {}
     for r in runs:
         per_job[r.job] = per_job.get(r.job, 0) + 1
@@ -163,6 +166,7 @@ async def one(n: int, profile: str | None, every: float = 0.0) -> dict[str, Any]
         "load_before": round(load0, 2),
         "job_creation_s": round(create_s, 1),
         "runs": len(runs),
+        "statuses": statuses,
         "missed": n - len(per_job),
         "duplicates": sum(1 for c in per_job.values() if c > 1),
         "all_created_s": round(created[-1], 3) if created else None,
