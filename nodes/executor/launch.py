@@ -29,8 +29,7 @@ from typing import Any
 from nodes.executor import spare_dirs, workdir
 from nodes.executor.arming import abandon, armed_argv
 from nodes.executor.cgroup_pool import CgroupPool
-from nodes.executor.cgroups import RunCgroup, Usage
-from nodes.executor.ioline import io_line
+from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
 from nodes.executor.process import OutputCallback, Process
 
 Read = tuple[bytes | None, str | None] | None  # a result file as read (workdir.read_result)
@@ -95,7 +94,7 @@ def _discard(spawned: Spawned) -> None:
 
 def _orphaned(fut: Future[Spawned]) -> None:
     if not fut.cancelled() and fut.exception() is None:
-        io_line().submit(_discard, fut.result())
+        cgroup_io().submit(_discard, fut.result())
 
 
 async def start(
@@ -116,9 +115,7 @@ async def start(
     that could not be applied. ``armed``: held until ``Process.release`` (D121). Raises
     OSError when it cannot be started."""
     loop = asyncio.get_running_loop()
-    # before any clean-up waiting for a thread: a burst's next starts first (D478)
-    args = (argv, env, folder, uid, gid, pool, limits, prefix, umask)
-    fut = io_line().submit(_spawn, *args, first=True)
+    fut = cgroup_io().submit(_spawn, argv, env, folder, uid, gid, pool, limits, prefix, umask)
     try:
         spawned = await asyncio.wrap_future(fut)
     except asyncio.CancelledError:
@@ -128,7 +125,7 @@ async def start(
     try:
         proc = Process(popen, pidfd, on_output, loop, cg)
     except BaseException:
-        io_line().submit(_discard, spawned)
+        cgroup_io().submit(_discard, spawned)
         raise
     if not armed:
         proc.release()
@@ -160,10 +157,10 @@ async def finish(
     signal to it (a cancel that arrives now) must not reach the next run in that cgroup."""
     cg, proc.cgroup = proc.cgroup, None
     assert cg is not None, "not a contained run"
-    fut = io_line().submit(_finish, pool, cg, folder, limit)
+    fut = cgroup_io().submit(_finish, pool, cg, folder, limit)
     try:
         return await asyncio.wrap_future(fut)
     except asyncio.CancelledError:
         if fut.cancelled():  # cancelled before a thread took it: the cgroup must still go
-            io_line().submit(_finish, pool, cg, folder, limit)
+            cgroup_io().submit(_finish, pool, cg, folder, limit)
         raise
