@@ -10,11 +10,12 @@ from 0.5 s before the instant until every run started (none queued, the node's s
 reached: own claims have no queue entry) and from there to the last end; the node's
 claim and spawn counters. ``--sample S``: the node's executions by state (D465) every S s from
 2 s before the instant (each sample a ``/metrics`` read: the node pays for it). ``--profile
-OUT`` runs the node under cProfile (``bench.profnode``,
-the loop thread's CPU) from 0.5 s before the instant until every run started, and writes
-OUT.<tree>.<n>.<round>.prof. ``--tree`` runs the same burst from several trees in turn (each
-tree's own ``nodes``: ``git archive main | tar -x -C /tmp/x`` gives main's), the order swapped
-every round, for an A/B.
+OUT`` runs the node under cProfile (``bench.profnode``, the loop thread's CPU) from 0.5 s before
+the instant until every run started, and writes OUT.<tree>.<n>.<round>.prof. ``--capacity C``
+sets the node's capacity (default: its own). ``--tree`` runs the same burst from several trees
+in turn (each tree's own ``nodes``: ``git archive main | tar -x -C /tmp/x`` gives main's; a
+tree named ``NAME@C`` runs its node with capacity C, so one tree twice is an A/B of seats), the
+order swapped every round, for an A/B.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def buckets(times: list[float], step: float, end: float) -> list[int]:
     return out
 
 
-async def one(n: int, profile: str | None, every: float = 0.0) -> dict[str, Any]:
+async def one(
+    n: int, profile: str | None, every: float = 0.0, capacity: int | None = None
+) -> dict[str, Any]:
     """One burst in this process's tree (run as a child per tree by :func:`main`)."""
     import aiohttp
 
@@ -76,7 +79,7 @@ async def one(n: int, profile: str | None, every: float = 0.0) -> dict[str, Any]
                 mode = Mode(quick=True, profile=profile is not None)
                 ctx = Context(etcd_server, etcd, http, tmp, procs, mode)
                 prefix = new_prefix(f"trace{n}")
-                node = node_proc(ctx, prefix, f"trace-{n}", capacity=None, properties={})
+                node = node_proc(ctx, prefix, f"trace-{n}", capacity=capacity, properties={})
                 await node.wait_leading(http)
                 # far enough for the creation on a loaded machine (6 ms a job is a quiet one's):
                 # a creation ending within 3 s of the tick ran an unmeasured burst first
@@ -222,24 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tree", action="append", default=[], help="NAME=PATH (default: this one)")
     ap.add_argument("--out", default=None, help="write every burst's document here (JSON)")
     ap.add_argument("--sample", type=float, default=0.0, help="S: executions by state every S s")
+    ap.add_argument("--capacity", type=int, default=None, help="the node's (default: its own)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        doc = asyncio.run(one(int(args.jobs), args.profile, args.sample))
+        doc = asyncio.run(one(int(args.jobs), args.profile, args.sample, args.capacity))
         print(json.dumps(doc))
         return 0
     trees = [t.split("=", 1) for t in args.tree] or [["this", str(ROOT)]]
+    # a tree named NAME@C runs its node with capacity C (the same tree twice: an A/B of seats)
     docs: list[dict[str, Any]] = []
     for rnd in range(args.repeat):
         order = trees if rnd % 2 == 0 else trees[::-1]
         for n in [int(x) for x in args.jobs.split(",")]:
             for name, path in order:
+                capacity = int(name.split("@", 1)[1]) if "@" in name else args.capacity
                 prof = f"{args.profile}.{name}.{n}.{rnd}.prof" if args.profile else None
                 cmd = [sys.executable, "-m", "bench.bursttrace", "--one", "--jobs", str(n)]
                 if prof:
                     cmd += ["--profile", prof]
                 if args.sample:
                     cmd += ["--sample", str(args.sample)]
+                if capacity is not None:
+                    cmd += ["--capacity", str(capacity)]
                 env = dict(os.environ, PYTHONPATH=path)  # the tree's nodes and bench
                 out = subprocess.run(
                     cmd, cwd=path, env=env, capture_output=True, text=True, check=False
