@@ -323,9 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.env:
         side, _, kv = spec.partition(":")
         args.side_env.setdefault(side, []).append(kv)
-    trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree] or [
-        ("this", harness.ROOT)
-    ]
+    trees = harness.trees(args.tree)
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-e2eprobe-"))
     docs: list[dict[str, Any]] = []
