@@ -5,7 +5,7 @@ Every shard leader keeps its jobs, their schedule states and their active runs i
 a watch of its own per shard, a node leading four shards decoded every event of those prefixes
 four times. A :class:`Feed` holds ONE watch per prefix for the node, started when the first shard
 leader subscribes and stopped when the last one leaves, and routes each event by the job in its
-key (``<prefix>/<project>/<name>/...``): the hash is computed once per event, and the event goes
+key (``<prefix>/<project>/<name>/...``): the hash is kept per job (D482), and the event goes
 to the subscriber of the shard that owns it, and to the subscribers that keep every job (shard 0's
 cache, D302).
 
