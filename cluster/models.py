@@ -272,13 +272,14 @@ class Active(Scheduled, Protocol):
 
 def active_since(old: Active | None, new: Scheduled, now: datetime) -> datetime:
     """When a job or workflow written ``now`` is active from (D6): the old document's instant
-    while its enabled schedules stay the same and it stays enabled (or is disabled); ``now`` at
-    creation, when it is enabled again and when its enabled schedules change."""
+    while its enabled schedules stay the same (in any order, as their fire state survives
+    reordering, D490) and it stays enabled (or is disabled); ``now`` at creation, when it is
+    enabled again and when its enabled schedules change."""
     if old is None:
         return now
-    same = [s.fingerprint() for s in old.schedules if s.enabled] == [
+    same = sorted(s.fingerprint() for s in old.schedules if s.enabled) == sorted(
         s.fingerprint() for s in new.schedules if s.enabled
-    ]
+    )
     return old.active_since if same and (old.enabled or not new.enabled) else now
 
 

@@ -43,6 +43,8 @@ def stored(spec: JobSpec | WorkflowSpec) -> Job | Workflow:
         (([EVERY_MINUTE], False), ([EVERY_MINUTE], True), NOW),  # enabled again
         (([EVERY_MINUTE], True), ([HOURLY], True), NOW),  # its schedule changed
         (([EVERY_MINUTE], True), ([EVERY_MINUTE, HOURLY], True), NOW),  # one added
+        (([EVERY_MINUTE, HOURLY], True), ([HOURLY, EVERY_MINUTE], True), BEFORE),  # reordered
+        (([EVERY_MINUTE, HOURLY], True), ([HOURLY, HOURLY], True), NOW),  # same set, not same
         (([EVERY_MINUTE, {**HOURLY, "enabled": False}], True), ([EVERY_MINUTE], True), BEFORE),
         (([EVERY_MINUTE], True), ([{**EVERY_MINUTE, "enabled": False}], True), NOW),
     ],
