@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def buckets(times: list[float], step: float, end: float) -> list[int]:
     """How many of ``times`` (s after the instant) are at or before each step's end."""
@@ -141,12 +139,10 @@ async def one(
                 await asyncio.to_thread(node.stop)
                 if profile and node.profile is not None and node.profile.exists():
                     shutil.copyfile(node.profile, profile)
-                every = await read_runs(etcd, prefix, PROJECT)
-                runs = [r for r in every if r.scheduled_at == due]
+                all_runs = await read_runs(etcd, prefix, PROJECT)
+                runs = [r for r in all_runs if r.scheduled_at == due]
                 # a tick before the measured one (the creation ended just before it): warm node
-                earlier = sum(
-                    1 for r in every if r.scheduled_at is not None and r.scheduled_at < due
-                )
+                earlier = sum(1 for r in all_runs if (r.scheduled_at or due) < due)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -232,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         doc = asyncio.run(one(int(args.jobs), args.profile, args.sample, args.capacity))
         print(json.dumps(doc))
         return 0
-    trees = [t.split("=", 1) for t in args.tree] or [["this", str(ROOT)]]
+    from bench.harness import trees as parse_trees  # this tree's; each burst imports its own
+
     # a tree named NAME@C runs its node with capacity C (the same tree twice: an A/B of seats)
+    trees = parse_trees(args.tree)
     docs: list[dict[str, Any]] = []
     for rnd in range(args.repeat):
         order = trees if rnd % 2 == 0 else trees[::-1]
@@ -248,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                     cmd += ["--sample", str(args.sample)]
                 if capacity is not None:
                     cmd += ["--capacity", str(capacity)]
-                env = dict(os.environ, PYTHONPATH=path)  # the tree's nodes and bench
+                env = dict(os.environ, PYTHONPATH=str(path))  # the tree's nodes and bench
                 out = subprocess.run(
                     cmd, cwd=path, env=env, capture_output=True, text=True, check=False
                 )
