@@ -38,6 +38,7 @@ async def _seat_taken_by_the_test(cluster, tmp_path):
     def waiting():
         ex = worker.running.get(run["id"])
         return ex is not None and ex.phase == "seat" and ex.seat is not None and ex
+
     ex = await wait_for(waiting, 30, 0.02, "the run waiting for a seat")
     return worker, seat, mark, run, ex
 
