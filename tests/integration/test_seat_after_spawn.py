@@ -46,7 +46,7 @@ async def _seat_taken_by_the_test(cluster, tmp_path):
 async def test_a_run_due_now_waits_for_its_seat_spawned_and_held(cluster, tmp_path):
     worker, seat, mark, run, ex = await _seat_taken_by_the_test(cluster, tmp_path)
     # its process exists already (before D471: none until it was seated), held: no command ran
-    assert ex.proc is not None and not ex.proc.returncode_ready
+    assert ex.proc is not None and ex.proc.held and not ex.proc.returncode_ready
     assert not ex.seat.held and not mark.exists()
     seat.give_back()  # the seat comes back: the run takes it and is released at once
 
@@ -60,7 +60,7 @@ async def test_a_run_due_now_waits_for_its_seat_spawned_and_held(cluster, tmp_pa
 
 async def test_a_run_cancelled_while_it_waits_for_its_seat_never_runs(cluster, tmp_path):
     worker, seat, mark, run, ex = await _seat_taken_by_the_test(cluster, tmp_path)
-    assert ex.proc is not None
+    assert ex.proc is not None and ex.proc.held
     status, _ = await cluster.request("POST", f"{RUNS}/{run['id']}/cancel")
     assert status == 202
 
