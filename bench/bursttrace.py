@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def buckets(times: list[float], step: float, end: float) -> list[int]:
     """How many of ``times`` (s after the instant) are at or before each step's end."""
@@ -185,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = asyncio.run(one(int(args.jobs), args.profile))
         print(json.dumps(doc))
         return 0
-    trees = [t.split("=", 1) for t in args.tree] or [["this", str(ROOT)]]
+    from bench.harness import trees as parse_trees  # this tree's; each burst imports its own
+
+    trees = parse_trees(args.tree)
     docs: list[dict[str, Any]] = []
     for rnd in range(args.repeat):
         order = trees if rnd % 2 == 0 else trees[::-1]
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, "-m", "bench.bursttrace", "--one", "--jobs", str(n)]
                 if prof:
                     cmd += ["--profile", prof]
-                env = dict(os.environ, PYTHONPATH=path)  # the tree's nodes and bench
+                env = dict(os.environ, PYTHONPATH=str(path))  # the tree's nodes and bench
                 out = subprocess.run(
                     cmd, cwd=path, env=env, capture_output=True, text=True, check=False
                 )

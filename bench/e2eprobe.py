@@ -205,7 +205,8 @@ async def one_side(
         },
         "executions_sampled": samples,
         # how the window's runs got their cgroups: from the idle pool (reused), fresh (made), and
-        # how many ended ones were removed rather than kept (dropped; D340)
+        # how many ended ones were removed rather than kept (dropped; D340), idle ones given back
+        # (trimmed; D487)
         "cgroup_pool": {k: pool1.get(k, 0) - pool0.get(k, 0) for k in pool1},
         "lag_of_finished": summary_ms(lag),
         "cores": {
@@ -222,7 +223,7 @@ async def one_side(
 async def cgroup_pool(ctx: Context, node: NodeProc) -> dict[str, int]:
     async with ctx.http.get(f"{node.url}/status") as resp:
         pool = (await resp.json())["node"]["containment"].get("pool") or {}
-    return {k: pool[k] for k in ("reused", "made", "dropped") if k in pool}
+    return {k: pool[k] for k in ("reused", "made", "dropped", "trimmed") if k in pool}
 
 
 def sampler(
@@ -349,9 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.env:
         side, _, kv = spec.partition(":")
         args.side_env.setdefault(side, []).append(kv)
-    trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree] or [
-        ("this", harness.ROOT)
-    ]
+    trees = harness.trees(args.tree)
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-e2eprobe-"))
     docs: list[dict[str, Any]] = []

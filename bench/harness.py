@@ -147,6 +147,18 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {BENCH_ADMIN_TOKEN}"}
 
 
+def trees(specs: list[str]) -> list[tuple[str, Path]]:
+    """An A/B benchmark's ``--tree NAME=PATH`` options as (name, absolute path), in the order
+    given (the sides alternate in it, swapped every round); none: this tree, named "this"."""
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not (name and sep and path):
+            raise SystemExit(f"--tree takes NAME=PATH, not {spec!r}")
+        out.append((name, Path(path).resolve()))
+    return out or [("this", ROOT)]
+
+
 def node_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", CRONMESH_ADMIN_TOKEN=BENCH_ADMIN_TOKEN)
     # The benchmark's jobs write into folders of the user running it, as that user (when root:

@@ -241,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     args.sizes = [int(s) for s in re.split(r"[,\s]+", args.jobs) if s]
-    trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree] or [
-        ("this", harness.ROOT)
-    ]
+    trees = harness.trees(args.tree)
     burners = [
         subprocess.Popen([sys.executable, "-c", "while 1: pass"], start_new_session=True)
         for _ in range(args.burn)

@@ -18,6 +18,13 @@ them, it measures over ``--window`` seconds:
 - then one shard's failover: SIGKILL of the leader of shard ``K - 1`` and the time until a new
   candidacy leads it (the lease TTL, 3 s, is the model's floor).
 
+"Leader ms" is a node's CPU per cluster tick above what a node leading nothing spends (the K = 1
+row's followers), plus the queue entries its worker did not decode because its own leader had
+just encoded them (D352: a follower decodes every entry, a leader's worker takes its own runs
+back): the node's fired ticks per cluster tick times one entry's decoding, timed here on the
+window's own queue entries (``decode_ms_per_entry``). Without that term the K = 1 leader, whose
+worker decodes none of the runs, was compared with less than its work (D481).
+
 The machine's load average is written next to every number (the machine is shared). Results go
 to ``bench/results/shardbench.json``.
 """
@@ -53,6 +60,7 @@ from bench.harness import (
 )
 from cluster.etcd import Etcd
 from cluster.keys import Keys
+from cluster.models import Run
 from cluster.shard_store import set_shards, shard_leaders
 from cluster.shards import election_name, leaders
 
@@ -138,6 +146,7 @@ async def level(
                     await asyncio.sleep(3)  # the profiles are written before the failover kill
                 e1 = (time.monotonic(), proc_cpu(etcd_server.pid).self_s)
                 avg = load()
+                decode_ms = await decode_cost(etcd, keys)
                 failover = await kill_one(etcd, keys, nodes, shards)
         finally:
             for n in nodes:
@@ -159,6 +168,8 @@ async def level(
         for a, b in zip(after, before, strict=True)
     ]
     led = [[s for s, n in placed.items() if n == i] for i in ids]
+    # the runs each node's leader created (its worker took them back undecoded, D352)
+    own = [r["fired"] / max(tick_rate, 1e-9) for r in rates]
     model = shardsim.shares(args.nodes, shards)
     return {
         "shards": shards,
@@ -171,6 +182,8 @@ async def level(
         "shards_led": led,
         "node_cpu_ms_per_tick": [round(c, 3) for c in cpu_ms],
         "node_events_per_tick": events,
+        "node_fired_share": [round(x, 3) for x in own],
+        "decode_ms_per_entry": round(decode_ms, 4),
         "busiest_node_cpu_ms_per_tick": round(max(cpu_ms), 3),
         "etcd_cpu_ms_per_tick": round(1000 * (e1[1] - e0[1]) / (e1[0] - e0[0]) / tick_rate, 3),
         "model_max_shards_per_node": max((len(x) for x in led), default=0),
@@ -183,6 +196,24 @@ async def level(
         # a node whose lease lapsed under load (its window's CPU and ticks are disturbed)
         "lease_lost": [i for i, n in zip(ids, nodes, strict=True) if lease_lost(n)],
     }
+
+
+async def decode_cost(etcd: Etcd, keys: Keys, entries: int = 200, rounds: int = 5) -> float:
+    """CPU ms to validate one of the queued runs' entries (what a follower's worker does once per
+    run and a leader's worker skips for its own runs, D352): the window's own entries, the
+    fastest of ``rounds`` passes (this process, the same code and machine as the nodes)."""
+    res = await etcd.range(keys.queue(), limit=entries)
+    values = [kv.value for kv in res.kvs]
+    if not values:
+        return 0.0
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.process_time()
+        for v in values:
+            Run.model_validate_json(v)
+        best = min(best, time.process_time() - t)
+        await asyncio.sleep(0)
+    return 1000 * best / len(values)
 
 
 async def sample(http: aiohttp.ClientSession, node: NodeProc) -> dict[str, float]:
@@ -312,6 +343,14 @@ def follower_cpu(row: dict[str, Any]) -> None:
     row["follower_cpu_ms_per_tick"] = round(sum(idle) / len(idle), 3)
 
 
+def leader_ms(row: dict[str, Any], follower: float) -> list[float]:
+    """Each node's leader CPU per cluster tick: its CPU above a follower's, plus the decodings
+    its worker was spared for the runs its own leader created (D481: like with like)."""
+    d = row["decode_ms_per_entry"]
+    pairs = zip(row["node_cpu_ms_per_tick"], row["node_fired_share"], strict=True)
+    return [round(c - follower + d * own, 3) for c, own in pairs]
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="cronmesh-shardbench-"))
     rows: list[dict[str, Any]] = []
@@ -326,11 +365,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         follower_cpu(row)
                     if base is not None and "follower_cpu_ms_per_tick" in base:
                         follower = base["follower_cpu_ms_per_tick"]
-                        leader = [round(c - follower, 3) for c in row["node_cpu_ms_per_tick"]]
-                        row["leader_cpu_ms_per_tick"] = leader  # the node's CPU above a follower's
+                        leader = leader_ms(row, follower)
+                        row["leader_cpu_ms_per_tick"] = leader
+                        # the measure of the rounds before D481, for comparison
+                        old = [round(c - follower, 3) for c in row["node_cpu_ms_per_tick"]]
+                        row["leader_cpu_ms_per_tick_before_d481"] = old
                         if base is not row:
                             ratio = max(leader) / max(base["leader_cpu_ms_per_tick"])
                             row["busiest_leader_vs_k1"] = round(ratio, 3)
+                            was = max(old) / max(base["leader_cpu_ms_per_tick_before_d481"])
+                            row["busiest_leader_vs_k1_before_d481"] = round(was, 3)
                             row["goal_vs_k1"] = round(1.2 / min(shards, args.nodes), 3)
                     rows.append(row)
                     print(json.dumps(row), flush=True)

@@ -32,9 +32,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # constant as cluster.shards.SINGLETONS_SHARE (measured: docs/benchmarks.md, 2026-12-07)
 SINGLETONS = 0.3
 
-# fitted to the 2026-12-07 profiles and tables (D430): a node leading any shard spends ~0.2 of a
-# K = 1 leader's work whatever it leads (fixed), the loops ~0.2, a shard's plans ~8 % more
-FITTED = {"singletons": 0.2, "fixed": 0.2, "per_plan": 0.08}
+# fitted to the 2026-12-07 tables: first (D430) to the third round's profiles, fixed 0.2 and
+# plans 8 % dearer; then (D483) to 36 node rows of the fourth round under the measure of D481: a
+# node leading any shard spends ~0.12 of a K = 1 leader's work whatever it leads (fixed; 0.09-0.16
+# by tree, the fit separates it from the loops by one node a round), the loops ~0.2, a shard's
+# ticks ~18 % dearer than a K = 1 leader's. Both fits predict the busiest node alike (0.56, 0.53).
+FITTED = {"singletons": 0.2, "fixed": 0.12, "per_plan": 0.18}
 
 
 def singleton_weight(shards: int, share: float = SINGLETONS) -> int:

@@ -16,7 +16,7 @@ from cluster.depends_store import depends_guards
 from cluster.errors import Conflict, InvalidInput, JobNotFound
 from cluster.etcd import Compare, Op
 from cluster.groups import target_guards
-from cluster.models import Job, JobSpec, parse_model
+from cluster.models import Job, JobSpec, active_since, parse_model
 from cluster.notify import keep_secrets
 from cluster.quota_store import QuotaStore
 from cluster.runs import dumps
@@ -59,19 +59,12 @@ class JobStore(QuotaStore):
                 spec.notifications, old.notifications if old else None, "notifications"
             )
             spec = spec.model_copy(update={"notifications": rules})
-        active_since = now
-        if old is not None:
-            same_schedules = [s.fingerprint() for s in old.schedules if s.enabled] == [
-                s.fingerprint() for s in spec.schedules if s.enabled
-            ]
-            if same_schedules and (old.enabled or not spec.enabled):
-                active_since = old.active_since
         return Job(
             **spec.model_dump(),
             project=project,
             created_at=old.created_at if old else now,
             updated_at=now,
-            active_since=active_since,
+            active_since=active_since(old, spec, now),
         )
 
     async def put_job(

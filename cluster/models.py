@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -253,6 +253,33 @@ class JobSpec(Strict):
 
 
 READ_ONLY_JOB_FIELDS = ("project", "created_at", "updated_at", "active_since")
+
+
+class Scheduled(Protocol):
+    """A job or a workflow as its schedules go (``Active``: as stored, with ``active_since``)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def schedules(self) -> list[ScheduleSpec]: ...
+
+
+class Active(Scheduled, Protocol):
+    @property
+    def active_since(self) -> datetime: ...
+
+
+def active_since(old: Active | None, new: Scheduled, now: datetime) -> datetime:
+    """When a job or workflow written ``now`` is active from (D6): the old document's instant
+    while its enabled schedules stay the same and it stays enabled (or is disabled); ``now`` at
+    creation, when it is enabled again and when its enabled schedules change."""
+    if old is None:
+        return now
+    same = [s.fingerprint() for s in old.schedules if s.enabled] == [
+        s.fingerprint() for s in new.schedules if s.enabled
+    ]
+    return old.active_since if same and (old.enabled or not new.enabled) else now
 
 
 class Job(JobSpec):

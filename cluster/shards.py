@@ -58,9 +58,14 @@ def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
 
 
+JOB_HASHES_KEPT = 1 << 17  # jobs whose hash is kept (~20 MB at most); beyond, least recent go
+
+
+@lru_cache(maxsize=JOB_HASHES_KEPT)
 def job_hash(project: str, name: str) -> int:
     """The hash a job's shard is taken from, for every ``K`` at once (``shard_of`` is it mod K):
-    a node's shared watch computes it once per event and routes it to each shard (D356)."""
+    a node's shared watch routes each event by it (D356). Kept per job (D482): a leader asks for
+    it on every tick and every active-run event of the job, a SHA-1 each time before."""
     return _hash64(f"{project}/{name}")
 
 

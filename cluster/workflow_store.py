@@ -21,7 +21,7 @@ from cluster.etcd import Compare, Op
 from cluster.groups import target_guards
 from cluster.history import MAX_RERUNS, execution_charge
 from cluster.ids import is_id
-from cluster.models import Run
+from cluster.models import Run, active_since
 from cluster.runs import TICK_SOURCES
 from cluster.secret_store import reference_guards, references
 from cluster.store import Store, dumps
@@ -169,19 +169,12 @@ class WorkflowStore:
                 raise Conflict(f"workflow {spec.name!r} already exists", field="name")
             old = Workflow.model_validate_json(kv.value) if kv else None
             now = self.store.clock()
-            active_since = now
-            if old is not None:
-                same = [s.fingerprint() for s in old.schedules if s.enabled] == [
-                    s.fingerprint() for s in spec.schedules if s.enabled
-                ]
-                if same and (old.enabled or not spec.enabled):
-                    active_since = old.active_since
             wf = Workflow(
                 **spec.model_dump(),
                 project=project,
                 created_at=old.created_at if old else now,
                 updated_at=now,
-                active_since=active_since,
+                active_since=active_since(old, spec, now),
             )
             doc = wf.model_dump_json()
             await self.store.check_quota(

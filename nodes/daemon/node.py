@@ -165,7 +165,7 @@ class Node:
     async def run(self) -> None:
         structlog.contextvars.bind_contextvars(node=self.node_id)
         self.containment.start()  # before any run: reaps what a previous incarnation left
-        fence_watch = asyncio.create_task(self.containment.watch_fence(), name="fence-watch")
+        tending = asyncio.create_task(self.containment.tend(), name="containment")
         runner = await start_api(self)
         self.logs.start()
         log.info(
@@ -194,8 +194,8 @@ class Node:
         try:
             await self._sessions()
         finally:
-            fence_watch.cancel()
-            await asyncio.gather(fence_watch, return_exceptions=True)
+            tending.cancel()
+            await asyncio.gather(tending, return_exceptions=True)
             await asyncio.to_thread(self.containment.close)
             await self.logs.stop(within=min(10.0, self.config.drain_timeout))
             await runner.cleanup()

@@ -11,6 +11,11 @@ counters started afresh (``RunCgroup.begin``: the memory peak reset, CPU time an
 as differences). A cgroup that is not empty, holds more than ``RESIDUE``, or finds the pool full
 is removed as before. Everything here runs in the ``cgroup-io`` threads (thread-safe).
 
+Idle sets are taken newest first, so the ones a node's recent use did not reach sink to the
+oldest end; :meth:`trim` (called about once a second, off the runs' path, D487) gives back a few
+of those unused for ``IDLE_FOR`` seconds: after a peak the pool shrinks to what the last minute
+used at once, and at steady load it keeps that, so the next second's spawns make none again.
+
 Where the kernel cannot reset a v2 ``memory.peak`` (before Linux 6.12) and memory is counted in
 v2, a run's peak could include a previous run's: the pool is then off (``size`` 0), every run
 gets fresh cgroups as before, and ``reason`` says why.
@@ -23,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 
 from nodes.executor.cgroups import Layout, RunCgroup, Usage
 
@@ -32,23 +39,31 @@ from nodes.executor.cgroups import Layout, RunCgroup, Usage
 # second's spawns take them again
 SIZE = 64
 RESIDUE = 1 << 20  # bytes an emptied cgroup may still hold (the kernel's per-CPU charge batches)
+# an idle set unused this long is given back, at most TRIM a turn (each ~0.5 ms of mostly kernel
+# CPU to remove, D311; ~14 kB of kernel memory kept while idle, D464)
+IDLE_FOR = 60.0
+TRIM = 8
 
 
 class CgroupPool:
     """The idle run cgroups of one node (at most ``size``), and how runs got theirs."""
 
-    def __init__(self, layout: Layout, size: int = SIZE) -> None:
+    def __init__(
+        self, layout: Layout, size: int = SIZE, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.layout = layout
         self.reason = ""
         if size and not _peak_resettable(layout):
             size, self.reason = 0, "memory.peak cannot be reset here (Linux < 6.12)"
         self.size = size if layout.enabled else 0
-        self._idle: deque[RunCgroup] = deque()
+        self.clock = clock
+        self._idle: deque[tuple[RunCgroup, float]] = deque()  # and when kept: oldest first
         self._lock = threading.Lock()
         self._names = itertools.count(1)
         self.reused = 0  # runs that got a cgroup from the pool
         self.made = 0  # runs that got fresh cgroups (the count of names given)
         self.dropped = 0  # ended runs whose cgroups were removed rather than kept
+        self.trimmed = 0  # idle cgroups given back unused (D487)
 
     def acquire(
         self, *, memory: int | None, cpu: float | None, pids: int | None
@@ -56,7 +71,7 @@ class CgroupPool:
         """A cgroup for one run, with its limits (and those it could not apply). Raises OSError
         when none can be made (the run then cannot be contained)."""
         with self._lock:
-            cg = self._idle.pop() if self._idle else None
+            cg = self._idle.pop()[0] if self._idle else None  # the newest: the old ones age
         if cg is not None:
             try:
                 missing = cg.apply(memory=memory, cpu=cpu, pids=pids)
@@ -86,7 +101,7 @@ class CgroupPool:
         if empty and self._clean(cg):
             with self._lock:
                 if len(self._idle) < self.size:
-                    self._idle.append(cg)
+                    self._idle.append((cg, self.clock()))
                     return usage, True
                 self.dropped += 1
         else:
@@ -104,11 +119,29 @@ class CgroupPool:
     def idle(self) -> int:
         return len(self._idle)
 
+    def stale(self, idle_for: float = IDLE_FOR) -> bool:
+        """Whether an idle cgroup has gone unused for ``idle_for`` s (cheap: for the loop)."""
+        with self._lock:
+            return bool(self._idle) and self._idle[0][1] <= self.clock() - idle_for
+
+    def trim(self, idle_for: float = IDLE_FOR, most: int = TRIM) -> int:
+        """Give back (remove) up to ``most`` idle cgroups unused for ``idle_for`` s, the oldest
+        first; how many. In a ``cgroup-io`` thread: a removal waits for the kernel."""
+        cutoff = self.clock() - idle_for
+        old: list[RunCgroup] = []
+        with self._lock:
+            while self._idle and len(old) < most and self._idle[0][1] <= cutoff:
+                old.append(self._idle.popleft()[0])
+            self.trimmed += len(old)
+        for cg in old:
+            cg.remove(timeout=0.5)
+        return len(old)
+
     def close(self) -> None:
         """Forget the idle cgroups (the node's subtree is reaped and removed next)."""
         with self._lock:
             idle, self._idle = list(self._idle), deque()
-        for cg in idle:
+        for cg, _kept in idle:
             cg.remove(timeout=0.5)
 
     def describe(self) -> dict[str, object]:
@@ -118,6 +151,7 @@ class CgroupPool:
             "reused": self.reused,
             "made": self.made,
             "dropped": self.dropped,
+            "trimmed": self.trimmed,
             "note": self.reason or None,
         }
 

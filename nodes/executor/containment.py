@@ -23,7 +23,7 @@ import structlog
 from nodes import metrics
 from nodes.executor import cgroups
 from nodes.executor.cgroup_pool import SIZE, CgroupPool
-from nodes.executor.cgroups import NONE, Layout, RunCgroup
+from nodes.executor.cgroups import NONE, Layout, RunCgroup, cgroup_io
 
 log = structlog.get_logger(__name__)
 
@@ -112,10 +112,17 @@ class Containment:
             self._send(f"S {sid}")
         log.info("fence started", pid=self._fence.pid)
 
-    async def watch_fence(self) -> None:
-        """Restart the fence if it dies (checked every second; it should never die)."""
+    async def tend(self) -> None:
+        """Every second: restart the fence if it died (it should never die), and give back a
+        few idle run cgroups unused for a minute (D487), in a ``cgroup-io`` thread."""
         while not self._closed:
             await asyncio.sleep(1.0)
+            pool = self.pool
+            if pool is not None and pool.stale():
+                try:
+                    await asyncio.get_running_loop().run_in_executor(cgroup_io(), pool.trim)
+                except OSError as exc:
+                    log.warning("cannot give idle cgroups back", error=str(exc))
             fence = self._fence
             if fence is not None and fence.poll() is not None and not self._closed:
                 log.error("the fence process died: restarting it", returncode=fence.returncode)

@@ -5,7 +5,7 @@ Every shard leader keeps its jobs, their schedule states and their active runs i
 a watch of its own per shard, a node leading four shards decoded every event of those prefixes
 four times. A :class:`Feed` holds ONE watch per prefix for the node, started when the first shard
 leader subscribes and stopped when the last one leaves, and routes each event by the job in its
-key (``<prefix>/<project>/<name>/...``): the hash is computed once per event, and the event goes
+key (``<prefix>/<project>/<name>/...``): the hash is kept per job (D482), and the event goes
 to the subscriber of the shard that owns it, and to the subscribers that keep every job (shard 0's
 cache, D302).
 
@@ -128,22 +128,41 @@ class _Stream:
         self.etcd = etcd
         self.prefix = prefix
         self.subs: list[Subscription] = []
+        # the subscribers by what they keep (D482): every job, or one shard's (count -> index)
+        self.every: list[Subscription] = []
+        self.by_shard: dict[int, dict[int, list[Subscription]]] = {}
         self.task: asyncio.Task[None] | None = None
         self.start: _Start | None = None  # the running watch's start
         self.stopping: set[asyncio.Task[None]] = set()  # cancelled, not yet ended
 
     def dispatch(self, ev: Event) -> None:
+        """Hand ``ev`` to the subscribers that keep its job: those that keep every job, and
+        the one(s) of the job's shard, found by one look-up (D482) — a subscriber of another
+        shard is not visited, and the job's hash is computed once per job, not per event."""
         parts = ev.kv.key[len(self.prefix) :].split("/", 2)
         if len(parts) < 2:
             return  # not a job's key: nobody keeps it
-        h = -1  # hashed once, and only when a subscriber owns part of the jobs (K > 1)
-        for sub in list(self.subs):
-            if not sub.every and sub.shard.count > 1:
-                if h < 0:
-                    h = job_hash(parts[0], parts[1])
-                if not sub.shard.owns_hash(h):
-                    continue
+        for sub in self.every:
             sub.deliver(ev)
+        if self.by_shard:  # only when a subscriber owns part of the jobs (K > 1)
+            h = job_hash(parts[0], parts[1])
+            for count, of_count in self.by_shard.items():
+                for sub in of_count.get(h % count, ()):
+                    sub.deliver(ev)
+
+    def add(self, sub: Subscription) -> None:
+        self.subs.append(sub)
+        self._route()
+
+    def _route(self) -> None:
+        """The routing table of :meth:`dispatch`, rebuilt when a subscriber joins or leaves
+        (copies: a delivery that ends a subscription never changes the lists being walked)."""
+        self.every = [s for s in self.subs if s.every or s.shard.count == 1]
+        by_shard: dict[int, dict[int, list[Subscription]]] = {}
+        for s in self.subs:
+            if not (s.every or s.shard.count == 1):
+                by_shard.setdefault(s.shard.count, {}).setdefault(s.shard.index, []).append(s)
+        self.by_shard = by_shard
 
     def known(self) -> set[str]:
         out: set[str] = set()
@@ -187,6 +206,7 @@ class _Stream:
     def remove(self, sub: Subscription) -> None:
         with contextlib.suppress(ValueError):
             self.subs.remove(sub)
+        self._route()
         if not self.subs and self.task is not None:
             self.task.cancel()
             self.stopping.add(self.task)
@@ -218,7 +238,7 @@ class Feed:
         if stream is None:
             stream = self._streams[prefix] = _Stream(self.etcd, prefix)
         sub = Subscription(stream, shard, every, handle, known)
-        stream.subs.append(sub)
+        stream.add(sub)
         try:
             await stream.started()
         except BaseException:

@@ -354,3 +354,49 @@ async def test_a_shared_watch_that_ends_ends_every_subscribers_term_and_starts_a
     await wait_for(lambda: keys.schedule_state("p", "j02") in again.kv, what="a new watch")
     await leave(sub, task)
     await feed.aclose()
+
+
+async def test_each_job_is_hashed_once_and_only_its_shards_leaders_are_visited(
+    etcd, keys, monkeypatch
+):
+    """D482: a node leading shards 1 and 3 of 8 (and shard 0, which keeps every job) routes every
+    event by its job's shard with one look-up: the job's hash is computed once per job, not once
+    per event (a SHA-1 per event and per tick before), and a leader of another shard is not
+    visited at all."""
+    from cluster import shards as shards_module
+
+    prefix = keys.actives()
+    shards_module.job_hash.cache_clear()
+    hashed: list[str] = []
+    real = shards_module._hash64
+    monkeypatch.setattr(shards_module, "_hash64", lambda text: hashed.append(text) or real(text))
+    visited: dict[str, int] = {}
+    deliver = Subscription.deliver
+
+    def counting(self: Subscription, ev: Event) -> None:
+        visited[repr(self.shard)] = visited.get(repr(self.shard), 0) + 1
+        deliver(self, ev)
+
+    monkeypatch.setattr(Subscription, "deliver", counting)
+    feed = Feed(etcd)
+    views = [View(prefix, Shard(1, 8)), View(prefix, Shard(3, 8)), View(prefix, Shard(0, 8), True)]
+    joined = [await join(feed, v, etcd) for v in views]
+    jobs = JOBS[:16]
+    rounds = 3
+    for r in range(rounds):
+        for name in jobs:
+            await etcd.put(f"{prefix}p/{name}/run{r}", b"")
+    own = {i: [n for n in jobs if shard_of("p", n, 8) == i] for i in (1, 3)}
+    assert own[1] and own[3] and len(own[1]) + len(own[3]) < len(jobs)  # else it proves nothing
+    await wait_for(lambda: len(views[2].kv) == rounds * len(jobs), what="every job's events")
+    for i, view in zip((1, 3), views, strict=False):
+        await wait_for(lambda v=view, i=i: len(v.kv) == rounds * len(own[i]), what=f"shard {i}")
+    assert sorted(hashed) == sorted(f"p/{n}" for n in jobs)  # once per job, not per event
+    assert visited == {
+        "Shard(1/8)": rounds * len(own[1]),
+        "Shard(3/8)": rounds * len(own[3]),
+        "Shard(0/8)": rounds * len(jobs),
+    }
+    for sub, task in joined:
+        await leave(sub, task)
+    await feed.aclose()

@@ -250,3 +250,39 @@ async def test_a_key_written_by_a_batch_in_flight_waits_for_it(etcd, prefix, mon
     # [first, a1] and [a2, a3] out together, [a4] beside them; "second" alone once [first, a1]
     # is back (before D466 it went at once in [second, a2], beside the batch writing "first")
     assert sizes[:4] == [2, 2, 1, 1] and seen["peak"] == 3
+
+
+async def test_a_key_in_two_batches_out_is_reported_and_its_callers_still_get_answers(
+    etcd, prefix, monkeypatch
+):
+    """D466's rule, asserted where the keys go out: a ``_take`` that let a key of a batch out
+    through again (as without the rule) makes ``_flush`` fail loudly, and every caller still
+    gets its answer (the batch was on its way; nothing hangs)."""
+    take = TxnBatcher._take
+
+    def blind(self):  # a _take that does not see the keys out
+        out = set(self._flying)
+        self._flying.clear()
+        try:
+            return take(self)
+        finally:
+            self._flying |= out
+
+    monkeypatch.setattr(TxnBatcher, "_take", blind)
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException] = []
+    loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx["exception"]))
+    try:
+        batcher = TxnBatcher(etcd, max_items=2, inflight=1, full_inflight=4)
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(
+                batcher.txn([], [Op.put(f"{prefix}same", "first")]),
+                batcher.txn([], [Op.put(f"{prefix}a1", "1")]),
+                batcher.txn([], [Op.put(f"{prefix}same", "second")]),
+                *(batcher.txn([], [Op.put(f"{prefix}a{j}", "1")]) for j in range(2, 5)),
+            )
+    finally:
+        loop.set_exception_handler(None)
+    assert all(r.succeeded for r in results)
+    assert [str(e) for e in reported] == ["a key in two batches out"]
+    assert all(isinstance(e, AssertionError) for e in reported)

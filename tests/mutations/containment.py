@@ -97,7 +97,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "txnbatch-key-in-flight",
         "cluster/txnbatch.py",
-        r"fits = fits and \(item\.keys is None or self\._flying\.keys\(\)\.isdisjoint\(item\.keys\)\)",
+        r"fits = fits and \(item\.keys is None or self\._flying\.isdisjoint\(item\.keys\)\)",
         "pass",
         (
             "tests/integration/test_txnbatch.py::test_a_key_written_by_a_batch_in_flight_waits_for_it",

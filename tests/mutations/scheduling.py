@@ -119,8 +119,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "shared-watch-routing",
         "nodes/leader/feed.py",
-        r"if not sub\.shard\.owns_hash\(h\):",
-        "if False:",
+        r"for sub in of_count\.get\(h % count, \(\)\):",
+        "for sub in (s for subs in of_count.values() for s in subs):",
         (
             "tests/integration/test_shared_watch.py::"
             "test_a_key_of_shard_i_reaches_only_shard_is_leader_and_is_decoded_once",

@@ -185,4 +185,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{BUDGETS}::test_two_workers_that_picked_the_same_budget_slot_never_both_run",),
         "a budget slot is given back when its run ends",
     ),
+    # -- the queue's parkings (D358), read by both dispatch passes ------------------------------
+    Mutation(
+        "parking-handoff-ends",
+        "nodes/worker/parking.py",
+        r"while self\._times and self\._times\[0\]\[0\] <= now:",
+        "while False:",
+        (
+            "tests/unit/test_queue_parking_rules.py::test_parked_until",
+            "tests/integration/test_placement.py::"
+            "test_a_full_preferred_node_hands_runs_off_after_the_delay",
+        ),
+        "a run its preferred node does not take is taken by another node once the hand-off delay "
+        "has passed: a parking behind the preferred node ends at its time",
+    ),
+    Mutation(
+        "ahead-pass-order",
+        "nodes/worker/parking.py",
+        r"return sorted\(set\(keys\) - self\.parked\(version, now\)\)",
+        "return sorted(set(keys) - self.parked(version, now), reverse=True)",
+        (
+            "tests/unit/test_queue_parking_rules.py::test_parked_until",
+            "tests/integration/test_ahead_order.py::"
+            "test_a_full_node_arms_the_higher_priority_run_of_those_due_together",
+        ),
+        "runs due ahead are armed in queue order (higher priority first, then the oldest, D33)",
+    ),
 )

@@ -121,3 +121,17 @@ def test_log_rows_use_runs_whose_object_is_in_s3():
     assert rows["log shipping to S3, one node"][3] == "meets"
     small = rows["short runs with their logs shipped to S3"]
     assert small[2] == "42.6 runs/s" and small[3] == "misses"
+
+
+def test_leader_ms_counts_the_decodings_a_leaders_worker_was_spared():
+    """D481: a K = 1 leader's worker decodes none of its own runs' queue entries (D352) where a
+    follower's decodes all: its leader ms gets them back, as each K = 8 node gets back its
+    share, so the two are compared like with like."""
+    from bench.shardbench import leader_ms
+
+    k1 = {"node_cpu_ms_per_tick": [0.13, 0.36, 0.12], "node_fired_share": [0.0, 1.0, 0.0]}
+    k8 = {"node_cpu_ms_per_tick": [0.21, 0.25, 0.21], "node_fired_share": [0.08, 0.55, 0.37]}
+    for row in (k1, k8):
+        row["decode_ms_per_entry"] = 0.02
+    assert leader_ms(k1, 0.125) == [0.005, 0.255, -0.005]
+    assert leader_ms(k8, 0.125) == [0.087, 0.136, 0.092]

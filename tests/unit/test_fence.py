@@ -113,7 +113,7 @@ async def test_a_dead_fence_is_restarted_with_the_current_deadline(
     first = held.fence_pid
     assert first is not None
     held.valid_until(time.monotonic() + 30)
-    watcher = asyncio.create_task(held.watch_fence())
+    watcher = asyncio.create_task(held.tend())
     try:
         os.kill(first, signal.SIGKILL)
         end = time.monotonic() + 10

@@ -31,9 +31,19 @@ def test_the_best_work_placement_is_never_worse_than_the_products(cost, k, jobs)
 
 
 def test_the_fixed_cost_per_leading_node_keeps_the_goal_out_of_reach():
-    """What D430 rests on: with ~0.2 of a K = 1 leader per leading node, no placement of 8
-    shards over 3 nodes reaches 0.4; with 0.05 and no per-plan overhead, the best one does."""
+    """What D430 and D483 rest on: with ~0.12 of a K = 1 leader per leading node and a shard's
+    ticks ~18 % dearer, no placement of 8 shards over 3 nodes reaches 0.4; with 0.05 and no
+    per-plan overhead, the best one does, and the product's placement by count still does not."""
     assert shardsim.work_shares(3, 8, 100, **shardsim.FITTED).by_work > 0.4
     cut = {**shardsim.FITTED, "fixed": 0.05, "per_plan": 0.0}
     assert shardsim.work_shares(3, 8, 100, **cut).by_work <= 0.4
     assert shardsim.work_shares(3, 8, 100, **cut).by_count > 0.4
+
+
+def test_no_overhead_cut_alone_reaches_the_goal_as_the_product_places():
+    """D483: with neither a fixed cost nor dearer plans, the bench's busiest node (55 % of 100
+    jobs' ticks, 51 % of 300's) is still above 0.4 as placed by count; by work it is below."""
+    free = {**shardsim.FITTED, "fixed": 0.0, "per_plan": 0.0}
+    for jobs in (100, 300):
+        assert shardsim.work_shares(3, 8, jobs, **free).by_count > 0.4
+        assert shardsim.work_shares(3, 8, jobs, **free).by_work < 0.4
