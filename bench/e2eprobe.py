@@ -1,5 +1,5 @@
 """Where the time goes at one end-to-end level: ``python -m bench.e2eprobe --jobs 400
-[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze] [--sample S]``.
+[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze] [--sample S] [--spy PY_SPY]``.
 
 One fresh etcd and one ``cronmesh node`` at DEFAULT settings per round and tree; ``--jobs`` jobs
 every second running ``true``. The jobs are created while the cluster is frozen (``PUT
