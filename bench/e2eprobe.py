@@ -1,5 +1,5 @@
 """Where the time goes at one end-to-end level: ``python -m bench.e2eprobe --jobs 400
-[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze] [--sample S]``.
+[--window 10] [--rounds 2] [--tree NAME=PATH ...] [--no-freeze] [--sample S] [--spy PY_SPY]``.
 
 One fresh etcd and one ``cronmesh node`` at DEFAULT settings per round and tree; ``--jobs`` jobs
 every second running ``true``. The jobs are created while the cluster is frozen (``PUT
@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,12 +128,15 @@ async def one_side(
                     th0 = threads_cpu(node.pid)
                     q0 = await count(etcd, f"{prefix}/queue/")
                     node.profiling(True)
+                    spy = sampler(args, node.pid, name, t1)
                     samples = await sample_states(ctx, node, t0, t1, args.sample)
                     node.profiling(False)
                     after = await snapshot(ctx, node)
                     pool1 = await cgroup_pool(ctx, node)
                     th1 = threads_cpu(node.pid)
                     q1 = await count(etcd, f"{prefix}/queue/")
+                    if spy is not None:  # it ends at t1, then writes its file
+                        await asyncio.to_thread(spy.wait, 30)
                 finally:
                     await asyncio.to_thread(node.stop)
                     procs.remove(node)
@@ -220,6 +224,22 @@ async def cgroup_pool(ctx: Context, node: NodeProc) -> dict[str, int]:
     async with ctx.http.get(f"{node.url}/status") as resp:
         pool = (await resp.json())["node"]["containment"].get("pool") or {}
     return {k: pool[k] for k in ("reused", "made", "dropped", "trimmed") if k in pool}
+
+
+def sampler(
+    args: argparse.Namespace, pid: int, name: str, t1: float
+) -> subprocess.Popen[bytes] | None:
+    """With ``--spy PY_SPY``: py-spy samples the node's threads (100 Hz, not holding it) until
+    ``t1``, into ``bench/results/e2eprobe-<tree>-<jobs>.spy`` (folded stacks, one line per
+    stack with its thread and its count; ``bench.spysummary`` reads them)."""
+    if not args.spy:
+        return None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"e2eprobe-{name}-{args.jobs}.spy"
+    seconds = max(1, round(t1 - time.time()))
+    cmd = [args.spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "100", "--threads"]
+    cmd += ["--nonblocking", "--format", "raw", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def rss_mb(pid: int) -> float:
@@ -318,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="cProfile the node's loop thread over the window (bench/results/e2eprobe-*.prof; "
         "slows the node: read shares, not rates)",
+    )
+    ap.add_argument(
+        "--spy",
+        default="",
+        help="PY_SPY: the py-spy binary; samples the node's threads over the window "
+        "(bench/results/e2eprobe-*.spy; costs the node little, unlike --profile)",
     )
     args = ap.parse_args(argv)
     args.side_env = {}

@@ -192,6 +192,11 @@ class Process:
             stdin.close()
         return True
 
+    @property
+    def held(self) -> bool:
+        """True while an armed process waits for its release (or its disarming)."""
+        return self._popen.stdin is not None
+
     def disarm(self) -> None:
         """Close an armed process's stdin unreleased: it exits (125) without running anything."""
         stdin, self._popen.stdin = self._popen.stdin, None

@@ -27,8 +27,23 @@ log = structlog.get_logger(__name__)
 
 LOST_CHECK_DELAY = 0.5  # s after a claim's deletion before a still-active run is read back
 LOST_CHECK_MAX = 2.0  # ... or at most this long when the active keys' watch has not caught up
+# ... unless that watch is moving (only behind: a loaded leader), then up to this long (D473); a
+# run lost meanwhile is found by the reconcile, every 10 s, in any case
+LOST_CHECK_BEHIND = 10.0
 
 JobKey = tuple[str, str]
+
+
+def look_again(rev: int, gone_at: int, waited: float, seen: int) -> bool:
+    """Whether a lost-run check waits ``LOST_CHECK_DELAY`` more for the active keys' watch to
+    pass the claim's deletion (revision ``gone_at``), after ``waited`` s, the watch at ``rev`` now
+    and at ``seen`` one step before: up to ``LOST_CHECK_MAX`` in any case (a watch that sees
+    nothing never passes it), and while the watch moves up to ``LOST_CHECK_BEHIND`` (D473). A
+    loaded leader's watch lagged more than 2 s behind its claims' and nearly every completion was
+    read back (an etcd range and a decoded record each) — more work for the loop that lagged."""
+    if rev >= gone_at:
+        return False
+    return waited < LOST_CHECK_MAX or (rev > seen and waited < LOST_CHECK_BEHIND)
 
 
 class Reaper:
@@ -64,20 +79,21 @@ class Reaper:
             # (a retry queued, or a worker gone). Reading every one back was a sixteenth of the
             # leader's CPU per run and an etcd range per run (D136).
             self._lost_checks.add(run_id)
-            self._later(run_id, ev.kv.mod_revision, LOST_CHECK_DELAY)
+            self._later(run_id, ev.kv.mod_revision, LOST_CHECK_DELAY, self._actives_rev())
 
-    def _later(self, run_id: str, gone_at: int, waited: float) -> None:
+    def _later(self, run_id: str, gone_at: int, waited: float, seen: int) -> None:
         asyncio.get_running_loop().call_later(
-            LOST_CHECK_DELAY, self._after_claim_gone, run_id, gone_at, waited
+            LOST_CHECK_DELAY, self._after_claim_gone, run_id, gone_at, waited, seen
         )
 
-    def _after_claim_gone(self, run_id: str, gone_at: int, waited: float) -> None:
+    def _after_claim_gone(self, run_id: str, gone_at: int, waited: float, seen: int) -> None:
         jk = self._active_job.get(run_id)
         if jk is None:
             self._lost_checks.discard(run_id)  # finished: its active key went with the claim
             return
-        if self._actives_rev() < gone_at and waited < LOST_CHECK_MAX:
-            self._later(run_id, gone_at, waited + LOST_CHECK_DELAY)  # that watch is behind
+        rev = self._actives_rev()
+        if look_again(rev, gone_at, waited, seen):  # that watch is behind
+            self._later(run_id, gone_at, waited + LOST_CHECK_DELAY, rev)
             return
         task = asyncio.get_running_loop().create_task(self._check_lost_task(run_id, jk[0]))
         self._tasks.add(task)

@@ -1,6 +1,6 @@
-"""The worker's execution of a claimed run: the job's command and environment, its user, cgroup
-and secrets, the process with its armed release and timeout, the outcome and the result file,
-and the claim-guarded completion (with retries)."""
+"""The worker's execution of a claimed run: its user, cgroup and secrets (its command and
+environment: ``nodes.worker.jobcommand``), the process with its armed release and timeout, the
+outcome and the result file, and the claim-guarded completion (with retries)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import contextlib
 import functools
 import json
 import os
-import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from nodes.worker.attempt import (
     MAX_RESULT,
     Execution,
 )
+from nodes.worker.jobcommand import JobCommand
 from nodes.worker.outcome import Outcomes
 
 log = structlog.get_logger(__name__)
@@ -48,7 +47,7 @@ log = structlog.get_logger(__name__)
 Read = tuple[bytes | None, str | None] | None  # a result file as read (workdir.read_result)
 
 
-class Executing(Outcomes):
+class Executing(JobCommand, Outcomes):
     """The executing part of :class:`~nodes.worker.worker.Worker` (its state is the worker's)."""
 
     finishing: set[str]  # the worker's: ended, their completion not written yet (D467)
@@ -74,44 +73,6 @@ class Executing(Outcomes):
         if self._interrupted.is_set():  # claimed after a second Ctrl-C: never started (D280)
             ex.request("interrupt")
         self._spawn(self._execute(ex))
-
-    def _command(
-        self,
-        run: Run,
-        claim_rev: int,
-        result_file: Path,
-        secrets: Mapping[str, bytes] | None = None,
-    ) -> tuple[list[str], dict[str, str]]:
-        env = self._base_env.copy()  # a dict copy, not a re-decoding of os.environ per run
-        # The job's own env: plain values, and secrets (opened at start, never stored). Set
-        # before the run variables, which it cannot name anyway (CRONMESH_* is refused).
-        for name, value in run.snapshot.env.items():
-            if isinstance(value, str):
-                env[name] = value
-            elif secrets is not None and value.secret in secrets:
-                # bytes as given (no NUL): the surrogate escape gives them back unchanged at exec
-                env[name] = secrets[value.secret].decode("utf-8", "surrogateescape")
-        env.update(
-            CRONMESH_RUN_ID=run.id,
-            CRONMESH_PROJECT=run.project,
-            CRONMESH_JOB=run.job,
-            CRONMESH_ATTEMPT=str(run.attempt),
-            CRONMESH_SCHEDULED_AT=(
-                run.scheduled_at.isoformat().replace("+00:00", "Z") if run.scheduled_at else ""
-            ),
-            CRONMESH_NODE=self.node_id,
-            CRONMESH_CLAIM_REVISION=str(claim_rev),
-            CRONMESH_RESULT_FILE=str(result_file),
-        )
-        for name, value in run.parameters.items():
-            env[f"CRONMESH_PARAM_{name.upper()}"] = value
-        env.update(run.env)  # workflow tasks: execution id, task name, upstream results
-        spec = run.snapshot
-        if spec.python is not None:
-            env["CRONMESH_PYTHON"] = spec.python.model_dump_json()
-            env["PYTHONPATH"] = self._python_path
-            return [sys.executable, "-m", "nodes.executor.pyjob"], env
-        return ["/bin/sh", "-c", spec.command or ""], env
 
     async def _execute(self, ex: Execution) -> None:
         run = ex.run
@@ -250,6 +211,16 @@ class Executing(Outcomes):
             log.warning("resource limits not applied", run=ex.run.id, missing=missing)
         return proc, cg
 
+    def _spawn_first(self, ex: Execution) -> bool:
+        """Whether a run due now is spawned held before it takes its seat, and released once
+        seated (D471): when its spawn is a hand-off to the ``cgroup-io`` threads, whose line
+        (armed spawns, clean-ups) a saturated node's due runs waited in holding their seats —
+        seats then turned over at the line's pace, not the runs'. Not for a held own claim past
+        its instant (D457): ``max_armed`` bounds those apart and they have no process until
+        seated, so a node's processes stay within ``capacity`` + ``max_armed``."""
+        pooled = self.containment is not None and self.containment.pool is not None
+        return pooled and ex.run.id not in self.seating.held
+
     async def _secrets(self, run: Run) -> dict[str, bytes]:
         """The values of the secrets the run references, read now (at its start)."""
         refs = secret_refs(run.snapshot.env)
@@ -323,20 +294,22 @@ class Executing(Outcomes):
             if ex.requested in ("shutdown", "interrupt") or (ex.requested and run.not_before):
                 return self._not_started(ex, writer)
             armed = run.not_before is not None and run.not_before > self.clock()
+            # due now and spawned by the cgroup-io threads: spawned held, seated after (D471)
+            early = not armed and self._spawn_first(ex)
             ex.phase = "armed" if armed else "seat"
-            if not armed and not await self.seating.take(ex):
+            if not armed and not early and not await self.seating.take(ex):
                 return self._not_started(ex, writer)  # cancelled while waiting for a seat
             spawn_t, ex.phase = time.perf_counter(), "spawning"
             try:
                 command = (argv, env, prefix)  # with its folder and cgroup (D341)
                 ex.proc, cg = await self._launch(
-                    ex, writer, folder, identity, command, on_output, armed
+                    ex, writer, folder, identity, command, on_output, armed or early
                 )
             except OSError as exc:
                 writer.note(f"cannot start the process: {exc}")
                 return "failed", f"cannot start the process: {exc}", None, None
             metrics.SPAWN.observe(time.perf_counter() - spawn_t)
-            ex.phase = "armed" if armed else "running"
+            ex.phase = "armed" if armed else "seat" if early else "running"
             # its seat goes to the next in line as soon as the process exits (D260)
             ex.proc.on_exit(functools.partial(self.seating.done, ex))
             if cg is None and self.containment is not None:
@@ -353,6 +326,18 @@ class Executing(Outcomes):
                     await ex.proc.wait()
                     return "failed", "the armed process died before its start", None, None
                 run.started_at, ex.phase = started, "running"  # the record gets the real start
+            elif early:
+                if not await self.seating.take(ex):  # cancelled while waiting for a seat
+                    ex.proc.disarm()  # it exits without running anything
+                    await ex.proc.wait()
+                    return self._not_started(ex, writer)
+                if not ex.proc.release():
+                    writer.note("the process died before its start")
+                    await ex.proc.wait()
+                    return "failed", "the process died before its start", None, None
+                ex.phase = "running"
+                if run.not_before is not None:
+                    run.started_at = self.clock()
             elif run.not_before is not None:
                 run.started_at = self.clock()
             if run.scheduled_at is not None and run.source == "schedule":

@@ -35,6 +35,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         "only the current claim finishes a run: the completion compares the claim",
     ),
     Mutation(
+        "seat-before-release",
+        "nodes/worker/executing.py",
+        r"command, on_output, armed or early",
+        "command, on_output, armed",
+        (
+            "tests/integration/test_seat_after_spawn.py::"
+            "test_a_run_due_now_waits_for_its_seat_spawned_and_held",
+            "tests/integration/test_seat_after_spawn.py::"
+            "test_a_run_cancelled_while_it_waits_for_its_seat_never_runs",
+        ),
+        "capacity bounds what runs: a run due now spawned before its seat is released only "
+        "once seated (D471)",
+    ),
+    Mutation(
         "finishing-bound-now",
         "nodes/worker/holding.py",
         r"full = len\(self\.finishing\) >= self\.capacity \+ self\.max_armed",
