@@ -26,6 +26,7 @@ from cluster.etcd import (
 from cluster.masking import MaskedOutput, mask_result
 from cluster.models import Run, secret_refs
 from cluster.runas import decide
+from cluster.runs import TICK_SOURCES
 from cluster.waiting import within
 from logstore.spool import LogRef, SpoolWriter
 from nodes import metrics
@@ -340,7 +341,7 @@ class Executing(JobCommand, Outcomes):
                     run.started_at = self.clock()
             elif run.not_before is not None:
                 run.started_at = self.clock()
-            if run.scheduled_at is not None and run.source == "schedule":
+            if run.scheduled_at is not None and run.source in TICK_SOURCES:  # late ones too
                 metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
             ex.act()  # a cancel that arrived before the process existed
             timeout = run.snapshot.timeout or None

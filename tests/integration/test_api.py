@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nodes.metrics import REGISTRY
 from tests.conftest import wait_for
 
 JOBS = "/api/v1/projects/default/jobs"
@@ -503,6 +504,14 @@ def test_node_config_precedence(tmp_path: Path):
     assert exc.value.field == "listen"
 
 
+def starts_later_than(seconds: float) -> float:
+    """Starts this process's nodes counted more than ``seconds`` after their tick (the nodes of
+    ``cluster`` run in the test's process and share its metrics registry)."""
+    count = REGISTRY.get_sample_value("cronmesh_start_lag_seconds_count") or 0.0
+    le = REGISTRY.get_sample_value("cronmesh_start_lag_seconds_bucket", {"le": str(seconds)})
+    return count - (le or 0.0)
+
+
 async def test_downtime_is_caught_up_per_policy_and_explained(cluster):
     """The whole cluster (one node) is down for ~6 s: `all` catches every tick up, `none` reports
     them missed, `latest` runs one; a job disabled meanwhile reports `disabled` ticks."""
@@ -523,6 +532,7 @@ async def test_downtime_is_caught_up_per_policy_and_explained(cluster):
         await wait_for(lambda n=name: has_runs(n), 10, what=f"{name} running")
     await cluster.request("PATCH", f"{JOBS}/c-off", json={"enabled": False})
     await cluster.stop(node)
+    late_before = starts_later_than(2.0)
     await asyncio.sleep(6)  # the outage itself: what is measured is what happens after it
     await cluster.start("n2")
     await cluster.request("PATCH", f"{JOBS}/c-off", json={"enabled": True})
@@ -537,6 +547,10 @@ async def test_downtime_is_caught_up_per_policy_and_explained(cluster):
         what="catch-up runs",
     )
     assert not caught["not_fired"]
+    # the caught-up runs' lag is in the start-lag histogram (it hid a lagging leader's ticks)
+    await wait_for(
+        lambda: starts_later_than(2.0) - late_before >= 3, 10, what="catch-up lags counted"
+    )
     missed = await wait_for(lambda: ticks("c-none", lambda b: b["not_fired"]), 10, what="missed")
     assert missed["not_fired"][0]["fate"] == "missed" and missed["not_fired"][0]["count"] >= 3
     assert not any(t["fate"] == "catch-up" for t in missed["ticks"])
