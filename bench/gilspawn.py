@@ -22,7 +22,9 @@ it lets it go), ``stall_call_us`` and ``stall_spawn_us`` (the loop's stalled tim
 union of the C calls, and of the whole spawn calls, per spawn), ``cpu_us`` (the spawning
 thread's CPU per spawn, spawn and reap). Per window: the loop's stalled time per second and its
 longest gap. ``--fds`` opens that many extra descriptors first (a node's sockets and pidfds),
-``--rss-mib`` makes the process as large as a busy node. ``--rounds`` alternates the ways.
+``--rss-mib`` makes the process as large as a busy node, ``--env-kib`` pads the job's
+environment (a slower ``exec``: the kernel copies it, so a call that keeps the GIL shows it
+plainly). ``--rounds`` alternates the ways.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ ARGV = armed_argv(["/bin/true"])
 SPAWN_ARGV = [*ARGV[:2], f"cd {CWD} || exit 126; umask {UMASK:o}; {ARGV[2]}", *ARGV[3:]]
 
 
-def _popen(close_fds: bool) -> Callable[[], None]:
+def _popen(close_fds: bool, env: dict[str, str]) -> Callable[[], None]:
     def spawn_reap() -> None:
         p = subprocess.Popen(
             ARGV,
@@ -152,7 +154,7 @@ def _popen(close_fds: bool) -> Callable[[], None]:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=close_fds,
-            env=ENV,
+            env=env,
             cwd=CWD,
             umask=UMASK,
         )
@@ -165,7 +167,7 @@ def _popen(close_fds: bool) -> Callable[[], None]:
     return spawn_reap
 
 
-def _posix_spawn(spawn: Callable[..., int]) -> Callable[[], None]:
+def _posix_spawn(spawn: Callable[..., int], env: dict[str, str]) -> Callable[[], None]:
     def spawn_reap() -> None:
         fds = [os.pipe() for _ in range(3)]
         actions = [
@@ -173,7 +175,7 @@ def _posix_spawn(spawn: Callable[..., int]) -> Callable[[], None]:
             (os.POSIX_SPAWN_DUP2, fds[1][1], 1),
             (os.POSIX_SPAWN_DUP2, fds[2][1], 2),
         ]
-        pid = spawn(SPAWN_ARGV[0], SPAWN_ARGV, ENV, file_actions=actions, setsid=True)
+        pid = spawn(SPAWN_ARGV[0], SPAWN_ARGV, env, file_actions=actions, setsid=True)
         for fd in (fds[0][0], fds[1][1], fds[2][1]):
             os.close(fd)  # the child's ends, as Popen closes them
         _mark_spawned()
@@ -224,15 +226,17 @@ async def _probe(seconds: float, started: threading.Event) -> list[Interval]:
     return gaps
 
 
-def window(way: str, threads: int, rate: float, seconds: float) -> dict[str, Any]:
+def window(
+    way: str, threads: int, rate: float, seconds: float, env: dict[str, str]
+) -> dict[str, Any]:
     rec = _Recorder()
     fork_exec = subprocess._fork_exec  # type: ignore[attr-defined]  # Popen's C call
     if way == "none":
         spawn_reap = None
     elif way.startswith("popen"):
-        spawn_reap = _popen(close_fds=way == "popen")
+        spawn_reap = _popen(way == "popen", env)
     elif way == "posix_spawn":
-        spawn_reap = _posix_spawn(rec.wrap(os.posix_spawn))
+        spawn_reap = _posix_spawn(rec.wrap(os.posix_spawn), env)
     else:
         raise SystemExit(f"unknown way {way!r}")
     stop, started = threading.Event(), threading.Event()
@@ -272,14 +276,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--fds", type=int, default=200)
     p.add_argument("--rss-mib", type=int, default=150)
+    p.add_argument("--env-kib", type=int, default=0)
     args = p.parse_args()
+    pad = {f"PAD{i}": "x" * 1023 for i in range(args.env_kib)}  # one string: at most 128 KiB
+    env = {**ENV, **pad}
     ballast = bytearray(args.rss_mib << 20)
     ballast[::4096] = b"x" * len(ballast[::4096])  # touched: page tables as a busy node's
     extra = [os.open("/dev/null", os.O_RDONLY) for _ in range(args.fds)]
     ways = args.ways.split(",")
     try:
         for r in range(args.rounds):
-            rows = [window(w, args.threads, args.rate, args.seconds) for w in _order(ways, r)]
+            rows = [window(w, args.threads, args.rate, args.seconds, env) for w in _order(ways, r)]
             base = next((row for row in rows if row["way"] == "none"), None)
             for row in rows:
                 row["extra_stall_us"] = extra_stall_us(row, base)
