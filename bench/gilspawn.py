@@ -17,14 +17,16 @@ closed and reaped. Ways (``--ways``):
 
 Per spawn: ``wall_us`` (the spawn call as the thread sees it: pipes, Popen's Python, the
 syscalls), ``call_us`` (the C call alone: ``fork_exec`` or ``posix_spawn``), ``held_frac`` (of
-the C call's time, the share the loop was stalled in: ~1 when the call keeps the GIL, ~0 when
-it lets it go), ``stall_call_us`` and ``stall_spawn_us`` (the loop's stalled time inside the
-union of the C calls, and of the whole spawn calls, per spawn), ``cpu_us`` (the spawning
-thread's CPU per spawn, spawn and reap). Per window: the loop's stalled time per second and its
-longest gap. ``--fds`` opens that many extra descriptors first (a node's sockets and pidfds),
-``--rss-mib`` makes the process as large as a busy node, ``--env-kib`` pads the job's
-environment (a slower ``exec``: the kernel copies it, so a call that keeps the GIL shows it
-plainly). ``--rounds`` alternates the ways.
+the C call's time, the share the loop was stalled in: ~1 when the call keeps the GIL, ~0 when it
+lets it go; on a loaded machine the loop's own wake-up after the GIL came free adds to it),
+``loop_ran_frac`` (the share of C calls during which the loop ran at all: ~0 for a call that
+keeps the GIL, however loaded the machine), ``stall_call_us`` and ``stall_spawn_us`` (the loop's
+stalled time inside the union of the C calls, and of the whole spawn calls, per spawn),
+``cpu_us`` (the spawning thread's CPU per spawn, spawn and reap). Per window: the loop's stalled
+time per second and its longest gap. ``--fds`` opens that many extra descriptors first (a node's
+sockets and pidfds), ``--rss-mib`` makes the process as large as a busy node, ``--env-kib`` pads
+the job's environment (a slower ``exec``: the kernel copies it, so a call that keeps the GIL
+shows it plainly). ``--rounds`` alternates the ways.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ from nodes.executor.arming import armed_argv
 
 GAP_S = 50e-6
 """A loop iteration takes ~10-20 µs here; a longer gap is a time the loop could not run."""
+
+RAN = 0.9
+"""A C call during which the loop stood still less than this share of it: the loop ran inside
+it, so the call let the GIL go (one that keeps it covers itself with one gap, whatever the load)."""
 
 ENV = {"PATH": "/usr/bin:/bin"}
 CWD = "/tmp"
@@ -100,10 +106,13 @@ def summarize(
     if not n:
         return out
     call_time = sum(e - s for s, e in calls)
+    held = overlaps(gaps, calls)
+    ran = sum(1 for (s, e), h in zip(calls, held, strict=True) if h < RAN * (e - s))
     out |= {
         "wall_us": round(sum(e - s for s, e in spawns) / n * 1e6, 1),
         "call_us": round(call_time / n * 1e6, 1),
-        "held_frac": round(sum(overlaps(gaps, calls)) / call_time, 3) if call_time else None,
+        "held_frac": round(sum(held) / call_time, 3) if call_time else None,
+        "loop_ran_frac": round(ran / len(calls), 3) if calls else None,
         "stall_call_us": round(covered(gaps, calls) / n * 1e6, 1),
         "stall_spawn_us": round(covered(gaps, spawns) / n * 1e6, 1),
         "cpu_us": round(cpu_s / n * 1e6, 1),

@@ -52,9 +52,17 @@ def test_summarize_a_call_that_keeps_the_gil_and_one_that_lets_it_go():
     assert out["call_us"] == pytest.approx(1000.0)
     assert out["wall_us"] == pytest.approx(3000.0)
     assert out["held_frac"] == pytest.approx(0.5)
+    assert out["loop_ran_frac"] == pytest.approx(0.5)  # the loop ran inside the second call
     assert out["stall_call_us"] == pytest.approx(500.0)
     assert out["stall_spawn_us"] == pytest.approx(500.0)
     assert out["cpu_us"] == pytest.approx(300.0)
+
+
+def test_a_call_the_loop_ran_in_for_a_little_still_counts_as_letting_the_gil_go():
+    calls = [(0.0, 1.0), (2.0, 3.0), (4.0, 5.0)]
+    gaps = [(-0.1, 1.1), (2.0, 2.85), (4.0, 4.95)]  # whole; 85 %: ran; 95 %: held
+    out = summarize(gaps, calls, calls, cpu_s=0.0, seconds=10.0)
+    assert out["loop_ran_frac"] == pytest.approx(1 / 3, abs=0.001)
 
 
 def test_summarize_without_spawns_reports_the_loop_alone():
