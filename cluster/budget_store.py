@@ -96,8 +96,11 @@ class BudgetStore:
             kv = await self.etcd.get(key)
             now = self.clock()
             old = Budget.model_validate_json(kv.value) if kv is not None else None
+            guards = [Compare.modified(key, kv.mod_revision if kv else 0)]
             if old is None:
                 count = await self.etcd.range(self.keys.budgets(), count_only=True)
+                # a creation that raced ours lands after the count: we retry (D500)
+                guards.append(Compare.unchanged_since(self.keys.budgets(), count.revision))
                 if count.count >= MAX_BUDGETS:
                     raise InvalidInput(f"at most {MAX_BUDGETS} budgets", field="name")
             budget = Budget(
@@ -109,7 +112,7 @@ class BudgetStore:
             # a lowered ``concurrent``: slots above it stay held by their runs until those end,
             # and none is given out again (claims take indices below the limit only)
             ops: list[Any] = [Op.put(key, budget.model_dump_json())]
-            res = await self.etcd.txn([Compare.modified(key, kv.mod_revision if kv else 0)], ops)
+            res = await self.etcd.txn(guards, ops)
             if res.succeeded:
                 return budget, kv is None
         raise Conflict(f"budget {spec.name!r} is being changed concurrently; retry", field="name")
