@@ -106,6 +106,7 @@ class Access(Auditing):
         self.identity = IdentityStore(store.etcd, store.keys, store.clock)
         self.audit = AuditLog(store.etcd, store.keys, store.ids, store.clock)
         await self._bootstrap_admin()
+        await self.identity.index_tokens()  # once per cluster: tokens from before D514
         if self.config.security_level >= 1 and self.peer_secret is None:
             self.peer_secret = await self._shared_peer_secret()
 

@@ -186,7 +186,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "token-count-gate",
         "cluster/identity.py",
-        r"return \[Compare\.unchanged_since\(self\.keys\.tokens\(\), res\.revision\)\]",
+        r"return \[Compare\.unchanged_since\(self\.keys\.user_tokens\(user\), revision\)\]",
         "return []",
         (f"{SCOPE_COUNTS}::test_a_burst_of_token_creations_cannot_pass_a_users_cap",),
         "a burst of token creations cannot pass a user's 100 API tokens",
