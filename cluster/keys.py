@@ -394,6 +394,10 @@ class Keys:
         """Cluster defaults for the caps on manual runs (rate, pending runs)."""
         return f"{self.prefix}/settings/run-limits"
 
+    def run_admissions(self, project: str) -> str:
+        """Manual runs admitted under the project's cap and not yet written (D512)."""
+        return f"{self.prefix}/run-admissions/{project}"
+
     def project_run_limits(self, project: str) -> str:
         """A project's overrides of the run limits (set by a cluster admin)."""
         return f"{self.prefix}/run-limits/{project}"

@@ -10,6 +10,7 @@ overlap policy, and a tick refused for a cap would be lost (D173).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
 
@@ -61,14 +62,34 @@ def parameter_bytes(parameters: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in parameters.items())
 
 
-def check_pending(project: str, unfinished: int, adding: int, cap: int) -> None:
-    """Refuse ``adding`` more runs when the project would then hold more than ``cap``."""
-    if unfinished + adding > cap:
+def check_pending(project: str, unfinished: int, adding: int, cap: int, held: int = 0) -> None:
+    """Refuse ``adding`` more runs when the project would then hold more than ``cap``, counting
+    the ``held`` runs other requests were admitted for and are writing (D512)."""
+    if unfinished + held + adding > cap:
+        also = f" (and {held} being created)" if held else ""
         raise QuotaExceeded(
-            f"project {project!r} has {unfinished} unfinished runs; {adding} more would pass "
-            f"its cap max_pending_runs={cap} (wait for runs to finish, or ask a cluster admin)",
+            f"project {project!r} has {unfinished} unfinished runs{also}; {adding} more would "
+            f"pass its cap max_pending_runs={cap} (wait for runs to finish, or ask a cluster "
+            "admin)",
             field="max_pending_runs",
         )
+
+
+# An admission's hold on the cap (D512): [id, runs, until (epoch seconds)]. It is released once
+# its runs are written; one whose node died goes at ``until``.
+HOLD_SECONDS = 120.0
+Hold = tuple[str, int, float]
+
+
+def live_holds(value: bytes | None, now: float) -> list[Hold]:
+    """The holds of a ``run-admissions/<project>`` value that have not expired at ``now``."""
+    if not value:
+        return []
+    return [(i, int(n), float(t)) for i, n, t in json.loads(value)["held"] if float(t) > now]
+
+
+def holds_value(holds: list[Hold]) -> str:
+    return json.dumps({"held": [list(h) for h in holds]})
 
 
 class Buckets:

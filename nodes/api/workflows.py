@@ -108,8 +108,8 @@ class WorkflowApi:
         warnings = params.check_given(
             f"workflow {name}", declared, req.parameters
         )  # 400 if declared (D254)
-        await api_limits.gate(request).admit(project, 1, "workflow executions")  # D173
-        ex = await self.wf().trigger(project, name, req.parameters)
+        async with api_limits.gate(request).admitted(project, 1, "workflow executions"):  # D173
+            ex = await self.wf().trigger(project, name, req.parameters)
         return ok({**dump(ex), **({"warnings": warnings} if warnings else {})}, 201)
 
     @documented(query={"limit": LIMIT, "workflow": STR, "before": STR})
@@ -150,13 +150,13 @@ class WorkflowApi:
     async def rerun(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(RerunRequest, await body_json(request, optional=True))
-        await api_limits.gate(request).admit(project, 1, "workflow reruns")  # D173
-        ex = await self.wf().rerun(
-            project,
-            request.match_info["execution"],
-            from_task=req.from_task,
-            failed_only=req.failed_only,
-        )
+        async with api_limits.gate(request).admitted(project, 1, "workflow reruns"):  # D173
+            ex = await self.wf().rerun(
+                project,
+                request.match_info["execution"],
+                from_task=req.from_task,
+                failed_only=req.failed_only,
+            )
         return ok(dump(ex))
 
     @documented(answer=Execution)
