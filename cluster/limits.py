@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.errors import QuotaExceeded, TooManyRequests
+from cluster.errors import CronmeshError, QuotaExceeded, TooManyRequests
 
 # The parameters one trigger may add to a run (names + values, UTF-8): 16 KiB. A run's record is
 # written twice (run, queue entry), so a trigger stores at most ~32 KiB plus the job's snapshot.
@@ -75,17 +77,32 @@ def check_pending(project: str, unfinished: int, adding: int, cap: int, held: in
         )
 
 
-# An admission's hold on the cap (D512): [id, runs, until (epoch seconds)]. It is released once
-# its runs are written; one whose node died goes at ``until``.
+# An admission's hold on the cap (D512): [id, runs, until (epoch seconds), what else it holds
+# a place in ("": nothing; a hook's idempotency keys' prefix, D513)]. It is released once its
+# runs are written; one whose node died goes at ``until``.
 HOLD_SECONDS = 120.0
-Hold = tuple[str, int, float]
+Hold = tuple[str, int, float, str]
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Another count an admission holds a place in until its write: the keys under ``prefix``
+    (one more each), at most ``cap``; ``refusal(held)`` is raised at the cap (D513)."""
+
+    prefix: str
+    cap: int
+    refusal: Callable[[int], CronmeshError]
 
 
 def live_holds(value: bytes | None, now: float) -> list[Hold]:
     """The holds of a ``run-admissions/<project>`` value that have not expired at ``now``."""
     if not value:
         return []
-    return [(i, int(n), float(t)) for i, n, t in json.loads(value)["held"] if float(t) > now]
+    out = []
+    for i, n, t, *also in json.loads(value)["held"]:
+        if float(t) > now:
+            out.append((i, int(n), float(t), also[0] if also else ""))
+    return out
 
 
 def holds_value(holds: list[Hold]) -> str:

@@ -23,6 +23,7 @@ from cluster.etcd import KV, Compare, Op
 from cluster.limits import (
     HOLD_SECONDS,
     Buckets,
+    Counted,
     RunLimits,
     check_pending,
     effective,
@@ -64,12 +65,12 @@ class RunGate:
         self, project: str
     ) -> tuple[RunLimits, RunLimits | None, RunLimits | None, int]:
         """(effective, cluster defaults, project overrides, unfinished runs): one round trip."""
-        limits, cluster, own, unfinished, _ = await self._read(project)
+        limits, cluster, own, unfinished, _, _ = await self._read(project)
         return limits, cluster, own, unfinished
 
     async def _read(
-        self, project: str
-    ) -> tuple[RunLimits, RunLimits | None, RunLimits | None, int, KV | None]:
+        self, project: str, also: Counted | None = None
+    ) -> tuple[RunLimits, RunLimits | None, RunLimits | None, int, KV | None, int]:
         keys = self.node.keys
         res = await self.node.etcd.txn(
             [],
@@ -78,6 +79,7 @@ class RunGate:
                 Op.get(keys.project_run_limits(project)),
                 Op.count(keys.actives(project)),
                 Op.get(keys.run_admissions(project)),
+                *([Op.count(also.prefix)] if also else []),
             ],
         )
         cluster_kvs, project_kvs = res.range_kvs(0), res.range_kvs(1)
@@ -85,31 +87,47 @@ class RunGate:
         own = RunLimits.model_validate_json(project_kvs[0].value) if project_kvs else None
         unfinished = int(res.responses[2].response_range.count)
         holds = res.range_kvs(3)
-        return effective(cluster, own), cluster, own, unfinished, holds[0] if holds else None
+        counted = int(res.responses[4].response_range.count) if also else 0
+        return (
+            effective(cluster, own),
+            cluster,
+            own,
+            unfinished,
+            holds[0] if holds else None,
+            counted,
+        )
 
     @contextlib.asynccontextmanager
-    async def admitted(self, project: str, runs: int, what: str = "runs") -> AsyncIterator[None]:
+    async def admitted(
+        self, project: str, runs: int, what: str = "runs", also: Counted | None = None
+    ) -> AsyncIterator[None]:
         """Raise 429 (rate) or 403 ``quota_exceeded`` (cap) before ``runs`` new runs are made;
-        else hold them against the cap while the body writes them."""
-        hold = await self._admit(project, runs, what)
+        else hold them against the cap while the body writes them (and a place in ``also``,
+        which the body creates one key under: D513)."""
+        hold = await self._admit(project, runs, what, also)
         try:
             yield
         finally:
             await self._release(project, hold)
 
-    async def _admit(self, project: str, runs: int, what: str) -> str:
+    async def _admit(self, project: str, runs: int, what: str, also: Counted | None) -> str:
         key = self.node.keys.run_admissions(project)
         async with self._turn(project):
             for attempt in range(ADMIT_TRIES):
-                limits, _, _, unfinished, kv = await self._read(project)
+                limits, _, _, unfinished, kv, counted = await self._read(project, also)
                 holds = live_holds(kv.value if kv else None, self.wall())
                 assert limits.max_pending_runs is not None
-                held = sum(n for _, n, _ in holds)
+                held = sum(h[1] for h in holds)
                 check_pending(project, unfinished, runs, limits.max_pending_runs, held)
+                if also is not None:
+                    counted += sum(h[3] == also.prefix for h in holds)
+                    if counted >= also.cap:
+                        raise also.refusal(counted)
                 if not attempt:
                     self.buckets.admit(project, runs, limits, self.clock(), what)
                 hold = secrets.token_hex(8)
-                holds.append((hold, runs, self.wall() + HOLD_SECONDS))
+                tag = also.prefix if also else ""
+                holds.append((hold, runs, self.wall() + HOLD_SECONDS, tag))
                 # compared: an admission on another node since our read makes us count again
                 res = await self.node.etcd.txn(
                     [Compare.modified(key, kv.mod_revision if kv else 0)],

@@ -1,4 +1,5 @@
-"""The cap on a project's unfinished runs under concurrent manual runs (D512). Each trigger
+"""Counts that manual runs hold a place in until written (D512, D513): the cap on a project's
+unfinished runs, and a hook's idempotency keys. The cap on unfinished runs (D512). Each trigger
 counted the project's unfinished runs, then wrote its run: a burst of concurrent triggers all
 passed one count, so the 2,000 cap could be overshot by one ``run_burst`` (1,000) per node. An
 admission now holds its runs against the cap in etcd until they are written, and the holds are
@@ -7,16 +8,20 @@ counted; two nodes, real etcd, the bursts sent over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import aiohttp
 
+from cluster.hooks import sign
+from cluster.secretbox import new_key
 from tests.conftest import api_headers, wait_for
 from tests.integration.test_access import make_user
 
 A = "/api/v1/projects/a"
 JOB = {"name": "j", "command": "true", "target": {"selector": "role=nowhere"}}  # stays pending
 CAP, SHORT, BURST = 30, 3, 40
+SECRET = "s3cret-for-the-hook-0123456789"
 FAST = {"runs_per_second": 10000, "run_burst": 10000}  # the rate is not what is tested
 
 
@@ -74,3 +79,43 @@ async def test_a_burst_under_the_cap_is_admitted_whole(cluster, etcd, keys):
     answers = await triggers(cluster, nodes, op, 200)
     assert answers == Counter({201: 200}), answers
     assert await unfinished(etcd, keys) == 200
+
+
+KEYS = 5  # a hook's idempotency keys, lowered from 10,000 for the test
+
+
+async def test_a_burst_of_keyed_deliveries_cannot_pass_a_hooks_keys(
+    cluster, etcd, keys, tmp_path, monkeypatch
+):
+    """A hook remembers at most 10,000 idempotency keys (a day each); the count was read, then
+    the key written, so a burst of deliveries with new keys all passed one count (D513)."""
+    monkeypatch.setattr("cluster.hook_store.MAX_IDEMPOTENCY_KEYS", KEYS)
+    secrets_key = tmp_path / "secrets.key"
+    secrets_key.write_text(new_key() + "\n")
+    secrets_key.chmod(0o600)
+    nodes = [await cluster.start(n, secrets_key_file=str(secrets_key)) for n in ("c1", "c2")]
+    status, body = await cluster.request("PUT", f"{A}/jobs/j", json=JOB)
+    assert status == 201, body
+    status, body = await cluster.request("PUT", f"{A}/run-limits", json=FAST)
+    assert status == 200, body
+    hook = {"target": {"job": "j"}, "secret": SECRET, "rate_per_minute": 6000, "burst": 1000}
+    status, body = await cluster.request("PUT", f"{A}/hooks/h", json=hook)
+    assert status == 201, body
+    async with aiohttp.ClientSession() as http:
+
+        async def one(i: int) -> int:
+            raw = b"{}"
+            headers = {
+                "Content-Type": "application/json",
+                "X-Cronmesh-Signature": sign(SECRET.encode(), int(time.time()), raw),
+                "Idempotency-Key": f"k{i}",
+            }
+            url = cluster.url(nodes[i % 2], "/api/v1/hooks/a/h")
+            async with http.post(url, data=raw, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        answers = Counter(await asyncio.gather(*(one(i) for i in range(BURST))))
+    assert set(answers) <= {202, 429}, answers
+    assert answers[202] == KEYS, answers
+    assert (await etcd.range(keys.hook_deliveries("a", "h"), count_only=True)).count == KEYS
