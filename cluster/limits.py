@@ -14,7 +14,8 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,11 +78,11 @@ def check_pending(project: str, unfinished: int, adding: int, cap: int, held: in
         )
 
 
-# An admission's hold on the cap (D512): [id, runs, until (epoch seconds), what else it holds
-# a place in ("": nothing; a hook's idempotency keys' prefix, D513)]. It is released once its
-# runs are written; one whose node died goes at ``until``.
+# What the nodes hold against a project's caps (D512), ``run-admissions/<project>``: per node,
+# the runs it admitted and is still writing, the places it holds in other counts (``Counted``,
+# by prefix) and until when the entry stands (a node that died leaves it until then). A node
+# rewrites its own entry as its admissions start; it counts its own holds from memory.
 HOLD_SECONDS = 120.0
-Hold = tuple[str, int, float, str]
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,55 @@ class Counted:
     refusal: Callable[[int], CronmeshError]
 
 
-def live_holds(value: bytes | None, now: float) -> list[Hold]:
-    """The holds of a ``run-admissions/<project>`` value that have not expired at ``now``."""
-    if not value:
-        return []
-    out = []
-    for i, n, t, *also in json.loads(value)["held"]:
-        if float(t) > now:
-            out.append((i, int(n), float(t), also[0] if also else ""))
+@dataclass
+class Held:
+    """One node's holds on one project: runs, and places by ``Counted.prefix``."""
+
+    runs: int = 0
+    places: dict[str, int] = field(default_factory=dict)
+
+    def add(self, runs: int, place: str | None, sign: int = 1) -> None:
+        self.runs += sign * runs
+        if place is not None:
+            self.places[place] = self.places.get(place, 0) + sign
+            if not self.places[place]:
+                del self.places[place]
+
+    def plus(self, other: Held) -> Held:
+        places = dict(self.places)
+        for prefix, n in other.places.items():
+            places[prefix] = places.get(prefix, 0) + n
+        return Held(self.runs + other.runs, places)
+
+    def empty(self) -> bool:
+        return not self.runs and not self.places
+
+
+def others_held(value: bytes | None, me: str, now: float) -> Held:
+    """What the other nodes' entries that stand at ``now`` hold, summed."""
+    out = Held()
+    for node, entry in _entries(value).items():
+        if node != me and float(entry["until"]) > now:
+            out.runs += int(entry["runs"])
+            for prefix, n in entry.get("places", {}).items():
+                out.places[prefix] = out.places.get(prefix, 0) + int(n)
     return out
 
 
-def holds_value(holds: list[Hold]) -> str:
-    return json.dumps({"held": [list(h) for h in holds]})
+def with_mine(value: bytes | None, me: str, mine: Held, now: float) -> str | None:
+    """The value with this node's entry set to ``mine`` (gone when it holds nothing) and
+    lapsed entries dropped; None when no entry is left (the key goes)."""
+    entries = {n: e for n, e in _entries(value).items() if n != me and float(e["until"]) > now}
+    if not mine.empty():
+        entries[me] = {"runs": mine.runs, "places": mine.places, "until": now + HOLD_SECONDS}
+    return json.dumps({"nodes": entries}) if entries else None
+
+
+def _entries(value: bytes | None) -> dict[str, dict[str, Any]]:
+    if not value:
+        return {}
+    nodes = json.loads(value).get("nodes")
+    return nodes if isinstance(nodes, dict) else {}
 
 
 class Buckets:
