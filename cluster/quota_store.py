@@ -9,6 +9,7 @@ from typing import Any
 from cluster.etcd import Compare, Etcd, Op
 from cluster.history import over_quota, parse_bytes
 from cluster.keys import Keys
+from cluster.limits import Counted
 from cluster.quotas import Kind, Quotas, exceeded, refusal
 
 
@@ -95,6 +96,19 @@ class QuotaStore:
                         [Compare.modified(kv.key, kv.mod_revision)],
                         [Op.put(size_key, str(value))],
                     )
+
+    async def creation_hold(self, project: str, kind: Kind, name: str) -> Counted | None:
+        """What a write of ``name`` holds a place in until it is written, when it would create
+        the document: the project's jobs or workflows, at most its quota, so concurrent
+        creations cannot all pass one count (the run gate's hold, D515). None when it exists: a
+        replacement adds none (and a racing creation of the same name loses its compare)."""
+        key = self.keys.job(project, name) if kind == "job" else self.keys.workflow(project, name)
+        if await self.etcd.get(key) is not None:
+            return None
+        limits = await self.project_limits(project)
+        quota = "jobs" if kind == "job" else "workflows"
+        prefix = self.keys.jobs(project) if kind == "job" else self.keys.workflows(project)
+        return Counted(prefix, getattr(limits, quota), lambda _: refusal(quota, limits, project))
 
     async def check_quota(
         self,

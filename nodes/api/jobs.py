@@ -194,7 +194,9 @@ class Api:
         spec = self._spec(data, None)
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
-        job, _ = await self.store().put_job(project, spec, create_only=True)
+        hold = await self.store().creation_hold(project, "job", spec.name)  # D515
+        async with api_limits.gate(request).admitted(project, 0, "jobs", hold):
+            job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(self._saved(job), 201)
 
     @documented(body=JobSpec, answer=Job, also=("201",))
@@ -204,7 +206,9 @@ class Api:
         spec = self._spec(data, request.match_info["job"])
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
-        job, created = await self.store().put_job(project, spec)
+        hold = await self.store().creation_hold(project, "job", spec.name)  # D515
+        async with api_limits.gate(request).admitted(project, 0, "jobs", hold):
+            job, created = await self.store().put_job(project, spec)
         return ok(self._saved(job), 201 if created else 200)
 
     def _saved(self, job: Job) -> dict[str, Any]:

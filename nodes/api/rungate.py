@@ -117,6 +117,9 @@ class RunGate:
         """Raise 429 (rate) or 403 ``quota_exceeded`` (cap) before ``runs`` new runs are made;
         else hold them against the cap while the body writes them (and a place in ``also``,
         which the body creates one key under: D513)."""
+        if not runs and also is None:  # nothing to hold (a replaced document: D515)
+            yield
+            return
         state = self._projects.setdefault(project, _Project())
         state.users += 1
         ask = _Ask(runs, what, also)
@@ -193,14 +196,14 @@ class RunGate:
         for ask in asks:
             place = ask.also.prefix if ask.also else None
             try:
-                check_pending(
-                    project, unfinished, ask.runs, limits.max_pending_runs, held.runs + adding.runs
-                )
+                if ask.runs:  # (a document's creation holds no runs, D515)
+                    held_runs = held.runs + adding.runs
+                    check_pending(project, unfinished, ask.runs, limits.max_pending_runs, held_runs)
                 if ask.also is not None and place is not None:
                     n = counts[place] + held.places.get(place, 0) + adding.places.get(place, 0)
                     if n >= ask.also.cap:
                         raise ask.also.refusal(n)
-                if not ask.charged:
+                if ask.runs and not ask.charged:
                     self.buckets.admit(project, ask.runs, limits, self.clock(), ask.what)
                     ask.charged = True
             except CronmeshError as exc:

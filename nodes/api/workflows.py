@@ -71,7 +71,9 @@ class WorkflowApi:
         project = project_of(request)
         spec = self._spec(await body_json(request), None)
         await self._check_run_as(project, spec)
-        wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
+        hold = await require_store(self.node).creation_hold(project, "workflow", spec.name)
+        async with api_limits.gate(request).admitted(project, 0, "workflows", hold):
+            wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
         return ok(self._saved(wf), 201)
 
     @documented(body=WorkflowSpec, answer=Workflow, also=("201",))
@@ -79,7 +81,9 @@ class WorkflowApi:
         project = project_of(request)
         spec = self._spec(await body_json(request), request.match_info["workflow"])
         await self._check_run_as(project, spec)
-        wf, created = await self.wf().put_workflow(project, spec)
+        hold = await require_store(self.node).creation_hold(project, "workflow", spec.name)
+        async with api_limits.gate(request).admitted(project, 0, "workflows", hold):
+            wf, created = await self.wf().put_workflow(project, spec)
         return ok(self._saved(wf), 201 if created else 200)
 
     def _saved(self, wf: Workflow) -> dict[str, Any]:
