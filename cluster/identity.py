@@ -350,6 +350,8 @@ class IdentityStore:
     async def revoke_token(self, user: str, token_id: str) -> None:
         key = self.keys.token(token_id)
         kv = await self.etcd.get(key)
+        if kv is None:  # an entry an older node left when it revoked the token goes (D514)
+            await self.etcd.delete(self.keys.user_token(user, token_id))
         if kv is None or TokenRecord.model_validate_json(kv.value).user != user:
             raise TokenNotFound(f"token {token_id!r} of user {user!r} not found", field="id")
         await self.etcd.txn(
