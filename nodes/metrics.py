@@ -265,7 +265,7 @@ HOOK_DELIVERIES = Counter(
     registry=REGISTRY,
 )
 
-# peer requests refused (D511): by reason, a fixed set of signing.verify's answers
+# peer requests refused (D511): by reason, signing.verify's fixed set with "_" for spaces
 PEER_REJECTED = Counter(
     "cronmesh_peer_requests_rejected",
     "Requests to /internal/v1 this node refused, by reason (one warning per reason a minute)",

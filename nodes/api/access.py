@@ -190,7 +190,8 @@ class Access(Auditing):
             me=self.node_id,
         )
         if reason is not None:
-            metrics.child(metrics.PEER_REJECTED, reason).inc()
+            # the label without spaces: naive readers of /metrics split a line on them
+            metrics.child(metrics.PEER_REJECTED, reason.replace(" ", "_")).inc()
             unlogged = self.rejections.admit(reason, time.monotonic())
             if unlogged is not None:  # the first of its reason this minute (D511)
                 log.warning(

@@ -22,7 +22,7 @@ FLOOD = 60
 
 def rejected(reason: str) -> float:
     sample = metrics.REGISTRY.get_sample_value(
-        "cronmesh_peer_requests_rejected_total", {"reason": reason}
+        "cronmesh_peer_requests_rejected_total", {"reason": reason.replace(" ", "_")}
     )
     return sample or 0.0
 
