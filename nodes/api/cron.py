@@ -52,13 +52,24 @@ def with_dst_warnings(
     doc: dict[str, Any], schedules: Iterable[ScheduleSpec], hash_key: str, now: datetime
 ) -> dict[str, Any]:
     """The answer to saving a job or workflow: ``doc`` plus ``warnings`` when a fixed time of
-    an enabled schedule falls in a DST transition in the coming year (D223)."""
+    an enabled schedule falls in a DST transition in the coming year (D223), or when a cron
+    schedule never fires at all (``0 0 30 2 *``: code ``never_fires``, D507)."""
     parsed = [
-        (f"schedules.{i}", spec.parse(hash_key))
+        (f"schedules.{i}", spec.cron, spec.parse(hash_key))
         for i, spec in enumerate(schedules)
         if spec.enabled and spec.cron is not None
     ]
-    warnings = transition_warnings(parsed, now)
+    warnings = [
+        {
+            "field": field,
+            "code": "never_fires",
+            "message": f"{cron!r} never fires: no date matches all its fields (such as day 30"
+            " of February); check its day-of-month, month and day-of-week fields",
+        }
+        for field, cron, schedule in parsed
+        if schedule.next_after(now) is None
+    ]
+    warnings += transition_warnings([(field, sched) for field, _, sched in parsed], now)
     return {**doc, "warnings": warnings} if warnings else doc
 
 

@@ -10,14 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from nodes.cli import yamlio
 from nodes.cli.client import ApiError, call, proj
 
 
 def load_documents(path: str) -> list[dict[str, Any]]:
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    source = "<stdin>" if path == "-" else path
     docs: list[dict[str, Any]] = []
-    for doc in yamlio.load_all(text):  # only true/false are booleans (`on:` stays a key)
+    try:  # only true/false are booleans (`on:` stays a key)
+        loaded = list(yamlio.load_all(text, name=source))
+    except yaml.YAMLError as exc:  # name the file: `job apply -f` may be one of many (D509)
+        raise ApiError(0, {"error": {"message": f"{source}: not valid YAML: {exc}"}}) from None
+    for doc in loaded:
         if doc is None:
             continue
         if isinstance(doc, list):
@@ -42,6 +49,8 @@ def apply_documents(args: argparse.Namespace, kind: str) -> Iterator[dict[str, A
     for doc in load_documents(args.file):
         name = doc.get("name") if isinstance(doc, dict) else None
         if not name:
-            raise ApiError(400, {"error": {"message": f"each {kind} document needs a name"}})
+            raise ApiError(
+                400, {"error": {"message": f"{args.file}: each {kind} document needs a name"}}
+            )
         path = f"{proj(args)}/{kind}s/{urllib.parse.quote(str(name), safe='')}"
         yield call(args, "PUT", path, doc)
