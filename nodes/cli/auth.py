@@ -149,7 +149,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         user = call(args, "GET", f"/api/v1/users/{args.name}")
         roles = {**user["roles"], **_grants(args.role)}
         call(args, "PATCH", f"/api/v1/users/{args.name}", {"roles": roles})
-        print(f"user {args.name}: roles {roles}")
+        print(f"user {args.name}: roles {', '.join(f'{p}={r}' for p, r in sorted(roles.items()))}")
     elif args.action in ("enable", "disable"):
         call(args, "PATCH", f"/api/v1/users/{args.name}", {"enabled": args.action == "enable"})
         print(f"user {args.name} {args.action}d")
