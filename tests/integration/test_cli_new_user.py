@@ -85,6 +85,12 @@ async def test_a_new_users_mistakes_get_their_fix(cluster, tmp_path):
     code, out, err = await cli(url, "calendar", "delete", "days-off")
     assert code == 0 and out.strip() == "calendar days-off deleted", (out, err)
 
+    # the README's `group bind` on a group not made yet: how to make it
+    for args in (("bind", "etl", "primary", "--node", "n1"), ("grant", "etl", "--project", "b")):
+        code, _, err = await cli(url, "group", *args)
+        assert code == 1 and "group 'etl' not found: create it first" in err, err
+        assert "`cronmesh group apply -f FILE` with `name: etl`" in err, err
+
     code, _, err = await cli(url, "user", "create", "ann", "--role", "default=viewer")
     assert code == 0, err
     code, out, err = await cli(url, "user", "grant", "ann", "--role", "ops=editor")
