@@ -174,7 +174,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     base = f"/api/v1/users/{user}/tokens"
     if args.action == "create":
         body: dict[str, Any] = {"description": args.description or ""}
-        if args.expires_in:
+        if args.expires_in is not None:  # 0 is a mistake to answer, not "never" (D509)
             body["expires_in"] = args.expires_in
         if args.scope:
             body["scope"] = args.scope
@@ -296,7 +296,9 @@ def add_commands(sub: Any) -> None:
     t = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     tc = t.add_parser("create", help="create an API token (printed once)")
     tc.add_argument("--description", help="what the token is for (shown in token list)")
-    tc.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
+    tc.add_argument(
+        "--expires-in", type=int, help="seconds until it expires, at least 60 (default never)"
+    )
     tc.add_argument(
         "--scope", choices=["all", "metrics"], help="metrics: reads /metrics and /status only"
     )

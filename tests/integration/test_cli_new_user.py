@@ -78,6 +78,11 @@ async def test_a_new_users_mistakes_get_their_fix(cluster, tmp_path):
     code, _, err = await cli(url, "job", "list", env=cli_env(CRONMESH_TOKEN="cm_expired"))
     assert code == 1 and "CRONMESH_TOKEN was refused" in err, err
 
+    # `--expires-in 0` is refused, not read as "never expires"
+    code, out, err = await cli(url, "token", "create", "--expires-in", "0")
+    assert code == 1 and out == "", out
+    assert "expires_in: Input should be greater than or equal to 60" in err, err
+
     calendar = tmp_path / "cal.yaml"
     calendar.write_text("name: days-off\ndates: [2026-12-24]\n")
     code, _, err = await cli(url, "calendar", "apply", "-f", str(calendar))
