@@ -19,14 +19,14 @@ from pydantic import BaseModel
 MAX_LISTED = 12
 
 
-def closest(word: str, choices: Iterable[str]) -> str | None:
+def closest(word: str, choices: Iterable[str], cutoff: float = 0.75) -> str | None:
     """The choice ``word`` most likely meant: the same but for case, else the nearest spelling
-    (difflib's ratio ≥ 0.75), else None."""
+    (difflib's ratio ≥ ``cutoff``), else None."""
     options = list(choices)
     lowered = {c.lower(): c for c in options}
     if word.lower() in lowered:
         return lowered[word.lower()]
-    found = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.75)
+    found = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=cutoff)
     return lowered[found[0]] if found else None
 
 
@@ -127,9 +127,12 @@ def timezone_hint(name: str) -> str:
             f"; an abbreviation such as {wanted!r} is not a zone: use an IANA name such as"
             " 'Europe/Paris', 'America/New_York' or 'UTC'"
         )
+    region = next((z for z in _zones() if z.lower().startswith(wanted.lower() + "/")), None)
+    if guess is None and wanted and region is not None:
+        return f"; {wanted!r} is a region: name a zone in it, such as {region!r}"
     guess = guess or closest(wanted, _zones())
-    if guess is None:
-        city = closest(wanted.replace(" ", "_"), cities)
+    if guess is None:  # a city misspelt: stricter, short names are near too many others
+        city = closest(wanted.replace(" ", "_"), cities, cutoff=0.85)
         guess = cities[city] if city is not None else None
     if guess is not None:
         return f"; did you mean {guess!r}?"

@@ -81,6 +81,7 @@ def test_a_field_far_from_any_gets_no_guess():
         # an abbreviation is not guessed (CEST is not EST)
         ("CEST", "an abbreviation such as 'CEST' is not a zone"),
         ("Mars/Olympus", "use an IANA name such as 'Europe/Paris'"),
+        ("America", "'America' is a region: name a zone in it"),  # not "America/Merida"
     ],
 )
 def test_an_unknown_time_zone_says_which_was_meant(zone, hint):
