@@ -78,6 +78,22 @@ async def test_a_new_users_mistakes_get_their_fix(cluster, tmp_path):
     code, _, err = await cli(url, "job", "list", env=cli_env(CRONMESH_TOKEN="cm_expired"))
     assert code == 1 and "CRONMESH_TOKEN was refused" in err, err
 
+    # a workflow's file given to `job apply` (and back): the command to use, not "unknown field"
+    code, _, err = await cli(url, "job", "apply", "-f", "docs/examples/etl-workflow.yaml")
+    assert code == 1 and "etl is not a job (it has tasks)" in err, err
+    assert "apply it with `cronmesh workflow apply -f`" in err, err
+    code, _, err = await cli(url, "workflow", "apply", "-f", "docs/examples/hello.yaml")
+    assert code == 1 and "apply it with `cronmesh job apply -f`" in err, err
+    # what `cronmesh export` writes (`kind`, `project`) applies with `job apply` too
+    code, _, err = await cli(url, "export", str(tmp_path / "snap"))
+    assert code == 0, err
+    exported = tmp_path / "snap" / "default" / "jobs" / "t2.yaml"
+    assert "kind: Job" in exported.read_text()
+    code, out, err = await cli(url, "job", "apply", "-f", str(exported))
+    assert code == 0 and "job default/t2 applied" in out, err
+    code, _, err = await cli(url, "-p", "other", "job", "apply", "-f", str(exported))
+    assert code == 1 and "t2 is of project 'default', not 'other': add `-p default`" in err, err
+
     # `--expires-in 0` is refused, not read as "never expires"
     code, out, err = await cli(url, "token", "create", "--expires-in", "0")
     assert code == 1 and out == "", out
