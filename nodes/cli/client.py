@@ -12,6 +12,9 @@ from typing import Any
 
 from nodes.cli.credentials import token_for
 
+# Seconds the CLI waits for an API answer.
+TIMEOUT = 30.0
+
 
 class ApiError(Exception):
     def __init__(self, status: int, body: Any) -> None:
@@ -95,7 +98,7 @@ def call(
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             payload, status = resp.read(), resp.status
     except urllib.error.HTTPError as exc:
         payload = exc.read()
@@ -118,6 +121,9 @@ def call(
         raise ApiError(exc.code, parsed) from None
     except urllib.error.URLError as exc:
         raise ApiError(0, {"error": {"message": unreachable(args.api, exc.reason)}}) from None
+    except OSError as exc:  # no answer in time, or the connection dropped mid-answer (D509)
+        reason = f"no answer within {TIMEOUT:g} s" if isinstance(exc, TimeoutError) else exc
+        raise ApiError(0, {"error": {"message": unreachable(args.api, reason)}}) from None
     if raw:
         return payload.decode(errors="replace")
     try:
