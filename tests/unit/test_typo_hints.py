@@ -142,6 +142,30 @@ def test_saving_a_schedule_that_never_fires_warns(cron, never):
         assert "day-of-month, month and day-of-week" in w["message"]
 
 
+@pytest.mark.parametrize(
+    ("at", "never"),
+    [
+        ("2026-12-07T11:59:00Z", True),  # a minute before the save: never caught up (D6)
+        ("2026-12-07T12:59:00+01:00", True),
+        ("2026-12-07T12:00:05Z", False),
+        ("2026-12-24T18:00:00", False),  # wall time in the schedule's zone
+    ],
+)
+def test_saving_a_one_shot_in_the_past_warns(at, never):
+    spec = ScheduleSpec.model_validate({"at": at, "timezone": "Europe/Paris"})
+    answer = with_dst_warnings({"name": "a"}, [spec], "default/a", NOW)
+    warnings = answer.get("warnings", [])
+    assert [w["code"] for w in warnings] == (["never_fires"] if never else [])
+    if never:
+        assert warnings[0]["message"].startswith("at 2026-12-07T")
+        assert "is not after now: a one-shot schedule fires only" in warnings[0]["message"]
+
+
+def test_an_every_schedule_never_warns():
+    spec = ScheduleSpec.model_validate({"cron": "@every 90s"})
+    assert "warnings" not in with_dst_warnings({"name": "a"}, [spec], "default/a", NOW)
+
+
 def test_a_disabled_impossible_schedule_does_not_warn():
     spec = ScheduleSpec.model_validate({"cron": "0 0 30 2 *", "enabled": False})
     assert "warnings" not in with_dst_warnings({"name": "a"}, [spec], "default/a", NOW)
