@@ -104,6 +104,10 @@ def test_the_result_file_is_read_without_following_links(tmp_path):
     assert "larger than 100" in read_result(result, 100)[1]
     result.write_bytes(b'{"rows": 1}')
     assert read_result(result, 100) == (b'{"rows": 1}', None)
+    result.unlink()
+    os.link(secret, result)  # where fs.protected_hardlinks is 0, any file the path reaches
+    data, error = read_result(result, 100)
+    assert data is None and "other links" in error
 
 
 def test_node_folders_private_with_a_traverse_only_path_to_the_work_folder(tmp_path):
