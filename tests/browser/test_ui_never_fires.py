@@ -23,7 +23,9 @@ async def test_saving_a_schedule_that_never_fires_warns_as_it_is(cluster, ui_fac
     await page.get_by_role("button", name="Create job").click()
     warning = page.locator("#toast .toast.warn")
     await expect(warning).to_have_count(1)
-    await expect(warning).to_contain_text("'0 0 30 2 *' never fires: no date matches all its fields")
+    await expect(warning).to_contain_text(
+        "'0 0 30 2 *' never fires: no date matches all its fields"
+    )
     await expect(warning).not_to_contain_text("Daylight saving")
     await expect(page.get_by_role("heading", name="Definition")).to_be_visible()  # saved
     status, job = await cluster.request("GET", "/api/v1/projects/default/jobs/leapless")
