@@ -18,11 +18,13 @@ from pydantic import (
     model_validator,
 )
 
-from cluster.deadlines import Deadlines, Duration
+from cluster.deadlines import Deadlines, Duration, KillGrace, RetryInterval, Timeout
 from cluster.depends_spec import MAX_DEPENDS, Dependency, Gate, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
+from cluster.field_hints import unknown_field_hint
 from cluster.fields import (
     NAME_PATTERN,
+    NAME_RULE,
     Env,
     Name,
     Params,
@@ -205,14 +207,14 @@ class JobSpec(Strict):
     schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=MAX_SCHEDULES)
     max_runs: int = Field(default=0, ge=0)
     parameters: Params = Field(default_factory=dict)
-    timeout: float = Field(default=0, ge=0, le=30 * 86400)
+    timeout: Timeout = 0
     retries: int = Field(default=0, ge=0, le=100)
-    retry_interval: float = Field(default=10, ge=0, le=86400)
+    retry_interval: RetryInterval = 10
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     overlap: Overlap = "allow"
     max_parallel: int = Field(default=0, ge=0, le=1000)
     catchup: Catchup = "latest"
-    starting_deadline: float = Field(default=0, ge=0, le=366 * 86400)
+    starting_deadline: Duration = 0
     catchup_limit: int = Field(default=100, ge=1, le=10_000)
     priority: int = Field(default=0, ge=-1000, le=1000)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
@@ -222,7 +224,7 @@ class JobSpec(Strict):
     run_as: RunAs | None = None  # None: the node's default user (D142)
     # Variables of the run's process: plain values, or {secret: name} (injected at start).
     env: Env = Field(default_factory=dict)
-    kill_grace: float = Field(default=10, ge=0, le=3600)
+    kill_grace: KillGrace = 10
     keep_runs: int = Field(default=100, ge=1, le=100_000)
     # None: the project's default notifications apply; []: none for this job.
     notifications: list[NotificationRule] | None = Field(default=None, max_length=32)
@@ -404,8 +406,9 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def validation_to_error(exc: ValidationError) -> InvalidInput:
-    """The first pydantic error as one InvalidInput naming the field."""
+def validation_to_error(exc: ValidationError, model: type[BaseModel] | None = None) -> InvalidInput:
+    """The first pydantic error as one InvalidInput naming the field; an unknown field of a
+    ``model`` document says which one was likely meant (D506)."""
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err.get("loc", ()) if p != "from_") or None
     if err.get("loc") and err["loc"][-1] == "from_":
@@ -419,8 +422,15 @@ def validation_to_error(exc: ValidationError) -> InvalidInput:
         field = f"{field}.{ctx_err.sub}" if field else ctx_err.sub
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    if (
+        err.get("type") == "string_pattern_mismatch"
+        and (err.get("ctx") or {}).get("pattern") == NAME_PATTERN
+    ):
+        msg = f"{err.get('input')!r} is not a valid name: {NAME_RULE}"  # D508
     if err.get("type") == "extra_forbidden":
         msg = "unknown field"
+        if model is not None:
+            msg += unknown_field_hint(model, tuple(err.get("loc", ())))
     return InvalidInput(f"{field}: {msg}" if field else msg, field=field)
 
 
@@ -428,4 +438,4 @@ def parse_model(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_to_error(exc) from None
+        raise validation_to_error(exc, model) from None

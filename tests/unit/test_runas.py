@@ -81,6 +81,10 @@ def test_project_policy():
     assert project_refusal("a", None, []) is None
     assert project_refusal("a", "etl", ["etl"]) is None
     assert "project 'a' may not run jobs as 'root'" in project_refusal("a", "root", ["etl"])
+    # the refusal says who changes it and how (D509)
+    assert "a cluster admin adds it to the project's run_as_users (PUT /api/v1/projects/a" in (
+        project_refusal("a", "root", ["etl"]) or ""
+    )
 
 
 def test_the_result_file_is_read_without_following_links(tmp_path):
