@@ -53,10 +53,17 @@ async def test_a_burst_of_triggers_on_two_nodes_cannot_pass_the_pending_cap(clus
     for _ in range(CAP - SHORT):
         status, body = await cluster.request("POST", f"{A}/jobs/j/runs", json={})
         assert status == 201, body
-    answers = await triggers(cluster, nodes, op, BURST)
-    assert set(answers) <= {201, 403}, answers  # refused by the cap, not by a conflict
-    assert answers[201] == SHORT, answers
-    assert await unfinished(etcd, keys) == CAP
+    for _ in range(3):  # three bursts, each SHORT under the cap
+        cap = await unfinished(etcd, keys) + SHORT
+        limits = {"max_pending_runs": cap, **FAST}
+        status, body = await cluster.request("PUT", f"{A}/run-limits", json=limits)
+        assert status == 200, body
+        answers = await triggers(cluster, nodes, op, BURST)
+        assert set(answers) <= {201, 403}, answers  # refused by the cap, not by a conflict
+        # at most the room; a run held and written at once counts twice for a moment, so a
+        # burst may leave a place a retry takes (D512)
+        assert 1 <= answers[201] <= SHORT, (cap, answers)
+        assert await unfinished(etcd, keys) == cap - SHORT + answers[201]
     # the holds went with their writes: the next trigger is refused by the count alone
     await wait_for(
         lambda: _absent(etcd, keys.run_admissions("a")), 10, what="the admissions released"
@@ -117,8 +124,9 @@ async def test_a_burst_of_keyed_deliveries_cannot_pass_a_hooks_keys(
 
         answers = Counter(await asyncio.gather(*(one(i) for i in range(BURST))))
     assert set(answers) <= {202, 429}, answers
-    assert answers[202] == KEYS, answers
-    assert (await etcd.range(keys.hook_deliveries("a", "h"), count_only=True)).count == KEYS
+    assert 1 <= answers[202] <= KEYS, answers
+    held = (await etcd.range(keys.hook_deliveries("a", "h"), count_only=True)).count
+    assert held == answers[202], answers
 
 
 async def test_a_burst_of_creations_cannot_pass_a_projects_job_and_workflow_quotas(
@@ -150,9 +158,10 @@ async def test_a_burst_of_creations_cannot_pass_a_projects_job_and_workflow_quot
 
             answers = Counter(await asyncio.gather(*(one(i) for i in range(BURST))))
         assert set(answers) <= {201, 403}, (kind, answers)
-        assert answers[201] == SHORT, (kind, answers)
+        assert 1 <= answers[201] <= SHORT, (kind, answers)
         prefix = keys.jobs("a") if kind == "jobs" else keys.workflows("a")
-        assert (await etcd.range(prefix, count_only=True)).count == CAP, kind
+        stored = (await etcd.range(prefix, count_only=True)).count
+        assert stored == CAP - SHORT + answers[201], (kind, answers)
 
 
 async def test_a_parallel_apply_of_many_jobs_is_admitted_whole(cluster, etcd, keys):
