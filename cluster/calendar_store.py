@@ -120,8 +120,11 @@ class CalendarStore:
         name = getattr(spec, "name", "")
         for _ in range(5):
             kv = await self.etcd.get(key)
+            guards = [Compare.modified(key, kv.mod_revision if kv else 0)]
             if kv is None:
                 count = await self.etcd.range(base, count_only=True)
+                # a creation that raced ours lands in ``base`` after the count: we retry (D500)
+                guards.append(Compare.unchanged_since(base, count.revision))
                 if count.count >= MAX_PER_SCOPE:
                     raise Conflict(
                         f"{_scope_label(scope)} has {count.count} {what}s; at most {MAX_PER_SCOPE}",
@@ -144,7 +147,7 @@ class CalendarStore:
             ops = [Op.put(key, text), self._marked(what)]
             if kv is None and scope != CLUSTER:  # as a job does: the project exists from then
                 ops.append(Op.put_if_absent(self.keys.project(scope), json.dumps({"name": scope})))
-            res = await self.etcd.txn([Compare.modified(key, kv.mod_revision if kv else 0)], ops)
+            res = await self.etcd.txn(guards, ops)
             if res.succeeded:
                 return doc, kv is None
         raise Conflict(f"{what} {name!r} is being changed concurrently; retry", field="name")

@@ -22,6 +22,7 @@ from fractions import Fraction
 from typing import Final
 
 from cluster.errors import InvalidSchedule
+from cluster.field_hints import descriptor_hint
 
 # --------------------------------------------------------------------------- durations
 
@@ -223,7 +224,8 @@ def parse_fields(expression: str, hash_key: str = "") -> CronFields:
         if word == "@reboot":
             raise InvalidSchedule("cron: @reboot is not supported", field="cron")
         if word not in DESCRIPTORS:
-            raise InvalidSchedule(f"cron: unknown descriptor {text!r}", field="cron")
+            hint = descriptor_hint(word.split()[0], DESCRIPTORS)
+            raise InvalidSchedule(f"cron: unknown descriptor {text!r}{hint}", field="cron")
         text = DESCRIPTORS[word]
     fields = text.split()
     if not fields:

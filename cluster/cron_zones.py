@@ -15,6 +15,7 @@ from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cluster.errors import InvalidSchedule
+from cluster.field_hints import timezone_hint
 
 ONE_SECOND: Final = timedelta(seconds=1)
 UTC_KEYS: Final = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Zulu"})
@@ -70,7 +71,9 @@ def validate_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidSchedule(f"timezone: unknown time zone {name!r}", field="timezone") from None
+        raise InvalidSchedule(
+            f"timezone: unknown time zone {name!r}{timezone_hint(name)}", field="timezone"
+        ) from None
 
 
 def offsets(tz: ZoneInfo, wall: datetime) -> tuple[timedelta, timedelta]:

@@ -12,6 +12,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,62}$"
+# What an error about a bad name tells its author (D508).
+NAME_RULE = (
+    "a name is 1-63 characters: lowercase letters, digits, '-', '_' or '.', starting with a"
+    " letter or a digit"
+)
 PARAM_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 

@@ -31,6 +31,14 @@ NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
 AdminState = Literal["enabled", "disabled", "draining"]
 
 
+def _missing(group: str) -> str:
+    """A grant or binding names a group that does not exist: say how to make it (D509)."""
+    return (
+        f"group {group!r} not found: create it first (`cronmesh group apply -f FILE` with"
+        f" `name: {group}`, or PUT /api/v1/groups/{group})"
+    )
+
+
 class GroupNotFound(NotFound):
     code = "group_not_found"
 
@@ -190,7 +198,7 @@ class GroupStore:
         for _ in range(5):
             kv = await self.etcd.get(key)
             if kv is None:
-                raise GroupNotFound(f"group {group!r} not found", field="group")
+                raise GroupNotFound(_missing(group), field="group")
             doc: dict[str, Any] = json.loads(kv.value)
             projects = set(granted_projects(doc))
             if granted:
@@ -266,7 +274,7 @@ class GroupStore:
             if res.succeeded:
                 return doc, kv is None
             if not res.range_kvs(0):
-                raise GroupNotFound(f"group {group!r} not found", field="group")
+                raise GroupNotFound(_missing(group), field="group")
         raise Conflict(f"binding {spec.name!r} is being changed concurrently; retry", field="name")
 
     async def delete_binding(self, group: str, name: str) -> None:

@@ -178,8 +178,12 @@ class HookStore:
                     f"{field}: no {spec.target.kind} {spec.target.name!r} in project {project!r}",
                     field=field,
                 )
+            guards = [Compare.modified(key, kv.mod_revision if kv else 0)]
+            guards.append(Compare.exists(target_key))
             if kv is None:
                 count = await self.etcd.range(self.keys.hooks(project), count_only=True)
+                # a creation that raced ours lands after the count: we retry (D500)
+                guards.append(Compare.unchanged_since(self.keys.hooks(project), count.revision))
                 if count.count >= MAX_HOOKS_PER_PROJECT:
                     raise QuotaExceeded(
                         f"project {project!r} has {count.count} hooks; at most "
@@ -208,10 +212,7 @@ class HookStore:
                 updated_at=now,
                 updated_by=actor,
             )
-            res = await self.etcd.txn(
-                [Compare.modified(key, kv.mod_revision if kv else 0), Compare.exists(target_key)],
-                [Op.put(key, record.model_dump_json())],
-            )
+            res = await self.etcd.txn(guards, [Op.put(key, record.model_dump_json())])
             if res.succeeded:
                 return record, kv is None, generated
         raise Conflict(f"hook {spec.name!r} is being changed concurrently; retry", field="name")

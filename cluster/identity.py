@@ -255,9 +255,8 @@ class IdentityStore:
         now = self.clock()
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("expires_at must be in the future", field="expires_at")
-        if kind == "api" and len(await self.list_tokens(user)) >= MAX_TOKENS_PER_USER:
-            raise Conflict(f"user {user!r} has {MAX_TOKENS_PER_USER} tokens; revoke some first")
         ended = await self._sessions_to_end(user) if kind == "session" else []
+        gate = await self._api_token_gate(user) if kind == "api" else []  # before any lease
         secret = token or tokens.new_token()
         record = TokenRecord(
             id=tokens.token_id(secret),
@@ -277,7 +276,18 @@ class IdentityStore:
         key = self.keys.token(record.id)
         ops = [Op.put(key, dumps(record), lease)]
         ops += [Op.delete(kv.key) for kv in ended]
-        res = await self.etcd.txn([Compare.absent(key), Compare.exists(self.keys.user(user))], ops)
+        guards = [Compare.absent(key), Compare.exists(self.keys.user(user))]
+        try:
+            for attempt in range(5):
+                if attempt:  # the gate moved (another token was created): count again
+                    gate = await self._api_token_gate(user)
+                res = await self.etcd.txn([*guards, *gate], ops)
+                if res.succeeded or not gate:
+                    break
+        except BaseException:
+            if lease:
+                await self.etcd.revoke(lease)
+            raise
         if not res.succeeded:
             if lease:
                 await self.etcd.revoke(lease)
@@ -288,6 +298,19 @@ class IdentityStore:
                 with contextlib.suppress(CronmeshError):
                     await self.etcd.revoke(kv.lease)
         return secret, record
+
+    async def _api_token_gate(self, user: str) -> list[Any]:
+        """Refuse a 101st API token of ``user``; else the guard that no token was created
+        since the count, so concurrent creations cannot all pass one count (D500)."""
+        res = await self.etcd.range_all(self.keys.tokens())
+        now = self.clock()
+        held = 0
+        for kv in res.kvs:
+            t = TokenRecord.model_validate_json(kv.value)
+            held += t.user == user and not t.expired(now)
+        if held >= MAX_TOKENS_PER_USER:
+            raise Conflict(f"user {user!r} has {MAX_TOKENS_PER_USER} tokens; revoke some first")
+        return [Compare.unchanged_since(self.keys.tokens(), res.revision)]
 
     async def _sessions_to_end(self, user: str) -> list[KV]:
         """The oldest live sessions of ``user`` beyond ``MAX_SESSIONS_PER_USER - 1`` (a new

@@ -21,8 +21,10 @@ from pydantic import (
 from cluster.deadlines import Deadlines, Duration
 from cluster.depends_spec import MAX_DEPENDS, Dependency, Gate, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
+from cluster.field_hints import unknown_field_hint
 from cluster.fields import (
     NAME_PATTERN,
+    NAME_RULE,
     Env,
     Name,
     Params,
@@ -404,8 +406,9 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def validation_to_error(exc: ValidationError) -> InvalidInput:
-    """The first pydantic error as one InvalidInput naming the field."""
+def validation_to_error(exc: ValidationError, model: type[BaseModel] | None = None) -> InvalidInput:
+    """The first pydantic error as one InvalidInput naming the field; an unknown field of a
+    ``model`` document says which one was likely meant (D506)."""
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err.get("loc", ()) if p != "from_") or None
     if err.get("loc") and err["loc"][-1] == "from_":
@@ -419,8 +422,15 @@ def validation_to_error(exc: ValidationError) -> InvalidInput:
         field = f"{field}.{ctx_err.sub}" if field else ctx_err.sub
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    if (
+        err.get("type") == "string_pattern_mismatch"
+        and (err.get("ctx") or {}).get("pattern") == NAME_PATTERN
+    ):
+        msg = f"{err.get('input')!r} is not a valid name: {NAME_RULE}"  # D508
     if err.get("type") == "extra_forbidden":
         msg = "unknown field"
+        if model is not None:
+            msg += unknown_field_hint(model, tuple(err.get("loc", ())))
     return InvalidInput(f"{field}: {msg}" if field else msg, field=field)
 
 
@@ -428,4 +438,4 @@ def parse_model(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_to_error(exc) from None
+        raise validation_to_error(exc, model) from None

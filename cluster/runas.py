@@ -99,7 +99,10 @@ def project_refusal(project: str, user: str | None, allowed: Collection[str]) ->
     """Why ``project`` may not run jobs as ``user`` (None: it may, or the job has no run_as)."""
     if user is None or user in allowed:
         return None
-    return f"project {project!r} may not run jobs as {user!r} (run_as_users of the project)"
+    return (  # and how that changes (D509)
+        f"project {project!r} may not run jobs as {user!r}: a cluster admin adds it to the"
+        f' project\'s run_as_users (PUT /api/v1/projects/{project} {{"run_as_users": [...]}})'
+    )
 
 
 def parse_users(value: Iterable[object], field: str) -> list[str]:

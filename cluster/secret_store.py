@@ -162,8 +162,11 @@ class SecretStore:
         key = self.keys.secret(project, name)
         for _ in range(5):
             kv = await self.etcd.get(key)
+            guards = [Compare.modified(key, kv.mod_revision if kv else 0)]
             if kv is None:
                 count = await self.etcd.range(self.keys.secrets(project), count_only=True)
+                # a creation that raced ours lands after the count: we retry (D500)
+                guards.append(Compare.unchanged_since(self.keys.secrets(project), count.revision))
                 if count.count >= MAX_SECRETS_PER_PROJECT:
                     raise Conflict(
                         f"project {project!r} has {count.count} secrets; at most "
@@ -173,10 +176,7 @@ class SecretStore:
             old = SecretRecord.model_validate_json(kv.value) if kv else None
             now = self.clock()
             record = self._record(ring, project, name, value, old, now, actor)
-            res = await self.etcd.txn(
-                [Compare.modified(key, kv.mod_revision if kv else 0)],
-                [Op.put(key, record.model_dump_json())],
-            )
+            res = await self.etcd.txn(guards, [Op.put(key, record.model_dump_json())])
             if res.succeeded:
                 return record.meta(), kv is None
         raise Conflict(f"secret {name!r} is being changed concurrently; retry", field="name")

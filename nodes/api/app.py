@@ -8,6 +8,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from nodes.api import auth as api_auth
@@ -107,6 +108,16 @@ class HeadDeadlineHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A request aiohttp's parser refused (a header or URL over 8 KiB, a character a URL
+        cannot hold) is the client's error, answered 400: one debug line, not an error with a
+        traceback per request that anyone on the network could send (D503)."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            log.debug("refused a malformed request", status=exc.code, error=str(exc)[:200])
+            return
+        super().log_exception(*args, **kw)
 
     def _arm(self) -> None:
         self._disarm()

@@ -83,7 +83,11 @@ class BudgetApi:
             raise InvalidInput("after must be a budget name", field="after")
         store = self.store()
         items, nxt = await store.list_page(limit=limit, after=after)
-        return ok({"budgets": [await self._doc(store, b) for b in items], "next": nxt})
+        uses = await store.usages(items)
+        docs = [
+            {**b.model_dump(mode="json"), "use": use} for b, use in zip(items, uses, strict=True)
+        ]
+        return ok({"budgets": docs, "next": nxt})
 
     @documented(answer=BudgetDoc)
     async def get_budget(self, request: web.Request) -> web.Response:
@@ -115,8 +119,9 @@ async def budget_status(node: ApiContext) -> dict[str, Any]:
     """The use of the first budgets by name, for ``/status``."""
     store = BudgetStore(node.etcd, node.keys, node.clock)
     items, nxt = await store.list_page(limit=STATUS_BUDGETS, after=None)
+    uses = await store.usages(items)
     return {
-        "budgets": [{"name": b.name, **await store.usage(b)} for b in items],
+        "budgets": [{"name": b.name, **use} for b, use in zip(items, uses, strict=True)],
         "more": nxt is not None,
     }
 

@@ -48,17 +48,39 @@ def _instant(raw: str | None, default: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _never_fires(field: str, spec: ScheduleSpec) -> dict[str, Any]:
+    if spec.cron is not None:
+        message = (
+            f"{spec.cron!r} never fires: no date matches all its fields (such as day 30 of"
+            " February); check its day-of-month, month and day-of-week fields"
+        )
+    else:  # a one-shot `at` at or before the save: past instants are not caught up (D6)
+        message = (
+            f"at {spec.at.isoformat() if spec.at else ''} is not after now: a one-shot schedule"
+            " fires only at an instant after it is saved"
+        )
+    return {"field": field, "code": "never_fires", "message": message}
+
+
 def with_dst_warnings(
     doc: dict[str, Any], schedules: Iterable[ScheduleSpec], hash_key: str, now: datetime
 ) -> dict[str, Any]:
     """The answer to saving a job or workflow: ``doc`` plus ``warnings`` when a fixed time of
-    an enabled schedule falls in a DST transition in the coming year (D223)."""
+    an enabled schedule falls in a DST transition in the coming year (D223), or when a cron or
+    ``at`` schedule never fires at all (``0 0 30 2 *``, an ``at`` in the past: code
+    ``never_fires``, D507)."""
     parsed = [
-        (f"schedules.{i}", spec.parse(hash_key))
+        (f"schedules.{i}", spec, spec.parse(hash_key))
         for i, spec in enumerate(schedules)
-        if spec.enabled and spec.cron is not None
+        if spec.enabled and (spec.cron is not None or spec.at is not None)
     ]
-    warnings = transition_warnings(parsed, now)
+    warnings = [
+        _never_fires(field, spec)
+        for field, spec, schedule in parsed
+        if schedule.next_after(now) is None
+    ]
+    crons = [(field, sched) for field, spec, sched in parsed if spec.cron is not None]
+    warnings += transition_warnings(crons, now)
     return {**doc, "warnings": warnings} if warnings else doc
 
 

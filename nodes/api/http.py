@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from cluster.errors import CronmeshError, InvalidInput, NotConnected, TooManyRequests
-from cluster.fields import NAME_PATTERN
+from cluster.fields import NAME_PATTERN, NAME_RULE
 from cluster.ids import is_id
 from cluster.store import Store
 
@@ -71,7 +71,7 @@ async def path_parts_middleware(request: web.Request, handler: Handler) -> web.S
         if part == "project" and value == "*" and request.path.startswith("/api/v1/groups/"):
             continue  # a group granted to every project (D155)
         if value is not None and not NAME_RE.fullmatch(value):
-            raise InvalidInput(f"invalid {part} name {value!r}", field=part)
+            raise InvalidInput(f"invalid {part} name {value!r}: {NAME_RULE}", field=part)
     for part in _ID_PARTS:
         value = info.get(part)
         if value is not None and not is_id(value):

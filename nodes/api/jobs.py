@@ -16,6 +16,7 @@ from cluster.cron import next_times
 from cluster.cron_dst import fire_flags
 from cluster.election import current_leader
 from cluster.errors import InvalidInput, Unavailable
+from cluster.fields import NAME_RULE
 from cluster.ids import id_floor, is_id
 from cluster.models import (
     READ_ONLY_JOB_FIELDS,
@@ -325,7 +326,7 @@ class Api:
         project = project_of(request)
         job = request.query.get("job") or None
         if job is not None and not NAME_RE.fullmatch(job):
-            raise InvalidInput(f"invalid job name {job!r}", field="job")
+            raise InvalidInput(f"invalid job name {job!r}: {NAME_RULE}", field="job")
         status = request.query.get("status") or None
         status = STATUS_SPELLINGS.get(status or "", status)  # `canceled` is `cancelled` (D254)
         if status is not None and status not in (

@@ -25,6 +25,7 @@ from cluster.errors import (
     RunNotFound,
     Unavailable,
 )
+from cluster.fields import NAME_RULE
 from cluster.ids import id_floor, is_id
 from cluster.models import Run
 from logstore.archive import archived_log, archived_runs
@@ -433,7 +434,7 @@ async def list_archived(node: ApiContext, request: web.Request) -> web.Response:
     project = project_of(request)
     job = request.query.get("job") or None
     if job is not None and not NAME_RE.fullmatch(job):
-        raise InvalidInput(f"invalid job name {job!r}", field="job")
+        raise InvalidInput(f"invalid job name {job!r}: {NAME_RULE}", field="job")
     since, until = time_query(request, "from"), time_query(request, "to")
     if since and until and since >= until:
         raise InvalidInput("from must be before to", field="from")

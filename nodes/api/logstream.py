@@ -19,6 +19,7 @@ from cluster.errors import (
     InvalidInput,
     TooManyRequests,
 )
+from cluster.fields import NAME_RULE
 from cluster.models import Run
 from logstore.frames import parse_line
 from logstore.spool import JOB_RE
@@ -253,7 +254,7 @@ def job_query(request: web.Request) -> str | None:
     if job is None or job == "":
         return None
     if not JOB_RE.fullmatch(job):
-        raise InvalidInput(f"invalid job name {job!r}", field="job")
+        raise InvalidInput(f"invalid job name {job!r}: {NAME_RULE}", field="job")
     return job
 
 

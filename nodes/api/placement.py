@@ -31,7 +31,7 @@ import structlog
 from aiohttp import web
 
 from cluster.errors import Conflict, InvalidInput, NotConnected
-from cluster.fields import NAME_PATTERN
+from cluster.fields import NAME_PATTERN, NAME_RULE
 from cluster.groups import (
     NODE_ID_PATTERN,
     PROJECT_OR_ALL,
@@ -79,7 +79,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 def _name(request: web.Request, part: str, field: str) -> str:
     value = request.match_info[part]
     if not NAME_RE.fullmatch(value):
-        raise InvalidInput(f"invalid {field} name {value!r}", field=field)
+        raise InvalidInput(f"invalid {field} name {value!r}: {NAME_RULE}", field=field)
     return value
 
 

@@ -76,6 +76,8 @@ async def secret_body(request: web.Request, name: str) -> bytes:
         data = json.loads(raw) if raw.strip() else None
     except ValueError:
         raise InvalidInput("malformed JSON") from None
+    except RecursionError:  # a body nested thousands deep, well under the size cap (D502)
+        raise InvalidInput("malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput('the body must be {"value": "…"} or {"value_base64": "…"}')
     extra = set(data) - {"value", "value_base64", "name"}

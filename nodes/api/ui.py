@@ -23,6 +23,7 @@ TYPES = {
     ".png": "image/png",
     ".ico": "image/x-icon",
 }
+MAX_PATH = 256  # characters of a path under /ui/ looked up as a file (ours are far shorter)
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -37,10 +38,13 @@ SECURITY_HEADERS = {
 
 def resolve(root: Path, rel: str) -> Path | None:
     """The file ``rel`` names inside ``root``, or None (missing, a folder, or outside ``root``)."""
-    if not rel or "\x00" in rel:
+    if not rel or "\x00" in rel or len(rel) > MAX_PATH:
         return None
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return None
+    except (OSError, ValueError):  # a part too long for the file system (ENAMETOOLONG), … (D501)
         return None
     return path
 

@@ -149,7 +149,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         user = call(args, "GET", f"/api/v1/users/{args.name}")
         roles = {**user["roles"], **_grants(args.role)}
         call(args, "PATCH", f"/api/v1/users/{args.name}", {"roles": roles})
-        print(f"user {args.name}: roles {roles}")
+        print(f"user {args.name}: roles {', '.join(f'{p}={r}' for p, r in sorted(roles.items()))}")
     elif args.action in ("enable", "disable"):
         call(args, "PATCH", f"/api/v1/users/{args.name}", {"enabled": args.action == "enable"})
         print(f"user {args.name} {args.action}d")
@@ -174,7 +174,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     base = f"/api/v1/users/{user}/tokens"
     if args.action == "create":
         body: dict[str, Any] = {"description": args.description or ""}
-        if args.expires_in:
+        if args.expires_in is not None:  # 0 is a mistake to answer, not "never" (D509)
             body["expires_in"] = args.expires_in
         if args.scope:
             body["scope"] = args.scope
@@ -296,7 +296,9 @@ def add_commands(sub: Any) -> None:
     t = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     tc = t.add_parser("create", help="create an API token (printed once)")
     tc.add_argument("--description", help="what the token is for (shown in token list)")
-    tc.add_argument("--expires-in", type=int, help="seconds until it expires (default never)")
+    tc.add_argument(
+        "--expires-in", type=int, help="seconds until it expires, at least 60 (default never)"
+    )
     tc.add_argument(
         "--scope", choices=["all", "metrics"], help="metrics: reads /metrics and /status only"
     )

@@ -82,6 +82,7 @@ def cmd_document(args: argparse.Namespace) -> int:
         show(args, call(args, "GET", path))
     else:
         call(args, "DELETE", path)
+        print(f"{args.kind} {args.name} deleted")  # as `job delete` says (D509)
     return 0
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
 from nodes.cli.credentials import token_for
+
+# Seconds the CLI waits for an API answer.
+TIMEOUT = 30.0
 
 
 class ApiError(Exception):
@@ -35,6 +39,28 @@ def unreachable(api: str, reason: object) -> str:
     )
 
 
+def _is_error_body(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
+def not_cronmesh(api: str, status: int) -> str:
+    """What to say when the answer is not cronmesh's (another server listens there, D509)."""
+    return (
+        f"{api} answered HTTP {status} with something other than cronmesh's JSON: it does not"
+        " look like a cronmesh node's API; check --api or CRONMESH_API (a node listens on its"
+        " --listen address, 8080 by default)"
+    )
+
+
+def relogin_hint(args: argparse.Namespace) -> str:
+    """How to get a token that works, by where the refused one came from (D509)."""
+    if getattr(args, "token", None):
+        return "the --token given was refused: create a live one (`cronmesh token create`)"
+    if os.environ.get("CRONMESH_TOKEN"):
+        return "CRONMESH_TOKEN was refused; unset it or set a live token"
+    return f"the stored login has expired or was revoked: run `cronmesh login --api {args.api}`"
+
+
 def call_all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
     """Every item of a paged listing (``?after=&limit=``, answers carry ``next``)."""
     items: list[Any] = []
@@ -53,6 +79,16 @@ def call_all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
 def call(
     args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bool = False
 ) -> Any:
+    if not args.api.startswith(("http://", "https://")):
+        raise ApiError(  # urllib would say "unknown url type" (D509)
+            0,
+            {
+                "error": {
+                    "message": f"--api {args.api!r} is not a URL: give the scheme, such as"
+                    f" http://{args.api.split('://')[-1] or '127.0.0.1:8080'}"
+                }
+            },
+        )
     url = args.api.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -62,14 +98,18 @@ def call(
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            payload = resp.read()
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            payload, status = resp.read(), resp.status
     except urllib.error.HTTPError as exc:
         payload = exc.read()
         try:
             parsed = json.loads(payload)
         except ValueError:
             parsed = payload.decode(errors="replace")
+        if not _is_error_body(parsed):
+            parsed = {"error": {"message": not_cronmesh(args.api, exc.code)}}
+        elif exc.code == 401 and token and path != "/api/v1/auth/login":
+            parsed["error"]["message"] += f": {relogin_hint(args)}"
         if exc.code == 401 and not token and path != "/api/v1/auth/login":
             parsed = {
                 "error": {
@@ -81,9 +121,15 @@ def call(
         raise ApiError(exc.code, parsed) from None
     except urllib.error.URLError as exc:
         raise ApiError(0, {"error": {"message": unreachable(args.api, exc.reason)}}) from None
+    except OSError as exc:  # no answer in time, or the connection dropped mid-answer (D509)
+        reason = f"no answer within {TIMEOUT:g} s" if isinstance(exc, TimeoutError) else exc
+        raise ApiError(0, {"error": {"message": unreachable(args.api, reason)}}) from None
     if raw:
         return payload.decode(errors="replace")
-    return json.loads(payload) if payload else None
+    try:
+        return json.loads(payload) if payload else None
+    except ValueError:  # a web page where a node's API was expected
+        raise ApiError(0, {"error": {"message": not_cronmesh(args.api, status)}}) from None
 
 
 def proj(args: argparse.Namespace) -> str:

@@ -103,7 +103,7 @@ def parse_documents(texts: Iterable[tuple[str, str]], default_project: str) -> l
     seen: dict[tuple[str, str, str], str] = {}
     for source, text in texts:
         try:
-            loaded = list(yamlio.load_all(text))
+            loaded = list(yamlio.load_all(text, name=source))
         except yaml.YAMLError as exc:
             raise InvalidInput(f"{source}: not valid YAML: {exc}") from None
         for item in loaded:

@@ -11,10 +11,11 @@ from typing import Any
 
 import yaml
 
-from cluster.errors import CronmeshError
-from cluster.etcd import Etcd
+from cluster.errors import CronmeshError, InvalidInput
+from cluster.etcd import Etcd, Security
 from cluster.keys import Keys
 from nodes.cli import state_view
+from nodes.config_sources import read_secret
 
 
 def add_parser(sub: Any) -> None:
@@ -39,12 +40,45 @@ def add_parser(sub: Any) -> None:
         default=os.environ.get("CRONMESH_PREFIX", "/cronmesh"),
         help="etcd key prefix (CRONMESH_PREFIX, default /cronmesh)",
     )
+    # etcd with authentication or TLS (`cronmesh dev`'s, the Helm chart's): as a node reaches it
+    for flag, var, text in (
+        ("--etcd-user", "CRONMESH_ETCD_USER", "etcd user (with --etcd-password-file)"),
+        (
+            "--etcd-password-file",
+            "CRONMESH_ETCD_PASSWORD_FILE",
+            "file holding the etcd user's password",
+        ),
+        ("--etcd-ca", "CRONMESH_ETCD_CA", "CA certificate that signed etcd's server certificate"),
+        ("--etcd-cert", "CRONMESH_ETCD_CERT", "client certificate for etcd"),
+        ("--etcd-key", "CRONMESH_ETCD_KEY", "client certificate key for etcd"),
+    ):
+        p.add_argument(flag, default=os.environ.get(var) or None, help=f"{text} ({var})")
     p.set_defaults(func=cmd_inspect)
+
+
+# What etcd answers a request without the user it requires.
+_NO_USER = "user name is empty"
+
+
+def _security(args: argparse.Namespace) -> Security:
+    password = read_secret(
+        os.environ.get("CRONMESH_ETCD_PASSWORD"), args.etcd_password_file, "etcd_password"
+    )
+    if args.etcd_user and password is None:
+        raise InvalidInput("--etcd-user needs --etcd-password-file", field="etcd_user")
+    return Security(
+        ca=args.etcd_ca,
+        cert=args.etcd_cert,
+        key=args.etcd_key,
+        user=args.etcd_user,
+        password=password,
+    )
 
 
 async def _gather(args: argparse.Namespace) -> Any:
     keys = Keys(args.prefix)
-    async with Etcd([e.strip() for e in args.etcd.split(",") if e.strip()], timeout=5) as etcd:
+    endpoints = [e.strip() for e in args.etcd.split(",") if e.strip()]
+    async with Etcd(endpoints, timeout=5, security=_security(args)) as etcd:
         if args.what == "nodes":
             return await state_view.nodes(etcd, keys)
         if args.what == "leader":
@@ -113,7 +147,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         data = asyncio.run(_gather(args))
     except CronmeshError as exc:
-        print(f"cronmesh: {exc.message}", file=sys.stderr)
+        hint = ""
+        if _NO_USER in exc.message and not args.etcd_user:  # D510
+            hint = (
+                "; this etcd requires a user: give --etcd-user and --etcd-password-file (a"
+                " `cronmesh dev` cluster: --etcd-user cronmesh --etcd-password-file"
+                " .cronmesh-dev/etcd-password)"
+            )
+        print(f"cronmesh: {exc.message}{hint}", file=sys.stderr)
         return 1
     if args.output == "json":
         print(json.dumps(data, indent=2, default=str))

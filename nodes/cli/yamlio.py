@@ -8,6 +8,7 @@ PyYAML would make ``date``/``datetime`` objects, which JSON cannot carry).
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -33,5 +34,12 @@ def load(text: str) -> Any:
     return yaml.load(text, Loader=Loader)  # a SafeLoader subclass
 
 
-def load_all(text: str) -> Iterator[Any]:
-    yield from yaml.load_all(text, Loader=Loader)
+def load_all(text: str, name: str | None = None) -> Iterator[Any]:
+    """The documents of ``text``; a syntax error names ``name`` (the file) instead of PyYAML's
+    ``"<unicode string>"`` when given (D509)."""
+    if name is None:
+        yield from yaml.load_all(text, Loader=Loader)
+        return
+    stream = io.StringIO(text)
+    stream.name = name  # PyYAML's Reader names a file-like stream's ``name`` in its marks
+    yield from yaml.load_all(stream, Loader=Loader)

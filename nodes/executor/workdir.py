@@ -125,8 +125,9 @@ def clean_leftovers(work: Path, spares: int = spare_dirs.SPARE_KEPT) -> int:
 
 
 def read_result(path: Path, limit: int) -> tuple[bytes | None, str | None]:
-    """The bytes of a run's result file, or why they cannot be used: never through a symlink,
-    only a regular file, at most ``limit`` bytes. (None, None): there is no result file."""
+    """The bytes of a run's result file, or why they cannot be used: never through a symlink
+    or a hard link, only a regular file, at most ``limit`` bytes. (None, None): there is no result
+    file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -139,6 +140,8 @@ def read_result(path: Path, limit: int) -> tuple[bytes | None, str | None]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, "the result file is not a regular file; ignored"
+        if st.st_nlink != 1:  # a hard link to a file of the node's, read as root (D504)
+            return None, "the result file has other links; ignored"
         if st.st_size > limit:
             return None, f"result file larger than {limit} bytes; ignored"
         chunks = []

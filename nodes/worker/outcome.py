@@ -12,6 +12,9 @@ from logstore.spool import SpoolWriter
 from nodes.executor.process import ExitStatus
 from nodes.worker.attempt import Execution
 
+# The error of a run stopped by a user: the spelling answers use for the status (D509)
+BY_REQUEST = {"cancel": "cancelled by request", "abort": "aborted by request"}
+
 
 class Outcomes:
     """The outcome decisions of :class:`~nodes.worker.executing.Executing`."""
@@ -23,7 +26,11 @@ class Outcomes:
         """A run claimed ahead and cancelled (or its node shut down) before its instant."""
         # never started: a node stopping (even at once) hands it on as lost (retried per policy)
         stopping = ex.requested in ("shutdown", "interrupt")
-        why = "the node shut down" if stopping else f"{ex.requested}ed by request"
+        why = (
+            "the node shut down"
+            if stopping
+            else BY_REQUEST.get(ex.requested or "", f"{ex.requested}ed by request")
+        )
         writer.note(f"{why} before it started")
         status = "lost" if stopping else "cancelled"
         return status, f"{why} before it started", None, None
@@ -43,7 +50,7 @@ class Outcomes:
         elif ex.requested == "timeout":
             return "timed_out", f"timed out after {ex.run.snapshot.timeout:g}s"
         elif ex.requested in ("cancel", "abort"):
-            return "cancelled", f"{ex.requested}ed by request"
+            return "cancelled", BY_REQUEST[ex.requested]
         elif ex.requested == "shutdown":
             return "lost", "the node shut down before the run finished"
         elif ex.requested == "interrupt":

@@ -9,6 +9,7 @@ REVIEW_SEC = "tests/security/test_review_sec.py"
 HISTORY = "tests/security/test_run_history_quota.py"
 HOOKS = "tests/security/test_hook_attacks.py"
 HISTORY_COUNT = "tests/integration/test_history_accounting.py"
+SCOPE_COUNTS = "tests/security/test_scope_counts.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # -- access ----------------------------------------------------------------------------------
@@ -172,5 +173,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         (f"{HOOKS}::test_forgery_and_replay_are_refused",),
         "a captured hook delivery cannot be sent again after 5 minutes",
+    ),
+    # -- caps on a scope's count under concurrent creations (D500) -----------------------------
+    Mutation(
+        "scope-count-gate",
+        "cluster/calendar_store.py",
+        r"guards\.append\(Compare\.unchanged_since\(base, count\.revision\)\)",
+        "pass",
+        (f"{SCOPE_COUNTS}::test_a_burst_of_creations_cannot_pass_a_projects_caps",),
+        "a burst of creations cannot pass a project's 100 calendars or windows",
+    ),
+    Mutation(
+        "token-count-gate",
+        "cluster/identity.py",
+        r"return \[Compare\.unchanged_since\(self\.keys\.tokens\(\), res\.revision\)\]",
+        "return []",
+        (f"{SCOPE_COUNTS}::test_a_burst_of_token_creations_cannot_pass_a_users_cap",),
+        "a burst of token creations cannot pass a user's 100 API tokens",
     ),
 )

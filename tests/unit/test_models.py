@@ -57,7 +57,7 @@ def test_issue_example_document_is_accepted():
     ("data", "field", "words"),
     [
         ({**GOOD, "bogus": 1}, "bogus", "unknown field"),
-        ({**GOOD, "name": "Bad Name"}, "name", "pattern"),
+        ({**GOOD, "name": "Bad Name"}, "name", "lowercase letters, digits"),  # D508
         ({**GOOD, "timeout": -1}, "timeout", "greater than or equal"),
         ({**GOOD, "timeout": "soon"}, "timeout", "number"),
         ({**GOOD, "command": "x" * 70000}, "command", "at most"),

@@ -81,6 +81,10 @@ def test_project_policy():
     assert project_refusal("a", None, []) is None
     assert project_refusal("a", "etl", ["etl"]) is None
     assert "project 'a' may not run jobs as 'root'" in project_refusal("a", "root", ["etl"])
+    # the refusal says who changes it and how (D509)
+    assert "a cluster admin adds it to the project's run_as_users (PUT /api/v1/projects/a" in (
+        project_refusal("a", "root", ["etl"]) or ""
+    )
 
 
 def test_the_result_file_is_read_without_following_links(tmp_path):
@@ -100,6 +104,10 @@ def test_the_result_file_is_read_without_following_links(tmp_path):
     assert "larger than 100" in read_result(result, 100)[1]
     result.write_bytes(b'{"rows": 1}')
     assert read_result(result, 100) == (b'{"rows": 1}', None)
+    result.unlink()
+    os.link(secret, result)  # where fs.protected_hardlinks is 0, any file the path reaches
+    data, error = read_result(result, 100)
+    assert data is None and "other links" in error
 
 
 def test_node_folders_private_with_a_traverse_only_path_to_the_work_folder(tmp_path):

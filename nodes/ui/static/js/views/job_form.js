@@ -93,7 +93,7 @@ export async function render(root, ctx) {
       const saved = editing ? await put(jobPath(project, editing), spec) : await post(projectPath(project, "/jobs"), spec);
       toast(`${saved.name} saved`, "ok");
       // a fixed time that a daylight-saving change skips or repeats in the coming year (D223)
-      for (const w of saved.warnings || []) toast(`Daylight saving: ${w.message}`, "warn", 20000);
+      for (const w of saved.warnings || []) toast(`${(w.code || "").startsWith("dst_") ? "Daylight saving: " : ""}${w.message}`, "warn", 20000);
       location.hash = `#/jobs/${encodeURIComponent(saved.name)}`;
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
