@@ -25,6 +25,10 @@ def duration_seconds(value: Any) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(duration_seconds), Field(ge=0, le=MAX_DEADLINE)]
+# the other durations of a job, a task and a workflow take the same forms (D516); stored as seconds
+Timeout = Annotated[float, BeforeValidator(duration_seconds), Field(ge=0, le=30 * 86400)]
+RetryInterval = Annotated[float, BeforeValidator(duration_seconds), Field(ge=0, le=86400)]
+KillGrace = Annotated[float, BeforeValidator(duration_seconds), Field(ge=0, le=3600)]
 
 
 class Deadlines(BaseModel):

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from cluster.deadlines import Deadlines, Duration
+from cluster.deadlines import Deadlines, Duration, KillGrace, RetryInterval, Timeout
 from cluster.depends_spec import MAX_DEPENDS, Dependency, Gate, MaxWait
 from cluster.errors import InvalidInput, InvalidSchedule
 from cluster.field_hints import unknown_field_hint
@@ -207,14 +207,14 @@ class JobSpec(Strict):
     schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=MAX_SCHEDULES)
     max_runs: int = Field(default=0, ge=0)
     parameters: Params = Field(default_factory=dict)
-    timeout: float = Field(default=0, ge=0, le=30 * 86400)
+    timeout: Timeout = 0
     retries: int = Field(default=0, ge=0, le=100)
-    retry_interval: float = Field(default=10, ge=0, le=86400)
+    retry_interval: RetryInterval = 10
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     overlap: Overlap = "allow"
     max_parallel: int = Field(default=0, ge=0, le=1000)
     catchup: Catchup = "latest"
-    starting_deadline: float = Field(default=0, ge=0, le=366 * 86400)
+    starting_deadline: Duration = 0
     catchup_limit: int = Field(default=100, ge=1, le=10_000)
     priority: int = Field(default=0, ge=-1000, le=1000)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
@@ -224,7 +224,7 @@ class JobSpec(Strict):
     run_as: RunAs | None = None  # None: the node's default user (D142)
     # Variables of the run's process: plain values, or {secret: name} (injected at start).
     env: Env = Field(default_factory=dict)
-    kill_grace: float = Field(default=10, ge=0, le=3600)
+    kill_grace: KillGrace = 10
     keep_runs: int = Field(default=100, ge=1, le=100_000)
     # None: the project's default notifications apply; []: none for this job.
     notifications: list[NotificationRule] | None = Field(default=None, max_length=32)

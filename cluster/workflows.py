@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cluster.dag import Graph, TaskNode, TriggerRule, build_graph
-from cluster.deadlines import Deadlines
+from cluster.deadlines import Deadlines, Duration, KillGrace, RetryInterval, Timeout
 from cluster.errors import InvalidInput
 from cluster.fields import Env, Name, Params, Strict, SubFieldError, no_nul
 from cluster.ids import is_id
@@ -75,16 +75,16 @@ class TaskSpec(Strict):
     depends_on: list[Name] = Field(default_factory=list, max_length=MAX_TASKS)
     trigger_rule: TriggerRule = "all_success"
     parameters: Params = Field(default_factory=dict)
-    timeout: float = Field(default=0, ge=0, le=30 * 86400)
+    timeout: Timeout = 0
     retries: int = Field(default=0, ge=0, le=100)
-    retry_interval: float = Field(default=10, ge=0, le=86400)
+    retry_interval: RetryInterval = 10
     retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
     target: Target = Field(default_factory=Target)
     budgets: list[Name] = Field(default_factory=list, max_length=8)  # as a job's (D274)
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
     run_as: RunAs | None = None  # as a job's (D142)
     env: Env = Field(default_factory=dict)  # as a job's: plain values or {secret: name}
-    kill_grace: float = Field(default=10, ge=0, le=3600)
+    kill_grace: KillGrace = 10
     resources: Resources | None = None
 
     _command = field_validator("command")(no_nul)
@@ -109,7 +109,7 @@ class WorkflowSpec(Strict):
     parameters: Params = Field(default_factory=dict)
     schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=MAX_SCHEDULES)
     catchup: Catchup = "latest"
-    starting_deadline: float = Field(default=0, ge=0, le=366 * 86400)
+    starting_deadline: Duration = 0
     catchup_limit: int = Field(default=10, ge=1, le=1000)
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_active: int = Field(default=0, ge=0, le=10_000)  # running executions at once (0: any)
