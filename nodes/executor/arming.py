@@ -23,4 +23,3 @@ def armed_argv(argv: list[str]) -> list[str]:
     if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
         return ["/bin/sh", "-c", _ARMED_SH, "sh", argv[2]]
     return ["/bin/sh", "-c", _ARMED_EXEC, "sh", *argv]
-
