@@ -11,6 +11,8 @@ closed and reaped. Ways (``--ways``):
 - ``popen``: ``subprocess.Popen`` as ``nodes/executor/launch.py`` does (``close_fds``, a new
   session, ``cwd``, ``umask``, ``env``): ``vfork`` + ``exec`` in ``_posixsubprocess.fork_exec``;
 - ``popen_nofds``: the same with ``close_fds=False`` (the child closes nothing);
+- ``child``: what the node does since D495 (``nodes.executor.child.spawn``): the same ``Popen``
+  given pipes the caller made, so it wraps none of them in a file object;
 - ``posix_spawn``: ``os.posix_spawn`` with ``setsid=True`` and the pipes as file actions; it
   has no ``cwd`` nor ``umask`` in 3.11, so the shim does them (``cd``; ``umask``);
 - ``none``: no spawn at all: the loop's own gaps on this machine, the baseline.
@@ -43,6 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nodes.executor.arming import armed_argv
+from nodes.executor.child import spawn as node_spawn
 
 GAP_S = 50e-6
 """A loop iteration takes ~10-20 µs here; a longer gap is a time the loop could not run."""
@@ -176,6 +179,16 @@ def _popen(close_fds: bool, env: dict[str, str]) -> Callable[[], None]:
     return spawn_reap
 
 
+def _child(env: dict[str, str]) -> Callable[[], None]:
+    def spawn_reap() -> None:
+        child = node_spawn(ARGV, env=env, cwd=CWD, umask=UMASK, held=True)
+        _mark_spawned()
+        child.close()  # stdin's end of file: the armed shim exits 125
+        child.popen.wait()
+
+    return spawn_reap
+
+
 def _posix_spawn(spawn: Callable[..., int], env: dict[str, str]) -> Callable[[], None]:
     def spawn_reap() -> None:
         fds = [os.pipe() for _ in range(3)]
@@ -244,6 +257,8 @@ def window(
         spawn_reap = None
     elif way.startswith("popen"):
         spawn_reap = _popen(way == "popen", env)
+    elif way == "child":
+        spawn_reap = _child(env)
     elif way == "posix_spawn":
         spawn_reap = _posix_spawn(rec.wrap(os.posix_spawn), env)
     else:

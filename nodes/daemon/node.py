@@ -49,6 +49,7 @@ from nodes.leader.scheduler import Scheduler
 from nodes.runtime import etcd_metrics
 from nodes.runtime.secretkeys import KeyFile
 from nodes.worker.attempt import STATES, states
+from nodes.worker.capacity import held_at_once
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.worker import Worker
 
@@ -97,7 +98,8 @@ class Node:
             config.node_id,
             config.data_dir,
             use_cgroups=config.cgroups != "off",
-            pool_size=config.capacity + config.max_armed,  # every set in flight at once (D464)
+            # every set in use at once: seated, armed, and ended ones in line (D464, D494)
+            pool_size=held_at_once(config.capacity, config.max_armed),
         )
         self.access = Access(config, self.etcd, self.keys, self.node_id)
         self.access.connected = lambda: connected(self)

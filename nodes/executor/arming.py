@@ -1,14 +1,8 @@
 """A job's process spawned ahead of its instant and held (armed) until one write on its stdin
-releases it (D121): the argv that holds it, the exit status of one never released, and the
-clean-up of a spawned child that cannot be supervised."""
+releases it (D121): the argv that holds it, and the exit status of one never released (the
+clean-up of a spawned child that cannot be supervised is ``nodes.executor.child.abandon``)."""
 
 from __future__ import annotations
-
-import contextlib
-import errno
-import os
-import signal as _signal
-import subprocess
 
 ARMED_EXIT = 125
 """Exit status of an armed process whose node went away (or disarmed it) before its release."""
@@ -29,21 +23,3 @@ def armed_argv(argv: list[str]) -> list[str]:
     if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
         return ["/bin/sh", "-c", _ARMED_SH, "sh", argv[2]]
     return ["/bin/sh", "-c", _ARMED_EXEC, "sh", *argv]
-
-
-def abandon(popen: subprocess.Popen[bytes]) -> None:
-    """Kill and reap a child we cannot supervise, closing its pipes (start-up failure path)."""
-    with contextlib.suppress(OSError):
-        os.killpg(popen.pid, _signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        popen.kill()
-    for f in (popen.stdout, popen.stderr):
-        if f is not None:
-            f.close()
-    try:
-        popen.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
-        pass
-    except OSError as exc:
-        if exc.errno != errno.ECHILD:
-            raise

@@ -13,27 +13,27 @@ left — its folder kept for a next run when the job left it as it got it (D423)
 empty (no result file to read then), else its result file read (D310).
 
 The spawn is the same ``subprocess.Popen`` as on the loop (``vfork`` + ``exec``, no
-``preexec_fn``, a new session, ``close_fds``); on Python 3.11 it holds the GIL while the child
-``exec``s, as it did on the loop.
+``preexec_fn``, a new session, ``close_fds``; it lets the GIL go around the ``vfork``, D493), with
+pipes the node makes and keeps as bare descriptors (:mod:`nodes.executor.child`, D495).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from nodes.executor import spare_dirs, workdir
-from nodes.executor.arming import abandon, armed_argv
+from nodes.executor.arming import armed_argv
 from nodes.executor.cgroup_pool import CgroupPool
 from nodes.executor.cgroups import RunCgroup, Usage, cgroup_io
+from nodes.executor.child import Child, abandon, spawn
 from nodes.executor.process import OutputCallback, Process
 
 Read = tuple[bytes | None, str | None] | None  # a result file as read (workdir.read_result)
-Spawned = tuple[subprocess.Popen[bytes], int, RunCgroup, list[str]]
+Spawned = tuple[Child, int, RunCgroup, list[str]]
 
 
 def _spawn(
@@ -53,42 +53,28 @@ def _spawn(
         workdir.make_run_dir(folder, uid, gid)
     cg, missing = pool.acquire(**limits)
     try:
-        popen = subprocess.Popen(
-            [*(prefix or ()), *armed_argv(argv)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd=str(folder),
-            umask=umask,
+        child = spawn(
+            [*(prefix or ()), *armed_argv(argv)], env=env, cwd=str(folder), umask=umask, held=True
         )
     except BaseException:
         pool.release(cg)  # nothing was in it
         raise
     try:
-        cg.add(popen.pid)  # may wait for an RCU grace period (~10 ms, D150): off the loop
-        pidfd = os.pidfd_open(popen.pid)
+        cg.add(child.pid)  # may wait for an RCU grace period (~10 ms, D150): off the loop
+        pidfd = os.pidfd_open(child.pid)
     except BaseException:
-        _drop(popen)
+        abandon(child)  # held: its command never ran
         cg.remove(timeout=0.5)
         raise
-    return popen, pidfd, cg, missing
-
-
-def _drop(popen: subprocess.Popen[bytes]) -> None:
-    """A held process that will never be released: killed, reaped, every pipe closed."""
-    if popen.stdin is not None:
-        popen.stdin.close()
-    abandon(popen)
+    return child, pidfd, cg, missing
 
 
 def _discard(spawned: Spawned) -> None:
-    """A spawn whose caller was cancelled meanwhile: the held process killed, its cgroup gone."""
-    popen, pidfd, cg, _missing = spawned
+    """A spawn whose caller was cancelled meanwhile: the held process killed (every pipe the
+    loop did not take closed), its cgroup gone."""
+    child, pidfd, cg, _missing = spawned
     os.close(pidfd)
-    _drop(popen)
+    abandon(child)
     cg.remove(timeout=0.5)
 
 
@@ -121,9 +107,9 @@ async def start(
     except asyncio.CancelledError:
         fut.add_done_callback(_orphaned)  # a thread that goes on: what it makes is undone
         raise
-    popen, pidfd, cg, missing = spawned
+    child, pidfd, cg, missing = spawned
     try:
-        proc = Process(popen, pidfd, on_output, loop, cg)
+        proc = Process(child, pidfd, on_output, loop, cg)
     except BaseException:
         cgroup_io().submit(_discard, spawned)
         raise

@@ -1,12 +1,12 @@
 """A job's output pipe, read without threads: non-blocking, through ``loop.add_reader``, each chunk
-handed on as it arrives (on the loop thread) until end of file."""
+handed on as it arrives (on the loop thread) until end of file. The pipe is a bare descriptor
+(no file object, D495), which the pipe owns and closes."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import Callable
-from typing import IO
 
 import structlog
 
@@ -16,19 +16,20 @@ _READ_SIZE = 64 * 1024
 
 
 class OutputPipe:
-    """One non-blocking output pipe read through ``loop.add_reader``."""
+    """One non-blocking output pipe read through ``loop.add_reader``; it owns ``fd`` once made
+    (a constructor that raises leaves it to the caller)."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         name: str,
-        file: IO[bytes],
+        fd: int,
         emit: Callable[[str, bytes], None],
     ) -> None:
         self.loop = loop
         self.name = name
-        self.file = file
-        self.fd = file.fileno()
+        self.fd = fd
+        self.closed = False
         self.emit = emit
         self.eof: asyncio.Future[None] = loop.create_future()
         self.watching = False
@@ -71,4 +72,6 @@ class OutputPipe:
         self._unwatch()
         if not self.eof.done():
             self.eof.cancel()
-        self.file.close()
+        if not self.closed:  # once: the number may be another file's afterwards
+            self.closed = True
+            os.close(self.fd)

@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import os
 import signal as _signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,8 +48,9 @@ from dataclasses import dataclass
 import structlog
 
 from cluster.waiting import within
-from nodes.executor.arming import abandon, armed_argv
+from nodes.executor.arming import armed_argv
 from nodes.executor.cgroups import RunCgroup, cgroup_io
+from nodes.executor.child import Child, abandon, spawn
 from nodes.executor.pipes import OutputPipe
 from nodes.executor.sessionscan import scanner, session_members
 
@@ -85,16 +85,19 @@ class Process:
 
     def __init__(
         self,
-        popen: subprocess.Popen[bytes],
+        child: Child,
         pidfd: int,
         on_output: OutputCallback,
         loop: asyncio.AbstractEventLoop,
         cgroup: RunCgroup | None = None,
     ) -> None:
-        assert popen.stdout is not None and popen.stderr is not None
-        self.pid = popen.pid
+        # the child's pipes are this process's from here, whatever happens below
+        stdout, stderr, self._stdin = child.stdout, child.stderr, child.stdin
+        child.stdin = child.stdout = child.stderr = None
+        assert stdout is not None and stderr is not None
+        self.pid = child.pid
         self.cgroup = cgroup
-        self._popen = popen
+        self._popen = child.popen
         self._pidfd: int | None = pidfd
         self._on_output = on_output
         self._loop = loop
@@ -105,12 +108,18 @@ class Process:
         self._exited: asyncio.Future[None] = loop.create_future()
         self._pipes: list[OutputPipe] = []
         try:
-            self._pipes.append(OutputPipe(loop, "stdout", popen.stdout, self._emit))
-            self._pipes.append(OutputPipe(loop, "stderr", popen.stderr, self._emit))
+            self._pipes.append(OutputPipe(loop, "stdout", stdout, self._emit))
+            stdout = None
+            self._pipes.append(OutputPipe(loop, "stderr", stderr, self._emit))
+            stderr = None
             loop.add_reader(pidfd, self._on_pidfd)
         except BaseException:
             for pipe in self._pipes:
                 pipe.close()
+            for fd in (stdout, stderr):  # not handed to a pipe
+                if fd is not None:
+                    os.close(fd)
+            self.disarm()
             raise
         self._task: asyncio.Task[ExitStatus] = loop.create_task(self._supervise())
 
@@ -146,31 +155,27 @@ class Process:
         # No preexec_fn: CPython uses vfork+exec, so this returns as soon as the child has
         # exec'd (or failed to); it never copies the parent's address space. That is short
         # enough to do on the loop (asyncio.create_subprocess_exec does the same).
-        popen = subprocess.Popen(  # noqa: ASYNC220
+        child = spawn(
             [*(prefix or ()), *(armed_argv(argv) if hold else argv)],
-            stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
             env=env,
             cwd=cwd,
             umask=umask,
+            held=hold,
         )
         try:
             if cgroup is not None:
                 # Still waiting on its stdin: nothing of the job ran yet. Off the loop: moving a
                 # process between cgroups may wait for an RCU grace period (~10 ms, D150).
-                await loop.run_in_executor(cgroup_io(), cgroup.add, popen.pid)
-            pidfd = os.pidfd_open(popen.pid)
+                await loop.run_in_executor(cgroup_io(), cgroup.add, child.pid)
+            pidfd = os.pidfd_open(child.pid)
         except BaseException:  # OSError, or cancelled meanwhile: nothing may be left running
-            abandon(popen)
+            abandon(child)
             raise
         try:
-            proc = cls(popen, pidfd, on_output, loop, cgroup)
+            proc = cls(child, pidfd, on_output, loop, cgroup)
         except BaseException:
             os.close(pidfd)
-            abandon(popen)
+            abandon(child)
             raise
         if hold and not armed:
             proc.release()
@@ -180,28 +185,27 @@ class Process:
     def release(self) -> bool:
         """Let an armed process run its command (one write; nothing else happens on the loop).
         False when it cannot be released (it died meanwhile): it then runs nothing."""
-        stdin = self._popen.stdin
+        stdin, self._stdin = self._stdin, None
         if stdin is None:
             return True  # not armed: it runs already
-        self._popen.stdin = None
         try:
-            os.write(stdin.fileno(), b"go\n")
+            os.write(stdin, b"go\n")
         except OSError:
             return False
         finally:
-            stdin.close()
+            os.close(stdin)
         return True
 
     @property
     def held(self) -> bool:
         """True while an armed process waits for its release (or its disarming)."""
-        return self._popen.stdin is not None
+        return self._stdin is not None
 
     def disarm(self) -> None:
         """Close an armed process's stdin unreleased: it exits (125) without running anything."""
-        stdin, self._popen.stdin = self._popen.stdin, None
+        stdin, self._stdin = self._stdin, None
         if stdin is not None:
-            stdin.close()
+            os.close(stdin)
 
     def on_exit(self, callback: Callable[[], None]) -> None:  # soon after the main process exits
         self._exited.add_done_callback(lambda _: callback())

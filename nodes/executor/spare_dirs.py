@@ -10,7 +10,10 @@ these renamed:
 
 - given back (:meth:`SpareDirs.give_back`): first the node's again — owner (when the run had
   another user) and mode 0700, so no process of another user can add anything to it from here on
-  (a process that still holds it open is refused by those too); then kept only when it has no
+  (a process that still holds it open is refused by those too); one ``stat`` says whether it is
+  so already (a run as the node's user that left its mode alone: the usual case), and only what
+  differs is written (D496: each call in a ``cgroup-io`` thread lets the GIL go and takes it back
+  from the busy loop); then kept only when it has no
   extended attribute (``listxattr``: a default ACL would reach the next run's files, an attribute
   would carry data) and no entry (``scandir``); then moved into ``<work>/.spare`` (0700, the
   node's), out of every job's reach. Anything else answers False: the caller reads the result
@@ -31,6 +34,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import stat
 from collections import deque
 from pathlib import Path
 
@@ -48,6 +52,7 @@ class SpareDirs:
         self._free: deque[str] = deque()
         self._names = itertools.count()
         self._made = False
+        self._owner = (os.geteuid(), os.getegid())  # the node's (it does not change users)
 
     def take(self, path: Path, uid: int | None, gid: int | None) -> bool:
         """``path`` is now a kept folder, owned by ``uid``/``gid`` (None: the node's); False:
@@ -72,8 +77,12 @@ class SpareDirs:
         if len(self._free) >= self.kept:
             return False
         try:
-            os.chown(path, os.geteuid(), os.getegid())  # the node's: no other user adds to it
-            os.chmod(path, 0o700)
+            st = os.stat(path)
+            owned = (st.st_uid, st.st_gid) == self._owner
+            if not owned:
+                os.chown(path, *self._owner)  # the node's: no other user adds to it
+            if not owned or stat.S_IMODE(st.st_mode) != 0o700:
+                os.chmod(path, 0o700)
             if os.listxattr(path, follow_symlinks=False):
                 return False
             with os.scandir(path) as entries:

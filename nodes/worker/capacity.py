@@ -142,3 +142,11 @@ def raise_fd_limit(runs: int) -> tuple[int, int]:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
             soft = new
     return soft, hard
+
+
+def held_at_once(capacity: int, max_armed: int) -> int:
+    """The most runs a node holds a process, a cgroup set and a folder for at once: ``capacity``
+    seated or waiting for a seat with their process (D471), ``max_armed`` armed, and up to
+    ``capacity`` + ``max_armed`` ended ones whose clean-up waits its turn (D460, D467). The idle
+    cgroup sets and spare folders a node keeps (D464, D494), and its open-files limit."""
+    return 2 * (capacity + max_armed)

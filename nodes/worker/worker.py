@@ -42,7 +42,7 @@ from nodes.executor import jobenv, runas, workdir
 from nodes.executor.containment import Containment
 from nodes.worker.attempt import CLAIM_AHEAD, MAX_ARMED, Alarm, Execution, Releases
 from nodes.worker.budgets import BudgetGate
-from nodes.worker.capacity import FDS_PER_RUN, Capacity, raise_fd_limit
+from nodes.worker.capacity import FDS_PER_RUN, Capacity, held_at_once, raise_fd_limit
 from nodes.worker.claiming import Claiming
 from nodes.worker.cluster_view import ClusterView
 from nodes.worker.executing import Executing
@@ -102,7 +102,7 @@ class Worker(Claiming, Executing, Holding):
         # is not walked on every kick then, D260).
         self._fresh: set[str] = set()
         self._future: set[str] = set()
-        held = 2 * (capacity + max_armed)  # + those finishing (D460, D467)
+        held = held_at_once(capacity, max_armed)  # with those finishing (D467)
         soft, _ = raise_fd_limit(held)
         if soft < held * FDS_PER_RUN:
             log.warning("open-files limit low for capacity + max_armed", limit=soft)
@@ -141,7 +141,7 @@ class Worker(Claiming, Executing, Holding):
         self.seating = Seating(seats, Releases(clock), clock, self._ended, self._arm_room)
         self._work = Path(work_dir)
         self._work.mkdir(parents=True, exist_ok=True)
-        left = workdir.clean_leftovers(self._work, spares=capacity + max_armed)  # D464
+        left = workdir.clean_leftovers(self._work, spares=held)  # D464, D494
         if left:
             log.info("removed run folders left by an earlier process", count=left)
         # The node's part of every job's environment, by allow-list (D140); None: the default

@@ -4,6 +4,9 @@
   ``capacity`` + ``max_armed`` — not 64: armed processes hold theirs from their spawn, so with
   more than 64 armed a second's ends came back at once, all but 64 were removed, and the next
   second's spawns made them again (D464).
+- ... and one for every run whose clean-up waits its turn too: ended runs hold their set until
+  the ``cgroup-io`` threads give it back, so a saturated node's sets in use passed ``capacity`` +
+  ``max_armed``, and the surplus was made and removed again at every turn (D494).
 - ``cronmesh_executions{state}`` says where the node's executions are (D465).
 - Runs whose process ended but whose completion is not written yet hold no seat and no armed
   place; past ``capacity`` + ``max_armed`` of them the node takes no run ahead either, so what it
@@ -17,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nodes.executor import spare_dirs
+from nodes.executor import launch, spare_dirs
 from tests.conftest import wait_for
 
 JOBS = "/api/v1/projects/default/jobs"
@@ -38,8 +41,8 @@ async def test_runs_armed_together_get_their_cgroups_back_from_the_pool(cluster)
     pool = node.containment.pool
     if pool is None or pool.size == 0:
         pytest.skip("no cgroup pool on this machine (cgroups off, or memory.peak not resettable)")
-    assert pool.size == 4 + ARMED
-    assert spare_dirs.spares(node.config.work_path).kept == 4 + ARMED
+    assert pool.size == 2 * (4 + ARMED)  # with the ended ones in line (D494)
+    assert spare_dirs.spares(node.config.work_path).kept == 2 * (4 + ARMED)
     # ARMED jobs due at the same instant every 3 s: all of them armed at once, each in its set
     spec = {"command": "true", "schedules": [{"cron": "*/3 * * * * *"}]}
     for i in range(ARMED):
@@ -49,6 +52,48 @@ async def test_runs_armed_together_get_their_cgroups_back_from_the_pool(cluster)
     await wait_for(lambda: pool.reused >= 3 * ARMED, 120, 0.2, f"{3 * ARMED} runs in kept sets")
     assert pool.dropped == 0, pool.describe()  # before D464: ARMED - 64 removed at each instant
     assert pool.made <= pool.size, pool.describe()  # ... and made again at the next
+
+
+@pytest.mark.timeout(180)
+async def test_sets_held_by_clean_ups_in_line_come_back_to_the_pool(cluster, monkeypatch):
+    capacity, max_armed = 2, 8
+    node = await cluster.start(capacity=capacity, max_armed=max_armed)
+    worker, pool = node.worker, node.containment.pool
+    assert worker is not None
+    if pool is None or pool.size == 0:
+        pytest.skip("no cgroup pool on this machine (cgroups off, or memory.peak not resettable)")
+    # the clean-ups (a set given back) wait until the test lets them go, as behind a deep
+    # cgroup-io line: the runs of one instant still hold their sets when the next are armed
+    let_go = asyncio.Event()
+    finish = launch.finish
+
+    async def in_line(*args: Any, **kwargs: Any) -> Any:
+        await let_go.wait()
+        return await finish(*args, **kwargs)
+
+    monkeypatch.setattr(launch, "finish", in_line)
+    spec = {"command": "true", "schedules": [{"cron": "*/2 * * * * *"}]}
+    assert (await cluster.request("PUT", "/api/v1/freeze", json={"note": "jobs"}))[0] == 200
+    for i in range(max_armed):
+        status, body = await cluster.request("PUT", f"{JOBS}/j{i}", json={**spec, "name": f"j{i}"})
+        assert status in (200, 201), body
+    assert (await cluster.request("DELETE", "/api/v1/freeze"))[0] in (200, 204)
+
+    def phases(phase: str) -> int:
+        return sum(ex.phase == phase and ex.proc is not None for ex in worker.running.values())
+
+    def both_held() -> bool:  # an instant's runs in line for their clean-up, the next's armed
+        return phases("cleanup") >= max_armed and phases("armed") >= max_armed
+
+    try:
+        await wait_for(both_held, 60, 0.01, "ended runs holding sets while the next are armed")
+    finally:
+        let_go.set()
+    # all of them back (2 x max_armed in use at once: past capacity + max_armed), then two more
+    # instants: nothing removed, nothing made again
+    await wait_for(lambda: pool.reused >= 2 * max_armed, 60, 0.1, "two instants in kept sets")
+    assert pool.dropped == 0, pool.describe()  # before D494: 6 removed, made again next time
+    assert pool.made <= 2 * max_armed + capacity, pool.describe()
 
 
 async def test_the_executions_metric_says_where_the_runs_are(cluster):

@@ -78,10 +78,19 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "rundir-reuse-owner",
         "nodes/executor/spare_dirs.py",
-        r"os\.chown\(path, os\.geteuid\(\), os\.getegid\(\)\)",
+        r"os\.chown\(path, \*self\._owner\)",
         "pass",
         (f"{RUNDIR}::test_a_process_still_holding_the_folder_cannot_add_to_it",),
         "nothing of a run's user reaches a kept folder once it is given back (D423)",
+    ),
+    Mutation(
+        "rundir-reuse-mode",
+        "nodes/executor/spare_dirs.py",
+        r"if not owned or stat\.S_IMODE\(st\.st_mode\) != 0o700:",
+        "if not owned:",
+        (f"{RUNDIR}::test_a_folder_already_the_nodes_is_kept_without_a_chown_and_private_again",),
+        "a kept folder is 0700 again even when it was the node's already: a run as the node's "
+        "user that opened its folder to everyone leaves nothing open to the next (D423, D496)",
     ),
     Mutation(
         "finishing-bound",

@@ -41,8 +41,8 @@ NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs as other users need root")
 
 
-def _given(work: Path, name: str, uid: int = NOBODY) -> Path:
-    """A run's folder as the node makes it for a run of ``uid``."""
+def _given(work: Path, name: str, uid: int | None = NOBODY) -> Path:
+    """A run's folder as the node makes it for a run of ``uid`` (None: the node's own)."""
     path = workdir.run_dir(work, name, 1)
     workdir.make_run_dir(path, uid, uid)
     return path
@@ -114,6 +114,32 @@ def test_a_folder_opened_to_everyone_is_private_again(tmp_path: Path) -> None:
     assert spares.take(nxt, 1000, 1000)
     st = os.stat(nxt)
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 1000, 1000)
+
+
+def test_a_folder_already_the_nodes_is_kept_without_a_chown_and_private_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run as the node's own user leaves a folder that is the node's already: one ``stat``
+    says so and nothing is written (D496); a mode it changed is still put back to 0700."""
+    work = _work(tmp_path)
+    spares = SpareDirs(work)
+    plain = _given(work, "plain", None)
+    opened = _given(work, "opened", None)
+    os.chmod(opened, 0o2777)
+    calls: list[tuple[str, str]] = []
+    for name in ("chown", "chmod"):
+        real = getattr(os, name)
+
+        def recorded(path: Path, *args: object, _name: str = name, _real: object = real) -> None:
+            calls.append((_name, os.path.basename(path)))
+            _real(path, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(os, name, recorded)
+    assert spares.give_back(plain) and spares.give_back(opened)
+    assert calls == [("chmod", opened.name)], calls  # ``opened``'s mode, nothing else
+    for spare in (work / spare_dirs.SPARE).iterdir():
+        st = os.stat(spare)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o700, os.geteuid())
 
 
 def test_a_folder_with_an_attribute_or_an_acl_is_not_kept(tmp_path: Path) -> None:
