@@ -43,6 +43,7 @@ from cluster.hooks import (
     HookSpec,
 )
 from cluster.keys import Keys
+from cluster.limits import Counted
 from cluster.secretbox import KeyRing, Sealed, require_ring
 from cluster.store import Store
 from cluster.workflow_store import (
@@ -268,6 +269,22 @@ class HookStore:
             )
         return Started(seen["kind"], seen["id"], replayed=True)
 
+    def remembered(self, record: HookRecord) -> Counted:
+        """The hook's idempotency keys, at most ``MAX_IDEMPOTENCY_KEYS``: the count a delivery
+        with a key holds a place in until it is written (the run gate's hold, D513), so
+        concurrent deliveries cannot all pass one count."""
+
+        def refusal(held: int) -> CronmeshError:
+            return TooManyRequests(
+                f"hook {record.name!r} remembers {held} idempotency keys, its most; "
+                "they are forgotten a day after their delivery",
+                retry_after=3600,
+                field=IDEMPOTENCY_HEADER,
+            )
+
+        prefix = self.keys.hook_deliveries(record.project, record.name)
+        return Counted(prefix, MAX_IDEMPOTENCY_KEYS, refusal)
+
     async def start(
         self,
         record: HookRecord,
@@ -275,23 +292,14 @@ class HookStore:
         idempotency: tuple[str, str] | None,
     ) -> Started:
         """Create the target's run or execution; with ``idempotency`` (key digest, body digest)
-        also the delivery's key, compared absent in the same transaction."""
+        also the delivery's key, compared absent in the same transaction. The caller checked
+        the hook's count of keys (``remembered``)."""
         project = record.project
         marker: list[Any] = []
         guards: list[Any] = []
         idem_key = ""
-        if idempotency is not None:
+        if idempotency is not None:  # the caller holds its place among the keys (``remembered``)
             idem_key = self.keys.hook_delivery(project, record.name, idempotency[0])
-            held = await self.etcd.range(
-                self.keys.hook_deliveries(project, record.name), count_only=True
-            )
-            if held.count >= MAX_IDEMPOTENCY_KEYS:
-                raise TooManyRequests(
-                    f"hook {record.name!r} remembers {held.count} idempotency keys, its most; "
-                    "they are forgotten a day after their delivery",
-                    retry_after=3600,
-                    field=IDEMPOTENCY_HEADER,
-                )
             guards.append(Compare.absent(idem_key))
         fresh = False
         for _ in range(4):

@@ -1,4 +1,6 @@
-"""Users, tokens and the first admin, as stored in etcd (``users/``, ``tokens/``, ``identity/``).
+"""Users, tokens and the first admin, as stored in etcd (``users/``, ``tokens/``, ``identity/``,
+and ``user-tokens/<user>/``: each token's record without its digest, written and deleted with
+it, so what concerns one user's tokens reads theirs only, D514).
 
 A user record holds the password *hash* only; tokens are stored as SHA-256 digests under an id
 derived from the digest (cluster/tokens.py). A token with an expiry is also bound to an etcd lease
@@ -232,13 +234,15 @@ class IdentityStore:
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    async def _all_tokens(self) -> list[TokenRecord]:
-        res = await self.etcd.range_all(self.keys.tokens())
-        return [TokenRecord.model_validate_json(kv.value) for kv in res.kvs]
+    async def _own_tokens(self, user: str) -> tuple[list[tuple[TokenRecord, KV]], int]:
+        """``user``'s tokens from their index (D514), with the index entries, and the revision
+        read: the other users' tokens are not read."""
+        res = await self.etcd.range_all(self.keys.user_tokens(user))
+        return [(TokenRecord.model_validate_json(kv.value), kv) for kv in res.kvs], res.revision
 
     async def list_tokens(self, user: str) -> list[TokenRecord]:
         now = self.clock()
-        return [t for t in await self._all_tokens() if t.user == user and not t.expired(now)]
+        return [t for t, _ in (await self._own_tokens(user))[0] if not t.expired(now)]
 
     async def create_token(
         self,
@@ -274,8 +278,9 @@ class IdentityStore:
             ttl = int((expires_at - now).total_seconds()) + LEASE_SLACK
             lease = await self.etcd.grant(ttl)
         key = self.keys.token(record.id)
-        ops = [Op.put(key, dumps(record), lease)]
-        ops += [Op.delete(kv.key) for kv in ended]
+        ops = [Op.put(key, dumps(record), lease), Op.put(*self._entry(record), lease)]
+        for t, _ in ended:
+            ops += [Op.delete(self.keys.token(t.id)), Op.delete(self.keys.user_token(user, t.id))]
         guards = [Compare.absent(key), Compare.exists(self.keys.user(user))]
         try:
             for attempt in range(5):
@@ -292,37 +297,40 @@ class IdentityStore:
             if lease:
                 await self.etcd.revoke(lease)
             raise Conflict(f"cannot create the token: user {user!r} is gone or the id is taken")
-        for kv in ended:  # their leases go too (an etcd lease per login would pile up otherwise)
+        for _, kv in ended:  # their leases go too (an etcd lease per login would pile up otherwise)
             if kv.lease:
                 # best effort: the records are gone already; a lease left expires with its TTL
                 with contextlib.suppress(CronmeshError):
                     await self.etcd.revoke(kv.lease)
         return secret, record
 
+    def _entry(self, record: TokenRecord) -> tuple[str, str]:
+        """The token's entry in its user's index: the record without its digest (D514)."""
+        entry = record.model_copy(update={"digest": "", "csrf": None})
+        return self.keys.user_token(record.user, record.id), dumps(entry)
+
     async def _api_token_gate(self, user: str) -> list[Any]:
-        """Refuse a 101st API token of ``user``; else the guard that no token was created
-        since the count, so concurrent creations cannot all pass one count (D500)."""
-        res = await self.etcd.range_all(self.keys.tokens())
+        """Refuse a 101st API token of ``user``; else the guard that none of their tokens was
+        created since the count, so concurrent creations cannot all pass one count (D500). Reads
+        the user's own index only (D514): every user's tokens were read per creation."""
+        own, revision = await self._own_tokens(user)
         now = self.clock()
-        held = 0
-        for kv in res.kvs:
-            t = TokenRecord.model_validate_json(kv.value)
-            held += t.user == user and not t.expired(now)
+        held = sum(t.kind == "api" and not t.expired(now) for t, _ in own)
         if held >= MAX_TOKENS_PER_USER:
             raise Conflict(f"user {user!r} has {MAX_TOKENS_PER_USER} tokens; revoke some first")
-        return [Compare.unchanged_since(self.keys.tokens(), res.revision)]
+        return [Compare.unchanged_since(self.keys.user_tokens(user), revision)]
 
-    async def _sessions_to_end(self, user: str) -> list[KV]:
+    async def _sessions_to_end(self, user: str) -> list[tuple[TokenRecord, KV]]:
         """The oldest live sessions of ``user`` beyond ``MAX_SESSIONS_PER_USER - 1`` (a new
-        login takes the last place), as their etcd records."""
+        login takes the last place), with their index entries (which carry their leases)."""
         now = self.clock()
-        live = []
-        for kv in (await self.etcd.range_all(self.keys.tokens())).kvs:
-            t = TokenRecord.model_validate_json(kv.value)
-            if t.user == user and t.kind == "session" and not t.expired(now):
-                live.append((t.created_at, t.id, kv))
+        live = [
+            (t.created_at, t.id, (t, kv))
+            for t, kv in (await self._own_tokens(user))[0]
+            if t.kind == "session" and not t.expired(now)
+        ]
         live.sort(key=lambda item: (item[0], item[1]))
-        return [kv for _, _, kv in live[: max(0, len(live) - MAX_SESSIONS_PER_USER + 1)]]
+        return [pair for _, _, pair in live[: max(0, len(live) - MAX_SESSIONS_PER_USER + 1)]]
 
     async def resolve(self, token: str) -> tuple[TokenRecord, User] | None:
         """The token's record and its user, or None (unknown, expired, or a disabled user)."""
@@ -342,19 +350,41 @@ class IdentityStore:
     async def revoke_token(self, user: str, token_id: str) -> None:
         key = self.keys.token(token_id)
         kv = await self.etcd.get(key)
+        if kv is None:  # an entry an older node left when it revoked the token goes (D514)
+            await self.etcd.delete(self.keys.user_token(user, token_id))
         if kv is None or TokenRecord.model_validate_json(kv.value).user != user:
             raise TokenNotFound(f"token {token_id!r} of user {user!r} not found", field="id")
-        await self.etcd.txn([Compare.modified(key, kv.mod_revision)], [Op.delete(key)])
+        await self.etcd.txn(
+            [Compare.modified(key, kv.mod_revision)],
+            [Op.delete(key), Op.delete(self.keys.user_token(user, token_id))],
+        )
 
     async def revoke_tokens(self, user: str, kinds: tuple[str, ...] | None = None) -> int:
-        doomed = [
-            t.id
-            for t in await self._all_tokens()
-            if t.user == user and (kinds is None or t.kind in kinds)
-        ]
-        for i in range(0, len(doomed), 100):
-            await self.etcd.txn([], [Op.delete(self.keys.token(t)) for t in doomed[i : i + 100]])
+        own, _ = await self._own_tokens(user)
+        doomed = [t.id for t, _ in own if kinds is None or t.kind in kinds]
+        for i in range(0, len(doomed), 60):
+            ops = []
+            for t in doomed[i : i + 60]:
+                ops += [Op.delete(self.keys.token(t)), Op.delete(self.keys.user_token(user, t))]
+            await self.etcd.txn([], ops)
         return len(doomed)
+
+    async def index_tokens(self) -> int:
+        """Give the tokens from before the per-user index (D514) their entries, once per
+        cluster; the number indexed. A token deleted meanwhile gets none (each entry compares
+        its token unchanged)."""
+        if await self.etcd.get(self.keys.user_tokens_indexed()) is not None:
+            return 0
+        done = 0
+        for kv in (await self.etcd.range_all(self.keys.tokens())).kvs:
+            record = TokenRecord.model_validate_json(kv.value)
+            res = await self.etcd.txn(
+                [Compare.modified(kv.key, kv.mod_revision)],
+                [Op.put(*self._entry(record), kv.lease)],
+            )
+            done += res.succeeded
+        await self.etcd.put(self.keys.user_tokens_indexed(), json.dumps({"at": str(self.clock())}))
+        return done
 
     # -- first admin -----------------------------------------------------------------------------
 
@@ -386,6 +416,7 @@ class IdentityStore:
                 created_at=now,
             )
             ops.append(Op.put(self.keys.token(record.id), dumps(record)))
+            ops.append(Op.put(*self._entry(record)))
         res = await self.etcd.txn(
             [Compare.absent(self.keys.bootstrapped()), Compare.absent(self.keys.user(admin))], ops
         )

@@ -249,6 +249,18 @@ class Keys:
         """A token's record (user, kind, expiry, SHA-256 digest); the id is the digest's head."""
         return f"{self.prefix}/tokens/{token_id}"
 
+    def user_tokens(self, user: str) -> str:
+        """A user's tokens, indexed (D514): what a creation counts, without every user's."""
+        return f"{self.prefix}/user-tokens/{user}/"
+
+    def user_token(self, user: str, token_id: str) -> str:
+        """A token's record without its digest, written and deleted with ``token``."""
+        return f"{self.prefix}/user-tokens/{user}/{token_id}"
+
+    def user_tokens_indexed(self) -> str:
+        """Written once the tokens from before the index have their entries (D514)."""
+        return f"{self.prefix}/identity/user-tokens-indexed"
+
     def audits(self) -> str:
         return f"{self.prefix}/audit/"
 
@@ -381,6 +393,10 @@ class Keys:
     def run_limits(self) -> str:
         """Cluster defaults for the caps on manual runs (rate, pending runs)."""
         return f"{self.prefix}/settings/run-limits"
+
+    def run_admissions(self, project: str) -> str:
+        """Manual runs admitted under the project's cap and not yet written (D512)."""
+        return f"{self.prefix}/run-admissions/{project}"
 
     def project_run_limits(self, project: str) -> str:
         """A project's overrides of the run limits (set by a cluster admin)."""

@@ -10,12 +10,16 @@ overlap policy, and a tick refused for a cap would be lost (D173).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.errors import QuotaExceeded, TooManyRequests
+from cluster.errors import CronmeshError, QuotaExceeded, TooManyRequests
 
 # The parameters one trigger may add to a run (names + values, UTF-8): 16 KiB. A run's record is
 # written twice (run, queue entry), so a trigger stores at most ~32 KiB plus the job's snapshot.
@@ -61,14 +65,85 @@ def parameter_bytes(parameters: dict[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in parameters.items())
 
 
-def check_pending(project: str, unfinished: int, adding: int, cap: int) -> None:
-    """Refuse ``adding`` more runs when the project would then hold more than ``cap``."""
-    if unfinished + adding > cap:
+def check_pending(project: str, unfinished: int, adding: int, cap: int, held: int = 0) -> None:
+    """Refuse ``adding`` more runs when the project would then hold more than ``cap``, counting
+    the ``held`` runs other requests were admitted for and are writing (D512)."""
+    if unfinished + held + adding > cap:
+        also = f" (and {held} being created)" if held else ""
         raise QuotaExceeded(
-            f"project {project!r} has {unfinished} unfinished runs; {adding} more would pass "
-            f"its cap max_pending_runs={cap} (wait for runs to finish, or ask a cluster admin)",
+            f"project {project!r} has {unfinished} unfinished runs{also}; {adding} more would "
+            f"pass its cap max_pending_runs={cap} (wait for runs to finish, or ask a cluster "
+            "admin)",
             field="max_pending_runs",
         )
+
+
+# What the nodes hold against a project's caps (D512), ``run-admissions/<project>``: per node,
+# the runs it admitted and is still writing, the places it holds in other counts (``Counted``,
+# by prefix) and until when the entry stands (a node that died leaves it until then). A node
+# rewrites its own entry as its admissions start; it counts its own holds from memory.
+HOLD_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Another count an admission holds a place in until its write: the keys under ``prefix``
+    (one more each), at most ``cap``; ``refusal(held)`` is raised at the cap (D513)."""
+
+    prefix: str
+    cap: int
+    refusal: Callable[[int], CronmeshError]
+
+
+@dataclass
+class Held:
+    """One node's holds on one project: runs, and places by ``Counted.prefix``."""
+
+    runs: int = 0
+    places: dict[str, int] = field(default_factory=dict)
+
+    def add(self, runs: int, place: str | None, sign: int = 1) -> None:
+        self.runs += sign * runs
+        if place is not None:
+            self.places[place] = self.places.get(place, 0) + sign
+            if not self.places[place]:
+                del self.places[place]
+
+    def plus(self, other: Held) -> Held:
+        places = dict(self.places)
+        for prefix, n in other.places.items():
+            places[prefix] = places.get(prefix, 0) + n
+        return Held(self.runs + other.runs, places)
+
+    def empty(self) -> bool:
+        return not self.runs and not self.places
+
+
+def others_held(value: bytes | None, me: str, now: float) -> Held:
+    """What the other nodes' entries that stand at ``now`` hold, summed."""
+    out = Held()
+    for node, entry in _entries(value).items():
+        if node != me and float(entry["until"]) > now:
+            out.runs += int(entry["runs"])
+            for prefix, n in entry.get("places", {}).items():
+                out.places[prefix] = out.places.get(prefix, 0) + int(n)
+    return out
+
+
+def with_mine(value: bytes | None, me: str, mine: Held, now: float) -> str | None:
+    """The value with this node's entry set to ``mine`` (gone when it holds nothing) and
+    lapsed entries dropped; None when no entry is left (the key goes)."""
+    entries = {n: e for n, e in _entries(value).items() if n != me and float(e["until"]) > now}
+    if not mine.empty():
+        entries[me] = {"runs": mine.runs, "places": mine.places, "until": now + HOLD_SECONDS}
+    return json.dumps({"nodes": entries}) if entries else None
+
+
+def _entries(value: bytes | None) -> dict[str, dict[str, Any]]:
+    if not value:
+        return {}
+    nodes = json.loads(value).get("nodes")
+    return nodes if isinstance(nodes, dict) else {}
 
 
 class Buckets:

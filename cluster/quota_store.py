@@ -9,6 +9,7 @@ from typing import Any
 from cluster.etcd import Compare, Etcd, Op
 from cluster.history import over_quota, parse_bytes
 from cluster.keys import Keys
+from cluster.limits import Counted
 from cluster.quotas import Kind, Quotas, exceeded, refusal
 
 
@@ -22,7 +23,11 @@ class QuotaStore:
     async def project_limits(self, project: str) -> Quotas:
         """The project's quotas: the defaults with the project record's overrides."""
         kv = await self.etcd.get(self.keys.project(project))
-        overrides = json.loads(kv.value).get("quotas") if kv is not None else None
+        return self._limits(kv.value if kv is not None else None)
+
+    def _limits(self, record: bytes | None) -> Quotas:
+        """The defaults with the overrides of a project record (None: no record)."""
+        overrides = json.loads(record).get("quotas") if record is not None else None
         return self.quotas.overridden(overrides if isinstance(overrides, dict) else None)
 
     async def project_usage(self, project: str) -> dict[str, int]:
@@ -95,6 +100,21 @@ class QuotaStore:
                         [Compare.modified(kv.key, kv.mod_revision)],
                         [Op.put(size_key, str(value))],
                     )
+
+    async def creation_hold(self, project: str, kind: Kind, name: str) -> Counted | None:
+        """What a write of ``name`` holds a place in until it is written, when it would create
+        the document: the project's jobs or workflows, at most its quota, so concurrent
+        creations cannot all pass one count (the run gate's hold, D515). None when it exists: a
+        replacement adds none (and a racing creation of the same name loses its compare)."""
+        key = self.keys.job(project, name) if kind == "job" else self.keys.workflow(project, name)
+        res = await self.etcd.txn([], [Op.get(key), Op.get(self.keys.project(project))])
+        if res.range_kvs(0):
+            return None
+        record = res.range_kvs(1)
+        limits = self._limits(record[0].value if record else None)
+        quota = "jobs" if kind == "job" else "workflows"
+        prefix = self.keys.jobs(project) if kind == "job" else self.keys.workflows(project)
+        return Counted(prefix, getattr(limits, quota), lambda _: refusal(quota, limits, project))
 
     async def check_quota(
         self,

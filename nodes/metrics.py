@@ -264,3 +264,11 @@ HOOK_DELIVERIES = Counter(
     ["outcome", "status"],
     registry=REGISTRY,
 )
+
+# peer requests refused (D511): by reason, signing.verify's fixed set with "_" for spaces
+PEER_REJECTED = Counter(
+    "cronmesh_peer_requests_rejected",
+    "Requests to /internal/v1 this node refused, by reason (one warning per reason a minute)",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -40,6 +40,7 @@ from cluster.errors import (
 from cluster.etcd import OBSERVER, Compare, Op
 from cluster.identity import IdentityStore, TokenRecord, User
 from cluster.permissions import WRITE, Requirement, allows, metrics_scope_allows, requirement
+from nodes import metrics
 from nodes.api import proxy, signing
 from nodes.api.auditing import Auditing
 from nodes.api.hashing import HashPool
@@ -88,6 +89,7 @@ class Access(Auditing):
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self.nonces = signing.NonceCache()
+        self.rejections = signing.RejectionLog()  # one warning per reason a minute (D511)
         self.peer_secret: bytes | None = None
         configured = read_secret(
             self.config.peer_secret, self.config.peer_secret_file, "peer_secret"
@@ -104,6 +106,7 @@ class Access(Auditing):
         self.identity = IdentityStore(store.etcd, store.keys, store.clock)
         self.audit = AuditLog(store.etcd, store.keys, store.ids, store.clock)
         await self._bootstrap_admin()
+        await self.identity.index_tokens()  # once per cluster: tokens from before D514
         if self.config.security_level >= 1 and self.peer_secret is None:
             self.peer_secret = await self._shared_peer_secret()
 
@@ -187,7 +190,17 @@ class Access(Auditing):
             me=self.node_id,
         )
         if reason is not None:
-            log.warning("peer request rejected", reason=reason, path=request.path)
+            # the label without spaces: naive readers of /metrics split a line on them
+            metrics.child(metrics.PEER_REJECTED, reason.replace(" ", "_")).inc()
+            unlogged = self.rejections.admit(reason, time.monotonic())
+            if unlogged is not None:  # the first of its reason this minute (D511)
+                log.warning(
+                    "peer request rejected",
+                    reason=reason,
+                    path=request.path[:200],
+                    address=request.remote,
+                    unlogged=unlogged,
+                )
             raise Forbidden(f"peer request rejected: {reason}")
 
     # -- users ---------------------------------------------------------------------------------

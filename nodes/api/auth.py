@@ -374,6 +374,7 @@ class AuthApi:
                 *[Op.delete(p, prefix=True) for p in keys.project_data(name)],
                 Op.delete(keys.notification_defaults(name)),
                 Op.delete(keys.project_run_limits(name)),  # a cluster admin's overrides (D173)
+                Op.delete(keys.run_admissions(name)),  # holds of manual runs (D512)
                 Op.put(keys.rules_marker(), '{"changed": "project"}'),  # its calendars (D339)
             ],
         )

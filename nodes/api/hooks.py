@@ -272,8 +272,10 @@ class HookApi:
             if seen is not None:
                 return seen
         what = "workflow executions" if record.target.kind == "workflow" else "runs"
-        await api_limits.gate(request).admit(project, 1, what)  # the project's caps (D173)
-        started = await store.start(record, params, idempotency)
+        # the project's caps (D173) and, with a key, the hook's count of keys (D513)
+        remembered = store.remembered(record) if idempotency is not None else None
+        async with api_limits.gate(request).admitted(project, 1, what, remembered):
+            started = await store.start(record, params, idempotency)
         log.info("hook delivery started", project=project, hook=name, **{started.kind: started.id})
         return started
 

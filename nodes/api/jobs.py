@@ -3,6 +3,7 @@ cancel)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -194,7 +195,9 @@ class Api:
         spec = self._spec(data, None)
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
-        job, _ = await self.store().put_job(project, spec, create_only=True)
+        hold = await self.store().creation_hold(project, "job", spec.name)  # D515
+        async with api_limits.gate(request).admitted(project, 0, "jobs", hold):
+            job, _ = await self.store().put_job(project, spec, create_only=True)
         return ok(self._saved(job), 201)
 
     @documented(body=JobSpec, answer=Job, also=("201",))
@@ -204,7 +207,9 @@ class Api:
         spec = self._spec(data, request.match_info["job"])
         await self._check_run_as(project, spec.run_as)
         await webhooks.check_rule_docs(self.node, data.get("notifications"), "notifications")
-        job, created = await self.store().put_job(project, spec)
+        hold = await self.store().creation_hold(project, "job", spec.name)  # D515
+        async with api_limits.gate(request).admitted(project, 0, "jobs", hold):
+            job, created = await self.store().put_job(project, spec)
         return ok(self._saved(job), 201 if created else 200)
 
     def _saved(self, job: Job) -> dict[str, Any]:
@@ -247,8 +252,8 @@ class Api:
         warnings = params.check_given(
             f"job {name}", names, req.parameters
         )  # 400 if declared (D254)
-        await api_limits.gate(request).admit(project, 1)
-        run = await store.trigger(project, name, req.parameters)
+        async with api_limits.gate(request).admitted(project, 1):
+            run = await store.trigger(project, name, req.parameters)
         return ok({**dump(run), **({"warnings": warnings} if warnings else {})}, 201)
 
     @documented(query={"limit": LIMIT})
@@ -296,14 +301,15 @@ class Api:
     async def backfill(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(BackfillRequest, await body_json(request))
-        admit = api_limits.gate(request).admit
-        out = await self.store().backfill(
-            project,
-            request.match_info["job"],
-            req.from_,
-            req.to,
-            admit=lambda n: admit(project, n, "backfilled runs"),
-        )
+        admitted = api_limits.gate(request).admitted
+        async with contextlib.AsyncExitStack() as held:  # the runs' hold ends once written
+            out = await self.store().backfill(
+                project,
+                request.match_info["job"],
+                req.from_,
+                req.to,
+                admit=lambda n: held.enter_async_context(admitted(project, n, "backfilled runs")),
+            )
         return ok(out, 201 if out["created"] else 200)
 
     # -- runs -----------------------------------------------------------------------------------
@@ -386,8 +392,8 @@ class Api:
     async def rerun(self, request: web.Request) -> web.Response:
         """A finished slot run again, at its slot: the slot then stands for the new run (D295)."""
         project = project_of(request)
-        await api_limits.gate(request).admit(project, 1, "reruns")
-        run = await rerun_slot(self.store(), project, request.match_info["run"])
+        async with api_limits.gate(request).admitted(project, 1, "reruns"):
+            run = await rerun_slot(self.store(), project, request.match_info["run"])
         return ok(dump(run), 201)
 
     # -- wiring ---------------------------------------------------------------------------------

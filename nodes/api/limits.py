@@ -1,4 +1,5 @@
-"""Cluster settings a cluster admin writes, and the gate manual runs pass (D170, D173):
+"""Cluster settings a cluster admin writes, and the gate manual runs pass (D170, D173;
+the gate itself: ``nodes/api/rungate.py``):
 
 - ``GET/PUT /api/v1/settings/webhooks``: the SSRF allow-list (``cluster/netguard.py``);
 - ``GET/PUT /api/v1/settings/run-limits``: cluster defaults of the run caps (``cluster/limits.py``);
@@ -8,58 +9,19 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from cluster.etcd import Op
-from cluster.limits import Buckets, RunLimits, check_pending, effective
+from cluster.limits import RunLimits
 from cluster.models import parse_model
 from cluster.netguard import WebhookSettings
 from nodes.api.http import body_json, ok, project_of, require_connected
 from nodes.api.openapi import documented
+from nodes.api.rungate import RunGate
 
 if TYPE_CHECKING:
     from nodes.api.context import ApiContext
-
-
-class RunGate:
-    """What every manual run passes before anything is written: the project's rate (per node)
-    and its cap on unfinished runs (counted in etcd)."""
-
-    def __init__(self, node: ApiContext, clock: Callable[[], float] = time.monotonic) -> None:
-        self.node = node
-        self.clock = clock
-        self.buckets = Buckets()
-
-    async def limits(
-        self, project: str
-    ) -> tuple[RunLimits, RunLimits | None, RunLimits | None, int]:
-        """(effective, cluster defaults, project overrides, unfinished runs): one round trip."""
-        keys = self.node.keys
-        res = await self.node.etcd.txn(
-            [],
-            [
-                Op.get(keys.run_limits()),
-                Op.get(keys.project_run_limits(project)),
-                Op.count(keys.actives(project)),
-            ],
-        )
-        cluster_kvs, project_kvs = res.range_kvs(0), res.range_kvs(1)
-        cluster = RunLimits.model_validate_json(cluster_kvs[0].value) if cluster_kvs else None
-        own = RunLimits.model_validate_json(project_kvs[0].value) if project_kvs else None
-        unfinished = int(res.responses[2].response_range.count)
-        return effective(cluster, own), cluster, own, unfinished
-
-    async def admit(self, project: str, runs: int, what: str = "runs") -> None:
-        """Raise 429 (rate) or 403 ``quota_exceeded`` (cap) before ``runs`` new runs are made."""
-        limits, _, _, unfinished = await self.limits(project)
-        assert limits.max_pending_runs is not None
-        check_pending(project, unfinished, runs, limits.max_pending_runs)
-        self.buckets.admit(project, runs, limits, self.clock(), what)
-
 
 GATE: web.AppKey[RunGate] = web.AppKey("run_gate")
 

@@ -97,3 +97,24 @@ def verify(
     if not nonces.add(nonce, now):
         return "replayed request"
     return None
+
+
+class RejectionLog:
+    """Whether a refused peer request is worth a warning: the first of each reason in a window
+    of ``every`` seconds is; the others are only counted, and the next warning of that reason
+    says how many it stood for (D511). Anyone who reaches the port can send unsigned requests;
+    a warning each grew the node log without bound. Reasons are ``verify``'s fixed set."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def admit(self, reason: str, now: float) -> int | None:
+        """None: count it only. Else warn, saying this many earlier ones were not logged."""
+        last = self._last.get(reason)
+        if last is not None and now - last < self.every:
+            self._held[reason] = self._held.get(reason, 0) + 1
+            return None
+        self._last[reason] = now
+        return self._held.pop(reason, 0)

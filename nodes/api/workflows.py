@@ -71,7 +71,9 @@ class WorkflowApi:
         project = project_of(request)
         spec = self._spec(await body_json(request), None)
         await self._check_run_as(project, spec)
-        wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
+        hold = await require_store(self.node).creation_hold(project, "workflow", spec.name)
+        async with api_limits.gate(request).admitted(project, 0, "workflows", hold):
+            wf, _ = await self.wf().put_workflow(project, spec, create_only=True)
         return ok(self._saved(wf), 201)
 
     @documented(body=WorkflowSpec, answer=Workflow, also=("201",))
@@ -79,7 +81,9 @@ class WorkflowApi:
         project = project_of(request)
         spec = self._spec(await body_json(request), request.match_info["workflow"])
         await self._check_run_as(project, spec)
-        wf, created = await self.wf().put_workflow(project, spec)
+        hold = await require_store(self.node).creation_hold(project, "workflow", spec.name)
+        async with api_limits.gate(request).admitted(project, 0, "workflows", hold):
+            wf, created = await self.wf().put_workflow(project, spec)
         return ok(self._saved(wf), 201 if created else 200)
 
     def _saved(self, wf: Workflow) -> dict[str, Any]:
@@ -108,8 +112,8 @@ class WorkflowApi:
         warnings = params.check_given(
             f"workflow {name}", declared, req.parameters
         )  # 400 if declared (D254)
-        await api_limits.gate(request).admit(project, 1, "workflow executions")  # D173
-        ex = await self.wf().trigger(project, name, req.parameters)
+        async with api_limits.gate(request).admitted(project, 1, "workflow executions"):  # D173
+            ex = await self.wf().trigger(project, name, req.parameters)
         return ok({**dump(ex), **({"warnings": warnings} if warnings else {})}, 201)
 
     @documented(query={"limit": LIMIT, "workflow": STR, "before": STR})
@@ -150,13 +154,13 @@ class WorkflowApi:
     async def rerun(self, request: web.Request) -> web.Response:
         project = project_of(request)
         req = parse_model(RerunRequest, await body_json(request, optional=True))
-        await api_limits.gate(request).admit(project, 1, "workflow reruns")  # D173
-        ex = await self.wf().rerun(
-            project,
-            request.match_info["execution"],
-            from_task=req.from_task,
-            failed_only=req.failed_only,
-        )
+        async with api_limits.gate(request).admitted(project, 1, "workflow reruns"):  # D173
+            ex = await self.wf().rerun(
+                project,
+                request.match_info["execution"],
+                from_task=req.from_task,
+                failed_only=req.failed_only,
+            )
         return ok(dump(ex))
 
     @documented(answer=Execution)

@@ -10,6 +10,7 @@ HISTORY = "tests/security/test_run_history_quota.py"
 HOOKS = "tests/security/test_hook_attacks.py"
 HISTORY_COUNT = "tests/integration/test_history_accounting.py"
 SCOPE_COUNTS = "tests/security/test_scope_counts.py"
+BURSTS = "tests/security/test_admission_bursts.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # -- access ----------------------------------------------------------------------------------
@@ -186,9 +187,41 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "token-count-gate",
         "cluster/identity.py",
-        r"return \[Compare\.unchanged_since\(self\.keys\.tokens\(\), res\.revision\)\]",
+        r"return \[Compare\.unchanged_since\(self\.keys\.user_tokens\(user\), revision\)\]",
         "return []",
         (f"{SCOPE_COUNTS}::test_a_burst_of_token_creations_cannot_pass_a_users_cap",),
         "a burst of token creations cannot pass a user's 100 API tokens",
+    ),
+    # -- what manual runs and new documents hold against a project's caps (D512-D515) -------
+    Mutation(
+        "run-hold-compare",
+        "nodes/api/rungate.py",
+        r"guard = \[Compare\.modified\(key, kv\.mod_revision if kv else 0\)\]\n(\s+)res = ",
+        r"guard = []\n\1res = ",
+        (f"{BURSTS}::test_a_burst_of_triggers_on_two_nodes_cannot_pass_the_pending_cap",),
+        "admissions on two nodes cannot both pass one count of a project's unfinished runs",
+    ),
+    Mutation(
+        "run-hold-counted",
+        "nodes/api/rungate.py",
+        r"held = others_held\(value, self\.node\.node_id, now\)\.plus\(state\.held\)",
+        "held = Held()",
+        (
+            f"{BURSTS}::test_a_burst_of_triggers_on_two_nodes_cannot_pass_the_pending_cap",
+            f"{BURSTS}::test_a_burst_of_keyed_deliveries_cannot_pass_a_hooks_keys",
+            f"{BURSTS}::test_a_burst_of_creations_cannot_pass_a_projects_job_and_workflow_quotas",
+        ),
+        "runs, idempotency keys and documents admitted but not yet written count against caps",
+    ),
+    Mutation(
+        "token-index-entry",
+        "cluster/identity.py",
+        r"ops = \[Op\.put\(key, dumps\(record\), lease\), Op\.put\(\*self\._entry\(record\), lease\)\]",
+        "ops = [Op.put(key, dumps(record), lease)]",
+        (
+            "tests/security/test_token_index.py::test_creating_a_token_reads_only_its_users_tokens",
+            f"{SCOPE_COUNTS}::test_a_burst_of_token_creations_cannot_pass_a_users_cap",
+        ),
+        "a user's token count sees every token of theirs (each is written with its index entry)",
     ),
 )
