@@ -76,11 +76,10 @@ def call_all(args: argparse.Namespace, path: str, key: str) -> list[Any]:
     return items
 
 
-def call(
-    args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bool = False
-) -> Any:
+def check_api(args: argparse.Namespace) -> None:
+    """Refuse an ``--api`` without its scheme, which urllib calls an "unknown url type" (D509)."""
     if not args.api.startswith(("http://", "https://")):
-        raise ApiError(  # urllib would say "unknown url type" (D509)
+        raise ApiError(
             0,
             {
                 "error": {
@@ -89,6 +88,37 @@ def call(
                 }
             },
         )
+
+
+def refusal(
+    args: argparse.Namespace, path: str, exc: urllib.error.HTTPError, token: str | None
+) -> ApiError:
+    """The error to show for an HTTP error answer: cronmesh's own message, with how to log in
+    again when a token was refused or none was given, or a word that another server answered."""
+    payload = exc.read()
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        parsed = payload.decode(errors="replace")
+    if not _is_error_body(parsed):
+        parsed = {"error": {"message": not_cronmesh(args.api, exc.code)}}
+    elif exc.code == 401 and token and path != "/api/v1/auth/login":
+        parsed["error"]["message"] += f": {relogin_hint(args)}"
+    if exc.code == 401 and not token and path != "/api/v1/auth/login":
+        parsed = {
+            "error": {
+                # a token is kept per API address: name the one asked (D335)
+                "message": f"not logged in to {args.api} (a login is kept per API address):"
+                f" run `cronmesh login --api {args.api}`, or give --token / CRONMESH_TOKEN"
+            }
+        }
+    return ApiError(exc.code, parsed)
+
+
+def call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, raw: bool = False
+) -> Any:
+    check_api(args)
     url = args.api.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -101,24 +131,7 @@ def call(
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             payload, status = resp.read(), resp.status
     except urllib.error.HTTPError as exc:
-        payload = exc.read()
-        try:
-            parsed = json.loads(payload)
-        except ValueError:
-            parsed = payload.decode(errors="replace")
-        if not _is_error_body(parsed):
-            parsed = {"error": {"message": not_cronmesh(args.api, exc.code)}}
-        elif exc.code == 401 and token and path != "/api/v1/auth/login":
-            parsed["error"]["message"] += f": {relogin_hint(args)}"
-        if exc.code == 401 and not token and path != "/api/v1/auth/login":
-            parsed = {
-                "error": {
-                    # a token is kept per API address: name the one asked (D335)
-                    "message": f"not logged in to {args.api} (a login is kept per API address):"
-                    f" run `cronmesh login --api {args.api}`, or give --token / CRONMESH_TOKEN"
-                }
-            }
-        raise ApiError(exc.code, parsed) from None
+        raise refusal(args, path, exc, token) from None
     except urllib.error.URLError as exc:
         raise ApiError(0, {"error": {"message": unreachable(args.api, exc.reason)}}) from None
     except OSError as exc:  # no answer in time, or the connection dropped mid-answer (D509)

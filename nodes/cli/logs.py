@@ -4,14 +4,13 @@ streams (on a terminal without the job's control sequences, unless ``--raw``).""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from nodes.cli import credentials
-from nodes.cli.client import unreachable
+from nodes.cli.client import check_api, refusal, unreachable
 from nodes.cli.termsafe import TerminalFilter
 
 
@@ -41,6 +40,7 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
         query["follow"] = "1"
     if args.tail is not None:
         query["tail"] = str(args.tail)
+    check_api(args)
     url = args.api.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
     timeout = None if args.follow else 60
     req = urllib.request.Request(url)
@@ -57,12 +57,8 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
             if safe is not None:
                 out.write(safe.flush())
                 out.flush()
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        print(f"cronmesh: {message}", file=sys.stderr)
+    except urllib.error.HTTPError as exc:  # the same words as every other command's (D509)
+        print(refusal(args, path, exc, token).describe(), file=sys.stderr)
         return 1
     except urllib.error.URLError as exc:
         print(f"cronmesh: {unreachable(args.api, exc.reason)}", file=sys.stderr)

@@ -77,6 +77,11 @@ async def test_a_new_users_mistakes_get_their_fix(cluster, tmp_path):
     assert code == 1 and "the --token given was refused" in err, err
     code, _, err = await cli(url, "job", "list", env=cli_env(CRONMESH_TOKEN="cm_expired"))
     assert code == 1 and "CRONMESH_TOKEN was refused" in err, err
+    # `run logs` reads its stream on its own HTTP path: the same words
+    code, _, err = await cli(url, "run", "logs", "r1", env=stored)
+    assert code == 1 and "the stored login has expired or was revoked" in err, err
+    code, _, err = await cli(url.removeprefix("http://"), "run", "logs", "r1", env=stored)
+    assert code == 1 and "is not a URL: give the scheme" in err, err
 
     # a workflow's file given to `job apply` (and back): the command to use, not "unknown field"
     code, _, err = await cli(url, "job", "apply", "-f", "docs/examples/etl-workflow.yaml")
