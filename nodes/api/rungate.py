@@ -54,6 +54,7 @@ class _Ask:
     decided: bool = False
     error: BaseException | None = None
     charged: bool = False  # the rate's tokens were taken
+    gone: bool = False  # cancelled while another admission's write was deciding it
 
 
 @dataclass
@@ -136,6 +137,8 @@ class RunGate:
                 elif ask.decided and ask.error is None:  # admitted, but will write nothing
                     state.held.add(runs, place, -1)
                     state.written = False
+                elif not ask.decided:  # in another admission's write: it lets the hold go
+                    ask.gone = True
                 raise
             if ask.error is not None:
                 raise ask.error
@@ -147,12 +150,14 @@ class RunGate:
         finally:
             # the last one out writes what is left (nothing, mostly): the others' releases ride
             # on it or on the next admission's write
-            if state.users == 1 and not state.written and not state.turn.locked():
-                async with state.turn:
-                    await self._write_held(project, state)
-            state.users -= 1
-            if not state.users:
-                del self._projects[project]
+            try:
+                if state.users == 1 and not state.written and not state.turn.locked():
+                    async with state.turn:
+                        await self._write_held(project, state)
+            finally:  # even when that write is cancelled: else the count never comes down
+                state.users -= 1
+                if not state.users:
+                    del self._projects[project]
 
     async def _decide(self, project: str, state: _Project) -> None:
         """Decide every admission waiting (one read, one compared write for them all)."""
@@ -177,8 +182,10 @@ class RunGate:
             if isinstance(exc, Exception):
                 for ask in undecided:
                     ask.decided, ask.error = True, exc
-            else:  # cancelled: their own turns decide them
-                state.asks[:0] = undecided
+            else:  # cancelled: their own turns decide them (those still waiting)
+                state.asks[:0] = [a for a in undecided if not a.gone]
+            # a write whose outcome is unknown may have put the holds: write what is held
+            state.written = False
             await self._write_held(project, state)
             raise
 
@@ -226,6 +233,9 @@ class RunGate:
         state.written = state.held == mine
         for ask in passed:
             ask.decided = True
+            if ask.gone:  # its request was cancelled while we wrote: nobody else releases it
+                state.held.add(ask.runs, ask.also.prefix if ask.also else None, -1)
+                state.written = False
         return None
 
     async def _write_held(self, project: str, state: _Project) -> None:
