@@ -360,8 +360,18 @@ class IdentityStore:
         )
 
     async def revoke_tokens(self, user: str, kinds: tuple[str, ...] | None = None) -> int:
+        """Delete ``user``'s tokens (of ``kinds``): the number deleted. Not from the index alone
+        (D519): a token an older node wrote during a rolling upgrade has no entry, and must not
+        outlive its user's disabling, password reset or deletion; this runs on an admin's change
+        of a user, rarely, so it reads every token, a page at a time."""
         own, _ = await self._own_tokens(user)
-        doomed = [t.id for t, _ in own if kinds is None or t.kind in kinds]
+        found = {t.id for t, _ in own if kinds is None or t.kind in kinds}
+        async for page in self.etcd.range_pages(self.keys.tokens()):
+            for kv in page.kvs:
+                record = TokenRecord.model_validate_json(kv.value)
+                if record.user == user and (kinds is None or record.kind in kinds):
+                    found.add(record.id)
+        doomed = sorted(found)
         for i in range(0, len(doomed), 60):
             ops = []
             for t in doomed[i : i + 60]:

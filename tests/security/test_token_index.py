@@ -62,3 +62,24 @@ async def test_tokens_from_before_the_index_are_indexed_once_and_counted(cluster
     assert len(await identity.list_tokens("v")) == MAX_TOKENS_PER_USER
     status, body = await cluster.request("POST", "/api/v1/users/v/tokens", json={})
     assert status == 409 and "tokens; revoke some" in str(body), body
+
+
+async def test_a_token_without_an_entry_does_not_outlive_its_users_revocation(cluster, etcd, keys):
+    """A token an older node wrote during a rolling upgrade, after the index was built, has no
+    entry: disabling its user, resetting the password or deleting the user must still end it
+    (D519); from the index alone it survived, and a re-created user of the name inherited it."""
+    await cluster.start()
+    await make_user(cluster, "v", {"a": "viewer"})
+    identity = IdentityStore(etcd, keys, lambda: datetime.now(UTC))
+    secret = new_token()
+    record = TokenRecord(
+        id=token_id(secret), digest=digest(secret), user="v", created_at=datetime.now(UTC)
+    )
+    await etcd.put(keys.token(record.id), record.model_dump_json())  # as an older node does
+    assert await identity.resolve(secret) is not None
+    status, body = await cluster.request("PATCH", "/api/v1/users/v", json={"enabled": False})
+    assert status == 200, body
+    assert await etcd.get(keys.token(record.id)) is None
+    status, body = await cluster.request("PATCH", "/api/v1/users/v", json={"enabled": True})
+    assert status == 200, body
+    assert await identity.resolve(secret) is None  # re-enabling revives nothing (D167)
