@@ -13,6 +13,8 @@ from nodes.cli import credentials
 from nodes.cli.client import check_api, refusal, unreachable
 from nodes.cli.termsafe import TerminalFilter
 
+READ_TIMEOUT = 60.0  # s for a stored log's answer (a followed one waits as long as the run)
+
 
 def add_log_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attempt", type=int, help="this attempt's output (default: the last)")
@@ -42,7 +44,7 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
         query["tail"] = str(args.tail)
     check_api(args)
     url = args.api.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
-    timeout = None if args.follow else 60
+    timeout = None if args.follow else READ_TIMEOUT
     req = urllib.request.Request(url)
     token = credentials.token_for(args)
     if token:
@@ -62,6 +64,12 @@ def print_logs(args: argparse.Namespace, path: str) -> int:
         return 1
     except urllib.error.URLError as exc:
         print(f"cronmesh: {unreachable(args.api, exc.reason)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # no answer in time, or the stream dropped mid-answer (D509)
+        reason = (
+            f"no answer within {timeout} s" if isinstance(exc, TimeoutError) and timeout else exc
+        )
+        print(f"cronmesh: {unreachable(args.api, reason)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
