@@ -122,28 +122,48 @@ class Held:
 def others_held(value: bytes | None, me: str, now: float) -> Held:
     """What the other nodes' entries that stand at ``now`` hold, summed."""
     out = Held()
-    for node, entry in _entries(value).items():
-        if node != me and float(entry["until"]) > now:
-            out.runs += int(entry["runs"])
-            for prefix, n in entry.get("places", {}).items():
-                out.places[prefix] = out.places.get(prefix, 0) + int(n)
+    for node, held in _standing(value, now).items():
+        if node != me:
+            out = out.plus(held)
     return out
 
 
 def with_mine(value: bytes | None, me: str, mine: Held, now: float) -> str | None:
     """The value with this node's entry set to ``mine`` (gone when it holds nothing) and
     lapsed entries dropped; None when no entry is left (the key goes)."""
-    entries = {n: e for n, e in _entries(value).items() if n != me and float(e["until"]) > now}
+    entries: dict[str, dict[str, Any]] = {
+        n: {"runs": h.runs, "places": h.places, "until": until}
+        for n, (h, until) in _read(value, now).items()
+        if n != me
+    }
     if not mine.empty():
         entries[me] = {"runs": mine.runs, "places": mine.places, "until": now + HOLD_SECONDS}
     return json.dumps({"nodes": entries}) if entries else None
 
 
-def _entries(value: bytes | None) -> dict[str, dict[str, Any]]:
-    if not value:
+def _standing(value: bytes | None, now: float) -> dict[str, Held]:
+    return {n: h for n, (h, _) in _read(value, now).items()}
+
+
+def _read(value: bytes | None, now: float) -> dict[str, tuple[Held, float]]:
+    """Each node's entry that stands at ``now``, with its ``until``. An entry this version
+    cannot read (another version's form, a hand edit) counts as none rather than answering
+    every manual run with a 500: its own node writes it again with its next admission (D520)."""
+    try:
+        nodes = json.loads(value).get("nodes") if value else None
+    except (ValueError, AttributeError):
         return {}
-    nodes = json.loads(value).get("nodes")
-    return nodes if isinstance(nodes, dict) else {}
+    out: dict[str, tuple[Held, float]] = {}
+    for node, entry in (nodes if isinstance(nodes, dict) else {}).items():
+        try:
+            until = float(entry["until"])
+            if not until > now:
+                continue
+            places = {str(p): int(n) for p, n in entry.get("places", {}).items()}
+            out[str(node)] = (Held(int(entry["runs"]), places), until)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return out
 
 
 class Buckets:
@@ -166,6 +186,13 @@ class Buckets:
             return None
         self._state[project] = (tokens, now)
         return (cost - tokens) / rate
+
+    def give_back(self, project: str, cost: int) -> None:
+        """Return ``cost`` tokens taken for runs that were then not made (``take`` caps the
+        bucket at its burst again)."""
+        if project in self._state:
+            tokens, at = self._state[project]
+            self._state[project] = (tokens + cost, at)
 
     def admit(
         self, project: str, cost: int, limits: RunLimits, now: float, what: str = "runs"

@@ -169,6 +169,7 @@ class RunGate:
                     return
                 asks = passed  # an admission on another node since our read: count again
             for ask in asks:
+                self._refund(project, ask)
                 ask.decided, ask.error = (
                     True,
                     Conflict(
@@ -181,6 +182,7 @@ class RunGate:
             undecided = [a for a in asks if not a.decided]
             if isinstance(exc, Exception):
                 for ask in undecided:
+                    self._refund(project, ask)
                     ask.decided, ask.error = True, exc
             else:  # cancelled: their own turns decide them (those still waiting)
                 state.asks[:0] = [a for a in undecided if not a.gone]
@@ -188,6 +190,12 @@ class RunGate:
             state.written = False
             await self._write_held(project, state)
             raise
+
+    def _refund(self, project: str, ask: _Ask) -> None:
+        """An admission refused after its rate was charged makes no runs: its tokens go back."""
+        if ask.charged:
+            self.buckets.give_back(project, ask.runs)
+            ask.charged = False
 
     async def _try(self, project: str, state: _Project, asks: list[_Ask]) -> list[_Ask] | None:
         """Refuse what the count refuses and write the holds of the others: None when written
