@@ -337,9 +337,7 @@ class Executing(JobCommand, Outcomes):
                     await ex.proc.wait()
                     return "failed", "the process died before its start", None, None
                 ex.phase = "running"
-                if run.not_before is not None:
-                    run.started_at = self.clock()
-            elif run.not_before is not None:
+            if not armed and run.not_before is not None:
                 run.started_at = self.clock()
             if run.scheduled_at is not None and run.source in TICK_SOURCES:  # late ones too
                 metrics.START_LAG.observe(max(0.0, time.time() - run.scheduled_at.timestamp()))
