@@ -8,8 +8,8 @@ import asyncio
 
 import yaml
 
+from tests.api_helpers import JOBS, RUNS, run_done
 from tests.conftest import run_cli
-from tests.integration.test_api import JOBS, RUNS, run_done
 
 WFS = "/api/v1/projects/default/workflows"
 

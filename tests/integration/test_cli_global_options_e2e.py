@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from nodes.devtools.embedded import free_port
+from tests.api_helpers import JOBS, RUNS
 from tests.conftest import ROOT, cli_env, run_cli
-from tests.integration.test_api import JOBS, RUNS
 
 
 async def cli(url: str, *args: str) -> tuple[int, str, str]:

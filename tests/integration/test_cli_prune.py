@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.api_helpers import JOBS
 from tests.conftest import ROOT, cli_env
-from tests.integration.test_api import JOBS
 
 
 def run_cli(url: str, *args: str) -> tuple[int, str, str]:

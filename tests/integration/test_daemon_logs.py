@@ -10,8 +10,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from nodes.runtime.logsetup import configure
+from tests.api_helpers import JOBS, run_done
 from tests.conftest import api_session, wait_for
-from tests.integration.test_api import JOBS, run_done
 
 
 async def test_run_lines_carry_run_job_and_node(cluster):

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.api_helpers import JOBS
 from tests.conftest import wait_for
-from tests.integration.test_api import JOBS
 from tests.integration.test_notifications import Receiver, allow_loopback
 
 

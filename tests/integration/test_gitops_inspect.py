@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from nodes.devtools.embedded import etcd_binary
+from tests.api_helpers import JOBS, run_done
 from tests.conftest import run_cli, wait_for
-from tests.integration.test_api import JOBS, run_done
 
 
 async def cli(url: str, *args: str) -> tuple[int, str, str]:

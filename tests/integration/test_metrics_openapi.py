@@ -21,8 +21,8 @@ from schemathesis.checks import (
 from cluster.secretbox import new_key
 from nodes.api.openapi import NOT_API
 from nodes.devtools.embedded import EtcdProcess
+from tests.api_helpers import JOBS, run_done
 from tests.conftest import ProcessCluster, api_headers, wait_for
-from tests.integration.test_api import JOBS, run_done
 
 
 def samples(text: str) -> dict[str, list]:

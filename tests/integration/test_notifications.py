@@ -19,8 +19,8 @@ from cluster.models import Job, JobSpec
 from cluster.notify import verify
 from cluster.store import Store
 from nodes.devtools.embedded import free_port
+from tests.api_helpers import JOBS, run_done
 from tests.conftest import wait_for
-from tests.integration.test_api import JOBS, run_done
 
 
 class Receiver:

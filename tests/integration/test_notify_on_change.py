@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
+from tests.api_helpers import JOBS, run_done
 from tests.conftest import wait_for
-from tests.integration.test_api import JOBS, run_done
 from tests.integration.test_notifications import Receiver, allow_loopback
 
 

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.api_helpers import JOBS
 from tests.conftest import wait_for
-from tests.integration.test_api import JOBS
 from tests.integration.test_notifications import Receiver, allow_loopback
 
 

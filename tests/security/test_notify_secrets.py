@@ -9,9 +9,9 @@ import json
 import aiohttp
 
 from cluster.notify import SECRET_KEPT, verify
+from tests.api_helpers import JOBS, RUNS, run_done
 from tests.conftest import api_headers, wait_for
 from tests.integration.test_access import make_user
-from tests.integration.test_api import JOBS, RUNS, run_done
 from tests.integration.test_notifications import Receiver, allow_loopback
 
 DEFAULTS = "/api/v1/projects/default/notifications"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from nodes import webhooks
+from tests.api_helpers import JOBS
 from tests.browser.conftest import make_user
 from tests.conftest import api_headers, wait_for
-from tests.integration.test_api import JOBS
 from tests.security.test_webhook_ssrf import SETTINGS, Inside, counts
 
 

@@ -15,8 +15,8 @@ from aiohttp import web
 from cluster.notify import verify
 from nodes import webhooks
 from nodes.devtools.embedded import free_port
+from tests.api_helpers import JOBS, run_done
 from tests.conftest import wait_for
-from tests.integration.test_api import JOBS, run_done
 from tests.integration.test_notifications import Receiver, notification_counts
 
 DEFAULTS = "/api/v1/projects/default/notifications"
