@@ -457,6 +457,14 @@ async def test_listing_executions_of_a_big_workflow_reads_and_answers_bounded_pa
 # printed reversed past the masking), its working folder (through /proc/<pid>/cwd), a signal.
 B_JOB = "echo hi > mine; exec sleep 30"
 SPY = r"""
+# b's run is "running" from its release; its process may still be between setpriv's change of
+# user and its exec (not readable by that user then): look once b's command is its own
+for i in $(seq 100); do
+  for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in "sleep 30 ") break 2;; esac
+  done
+  sleep 0.05
+done
 for f in /proc/[0-9]*/environ; do tr '\0' '\n' < $f 2>/dev/null; done | grep '^PW=' | rev
 for p in /proc/[0-9]*; do
   case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in
